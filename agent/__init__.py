@@ -1,0 +1,1 @@
+"""superstatic agent: Raft-replicated, LMDB-durable log of object operations."""

@@ -1,0 +1,1 @@
+"""Pure, sans-I/O Raft: messages and ticks in; messages, entries to persist and commits out."""

@@ -1,0 +1,52 @@
+"""The errors a user of superstatic can meet. Each message says what happened and what to do."""
+
+from __future__ import annotations
+
+
+class Error(Exception):
+    """Base class of every error superstatic raises on purpose."""
+
+
+class Unavailable(Error):
+    """No quorum (or no reachable agent) within the timeout.
+
+    `outcome_known` tells whether the operation certainly did not commit (True) or may have
+    committed (False). The message always says which, so a user reading a log knows too.
+    """
+
+    def __init__(self, message: str, *, outcome_known: bool) -> None:
+        super().__init__(message)
+        self.outcome_known = outcome_known
+
+
+class ConflictError(Error):
+    """A transaction kept conflicting with concurrent writers past its retry budget."""
+
+
+class NotStorable(Error):
+    """A value cannot be replicated. Raised at the assignment; names the path and the type."""
+
+    def __init__(self, path: str, type_name: str, reason: str = "") -> None:
+        detail = f": {reason}" if reason else ""
+        super().__init__(
+            f"cannot store a value of type {type_name!r} at {path}{detail}. Storable values are "
+            "None, bool, int, float, str, bytes, tuple, list, dict, set, frozenset, "
+            "datetime/date/time, Decimal, UUID and instances of classes registered with "
+            "superstatic.register()"
+        )
+        self.path = path
+        self.type_name = type_name
+
+
+class ProtocolError(Error):
+    """A peer or client sent something that is not valid superstatic protocol."""
+
+
+class LimitExceeded(Error):
+    """A named limit was hit; the message names the limit, its value and the offending size."""
+
+    def __init__(self, limit_name: str, limit: int, actual: int, what: str) -> None:
+        super().__init__(f"{what} is {actual}, above the limit {limit_name}={limit}")
+        self.limit_name = limit_name
+        self.limit = limit
+        self.actual = actual
