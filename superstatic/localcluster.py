@@ -1,0 +1,247 @@
+"""A cluster of real agent processes on this machine, for the demo, the benchmarks and tests.
+
+Every agent is a `python -m superstatic_agent` subprocess bound to 127.0.0.1 on ports found
+free, with its data in its own folder. Everything started here is stopped by PID in `close()`
+(also on `with` exit), so nothing outlives its owner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from superstatic import oneshot, wire
+from superstatic.errors import Error
+
+# Generous by default: three agents and their apps share two cores on the machines we test on.
+TIMEOUT_S_LEADER_DEFAULT = 30.0
+TIMEOUT_S_STOP = 10.0
+POLL_S = 0.05
+PORTS_TRIES_MAX = 100
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    for _ in range(PORTS_TRIES_MAX):
+        if len(ports) == count:
+            break
+        ports.add(free_port())
+    assert len(ports) == count, f"found only {len(ports)} free ports of {count}"
+    return sorted(ports)
+
+
+@dataclass
+class AgentSpec:
+    id: str
+    peer_endpoint: str
+    client_endpoint: str
+    data_dir: Path
+    voter: bool = True
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass
+class LocalCluster:
+    """N voters (ids a, b, c, ...) plus optional learners, all on loopback."""
+
+    base_dir: Path
+    size: int = 3
+    agent_args: Sequence[str] = ()
+    env: dict[str, str] | None = None
+    agents: dict[str, AgentSpec] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        assert 1 <= self.size <= 26, self.size
+        self.base_dir = Path(self.base_dir)
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        ports = free_ports(2 * self.size)
+        for i in range(self.size):
+            node_id = chr(ord("a") + i)
+            self.agents[node_id] = AgentSpec(
+                id=node_id,
+                peer_endpoint=f"tcp://127.0.0.1:{ports[2 * i]}",
+                client_endpoint=f"tcp://127.0.0.1:{ports[2 * i + 1]}",
+                data_dir=self.base_dir / node_id,
+            )
+
+    # -- addressing --------------------------------------------------------------------------
+
+    @property
+    def voter_ids(self) -> list[str]:
+        return [a.id for a in self.agents.values() if a.voter]
+
+    @property
+    def peers_arg(self) -> str:
+        return ",".join(f"{a.id}={a.peer_endpoint}" for a in self.agents.values() if a.voter)
+
+    def client_endpoints(self, ids: Sequence[str] | None = None) -> list[str]:
+        chosen = ids if ids is not None else list(self.agents)
+        return [self.agents[i].client_endpoint for i in chosen]
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> LocalCluster:
+        for node_id in self.voter_ids:
+            self.start_agent(node_id)
+        return self
+
+    def command(self, node_id: str) -> list[str]:
+        spec = self.agents[node_id]
+        cmd = [
+            sys.executable,
+            "-m",
+            "superstatic_agent",
+            "--id",
+            spec.id,
+            "--data-dir",
+            str(spec.data_dir),
+            "--peers",
+            self.peers_arg,
+            "--client",
+            spec.client_endpoint,
+        ]
+        if not spec.voter:
+            cmd += ["--listen", spec.peer_endpoint]
+        return cmd + list(self.agent_args)
+
+    def start_agent(self, node_id: str) -> AgentSpec:
+        spec = self.agents[node_id]
+        assert not spec.alive(), f"agent {node_id} is already running (pid {spec.pid})"
+        spec.data_dir.mkdir(parents=True, exist_ok=True)
+        spec.log_path = self.base_dir / f"{node_id}.log"
+        env = dict(os.environ)
+        env.update(self.env or {})
+        with open(spec.log_path, "ab") as log:
+            spec.process = subprocess.Popen(
+                self.command(node_id),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches us, not the agents
+            )
+        return spec
+
+    def add_learner(self, node_id: str) -> AgentSpec:
+        """Starts an agent outside --peers; it joins the cluster as a non-voting learner."""
+        assert node_id not in self.agents, node_id
+        peer_port, client_port = free_ports(2)
+        self.agents[node_id] = AgentSpec(
+            id=node_id,
+            peer_endpoint=f"tcp://127.0.0.1:{peer_port}",
+            client_endpoint=f"tcp://127.0.0.1:{client_port}",
+            data_dir=self.base_dir / node_id,
+            voter=False,
+        )
+        return self.start_agent(node_id)
+
+    def signal(self, node_id: str, sig: signal.Signals) -> None:
+        spec = self.agents[node_id]
+        assert spec.process is not None, f"agent {node_id} was never started"
+        if spec.alive():
+            os.kill(spec.process.pid, sig)
+
+    def kill(self, node_id: str) -> None:
+        """kill -9: the agent gets no chance to clean up."""
+        self.signal(node_id, signal.SIGKILL)
+        self._reap(node_id)
+
+    def pause(self, node_id: str) -> None:
+        self.signal(node_id, signal.SIGSTOP)
+
+    def resume(self, node_id: str) -> None:
+        self.signal(node_id, signal.SIGCONT)
+
+    def stop(self, node_id: str) -> None:
+        """SIGTERM and wait; SIGKILL if it does not exit in time."""
+        spec = self.agents[node_id]
+        if not spec.alive():
+            return
+        self.signal(node_id, signal.SIGCONT)  # a paused process cannot handle SIGTERM
+        self.signal(node_id, signal.SIGTERM)
+        try:
+            assert spec.process is not None
+            spec.process.wait(TIMEOUT_S_STOP)
+        except subprocess.TimeoutExpired:
+            self.kill(node_id)
+
+    def _reap(self, node_id: str) -> None:
+        process = self.agents[node_id].process
+        if process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(TIMEOUT_S_STOP)
+
+    def close(self) -> None:
+        for node_id in list(self.agents):
+            try:
+                self.stop(node_id)
+            finally:
+                spec = self.agents[node_id]
+                if spec.alive():
+                    self.kill(node_id)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- observation -------------------------------------------------------------------------
+
+    def status(self, node_id: str, timeout_ms: int = 2_000) -> dict[str, Any]:
+        return oneshot.request(
+            self.agents[node_id].client_endpoint, wire.FrameType.STATUS, timeout_ms=timeout_ms
+        )
+
+    def leader(self, timeout_s: float = TIMEOUT_S_LEADER_DEFAULT) -> str:
+        """Waits until a live agent reports itself leader and the other live agents agree."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            seen: dict[str, str | None] = {}
+            for node_id, spec in self.agents.items():
+                if not spec.alive():
+                    continue
+                try:
+                    seen[node_id] = self.status(node_id, timeout_ms=500).get("leader")
+                except Error:
+                    continue
+            leaders = {lead for lead in seen.values() if lead is not None}
+            if len(leaders) == 1:
+                (lead,) = leaders
+                if lead in seen and all(v == lead for v in seen.values()):
+                    return lead
+            time.sleep(POLL_S)
+        raise TimeoutError(f"no agreed leader within {timeout_s} s; agent logs in {self.base_dir}")
+
+    def logs(self) -> str:
+        """The tail of every agent's log, for failure messages."""
+        parts = []
+        for spec in self.agents.values():
+            if spec.log_path is not None and spec.log_path.exists():
+                tail = spec.log_path.read_bytes()[-4000:].decode(errors="replace")
+                parts.append(f"--- agent {spec.id} ({spec.log_path}) ---\n{tail}")
+        return "\n".join(parts)
