@@ -1,0 +1,107 @@
+"""The `superstatic` command: status, inspect, a local cluster, the demo and the benchmarks.
+
+Each subcommand lives in the module that owns its subject; this file only dispatches, so that
+`superstatic --help` stays fast (nothing heavy is imported until a subcommand runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from superstatic.errors import Error
+
+USAGE = """superstatic <command> [options]
+
+commands:
+  status   --agent ENDPOINT [--json]     members, roles, leader, term, commit/applied, lag
+  inspect  ROOT --agent ENDPOINT         a root's current value as JSON
+  cluster  [--size N] [--dir DIR]        run a local cluster in the foreground (Ctrl-C stops it)
+  demo                                   the guided demo: 3 agents, apps, a leader killed mid-run
+  bench    [--quick] [--only W,..] [--peers] [--out DIR]   the benchmark suite
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = args[0], args[1:]
+    try:
+        if command == "status":
+            from superstatic.status import main as status_main
+
+            return status_main(rest)
+        if command == "inspect":
+            return inspect_main(rest)
+        if command == "cluster":
+            return cluster_main(rest)
+        if command == "demo":
+            from superstatic.demo import main as demo_main
+
+            return demo_main(rest)
+        if command == "bench":
+            from superstatic_bench.cli import main as bench_main
+
+            return bench_main(rest)
+    except Error as exc:
+        print(f"superstatic {command}: {exc}", file=sys.stderr)
+        return 1
+    print(f"superstatic: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+def inspect_main(argv: Sequence[str]) -> int:
+    from superstatic import oneshot, wire
+
+    parser = argparse.ArgumentParser(prog="superstatic inspect", description=__doc__)
+    parser.add_argument("root", help="name of the root (a @clustered class's name or a root())")
+    parser.add_argument("--agent", required=True, help="client endpoint, e.g. tcp://127.0.0.1:7501")
+    parser.add_argument("--timeout-ms", type=int, default=5_000)
+    args = parser.parse_args(argv)
+    reply = oneshot.request(
+        args.agent, wire.FrameType.INSPECT, {"root": args.root}, timeout_ms=args.timeout_ms
+    )
+    if not reply.get("found", True):
+        print(f"superstatic inspect: no root named {args.root!r}", file=sys.stderr)
+        return 1
+    print(json.dumps(reply.get("value"), indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def cluster_main(argv: Sequence[str]) -> int:
+    from superstatic.localcluster import LocalCluster
+
+    parser = argparse.ArgumentParser(prog="superstatic cluster")
+    parser.add_argument("--size", type=int, default=3, choices=(1, 3, 5))
+    parser.add_argument("--dir", type=Path, default=None, help="data folder (default: temporary)")
+    args, agent_args = parser.parse_known_args(argv)
+    base = args.dir or Path(tempfile.mkdtemp(prefix="superstatic-cluster-"))
+    with LocalCluster(base, size=args.size, agent_args=agent_args).start() as cluster:
+        leader = cluster.leader()
+        endpoints = ",".join(cluster.client_endpoints())
+        print(f"cluster of {args.size} up in {base}; leader {leader}")
+        print(f"  export SUPERSTATIC_AGENT={endpoints}")
+        print("Ctrl-C stops every agent.")
+        stop = False
+
+        def on_signal(*_: object) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        while not stop:
+            time.sleep(0.2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
