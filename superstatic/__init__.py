@@ -1,0 +1,113 @@
+"""superstatic: Terracotta-style clustered objects for Python.
+
+    import superstatic
+
+    @superstatic.clustered
+    class Inventory:
+        def __init__(self):          # runs once per cluster, ever
+            self.stock = {}
+
+        def add(self, sku, n):       # each outside call = one serializable transaction
+            self.stock[sku] = self.stock.get(sku, 0) + n
+
+    inv = Inventory()                # the cluster-wide singleton
+    cfg = superstatic.root("config", dict)
+    with superstatic.transaction():  # several objects, one atomic commit
+        ...
+    superstatic.sync()               # linearizable barrier
+
+See docs/library.md for the semantics and costs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from superstatic.errors import (
+    ConflictError,
+    Error,
+    LimitExceeded,
+    NotStorable,
+    ProtocolError,
+    Unavailable,
+)
+
+if TYPE_CHECKING:
+    from superstatic.decorators import clustered, register
+    from superstatic.plain_copy import plain
+    from superstatic.session import TransactionBlock
+
+__all__ = [
+    "ConflictError",
+    "Error",
+    "LimitExceeded",
+    "NotStorable",
+    "ProtocolError",
+    "Unavailable",
+    "close",
+    "clustered",
+    "connect",
+    "plain",
+    "register",
+    "root",
+    "sync",
+    "transaction",
+]
+
+# The agent imports superstatic.errors / codec / ops / wire, which imports this package first:
+# the library proper (wrapt, proxies, replica) loads only when an app first uses it.
+_LAZY = {
+    "clustered": "superstatic.decorators",
+    "register": "superstatic.decorators",
+    "plain": "superstatic.plain_copy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'superstatic' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def _session() -> Any:
+    from superstatic import session_default
+
+    return session_default.get()
+
+
+def connect(endpoints: list[str] | str | None = None) -> None:
+    """Connects to the cluster; optional (the first use connects with the defaults).
+    Endpoints: this argument, else $SUPERSTATIC_AGENT, else an embedded single-node agent."""
+    from superstatic import session_default
+
+    session_default.connect(endpoints)
+
+
+def close() -> None:
+    """Closes the default connection (also done at exit)."""
+    from superstatic import session_default
+
+    session_default.close()
+
+
+def root(name: str, kind: type) -> Any:
+    """The named cluster-wide dict, list or set (created empty if it does not exist)."""
+    return _session().root(name, kind)
+
+
+def transaction() -> TransactionBlock:
+    """`with transaction():` commits the block's writes atomically at its end (nothing if it
+    raises). `@transaction()` on a function runs each call as a transaction, re-run on conflict."""
+    from superstatic.session import TransactionBlock
+
+    return TransactionBlock(_session)
+
+
+def sync() -> None:
+    """Linearizable barrier: the local view now includes every write committed anywhere before
+    the call began."""
+    _session().sync()
