@@ -168,9 +168,21 @@ def _setattr(self: Any, name: str, value: Any) -> None:
         return
     txn.check(node)
     live = _values.store(txn, value, node, _values.attr(name))
-    if type(live) not in _values.SCALAR_TYPES and txn.view(node).get(name, _NOT_FOUND) is live:
+    if type(live) in _REF_CHECK and txn.view(node).get(name, _NOT_FOUND) is live:
         return  # `self.items += [...]`: the same shared reference, nothing to write
     txn.emit(node, ["set", node.oid, name, live])
+
+
+class _RefTypes:
+    """`type(v) in _REF_CHECK`: is v a proxy or shared instance (a stored reference)?"""
+
+    def __contains__(self, tp: type) -> bool:
+        from superstatic.node import PROXY_TYPES
+
+        return tp in PROXY_TYPES or tp in SHARED_CLASSES
+
+
+_REF_CHECK = _RefTypes()
 
 
 def _delattr(self: Any, name: str) -> None:

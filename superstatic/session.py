@@ -205,17 +205,27 @@ class Session:
             self.sync()
             ref = self.replica.root_ref(name)
         txn = _txn.state.txn
-        if ref is not None and txn is not None:
-            txn.record_read(self._roots_node())
+        roots = self.replica.roots_node()
+        if ref is not None and txn is not None and roots is not None:
+            txn.record_read(roots)
         return ref
 
     def _roots_node(self) -> Any:
+        """The root table, for a transaction body. On a cluster that has never stored anything
+        it does not exist yet: the first transaction that binds a root creates it, reading
+        its version as 0 (absent), so two racing first creators conflict instead of one
+        overwriting the other."""
+        txn = _txn.state.txn
+        assert txn is not None
         roots = self.replica.roots_node()
-        if roots is None:
-            raise Error(
-                "the replica has no root table yet: the connection has not loaded the cluster's "
-                "state; this is a bug in superstatic"
-            )
+        if roots is not None:
+            return roots
+        pending = txn.new_nodes.get(ROOTS_OID)
+        if pending is not None:
+            return pending
+        roots = _node.make_node(self.replica, ROOTS_OID, "dict", None, txn)
+        txn.add_new([roots])
+        txn.reads[ROOTS_OID] = 0
         return roots
 
     # ------------------------------------------------------------------ barrier, lifecycle
