@@ -65,8 +65,9 @@ class Entry:
     data: bytes
 
     def __post_init__(self) -> None:
-        assert self.index >= 1, self
-        assert self.term >= 1, self
+        # index/term 0 only on entries a follower forwards in PROPOSE (the leader numbers them).
+        assert self.index >= 0 and self.term >= 0, self
+        assert (self.index == 0) == (self.term == 0), self
         assert isinstance(self.data, bytes)
 
 

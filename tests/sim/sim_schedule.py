@@ -1,0 +1,337 @@
+"""Seeded random schedules over the simulated cluster, and their end-of-run checks.
+
+A schedule is a pure function of its seed: cluster shape, Raft config, network faults, and
+every event (proposal, read, crash, restart, partition, compaction, membership change,
+leadership transfer) come from random.Random(seed). Safety is checked after every Ready by
+sim_harness.Checker; liveness and durability after healing, here.
+
+Environment knobs: SUPERSTATIC_SIM_SEEDS=N (how many seeds the pytest run covers),
+SUPERSTATIC_SIM_SEED=K (run only seed K).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass, field
+
+from sim_harness import SafetyViolation, World
+from superstatic_agent.raft.membership import apply_change
+from superstatic_agent.raft.types import (
+    ConfChange,
+    Dropped,
+    EntryKind,
+    RaftConfig,
+)
+
+SEEDS_DEFAULT = 1000
+CHAOS_TICKS = 150
+# After healing: ticks allowed for a leader to settle its membership, then for it to commit a
+# new proposal, then for every member to apply everything. Generous multiples of the (small)
+# election timeout the schedules use; hitting one is a liveness failure.
+HEAL_SETTLE_TICKS_MAX = 600
+HEAL_COMMIT_TICKS_MAX = 300
+HEAL_CATCHUP_TICKS_MAX = 600
+NODES_MAX = 9  # voters + learners + later additions, so ids stay few
+
+
+def seeds_from_env() -> list[int]:
+    one = os.environ.get("SUPERSTATIC_SIM_SEED")
+    if one:
+        return [int(one)]
+    return list(range(int(os.environ.get("SUPERSTATIC_SIM_SEEDS", SEEDS_DEFAULT))))
+
+
+@dataclass(slots=True)
+class Outcome:
+    seed: int
+    ticks: int = 0
+    proposals: int = 0
+    committed: int = 0
+    reads_answered: int = 0
+    crashes: int = 0
+    snapshots_installed: int = 0
+    conf_changes: int = 0
+    leaders: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def make_world(seed: int) -> World:
+    rng = random.Random(seed ^ 0x5EED)
+    voters_count = rng.choice((3, 3, 5))
+    learners_count = rng.choice((0, 0, 1))
+    roll = rng.random()
+    pre_vote, check_quorum = (
+        (True, True) if roll < 0.7 else (False, True) if roll < 0.8 else
+        (True, False) if roll < 0.9 else (False, False)
+    )
+    config = RaftConfig(
+        ticks_election=10,
+        ticks_heartbeat=2,
+        append_entries_max=rng.choice((1, 4, 64)),
+        append_bytes_max=rng.choice((8, 1 << 20)),
+        inflight_max=rng.choice((1, 2, 8, 64)),
+        pre_vote=pre_vote,
+        check_quorum=check_quorum,
+        proposals_pending_max=rng.choice((16, 4096)),
+    )
+    voters = [f"n{i}" for i in range(1, voters_count + 1)]
+    learners = [f"n{voters_count + i}" for i in range(1, learners_count + 1)]
+    world = World(seed, voters, learners, config)
+    net = world.network
+    net.drop_rate = rng.choice((0.0, 0.02, 0.1, 0.3))
+    net.duplicate_rate = rng.choice((0.0, 0.05, 0.2))
+    net.delay_ticks_max = rng.choice((0, 1, 2, 4))
+    return world
+
+
+class Schedule:
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.world = make_world(seed)
+        self.rng = random.Random(seed * 2 + 1)
+        self.out = Outcome(seed)
+        self.counter = 0
+        self.read_counter = 0
+
+    # -- events --------------------------------------------------------------------------------
+
+    def propose(self) -> None:
+        live = self.world.live()
+        node = self.rng.choice(live)
+        datas = []
+        for _ in range(self.rng.randint(1, 4)):
+            self.counter += 1
+            datas.append(f"s{self.seed}p{self.counter}".encode())
+        try:
+            self.world.propose(node.id, datas)
+            self.out.proposals += len(datas)
+        except Dropped:
+            pass
+
+    def read(self) -> None:
+        node = self.rng.choice(self.world.live())
+        self.read_counter += 1
+        try:
+            self.world.request_read(node.id, f"r{self.read_counter}".encode())
+        except Dropped:
+            self.world.read_requests.pop(f"r{self.read_counter}".encode(), None)
+
+    def crash(self) -> None:
+        live = self.world.live()
+        if len(live) <= 1:
+            return
+        self.rng.choice(live).crash()
+        self.out.crashes += 1
+
+    def restart(self) -> None:
+        down = [node for node in self.world.nodes.values() if not node.alive]
+        if down:
+            self.rng.choice(down).start()
+
+    def partition(self) -> None:
+        ids = sorted(self.world.nodes)
+        self.rng.shuffle(ids)
+        if self.rng.random() < 0.5:
+            isolated = ids[:1]  # one node cut off (the old leader, often)
+            leader = self.world.leader()
+            if leader is not None and self.rng.random() < 0.5:
+                isolated = [leader]
+        else:
+            isolated = ids[: self.rng.randint(1, len(ids) - 1)]
+        self.world.network.groups = dict.fromkeys(isolated, 1)
+
+    def heal_partition(self) -> None:
+        self.world.network.groups = {}
+
+    def compact(self) -> None:
+        node = self.rng.choice(self.world.live())
+        node.compact()
+
+    def conf_change(self) -> None:
+        leader_id = self.world.leader()
+        if leader_id is None:
+            return
+        raft = self.world.raft(leader_id)
+        conf = raft.conf
+        options: list[ConfChange] = []
+        if len(self.world.nodes) < NODES_MAX:
+            new_id = f"n{len(self.world.nodes) + 1}"
+            options.append(ConfChange("add_learner", new_id, f"sim://{new_id}"))
+        if len(conf.voters) < 5:
+            options.extend(ConfChange("promote", node, "") for node in conf.learners)
+        if len(conf.voters) > 3:
+            options.extend(ConfChange("remove", node, "") for node in conf.voters)
+        options.extend(ConfChange("remove", node, "") for node in conf.learners)
+        if not options:
+            return
+        change = self.rng.choice(options)
+        try:
+            raft.propose_conf_change(change)
+        except Dropped:
+            return
+        if change.op == "add_learner":
+            self.world.add_node(change.node)
+        self.world.nodes[leader_id].process()
+        self.out.conf_changes += 1
+
+    def transfer(self) -> None:
+        leader_id = self.world.leader()
+        if leader_id is None:
+            return
+        raft = self.world.raft(leader_id)
+        others = [v for v in raft.conf.voters if v != leader_id]
+        if not others:
+            return
+        try:
+            raft.transfer_leadership(self.rng.choice(others))
+        except Dropped:
+            return
+        self.world.nodes[leader_id].process()
+
+    # -- phases --------------------------------------------------------------------------------
+
+    def chaos(self, ticks: int) -> None:
+        r = self.rng
+        for _ in range(ticks):
+            if r.random() < 0.3:
+                self.propose()
+            if r.random() < 0.05:
+                self.read()
+            if r.random() < 0.012:
+                self.crash()
+            if r.random() < 0.04:
+                self.restart()
+            if r.random() < 0.012:
+                self.partition()
+            if r.random() < 0.03:
+                self.heal_partition()
+            if r.random() < 0.03:
+                self.compact()
+            if r.random() < 0.02:
+                self.conf_change()
+            if r.random() < 0.008:
+                self.transfer()
+            self.world.tick()
+            self.out.ticks += 1
+
+    def heal(self) -> None:
+        world = self.world
+        net = world.network
+        net.groups = {}
+        net.drop_rate = 0.0
+        net.duplicate_rate = 0.0
+        for node in world.nodes.values():
+            if not node.alive:
+                node.start()
+        self._stop_removed(self._committed_conf_members())
+        # A leader whose membership is committed (no CONF pending) settles who is in.
+        world.run_until(self._settled, HEAL_SETTLE_TICKS_MAX)
+        leader_id = world.leader()
+        assert leader_id is not None
+        self._stop_removed(set(world.raft(leader_id).conf.members()))
+        # Liveness: a new proposal commits within a bound.
+        self.counter += 1
+        probe = f"s{self.seed}heal{self.counter}".encode()
+        committed_probe = self._propose_until_committed(probe)
+        if not committed_probe:
+            raise SafetyViolation(
+                f"liveness: no leader committed a proposal within {HEAL_COMMIT_TICKS_MAX} "
+                "ticks after healing"
+            )
+        # Every member catches up with the leader's commit.
+        def caught_up() -> bool:
+            leader = world.leader()
+            if leader is None:
+                return False
+            target = world.raft(leader).commit
+            return all(
+                node.storage.sm.applied >= target
+                for node in world.live()
+                if node.id in world.raft(leader).conf.members()
+            )
+
+        world.run_until(caught_up, HEAL_CATCHUP_TICKS_MAX)
+        self._check_durability()
+
+    def _committed_conf_members(self) -> set[str]:
+        conf = self.world.initial_conf
+        for index in sorted(self.world.checker.committed):
+            entry = self.world.checker.committed[index]
+            if entry.kind is EntryKind.CONF:
+                conf = apply_change(conf, ConfChange.decode(entry.data))
+        return set(conf.members())
+
+    def _stop_removed(self, members: set[str]) -> None:
+        # Removed agents are shut down, as an operator would (thesis 4.2.3: otherwise, without
+        # CheckQuorum, they disrupt the cluster with ever higher terms).
+        for node in self.world.nodes.values():
+            if node.alive and node.id not in members:
+                node.crash()
+
+    def _settled(self) -> bool:
+        leader_id = self.world.leader()
+        if leader_id is None:
+            return False
+        raft = self.world.raft(leader_id)
+        return raft.term_at(raft.commit) == raft.term and raft.last_index == raft.commit
+
+    def _propose_until_committed(self, probe: bytes) -> bool:
+        world = self.world
+        for _ in range(HEAL_COMMIT_TICKS_MAX):
+            leader_id = world.leader()
+            if leader_id is not None and probe not in self._proposed_at(leader_id):
+                with contextlib.suppress(Dropped):
+                    world.propose(leader_id, [probe])
+            if probe in world.committed_datas().values():
+                return True
+            world.tick()
+        return False
+
+    def _proposed_at(self, leader_id: str) -> set[bytes]:
+        raft = self.world.raft(leader_id)
+        lo = max(raft.first_index, raft.commit + 1)
+        if lo > raft.last_index:
+            return set()
+        return {entry.data for entry in raft.entries_between(lo, raft.last_index)}
+
+    def _check_durability(self) -> None:
+        """Every acknowledged (committed) proposal is applied on every member."""
+        world = self.world
+        committed = world.committed_datas()
+        leader_id = world.leader()
+        assert leader_id is not None
+        members = set(world.raft(leader_id).conf.members())
+        for node in world.live():
+            if node.id not in members:
+                continue
+            applied = node.storage.sm.applied
+            expected = [(i, d) for i, d in sorted(committed.items()) if i <= applied]
+            got = world.applied_datas(node.id)
+            if got != expected:
+                missing = sorted(set(expected) - set(got))[:5]
+                extra = sorted(set(got) - set(expected))[:5]
+                raise SafetyViolation(
+                    f"durability: {node.id} applied sequence differs from the committed one "
+                    f"(missing {missing}, unexpected {extra})"
+                )
+        self.out.committed = len(committed)
+
+    def run(self, chaos_ticks: int = CHAOS_TICKS) -> Outcome:
+        try:
+            self.chaos(chaos_ticks)
+            self.heal()
+        except Exception as exc:
+            raise SafetyViolation(
+                f"seed {self.seed} failed: {exc}\n  rerun: SUPERSTATIC_SIM_SEED={self.seed} "
+                ".venv/bin/pytest tests/sim/test_sim.py -q"
+            ) from exc
+        self.out.leaders = len(self.world.checker.leaders)
+        self.out.reads_answered = sum(len(n.read_answers) for n in self.world.nodes.values())
+        return self.out
+
+
+def run_seed(seed: int, chaos_ticks: int = CHAOS_TICKS) -> Outcome:
+    return Schedule(seed).run(chaos_ticks)
+
