@@ -199,6 +199,7 @@ class SimNode:
         self.incarnation = 0
         self.staged: dict[SnapshotMeta, StateMachine] = {}
         self.read_answers: list[tuple[bytes, int]] = []
+        self.snapshots_installed = 0
         self.raft: RaftNode | None = None
         self.start()
 
@@ -236,8 +237,16 @@ class SimNode:
             if not raft.has_ready():
                 return
             ready = raft.ready()
+            crash_at = self.world.crash_point()
+            if crash_at == "before_persist":
+                self.world.checker.on_ready(raft, ready)
+                self.crash()  # kill -9 before the write transaction committed
+                return
             self.persist(ready)
             self.world.checker.on_ready(raft, ready)
+            if crash_at == "before_send":
+                self.crash()  # durable, but the process died before sending
+                return
             for m in ready.messages:
                 self.world.network.send(self.envelope(m))
             for read in ready.read_states:
@@ -256,6 +265,7 @@ class SimNode:
             s.snapshot = ready.snapshot
             s.entries = []
             s.sm = data.copy()
+            self.snapshots_installed += 1
         self.staged.clear()  # anything else staged was rejected
         if ready.entries:
             at = ready.entries[0].index
@@ -340,6 +350,7 @@ class World:
         self.nodes: dict[str, SimNode] = {}
         self.read_requests: dict[bytes, int] = {}  # context -> max committed index when asked
         self.read_hook: Callable[[str, bytes, int], None] | None = None
+        self.crash_in_ready_rate = 0.0  # chance that a node dies while handling one Ready
         for node_id in members:
             self.add_node(node_id)
 
@@ -362,6 +373,11 @@ class World:
 
     def live(self) -> list[SimNode]:
         return [node for node in self.nodes.values() if node.alive]
+
+    def crash_point(self) -> str | None:
+        if self.crash_in_ready_rate and self.rng.random() < self.crash_in_ready_rate:
+            return self.rng.choice(("before_persist", "before_send"))
+        return None
 
     def on_read(self, node_id: str, context: bytes, index: int) -> None:
         asked = self.read_requests.pop(context, None)

@@ -83,6 +83,7 @@ def make_world(seed: int) -> World:
     net.drop_rate = rng.choice((0.0, 0.02, 0.1, 0.3))
     net.duplicate_rate = rng.choice((0.0, 0.05, 0.2))
     net.delay_ticks_max = rng.choice((0, 1, 2, 4))
+    world.crash_in_ready_rate = rng.choice((0.0, 0.0, 0.002, 0.01))
     return world
 
 
@@ -99,6 +100,8 @@ class Schedule:
 
     def propose(self) -> None:
         live = self.world.live()
+        if not live:
+            return
         node = self.rng.choice(live)
         datas = []
         for _ in range(self.rng.randint(1, 4)):
@@ -111,7 +114,10 @@ class Schedule:
             pass
 
     def read(self) -> None:
-        node = self.rng.choice(self.world.live())
+        live = self.world.live()
+        if not live:
+            return
+        node = self.rng.choice(live)
         self.read_counter += 1
         try:
             self.world.request_read(node.id, f"r{self.read_counter}".encode())
@@ -146,8 +152,9 @@ class Schedule:
         self.world.network.groups = {}
 
     def compact(self) -> None:
-        node = self.rng.choice(self.world.live())
-        node.compact()
+        live = self.world.live()
+        if live:
+            self.rng.choice(live).compact()
 
     def conf_change(self) -> None:
         leader_id = self.world.leader()
@@ -222,6 +229,7 @@ class Schedule:
         net.groups = {}
         net.drop_rate = 0.0
         net.duplicate_rate = 0.0
+        world.crash_in_ready_rate = 0.0
         for node in world.nodes.values():
             if not node.alive:
                 node.start()
@@ -328,7 +336,9 @@ class Schedule:
                 ".venv/bin/pytest tests/sim/test_sim.py -q"
             ) from exc
         self.out.leaders = len(self.world.checker.leaders)
-        self.out.reads_answered = sum(len(n.read_answers) for n in self.world.nodes.values())
+        nodes = self.world.nodes.values()
+        self.out.reads_answered = sum(len(n.read_answers) for n in nodes)
+        self.out.snapshots_installed = sum(n.snapshots_installed for n in nodes)
         return self.out
 
 
