@@ -1,9 +1,10 @@
 """Transactions: recorded read versions, buffered writes, copy-on-write shadows.
 
 A transaction body runs in one thread holding its replica's apply lock, so it reads a consistent
-prefix of the log. Reads of an existing node record the node's version (once). The first write
-to an existing node copies it into a private *shadow*; every later read and write of that node in
-this transaction goes to the shadow, so the body sees its own writes while other threads keep
+prefix of the log. Reads of an existing node record the node's version (once). Writes to an
+existing node are buffered; the first read of the node after a write copies it into a private
+*shadow* with the buffered writes applied; every later read and write of that node in this
+transaction goes to the shadow, so the body sees its own writes while other threads keep
 reading the replica untouched. Nodes created in the transaction are private until commit.
 
 Read recording must not slow reads outside transactions. Proxy classes and generated shared
@@ -49,13 +50,17 @@ def current() -> Txn | None:
 class Txn:
     """One attempt of a transaction body. Never shared between threads."""
 
-    __slots__ = ("new_nodes", "ops", "reads", "replica", "session", "shadows")
+    __slots__ = ("new_nodes", "ops", "pending", "reads", "replica", "session", "shadows")
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self.replica: Replica = session.replica
         self.reads: dict[str, int] = {}
         self.shadows: dict[str, Any] = {}
+        # Writes to a node that this transaction has not read since: the shadow copy (O(size of
+        # the node)) is made only when the body reads the node after writing it, so write-only
+        # bodies (lone writes, blind updates) never copy a container.
+        self.pending: dict[str, list[list[Any]]] = {}
         # Ops on existing nodes, in program order, with live values (proxies, shared instances).
         self.ops: list[list[Any]] = []
         # Nodes created by this attempt, private until the commit's entry applies.
@@ -93,7 +98,16 @@ class Txn:
         if oid not in self.reads:
             self.reads[oid] = node.version
         shadow = self.shadows.get(oid)
-        return node.live if shadow is None else shadow
+        if shadow is None:
+            return node.live if oid not in self.pending else self._materialize(node)
+        return shadow
+
+    def _materialize(self, node: Node) -> Any:
+        shadow = node.live.copy()
+        for op in self.pending.pop(node.oid):
+            _ops.apply_op(node.kind, shadow, op)
+        self.shadows[node.oid] = shadow
+        return shadow
 
     def view_peek(self, node: Node) -> Any:
         """Like view() without recording a read (the caller records it if it reads state)."""
@@ -102,7 +116,9 @@ class Txn:
         ):
             self.check(node)
         shadow = self.shadows.get(node.oid)
-        return node.live if shadow is None else shadow
+        if shadow is None:
+            return node.live if node.oid not in self.pending else self._materialize(node)
+        return shadow
 
     def record_read(self, node: Node) -> None:
         if node.txn is self:
@@ -130,9 +146,9 @@ class Txn:
         oid = node.oid
         shadow = self.shadows.get(oid)
         if shadow is None:
-            shadow = node.live.copy()
-            self.shadows[oid] = shadow
-        _ops.apply_op(node.kind, shadow, op)
+            self.pending.setdefault(oid, []).append(op)
+        else:
+            _ops.apply_op(node.kind, shadow, op)
         self.ops.append(op)
 
     def add_new(self, nodes: list[Node]) -> None:
@@ -153,6 +169,7 @@ class Txn:
             node.txn = None
         self.new_nodes.clear()
         self.shadows.clear()
+        self.pending.clear()
         self.ops.clear()
 
 
