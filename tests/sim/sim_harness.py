@@ -87,6 +87,8 @@ class Network:
         self.duplicate_rate = 0.0
         self.delay_ticks_max = 0
         self.groups: dict[str, int] = {}  # node -> partition group (absent: group 0)
+        # Directed tests: a message is delivered only if this returns True.
+        self.filter: Callable[[Message], bool] | None = None
         self._queue: list[tuple[int, int, Envelope]] = []
         self._seq = 0
 
@@ -95,6 +97,8 @@ class Network:
 
     def send(self, envelope: Envelope) -> None:
         m = envelope.message
+        if self.filter is not None and not self.filter(m):
+            return
         if not self.connected(m.frm, m.to) or self.rng.random() < self.drop_rate:
             return
         copies = 2 if self.rng.random() < self.duplicate_rate else 1
@@ -411,6 +415,18 @@ class World:
             target = self.nodes.get(envelope.message.to)
             if target is not None and target.alive:
                 target.deliver(envelope)
+
+    def stabilize(self, rounds_max: int = 1000) -> None:
+        """Deliver messages (without ticking) until none is due: for zero-delay directed tests."""
+        for _ in range(rounds_max):
+            due = self.network.due()
+            if not due:
+                return
+            for envelope in due:
+                target = self.nodes.get(envelope.message.to)
+                if target is not None and target.alive:
+                    target.deliver(envelope)
+        raise AssertionError(f"still chatting after {rounds_max} rounds")
 
     def run(self, ticks: int) -> None:
         for _ in range(ticks):

@@ -26,7 +26,7 @@ from superstatic_agent.raft.types import (
 )
 
 SEEDS_DEFAULT = 1000
-CHAOS_TICKS = 150
+CHAOS_TICKS = 400
 # After healing: ticks allowed for a leader to settle its membership, then for it to commit a
 # new proposal, then for every member to apply everything. Generous multiples of the (small)
 # election timeout the schedules use; hitting one is a liveness failure.
