@@ -113,6 +113,11 @@ class Session:
             if committed.outcome in ("ok", "conflict"):
                 # ok: read-your-writes. conflict: the retry must see the entry that beat us.
                 self.connection.wait_applied(committed.index, TIMEOUT_S_APPLY)
+        except BaseException:
+            # Unavailable (maybe committed, maybe not) or an interrupt: nobody received the
+            # private nodes, and if the entry did commit the replica builds them afresh.
+            txn.abandon()
+            raise
         finally:
             self.replica.forget_new(new_oids)
         if committed.outcome == "ok":

@@ -165,8 +165,9 @@ class Txn:
         """The attempt will never commit: its private nodes die, so a leaked reference to one
         raises instead of silently writing into nothing."""
         for node in self.new_nodes.values():
-            node.dead = True
-            node.txn = None
+            if node.txn is self:  # not adopted by the replica (its entry did not apply here)
+                node.dead = True
+                node.txn = None
         self.new_nodes.clear()
         self.shadows.clear()
         self.pending.clear()
