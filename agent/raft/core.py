@@ -183,9 +183,7 @@ class RaftNode:
 
     def progress(self) -> dict[str, tuple[int, int, str]]:
         """Leader only: node -> (match, next, state). Empty on followers."""
-        return {
-            node: (pr.match, pr.next, pr.state.value) for node, pr in sorted(self._prs.items())
-        }
+        return {node: (pr.match, pr.next, pr.state.value) for node, pr in sorted(self._prs.items())}
 
     def _promotable(self) -> bool:
         return self._id in self.conf.voters
@@ -256,9 +254,7 @@ class RaftNode:
             return
         if self._leader is None:
             raise Dropped("no leader", None)
-        self._send(
-            Message(MsgType.READ_INDEX, self._id, self._leader, self._term, context=context)
-        )
+        self._send(Message(MsgType.READ_INDEX, self._id, self._leader, self._term, context=context))
 
     def transfer_leadership(self, to: str) -> None:
         if self._role is not Role.LEADER:
@@ -388,9 +384,7 @@ class RaftNode:
                 # term otherwise, because with PreVote/CheckQuorum we never vote it down.
                 self._send(Message(MsgType.APPEND_RESP, self._id, m.frm, self._term))
             elif m.type is MsgType.PRE_VOTE:
-                self._send(
-                    Message(MsgType.PRE_VOTE_RESP, self._id, m.frm, self._term, reject=True)
-                )
+                self._send(Message(MsgType.PRE_VOTE_RESP, self._id, m.frm, self._term, reject=True))
             return
         if m.type in (MsgType.PRE_VOTE, MsgType.VOTE):
             self._handle_vote_request(m)
@@ -448,9 +442,7 @@ class RaftNode:
             self._become_follower(m.term, m.frm)
             self._step_follower(m)
             return
-        expected = (
-            MsgType.PRE_VOTE_RESP if self._role is Role.PRE_CANDIDATE else MsgType.VOTE_RESP
-        )
+        expected = MsgType.PRE_VOTE_RESP if self._role is Role.PRE_CANDIDATE else MsgType.VOTE_RESP
         if t is not expected:
             return
         if m.frm in self.conf.voters:
@@ -529,9 +521,7 @@ class RaftNode:
     def _handle_heartbeat(self, m: Message) -> None:
         # The leader sends min(our match, its commit), so this never passes our durable log.
         self._log.commit_to(m.commit)
-        self._send(
-            Message(MsgType.HEARTBEAT_RESP, self._id, m.frm, self._term, context=m.context)
-        )
+        self._send(Message(MsgType.HEARTBEAT_RESP, self._id, m.frm, self._term, context=m.context))
 
     def _handle_snapshot(self, m: Message) -> None:
         meta = m.snapshot

@@ -135,10 +135,11 @@ class Progress:
         if self.state is ProgressState.REPLICATE:
             if rejected <= self.match:
                 return False  # an answer to an old message we already got past
-            self.next = self.match + 1
-            return True
-        if self.next - 1 != rejected:
+        elif self.next - 1 != rejected:
             return False  # not the answer to our current probe
+        # The hint is where the follower's log may match ours; a probe there verifies it.
+        # (In replicate state this matters under reordering: the follower usually has all
+        # but the message that overtook its predecessor, so we restart close to the end.)
         self.next = max(min(rejected, match_hint + 1), self.match + 1)
         self.probe_sent = False
         self._check()

@@ -34,6 +34,7 @@ HEAL_SETTLE_TICKS_MAX = 600
 HEAL_COMMIT_TICKS_MAX = 300
 HEAL_CATCHUP_TICKS_MAX = 600
 NODES_MAX = 9  # voters + learners + later additions, so ids stay few
+PAYLOAD_BYTES_MAX = 24  # b"s<seed>p<counter>" / b"s<seed>heal<counter>"
 
 
 def seeds_from_env() -> list[int]:
@@ -63,8 +64,13 @@ def make_world(seed: int) -> World:
     learners_count = rng.choice((0, 0, 1))
     roll = rng.random()
     pre_vote, check_quorum = (
-        (True, True) if roll < 0.7 else (False, True) if roll < 0.8 else
-        (True, False) if roll < 0.9 else (False, False)
+        (True, True)
+        if roll < 0.7
+        else (False, True)
+        if roll < 0.8
+        else (True, False)
+        if roll < 0.9
+        else (False, False)
     )
     config = RaftConfig(
         ticks_election=10,
@@ -107,6 +113,7 @@ class Schedule:
         for _ in range(self.rng.randint(1, 4)):
             self.counter += 1
             datas.append(f"s{self.seed}p{self.counter}".encode())
+            assert len(datas[-1]) <= PAYLOAD_BYTES_MAX
         try:
             self.world.propose(node.id, datas)
             self.out.proposals += len(datas)
@@ -201,25 +208,25 @@ class Schedule:
 
     def chaos(self, ticks: int) -> None:
         r = self.rng
+        # Per-schedule fault intensity, so some schedules are calm (long stable leaderships,
+        # deep logs, compaction under load) and some are storms (constant elections).
+        storm = r.choice((0.3, 1.0, 1.0, 3.0))
+        rates = {
+            self.propose: r.choice((0.1, 0.3, 0.8)),
+            self.read: 0.05,
+            self.crash: 0.012 * storm,
+            self.restart: 0.04,
+            self.partition: 0.012 * storm,
+            self.heal_partition: 0.03,
+            self.compact: r.choice((0.01, 0.03, 0.1)),
+            self.conf_change: 0.02,
+            self.transfer: 0.008 * storm,
+        }
+        events = list(rates.items())
         for _ in range(ticks):
-            if r.random() < 0.3:
-                self.propose()
-            if r.random() < 0.05:
-                self.read()
-            if r.random() < 0.012:
-                self.crash()
-            if r.random() < 0.04:
-                self.restart()
-            if r.random() < 0.012:
-                self.partition()
-            if r.random() < 0.03:
-                self.heal_partition()
-            if r.random() < 0.03:
-                self.compact()
-            if r.random() < 0.02:
-                self.conf_change()
-            if r.random() < 0.008:
-                self.transfer()
+            for event, rate in events:
+                if r.random() < rate:
+                    event()
             self.world.tick()
             self.out.ticks += 1
 
@@ -235,10 +242,14 @@ class Schedule:
                 node.start()
         self._stop_removed(self._committed_conf_members())
         # A leader whose membership is committed (no CONF pending) settles who is in.
-        world.run_until(self._settled, HEAL_SETTLE_TICKS_MAX)
+        world.run_until(self._settled, HEAL_SETTLE_TICKS_MAX + self._backlog_ticks())
         leader_id = world.leader()
         assert leader_id is not None
-        self._stop_removed(set(world.raft(leader_id).conf.members()))
+        members = set(world.raft(leader_id).conf.members())
+        self._stop_removed(members)
+        for node_id in sorted(members):
+            if not world.nodes[node_id].alive:
+                world.nodes[node_id].start()  # added while we thought it was not a member
         # Liveness: a new proposal commits within a bound.
         self.counter += 1
         probe = f"s{self.seed}heal{self.counter}".encode()
@@ -248,6 +259,7 @@ class Schedule:
                 f"liveness: no leader committed a proposal within {HEAL_COMMIT_TICKS_MAX} "
                 "ticks after healing"
             )
+
         # Every member catches up with the leader's commit.
         def caught_up() -> bool:
             leader = world.leader()
@@ -260,8 +272,22 @@ class Schedule:
                 if node.id in world.raft(leader).conf.members()
             )
 
-        world.run_until(caught_up, HEAL_CATCHUP_TICKS_MAX)
+        world.run_until(caught_up, HEAL_CATCHUP_TICKS_MAX + self._backlog_ticks())
         self._check_durability()
+
+    def _backlog_ticks(self) -> int:
+        """Extra ticks the slowest catch-up may need: under reordering the leader falls back
+        to probing, one APPEND (append_entries_max entries) per round trip; x2 for margin."""
+        live = [node.raft for node in self.world.live() if node.raft is not None]
+        backlog = max(r.last_index for r in live) - min(r.commit for r in live)
+        round_trip_ticks = 2 * (self.world.network.delay_ticks_max + 1)
+        config = self.world.config
+        # Sim payloads are at most PAYLOAD_BYTES_MAX bytes, which bounds entries per APPEND too.
+        per_message = max(
+            1, min(config.append_entries_max, config.append_bytes_max // PAYLOAD_BYTES_MAX)
+        )
+        messages = -(-backlog // per_message)
+        return 2 * messages * round_trip_ticks
 
     def _committed_conf_members(self) -> set[str]:
         conf = self.world.initial_conf
@@ -344,4 +370,3 @@ class Schedule:
 
 def run_seed(seed: int, chaos_ticks: int = CHAOS_TICKS) -> Outcome:
     return Schedule(seed).run(chaos_ticks)
-
