@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from superstatic import proxy_object
+from superstatic import txn as _txn
 
 if TYPE_CHECKING:
     from superstatic.replica import Replica
@@ -73,6 +74,8 @@ def make_node(
         node = Node(oid, kind, proxy_object.attrs_of(instance), replica, txn, class_name)
         node.ref = instance
         proxy_object.bind(instance, node)
+    if type(node.ref) not in _txn.OVERLAYS_ENABLED:
+        _txn.enable_overlay(type(node.ref))
     return node
 
 

@@ -187,15 +187,30 @@ def view_of(node: Node) -> Any:
 
 _toggle_lock = threading.Lock()
 _bodies_active = 0
+# Overlays declared by classes, and those enabled: a class's overlay is toggled only once an
+# instance of it exists in this process, so the toggle costs only for the kinds the app uses.
+_declared: dict[type, dict[str, Any]] = {}
 _overlays: list[tuple[type, dict[str, Any]]] = []
+OVERLAYS_ENABLED: set[type] = set()
 
 
 def register_overlay(cls: type, attrs: dict[str, Any]) -> None:
-    """`attrs` are installed on `cls` while any transaction body runs in this process."""
+    """`attrs` will be installed on `cls` while any transaction body runs in this process, once
+    `enable_overlay(cls)` has been called (when the first instance is made)."""
     with _toggle_lock:
         for name in attrs:
             assert name not in cls.__dict__, (cls, name)
+        assert cls not in _declared, cls
+        _declared[cls] = attrs
+
+
+def enable_overlay(cls: type) -> None:
+    with _toggle_lock:
+        if cls in OVERLAYS_ENABLED:
+            return
+        attrs = _declared[cls]
         _overlays.append((cls, attrs))
+        OVERLAYS_ENABLED.add(cls)
         if _bodies_active:
             for name, value in attrs.items():
                 setattr(cls, name, value)
