@@ -559,8 +559,6 @@ class RaftNode:
             if m.log_term > 0:
                 next_probe = self._log.find_conflict_by_term(m.reject_hint, m.log_term)
             if pr.maybe_decr_to(m.index, next_probe):
-                if pr.state is ProgressState.REPLICATE:
-                    pr.become_probe()
                 self._send_append(m.frm, send_empty=True)
             return
         updated = pr.maybe_update(m.index)

@@ -131,10 +131,12 @@ class Progress:
         self._check()
 
     def maybe_decr_to(self, rejected: int, match_hint: int) -> bool:
-        """A rejection of the APPEND whose prev index was `rejected`; False if it is stale."""
+        """A rejection of the APPEND whose prev index was `rejected`; False if it is stale.
+        Otherwise the follower is (now) in probe state, next at the hinted index."""
         if self.state is ProgressState.REPLICATE:
             if rejected <= self.match:
                 return False  # an answer to an old message we already got past
+            self.become_probe()
         elif self.next - 1 != rejected:
             return False  # not the answer to our current probe
         # The hint is where the follower's log may match ours; a probe there verifies it.
