@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import cbor2
 import pytest
-
-from superstatic.errors import ProtocolError
 from superstatic_agent.raft.log import RaftLog
 from superstatic_agent.raft.membership import (
     apply_change,
@@ -23,6 +21,8 @@ from superstatic_agent.raft.types import (
     ProgressState,
     RaftConfig,
 )
+
+from superstatic.errors import ProtocolError
 
 
 def test_conf_change_round_trip() -> None:
