@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 
@@ -10,7 +11,19 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sim"))
 
 from sim_harness import World
-from superstatic_agent.raft.types import ConfChange, Dropped, Message, MsgType, Role
+from superstatic_agent.raft.core import RaftNode
+from superstatic_agent.raft.types import (
+    ConfChange,
+    ConfState,
+    Dropped,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MsgType,
+    RaftConfig,
+    Role,
+)
 
 ELECTION_TICKS_MAX = 200
 
@@ -181,3 +194,36 @@ def test_timeout_now_makes_a_voter_campaign_despite_leader_lease() -> None:
     world.nodes[target].process()
     world.stabilize()
     assert world.leader() == target and world.raft(target).term == term + 1
+
+
+def test_truncated_conf_entry_is_undone_even_after_a_restart() -> None:
+    initial = ConfState.make(["a", "b", "c"])
+    add_d = ConfChange("add_learner", "d", "sim://d")
+    node = RaftNode(
+        "b",
+        RaftConfig(),
+        random.Random(1),
+        hard_state=HardState(1, None, 1),
+        conf=initial,  # the configuration at the start of the log (docs/raft.md, Restart)
+        snapshot=None,
+        entries=(Entry(1, 1, EntryKind.NOOP, b""), Entry(2, 1, EntryKind.CONF, add_d.encode())),
+        applied=1,
+    )
+    assert node.conf.learners == ("d",)  # replayed from the log: in effect when appended
+    # A new leader of term 2 never had the change: its entry 2 replaces ours.
+    node.step(
+        Message(
+            MsgType.APPEND,
+            "a",
+            "b",
+            2,
+            index=1,
+            log_term=1,
+            entries=(Entry(2, 2, EntryKind.NOOP, b""),),
+            commit=2,
+        )
+    )
+    assert node.conf == initial
+    ready = node.ready()
+    assert [(e.index, e.term) for e in ready.entries] == [(2, 2)]
+    assert [(e.index, e.term) for e in ready.committed] == [(2, 2)]
