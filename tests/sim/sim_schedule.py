@@ -173,6 +173,8 @@ class Schedule:
         if len(self.world.nodes) < NODES_MAX:
             new_id = f"n{len(self.world.nodes) + 1}"
             options.append(ConfChange("add_learner", new_id, f"sim://{new_id}"))
+            if len(conf.voters) < 5 and self.rng.random() < 0.3:
+                options.append(ConfChange("add_voter", new_id, f"sim://{new_id}"))
         if len(conf.voters) < 5:
             options.extend(ConfChange("promote", node, "") for node in conf.learners)
         if len(conf.voters) > 3:
@@ -185,7 +187,7 @@ class Schedule:
             raft.propose_conf_change(change)
         except Dropped:
             return
-        if change.op == "add_learner":
+        if change.node not in self.world.nodes:
             self.world.add_node(change.node)
         self.world.nodes[leader_id].process()
         self.out.conf_changes += 1

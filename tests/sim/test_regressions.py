@@ -14,7 +14,7 @@ from superstatic_agent.raft.types import ConfChange, Message, MsgType, Role
 
 def test_leader_removing_itself_stops_when_an_ack_commits_the_removal() -> None:
     """Found by the first 50 seeds of the first schedule generator; with today's generator
-    seeds 4, 18 and 21 hit it (see below).
+    seeds 43, 49 and 55 hit it (see below).
 
     Bug: a leader that removed itself stepped down inside _maybe_commit() while handling an
     APPEND_RESP, then went on to fill that follower's pipeline from a progress table that
@@ -44,5 +44,5 @@ def test_leader_removing_itself_stops_when_an_ack_commits_the_removal() -> None:
 
 def test_self_removal_seeds() -> None:
     """Schedules that fail (KeyError) without the fix above, under today's generator."""
-    for seed in (4, 18, 21):
+    for seed in (43, 49, 55):
         run_seed(seed)
