@@ -749,7 +749,10 @@ class RaftNode:
         if self._pending_bcast:
             self._pending_bcast = False
             for node in self._prs:
-                self._send_append(node, send_empty=False)
+                # Pipelining: as many APPENDs as the window allows, not one per Ready.
+                for _ in range(self._config.inflight_max):
+                    if not self._send_append(node, send_empty=False):
+                        break
         if self._pending_commit_bcast:
             self._pending_commit_bcast = False
             commit = self._log.commit

@@ -7,9 +7,9 @@ the bug; the directed replay does not).
 
 from __future__ import annotations
 
-from sim_harness import World
+from sim_harness import Envelope, World
 from sim_schedule import run_seed
-from superstatic_agent.raft.types import ConfChange, Message, MsgType, Role
+from superstatic_agent.raft.types import ConfChange, Message, MsgType, RaftConfig, Role
 
 
 def test_leader_removing_itself_stops_when_an_ack_commits_the_removal() -> None:
@@ -46,3 +46,36 @@ def test_self_removal_seeds() -> None:
     """Schedules that fail (KeyError) without the fix above, under today's generator."""
     for seed in (43, 49, 55):
         run_seed(seed)
+
+
+def test_reordered_append_in_replicate_state_probes_near_the_end() -> None:
+    """Found by seeds 4 and 188 of the storm-profile generator: after healing, a follower
+    2-300 entries behind (append_entries_max=1, delays up to 4 ticks) missed the catch-up
+    bound, because every reordered APPEND sent the leader back to `match + 1` and it resent
+    everything in flight. Fix: a rejection in replicate state probes at the follower's hint.
+    """
+    config = RaftConfig(ticks_election=10, ticks_heartbeat=2, append_entries_max=1)
+    world = World(1, ["a", "b"], config=config)
+    world.run_until(lambda: world.leader() is not None, 200)
+    world.run(5)
+    leader = world.leader()
+    assert leader is not None
+    follower = "b" if leader == "a" else "a"
+    raft = world.raft(leader)
+    match = raft.progress()[follower][0]
+    held: list[Message] = []
+
+    def hold(m: Message) -> bool:
+        held.append(m)
+        return False
+
+    world.network.filter = hold
+    world.propose(leader, [b"1", b"2", b"3", b"4"])  # four APPENDs of one entry each
+    appends = [m for m in held if m.type is MsgType.APPEND and m.to == follower]
+    assert [m.entries[0].index for m in appends] == [match + 1, match + 2, match + 3, match + 4]
+    for m in (appends[0], appends[1], appends[3]):  # the fourth overtakes the third
+        world.nodes[follower].deliver(Envelope(m))
+    (reject,) = [m for m in held if m.type is MsgType.APPEND_RESP and m.reject]
+    assert reject.reject_hint == match + 2
+    world.nodes[leader].deliver(Envelope(reject))  # before the two acknowledgements
+    assert raft.progress()[follower] == (match, match + 3, "probe")
