@@ -167,6 +167,11 @@ class RaftNode:
         return self._conf_history[-1][1] if self._conf_history else self._conf_base
 
     @property
+    def base_conf(self) -> ConfState:
+        """The configuration at first_index - 1: what to pass as `conf` on restart."""
+        return self._conf_base
+
+    @property
     def transferee(self) -> str | None:
         return self._transferee
 

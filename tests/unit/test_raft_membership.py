@@ -227,3 +227,16 @@ def test_truncated_conf_entry_is_undone_even_after_a_restart() -> None:
     ready = node.ready()
     assert [(e.index, e.term) for e in ready.entries] == [(2, 2)]
     assert [(e.index, e.term) for e in ready.committed] == [(2, 2)]
+
+
+def test_base_conf_is_what_a_restart_needs() -> None:
+    world = World(12, ["a", "b", "c"])
+    leader = elect(world)
+    world.add_node("d")
+    change(world, leader, "add_learner", "d")
+    world.run(5)
+    raft = world.raft(leader)
+    assert raft.base_conf == world.initial_conf  # no snapshot yet: the initial configuration
+    assert raft.conf.learners == ("d",)
+    world.nodes[leader].compact()
+    assert raft.base_conf == raft.conf  # the change is now inside the snapshot
