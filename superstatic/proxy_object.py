@@ -18,6 +18,7 @@ import copy as _copy
 import functools
 import inspect
 import threading
+import weakref
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -138,7 +139,23 @@ def class_for(name: str) -> type:
 
 
 def new_instance(class_name: str) -> Any:
-    return object.__new__(class_for(class_name))
+    cls = class_for(class_name)
+    instance = object.__new__(cls)
+    if cls.__superstatic_base__ is UnknownObject:
+        _placeholders.setdefault(class_name, weakref.WeakSet()).add(instance)
+    return instance
+
+
+# Instances loaded before their class was registered in this process (a module imported after
+# connect()): registering the class turns them into instances of it, in place, so references to
+# them elsewhere in the replica stay the same objects.
+_placeholders: dict[str, weakref.WeakSet[Any]] = {}
+
+
+def _upgrade_placeholders(name: str, generated: type) -> None:
+    waiting = _placeholders.pop(name, None)
+    for instance in list(waiting or ()):
+        object.__setattr__(instance, "__class__", generated)
 
 
 def _type_lookup(tp: type, name: str) -> Any:
@@ -337,6 +354,9 @@ def make_shared_class(cls: type, name: str, metaclass: type | None = None) -> ty
         SHARED_CLASSES[generated] = name
     base_getattribute = cls.__getattribute__
     _txn.register_overlay(generated, {"__getattribute__": _make_getattribute(base_getattribute)})
+    if name in _placeholders:
+        _txn.enable_overlay(generated)
+        _upgrade_placeholders(name, generated)
     return generated
 
 
