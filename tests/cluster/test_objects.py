@@ -1,0 +1,201 @@
+"""The object library against real agents: several app processes, one cluster.
+
+Every app here is a separate Python process running tests/support/cluster_app.py through the
+public API only (superstatic.connect / clustered / root / transaction / sync / plain).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("superstatic.connection", reason="needs superstatic/connection.py")
+pytest.importorskip("superstatic.embedded", reason="needs superstatic/embedded.py")
+pytest.importorskip("superstatic_agent.server", reason="needs the agent's server loop")
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS_DIR))
+from support.cluster_app import ACCOUNTS, OPENING, Counter, Ledger, canonical  # noqa: E402
+
+import superstatic  # noqa: E402
+from superstatic.localcluster import LocalCluster  # noqa: E402
+
+pytestmark = pytest.mark.cluster
+
+TIMEOUT_S_WORKER = 180.0
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    with LocalCluster(tmp_path / "agents", size=3) as c:
+        c.start()
+        c.leader()
+        yield c
+
+
+@pytest.fixture
+def app(cluster: LocalCluster) -> Iterator[list[str]]:
+    """This test process as one more app, connected to every agent."""
+    endpoints = cluster.client_endpoints()
+    superstatic.connect(endpoints)
+    try:
+        yield endpoints
+    finally:
+        superstatic.close()
+
+
+def rotated(endpoints: list[str], i: int) -> list[str]:
+    """Endpoints with agent i first: the worker talks to it and fails over to the others."""
+    k = i % len(endpoints)
+    return endpoints[k:] + endpoints[:k]
+
+
+def start_worker(endpoints: list[str], *args: str, stdin: bool = False) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "support.cluster_app", ",".join(endpoints), *args],
+        cwd=TESTS_DIR,
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT_S_WORKER)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-4000:]
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def random_mutations(shared: dict[Any, Any], model: dict[Any, Any], rng: random.Random) -> None:
+    """The same seeded mutations on a plain model and on a shared root."""
+    keys = ["a", "b", "c", 1, ("t", 2)]
+    for _ in range(60):
+        key = rng.choice(keys)
+        choice = rng.randrange(6)
+        if choice == 0:
+            value: Any = rng.choice([1, "x", None, b"\x00", (1, "y"), 2.5])
+            model[key] = value
+            shared[key] = value
+        elif choice == 1:
+            value = {"n": [rng.randrange(9)], "s": {rng.randrange(9)}}
+            model[key] = value
+            shared[key] = value
+        elif choice == 2 and isinstance(model.get(key), dict):
+            model[key]["n"].append(rng.randrange(9))
+            shared[key]["n"].append(model[key]["n"][-1])
+        elif choice == 3 and isinstance(model.get(key), dict):
+            element = rng.randrange(9)
+            model[key]["s"].add(element)
+            shared[key]["s"].add(element)
+        elif choice == 4:
+            model.pop(key, None)
+            shared.pop(key, None)
+        elif choice == 5 and isinstance(model.get(key), dict) and model[key]["n"]:
+            model[key]["n"].pop(0)
+            shared[key]["n"].pop(0)
+
+
+def test_state_made_here_reads_the_same_in_another_process(
+    cluster: LocalCluster, app: list[str]
+) -> None:
+    shared = superstatic.root("model", dict)
+    model: dict[Any, Any] = {}
+    random_mutations(shared, model, random.Random(7))
+    assert canonical(superstatic.plain(shared)) == canonical(model)
+    reader = start_worker(rotated(app, 2), "dump", "model")
+    assert finish(reader)["value"] == json.loads(json.dumps(canonical(model)))
+
+
+def test_read_modify_write_from_several_processes_is_exact(
+    cluster: LocalCluster, app: list[str]
+) -> None:
+    workers, bumps = 3, 25
+    procs = [start_worker(rotated(app, i), "bump", f"w{i}", str(bumps)) for i in range(workers)]
+    for proc in procs:
+        assert finish(proc) == {"done": bumps}
+    superstatic.sync()
+    counter = Counter()
+    total = workers * bumps
+    assert counter.value == total
+    assert superstatic.plain(counter.history) == list(range(1, total + 1))
+    assert superstatic.plain(counter.by_worker) == {f"w{i}": bumps for i in range(workers)}
+
+
+def test_no_process_observes_half_a_transaction(cluster: LocalCluster, app: list[str]) -> None:
+    Ledger()  # create it once, before the writers race
+    writers = [start_worker(rotated(app, i), "transfer", "30", str(i)) for i in range(2)]
+    auditor = start_worker(rotated(app, 2), "audit", "300")
+    for proc in writers:
+        assert finish(proc) == {"done": 30}
+    audit = finish(auditor)
+    assert audit["violations"] == 0 and audit["monotonic"]
+    superstatic.sync()
+    ledger = Ledger()
+    assert ledger.audit() == (OPENING * len(ACCOUNTS), 60)
+
+
+def test_sync_sees_every_write_committed_before_it(cluster: LocalCluster, app: list[str]) -> None:
+    cfg = superstatic.root("fresh", dict)
+    cfg["k"] = -1
+    # The reader talks to one agent only, while this process writes through another.
+    reader = start_worker([app[2]], "serve", "fresh", stdin=True)
+    try:
+        assert reader.stdout is not None and reader.stdin is not None
+        assert json.loads(reader.stdout.readline()) == {"ready": True}
+        for i in range(15):
+            cfg["k"] = i  # acknowledged: committed by a quorum and applied here
+            reader.stdin.write(json.dumps({"key": "k", "sync": True}) + "\n")
+            reader.stdin.flush()
+            assert json.loads(reader.stdout.readline()) == {"value": i}
+        reader.stdin.close()
+        assert finish(reader) == {"bye": True}
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+
+
+def test_full_cluster_restart_keeps_objects_identities_and_cycles(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    endpoints = cluster.client_endpoints()
+    superstatic.connect(endpoints)
+    try:
+        d = superstatic.root("durable", dict)
+        inner = [1, 2]
+        loop: list[Any] = ["loop"]
+        loop.append(loop)
+        d.update({"x": inner, "y": inner, "loop": loop, "t": (1, "two", frozenset({3}))})
+        d["self"] = d
+        Counter().bump("before")
+    finally:
+        superstatic.close()
+    for node_id in cluster.voter_ids:
+        cluster.stop(node_id)
+    for node_id in cluster.voter_ids:
+        cluster.start_agent(node_id)
+    cluster.leader()
+    superstatic.connect(endpoints)
+    try:
+        d = superstatic.root("durable", dict)
+        assert d["x"] is d["y"] and superstatic.plain(d["x"]) == [1, 2]
+        assert d["loop"][1] is d["loop"] and d["loop"][0] == "loop"
+        assert d["self"] is d
+        assert d["t"] == (1, "two", frozenset({3}))
+        counter = Counter()
+        assert counter.value == 1 and counter.bump("after") == 2
+    finally:
+        superstatic.close()

@@ -1,0 +1,189 @@
+"""An in-process log for unit tests of the library: the real agent state machine, no network.
+
+Each submitted transaction becomes a log entry applied by the REAL
+`superstatic_agent.statemachine.StateMachine` on a temporary LMDB environment, in log order, and
+the resulting events (index, client, seq, outcome, body, collected) are delivered to every
+connected replica in order, after a snapshot of the state machine's object table, the way
+`superstatic.connection.Connection` feeds a replica. What the double leaves out is exactly what
+unit tests should not depend on: Raft, sockets, the I/O thread. Delivery happens in the thread
+that submits (or waits), and a connection opened with `held=True` only receives events when it
+waits for them (after its own commit, or in sync()), which makes its replica stale
+deterministically: the way to provoke conflicts.
+
+For unit tests only; tests/cluster runs the library against real agents.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import lmdb
+import pytest
+
+# The double runs the agent's real state machine over the real codec and ops: until those
+# modules exist in the tree, the tests built on it are skipped (saying why), not faked.
+pytest.importorskip("superstatic.codec", reason="needs superstatic/codec.py")
+pytest.importorskip("superstatic.ops", reason="needs superstatic/ops.py")
+pytest.importorskip("superstatic_agent.statemachine", reason="needs agent/statemachine.py")
+
+from superstatic.replica import Replica
+from superstatic.session import Session
+
+# LMDB map size of the temporary environment: tests store little; this only bounds growth.
+MAP_BYTES = 256 << 20
+
+Event = tuple[int, "str | None", "int | None", str, "bytes | None", tuple[str, ...]]
+
+
+@dataclass
+class Committed:
+    index: int
+    outcome: str
+    error: str
+    dup: bool
+
+
+class InprocLog:
+    """A log of NORMAL entries applied, in order, by the agent's state machine on LMDB."""
+
+    def __init__(self, path: Path) -> None:
+        from superstatic_agent.raft.types import Entry, EntryKind
+        from superstatic_agent.statemachine import StateMachine
+
+        self._entry = Entry
+        self._normal = EntryKind.NORMAL
+        self.env = lmdb.open(str(path), map_size=MAP_BYTES, max_dbs=16, sync=False)
+        self.sm = StateMachine(self.env)
+        self.last_index = 0
+        self._lock = threading.Lock()
+
+    def append(self, client: str, seq: int, kind: str, body: bytes) -> tuple[Committed, Event]:
+        with self._lock:
+            index = self.last_index + 1
+            time_ms = int(time.time() * 1000)
+            data = cbor2.dumps([kind, client, seq, max(1, seq - 1), time_ms, body])
+            entry = self._entry(index, 1, self._normal, data)
+            with self.env.begin(write=True) as txn:
+                applied = self.sm.apply(txn, entry)
+            self.last_index = index
+        committed = Committed(index, applied.outcome, applied.error, applied.outcome == "dup")
+        event: Event = (
+            index,
+            applied.client,
+            applied.seq,
+            applied.outcome,
+            applied.body,
+            tuple(applied.collected),
+        )
+        return committed, event
+
+    def snapshot(self) -> tuple[int, list[tuple[str, bytes]]]:
+        """The object table and the index it reflects (what a SNAPSHOT stream carries)."""
+        with self._lock, self.env.begin() as txn:
+            objects = self.env.open_db(b"objects", txn=txn, create=False)
+            nodes = [(bytes(k).decode(), bytes(v)) for k, v in txn.cursor(db=objects)]
+            return self.last_index, nodes
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class InprocConnection:
+    """The Connection interface (submit, read_index, wait_applied, close) over an InprocLog."""
+
+    def __init__(self, cluster: InprocCluster, replica: Replica, *, held: bool) -> None:
+        self.client_id = secrets.token_hex(16)
+        self.cluster = cluster
+        self.replica = replica
+        self.held = held
+        self._seq = itertools.count(1)
+        self._deliver_lock = threading.Lock()
+        with cluster.events_lock:
+            index, nodes = cluster.log.snapshot()
+            self._next = len(cluster.events)
+            assert self._next == index, "events and the log index move together"
+        replica.load_snapshot(index, nodes)
+        self.closed = False
+
+    def submit(self, body: bytes, kind: str = "txn") -> Committed:
+        assert not self.closed
+        committed = self.cluster.append(self.client_id, next(self._seq), kind, body)
+        return committed
+
+    def read_index(self) -> int:
+        return self.cluster.log.last_index
+
+    def wait_applied(self, index: int, timeout_s: float) -> None:
+        # The events exist already: "waiting" is delivering them, in this thread.
+        self.deliver(index)
+        assert self.replica.applied_index >= index
+
+    def deliver(self, upto: int | None = None) -> None:
+        with self._deliver_lock:
+            with self.cluster.events_lock:
+                end = len(self.cluster.events) if upto is None else max(self._next, upto)
+                batch = self.cluster.events[self._next : end]
+            if batch:
+                self.replica.apply_events(batch)
+                self._next += len(batch)
+
+    def close(self) -> None:
+        self.closed = True
+        self.cluster.connections.remove(self)
+
+
+class InprocCluster:
+    """One in-process log and the sessions attached to it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.log = InprocLog(self.path / "lmdb")
+        self.events: list[Event] = []
+        self.events_lock = threading.Lock()
+        self.connections: list[InprocConnection] = []
+        self._names = itertools.count(1)
+
+    def __enter__(self) -> InprocCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def last_index(self) -> int:
+        return self.log.last_index
+
+    def next_name(self) -> int:
+        return next(self._names)
+
+    def session(self, *, held: bool = False) -> Session:
+        replica = Replica()
+        connection = InprocConnection(self, replica, held=held)
+        self.connections.append(connection)
+        return Session(replica, connection)
+
+    def append(self, client: str, seq: int, kind: str, body: bytes) -> Committed:
+        with self.events_lock:
+            committed, event = self.log.append(client, seq, kind, body)
+            self.events.append(event)
+        for connection in list(self.connections):
+            if not connection.held:
+                connection.deliver()
+        return committed
+
+    def close(self) -> None:
+        for connection in list(self.connections):
+            connection.close()
+        self.log.close()
+
+
+def replica_nodes(session: Session) -> dict[str, Any]:
+    """The replica's nodes, for tests that look inside."""
+    return dict(session.replica.nodes)
