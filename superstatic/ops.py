@@ -1,0 +1,230 @@
+"""Operations on nodes: their wire format, shape validation, and their one meaning.
+
+A transaction body is CBOR `{"r": {oid: version}, "o": [op, ...]}` (architecture section 4):
+
+    ["new", oid, kind, contents]          create a node
+    ["set", oid, key, value]              dict item / object attribute
+    ["del", oid, key]                     dict item / object attribute (missing: no-op)
+    ["clear", oid]                        dict / list / set / object
+    ["splice", oid, start, stop, [v...]]  list[start:stop] = values
+    ["extend", oid, [v...]]               list append / extend
+    ["add", oid, [v...]]                  set add / update
+    ["discard", oid, [v...]]              set discard / remove / difference_update
+
+`apply_op` is THE meaning of an op over plain Python containers; the agent's state machine and
+every app replica call it, so they reach the same state by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from superstatic import codec
+from superstatic.errors import LimitExceeded, ProtocolError
+
+# Ops in one transaction body; mirrors the library's own bound (txn.TXN_OPS_MAX) so a body
+# the library would build is always accepted.
+TXN_OPS_MAX = 100_000
+# Read versions in one body: one per node the body read.
+TXN_READS_MAX = 100_000
+# Values carried by one op (extend / add / discard / splice / new contents).
+OP_VALUES_MAX = 1_000_000
+
+OP_TAGS = ("new", "set", "del", "clear", "splice", "extend", "add", "discard")
+# Which node kinds each op applies to.
+_KINDS_OF = {
+    "set": ("dict", "obj"),
+    "del": ("dict", "obj"),
+    "clear": ("dict", "list", "set", "obj"),
+    "splice": ("list",),
+    "extend": ("list",),
+    "add": ("set",),
+    "discard": ("set",),
+}
+
+
+class OpError(ProtocolError):
+    """An op that is malformed or does not fit its node; names the op."""
+
+
+# ---------------------------------------------------------------------------------- bodies
+
+
+def encode_txn(reads: dict[str, int], ops: list[list[Any]]) -> bytes:
+    """The body bytes of a transaction (ops already in wire form: Refs, not proxies)."""
+    assert len(ops) <= TXN_OPS_MAX, len(ops)
+    return codec.dumps({"r": reads, "o": ops})
+
+
+def decode_txn(body: bytes) -> tuple[dict[str, int], list[list[Any]]]:
+    """(reads, ops) of a body, every shape checked; OpError / ProtocolError naming the problem."""
+    doc = codec.loads(body)
+    if type(doc) is not dict or set(doc) != {"r", "o"}:
+        raise OpError('a transaction body is a map {"r": {oid: version}, "o": [ops]}')
+    reads, ops = doc["r"], doc["o"]
+    if type(reads) is not dict:
+        raise OpError('"r" is a map of object id to version')
+    if len(reads) > TXN_READS_MAX:
+        raise LimitExceeded("TXN_READS_MAX", TXN_READS_MAX, len(reads), "read versions in a body")
+    for oid, version in reads.items():
+        _check_oid(oid, "a read")
+        if type(version) is not int or version < 0:
+            raise OpError(f"read version of {oid!r} must be an int >= 0, got {version!r}")
+    if type(ops) is not list:
+        raise OpError('"o" is an array of ops')
+    if len(ops) > TXN_OPS_MAX:
+        raise LimitExceeded("TXN_OPS_MAX", TXN_OPS_MAX, len(ops), "ops in a transaction body")
+    for i, op in enumerate(ops):
+        check_op(op, i)
+    return reads, ops
+
+
+def check_op(op: Any, position: int = 0) -> None:
+    """Raises OpError unless `op` is a well-formed op (values in wire form)."""
+    if type(op) is not list or not op or op[0] not in OP_TAGS:
+        raise OpError(f"op #{position} is not one of {', '.join(OP_TAGS)}: {_short(op)}")
+    tag = op[0]
+    arity = {"new": 4, "set": 4, "del": 3, "clear": 2, "splice": 5}.get(tag, 3)
+    if len(op) != arity:
+        raise OpError(f"op #{position} {tag!r} has {len(op)} fields, expected {arity}")
+    _check_oid(op[1], f"op #{position} {tag!r}")
+    what = f"op #{position} {tag!r} on {op[1]!r}"
+    try:
+        if tag == "new":
+            codec.check_contents(op[2], op[3], what)
+            _check_count(op[3][1] if op[2] == "obj" else op[3], what)
+        elif tag == "set":
+            codec.check_value(op[2], what + " key")
+            codec.check_value(op[3], what + " value")
+            hash(op[2])
+        elif tag == "del":
+            codec.check_value(op[2], what + " key")
+            hash(op[2])
+        elif tag == "splice":
+            start, stop, values = op[2], op[3], op[4]
+            if type(start) is not int or type(stop) is not int or not 0 <= start <= stop:
+                raise OpError(f"{what}: start and stop are ints with 0 <= start <= stop")
+            _check_values(values, what)
+        elif tag in ("extend", "add", "discard"):
+            _check_values(op[2], what)
+            if tag != "extend":
+                for v in op[2]:
+                    hash(v)
+    except TypeError:
+        raise OpError(f"{what}: an unhashable key or set element") from None
+    except OpError:
+        raise
+    except ProtocolError as e:  # a value or contents check of the codec: same kind of fault
+        raise OpError(str(e)) from None
+
+
+def _check_values(values: Any, what: str) -> None:
+    if type(values) is not list:
+        raise OpError(f"{what}: values are an array")
+    _check_count(values, what)
+    for v in values:
+        codec.check_value(v, what + " value")
+
+
+def _check_count(values: list[Any], what: str) -> None:
+    if len(values) > OP_VALUES_MAX:
+        raise LimitExceeded("OP_VALUES_MAX", OP_VALUES_MAX, len(values), f"values in {what}")
+
+
+def _check_oid(oid: Any, what: str) -> None:
+    if type(oid) is not str or not 0 < len(oid) <= codec.OID_CHARS_MAX:
+        raise OpError(f"{what}: an object id is a str of 1..{codec.OID_CHARS_MAX} chars")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# ---------------------------------------------------------------------------------- meaning
+
+
+def container_from(kind: str, contents: Any) -> tuple[Any, str | None]:
+    """(plain container, class name) for record contents of a node of `kind`."""
+    if kind == "dict":
+        return {k: v for k, v in contents}, None
+    if kind == "list":
+        return list(contents), None
+    if kind == "set":
+        return set(contents), None
+    assert kind == "obj", kind
+    class_name, attrs = contents
+    return {name: v for name, v in attrs}, class_name
+
+
+def contents_of(kind: str, container: Any, class_name: str | None) -> Any:
+    """Record contents for a plain container (inverse of container_from). Set elements are in
+    a canonical order (by encoding) so every agent writes identical bytes."""
+    if kind == "dict":
+        return [[k, v] for k, v in container.items()]
+    if kind == "list":
+        return list(container)
+    if kind == "set":
+        return sorted(container, key=codec.dumps)
+    assert kind == "obj" and class_name is not None, (kind, class_name)
+    return [class_name, [[name, v] for name, v in container.items()]]
+
+
+def apply_op(kind: str, container: Any, op: list[Any]) -> None:
+    """Applies one op (not "new") to the plain container of a node of `kind`. Raises OpError
+    when the op does not fit the node; the caller then discards the whole transaction."""
+    tag = op[0]
+    kinds = _KINDS_OF.get(tag)
+    if kinds is None or kind not in kinds:
+        raise OpError(f"op {tag!r} does not apply to a {kind} node ({op[1]!r})")
+    if tag == "set":
+        container[op[2]] = op[3]
+    elif tag == "del":
+        container.pop(op[2], None)
+    elif tag == "clear":
+        container.clear()
+    elif tag == "splice":
+        start, stop = op[2], op[3]
+        if stop > len(container):
+            raise OpError(
+                f"splice [{start}:{stop}] is outside list {op[1]!r} of length {len(container)}"
+            )
+        container[start:stop] = op[4]
+    elif tag == "extend":
+        container.extend(op[2])
+    elif tag == "add":
+        container.update(op[2])
+    else:
+        container.difference_update(op[2])
+
+
+def op_oid(op: list[Any]) -> str:
+    """The node an op names."""
+    return op[1]  # type: ignore[no-any-return]
+
+
+def refs_of_op(op: list[Any]) -> Iterator[str]:
+    """Object ids the values of an op reference (for garbage collection bookkeeping)."""
+    tag = op[0]
+    if tag == "new":
+        kind, contents = op[2], op[3]
+        if kind == "dict":
+            for k, v in contents:
+                yield from codec.refs_in(k)
+                yield from codec.refs_in(v)
+        elif kind == "obj":
+            for _name, v in contents[1]:
+                yield from codec.refs_in(v)
+        else:
+            for v in contents:
+                yield from codec.refs_in(v)
+    elif tag == "set":
+        yield from codec.refs_in(op[2])
+        yield from codec.refs_in(op[3])
+    elif tag == "splice":
+        for v in op[4]:
+            yield from codec.refs_in(v)
+    elif tag in ("extend", "add"):
+        for v in op[2]:
+            yield from codec.refs_in(v)
