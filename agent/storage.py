@@ -1,0 +1,455 @@
+"""The agent's durable state: one LMDB environment (docs/architecture.md section 2).
+
+Sub-databases (the layout is fixed here; the state machine opens the same handles through
+`open_dbs`):
+
+| db | key | value |
+|---|---|---|
+| `log` | index, 8-byte big-endian | CBOR `[term, kind, data]` |
+| `meta` | `b"hard"`, `b"snap"`, `b"conf"` | CBOR of HardState / SnapshotMeta / ConfState |
+| `sm_meta` | `b"applied"`, ... | the state machine's own scalars (statemachine.py) |
+| `objects` | oid (utf-8) | CBOR node record |
+| `sessions` | client id (utf-8) | CBOR session record |
+| `outcomes` | index, 8-byte big-endian | CBOR `[outcome, collected_oids]`, trimmed with the log |
+| `staging_*` | | a snapshot being received (statemachine.py) |
+
+Every change the Raft core asks for in one `Ready` (snapshot install, log truncate + append,
+hard state, base configuration, and applying the committed entries) happens in ONE write
+transaction followed by at most ONE `env.sync`, so a `kill -9` at any instant leaves either the
+state before or the state after a whole `Ready`. The environment is always opened with LMDB's
+`sync=False` and synced explicitly after the commit: that is the single fsync per batch the
+design asks for (see docs/data-model.md for the power-loss caveat of this choice).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import lmdb
+from superstatic_agent.raft.membership import apply_change
+from superstatic_agent.raft.types import (
+    ConfChange,
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Ready,
+    SnapshotMeta,
+)
+
+from superstatic.errors import LimitExceeded
+
+# Virtual size of the LMDB map: the most the environment may grow to. LMDB only reserves
+# address space (the file grows as pages are used), so a generous default costs nothing.
+MAP_BYTES_DEFAULT = 4 << 30
+# Named sub-databases in the environment; the layout above uses 10, the rest is headroom.
+DBS_MAX = 16
+# Log entries load() hands to the core on restart. Compaction (server flag
+# --log-retain-entries) keeps the log far below this; past it the store is not one we wrote.
+LOG_LOAD_ENTRIES_MAX = 10_000_000
+# Default number of entries per call of entries()/events() when a caller gives no tighter bound.
+READ_ENTRIES_MAX = 100_000
+
+KEY_HARD = b"hard"
+KEY_SNAP = b"snap"
+KEY_CONF = b"conf"
+KEY_APPLIED = b"applied"
+
+DB_NAMES = (
+    b"log",
+    b"meta",
+    b"sm_meta",
+    b"objects",
+    b"sessions",
+    b"outcomes",
+    b"staging_objects",
+    b"staging_sessions",
+    b"staging_sm_meta",
+    b"staging_state",
+)
+assert len(DB_NAMES) <= DBS_MAX
+
+# One stream event: [index, client, seq, outcome, body, collected] (architecture section 5).
+Event = tuple[int, str | None, int | None, str, bytes | None, tuple[str, ...]]
+
+
+class Trimmed(Exception):
+    """The requested entries were compacted away; the caller needs a snapshot instead."""
+
+    def __init__(self, requested: int, first_index: int) -> None:
+        super().__init__(
+            f"entry {requested} was compacted: the first retained entry is {first_index}; "
+            "send a snapshot"
+        )
+        self.requested = requested
+        self.first_index = first_index
+
+
+@dataclass(frozen=True, slots=True)
+class Dbs:
+    """The handles of every sub-database (valid for the life of the environment)."""
+
+    log: Any
+    meta: Any
+    sm_meta: Any
+    objects: Any
+    sessions: Any
+    outcomes: Any
+    staging_objects: Any
+    staging_sessions: Any
+    staging_sm_meta: Any
+    staging_state: Any
+
+
+def open_dbs(env: lmdb.Environment) -> Dbs:
+    """Opens (creating if absent) every sub-database. Call with no write transaction open in
+    this thread: LMDB opens named databases in a write transaction of its own."""
+    handles = {name.decode(): env.open_db(name, create=True) for name in DB_NAMES}
+    return Dbs(**handles)
+
+
+def index_key(index: int) -> bytes:
+    assert 0 <= index < 1 << 64, index
+    return index.to_bytes(8, "big")
+
+
+def key_index(key: bytes) -> int:
+    assert len(key) == 8, key
+    return int.from_bytes(key, "big")
+
+
+# ---------------------------------------------------------------- record encodings
+
+
+def encode_conf(conf: ConfState) -> list[Any]:
+    return [list(conf.voters), list(conf.learners), [list(pair) for pair in conf.addresses]]
+
+
+def decode_conf(value: Any) -> ConfState:
+    voters, learners, addresses = value
+    return ConfState.make(voters, learners, [(node, address) for node, address in addresses])
+
+
+def encode_snapshot_meta(meta: SnapshotMeta) -> bytes:
+    return cbor2.dumps([meta.index, meta.term, encode_conf(meta.conf)])
+
+
+def decode_snapshot_meta(data: bytes) -> SnapshotMeta:
+    index, term, conf = cbor2.loads(data)
+    return SnapshotMeta(index=index, term=term, conf=decode_conf(conf))
+
+
+def encode_entry(entry: Entry) -> bytes:
+    return cbor2.dumps([entry.term, int(entry.kind), entry.data])
+
+
+def decode_entry(index: int, data: bytes) -> Entry:
+    term, kind, payload = cbor2.loads(data)
+    return Entry(index=index, term=term, kind=EntryKind(kind), data=payload)
+
+
+def read_applied(txn: lmdb.Transaction, dbs: Dbs) -> tuple[int, int, int]:
+    """(applied index, its term, log time ms) as the state machine recorded them."""
+    raw = txn.get(KEY_APPLIED, db=dbs.sm_meta)
+    if raw is None:
+        return 0, 0, 0
+    index, term, time_ms = cbor2.loads(raw)
+    return index, term, time_ms
+
+
+def read_snapshot_meta(txn: lmdb.Transaction, dbs: Dbs) -> SnapshotMeta | None:
+    raw = txn.get(KEY_SNAP, db=dbs.meta)
+    return None if raw is None else decode_snapshot_meta(raw)
+
+
+# ---------------------------------------------------------------- Storage
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What the environment held at open: the restart arguments of the Raft core."""
+
+    hard_state: HardState | None  # None: a fresh environment
+    conf: ConfState | None  # the configuration at the start of the log (RaftNode `conf`)
+    snapshot: SnapshotMeta | None
+    entries: list[Entry]  # every stored entry after the snapshot, contiguous
+    applied: int
+    log_time_ms: int
+
+
+class Storage:
+    """The LMDB environment of one agent; see the module docstring for the layout."""
+
+    def __init__(
+        self, path: Path, *, fsync: bool = True, map_bytes: int = MAP_BYTES_DEFAULT
+    ) -> None:
+        assert map_bytes > 0, map_bytes
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
+        # sync=False always: with fsync on, write() syncs once itself after the commit (one
+        # fsync per Ready); with fsync off (a labelled benchmark option) nothing is synced and
+        # only a process crash, not a power loss, is survived.
+        self.env = lmdb.open(
+            str(self.path),
+            map_size=map_bytes,
+            max_dbs=DBS_MAX,
+            sync=False,
+            metasync=False,
+            readahead=False,
+        )
+        self.dbs = open_dbs(self.env)
+        self.syncs = 0  # counted for status and the tests of the one-sync rule
+
+    # ------------------------------------------------------------ reading at start
+
+    def load(self) -> Loaded:
+        with self.env.begin(db=self.dbs.log) as txn:
+            hard_raw = txn.get(KEY_HARD, db=self.dbs.meta)
+            hard_state = None
+            if hard_raw is not None:
+                term, vote, commit = cbor2.loads(hard_raw)
+                hard_state = HardState(term=term, vote=vote, commit=commit)
+            snapshot = read_snapshot_meta(txn, self.dbs)
+            conf_raw = txn.get(KEY_CONF, db=self.dbs.meta)
+            conf = None if conf_raw is None else decode_conf(cbor2.loads(conf_raw))
+            if snapshot is not None:
+                conf = snapshot.conf
+            base = 0 if snapshot is None else snapshot.index
+            entries: list[Entry] = []
+            cursor = txn.cursor(db=self.dbs.log)
+            if cursor.set_range(index_key(base + 1)):
+                for key, value in cursor:
+                    if len(entries) >= LOG_LOAD_ENTRIES_MAX:
+                        raise LimitExceeded(
+                            "LOG_LOAD_ENTRIES_MAX",
+                            LOG_LOAD_ENTRIES_MAX,
+                            len(entries) + 1,
+                            "stored log entries",
+                        )
+                    entry = decode_entry(key_index(key), value)
+                    expected = base + 1 + len(entries)
+                    assert entry.index == expected, ("log not contiguous", entry.index, expected)
+                    entries.append(entry)
+            applied, _term, log_time_ms = read_applied(txn, self.dbs)
+        assert applied >= base, ("applied below the snapshot", applied, base)
+        if hard_state is not None:
+            assert applied <= max(hard_state.commit, base), ("applied past commit", applied)
+        return Loaded(hard_state, conf, snapshot, entries, applied, log_time_ms)
+
+    # ------------------------------------------------------------ the one write per Ready
+
+    def write(
+        self,
+        ready: Ready,
+        apply_fn: Callable[[lmdb.Transaction], None] | None,
+        *,
+        conf: ConfState | None = None,
+    ) -> None:
+        """Persists one Ready in ONE write transaction, then syncs once if it held anything
+        Raft needs durable (entries, hard state, snapshot).
+
+        Order inside the transaction: install the staged snapshot and drop the whole log (if
+        `ready.snapshot`), truncate the log at `ready.entries[0].index` and append, store the
+        hard state, store `conf` (pass `node.base_conf`: the configuration at the start of the
+        log, stored only when it changed), then `apply_fn(txn)` (the state machine applying
+        `ready.committed`). An exception anywhere aborts the whole transaction.
+        """
+        durable = bool(ready.entries) or ready.hard_state is not None or ready.snapshot is not None
+        with self.env.begin(write=True) as txn:
+            if ready.snapshot is not None:
+                self._install_snapshot(txn, ready.snapshot)
+            if ready.entries:
+                self._append(txn, ready.entries)
+            if ready.hard_state is not None:
+                hs = ready.hard_state
+                txn.put(KEY_HARD, cbor2.dumps([hs.term, hs.vote, hs.commit]), db=self.dbs.meta)
+            if conf is not None:
+                self.store_conf(txn, conf)
+            if apply_fn is not None:
+                apply_fn(txn)
+        if durable and self.fsync:
+            self.sync()
+
+    def store_conf(self, txn: lmdb.Transaction, conf: ConfState) -> None:
+        """Stores the base configuration (at the start of the log) if it changed."""
+        data = cbor2.dumps(encode_conf(conf))
+        if txn.get(KEY_CONF, db=self.dbs.meta) != data:
+            txn.put(KEY_CONF, data, db=self.dbs.meta)
+
+    def sync(self) -> None:
+        self.env.sync(True)
+        self.syncs += 1
+
+    def _install_snapshot(self, txn: lmdb.Transaction, meta: SnapshotMeta) -> None:
+        # The state machine imports this module for the layout; importing it here, not at the
+        # top, keeps the dependency one-way at import time.
+        from superstatic_agent.statemachine import install_staged
+
+        install_staged(txn, self.dbs, meta)
+        # The core reset its log to start after meta.index: every stored entry is obsolete, and
+        # the stream of outcomes restarts after the snapshot too.
+        txn.drop(self.dbs.log, delete=False)
+        txn.drop(self.dbs.outcomes, delete=False)
+        txn.put(KEY_SNAP, encode_snapshot_meta(meta), db=self.dbs.meta)
+        applied, _term, _time_ms = read_applied(txn, self.dbs)
+        assert applied == meta.index, ("staged snapshot is not at the meta's index", applied)
+
+    def _append(self, txn: lmdb.Transaction, entries: tuple[Entry, ...]) -> None:
+        first = entries[0].index
+        snapshot = read_snapshot_meta(txn, self.dbs)
+        base = 0 if snapshot is None else snapshot.index
+        applied, _term, _time_ms = read_applied(txn, self.dbs)
+        # Raft never truncates committed (hence applied or compacted) entries.
+        assert first > max(base, applied), ("truncating committed entries", first, base, applied)
+        cursor = txn.cursor(db=self.dbs.log)
+        last = key_index(cursor.key()) if cursor.last() else base
+        assert first <= last + 1, ("gap in the log", first, last)
+        if first <= last:
+            # Truncate: delete every entry at or after `first` (at most last - first + 1).
+            cursor.set_key(index_key(first))
+            for _ in range(last - first + 1):
+                assert cursor.delete(), "log entry vanished during truncation"
+        expected = first
+        for entry in entries:
+            assert entry.index == expected, ("entries not contiguous", entry.index, expected)
+            txn.put(index_key(entry.index), encode_entry(entry), db=self.dbs.log, append=True)
+            expected += 1
+
+    # ------------------------------------------------------------ reading the log
+
+    def entries(self, lo: int, hi: int, bytes_max: int) -> list[Entry]:
+        """Stored entries with lo <= index < hi, stopping before `bytes_max` bytes of data (but
+        always at least one entry if any is stored at `lo`). Raises Trimmed below the first
+        stored entry."""
+        assert 1 <= lo <= hi, (lo, hi)
+        assert bytes_max >= 1, bytes_max
+        out: list[Entry] = []
+        size = 0
+        with self.env.begin() as txn:
+            snapshot = read_snapshot_meta(txn, self.dbs)
+            base = 0 if snapshot is None else snapshot.index
+            if lo <= base:
+                raise Trimmed(lo, base + 1)
+            cursor = txn.cursor(db=self.dbs.log)
+            if not cursor.set_key(index_key(lo)):
+                return out
+            for key, value in cursor:
+                index = key_index(key)
+                if index >= hi or len(out) >= READ_ENTRIES_MAX:
+                    break
+                entry = decode_entry(index, value)
+                size += len(entry.data)
+                if out and size > bytes_max:
+                    break
+                out.append(entry)
+        return out
+
+    def events(self, from_index: int, count_max: int, bytes_max: int) -> list[Event]:
+        """Applied entries from `from_index` (inclusive) as stream events, at most `count_max`
+        of them and about `bytes_max` bytes of bodies (always at least one if one is applied).
+        Empty if from_index > applied. Raises Trimmed if from_index was compacted (or is 0):
+        the subscriber needs a snapshot."""
+        from superstatic_agent.statemachine import event_fields
+
+        assert count_max >= 1 and bytes_max >= 1, (count_max, bytes_max)
+        out: list[Event] = []
+        size = 0
+        with self.env.begin() as txn:
+            snapshot = read_snapshot_meta(txn, self.dbs)
+            first = 1 if snapshot is None else snapshot.index + 1
+            if from_index < first:
+                raise Trimmed(from_index, first)
+            applied, _term, _time_ms = read_applied(txn, self.dbs)
+            last = min(applied, from_index + count_max - 1)
+            for index in range(from_index, last + 1):
+                key = index_key(index)
+                raw_entry = txn.get(key, db=self.dbs.log)
+                raw_outcome = txn.get(key, db=self.dbs.outcomes)
+                assert raw_entry is not None and raw_outcome is not None, ("applied lost", index)
+                outcome, collected = cbor2.loads(raw_outcome)
+                client, seq, body = event_fields(decode_entry(index, raw_entry), outcome)
+                size += 32 + (0 if body is None else len(body)) + 24 * len(collected)
+                if out and size > bytes_max:
+                    break
+                out.append((index, client, seq, outcome, body, tuple(collected)))
+        return out
+
+    # ------------------------------------------------------------ compaction and snapshots
+
+    def compact(self, upto_index: int) -> SnapshotMeta | None:
+        """Drops log entries and outcomes at or below `upto_index` (which must be applied) and
+        records the snapshot meta there: (index, term of that entry, configuration in force).
+        Returns the meta to give the core's compact(), or None if nothing was to do."""
+        with self.env.begin(write=True) as txn:
+            snapshot = read_snapshot_meta(txn, self.dbs)
+            base = 0 if snapshot is None else snapshot.index
+            if upto_index <= base:
+                return None
+            applied, _term, _time_ms = read_applied(txn, self.dbs)
+            assert upto_index <= applied, ("compacting beyond applied", upto_index, applied)
+            if snapshot is not None:
+                conf = snapshot.conf
+            else:
+                conf_raw = txn.get(KEY_CONF, db=self.dbs.meta)
+                assert conf_raw is not None, "compacting before the base configuration is stored"
+                conf = decode_conf(cbor2.loads(conf_raw))
+            term = 0
+            cursor = txn.cursor(db=self.dbs.log)
+            assert cursor.set_key(index_key(base + 1)), ("log does not start after", base)
+            # Walk (and delete) base+1..upto: the conf in force at upto replays the CONF entries.
+            for index in range(base + 1, upto_index + 1):
+                key = cursor.key()
+                assert key_index(key) == index, ("log not contiguous", key_index(key), index)
+                entry = decode_entry(index, cursor.value())
+                if entry.kind == EntryKind.CONF:
+                    conf = apply_change(conf, ConfChange.decode(entry.data))
+                term = entry.term
+                cursor.delete()
+            outcomes = txn.cursor(db=self.dbs.outcomes)
+            if outcomes.first():
+                for _ in range(upto_index - base):
+                    if not outcomes.key() or key_index(outcomes.key()) > upto_index:
+                        break
+                    outcomes.delete()
+            meta = SnapshotMeta(index=upto_index, term=term, conf=conf)
+            txn.put(KEY_SNAP, encode_snapshot_meta(meta), db=self.dbs.meta)
+        if self.fsync:
+            self.sync()
+        return meta
+
+    def object_snapshot(self) -> tuple[int, Iterator[tuple[str, bytes]]]:
+        """The applied index and an iterator of (oid, record bytes) read from ONE read
+        transaction, which stays open until the iterator is exhausted or closed."""
+        txn = self.env.begin()
+        applied, _term, _time_ms = read_applied(txn, self.dbs)
+
+        def nodes() -> Iterator[tuple[str, bytes]]:
+            try:
+                for key, value in txn.cursor(db=self.dbs.objects):
+                    yield bytes(key).decode(), bytes(value)
+            finally:
+                txn.abort()
+
+        return applied, nodes()
+
+    def first_index(self) -> int:
+        """The first index the log (and the event stream) can serve."""
+        with self.env.begin() as txn:
+            snapshot = read_snapshot_meta(txn, self.dbs)
+        return 1 if snapshot is None else snapshot.index + 1
+
+    def disk_bytes(self) -> int:
+        """Bytes of the data file in use (pages up to the last one written)."""
+        info = self.env.info()
+        used = (info["last_pgno"] + 1) * self.env.stat()["psize"]
+        data_file = self.path / "data.mdb"
+        return min(used, os.path.getsize(data_file)) if data_file.exists() else used
+
+    def close(self) -> None:
+        self.env.close()
