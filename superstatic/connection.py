@@ -1,0 +1,803 @@
+"""The library's connection to the agents: one client session, the log stream, failover.
+
+One I/O thread owns one DEALER socket to the current agent (it is the only thread that touches
+a socket). Callers in any thread hand it requests through a queue and an inproc PAIR wake-up,
+then wait on a per-request future. The I/O thread:
+
+* says HELLO, then SUBSCRIBEs from the replica's applied index (0: the agent sends a snapshot
+  first) and feeds the stream into the replica in log order (`superstatic.stream`), waking
+  `wait_applied` waiters;
+* sends PROPOSEs with the session's (client id, seq, seq_low) and READ_INDEX requests, retrying
+  refusals (`not_leader`, `unavailable`, `busy`) with jittered backoff and re-sending a PROPOSE
+  that got no answer with its SAME seq: the state machine's exactly-once table answers a
+  duplicate instead of applying it twice;
+* PINGs the agent every `ping_interval_ms` and fails over to the next endpoint when the agent is
+  silent for `timeout_ms_agent_silence`, disconnects, or keeps refusing for that long; after a
+  failover it re-HELLOs with the same client id, resubscribes from the replica's applied index
+  and re-sends every unanswered request (same seq);
+* keeps the session alive with an "open" entry every session_ttl_ms / 3 while idle.
+
+Past `timeout_ms_request` a request fails with `Unavailable`: `outcome_known=False` if a PROPOSE
+may have reached an agent that could still commit it, `outcome_known=True` if every attempt
+certainly did not propose it (never sent, or refused with `not_leader` / `busy`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import random
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from superstatic import wire
+from superstatic.errors import Error, LimitExceeded, ProtocolError, Unavailable
+from superstatic.stream import ReplicaSink, StreamFeeder, StreamGap
+
+log = logging.getLogger("superstatic.connection")
+
+ENV_TIMEOUT_MS = "SUPERSTATIC_TIMEOUT_MS"
+TIMEOUT_MS_REQUEST_DEFAULT = 30_000
+# An agent that sends nothing (not even a PING reply) for this long is presumed dead or cut off.
+# Generous: three agents and their apps share two cores on the machines we test on, and an
+# agent busy with an fsync-heavy burst still answers PINGs within a few hundred ms.
+TIMEOUT_MS_AGENT_SILENCE_DEFAULT = 4_000
+# A PROPOSE or READ_INDEX with no answer from a live agent for this long is sent again (same
+# seq): the agent may have lost it (forwarded to a leader that died before appending it).
+TIMEOUT_MS_RESEND_DEFAULT = 5_000
+# PING cadence: liveness of the agent (and, for the embedded agent, proof that an app is alive).
+PING_INTERVAL_MS_DEFAULT = 500
+# Requests queued or in flight. The agent's session record keeps at most SESSION_SEQS_MAX
+# (4096) answered-or-pending seqs per client; staying well below it means a burst of threads
+# can never make the state machine forget a seq that is still being retried.
+REQUESTS_PENDING_MAX = 1_024
+# Retry pacing after a refusal: uniform in [d/2, d] with d = min(MAX, BASE * 2**attempt).
+BACKOFF_MS_BASE = 10
+BACKOFF_MS_MAX = 1_000
+# close() waits this long for the "close" session entry; best effort, it only frees the
+# session's record earlier than expiry would.
+TIMEOUT_MS_CLOSE = 2_000
+TIMEOUT_S_THREAD_JOIN = 5.0
+# A caller waits for its future this much longer than the request's own deadline, so the I/O
+# thread (which owns deadlines and knows whether a request was sent) normally answers first.
+CALLER_GRACE_S = 5.0
+# Frames handled per loop turn before timers run again: a flood of events cannot starve
+# deadlines, PINGs or the failover check.
+FRAMES_PER_TURN_MAX = 512
+# Longest the loop sleeps in one poll; timers are checked at least this often.
+LOOP_WAKE_MS_MAX = 100
+# If waiters want an index above the replica's while no stream frame came for this long, the
+# subscription is presumed lost (e.g. an agent dropped us) and is renewed.
+TIMEOUT_MS_STREAM_STALL = 5_000
+# Bounded buffers of the DEALER socket (frames), so a stuck agent cannot grow our memory.
+SOCKET_HWM_FRAMES = 10_000
+ENDPOINT_PATTERN = re.compile(r"^(tcp|ipc|inproc)://\S+$")
+
+_MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+
+
+@dataclass
+class Committed:
+    """The fate of one submitted entry, as applied at the agent."""
+
+    index: int
+    outcome: str
+    error: str
+    dup: bool
+
+
+class AgentRefusedTooLarge(LimitExceeded):
+    """The agent refused a request as too large (`too_large`): its message names the limit."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, f"the agent refused the request as too large: {message}")
+        match = re.search(r"([A-Za-z_][A-Za-z0-9_]*)=(\d+)", message)
+        self.limit_name = match.group(1) if match else "FRAME_BYTES_MAX"
+        self.limit = int(match.group(2)) if match else wire.FRAME_BYTES_MAX
+        self.actual = -1
+
+
+def timeout_ms_from_env(default: int = TIMEOUT_MS_REQUEST_DEFAULT) -> int:
+    raw = os.environ.get(ENV_TIMEOUT_MS, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Error(f"{ENV_TIMEOUT_MS}={raw!r} is not an integer number of milliseconds") from None
+    if value <= 0:
+        raise Error(f"{ENV_TIMEOUT_MS}={raw!r} must be a positive number of milliseconds")
+    return value
+
+
+@dataclass(eq=False)
+class _Request:
+    """One caller request (or an internal keep-alive / close entry), owned by the I/O thread
+    once queued."""
+
+    op: str  # "propose" | "read_index"
+    future: Future[Any]
+    deadline: float  # monotonic seconds
+    kind: str = "txn"  # PROPOSE kind
+    body: bytes = b""
+    seq: int = 0
+    # Attempts (req ids) that may have been proposed: sent, and not refused with an answer
+    # that proves they were not (not_leader, busy). Empty -> the outcome is known (nothing).
+    unresolved: set[int] = field(default_factory=set)
+    attempts: int = 0
+    refusals: int = 0
+    send_at: float = 0.0  # monotonic; when the next attempt is due (inf: waiting for a reply)
+    sent_at: float = 0.0
+    internal: bool = False
+
+
+class Connection:
+    """A client session with the cluster, feeding `replica` from the log (architecture 6)."""
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        replica: ReplicaSink,
+        *,
+        timeout_ms_request: int | None = None,
+        timeout_ms_agent_silence: int = TIMEOUT_MS_AGENT_SILENCE_DEFAULT,
+        timeout_ms_resend: int = TIMEOUT_MS_RESEND_DEFAULT,
+        ping_interval_ms: int = PING_INTERVAL_MS_DEFAULT,
+        requests_pending_max: int = REQUESTS_PENDING_MAX,
+    ) -> None:
+        if not endpoints:
+            raise Error("no agent endpoint given; pass e.g. ['tcp://127.0.0.1:7501']")
+        for endpoint in endpoints:
+            if not isinstance(endpoint, str) or not ENDPOINT_PATTERN.match(endpoint):
+                raise Error(
+                    f"agent endpoint {endpoint!r} is not a ZeroMQ address like "
+                    "'tcp://127.0.0.1:7501' or 'ipc:///path/agent.sock'"
+                )
+        self.endpoints = list(endpoints)
+        self.replica = replica
+        self.client_id = secrets.token_hex(16)  # 128 random bits: sessions never collide
+        self.timeout_ms_request = (
+            timeout_ms_from_env() if timeout_ms_request is None else timeout_ms_request
+        )
+        assert self.timeout_ms_request > 0
+        assert timeout_ms_agent_silence > ping_interval_ms > 0
+        self.timeout_ms_agent_silence = timeout_ms_agent_silence
+        self.timeout_ms_resend = timeout_ms_resend
+        self.ping_interval_ms = ping_interval_ms
+        self.requests_pending_max = requests_pending_max
+
+        # Shared between callers and the I/O thread.
+        self._lock = threading.Lock()
+        self._queue: deque[_Request] = deque()
+        self._pending = 0  # queued + in flight, bounded by requests_pending_max
+        self._closing = False
+        self._failure: BaseException | None = None  # why the I/O thread stopped, if it did
+        self._applied = threading.Condition()
+        self._want_index = 0  # highest index a wait_applied caller waits for
+
+        # Observable counters (tests, status, debugging).
+        self.failovers = 0
+        self.resubscribes = 0
+        self.endpoint = self.endpoints[0]
+
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        wake_address = f"inproc://superstatic-wake-{self.client_id}"
+        self._wake_rx: zmq.Socket[Any] = self._ctx.socket(zmq.PAIR)
+        self._wake_rx.bind(wake_address)
+        self._wake_tx: zmq.Socket[Any] = self._ctx.socket(zmq.PAIR)
+        self._wake_tx.connect(wake_address)
+        self._wake_lock = threading.Lock()
+
+        self._thread = threading.Thread(
+            target=self._run, name=f"superstatic-io-{self.client_id[:8]}", daemon=True
+        )
+        self._io = _IoState(self)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ caller side
+
+    def submit(self, body: bytes, kind: str = "txn") -> Committed:
+        """Proposes one entry and returns its fate once applied at the agent. Blocking; any
+        thread. Retries (same seq) across refusals and agents until timeout_ms_request."""
+        if kind not in wire.PROPOSE_KINDS:
+            raise Error(f"entry kind must be one of {sorted(wire.PROPOSE_KINDS)}, got {kind!r}")
+        request = _Request(op="propose", future=Future(), deadline=0.0, kind=kind, body=body)
+        result = self._call(request)
+        assert isinstance(result, Committed)
+        return result
+
+    def read_index(self) -> int:
+        """A linearizable barrier index: every write committed before this call is <= it."""
+        result = self._call(_Request(op="read_index", future=Future(), deadline=0.0))
+        assert isinstance(result, int)
+        return result
+
+    def wait_applied(self, index: int, timeout_s: float) -> None:
+        """Blocks until the replica has applied `index` (or raises Unavailable)."""
+        deadline = time.monotonic() + timeout_s
+        with self._applied:
+            self._want_index = max(self._want_index, index)
+            while self.replica.applied_index < index:
+                self._check_alive()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Unavailable(
+                        f"entry {index} is committed but this process has applied the log only "
+                        f"up to {self.replica.applied_index} after {timeout_s:.1f} s (agent "
+                        f"{self.endpoint}); the write is durable, it is not yet visible here",
+                        outcome_known=True,
+                    )
+                self._applied.wait(min(remaining, LOOP_WAKE_MS_MAX / 1000))
+
+    def close(self) -> None:
+        """Ends the session: a best-effort "close" entry (bounded wait), then stops the I/O
+        thread and closes the socket."""
+        with self._lock:
+            if self._closing:
+                return
+            wants_close_entry = self._failure is None and self._io.seq_next > 1
+        if wants_close_entry:
+            request = _Request(
+                op="propose",
+                future=Future(),
+                deadline=time.monotonic() + TIMEOUT_MS_CLOSE / 1000,
+                kind="close",
+                internal=True,
+            )
+            if self._enqueue(request, bounded=False):
+                with contextlib.suppress(Exception):
+                    request.future.result(timeout=TIMEOUT_MS_CLOSE / 1000 + 1)
+        with self._lock:
+            self._closing = True
+        self._wake()
+        self._thread.join(TIMEOUT_S_THREAD_JOIN)
+        if not self._thread.is_alive():
+            with self._wake_lock:
+                self._wake_tx.close(linger=0)
+            self._ctx.term()
+        with self._applied:
+            self._applied.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    def _call(self, request: _Request) -> Any:
+        timeout_s = self.timeout_ms_request / 1000
+        request.deadline = time.monotonic() + timeout_s
+        if not self._enqueue(request, bounded=True):
+            self._check_alive()
+            raise Error("this superstatic connection is closed")
+        try:
+            return request.future.result(timeout=timeout_s + CALLER_GRACE_S)
+        except FutureTimeout:
+            # The I/O thread owns deadlines and should have answered; if it did not, it is
+            # wedged and we cannot tell whether the request went out.
+            raise Unavailable(
+                f"no answer within timeout_ms_request={self.timeout_ms_request} ms and the "
+                "connection's I/O thread is not responding; the outcome is unknown: it may or "
+                "may not have been applied",
+                outcome_known=request.op != "propose",
+            ) from None
+
+    def _enqueue(self, request: _Request, *, bounded: bool) -> bool:
+        with self._lock:
+            if self._closing or self._failure is not None:
+                return False
+            if bounded and self._pending >= self.requests_pending_max:
+                raise LimitExceeded(
+                    "REQUESTS_PENDING_MAX",
+                    self.requests_pending_max,
+                    self._pending + 1,
+                    "requests queued or in flight on this connection",
+                )
+            self._pending += 1
+            self._queue.append(request)
+        self._wake()
+        return True
+
+    def _wake(self) -> None:
+        with self._wake_lock:
+            if self._wake_tx.closed:
+                return
+            # A full pipe already holds a wake-up the I/O thread has not consumed yet.
+            with contextlib.suppress(zmq.Again):
+                self._wake_tx.send(b"", zmq.NOBLOCK)
+
+    def _check_alive(self) -> None:
+        failure = self._failure
+        if failure is not None:
+            raise Error(f"the superstatic connection stopped: {failure}") from failure
+        if self._closing:
+            raise Error("this superstatic connection is closed")
+
+    def _done(
+        self, request: _Request, result: Any = None, error: BaseException | None = None
+    ) -> None:
+        """Completes a request (I/O thread)."""
+        if request.future.done():
+            return
+        if error is not None:
+            request.future.set_exception(error)
+        else:
+            request.future.set_result(result)
+        with self._lock:
+            self._pending -= 1
+            assert self._pending >= 0
+
+    def _take_queued(self) -> list[_Request]:
+        with self._lock:
+            taken = list(self._queue)
+            self._queue.clear()
+            return taken
+
+    # ------------------------------------------------------------------ I/O thread
+
+    def _run(self) -> None:
+        io = self._io
+        try:
+            io.loop()
+        except BaseException as exc:  # a bug or a broken replica: fail loudly, never hang
+            log.exception("superstatic connection I/O thread stopped")
+            with self._lock:
+                self._failure = exc
+        finally:
+            failure = self._failure
+            error: BaseException = (
+                Error(f"the superstatic connection stopped: {failure}")
+                if failure is not None
+                else Error("this superstatic connection is closed")
+            )
+            for request in [*io.requests.values(), *self._take_queued()]:
+                self._done(request, error=error)
+            io.close_socket()
+            self._wake_rx.close(linger=0)
+            with self._applied:
+                self._applied.notify_all()
+
+
+class _IoState:
+    """Everything the I/O thread owns: the socket, the session counters, in-flight requests."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.rng = random.Random()
+        self.req_ids = itertools.count(1)
+        self.seq_next = 1
+        self.requests: dict[int, _Request] = {}  # by request serial (not req id)
+        self.serials = itertools.count(1)
+        self.by_req_id: dict[int, _Request] = {}  # every unanswered attempt's req id
+        self.feeder = StreamFeeder(conn.replica)
+        self.endpoint_index = 0
+        self.sock: zmq.Socket[Any] | None = None
+        self.monitor: zmq.Socket[Any] | None = None
+        self.connected = False
+        self.hello_req = 0
+        self.sub_req = 0
+        self.session_ttl_ms = 60_000
+        self.last_rx = 0.0
+        self.last_ping = 0.0
+        self.last_stream = 0.0
+        self.last_propose_reply = 0.0
+        self.refusing_since: float | None = None
+        self.keepalive: _Request | None = None
+        self.poller = zmq.Poller()
+
+    # -- main loop -------------------------------------------------------------------------
+
+    def loop(self) -> None:
+        conn = self.conn
+        self.poller.register(conn._wake_rx, zmq.POLLIN)
+        self.open_socket()
+        while True:
+            with conn._lock:
+                closing = conn._closing
+            if closing:
+                return
+            timeout_ms = self.next_wake_ms()
+            ready = dict(self.poller.poll(timeout_ms))
+            if conn._wake_rx in ready:
+                self.drain_wake()
+            if self.monitor is not None and self.monitor in ready:
+                self.on_monitor()
+            if self.sock is not None and self.sock in ready:
+                self.on_frames()
+            self.on_timers(time.monotonic())
+
+    def next_wake_ms(self) -> int:
+        now = time.monotonic()
+        wake = now + LOOP_WAKE_MS_MAX / 1000
+        for request in self.requests.values():
+            wake = min(wake, request.deadline)
+            if self.connected:
+                wake = min(wake, request.send_at)
+        return max(0, int((wake - now) * 1000))
+
+    def drain_wake(self) -> None:
+        conn = self.conn
+        with contextlib.suppress(zmq.Again):
+            for _ in range(SOCKET_HWM_FRAMES):
+                conn._wake_rx.recv(zmq.NOBLOCK)
+        now = time.monotonic()
+        for request in conn._take_queued():
+            if request.op == "propose":
+                request.seq = self.seq_next
+                self.seq_next += 1
+            request.send_at = now
+            self.requests[next(self.serials)] = request
+
+    # -- socket lifecycle ------------------------------------------------------------------
+
+    def open_socket(self) -> None:
+        conn = self.conn
+        endpoint = conn.endpoints[self.endpoint_index]
+        conn.endpoint = endpoint
+        sock = conn._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        # Queue only on a completed connection: a send that cannot go out fails now, so we
+        # know a PROPOSE that was never handed to an agent cannot have committed.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.SNDHWM, SOCKET_HWM_FRAMES)
+        sock.setsockopt(zmq.RCVHWM, SOCKET_HWM_FRAMES)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1_000)
+        sock.setsockopt(zmq.MAXMSGSIZE, wire.FRAME_BYTES_MAX)
+        self.monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+        sock.connect(endpoint)
+        self.sock = sock
+        self.connected = False
+        self.last_rx = time.monotonic()
+        self.poller.register(sock, zmq.POLLIN)
+        self.poller.register(self.monitor, zmq.POLLIN)
+
+    def close_socket(self) -> None:
+        if self.sock is None:
+            return
+        assert self.monitor is not None
+        self.poller.unregister(self.sock)
+        self.poller.unregister(self.monitor)
+        with contextlib.suppress(zmq.ZMQError):
+            self.sock.disable_monitor()
+        self.monitor.close(linger=0)
+        self.sock.close(linger=0)
+        self.sock = None
+        self.monitor = None
+        self.connected = False
+
+    def failover(self, reason: str) -> None:
+        """Moves to the next endpoint (the same one again when there is only one)."""
+        conn = self.conn
+        old = conn.endpoint
+        self.close_socket()
+        self.endpoint_index = (self.endpoint_index + 1) % len(conn.endpoints)
+        conn.failovers += 1
+        log.info(
+            "superstatic: leaving agent %s (%s); trying %s",
+            old,
+            reason,
+            conn.endpoints[self.endpoint_index],
+        )
+        self.refusing_since = None
+        self.open_socket()
+
+    def on_monitor(self) -> None:
+        assert self.monitor is not None
+        for _ in range(FRAMES_PER_TURN_MAX):
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind = event["event"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.on_connected()
+            elif kind == zmq.EVENT_DISCONNECTED:
+                self.failover("disconnected")
+                return  # the monitor socket was replaced
+            elif (
+                kind == zmq.EVENT_CONNECT_RETRIED
+                and not self.connected
+                and len(self.conn.endpoints) > 1
+            ):
+                # Nothing listens there (refused): no point waiting for the silence timeout.
+                self.failover("connection refused")
+                return
+
+    def on_connected(self) -> None:
+        """A (re)established connection: new HELLO, new subscription, re-send everything
+        unanswered with its same seq."""
+        self.connected = True
+        now = time.monotonic()
+        self.last_rx = now
+        self.hello_req = self.send(wire.FrameType.HELLO, {"client": self.conn.client_id}) or 0
+        self.subscribe()
+        for request in self.requests.values():
+            request.send_at = now
+        self.last_ping = now
+
+    def subscribe(self) -> None:
+        self.feeder.begin()
+        self.last_stream = time.monotonic()
+        applied = self.conn.replica.applied_index
+        self.sub_req = self.send(wire.FrameType.SUBSCRIBE, {"from": applied}) or 0
+
+    def resubscribe(self, reason: str) -> None:
+        self.conn.resubscribes += 1
+        log.info("superstatic: resubscribing to %s (%s)", self.conn.endpoint, reason)
+        self.send(wire.FrameType.UNSUBSCRIBE, {})
+        self.subscribe()
+
+    def send(self, frame_type: wire.FrameType, body: dict[str, Any]) -> int | None:
+        """Sends one frame; returns its req id, or None if it could not go out now."""
+        if self.sock is None or not self.connected:
+            return None
+        req_id = next(self.req_ids)
+        data = wire.encode(frame_type, req_id, body)
+        try:
+            self.sock.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        return req_id
+
+    # -- incoming frames -------------------------------------------------------------------
+
+    def on_frames(self) -> None:
+        assert self.sock is not None
+        sock = self.sock
+        for _ in range(FRAMES_PER_TURN_MAX):
+            try:
+                data = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.last_rx = time.monotonic()
+            try:
+                frame = wire.decode(data, wire.AGENT_TO_CLIENT)
+                self.on_frame(frame)
+            except (ProtocolError, StreamGap) as exc:
+                if isinstance(exc, ProtocolError):
+                    log.warning("superstatic: bad frame from agent %s: %s", self.conn.endpoint, exc)
+                self.resubscribe(str(exc))
+            if self.sock is not sock:
+                return  # failed over while handling a frame
+
+    def on_frame(self, frame: wire.Frame) -> None:
+        ftype, req_id = frame.type, frame.req_id
+        if ftype in (wire.FrameType.EVENTS, wire.FrameType.SNAPSHOT):
+            if req_id != self.sub_req:
+                return  # a previous subscription's tail
+            self.last_stream = time.monotonic()
+            if ftype is wire.FrameType.EVENTS:
+                advanced = self.feeder.feed_events(frame.body)
+            else:
+                advanced = self.feeder.feed_snapshot(frame.body)
+            if advanced:
+                with self.conn._applied:
+                    self.conn._applied.notify_all()
+            return
+        if req_id == self.hello_req and req_id:
+            self.on_hello(frame)
+            return
+        if req_id == self.sub_req and ftype is wire.FrameType.ERROR:
+            code = frame.body.get("code")
+            self.resubscribe(f"subscription refused: {code}: {frame.body.get('message')}")
+            return
+        request = self.by_req_id.get(req_id)
+        if request is None:
+            return  # a PING answer, or the answer to an attempt already settled
+        if ftype is wire.FrameType.REPLY:
+            self.on_reply(request, frame.body)
+        else:
+            self.on_error(request, req_id, frame.body)
+
+    def on_hello(self, frame: wire.Frame) -> None:
+        if frame.type is wire.FrameType.ERROR:
+            self.failover(f"HELLO refused: {frame.body.get('message')}")
+            return
+        ttl = frame.body.get("session_ttl_ms")
+        if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0:
+            self.session_ttl_ms = ttl
+
+    def on_reply(self, request: _Request, body: dict[str, Any]) -> None:
+        self.refusing_since = None
+        if request.op == "read_index":
+            index = body.get("index")
+            if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+                self.settle(request, error=ProtocolError(f"READ_INDEX reply without index: {body}"))
+                return
+            self.settle(request, result=index)
+            return
+        index, outcome = body.get("index"), body.get("outcome")
+        if not isinstance(index, int) or isinstance(index, bool) or not isinstance(outcome, str):
+            self.settle(request, error=ProtocolError(f"PROPOSE reply is malformed: {body}"))
+            return
+        error = body.get("error") or ""
+        self.last_propose_reply = time.monotonic()
+        self.settle(
+            request,
+            result=Committed(index, outcome, str(error), bool(body.get("dup", False))),
+        )
+
+    def on_error(self, request: _Request, req_id: int, body: dict[str, Any]) -> None:
+        code, message = body.get("code"), str(body.get("message", ""))
+        now = time.monotonic()
+        if code in (wire.ErrorCode.NOT_LEADER, wire.ErrorCode.BUSY):
+            # Refused before proposing: this attempt cannot commit.
+            request.unresolved.discard(req_id)
+        if code in (wire.ErrorCode.NOT_LEADER, wire.ErrorCode.BUSY, wire.ErrorCode.UNAVAILABLE):
+            self.by_req_id.pop(req_id, None)
+            request.refusals += 1
+            request.send_at = now + self.backoff_s(request.refusals)
+            if self.refusing_since is None:
+                self.refusing_since = now
+            return
+        self.by_req_id.pop(req_id, None)
+        request.unresolved.discard(req_id)
+        if code == wire.ErrorCode.TOO_LARGE:
+            self.settle(request, error=AgentRefusedTooLarge(message))
+        elif code == wire.ErrorCode.BAD_REQUEST:
+            self.settle(request, error=ProtocolError(f"the agent refused the request: {message}"))
+        else:
+            self.settle(request, error=ProtocolError(f"the agent answered {code!r}: {message}"))
+
+    def settle(
+        self, request: _Request, result: Any = None, error: BaseException | None = None
+    ) -> None:
+        for serial, candidate in list(self.requests.items()):
+            if candidate is request:
+                del self.requests[serial]
+                break
+        for req_id in [r for r, q in self.by_req_id.items() if q is request]:
+            del self.by_req_id[req_id]
+        if request is self.keepalive:
+            self.keepalive = None
+        if error is not None and request.internal:
+            log.info("superstatic: session %s entry failed: %s", request.kind, error)
+        self.conn._done(request, result, error)
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def on_timers(self, now: float) -> None:
+        conn = self.conn
+        for request in list(self.requests.values()):
+            if now >= request.deadline:
+                self.expire(request)
+        if self.sock is None:
+            return
+        silence_s = conn.timeout_ms_agent_silence / 1000
+        if now - self.last_rx > silence_s:
+            self.failover(f"silent for {conn.timeout_ms_agent_silence} ms")
+            return
+        if (
+            self.refusing_since is not None
+            and now - self.refusing_since > silence_s
+            and len(conn.endpoints) > 1
+        ):
+            self.failover(f"refusing requests for {conn.timeout_ms_agent_silence} ms")
+            return
+        if not self.connected:
+            return
+        if self.sub_req == 0:
+            self.subscribe()  # the first attempt could not go out
+        if now - self.last_ping >= conn.ping_interval_ms / 1000 and (
+            self.send(wire.FrameType.PING, {}) is not None
+        ):
+            self.last_ping = now
+        self.check_stream(now)
+        self.keep_session_alive(now)
+        resend_s = conn.timeout_ms_resend / 1000
+        for request in list(self.requests.values()):
+            if request.send_at == float("inf") and now - request.sent_at >= resend_s:
+                request.send_at = now  # no answer from a live agent: try again, same seq
+            if request.send_at <= now:
+                self.send_request(request, now)
+
+    def check_stream(self, now: float) -> None:
+        with self.conn._applied:
+            wanted = self.conn._want_index
+        if (
+            wanted > self.conn.replica.applied_index
+            and now - self.last_stream > TIMEOUT_MS_STREAM_STALL / 1000
+        ):
+            self.resubscribe("no stream frames while behind")
+
+    def keep_session_alive(self, now: float) -> None:
+        """An "open" entry every session_ttl_ms / 3 of idleness, once the session has state
+        (a seq) worth keeping: its exactly-once record must not expire under a retry."""
+        if self.seq_next == 1 or self.keepalive is not None or self.requests:
+            return
+        idle_since = max(self.last_propose_reply, 0.0)
+        if now - idle_since < self.session_ttl_ms / 3000:
+            return
+        request = _Request(
+            op="propose",
+            future=Future(),
+            deadline=now + self.conn.timeout_ms_request / 1000,
+            kind="open",
+            seq=self.seq_next,
+            send_at=now,
+            internal=True,
+        )
+        self.seq_next += 1
+        with self.conn._lock:
+            self.conn._pending += 1
+        self.keepalive = request
+        self.last_propose_reply = now  # pace attempts even if this one fails
+        self.requests[next(self.serials)] = request
+
+    def send_request(self, request: _Request, now: float) -> None:
+        if request.op == "propose":
+            body: dict[str, Any] = {
+                "client": self.conn.client_id,
+                "seq": request.seq,
+                "seq_low": self.seq_low(),
+                "kind": request.kind,
+                "body": request.body,
+            }
+            frame_type = wire.FrameType.PROPOSE
+        else:
+            body, frame_type = {}, wire.FrameType.READ_INDEX
+        try:
+            req_id = self.send(frame_type, body)
+        except LimitExceeded as exc:
+            self.settle(request, error=exc)  # never sent: too large to be a frame
+            return
+        request.attempts += 1
+        if req_id is None:
+            request.send_at = now + self.backoff_s(request.attempts)
+            return
+        if request.op == "propose":
+            request.unresolved.add(req_id)
+        self.by_req_id[req_id] = request
+        request.send_at = float("inf")
+        request.sent_at = now
+
+    def seq_low(self) -> int:
+        """Every seq below it was answered (or abandoned: never sent again), so the state
+        machine may forget it."""
+        low = self.seq_next
+        for request in self.requests.values():
+            if request.op == "propose" and request.seq:
+                low = min(low, request.seq)
+        return low
+
+    def expire(self, request: _Request) -> None:
+        conn = self.conn
+        if request.op == "read_index":
+            error = Unavailable(
+                f"no agent confirmed a read index within timeout_ms_request="
+                f"{conn.timeout_ms_request} ms (endpoints {conn.endpoints}); no quorum or no "
+                "reachable agent. Nothing was written. Retry later or check the agents "
+                "(superstatic status)",
+                outcome_known=True,
+            )
+        elif request.unresolved:
+            error = Unavailable(
+                f"the cluster did not confirm the write within timeout_ms_request="
+                f"{conn.timeout_ms_request} ms (endpoints {conn.endpoints}). The outcome is "
+                "UNKNOWN: it reached an agent and may still commit. Check the state (after "
+                "superstatic.sync()) before retrying",
+                outcome_known=False,
+            )
+        else:
+            error = Unavailable(
+                f"no agent accepted the write within timeout_ms_request="
+                f"{conn.timeout_ms_request} ms (endpoints {conn.endpoints}); it was NOT "
+                "committed. Retry later or check the agents (superstatic status)",
+                outcome_known=True,
+            )
+        self.settle(request, error=error)
+
+    def backoff_s(self, attempt: int) -> float:
+        ceiling_ms = min(BACKOFF_MS_MAX, BACKOFF_MS_BASE * (2 ** min(attempt, 20)))
+        return self.rng.uniform(ceiling_ms / 2, ceiling_ms) / 1000

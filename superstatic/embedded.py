@@ -1,0 +1,317 @@
+"""Where the library connects: explicit endpoints, $SUPERSTATIC_AGENT, or an embedded agent.
+
+With no endpoint given and SUPERSTATIC_AGENT unset, the library starts (or reuses) a single-node
+agent for the current directory, its data in `./.superstatic/data`. The agent is a detached
+`python -m superstatic_agent` process, so it outlives the app that started it and later apps in
+the same directory share it (and its state). It is started with `--exit-when-idle-ms`: once the
+last app stops PINGing it (every connection PINGs every 500 ms), it exits by itself, so nothing
+the user did not ask for keeps running.
+
+Files in `./.superstatic/`:
+* `agent.lock`: an fcntl lock held while one app checks, starts or replaces the agent, so two
+  apps starting at once never start two agents on one data directory;
+* `agent.json`: `{"pid", "client", "peer", "started_ms"}` of the last agent started. Its ports
+  are reused on restart (when still free) so the peer address stored in the agent's membership
+  stays the one it binds;
+* `agent.log`: the agent's stderr, appended.
+
+Reuse requires the recorded pid to be alive AND the endpoint to answer a PING: a pid alone can
+be recycled by the OS for an unrelated process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from superstatic import oneshot, wire
+from superstatic.errors import Error
+
+ENV_AGENT = "SUPERSTATIC_AGENT"
+ENV_IDLE_MS = "SUPERSTATIC_EMBEDDED_IDLE_MS"
+STATE_DIR_NAME = ".superstatic"
+AGENT_ID = "solo"
+# The embedded agent exits this long after its last client went silent. Apps PING every
+# 500 ms, so this tolerates a paused app (a debugger, a long GC) without keeping an agent
+# around for long after the last app exited.
+IDLE_MS_DEFAULT = 5_000
+# Starting an agent: process start, LMDB open, and a single-node election.
+TIMEOUT_S_START = 30.0
+TIMEOUT_MS_PING = 1_000
+POLL_S = 0.05
+# A chosen port can be taken between our check and the agent's bind; try fresh ports again.
+START_ATTEMPTS_MAX = 3
+# Waiting for the lock: another app may be starting the agent (bounded by its own start time).
+TIMEOUT_S_LOCK = TIMEOUT_S_START * START_ATTEMPTS_MAX + 10
+LOG_TAIL_BYTES = 2_000
+IDLE_FLAG = "--exit-when-idle-ms"
+
+
+def resolve_endpoints(endpoints: Sequence[str] | None) -> list[str]:
+    """Explicit endpoints > $SUPERSTATIC_AGENT (comma-separated) > the embedded agent."""
+    if endpoints:
+        return [e.strip() for e in endpoints if e.strip()]
+    from_env = [e.strip() for e in os.environ.get(ENV_AGENT, "").split(",") if e.strip()]
+    if from_env:
+        return from_env
+    return [ensure_embedded_agent(Path.cwd())]
+
+
+def idle_ms() -> int:
+    raw = os.environ.get(ENV_IDLE_MS, "").strip()
+    if not raw:
+        return IDLE_MS_DEFAULT
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Error(f"{ENV_IDLE_MS}={raw!r} is not an integer number of milliseconds") from None
+    if value <= 0:
+        raise Error(f"{ENV_IDLE_MS}={raw!r} must be a positive number of milliseconds")
+    return value
+
+
+def ensure_embedded_agent(directory: Path) -> str:
+    """The client endpoint of the embedded agent of `directory`, started if needed."""
+    state_dir = directory / STATE_DIR_NAME
+    state_dir.mkdir(exist_ok=True)
+    with _locked(state_dir / "agent.lock"):
+        record = _read_record(state_dir)
+        if record is not None and _answers(record):
+            return str(record["client"])
+        return _start(state_dir, record)
+
+
+def agent_record(directory: Path) -> dict[str, Any] | None:
+    """What `agent.json` says about the embedded agent of `directory` (None if never started)."""
+    return _read_record(directory / STATE_DIR_NAME)
+
+
+def pid_alive(pid: int) -> bool:
+    """True if `pid` is a running process (a zombie, exited but not yet reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: trust kill(0)
+    # The state letter follows the command name, which is in parentheses and may hold spaces.
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+# ---------------------------------------------------------------------------------- internals
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + TIMEOUT_S_LOCK
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise Error(
+                        f"another process has held {path} for more than {TIMEOUT_S_LOCK:.0f} s "
+                        "(TIMEOUT_S_LOCK); if no superstatic app is starting in this directory, "
+                        "delete the file and retry"
+                    ) from None
+                time.sleep(POLL_S)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _read_record(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((state_dir / "agent.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None  # absent or torn: treated as stale, replaced under the lock
+    if not isinstance(record, dict) or not all(
+        isinstance(record.get(key), expected)
+        for key, expected in (("pid", int), ("client", str), ("peer", str))
+    ):
+        return None
+    return record
+
+
+def _write_record(state_dir: Path, record: dict[str, Any]) -> None:
+    tmp = state_dir / "agent.json.tmp"
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, state_dir / "agent.json")  # atomic: readers see the old or the new file
+
+
+def _answers(record: dict[str, Any]) -> bool:
+    if not pid_alive(int(record["pid"])):
+        return False
+    try:
+        oneshot.request(str(record["client"]), wire.FrameType.PING, timeout_ms=TIMEOUT_MS_PING)
+    except Error:
+        return False
+    return True
+
+
+def _port_of(endpoint: Any) -> int | None:
+    if not isinstance(endpoint, str) or not endpoint.startswith("tcp://127.0.0.1:"):
+        return None
+    try:
+        return int(endpoint.rsplit(":", 1)[1])
+    except ValueError:
+        return None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(taken: set[int]) -> int:
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in taken:
+            return port
+    raise Error("could not find a free TCP port on 127.0.0.1 for the embedded agent")
+
+
+def _choose_ports(previous: dict[str, Any] | None, attempt: int) -> tuple[int, int]:
+    """The previous agent's ports when free (first attempt), else fresh ones."""
+    if previous is not None and attempt == 0:
+        peer, client = _port_of(previous.get("peer")), _port_of(previous.get("client"))
+        if peer and client and peer != client and _port_free(peer) and _port_free(client):
+            return peer, client
+    peer = _free_port(set())
+    return peer, _free_port({peer})
+
+
+def _start(state_dir: Path, previous: dict[str, Any] | None) -> str:
+    if previous is not None and pid_alive(int(previous["pid"])):
+        # Alive but not answering: hung, or a recycled pid. We only own it if it is ours, and
+        # we cannot tell, so we do not kill it; a new agent gets new ports.
+        previous = None
+    failures: list[str] = []
+    idle_flag = True
+    for attempt in range(START_ATTEMPTS_MAX):
+        peer_port, client_port = _choose_ports(previous, attempt)
+        peer = f"tcp://127.0.0.1:{peer_port}"
+        client = f"tcp://127.0.0.1:{client_port}"
+        command = [
+            sys.executable,
+            "-m",
+            "superstatic_agent",
+            "--id",
+            AGENT_ID,
+            "--data-dir",
+            str(state_dir / "data"),
+            "--peers",
+            f"{AGENT_ID}={peer}",
+            "--client",
+            client,
+        ]
+        if idle_flag:
+            command += [IDLE_FLAG, str(idle_ms())]
+        log_path = state_dir / "agent.log"
+        log_start = log_path.stat().st_size if log_path.exists() else 0
+        pid = _launch_detached(command, log_path, cwd=state_dir.parent)
+        record = {"pid": pid, "client": client, "peer": peer, "started_ms": int(time.time() * 1000)}
+        _write_record(state_dir, record)
+        problem = _wait_ready(pid, client)
+        if problem is None:
+            return client
+        tail = _log_tail(log_path, log_start)
+        failures.append(f"{problem}; log: {tail}")
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)  # ours, started just now, never answered
+        if idle_flag and IDLE_FLAG in tail and "unrecognized" in tail:
+            # An agent without the idle exit: run it anyway, and say it will keep running.
+            idle_flag = False
+            print(
+                f"superstatic: this superstatic-agent has no {IDLE_FLAG}; the embedded agent in "
+                f"{state_dir} will keep running after the app exits (stop it by its pid in "
+                "agent.json)",
+                file=sys.stderr,
+            )
+    raise Error(
+        f"could not start the embedded superstatic agent in {state_dir} "
+        f"({START_ATTEMPTS_MAX} attempts, START_ATTEMPTS_MAX): {' | '.join(failures)}. "
+        f"Set {ENV_AGENT} to use running agents instead"
+    )
+
+
+def _launch_detached(command: list[str], log_path: Path, *, cwd: Path) -> int:
+    """Starts `command` as a grandchild in its own session and returns its pid.
+
+    Through a short-lived launcher process, so the agent is not this app's child: when it exits
+    (idle) while this app still runs, it leaves no zombie here that would look alive."""
+    launcher = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, str(log_path), *command],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S_START,
+        check=False,
+    )
+    if launcher.returncode != 0 or not launcher.stdout.strip().isdigit():
+        raise Error(
+            f"could not launch the embedded agent ({' '.join(command)}): "
+            f"{launcher.stderr.strip()[-LOG_TAIL_BYTES:]}"
+        )
+    return int(launcher.stdout.strip())
+
+
+_LAUNCHER = (
+    "import subprocess, sys\n"
+    "log = open(sys.argv[1], 'ab')\n"
+    "p = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log,"
+    " stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)\n"
+    "print(p.pid)\n"
+)
+
+
+def _wait_ready(pid: int, client: str) -> str | None:
+    """None once the agent answers and leads its single-node group, else what went wrong."""
+    deadline = time.monotonic() + TIMEOUT_S_START
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return "the agent exited"
+        try:
+            status = oneshot.request(client, wire.FrameType.STATUS, timeout_ms=TIMEOUT_MS_PING)
+        except Error:
+            time.sleep(POLL_S)
+            continue
+        if status.get("leader") == AGENT_ID:
+            return None
+        time.sleep(POLL_S)
+    return f"the agent did not become ready within {TIMEOUT_S_START:.0f} s (TIMEOUT_S_START)"
+
+
+def _log_tail(path: Path, start: int) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            data = handle.read()
+    except OSError:
+        return "(no log)"
+    text = data[-LOG_TAIL_BYTES:].decode(errors="replace").strip()
+    return text or "(empty)"
