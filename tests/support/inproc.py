@@ -25,13 +25,6 @@ from typing import Any
 
 import cbor2
 import lmdb
-import pytest
-
-# The double runs the agent's real state machine over the real codec and ops: until those
-# modules exist in the tree, the tests built on it are skipped (saying why), not faked.
-pytest.importorskip("superstatic.codec", reason="needs superstatic/codec.py")
-pytest.importorskip("superstatic.ops", reason="needs superstatic/ops.py")
-pytest.importorskip("superstatic_agent.statemachine", reason="needs agent/statemachine.py")
 
 from superstatic.replica import Replica
 from superstatic.session import Session

@@ -9,15 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-# Built on the real codec, ops and agent state machine: skipped (saying why) until they exist.
-pytest.importorskip("superstatic.ops", reason="needs superstatic/ops.py")
-pytest.importorskip("superstatic_agent.statemachine", reason="needs agent/statemachine.py")
 from support.compare import same_graph
 from support.inproc import InprocCluster
 

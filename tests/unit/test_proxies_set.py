@@ -13,9 +13,6 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-# Built on the real codec, ops and agent state machine: skipped (saying why) until they exist.
-pytest.importorskip("superstatic.ops", reason="needs superstatic/ops.py")
-pytest.importorskip("superstatic_agent.statemachine", reason="needs agent/statemachine.py")
 from support.compare import check_same
 from support.inproc import InprocCluster
 

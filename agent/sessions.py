@@ -1,0 +1,149 @@
+"""Client sessions of the state machine: the exactly-once table (architecture section 3).
+
+A session record (db `sessions`, key = client id) is CBOR
+`[last_ms, seq_low, [[seq, index, outcome, error], ...]]`: the log time the client was last
+heard of, the lowest seq it may still retry, and the outcome of every seq >= seq_low that was
+applied. Everything here runs inside the state machine's apply, so it is deterministic: time is
+log time (leader-stamped, never going back), never the local clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+import lmdb
+
+from superstatic.errors import ProtocolError
+
+# Recorded outcomes per session (seqs >= seq_low the client may still retry). A client with
+# this many requests unanswered at once is refused more until its seq_low advances.
+SESSION_SEQS_MAX = 4096
+# Live sessions in the table. Each costs a record; a flood of client ids must not grow the
+# table without bound. Opening one more answers an error naming this limit.
+SESSIONS_MAX = 100_000
+# A session record larger than this is not one we wrote (4096 outcomes with short errors).
+SESSION_RECORD_BYTES_MAX = 4 << 20
+# Length of an outcome's error text kept in a session record: enough to tell what was wrong.
+SESSION_ERROR_CHARS_MAX = 512
+# Depth of a session record's CBOR: [last_ms, low, [[seq, index, outcome, error]]].
+SESSION_RECORD_DEPTH_MAX = 4
+
+OUTCOMES = ("ok", "conflict", "error")
+
+
+@dataclass(slots=True)
+class Session:
+    last_ms: int
+    low: int
+    seqs: dict[int, tuple[int, str, str]] = field(default_factory=dict)  # seq -> (index, out, err)
+
+    def forget_below(self, low: int) -> None:
+        """The client has been answered every seq below `low`: stop remembering them."""
+        if low > self.low:
+            self.low = low
+            for seq in [seq for seq in self.seqs if seq < low]:
+                del self.seqs[seq]
+
+
+def encode_session(session: Session) -> bytes:
+    seqs = [
+        [seq, index, outcome, error]
+        for seq, (index, outcome, error) in sorted(session.seqs.items())
+    ]
+    return cbor2.dumps([session.last_ms, session.low, seqs])
+
+
+def decode_session(data: bytes) -> Session:
+    """A session record; ProtocolError if the bytes are not one (e.g. a garbled snapshot)."""
+    if len(data) > SESSION_RECORD_BYTES_MAX:
+        raise ProtocolError(
+            f"session record is {len(data)} bytes, above SESSION_RECORD_BYTES_MAX="
+            f"{SESSION_RECORD_BYTES_MAX}"
+        )
+    try:
+        value: Any = cbor2.loads(data, max_depth=SESSION_RECORD_DEPTH_MAX)
+    except Exception as exc:  # cbor2 raises several types on malformed input
+        raise ProtocolError(f"session record is not CBOR: {exc}") from None
+    if not (
+        type(value) is list
+        and len(value) == 3
+        and type(value[0]) is int
+        and type(value[1]) is int
+        and type(value[2]) is list
+        and len(value[2]) <= SESSION_SEQS_MAX
+    ):
+        raise ProtocolError(
+            "session record is not [last_ms, seq_low, [[seq, index, outcome, error]]]"
+        )
+    session = Session(last_ms=value[0], low=value[1])
+    for item in value[2]:
+        if not (
+            type(item) is list
+            and len(item) == 4
+            and type(item[0]) is int
+            and type(item[1]) is int
+            and item[2] in OUTCOMES
+            and type(item[3]) is str
+        ):
+            raise ProtocolError(f"session record holds a malformed outcome: {item!r:.80}")
+        session.seqs[item[0]] = (item[1], item[2], item[3])
+    return session
+
+
+class SessionTable:
+    """The `sessions` db seen through one write transaction."""
+
+    def __init__(self, txn: lmdb.Transaction, db: Any, ttl_ms: int) -> None:
+        assert ttl_ms >= 1, ttl_ms
+        self.txn = txn
+        self.db = db
+        self.ttl_ms = ttl_ms
+
+    def get(self, client: str, now_ms: int) -> Session | None:
+        """The live session of `client`; an expired one is deleted here and reads as absent,
+        so expiry is exact at log time `now_ms` whatever the periodic sweep did."""
+        key = client.encode()
+        raw = self.txn.get(key, db=self.db)
+        if raw is None:
+            return None
+        session = decode_session(raw)
+        if self.expired(session, now_ms):
+            self.txn.delete(key, db=self.db)
+            return None
+        return session
+
+    def expired(self, session: Session, now_ms: int) -> bool:
+        return now_ms - session.last_ms > self.ttl_ms
+
+    def count(self) -> int:
+        return int(self.txn.stat(self.db)["entries"])
+
+    def put(self, client: str, session: Session) -> None:
+        assert len(session.seqs) <= SESSION_SEQS_MAX, len(session.seqs)
+        self.txn.put(client.encode(), encode_session(session), db=self.db)
+
+    def delete(self, client: str) -> None:
+        self.txn.delete(client.encode(), db=self.db)
+
+    def sweep(self, now_ms: int) -> int:
+        """Deletes every session idle longer than the ttl at log time `now_ms`; returns how many.
+        Bounded by the table size (at most SESSIONS_MAX records plus the ones being opened)."""
+        expired: list[bytes] = []
+        cursor = self.txn.cursor(db=self.db)
+        for scanned, (key, value) in enumerate(cursor):
+            assert scanned <= 2 * SESSIONS_MAX, "sessions table beyond SESSIONS_MAX"
+            if self.expired(decode_session(value), now_ms):
+                expired.append(bytes(key))
+        for key in expired:
+            self.txn.delete(key, db=self.db)
+        return len(expired)
+
+
+def clip_error(error: str) -> str:
+    return (
+        error
+        if len(error) <= SESSION_ERROR_CHARS_MAX
+        else error[: SESSION_ERROR_CHARS_MAX - 3] + "..."
+    )

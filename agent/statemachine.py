@@ -1,0 +1,571 @@
+"""The replicated state machine: applies committed log entries to the object table.
+
+Deterministic (docs/architecture.md sections 2-4, docs/data-model.md): the outcome of an entry
+depends only on the entry and the state left by the entries before it. No clock (log time is
+`max(previous, entry time_ms)`), no randomness, no iteration over unordered containers where the
+order reaches the state. Every replica (agents and, through the ops, app replicas) reaches the
+same state and the same outcomes.
+
+`apply` never raises on a bad payload: a malformed entry, transaction body or op gives the
+outcome "error" with a message naming what was wrong, and changes nothing but the applied
+index (and, for a well-formed request, the client's session record of that outcome).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+import lmdb
+from superstatic_agent import gc
+from superstatic_agent.raft.types import ConfChange, Entry, EntryKind, SnapshotMeta
+from superstatic_agent.sessions import (
+    SESSION_SEQS_MAX,
+    SESSIONS_MAX,
+    Session,
+    SessionTable,
+    clip_error,
+    decode_session,
+)
+from superstatic_agent.storage import KEY_APPLIED, Dbs, index_key, open_dbs, read_applied
+
+from superstatic import codec, ops
+from superstatic.errors import LimitExceeded, ProtocolError
+from superstatic.wire import CLIENT_ID_CHARS_MAX
+
+SESSION_TTL_MS_DEFAULT = 60_000
+# Minimum churn (dropped references + new nodes) between two collections; see gc.py.
+GC_THRESHOLD_DEFAULT = 10_000
+# Depth of an entry payload's CBOR: [kind, client, seq, seq_low, time_ms, body bytes].
+PAYLOAD_DEPTH_MAX = 2
+# seq, seq_low and time_ms are stored as CBOR ints; beyond 64 bits they are garbage.
+PAYLOAD_INT_MAX = (1 << 63) - 1
+# Depth of a snapshot chunk's CBOR: [part, last, [[db, key, value], ...]].
+CHUNK_DEPTH_MAX = 3
+# Keys of LMDB are at most 511 bytes; ids are far shorter (OID_CHARS_MAX, CLIENT_ID_CHARS_MAX).
+KEY_BYTES_MAX = 511
+# Depth to which node_json expands references; deeper nodes are shown as {"__ref__": oid}.
+INSPECT_DEPTH_MAX = 100
+# Nodes node_json expands in one answer; past it the answer is an error naming this limit.
+INSPECT_NODES_MAX = 100_000
+
+PAYLOAD_KINDS = ("txn", "open", "close")
+
+KEY_GC = b"gc"  # [dropped refs since last GC, nodes created since, nodes alive after it]
+KEY_SWEEP = b"sweep"  # log time of the last session sweep
+KEY_CONF_LAST = b"conf_last"  # [index, op, node, address] of the last CONF entry applied
+SM_META_KEYS = (KEY_APPLIED, KEY_GC, KEY_SWEEP, KEY_CONF_LAST)
+
+STAGING_NEXT = b"next"  # the part number stage_chunk expects next
+STAGING_DONE = b"done"  # present once the part marked last was staged
+
+# Which db a snapshot chunk item belongs to, on the sending and the receiving side.
+CHUNK_DBS = ("m", "s", "o")  # sm_meta, sessions, objects
+
+
+@dataclass(slots=True)
+class Applied:
+    """The result of applying one entry (architecture section 2).
+
+    For outcome "dup", `error` is the recorded error and `first_index` / `first_outcome` are
+    the index and outcome of the entry that first applied this (client, seq): what the client
+    is answered. `body` is the transaction body for an "ok" txn (replicas apply it), else None.
+    """
+
+    index: int
+    kind: str  # "txn" | "open" | "close" | "noop" | "conf" | "invalid"
+    client: str | None
+    seq: int | None
+    outcome: str  # "ok" | "conflict" | "error" | "dup" | "noop"
+    error: str = ""
+    collected: tuple[str, ...] = ()
+    body: bytes | None = None
+    first_index: int = 0
+    first_outcome: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """A NORMAL entry's data: [kind, client_id, seq, seq_low, time_ms, body] (section 3)."""
+
+    kind: str
+    client: str
+    seq: int
+    seq_low: int
+    time_ms: int
+    body: bytes
+
+
+def encode_payload(payload: Payload) -> bytes:
+    p = payload
+    return cbor2.dumps([p.kind, p.client, p.seq, p.seq_low, p.time_ms, p.body])
+
+
+def parse_payload(data: bytes) -> Payload:
+    """The payload of a NORMAL entry; ProtocolError naming what is wrong."""
+    try:
+        value: Any = cbor2.loads(data, max_depth=PAYLOAD_DEPTH_MAX)
+    except Exception as exc:  # cbor2 raises several types on malformed input
+        raise ProtocolError(f"entry payload is not CBOR: {exc}") from None
+    if type(value) is not list or len(value) != 6:
+        raise ProtocolError("entry payload is not [kind, client, seq, seq_low, time_ms, body]")
+    kind, client, seq, seq_low, time_ms, body = value
+    if kind not in PAYLOAD_KINDS:
+        raise ProtocolError(f"entry kind {kind!r:.40} is not one of {', '.join(PAYLOAD_KINDS)}")
+    if type(client) is not str or not 1 <= len(client) <= CLIENT_ID_CHARS_MAX:
+        raise ProtocolError(f"client id is a str of 1..{CLIENT_ID_CHARS_MAX} chars")
+    if type(seq) is not int or not 1 <= seq <= PAYLOAD_INT_MAX:
+        raise ProtocolError(f"seq must be an int in 1..{PAYLOAD_INT_MAX}")
+    if type(seq_low) is not int or not 0 <= seq_low <= seq:
+        raise ProtocolError(f"seq_low must be an int in 0..seq ({seq})")
+    if type(time_ms) is not int or not 0 <= time_ms <= PAYLOAD_INT_MAX:
+        raise ProtocolError(f"time_ms must be an int in 0..{PAYLOAD_INT_MAX}")
+    if type(body) is not bytes:
+        raise ProtocolError("body must be bytes")
+    return Payload(kind, client, seq, seq_low, time_ms, body)
+
+
+def event_fields(entry: Entry, outcome: str) -> tuple[str | None, int | None, bytes | None]:
+    """(client, seq, body) of the stream event of an applied entry with this outcome: exactly
+    the Applied fields the state machine returned for it."""
+    if entry.kind != EntryKind.NORMAL:
+        return None, None, None
+    try:
+        payload = parse_payload(entry.data)
+    except ProtocolError:
+        return None, None, None
+    body = payload.body if outcome == "ok" and payload.kind == "txn" else None
+    return payload.client, payload.seq, body
+
+
+class _Rejected(Exception):
+    """Internal: the transaction cannot apply; `outcome` is "error" or "conflict"."""
+
+    def __init__(self, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+class StateMachine:
+    """Applies entries inside the caller's LMDB write transaction. Holds configuration and db
+    handles only: every piece of state lives in the environment (and so in snapshots)."""
+
+    def __init__(
+        self,
+        env: lmdb.Environment,
+        *,
+        session_ttl_ms: int = SESSION_TTL_MS_DEFAULT,
+        gc_threshold: int = GC_THRESHOLD_DEFAULT,
+    ) -> None:
+        assert session_ttl_ms >= 1 and gc_threshold >= 1, (session_ttl_ms, gc_threshold)
+        self.env = env
+        self.dbs: Dbs = open_dbs(env)
+        self.session_ttl_ms = session_ttl_ms
+        self.gc_threshold = gc_threshold
+        # Sessions are swept for expiry every quarter ttl of log time: expired sessions are
+        # freed within 1.25 ttl, and a lookup treats them as expired exactly at the ttl.
+        self.sweep_ms = max(1, session_ttl_ms // 4)
+
+    # ------------------------------------------------------------ apply
+
+    def apply(self, txn: lmdb.Transaction, entry: Entry) -> Applied:
+        applied, _term, log_time_ms = read_applied(txn, self.dbs)
+        assert entry.index == applied + 1, ("entries apply in order", entry.index, applied)
+        if entry.kind == EntryKind.NOOP:
+            result = Applied(entry.index, "noop", None, None, "noop")
+        elif entry.kind == EntryKind.CONF:
+            result = self._apply_conf(txn, entry)
+        else:
+            result, log_time_ms = self._apply_normal(txn, entry, log_time_ms)
+        assert result.outcome in ("ok", "conflict", "error", "dup", "noop"), result.outcome
+        txn.put(
+            index_key(entry.index),
+            cbor2.dumps([result.outcome, list(result.collected)]),
+            db=self.dbs.outcomes,
+        )
+        txn.put(
+            KEY_APPLIED, cbor2.dumps([entry.index, entry.term, log_time_ms]), db=self.dbs.sm_meta
+        )
+        return result
+
+    def _apply_conf(self, txn: lmdb.Transaction, entry: Entry) -> Applied:
+        try:
+            change = ConfChange.decode(entry.data)
+        except ProtocolError as exc:
+            return Applied(entry.index, "conf", None, None, "error", f"bad CONF entry: {exc}")
+        # Recorded so a snapshot says which change it includes (the core carries the conf).
+        record = [entry.index, change.op, change.node, change.address]
+        txn.put(KEY_CONF_LAST, cbor2.dumps(record), db=self.dbs.sm_meta)
+        return Applied(entry.index, "conf", None, None, "noop")
+
+    def _apply_normal(
+        self, txn: lmdb.Transaction, entry: Entry, log_time_ms: int
+    ) -> tuple[Applied, int]:
+        index = entry.index
+        try:
+            payload = parse_payload(entry.data)
+        except ProtocolError as exc:
+            return Applied(index, "invalid", None, None, "error", str(exc)), log_time_ms
+        now_ms = max(log_time_ms, payload.time_ms)
+        table = SessionTable(txn, self.dbs.sessions, self.session_ttl_ms)
+        self._maybe_sweep(txn, table, now_ms)
+
+        def answer(outcome: str, error: str = "", **extra: Any) -> tuple[Applied, int]:
+            applied = Applied(
+                index, payload.kind, payload.client, payload.seq, outcome, error, **extra
+            )
+            return applied, now_ms
+
+        session = table.get(payload.client, now_ms)
+        if payload.kind == "close":
+            if session is not None:
+                table.delete(payload.client)
+            return answer("ok")
+        if session is not None:
+            recorded = session.seqs.get(payload.seq)
+            if recorded is not None:
+                first_index, first_outcome, first_error = recorded
+                session.last_ms = now_ms
+                table.put(payload.client, session)
+                return answer(
+                    "dup", first_error, first_index=first_index, first_outcome=first_outcome
+                )
+            if payload.seq < session.low:
+                return answer(
+                    "error",
+                    f"stale request: seq {payload.seq} is below the "
+                    f"session's seq_low {session.low}; its outcome was forgotten",
+                )
+        else:
+            if table.count() >= SESSIONS_MAX:
+                return answer("error", f"sessions open is at the limit SESSIONS_MAX={SESSIONS_MAX}")
+            session = Session(last_ms=now_ms, low=0)
+        session.forget_below(payload.seq_low)
+        if len(session.seqs) >= SESSION_SEQS_MAX:
+            return answer(
+                "error",
+                f"requests awaiting seq_low is at the limit SESSION_SEQS_MAX={SESSION_SEQS_MAX}",
+            )
+        session.last_ms = now_ms
+        collected: list[str] = []
+        outcome, error = "ok", ""
+        if payload.kind == "txn":
+            try:
+                collected = self._apply_txn(txn, index, payload.body)
+            except _Rejected as rejected:
+                outcome, error = rejected.outcome, clip_error(str(rejected))
+        session.seqs[payload.seq] = (index, outcome, error)
+        table.put(payload.client, session)
+        body = payload.body if outcome == "ok" and payload.kind == "txn" else None
+        return answer(outcome, error, collected=tuple(collected), body=body)
+
+    def _maybe_sweep(self, txn: lmdb.Transaction, table: SessionTable, now_ms: int) -> None:
+        raw = txn.get(KEY_SWEEP, db=self.dbs.sm_meta)
+        last = 0 if raw is None else int(cbor2.loads(raw))
+        if now_ms - last >= self.sweep_ms:
+            table.sweep(now_ms)
+            txn.put(KEY_SWEEP, cbor2.dumps(now_ms), db=self.dbs.sm_meta)
+
+    # ------------------------------------------------------------ transactions
+
+    def _apply_txn(self, txn: lmdb.Transaction, index: int, body: bytes) -> list[str]:
+        """Validates and applies one transaction body; returns the collected ids. Raises
+        _Rejected (nothing written) for a conflict or an error."""
+        try:
+            reads, wire_ops = ops.decode_txn(body)
+        except (ProtocolError, LimitExceeded) as exc:
+            raise _Rejected("error", f"bad transaction body: {exc}") from None
+        objects = self.dbs.objects
+        for oid, version in reads.items():
+            raw = txn.get(oid.encode(), db=objects)
+            current = 0 if raw is None else self._record(oid, raw)[0]
+            if current != version:
+                raise _Rejected(
+                    "conflict", f"{oid} is at version {current}, the transaction read {version}"
+                )
+        created: set[str] = set()
+        for i, op in enumerate(wire_ops):
+            if op[0] != "new":
+                continue
+            oid = op[1]
+            if oid in created or txn.get(oid.encode(), db=objects) is not None:
+                raise _Rejected("error", f"op #{i} 'new': object {oid} already exists")
+            created.add(oid)
+        count = int(txn.stat(objects)["entries"])
+        if count + len(created) > gc.OBJECTS_MAX:
+            raise _Rejected(
+                "error",
+                f"objects would be {count + len(created)}, above OBJECTS_MAX={gc.OBJECTS_MAX}",
+            )
+        # oid -> [kind, container, class_name]: every node the ops touch, decoded once.
+        nodes: dict[str, list[Any]] = {}
+        dropped = 0
+        for i, op in enumerate(wire_ops):
+            tag, oid = op[0], op[1]
+            for target in _refs_of(op):
+                if target not in created and txn.get(target.encode(), db=objects) is None:
+                    raise _Rejected("error", f"op #{i} {tag!r} references unknown object {target}")
+            if tag == "new":
+                container, class_name = ops.container_from(op[2], op[3])
+                nodes[oid] = [op[2], container, class_name]
+                continue
+            node = nodes.get(oid)
+            if node is None:
+                if oid in created:
+                    raise _Rejected("error", f"op #{i} {tag!r} names {oid} before its 'new' op")
+                raw = txn.get(oid.encode(), db=objects)
+                if raw is None:
+                    raise _Rejected("error", f"op #{i} {tag!r} names unknown object {oid}")
+                _version, kind, contents = self._record(oid, raw)
+                container, class_name = ops.container_from(kind, contents)
+                node = nodes[oid] = [kind, container, class_name]
+            kind, container = node[0], node[1]
+            if kind == "obj" and tag in ("set", "del") and type(op[2]) is not str:
+                raise _Rejected("error", f"op #{i} {tag!r} on {oid}: an attribute name is a str")
+            try:
+                dropped += gc.dropped_refs(kind, container, op)
+                ops.apply_op(kind, container, op)
+            except ProtocolError as exc:
+                raise _Rejected("error", f"op #{i} {tag!r} on {oid}: {exc}") from None
+            except (TypeError, ValueError, OverflowError) as exc:
+                # Values the shape check let through but Python refuses (e.g. a float NaN
+                # compared in a set): the same on every replica, so an error outcome is safe.
+                raise _Rejected(
+                    "error", f"op #{i} {tag!r} on {oid}: {type(exc).__name__}: {exc}"
+                ) from None
+        for oid, (kind, container, class_name) in nodes.items():
+            record = codec.encode_record(index, kind, ops.contents_of(kind, container, class_name))
+            txn.put(oid.encode(), record, db=objects)
+        return self._gc_step(txn, dropped, len(created))
+
+    def _record(self, oid: str, raw: bytes) -> tuple[int, str, Any]:
+        try:
+            return codec.decode_record(raw)
+        except ProtocolError as exc:  # only our own writes are stored: a corrupt store
+            raise AssertionError(f"stored record of {oid} is invalid: {exc}") from exc
+
+    def _gc_step(self, txn: lmdb.Transaction, dropped: int, created: int) -> list[str]:
+        raw = txn.get(KEY_GC, db=self.dbs.sm_meta)
+        candidates, fresh, alive = (0, 0, 0) if raw is None else cbor2.loads(raw)
+        candidates += dropped
+        fresh += created
+        collected: list[str] = []
+        if candidates + fresh > max(self.gc_threshold, alive):
+            collected, alive = gc.collect(txn, self.dbs.objects)
+            candidates = fresh = 0
+        txn.put(KEY_GC, cbor2.dumps([candidates, fresh, alive]), db=self.dbs.sm_meta)
+        return collected
+
+    # ------------------------------------------------------------ snapshots
+
+    def snapshot_chunks(self, txn: lmdb.Transaction, chunk_bytes_max: int) -> Iterator[bytes]:
+        """A consistent copy of sm_meta, sessions and objects as chunks of about
+        `chunk_bytes_max` bytes (a single larger record makes a larger chunk). Each chunk is
+        CBOR [part, last, [[db, key, value], ...]]; there is always at least one."""
+        assert chunk_bytes_max >= 1, chunk_bytes_max
+        part = 0
+        items: list[list[Any]] = []
+        size = 0
+        pending: list[list[Any]] | None = None
+        sources = (("m", self.dbs.sm_meta), ("s", self.dbs.sessions), ("o", self.dbs.objects))
+        for tag, db in sources:
+            for key, value in txn.cursor(db=db):
+                item_bytes = len(key) + len(value) + 8
+                if items and size + item_bytes > chunk_bytes_max:
+                    if pending is not None:
+                        yield cbor2.dumps([part, False, pending])
+                        part += 1
+                    pending, items, size = items, [], 0
+                items.append([tag, bytes(key), bytes(value)])
+                size += item_bytes
+        if pending is not None:
+            yield cbor2.dumps([part, False, pending])
+            part += 1
+        yield cbor2.dumps([part, True, items])
+
+    def stage_chunk(self, txn: lmdb.Transaction, chunk: bytes) -> None:
+        stage_chunk(txn, self.dbs, chunk)
+
+    def install_staged(self, txn: lmdb.Transaction, meta: SnapshotMeta) -> None:
+        install_staged(txn, self.dbs, meta)
+
+    # ------------------------------------------------------------ inspect
+
+    def node_json(self, txn: lmdb.Transaction, root_name: str) -> Any:
+        """The plain JSON-able value of a root, or None if no such root exists (roots always
+        name a node, never None). See docs/data-model.md for the mapping."""
+        raw = txn.get(gc.ROOTS_OID.encode(), db=self.dbs.objects)
+        if raw is None:
+            return None
+        _version, kind, contents = self._record(gc.ROOTS_OID, raw)
+        if kind != "dict":
+            return None
+        for key, value in contents:
+            if key == root_name:
+                return _JsonWalk(txn, self.dbs.objects, self._record).value(value, 0)
+        return None
+
+
+def _refs_of(op: list[Any]) -> Iterator[str]:
+    """Every oid an op's values mention, including keys and values it removes: an app replica
+    resolves all of them, so each must name a node that exists."""
+    yield from ops.refs_of_op(op)
+    if op[0] == "del":
+        yield from codec.refs_in(op[2])
+    elif op[0] == "discard":
+        for value in op[2]:
+            yield from codec.refs_in(value)
+
+
+class _JsonWalk:
+    """One node_json answer: expands each node once, later sightings become {"__ref__": oid}."""
+
+    def __init__(self, txn: lmdb.Transaction, objects: Any, record: Any) -> None:
+        self.txn = txn
+        self.objects = objects
+        self.record = record
+        self.seen: set[str] = set()
+
+    def value(self, value: Any, depth: int) -> Any:
+        tp = type(value)
+        if value is None or tp in (bool, int, str):
+            return value
+        if tp is float:
+            return value if value == value and abs(value) != float("inf") else repr(value)
+        if tp is bytes:
+            return {"__bytes__": value.hex()}
+        if tp is codec.Ref:
+            return self.node(value.oid, depth)
+        if tp is tuple:
+            return [self.value(x, depth) for x in value]
+        if tp is frozenset:
+            return [self.value(x, depth) for x in sorted(value, key=codec.dumps)]
+        if hasattr(value, "isoformat"):
+            return value.isoformat()
+        return str(value)  # Decimal, UUID: their exact text
+
+    def node(self, oid: str, depth: int) -> Any:
+        if oid in self.seen or depth >= INSPECT_DEPTH_MAX:
+            return {"__ref__": oid}
+        if len(self.seen) >= INSPECT_NODES_MAX:
+            raise LimitExceeded(
+                "INSPECT_NODES_MAX", INSPECT_NODES_MAX, len(self.seen) + 1, "nodes to inspect"
+            )
+        raw = self.txn.get(oid.encode(), db=self.objects)
+        if raw is None:
+            return {"__ref__": oid, "missing": True}
+        self.seen.add(oid)
+        _version, kind, contents = self.record(oid, raw)
+        inner = depth + 1
+        if kind == "dict":
+            if all(type(key) is str for key, _ in contents):
+                return {key: self.value(v, inner) for key, v in contents}
+            items = [[self.value(k, inner), self.value(v, inner)] for k, v in contents]
+            return {"__items__": items}
+        if kind == "list":
+            return [self.value(v, inner) for v in contents]
+        if kind == "set":  # stored in canonical order already
+            return [self.value(v, inner) for v in contents]
+        class_name, attrs = contents
+        shown: dict[str, Any] = {"__class__": class_name}
+        for name, v in attrs:
+            shown[name] = self.value(v, inner)
+        return shown
+
+
+# ---------------------------------------------------------------- staging (module level: the
+# storage installs a snapshot inside its write without holding a StateMachine)
+
+
+def stage_chunk(txn: lmdb.Transaction, dbs: Dbs, chunk: bytes) -> None:
+    """Stores one received snapshot chunk. Part 0 starts over (drops anything staged); other
+    parts must follow in order. ProtocolError on anything malformed."""
+    try:
+        value: Any = cbor2.loads(chunk, max_depth=CHUNK_DEPTH_MAX)
+    except Exception as exc:  # cbor2 raises several types on malformed input
+        raise ProtocolError(f"snapshot chunk is not CBOR: {exc}") from None
+    if not (
+        type(value) is list
+        and len(value) == 3
+        and type(value[0]) is int
+        and type(value[1]) is bool
+        and type(value[2]) is list
+    ):
+        raise ProtocolError("snapshot chunk is not [part, last, [[db, key, value], ...]]")
+    part, last, items = value
+    if part == 0:
+        drop_staged(txn, dbs)
+    else:
+        raw = txn.get(STAGING_NEXT, db=dbs.staging_state)
+        expected = 0 if raw is None else int.from_bytes(raw, "big")
+        if part != expected or txn.get(STAGING_DONE, db=dbs.staging_state) is not None:
+            raise ProtocolError(f"snapshot chunk part {part} out of order (expected {expected})")
+    targets = {"m": dbs.staging_sm_meta, "s": dbs.staging_sessions, "o": dbs.staging_objects}
+    for item in items:
+        if not (
+            type(item) is list
+            and len(item) == 3
+            and item[0] in CHUNK_DBS
+            and type(item[1]) is bytes
+            and 1 <= len(item[1]) <= KEY_BYTES_MAX
+            and type(item[2]) is bytes
+        ):
+            raise ProtocolError(f"snapshot chunk item is not [db, key, value]: {item!r:.80}")
+        tag, key, data = item
+        _check_staged_item(tag, key, data)
+        txn.put(key, data, db=targets[tag])
+    txn.put(STAGING_NEXT, (part + 1).to_bytes(8, "big"), db=dbs.staging_state)
+    if last:
+        txn.put(STAGING_DONE, b"1", db=dbs.staging_state)
+
+
+def _check_staged_item(tag: str, key: bytes, data: bytes) -> None:
+    if tag == "m":
+        if key not in SM_META_KEYS:
+            raise ProtocolError(f"snapshot holds an unknown sm_meta key {key!r:.40}")
+        try:
+            cbor2.loads(data, max_depth=CHUNK_DEPTH_MAX)
+        except Exception as exc:  # cbor2 raises several types on malformed input
+            raise ProtocolError(f"snapshot sm_meta {key!r} is not CBOR: {exc}") from None
+        return
+    try:
+        name = key.decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("snapshot key is not utf-8") from None
+    if tag == "s":
+        decode_session(data)
+    else:
+        if len(name) > codec.OID_CHARS_MAX:
+            raise ProtocolError(
+                f"snapshot object id longer than OID_CHARS_MAX={codec.OID_CHARS_MAX}"
+            )
+        codec.decode_record(data)
+
+
+def drop_staged(txn: lmdb.Transaction, dbs: Dbs) -> None:
+    for db in (dbs.staging_sm_meta, dbs.staging_sessions, dbs.staging_objects, dbs.staging_state):
+        txn.drop(db, delete=False)
+
+
+def staged_complete(txn: lmdb.Transaction, dbs: Dbs) -> bool:
+    return txn.get(STAGING_DONE, db=dbs.staging_state) is not None
+
+
+def install_staged(txn: lmdb.Transaction, dbs: Dbs, meta: SnapshotMeta) -> None:
+    """Replaces sm_meta, sessions and objects by the staged snapshot, which must be complete
+    and at `meta.index` (the core accepted the SNAPSHOT message the shell staged it for)."""
+    assert staged_complete(txn, dbs), "installing a snapshot that was not completely staged"
+    raw = txn.get(KEY_APPLIED, db=dbs.staging_sm_meta)
+    staged_index = 0 if raw is None else cbor2.loads(raw)[0]
+    assert staged_index == meta.index, ("staged snapshot index", staged_index, meta.index)
+    for source, target in (
+        (dbs.staging_sm_meta, dbs.sm_meta),
+        (dbs.staging_sessions, dbs.sessions),
+        (dbs.staging_objects, dbs.objects),
+    ):
+        txn.drop(target, delete=False)
+        for key, value in txn.cursor(db=source):
+            txn.put(bytes(key), bytes(value), db=target, append=True)
+    drop_staged(txn, dbs)
