@@ -1,0 +1,137 @@
+"""`superstatic-agent`: the command line of one agent (design section 3).
+
+    superstatic-agent --id a --data-dir ./data/a \
+        --peers a=tcp://127.0.0.1:7401,b=tcp://127.0.0.1:7402,c=tcp://127.0.0.1:7403 \
+        --client tcp://127.0.0.1:7501 [--listen tcp://... for a learner] [tuning flags]
+
+The same --peers list is given to every voter. An agent whose --id is not in --peers joins as a
+non-voting learner, binding its peer socket on --listen. Exits 0 on SIGTERM/SIGINT after the
+current loop turn, with LMDB closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from superstatic_agent.config import LOG_LEVELS, AgentConfig, parse_peers
+
+from superstatic.errors import LimitExceeded
+
+DEFAULTS = AgentConfig.__dataclass_fields__  # the single source of every default
+
+
+def _default(name: str) -> object:
+    return DEFAULTS[name].default
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="superstatic-agent",
+        description="A superstatic agent: one member of a Raft group over ZeroMQ, data in LMDB.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--id", required=True, help="this agent's id (letters, digits, - _ .)")
+    p.add_argument("--data-dir", required=True, type=Path, help="LMDB environment folder")
+    p.add_argument(
+        "--peers", required=True, help="the voters: ID=ENDPOINT,... (same list on every agent)"
+    )
+    p.add_argument("--client", required=True, help="endpoint apps connect to (tcp:// or ipc://)")
+    p.add_argument(
+        "--listen", default="", help="peer endpoint of an agent not in --peers (joins as learner)"
+    )
+    p.add_argument("--tick-ms", type=int, default=_default("tick_ms"))
+    p.add_argument(
+        "--election-ticks",
+        type=int,
+        default=_default("election_ticks"),
+        help="election timeout in ticks (randomized up to twice this)",
+    )
+    p.add_argument("--heartbeat-ticks", type=int, default=_default("heartbeat_ticks"))
+    p.add_argument(
+        "--batch-entries-max",
+        type=int,
+        default=_default("batch_entries_max"),
+        help="entries per APPEND message",
+    )
+    p.add_argument(
+        "--batch-bytes-max",
+        type=int,
+        default=_default("batch_bytes_max"),
+        help="entry bytes per APPEND message",
+    )
+    p.add_argument(
+        "--inflight-max",
+        type=int,
+        default=_default("inflight_max"),
+        help="unacknowledged APPENDs per follower",
+    )
+    p.add_argument("--session-ttl-ms", type=int, default=_default("session_ttl_ms"))
+    p.add_argument(
+        "--log-retain-entries",
+        type=int,
+        default=_default("log_retain_entries"),
+        help="applied entries kept before the log is compacted",
+    )
+    p.add_argument(
+        "--fsync",
+        choices=("on", "off"),
+        default="on",
+        help="off is a BENCHMARK option: a power loss may lose acknowledged writes",
+    )
+    p.add_argument("--log-level", choices=LOG_LEVELS, default=_default("log_level"))
+    return p
+
+
+def config_from(args: argparse.Namespace) -> AgentConfig:
+    return AgentConfig(
+        node_id=args.id,
+        data_dir=args.data_dir,
+        peers=parse_peers(args.peers),
+        client_endpoint=args.client,
+        listen_endpoint=args.listen,
+        tick_ms=args.tick_ms,
+        election_ticks=args.election_ticks,
+        heartbeat_ticks=args.heartbeat_ticks,
+        batch_entries_max=args.batch_entries_max,
+        batch_bytes_max=args.batch_bytes_max,
+        inflight_max=args.inflight_max,
+        session_ttl_ms=args.session_ttl_ms,
+        log_retain_entries=args.log_retain_entries,
+        fsync=args.fsync == "on",
+        log_level=args.log_level,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        config = config_from(args)
+    except (ValueError, LimitExceeded) as exc:
+        p.error(str(exc))
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, config.log_level.upper()),
+        format=f"%(asctime)s agent {config.node_id} %(levelname)s %(message)s",
+    )
+    log = logging.getLogger("superstatic.agent")
+    if not config.fsync:
+        log.warning(
+            "--fsync off: BENCHMARK MODE. Nothing is synced to disk; a power loss or kernel "
+            "crash can lose writes that were acknowledged. Never use this for real data."
+        )
+    # Imported here so `--help` and argument errors stay fast.
+    from superstatic_agent.server import Server
+
+    server = Server(config)
+    server.install_signal_handlers()
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

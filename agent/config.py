@@ -1,0 +1,148 @@
+"""The agent's configuration: every tuning knob and limit, with its safe default.
+
+`agent/cli.py` fills an `AgentConfig` from the command line; the server, transport and tests
+read it. Units are last in every name. Limits that never need tuning are module constants where
+they are used; the ones here are flags because a deployment may reasonably change them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from superstatic.errors import LimitExceeded
+
+# The biggest peer frame we accept. An APPEND carries at most batch_bytes_max of entry data
+# except that a single larger entry goes alone (else it could never replicate), so the bound is
+# the largest client body plus generous room for the message envelope.
+PEER_FRAME_BYTES_MAX = 64 << 20
+# Envelope room reserved in PEER_FRAME_BYTES_MAX above the entry data an APPEND may carry.
+PEER_FRAME_ENVELOPE_BYTES = 1 << 20
+# Node ids appear in logs, status and every peer message; keep them short and printable.
+NODE_ID_CHARS_MAX = 64
+# A cluster this size is already far beyond what Raft groups are used for.
+PEERS_MAX = 64
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    node_id: str
+    data_dir: Path
+    peers: dict[str, str]  # voter id -> peer endpoint, the --peers list
+    client_endpoint: str
+    listen_endpoint: str = ""  # --listen: where a learner (not in --peers) binds its peer socket
+    tick_ms: int = 10
+    election_ticks: int = 30  # 300 ms at the default tick: three agents share two cores here
+    heartbeat_ticks: int = 5
+    batch_entries_max: int = 512  # entries per APPEND (RaftConfig.append_entries_max)
+    batch_bytes_max: int = 4 << 20  # entry data per APPEND (RaftConfig.append_bytes_max)
+    inflight_max: int = 64  # unacknowledged APPENDs per follower
+    proposals_pending_max: int = 65_536  # uncommitted entries at the leader
+    session_ttl_ms: int = 60_000
+    log_retain_entries: int = 100_000  # applied entries kept in the log before compacting
+    fsync: bool = True
+    log_level: str = "info"
+    body_bytes_max: int = 8 << 20  # a PROPOSE body (one transaction)
+    proposals_waiting_max: int = 100_000  # PROPOSEs waiting for their entry to apply here
+    timeout_ms_proposal: int = 30_000  # a waiting PROPOSE is answered "unavailable" after this
+    timeout_ms_read: int = 10_000  # a READ_INDEX not confirmed by then is answered "unavailable"
+    reads_waiting_max: int = 10_000
+    subscribers_max: int = 1_024
+    subscriber_silence_ms: int = 15_000  # no PING/anything from a subscriber for this long: drop
+    events_frame_entries_max: int = 1_024  # events in one EVENTS frame
+    events_frame_bytes_max: int = 4 << 20  # bytes of event bodies in one EVENTS frame
+    stream_frames_per_turn_max: int = 8  # EVENTS/SNAPSHOT frames sent to one subscriber per turn
+    snapshot_chunk_bytes_max: int = 1 << 20  # one SNAPSHOT frame (clients) / chunk (peers)
+    map_bytes: int = 8 << 30  # LMDB map size: the ceiling on the data file
+
+    def __post_init__(self) -> None:
+        check_node_id(self.node_id)
+        if not 1 <= len(self.peers) <= PEERS_MAX:
+            raise ValueError(f"--peers must list 1..{PEERS_MAX} voters, got {len(self.peers)}")
+        for peer in self.peers:
+            check_node_id(peer)
+        if self.node_id not in self.peers and not self.listen_endpoint:
+            raise ValueError(
+                f"--id {self.node_id} is not in --peers: give --listen ENDPOINT to join as a "
+                "learner"
+            )
+        positive = {
+            "tick_ms": self.tick_ms,
+            "heartbeat_ticks": self.heartbeat_ticks,
+            "batch_entries_max": self.batch_entries_max,
+            "batch_bytes_max": self.batch_bytes_max,
+            "inflight_max": self.inflight_max,
+            "proposals_pending_max": self.proposals_pending_max,
+            "session_ttl_ms": self.session_ttl_ms,
+            "log_retain_entries": self.log_retain_entries,
+            "body_bytes_max": self.body_bytes_max,
+            "proposals_waiting_max": self.proposals_waiting_max,
+            "timeout_ms_proposal": self.timeout_ms_proposal,
+            "timeout_ms_read": self.timeout_ms_read,
+            "reads_waiting_max": self.reads_waiting_max,
+            "subscribers_max": self.subscribers_max,
+            "subscriber_silence_ms": self.subscriber_silence_ms,
+            "events_frame_entries_max": self.events_frame_entries_max,
+            "events_frame_bytes_max": self.events_frame_bytes_max,
+            "stream_frames_per_turn_max": self.stream_frames_per_turn_max,
+            "snapshot_chunk_bytes_max": self.snapshot_chunk_bytes_max,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ValueError(
+                f"election_ticks ({self.election_ticks}) must exceed heartbeat_ticks "
+                f"({self.heartbeat_ticks})"
+            )
+        room = PEER_FRAME_BYTES_MAX - PEER_FRAME_ENVELOPE_BYTES
+        for name, value in (
+            ("batch_bytes_max", self.batch_bytes_max),
+            ("body_bytes_max", self.body_bytes_max),
+            ("snapshot_chunk_bytes_max", self.snapshot_chunk_bytes_max),
+        ):
+            if value > room:
+                raise LimitExceeded("PEER_FRAME_BYTES_MAX", room, value, name)
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log level must be one of {LOG_LEVELS}, got {self.log_level!r}")
+
+    @property
+    def peer_endpoint(self) -> str:
+        """Where this agent binds its peer socket."""
+        return self.listen_endpoint or self.peers[self.node_id]
+
+    @property
+    def is_initial_voter(self) -> bool:
+        return self.node_id in self.peers
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def check_node_id(node_id: str) -> None:
+    if not node_id or len(node_id) > NODE_ID_CHARS_MAX:
+        raise ValueError(f"node id must have 1..{NODE_ID_CHARS_MAX} characters: {node_id!r}")
+    if not all(ch.isalnum() or ch in "-_." for ch in node_id):
+        raise ValueError(f"node id may hold letters, digits, '-', '_', '.': {node_id!r}")
+
+
+def parse_peers(text: str) -> dict[str, str]:
+    """`a=tcp://h:1,b=tcp://h:2` -> {"a": "tcp://h:1", "b": "tcp://h:2"}; ValueError if bad."""
+    peers: dict[str, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        node_id, sep, endpoint = part.partition("=")
+        node_id, endpoint = node_id.strip(), endpoint.strip()
+        if not sep or not endpoint:
+            raise ValueError(f"--peers entry {part!r} is not ID=ENDPOINT")
+        check_node_id(node_id)
+        if node_id in peers:
+            raise ValueError(f"--peers lists {node_id!r} twice")
+        if endpoint in peers.values():
+            raise ValueError(f"--peers gives endpoint {endpoint!r} to two agents")
+        peers[node_id] = endpoint
+    if not peers:
+        raise ValueError("--peers is empty")
+    return peers

@@ -1,0 +1,1060 @@
+"""The agent's loop: one thread, one zmq.Poller, a thin shell around synchronous functions.
+
+Each turn: take what the sockets hold (peer messages are stepped into the Raft core at once,
+client requests are queued), tick the core for the time that passed, hand every queued proposal
+to the core in one go (group commit: one Ready, one LMDB write, one fsync, one APPEND per
+follower for everything that arrived together), then drain the core's Readies: persist and apply
+in one write transaction, send, answer the clients whose entries applied, advance. Streams to
+subscribers, timeouts and compaction follow. See docs/agent.md for the decisions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import random
+import signal
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+import lmdb
+import zmq
+from superstatic_agent import peer_codec, status_map
+from superstatic_agent.config import AgentConfig
+from superstatic_agent.raft.core import RaftNode
+from superstatic_agent.raft.membership import apply_change
+from superstatic_agent.raft.types import (
+    ConfChange,
+    ConfState,
+    Dropped,
+    EntryKind,
+    HardState,
+    Message,
+    MsgType,
+    RaftConfig,
+    Ready,
+    Role,
+    SnapshotMeta,
+)
+from superstatic_agent.statemachine import Applied, StateMachine
+from superstatic_agent.storage import Event, Storage, Trimmed, read_applied
+from superstatic_agent.transport import ClientTransport, DropCounter, PeerTransport
+
+from superstatic import wire
+from superstatic.errors import LimitExceeded, ProtocolError
+
+log = logging.getLogger("superstatic.agent")
+
+# Readies handled per turn; the core produces more only while there is work, and the sockets
+# must be served between bursts.
+READY_PER_TURN_MAX = 64
+# Ticks caught up at once after the loop stalled (a long write, a SIGSTOP): more would fire a
+# burst of elections; the rest of the lost time is simply skipped.
+TICKS_CATCHUP_MAX = 10
+# Housekeeping (timeouts, silent subscribers, join retries) runs this often, not every turn.
+HOUSEKEEPING_MS = 50
+# A learner outside the configuration asks the voters to add it this often.
+JOIN_RETRY_MS = 1_000
+# Applied events kept in memory so live subscribers are fed without reading LMDB.
+EVENTS_CACHE_ENTRIES_MAX = 20_000
+# Object-table snapshots streamed at once: each pins one LMDB read transaction (reader slot).
+SNAPSHOT_STREAMS_MAX = 16
+# Snapshot chunks sent to one follower per loop turn; the rest follow in later turns.
+SHIPMENT_CHUNKS_PER_TURN_MAX = 8
+# INSPECT root names.
+ROOT_NAME_CHARS_MAX = 256
+
+# Error codes for a proposal the core refused, by the reason it gave.
+_DROPPED_CODE = {"no leader": wire.ErrorCode.NOT_LEADER}
+
+
+@dataclass(slots=True)
+class Waiter:
+    """An app waiting for its PROPOSE to apply here."""
+
+    identity: bytes
+    req_id: int
+    deadline: float
+    answered: bool = False
+
+
+@dataclass(slots=True)
+class Subscriber:
+    """One app's SUBSCRIBE stream (one per app connection)."""
+
+    identity: bytes
+    req_id: int
+    next_index: int  # the next event this app needs
+    last_seen: float
+    snapshot_index: int = 0  # >0: a snapshot at this index is being streamed
+    snapshot_part: int = 0
+    snapshot_nodes: Iterator[tuple[str, bytes]] | None = None
+    snapshot_peek: tuple[str, bytes] | None = None
+    needs_snapshot: bool = False
+    streamed: bool = False  # sent at least one frame (a later gap is "lagging", not a restart)
+    pending_frame: bytes | None = None  # built but not yet accepted by the socket
+    pending_next: int = 0  # next_index once pending_frame is sent
+
+
+@dataclass(slots=True)
+class Shipment:
+    """Leader side: the object table streamed to one follower before its SNAPSHOT message."""
+
+    to: str
+    term: int
+    meta: SnapshotMeta
+    txn: lmdb.Transaction
+    chunks: Iterator[bytes]
+    part: int = 0
+    peek: bytes | None = None
+
+
+@dataclass(slots=True)
+class Staging:
+    """Follower side: chunks of one snapshot staged so far."""
+
+    frm: str
+    term: int
+    snapshot_index: int
+    next_part: int = 0
+    complete: bool = False
+
+
+@dataclass(slots=True)
+class ReadWait:
+    deadline: float
+    requests: list[tuple[bytes, int]] = field(default_factory=list)
+
+
+class Server:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.id = config.node_id
+        self.started = time.monotonic()
+        self.drops = DropCounter()
+        self.storage = Storage(config.data_dir, fsync=config.fsync, map_bytes=config.map_bytes)
+        self.sm = StateMachine(self.storage.env, session_ttl_ms=config.session_ttl_ms)
+        loaded = self.storage.load()
+        initial = ConfState.make(config.peers, (), config.peers)
+        raft_config = RaftConfig(
+            ticks_election=config.election_ticks,
+            ticks_heartbeat=config.heartbeat_ticks,
+            append_entries_max=config.batch_entries_max,
+            append_bytes_max=config.batch_bytes_max,
+            inflight_max=config.inflight_max,
+            proposals_pending_max=config.proposals_pending_max,
+        )
+        self.node = RaftNode(
+            self.id,
+            raft_config,
+            random.Random(),
+            hard_state=loaded.hard_state or HardState(0, None, 0),
+            conf=loaded.conf or initial,
+            snapshot=loaded.snapshot,
+            entries=loaded.entries,
+            applied=loaded.applied,
+        )
+        self.applied = self.node.applied
+        self._stored_conf: ConfState | None = loaded.conf
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.peers = PeerTransport(self.ctx, self.id, config.peer_endpoint, self.drops)
+        self.clients = ClientTransport(self.ctx, config.client_endpoint, self.drops)
+        self._conf_seen: ConfState | None = None
+        self._sync_peers()
+        self.poller = zmq.Poller()
+        self.poller.register(self.peers.router, zmq.POLLIN)
+        self.poller.register(self.clients.router, zmq.POLLIN)
+        # Client work queued during a turn.
+        self._batch: list[tuple[bytes, tuple[str, int]]] = []
+        self._batch_bytes = 0
+        self._waiters: dict[tuple[str, int], list[Waiter]] = {}
+        self._waiter_queue: deque[tuple[float, tuple[str, int], Waiter]] = deque()
+        self._waiting = 0
+        self._reads_new: list[tuple[bytes, int]] = []
+        self._reads: dict[bytes, ReadWait] = {}
+        self._read_ids = itertools.count(1)
+        self._subscribers: dict[bytes, Subscriber] = {}
+        self._snapshot_streams = 0
+        self._last_seen: dict[bytes, float] = {}
+        # Recent events: _recent[i] is the event at index _recent_first + i (contiguous).
+        self._recent: list[Event] = []
+        self._recent_first = self.applied + 1
+        self._body_cache: dict[tuple[int, int], bytes] = {}
+        # Snapshots in flight, both directions.
+        self._shipments: dict[str, Shipment] = {}
+        self._staging: Staging | None = None
+        self._stop = False
+        self._next_housekeeping = 0.0
+        self._next_join = 0.0
+        self._soft: tuple[Role, str | None, int] = (
+            self.node.role,
+            self.node.leader,
+            self.node.term,
+        )
+        self.counters: dict[str, int] = {"proposed": 0, "applied": 0, "readies": 0}
+        log.info(
+            "agent %s starting: term %d, applied %d, log %d..%d, members %s",
+            self.id,
+            self.node.term,
+            self.applied,
+            self.node.first_index,
+            self.node.last_index,
+            ",".join(self.node.conf.members()),
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def request_stop(self, *_: object) -> None:
+        self._stop = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self) -> None:
+        tick_s = self.config.tick_ms / 1000.0
+        next_tick = time.monotonic() + tick_s
+        try:
+            while not self._stop:
+                now = time.monotonic()
+                timeout_ms = 0 if self._has_stream_work() else max(0.0, next_tick - now) * 1000
+                try:
+                    events = dict(self.poller.poll(timeout_ms))
+                except zmq.ZMQError as exc:
+                    if exc.errno == zmq.EINTR:
+                        continue  # a signal: the loop condition decides
+                    raise
+                if self.peers.router in events:
+                    self._on_peer_frames()
+                if self.clients.router in events:
+                    self._on_client_frames()
+                now = time.monotonic()
+                ticks = 0
+                while now >= next_tick and ticks < TICKS_CATCHUP_MAX:
+                    self.node.tick()
+                    next_tick += tick_s
+                    ticks += 1
+                if now >= next_tick:
+                    next_tick = now + tick_s
+                self._turn(now)
+        finally:
+            self.close()
+
+    def turn_once(self, timeout_ms: int = 0) -> None:
+        """One loop turn without ticking (tests drive the loop this way)."""
+        events = dict(self.poller.poll(timeout_ms))
+        if self.peers.router in events:
+            self._on_peer_frames()
+        if self.clients.router in events:
+            self._on_client_frames()
+        self._turn(time.monotonic())
+
+    def _turn(self, now: float) -> None:
+        self._flush_proposals()
+        self._flush_reads(now)
+        self._drain_ready()
+        self._body_cache.clear()
+        self._pump_shipments()
+        self._pump_subscribers(now)
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + HOUSEKEEPING_MS / 1000.0
+            self._housekeeping(now)
+        self._maybe_compact()
+
+    def close(self) -> None:
+        for sub in list(self._subscribers.values()):
+            self._drop_subscriber(sub)
+        for shipment in list(self._shipments.values()):
+            self._end_shipment(shipment)
+        self.peers.close()
+        self.clients.close()
+        self.ctx.term()
+        self.storage.close()
+        log.info("agent %s stopped at applied %d", self.id, self.applied)
+
+    # -- the Raft side -------------------------------------------------------------------------
+
+    def _drain_ready(self) -> None:
+        for _ in range(READY_PER_TURN_MAX):
+            if not self.node.has_ready():
+                return
+            ready = self.node.ready()
+            self._handle_ready(ready)
+            self.node.advance(ready)
+            self.counters["readies"] += 1
+
+    def _handle_ready(self, ready: Ready) -> None:
+        results: list[Applied] = []
+        committed = ready.committed
+
+        def apply(txn: lmdb.Transaction) -> None:
+            for entry in committed:
+                results.append(self.sm.apply(txn, entry))
+
+        base_conf = self.node.base_conf
+        conf = base_conf if base_conf != self._stored_conf else None
+        self.storage.write(ready, apply if committed else None, conf=conf)
+        self._stored_conf = base_conf
+        # Durable now: the messages may go (votes and acks included).
+        self._send_messages(ready.messages)
+        if ready.snapshot is not None:
+            self._after_snapshot_install(ready.snapshot)
+        if results:
+            assert results[0].index == self.applied + 1, (results[0].index, self.applied)
+            self.applied = results[-1].index
+            self.counters["applied"] += len(results)
+            self._record_events(results)
+            self._answer_applied(results)
+        for state in ready.read_states:
+            wait = self._reads.pop(state.context, None)
+            if wait is not None:
+                for identity, req_id in wait.requests:
+                    self._reply(identity, req_id, {"index": state.index})
+        soft = (ready.role, ready.leader, ready.term)
+        if soft != self._soft:
+            self._log_soft_change(self._soft, soft)
+            self._soft = soft
+        if self.node.conf is not self._conf_seen:
+            self._sync_peers()
+
+    def _after_snapshot_install(self, meta: SnapshotMeta) -> None:
+        log.info("installed snapshot at index %d (term %d)", meta.index, meta.term)
+        self.applied = meta.index
+        self._staging = None
+        # Events before the snapshot are gone from this agent: subscribers behind it need one.
+        self._recent = []
+        self._recent_first = meta.index + 1
+
+    def _send_messages(self, messages: tuple[Message, ...]) -> None:
+        blobs: dict[tuple[int, int], bytes] = {}
+        for m in messages:
+            if m.type is MsgType.SNAPSHOT:
+                self._start_shipment(m)
+                continue
+            blob = None
+            if m.entries and m.type is MsgType.APPEND:
+                # One Ready holds one version of the log: an index range names its entries.
+                key = (m.entries[0].index, m.entries[-1].index)
+                blob = blobs.get(key)
+                if blob is None:
+                    blob = blobs[key] = peer_codec.encode_entries(m.entries)
+            self.peers.send(m.to, peer_codec.encode_message(m, blob))
+
+    def _log_soft_change(
+        self, old: tuple[Role, str | None, int], new: tuple[Role, str | None, int]
+    ) -> None:
+        role, leader, term = new
+        if role is Role.LEADER and old[0] is not Role.LEADER:
+            log.info("became leader in term %d", term)
+        elif leader is not None and leader != old[1]:
+            log.info("following leader %s in term %d", leader, term)
+        elif leader is None and old[1] is not None:
+            log.info("lost the leader (term %d, now %s)", term, status_map.role_name(role))
+
+    def _sync_peers(self) -> None:
+        conf = self.node.conf
+        addresses = dict(conf.addresses)
+        # Also reach the initial voters while we are outside the configuration (a joining
+        # learner has to talk to them to be added).
+        if self.id not in conf.members():
+            for node, address in self.config.peers.items():
+                addresses.setdefault(node, address)
+        for node in self.peers.set_peers(addresses):
+            if self._conf_seen is not None:
+                log.info("connected to member %s at %s", node, addresses[node])
+        if self._conf_seen is not None and conf.members() != self._conf_seen.members():
+            log.info(
+                "members now: voters %s, learners %s",
+                ",".join(conf.voters),
+                ",".join(conf.learners) or "-",
+            )
+        self._conf_seen = conf
+
+    # -- peer frames ---------------------------------------------------------------------------
+
+    def _on_peer_frames(self) -> None:
+        for sender, data in self.peers.recv():
+            try:
+                frame = peer_codec.decode(data)
+            except ProtocolError as exc:
+                self.drops.drop("peer_bad_frame", f"from {sender!r}: {exc}")
+                continue
+            if isinstance(frame, Message):
+                self._on_peer_message(sender, frame)
+                if frame.type is MsgType.SNAPSHOT:
+                    # Install (or drop) it now, before a later frame could restage the data
+                    # the core just accepted.
+                    self._drain_ready()
+            elif isinstance(frame, peer_codec.JoinRequest):
+                self._on_join(sender, frame)
+            else:
+                self._on_chunk(sender, frame)
+
+    def _on_peer_message(self, sender: str, m: Message) -> None:
+        if m.frm != sender:
+            self.drops.drop("peer_wrong_sender", f"{sender!r} sent a message from {m.frm!r}")
+            return
+        if m.to != self.id:
+            self.drops.drop("peer_misaddressed", f"{sender!r} sent a message for {m.to!r}")
+            return
+        reason = self._impossible(m)
+        if reason is not None:
+            self.drops.drop("peer_impossible", f"{m.type.name} from {sender}: {reason}")
+            return
+        if m.type is MsgType.SNAPSHOT:
+            assert m.snapshot is not None
+            staged = self._staging
+            if not (
+                staged is not None
+                and staged.complete
+                and staged.frm == m.frm
+                and staged.snapshot_index == m.snapshot.index
+            ):
+                # The data did not (all) arrive: without it the core must not accept the
+                # meta. The leader sends the snapshot again later.
+                self.drops.drop("snapshot_without_data", f"from {sender} at {m.snapshot.index}")
+                return
+        self.node.step(m)
+
+    def _impossible(self, m: Message) -> str | None:
+        """Checks a well-formed message against facts the core asserts (non-Byzantine peers
+        never break them); a message that would trip the core is dropped instead."""
+        node = self.node
+        if (
+            m.term == node.term
+            and node.role is Role.LEADER
+            and m.type
+            in (
+                MsgType.APPEND,
+                MsgType.HEARTBEAT,
+                MsgType.SNAPSHOT,
+            )
+        ):
+            return f"a second leader in term {m.term}"
+        if m.type is MsgType.HEARTBEAT and m.term >= node.term and m.commit > node.last_index:
+            return f"commit {m.commit} beyond our last index {node.last_index}"
+        if m.type is MsgType.APPEND_RESP and not m.reject and m.index > node.last_index:
+            return f"acknowledges index {m.index} beyond our last index {node.last_index}"
+        return None
+
+    def _on_join(self, sender: str, join: peer_codec.JoinRequest) -> None:
+        if join.frm != sender:
+            self.drops.drop("peer_wrong_sender", f"{sender!r} sent a join for {join.frm!r}")
+            return
+        if self.node.role is not Role.LEADER or join.frm in self.node.conf.members():
+            return  # the joiner asks every voter; only the leader acts
+        try:
+            self.node.propose_conf_change(ConfChange("add_learner", join.frm, join.address))
+        except Dropped as exc:
+            log.debug("join of %s not proposed yet: %s", join.frm, exc.reason)
+            return
+        log.info("agent %s asked to join: proposing it as a learner at %s", join.frm, join.address)
+
+    def _on_chunk(self, sender: str, chunk: peer_codec.SnapshotChunk) -> None:
+        if chunk.frm != sender or chunk.to != self.id:
+            self.drops.drop("peer_wrong_sender", f"chunk from {sender!r} for {chunk.to!r}")
+            return
+        if chunk.term < self.node.term:
+            return  # from a deposed leader
+        staged = self._staging
+        if chunk.part == 0:
+            # A new snapshot starts; the state machine drops whatever was staged before.
+            staged = self._staging = Staging(chunk.frm, chunk.term, chunk.snap_index)
+        elif (
+            staged is None
+            or staged.complete
+            or (staged.frm, staged.term, staged.snapshot_index)
+            != (chunk.frm, chunk.term, chunk.snap_index)
+            or chunk.part != staged.next_part
+        ):
+            self.drops.drop("snapshot_chunk_out_of_order", f"part {chunk.part} from {sender}")
+            self._staging = None
+            return
+        try:
+            with self.storage.env.begin(write=True) as txn:
+                self.sm.stage_chunk(txn, chunk.data)
+        except ProtocolError as exc:
+            self.drops.drop("snapshot_chunk_bad", f"from {sender}: {exc}")
+            self._staging = None
+            return
+        staged.next_part += 1
+        staged.complete = chunk.last
+
+    # -- snapshots to followers ----------------------------------------------------------------
+
+    def _start_shipment(self, m: Message) -> None:
+        if m.to in self._shipments:
+            return  # still streaming the previous one; the core's retry is a duplicate
+        txn = self.storage.env.begin()
+        index, term, _time_ms = read_applied(txn, self.storage.dbs)
+        assert index >= (m.snapshot.index if m.snapshot else 0), (index, m.snapshot)
+        meta = SnapshotMeta(index, term, self._conf_at(index))
+        chunks = self.sm.snapshot_chunks(txn, self.config.snapshot_chunk_bytes_max)
+        self._shipments[m.to] = Shipment(m.to, m.term, meta, txn, chunks)
+        log.info("sending a snapshot at index %d to %s", index, m.to)
+
+    def _conf_at(self, index: int) -> ConfState:
+        """The configuration in force at `index` (applied, so at or above the log's base)."""
+        conf = self.node.base_conf
+        first = self.node.first_index
+        if index >= first:
+            for entry in self.node.entries_between(first, index):
+                if entry.kind is EntryKind.CONF:
+                    conf = apply_change(conf, ConfChange.decode(entry.data))
+        return conf
+
+    def _pump_shipments(self) -> None:
+        for shipment in list(self._shipments.values()):
+            if shipment.term != self.node.term or self.node.role is not Role.LEADER:
+                self._end_shipment(shipment)
+                continue
+            for _ in range(SHIPMENT_CHUNKS_PER_TURN_MAX):
+                data = shipment.peek if shipment.peek is not None else next(shipment.chunks, None)
+                shipment.peek = None
+                if data is None:
+                    data = b""  # an empty table still sends one (empty) chunk
+                following = next(shipment.chunks, None)
+                chunk = peer_codec.SnapshotChunk(
+                    self.id,
+                    shipment.to,
+                    shipment.term,
+                    shipment.meta.index,
+                    shipment.part,
+                    following is None,
+                    data,
+                )
+                if not self.peers.send(shipment.to, peer_codec.encode_chunk(chunk)):
+                    log.info("snapshot to %s interrupted (peer queue full or down)", shipment.to)
+                    self._end_shipment(shipment)
+                    break
+                shipment.part += 1
+                if following is None:
+                    message = Message(
+                        MsgType.SNAPSHOT,
+                        self.id,
+                        shipment.to,
+                        shipment.term,
+                        snapshot=shipment.meta,
+                    )
+                    self.peers.send(shipment.to, peer_codec.encode_message(message))
+                    self._end_shipment(shipment)
+                    break
+                shipment.peek = following
+
+    def _end_shipment(self, shipment: Shipment) -> None:
+        self._shipments.pop(shipment.to, None)
+        closer = getattr(shipment.chunks, "close", None)
+        if closer is not None:
+            closer()
+        with contextlib.suppress(lmdb.Error):
+            shipment.txn.abort()
+
+    # -- client frames -------------------------------------------------------------------------
+
+    def _on_client_frames(self) -> None:
+        now = time.monotonic()
+        for identity, data in self.clients.recv():
+            self._last_seen[identity] = now
+            sub = self._subscribers.get(identity)
+            if sub is not None:
+                sub.last_seen = now
+            try:
+                frame = wire.decode(data, wire.CLIENT_TO_AGENT)
+            except ProtocolError as exc:
+                self.drops.drop("client_bad_frame", str(exc))
+                req_id = salvage_req_id(data)
+                if req_id is not None:
+                    self._error(identity, req_id, wire.ErrorCode.BAD_REQUEST, str(exc))
+                continue
+            try:
+                self._on_client_frame(identity, frame, now)
+            except LimitExceeded as exc:
+                self.drops.drop("client_too_large", str(exc))
+                self._error(identity, frame.req_id, wire.ErrorCode.TOO_LARGE, str(exc))
+            except ProtocolError as exc:
+                self.drops.drop("client_bad_request", str(exc))
+                self._error(identity, frame.req_id, wire.ErrorCode.BAD_REQUEST, str(exc))
+
+    def _on_client_frame(self, identity: bytes, frame: wire.Frame, now: float) -> None:
+        t = frame.type
+        if t is wire.FrameType.PROPOSE:
+            self._on_propose(identity, frame, now)
+        elif t is wire.FrameType.PING:
+            self._reply(identity, frame.req_id, {})
+        elif t is wire.FrameType.READ_INDEX:
+            if len(self._reads_new) + self._reads_waiting() >= self.config.reads_waiting_max:
+                self._error(
+                    identity,
+                    frame.req_id,
+                    wire.ErrorCode.BUSY,
+                    f"reads_waiting_max={self.config.reads_waiting_max} reached; retry",
+                )
+                return
+            self._reads_new.append((identity, frame.req_id))
+        elif t is wire.FrameType.SUBSCRIBE:
+            self._on_subscribe(identity, frame, now)
+        elif t is wire.FrameType.UNSUBSCRIBE:
+            sub = self._subscribers.get(identity)
+            if sub is not None:
+                self._drop_subscriber(sub)
+            self._reply(identity, frame.req_id, {})
+        elif t is wire.FrameType.HELLO:
+            wire.field_str(frame, "client", chars_max=wire.CLIENT_ID_CHARS_MAX)
+            self._reply(
+                identity,
+                frame.req_id,
+                {
+                    "agent": self.id,
+                    "leader": self.node.leader,
+                    "session_ttl_ms": self.config.session_ttl_ms,
+                    "first_index": self.node.first_index,
+                },
+            )
+        elif t is wire.FrameType.STATUS:
+            self._reply(identity, frame.req_id, self.status())
+        elif t is wire.FrameType.INSPECT:
+            name = wire.field_str(frame, "root", chars_max=ROOT_NAME_CHARS_MAX)
+            assert name is not None
+            with self.storage.env.begin() as txn:
+                value = self.sm.node_json(txn, name)
+            # A root always names a node, so None means "no such root".
+            self._reply(identity, frame.req_id, {"found": value is not None, "value": value})
+        else:  # pragma: no cover - wire.decode admits only CLIENT_TO_AGENT types
+            raise ProtocolError(f"unexpected frame {t.name}")
+
+    def _on_propose(self, identity: bytes, frame: wire.Frame, now: float) -> None:
+        body = frame.body.get("body")
+        if isinstance(body, bytes) and len(body) > self.config.body_bytes_max:
+            raise LimitExceeded(
+                "body_bytes_max", self.config.body_bytes_max, len(body), "PROPOSE body bytes"
+            )
+        proposal = wire.parse_propose(frame, body_bytes_max=self.config.body_bytes_max)
+        if self._waiting >= self.config.proposals_waiting_max:
+            self._error(
+                identity,
+                frame.req_id,
+                wire.ErrorCode.BUSY,
+                f"proposals_waiting_max={self.config.proposals_waiting_max} reached; retry later "
+                "with the same seq",
+            )
+            return
+        key = (proposal.client, proposal.seq)
+        waiter = Waiter(identity, frame.req_id, now + self.config.timeout_ms_proposal / 1000.0)
+        self._waiters.setdefault(key, []).append(waiter)
+        self._waiter_queue.append((waiter.deadline, key, waiter))
+        self._waiting += 1
+        data = cbor2.dumps(
+            [
+                proposal.kind,
+                proposal.client,
+                proposal.seq,
+                proposal.seq_low,
+                int(time.time() * 1000),
+                proposal.body,
+            ]
+        )
+        self._batch.append((data, key))
+        self._batch_bytes += len(data)
+
+    def _flush_proposals(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        self._batch_bytes = 0
+        # Group commit: everything that arrived this turn goes to the core now, so it lands in
+        # one Ready. Split only to keep each call (and so each forwarded PROPOSE message) under
+        # the byte bound of an APPEND.
+        start = 0
+        while start < len(batch):
+            end = start
+            size = 0
+            while end < len(batch) and (
+                end == start or size + len(batch[end][0]) <= self.config.batch_bytes_max
+            ):
+                size += len(batch[end][0])
+                end += 1
+            try:
+                self.node.propose([data for data, _ in batch[start:end]])
+            except Dropped as exc:
+                code = _DROPPED_CODE.get(exc.reason, wire.ErrorCode.UNAVAILABLE)
+                if "proposals_pending_max" in exc.reason:
+                    code = wire.ErrorCode.BUSY
+                message = f"not proposed ({exc.reason}); retry with the same seq"
+                for _, key in batch[start:]:
+                    self._fail_waiters(key, code, message, exc.leader)
+                return
+            self.counters["proposed"] += end - start
+            start = end
+
+    def _fail_waiters(
+        self, key: tuple[str, int], code: wire.ErrorCode, message: str, leader: str | None
+    ) -> None:
+        for waiter in self._waiters.pop(key, []):
+            if not waiter.answered:
+                waiter.answered = True
+                self._waiting -= 1
+                self._error(waiter.identity, waiter.req_id, code, message, leader)
+
+    def _answer_applied(self, results: list[Applied]) -> None:
+        for applied in results:
+            if applied.client is None or applied.seq is None:
+                continue
+            waiters = self._waiters.pop((applied.client, applied.seq), None)
+            if not waiters:
+                continue
+            reply = reply_of(applied)
+            for waiter in waiters:
+                if not waiter.answered:
+                    waiter.answered = True
+                    self._waiting -= 1
+                    self._reply(waiter.identity, waiter.req_id, reply)
+
+    def _flush_reads(self, now: float) -> None:
+        if not self._reads_new:
+            return
+        requests, self._reads_new = self._reads_new, []
+        # One ReadIndex round answers every read that arrived this turn.
+        context = f"{self.id}.{next(self._read_ids)}".encode()
+        try:
+            self.node.read_index(context)
+        except Dropped as exc:
+            code = _DROPPED_CODE.get(exc.reason, wire.ErrorCode.UNAVAILABLE)
+            for identity, req_id in requests:
+                self._error(identity, req_id, code, f"read not started: {exc.reason}", exc.leader)
+            return
+        self._reads[context] = ReadWait(now + self.config.timeout_ms_read / 1000.0, requests)
+
+    def _reads_waiting(self) -> int:
+        return sum(len(wait.requests) for wait in self._reads.values())
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    def _on_subscribe(self, identity: bytes, frame: wire.Frame, now: float) -> None:
+        start = wire.field_int(frame, "from", minimum=0, maximum=peer_codec.INDEX_MAX)
+        old = self._subscribers.get(identity)
+        if old is not None:
+            self._drop_subscriber(old)  # one stream per app connection: the new one wins
+        if len(self._subscribers) >= self.config.subscribers_max:
+            self._error(
+                identity,
+                frame.req_id,
+                wire.ErrorCode.BUSY,
+                f"subscribers_max={self.config.subscribers_max} reached; try another agent",
+            )
+            return
+        sub = Subscriber(identity, frame.req_id, start + 1, now)
+        sub.needs_snapshot = start == 0
+        self._subscribers[identity] = sub
+
+    def _has_stream_work(self) -> bool:
+        if self._shipments:
+            return True
+        for sub in self._subscribers.values():
+            if sub.pending_frame is None and (
+                sub.snapshot_nodes is not None
+                or sub.needs_snapshot
+                or sub.next_index <= self.applied
+            ):
+                return True
+        return False
+
+    def _pump_subscribers(self, now: float) -> None:
+        for sub in list(self._subscribers.values()):
+            for _ in range(self.config.stream_frames_per_turn_max):
+                if sub.pending_frame is None and not self._next_stream_frame(sub):
+                    break
+                assert sub.pending_frame is not None
+                result = self.clients.send(sub.identity, sub.pending_frame)
+                if result == "full":
+                    break  # the app reads slower than we write: try again next turn
+                if result == "gone":
+                    self._drop_subscriber(sub)
+                    break
+                sub.pending_frame = None
+                sub.next_index = sub.pending_next
+                sub.streamed = True
+
+    def _next_stream_frame(self, sub: Subscriber) -> bool:
+        """Builds the subscriber's next frame into sub.pending_frame; False if none is due."""
+        if sub.snapshot_nodes is not None:
+            self._next_snapshot_frame(sub)
+            return True
+        if sub.needs_snapshot:
+            if self._snapshot_streams >= SNAPSHOT_STREAMS_MAX:
+                return False  # wait for a reader slot
+            sub.needs_snapshot = False
+            index, nodes = self.storage.object_snapshot()
+            self._snapshot_streams += 1
+            sub.snapshot_index = index
+            sub.snapshot_part = 0
+            sub.snapshot_nodes = nodes
+            sub.snapshot_peek = next(nodes, None)
+            self._next_snapshot_frame(sub)
+            return True
+        if sub.next_index > self.applied:
+            return False
+        try:
+            start, body = self._events_body(sub.next_index)
+        except Trimmed:
+            if not sub.streamed:
+                sub.needs_snapshot = True  # at subscribe time: catch up from a snapshot
+                return self._next_stream_frame(sub)
+            self._error(
+                sub.identity,
+                sub.req_id,
+                wire.ErrorCode.LAGGING,
+                f"entry {sub.next_index} was compacted before it could be sent; resubscribe "
+                "from your applied index",
+            )
+            self._drop_subscriber(sub)
+            return False
+        sub.pending_frame = frame_bytes(wire.FrameType.EVENTS, sub.req_id, body)
+        sub.pending_next = start
+        return True
+
+    def _next_snapshot_frame(self, sub: Subscriber) -> None:
+        assert sub.snapshot_nodes is not None
+        nodes: list[list[Any]] = []
+        size = 0
+        while sub.snapshot_peek is not None:
+            oid, record = sub.snapshot_peek
+            if nodes and size + len(record) + len(oid) > self.config.snapshot_chunk_bytes_max:
+                break
+            nodes.append([oid, record])
+            size += len(record) + len(oid)
+            sub.snapshot_peek = next(sub.snapshot_nodes, None)
+        last = sub.snapshot_peek is None
+        body = {
+            "index": sub.snapshot_index,
+            "part": sub.snapshot_part,
+            "last": last,
+            "nodes": nodes,
+        }
+        sub.pending_frame = wire.encode(wire.FrameType.SNAPSHOT, sub.req_id, body)
+        sub.snapshot_part += 1
+        sub.pending_next = sub.next_index
+        if last:
+            sub.snapshot_nodes = None
+            self._snapshot_streams -= 1
+            sub.pending_next = sub.snapshot_index + 1
+
+    def _events_body(self, start: int) -> tuple[int, bytes]:
+        """(next index after the batch, encoded EVENTS body) of events from `start` on."""
+        assert start <= self.applied
+        events: list[Event]
+        recent_last = self._recent_first + len(self._recent) - 1
+        if self._recent and self._recent_first <= start <= recent_last:
+            end = min(recent_last, start + self.config.events_frame_entries_max - 1)
+            cached = self._body_cache.get((start, end))
+            if cached is not None:
+                return end + 1, cached
+            events = self._recent[start - self._recent_first : end - self._recent_first + 1]
+            size = 0
+            for i, event in enumerate(events):
+                size += 32 + (len(event[4]) if event[4] else 0)
+                if i > 0 and size > self.config.events_frame_bytes_max:
+                    events = events[:i]
+                    break
+        else:
+            events = self.storage.events(
+                start, self.config.events_frame_entries_max, self.config.events_frame_bytes_max
+            )
+        assert events and events[0][0] == start, (start, events[:1])
+        end = events[-1][0]
+        body = cbor2.dumps({"ev": [[*event[:5], list(event[5])] for event in events]})
+        self._body_cache[(start, end)] = body
+        return end + 1, body
+
+    def _record_events(self, results: list[Applied]) -> None:
+        if not self._recent:
+            self._recent_first = results[0].index
+        assert self._recent_first + len(self._recent) == results[0].index
+        for applied in results:
+            self._recent.append(
+                (
+                    applied.index,
+                    applied.client,
+                    applied.seq,
+                    applied.outcome,
+                    applied.body,
+                    tuple(applied.collected),
+                )
+            )
+        excess = len(self._recent) - EVENTS_CACHE_ENTRIES_MAX
+        if excess > EVENTS_CACHE_ENTRIES_MAX // 2:
+            # Trim in bulk so the cost per event stays constant.
+            del self._recent[:excess]
+            self._recent_first += excess
+
+    def _drop_subscriber(self, sub: Subscriber) -> None:
+        self._subscribers.pop(sub.identity, None)
+        if sub.snapshot_nodes is not None:
+            closer = getattr(sub.snapshot_nodes, "close", None)
+            if closer is not None:
+                closer()
+            sub.snapshot_nodes = None
+            self._snapshot_streams -= 1
+
+    # -- replies -------------------------------------------------------------------------------
+
+    def _reply(self, identity: bytes, req_id: int, body: dict[str, Any]) -> None:
+        self._send(identity, wire.FrameType.REPLY, req_id, body)
+
+    def _error(
+        self,
+        identity: bytes,
+        req_id: int,
+        code: wire.ErrorCode,
+        message: str,
+        leader: str | None = None,
+    ) -> None:
+        body = wire.error_body(code, message, leader if leader is not None else self.node.leader)
+        self._send(identity, wire.FrameType.ERROR, req_id, body)
+
+    def _send(self, identity: bytes, frame_type: wire.FrameType, req_id: int, body: Any) -> None:
+        try:
+            data = wire.encode(frame_type, req_id, body)
+        except LimitExceeded as exc:
+            data = wire.encode(
+                wire.FrameType.ERROR,
+                req_id,
+                wire.error_body(wire.ErrorCode.TOO_LARGE, str(exc), self.node.leader),
+            )
+        result = self.clients.send(identity, data)
+        if result != "ok":
+            self.drops.counts[f"client_reply_{result}"] += 1
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    def _housekeeping(self, now: float) -> None:
+        while self._waiter_queue and self._waiter_queue[0][0] <= now:
+            _, key, waiter = self._waiter_queue.popleft()
+            if waiter.answered:
+                continue
+            waiter.answered = True
+            self._waiting -= 1
+            waiters = self._waiters.get(key)
+            if waiters is not None:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[key]
+            self._error(
+                waiter.identity,
+                waiter.req_id,
+                wire.ErrorCode.UNAVAILABLE,
+                f"not applied within timeout_ms_proposal={self.config.timeout_ms_proposal}; the "
+                "outcome is unknown: retry with the same seq to learn it",
+            )
+        # Answered waiters linger in the queue until their deadline; bound that too.
+        while self._waiter_queue and self._waiter_queue[0][2].answered:
+            self._waiter_queue.popleft()
+        for context, wait in list(self._reads.items()):
+            if wait.deadline <= now:
+                del self._reads[context]
+                for identity, req_id in wait.requests:
+                    self._error(
+                        identity,
+                        req_id,
+                        wire.ErrorCode.UNAVAILABLE,
+                        f"read not confirmed within timeout_ms_read={self.config.timeout_ms_read}",
+                    )
+        silence_s = self.config.subscriber_silence_ms / 1000.0
+        for sub in list(self._subscribers.values()):
+            if now - sub.last_seen > silence_s:
+                log.info("dropping a subscriber silent for %.1f s", now - sub.last_seen)
+                self._drop_subscriber(sub)
+        # Forget apps we have not heard from (only used to refresh subscriber liveness).
+        if len(self._last_seen) > 4 * self.config.subscribers_max:
+            self._last_seen = {k: v for k, v in self._last_seen.items() if now - v < silence_s}
+        if (
+            self.config.listen_endpoint
+            and self.id not in self.node.conf.members()
+            and now >= self._next_join
+        ):
+            self._next_join = now + JOIN_RETRY_MS / 1000.0
+            join = peer_codec.encode_join(self.id, self.config.listen_endpoint)
+            for node in self.config.peers:
+                if node != self.id:
+                    self.peers.send(node, join)
+
+    def _maybe_compact(self) -> None:
+        retain = self.config.log_retain_entries
+        base = self.node.first_index - 1
+        if self.applied - base < retain + max(1, retain // 2):
+            return
+        upto = self.applied - retain
+        meta = self.storage.compact(upto)
+        if meta is not None:
+            self.node.compact(meta)
+            log.info("compacted the log up to index %d", meta.index)
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return status_map.build(
+            self.node,
+            applied=self.applied,
+            dropped=self.drops.snapshot(),
+            disk_bytes=self.storage.disk_bytes(),
+            syncs=self.storage.syncs,
+            clients={
+                "proposals_waiting": self._waiting,
+                "reads_waiting": self._reads_waiting(),
+                "subscribers": len(self._subscribers),
+            },
+            uptime_s=time.monotonic() - self.started,
+            tick_ms=self.config.tick_ms,
+            fsync=self.config.fsync,
+        )
+
+
+def reply_of(applied: Applied) -> dict[str, Any]:
+    """The PROPOSE reply for an applied entry: a duplicate is answered with the outcome of the
+    entry that first applied its (client, seq)."""
+    if applied.outcome == "dup":
+        return {
+            "index": applied.first_index,
+            "outcome": applied.first_outcome,
+            "error": applied.error,
+            "dup": True,
+        }
+    return {
+        "index": applied.index,
+        "outcome": applied.outcome,
+        "error": applied.error,
+        "dup": False,
+    }
+
+
+def frame_bytes(frame_type: wire.FrameType, req_id: int, body: bytes) -> bytes:
+    """wire.encode with the body already encoded: the same bytes, without re-encoding a body
+    shared by several subscribers. A CBOR array of 4 is the byte 0x84 then its items."""
+    data = b"\x84" + cbor2.dumps(wire.PROTOCOL_VERSION) + cbor2.dumps(int(frame_type))
+    data += cbor2.dumps(req_id) + body
+    if len(data) > wire.FRAME_BYTES_MAX:
+        raise LimitExceeded("FRAME_BYTES_MAX", wire.FRAME_BYTES_MAX, len(data), "frame bytes")
+    return data
+
+
+def salvage_req_id(data: bytes) -> int | None:
+    """The req_id of a frame that failed validation, if one can be read, to answer ERROR."""
+    if len(data) > wire.FRAME_BYTES_MAX:
+        return None
+    try:
+        raw = cbor2.loads(data, max_depth=wire.FRAME_DEPTH_MAX)
+    except Exception:  # garbage: nothing to answer to
+        return None
+    if isinstance(raw, list) and len(raw) >= 3:
+        req_id = raw[2]
+        if (
+            isinstance(req_id, int)
+            and not isinstance(req_id, bool)
+            and 0 <= req_id <= wire.REQ_ID_MAX
+        ):
+            return req_id
+    return None

@@ -1,0 +1,202 @@
+"""ZeroMQ sockets of the agent: one ROUTER for peers, DEALERs to each peer, one ROUTER for apps.
+
+Everything here is non-blocking and bounded: receives drain at most a named number of frames per
+loop turn, sends never wait (a full queue drops the frame and counts it: Raft retransmits, and a
+client that does not read its replies has stopped being a client). Bad frames are counted and
+logged at a bounded rate, so a hostile sender can neither crash the agent nor flood its log.
+
+Topology: each agent binds a ROUTER on its own peer endpoint and connects one DEALER (identity =
+its node id) to every other member's endpoint. A message to node X leaves through our DEALER to
+X and arrives at X's ROUTER tagged with our id, so the receiver knows who sent it without
+trusting the payload (and checks that the payload's `frm` agrees).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import zmq
+from superstatic_agent.config import PEER_FRAME_BYTES_MAX
+
+from superstatic import wire
+
+# Frames taken from one socket per loop turn: the loop must also tick, write and answer.
+RECV_FRAMES_PER_TURN_MAX = 4_096
+# Frames queued towards one peer before sends drop (Raft resends what was lost).
+PEER_SNDHWM_FRAMES = 10_000
+PEER_RCVHWM_FRAMES = 100_000
+# Frames queued towards one app; beyond it that app's frames wait (streams) or drop (replies).
+CLIENT_SNDHWM_FRAMES = 10_000
+CLIENT_RCVHWM_FRAMES = 100_000
+# Reconnection backoff to a dead peer: quick first retry, capped so a restart is found soon.
+RECONNECT_MS = 100
+RECONNECT_MS_MAX = 1_000
+# Log at most this many lines about dropped frames per category per window; count all of them.
+DROP_LOG_LINES_MAX = 5
+DROP_LOG_WINDOW_S = 60.0
+
+log = logging.getLogger("superstatic.agent")
+
+
+class DropCounter:
+    """Counts dropped/bad frames by category and logs a bounded number of them."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._logged: Counter[str] = Counter()
+        self._window_start = time.monotonic()
+
+    def drop(self, category: str, detail: str) -> None:
+        self.counts[category] += 1
+        now = time.monotonic()
+        if now - self._window_start >= DROP_LOG_WINDOW_S:
+            suppressed = {
+                c: n - DROP_LOG_LINES_MAX for c, n in self._logged.items() if n > DROP_LOG_LINES_MAX
+            }
+            if suppressed:
+                log.warning("dropped frames not logged in the last minute: %s", suppressed)
+            self._logged.clear()
+            self._window_start = now
+        self._logged[category] += 1
+        if self._logged[category] <= DROP_LOG_LINES_MAX:
+            log.warning("dropped %s: %s", category, detail[:300])
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(sorted(self.counts.items()))
+
+
+class PeerTransport:
+    """The agent's side of the Raft network."""
+
+    def __init__(
+        self, ctx: zmq.Context[Any], node_id: str, bind_endpoint: str, drops: DropCounter
+    ) -> None:
+        self.node_id = node_id
+        self.drops = drops
+        self._ctx = ctx
+        self.router = ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.RCVHWM, PEER_RCVHWM_FRAMES)
+        # zmq refuses (and disconnects) a sender of a bigger frame before buffering it.
+        self.router.setsockopt(zmq.MAXMSGSIZE, PEER_FRAME_BYTES_MAX)
+        # A restarted peer reconnects with the same identity before its old TCP connection is
+        # noticed dead; without handover the ROUTER would ignore the new connection.
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.bind(bind_endpoint)
+        self._dealers: dict[str, tuple[str, zmq.Socket[Any]]] = {}
+        self.sent_frames = 0
+        self.sent_bytes = 0
+
+    def set_peers(self, addresses: dict[str, str]) -> list[str]:
+        """Connect to exactly these peers (id -> endpoint); returns ids newly connected."""
+        added = []
+        for node, (address, sock) in list(self._dealers.items()):
+            if addresses.get(node) != address:
+                sock.close(linger=0)
+                del self._dealers[node]
+        for node, address in sorted(addresses.items()):
+            if node == self.node_id or not address or node in self._dealers:
+                continue
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IDENTITY, self.node_id.encode())
+            sock.setsockopt(zmq.SNDHWM, PEER_SNDHWM_FRAMES)
+            # Queue nothing for a peer that is not connected: it would get stale messages later.
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MS_MAX)
+            sock.connect(address)
+            self._dealers[node] = (address, sock)
+            added.append(node)
+        return added
+
+    def peers(self) -> dict[str, str]:
+        return {node: address for node, (address, _) in self._dealers.items()}
+
+    def send(self, to: str, data: bytes) -> bool:
+        """Queues one frame to a peer; False (counted) if unknown or its queue is full."""
+        entry = self._dealers.get(to)
+        if entry is None:
+            self.drops.drop("peer_send_unknown", f"no connection to {to}")
+            return False
+        try:
+            entry[1].send(data, zmq.NOBLOCK, copy=len(data) < 65_536)
+        except zmq.Again:
+            self.drops.counts["peer_send_full"] += 1  # routine while a peer is down: no log
+            return False
+        self.sent_frames += 1
+        self.sent_bytes += len(data)
+        return True
+
+    def recv(self) -> list[tuple[str, bytes]]:
+        """Frames waiting on the ROUTER: (sender id as the socket saw it, payload)."""
+        out: list[tuple[str, bytes]] = []
+        for _ in range(RECV_FRAMES_PER_TURN_MAX):
+            try:
+                parts = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            if len(parts) != 2:
+                self.drops.drop("peer_bad_frame", f"{len(parts)} message parts, expected 1")
+                continue
+            try:
+                sender = parts[0].decode()
+            except UnicodeDecodeError:
+                self.drops.drop("peer_bad_frame", "sender identity is not UTF-8")
+                continue
+            out.append((sender, parts[1]))
+        return out
+
+    def close(self) -> None:
+        for _, sock in self._dealers.values():
+            sock.close(linger=0)
+        self._dealers.clear()
+        self.router.close(linger=0)
+
+
+class ClientTransport:
+    """The ROUTER apps talk to (superstatic/wire.py frames)."""
+
+    def __init__(self, ctx: zmq.Context[Any], bind_endpoint: str, drops: DropCounter) -> None:
+        self.drops = drops
+        self.router = ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.SNDHWM, CLIENT_SNDHWM_FRAMES)
+        self.router.setsockopt(zmq.RCVHWM, CLIENT_RCVHWM_FRAMES)
+        self.router.setsockopt(zmq.MAXMSGSIZE, wire.FRAME_BYTES_MAX)
+        # Report a full or vanished app instead of dropping silently: streams wait and retry.
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.bind(bind_endpoint)
+        self.sent_frames = 0
+
+    def send(self, identity: bytes, data: bytes) -> str:
+        """ "ok", "full" (the app's queue is full: retry later) or "gone" (disconnected)."""
+        try:
+            self.router.send_multipart([identity, data], zmq.NOBLOCK, copy=len(data) < 65_536)
+        except zmq.Again:
+            return "full"
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                return "gone"
+            raise
+        self.sent_frames += 1
+        return "ok"
+
+    def recv(self) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = []
+        for _ in range(RECV_FRAMES_PER_TURN_MAX):
+            try:
+                parts = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            if len(parts) != 2:
+                self.drops.drop("client_bad_frame", f"{len(parts)} message parts, expected 1")
+                continue
+            out.append((parts[0], parts[1]))
+        return out
+
+    def close(self) -> None:
+        self.router.close(linger=0)
