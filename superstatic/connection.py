@@ -390,7 +390,7 @@ class _IoState:
         self.last_rx = 0.0
         self.last_ping = 0.0
         self.last_stream = 0.0
-        self.last_propose_reply = 0.0
+        self.last_propose = time.monotonic()  # last PROPOSE sent or answered
         self.refusing_since: float | None = None
         self.keepalive: _Request | None = None
         self.poller = zmq.Poller()
@@ -622,7 +622,7 @@ class _IoState:
             self.settle(request, error=ProtocolError(f"PROPOSE reply is malformed: {body}"))
             return
         error = body.get("error") or ""
-        self.last_propose_reply = time.monotonic()
+        self.last_propose = time.monotonic()
         self.settle(
             request,
             result=Committed(index, outcome, str(error), bool(body.get("dup", False))),
@@ -716,8 +716,7 @@ class _IoState:
         (a seq) worth keeping: its exactly-once record must not expire under a retry."""
         if self.seq_next == 1 or self.keepalive is not None or self.requests:
             return
-        idle_since = max(self.last_propose_reply, 0.0)
-        if now - idle_since < self.session_ttl_ms / 3000:
+        if now - self.last_propose < self.session_ttl_ms / 3000:
             return
         request = _Request(
             op="propose",
@@ -732,7 +731,7 @@ class _IoState:
         with self.conn._lock:
             self.conn._pending += 1
         self.keepalive = request
-        self.last_propose_reply = now  # pace attempts even if this one fails
+        self.last_propose = now  # pace attempts even if this one fails
         self.requests[next(self.serials)] = request
 
     def send_request(self, request: _Request, now: float) -> None:
@@ -758,6 +757,7 @@ class _IoState:
             return
         if request.op == "propose":
             request.unresolved.add(req_id)
+            self.last_propose = now
         self.by_req_id[req_id] = request
         request.send_at = float("inf")
         request.sent_at = now

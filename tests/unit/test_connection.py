@@ -1,0 +1,532 @@
+"""superstatic.connection against real ZeroMQ peers speaking superstatic/wire.py.
+
+`AgentPeer` is a small agent double for the client protocol only: a ROUTER on 127.0.0.1 that
+keeps a log of proposals with exactly-once per (client, seq), streams them to subscribers, and
+can be told to misbehave (swallow proposals, drop replies, refuse, go mute, die). The Connection
+under test is the real one, with its real I/O thread and socket.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import zmq
+
+from superstatic import wire
+from superstatic.connection import AgentRefusedTooLarge, Committed, Connection
+from superstatic.errors import Error, LimitExceeded, ProtocolError, Unavailable
+from superstatic.localcluster import free_port
+from superstatic.stream import StreamFeeder, StreamGap
+
+WAIT_S = 20.0  # generous: a bound for things that should happen, never a timing assertion
+
+
+class RecordingReplica:
+    """A ReplicaSink that records what it was fed (the real Replica is tested elsewhere)."""
+
+    def __init__(self) -> None:
+        self.applied_index = 0
+        self.snapshots: list[int] = []
+        self.events: list[tuple[Any, ...]] = []
+
+    def load_snapshot(self, index: int, nodes: Iterable[tuple[str, bytes]]) -> None:
+        list(nodes)
+        self.snapshots.append(index)
+        self.applied_index = index
+
+    def apply_events(self, events: Sequence[tuple[Any, ...]]) -> None:
+        for event in events:
+            assert event[0] == self.applied_index + 1, (event, self.applied_index)
+            self.events.append(event)
+            self.applied_index = event[0]
+
+
+@dataclass
+class PeerLog:
+    """The log the peers share (as agents of one cluster would)."""
+
+    entries: list[tuple[str, int, str, bytes]] = field(default_factory=list)
+    index_of: dict[tuple[str, int], int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class AgentPeer:
+    def __init__(self, log: PeerLog | None = None, *, session_ttl_ms: int = 60_000) -> None:
+        self.log = log or PeerLog()
+        self.session_ttl_ms = session_ttl_ms
+        self.swallow_proposes = False  # record PROPOSEs, never answer them
+        self.mute = False  # answer nothing at all (a paused agent)
+        self.drop_replies = 0  # apply the next N PROPOSEs but lose their REPLY
+        self.refusals: list[str] = []  # answer the next PROPOSEs with these error codes
+        self.refuse_always: str | None = None
+        self.frames: list[wire.Frame] = []
+        self._calls: list[Callable[[], None]] = []  # run by the peer's thread (owns the socket)
+        self._subs: dict[bytes, tuple[int, int]] = {}  # identity -> (sub req id, sent upto)
+        self._lock = threading.Lock()
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.bind("tcp://127.0.0.1:0")
+        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    # -- test side --------------------------------------------------------------------------
+
+    def received(self, frame_type: wire.FrameType) -> list[dict[str, Any]]:
+        with self._lock:
+            return [f.body for f in self.frames if f.type is frame_type]
+
+    def wait_for(self, what: str, check: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while not check():
+            assert time.monotonic() < deadline, f"peer never saw: {what}"
+            time.sleep(0.01)
+
+    def inject(self, call: Callable[[AgentPeer], None]) -> None:
+        """Runs `call(self)` in the peer's thread, the only one that may touch its socket."""
+        done = threading.Event()
+
+        def run() -> None:
+            call(self)
+            done.set()
+
+        with self._lock:
+            self._calls.append(run)
+        assert done.wait(WAIT_S), "the peer thread did not run the injected call"
+
+    def subscription(self) -> tuple[bytes, int]:
+        """(identity, SUBSCRIBE req id) of the one current subscriber."""
+        ((identity, (sub_req, _upto)),) = list(self._subs.items())
+        return identity, sub_req
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(WAIT_S)
+        self._ctx.term()
+
+    # -- agent side -------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self._sock.poll(20):
+                    identity, data = self._sock.recv_multipart()
+                    self._handle(identity, wire.decode(data, wire.CLIENT_TO_AGENT))
+                with self._lock:
+                    calls, self._calls = self._calls, []
+                for call in calls:
+                    call()
+                self._stream()
+        finally:
+            self._sock.close(linger=0)
+
+    def _send(self, identity: bytes, frame_type: wire.FrameType, req_id: int, body: Any) -> None:
+        self._sock.send_multipart([identity, wire.encode(frame_type, req_id, body)])
+
+    def _handle(self, identity: bytes, frame: wire.Frame) -> None:
+        with self._lock:
+            self.frames.append(frame)
+        if self.mute:
+            return
+        ftype, req_id = frame.type, frame.req_id
+        if ftype is wire.FrameType.HELLO:
+            body = {"agent": "t", "leader": "t", "session_ttl_ms": self.session_ttl_ms}
+            self._send(identity, wire.FrameType.REPLY, req_id, {**body, "first_index": 1})
+        elif ftype is wire.FrameType.SUBSCRIBE:
+            start = frame.body["from"]
+            if start == 0:
+                with self.log.lock:
+                    start = len(self.log.entries)
+                snapshot = {"index": start, "part": 0, "last": True, "nodes": []}
+                self._send(identity, wire.FrameType.SNAPSHOT, req_id, snapshot)
+            self._subs[identity] = (req_id, start)
+        elif ftype is wire.FrameType.UNSUBSCRIBE:
+            self._subs.pop(identity, None)
+        elif ftype in (wire.FrameType.PING, wire.FrameType.READ_INDEX):
+            with self.log.lock:
+                index = len(self.log.entries)
+            self._send(identity, wire.FrameType.REPLY, req_id, {"index": index})
+        elif ftype is wire.FrameType.PROPOSE:
+            self._propose(identity, frame)
+
+    def _propose(self, identity: bytes, frame: wire.Frame) -> None:
+        if self.swallow_proposes:
+            return
+        code = self.refusals.pop(0) if self.refusals else self.refuse_always
+        if code is not None:
+            error = wire.error_body(wire.ErrorCode(code), f"test refusal LIMIT_X=7 ({code})")
+            self._send(identity, wire.FrameType.ERROR, frame.req_id, error)
+            return
+        body = frame.body
+        key = (body["client"], body["seq"])
+        with self.log.lock:
+            dup = key in self.log.index_of
+            if not dup:
+                self.log.entries.append((key[0], key[1], body["kind"], body["body"]))
+                self.log.index_of[key] = len(self.log.entries)
+            index = self.log.index_of[key]
+        self._stream()
+        if self.drop_replies > 0:
+            self.drop_replies -= 1
+            return
+        reply = {"index": index, "outcome": "ok", "error": "", "dup": dup}
+        self._send(identity, wire.FrameType.REPLY, frame.req_id, reply)
+
+    def _stream(self) -> None:
+        if self.mute:
+            return
+        with self.log.lock:
+            entries = list(self.log.entries)
+        for identity, (sub, upto) in list(self._subs.items()):
+            if upto >= len(entries):
+                continue
+            events = [
+                [i + 1, client, seq, "ok", body, []]
+                for i, (client, seq, _kind, body) in enumerate(entries)
+                if i + 1 > upto
+            ]
+            self._send(identity, wire.FrameType.EVENTS, sub, {"ev": events})
+            self._subs[identity] = (sub, len(entries))
+
+
+@pytest.fixture
+def peers() -> Iterator[list[AgentPeer]]:
+    made: list[AgentPeer] = []
+    yield made
+    for peer in made:
+        peer.stop()
+
+
+def make_peer(peers: list[AgentPeer], log: PeerLog | None = None, **kw: Any) -> AgentPeer:
+    peer = AgentPeer(log, **kw)
+    peers.append(peer)
+    return peer
+
+
+@pytest.fixture
+def connections() -> Iterator[list[Connection]]:
+    made: list[Connection] = []
+    yield made
+    for conn in made:
+        conn.close()
+
+
+def connect(
+    connections: list[Connection], endpoints: list[str], **kw: Any
+) -> tuple[Connection, RecordingReplica]:
+    replica = RecordingReplica()
+    kw.setdefault("timeout_ms_request", 20_000)
+    conn = Connection(endpoints, replica, **kw)
+    connections.append(conn)
+    return conn, replica
+
+
+def proposes_of(peer: AgentPeer, kind: str = "txn") -> list[dict[str, Any]]:
+    return [body for body in peer.received(wire.FrameType.PROPOSE) if body["kind"] == kind]
+
+
+# ------------------------------------------------------------------------------------ tests
+
+
+def test_submit_hello_subscribe_and_stream_into_the_replica(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    peer = make_peer(peers)
+    conn, replica = connect(connections, [peer.endpoint])
+    first = conn.submit(b"one")
+    second = conn.submit(b"two")
+    assert first == Committed(1, "ok", "", False) and second.index == 2
+    conn.wait_applied(2, WAIT_S)
+    assert replica.snapshots == [0]
+    assert [(e[0], e[1], e[2], e[4]) for e in replica.events] == [
+        (1, conn.client_id, 1, b"one"),
+        (2, conn.client_id, 2, b"two"),
+    ]
+    hello = peer.received(wire.FrameType.HELLO)
+    assert hello == [{"client": conn.client_id}]
+    assert peer.received(wire.FrameType.SUBSCRIBE) == [{"from": 0}]
+    assert [(p["seq"], p["seq_low"]) for p in proposes_of(peer)] == [(1, 1), (2, 2)]
+    assert conn.read_index() == 2
+    assert len(conn.client_id) == 32 and int(conn.client_id, 16) >= 0
+
+
+def test_lost_reply_is_retried_with_the_same_seq_and_applied_once(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    peer = make_peer(peers)
+    peer.drop_replies = 1
+    conn, replica = connect(connections, [peer.endpoint], timeout_ms_resend=300)
+    committed = conn.submit(b"once")
+    assert committed.index == 1 and committed.dup
+    sent = proposes_of(peer)
+    assert len(sent) >= 2 and {(p["client"], p["seq"]) for p in sent} == {(conn.client_id, 1)}
+    assert len(peer.log.entries) == 1
+    conn.wait_applied(1, WAIT_S)
+    assert [e[0] for e in replica.events] == [1]
+
+
+def test_failover_to_the_next_endpoint_keeps_the_session_and_seq(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    log = PeerLog()
+    first, second = make_peer(peers, log), make_peer(peers, log)
+    conn, replica = connect(connections, [first.endpoint, second.endpoint])
+    assert conn.submit(b"before").index == 1
+    conn.wait_applied(1, WAIT_S)
+    first.swallow_proposes = True
+    result: list[Any] = []
+    worker = threading.Thread(target=lambda: result.append(conn.submit(b"during")))
+    worker.start()
+    first.wait_for("the second PROPOSE", lambda: len(proposes_of(first)) == 2)
+    first.stop()  # the agent dies with the proposal in flight
+    worker.join(WAIT_S)
+    assert result and result[0].index == 2
+    assert second.received(wire.FrameType.HELLO) == [{"client": conn.client_id}]
+    assert second.received(wire.FrameType.SUBSCRIBE) == [{"from": 1}]
+    assert [(p["client"], p["seq"]) for p in proposes_of(second)] == [(conn.client_id, 2)]
+    conn.wait_applied(2, WAIT_S)
+    assert [e[0] for e in replica.events] == [1, 2] and replica.snapshots == [0]
+    assert conn.failovers >= 1 and conn.endpoint == second.endpoint
+
+
+def test_a_silent_agent_is_left_for_the_next_one(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    log = PeerLog()
+    first, second = make_peer(peers, log), make_peer(peers, log)
+    conn, _replica = connect(
+        connections,
+        [first.endpoint, second.endpoint],
+        timeout_ms_agent_silence=1_000,
+        ping_interval_ms=100,
+    )
+    first.wait_for("a PING", lambda: bool(first.received(wire.FrameType.PING)))
+    first.mute = True  # alive (TCP up) but answering nothing, like a SIGSTOPped agent
+    assert conn.submit(b"x").index == 1
+    assert proposes_of(second) and conn.endpoint == second.endpoint
+
+
+def test_unanswered_proposal_past_the_timeout_has_unknown_outcome(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    peer = make_peer(peers)
+    peer.swallow_proposes = True
+    conn, _replica = connect(connections, [peer.endpoint], timeout_ms_request=1_500)
+    with pytest.raises(Unavailable) as caught:
+        conn.submit(b"maybe")
+    assert caught.value.outcome_known is False
+    assert "UNKNOWN" in str(caught.value) and "timeout_ms_request=1500" in str(caught.value)
+    assert proposes_of(peer)
+
+
+def test_nothing_listening_gives_a_known_outcome(connections: list[Connection]) -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    conn, _replica = connect(connections, [endpoint], timeout_ms_request=1_500)
+    with pytest.raises(Unavailable) as caught:
+        conn.submit(b"never sent")
+    assert caught.value.outcome_known is True and "NOT committed" in str(caught.value)
+    with pytest.raises(Unavailable) as caught_read:
+        conn.read_index()
+    assert caught_read.value.outcome_known is True
+
+
+def test_not_leader_refusals_are_retried_and_the_outcome_stays_known(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    peer = make_peer(peers)
+    peer.refuse_always = "not_leader"
+    conn, _replica = connect(connections, [peer.endpoint], timeout_ms_request=1_500)
+    with pytest.raises(Unavailable) as caught:
+        conn.submit(b"refused")
+    assert caught.value.outcome_known is True
+    sent = proposes_of(peer)
+    assert len(sent) >= 2 and {p["seq"] for p in sent} == {1}
+
+
+def test_busy_and_unavailable_refusals_then_success(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    peer = make_peer(peers)
+    peer.refusals = ["busy", "unavailable", "not_leader"]
+    conn, _replica = connect(connections, [peer.endpoint])
+    committed = conn.submit(b"eventually")
+    assert committed.index == 1 and not committed.dup
+    assert [p["seq"] for p in proposes_of(peer)] == [1, 1, 1, 1]
+
+
+def test_an_unavailable_refusal_leaves_the_outcome_unknown(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    peer = make_peer(peers)
+    peer.refuse_always = "unavailable"
+    conn, _replica = connect(connections, [peer.endpoint], timeout_ms_request=1_000)
+    with pytest.raises(Unavailable) as caught:
+        conn.submit(b"x")
+    assert caught.value.outcome_known is False
+
+
+def test_too_large_and_bad_request_are_not_retried(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    peer = make_peer(peers)
+    conn, _replica = connect(connections, [peer.endpoint])
+    peer.refusals = ["too_large"]
+    with pytest.raises(LimitExceeded) as caught:
+        conn.submit(b"big")
+    assert isinstance(caught.value, AgentRefusedTooLarge)
+    assert caught.value.limit_name == "LIMIT_X" and caught.value.limit == 7
+    peer.refusals = ["bad_request"]
+    with pytest.raises(ProtocolError):
+        conn.submit(b"bad")
+    assert len(proposes_of(peer)) == 2
+    with pytest.raises(LimitExceeded) as local:
+        conn.submit(b"\0" * (wire.FRAME_BYTES_MAX + 1))
+    assert local.value.limit_name == "FRAME_BYTES_MAX"
+    assert conn.submit(b"fine").index == 1
+
+
+def test_pending_requests_are_bounded(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    peer = make_peer(peers)
+    peer.swallow_proposes = True
+    conn, _replica = connect(connections, [peer.endpoint], requests_pending_max=3)
+    errors: list[BaseException] = []
+
+    def blocked() -> None:
+        try:
+            conn.submit(b"stuck")
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=blocked) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    peer.wait_for("3 PROPOSEs", lambda: len(proposes_of(peer)) >= 3)
+    with pytest.raises(LimitExceeded) as caught:
+        conn.submit(b"one too many")
+    assert caught.value.limit_name == "REQUESTS_PENDING_MAX" and caught.value.limit == 3
+    assert [p["seq_low"] for p in proposes_of(peer)][-1] == 1
+    conn.close()
+    for worker in workers:
+        worker.join(WAIT_S)
+    assert len(errors) == 3 and all(isinstance(e, Error) for e in errors)
+    with pytest.raises(Error, match="closed"):
+        conn.submit(b"after close")
+
+
+def test_lagging_subscription_is_renewed_from_the_applied_index(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    peer = make_peer(peers)
+    conn, replica = connect(connections, [peer.endpoint])
+    conn.submit(b"a")
+    conn.wait_applied(1, WAIT_S)
+    sub = peer.received(wire.FrameType.SUBSCRIBE)
+    assert sub == [{"from": 0}]
+
+    def lagging(p: AgentPeer) -> None:
+        # The agent's buffer for us overflowed: it drops the subscription and says so.
+        identity, sub_req = p.subscription()
+        del p._subs[identity]
+        error = wire.error_body(wire.ErrorCode.LAGGING, "buffer full")
+        p._send(identity, wire.FrameType.ERROR, sub_req, error)
+
+    peer.inject(lagging)
+    peer.wait_for("a new SUBSCRIBE", lambda: len(peer.received(wire.FrameType.SUBSCRIBE)) == 2)
+    assert peer.received(wire.FrameType.SUBSCRIBE)[1] == {"from": 1}
+    conn.submit(b"b")
+    conn.wait_applied(2, WAIT_S)
+    assert [e[0] for e in replica.events] == [1, 2] and conn.resubscribes == 1
+
+
+def test_a_gap_in_the_stream_resubscribes_instead_of_applying(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    peer = make_peer(peers)
+    conn, replica = connect(connections, [peer.endpoint])
+    conn.submit(b"a")
+    conn.wait_applied(1, WAIT_S)
+
+    def gap(p: AgentPeer) -> None:
+        identity, sub_req = p.subscription()
+        p._send(
+            identity, wire.FrameType.EVENTS, sub_req, {"ev": [[5, None, None, "noop", None, []]]}
+        )
+
+    peer.inject(gap)
+    peer.wait_for("a new SUBSCRIBE", lambda: len(peer.received(wire.FrameType.SUBSCRIBE)) == 2)
+    assert replica.applied_index == 1 and peer.received(wire.FrameType.SUBSCRIBE)[1] == {"from": 1}
+
+
+def test_idle_session_is_kept_alive_with_open_entries(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    peer = make_peer(peers, session_ttl_ms=600)
+    conn, _replica = connect(connections, [peer.endpoint])
+    conn.read_index()
+    assert not proposes_of(peer, "open")  # no session state yet: nothing to keep alive
+    conn.submit(b"state")
+    peer.wait_for("two open entries", lambda: len(proposes_of(peer, "open")) >= 2)
+    opens = proposes_of(peer, "open")
+    assert [o["seq"] for o in opens[:2]] == [2, 3] and opens[0]["client"] == conn.client_id
+    assert conn.submit(b"more").index > 1
+
+
+def test_close_sends_a_close_entry_and_stops(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    peer = make_peer(peers)
+    conn, _replica = connect(connections, [peer.endpoint])
+    conn.submit(b"x")
+    conn.close()
+    closes = proposes_of(peer, "close")
+    assert [(c["client"], c["seq"]) for c in closes] == [(conn.client_id, 2)]
+    assert conn.closed
+    with pytest.raises(Error):
+        conn.wait_applied(10, 1.0)
+
+
+def test_bad_endpoints_are_refused_up_front() -> None:
+    with pytest.raises(Error, match="not a ZeroMQ address"):
+        Connection(["localhost:7501"], RecordingReplica())
+    with pytest.raises(Error, match="no agent endpoint"):
+        Connection([], RecordingReplica())
+
+
+# ---------------------------------------------------------------- the stream feeder, pure
+
+
+def test_feeder_ignores_a_snapshot_older_than_the_replica() -> None:
+    replica = RecordingReplica()
+    feeder = StreamFeeder(replica)
+    feeder.feed_snapshot({"index": 3, "part": 0, "last": False, "nodes": [["@roots", b"r"]]})
+    assert replica.snapshots == []  # nothing visible until the last part
+    assert feeder.feed_snapshot({"index": 3, "part": 1, "last": True, "nodes": []})
+    assert replica.applied_index == 3
+    feeder.feed_events({"ev": [[4, "c", 1, "ok", b"b", []], [5, None, None, "noop", None, []]]})
+    feeder.begin()
+    assert not feeder.feed_snapshot({"index": 2, "part": 0, "last": True, "nodes": []})
+    assert replica.snapshots == [3] and replica.applied_index == 5
+    # An agent behind us: its events are skipped until they pass our index.
+    feeder.feed_events({"ev": [[3, None, None, "noop", None, []], [6, "c", 2, "ok", b"x", []]]})
+    assert replica.applied_index == 6
+
+
+def test_feeder_rejects_out_of_order_parts_and_garbage() -> None:
+    feeder = StreamFeeder(RecordingReplica())
+    with pytest.raises(StreamGap):
+        feeder.feed_snapshot({"index": 3, "part": 1, "last": True, "nodes": []})
+    with pytest.raises(ProtocolError):
+        feeder.feed_events({"ev": [[1, "c", 1, "maybe", None, []]]})
+    with pytest.raises(ProtocolError):
+        feeder.feed_events({"ev": [[1, "c"]]})
+    with pytest.raises(ProtocolError):
+        feeder.feed_snapshot({"index": 1, "part": 0, "last": True, "nodes": [["x", "str"]]})
