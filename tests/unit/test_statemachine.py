@@ -1,0 +1,624 @@
+"""The agent's state machine: exactly-once sessions, validation, all-or-nothing ops, GC,
+snapshots, hostile payloads, determinism. Real LMDB in a temporary directory, no Raft."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import lmdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from superstatic_agent import sessions as sessions_module
+from superstatic_agent import statemachine as sm_module
+from superstatic_agent.raft.types import ConfChange, ConfState, Entry, EntryKind, SnapshotMeta
+from superstatic_agent.statemachine import Applied, Payload, StateMachine, encode_payload
+from superstatic_agent.storage import DBS_MAX
+
+from superstatic import codec, ops
+from superstatic.codec import Ref
+from superstatic.errors import ProtocolError
+
+MAP_BYTES = 64 << 20
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+class Machine:
+    """A state machine on its own environment, fed entries in order."""
+
+    def __init__(self, path: Path, **kwargs: Any) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.env = lmdb.open(str(path), map_size=MAP_BYTES, max_dbs=DBS_MAX, sync=False)
+        self.sm = StateMachine(self.env, **kwargs)
+        self.index = 0
+        self.time_ms = 1_000
+
+    def entry(self, kind: EntryKind, data: bytes) -> Applied:
+        self.index += 1
+        with self.env.begin(write=True) as txn:
+            return self.sm.apply(txn, Entry(self.index, 1, kind, data))
+
+    def request(
+        self,
+        client: str,
+        seq: int,
+        body: bytes = b"",
+        *,
+        kind: str = "txn",
+        seq_low: int = 0,
+        time_ms: int | None = None,
+    ) -> Applied:
+        if time_ms is None:
+            time_ms = self.time_ms
+        payload = Payload(kind, client, seq, seq_low, time_ms, body)
+        return self.entry(EntryKind.NORMAL, encode_payload(payload))
+
+    def txn(self, client: str, seq: int, reads: dict[str, int], wire_ops: list[Any]) -> Applied:
+        return self.request(client, seq, ops.encode_txn(reads, wire_ops))
+
+    def table(self, name: bytes) -> dict[bytes, bytes]:
+        with self.env.begin() as txn:
+            db = self.env.open_db(name, txn=txn, create=False)
+            return {bytes(k): bytes(v) for k, v in txn.cursor(db=db)}
+
+    def objects(self) -> dict[str, tuple[int, str, Any]]:
+        return {k.decode(): codec.decode_record(v) for k, v in self.table(b"objects").items()}
+
+    def version(self, oid: str) -> int:
+        return self.objects()[oid][0]
+
+    def close(self) -> None:
+        self.env.close()
+
+
+@pytest.fixture
+def machine(tmp_path: Path) -> Iterator[Machine]:
+    m = Machine(tmp_path / "sm")
+    try:
+        yield m
+    finally:
+        m.close()
+
+
+def roots_with(name: str, oid: str, kind: str = "list", contents: Any = None) -> list[Any]:
+    """Ops creating the root table with one root bound to a new node."""
+    return [
+        ["new", "@roots", "dict", [[name, Ref(oid)]]],
+        ["new", oid, kind, [] if contents is None else contents],
+    ]
+
+
+# ------------------------------------------------------------------ basic outcomes
+
+
+def test_noop_and_conf_entries(machine: Machine) -> None:
+    noop = machine.entry(EntryKind.NOOP, b"")
+    assert (noop.outcome, noop.kind, noop.client, noop.body) == ("noop", "noop", None, None)
+    conf = machine.entry(EntryKind.CONF, ConfChange("add_learner", "n4", "tcp://h:1").encode())
+    assert (conf.outcome, conf.kind) == ("noop", "conf")
+    assert cbor2.loads(machine.table(b"sm_meta")[b"conf_last"]) == [
+        2,
+        "add_learner",
+        "n4",
+        "tcp://h:1",
+    ]
+    bad = machine.entry(EntryKind.CONF, b"\xff\x00")
+    assert bad.outcome == "error" and "CONF" in bad.error
+    outcomes = machine.table(b"outcomes")
+    assert [cbor2.loads(outcomes[i.to_bytes(8, "big")])[0] for i in (1, 2, 3)] == [
+        "noop",
+        "noop",
+        "error",
+    ]
+
+
+def test_ok_txn_sets_versions_to_the_entry_index(machine: Machine) -> None:
+    machine.entry(EntryKind.NOOP, b"")
+    first = machine.txn("c1", 1, {"@roots": 0}, roots_with("todo", "c1.1"))
+    assert first.outcome == "ok", first.error
+    assert first.body is not None and ops.decode_txn(first.body)[1][0][0] == "new"
+    second = machine.txn("c1", 2, {}, [["extend", "c1.1", ["a", 2]]])
+    assert second.outcome == "ok", second.error
+    objects = machine.objects()
+    assert objects["@roots"] == (2, "dict", [["todo", Ref("c1.1")]])
+    assert objects["c1.1"] == (3, "list", ["a", 2])
+
+
+def test_conflict_changes_nothing(machine: Machine) -> None:
+    assert machine.txn("c1", 1, {"@roots": 0}, roots_with("todo", "c1.1")).outcome == "ok"
+    before = machine.table(b"objects")
+    stale = machine.txn("c2", 1, {"c1.1": 0}, [["extend", "c1.1", ["x"]]])
+    assert stale.outcome == "conflict" and "c1.1" in stale.error and stale.body is None
+    racing_root = machine.txn("c2", 2, {"@roots": 0}, roots_with("other", "c2.1"))
+    assert racing_root.outcome == "conflict"
+    assert machine.table(b"objects") == before
+    fresh = machine.txn("c2", 3, {"c1.1": 1}, [["extend", "c1.1", ["x"]]])
+    assert fresh.outcome == "ok", fresh.error
+
+
+@pytest.mark.parametrize(
+    ("bad_op", "fragment"),
+    [
+        (["splice", "c1.1", 0, 5, []], "splice"),
+        (["add", "c1.1", [1]], "'add'"),
+        (["set", "nope.1", "k", 1], "unknown object nope.1"),
+        (["extend", "c1.1", [Ref("ghost.9")]], "unknown object ghost.9"),
+        (["new", "c1.1", "list", []], "already exists"),
+        (["set", "c1.3", 1, 2], "attribute name"),
+    ],
+)
+def test_error_is_all_or_nothing(machine: Machine, bad_op: list[Any], fragment: str) -> None:
+    ops_ = [*roots_with("todo", "c1.1"), ["new", "c1.3", "obj", ["Point", [["x", 1]]]]]
+    ops_.append(["set", "@roots", "p", Ref("c1.3")])
+    assert machine.txn("c1", 1, {}, ops_).outcome == "ok"
+    before = machine.table(b"objects")
+    applied = machine.txn("c1", 2, {}, [["extend", "c1.1", ["first"]], bad_op])
+    assert applied.outcome == "error", applied
+    assert fragment in applied.error and "op #1" in applied.error
+    assert applied.body is None and applied.collected == ()
+    assert machine.table(b"objects") == before
+
+
+def test_ops_must_follow_the_new_op_of_their_node(machine: Machine) -> None:
+    applied = machine.txn("c1", 1, {}, [["extend", "c1.1", [1]], ["new", "c1.1", "list", []]])
+    assert applied.outcome == "error" and "before its 'new' op" in applied.error
+    # Refs to nodes created later in the same body are fine (cycles are built that way).
+    cycle = [
+        ["new", "@roots", "dict", [["a", Ref("c1.2")]]],
+        ["new", "c1.2", "list", [Ref("c1.3")]],
+        ["new", "c1.3", "list", [Ref("c1.2")]],
+    ]
+    assert machine.txn("c1", 2, {}, cycle).outcome == "ok"
+
+
+# ------------------------------------------------------------------ exactly-once sessions
+
+
+def test_retry_of_an_applied_seq_is_a_dup_with_the_first_outcome(machine: Machine) -> None:
+    assert machine.txn("c1", 1, {}, roots_with("todo", "c1.1")).outcome == "ok"
+    body = ops.encode_txn({}, [["extend", "c1.1", ["once"]]])
+    first = machine.request("c1", 2, body)
+    retry = machine.request("c1", 2, body)
+    assert first.outcome == "ok"
+    assert (retry.outcome, retry.first_index, retry.first_outcome) == ("dup", first.index, "ok")
+    assert retry.body is None, "replicas must not apply a dup again"
+    assert machine.objects()["c1.1"][2] == ["once"]
+    # A retry of a conflicted request answers the recorded conflict, it does not re-run.
+    conflicted = machine.txn("c1", 3, {"c1.1": 1}, [["extend", "c1.1", ["x"]]])
+    again = machine.txn("c1", 3, {"c1.1": first.index}, [["extend", "c1.1", ["x"]]])
+    assert conflicted.outcome == "conflict"
+    assert (again.outcome, again.first_outcome, again.error) == (
+        "dup",
+        "conflict",
+        conflicted.error,
+    )
+
+
+def test_seq_below_seq_low_is_stale(machine: Machine) -> None:
+    assert machine.request("c1", 5, kind="open", seq_low=5).outcome == "ok"
+    stale = machine.request("c1", 3, kind="open", seq_low=0)
+    assert stale.outcome == "error" and "stale request" in stale.error
+    # Recorded outcomes below the new seq_low are forgotten.
+    assert machine.request("c1", 6, kind="open", seq_low=6).outcome == "ok"
+    assert machine.request("c1", 5, kind="open").outcome == "error"
+    bad = machine.request("c1", 7, kind="open", seq_low=8)
+    assert bad.outcome == "error" and bad.client is None, "seq_low above seq is malformed"
+
+
+def test_session_seqs_limit(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sm_module, "SESSION_SEQS_MAX", 3)
+    for seq in (1, 2, 3):
+        assert machine.request("c1", seq, kind="open").outcome == "ok"
+    full = machine.request("c1", 4, kind="open")
+    assert full.outcome == "error" and "SESSION_SEQS_MAX=3" in full.error
+    assert machine.request("c1", 4, kind="open", seq_low=2).outcome == "ok"
+
+
+def test_sessions_limit(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sm_module, "SESSIONS_MAX", 2)
+    assert machine.request("a", 1, kind="open").outcome == "ok"
+    assert machine.request("b", 1, kind="open").outcome == "ok"
+    full = machine.request("c", 1, kind="open")
+    assert full.outcome == "error" and "SESSIONS_MAX=2" in full.error
+    assert machine.request("a", 1, kind="close").outcome == "ok"
+    assert machine.request("c", 1, kind="open").outcome == "ok"
+
+
+def test_sessions_expire_by_log_time(tmp_path: Path) -> None:
+    m = Machine(tmp_path / "sm", session_ttl_ms=1_000)
+    try:
+        assert m.request("c1", 1, kind="open", time_ms=10_000).outcome == "ok"
+        # Log time never goes back: a late-stamped entry does not rewind it.
+        assert m.request("c2", 1, kind="open", time_ms=10_900).outcome == "ok"
+        assert m.request("c2", 2, kind="open", time_ms=5_000).outcome == "ok"
+        assert m.request("c1", 1, kind="open", time_ms=5_000).outcome == "dup"  # at 10 900
+        assert m.request("c2", 3, kind="open", time_ms=11_500).outcome == "ok"
+        # c1 was last heard of at 10 900 (the dup refreshed it): alive until 11 900.
+        assert m.request("c1", 1, kind="open", time_ms=11_900).outcome == "dup"
+        # Idle past the ttl in log time: forgotten, so the same seq applies as new.
+        assert m.request("c2", 4, kind="open", time_ms=13_000).outcome == "ok"
+        sessions = m.table(b"sessions")
+        assert b"c1" not in sessions, "the sweep at log time 13 000 freed the idle session"
+        assert m.request("c1", 1, kind="open", time_ms=13_000).outcome == "ok"
+        assert cbor2.loads(m.table(b"sm_meta")[b"applied"])[2] == 13_000
+    finally:
+        m.close()
+
+
+def test_close_ends_the_session(machine: Machine) -> None:
+    assert machine.request("c1", 1, kind="open").outcome == "ok"
+    assert machine.request("c1", 2, kind="close").outcome == "ok"
+    assert b"c1" not in machine.table(b"sessions")
+    assert machine.request("c1", 1, kind="open").outcome == "ok"
+
+
+# ------------------------------------------------------------------ hostile payloads
+
+
+def _hostile_payloads() -> st.SearchStrategy[bytes]:
+    scalar = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.text(max_size=70),
+        st.binary(max_size=20),
+        st.floats(allow_nan=True),
+    )
+    value = st.recursive(scalar, lambda inner: st.lists(inner, max_size=7), max_leaves=20)
+    shaped = st.tuples(
+        st.sampled_from(["txn", "open", "close", "other", 1]),
+        st.one_of(st.text(min_size=0, max_size=70), st.integers()),
+        st.integers(-3, 2**64),
+        st.integers(-3, 2**64),
+        st.integers(-3, 2**64),
+        st.one_of(st.binary(max_size=40), value),
+    ).map(lambda t: cbor2.dumps(list(t)))
+    return st.one_of(st.binary(max_size=200), value.map(cbor2.dumps), shaped)
+
+
+@SETTINGS
+@given(data=_hostile_payloads())
+def test_hostile_payloads_give_error_outcomes(tmp_path: Path, data: bytes) -> None:
+    m = Machine(tmp_path / f"h{next(_counter)}")
+    try:
+        applied = m.entry(EntryKind.NORMAL, data)
+        assert applied.outcome in ("error", "ok"), applied
+        if applied.outcome == "error":
+            assert applied.error
+        assert m.table(b"objects") == {}
+    finally:
+        m.close()
+
+
+_counter = itertools.count()
+
+_oids = st.sampled_from(["@roots", "c.1", "c.2", "c.3", "x" * 200, "", 7])
+_wire_values = st.one_of(
+    st.none(),
+    st.integers(-5, 5),
+    st.text(max_size=3),
+    st.builds(Ref, _oids.filter(lambda o: isinstance(o, str) and o)),
+    st.lists(st.integers(), max_size=2),
+    st.frozensets(st.integers(0, 3), max_size=2),
+)
+_hostile_ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("new"),
+            _oids,
+            st.sampled_from(["dict", "list", "set", "obj", "tree"]),
+            st.one_of(
+                st.lists(_wire_values, max_size=3), st.just(["C", [["a", 1]]]), st.just([["k", 1]])
+            ),
+        ).map(list),
+        st.tuples(st.sampled_from(["set", "del"]), _oids, _wire_values, _wire_values).map(
+            lambda t: list(t)[: 4 if t[0] == "set" else 3]
+        ),
+        st.tuples(
+            st.just("splice"),
+            _oids,
+            st.integers(-2, 4),
+            st.integers(-2, 4),
+            st.lists(_wire_values, max_size=2),
+        ).map(list),
+        st.tuples(
+            st.sampled_from(["extend", "add", "discard", "clear", "bogus"]),
+            _oids,
+            st.lists(_wire_values, max_size=3),
+        ).map(list),
+    ),
+    max_size=6,
+)
+
+
+@SETTINGS
+@given(wire_ops=_hostile_ops, reads=st.dictionaries(_oids, st.integers(-1, 3), max_size=2))
+def test_hostile_transactions_never_raise_and_are_all_or_nothing(
+    tmp_path: Path, wire_ops: list[Any], reads: dict[Any, int]
+) -> None:
+    m = Machine(tmp_path / f"t{next(_counter)}", gc_threshold=1)
+    try:
+        setup = [
+            ["new", "@roots", "dict", [["l", Ref("c.1")], ["d", Ref("c.2")], ["s", Ref("c.3")]]],
+            ["new", "c.1", "list", [1, 2]],
+            ["new", "c.2", "dict", [["k", Ref("c.1")]]],
+            ["new", "c.3", "set", [1]],
+        ]
+        assert m.txn("c", 1, {}, setup).outcome == "ok"
+        before = m.table(b"objects")
+        body = codec.dumps({"r": reads, "o": wire_ops})
+        applied = m.request("c", 2, body)
+        assert applied.outcome in ("ok", "error", "conflict"), applied
+        if applied.outcome != "ok":
+            assert applied.error and m.table(b"objects") == before
+        for oid, (_version, kind, contents) in m.objects().items():
+            codec.check_contents(kind, contents, oid)  # everything stored stays decodable
+    finally:
+        m.close()
+
+
+# ------------------------------------------------------------------ garbage collection
+
+
+def test_gc_collects_exactly_the_unreachable(tmp_path: Path) -> None:
+    m = Machine(tmp_path / "sm", gc_threshold=10_000)
+    try:
+        graph = [
+            ["new", "@roots", "dict", [["a", Ref("c.a")]]],
+            ["new", "c.a", "obj", ["Node", [["next", Ref("c.b")], ["shared", Ref("c.s")]]]],
+            ["new", "c.b", "list", [(1, Ref("c.s"))]],  # a ref inside a tuple
+            ["new", "c.s", "set", [frozenset({Ref("c.leaf")})]],  # and inside a frozenset
+            ["new", "c.leaf", "dict", []],
+            ["new", "c.cyc1", "list", [Ref("c.cyc2")]],  # a detached cycle
+            ["new", "c.cyc2", "list", [Ref("c.cyc1")]],
+            ["new", "c.orphan", "dict", [["x", Ref("c.a")]]],  # points in, not reachable
+        ]
+        assert m.txn("c", 1, {}, graph).outcome == "ok"
+        assert set(m.objects()) == {
+            "@roots",
+            "c.a",
+            "c.b",
+            "c.s",
+            "c.leaf",
+            "c.cyc1",
+            "c.cyc2",
+            "c.orphan",
+        }, "below the threshold nothing is collected"
+        m.sm.gc_threshold = 1
+        applied = m.txn("c", 2, {}, [["set", "c.a", "next", None]])  # drops c.b
+        assert applied.outcome == "ok"
+        assert applied.collected == ("c.b", "c.cyc1", "c.cyc2", "c.orphan")
+        assert set(m.objects()) == {"@roots", "c.a", "c.s", "c.leaf"}
+        outcome = m.table(b"outcomes")[applied.index.to_bytes(8, "big")]
+        assert cbor2.loads(outcome) == ["ok", list(applied.collected)]
+        # A collected node is gone for good: naming it is an error.
+        gone = m.txn("c", 3, {}, [["set", "c.a", "next", Ref("c.b")]])
+        assert gone.outcome == "error" and "unknown object c.b" in gone.error
+    finally:
+        m.close()
+
+
+@SETTINGS
+@given(
+    edges=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7)), max_size=20),
+    rooted=st.sets(st.integers(0, 7), max_size=3),
+    cut=st.lists(st.integers(0, 19), max_size=5),
+)
+def test_gc_matches_reachability(
+    tmp_path: Path, edges: list[tuple[int, int]], rooted: set[int], cut: list[int]
+) -> None:
+    m = Machine(tmp_path / f"g{next(_counter)}", gc_threshold=1_000_000)
+    try:
+        out: dict[int, list[int]] = {n: [] for n in range(8)}
+        for a, b in edges:
+            out[a].append(b)
+        creating = [["new", "@roots", "dict", [[f"r{n}", Ref(f"c.{n}")] for n in sorted(rooted)]]]
+        creating += [["new", f"c.{n}", "list", [Ref(f"c.{t}") for t in out[n]]] for n in range(8)]
+        assert m.txn("c", 1, {}, creating).outcome == "ok"
+        cuts: list[list[Any]] = []
+        for position in sorted(set(cut), reverse=True):
+            if position < len(edges):
+                a, b = edges[position]
+                index = out[a].index(b)
+                out[a].pop(index)
+                cuts.append(["splice", f"c.{a}", index, index + 1, []])
+        m.sm.gc_threshold = 1
+        applied = m.txn("c", 2, {}, [*cuts, ["set", "@roots", "tmp", None]])
+        assert applied.outcome == "ok", applied.error
+        seen: set[int] = set()
+        stack = sorted(rooted)
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(out[n])
+        expected = {"@roots"} | {f"c.{n}" for n in seen}
+        assert set(m.objects()) == expected
+        assert set(applied.collected) == {f"c.{n}" for n in range(8)} - expected
+    finally:
+        m.close()
+
+
+def test_gc_runs_after_enough_new_nodes_even_without_drops(tmp_path: Path) -> None:
+    m = Machine(tmp_path / "sm", gc_threshold=3)
+    try:
+        assert m.txn("c", 1, {}, roots_with("l", "c.1")).outcome == "ok"  # 2 new: no GC
+        lonely = m.txn("c", 2, {}, [["new", "c.2", "dict", []], ["new", "c.3", "dict", []]])
+        assert lonely.collected == ("c.2", "c.3")
+        assert set(m.objects()) == {"@roots", "c.1"}
+    finally:
+        m.close()
+
+
+# ------------------------------------------------------------------ snapshots
+
+
+def _populate(m: Machine) -> None:
+    m.entry(EntryKind.NOOP, b"")
+    assert m.txn("c1", 1, {}, roots_with("todo", "c1.1")).outcome == "ok"
+    for seq in range(2, 40):
+        values = [f"item {seq} " + "x" * 50, (seq, Ref("c1.1"))]
+        assert m.txn("c1", seq, {}, [["extend", "c1.1", values]]).outcome == "ok"
+    assert m.request("c2", 1, kind="open").outcome == "ok"
+
+
+@pytest.mark.parametrize("chunk_bytes_max", [1, 300, 1 << 20])
+def test_snapshot_chunks_stage_install_gives_an_identical_state(
+    tmp_path: Path, chunk_bytes_max: int
+) -> None:
+    source, target = Machine(tmp_path / "source"), Machine(tmp_path / "target")
+    try:
+        _populate(source)
+        assert target.txn("other", 1, {}, roots_with("junk", "o.1")).outcome == "ok"
+        with source.env.begin() as txn:
+            chunks = list(source.sm.snapshot_chunks(txn, chunk_bytes_max))
+        if chunk_bytes_max == 1:  # one record per chunk
+            records = sum(len(source.table(n)) for n in (b"objects", b"sessions", b"sm_meta"))
+            assert len(chunks) == records
+        assert [cbor2.loads(c)[1] for c in chunks] == [False] * (len(chunks) - 1) + [True]
+        with target.env.begin(write=True) as txn:
+            for chunk in chunks:
+                target.sm.stage_chunk(txn, chunk)
+            meta = SnapshotMeta(source.index, 1, ConfState.make(["a"]))
+            target.sm.install_staged(txn, meta)
+        for name in (b"objects", b"sessions", b"sm_meta"):
+            assert target.table(name) == source.table(name), name
+        for name in (b"staging_objects", b"staging_sessions", b"staging_sm_meta"):
+            assert target.table(name) == {}
+        # Both continue identically from there.
+        target.index = source.index
+        for m in (source, target):
+            assert m.txn("c1", 40, {}, [["extend", "c1.1", ["after"]]]).outcome == "ok"
+            assert m.request("c2", 1, kind="open").outcome == "dup"
+        assert target.table(b"objects") == source.table(b"objects")
+    finally:
+        source.close()
+        target.close()
+
+
+def test_stage_chunk_rejects_garbage_and_disorder(tmp_path: Path) -> None:
+    source, target = Machine(tmp_path / "source"), Machine(tmp_path / "target")
+    try:
+        _populate(source)
+        with source.env.begin() as txn:
+            chunks = list(source.sm.snapshot_chunks(txn, 1))
+        assert len(chunks) >= 3
+        bad_chunks = [
+            b"\xff",
+            cbor2.dumps([0, True]),
+            cbor2.dumps([0, True, [["z", b"k", b"v"]]]),
+            cbor2.dumps([0, True, [["o", b"c.1", b"not a record"]]]),
+            cbor2.dumps([0, True, [["s", b"c", cbor2.dumps([1, 2])]]]),
+            cbor2.dumps([0, True, [["m", b"unknown", cbor2.dumps(1)]]]),
+        ]
+        for chunk in bad_chunks:
+            with target.env.begin(write=True) as txn, pytest.raises(ProtocolError):
+                target.sm.stage_chunk(txn, chunk)
+        with target.env.begin(write=True) as txn:
+            target.sm.stage_chunk(txn, chunks[0])
+            with pytest.raises(ProtocolError, match="out of order"):
+                target.sm.stage_chunk(txn, chunks[2])
+            with pytest.raises(AssertionError, match="not completely staged"):
+                target.sm.install_staged(txn, SnapshotMeta(source.index, 1, ConfState.make(["a"])))
+    finally:
+        source.close()
+        target.close()
+
+
+# ------------------------------------------------------------------ determinism and inspect
+
+
+@SETTINGS
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["c1", "c2"]),
+            st.integers(1, 6),
+            st.integers(0, 3),
+            st.integers(0, 3_000),
+        ),
+        max_size=25,
+    )
+)
+def test_replicas_applying_the_same_entries_are_byte_identical(
+    tmp_path: Path, steps: list[tuple[str, int, int, int]]
+) -> None:
+    n = next(_counter)
+    a = Machine(tmp_path / f"a{n}", session_ttl_ms=1_000, gc_threshold=2)
+    b = Machine(tmp_path / f"b{n}", session_ttl_ms=1_000, gc_threshold=2)
+    try:
+        for m in (a, b):
+            assert m.txn("c0", 1, {}, roots_with("l", "c0.1")).outcome == "ok"
+        for i, (client, seq, action, time_ms) in enumerate(steps):
+            if action == 0:
+                wire_ops = [["extend", "c0.1", [i]]]
+            elif action == 1:
+                wire_ops = [
+                    ["new", f"{client}.{i}", "set", [i]],
+                    ["splice", "c0.1", 0, 1, [Ref(f"{client}.{i}")]],
+                ]
+            elif action == 2:
+                wire_ops = [["splice", "c0.1", 0, 1, []]]
+            else:
+                wire_ops = [["new", f"{client}.{i}", "dict", []]]
+            body = ops.encode_txn({}, wire_ops)
+            results = [
+                m.request(client, seq, body, seq_low=max(0, seq - 2), time_ms=time_ms)
+                for m in (a, b)
+            ]
+            assert results[0] == results[1]
+        for name in (b"objects", b"sessions", b"sm_meta", b"outcomes"):
+            assert a.table(name) == b.table(name)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_node_json(machine: Machine) -> None:
+    graph = [
+        ["new", "@roots", "dict", [["top", Ref("c.top")], ["loop", Ref("c.loop")]]],
+        [
+            "new",
+            "c.top",
+            "obj",
+            [
+                "Account",
+                [
+                    ["owner", "ann"],
+                    ["tags", Ref("c.tags")],
+                    ["again", Ref("c.tags")],
+                    ["raw", b"\x01"],
+                ],
+            ],
+        ],
+        ["new", "c.tags", "set", ["b", "a", (1, 2)]],
+        ["new", "c.loop", "dict", [[1, Ref("c.loop")], ["f", float("nan")]]],
+    ]
+    assert machine.txn("c", 1, {}, graph).outcome == "ok"
+    with machine.env.begin() as txn:
+        top = machine.sm.node_json(txn, "top")
+        loop = machine.sm.node_json(txn, "loop")
+        assert machine.sm.node_json(txn, "absent") is None
+    assert top["__class__"] == "Account" and top["owner"] == "ann"
+    assert sorted(map(str, top["tags"])) == sorted(map(str, ["a", "b", [1, 2]]))
+    assert top["again"] == {"__ref__": "c.tags"}
+    assert top["raw"] == {"__bytes__": "01"}
+    assert loop == {"__items__": [[1, {"__ref__": "c.loop"}], ["f", "nan"]]}
+
+
+def test_session_record_round_trip() -> None:
+    session = sessions_module.Session(
+        last_ms=5, low=2, seqs={3: (10, "ok", ""), 2: (9, "error", "x")}
+    )
+    decoded = sessions_module.decode_session(sessions_module.encode_session(session))
+    assert decoded == session
+    with pytest.raises(ProtocolError):
+        sessions_module.decode_session(cbor2.dumps([1, 2, [[1, 2, "maybe", ""]]]))
