@@ -1,0 +1,56 @@
+"""`superstatic bench`: the benchmark suite's command line (see docs/performance.md)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from superstatic_bench import registry, settings
+from superstatic_bench.suite import Options, run
+
+DEFAULT_OUT = Path("bench-results")
+
+
+def parser() -> argparse.ArgumentParser:
+    workloads = "\n".join(f"  {w.name:<11} {w.title}" for w in registry.WORKLOADS)
+    p = argparse.ArgumentParser(
+        prog="superstatic bench",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Starts everything it needs on loopback, runs the workloads, prints tables, "
+        "writes JSON and PNG plots, and stops everything it started.",
+        epilog=f"workloads:\n{workloads}",
+    )
+    p.add_argument("--quick", action="store_true", help="short runs: about a minute in all")
+    p.add_argument("--large", action="store_true", help="also catch up after 1M objects")
+    p.add_argument("--only", default=None, help="comma-separated workloads (default: all)")
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="also run PySyncObj, Redis and etcd (pip-installs missing Python packages; "
+        "servers come from apt: redis-server, etcd-server)",
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for JSON and PNG")
+    p.add_argument("--no-plots", action="store_true", help="write no PNG")
+    p.add_argument("--keep", action="store_true", help="keep the work folder (data, logs)")
+    p.add_argument("--work-dir", type=Path, default=None, help="work folder (default: temp)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        selected = registry.select(args.only)
+    except ValueError as exc:
+        parser().error(str(exc))
+    options = Options(
+        selected=selected,
+        settings=settings.choose(args.quick, args.large),
+        out_dir=args.out,
+        peers=args.peers,
+        keep=args.keep,
+        plots=not args.no_plots,
+        command=shlex.join(["superstatic", "bench", *argv]),
+        work_dir=args.work_dir,
+    )
+    return run(options)

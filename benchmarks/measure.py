@@ -1,0 +1,76 @@
+"""One measured row: every client process runs the same operation over the same window."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from superstatic_bench.settings import Settings
+from superstatic_bench.stats import summarize_groups_us
+from superstatic_bench.systems import Deployment
+
+# Lead time between sending "run" and the common start: every client must have read it.
+START_DELAY_S = 0.3
+# Time a client gets beyond its run to answer (a stuck operation is reported, not waited on).
+TIMEOUT_S_ANSWER_MARGIN = 120.0
+
+
+def run_row(
+    deployment: Deployment, op: str, clients: int, threads: int, settings: Settings
+) -> dict[str, Any]:
+    workers = deployment.clients(clients)
+    start_at = time.time() + START_DELAY_S
+    command = {
+        "cmd": "run",
+        "op": op,
+        "threads": threads,
+        "start_at": start_at,
+        "warmup_s": settings.warmup_s,
+        "duration_s": settings.duration_s,
+        "payload_bytes": settings.payload_bytes,
+    }
+    for worker in workers:
+        worker.send(command)
+    timeout_s = START_DELAY_S + settings.warmup_s + settings.duration_s + TIMEOUT_S_ANSWER_MARGIN
+    answers = [worker.receive(timeout_s) for worker in workers]
+    return row_from_answers(
+        deployment.name, deployment.label, op, clients, threads, settings, answers
+    )
+
+
+def row_from_answers(
+    system: str,
+    label: str,
+    op: str,
+    clients: int,
+    threads: int,
+    settings: Settings,
+    answers: list[dict[str, Any]],
+) -> dict[str, Any]:
+    ops = sum(int(a["ops"]) for a in answers)
+    calls = sum(int(a["calls"]) for a in answers)
+    attempts = sum(int(a["attempts"]) for a in answers)
+    errors: dict[str, int] = {}
+    for answer in answers:
+        for name, n in answer.get("errors", {}).items():
+            errors[name] = errors.get(name, 0) + int(n)
+    groups = [(g[0], int(g[1])) for a in answers for g in a.get("groups", [])]
+    row: dict[str, Any] = {
+        "system": system,
+        "label": label,
+        "op": op,
+        "clients": clients,
+        "threads": threads,
+        "payload_bytes": settings.payload_bytes,
+        "duration_s": settings.duration_s,
+        "ops": ops,
+        "ops_per_s": ops / settings.duration_s,
+        "latency_us": summarize_groups_us(groups),
+        "errors": errors,
+    }
+    if op == "rmw":
+        row["calls"] = calls
+        row["attempts"] = attempts
+        # Conflict retries per committed read-modify-write, over the whole run (warm-up too).
+        row["retry_rate"] = (attempts - calls) / calls if calls else None
+    return row

@@ -1,0 +1,41 @@
+"""The named workloads and `--only` selection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    peers: bool = False  # peers run it too (with --peers)
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload("floors", "floors: LMDB write + fsync, ZeroMQ DEALER/ROUTER round trip"),
+    Workload("sequential", "1 client, sequential method calls on a counter", peers=True),
+    Workload("throughput", "small writes to a dict root, 1 and 3 client processes", peers=True),
+    Workload("contention", "every client read-modify-writes one object", peers=True),
+    Workload("reads", "local reads: proxies vs plain objects"),
+    Workload("nofsync", "sequential, throughput, contention with agents at --fsync off"),
+    Workload("failover", "kill -9 of the leader to the next acknowledged write"),
+    Workload("catchup", "restart of an agent after many objects were written"),
+)
+NAMES = tuple(w.name for w in WORKLOADS)
+BY_NAME = {w.name: w for w in WORKLOADS}
+# The write workloads measured on every system, in this order.
+WRITE_WORKLOADS = ("sequential", "throughput", "contention")
+
+
+def select(only: str | None) -> list[str]:
+    """Workload names to run, in suite order: all, or those named (comma-separated)."""
+    if only is None or not only.strip():
+        return list(NAMES)
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    unknown = [w for w in wanted if w not in BY_NAME]
+    if unknown:
+        raise ValueError(
+            f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}"
+        )
+    return [name for name in NAMES if name in wanted]

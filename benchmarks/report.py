@@ -1,0 +1,185 @@
+"""Text tables of a run's results (what the terminal shows and docs/performance.md quotes)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool = False) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        padded = [cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        lines.append(("| " + " | ".join(padded) + " |") if markdown else "  ".join(padded))
+        if n == 0:
+            rule = ["-" * w for w in widths]
+            lines.append(("| " + " | ".join(rule) + " |") if markdown else "  ".join(rule))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def us(value: Any) -> str:
+    if value is None:
+        return "-"
+    v = float(value)
+    return f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.0f} us"
+
+
+def rate(value: Any) -> str:
+    return "-" if value is None else f"{float(value):,.0f}"
+
+
+def _write_rows(rows: list[dict[str, Any]], markdown: bool) -> str:
+    headers = [
+        "system",
+        "op",
+        "clients",
+        "threads",
+        "ops/s",
+        "p50",
+        "p99",
+        "max",
+        "retries/op",
+        "errors",
+    ]
+    body = []
+    for r in rows:
+        lat = r.get("latency_us", {})
+        retry = r.get("retry_rate")
+        errors = ", ".join(f"{k}={v}" for k, v in r.get("errors", {}).items()) or "-"
+        body.append(
+            [
+                r["label"],
+                r["op"],
+                r["clients"],
+                r["threads"],
+                rate(r["ops_per_s"]),
+                us(lat.get("p50")),
+                us(lat.get("p99")),
+                us(lat.get("max")),
+                "-" if retry is None else f"{retry:.2f}",
+                errors,
+            ]
+        )
+    return table(headers, body, markdown)
+
+
+def render(results: dict[str, Any], markdown: bool = False) -> str:
+    parts: list[str] = []
+    workloads = results.get("workloads", {})
+
+    def section(title: str, text: str) -> None:
+        parts.append(f"### {title}\n\n{text}\n" if markdown else f"== {title}\n{text}\n")
+
+    floors = workloads.get("floors")
+    if floors:
+        rows = [
+            [name, us(f.get("p50")), us(f.get("p99")), us(f.get("max")), int(f.get("count", 0))]
+            for name, f in (
+                ("LMDB 100 B put + env.sync (one fsync)", floors.get("lmdb_fsync_us", {})),
+                ("file write 100 B + fdatasync", floors.get("fdatasync_us", {})),
+                ("ZeroMQ DEALER/ROUTER round trip, tcp", floors.get("zmq_rtt_us", {})),
+            )
+        ]
+        section("floors", table(["floor", "p50", "p99", "max", "samples"], rows, markdown))
+    for name, title in (
+        ("sequential", "sequential calls (1 client, 1 caller)"),
+        ("throughput", "throughput: small writes to a dict root"),
+        ("contention", "contention: read-modify-write of one object"),
+        ("nofsync", "superstatic with --fsync off (not durable)"),
+    ):
+        rows = workloads.get(name, {}).get("rows")
+        if rows:
+            section(title, _write_rows(rows, markdown))
+    reads = workloads.get("reads")
+    if reads and reads.get("rows"):
+        rows = [
+            [r["read"], f"{r['plain_ns']:.1f}", f"{r['shared_ns']:.1f}", f"{r['ratio']:.1f}x"]
+            for r in reads["rows"]
+        ]
+        section(
+            "local reads (ns per read, loop overhead subtracted)",
+            table(["read", "plain ns", "shared ns", "ratio"], rows, markdown),
+        )
+    failover = workloads.get("failover")
+    if failover and failover.get("rounds"):
+        rows = [
+            [
+                i + 1,
+                r["killed"],
+                r["new_leader"],
+                "no write acked" if r["failover_s"] is None else f"{r['failover_s'] * 1000:.0f} ms",
+                ", ".join(f"{k}={v}" for k, v in r.get("errors", {}).items()) or "-",
+            ]
+            for i, r in enumerate(failover["rounds"])
+        ]
+        med = failover.get("failover_s_median")
+        text = table(
+            ["round", "killed", "new leader", "kill -> next ack", "client errors"], rows, markdown
+        )
+        text += f"\nmedian: {'-' if med is None else f'{med * 1000:.0f} ms'}"
+        section("failover (kill -9 of the leader)", text)
+    catchup = workloads.get("catchup")
+    if catchup and catchup.get("sizes"):
+        rows = [
+            [
+                s["objects"],
+                rate(s["load"]["objects_per_s"]),
+                f"{s['catch_up_s']:.2f} s",
+                f"{s['app_load_s']:.2f} s",
+                f"{s['disk']['allocated_bytes'] / 1e6:.1f} MB",
+                f"{s['agent_bytes_per_object']:.0f} B",
+                f"{s['app_bytes_per_object']:.0f} B",
+            ]
+            for s in catchup["sizes"]
+        ]
+        section(
+            "catch-up of a restarted agent",
+            table(
+                [
+                    "objects",
+                    "written/s",
+                    "agent caught up",
+                    "app loaded via it",
+                    "agent disk",
+                    "agent RSS/object",
+                    "app RSS/object",
+                ],
+                rows,
+                markdown,
+            ),
+        )
+    targets = results.get("targets")
+    if targets:
+        rows = []
+        for t in targets:
+            met = {True: "met", False: "NOT met", None: "-"}[t["met"]]
+            fmt = us if t["unit"] == "us" else (rate if t["unit"] == "writes/s" else _plain)
+            gap = "-" if t["gap"] is None else f"{t['gap']:.2f}"
+            rows.append(
+                [
+                    t["target"],
+                    fmt(t["measured"]),
+                    fmt(t["goal"]),
+                    met,
+                    gap if t["met"] is not None else t["note"],
+                ]
+            )
+        section(
+            "targets (gap: measured/goal for at-most goals, goal/measured for at-least; <= 1 met)",
+            table(["target", "measured", "goal", "result", "gap"], rows, markdown),
+        )
+    notes = results.get("notes", [])
+    skipped = results.get("skipped", {})
+    if notes or skipped:
+        lines = [f"- {n}" for n in notes] + [f"- skipped {k}: {v}" for k, v in skipped.items()]
+        section("notes", "\n".join(lines))
+    return "\n".join(parts)
+
+
+def _plain(value: Any) -> str:
+    if value is None:
+        return "-"
+    v = float(value)
+    return f"{v:.3g}"

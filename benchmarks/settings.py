@@ -1,0 +1,48 @@
+"""How long and how hard each workload runs: the full suite, `--quick`, and `--large`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration_s: float = 10.0  # measurement window of one throughput/latency row
+    warmup_s: float = 1.0  # run before the window opens; its operations are not counted
+    threads: int = 16  # concurrent callers per client process (throughput)
+    threads_contention: int = 4  # callers per client process on the one hot object
+    payload_bytes: int = 100  # value size of every small write, for every system
+    client_counts: tuple[int, ...] = (1, 3)  # client processes (one per agent/member)
+    failover_repeats: int = 5
+    failover_threads: int = 4
+    catchup_objects: tuple[int, ...] = (100_000,)
+    catchup_batch: int = 1_000  # objects per transaction while loading
+    read_loops: int = 1_000_000  # reads per timing of one read kind
+    read_repeats: int = 5  # timings per read kind; the best counts (least disturbed)
+    floor_ops: int = 2_000  # fsync commits / ZeroMQ round trips per floor
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FULL = Settings()
+QUICK = Settings(
+    duration_s=2.0,
+    warmup_s=0.5,
+    threads=8,
+    threads_contention=4,
+    failover_repeats=2,
+    failover_threads=2,
+    catchup_objects=(5_000,),
+    read_loops=200_000,
+    read_repeats=3,
+    floor_ops=300,
+)
+
+
+def choose(quick: bool, large: bool) -> Settings:
+    base = QUICK if quick else FULL
+    if large:
+        return replace(base, catchup_objects=(*base.catchup_objects, 1_000_000))
+    return base

@@ -1,0 +1,117 @@
+"""Systems under test, started on loopback, and their client processes.
+
+A *cluster* object starts a system's servers (`start()`), tells each client process which
+endpoints to use (`endpoints(i)`), and is stopped by `close()`. A `Deployment` pairs it with
+the client processes of the suite (one `superstatic_bench.client` worker per client, started on
+first use and reused by every later measurement of that system) and stops all of them by PID.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+from superstatic_bench.procs import ProcessGroup, Worker
+
+from superstatic.localcluster import LocalCluster
+
+AGENTS = 3
+TIMEOUT_S_CLIENT_OPEN = 120.0
+TIMEOUT_S_LEADER = 60.0
+# Agent flag of the labelled non-default mode (docs/agent.md): commit without fsync.
+FSYNC_OFF_ARGS = ("--fsync", "off")
+
+
+class Cluster(Protocol):
+    name: str
+    label: str
+    notes: tuple[str, ...]
+
+    def start(self) -> None: ...
+    def endpoints(self, client_index: int) -> list[str]: ...
+
+
+class SuperstaticCluster:
+    """3 agents from superstatic.localcluster (real processes, stopped by PID in close())."""
+
+    def __init__(self, base_dir: Path, fsync: bool = True) -> None:
+        self.fsync = fsync
+        self.name = "superstatic" if fsync else "superstatic-nofsync"
+        self.label = "superstatic x3" if fsync else "superstatic x3 (--fsync off)"
+        self.notes: tuple[str, ...] = (
+            ()
+            if fsync
+            else ("superstatic --fsync off: a labelled, non-default agent mode; not durable",)
+        )
+        args = () if fsync else FSYNC_OFF_ARGS
+        self.local = LocalCluster(base_dir / self.name, size=AGENTS, agent_args=list(args))
+
+    def start(self) -> None:
+        self.local.start()
+        self.leader = self.local.leader(TIMEOUT_S_LEADER)
+
+    def endpoints(self, client_index: int) -> list[str]:
+        # Client i prefers agent i (one client per agent), and may fail over to the others.
+        ends = self.local.client_endpoints()
+        first = client_index % len(ends)
+        return ends[first:] + ends[:first]
+
+    def close(self) -> None:
+        self.local.close()
+
+
+def client_args(
+    system: str, endpoints: list[str], index: int, options: dict[str, Any]
+) -> list[str]:
+    return [
+        "-m", "superstatic_bench.client",
+        "--system", system,
+        "--endpoints", ",".join(endpoints),
+        "--index", str(index),
+        "--options", json.dumps(options),
+    ]  # fmt: skip
+
+
+class Deployment:
+    def __init__(self, cluster: Any, system: str, group: ProcessGroup) -> None:
+        self.cluster = cluster
+        self.system = system  # the driver name the client processes load
+        self.group = group
+        self.workers: list[Worker] = []
+        self.open_s: list[float] = []
+
+    @property
+    def name(self) -> str:
+        return str(self.cluster.name)
+
+    @property
+    def label(self) -> str:
+        return str(self.cluster.label)
+
+    def clients(self, count: int) -> list[Worker]:
+        if getattr(self.cluster, "clients_are_members", False):
+            nodes: list[Worker] = self.cluster.nodes
+            assert count <= len(nodes), (count, len(nodes))
+            return nodes[:count]
+        while len(self.workers) < count:
+            index = len(self.workers)
+            args = client_args(self.system, self.cluster.endpoints(index), index, {})
+            worker = self.group.start_worker(f"{self.name}-client-{index}", args)
+            ready = worker.receive(TIMEOUT_S_CLIENT_OPEN)
+            self.open_s.append(float(ready.get("open_s", 0.0)))
+            worker.call({"cmd": "prepare"}, TIMEOUT_S_CLIENT_OPEN)
+            self.workers.append(worker)
+        return self.workers[:count]
+
+    def close(self) -> None:
+        try:
+            for worker in self.workers:
+                self.group.stop(worker.process)
+            nodes = getattr(self.cluster, "nodes", [])
+            for node in nodes:
+                self.group.stop(node.process)
+        finally:
+            close = getattr(self.cluster, "close", None)
+            if close is not None:
+                close()

@@ -1,0 +1,170 @@
+"""The targets of the suite, judged on the numbers of one run: reported, never asserted.
+
+Each target says what was measured, the goal it is held against, whether it was met, and the
+gap: measured / goal for "at most" goals, goal / measured for "at least" goals (below 1.0 means
+met with that much room; above 1.0 means missed by that factor).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# ZeroMQ round trips on the shortest path of a sequential call: app -> agent, and the leader's
+# AppendEntries to a follower and back (the app's agent being the leader).
+FLOOR_ROUND_TRIPS = 2
+FLOOR_FACTOR_MAX = 3.0
+ETCD_THROUGHPUT_FACTOR = 2.0
+READ_RATIO_MAX = 2.0
+FAILOVER_S_MAX = 1.0
+
+
+def _row(
+    results: dict[str, Any], workload: str, system: str, **match: Any
+) -> dict[str, Any] | None:
+    rows = results.get("workloads", {}).get(workload, {}).get("rows", [])
+    for row in rows:
+        if row.get("system") == system and all(row.get(k) == v for k, v in match.items()):
+            return dict(row)
+    return None
+
+
+def _p50_us(row: dict[str, Any] | None) -> float | None:
+    if row is None:
+        return None
+    value = row.get("latency_us", {}).get("p50")
+    return float(value) if value is not None else None
+
+
+def _target(
+    name: str,
+    measured: float | None,
+    goal: float | None,
+    unit: str,
+    at_most: bool,
+    why_missing: str = "",
+) -> dict[str, Any]:
+    if measured is None or goal is None or goal <= 0:
+        return {
+            "target": name,
+            "measured": None,
+            "goal": None,
+            "unit": unit,
+            "met": None,
+            "gap": None,
+            "note": why_missing or "not measured in this run",
+        }
+    met = measured <= goal if at_most else measured >= goal
+    gap = measured / goal if at_most else (goal / measured if measured > 0 else float("inf"))
+    return {
+        "target": name,
+        "measured": measured,
+        "goal": goal,
+        "unit": unit,
+        "met": met,
+        "gap": gap if gap != float("inf") else None,
+        "note": "",
+    }
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    seq = _p50_us(_row(results, "sequential", "superstatic"))
+    etcd_seq = _p50_us(_row(results, "sequential", "etcd"))
+    out.append(
+        _target(
+            "sequential call p50 < etcd put p50 (us)",
+            seq,
+            etcd_seq,
+            "us",
+            True,
+            "needs --peers with etcd and the sequential workload",
+        )
+    )
+    floors = results.get("workloads", {}).get("floors", {})
+    fsync = floors.get("lmdb_fsync_us", {}).get("p50")
+    rtt = floors.get("zmq_rtt_us", {}).get("p50")
+    floor = fsync + FLOOR_ROUND_TRIPS * rtt if fsync is not None and rtt is not None else None
+    out.append(
+        _target(
+            f"sequential call p50 <= {FLOOR_FACTOR_MAX:g} x (fsync + {FLOOR_ROUND_TRIPS} ZeroMQ "
+            "round trips) (us)",
+            seq,
+            FLOOR_FACTOR_MAX * floor if floor is not None else None,
+            "us",
+            True,
+            "needs the floors and sequential workloads",
+        )
+    )
+    ours = _row(results, "throughput", "superstatic", clients=3)
+    ours_tps = float(ours["ops_per_s"]) if ours else None
+    etcd = _row(results, "throughput", "etcd", clients=3)
+    out.append(
+        _target(
+            f"throughput, 3 clients >= {ETCD_THROUGHPUT_FACTOR:g} x etcd (writes/s)",
+            ours_tps,
+            ETCD_THROUGHPUT_FACTOR * float(etcd["ops_per_s"]) if etcd else None,
+            "writes/s",
+            False,
+            "needs --peers with etcd and the throughput workload",
+        )
+    )
+    pso = _row(results, "throughput", "pysyncobj", clients=3)
+    out.append(
+        _target(
+            "throughput, 3 clients >= PySyncObj (no fsync) (writes/s)",
+            ours_tps,
+            float(pso["ops_per_s"]) if pso else None,
+            "writes/s",
+            False,
+            "needs --peers with pysyncobj and the throughput workload",
+        )
+    )
+    nofsync = _row(results, "nofsync", "superstatic-nofsync", op="write", clients=3)
+    if nofsync is not None and pso is not None:
+        out.append(
+            _target(
+                "throughput, 3 clients, both without fsync >= PySyncObj (writes/s)",
+                float(nofsync["ops_per_s"]),
+                float(pso["ops_per_s"]),
+                "writes/s",
+                False,
+            )
+        )
+    reads = results.get("workloads", {}).get("reads", {}).get("rows", [])
+    if not reads:
+        out.append(
+            _target(
+                f"proxied read <= {READ_RATIO_MAX:g} x plain read (ns)",
+                None,
+                None,
+                "ns",
+                True,
+                "needs the reads workload",
+            )
+        )
+    for row in reads:
+        out.append(
+            _target(
+                f"proxied read {row['read']} <= {READ_RATIO_MAX:g} x plain (ns)",
+                float(row["shared_ns"]),
+                READ_RATIO_MAX * max(float(row["plain_ns"]), 0.1),
+                "ns",
+                True,
+            )
+        )
+    failover = results.get("workloads", {}).get("failover", {})
+    median_s = failover.get("failover_s_median")
+    missing = "needs the failover workload"
+    if failover and median_s is None:
+        missing = "most rounds had no acknowledged write within the window"
+    out.append(
+        _target(
+            f"failover median < {FAILOVER_S_MAX:g} s",
+            median_s,
+            FAILOVER_S_MAX if median_s is not None else None,
+            "s",
+            True,
+            missing,
+        )
+    )
+    return out

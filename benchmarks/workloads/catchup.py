@@ -1,0 +1,142 @@
+"""Workload 6: catch-up of an agent restarted after many objects were written.
+
+A 3-agent cluster; one follower is stopped; a client writes N objects (each a small dict, a
+node of its own) through the two others; the follower is restarted. Reported:
+* the time from its restart until it has applied everything the leader had committed (the
+  agent serves reads from then on), and until a fresh app connected only to it has loaded all
+  N objects (connect, sync, read);
+* its LMDB bytes on disk (allocated blocks, the data file's apparent size);
+* memory per stored object: the agent's resident memory after catch-up minus before the
+  writes, and the app's resident memory after loading minus before connecting, each over N.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from superstatic_bench.procs import ProcessGroup
+from superstatic_bench.progress import Progress
+from superstatic_bench.settings import Settings
+from superstatic_bench.systems import TIMEOUT_S_LEADER, Deployment, SuperstaticCluster
+
+TIMEOUT_S_LOAD = 3600.0
+TIMEOUT_S_CATCH_UP = 3600.0
+TIMEOUT_S_ATTACH = 3600.0
+POLL_S = 0.05
+DISK_FILES_MAX = 10_000
+
+
+def process_rss(pid: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                out[key] = int(rest.split()[0]) * 1024
+    return out
+
+
+def disk_usage(path: Path) -> dict[str, int]:
+    """Allocated bytes (blocks) and apparent bytes of every file under `path`."""
+    allocated = apparent = files = 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            files += 1
+            if files > DISK_FILES_MAX:
+                raise RuntimeError(f"more than DISK_FILES_MAX={DISK_FILES_MAX} files in {path}")
+            st = os.stat(os.path.join(root, name))
+            allocated += st.st_blocks * 512
+            apparent += st.st_size
+    return {"allocated_bytes": allocated, "apparent_bytes": apparent}
+
+
+def one_size(
+    group: ProcessGroup, base_dir: Path, count: int, settings: Settings, progress: Progress
+) -> dict[str, Any]:
+    cluster = SuperstaticCluster(base_dir / f"catchup-{count}")
+    deployment = Deployment(cluster, "superstatic", group)
+    try:
+        cluster.start()
+        local = cluster.local
+        leader = local.leader(TIMEOUT_S_LEADER)
+        lagging = next(i for i in local.voter_ids if i != leader)
+        spec = local.agents[lagging]
+        assert spec.pid is not None
+        rss_agent_before = process_rss(spec.pid)
+        local.stop(lagging)
+        with progress.step(f"catch-up: write {count} objects, agent {lagging} stopped") as shown:
+            (writer,) = deployment.clients(1)
+            loaded = writer.call(
+                {"cmd": "load", "count": count, "batch": settings.catchup_batch}, TIMEOUT_S_LOAD
+            )
+            shown["result"] = f"{loaded['objects_per_s']:.0f} objects/s"
+        leader = local.leader(TIMEOUT_S_LEADER)
+        target = int(local.status(leader)["commit"])
+        with progress.step(f"catch-up: restart agent {lagging}") as shown:
+            restarted = time.monotonic()
+            local.start_agent(lagging)
+            deadline = restarted + TIMEOUT_S_CATCH_UP
+            caught_up_s: float | None = None
+            while time.monotonic() < deadline:
+                try:
+                    status = local.status(lagging, timeout_ms=1000)
+                    if int(status["applied"]) >= target:
+                        caught_up_s = time.monotonic() - restarted
+                        break
+                except Exception:
+                    pass  # not answering yet
+                time.sleep(POLL_S)
+            assert caught_up_s is not None, f"agent {lagging} not caught up: {local.logs()}"
+            shown["result"] = f"{caught_up_s:.2f} s"
+        agent_status = local.status(lagging)
+        spec = local.agents[lagging]
+        assert spec.pid is not None
+        rss_agent_after = process_rss(spec.pid)
+        with progress.step(f"catch-up: an app loads {count} objects through agent {lagging}"):
+            app = group.start_worker(
+                f"catchup-app-{count}", ["-m", "superstatic_bench.client", "--system", "none"]
+            )
+            app.receive(TIMEOUT_S_ATTACH)
+            attached = app.call(
+                {"cmd": "attach", "endpoints": [spec.client_endpoint], "expect": count},
+                TIMEOUT_S_ATTACH,
+            )
+            group.stop(app.process)
+        disk = disk_usage(spec.data_dir)
+    finally:
+        deployment.close()
+    app_delta = attached["rss_after"]["VmRSS"] - attached["rss_before"]["VmRSS"]
+    agent_delta = rss_agent_after["VmRSS"] - rss_agent_before["VmRSS"]
+    agent_anon_delta = rss_agent_after["RssAnon"] - rss_agent_before["RssAnon"]
+    return {
+        "objects": count,
+        "load": loaded,
+        "agent": lagging,
+        "catch_up_s": caught_up_s,
+        "app_load_s": attached["seconds"],
+        "app_found": attached["found"],
+        "app_last_ok": attached["last_ok"],
+        "disk": disk,
+        "status_disk_bytes": agent_status.get("disk_bytes"),
+        "agent_rss_before": rss_agent_before,
+        "agent_rss_after": rss_agent_after,
+        "agent_bytes_per_object": agent_delta / count,
+        "agent_anon_bytes_per_object": agent_anon_delta / count,
+        "app_rss_before": attached["rss_before"],
+        "app_rss_after": attached["rss_after"],
+        "app_bytes_per_object": app_delta / count,
+    }
+
+
+def run(
+    group: ProcessGroup, base_dir: Path, settings: Settings, progress: Progress
+) -> dict[str, Any]:
+    return {
+        "sizes": [
+            one_size(group, base_dir, count, settings, progress)
+            for count in settings.catchup_objects
+        ]
+    }

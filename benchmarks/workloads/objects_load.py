@@ -1,0 +1,59 @@
+"""Client side of the catch-up workload (workload 6): write many objects; attach and load them.
+
+* `load`: writes `count` objects, each a small dict (a node of its own) stored under its own key
+  of one root dict, `batch` objects per transaction.
+* `attach`: connects this (so far unconnected) process to the given agents, syncs, and reads
+  the root: the time until an app served by that agent sees every object, and the resident
+  memory the replica took (per object).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from superstatic_bench.client import rss_bytes
+
+import superstatic
+
+OBJECTS_ROOT = "bench.objects"
+# Objects per transaction: the library bounds one transaction to TXN_NEW_NODES_MAX (100 000).
+BATCH_MAX = 10_000
+COUNT_MAX = 10_000_000
+
+
+def load_objects(command: dict[str, Any]) -> dict[str, Any]:
+    count = int(command["count"])
+    batch = int(command["batch"])
+    if not 1 <= batch <= BATCH_MAX:
+        raise ValueError(f"batch={batch} outside 1..BATCH_MAX={BATCH_MAX}")
+    if not 1 <= count <= COUNT_MAX:
+        raise ValueError(f"count={count} outside 1..COUNT_MAX={COUNT_MAX}")
+    objects = superstatic.root(OBJECTS_ROOT, dict)
+    began = time.perf_counter()
+    for first in range(0, count, batch):
+        with superstatic.transaction():
+            for i in range(first, min(first + batch, count)):
+                objects[f"o{i}"] = {"i": i, "name": f"object {i}"}
+    elapsed = time.perf_counter() - began
+    return {"count": count, "batch": batch, "seconds": elapsed, "objects_per_s": count / elapsed}
+
+
+def attach(command: dict[str, Any]) -> dict[str, Any]:
+    endpoints = list(command["endpoints"])
+    expect = int(command["expect"])
+    before = rss_bytes()
+    began = time.perf_counter()
+    superstatic.connect(endpoints)  # connects and syncs (a ReadIndex barrier)
+    objects = superstatic.root(OBJECTS_ROOT, dict)
+    found = len(objects)
+    last = objects.get(f"o{expect - 1}")
+    seconds = time.perf_counter() - began
+    after = rss_bytes()
+    return {
+        "seconds": seconds,
+        "found": found,
+        "last_ok": last is not None and last["i"] == expect - 1,
+        "rss_before": before,
+        "rss_after": after,
+    }
