@@ -300,14 +300,17 @@ def test_hostile_payloads_give_error_outcomes(tmp_path: Path, data: bytes) -> No
 
 _counter = itertools.count()
 
-_oids = st.sampled_from(["@roots", "c.1", "c.2", "c.3", "x" * 200, "", 7])
+# Mostly plausible ids and values (so ops reach the apply path), sometimes garbage.
+_valid_oids = ["@roots", "c.1", "c.2", "c.3", "c.9"]
+_oids = st.sampled_from([*_valid_oids, *_valid_oids, *_valid_oids, "x" * 200, "", 7])
 _wire_values = st.one_of(
     st.none(),
     st.integers(-5, 5),
     st.text(max_size=3),
-    st.builds(Ref, _oids.filter(lambda o: isinstance(o, str) and o)),
-    st.lists(st.integers(), max_size=2),
+    st.builds(Ref, st.sampled_from([*_valid_oids, "ghost.1"])),
+    st.tuples(st.integers(0, 2), st.builds(Ref, st.sampled_from(_valid_oids))),
     st.frozensets(st.integers(0, 3), max_size=2),
+    st.lists(st.integers(), max_size=2),  # not a wire value
 )
 _hostile_ops = st.lists(
     st.one_of(
@@ -316,7 +319,9 @@ _hostile_ops = st.lists(
             _oids,
             st.sampled_from(["dict", "list", "set", "obj", "tree"]),
             st.one_of(
-                st.lists(_wire_values, max_size=3), st.just(["C", [["a", 1]]]), st.just([["k", 1]])
+                st.lists(_wire_values, max_size=3),
+                st.just(["C", [["a", 1]]]),
+                st.lists(st.tuples(_wire_values, _wire_values).map(list), max_size=2),
             ),
         ).map(list),
         st.tuples(st.sampled_from(["set", "del"]), _oids, _wire_values, _wire_values).map(
@@ -330,17 +335,61 @@ _hostile_ops = st.lists(
             st.lists(_wire_values, max_size=2),
         ).map(list),
         st.tuples(
-            st.sampled_from(["extend", "add", "discard", "clear", "bogus"]),
+            st.sampled_from(["extend", "add", "discard", "bogus"]),
             _oids,
             st.lists(_wire_values, max_size=3),
         ).map(list),
+        st.tuples(st.just("clear"), _oids).map(list),
+    ),
+    max_size=6,
+)
+# Well-formed ops only (each passes ops.check_op): they reach apply, where they may still not
+# fit their node (wrong kind, out of range, unknown or existing ids).
+_good_oid = st.sampled_from(_valid_oids)
+_good_value = st.one_of(
+    st.none(),
+    st.integers(-5, 5),
+    st.text(max_size=3),
+    st.builds(Ref, _good_oid),
+    st.tuples(st.integers(0, 2), st.builds(Ref, _good_oid)),
+)
+_plausible_ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("new"),
+            _good_oid,
+            st.sampled_from(["list", "set"]),
+            st.lists(_good_value, max_size=3),
+        ).map(list),
+        st.tuples(
+            st.just("new"),
+            _good_oid,
+            st.just("dict"),
+            st.lists(st.tuples(_good_value, _good_value).map(list), max_size=2),
+        ).map(list),
+        st.tuples(st.just("set"), _good_oid, _good_value, _good_value).map(list),
+        st.tuples(st.just("del"), _good_oid, _good_value).map(list),
+        st.tuples(
+            st.integers(0, 3), st.integers(0, 3), _good_oid, st.lists(_good_value, max_size=2)
+        )
+        .filter(lambda t: t[0] <= t[1])
+        .map(lambda t: ["splice", t[2], t[0], t[1], t[3]]),
+        st.tuples(
+            st.sampled_from(["extend", "add", "discard"]),
+            _good_oid,
+            st.lists(_good_value, max_size=3),
+        ).map(list),
+        st.tuples(st.just("clear"), _good_oid).map(list),
     ),
     max_size=6,
 )
 
 
 @SETTINGS
-@given(wire_ops=_hostile_ops, reads=st.dictionaries(_oids, st.integers(-1, 3), max_size=2))
+@given(
+    wire_ops=st.one_of(_hostile_ops, _plausible_ops, _plausible_ops),
+    reads=st.one_of(st.just({}), st.dictionaries(_oids, st.integers(-1, 3), max_size=2)),
+)
 def test_hostile_transactions_never_raise_and_are_all_or_nothing(
     tmp_path: Path, wire_ops: list[Any], reads: dict[Any, int]
 ) -> None:
