@@ -156,6 +156,7 @@ class Connection:
         timeout_ms_resend: int = TIMEOUT_MS_RESEND_DEFAULT,
         ping_interval_ms: int = PING_INTERVAL_MS_DEFAULT,
         requests_pending_max: int = REQUESTS_PENDING_MAX,
+        timeout_ms_close: int = TIMEOUT_MS_CLOSE,
     ) -> None:
         if not endpoints:
             raise Error("no agent endpoint given; pass e.g. ['tcp://127.0.0.1:7501']")
@@ -177,6 +178,7 @@ class Connection:
         self.timeout_ms_resend = timeout_ms_resend
         self.ping_interval_ms = ping_interval_ms
         self.requests_pending_max = requests_pending_max
+        self.timeout_ms_close = timeout_ms_close
 
         # Shared between callers and the I/O thread.
         self._lock = threading.Lock()
@@ -252,13 +254,13 @@ class Connection:
             request = _Request(
                 op="propose",
                 future=Future(),
-                deadline=time.monotonic() + TIMEOUT_MS_CLOSE / 1000,
+                deadline=time.monotonic() + self.timeout_ms_close / 1000,
                 kind="close",
                 internal=True,
             )
             if self._enqueue(request, bounded=False):
                 with contextlib.suppress(Exception):
-                    request.future.result(timeout=TIMEOUT_MS_CLOSE / 1000 + 1)
+                    request.future.result(timeout=self.timeout_ms_close / 1000 + 1)
         with self._lock:
             self._closing = True
         self._wake()

@@ -223,6 +223,7 @@ def connect(
 ) -> tuple[Connection, RecordingReplica]:
     replica = RecordingReplica()
     kw.setdefault("timeout_ms_request", 20_000)
+    kw.setdefault("timeout_ms_close", 300)  # peers that swallow proposals would hold close()
     conn = Connection(endpoints, replica, **kw)
     connections.append(conn)
     return conn, replica
