@@ -1,0 +1,319 @@
+"""Load generator: commit throughput, commit latency and failover time of a local cluster.
+
+    python -m superstatic_agent.loadgen --clients N --seconds S [--window W] [--fsync on|off]
+        [--failovers K] [--json]
+
+Starts a LocalCluster of three agents in a temporary folder, has N client threads (each its own
+DEALER and client session) propose small transactions to the leader's agent with up to W
+requests in flight each, and reports entries/s and p50/p99 latency from send to REPLY (the
+entry is then committed by a quorum, durable, and applied at that agent). With --failovers K it
+then kill -9s the leader K times and measures the time from the kill to the next acknowledged
+commit through the survivors. A benchmark reports numbers; it never fails on a slow machine.
+
+`RawClient` is a minimal synchronous client of the wire protocol, also used by the cluster
+tests (tests/cluster/test_agent.py) to speak to agents without the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from superstatic import codec, ops, wire
+from superstatic.errors import ProtocolError, Unavailable
+from superstatic.localcluster import LocalCluster
+
+TIMEOUT_MS_RAW_DEFAULT = 10_000
+# Frames a RawClient skips while waiting for one answer (stream frames, stale answers).
+FRAMES_SKIPPED_MAX = 100_000
+# Keys each load client cycles through in its dict: constant-size records whatever the run.
+LOAD_KEYS = 4
+# Attempts to learn the post-failover commit before giving up on one measurement.
+FAILOVER_ATTEMPTS_MAX = 10_000
+TIMEOUT_MS_FAILOVER_ATTEMPT = 300
+
+
+class AgentError(Exception):
+    """The agent answered ERROR; `code` is the wire error code."""
+
+    def __init__(self, code: str, message: str, leader: str | None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.leader = leader
+
+
+class RawClient:
+    """One DEALER, one client session: synchronous requests and pipelined proposals."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        client_id: str | None = None,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.client_id = client_id or secrets.token_hex(16)
+        self.sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.next_seq = 1
+        self._req_ids = itertools.count(1)
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+    def send(self, frame_type: wire.FrameType, body: dict[str, Any]) -> int:
+        req_id = next(self._req_ids)
+        self.sock.send(wire.encode(frame_type, req_id, body))
+        return req_id
+
+    def recv(self, timeout_ms: int) -> wire.Frame | None:
+        if not self.sock.poll(timeout_ms, zmq.POLLIN):
+            return None
+        return wire.decode(self.sock.recv(), wire.AGENT_TO_CLIENT)
+
+    def wait(self, req_id: int, timeout_ms: int = TIMEOUT_MS_RAW_DEFAULT) -> dict[str, Any]:
+        """The REPLY body for req_id; AgentError on ERROR, Unavailable on timeout."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        for _ in range(FRAMES_SKIPPED_MAX):
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            frame = self.recv(max(0, left_ms)) if left_ms > 0 else None
+            if frame is None:
+                raise Unavailable(
+                    f"{self.endpoint} did not answer request {req_id} in {timeout_ms} ms",
+                    outcome_known=False,
+                )
+            if frame.req_id != req_id:
+                continue
+            if frame.type is wire.FrameType.ERROR:
+                body = frame.body
+                raise AgentError(
+                    str(body.get("code")), str(body.get("message")), body.get("leader")
+                )
+            return frame.body
+        raise ProtocolError(f"no answer to {req_id} among {FRAMES_SKIPPED_MAX} frames")
+
+    def request(
+        self,
+        frame_type: wire.FrameType,
+        body: dict[str, Any] | None = None,
+        timeout_ms: int = TIMEOUT_MS_RAW_DEFAULT,
+    ) -> dict[str, Any]:
+        return self.wait(self.send(frame_type, body or {}), timeout_ms)
+
+    def propose_body(
+        self, body: bytes, seq: int, kind: str = "txn", seq_low: int | None = None
+    ) -> dict[str, Any]:
+        """A PROPOSE body. seq_low (default: seq) tells the agent every lower seq was answered,
+        so the session forgets them: without it the session record grows with every request."""
+        low = seq if seq_low is None else seq_low
+        return {"client": self.client_id, "seq": seq, "seq_low": low, "kind": kind, "body": body}
+
+    def take_seq(self) -> int:
+        seq = self.next_seq
+        self.next_seq += 1
+        return seq
+
+    def propose(
+        self,
+        body: bytes,
+        *,
+        seq: int | None = None,
+        kind: str = "txn",
+        timeout_ms: int = TIMEOUT_MS_RAW_DEFAULT,
+    ) -> dict[str, Any]:
+        """Proposes one entry and waits for its REPLY (index, outcome, error, dup)."""
+        seq = self.take_seq() if seq is None else seq
+        req_id = self.send(wire.FrameType.PROPOSE, self.propose_body(body, seq, kind))
+        return self.wait(req_id, timeout_ms)
+
+
+# -- transaction bodies -----------------------------------------------------------------------
+
+
+def txn_create_roots(names_kinds: dict[str, str]) -> bytes:
+    """Creates the root table and one empty node per name, bound as roots (oid = the name)."""
+    new_ops: list[list[Any]] = [["new", "@roots", "dict", []]]
+    for name, kind in names_kinds.items():
+        new_ops.append(["new", f"n.{name}", kind, [] if kind != "obj" else ["X", []]])
+        new_ops.append(["set", "@roots", name, codec.Ref(f"n.{name}")])
+    return ops.encode_txn({}, new_ops)
+
+
+def txn_extend(name: str, values: list[Any]) -> bytes:
+    """Appends to the list root `name` (blind: no read version, never conflicts)."""
+    return ops.encode_txn({}, [["extend", f"n.{name}", values]])
+
+
+def txn_set(name: str, key: Any, value: Any) -> bytes:
+    return ops.encode_txn({}, [["set", f"n.{name}", key, value]])
+
+
+# -- the load ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ClientResult:
+    acknowledged: int = 0
+    refused: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+def run_client(endpoint: str, name: str, window: int, stop_at: float, result: ClientResult) -> None:
+    """Keeps `window` proposals in flight until stop_at, then drains them."""
+    client = RawClient(endpoint)
+    inflight: dict[int, tuple[float, int]] = {}
+    try:
+        while True:
+            now = time.monotonic()
+            while now < stop_at and len(inflight) < window:
+                seq = client.take_seq()
+                low = min((s for _, s in inflight.values()), default=seq)
+                body = client.propose_body(txn_set(name, seq % LOAD_KEYS, seq), seq, seq_low=low)
+                req_id = client.send(wire.FrameType.PROPOSE, body)
+                inflight[req_id] = (time.monotonic(), seq)
+            if not inflight:
+                return
+            frame = client.recv(TIMEOUT_MS_RAW_DEFAULT)
+            if frame is None:
+                raise Unavailable(f"no answer from {endpoint} for 10 s", outcome_known=False)
+            sent = inflight.pop(frame.req_id, None)
+            if sent is None:
+                continue
+            if frame.type is wire.FrameType.REPLY and frame.body.get("outcome") == "ok":
+                result.acknowledged += 1
+                result.latencies_ms.append((time.monotonic() - sent[0]) * 1000)
+            else:
+                result.refused += 1
+    finally:
+        client.close()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def measure_load(
+    cluster: LocalCluster, leader: str, clients: int, window: int, seconds: float
+) -> dict[str, Any]:
+    endpoint = cluster.agents[leader].client_endpoint
+    names = {f"load{i}": "dict" for i in range(clients)}
+    setup = RawClient(endpoint)
+    try:
+        reply = setup.propose(txn_create_roots(names))
+        assert reply["outcome"] == "ok", reply
+    finally:
+        setup.close()
+    results = [ClientResult() for _ in range(clients)]
+    start = time.monotonic()
+    stop_at = start + seconds
+    threads = [
+        threading.Thread(
+            target=run_client, args=(endpoint, f"load{i}", window, stop_at, results[i])
+        )
+        for i in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - start
+    latencies = [x for r in results for x in r.latencies_ms]
+    acknowledged = sum(r.acknowledged for r in results)
+    return {
+        "clients": clients,
+        "window": window,
+        "seconds": round(elapsed, 2),
+        "entries": acknowledged,
+        "refused": sum(r.refused for r in results),
+        "entries_per_s": round(acknowledged / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 0.50), 3),
+        "p99_ms": round(percentile(latencies, 0.99), 3),
+    }
+
+
+def commit_through(cluster: LocalCluster, client_id: str, seq: int) -> dict[str, Any]:
+    """Proposes one entry through any live agent, retrying (same seq) until one is applied."""
+    live = [a for a in cluster.agents.values() if a.alive()]
+    clients = [RawClient(a.client_endpoint, client_id=client_id) for a in live]
+    try:
+        for attempt in range(FAILOVER_ATTEMPTS_MAX):
+            client = clients[attempt % len(clients)]
+            try:
+                return client.propose(
+                    txn_set("load0", "failover", seq),
+                    seq=seq,
+                    timeout_ms=TIMEOUT_MS_FAILOVER_ATTEMPT,
+                )
+            except (AgentError, Unavailable):
+                time.sleep(0.005)
+        raise Unavailable("no commit after the leader was killed", outcome_known=False)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def measure_failovers(cluster: LocalCluster, count: int) -> dict[str, Any]:
+    """Kill -9 the leader `count` times; time from each kill to the next acknowledged commit."""
+    times_ms: list[float] = []
+    client_id = secrets.token_hex(16)
+    for i in range(count):
+        leader = cluster.leader()
+        commit_through(cluster, client_id, 2 * i + 1)  # the session exists, the path is warm
+        killed_at = time.monotonic()
+        cluster.kill(leader)
+        commit_through(cluster, client_id, 2 * i + 2)
+        times_ms.append((time.monotonic() - killed_at) * 1000)
+        cluster.start_agent(leader)
+        cluster.leader()
+    return {
+        "failovers": count,
+        "kill_to_commit_ms": [round(t, 1) for t in times_ms],
+        "median_ms": round(statistics.median(times_ms), 1) if times_ms else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m superstatic_agent.loadgen", description=__doc__
+    )
+    parser.add_argument("--clients", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--window", type=int, default=1, help="proposals in flight per client")
+    parser.add_argument("--fsync", choices=("on", "off"), default="on")
+    parser.add_argument("--failovers", type=int, default=0, help="leader kills to time")
+    parser.add_argument("--dir", type=Path, default=None, help="data folder (default: temporary)")
+    parser.add_argument("--agent-arg", action="append", default=[], help="extra agent flag")
+    args = parser.parse_args(argv)
+    if args.clients < 1 or args.window < 1 or args.seconds <= 0:
+        parser.error("--clients, --window and --seconds must be positive")
+    base = args.dir or Path(tempfile.mkdtemp(prefix="superstatic-loadgen-"))
+    agent_args = ["--fsync", args.fsync, "--log-level", "warning", *args.agent_arg]
+    with LocalCluster(base, size=3, agent_args=agent_args).start() as cluster:
+        leader = cluster.leader()
+        report: dict[str, Any] = {"fsync": args.fsync, "leader": leader}
+        report.update(measure_load(cluster, leader, args.clients, args.window, args.seconds))
+        if args.failovers:
+            report.update(measure_failovers(cluster, args.failovers))
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
