@@ -16,10 +16,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("superstatic.connection", reason="needs superstatic/connection.py")
-pytest.importorskip("superstatic.embedded", reason="needs superstatic/embedded.py")
-pytest.importorskip("superstatic_agent.server", reason="needs the agent's server loop")
-
 TESTS_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS_DIR))
 from support.cluster_app import ACCOUNTS, OPENING, Counter, Ledger, canonical  # noqa: E402
@@ -160,8 +156,7 @@ def test_sync_sees_every_write_committed_before_it(cluster: LocalCluster, app: l
             reader.stdin.write(json.dumps({"key": "k", "sync": True}) + "\n")
             reader.stdin.flush()
             assert json.loads(reader.stdout.readline()) == {"value": i}
-        reader.stdin.close()
-        assert finish(reader) == {"bye": True}
+        assert finish(reader) == {"bye": True}  # communicate() closes stdin: EOF ends serve
     finally:
         if reader.poll() is None:
             reader.kill()
