@@ -82,10 +82,10 @@ def _make_cluster(name: str, group: ProcessGroup, work_dir: Path) -> Any:
         return SuperstaticCluster(work_dir, fsync=True)
     if name == "superstatic-nofsync":
         return SuperstaticCluster(work_dir, fsync=False)
-    if name == "pysyncobj":
+    if name in ("pysyncobj", "pysyncobj-batch"):
         from superstatic_bench.peers.pysyncobj_peer import PySyncObjCluster
 
-        return PySyncObjCluster(group, work_dir / "pysyncobj")
+        return PySyncObjCluster(group, work_dir / name, batch=name == "pysyncobj-batch")
     if name == "redis":
         from superstatic_bench.peers.redis_peer import RedisCluster
 
@@ -110,6 +110,8 @@ def _plan(options: Options, results: dict[str, Any], progress: Progress) -> list
             reason = install.check(peer, install=True)
             if reason is None:
                 systems.append(peer)
+                if peer == "pysyncobj":
+                    systems.append("pysyncobj-batch")
             else:
                 results["skipped"][peer] = reason
                 progress.note(f"peer {peer} skipped: {reason}")
@@ -142,7 +144,7 @@ def _run_system(
     results = options.results
     s = options.settings
     cluster = _make_cluster(name, group, work_dir)
-    driver = "superstatic" if name.startswith("superstatic") else name
+    driver = name.split("-")[0]  # superstatic-nofsync -> superstatic, pysyncobj-batch -> ...
     deployment = Deployment(cluster, driver, group)
     try:
         with progress.step(f"start {cluster.label}"):

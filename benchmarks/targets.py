@@ -108,10 +108,15 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             "needs --peers with etcd and the throughput workload",
         )
     )
-    pso = _row(results, "throughput", "pysyncobj", clients=3)
+    # PySyncObj runs in two modes; the target holds against its better throughput.
+    candidates = [
+        _row(results, "throughput", n, clients=3) for n in ("pysyncobj", "pysyncobj-batch")
+    ]
+    found = [row for row in candidates if row is not None]
+    pso = max(found, key=lambda row: float(row["ops_per_s"])) if found else None
     out.append(
         _target(
-            "throughput, 3 clients >= PySyncObj (no fsync) (writes/s)",
+            "throughput, 3 clients >= PySyncObj's best mode (no fsync) (writes/s)",
             ours_tps,
             float(pso["ops_per_s"]) if pso else None,
             "writes/s",
@@ -123,7 +128,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     if nofsync is not None and pso is not None:
         out.append(
             _target(
-                "throughput, 3 clients, both without fsync >= PySyncObj (writes/s)",
+                "throughput, 3 clients, both without fsync >= PySyncObj's best (writes/s)",
                 float(nofsync["ops_per_s"]),
                 float(pso["ops_per_s"]),
                 "writes/s",

@@ -5,9 +5,12 @@ are the cluster's own 3 node processes (the 1-client runs drive node 0 while the
 replicate), each with many threads calling `sync=True` methods, which return once the command
 is committed and applied locally. It writes its journal through mmap and never fsyncs it
 (`FileJournal.flush` is never called), so its commits are not durable: compare it with
-superstatic's `--fsync off` rows. Read-modify-write is a replicated `inc` command: applied
-atomically by the state machine, it never conflicts, unlike the optimistic transactions of the
-other systems.
+superstatic's `--fsync off` rows. Two modes run: immediate (`appendEntriesUseBatch=False`:
+each command is sent to the followers at once; its best latency) and batched (the library's
+default: commands wait for the next append round, every `appendEntriesPeriod` = 100 ms; its
+best throughput, at a latency of hundreds of milliseconds). Read-modify-write is a replicated
+`inc` command: applied atomically by the state machine, it never conflicts, unlike the
+optimistic transactions of the other systems.
 """
 
 from __future__ import annotations
@@ -34,16 +37,19 @@ def available() -> bool:
 
 
 class PySyncObjCluster:
-    name = "pysyncobj"
-    label = "PySyncObj x3 (no fsync)"
     notes = (
         "PySyncObj: never fsyncs its journal (mmap, no msync): not durable; compare with "
         "superstatic --fsync off; its client processes are its own 3 nodes; its rmw is an "
-        "atomic replicated command (no conflicts possible)",
+        "atomic replicated command (no conflicts possible); 'immediate' sends each command at "
+        "once (appendEntriesUseBatch=False), 'batched' is its default 100 ms append rounds",
     )
     clients_are_members = True
 
-    def __init__(self, group: ProcessGroup, base_dir: Path) -> None:
+    def __init__(self, group: ProcessGroup, base_dir: Path, batch: bool = False) -> None:
+        self.batch = batch
+        self.name = "pysyncobj-batch" if batch else "pysyncobj"
+        mode = "batched" if batch else "immediate"
+        self.label = f"PySyncObj x3 {mode} (no fsync)"
         self.group = group
         self.base_dir = base_dir
         self.ports = free_ports(MEMBERS)
@@ -60,7 +66,8 @@ class PySyncObjCluster:
         for i in range(MEMBERS):
             own = addresses[i]
             rest = [a for a in addresses if a != own]
-            options = {"journal": str(self.base_dir / f"pysyncobj-{i}.journal")}
+            journal = self.base_dir / f"{self.name}-{i}.journal"
+            options = {"journal": str(journal), "batch": self.batch}
             args = [
                 "-m", "superstatic_bench.client",
                 "--system", "pysyncobj",
@@ -68,7 +75,7 @@ class PySyncObjCluster:
                 "--index", str(i),
                 "--options", json.dumps(options),
             ]  # fmt: skip
-            self.nodes.append(self.group.start_worker(f"pysyncobj-{i}", args))
+            self.nodes.append(self.group.start_worker(f"{self.name}-{i}", args))
         for node in self.nodes:
             node.receive(TIMEOUT_S_READY)  # the "ready" line
         for node in self.nodes:
@@ -88,7 +95,11 @@ class PySyncObjDriver:
         self.kv = ReplDict()
         self.seq = ReplCounter()
         self.hot = ReplCounter()
-        conf = SyncObjConf(journalFile=options.get("journal"), dynamicMembershipChange=False)
+        conf = SyncObjConf(
+            journalFile=options.get("journal"),
+            dynamicMembershipChange=False,
+            appendEntriesUseBatch=bool(options.get("batch", False)),
+        )
         self.node = SyncObj(endpoints[0], endpoints[1:], conf=conf, consumers=[
             self.kv, self.seq, self.hot,
         ])  # fmt: skip

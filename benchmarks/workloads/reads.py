@@ -42,7 +42,10 @@ class PlainObject:
 
 
 def _best_ns(statement: str, namespace: dict[str, Any], loops: int, repeats: int) -> float:
-    timer = timeit.Timer(statement, globals=namespace)
+    # The setup binds the names as locals of timeit's loop function, so the statement pays a
+    # local-variable load (as code reading a value it holds does), not a globals lookup.
+    setup = "; ".join(f"{name} = _namespace[{name!r}]" for name in namespace) or "pass"
+    timer = timeit.Timer(statement, setup=setup, globals={"_namespace": namespace})
     return min(timer.repeat(repeat=repeats, number=loops)) / loops * 1e9
 
 

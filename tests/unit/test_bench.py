@@ -1,0 +1,223 @@
+"""The benchmark suite's own logic, and one real quick run of the reads workload.
+
+No timing is asserted anywhere: a benchmark reports numbers, it never fails on a slow machine.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from superstatic_bench import cli, registry, report, targets
+from superstatic_bench.measure import row_from_answers
+from superstatic_bench.settings import QUICK
+from superstatic_bench.stats import (
+    Reservoir,
+    median,
+    percentile,
+    summarize_groups_us,
+    summarize_us,
+)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = list(range(1, 101))  # 1..100
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert percentile(values, 0.5) == 1
+    assert percentile([7.0], 50) == 7.0
+    assert percentile([1, 2, 3, 4], 50) == 2
+    assert percentile([1, 2, 3, 4], 51) == 3
+    with pytest.raises(AssertionError):
+        percentile([], 50)
+    with pytest.raises(AssertionError):
+        percentile([1], 0)
+
+
+def test_summary_and_median() -> None:
+    summary = summarize_us([5, 1, 3, 2, 4])
+    assert summary["count"] == 5
+    assert summary["p50"] == 3
+    assert summary["max"] == 5
+    assert summary["mean"] == 3
+    assert summarize_us([]) == {}
+    assert median([3, 1, 2]) == 2
+    assert median([4, 1, 2, 3]) == 2.5
+
+
+def test_weighted_merge_counts_sampled_processes_by_what_they_saw() -> None:
+    # Process A saw 1000 operations of 10 us, reported as 10 samples; process B saw 10 of
+    # 1000 us, all reported. Of all operations, 99% took 10 us: p50 and p90 are 10, the max
+    # and the tail beyond 99% are 1000.
+    merged = summarize_groups_us([([10] * 10, 1000), ([1000] * 10, 10)])
+    assert merged["count"] == 1010
+    assert merged["p50"] == 10
+    assert merged["p90"] == 10
+    assert merged["p99.9"] == 1000
+    assert merged["max"] == 1000
+    # Unsampled groups merge like one list.
+    values = [random.Random(1).randrange(1000) for _ in range(999)]
+    plain = summarize_us(values)
+    split = summarize_groups_us([(values[:500], 500), (values[500:], 499)])
+    for key in ("p50", "p90", "p99", "max"):
+        assert split[key] == plain[key], key
+    assert summarize_groups_us([([], 0)]) == {}
+
+
+def test_reservoir_is_bounded_and_counts_everything() -> None:
+    reservoir = Reservoir(capacity=100, seed=3)
+    for i in range(10_000):
+        reservoir.add(i)
+    assert reservoir.seen == 10_000
+    assert len(reservoir.values) == 100
+    assert len(set(reservoir.values)) == 100
+    # A uniform sample of 0..9999 is not stuck on the first values.
+    assert max(reservoir.values) > 5_000
+
+
+def test_workload_selection() -> None:
+    assert registry.select(None) == list(registry.NAMES)
+    assert registry.select("") == list(registry.NAMES)
+    # Suite order, whatever order they are named in; blanks ignored.
+    assert registry.select("reads, floors,") == ["floors", "reads"]
+    with pytest.raises(ValueError, match=r"unknown workload.*nope"):
+        registry.select("reads,nope")
+
+
+def test_cli_refuses_an_unknown_workload(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--only", "nope"])
+    assert exc.value.code == 2
+    assert "unknown workload" in capsys.readouterr().err
+
+
+def _answer(ops: int, calls: int, attempts: int, samples: list[int]) -> dict[str, object]:
+    return {
+        "ops": ops,
+        "calls": calls,
+        "attempts": attempts,
+        "errors": {"Unavailable": 1} if ops == 0 else {},
+        "duration_s": QUICK.duration_s,
+        "groups": [[samples, len(samples)]],
+    }
+
+
+def test_row_shape_is_json_and_counts_retries() -> None:
+    answers = [_answer(100, 110, 150, [900, 1000, 1100]), _answer(0, 0, 0, [])]
+    row = row_from_answers("superstatic", "superstatic x3", "rmw", 2, 4, QUICK, answers)
+    decoded = json.loads(json.dumps(row))
+    assert decoded["ops"] == 100
+    assert decoded["ops_per_s"] == pytest.approx(100 / QUICK.duration_s)
+    assert decoded["latency_us"]["p50"] == 1000
+    assert decoded["errors"] == {"Unavailable": 1}
+    assert decoded["retry_rate"] == pytest.approx((150 - 110) / 110)
+    for key in ("system", "label", "op", "clients", "threads", "payload_bytes", "duration_s"):
+        assert key in decoded
+    write = row_from_answers("etcd", "etcd x3", "write", 1, 4, QUICK, answers[:1])
+    assert "retry_rate" not in write
+
+
+def _results() -> dict[str, object]:
+    def row(system: str, op: str, clients: int, ops_per_s: float, p50: float) -> dict[str, object]:
+        return {
+            "system": system,
+            "label": system,
+            "op": op,
+            "clients": clients,
+            "threads": 8,
+            "ops_per_s": ops_per_s,
+            "latency_us": {"p50": p50, "p99": p50 * 2, "max": p50 * 3},
+            "errors": {},
+        }
+
+    return {
+        "workloads": {
+            "floors": {"lmdb_fsync_us": {"p50": 200.0}, "zmq_rtt_us": {"p50": 100.0}},
+            "sequential": {
+                "rows": [
+                    row("superstatic", "call", 1, 800, 1000.0),
+                    row("etcd", "call", 1, 500, 2000.0),
+                ]
+            },
+            "throughput": {
+                "rows": [
+                    row("superstatic", "write", 3, 9000, 3000.0),
+                    row("etcd", "write", 3, 5000, 5000.0),
+                    row("pysyncobj", "write", 3, 8000, 4000.0),
+                    row("pysyncobj-batch", "write", 3, 12000, 100000.0),
+                ]
+            },
+            "reads": {"rows": [{"read": "obj.x", "plain_ns": 3.0, "shared_ns": 3.3, "ratio": 1.1}]},
+            "failover": {
+                "rounds": [{"killed": "a", "new_leader": "b", "failover_s": 2.0, "errors": {}}],
+                "failover_s_median": 2.0,
+            },
+        }
+    }
+
+
+def test_targets_are_judged_with_their_gap() -> None:
+    judged = {t["target"]: t for t in targets.evaluate(_results())}
+    seq = judged["sequential call p50 < etcd put p50 (us)"]
+    assert seq["met"] is True and seq["gap"] == pytest.approx(0.5)
+    floor = next(t for name, t in judged.items() if "ZeroMQ round trips" in name)
+    assert floor["goal"] == pytest.approx(3 * (200 + 2 * 100))
+    assert floor["met"] is True
+    etcd = next(t for name, t in judged.items() if "x etcd" in name)
+    assert etcd["met"] is False and etcd["gap"] == pytest.approx(10000 / 9000)
+    pso = next(t for name, t in judged.items() if "PySyncObj's best mode" in name)
+    assert pso["goal"] == 12000 and pso["met"] is False  # against its better (batched) mode
+    read = next(t for name, t in judged.items() if "obj.x" in name)
+    assert read["met"] is True
+    failover = next(t for name, t in judged.items() if "failover" in name)
+    assert failover["met"] is False and failover["gap"] == pytest.approx(2.0)
+
+
+def test_targets_without_measurements_say_what_is_missing() -> None:
+    judged = targets.evaluate({"workloads": {}})
+    assert all(t["met"] is None for t in judged)
+    assert all(t["note"] for t in judged)
+
+
+def test_report_renders_every_section() -> None:
+    results = _results()
+    results["targets"] = targets.evaluate(results)
+    results["notes"] = ["a note"]
+    results["skipped"] = {"redis": "redis-server not found: apt-get install -y redis-server"}
+    text = report.render(results)
+    for expected in ("floors", "sequential", "throughput", "local reads", "failover", "targets"):
+        assert expected in text, expected
+    assert "apt-get install -y redis-server" in text
+    markdown = report.render(results, markdown=True)
+    assert "| superstatic" in markdown
+
+
+@pytest.mark.cluster
+def test_quick_reads_run_end_to_end(tmp_path: Path) -> None:
+    """A real `superstatic bench --quick --only reads`: 3 agents, a client process, the reads
+    measured through real proxies, results written, everything stopped."""
+    out = tmp_path / "out"
+    code = cli.main(
+        ["--quick", "--only", "reads", "--out", str(out), "--no-plots",
+         "--work-dir", str(tmp_path / "work")]
+    )  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert code == 0, results.get("errors")
+    assert results["selected"] == ["reads"]
+    rows = results["workloads"]["reads"]["rows"]
+    assert [r["read"] for r in rows] == [label for label, _ in _reads_labels()]
+    for r in rows:
+        assert r["plain_ns"] >= 0 and r["shared_ns"] >= 0
+    assert any(t["target"].startswith("proxied read") and t["met"] is not None
+               for t in results["targets"])  # fmt: skip
+    # The work folder is removed (data, logs) once the run is over.
+    assert not (tmp_path / "work").exists()
+
+
+def _reads_labels() -> tuple[tuple[str, str], ...]:
+    from superstatic_bench.workloads.reads import READS
+
+    return READS
