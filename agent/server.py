@@ -222,7 +222,8 @@ class Server:
         try:
             while not self._stop:
                 now = time.monotonic()
-                timeout_ms = 0 if self._has_stream_work() else max(0.0, next_tick - now) * 1000
+                busy = self.node.has_ready() or self._has_stream_work()
+                timeout_ms = 0 if busy else max(0.0, next_tick - now) * 1000
                 try:
                     events = dict(self.poller.poll(timeout_ms))
                 except zmq.ZMQError as exc:
@@ -412,7 +413,7 @@ class Server:
             if not (
                 staged is not None
                 and staged.complete
-                and staged.frm == m.frm
+                and (staged.frm, staged.term) == (m.frm, m.term)
                 and staged.snapshot_index == m.snapshot.index
             ):
                 # The data did not (all) arrive: without it the core must not accept the
@@ -755,11 +756,11 @@ class Server:
         if self._shipments:
             return True
         for sub in self._subscribers.values():
-            if sub.pending_frame is None and (
-                sub.snapshot_nodes is not None
-                or sub.needs_snapshot
-                or sub.next_index <= self.applied
-            ):
+            if sub.pending_frame is not None:
+                continue  # the app's queue was full: retried at the next tick, not in a spin
+            if sub.snapshot_nodes is not None or sub.next_index <= self.applied:
+                return True
+            if sub.needs_snapshot and self._snapshot_streams < SNAPSHOT_STREAMS_MAX:
                 return True
         return False
 
