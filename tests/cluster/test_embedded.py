@@ -1,0 +1,145 @@
+"""The embedded default: no endpoint and SUPERSTATIC_AGENT unset.
+
+App processes in one temporary directory start (or reuse) one single-node agent with its data
+in ./.superstatic/, share its state, and leave nothing running once the last of them exits; a
+later app starts the agent again and sees the data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from superstatic import embedded
+
+pytestmark = pytest.mark.cluster
+
+IDLE_MS = 1_500  # the embedded agent's --exit-when-idle-ms in these tests
+TIMEOUT_S_APP = 120.0
+TIMEOUT_S_AGENT_EXIT = 30.0  # bound for the idle exit (IDLE_MS plus a loaded machine)
+BUMPS = 10
+
+APP = """
+import json, sys
+from pathlib import Path
+import superstatic
+from superstatic import embedded
+
+cfg = superstatic.root("shared", dict)
+
+@superstatic.transaction()
+def bump():
+    cfg["n"] = cfg.get("n", 0) + 1
+
+for _ in range(int(sys.argv[1])):
+    bump()
+superstatic.sync()
+record = embedded.agent_record(Path.cwd())
+print(json.dumps({"n": cfg.get("n", 0), "agent_pid": record["pid"]}))
+superstatic.close()
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    """A project directory; whatever embedded agent the test leaves behind is killed by pid."""
+    started: set[int] = set()
+    yield tmp_path
+    record = embedded.agent_record(tmp_path)
+    if record is not None:
+        started.add(int(record["pid"]))
+    for pid in started:
+        if embedded.pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def app_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != embedded.ENV_AGENT}
+    env[embedded.ENV_IDLE_MS] = str(IDLE_MS)
+    return env
+
+
+def start_app(workdir: Path, bumps: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", APP, str(bumps)],
+        cwd=workdir,
+        env=app_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT_S_APP)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-4000:]
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + TIMEOUT_S_AGENT_EXIT
+    while embedded.pid_alive(pid):
+        assert time.monotonic() < deadline, (
+            f"the embedded agent (pid {pid}) still runs {TIMEOUT_S_AGENT_EXIT:.0f} s after its "
+            f"last app exited (started with {embedded.IDLE_FLAG} {IDLE_MS})"
+        )
+        time.sleep(0.1)
+
+
+def test_apps_in_one_directory_share_one_agent_that_exits_after_them(workdir: Path) -> None:
+    first, second = start_app(workdir, BUMPS), start_app(workdir, BUMPS)
+    a, b = finish(first), finish(second)
+    assert a["agent_pid"] == b["agent_pid"], "two apps in one directory started two agents"
+    assert max(a["n"], b["n"]) == 2 * BUMPS  # the later one saw both apps' writes
+    assert (workdir / ".superstatic" / "data").is_dir()
+    wait_gone(a["agent_pid"])
+
+    third = finish(start_app(workdir, 1))
+    assert third["n"] == 2 * BUMPS + 1, "the restarted agent lost the data"
+    assert third["agent_pid"] != a["agent_pid"]
+    wait_gone(third["agent_pid"])
+
+
+def test_explicit_endpoints_and_the_environment_win(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(embedded.ENV_AGENT, "tcp://127.0.0.1:1,tcp://127.0.0.1:2")
+    assert embedded.resolve_endpoints(["tcp://127.0.0.1:3"]) == ["tcp://127.0.0.1:3"]
+    assert embedded.resolve_endpoints(None) == ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"]
+    assert not (workdir / ".superstatic").exists()
+
+
+def test_a_stale_record_is_replaced(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = workdir / ".superstatic"
+    state.mkdir()
+    # A record left by an agent that died with the machine: its pid is not running.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = {"pid": dead.pid, "client": "tcp://127.0.0.1:9", "peer": "tcp://127.0.0.1:8"}
+    (state / "agent.json").write_text(json.dumps(stale))
+    monkeypatch.delenv(embedded.ENV_AGENT, raising=False)
+    monkeypatch.setenv(embedded.ENV_IDLE_MS, str(IDLE_MS))
+    monkeypatch.chdir(workdir)
+    (endpoint,) = embedded.resolve_endpoints(None)
+    record = embedded.agent_record(workdir)
+    assert record is not None and record["client"] == endpoint and record["pid"] != dead.pid
+    assert embedded.pid_alive(record["pid"])
+    # Reused, not started again, while it runs.
+    assert embedded.resolve_endpoints(None) == [endpoint]
+    assert embedded.agent_record(workdir) == record
+    wait_gone(record["pid"])  # nobody connected: it exits once idle
