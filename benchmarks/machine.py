@@ -64,8 +64,17 @@ def _version(binary: str, flag: str = "--version") -> str | None:
     return first[0] if first else None
 
 
+def load_average() -> list[float]:
+    """1, 5 and 15-minute load averages: on a shared 2-core machine, the context of a run."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
 def describe(work_dir: Path) -> dict[str, Any]:
     return {
+        "load_average_at_start": load_average(),
         "nproc": os.cpu_count(),
         "cpu": _cpu_model(),
         "memory_bytes": _meminfo_bytes(),

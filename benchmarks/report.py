@@ -68,6 +68,16 @@ def _write_rows(rows: list[dict[str, Any]], markdown: bool) -> str:
 def render(results: dict[str, Any], markdown: bool = False) -> str:
     parts: list[str] = []
     workloads = results.get("workloads", {})
+    m = results.get("machine", {})
+    if m:
+        memory = m.get("memory_bytes") or 0
+        disk = m.get("disk", {})
+        parts.append(
+            f"machine: {m.get('nproc')} CPUs ({m.get('cpu')}), {memory / 2**30:.1f} GiB, "
+            f"disk {disk.get('device', '?')} ({disk.get('fstype', '?')}), "
+            f"Linux {m.get('kernel')}, Python {m.get('python')}; load average at start "
+            f"{m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}\n"
+        )
 
     def section(title: str, text: str) -> None:
         parts.append(f"### {title}\n\n{text}\n" if markdown else f"== {title}\n{text}\n")

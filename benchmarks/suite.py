@@ -232,6 +232,7 @@ def run(options: Options) -> int:
         if not options.keep:
             shutil.rmtree(work_dir, ignore_errors=True)
     results["finished_at"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    results["machine"]["load_average_at_end"] = machine.load_average()
     results["targets"] = targets.evaluate(results)
     finish(results, options, progress)
     return 1 if results["errors"] else 0
