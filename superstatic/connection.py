@@ -537,8 +537,7 @@ class _IoState:
     def resubscribe(self, reason: str) -> None:
         self.conn.resubscribes += 1
         log.info("superstatic: resubscribing to %s (%s)", self.conn.endpoint, reason)
-        self.send(wire.FrameType.UNSUBSCRIBE, {})
-        self.subscribe()
+        self.subscribe()  # the agent replaces a connection's subscription with the new one
 
     def send(self, frame_type: wire.FrameType, body: dict[str, Any]) -> int | None:
         """Sends one frame; returns its req id, or None if it could not go out now."""
@@ -570,6 +569,8 @@ class _IoState:
                 if isinstance(exc, ProtocolError):
                     log.warning("superstatic: bad frame from agent %s: %s", self.conn.endpoint, exc)
                 self.resubscribe(str(exc))
+            # Time spent applying (a large snapshot) is ours, not the agent's silence.
+            self.last_rx = time.monotonic()
             if self.sock is not sock:
                 return  # failed over while handling a frame
 
