@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from superstatic import embedded
+from superstatic.localcluster import free_ports
 
 pytestmark = pytest.mark.cluster
 
@@ -130,7 +131,12 @@ def test_a_stale_record_is_replaced(workdir: Path, monkeypatch: pytest.MonkeyPat
     # A record left by an agent that died with the machine: its pid is not running.
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = {"pid": dead.pid, "client": "tcp://127.0.0.1:9", "peer": "tcp://127.0.0.1:8"}
+    peer_port, client_port = free_ports(2)
+    stale = {
+        "pid": dead.pid,
+        "client": f"tcp://127.0.0.1:{client_port}",
+        "peer": f"tcp://127.0.0.1:{peer_port}",
+    }
     (state / "agent.json").write_text(json.dumps(stale))
     monkeypatch.delenv(embedded.ENV_AGENT, raising=False)
     monkeypatch.setenv(embedded.ENV_IDLE_MS, str(IDLE_MS))
@@ -138,6 +144,9 @@ def test_a_stale_record_is_replaced(workdir: Path, monkeypatch: pytest.MonkeyPat
     (endpoint,) = embedded.resolve_endpoints(None)
     record = embedded.agent_record(workdir)
     assert record is not None and record["client"] == endpoint and record["pid"] != dead.pid
+    # The recorded ports were free, so the new agent took them (its stored membership names
+    # the peer address it binds).
+    assert (record["client"], record["peer"]) == (stale["client"], stale["peer"])
     assert embedded.pid_alive(record["pid"])
     # Reused, not started again, while it runs.
     assert embedded.resolve_endpoints(None) == [endpoint]
