@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from superstatic import codec as _codec
 from superstatic import ops as _ops
 from superstatic.errors import ProtocolError
+from superstatic.fairness import ContentionTracker
 from superstatic.node import Node, make_node, node_of
 from superstatic.values import SCALAR_TYPES
 
@@ -42,6 +43,8 @@ class Replica:
         self.applied_index = 0
         self.nodes: dict[str, Node] = {}
         self.session: Session | None = None
+        # Who keeps losing optimistic races, from the stream's outcomes (superstatic/fairness.py).
+        self.contention = ContentionTracker()
         # Private nodes of a transaction being committed: when the entry creating them applies,
         # the replica adopts these very objects, so references the body handed out stay valid.
         self._adopt: dict[str, Node] = {}
@@ -72,10 +75,11 @@ class Replica:
 
     def apply_events(self, events: Sequence[Event]) -> None:
         for event in events:
-            index, _client, _seq, outcome, body, collected = event
+            index, client, _seq, outcome, body, collected = event
             with self.lock:
                 if index <= self.applied_index:
                     continue  # already covered by a snapshot or an earlier delivery
+                self.contention.observe(client, outcome)
                 if outcome == "ok" and body:
                     _reads, wire_ops = _ops.decode_txn(body)
                     self._apply_ops(index, wire_ops)

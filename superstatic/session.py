@@ -82,9 +82,13 @@ class Session:
                 raise Error("a transaction cannot span two superstatic connections")
             return body()
         self._check_open()
+        contention = self.replica.contention
         for attempt in range(1, TXN_ATTEMPTS_MAX + 1):
             if attempt > 1:
                 self._backoff(attempt)
+            pause_s = contention.yield_s(self.connection.client_id)
+            if pause_s > 0.0:
+                time.sleep(pause_s)  # someone else keeps losing: leave them a window
             txn = _txn.Txn(self)
             result = _txn.run_body(txn, body)
             if txn.read_only:
@@ -109,7 +113,9 @@ class Session:
         new_oids = [node.oid for node in new_nodes]
         self.replica.expect_new(new_nodes)
         try:
+            started_s = time.monotonic()
             committed = self.connection.submit(body)
+            self.replica.contention.record_round_trip(time.monotonic() - started_s)
             if committed.outcome in ("ok", "conflict"):
                 # ok: read-your-writes. conflict: the retry must see the entry that beat us.
                 self.connection.wait_applied(committed.index, TIMEOUT_S_APPLY)
