@@ -194,9 +194,9 @@ def _free_port(taken: set[int]) -> int:
     raise Error("could not find a free TCP port on 127.0.0.1 for the embedded agent")
 
 
-def _choose_ports(previous: dict[str, Any] | None, attempt: int) -> tuple[int, int]:
-    """The previous agent's ports when free (first attempt), else fresh ones."""
-    if previous is not None and attempt == 0:
+def _choose_ports(previous: dict[str, Any] | None) -> tuple[int, int]:
+    """The previous agent's ports when free, else fresh ones."""
+    if previous is not None:
         peer, client = _port_of(previous.get("peer")), _port_of(previous.get("client"))
         if peer and client and peer != client and _port_free(peer) and _port_free(client):
             return peer, client
@@ -211,8 +211,8 @@ def _start(state_dir: Path, previous: dict[str, Any] | None) -> str:
         previous = None
     failures: list[str] = []
     idle_flag = True
-    for attempt in range(START_ATTEMPTS_MAX):
-        peer_port, client_port = _choose_ports(previous, attempt)
+    for _attempt in range(START_ATTEMPTS_MAX):
+        peer_port, client_port = _choose_ports(previous)
         peer = f"tcp://127.0.0.1:{peer_port}"
         client = f"tcp://127.0.0.1:{client_port}"
         command = [
@@ -242,7 +242,9 @@ def _start(state_dir: Path, previous: dict[str, Any] | None) -> str:
         failures.append(f"{problem}; log: {tail}")
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)  # ours, started just now, never answered
-        if idle_flag and IDLE_FLAG in tail and "unrecognized" in tail:
+        if not (idle_flag and IDLE_FLAG in tail and "unrecognized" in tail):
+            previous = None  # perhaps a port was taken meanwhile: fresh ones next time
+        else:
             # An agent without the idle exit: run it anyway, and say it will keep running.
             idle_flag = False
             print(
