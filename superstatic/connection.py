@@ -184,7 +184,8 @@ class Connection:
         self._lock = threading.Lock()
         self._queue: deque[_Request] = deque()
         self._pending = 0  # queued + in flight, bounded by requests_pending_max
-        self._closing = False
+        self._closing = False  # set once the "close" entry is settled: no new requests
+        self._close_started = False
         self._failure: BaseException | None = None  # why the I/O thread stopped, if it did
         self._applied = threading.Condition()
         self._want_index = 0  # highest index a wait_applied caller waits for
@@ -247,8 +248,9 @@ class Connection:
         """Ends the session: a best-effort "close" entry (bounded wait), then stops the I/O
         thread and closes the socket."""
         with self._lock:
-            if self._closing:
+            if self._close_started:
                 return
+            self._close_started = True  # a second (concurrent) close() returns at once
             wants_close_entry = self._failure is None and self._io.seq_next > 1
         if wants_close_entry:
             request = _Request(
