@@ -83,6 +83,12 @@ def parser() -> argparse.ArgumentParser:
         help="off is a BENCHMARK option: a power loss may lose acknowledged writes",
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default=_default("log_level"))
+    p.add_argument(
+        "--exit-when-idle-ms",
+        type=int,
+        default=_default("exit_when_idle_ms"),
+        help="exit once no app sent anything for this long (0: never; the embedded agent)",
+    )
     return p
 
 
@@ -103,6 +109,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         log_retain_entries=args.log_retain_entries,
         fsync=args.fsync == "on",
         log_level=args.log_level,
+        exit_when_idle_ms=args.exit_when_idle_ms,
     )
 
 

@@ -54,6 +54,9 @@ class AgentConfig:
     stream_frames_per_turn_max: int = 8  # EVENTS/SNAPSHOT frames sent to one subscriber per turn
     snapshot_chunk_bytes_max: int = 1 << 20  # one SNAPSHOT frame (clients) / chunk (peers)
     map_bytes: int = 8 << 30  # LMDB map size: the ceiling on the data file
+    # >0: exit (cleanly) once no app has sent anything for this long. The embedded agent the
+    # library starts for one directory uses it, so it does not outlive its apps.
+    exit_when_idle_ms: int = 0
 
     def __post_init__(self) -> None:
         check_node_id(self.node_id)
@@ -95,6 +98,8 @@ class AgentConfig:
                 f"election_ticks ({self.election_ticks}) must exceed heartbeat_ticks "
                 f"({self.heartbeat_ticks})"
             )
+        if self.exit_when_idle_ms < 0:
+            raise ValueError(f"exit_when_idle_ms must be >= 0, got {self.exit_when_idle_ms}")
         room = PEER_FRAME_BYTES_MAX - PEER_FRAME_ENVELOPE_BYTES
         for name, value in (
             ("batch_bytes_max", self.batch_bytes_max),

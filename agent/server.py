@@ -189,6 +189,8 @@ class Server:
         self._shipments: dict[str, Shipment] = {}
         self._staging: Staging | None = None
         self._stop = False
+        # Start counts as activity: the app that started us needs time to connect.
+        self._last_client_frame = time.monotonic()
         self._next_housekeeping = 0.0
         self._next_join = 0.0
         self._soft: tuple[Role, str | None, int] = (
@@ -559,7 +561,10 @@ class Server:
 
     def _on_client_frames(self) -> None:
         now = time.monotonic()
-        for identity, data in self.clients.recv():
+        frames = self.clients.recv()
+        if frames:
+            self._last_client_frame = now
+        for identity, data in frames:
             self._last_seen[identity] = now
             sub = self._subscribers.get(identity)
             if sub is not None:
@@ -933,6 +938,10 @@ class Server:
     # -- housekeeping --------------------------------------------------------------------------
 
     def _housekeeping(self, now: float) -> None:
+        idle_ms = self.config.exit_when_idle_ms
+        if idle_ms and (now - self._last_client_frame) * 1000 > idle_ms:
+            log.info("no app sent anything for %d ms (--exit-when-idle-ms): exiting", idle_ms)
+            self._stop = True
         while self._waiter_queue and self._waiter_queue[0][0] <= now:
             _, key, waiter = self._waiter_queue.popleft()
             if waiter.answered:
