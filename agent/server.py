@@ -180,7 +180,6 @@ class Server:
         self._read_ids = itertools.count(1)
         self._subscribers: dict[bytes, Subscriber] = {}
         self._snapshot_streams = 0
-        self._last_seen: dict[bytes, float] = {}
         # Recent events: _recent[i] is the event at index _recent_first + i (contiguous).
         self._recent: list[Event] = []
         self._recent_first = self.applied + 1
@@ -565,7 +564,6 @@ class Server:
         if frames:
             self._last_client_frame = now
         for identity, data in frames:
-            self._last_seen[identity] = now
             sub = self._subscribers.get(identity)
             if sub is not None:
                 sub.last_seen = now
@@ -978,9 +976,6 @@ class Server:
             if now - sub.last_seen > silence_s:
                 log.info("dropping a subscriber silent for %.1f s", now - sub.last_seen)
                 self._drop_subscriber(sub)
-        # Forget apps we have not heard from (only used to refresh subscriber liveness).
-        if len(self._last_seen) > 4 * self.config.subscribers_max:
-            self._last_seen = {k: v for k, v in self._last_seen.items() if now - v < silence_s}
         if (
             self.config.listen_endpoint
             and self.id not in self.node.conf.members()
@@ -1020,6 +1015,7 @@ class Server:
             uptime_s=time.monotonic() - self.started,
             tick_ms=self.config.tick_ms,
             fsync=self.config.fsync,
+            counters=dict(self.counters),
         )
 
 

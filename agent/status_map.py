@@ -10,6 +10,7 @@ Fields (all present on every agent; leader-only facts are empty elsewhere):
 | `log_first`, `log_last` | first and last index of the log held (entries below: snapshot) |
 | `members` | per member: `id`, `address`, `voter`; leader only: `match`, `next`, `state`, `lag` |
 | `dropped` | counters of dropped or refused frames by reason |
+| `counters` | entries proposed here, entries applied, Readies handled since start |
 | `disk_bytes`, `syncs` | LMDB data file in use; fsyncs done since start |
 | `clients` | PROPOSEs waiting, reads waiting, subscribers |
 | `uptime_s`, `tick_ms`, `fsync` | how the agent runs |
@@ -58,6 +59,7 @@ def build(
     uptime_s: float,
     tick_ms: int,
     fsync: bool,
+    counters: dict[str, int],
 ) -> dict[str, Any]:
     return {
         "id": node.id,
@@ -77,4 +79,5 @@ def build(
         "uptime_s": round(uptime_s, 3),
         "tick_ms": tick_ms,
         "fsync": fsync,
+        "counters": counters,
     }
