@@ -247,15 +247,6 @@ class Server:
         finally:
             self.close()
 
-    def turn_once(self, timeout_ms: int = 0) -> None:
-        """One loop turn without ticking (tests drive the loop this way)."""
-        events = dict(self.poller.poll(timeout_ms))
-        if self.peers.router in events:
-            self._on_peer_frames()
-        if self.clients.router in events:
-            self._on_client_frames()
-        self._turn(time.monotonic())
-
     def _turn(self, now: float) -> None:
         self._flush_proposals()
         self._flush_reads(now)
