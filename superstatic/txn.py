@@ -50,7 +50,16 @@ def current() -> Txn | None:
 class Txn:
     """One attempt of a transaction body. Never shared between threads."""
 
-    __slots__ = ("new_nodes", "ops", "pending", "reads", "replica", "session", "shadows")
+    __slots__ = (
+        "new_nodes",
+        "ops",
+        "pending",
+        "reads",
+        "replica",
+        "session",
+        "shadows",
+        "stored",
+    )
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -65,6 +74,10 @@ class Txn:
         self.ops: list[list[Any]] = []
         # Nodes created by this attempt, private until the commit's entry applies.
         self.new_nodes: dict[str, Node] = {}
+        # Plain values already converted to new nodes by this attempt: id -> (the value, kept
+        # alive so its id cannot be reused, and the new node's ref). Storing one plain value
+        # twice in a transaction (`d.update({"x": v, "y": v})`) then gives one shared node.
+        self.stored: dict[int, tuple[Any, Any]] = {}
 
     @property
     def read_only(self) -> bool:

@@ -123,7 +123,9 @@ class _Converter:
     def __init__(self, txn: Txn, owner: Node) -> None:
         self.txn = txn
         self.owner = owner
-        self.memo: dict[int, Any] = {}
+        # Shared with the whole transaction: identity holds across assignments, not only
+        # inside one assigned value.
+        self.memo = txn.stored
         self.created: list[Node] = []
 
     def fail(self, path: tuple[_Segment, ...], value: Any, reason: str = "") -> NotStorable:
@@ -147,7 +149,7 @@ class _Converter:
             return value
         seen = self.memo.get(id(value))
         if seen is not None:
-            return seen
+            return seen[1]
         if tp is dict:
             node = self._new(value, "dict", None)
             for k, v in value.items():
@@ -177,7 +179,7 @@ class _Converter:
     def _new(self, value: Any, kind: str, class_name: str | None) -> Node:
         session = self.txn.session
         node = _node.make_node(self.txn.replica, session.new_oid(), kind, class_name, self.txn)
-        self.memo[id(value)] = node.ref
+        self.memo[id(value)] = (value, node.ref)
         self.created.append(node)
         return node
 

@@ -145,6 +145,20 @@ def test_identity_and_shared_references(cluster: InprocCluster) -> None:
     assert other["y"] == [1, 2]
 
 
+def test_identity_across_assignments_of_one_transaction(cluster: InprocCluster) -> None:
+    session, d = fresh_root(cluster, {})
+    inner = {"k": 1}
+    d.update({"x": inner, "y": inner})  # one call, one transaction: one node
+    assert d["x"] is d["y"]
+    shared = [0]
+    with session.transaction():
+        d["a"] = shared
+        d["b"] = {"again": shared}
+    assert d["b"]["again"] is d["a"]
+    other = cluster.session().root(session_root_name(session, d), dict)
+    assert other["x"] is other["y"] and other["b"]["again"] is other["a"]
+
+
 def test_cycles(cluster: InprocCluster) -> None:
     session, d = fresh_root(cluster, {})
     loop: dict[str, Any] = {"name": "loop"}
