@@ -50,6 +50,8 @@ ENTRIES_PER_MESSAGE_MAX = 65_536
 CONTEXT_BYTES_MAX = 256
 # Raft indices and terms are 64-bit on disk; anything above is garbage.
 INDEX_MAX = (1 << 63) - 1
+# Transports a peer endpoint may use (what zmq.connect accepts between agents).
+ENDPOINT_SCHEMES = ("tcp://", "ipc://")
 
 
 class PeerKind(enum.IntEnum):
@@ -313,8 +315,8 @@ def _decode_join(raw: list[Any]) -> JoinRequest:
     if len(raw) != 4:
         raise ProtocolError(f"peer JOIN must have 4 fields, got {len(raw)}")
     address = _address(raw[3], "join address")
-    if not address:
-        raise ProtocolError("peer JOIN address is empty")
+    if not address.startswith(ENDPOINT_SCHEMES):
+        raise ProtocolError(f"peer JOIN address must start with one of {ENDPOINT_SCHEMES}")
     return JoinRequest(_node_id(raw[2], "join id"), address)
 
 

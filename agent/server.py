@@ -293,6 +293,8 @@ class Server:
         conf = base_conf if base_conf != self._stored_conf else None
         self.storage.write(ready, apply if committed else None, conf=conf)
         self._stored_conf = base_conf
+        if self.node.conf is not self._conf_seen:
+            self._sync_peers()  # a new member gets this Ready's messages too
         # Durable now: the messages may go (votes and acks included).
         self._send_messages(ready.messages)
         if ready.snapshot is not None:
@@ -312,8 +314,6 @@ class Server:
         if soft != self._soft:
             self._log_soft_change(self._soft, soft)
             self._soft = soft
-        if self.node.conf is not self._conf_seen:
-            self._sync_peers()
 
     def _after_snapshot_install(self, meta: SnapshotMeta) -> None:
         log.info("installed snapshot at index %d (term %d)", meta.index, meta.term)

@@ -108,7 +108,13 @@ class PeerTransport:
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MS_MAX)
-            sock.connect(address)
+            try:
+                sock.connect(address)
+            except zmq.ZMQError as exc:
+                # An endpoint zmq cannot parse (a hostile or mistyped join): never a crash.
+                sock.close(linger=0)
+                self.drops.drop("peer_bad_address", f"{node} at {address!r}: {exc}")
+                continue
             self._dealers[node] = (address, sock)
             added.append(node)
         return added

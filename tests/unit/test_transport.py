@@ -106,3 +106,15 @@ def test_drop_counter_logs_a_bounded_number_of_lines(caplog: pytest.LogCaptureFi
             drops.drop("client_bad_frame", f"frame {i}")
     assert drops.snapshot() == {"client_bad_frame": 50}
     assert len(caplog.records) == 5
+
+
+def test_an_unparseable_peer_endpoint_is_skipped_not_fatal(ctx: zmq.Context[Any]) -> None:
+    (port,) = free_ports(1)
+    drops = DropCounter()
+    a = PeerTransport(ctx, "a", f"tcp://127.0.0.1:{port}", drops)
+    try:
+        assert a.set_peers({"b": "tcp://no-port-here"}) == []
+        assert drops.counts["peer_bad_address"] == 1
+        assert not a.send("b", b"x")
+    finally:
+        a.close()
