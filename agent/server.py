@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import random
 import signal
 import time
@@ -224,7 +225,9 @@ class Server:
             while not self._stop:
                 now = time.monotonic()
                 busy = self.node.has_ready() or self._has_stream_work()
-                timeout_ms = 0 if busy else max(0.0, next_tick - now) * 1000
+                # Rounded up: zmq polls in whole milliseconds, and a remainder truncated to 0
+                # would spin the loop for the last millisecond of every tick.
+                timeout_ms = 0 if busy else math.ceil(max(0.0, next_tick - now) * 1000)
                 try:
                     events = dict(self.poller.poll(timeout_ms))
                 except zmq.ZMQError as exc:
@@ -291,8 +294,16 @@ class Server:
 
         base_conf = self.node.base_conf
         conf = base_conf if base_conf != self._stored_conf else None
-        self.storage.write(ready, apply if committed else None, conf=conf)
-        self._stored_conf = base_conf
+        if (
+            ready.entries
+            or ready.hard_state is not None
+            or ready.snapshot is not None
+            or committed
+            or conf is not None
+        ):
+            self.storage.write(ready, apply if committed else None, conf=conf)
+            self._stored_conf = base_conf
+        # else: messages only (heartbeats and their answers): no write transaction at all.
         if self.node.conf is not self._conf_seen:
             self._sync_peers()  # a new member gets this Ready's messages too
         # Durable now: the messages may go (votes and acks included).
