@@ -148,7 +148,11 @@ def test_one_sync_per_durable_write(tmp_path: Path) -> None:
         a.storage.write(ready(), lambda txn: a.sm.apply(txn, noops(1, 1)[0]))
         assert a.storage.syncs == 1
         a.storage.write(ready(hard_state=HardState(2, None, 1)), None)
-        assert a.storage.syncs == 2
+        assert a.storage.syncs == 2  # a new term must be durable before anything is sent
+        a.storage.write(ready(hard_state=HardState(2, None, 3)), None)
+        assert a.storage.syncs == 2  # only the commit index moved: recomputed after a crash
+        a.storage.write(ready(hard_state=HardState(2, "b", 3)), None)
+        assert a.storage.syncs == 3  # a vote must be durable before it is sent
     finally:
         a.close()
     off = Agent(tmp_path / "off", fsync=False)
