@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 from pathlib import Path
 
-from superstatic_bench import registry, settings
+from superstatic_bench import registry, report, settings
 from superstatic_bench.suite import Options, run
 
 DEFAULT_OUT = Path("bench-results")
@@ -34,11 +35,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="write no PNG")
     p.add_argument("--keep", action="store_true", help="keep the work folder (data, logs)")
     p.add_argument("--work-dir", type=Path, default=None, help="work folder (default: temp)")
+    p.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="run nothing: print the tables of an earlier results.json as Markdown",
+    )
     return p
 
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.render is not None:
+        results = json.loads(args.render.read_text())
+        print(f"command: `{results.get('command')}`, {results.get('started_at')}\n")
+        print(report.render(results, markdown=True))
+        return 0
     try:
         selected = registry.select(args.only)
     except ValueError as exc:

@@ -14,6 +14,7 @@ import base64
 import http.client
 import json
 import shutil
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ class EtcdCluster:
     def __init__(self, group: ProcessGroup, base_dir: Path) -> None:
         self.group = group
         self.base_dir = base_dir
+        self.servers: list[subprocess.Popen[bytes]] = []
         ports = free_ports(2 * MEMBERS)
         self.client_ports = ports[:MEMBERS]
         self.peer_ports = ports[MEMBERS:]
@@ -76,12 +78,17 @@ class EtcdCluster:
                 "--logger", "zap",
                 "--log-level", "error",
             ]  # fmt: skip
-            self.group.start_server(f"etcd-{i}", cmd)
+            self.servers.append(self.group.start_server(f"etcd-{i}", cmd))
         for port in self.client_ports:
             wait_until(lambda p=port: _healthy(p), TIMEOUT_S_START, f"etcd member on {port}")
 
     def endpoints(self, client_index: int) -> list[str]:
         return [f"127.0.0.1:{self.client_ports[client_index % MEMBERS]}"]
+
+    def close(self) -> None:
+        """Stops this cluster's servers by PID (the group would only at the end of the run)."""
+        while self.servers:
+            self.group.stop(self.servers.pop())
 
 
 def _healthy(port: int) -> bool:

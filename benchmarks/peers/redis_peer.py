@@ -12,6 +12,7 @@ retries on WatchError, then WAIT 1.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ class RedisCluster:
     def __init__(self, group: ProcessGroup, base_dir: Path) -> None:
         self.group = group
         self.base_dir = base_dir
+        self.servers: list[subprocess.Popen[bytes]] = []
         self.ports = free_ports(1 + REPLICAS)
 
     def start(self) -> None:
@@ -72,7 +74,7 @@ class RedisCluster:
             ]  # fmt: skip
             if i > 0:
                 cmd += ["--replicaof", "127.0.0.1", str(primary)]
-            self.group.start_server(f"redis-{i}", cmd)
+            self.servers.append(self.group.start_server(f"redis-{i}", cmd))
         import redis
 
         client = redis.Redis(host="127.0.0.1", port=primary, socket_timeout=2)
@@ -89,6 +91,11 @@ class RedisCluster:
 
     def endpoints(self, client_index: int) -> list[str]:
         return [f"127.0.0.1:{self.ports[0]}"]  # every write goes to the primary
+
+    def close(self) -> None:
+        """Stops this cluster's servers by PID (the group would only at the end of the run)."""
+        while self.servers:
+            self.group.stop(self.servers.pop())
 
 
 class RedisDriver:
