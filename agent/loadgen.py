@@ -43,6 +43,11 @@ LOAD_KEYS = 4
 # Attempts to learn the post-failover commit before giving up on one measurement.
 FAILOVER_ATTEMPTS_MAX = 10_000
 TIMEOUT_MS_FAILOVER_ATTEMPT = 300
+# A load proposal unanswered this long is sent again with its same seq (exactly-once).
+TIMEOUT_MS_RESEND = 3_000
+RETRY_MS_REFUSED = 50
+# A load client that hears nothing at all for this long gives up.
+TIMEOUT_MS_LOAD_SILENCE = 60_000
 
 
 class AgentError(Exception):
@@ -169,35 +174,53 @@ def txn_set(name: str, key: Any, value: Any) -> bytes:
 class ClientResult:
     acknowledged: int = 0
     refused: int = 0
+    resent: int = 0
     latencies_ms: list[float] = field(default_factory=list)
 
 
 def run_client(endpoint: str, name: str, window: int, stop_at: float, result: ClientResult) -> None:
-    """Keeps `window` proposals in flight until stop_at, then drains them."""
+    """Keeps `window` proposals in flight until stop_at, then drains them. A proposal with no
+    answer for TIMEOUT_MS_RESEND is sent again with its same seq (a leader change can drop
+    it), as the library does; the latency counts from the first send."""
     client = RawClient(endpoint)
-    inflight: dict[int, tuple[float, int]] = {}
+    # req_id -> (first send time, seq, PROPOSE body, last send time)
+    inflight: dict[int, tuple[float, int, dict[str, Any], float]] = {}
+    last_answer = time.monotonic()
     try:
         while True:
             now = time.monotonic()
             while now < stop_at and len(inflight) < window:
                 seq = client.take_seq()
-                low = min((s for _, s in inflight.values()), default=seq)
+                low = min((entry[1] for entry in inflight.values()), default=seq)
                 body = client.propose_body(txn_set(name, seq % LOAD_KEYS, seq), seq, seq_low=low)
-                req_id = client.send(wire.FrameType.PROPOSE, body)
-                inflight[req_id] = (time.monotonic(), seq)
+                inflight[client.send(wire.FrameType.PROPOSE, body)] = (now, seq, body, now)
             if not inflight:
                 return
-            frame = client.recv(TIMEOUT_MS_RAW_DEFAULT)
+            if now - last_answer > TIMEOUT_MS_LOAD_SILENCE / 1000:
+                raise Unavailable(f"no answer from {endpoint} for 60 s", outcome_known=False)
+            for req_id, (first, seq, body, sent) in list(inflight.items()):
+                if now - sent > TIMEOUT_MS_RESEND / 1000:
+                    del inflight[req_id]
+                    inflight[client.send(wire.FrameType.PROPOSE, body)] = (first, seq, body, now)
+                    result.resent += 1
+            frame = client.recv(100)
             if frame is None:
-                raise Unavailable(f"no answer from {endpoint} for 10 s", outcome_known=False)
-            sent = inflight.pop(frame.req_id, None)
-            if sent is None:
                 continue
+            entry = inflight.pop(frame.req_id, None)
+            if entry is None:
+                continue
+            last_answer = time.monotonic()
             if frame.type is wire.FrameType.REPLY and frame.body.get("outcome") == "ok":
                 result.acknowledged += 1
-                result.latencies_ms.append((time.monotonic() - sent[0]) * 1000)
-            else:
+                result.latencies_ms.append((last_answer - entry[0]) * 1000)
+            elif frame.type is wire.FrameType.ERROR:
+                # Refused before proposing (no leader yet, busy): the resend loop above sends
+                # it again (same seq) after RETRY_MS_REFUSED, not in a tight loop.
                 result.refused += 1
+                retry_at = last_answer - (TIMEOUT_MS_RESEND - RETRY_MS_REFUSED) / 1000
+                inflight[frame.req_id] = (entry[0], entry[1], entry[2], retry_at)
+            else:
+                raise AssertionError(f"unexpected answer {frame}")
     finally:
         client.close()
 
@@ -242,6 +265,7 @@ def measure_load(
         "seconds": round(elapsed, 2),
         "entries": acknowledged,
         "refused": sum(r.refused for r in results),
+        "resent": sum(r.resent for r in results),
         "entries_per_s": round(acknowledged / elapsed, 1),
         "p50_ms": round(percentile(latencies, 0.50), 3),
         "p99_ms": round(percentile(latencies, 0.99), 3),

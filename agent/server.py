@@ -199,6 +199,9 @@ class Server:
             self.node.term,
         )
         self.counters: dict[str, int] = {"proposed": 0, "applied": 0, "readies": 0}
+        # A turn longer than half the minimum election timeout risks needless elections.
+        self._slow_turn_ms = config.tick_ms * config.election_ticks / 2
+        self._turn_note = ""
         log.info(
             "agent %s starting: term %d, applied %d, log %d..%d, members %s",
             self.id,
@@ -230,6 +233,7 @@ class Server:
                 timeout_ms = 0 if busy else math.ceil(max(0.0, next_tick - now) * 1000)
                 try:
                     events = dict(self.poller.poll(timeout_ms))
+                    turn_started = time.monotonic()
                 except zmq.ZMQError as exc:
                     if exc.errno == zmq.EINTR:
                         continue  # a signal: the loop condition decides
@@ -247,10 +251,18 @@ class Server:
                 if now >= next_tick:
                     next_tick = now + tick_s
                 self._turn(now)
+                took_ms = (time.monotonic() - turn_started) * 1000
+                if took_ms > self._slow_turn_ms:
+                    self.drops.note(
+                        "slow_turn",
+                        f"slow loop turn: {took_ms:.0f} ms ({self._turn_note}); elections may "
+                        "follow if this persists (overload, or a stalled disk)",
+                    )
         finally:
             self.close()
 
     def _turn(self, now: float) -> None:
+        self._turn_note = "no Ready"
         self._flush_proposals()
         self._flush_reads(now)
         self._drain_ready()
@@ -276,13 +288,29 @@ class Server:
     # -- the Raft side -------------------------------------------------------------------------
 
     def _drain_ready(self) -> None:
+        readies = written = applied = 0
+        started = time.monotonic()
+        budget_s = self.config.tick_ms * self.config.heartbeat_ticks / 1000.0
         for _ in range(READY_PER_TURN_MAX):
             if not self.node.has_ready():
-                return
+                break
             ready = self.node.ready()
             self._handle_ready(ready)
             self.node.advance(ready)
-            self.counters["readies"] += 1
+            readies += 1
+            written += len(ready.entries)
+            applied += len(ready.committed)
+            if time.monotonic() - started > budget_s:
+                # A heartbeat interval spent on Readies: tick and read the peers first, then
+                # the next turn continues (the poll does not wait while a Ready is pending).
+                break
+        self.counters["readies"] += readies
+        if readies:
+            took_ms = (time.monotonic() - started) * 1000
+            self._turn_note = (
+                f"{readies} readies, {written} entries written, {applied} applied, "
+                f"{took_ms:.0f} ms in them"
+            )
 
     def _handle_ready(self, ready: Ready) -> None:
         results: list[Applied] = []
