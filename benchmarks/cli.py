@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 from pathlib import Path
@@ -31,6 +32,13 @@ def parser() -> argparse.ArgumentParser:
         help="also run PySyncObj, Redis and etcd (pip-installs missing Python packages; "
         "servers come from apt: redis-server, etcd-server)",
     )
+    p.add_argument(
+        "--keys-per-thread",
+        type=int,
+        default=None,
+        help="keys each writer thread cycles through (default 100; the dict root holds "
+        "clients x threads x this many items)",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for JSON and PNG")
     p.add_argument("--no-plots", action="store_true", help="write no PNG")
     p.add_argument("--keep", action="store_true", help="keep the work folder (data, logs)")
@@ -56,9 +64,12 @@ def main(argv: list[str]) -> int:
         selected = registry.select(args.only)
     except ValueError as exc:
         parser().error(str(exc))
+    chosen = settings.choose(args.quick, args.large)
+    if args.keys_per_thread is not None:
+        chosen = dataclasses.replace(chosen, keys_per_thread=args.keys_per_thread)
     options = Options(
         selected=selected,
-        settings=settings.choose(args.quick, args.large),
+        settings=chosen,
         out_dir=args.out,
         peers=args.peers,
         keep=args.keep,

@@ -31,8 +31,10 @@ from superstatic_bench.driver import Driver, NoDriver
 from superstatic_bench.stats import SAMPLES_PER_PROCESS_MAX, Reservoir
 
 THREADS_MAX = 256
-# Distinct keys per thread: the written keyspace stays bounded however long a run lasts.
-KEYS_PER_THREAD = 1000
+# Distinct keys one thread writes, when the command does not say (Settings.keys_per_thread):
+# the written keyspace stays bounded however long a run lasts.
+KEYS_PER_THREAD = 100
+KEYS_PER_THREAD_MAX = 1_000_000
 # Errors one thread tolerates in one run before it stops (and the run reports them).
 ERRORS_PER_THREAD_MAX = 100
 # Acknowledged writes a failover probe reports.
@@ -93,6 +95,9 @@ class Runner:
         window_start = start_at + warmup_s
         window_end = window_start + duration_s
         value = "v" * int(command.get("payload_bytes", 100))
+        keys = int(command.get("keys_per_thread", KEYS_PER_THREAD))
+        if not 1 <= keys <= KEYS_PER_THREAD_MAX:
+            raise ValueError(f"keys_per_thread={keys} outside 1..KEYS_PER_THREAD_MAX")
         states = [self.driver.thread_state(i) for i in range(threads)]
         per_thread_cap = max(1, SAMPLES_PER_PROCESS_MAX // threads)
         reservoirs = [Reservoir(per_thread_cap, seed=i) for i in range(threads)]
@@ -117,7 +122,7 @@ class Runner:
                 began_wall = now
                 try:
                     if op == "write":
-                        self.driver.write(state, key_prefix + str(i % KEYS_PER_THREAD), value)
+                        self.driver.write(state, key_prefix + str(i % keys), value)
                     elif op == "call":
                         self.driver.call(state)
                     elif op == "rmw":

@@ -28,6 +28,7 @@ def run_row(
         "warmup_s": settings.warmup_s,
         "duration_s": settings.duration_s,
         "payload_bytes": settings.payload_bytes,
+        "keys_per_thread": settings.keys_per_thread,
     }
     for worker in workers:
         worker.send(command)
@@ -62,6 +63,7 @@ def row_from_answers(
         "clients": clients,
         "threads": threads,
         "payload_bytes": settings.payload_bytes,
+        "keys_per_thread": settings.keys_per_thread,
         "duration_s": settings.duration_s,
         "ops": ops,
         "ops_per_s": ops / settings.duration_s,

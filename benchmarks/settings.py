@@ -13,6 +13,9 @@ class Settings:
     threads: int = 16  # concurrent callers per client process (throughput)
     threads_contention: int = 4  # callers per client process on the one hot object
     payload_bytes: int = 100  # value size of every small write, for every system
+    # Keys each writer thread cycles through: the dict root holds at most
+    # clients x threads x keys_per_thread items (4,800 at the defaults).
+    keys_per_thread: int = 100
     client_counts: tuple[int, ...] = (1, 3)  # client processes (one per agent/member)
     failover_repeats: int = 5
     failover_threads: int = 4

@@ -1,7 +1,11 @@
 """Client side of the catch-up workload (workload 6): write many objects; attach and load them.
 
-* `load`: writes `count` objects, each a small dict (a node of its own) stored under its own key
-  of one root dict, `batch` objects per transaction.
+* `load`: writes `count` objects, each a small dict (a node of its own), `batch` objects per
+  transaction. Object i is stored under key f"o{i}" of bucket i // OBJECTS_PER_BUCKET, a dict
+  under key f"b{bucket}" of one root dict. Buckets, because a dict is one node (one record) in
+  superstatic's data model: a write into a dict re-encodes its whole record, so 100 000 objects
+  in one dict would make the load quadratic and measure that instead of catch-up
+  (docs/performance.md has the numbers).
 * `attach`: connects this (so far unconnected) process to the given agents, syncs, and reads
   the root: the time until an app served by that agent sees every object, and the resident
   memory the replica took (per object).
@@ -17,6 +21,7 @@ from superstatic_bench.client import rss_bytes
 import superstatic
 
 OBJECTS_ROOT = "bench.objects"
+OBJECTS_PER_BUCKET = 1_000
 # Objects per transaction: the library bounds one transaction to TXN_NEW_NODES_MAX (100 000).
 BATCH_MAX = 10_000
 COUNT_MAX = 10_000_000
@@ -29,12 +34,17 @@ def load_objects(command: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"batch={batch} outside 1..BATCH_MAX={BATCH_MAX}")
     if not 1 <= count <= COUNT_MAX:
         raise ValueError(f"count={count} outside 1..COUNT_MAX={COUNT_MAX}")
-    objects = superstatic.root(OBJECTS_ROOT, dict)
+    buckets = superstatic.root(OBJECTS_ROOT, dict)
     began = time.perf_counter()
     for first in range(0, count, batch):
         with superstatic.transaction():
             for i in range(first, min(first + batch, count)):
-                objects[f"o{i}"] = {"i": i, "name": f"object {i}"}
+                name = f"b{i // OBJECTS_PER_BUCKET}"
+                bucket = buckets.get(name)
+                if bucket is None:
+                    buckets[name] = {}
+                    bucket = buckets[name]
+                bucket[f"o{i}"] = {"i": i, "name": f"object {i}"}
     elapsed = time.perf_counter() - began
     return {"count": count, "batch": batch, "seconds": elapsed, "objects_per_s": count / elapsed}
 
@@ -45,9 +55,9 @@ def attach(command: dict[str, Any]) -> dict[str, Any]:
     before = rss_bytes()
     began = time.perf_counter()
     superstatic.connect(endpoints)  # connects and syncs (a ReadIndex barrier)
-    objects = superstatic.root(OBJECTS_ROOT, dict)
-    found = len(objects)
-    last = objects.get(f"o{expect - 1}")
+    buckets = superstatic.root(OBJECTS_ROOT, dict)
+    found = sum(len(bucket) for bucket in buckets.values())
+    last = buckets.get(f"b{(expect - 1) // OBJECTS_PER_BUCKET}", {}).get(f"o{expect - 1}")
     seconds = time.perf_counter() - began
     after = rss_bytes()
     return {
