@@ -9,8 +9,9 @@ answer per line on stdout:
   together), run `op` back to back, and count the operations that complete inside the
   measurement window [start_at + warmup_s, + duration_s]; answers counts, errors and latency
   samples (microseconds, per-thread reservoirs).
-* `{"cmd": "probe", ...}` (failover): like run, but answers each acknowledged write's
-  [start, end] wall times instead of latency samples.
+* `{"cmd": "probe", ...}` (failover): like run (optionally paced: `pace_ms` between one
+  thread's starts), but answers each acknowledged write's [start, end] wall times instead of
+  latency samples.
 * `{"cmd": "reads", ...}` (workloads/reads.py), `{"cmd": "load", ...}` and `{"cmd": "attach",
   ...}` (workloads/objects_load.py), `{"cmd": "rss"}`: this process's resident memory.
 * `{"cmd": "quit"}`.
@@ -95,6 +96,8 @@ class Runner:
         window_start = start_at + warmup_s
         window_end = window_start + duration_s
         value = "v" * int(command.get("payload_bytes", 100))
+        pace_s = float(command.get("pace_ms", 0)) / 1000.0
+        assert 0.0 <= pace_s <= DURATION_S_MAX, pace_s
         keys = int(command.get("keys_per_thread", KEYS_PER_THREAD))
         if not 1 <= keys <= KEYS_PER_THREAD_MAX:
             raise ValueError(f"keys_per_thread={keys} outside 1..KEYS_PER_THREAD_MAX")
@@ -114,8 +117,15 @@ class Runner:
             while time.time() < start_at:
                 time.sleep(min(0.01, max(0.0, start_at - time.time())))
             failures = 0
+            # Pacing (failover probes): each thread starts an operation at most every pace_s,
+            # so at any instant most threads are idle and one starts a fresh write soon.
+            next_start = time.time()
             while True:
                 now = time.time()
+                if pace_s > 0 and now < next_start:
+                    time.sleep(min(next_start - now, pace_s))
+                    now = time.time()
+                next_start = now + pace_s
                 if now >= window_end:
                     return
                 began = time.perf_counter_ns()

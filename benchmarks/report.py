@@ -7,6 +7,7 @@ from typing import Any
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool = False) -> str:
+    assert all(len(r) == len(headers) for r in rows), "every row has a cell per header"
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
@@ -118,15 +119,27 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
             [
                 i + 1,
                 r["killed"],
+                r.get("client_agent") or "?",
                 r["new_leader"],
                 "no write acked" if r["failover_s"] is None else f"{r['failover_s'] * 1000:.0f} ms",
+                _ms(r.get("in_flight_acked_s_max")),
                 ", ".join(f"{k}={v}" for k, v in r.get("errors", {}).items()) or "-",
             ]
             for i, r in enumerate(failover["rounds"])
         ]
         med = failover.get("failover_s_median")
         text = table(
-            ["round", "killed", "new leader", "kill -> next ack", "client errors"], rows, markdown
+            [
+                "round",
+                "killed",
+                "client's agent",
+                "new leader",
+                "kill -> next ack",
+                "in-flight writes acked by",
+                "client errors",
+            ],
+            rows,
+            markdown,
         )
         text += f"\nmedian: {'-' if med is None else f'{med * 1000:.0f} ms'}"
         section("failover (kill -9 of the leader)", text)
@@ -186,6 +199,10 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
         lines = [f"- {n}" for n in notes] + [f"- skipped {k}: {v}" for k, v in skipped.items()]
         section("notes", "\n".join(lines))
     return "\n".join(parts)
+
+
+def _ms(seconds: Any) -> str:
+    return "-" if seconds is None else f"{float(seconds) * 1000:.0f} ms"
 
 
 def _plain(value: Any) -> str:

@@ -18,7 +18,7 @@ class Settings:
     keys_per_thread: int = 100
     client_counts: tuple[int, ...] = (1, 3)  # client processes (one per agent/member)
     failover_repeats: int = 5
-    failover_threads: int = 4
+    failover_threads: int = 8  # paced writers (workloads/failover.py)
     catchup_objects: tuple[int, ...] = (100_000,)
     catchup_batch: int = 1_000  # objects per transaction while loading
     read_loops: int = 1_000_000  # reads per timing of one read kind
@@ -36,7 +36,6 @@ QUICK = Settings(
     threads=8,
     threads_contention=4,
     failover_repeats=2,
-    failover_threads=2,
     catchup_objects=(5_000,),
     read_loops=200_000,
     read_repeats=3,

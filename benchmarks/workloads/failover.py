@@ -1,11 +1,13 @@
 """Workload 5: failover. Time from `kill -9` of the leader to the next acknowledged write.
 
-One client process (connected to every agent) writes continuously with a few threads and
-reports each acknowledged write's [start, end] wall times. Mid-run the suite kill -9s the
-leader. The failover time is from the kill to the first acknowledgement of a write that
-*started* after the kill (a write in flight at the kill may have committed before it, which
-would say nothing about the new leader). The killed agent is then restarted and the cluster
-given time to settle before the next repeat.
+One client process (connected to every agent) writes with several paced threads (each starts
+a write every PACE_MS, so at any instant most threads are idle and a fresh write starts within
+a few ms) and reports each acknowledged write's [start, end] wall times. Mid-run the suite
+kill -9s the leader. The failover time is from the kill to the first acknowledgement of a
+write that *started* after the kill (a write in flight at the kill may have committed before
+it, which would say nothing about the new leader). Writes that were in flight at the kill are
+reported apart: how long the longest of them took to be acknowledged after the kill. The
+killed agent is then restarted and the cluster given time to settle before the next repeat.
 """
 
 from __future__ import annotations
@@ -29,6 +31,22 @@ TIMEOUT_S_ANSWER = 120.0
 # Settling after the killed agent restarts: it must have caught up before the next kill.
 TIMEOUT_S_CATCH_UP = 60.0
 POLL_S = 0.1
+PACE_MS = 20
+STATUS_TIMEOUT_MS = 300
+
+
+def serving_agent(cluster: SuperstaticCluster) -> str | None:
+    """The agent the client process is subscribed to (its STATUS counts one subscriber)."""
+    for node_id, spec in cluster.local.agents.items():
+        if not spec.alive():
+            continue
+        try:
+            status = cluster.local.status(node_id, timeout_ms=STATUS_TIMEOUT_MS)
+        except Exception:
+            continue  # busy or starting: unknown, not fatal to the round
+        if int(status.get("clients", {}).get("subscribers", 0)) > 0:
+            return node_id
+    return None
 
 
 def one_round(deployment: Deployment, cluster: SuperstaticCluster, threads: int) -> dict[str, Any]:
@@ -43,15 +61,19 @@ def one_round(deployment: Deployment, cluster: SuperstaticCluster, threads: int)
             "warmup_s": 0.0,
             "duration_s": KILL_AFTER_S + WINDOW_S_AFTER_KILL,
             "payload_bytes": 100,
+            "pace_ms": PACE_MS,
         }
     )
     time.sleep(max(0.0, start_at + KILL_AFTER_S - time.time()))
+    client_agent = serving_agent(cluster)
     killed_at = time.time()
     cluster.local.kill(leader)
     answer = worker.receive(TIMEOUT_S_ANSWER)
     acks: list[list[float]] = answer["acks"]
     after = [end for start, end in acks if start >= killed_at]
     before = [end for start, end in acks if end < killed_at]
+    in_flight = [end for start, end in acks if start < killed_at <= end]
+    stalled_s = (max(in_flight) - killed_at) if in_flight else None
     recovered_s = (min(after) - killed_at) if after else None
     new_leader = cluster.local.leader(TIMEOUT_S_LEADER)
     # Restart the killed agent and wait until it has applied what the leader has committed.
@@ -68,7 +90,12 @@ def one_round(deployment: Deployment, cluster: SuperstaticCluster, threads: int)
     return {
         "killed": leader,
         "new_leader": new_leader,
+        # Whether the client's own agent died too changes what failover involves (the
+        # connection must notice its agent is gone and move), so each round says.
+        "client_agent": client_agent,
         "failover_s": recovered_s,
+        "in_flight_at_kill": len(in_flight),
+        "in_flight_acked_s_max": stalled_s,
         "acks_before_kill": len(before),
         "acks_after_kill": len(after),
         "errors": answer.get("errors", {}),
