@@ -35,6 +35,21 @@ PACE_MS = 20
 STATUS_TIMEOUT_MS = 300
 
 
+def ack_timing(acks: list[list[float]], killed_at: float) -> dict[str, Any]:
+    """From acknowledged writes' [start, end] wall times and the kill time: the failover time
+    (kill to the first ack of a write started at or after the kill), and how long the writes
+    in flight at the kill took to be acknowledged after it."""
+    after = [end for start, end in acks if start >= killed_at]
+    in_flight = [end for start, end in acks if start < killed_at <= end]
+    return {
+        "failover_s": (min(after) - killed_at) if after else None,
+        "in_flight_at_kill": len(in_flight),
+        "in_flight_acked_s_max": (max(in_flight) - killed_at) if in_flight else None,
+        "acks_before_kill": sum(1 for _, end in acks if end < killed_at),
+        "acks_after_kill": len(after),
+    }
+
+
 def serving_agent(cluster: SuperstaticCluster) -> str | None:
     """The agent the client process is subscribed to (its STATUS counts one subscriber)."""
     for node_id, spec in cluster.local.agents.items():
@@ -69,12 +84,7 @@ def one_round(deployment: Deployment, cluster: SuperstaticCluster, threads: int)
     killed_at = time.time()
     cluster.local.kill(leader)
     answer = worker.receive(TIMEOUT_S_ANSWER)
-    acks: list[list[float]] = answer["acks"]
-    after = [end for start, end in acks if start >= killed_at]
-    before = [end for start, end in acks if end < killed_at]
-    in_flight = [end for start, end in acks if start < killed_at <= end]
-    stalled_s = (max(in_flight) - killed_at) if in_flight else None
-    recovered_s = (min(after) - killed_at) if after else None
+    timing = ack_timing(answer["acks"], killed_at)
     new_leader = cluster.local.leader(TIMEOUT_S_LEADER)
     # Restart the killed agent and wait until it has applied what the leader has committed.
     cluster.local.start_agent(leader)
@@ -93,11 +103,7 @@ def one_round(deployment: Deployment, cluster: SuperstaticCluster, threads: int)
         # Whether the client's own agent died too changes what failover involves (the
         # connection must notice its agent is gone and move), so each round says.
         "client_agent": client_agent,
-        "failover_s": recovered_s,
-        "in_flight_at_kill": len(in_flight),
-        "in_flight_acked_s_max": stalled_s,
-        "acks_before_kill": len(before),
-        "acks_after_kill": len(after),
+        **timing,
         "errors": answer.get("errors", {}),
     }
 

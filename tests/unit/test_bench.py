@@ -221,3 +221,24 @@ def _reads_labels() -> tuple[tuple[str, str], ...]:
     from superstatic_bench.workloads.reads import READS
 
     return READS
+
+
+def test_failover_counts_only_writes_started_after_the_kill() -> None:
+    from superstatic_bench.workloads.failover import ack_timing
+
+    killed_at = 100.0
+    acks = [
+        [99.0, 99.5],  # done before the kill
+        [99.9, 100.01],  # in flight at the kill, acknowledged 10 ms after it
+        [99.95, 105.0],  # in flight, acknowledged 5 s after it
+        [100.2, 100.9],  # the first fresh write: 0.9 s after the kill
+        [100.5, 101.2],
+    ]
+    timing = ack_timing(acks, killed_at)
+    assert timing["failover_s"] == pytest.approx(0.9)
+    assert timing["in_flight_at_kill"] == 2
+    assert timing["in_flight_acked_s_max"] == pytest.approx(5.0)
+    assert timing["acks_before_kill"] == 1
+    assert timing["acks_after_kill"] == 2
+    none = ack_timing([[99.0, 99.5]], killed_at)
+    assert none["failover_s"] is None and none["in_flight_acked_s_max"] is None
