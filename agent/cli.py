@@ -58,6 +58,12 @@ def parser() -> argparse.ArgumentParser:
         help="entries per APPEND message",
     )
     p.add_argument(
+        "--apply-batch-max",
+        type=int,
+        default=_default("apply_batch_max"),
+        help="committed entries applied per loop step (bounds one step's duration)",
+    )
+    p.add_argument(
         "--batch-bytes-max",
         type=int,
         default=_default("batch_bytes_max"),
@@ -104,6 +110,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         heartbeat_ticks=args.heartbeat_ticks,
         batch_entries_max=args.batch_entries_max,
         batch_bytes_max=args.batch_bytes_max,
+        apply_batch_max=args.apply_batch_max,
         inflight_max=args.inflight_max,
         session_ttl_ms=args.session_ttl_ms,
         log_retain_entries=args.log_retain_entries,

@@ -74,6 +74,10 @@ ROOT_NAME_CHARS_MAX = 256
 _DROPPED_CODE = {"no leader": wire.ErrorCode.NOT_LEADER}
 
 
+# Messages a leader may send before its own write of the same Ready (see _handle_ready).
+_LEADER_EARLY = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
+
+
 @dataclass(slots=True)
 class Waiter:
     """An app waiting for its PROPOSE to apply here."""
@@ -149,6 +153,7 @@ class Server:
             append_bytes_max=config.batch_bytes_max,
             inflight_max=config.inflight_max,
             proposals_pending_max=config.proposals_pending_max,
+            committed_per_ready_max=config.apply_batch_max,
         )
         self.node = RaftNode(
             self.id,
@@ -322,6 +327,17 @@ class Server:
 
         base_conf = self.node.base_conf
         conf = base_conf if base_conf != self._stored_conf else None
+        messages = ready.messages
+        if ready.role is Role.LEADER and messages and self._term_durable(ready):
+            # The leader's appends go out BEFORE its own write (Raft thesis 10.2.1): the core
+            # counts the leader's own copy only after advance(), so an entry still commits only
+            # on a majority of durable copies, and the leader's fsync now overlaps the
+            # followers' instead of preceding them. Only messages whose term is already durable
+            # here, and only appends/heartbeats; answers and votes still wait for the write.
+            early = [m for m in messages if m.type in _LEADER_EARLY]
+            if early:
+                self._send_messages(tuple(early))
+                messages = tuple(m for m in messages if m.type not in _LEADER_EARLY)
         if (
             ready.entries
             or ready.hard_state is not None
@@ -335,7 +351,7 @@ class Server:
         if self.node.conf is not self._conf_seen:
             self._sync_peers()  # a new member gets this Ready's messages too
         # Durable now: the messages may go (votes and acks included).
-        self._send_messages(ready.messages)
+        self._send_messages(messages)
         if ready.snapshot is not None:
             self._after_snapshot_install(ready.snapshot)
         if results:
@@ -353,6 +369,11 @@ class Server:
         if soft != self._soft:
             self._log_soft_change(self._soft, soft)
             self._soft = soft
+
+    def _term_durable(self, ready: Ready) -> bool:
+        """True if this Ready changes no term or vote, or the change is already durable."""
+        hs = ready.hard_state
+        return hs is None or (hs.term, hs.vote) == self.storage.term_vote_durable
 
     def _after_snapshot_install(self, meta: SnapshotMeta) -> None:
         log.info("installed snapshot at index %d (term %d)", meta.index, meta.term)

@@ -290,6 +290,11 @@ class Storage:
             # Durable now (synced, or fsync off by choice); a later sync covers it anyway.
             self._term_vote_synced = term_vote
 
+    @property
+    def term_vote_durable(self) -> tuple[int, str | None] | None:
+        """(term, vote) as last written by `write` (None before the first hard state)."""
+        return self._term_vote_synced
+
     def store_conf(self, txn: lmdb.Transaction, conf: ConfState) -> None:
         """Stores the base configuration (at the start of the log) if it changed."""
         data = cbor2.dumps(encode_conf(conf))

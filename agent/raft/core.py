@@ -37,9 +37,6 @@ from superstatic_agent.raft.types import (
     SnapshotMeta,
 )
 
-# Committed entries handed to the shell per Ready; more wait for the next Ready, so one Ready
-# never holds an unbounded apply batch after a long catch-up.
-COMMITTED_PER_READY_MAX = 4096
 # ReadIndex requests waiting at the leader (for its first commit, or for a heartbeat quorum).
 READS_PENDING_MAX = 4096
 # A SNAPSHOT nobody answered is sent again after this many election timeouts. Long, because the
@@ -316,7 +313,7 @@ class RaftNode:
         if self._role is Role.LEADER:
             self._flush_broadcasts()
         hard = self._hard_state()
-        committed = self._log.committed_after(self._applying, COMMITTED_PER_READY_MAX)
+        committed = self._log.committed_after(self._applying, self._config.committed_per_ready_max)
         ready = Ready(
             hard_state=hard if hard != self._prev_hard else None,
             entries=self._log.unstable_entries(),

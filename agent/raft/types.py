@@ -213,12 +213,16 @@ class RaftConfig:
     pre_vote: bool = True
     check_quorum: bool = True
     proposals_pending_max: int = 65536  # leader-side bound; beyond it propose() raises Dropped
+    # Committed entries handed to the shell per Ready; more wait for the next Ready, so one
+    # Ready never holds an apply batch that stalls the shell's loop (and its heartbeats).
+    committed_per_ready_max: int = 4096
 
     def __post_init__(self) -> None:
         assert self.ticks_heartbeat >= 1, self
         assert self.ticks_election > self.ticks_heartbeat, self
         assert self.append_entries_max >= 1 and self.append_bytes_max >= 1, self
         assert self.inflight_max >= 1 and self.proposals_pending_max >= 1, self
+        assert self.committed_per_ready_max >= 1, self
 
 
 class Dropped(Exception):
