@@ -30,6 +30,14 @@ FRAME_DEPTH_MAX = 16
 CLIENT_ID_CHARS_MAX = 64
 # req_id is echoed back; it must fit the 64-bit unsigned range so both sides can store it cheaply.
 REQ_ID_MAX = (1 << 64) - 1
+# Agent ids in a MEMBERS request: the agent's own bound on node ids (config.NODE_ID_CHARS_MAX;
+# the agent asserts the two agree, this module may not import the agent).
+MEMBER_ID_CHARS_MAX = 64
+# A peer endpoint in a MEMBERS request: the Raft core's bound on stored addresses
+# (raft.types.ADDRESS_BYTES_MAX; asserted equal by the agent too).
+MEMBER_ADDRESS_BYTES_MAX = 1024
+# What zmq.connect accepts between agents (the same list as a peer JOIN).
+MEMBER_ADDRESS_SCHEMES = ("tcp://", "ipc://")
 
 
 class FrameType(enum.IntEnum):
@@ -42,6 +50,7 @@ class FrameType(enum.IntEnum):
     STATUS = 6
     INSPECT = 7
     PING = 8
+    MEMBERS = 9
     # agent -> client
     REPLY = 64
     ERROR = 65
@@ -59,6 +68,7 @@ CLIENT_TO_AGENT = frozenset(
         FrameType.STATUS,
         FrameType.INSPECT,
         FrameType.PING,
+        FrameType.MEMBERS,
     }
 )
 AGENT_TO_CLIENT = frozenset(
@@ -76,6 +86,8 @@ class ErrorCode(enum.StrEnum):
 
 
 PROPOSE_KINDS = frozenset({"txn", "open", "close"})
+# MEMBERS ops: three configuration changes through the log, and a leadership transfer.
+MEMBERS_OPS = frozenset({"add_learner", "promote", "remove", "transfer"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +200,42 @@ def parse_propose(frame: Frame, *, body_bytes_max: int) -> Proposal:
         raise ProtocolError(f"PROPOSE.kind must be one of {sorted(PROPOSE_KINDS)}, got {kind!r}")
     body = field_bytes(frame, "body", bytes_max=body_bytes_max) if kind == "txn" else b""
     return Proposal(client, seq, seq_low, kind, body)
+
+
+@dataclass(frozen=True, slots=True)
+class MembersRequest:
+    """A validated MEMBERS body: `address` is the new member's peer endpoint for add_learner,
+    "" for every other op."""
+
+    op: str
+    node: str
+    address: str
+
+
+def parse_members(frame: Frame) -> MembersRequest:
+    assert frame.type is FrameType.MEMBERS
+    op = frame.body.get("op")
+    if op not in MEMBERS_OPS:
+        raise ProtocolError(f"MEMBERS.op must be one of {sorted(MEMBERS_OPS)}, got {op!r}")
+    node = field_str(frame, "node", chars_max=MEMBER_ID_CHARS_MAX)
+    assert node is not None
+    if op != "add_learner":
+        if frame.body.get("address") not in (None, ""):
+            raise ProtocolError(f"MEMBERS.address is only for add_learner, not {op}")
+        return MembersRequest(op, node, "")
+    address = field_str(frame, "address", chars_max=MEMBER_ADDRESS_BYTES_MAX)
+    assert address is not None
+    if len(address.encode()) > MEMBER_ADDRESS_BYTES_MAX:
+        raise ProtocolError(
+            f"MEMBERS.address has {len(address.encode())} bytes, above the limit "
+            f"MEMBER_ADDRESS_BYTES_MAX={MEMBER_ADDRESS_BYTES_MAX}"
+        )
+    if not address.startswith(MEMBER_ADDRESS_SCHEMES) or len(address) <= len("tcp://"):
+        raise ProtocolError(
+            f"MEMBERS.address must be a peer endpoint starting with one of "
+            f"{MEMBER_ADDRESS_SCHEMES}, got {address!r}"
+        )
+    return MembersRequest(op, node, address)
 
 
 def error_body(code: ErrorCode, message: str, leader: str | None = None) -> dict[str, Any]:

@@ -101,3 +101,38 @@ def test_mutated_valid_frames_fail_cleanly(flips: list[int]) -> None:
             wire.parse_propose(frame, body_bytes_max=1024)
     except ProtocolError:
         pass
+
+
+def members_frame(**body: object) -> wire.Frame:
+    return wire.decode(wire.encode(wire.FrameType.MEMBERS, 5, dict(body)), wire.CLIENT_TO_AGENT)
+
+
+def test_members_round_trip() -> None:
+    frame = members_frame(op="add_learner", node="d", address="tcp://127.0.0.1:7404")
+    assert wire.parse_members(frame) == wire.MembersRequest(
+        "add_learner", "d", "tcp://127.0.0.1:7404"
+    )
+    assert wire.parse_members(members_frame(op="promote", node="d")) == wire.MembersRequest(
+        "promote", "d", ""
+    )
+    assert wire.parse_members(members_frame(op="transfer", node="b", address="")).op == "transfer"
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ({"op": "demote", "node": "d"}, "MEMBERS.op"),
+        ({"op": None, "node": "d"}, "MEMBERS.op"),
+        ({"op": "remove"}, "MEMBERS.node"),
+        ({"op": "remove", "node": 7}, "MEMBERS.node"),
+        ({"op": "remove", "node": "x" * 65}, "above the limit 64"),
+        ({"op": "add_learner", "node": "d"}, "MEMBERS.address"),
+        ({"op": "add_learner", "node": "d", "address": "http://x"}, "peer endpoint"),
+        ({"op": "add_learner", "node": "d", "address": "tcp://"}, "peer endpoint"),
+        ({"op": "add_learner", "node": "d", "address": "tcp://" + "é" * 600}, "above the limit"),
+        ({"op": "promote", "node": "d", "address": "tcp://h:1"}, "only for add_learner"),
+    ],
+)
+def test_members_rejects_bad_fields_naming_them(body: dict, complaint: str) -> None:
+    with pytest.raises(ProtocolError, match=complaint):
+        wire.parse_members(members_frame(**body))
