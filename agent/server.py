@@ -26,10 +26,11 @@ import cbor2
 import lmdb
 import zmq
 from superstatic_agent import peer_codec, status_map
-from superstatic_agent.config import AgentConfig
+from superstatic_agent.config import NODE_ID_CHARS_MAX, AgentConfig
 from superstatic_agent.raft.core import RaftNode
 from superstatic_agent.raft.membership import apply_change
 from superstatic_agent.raft.types import (
+    ADDRESS_BYTES_MAX,
     ConfChange,
     ConfState,
     Dropped,
@@ -70,8 +71,16 @@ SHIPMENT_CHUNKS_PER_TURN_MAX = 8
 # INSPECT root names.
 ROOT_NAME_CHARS_MAX = 256
 
+# MEMBERS requests waiting for their CONF entry to apply or their transfer to happen. The core
+# takes one configuration change at a time, but several operators may wait on one transfer.
+MEMBERS_WAITING_MAX = 16
+
 # Error codes for a proposal the core refused, by the reason it gave.
 _DROPPED_CODE = {"no leader": wire.ErrorCode.NOT_LEADER}
+
+# The wire bounds a MEMBERS request by the same limits the core and config enforce.
+assert wire.MEMBER_ID_CHARS_MAX == NODE_ID_CHARS_MAX
+assert wire.MEMBER_ADDRESS_BYTES_MAX == ADDRESS_BYTES_MAX
 
 
 # Messages a leader may send before its own write of the same Ready (see _handle_ready).
@@ -131,6 +140,19 @@ class Staging:
 
 
 @dataclass(slots=True)
+class MembersWait:
+    """An operator waiting for a MEMBERS request: a configuration change until its CONF entry
+    (index, term) applies here, a transfer until its target leads."""
+
+    identity: bytes
+    req_id: int
+    request: wire.MembersRequest
+    deadline: float
+    index: int = 0
+    term: int = 0
+
+
+@dataclass(slots=True)
 class ReadWait:
     deadline: float
     requests: list[tuple[bytes, int]] = field(default_factory=list)
@@ -171,6 +193,7 @@ class Server:
         self.peers = PeerTransport(self.ctx, self.id, config.peer_endpoint, self.drops)
         self.clients = ClientTransport(self.ctx, config.client_endpoint, self.drops)
         self._conf_seen: ConfState | None = None
+        self._peers_leader: str | None = None
         self._sync_peers()
         self.poller = zmq.Poller()
         self.poller.register(self.peers.router, zmq.POLLIN)
@@ -184,6 +207,7 @@ class Server:
         self._reads_new: list[tuple[bytes, int]] = []
         self._reads: dict[bytes, ReadWait] = {}
         self._read_ids = itertools.count(1)
+        self._members_waits: list[MembersWait] = []
         self._subscribers: dict[bytes, Subscriber] = {}
         self._snapshot_streams = 0
         # Recent events: _recent[i] is the event at index _recent_first + i (contiguous).
@@ -348,7 +372,7 @@ class Server:
             self.storage.write(ready, apply if committed else None, conf=conf)
             self._stored_conf = base_conf
         # else: messages only (heartbeats and their answers): no write transaction at all.
-        if self.node.conf is not self._conf_seen:
+        if self.node.conf is not self._conf_seen or self.node.leader != self._peers_leader:
             self._sync_peers()  # a new member gets this Ready's messages too
         # Durable now: the messages may go (votes and acks included).
         self._send_messages(messages)
@@ -360,6 +384,8 @@ class Server:
             self.counters["applied"] += len(results)
             self._record_events(results)
             self._answer_applied(results)
+            if self._members_waits:
+                self._settle_conf_waits(ready)
         for state in ready.read_states:
             wait = self._reads.pop(state.context, None)
             if wait is not None:
@@ -417,6 +443,14 @@ class Server:
         if self.id not in conf.members():
             for node, address in self.config.peers.items():
                 addresses.setdefault(node, address)
+        # A leader that removed itself leads until its removal commits (docs/raft.md): our acks
+        # must still reach it, so its connection stays while it is the leader we follow.
+        leader = self.node.leader
+        if leader is not None and leader not in addresses:
+            kept = self.peers.peers().get(leader)
+            if kept:
+                addresses[leader] = kept
+        self._peers_leader = leader
         for node in self.peers.set_peers(addresses):
             if self._conf_seen is not None:
                 log.info("connected to member %s at %s", node, addresses[node])
@@ -672,6 +706,8 @@ class Server:
             )
         elif t is wire.FrameType.STATUS:
             self._reply(identity, frame.req_id, self.status())
+        elif t is wire.FrameType.MEMBERS:
+            self._on_members(identity, frame, now)
         elif t is wire.FrameType.INSPECT:
             name = wire.field_str(frame, "root", chars_max=ROOT_NAME_CHARS_MAX)
             assert name is not None
@@ -768,6 +804,142 @@ class Server:
                     waiter.answered = True
                     self._waiting -= 1
                     self._reply(waiter.identity, waiter.req_id, reply)
+
+    # -- membership administration -------------------------------------------------------------
+
+    def _on_members(self, identity: bytes, frame: wire.Frame, now: float) -> None:
+        request = wire.parse_members(frame)
+        if len(self._members_waits) >= MEMBERS_WAITING_MAX:
+            self._error(
+                identity,
+                frame.req_id,
+                wire.ErrorCode.BUSY,
+                f"MEMBERS_WAITING_MAX={MEMBERS_WAITING_MAX} requests already wait; retry later",
+            )
+            return
+        node = self.node
+        if node.role is not Role.LEADER:
+            # The operator's command knows every agent's client endpoint, we only know peer
+            # endpoints: it retries at the leader we name.
+            where = f"agent {node.leader} leads" if node.leader else "no leader is known yet"
+            self._error(
+                identity,
+                frame.req_id,
+                wire.ErrorCode.NOT_LEADER,
+                f"membership changes go to the leader; {where}",
+                node.leader,
+            )
+            return
+        wait = MembersWait(
+            identity, frame.req_id, request, now + self.config.timeout_ms_proposal / 1000.0
+        )
+        try:
+            if request.op == "transfer":
+                if request.node == self.id:
+                    self._reply(identity, frame.req_id, self._members_reply(request, 0))
+                    return
+                node.transfer_leadership(request.node)
+            else:
+                reason = members_refusal(node.conf, request)
+                if reason is not None:
+                    raise Dropped(reason, self.id)
+                change = ConfChange(request.op, request.node, request.address)
+                node.propose_conf_change(change)
+                wait.index, wait.term = node.last_index, node.term
+        except Dropped as exc:
+            self._error(
+                identity,
+                frame.req_id,
+                members_dropped_code(exc.reason),
+                f"{request.op} {request.node} refused: {exc.reason}",
+                exc.leader,
+            )
+            return
+        if wait.index:
+            log.info(
+                "operator asked to %s %s: CONF entry %d proposed",
+                request.op,
+                request.node,
+                wait.index,
+            )
+        else:
+            log.info("operator asked to transfer leadership to %s", request.node)
+        self._members_waits.append(wait)
+
+    def _members_reply(self, request: wire.MembersRequest, index: int) -> dict[str, Any]:
+        conf = self.node.conf
+        return {
+            "op": request.op,
+            "node": request.node,
+            "index": index,
+            "leader": self.node.leader,
+            "term": self.node.term,
+            "voters": list(conf.voters),
+            "learners": list(conf.learners),
+        }
+
+    def _settle_conf_waits(self, ready: Ready) -> None:
+        """Answers the changes whose index this Ready applied: done if the entry there is
+        still ours (same term), refused if a new leader's log replaced it."""
+        committed = ready.committed
+        first = committed[0].index
+        for wait in list(self._members_waits):
+            if not wait.index or not first <= wait.index <= committed[-1].index:
+                continue
+            self._members_waits.remove(wait)
+            entry = committed[wait.index - first]
+            assert entry.index == wait.index, (entry.index, wait.index)
+            request = wait.request
+            if entry.term == wait.term and entry.kind is EntryKind.CONF:
+                log.info("%s %s applied at index %d", request.op, request.node, entry.index)
+                self._reply(wait.identity, wait.req_id, self._members_reply(request, entry.index))
+            else:
+                self._error(
+                    wait.identity,
+                    wait.req_id,
+                    wire.ErrorCode.NOT_LEADER,
+                    f"{request.op} {request.node} not applied: leadership changed and a new "
+                    f"leader's entry replaced index {wait.index}; retry",
+                )
+
+    def _settle_members_waits(self, now: float) -> None:
+        """Transfers done or abandoned, changes past their deadline (housekeeping)."""
+        node = self.node
+        for wait in list(self._members_waits):
+            request = wait.request
+            message = ""
+            if wait.index:
+                if self.applied >= wait.index:
+                    # A snapshot carried this agent past the entry without showing it.
+                    message = (
+                        f"{request.op} {request.node}: index {wait.index} was applied from a "
+                        "snapshot; the outcome is unknown here: see `superstatic members list`"
+                    )
+                elif now >= wait.deadline:
+                    message = (
+                        f"{request.op} {request.node} not applied within timeout_ms_proposal="
+                        f"{self.config.timeout_ms_proposal}; the outcome is unknown: see "
+                        "`superstatic members list`"
+                    )
+            elif node.leader == request.node:
+                self._members_waits.remove(wait)
+                self._reply(wait.identity, wait.req_id, self._members_reply(request, 0))
+                continue
+            elif node.role is Role.LEADER and node.transferee != request.node:
+                message = (
+                    f"transfer to {request.node} abandoned: it did not take over within an "
+                    "election timeout (is it up and caught up?)"
+                )
+            elif node.leader is not None and node.role is not Role.LEADER:
+                message = f"transfer to {request.node} failed: {node.leader} leads instead"
+            elif now >= wait.deadline:
+                message = (
+                    f"transfer to {request.node} not done within timeout_ms_proposal="
+                    f"{self.config.timeout_ms_proposal}"
+                )
+            if message:
+                self._members_waits.remove(wait)
+                self._error(wait.identity, wait.req_id, wire.ErrorCode.UNAVAILABLE, message)
 
     def _flush_reads(self, now: float) -> None:
         if not self._reads_new:
@@ -1012,6 +1184,8 @@ class Server:
         # Answered waiters linger in the queue until their deadline; bound that too.
         while self._waiter_queue and self._waiter_queue[0][2].answered:
             self._waiter_queue.popleft()
+        if self._members_waits:
+            self._settle_members_waits(now)
         for context, wait in list(self._reads.items()):
             if wait.deadline <= now:
                 del self._reads[context]
@@ -1086,6 +1260,28 @@ def reply_of(applied: Applied) -> dict[str, Any]:
         "error": applied.error,
         "dup": False,
     }
+
+
+def members_refusal(conf: ConfState, request: wire.MembersRequest) -> str | None:
+    """Operator mistakes named plainly, before the core's own (terser) refusal rules."""
+    node = request.node
+    if request.op == "promote" and node in conf.voters:
+        return f"{node} is already a voter"
+    if request.op in ("promote", "remove") and node not in conf.members():
+        return f"{node} is not a member (members: {', '.join(conf.members())})"
+    if request.op == "remove" and conf.voters == (node,):
+        return "cannot remove the last voter"
+    return None
+
+
+def members_dropped_code(reason: str) -> wire.ErrorCode:
+    """Wire code for a MEMBERS request the core refused: a retry helps only when another
+    change or transfer is under way, or leadership moves."""
+    if reason in ("not leader", "no leader"):
+        return wire.ErrorCode.NOT_LEADER
+    if reason in ("a configuration change is still uncommitted", "leadership transfer in progress"):
+        return wire.ErrorCode.BUSY
+    return wire.ErrorCode.BAD_REQUEST
 
 
 def frame_bytes(frame_type: wire.FrameType, req_id: int, body: bytes) -> bytes:

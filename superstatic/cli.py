@@ -22,6 +22,7 @@ USAGE = """superstatic <command> [options]
 commands:
   status   --agent ENDPOINT [--json]     members, roles, leader, term, commit/applied, lag
   inspect  ROOT --agent ENDPOINT         a root's current value as JSON
+  members  list|add-learner|promote|remove|transfer [NODE] --agent EP[,EP..]   membership
   cluster  [--size N] [--dir DIR]        run a local cluster in the foreground (Ctrl-C stops it)
   demo                                   the guided demo: 3 agents, apps, a leader killed mid-run
   bench    [--quick] [--only W,..] [--peers] [--out DIR]   the benchmark suite
@@ -41,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return status_main(rest)
         if command == "inspect":
             return inspect_main(rest)
+        if command == "members":
+            from superstatic.members import main as members_main
+
+            return members_main(rest)
         if command == "cluster":
             return cluster_main(rest)
         if command == "demo":
