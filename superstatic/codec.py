@@ -97,10 +97,14 @@ def _tagged(value: Any) -> Any:
     tp = type(value)
     if tp in _PASS_TYPES:
         return value
+    # Scalars are checked inline (no call per element): records and op arrays are mostly
+    # scalars, and this walk runs for every record the state machine writes.
     if tp is list:
-        return [_tagged(x) for x in value]
+        return [x if type(x) in _PASS_TYPES else _tagged(x) for x in value]
     if tp is tuple:
-        return cbor2.CBORTag(TAG_TUPLE, [_tagged(x) for x in value])
+        return cbor2.CBORTag(
+            TAG_TUPLE, [x if type(x) in _PASS_TYPES else _tagged(x) for x in value]
+        )
     if tp is Ref:
         return cbor2.CBORTag(TAG_REF, value.oid)
     if tp is frozenset:
