@@ -17,7 +17,7 @@ from superstatic_agent.loadgen import AgentError, RawClient, txn_create_roots, t
 
 from superstatic import oneshot, wire
 from superstatic.errors import Error, Unavailable
-from superstatic.localcluster import LocalCluster
+from superstatic.localcluster import LocalCluster, free_ports
 
 pytestmark = pytest.mark.cluster
 
@@ -192,7 +192,7 @@ def test_promote_transfer_and_remove_the_leader(cluster_of: Callable[[int], Loca
     assert "leader" in rows[new_leader] and all("voter" in row for row in rows.values()), table
 
 
-def test_bad_requests_are_refused_and_the_agent_keeps_serving(
+def test_bad_requests_are_refused_and_a_learner_comes_and_goes(
     cluster_of: Callable[[int], LocalCluster],
 ) -> None:
     cluster = cluster_of(1)
@@ -227,6 +227,16 @@ def test_bad_requests_are_refused_and_the_agent_keeps_serving(
 
     # Nothing changed, and writes still commit.
     assert [m["id"] for m in cluster.status("a")["members"]] == ["a"]
+
+    # A learner added by address (its agent need not run yet: learners never count for commit),
+    # then removed again.
+    port = free_ports(1)[0]
+    out = members(cluster, "add-learner", "e", "--address", f"tcp://127.0.0.1:{port}")
+    assert "add_learner e: applied" in out and "learners e" in out, out
+    assert "e is already a member" in refused(
+        endpoint, "add-learner", "e", "--address", f"tcp://127.0.0.1:{port}"
+    )
+    assert "learners -" in members(cluster, "remove", "e")
     writer = Committer(cluster)
     writer.commit(txn_create_roots({"m": "list"}))
     writer.commit(txn_extend("m", [1]))
