@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,39 @@ def test_singleton_attach_or_create(cluster: InprocCluster) -> None:
     assert inv.stock["apple"] == 5  # read-your-writes through the log on every replica
     assert repr(inv) == "Inventory({'apple': 5})"
     assert inv.total == 5
+
+
+RACE_BARRIER = threading.Barrier(2, timeout=30)
+
+
+@superstatic.clustered(name="tests.unit.raced-singleton")
+class Raced:
+    def __init__(self, creator: str) -> None:
+        # Both creators get here before either commits: a real race on the root table.
+        RACE_BARRIER.wait()
+        self.creator = creator
+
+
+def test_racing_creators_converge_on_the_first_committed(cluster: InprocCluster) -> None:
+    sessions = [cluster.session(), cluster.session()]
+    found: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def create(name: str, session: Any) -> None:
+        try:
+            found[name] = session.attach(Raced, (name,))
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(f"s{i}", s)) for i, s in enumerate(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    creators = {found["s0"].creator, found["s1"].creator}
+    assert len(creators) == 1, creators  # both attached to the one committed singleton
+    assert cluster.session().attach(Raced, ("late",)).creator in creators
 
 
 def test_exception_in_method_commits_nothing(cluster: InprocCluster) -> None:
