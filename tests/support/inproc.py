@@ -46,14 +46,18 @@ class Committed:
 class InprocLog:
     """A log of NORMAL entries applied, in order, by the agent's state machine on LMDB."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, gc_threshold: int | None = None) -> None:
         from superstatic_agent.raft.types import Entry, EntryKind
         from superstatic_agent.statemachine import StateMachine
 
         self._entry = Entry
         self._normal = EntryKind.NORMAL
         self.env = lmdb.open(str(path), map_size=MAP_BYTES, max_dbs=16, sync=False)
-        self.sm = StateMachine(self.env)
+        self.sm = (
+            StateMachine(self.env)
+            if gc_threshold is None
+            else StateMachine(self.env, gc_threshold=gc_threshold)
+        )
         self.last_index = 0
         self._lock = threading.Lock()
 
@@ -135,9 +139,9 @@ class InprocConnection:
 class InprocCluster:
     """One in-process log and the sessions attached to it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, gc_threshold: int | None = None) -> None:
         self.path = Path(path)
-        self.log = InprocLog(self.path / "lmdb")
+        self.log = InprocLog(self.path / "lmdb", gc_threshold=gc_threshold)
         self.events: list[Event] = []
         self.events_lock = threading.Lock()
         self.connections: list[InprocConnection] = []
