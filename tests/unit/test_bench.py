@@ -242,3 +242,18 @@ def test_failover_counts_only_writes_started_after_the_kill() -> None:
     assert timing["acks_after_kill"] == 2
     none = ack_timing([[99.0, 99.5]], killed_at)
     assert none["failover_s"] is None and none["in_flight_acked_s_max"] is None
+
+
+def test_a_missing_peer_server_is_skipped_with_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from superstatic_bench.peers import etcd_peer, install, redis_peer
+
+    # The Python side present (whatever this environment has), the servers absent.
+    monkeypatch.setattr(install, "_missing_modules", lambda names: [])
+    monkeypatch.setattr(redis_peer, "server_path", lambda: None)
+    monkeypatch.setattr(etcd_peer, "server_path", lambda: None)
+    redis_reason = install.check("redis", install=False)
+    etcd_reason = install.check("etcd", install=False)
+    assert redis_reason is not None and "apt-get install -y redis-server" in redis_reason
+    assert etcd_reason is not None and "apt-get install -y etcd-server" in etcd_reason
