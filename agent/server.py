@@ -6,11 +6,14 @@ to the core in one go (group commit: one Ready, one LMDB write, one fsync, one A
 follower for everything that arrived together), then drain the core's Readies: persist and apply
 in one write transaction, send, answer the clients whose entries applied, advance. Streams to
 subscribers, timeouts and compaction follow. See docs/agent.md for the decisions.
+
+The subscriber streams (streams.py), snapshots between agents (shipping.py) and operators'
+MEMBERS requests (membership_requests.py) live in their own modules; the Server owns one of
+each, hands it what it needs, and calls it from the loop.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
@@ -18,7 +21,6 @@ import random
 import signal
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,15 +28,13 @@ import cbor2
 import lmdb
 import zmq
 from superstatic_agent import peer_codec, status_map
-from superstatic_agent.config import NODE_ID_CHARS_MAX, AgentConfig
+from superstatic_agent.config import AgentConfig
+from superstatic_agent.membership_requests import MembershipRequests
 from superstatic_agent.raft.core import RaftNode
-from superstatic_agent.raft.membership import apply_change
 from superstatic_agent.raft.types import (
-    ADDRESS_BYTES_MAX,
     ConfChange,
     ConfState,
     Dropped,
-    EntryKind,
     HardState,
     Message,
     MsgType,
@@ -43,8 +43,10 @@ from superstatic_agent.raft.types import (
     Role,
     SnapshotMeta,
 )
+from superstatic_agent.shipping import Shipping
 from superstatic_agent.statemachine import Applied, StateMachine
-from superstatic_agent.storage import Event, Storage, Trimmed, read_applied
+from superstatic_agent.storage import Storage
+from superstatic_agent.streams import Streams
 from superstatic_agent.transport import ClientTransport, DropCounter, PeerTransport
 
 from superstatic import wire
@@ -62,26 +64,11 @@ TICKS_CATCHUP_MAX = 10
 HOUSEKEEPING_MS = 50
 # A learner outside the configuration asks the voters to add it this often.
 JOIN_RETRY_MS = 1_000
-# Applied events kept in memory so live subscribers are fed without reading LMDB.
-EVENTS_CACHE_ENTRIES_MAX = 20_000
-# Object-table snapshots streamed at once: each pins one LMDB read transaction (reader slot).
-SNAPSHOT_STREAMS_MAX = 16
-# Snapshot chunks sent to one follower per loop turn; the rest follow in later turns.
-SHIPMENT_CHUNKS_PER_TURN_MAX = 8
 # INSPECT root names.
 ROOT_NAME_CHARS_MAX = 256
 
-# MEMBERS requests waiting for their CONF entry to apply or their transfer to happen. The core
-# takes one configuration change at a time, but several operators may wait on one transfer.
-MEMBERS_WAITING_MAX = 16
-
 # Error codes for a proposal the core refused, by the reason it gave.
 _DROPPED_CODE = {"no leader": wire.ErrorCode.NOT_LEADER}
-
-# The wire bounds a MEMBERS request by the same limits the core and config enforce.
-assert wire.MEMBER_ID_CHARS_MAX == NODE_ID_CHARS_MAX
-assert wire.MEMBER_ADDRESS_BYTES_MAX == ADDRESS_BYTES_MAX
-
 
 # Messages a leader may send before its own write of the same Ready (see _handle_ready).
 _LEADER_EARLY = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
@@ -95,61 +82,6 @@ class Waiter:
     req_id: int
     deadline: float
     answered: bool = False
-
-
-@dataclass(slots=True)
-class Subscriber:
-    """One app's SUBSCRIBE stream (one per app connection)."""
-
-    identity: bytes
-    req_id: int
-    next_index: int  # the next event this app needs
-    last_seen: float
-    snapshot_index: int = 0  # >0: a snapshot at this index is being streamed
-    snapshot_part: int = 0
-    snapshot_nodes: Iterator[tuple[str, bytes]] | None = None
-    snapshot_peek: tuple[str, bytes] | None = None
-    needs_snapshot: bool = False
-    streamed: bool = False  # sent at least one frame (a later gap is "lagging", not a restart)
-    pending_frame: bytes | None = None  # built but not yet accepted by the socket
-    pending_next: int = 0  # next_index once pending_frame is sent
-
-
-@dataclass(slots=True)
-class Shipment:
-    """Leader side: the object table streamed to one follower before its SNAPSHOT message."""
-
-    to: str
-    term: int
-    meta: SnapshotMeta
-    txn: lmdb.Transaction
-    chunks: Iterator[bytes]
-    part: int = 0
-    peek: bytes | None = None
-
-
-@dataclass(slots=True)
-class Staging:
-    """Follower side: chunks of one snapshot staged so far."""
-
-    frm: str
-    term: int
-    snapshot_index: int
-    next_part: int = 0
-    complete: bool = False
-
-
-@dataclass(slots=True)
-class MembersWait:
-    """An operator waiting for a MEMBERS request: a configuration change until its CONF entry
-    (index, term) applies here, a transfer until its target leads."""
-
-    identity: bytes
-    req_id: int
-    request: wire.MembersRequest
-    deadline: float
-    index: int = 0
-    term: int = 0
 
 
 @dataclass(slots=True)
@@ -207,16 +139,10 @@ class Server:
         self._reads_new: list[tuple[bytes, int]] = []
         self._reads: dict[bytes, ReadWait] = {}
         self._read_ids = itertools.count(1)
-        self._members_waits: list[MembersWait] = []
-        self._subscribers: dict[bytes, Subscriber] = {}
-        self._snapshot_streams = 0
-        # Recent events: _recent[i] is the event at index _recent_first + i (contiguous).
-        self._recent: list[Event] = []
-        self._recent_first = self.applied + 1
-        self._body_cache: dict[tuple[int, int], bytes] = {}
+        self.members = MembershipRequests(config, self.node, self._reply, self._error)
+        self.streams = Streams(config, self.storage, self.clients, self._error, self.applied)
         # Snapshots in flight, both directions.
-        self._shipments: dict[str, Shipment] = {}
-        self._staging: Staging | None = None
+        self.shipping = Shipping(config, self.node, self.storage, self.sm, self.peers, self.drops)
         self._stop = False
         # Start counts as activity: the app that started us needs time to connect.
         self._last_client_frame = time.monotonic()
@@ -256,7 +182,11 @@ class Server:
         try:
             while not self._stop:
                 now = time.monotonic()
-                busy = self.node.has_ready() or self._has_stream_work()
+                busy = (
+                    self.node.has_ready()
+                    or self.shipping.has_work()
+                    or self.streams.has_work(self.applied)
+                )
                 # Rounded up: zmq polls in whole milliseconds, and a remainder truncated to 0
                 # would spin the loop for the last millisecond of every tick.
                 timeout_ms = 0 if busy else math.ceil(max(0.0, next_tick - now) * 1000)
@@ -295,19 +225,17 @@ class Server:
         self._flush_proposals()
         self._flush_reads(now)
         self._drain_ready()
-        self._body_cache.clear()
-        self._pump_shipments()
-        self._pump_subscribers(now)
+        self.streams.clear_body_cache()
+        self.shipping.pump()
+        self.streams.pump(self.applied)
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_MS / 1000.0
             self._housekeeping(now)
         self._maybe_compact()
 
     def close(self) -> None:
-        for sub in list(self._subscribers.values()):
-            self._drop_subscriber(sub)
-        for shipment in list(self._shipments.values()):
-            self._end_shipment(shipment)
+        self.streams.close()
+        self.shipping.close()
         self.peers.close()
         self.clients.close()
         self.ctx.term()
@@ -382,10 +310,10 @@ class Server:
             assert results[0].index == self.applied + 1, (results[0].index, self.applied)
             self.applied = results[-1].index
             self.counters["applied"] += len(results)
-            self._record_events(results)
+            self.streams.record_events(results)
             self._answer_applied(results)
-            if self._members_waits:
-                self._settle_conf_waits(ready)
+            if self.members.waiting():
+                self.members.settle_applied(ready)
         for state in ready.read_states:
             wait = self._reads.pop(state.context, None)
             if wait is not None:
@@ -404,16 +332,14 @@ class Server:
     def _after_snapshot_install(self, meta: SnapshotMeta) -> None:
         log.info("installed snapshot at index %d (term %d)", meta.index, meta.term)
         self.applied = meta.index
-        self._staging = None
-        # Events before the snapshot are gone from this agent: subscribers behind it need one.
-        self._recent = []
-        self._recent_first = meta.index + 1
+        self.shipping.installed()
+        self.streams.snapshot_installed(meta.index)
 
     def _send_messages(self, messages: tuple[Message, ...]) -> None:
         blobs: dict[tuple[int, int], bytes] = {}
         for m in messages:
             if m.type is MsgType.SNAPSHOT:
-                self._start_shipment(m)
+                self.shipping.start(m)
                 continue
             blob = None
             if m.entries and m.type is MsgType.APPEND:
@@ -480,7 +406,7 @@ class Server:
             elif isinstance(frame, peer_codec.JoinRequest):
                 self._on_join(sender, frame)
             else:
-                self._on_chunk(sender, frame)
+                self.shipping.on_chunk(sender, frame)
 
     def _on_peer_message(self, sender: str, m: Message) -> None:
         if m.frm != sender:
@@ -495,13 +421,7 @@ class Server:
             return
         if m.type is MsgType.SNAPSHOT:
             assert m.snapshot is not None
-            staged = self._staging
-            if not (
-                staged is not None
-                and staged.complete
-                and (staged.frm, staged.term) == (m.frm, m.term)
-                and staged.snapshot_index == m.snapshot.index
-            ):
+            if not self.shipping.staged_for(m):
                 # The data did not (all) arrive: without it the core must not accept the
                 # meta. The leader sends the snapshot again later.
                 self.drops.drop("snapshot_without_data", f"from {sender} at {m.snapshot.index}")
@@ -542,105 +462,6 @@ class Server:
             return
         log.info("agent %s asked to join: proposing it as a learner at %s", join.frm, join.address)
 
-    def _on_chunk(self, sender: str, chunk: peer_codec.SnapshotChunk) -> None:
-        if chunk.frm != sender or chunk.to != self.id:
-            self.drops.drop("peer_wrong_sender", f"chunk from {sender!r} for {chunk.to!r}")
-            return
-        if chunk.term < self.node.term:
-            return  # from a deposed leader
-        staged = self._staging
-        if chunk.part == 0:
-            # A new snapshot starts; the state machine drops whatever was staged before.
-            staged = self._staging = Staging(chunk.frm, chunk.term, chunk.snap_index)
-        elif (
-            staged is None
-            or staged.complete
-            or (staged.frm, staged.term, staged.snapshot_index)
-            != (chunk.frm, chunk.term, chunk.snap_index)
-            or chunk.part != staged.next_part
-        ):
-            self.drops.drop("snapshot_chunk_out_of_order", f"part {chunk.part} from {sender}")
-            self._staging = None
-            return
-        try:
-            with self.storage.env.begin(write=True) as txn:
-                self.sm.stage_chunk(txn, chunk.data)
-        except ProtocolError as exc:
-            self.drops.drop("snapshot_chunk_bad", f"from {sender}: {exc}")
-            self._staging = None
-            return
-        staged.next_part += 1
-        staged.complete = chunk.last
-
-    # -- snapshots to followers ----------------------------------------------------------------
-
-    def _start_shipment(self, m: Message) -> None:
-        if m.to in self._shipments:
-            return  # still streaming the previous one; the core's retry is a duplicate
-        txn = self.storage.env.begin()
-        index, term, _time_ms = read_applied(txn, self.storage.dbs)
-        assert index >= (m.snapshot.index if m.snapshot else 0), (index, m.snapshot)
-        meta = SnapshotMeta(index, term, self._conf_at(index))
-        chunks = self.sm.snapshot_chunks(txn, self.config.snapshot_chunk_bytes_max)
-        self._shipments[m.to] = Shipment(m.to, m.term, meta, txn, chunks)
-        log.info("sending a snapshot at index %d to %s", index, m.to)
-
-    def _conf_at(self, index: int) -> ConfState:
-        """The configuration in force at `index` (applied, so at or above the log's base)."""
-        conf = self.node.base_conf
-        first = self.node.first_index
-        if index >= first:
-            for entry in self.node.entries_between(first, index):
-                if entry.kind is EntryKind.CONF:
-                    conf = apply_change(conf, ConfChange.decode(entry.data))
-        return conf
-
-    def _pump_shipments(self) -> None:
-        for shipment in list(self._shipments.values()):
-            if shipment.term != self.node.term or self.node.role is not Role.LEADER:
-                self._end_shipment(shipment)
-                continue
-            for _ in range(SHIPMENT_CHUNKS_PER_TURN_MAX):
-                data = shipment.peek if shipment.peek is not None else next(shipment.chunks, None)
-                shipment.peek = None
-                if data is None:
-                    data = b""  # an empty table still sends one (empty) chunk
-                following = next(shipment.chunks, None)
-                chunk = peer_codec.SnapshotChunk(
-                    self.id,
-                    shipment.to,
-                    shipment.term,
-                    shipment.meta.index,
-                    shipment.part,
-                    following is None,
-                    data,
-                )
-                if not self.peers.send(shipment.to, peer_codec.encode_chunk(chunk)):
-                    log.info("snapshot to %s interrupted (peer queue full or down)", shipment.to)
-                    self._end_shipment(shipment)
-                    break
-                shipment.part += 1
-                if following is None:
-                    message = Message(
-                        MsgType.SNAPSHOT,
-                        self.id,
-                        shipment.to,
-                        shipment.term,
-                        snapshot=shipment.meta,
-                    )
-                    self.peers.send(shipment.to, peer_codec.encode_message(message))
-                    self._end_shipment(shipment)
-                    break
-                shipment.peek = following
-
-    def _end_shipment(self, shipment: Shipment) -> None:
-        self._shipments.pop(shipment.to, None)
-        closer = getattr(shipment.chunks, "close", None)
-        if closer is not None:
-            closer()
-        with contextlib.suppress(lmdb.Error):
-            shipment.txn.abort()
-
     # -- client frames -------------------------------------------------------------------------
 
     def _on_client_frames(self) -> None:
@@ -649,9 +470,7 @@ class Server:
         if frames:
             self._last_client_frame = now
         for identity, data in frames:
-            sub = self._subscribers.get(identity)
-            if sub is not None:
-                sub.last_seen = now
+            self.streams.touch(identity, now)
             try:
                 frame = wire.decode(data, wire.CLIENT_TO_AGENT)
             except ProtocolError as exc:
@@ -686,11 +505,9 @@ class Server:
                 return
             self._reads_new.append((identity, frame.req_id))
         elif t is wire.FrameType.SUBSCRIBE:
-            self._on_subscribe(identity, frame, now)
+            self.streams.on_subscribe(identity, frame, now)
         elif t is wire.FrameType.UNSUBSCRIBE:
-            sub = self._subscribers.get(identity)
-            if sub is not None:
-                self._drop_subscriber(sub)
+            self.streams.unsubscribe(identity)
             self._reply(identity, frame.req_id, {})
         elif t is wire.FrameType.HELLO:
             wire.field_str(frame, "client", chars_max=wire.CLIENT_ID_CHARS_MAX)
@@ -707,7 +524,7 @@ class Server:
         elif t is wire.FrameType.STATUS:
             self._reply(identity, frame.req_id, self.status())
         elif t is wire.FrameType.MEMBERS:
-            self._on_members(identity, frame, now)
+            self.members.on_request(identity, frame, now)
         elif t is wire.FrameType.INSPECT:
             name = wire.field_str(frame, "root", chars_max=ROOT_NAME_CHARS_MAX)
             assert name is not None
@@ -805,142 +622,6 @@ class Server:
                     self._waiting -= 1
                     self._reply(waiter.identity, waiter.req_id, reply)
 
-    # -- membership administration -------------------------------------------------------------
-
-    def _on_members(self, identity: bytes, frame: wire.Frame, now: float) -> None:
-        request = wire.parse_members(frame)
-        if len(self._members_waits) >= MEMBERS_WAITING_MAX:
-            self._error(
-                identity,
-                frame.req_id,
-                wire.ErrorCode.BUSY,
-                f"MEMBERS_WAITING_MAX={MEMBERS_WAITING_MAX} requests already wait; retry later",
-            )
-            return
-        node = self.node
-        if node.role is not Role.LEADER:
-            # The operator's command knows every agent's client endpoint, we only know peer
-            # endpoints: it retries at the leader we name.
-            where = f"agent {node.leader} leads" if node.leader else "no leader is known yet"
-            self._error(
-                identity,
-                frame.req_id,
-                wire.ErrorCode.NOT_LEADER,
-                f"membership changes go to the leader; {where}",
-                node.leader,
-            )
-            return
-        wait = MembersWait(
-            identity, frame.req_id, request, now + self.config.timeout_ms_proposal / 1000.0
-        )
-        try:
-            if request.op == "transfer":
-                if request.node == self.id:
-                    self._reply(identity, frame.req_id, self._members_reply(request, 0))
-                    return
-                node.transfer_leadership(request.node)
-            else:
-                reason = members_refusal(node.conf, request)
-                if reason is not None:
-                    raise Dropped(reason, self.id)
-                change = ConfChange(request.op, request.node, request.address)
-                node.propose_conf_change(change)
-                wait.index, wait.term = node.last_index, node.term
-        except Dropped as exc:
-            self._error(
-                identity,
-                frame.req_id,
-                members_dropped_code(exc.reason),
-                f"{request.op} {request.node} refused: {exc.reason}",
-                exc.leader,
-            )
-            return
-        if wait.index:
-            log.info(
-                "operator asked to %s %s: CONF entry %d proposed",
-                request.op,
-                request.node,
-                wait.index,
-            )
-        else:
-            log.info("operator asked to transfer leadership to %s", request.node)
-        self._members_waits.append(wait)
-
-    def _members_reply(self, request: wire.MembersRequest, index: int) -> dict[str, Any]:
-        conf = self.node.conf
-        return {
-            "op": request.op,
-            "node": request.node,
-            "index": index,
-            "leader": self.node.leader,
-            "term": self.node.term,
-            "voters": list(conf.voters),
-            "learners": list(conf.learners),
-        }
-
-    def _settle_conf_waits(self, ready: Ready) -> None:
-        """Answers the changes whose index this Ready applied: done if the entry there is
-        still ours (same term), refused if a new leader's log replaced it."""
-        committed = ready.committed
-        first = committed[0].index
-        for wait in list(self._members_waits):
-            if not wait.index or not first <= wait.index <= committed[-1].index:
-                continue
-            self._members_waits.remove(wait)
-            entry = committed[wait.index - first]
-            assert entry.index == wait.index, (entry.index, wait.index)
-            request = wait.request
-            if entry.term == wait.term and entry.kind is EntryKind.CONF:
-                log.info("%s %s applied at index %d", request.op, request.node, entry.index)
-                self._reply(wait.identity, wait.req_id, self._members_reply(request, entry.index))
-            else:
-                self._error(
-                    wait.identity,
-                    wait.req_id,
-                    wire.ErrorCode.NOT_LEADER,
-                    f"{request.op} {request.node} not applied: leadership changed and a new "
-                    f"leader's entry replaced index {wait.index}; retry",
-                )
-
-    def _settle_members_waits(self, now: float) -> None:
-        """Transfers done or abandoned, changes past their deadline (housekeeping)."""
-        node = self.node
-        for wait in list(self._members_waits):
-            request = wait.request
-            message = ""
-            if wait.index:
-                if self.applied >= wait.index:
-                    # A snapshot carried this agent past the entry without showing it.
-                    message = (
-                        f"{request.op} {request.node}: index {wait.index} was applied from a "
-                        "snapshot; the outcome is unknown here: see `superstatic members list`"
-                    )
-                elif now >= wait.deadline:
-                    message = (
-                        f"{request.op} {request.node} not applied within timeout_ms_proposal="
-                        f"{self.config.timeout_ms_proposal}; the outcome is unknown: see "
-                        "`superstatic members list`"
-                    )
-            elif node.leader == request.node:
-                self._members_waits.remove(wait)
-                self._reply(wait.identity, wait.req_id, self._members_reply(request, 0))
-                continue
-            elif node.role is Role.LEADER and node.transferee != request.node:
-                message = (
-                    f"transfer to {request.node} abandoned: it did not take over within an "
-                    "election timeout (is it up and caught up?)"
-                )
-            elif node.leader is not None and node.role is not Role.LEADER:
-                message = f"transfer to {request.node} failed: {node.leader} leads instead"
-            elif now >= wait.deadline:
-                message = (
-                    f"transfer to {request.node} not done within timeout_ms_proposal="
-                    f"{self.config.timeout_ms_proposal}"
-                )
-            if message:
-                self._members_waits.remove(wait)
-                self._error(wait.identity, wait.req_id, wire.ErrorCode.UNAVAILABLE, message)
-
     def _flush_reads(self, now: float) -> None:
         if not self._reads_new:
             return
@@ -958,174 +639,6 @@ class Server:
 
     def _reads_waiting(self) -> int:
         return sum(len(wait.requests) for wait in self._reads.values())
-
-    # -- subscriptions -------------------------------------------------------------------------
-
-    def _on_subscribe(self, identity: bytes, frame: wire.Frame, now: float) -> None:
-        start = wire.field_int(frame, "from", minimum=0, maximum=peer_codec.INDEX_MAX)
-        old = self._subscribers.get(identity)
-        if old is not None:
-            self._drop_subscriber(old)  # one stream per app connection: the new one wins
-        if len(self._subscribers) >= self.config.subscribers_max:
-            self._error(
-                identity,
-                frame.req_id,
-                wire.ErrorCode.BUSY,
-                f"subscribers_max={self.config.subscribers_max} reached; try another agent",
-            )
-            return
-        sub = Subscriber(identity, frame.req_id, start + 1, now)
-        sub.needs_snapshot = start == 0
-        self._subscribers[identity] = sub
-
-    def _has_stream_work(self) -> bool:
-        if self._shipments:
-            return True
-        for sub in self._subscribers.values():
-            if sub.pending_frame is not None:
-                continue  # the app's queue was full: retried at the next tick, not in a spin
-            if sub.snapshot_nodes is not None or sub.next_index <= self.applied:
-                return True
-            if sub.needs_snapshot and self._snapshot_streams < SNAPSHOT_STREAMS_MAX:
-                return True
-        return False
-
-    def _pump_subscribers(self, now: float) -> None:
-        for sub in list(self._subscribers.values()):
-            for _ in range(self.config.stream_frames_per_turn_max):
-                if sub.pending_frame is None and not self._next_stream_frame(sub):
-                    break
-                assert sub.pending_frame is not None
-                result = self.clients.send(sub.identity, sub.pending_frame)
-                if result == "full":
-                    break  # the app reads slower than we write: try again next turn
-                if result == "gone":
-                    self._drop_subscriber(sub)
-                    break
-                sub.pending_frame = None
-                sub.next_index = sub.pending_next
-                sub.streamed = True
-
-    def _next_stream_frame(self, sub: Subscriber) -> bool:
-        """Builds the subscriber's next frame into sub.pending_frame; False if none is due."""
-        if sub.snapshot_nodes is not None:
-            self._next_snapshot_frame(sub)
-            return True
-        if sub.needs_snapshot:
-            if self._snapshot_streams >= SNAPSHOT_STREAMS_MAX:
-                return False  # wait for a reader slot
-            sub.needs_snapshot = False
-            index, nodes = self.storage.object_snapshot()
-            self._snapshot_streams += 1
-            sub.snapshot_index = index
-            sub.snapshot_part = 0
-            sub.snapshot_nodes = nodes
-            sub.snapshot_peek = next(nodes, None)
-            self._next_snapshot_frame(sub)
-            return True
-        if sub.next_index > self.applied:
-            return False
-        try:
-            start, body = self._events_body(sub.next_index)
-        except Trimmed:
-            if not sub.streamed:
-                sub.needs_snapshot = True  # at subscribe time: catch up from a snapshot
-                return self._next_stream_frame(sub)
-            self._error(
-                sub.identity,
-                sub.req_id,
-                wire.ErrorCode.LAGGING,
-                f"entry {sub.next_index} was compacted before it could be sent; resubscribe "
-                "from your applied index",
-            )
-            self._drop_subscriber(sub)
-            return False
-        sub.pending_frame = frame_bytes(wire.FrameType.EVENTS, sub.req_id, body)
-        sub.pending_next = start
-        return True
-
-    def _next_snapshot_frame(self, sub: Subscriber) -> None:
-        assert sub.snapshot_nodes is not None
-        nodes: list[list[Any]] = []
-        size = 0
-        while sub.snapshot_peek is not None:
-            oid, record = sub.snapshot_peek
-            if nodes and size + len(record) + len(oid) > self.config.snapshot_chunk_bytes_max:
-                break
-            nodes.append([oid, record])
-            size += len(record) + len(oid)
-            sub.snapshot_peek = next(sub.snapshot_nodes, None)
-        last = sub.snapshot_peek is None
-        body = {
-            "index": sub.snapshot_index,
-            "part": sub.snapshot_part,
-            "last": last,
-            "nodes": nodes,
-        }
-        sub.pending_frame = wire.encode(wire.FrameType.SNAPSHOT, sub.req_id, body)
-        sub.snapshot_part += 1
-        sub.pending_next = sub.next_index
-        if last:
-            sub.snapshot_nodes = None
-            self._snapshot_streams -= 1
-            sub.pending_next = sub.snapshot_index + 1
-
-    def _events_body(self, start: int) -> tuple[int, bytes]:
-        """(next index after the batch, encoded EVENTS body) of events from `start` on."""
-        assert start <= self.applied
-        events: list[Event]
-        recent_last = self._recent_first + len(self._recent) - 1
-        if self._recent and self._recent_first <= start <= recent_last:
-            end = min(recent_last, start + self.config.events_frame_entries_max - 1)
-            cached = self._body_cache.get((start, end))
-            if cached is not None:
-                return end + 1, cached
-            events = self._recent[start - self._recent_first : end - self._recent_first + 1]
-            size = 0
-            for i, event in enumerate(events):
-                size += 32 + (len(event[4]) if event[4] else 0)
-                if i > 0 and size > self.config.events_frame_bytes_max:
-                    events = events[:i]
-                    break
-        else:
-            events = self.storage.events(
-                start, self.config.events_frame_entries_max, self.config.events_frame_bytes_max
-            )
-        assert events and events[0][0] == start, (start, events[:1])
-        end = events[-1][0]
-        body = cbor2.dumps({"ev": [[*event[:5], list(event[5])] for event in events]})
-        self._body_cache[(start, end)] = body
-        return end + 1, body
-
-    def _record_events(self, results: list[Applied]) -> None:
-        if not self._recent:
-            self._recent_first = results[0].index
-        assert self._recent_first + len(self._recent) == results[0].index
-        for applied in results:
-            self._recent.append(
-                (
-                    applied.index,
-                    applied.client,
-                    applied.seq,
-                    applied.outcome,
-                    applied.body,
-                    tuple(applied.collected),
-                )
-            )
-        excess = len(self._recent) - EVENTS_CACHE_ENTRIES_MAX
-        if excess > EVENTS_CACHE_ENTRIES_MAX // 2:
-            # Trim in bulk so the cost per event stays constant.
-            del self._recent[:excess]
-            self._recent_first += excess
-
-    def _drop_subscriber(self, sub: Subscriber) -> None:
-        self._subscribers.pop(sub.identity, None)
-        if sub.snapshot_nodes is not None:
-            closer = getattr(sub.snapshot_nodes, "close", None)
-            if closer is not None:
-                closer()
-            sub.snapshot_nodes = None
-            self._snapshot_streams -= 1
 
     # -- replies -------------------------------------------------------------------------------
 
@@ -1184,8 +697,8 @@ class Server:
         # Answered waiters linger in the queue until their deadline; bound that too.
         while self._waiter_queue and self._waiter_queue[0][2].answered:
             self._waiter_queue.popleft()
-        if self._members_waits:
-            self._settle_members_waits(now)
+        if self.members.waiting():
+            self.members.settle(now, self.applied)
         for context, wait in list(self._reads.items()):
             if wait.deadline <= now:
                 del self._reads[context]
@@ -1196,11 +709,7 @@ class Server:
                         wire.ErrorCode.UNAVAILABLE,
                         f"read not confirmed within timeout_ms_read={self.config.timeout_ms_read}",
                     )
-        silence_s = self.config.subscriber_silence_ms / 1000.0
-        for sub in list(self._subscribers.values()):
-            if now - sub.last_seen > silence_s:
-                log.info("dropping a subscriber silent for %.1f s", now - sub.last_seen)
-                self._drop_subscriber(sub)
+        self.streams.drop_silent(now)
         if (
             self.config.listen_endpoint
             and self.id not in self.node.conf.members()
@@ -1235,7 +744,7 @@ class Server:
             clients={
                 "proposals_waiting": self._waiting,
                 "reads_waiting": self._reads_waiting(),
-                "subscribers": len(self._subscribers),
+                "subscribers": self.streams.count(),
             },
             uptime_s=time.monotonic() - self.started,
             tick_ms=self.config.tick_ms,
@@ -1260,38 +769,6 @@ def reply_of(applied: Applied) -> dict[str, Any]:
         "error": applied.error,
         "dup": False,
     }
-
-
-def members_refusal(conf: ConfState, request: wire.MembersRequest) -> str | None:
-    """Operator mistakes named plainly, before the core's own (terser) refusal rules."""
-    node = request.node
-    if request.op == "promote" and node in conf.voters:
-        return f"{node} is already a voter"
-    if request.op in ("promote", "remove") and node not in conf.members():
-        return f"{node} is not a member (members: {', '.join(conf.members())})"
-    if request.op == "remove" and conf.voters == (node,):
-        return "cannot remove the last voter"
-    return None
-
-
-def members_dropped_code(reason: str) -> wire.ErrorCode:
-    """Wire code for a MEMBERS request the core refused: a retry helps only when another
-    change or transfer is under way, or leadership moves."""
-    if reason in ("not leader", "no leader"):
-        return wire.ErrorCode.NOT_LEADER
-    if reason in ("a configuration change is still uncommitted", "leadership transfer in progress"):
-        return wire.ErrorCode.BUSY
-    return wire.ErrorCode.BAD_REQUEST
-
-
-def frame_bytes(frame_type: wire.FrameType, req_id: int, body: bytes) -> bytes:
-    """wire.encode with the body already encoded: the same bytes, without re-encoding a body
-    shared by several subscribers. A CBOR array of 4 is the byte 0x84 then its items."""
-    data = b"\x84" + cbor2.dumps(wire.PROTOCOL_VERSION) + cbor2.dumps(int(frame_type))
-    data += cbor2.dumps(req_id) + body
-    if len(data) > wire.FRAME_BYTES_MAX:
-        raise LimitExceeded("FRAME_BYTES_MAX", wire.FRAME_BYTES_MAX, len(data), "frame bytes")
-    return data
 
 
 def salvage_req_id(data: bytes) -> int | None:

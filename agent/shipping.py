@@ -1,0 +1,210 @@
+"""Snapshots between agents, both directions: a leader streams its object table to a follower
+as chunks before the SNAPSHOT message that carries the meta; a follower stages the chunks and
+lets the core accept that message only once all of them arrived.
+
+The Server owns one `Shipping`: it hands over the core's SNAPSHOT messages (`start`), the
+chunks that arrive (`on_chunk`), and pumps the shipments once per turn. See docs/agent.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import lmdb
+from superstatic_agent import peer_codec
+from superstatic_agent.config import AgentConfig
+from superstatic_agent.raft.core import RaftNode
+from superstatic_agent.raft.membership import apply_change
+from superstatic_agent.raft.types import (
+    ConfChange,
+    ConfState,
+    EntryKind,
+    Message,
+    MsgType,
+    Role,
+    SnapshotMeta,
+)
+from superstatic_agent.statemachine import StateMachine
+from superstatic_agent.storage import Storage, read_applied
+from superstatic_agent.transport import DropCounter, PeerTransport
+
+from superstatic.errors import ProtocolError
+
+log = logging.getLogger("superstatic.agent")
+
+# Snapshot chunks sent to one follower per loop turn; the rest follow in later turns.
+SHIPMENT_CHUNKS_PER_TURN_MAX = 8
+
+
+@dataclass(slots=True)
+class Shipment:
+    """Leader side: the object table streamed to one follower before its SNAPSHOT message."""
+
+    to: str
+    term: int
+    meta: SnapshotMeta
+    txn: lmdb.Transaction
+    chunks: Iterator[bytes]
+    part: int = 0
+    peek: bytes | None = None
+
+
+@dataclass(slots=True)
+class Staging:
+    """Follower side: chunks of one snapshot staged so far."""
+
+    frm: str
+    term: int
+    snapshot_index: int
+    next_part: int = 0
+    complete: bool = False
+
+
+class Shipping:
+    """Snapshots in flight, both directions: at most one shipment per follower (each pins an
+    LMDB read transaction) and at most one staging."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        node: RaftNode,
+        storage: Storage,
+        sm: StateMachine,
+        peers: PeerTransport,
+        drops: DropCounter,
+    ) -> None:
+        self.config = config
+        self.id = config.node_id
+        self.node = node
+        self.storage = storage
+        self.sm = sm
+        self.peers = peers
+        self.drops = drops
+        self._shipments: dict[str, Shipment] = {}
+        self._staging: Staging | None = None
+
+    def has_work(self) -> bool:
+        return bool(self._shipments)
+
+    def close(self) -> None:
+        for shipment in list(self._shipments.values()):
+            self._end(shipment)
+
+    # -- follower side -------------------------------------------------------------------------
+
+    def on_chunk(self, sender: str, chunk: peer_codec.SnapshotChunk) -> None:
+        if chunk.frm != sender or chunk.to != self.id:
+            self.drops.drop("peer_wrong_sender", f"chunk from {sender!r} for {chunk.to!r}")
+            return
+        if chunk.term < self.node.term:
+            return  # from a deposed leader
+        staged = self._staging
+        if chunk.part == 0:
+            # A new snapshot starts; the state machine drops whatever was staged before.
+            staged = self._staging = Staging(chunk.frm, chunk.term, chunk.snap_index)
+        elif (
+            staged is None
+            or staged.complete
+            or (staged.frm, staged.term, staged.snapshot_index)
+            != (chunk.frm, chunk.term, chunk.snap_index)
+            or chunk.part != staged.next_part
+        ):
+            self.drops.drop("snapshot_chunk_out_of_order", f"part {chunk.part} from {sender}")
+            self._staging = None
+            return
+        try:
+            with self.storage.env.begin(write=True) as txn:
+                self.sm.stage_chunk(txn, chunk.data)
+        except ProtocolError as exc:
+            self.drops.drop("snapshot_chunk_bad", f"from {sender}: {exc}")
+            self._staging = None
+            return
+        staged.next_part += 1
+        staged.complete = chunk.last
+
+    def staged_for(self, m: Message) -> bool:
+        """True if every chunk of the snapshot this SNAPSHOT message names is staged here."""
+        assert m.type is MsgType.SNAPSHOT and m.snapshot is not None
+        staged = self._staging
+        return (
+            staged is not None
+            and staged.complete
+            and (staged.frm, staged.term) == (m.frm, m.term)
+            and staged.snapshot_index == m.snapshot.index
+        )
+
+    def installed(self) -> None:
+        """The core installed a snapshot: what was staged is in the object table now."""
+        self._staging = None
+
+    # -- leader side ---------------------------------------------------------------------------
+
+    def start(self, m: Message) -> None:
+        if m.to in self._shipments:
+            return  # still streaming the previous one; the core's retry is a duplicate
+        txn = self.storage.env.begin()
+        index, term, _time_ms = read_applied(txn, self.storage.dbs)
+        assert index >= (m.snapshot.index if m.snapshot else 0), (index, m.snapshot)
+        meta = SnapshotMeta(index, term, self._conf_at(index))
+        chunks = self.sm.snapshot_chunks(txn, self.config.snapshot_chunk_bytes_max)
+        self._shipments[m.to] = Shipment(m.to, m.term, meta, txn, chunks)
+        log.info("sending a snapshot at index %d to %s", index, m.to)
+
+    def _conf_at(self, index: int) -> ConfState:
+        """The configuration in force at `index` (applied, so at or above the log's base)."""
+        conf = self.node.base_conf
+        first = self.node.first_index
+        if index >= first:
+            for entry in self.node.entries_between(first, index):
+                if entry.kind is EntryKind.CONF:
+                    conf = apply_change(conf, ConfChange.decode(entry.data))
+        return conf
+
+    def pump(self) -> None:
+        for shipment in list(self._shipments.values()):
+            if shipment.term != self.node.term or self.node.role is not Role.LEADER:
+                self._end(shipment)
+                continue
+            for _ in range(SHIPMENT_CHUNKS_PER_TURN_MAX):
+                data = shipment.peek if shipment.peek is not None else next(shipment.chunks, None)
+                shipment.peek = None
+                if data is None:
+                    data = b""  # an empty table still sends one (empty) chunk
+                following = next(shipment.chunks, None)
+                chunk = peer_codec.SnapshotChunk(
+                    self.id,
+                    shipment.to,
+                    shipment.term,
+                    shipment.meta.index,
+                    shipment.part,
+                    following is None,
+                    data,
+                )
+                if not self.peers.send(shipment.to, peer_codec.encode_chunk(chunk)):
+                    log.info("snapshot to %s interrupted (peer queue full or down)", shipment.to)
+                    self._end(shipment)
+                    break
+                shipment.part += 1
+                if following is None:
+                    message = Message(
+                        MsgType.SNAPSHOT,
+                        self.id,
+                        shipment.to,
+                        shipment.term,
+                        snapshot=shipment.meta,
+                    )
+                    self.peers.send(shipment.to, peer_codec.encode_message(message))
+                    self._end(shipment)
+                    break
+                shipment.peek = following
+
+    def _end(self, shipment: Shipment) -> None:
+        self._shipments.pop(shipment.to, None)
+        closer = getattr(shipment.chunks, "close", None)
+        if closer is not None:
+            closer()
+        with contextlib.suppress(lmdb.Error):
+            shipment.txn.abort()
