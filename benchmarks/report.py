@@ -145,34 +145,38 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
         section("failover (kill -9 of the leader)", text)
     catchup = workloads.get("catchup")
     if catchup and catchup.get("sizes"):
-        rows = [
-            [
-                s["objects"],
-                rate(s["load"]["objects_per_s"]),
-                f"{s['catch_up_s']:.2f} s",
-                f"{s['app_load_s']:.2f} s",
-                f"{s['disk']['allocated_bytes'] / 1e6:.1f} MB",
-                f"{s['agent_bytes_per_object']:.0f} B",
-                f"{s['app_bytes_per_object']:.0f} B",
-            ]
-            for s in catchup["sizes"]
-        ]
-        section(
-            "catch-up of a restarted agent",
-            table(
+        rows = []
+        notes = []
+        for size in catchup["sizes"]:
+            if "error" in size:
+                notes.append(f"{size['objects']} objects: failed: {size['error']}")
+                continue
+            if "app_error" in size:
+                notes.append(
+                    f"{size['objects']} objects: the app could not load: {size['app_error']}"
+                )
+            rows.append(
                 [
-                    "objects",
-                    "written/s",
-                    "agent caught up",
-                    "app loaded via it",
-                    "agent disk",
-                    "agent RSS/object",
-                    "app RSS/object",
-                ],
-                rows,
-                markdown,
-            ),
-        )
+                    size["objects"],
+                    rate(size["load"]["objects_per_s"]),
+                    f"{size['catch_up_s']:.2f} s",
+                    "failed" if "app_error" in size else f"{size['app_load_s']:.2f} s",
+                    f"{size['disk']['allocated_bytes'] / 1e6:.1f} MB",
+                    f"{size['agent_bytes_per_object']:.0f} B",
+                    "-" if "app_error" in size else f"{size['app_bytes_per_object']:.0f} B",
+                ]
+            )
+        headers = [
+            "objects",
+            "written/s",
+            "agent caught up",
+            "app loaded via it",
+            "agent disk",
+            "agent RSS/object",
+            "app RSS/object",
+        ]
+        text = table(headers, rows, markdown) + "".join(f"\n{n}" for n in notes)
+        section("catch-up of a restarted agent", text)
     targets = results.get("targets")
     if targets:
         rows = []

@@ -222,9 +222,15 @@ def run(options: Options) -> int:
                     else:
                         from superstatic_bench.workloads import catchup
 
-                        results["workloads"][name] = catchup.run(
-                            group, work_dir, options.settings, progress
-                        )
+                        outcome = catchup.run(group, work_dir, options.settings, progress)
+                        results["workloads"][name] = outcome
+                        failed = [
+                            f"{size['objects']} objects: {size.get('error') or size['app_error']}"
+                            for size in outcome["sizes"]
+                            if "error" in size or "app_error" in size
+                        ]
+                        if failed:
+                            results["errors"][name] = "; ".join(failed)[:ERROR_CHARS_MAX]
                 except Exception as exc:
                     traceback.print_exc()
                     results["errors"][name] = _error_text(exc)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from superstatic_bench.procs import ProcessGroup
+from superstatic_bench.procs import ProcessGroup, WorkerFailed
 from superstatic_bench.progress import Progress
 from superstatic_bench.settings import Settings
 from superstatic_bench.systems import TIMEOUT_S_LEADER, Deployment, SuperstaticCluster
@@ -27,6 +27,7 @@ TIMEOUT_S_CATCH_UP = 3600.0
 TIMEOUT_S_ATTACH = 3600.0
 POLL_S = 0.05
 DISK_FILES_MAX = 10_000
+ERROR_CHARS_MAX = 1000
 
 
 def process_rss(pid: int) -> dict[str, int]:
@@ -95,48 +96,59 @@ def one_size(
         spec = local.agents[lagging]
         assert spec.pid is not None
         rss_agent_after = process_rss(spec.pid)
+        disk = disk_usage(spec.data_dir)
+        agent_delta = rss_agent_after["VmRSS"] - rss_agent_before["VmRSS"]
+        agent_anon_delta = rss_agent_after["RssAnon"] - rss_agent_before["RssAnon"]
+        result: dict[str, Any] = {
+            "objects": count,
+            "load": loaded,
+            "agent": lagging,
+            "catch_up_s": caught_up_s,
+            "disk": disk,
+            "status_disk_bytes": agent_status.get("disk_bytes"),
+            "agent_rss_before": rss_agent_before,
+            "agent_rss_after": rss_agent_after,
+            "agent_bytes_per_object": agent_delta / count,
+            "agent_anon_bytes_per_object": agent_anon_delta / count,
+        }
+        # The app's load is measured apart: if it fails, the agent's numbers above still stand.
         with progress.step(f"catch-up: an app loads {count} objects through agent {lagging}"):
             app = group.start_worker(
                 f"catchup-app-{count}", ["-m", "superstatic_bench.client", "--system", "none"]
             )
-            app.receive(TIMEOUT_S_ATTACH)
-            attached = app.call(
-                {"cmd": "attach", "endpoints": [spec.client_endpoint], "expect": count},
-                TIMEOUT_S_ATTACH,
-            )
-            group.stop(app.process)
-        disk = disk_usage(spec.data_dir)
+            try:
+                app.receive(TIMEOUT_S_ATTACH)
+                attached = app.call(
+                    {"cmd": "attach", "endpoints": [spec.client_endpoint], "expect": count},
+                    TIMEOUT_S_ATTACH,
+                )
+            except WorkerFailed as exc:
+                result["app_error"] = str(exc).splitlines()[0][:ERROR_CHARS_MAX]
+                return result
+            finally:
+                group.stop(app.process)
     finally:
         deployment.close()
     app_delta = attached["rss_after"]["VmRSS"] - attached["rss_before"]["VmRSS"]
-    agent_delta = rss_agent_after["VmRSS"] - rss_agent_before["VmRSS"]
-    agent_anon_delta = rss_agent_after["RssAnon"] - rss_agent_before["RssAnon"]
-    return {
-        "objects": count,
-        "load": loaded,
-        "agent": lagging,
-        "catch_up_s": caught_up_s,
-        "app_load_s": attached["seconds"],
-        "app_found": attached["found"],
-        "app_last_ok": attached["last_ok"],
-        "disk": disk,
-        "status_disk_bytes": agent_status.get("disk_bytes"),
-        "agent_rss_before": rss_agent_before,
-        "agent_rss_after": rss_agent_after,
-        "agent_bytes_per_object": agent_delta / count,
-        "agent_anon_bytes_per_object": agent_anon_delta / count,
-        "app_rss_before": attached["rss_before"],
-        "app_rss_after": attached["rss_after"],
-        "app_bytes_per_object": app_delta / count,
-    }
+    result.update(
+        app_load_s=attached["seconds"],
+        app_found=attached["found"],
+        app_last_ok=attached["last_ok"],
+        app_rss_before=attached["rss_before"],
+        app_rss_after=attached["rss_after"],
+        app_bytes_per_object=app_delta / count,
+    )
+    return result
 
 
 def run(
     group: ProcessGroup, base_dir: Path, settings: Settings, progress: Progress
 ) -> dict[str, Any]:
-    return {
-        "sizes": [
-            one_size(group, base_dir, count, settings, progress)
-            for count in settings.catchup_objects
-        ]
-    }
+    sizes: list[dict[str, Any]] = []
+    for count in settings.catchup_objects:
+        try:
+            sizes.append(one_size(group, base_dir, count, settings, progress))
+        except Exception as exc:
+            # One size failing (say, 1M objects) keeps the smaller sizes' results.
+            sizes.append({"objects": count, "error": f"{type(exc).__name__}: {exc}"[:1000]})
+    return {"sizes": sizes}

@@ -257,3 +257,23 @@ def test_a_missing_peer_server_is_skipped_with_the_install_command(
     etcd_reason = install.check("etcd", install=False)
     assert redis_reason is not None and "apt-get install -y redis-server" in redis_reason
     assert etcd_reason is not None and "apt-get install -y etcd-server" in etcd_reason
+
+
+def test_report_keeps_catch_up_numbers_when_the_app_load_fails() -> None:
+    agent_side = {
+        "objects": 1_000_000,
+        "load": {"objects_per_s": 4716.0},
+        "agent": "a",
+        "catch_up_s": 48.3,
+        "disk": {"allocated_bytes": 260_000_000, "apparent_bytes": 260_000_000},
+        "agent_bytes_per_object": 480.0,
+        "app_error": "worker catchup-app: Unavailable: applied only up to 0 after 30.0 s",
+    }
+    results = {
+        "workloads": {
+            "catchup": {"sizes": [agent_side, {"objects": 5, "error": "TimeoutError: boom"}]}
+        }
+    }
+    text = report.render(results)
+    assert "48.30 s" in text and "failed" in text
+    assert "the app could not load" in text and "TimeoutError: boom" in text
