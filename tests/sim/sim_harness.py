@@ -241,6 +241,18 @@ class SimNode:
             if not raft.has_ready():
                 return
             ready = raft.ready()
+            # Like the agent (agent/server.py, Raft thesis 10.2.1): a leader sends its appends
+            # and heartbeats before its own write when their term is already durable, so a
+            # crash before the write leaves followers holding entries the leader lost.
+            messages = ready.messages
+            hs, stored = ready.hard_state, self.storage.hard_state
+            if ready.role is Role.LEADER and (
+                hs is None or (hs.term, hs.vote) == (stored.term, stored.vote)
+            ):
+                for m in messages:
+                    if m.type in _LEADER_EARLY:
+                        self.world.network.send(self.envelope(m))
+                messages = tuple(m for m in messages if m.type not in _LEADER_EARLY)
             crash_at = self.world.crash_point()
             if crash_at == "before_persist":
                 self.world.checker.on_ready(raft, ready)
@@ -251,7 +263,7 @@ class SimNode:
             if crash_at == "before_send":
                 self.crash()  # durable, but the process died before sending
                 return
-            for m in ready.messages:
+            for m in messages:
                 self.world.network.send(self.envelope(m))
             for read in ready.read_states:
                 self.read_answers.append((read.context, read.index))
@@ -330,6 +342,7 @@ def _replace_snapshot(m: Message, meta: SnapshotMeta) -> Message:
 
 
 _EMPTY_READY = Ready(None, (), None, (), (), (), Role.FOLLOWER, None, 0)
+_LEADER_EARLY = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
 
 
 class World:
