@@ -81,6 +81,7 @@ class Waiter:
     identity: bytes
     req_id: int
     deadline: float
+    data: bytes  # the entry proposed for it, kept to propose again after a leader change
     answered: bool = False
 
 
@@ -153,7 +154,12 @@ class Server:
             self.node.leader,
             self.node.term,
         )
-        self.counters: dict[str, int] = {"proposed": 0, "applied": 0, "readies": 0}
+        self.counters: dict[str, int] = {
+            "proposed": 0,
+            "proposed_again": 0,
+            "applied": 0,
+            "readies": 0,
+        }
         # A turn longer than half the minimum election timeout risks needless elections.
         self._slow_turn_ms = config.tick_ms * config.election_ticks / 2
         self._turn_note = ""
@@ -322,7 +328,28 @@ class Server:
         soft = (ready.role, ready.leader, ready.term)
         if soft != self._soft:
             self._log_soft_change(self._soft, soft)
+            if soft[1] is not None and (soft[1], soft[2]) != (self._soft[1], self._soft[2]):
+                self._propose_waiting_again()
             self._soft = soft
+
+    def _propose_waiting_again(self) -> None:
+        """A new leader: every proposal still waiting here is proposed again, through it.
+
+        A proposal forwarded to a leader that died (or was deposed) before appending it is
+        lost with it, and its app would wait for its resend timer (seconds). Proposing again is
+        safe: the state machine answers a (client, seq) it has recorded as a duplicate with the
+        first outcome, so an entry that did survive is never applied twice; the waiter is
+        answered by whichever copy applies first. Bounded by proposals_waiting_max."""
+        again = [
+            (waiters[0].data, key)
+            for key, waiters in self._waiters.items()
+            if waiters and not all(w.answered for w in waiters)
+        ]
+        if again:
+            log.info("proposing %d waiting proposals again through the new leader", len(again))
+            self._batch.extend(again)
+            self._batch_bytes += sum(len(data) for data, _ in again)
+            self.counters["proposed_again"] += len(again)
 
     def _term_durable(self, ready: Ready) -> bool:
         """True if this Ready changes no term or vote, or the change is already durable."""
@@ -552,10 +579,6 @@ class Server:
             )
             return
         key = (proposal.client, proposal.seq)
-        waiter = Waiter(identity, frame.req_id, now + self.config.timeout_ms_proposal / 1000.0)
-        self._waiters.setdefault(key, []).append(waiter)
-        self._waiter_queue.append((waiter.deadline, key, waiter))
-        self._waiting += 1
         data = cbor2.dumps(
             [
                 proposal.kind,
@@ -566,6 +589,11 @@ class Server:
                 proposal.body,
             ]
         )
+        deadline = now + self.config.timeout_ms_proposal / 1000.0
+        waiter = Waiter(identity, frame.req_id, deadline, data)
+        self._waiters.setdefault(key, []).append(waiter)
+        self._waiter_queue.append((waiter.deadline, key, waiter))
+        self._waiting += 1
         self._batch.append((data, key))
         self._batch_bytes += len(data)
 
