@@ -280,8 +280,8 @@ class Server:
         committed = ready.committed
 
         def apply(txn: lmdb.Transaction) -> None:
-            for entry in committed:
-                results.append(self.sm.apply(txn, entry))
+            # One batch: each node the entries touch is decoded and encoded once per Ready.
+            results.extend(self.sm.apply_batch(txn, committed))
 
         base_conf = self.node.base_conf
         conf = base_conf if base_conf != self._stored_conf else None

@@ -13,7 +13,7 @@ index (and, for a well-formed request, the client's session record of that outco
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +148,92 @@ class _Rejected(Exception):
         self.outcome = outcome
 
 
+@dataclass(slots=True)
+class _Node:
+    """A decoded node inside one apply batch."""
+
+    version: int
+    kind: str
+    container: Any  # dict (also for "obj": its attributes), list or set
+    class_name: str | None
+
+
+_MISSING = object()
+# Decoded nodes held by one apply batch; beyond it the batch writes them out and starts over
+# (bounded memory for a batch of transactions touching many nodes).
+NODES_CACHED_MAX = 200_000
+
+
+class _NodeCache:
+    """The nodes one apply batch has decoded or changed; changes reach LMDB at flush()."""
+
+    def __init__(self, objects_db: Any, record: Callable[[str, bytes], tuple[int, str, Any]]):
+        self._db = objects_db
+        self._record = record
+        self._nodes: dict[str, _Node | None] = {}
+        self._dirty: set[str] = set()
+        self._created = 0  # nodes created in this batch and not flushed yet
+
+    def get(self, txn: lmdb.Transaction, oid: str) -> _Node | None:
+        node = self._nodes.get(oid, _MISSING)
+        if node is _MISSING:
+            if len(self._nodes) >= NODES_CACHED_MAX:
+                self.flush(txn)
+                self.clear()
+            raw = txn.get(oid.encode(), db=self._db)
+            if raw is None:
+                node = None
+            else:
+                version, kind, contents = self._record(oid, raw)
+                container, class_name = ops.container_from(kind, contents)
+                node = _Node(version, kind, container, class_name)
+            self._nodes[oid] = node
+        return node  # type: ignore[return-value]
+
+    def exists(self, txn: lmdb.Transaction, oid: str) -> bool:
+        node = self._nodes.get(oid, _MISSING)
+        if node is _MISSING:
+            return txn.get(oid.encode(), db=self._db) is not None
+        return node is not None
+
+    def count(self, txn: lmdb.Transaction) -> int:
+        return int(txn.stat(self._db)["entries"]) + self._created
+
+    def put(self, oid: str, node: _Node) -> None:
+        if self._nodes.get(oid) is None:
+            self._created += 1
+        self._nodes[oid] = node
+        self._dirty.add(oid)
+
+    def flush(self, txn: lmdb.Transaction) -> None:
+        for oid in self._dirty:
+            node = self._nodes[oid]
+            assert node is not None, oid
+            contents = ops.contents_of(node.kind, node.container, node.class_name)
+            record = codec.encode_record(node.version, node.kind, contents)
+            txn.put(oid.encode(), record, db=self._db)
+        self._dirty.clear()
+        self._created = 0
+
+    def forget(self, oids: Iterable[str]) -> None:
+        """Nodes deleted from LMDB (collected): the cache must not resurrect them."""
+        for oid in oids:
+            self._nodes.pop(oid, None)
+            assert oid not in self._dirty, oid
+
+    def clear(self) -> None:
+        self._nodes.clear()
+        self._dirty.clear()
+        self._created = 0
+
+
+def _copy_container(container: Any) -> Any:
+    """A shallow copy to apply a multi-op transaction to (kept only if every op succeeds)."""
+    tp = type(container)
+    assert tp in (dict, list, set), tp
+    return tp(container)
+
+
 class StateMachine:
     """Applies entries inside the caller's LMDB write transaction. Holds configuration and db
     handles only: every piece of state lives in the environment (and so in snapshots)."""
@@ -167,10 +253,27 @@ class StateMachine:
         # Sessions are swept for expiry every quarter ttl of log time: expired sessions are
         # freed within 1.25 ttl, and a lookup treats them as expired exactly at the ttl.
         self.sweep_ms = max(1, session_ttl_ms // 4)
+        self._nodes = _NodeCache(self.dbs.objects, self._record)
 
     # ------------------------------------------------------------ apply
 
     def apply(self, txn: lmdb.Transaction, entry: Entry) -> Applied:
+        """Applies one entry (a batch of one)."""
+        return self.apply_batch(txn, (entry,))[0]
+
+    def apply_batch(self, txn: lmdb.Transaction, entries: Sequence[Entry]) -> list[Applied]:
+        """Applies entries in order inside `txn`. Nodes are decoded at most once per batch and
+        written (encoded) once at its end, however many entries change them: a Ready applying
+        hundreds of writes into one big dict encodes that dict once, not once per entry."""
+        try:
+            results = [self._apply_one(txn, entry) for entry in entries]
+            self._nodes.flush(txn)
+            return results
+        finally:
+            # Decoded nodes never outlive the write transaction (it may still abort).
+            self._nodes.clear()
+
+    def _apply_one(self, txn: lmdb.Transaction, entry: Entry) -> Applied:
         applied, _term, log_time_ms = read_applied(txn, self.dbs)
         assert entry.index == applied + 1, ("entries apply in order", entry.index, applied)
         if entry.kind == EntryKind.NOOP:
@@ -272,15 +375,15 @@ class StateMachine:
 
     def _apply_txn(self, txn: lmdb.Transaction, index: int, body: bytes) -> list[str]:
         """Validates and applies one transaction body; returns the collected ids. Raises
-        _Rejected (nothing written) for a conflict or an error."""
+        _Rejected (nothing changed) for a conflict or an error."""
         try:
             reads, wire_ops = ops.decode_txn(body)
         except (ProtocolError, LimitExceeded) as exc:
             raise _Rejected("error", f"bad transaction body: {exc}") from None
-        objects = self.dbs.objects
+        cache = self._nodes
         for oid, version in reads.items():
-            raw = txn.get(oid.encode(), db=objects)
-            current = 0 if raw is None else self._record(oid, raw)[0]
+            node = cache.get(txn, oid)
+            current = 0 if node is None else node.version
             if current != version:
                 raise _Rejected(
                     "conflict", f"{oid} is at version {current}, the transaction read {version}"
@@ -290,22 +393,26 @@ class StateMachine:
             if op[0] != "new":
                 continue
             oid = op[1]
-            if oid in created or txn.get(oid.encode(), db=objects) is not None:
+            if oid in created or cache.exists(txn, oid):
                 raise _Rejected("error", f"op #{i} 'new': object {oid} already exists")
             created.add(oid)
-        count = int(txn.stat(objects)["entries"])
+        count = cache.count(txn)
         if count + len(created) > gc.OBJECTS_MAX:
             raise _Rejected(
                 "error",
                 f"objects would be {count + len(created)}, above OBJECTS_MAX={gc.OBJECTS_MAX}",
             )
-        # oid -> [kind, container, class_name]: every node the ops touch, decoded once.
+        # oid -> [kind, container, class_name]: every node the ops touch. A single-op body
+        # (the common lone write) changes the cached container in place: each op either
+        # raises before changing anything or completes (shapes and hashability were checked
+        # by decode_txn). A longer body works on copies, kept only if every op succeeds.
+        in_place = len(wire_ops) == 1
         nodes: dict[str, list[Any]] = {}
         dropped = 0
         for i, op in enumerate(wire_ops):
             tag, oid = op[0], op[1]
             for target in _refs_of(op):
-                if target not in created and txn.get(target.encode(), db=objects) is None:
+                if target not in created and not cache.exists(txn, target):
                     raise _Rejected("error", f"op #{i} {tag!r} references unknown object {target}")
             if tag == "new":
                 container, class_name = ops.container_from(op[2], op[3])
@@ -315,12 +422,11 @@ class StateMachine:
             if node is None:
                 if oid in created:
                     raise _Rejected("error", f"op #{i} {tag!r} names {oid} before its 'new' op")
-                raw = txn.get(oid.encode(), db=objects)
-                if raw is None:
+                cached = cache.get(txn, oid)
+                if cached is None:
                     raise _Rejected("error", f"op #{i} {tag!r} names unknown object {oid}")
-                _version, kind, contents = self._record(oid, raw)
-                container, class_name = ops.container_from(kind, contents)
-                node = nodes[oid] = [kind, container, class_name]
+                container = cached.container if in_place else _copy_container(cached.container)
+                node = nodes[oid] = [cached.kind, container, cached.class_name]
             kind, container = node[0], node[1]
             if kind == "obj" and tag in ("set", "del") and type(op[2]) is not str:
                 raise _Rejected("error", f"op #{i} {tag!r} on {oid}: an attribute name is a str")
@@ -336,8 +442,7 @@ class StateMachine:
                     "error", f"op #{i} {tag!r} on {oid}: {type(exc).__name__}: {exc}"
                 ) from None
         for oid, (kind, container, class_name) in nodes.items():
-            record = codec.encode_record(index, kind, ops.contents_of(kind, container, class_name))
-            txn.put(oid.encode(), record, db=objects)
+            cache.put(oid, _Node(index, kind, container, class_name))
         return self._gc_step(txn, dropped, len(created))
 
     def _record(self, oid: str, raw: bytes) -> tuple[int, str, Any]:
@@ -357,7 +462,9 @@ class StateMachine:
         fresh += created
         collected: list[str] = []
         if candidates + fresh > max(self.gc_threshold, alive):
+            self._nodes.flush(txn)  # collection reads the stored records
             collected, alive = gc.collect(txn, self.dbs.objects)
+            self._nodes.forget(collected)
             candidates = fresh = 0
         txn.put(KEY_GC, cbor2.dumps([candidates, fresh, alive]), db=self.dbs.sm_meta)
         return collected

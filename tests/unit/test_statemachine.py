@@ -671,3 +671,88 @@ def test_session_record_round_trip() -> None:
     assert decoded == session
     with pytest.raises(ProtocolError):
         sessions_module.decode_session(cbor2.dumps([1, 2, [[1, 2, "maybe", ""]]]))
+
+
+# ---------------------------------------------------------------------------------- batches
+
+
+def _batch_entries(start: int) -> list[Entry]:
+    """Entries that create a dict, write it many times (single- and multi-op), fail halfway
+    through a multi-op body (must change nothing), conflict, and create garbage."""
+    time_ms = 5_000
+    bodies = [
+        ops.encode_txn(
+            {"@roots": 0},
+            [
+                ["new", "@roots", "dict", []],
+                ["new", "c.1", "dict", []],
+                ["set", "@roots", "d", Ref("c.1")],
+            ],
+        )
+    ]
+    for i in range(40):
+        bodies.append(ops.encode_txn({}, [["set", "c.1", f"k{i % 7}", i]]))
+    bodies.append(ops.encode_txn({}, [["set", "c.1", "a", 1], ["splice", "c.1", 0, 5, []]]))
+    bodies.append(ops.encode_txn({}, [["set", "c.1", "b", 2], ["del", "c.1", "k0"]]))
+    bodies.append(ops.encode_txn({"c.1": 1}, [["set", "c.1", "stale", True]]))
+    for i in range(12):
+        bodies.append(
+            ops.encode_txn(
+                {},
+                [
+                    ["new", f"g.{i}", "list", [i]],
+                    ["set", "c.1", "tmp", Ref(f"g.{i}")],
+                ],
+            )
+        )
+    return [
+        Entry(
+            start + n,
+            1,
+            EntryKind.NORMAL,
+            encode_payload(Payload("txn", "c" * 8, n + 1, n + 1, time_ms + n, body)),
+        )
+        for n, body in enumerate(bodies)
+    ]
+
+
+def test_a_batch_reaches_the_same_state_as_one_entry_at_a_time(tmp_path: Path) -> None:
+    one, batch = (Machine(tmp_path / n, gc_threshold=4) for n in ("one", "batch"))
+    try:
+        entries = _batch_entries(1)
+        singles = []
+        for entry in entries:
+            with one.env.begin(write=True) as txn:
+                singles.append(one.sm.apply(txn, entry))
+        with batch.env.begin(write=True) as txn:
+            batched = batch.sm.apply_batch(txn, entries)
+        assert batched == singles
+        outcomes = [a.outcome for a in batched]
+        assert outcomes.count("error") == 1 and outcomes.count("conflict") == 1
+        assert any(a.collected for a in batched)  # GC ran inside the batch
+        for name in (b"objects", b"sessions", b"sm_meta", b"outcomes"):
+            assert one.table(name) == batch.table(name), name
+        # The failed multi-op body changed nothing: "a" was never set.
+        assert "a" not in dict(batch.objects()["c.1"][2])
+        assert dict(batch.objects()["c.1"][2])["b"] == 2
+    finally:
+        one.close()
+        batch.close()
+
+
+def test_an_aborted_batch_leaves_nothing_behind(tmp_path: Path) -> None:
+    m = Machine(tmp_path)
+    try:
+        entries = _batch_entries(1)
+        with m.env.begin(write=True) as txn:
+            m.sm.apply_batch(txn, entries[:10])
+        before = m.table(b"objects")
+        with pytest.raises(RuntimeError), m.env.begin(write=True) as txn:
+            m.sm.apply_batch(txn, entries[10:20])
+            raise RuntimeError("the write transaction aborts after the apply")
+        assert m.table(b"objects") == before
+        with m.env.begin(write=True) as txn:  # no stale decoded node survives the abort
+            again = m.sm.apply_batch(txn, entries[10:20])
+        assert all(a.outcome == "ok" for a in again)
+    finally:
+        m.close()
