@@ -72,8 +72,26 @@ def load_average() -> list[float]:
         return []
 
 
+def source_commit() -> str | None:
+    """The git commit of the superstatic tree being measured, when run from a checkout."""
+    import superstatic
+
+    tree = Path(superstatic.__file__).resolve().parent.parent
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(tree), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S_PROBE,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
 def describe(work_dir: Path) -> dict[str, Any]:
     return {
+        "source_commit": source_commit(),
         "load_average_at_start": load_average(),
         "nproc": os.cpu_count(),
         "cpu": _cpu_model(),

@@ -239,6 +239,8 @@ def run(options: Options) -> int:
             shutil.rmtree(work_dir, ignore_errors=True)
     results["finished_at"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     results["machine"]["load_average_at_end"] = machine.load_average()
+    # Agents started later in the run load the tree as it is then: a change shows here.
+    results["machine"]["source_commit_at_end"] = machine.source_commit()
     results["targets"] = targets.evaluate(results)
     finish(results, options, progress)
     return 1 if results["errors"] else 0
