@@ -77,8 +77,13 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
             f"machine: {m.get('nproc')} CPUs ({m.get('cpu')}), {memory / 2**30:.1f} GiB, "
             f"disk {disk.get('device', '?')} ({disk.get('fstype', '?')}), "
             f"Linux {m.get('kernel')}, Python {m.get('python')}; load average at start "
-            f"{m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}; "
-            f"source {m.get('source_commit')} (at end {m.get('source_commit_at_end')})\n"
+            f"{m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}"
+            + (
+                f"; source {m['source_commit']} (at end {m.get('source_commit_at_end')})"
+                if m.get("source_commit")
+                else ""
+            )
+            + "\n"
         )
 
     def section(title: str, text: str) -> None:
