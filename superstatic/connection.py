@@ -88,6 +88,11 @@ ENDPOINT_PATTERN = re.compile(r"^(tcp|ipc|inproc)://\S+$")
 _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 
 
+# wait_applied waits while the replica makes progress, but never longer than this many times
+# the caller's timeout in all (a stream that trickles forever is still an outage).
+WAIT_APPLIED_PROGRESS_FACTOR_MAX = 20
+
+
 @dataclass
 class Committed:
     """The fate of one submitted entry, as applied at the agent."""
@@ -228,17 +233,28 @@ class Connection:
         return result
 
     def wait_applied(self, index: int, timeout_s: float) -> None:
-        """Blocks until the replica has applied `index` (or raises Unavailable)."""
-        deadline = time.monotonic() + timeout_s
+        """Blocks until the replica has applied `index`, or raises Unavailable once `timeout_s`
+        passed with no progress at all (no entry applied, no stream frame received). A replica
+        that keeps advancing (a large snapshot arriving part by part, a long backlog) is waited
+        for, up to WAIT_APPLIED_PROGRESS_FACTOR_MAX times `timeout_s` in all."""
+        started = time.monotonic()
+        deadline = started + timeout_s
+        deadline_max = started + timeout_s * WAIT_APPLIED_PROGRESS_FACTOR_MAX
+        progress = (self.replica.applied_index, self._io.feeder.frames)
         with self._applied:
             self._want_index = max(self._want_index, index)
             while self.replica.applied_index < index:
                 self._check_alive()
-                remaining = deadline - time.monotonic()
+                now = time.monotonic()
+                seen = (self.replica.applied_index, self._io.feeder.frames)
+                if seen != progress:
+                    progress = seen
+                    deadline = min(deadline_max, now + timeout_s)
+                remaining = deadline - now
                 if remaining <= 0:
                     raise Unavailable(
                         f"entry {index} is committed but this process has applied the log only "
-                        f"up to {self.replica.applied_index} after {timeout_s:.1f} s (agent "
+                        f"up to {self.replica.applied_index} after {now - started:.1f} s (agent "
                         f"{self.endpoint}); the write is durable, it is not yet visible here",
                         outcome_known=True,
                     )

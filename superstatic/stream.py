@@ -60,6 +60,9 @@ class StreamFeeder:
         self._parts: list[tuple[str, bytes]] = []
         self._next_part = 0
         self._snapshot_index: int | None = None
+        # Frames fed so far: waiters read it as "the stream is still making progress" (a big
+        # snapshot can take longer than any fixed wait while its parts keep arriving).
+        self.frames = 0
 
     def begin(self) -> None:
         """A new subscription starts: a partly received snapshot is worthless now."""
@@ -73,6 +76,7 @@ class StreamFeeder:
 
     def feed_snapshot(self, body: dict[str, Any]) -> bool:
         """One SNAPSHOT frame. Returns True when a whole snapshot was loaded into the replica."""
+        self.frames += 1
         index = _int(body, "index", "SNAPSHOT")
         part = _int(body, "part", "SNAPSHOT")
         last = body.get("last")
@@ -122,6 +126,7 @@ class StreamFeeder:
     def feed_events(self, body: dict[str, Any]) -> bool:
         """One EVENTS frame. Returns True if the replica advanced; raises StreamGap (after
         applying the contiguous prefix) if entries are missing."""
+        self.frames += 1
         if self._snapshot_index is not None:
             raise StreamGap("EVENTS arrived in the middle of a snapshot")
         raw = body.get("ev")

@@ -531,3 +531,42 @@ def test_feeder_rejects_out_of_order_parts_and_garbage() -> None:
         feeder.feed_events({"ev": [[1, "c"]]})
     with pytest.raises(ProtocolError):
         feeder.feed_snapshot({"index": 1, "part": 0, "last": True, "nodes": [["x", "str"]]})
+
+
+def test_wait_applied_waits_while_the_stream_progresses(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    peer = make_peer(peers)
+    conn, replica = connect(connections, [peer.endpoint])
+    conn.submit(b"a")
+    conn.wait_applied(1, WAIT_S)
+    identity_sub: list[tuple[bytes, int]] = []
+
+    def detach(p: AgentPeer) -> None:
+        # From now on the test feeds the stream itself, one slow event at a time.
+        identity, sub_req = p.subscription()
+        del p._subs[identity]
+        identity_sub.append((identity, sub_req))
+
+    peer.inject(detach)
+    identity, sub_req = identity_sub[0]
+    events_total = 10
+    gap_s = 0.3  # 3 s of stream in all, twice the timeout below: only progress keeps it going
+
+    def trickle() -> None:
+        for i in range(2, 2 + events_total):
+            time.sleep(gap_s)
+
+            def send(p: AgentPeer, i: int = i) -> None:
+                event = [i, "other", i, "ok", b"x", []]
+                p._send(identity, wire.FrameType.EVENTS, sub_req, {"ev": [event]})
+
+            peer.inject(send)
+
+    feeder = threading.Thread(target=trickle, daemon=True)
+    feeder.start()
+    conn.wait_applied(1 + events_total, timeout_s=gap_s * events_total / 2)
+    feeder.join(WAIT_S)
+    assert replica.applied_index == 1 + events_total
+    with pytest.raises(Unavailable, match="not yet visible"):
+        conn.wait_applied(2 + events_total, timeout_s=0.3)  # nothing more comes: no progress
