@@ -26,20 +26,6 @@ ROOTS_OID = "@roots"
 OBJECTS_MAX = 50_000_000
 
 
-def refs_in_contents(kind: str, contents: Any) -> Iterator[str]:
-    """Object ids a node record's contents reference."""
-    if kind == "dict":
-        for key, value in contents:
-            yield from codec.refs_in(key)
-            yield from codec.refs_in(value)
-    elif kind == "obj":
-        for _name, value in contents[1]:
-            yield from codec.refs_in(value)
-    else:
-        for value in contents:
-            yield from codec.refs_in(value)
-
-
 def refs_in_container(kind: str, container: Any) -> Iterator[str]:
     """Object ids a plain container (ops.container_from) references."""
     if kind in ("dict", "obj"):
@@ -90,7 +76,7 @@ def collect(txn: lmdb.Transaction, objects_db: Any) -> tuple[list[str], int]:
         raw = txn.get(oid.encode(), db=objects_db)
         assert raw is not None, oid
         _version, kind, contents = codec.decode_record(raw)
-        for target in refs_in_contents(kind, contents):
+        for target in codec.refs_in_contents(kind, contents):
             if target not in marked and txn.get(target.encode(), db=objects_db) is not None:
                 marked.add(target)
                 queue.append(target)

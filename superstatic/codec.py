@@ -232,6 +232,20 @@ def refs_in(value: Any) -> Iterator[str]:
             yield from refs_in(x)
 
 
+def refs_in_contents(kind: str, contents: Any) -> Iterator[str]:
+    """Object ids a node record's contents reference."""
+    if kind == "dict":
+        for key, value in contents:
+            yield from refs_in(key)
+            yield from refs_in(value)
+    elif kind == "obj":
+        for _name, value in contents[1]:
+            yield from refs_in(value)
+    else:
+        for value in contents:
+            yield from refs_in(value)
+
+
 # ---------------------------------------------------------------------------------- records
 
 

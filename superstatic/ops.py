@@ -208,17 +208,7 @@ def refs_of_op(op: list[Any]) -> Iterator[str]:
     """Object ids the values of an op reference (for garbage collection bookkeeping)."""
     tag = op[0]
     if tag == "new":
-        kind, contents = op[2], op[3]
-        if kind == "dict":
-            for k, v in contents:
-                yield from codec.refs_in(k)
-                yield from codec.refs_in(v)
-        elif kind == "obj":
-            for _name, v in contents[1]:
-                yield from codec.refs_in(v)
-        else:
-            for v in contents:
-                yield from codec.refs_in(v)
+        yield from codec.refs_in_contents(op[2], op[3])
     elif tag == "set":
         yield from codec.refs_in(op[2])
         yield from codec.refs_in(op[3])

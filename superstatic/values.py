@@ -15,9 +15,6 @@ would come back as its base type on every other replica, silently losing behavio
 
 from __future__ import annotations
 
-import datetime
-import decimal
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from superstatic import codec as _codec
@@ -29,21 +26,8 @@ if TYPE_CHECKING:
     from superstatic.replica import Node
     from superstatic.txn import Txn
 
-SCALAR_TYPES = frozenset(
-    {
-        type(None),
-        bool,
-        int,
-        float,
-        str,
-        bytes,
-        decimal.Decimal,
-        uuid.UUID,
-        datetime.datetime,
-        datetime.date,
-        datetime.time,
-    }
-)
+# The immutable values stored as they are (the codec encodes exactly these natively).
+SCALAR_TYPES = _codec.SCALAR_TYPES
 # Nesting of plain values converted in one assignment (each level is a Python stack frame).
 VALUE_DEPTH_MAX = 200
 
