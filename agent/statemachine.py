@@ -209,8 +209,7 @@ class _NodeCache:
         for oid in self._dirty:
             node = self._nodes[oid]
             assert node is not None, oid
-            contents = ops.contents_of(node.kind, node.container, node.class_name)
-            record = codec.encode_record(node.version, node.kind, contents)
+            record = ops.encode_node(node.version, node.kind, node.container, node.class_name)
             txn.put(oid.encode(), record, db=self._db)
         self._dirty.clear()
         self._created = 0

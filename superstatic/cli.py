@@ -35,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
+    if command in ("demo", "bench"):
+        # They start agents and servers and stop them in `finally` blocks: a SIGTERM must
+        # unwind the stack like Ctrl-C does, not end the process where it stands.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if command == "status":
             from superstatic.status import main as status_main
@@ -61,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"superstatic: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def inspect_main(argv: Sequence[str]) -> int:

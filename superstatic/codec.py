@@ -95,16 +95,14 @@ class Ref:
 def _tagged(value: Any) -> Any:
     """The cbor2-encodable form of a value or structure: our types become tags."""
     tp = type(value)
-    if tp in _PASS_TYPES:
+    if tp in PASS_TYPES:
         return value
     # Scalars are checked inline (no call per element): records and op arrays are mostly
     # scalars, and this walk runs for every record the state machine writes.
     if tp is list:
-        return [x if type(x) in _PASS_TYPES else _tagged(x) for x in value]
+        return [x if type(x) in PASS_TYPES else _tagged(x) for x in value]
     if tp is tuple:
-        return cbor2.CBORTag(
-            TAG_TUPLE, [x if type(x) in _PASS_TYPES else _tagged(x) for x in value]
-        )
+        return cbor2.CBORTag(TAG_TUPLE, [x if type(x) in PASS_TYPES else _tagged(x) for x in value])
     if tp is Ref:
         return cbor2.CBORTag(TAG_REF, value.oid)
     if tp is frozenset:
@@ -140,12 +138,24 @@ def _default(encoder: Any, value: Any) -> None:
     raise ProtocolError(f"cannot encode a value of type {type(value).__qualname__}")
 
 
-_PASS_TYPES = frozenset({type(None), bool, int, float, str, bytes, decimal.Decimal, uuid.UUID})
+# Encoded by cbor2 itself, no tag of ours: checked inline on hot paths.
+PASS_TYPES = frozenset({type(None), bool, int, float, str, bytes, decimal.Decimal, uuid.UUID})
 
 
 def dumps(value: Any) -> bytes:
     """CBOR of a storable value, or of a structure (lists, str-keyed maps) holding them."""
     return cbor2.dumps(_tagged(value), default=_default)
+
+
+def tagged(value: Any) -> Any:
+    """The encodable form of one value (itself for scalars): for callers that build a big
+    structure themselves (a node record) and then encode it with `dumps_tagged`."""
+    return value if type(value) in PASS_TYPES else _tagged(value)
+
+
+def dumps_tagged(structure: Any) -> bytes:
+    """CBOR of a structure whose values already went through `tagged` (no second walk)."""
+    return cbor2.dumps(structure, default=_default)
 
 
 # ---------------------------------------------------------------------------------- decoding

@@ -171,6 +171,33 @@ def contents_of(kind: str, container: Any, class_name: str | None) -> Any:
     return [class_name, [[name, v] for name, v in container.items()]]
 
 
+def encode_node(version: int, kind: str, container: Any, class_name: str | None) -> bytes:
+    """The node record of a plain container: codec.encode_record(version, kind,
+    contents_of(...)) in one pass. Scalars (nearly every key and value) are checked inline
+    instead of walked, which makes encoding a 5,000-item dict several times faster; this runs
+    for every node an apply batch changed, on every agent."""
+    assert version >= 0 and kind in codec.NODE_KINDS, (version, kind)
+    scalar = codec.PASS_TYPES
+    tagged = codec.tagged
+    contents: Any
+    if kind == "dict":
+        contents = [
+            [k, v] if type(k) in scalar and type(v) in scalar else [tagged(k), tagged(v)]
+            for k, v in container.items()
+        ]
+    elif kind == "list":
+        contents = [v if type(v) in scalar else tagged(v) for v in container]
+    elif kind == "set":
+        contents = [tagged(v) for v in contents_of(kind, container, class_name)]
+    else:
+        assert class_name is not None
+        contents = [
+            class_name,
+            [[name, v if type(v) in scalar else tagged(v)] for name, v in container.items()],
+        ]
+    return codec.dumps_tagged([version, kind, contents])
+
+
 def apply_op(kind: str, container: Any, op: list[Any]) -> None:
     """Applies one op (not "new") to the plain container of a node of `kind`. Raises OpError
     when the op does not fit the node; the caller then discards the whole transaction."""

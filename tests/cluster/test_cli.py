@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ SUPERSTATIC = [
 ]
 TIMEOUT_S_COMMAND = 60.0
 TIMEOUT_S_DEMO = 300.0
+LINES_BEFORE_WORKERS_MAX = 20
 
 
 @pytest.fixture
@@ -86,3 +89,46 @@ def test_the_demo_checks_out(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "RESULT: everything checks out" in done.stdout
     assert "nothing acknowledged was lost, nothing applied twice: yes" in done.stdout
+
+
+def test_a_terminated_demo_stops_everything_it_started(tmp_path: Path) -> None:
+    """SIGTERM (what a service manager or `kill` sends) unwinds like Ctrl-C: no agent stays."""
+    work = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [*SUPERSTATIC, "demo", "--transfers", "100000", "--dir", str(work)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        for _ in range(LINES_BEFORE_WORKERS_MAX):
+            line = demo.stdout.readline()
+            if not line or "worker processes" in line:
+                break
+        assert "worker processes" in line, line
+        demo.send_signal(signal.SIGTERM)
+        demo.wait(timeout=TIMEOUT_S_COMMAND)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    leftovers = processes_mentioning(str(work))
+    for pid in leftovers:  # never leave them behind, even when the assertion fails
+        os.kill(pid, signal.SIGKILL)
+    assert not leftovers, f"processes still running from {work}: {leftovers}"
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains `text` (from /proc: no pgrep needed)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # exited meanwhile
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found

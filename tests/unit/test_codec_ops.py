@@ -212,3 +212,19 @@ def test_refs_of_op() -> None:
 def test_uuid_and_big_ints_are_native() -> None:
     u = uuid.uuid4()
     assert codec.loads(codec.dumps((u, 2**100))) == (u, 2**100)
+
+
+plain_containers = st.one_of(
+    st.tuples(st.just("dict"), st.dictionaries(hashable_values, hashable_values, max_size=8)),
+    st.tuples(st.just("list"), st.lists(hashable_values, max_size=8)),
+    st.tuples(st.just("set"), st.sets(hashable_values, max_size=8)),
+    st.tuples(st.just("obj"), st.dictionaries(st.text(max_size=5), hashable_values, max_size=5)),
+)
+
+
+@given(plain_containers, st.integers(min_value=0, max_value=2**40))
+def test_encode_node_is_encode_record_of_contents(kind_container: Any, version: int) -> None:
+    kind, container = kind_container
+    name = "app.C" if kind == "obj" else None
+    expected = codec.encode_record(version, kind, ops.contents_of(kind, container, name))
+    assert ops.encode_node(version, kind, container, name) == expected
