@@ -162,6 +162,9 @@ _MISSING = object()
 # Decoded nodes held by one apply batch; beyond it the batch writes them out and starts over
 # (bounded memory for a batch of transactions touching many nodes).
 NODES_CACHED_MAX = 200_000
+# Decoded nodes kept from one batch to the next (the hot ones: a batch touching more drops
+# them all): saves decoding a big, often-written container on every Ready.
+NODES_KEPT_MAX = 4_096
 
 
 class _NodeCache:
@@ -220,6 +223,9 @@ class _NodeCache:
             self._nodes.pop(oid, None)
             assert oid not in self._dirty, oid
 
+    def size(self) -> int:
+        return len(self._nodes)
+
     def clear(self) -> None:
         self._nodes.clear()
         self._dirty.clear()
@@ -253,6 +259,7 @@ class StateMachine:
         # freed within 1.25 ttl, and a lookup treats them as expired exactly at the ttl.
         self.sweep_ms = max(1, session_ttl_ms // 4)
         self._nodes = _NodeCache(self.dbs.objects, self._record)
+        self._nodes_at: int | None = None  # the applied index the cached nodes reflect
 
     # ------------------------------------------------------------ apply
 
@@ -263,14 +270,26 @@ class StateMachine:
     def apply_batch(self, txn: lmdb.Transaction, entries: Sequence[Entry]) -> list[Applied]:
         """Applies entries in order inside `txn`. Nodes are decoded at most once per batch and
         written (encoded) once at its end, however many entries change them: a Ready applying
-        hundreds of writes into one big dict encodes that dict once, not once per entry."""
+        hundreds of writes into one big dict encodes that dict once, not once per entry.
+
+        Decoded nodes are kept for the next batch (up to NODES_KEPT_MAX) only while they are
+        known to equal the store: the cache is stamped with the index it reflects, and a batch
+        that starts at another applied index (an installed snapshot, or a write transaction
+        that aborted after this batch) starts from an empty cache."""
+        applied, _term, _time_ms = read_applied(txn, self.dbs)
+        if applied != self._nodes_at:
+            self._nodes.clear()
+        self._nodes_at = None
         try:
             results = [self._apply_one(txn, entry) for entry in entries]
             self._nodes.flush(txn)
-            return results
-        finally:
-            # Decoded nodes never outlive the write transaction (it may still abort).
+        except BaseException:
             self._nodes.clear()
+            raise
+        if self._nodes.size() > NODES_KEPT_MAX:
+            self._nodes.clear()
+        self._nodes_at = entries[-1].index if entries else applied
+        return results
 
     def _apply_one(self, txn: lmdb.Transaction, entry: Entry) -> Applied:
         applied, _term, log_time_ms = read_applied(txn, self.dbs)
