@@ -160,7 +160,7 @@ class _Node:
 
 _MISSING = object()
 # Decoded nodes held by one apply batch; beyond it the batch writes them out and starts over
-# (bounded memory for a batch of transactions touching many nodes).
+# before its next entry (bounded memory for a batch of transactions touching many nodes).
 NODES_CACHED_MAX = 200_000
 # Decoded nodes kept from one batch to the next (the hot ones: a batch touching more drops
 # them all): saves decoding a big, often-written container on every Ready.
@@ -180,9 +180,6 @@ class _NodeCache:
     def get(self, txn: lmdb.Transaction, oid: str) -> _Node | None:
         node = self._nodes.get(oid, _MISSING)
         if node is _MISSING:
-            if len(self._nodes) >= NODES_CACHED_MAX:
-                self.flush(txn)
-                self.clear()
             raw = txn.get(oid.encode(), db=self._db)
             if raw is None:
                 node = None
@@ -281,7 +278,14 @@ class StateMachine:
             self._nodes.clear()
         self._nodes_at = None
         try:
-            results = [self._apply_one(txn, entry) for entry in entries]
+            results = []
+            for entry in entries:
+                if self._nodes.size() >= NODES_CACHED_MAX:
+                    # Between entries (never inside one): bounded memory for a batch that
+                    # touches very many nodes.
+                    self._nodes.flush(txn)
+                    self._nodes.clear()
+                results.append(self._apply_one(txn, entry))
             self._nodes.flush(txn)
         except BaseException:
             self._nodes.clear()
