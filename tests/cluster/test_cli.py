@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,14 +24,6 @@ SUPERSTATIC = [
 TIMEOUT_S_COMMAND = 60.0
 TIMEOUT_S_DEMO = 300.0
 LINES_BEFORE_WORKERS_MAX = 20
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path / "agents", size=3) as c:
-        c.start()
-        c.leader()
-        yield c
 
 
 def run(*args: str, timeout_s: float = TIMEOUT_S_COMMAND) -> subprocess.CompletedProcess[str]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -28,14 +26,6 @@ WRITES_BEFORE = 20  # acknowledged writes before the kill
 WRITES_AFTER = 20  # calls that finish after the kill returned: they span the failover
 WRITES_MAX = 10_000
 TIMEOUT_S_TEST = 120.0
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path / "agents", size=3) as c:
-        c.start()
-        c.leader()
-        yield c
 
 
 def connection() -> Connection:

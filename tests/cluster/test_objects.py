@@ -30,14 +30,6 @@ TIMEOUT_S_WORKER = 180.0
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path / "agents", size=3) as c:
-        c.start()
-        c.leader()
-        yield c
-
-
-@pytest.fixture
 def app(cluster: LocalCluster) -> Iterator[list[str]]:
     """This test process as one more app, connected to every agent."""
     endpoints = cluster.client_endpoints()

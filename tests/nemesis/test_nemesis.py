@@ -25,7 +25,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +42,6 @@ TRANSFERS_PER_WORKER = 150
 FAULTS = 4
 TIMEOUT_S_WORKER = 300.0
 TIMEOUT_S_CONVERGE = 60.0
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path / "agents", size=3) as c:
-        c.start()
-        c.leader()
-        yield c
 
 
 def bank(endpoints: list[str], *args: str) -> subprocess.Popen[str]:
