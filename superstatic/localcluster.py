@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,6 +236,19 @@ class LocalCluster:
                     return lead
             time.sleep(POLL_S)
         raise TimeoutError(f"no agreed leader within {timeout_s} s; agent logs in {self.base_dir}")
+
+    def wait_until(self, predicate: Callable[[], bool], what: str, timeout_s: float) -> None:
+        """Polls `predicate` until true; an agent error while asking (one restarting or
+        electing) counts as "not yet". Past `timeout_s`: AssertionError with the agents' logs."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return
+            except Error:
+                pass
+            time.sleep(POLL_S)
+        raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
 
     def logs(self) -> str:
         """The tail of every agent's log, for failure messages."""

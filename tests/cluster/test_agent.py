@@ -29,7 +29,7 @@ from superstatic_agent.loadgen import (
 )
 
 from superstatic import codec, oneshot, ops, wire
-from superstatic.errors import Error, Unavailable
+from superstatic.errors import Unavailable
 from superstatic.localcluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
@@ -38,18 +38,6 @@ TIMEOUT_S_WAIT = 60.0
 TIMEOUT_MS_ATTEMPT = 1_500
 WRITERS = 4
 VALUES_PER_WRITER = 600  # 2,400 entries across the writers
-
-
-def wait_until(predicate: Callable[[], bool], what: str, cluster: LocalCluster) -> None:
-    deadline = time.monotonic() + TIMEOUT_S_WAIT
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Error:
-            pass  # an agent restarting or electing: ask again
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}\n{cluster.logs()}")
 
 
 def inspect(cluster: LocalCluster, node: str, root: str) -> Any:
@@ -186,7 +174,9 @@ class StreamReader(threading.Thread):
                         self.lists[op[1][2:]].extend(op[2])
 
     def result(self, upto: int, cluster: LocalCluster) -> dict[str, list[Any]]:
-        wait_until(lambda: self.index >= upto or self.error is not None, "the stream", cluster)
+        cluster.wait_until(
+            lambda: self.index >= upto or self.error is not None, "the stream", TIMEOUT_S_WAIT
+        )
         self.stop.set()
         self.join(10)
         if self.error is not None:
@@ -244,7 +234,9 @@ def test_commits_survive_leader_kill_and_restart_catches_up(
     for writer in writers:
         writer.start()
     total = WRITERS * VALUES_PER_WRITER
-    wait_until(lambda: sum(len(w.acked) for w in writers) >= total // 3, "a third acked", cluster)
+    cluster.wait_until(
+        lambda: sum(len(w.acked) for w in writers) >= total // 3, "a third acked", TIMEOUT_S_WAIT
+    )
     old_leader = cluster.leader()
     term_before = int(cluster.status(old_leader)["term"])
     cluster.kill(old_leader)
@@ -254,7 +246,9 @@ def test_commits_survive_leader_kill_and_restart_catches_up(
     new_leader = cluster.leader()
     assert new_leader != old_leader
     assert int(cluster.status(new_leader)["term"]) > term_before
-    wait_until(caught_up(cluster, survivors), "survivors applied the commit", cluster)
+    cluster.wait_until(
+        caught_up(cluster, survivors), "survivors applied the commit", TIMEOUT_S_WAIT
+    )
     reference = check_lists(cluster, new_leader, writers)
     for node in survivors:
         assert check_lists(cluster, node, writers) == reference
@@ -275,7 +269,7 @@ def test_commits_survive_leader_kill_and_restart_catches_up(
     finally:
         first.close()
         again.close()
-    wait_until(caught_up(cluster, survivors), "dup entries applied", cluster)
+    cluster.wait_until(caught_up(cluster, survivors), "dup entries applied", TIMEOUT_S_WAIT)
     for node in survivors:
         assert inspect(cluster, node, "dup") == ["once"]
 
@@ -286,7 +280,9 @@ def test_commits_survive_leader_kill_and_restart_catches_up(
 
     # The killed agent restarts from its LMDB and catches up.
     cluster.start_agent(old_leader)
-    wait_until(caught_up(cluster, list(cluster.agents)), "the restarted agent caught up", cluster)
+    cluster.wait_until(
+        caught_up(cluster, list(cluster.agents)), "the restarted agent caught up", TIMEOUT_S_WAIT
+    )
     assert check_lists(cluster, old_leader, writers) == reference
     assert inspect(cluster, old_leader, "dup") == ["once"]
 
@@ -302,13 +298,13 @@ def test_learner_follows_snapshots_and_full_restart_keeps_everything(
     writers[0].start()
     run_writers(writers, cluster)
     leader = cluster.leader()
-    wait_until(
-        lambda: int(cluster.status(leader)["log_first"]) > 1, "the leader compacted", cluster
+    cluster.wait_until(
+        lambda: int(cluster.status(leader)["log_first"]) > 1, "the leader compacted", TIMEOUT_S_WAIT
     )
 
     learner = cluster.add_learner("d").id
     all_nodes = list(cluster.agents)
-    wait_until(caught_up(cluster, all_nodes), "the learner caught up", cluster)
+    cluster.wait_until(caught_up(cluster, all_nodes), "the learner caught up", TIMEOUT_S_WAIT)
     status = cluster.status(learner)
     assert status["voter"] is False and status["role"] == "follower"
     assert status["leader"] == cluster.leader()
@@ -322,7 +318,7 @@ def test_learner_follows_snapshots_and_full_restart_keeps_everything(
     more = Writer("w1", endpoints, 50)
     more.start()
     run_writers([more], cluster)
-    wait_until(caught_up(cluster, all_nodes), "the learner followed", cluster)
+    cluster.wait_until(caught_up(cluster, all_nodes), "the learner followed", TIMEOUT_S_WAIT)
     reference = check_lists(cluster, leader, [*writers, more])
     assert check_lists(cluster, learner, [*writers, more]) == reference
 
@@ -336,7 +332,9 @@ def test_learner_follows_snapshots_and_full_restart_keeps_everything(
     cluster.leader()
     for node in all_nodes:
         # Applied state is durable: each agent serves it again straight from LMDB.
-        wait_until(lambda n=node: applied(cluster, n) > 0, f"{node} serving again", cluster)
+        cluster.wait_until(
+            lambda n=node: applied(cluster, n) > 0, f"{node} serving again", TIMEOUT_S_WAIT
+        )
         assert check_lists(cluster, node, [*writers, more]) == reference, node
     client = RawClient(cluster.agents[cluster.leader()].client_endpoint)
     try:
@@ -445,7 +443,7 @@ def test_garbage_on_both_endpoints_changes_nothing_and_status_prints(
     writer = Writer("w0", cluster.client_endpoints(), 20)
     writer.start()
     run_writers([writer], cluster)
-    wait_until(caught_up(cluster, list(cluster.agents)), "all applied", cluster)
+    cluster.wait_until(caught_up(cluster, list(cluster.agents)), "all applied", TIMEOUT_S_WAIT)
     after = {n: cluster.status(n) for n in cluster.agents}
     for node in cluster.agents:
         assert inspect(cluster, node, "w0") == list(range(20)), node

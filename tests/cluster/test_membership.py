@@ -16,7 +16,7 @@ import pytest
 from superstatic_agent.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
 
 from superstatic import oneshot, wire
-from superstatic.errors import Error, Unavailable
+from superstatic.errors import Unavailable
 from superstatic.localcluster import LocalCluster, free_ports
 
 pytestmark = pytest.mark.cluster
@@ -56,18 +56,6 @@ def refused(endpoint: str, *args: str) -> str:
     done = run("members", *args, "--agent", endpoint, "--timeout-ms", TIMEOUT_MS_MEMBERS)
     assert done.returncode != 0, f"{args} was accepted: {done.stdout}"
     return done.stderr
-
-
-def wait_until(predicate: Callable[[], bool], what: str, cluster: LocalCluster) -> None:
-    deadline = time.monotonic() + TIMEOUT_S_WAIT
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Error:
-            pass  # an agent electing or stopping: ask again
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}\n{cluster.logs()}")
 
 
 class Committer:
@@ -140,10 +128,10 @@ def test_promote_transfer_and_remove_the_leader(cluster_of: Callable[[int], Loca
     # A learner joins by itself (--listen) and catches up; the operator promotes it.
     cluster.add_learner("d")
     leader = cluster.leader()
-    wait_until(
+    cluster.wait_until(
         lambda: int(cluster.status("d")["applied"]) >= int(cluster.status(leader)["commit"]),
         "the learner caught up",
-        cluster,
+        TIMEOUT_S_WAIT,
     )
     out = members(cluster, "promote", "d")
     assert "promote d: applied at index" in out and "voters a,b,c,d" in out, out
@@ -179,7 +167,9 @@ def test_promote_transfer_and_remove_the_leader(cluster_of: Callable[[int], Loca
         writer.commit(txn_extend("m", [value]))
     assert voters(cluster, new_leader) == ["b", "c", "d"]
     for node in ("b", "c", "d"):
-        wait_until(lambda n=node: listed(cluster, n) == list(range(20)), f"{node} applied", cluster)
+        cluster.wait_until(
+            lambda n=node: listed(cluster, n) == list(range(20)), f"{node} applied", TIMEOUT_S_WAIT
+        )
 
     # The members table is status's, from the leader (match and lag included).
     table = members(cluster, "list")
