@@ -19,7 +19,7 @@ from pathlib import Path
 
 from superstatic_agent.config import LOG_LEVELS, AgentConfig, parse_peers
 
-from superstatic.errors import LimitExceeded
+from superstatic.protocol.errors import LimitExceeded
 
 DEFAULTS = AgentConfig.__dataclass_fields__  # the single source of every default
 

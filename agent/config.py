@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from superstatic.errors import LimitExceeded
+from superstatic.protocol.errors import LimitExceeded
 
 # The biggest peer frame we accept. An APPEND carries at most batch_bytes_max of entry data
 # except that a single larger entry goes alone (else it could never replicate), so the bound is

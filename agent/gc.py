@@ -18,7 +18,7 @@ from typing import Any
 
 import lmdb
 
-from superstatic import codec
+from superstatic.protocol import codec
 
 ROOTS_OID = "@roots"
 # Nodes the object table may hold; creating more answers an error naming this limit, and the

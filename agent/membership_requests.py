@@ -22,7 +22,7 @@ from superstatic_agent.raft.types import (
     Role,
 )
 
-from superstatic import wire
+from superstatic.protocol import wire
 
 log = logging.getLogger("superstatic.agent")
 

@@ -36,7 +36,7 @@ from superstatic_agent.raft.types import (
     SnapshotMeta,
 )
 
-from superstatic.errors import ProtocolError
+from superstatic.protocol.errors import ProtocolError
 
 PEER_PROTOCOL_VERSION = 1
 # Outer array, the snapshot meta, its lists of ids and [id, address] pairs: 4 levels; slack.

@@ -49,8 +49,8 @@ from superstatic_agent.storage import Storage
 from superstatic_agent.streams import Streams
 from superstatic_agent.transport import ClientTransport, DropCounter, PeerTransport
 
-from superstatic import wire
-from superstatic.errors import LimitExceeded, ProtocolError
+from superstatic.protocol import wire
+from superstatic.protocol.errors import LimitExceeded, ProtocolError
 
 log = logging.getLogger("superstatic.agent")
 

@@ -15,7 +15,7 @@ from typing import Any
 import cbor2
 import lmdb
 
-from superstatic.errors import ProtocolError
+from superstatic.protocol.errors import ProtocolError
 
 # Recorded outcomes per session (seqs >= seq_low the client may still retry). A client with
 # this many requests unanswered at once is refused more until its seq_low advances.

@@ -31,7 +31,7 @@ from superstatic_agent.statemachine import StateMachine
 from superstatic_agent.storage import Storage, read_applied
 from superstatic_agent.transport import DropCounter, PeerTransport
 
-from superstatic.errors import ProtocolError
+from superstatic.protocol.errors import ProtocolError
 
 log = logging.getLogger("superstatic.agent")
 

@@ -20,6 +20,7 @@ from typing import Any
 import cbor2
 import lmdb
 from superstatic_agent import gc
+from superstatic_agent.payload import parse_payload
 from superstatic_agent.raft.types import ConfChange, Entry, EntryKind, SnapshotMeta
 from superstatic_agent.sessions import (
     SESSION_SEQS_MAX,
@@ -29,19 +30,24 @@ from superstatic_agent.sessions import (
     clip_error,
     decode_session,
 )
-from superstatic_agent.storage import KEY_APPLIED, Dbs, index_key, open_dbs, read_applied
+from superstatic_agent.storage import (
+    KEY_APPLIED,
+    STAGING_DONE,
+    STAGING_NEXT,
+    Dbs,
+    drop_staged,
+    index_key,
+    install_staged,
+    open_dbs,
+    read_applied,
+)
 
-from superstatic import codec, ops
-from superstatic.errors import LimitExceeded, ProtocolError
-from superstatic.wire import CLIENT_ID_CHARS_MAX
+from superstatic.protocol import codec, ops
+from superstatic.protocol.errors import LimitExceeded, ProtocolError
 
 SESSION_TTL_MS_DEFAULT = 60_000
 # Minimum churn (dropped references + new nodes) between two collections; see gc.py.
 GC_THRESHOLD_DEFAULT = 10_000
-# Depth of an entry payload's CBOR: [kind, client, seq, seq_low, time_ms, body bytes].
-PAYLOAD_DEPTH_MAX = 2
-# seq, seq_low and time_ms are stored as CBOR ints; beyond 64 bits they are garbage.
-PAYLOAD_INT_MAX = (1 << 63) - 1
 # Depth of a snapshot chunk's CBOR: [part, last, [[db, key, value], ...]].
 CHUNK_DEPTH_MAX = 3
 # Keys of LMDB are at most 511 bytes; ids are far shorter (OID_CHARS_MAX, CLIENT_ID_CHARS_MAX).
@@ -51,15 +57,11 @@ INSPECT_DEPTH_MAX = 100
 # Nodes node_json expands in one answer; past it the answer is an error naming this limit.
 INSPECT_NODES_MAX = 100_000
 
-PAYLOAD_KINDS = ("txn", "open", "close")
-
 KEY_GC = b"gc"  # [dropped refs since last GC, nodes created since, nodes alive after it]
 KEY_SWEEP = b"sweep"  # log time of the last session sweep
 KEY_CONF_LAST = b"conf_last"  # [index, op, node, address] of the last CONF entry applied
 SM_META_KEYS = (KEY_APPLIED, KEY_GC, KEY_SWEEP, KEY_CONF_LAST)
 
-STAGING_NEXT = b"next"  # the part number stage_chunk expects next
-STAGING_DONE = b"done"  # present once the part marked last was staged
 
 # Which db a snapshot chunk item belongs to, on the sending and the receiving side.
 CHUNK_DBS = ("m", "s", "o")  # sm_meta, sessions, objects
@@ -84,60 +86,6 @@ class Applied:
     body: bytes | None = None
     first_index: int = 0
     first_outcome: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Payload:
-    """A NORMAL entry's data: [kind, client_id, seq, seq_low, time_ms, body] (section 3)."""
-
-    kind: str
-    client: str
-    seq: int
-    seq_low: int
-    time_ms: int
-    body: bytes
-
-
-def encode_payload(payload: Payload) -> bytes:
-    p = payload
-    return cbor2.dumps([p.kind, p.client, p.seq, p.seq_low, p.time_ms, p.body])
-
-
-def parse_payload(data: bytes) -> Payload:
-    """The payload of a NORMAL entry; ProtocolError naming what is wrong."""
-    try:
-        value: Any = cbor2.loads(data, max_depth=PAYLOAD_DEPTH_MAX)
-    except Exception as exc:  # cbor2 raises several types on malformed input
-        raise ProtocolError(f"entry payload is not CBOR: {exc}") from None
-    if type(value) is not list or len(value) != 6:
-        raise ProtocolError("entry payload is not [kind, client, seq, seq_low, time_ms, body]")
-    kind, client, seq, seq_low, time_ms, body = value
-    if kind not in PAYLOAD_KINDS:
-        raise ProtocolError(f"entry kind {kind!r:.40} is not one of {', '.join(PAYLOAD_KINDS)}")
-    if type(client) is not str or not 1 <= len(client) <= CLIENT_ID_CHARS_MAX:
-        raise ProtocolError(f"client id is a str of 1..{CLIENT_ID_CHARS_MAX} chars")
-    if type(seq) is not int or not 1 <= seq <= PAYLOAD_INT_MAX:
-        raise ProtocolError(f"seq must be an int in 1..{PAYLOAD_INT_MAX}")
-    if type(seq_low) is not int or not 0 <= seq_low <= seq:
-        raise ProtocolError(f"seq_low must be an int in 0..seq ({seq})")
-    if type(time_ms) is not int or not 0 <= time_ms <= PAYLOAD_INT_MAX:
-        raise ProtocolError(f"time_ms must be an int in 0..{PAYLOAD_INT_MAX}")
-    if type(body) is not bytes:
-        raise ProtocolError("body must be bytes")
-    return Payload(kind, client, seq, seq_low, time_ms, body)
-
-
-def event_fields(entry: Entry, outcome: str) -> tuple[str | None, int | None, bytes | None]:
-    """(client, seq, body) of the stream event of an applied entry with this outcome: exactly
-    the Applied fields the state machine returned for it."""
-    if entry.kind != EntryKind.NORMAL:
-        return None, None, None
-    try:
-        payload = parse_payload(entry.data)
-    except ProtocolError:
-        return None, None, None
-    body = payload.body if outcome == "ok" and payload.kind == "txn" else None
-    return payload.client, payload.seq, body
 
 
 class _Rejected(Exception):
@@ -608,8 +556,7 @@ class _JsonWalk:
         return shown
 
 
-# ---------------------------------------------------------------- staging (module level: the
-# storage installs a snapshot inside its write without holding a StateMachine)
+# ---------------------------------------------------------------- staging: receiving chunks
 
 
 def stage_chunk(txn: lmdb.Transaction, dbs: Dbs, chunk: bytes) -> None:
@@ -675,30 +622,3 @@ def _check_staged_item(tag: str, key: bytes, data: bytes) -> None:
                 f"snapshot object id longer than OID_CHARS_MAX={codec.OID_CHARS_MAX}"
             )
         codec.decode_record(data)
-
-
-def drop_staged(txn: lmdb.Transaction, dbs: Dbs) -> None:
-    for db in (dbs.staging_sm_meta, dbs.staging_sessions, dbs.staging_objects, dbs.staging_state):
-        txn.drop(db, delete=False)
-
-
-def staged_complete(txn: lmdb.Transaction, dbs: Dbs) -> bool:
-    return txn.get(STAGING_DONE, db=dbs.staging_state) is not None
-
-
-def install_staged(txn: lmdb.Transaction, dbs: Dbs, meta: SnapshotMeta) -> None:
-    """Replaces sm_meta, sessions and objects by the staged snapshot, which must be complete
-    and at `meta.index` (the core accepted the SNAPSHOT message the shell staged it for)."""
-    assert staged_complete(txn, dbs), "installing a snapshot that was not completely staged"
-    raw = txn.get(KEY_APPLIED, db=dbs.staging_sm_meta)
-    staged_index = 0 if raw is None else cbor2.loads(raw)[0]
-    assert staged_index == meta.index, ("staged snapshot index", staged_index, meta.index)
-    for source, target in (
-        (dbs.staging_sm_meta, dbs.sm_meta),
-        (dbs.staging_sessions, dbs.sessions),
-        (dbs.staging_objects, dbs.objects),
-    ):
-        txn.drop(target, delete=False)
-        for key, value in txn.cursor(db=source):
-            txn.put(bytes(key), bytes(value), db=target, append=True)
-    drop_staged(txn, dbs)

@@ -31,6 +31,7 @@ from typing import Any
 
 import cbor2
 import lmdb
+from superstatic_agent.payload import event_fields
 from superstatic_agent.raft.membership import apply_change
 from superstatic_agent.raft.types import (
     ConfChange,
@@ -42,7 +43,7 @@ from superstatic_agent.raft.types import (
     SnapshotMeta,
 )
 
-from superstatic.errors import LimitExceeded
+from superstatic.protocol.errors import LimitExceeded
 
 # Virtual size of the LMDB map: the most the environment may grow to. LMDB only reserves
 # address space (the file grows as pages are used), so a generous default costs nothing.
@@ -59,6 +60,8 @@ KEY_HARD = b"hard"
 KEY_SNAP = b"snap"
 KEY_CONF = b"conf"
 KEY_APPLIED = b"applied"
+STAGING_NEXT = b"next"  # the part number stage_chunk expects next
+STAGING_DONE = b"done"  # present once the part marked last was staged
 
 DB_NAMES = (
     b"log",
@@ -306,10 +309,6 @@ class Storage:
         self.syncs += 1
 
     def _install_snapshot(self, txn: lmdb.Transaction, meta: SnapshotMeta) -> None:
-        # The state machine imports this module for the layout; importing it here, not at the
-        # top, keeps the dependency one-way at import time.
-        from superstatic_agent.statemachine import install_staged
-
         install_staged(txn, self.dbs, meta)
         # The core reset its log to start after meta.index: every stored entry is obsolete, and
         # the stream of outcomes restarts after the snapshot too.
@@ -374,8 +373,6 @@ class Storage:
         of them and about `bytes_max` bytes of bodies (always at least one if one is applied).
         Empty if from_index > applied. Raises Trimmed if from_index was compacted (or is 0):
         the subscriber needs a snapshot."""
-        from superstatic_agent.statemachine import event_fields
-
         assert count_max >= 1 and bytes_max >= 1, (count_max, bytes_max)
         out: list[Event] = []
         size = 0
@@ -472,3 +469,33 @@ class Storage:
 
     def close(self) -> None:
         self.env.close()
+
+
+# ---------------------------------------------------------------- snapshot staging: the layout
+
+
+def drop_staged(txn: lmdb.Transaction, dbs: Dbs) -> None:
+    for db in (dbs.staging_sm_meta, dbs.staging_sessions, dbs.staging_objects, dbs.staging_state):
+        txn.drop(db, delete=False)
+
+
+def staged_complete(txn: lmdb.Transaction, dbs: Dbs) -> bool:
+    return txn.get(STAGING_DONE, db=dbs.staging_state) is not None
+
+
+def install_staged(txn: lmdb.Transaction, dbs: Dbs, meta: SnapshotMeta) -> None:
+    """Replaces sm_meta, sessions and objects by the staged snapshot, which must be complete
+    and at `meta.index` (the core accepted the SNAPSHOT message the shell staged it for)."""
+    assert staged_complete(txn, dbs), "installing a snapshot that was not completely staged"
+    raw = txn.get(KEY_APPLIED, db=dbs.staging_sm_meta)
+    staged_index = 0 if raw is None else cbor2.loads(raw)[0]
+    assert staged_index == meta.index, ("staged snapshot index", staged_index, meta.index)
+    for source, target in (
+        (dbs.staging_sm_meta, dbs.sm_meta),
+        (dbs.staging_sessions, dbs.sessions),
+        (dbs.staging_objects, dbs.objects),
+    ):
+        txn.drop(target, delete=False)
+        for key, value in txn.cursor(db=source):
+            txn.put(bytes(key), bytes(value), db=target, append=True)
+    drop_staged(txn, dbs)

@@ -19,8 +19,8 @@ from superstatic_agent.statemachine import Applied
 from superstatic_agent.storage import Event, Storage, Trimmed
 from superstatic_agent.transport import ClientTransport
 
-from superstatic import wire
-from superstatic.errors import LimitExceeded
+from superstatic.protocol import wire
+from superstatic.protocol.errors import LimitExceeded
 
 log = logging.getLogger("superstatic.agent")
 

@@ -21,7 +21,7 @@ from typing import Any
 import zmq
 from superstatic_agent.config import PEER_FRAME_BYTES_MAX
 
-from superstatic import wire
+from superstatic.protocol import wire
 
 # Frames taken from one socket per loop turn: the loop must also tick, write and answer.
 # Peer frames are cheap to step. Client frames become entries that every agent applies in one

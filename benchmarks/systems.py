@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from superstatic_bench.procs import ProcessGroup, Worker
 
-from superstatic.localcluster import LocalCluster
+from superstatic.tools.localcluster import LocalCluster
 
 AGENTS = 3
 TIMEOUT_S_CLIENT_OPEN = 120.0
@@ -33,7 +33,7 @@ class Cluster(Protocol):
 
 
 class SuperstaticCluster:
-    """3 agents from superstatic.localcluster (real processes, stopped by PID in close())."""
+    """3 agents from superstatic.tools.localcluster (real processes, stopped by PID in close())."""
 
     def __init__(self, base_dir: Path, fsync: bool = True) -> None:
         self.fsync = fsync

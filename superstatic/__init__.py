@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from superstatic.errors import (
+from superstatic.protocol.errors import (
     ConflictError,
     Error,
     LimitExceeded,
@@ -35,8 +35,8 @@ from superstatic.errors import (
 
 if TYPE_CHECKING:
     from superstatic.decorators import clustered, register
-    from superstatic.plain_copy import plain
-    from superstatic.session import TransactionBlock
+    from superstatic.objects.plain_copy import plain
+    from superstatic.objects.session import TransactionBlock
 
 __all__ = [
     "ConflictError",
@@ -55,12 +55,12 @@ __all__ = [
     "transaction",
 ]
 
-# The agent imports superstatic.errors / codec / ops / wire, which imports this package first:
+# The agent imports superstatic.protocol, which imports this package first:
 # the library proper (wrapt, proxies, replica) loads only when an app first uses it.
 _LAZY = {
     "clustered": "superstatic.decorators",
     "register": "superstatic.decorators",
-    "plain": "superstatic.plain_copy",
+    "plain": "superstatic.objects.plain_copy",
 }
 
 
@@ -74,7 +74,7 @@ def __getattr__(name: str) -> Any:
 
 
 def _session() -> Any:
-    from superstatic import session_default
+    from superstatic.client import default as session_default
 
     return session_default.get()
 
@@ -82,14 +82,14 @@ def _session() -> Any:
 def connect(endpoints: list[str] | str | None = None) -> None:
     """Connects to the cluster; optional (the first use connects with the defaults).
     Endpoints: this argument, else $SUPERSTATIC_AGENT, else an embedded single-node agent."""
-    from superstatic import session_default
+    from superstatic.client import default as session_default
 
     session_default.connect(endpoints)
 
 
 def close() -> None:
     """Closes the default connection (also done at exit)."""
-    from superstatic import session_default
+    from superstatic.client import default as session_default
 
     session_default.close()
 
@@ -102,7 +102,7 @@ def root(name: str, kind: type) -> Any:
 def transaction() -> TransactionBlock:
     """`with transaction():` commits the block's writes atomically at its end (nothing if it
     raises). `@transaction()` on a function runs each call as a transaction, re-run on conflict."""
-    from superstatic.session import TransactionBlock
+    from superstatic.objects.session import TransactionBlock
 
     return TransactionBlock(_session)
 

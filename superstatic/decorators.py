@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from superstatic import proxy_object as _proxy_object
+from superstatic.objects import proxy_object as _proxy_object
 
 C = TypeVar("C", bound=type)
 
@@ -15,7 +15,7 @@ _metas: dict[type, type] = {}
 
 
 def _singleton_call(cls: Any, *args: Any, **kwargs: Any) -> Any:
-    from superstatic import session_default
+    from superstatic.client import default as session_default
 
     return session_default.get().attach(cls, args, kwargs)
 

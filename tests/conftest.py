@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from superstatic.localcluster import LocalCluster
+from superstatic.tools.localcluster import LocalCluster
 
 
 @pytest.fixture

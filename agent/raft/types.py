@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import cbor2
 
-from superstatic.errors import ProtocolError
+from superstatic.protocol.errors import ProtocolError
 
 # A node id or peer endpoint longer than this is garbage: refuse it rather than carry it around.
 NODE_ID_BYTES_MAX = 256

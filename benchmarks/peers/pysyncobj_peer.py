@@ -23,7 +23,7 @@ from typing import Any
 
 from superstatic_bench.procs import ProcessGroup, Worker
 
-from superstatic.localcluster import free_ports
+from superstatic.tools.localcluster import free_ports
 
 PIP_PACKAGE = "pysyncobj"
 MEMBERS = 3

@@ -20,7 +20,7 @@ from typing import Any
 from superstatic_bench.driver import OpFailed
 from superstatic_bench.procs import ProcessGroup, wait_until
 
-from superstatic.localcluster import free_ports
+from superstatic.tools.localcluster import free_ports
 
 SERVER_BINARY = "redis-server"
 APT_PACKAGE = "redis-server"

@@ -20,7 +20,7 @@ import zmq
 from superstatic_bench.procs import ProcessGroup
 from superstatic_bench.stats import summarize_us
 
-from superstatic.localcluster import free_port
+from superstatic.tools.localcluster import free_port
 
 LMDB_MAP_BYTES = 64 << 20
 VALUE_BYTES = 100

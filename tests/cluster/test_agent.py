@@ -1,6 +1,6 @@
 """The agent as a process: real `python -m superstatic_agent` clusters on loopback.
 
-Clients here speak the wire protocol directly (superstatic_agent.loadgen.RawClient), so these
+Clients here speak the wire protocol directly (superstatic_bench.loadgen.RawClient), so these
 tests exercise the agent alone: commits from concurrent clients, kill -9 of the leader, catch-up
 after a restart, exactly-once answers to retries, learners, compaction with snapshots, a
 full-cluster restart, garbage on both endpoints, SIGTERM, and `superstatic status`.
@@ -21,16 +21,17 @@ from typing import Any
 import cbor2
 import pytest
 import zmq
-from superstatic_agent.loadgen import (
+from superstatic_bench.loadgen import (
     AgentError,
     RawClient,
     txn_create_roots,
     txn_extend,
 )
 
-from superstatic import codec, oneshot, ops, wire
-from superstatic.errors import Unavailable
-from superstatic.localcluster import LocalCluster
+from superstatic.client import oneshot
+from superstatic.protocol import codec, ops, wire
+from superstatic.protocol.errors import Unavailable
+from superstatic.tools.localcluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -456,7 +457,7 @@ def test_garbage_on_both_endpoints_changes_nothing_and_status_prints(
 
     # `superstatic status`: the table and the JSON map.
     leader = cluster.leader()
-    command = [sys.executable, "-m", "superstatic.cli", "status", "--agent"]
+    command = [sys.executable, "-m", "superstatic.tools.cli", "status", "--agent"]
     endpoint = cluster.agents[leader].client_endpoint
     table = subprocess.run(
         [*command, endpoint], capture_output=True, text=True, timeout=60, check=True

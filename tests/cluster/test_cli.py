@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 import superstatic
-from superstatic.localcluster import LocalCluster
+from superstatic.tools.localcluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 
 SUPERSTATIC = [
     sys.executable,
     "-c",
-    "import sys; from superstatic.cli import main; sys.exit(main())",
+    "import sys; from superstatic.tools.cli import main; sys.exit(main())",
 ]
 TIMEOUT_S_COMMAND = 60.0
 TIMEOUT_S_DEMO = 300.0
@@ -58,7 +58,7 @@ def test_inspect_prints_a_root_as_json(cluster: LocalCluster) -> None:
 
 
 def test_inspect_names_an_unreachable_agent() -> None:
-    from superstatic.localcluster import free_port
+    from superstatic.tools.localcluster import free_port
 
     done = run("inspect", "x", "--agent", f"tcp://127.0.0.1:{free_port()}", "--timeout-ms", "300")
     assert done.returncode != 0

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from superstatic import embedded
-from superstatic.localcluster import free_ports
+from superstatic.client import embedded
+from superstatic.tools.localcluster import free_ports
 
 pytestmark = pytest.mark.cluster
 
@@ -33,7 +33,7 @@ APP = """
 import json, sys
 from pathlib import Path
 import superstatic
-from superstatic import embedded
+from superstatic.client import embedded
 
 cfg = superstatic.root("shared", dict)
 

@@ -16,9 +16,9 @@ import time
 import pytest
 
 import superstatic
-from superstatic import session_default
-from superstatic.connection import Connection
-from superstatic.localcluster import LocalCluster
+from superstatic.client import default as session_default
+from superstatic.client.connection import Connection
+from superstatic.tools.localcluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 

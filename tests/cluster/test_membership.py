@@ -13,18 +13,19 @@ from typing import Any
 
 import cbor2
 import pytest
-from superstatic_agent.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
+from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
 
-from superstatic import oneshot, wire
-from superstatic.errors import Unavailable
-from superstatic.localcluster import LocalCluster, free_ports
+from superstatic.client import oneshot
+from superstatic.protocol import wire
+from superstatic.protocol.errors import Unavailable
+from superstatic.tools.localcluster import LocalCluster, free_ports
 
 pytestmark = pytest.mark.cluster
 
 SUPERSTATIC = [
     sys.executable,
     "-c",
-    "import sys; from superstatic.cli import main; sys.exit(main())",
+    "import sys; from superstatic.tools.cli import main; sys.exit(main())",
 ]
 TIMEOUT_S_COMMAND = 60.0
 TIMEOUT_S_WAIT = 30.0

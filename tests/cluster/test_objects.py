@@ -22,7 +22,7 @@ sys.path.insert(0, str(TESTS_DIR))
 from support.cluster_app import ACCOUNTS, OPENING, Counter, Ledger, canonical  # noqa: E402
 
 import superstatic  # noqa: E402
-from superstatic.localcluster import LocalCluster  # noqa: E402
+from superstatic.tools.localcluster import LocalCluster  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 

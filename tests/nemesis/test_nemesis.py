@@ -30,8 +30,9 @@ from typing import Any
 
 import pytest
 
-from superstatic import oneshot, wire
-from superstatic.localcluster import LocalCluster
+from superstatic.client import oneshot
+from superstatic.protocol import wire
+from superstatic.tools.localcluster import LocalCluster
 
 pytestmark = [pytest.mark.nemesis, pytest.mark.cluster]
 

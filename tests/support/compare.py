@@ -6,8 +6,8 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from superstatic.plain_copy import plain
-from superstatic.session import Session
+from superstatic.objects.plain_copy import plain
+from superstatic.objects.session import Session
 
 
 def outcome(op: Callable[[Any], Any], target: Any) -> tuple[str, Any]:

@@ -4,8 +4,8 @@ Each submitted transaction becomes a log entry applied by the REAL
 `superstatic_agent.statemachine.StateMachine` on a temporary LMDB environment, in log order, and
 the resulting events (index, client, seq, outcome, body, collected) are delivered to every
 connected replica in order, after a snapshot of the state machine's object table, the way
-`superstatic.connection.Connection` feeds a replica. What the double leaves out is exactly what
-unit tests should not depend on: Raft, sockets, the I/O thread. Delivery happens in the thread
+`superstatic.client.connection.Connection` feeds a replica. What the double leaves out is exactly
+what unit tests should not depend on: Raft, sockets, the I/O thread. Delivery happens in the thread
 that submits (or waits), and a connection opened with `held=True` only receives events when it
 waits for them (after its own commit, or in sync()), which makes its replica stale
 deterministically: the way to provoke conflicts.
@@ -26,8 +26,8 @@ from typing import Any
 import cbor2
 import lmdb
 
-from superstatic.replica import Replica
-from superstatic.session import Session
+from superstatic.objects.replica import Replica
+from superstatic.objects.session import Session
 
 # LMDB map size of the temporary environment: tests store little; this only bounds growth.
 MAP_BYTES = 256 << 20

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from superstatic import codec, ops
-from superstatic.errors import LimitExceeded, ProtocolError
+from superstatic.protocol import codec, ops
+from superstatic.protocol.errors import LimitExceeded, ProtocolError
 
 scalars = st.one_of(
     st.none(),

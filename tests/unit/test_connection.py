@@ -1,4 +1,4 @@
-"""superstatic.connection against real ZeroMQ peers speaking superstatic/wire.py.
+"""superstatic.client.connection against real ZeroMQ peers speaking superstatic/wire.py.
 
 `AgentPeer` is a small agent double for the client protocol only: a ROUTER on 127.0.0.1 that
 keeps a log of proposals with exactly-once per (client, seq), streams them to subscribers, and
@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import zmq
 
-from superstatic import wire
-from superstatic.connection import AgentRefusedTooLarge, Committed, Connection
-from superstatic.errors import Error, LimitExceeded, ProtocolError, Unavailable
-from superstatic.localcluster import free_port
-from superstatic.stream import StreamFeeder, StreamGap
+from superstatic.client.connection import AgentRefusedTooLarge, Committed, Connection
+from superstatic.client.stream import StreamFeeder, StreamGap
+from superstatic.protocol import wire
+from superstatic.protocol.errors import Error, LimitExceeded, ProtocolError, Unavailable
+from superstatic.tools.localcluster import free_port
 
 WAIT_S = 20.0  # generous: a bound for things that should happen, never a timing assertion
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from superstatic import fairness
-from superstatic.fairness import ContentionTracker
+from superstatic.objects import fairness
+from superstatic.objects.fairness import ContentionTracker
 
 
 def test_nobody_waits_without_conflicts() -> None:

@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support.inproc import InprocCluster
 
-from superstatic.errors import Error
-from superstatic.node import node_of
+from superstatic.objects.node import node_of
+from superstatic.protocol.errors import Error
 
 # Small, so a handful of dropped references trips a collection.
 GC_THRESHOLD = 8

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support.compare import same_graph
 from support.inproc import InprocCluster
 
-from superstatic.plain_copy import plain
+from superstatic.objects.plain_copy import plain
 
 keys = st.sampled_from(["a", "b", "c", "d", 1, 2, ("t", 1)])
 scalars = st.one_of(

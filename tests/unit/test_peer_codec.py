@@ -19,7 +19,7 @@ from superstatic_agent.raft.types import (
     SnapshotMeta,
 )
 
-from superstatic.errors import ProtocolError
+from superstatic.protocol.errors import ProtocolError
 
 CONF = ConfState.make(["a", "b", "c"], ["d"], {"a": "tcp://h:1", "b": "tcp://h:2", "d": "x"})
 

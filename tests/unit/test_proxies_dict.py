@@ -20,7 +20,7 @@ from support.compare import check_same
 from support.inproc import InprocCluster
 
 import superstatic
-from superstatic.plain_copy import plain
+from superstatic.objects.plain_copy import plain
 
 INITIAL = {"a": 1, "b": [1, 2], "c": {"x": 1}, ("t", 1): "tuple key", 7: None}
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support.compare import check_same
 from support.inproc import InprocCluster
 
-from superstatic.plain_copy import plain
+from superstatic.objects.plain_copy import plain
 
 INITIAL = [3, 1, 2, 3, 5]
 

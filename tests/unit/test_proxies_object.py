@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support.inproc import InprocCluster
 
 import superstatic
-from superstatic import proxy_object
-from superstatic import txn as txn_module
-from superstatic.plain_copy import plain
+from superstatic.objects import proxy_object
+from superstatic.objects import txn as txn_module
+from superstatic.objects.plain_copy import plain
 
 
 @pytest.fixture
@@ -229,7 +229,7 @@ def test_reads_outside_transactions_are_native(cluster: InprocCluster) -> None:
     cls = type(inv)
     # No Python-level read hooks are installed while no transaction body runs.
     assert "__getattribute__" not in vars(cls)
-    from superstatic.proxy_dict import DictProxy
+    from superstatic.objects.proxy_dict import DictProxy
 
     assert "__getitem__" not in vars(DictProxy)
     seen = []
@@ -260,7 +260,7 @@ def test_unknown_method_types_are_left_alone(cluster: InprocCluster) -> None:
 
 
 def test_objects_of_unregistered_classes_load_as_placeholders(cluster: InprocCluster) -> None:
-    from superstatic.node import make_node
+    from superstatic.objects.factory import make_node
 
     session = cluster.session()
     d = session.root("misc", dict)
@@ -292,7 +292,7 @@ def test_plain_of_shared_objects_in_sets_and_keys(cluster: InprocCluster) -> Non
 def test_placeholders_become_instances_when_the_class_is_registered(
     cluster: InprocCluster,
 ) -> None:
-    from superstatic.node import make_node
+    from superstatic.objects.factory import make_node
 
     session = cluster.session()
     d = session.root("late", dict)

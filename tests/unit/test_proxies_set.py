@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support.compare import check_same
 from support.inproc import InprocCluster
 
-from superstatic.plain_copy import plain
+from superstatic.objects.plain_copy import plain
 
 # Small ints: iteration order is the same for a plain set and a replica's set built by ops.
 INITIAL = {1, 2, 3, (4, 5)}

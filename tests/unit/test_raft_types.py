@@ -22,7 +22,7 @@ from superstatic_agent.raft.types import (
     RaftConfig,
 )
 
-from superstatic.errors import ProtocolError
+from superstatic.protocol.errors import ProtocolError
 
 
 def test_conf_change_round_trip() -> None:

@@ -15,13 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from superstatic_agent import sessions as sessions_module
 from superstatic_agent import statemachine as sm_module
+from superstatic_agent.payload import Payload, encode_payload
 from superstatic_agent.raft.types import ConfChange, ConfState, Entry, EntryKind, SnapshotMeta
-from superstatic_agent.statemachine import Applied, Payload, StateMachine, encode_payload
+from superstatic_agent.statemachine import Applied, StateMachine
 from superstatic_agent.storage import DBS_MAX
 
-from superstatic import codec, ops
-from superstatic.codec import Ref
-from superstatic.errors import ProtocolError
+from superstatic.protocol import codec, ops
+from superstatic.protocol.codec import Ref
+from superstatic.protocol.errors import ProtocolError
 
 MAP_BYTES = 64 << 20
 SETTINGS = settings(

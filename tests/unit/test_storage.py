@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from superstatic_agent.payload import Payload, encode_payload
 from superstatic_agent.raft.types import (
     ConfChange,
     ConfState,
@@ -24,11 +25,11 @@ from superstatic_agent.raft.types import (
     Role,
     SnapshotMeta,
 )
-from superstatic_agent.statemachine import Payload, StateMachine, encode_payload
+from superstatic_agent.statemachine import StateMachine
 from superstatic_agent.storage import Storage, Trimmed
 
-from superstatic import codec, ops
-from superstatic.codec import Ref
+from superstatic.protocol import codec, ops
+from superstatic.protocol.codec import Ref
 
 MAP_BYTES = 64 << 20
 CONF = ConfState.make(["a", "b", "c"], [], {"a": "tcp://a", "b": "tcp://b", "c": "tcp://c"})
@@ -340,10 +341,11 @@ CHILD = textwrap.dedent(
     import sys
     from pathlib import Path
     from superstatic_agent.raft.types import Entry, EntryKind, HardState, Ready, Role, ConfState
-    from superstatic_agent.statemachine import Payload, StateMachine, encode_payload
+    from superstatic_agent.payload import Payload, encode_payload
+    from superstatic_agent.statemachine import StateMachine
     from superstatic_agent.storage import Storage
-    from superstatic import ops
-    from superstatic.codec import Ref
+    from superstatic.protocol import ops
+    from superstatic.protocol.codec import Ref
 
     storage = Storage(Path(sys.argv[1]), map_bytes=64 << 20)
     sm = StateMachine(storage.env)

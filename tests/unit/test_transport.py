@@ -10,7 +10,7 @@ import pytest
 import zmq
 from superstatic_agent.transport import ClientTransport, DropCounter, PeerTransport
 
-from superstatic.localcluster import free_ports
+from superstatic.tools.localcluster import free_ports
 
 DELIVERY_TIMEOUT_S = 10.0
 

@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support.inproc import InprocCluster
 
 import superstatic
-from superstatic import session as session_module
-from superstatic import txn as txn_module
-from superstatic.plain_copy import plain
+from superstatic.objects import session as session_module
+from superstatic.objects import txn as txn_module
+from superstatic.objects.plain_copy import plain
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support.inproc import InprocCluster
 
-from superstatic import txn as txn_module
-from superstatic import values as values_module
-from superstatic.errors import LimitExceeded
-from superstatic.plain_copy import plain
+from superstatic.objects import txn as txn_module
+from superstatic.objects import values as values_module
+from superstatic.objects.plain_copy import plain
+from superstatic.protocol.errors import LimitExceeded
 
 
 @pytest.fixture

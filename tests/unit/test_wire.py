@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from superstatic import wire
-from superstatic.errors import LimitExceeded, ProtocolError
+from superstatic.protocol import wire
+from superstatic.protocol.errors import LimitExceeded, ProtocolError
 
 
 def propose_frame(**overrides: object) -> bytes:

@@ -1,9 +1,9 @@
 """The subscription stream: SNAPSHOT and EVENTS frames fed into a replica in log order.
 
-Pure (no sockets, no threads): `superstatic.connection` owns the socket and calls this from its
-I/O thread. The stream from an agent is gapless (NOOP and CONF entries arrive as "noop" events),
-so the feeder can check contiguity itself instead of trusting which subscription a frame came
-from: an event at or below the replica's applied index is a duplicate (skipped), one right
+Pure (no sockets, no threads): `superstatic.client.connection` owns the socket and calls this
+from its I/O thread. The stream from an agent is gapless (NOOP and CONF entries arrive as "noop"
+events), so the feeder can check contiguity itself instead of trusting which subscription a frame
+came from: an event at or below the replica's applied index is a duplicate (skipped), one right
 after it is applied, and anything further ahead means entries were lost (a dropped frame, a
 stale stream after a resubscription) and the connection must resubscribe from its applied index.
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from superstatic.errors import Error, LimitExceeded, ProtocolError
-from superstatic.wire import CLIENT_ID_CHARS_MAX
+from superstatic.protocol.errors import Error, LimitExceeded, ProtocolError
+from superstatic.protocol.wire import CLIENT_ID_CHARS_MAX
 
 # One snapshot is assembled in memory before it replaces the replica (load_snapshot replaces
 # everything at once, so a half-loaded snapshot is never visible). Bound what a peer can make
@@ -34,7 +34,7 @@ Event = tuple[int, "str | None", "int | None", str, "bytes | None", tuple[str, .
 
 
 class ReplicaSink(Protocol):
-    """What the stream feeds (implemented by superstatic.replica.Replica)."""
+    """What the stream feeds (implemented by superstatic.objects.replica.Replica)."""
 
     applied_index: int
 

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from superstatic import oneshot, wire
+from superstatic.client import oneshot
+from superstatic.protocol import wire
 
 TIMEOUT_MS_STATUS_DEFAULT = 3_000
 

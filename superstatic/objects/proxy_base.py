@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import wrapt
 
-from superstatic import txn as _txn
-from superstatic.errors import Error
+from superstatic.objects import txn as _txn
+from superstatic.objects.plain_copy import plain
+from superstatic.protocol.errors import Error
 
 if TYPE_CHECKING:
-    from superstatic.replica import Node
+    from superstatic.objects.node import Node
 
 
 class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
@@ -74,8 +75,6 @@ class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
         return _copy.copy(_txn.view_of(self._self_node))
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        from superstatic.plain_copy import plain
-
         return plain(self, memo)
 
     def __reduce_ex__(self, protocol: Any) -> Any:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from superstatic.errors import Error
+from superstatic.protocol.errors import Error
 
 USAGE = """superstatic <command> [options]
 
@@ -41,19 +41,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if command == "status":
-            from superstatic.status import main as status_main
+            from superstatic.tools.status import main as status_main
 
             return status_main(rest)
         if command == "inspect":
             return inspect_main(rest)
         if command == "members":
-            from superstatic.members import main as members_main
+            from superstatic.tools.members import main as members_main
 
             return members_main(rest)
         if command == "cluster":
             return cluster_main(rest)
         if command == "demo":
-            from superstatic.demo import main as demo_main
+            from superstatic.tools.demo import main as demo_main
 
             return demo_main(rest)
         if command == "bench":
@@ -72,7 +72,8 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 
 
 def inspect_main(argv: Sequence[str]) -> int:
-    from superstatic import oneshot, wire
+    from superstatic.client import oneshot
+    from superstatic.protocol import wire
 
     parser = argparse.ArgumentParser(prog="superstatic inspect", description=__doc__)
     parser.add_argument("root", help="name of the root (a @clustered class's name or a root())")
@@ -90,7 +91,7 @@ def inspect_main(argv: Sequence[str]) -> int:
 
 
 def cluster_main(argv: Sequence[str]) -> int:
-    from superstatic.localcluster import LocalCluster
+    from superstatic.tools.localcluster import LocalCluster
 
     parser = argparse.ArgumentParser(prog="superstatic cluster")
     parser.add_argument("--size", type=int, default=3, choices=(1, 3, 5))

@@ -3,10 +3,10 @@
 Implements `ReplicaSink` (docs/architecture.md section 6). The connection's I/O thread calls
 `load_snapshot` and `apply_events`; each log entry is applied atomically with respect to
 transaction bodies, which run holding the same lock, so a body always sees a prefix of the log.
-Ops are applied with `superstatic.ops.apply_op`, the function the agent's state machine uses, so
-both reach the same state by construction. Refs in values are resolved to the proxy or shared
-instance of their target; nodes created together (a snapshot, or the "new" ops of one entry) are
-allocated in a first pass so they can reference each other, cycles included.
+Ops are applied with `superstatic.protocol.ops.apply_op`, the function the agent's state machine
+uses, so both reach the same state by construction. Refs in values are resolved to the proxy or
+shared instance of their target; nodes created together (a snapshot, or the "new" ops of one
+entry) are allocated in a first pass so they can reference each other, cycles included.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from superstatic import codec as _codec
-from superstatic import ops as _ops
-from superstatic.errors import ProtocolError
-from superstatic.fairness import ContentionTracker
-from superstatic.node import Node, make_node, node_of
-from superstatic.values import SCALAR_TYPES
+from superstatic.objects.factory import make_node
+from superstatic.objects.fairness import ContentionTracker
+from superstatic.objects.node import Node, node_of
+from superstatic.protocol import codec as _codec
+from superstatic.protocol import ops as _ops
+from superstatic.protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from superstatic.session import Session
+    from superstatic.objects.session import Session
+    from superstatic.objects.txn import Txn
 
 ROOTS_OID = "@roots"
 # describe() walks the graph to name a node in an error message; it gives up past this many
@@ -106,6 +107,10 @@ class Replica:
             for oid in oids:
                 self._adopt.pop(oid, None)
 
+    def new_node(self, oid: str, kind: str, class_name: str | None, owner: Txn | None) -> Node:
+        """A new node of this replica (empty; private to `owner` until its entry applies)."""
+        return make_node(self, oid, kind, class_name, owner)
+
     def describe(self, node: Node) -> str:
         """A readable path to `node` from a root, for error messages."""
         if node.txn is not None:
@@ -166,7 +171,7 @@ class Replica:
 
     def _resolve(self, value: Any, created: dict[str, Node]) -> Any:
         tp = type(value)
-        if tp in SCALAR_TYPES:
+        if tp in _codec.SCALAR_TYPES:
             return value
         if tp is _codec.Ref:
             node = created.get(value.oid) or self.nodes.get(value.oid)

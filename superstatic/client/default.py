@@ -5,8 +5,8 @@ from __future__ import annotations
 import atexit
 import threading
 
-from superstatic.errors import Error
-from superstatic.session import Session
+from superstatic.objects.session import Session
+from superstatic.protocol.errors import Error
 
 _lock = threading.Lock()
 _default: Session | None = None
@@ -17,9 +17,9 @@ def connect(endpoints: list[str] | str | None = None) -> Session:
     """Connects this process to the cluster (explicit endpoints > $SUPERSTATIC_AGENT > an
     embedded single-node agent for the current directory). Idempotent for the same endpoints."""
     global _default, _endpoints
-    from superstatic import embedded
-    from superstatic.connection import Connection
-    from superstatic.replica import Replica
+    from superstatic.client import embedded
+    from superstatic.client.connection import Connection
+    from superstatic.objects.replica import Replica
 
     if isinstance(endpoints, str):
         endpoints = [e for e in endpoints.split(",") if e]

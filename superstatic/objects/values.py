@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from superstatic import codec as _codec
-from superstatic import node as _node
-from superstatic import proxy_object as _proxy_object
-from superstatic.errors import LimitExceeded, NotStorable
+from superstatic.objects import node as _node
+from superstatic.objects import registry
+from superstatic.protocol import codec as _codec
+from superstatic.protocol.errors import LimitExceeded, NotStorable
 
 if TYPE_CHECKING:
-    from superstatic.replica import Node
-    from superstatic.txn import Txn
+    from superstatic.objects.node import Node
+    from superstatic.objects.txn import Txn
 
 # The immutable values stored as they are (the codec encodes exactly these natively).
 SCALAR_TYPES = _codec.SCALAR_TYPES
@@ -150,7 +150,7 @@ class _Converter:
             node = self._new(value, "set", None)
             node.live.update(self.convert(x, (*path, ELEMENT), depth + 1) for x in value)
             return node.ref
-        class_name = _proxy_object.registered_name(tp)
+        class_name = registry.registered_name(tp)
         if class_name is not None:
             node = self._new(value, "obj", class_name)
             for name, v in vars(value).items():
@@ -162,7 +162,7 @@ class _Converter:
 
     def _new(self, value: Any, kind: str, class_name: str | None) -> Node:
         session = self.txn.session
-        node = _node.make_node(self.txn.replica, session.new_oid(), kind, class_name, self.txn)
+        node = self.txn.replica.new_node(session.new_oid(), kind, class_name, self.txn)
         self.memo[id(value)] = (value, node.ref)
         self.created.append(node)
         return node

@@ -21,12 +21,13 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from superstatic import ops as _ops
-from superstatic.errors import Error, LimitExceeded
+from superstatic.protocol import ops as _ops
+from superstatic.protocol.errors import Error, LimitExceeded
 
 if TYPE_CHECKING:
-    from superstatic.replica import Node, Replica
-    from superstatic.session import Session
+    from superstatic.objects.node import Node
+    from superstatic.objects.replica import Replica
+    from superstatic.objects.session import Session
 
 # Bounds one transaction's buffered work: each op and each new node costs memory until commit
 # and bytes on the wire; a body that writes more than this is almost certainly a runaway loop.

@@ -11,8 +11,8 @@ from typing import Any
 
 import zmq
 
-from superstatic import wire
-from superstatic.errors import ProtocolError, Unavailable
+from superstatic.protocol import wire
+from superstatic.protocol.errors import ProtocolError, Unavailable
 
 TIMEOUT_MS_ONESHOT_DEFAULT = 5_000
 # A oneshot socket skips frames that are not its answer (e.g. stream events); bound how many.

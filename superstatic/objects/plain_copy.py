@@ -16,8 +16,8 @@ import contextlib
 import copy as _copy
 from typing import Any
 
-from superstatic import node as _node
-from superstatic import txn as _txn
+from superstatic.objects import node as _node
+from superstatic.objects import txn as _txn
 
 # Depth of nesting plain() follows (each level is a Python stack frame).
 PLAIN_DEPTH_MAX = 500

@@ -2,7 +2,8 @@
 
 A frame is CBOR `[PROTOCOL_VERSION, type, req_id, body]` (docs/architecture.md section 5). This
 module is pure: it turns frames into bytes and bytes into validated frames, and nothing else. Both
-the agent (server side) and `superstatic.connection` (client side) use it, so the two cannot drift.
+the agent (server side) and `superstatic.client.connection` (client side) use it, so the two
+cannot drift.
 
 Decoding never trusts its input: size first, then CBOR with a depth limit, then shape. Anything
 off raises `ProtocolError` naming what was wrong; the caller counts and drops it.
@@ -16,7 +17,7 @@ from typing import Any
 
 import cbor2
 
-from superstatic.errors import LimitExceeded, ProtocolError
+from superstatic.protocol.errors import LimitExceeded, ProtocolError
 
 PROTOCOL_VERSION = 1
 

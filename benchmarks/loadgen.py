@@ -1,6 +1,6 @@
 """Load generator: commit throughput, commit latency and failover time of a local cluster.
 
-    python -m superstatic_agent.loadgen --clients N --seconds S [--window W] [--fsync on|off]
+    python -m superstatic_bench.loadgen --clients N --seconds S [--window W] [--fsync on|off]
         [--failovers K] [--json]
 
 Starts a LocalCluster of three agents in a temporary folder, has N client threads (each its own
@@ -31,9 +31,9 @@ from typing import Any
 
 import zmq
 
-from superstatic import codec, ops, wire
-from superstatic.errors import ProtocolError, Unavailable
-from superstatic.localcluster import LocalCluster
+from superstatic.protocol import codec, ops, wire
+from superstatic.protocol.errors import ProtocolError, Unavailable
+from superstatic.tools.localcluster import LocalCluster
 
 TIMEOUT_MS_RAW_DEFAULT = 10_000
 # Frames a RawClient skips while waiting for one answer (stream frames, stale answers).
@@ -315,7 +315,7 @@ def measure_failovers(cluster: LocalCluster, count: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m superstatic_agent.loadgen", description=__doc__
+        prog="python -m superstatic_bench.loadgen", description=__doc__
     )
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=5.0)

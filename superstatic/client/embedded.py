@@ -34,8 +34,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from superstatic import oneshot, wire
-from superstatic.errors import Error
+from superstatic.client import oneshot
+from superstatic.protocol import wire
+from superstatic.protocol.errors import Error
 
 ENV_AGENT = "SUPERSTATIC_AGENT"
 ENV_IDLE_MS = "SUPERSTATIC_EMBEDDED_IDLE_MS"

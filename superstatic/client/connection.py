@@ -5,7 +5,7 @@ a socket). Callers in any thread hand it requests through a queue and an inproc 
 then wait on a per-request future. The I/O thread:
 
 * says HELLO, then SUBSCRIBEs from the replica's applied index (0: the agent sends a snapshot
-  first) and feeds the stream into the replica in log order (`superstatic.stream`), waking
+  first) and feeds the stream into the replica in log order (`superstatic.client.stream`), waking
   `wait_applied` waiters;
 * sends PROPOSEs with the session's (client id, seq, seq_low) and READ_INDEX requests, retrying
   refusals (`not_leader`, `unavailable`, `busy`) with jittered backoff and re-sending a PROPOSE
@@ -42,11 +42,11 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from superstatic import wire
-from superstatic.errors import Error, LimitExceeded, ProtocolError, Unavailable
-from superstatic.stream import ReplicaSink, StreamFeeder, StreamGap
+from superstatic.client.stream import ReplicaSink, StreamFeeder, StreamGap
+from superstatic.protocol import wire
+from superstatic.protocol.errors import Error, LimitExceeded, ProtocolError, Unavailable
 
-log = logging.getLogger("superstatic.connection")
+log = logging.getLogger("superstatic.client.connection")
 
 ENV_TIMEOUT_MS = "SUPERSTATIC_TIMEOUT_MS"
 TIMEOUT_MS_REQUEST_DEFAULT = 30_000

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from superstatic.errors import Error
-from superstatic.localcluster import LocalCluster
+from superstatic.protocol.errors import Error
+from superstatic.tools.localcluster import LocalCluster
 
 TIMEOUT_S_WORKERS = 300.0
 TIMEOUT_S_PROGRESS = 60.0
@@ -41,7 +41,7 @@ class Step:
 
 
 def find_example(name: str) -> Path:
-    here = Path(__file__).resolve().parent.parent / "examples" / name
+    here = Path(__file__).resolve().parents[2] / "examples" / name
     if here.exists():
         return here
     raise Error(f"cannot find examples/{name}; run the demo from a checkout of superstatic")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from superstatic import node as _node
-from superstatic import txn as _txn
-from superstatic import values as _values
-from superstatic.proxy_base import NodeProxy, register_overlays
+from superstatic.objects import node as _node
+from superstatic.objects import txn as _txn
+from superstatic.objects import values as _values
+from superstatic.objects.proxy_base import NodeProxy, register_overlays
 
 
 def _lookups(items: Any) -> list[Any]:

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from superstatic import codec
-from superstatic.errors import LimitExceeded, ProtocolError
+from superstatic.protocol import codec
+from superstatic.protocol.errors import LimitExceeded, ProtocolError
 
 # Ops in one transaction body; mirrors the library's own bound (txn.TXN_OPS_MAX) so a body
 # the library would build is always accepted.

@@ -30,7 +30,7 @@ from typing import Any
 
 import cbor2
 
-from superstatic.errors import ProtocolError
+from superstatic.protocol.errors import ProtocolError
 
 TAG_TUPLE = 55800
 TAG_FROZENSET = 55801

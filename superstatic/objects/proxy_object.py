@@ -17,47 +17,21 @@ from __future__ import annotations
 import copy as _copy
 import functools
 import inspect
-import threading
 import weakref
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from superstatic import txn as _txn
-from superstatic import values as _values
-from superstatic.errors import Error
+from superstatic.objects import registry
+from superstatic.objects import txn as _txn
+from superstatic.objects import values as _values
+from superstatic.objects.node import Shared, node_get, node_of, node_peek
+from superstatic.protocol.errors import Error
 
 if TYPE_CHECKING:
-    from superstatic.replica import Node
+    from superstatic.objects.node import Node
 
 
-class Shared:
-    """Mixin of every generated class; holds the node outside the attribute store."""
-
-    __slots__ = ("__superstatic_node__",)
-
-
-_NODE_SLOT = Shared.__dict__["__superstatic_node__"]
 _NOT_FOUND: Any = object()
-
-_registry_lock = threading.Lock()
-# name -> generated class; generated class -> name; user class -> generated class.
-_BY_NAME: dict[str, type] = {}
-SHARED_CLASSES: dict[type, str] = {}
-_PLAIN_TO_NAME: dict[type, str] = {}
-
-
-def node_get(instance: Any) -> Node:
-    try:
-        return _NODE_SLOT.__get__(instance)  # type: ignore[no-any-return]
-    except AttributeError:
-        raise Error(
-            f"this {type(instance).__qualname__} instance was not created by superstatic; "
-            "instances of a clustered class come from calling the class"
-        ) from None
-
-
-def bind(instance: Any, node: Node) -> None:
-    _NODE_SLOT.__set__(instance, node)
 
 
 _obj_getattribute = object.__getattribute__
@@ -126,13 +100,8 @@ def attrs_of(instance: Any) -> AttrStore:
     return AttrStore(instance)
 
 
-def registered_name(plain_class: type) -> str | None:
-    """The registered name for plain instances of `plain_class` (register()), if any."""
-    return _PLAIN_TO_NAME.get(plain_class)
-
-
 def class_for(name: str) -> type:
-    generated = _BY_NAME.get(name)
+    generated = registry.BY_NAME.get(name)
     if generated is None:
         generated = _unknown_class(name)
     return generated
@@ -185,21 +154,9 @@ def _setattr(self: Any, name: str, value: Any) -> None:
         return
     txn.check(node)
     live = _values.store(txn, value, node, _values.attr(name))
-    if type(live) in _REF_CHECK and txn.view(node).get(name, _NOT_FOUND) is live:
+    if node_of(live) is not None and txn.view(node).get(name, _NOT_FOUND) is live:
         return  # `self.items += [...]`: the same shared reference, nothing to write
     txn.emit(node, ["set", node.oid, name, live])
-
-
-class _RefTypes:
-    """`type(v) in _REF_CHECK`: is v a proxy or shared instance (a stored reference)?"""
-
-    def __contains__(self, tp: type) -> bool:
-        from superstatic.node import PROXY_TYPES
-
-        return tp in PROXY_TYPES or tp in SHARED_CLASSES
-
-
-_REF_CHECK = _RefTypes()
 
 
 def _delattr(self: Any, name: str) -> None:
@@ -231,7 +188,7 @@ def _make_getattribute(base: Callable[[Any, str], Any]) -> Callable[[Any, str], 
         txn = _txn.state.txn
         if txn is None or name[:2] == "__":
             return base(self, name)
-        node = _NODE_SLOT.__get__(self)
+        node = node_peek(self)
         if node.replica is not txn.replica:
             return base(self, name)  # another connection's object: not part of this txn
         tp = type(self)
@@ -323,8 +280,8 @@ def make_shared_class(cls: type, name: str, metaclass: type | None = None) -> ty
         )
     if not isinstance(name, str) or not name:
         raise TypeError("the registered name must be a non-empty str")
-    with _registry_lock:
-        existing = _BY_NAME.get(name)
+    with registry.lock:
+        existing = registry.BY_NAME.get(name)
         if existing is not None:
             if existing.__superstatic_base__ is cls:
                 return existing
@@ -350,8 +307,8 @@ def make_shared_class(cls: type, name: str, metaclass: type | None = None) -> ty
             namespace[method_name] = _wrap_method(fn)
         meta = metaclass if metaclass is not None else type(cls)
         generated = meta(cls.__name__, (cls, Shared), namespace)
-        _BY_NAME[name] = generated
-        SHARED_CLASSES[generated] = name
+        registry.BY_NAME[name] = generated
+        registry.SHARED_CLASSES[generated] = name
     base_getattribute = cls.__getattribute__
     _txn.register_overlay(generated, {"__getattribute__": _make_getattribute(base_getattribute)})
     if name in _placeholders:
@@ -363,11 +320,11 @@ def make_shared_class(cls: type, name: str, metaclass: type | None = None) -> ty
 def register_plain(cls: type, name: str) -> type:
     """register(): plain instances of `cls` become shared objects when stored."""
     generated = make_shared_class(cls, name)
-    with _registry_lock:
-        other = _PLAIN_TO_NAME.get(cls)
+    with registry.lock:
+        other = registry.PLAIN_TO_NAME.get(cls)
         if other is not None and other != name:
             raise Error(f"{cls.__qualname__} is already registered as {other!r}")
-        _PLAIN_TO_NAME[cls] = name
+        registry.PLAIN_TO_NAME[cls] = name
     return generated
 
 
@@ -382,7 +339,7 @@ _UNKNOWN: dict[str, type] = {}
 
 
 def _unknown_class(name: str) -> type:
-    with _registry_lock:
+    with registry.lock:
         known = _UNKNOWN.get(name)
     if known is not None:
         return known
@@ -403,12 +360,12 @@ def _unknown_class(name: str) -> type:
             "__deepcopy__": _deepcopy_plain,
         },
     )
-    with _registry_lock:
+    with registry.lock:
         known = _UNKNOWN.get(name)
         if known is not None:
             return known
         _UNKNOWN[name] = generated
-        SHARED_CLASSES[generated] = name
+        registry.SHARED_CLASSES[generated] = name
     _txn.register_overlay(
         generated, {"__getattribute__": _make_getattribute(object.__getattribute__)}
     )

@@ -28,9 +28,9 @@ from typing import Any
 
 import zmq
 
-from superstatic import wire
-from superstatic.errors import Error, ProtocolError, Unavailable
-from superstatic.status import format_table
+from superstatic.protocol import wire
+from superstatic.protocol.errors import Error, ProtocolError, Unavailable
+from superstatic.tools.status import format_table
 
 TIMEOUT_MS_MEMBERS_DEFAULT = 30_000
 # STATUS of one agent while mapping ids to endpoints: a dead agent must not eat the whole budget.

@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from superstatic import node as _node
-from superstatic import ops as _ops
-from superstatic import txn as _txn
-from superstatic import values as _values
-from superstatic.errors import ConflictError, Error
-from superstatic.replica import ROOTS_OID, Replica
+from superstatic.objects import node as _node
+from superstatic.objects import txn as _txn
+from superstatic.objects import values as _values
+from superstatic.objects.replica import ROOTS_OID, Replica
+from superstatic.protocol import ops as _ops
+from superstatic.protocol.errors import ConflictError, Error
 
 T = TypeVar("T")
 
@@ -45,7 +45,7 @@ class Committed(Protocol):
 
 
 class ConnectionLike(Protocol):
-    """What a session needs from superstatic.connection.Connection (or a test double)."""
+    """What a session needs from superstatic.client.connection.Connection (or a test double)."""
 
     client_id: str
 
@@ -191,7 +191,7 @@ class Session:
             found = txn.view(roots).get(name)
             if found is not None:
                 return found
-            node = _node.make_node(self.replica, self.new_oid(), "obj", name, txn)
+            node = self.replica.new_node(self.new_oid(), "obj", name, txn)
             txn.add_new([node])
             instance = node.ref
             cls.__init__(instance, *args, **(kwargs or {}))
@@ -234,7 +234,7 @@ class Session:
         pending = txn.new_nodes.get(ROOTS_OID)
         if pending is not None:
             return pending
-        roots = _node.make_node(self.replica, ROOTS_OID, "dict", None, txn)
+        roots = self.replica.new_node(ROOTS_OID, "dict", None, txn)
         txn.add_new([roots])
         txn.reads[ROOTS_OID] = 0
         return roots

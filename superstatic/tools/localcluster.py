@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from superstatic import oneshot, wire
-from superstatic.errors import Error
+from superstatic.client import oneshot
+from superstatic.protocol import wire
+from superstatic.protocol.errors import Error
 
 # Generous by default: three agents and their apps share two cores on the machines we test on.
 TIMEOUT_S_LEADER_DEFAULT = 30.0

@@ -1,0 +1,95 @@
+"""A node of the local replica, and the one lookup from what user code holds to its node.
+
+A node is one shared dict, list, set or object. `live` is the real container the replica keeps
+current: a dict, list or set, or for an object the instance's attribute store. `ref` is what user
+code sees: the wrapt proxy around `live`, or the shared instance itself. A node keeps the same
+`live` and `ref` for its whole life, so identity holds and caches keyed on them never go stale.
+
+`node_of(value)` is the only way the object layer turns a user-visible value into its node:
+container proxies carry it in `_self_node`, shared instances in the `Shared` mixin's slot.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from superstatic.objects import registry
+from superstatic.protocol.errors import Error
+
+if TYPE_CHECKING:
+    from superstatic.objects.replica import Replica
+    from superstatic.objects.txn import Txn
+
+KINDS = ("dict", "list", "set", "obj")
+# The container proxy classes; each proxy module adds its class when it loads.
+PROXY_TYPES: set[type] = set()
+
+
+class Node:
+    __slots__ = ("class_name", "dead", "kind", "live", "oid", "ref", "replica", "txn", "version")
+
+    def __init__(
+        self,
+        oid: str,
+        kind: str,
+        live: Any,
+        replica: Replica,
+        txn: Txn | None,
+        class_name: str | None,
+    ) -> None:
+        assert kind in KINDS, kind
+        assert (kind == "obj") == (class_name is not None)
+        self.oid = oid
+        self.kind = kind
+        self.live = live
+        self.ref: Any = None
+        self.replica = replica
+        # The transaction that created this node and has not committed yet; None once the
+        # node exists in the cluster (adopted by the replica when its entry applied).
+        self.txn = txn
+        # Log index of the entry that last changed the node; 0 while private.
+        self.version = 0
+        self.dead = False
+        self.class_name = class_name
+
+    def __repr__(self) -> str:
+        return f"Node({self.oid!r}, {self.kind}, v{self.version})"
+
+
+class Shared:
+    """Mixin of every generated shared class; holds the node outside the attribute store."""
+
+    __slots__ = ("__superstatic_node__",)
+
+
+_NODE_SLOT = Shared.__dict__["__superstatic_node__"]
+
+
+def node_get(instance: Any) -> Node:
+    """The node of a shared instance; a clear error for an instance superstatic did not make."""
+    try:
+        return _NODE_SLOT.__get__(instance)  # type: ignore[no-any-return]
+    except AttributeError:
+        raise Error(
+            f"this {type(instance).__qualname__} instance was not created by superstatic; "
+            "instances of a clustered class come from calling the class"
+        ) from None
+
+
+def node_peek(instance: Any) -> Node:
+    """The node of a shared instance known to be bound (the hot read path: no error wrapping)."""
+    return _NODE_SLOT.__get__(instance)  # type: ignore[no-any-return]
+
+
+def bind(instance: Any, node: Node) -> None:
+    _NODE_SLOT.__set__(instance, node)
+
+
+def node_of(value: Any) -> Node | None:
+    """The node behind a proxy or shared instance; None for anything else."""
+    tp = type(value)
+    if tp in PROXY_TYPES:
+        return value._self_node  # type: ignore[no-any-return]
+    if tp in registry.SHARED_CLASSES:
+        return node_get(value)
+    return None
