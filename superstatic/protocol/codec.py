@@ -272,7 +272,9 @@ def decode_record(data: bytes) -> tuple[int, str, Any]:
         raise ProtocolError("a node record is a 3-element array [version, kind, contents]")
     version, kind, contents = record
     if type(version) is not int or version < 0:
-        raise ProtocolError(f"node record version must be an int >= 0, got {version!r}")
+        raise ProtocolError(
+            f"node record version must be an int >= 0, got a {type(version).__qualname__}"
+        )
     check_contents(kind, contents, "node record")
     return version, kind, contents
 
@@ -280,7 +282,11 @@ def decode_record(data: bytes) -> tuple[int, str, Any]:
 def check_contents(kind: Any, contents: Any, what: str) -> None:
     """Raises ProtocolError unless `contents` is well-formed for a node of `kind`."""
     if kind not in NODE_KINDS:
-        raise ProtocolError(f"{what}: unknown node kind {kind!r} (known: {', '.join(NODE_KINDS)})")
+        # The kind's type only: a hostile kind may be an int too long to print.
+        raise ProtocolError(
+            f"{what}: unknown node kind (a {type(kind).__qualname__}; known: "
+            f"{', '.join(NODE_KINDS)})"
+        )
     if kind == "obj":
         if (
             type(contents) is not list
@@ -292,7 +298,7 @@ def check_contents(kind: Any, contents: Any, what: str) -> None:
         for pair in contents[1]:
             if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str:
                 raise ProtocolError(f"{what}: an obj attribute is [str name, value]")
-            check_value(pair[1], f"{what} attribute {pair[0]!r}")
+            check_value(pair[1], f"{what} attribute")
         return
     if type(contents) is not list:
         raise ProtocolError(f"{what}: {kind} contents are an array")

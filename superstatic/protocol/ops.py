@@ -30,6 +30,9 @@ TXN_OPS_MAX = 100_000
 TXN_READS_MAX = 100_000
 # Values carried by one op (extend / add / discard / splice / new contents).
 OP_VALUES_MAX = 1_000_000
+# Read versions (log indexes) and splice positions are 64-bit: larger ints are garbage, and a
+# message must never format one (Python refuses to print an int of over 4,300 digits).
+INT64_MAX = (1 << 63) - 1
 
 OP_TAGS = ("new", "set", "del", "clear", "splice", "extend", "add", "discard")
 # Which node kinds each op applies to.
@@ -69,8 +72,10 @@ def decode_txn(body: bytes) -> tuple[dict[str, int], list[list[Any]]]:
         raise LimitExceeded("TXN_READS_MAX", TXN_READS_MAX, len(reads), "read versions in a body")
     for oid, version in reads.items():
         _check_oid(oid, "a read")
-        if type(version) is not int or version < 0:
-            raise OpError(f"read version of {oid!r} must be an int >= 0, got {version!r}")
+        if type(version) is not int or not 0 <= version <= INT64_MAX:
+            raise OpError(
+                f"read version of {oid!r} must be an int in 0..{INT64_MAX}, got {describe(version)}"
+            )
     if type(ops) is not list:
         raise OpError('"o" is an array of ops')
     if len(ops) > TXN_OPS_MAX:
@@ -103,8 +108,12 @@ def check_op(op: Any, position: int = 0) -> None:
             hash(op[2])
         elif tag == "splice":
             start, stop, values = op[2], op[3], op[4]
-            if type(start) is not int or type(stop) is not int or not 0 <= start <= stop:
-                raise OpError(f"{what}: start and stop are ints with 0 <= start <= stop")
+            if (
+                type(start) is not int
+                or type(stop) is not int
+                or not 0 <= start <= stop <= INT64_MAX
+            ):
+                raise OpError(f"{what}: start and stop are ints with 0 <= start <= stop < 2**63")
             _check_values(values, what)
         elif tag in ("extend", "add", "discard"):
             _check_values(op[2], what)
@@ -138,8 +147,21 @@ def _check_oid(oid: Any, what: str) -> None:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    """An op for a message, without formatting what it holds: a hostile op may carry an int
+    too long to print or megabytes of values. The tag (a str of a few chars) when it has one."""
+    if type(value) is list and value and type(value[0]) is str and len(value[0]) <= 16:
+        return f"[{value[0]!r}, ...] ({len(value)} fields)"
+    return describe(value)
+
+
+def describe(value: Any) -> str:
+    """Type and size of an untrusted value, for messages: never its contents."""
+    tp = type(value)
+    if tp is int:
+        return f"an int of {value.bit_length()} bits"
+    if tp in (str, bytes, list, tuple, dict, set, frozenset):
+        return f"a {tp.__name__} of length {len(value)}"
+    return f"a {tp.__qualname__}"
 
 
 # ---------------------------------------------------------------------------------- meaning
