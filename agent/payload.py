@@ -14,6 +14,7 @@ import cbor2
 from superstatic_agent.raft.types import Entry, EntryKind
 
 from superstatic.protocol.errors import ProtocolError
+from superstatic.protocol.ops import describe
 from superstatic.protocol.wire import CLIENT_ID_CHARS_MAX
 
 # Depth of an entry payload's CBOR: [kind, client, seq, seq_low, time_ms, body bytes].
@@ -36,6 +37,31 @@ class Payload:
     body: bytes
 
 
+def _no_tags(*_args: Any) -> Any:
+    raise cbor2.CBORDecodeError("CBOR tags have no place here")
+
+
+# Every semantic tag cbor2 would build an object for (bignums, dates, regexes, MIME, shared
+# references, sets, ...), refused as well as unknown tags: the agent's own records are plain.
+_TAGS_REFUSED = {tag: _no_tags for tag in (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 100)}
+_TAGS_REFUSED.update({tag: _no_tags for tag in (256, 258, 260, 261, 1004, 55799)})
+
+
+def loads_plain(data: bytes, depth_max: int) -> Any:
+    """CBOR without any tag (the agent's own records: payloads, sessions, snapshot chunks),
+    nested at most depth_max. ProtocolError for anything else, never another exception: the
+    input may come from a peer, and nothing here may build objects from it (decode
+    amplification) or raise what a caller does not expect."""
+    try:
+        return cbor2.loads(
+            data, tag_hook=_no_tags, semantic_decoders=_TAGS_REFUSED, max_depth=depth_max
+        )
+    except RecursionError:
+        raise
+    except Exception as exc:  # cbor2 raises several types on malformed input
+        raise ProtocolError(f"not plain CBOR: {type(exc).__name__}") from None
+
+
 def encode_payload(payload: Payload) -> bytes:
     p = payload
     return cbor2.dumps([p.kind, p.client, p.seq, p.seq_low, p.time_ms, p.body])
@@ -44,14 +70,17 @@ def encode_payload(payload: Payload) -> bytes:
 def parse_payload(data: bytes) -> Payload:
     """The payload of a NORMAL entry; ProtocolError naming what is wrong."""
     try:
-        value: Any = cbor2.loads(data, max_depth=PAYLOAD_DEPTH_MAX)
-    except Exception as exc:  # cbor2 raises several types on malformed input
-        raise ProtocolError(f"entry payload is not CBOR: {exc}") from None
+        value: Any = loads_plain(data, PAYLOAD_DEPTH_MAX)
+    except ProtocolError as exc:
+        raise ProtocolError(f"entry payload: {exc}") from None
     if type(value) is not list or len(value) != 6:
         raise ProtocolError("entry payload is not [kind, client, seq, seq_low, time_ms, body]")
     kind, client, seq, seq_low, time_ms, body = value
-    if kind not in PAYLOAD_KINDS:
-        raise ProtocolError(f"entry kind {kind!r:.40} is not one of {', '.join(PAYLOAD_KINDS)}")
+    if type(kind) is not str or kind not in PAYLOAD_KINDS:
+        # Never the value itself: a hostile kind may be an int too long to print.
+        raise ProtocolError(
+            f"entry kind ({describe(kind)}) is not one of {', '.join(PAYLOAD_KINDS)}"
+        )
     if type(client) is not str or not 1 <= len(client) <= CLIENT_ID_CHARS_MAX:
         raise ProtocolError(f"client id is a str of 1..{CLIENT_ID_CHARS_MAX} chars")
     if type(seq) is not int or not 1 <= seq <= PAYLOAD_INT_MAX:

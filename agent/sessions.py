@@ -14,8 +14,10 @@ from typing import Any
 
 import cbor2
 import lmdb
+from superstatic_agent.payload import loads_plain
 
 from superstatic.protocol.errors import ProtocolError
+from superstatic.protocol.ops import describe
 
 # Recorded outcomes per session (seqs >= seq_low the client may still retry). A client with
 # this many requests unanswered at once is refused more until its seq_low advances.
@@ -63,9 +65,9 @@ def decode_session(data: bytes) -> Session:
             f"{SESSION_RECORD_BYTES_MAX}"
         )
     try:
-        value: Any = cbor2.loads(data, max_depth=SESSION_RECORD_DEPTH_MAX)
-    except Exception as exc:  # cbor2 raises several types on malformed input
-        raise ProtocolError(f"session record is not CBOR: {exc}") from None
+        value: Any = loads_plain(data, SESSION_RECORD_DEPTH_MAX)
+    except ProtocolError as exc:
+        raise ProtocolError(f"session record: {exc}") from None
     if not (
         type(value) is list
         and len(value) == 3
@@ -87,7 +89,7 @@ def decode_session(data: bytes) -> Session:
             and item[2] in OUTCOMES
             and type(item[3]) is str
         ):
-            raise ProtocolError(f"session record holds a malformed outcome: {item!r:.80}")
+            raise ProtocolError(f"session record holds a malformed outcome: {describe(item)}")
         session.seqs[item[0]] = (item[1], item[2], item[3])
     return session
 

@@ -8,7 +8,14 @@ same state and the same outcomes.
 
 `apply` never raises on a bad payload: a malformed entry, transaction body or op gives the
 outcome "error" with a message naming what was wrong, and changes nothing but the applied
-index (and, for a well-formed request, the client's session record of that outcome).
+index (and, for a well-formed request, the client's session record of that outcome). Messages
+name types, sizes, op positions and object ids, never an untrusted value (a hostile int may be
+too long to print, and formatting it would raise: issue 8, reproduction 1).
+
+What apply cannot turn into an outcome raises `ApplyFailed` naming the entry: a bug met by
+every replica alike (the server stops applying and says so, see docs/agent.md). Conditions of
+this replica's disk (`lmdb.Error`: the map or the disk is full) propagate as they are: they
+are not facts about the entry, so they must never become an outcome.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any
 import cbor2
 import lmdb
 from superstatic_agent import gc
-from superstatic_agent.payload import parse_payload
+from superstatic_agent.payload import loads_plain, parse_payload
 from superstatic_agent.raft.types import ConfChange, Entry, EntryKind, SnapshotMeta
 from superstatic_agent.sessions import (
     SESSION_SEQS_MAX,
@@ -50,6 +57,8 @@ SESSION_TTL_MS_DEFAULT = 60_000
 GC_THRESHOLD_DEFAULT = 10_000
 # Depth of a snapshot chunk's CBOR: [part, last, [[db, key, value], ...]].
 CHUNK_DEPTH_MAX = 3
+# Parts of one snapshot: far more than any table needs at a chunk of even 1 KiB per part.
+CHUNK_PARTS_MAX = (1 << 63) - 1
 # Keys of LMDB are at most 511 bytes; ids are far shorter (OID_CHARS_MAX, CLIENT_ID_CHARS_MAX).
 KEY_BYTES_MAX = 511
 # Depth to which node_json expands references; deeper nodes are shown as {"__ref__": oid}.
@@ -86,6 +95,29 @@ class Applied:
     body: bytes | None = None
     first_index: int = 0
     first_outcome: str = ""
+
+
+class ApplyFailed(Exception):
+    """Applying a committed entry raised something apply cannot turn into an outcome (a bug:
+    every replica meets it at the same entry). Names the entry; `cause` is the exception."""
+
+    def __init__(self, index: int, term: int, cause: BaseException) -> None:
+        super().__init__(
+            f"applying committed entry {index} (term {term}) raised "
+            f"{type(cause).__name__}: {_clip(str(cause))}"
+        )
+        self.index = index
+        self.term = term
+        self.cause = cause
+
+
+# Exceptions Python raises on values that passed the shape checks (e.g. comparing a NaN in a
+# set): deterministic, raised before a container changes, so they are an "error" outcome.
+_VALUE_ERRORS = (TypeError, ValueError, ArithmeticError, LookupError)
+
+
+def _clip(text: str, chars_max: int = 200) -> str:
+    return text if len(text) <= chars_max else text[: chars_max - 3] + "..."
 
 
 class _Rejected(Exception):
@@ -233,7 +265,7 @@ class StateMachine:
                     # touches very many nodes.
                     self._nodes.flush(txn)
                     self._nodes.clear()
-                results.append(self._apply_one(txn, entry))
+                results.append(self._apply_entry(txn, entry))
             self._nodes.flush(txn)
         except BaseException:
             self._nodes.clear()
@@ -242,6 +274,17 @@ class StateMachine:
             self._nodes.clear()
         self._nodes_at = entries[-1].index if entries else applied
         return results
+
+    def _apply_entry(self, txn: lmdb.Transaction, entry: Entry) -> Applied:
+        """One entry; ApplyFailed (naming it) for an exception apply cannot make an outcome
+        of. Storage errors and memory exhaustion are this replica's condition, not the entry's:
+        they propagate unchanged (the server refuses writes or stops, never records them)."""
+        try:
+            return self._apply_one(txn, entry)
+        except (lmdb.Error, MemoryError, ApplyFailed):
+            raise
+        except Exception as exc:
+            raise ApplyFailed(entry.index, entry.term, exc) from exc
 
     def _apply_one(self, txn: lmdb.Transaction, entry: Entry) -> Applied:
         applied, _term, log_time_ms = read_applied(txn, self.dbs)
@@ -268,6 +311,11 @@ class StateMachine:
             change = ConfChange.decode(entry.data)
         except ProtocolError as exc:
             return Applied(entry.index, "conf", None, None, "error", f"bad CONF entry: {exc}")
+        except RecursionError:
+            raise
+        except Exception as exc:  # e.g. a message that failed to format a hostile value
+            error = f"bad CONF entry: {type(exc).__name__}"
+            return Applied(entry.index, "conf", None, None, "error", error)
         # Recorded so a snapshot says which change it includes (the core carries the conf).
         record = [entry.index, change.op, change.node, change.address]
         txn.put(KEY_CONF_LAST, cbor2.dumps(record), db=self.dbs.sm_meta)
@@ -350,6 +398,12 @@ class StateMachine:
             reads, wire_ops = ops.decode_txn(body)
         except (ProtocolError, LimitExceeded) as exc:
             raise _Rejected("error", f"bad transaction body: {exc}") from None
+        except RecursionError:
+            raise  # depends on this process's stack: never an outcome (ApplyFailed names it)
+        except Exception as exc:
+            # decode_txn only reads the body: whatever else it raises changed nothing, and the
+            # same bytes raise the same way everywhere. The type only: its text may quote input.
+            raise _Rejected("error", f"bad transaction body: {type(exc).__name__}") from None
         cache = self._nodes
         for oid, version in reads.items():
             node = cache.get(txn, oid)
@@ -405,11 +459,12 @@ class StateMachine:
                 ops.apply_op(kind, container, op)
             except ProtocolError as exc:
                 raise _Rejected("error", f"op #{i} {tag!r} on {oid}: {exc}") from None
-            except (TypeError, ValueError, OverflowError) as exc:
+            except _VALUE_ERRORS as exc:
                 # Values the shape check let through but Python refuses (e.g. a float NaN
-                # compared in a set): the same on every replica, so an error outcome is safe.
+                # compared in a set): the same on every replica, raised before the container
+                # changed, so an error outcome is safe. The type only: the text quotes values.
                 raise _Rejected(
-                    "error", f"op #{i} {tag!r} on {oid}: {type(exc).__name__}: {exc}"
+                    "error", f"op #{i} {tag!r} on {oid}: {type(exc).__name__}"
                 ) from None
         for oid, (kind, container, class_name) in nodes.items():
             cache.put(oid, _Node(index, kind, container, class_name))
@@ -563,13 +618,14 @@ def stage_chunk(txn: lmdb.Transaction, dbs: Dbs, chunk: bytes) -> None:
     """Stores one received snapshot chunk. Part 0 starts over (drops anything staged); other
     parts must follow in order. ProtocolError on anything malformed."""
     try:
-        value: Any = cbor2.loads(chunk, max_depth=CHUNK_DEPTH_MAX)
-    except Exception as exc:  # cbor2 raises several types on malformed input
-        raise ProtocolError(f"snapshot chunk is not CBOR: {exc}") from None
+        value: Any = loads_plain(chunk, CHUNK_DEPTH_MAX)
+    except ProtocolError as exc:
+        raise ProtocolError(f"snapshot chunk: {exc}") from None
     if not (
         type(value) is list
         and len(value) == 3
         and type(value[0]) is int
+        and 0 <= value[0] <= CHUNK_PARTS_MAX
         and type(value[1]) is bool
         and type(value[2]) is list
     ):
@@ -592,7 +648,9 @@ def stage_chunk(txn: lmdb.Transaction, dbs: Dbs, chunk: bytes) -> None:
             and 1 <= len(item[1]) <= KEY_BYTES_MAX
             and type(item[2]) is bytes
         ):
-            raise ProtocolError(f"snapshot chunk item is not [db, key, value]: {item!r:.80}")
+            raise ProtocolError(
+                f"snapshot chunk item is not [db, key, value]: {ops.describe(item)}"
+            )
         tag, key, data = item
         _check_staged_item(tag, key, data)
         txn.put(key, data, db=targets[tag])
@@ -606,9 +664,9 @@ def _check_staged_item(tag: str, key: bytes, data: bytes) -> None:
         if key not in SM_META_KEYS:
             raise ProtocolError(f"snapshot holds an unknown sm_meta key {key!r:.40}")
         try:
-            cbor2.loads(data, max_depth=CHUNK_DEPTH_MAX)
-        except Exception as exc:  # cbor2 raises several types on malformed input
-            raise ProtocolError(f"snapshot sm_meta {key!r} is not CBOR: {exc}") from None
+            loads_plain(data, CHUNK_DEPTH_MAX)
+        except ProtocolError as exc:
+            raise ProtocolError(f"snapshot sm_meta {key!r}: {exc}") from None
         return
     try:
         name = key.decode()
