@@ -140,8 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     # Imported here so `--help` and argument errors stay fast.
     from superstatic_agent.server import Server
+    from superstatic_agent.storage import EXIT_START_REFUSED, StartRefused
 
-    server = Server(config)
+    try:
+        server = Server(config)
+    except StartRefused as exc:
+        log.critical("%s", exc)
+        return EXIT_START_REFUSED
     server.install_signal_handlers()
     server.run()
     return 0

@@ -44,8 +44,13 @@ from superstatic_agent.raft.types import (
     SnapshotMeta,
 )
 from superstatic_agent.shipping import Shipping
-from superstatic_agent.statemachine import Applied, StateMachine
-from superstatic_agent.storage import Storage
+from superstatic_agent.statemachine import Applied, ApplyFailed, StateMachine
+from superstatic_agent.storage import (
+    StartRefused,
+    Storage,
+    check_poison_marker,
+    write_poison_marker,
+)
 from superstatic_agent.streams import Streams
 from superstatic_agent.transport import ClientTransport, DropCounter, PeerTransport
 
@@ -100,6 +105,11 @@ class Server:
         self.storage = Storage(config.data_dir, fsync=config.fsync, map_bytes=config.map_bytes)
         self.sm = StateMachine(self.storage.env, session_ttl_ms=config.session_ttl_ms)
         loaded = self.storage.load()
+        try:
+            check_poison_marker(config.data_dir, loaded.applied)
+        except StartRefused:
+            self.storage.close()
+            raise
         initial = ConfState.make(config.peers, (), config.peers)
         raft_config = RaftConfig(
             ticks_election=config.election_ticks,
@@ -163,6 +173,11 @@ class Server:
         # A turn longer than half the minimum election timeout risks needless elections.
         self._slow_turn_ms = config.tick_ms * config.election_ticks / 2
         self._turn_note = ""
+        # Set when this agent cannot go on applying (a committed entry apply cannot handle, a
+        # full store, damaged data): the Raft core is frozen (no ticks, steps or Readies), so
+        # the agent is out of the group, but it still answers STATUS, INSPECT and its
+        # subscribers' streams up to what it applied. docs/agent.md, "Limits and hostile input".
+        self.halted: dict[str, Any] | None = None
         log.info(
             "agent %s starting: term %d, applied %d, log %d..%d, members %s",
             self.id,
@@ -209,7 +224,7 @@ class Server:
                     self._on_client_frames()
                 now = time.monotonic()
                 ticks = 0
-                while now >= next_tick and ticks < TICKS_CATCHUP_MAX:
+                while now >= next_tick and ticks < TICKS_CATCHUP_MAX and self.halted is None:
                     self.node.tick()
                     next_tick += tick_s
                     ticks += 1
@@ -230,14 +245,17 @@ class Server:
         self._turn_note = "no Ready"
         self._flush_proposals()
         self._flush_reads(now)
-        self._drain_ready()
+        if self.halted is None:
+            self._drain_ready()
         self.streams.clear_body_cache()
-        self.shipping.pump()
+        if self.halted is None:
+            self.shipping.pump()
         self.streams.pump(self.applied)
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_MS / 1000.0
             self._housekeeping(now)
-        self._maybe_compact()
+        if self.halted is None:
+            self._maybe_compact()
 
     def close(self) -> None:
         self.streams.close()
@@ -259,6 +277,10 @@ class Server:
                 break
             ready = self.node.ready()
             self._handle_ready(ready)
+            if self.halted is not None:
+                # Nothing of this Ready was persisted: the core must not learn it was. It stays
+                # frozen from here on (restarting the agent rebuilds it from the store).
+                break
             self.node.advance(ready)
             readies += 1
             written += len(ready.entries)
@@ -303,7 +325,11 @@ class Server:
             or committed
             or conf is not None
         ):
-            self.storage.write(ready, apply if committed else None, conf=conf)
+            try:
+                self.storage.write(ready, apply if committed else None, conf=conf)
+            except ApplyFailed as exc:
+                self._halt_poisoned(exc)
+                return
             self._stored_conf = base_conf
         # else: messages only (heartbeats and their answers): no write transaction at all.
         if self.node.conf is not self._conf_seen or self.node.leader != self._peers_leader:
@@ -331,6 +357,39 @@ class Server:
             if soft[1] is not None and (soft[1], soft[2]) != (self._soft[1], self._soft[2]):
                 self._propose_waiting_again()
             self._soft = soft
+
+    def _halt_poisoned(self, exc: ApplyFailed) -> None:
+        """A committed entry that apply cannot handle: every replica meets it, so the agent
+        stops applying (never loops on it), says which entry and what to do, and leaves a
+        marker so a restart is refused with the same message until the operator acts."""
+        message = (
+            f"{exc}. The entry is committed, so every agent of the cluster meets it: this is a "
+            "bug in superstatic, not a fault of this agent. Upgrade superstatic to a version "
+            "that applies it, then delete the file POISONED in the data directory "
+            f"{self.config.data_dir} and start the agent again. Until then this agent answers "
+            "STATUS and serves what it applied, and refuses writes."
+        )
+        log.critical("%s", message, exc_info=exc.cause)
+        write_poison_marker(self.config.data_dir, exc.index, exc.term, message)
+        self._halt("poisoned", message, index=exc.index, term=exc.term)
+
+    def _halt(self, reason: str, message: str, **facts: Any) -> None:
+        """Freezes the Raft side for good (see `halted`)."""
+        assert reason in ("poisoned", "store_full", "damaged"), reason
+        if self.halted is not None:
+            return
+        self.halted = {"reason": reason, "message": message, **facts}
+        self.shipping.close()
+        # Waiting proposals may or may not have committed elsewhere: say so now, not at
+        # their timeout. A retry with the same seq through another agent learns the outcome.
+        for key in list(self._waiters):
+            self._fail_waiters(
+                key,
+                wire.ErrorCode.UNAVAILABLE,
+                f"agent {self.id} stopped ({reason}) before this applied here; the outcome is "
+                "unknown: retry with the same seq through another agent",
+                None,
+            )
 
     def _propose_waiting_again(self) -> None:
         """A new leader: every proposal still waiting here is proposed again, through it.
@@ -419,6 +478,9 @@ class Server:
 
     def _on_peer_frames(self) -> None:
         for sender, data in self.peers.recv():
+            if self.halted is not None:
+                self.drops.counts["peer_halted"] += 1  # the core is frozen: see _halt
+                continue
             try:
                 frame = peer_codec.decode(data)
             except ProtocolError as exc:
@@ -602,6 +664,13 @@ class Server:
             return
         batch, self._batch = self._batch, []
         self._batch_bytes = 0
+        if self.halted is not None:
+            message = f"not proposed: this agent stopped ({self.halted['reason']}): " + str(
+                self.halted["message"]
+            )
+            for _, key in batch:
+                self._fail_waiters(key, wire.ErrorCode.UNAVAILABLE, message, None)
+            return
         # Group commit: everything that arrived this turn goes to the core now, so it lands in
         # one Ready. Split only to keep each call (and so each forwarded PROPOSE message) under
         # the byte bound of an APPEND.
@@ -654,6 +723,11 @@ class Server:
         if not self._reads_new:
             return
         requests, self._reads_new = self._reads_new, []
+        if self.halted is not None:
+            for identity, req_id in requests:
+                message = f"this agent stopped ({self.halted['reason']}); ask another agent"
+                self._error(identity, req_id, wire.ErrorCode.UNAVAILABLE, message)
+            return
         # One ReadIndex round answers every read that arrived this turn.
         context = f"{self.id}.{next(self._read_ids)}".encode()
         try:
@@ -778,6 +852,7 @@ class Server:
             tick_ms=self.config.tick_ms,
             fsync=self.config.fsync,
             counters=dict(self.counters),
+            halted=self.halted,
         )
 
 

@@ -14,6 +14,10 @@ Fields (all present on every agent; leader-only facts are empty elsewhere):
 | `disk_bytes`, `syncs` | LMDB data file in use; fsyncs done since start |
 | `clients` | PROPOSEs waiting, reads waiting, subscribers |
 | `uptime_s`, `tick_ms`, `fsync` | how the agent runs |
+| `halted` | None, or why this agent stopped applying: `{"reason", "message", ...}` (below) |
+
+`halted.reason` is "poisoned" (a committed entry apply cannot handle), "store_full" (a write
+failed for want of space) or "damaged" (a checksum mismatch); `message` says what to do.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ def build(
     tick_ms: int,
     fsync: bool,
     counters: dict[str, int],
+    halted: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": node.id,
@@ -80,4 +85,5 @@ def build(
         "tick_ms": tick_ms,
         "fsync": fsync,
         "counters": counters,
+        "halted": halted,
     }

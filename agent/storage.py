@@ -23,6 +23,8 @@ design asks for (see docs/data-model.md for the power-loss caveat of this choice
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,6 +46,8 @@ from superstatic_agent.raft.types import (
 )
 
 from superstatic.protocol.errors import LimitExceeded
+
+log = logging.getLogger("superstatic.agent")
 
 # Virtual size of the LMDB map: the most the environment may grow to. LMDB only reserves
 # address space (the file grows as pages are used), so a generous default costs nothing.
@@ -79,6 +83,62 @@ assert len(DB_NAMES) <= DBS_MAX
 
 # One stream event: [index, client, seq, outcome, body, collected] (architecture section 5).
 Event = tuple[int, str | None, int | None, str, bytes | None, tuple[str, ...]]
+
+
+# Left in the data directory by an agent that met a committed entry it could not apply
+# (statemachine.ApplyFailed): a restart is refused while the store is still below that entry.
+POISON_FILE = "POISONED"
+# What a poison marker may hold; a larger file is not one we wrote.
+POISON_FILE_BYTES_MAX = 64 << 10
+
+
+class StartRefused(Exception):
+    """The agent must not start on this data directory; the message says why and what to do.
+    The command line prints it and exits with EXIT_START_REFUSED."""
+
+
+# Exit status of `superstatic-agent` when it refuses to start (StartRefused): distinct from a
+# crash (1) and from bad arguments (2), so a supervisor can tell an operator must act.
+EXIT_START_REFUSED = 3
+
+
+def write_poison_marker(data_dir: Path, index: int, term: int, message: str) -> None:
+    """Records the entry apply could not handle (best effort: the disk may be full too)."""
+    record = {"index": index, "term": term, "message": message}
+    try:
+        (Path(data_dir) / POISON_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    except OSError as exc:
+        log.error("could not write %s in %s: %s", POISON_FILE, data_dir, exc)
+
+
+def check_poison_marker(data_dir: Path, applied: int) -> None:
+    """StartRefused if an earlier run stopped at a committed entry this store has not applied
+    yet: starting would only meet it again. A store past it (restored from a peer) starts, and
+    the stale marker goes."""
+    path = Path(data_dir) / POISON_FILE
+    if not path.exists():
+        return
+    try:
+        if path.stat().st_size > POISON_FILE_BYTES_MAX:
+            raise ValueError(f"larger than {POISON_FILE_BYTES_MAX} bytes")
+        record = json.loads(path.read_text())
+        index = record["index"]
+        if type(index) is not int:
+            raise ValueError("no index")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StartRefused(
+            f"{path} exists but cannot be read ({type(exc).__name__}: {exc}). An earlier run "
+            "stopped at a committed entry it could not apply; read its log, then delete the "
+            "file to start again."
+        ) from None
+    if applied >= index:
+        log.info("%s names entry %d, already applied here: removed", path, index)
+        path.unlink()
+        return
+    raise StartRefused(
+        f"refusing to start: an earlier run stopped at committed entry {index} (applied here: "
+        f"{applied}): {record.get('message', '')} (marker: {path})"
+    )
 
 
 class Trimmed(Exception):
