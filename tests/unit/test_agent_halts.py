@@ -1,0 +1,114 @@
+"""An agent that meets an entry it cannot apply halts (frozen core, STATUS says why), and a
+restart is refused while its store is below that entry: never a silent crash loop.
+
+One real single-voter Server runs in a thread of this process (so the test can plant a bug in
+apply), bound to 127.0.0.1 on free ports and stopped in teardown.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from superstatic_agent import statemachine as sm_module
+from superstatic_agent.config import AgentConfig
+from superstatic_agent.server import Server
+from superstatic_agent.storage import POISON_FILE, StartRefused
+from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
+
+from superstatic.protocol import wire
+from superstatic.tools.localcluster import free_ports
+
+TIMEOUT_MS = 10_000
+
+
+class Agent:
+    """A Server in a thread; `stop()` ends its loop and closes it."""
+
+    def __init__(self, data_dir: Path, **overrides: Any) -> None:
+        peer_port, client_port = free_ports(2)
+        self.config = AgentConfig(
+            node_id="a",
+            data_dir=data_dir,
+            peers={"a": f"tcp://127.0.0.1:{peer_port}"},
+            client_endpoint=f"tcp://127.0.0.1:{client_port}",
+            **overrides,
+        )
+        self.server = Server(self.config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        self.client = RawClient(self.config.client_endpoint)
+        self.stopped = False
+        deadline = time.monotonic() + TIMEOUT_MS / 1000
+        while self.status()["leader"] != "a":  # a single voter elects itself
+            assert time.monotonic() < deadline, "no leader"
+            time.sleep(0.02)
+
+    def status(self) -> dict[str, Any]:
+        return self.client.request(wire.FrameType.STATUS, timeout_ms=TIMEOUT_MS)
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self.client.close()
+        self.server.request_stop()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[Agent]:
+    a = Agent(tmp_path / "a")
+    try:
+        yield a
+    finally:
+        a.stop()
+
+
+def test_an_entry_apply_cannot_handle_halts_the_agent_and_refuses_a_restart(
+    agent: Agent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = agent.client
+    assert raw.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    real_apply_op = sm_module.ops.apply_op
+
+    def buggy(kind: str, container: Any, op: list[Any]) -> None:
+        if op[0] == "extend" and op[2] == ["poison"]:
+            raise RuntimeError("a bug in apply")
+        real_apply_op(kind, container, op)
+
+    monkeypatch.setattr(sm_module.ops, "apply_op", buggy)
+    with pytest.raises(AgentError) as caught:
+        raw.propose(txn_extend("l", ["poison"]), timeout_ms=TIMEOUT_MS)
+    assert caught.value.code == wire.ErrorCode.UNAVAILABLE
+    status = agent.status()
+    halted = status["halted"]
+    assert halted["reason"] == "poisoned", status
+    index = halted["index"]
+    assert f"entry {index} (term" in halted["message"] and "RuntimeError" in halted["message"]
+    assert status["applied"] == index - 1
+    # Still serving: STATUS, INSPECT; writes are refused with the reason.
+    reply = raw.request(wire.FrameType.INSPECT, {"root": "l"}, timeout_ms=TIMEOUT_MS)
+    assert reply == {"found": True, "value": []}
+    with pytest.raises(AgentError, match="poisoned"):
+        raw.propose(txn_extend("l", ["other"]), timeout_ms=TIMEOUT_MS)
+    assert (agent.config.data_dir / POISON_FILE).exists()
+    agent.stop()
+    # A restart would meet the same entry: refused, naming it, until the marker goes.
+    with pytest.raises(StartRefused, match=f"entry {index}"):
+        Server(agent.config)
+    monkeypatch.setattr(sm_module.ops, "apply_op", real_apply_op)  # "upgraded" superstatic
+    (agent.config.data_dir / POISON_FILE).unlink()
+    again = Agent(agent.config.data_dir)
+    try:
+        again.client.propose(txn_extend("l", ["later"]), timeout_ms=TIMEOUT_MS)
+        reply = again.client.request(wire.FrameType.INSPECT, {"root": "l"}, timeout_ms=TIMEOUT_MS)
+        assert reply["value"] == ["poison", "later"]
+        assert again.status()["halted"] is None
+    finally:
+        again.stop()
