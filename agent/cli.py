@@ -90,6 +90,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default=_default("log_level"))
     p.add_argument(
+        "--record-bytes-max",
+        type=int,
+        default=_default("record_bytes_max"),
+        help="largest object record (root table included) a write may leave; the same on "
+        "every agent",
+    )
+    p.add_argument(
         "--exit-when-idle-ms",
         type=int,
         default=_default("exit_when_idle_ms"),
@@ -117,6 +124,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         fsync=args.fsync == "on",
         log_level=args.log_level,
         exit_when_idle_ms=args.exit_when_idle_ms,
+        record_bytes_max=args.record_bytes_max,
     )
 
 

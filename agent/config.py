@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from superstatic.protocol import wire
 from superstatic.protocol.errors import LimitExceeded
 
 # The biggest peer frame we accept. An APPEND carries at most batch_bytes_max of entry data
@@ -18,6 +19,13 @@ from superstatic.protocol.errors import LimitExceeded
 PEER_FRAME_BYTES_MAX = 64 << 20
 # Envelope room reserved in PEER_FRAME_BYTES_MAX above the entry data an APPEND may carry.
 PEER_FRAME_ENVELOPE_BYTES = 1 << 20
+# Room kept in a client frame (wire.FRAME_BYTES_MAX) around the one record, body or batch it
+# carries: the frame envelope, an event's other fields, a record's oid.
+CLIENT_FRAME_ENVELOPE_BYTES = 64 << 10
+# The object ids one entry's garbage collection may delete, in bytes (about 80,000 typical
+# ids): they travel in that entry's stream event, which must fit one client frame beside the
+# entry's body. The rest of the garbage goes at the next collections.
+GC_COLLECTED_BYTES_MAX = 2 << 20
 # Node ids appear in logs, status and every peer message; keep them short and printable.
 NODE_ID_CHARS_MAX = 64
 # A cluster this size is already far beyond what Raft groups are used for.
@@ -57,6 +65,11 @@ class AgentConfig:
     events_frame_bytes_max: int = 4 << 20  # bytes of event bodies in one EVENTS frame
     stream_frames_per_turn_max: int = 8  # EVENTS/SNAPSHOT frames sent to one subscriber per turn
     snapshot_chunk_bytes_max: int = 1 << 20  # one SNAPSHOT frame (clients) / chunk (peers)
+    # The largest node record (the root table included) a write may leave; a write past it is
+    # refused at apply with an error naming it. Every agent of a cluster must run the same
+    # value: it decides outcomes (like session_ttl_ms). Bounded so one record always fits a
+    # client frame (wire.FRAME_BYTES_MAX less room for the frame around it).
+    record_bytes_max: int = 8 << 20
     map_bytes: int = 8 << 30  # LMDB map size: the ceiling on the data file
     # >0: exit (cleanly) once no app has sent anything for this long. The embedded agent the
     # library starts for one directory uses it, so it does not outlive its apps.
@@ -94,6 +107,7 @@ class AgentConfig:
             "events_frame_bytes_max": self.events_frame_bytes_max,
             "stream_frames_per_turn_max": self.stream_frames_per_turn_max,
             "snapshot_chunk_bytes_max": self.snapshot_chunk_bytes_max,
+            "record_bytes_max": self.record_bytes_max,
         }
         for name, value in positive.items():
             if value < 1:
@@ -113,6 +127,17 @@ class AgentConfig:
         ):
             if value > room:
                 raise LimitExceeded("PEER_FRAME_BYTES_MAX", room, value, name)
+        # One record (in a SNAPSHOT frame) and one entry's body (in an EVENTS frame) must each
+        # fit a client frame with room around them, or a subscriber could never be fed.
+        frame_room = wire.FRAME_BYTES_MAX - CLIENT_FRAME_ENVELOPE_BYTES
+        for name, value in (
+            ("record_bytes_max", self.record_bytes_max),
+            ("body_bytes_max", self.body_bytes_max + GC_COLLECTED_BYTES_MAX),
+            ("events_frame_bytes_max", self.events_frame_bytes_max),
+            ("snapshot_chunk_bytes_max", self.snapshot_chunk_bytes_max),
+        ):
+            if value > frame_room:
+                raise LimitExceeded("FRAME_BYTES_MAX", frame_room, value, name)
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log level must be one of {LOG_LEVELS}, got {self.log_level!r}")
 

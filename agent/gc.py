@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import lmdb
+from superstatic_agent.config import GC_COLLECTED_BYTES_MAX
 
 from superstatic.protocol import codec
 
@@ -60,10 +61,13 @@ def dropped_refs(kind: str, container: Any, op: list[Any]) -> int:
     return count
 
 
-def collect(txn: lmdb.Transaction, objects_db: Any) -> tuple[list[str], int]:
-    """Marks every node reachable from "@roots", deletes the rest. Returns (collected ids in
-    key order, nodes alive). Refs to ids that do not exist (cannot be written: apply checks)
-    are ignored."""
+def collect(
+    txn: lmdb.Transaction, objects_db: Any, collected_bytes_max: int = GC_COLLECTED_BYTES_MAX
+) -> tuple[list[str], int, int]:
+    """Marks every node reachable from "@roots", deletes the rest, in key order, up to
+    `collected_bytes_max` bytes of ids (they travel in one stream event). Returns (collected
+    ids, nodes alive, unreachable nodes left for a later collection). Refs to ids that do not
+    exist (cannot be written: apply checks) are ignored."""
     marked: set[str] = set()
     queue: deque[str] = deque()
     if txn.get(ROOTS_OID.encode(), db=objects_db) is not None:
@@ -82,16 +86,22 @@ def collect(txn: lmdb.Transaction, objects_db: Any) -> tuple[list[str], int]:
                 queue.append(target)
     assert not queue, "mark phase beyond OBJECTS_MAX"
     collected: list[str] = []
+    collected_bytes = 0
+    left = 0
     cursor = txn.cursor(db=objects_db)
     if cursor.first():
         for _ in range(OBJECTS_MAX + 1):
             oid = bytes(cursor.key()).decode()
-            if oid in marked:
+            # The id's bytes in the event's CBOR: its text and a header (at most 3 bytes).
+            oid_bytes = len(cursor.key()) + 3
+            if oid in marked or collected_bytes + oid_bytes > collected_bytes_max:
+                left += oid not in marked
                 if not cursor.next():
                     break
             else:
                 collected.append(oid)
+                collected_bytes += oid_bytes
                 # delete() moves to the next record; False once past the last one.
                 if not cursor.delete() or not cursor.key():
                     break
-    return collected, len(marked)
+    return collected, len(marked), left

@@ -103,7 +103,11 @@ class Server:
         self.started = time.monotonic()
         self.drops = DropCounter()
         self.storage = Storage(config.data_dir, fsync=config.fsync, map_bytes=config.map_bytes)
-        self.sm = StateMachine(self.storage.env, session_ttl_ms=config.session_ttl_ms)
+        self.sm = StateMachine(
+            self.storage.env,
+            session_ttl_ms=config.session_ttl_ms,
+            record_bytes_max=config.record_bytes_max,
+        )
         loaded = self.storage.load()
         try:
             check_poison_marker(config.data_dir, loaded.applied)

@@ -27,6 +27,7 @@ from typing import Any
 import cbor2
 import lmdb
 from superstatic_agent import gc
+from superstatic_agent.config import CLIENT_FRAME_ENVELOPE_BYTES
 from superstatic_agent.payload import loads_plain, parse_payload
 from superstatic_agent.raft.types import ConfChange, Entry, EntryKind, SnapshotMeta
 from superstatic_agent.sessions import (
@@ -49,10 +50,21 @@ from superstatic_agent.storage import (
     read_applied,
 )
 
-from superstatic.protocol import codec, ops
+from superstatic.protocol import codec, ops, wire
 from superstatic.protocol.errors import LimitExceeded, ProtocolError
 
 SESSION_TTL_MS_DEFAULT = 60_000
+# The largest node record (the root table included) a write may leave: every record must fit
+# one stream frame (a SNAPSHOT frame to an app carries at least one whole record), so the
+# agent's flag --record-bytes-max is bounded by wire.FRAME_BYTES_MAX less the room a frame
+# needs around it (config.CLIENT_FRAME_ENVELOPE_BYTES).
+RECORD_BYTES_MAX_DEFAULT = 8 << 20
+# A record's version is a log index (< 2**63): its CBOR takes 1 to 9 bytes, so a record
+# encoded at one index may be this much longer at a later one.
+VERSION_GROWTH_BYTES = 8
+# Room an op may add to a record beyond its encoded values: an item's array header and the
+# container's length header growing (each at most 9 bytes).
+OP_ITEM_BYTES = 32
 # Minimum churn (dropped references + new nodes) between two collections; see gc.py.
 GC_THRESHOLD_DEFAULT = 10_000
 # Depth of a snapshot chunk's CBOR: [part, last, [[db, key, value], ...]].
@@ -136,6 +148,12 @@ class _Node:
     kind: str
     container: Any  # dict (also for "obj": its attributes), list or set
     class_name: str | None
+    # An upper bound on the bytes of this node's record at any version: exact (plus
+    # VERSION_GROWTH_BYTES) when read or encoded, then raised by what each op may add. Only
+    # ever used to skip the exact check (encoding the record) while it is under the limit, so
+    # the refusal itself depends on the record alone: every replica decides alike, whatever
+    # its cache held.
+    size_bytes: int
 
 
 _MISSING = object()
@@ -166,7 +184,7 @@ class _NodeCache:
             else:
                 version, kind, contents = self._record(oid, raw)
                 container, class_name = ops.container_from(kind, contents)
-                node = _Node(version, kind, container, class_name)
+                node = _Node(version, kind, container, class_name, len(raw) + VERSION_GROWTH_BYTES)
             self._nodes[oid] = node
         return node  # type: ignore[return-value]
 
@@ -226,9 +244,13 @@ class StateMachine:
         *,
         session_ttl_ms: int = SESSION_TTL_MS_DEFAULT,
         gc_threshold: int = GC_THRESHOLD_DEFAULT,
+        record_bytes_max: int = RECORD_BYTES_MAX_DEFAULT,
     ) -> None:
         assert session_ttl_ms >= 1 and gc_threshold >= 1, (session_ttl_ms, gc_threshold)
+        room = wire.FRAME_BYTES_MAX - CLIENT_FRAME_ENVELOPE_BYTES
+        assert 1 <= record_bytes_max <= room, record_bytes_max
         self.env = env
+        self.record_bytes_max = record_bytes_max
         self.dbs: Dbs = open_dbs(env)
         self.session_ttl_ms = session_ttl_ms
         self.gc_threshold = gc_threshold
@@ -426,11 +448,17 @@ class StateMachine:
                 "error",
                 f"objects would be {count + len(created)}, above OBJECTS_MAX={gc.OBJECTS_MAX}",
             )
-        # oid -> [kind, container, class_name]: every node the ops touch. A single-op body
-        # (the common lone write) changes the cached container in place: each op either
-        # raises before changing anything or completes (shapes and hashability were checked
-        # by decode_txn). A longer body works on copies, kept only if every op succeeds.
-        in_place = len(wire_ops) == 1
+        # oid -> [kind, container, class_name, size bound]: every node the ops touch. A
+        # single-op body (the common lone write) changes the cached container in place: each
+        # op either raises before changing anything or completes (shapes and hashability were
+        # checked by decode_txn), unless it might take the record past record_bytes_max (that
+        # is only known after the op). Other bodies work on copies, kept only if all succeed.
+        in_place = len(wire_ops) == 1 and wire_ops[0][0] != "new"
+        if in_place:
+            cached = cache.get(txn, wire_ops[0][1])
+            if cached is not None:
+                grows = _growth_bytes(wire_ops[0])
+                in_place = cached.size_bytes + grows <= self.record_bytes_max
         nodes: dict[str, list[Any]] = {}
         dropped = 0
         for i, op in enumerate(wire_ops):
@@ -440,7 +468,8 @@ class StateMachine:
                     raise _Rejected("error", f"op #{i} {tag!r} references unknown object {target}")
             if tag == "new":
                 container, class_name = ops.container_from(op[2], op[3])
-                nodes[oid] = [op[2], container, class_name]
+                bound = len(codec.dumps(op[3])) + OP_ITEM_BYTES + VERSION_GROWTH_BYTES
+                nodes[oid] = [op[2], container, class_name, bound]
                 continue
             node = nodes.get(oid)
             if node is None:
@@ -450,12 +479,14 @@ class StateMachine:
                 if cached is None:
                     raise _Rejected("error", f"op #{i} {tag!r} names unknown object {oid}")
                 container = cached.container if in_place else _copy_container(cached.container)
-                node = nodes[oid] = [cached.kind, container, cached.class_name]
+                node = [cached.kind, container, cached.class_name, cached.size_bytes]
+                nodes[oid] = node
             kind, container = node[0], node[1]
             if kind == "obj" and tag in ("set", "del") and type(op[2]) is not str:
                 raise _Rejected("error", f"op #{i} {tag!r} on {oid}: an attribute name is a str")
             try:
                 dropped += gc.dropped_refs(kind, container, op)
+                node[3] += _growth_bytes(op)
                 ops.apply_op(kind, container, op)
             except ProtocolError as exc:
                 raise _Rejected("error", f"op #{i} {tag!r} on {oid}: {exc}") from None
@@ -463,12 +494,37 @@ class StateMachine:
                 # Values the shape check let through but Python refuses (e.g. a float NaN
                 # compared in a set): the same on every replica, raised before the container
                 # changed, so an error outcome is safe. The type only: the text quotes values.
-                raise _Rejected(
-                    "error", f"op #{i} {tag!r} on {oid}: {type(exc).__name__}"
-                ) from None
-        for oid, (kind, container, class_name) in nodes.items():
-            cache.put(oid, _Node(index, kind, container, class_name))
+                error = f"op #{i} {tag!r} on {oid}: {type(exc).__name__}"
+                raise _Rejected("error", error) from None
+        for oid, node in nodes.items():
+            if node[3] > self.record_bytes_max:
+                node[3] = self._check_record_size(txn, index, oid, node)
+        for oid, (kind, container, class_name, size_bytes) in nodes.items():
+            cache.put(oid, _Node(index, kind, container, class_name, size_bytes))
         return self._gc_step(txn, dropped, len(created))
+
+    def _check_record_size(
+        self, txn: lmdb.Transaction, index: int, oid: str, node: list[Any]
+    ) -> int:
+        """The exact size bound of a node whose bound passed the limit; _Rejected if the entry
+        takes its record past record_bytes_max. A record that was already larger (written
+        under a larger limit) may still shrink: only growth beyond the limit is refused."""
+        kind, container, class_name = node[0], node[1], node[2]
+        size = len(ops.encode_node(index, kind, container, class_name)) + VERSION_GROWTH_BYTES
+        if size <= self.record_bytes_max:
+            return size
+        before = self._nodes.get(txn, oid)
+        if before is not None:
+            old = ops.encode_node(index, before.kind, before.container, before.class_name)
+            if size <= len(old) + VERSION_GROWTH_BYTES:
+                return size
+        raise _Rejected(
+            "error",
+            f"object {oid} would take {size} bytes, above the limit record_bytes_max="
+            f"{self.record_bytes_max} (every object must fit one stream frame); nothing was "
+            "written. Split large values across several objects (e.g. a list of chunks, or "
+            "more roots or containers instead of one huge one)",
+        )
 
     def _record(self, oid: str, raw: bytes) -> tuple[int, str, Any]:
         """A stored record. Only records this state machine wrote (or a staged snapshot,
@@ -488,9 +544,11 @@ class StateMachine:
         collected: list[str] = []
         if candidates + fresh > max(self.gc_threshold, alive):
             self._nodes.flush(txn)  # collection reads the stored records
-            collected, alive = gc.collect(txn, self.dbs.objects)
+            collected, alive, left = gc.collect(txn, self.dbs.objects, gc.GC_COLLECTED_BYTES_MAX)
             self._nodes.forget(collected)
-            candidates = fresh = 0
+            # Garbage beyond what one entry may carry (GC_COLLECTED_BYTES_MAX) stays
+            # candidates: the next collection comes as soon as it outweighs the live nodes.
+            candidates, fresh = left, 0
         txn.put(KEY_GC, cbor2.dumps([candidates, fresh, alive]), db=self.dbs.sm_meta)
         return collected
 
@@ -542,6 +600,20 @@ class StateMachine:
             if key == root_name:
                 return _JsonWalk(txn, self.dbs.objects, self._record).value(value, 0)
         return None
+
+
+def _growth_bytes(op: list[Any]) -> int:
+    """An upper bound on the bytes `op` (not "new") adds to its node's record: its values as
+    the record encodes them (codec.dumps is the record's encoding of a value), plus headers.
+    Removals only shrink a record."""
+    tag = op[0]
+    if tag == "set":
+        return len(codec.dumps([op[2], op[3]])) + OP_ITEM_BYTES
+    if tag in ("extend", "add"):
+        return len(codec.dumps(op[2])) + OP_ITEM_BYTES
+    if tag == "splice":
+        return len(codec.dumps(op[4])) + OP_ITEM_BYTES
+    return 0  # del, clear, discard
 
 
 def _refs_of(op: list[Any]) -> Iterator[str]:
