@@ -122,7 +122,21 @@ class Streams:
     def pump(self, applied: int) -> None:
         for sub in list(self._subscribers.values()):
             for _ in range(self.config.stream_frames_per_turn_max):
-                if sub.pending_frame is None and not self._next_stream_frame(sub, applied):
+                try:
+                    if sub.pending_frame is None and not self._next_stream_frame(sub, applied):
+                        break
+                except LimitExceeded as exc:
+                    # A frame this subscriber needs cannot be built (a record or event larger
+                    # than a frame, e.g. written before record_bytes_max): the subscriber is
+                    # told, never the agent brought down. Other subscribers carry on.
+                    log.error("a subscriber's next stream frame cannot be built: %s", exc)
+                    self._error(
+                        sub.identity,
+                        sub.req_id,
+                        wire.ErrorCode.TOO_LARGE,
+                        f"the next frame of your stream cannot be sent: {exc}",
+                    )
+                    self.drop(sub)
                     break
                 assert sub.pending_frame is not None
                 result = self.clients.send(sub.identity, sub.pending_frame)
@@ -215,7 +229,7 @@ class Streams:
             events = self._recent[start - self._recent_first : end - self._recent_first + 1]
             size = 0
             for i, event in enumerate(events):
-                size += 32 + (len(event[4]) if event[4] else 0)
+                size += 32 + (len(event[4]) if event[4] else 0) + 24 * len(event[5])
                 if i > 0 and size > self.config.events_frame_bytes_max:
                     events = events[:i]
                     break

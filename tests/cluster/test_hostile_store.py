@@ -99,3 +99,50 @@ def test_a_version_too_long_to_print_is_an_error_outcome_everywhere(
     all_alive(cluster)
     for node in cluster.agents:
         assert cluster.status(node)["halted"] is None
+
+
+def snapshot_of(endpoint: str) -> dict[str, bytes]:
+    """SUBSCRIBE from 0 on a fresh socket and read the snapshot: {oid: record bytes}."""
+    client = RawClient(endpoint)
+    try:
+        req = client.send(wire.FrameType.SUBSCRIBE, {"from": 0})
+        nodes: dict[str, bytes] = {}
+        deadline = time.monotonic() + TIMEOUT_S_WAIT
+        while time.monotonic() < deadline:
+            frame = client.recv(1_000)
+            if frame is None or frame.req_id != req:
+                continue
+            if frame.type is wire.FrameType.ERROR:
+                raise AgentError(frame.body["code"], frame.body["message"], None)
+            if frame.type is wire.FrameType.SNAPSHOT:
+                nodes.update({oid: record for oid, record in frame.body["nodes"]})
+                if frame.body["last"]:
+                    return nodes
+        raise AssertionError(f"no complete snapshot from {endpoint}")
+    finally:
+        client.close()
+
+
+def test_records_larger_than_a_stream_frame_are_refused(
+    cluster: LocalCluster, raw: RawClient
+) -> None:
+    """Reproduction 3: three appends of 6 MB (each under the 8 MiB body limit) were accepted;
+    the next app to subscribe made the agent raise in the snapshot stream and die. Now the
+    append that would take the list past record_bytes_max is refused naming the limit, and
+    every agent streams a snapshot to a new subscriber."""
+    assert commit(raw, txn_create_roots({"l": "list"}))["outcome"] == "ok"
+    big = "x" * 6_000_000
+    assert commit(raw, txn_extend("l", [big]))["outcome"] == "ok"
+    for _ in range(2):
+        reply = commit(raw, txn_extend("l", [big]))
+        assert reply["outcome"] == "error", reply
+        assert "record_bytes_max=8388608" in reply["error"], reply
+    assert commit(raw, txn_extend("l", ["small"]))["outcome"] == "ok"
+    for node, spec in cluster.agents.items():
+        cluster.wait_until(
+            lambda node=node: cluster.status(node)["applied"] >= 4, f"{node} applied", 30
+        )
+        nodes = snapshot_of(spec.client_endpoint)
+        assert max(len(record) for record in nodes.values()) <= 8 << 20
+        assert len(nodes["n.l"]) > 6_000_000
+    all_alive(cluster)
