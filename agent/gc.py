@@ -18,6 +18,7 @@ from typing import Any
 
 import lmdb
 from superstatic_agent.config import GC_COLLECTED_BYTES_MAX
+from superstatic_agent.storage import record_get
 
 from superstatic.protocol import codec
 
@@ -77,7 +78,7 @@ def collect(
         if not queue:
             break
         oid = queue.popleft()
-        raw = txn.get(oid.encode(), db=objects_db)
+        raw = record_get(txn, objects_db, "objects", oid.encode())
         assert raw is not None, oid
         _version, kind, contents = codec.decode_record(raw)
         for target in codec.refs_in_contents(kind, contents):

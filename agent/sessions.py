@@ -15,6 +15,7 @@ from typing import Any
 import cbor2
 import lmdb
 from superstatic_agent.payload import loads_plain
+from superstatic_agent.storage import record_get, record_put, records
 
 from superstatic.protocol.errors import ProtocolError
 from superstatic.protocol.ops import describe
@@ -107,7 +108,7 @@ class SessionTable:
         """The live session of `client`; an expired one is deleted here and reads as absent,
         so expiry is exact at log time `now_ms` whatever the periodic sweep did."""
         key = client.encode()
-        raw = self.txn.get(key, db=self.db)
+        raw = record_get(self.txn, self.db, "sessions", key)
         if raw is None:
             return None
         session = decode_session(raw)
@@ -124,7 +125,7 @@ class SessionTable:
 
     def put(self, client: str, session: Session) -> None:
         assert len(session.seqs) <= SESSION_SEQS_MAX, len(session.seqs)
-        self.txn.put(client.encode(), encode_session(session), db=self.db)
+        record_put(self.txn, self.db, client.encode(), encode_session(session))
 
     def delete(self, client: str) -> None:
         self.txn.delete(client.encode(), db=self.db)
@@ -133,8 +134,7 @@ class SessionTable:
         """Deletes every session idle longer than the ttl at log time `now_ms`; returns how many.
         Bounded by the table size (at most SESSIONS_MAX records plus the ones being opened)."""
         expired: list[bytes] = []
-        cursor = self.txn.cursor(db=self.db)
-        for scanned, (key, value) in enumerate(cursor):
+        for scanned, (key, value) in enumerate(records(self.txn, self.db, "sessions")):
             assert scanned <= 2 * SESSIONS_MAX, "sessions table beyond SESSIONS_MAX"
             if self.expired(decode_session(value), now_ms):
                 expired.append(bytes(key))

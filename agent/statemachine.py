@@ -42,12 +42,18 @@ from superstatic_agent.storage import (
     KEY_APPLIED,
     STAGING_DONE,
     STAGING_NEXT,
+    Corrupt,
     Dbs,
     drop_staged,
     index_key,
     install_staged,
     open_dbs,
     read_applied,
+    record_get,
+    record_put,
+    records,
+    staged_complete,
+    write_applied,
 )
 
 from superstatic.protocol import codec, ops, wire
@@ -178,7 +184,7 @@ class _NodeCache:
     def get(self, txn: lmdb.Transaction, oid: str) -> _Node | None:
         node = self._nodes.get(oid, _MISSING)
         if node is _MISSING:
-            raw = txn.get(oid.encode(), db=self._db)
+            raw = record_get(txn, self._db, "objects", oid.encode())
             if raw is None:
                 node = None
             else:
@@ -208,7 +214,7 @@ class _NodeCache:
             node = self._nodes[oid]
             assert node is not None, oid
             record = ops.encode_node(node.version, node.kind, node.container, node.class_name)
-            txn.put(oid.encode(), record, db=self._db)
+            record_put(txn, self._db, oid.encode(), record)
         self._dirty.clear()
         self._created = 0
 
@@ -299,11 +305,12 @@ class StateMachine:
 
     def _apply_entry(self, txn: lmdb.Transaction, entry: Entry) -> Applied:
         """One entry; ApplyFailed (naming it) for an exception apply cannot make an outcome
-        of. Storage errors and memory exhaustion are this replica's condition, not the entry's:
-        they propagate unchanged (the server refuses writes or stops, never records them)."""
+        of. Storage errors, damaged records (Corrupt) and memory exhaustion are this replica's
+        condition, not the entry's: they propagate unchanged (the server halts or refuses
+        writes; never an outcome, never recorded as poison)."""
         try:
             return self._apply_one(txn, entry)
-        except (lmdb.Error, MemoryError, ApplyFailed):
+        except (lmdb.Error, Corrupt, MemoryError, ApplyFailed):
             raise
         except Exception as exc:
             raise ApplyFailed(entry.index, entry.term, exc) from exc
@@ -318,14 +325,9 @@ class StateMachine:
         else:
             result, log_time_ms = self._apply_normal(txn, entry, log_time_ms)
         assert result.outcome in ("ok", "conflict", "error", "dup", "noop"), result.outcome
-        txn.put(
-            index_key(entry.index),
-            cbor2.dumps([result.outcome, list(result.collected)]),
-            db=self.dbs.outcomes,
-        )
-        txn.put(
-            KEY_APPLIED, cbor2.dumps([entry.index, entry.term, log_time_ms]), db=self.dbs.sm_meta
-        )
+        outcome = cbor2.dumps([result.outcome, list(result.collected)])
+        record_put(txn, self.dbs.outcomes, index_key(entry.index), outcome)
+        write_applied(txn, self.dbs, entry.index, entry.term, log_time_ms)
         return result
 
     def _apply_conf(self, txn: lmdb.Transaction, entry: Entry) -> Applied:
@@ -340,7 +342,7 @@ class StateMachine:
             return Applied(entry.index, "conf", None, None, "error", error)
         # Recorded so a snapshot says which change it includes (the core carries the conf).
         record = [entry.index, change.op, change.node, change.address]
-        txn.put(KEY_CONF_LAST, cbor2.dumps(record), db=self.dbs.sm_meta)
+        record_put(txn, self.dbs.sm_meta, KEY_CONF_LAST, cbor2.dumps(record))
         return Applied(entry.index, "conf", None, None, "noop")
 
     def _apply_normal(
@@ -405,11 +407,11 @@ class StateMachine:
         return answer(outcome, error, collected=tuple(collected), body=body)
 
     def _maybe_sweep(self, txn: lmdb.Transaction, table: SessionTable, now_ms: int) -> None:
-        raw = txn.get(KEY_SWEEP, db=self.dbs.sm_meta)
+        raw = record_get(txn, self.dbs.sm_meta, "sm_meta", KEY_SWEEP)
         last = 0 if raw is None else int(cbor2.loads(raw))
         if now_ms - last >= self.sweep_ms:
             table.sweep(now_ms)
-            txn.put(KEY_SWEEP, cbor2.dumps(now_ms), db=self.dbs.sm_meta)
+            record_put(txn, self.dbs.sm_meta, KEY_SWEEP, cbor2.dumps(now_ms))
 
     # ------------------------------------------------------------ transactions
 
@@ -537,7 +539,7 @@ class StateMachine:
         return version, kind, contents
 
     def _gc_step(self, txn: lmdb.Transaction, dropped: int, created: int) -> list[str]:
-        raw = txn.get(KEY_GC, db=self.dbs.sm_meta)
+        raw = record_get(txn, self.dbs.sm_meta, "sm_meta", KEY_GC)
         candidates, fresh, alive = (0, 0, 0) if raw is None else cbor2.loads(raw)
         candidates += dropped
         fresh += created
@@ -549,7 +551,7 @@ class StateMachine:
             # Garbage beyond what one entry may carry (GC_COLLECTED_BYTES_MAX) stays
             # candidates: the next collection comes as soon as it outweighs the live nodes.
             candidates, fresh = left, 0
-        txn.put(KEY_GC, cbor2.dumps([candidates, fresh, alive]), db=self.dbs.sm_meta)
+        record_put(txn, self.dbs.sm_meta, KEY_GC, cbor2.dumps([candidates, fresh, alive]))
         return collected
 
     # ------------------------------------------------------------ snapshots
@@ -563,16 +565,22 @@ class StateMachine:
         items: list[list[Any]] = []
         size = 0
         pending: list[list[Any]] | None = None
-        sources = (("m", self.dbs.sm_meta), ("s", self.dbs.sessions), ("o", self.dbs.objects))
-        for tag, db in sources:
-            for key, value in txn.cursor(db=db):
+        # Values go verified and unsealed (Corrupt stops the shipment): the receiver checks
+        # them and seals them anew, so a checksum never depends on the other agent's store.
+        sources = (
+            ("m", self.dbs.sm_meta, "sm_meta"),
+            ("s", self.dbs.sessions, "sessions"),
+            ("o", self.dbs.objects, "objects"),
+        )
+        for tag, db, name in sources:
+            for key, value in records(txn, db, name):
                 item_bytes = len(key) + len(value) + 8
                 if items and size + item_bytes > chunk_bytes_max:
                     if pending is not None:
                         yield cbor2.dumps([part, False, pending])
                         part += 1
                     pending, items, size = items, [], 0
-                items.append([tag, bytes(key), bytes(value)])
+                items.append([tag, key, value])
                 size += item_bytes
         if pending is not None:
             yield cbor2.dumps([part, False, pending])
@@ -590,7 +598,7 @@ class StateMachine:
     def node_json(self, txn: lmdb.Transaction, root_name: str) -> Any:
         """The plain JSON-able value of a root, or None if no such root exists (roots always
         name a node, never None). See docs/data-model.md for the mapping."""
-        raw = txn.get(gc.ROOTS_OID.encode(), db=self.dbs.objects)
+        raw = record_get(txn, self.dbs.objects, "objects", gc.ROOTS_OID.encode())
         if raw is None:
             return None
         _version, kind, contents = self._record(gc.ROOTS_OID, raw)
@@ -661,7 +669,7 @@ class _JsonWalk:
             raise LimitExceeded(
                 "INSPECT_NODES_MAX", INSPECT_NODES_MAX, len(self.seen) + 1, "nodes to inspect"
             )
-        raw = self.txn.get(oid.encode(), db=self.objects)
+        raw = record_get(self.txn, self.objects, "objects", oid.encode())
         if raw is None:
             return {"__ref__": oid, "missing": True}
         self.seen.add(oid)
@@ -706,9 +714,9 @@ def stage_chunk(txn: lmdb.Transaction, dbs: Dbs, chunk: bytes) -> None:
     if part == 0:
         drop_staged(txn, dbs)
     else:
-        raw = txn.get(STAGING_NEXT, db=dbs.staging_state)
+        raw = record_get(txn, dbs.staging_state, "staging_state", STAGING_NEXT)
         expected = 0 if raw is None else int.from_bytes(raw, "big")
-        if part != expected or txn.get(STAGING_DONE, db=dbs.staging_state) is not None:
+        if part != expected or staged_complete(txn, dbs):
             raise ProtocolError(f"snapshot chunk part {part} out of order (expected {expected})")
     targets = {"m": dbs.staging_sm_meta, "s": dbs.staging_sessions, "o": dbs.staging_objects}
     for item in items:
@@ -725,10 +733,10 @@ def stage_chunk(txn: lmdb.Transaction, dbs: Dbs, chunk: bytes) -> None:
             )
         tag, key, data = item
         _check_staged_item(tag, key, data)
-        txn.put(key, data, db=targets[tag])
-    txn.put(STAGING_NEXT, (part + 1).to_bytes(8, "big"), db=dbs.staging_state)
+        record_put(txn, targets[tag], key, data)
+    record_put(txn, dbs.staging_state, STAGING_NEXT, (part + 1).to_bytes(8, "big"))
     if last:
-        txn.put(STAGING_DONE, b"1", db=dbs.staging_state)
+        record_put(txn, dbs.staging_state, STAGING_DONE, b"1")
 
 
 def _check_staged_item(tag: str, key: bytes, data: bytes) -> None:

@@ -83,9 +83,11 @@ class InprocLog:
 
     def snapshot(self) -> tuple[int, list[tuple[str, bytes]]]:
         """The object table and the index it reflects (what a SNAPSHOT stream carries)."""
+        from superstatic_agent.storage import records
+
         with self._lock, self.env.begin() as txn:
             objects = self.env.open_db(b"objects", txn=txn, create=False)
-            nodes = [(bytes(k).decode(), bytes(v)) for k, v in txn.cursor(db=objects)]
+            nodes = [(k.decode(), v) for k, v in records(txn, objects, "objects")]
             return self.last_index, nodes
 
     def close(self) -> None:

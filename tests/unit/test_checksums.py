@@ -1,0 +1,235 @@
+"""Checksums on every stored record, the format version, the scrub at start and the repairs
+(issue 8, item 7 and reproduction 8). Real LMDB in temporary directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import lmdb
+import pytest
+from superstatic_agent.payload import Payload, encode_payload
+from superstatic_agent.raft.types import (
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Ready,
+    Role,
+    SnapshotMeta,
+)
+from superstatic_agent.statemachine import StateMachine
+from superstatic_agent.storage import (
+    KEY_FORMAT,
+    Corrupt,
+    StartRefused,
+    Storage,
+    index_key,
+    seal,
+    unseal,
+)
+
+from superstatic.protocol import ops
+from superstatic.protocol.codec import Ref
+
+CONF = ConfState.make(("a", "b", "c"), (), {"a": "tcp://h:1", "b": "tcp://h:2", "c": "tcp://h:3"})
+
+
+def test_seal_detects_any_changed_byte_and_a_moved_record() -> None:
+    key, value = b"c.1", b"\x83\x05dlist\x81x\x10hello, checksums"
+    sealed = seal(key, value)
+    assert unseal("objects", key, sealed) == value
+    for i in range(len(sealed)):
+        for bit in (0x01, 0x80):
+            damaged = bytearray(sealed)
+            damaged[i] ^= bit
+            with pytest.raises(Corrupt):
+                unseal("objects", key, bytes(damaged))
+    with pytest.raises(Corrupt, match=r"'c\.2'"):
+        unseal("objects", b"c.2", sealed)  # the right bytes under another key
+    with pytest.raises(Corrupt):
+        unseal("objects", key, b"\x00\x01")
+
+
+def entry(index: int, wire_ops: list[Any], term: int = 1) -> Entry:
+    body = ops.encode_txn({}, wire_ops)
+    data = encode_payload(Payload("txn", "cl", index, 0, 1_000, body))
+    return Entry(index, term, EntryKind.NORMAL, data)
+
+
+class Agent:
+    """Storage + state machine as the server wires them, without the server."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.storage = Storage(path, fsync=False, map_bytes=64 << 20)
+        self.sm = StateMachine(self.storage.env)
+
+    def write(self, entries: list[Entry], commit: int | None = None) -> None:
+        commit = entries[-1].index if commit is None else commit
+        ready = Ready(
+            hard_state=HardState(1, "a", commit),
+            entries=tuple(entries),
+            snapshot=None,
+            messages=(),
+            committed=tuple(e for e in entries if e.index <= commit),
+            read_states=(),
+            role=Role.FOLLOWER,
+            leader="a",
+            term=1,
+        )
+        self.storage.write(ready, lambda txn: self.sm.apply_batch(txn, ready.committed), conf=CONF)
+
+    def close(self) -> None:
+        self.storage.close()
+
+
+def fill(path: Path) -> Agent:
+    a = Agent(path)
+    a.write(
+        [
+            entry(1, [["new", "@roots", "dict", [["l", Ref("c.1")]]], ["new", "c.1", "list", []]]),
+            entry(2, [["extend", "c.1", ["known value"]]]),
+        ]
+    )
+    return a
+
+
+def damage(path: Path, db: str, key: bytes) -> None:
+    """Replaces the stored bytes of one record by a copy with one bit flipped."""
+    env = lmdb.open(str(path), max_dbs=16, map_size=64 << 20)
+    try:
+        with env.begin(write=True) as txn:
+            handle = env.open_db(db.encode(), txn=txn, create=False)
+            raw = bytearray(txn.get(key, db=handle))
+            raw[len(raw) // 2] ^= 0x04
+            txn.put(key, bytes(raw), db=handle)
+    finally:
+        env.close()
+
+
+def test_a_fresh_store_records_its_format_and_an_old_one_is_refused(tmp_path: Path) -> None:
+    fill(tmp_path / "new").close()
+    with pytest.raises(StartRefused, match="format 1"):
+        old = tmp_path / "old"
+        old.mkdir()
+        env = lmdb.open(str(old), max_dbs=16, map_size=64 << 20)
+        with env.begin(write=True) as txn:
+            log_db = env.open_db(b"log", txn=txn)
+            txn.put(index_key(1), cbor2.dumps([1, 0, b"x"]), db=log_db)
+        env.close()
+        Storage(old, fsync=False)
+    other = fill(tmp_path / "other")
+    with other.storage.env.begin(write=True) as txn:
+        txn.put(KEY_FORMAT, seal(KEY_FORMAT, cbor2.dumps(7)), db=other.storage.dbs.meta)
+    other.close()
+    with pytest.raises(StartRefused, match="format 7"):
+        Storage(tmp_path / "other", fsync=False)
+
+
+def test_a_damaged_object_is_never_read_as_data(tmp_path: Path) -> None:
+    fill(tmp_path / "a").close()
+    damage(tmp_path / "a", "objects", b"c.1")
+    a = Agent(tmp_path / "a")
+    try:
+        with pytest.raises(Corrupt, match="objects"):
+            a.write([entry(3, [["extend", "c.1", ["more"]]])])
+        with a.storage.env.begin() as txn, pytest.raises(Corrupt):
+            a.sm.node_json(txn, "l")
+        _, nodes = a.storage.object_snapshot()
+        with pytest.raises(Corrupt):
+            list(nodes)
+        with a.storage.env.begin() as txn, pytest.raises(Corrupt):
+            list(a.sm.snapshot_chunks(txn, 1 << 20))
+        assert a.storage.load().applied == 2  # the failed write left nothing
+    finally:
+        a.close()
+
+
+def test_damaged_state_is_rebuilt_from_the_log(tmp_path: Path) -> None:
+    fill(tmp_path / "a").close()
+    damage(tmp_path / "a", "objects", b"c.1")
+    damage(tmp_path / "a", "sessions", b"cl")
+    a = Agent(tmp_path / "a")
+    try:
+        scrubbed = a.storage.scrub()
+        assert scrubbed.damaged_count == 2 and {db for db, _ in scrubbed.damaged} == {
+            "objects",
+            "sessions",
+        }
+        action = a.storage.repair(scrubbed, peers_exist=False)  # no peer needed
+        assert "applies again from index 1" in action
+        assert a.storage.scrub().damaged_count == 0
+        loaded = a.storage.load()
+        assert (loaded.applied, [e.index for e in loaded.entries]) == (0, [1, 2])
+        assert loaded.hard_state == HardState(1, "a", 2)
+        # The core would now hand the log to apply again: the same state comes back.
+        with a.storage.env.begin(write=True) as txn:
+            a.sm.apply_batch(txn, loaded.entries)
+        with a.storage.env.begin() as txn:
+            assert a.sm.node_json(txn, "l") == ["known value"]
+    finally:
+        a.close()
+
+
+def test_a_damaged_log_empties_the_store_but_term_and_vote(tmp_path: Path) -> None:
+    fill(tmp_path / "a").close()
+    damage(tmp_path / "a", "log", index_key(2))
+    a = Agent(tmp_path / "a")
+    try:
+        scrubbed = a.storage.scrub()
+        assert scrubbed.damaged == (("log", index_key(2)),)
+        with pytest.raises(StartRefused, match="no peer"):
+            a.storage.repair(scrubbed, peers_exist=False)
+        action = a.storage.repair(scrubbed, peers_exist=True)
+        assert "no vote until index 2" in action
+        loaded = a.storage.load()
+        assert loaded.hard_state == HardState(1, "a", 0)  # the vote is remembered
+        assert (loaded.applied, loaded.entries, loaded.snapshot, loaded.conf) == (0, [], None, None)
+        assert a.storage.repair_until() == 2
+        a.storage.repair_done()
+        assert a.storage.repair_until() == 0
+    finally:
+        a.close()
+
+
+def test_a_compacted_store_with_damaged_objects_is_emptied_too(tmp_path: Path) -> None:
+    a = fill(tmp_path / "a")
+    a.write([entry(3, [["extend", "c.1", ["x"]]])])
+    assert a.storage.compact(2) == SnapshotMeta(2, 1, CONF)
+    a.close()
+    damage(tmp_path / "a", "objects", b"c.1")
+    b = Agent(tmp_path / "a")
+    try:
+        action = b.storage.repair(b.storage.scrub(), peers_exist=True)
+        assert "no vote until index 3" in action  # the log no longer starts at 1
+    finally:
+        b.close()
+
+
+def test_damaged_hard_state_refuses_to_start_as_itself(tmp_path: Path) -> None:
+    fill(tmp_path / "a").close()
+    damage(tmp_path / "a", "meta", b"hard")
+    damage(tmp_path / "a", "log", index_key(1))
+    a = Agent(tmp_path / "a")
+    try:
+        with pytest.raises(StartRefused, match="term and vote"):
+            a.storage.repair(a.storage.scrub(), peers_exist=True)
+    finally:
+        a.close()
+
+
+def test_only_a_damaged_staged_snapshot_is_dropped(tmp_path: Path) -> None:
+    a = fill(tmp_path / "a")
+    with a.storage.env.begin(write=True) as txn:
+        a.sm.stage_chunk(txn, cbor2.dumps([0, False, [["o", b"c.9", b"\x83\x01dlist\x80"]]]))
+    a.close()
+    damage(tmp_path / "a", "staging_objects", b"c.9")
+    b = Agent(tmp_path / "a")
+    try:
+        action = b.storage.repair(b.storage.scrub(), peers_exist=False)
+        assert "snapshot" in action
+        assert b.storage.scrub().damaged_count == 0 and b.storage.load().applied == 2
+    finally:
+        b.close()
