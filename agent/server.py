@@ -46,9 +46,13 @@ from superstatic_agent.raft.types import (
 from superstatic_agent.shipping import Shipping
 from superstatic_agent.statemachine import Applied, ApplyFailed, StateMachine
 from superstatic_agent.storage import (
+    FORMAT_VERSION,
+    Corrupt,
     StartRefused,
     Storage,
     check_poison_marker,
+    describe_damage,
+    describe_key,
     write_poison_marker,
 )
 from superstatic_agent.streams import Streams
@@ -103,6 +107,14 @@ class Server:
         self.started = time.monotonic()
         self.drops = DropCounter()
         self.storage = Storage(config.data_dir, fsync=config.fsync, map_bytes=config.map_bytes)
+        # Every record's checksum is verified before anything is read from the store; a
+        # damaged store is repaired (or the start refused) before the Raft core is built.
+        self.repair: dict[str, Any] | None = None
+        try:
+            self._scrub_and_repair()
+        except StartRefused:
+            self.storage.close()
+            raise
         self.sm = StateMachine(
             self.storage.env,
             session_ttl_ms=config.session_ttl_ms,
@@ -135,6 +147,10 @@ class Server:
             applied=loaded.applied,
         )
         self.applied = self.node.applied
+        # After a repair that emptied the store: no vote until this index applied again here.
+        self._repair_until = self.storage.repair_until()
+        if self.repair is not None:
+            self.repair["until"] = self._repair_until
         self._stored_conf: ConfState | None = loaded.conf
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.peers = PeerTransport(self.ctx, self.id, config.peer_endpoint, self.drops)
@@ -155,9 +171,13 @@ class Server:
         self._reads: dict[bytes, ReadWait] = {}
         self._read_ids = itertools.count(1)
         self.members = MembershipRequests(config, self.node, self._reply, self._error)
-        self.streams = Streams(config, self.storage, self.clients, self._error, self.applied)
+        self.streams = Streams(
+            config, self.storage, self.clients, self._error, self.applied, self._halt_damaged
+        )
         # Snapshots in flight, both directions.
-        self.shipping = Shipping(config, self.node, self.storage, self.sm, self.peers, self.drops)
+        self.shipping = Shipping(
+            config, self.node, self.storage, self.sm, self.peers, self.drops, self._halt_damaged
+        )
         self._stop = False
         # Start counts as activity: the app that started us needs time to connect.
         self._last_client_frame = time.monotonic()
@@ -191,6 +211,21 @@ class Server:
             self.node.last_index,
             ",".join(self.node.conf.members()),
         )
+
+    def _scrub_and_repair(self) -> None:
+        started = time.monotonic()
+        scrubbed = self.storage.scrub()
+        took_s = time.monotonic() - started
+        if not scrubbed.damaged:
+            log.info("checked %d stored records in %.1f s: no damage", scrubbed.records, took_s)
+            return
+        found = describe_damage(scrubbed)
+        log.error("the store in %s is damaged: %s", self.config.data_dir, found)
+        # Someone else holds the data if this agent is not the only voter (or is a learner).
+        peers_exist = len(self.config.peers) > 1 or not self.config.is_initial_voter
+        action = self.storage.repair(scrubbed, peers_exist=peers_exist)
+        log.warning("repair: %s", action)
+        self.repair = {"found": found, "action": action, "until": 0, "done": False}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -334,6 +369,9 @@ class Server:
             except ApplyFailed as exc:
                 self._halt_poisoned(exc)
                 return
+            except Corrupt as exc:
+                self._halt_damaged(exc)
+                return
             self._stored_conf = base_conf
         # else: messages only (heartbeats and their answers): no write transaction at all.
         if self.node.conf is not self._conf_seen or self.node.leader != self._peers_leader:
@@ -377,6 +415,19 @@ class Server:
         write_poison_marker(self.config.data_dir, exc.index, exc.term, message)
         self._halt("poisoned", message, index=exc.index, term=exc.term)
 
+    def _halt_damaged(self, exc: Corrupt) -> None:
+        """A checksum mismatch while running: this copy must not be served or built upon.
+        The agent stops applying and serving; at its next start the scrub finds the damage
+        and repairs the store (from its log, or by being sent the data again)."""
+        message = (
+            f"{exc}. This agent stopped applying and serving data so the damage cannot spread "
+            "or be read. Restart it: at start it checks every record and repairs its store "
+            "(from its own log, or by emptying it and being sent the data by the leader); "
+            "STATUS then shows what it found and did."
+        )
+        log.critical("%s", message)
+        self._halt("damaged", message, db=exc.db, key=describe_key(exc.db, exc.key))
+
     def _halt(self, reason: str, message: str, **facts: Any) -> None:
         """Freezes the Raft side for good (see `halted`)."""
         assert reason in ("poisoned", "store_full", "damaged"), reason
@@ -384,6 +435,8 @@ class Server:
             return
         self.halted = {"reason": reason, "message": message, **facts}
         self.shipping.close()
+        if reason == "damaged":
+            self.streams.close()  # subscribers must not be fed from a damaged store
         # Waiting proposals may or may not have committed elsewhere: say so now, not at
         # their timeout. A retry with the same seq through another agent learns the outcome.
         for key in list(self._waiters):
@@ -512,6 +565,15 @@ class Server:
         if reason is not None:
             self.drops.drop("peer_impossible", f"{m.type.name} from {sender}: {reason}")
             return
+        if (
+            m.type in (MsgType.VOTE, MsgType.PRE_VOTE)
+            and self._repair_until
+            and self.applied < self._repair_until
+        ):
+            # Our store was emptied for repair: we may have acknowledged entries we no longer
+            # hold, so a vote now could elect a leader that lacks a committed entry.
+            self.drops.drop("vote_withheld_repairing", f"{m.type.name} from {sender}")
+            return
         if m.type is MsgType.SNAPSHOT:
             assert m.snapshot is not None
             if not self.shipping.staged_for(m):
@@ -621,8 +683,14 @@ class Server:
         elif t is wire.FrameType.INSPECT:
             name = wire.field_str(frame, "root", chars_max=ROOT_NAME_CHARS_MAX)
             assert name is not None
-            with self.storage.env.begin() as txn:
-                value = self.sm.node_json(txn, name)
+            if self.halted is not None and self.halted["reason"] == "damaged":
+                raise ProtocolError("this agent's store is damaged: ask another agent")
+            try:
+                with self.storage.env.begin() as txn:
+                    value = self.sm.node_json(txn, name)
+            except Corrupt as exc:
+                self._halt_damaged(exc)
+                raise ProtocolError("this agent's store is damaged: ask another agent") from None
             # A root always names a node, so None means "no such root".
             self._reply(identity, frame.req_id, {"found": value is not None, "value": value})
         else:  # pragma: no cover - wire.decode admits only CLIENT_TO_AGENT types
@@ -816,6 +884,12 @@ class Server:
                         f"read not confirmed within timeout_ms_read={self.config.timeout_ms_read}",
                     )
         self.streams.drop_silent(now)
+        if self._repair_until and self.applied >= self._repair_until and self.halted is None:
+            self.storage.repair_done()
+            self._repair_until = 0
+            if self.repair is not None:
+                self.repair["done"] = True
+            log.info("repair complete: applied %d, votes again", self.applied)
         if (
             self.config.listen_endpoint
             and self.id not in self.node.conf.members()
@@ -833,7 +907,11 @@ class Server:
         if self.applied - base < retain + max(1, retain // 2):
             return
         upto = self.applied - retain
-        meta = self.storage.compact(upto)
+        try:
+            meta = self.storage.compact(upto)
+        except Corrupt as exc:
+            self._halt_damaged(exc)
+            return
         if meta is not None:
             self.node.compact(meta)
             log.info("compacted the log up to index %d", meta.index)
@@ -857,6 +935,11 @@ class Server:
             fsync=self.config.fsync,
             counters=dict(self.counters),
             halted=self.halted,
+            store={
+                "format": FORMAT_VERSION,
+                "record_bytes_max": self.config.record_bytes_max,
+                "repair": self.repair,
+            },
         )
 
 

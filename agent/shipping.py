@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import lmdb
@@ -28,7 +28,7 @@ from superstatic_agent.raft.types import (
     SnapshotMeta,
 )
 from superstatic_agent.statemachine import StateMachine
-from superstatic_agent.storage import Storage, read_applied
+from superstatic_agent.storage import Corrupt, Storage, drop_staged, read_applied
 from superstatic_agent.transport import DropCounter, PeerTransport
 
 from superstatic.protocol.errors import ProtocolError
@@ -75,8 +75,10 @@ class Shipping:
         sm: StateMachine,
         peers: PeerTransport,
         drops: DropCounter,
+        on_damage: Callable[[Corrupt], None],
     ) -> None:
         self.config = config
+        self._on_damage = on_damage  # the Server halts: a damaged store is never shipped
         self.id = config.node_id
         self.node = node
         self.storage = storage
@@ -122,6 +124,13 @@ class Shipping:
             self.drops.drop("snapshot_chunk_bad", f"from {sender}: {exc}")
             self._staging = None
             return
+        except Corrupt as exc:
+            # Our own staging record is damaged: start over (the leader sends it again).
+            self.drops.drop("snapshot_chunk_bad", f"staging here is damaged: {exc}")
+            self._staging = None
+            with self.storage.env.begin(write=True) as txn:
+                drop_staged(txn, self.storage.dbs)
+            return
         staged.next_part += 1
         staged.complete = chunk.last
 
@@ -146,7 +155,12 @@ class Shipping:
         if m.to in self._shipments:
             return  # still streaming the previous one; the core's retry is a duplicate
         txn = self.storage.env.begin()
-        index, term, _time_ms = read_applied(txn, self.storage.dbs)
+        try:
+            index, term, _time_ms = read_applied(txn, self.storage.dbs)
+        except Corrupt as exc:
+            txn.abort()
+            self._on_damage(exc)
+            return
         assert index >= (m.snapshot.index if m.snapshot else 0), (index, m.snapshot)
         meta = SnapshotMeta(index, term, self._conf_at(index))
         chunks = self.sm.snapshot_chunks(txn, self.config.snapshot_chunk_bytes_max)
@@ -169,11 +183,18 @@ class Shipping:
                 self._end(shipment)
                 continue
             for _ in range(SHIPMENT_CHUNKS_PER_TURN_MAX):
-                data = shipment.peek if shipment.peek is not None else next(shipment.chunks, None)
-                shipment.peek = None
-                if data is None:
-                    data = b""  # an empty table still sends one (empty) chunk
-                following = next(shipment.chunks, None)
+                try:
+                    data = shipment.peek
+                    if data is None:
+                        data = next(shipment.chunks, None)
+                    shipment.peek = None
+                    if data is None:
+                        data = b""  # an empty table still sends one (empty) chunk
+                    following = next(shipment.chunks, None)
+                except Corrupt as exc:
+                    self._end(shipment)
+                    self._on_damage(exc)  # closes every shipment
+                    return
                 chunk = peer_codec.SnapshotChunk(
                     self.id,
                     shipment.to,

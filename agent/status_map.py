@@ -16,6 +16,10 @@ Fields (all present on every agent; leader-only facts are empty elsewhere):
 | `uptime_s`, `tick_ms`, `fsync` | how the agent runs |
 | `halted` | None, or why this agent stopped applying: `{"reason", "message", ...}` (below) |
 
+`store`: `format` (on-disk format version), `record_bytes_max`, `repair` (None, or what the
+checksum scrub at start found and did: `found`, `action`, `until` (no vote before this index
+applies again, 0: none), `done`), and the space figures (docs/agent.md).
+
 `halted.reason` is "poisoned" (a committed entry apply cannot handle), "store_full" (a write
 failed for want of space) or "damaged" (a checksum mismatch); `message` says what to do.
 """
@@ -65,6 +69,7 @@ def build(
     fsync: bool,
     counters: dict[str, int],
     halted: dict[str, Any] | None = None,
+    store: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": node.id,
@@ -86,4 +91,5 @@ def build(
         "fsync": fsync,
         "counters": counters,
         "halted": halted,
+        "store": store or {},
     }

@@ -16,7 +16,7 @@ import cbor2
 from superstatic_agent import peer_codec
 from superstatic_agent.config import AgentConfig
 from superstatic_agent.statemachine import Applied
-from superstatic_agent.storage import Event, Storage, Trimmed
+from superstatic_agent.storage import Corrupt, Event, Storage, Trimmed
 from superstatic_agent.transport import ClientTransport
 
 from superstatic.protocol import wire
@@ -62,8 +62,10 @@ class Streams:
         clients: ClientTransport,
         error: SendError,
         applied: int,
+        on_damage: Callable[[Corrupt], None],
     ) -> None:
         self.config = config
+        self._on_damage = on_damage  # the Server halts: a damaged store is never served
         self.storage = storage
         self.clients = clients
         self._error = error
@@ -125,6 +127,16 @@ class Streams:
                 try:
                     if sub.pending_frame is None and not self._next_stream_frame(sub, applied):
                         break
+                except Corrupt as exc:
+                    self._error(
+                        sub.identity,
+                        sub.req_id,
+                        wire.ErrorCode.UNAVAILABLE,
+                        "this agent's store is damaged; subscribe at another agent",
+                    )
+                    self.drop(sub)
+                    self._on_damage(exc)
+                    return
                 except LimitExceeded as exc:
                     # A frame this subscriber needs cannot be built (a record or event larger
                     # than a frame, e.g. written before record_bytes_max): the subscriber is
