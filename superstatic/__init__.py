@@ -30,6 +30,7 @@ from superstatic.protocol.errors import (
     LimitExceeded,
     NotStorable,
     ProtocolError,
+    StoreFull,
     Unavailable,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "LimitExceeded",
     "NotStorable",
     "ProtocolError",
+    "StoreFull",
     "Unavailable",
     "close",
     "clustered",

@@ -44,7 +44,13 @@ from zmq.utils.monitor import recv_monitor_message
 
 from superstatic.client.stream import ReplicaSink, StreamFeeder, StreamGap
 from superstatic.protocol import wire
-from superstatic.protocol.errors import Error, LimitExceeded, ProtocolError, Unavailable
+from superstatic.protocol.errors import (
+    Error,
+    LimitExceeded,
+    ProtocolError,
+    StoreFull,
+    Unavailable,
+)
 
 log = logging.getLogger("superstatic.client.connection")
 
@@ -666,6 +672,8 @@ class _IoState:
         request.unresolved.discard(req_id)
         if code == wire.ErrorCode.TOO_LARGE:
             self.settle(request, error=AgentRefusedTooLarge(message))
+        elif code == wire.ErrorCode.STORE_FULL:
+            self.settle(request, error=StoreFull(message))
         elif code == wire.ErrorCode.BAD_REQUEST:
             self.settle(request, error=ProtocolError(f"the agent refused the request: {message}"))
         else:

@@ -38,6 +38,13 @@ class NotStorable(Error):
         self.type_name = type_name
 
 
+class StoreFull(Error):
+    """The cluster refused a write because an agent's store is full (or nearly: it keeps a
+    reserve to apply what is already logged). Nothing was written. Reads still work; writes
+    that only delete are still accepted. The message names the agent and what to do: give it
+    a larger --map-bytes (a restart) or more disk, or delete data."""
+
+
 class ProtocolError(Error):
     """A peer or client sent something that is not valid superstatic protocol."""
 

@@ -84,6 +84,7 @@ class ErrorCode(enum.StrEnum):
     BAD_REQUEST = "bad_request"  # malformed or invalid body; never retry unchanged
     BUSY = "busy"  # a bounded queue is full; retry after a pause
     LAGGING = "lagging"  # subscriber fell behind the bounded buffer: resubscribe
+    STORE_FULL = "store_full"  # the agent's store is (nearly) full: the write was not proposed
 
 
 PROPOSE_KINDS = frozenset({"txn", "open", "close"})
