@@ -90,6 +90,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default=_default("log_level"))
     p.add_argument(
+        "--map-bytes",
+        type=int,
+        default=_default("map_bytes"),
+        help="LMDB map size: the most the data file may hold; writes are refused (StoreFull) "
+        "when less than an eighth of it (or of the disk) is free",
+    )
+    p.add_argument(
         "--record-bytes-max",
         type=int,
         default=_default("record_bytes_max"),
@@ -125,6 +132,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         log_level=args.log_level,
         exit_when_idle_ms=args.exit_when_idle_ms,
         record_bytes_max=args.record_bytes_max,
+        map_bytes=args.map_bytes,
     )
 
 

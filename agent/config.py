@@ -26,6 +26,15 @@ CLIENT_FRAME_ENVELOPE_BYTES = 64 << 10
 # ids): they travel in that entry's stream event, which must fit one client frame beside the
 # entry's body. The rest of the garbage goes at the next collections.
 GC_COLLECTED_BYTES_MAX = 2 << 20
+# The LMDB map (--map-bytes): LMDB only reserves address space, the file grows as pages are
+# used, so the default is generous; the disk's free space is the other ceiling (both count).
+MAP_BYTES_DEFAULT = 8 << 30
+# The smallest map an agent runs with: room for the databases' own pages and a few writes.
+MAP_BYTES_MIN = 16 << 20
+# Free space (of the map, or of the disk under it) kept in reserve: below map_bytes / this an
+# agent refuses new writes (they would fill it), below half of it a follower refuses to append
+# entries (it stops acknowledging); what is left is room to apply entries already logged.
+STORE_RESERVE_DIVISOR = 8
 # Node ids appear in logs, status and every peer message; keep them short and printable.
 NODE_ID_CHARS_MAX = 64
 # A cluster this size is already far beyond what Raft groups are used for.
@@ -70,7 +79,9 @@ class AgentConfig:
     # value: it decides outcomes (like session_ttl_ms). Bounded so one record always fits a
     # client frame (wire.FRAME_BYTES_MAX less room for the frame around it).
     record_bytes_max: int = 8 << 20
-    map_bytes: int = 8 << 30  # LMDB map size: the ceiling on the data file
+    # LMDB map size: the ceiling on the data file (--map-bytes). Below STORE_RESERVE_DIVISOR of
+    # it free, writes are refused (StoreFull); see docs/agent.md, "A full store".
+    map_bytes: int = MAP_BYTES_DEFAULT
     # >0: exit (cleanly) once no app has sent anything for this long. The embedded agent the
     # library starts for one directory uses it, so it does not outlive its apps.
     exit_when_idle_ms: int = 0
@@ -117,6 +128,8 @@ class AgentConfig:
                 f"election_ticks ({self.election_ticks}) must exceed heartbeat_ticks "
                 f"({self.heartbeat_ticks})"
             )
+        if self.map_bytes < MAP_BYTES_MIN:
+            raise ValueError(f"map_bytes must be >= {MAP_BYTES_MIN}, got {self.map_bytes}")
         if self.exit_when_idle_ms < 0:
             raise ValueError(f"exit_when_idle_ms must be >= 0, got {self.exit_when_idle_ms}")
         room = PEER_FRAME_BYTES_MAX - PEER_FRAME_ENVELOPE_BYTES
@@ -149,6 +162,11 @@ class AgentConfig:
     @property
     def is_initial_voter(self) -> bool:
         return self.node_id in self.peers
+
+    @property
+    def store_reserve_bytes(self) -> int:
+        """Free space below which this agent refuses new writes (StoreFull)."""
+        return self.map_bytes // STORE_RESERVE_DIVISOR
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -44,7 +44,7 @@ from superstatic_agent.raft.types import (
     SnapshotMeta,
 )
 from superstatic_agent.shipping import Shipping
-from superstatic_agent.statemachine import Applied, ApplyFailed, StateMachine
+from superstatic_agent.statemachine import Applied, ApplyFailed, StateMachine, only_removes
 from superstatic_agent.storage import (
     FORMAT_VERSION,
     Corrupt,
@@ -75,6 +75,10 @@ HOUSEKEEPING_MS = 50
 JOIN_RETRY_MS = 1_000
 # INSPECT root names.
 ROOT_NAME_CHARS_MAX = 256
+
+# Bytes of store an admitted proposal is assumed to take per byte of its entry until the
+# store is measured again: the log's copy, the records it rewrites, its outcome.
+SPACE_PER_ENTRY_BYTES_FACTOR = 4
 
 # Error codes for a proposal the core refused, by the reason it gave.
 _DROPPED_CODE = {"no leader": wire.ErrorCode.NOT_LEADER}
@@ -202,6 +206,12 @@ class Server:
         # the agent is out of the group, but it still answers STATUS, INSPECT and its
         # subscribers' streams up to what it applied. docs/agent.md, "Limits and hostile input".
         self.halted: dict[str, Any] | None = None
+        # Room left in the store (refreshed after every write and at housekeeping), less what
+        # proposals admitted since then may take: writes are refused below the reserve (a full
+        # store is a refusal, never a crash: docs/agent.md, "A full store").
+        self._space = self.storage.space()
+        self._space_taken = 0
+        self._appends_refused = False
         log.info(
             "agent %s starting: term %d, applied %d, log %d..%d, members %s",
             self.id,
@@ -372,6 +382,13 @@ class Server:
             except Corrupt as exc:
                 self._halt_damaged(exc)
                 return
+            except lmdb.Error as exc:
+                # The map or the disk is full (or failing): the whole write aborted, so nothing
+                # of this Ready is persisted. The reserves make this the exception; when it
+                # happens the agent stops writing rather than crashing into a restart loop.
+                self._halt_store_full(exc)
+                return
+            self._refresh_space()
             self._stored_conf = base_conf
         # else: messages only (heartbeats and their answers): no write transaction at all.
         if self.node.conf is not self._conf_seen or self.node.leader != self._peers_leader:
@@ -414,6 +431,38 @@ class Server:
         log.critical("%s", message, exc_info=exc.cause)
         write_poison_marker(self.config.data_dir, exc.index, exc.term, message)
         self._halt("poisoned", message, index=exc.index, term=exc.term)
+
+    def _halt_store_full(self, exc: lmdb.Error) -> None:
+        space = self.storage.space()
+        message = (
+            f"a write to the store failed ({type(exc).__name__}: {exc}); used "
+            f"{space.used_bytes} of --map-bytes {space.map_bytes}, disk free "
+            f"{space.disk_free_bytes}. This agent stopped writing (nothing of the failed write "
+            "was kept) and still answers STATUS and serves what it applied. Restart it with a "
+            "larger --map-bytes, or after freeing disk space: it then catches up."
+        )
+        log.critical("%s", message)
+        self._halt("store_full", message)
+
+    def _refresh_space(self) -> None:
+        self._space = self.storage.space()
+        self._space_taken = 0
+        appends_refused = self._space.free_bytes < self.config.store_reserve_bytes // 2
+        if appends_refused != self._appends_refused:
+            self._appends_refused = appends_refused
+            if appends_refused:
+                log.error(
+                    "store nearly full (%d bytes free of --map-bytes %d): refusing to append "
+                    "entries (not acknowledging them) until there is room",
+                    self._space.free_bytes,
+                    self._space.map_bytes,
+                )
+            else:
+                log.info("store has room again: appending entries")
+
+    def _store_full(self) -> bool:
+        """True while this agent refuses new writes: less than the reserve is free."""
+        return self._space.free_bytes - self._space_taken < self.config.store_reserve_bytes
 
     def _halt_damaged(self, exc: Corrupt) -> None:
         """A checksum mismatch while running: this copy must not be served or built upon.
@@ -573,6 +622,16 @@ class Server:
             # Our store was emptied for repair: we may have acknowledged entries we no longer
             # hold, so a vote now could elect a leader that lacks a committed entry.
             self.drops.drop("vote_withheld_repairing", f"{m.type.name} from {sender}")
+            return
+        if self._appends_refused and (
+            (m.type is MsgType.APPEND and m.entries) or m.type is MsgType.SNAPSHOT
+        ):
+            # Nearly full: we must not acknowledge entries we may fail to keep. The leader
+            # retries; the rest of the cluster carries on without us meanwhile.
+            self.drops.counts["store_full_append"] += 1
+            return
+        if m.type is MsgType.PROPOSE and self._store_full():
+            self.drops.counts["store_full_propose"] += 1  # forwarded writes: refused too
             return
         if m.type is MsgType.SNAPSHOT:
             assert m.snapshot is not None
@@ -740,9 +799,13 @@ class Server:
             message = f"not proposed: this agent stopped ({self.halted['reason']}): " + str(
                 self.halted["message"]
             )
+            code = wire.ErrorCode.UNAVAILABLE
+            if self.halted["reason"] == "store_full":
+                code = wire.ErrorCode.STORE_FULL
             for _, key in batch:
-                self._fail_waiters(key, wire.ErrorCode.UNAVAILABLE, message, None)
+                self._fail_waiters(key, code, message, None)
             return
+        batch = self._admit_for_space(batch)
         # Group commit: everything that arrived this turn goes to the core now, so it lands in
         # one Ready. Split only to keep each call (and so each forwarded PROPOSE message) under
         # the byte bound of an APPEND.
@@ -767,6 +830,33 @@ class Server:
                 return
             self.counters["proposed"] += end - start
             start = end
+
+    def _admit_for_space(
+        self, batch: list[tuple[bytes, tuple[str, int]]]
+    ) -> list[tuple[bytes, tuple[str, int]]]:
+        """Refuses (store_full) the proposals a nearly full store cannot take; writes that only
+        delete still go, so an app can make room. Every admitted proposal counts against the
+        free space until the next measurement, so one turn cannot overshoot the reserve."""
+        admitted = []
+        for data, key in batch:
+            if self._store_full() and not only_removes(data):
+                space = self._space
+                self._fail_waiters(
+                    key,
+                    wire.ErrorCode.STORE_FULL,
+                    f"agent {self.id}'s store is full: {space.free_bytes} bytes free of "
+                    f"--map-bytes {space.map_bytes} (disk free {space.disk_free_bytes}), below "
+                    f"the reserve {self.config.store_reserve_bytes}; nothing was written. Delete "
+                    "data (writes that only delete are accepted), or restart the agents with a "
+                    "larger --map-bytes or more disk",
+                    None,
+                )
+                continue
+            # An entry costs its log copy, its body's change to records (copy on write) and
+            # its outcome: a few times its size until the store is measured again.
+            self._space_taken += SPACE_PER_ENTRY_BYTES_FACTOR * len(data)
+            admitted.append((data, key))
+        return admitted
 
     def _fail_waiters(
         self, key: tuple[str, int], code: wire.ErrorCode, message: str, leader: str | None
@@ -846,6 +936,7 @@ class Server:
     # -- housekeeping --------------------------------------------------------------------------
 
     def _housekeeping(self, now: float) -> None:
+        self._refresh_space()
         idle_ms = self.config.exit_when_idle_ms
         if idle_ms and (now - self._last_client_frame) * 1000 > idle_ms:
             log.info("no app sent anything for %d ms (--exit-when-idle-ms): exiting", idle_ms)
@@ -904,13 +995,21 @@ class Server:
     def _maybe_compact(self) -> None:
         retain = self.config.log_retain_entries
         base = self.node.first_index - 1
-        if self.applied - base < retain + max(1, retain // 2):
+        if self._store_full() and self.applied > base:
+            # The retained log is the first thing to give up when space runs short: followers
+            # that lag behind it are sent a snapshot instead.
+            upto = self.applied
+        elif self.applied - base < retain + max(1, retain // 2):
             return
-        upto = self.applied - retain
+        else:
+            upto = self.applied - retain
         try:
             meta = self.storage.compact(upto)
         except Corrupt as exc:
             self._halt_damaged(exc)
+            return
+        except lmdb.Error as exc:
+            self._halt_store_full(exc)
             return
         if meta is not None:
             self.node.compact(meta)
@@ -939,6 +1038,13 @@ class Server:
                 "format": FORMAT_VERSION,
                 "record_bytes_max": self.config.record_bytes_max,
                 "repair": self.repair,
+                "map_bytes": self._space.map_bytes,
+                "used_bytes": self._space.used_bytes,
+                "free_bytes": self._space.free_bytes,
+                "disk_free_bytes": self._space.disk_free_bytes,
+                "reserve_bytes": self.config.store_reserve_bytes,
+                "full": self._store_full(),
+                "appends_refused": self._appends_refused,
             },
         )
 

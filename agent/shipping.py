@@ -124,6 +124,11 @@ class Shipping:
             self.drops.drop("snapshot_chunk_bad", f"from {sender}: {exc}")
             self._staging = None
             return
+        except lmdb.Error as exc:
+            # No room to stage it (the map or disk is full): the leader retries later.
+            self.drops.drop("snapshot_chunk_no_room", f"from {sender}: {type(exc).__name__}")
+            self._staging = None
+            return
         except Corrupt as exc:
             # Our own staging record is damaged: start over (the leader sends it again).
             self.drops.drop("snapshot_chunk_bad", f"staging here is damaged: {exc}")

@@ -610,6 +610,27 @@ class StateMachine:
         return None
 
 
+def only_removes(data: bytes) -> bool:
+    """True if a NORMAL entry's payload cannot grow the object table: a session open/close, or
+    a transaction whose ops only delete (del, clear, discard, splice inserting nothing). A
+    full store still accepts these, so an app can make room. Garbage (it would be refused at
+    apply anyway) counts as not removing."""
+    try:
+        payload = parse_payload(data)
+        if payload.kind != "txn":
+            return True
+        _reads, wire_ops = ops.decode_txn(payload.body)
+    except Exception:  # hostile bytes: whatever they raise, they do not qualify
+        return False
+    for op in wire_ops:
+        tag = op[0]
+        if tag == "splice" and op[4]:
+            return False
+        if tag not in ("del", "clear", "discard", "splice"):
+            return False
+    return True
+
+
 def _growth_bytes(op: list[Any]) -> int:
     """An upper bound on the bytes `op` (not "new") adds to its node's record: its values as
     the record encodes them (codec.dumps is the record's encoding of a value), plus headers.

@@ -40,6 +40,7 @@ from typing import Any
 
 import cbor2
 import lmdb
+from superstatic_agent.config import MAP_BYTES_DEFAULT
 from superstatic_agent.payload import event_fields
 from superstatic_agent.raft.membership import apply_change
 from superstatic_agent.raft.types import (
@@ -56,9 +57,6 @@ from superstatic.protocol.errors import LimitExceeded
 
 log = logging.getLogger("superstatic.agent")
 
-# Virtual size of the LMDB map: the most the environment may grow to. LMDB only reserves
-# address space (the file grows as pages are used), so a generous default costs nothing.
-MAP_BYTES_DEFAULT = 4 << 30
 # Named sub-databases in the environment; the layout above uses 10, the rest is headroom.
 DBS_MAX = 16
 # Log entries load() hands to the core on restart. Compaction (server flag
@@ -315,6 +313,17 @@ def read_entry(txn: lmdb.Transaction, dbs: Dbs, index: int) -> Entry | None:
 
 
 # ---------------------------------------------------------------- Storage
+
+
+@dataclass(frozen=True, slots=True)
+class Space:
+    """Room in the store: what the map allows, what the pages of every database use, and
+    what is left (also bounded by the disk under the data file)."""
+
+    map_bytes: int
+    used_bytes: int
+    free_bytes: int
+    disk_free_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -756,6 +765,26 @@ class Storage:
         with self.env.begin() as txn:
             snapshot = read_snapshot_meta(txn, self.dbs)
         return 1 if snapshot is None else snapshot.index + 1
+
+    def space(self) -> Space:
+        """The room left for writes. Pages in use are counted from every database's own
+        statistics (freed pages, on LMDB's free list, are reused by later writes, so they
+        count as free); the map and the disk both bound it: the file may grow to the map size,
+        and only as far as the disk's free space allows."""
+        psize = int(self.env.stat()["psize"])
+        with self.env.begin() as txn:
+            pages = 2  # the two meta pages
+            for db in [None, *(getattr(self.dbs, name.decode()) for name in DB_NAMES)]:
+                stat = self.env.stat() if db is None else txn.stat(db)
+                pages += stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+        used = pages * psize
+        map_bytes = int(self.env.info()["map_size"])
+        data_file = self.path / "data.mdb"
+        file_bytes = os.path.getsize(data_file) if data_file.exists() else 0
+        vfs = os.statvfs(self.path)
+        disk_free = vfs.f_bavail * vfs.f_frsize
+        ceiling = min(map_bytes, file_bytes + disk_free)
+        return Space(map_bytes, used, max(0, ceiling - used), disk_free)
 
     def disk_bytes(self) -> int:
         """Bytes of the data file in use (pages up to the last one written)."""

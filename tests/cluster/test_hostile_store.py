@@ -19,6 +19,7 @@ import pytest
 from superstatic_agent.storage import seal
 from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
 
+import superstatic
 from superstatic.client import oneshot
 from superstatic.protocol import codec, ops, wire
 from superstatic.protocol.errors import ProtocolError
@@ -242,3 +243,53 @@ def test_a_damaged_log_is_sent_again_by_the_leader(cluster: LocalCluster, raw: R
         again.close()
     cluster.wait_until(lambda: inspect(cluster, follower, "l") == [KNOWN, "after"], "after", 30)
     all_alive(cluster)
+
+
+def test_a_full_store_refuses_writes_and_recovers(tmp_path: Path) -> None:
+    """Reproduction 6: lmdb.MapFullError was unhandled: every agent applied the same entry,
+    all crashed at the same index and crash-looped. Now, with a small --map-bytes, the app
+    gets StoreFull (nothing written), every agent stays up and answers reads and STATUS,
+    deletes are still accepted, and writes resume once they made room."""
+    map_bytes = 24 << 20
+    args = ["--map-bytes", str(map_bytes)]
+    with LocalCluster(tmp_path / "agents", size=3, agent_args=args) as cluster:
+        cluster.start()
+        cluster.leader()
+        superstatic.connect(cluster.client_endpoints())
+        try:
+            roots = []
+            refused = None
+            for i in range(200):  # 200 x 200 KB would need far more than 24 MiB
+                try:
+                    root = superstatic.root(f"big{i}", list)
+                    root.append("x" * 200_000)
+                    roots.append(root)
+                except superstatic.StoreFull as exc:
+                    refused = exc
+                    break
+            assert refused is not None, "never refused"
+            assert "full" in str(refused) and "--map-bytes" in str(refused), refused
+            assert len(roots) >= 10, len(roots)
+            all_alive(cluster)
+            for node in cluster.agents:
+                status = cluster.status(node)
+                assert status["halted"] is None, status["halted"]
+                assert status["store"]["map_bytes"] == map_bytes
+            assert any(cluster.status(n)["store"]["full"] for n in cluster.agents)
+            assert roots[0][0] == "x" * 200_000  # local reads
+            assert len(inspect(cluster, cluster.leader(), "big0")[0]) == 200_000
+            # Deleting is accepted while full, and the room comes back.
+            for root in roots:
+                root.clear()
+            cluster.wait_until(
+                lambda: not any(cluster.status(n)["store"]["full"] for n in cluster.agents),
+                "room again on every agent",
+                60,
+            )
+            again = superstatic.root("again", list)
+            again.append("y" * 200_000)
+            superstatic.sync()
+            assert inspect(cluster, cluster.leader(), "again") == ["y" * 200_000]
+            all_alive(cluster)
+        finally:
+            superstatic.close()

@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from superstatic_agent import config as config_module
 from superstatic_agent import statemachine as sm_module
 from superstatic_agent.config import AgentConfig
 from superstatic_agent.server import Server
 from superstatic_agent.storage import POISON_FILE, StartRefused
 from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
 
-from superstatic.protocol import wire
+from superstatic.protocol import ops, wire
+from superstatic.protocol.codec import Ref
 from superstatic.tools.localcluster import free_ports
 
 TIMEOUT_MS = 10_000
@@ -112,3 +114,46 @@ def test_an_entry_apply_cannot_handle_halts_the_agent_and_refuses_a_restart(
         assert again.status()["halted"] is None
     finally:
         again.stop()
+
+
+def test_a_write_that_does_not_fit_halts_writes_not_the_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last resort behind the reserves: with no reserve at all, the write that meets a
+    full map aborts whole; the agent stops writing (STORE_FULL to apps), keeps answering
+    STATUS and reads, and a restart with a larger --map-bytes carries on."""
+    monkeypatch.setattr(config_module, "STORE_RESERVE_DIVISOR", 1 << 40)  # no reserve
+    agent = Agent(tmp_path / "a", map_bytes=config_module.MAP_BYTES_MIN)
+    try:
+        raw = agent.client
+        created = raw.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)
+        assert created["outcome"] == "ok"
+        for i in range(200):
+            body = ops.encode_txn(
+                {},
+                [
+                    ["new", f"n.r{i}", "list", ["x" * 300_000]],
+                    ["set", "@roots", f"r{i}", Ref(f"n.r{i}")],
+                ],
+            )
+            try:
+                assert raw.propose(body, timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+            except AgentError:
+                break
+        status = agent.status()
+        assert status["halted"]["reason"] == "store_full", status["halted"]
+        assert "--map-bytes" in status["halted"]["message"]
+        with pytest.raises(AgentError) as caught:
+            raw.propose(txn_extend("l", ["more"]), timeout_ms=TIMEOUT_MS)
+        assert caught.value.code == wire.ErrorCode.STORE_FULL
+        reply = raw.request(wire.FrameType.INSPECT, {"root": "l"}, timeout_ms=TIMEOUT_MS)
+        assert reply == {"found": True, "value": []}
+    finally:
+        agent.stop()
+    bigger = Agent(tmp_path / "a", map_bytes=4 * config_module.MAP_BYTES_MIN)
+    try:
+        reply = bigger.client.propose(txn_extend("l", ["more"]), timeout_ms=TIMEOUT_MS)
+        assert reply["outcome"] == "ok"
+        assert bigger.status()["halted"] is None
+    finally:
+        bigger.stop()

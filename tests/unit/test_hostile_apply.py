@@ -19,7 +19,7 @@ from superstatic_agent import statemachine as sm_module
 from superstatic_agent.payload import Payload, encode_payload, parse_payload
 from superstatic_agent.raft.types import Entry, EntryKind
 from superstatic_agent.sessions import decode_session
-from superstatic_agent.statemachine import ApplyFailed, StateMachine, stage_chunk
+from superstatic_agent.statemachine import ApplyFailed, StateMachine, only_removes, stage_chunk
 from superstatic_agent.storage import (
     DBS_MAX,
     POISON_FILE,
@@ -233,3 +233,21 @@ def test_poison_marker_refuses_a_restart_below_its_entry(tmp_path: Path) -> None
     (tmp_path / POISON_FILE).write_text("garbage")
     with pytest.raises(StartRefused, match="cannot be read"):
         check_poison_marker(tmp_path, 100)
+
+
+def test_only_removes_tells_the_writes_a_full_store_still_takes() -> None:
+    def payload(kind: str, wire_ops: list[Any]) -> bytes:
+        body = ops.encode_txn({}, wire_ops) if kind == "txn" else b""
+        return encode_payload(Payload(kind, "c", 1, 0, 1, body))
+
+    assert only_removes(payload("open", []))
+    assert only_removes(payload("close", []))
+    assert only_removes(payload("txn", [["del", "c.1", "k"], ["clear", "c.2"]]))
+    assert only_removes(payload("txn", [["discard", "c.3", [1]], ["splice", "c.4", 0, 9, []]]))
+    assert not only_removes(payload("txn", [["del", "c.1", "k"], ["set", "c.1", "k", 1]]))
+    assert not only_removes(payload("txn", [["splice", "c.4", 0, 1, ["x"]]]))
+    assert not only_removes(payload("txn", [["new", "c.5", "list", []]]))
+    assert not only_removes(b"\xff garbage")
+    assert not only_removes(
+        encode_payload(Payload("txn", "c", 1, 0, 1, HOSTILE_BODIES["read version far below zero"]))
+    )
