@@ -741,6 +741,7 @@ class Storage:
                     outcomes.delete()
             meta = SnapshotMeta(index=upto_index, term=term, conf=conf)
             record_put(txn, self.dbs.meta, KEY_SNAP, encode_snapshot_meta(meta))
+        self.nudge()  # the deleted entries' pages become reusable by the very next write
         if self.fsync:
             self.sync()
         return meta
@@ -765,6 +766,14 @@ class Storage:
         with self.env.begin() as txn:
             snapshot = read_snapshot_meta(txn, self.dbs)
         return 1 if snapshot is None else snapshot.index + 1
+
+    def nudge(self) -> None:
+        """Commits an (almost) empty write transaction. LMDB reuses pages freed by a write only
+        from the second write after it (the last committed snapshot still holds them), so a
+        write right after a large deletion (compaction) could find the map full although half
+        of it is free; one more commit makes those pages reusable at once."""
+        with self.env.begin(write=True) as txn:
+            record_put(txn, self.dbs.meta, KEY_FORMAT, cbor2.dumps(FORMAT_VERSION))
 
     def space(self) -> Space:
         """The room left for writes. Pages in use are counted from every database's own
