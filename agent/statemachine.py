@@ -163,12 +163,16 @@ class _Node:
 
 
 _MISSING = object()
-# Decoded nodes held by one apply batch; beyond it the batch writes them out and starts over
-# before its next entry (bounded memory for a batch of transactions touching many nodes).
+# Decoded nodes held by one apply batch; beyond it (or beyond node_cache_bytes_max of their
+# records) the batch writes them out and starts over before its next entry: bounded memory
+# for a batch of transactions touching many nodes.
 NODES_CACHED_MAX = 200_000
-# Decoded nodes kept from one batch to the next (the hot ones: a batch touching more drops
-# them all): saves decoding a big, often-written container on every Ready.
+# Decoded nodes kept from one batch to the next (the hot ones: a batch touching more, or more
+# than node_cache_bytes_max of records, drops them all): saves decoding a big, often-written
+# container on every Ready.
 NODES_KEPT_MAX = 4_096
+# Default of the agent's --node-cache-bytes-max: records' bytes the decoded nodes may stand for.
+NODE_CACHE_BYTES_MAX_DEFAULT = 64 << 20
 
 
 class _NodeCache:
@@ -180,6 +184,9 @@ class _NodeCache:
         self._nodes: dict[str, _Node | None] = {}
         self._dirty: set[str] = set()
         self._created = 0  # nodes created in this batch and not flushed yet
+        # Sum of the cached nodes' size bounds: their records' bytes, which is what bounds the
+        # cache's memory (docs/agent.md: decoded, a node takes a few times its record).
+        self._bytes = 0
 
     def get(self, txn: lmdb.Transaction, oid: str) -> _Node | None:
         node = self._nodes.get(oid, _MISSING)
@@ -191,8 +198,18 @@ class _NodeCache:
                 version, kind, contents = self._record(oid, raw)
                 container, class_name = ops.container_from(kind, contents)
                 node = _Node(version, kind, container, class_name, len(raw) + VERSION_GROWTH_BYTES)
+                self._bytes += node.size_bytes
             self._nodes[oid] = node
         return node  # type: ignore[return-value]
+
+    def version(self, txn: lmdb.Transaction, oid: str) -> int:
+        """A node's version (0: absent) without decoding a node that is not cached: a read
+        version check must not cost (in time or memory) the node's whole contents."""
+        node = self._nodes.get(oid, _MISSING)
+        if node is not _MISSING:
+            return 0 if node is None else node.version  # type: ignore[union-attr]
+        raw = record_get(txn, self._db, "objects", oid.encode())
+        return 0 if raw is None else record_version(oid, raw)
 
     def exists(self, txn: lmdb.Transaction, oid: str) -> bool:
         node = self._nodes.get(oid, _MISSING)
@@ -204,9 +221,13 @@ class _NodeCache:
         return int(txn.stat(self._db)["entries"]) + self._created
 
     def put(self, oid: str, node: _Node) -> None:
-        if self._nodes.get(oid) is None:
+        old = self._nodes.get(oid)
+        if old is None:
             self._created += 1
+        else:
+            self._bytes -= old.size_bytes
         self._nodes[oid] = node
+        self._bytes += node.size_bytes
         self._dirty.add(oid)
 
     def flush(self, txn: lmdb.Transaction) -> None:
@@ -215,22 +236,32 @@ class _NodeCache:
             assert node is not None, oid
             record = ops.encode_node(node.version, node.kind, node.container, node.class_name)
             record_put(txn, self._db, oid.encode(), record)
+            exact = len(record) + VERSION_GROWTH_BYTES  # encoded anyway: the bound tightens
+            assert exact <= node.size_bytes, ("a record outgrew its size bound", oid)
+            self._bytes += exact - node.size_bytes
+            node.size_bytes = exact
         self._dirty.clear()
         self._created = 0
 
     def forget(self, oids: Iterable[str]) -> None:
         """Nodes deleted from LMDB (collected): the cache must not resurrect them."""
         for oid in oids:
-            self._nodes.pop(oid, None)
+            node = self._nodes.pop(oid, None)
+            if node is not None:
+                self._bytes -= node.size_bytes
             assert oid not in self._dirty, oid
 
     def size(self) -> int:
         return len(self._nodes)
 
+    def bytes(self) -> int:
+        return self._bytes
+
     def clear(self) -> None:
         self._nodes.clear()
         self._dirty.clear()
         self._created = 0
+        self._bytes = 0
 
 
 def _copy_container(container: Any) -> Any:
@@ -251,12 +282,15 @@ class StateMachine:
         session_ttl_ms: int = SESSION_TTL_MS_DEFAULT,
         gc_threshold: int = GC_THRESHOLD_DEFAULT,
         record_bytes_max: int = RECORD_BYTES_MAX_DEFAULT,
+        node_cache_bytes_max: int = NODE_CACHE_BYTES_MAX_DEFAULT,
     ) -> None:
         assert session_ttl_ms >= 1 and gc_threshold >= 1, (session_ttl_ms, gc_threshold)
         room = wire.FRAME_BYTES_MAX - CLIENT_FRAME_ENVELOPE_BYTES
         assert 1 <= record_bytes_max <= room, record_bytes_max
         self.env = env
         self.record_bytes_max = record_bytes_max
+        assert node_cache_bytes_max >= 1, node_cache_bytes_max
+        self.node_cache_bytes_max = node_cache_bytes_max
         self.dbs: Dbs = open_dbs(env)
         self.session_ttl_ms = session_ttl_ms
         self.gc_threshold = gc_threshold
@@ -288,7 +322,8 @@ class StateMachine:
         try:
             results = []
             for entry in entries:
-                if self._nodes.size() >= NODES_CACHED_MAX:
+                cache = self._nodes
+                if cache.size() >= NODES_CACHED_MAX or cache.bytes() > self.node_cache_bytes_max:
                     # Between entries (never inside one): bounded memory for a batch that
                     # touches very many nodes.
                     self._nodes.flush(txn)
@@ -298,7 +333,7 @@ class StateMachine:
         except BaseException:
             self._nodes.clear()
             raise
-        if self._nodes.size() > NODES_KEPT_MAX:
+        if self._nodes.size() > NODES_KEPT_MAX or self._nodes.bytes() > self.node_cache_bytes_max:
             self._nodes.clear()
         self._nodes_at = entries[-1].index if entries else applied
         return results
@@ -430,8 +465,7 @@ class StateMachine:
             raise _Rejected("error", f"bad transaction body: {type(exc).__name__}") from None
         cache = self._nodes
         for oid, version in reads.items():
-            node = cache.get(txn, oid)
-            current = 0 if node is None else node.version
+            current = cache.version(txn, oid)
             if current != version:
                 raise _Rejected(
                     "conflict", f"{oid} is at version {current}, the transaction read {version}"
@@ -608,6 +642,19 @@ class StateMachine:
             if key == root_name:
                 return _JsonWalk(txn, self.dbs.objects, self._record).value(value, 0)
         return None
+
+
+def record_version(oid: str, record: bytes) -> int:
+    """The version of a node record, read from its first bytes: CBOR [version, kind, contents]
+    starts 0x83 then the version as an unsigned int (1 to 9 bytes)."""
+    head = record[1] if len(record) > 1 else 0xFF
+    if record[:1] != b"\x83" or head >> 5 != 0 or (head & 0x1F) > 27:
+        raise AssertionError(f"stored record of {oid} is invalid: no version")
+    info = head & 0x1F
+    if info < 24:
+        return info
+    width = 1 << (info - 24)  # 24..27: 1, 2, 4 or 8 bytes follow
+    return int.from_bytes(record[2 : 2 + width], "big")
 
 
 def only_removes(data: bytes) -> bool:
