@@ -89,6 +89,14 @@ def parser() -> argparse.ArgumentParser:
         help="off is a BENCHMARK option: a power loss may lose acknowledged writes",
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default=_default("log_level"))
+    for flag, what in (
+        ("--events-cache-bytes-max", "applied events kept in memory for subscribers"),
+        ("--node-cache-bytes-max", "record bytes the state machine keeps decoded"),
+        ("--log-retain-bytes", "applied log bytes kept (held in memory) before compacting"),
+        ("--subscriber-backlog-bytes-max", "stream bytes an app may leave unacknowledged"),
+        ("--subscriber-stall-ms", "a subscriber whose backlog stayed full this long is dropped"),
+    ):
+        p.add_argument(flag, type=int, default=_default(flag[2:].replace("-", "_")), help=what)
     p.add_argument(
         "--map-bytes",
         type=int,
@@ -133,6 +141,11 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         exit_when_idle_ms=args.exit_when_idle_ms,
         record_bytes_max=args.record_bytes_max,
         map_bytes=args.map_bytes,
+        events_cache_bytes_max=args.events_cache_bytes_max,
+        node_cache_bytes_max=args.node_cache_bytes_max,
+        log_retain_bytes=args.log_retain_bytes,
+        subscriber_backlog_bytes_max=args.subscriber_backlog_bytes_max,
+        subscriber_stall_ms=args.subscriber_stall_ms,
     )
 
 

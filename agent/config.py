@@ -79,6 +79,19 @@ class AgentConfig:
     # value: it decides outcomes (like session_ttl_ms). Bounded so one record always fits a
     # client frame (wire.FRAME_BYTES_MAX less room for the frame around it).
     record_bytes_max: int = 8 << 20
+    # -- Memory in bytes (docs/agent.md, "Memory": the worst case as a formula of these) --
+    # Applied events kept in memory to feed subscribers (older ones are read from LMDB).
+    events_cache_bytes_max: int = 32 << 20
+    # Records' bytes the state machine keeps decoded between and within apply batches.
+    node_cache_bytes_max: int = 64 << 20
+    # Applied log entries' bytes kept (beside log_retain_entries): the Raft core holds the
+    # retained log in memory, so this bounds it (compaction keeps 1 to 1.5 times it).
+    log_retain_bytes: int = 128 << 20
+    # Stream bytes sent to one app and not yet acknowledged by it (its PINGs carry what it
+    # received): nothing more goes to its queues past this.
+    subscriber_backlog_bytes_max: int = 16 << 20
+    # A subscriber whose backlog stayed full (no acknowledgement) this long is dropped.
+    subscriber_stall_ms: int = 15_000
     # LMDB map size: the ceiling on the data file (--map-bytes). Below STORE_RESERVE_DIVISOR of
     # it free, writes are refused (StoreFull); see docs/agent.md, "A full store".
     map_bytes: int = MAP_BYTES_DEFAULT
@@ -119,6 +132,11 @@ class AgentConfig:
             "stream_frames_per_turn_max": self.stream_frames_per_turn_max,
             "snapshot_chunk_bytes_max": self.snapshot_chunk_bytes_max,
             "record_bytes_max": self.record_bytes_max,
+            "events_cache_bytes_max": self.events_cache_bytes_max,
+            "node_cache_bytes_max": self.node_cache_bytes_max,
+            "log_retain_bytes": self.log_retain_bytes,
+            "subscriber_backlog_bytes_max": self.subscriber_backlog_bytes_max,
+            "subscriber_stall_ms": self.subscriber_stall_ms,
         }
         for name, value in positive.items():
             if value < 1:

@@ -14,6 +14,7 @@ each, hands it what it needs, and calls it from the loop.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -21,6 +22,7 @@ import random
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +125,7 @@ class Server:
             self.storage.env,
             session_ttl_ms=config.session_ttl_ms,
             record_bytes_max=config.record_bytes_max,
+            node_cache_bytes_max=config.node_cache_bytes_max,
         )
         loaded = self.storage.load()
         try:
@@ -151,6 +154,15 @@ class Server:
             applied=loaded.applied,
         )
         self.applied = self.node.applied
+        # Bytes of the applied entries the log (and so the core's memory) still holds, as a
+        # running total per index from the log's first: compaction keeps it near
+        # --log-retain-bytes (docs/agent.md, "Memory").
+        self._log_bytes: deque[int] = deque()  # cumulative bytes of entries first.. applied
+        self._log_bytes_base = 0  # cumulative bytes before the first of them
+        first = self.node.first_index
+        if self.applied >= first:
+            for entry in self.node.entries_between(first, self.applied):
+                self._note_applied_bytes(len(entry.data))
         # After a repair that emptied the store: no vote until this index applied again here.
         self._repair_until = self.storage.repair_until()
         if self.repair is not None:
@@ -299,7 +311,7 @@ class Server:
         self.streams.clear_body_cache()
         if self.halted is None:
             self.shipping.pump()
-        self.streams.pump(self.applied)
+        self.streams.pump(self.applied, now)
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_MS / 1000.0
             self._housekeeping(now)
@@ -375,7 +387,7 @@ class Server:
             or conf is not None
         ):
             try:
-                self.storage.write(ready, apply if committed else None, conf=conf)
+                self._write_ready(ready, apply if committed else None, conf)
             except ApplyFailed as exc:
                 self._halt_poisoned(exc)
                 return
@@ -399,6 +411,8 @@ class Server:
             self._after_snapshot_install(ready.snapshot)
         if results:
             assert results[0].index == self.applied + 1, (results[0].index, self.applied)
+            for entry in committed:
+                self._note_applied_bytes(len(entry.data))
             self.applied = results[-1].index
             self.counters["applied"] += len(results)
             self.streams.record_events(results)
@@ -431,6 +445,20 @@ class Server:
         log.critical("%s", message, exc_info=exc.cause)
         write_poison_marker(self.config.data_dir, exc.index, exc.term, message)
         self._halt("poisoned", message, index=exc.index, term=exc.term)
+
+    def _write_ready(
+        self, ready: Ready, apply: Callable[[lmdb.Transaction], None] | None, conf: ConfState | None
+    ) -> None:
+        """storage.write, tried once more when the map is full: the pages the previous write
+        freed become reusable after one more commit (Storage.nudge), which is often all a
+        write just after a compaction lacks. The failed attempt left nothing behind (one
+        aborted transaction; the state machine drops its cache on any exception)."""
+        try:
+            self.storage.write(ready, apply, conf=conf)
+        except lmdb.MapFullError:
+            log.warning("the store's map is full: retrying the write once pages freed are reused")
+            self.storage.nudge()
+            self.storage.write(ready, apply, conf=conf)
 
     def _halt_store_full(self, exc: lmdb.Error) -> None:
         space = self.storage.space()
@@ -521,8 +549,17 @@ class Server:
         hs = ready.hard_state
         return hs is None or (hs.term, hs.vote) == self.storage.term_vote_durable
 
+    def _note_applied_bytes(self, size: int) -> None:
+        last = self._log_bytes[-1] if self._log_bytes else self._log_bytes_base
+        self._log_bytes.append(last + size)
+
+    def _log_retained_bytes(self) -> int:
+        return (self._log_bytes[-1] - self._log_bytes_base) if self._log_bytes else 0
+
     def _after_snapshot_install(self, meta: SnapshotMeta) -> None:
         log.info("installed snapshot at index %d (term %d)", meta.index, meta.term)
+        self._log_bytes.clear()  # the log restarts after the snapshot
+        self._log_bytes_base = 0
         self.applied = meta.index
         self.shipping.installed()
         self.streams.snapshot_installed(meta.index)
@@ -631,8 +668,14 @@ class Server:
             self.drops.counts["store_full_append"] += 1
             return
         if m.type is MsgType.PROPOSE and self._store_full():
-            self.drops.counts["store_full_propose"] += 1  # forwarded writes: refused too
-            return
+            # Forwarded writes are refused too, but for those that only delete (they make
+            # room). The proposer learns a refused one's fate by its timeout (unavailable).
+            kept = tuple(e for e in m.entries if only_removes(e.data))
+            if len(kept) < len(m.entries):
+                self.drops.counts["store_full_propose"] += len(m.entries) - len(kept)
+                if not kept:
+                    return
+                m = dataclasses.replace(m, entries=kept)
         if m.type is MsgType.SNAPSHOT:
             assert m.snapshot is not None
             if not self.shipping.staged_for(m):
@@ -707,6 +750,7 @@ class Server:
         if t is wire.FrameType.PROPOSE:
             self._on_propose(identity, frame, now)
         elif t is wire.FrameType.PING:
+            self.streams.ack(identity, frame.body, now)  # {"stream": [req_id, bytes]}
             self._reply(identity, frame.req_id, {})
         elif t is wire.FrameType.READ_INDEX:
             if len(self._reads_new) + self._reads_waiting() >= self.config.reads_waiting_max:
@@ -994,15 +1038,22 @@ class Server:
 
     def _maybe_compact(self) -> None:
         retain = self.config.log_retain_entries
+        retain_bytes = self.config.log_retain_bytes
         base = self.node.first_index - 1
-        if self._store_full() and self.applied > base:
-            # The retained log is the first thing to give up when space runs short: followers
-            # that lag behind it are sent a snapshot instead.
+        low = self._space.free_bytes < 2 * self.config.store_reserve_bytes
+        if low and self.applied > base:
+            # The retained log is the first thing to give up when space runs short (before
+            # writes are refused at the reserve): followers that lag behind it are sent a
+            # snapshot instead.
             upto = self.applied
-        elif self.applied - base < retain + max(1, retain // 2):
-            return
-        else:
+        elif self.applied - base >= retain + max(1, retain // 2):
             upto = self.applied - retain
+        elif self._log_retained_bytes() >= retain_bytes + retain_bytes // 2:
+            # Bytes, not only entries: the core holds the log in memory. Keep the newest
+            # entries that fit log_retain_bytes (at least one compaction's worth goes).
+            upto = self.applied - self._entries_within(retain_bytes)
+        else:
+            return
         try:
             meta = self.storage.compact(upto)
         except Corrupt as exc:
@@ -1013,7 +1064,20 @@ class Server:
             return
         if meta is not None:
             self.node.compact(meta)
+            dropped = min(len(self._log_bytes), meta.index - base)
+            for _ in range(dropped):
+                self._log_bytes_base = self._log_bytes.popleft()
             log.info("compacted the log up to index %d", meta.index)
+
+    def _entries_within(self, size_bytes: int) -> int:
+        """How many of the newest applied entries fit in size_bytes."""
+        total = self._log_bytes[-1] if self._log_bytes else self._log_bytes_base
+        count = 0
+        for cumulative in reversed(self._log_bytes):
+            if total - cumulative > size_bytes:
+                break
+            count += 1
+        return max(0, count - 1)
 
     # -- status --------------------------------------------------------------------------------
 

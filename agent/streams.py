@@ -24,8 +24,13 @@ from superstatic.protocol.errors import LimitExceeded
 
 log = logging.getLogger("superstatic.agent")
 
-# Applied events kept in memory so live subscribers are fed without reading LMDB.
+# Applied events kept in memory so live subscribers are fed without reading LMDB (and at
+# most --events-cache-bytes-max of them, counted by event_bytes).
 EVENTS_CACHE_ENTRIES_MAX = 20_000
+# Bytes an event is counted for beyond its body and collected ids: the tuple and its fields.
+EVENT_OVERHEAD_BYTES = 200
+# Bytes a collected id is counted for in memory (the str object and its slot).
+COLLECTED_ID_BYTES = 80
 # Object-table snapshots streamed at once: each pins one LMDB read transaction (reader slot).
 SNAPSHOT_STREAMS_MAX = 16
 
@@ -49,6 +54,16 @@ class Subscriber:
     streamed: bool = False  # sent at least one frame (a later gap is "lagging", not a restart)
     pending_frame: bytes | None = None  # built but not yet accepted by the socket
     pending_next: int = 0  # next_index once pending_frame is sent
+    # Flow control (docs/agent.md, "Subscriber backlog"): bytes of stream frames handed to
+    # the socket, and how many of them the app said it received (its PINGs carry
+    # {"stream": [req_id, bytes]}). Their difference sits in queues on the app's way: at most
+    # subscriber_backlog_bytes_max of it.
+    sent_bytes: int = 0
+    acked_bytes: int = 0
+    # Unacknowledged bytes of the stream this one replaced on the same connection (ahead in
+    # the same FIFO queue): forgiven at this stream's first acknowledgement.
+    earlier_bytes: int = 0
+    stalled_since: float | None = None  # backlog full since (None: flowing)
 
 
 class Streams:
@@ -71,9 +86,11 @@ class Streams:
         self._error = error
         self._subscribers: dict[bytes, Subscriber] = {}
         self._snapshot_streams = 0
-        # Recent events: _recent[i] is the event at index _recent_first + i (contiguous).
+        # Recent events: _recent[i] is the event at index _recent_first + i (contiguous);
+        # _recent_bytes is the sum of their event_bytes.
         self._recent: list[Event] = []
         self._recent_first = applied + 1
+        self._recent_bytes = 0
         self._body_cache: dict[tuple[int, int], bytes] = {}
 
     def count(self) -> int:
@@ -84,7 +101,9 @@ class Streams:
     def on_subscribe(self, identity: bytes, frame: wire.Frame, now: float) -> None:
         start = wire.field_int(frame, "from", minimum=0, maximum=peer_codec.INDEX_MAX)
         old = self._subscribers.get(identity)
+        earlier = 0
         if old is not None:
+            earlier = old.earlier_bytes + old.sent_bytes - old.acked_bytes
             self.drop(old)  # one stream per app connection: the new one wins
         if len(self._subscribers) >= self.config.subscribers_max:
             self._error(
@@ -96,12 +115,28 @@ class Streams:
             return
         sub = Subscriber(identity, frame.req_id, start + 1, now)
         sub.needs_snapshot = start == 0
+        sub.earlier_bytes = earlier
         self._subscribers[identity] = sub
 
     def unsubscribe(self, identity: bytes) -> None:
         sub = self._subscribers.get(identity)
         if sub is not None:
             self.drop(sub)
+
+    def ack(self, identity: bytes, body: Any, now: float) -> None:
+        """A PING's {"stream": [req_id, bytes]}: the app received that many bytes of stream
+        frames of its subscription req_id. Anything else (older apps, garbage) is ignored."""
+        sub = self._subscribers.get(identity)
+        stream = body.get("stream") if type(body) is dict else None
+        if sub is None or type(stream) is not list or len(stream) != 2:
+            return
+        req_id, received = stream
+        if req_id != sub.req_id or type(received) is not int:
+            return
+        if sub.acked_bytes < received <= sub.sent_bytes:
+            sub.acked_bytes = received
+            sub.earlier_bytes = 0  # FIFO: whatever preceded these frames was read too
+            sub.stalled_since = None
 
     def touch(self, identity: bytes, now: float) -> None:
         """Any frame from the app counts as a sign of life for its stream."""
@@ -113,15 +148,16 @@ class Streams:
 
     def has_work(self, applied: int) -> bool:
         for sub in self._subscribers.values():
-            if sub.pending_frame is not None:
-                continue  # the app's queue was full: retried at the next tick, not in a spin
+            if sub.pending_frame is not None or sub.stalled_since is not None:
+                continue  # the app's queue or backlog was full: retried at the next tick
             if sub.snapshot_nodes is not None or sub.next_index <= applied:
                 return True
             if sub.needs_snapshot and self._snapshot_streams < SNAPSHOT_STREAMS_MAX:
                 return True
         return False
 
-    def pump(self, applied: int) -> None:
+    def pump(self, applied: int, now: float) -> None:
+        backlog_max = self.config.subscriber_backlog_bytes_max
         for sub in list(self._subscribers.values()):
             for _ in range(self.config.stream_frames_per_turn_max):
                 try:
@@ -151,12 +187,21 @@ class Streams:
                     self.drop(sub)
                     break
                 assert sub.pending_frame is not None
+                frame_bytes_ = len(sub.pending_frame)
+                backlog = sub.earlier_bytes + sub.sent_bytes - sub.acked_bytes
+                if backlog and backlog + frame_bytes_ > backlog_max:
+                    # The app has not confirmed enough of what it was sent: nothing more goes
+                    # into its queues (a frame larger than the bound goes alone).
+                    if sub.stalled_since is None:
+                        sub.stalled_since = now
+                    break
                 result = self.clients.send(sub.identity, sub.pending_frame)
                 if result == "full":
                     break  # the app reads slower than we write: try again next turn
                 if result == "gone":
                     self.drop(sub)
                     break
+                sub.sent_bytes += frame_bytes_
                 sub.pending_frame = None
                 sub.next_index = sub.pending_next
                 sub.streamed = True
@@ -262,35 +307,68 @@ class Streams:
             self._recent_first = results[0].index
         assert self._recent_first + len(self._recent) == results[0].index
         for applied in results:
-            self._recent.append(
-                (
-                    applied.index,
-                    applied.client,
-                    applied.seq,
-                    applied.outcome,
-                    applied.body,
-                    tuple(applied.collected),
-                )
+            event: Event = (
+                applied.index,
+                applied.client,
+                applied.seq,
+                applied.outcome,
+                applied.body,
+                tuple(applied.collected),
             )
+            self._recent.append(event)
+            self._recent_bytes += event_bytes(event)
         excess = len(self._recent) - EVENTS_CACHE_ENTRIES_MAX
-        if excess > EVENTS_CACHE_ENTRIES_MAX // 2:
-            # Trim in bulk so the cost per event stays constant.
-            del self._recent[:excess]
-            self._recent_first += excess
+        bytes_max = self.config.events_cache_bytes_max
+        if excess > EVENTS_CACHE_ENTRIES_MAX // 2 or self._recent_bytes > bytes_max:
+            # Trim in bulk (to three quarters of either bound) so the cost per event stays
+            # constant; older events are read from LMDB when a subscriber needs them.
+            keep_bytes = bytes_max * 3 // 4
+            cut = max(0, len(self._recent) - EVENTS_CACHE_ENTRIES_MAX * 3 // 4)
+            trimmed = sum(event_bytes(e) for e in self._recent[:cut])
+            while cut < len(self._recent) and self._recent_bytes - trimmed > keep_bytes:
+                trimmed += event_bytes(self._recent[cut])
+                cut += 1
+            del self._recent[:cut]
+            self._recent_first += cut
+            self._recent_bytes -= trimmed
 
     def snapshot_installed(self, index: int) -> None:
         # Events before the snapshot are gone from this agent: subscribers behind it need one.
         self._recent = []
         self._recent_first = index + 1
+        self._recent_bytes = 0
 
     # -- ending streams ------------------------------------------------------------------------
 
     def drop_silent(self, now: float) -> None:
         silence_s = self.config.subscriber_silence_ms / 1000.0
+        stall_s = self.config.subscriber_stall_ms / 1000.0
         for sub in list(self._subscribers.values()):
             if now - sub.last_seen > silence_s:
                 log.info("dropping a subscriber silent for %.1f s", now - sub.last_seen)
                 self.drop(sub)
+            elif sub.stalled_since is not None and now - sub.stalled_since > stall_s:
+                # It does not read (or does not say so): drop it, and with it the frames it
+                # would have been sent. What it was sent waits in its queue, bounded.
+                backlog = sub.earlier_bytes + sub.sent_bytes - sub.acked_bytes
+                log.info("dropping a subscriber that left %d bytes unread for %.1f s", backlog,
+                         now - sub.stalled_since)  # fmt: skip
+                self._error(
+                    sub.identity,
+                    sub.req_id,
+                    wire.ErrorCode.LAGGING,
+                    f"your stream left {backlog} bytes unacknowledged for over "
+                    f"subscriber_stall_ms={self.config.subscriber_stall_ms} "
+                    f"(subscriber_backlog_bytes_max={self.config.subscriber_backlog_bytes_max}): "
+                    "read your stream and acknowledge it in PING {'stream': [req_id, bytes]}; "
+                    "resubscribe from your applied index",
+                )
+                self.drop(sub)
+
+    def memory_bytes(self) -> int:
+        """What the streams hold besides their queues: the cached events and built frames."""
+        pending = sum(len(s.pending_frame or b"") for s in self._subscribers.values())
+        return self._recent_bytes + pending + sum(len(b) for b in self._body_cache.values())
 
     def drop(self, sub: Subscriber) -> None:
         self._subscribers.pop(sub.identity, None)
@@ -304,6 +382,12 @@ class Streams:
     def close(self) -> None:
         for sub in list(self._subscribers.values()):
             self.drop(sub)
+
+
+def event_bytes(event: Event) -> int:
+    """What an event costs held in memory (its body, its collected ids, the tuple)."""
+    body = event[4]
+    return EVENT_OVERHEAD_BYTES + (len(body) if body else 0) + COLLECTED_ID_BYTES * len(event[5])
 
 
 def frame_bytes(frame_type: wire.FrameType, req_id: int, body: bytes) -> bytes:

@@ -63,6 +63,10 @@ TIMEOUT_MS_AGENT_SILENCE_DEFAULT = 4_000
 # A PROPOSE or READ_INDEX with no answer from a live agent for this long is sent again (same
 # seq): the agent may have lost it (forwarded to a leader that died before appending it).
 TIMEOUT_MS_RESEND_DEFAULT = 5_000
+# Stream bytes received after which a PING acknowledges them at once (besides the timer):
+# well under the agent's subscriber_backlog_bytes_max (16 MiB), so a fast stream never waits.
+STREAM_ACK_BYTES = 2 << 20
+_STREAM_FRAMES = frozenset({wire.FrameType.EVENTS, wire.FrameType.SNAPSHOT})
 # PING cadence: liveness of the agent (and, for the embedded agent, proof that an app is alive).
 PING_INTERVAL_MS_DEFAULT = 500
 # Requests queued or in flight. The agent's session record keeps at most SESSION_SEQS_MAX
@@ -412,6 +416,10 @@ class _IoState:
         self.connected = False
         self.hello_req = 0
         self.sub_req = 0
+        # Bytes of stream frames received for sub_req, and as last acknowledged in a PING:
+        # the agent sends a subscriber only so much unacknowledged (its backlog bound).
+        self.stream_bytes = 0
+        self.stream_bytes_acked = 0
         self.session_ttl_ms = 60_000
         self.last_rx = 0.0
         self.last_ping = 0.0
@@ -556,6 +564,7 @@ class _IoState:
         self.feeder.begin()
         self.last_stream = time.monotonic()
         applied = self.conn.replica.applied_index
+        self.stream_bytes = self.stream_bytes_acked = 0
         self.sub_req = self.send(wire.FrameType.SUBSCRIBE, {"from": applied}) or 0
 
     def resubscribe(self, reason: str) -> None:
@@ -588,6 +597,8 @@ class _IoState:
             self.last_rx = time.monotonic()
             try:
                 frame = wire.decode(data, wire.AGENT_TO_CLIENT)
+                if frame.req_id == self.sub_req and frame.type in _STREAM_FRAMES:
+                    self.stream_bytes += len(data)
                 self.on_frame(frame)
             except (ProtocolError, StreamGap) as exc:
                 if isinstance(exc, ProtocolError):
@@ -597,6 +608,8 @@ class _IoState:
             self.last_rx = time.monotonic()
             if self.sock is not sock:
                 return  # failed over while handling a frame
+            if self.stream_bytes - self.stream_bytes_acked >= STREAM_ACK_BYTES:
+                self.ping()  # acknowledge early: a fast stream must not wait for the timer
 
     def on_frame(self, frame: wire.Frame) -> None:
         ftype, req_id = frame.type, frame.req_id
@@ -718,10 +731,8 @@ class _IoState:
             return
         if self.sub_req == 0:
             self.subscribe()  # the first attempt could not go out
-        if now - self.last_ping >= conn.ping_interval_ms / 1000 and (
-            self.send(wire.FrameType.PING, {}) is not None
-        ):
-            self.last_ping = now
+        if now - self.last_ping >= conn.ping_interval_ms / 1000:
+            self.ping()
         self.check_stream(now)
         self.keep_session_alive(now)
         resend_s = conn.timeout_ms_resend / 1000
@@ -730,6 +741,13 @@ class _IoState:
                 request.send_at = now  # no answer from a live agent: try again, same seq
             if request.send_at <= now:
                 self.send_request(request, now)
+
+    def ping(self) -> None:
+        """Liveness, and the acknowledgement of the stream bytes received so far."""
+        body = {"stream": [self.sub_req, self.stream_bytes]} if self.sub_req else {}
+        if self.send(wire.FrameType.PING, body) is not None:
+            self.last_ping = time.monotonic()
+            self.stream_bytes_acked = self.stream_bytes
 
     def check_stream(self, now: float) -> None:
         with self.conn._applied:
