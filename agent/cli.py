@@ -95,6 +95,7 @@ def parser() -> argparse.ArgumentParser:
         ("--log-retain-bytes", "applied log bytes kept (held in memory) before compacting"),
         ("--subscriber-backlog-bytes-max", "stream bytes an app may leave unacknowledged"),
         ("--subscriber-stall-ms", "a subscriber whose backlog stayed full this long is dropped"),
+        ("--proposals-waiting-bytes-max", "bytes of PROPOSEs waiting to apply here"),
     ):
         p.add_argument(flag, type=int, default=_default(flag[2:].replace("-", "_")), help=what)
     p.add_argument(
@@ -146,6 +147,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         log_retain_bytes=args.log_retain_bytes,
         subscriber_backlog_bytes_max=args.subscriber_backlog_bytes_max,
         subscriber_stall_ms=args.subscriber_stall_ms,
+        proposals_waiting_bytes_max=args.proposals_waiting_bytes_max,
     )
 
 

@@ -82,16 +82,20 @@ class AgentConfig:
     # -- Memory in bytes (docs/agent.md, "Memory": the worst case as a formula of these) --
     # Applied events kept in memory to feed subscribers (older ones are read from LMDB).
     events_cache_bytes_max: int = 32 << 20
-    # Records' bytes the state machine keeps decoded between and within apply batches.
-    node_cache_bytes_max: int = 64 << 20
+    # Records' bytes the state machine keeps decoded between and within apply batches
+    # (decoded they take up to DECODED_NODE_FACTOR times that).
+    node_cache_bytes_max: int = 16 << 20
     # Applied log entries' bytes kept (beside log_retain_entries): the Raft core holds the
     # retained log in memory, so this bounds it (compaction keeps 1 to 1.5 times it).
     log_retain_bytes: int = 128 << 20
     # Stream bytes sent to one app and not yet acknowledged by it (its PINGs carry what it
     # received): nothing more goes to its queues past this.
-    subscriber_backlog_bytes_max: int = 16 << 20
+    subscriber_backlog_bytes_max: int = 8 << 20
     # A subscriber whose backlog stayed full (no acknowledgement) this long is dropped.
     subscriber_stall_ms: int = 15_000
+    # Bytes of the entries PROPOSEs waiting here keep (to propose them again after a leader
+    # change): beside proposals_waiting_max, a bound that holds for 8 MiB bodies too.
+    proposals_waiting_bytes_max: int = 128 << 20
     # LMDB map size: the ceiling on the data file (--map-bytes). Below STORE_RESERVE_DIVISOR of
     # it free, writes are refused (StoreFull); see docs/agent.md, "A full store".
     map_bytes: int = MAP_BYTES_DEFAULT
@@ -137,6 +141,7 @@ class AgentConfig:
             "log_retain_bytes": self.log_retain_bytes,
             "subscriber_backlog_bytes_max": self.subscriber_backlog_bytes_max,
             "subscriber_stall_ms": self.subscriber_stall_ms,
+            "proposals_waiting_bytes_max": self.proposals_waiting_bytes_max,
         }
         for name, value in positive.items():
             if value < 1:
@@ -188,6 +193,55 @@ class AgentConfig:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# -- The worst-case memory of an agent (docs/agent.md, "Memory"), term by term -------------
+# The interpreter, cbor2, pyzmq, LMDB and the loop's own structures, idle (measured 45-60 MiB).
+MEMORY_BASE_BYTES = 96 << 20
+# Python memory of a decoded node per byte of its record: 1 for large strings and bytes, up
+# to 14 for maps of small items (measured: a dict of int -> bool, 0.57 MB encoded, 8 MB decoded).
+DECODED_NODE_FACTOR = 16
+# Memory of one log entry besides its data (the Entry object, its bytes' header, the list slot).
+LOG_ENTRY_OVERHEAD_BYTES = 250
+
+
+def memory_bound_bytes(
+    config: AgentConfig,
+    *,
+    agents: int,
+    subscribers: int | None = None,
+    transport_bytes: int,
+    txn_records_bytes: int | None = None,
+) -> int:
+    """The most memory (anonymous: heap and queues; LMDB's file pages are the OS's cache) an
+    agent with `config` uses, as docs/agent.md's formula: every term is a bound the code keeps.
+
+    `transport_bytes` is the transport's term (issue 8 part A: frames its ZeroMQ queues may
+    hold: per connection RCVHWM x FRAME_BYTES_MAX on the client port, per peer RCVHWM x the
+    peer frame limit, plus what a turn reads), passed in since it depends on the connections.
+    `txn_records_bytes`: the records one transaction's ops touch, decoded at once (at most
+    TXN_OPS_MAX x record_bytes_max; default one record)."""
+    c = config
+    subscribers = c.subscribers_max if subscribers is None else subscribers
+    touched = c.record_bytes_max if txn_records_bytes is None else txn_records_bytes
+    log_held = (c.log_retain_bytes * 3) // 2 + (c.log_retain_entries * 3 // 2) * (
+        LOG_ENTRY_OVERHEAD_BYTES
+    )
+    # Entries appended but not applied: a follower's window, or (leader) what every agent's
+    # waiting proposals can send it.
+    uncommitted = max(c.inflight_max * c.batch_bytes_max, agents * c.proposals_waiting_bytes_max)
+    nodes = DECODED_NODE_FACTOR * (c.node_cache_bytes_max + touched) + c.node_cache_bytes_max
+    frame = c.events_frame_bytes_max + c.body_bytes_max  # a built, not yet sent stream frame
+    streams = subscribers * (c.subscriber_backlog_bytes_max + frame)
+    return (
+        MEMORY_BASE_BYTES
+        + log_held
+        + uncommitted
+        + c.proposals_waiting_bytes_max
+        + c.events_cache_bytes_max
+        + nodes
+        + streams
+        + transport_bytes
+    )
 
 
 def check_node_id(node_id: str) -> None:

@@ -183,6 +183,9 @@ class Server:
         self._waiters: dict[tuple[str, int], list[Waiter]] = {}
         self._waiter_queue: deque[tuple[float, tuple[str, int], Waiter]] = deque()
         self._waiting = 0
+        # Bytes of the entries the waiters keep (to propose again after a leader change):
+        # bounded by proposals_waiting_bytes_max, like their number by proposals_waiting_max.
+        self._waiting_bytes = 0
         self._reads_new: list[tuple[bytes, int]] = []
         self._reads: dict[bytes, ReadWait] = {}
         self._read_ids = itertools.count(1)
@@ -533,11 +536,11 @@ class Server:
         safe: the state machine answers a (client, seq) it has recorded as a duplicate with the
         first outcome, so an entry that did survive is never applied twice; the waiter is
         answered by whichever copy applies first. Bounded by proposals_waiting_max."""
-        again = [
-            (waiters[0].data, key)
-            for key, waiters in self._waiters.items()
-            if waiters and not all(w.answered for w in waiters)
-        ]
+        again = []
+        for key, waiters in self._waiters.items():
+            waiting = [w for w in waiters if not w.answered]  # answered ones dropped their data
+            if waiting:
+                again.append((waiting[0].data, key))
         if again:
             log.info("proposing %d waiting proposals again through the new leader", len(again))
             self._batch.extend(again)
@@ -826,11 +829,21 @@ class Server:
                 proposal.body,
             ]
         )
+        if self._waiting_bytes + len(data) > self.config.proposals_waiting_bytes_max:
+            self._error(
+                identity,
+                frame.req_id,
+                wire.ErrorCode.BUSY,
+                f"proposals_waiting_bytes_max={self.config.proposals_waiting_bytes_max} "
+                "reached; retry later with the same seq",
+            )
+            return
         deadline = now + self.config.timeout_ms_proposal / 1000.0
         waiter = Waiter(identity, frame.req_id, deadline, data)
         self._waiters.setdefault(key, []).append(waiter)
         self._waiter_queue.append((waiter.deadline, key, waiter))
         self._waiting += 1
+        self._waiting_bytes += len(data)
         self._batch.append((data, key))
         self._batch_bytes += len(data)
 
@@ -902,13 +915,21 @@ class Server:
             admitted.append((data, key))
         return admitted
 
+    def _settle(self, waiter: Waiter) -> None:
+        """A waiter is answered: it no longer counts, nor keeps its entry's bytes (an answered
+        waiter may linger in _waiter_queue until its deadline)."""
+        assert not waiter.answered
+        waiter.answered = True
+        self._waiting -= 1
+        self._waiting_bytes -= len(waiter.data)
+        waiter.data = b""
+
     def _fail_waiters(
         self, key: tuple[str, int], code: wire.ErrorCode, message: str, leader: str | None
     ) -> None:
         for waiter in self._waiters.pop(key, []):
             if not waiter.answered:
-                waiter.answered = True
-                self._waiting -= 1
+                self._settle(waiter)
                 self._error(waiter.identity, waiter.req_id, code, message, leader)
 
     def _answer_applied(self, results: list[Applied]) -> None:
@@ -921,8 +942,7 @@ class Server:
             reply = reply_of(applied)
             for waiter in waiters:
                 if not waiter.answered:
-                    waiter.answered = True
-                    self._waiting -= 1
+                    self._settle(waiter)
                     self._reply(waiter.identity, waiter.req_id, reply)
 
     def _flush_reads(self, now: float) -> None:
@@ -989,8 +1009,7 @@ class Server:
             _, key, waiter = self._waiter_queue.popleft()
             if waiter.answered:
                 continue
-            waiter.answered = True
-            self._waiting -= 1
+            self._settle(waiter)
             waiters = self._waiters.get(key)
             if waiters is not None:
                 waiters.remove(waiter)

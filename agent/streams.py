@@ -160,6 +160,12 @@ class Streams:
         backlog_max = self.config.subscriber_backlog_bytes_max
         for sub in list(self._subscribers.values()):
             for _ in range(self.config.stream_frames_per_turn_max):
+                backlog = sub.earlier_bytes + sub.sent_bytes - sub.acked_bytes
+                if sub.pending_frame is None and backlog >= backlog_max:
+                    # Not even built: a stalled subscriber holds no frame of ours.
+                    if sub.stalled_since is None:
+                        sub.stalled_since = now
+                    break
                 try:
                     if sub.pending_frame is None and not self._next_stream_frame(sub, applied):
                         break
