@@ -1,0 +1,157 @@
+"""Subscriber streams in bytes (issue 8, items 3 and 4): the backlog an app leaves
+unacknowledged is bounded, a subscriber that never acknowledges is dropped, the event cache is
+bounded in bytes, and a frame that cannot be built is an error to that subscriber only.
+
+A real Storage and state machine; the client socket is a fake that records what is sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from superstatic_agent.config import AgentConfig
+from superstatic_agent.payload import Payload, encode_payload
+from superstatic_agent.raft.types import Entry, EntryKind, HardState, Ready, Role
+from superstatic_agent.statemachine import Applied, StateMachine
+from superstatic_agent.storage import Storage, record_put
+from superstatic_agent.streams import Streams
+
+from superstatic.protocol import ops, wire
+from superstatic.protocol.codec import Ref
+
+MiB = 1 << 20
+
+
+class FakeClients:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bytes]] = []
+
+    def send(self, identity: bytes, data: bytes) -> str:
+        self.sent.append((identity, data))
+        return "ok"
+
+
+class Harness:
+    def __init__(self, path: Path, **overrides: Any) -> None:
+        self.config = AgentConfig(
+            node_id="a",
+            data_dir=path,
+            peers={"a": "tcp://127.0.0.1:1"},
+            client_endpoint="tcp://127.0.0.1:2",
+            **overrides,
+        )
+        self.storage = Storage(path, fsync=False, map_bytes=256 * MiB)
+        self.sm = StateMachine(self.storage.env)
+        self.clients = FakeClients()
+        self.errors: list[tuple[bytes, int, str, str]] = []
+        self.streams = Streams(
+            self.config,
+            self.storage,
+            self.clients,  # type: ignore[arg-type]
+            lambda identity, req_id, code, message: self.errors.append(
+                (identity, req_id, str(code), message)
+            ),
+            0,
+            lambda exc: None,
+        )
+        self.index = 0
+
+    def commit(self, wire_ops: list[Any]) -> list[Applied]:
+        self.index += 1
+        body = ops.encode_txn({}, wire_ops)
+        entry = Entry(
+            self.index,
+            1,
+            EntryKind.NORMAL,
+            encode_payload(Payload("txn", "cl", self.index, 0, 1, body)),
+        )
+        ready = Ready(
+            HardState(1, "a", self.index), (entry,), None, (), (entry,), (), Role.LEADER, "a", 1
+        )
+        results: list[Applied] = []
+        self.storage.write(ready, lambda txn: results.extend(self.sm.apply_batch(txn, (entry,))))
+        self.streams.record_events(results)
+        return results
+
+    def subscribe(self, identity: bytes, req_id: int, start: int = 0) -> None:
+        frame = wire.Frame(wire.FrameType.SUBSCRIBE, req_id, {"from": start})
+        self.streams.on_subscribe(identity, frame, 0.0)
+
+    def sent_to(self, identity: bytes) -> int:
+        return sum(len(data) for who, data in self.clients.sent if who == identity)
+
+    def close(self) -> None:
+        self.streams.close()
+        self.storage.close()
+
+
+def test_a_subscriber_gets_no_more_than_its_backlog_until_it_acknowledges(tmp_path: Path) -> None:
+    h = Harness(tmp_path, subscriber_backlog_bytes_max=3 * MiB, subscriber_stall_ms=1_000)
+    try:
+        h.commit([["new", "@roots", "dict", [["l", Ref("c.1")]]], ["new", "c.1", "dict", []]])
+        for i in range(12):
+            assert h.commit([["set", "c.1", i % 2, "x" * 1_000_000]])[0].outcome == "ok"
+        h.subscribe(b"app", 7, start=1)
+        for turn in range(20):
+            h.streams.pump(h.index, now=float(turn))
+        sent = h.sent_to(b"app")
+        assert 0 < sent <= 3 * MiB + 1_100_000  # the bound (a frame may straddle it)
+        # Acknowledging what arrived lets the rest flow.
+        h.streams.ack(b"app", {"stream": [7, sent]}, now=20.0)
+        h.streams.ack(b"other", {"stream": "garbage"}, now=20.0)  # ignored
+        for turn in range(20):
+            h.streams.pump(h.index, now=21.0 + turn)
+        assert h.sent_to(b"app") > sent
+        assert h.sent_to(b"app") <= sent + 3 * MiB + 1_100_000
+        # Still pinging, never acknowledging more: dropped once stalled subscriber_stall_ms.
+        stalled = h.streams._subscribers[b"app"].stalled_since
+        assert stalled is not None
+        h.streams.touch(b"app", stalled + 0.9)
+        h.streams.drop_silent(now=stalled + 0.9)
+        assert h.streams.count() == 1
+        h.streams.touch(b"app", stalled + 1.1)
+        h.streams.drop_silent(now=stalled + 1.1)
+        assert h.streams.count() == 0
+        assert h.errors and h.errors[-1][2] == "lagging"
+        assert "subscriber_backlog_bytes_max" in h.errors[-1][3]
+    finally:
+        h.close()
+
+
+def test_the_event_cache_is_bounded_in_bytes(tmp_path: Path) -> None:
+    h = Harness(tmp_path, events_cache_bytes_max=4 * MiB)
+    try:
+        h.commit([["new", "@roots", "dict", [["l", Ref("c.1")]]], ["new", "c.1", "dict", []]])
+        for _ in range(20):
+            h.commit([["set", "c.1", 0, "y" * 500_000]])
+            assert h.streams.memory_bytes() <= 4 * MiB
+        # Older events still reach a subscriber: read from LMDB.
+        h.subscribe(b"late", 3, start=1)
+        for turn in range(40):
+            h.streams.pump(h.index, now=float(turn))
+            h.streams.ack(b"late", {"stream": [3, h.sent_to(b"late")]}, now=float(turn))
+        assert h.sent_to(b"late") > 20 * 500_000
+    finally:
+        h.close()
+
+
+def test_a_frame_that_cannot_be_built_is_an_error_to_that_subscriber_only(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path)
+    try:
+        h.commit([["new", "@roots", "dict", [["l", Ref("c.1")]]], ["new", "c.1", "list", []]])
+        # A record larger than a frame (written before record_bytes_max existed).
+        with h.storage.env.begin(write=True) as txn:
+            big = ops.encode_node(1, "list", ["z" * (wire.FRAME_BYTES_MAX + 1)], None)
+            record_put(txn, h.storage.dbs.objects, b"c.1", big)
+        h.subscribe(b"new-app", 5, start=0)
+        h.subscribe(b"live-app", 6, start=h.index)
+        h.streams.pump(h.index, now=0.0)
+        assert [e[:3] for e in h.errors] == [(b"new-app", 5, "too_large")]
+        assert h.streams.count() == 1  # the other subscriber is still served
+        h.commit([["new", "c.2", "list", []]])
+        h.streams.pump(h.index, now=1.0)
+        assert h.sent_to(b"live-app") > 0
+    finally:
+        h.close()
