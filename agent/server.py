@@ -516,7 +516,8 @@ class Server:
         self.halted = {"reason": reason, "message": message, **facts}
         self.shipping.close()
         if reason == "damaged":
-            self.streams.close()  # subscribers must not be fed from a damaged store
+            # Subscribers must not be fed from a damaged store.
+            self.streams.refuse("this agent's store is damaged; subscribe at another agent")
         # Waiting proposals may or may not have committed elsewhere: say so now, not at
         # their timeout. A retry with the same seq through another agent learns the outcome.
         for key in list(self._waiters):

@@ -86,6 +86,7 @@ class Streams:
         self._error = error
         self._subscribers: dict[bytes, Subscriber] = {}
         self._snapshot_streams = 0
+        self._refusing: str | None = None  # set once the store is found damaged: no streams
         # Recent events: _recent[i] is the event at index _recent_first + i (contiguous);
         # _recent_bytes is the sum of their event_bytes.
         self._recent: list[Event] = []
@@ -100,6 +101,9 @@ class Streams:
 
     def on_subscribe(self, identity: bytes, frame: wire.Frame, now: float) -> None:
         start = wire.field_int(frame, "from", minimum=0, maximum=peer_codec.INDEX_MAX)
+        if self._refusing is not None:
+            self._error(identity, frame.req_id, wire.ErrorCode.UNAVAILABLE, self._refusing)
+            return
         old = self._subscribers.get(identity)
         earlier = 0
         if old is not None:
@@ -388,6 +392,13 @@ class Streams:
     def close(self) -> None:
         for sub in list(self._subscribers.values()):
             self.drop(sub)
+
+    def refuse(self, reason: str) -> None:
+        """Ends every stream and refuses new ones (the store is damaged: nothing is served)."""
+        self._refusing = reason
+        for sub in list(self._subscribers.values()):
+            self._error(sub.identity, sub.req_id, wire.ErrorCode.UNAVAILABLE, reason)
+        self.close()
 
 
 def event_bytes(event: Event) -> int:
