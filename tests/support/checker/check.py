@@ -89,6 +89,9 @@ def check_operations(
     deadline = time.monotonic() + timeout_s
     verdicts: list[KeyVerdict] = []
     for key, ops in sorted(partition(operations, model).items(), key=_key_order):
+        if model.unobserved is not None:
+            dropped = model.unobserved(ops)
+            ops = [op for op in ops if op.index not in dropped]
         found = search(ops, model, steps_max=steps_max, deadline=deadline)
         order = tuple(ops[i] for i in found.order)
         explanation = None

@@ -19,7 +19,7 @@ Every model is one independent object per key, so the checker may split a histor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -29,6 +29,9 @@ State = Hashable
 Step = Callable[[Any, Operation], tuple[bool, Any]]
 # Checks a value and returns it in the model's form; raises ValueError saying what is wrong.
 Normalize = Callable[[Value], Value]
+# Given one object's ok and info operations: the indexes (Operation.index) of info operations
+# no other operation could observe the effect of, so that leaving them out changes nothing.
+Unobserved = Callable[[Sequence[Operation]], frozenset[int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,9 @@ class Model:
     # history is linearizable iff each key's sub-history is, and the search is exponential
     # in the size of what it is given, so splitting matters.
     per_key: bool = True
+    # Every info write left in doubles the orders the search may have to try, so those that
+    # cannot matter are dropped before it. None: keep them all.
+    unobserved: Unobserved | None = None
 
     def is_read(self, f: str) -> bool:
         return self.ops[f].kind == "read"
@@ -136,6 +142,109 @@ def _list_answer(value: Value) -> Value:
     return value
 
 
+# -- states ----------------------------------------------------------------------------------
+
+
+class ListState:
+    """An append-only list as a persistent chain: an append shares its prefix, and hash and
+    length are computed once. The search keeps every state it memoizes, and tuples would
+    make that quadratic in memory."""
+
+    __slots__ = ("_hash", "last", "length", "prefix")
+
+    def __init__(self, prefix: ListState | None, last: Value) -> None:
+        self.prefix = prefix
+        self.last = last
+        self.length = 0 if prefix is None else prefix.length + 1
+        self._hash = hash((None if prefix is None else prefix._hash, last))
+
+    def append(self, value: Value) -> ListState:
+        return ListState(self, value)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ListState):
+            return NotImplemented
+        a: ListState | None = self
+        b: ListState | None = other
+        if self.length != other.length or self._hash != other._hash:
+            return False
+        # Bounded by the length; usually ends early at a shared prefix.
+        while a is not b:
+            assert a is not None and b is not None, "equal lengths end together"
+            if a.last != b.last:
+                return False
+            a, b = a.prefix, b.prefix
+        return True
+
+    def equals(self, items: tuple[Value, ...]) -> bool:
+        """Is this the list `items`? Compares from the end (where lists that differ usually
+        differ) and only when the lengths agree."""
+        if self.length != len(items):
+            return False
+        node: ListState | None = self
+        for item in reversed(items):
+            assert node is not None and node.prefix is not None
+            if node.last != item:
+                return False
+            node = node.prefix
+        return True
+
+    def __iter__(self) -> Iterator[Value]:
+        return iter(self.items())
+
+    def items(self) -> tuple[Value, ...]:
+        reversed_items: list[Value] = []
+        node: ListState | None = self
+        while node is not None and node.prefix is not None:
+            reversed_items.append(node.last)
+            node = node.prefix
+        return tuple(reversed(reversed_items))
+
+    def __repr__(self) -> str:
+        return repr(self.items())
+
+
+LIST_EMPTY = ListState(None, None)  # the head of every chain: holds no element
+
+
+# -- pruning -----------------------------------------------------------------------------------
+
+
+def _unobserved_elements(ops: Sequence[Operation]) -> frozenset[int]:
+    """Set, list-append: an element no ok read contains. Had such an info add taken effect,
+    every later read would contain it; none does, so it took effect after every read or
+    never, and both are the same linearization without it."""
+    seen: set[Value] = set()
+    for op in ops:
+        if op.f == "read" and op.status == "ok":
+            seen.update(op.value)
+    return frozenset(
+        op.index for op in ops if op.status == "info" and op.f != "read" and op.value not in seen
+    )
+
+
+def _unobserved_register(ops: Sequence[Operation]) -> frozenset[int]:
+    """Register: a write (or cas) of v no ok read returns and no cas expects. After it, until
+    the next write, only reads of v or cas expecting v could follow; there are none, so it is
+    overwritten unseen or last, and the linearization without it is one too."""
+    seen: set[Value] = set()
+    for op in ops:
+        if op.f == "read" and op.status == "ok":
+            seen.add(op.value)
+        elif op.f == "cas":
+            seen.add(op.value[0])
+
+    def written(op: Operation) -> Value:
+        return op.value[1] if op.f == "cas" else op.value
+
+    return frozenset(
+        op.index for op in ops if op.status == "info" and op.f != "read" and written(op) not in seen
+    )
+
+
 # -- steps -------------------------------------------------------------------------------------
 
 
@@ -165,11 +274,11 @@ def set_step(state: frozenset[Value], op: Operation) -> tuple[bool, frozenset[Va
     return True, state | {op.value}
 
 
-def list_append_step(state: tuple[Value, ...], op: Operation) -> tuple[bool, tuple[Value, ...]]:
+def list_append_step(state: ListState, op: Operation) -> tuple[bool, ListState]:
     if op.f == "read":
-        return op.value == state, state
+        return state.equals(op.value), state
     assert op.f == "append", op.f
-    return True, (*state, op.value)
+    return True, state.append(op.value)
 
 
 REGISTER = Model(
@@ -181,6 +290,7 @@ REGISTER = Model(
         "write": OpSpec("write", _element),
         "cas": OpSpec("write", _cas_argument),
     },
+    unobserved=_unobserved_register,
 )
 COUNTER = Model(
     name="counter",
@@ -193,12 +303,14 @@ SET = Model(
     init=frozenset(),
     step=set_step,
     ops={"read": OpSpec("read", _set_answer), "add": OpSpec("write", _element)},
+    unobserved=_unobserved_elements,
 )
 LIST_APPEND = Model(
     name="list-append",
-    init=(),
+    init=LIST_EMPTY,
     step=list_append_step,
     ops={"read": OpSpec("read", _list_answer), "append": OpSpec("write", _element)},
+    unobserved=_unobserved_elements,
 )
 
 MODELS: Mapping[str, Model] = {m.name: m for m in (REGISTER, COUNTER, SET, LIST_APPEND)}

@@ -1,28 +1,32 @@
 """The linearizability search of one sub-history: Wing & Gong, with Lowe's memoization.
 
-The history becomes a doubly linked list of entries in time order, a call entry and a return
-entry per operation (a call sorts before a return at the same time, so touching operations
-count as concurrent: the checker never accuses on a clock tie). Scanning from the head, any
-call met before the first return belongs to an operation that may take effect now. To
-linearize it: step the model; if legal, push (entry, state before) and lift its call and return
-out of the list, then scan again from the head. Meeting a return means its operation had to take
-effect before now and none of the orders tried made that possible: pop the last choice, put it
-back (unlift) and try the next call after it. The history is linearizable when every ok
-operation has been lifted; illegal when a return is met with nothing left to pop.
+The ok operations become a doubly linked list of entries in time order, a call and a return
+entry each (a call sorts before a return at the same time, so touching operations count as
+concurrent: the checker never accuses on a clock tie). Scanning from the head, any call met
+before the first return belongs to an operation that may take effect now. To linearize it:
+step the model; if legal, push (entry, state before) and lift its call and return out of the
+list, then scan again from the head. Meeting a return means its operation had to take effect by
+then and none of the choices tried made that possible: pop the last choice, put it back
+(unlift, dancing links) and try the next candidate after it. The history is linearizable when
+every ok operation has been lifted; illegal when a configuration fails with nothing to pop.
 
 Lowe's memoization makes this tractable: the configuration after a choice is fully described by
 the set of operations lifted (a bitset, here a Python int) and the model state, and a
 configuration seen before has already been explored, so it is not entered twice.
 
-Operations whose outcome is unknown (`info`) get a return at +infinity: they may take effect
-anywhere after their invoke. They may also never take effect, which is why success is "every ok
-operation lifted", not "the list is empty". Failed operations never reach the search.
+Operations whose outcome is unknown (`info`) may take effect anywhere after their invoke, or
+never: their return is at +infinity and the search succeeds once every ok operation is lifted,
+whatever info operations are left. They live in a second list, by invoke time, and are tried
+as candidates after the ok ones: only when a return is met, those invoked by then. The set of
+candidates of each configuration is the same as with one list (so the answer is too); the order
+makes a linearizable history cheap, because an info operation is placed only when an ok one
+needs it. Failed operations never reach the search.
 """
 
 from __future__ import annotations
 
 import enum
-import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +38,11 @@ from .models import Model
 # A search that needs more steps than this is stopped and answers UNKNOWN. A step is one visit
 # of a list entry; this is some tens of seconds of CPython on histories that need it all.
 SEARCH_STEPS_MAX = 10_000_000
+# The memo stops growing past this estimate of its size. The search stays correct without it,
+# only slower (it may explore a configuration again), so this bounds memory, not the answer.
+MEMO_BYTES_MAX = 512 * 1024 * 1024
+# Beyond sys.getsizeof of the bitset and the state: the pair, and the set's slot for it.
+MEMO_BYTES_PER_ENTRY = 120
 # The clock is read once every this many steps: reading it every step would cost more than the
 # step itself.
 DEADLINE_CHECK_STEPS = 1024
@@ -61,89 +70,139 @@ def search(
     """Searches ok and info operations (no fail, no info read) of one independent object.
     `deadline` is a time.monotonic() value."""
     assert steps_max > 0, steps_max
-    count = len(ops)
-    ok_of = [op.status == "ok" for op in ops]
-    for op in ops:
-        assert op.status in ("ok", "info"), ("failed operations never reach the search", op)
-    ok_left = sum(ok_of)
-    if ok_left == 0:
+    ok_ids = [i for i, op in enumerate(ops) if op.status == "ok"]
+    info_ids = sorted(
+        (i for i, op in enumerate(ops) if op.status == "info"),
+        key=lambda i: (ops[i].call_time, i),
+    )
+    assert len(ok_ids) + len(info_ids) == len(ops), "failed operations never reach the search"
+    if not ok_ids:
         return SearchResult(Result.OK, 0, ())
 
-    # Node 0 is the head sentinel, nodes 1..2*count the entries in time order, then the tail.
+    # Nodes: the main list (head 0, the call and return entries of ok operations in time
+    # order, tail), then the info list (head, one node per info operation by invoke time, tail).
+    main_tail = 2 * len(ok_ids) + 1
+    info_head = main_tail + 1
+    info_tail = info_head + len(info_ids) + 1
+    size = info_tail + 1
+    next_of = [*range(1, size), info_tail]
+    prev_of = [0, *range(0, size - 1)]
+    next_of[main_tail] = main_tail  # the two lists never link to each other
+    prev_of[info_head] = info_head
+    op_of = [-1] * size
+    return_of = [0] * size  # a main call node's return node; 0 for every other node
+    time_of: list[int | float] = [0] * size  # main return: its time; info node: its invoke
+    twins_before = [0] * size  # info node: bitset of the info operations it must come after
+
     entries = sorted(
-        [(op.call_time, 0, i) for i, op in enumerate(ops)]
-        + [(op.return_time if ok_of[i] else math.inf, 1, i) for i, op in enumerate(ops)]
+        [(ops[i].call_time, 0, i) for i in ok_ids] + [(ops[i].return_time, 1, i) for i in ok_ids]
     )
-    tail = 2 * count + 1
-    next_of = [*range(1, tail + 1), tail]
-    prev_of = [0, *range(0, tail)]
-    op_of = [-1] * (tail + 1)
-    return_of = [0] * (tail + 1)  # a call node's return node; 0 for every other node
-    return_node_of_op = [0] * count
-    for node, (_, kind, i) in enumerate(entries, start=1):
+    return_node_of_op: dict[int, int] = {}
+    for node, (moment, kind, i) in enumerate(entries, start=1):
         op_of[node] = i
+        time_of[node] = moment
         if kind == 1:
             return_node_of_op[i] = node
     for node, (_, kind, i) in enumerate(entries, start=1):
         if kind == 0:
             return_of[node] = return_node_of_op[i]
             assert return_of[node] > node, "a return sorts after its call"
+    # Info operations alike in key, f and value are interchangeable once both are invoked: only
+    # orders that linearize them in invoke order are searched (a symmetry, not a guess).
+    twins: dict[tuple[Any, ...], int] = {}
+    for node, i in enumerate(info_ids, start=info_head + 1):
+        op_of[node] = i
+        time_of[node] = ops[i].call_time
+        alike = (ops[i].key, ops[i].f, ops[i].value)
+        twins_before[node] = twins.get(alike, 0)
+        twins[alike] = twins_before[node] | (1 << i)
 
     step = model.step
-    bits = [1 << i for i in range(count)]
+    bits = [1 << i for i in range(len(ops))]
     state: Any = model.init
     linearized = 0
     seen: set[tuple[int, Any]] = set()
-    # One frame per operation lifted: (its call node, the state and bitset before it).
-    stack: list[tuple[int, Any, int]] = []
+    seen_bytes = 0
+    # One frame per operation lifted: its node, then the state, bitset and limit before it.
+    stack: list[tuple[int, Any, int, int | float]] = []
     longest: tuple[int, ...] = ()
+    ok_left = len(ok_ids)
+    limit: int | float = 0  # in the info list: info operations invoked by then may go next
     node = next_of[0]
     steps = 0
-    while True:
+    while True:  # bounded: every pass is a step, and steps are bounded by steps_max
         if steps >= steps_max:
             return SearchResult(Result.UNKNOWN, steps, longest, "steps")
         if steps % DEADLINE_CHECK_STEPS == 0 and time.monotonic() >= deadline:
             return SearchResult(Result.UNKNOWN, steps, longest, "timeout")
         steps += 1
-        return_node = return_of[node]
-        if return_node:
-            i = op_of[node]
-            legal, state_after = step(state, ops[i])
-            if legal:
-                linearized_after = linearized | bits[i]
-                configuration = (linearized_after, state_after)
-                if configuration not in seen:
-                    seen.add(configuration)
-                    stack.append((node, state, linearized))
-                    state = state_after
-                    linearized = linearized_after
-                    # Lift the call, then the return (dancing links: unlift in reverse order).
-                    next_of[prev_of[node]] = next_of[node]
-                    prev_of[next_of[node]] = prev_of[node]
-                    next_of[prev_of[return_node]] = next_of[return_node]
-                    prev_of[next_of[return_node]] = prev_of[return_node]
-                    if ok_of[i]:
-                        ok_left -= 1
-                        if ok_left == 0:
-                            order = tuple(op_of[frame[0]] for frame in stack)
-                            return SearchResult(Result.OK, steps, order)
-                    node = next_of[0]
-                    continue
+        if node < main_tail:
+            assert node > 0
+            return_node = return_of[node]
+            if not return_node:
+                # The first return left: its operation had to take effect by now and no ok
+                # operation before it could. Info operations are tried only now, just in
+                # time, so that a linearizable history does not pay for every place they
+                # might go.
+                limit = time_of[node]
+                node = next_of[info_head]
+                continue
+        elif node != info_tail and time_of[node] <= limit:
+            assert node > info_head
+            return_node = 0
+            mask = twins_before[node]
+            if linearized & mask != mask:
+                node = next_of[node]  # an alike operation invoked earlier is still unused
+                continue
+        else:
+            assert node != main_tail, "ok operations remain, so a return precedes the tail"
+            # Every candidate of this configuration failed: undo the last choice, try the next.
+            if len(stack) > len(longest):
+                longest = tuple(op_of[frame[0]] for frame in stack)
+            if not stack:
+                return SearchResult(Result.ILLEGAL, steps, longest)
+            node, state, linearized, limit = stack.pop()
+            return_node = return_of[node]
+            if return_node:
+                next_of[prev_of[return_node]] = return_node
+                prev_of[next_of[return_node]] = return_node
+                ok_left += 1
+            next_of[prev_of[node]] = node
+            prev_of[next_of[node]] = node
             node = next_of[node]
             continue
-        # A return: info returns sort after every ok one, and the search ends when the last
-        # ok operation is lifted, so this is an ok operation that had to be linearized by now.
-        assert node != tail and ok_of[op_of[node]], ("return of a non-ok operation", node)
-        if len(stack) > len(longest):
-            longest = tuple(op_of[frame[0]] for frame in stack)
-        if not stack:
-            return SearchResult(Result.ILLEGAL, steps, longest)
-        node, state, linearized = stack.pop()
-        return_node = return_of[node]
-        next_of[prev_of[return_node]] = return_node
-        prev_of[next_of[return_node]] = return_node
-        next_of[prev_of[node]] = node
-        prev_of[next_of[node]] = node
-        if ok_of[op_of[node]]:
-            ok_left += 1
+
+        # `node` is a candidate: an ok call before the first return, or an info operation
+        # invoked by then. Try to linearize it here.
+        i = op_of[node]
+        legal, state_after = step(state, ops[i])
+        if legal:
+            linearized_after = linearized | bits[i]
+            configuration = (linearized_after, state_after)
+            if configuration not in seen:
+                if seen_bytes < MEMO_BYTES_MAX:
+                    seen.add(configuration)
+                    seen_bytes += memo_bytes(configuration)
+                stack.append((node, state, linearized, limit))
+                state = state_after
+                linearized = linearized_after
+                # Lift the node, then its return (dancing links: the pop above reverses it).
+                next_of[prev_of[node]] = next_of[node]
+                prev_of[next_of[node]] = prev_of[node]
+                if return_node:
+                    next_of[prev_of[return_node]] = next_of[return_node]
+                    prev_of[next_of[return_node]] = prev_of[return_node]
+                    ok_left -= 1
+                    if ok_left == 0:
+                        order = tuple(op_of[frame[0]] for frame in stack)
+                        return SearchResult(Result.OK, steps, order)
+                node = next_of[0]
+                continue
         node = next_of[node]
+
+
+def memo_bytes(configuration: tuple[int, Any]) -> int:
+    """Roughly what keeping `configuration` in the memo costs: shallow sizes, since a state's
+    elements are shared with the operations (and a ListState with its prefix)."""
+    linearized, state = configuration
+    return sys.getsizeof(linearized) + sys.getsizeof(state) + MEMO_BYTES_PER_ENTRY
