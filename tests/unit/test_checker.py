@@ -433,6 +433,7 @@ def test_search_agrees_with_exhaustive_reference(name: str, data: st.DataObject)
     operations=st.integers(0, 40),
     fail_percent=st.sampled_from([0, 10]),
     info_percent=st.sampled_from([0, 10, 25]),
+    unique_writes=st.booleans(),
 )
 def test_simulated_atomic_objects_are_linearizable(
     name: str,
@@ -441,6 +442,7 @@ def test_simulated_atomic_objects_are_linearizable(
     operations: int,
     fail_percent: int,
     info_percent: int,
+    unique_writes: bool,
 ) -> None:
     sim = simulate(
         rng,
@@ -450,6 +452,7 @@ def test_simulated_atomic_objects_are_linearizable(
         keys=("x", "y"),
         fail_percent=fail_percent,
         info_percent=info_percent,
+        unique_writes=unique_writes,
     )
     verdict = check_events(sim.events, name)
     assert verdict.ok, describe_verdict(verdict)
@@ -463,6 +466,7 @@ def test_simulated_atomic_objects_are_linearizable(
     processes=st.integers(1, 5),
     operations=st.integers(1, 40),
     info_percent=st.sampled_from([0, 10, 25]),
+    unique_writes=st.booleans(),
     choice=st.integers(0, 1000),
 )
 def test_a_read_of_a_value_never_written_is_illegal(
@@ -471,9 +475,17 @@ def test_a_read_of_a_value_never_written_is_illegal(
     processes: int,
     operations: int,
     info_percent: int,
+    unique_writes: bool,
     choice: int,
 ) -> None:
-    sim = simulate(rng, name, processes=processes, operations=operations, info_percent=info_percent)
+    sim = simulate(
+        rng,
+        name,
+        processes=processes,
+        operations=operations,
+        info_percent=info_percent,
+        unique_writes=unique_writes,
+    )
     corrupted = corrupt_read(sim.events, name, choice)
     assume(corrupted is not None)
     assert corrupted is not None

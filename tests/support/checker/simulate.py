@@ -8,6 +8,9 @@ back, so the instant of effect lies inside [invoke, return]: a linearization poi
 Concurrency is at most `processes` operations in flight (plus info ones): what keeps the
 search cheap, so tests stay fast whatever the random choices.
 
+A register writes values from a small range (so a read has many explanations, the hard case)
+unless `unique_writes`, as a harness should: then every write and cas writes a fresh value.
+
 With fail/info percentages some operations end differently: `fail` before taking effect (it
 never will); `info` before taking effect (it may still take effect later, or never: a request
 still in flight when its client gave up); `info` after taking effect (the answer was lost).
@@ -55,6 +58,7 @@ def simulate(
     fail_percent: int = 0,
     info_percent: int = 0,
     tie_every: int = 10,
+    unique_writes: bool = False,
 ) -> Simulation:
     """`operations` operations from `processes` clients over `keys`."""
     assert processes > 0 and operations >= 0 and keys
@@ -107,9 +111,10 @@ def simulate(
             _apply(objects, op)
         else:
             process = rng.choice(idle)
-            f, value = _random_op(rng, model_name, unique)
+            key = rng.choice(list(keys))
+            f, value = _random_op(rng, model_name, unique, unique_writes, objects[key])
             unique += 1
-            op = _Pending(f, rng.choice(list(keys)), value)
+            op = _Pending(f, key, value)
             pending[process] = op
             invoked += 1
             record("invoke", process, op, op.value)
@@ -124,9 +129,17 @@ def _initial(model_name: str) -> Any:
     return {"register": None, "counter": 0, "set": set(), "list-append": []}[model_name]
 
 
-def _random_op(rng: random.Random, model_name: str, unique: int) -> tuple[str, Value]:
+def _random_op(
+    rng: random.Random, model_name: str, unique: int, unique_writes: bool, current: Value
+) -> tuple[str, Value]:
+    """`current`: the object's value now; with unique writes a cas expects it, so that some
+    succeed."""
     if rng.randrange(100) < 40:
         return "read", None
+    if model_name == "register" and unique_writes:
+        if rng.randrange(2):
+            return "write", unique
+        return "cas", (current, unique)
     if model_name == "register":
         if rng.randrange(2):
             return "write", rng.randrange(REGISTER_VALUES)
