@@ -39,6 +39,9 @@ FIELDS_REQUIRED: tuple[str, ...] = ("type", "process", "f", "key", "value", "tim
 FIELDS_OPTIONAL: tuple[str, ...] = ("error",)
 # Nesting bound for values: deeper is certainly a recording bug, and recursion must be bounded.
 VALUE_DEPTH_MAX = 32
+# The types of a flat array's items that need no further look. type(True) is bool, not int, so
+# a bool takes the slow path and is refused there.
+_SCALAR_TYPES: frozenset[type] = frozenset({int, str, type(None)})
 
 
 class HistoryError(ValueError):
@@ -114,6 +117,10 @@ def value_of_json(obj: Any, where: str, field_name: str, depth: int = 0) -> Valu
     if isinstance(obj, int) and not isinstance(obj, bool):
         return obj
     if isinstance(obj, list | tuple):
+        # Reads of a set or a list answer everything: histories are quadratic in size, so the
+        # common flat array is checked in C (map, set) before any per-item Python.
+        if set(map(type, obj)) <= _SCALAR_TYPES:
+            return tuple(obj)
         return tuple(value_of_json(item, where, field_name, depth + 1) for item in obj)
     raise HistoryError(
         where, field_name, f"{type(obj).__name__} {obj!r} is not null, int, string or array"
@@ -149,8 +156,19 @@ def check_event(event: Event, where: str) -> None:
     if event.error is not None and not isinstance(event.error, str):
         raise HistoryError(where, "error", f"{event.error!r} is not a string")
     # Values built in memory get the same check as loaded ones (a list would not be hashable).
-    if value_of_json(event.value, where, "value") != event.value:
+    if not _is_value(event.value):
+        value_of_json(event.value, where, "value")  # raises, saying what is wrong
         raise HistoryError(where, "value", f"{event.value!r} is not made of tuples")
+
+
+def _is_value(value: Value, depth: int = 0) -> bool:
+    if type(value) in _SCALAR_TYPES:
+        return True
+    if type(value) is not tuple or depth >= VALUE_DEPTH_MAX:
+        return False
+    if set(map(type, value)) <= _SCALAR_TYPES:
+        return True
+    return all(_is_value(item, depth + 1) for item in value)
 
 
 def event_of_json(obj: Any, line: int) -> Event:

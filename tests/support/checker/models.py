@@ -32,6 +32,13 @@ Normalize = Callable[[Value], Value]
 # Given one object's ok and info operations: the indexes (Operation.index) of info operations
 # no other operation could observe the effect of, so that leaving them out changes nothing.
 Unobserved = Callable[[Sequence[Operation]], frozenset[int]]
+# Given one object's operations as the search holds them, a test the search applies after
+# each legal step: viable(position, state_after, ok_placed), where position indexes the
+# operations given and ok_placed has bit p set for each ok operation at position p placed so
+# far. False only if no completion can exist: every ok read not yet placed comes later, and
+# some of them cannot see state_after. A necessary condition, never a guess.
+Viable = Callable[[int, Any, int], bool]
+Lookahead = Callable[[Sequence[Operation]], Viable]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,9 @@ class Model:
     # Every info write left in doubles the orders the search may have to try, so those that
     # cannot matter are dropped before it. None: keep them all.
     unobserved: Unobserved | None = None
+    # WGL checks a read only where it is placed; with many concurrent writes and a read far
+    # later, it would try every order of the writes first. None: no lookahead.
+    lookahead: Lookahead | None = None
 
     def is_read(self, f: str) -> bool:
         return self.ops[f].kind == "read"
@@ -98,15 +108,24 @@ def _where_ok(op: Operation) -> str:
 # -- value shapes ------------------------------------------------------------------------------
 
 
+_ELEMENT_TYPES: frozenset[type] = frozenset({int, str})  # exact types: a bool is no int here
+
+
 def _element(value: Value) -> Value:
     """An int, a string, or a tuple of elements: what may be written, added or appended."""
-    if isinstance(value, int | str) and not isinstance(value, bool):
+    if type(value) in _ELEMENT_TYPES:
         return value
     if isinstance(value, tuple):
-        for item in value:
-            _element(item)
+        _elements(value)
         return value
     raise ValueError(f"{value!r} is not an int, string or array")
+
+
+def _elements(items: tuple[Value, ...]) -> None:
+    # A read's answer holds everything written: checked in C (map, set) when flat.
+    if not set(map(type, items)) <= _ELEMENT_TYPES:
+        for item in items:
+            _element(item)
 
 
 def _element_or_null(value: Value) -> Value:
@@ -128,7 +147,8 @@ def _cas_argument(value: Value) -> Value:
 def _set_answer(value: Value) -> Value:
     if not isinstance(value, tuple):
         raise ValueError(f"a set read answers an array, got {value!r}")
-    elements = frozenset(_element(item) for item in value)
+    _elements(value)
+    elements = frozenset(value)
     if len(elements) != len(value):
         raise ValueError(f"a set read answers each element once, got {value!r}")
     return elements
@@ -137,8 +157,7 @@ def _set_answer(value: Value) -> Value:
 def _list_answer(value: Value) -> Value:
     if not isinstance(value, tuple):
         raise ValueError(f"a list read answers an array, got {value!r}")
-    for item in value:
-        _element(item)
+    _elements(value)
     return value
 
 
@@ -150,13 +169,16 @@ class ListState:
     length are computed once. The search keeps every state it memoizes, and tuples would
     make that quadratic in memory."""
 
-    __slots__ = ("_hash", "last", "length", "prefix")
+    __slots__ = ("_hash", "known", "last", "length", "prefix")
 
     def __init__(self, prefix: ListState | None, last: Value) -> None:
         self.prefix = prefix
         self.last = last
         self.length = 0 if prefix is None else prefix.length + 1
         self._hash = hash((None if prefix is None else prefix._hash, last))
+        # A tuple of the same items, once a read has shown one: later comparisons against this
+        # node or its descendants then compare most of their length in C.
+        self.known: tuple[Value, ...] | None = None if prefix is not None else ()
 
     def append(self, value: Value) -> ListState:
         return ListState(self, value)
@@ -167,10 +189,10 @@ class ListState:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ListState):
             return NotImplemented
-        a: ListState | None = self
-        b: ListState | None = other
         if self.length != other.length or self._hash != other._hash:
             return False
+        a: ListState | None = self
+        b: ListState | None = other
         # Bounded by the length; usually ends early at a shared prefix.
         while a is not b:
             assert a is not None and b is not None, "equal lengths end together"
@@ -180,16 +202,22 @@ class ListState:
         return True
 
     def equals(self, items: tuple[Value, ...]) -> bool:
-        """Is this the list `items`? Compares from the end (where lists that differ usually
-        differ) and only when the lengths agree."""
+        """Is this the list `items`? Walks back from the end (where lists that differ usually
+        differ) to the nearest node a read already matched, then compares the rest in C."""
         if self.length != len(items):
             return False
-        node: ListState | None = self
-        for item in reversed(items):
-            assert node is not None and node.prefix is not None
-            if node.last != item:
+        node = self
+        index = len(items)
+        while node.known is None:  # bounded: the head's known is ()
+            assert node.prefix is not None
+            index -= 1
+            if node.last != items[index]:
                 return False
             node = node.prefix
+        assert len(node.known) == index
+        if index and node.known != items[:index]:
+            return False
+        self.known = items
         return True
 
     def __iter__(self) -> Iterator[Value]:
@@ -243,6 +271,101 @@ def _unobserved_register(ops: Sequence[Operation]) -> frozenset[int]:
     return frozenset(
         op.index for op in ops if op.status == "info" and op.f != "read" and written(op) not in seen
     )
+
+
+# -- lookahead ---------------------------------------------------------------------------------
+
+
+def _bitset(positions: list[int], size: int) -> int:
+    """Bits `positions` set, built in one pass (or-ing big ints one bit at a time would be
+    quadratic in the history)."""
+    buffer = bytearray((size + 7) // 8)
+    for position in positions:
+        assert 0 <= position < size
+        buffer[position >> 3] |= 1 << (position & 7)
+    return int.from_bytes(buffer, "little")
+
+
+def _ok_reads(ops: Sequence[Operation]) -> list[tuple[int, Value]]:
+    return [(pos, op.value) for pos, op in enumerate(ops) if op.f == "read" and op.status == "ok"]
+
+
+def _set_lookahead(ops: Sequence[Operation]) -> Viable:
+    """A set only grows: every ok read placed later contains every element added so far.
+
+    Checked against a chain of reads, each a superset of the one before (in a linearizable
+    history all ok reads form one; if not, any chain is still a sound subset to check). With
+    reads ordered, the reads that lack element x are exactly those before the first that has
+    it. The state before the step already passed against a superset of the reads waiting now
+    (reads only leave along a path), so only the element just added needs checking."""
+    chain: list[tuple[int, frozenset[Value]]] = []
+    for pos, answer in sorted(_ok_reads(ops), key=lambda r: len(r[1])):
+        if not chain or chain[-1][1] <= answer:
+            chain.append((pos, answer))
+    chain_mask = _bitset([pos for pos, _ in chain], len(ops))
+    first_rank: dict[Value, int] = {}  # element → rank in the chain of the first read with it
+    before_rank: list[int] = []  # rank → bitset of the chain reads before it
+    seen: frozenset[Value] = frozenset()
+    mask = 0
+    for rank, (pos, answer) in enumerate(chain):
+        before_rank.append(mask)
+        for element in answer - seen:
+            first_rank[element] = rank
+        seen = answer
+        mask |= 1 << pos
+    is_add = [op.f != "read" for op in ops]
+
+    def viable(position: int, state: Any, ok_placed: int) -> bool:
+        if not is_add[position]:
+            return True
+        waiting = chain_mask & ~ok_placed
+        if not waiting:
+            return True
+        rank = first_rank.get(ops[position].value)
+        if rank is None:
+            return False  # a chain read is still to come, and none has the element
+        return waiting & before_rank[rank] == 0
+
+    return viable
+
+
+def _list_lookahead(ops: Sequence[Operation]) -> Viable:
+    """A list only grows at its end: every ok read placed later starts with the list so far.
+
+    Checked against a chain of reads, each a prefix of the next (as all ok reads of a
+    linearizable history are; if not, any chain is still a sound subset), ending in the longest
+    read. After appending x at index i: x must be the longest read's element i, and every
+    waiting chain read must be longer than i."""
+    chain: list[tuple[int, tuple[Value, ...]]] = []
+    for pos, answer in sorted(_ok_reads(ops), key=lambda r: -len(r[1])):
+        if not chain or chain[-1][1][: len(answer)] == answer:
+            chain.append((pos, answer))
+    chain.reverse()  # shortest first
+    chain_mask = _bitset([pos for pos, _ in chain], len(ops))
+    longest: tuple[Value, ...] = chain[-1][1] if chain else ()
+    # index → bitset of the chain reads no longer than it: each must be placed already.
+    short_at: list[int] = []
+    mask = 0
+    rank = 0
+    for index in range(len(longest)):
+        while rank < len(chain) and len(chain[rank][1]) <= index:
+            mask |= 1 << chain[rank][0]
+            rank += 1
+        short_at.append(mask)  # the same int while no read ends here: memory per read, not index
+    is_append = [op.f != "read" for op in ops]
+
+    def viable(position: int, state: Any, ok_placed: int) -> bool:
+        if not is_append[position]:
+            return True
+        waiting = chain_mask & ~ok_placed
+        if not waiting:
+            return True
+        index = state.length - 1
+        if index >= len(longest) or longest[index] != state.last:
+            return False
+        return waiting & short_at[index] == 0
+
+    return viable
 
 
 # -- steps -------------------------------------------------------------------------------------
@@ -304,6 +427,7 @@ SET = Model(
     step=set_step,
     ops={"read": OpSpec("read", _set_answer), "add": OpSpec("write", _element)},
     unobserved=_unobserved_elements,
+    lookahead=_set_lookahead,
 )
 LIST_APPEND = Model(
     name="list-append",
@@ -311,6 +435,7 @@ LIST_APPEND = Model(
     step=list_append_step,
     ops={"read": OpSpec("read", _list_answer), "append": OpSpec("write", _element)},
     unobserved=_unobserved_elements,
+    lookahead=_list_lookahead,
 )
 
 MODELS: Mapping[str, Model] = {m.name: m for m in (REGISTER, COUNTER, SET, LIST_APPEND)}

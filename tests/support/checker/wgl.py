@@ -41,8 +41,11 @@ SEARCH_STEPS_MAX = 10_000_000
 # The memo stops growing past this estimate of its size. The search stays correct without it,
 # only slower (it may explore a configuration again), so this bounds memory, not the answer.
 MEMO_BYTES_MAX = 512 * 1024 * 1024
-# Beyond sys.getsizeof of the bitset and the state: the pair, and the set's slot for it.
+# Beyond sys.getsizeof of the bitsets and the state: the tuple or list slot, the dict's slot.
 MEMO_BYTES_PER_ENTRY = 120
+# Info bitsets kept per (ok operations placed, state): each new configuration is compared with
+# all of them, so this bounds the cost of a step. Past it the memo forgets, never wrongly prunes.
+INFO_SETS_PER_KEY_MAX = 1024
 # The clock is read once every this many steps: reading it every step would cost more than the
 # step itself.
 DEADLINE_CHECK_STEPS = 1024
@@ -118,13 +121,20 @@ def search(
         twins[alike] = twins_before[node] | (1 << i)
 
     step = model.step
+    viable = model.lookahead(ops) if model.lookahead is not None else None
     bits = [1 << i for i in range(len(ops))]
     state: Any = model.init
-    linearized = 0
-    seen: set[tuple[int, Any]] = set()
+    ok_done = 0  # bitset of the ok operations placed
+    info_done = 0  # bitset of the info operations placed
+    # (ok_done, state) → the info_done of each configuration seen with them. A configuration
+    # is not entered if one seen had the same ok operations placed, the same state and a subset
+    # of its info operations used: that one had every option this one has, and failed (or is
+    # being explored on the stack). Equal bitsets are Lowe's memo; subsets are the dominance
+    # that keeps info operations from multiplying the work. Proof sketch in docs/checker.md.
+    seen: dict[tuple[int, Any], list[int]] = {}
     seen_bytes = 0
-    # One frame per operation lifted: its node, then the state, bitset and limit before it.
-    stack: list[tuple[int, Any, int, int | float]] = []
+    # One frame per operation placed: its node, then the state, bitsets and limit before it.
+    stack: list[tuple[int, Any, int, int, int | float]] = []
     longest: tuple[int, ...] = ()
     ok_left = len(ok_ids)
     limit: int | float = 0  # in the info list: info operations invoked by then may go next
@@ -151,7 +161,7 @@ def search(
             assert node > info_head
             return_node = 0
             mask = twins_before[node]
-            if linearized & mask != mask:
+            if info_done & mask != mask:
                 node = next_of[node]  # an alike operation invoked earlier is still unused
                 continue
         else:
@@ -161,7 +171,7 @@ def search(
                 longest = tuple(op_of[frame[0]] for frame in stack)
             if not stack:
                 return SearchResult(Result.ILLEGAL, steps, longest)
-            node, state, linearized, limit = stack.pop()
+            node, state, ok_done, info_done, limit = stack.pop()
             return_node = return_of[node]
             if return_node:
                 next_of[prev_of[return_node]] = return_node
@@ -173,36 +183,46 @@ def search(
             continue
 
         # `node` is a candidate: an ok call before the first return, or an info operation
-        # invoked by then. Try to linearize it here.
+        # invoked by then. Try to place it here.
         i = op_of[node]
         legal, state_after = step(state, ops[i])
         if legal:
-            linearized_after = linearized | bits[i]
-            configuration = (linearized_after, state_after)
-            if configuration not in seen:
-                if seen_bytes < MEMO_BYTES_MAX:
-                    seen.add(configuration)
-                    seen_bytes += memo_bytes(configuration)
-                stack.append((node, state, linearized, limit))
-                state = state_after
-                linearized = linearized_after
-                # Lift the node, then its return (dancing links: the pop above reverses it).
-                next_of[prev_of[node]] = next_of[node]
-                prev_of[next_of[node]] = prev_of[node]
-                if return_node:
-                    next_of[prev_of[return_node]] = next_of[return_node]
-                    prev_of[next_of[return_node]] = prev_of[return_node]
-                    ok_left -= 1
-                    if ok_left == 0:
-                        order = tuple(op_of[frame[0]] for frame in stack)
-                        return SearchResult(Result.OK, steps, order)
-                node = next_of[0]
-                continue
+            if return_node:
+                ok_after, info_after = ok_done | bits[i], info_done
+            else:
+                ok_after, info_after = ok_done, info_done | bits[i]
+            if viable is None or viable(i, state_after, ok_after):
+                key = (ok_after, state_after)
+                infos = seen.get(key)
+                if infos is None or all(used | info_after != info_after for used in infos):
+                    if seen_bytes < MEMO_BYTES_MAX:
+                        if infos is None:
+                            seen[key] = [info_after]
+                            seen_bytes += memo_bytes(key)
+                        elif len(infos) < INFO_SETS_PER_KEY_MAX:
+                            infos.append(info_after)
+                            seen_bytes += sys.getsizeof(info_after) + MEMO_BYTES_PER_ENTRY
+                    stack.append((node, state, ok_done, info_done, limit))
+                    state = state_after
+                    ok_done = ok_after
+                    info_done = info_after
+                    # Lift the node, then its return (dancing links: the pop above undoes it).
+                    next_of[prev_of[node]] = next_of[node]
+                    prev_of[next_of[node]] = prev_of[node]
+                    if return_node:
+                        next_of[prev_of[return_node]] = next_of[return_node]
+                        prev_of[next_of[return_node]] = prev_of[return_node]
+                        ok_left -= 1
+                        if ok_left == 0:
+                            order = tuple(op_of[frame[0]] for frame in stack)
+                            return SearchResult(Result.OK, steps, order)
+                    node = next_of[0]
+                    continue
         node = next_of[node]
 
 
-def memo_bytes(configuration: tuple[int, Any]) -> int:
-    """Roughly what keeping `configuration` in the memo costs: shallow sizes, since a state's
-    elements are shared with the operations (and a ListState with its prefix)."""
-    linearized, state = configuration
-    return sys.getsizeof(linearized) + sys.getsizeof(state) + MEMO_BYTES_PER_ENTRY
+def memo_bytes(key: tuple[int, Any]) -> int:
+    """Roughly what a new memo key costs: shallow sizes, since a state's elements are shared
+    with the operations (and a ListState with its prefix)."""
+    ok_done, state = key
+    return sys.getsizeof(ok_done) + sys.getsizeof(state) + 2 * MEMO_BYTES_PER_ENTRY
