@@ -367,6 +367,31 @@ def test_timeout_gives_unknown() -> None:
     assert verdict.keys[0].why_unknown == "timeout"
 
 
+def test_a_late_read_decides_the_order_of_many_appends_cheaply() -> None:
+    """Fourteen concurrent appends, then one read: without the lookahead the search would try
+    the appends' orders before ever meeting the read (14! of them)."""
+    appends = [op(p, "append", p, 0, 10) for p in range(14)]
+    order = tuple(reversed(range(14)))
+    good = events_of(*appends, op(14, "read", order, 11, 12))
+    bad = events_of(*appends, op(14, "read", (*order[:-1], 99), 11, 12))
+    assert check_events(good, LIST_APPEND, steps_max=2_000).ok
+    assert check_events(bad, LIST_APPEND, steps_max=2_000).result is Result.ILLEGAL
+
+
+def test_many_alike_info_writes_are_searched_once() -> None:
+    """Sixteen info writes of one value, every one possible forever, and an impossible read:
+    without symmetry and dominance, every subset of the writes would be tried (2^16)."""
+    infos = [op(p, "write", 1, 0, 1, status="info") for p in range(16)]
+    events = events_of(
+        *infos,
+        op(16, "write", 2, 2, 3),
+        op(17, "read", 1, 4, 5),
+        op(17, "read", 2, 6, 7),
+        op(17, "read", 3, 8, 9),
+    )
+    assert check_events(events, REGISTER, steps_max=5_000).result is Result.ILLEGAL
+
+
 # -- against the exhaustive reference ------------------------------------------------------------
 
 
