@@ -19,8 +19,9 @@ def describe_verdict(verdict: Verdict) -> str:
     counts = {r: sum(1 for k in verdict.keys if k.result is r) for r in Result}
     steps = sum(k.steps for k in verdict.keys)
     operations = sum(k.operations for k in verdict.keys)
+    keys = f"{len(verdict.keys)} key{'' if len(verdict.keys) == 1 else 's'}"
     lines = [
-        f"{verdict.model}: {verdict.result.value.upper()} ({len(verdict.keys)} keys: "
+        f"{verdict.model}: {verdict.result.value.upper()} ({keys}: "
         f"{counts[Result.OK]} ok, {counts[Result.ILLEGAL]} illegal, "
         f"{counts[Result.UNKNOWN]} unknown; {operations} operations searched, {steps} steps)"
     ]
