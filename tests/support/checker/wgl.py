@@ -11,16 +11,19 @@ then and none of the choices tried made that possible: pop the last choice, put 
 every ok operation has been lifted; illegal when a configuration fails with nothing to pop.
 
 Lowe's memoization makes this tractable: the configuration after a choice is fully described by
-the set of operations lifted (a bitset, here a Python int) and the model state, and a
+the set of operations placed (bitsets, here Python ints) and the model state, and a
 configuration seen before has already been explored, so it is not entered twice.
 
 Operations whose outcome is unknown (`info`) may take effect anywhere after their invoke, or
-never: their return is at +infinity and the search succeeds once every ok operation is lifted,
-whatever info operations are left. They live in a second list, by invoke time, and are tried
-as candidates after the ok ones: only when a return is met, those invoked by then. The set of
+never: the search succeeds once every ok operation is placed, whatever info operations are
+left. They live in a second list, by invoke time, with no return entry, and are tried as
+candidates after the ok ones: only when a return is met, those invoked by then. The set of
 candidates of each configuration is the same as with one list (so the answer is too); the order
 makes a linearizable history cheap, because an info operation is placed only when an ok one
-needs it. Failed operations never reach the search.
+needs it. Alike info operations are placed in invoke order only (symmetry), and the memo skips
+a configuration when one seen had the same ok operations, the same state and fewer info
+operations used (dominance). A model may add a lookahead that rejects states no later read can
+see. Failed operations never reach the search. docs/checker.md has the arguments for each.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from .history import Operation
 from .models import Model
 
 # A search that needs more steps than this is stopped and answers UNKNOWN. A step is one visit
-# of a list entry; this is some tens of seconds of CPython on histories that need it all.
+# of a list entry; all of them take 5 to 30 s of CPython.
 SEARCH_STEPS_MAX = 10_000_000
 # The memo stops growing past this estimate of its size. The search stays correct without it,
 # only slower (it may explore a configuration again), so this bounds memory, not the answer.
