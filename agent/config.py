@@ -39,6 +39,8 @@ STORE_RESERVE_DIVISOR = 8
 NODE_ID_CHARS_MAX = 64
 # A cluster this size is already far beyond what Raft groups are used for.
 PEERS_MAX = 64
+# Entries one APPEND (or forwarded PROPOSE) may carry; --batch-entries-max is at most this.
+PEER_ENTRIES_PER_MESSAGE_MAX = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,27 @@ class AgentConfig:
     # >0: exit (cleanly) once no app has sent anything for this long. The embedded agent the
     # library starts for one directory uses it, so it does not outlive its apps.
     exit_when_idle_ms: int = 0
+    # -- Limits against hostile input (docs/agent.md "Limits and hostile input") --
+    # ZeroMQ queues count frames, never bytes, and per connection: a queue holds at most
+    # (frames + 1) * the socket's largest frame (MAXMSGSIZE) bytes. The receive queues are
+    # the ones a stranger fills, so they are short; frames beyond wait in the sender's queue
+    # and TCP (back-pressure, nothing is dropped).
+    client_recv_queue_frames_max: int = 16  # RCVHWM per app connection (x FRAME_BYTES_MAX)
+    client_send_queue_frames_max: int = 10_000  # SNDHWM per app connection (replies, streams)
+    peer_recv_queue_frames_max: int = 8  # RCVHWM per peer connection (x peer_frame_bytes_max)
+    peer_send_queue_frames_max: int = 10_000  # SNDHWM per peer (Raft's window bounds its bytes)
+    # The largest peer frame accepted (MAXMSGSIZE of the peer socket; a bigger frame costs its
+    # sender the connection). Must hold an APPEND of batch_bytes_max or one body_bytes_max
+    # entry, and a snapshot chunk, plus envelope.
+    peer_frame_bytes_max: int = PEER_FRAME_BYTES_MAX
+    # Bytes taken from one socket per loop turn (besides the frame counts in transport.py): a
+    # turn must also tick, write and answer, whatever size the waiting frames have.
+    recv_bytes_per_turn_max: int = 64 << 20
+    # Client sessions (client ids proposing) live through one connection (ZeroMQ identity)
+    # and from one address at once: one connection opening sessions by the thousand must not
+    # fill the cluster's SESSIONS_MAX and lock every other app out.
+    sessions_per_connection_max: int = 64
+    sessions_per_address_max: int = 4_096
 
     def __post_init__(self) -> None:
         check_node_id(self.node_id)
@@ -142,6 +165,13 @@ class AgentConfig:
             "subscriber_backlog_bytes_max": self.subscriber_backlog_bytes_max,
             "subscriber_stall_ms": self.subscriber_stall_ms,
             "proposals_waiting_bytes_max": self.proposals_waiting_bytes_max,
+            "client_recv_queue_frames_max": self.client_recv_queue_frames_max,
+            "client_send_queue_frames_max": self.client_send_queue_frames_max,
+            "peer_recv_queue_frames_max": self.peer_recv_queue_frames_max,
+            "peer_send_queue_frames_max": self.peer_send_queue_frames_max,
+            "recv_bytes_per_turn_max": self.recv_bytes_per_turn_max,
+            "sessions_per_connection_max": self.sessions_per_connection_max,
+            "sessions_per_address_max": self.sessions_per_address_max,
         }
         for name, value in positive.items():
             if value < 1:
@@ -155,14 +185,28 @@ class AgentConfig:
             raise ValueError(f"map_bytes must be >= {MAP_BYTES_MIN}, got {self.map_bytes}")
         if self.exit_when_idle_ms < 0:
             raise ValueError(f"exit_when_idle_ms must be >= 0, got {self.exit_when_idle_ms}")
-        room = PEER_FRAME_BYTES_MAX - PEER_FRAME_ENVELOPE_BYTES
+        if not PEER_FRAME_ENVELOPE_BYTES < self.peer_frame_bytes_max <= PEER_FRAME_BYTES_MAX:
+            raise LimitExceeded(
+                "PEER_FRAME_BYTES_MAX", PEER_FRAME_BYTES_MAX, self.peer_frame_bytes_max,
+                "peer_frame_bytes_max (and it must exceed PEER_FRAME_ENVELOPE_BYTES)",
+            )  # fmt: skip
+        if self.batch_entries_max > PEER_ENTRIES_PER_MESSAGE_MAX:
+            raise LimitExceeded(
+                "PEER_ENTRIES_PER_MESSAGE_MAX",
+                PEER_ENTRIES_PER_MESSAGE_MAX,
+                self.batch_entries_max,
+                "batch_entries_max",
+            )
+        room = self.peer_frame_bytes_max - PEER_FRAME_ENVELOPE_BYTES
         for name, value in (
             ("batch_bytes_max", self.batch_bytes_max),
             ("body_bytes_max", self.body_bytes_max),
             ("snapshot_chunk_bytes_max", self.snapshot_chunk_bytes_max),
         ):
             if value > room:
-                raise LimitExceeded("PEER_FRAME_BYTES_MAX", room, value, name)
+                raise LimitExceeded(
+                    "peer_frame_bytes_max - PEER_FRAME_ENVELOPE_BYTES", room, value, name
+                )
         # One record (in a SNAPSHOT frame) and one entry's body (in an EVENTS frame) must each
         # fit a client frame with room around them, or a subscriber could never be fed.
         frame_room = wire.FRAME_BYTES_MAX - CLIENT_FRAME_ENVELOPE_BYTES
@@ -241,6 +285,13 @@ def memory_bound_bytes(
         + nodes
         + streams
         + transport_bytes
+    )
+
+
+def node_id_valid(node_id: str) -> bool:
+    """The rule check_node_id enforces, as a test (for ids read from the network)."""
+    return 0 < len(node_id) <= NODE_ID_CHARS_MAX and all(
+        ch.isalnum() or ch in "-_." for ch in node_id
     )
 
 

@@ -12,10 +12,14 @@ A peer frame is one ZeroMQ message holding a CBOR array that starts with
 - `CHUNK`: `[v, 2, frm, to, term, snap_index, part, last, data]`: one piece of the object table
   the leader ships before a SNAPSHOT message.
 
-Decoding trusts nothing: size, CBOR depth, shape, types, ranges, and the invariants the Raft
-core asserts on its inputs (contiguous APPEND entries, entry terms not above the message term,
-a snapshot meta with a sane configuration). Anything off raises `ProtocolError` naming the
-problem, so the transport can count and drop the frame instead of the core tripping an assertion.
+Decoding trusts nothing: size, then a scan of the CBOR headers bounded in items and depth that
+admits only the codec's registered tags (`codec.loads` with `DecodeLimits`: the one decoder of
+both ports), then shape, types, ranges (every index and term within 63 bits), and the
+invariants the Raft core asserts on its inputs (contiguous APPEND entries, entry terms not above
+the message term, CONF entries that decode, a snapshot meta with a sane configuration).
+Anything off raises `ProtocolError` (a `codec.FrameError` with a reason slug) naming the field,
+its type and size and the limit, never the value, so the transport can count and drop the frame
+instead of the core tripping an assertion.
 """
 
 from __future__ import annotations
@@ -25,9 +29,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import cbor2
-from superstatic_agent.config import NODE_ID_CHARS_MAX, PEER_FRAME_BYTES_MAX, PEERS_MAX
+from superstatic_agent.config import (
+    NODE_ID_CHARS_MAX,
+    PEER_ENTRIES_PER_MESSAGE_MAX,
+    PEER_FRAME_BYTES_MAX,
+    PEERS_MAX,
+    node_id_valid,
+)
 from superstatic_agent.raft.types import (
     ADDRESS_BYTES_MAX,
+    CONF_CHANGE_BYTES_MAX,
+    CONF_OPS,
+    NODE_ID_BYTES_MAX,
     ConfState,
     Entry,
     EntryKind,
@@ -36,7 +49,8 @@ from superstatic_agent.raft.types import (
     SnapshotMeta,
 )
 
-from superstatic.protocol.errors import ProtocolError
+from superstatic.protocol import codec
+from superstatic.protocol.codec import DecodeLimits, FrameError, describe
 
 PEER_PROTOCOL_VERSION = 1
 # Outer array, the snapshot meta, its lists of ids and [id, address] pairs: 4 levels; slack.
@@ -44,8 +58,16 @@ PEER_DEPTH_MAX = 8
 # [[index, term, kind, data], ...]: 3 levels; slack.
 ENTRIES_DEPTH_MAX = 4
 # More entries than this in one message is not something our own agents ever send
-# (append_entries_max is far below): refuse rather than build a huge tuple.
-ENTRIES_PER_MESSAGE_MAX = 65_536
+# (--batch-entries-max is at most this, checked by the config): refuse rather than build a
+# huge tuple.
+ENTRIES_PER_MESSAGE_MAX = PEER_ENTRIES_PER_MESSAGE_MAX
+# CBOR items in a peer frame: a MSG is 14 fields plus a snapshot meta of at most PEERS_MAX
+# voters, PEERS_MAX learners and 2 * PEERS_MAX [id, address] pairs (~530 items).
+PEER_FRAME_ITEMS_MAX = 1_024
+# An entries blob is an array of [index, term, kind, data]: 5 items per entry.
+ENTRY_ITEMS = 5
+# A CONF entry's data: [op, node, address].
+CONF_CHANGE_ITEMS_MAX = 4
 # Read contexts are a node id plus a counter (a few dozen bytes).
 CONTEXT_BYTES_MAX = 256
 # Raft indices and terms are 64-bit on disk; anything above is garbage.
@@ -142,85 +164,150 @@ def encode_chunk(chunk: SnapshotChunk) -> bytes:
 # -- decoding ---------------------------------------------------------------------------------
 
 
-def decode(data: bytes) -> PeerFrame:
-    """Decodes and validates one peer frame; ProtocolError names what was wrong."""
-    if len(data) > PEER_FRAME_BYTES_MAX:
-        raise ProtocolError(
-            f"peer frame of {len(data)} bytes is above PEER_FRAME_BYTES_MAX={PEER_FRAME_BYTES_MAX}"
-        )
-    raw = _loads(data, PEER_DEPTH_MAX, "peer frame")
-    if not isinstance(raw, list) or len(raw) < 2:
-        raise ProtocolError("peer frame must be a CBOR array [version, kind, ...]")
-    if raw[0] != PEER_PROTOCOL_VERSION:
-        raise ProtocolError(f"peer protocol version {raw[0]!r} is not {PEER_PROTOCOL_VERSION}")
-    kind = raw[1]
-    if kind == PeerKind.MSG and not isinstance(kind, bool):
-        return _decode_message(raw)
-    if kind == PeerKind.JOIN and not isinstance(kind, bool):
-        return _decode_join(raw)
-    if kind == PeerKind.CHUNK and not isinstance(kind, bool):
-        return _decode_chunk(raw)
-    raise ProtocolError(f"unknown peer frame kind {kind!r}")
+def frame_limits(bytes_max: int = PEER_FRAME_BYTES_MAX) -> DecodeLimits:
+    return DecodeLimits(
+        what="peer frame",
+        bytes_max=bytes_max,
+        bytes_name="peer_frame_bytes_max",
+        items_max=PEER_FRAME_ITEMS_MAX,
+        items_name="PEER_FRAME_ITEMS_MAX",
+        depth_max=PEER_DEPTH_MAX,
+        depth_name="PEER_DEPTH_MAX",
+    )
 
 
-def _loads(data: bytes, depth_max: int, what: str) -> Any:
+def entries_limits(bytes_max: int, entries_max: int) -> DecodeLimits:
+    return DecodeLimits(
+        what="peer entries",
+        bytes_max=bytes_max,
+        bytes_name="peer_frame_bytes_max",
+        items_max=1 + ENTRY_ITEMS * entries_max,
+        items_name="ENTRIES_PER_MESSAGE_MAX",
+        depth_max=ENTRIES_DEPTH_MAX,
+        depth_name="ENTRIES_DEPTH_MAX",
+    )
+
+
+_CONF_CHANGE_LIMITS = DecodeLimits(
+    what="conf change",
+    bytes_max=CONF_CHANGE_BYTES_MAX,
+    bytes_name="CONF_CHANGE_BYTES_MAX",
+    items_max=CONF_CHANGE_ITEMS_MAX,
+    items_name="CONF_CHANGE_ITEMS_MAX",
+    depth_max=1,
+    depth_name="CONF_CHANGE_DEPTH_MAX",
+)
+_DEFAULT_LIMITS = frame_limits()
+
+
+def peek_kind(data: bytes) -> PeerKind | None:
+    """The kind of a peer frame read from its first two CBOR headers, without decoding it: the
+    agent drops frames of senders it does not know unless they are JOINs, at no decoding cost."""
+    if len(data) < 3 or data[0] >> 5 != 4 or data[1] != PEER_PROTOCOL_VERSION:
+        return None
+    initial = data[2]
+    if initial > 23:  # kinds are small uints (major 0, value in the header byte)
+        return None
     try:
-        return cbor2.loads(data, max_depth=depth_max)
-    except Exception as exc:  # cbor2 raises several types on garbage; all mean the same here
-        raise ProtocolError(f"{what} is not valid CBOR: {exc}") from None
+        return PeerKind(initial)
+    except ValueError:
+        return None
+
+
+def decode(
+    data: bytes,
+    *,
+    limits: DecodeLimits = _DEFAULT_LIMITS,
+    entries_max: int = ENTRIES_PER_MESSAGE_MAX,
+) -> PeerFrame:
+    """Decodes and validates one peer frame; ProtocolError names what was wrong. `limits`
+    bounds the frame (its bytes_max is the agent's peer_frame_bytes_max), `entries_max` the
+    entries an APPEND or PROPOSE may carry."""
+    raw = codec.loads(data, limits)
+    if type(raw) is not list or len(raw) < 2:
+        raise FrameError("shape", "peer frame must be a CBOR array [version, kind, ...]")
+    if type(raw[0]) is not int or raw[0] != PEER_PROTOCOL_VERSION:
+        raise FrameError(
+            "version",
+            f"peer protocol version must be the int {PEER_PROTOCOL_VERSION}, got "
+            f"{describe(raw[0])}",
+        )
+    kind = raw[1]
+    if type(kind) is int:
+        if kind == PeerKind.MSG:
+            return _decode_message(raw, limits.bytes_max, entries_max)
+        if kind == PeerKind.JOIN:
+            return _decode_join(raw)
+        if kind == PeerKind.CHUNK:
+            return _decode_chunk(raw, limits.bytes_max)
+    raise FrameError("kind", f"unknown peer frame kind ({describe(kind)})")
 
 
 def _int(value: Any, name: str, minimum: int = 0) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= INDEX_MAX:
-        raise ProtocolError(f"peer {name} must be an integer in [{minimum}, 2**63), got {value!r}")
+    if type(value) is not int or not minimum <= value <= INDEX_MAX:
+        raise FrameError(
+            "field", f"peer {name} must be an integer in [{minimum}, 2**63), got {describe(value)}"
+        )
     return value
 
 
 def _node_id(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not 1 <= len(value) <= NODE_ID_CHARS_MAX:
-        raise ProtocolError(f"peer {name} must be a node id of 1..{NODE_ID_CHARS_MAX} characters")
+    if type(value) is not str or not node_id_valid(value):
+        raise FrameError(
+            "field",
+            f"peer {name} must be a node id of 1..{NODE_ID_CHARS_MAX} letters, digits, '-', '_' "
+            f"or '.', got {describe(value)}",
+        )
     return value
 
 
 def _address(value: Any, name: str) -> str:
-    if not isinstance(value, str) or len(value.encode()) > ADDRESS_BYTES_MAX:
-        raise ProtocolError(f"peer {name} must be an endpoint of at most {ADDRESS_BYTES_MAX} bytes")
+    if type(value) is not str or len(value.encode()) > ADDRESS_BYTES_MAX:
+        raise FrameError(
+            "field",
+            f"peer {name} must be an endpoint of at most {ADDRESS_BYTES_MAX} bytes, got "
+            f"{describe(value)}",
+        )
     return value
 
 
 def _bytes(value: Any, name: str, bytes_max: int) -> bytes:
-    if not isinstance(value, bytes) or len(value) > bytes_max:
-        raise ProtocolError(f"peer {name} must be a byte string of at most {bytes_max} bytes")
+    if type(value) is not bytes or len(value) > bytes_max:
+        raise FrameError(
+            "field",
+            f"peer {name} must be a byte string of at most {bytes_max} bytes, got "
+            f"{describe(value)}",
+        )
     return value
 
 
-def _decode_message(raw: list[Any]) -> Message:
+def _decode_message(raw: list[Any], bytes_max: int, entries_max: int) -> Message:
     if len(raw) != 14:
-        raise ProtocolError(f"peer MSG must have 14 fields, got {len(raw)}")
+        raise FrameError("shape", f"peer MSG must have 14 fields, got {len(raw)}")
     (_, _, type_raw, frm, to, term, log_term, index, blob, commit, reject, hint, ctx, snap) = raw
-    if not isinstance(type_raw, int) or isinstance(type_raw, bool):
-        raise ProtocolError(f"peer message type must be an integer, got {type_raw!r}")
+    if type(type_raw) is not int:
+        raise FrameError("field", f"peer message type must be an integer, got {describe(type_raw)}")
     try:
         msg_type = MsgType(type_raw)
     except ValueError:
-        raise ProtocolError(f"unknown Raft message type {type_raw}") from None
+        raise FrameError("field", f"unknown Raft message type ({describe(type_raw)})") from None
     frm = _node_id(frm, "frm")
     to = _node_id(to, "to")
     if frm == to:
-        raise ProtocolError(f"peer message from {frm} to itself")
+        raise FrameError("field", "peer message from a node to itself")
     term = _int(term, "term")
     log_term = _int(log_term, "log_term")
     index = _int(index, "index")
     commit = _int(commit, "commit")
     hint = _int(hint, "reject_hint")
-    if not isinstance(reject, bool):
-        raise ProtocolError("peer reject must be a boolean")
+    if type(reject) is not bool:
+        raise FrameError("field", f"peer reject must be a boolean, got {describe(reject)}")
     context = _bytes(ctx, "context", CONTEXT_BYTES_MAX)
-    blob = _bytes(blob, "entries", PEER_FRAME_BYTES_MAX)
-    entries = _decode_entries(blob, msg_type, term, index) if blob else ()
+    blob = _bytes(blob, "entries", bytes_max)
+    entries = _decode_entries(blob, msg_type, term, index, entries_max) if blob else ()
     snapshot = _decode_snapshot(snap, term) if snap is not None else None
     if (msg_type is MsgType.SNAPSHOT) != (snapshot is not None):
-        raise ProtocolError("a snapshot meta comes with SNAPSHOT messages and only with them")
+        raise FrameError("field", "a snapshot meta comes with SNAPSHOT messages and only with them")
     return Message(
         type=msg_type,
         frm=frm,
@@ -237,75 +324,102 @@ def _decode_message(raw: list[Any]) -> Message:
     )
 
 
-def _decode_entries(blob: bytes, msg_type: MsgType, term: int, prev: int) -> tuple[Entry, ...]:
+def _decode_entries(
+    blob: bytes, msg_type: MsgType, term: int, prev: int, entries_max: int
+) -> tuple[Entry, ...]:
     if msg_type not in (MsgType.APPEND, MsgType.PROPOSE):
-        raise ProtocolError(f"{msg_type.name} messages carry no entries")
-    raw = _loads(blob, ENTRIES_DEPTH_MAX, "peer entries")
-    if not isinstance(raw, list) or not raw:
-        raise ProtocolError("peer entries must be a non-empty array")
-    if len(raw) > ENTRIES_PER_MESSAGE_MAX:
-        raise ProtocolError(
-            f"{len(raw)} entries in one message, above ENTRIES_PER_MESSAGE_MAX="
-            f"{ENTRIES_PER_MESSAGE_MAX}"
+        raise FrameError("field", f"{msg_type.name} messages carry no entries")
+    raw = codec.loads(blob, entries_limits(len(blob), entries_max))
+    if type(raw) is not list or not raw:
+        raise FrameError("field", f"peer entries must be a non-empty array, got {describe(raw)}")
+    if len(raw) > entries_max:
+        raise codec.DecodeLimitExceeded(
+            "ENTRIES_PER_MESSAGE_MAX", entries_max, len(raw), "entries in one peer message"
         )
+    if prev + len(raw) > INDEX_MAX:
+        raise FrameError("field", "APPEND entries would run past index 2**63 - 1")
     entries: list[Entry] = []
     previous_term = 0
     for offset, item in enumerate(raw):
-        if not isinstance(item, list) or len(item) != 4:
-            raise ProtocolError("a peer entry must be [index, term, kind, data]")
+        if type(item) is not list or len(item) != 4:
+            raise FrameError("field", "a peer entry must be [index, term, kind, data]")
         e_index = _int(item[0], "entry index")
         e_term = _int(item[1], "entry term")
         kind_raw = item[2]
-        if not isinstance(kind_raw, int) or isinstance(kind_raw, bool):
-            raise ProtocolError(f"entry kind must be an integer, got {kind_raw!r}")
+        if type(kind_raw) is not int:
+            raise FrameError("field", f"entry kind must be an integer, got {describe(kind_raw)}")
         try:
             kind = EntryKind(kind_raw)
         except ValueError:
-            raise ProtocolError(f"unknown entry kind {kind_raw}") from None
+            raise FrameError("field", f"unknown entry kind ({describe(kind_raw)})") from None
         data = item[3]
-        if not isinstance(data, bytes):
-            raise ProtocolError("entry data must be a byte string")
+        if type(data) is not bytes:
+            raise FrameError("field", f"entry data must be a byte string, got {describe(data)}")
         if msg_type is MsgType.PROPOSE:
             # Forwarded proposals are numbered by the leader, never by the sender.
             if e_index != 0 or e_term != 0 or kind is not EntryKind.NORMAL:
-                raise ProtocolError("forwarded proposals must be NORMAL entries without index")
+                raise FrameError(
+                    "field", "forwarded proposals must be NORMAL entries without index"
+                )
         else:
             if e_index != prev + 1 + offset:
-                raise ProtocolError(f"APPEND entries not contiguous after {prev}: {e_index}")
+                raise FrameError("field", f"APPEND entries not contiguous at offset {offset}")
             if not 1 <= e_term <= term or e_term < previous_term:
-                raise ProtocolError(
-                    f"APPEND entry {e_index} has term {e_term} (message term {term})"
+                raise FrameError(
+                    "field",
+                    f"APPEND entry at offset {offset} has a term of 0, above the message term, "
+                    "or below the previous entry's",
                 )
             previous_term = e_term
+            if kind is EntryKind.CONF:
+                # The core decodes CONF entries as they append: garbage must stop here.
+                check_conf_change(data)
         entries.append(Entry(e_index, e_term, kind, data))
     return tuple(entries)
 
 
+def check_conf_change(data: bytes) -> None:
+    """Raises FrameError unless `data` is what ConfChange.encode makes (the core decodes it
+    when the entry appends, and must never meet garbage there)."""
+    value = codec.loads(data, _CONF_CHANGE_LIMITS)
+    if not (
+        type(value) is list
+        and len(value) == 3
+        and all(type(part) is str for part in value)
+        and value[0] in CONF_OPS
+        and 1 <= len(value[1].encode()) <= NODE_ID_BYTES_MAX
+        and len(value[2].encode()) <= ADDRESS_BYTES_MAX
+    ):
+        raise FrameError("field", "a CONF entry is not [op, node, address] of bounded strings")
+
+
 def _decode_snapshot(raw: Any, term: int) -> SnapshotMeta:
-    if not isinstance(raw, list) or len(raw) != 5:
-        raise ProtocolError("snapshot meta must be [index, term, voters, learners, addresses]")
+    if type(raw) is not list or len(raw) != 5:
+        raise FrameError(
+            "field", "snapshot meta must be [index, term, voters, learners, addresses]"
+        )
     index = _int(raw[0], "snapshot index", minimum=1)
     snap_term = _int(raw[1], "snapshot term", minimum=1)
     if snap_term > term:
-        raise ProtocolError(f"snapshot term {snap_term} is above the message term {term}")
+        raise FrameError("field", "snapshot term is above the message term")
     voters, learners, addresses = raw[2], raw[3], raw[4]
     for name, ids in (("voters", voters), ("learners", learners)):
-        if not isinstance(ids, list) or len(ids) > PEERS_MAX:
-            raise ProtocolError(f"snapshot {name} must be a list of at most {PEERS_MAX} ids")
+        if type(ids) is not list or len(ids) > PEERS_MAX:
+            raise FrameError("field", f"snapshot {name} must be a list of at most {PEERS_MAX} ids")
         for node in ids:
             _node_id(node, f"snapshot {name[:-1]}")
     if not voters:
-        raise ProtocolError("snapshot configuration has no voters")
+        raise FrameError("field", "snapshot configuration has no voters")
     if len(set(voters)) != len(voters) or len(set(learners)) != len(learners):
-        raise ProtocolError("snapshot configuration lists a member twice")
+        raise FrameError("field", "snapshot configuration lists a member twice")
     if set(voters) & set(learners):
-        raise ProtocolError("snapshot configuration has a node both voter and learner")
-    if not isinstance(addresses, list) or len(addresses) > 2 * PEERS_MAX:
-        raise ProtocolError("snapshot addresses must be a list of [id, endpoint]")
+        raise FrameError("field", "snapshot configuration has a node both voter and learner")
+    if type(addresses) is not list or len(addresses) > 2 * PEERS_MAX:
+        raise FrameError("field", "snapshot addresses must be a list of [id, endpoint]")
     pairs: dict[str, str] = {}
     for pair in addresses:
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise ProtocolError("snapshot addresses must be a list of [id, endpoint]")
+        if type(pair) is not list or len(pair) != 2:
+            raise FrameError("field", "snapshot addresses must be a list of [id, endpoint]")
         pairs[_node_id(pair[0], "address id")] = _address(pair[1], "address")
     conf = ConfState.make(voters, learners, pairs)
     return SnapshotMeta(index, snap_term, conf)
@@ -313,20 +427,20 @@ def _decode_snapshot(raw: Any, term: int) -> SnapshotMeta:
 
 def _decode_join(raw: list[Any]) -> JoinRequest:
     if len(raw) != 4:
-        raise ProtocolError(f"peer JOIN must have 4 fields, got {len(raw)}")
+        raise FrameError("shape", f"peer JOIN must have 4 fields, got {len(raw)}")
     address = _address(raw[3], "join address")
-    if not address.startswith(ENDPOINT_SCHEMES):
-        raise ProtocolError(f"peer JOIN address must start with one of {ENDPOINT_SCHEMES}")
+    if not address.startswith(ENDPOINT_SCHEMES) or len(address) <= len("tcp://"):
+        raise FrameError("field", f"peer JOIN address must start with one of {ENDPOINT_SCHEMES}")
     return JoinRequest(_node_id(raw[2], "join id"), address)
 
 
-def _decode_chunk(raw: list[Any]) -> SnapshotChunk:
+def _decode_chunk(raw: list[Any], bytes_max: int) -> SnapshotChunk:
     if len(raw) != 9:
-        raise ProtocolError(f"peer CHUNK must have 9 fields, got {len(raw)}")
+        raise FrameError("shape", f"peer CHUNK must have 9 fields, got {len(raw)}")
     frm = _node_id(raw[2], "chunk frm")
     to = _node_id(raw[3], "chunk to")
-    if not isinstance(raw[7], bool):
-        raise ProtocolError("peer chunk 'last' must be a boolean")
+    if type(raw[7]) is not bool:
+        raise FrameError("field", f"peer chunk 'last' must be a boolean, got {describe(raw[7])}")
     return SnapshotChunk(
         frm=frm,
         to=to,
@@ -334,5 +448,5 @@ def _decode_chunk(raw: list[Any]) -> SnapshotChunk:
         snap_index=_int(raw[5], "chunk snapshot index", minimum=1),
         part=_int(raw[6], "chunk part"),
         last=raw[7],
-        data=_bytes(raw[8], "chunk data", PEER_FRAME_BYTES_MAX),
+        data=_bytes(raw[8], "chunk data", bytes_max),
     )

@@ -18,6 +18,16 @@ above map to a fixed set of constructors, every other tag is rejected, and cbor2
 decoders that build richer objects (regular expressions, MIME messages, shared references,
 sets, IP addresses, ...) are switched off. Every decoding failure is a `ProtocolError` naming
 what was wrong.
+
+Bounded decoding (`loads(data, limits)`): before cbor2 builds a single object, `scan` walks the
+CBOR item headers (never the payload bytes of strings) and refuses, as soon as a bound is
+crossed, more items or deeper nesting than the `DecodeLimits` allow, any tag outside the
+registry (so shared references, regular expressions, MIME, IP addresses, fractions never reach
+cbor2's constructors), indefinite lengths, simple values, trailing bytes, and Decimal mantissas
+whose conversion would be quadratic. A scan costs O(min(items, items_max)), so a 15 MiB frame of
+empty arrays is refused after reading one header. The agent's frame decoders (client and peer
+ports) and transaction bodies go through it; records the state machine wrote itself use plain
+`loads(data)`.
 """
 
 from __future__ import annotations
@@ -26,11 +36,12 @@ import datetime
 import decimal
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import cbor2
 
-from superstatic.protocol.errors import ProtocolError
+from superstatic.protocol.errors import LimitExceeded, ProtocolError
 
 TAG_TUPLE = 55800
 TAG_FROZENSET = 55801
@@ -51,8 +62,29 @@ NODE_KINDS = ("dict", "list", "set", "obj")
 _SEMANTIC_KEPT = frozenset({2, 3, 4, 37})
 # cbor2 semantic tags that would build something we never store (or that we never emit): their
 # built-in decoders are replaced by a refusal, so hostile bytes cannot make a regex, a MIME
-# message, a set or a shared-reference graph.
-_SEMANTIC_REFUSED = (0, 1, 5, 25, 28, 29, 30, 35, 36, 100, 256, 258, 260, 261, 1004, 55799)
+# message, a set or a shared-reference graph. Every tag cbor2 6.x builds natively outside
+# _SEMANTIC_KEPT (tests/unit/test_codec_ops.py enumerates them, so an upgrade that adds one
+# fails a test); `scan` refuses them all anyway, whatever cbor2 version is installed.
+_SEMANTIC_REFUSED = (
+    0, 1, 5, 25, 28, 29, 30, 35, 36, 52, 54, 100, 256, 258, 260, 261, 1004, 43000, 55799,
+)  # fmt: skip
+# THE registry: every tag a superstatic value may carry. Anything else is refused.
+REGISTERED_TAGS = _SEMANTIC_KEPT | {
+    TAG_TUPLE,
+    TAG_FROZENSET,
+    TAG_REF,
+    TAG_DATETIME,
+    TAG_DATE,
+    TAG_TIME,
+}
+_TAG_DECIMAL = 4
+_TAG_BIGNUMS = (2, 3)
+# cbor2 turns a Decimal's mantissa into digits in time quadratic in its size (a 1 MB mantissa
+# took 99 s, 100 KB 1.4 s): 1 KiB (about 2,466 digits) costs 0.1 ms. Ints themselves are
+# decoded in linear time and are not bounded here.
+DECIMAL_MANTISSA_BYTES_MAX = 1024
+# cbor2's own error text quoted in a refusal (it describes the structure; capped all the same).
+CBOR_MESSAGE_CHARS_MAX = 160
 
 SCALAR_TYPES = frozenset(
     {
@@ -188,30 +220,253 @@ def _tag_hook(tag: cbor2.CBORTag, _immutable: bool) -> Any:
                 return datetime.date.fromisoformat(payload)
             if number == TAG_TIME:
                 return datetime.time.fromisoformat(payload)
-        except ValueError as e:
-            raise cbor2.CBORDecodeError(f"tag {number}: {e}") from None
+        except ValueError:
+            # Not the text: its length is all the message may say about it.
+            raise cbor2.CBORDecodeError(
+                f"tag {number}: a str of {len(payload)} chars is not ISO 8601"
+            ) from None
     raise cbor2.CBORDecodeError(
         f"tag {number} with a {type(payload).__name__} payload is not part of the superstatic "
         "type registry"
     )
 
 
-def loads(data: bytes) -> Any:
-    """Decodes CBOR made by `dumps`; anything else raises ProtocolError naming the problem."""
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """Bounds `scan` enforces before anything is built. Each bound has the name a refusal
+    quotes (a constant or a config field), so an operator can tell which limit was hit."""
+
+    what: str  # what is being decoded, for messages: "client frame", "peer entries", ...
+    bytes_max: int
+    bytes_name: str
+    items_max: int  # CBOR data items: every int, string, array, map key and value, tag
+    items_name: str
+    depth_max: int  # nesting of arrays, maps and tags
+    depth_name: str
+    # Map keys must be text or byte strings: a map with colliding int keys would cost
+    # quadratic time to build. Frames and transaction bodies only ever use str keys.
+    str_keys_only: bool = True
+
+
+class FrameError(ProtocolError):
+    """A refused frame, body or value. `reason` is a short slug the agent counts in STATUS
+    (`dropped`, `<category>.<reason>`); the message names the field, its type and size and the
+    limit, never the value itself."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        ProtocolError.__init__(self, message)
+        self.reason = reason
+
+
+class DecodeLimitExceeded(FrameError, LimitExceeded):
+    """A decoding bound was crossed: both a ProtocolError (the input is refused) and a
+    LimitExceeded (the client is told `too_large`, naming the limit)."""
+
+    def __init__(self, limit_name: str, limit: int, actual: int, what: str) -> None:
+        LimitExceeded.__init__(self, limit_name, limit, actual, what)
+        self.reason = limit_name
+
+
+def describe(value: Any) -> str:
+    """The type and size of an untrusted value, for an error message: never the value itself
+    (its repr can be gigabytes for a shared-reference graph, or raise for a huge int)."""
+    tp = type(value)
+    if value is None or tp is bool:
+        return repr(value)
+    if tp is int:
+        return f"an int of {value.bit_length()} bits"
+    if tp in (str, bytes, bytearray):
+        unit = "chars" if tp is str else "bytes"
+        return f"a {tp.__name__} of {len(value)} {unit}"
+    if tp in (list, tuple, dict, set, frozenset):
+        return f"a {tp.__name__} of {len(value)} items"
+    return f"a {tp.__qualname__}"
+
+
+def _refuse_bytes(data: bytes, limits: DecodeLimits) -> None:
+    if len(data) > limits.bytes_max:
+        raise DecodeLimitExceeded(
+            limits.bytes_name, limits.bytes_max, len(data), f"{limits.what} size in bytes"
+        )
+
+
+def scan(data: bytes, limits: DecodeLimits) -> int:
+    """Walks the CBOR item headers of `data` without building anything; returns the number of
+    items. Raises DecodeLimitExceeded (bytes, items, depth) or FrameError (malformed, a tag
+    outside the registry, ...) as soon as the input is known to be refused.
+
+    Cost: about 0.15 us per item, and never more than items_max items are visited: a declared
+    array or map length beyond the remaining budget is refused at its header."""
+    _refuse_bytes(data, limits)
+    size = len(data)
+    items_max, depth_max = limits.items_max, limits.depth_max
+    pos = 0
+    items = 0
+    stack: list[int] = []  # items still to read in each enclosing container
+    remaining = 1  # items still to read at the current level (the top level holds one)
+    maps: list[bool] = []  # per enclosing level: is it a map?
+    in_map = False
+    strict = limits.str_keys_only
+    while True:
+        if not remaining:
+            if not stack:
+                break
+            remaining = stack.pop()
+            in_map = maps.pop()
+            continue
+        # A map's items alternate key, value; `remaining` counts both, so a key when even.
+        key_next = strict and in_map and remaining % 2 == 0
+        remaining -= 1
+        if pos >= size:
+            raise FrameError("cbor", f"{limits.what} is truncated CBOR")
+        initial = data[pos]
+        pos += 1
+        major = initial >> 5
+        info = initial & 31
+        arg = info
+        if info >= 24:
+            if info > 27:
+                # 28-30 reserved, 31 indefinite length: never produced by our encoders.
+                raise FrameError(
+                    "cbor", f"{limits.what} uses an indefinite length or a reserved header"
+                )
+            end = pos + (1 << (info - 24))
+            if end > size:
+                raise FrameError("cbor", f"{limits.what} is truncated CBOR")
+            arg = int.from_bytes(data[pos:end], "big")
+            pos = end
+        items += 1
+        if items > items_max:
+            raise DecodeLimitExceeded(
+                limits.items_name, items_max, items, f"CBOR items in a {limits.what}"
+            )
+        if key_next and major not in (2, 3):
+            raise FrameError("map_key", f"a map key in a {limits.what} is not a string")
+        if major < 2:
+            continue
+        if major < 4:
+            pos += arg
+            if pos > size:
+                raise FrameError("cbor", f"{limits.what} is truncated CBOR")
+            continue
+        if major == 7:
+            # false, true, null; floats (their bytes were consumed as the argument). Simple
+            # values and undefined are not storable.
+            if 20 <= info <= 22 or 25 <= info <= 27:
+                continue
+            raise FrameError("cbor", f"{limits.what} holds a CBOR simple value")
+        if major == 6:
+            if arg not in REGISTERED_TAGS:
+                raise FrameError(
+                    "tag", f"a {limits.what} holds a CBOR tag outside the superstatic registry"
+                )
+            if arg == _TAG_DECIMAL:
+                pos, items = _scan_decimal(data, pos, items, limits)
+                continue
+            count = 1
+        elif major == 4:
+            count = arg
+        else:
+            count = 2 * arg
+        if not count:
+            continue
+        if items + count > items_max:
+            raise DecodeLimitExceeded(
+                limits.items_name, items_max, items + count, f"CBOR items in a {limits.what}"
+            )
+        stack.append(remaining)
+        maps.append(in_map)
+        remaining = count
+        in_map = major == 5
+        if len(stack) > depth_max:
+            raise DecodeLimitExceeded(
+                limits.depth_name, depth_max, len(stack), f"nesting of a {limits.what}"
+            )
+    if pos != size:
+        raise FrameError("cbor", f"{limits.what} has {size - pos} bytes after its CBOR item")
+    return items
+
+
+def _scan_decimal(data: bytes, pos: int, items: int, limits: DecodeLimits) -> tuple[int, int]:
+    """A Decimal's payload, [exponent, mantissa]: ints, the mantissa's bignum bounded."""
+    size = len(data)
+
+    def head(at: int) -> tuple[int, int, int]:
+        if at >= size:
+            raise FrameError("cbor", f"{limits.what} is truncated CBOR")
+        initial = data[at]
+        info = initial & 31
+        if info < 24:
+            return initial >> 5, info, at + 1
+        if info > 27:
+            raise FrameError("decimal", f"a Decimal in a {limits.what} is malformed")
+        end = at + 1 + (1 << (info - 24))
+        if end > size:
+            raise FrameError("cbor", f"{limits.what} is truncated CBOR")
+        return initial >> 5, int.from_bytes(data[at + 1 : end], "big"), end
+
+    major, arg, pos = head(pos)
+    if major != 4 or arg != 2:
+        raise FrameError("decimal", f"a Decimal in a {limits.what} is not [exponent, mantissa]")
+    major, _, pos = head(pos)
+    if major > 1:
+        raise FrameError("decimal", f"a Decimal exponent in a {limits.what} is not an int")
+    major, arg, pos = head(pos)
+    if major == 6 and arg in _TAG_BIGNUMS:
+        major, arg, pos = head(pos)
+        if major != 2:
+            raise FrameError("decimal", f"a Decimal mantissa in a {limits.what} is malformed")
+        if arg > DECIMAL_MANTISSA_BYTES_MAX:
+            raise DecodeLimitExceeded(
+                "DECIMAL_MANTISSA_BYTES_MAX",
+                DECIMAL_MANTISSA_BYTES_MAX,
+                arg,
+                f"Decimal mantissa bytes in a {limits.what}",
+            )
+        pos += arg
+        if pos > size:
+            raise FrameError("cbor", f"{limits.what} is truncated CBOR")
+        items += 2
+    elif major > 1:
+        raise FrameError("decimal", f"a Decimal mantissa in a {limits.what} is not an int")
+    items += 3  # the array, the exponent, the mantissa
+    if items > limits.items_max:
+        raise DecodeLimitExceeded(
+            limits.items_name, limits.items_max, items, f"CBOR items in a {limits.what}"
+        )
+    return pos, items
+
+
+def loads(data: bytes, limits: DecodeLimits | None = None) -> Any:
+    """Decodes CBOR made by `dumps`; anything else raises ProtocolError naming the problem.
+
+    With `limits` (anything that came from outside this process: frames, transaction bodies),
+    the input is first `scan`ned, so nothing is built unless it fits the limits and only
+    registered tags occur. Without, the caller vouches for the bytes (a record it wrote)."""
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise ProtocolError(f"expected CBOR bytes, got {type(data).__qualname__}")
+        raise FrameError("type", f"expected CBOR bytes, got {type(data).__qualname__}")
+    if limits is not None:
+        scan(data, limits)
+        depth_max = DECODE_DEPTH_MAX
+        strict = limits.str_keys_only
+    else:
+        depth_max, strict = DECODE_DEPTH_MAX, False
     try:
         return cbor2.loads(
             data,
             tag_hook=_tag_hook,
             semantic_decoders=_SEMANTIC_DECODERS,
-            max_depth=DECODE_DEPTH_MAX,
+            max_depth=depth_max,
+            strict_hashable_types=strict,
         )
     except cbor2.CBORDecodeError as e:
-        raise ProtocolError(f"undecodable CBOR: {e}") from None
+        # cbor2's and _tag_hook's messages describe the structure, not the data; capped anyway.
+        raise FrameError("cbor", f"undecodable CBOR: {str(e)[:CBOR_MESSAGE_CHARS_MAX]}") from None
     except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as e:
         # cbor2 lets a few of these through on hostile input (e.g. an unhashable map key).
-        raise ProtocolError(f"undecodable CBOR: {type(e).__name__}: {e}") from None
+        raise FrameError(
+            "cbor", f"undecodable CBOR: {type(e).__name__}: {str(e)[:CBOR_MESSAGE_CHARS_MAX]}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------- values
@@ -272,20 +527,17 @@ def decode_record(data: bytes) -> tuple[int, str, Any]:
         raise ProtocolError("a node record is a 3-element array [version, kind, contents]")
     version, kind, contents = record
     if type(version) is not int or version < 0:
-        raise ProtocolError(
-            f"node record version must be an int >= 0, got a {type(version).__qualname__}"
-        )
+        raise ProtocolError(f"node record version must be an int >= 0, got {describe(version)}")
     check_contents(kind, contents, "node record")
     return version, kind, contents
 
 
 def check_contents(kind: Any, contents: Any, what: str) -> None:
     """Raises ProtocolError unless `contents` is well-formed for a node of `kind`."""
-    if kind not in NODE_KINDS:
-        # The kind's type only: a hostile kind may be an int too long to print.
+    # type() first: a list or map in the kind's place is never hashed or compared.
+    if type(kind) is not str or kind not in NODE_KINDS:
         raise ProtocolError(
-            f"{what}: unknown node kind (a {type(kind).__qualname__}; known: "
-            f"{', '.join(NODE_KINDS)})"
+            f"{what}: the node kind must be one of {', '.join(NODE_KINDS)}, got {describe(kind)}"
         )
     if kind == "obj":
         if (
@@ -295,10 +547,10 @@ def check_contents(kind: Any, contents: Any, what: str) -> None:
             or type(contents[1]) is not list
         ):
             raise ProtocolError(f"{what}: obj contents are [class_name, [[attr, value], ...]]")
-        for pair in contents[1]:
+        for i, pair in enumerate(contents[1]):
             if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str:
                 raise ProtocolError(f"{what}: an obj attribute is [str name, value]")
-            check_value(pair[1], f"{what} attribute")
+            check_value(pair[1], f"{what} attribute #{i}")
         return
     if type(contents) is not list:
         raise ProtocolError(f"{what}: {kind} contents are an array")

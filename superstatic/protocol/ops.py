@@ -33,6 +33,16 @@ OP_VALUES_MAX = 1_000_000
 # Read versions (log indexes) and splice positions are 64-bit: larger ints are garbage, and a
 # message must never format one (Python refuses to print an int of over 4,300 digits).
 INT64_MAX = (1 << 63) - 1
+# CBOR items in one transaction body, counted by codec.scan before anything is built (at the
+# agent's PROPOSE and again wherever the body is decoded): they bound the objects one body can
+# make every replica build (~64 bytes each), so 8 MiB of empty arrays cannot cost a replica
+# half a gigabyte. Of the order of the library's own bounds (TXN_OPS_MAX, OP_VALUES_MAX).
+TXN_ITEMS_MAX = 1 << 20
+# A body travels in one frame: the static bound a stored body is scanned with (the agent checks
+# its own, smaller, body_bytes_max when the PROPOSE arrives).
+TXN_BODY_BYTES_MAX = 16 << 20
+# Read versions are log indexes.
+VERSION_MAX = INT64_MAX
 
 OP_TAGS = ("new", "set", "del", "clear", "splice", "extend", "add", "discard")
 # Which node kinds each op applies to.
@@ -47,8 +57,34 @@ _KINDS_OF = {
 }
 
 
-class OpError(ProtocolError):
-    """An op that is malformed or does not fit its node; names the op."""
+class OpError(codec.FrameError):
+    """An op that is malformed or does not fit its node; names the op (never a value)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("op", message)
+
+
+def txn_limits(bytes_max: int = TXN_BODY_BYTES_MAX) -> codec.DecodeLimits:
+    """The bounds a transaction body is scanned with."""
+    return codec.DecodeLimits(
+        what="transaction body",
+        bytes_max=bytes_max,
+        bytes_name="body_bytes_max" if bytes_max != TXN_BODY_BYTES_MAX else "TXN_BODY_BYTES_MAX",
+        items_max=TXN_ITEMS_MAX,
+        items_name="TXN_ITEMS_MAX",
+        depth_max=codec.DECODE_DEPTH_MAX,
+        depth_name="DECODE_DEPTH_MAX",
+    )
+
+
+_TXN_LIMITS = txn_limits()
+
+
+def attr_name_refused(name: str) -> bool:
+    """Attribute names no replica may set on a shared object: dunders (`__class__`,
+    `__dict__`, ...) would change what the object is (the library refuses them on assignment;
+    a raw client must be refused too, or every app loading the node fails)."""
+    return len(name) >= 4 and name.startswith("__") and name.endswith("__")
 
 
 # ---------------------------------------------------------------------------------- bodies
@@ -61,8 +97,9 @@ def encode_txn(reads: dict[str, int], ops: list[list[Any]]) -> bytes:
 
 
 def decode_txn(body: bytes) -> tuple[dict[str, int], list[list[Any]]]:
-    """(reads, ops) of a body, every shape checked; OpError / ProtocolError naming the problem."""
-    doc = codec.loads(body)
+    """(reads, ops) of a body, every shape checked; OpError / ProtocolError naming the problem.
+    Scanned first (TXN_ITEMS_MAX, registered tags only): a body is untrusted input."""
+    doc = codec.loads(body, _TXN_LIMITS)
     if type(doc) is not dict or set(doc) != {"r", "o"}:
         raise OpError('a transaction body is a map {"r": {oid: version}, "o": [ops]}')
     reads, ops = doc["r"], doc["o"]
@@ -87,18 +124,28 @@ def decode_txn(body: bytes) -> tuple[dict[str, int], list[list[Any]]]:
 
 def check_op(op: Any, position: int = 0) -> None:
     """Raises OpError unless `op` is a well-formed op (values in wire form)."""
-    if type(op) is not list or not op or op[0] not in OP_TAGS:
-        raise OpError(f"op #{position} is not one of {', '.join(OP_TAGS)}: {_short(op)}")
+    # type() before `in`: a list or map in the tag's place is never hashed or compared.
+    if type(op) is not list or not op or type(op[0]) is not str or op[0] not in OP_TAGS:
+        raise OpError(
+            f"op #{position} is not one of {', '.join(OP_TAGS)}: got {codec.describe(op)}"
+        )
     tag = op[0]
     arity = {"new": 4, "set": 4, "del": 3, "clear": 2, "splice": 5}.get(tag, 3)
     if len(op) != arity:
         raise OpError(f"op #{position} {tag!r} has {len(op)} fields, expected {arity}")
     _check_oid(op[1], f"op #{position} {tag!r}")
+    # The oid is a checked str of at most OID_CHARS_MAX chars: safe to name.
     what = f"op #{position} {tag!r} on {op[1]!r}"
     try:
         if tag == "new":
+            if type(op[2]) is not str:
+                raise OpError(f"{what}: the node kind is {codec.describe(op[2])}, not a str")
             codec.check_contents(op[2], op[3], what)
             _check_count(op[3][1] if op[2] == "obj" else op[3], what)
+            if op[2] == "obj":
+                for name, _value in op[3][1]:
+                    if attr_name_refused(name):
+                        raise OpError(f"{what}: {_REFUSED_NAME}")
         elif tag == "set":
             codec.check_value(op[2], what + " key")
             codec.check_value(op[3], what + " value")
@@ -143,25 +190,21 @@ def _check_count(values: list[Any], what: str) -> None:
 
 def _check_oid(oid: Any, what: str) -> None:
     if type(oid) is not str or not 0 < len(oid) <= codec.OID_CHARS_MAX:
-        raise OpError(f"{what}: an object id is a str of 1..{codec.OID_CHARS_MAX} chars")
+        raise OpError(
+            f"{what}: an object id is a str of 1..{codec.OID_CHARS_MAX} chars, got "
+            f"{codec.describe(oid)}"
+        )
 
 
-def _short(value: Any) -> str:
-    """An op for a message, without formatting what it holds: a hostile op may carry an int
-    too long to print or megabytes of values. The tag (a str of a few chars) when it has one."""
-    if type(value) is list and value and type(value[0]) is str and len(value[0]) <= 16:
-        return f"[{value[0]!r}, ...] ({len(value)} fields)"
-    return describe(value)
+_REFUSED_NAME = (
+    "an attribute name that starts and ends with '__' (a dunder such as __class__ or "
+    "__dict__) cannot be set on a shared object"
+)
 
 
-def describe(value: Any) -> str:
-    """Type and size of an untrusted value, for messages: never its contents."""
-    tp = type(value)
-    if tp is int:
-        return f"an int of {value.bit_length()} bits"
-    if tp in (str, bytes, list, tuple, dict, set, frozenset):
-        return f"a {tp.__name__} of length {len(value)}"
-    return f"a {tp.__qualname__}"
+# Type and size of an untrusted value, for messages (the agent's payload, sessions and state
+# machine import it from here): the codec's, one implementation.
+describe = codec.describe
 
 
 # ---------------------------------------------------------------------------------- meaning
@@ -227,6 +270,9 @@ def apply_op(kind: str, container: Any, op: list[Any]) -> None:
     kinds = _KINDS_OF.get(tag)
     if kinds is None or kind not in kinds:
         raise OpError(f"op {tag!r} does not apply to a {kind} node ({op[1]!r})")
+    if kind == "obj" and tag in ("set", "del") and type(op[2]) is str and attr_name_refused(op[2]):
+        # Only here is the node known to be an object (a dict's "__class__" key is just data).
+        raise OpError(f"op {tag!r} on {op[1]!r}: {_REFUSED_NAME}")
     if tag == "set":
         container[op[2]] = op[3]
     elif tag == "del":

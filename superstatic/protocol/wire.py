@@ -5,8 +5,11 @@ module is pure: it turns frames into bytes and bytes into validated frames, and 
 the agent (server side) and `superstatic.client.connection` (client side) use it, so the two
 cannot drift.
 
-Decoding never trusts its input: size first, then CBOR with a depth limit, then shape. Anything
-off raises `ProtocolError` naming what was wrong; the caller counts and drops it.
+Decoding never trusts its input: size first, then a scan of the CBOR headers bounded in items
+and depth that admits only the codec's registered tags (`codec.loads` with `DecodeLimits`), then
+the shape, then every field of the frame's type (`check_client_body`). Anything off raises a
+`ProtocolError` (a `codec.FrameError` with a reason slug) naming the field, its type and size
+and the limit, never the value; the caller counts and drops it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import Any
 
 import cbor2
 
-from superstatic.protocol.errors import LimitExceeded, ProtocolError
+from superstatic.protocol import codec
+from superstatic.protocol.codec import DecodeLimits, FrameError, describe
+from superstatic.protocol.errors import LimitExceeded
 
 PROTOCOL_VERSION = 1
 
@@ -31,6 +36,18 @@ FRAME_DEPTH_MAX = 16
 CLIENT_ID_CHARS_MAX = 64
 # req_id is echoed back; it must fit the 64-bit unsigned range so both sides can store it cheaply.
 REQ_ID_MAX = (1 << 64) - 1
+# CBOR items in an app -> agent frame. The largest is a PROPOSE: [v, type, req_id, map of 5] =
+# 15 items (its transaction body is one byte string, scanned separately); 64 leaves room for new
+# fields. Counted while scanning, so a 15 MiB frame of empty arrays is refused at its header.
+CLIENT_FRAME_ITEMS_MAX = 64
+# CBOR items in an agent -> app frame (decoded by the library): an EVENTS frame holds up to
+# events_frame_entries_max events of ~8 items, a SNAPSHOT frame ~1 MiB of [oid, record] pairs.
+AGENT_FRAME_ITEMS_MAX = 1 << 22
+# seq, seq_low, SUBSCRIBE.from: stored as 64-bit signed ints in the log (payload.PAYLOAD_INT_MAX).
+SEQ_MAX = (1 << 63) - 1
+INDEX_MAX = (1 << 63) - 1
+# INSPECT root names (the agent's ROOT_NAME_CHARS_MAX agrees).
+ROOT_NAME_CHARS_MAX = 256
 # Agent ids in a MEMBERS request: the agent's own bound on node ids (config.NODE_ID_CHARS_MAX;
 # the agent asserts the two agree, this module may not import the agent).
 MEMBER_ID_CHARS_MAX = 64
@@ -99,6 +116,26 @@ class Frame:
     body: Any
 
 
+CLIENT_FRAME_LIMITS = DecodeLimits(
+    what="client frame",
+    bytes_max=FRAME_BYTES_MAX,
+    bytes_name="FRAME_BYTES_MAX",
+    items_max=CLIENT_FRAME_ITEMS_MAX,
+    items_name="CLIENT_FRAME_ITEMS_MAX",
+    depth_max=FRAME_DEPTH_MAX,
+    depth_name="FRAME_DEPTH_MAX",
+)
+AGENT_FRAME_LIMITS = DecodeLimits(
+    what="agent frame",
+    bytes_max=FRAME_BYTES_MAX,
+    bytes_name="FRAME_BYTES_MAX",
+    items_max=AGENT_FRAME_ITEMS_MAX,
+    items_name="AGENT_FRAME_ITEMS_MAX",
+    depth_max=FRAME_DEPTH_MAX,
+    depth_name="FRAME_DEPTH_MAX",
+)
+
+
 def encode(frame_type: FrameType, req_id: int, body: Any) -> bytes:
     """Encodes one frame; raises LimitExceeded if it would not fit FRAME_BYTES_MAX."""
     assert 0 <= req_id <= REQ_ID_MAX, req_id
@@ -108,38 +145,67 @@ def encode(frame_type: FrameType, req_id: int, body: Any) -> bytes:
     return data
 
 
-def decode(data: bytes, allowed: frozenset[FrameType]) -> Frame:
+def decode(data: bytes, allowed: frozenset[FrameType], limits: DecodeLimits | None = None) -> Frame:
     """Decodes and validates one frame whose type must be in `allowed`.
 
-    Raises ProtocolError for anything else: too large, not CBOR, wrong version, unknown type,
+    Raises ProtocolError for anything else: too large, too many items or too deep (a
+    `LimitExceeded` too), not CBOR, a tag outside the registry, wrong version, unknown type,
     wrong shape. The message names the problem so the agent's log says what a bad peer sent.
+    `limits` defaults to the bounds of the direction (app -> agent frames are small).
     """
-    if len(data) > FRAME_BYTES_MAX:
-        raise ProtocolError(
-            f"frame of {len(data)} bytes is above FRAME_BYTES_MAX={FRAME_BYTES_MAX}"
-        )
-    try:
-        raw = cbor2.loads(data, max_depth=FRAME_DEPTH_MAX)
-    except Exception as exc:  # cbor2 raises several types on garbage; all mean the same here
-        raise ProtocolError(f"frame is not valid CBOR: {exc}") from None
-    if not isinstance(raw, list) or len(raw) != 4:
-        raise ProtocolError("frame must be a CBOR array [version, type, req_id, body]")
+    if limits is None:
+        limits = CLIENT_FRAME_LIMITS if allowed <= CLIENT_TO_AGENT else AGENT_FRAME_LIMITS
+    raw = codec.loads(data, limits)
+    if type(raw) is not list or len(raw) != 4:
+        raise FrameError("shape", "frame must be a CBOR array [version, type, req_id, body]")
     version, type_raw, req_id, body = raw
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {version!r} is not {PROTOCOL_VERSION}")
-    if not isinstance(type_raw, int) or isinstance(type_raw, bool):
-        raise ProtocolError(f"frame type must be an integer, got {type(type_raw).__name__}")
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise FrameError(
+            "version",
+            f"protocol version must be the int {PROTOCOL_VERSION}, got {describe(version)}",
+        )
+    if type(type_raw) is not int:
+        raise FrameError("type", f"frame type must be an integer, got {describe(type_raw)}")
     try:
         frame_type = FrameType(type_raw)
     except ValueError:
-        raise ProtocolError(f"unknown frame type {type_raw}") from None
+        raise FrameError("type", f"unknown frame type ({describe(type_raw)})") from None
     if frame_type not in allowed:
-        raise ProtocolError(f"frame type {frame_type.name} is not allowed in this direction")
-    if not isinstance(req_id, int) or isinstance(req_id, bool) or not 0 <= req_id <= REQ_ID_MAX:
-        raise ProtocolError(f"req_id must be an integer in [0, 2**64), got {req_id!r}")
-    if not isinstance(body, dict):
-        raise ProtocolError(f"{frame_type.name} body must be a map, got {type(body).__name__}")
+        raise FrameError(
+            "direction", f"frame type {frame_type.name} is not allowed in this direction"
+        )
+    if type(req_id) is not int or not 0 <= req_id <= REQ_ID_MAX:
+        raise FrameError(
+            "req_id", f"req_id must be an integer in [0, 2**64), got {describe(req_id)}"
+        )
+    if type(body) is not dict:
+        raise FrameError("body", f"{frame_type.name} body must be a map, got {describe(body)}")
     return Frame(frame_type, req_id, body)
+
+
+def salvage_req_id(data: bytes) -> int | None:
+    """The req_id of a frame that failed validation, read from its first CBOR headers without
+    decoding anything (so a hostile frame costs nothing more), to answer ERROR; None if the
+    frame does not start like `[version, type, req_id, ...]` with plain ints."""
+    pos = 0
+    size = len(data)
+    for index in range(4):
+        if pos >= size:
+            return None
+        initial = data[pos]
+        major, info = initial >> 5, initial & 31
+        if info > 27 or (index == 0 and major != 4) or (index > 0 and major != 0):
+            return None
+        width = 0 if info < 24 else 1 << (info - 24)
+        if pos + 1 + width > size:
+            return None
+        arg = info if info < 24 else int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+        pos += 1 + width
+        if index == 0 and arg != 4:
+            return None
+        if index == 3:
+            return arg  # uint of at most 8 bytes: within [0, REQ_ID_MAX]
+    return None  # pragma: no cover - the loop returns at index 3
 
 
 # -- body accessors: each names the frame and field it was reading when it fails ------------------
@@ -149,33 +215,70 @@ def field_str(frame: Frame, key: str, *, chars_max: int, required: bool = True) 
     value = frame.body.get(key)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value:
-        raise ProtocolError(f"{frame.type.name}.{key} must be a non-empty string")
+    if type(value) is not str or not value:
+        raise FrameError(
+            "field", f"{frame.type.name}.{key} must be a non-empty string, got {describe(value)}"
+        )
     if len(value) > chars_max:
-        raise ProtocolError(
-            f"{frame.type.name}.{key} has {len(value)} characters, above the limit {chars_max}"
+        raise FrameError(
+            "field",
+            f"{frame.type.name}.{key} has {len(value)} characters, above the limit {chars_max}",
         )
     return value
 
 
 def field_int(frame: Frame, key: str, *, minimum: int = 0, maximum: int = REQ_ID_MAX) -> int:
     value = frame.body.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
-        raise ProtocolError(
-            f"{frame.type.name}.{key} must be an integer in [{minimum}, {maximum}], got {value!r}"
+    if type(value) is not int or not minimum <= value <= maximum:
+        raise FrameError(
+            "field",
+            f"{frame.type.name}.{key} must be an integer in [{minimum}, {maximum}], got "
+            f"{describe(value)}",
         )
     return value
 
 
 def field_bytes(frame: Frame, key: str, *, bytes_max: int) -> bytes:
     value = frame.body.get(key)
-    if not isinstance(value, bytes):
-        raise ProtocolError(f"{frame.type.name}.{key} must be a byte string")
+    if type(value) is not bytes:
+        raise FrameError(
+            "field", f"{frame.type.name}.{key} must be a byte string, got {describe(value)}"
+        )
     if len(value) > bytes_max:
-        raise ProtocolError(
-            f"{frame.type.name}.{key} has {len(value)} bytes, above the limit {bytes_max}"
+        raise FrameError(
+            "field", f"{frame.type.name}.{key} has {len(value)} bytes, above the limit {bytes_max}"
         )
     return value
+
+
+def field_choice(frame: Frame, key: str, choices: frozenset[str], default: str | None) -> str:
+    """A str field whose value must be one of `choices` (absent: `default`, if any)."""
+    value = frame.body.get(key, default)
+    # type() first: a list or map is never hashed or compared with the choices.
+    if type(value) is not str or value not in choices:
+        raise FrameError(
+            "field",
+            f"{frame.type.name}.{key} must be one of {sorted(choices)}, got {describe(value)}",
+        )
+    return value
+
+
+def check_client_body(frame: Frame, *, body_bytes_max: int) -> None:
+    """Type- and range-checks every field the agent reads from an app -> agent frame, before
+    any of it is used. Unknown fields are ignored (forward compatibility; the items bound
+    keeps them small). A PROPOSE body above `body_bytes_max` is a LimitExceeded (too_large)."""
+    t = frame.type
+    if t is FrameType.PROPOSE:
+        parse_propose(frame, body_bytes_max=body_bytes_max)
+    elif t is FrameType.HELLO:
+        field_str(frame, "client", chars_max=CLIENT_ID_CHARS_MAX)
+    elif t is FrameType.SUBSCRIBE:
+        field_int(frame, "from", minimum=0, maximum=INDEX_MAX)
+    elif t is FrameType.INSPECT:
+        field_str(frame, "root", chars_max=ROOT_NAME_CHARS_MAX)
+    elif t is FrameType.MEMBERS:
+        parse_members(frame)
+    # PING, STATUS, READ_INDEX, UNSUBSCRIBE: no fields.
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,14 +296,18 @@ def parse_propose(frame: Frame, *, body_bytes_max: int) -> Proposal:
     assert frame.type is FrameType.PROPOSE
     client = field_str(frame, "client", chars_max=CLIENT_ID_CHARS_MAX)
     assert client is not None
-    seq = field_int(frame, "seq", minimum=1)
-    seq_low = field_int(frame, "seq_low", minimum=0)
+    seq = field_int(frame, "seq", minimum=1, maximum=SEQ_MAX)
+    seq_low = field_int(frame, "seq_low", minimum=0, maximum=SEQ_MAX)
     if seq_low > seq:
-        raise ProtocolError(f"PROPOSE.seq_low {seq_low} is above PROPOSE.seq {seq}")
-    kind = frame.body.get("kind", "txn")
-    if kind not in PROPOSE_KINDS:
-        raise ProtocolError(f"PROPOSE.kind must be one of {sorted(PROPOSE_KINDS)}, got {kind!r}")
-    body = field_bytes(frame, "body", bytes_max=body_bytes_max) if kind == "txn" else b""
+        raise FrameError("field", "PROPOSE.seq_low is above PROPOSE.seq")
+    kind = field_choice(frame, "kind", PROPOSE_KINDS, "txn")
+    body = b""
+    if kind == "txn":
+        raw = frame.body.get("body")
+        if type(raw) is bytes and len(raw) > body_bytes_max:
+            # A size limit, not a malformed frame: the app is told too_large, naming it.
+            raise LimitExceeded("body_bytes_max", body_bytes_max, len(raw), "PROPOSE body bytes")
+        body = field_bytes(frame, "body", bytes_max=body_bytes_max)
     return Proposal(client, seq, seq_low, kind, body)
 
 
@@ -216,26 +323,27 @@ class MembersRequest:
 
 def parse_members(frame: Frame) -> MembersRequest:
     assert frame.type is FrameType.MEMBERS
-    op = frame.body.get("op")
-    if op not in MEMBERS_OPS:
-        raise ProtocolError(f"MEMBERS.op must be one of {sorted(MEMBERS_OPS)}, got {op!r}")
+    op = field_choice(frame, "op", MEMBERS_OPS, None)
     node = field_str(frame, "node", chars_max=MEMBER_ID_CHARS_MAX)
     assert node is not None
     if op != "add_learner":
-        if frame.body.get("address") not in (None, ""):
-            raise ProtocolError(f"MEMBERS.address is only for add_learner, not {op}")
+        address = frame.body.get("address")
+        if address is not None and address != "":
+            raise FrameError("field", f"MEMBERS.address is only for add_learner, not {op}")
         return MembersRequest(op, node, "")
     address = field_str(frame, "address", chars_max=MEMBER_ADDRESS_BYTES_MAX)
     assert address is not None
     if len(address.encode()) > MEMBER_ADDRESS_BYTES_MAX:
-        raise ProtocolError(
+        raise FrameError(
+            "field",
             f"MEMBERS.address has {len(address.encode())} bytes, above the limit "
-            f"MEMBER_ADDRESS_BYTES_MAX={MEMBER_ADDRESS_BYTES_MAX}"
+            f"MEMBER_ADDRESS_BYTES_MAX={MEMBER_ADDRESS_BYTES_MAX}",
         )
     if not address.startswith(MEMBER_ADDRESS_SCHEMES) or len(address) <= len("tcp://"):
-        raise ProtocolError(
+        raise FrameError(
+            "field",
             f"MEMBERS.address must be a peer endpoint starting with one of "
-            f"{MEMBER_ADDRESS_SCHEMES}, got {address!r}"
+            f"{MEMBER_ADDRESS_SCHEMES}, got {describe(address)}",
         )
     return MembersRequest(op, node, address)
 

@@ -149,7 +149,7 @@ def test_txn_body_round_trip() -> None:
         (["splice", "a", 3, 1, []], "start <= stop"),
         (["splice", "a", -1, 1, []], "start <= stop"),
         (["extend", "a", 5], "array"),
-        (["new", "a", "tree", []], "unknown node kind"),
+        (["new", "a", "tree", []], "the node kind must be one of"),
     ],
 )
 def test_malformed_ops_name_the_op(op: list[Any], message: str) -> None:

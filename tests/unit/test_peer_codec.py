@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from superstatic_agent import peer_codec
 from superstatic_agent.config import PEER_FRAME_BYTES_MAX
 from superstatic_agent.raft.types import (
+    ConfChange,
     ConfState,
     Entry,
     EntryKind,
@@ -34,7 +35,7 @@ def test_messages_roundtrip_every_field() -> None:
     entries = (
         Entry(8, 2, EntryKind.NORMAL, b"payload"),
         Entry(9, 3, EntryKind.NOOP, b""),
-        Entry(10, 3, EntryKind.CONF, b"\x83conf"),
+        Entry(10, 3, EntryKind.CONF, ConfChange("add_learner", "d", "tcp://h:4").encode()),
     )
     messages = [
         Message(MsgType.APPEND, "a", "b", 3, log_term=2, index=7, entries=entries, commit=6),
@@ -86,8 +87,8 @@ def envelope(**changes: object) -> list[object]:
 @pytest.mark.parametrize(
     ("frame", "needle"),
     [
-        (b"", "not valid CBOR"),
-        (b"\xff\xff", "not valid CBOR"),
+        (b"", "truncated CBOR"),
+        (b"\xff\xff", "indefinite length"),
         (cbor2.dumps({"a": 1}), "CBOR array"),
         (cbor2.dumps([2, 0]), "version"),
         (cbor2.dumps([1, 7]), "kind"),
@@ -106,11 +107,16 @@ def envelope(**changes: object) -> list[object]:
         (cbor2.dumps(envelope(entries="x")), "entries"),
         (cbor2.dumps(envelope(entries=cbor2.dumps([]))), "non-empty"),
         (cbor2.dumps(envelope(entries=cbor2.dumps([[2, 1, 0, b""]]))), "not contiguous"),
-        (cbor2.dumps(envelope(entries=cbor2.dumps([[1, 3, 0, b""]]))), "term 3"),
-        (cbor2.dumps(envelope(entries=cbor2.dumps([[1, 0, 0, b""]]))), "term 0"),
+        (cbor2.dumps(envelope(entries=cbor2.dumps([[1, 3, 0, b""]]))), "term"),
+        (cbor2.dumps(envelope(entries=cbor2.dumps([[1, 0, 0, b""]]))), "term of 0"),
         (
             cbor2.dumps(envelope(entries=cbor2.dumps([[1, 2, 0, b""], [2, 1, 0, b""]]))),
-            "term 1",
+            "below the previous",
+        ),
+        (cbor2.dumps(envelope(entries=cbor2.dumps([[1, 1, 2, b"garbage"]]))), "conf change"),
+        (
+            cbor2.dumps(envelope(entries=cbor2.dumps([[1, 1, 2, cbor2.dumps(["x", "d", ""])]]))),
+            "CONF entry",
         ),
         (cbor2.dumps(envelope(entries=cbor2.dumps([[1, 1, 7, b""]]))), "entry kind"),
         (cbor2.dumps(envelope(entries=cbor2.dumps([[1, 1, 0, "s"]]))), "byte string"),
@@ -139,7 +145,7 @@ def envelope(**changes: object) -> list[object]:
         (cbor2.dumps([1, 1, "d", "garbage"]), "must start with"),
         (cbor2.dumps([1, 2, "a", "d", 1, 1, 0, "yes", b""]), "last"),
         (cbor2.dumps([1, 2, "a", "d", 0, 1, 0, True, b""]), "chunk term"),
-        (b"\x81" * 100 + b"\x00", "not valid CBOR"),
+        (b"\x81" * 100 + b"\x00", "PEER_DEPTH_MAX"),
     ],
 )
 def test_garbage_is_refused_by_name(frame: bytes, needle: str) -> None:
@@ -148,7 +154,7 @@ def test_garbage_is_refused_by_name(frame: bytes, needle: str) -> None:
 
 
 def test_oversized_frame_is_refused_before_decoding() -> None:
-    with pytest.raises(ProtocolError, match="PEER_FRAME_BYTES_MAX"):
+    with pytest.raises(ProtocolError, match="peer_frame_bytes_max"):
         peer_codec.decode(b"\x00" * (PEER_FRAME_BYTES_MAX + 1))
 
 
