@@ -118,6 +118,55 @@ def parser() -> argparse.ArgumentParser:
         default=_default("exit_when_idle_ms"),
         help="exit once no app sent anything for this long (0: never; the embedded agent)",
     )
+    # Limits against hostile input (docs/agent.md "Limits and hostile input").
+    p.add_argument(
+        "--client-recv-queue-frames-max",
+        type=int,
+        default=_default("client_recv_queue_frames_max"),
+        help="frames queued from one app connection before it waits (x 16 MiB per frame)",
+    )
+    p.add_argument(
+        "--client-send-queue-frames-max",
+        type=int,
+        default=_default("client_send_queue_frames_max"),
+        help="frames queued towards one app connection (replies, stream frames)",
+    )
+    p.add_argument(
+        "--peer-recv-queue-frames-max",
+        type=int,
+        default=_default("peer_recv_queue_frames_max"),
+        help="frames queued from one peer connection before it waits",
+    )
+    p.add_argument(
+        "--peer-send-queue-frames-max",
+        type=int,
+        default=_default("peer_send_queue_frames_max"),
+        help="frames queued towards one peer before sends drop (Raft resends)",
+    )
+    p.add_argument(
+        "--peer-frame-bytes-max",
+        type=int,
+        default=_default("peer_frame_bytes_max"),
+        help="largest peer frame accepted; a sender of a larger one loses its connection",
+    )
+    p.add_argument(
+        "--recv-bytes-per-turn-max",
+        type=int,
+        default=_default("recv_bytes_per_turn_max"),
+        help="bytes taken from one socket per loop turn",
+    )
+    p.add_argument(
+        "--sessions-per-connection-max",
+        type=int,
+        default=_default("sessions_per_connection_max"),
+        help="client sessions live through one app connection at this agent",
+    )
+    p.add_argument(
+        "--sessions-per-address-max",
+        type=int,
+        default=_default("sessions_per_address_max"),
+        help="client sessions live from one address (IP) at this agent",
+    )
     return p
 
 
@@ -148,6 +197,14 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         subscriber_backlog_bytes_max=args.subscriber_backlog_bytes_max,
         subscriber_stall_ms=args.subscriber_stall_ms,
         proposals_waiting_bytes_max=args.proposals_waiting_bytes_max,
+        client_recv_queue_frames_max=args.client_recv_queue_frames_max,
+        client_send_queue_frames_max=args.client_send_queue_frames_max,
+        peer_recv_queue_frames_max=args.peer_recv_queue_frames_max,
+        peer_send_queue_frames_max=args.peer_send_queue_frames_max,
+        peer_frame_bytes_max=args.peer_frame_bytes_max,
+        recv_bytes_per_turn_max=args.recv_bytes_per_turn_max,
+        sessions_per_connection_max=args.sessions_per_connection_max,
+        sessions_per_address_max=args.sessions_per_address_max,
     )
 
 

@@ -30,7 +30,8 @@ import cbor2
 import lmdb
 import zmq
 from superstatic_agent import peer_codec, status_map
-from superstatic_agent.config import AgentConfig
+from superstatic_agent.admission import SessionAdmission
+from superstatic_agent.config import PEERS_MAX, AgentConfig
 from superstatic_agent.membership_requests import MembershipRequests
 from superstatic_agent.raft.core import RaftNode
 from superstatic_agent.raft.types import (
@@ -60,7 +61,7 @@ from superstatic_agent.storage import (
 from superstatic_agent.streams import Streams
 from superstatic_agent.transport import ClientTransport, DropCounter, PeerTransport
 
-from superstatic.protocol import wire
+from superstatic.protocol import codec, ops, wire
 from superstatic.protocol.errors import LimitExceeded, ProtocolError
 
 log = logging.getLogger("superstatic.agent")
@@ -76,7 +77,11 @@ HOUSEKEEPING_MS = 50
 # A learner outside the configuration asks the voters to add it this often.
 JOIN_RETRY_MS = 1_000
 # INSPECT root names.
-ROOT_NAME_CHARS_MAX = 256
+ROOT_NAME_CHARS_MAX = wire.ROOT_NAME_CHARS_MAX
+# A message whose term is this far above ours is not from an agent of this cluster (terms grow
+# by one per election): stepping it would exhaust the 63-bit term space in one frame, after
+# which no election could ever succeed. Dropped as peer_impossible.
+TERM_AHEAD_MAX = 1 << 32
 
 # Bytes of store an admitted proposal is assumed to take per byte of its entry until the
 # store is measured again: the log's copy, the records it rewrites, its outcome.
@@ -169,8 +174,31 @@ class Server:
             self.repair["until"] = self._repair_until
         self._stored_conf: ConfState | None = loaded.conf
         self.ctx: zmq.Context[Any] = zmq.Context()
-        self.peers = PeerTransport(self.ctx, self.id, config.peer_endpoint, self.drops)
-        self.clients = ClientTransport(self.ctx, config.client_endpoint, self.drops)
+        self.peers = PeerTransport(
+            self.ctx,
+            self.id,
+            config.peer_endpoint,
+            self.drops,
+            recv_queue_frames_max=config.peer_recv_queue_frames_max,
+            send_queue_frames_max=config.peer_send_queue_frames_max,
+            frame_bytes_max=config.peer_frame_bytes_max,
+            recv_bytes_per_turn_max=config.recv_bytes_per_turn_max,
+        )
+        self.clients = ClientTransport(
+            self.ctx,
+            config.client_endpoint,
+            self.drops,
+            recv_queue_frames_max=config.client_recv_queue_frames_max,
+            send_queue_frames_max=config.client_send_queue_frames_max,
+            recv_bytes_per_turn_max=config.recv_bytes_per_turn_max,
+        )
+        self._peer_limits = peer_codec.frame_limits(config.peer_frame_bytes_max)
+        self._txn_limits = ops.txn_limits(config.body_bytes_max)
+        self.admission = SessionAdmission(
+            config.sessions_per_connection_max,
+            config.sessions_per_address_max,
+            config.session_ttl_ms,
+        )
         self._conf_seen: ConfState | None = None
         self._peers_leader: str | None = None
         self._sync_peers()
@@ -628,10 +656,21 @@ class Server:
             if self.halted is not None:
                 self.drops.counts["peer_halted"] += 1  # the core is frozen: see _halt
                 continue
+            if not self._peer_known(sender) and peer_codec.peek_kind(data) is not (
+                peer_codec.PeerKind.JOIN
+            ):
+                # Only members talk Raft and ship snapshots; a stranger may only ask to join.
+                # Refused before decoding: its bytes cost us nothing more.
+                self.drops.drop(
+                    "peer_unknown_sender", f"{len(data)} bytes from {sender!r}, not a member"
+                )
+                continue
             try:
-                frame = peer_codec.decode(data)
+                frame = peer_codec.decode(data, limits=self._peer_limits)
             except ProtocolError as exc:
-                self.drops.drop("peer_bad_frame", f"from {sender!r}: {exc}")
+                self.drops.drop(
+                    "peer_bad_frame", f"from {sender!r}: {exc}", getattr(exc, "reason", "")
+                )
                 continue
             if isinstance(frame, Message):
                 self._on_peer_message(sender, frame)
@@ -643,6 +682,18 @@ class Server:
                 self._on_join(sender, frame)
             else:
                 self.shipping.on_chunk(sender, frame)
+
+    def _peer_known(self, sender: str) -> bool:
+        """A member of the configuration, the leader we follow (it may have removed itself and
+        lead until that commits), or, while we are outside the configuration (a joining
+        learner), an initial voter."""
+        conf = self.node.conf
+        return (
+            sender in conf.voters
+            or sender in conf.learners
+            or sender == self.node.leader
+            or (sender in self.config.peers and self.id not in conf.members())
+        )
 
     def _on_peer_message(self, sender: str, m: Message) -> None:
         if m.frm != sender:
@@ -693,6 +744,8 @@ class Server:
         """Checks a well-formed message against facts the core asserts (non-Byzantine peers
         never break them); a message that would trip the core is dropped instead."""
         node = self.node
+        if m.term > node.term + TERM_AHEAD_MAX:
+            return f"a term more than TERM_AHEAD_MAX={TERM_AHEAD_MAX} above ours"
         if (
             m.term == node.term
             and node.role is Role.LEADER
@@ -716,6 +769,13 @@ class Server:
             return
         if self.node.role is not Role.LEADER or join.frm in self.node.conf.members():
             return  # the joiner asks every voter; only the leader acts
+        if len(self.node.conf.members()) >= PEERS_MAX:
+            # JOIN is not authenticated: strangers must not grow the configuration past what
+            # a snapshot meta may hold (peer_codec refuses more), or no snapshot could install.
+            self.drops.drop(
+                "peer_join_refused", f"{join.frm} asked to join: PEERS_MAX={PEERS_MAX} members"
+            )
+            return
         try:
             self.node.propose_conf_change(ConfChange("add_learner", join.frm, join.address))
         except Dropped as exc:
@@ -730,29 +790,53 @@ class Server:
         frames = self.clients.recv()
         if frames:
             self._last_client_frame = now
-        for identity, data in frames:
+        for identity, data, address in frames:
             self.streams.touch(identity, now)
             try:
                 frame = wire.decode(data, wire.CLIENT_TO_AGENT)
-            except ProtocolError as exc:
-                self.drops.drop("client_bad_frame", str(exc))
-                req_id = salvage_req_id(data)
-                if req_id is not None:
-                    self._error(identity, req_id, wire.ErrorCode.BAD_REQUEST, str(exc))
+            except ProtocolError as exc:  # DecodeLimitExceeded (too_large) included
+                self._refuse_client_frame(identity, data, exc)
                 continue
             try:
-                self._on_client_frame(identity, frame, now)
+                # Every field of the frame's type, checked before any of it is used.
+                wire.check_client_body(frame, body_bytes_max=self.config.body_bytes_max)
+            except (ProtocolError, LimitExceeded) as exc:
+                self._refuse_client_frame(identity, data, exc, frame.req_id, "client_bad_request")
+                continue
+            try:
+                self._on_client_frame(identity, frame, now, address)
             except LimitExceeded as exc:
-                self.drops.drop("client_too_large", str(exc))
-                self._error(identity, frame.req_id, wire.ErrorCode.TOO_LARGE, str(exc))
+                self._refuse_client_frame(identity, data, exc, frame.req_id)
             except ProtocolError as exc:
-                self.drops.drop("client_bad_request", str(exc))
-                self._error(identity, frame.req_id, wire.ErrorCode.BAD_REQUEST, str(exc))
+                self._refuse_client_frame(identity, data, exc, frame.req_id, "client_bad_request")
 
-    def _on_client_frame(self, identity: bytes, frame: wire.Frame, now: float) -> None:
+    def _refuse_client_frame(
+        self,
+        identity: bytes,
+        data: bytes,
+        exc: ProtocolError | LimitExceeded,
+        req_id: int | None = None,
+        category: str = "client_bad_frame",
+    ) -> None:
+        """Counts a refused frame (by reason) and answers ERROR when it has a readable req_id:
+        too_large (naming the limit) for a size or count limit, else bad_request."""
+        reason = getattr(exc, "reason", "")
+        if isinstance(exc, LimitExceeded):
+            category, code, reason = "client_too_large", wire.ErrorCode.TOO_LARGE, exc.limit_name
+        else:
+            code = wire.ErrorCode.BAD_REQUEST
+        self.drops.drop(category, str(exc), reason)
+        if req_id is None:
+            req_id = wire.salvage_req_id(data)
+        if req_id is not None:
+            self._error(identity, req_id, code, str(exc))
+
+    def _on_client_frame(
+        self, identity: bytes, frame: wire.Frame, now: float, address: str = ""
+    ) -> None:
         t = frame.type
         if t is wire.FrameType.PROPOSE:
-            self._on_propose(identity, frame, now)
+            self._on_propose(identity, frame, now, address)
         elif t is wire.FrameType.PING:
             self.streams.ack(identity, frame.body, now)  # {"stream": [req_id, bytes]}
             self._reply(identity, frame.req_id, {})
@@ -803,13 +887,21 @@ class Server:
         else:  # pragma: no cover - wire.decode admits only CLIENT_TO_AGENT types
             raise ProtocolError(f"unexpected frame {t.name}")
 
-    def _on_propose(self, identity: bytes, frame: wire.Frame, now: float) -> None:
-        body = frame.body.get("body")
-        if isinstance(body, bytes) and len(body) > self.config.body_bytes_max:
-            raise LimitExceeded(
-                "body_bytes_max", self.config.body_bytes_max, len(body), "PROPOSE body bytes"
-            )
+    def _on_propose(self, identity: bytes, frame: wire.Frame, now: float, address: str) -> None:
+        # parse_propose raises LimitExceeded (too_large) for a body above body_bytes_max.
         proposal = wire.parse_propose(frame, body_bytes_max=self.config.body_bytes_max)
+        if proposal.kind == "txn":
+            # The body goes into the log and every replica decodes it: scanned here (items,
+            # depth, registered tags only) so no entry can cost a replica more than its limits.
+            codec.scan(proposal.body, self._txn_limits)
+        if proposal.kind == "close":
+            self.admission.forget(identity, address, proposal.client)
+        else:
+            refusal = self.admission.admit(identity, address, proposal.client, now)
+            if refusal is not None:
+                self.drops.drop("client_sessions_refused", refusal)
+                self._error(identity, frame.req_id, wire.ErrorCode.TOO_LARGE, refusal)
+                return
         if self._waiting >= self.config.proposals_waiting_max:
             self._error(
                 identity,
@@ -1045,6 +1137,7 @@ class Server:
             if self.repair is not None:
                 self.repair["done"] = True
             log.info("repair complete: applied %d, votes again", self.applied)
+        self.admission.sweep(now)
         if (
             self.config.listen_endpoint
             and self.id not in self.node.conf.members()
@@ -1152,19 +1245,6 @@ def reply_of(applied: Applied) -> dict[str, Any]:
 
 
 def salvage_req_id(data: bytes) -> int | None:
-    """The req_id of a frame that failed validation, if one can be read, to answer ERROR."""
-    if len(data) > wire.FRAME_BYTES_MAX:
-        return None
-    try:
-        raw = cbor2.loads(data, max_depth=wire.FRAME_DEPTH_MAX)
-    except Exception:  # garbage: nothing to answer to
-        return None
-    if isinstance(raw, list) and len(raw) >= 3:
-        req_id = raw[2]
-        if (
-            isinstance(req_id, int)
-            and not isinstance(req_id, bool)
-            and 0 <= req_id <= wire.REQ_ID_MAX
-        ):
-            return req_id
-    return None
+    """The req_id of a frame that failed validation, if one can be read, to answer ERROR
+    (read from the frame's first CBOR headers only: nothing is decoded)."""
+    return wire.salvage_req_id(data)

@@ -1,9 +1,16 @@
 """ZeroMQ sockets of the agent: one ROUTER for peers, DEALERs to each peer, one ROUTER for apps.
 
-Everything here is non-blocking and bounded: receives drain at most a named number of frames per
-loop turn, sends never wait (a full queue drops the frame and counts it: Raft retransmits, and a
-client that does not read its replies has stopped being a client). Bad frames are counted and
-logged at a bounded rate, so a hostile sender can neither crash the agent nor flood its log.
+Everything here is non-blocking and bounded: receives drain at most a named number of frames
+and bytes per loop turn, sends never wait (a full queue drops the frame and counts it: Raft
+retransmits, and a client that does not read its replies has stopped being a client). Bad frames
+are counted and logged at a bounded rate, so a hostile sender can neither crash the agent nor
+flood its log.
+
+Memory in bytes: ZeroMQ bounds its queues in frames, per connection, so every socket also
+bounds the size of a frame (MAXMSGSIZE: a larger frame costs its sender the connection, before
+it is buffered). A receive queue then holds at most (RCVHWM + 1) x MAXMSGSIZE bytes per
+connection, and the receive HWMs are small (config: client_recv_queue_frames_max,
+peer_recv_queue_frames_max): a sender beyond them waits (TCP back-pressure), nothing is lost.
 
 Topology: each agent binds a ROUTER on its own peer endpoint and connects one DEALER (identity =
 its node id) to every other member's endpoint. A message to node X leaves through our DEALER to
@@ -30,15 +37,31 @@ from superstatic.protocol import wire
 # quorum; the rest waits in the socket for the next turn.
 PEER_FRAMES_PER_TURN_MAX = 4_096
 CLIENT_FRAMES_PER_TURN_MAX = 256
-# Frames queued towards one peer before sends drop (Raft resends what was lost).
+# Defaults of the queue bounds (the agent passes its config's; see config.py):
+# frames queued towards one peer before sends drop (Raft resends what was lost) ...
 PEER_SNDHWM_FRAMES = 10_000
-PEER_RCVHWM_FRAMES = 100_000
+# ... from one peer connection before ZeroMQ stops reading it (x peer_frame_bytes_max).
+PEER_RCVHWM_FRAMES = 8
 # Frames queued towards one app; beyond it that app's frames wait (streams) or drop (replies).
 CLIENT_SNDHWM_FRAMES = 10_000
-CLIENT_RCVHWM_FRAMES = 100_000
+# Frames queued from one app connection before ZeroMQ stops reading it (x FRAME_BYTES_MAX).
+CLIENT_RCVHWM_FRAMES = 16
+# Bytes taken from one socket per loop turn (at least one frame is always taken).
+RECV_BYTES_PER_TURN_MAX = 64 << 20
+# Largest message a peer DEALER accepts: none is expected, but the ZMTP handshake counts.
+DEALER_RECV_BYTES_MAX = 4_096
+# What `address` is for a client that connected over ipc:// (ZeroMQ reports no address).
+LOCAL_ADDRESS = "local"
 # Reconnection backoff to a dead peer: quick first retry, capped so a restart is found soon.
 RECONNECT_MS = 100
 RECONNECT_MS_MAX = 1_000
+# ZMTP heartbeats on each DEALER to a peer. ROUTER_HANDOVER (below) gives a peer's identity to
+# whichever connection claims it last, and leaves the previous connection a zombie: anyone who
+# connects claiming a member's id would silently cut that member's link to us for good. With
+# heartbeats the member's DEALER notices within the timeout and reconnects, taking the identity
+# back. ZeroMQ answers them from its I/O thread, so a busy agent still answers.
+PEER_HEARTBEAT_MS = 250
+PEER_HEARTBEAT_TIMEOUT_MS = 1_000
 # Log at most this many lines about dropped frames per category per window; count all of them.
 DROP_LOG_LINES_MAX = 5
 DROP_LOG_WINDOW_S = 60.0
@@ -55,7 +78,11 @@ class DropCounter:
         self._logged: Counter[str] = Counter()
         self._window_start = time.monotonic()
 
-    def drop(self, category: str, detail: str) -> None:
+    def drop(self, category: str, detail: str, reason: str = "") -> None:
+        """Counts a dropped or refused frame under `category` and, when given, under
+        `category.reason` too (STATUS shows both: which port and rule, and why)."""
+        if reason:
+            self.counts[f"{category}.{reason}"] += 1
         self.note(category, f"dropped {category}: {detail}")
 
     def note(self, category: str, line: str) -> None:
@@ -82,16 +109,29 @@ class PeerTransport:
     """The agent's side of the Raft network."""
 
     def __init__(
-        self, ctx: zmq.Context[Any], node_id: str, bind_endpoint: str, drops: DropCounter
+        self,
+        ctx: zmq.Context[Any],
+        node_id: str,
+        bind_endpoint: str,
+        drops: DropCounter,
+        *,
+        recv_queue_frames_max: int = PEER_RCVHWM_FRAMES,
+        send_queue_frames_max: int = PEER_SNDHWM_FRAMES,
+        frame_bytes_max: int = PEER_FRAME_BYTES_MAX,
+        recv_bytes_per_turn_max: int = RECV_BYTES_PER_TURN_MAX,
     ) -> None:
+        assert recv_queue_frames_max >= 1 and send_queue_frames_max >= 1
+        assert 0 < frame_bytes_max <= PEER_FRAME_BYTES_MAX and recv_bytes_per_turn_max >= 1
         self.node_id = node_id
         self.drops = drops
         self._ctx = ctx
+        self._send_queue_frames_max = send_queue_frames_max
+        self._recv_bytes_per_turn_max = recv_bytes_per_turn_max
         self.router = ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
-        self.router.setsockopt(zmq.RCVHWM, PEER_RCVHWM_FRAMES)
+        self.router.setsockopt(zmq.RCVHWM, recv_queue_frames_max)
         # zmq refuses (and disconnects) a sender of a bigger frame before buffering it.
-        self.router.setsockopt(zmq.MAXMSGSIZE, PEER_FRAME_BYTES_MAX)
+        self.router.setsockopt(zmq.MAXMSGSIZE, frame_bytes_max)
         # A restarted peer reconnects with the same identity before its old TCP connection is
         # noticed dead; without handover the ROUTER would ignore the new connection.
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -113,11 +153,18 @@ class PeerTransport:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.IDENTITY, self.node_id.encode())
-            sock.setsockopt(zmq.SNDHWM, PEER_SNDHWM_FRAMES)
+            sock.setsockopt(zmq.SNDHWM, self._send_queue_frames_max)
+            # Nothing is read from a DEALER (answers come to our ROUTER): a peer that writes to
+            # it anyway fills at most one small queue. (MAXMSGSIZE also bounds ZMTP commands:
+            # the handshake's READY must fit.)
+            sock.setsockopt(zmq.RCVHWM, 1)
+            sock.setsockopt(zmq.MAXMSGSIZE, DEALER_RECV_BYTES_MAX)
             # Queue nothing for a peer that is not connected: it would get stale messages later.
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MS_MAX)
+            sock.setsockopt(zmq.HEARTBEAT_IVL, PEER_HEARTBEAT_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, PEER_HEARTBEAT_TIMEOUT_MS)
             try:
                 sock.connect(address)
             except zmq.ZMQError as exc:
@@ -148,20 +195,27 @@ class PeerTransport:
         return True
 
     def recv(self) -> list[tuple[str, bytes]]:
-        """Frames waiting on the ROUTER: (sender id as the socket saw it, payload)."""
+        """Frames waiting on the ROUTER: (sender id as the socket saw it, payload). At most
+        PEER_FRAMES_PER_TURN_MAX frames and about recv_bytes_per_turn_max bytes per call."""
         out: list[tuple[str, bytes]] = []
+        taken_bytes = 0
         for _ in range(PEER_FRAMES_PER_TURN_MAX):
+            if taken_bytes >= self._recv_bytes_per_turn_max:
+                break
             try:
                 parts = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
             except zmq.Again:
                 break
+            taken_bytes += sum(len(part) for part in parts)
             if len(parts) != 2:
-                self.drops.drop("peer_bad_frame", f"{len(parts)} message parts, expected 1")
+                self.drops.drop(
+                    "peer_bad_frame", f"{len(parts)} message parts, expected 1", "parts"
+                )
                 continue
             try:
                 sender = parts[0].decode()
             except UnicodeDecodeError:
-                self.drops.drop("peer_bad_frame", "sender identity is not UTF-8")
+                self.drops.drop("peer_bad_frame", "sender identity is not UTF-8", "identity")
                 continue
             out.append((sender, parts[1]))
         return out
@@ -176,12 +230,26 @@ class PeerTransport:
 class ClientTransport:
     """The ROUTER apps talk to (superstatic/wire.py frames)."""
 
-    def __init__(self, ctx: zmq.Context[Any], bind_endpoint: str, drops: DropCounter) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        bind_endpoint: str,
+        drops: DropCounter,
+        *,
+        recv_queue_frames_max: int = CLIENT_RCVHWM_FRAMES,
+        send_queue_frames_max: int = CLIENT_SNDHWM_FRAMES,
+        recv_bytes_per_turn_max: int = RECV_BYTES_PER_TURN_MAX,
+    ) -> None:
+        assert recv_queue_frames_max >= 1 and send_queue_frames_max >= 1
+        assert recv_bytes_per_turn_max >= 1
         self.drops = drops
+        self._recv_bytes_per_turn_max = recv_bytes_per_turn_max
         self.router = ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
-        self.router.setsockopt(zmq.SNDHWM, CLIENT_SNDHWM_FRAMES)
-        self.router.setsockopt(zmq.RCVHWM, CLIENT_RCVHWM_FRAMES)
+        self.router.setsockopt(zmq.SNDHWM, send_queue_frames_max)
+        self.router.setsockopt(zmq.RCVHWM, recv_queue_frames_max)
+        # FRAME_BYTES_MAX, not the agent's (smaller) body_bytes_max: a PROPOSE body a little
+        # too big is answered too_large, naming the limit, instead of costing the connection.
         self.router.setsockopt(zmq.MAXMSGSIZE, wire.FRAME_BYTES_MAX)
         # Report a full or vanished app instead of dropping silently: streams wait and retry.
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -201,17 +269,31 @@ class ClientTransport:
         self.sent_frames += 1
         return "ok"
 
-    def recv(self) -> list[tuple[bytes, bytes]]:
-        out: list[tuple[bytes, bytes]] = []
+    def recv(self) -> list[tuple[bytes, bytes, str]]:
+        """Frames waiting: (connection identity, payload, the app's address: its IP for
+        tcp://, LOCAL_ADDRESS for ipc://). At most CLIENT_FRAMES_PER_TURN_MAX frames and about
+        recv_bytes_per_turn_max bytes per call."""
+        out: list[tuple[bytes, bytes, str]] = []
+        taken_bytes = 0
         for _ in range(CLIENT_FRAMES_PER_TURN_MAX):
+            if taken_bytes >= self._recv_bytes_per_turn_max:
+                break
             try:
-                parts = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
+                # Frames, not bytes: the connection's address is a property of the message.
+                parts = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
+            taken_bytes += sum(len(part) for part in parts)
             if len(parts) != 2:
-                self.drops.drop("client_bad_frame", f"{len(parts)} message parts, expected 1")
+                self.drops.drop(
+                    "client_bad_frame", f"{len(parts)} message parts, expected 1", "parts"
+                )
                 continue
-            out.append((parts[0], parts[1]))
+            try:
+                address = parts[1].get("Peer-Address") or LOCAL_ADDRESS
+            except zmq.ZMQError:
+                address = LOCAL_ADDRESS
+            out.append((parts[0].bytes, parts[1].bytes, address))
         return out
 
     def close(self) -> None:

@@ -394,34 +394,38 @@ def _client_garbage(endpoint: str) -> list[bytes]:
 
 
 def _peer_garbage(endpoint: str, impersonate: str, to: str) -> None:
+    """The same garbage from a stranger's socket (dropped unread: peer_unknown_sender) and
+    from a socket claiming a member's identity (decoded and refused: peer_bad_frame)."""
     ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.IDENTITY, b"intruder")
-    sock.connect(endpoint)
-    envelope = [1, 0, 5, "intruder", to, 1, 0, 0, b"", 0, False, 0, b"", None]
-    try:
-        time.sleep(0.2)
-        bad = [
-            os.urandom(100),
-            cbor2.dumps([2, 0]),  # unknown protocol version
-            cbor2.dumps([1, 9, "x"]),  # unknown kind
-            cbor2.dumps([1, 0, 5, 7, 8, "term", 0, 0, b"", 0, False, 0, b"", None]),  # types
-            cbor2.dumps([*envelope[:2], 99, *envelope[3:]]),  # unknown message type
-            # An APPEND whose entries are not contiguous after prev index 0.
-            cbor2.dumps([*envelope[:8], cbor2.dumps([[5, 1, 0, b"x"]]), *envelope[9:]]),
-            # A SNAPSHOT meta with a voter listed twice.
-            cbor2.dumps([*envelope[:2], 9, *envelope[3:13], [5, 1, ["a", "a"], [], []]]),
-            # A well-formed message claiming to come from a member: refused by identity.
-            cbor2.dumps([*envelope[:3], impersonate, *envelope[4:]]),
-            b"\xff" * 1000,
-        ]
-        for data in bad:
-            sock.send(data)
-        sock.send_multipart([b"a", b"b"])
-        time.sleep(0.3)
-    finally:
-        sock.close(linger=0)
+    for identity in ("intruder", impersonate):
+        other = impersonate if identity == "intruder" else "intruder"
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IDENTITY, identity.encode())
+        sock.connect(endpoint)
+        envelope = [1, 0, 5, identity, to, 1, 0, 0, b"", 0, False, 0, b"", None]
+        try:
+            time.sleep(0.2)
+            bad = [
+                os.urandom(100),
+                cbor2.dumps([2, 0]),  # unknown protocol version
+                cbor2.dumps([1, 9, "x"]),  # unknown kind
+                cbor2.dumps([1, 0, 5, 7, 8, "term", 0, 0, b"", 0, False, 0, b"", None]),  # types
+                cbor2.dumps([*envelope[:2], 99, *envelope[3:]]),  # unknown message type
+                # An APPEND whose entries are not contiguous after prev index 0.
+                cbor2.dumps([*envelope[:8], cbor2.dumps([[5, 1, 0, b"x"]]), *envelope[9:]]),
+                # A SNAPSHOT meta with a voter listed twice.
+                cbor2.dumps([*envelope[:2], 9, *envelope[3:13], [5, 1, ["a", "a"], [], []]]),
+                # A well-formed message claiming another sender: refused by identity.
+                cbor2.dumps([*envelope[:3], other, *envelope[4:]]),
+                b"\xff" * 1000,
+            ]
+            for data in bad:
+                sock.send(data)
+            sock.send_multipart([b"a", b"b"])
+            time.sleep(0.3)
+        finally:
+            sock.close(linger=0)
 
 
 def test_garbage_on_both_endpoints_changes_nothing_and_status_prints(
@@ -454,6 +458,7 @@ def test_garbage_on_both_endpoints_changes_nothing_and_status_prints(
     assert leader_drops.get("client_bad_frame", 0) >= 5, leader_drops
     assert follower_drops.get("peer_bad_frame", 0) >= 7, follower_drops
     assert follower_drops.get("peer_wrong_sender", 0) >= 1, follower_drops
+    assert follower_drops.get("peer_unknown_sender", 0) >= 9, follower_drops
 
     # `superstatic status`: the table and the JSON map.
     leader = cluster.leader()

@@ -74,6 +74,7 @@ def test_multipart_garbage_is_counted_and_dropped(ctx: zmq.Context[Any]) -> None
         sock.send(b"fine")
         assert receive(server, 1) == [("x", b"fine")]
         assert drops.counts["peer_bad_frame"] == 1
+        assert drops.counts["peer_bad_frame.parts"] == 1
     finally:
         sock.close(linger=0)
         server.close()
@@ -88,8 +89,8 @@ def test_client_router_answers_and_reports_gone_apps(ctx: zmq.Context[Any]) -> N
     app.connect(f"tcp://127.0.0.1:{port}")
     try:
         app.send(b"ping")
-        [(identity, data)] = receive(server, 1)
-        assert data == b"ping"
+        [(identity, data, address)] = receive(server, 1)
+        assert data == b"ping" and address == "127.0.0.1"
         assert server.send(identity, b"pong") == "ok"
         assert app.poll(int(DELIVERY_TIMEOUT_S * 1000), zmq.POLLIN)
         assert app.recv() == b"pong"
@@ -105,6 +106,8 @@ def test_drop_counter_logs_a_bounded_number_of_lines(caplog: pytest.LogCaptureFi
         for i in range(50):
             drops.drop("client_bad_frame", f"frame {i}")
     assert drops.snapshot() == {"client_bad_frame": 50}
+    drops.drop("client_bad_frame", "one more", "FRAME_DEPTH_MAX")
+    assert drops.snapshot()["client_bad_frame.FRAME_DEPTH_MAX"] == 1
     assert len(caplog.records) == 5
 
 
