@@ -680,6 +680,9 @@ class Server:
                     self._drain_ready()
             elif isinstance(frame, peer_codec.JoinRequest):
                 self._on_join(sender, frame)
+            elif frame.term > self.node.term + TERM_AHEAD_MAX:
+                # Not a leader of this cluster: it must not restart our staging either.
+                self.drops.drop("peer_impossible", f"CHUNK from {sender}: term far ahead")
             else:
                 self.shipping.on_chunk(sender, frame)
 

@@ -326,6 +326,9 @@ def parse_members(frame: Frame) -> MembersRequest:
     op = field_choice(frame, "op", MEMBERS_OPS, None)
     node = field_str(frame, "node", chars_max=MEMBER_ID_CHARS_MAX)
     assert node is not None
+    # The agent's rule for node ids (config.check_node_id): they end up in logs and STATUS.
+    if not all(ch.isalnum() or ch in "-_." for ch in node):
+        raise FrameError("field", "MEMBERS.node may hold only letters, digits, '-', '_', '.'")
     if op != "add_learner":
         address = frame.body.get("address")
         if address is not None and address != "":
