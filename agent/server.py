@@ -802,12 +802,12 @@ class Server:
                 continue
             try:
                 # Every field of the frame's type, checked before any of it is used.
-                wire.check_client_body(frame, body_bytes_max=self.config.body_bytes_max)
+                proposal = wire.check_client_body(frame, body_bytes_max=self.config.body_bytes_max)
             except (ProtocolError, LimitExceeded) as exc:
                 self._refuse_client_frame(identity, data, exc, frame.req_id, "client_bad_request")
                 continue
             try:
-                self._on_client_frame(identity, frame, now, address)
+                self._on_client_frame(identity, frame, now, address, proposal)
             except LimitExceeded as exc:
                 self._refuse_client_frame(identity, data, exc, frame.req_id)
             except ProtocolError as exc:
@@ -835,11 +835,19 @@ class Server:
             self._error(identity, req_id, code, str(exc))
 
     def _on_client_frame(
-        self, identity: bytes, frame: wire.Frame, now: float, address: str = ""
+        self,
+        identity: bytes,
+        frame: wire.Frame,
+        now: float,
+        address: str = "",
+        proposal: wire.Proposal | None = None,
     ) -> None:
         t = frame.type
         if t is wire.FrameType.PROPOSE:
-            self._on_propose(identity, frame, now, address)
+            if proposal is None:
+                # parse_propose raises LimitExceeded (too_large) for a body above body_bytes_max.
+                proposal = wire.parse_propose(frame, body_bytes_max=self.config.body_bytes_max)
+            self._on_propose(identity, frame, now, address, proposal)
         elif t is wire.FrameType.PING:
             self.streams.ack(identity, frame.body, now)  # {"stream": [req_id, bytes]}
             self._reply(identity, frame.req_id, {})
@@ -890,9 +898,9 @@ class Server:
         else:  # pragma: no cover - wire.decode admits only CLIENT_TO_AGENT types
             raise ProtocolError(f"unexpected frame {t.name}")
 
-    def _on_propose(self, identity: bytes, frame: wire.Frame, now: float, address: str) -> None:
-        # parse_propose raises LimitExceeded (too_large) for a body above body_bytes_max.
-        proposal = wire.parse_propose(frame, body_bytes_max=self.config.body_bytes_max)
+    def _on_propose(
+        self, identity: bytes, frame: wire.Frame, now: float, address: str, proposal: wire.Proposal
+    ) -> None:
         if proposal.kind == "txn":
             # The body goes into the log and every replica decodes it: scanned here (items,
             # depth, registered tags only) so no entry can cost a replica more than its limits.

@@ -263,14 +263,15 @@ def field_choice(frame: Frame, key: str, choices: frozenset[str], default: str |
     return value
 
 
-def check_client_body(frame: Frame, *, body_bytes_max: int) -> None:
+def check_client_body(frame: Frame, *, body_bytes_max: int) -> Proposal | None:
     """Type- and range-checks every field the agent reads from an app -> agent frame, before
-    any of it is used. Unknown fields are ignored (forward compatibility; the items bound
-    keeps them small). A PROPOSE body above `body_bytes_max` is a LimitExceeded (too_large)."""
+    any of it is used; returns the parsed PROPOSE (None for other types). Unknown fields are
+    ignored (forward compatibility; the items bound keeps them small). A PROPOSE body above
+    `body_bytes_max` is a LimitExceeded (too_large)."""
     t = frame.type
     if t is FrameType.PROPOSE:
-        parse_propose(frame, body_bytes_max=body_bytes_max)
-    elif t is FrameType.HELLO:
+        return parse_propose(frame, body_bytes_max=body_bytes_max)
+    if t is FrameType.HELLO:
         field_str(frame, "client", chars_max=CLIENT_ID_CHARS_MAX)
     elif t is FrameType.SUBSCRIBE:
         field_int(frame, "from", minimum=0, maximum=INDEX_MAX)
@@ -279,6 +280,7 @@ def check_client_body(frame: Frame, *, body_bytes_max: int) -> None:
     elif t is FrameType.MEMBERS:
         parse_members(frame)
     # PING, STATUS, READ_INDEX, UNSUBSCRIBE: no fields.
+    return None
 
 
 @dataclass(frozen=True, slots=True)
