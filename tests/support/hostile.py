@@ -151,3 +151,85 @@ def peer_msg(
         blob(b""),
         b"\xf6",  # null
     )
+
+
+# -- measuring the decoders: python -m support.hostile (from tests/) ------------------------
+
+MEASURE_AS_BYTES_MAX = 3 << 30  # each case runs in a child capped at this address space
+MEASURE_TIMEOUT_S = 60
+
+
+def _measured_cases() -> dict[str, bytes]:
+    body_decimal = cmap(
+        [
+            (text("r"), cmap([])),
+            (text("o"), arr(tag(4, arr(uint(1), bignum(8 * 200_000))))),
+        ]
+    )
+    return {
+        "client frame, version a shared-reference DAG": dag_client_frame(),
+        "peer frame, a shared-reference DAG": dag_peer_frame(),
+        "PING holding regex, MIME, IP, Fraction tags": client_frame(8, 3, semantic_tags_body()),
+        "PING of 15 M empty arrays": empty_arrays_ping(),
+        "PROPOSE with a 32 000-bit seq": propose(4, seq=HUGE_INT),
+        "PROPOSE with kind a list": propose(5, kind=arr()),
+        "peer MSG with a 32 000-bit term": peer_msg(term=HUGE_INT),
+        "transaction body with a 200 KB Decimal mantissa": body_decimal,
+    }
+
+
+def _measure_one(name: str) -> None:
+    import resource
+    import time
+
+    resource.setrlimit(resource.RLIMIT_AS, (MEASURE_AS_BYTES_MAX, MEASURE_AS_BYTES_MAX))
+    from superstatic_agent import peer_codec
+
+    from superstatic.protocol import ops
+
+    data = _measured_cases()[name]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    try:
+        if name.startswith(("client", "PING", "PROPOSE")):
+            frame = wire.decode(data, wire.CLIENT_TO_AGENT)
+            if frame.type is wire.FrameType.PROPOSE:
+                wire.parse_propose(frame, body_bytes_max=8 << 20)
+        elif name.startswith("peer"):
+            peer_codec.decode(data)
+        else:
+            ops.decode_txn(data)
+        outcome = "accepted"
+    except Exception as exc:  # what the decoder raised is the measurement
+        outcome = f"{type(exc).__name__}: {str(exc)[:80]}"
+    took_ms = (time.perf_counter() - started) * 1000
+    grew_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    print(f"| {name} | {len(data)} | {took_ms:.1f} ms | +{grew_mib:.0f} MiB | {outcome} |")
+
+
+def _measure_all() -> None:
+    import subprocess
+    import sys
+
+    print("| frame | bytes | decode time | memory growth | outcome |\n|---|---|---|---|---|")
+    for name in _measured_cases():
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "support.hostile", name],
+                capture_output=True,
+                text=True,
+                timeout=MEASURE_TIMEOUT_S,
+            )
+            lines = (done.stdout or done.stderr).strip().splitlines() or ["(no output)"]
+            print(lines[-1] if done.stdout else f"| {name} | | | | crashed: {lines[-1][:100]} |")
+        except subprocess.TimeoutExpired:
+            print(f"| {name} | | > {MEASURE_TIMEOUT_S} s | | killed |")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) > 1:
+        _measure_one(sys.argv[1])
+    else:
+        _measure_all()
