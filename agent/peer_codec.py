@@ -177,12 +177,13 @@ def frame_limits(bytes_max: int = PEER_FRAME_BYTES_MAX) -> DecodeLimits:
 
 
 def entries_limits(bytes_max: int, entries_max: int) -> DecodeLimits:
+    """An entries blob: ENTRIES_ITEMS_MAX = 1 + ENTRY_ITEMS * entries_max items."""
     return DecodeLimits(
-        what="peer entries",
+        what="peer entries blob",
         bytes_max=bytes_max,
         bytes_name="peer_frame_bytes_max",
         items_max=1 + ENTRY_ITEMS * entries_max,
-        items_name="ENTRIES_PER_MESSAGE_MAX",
+        items_name="ENTRIES_ITEMS_MAX",
         depth_max=ENTRIES_DEPTH_MAX,
         depth_name="ENTRIES_DEPTH_MAX",
     )
