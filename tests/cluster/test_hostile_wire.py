@@ -36,6 +36,8 @@ TIMEOUT_S_WORKER = 120.0
 # Reproduction 7a: one connection opening this many sessions as fast as it can.
 FLOOD_SESSIONS = 100_000
 SESSIONS_PER_CONNECTION_MAX = 64  # the agent's default (config.sessions_per_connection_max)
+# Elections one claimed member identity may cause (PreVote: a term per successful election).
+TERMS_PER_HIJACK_MAX = 3
 
 
 @pytest.fixture(scope="module")
@@ -212,10 +214,16 @@ def test_one_hostile_peer_frame_never_takes_an_agent_down(
         status = serving(cluster)[node]
         reason = "peer_unknown_sender" if sender == "stranger" else "peer_bad_frame"
         assert status["dropped"].get(reason, 0) >= 5, status["dropped"]
-    # A member's identity claimed by a stranger costs that member its link for a moment (ZMTP
-    # heartbeats hand it back); the cluster keeps its leader, term and commits.
-    cluster.wait_until(lambda: leader_and_term(cluster) == (leader, term), "same leader", 30)
-    write_commits(cluster, leader)
+    if sender == "stranger":
+        # Dropped unread: nothing changes.
+        assert leader_and_term(cluster) == (leader, term)
+    else:
+        # A stranger claiming a member's identity takes that member's connection for about a
+        # second (ZMTP heartbeats hand it back): like a brief partition, it may cost an
+        # election. But no hostile term was adopted (they were 2**63 - 1 and beyond).
+        _, after = leader_and_term(cluster)
+        assert term <= after <= term + TERMS_PER_HIJACK_MAX * len(cluster.agents), (term, after)
+    write_commits(cluster, cluster.leader())
 
 
 # -- reproduction 7 ----------------------------------------------------------------------------
