@@ -248,6 +248,19 @@ DECODED_NODE_FACTOR = 16
 LOG_ENTRY_OVERHEAD_BYTES = 250
 
 
+def transport_memory_bytes(
+    config: AgentConfig, *, client_connections: int, peer_connections: int
+) -> int:
+    """The most the transport's receive side holds (docs/agent.md, "Decoders, transport and
+    fairness"): ZeroMQ queues frames per connection, RCVHWM of them plus the one being read,
+    each at most the socket's MAXMSGSIZE; plus one turn's frames taken from each socket."""
+    assert client_connections >= 0 and peer_connections >= 0
+    c = config
+    client = client_connections * (c.client_recv_queue_frames_max + 1) * wire.FRAME_BYTES_MAX
+    peer = peer_connections * (c.peer_recv_queue_frames_max + 1) * c.peer_frame_bytes_max
+    return client + peer + 2 * c.recv_bytes_per_turn_max
+
+
 def memory_bound_bytes(
     config: AgentConfig,
     *,
@@ -259,9 +272,8 @@ def memory_bound_bytes(
     """The most memory (anonymous: heap and queues; LMDB's file pages are the OS's cache) an
     agent with `config` uses, as docs/agent.md's formula: every term is a bound the code keeps.
 
-    `transport_bytes` is the transport's term (issue 8 part A: frames its ZeroMQ queues may
-    hold: per connection RCVHWM x FRAME_BYTES_MAX on the client port, per peer RCVHWM x the
-    peer frame limit, plus what a turn reads), passed in since it depends on the connections.
+    `transport_bytes` is the transport's term (issue 8 part A: `transport_memory_bytes`),
+    passed in since it depends on the connections.
     `txn_records_bytes`: the records one transaction's ops touch, decoded at once (at most
     TXN_OPS_MAX x record_bytes_max; default one record)."""
     c = config

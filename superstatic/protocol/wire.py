@@ -279,7 +279,23 @@ def check_client_body(frame: Frame, *, body_bytes_max: int) -> Proposal | None:
         field_str(frame, "root", chars_max=ROOT_NAME_CHARS_MAX)
     elif t is FrameType.MEMBERS:
         parse_members(frame)
-    # PING, STATUS, READ_INDEX, UNSUBSCRIBE: no fields.
+    elif t is FrameType.PING and "stream" in frame.body:
+        # {"stream": [req_id, bytes received]}: the app acknowledging its subscription's frames.
+        ack = frame.body["stream"]
+        if (
+            type(ack) is not list
+            or len(ack) != 2
+            or type(ack[0]) is not int
+            or not 0 <= ack[0] <= REQ_ID_MAX
+            or type(ack[1]) is not int
+            or not 0 <= ack[1] <= INDEX_MAX
+        ):
+            raise FrameError(
+                "field",
+                f"PING.stream must be [req_id, bytes] of two ints within 64 bits, got "
+                f"{describe(ack)}",
+            )
+    # STATUS, READ_INDEX, UNSUBSCRIBE: no fields.
     return None
 
 

@@ -34,6 +34,8 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from superstatic_agent.cli import config_from, parser
+from superstatic_agent.config import transport_memory_bytes
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS_DIR))
@@ -79,14 +81,16 @@ PEER_CONNECTIONS = 4
 SLACK_BYTES = 96 * MIB
 
 
-def rss_bound_bytes(idle_rss_bytes: int) -> int:
+def rss_bound_bytes(idle_rss_bytes: int, peers_arg: str) -> int:
     """docs/agent.md: an agent's memory beyond its idle size is at most its receive queues
-    ((frames + 1) x the largest frame, per connection), one turn's frames from each socket,
-    and its caches."""
-    client_queues = CLIENT_CONNECTIONS * (CLIENT_RECV_QUEUE_FRAMES + 1) * wire.FRAME_BYTES_MAX
-    peer_queues = PEER_CONNECTIONS * (PEER_RECV_QUEUE_FRAMES + 1) * PEER_FRAME_BYTES
-    turn = 2 * RECV_BYTES_PER_TURN
-    return idle_rss_bytes + client_queues + peer_queues + turn + SLACK_BYTES
+    ((frames + 1) x the largest frame, per connection) and one turn's frames from each socket
+    (`config.transport_memory_bytes`), and its caches (SLACK_BYTES here: the fuzz writes little)."""
+    args = ["--id", "a", "--data-dir", "x", "--peers", peers_arg, "--client", "x", *AGENT_ARGS]
+    config = config_from(parser().parse_args(args))
+    transport = transport_memory_bytes(
+        config, client_connections=CLIENT_CONNECTIONS, peer_connections=PEER_CONNECTIONS
+    )
+    return idle_rss_bytes + transport + SLACK_BYTES
 
 
 def rss_bytes(pid: int) -> int:
@@ -110,7 +114,9 @@ class Harness:
         self.shots = 0
         self.rss_max: dict[str, int] = dict.fromkeys(self.ids, 0)
         self.honest_write()
-        self.rss_bound = {n: rss_bound_bytes(rss_bytes(self.pid(n))) for n in self.ids}
+        self.rss_bound = {
+            n: rss_bound_bytes(rss_bytes(self.pid(n)), cluster.peers_arg) for n in self.ids
+        }
 
     def pid(self, node: str) -> int:
         pid = self.cluster.agents[node].pid
@@ -282,7 +288,10 @@ FIELDS: dict[wire.FrameType, dict[str, st.SearchStrategy[Any]]] = {
     wire.FrameType.READ_INDEX: {},
     wire.FrameType.STATUS: {},
     wire.FrameType.INSPECT: {"root": st.text(min_size=1, max_size=20)},
-    wire.FrameType.PING: {},
+    # A stream acknowledgement: [subscription req_id, bytes received].
+    wire.FrameType.PING: {
+        "stream": st.tuples(st.integers(0, 100), st.integers(0, 10**6)).map(list)
+    },
     wire.FrameType.MEMBERS: {
         # Never a real member (ids are one letter), and learners only at unusable addresses.
         "op": st.sampled_from(["add_learner", "promote", "remove", "transfer"]),

@@ -280,7 +280,7 @@ sentinels = st.sampled_from(
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.sampled_from(["client", "seq", "seq_low", "kind", "body"]),
+    st.sampled_from(["client", "seq", "seq_low", "kind", "body", "stream"]),
     sentinels,
     st.sampled_from(list(wire.CLIENT_TO_AGENT)),
 )
