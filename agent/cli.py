@@ -17,7 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from superstatic_agent.config import LOG_LEVELS, AgentConfig, parse_peers
+from superstatic_agent import logs
+from superstatic_agent.config import LOG_FORMATS, LOG_LEVELS, AgentConfig, parse_peers
 
 from superstatic.protocol.errors import LimitExceeded
 
@@ -167,6 +168,24 @@ def parser() -> argparse.ArgumentParser:
         default=_default("sessions_per_address_max"),
         help="client sessions live from one address (IP) at this agent",
     )
+    p.add_argument(
+        "--metrics",
+        default=_default("metrics_endpoint"),
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics and the status page / over HTTP here (off by default; "
+        "loopback only unless --insecure)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=_default("log_format"),
+        help="text (readable) or json (one object per line: ts, level, event, agent, fields)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow --metrics (no authentication) on a non-loopback address",
+    )
     return p
 
 
@@ -205,6 +224,9 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         recv_bytes_per_turn_max=args.recv_bytes_per_turn_max,
         sessions_per_connection_max=args.sessions_per_connection_max,
         sessions_per_address_max=args.sessions_per_address_max,
+        metrics_endpoint=args.metrics,
+        log_format=args.log_format,
+        insecure=args.insecure,
     )
 
 
@@ -215,11 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from(args)
     except (ValueError, LimitExceeded) as exc:
         p.error(str(exc))
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, config.log_level.upper()),
-        format=f"%(asctime)s agent {config.node_id} %(levelname)s %(message)s",
-    )
+    logs.install(config.node_id, config.log_level, config.log_format)
     log = logging.getLogger("superstatic.agent")
     if not config.fsync:
         log.warning(
@@ -235,6 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartRefused as exc:
         log.critical("%s", exc)
         return EXIT_START_REFUSED
+    except OSError as exc:  # the --metrics port is taken (bound before anything else)
+        if not config.metrics_endpoint:
+            raise
+        log.critical("cannot serve --metrics %s: %s", config.metrics_endpoint, exc)
+        return 2
     server.install_signal_handlers()
     server.run()
     return 0

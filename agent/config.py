@@ -7,6 +7,7 @@ they are used; the ones here are flags because a deployment may reasonably chang
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,13 @@ class AgentConfig:
     # fill the cluster's SESSIONS_MAX and lock every other app out.
     sessions_per_connection_max: int = 64
     sessions_per_address_max: int = 4_096
+    # -- Operability (docs/operations.md) --
+    # HOST:PORT of the HTTP port serving /metrics (Prometheus) and the status page; "" = off.
+    metrics_endpoint: str = ""
+    # "text" (readable, the default) or "json" (one object per line: agent/logs.py).
+    log_format: str = "text"
+    # Allows binding an unauthenticated port (--metrics) to a non-loopback address.
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         check_node_id(self.node_id)
@@ -220,6 +228,10 @@ class AgentConfig:
                 raise LimitExceeded("FRAME_BYTES_MAX", frame_room, value, name)
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log level must be one of {LOG_LEVELS}, got {self.log_level!r}")
+        if self.metrics_endpoint:
+            parse_metrics_address(self.metrics_endpoint, insecure=self.insecure)
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log format must be one of {LOG_FORMATS}, got {self.log_format!r}")
 
     @property
     def peer_endpoint(self) -> str:
@@ -237,6 +249,7 @@ class AgentConfig:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")  # agent/logs.py agrees (asserted there)
 
 # -- The worst-case memory of an agent (docs/agent.md, "Memory"), term by term -------------
 # The interpreter, cbor2, pyzmq, LMDB and the loop's own structures, idle (measured 45-60 MiB).
@@ -334,3 +347,36 @@ def parse_peers(text: str) -> dict[str, str]:
     if not peers:
         raise ValueError("--peers is empty")
     return peers
+
+
+class BadMetricsAddress(ValueError):
+    """--metrics is not HOST:PORT, or names a non-loopback host without --insecure."""
+
+
+def parse_metrics_address(text: str, *, insecure: bool) -> tuple[str, int]:
+    """`127.0.0.1:9100`, `localhost:9100`, `[::1]:9100` -> (host, port). Non-loopback hosts
+    need `insecure`: the port has no authentication."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise BadMetricsAddress(f"--metrics must be HOST:PORT, got {text!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise BadMetricsAddress(f"--metrics port must be in 0..65535, got {port}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not insecure and not _loopback(host):
+        raise BadMetricsAddress(
+            f"--metrics {text}: the metrics and status port has no authentication, so it binds "
+            "only loopback addresses (127.0.0.1, ::1, localhost) unless --insecure is given; "
+            "see docs/operations.md for putting a proxy in front"
+        )
+    return host, port
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything

@@ -29,10 +29,11 @@ from typing import Any
 import cbor2
 import lmdb
 import zmq
-from superstatic_agent import peer_codec, status_map
+from superstatic_agent import inspector, peer_codec, status_map
 from superstatic_agent.admission import SessionAdmission
 from superstatic_agent.config import PEERS_MAX, AgentConfig
 from superstatic_agent.membership_requests import MembershipRequests
+from superstatic_agent.observe import Observer
 from superstatic_agent.raft.core import RaftNode
 from superstatic_agent.raft.types import (
     ConfChange,
@@ -115,6 +116,8 @@ class Server:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.id = config.node_id
+        # First: a taken --metrics port fails the start before anything else is opened.
+        self.observer = Observer(config)
         self.started = time.monotonic()
         self.drops = DropCounter()
         self.storage = Storage(config.data_dir, fsync=config.fsync, map_bytes=config.map_bytes)
@@ -264,6 +267,7 @@ class Server:
             self.node.last_index,
             ",".join(self.node.conf.members()),
         )
+        self.observer.start(self)
 
     def _scrub_and_repair(self) -> None:
         started = time.monotonic()
@@ -350,6 +354,7 @@ class Server:
             self._maybe_compact()
 
     def close(self) -> None:
+        self.observer.close()  # the HTTP thread stops before what it reports on
         self.streams.close()
         self.shipping.close()
         self.peers.close()
@@ -392,6 +397,7 @@ class Server:
     def _handle_ready(self, ready: Ready) -> None:
         results: list[Applied] = []
         committed = ready.committed
+        write_s: float | None = None
 
         def apply(txn: lmdb.Transaction) -> None:
             # One batch: each node the entries touch is decoded and encoded once per Ready.
@@ -418,7 +424,9 @@ class Server:
             or conf is not None
         ):
             try:
+                write_started = time.monotonic()
                 self._write_ready(ready, apply if committed else None, conf)
+                write_s = time.monotonic() - write_started
             except ApplyFailed as exc:
                 self._halt_poisoned(exc)
                 return
@@ -461,6 +469,7 @@ class Server:
             if soft[1] is not None and (soft[1], soft[2]) != (self._soft[1], self._soft[2]):
                 self._propose_waiting_again()
             self._soft = soft
+        self.observer.on_ready(ready, results, write_s)
 
     def _halt_poisoned(self, exc: ApplyFailed) -> None:
         """A committed entry that apply cannot handle: every replica meets it, so the agent
@@ -542,6 +551,7 @@ class Server:
         if self.halted is not None:
             return
         self.halted = {"reason": reason, "message": message, **facts}
+        self.observer.on_halt(reason, message)
         self.shipping.close()
         if reason == "damaged":
             # Subscribers must not be fed from a damaged store.
@@ -883,20 +893,42 @@ class Server:
         elif t is wire.FrameType.MEMBERS:
             self.members.on_request(identity, frame, now)
         elif t is wire.FrameType.INSPECT:
-            name = wire.field_str(frame, "root", chars_max=ROOT_NAME_CHARS_MAX)
-            assert name is not None
+            request = wire.parse_inspect(frame)
             if self.halted is not None and self.halted["reason"] == "damaged":
                 raise ProtocolError("this agent's store is damaged: ask another agent")
             try:
                 with self.storage.env.begin() as txn:
-                    value = self.sm.node_json(txn, name)
+                    answer = self._inspect(txn, request)
             except Corrupt as exc:
                 self._halt_damaged(exc)
                 raise ProtocolError("this agent's store is damaged: ask another agent") from None
-            # A root always names a node, so None means "no such root".
-            self._reply(identity, frame.req_id, {"found": value is not None, "value": value})
+            self._reply(identity, frame.req_id, answer)
         else:  # pragma: no cover - wire.decode admits only CLIENT_TO_AGENT types
             raise ProtocolError(f"unexpected frame {t.name}")
+
+    def _inspect(self, txn: lmdb.Transaction, request: wire.InspectRequest) -> dict[str, Any]:
+        """INSPECT: a root's whole value (the original form), or the object-graph browser's
+        answers (agent/inspector.py), each bounded; `applied` says as of which index."""
+        if request.legacy:
+            assert request.root is not None and len(request.root) <= ROOT_NAME_CHARS_MAX
+            value = self.sm.node_json(txn, request.root)
+            # A root always names a node, so None means "no such root".
+            return {"found": value is not None, "value": value}
+        if request.list:
+            answer = inspector.list_roots(
+                txn, self.storage.dbs, request.limit or inspector.ROOTS_MAX
+            )
+        else:
+            answer = inspector.show(
+                txn,
+                self.storage.dbs,
+                root=request.root,
+                path=request.path,
+                oid=request.oid,
+                depth=inspector.DEPTH_DEFAULT if request.depth is None else request.depth,
+            )
+        answer["applied"] = self.applied
+        return answer
 
     def _on_propose(
         self, identity: bytes, frame: wire.Frame, now: float, address: str, proposal: wire.Proposal
@@ -1044,10 +1076,12 @@ class Server:
             if not waiters:
                 continue
             reply = reply_of(applied)
+            now = time.monotonic()
             for waiter in waiters:
                 if not waiter.answered:
                     self._settle(waiter)
                     self._reply(waiter.identity, waiter.req_id, reply)
+                    self.observer.on_answered(waiter.deadline, applied.outcome, now)
 
     def _flush_reads(self, now: float) -> None:
         if not self._reads_new:
@@ -1086,6 +1120,7 @@ class Server:
         leader: str | None = None,
     ) -> None:
         body = wire.error_body(code, message, leader if leader is not None else self.node.leader)
+        self.observer.on_error(code.value)
         self._send(identity, wire.FrameType.ERROR, req_id, body)
 
     def _send(self, identity: bytes, frame_type: wire.FrameType, req_id: int, body: Any) -> None:
@@ -1105,6 +1140,7 @@ class Server:
 
     def _housekeeping(self, now: float) -> None:
         self._refresh_space()
+        self.observer.housekeeping(now)
         idle_ms = self.config.exit_when_idle_ms
         if idle_ms and (now - self._last_client_frame) * 1000 > idle_ms:
             log.info("no app sent anything for %d ms (--exit-when-idle-ms): exiting", idle_ms)
@@ -1206,7 +1242,7 @@ class Server:
     # -- status --------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return status_map.build(
+        status = status_map.build(
             self.node,
             applied=self.applied,
             dropped=self.drops.snapshot(),
@@ -1235,6 +1271,7 @@ class Server:
                 "appends_refused": self._appends_refused,
             },
         )
+        return self.observer.extend_status(status)
 
 
 def reply_of(applied: Applied) -> dict[str, Any]:

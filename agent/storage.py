@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -383,6 +384,8 @@ class Storage:
             self.env.close()
             raise
         self.syncs = 0  # counted for status and the tests of the one-sync rule
+        # Told each fsync's duration in seconds (the metrics' fsync histogram), if set.
+        self.sync_observer: Callable[[float], None] | None = None
         # (term, vote) as last made durable. A Ready whose hard state differs from it only in
         # the commit index needs no sync: Raft recomputes the commit index after a restart, and
         # applying is replayed from the durable log. Skipping it takes one fsync off every
@@ -611,8 +614,11 @@ class Storage:
             record_put(txn, self.dbs.meta, KEY_CONF, data)
 
     def sync(self) -> None:
+        started = time.monotonic()
         self.env.sync(True)
         self.syncs += 1
+        if self.sync_observer is not None:
+            self.sync_observer(time.monotonic() - started)
 
     def _install_snapshot(self, txn: lmdb.Transaction, meta: SnapshotMeta) -> None:
         install_staged(txn, self.dbs, meta)

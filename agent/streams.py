@@ -375,6 +375,14 @@ class Streams:
                 )
                 self.drop(sub)
 
+    def backlog_bytes(self) -> tuple[int, int]:
+        """(sum, largest) of the stream bytes subscribers have not acknowledged yet: what sits
+        in queues on the apps' way (the metrics and the status page show it)."""
+        backlogs = [
+            s.earlier_bytes + s.sent_bytes - s.acked_bytes for s in self._subscribers.values()
+        ]
+        return sum(backlogs), max(backlogs, default=0)
+
     def memory_bytes(self) -> int:
         """What the streams hold besides their queues: the cached events and built frames."""
         pending = sum(len(s.pending_frame or b"") for s in self._subscribers.values())

@@ -276,7 +276,7 @@ def check_client_body(frame: Frame, *, body_bytes_max: int) -> Proposal | None:
     elif t is FrameType.SUBSCRIBE:
         field_int(frame, "from", minimum=0, maximum=INDEX_MAX)
     elif t is FrameType.INSPECT:
-        field_str(frame, "root", chars_max=ROOT_NAME_CHARS_MAX)
+        parse_inspect(frame)
     elif t is FrameType.MEMBERS:
         parse_members(frame)
     elif t is FrameType.PING and "stream" in frame.body:
@@ -371,3 +371,85 @@ def parse_members(frame: Frame) -> MembersRequest:
 
 def error_body(code: ErrorCode, message: str, leader: str | None = None) -> dict[str, Any]:
     return {"code": str(code), "message": message, "leader": leader}
+
+
+# -- INSPECT: the object-graph browser's requests (docs/operations.md, "Inspecting data") ---------
+
+# Steps of a path below a root (`config.users[3].name` is 3 steps).
+INSPECT_PATH_STEPS_MAX = 64
+# A str step (a dict key or an attribute name).
+INSPECT_KEY_CHARS_MAX = 1024
+# An object id asked for with {"oid": ...} (ids are far shorter: codec.OID_CHARS_MAX).
+INSPECT_OID_CHARS_MAX = 256
+# Levels of nodes expanded below the one shown (deeper nodes are given as {"__ref__": oid}).
+INSPECT_DEPTH_MAX = 100
+# Roots one {"list": true} answer may name.
+INSPECT_ROOTS_MAX = 1_000
+# A step is a str (key or attribute) or an int (list index or int key), 64-bit.
+INSPECT_INT_MAX = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class InspectRequest:
+    """One INSPECT body. Exactly one of: `root` (with `path`: a node or value below it),
+    `oid` (a node by id: following a reference), `list` (the roots with their sizes).
+    `legacy`: the original `{"root": name}` form, answered with the root's whole JSON value."""
+
+    root: str | None = None
+    path: tuple[str | int, ...] = ()
+    oid: str | None = None
+    list: bool = False
+    depth: int | None = None  # None: the agent's default
+    limit: int | None = None  # roots listed (list only); None: INSPECT_ROOTS_MAX
+    legacy: bool = False
+
+
+def parse_inspect(frame: Frame) -> InspectRequest:
+    """Validates an INSPECT body; FrameError (a ProtocolError) naming the field otherwise."""
+    assert frame.type is FrameType.INSPECT
+    body = frame.body
+    chosen = [key for key in ("root", "oid", "list") if body.get(key) is not None]
+    if len(chosen) != 1:
+        raise FrameError(
+            "field",
+            "INSPECT needs exactly one of root, oid, list; got " + (", ".join(chosen) or "none"),
+        )
+    depth = None
+    if body.get("depth") is not None:
+        depth = field_int(frame, "depth", minimum=0, maximum=INSPECT_DEPTH_MAX)
+    if chosen[0] == "list":
+        if body.get("list") is not True:
+            raise FrameError("field", f"INSPECT.list must be true, got {describe(body['list'])}")
+        limit = None
+        if body.get("limit") is not None:
+            limit = field_int(frame, "limit", minimum=1, maximum=INSPECT_ROOTS_MAX)
+        return InspectRequest(list=True, limit=limit)
+    if chosen[0] == "oid":
+        oid = field_str(frame, "oid", chars_max=INSPECT_OID_CHARS_MAX)
+        return InspectRequest(oid=oid, depth=depth)
+    root = field_str(frame, "root", chars_max=ROOT_NAME_CHARS_MAX)
+    raw_path = body.get("path")
+    if raw_path is None:
+        return InspectRequest(root=root, depth=depth, legacy=depth is None)
+    if type(raw_path) is not list or len(raw_path) > INSPECT_PATH_STEPS_MAX:
+        raise FrameError(
+            "field",
+            f"INSPECT.path must be a list of at most {INSPECT_PATH_STEPS_MAX} steps, got "
+            f"{describe(raw_path)}",
+        )
+    steps: list[str | int] = []
+    for i, step in enumerate(raw_path):
+        if type(step) is str:
+            if len(step) > INSPECT_KEY_CHARS_MAX:
+                raise FrameError(
+                    "field",
+                    f"INSPECT.path[{i}] has {len(step)} characters, above the limit "
+                    f"{INSPECT_KEY_CHARS_MAX}",
+                )
+        elif type(step) is not int or abs(step) > INSPECT_INT_MAX:
+            raise FrameError(
+                "field",
+                f"INSPECT.path[{i}] must be a string or a 64-bit integer, got {describe(step)}",
+            )
+        steps.append(step)
+    return InspectRequest(root=root, path=tuple(steps), depth=depth)

@@ -56,6 +56,12 @@ class AgentSpec:
     voter: bool = True
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    metrics_address: str = ""  # HOST:PORT of its --metrics port ("" when not served)
+
+    @property
+    def metrics_url(self) -> str:
+        assert self.metrics_address, f"agent {self.id} serves no --metrics"
+        return f"http://{self.metrics_address}"
 
     @property
     def pid(self) -> int | None:
@@ -74,6 +80,7 @@ class LocalCluster:
     agent_args: Sequence[str] = ()
     env: dict[str, str] | None = None
     agents: dict[str, AgentSpec] = field(default_factory=dict)
+    metrics: bool = False  # give each agent a --metrics port on 127.0.0.1
 
     def __post_init__(self) -> None:
         assert 1 <= self.size <= 26, self.size
@@ -88,6 +95,9 @@ class LocalCluster:
                 client_endpoint=f"tcp://127.0.0.1:{ports[2 * i + 1]}",
                 data_dir=self.base_dir / node_id,
             )
+        if self.metrics:
+            for spec, port in zip(self.agents.values(), free_ports(self.size), strict=True):
+                spec.metrics_address = f"127.0.0.1:{port}"
 
     # -- addressing --------------------------------------------------------------------------
 
@@ -127,6 +137,8 @@ class LocalCluster:
         ]
         if not spec.voter:
             cmd += ["--listen", spec.peer_endpoint]
+        if spec.metrics_address:
+            cmd += ["--metrics", spec.metrics_address]
         return cmd + list(self.agent_args)
 
     def start_agent(self, node_id: str) -> AgentSpec:
@@ -157,6 +169,7 @@ class LocalCluster:
             client_endpoint=f"tcp://127.0.0.1:{client_port}",
             data_dir=self.base_dir / node_id,
             voter=False,
+            metrics_address=f"127.0.0.1:{free_port()}" if self.metrics else "",
         )
         return self.start_agent(node_id)
 

@@ -1,0 +1,170 @@
+"""The agent's HTTP port (`--metrics HOST:PORT`): Prometheus metrics and a live status page.
+
+| path | what |
+|---|---|
+| `/metrics` | the Prometheus text format (`generate_latest` of the agent's own registry) |
+| `/` | the status page: one self-contained HTML file (inline CSS, JS and SVG; no external asset) |
+| `/status.json` | what the page polls every second: STATUS, facts, history, events, roots |
+| `/healthz` | 200 `ok` while the loop publishes; 503 once its snapshot is `STALE_S` old |
+
+Read-only: GET and HEAD only. One thread serves one request at a time (an HTTP server per
+request thread would be unbounded); each connection gets `REQUEST_TIMEOUT_S` to send its
+request, so a slow or silent client cannot hold the port for long. The thread reads only
+`Recorder.published` (an immutable snapshot, see agent/metrics.py) and never touches the Raft
+core or LMDB.
+
+There is no authentication on this port (CURVE keys cover the ZeroMQ ports only): it shows the
+cluster's members and addresses, root names and sizes (never values). A non-loopback HOST is
+refused unless the agent runs with `--insecure` (docs/operations.md, "Metrics and the status
+page": bind to loopback and put an authenticating proxy in front, or firewall it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+from superstatic_agent.metrics import ROOTS_WANTED_S, Recorder, registry_for
+
+log = logging.getLogger("superstatic.agent")
+
+# Seconds a connection has to send its request (and to read our answer).
+REQUEST_TIMEOUT_S = 5.0
+# /healthz answers 503 when the loop's last snapshot is older than this (a stuck loop).
+STALE_S = 10.0
+# History points /status.json carries (5 minutes at one a second).
+STATUS_HISTORY_POINTS_MAX = 300
+# How often serve_forever looks at its stop flag.
+POLL_INTERVAL_S = 0.5
+
+
+class _Server(HTTPServer):
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], status: HttpStatus) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+        self.status = status
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = REQUEST_TIMEOUT_S
+    server_version = "superstatic-agent"
+    protocol_version = "HTTP/1.0"  # one request per connection: nothing lingers
+
+    def do_GET(self) -> None:
+        self._answer(head=False)
+
+    def do_HEAD(self) -> None:
+        self._answer(head=True)
+
+    def _answer(self, *, head: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        try:
+            code, content_type, body = self.server.status.render(path)
+        except Exception:  # never let a rendering bug take the thread down
+            log.exception("status page: failed to render %s", path)
+            code, content_type, body = 500, "text/plain; charset=utf-8", b"internal error\n"
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http %s " + format, self.client_address[0], *args)
+
+
+class HttpStatus:
+    """The port and its thread. Binds in __init__ (so a taken port fails the agent's start
+    before it opens anything else); serves from start() until stop()."""
+
+    def __init__(self, address: tuple[str, int], recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.registry = registry_for(recorder)
+        self._httpd = _Server(address, self)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._httpd.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        assert self._thread is None
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": POLL_INTERVAL_S},
+            name="superstatic-http",
+            daemon=True,  # a stuck client must never keep the agent from exiting
+        )
+        self._thread.start()
+        host, port = self.address
+        log.info(
+            "metrics on http://%s:%d/metrics, status page on http://%s:%d/", host, port, host, port
+        )
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()  # waits for the current request (bounded by its timeout)
+            self._thread.join(timeout=REQUEST_TIMEOUT_S + 1)
+            self._thread = None
+        self._httpd.server_close()
+
+    # -- rendering (HTTP thread) ---------------------------------------------------------------
+
+    def render(self, path: str) -> tuple[int, str, bytes]:
+        if path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        if path in ("/", "/index.html"):
+            from superstatic_agent.status_page import PAGE
+
+            return 200, "text/html; charset=utf-8", PAGE
+        if path == "/status.json":
+            # The page is being watched: the loop reads roots (and their sizes) again.
+            self.recorder.roots_wanted_until = time.monotonic() + ROOTS_WANTED_S
+            return 200, "application/json", json.dumps(self.status_json()).encode()
+        if path == "/healthz":
+            pub = self.recorder.published
+            if pub is not None and time.monotonic() - pub.mono <= STALE_S:
+                return 200, "text/plain; charset=utf-8", b"ok\n"
+            return 503, "text/plain; charset=utf-8", b"stale: the agent loop is not publishing\n"
+        return 404, "text/plain; charset=utf-8", b"not found: try /, /metrics, /status.json\n"
+
+    def status_json(self) -> dict[str, Any]:
+        pub = self.recorder.published
+        if pub is None:
+            return {"agent": self.recorder.node_id, "ready": False}
+        latency = pub.histograms["commit_latency_seconds"]
+        return {
+            "agent": self.recorder.node_id,
+            "ready": True,
+            "age_s": round(max(0.0, time.monotonic() - pub.mono), 3),
+            "published_ms": pub.wall_ms,
+            "status": pub.status,
+            "facts": pub.facts,
+            "counts": pub.counts,
+            "commit_latency_ms": {
+                "p50": _ms(latency.quantile(0.5)),
+                "p99": _ms(latency.quantile(0.99)),
+                "count": latency.count,
+            },
+            "history": pub.history[-STATUS_HISTORY_POINTS_MAX:],
+            "events": pub.events,
+            "roots": pub.roots,
+        }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
