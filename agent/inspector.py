@@ -133,8 +133,9 @@ def show(
             break
     else:
         return {"found": False, "missing": f"no root named {root!r}"}
+    ancestors: list[tuple[str, str]] = []
     try:
-        value, parent = _walk(txn, dbs, root, value, path)
+        value = _walk(txn, dbs, root, value, path, ancestors)
     except NotFound as exc:
         return {"found": False, "missing": str(exc)}
     where = render_path(path, root)
@@ -142,24 +143,34 @@ def show(
         found = _read(txn, dbs, value.oid)
         if found is None:
             return {"found": False, "missing": f"{where} names node {value.oid}, which is gone"}
-        return _node_answer(txn, dbs, value.oid, found, depth, where=where)
-    walk = _Walk(txn, dbs, depth)
-    return {
-        "found": True,
-        "path": where,
-        "kind": "value",
-        "parent": parent,
-        "value": walk.value(value, 0, ""),
-        "oids": walk.oids,
-        "truncated": walk.truncated,
-    }
+        answer = _node_answer(txn, dbs, value.oid, found, depth, where=where)
+    else:
+        walk = _Walk(txn, dbs, depth)
+        answer = {
+            "found": True,
+            "path": where,
+            "kind": "value",
+            "value": walk.value(value, 0, ""),
+            "oids": walk.oids,
+            "truncated": walk.truncated,
+        }
+    # The containers the path went through, the root table first: a change to any of them
+    # may make the path name something else (`inspect --watch` follows them too).
+    answer["ancestors"] = ancestors
+    return answer
 
 
 def _walk(
-    txn: lmdb.Transaction, dbs: Dbs, root: str, value: Any, path: tuple[str | int, ...]
-) -> tuple[Any, str | None]:
-    """Follows `path` from a root's value; returns (value at the end, oid of its container)."""
-    parent: str | None = None
+    txn: lmdb.Transaction,
+    dbs: Dbs,
+    root: str,
+    value: Any,
+    path: tuple[str | int, ...],
+    ancestors: list[tuple[str, str]],
+) -> Any:
+    """Follows `path` from a root's value; returns the value at its end. `ancestors` gets
+    (oid, path) of every container on the way (the root table first)."""
+    ancestors.append((gc.ROOTS_OID, gc.ROOTS_OID))
     for i, step in enumerate(path):
         here = render_path(path[:i], root)
         if type(value) is tuple:
@@ -175,7 +186,7 @@ def _walk(
         if found is None:
             raise NotFound(f"{here} names node {value.oid}, which is gone")
         _raw, _version, kind, contents = found
-        parent = value.oid
+        ancestors.append((value.oid, here))
         if kind == "dict":
             for key, item in contents:
                 # type-exact: True is not 1, "1" is not 1
@@ -198,7 +209,7 @@ def _walk(
             value = contents[step]
         else:
             raise NotFound(f"{here} is a {kind}: its members have no path (show {here} itself)")
-    return value, parent
+    return value
 
 
 def _node_answer(

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from superstatic.decorators import clustered, register
     from superstatic.objects.plain_copy import plain
     from superstatic.objects.session import TransactionBlock
+    from superstatic.objects.stats import metrics, stats
 
 __all__ = [
     "ConflictError",
@@ -50,9 +51,11 @@ __all__ = [
     "close",
     "clustered",
     "connect",
+    "metrics",
     "plain",
     "register",
     "root",
+    "stats",
     "sync",
     "transaction",
 ]
@@ -63,6 +66,8 @@ _LAZY = {
     "clustered": "superstatic.decorators",
     "register": "superstatic.decorators",
     "plain": "superstatic.objects.plain_copy",
+    "metrics": "superstatic.objects.stats",  # the app's Prometheus collector (docs/operations.md)
+    "stats": "superstatic.objects.stats",  # the same counts as a plain dict
 }
 
 

@@ -43,6 +43,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from superstatic.client.stream import ReplicaSink, StreamFeeder, StreamGap
+from superstatic.objects import stats as _stats
 from superstatic.protocol import wire
 from superstatic.protocol.errors import (
     Error,
@@ -232,8 +233,14 @@ class Connection:
         if kind not in wire.PROPOSE_KINDS:
             raise Error(f"entry kind must be one of {sorted(wire.PROPOSE_KINDS)}, got {kind!r}")
         request = _Request(op="propose", future=Future(), deadline=0.0, kind=kind, body=body)
-        result = self._call(request)
+        started = time.monotonic()
+        try:
+            result = self._call(request)
+        except Unavailable:
+            _stats.STATS.committed("unavailable", time.monotonic() - started)
+            raise
         assert isinstance(result, Committed)
+        _stats.STATS.committed(result.outcome, time.monotonic() - started)
         return result
 
     def read_index(self) -> int:
@@ -517,6 +524,7 @@ class _IoState:
         self.close_socket()
         self.endpoint_index = (self.endpoint_index + 1) % len(conn.endpoints)
         conn.failovers += 1
+        _stats.STATS.note("failovers")
         log.info(
             "superstatic: leaving agent %s (%s); trying %s",
             old,
@@ -799,6 +807,8 @@ class _IoState:
             self.settle(request, error=exc)  # never sent: too large to be a frame
             return
         request.attempts += 1
+        if request.op == "propose" and request.attempts > 1:
+            _stats.STATS.note("resends")
         if req_id is None:
             request.send_at = now + self.backoff_s(request.attempts)
             return

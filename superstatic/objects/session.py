@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from superstatic.objects import node as _node
+from superstatic.objects import stats as _stats
 from superstatic.objects import txn as _txn
 from superstatic.objects import values as _values
 from superstatic.objects.replica import ROOTS_OID, Replica
@@ -85,6 +86,7 @@ class Session:
         contention = self.replica.contention
         for attempt in range(1, TXN_ATTEMPTS_MAX + 1):
             if attempt > 1:
+                _stats.STATS.note("txn_retries")
                 self._backoff(attempt)
             pause_s = contention.yield_s(self.connection.client_id)
             if pause_s > 0.0:
@@ -97,6 +99,7 @@ class Session:
             if outcome == "ok":
                 return result
             assert outcome == "conflict"
+        _stats.STATS.note("conflict_errors")
         raise ConflictError(
             f"the transaction conflicted with concurrent writers {TXN_ATTEMPTS_MAX} times "
             f"(TXN_ATTEMPTS_MAX={TXN_ATTEMPTS_MAX}); it was not applied. Retry later, or split "

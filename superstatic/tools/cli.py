@@ -7,7 +7,6 @@ Each subcommand lives in the module that owns its subject; this file only dispat
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import tempfile
@@ -21,7 +20,8 @@ USAGE = """superstatic <command> [options]
 
 commands:
   status   --agent ENDPOINT [--json]     members, roles, leader, term, commit/applied, lag
-  inspect  ROOT --agent ENDPOINT         a root's current value as JSON
+  inspect  [PATH] --agent ENDPOINT       the roots; a node by path (cfg.users[3]) or --ref OID
+  top      --agent EP[,EP..]             live throughput, latency and lag of every agent
   members  list|add-learner|promote|remove|transfer [NODE] --agent EP[,EP..]   membership
   cluster  [--size N] [--dir DIR]        run a local cluster in the foreground (Ctrl-C stops it)
   demo                                   the guided demo: 3 agents, apps, a leader killed mid-run
@@ -45,7 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return status_main(rest)
         if command == "inspect":
+            from superstatic.tools.inspect import main as inspect_main
+
             return inspect_main(rest)
+        if command == "top":
+            from superstatic.tools.top import main as top_main
+
+            return top_main(rest)
         if command == "members":
             from superstatic.tools.members import main as members_main
 
@@ -69,25 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
-
-
-def inspect_main(argv: Sequence[str]) -> int:
-    from superstatic.client import oneshot
-    from superstatic.protocol import wire
-
-    parser = argparse.ArgumentParser(prog="superstatic inspect", description=__doc__)
-    parser.add_argument("root", help="name of the root (a @clustered class's name or a root())")
-    parser.add_argument("--agent", required=True, help="client endpoint, e.g. tcp://127.0.0.1:7501")
-    parser.add_argument("--timeout-ms", type=int, default=5_000)
-    args = parser.parse_args(argv)
-    reply = oneshot.request(
-        args.agent, wire.FrameType.INSPECT, {"root": args.root}, timeout_ms=args.timeout_ms
-    )
-    if not reply.get("found", True):
-        print(f"superstatic inspect: no root named {args.root!r}", file=sys.stderr)
-        return 1
-    print(json.dumps(reply.get("value"), indent=2, sort_keys=True, default=str))
-    return 0
 
 
 def cluster_main(argv: Sequence[str]) -> int:
