@@ -133,7 +133,7 @@ def show(
             break
     else:
         return {"found": False, "missing": f"no root named {root!r}"}
-    ancestors: list[tuple[str, str]] = []
+    ancestors: list[tuple[str, str, str | int]] = []
     try:
         value = _walk(txn, dbs, root, value, path, ancestors)
     except NotFound as exc:
@@ -166,11 +166,11 @@ def _walk(
     root: str,
     value: Any,
     path: tuple[str | int, ...],
-    ancestors: list[tuple[str, str]],
+    ancestors: list[tuple[str, str, str | int]],
 ) -> Any:
     """Follows `path` from a root's value; returns the value at its end. `ancestors` gets
-    (oid, path) of every container on the way (the root table first)."""
-    ancestors.append((gc.ROOTS_OID, gc.ROOTS_OID))
+    (oid, path, the key taken there) of every container on the way, the root table first."""
+    ancestors.append((gc.ROOTS_OID, gc.ROOTS_OID, root))
     for i, step in enumerate(path):
         here = render_path(path[:i], root)
         if type(value) is tuple:
@@ -186,7 +186,7 @@ def _walk(
         if found is None:
             raise NotFound(f"{here} names node {value.oid}, which is gone")
         _raw, _version, kind, contents = found
-        ancestors.append((value.oid, here))
+        ancestors.append((value.oid, here, step))
         if kind == "dict":
             for key, item in contents:
                 # type-exact: True is not 1, "1" is not 1

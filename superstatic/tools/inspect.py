@@ -231,12 +231,18 @@ def render_value(value: Any) -> str:
     return text
 
 
+def _sub(where: str, key: Any) -> str:
+    if isinstance(key, str) and key.isidentifier():
+        return f"{where}.{key}"
+    return f"{where}[{render_value(key)}]"
+
+
 def render_op(op: list[Any], where: str) -> str:
     tag = op[0]
     if tag == "set":
-        return f"{where}[{render_value(op[2])}] = {render_value(op[3])}"
+        return f"{_sub(where, op[2])} = {render_value(op[3])}"
     if tag == "del":
-        return f"del {where}[{render_value(op[2])}]"
+        return f"del {_sub(where, op[2])}"
     if tag == "clear":
         return f"{where}.clear()"
     if tag == "splice":
@@ -261,17 +267,38 @@ class Watch:
         self.args = args
         self.timeout_ms = args.timeout_ms
         self.printed = 0
-        self.watched: dict[str, str] = {}
+        self.watched: dict[str, str] = {}  # oid -> path: any change to it is printed
+        self.ancestors: dict[str, tuple[str, Any]] = {}  # oid -> (path, the key taken there)
         self.applied = int(answer["applied"])
         self._learn(answer)
 
     def _learn(self, answer: dict[str, Any]) -> None:
-        """Which object ids matter: the node's subtree (as expanded) and the path's containers."""
+        """Which object ids matter: the node's subtree (as expanded), and the containers on
+        the path, where only a change to the key the path takes counts."""
         base = str(answer.get("path", ""))
-        watched = {oid: base + rel for oid, rel in answer.get("oids", {}).items()}
-        for oid, where in answer.get("ancestors", []):
-            watched.setdefault(oid, where)
-        self.watched = watched
+        self.watched = {oid: base + rel for oid, rel in answer.get("oids", {}).items()}
+        self.ancestors = {
+            oid: (where, step)
+            for oid, where, step in answer.get("ancestors", [])
+            if oid not in self.watched
+        }
+
+    def _matters(self, op: list[Any]) -> str | None:
+        """The path to print `op` against, or None if it cannot change what is shown."""
+        oid = op[1]
+        if op[0] == "new":
+            return None
+        if oid in self.watched:
+            return self.watched[oid]
+        if oid not in self.ancestors:
+            return None
+        where, step = self.ancestors[oid]
+        tag = op[0]
+        if tag in ("set", "del") and op[2] == step and type(op[2]) is type(step):
+            return where
+        if tag in ("clear", "splice"):  # a splice may move the index the path takes
+            return where
+        return None
 
     def run(self) -> int:
         deadline = time.monotonic() + self.args.seconds if self.args.seconds > 0 else None
@@ -344,11 +371,11 @@ class Watch:
                 _reads, txn_ops = ops.decode_txn(body)
             except Exception:  # not ours to judge: the agent applied it
                 continue
-            lines = [
-                render_op(op, self.watched[op[1]])
-                for op in txn_ops
-                if op[0] != "new" and op[1] in self.watched
-            ]
+            lines = []
+            for op in txn_ops:
+                where = self._matters(op)
+                if where is not None:
+                    lines.append(render_op(op, where))
             if not lines:
                 continue
             who = f" by {str(client)[:8]}" if client else ""

@@ -68,11 +68,11 @@ def test_paths_reach_nodes_and_values_and_name_their_containers(cluster: InprocC
     assert name["kind"] == "value" and name["value"] == "bob"
     assert name["path"] == "config.users[-1].name"
     # The containers walked, root table first: what --watch follows besides the node itself.
-    assert [where for _, where in name["ancestors"]] == [
-        "@roots",
-        "config",
-        "config.users",
-        "config.users[-1]",
+    assert [(where, step) for _, where, step in name["ancestors"]] == [
+        ("@roots", "config"),
+        ("config", "users"),
+        ("config.users", -1),
+        ("config.users[-1]", "name"),
     ]
     assert show(cluster, root="config", path=("users", 0, "keys", 1))["value"] == "two"
     assert show(cluster, root="config", path=(3,))["value"] == "int key"  # an int key
