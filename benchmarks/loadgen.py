@@ -17,6 +17,7 @@ tests (tests/cluster/test_agent.py) to speak to agents without the library.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import secrets
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,6 +315,15 @@ def measure_failovers(cluster: LocalCluster, count: int) -> dict[str, Any]:
     }
 
 
+def watch_metrics(urls: list[str], stop: threading.Event) -> None:
+    """Fetches /metrics and /status.json of every agent once a second until `stop`."""
+    while not stop.wait(1.0):
+        for url in urls:
+            for path in ("/metrics", "/status.json"):
+                with contextlib.suppress(OSError):
+                    urllib.request.urlopen(url + path, timeout=5).read()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m superstatic_bench.loadgen", description=__doc__
@@ -324,15 +335,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--failovers", type=int, default=0, help="leader kills to time")
     parser.add_argument("--dir", type=Path, default=None, help="data folder (default: temporary)")
     parser.add_argument("--agent-arg", action="append", default=[], help="extra agent flag")
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="agents serve --metrics, and every agent's /metrics and /status.json are fetched "
+        "each second meanwhile (a status page and a fast Prometheus watching): their cost",
+    )
     args = parser.parse_args(argv)
     if args.clients < 1 or args.window < 1 or args.seconds <= 0:
         parser.error("--clients, --window and --seconds must be positive")
     base = args.dir or Path(tempfile.mkdtemp(prefix="superstatic-loadgen-"))
     agent_args = ["--fsync", args.fsync, "--log-level", "warning", *args.agent_arg]
-    with LocalCluster(base, size=3, agent_args=agent_args).start() as cluster:
+    with LocalCluster(base, size=3, agent_args=agent_args, metrics=args.metrics).start() as cluster:
         leader = cluster.leader()
-        report: dict[str, Any] = {"fsync": args.fsync, "leader": leader}
-        report.update(measure_load(cluster, leader, args.clients, args.window, args.seconds))
+        report: dict[str, Any] = {"fsync": args.fsync, "leader": leader, "metrics": args.metrics}
+        watching = threading.Event()
+        watcher = None
+        if args.metrics:
+            urls = [spec.metrics_url for spec in cluster.agents.values()]
+            watcher = threading.Thread(target=watch_metrics, args=(urls, watching), daemon=True)
+            watcher.start()
+        try:
+            report.update(measure_load(cluster, leader, args.clients, args.window, args.seconds))
+        finally:
+            watching.set()
+            if watcher is not None:
+                watcher.join(timeout=10)
         if args.failovers:
             report.update(measure_failovers(cluster, args.failovers))
     print(json.dumps(report))

@@ -23,7 +23,7 @@ commands:
   inspect  [PATH] --agent ENDPOINT       the roots; a node by path (cfg.users[3]) or --ref OID
   top      --agent EP[,EP..]             live throughput, latency and lag of every agent
   members  list|add-learner|promote|remove|transfer [NODE] --agent EP[,EP..]   membership
-  cluster  [--size N] [--dir DIR]        run a local cluster in the foreground (Ctrl-C stops it)
+  cluster  [--size N] [--dir DIR] [--metrics]   a local cluster in the foreground (Ctrl-C stops)
   demo                                   the guided demo: 3 agents, apps, a leader killed mid-run
   bench    [--quick] [--only W,..] [--peers] [--out DIR]   the benchmark suite
 """
@@ -83,13 +83,20 @@ def cluster_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="superstatic cluster")
     parser.add_argument("--size", type=int, default=3, choices=(1, 3, 5))
     parser.add_argument("--dir", type=Path, default=None, help="data folder (default: temporary)")
+    parser.add_argument(
+        "--metrics", action="store_true", help="each agent serves metrics and its status page"
+    )
     args, agent_args = parser.parse_known_args(argv)
     base = args.dir or Path(tempfile.mkdtemp(prefix="superstatic-cluster-"))
-    with LocalCluster(base, size=args.size, agent_args=agent_args).start() as cluster:
+    cluster = LocalCluster(base, size=args.size, agent_args=agent_args, metrics=args.metrics)
+    with cluster.start():
         leader = cluster.leader()
         endpoints = ",".join(cluster.client_endpoints())
         print(f"cluster of {args.size} up in {base}; leader {leader}")
         print(f"  export SUPERSTATIC_AGENT={endpoints}")
+        for spec in cluster.agents.values():
+            if spec.metrics_address:
+                print(f"  agent {spec.id}: status page {spec.metrics_url}/, metrics /metrics")
         print("Ctrl-C stops every agent.")
         stop = False
 
