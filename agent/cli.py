@@ -245,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "crash can lose writes that were acknowledged. Never use this for real data."
         )
     # Imported here so `--help` and argument errors stay fast.
+    from superstatic_agent.http_status import MetricsBindError
     from superstatic_agent.server import Server
     from superstatic_agent.storage import EXIT_START_REFUSED, StartRefused
 
@@ -253,10 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartRefused as exc:
         log.critical("%s", exc)
         return EXIT_START_REFUSED
-    except OSError as exc:  # the --metrics port is taken (bound before anything else)
-        if not config.metrics_endpoint:
-            raise
-        log.critical("cannot serve --metrics %s: %s", config.metrics_endpoint, exc)
+    except MetricsBindError as exc:  # bound before anything else is opened
+        log.critical("%s", exc.strerror)
         return 2
     server.install_signal_handlers()
     server.run()

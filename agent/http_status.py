@@ -43,6 +43,10 @@ STATUS_HISTORY_POINTS_MAX = 300
 POLL_INTERVAL_S = 0.5
 
 
+class MetricsBindError(OSError):
+    """The --metrics address cannot be bound (taken, or not an address of this host)."""
+
+
 class _Server(HTTPServer):
     allow_reuse_address = True
 
@@ -91,7 +95,11 @@ class HttpStatus:
     def __init__(self, address: tuple[str, int], recorder: Recorder) -> None:
         self.recorder = recorder
         self.registry = registry_for(recorder)
-        self._httpd = _Server(address, self)
+        try:
+            self._httpd = _Server(address, self)
+        except OSError as exc:
+            message = f"cannot serve --metrics on {address[0]}:{address[1]}: {exc.strerror}"
+            raise MetricsBindError(exc.errno, message) from exc
         self._thread: threading.Thread | None = None
 
     @property

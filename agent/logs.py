@@ -25,6 +25,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -166,6 +167,8 @@ class RepeatLimit(logging.Filter):
         self.window_s = window_s
         self.keys_max = keys_max
         self.clock = clock
+        # filter() runs outside the handler's lock, from the loop thread and the HTTP thread.
+        self._lock = threading.Lock()
         self.suppressed: Counter[str] = Counter()
         self._seen: Counter[tuple[str, int, str]] = Counter()
         self._held: dict[tuple[str, int, str], tuple[int, str]] = {}  # key -> (count, event)
@@ -174,22 +177,38 @@ class RepeatLimit(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "repeat_summary", False):
             return True
+        with self._lock:
+            ended, passed = self._count(record)
+        for summary in ended:
+            self.handler.handle(summary)
+        return passed
+
+    def counts(self) -> dict[str, int]:
+        """Lines suppressed since start, by event (a copy, safe from any thread)."""
+        with self._lock:
+            return dict(self.suppressed)
+
+    def _count(self, record: logging.LogRecord) -> tuple[list[logging.LogRecord], bool]:
+        ended: list[logging.LogRecord] = []
         now = self.clock()
         if now - self._window_start >= self.window_s:
-            self._end_window(now)
+            ended = self._end_window(now)
         key = (record.name, record.levelno, str(record.msg))
         if key not in self._seen and len(self._seen) >= self.keys_max:
-            return True  # beyond what is tracked: written, not limited
+            return ended, True  # beyond what is tracked: written, not limited
         self._seen[key] += 1
         if self._seen[key] <= self.repeats_max:
-            return True
+            return ended, True
         event = event_of(record)
         count, _ = self._held.get(key, (0, event))
         self._held[key] = (count + 1, event)
         self.suppressed[event] += 1
-        return False
+        return ended, False
 
-    def _end_window(self, now: float) -> None:
+    def _end_window(self, now: float) -> list[logging.LogRecord]:
+        """Starts a new window; returns one summary line per line limited in the last one
+        (written by the caller, outside the lock)."""
+        summaries = []
         held, self._held = self._held, {}
         self._seen.clear()
         self._window_start = now
@@ -206,7 +225,8 @@ class RepeatLimit(logging.Filter):
             summary.repeat_summary = True
             summary.event = "log_suppressed"
             summary.fields = {"count": count, "of_event": event, "window_s": self.window_s}
-            self.handler.handle(summary)
+            summaries.append(summary)
+        return summaries
 
 
 def configure(

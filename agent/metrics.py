@@ -38,10 +38,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import lmdb
 from superstatic_agent.raft.types import Ready, Role
 from superstatic_agent.statemachine import Applied
+from superstatic_agent.storage import Corrupt
 
 if TYPE_CHECKING:
+    from superstatic_agent.logs import RepeatLimit
     from superstatic_agent.server import Server
 
 # The HTTP side sees the loop's state at most this old (with --metrics only).
@@ -201,8 +204,8 @@ class Recorder:
         self._next_roots = 0.0
         self.roots_wanted_until = 0.0  # set by the HTTP thread (see the module docstring)
         self.published: Published | None = None
-        # Set by agent/logs.py when the log filter suppresses repeated lines.
-        self.log_suppressed: Counter[str] | None = None
+        # The log's repeat limit (agent/logs.py), when the command line set logging up.
+        self.log_limit: RepeatLimit | None = None
 
     # -- hooks (loop thread) -------------------------------------------------------------------
 
@@ -351,7 +354,7 @@ class Recorder:
             "entries_applied": dict(self.applied_by_outcome),
             "proposal_replies": dict(self.replies_by_outcome),
             "errors": dict(self.errors_by_code),
-            "log_lines_suppressed": dict(self.log_suppressed or {}),
+            "log_lines_suppressed": self.log_limit.counts() if self.log_limit else {},
         }
         return Published(
             mono=now,
@@ -384,7 +387,7 @@ class Recorder:
                     stat = txn.stat(db)
                     pages = stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
                     table_bytes += pages * psize
-        except Exception:  # a closed or failing store: the status says why; no figures
+        except lmdb.Error:  # a failing store: STATUS says why; no figures this time
             pass
         return {
             "log_bytes": server._log_retained_bytes(),
@@ -406,8 +409,9 @@ class Recorder:
         try:
             with server.storage.env.begin() as txn:
                 listing = inspector.list_roots(txn, server.storage.dbs, inspector.ROOTS_MAX)
-        except Exception as exc:  # a damaged record: the next INSPECT halts the agent
-            return {"error": str(exc)[:200], "roots": [], "count": 0, "truncated": False}
+        except Corrupt as exc:  # never served: the agent halts, as for any read (agent.md)
+            server._halt_damaged(exc)
+            return None
         roots = sorted(listing["roots"], key=lambda r: -r["bytes"])[:STATUS_PAGE_ROOTS_MAX]
         return {**listing, "roots": roots, "shown": len(roots)}
 

@@ -41,8 +41,7 @@ class Observer:
     def start(self, server: Server) -> None:
         self.recorder.start(server)
         server.storage.sync_observer = self.recorder.on_sync
-        if logs.current_limit is not None:
-            self.recorder.log_suppressed = logs.current_limit.suppressed
+        self.recorder.log_limit = logs.current_limit
         if self.http is not None:
             self.recorder.housekeeping(time.monotonic())  # the page has figures from the start
             self.http.start()

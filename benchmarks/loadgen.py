@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import os
 import secrets
 import statistics
 import sys
@@ -315,6 +316,19 @@ def measure_failovers(cluster: LocalCluster, count: int) -> dict[str, Any]:
     }
 
 
+def agents_cpu_s(cluster: LocalCluster) -> float:
+    """User + system CPU seconds the cluster's live agents used so far (Linux /proc)."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for spec in cluster.agents.values():
+        if spec.pid is None or not spec.alive():
+            continue
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{spec.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 def watch_metrics(urls: list[str], stop: threading.Event) -> None:
     """Fetches /metrics and /status.json of every agent once a second until `stop`."""
     while not stop.wait(1.0):
@@ -356,7 +370,13 @@ def main(argv: list[str] | None = None) -> int:
             watcher = threading.Thread(target=watch_metrics, args=(urls, watching), daemon=True)
             watcher.start()
         try:
+            cpu_before = agents_cpu_s(cluster)
             report.update(measure_load(cluster, leader, args.clients, args.window, args.seconds))
+            cpu_s = agents_cpu_s(cluster) - cpu_before
+            # CPU the three agents spent (user + system, every thread) per entry: steadier
+            # than entries/s on a shared machine, where throughput follows the neighbours.
+            report["agents_cpu_s"] = round(cpu_s, 2)
+            report["agents_cpu_us_per_entry"] = round(cpu_s * 1e6 / max(1, report["entries"]), 1)
         finally:
             watching.set()
             if watcher is not None:

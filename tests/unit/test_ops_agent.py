@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from superstatic_agent.config import AgentConfig
+from superstatic_agent.http_status import MetricsBindError
 from superstatic_agent.server import Server
 from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
 
@@ -187,6 +188,6 @@ def test_a_taken_metrics_port_refuses_the_start(agent: Agent, tmp_path: Path) ->
         client_endpoint=f"tcp://127.0.0.1:{client_port}",
         metrics_endpoint=agent.config.metrics_endpoint,
     )
-    with pytest.raises(OSError):
+    with pytest.raises(MetricsBindError, match="cannot serve --metrics"):
         Server(config)
     assert not (tmp_path / "b").exists()  # refused before LMDB was opened
