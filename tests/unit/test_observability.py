@@ -319,7 +319,7 @@ def test_inspect_bodies_are_checked() -> None:
         {"root": "r", "path": [1 << 64]},
         {"root": "r", "path": ["x"] * (wire.INSPECT_PATH_STEPS_MAX + 1)},
         {"root": "r", "path": ["k" * (wire.INSPECT_KEY_CHARS_MAX + 1)]},
-        {"root": "r" * (wire.INSPECT_ROOT_CHARS_MAX + 1)},
+        {"root": "r" * (wire.ROOT_NAME_CHARS_MAX + 1)},
         {"oid": "x", "depth": wire.INSPECT_DEPTH_MAX + 1},
         {"list": True, "limit": 0},
         {"oid": ""},
