@@ -11,6 +11,11 @@ Storable values (design brief section 2) and how they are encoded:
 | frozenset | tag 55801 [items], sorted by their encoding (canonical) |
 | Ref (a mutable node) | tag 55802 oid |
 | datetime / date / time | tags 55803 / 55804 / 55805, ISO 8601 text |
+| datetime / time: a zone, fold=1, a named offset | tags 55806 / 55807 `[naive ISO, fold, tz]` |
+| Decimal NaN, sNaN, Infinity, -0 (what tag 4 cannot carry) | tag 55808, its text |
+| timedelta | tag 55809 `[days, seconds, microseconds]` |
+| Fraction | tag 55810 `[numerator, denominator]` |
+| a member of a registered Enum | tag 55811 `[class name, kind, key]` |
 
 Lists, dicts, sets and registered objects are never inline: each is a node with an object id,
 referenced by `Ref` (docs/data-model.md). Decoding never imports or executes anything: the tags
@@ -34,8 +39,10 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import fractions
 import uuid
-from collections.abc import Iterator
+import zoneinfo
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +56,12 @@ TAG_REF = 55802
 TAG_DATETIME = 55803
 TAG_DATE = 55804
 TAG_TIME = 55805
+TAG_DATETIME_X = 55806
+TAG_TIME_X = 55807
+TAG_DECIMAL_TEXT = 55808
+TAG_TIMEDELTA = 55809
+TAG_FRACTION = 55810
+TAG_ENUM = 55811
 
 # Nesting of decoded data (containers inside containers). Records and ops add 3-4 levels to the
 # value itself, whose own nesting the library bounds at 200 (values.VALUE_DEPTH_MAX).
@@ -76,6 +89,12 @@ REGISTERED_TAGS = _SEMANTIC_KEPT | {
     TAG_DATETIME,
     TAG_DATE,
     TAG_TIME,
+    TAG_DATETIME_X,
+    TAG_TIME_X,
+    TAG_DECIMAL_TEXT,
+    TAG_TIMEDELTA,
+    TAG_FRACTION,
+    TAG_ENUM,
 }
 _TAG_DECIMAL = 4
 _TAG_BIGNUMS = (2, 3)
@@ -85,6 +104,296 @@ _TAG_BIGNUMS = (2, 3)
 DECIMAL_MANTISSA_BYTES_MAX = 1024
 # cbor2's own error text quoted in a refusal (it describes the structure; capped all the same).
 CBOR_MESSAGE_CHARS_MAX = 160
+
+# ---------------------------------------------------------------------------------- registry
+#
+# The types of the registry beyond CBOR's own (issue 10): each has a tag, an encoder (value ->
+# CBORTag) and a decoder (payload -> value) that builds it from plain data with a fixed
+# constructor. Decoders raise ValueError/TypeError/OverflowError on a bad payload (the decoding
+# machinery turns that into a ProtocolError).
+#
+# Two of them decode to stand-ins, because the agent (which decodes and re-encodes every value it
+# stores) must not depend on what the apps have: a datetime's zone decodes to `ZoneStub` (the
+# key and the UTC offset of that instant: no tz database needed) and an enum member to
+# `EnumInt` / `EnumStr` / `EnumMember` (its registered class name and value). Both compare and
+# hash as the real value does wherever the agent compares values (dict keys, set elements; zoned
+# datetimes whose offset is ambiguous are refused as keys by the library), re-encode to the same
+# bytes, and are turned into the real value by the app's replica.
+
+# Longest text of a Decimal (digits and exponent) and of a zone key the decoder accepts.
+DECIMAL_TEXT_CHARS_MAX = 4096
+ZONE_KEY_CHARS_MAX = 128
+# Enum payload kinds: by member name (plain Enum), by int value (IntEnum, IntFlag, int mixins),
+# by str value (StrEnum, str mixins), by int value of a Flag that is not an int.
+ENUM_BY_NAME, ENUM_BY_INT, ENUM_BY_STR, ENUM_FLAG = 0, 1, 2, 3
+ENUM_CLASS_CHARS_MAX = 256
+
+
+class ZoneStub(datetime.tzinfo):
+    """The zone of a decoded datetime on the agent: its key and its UTC offset at that instant."""
+
+    __slots__ = ("key", "offset")
+
+    def __init__(self, key: str, offset: datetime.timedelta | None) -> None:
+        self.key = key
+        self.offset = offset
+
+    def utcoffset(self, dt: Any) -> datetime.timedelta | None:
+        return self.offset
+
+    def dst(self, dt: Any) -> None:
+        return None
+
+    def tzname(self, dt: Any) -> str:
+        return self.key
+
+    def __repr__(self) -> str:
+        return f"ZoneStub({self.key!r}, {self.offset!r})"
+
+
+class EnumInt(int):
+    """A member of a registered int-valued Enum (IntEnum, IntFlag), as the agent holds it:
+    equal to its value, as the member is."""
+
+    enum_class: str
+
+    def __repr__(self) -> str:
+        return f"<{self.enum_class}: {int(self)}>"
+
+
+class EnumStr(str):
+    """A member of a registered str-valued Enum (StrEnum), as the agent holds it."""
+
+    enum_class: str
+
+    def __repr__(self) -> str:
+        return f"<{self.enum_class}: {str(self)!r}>"
+
+
+class EnumMember:
+    """A member of a registered plain Enum (or Flag), as the agent holds it: equal only to the
+    same member, as the real member is."""
+
+    __slots__ = ("enum_class", "key", "kind")
+
+    def __init__(self, enum_class: str, kind: int, key: Any) -> None:
+        self.enum_class = enum_class
+        self.kind = kind
+        self.key = key
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is EnumMember
+            and other.enum_class == self.enum_class
+            and other.kind == self.kind
+            and other.key == self.key
+        )
+
+    def __hash__(self) -> int:
+        return hash(("superstatic.EnumMember", self.enum_class, self.kind, self.key))
+
+    def __repr__(self) -> str:
+        return f"<{self.enum_class}.{self.key}>"
+
+
+def enum_form(enum_class: str, kind: int, key: Any) -> Any:
+    """The registry form of an enum member (what the library encodes and the agent decodes)."""
+    if kind == ENUM_BY_INT:
+        value: Any = EnumInt(key)
+    elif kind == ENUM_BY_STR:
+        value = EnumStr(key)
+    else:
+        return EnumMember(enum_class, kind, key)
+    value.enum_class = enum_class
+    return value
+
+
+def _offset_us(offset: datetime.timedelta | None) -> int | None:
+    return None if offset is None else offset // datetime.timedelta(microseconds=1)
+
+
+def _tz_payload(tz: datetime.tzinfo | None, dt: Any) -> Any:
+    if tz is None:
+        return None
+    tp = type(tz)
+    if tp is datetime.timezone:
+        name = tz.tzname(None)
+        offset = tz.utcoffset(None)
+        default = datetime.timezone(offset).tzname(None)
+        return [0, _offset_us(offset), None if name == default else name]
+    if tp is zoneinfo.ZoneInfo or tp is ZoneStub:
+        key = tz.key
+        if type(key) is not str or not key:
+            raise ProtocolError("a ZoneInfo without a key (from_file) cannot be stored")
+        return [1, key, _offset_us(dt.utcoffset())]
+    raise ProtocolError(
+        f"cannot encode a datetime whose tzinfo is a {tp.__qualname__}: only "
+        "datetime.timezone and zoneinfo.ZoneInfo zones are storable"
+    )
+
+
+def needs_extended_form(tz: datetime.tzinfo | None, fold: int) -> bool:
+    """Whether a datetime/time needs tag 55806/55807 (ISO text would lose something)."""
+    if fold:
+        return True
+    if tz is None:
+        return False
+    if type(tz) is not datetime.timezone:
+        return True
+    offset = tz.utcoffset(None)
+    return tz.tzname(None) != datetime.timezone(offset).tzname(None)
+
+
+def _encode_datetime(value: datetime.datetime) -> cbor2.CBORTag:
+    tz = value.tzinfo
+    if not needs_extended_form(tz, value.fold):
+        return cbor2.CBORTag(TAG_DATETIME, value.isoformat())
+    naive = value.replace(tzinfo=None, fold=0).isoformat()
+    return cbor2.CBORTag(TAG_DATETIME_X, [naive, value.fold, _tz_payload(tz, value)])
+
+
+def _encode_time(value: datetime.time) -> cbor2.CBORTag:
+    tz = value.tzinfo
+    if not needs_extended_form(tz, value.fold):
+        return cbor2.CBORTag(TAG_TIME, value.isoformat())
+    naive = value.replace(tzinfo=None, fold=0).isoformat()
+    return cbor2.CBORTag(TAG_TIME_X, [naive, value.fold, _tz_payload(tz, value)])
+
+
+def _encode_decimal(value: decimal.Decimal) -> Any:
+    if value.is_finite() and not (value.is_zero() and value.is_signed()):
+        return value  # cbor2's tag 4 (exponent, mantissa) is exact for these
+    return cbor2.CBORTag(TAG_DECIMAL_TEXT, str(value))
+
+
+def _encode_timedelta(value: datetime.timedelta) -> cbor2.CBORTag:
+    return cbor2.CBORTag(TAG_TIMEDELTA, [value.days, value.seconds, value.microseconds])
+
+
+def _encode_fraction(value: fractions.Fraction) -> cbor2.CBORTag:
+    return cbor2.CBORTag(TAG_FRACTION, [value.numerator, value.denominator])
+
+
+def _encode_enum_int(value: EnumInt) -> cbor2.CBORTag:
+    return cbor2.CBORTag(TAG_ENUM, [value.enum_class, ENUM_BY_INT, int(value)])
+
+
+def _encode_enum_str(value: EnumStr) -> cbor2.CBORTag:
+    return cbor2.CBORTag(TAG_ENUM, [value.enum_class, ENUM_BY_STR, str(value)])
+
+
+def _encode_enum_member(value: EnumMember) -> cbor2.CBORTag:
+    return cbor2.CBORTag(TAG_ENUM, [value.enum_class, value.kind, value.key])
+
+
+class BadPayload(ValueError):
+    """A registry tag's payload of the wrong shape; the message names the shape expected, never
+    the data (a hostile payload may be huge)."""
+
+
+def _items(payload: Any, n: int, what: str) -> Any:
+    if type(payload) not in (list, tuple) or len(payload) != n:
+        raise BadPayload(f"{what} payload is an array of {n}")
+    return payload
+
+
+def _decode_tz(tz: Any) -> datetime.tzinfo | None:
+    if tz is None:
+        return None
+    if type(tz) in (list, tuple) and len(tz) == 3 and tz[0] == 0 and type(tz[1]) is int:
+        offset = datetime.timedelta(microseconds=tz[1])
+        if tz[2] is None:
+            return datetime.timezone(offset)
+        if type(tz[2]) is not str:
+            raise BadPayload("a timezone name is a str")
+        return datetime.timezone(offset, tz[2])
+    if type(tz) in (list, tuple) and len(tz) == 3 and tz[0] == 1 and type(tz[1]) is str:
+        key, offset_us = tz[1], tz[2]
+        if not 0 < len(key) <= ZONE_KEY_CHARS_MAX:
+            raise BadPayload(f"a zone key has 1..{ZONE_KEY_CHARS_MAX} characters")
+        if offset_us is not None and type(offset_us) is not int:
+            raise BadPayload("a zone offset is an int of microseconds or null")
+        offset = None if offset_us is None else datetime.timedelta(microseconds=offset_us)
+        if offset is not None and not abs(offset) < datetime.timedelta(days=1):
+            raise BadPayload("a zone offset is less than a day")
+        return ZoneStub(key, offset)
+    raise BadPayload("a tz is null, [0, offset_us, name] or [1, key, offset_us]")
+
+
+def _decode_datetime_x(payload: Any) -> datetime.datetime:
+    naive, fold, tz = _items(payload, 3, "datetime")
+    if type(naive) is not str or fold not in (0, 1) or type(fold) is not int:
+        raise BadPayload("datetime payload is [naive ISO text, fold 0|1, tz]")
+    value = datetime.datetime.fromisoformat(naive)
+    if value.tzinfo is not None:
+        raise BadPayload("the ISO text of tag 55806 is naive")
+    return value.replace(tzinfo=_decode_tz(tz), fold=fold)
+
+
+def _decode_time_x(payload: Any) -> datetime.time:
+    naive, fold, tz = _items(payload, 3, "time")
+    if type(naive) is not str or fold not in (0, 1) or type(fold) is not int:
+        raise BadPayload("time payload is [naive ISO text, fold 0|1, tz]")
+    value = datetime.time.fromisoformat(naive)
+    if value.tzinfo is not None:
+        raise BadPayload("the ISO text of tag 55807 is naive")
+    return value.replace(tzinfo=_decode_tz(tz), fold=fold)
+
+
+def _decode_decimal_text(payload: Any) -> decimal.Decimal:
+    if type(payload) is not str or not 0 < len(payload) <= DECIMAL_TEXT_CHARS_MAX:
+        raise BadPayload(f"a Decimal text has 1..{DECIMAL_TEXT_CHARS_MAX} characters")
+    try:
+        return decimal.Decimal(payload)
+    except decimal.InvalidOperation:
+        raise BadPayload(f"a str of {len(payload)} chars is not a Decimal") from None
+
+
+def _decode_timedelta(payload: Any) -> datetime.timedelta:
+    days, seconds, micros = _items(payload, 3, "timedelta")
+    if not all(type(x) is int for x in (days, seconds, micros)):
+        raise BadPayload("timedelta payload is [days, seconds, microseconds] ints")
+    if not (0 <= seconds < 86400 and 0 <= micros < 1_000_000):
+        raise BadPayload("timedelta seconds and microseconds are normalized")
+    return datetime.timedelta(days=days, seconds=seconds, microseconds=micros)
+
+
+def _decode_fraction(payload: Any) -> fractions.Fraction:
+    num, den = _items(payload, 2, "Fraction")
+    if type(num) is not int or type(den) is not int or den <= 0:
+        raise BadPayload("Fraction payload is [numerator, denominator > 0] ints")
+    return fractions.Fraction(num, den)
+
+
+def _decode_enum(payload: Any) -> Any:
+    name, kind, key = _items(payload, 3, "enum")
+    if type(name) is not str or not 0 < len(name) <= ENUM_CLASS_CHARS_MAX:
+        raise BadPayload(f"an enum class name has 1..{ENUM_CLASS_CHARS_MAX} characters")
+    expected = {ENUM_BY_NAME: str, ENUM_BY_INT: int, ENUM_BY_STR: str, ENUM_FLAG: int}
+    if type(kind) is not int or kind not in expected or type(key) is not expected[kind]:
+        raise BadPayload("enum payload is [class name, kind 0..3, member name or value]")
+    return enum_form(name, kind, key)
+
+
+# Values beyond CBOR's own that are stored as they are.
+_REGISTRY_TYPES: dict[type, Callable[[Any], Any]] = {
+    datetime.datetime: _encode_datetime,
+    datetime.time: _encode_time,
+    decimal.Decimal: _encode_decimal,
+    datetime.timedelta: _encode_timedelta,
+    fractions.Fraction: _encode_fraction,
+    EnumInt: _encode_enum_int,
+    EnumStr: _encode_enum_str,
+    EnumMember: _encode_enum_member,
+}
+_REGISTRY_TAGS: dict[int, Callable[[Any], Any]] = {
+    TAG_DATETIME_X: _decode_datetime_x,
+    TAG_TIME_X: _decode_time_x,
+    TAG_DECIMAL_TEXT: _decode_decimal_text,
+    TAG_TIMEDELTA: _decode_timedelta,
+    TAG_FRACTION: _decode_fraction,
+    TAG_ENUM: _decode_enum,
+}
 
 SCALAR_TYPES = frozenset(
     {
@@ -99,6 +408,11 @@ SCALAR_TYPES = frozenset(
         datetime.datetime,
         datetime.date,
         datetime.time,
+        datetime.timedelta,
+        fractions.Fraction,
+        EnumInt,
+        EnumStr,
+        EnumMember,
     }
 )
 
@@ -142,12 +456,11 @@ def _tagged(value: Any) -> Any:
         return cbor2.CBORTag(TAG_FROZENSET, _Raw(items))
     if tp is dict:
         return {_tagged(k): _tagged(v) for k, v in value.items()}
-    if tp is datetime.datetime:
-        return cbor2.CBORTag(TAG_DATETIME, value.isoformat())
     if tp is datetime.date:
         return cbor2.CBORTag(TAG_DATE, value.isoformat())
-    if tp is datetime.time:
-        return cbor2.CBORTag(TAG_TIME, value.isoformat())
+    encoder = _REGISTRY_TYPES.get(tp)
+    if encoder is not None:
+        return encoder(value)
     raise ProtocolError(f"cannot encode a value of type {tp.__qualname__}: it is not storable")
 
 
@@ -170,8 +483,9 @@ def _default(encoder: Any, value: Any) -> None:
     raise ProtocolError(f"cannot encode a value of type {type(value).__qualname__}")
 
 
-# Encoded by cbor2 itself, no tag of ours: checked inline on hot paths.
-PASS_TYPES = frozenset({type(None), bool, int, float, str, bytes, decimal.Decimal, uuid.UUID})
+# Encoded by cbor2 itself, no tag of ours: checked inline on hot paths. (Decimal is not: its
+# special values and -0 need tag 55808.)
+PASS_TYPES = frozenset({type(None), bool, int, float, str, bytes, uuid.UUID})
 
 
 def dumps(value: Any) -> bytes:
@@ -212,6 +526,17 @@ def _tag_hook(tag: cbor2.CBORTag, _immutable: bool) -> Any:
             raise cbor2.CBORDecodeError(f"frozenset element is not hashable: {e}") from None
     if number == TAG_REF and type(payload) is str and 0 < len(payload) <= OID_CHARS_MAX:
         return Ref(payload)
+    decoder = _REGISTRY_TAGS.get(number)
+    if decoder is not None:
+        try:
+            return decoder(payload)
+        except BadPayload as e:  # our own message: it names the shape, never the data
+            raise cbor2.CBORDecodeError(f"tag {number}: {e}") from None
+        except (ValueError, TypeError, OverflowError, ProtocolError, decimal.DecimalException):
+            # A constructor refused it (its message may quote the data): the type only.
+            raise cbor2.CBORDecodeError(
+                f"tag {number}: a malformed {type(payload).__name__} payload"
+            ) from None
     if type(payload) is str:
         try:
             if number == TAG_DATETIME:
