@@ -35,10 +35,14 @@ from superstatic.protocol.errors import (
 )
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from superstatic.decorators import clustered, register
-    from superstatic.objects.plain_copy import plain
+    from superstatic.objects.plain_copy import json_default, plain
     from superstatic.objects.session import TransactionBlock
     from superstatic.objects.stats import metrics, stats
+
+    heapq: ModuleType
 
 __all__ = [
     "ConflictError",
@@ -51,6 +55,8 @@ __all__ = [
     "close",
     "clustered",
     "connect",
+    "heapq",
+    "json_default",
     "metrics",
     "plain",
     "register",
@@ -66,16 +72,23 @@ _LAZY = {
     "clustered": "superstatic.decorators",
     "register": "superstatic.decorators",
     "plain": "superstatic.objects.plain_copy",
+    "json_default": "superstatic.objects.plain_copy",
     "metrics": "superstatic.objects.stats",  # the app's Prometheus collector (docs/operations.md)
     "stats": "superstatic.objects.stats",  # the same counts as a plain dict
 }
+# Names that are whole modules: `from superstatic import heapq` (heap functions that work on
+# shared lists; the standard heapq accepts only real lists).
+_LAZY_MODULES = {"heapq": "superstatic.objects.heap"}
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
-    if module is None:
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+    elif name in _LAZY_MODULES:
+        value = importlib.import_module(_LAZY_MODULES[name])
+    else:
         raise AttributeError(f"module 'superstatic' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
@@ -108,7 +121,9 @@ def root(name: str, kind: type) -> Any:
 
 def transaction() -> TransactionBlock:
     """`with transaction():` commits the block's writes atomically at its end (nothing if it
-    raises). `@transaction()` on a function runs each call as a transaction, re-run on conflict."""
+    raises); `async with transaction():` the same, the commit awaited without blocking the event
+    loop. `@transaction()` on a function runs each call as a transaction, re-run on conflict.
+    Transactions belong to the thread / asyncio task that opened them."""
     from superstatic.objects.session import TransactionBlock
 
     return TransactionBlock(_session)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from superstatic.objects import proxy_object as _proxy_object
+from superstatic.protocol.errors import Error
 
 C = TypeVar("C", bound=type)
 
@@ -17,6 +19,16 @@ _metas: dict[type, type] = {}
 def _singleton_call(cls: Any, *args: Any, **kwargs: Any) -> Any:
     from superstatic.client import default as session_default
 
+    if "__superstatic_name__" not in cls.__dict__:
+        # A subclass of a clustered class that is not decorated itself: calling it would attach
+        # to (or create and initialise) its base class's singleton.
+        base = next(k for k in cls.__mro__ if "__superstatic_name__" in k.__dict__)
+        raise Error(
+            f"{cls.__qualname__} derives from the clustered class {base.__qualname__} but is "
+            f"not decorated itself, so {cls.__qualname__}() has no singleton of its own. Call "
+            f"{base.__qualname__}() for that singleton; for a separate one, put what they share "
+            "in a plain base class and decorate each class with @superstatic.clustered"
+        )
     return session_default.get().attach(cls, args, kwargs)
 
 
@@ -59,10 +71,14 @@ def register(cls: C, /, name: str | None = None) -> C: ...
 def register(cls: None = None, /, name: str | None = None) -> Callable[[C], C]: ...
 def register(cls: Any = None, /, name: str | None = None) -> Any:
     """Registers a class whose plain instances become shared objects (with identity) when stored
-    in a shared container or object. Returns the class unchanged; usable as a decorator."""
+    in a shared container or object; or an Enum, whose members become storable values. Returns
+    the class unchanged; usable as a decorator."""
 
     def apply(target: type) -> type:
-        _proxy_object.register_plain(target, name or default_name(target))
+        if isinstance(target, type) and issubclass(target, enum.Enum):
+            _proxy_object.register_enum(target, name or default_name(target))
+        else:
+            _proxy_object.register_plain(target, name or default_name(target))
         return target
 
     return apply if cls is None else apply(cls)

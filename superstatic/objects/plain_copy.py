@@ -23,6 +23,15 @@ from superstatic.objects import txn as _txn
 PLAIN_DEPTH_MAX = 500
 
 
+def json_default(value: Any) -> Any:
+    """`json.dumps(obj, default=superstatic.json_default)`: shared dicts and lists become plain
+    ones, shared objects dicts of their attributes (json's encoder accepts only real dicts and
+    lists, which proxies are not). Anything else fails as json.dumps would."""
+    if _node.node_of(value) is None:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return plain(value)
+
+
 def plain(value: Any, memo: dict[int, Any] | None = None) -> Any:
     """A deep plain-Python copy of `value` (shared or not)."""
     node = _node.node_of(value)

@@ -1,35 +1,43 @@
 """What the dict, list and set proxies share.
 
 A container proxy is a `wrapt.BaseObjectProxy` around the replica's real container. Reads that
-Python dispatches through type slots (`p[k]`, `len(p)`, `k in p`, `==`, `bool(p)`) run in wrapt's
-C code and cost close to a plain read. Named read methods (`p.get`, `p.keys`, ...) would fall back
+Python dispatches through type slots (`p[k]`, `len(p)`, `k in p`, `bool(p)`) run in wrapt's C
+code and cost close to a plain read. Named read methods (`p.get`, `p.keys`, ...) would fall back
 to wrapt's `__getattr__` (about 450 ns); the first such lookup caches the real container's bound
 method in the proxy's own instance dict, after which the lookup costs about 80 ns. A node's
 container is fixed for the node's life, so the cache never goes stale.
 
 While a transaction body runs anywhere in the process, `txn.register_overlay` installs Python
-versions of those read methods that consult the current thread's transaction (record the node's
-version, read its shadow if this transaction wrote it). Named methods are overlaid with data
-descriptors so they win over the cached bound methods in the instance dict.
+versions of those read methods that consult the current transaction (record the node's version,
+read its shadow if this transaction wrote it, then validate: `Txn.stable`). Named methods are
+overlaid with data descriptors so they win over the cached bound methods in the instance dict.
+Inside a transaction, `keys()`, `values()` and `items()` return live views over the proxy (so a
+view taken after a write still follows the object), and iterating a list reads it by index, so
+elements appended while iterating are visited, as with a plain list.
 
 Every mutator is always a Python method here: it never reaches the wrapped container directly.
+Calling a proxy class like its container type (`type(p)(iterable)`, as `dataclasses.asdict`
+and `copy` helpers do) makes a plain container.
 """
 
 from __future__ import annotations
 
 import copy as _copy
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import wrapt
 
 from superstatic.objects import txn as _txn
+from superstatic.objects.node import Node
 from superstatic.objects.plain_copy import plain
 from superstatic.protocol.errors import Error
 
 if TYPE_CHECKING:
-    from superstatic.objects.node import Node
+    from superstatic.objects.txn import Txn
+
+_current = _txn.current
 
 
 class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
@@ -38,7 +46,16 @@ class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
     # Names of read-only methods of the wrapped type, served from the instance-dict cache
     # outside transactions and overlaid inside them. Set by each subclass.
     _READ_METHODS: frozenset[str] = frozenset()
+    # The plain type the proxy stands for, and how its iterators name it in errors.
+    _PLAIN: type = object
+    _LABEL = ""
     _self_node: Node
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 2 and type(args[1]) is Node and not kwargs:
+            return super().__new__(cls, *args)
+        # `type(proxy)(...)`: code that rebuilds a container of the same type gets a plain one.
+        return cls._PLAIN(*args, **kwargs)
 
     def __init__(self, container: Any, node: Node) -> None:
         super().__init__(container)
@@ -52,27 +69,40 @@ class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
 
     # Not on the hot path, and wrapt's versions would show the wrapped container rather than
     # what a transaction sees, so these are always Python.
-    def __iter__(self) -> Any:
-        txn = _txn.state.txn
-        if txn is None:
+    def __iter__(self) -> Iterator[Any]:
+        node = self._self_node
+        txn = _current()
+        if txn is None or node.replica is not txn.replica:
             return iter(self.__wrapped__)
-        return iter(txn.view(self._self_node))
+        return self._txn_iter(txn, False)
 
-    def __reversed__(self) -> Any:
-        return reversed(_txn.view_of(self._self_node))
+    def __reversed__(self) -> Iterator[Any]:
+        node = self._self_node
+        txn = _current()
+        if txn is None or node.replica is not txn.replica:
+            return reversed(self.__wrapped__)
+        return self._txn_iter(txn, True)
+
+    def _txn_iter(self, txn: Txn, backwards: bool) -> Iterator[Any]:
+        # Dicts and sets: the elements as they are now; a write to the node while iterating
+        # raises like a plain dict/set does when it changes size under its iterator.
+        view = txn.view(self._self_node)
+        items = list(reversed(view) if backwards else view)
+        txn.stable()
+        return _SnapshotIter(self._self_node, items, len(view), self._LABEL)
 
     def __repr__(self) -> str:
-        return repr(_txn.view_of(self._self_node))
+        return _read(self, repr)
 
     def __str__(self) -> str:
-        return str(_txn.view_of(self._self_node))
+        return _read(self, str)
 
     def __format__(self, spec: str) -> str:
-        return format(_txn.view_of(self._self_node), spec)
+        return _read(self, lambda view: format(view, spec))
 
     def __copy__(self) -> Any:
         # A shallow plain copy: nested shared containers stay shared, as copy.copy promises.
-        return _copy.copy(_txn.view_of(self._self_node))
+        return _read(self, _copy.copy)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
         return plain(self, memo)
@@ -88,9 +118,54 @@ class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
     def _superstatic_autocommit(self, write: Callable[[], Any]) -> Any:
         """Runs a write made outside any transaction as a transaction of its own."""
         node = self._self_node
-        if node.txn is not None or node.replica.session is None:
+        session = node.replica.session
+        if node.txn is not None or session is None:
             raise Error(f"object {node.oid} is not attached to a running superstatic connection")
-        return node.replica.session.run(write)
+        return session.run(write)
+
+
+def _read(proxy: NodeProxy, fn: Callable[[Any], Any]) -> Any:
+    """`fn` applied to what the current thread sees of the proxy's node, validated."""
+    node = proxy._self_node
+    txn = _current()
+    if txn is None or node.replica is not txn.replica:
+        return fn(node.live)
+    try:
+        return fn(txn.view(node))
+    finally:
+        txn.stable()
+
+
+class _SnapshotIter:
+    """Iterator of a dict or set inside a transaction (see NodeProxy._txn_iter)."""
+
+    __slots__ = ("items", "label", "node", "pos", "size")
+
+    def __init__(self, node: Node, items: list[Any], size: int, label: str) -> None:
+        self.node = node
+        self.items = items
+        self.size = size
+        self.label = label
+        self.pos = 0
+
+    def __iter__(self) -> _SnapshotIter:
+        return self
+
+    def __next__(self) -> Any:
+        if self.pos >= len(self.items):
+            raise StopIteration
+        txn = _current()
+        node = self.node
+        in_txn = txn is not None and node.replica is txn.replica
+        if in_txn and len(txn.view_peek(node)) != self.size:  # type: ignore[union-attr]
+            self.pos = len(self.items)
+            raise RuntimeError(f"{self.label} changed size during iteration")
+        value = self.items[self.pos]
+        self.pos += 1
+        return value
+
+    def __length_hint__(self) -> int:
+        return len(self.items) - self.pos
 
 
 class _TxnRead:
@@ -104,26 +179,89 @@ class _TxnRead:
     def __get__(self, proxy: Any, owner: type | None = None) -> Any:
         if proxy is None:
             return self
-        return getattr(_txn.view_of(proxy._self_node), self.name)
+        node = proxy._self_node
+        txn = _current()
+        if txn is None or node.replica is not txn.replica:
+            return getattr(node.live, self.name)
+        name = self.name
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return _read(proxy, lambda view: getattr(view, name)(*args, **kwargs))
+
+        call.__name__ = name
+        return call
 
     def __set__(self, proxy: Any, value: Any) -> None:
         raise AttributeError(f"cannot replace the method {self.name!r} of a shared container")
 
 
+class _TxnView(_TxnRead):
+    """Overlay of dict.keys / values / items: inside a transaction, a live view over the proxy
+    (not over the container the transaction happens to read now, which a later write replaces
+    with a private copy)."""
+
+    __slots__ = ("view_class",)
+
+    def __init__(self, name: str, view_class: type) -> None:
+        super().__init__(name)
+        self.view_class = view_class
+
+    def __get__(self, proxy: Any, owner: type | None = None) -> Any:
+        if proxy is None:
+            return self
+        node = proxy._self_node
+        txn = _current()
+        if txn is None or node.replica is not txn.replica:
+            return getattr(node.live, self.name)
+        view_class = self.view_class
+
+        def call() -> Any:
+            return view_class(proxy)
+
+        call.__name__ = self.name
+        return call
+
+
 def _getitem(self: NodeProxy, key: Any) -> Any:
-    return _txn.view_of(self._self_node)[key]
+    node = self._self_node
+    txn = _current()
+    if txn is None or node.replica is not txn.replica:
+        return node.live[key]
+    try:
+        return txn.view(node)[key]
+    finally:
+        txn.stable()
 
 
 def _len(self: NodeProxy) -> int:
-    return len(_txn.view_of(self._self_node))
+    node = self._self_node
+    txn = _current()
+    if txn is None or node.replica is not txn.replica:
+        return len(node.live)
+    n = len(txn.view(node))
+    txn.stable()
+    return n
 
 
 def _contains(self: NodeProxy, item: Any) -> bool:
-    return item in _txn.view_of(self._self_node)
+    node = self._self_node
+    txn = _current()
+    if txn is None or node.replica is not txn.replica:
+        return item in node.live
+    try:
+        return item in txn.view(node)
+    finally:
+        txn.stable()
 
 
 def _bool(self: NodeProxy) -> bool:
-    return bool(_txn.view_of(self._self_node))
+    node = self._self_node
+    txn = _current()
+    if txn is None or node.replica is not txn.replica:
+        return bool(node.live)
+    b = bool(txn.view(node))
+    txn.stable()
+    return b
 
 
 def _binary(fn: Callable[[Any, Any], Any], reflected: bool, name: str) -> Callable[..., Any]:
@@ -132,12 +270,12 @@ def _binary(fn: Callable[[Any, Any], Any], reflected: bool, name: str) -> Callab
     if reflected:
 
         def overlay(self: NodeProxy, other: Any) -> Any:
-            return fn(other, _txn.view_of(self._self_node))
+            return _read(self, lambda view: fn(other, view))
 
     else:
 
         def overlay(self: NodeProxy, other: Any) -> Any:
-            return fn(_txn.view_of(self._self_node), other)
+            return _read(self, lambda view: fn(view, other))
 
     overlay.__name__ = name
     return overlay
@@ -166,7 +304,9 @@ _BINARY = {
 _UNARY = {"__getitem__": _getitem, "__len__": _len, "__contains__": _contains, "__bool__": _bool}
 
 
-def register_overlays(cls: type[NodeProxy], binary: tuple[str, ...]) -> None:
+def register_overlays(
+    cls: type[NodeProxy], binary: tuple[str, ...], views: dict[str, type] | None = None
+) -> None:
     """Gives a proxy class its transaction-aware reads.
 
     Toggled (installed only while a transaction body runs): the hot slot dunders wrapt serves in
@@ -180,6 +320,8 @@ def register_overlays(cls: type[NodeProxy], binary: tuple[str, ...]) -> None:
         fn, reflected = _BINARY[name]
         setattr(cls, name, _binary(fn, reflected, name))
     attrs: dict[str, Any] = dict(_UNARY)
+    views = views or {}
     for name in cls._READ_METHODS:
-        attrs[name] = _TxnRead(name)
+        view_class = views.get(name)
+        attrs[name] = _TxnRead(name) if view_class is None else _TxnView(name, view_class)
     _txn.register_overlay(cls, attrs)

@@ -12,16 +12,31 @@ from typing import Any
 from superstatic.objects import node as _node
 from superstatic.objects import txn as _txn
 from superstatic.objects import values as _values
+from superstatic.objects.node import Node
 from superstatic.objects.proxy_base import NodeProxy, register_overlays
+from superstatic.objects.txn import Txn
+
+_current = _txn.current
+_EMPTY: Any = object()
 
 
-def _lookups(items: Any) -> list[Any]:
-    """Arguments of discard-like methods: values that could be elements (never new nodes)."""
+def _lookups(txn: Txn, node: Node, items: Any) -> list[Any]:
+    """Arguments of discard-like methods, as the stored elements they name (never new nodes).
+    A value that could not be stored, but may equal a stored element, is looked up among the
+    elements (which reads the set)."""
     out = []
+    view = None
     for x in items:
-        storable, value = _values.lookup_value(x)
+        storable, value = _values.lookup_value(x, for_set=True)
         if storable:
             out.append(value)
+            continue
+        if view is None:
+            view = txn.view(node)
+        found = _values.find_equal(list(view), value)
+        txn.stable()
+        if found is not _values.MISSING:
+            out.append(found)
     return out
 
 
@@ -42,20 +57,22 @@ class SetProxy(NodeProxy):
             "isdisjoint",
         }
     )
+    _PLAIN = set
+    _LABEL = "Set"
 
     def add(self, value: Any) -> None:
-        txn = _txn.state.txn
+        txn = _current()
         if txn is None:
             return self._superstatic_autocommit(lambda: self.add(value))
         node = self._self_node
         txn.check(node)
         hash(value)
-        v = _values.store(txn, value, node, _values.ELEMENT)
+        (v,) = _values.store_many(txn, node, [(value, _values.ELEMENT)])
         txn.emit(node, ["add", node.oid, [v]])
         return None
 
     def update(self, *iterables: Any) -> None:
-        txn = _txn.state.txn
+        txn = _current()
         if txn is None:
             return self._superstatic_autocommit(lambda: self.update(*iterables))
         node = self._self_node
@@ -64,56 +81,62 @@ class SetProxy(NodeProxy):
         for x in items:
             hash(x)
         if items:
-            stored = [_values.store(txn, x, node, _values.ELEMENT) for x in items]
+            stored = _values.store_many(txn, node, [(x, _values.ELEMENT) for x in items])
             txn.emit(node, ["add", node.oid, stored])
         return None
 
     def discard(self, value: Any) -> None:
-        txn = _txn.state.txn
+        txn = _current()
         if txn is None:
             return self._superstatic_autocommit(lambda: self.discard(value))
         node = self._self_node
         txn.check(node)
-        found = _lookups([value])
+        found = _lookups(txn, node, [value])
         if found:
             txn.emit(node, ["discard", node.oid, found])
         return None
 
     def difference_update(self, *iterables: Any) -> None:
-        txn = _txn.state.txn
+        txn = _current()
         if txn is None:
             return self._superstatic_autocommit(lambda: self.difference_update(*iterables))
         node = self._self_node
         txn.check(node)
-        found = _lookups([x for it in iterables for x in it])
+        found = _lookups(txn, node, [x for it in iterables for x in it])
         if found:
             txn.emit(node, ["discard", node.oid, found])
         return None
 
     def remove(self, value: Any) -> None:
-        txn = _txn.state.txn
+        txn = _current()
         if txn is None:
             return self._superstatic_autocommit(lambda: self.remove(value))
         node = self._self_node
-        if value not in txn.view(node):
+        view = txn.view(node)
+        try:
+            present = value in view
+        finally:
+            txn.stable()
+        if not present:
             raise KeyError(value)
-        txn.emit(node, ["discard", node.oid, [value]])
+        txn.emit(node, ["discard", node.oid, _lookups(txn, node, [value])])
         return None
 
     def pop(self) -> Any:
-        txn = _txn.state.txn
+        txn = _current()
         if txn is None:
             return self._superstatic_autocommit(lambda: self.pop())
         node = self._self_node
         view = txn.view(node)
-        if not view:
+        value = next(iter(view), _EMPTY)
+        txn.stable()
+        if value is _EMPTY:
             raise KeyError("pop from an empty set")
-        value = next(iter(view))
         txn.emit(node, ["discard", node.oid, [value]])
         return value
 
     def clear(self) -> None:
-        txn = _txn.state.txn
+        txn = _current()
         if txn is None:
             return self._superstatic_autocommit(lambda: self.clear())
         node = self._self_node
@@ -121,32 +144,35 @@ class SetProxy(NodeProxy):
         return None
 
     def intersection_update(self, *iterables: Any) -> None:
-        txn = _txn.state.txn
+        txn = _current()
         if txn is None:
             return self._superstatic_autocommit(lambda: self.intersection_update(*iterables))
         node = self._self_node
-        view = txn.view(node)
-        keep = set(view)
+        items = list(txn.view(node))
+        txn.stable()
+        keep = set(items)
         for it in iterables:
             keep.intersection_update(it)
-        gone = [x for x in view if x not in keep]
+        gone = [x for x in items if x not in keep]
         if gone:
             txn.emit(node, ["discard", node.oid, gone])
         return None
 
     def symmetric_difference_update(self, iterable: Any) -> None:
-        txn = _txn.state.txn
+        txn = _current()
         if txn is None:
             return self._superstatic_autocommit(lambda: self.symmetric_difference_update(iterable))
         node = self._self_node
-        view = txn.view(node)
         other = list(dict.fromkeys(iterable))  # distinct, in a stable order
-        gone = [x for x in other if x in view]
-        new = [x for x in other if x not in view]
+        view = txn.view(node)
+        present = [x in view for x in other]
+        txn.stable()
+        gone = [x for x, p in zip(other, present, strict=True) if p]
+        new = [x for x, p in zip(other, present, strict=True) if not p]
+        stored = _values.store_many(txn, node, [(x, _values.ELEMENT) for x in new])
         if gone:
-            txn.emit(node, ["discard", node.oid, gone])
-        if new:
-            stored = [_values.store(txn, x, node, _values.ELEMENT) for x in new]
+            txn.emit(node, ["discard", node.oid, _lookups(txn, node, gone)])
+        if stored:
             txn.emit(node, ["add", node.oid, stored])
         return None
 

@@ -17,6 +17,13 @@ BY_NAME: dict[str, type] = {}
 SHARED_CLASSES: dict[type, str] = {}
 # plain user class given to register() -> its registered name.
 PLAIN_TO_NAME: dict[type, str] = {}
+# Enum classes given to register(): class -> name, name -> class, class -> how members are
+# encoded (codec.ENUM_*), and whether enum's own code may make combined members (Flags whose
+# _missing_ is not overridden: looking a combination up runs no user code).
+ENUM_NAMES: dict[type, str] = {}
+ENUM_BY_NAME: dict[str, type] = {}
+ENUM_KINDS: dict[type, int] = {}
+ENUM_COMPOSABLE: dict[type, bool] = {}
 
 
 def registered_name(plain_class: type) -> str | None:

@@ -11,26 +11,44 @@ entry) are allocated in a first pass so they can reference each other, cycles in
 
 from __future__ import annotations
 
+import datetime
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from superstatic.objects import values as _values
 from superstatic.objects.factory import make_node
 from superstatic.objects.fairness import ContentionTracker
 from superstatic.objects.node import Node, node_of
+from superstatic.objects.proxy_base import NodeProxy
 from superstatic.protocol import codec as _codec
 from superstatic.protocol import ops as _ops
-from superstatic.protocol.errors import ProtocolError
+from superstatic.protocol.errors import Error, ProtocolError
 
 if TYPE_CHECKING:
     from superstatic.objects.session import Session
     from superstatic.objects.txn import Txn
 
 ROOTS_OID = "@roots"
+# How long the I/O thread holds entries back while transaction bodies run (so a body normally
+# reads one prefix of the log and never has to re-run). Past it the entries apply anyway and
+# bodies whose reads they changed re-run (txn.Doomed): a body that waits for another thread's
+# write, or an asyncio task awaiting inside `transaction()`, never blocks the log for longer.
+PIN_MS_MAX = 100
 # describe() walks the graph to name a node in an error message; it gives up past this many
 # nodes and names the node by its id instead.
 DESCRIBE_NODES_MAX = 100_000
+
+# Decoded scalars that are already what this process holds (enum forms and zone stand-ins are
+# not: values.live_of_wire turns them into members and ZoneInfo zones).
+_AS_IS = _codec.SCALAR_TYPES - {
+    _codec.EnumInt,
+    _codec.EnumStr,
+    _codec.EnumMember,
+    datetime.datetime,
+    datetime.time,
+}
 
 Event = tuple[int, "str | None", "int | None", str, "bytes | None", Sequence[str]]
 
@@ -39,8 +57,17 @@ class Replica:
     """The app's copy of the object graph (a prefix of the log)."""
 
     def __init__(self) -> None:
-        # Re-entrant: a transaction body holds it and may call plain(), which takes it too.
+        # Held while one entry (or a snapshot) is applied, and by readers that need a state
+        # with no entry half-applied (plain(), describe(), a body revalidating its reads).
+        # Re-entrant: plain() inside such a section takes it again.
         self.lock = threading.RLock()
+        # Bumped (under `lock`) before each entry or snapshot that changes nodes: a body that
+        # sees it unchanged since its reads began read one consistent state (txn.Txn.stable).
+        self.gen = 0
+        # Bodies running (pins) and whether the I/O thread is waiting to apply: see pin().
+        self._gate = threading.Condition(threading.Lock())
+        self._pins = 0
+        self._apply_waiting = 0
         self.applied_index = 0
         self.nodes: dict[str, Node] = {}
         self.session: Session | None = None
@@ -49,6 +76,8 @@ class Replica:
         # Private nodes of a transaction being committed: when the entry creating them applies,
         # the replica adopts these very objects, so references the body handed out stay valid.
         self._adopt: dict[str, Node] = {}
+        # Set when the replica is abandoned (its session closed): why its objects are unusable.
+        self.detached: str | None = None
 
     # ------------------------------------------------------------------ ReplicaSink
 
@@ -59,7 +88,15 @@ class Replica:
         for oid, data in nodes:
             version, kind, contents = _codec.decode_record(data)
             records.append((oid, version, kind, contents))
+        self._hold_bodies()
+        try:
+            self._load(index, records)
+        finally:
+            self._release_bodies()
+
+    def _load(self, index: int, records: list[tuple[str, int, str, Any]]) -> None:
         with self.lock:
+            self.gen += 1
             fresh: dict[str, Node] = {}
             for oid, version, kind, contents in records:
                 class_name = contents[0] if kind == "obj" else None
@@ -75,18 +112,80 @@ class Replica:
             self.applied_index = index
 
     def apply_events(self, events: Sequence[Event]) -> None:
-        for event in events:
-            index, client, _seq, outcome, body, collected = event
-            with self.lock:
-                if index <= self.applied_index:
-                    continue  # already covered by a snapshot or an earlier delivery
-                self.contention.observe(client, outcome)
-                if outcome == "ok" and body:
-                    _reads, wire_ops = _ops.decode_txn(body)
-                    self._apply_ops(index, wire_ops)
-                for oid in collected:
-                    self._drop(oid)
-                self.applied_index = index
+        if not events or events[-1][0] <= self.applied_index:
+            return
+        self._hold_bodies()
+        try:
+            for event in events:
+                index, client, _seq, outcome, body, collected = event
+                with self.lock:
+                    if index <= self.applied_index:
+                        continue  # already covered by a snapshot or an earlier delivery
+                    self.contention.observe(client, outcome)
+                    if (outcome == "ok" and body) or collected:
+                        self.gen += 1
+                    if outcome == "ok" and body:
+                        _reads, wire_ops = _ops.decode_txn(body)
+                        self._apply_ops(index, wire_ops)
+                    for oid in collected:
+                        self._drop(oid)
+                    self.applied_index = index
+        finally:
+            self._release_bodies()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def detach(self, reason: str) -> None:
+        """The replica will never be updated again (its session closed): every object of it
+        raises `Error(reason)` when used, rather than serve a state that silently goes stale."""
+        with self.lock:
+            self.detached = reason
+            nodes = list(self.nodes.values()) + list(self._adopt.values())
+            self.nodes = {}
+            self._adopt.clear()
+            for node in nodes:
+                node.dead = True
+                _detach_ref(node.ref, reason)
+                node.live = _Detached(reason)  # what the Python-level read paths consult
+
+    def reset_after_fork(self, pinned: bool) -> None:
+        """In a forked child (only the forking thread survives): fresh synchronization state.
+        `pinned`: whether the forking thread is inside a transaction body."""
+        self._gate = threading.Condition(threading.Lock())
+        self._pins = 1 if pinned else 0
+        self._apply_waiting = 0
+        self.contention = ContentionTracker()
+
+    # ------------------------------------------------------------------ bodies vs applying
+
+    def pin(self) -> int:
+        """A transaction body starts: entries are held back while it runs (bounded by
+        PIN_MS_MAX). Returns the generation its reads start from. If the I/O thread is waiting
+        to apply, the body first lets it (new bodies would otherwise starve it)."""
+        with self._gate:
+            if self._apply_waiting:
+                self._gate.wait_for(lambda: not self._apply_waiting, PIN_MS_MAX / 1000)
+            self._pins += 1
+        with self.lock:  # no entry half-applied: the generation matches the contents
+            return self.gen
+
+    def unpin(self) -> None:
+        with self._gate:
+            assert self._pins > 0
+            self._pins -= 1
+            if self._pins == 0:
+                self._gate.notify_all()
+
+    def _hold_bodies(self) -> None:
+        with self._gate:
+            self._apply_waiting += 1
+            if self._pins:
+                self._gate.wait_for(lambda: self._pins == 0, PIN_MS_MAX / 1000)
+
+    def _release_bodies(self) -> None:
+        with self._gate:
+            self._apply_waiting -= 1
+            self._gate.notify_all()
 
     # ------------------------------------------------------------------ library side
 
@@ -171,8 +270,10 @@ class Replica:
 
     def _resolve(self, value: Any, created: dict[str, Node]) -> Any:
         tp = type(value)
-        if tp in _codec.SCALAR_TYPES:
+        if tp in _AS_IS:
             return value
+        if tp in _codec.SCALAR_TYPES:
+            return _values.live_of_wire(value)
         if tp is _codec.Ref:
             node = created.get(value.oid) or self.nodes.get(value.oid)
             if node is None:
@@ -235,6 +336,76 @@ class Replica:
         if adopted is not None:
             adopted.dead = True
             adopted.txn = None
+
+
+def _detach_ref(ref: Any, reason: str) -> None:
+    if isinstance(ref, NodeProxy):
+        detached = _Detached(reason)
+        ref.__wrapped__ = detached
+        for name in type(ref)._READ_METHODS:  # replaces bound methods of the old container
+            ref.__self_setattr__(name, detached._refuse)
+    elif ref is not None:
+        object.__setattr__(ref, "__class__", _detached_class(type(ref), reason))
+
+
+_DETACHED_CLASSES: dict[type, type] = {}
+
+
+def _detached_class(cls: type, reason: str) -> type:
+    """A subclass of a shared class whose instances refuse every use (layout-compatible, so an
+    instance can be switched to it in place)."""
+    found = _DETACHED_CLASSES.get(cls)
+    if found is not None:
+        return found
+
+    def refuse_attr(self: Any, name: str) -> Any:
+        if name[:2] == "__":
+            return object.__getattribute__(self, name)
+        raise Error(f"{cls.__qualname__} object: {reason}")
+
+    def refuse_write(self: Any, name: str, *value: Any) -> None:
+        raise Error(f"{cls.__qualname__} object: {reason}")
+
+    def describe(self: Any) -> str:
+        return f"<{cls.__qualname__} of a closed superstatic connection>"
+
+    found = type(
+        cls.__name__,
+        (cls,),
+        {
+            "__slots__": (),
+            "__getattribute__": refuse_attr,
+            "__setattr__": refuse_write,
+            "__delattr__": refuse_write,
+            "__repr__": describe,
+        },
+    )
+    _DETACHED_CLASSES[cls] = found
+    return found
+
+
+class _Detached:
+    """What a container proxy of a closed connection wraps: every use raises, saying why."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        object.__setattr__(self, "reason", reason)
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise Error(f"shared container: {object.__getattribute__(self, 'reason')}")
+
+    def __getattr__(self, name: str) -> Any:
+        if name[:2] == "__":
+            raise AttributeError(name)  # wrapt and Python probing special names
+        raise Error(f"shared container: {object.__getattribute__(self, 'reason')}")
+
+    def __repr__(self) -> str:
+        return "<shared container of a closed superstatic connection>"
+
+    __getitem__ = __setitem__ = __delitem__ = __len__ = __iter__ = __contains__ = _refuse
+    __bool__ = __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __hash__ = _refuse
+    __reversed__ = __or__ = __and__ = __sub__ = __xor__ = __add__ = __mul__ = _refuse
 
 
 def _children(node: Node) -> Iterable[tuple[str, Any]]:

@@ -9,13 +9,16 @@ the conflicting entry and re-runs the body, within a bounded budget with jittere
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from superstatic.objects import node as _node
+from superstatic.objects import proxy_object as _proxy_object
 from superstatic.objects import stats as _stats
 from superstatic.objects import txn as _txn
 from superstatic.objects import values as _values
@@ -35,7 +38,16 @@ BACKOFF_S_MAX = 0.05
 # How long a caller waits for its own committed entry to apply locally (read-your-writes), or
 # for sync()'s barrier index; past it the outcome is known (committed) but not yet visible.
 TIMEOUT_S_APPLY = 30.0
+# A singleton's creation claim older than this (its creator died or hangs in __init__) is taken
+# over by a process waiting for it; waiters poll (sync()) between these bounds.
+CREATE_CLAIM_S = 30.0
+CREATE_POLL_S_MIN = 0.005
+CREATE_POLL_S_MAX = 0.2
 ROOT_KINDS = {dict: "dict", list: "list", set: "set"}
+CLOSED_REASON = (
+    "its superstatic connection was closed (superstatic.close()), so it is no longer kept "
+    "current; after superstatic.connect(), get it again (Cls(), superstatic.root(...))"
+)
 
 
 class Committed(Protocol):
@@ -57,15 +69,55 @@ class ConnectionLike(Protocol):
 
 
 class Session:
-    def __init__(self, replica: Replica, connection: ConnectionLike) -> None:
+    def __init__(
+        self,
+        replica: Replica,
+        connection: ConnectionLike,
+        reconnect: Callable[[Replica], ConnectionLike] | None = None,
+    ) -> None:
         assert replica.session is None, "a replica serves one session"
         self.replica = replica
-        self.connection = connection
         replica.session = self
+        self._connection: ConnectionLike | None = connection
+        # Makes a new connection for this replica (a forked child needs its own: after_fork).
+        self._reconnect = reconnect
+        self._reconnect_lock = threading.Lock()
         self._oid_prefix = connection.client_id[:16]
         self._oid_counter = itertools.count(1)
         self._rng = random.Random()
         self.closed = False
+
+    @property
+    def connection(self) -> ConnectionLike:
+        connection = self._connection
+        if connection is None:
+            connection = self._connect_again()
+        return connection
+
+    def _connect_again(self) -> ConnectionLike:
+        with self._reconnect_lock:
+            if self._connection is None:
+                if self._reconnect is None or self.closed:
+                    raise Error("this superstatic connection is closed; call superstatic.connect()")
+                connection = self._reconnect(self.replica)
+                # A new client id: ids of objects made from now on cannot collide with those of
+                # the parent process, which keeps counting under the old prefix.
+                self._oid_prefix = connection.client_id[:16]
+                self._oid_counter = itertools.count(1)
+                self._connection = connection
+            return self._connection
+
+    def after_fork(self, in_body: bool) -> ConnectionLike | None:
+        """In a forked child: the parent's connection (its socket, its I/O thread) is not ours.
+        It is dropped, unclosed (closing it would end the parent's session); the replica, a
+        valid prefix of the log, is kept, so objects the parent handed down stay the same
+        objects, and a new connection (a new session) feeds it from where it is. Returns the
+        dropped connection (the caller keeps it referenced; it must never be used)."""
+        old = self._connection
+        self._connection = None
+        self._reconnect_lock = threading.Lock()
+        self.replica.reset_after_fork(in_body)
+        return old
 
     # ------------------------------------------------------------------ ids
 
@@ -77,7 +129,7 @@ class Session:
 
     def run(self, body: Callable[[], T]) -> T:
         """Runs `body` as one serializable transaction (or joins the running one)."""
-        current = _txn.state.txn
+        current = _txn.current()
         if current is not None:
             if current.session is not self:
                 raise Error("a transaction cannot span two superstatic connections")
@@ -92,7 +144,18 @@ class Session:
             if pause_s > 0.0:
                 time.sleep(pause_s)  # someone else keeps losing: leave them a window
             txn = _txn.Txn(self)
-            result = _txn.run_body(txn, body)
+            try:
+                result = _txn.run_body(txn, body)
+            except _txn.Doomed:
+                continue  # entries applied under the body changed what it read: re-run
+            except Exception:
+                if txn.reads_moved():
+                    # Raised from a state that has since changed (consistent, but old): re-run
+                    # on the current one, as a conflict would, rather than report it.
+                    continue
+                raise
+            if txn.doomed:  # the body swallowed Doomed: its view was inconsistent
+                continue
             if txn.read_only:
                 return result
             outcome = self.commit(txn)
@@ -108,7 +171,7 @@ class Session:
 
     def commit(self, txn: _txn.Txn) -> str:
         """Commits a finished body; returns "ok" (applied locally) or "conflict"."""
-        assert _txn.state.txn is None
+        assert _txn.current() is None and not txn.active
         new_nodes = list(txn.new_nodes.values())
         wire_ops: list[list[Any]] = [_new_op(node) for node in new_nodes]
         wire_ops.extend(_wire_op(op) for op in txn.ops)
@@ -161,10 +224,11 @@ class Session:
         kind_name = ROOT_KINDS[kind]
 
         def create() -> Any:
-            txn = _txn.state.txn
+            txn = _txn.current()
             assert txn is not None
             roots = self._roots_node()
             found = txn.view(roots).get(name)
+            txn.stable()
             if found is not None:
                 return found
             ref = _values.store(txn, kind(), roots, _values.item(name))
@@ -184,26 +248,22 @@ class Session:
     def attach(
         self, cls: type, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
-        """The cluster-wide singleton of a @clustered class: attach, or create it once."""
+        """The cluster-wide singleton of a @clustered class: attach, or create it once.
+
+        Outside a transaction, creation is claimed first (a claim record in the root table,
+        committed on its own), so however many processes call `Cls()` at once, one runs
+        `__init__` and the others wait for its commit: the constructor's side effects happen
+        once. A claim whose owner does not finish within CREATE_CLAIM_S (it died) is taken
+        over. Inside a transaction the singleton is created as part of that transaction
+        (claiming needs commits of its own); if the transaction is re-run, so is `__init__`."""
         name: str = cls.__superstatic_name__  # type: ignore[attr-defined]
-
-        def create() -> Any:
-            txn = _txn.state.txn
-            assert txn is not None
-            roots = self._roots_node()
-            found = txn.view(roots).get(name)
-            if found is not None:
-                return found
-            node = self.replica.new_node(self.new_oid(), "obj", name, txn)
-            txn.add_new([node])
-            instance = node.ref
-            cls.__init__(instance, *args, **(kwargs or {}))
-            txn.emit(roots, ["set", ROOTS_OID, name, instance])
-            return instance
-
+        kwargs = kwargs or {}
         ref = self._find_root(name)
         if ref is None:
-            ref = self.run(create)
+            if _txn.current() is None:
+                ref = self._create_claimed(cls, name, args, kwargs)
+            else:
+                ref = self.run(lambda: self._create_in_txn(cls, name, args, kwargs))
         if not isinstance(ref, cls):
             raise Error(
                 f"root {name!r} holds a {_kind_label(ref)}, not a {cls.__qualname__}; give the "
@@ -211,17 +271,143 @@ class Session:
             )
         return ref
 
+    def _construct(
+        self, txn: _txn.Txn, cls: type, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """A new private instance of `cls`, its constructor run inside `txn`."""
+        node = self.replica.new_node(self.new_oid(), "obj", name, txn)
+        txn.add_new([node])
+        instance = node.ref
+        cls.__init__(instance, *args, **kwargs)
+        _proxy_object.adopt_constructor_writes(txn, instance, node)
+        return instance
+
+    def _create_in_txn(
+        self, cls: type, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        txn = _txn.current()
+        assert txn is not None
+        roots = self._roots_node()
+        view = txn.view(roots)
+        found = view.get(name)
+        claim = view.get(_claim_key(name))
+        txn.stable()
+        if found is not None:
+            return found
+        if claim is not None and claim.get("owner") != self.connection.client_id:
+            raise Error(
+                f"the singleton {name!r} is being created by another process right now; create "
+                f"it outside any transaction (call {cls.__qualname__}() once at start-up), where "
+                "creators wait for each other"
+            )
+        instance = self._construct(txn, cls, name, args, kwargs)
+        txn.emit(roots, ["set", ROOTS_OID, name, instance])
+        return instance
+
+    def _create_claimed(
+        self, cls: type, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        key = _claim_key(name)
+        me = self.connection.client_id
+        seen: tuple[Any, int] | None = None  # (claim record, its version) while waiting on it
+        seen_since = 0.0
+        pause_s = CREATE_POLL_S_MIN
+        while True:
+            stale = None
+            if seen is not None and time.monotonic() - seen_since >= CREATE_CLAIM_S:
+                stale = seen  # unchanged for that long: its claimer died or hangs
+            state, found = self.run(lambda stale=stale: self._claim(name, key, me, stale))
+            if state == "exists":
+                return found
+            if state == "claimed":
+                return self._create_as_claimer(cls, name, args, kwargs, found)
+            version = _node_version(found)
+            if seen is None or seen[0] is not found or seen[1] != version:
+                seen, seen_since = (found, version), time.monotonic()
+            time.sleep(pause_s)  # the claimer is running __init__: wait for its commit
+            pause_s = min(CREATE_POLL_S_MAX, pause_s * 2)
+            self.sync()
+
+    def _claim(
+        self, name: str, key: tuple[str, str], me: str, stale: tuple[Any, int] | None
+    ) -> tuple[str, Any]:
+        """Body: ("exists", singleton) | ("claimed", claim record) | ("wait", claim record)."""
+        txn = _txn.current()
+        assert txn is not None
+        roots = self._roots_node()
+        view = txn.view(roots)
+        found, current = view.get(name), view.get(key)
+        txn.stable()
+        if found is not None:
+            return "exists", found
+        if current is None:
+            record = _values.store(txn, {"owner": me}, roots, _values.item(key))
+            txn.emit(roots, ["set", ROOTS_OID, key, record])
+            return "claimed", record
+        if current.get("owner") == me:  # (reads the claim: a take-over conflicts with this)
+            return "claimed", current
+        if stale is not None and current is stale[0] and _node_version(current) == stale[1]:
+            current["owner"] = me  # take the claim over (conflicts if it moved meanwhile)
+            return "claimed", current
+        return "wait", current
+
+    def _create_as_claimer(
+        self, cls: type, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], claim: Any
+    ) -> Any:
+        key = _claim_key(name)
+        me = self.connection.client_id
+
+        def create() -> Any:
+            txn = _txn.current()
+            assert txn is not None
+            owner = claim.get("owner")  # read: a take-over makes this commit conflict
+            if owner != me:
+                return None
+            roots = self._roots_node()
+            instance = self._construct(txn, cls, name, args, kwargs)
+            # Blind writes to the root table: other roots created meanwhile must not make this
+            # commit conflict (it would run __init__ again); the claim guards the name.
+            txn.emit(roots, ["set", ROOTS_OID, name, instance])
+            txn.emit(roots, ["del", ROOTS_OID, key])
+            return instance
+
+        try:
+            created = self.run(create)
+        except BaseException:
+            self._release_claim(key, claim)
+            raise
+        if created is None:  # taken over meanwhile: the new claimer creates it
+            return self.attach(cls, args, kwargs)
+        return created
+
+    def _release_claim(self, key: tuple[str, str], claim: Any) -> None:
+        me = self.connection.client_id
+
+        def release() -> None:
+            txn = _txn.current()
+            assert txn is not None
+            if claim.get("owner") == me:
+                txn.emit(self._roots_node(), ["del", ROOTS_OID, key])
+
+        # If it cannot be released now, waiters take the claim over after CREATE_CLAIM_S.
+        with contextlib.suppress(Error):
+            self.run(release)
+
     def _find_root(self, name: str) -> Any:
+        txn = _txn.current()
+        if txn is not None:
+            roots = self.replica.roots_node()
+            if roots is None:
+                return None
+            ref = txn.view(roots).get(name)
+            txn.stable()
+            return ref
         ref = self.replica.root_ref(name)
-        if ref is None and _txn.state.txn is None:
+        if ref is None:
             # It may exist in the cluster and not have reached us yet: a barrier is cheaper
             # than running a constructor whose effects would be thrown away.
             self.sync()
             ref = self.replica.root_ref(name)
-        txn = _txn.state.txn
-        roots = self.replica.roots_node()
-        if ref is not None and txn is not None and roots is not None:
-            txn.record_read(roots)
         return ref
 
     def _roots_node(self) -> Any:
@@ -229,7 +415,7 @@ class Session:
         it does not exist yet: the first transaction that binds a root creates it, reading
         its version as 0 (absent), so two racing first creators conflict instead of one
         overwriting the other."""
-        txn = _txn.state.txn
+        txn = _txn.current()
         assert txn is not None
         roots = self.replica.roots_node()
         if roots is not None:
@@ -247,39 +433,53 @@ class Session:
     def sync(self) -> None:
         """Linearizable barrier: afterwards the replica includes every write committed anywhere
         before the call began."""
-        if _txn.state.txn is not None:
+        if _txn.current() is not None:
             raise Error(
-                "sync() inside a transaction would wait for log entries the transaction's lock "
-                "holds back; call it before the transaction"
+                "sync() inside a transaction: the transaction reads the state it started from "
+                "and is validated at commit, so a barrier inside it means nothing; call "
+                "superstatic.sync() before the transaction"
             )
         self._check_open()
         index = self.connection.read_index()
         self.connection.wait_applied(index, TIMEOUT_S_APPLY)
 
     def close(self) -> None:
+        """Ends the session. Its objects become unusable (each use raises, saying so): they
+        would otherwise show a state that silently goes stale."""
         if not self.closed:
             self.closed = True
-            self.connection.close()
+            connection = self._connection
+            if connection is not None:
+                connection.close()
+            self.replica.detach(CLOSED_REASON)
 
     def _check_open(self) -> None:
         if self.closed:
-            raise Error("this superstatic connection is closed; call superstatic.connect() again")
+            raise Error(f"superstatic session: {CLOSED_REASON}")
 
 
 class TransactionBlock:
-    """`with superstatic.transaction():` (one commit at the end of the block) and
-    `@superstatic.transaction()` (a function run as a transaction, re-run on conflict)."""
+    """`with superstatic.transaction():` (one commit at the end of the block),
+    `async with superstatic.transaction():` (the same; the commit is awaited in a worker thread,
+    so the event loop keeps running meanwhile) and `@superstatic.transaction()` (a function run
+    as a transaction, re-run on conflict)."""
 
     def __init__(self, session_of: Callable[[], Session]) -> None:
         self._session_of = session_of
         self._txn: _txn.Txn | None = None
         self._joined = False
+        self._entered = False
         self._session: Session | None = None
 
     def __enter__(self) -> TransactionBlock:
-        assert self._txn is None and not self._joined, "a transaction() block is entered once"
+        if self._entered:
+            raise Error(
+                "this superstatic.transaction() object was already entered; call "
+                "superstatic.transaction() again for each block"
+            )
+        self._entered = True
         session = self._session_of()
-        current = _txn.state.txn
+        current = _txn.current()
         if current is not None:
             if current.session is not session:
                 raise Error("a transaction cannot span two superstatic connections")
@@ -287,42 +487,67 @@ class TransactionBlock:
             return self
         session._check_open()
         txn = _txn.Txn(session)
-        session.replica.lock.acquire()
-        try:
-            _txn.body_enter(txn)
-        except BaseException:
-            session.replica.lock.release()
-            raise
+        _txn.body_enter(txn)
         self._session = session
         self._txn = txn
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def _end_body(self, exc_type: Any) -> _txn.Txn | None:
+        """Ends the block's body; the transaction to commit, or None (nothing to commit)."""
         if self._joined:
-            return False
-        txn, session = self._txn, self._session
-        assert txn is not None and session is not None
-        try:
-            _txn.body_exit(txn)
-        finally:
-            session.replica.lock.release()
+            return None
+        txn = self._txn
+        assert txn is not None
+        _txn.body_exit(txn)
         if exc_type is not None:
             txn.abandon()
-            return False
+            if issubclass(exc_type, _txn.Doomed):
+                raise _block_conflict() from None
+            return None
+        if txn.doomed:  # the block swallowed Doomed: what it read is gone
+            txn.abandon()
+            raise _block_conflict()
         if txn.read_only:
-            return False
-        if session.commit(txn) == "conflict":
-            raise ConflictError(
-                "a concurrent writer changed what this `with superstatic.transaction():` block "
-                "read, so nothing was applied. A with-block cannot be re-run automatically: put "
-                "read-modify-write in a method of a shared class or in a function decorated "
-                "with @superstatic.transaction(), which are re-run on conflict"
-            )
+            return None
+        return txn
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        txn = self._end_body(exc_type)
+        if txn is not None:
+            assert self._session is not None
+            if self._session.commit(txn) == "conflict":
+                raise _block_conflict()
+        return False
+
+    async def __aenter__(self) -> TransactionBlock:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        import asyncio
+
+        txn = self._end_body(exc_type)
+        if txn is not None:
+            session = self._session
+            assert session is not None
+            # The commit is a blocking round trip (quorum + local apply): in a worker thread,
+            # so other tasks keep running. The body has ended, so no task can join it.
+            outcome = await asyncio.get_running_loop().run_in_executor(None, session.commit, txn)
+            if outcome == "conflict":
+                raise _block_conflict()
         return False
 
     def __call__(self, fn: Callable[..., T]) -> Callable[..., T]:
         import functools
+        import inspect
 
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise Error(
+                f"@superstatic.transaction() cannot wrap the async function {fn.__qualname__}: "
+                "a transaction function is re-run on conflict and must not await. Use "
+                "`async with superstatic.transaction():` inside it (committed once, "
+                "ConflictError on conflict), or call a synchronous transaction function with "
+                "`await asyncio.to_thread(...)`"
+            )
         session_of = self._session_of
 
         @functools.wraps(fn)
@@ -330,6 +555,26 @@ class TransactionBlock:
             return session_of().run(lambda: fn(*args, **kwargs))
 
         return run
+
+
+def _block_conflict() -> ConflictError:
+    return ConflictError(
+        "a concurrent writer changed what this `with superstatic.transaction():` block "
+        "read, so nothing was applied. A with-block cannot be re-run automatically: put "
+        "read-modify-write in a method of a shared class or in a function decorated "
+        "with @superstatic.transaction(), which are re-run on conflict"
+    )
+
+
+def _node_version(ref: Any) -> int:
+    found = _node.node_of(ref)
+    assert found is not None
+    return found.version
+
+
+def _claim_key(name: str) -> tuple[str, str]:
+    """The root-table key of a singleton's creation claim (a tuple: never a root's name)."""
+    return ("@creating", name)
 
 
 def _kind_label(ref: Any) -> str:

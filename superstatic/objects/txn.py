@@ -1,22 +1,40 @@
 """Transactions: recorded read versions, buffered writes, copy-on-write shadows.
 
-A transaction body runs in one thread holding its replica's apply lock, so it reads a consistent
-prefix of the log. Reads of an existing node record the node's version (once). Writes to an
-existing node are buffered; the first read of the node after a write copies it into a private
-*shadow* with the buffered writes applied; every later read and write of that node in this
-transaction goes to the shadow, so the body sees its own writes while other threads keep
-reading the replica untouched. Nodes created in the transaction are private until commit.
+Which transaction is running is a `contextvars` variable, so each thread and each asyncio task
+has its own: a task that is not inside a transaction never sees (or joins) another task's, even
+in the same thread. A transaction also belongs to the thread that opened it: a thread that
+inherited the context (`asyncio.to_thread`, `copy_context().run`) runs outside it, like any
+other thread, so one `Txn` is never used by two threads at once.
+
+A body does not hold the replica's lock (a body that waits for another thread, or an asyncio
+task that awaits inside `transaction()`, would then block the log for everyone: issue 10 rows 2
+and 4). Instead it *pins* the replica (`Replica.pin`): the I/O thread holds entries back while
+bodies run, for at most `replica.PIN_MS_MAX`, then applies them anyway. So a body normally reads
+one prefix of the log; when entries do apply under it, every read validates the body's read set
+(`Txn.stable`): if a node it read has changed since, the body is *doomed* (`Doomed`, a
+BaseException): a method or `@transaction()` function re-runs on the new state, a `with` block
+raises ConflictError. A body never acts on an inconsistent view (opacity), and the commit is
+validated by the cluster as before.
+
+Reads of an existing node record the node's version (once). Writes to an existing node are
+buffered; the first read of the node after a write copies it into a private *shadow* with the
+buffered writes applied; every later read and write of that node in this transaction goes to the
+shadow, so the body sees its own writes while other threads keep reading the replica untouched.
+Nodes created in the transaction are private until commit.
 
 Read recording must not slow reads outside transactions. Proxy classes and generated shared
 classes therefore register *overlays* (Python read methods that consult the current transaction)
 which are installed on the classes only while at least one transaction body executes in this
 process, and removed when none does: setting or deleting a dunder on a class updates its type
 slots, so outside transactions item reads go through wrapt's C slots and attribute reads are
-native. Toggling costs a few microseconds per body (docs/library.md).
+native. Toggling costs a few microseconds per body (docs/library.md). The count is of bodies,
+not threads: asyncio tasks suspended inside `transaction()` blocks each count until they exit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -34,24 +52,36 @@ if TYPE_CHECKING:
 TXN_OPS_MAX = 100_000
 TXN_NEW_NODES_MAX = 100_000
 
-
-class _State(threading.local):
-    """The transaction whose body the current thread is executing, if any."""
-
-    txn: Txn | None = None
-
-
-state = _State()
+_CURRENT: contextvars.ContextVar[Txn | None] = contextvars.ContextVar(
+    "superstatic_txn", default=None
+)
+_get_current = _CURRENT.get
+_thread_id = threading.get_ident
 
 
 def current() -> Txn | None:
-    return state.txn
+    """The transaction whose body the running thread/task executes, if any."""
+    txn = _get_current()
+    if txn is None or (txn.active and txn.thread == _thread_id()):
+        return txn
+    # Inherited through a copied context by another thread, or by a task that outlived the
+    # block that created it: not this code's transaction.
+    return None
+
+
+class Doomed(BaseException):
+    """Raised inside a body whose earlier reads were overwritten by entries applied since: the
+    body would otherwise go on with an inconsistent view. A BaseException so that a body's
+    `except Exception` does not swallow it; the transaction loop re-runs the body."""
 
 
 class Txn:
-    """One attempt of a transaction body. Never shared between threads."""
+    """One attempt of a transaction body."""
 
     __slots__ = (
+        "active",
+        "doomed",
+        "gen",
         "new_nodes",
         "ops",
         "pending",
@@ -60,11 +90,19 @@ class Txn:
         "session",
         "shadows",
         "stored",
+        "thread",
+        "token",
     )
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self.replica: Replica = session.replica
+        self.thread = _thread_id()
+        self.active = False
+        self.token: contextvars.Token[Txn | None] | None = None
+        # The replica's apply generation the reads so far are consistent with (see stable()).
+        self.gen = 0
+        self.doomed = False
         self.reads: dict[str, int] = {}
         self.shadows: dict[str, Any] = {}
         # Writes to a node that this transaction has not read since: the shadow copy (O(size of
@@ -76,9 +114,10 @@ class Txn:
         # Nodes created by this attempt, private until the commit's entry applies.
         self.new_nodes: dict[str, Node] = {}
         # Plain values already converted to new nodes by this attempt: id -> (the value, kept
-        # alive so its id cannot be reused, and the new node's ref). Storing one plain value
-        # twice in a transaction (`d.update({"x": v, "y": v})`) then gives one shared node.
-        self.stored: dict[int, tuple[Any, Any]] = {}
+        # alive so its id cannot be reused, the new node's ref, and a shallow snapshot of the
+        # value's contents when it was converted: values.py reuses the node only while the
+        # plain value still has those contents).
+        self.stored: dict[int, tuple[Any, Any, Any]] = {}
 
     @property
     def read_only(self) -> bool:
@@ -92,9 +131,12 @@ class Txn:
                 "transaction; use objects of one connection per transaction"
             )
         if node.dead:
+            if node.replica.detached is not None:
+                raise Error(f"object {node.oid}: {node.replica.detached}")
             raise Error(
                 f"object {node.oid} no longer exists in the cluster (it was unreachable from "
-                "every root and was collected, or its transaction did not commit)"
+                "every root and was collected, or its transaction did not commit); get it "
+                "again from its root"
             )
         if node.txn is not None and node.txn is not self:
             raise Error(
@@ -103,13 +145,16 @@ class Txn:
             )
 
     def view(self, node: Node) -> Any:
-        """The container a read of `node` sees: shadow, private contents or the replica's."""
+        """The container a read of `node` sees (shadow, private contents or the replica's),
+        its version recorded. The caller reads from it and then calls stable()."""
         if node.txn is self:
             return node.live
         if node.replica is not self.replica or node.dead or node.txn is not None:
             self.check(node)
         oid = node.oid
         if oid not in self.reads:
+            # Recorded BEFORE the data is read: if an entry changes the node in between, the
+            # version no longer matches and stable() (or the commit) catches it.
             self.reads[oid] = node.version
         shadow = self.shadows.get(oid)
         if shadow is None:
@@ -146,6 +191,40 @@ class Txn:
         """A reference to `node` is being stored. Recording its version makes the commit
         conflict (instead of failing) if the node was collected meanwhile."""
         self.record_read(node)
+
+    # ------------------------------------------------------------------ consistency
+
+    def stable(self) -> None:
+        """Call after reading: raises Doomed if an entry applied since the body's reads began
+        changed a node the body read (the value just read may belong to another state)."""
+        if self.replica.gen != self.gen:
+            self._revalidate()
+
+    def _revalidate(self) -> None:
+        replica = self.replica
+        # Under the lock no entry is half-applied: node versions match node contents.
+        with replica.lock:
+            if not self._reads_current():
+                self.doomed = True
+                raise Doomed()
+            self.gen = replica.gen
+
+    def _reads_current(self) -> bool:
+        nodes = self.replica.nodes
+        for oid, version in self.reads.items():
+            node = nodes.get(oid)
+            if (0 if node is None else node.version) != version:
+                return False
+        return True
+
+    def reads_moved(self) -> bool:
+        """Whether anything this body read has changed in the replica since it was read."""
+        if self.doomed:
+            return True
+        with self.replica.lock:
+            return not self._reads_current()
+
+    # ------------------------------------------------------------------ writes
 
     def emit(self, node: Node, op: list[Any]) -> None:
         """Applies a write (live values) to what this transaction sees, and buffers it."""
@@ -186,15 +265,24 @@ class Txn:
         self.shadows.clear()
         self.pending.clear()
         self.ops.clear()
+        self.stored.clear()
 
 
 def view_of(node: Node) -> Any:
-    """The container the current thread should read for `node`."""
-    txn = state.txn
+    """The container the current thread should read for `node` (records the read in a
+    transaction; the caller calls settle() after reading)."""
+    txn = current()
     if txn is None or node.replica is not txn.replica:
         # Reads of another connection's objects are not part of this transaction.
         return node.live
     return txn.view(node)
+
+
+def settle() -> None:
+    """After a read made through view_of(): validates the running transaction, if any."""
+    txn = current()
+    if txn is not None and txn.replica.gen != txn.gen:
+        txn._revalidate()
 
 
 # ----------------------------------------------------------------------------- overlay toggling
@@ -235,21 +323,33 @@ def overlays_active() -> bool:
 
 
 def body_enter(txn: Txn) -> None:
+    """`txn`'s body starts in this thread/task: pin the replica, install the overlays."""
     global _bodies_active
-    assert state.txn is None
-    with _toggle_lock:
-        if _bodies_active == 0:
-            for cls, attrs in _overlays:
-                for name, value in attrs.items():
-                    setattr(cls, name, value)
-        _bodies_active += 1
-    state.txn = txn
+    assert current() is None and not txn.active
+    txn.gen = txn.replica.pin()
+    try:
+        with _toggle_lock:
+            if _bodies_active == 0:
+                for cls, attrs in _overlays:
+                    for name, value in attrs.items():
+                        setattr(cls, name, value)
+            _bodies_active += 1
+    except BaseException:
+        txn.replica.unpin()
+        raise
+    txn.active = True
+    txn.token = _CURRENT.set(txn)
 
 
 def body_exit(txn: Txn) -> None:
     global _bodies_active
-    assert state.txn is txn
-    state.txn = None
+    assert txn.active and txn.token is not None
+    txn.active = False
+    # Exited in another context than it was entered in (a `with` block split across tasks):
+    # the variable still names `txn` there, which is inactive and so ignored.
+    with contextlib.suppress(ValueError):
+        _CURRENT.reset(txn.token)
+    txn.token = None
     with _toggle_lock:
         assert _bodies_active > 0
         _bodies_active -= 1
@@ -257,16 +357,29 @@ def body_exit(txn: Txn) -> None:
             for cls, attrs in _overlays:
                 for name in attrs:
                     delattr(cls, name)
+    txn.replica.unpin()
 
 
 def run_body(txn: Txn, body: Callable[[], Any]) -> Any:
-    """Runs `body` as the body of `txn`: replica lock held, overlays installed."""
-    with txn.replica.lock:
-        body_enter(txn)
-        try:
-            return body()
-        except BaseException:
-            txn.abandon()
-            raise
-        finally:
-            body_exit(txn)
+    """Runs `body` as the body of `txn`: replica pinned, overlays installed."""
+    body_enter(txn)
+    try:
+        return body()
+    except BaseException:
+        txn.abandon()
+        raise
+    finally:
+        body_exit(txn)
+
+
+def reset_after_fork(in_body: Txn | None) -> None:
+    """In a forked child: only the forking thread survives, so only its body (if any) counts."""
+    global _toggle_lock, _bodies_active
+    _toggle_lock = threading.Lock()
+    active = 1 if in_body is not None else 0
+    if _bodies_active and not active:
+        for cls, attrs in _overlays:
+            for name in attrs:
+                if name in cls.__dict__:
+                    delattr(cls, name)
+    _bodies_active = active

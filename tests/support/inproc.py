@@ -61,11 +61,14 @@ class InprocLog:
         self.last_index = 0
         self._lock = threading.Lock()
 
-    def append(self, client: str, seq: int, kind: str, body: bytes) -> tuple[Committed, Event]:
+    def append(
+        self, client: str, seq: int, kind: str, body: bytes, seq_low: int | None = None
+    ) -> tuple[Committed, Event]:
         with self._lock:
             index = self.last_index + 1
             time_ms = int(time.time() * 1000)
-            data = cbor2.dumps([kind, client, seq, max(1, seq - 1), time_ms, body])
+            low = max(1, seq - 1) if seq_low is None else seq_low
+            data = cbor2.dumps([kind, client, seq, low, time_ms, body])
             entry = self._entry(index, 1, self._normal, data)
             with self.env.begin(write=True) as txn:
                 applied = self.sm.apply(txn, entry)
@@ -103,6 +106,10 @@ class InprocConnection:
         self.replica = replica
         self.held = held
         self._seq = itertools.count(1)
+        # Seqs submitted and not yet answered: seq_low is the lowest (threads of one session
+        # submit concurrently, as they do through a real Connection).
+        self._unanswered: set[int] = set()
+        self._seq_lock = threading.Lock()
         self._deliver_lock = threading.Lock()
         with cluster.events_lock:
             index, nodes = cluster.log.snapshot()
@@ -113,8 +120,15 @@ class InprocConnection:
 
     def submit(self, body: bytes, kind: str = "txn") -> Committed:
         assert not self.closed
-        committed = self.cluster.append(self.client_id, next(self._seq), kind, body)
-        return committed
+        with self._seq_lock:
+            seq = next(self._seq)
+            self._unanswered.add(seq)
+            seq_low = min(self._unanswered)
+        try:
+            return self.cluster.append(self.client_id, seq, kind, body, seq_low)
+        finally:
+            with self._seq_lock:
+                self._unanswered.discard(seq)
 
     def read_index(self) -> int:
         return self.cluster.log.last_index
@@ -168,9 +182,11 @@ class InprocCluster:
         self.connections.append(connection)
         return Session(replica, connection)
 
-    def append(self, client: str, seq: int, kind: str, body: bytes) -> Committed:
+    def append(
+        self, client: str, seq: int, kind: str, body: bytes, seq_low: int | None = None
+    ) -> Committed:
         with self.events_lock:
-            committed, event = self.log.append(client, seq, kind, body)
+            committed, event = self.log.append(client, seq, kind, body, seq_low)
             self.events.append(event)
         for connection in list(self.connections):
             if not connection.held:

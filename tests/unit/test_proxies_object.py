@@ -100,18 +100,22 @@ def test_singleton_attach_or_create(cluster: InprocCluster) -> None:
     assert inv.total == 5
 
 
-RACE_BARRIER = threading.Barrier(2, timeout=30)
+RACE_INITS: list[str] = []
+RACE_IN_INIT = threading.Event()
+RACE_RELEASE = threading.Event()
 
 
 @superstatic.clustered(name="tests.unit.raced-singleton")
 class Raced:
     def __init__(self, creator: str) -> None:
-        # Both creators get here before either commits: a real race on the root table.
-        RACE_BARRIER.wait()
+        RACE_INITS.append(creator)
+        RACE_IN_INIT.set()
+        # Held until the other creator is waiting: a real race on the creation.
+        assert RACE_RELEASE.wait(30)
         self.creator = creator
 
 
-def test_racing_creators_converge_on_the_first_committed(cluster: InprocCluster) -> None:
+def test_racing_creators_run_init_once_and_share_the_result(cluster: InprocCluster) -> None:
     sessions = [cluster.session(), cluster.session()]
     found: dict[str, Any] = {}
     errors: list[BaseException] = []
@@ -122,15 +126,21 @@ def test_racing_creators_converge_on_the_first_committed(cluster: InprocCluster)
         except BaseException as exc:  # reported below, not lost in the thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=create, args=(f"s{i}", s)) for i, s in enumerate(sessions)]
-    for t in threads:
-        t.start()
-    for t in threads:
+    first = threading.Thread(target=create, args=("s0", sessions[0]))
+    first.start()
+    assert RACE_IN_INIT.wait(30)
+    second = threading.Thread(target=create, args=("s1", sessions[1]))
+    second.start()
+    second.join(timeout=0.3)  # it must be waiting for the first one's commit, not creating
+    assert second.is_alive() and RACE_INITS == ["s0"]
+    RACE_RELEASE.set()
+    for t in (first, second):
         t.join(timeout=60)
     assert not errors, errors
-    creators = {found["s0"].creator, found["s1"].creator}
-    assert len(creators) == 1, creators  # both attached to the one committed singleton
-    assert cluster.session().attach(Raced, ("late",)).creator in creators
+    assert RACE_INITS == ["s0"]  # __init__ ran once in the whole cluster
+    assert found["s0"].creator == found["s1"].creator == "s0"
+    assert cluster.session().attach(Raced, ("late",)).creator == "s0"
+    assert RACE_INITS == ["s0"]
 
 
 def test_exception_in_method_commits_nothing(cluster: InprocCluster) -> None:
@@ -267,7 +277,7 @@ def test_objects_of_unregistered_classes_load_as_placeholders(cluster: InprocClu
 
     def body() -> None:
         # What another process storing an instance of a class this one never registered does.
-        txn = txn_module.state.txn
+        txn = txn_module.current()
         assert txn is not None
         node = make_node(session.replica, session.new_oid(), "obj", "elsewhere.Thing", txn)
         txn.add_new([node])
@@ -298,7 +308,7 @@ def test_placeholders_become_instances_when_the_class_is_registered(
     d = session.root("late", dict)
 
     def body() -> None:
-        txn = txn_module.state.txn
+        txn = txn_module.current()
         assert txn is not None
         node = make_node(session.replica, session.new_oid(), "obj", "tests.unit.Late", txn)
         txn.add_new([node])

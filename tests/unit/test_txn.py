@@ -184,7 +184,7 @@ def test_read_only_transaction_and_read_versions(cluster: InprocCluster) -> None
 
     def body() -> int:
         value = cfg["a"]
-        captured.append(dict(txn_module.state.txn.reads))  # type: ignore[union-attr]
+        captured.append(dict(txn_module.current().reads))  # type: ignore[union-attr]
         return value
 
     assert session.run(body) == 1
