@@ -185,6 +185,9 @@ class Connection:
         self.endpoints = list(endpoints)
         self.replica = replica
         self.client_id = secrets.token_hex(16)  # 128 random bits: sessions never collide
+        # The process that owns the socket and the I/O thread: a forked child has neither
+        # (client/default.py gives it a connection of its own; this one must stay untouched).
+        self._pid = os.getpid()
         self.timeout_ms_request = (
             timeout_ms_from_env() if timeout_ms_request is None else timeout_ms_request
         )
@@ -280,6 +283,8 @@ class Connection:
     def close(self) -> None:
         """Ends the session: a best-effort "close" entry (bounded wait), then stops the I/O
         thread and closes the socket."""
+        if os.getpid() != self._pid:
+            return  # inherited by a fork: the session, socket and thread are the parent's
         with self._lock:
             if self._close_started:
                 return
@@ -312,6 +317,12 @@ class Connection:
         return self._closing
 
     def _call(self, request: _Request) -> Any:
+        if os.getpid() != self._pid:
+            raise Error(
+                "this superstatic connection belongs to the parent process (it was inherited by "
+                "os.fork()); a forked child connects on its own: use superstatic's API, not a "
+                "Connection object kept from before the fork"
+            )
         timeout_s = self.timeout_ms_request / 1000
         request.deadline = time.monotonic() + timeout_s
         if not self._enqueue(request, bounded=True):

@@ -1,16 +1,40 @@
-"""The process's default session, created by connect() or on first use."""
+"""The process's default session, created by connect() or on first use.
+
+Fork safety: a forked child must not use its parent's connection (the socket and the I/O
+thread belong to the parent; the child has a copy of the socket's memory and no thread). The
+`os.register_at_fork` hooks below make the fork happen between two log entries (the replica
+lock is held across it, so the child's replica is a whole prefix of the log), then give the
+child fresh locks and drop the parent's connection, unclosed. The child keeps the replica (so
+objects the parent obtained before forking, e.g. in a pre-fork server, stay the same objects)
+and starts a connection of its own, a new session with a new client id, right away in the
+background: it subscribes from the replica's index, so even a child that only reads sees new
+writes. Its first use of superstatic waits for that connection.
+"""
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import os
 import threading
+from typing import Any
 
+from superstatic.objects import txn as _txn
 from superstatic.objects.session import Session
 from superstatic.protocol.errors import Error
 
 _lock = threading.Lock()
 _default: Session | None = None
 _endpoints: list[str] | None = None
+# Connections a forked child inherited: never used, only kept referenced (their sockets belong
+# to the parent; pyzmq does not close what another process opened, but nothing should try).
+_inherited: list[Any] = []
+
+
+def _new_connection(endpoints: list[str]) -> Any:
+    from superstatic.client.connection import Connection
+
+    return lambda replica: Connection(list(endpoints), replica)
 
 
 def connect(endpoints: list[str] | str | None = None) -> Session:
@@ -18,7 +42,6 @@ def connect(endpoints: list[str] | str | None = None) -> Session:
     embedded single-node agent for the current directory). Idempotent for the same endpoints."""
     global _default, _endpoints
     from superstatic.client import embedded
-    from superstatic.client.connection import Connection
     from superstatic.objects.replica import Replica
 
     if isinstance(endpoints, str):
@@ -31,11 +54,11 @@ def connect(endpoints: list[str] | str | None = None) -> Session:
                 f"already connected to {_endpoints}; call superstatic.close() before connecting "
                 "to other agents"
             )
-        resolved = embedded.resolve_endpoints(endpoints)
+        resolved = list(embedded.resolve_endpoints(endpoints))
         replica = Replica()
-        connection = Connection(list(resolved), replica)
-        session = Session(replica, connection)
-        _default, _endpoints = session, list(resolved)
+        factory = _new_connection(resolved)
+        session = Session(replica, factory(replica), factory)
+        _default, _endpoints = session, resolved
     session.sync()  # start from the cluster's current state, not an empty replica
     return session
 
@@ -55,4 +78,56 @@ def close() -> None:
         session.close()
 
 
+# ---------------------------------------------------------------------------------- fork
+
+
+# The session whose replica lock is held across a fork (the hooks run in the forking thread).
+_forking: dict[int, Session] = {}
+
+
+def _before_fork() -> None:
+    session = _default
+    if session is not None:
+        # Between entries: the child must not copy a half-applied replica.
+        session.replica.lock.acquire()
+        _forking[threading.get_ident()] = session
+
+
+def _after_fork_in_parent() -> None:
+    session = _forking.pop(threading.get_ident(), None)
+    if session is not None:
+        session.replica.lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _lock, _default
+    session = _forking.pop(threading.get_ident(), None)
+    _forking.clear()
+    _lock = threading.Lock()  # another thread of the parent may have held it
+    running = _txn.current()
+    _txn.reset_after_fork(running)
+    if session is None:
+        return
+    session.replica.lock.release()  # acquired by this thread before the fork
+    _default = session
+    inherited = session.after_fork(running is not None)
+    if inherited is not None:
+        _inherited.append(inherited)
+    if not session.closed:
+        # Connect now, in the background, so the replica follows the log even in a child that
+        # only reads; the child's first write, sync() or C() waits for it (Session.connection).
+        threading.Thread(target=_connect_quietly, args=(session,), daemon=True).start()
+
+
+def _connect_quietly(session: Session) -> None:
+    # A failure here is retried, and reported, by the child's first use of the session.
+    with contextlib.suppress(Exception):
+        _ = session.connection
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 atexit.register(close)
