@@ -133,6 +133,11 @@ class Txn:
         if node.dead:
             if node.replica.detached is not None:
                 raise Error(f"object {node.oid}: {node.replica.detached}")
+            if self.reads_moved():
+                # Collected by an entry applied under this body: what led the body to it has
+                # changed too, so the body re-runs on the current state instead.
+                self.doomed = True
+                raise Doomed()
             raise Error(
                 f"object {node.oid} no longer exists in the cluster (it was unreachable from "
                 "every root and was collected, or its transaction did not commit); get it "
