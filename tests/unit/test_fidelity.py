@@ -634,6 +634,34 @@ def test_row12_dict_changing_size_while_iterated_raises_as_plain(
         session.run(body)
 
 
+# ---------------------------------------------------------------------------------- row 14
+
+
+def test_row14_objects_of_a_closed_session_raise_clearly(cluster: InprocCluster) -> None:
+    session = cluster.session()
+    d = session.root("row14", dict)
+    d["x"] = [1]
+    inner, obj = d["x"], session.attach(Row10)
+    session.close()
+    uses = [
+        lambda: d["x"],
+        lambda: len(d),
+        lambda: d.get("x"),
+        lambda: list(d),
+        lambda: d == {},
+        lambda: inner[0],
+        lambda: obj.a,
+        lambda: d.__setitem__("y", 1),
+        lambda: inner.append(2),
+        lambda: setattr(obj, "a", 5),
+    ]
+    for use in uses:
+        with pytest.raises(superstatic.Error, match="connection was closed"):
+            use()
+    assert "closed superstatic connection" in repr(d) + repr(obj)
+    assert superstatic.plain(fresh(cluster).root("row14", dict)) == {"x": [1]}
+
+
 # ---------------------------------------------------------------------------------- rows 15, 16
 
 
