@@ -123,6 +123,9 @@ CBOR_MESSAGE_CHARS_MAX = 160
 # Longest text of a Decimal (digits and exponent) and of a zone key the decoder accepts.
 DECIMAL_TEXT_CHARS_MAX = 4096
 ZONE_KEY_CHARS_MAX = 128
+# Bits of a Fraction's numerator and denominator: Fraction() reduces them with a gcd, whose cost
+# grows with their size, and no stored value needs more.
+FRACTION_BITS_MAX = 4096
 # Enum payload kinds: by member name (plain Enum), by int value (IntEnum, IntFlag, int mixins),
 # by str value (StrEnum, str mixins), by int value of a Flag that is not an int.
 ENUM_BY_NAME, ENUM_BY_INT, ENUM_BY_STR, ENUM_FLAG = 0, 1, 2, 3
@@ -362,6 +365,8 @@ def _decode_fraction(payload: Any) -> fractions.Fraction:
     num, den = _items(payload, 2, "Fraction")
     if type(num) is not int or type(den) is not int or den <= 0:
         raise BadPayload("Fraction payload is [numerator, denominator > 0] ints")
+    if max(num.bit_length(), den.bit_length()) > FRACTION_BITS_MAX:
+        raise BadPayload(f"a Fraction has at most FRACTION_BITS_MAX={FRACTION_BITS_MAX} bits")
     return fractions.Fraction(num, den)
 
 

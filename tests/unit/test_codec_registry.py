@@ -84,6 +84,7 @@ def test_enum_forms_compare_like_the_members() -> None:
         (codec.TAG_FRACTION, [1, 0]),
         (codec.TAG_FRACTION, [1, -2]),
         (codec.TAG_FRACTION, ["1", 2]),
+        (codec.TAG_FRACTION, [1 << codec.FRACTION_BITS_MAX, 3]),
         (codec.TAG_ENUM, ["app.E", 9, 1]),
         (codec.TAG_ENUM, ["app.E", codec.ENUM_BY_INT, "1"]),
         (codec.TAG_ENUM, ["", codec.ENUM_BY_NAME, "A"]),
