@@ -236,8 +236,11 @@ class _NodeCache:
             assert node is not None, oid
             record = ops.encode_node(node.version, node.kind, node.container, node.class_name)
             record_put(txn, self._db, oid.encode(), record)
-            exact = len(record) + VERSION_GROWTH_BYTES  # encoded anyway: the bound tightens
-            assert exact <= node.size_bytes, ("a record outgrew its size bound", oid)
+            # The bound held the record as encoded now (its version may have grown by up to
+            # VERSION_GROWTH_BYTES since the bound was set); it tightens to this length plus
+            # the slack for later versions.
+            assert len(record) <= node.size_bytes, ("a record outgrew its size bound", oid)
+            exact = len(record) + VERSION_GROWTH_BYTES
             self._bytes += exact - node.size_bytes
             node.size_bytes = exact
         self._dirty.clear()
