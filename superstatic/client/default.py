@@ -110,7 +110,8 @@ def _after_fork_in_child() -> None:
         return
     session.replica.lock.release()  # acquired by this thread before the fork
     _default = session
-    inherited = session.after_fork(running is not None)
+    pin = running.pin if running is not None and running.replica is session.replica else None
+    inherited = session.after_fork(pin)
     if inherited is not None:
         _inherited.append(inherited)
     if not session.closed:

@@ -12,6 +12,7 @@ entry) are allocated in a first pass so they can reference each other, cycles in
 from __future__ import annotations
 
 import datetime
+import itertools
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -64,9 +65,14 @@ class Replica:
         # Bumped (under `lock`) before each entry or snapshot that changes nodes: a body that
         # sees it unchanged since its reads began read one consistent state (txn.Txn.stable).
         self.gen = 0
-        # Bodies running (pins) and whether the I/O thread is waiting to apply: see pin().
+        # Bodies running (pins, by serial) and whether the I/O thread is waiting to apply: see
+        # pin(). Pins up to `_overridden` already held entries back for PIN_MS_MAX once: later
+        # entries do not wait for them again (an asyncio task suspended in a block for minutes
+        # must not slow every entry by PIN_MS_MAX).
         self._gate = threading.Condition(threading.Lock())
-        self._pins = 0
+        self._pins: dict[int, None] = {}
+        self._pin_serial = itertools.count(1)
+        self._overridden = 0
         self._apply_waiting = 0
         self.applied_index = 0
         self.nodes: dict[str, Node] = {}
@@ -148,39 +154,46 @@ class Replica:
                 _detach_ref(node.ref, reason)
                 node.live = _Detached(reason)  # what the Python-level read paths consult
 
-    def reset_after_fork(self, pinned: bool) -> None:
+    def reset_after_fork(self, pin: int | None) -> None:
         """In a forked child (only the forking thread survives): fresh synchronization state.
-        `pinned`: whether the forking thread is inside a transaction body."""
+        `pin`: the pin of the forking thread's transaction body, if it is inside one."""
         self._gate = threading.Condition(threading.Lock())
-        self._pins = 1 if pinned else 0
+        self._pins = {} if pin is None else {pin: None}
         self._apply_waiting = 0
         self.contention = ContentionTracker()
 
     # ------------------------------------------------------------------ bodies vs applying
 
-    def pin(self) -> int:
+    def pin(self) -> tuple[int, int]:
         """A transaction body starts: entries are held back while it runs (bounded by
-        PIN_MS_MAX). Returns the generation its reads start from. If the I/O thread is waiting
-        to apply, the body first lets it (new bodies would otherwise starve it)."""
+        PIN_MS_MAX). Returns the pin's serial (for unpin) and the generation its reads start
+        from. If the I/O thread is waiting to apply, the body first lets it (new bodies would
+        otherwise starve it)."""
         with self._gate:
             if self._apply_waiting:
                 self._gate.wait_for(lambda: not self._apply_waiting, PIN_MS_MAX / 1000)
-            self._pins += 1
+            serial = next(self._pin_serial)
+            self._pins[serial] = None
         with self.lock:  # no entry half-applied: the generation matches the contents
-            return self.gen
+            return serial, self.gen
 
-    def unpin(self) -> None:
+    def unpin(self, serial: int) -> None:
         with self._gate:
-            assert self._pins > 0
-            self._pins -= 1
-            if self._pins == 0:
+            self._pins.pop(serial, None)  # (absent in a forked child: the pin was the parent's)
+            if not self._blocking():
                 self._gate.notify_all()
+
+    def _blocking(self) -> bool:
+        overridden = self._overridden
+        return any(serial > overridden for serial in self._pins)
 
     def _hold_bodies(self) -> None:
         with self._gate:
             self._apply_waiting += 1
-            if self._pins:
-                self._gate.wait_for(lambda: self._pins == 0, PIN_MS_MAX / 1000)
+            if self._blocking() and not self._gate.wait_for(
+                lambda: not self._blocking(), PIN_MS_MAX / 1000
+            ):
+                self._overridden = max(self._pins)  # they had their window
 
     def _release_bodies(self) -> None:
         with self._gate:

@@ -107,7 +107,7 @@ class Session:
                 self._connection = connection
             return self._connection
 
-    def after_fork(self, in_body: bool) -> ConnectionLike | None:
+    def after_fork(self, pin: int | None) -> ConnectionLike | None:
         """In a forked child: the parent's connection (its socket, its I/O thread) is not ours.
         It is dropped, unclosed (closing it would end the parent's session); the replica, a
         valid prefix of the log, is kept, so objects the parent handed down stay the same
@@ -116,7 +116,7 @@ class Session:
         old = self._connection
         self._connection = None
         self._reconnect_lock = threading.Lock()
-        self.replica.reset_after_fork(in_body)
+        self.replica.reset_after_fork(pin)
         return old
 
     # ------------------------------------------------------------------ ids

@@ -85,6 +85,7 @@ class Txn:
         "new_nodes",
         "ops",
         "pending",
+        "pin",
         "reads",
         "replica",
         "session",
@@ -100,6 +101,7 @@ class Txn:
         self.thread = _thread_id()
         self.active = False
         self.token: contextvars.Token[Txn | None] | None = None
+        self.pin = 0  # the replica pin held while the body runs (Replica.pin)
         # The replica's apply generation the reads so far are consistent with (see stable()).
         self.gen = 0
         self.doomed = False
@@ -331,7 +333,7 @@ def body_enter(txn: Txn) -> None:
     """`txn`'s body starts in this thread/task: pin the replica, install the overlays."""
     global _bodies_active
     assert current() is None and not txn.active
-    txn.gen = txn.replica.pin()
+    txn.pin, txn.gen = txn.replica.pin()
     try:
         with _toggle_lock:
             if _bodies_active == 0:
@@ -340,7 +342,7 @@ def body_enter(txn: Txn) -> None:
                         setattr(cls, name, value)
             _bodies_active += 1
     except BaseException:
-        txn.replica.unpin()
+        txn.replica.unpin(txn.pin)
         raise
     txn.active = True
     txn.token = _CURRENT.set(txn)
@@ -362,7 +364,7 @@ def body_exit(txn: Txn) -> None:
             for cls, attrs in _overlays:
                 for name in attrs:
                     delattr(cls, name)
-    txn.replica.unpin()
+    txn.replica.unpin(txn.pin)
 
 
 def run_body(txn: Txn, body: Callable[[], Any]) -> Any:

@@ -104,3 +104,31 @@ def test_a_block_whose_reads_moved_raises_conflict(cluster: InprocCluster) -> No
     t.join(TIMEOUT_S)
     assert len(outcome) == 1 and isinstance(outcome[0], superstatic.ConflictError)
     assert "y" not in d
+
+
+def test_a_body_holds_entries_back_once_not_for_every_entry(cluster: InprocCluster) -> None:
+    """A body suspended for long (an asyncio task awaiting inside a block) had its window after
+    the first forced apply: later entries do not wait PIN_MS_MAX for it again."""
+    session = cluster.session()
+    d = session.root("once", dict)
+    entered, go_on = threading.Event(), threading.Event()
+
+    def block() -> None:
+        with session.transaction():
+            _ = d.get("x")
+            entered.set()
+            assert go_on.wait(TIMEOUT_S)
+
+    t = threading.Thread(target=block)
+    t.start()
+    assert entered.wait(TIMEOUT_S)
+    replica = session.replica
+    assert replica._blocking()  # the open block holds entries back...
+    d["x"] = 1  # ...for this entry (applied after PIN_MS_MAX)
+    assert not replica._blocking()  # ...and no longer for the next ones
+    d["y"] = 2
+    assert d["x"] == 1 and d["y"] == 2
+    go_on.set()
+    t.join(TIMEOUT_S)
+    with session.transaction():  # a new body pins as usual
+        assert replica._blocking()
