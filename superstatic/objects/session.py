@@ -360,6 +360,9 @@ class Session:
         def create() -> Any:
             txn = _txn.current()
             assert txn is not None
+            claim_node = _node.node_of(claim)
+            if claim_node is None or claim_node.dead:
+                return None  # taken over, and the singleton made, while this one waited
             owner = claim.get("owner")  # read: a take-over makes this commit conflict
             if owner != me:
                 return None

@@ -634,6 +634,54 @@ def test_row12_dict_changing_size_while_iterated_raises_as_plain(
         session.run(body)
 
 
+# ---------------------------------------------------------------------------------- row 13
+
+INITS: list[str] = []
+
+
+@superstatic.clustered(name="tests.fidelity.claimed")
+class Claimed:
+    def __init__(self, who: str) -> None:
+        INITS.append(who)
+        self.who = who
+
+
+def test_row13_a_claim_whose_creator_died_is_taken_over(
+    cluster: InprocCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from superstatic.objects import session as session_module
+
+    monkeypatch.setattr(session_module, "CREATE_CLAIM_S", 0.3)
+    dead = cluster.session()
+    name = Claimed.__superstatic_name__
+    key = session_module._claim_key(name)
+    me = dead.connection.client_id
+    state, _claim = dead.run(lambda: dead._claim(name, key, me, None))
+    assert state == "claimed"  # ... and this creator never finishes (it died)
+    alive = cluster.session()
+    obj = alive.attach(Claimed, ("alive",))
+    assert obj.who == "alive" and INITS == ["alive"]
+    assert key not in alive.replica.roots_node().live  # the claim is gone
+    assert fresh(cluster).attach(Claimed, ("late",)).who == "alive" and INITS == ["alive"]
+
+
+def test_row13_init_raising_releases_the_claim(cluster: InprocCluster) -> None:
+    calls: list[int] = []
+
+    @superstatic.clustered(name="tests.fidelity.fails-once")
+    class FailsOnce:
+        def __init__(self) -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("first try fails")
+            self.ok = True
+
+    session = cluster.session()
+    with pytest.raises(RuntimeError, match="first try"):
+        session.attach(FailsOnce)
+    assert fresh(cluster).attach(FailsOnce).ok and len(calls) == 2  # no claim left behind
+
+
 # ---------------------------------------------------------------------------------- row 14
 
 
