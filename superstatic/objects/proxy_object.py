@@ -122,11 +122,6 @@ class AttrStore(MutableMapping[str, Any]):
     def copy(self) -> dict[str, Any]:
         return {name: self[name] for name in self._names}
 
-    def adopt_native(self, name: str) -> None:
-        """`name` was set on the instance without going through this store (object.__setattr__
-        in a constructor): make it one of the node's attributes."""
-        self._names[name] = None
-
     def __repr__(self) -> str:
         return f"AttrStore({self.copy()!r})"
 
