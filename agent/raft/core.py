@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from superstatic_agent.raft.log import RaftLog
 from superstatic_agent.raft.membership import (
@@ -39,6 +39,10 @@ from superstatic_agent.raft.types import (
 
 # ReadIndex requests waiting at the leader (for its first commit, or for a heartbeat quorum).
 READS_PENDING_MAX = 4096
+# A read context is the shell's name for one read; the core adds READ_NONCE_BYTES to it when it
+# forwards the read, so the whole still fits the peer codec's CONTEXT_BYTES_MAX (256).
+READ_CONTEXT_BYTES_MAX = 128
+READ_NONCE_BYTES = 8
 # A SNAPSHOT nobody answered is sent again after this many election timeouts. Long, because the
 # shell may still be streaming a large snapshot; the shell can drop a duplicate it is already
 # shipping to the same peer.
@@ -49,12 +53,16 @@ TRANSFER_CONTEXT = b"transfer"
 
 @dataclass(slots=True)
 class _Read:
-    """A ReadIndex request at the leader, answered once a quorum acknowledged a heartbeat."""
+    """A ReadIndex request at the leader (thesis 6.4), answered once a majority of voters
+    acknowledged a heartbeat round numbered `round` or later. Rounds are numbered per
+    leadership and only rounds broadcast after the read was registered are >= `round`, so an
+    acknowledgement that was already in flight (or one for an earlier read that happened to use
+    the same context) can never confirm it."""
 
     index: int
     requester: str
     context: bytes
-    acks: set[str] = field(default_factory=set)
+    round: int
 
 
 class RaftNode:
@@ -107,6 +115,16 @@ class RaftNode:
         self._prs: dict[str, Progress] = {}
         self._reads: dict[bytes, _Read] = {}
         self._reads_waiting: list[tuple[str, bytes]] = []
+        # Leader: heartbeat rounds of this leadership (carried in HEARTBEAT/HEARTBEAT_RESP
+        # `index`), the newest round each voter acknowledged, and whether a round is owed to
+        # reads registered since the last one.
+        self._heartbeat_round = 0
+        self._round_acked: dict[str, int] = {}
+        self._pending_read_bcast = False
+        # Prefixed to every read this incarnation forwards; an answer without it belongs to a
+        # read of an earlier incarnation (whose shell context may have been reused) and is
+        # dropped, never delivered as a ReadState.
+        self._read_nonce = rng.getrandbits(8 * READ_NONCE_BYTES).to_bytes(READ_NONCE_BYTES, "big")
         self._transferee: str | None = None
         self._pending_conf_index = 0
         self._pending_bcast = False
@@ -247,7 +265,12 @@ class RaftNode:
 
     def read_index(self, context: bytes) -> None:
         if not context:
-            raise Dropped("empty read context (reserved for plain heartbeats)", self._leader)
+            raise Dropped("empty read context", self._leader)
+        if len(context) > READ_CONTEXT_BYTES_MAX:
+            raise Dropped(
+                f"READ_CONTEXT_BYTES_MAX={READ_CONTEXT_BYTES_MAX}: context of {len(context)} bytes",
+                self._leader,
+            )
         if self._role is Role.LEADER:
             if not self._handle_read_index(self._id, context):
                 raise Dropped(
@@ -256,7 +279,8 @@ class RaftNode:
             return
         if self._leader is None:
             raise Dropped("no leader", None)
-        self._send(Message(MsgType.READ_INDEX, self._id, self._leader, self._term, context=context))
+        wrapped = self._read_nonce + context
+        self._send(Message(MsgType.READ_INDEX, self._id, self._leader, self._term, context=wrapped))
 
     def transfer_leadership(self, to: str) -> None:
         if self._role is not Role.LEADER:
@@ -302,6 +326,7 @@ class RaftNode:
             or self._pending_snapshot is not None
             or self._pending_bcast
             or self._pending_commit_bcast
+            or self._pending_read_bcast
             or self._log.unstable_from <= self._log.last_index
             or self._log.commit > self._applying
             or self._hard_state() != self._prev_hard
@@ -432,8 +457,10 @@ class RaftNode:
         elif t is MsgType.TIMEOUT_NOW:
             if self._promotable():
                 self._campaign(pre=False, transfer=True)
-        elif t is MsgType.READ_INDEX_RESP:
-            self._read_states.append(ReadState(m.context, m.index))
+        elif t is MsgType.READ_INDEX_RESP and m.context[:READ_NONCE_BYTES] == self._read_nonce:
+            # Without our nonce it answers a read an earlier incarnation of this node forwarded:
+            # the shell may have reused that context for a newer read, which it must not answer.
+            self._read_states.append(ReadState(m.context[READ_NONCE_BYTES:], m.index))
         # PROPOSE / READ_INDEX reaching a follower: the sender's view of the leader is stale;
         # dropping is safe (the client retries), forwarding could loop.
 
@@ -523,7 +550,8 @@ class RaftNode:
     def _handle_heartbeat(self, m: Message) -> None:
         # The leader sends min(our match, its commit), so this never passes our durable log.
         self._log.commit_to(m.commit)
-        self._send(Message(MsgType.HEARTBEAT_RESP, self._id, m.frm, self._term, context=m.context))
+        # Echo the round: the leader counts it for the reads registered before that round.
+        self._send(Message(MsgType.HEARTBEAT_RESP, self._id, m.frm, self._term, index=m.index))
 
     def _handle_snapshot(self, m: Message) -> None:
         meta = m.snapshot
@@ -595,8 +623,12 @@ class RaftNode:
             pr.inflights.free_first()
         if pr.state is not ProgressState.SNAPSHOT and pr.match < self._log.last_index:
             self._send_append(m.frm, send_empty=True)
-        if m.context and m.frm in self.conf.voters:
-            self._ack_read(m.frm, m.context)
+        if m.frm in self.conf.voters:
+            acked = m.index  # the heartbeat round this reply answers
+            if self._round_acked.get(m.frm, 0) < acked <= self._heartbeat_round:
+                self._round_acked[m.frm] = acked
+                self._confirm_reads()
+            # A round above ours was never sent by this leadership: garbage, ignored.
 
     # -- ReadIndex -----------------------------------------------------------------------------
 
@@ -611,32 +643,30 @@ class RaftNode:
             # Our commit index may lag the previous leader's until our NOOP commits.
             self._reads_waiting.append((requester, context))
             return True
-        voters = self.conf.voters
-        if voters == (self._id,):
+        if self.conf.voters == (self._id,):
             self._answer_read(requester, context, self._log.commit)
             return True
-        read = _Read(self._log.commit, requester, context)
-        if self._id in voters:
-            read.acks.add(self._id)
-        self._reads[context] = read
-        self._bcast_heartbeat(context)
+        # Only rounds broadcast from now on count; the next ready() sends one (several reads
+        # registered in between share it).
+        self._reads[context] = _Read(
+            self._log.commit, requester, context, self._heartbeat_round + 1
+        )
+        self._pending_read_bcast = True
         return True
 
-    def _ack_read(self, voter: str, context: bytes) -> None:
-        read = self._reads.get(context)
-        if read is None:
-            return
-        read.acks.add(voter)
+    def _confirm_reads(self) -> None:
+        """Answer, in order, every read whose round a majority of voters acknowledged."""
         voters = self.conf.voters
-        if vote_result(voters, dict.fromkeys(read.acks & set(voters), True)) is not True:
-            return
-        # A quorum confirmed our leadership after every earlier request arrived too.
+        acked = {voter: self._round_acked.get(voter, 0) for voter in voters}
+        if self._id in voters:
+            acked[self._id] = self._heartbeat_round  # we trivially confirm our own rounds
+        confirmed_round = committed_index(voters, acked)
         while self._reads:
-            ctx, earlier = next(iter(self._reads.items()))
-            del self._reads[ctx]
-            self._answer_read(earlier.requester, earlier.context, earlier.index)
-            if ctx == context:
-                break
+            context, read = next(iter(self._reads.items()))
+            if read.round > confirmed_round:
+                break  # later reads have later (or equal) rounds: FIFO
+            del self._reads[context]
+            self._answer_read(read.requester, read.context, read.index)
 
     def _answer_read(self, requester: str, context: bytes, index: int) -> None:
         if requester == self._id:
@@ -747,7 +777,9 @@ class RaftNode:
         self._send(Message(MsgType.TIMEOUT_NOW, self._id, to, self._term))
 
     def _flush_broadcasts(self) -> None:
-        """Send what proposals and commits since the last Ready call for, batched."""
+        """Send what proposals, commits and reads since the last Ready call for, batched."""
+        if self._pending_read_bcast:
+            self._bcast_heartbeat()
         if self._pending_bcast:
             self._pending_bcast = False
             for node in self._prs:
@@ -767,12 +799,20 @@ class RaftNode:
         for node in self._prs:
             self._send_append(node, send_empty=True)
 
-    def _bcast_heartbeat(self, context: bytes) -> None:
+    def _bcast_heartbeat(self) -> None:
+        """One heartbeat round: a new round number, to every follower (reads wait for it)."""
+        self._heartbeat_round += 1
+        self._pending_read_bcast = False
         for node, pr in self._prs.items():
             commit = min(pr.match, self._log.commit)
             self._send(
                 Message(
-                    MsgType.HEARTBEAT, self._id, node, self._term, commit=commit, context=context
+                    MsgType.HEARTBEAT,
+                    self._id,
+                    node,
+                    self._term,
+                    commit=commit,
+                    index=self._heartbeat_round,
                 )
             )
 
@@ -797,9 +837,9 @@ class RaftNode:
                     self._send_append(node, send_empty=True)
         if self._heartbeat_elapsed >= self._config.ticks_heartbeat:
             self._heartbeat_elapsed = 0
-            # Carry the newest pending read, so a lost heartbeat round does not strand it.
-            context = next(reversed(self._reads)) if self._reads else b""
-            self._bcast_heartbeat(context)
+            # Every round counts for every read registered before it, so a lost round does
+            # not strand a read: the next periodic one confirms it.
+            self._bcast_heartbeat()
 
     def _quorum_active(self) -> bool:
         active = {node: True for node, pr in self._prs.items() if pr.recent_active}
@@ -882,6 +922,9 @@ class RaftNode:
         self._prs = {}
         self._reads = {}
         self._reads_waiting = []
+        self._heartbeat_round = 0
+        self._round_acked = {}
+        self._pending_read_bcast = False
         self._transferee = None
         self._pending_conf_index = 0
         self._pending_bcast = False
@@ -944,5 +987,11 @@ class RaftNode:
         if self._role is Role.LEADER:
             assert self._leader == self._id and self._vote == self._id
             assert self._id not in self._prs
+            assert all(r <= self._heartbeat_round for r in self._round_acked.values())
+            previous_round = 0
+            for read in self._reads.values():
+                # FIFO, and no read waits for a round that cannot have been sent yet.
+                assert previous_round <= read.round <= self._heartbeat_round + 1, read
+                previous_round = read.round
         else:
-            assert not self._prs and not self._reads
+            assert not self._prs and not self._reads and not self._round_acked
