@@ -220,6 +220,8 @@ class Server:
         self._reads_new: list[tuple[bytes, int]] = []
         self._reads: dict[bytes, ReadWait] = {}
         self._read_ids = itertools.count(1)
+        # Read contexts carry a random boot nonce: unique across restarts (issue 9, bug 4).
+        self._read_nonce = f"{random.getrandbits(64):016x}"
         self.members = MembershipRequests(config, self.node, self._reply, self._error)
         self.streams = Streams(
             config, self.storage, self.clients, self._error, self.applied, self._halt_damaged
@@ -1093,7 +1095,7 @@ class Server:
                 self._error(identity, req_id, wire.ErrorCode.UNAVAILABLE, message)
             return
         # One ReadIndex round answers every read that arrived this turn.
-        context = f"{self.id}.{next(self._read_ids)}".encode()
+        context = f"{self.id}.{self._read_nonce}.{next(self._read_ids)}".encode()
         try:
             self.node.read_index(context)
         except Dropped as exc:
