@@ -41,12 +41,16 @@ from superstatic_agent.raft.types import (
 READS_PENDING_MAX = 4096
 # A read context is the shell's name for one read; the core adds READ_NONCE_BYTES to it when it
 # forwards the read, so the whole still fits the peer codec's CONTEXT_BYTES_MAX (256).
-READ_CONTEXT_BYTES_MAX = 128
+READ_CONTEXT_BYTES_MAX = 248
 READ_NONCE_BYTES = 8
 # A SNAPSHOT nobody answered is sent again after this many election timeouts. Long, because the
 # shell may still be streaming a large snapshot; the shell can drop a duplicate it is already
 # shipping to the same peer.
 SNAPSHOT_RETRY_ELECTIONS = 8
+# A member being removed keeps getting the log until it holds the entry that removes it, so it
+# learns it is out and stops campaigning (thesis 4.2.3); a member that stays unreachable is
+# given up on after this many election timeouts (it is then simply never answered).
+REMOVED_NOTIFY_ELECTIONS = 8
 # VOTE context of an election started by TIMEOUT_NOW: voters skip the leader-lease check.
 TRANSFER_CONTEXT = b"transfer"
 
@@ -77,6 +81,7 @@ class RaftNode:
         snapshot: SnapshotMeta | None,
         entries: Sequence[Entry],
         applied: int,
+        storage_lost: bool = False,
     ) -> None:
         assert node_id, "empty node id"
         self._id = node_id
@@ -95,6 +100,17 @@ class RaftNode:
         self._rebuild_conf()
         self._term = hard_state.term
         self._vote = hard_state.vote
+        # storage_lost: the shell found this node's storage empty although the cluster already
+        # exists (issue 9, bug 6c): it may have voted in a term it no longer knows. Until a
+        # leader has given it log state it grants no vote and never campaigns. The core cannot
+        # tell lost storage from a new member's, so the shell decides (docs/raft.md, "Empty
+        # storage": why, and what remains).
+        if storage_lost:
+            assert hard_state == HardState(0, None, 0) and snapshot is None and not kept, (
+                "storage_lost with storage that holds something",
+                hard_state,
+            )
+        self._votes_withheld = storage_lost
         commit = max(hard_state.commit, base_index)
         assert commit <= self._log.last_index, ("commit beyond the stored log", commit)
         self._log.commit_to(commit)
@@ -187,6 +203,11 @@ class RaftNode:
         return self._conf_base
 
     @property
+    def votes_withheld(self) -> bool:
+        """Started with storage_lost, and no leader has given it log state yet."""
+        return self._votes_withheld
+
+    @property
     def transferee(self) -> str | None:
         return self._transferee
 
@@ -206,7 +227,7 @@ class RaftNode:
         return {node: (pr.match, pr.next, pr.state.value) for node, pr in sorted(self._prs.items())}
 
     def _promotable(self) -> bool:
-        return self._id in self.conf.voters
+        return self._id in self.conf.voters and not self._votes_withheld
 
     def _hard_state(self) -> HardState:
         return HardState(self._term, self._vote, self._log.commit)
@@ -382,6 +403,11 @@ class RaftNode:
     def step(self, m: Message) -> None:
         if m.to != self._id or m.frm == self._id:
             return  # misaddressed: not ours to judge
+        if m.type in (MsgType.PRE_VOTE, MsgType.VOTE) and m.frm not in self.conf.voters:
+            # Thesis 4.2.3: a server removed from the configuration (that never learned it) must
+            # not disrupt the cluster. Not answered, and our term does not move. A node we do
+            # not know as a voter yet lacks nothing we need: our log lacks its promotion.
+            return
         if m.term > self._term:
             if m.type in (MsgType.PRE_VOTE, MsgType.VOTE):
                 forced = m.context == TRANSFER_CONTEXT
@@ -429,6 +455,8 @@ class RaftNode:
             or (self._vote is None and self._leader is None)
             or (m.type is MsgType.PRE_VOTE and m.term > self._term)
         )
+        if self._votes_withheld:
+            can_vote = False  # we may have voted in this term before our storage was lost
         response = MsgType.PRE_VOTE_RESP if m.type is MsgType.PRE_VOTE else MsgType.VOTE_RESP
         if can_vote and self._log.is_up_to_date(m.index, m.log_term):
             # Answer in the candidate's term so a pre-candidate can count it for its next term.
@@ -538,6 +566,7 @@ class RaftNode:
             )
             return
         last_new, written_from = result
+        self._votes_withheld = False  # a leader's log state: we follow the cluster again
         if written_from:
             # Configurations of replaced entries are gone; appended CONF entries take effect.
             while self._conf_history and self._conf_history[-1][0] >= written_from:
@@ -548,14 +577,31 @@ class RaftNode:
         self._send(Message(MsgType.APPEND_RESP, self._id, m.frm, self._term, index=last_new))
 
     def _handle_heartbeat(self, m: Message) -> None:
-        # The leader sends min(our match, its commit), so this never passes our durable log.
-        self._log.commit_to(m.commit)
-        # Echo the round: the leader counts it for the reads registered before that round.
-        self._send(Message(MsgType.HEARTBEAT_RESP, self._id, m.frm, self._term, index=m.index))
+        # The leader sends min(our match, its commit): within our log, unless our log was lost
+        # (issue 9, bug 6b: an emptied data directory). Then the leader's claim is about
+        # entries we no longer hold, and those we hold now may not be its own: take nothing
+        # from it but the term and leader (step() took those), and still answer.
+        lost = m.commit > self._log.last_index
+        if not lost:
+            self._log.commit_to(m.commit)
+        # Echo the round: the leader counts it for the reads registered before that round. A
+        # rejection tells it where our log really ends, so it replicates again from there.
+        self._send(
+            Message(
+                MsgType.HEARTBEAT_RESP,
+                self._id,
+                m.frm,
+                self._term,
+                index=m.index,
+                reject=lost,
+                reject_hint=self._log.last_index if lost else 0,
+            )
+        )
 
     def _handle_snapshot(self, m: Message) -> None:
         meta = m.snapshot
         assert meta is not None and meta.index >= 1, ("SNAPSHOT without meta", m)
+        self._votes_withheld = False  # a leader's log state: we follow the cluster again
         if meta.index <= self._log.commit:
             pass  # stale: we already have it all; the shell drops the staged data
         elif self._log.match_term(meta.index, meta.term):
@@ -592,6 +638,9 @@ class RaftNode:
                 self._send_append(m.frm, send_empty=True)
             return
         updated = pr.maybe_update(m.index)
+        if pr.departing and pr.match >= pr.departing:
+            del self._prs[m.frm]  # it holds its removal: it knows it is out
+            return
         if pr.state is ProgressState.SNAPSHOT:
             # Installed (or it already had everything): replicate from its match onwards.
             if pr.match + 1 >= self._log.first_index:
@@ -616,6 +665,10 @@ class RaftNode:
             self._send_timeout_now(m.frm)
 
     def _handle_heartbeat_response(self, m: Message, pr: Progress) -> None:
+        if m.reject:
+            # It lost entries it had acknowledged (an emptied data directory): its match is
+            # lower, which only ever delays a future commit, never undoes one.
+            pr.lost_beyond(m.reject_hint)
         pr.probe_sent = False
         if pr.state is ProgressState.REPLICATE and pr.inflights.full():
             # An answer came back, so the link works: make room for one more message, in
@@ -828,6 +881,12 @@ class RaftNode:
                 for pr in self._prs.values():
                     pr.recent_active = False
             self._transferee = None  # a transfer that took an election timeout is abandoned
+        notify_ticks = REMOVED_NOTIFY_ELECTIONS * self._config.ticks_election
+        for node, pr in list(self._prs.items()):
+            if pr.departing:
+                pr.departing_ticks += 1
+                if pr.departing_ticks >= notify_ticks:
+                    del self._prs[node]
         retry_ticks = SNAPSHOT_RETRY_ELECTIONS * self._config.ticks_election
         for node, pr in self._prs.items():
             if pr.state is ProgressState.SNAPSHOT:
@@ -906,6 +965,7 @@ class RaftNode:
 
     def _become_leader(self) -> None:
         assert self._role is Role.CANDIDATE and self._vote == self._id
+        assert not self._votes_withheld, "campaigned while withholding votes"
         self._role = Role.LEADER
         self._leader = self._id
         self._reset()
@@ -951,12 +1011,18 @@ class RaftNode:
                     self._record_conf(entry)
 
     def _on_conf_changed(self) -> None:
-        """Leader: track exactly the current members; the quorum may have moved."""
+        """Leader: track the current members, and removed ones until they know; the quorum
+        may have moved."""
         assert self._role is Role.LEADER
         members = set(self.conf.members()) - {self._id}
-        for node in list(self._prs):
-            if node not in members:
-                del self._prs[node]
+        conf_index = self._conf_history[-1][0] if self._conf_history else 0
+        for node, pr in list(self._prs.items()):
+            if node in members:
+                pr.departing = 0  # added again while it was departing
+            elif not pr.departing:
+                # Removed: keep replicating until it holds this entry (see REMOVED_NOTIFY_...).
+                pr.departing = conf_index
+                pr.departing_ticks = 0
         for node in sorted(members - set(self._prs)):
             self._prs[node] = Progress(self._log.last_index + 1, self._config.inflight_max)
             self._prs[node].recent_active = True  # give a new member one timeout to answer
@@ -988,6 +1054,10 @@ class RaftNode:
             assert self._leader == self._id and self._vote == self._id
             assert self._id not in self._prs
             assert all(r <= self._heartbeat_round for r in self._round_acked.values())
+            members = set(self.conf.members())
+            for node, pr in self._prs.items():
+                # Progress for exactly the members, plus removed nodes still being told.
+                assert (node in members) == (pr.departing == 0), (node, pr.departing)
             previous_round = 0
             for read in self._reads.values():
                 # FIFO, and no read waits for a round that cannot have been sent yet.

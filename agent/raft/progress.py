@@ -50,6 +50,8 @@ class Inflights:
 
 class Progress:
     __slots__ = (
+        "departing",
+        "departing_ticks",
         "inflights",
         "match",
         "next",
@@ -70,6 +72,10 @@ class Progress:
         self.snapshot_index = 0
         self.snapshot_ticks = 0
         self.inflights = Inflights(inflight_max)
+        # Removed from the configuration by the CONF entry at this index (0: a member). The
+        # leader keeps replicating to it until it holds that entry, so it learns of its removal.
+        self.departing = 0
+        self.departing_ticks = 0
 
     def _check(self) -> None:
         assert self.next > self.match, (self.next, self.match)
@@ -129,6 +135,15 @@ class Progress:
         else:
             raise AssertionError("sending entries in snapshot state")
         self._check()
+
+    def lost_beyond(self, last_index: int) -> bool:
+        """The follower says it holds nothing past last_index, below what it acknowledged: its
+        storage was lost. Replicate again from what it still has; False if nothing changes."""
+        if last_index >= self.match:
+            return False
+        self.match = last_index
+        self.become_probe()
+        return True
 
     def maybe_decr_to(self, rejected: int, match_hint: int) -> bool:
         """A rejection of the APPEND whose prev index was `rejected`; False if it is stale.

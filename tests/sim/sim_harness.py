@@ -205,6 +205,7 @@ class SimNode:
         self.read_answers: list[tuple[bytes, int]] = []
         self.snapshots_installed = 0
         self.raft: RaftNode | None = None
+        self.storage_lost = False
         self.start()
 
     @property
@@ -224,7 +225,9 @@ class SimNode:
             snapshot=s.snapshot,
             entries=tuple(s.entries),
             applied=s.sm.applied,
+            storage_lost=self.storage_lost,
         )
+        self.storage_lost = False  # the core remembers until a leader gives it log state
         self.world.checker.on_restart(self.id, self.raft.commit)
         self.staged.clear()
         self.process()
@@ -232,6 +235,14 @@ class SimNode:
     def crash(self) -> None:
         self.raft = None  # all in-memory state gone; storage stays
         self.staged.clear()
+
+    def wipe(self) -> None:
+        """The data directory is lost (emptied or replaced) while the node is down. Like an
+        agent that notices (docs/raft.md, "Empty storage"), the next start passes
+        storage_lost=True to the core."""
+        assert self.raft is None, f"{self.id} must be down to lose its storage"
+        self.storage = Storage(self.storage.initial_conf)
+        self.storage_lost = True
 
     def process(self) -> None:
         """Run the shell loop: while the core has a Ready, persist, check, send, advance."""

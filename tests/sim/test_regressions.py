@@ -79,3 +79,23 @@ def test_reordered_append_in_replicate_state_probes_near_the_end() -> None:
     assert reject.reject_hint == match + 2
     world.nodes[leader].deliver(Envelope(reject))  # before the two acknowledgements
     assert raft.progress()[follower] == (match, match + 3, "probe")
+
+
+def test_a_new_member_that_never_heard_from_a_leader_still_votes() -> None:
+    """Why storage_lost is the shell's call and not inferred from empty storage: a member that
+    never got anything (it started late, or was cut off since the cluster began) must still
+    vote, or one crash leaves the cluster without a quorum. With the rule inferred from empty
+    storage, seed 50 of the issue 9 generator deadlocked like this after healing: the node with
+    the newest log needed the vote of a member that had never received an entry, which refused
+    it forever."""
+    world = World(14, ["a", "b", "c"])
+    world.network.groups = {"c": 1}
+    world.raft("a").step(Message(MsgType.TIMEOUT_NOW, "b", "a", 0))
+    world.nodes["a"].process()
+    world.stabilize()
+    world.propose("a", [b"x"])
+    world.run(5)
+    assert world.leader() == "a" and world.raft("c").last_index == 0
+    world.nodes["a"].crash()
+    world.network.groups = {}
+    world.run_until(lambda: world.leader() == "b", 200)

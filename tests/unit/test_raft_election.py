@@ -12,6 +12,8 @@ from sim_harness import World
 from superstatic_agent.raft.core import RaftNode
 from superstatic_agent.raft.types import (
     ConfState,
+    Entry,
+    EntryKind,
     HardState,
     Message,
     MsgType,
@@ -165,3 +167,86 @@ def test_randomized_timeouts_split_votes_resolve() -> None:
         world = World(100 + seed, ["a", "b", "c", "d", "e"])
         world.network.delay_ticks_max = 1
         elect(world)
+
+
+def voter(node_id: str, hard_state: HardState, entries: tuple[Entry, ...] = ()) -> RaftNode:
+    return RaftNode(
+        node_id,
+        RaftConfig(ticks_election=10, ticks_heartbeat=2),
+        random.Random(1),
+        hard_state=hard_state,
+        conf=ConfState.make(["a", "b", "c"]),
+        snapshot=None,
+        entries=entries,
+        applied=0,
+    )
+
+
+def test_vote_refused_to_a_candidate_whose_log_is_less_up_to_date() -> None:
+    """Thesis 3.6.1 (election restriction): a vote only for a candidate whose last entry has a
+    higher term, or the same term and an index at least as high."""
+    entries = (Entry(1, 2, EntryKind.NORMAL, b"x"), Entry(2, 2, EntryKind.NORMAL, b"y"))
+    for index, log_term, granted in ((5, 1, False), (1, 2, False), (2, 2, True), (1, 3, True)):
+        node = voter("a", HardState(3, None, 0), entries)
+        node.step(Message(MsgType.VOTE, "b", "a", 4, index=index, log_term=log_term))
+        (resp,) = node.ready().messages
+        assert resp.type is MsgType.VOTE_RESP and resp.reject is not granted, (index, log_term)
+
+
+def test_higher_term_heartbeat_teaches_its_term_even_past_our_log() -> None:
+    """Figure 3.1, rules for all servers: a request with a term above ours sets our term and
+    makes us a follower. Issue 9, bug 6b: a HEARTBEAT whose commit lay past our log (our data
+    directory was emptied; the leader still believes we hold its entries) was dropped, so we
+    never learned the term or the leader. Its commit is about entries we do not hold, so it
+    moves nothing; the answer still goes back."""
+    node = voter("b", HardState(0, None, 0))
+    node.step(Message(MsgType.HEARTBEAT, "a", "b", 5, commit=10, index=7))
+    assert (node.term, node.leader, node.commit) == (5, "a", 0)
+    (resp,) = node.ready().messages
+    assert (resp.type, resp.to, resp.term, resp.index) == (MsgType.HEARTBEAT_RESP, "a", 5, 7)
+    assert resp.reject and resp.reject_hint == 0  # where our log really ends
+    # Within our log, the commit is taken as before.
+    follower = voter("b", HardState(2, None, 0), (Entry(1, 2, EntryKind.NORMAL, b"x"),))
+    follower.step(Message(MsgType.HEARTBEAT, "a", "b", 5, commit=1, index=1))
+    assert (follower.term, follower.commit) == (5, 1)
+
+
+def test_at_most_one_vote_per_term_even_after_the_data_directory_is_lost() -> None:
+    """Thesis 3.4 and figure 3.1: a server votes for at most one candidate per term, which is
+    why votedFor is persisted. Issue 9, bug 6c: a voter restarted with an empty data directory
+    knew neither its term nor its vote, and voted a second time in a term, electing a second
+    leader. A node the shell starts with storage_lost grants no vote (and never campaigns) until
+    a leader has given it log state (docs/raft.md, "Empty storage")."""
+    world = World(13, ["a", "b", "c"])
+    world.raft("a").step(Message(MsgType.TIMEOUT_NOW, "b", "a", 0))  # a campaigns at once
+    world.nodes["a"].process()
+    world.stabilize()
+    world.propose("a", [b"x"])
+    world.run(5)
+    assert world.leader() == "a" and world.raft("c").last_index >= 2
+    # c is cut off; b is elected for the next term with a's vote.
+    term = world.raft("c").term
+    world.network.groups = {"c": 1}
+    world.raft("b").step(Message(MsgType.TIMEOUT_NOW, "a", "b", term))
+    world.nodes["b"].process()
+    world.stabilize()
+    assert world.leader() == "b" and world.raft("b").term == term + 1
+    assert world.nodes["a"].storage.hard_state.vote == "b"
+    # a loses its data directory and restarts; c (still in the old term) campaigns, reaching
+    # only a. Voting for c would make c a second leader of term + 1 (the World raises
+    # SafetyViolation: election safety).
+    world.nodes["a"].crash()
+    world.nodes["a"].wipe()
+    world.nodes["a"].start()
+    assert world.raft("a").votes_withheld
+    world.network.groups = {"b": 1}
+    world.raft("c").step(Message(MsgType.TIMEOUT_NOW, "b", "c", term))
+    world.nodes["c"].process()
+    world.stabilize()
+    assert world.raft("c").term == term + 1 and world.raft("c").role is Role.CANDIDATE
+    assert world.raft("a").vote is None
+    # Once a leader gave it log state, a is an ordinary voter again.
+    world.network.groups = {}
+    world.run(5)
+    assert not world.raft("a").votes_withheld
+    assert world.raft("a").last_index == world.raft("b").last_index

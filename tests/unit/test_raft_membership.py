@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sim"))
 
 from sim_harness import World
-from superstatic_agent.raft.core import RaftNode
+from superstatic_agent.raft.core import REMOVED_NOTIFY_ELECTIONS, RaftNode
 from superstatic_agent.raft.types import (
     ConfChange,
     ConfState,
@@ -240,3 +240,47 @@ def test_base_conf_is_what_a_restart_needs() -> None:
     assert raft.conf.learners == ("d",)
     world.nodes[leader].compact()
     assert raft.base_conf == raft.conf  # the change is now inside the snapshot
+
+
+def test_a_removed_server_learns_its_removal_and_stops_campaigning() -> None:
+    """Thesis 4.2.3 (disruptive servers). Issue 9, bug 6a: the leader stopped replicating to a
+    follower the moment it appended the follower's removal, so the follower never held that
+    entry, still believed it was a voter, and pre-voted forever. Now the leader keeps sending
+    to it until it holds the entry (a configuration takes effect when appended)."""
+    world = World(11, ["a", "b", "c", "d"])
+    leader = elect(world)
+    gone = next(n for n in "abcd" if n != leader)
+    change(world, leader, "remove", gone)
+    world.run(10)
+    assert gone not in world.raft(leader).conf.voters
+    assert gone not in world.raft(gone).conf.voters, "the removed node must learn its removal"
+    assert gone not in world.raft(leader).progress(), "told: the leader forgets it"
+    term = world.raft(gone).term
+    world.run(10 * world.config.ticks_election)
+    raft = world.raft(gone)
+    assert raft.role is Role.FOLLOWER and raft.term == term  # it never campaigned
+
+
+def test_removed_server_vote_requests_do_not_disturb_the_cluster() -> None:
+    """Thesis 4.2.3: a removed server that never learned of its removal (cut off while it
+    happened) times out and campaigns with ever higher terms; without PreVote and CheckQuorum
+    nothing else stops it from deposing the leader again and again. Vote requests from a node
+    that is not a voter in the receiver's configuration are ignored."""
+    config = RaftConfig(ticks_election=10, ticks_heartbeat=2, pre_vote=False, check_quorum=False)
+    world = World(12, ["a", "b", "c", "d"], config=config)
+    leader = elect(world)
+    gone = next(n for n in "abcd" if n != leader)
+    world.network.groups = {gone: 1}
+    change(world, leader, "remove", gone)
+    # Long enough for the leader to give up telling it (REMOVED_NOTIFY_ELECTIONS).
+    world.run((REMOVED_NOTIFY_ELECTIONS + 1) * world.config.ticks_election)
+    assert gone not in world.raft(leader).progress()
+    assert gone in world.raft(gone).conf.voters  # it never heard
+    term = world.raft(leader).term
+    assert world.raft(gone).term > term  # and campaigned alone meanwhile
+    world.network.groups = {}
+    world.run(10 * world.config.ticks_election)
+    assert world.leader() == leader and world.raft(leader).term == term
+    world.propose(leader, [b"undisturbed"])
+    world.run(5)
+    assert b"undisturbed" in [d for _, d in world.applied_datas(leader)]
