@@ -1,6 +1,7 @@
 """Run many seeded simulation schedules and report schedules/second.
 
-    .venv/bin/python tests/sim/run_sim.py --seeds 10000 [--start 0] [--chaos-ticks 400]
+    scripts/sim --seeds 10000 [--start 0] [--chaos-ticks 400]
+    (= .venv/bin/python tests/sim/run_sim.py ...)
 
 Exits non-zero on the first failing seed (printing how to rerun it), else prints totals.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -24,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chaos-ticks", type=int, default=CHAOS_TICKS)
     args = parser.parse_args(argv)
     totals: dict[str, int] = {}
+    faults: Counter[str] = Counter()
     started = time.perf_counter()
     for seed in range(args.start, args.start + args.seeds):
         try:
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             "leaders",
         ):
             totals[name] = totals.get(name, 0) + getattr(outcome, name)
+        faults.update(outcome.faults)
     elapsed_s = time.perf_counter() - started
     print(
         f"{args.seeds} schedules (seeds {args.start}..{args.start + args.seeds - 1}, "
@@ -49,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.seeds / elapsed_s:.1f} schedules/s"
     )
     print("totals: " + ", ".join(f"{k}={v}" for k, v in totals.items()))
+    print("faults: " + ", ".join(f"{k}={v}" for k, v in sorted(faults.items())))
     return 0
 
 

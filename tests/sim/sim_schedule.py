@@ -1,9 +1,10 @@
 """Seeded random schedules over the simulated cluster, and their end-of-run checks.
 
-A schedule is a pure function of its seed: cluster shape, Raft config, network faults, and
-every event (proposal, read, crash, restart, partition, compaction, membership change,
-leadership transfer) come from random.Random(seed). Safety is checked after every Ready by
-sim_harness.Checker; liveness and durability after healing, here.
+A schedule is a pure function of its seed: cluster shape, Raft config, network and disk
+faults, and every event (proposal, read, crash or power loss, restart, partition, one-way
+link, compaction, membership change, leadership transfer) come from random.Random(seed).
+Safety is checked after every Ready and every message sent by sim_harness.Checker and
+World.on_read; liveness and durability after healing, here.
 
 Environment knobs: SUPERSTATIC_SIM_SEEDS=N (how many seeds the pytest run covers),
 SUPERSTATIC_SIM_SEED=K (run only seed K).
@@ -14,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 
-from sim_harness import SafetyViolation, World
-from superstatic_agent.raft.membership import apply_change
+from sim_harness import Faults, SafetyViolation, World
 from superstatic_agent.raft.types import (
     ConfChange,
     Dropped,
-    EntryKind,
     RaftConfig,
 )
 
@@ -55,6 +55,8 @@ class Outcome:
     snapshots_installed: int = 0
     conf_changes: int = 0
     leaders: int = 0
+    # Faults injected, by kind (sim_harness.World.fault_counts plus the schedule's own).
+    faults: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
 
 
@@ -89,7 +91,19 @@ def make_world(seed: int) -> World:
     net.drop_rate = rng.choice((0.0, 0.02, 0.1, 0.3))
     net.duplicate_rate = rng.choice((0.0, 0.05, 0.2))
     net.delay_ticks_max = rng.choice((0, 1, 2, 4))
-    world.crash_in_ready_rate = rng.choice((0.0, 0.0, 0.002, 0.01))
+    net.straggler_rate = rng.choice((0.0, 0.0, 0.002, 0.01))
+    net.straggler_ticks_max = 3 * config.ticks_election
+    members = voters + learners
+    world.faults = Faults(
+        crash_in_ready_rate=rng.choice((0.0, 0.0, 0.002, 0.01)),
+        power_loss_share=rng.choice((0.0, 0.5, 1.0)),
+        torn_share=0.5,
+        disk_full_rate=rng.choice((0.0, 0.0, 0.001)),
+        io_error_rate=rng.choice((0.0, 0.0, 0.001)),
+        slow_nodes=frozenset(n for n in members if rng.random() < 0.3),
+        slow_sync_rate=rng.choice((0.1, 0.5)),
+        slow_sync_ticks_max=rng.choice((1, 2, 4)),
+    )
     return world
 
 
@@ -100,15 +114,14 @@ class Schedule:
         self.rng = random.Random(seed * 2 + 1)
         self.out = Outcome(seed)
         self.counter = 0
-        self.read_counter = 0
 
     # -- events --------------------------------------------------------------------------------
 
     def propose(self) -> None:
-        live = self.world.live()
-        if not live:
+        idle = self.world.idle()
+        if not idle:
             return
-        node = self.rng.choice(live)
+        node = self.rng.choice(idle)
         datas = []
         for _ in range(self.rng.randint(1, 4)):
             self.counter += 1
@@ -121,21 +134,21 @@ class Schedule:
             pass
 
     def read(self) -> None:
-        live = self.world.live()
-        if not live:
+        idle = self.world.idle()
+        if not idle:
             return
-        node = self.rng.choice(live)
-        self.read_counter += 1
+        node = self.rng.choice(idle)
+        context = node.next_read_context()
         try:
-            self.world.request_read(node.id, f"r{self.read_counter}".encode())
+            self.world.request_read(node.id, context)
         except Dropped:
-            self.world.read_requests.pop(f"r{self.read_counter}".encode(), None)
+            self.world.read_requests.pop(context, None)
 
     def crash(self) -> None:
         live = self.world.live()
         if len(live) <= 1:
             return
-        self.rng.choice(live).crash()
+        self.rng.choice(live).crash_random()  # a blocked node too: a crash during its sync
         self.out.crashes += 1
 
     def restart(self) -> None:
@@ -154,17 +167,39 @@ class Schedule:
         else:
             isolated = ids[: self.rng.randint(1, len(ids) - 1)]
         self.world.network.groups = dict.fromkeys(isolated, 1)
+        self.out.faults["partition"] += 1
+
+    def one_way(self) -> None:
+        """A node that hears the others but is not heard (or the reverse): A hears B, B not A.
+        Often the leader: it keeps sending heartbeats nobody receives, or receives votes and
+        acknowledgements while its own messages vanish."""
+        ids = sorted(self.world.nodes)
+        leader = self.world.leader()
+        node = leader if leader is not None and self.rng.random() < 0.5 else self.rng.choice(ids)
+        others = [n for n in ids if n != node]
+        if self.rng.random() < 0.5:
+            others = self.rng.sample(others, self.rng.randint(1, len(others)))
+        outgoing = self.rng.random() < 0.5
+        self.world.network.blocked = {(node, o) if outgoing else (o, node) for o in others}
+        self.out.faults["one_way"] += 1
 
     def heal_partition(self) -> None:
         self.world.network.groups = {}
+        self.world.network.blocked = set()
 
     def compact(self) -> None:
-        live = self.world.live()
-        if live:
-            self.rng.choice(live).compact()
+        idle = self.world.idle()
+        if idle:
+            self.rng.choice(idle).compact()
+
+    def _idle_leader(self) -> str | None:
+        leader_id = self.world.leader()
+        if leader_id is None or self.world.nodes[leader_id].busy:
+            return None
+        return leader_id
 
     def conf_change(self) -> None:
-        leader_id = self.world.leader()
+        leader_id = self._idle_leader()
         if leader_id is None:
             return
         raft = self.world.raft(leader_id)
@@ -193,7 +228,7 @@ class Schedule:
         self.out.conf_changes += 1
 
     def transfer(self) -> None:
-        leader_id = self.world.leader()
+        leader_id = self._idle_leader()
         if leader_id is None:
             return
         raft = self.world.raft(leader_id)
@@ -219,6 +254,7 @@ class Schedule:
             self.crash: 0.012 * storm,
             self.restart: 0.04,
             self.partition: 0.012 * storm,
+            self.one_way: 0.006 * storm,
             self.heal_partition: 0.03,
             self.compact: r.choice((0.01, 0.03, 0.1)),
             self.conf_change: 0.02,
@@ -236,19 +272,25 @@ class Schedule:
         world = self.world
         net = world.network
         net.groups = {}
+        net.blocked = set()
         net.drop_rate = 0.0
         net.duplicate_rate = 0.0
-        world.crash_in_ready_rate = 0.0
+        net.straggler_rate = 0.0
+        # Disks stop failing, but slow ones stay slow: liveness must hold with them.
+        faults = world.faults
+        faults.crash_in_ready_rate = 0.0
+        faults.disk_full_rate = 0.0
+        faults.io_error_rate = 0.0
         for node in world.nodes.values():
             if not node.alive:
                 node.start()
-        self._stop_removed(self._committed_conf_members())
+        # Removed nodes keep running (thesis 4.2.3): they must learn of their removal or at
+        # least not disturb the members; the checks below look at members only.
         # A leader whose membership is committed (no CONF pending) settles who is in.
         world.run_until(self._settled, HEAL_SETTLE_TICKS_MAX + self._backlog_ticks())
         leader_id = world.leader()
         assert leader_id is not None
         members = set(world.raft(leader_id).conf.members())
-        self._stop_removed(members)
         for node_id in sorted(members):
             if not world.nodes[node_id].alive:
                 world.nodes[node_id].start()  # added while we thought it was not a member
@@ -282,7 +324,10 @@ class Schedule:
         to probing, one APPEND (append_entries_max entries) per round trip; x2 for margin."""
         live = [node.raft for node in self.world.live() if node.raft is not None]
         backlog = max(r.last_index for r in live) - min(r.commit for r in live)
-        round_trip_ticks = 2 * (self.world.network.delay_ticks_max + 1)
+        # Each hop may wait for a slow sync at either end.
+        round_trip_ticks = 2 * (
+            self.world.network.delay_ticks_max + 1 + self.world.faults.slow_sync_ticks_max
+        )
         config = self.world.config
         # Sim payloads are at most PAYLOAD_BYTES_MAX bytes, which bounds entries per APPEND too.
         per_message = max(
@@ -290,21 +335,6 @@ class Schedule:
         )
         messages = -(-backlog // per_message)
         return 2 * messages * round_trip_ticks
-
-    def _committed_conf_members(self) -> set[str]:
-        conf = self.world.initial_conf
-        for index in sorted(self.world.checker.committed):
-            entry = self.world.checker.committed[index]
-            if entry.kind is EntryKind.CONF:
-                conf = apply_change(conf, ConfChange.decode(entry.data))
-        return set(conf.members())
-
-    def _stop_removed(self, members: set[str]) -> None:
-        # Removed agents are shut down, as an operator would (thesis 4.2.3: otherwise, without
-        # CheckQuorum, they disrupt the cluster with ever higher terms).
-        for node in self.world.nodes.values():
-            if node.alive and node.id not in members:
-                node.crash()
 
     def _settled(self) -> bool:
         leader_id = self.world.leader()
@@ -317,7 +347,11 @@ class Schedule:
         world = self.world
         for _ in range(HEAL_COMMIT_TICKS_MAX):
             leader_id = world.leader()
-            if leader_id is not None and probe not in self._proposed_at(leader_id):
+            if (
+                leader_id is not None
+                and not world.nodes[leader_id].busy
+                and probe not in self._proposed_at(leader_id)
+            ):
                 with contextlib.suppress(Dropped):
                     world.propose(leader_id, [probe])
             if probe in world.committed_datas().values():
@@ -364,6 +398,8 @@ class Schedule:
                 ".venv/bin/pytest tests/sim/test_sim.py -q"
             ) from exc
         self.out.leaders = len(self.world.checker.leaders)
+        self.out.faults.update(self.world.fault_counts)
+        self.out.faults["straggler"] += self.world.network.stragglers
         nodes = self.world.nodes.values()
         self.out.reads_answered = sum(len(n.read_answers) for n in nodes)
         self.out.snapshots_installed = sum(n.snapshots_installed for n in nodes)

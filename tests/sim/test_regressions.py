@@ -7,7 +7,8 @@ the bug; the directed replay does not).
 
 from __future__ import annotations
 
-from sim_harness import Envelope, World
+import pytest
+from sim_harness import Envelope, SafetyViolation, World
 from sim_schedule import run_seed
 from superstatic_agent.raft.types import ConfChange, Message, MsgType, RaftConfig, Role
 
@@ -99,3 +100,44 @@ def test_a_new_member_that_never_heard_from_a_leader_still_votes() -> None:
     world.nodes["a"].crash()
     world.network.groups = {}
     world.run_until(lambda: world.leader() == "b", 200)
+
+
+def test_a_restarted_node_syncs_what_it_loaded_before_acknowledging_it() -> None:
+    """Found while building the issue 9 disk model, by the durability-before-send check (the
+    agent did this; schedules now model the fix). A kill -9 after a write transaction committed
+    but before its sync leaves the write in the OS cache: the restarted node loads it, and the
+    core counts every loaded entry as durable. When the leader re-sends those entries, the
+    answer needs no new write, hence no sync: the node acknowledged entries a power loss would
+    still erase. An agent must sync once at startup, before sending anything. Shown both ways:
+    the check catches the old behaviour, and passes with the sync.
+    """
+    for sync_on_start in (False, True):
+        world = World(15, ["a", "b", "c"])
+        world.faults.no_sync_on_start = not sync_on_start
+        world.raft("a").step(Message(MsgType.TIMEOUT_NOW, "b", "a", 0))
+        world.nodes["a"].process()
+        world.stabilize()
+        world.run(3)
+        held: list[Message] = []
+
+        def hold_b_append(m: Message, held: list[Message] = held) -> bool:
+            if m.type is MsgType.APPEND and m.to == "b" and m.entries:
+                held.append(m)
+                return False
+            return True
+
+        world.network.filter = hold_b_append
+        world.propose("a", [b"x"])
+        world.network.filter = None
+        (append,) = held
+        b = world.nodes["b"]
+        b.crash_next = "before_sync"  # a process crash: the write stays in the OS cache
+        b.deliver(Envelope(append))
+        assert not b.alive and b.storage.unsynced
+        b.start()
+        if sync_on_start:
+            world.run(10)
+            assert b.storage.durable.entries[-1] == append.entries[-1]
+        else:
+            with pytest.raises(SafetyViolation, match="durability: b sent APPEND_RESP"):
+                world.run(10)

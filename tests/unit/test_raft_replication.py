@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sim"))
 
 from sim_harness import World
+from superstatic_agent.raft.core import RaftNode
 from superstatic_agent.raft.types import (
+    ConfState,
     Dropped,
     Entry,
     EntryKind,
@@ -261,3 +264,65 @@ def test_restart_resumes_from_storage_without_reapplying() -> None:
     world.run(10)
     for name in "abc":
         assert [d for _, d in world.applied_datas(name)] == [b"1", b"2", b"3", b"4"]
+
+
+def raw_node(node_id: str, hard_state: HardState, entries: tuple[Entry, ...] = ()) -> RaftNode:
+    return RaftNode(
+        node_id,
+        RaftConfig(ticks_election=10, ticks_heartbeat=2, append_entries_max=1),
+        random.Random(1),
+        hard_state=hard_state,
+        conf=ConfState.make(["a", "b", "c"]),
+        snapshot=None,
+        entries=entries,
+        applied=0,
+    )
+
+
+def test_leader_counts_its_own_log_only_after_advance() -> None:
+    """Thesis 10.2.1: the leader may send its APPENDs before its own write completes (the agent
+    does), so its own copy counts towards a majority only once the shell confirmed the write
+    (advance). A shell may step messages while a write is in flight; a follower's
+    acknowledgement then must not commit an entry whose only other copy is the leader's
+    unsynced one."""
+    a = raw_node("a", HardState(1, None, 0))
+    a.step(Message(MsgType.TIMEOUT_NOW, "b", "a", 1))
+    a.advance(a.ready())
+    a.step(Message(MsgType.VOTE_RESP, "b", "a", 2))
+    assert a.role is Role.LEADER
+    noop = a.ready()  # the NOOP: written, synced, then advance()
+    a.advance(noop)
+    a.step(Message(MsgType.APPEND_RESP, "b", "a", 2, index=1))
+    a.advance(a.ready())
+    assert a.commit == 1
+    a.propose([b"x"])
+    in_flight = a.ready()  # entry 2: APPENDs out, the leader's own write in flight
+    assert [e.index for e in in_flight.entries] == [2]
+    a.step(Message(MsgType.APPEND_RESP, "b", "a", 2, index=2))
+    assert a.commit == 1, "counted its own unsynced copy"
+    a.advance(in_flight)
+    assert a.commit == 2
+
+
+def test_follower_commit_stops_at_the_last_new_entry() -> None:
+    """Figure 3.1, AppendEntries rule 5: commitIndex = min(leaderCommit, index of the last NEW
+    entry), not of our last entry: past what this APPEND verified, our log may hold entries of
+    an old term that the leader replaced with its own (here index 3, term 1, where the leader
+    committed index 3 of term 2)."""
+    entries = tuple(Entry(i, 1, EntryKind.NORMAL, b"old%d" % i) for i in (1, 2, 3))
+    b = raw_node("b", HardState(1, None, 1), entries)
+    b.step(
+        Message(
+            MsgType.APPEND,
+            "a",
+            "b",
+            3,
+            log_term=1,
+            index=1,
+            entries=(entries[1],),  # one entry per APPEND: (2, term 1) matches ours
+            commit=3,
+        )
+    )
+    assert b.commit == 2
+    (answer,) = b.ready().messages
+    assert answer.type is MsgType.APPEND_RESP and answer.index == 2 and not answer.reject
