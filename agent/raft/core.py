@@ -403,11 +403,6 @@ class RaftNode:
     def step(self, m: Message) -> None:
         if m.to != self._id or m.frm == self._id:
             return  # misaddressed: not ours to judge
-        if m.type in (MsgType.PRE_VOTE, MsgType.VOTE) and m.frm not in self.conf.voters:
-            # Thesis 4.2.3: a server removed from the configuration (that never learned it) must
-            # not disrupt the cluster. Not answered, and our term does not move. A node we do
-            # not know as a voter yet lacks nothing we need: our log lacks its promotion.
-            return
         if m.term > self._term:
             if m.type in (MsgType.PRE_VOTE, MsgType.VOTE):
                 forced = m.context == TRANSFER_CONTEXT

@@ -114,6 +114,9 @@ class Schedule:
         self.rng = random.Random(seed * 2 + 1)
         self.out = Outcome(seed)
         self.counter = 0
+        # Share of crashes after which the node is restarted at once, as a process supervisor
+        # would: messages still in flight from before then reach the new incarnation.
+        self.reboot_share = self.rng.choice((0.0, 0.3, 0.7))
 
     # -- events --------------------------------------------------------------------------------
 
@@ -148,8 +151,12 @@ class Schedule:
         live = self.world.live()
         if len(live) <= 1:
             return
-        self.rng.choice(live).crash_random()  # a blocked node too: a crash during its sync
+        node = self.rng.choice(live)
+        node.crash_random()  # a blocked node too: a crash during its sync
         self.out.crashes += 1
+        if self.rng.random() < self.reboot_share:
+            node.start()
+            self.out.faults["reboot"] += 1
 
     def restart(self) -> None:
         down = [node for node in self.world.nodes.values() if not node.alive]
@@ -318,6 +325,7 @@ class Schedule:
 
         world.run_until(caught_up, HEAL_CATCHUP_TICKS_MAX + self._backlog_ticks())
         self._check_durability()
+        self._check_removal_is_learned()
 
     def _backlog_ticks(self) -> int:
         """Extra ticks the slowest catch-up may need: under reordering the leader falls back
@@ -365,6 +373,43 @@ class Schedule:
         if lo > raft.last_index:
             return set()
         return {entry.data for entry in raft.entries_between(lo, raft.last_index)}
+
+    def _check_removal_is_learned(self) -> None:
+        """Thesis 4.2.3 (issue 9, bug 6a): a member removed while it is up and reachable
+        learns of its removal (its own configuration drops it), so it stops campaigning."""
+        world = self.world
+        leader_id = world.leader()
+        assert leader_id is not None
+        conf = world.raft(leader_id).conf
+        removable = list(conf.learners)
+        if len(conf.voters) > 3:
+            removable.extend(conf.voters)
+        removable = [n for n in removable if n != leader_id and world.nodes[n].alive]
+        if not removable:
+            return
+        gone = self.rng.choice(sorted(removable))
+        for _ in range(HEAL_COMMIT_TICKS_MAX):
+            leader_id = world.leader()
+            if leader_id is not None and not world.nodes[leader_id].busy:
+                with contextlib.suppress(Dropped):
+                    world.raft(leader_id).propose_conf_change(ConfChange("remove", gone, ""))
+                    world.nodes[leader_id].process()
+                    break
+            world.tick()
+        else:
+            raise SafetyViolation(f"liveness: the removal of {gone} was never proposed")
+
+        def learned() -> bool:
+            raft = world.nodes[gone].raft
+            return raft is not None and gone not in raft.conf.members()
+
+        try:
+            world.run_until(learned, HEAL_CATCHUP_TICKS_MAX)
+        except AssertionError:
+            raise SafetyViolation(
+                f"liveness: {gone} was removed while up and reachable, and never learned it"
+            ) from None
+        self.out.faults["removal_at_heal"] += 1
 
     def _check_durability(self) -> None:
         """Every acknowledged (committed) proposal is applied on every member."""

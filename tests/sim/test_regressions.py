@@ -10,7 +10,16 @@ from __future__ import annotations
 import pytest
 from sim_harness import Envelope, SafetyViolation, World
 from sim_schedule import run_seed
-from superstatic_agent.raft.types import ConfChange, Message, MsgType, RaftConfig, Role
+from superstatic_agent.raft.types import (
+    ConfChange,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MsgType,
+    RaftConfig,
+    Role,
+)
 
 
 def test_leader_removing_itself_stops_when_an_ack_commits_the_removal() -> None:
@@ -141,3 +150,34 @@ def test_a_restarted_node_syncs_what_it_loaded_before_acknowledging_it() -> None
         else:
             with pytest.raises(SafetyViolation, match="durability: b sent APPEND_RESP"):
                 world.run(10)
+
+
+def test_a_voter_answers_a_candidate_it_only_knows_as_a_learner() -> None:
+    """Found by scripts/mutants: the schedule of seed 924 ran a little differently under a
+    mutant (its extra messages moved the network's random draws) and deadlocked after healing,
+    because of a guard added for issue 9 (bug 6a) and since removed: voters ignored vote
+    requests from nodes that were not voters in their own configuration. Here a lacks the entry
+    promoting d, so it ignored d; d held the newest log among the nodes that may campaign (c
+    removed itself) and needed a's vote; b and a could not win against longer logs. A vote
+    request is answered by the ordinary rules whoever sends it; removed servers are kept from
+    disturbing by learning their removal and by PreVote (docs/raft.md, Membership).
+    """
+    world = World(16, ["a", "b", "c"], ["d"])
+    log = [
+        Entry(1, 1, EntryKind.NOOP, b""),
+        Entry(2, 1, EntryKind.CONF, ConfChange("promote", "d", "").encode()),
+        Entry(3, 1, EntryKind.NORMAL, b"x"),
+        Entry(4, 1, EntryKind.CONF, ConfChange("remove", "c", "").encode()),
+    ]
+    held = {"a": 1, "b": 2, "d": 3, "c": 4}  # c led term 1 and replicated this far
+    for node_id, count in held.items():
+        node = world.nodes[node_id]
+        node.crash()
+        node.storage.entries = log[:count]
+        node.storage.hard_state = HardState(1, None, 1)
+        node.start()
+    assert world.raft("a").conf.learners == ("d",)
+    assert "c" not in world.raft("c").conf.voters
+    world.run_until(lambda: world.leader() == "d", 20 * world.config.ticks_election)
+    world.propose("d", [b"after"])
+    world.run_until(lambda: b"after" in world.committed_datas().values(), 50)
