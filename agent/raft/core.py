@@ -1049,10 +1049,11 @@ class RaftNode:
             assert self._leader == self._id and self._vote == self._id
             assert self._id not in self._prs
             assert all(r <= self._heartbeat_round for r in self._round_acked.values())
-            members = set(self.conf.members())
+            conf = self.conf
             for node, pr in self._prs.items():
                 # Progress for exactly the members, plus removed nodes still being told.
-                assert (node in members) == (pr.departing == 0), (node, pr.departing)
+                member = node in conf.voters or node in conf.learners
+                assert member == (pr.departing == 0), (node, pr.departing)
             previous_round = 0
             for read in self._reads.values():
                 # FIFO, and no read waits for a round that cannot have been sent yet.

@@ -24,7 +24,10 @@ and counted in `World.fault_counts`:
   (as the agent's is): its messages wait, arriving messages queue, ticks are missed and
   caught up (at most TICKS_CATCHUP_MAX);
 - network: per-message delay (so reordering), loss, duplication, stragglers (a few messages
-  delayed by up to several election timeouts), symmetric partitions and one-way links.
+  delayed by up to several election timeouts), symmetric partitions and one-way links; a cut
+  link, or a node that is down, either loses what is sent to it or (hold_while_cut) keeps it
+  queued and delivers it once the link is back or the node restarted, as a ZeroMQ socket
+  that reconnects does.
 
 The state machine is the list of applied NORMAL payloads with their indexes; a snapshot ships
 that list (up to the sender's applied index) beside the SNAPSHOT message.
@@ -60,6 +63,9 @@ NETWORK_MESSAGES_MAX = 200_000
 # Messages that reach a node while its loop is blocked on a slow sync wait in its socket; like
 # a ZeroMQ high-water mark, more than this are dropped.
 INBOX_MESSAGES_MAX = 1_000
+# Messages held for cut links or down nodes (Network.hold_while_cut), like a ZeroMQ send queue
+# up to its high-water mark; beyond it, dropped.
+HELD_MESSAGES_MAX = 20_000
 # Ticks caught up at once after a blocked loop (agent/server.py TICKS_CATCHUP_MAX).
 TICKS_CATCHUP_MAX = 10
 
@@ -266,6 +272,10 @@ class Network:
         # Directed tests: a message is delivered only if this returns True.
         self.filter: Callable[[Message], bool] | None = None
         self.stragglers = 0
+        # Cut links and down nodes: drop what is sent over them, or hold it for later.
+        self.hold_while_cut = False
+        self.held = 0  # messages ever held (counted for the run summary)
+        self._held: list[Envelope] = []
         self._queue: list[tuple[int, int, Envelope]] = []
         self._seq = 0
 
@@ -277,18 +287,48 @@ class Network:
         m = envelope.message
         if self.filter is not None and not self.filter(m):
             return
-        if not self.connected(m.frm, m.to) or self.rng.random() < self.drop_rate:
+        if not self.connected(m.frm, m.to):
+            self.hold(envelope)
+            return
+        if self.rng.random() < self.drop_rate:
             return
         copies = 2 if self.rng.random() < self.duplicate_rate else 1
         for _ in range(copies):
-            if len(self._queue) >= NETWORK_MESSAGES_MAX:
-                raise AssertionError(f"NETWORK_MESSAGES_MAX={NETWORK_MESSAGES_MAX} in flight")
-            delay = self.rng.randint(0, self.delay_ticks_max) if self.delay_ticks_max else 0
-            if self.straggler_rate and self.rng.random() < self.straggler_rate:
-                delay = self.rng.randint(self.delay_ticks_max + 1, self.straggler_ticks_max)
-                self.stragglers += 1
-            self._seq += 1
-            heapq.heappush(self._queue, (self.now + delay, self._seq, envelope))
+            self._enqueue(envelope)
+
+    def _enqueue(self, envelope: Envelope) -> None:
+        if len(self._queue) >= NETWORK_MESSAGES_MAX:
+            raise AssertionError(f"NETWORK_MESSAGES_MAX={NETWORK_MESSAGES_MAX} in flight")
+        delay = self.rng.randint(0, self.delay_ticks_max) if self.delay_ticks_max else 0
+        if self.straggler_rate and self.rng.random() < self.straggler_rate:
+            delay = self.rng.randint(self.delay_ticks_max + 1, self.straggler_ticks_max)
+            self.stragglers += 1
+        self._seq += 1
+        heapq.heappush(self._queue, (self.now + delay, self._seq, envelope))
+
+    def hold(self, envelope: Envelope) -> None:
+        """A message for a cut link or a down node: lost, or kept for when it is back."""
+        if self.hold_while_cut and len(self._held) < HELD_MESSAGES_MAX:
+            self._held.append(envelope)
+            self.held += 1
+
+    def forget_from(self, node_id: str) -> None:
+        """A node died: what it had queued for cut links dies with its sockets."""
+        self._held = [e for e in self._held if e.message.frm != node_id]
+
+    def release(self, alive: Callable[[str], bool]) -> None:
+        """Held messages whose link is whole again and whose target is up go out now, in the
+        order they were sent (one send queue per link), each with a fresh delay."""
+        if not self._held:
+            return
+        kept: list[Envelope] = []
+        for envelope in self._held:
+            m = envelope.message
+            if self.connected(m.frm, m.to) and alive(m.to):
+                self._enqueue(envelope)
+            else:
+                kept.append(envelope)
+        self._held = kept
 
     def due(self) -> list[Envelope]:
         """Messages deliverable now, in a random order (delays already reorder across ticks)."""
@@ -297,7 +337,13 @@ class Network:
             out.append(heapq.heappop(self._queue)[2])
         self.rng.shuffle(out)
         # A partition formed while a message was in flight also cuts it.
-        return [e for e in out if self.connected(e.message.frm, e.message.to)]
+        due = []
+        for envelope in out:
+            if self.connected(envelope.message.frm, envelope.message.to):
+                due.append(envelope)
+            else:
+                self.hold(envelope)
+        return due
 
     def in_flight(self) -> int:
         return len(self._queue)
@@ -490,6 +536,7 @@ class SimNode:
         self.inbox.clear()
         self.ticks_missed = 0
         self.world.forget_reads(self.id)
+        self.world.network.forget_from(self.id)
         if power_loss:
             faults = self.world.faults
             torn = self.world.rng.random() < faults.torn_share
@@ -840,10 +887,14 @@ class World:
         self.deliver_due()
 
     def deliver_due(self) -> None:
-        for envelope in self.network.due():
+        network = self.network
+        network.release(lambda node_id: node_id in self.nodes and self.nodes[node_id].alive)
+        for envelope in network.due():
             target = self.nodes.get(envelope.message.to)
             if target is not None and target.alive:
                 target.deliver(envelope)
+            elif target is not None:
+                network.hold(envelope)  # reaches its next incarnation, if the queue keeps it
 
     def stabilize(self, rounds_max: int = 1000) -> None:
         """Deliver messages (without ticking) until none is due: for zero-delay directed tests."""

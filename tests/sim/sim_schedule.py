@@ -23,6 +23,7 @@ from superstatic_agent.raft.types import (
     ConfChange,
     Dropped,
     RaftConfig,
+    Role,
 )
 
 SEEDS_DEFAULT = 1000
@@ -93,6 +94,7 @@ def make_world(seed: int) -> World:
     net.delay_ticks_max = rng.choice((0, 1, 2, 4))
     net.straggler_rate = rng.choice((0.0, 0.0, 0.002, 0.01))
     net.straggler_ticks_max = 3 * config.ticks_election
+    net.hold_while_cut = rng.random() < 0.5
     members = voters + learners
     world.faults = Faults(
         crash_in_ready_rate=rng.choice((0.0, 0.0, 0.002, 0.01)),
@@ -140,7 +142,10 @@ class Schedule:
         idle = self.world.idle()
         if not idle:
             return
-        node = self.rng.choice(idle)
+        # Often at a node that believes it leads, maybe a deposed one (its clients still
+        # think so too): the reads that must not be answered stale.
+        leaders = [n for n in idle if n.raft is not None and n.raft.role is Role.LEADER]
+        node = self.rng.choice(leaders if leaders and self.rng.random() < 0.5 else idle)
         context = node.next_read_context()
         try:
             self.world.request_read(node.id, context)
@@ -257,7 +262,7 @@ class Schedule:
         storm = r.choice((0.3, 1.0, 1.0, 3.0))
         rates = {
             self.propose: r.choice((0.1, 0.3, 0.8)),
-            self.read: 0.05,
+            self.read: 0.1,
             self.crash: 0.012 * storm,
             self.restart: 0.04,
             self.partition: 0.012 * storm,
@@ -445,6 +450,7 @@ class Schedule:
         self.out.leaders = len(self.world.checker.leaders)
         self.out.faults.update(self.world.fault_counts)
         self.out.faults["straggler"] += self.world.network.stragglers
+        self.out.faults["held_for_a_cut_link"] += self.world.network.held
         nodes = self.world.nodes.values()
         self.out.reads_answered = sum(len(n.read_answers) for n in nodes)
         self.out.snapshots_installed = sum(n.snapshots_installed for n in nodes)
