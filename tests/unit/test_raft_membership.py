@@ -115,7 +115,7 @@ def test_conf_change_refusals_name_the_reason() -> None:
         change(world, follower, "add_learner", "z")
 
 
-def test_removed_follower_stops_getting_messages_and_quorum_shrinks() -> None:
+def test_removed_follower_is_forgotten_once_told_and_quorum_shrinks() -> None:
     world = World(6, ["a", "b", "c", "d"])
     leader = elect(world)
     gone = next(n for n in "abcd" if n != leader)
