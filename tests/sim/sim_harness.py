@@ -433,9 +433,12 @@ class Checker:
         where = f"{node.id} sent {m.type.name} to {m.to} in term {m.term}"
         if m.term > hs.term:
             self.fail(f"durability: {where} with only term {hs.term} synced")
-        if m.type is MsgType.VOTE and (hs.term, hs.vote) != (m.term, node.id):
+        # A vote is durable if the synced hard state holds it, or holds a later term: one Ready
+        # may grant votes in two terms, and only the last is stored; the node can never vote
+        # in the earlier term again either way.
+        if m.type is MsgType.VOTE and hs.term == m.term and hs.vote != node.id:
             self.fail(f"durability: {where} with its own vote not synced ({hs})")
-        if m.type is MsgType.VOTE_RESP and not m.reject and (hs.term, hs.vote) != (m.term, m.to):
+        if m.type is MsgType.VOTE_RESP and not m.reject and hs.term == m.term and hs.vote != m.to:
             self.fail(f"durability: {where} granting a vote not synced ({hs})")
         if m.type is MsgType.APPEND_RESP and not m.reject and m.index > 0:
             held = durable.term_at(m.index)

@@ -181,3 +181,27 @@ def test_a_voter_answers_a_candidate_it_only_knows_as_a_learner() -> None:
     world.run_until(lambda: world.leader() == "d", 20 * world.config.ticks_election)
     world.propose("d", [b"after"])
     world.run_until(lambda: b"after" in world.committed_datas().values(), 50)
+
+
+def test_votes_granted_in_two_terms_within_one_ready_are_both_durable() -> None:
+    """Seed 1351 of the issue 9 generator (beyond the CI budget): the durability check
+    demanded that the synced hard state hold exactly the term and vote of every granted
+    VOTE_RESP, but one Ready can grant votes in two terms (term T, then T + 1), and only the
+    last is stored. The first is durable all the same: a node whose synced term is above T
+    never votes in T again. The check was wrong, not the core."""
+    world = World(17, ["a", "b", "c"])
+    sent: list[Message] = []
+
+    def capture(m: Message) -> bool:
+        sent.append(m)
+        return True
+
+    world.network.filter = capture
+    c = world.raft("c")
+    c.step(Message(MsgType.VOTE, "a", "c", 1))
+    c.step(Message(MsgType.VOTE, "b", "c", 2))
+    world.nodes["c"].process()  # the check runs on each message sent
+    hs = world.nodes["c"].storage.durable.hard_state
+    assert (hs.term, hs.vote) == (2, "b")
+    granted = {(m.term, m.to) for m in sent if m.type is MsgType.VOTE_RESP and not m.reject}
+    assert granted == {(1, "a"), (2, "b")}
