@@ -772,8 +772,8 @@ class Server:
             )
         ):
             return f"a second leader in term {m.term}"
-        if m.type is MsgType.HEARTBEAT and m.term >= node.term and m.commit > node.last_index:
-            return f"commit {m.commit} beyond our last index {node.last_index}"
+        # A HEARTBEAT whose commit is past our log goes to the core: it must still teach its
+        # term, and the core commits nothing past what it holds (issue 9, bug 6b).
         if m.type is MsgType.APPEND_RESP and not m.reject and m.index > node.last_index:
             return f"acknowledges index {m.index} beyond our last index {node.last_index}"
         return None
