@@ -84,6 +84,11 @@ def parser() -> argparse.ArgumentParser:
         help="applied entries kept before the log is compacted",
     )
     p.add_argument(
+        "--trace",
+        action="store_true",
+        help="answer PROPOSEs from apps with SUPERSTATIC_TRACE=1 with per-hop timestamps",
+    )
+    p.add_argument(
         "--fsync",
         choices=("on", "off"),
         default="on",
@@ -206,6 +211,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         session_ttl_ms=args.session_ttl_ms,
         log_retain_entries=args.log_retain_entries,
         fsync=args.fsync == "on",
+        trace=args.trace,
         log_level=args.log_level,
         exit_when_idle_ms=args.exit_when_idle_ms,
         record_bytes_max=args.record_bytes_max,

@@ -65,6 +65,7 @@ class AgentConfig:
     session_ttl_ms: int = 60_000
     log_retain_entries: int = 100_000  # applied entries kept in the log before compacting
     fsync: bool = True
+    trace: bool = False  # --trace: stamp traced PROPOSEs' hops (docs/performance.md)
     log_level: str = "info"
     body_bytes_max: int = 8 << 20  # a PROPOSE body (one transaction)
     proposals_waiting_max: int = 100_000  # PROPOSEs waiting for their entry to apply here

@@ -60,6 +60,7 @@ from superstatic_agent.storage import (
     write_poison_marker,
 )
 from superstatic_agent.streams import Streams
+from superstatic_agent.trace import AgentTracer
 from superstatic_agent.transport import ClientTransport, DropCounter, PeerTransport
 
 from superstatic.protocol import codec, ops, wire
@@ -119,6 +120,7 @@ class Server:
         # First: a taken --metrics port fails the start before anything else is opened.
         self.observer = Observer(config)
         self.started = time.monotonic()
+        self.tracer: AgentTracer | None = AgentTracer() if config.trace else None
         self.drops = DropCounter()
         self.storage = Storage(config.data_dir, fsync=config.fsync, map_bytes=config.map_bytes)
         # Every record's checksum is verified before anything is read from the store; a
@@ -400,6 +402,8 @@ class Server:
         results: list[Applied] = []
         committed = ready.committed
         write_s: float | None = None
+        if self.tracer is not None:
+            self.tracer.on_ready(ready)
 
         def apply(txn: lmdb.Transaction) -> None:
             # One batch: each node the entries touch is decoded and encoded once per Ready.
@@ -429,6 +433,8 @@ class Server:
                 write_started = time.monotonic()
                 self._write_ready(ready, apply if committed else None, conf)
                 write_s = time.monotonic() - write_started
+                if self.tracer is not None:
+                    self.tracer.on_written(ready)
             except ApplyFailed as exc:
                 self._halt_poisoned(exc)
                 return
@@ -746,6 +752,8 @@ class Server:
                 if not kept:
                     return
                 m = dataclasses.replace(m, entries=kept)
+        if self.tracer is not None and m.type is MsgType.APPEND_RESP and not m.reject:
+            self.tracer.on_ack(m.frm, m.index, len(self.node.conf.voters), self.node.role)
         if m.type is MsgType.SNAPSHOT:
             assert m.snapshot is not None
             if not self.shipping.staged_for(m):
@@ -935,6 +943,7 @@ class Server:
     def _on_propose(
         self, identity: bytes, frame: wire.Frame, now: float, address: str, proposal: wire.Proposal
     ) -> None:
+        recv_ns = time.monotonic_ns() if self.tracer is not None else 0
         if proposal.kind == "txn":
             # The body goes into the log and every replica decodes it: scanned here (items,
             # depth, registered tags only) so no entry can cost a replica more than its limits.
@@ -984,6 +993,8 @@ class Server:
         self._waiting_bytes += len(data)
         self._batch.append((data, key))
         self._batch_bytes += len(data)
+        if self.tracer is not None and self.tracer.wants(frame.body):
+            self.tracer.on_propose(data, recv_ns)
 
     def _flush_proposals(self) -> None:
         if not self._batch:
@@ -1024,6 +1035,8 @@ class Server:
                     self._fail_waiters(key, code, message, exc.leader)
                 return
             self.counters["proposed"] += end - start
+            if self.tracer is not None:
+                self.tracer.on_proposed([data for data, _ in batch[start:end]])
             start = end
 
     def _admit_for_space(
@@ -1078,6 +1091,8 @@ class Server:
             if not waiters:
                 continue
             reply = reply_of(applied)
+            if self.tracer is not None:
+                reply = self.tracer.reply_body(applied.index, reply)
             now = time.monotonic()
             for waiter in waiters:
                 if not waiter.answered:

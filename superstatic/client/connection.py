@@ -44,6 +44,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 from superstatic.client.stream import ReplicaSink, StreamFeeder, StreamGap
 from superstatic.objects import stats as _stats
+from superstatic.objects import trace as _trace
+from superstatic.protocol import trace as _trace_proto
 from superstatic.protocol import wire
 from superstatic.protocol.errors import (
     Error,
@@ -112,6 +114,8 @@ class Committed:
     outcome: str
     error: str
     dup: bool
+    trace: dict[str, int] | None = None  # tracing only: this call's stamps (objects/trace.py)
+    trace_acks: dict[str, int] | None = None
 
 
 class AgentRefusedTooLarge(LimitExceeded):
@@ -157,6 +161,7 @@ class _Request:
     send_at: float = 0.0  # monotonic; when the next attempt is due (inf: waiting for a reply)
     sent_at: float = 0.0
     internal: bool = False
+    trace: dict[str, int] | None = None  # tracing only (objects/trace.py)
 
 
 class Connection:
@@ -236,6 +241,8 @@ class Connection:
         if kind not in wire.PROPOSE_KINDS:
             raise Error(f"entry kind must be one of {sorted(wire.PROPOSE_KINDS)}, got {kind!r}")
         request = _Request(op="propose", future=Future(), deadline=0.0, kind=kind, body=body)
+        if _trace.ENABLED:
+            request.trace = _trace.begin()
         started = time.monotonic()
         try:
             result = self._call(request)
@@ -488,6 +495,8 @@ class _IoState:
                 request.seq = self.seq_next
                 self.seq_next += 1
             request.send_at = now
+            if request.trace is not None:
+                request.trace["io_taken"] = time.monotonic_ns()
             self.requests[next(self.serials)] = request
 
     # -- socket lifecycle ------------------------------------------------------------------
@@ -637,7 +646,10 @@ class _IoState:
                 return  # a previous subscription's tail
             self.last_stream = time.monotonic()
             if ftype is wire.FrameType.EVENTS:
-                advanced = self.feeder.feed_events(frame.body)
+                if _trace.ENABLED:
+                    advanced = _trace.feed_events(self.feeder, frame.body)
+                else:
+                    advanced = self.feeder.feed_events(frame.body)
             else:
                 advanced = self.feeder.feed_snapshot(frame.body)
             if advanced:
@@ -682,10 +694,13 @@ class _IoState:
             return
         error = body.get("error") or ""
         self.last_propose = time.monotonic()
-        self.settle(
-            request,
-            result=Committed(index, outcome, str(error), bool(body.get("dup", False))),
-        )
+        committed = Committed(index, outcome, str(error), bool(body.get("dup", False)))
+        if request.trace is not None:
+            request.trace["reply_rx"] = time.monotonic_ns()
+            request.trace.update(_trace_proto.parse_reply_stamps(body))
+            committed.trace = request.trace
+            committed.trace_acks = _trace_proto.parse_reply_acks(body)
+        self.settle(request, result=committed)
 
     def on_error(self, request: _Request, req_id: int, body: dict[str, Any]) -> None:
         code, message = body.get("code"), str(body.get("message", ""))
@@ -809,6 +824,8 @@ class _IoState:
                 "kind": request.kind,
                 "body": request.body,
             }
+            if request.trace is not None:
+                body[_trace_proto.FIELD_REQUEST] = True
             frame_type = wire.FrameType.PROPOSE
         else:
             body, frame_type = {}, wire.FrameType.READ_INDEX
@@ -826,6 +843,8 @@ class _IoState:
         if request.op == "propose":
             request.unresolved.add(req_id)
             self.last_propose = now
+            if request.trace is not None:
+                request.trace["sent"] = time.monotonic_ns()
         self.by_req_id[req_id] = request
         request.send_at = float("inf")
         request.sent_at = now

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from superstatic.objects import node as _node
 from superstatic.objects import proxy_object as _proxy_object
 from superstatic.objects import stats as _stats
+from superstatic.objects import trace as _trace
 from superstatic.objects import txn as _txn
 from superstatic.objects import values as _values
 from superstatic.objects.replica import ROOTS_OID, Replica
@@ -185,6 +186,8 @@ class Session:
             if committed.outcome in ("ok", "conflict"):
                 # ok: read-your-writes. conflict: the retry must see the entry that beat us.
                 self.connection.wait_applied(committed.index, TIMEOUT_S_APPLY)
+                if _trace.ENABLED:
+                    _trace.finish_committed(committed, getattr(self.connection, "endpoint", ""))
         except BaseException:
             # Unavailable (maybe committed, maybe not) or an interrupt: nobody received the
             # private nodes, and if the entry did commit the replica builds them afresh.

@@ -1,0 +1,107 @@
+"""The agent's side of per-call tracing (`--trace`; docs/performance.md "Where one call's time
+goes"). Off by default: the server holds `tracer = None` and every hook is one
+`if self.tracer is not None:` (an attribute, not a module bool, because tests run several
+servers in one process). Nothing is allocated when off.
+
+Only PROPOSEs whose body asks for it (`"trace": true`, sent by an app with SUPERSTATIC_TRACE=1)
+are traced. A traced entry is recognised in later Readies by its payload bytes (the shell made
+them, they are unique per (client, seq) and the same object travels through the core), then by
+its log index once a Ready has shown it. Its stamps go back in the PROPOSE REPLY
+(`superstatic.protocol.trace` names them); leader-side stamps exist only when this agent is the
+leader: an app attached to a follower sees its forward and its own persist, not the leader's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from superstatic_agent.raft.types import Entry, Ready, Role
+
+from superstatic.protocol import trace as _proto
+
+# Traced entries in flight here (proposed, not yet answered). A sequential tracer has one; a
+# traced load with many callers keeps only the newest this many (older ones lose their stamps,
+# their calls still complete).
+TRACE_INFLIGHT_MAX = 1_024
+
+
+class _Record:
+    __slots__ = ("acks", "index", "stamps")
+
+    def __init__(self, recv_ns: int) -> None:
+        self.stamps: dict[str, int] = {"agent_recv": recv_ns}
+        self.acks: dict[str, int] = {}
+        self.index = 0
+
+
+class AgentTracer:
+    def __init__(self) -> None:
+        self._by_data: dict[bytes, _Record] = {}  # proposed, index not seen yet
+        self._by_index: dict[int, _Record] = {}  # index known, not answered yet
+
+    def wants(self, body: Any) -> bool:
+        return isinstance(body, dict) and body.get(_proto.FIELD_REQUEST) is True
+
+    def on_propose(self, data: bytes, recv_ns: int) -> None:
+        self._by_data[data] = _Record(recv_ns)
+        while len(self._by_data) > TRACE_INFLIGHT_MAX:
+            del self._by_data[next(iter(self._by_data))]
+
+    def on_proposed(self, datas: list[bytes]) -> None:
+        now = time.monotonic_ns()
+        for data in datas:
+            record = self._by_data.get(data)
+            if record is not None:
+                record.stamps["proposed"] = now
+
+    def on_ready(self, ready: Ready) -> None:
+        """A Ready reached the shell: its new entries are "appended", its committed ones
+        "committed"."""
+        if not self._by_data and not self._by_index:
+            return
+        now = time.monotonic_ns()
+        for entry in ready.entries:
+            record = self._by_data.pop(entry.data, None)
+            if record is not None:
+                record.index = entry.index
+                record.stamps["appended"] = now
+                self._by_index[entry.index] = record
+                while len(self._by_index) > TRACE_INFLIGHT_MAX:
+                    del self._by_index[next(iter(self._by_index))]
+        self._stamp(ready.committed, "committed", now)
+
+    def on_written(self, ready: Ready) -> None:
+        """The Ready's write (entries fsynced, committed entries applied) returned."""
+        if not self._by_index:
+            return
+        now = time.monotonic_ns()
+        self._stamp(ready.entries, "persisted", now)
+        self._stamp(ready.committed, "applied", now)
+
+    def on_ack(self, follower: str, index: int, voters: int, role: Role) -> None:
+        """The leader received a successful APPEND_RESP: `follower` holds (durably) every entry
+        up to `index`. A majority needs voters // 2 followers beside the leader."""
+        if role is not Role.LEADER or not self._by_index:
+            return
+        now = time.monotonic_ns()
+        needed = voters // 2
+        for record in self._by_index.values():
+            if record.index <= index and follower not in record.acks:
+                record.acks[follower] = now
+                if len(record.acks) == needed:
+                    record.stamps["quorum_acked"] = now
+
+    def reply_body(self, index: int, reply: dict[str, Any]) -> dict[str, Any]:
+        """The REPLY for entry `index`, with its stamps if it was traced (it is then done)."""
+        record = self._by_index.pop(index, None)
+        if record is None:
+            return reply
+        record.stamps["reply_sent"] = time.monotonic_ns()
+        return {**reply, _proto.FIELD_REPLY: record.stamps, _proto.FIELD_ACKS: record.acks}
+
+    def _stamp(self, entries: tuple[Entry, ...], name: str, now: int) -> None:
+        for entry in entries:
+            record = self._by_index.get(entry.index)
+            if record is not None:
+                record.stamps[name] = now
