@@ -21,6 +21,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("nofsync", "sequential, throughput, contention with agents at --fsync off"),
     Workload("failover", "kill -9 of the leader to the next acknowledged write"),
     Workload("catchup", "restart of an agent after many objects were written"),
+    Workload("trace", "per-hop breakdown of sequential calls (agents --trace, app traced)"),
 )
 NAMES = tuple(w.name for w in WORKLOADS)
 BY_NAME = {w.name: w for w in WORKLOADS}

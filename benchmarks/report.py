@@ -119,6 +119,12 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
             "local reads (ns per read, loop overhead subtracted)",
             table(["read", "plain ns", "shared ns", "ratio"], rows, markdown),
         )
+    traced = workloads.get("trace")
+    if traced and traced.get("rows"):
+        section(
+            "where one call's time goes (agents --trace, app SUPERSTATIC_TRACE=1)",
+            _trace_table(traced, markdown),
+        )
     failover = workloads.get("failover")
     if failover and failover.get("rounds"):
         rows = [
@@ -209,6 +215,41 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
         lines = [f"- {n}" for n in notes] + [f"- skipped {k}: {v}" for k, v in skipped.items()]
         section("notes", "\n".join(lines))
     return "\n".join(parts)
+
+
+def _trace_table(traced: dict[str, Any], markdown: bool) -> str:
+    rows_by = traced["rows"]
+    attaches = list(rows_by)
+    hops: list[str] = []
+    titles: dict[str, str] = {}
+    for row in rows_by.values():
+        for h in row["hops"]:
+            if h["hop"] not in titles:
+                hops.append(h["hop"])
+                titles[h["hop"]] = h["title"]
+    headers = ["hop (ends at stamp)", "what"]
+    for a in attaches:
+        headers += [f"{a} p50", f"{a} p99"]
+    rows: list[list[Any]] = []
+    for hop in hops:
+        line: list[Any] = [hop, titles[hop]]
+        for a in attaches:
+            found = next((h for h in rows_by[a]["hops"] if h["hop"] == hop), None)
+            line += [us(found["p50_us"]), us(found["p99_us"])] if found else ["-", "-"]
+        rows.append(line)
+    for label, key in (
+        ("sum of hop p50s", "hop_p50_sum_us"),
+        ("traced p50 (call -> woken)", "traced_p50_us"),
+        ("end-to-end p50 (around the call)", "end_to_end_p50_us"),
+    ):
+        line = [label, ""]
+        for a in attaches:
+            line += [us(rows_by[a][key]), ""]
+        rows.append(line)
+    calls = ", ".join(
+        f"{a}: {rows_by[a]['calls']} calls, agent {rows_by[a]['agent']}" for a in attaches
+    )
+    return table(headers, rows, markdown) + f"\n{calls}"
 
 
 def _ms(seconds: Any) -> str:

@@ -23,10 +23,11 @@ from superstatic_bench.peers import install
 from superstatic_bench.procs import ProcessGroup
 from superstatic_bench.progress import Progress
 from superstatic_bench.registry import WRITE_WORKLOADS
-from superstatic_bench.settings import Settings
+from superstatic_bench.settings import FULL, Settings
 from superstatic_bench.systems import Deployment, SuperstaticCluster
 
 RESULTS_FORMAT = 1
+FULL_DURATION_S = FULL.duration_s  # shorter windows: --quick (fewer traced calls too)
 TIMEOUT_S_READS = 600.0
 ERROR_CHARS_MAX = 4000
 
@@ -135,6 +136,7 @@ def _count_steps(options: Options, systems: list[str]) -> int:
     steps += 1 if "reads" in options.selected else 0
     steps += s.failover_repeats if "failover" in options.selected else 0
     steps += 3 * len(s.catchup_objects) if "catchup" in options.selected else 0
+    steps += 2 if "trace" in options.selected else 0
     return steps
 
 
@@ -209,11 +211,16 @@ def run(options: Options) -> int:
                 except Exception as exc:
                     traceback.print_exc()
                     results["errors"][system] = _error_text(exc)
-            for name in ("failover", "catchup"):
+            for name in ("failover", "catchup", "trace"):
                 if name not in options.selected:
                     continue
                 try:
-                    if name == "failover":
+                    if name == "trace":
+                        from superstatic_bench.workloads import trace
+
+                        quick = options.settings.duration_s < FULL_DURATION_S
+                        results["workloads"][name] = trace.run(work_dir, quick, progress)
+                    elif name == "failover":
                         from superstatic_bench.workloads import failover
 
                         results["workloads"][name] = failover.run(

@@ -277,3 +277,22 @@ def test_report_keeps_catch_up_numbers_when_the_app_load_fails() -> None:
     text = report.render(results)
     assert "48.30 s" in text and "failed" in text
     assert "the app could not load" in text and "TimeoutError: boom" in text
+
+
+def test_trace_rows_summarize_and_render() -> None:
+    from superstatic_bench.workloads import trace as trace_workload
+
+    from superstatic.protocol import trace as proto
+
+    calls = []
+    for i in range(1, 11):
+        stamps = {name: k * i for k, name in enumerate(proto.CHAIN)}
+        assembled = proto.assemble(stamps)
+        calls.append({**assembled, "end_to_end_ns": assembled["total_ns"] + 5})
+    row = trace_workload.summarize(calls)
+    assert [h["hop"] for h in row["hops"]] == list(proto.HOPS)
+    assert all(h["p50_us"] >= 0 and h["p99_us"] >= h["p50_us"] for h in row["hops"])
+    assert row["end_to_end_p50_us"] >= row["traced_p50_us"]
+    row["agent"] = "a"
+    text = report.render({"workloads": {"trace": {"rows": {"leader": row}}}})
+    assert "where one call's time goes" in text and "sum of hop p50s" in text
