@@ -45,6 +45,15 @@ class StoreFull(Error):
     a larger --map-bytes (a restart) or more disk, or delete data."""
 
 
+class AuthError(Error):
+    """An agent refused this process: its CURVE key is missing, unknown to the cluster (not in
+    the allow list, or revoked), or its role does not permit the request (a `read` key writing,
+    an `app` key changing the membership). Nothing was done. The message names the agent and
+    what to do: set SUPERSTATIC_KEYS (or connect(keys=...)) to a key file the cluster's
+    operator issued (`superstatic keys new` / `keys add`). Never retried: the same key would be
+    refused again."""
+
+
 class ProtocolError(Error):
     """A peer or client sent something that is not valid superstatic protocol."""
 

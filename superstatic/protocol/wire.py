@@ -102,6 +102,7 @@ class ErrorCode(enum.StrEnum):
     BUSY = "busy"  # a bounded queue is full; retry after a pause
     LAGGING = "lagging"  # subscriber fell behind the bounded buffer: resubscribe
     STORE_FULL = "store_full"  # the agent's store is (nearly) full: the write was not proposed
+    FORBIDDEN = "forbidden"  # the key's role may not do this, or the key was revoked: AuthError
 
 
 PROPOSE_KINDS = frozenset({"txn", "open", "close"})
