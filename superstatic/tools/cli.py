@@ -23,6 +23,7 @@ commands:
   inspect  [PATH] --agent ENDPOINT       the roots; a node by path (cfg.users[3]) or --ref OID
   top      --agent EP[,EP..]             live throughput, latency and lag of every agent
   members  list|add-learner|promote|remove|transfer [NODE] --agent EP[,EP..]   membership
+  keys     new|add|revoke|role|list DIR ...   CURVE keys and allow lists (docs/security.md)
   cluster  [--size N] [--dir DIR] [--metrics]   a local cluster in the foreground (Ctrl-C stops)
   demo                                   the guided demo: 3 agents, apps, a leader killed mid-run
   bench    [--quick] [--only W,..] [--peers] [--out DIR]   the benchmark suite
@@ -56,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from superstatic.tools.members import main as members_main
 
             return members_main(rest)
+        if command == "keys":
+            from superstatic.tools.keys import main as keys_main
+
+            return keys_main(rest)
         if command == "cluster":
             return cluster_main(rest)
         if command == "demo":
