@@ -22,6 +22,8 @@ from superstatic_agent.config import LOG_FORMATS, LOG_LEVELS, AgentConfig, parse
 
 from superstatic.protocol.errors import LimitExceeded
 
+# Exit status when --keys cannot be used (a key file missing, malformed or readable by others).
+EXIT_KEYS_REFUSED = 4
 DEFAULTS = AgentConfig.__dataclass_fields__  # the single source of every default
 
 
@@ -187,9 +189,19 @@ def parser() -> argparse.ArgumentParser:
         help="text (readable) or json (one object per line: ts, level, event, agent, fields)",
     )
     p.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="CURVE keys and allow lists (superstatic keys new DIR ...): both ports then admit "
+        "only listed agents and app keys, by role; the lists are re-read on change or SIGHUP",
+    )
+    p.add_argument(
         "--insecure",
         action="store_true",
-        help="allow --metrics (no authentication) on a non-loopback address",
+        help="allow unauthenticated ports on a non-loopback address: the peer and client "
+        "ports without --keys (no authentication, no encryption: a trusted lab network only; "
+        "said in the log and in STATUS), and --metrics",
     )
     return p
 
@@ -214,6 +226,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         trace=args.trace,
         log_level=args.log_level,
         exit_when_idle_ms=args.exit_when_idle_ms,
+        keys_dir=args.keys,
         record_bytes_max=args.record_bytes_max,
         map_bytes=args.map_bytes,
         events_cache_bytes_max=args.events_cache_bytes_max,
@@ -245,6 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(str(exc))
     logs.install(config.node_id, config.log_level, config.log_format)
     log = logging.getLogger("superstatic.agent")
+    if config.keys_dir is None and config.exposed_endpoints:
+        from superstatic_agent.auth import insecure_warning
+
+        log.warning("%s", insecure_warning(config.exposed_endpoints))
     if not config.fsync:
         log.warning(
             "--fsync off: BENCHMARK MODE. Nothing is synced to disk; a power loss or kernel "
@@ -255,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from superstatic_agent.server import Server
     from superstatic_agent.storage import EXIT_START_REFUSED, StartRefused
 
+    from superstatic.protocol.keyfiles import KeyFileError
+
     try:
         server = Server(config)
     except StartRefused as exc:
@@ -263,6 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MetricsBindError as exc:  # bound before anything else is opened
         log.critical("%s", exc.strerror)
         return 2
+    except KeyFileError as exc:
+        # A missing or too open key file: refusing to start beats serving unauthenticated.
+        log.critical("cannot start with --keys %s: %s", config.keys_dir, exc)
+        return EXIT_KEYS_REFUSED
     server.install_signal_handlers()
     server.run()
     return 0

@@ -132,7 +132,11 @@ class AgentConfig:
     metrics_endpoint: str = ""
     # "text" (readable, the default) or "json" (one object per line: agent/logs.py).
     log_format: str = "text"
-    # Allows binding an unauthenticated port (--metrics) to a non-loopback address.
+    # -- Security (docs/security.md) --
+    # --keys DIR: CURVE on both ports with the keys and allow lists of DIR (agent/auth.py).
+    keys_dir: Path | None = None
+    # --insecure: allows binding an unauthenticated port to a non-loopback address: the peer
+    # and client ports without --keys (logged and in STATUS), and --metrics.
     insecure: bool = False
 
     def __post_init__(self) -> None:
@@ -233,6 +237,27 @@ class AgentConfig:
             parse_metrics_address(self.metrics_endpoint, insecure=self.insecure)
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log format must be one of {LOG_FORMATS}, got {self.log_format!r}")
+        self._check_exposure()
+
+    def _check_exposure(self) -> None:
+        """Safe default: without --keys an agent binds loopback (or ipc://) only. Anyone who
+        reaches an unauthenticated port can read everything, write anything and change the
+        membership, so a reachable one must be asked for by name (--insecure)."""
+        exposed = self.exposed_endpoints
+        if exposed and self.keys_dir is None and not self.insecure:
+            raise ValueError(
+                f"refusing to bind {', '.join(exposed)} without --keys: anyone who can reach "
+                "it could read and change all data and the membership. Give --keys DIR (make "
+                "one with `superstatic keys new DIR --agents ... --clients ...`), bind "
+                "127.0.0.1 or ipc://, or pass --insecure for a trusted lab network"
+            )
+
+    @property
+    def exposed_endpoints(self) -> list[str]:
+        """The peer and client endpoints this agent binds that are not loopback."""
+        return [
+            e for e in (self.peer_endpoint, self.client_endpoint) if not is_loopback_endpoint(e)
+        ]
 
     @property
     def peer_endpoint(self) -> str:
@@ -319,6 +344,18 @@ def node_id_valid(node_id: str) -> bool:
     return 0 < len(node_id) <= NODE_ID_CHARS_MAX and all(
         ch.isalnum() or ch in "-_." for ch in node_id
     )
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True for endpoints only this machine can reach: ipc://, inproc://, and tcp:// on a
+    loopback address (127.0.0.0/8, ::1, localhost, the `lo` interface). `*`, 0.0.0.0, other
+    addresses, host and interface names are not."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1", "lo") or host.startswith("127.")
 
 
 def check_node_id(node_id: str) -> None:

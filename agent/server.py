@@ -31,6 +31,7 @@ import lmdb
 import zmq
 from superstatic_agent import inspector, peer_codec, status_map
 from superstatic_agent.admission import SessionAdmission
+from superstatic_agent.auth import AgentAuth
 from superstatic_agent.config import PEERS_MAX, AgentConfig
 from superstatic_agent.membership_requests import MembershipRequests
 from superstatic_agent.observe import Observer
@@ -179,6 +180,15 @@ class Server:
             self.repair["until"] = self._repair_until
         self._stored_conf: ConfState | None = loaded.conf
         self.ctx: zmq.Context[Any] = zmq.Context()
+        try:
+            # Keys are read and the ZAP authenticator runs before any socket binds.
+            self.auth = AgentAuth(
+                self.ctx, self.id, config.keys_dir, exposed=config.exposed_endpoints
+            )
+        except Exception:
+            self.ctx.term()
+            self.storage.close()
+            raise
         self.peers = PeerTransport(
             self.ctx,
             self.id,
@@ -188,6 +198,7 @@ class Server:
             send_queue_frames_max=config.peer_send_queue_frames_max,
             frame_bytes_max=config.peer_frame_bytes_max,
             recv_bytes_per_turn_max=config.recv_bytes_per_turn_max,
+            auth=self.auth,
         )
         self.clients = ClientTransport(
             self.ctx,
@@ -196,6 +207,7 @@ class Server:
             recv_queue_frames_max=config.client_recv_queue_frames_max,
             send_queue_frames_max=config.client_send_queue_frames_max,
             recv_bytes_per_turn_max=config.recv_bytes_per_turn_max,
+            auth=self.auth,
         )
         self._peer_limits = peer_codec.frame_limits(config.peer_frame_bytes_max)
         self._txn_limits = ops.txn_limits(config.body_bytes_max)
@@ -296,6 +308,8 @@ class Server:
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        # SIGHUP: re-read the allow lists now (they are also re-read when a file changes).
+        signal.signal(signal.SIGHUP, lambda *_: self.auth.request_reload())
 
     def run(self) -> None:
         tick_s = self.config.tick_ms / 1000.0
@@ -363,6 +377,7 @@ class Server:
         self.shipping.close()
         self.peers.close()
         self.clients.close()
+        self.auth.close()
         self.ctx.term()
         self.storage.close()
         log.info("agent %s stopped at applied %d", self.id, self.applied)
@@ -813,12 +828,22 @@ class Server:
         frames = self.clients.recv()
         if frames:
             self._last_client_frame = now
-        for identity, data, address in frames:
+        for identity, data, address, role in frames:
             self.streams.touch(identity, now)
+            if role is None:
+                # Its key was revoked after it connected: nothing of it is read, no stream.
+                self.streams.unsubscribe(identity)
+                refusal = self.auth.forbidden(None, None)
+                self._refuse_key(identity, wire.salvage_req_id(data), refusal)
+                continue
             try:
                 frame = wire.decode(data, wire.CLIENT_TO_AGENT)
             except ProtocolError as exc:  # DecodeLimitExceeded (too_large) included
                 self._refuse_client_frame(identity, data, exc)
+                continue
+            refusal = self.auth.forbidden(role, frame.type)
+            if refusal is not None:
+                self._refuse_key(identity, frame.req_id, refusal)
                 continue
             try:
                 # Every field of the frame's type, checked before any of it is used.
@@ -832,6 +857,11 @@ class Server:
                 self._refuse_client_frame(identity, data, exc, frame.req_id)
             except ProtocolError as exc:
                 self._refuse_client_frame(identity, data, exc, frame.req_id, "client_bad_request")
+
+    def _refuse_key(self, identity: bytes, req_id: int | None, reason: str | None) -> None:
+        """ERROR forbidden (the app raises AuthError) for a frame its key may not send."""
+        if req_id is not None and reason is not None:
+            self._error(identity, req_id, wire.ErrorCode.FORBIDDEN, f"agent {self.id}: {reason}")
 
     def _refuse_client_frame(
         self,
@@ -901,6 +931,13 @@ class Server:
         elif t is wire.FrameType.STATUS:
             self._reply(identity, frame.req_id, self.status())
         elif t is wire.FrameType.MEMBERS:
+            request = wire.parse_members(frame)
+            if request.op == "add_learner" and self.auth.peer_server_key(request.node) is None:
+                # Keyed: the agents could not authenticate it, so it could never catch up.
+                raise ProtocolError(
+                    f"{request.node} has no public key in the allow list ({self.config.keys_dir}"
+                    f"/agents/{request.node}.key): add it first (superstatic keys add)"
+                )
             self.members.on_request(identity, frame, now)
         elif t is wire.FrameType.INSPECT:
             request = wire.parse_inspect(frame)
@@ -1195,6 +1232,9 @@ class Server:
                         f"read not confirmed within timeout_ms_read={self.config.timeout_ms_read}",
                     )
         self.streams.drop_silent(now)
+        if self.auth.housekeeping(now):
+            self._sync_peers()  # connect to members whose keys are now listed, drop revoked
+        self.peers.retry_refused(now)
         if self._repair_until and self.applied >= self._repair_until and self.halted is None:
             self.storage.repair_done()
             self._repair_until = 0
@@ -1275,6 +1315,7 @@ class Server:
             fsync=self.config.fsync,
             counters=dict(self.counters),
             halted=self.halted,
+            auth=self.auth.status(),
             store={
                 "format": FORMAT_VERSION,
                 "record_bytes_max": self.config.record_bytes_max,

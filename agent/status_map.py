@@ -20,6 +20,12 @@ Fields (all present on every agent; leader-only facts are empty elsewhere):
 checksum scrub at start found and did: `found`, `action`, `until` (no vote before this index
 applies again, 0: none), `done`), and the space figures (docs/agent.md).
 
+`auth` (agent/auth.py, docs/security.md): `mode` ("curve", "loopback-only" or "insecure"),
+`warning` (set when insecure), `keys_dir`, `agents_trusted`, `app_keys` (count per role),
+`reloads` of the allow lists, their `problems`, and `refused`: connections and frames refused
+by kind (`client.unknown_key`, `client.no_curve`, `client.handshake`, `client.revoked`,
+`client.forbidden`, and `peer.*` alike).
+
 `halted.reason` is "poisoned" (a committed entry apply cannot handle), "store_full" (a write
 failed for want of space) or "damaged" (a checksum mismatch); `message` says what to do.
 """
@@ -70,6 +76,7 @@ def build(
     counters: dict[str, int],
     halted: dict[str, Any] | None = None,
     store: dict[str, Any] | None = None,
+    auth: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": node.id,
@@ -92,4 +99,5 @@ def build(
         "counters": counters,
         "halted": halted,
         "store": store or {},
+        "auth": auth or {},
     }

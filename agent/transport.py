@@ -15,7 +15,8 @@ peer_recv_queue_frames_max): a sender beyond them waits (TCP back-pressure), not
 Topology: each agent binds a ROUTER on its own peer endpoint and connects one DEALER (identity =
 its node id) to every other member's endpoint. A message to node X leaves through our DEALER to
 X and arrives at X's ROUTER tagged with our id, so the receiver knows who sent it without
-trusting the payload (and checks that the payload's `frm` agrees).
+trusting the payload (and checks that the payload's `frm` agrees). With keys (agent/auth.py),
+the sender is the id our CURVE key is listed under instead, and DEALERs carry no identity.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 from superstatic_agent.config import PEER_FRAME_BYTES_MAX
 
 from superstatic.protocol import wire
+
+if TYPE_CHECKING:
+    from superstatic_agent.auth import AgentAuth
 
 # Frames taken from one socket per loop turn: the loop must also tick, write and answer.
 # Peer frames are cheap to step. Client frames become entries that every agent applies in one
@@ -55,6 +59,10 @@ LOCAL_ADDRESS = "local"
 # Reconnection backoff to a dead peer: quick first retry, capped so a restart is found soon.
 RECONNECT_MS = 100
 RECONNECT_MS_MAX = 1_000
+# A peer that refused our CURVE key (ZAP said no: it does not list us yet, or any more) gets a
+# fresh connection this long after: libzmq never retries a refused handshake by itself, and a
+# member whose allow list is updated a little after ours must still be reached.
+PEER_REFUSED_RETRY_MS = 1_000
 # ZMTP heartbeats on each DEALER to a peer. ROUTER_HANDOVER (below) gives a peer's identity to
 # whichever connection claims it last, and leaves the previous connection a zombie: anyone who
 # connects claiming a member's id would silently cut that member's link to us for good. With
@@ -119,10 +127,13 @@ class PeerTransport:
         send_queue_frames_max: int = PEER_SNDHWM_FRAMES,
         frame_bytes_max: int = PEER_FRAME_BYTES_MAX,
         recv_bytes_per_turn_max: int = RECV_BYTES_PER_TURN_MAX,
+        auth: AgentAuth | None = None,
     ) -> None:
         assert recv_queue_frames_max >= 1 and send_queue_frames_max >= 1
         assert 0 < frame_bytes_max <= PEER_FRAME_BYTES_MAX and recv_bytes_per_turn_max >= 1
         self.node_id = node_id
+        # With keys (auth.keyed), senders are known by their CURVE key (agent/auth.py).
+        self._auth = auth if auth is not None and auth.keyed else None
         self.drops = drops
         self._ctx = ctx
         self._send_queue_frames_max = send_queue_frames_max
@@ -135,24 +146,53 @@ class PeerTransport:
         # A restarted peer reconnects with the same identity before its old TCP connection is
         # noticed dead; without handover the ROUTER would ignore the new connection.
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        if self._auth is not None:
+            self._auth.configure_peer_router(self.router)  # CURVE options precede bind
         self.router.bind(bind_endpoint)
         self._dealers: dict[str, tuple[str, zmq.Socket[Any]]] = {}
+        # The server key each DEALER checks (b"" without keys): a reload that changes it
+        # reconnects that peer.
+        self._dealer_keys: dict[str, bytes] = {}
+        # With keys: each DEALER's monitor (its handshake refused?), peers refused until when
+        # (monotonic s), and the addresses last asked for (to reconnect a refused peer).
+        self._dealer_monitors: dict[str, zmq.Socket[Any]] = {}
+        self._refused_until: dict[str, float] = {}
+        self._addresses: dict[str, str] = {}
         self.sent_frames = 0
         self.sent_bytes = 0
 
     def set_peers(self, addresses: dict[str, str]) -> list[str]:
         """Connect to exactly these peers (id -> endpoint); returns ids newly connected."""
         added = []
-        for node, (address, sock) in list(self._dealers.items()):
-            if addresses.get(node) != address:
-                sock.close(linger=0)
-                del self._dealers[node]
+        self._addresses = dict(addresses)
+        for node, (address, _sock) in list(self._dealers.items()):
+            if addresses.get(node) != address or self._server_key(node) != self._dealer_keys.get(
+                node
+            ):
+                self._close_dealer(node)
+        now = time.monotonic()
         for node, address in sorted(addresses.items()):
             if node == self.node_id or not address or node in self._dealers:
                 continue
+            if self._refused_until.get(node, 0.0) > now:
+                continue  # retry_refused() reconnects it when due
+            server_key = self._server_key(node)
+            if server_key is None:
+                # A member with no key in the allow list: we could not tell it from an
+                # impostor. Connected once its public key is listed (checked at every reload).
+                self.drops.drop("peer_no_key", f"no public key for member {node}: not connecting")
+                continue
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.IDENTITY, self.node_id.encode())
+            if self._auth is None:
+                sock.setsockopt(zmq.IDENTITY, self.node_id.encode())
+            else:
+                # No routing identity: the receiver knows us by our key, and a connection of
+                # ours never competes with another for a name (no handover to abuse).
+                self._auth.configure_dealer(sock, server_key)
+                self._dealer_monitors[node] = sock.get_monitor_socket(
+                    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                )
             sock.setsockopt(zmq.SNDHWM, self._send_queue_frames_max)
             # Nothing is read from a DEALER (answers come to our ROUTER): a peer that writes to
             # it anyway fills at most one small queue. (MAXMSGSIZE also bounds ZMTP commands:
@@ -169,12 +209,51 @@ class PeerTransport:
                 sock.connect(address)
             except zmq.ZMQError as exc:
                 # An endpoint zmq cannot parse (a hostile or mistyped join): never a crash.
-                sock.close(linger=0)
+                self._dealers[node] = (address, sock)
+                self._close_dealer(node)
                 self.drops.drop("peer_bad_address", f"{node} at {address!r}: {exc}")
                 continue
             self._dealers[node] = (address, sock)
+            self._dealer_keys[node] = server_key
             added.append(node)
         return added
+
+    def _close_dealer(self, node: str) -> None:
+        _address, sock = self._dealers.pop(node)
+        self._dealer_keys.pop(node, None)
+        monitor = self._dealer_monitors.pop(node, None)
+        if monitor is not None:
+            sock.disable_monitor()
+            monitor.close(linger=0)
+        sock.close(linger=0)
+
+    def retry_refused(self, now: float) -> None:
+        """With keys: a peer that refused our key is disconnected now and reconnected after
+        PEER_REFUSED_RETRY_MS (called from the loop's housekeeping)."""
+        for node, monitor in list(self._dealer_monitors.items()):
+            refused = False
+            while True:
+                try:
+                    monitor.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                refused = True
+            if refused:
+                self.drops.drop(
+                    "peer_refused_our_key",
+                    f"member {node} refused this agent's key: it does not list it in its "
+                    "allow list (yet); retrying",
+                )
+                self._close_dealer(node)
+                self._refused_until[node] = now + PEER_REFUSED_RETRY_MS / 1000
+        due = [node for node, until in self._refused_until.items() if until <= now]
+        for node in due:
+            del self._refused_until[node]
+        if due:
+            self.set_peers(self._addresses)
+
+    def _server_key(self, node: str) -> bytes | None:
+        return self._auth.peer_server_key(node) if self._auth is not None else b""
 
     def peers(self) -> dict[str, str]:
         return {node: address for node, (address, _) in self._dealers.items()}
@@ -203,7 +282,8 @@ class PeerTransport:
             if taken_bytes >= self._recv_bytes_per_turn_max:
                 break
             try:
-                parts = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
+                # With keys, frames (not bytes): the sender is the key's, a frame property.
+                parts = self.router.recv_multipart(zmq.NOBLOCK, copy=self._auth is None)
             except zmq.Again:
                 break
             taken_bytes += sum(len(part) for part in parts)
@@ -211,6 +291,11 @@ class PeerTransport:
                 self.drops.drop(
                     "peer_bad_frame", f"{len(parts)} message parts, expected 1", "parts"
                 )
+                continue
+            if self._auth is not None:
+                sender = self._auth.peer_sender(parts[1])  # None: its key was revoked (counted)
+                if sender is not None:
+                    out.append((sender, parts[1].bytes))
                 continue
             try:
                 sender = parts[0].decode()
@@ -221,9 +306,8 @@ class PeerTransport:
         return out
 
     def close(self) -> None:
-        for _, sock in self._dealers.values():
-            sock.close(linger=0)
-        self._dealers.clear()
+        for node in list(self._dealers):
+            self._close_dealer(node)
         self.router.close(linger=0)
 
 
@@ -239,10 +323,12 @@ class ClientTransport:
         recv_queue_frames_max: int = CLIENT_RCVHWM_FRAMES,
         send_queue_frames_max: int = CLIENT_SNDHWM_FRAMES,
         recv_bytes_per_turn_max: int = RECV_BYTES_PER_TURN_MAX,
+        auth: AgentAuth | None = None,
     ) -> None:
         assert recv_queue_frames_max >= 1 and send_queue_frames_max >= 1
         assert recv_bytes_per_turn_max >= 1
         self.drops = drops
+        self._auth = auth if auth is not None and auth.keyed else None
         self._recv_bytes_per_turn_max = recv_bytes_per_turn_max
         self.router = ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
@@ -253,6 +339,8 @@ class ClientTransport:
         self.router.setsockopt(zmq.MAXMSGSIZE, wire.FRAME_BYTES_MAX)
         # Report a full or vanished app instead of dropping silently: streams wait and retry.
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if self._auth is not None:
+            self._auth.configure_client_router(self.router)  # CURVE options precede bind
         self.router.bind(bind_endpoint)
         self.sent_frames = 0
 
@@ -269,11 +357,12 @@ class ClientTransport:
         self.sent_frames += 1
         return "ok"
 
-    def recv(self) -> list[tuple[bytes, bytes, str]]:
+    def recv(self) -> list[tuple[bytes, bytes, str, str | None]]:
         """Frames waiting: (connection identity, payload, the app's address: its IP for
-        tcp://, LOCAL_ADDRESS for ipc://). At most CLIENT_FRAMES_PER_TURN_MAX frames and about
-        recv_bytes_per_turn_max bytes per call."""
-        out: list[tuple[bytes, bytes, str]] = []
+        tcp://, LOCAL_ADDRESS for ipc://, the role of its CURVE key now: None if the key was
+        revoked, "admin" without keys, where nothing is authenticated). At most
+        CLIENT_FRAMES_PER_TURN_MAX frames and about recv_bytes_per_turn_max bytes per call."""
+        out: list[tuple[bytes, bytes, str, str | None]] = []
         taken_bytes = 0
         for _ in range(CLIENT_FRAMES_PER_TURN_MAX):
             if taken_bytes >= self._recv_bytes_per_turn_max:
@@ -293,7 +382,8 @@ class ClientTransport:
                 address = parts[1].get("Peer-Address") or LOCAL_ADDRESS
             except zmq.ZMQError:
                 address = LOCAL_ADDRESS
-            out.append((parts[0].bytes, parts[1].bytes, address))
+            role = self._auth.client_role(parts[1]) if self._auth is not None else "admin"
+            out.append((parts[0].bytes, parts[1].bytes, address, role))
         return out
 
     def close(self) -> None:

@@ -89,8 +89,8 @@ def test_client_router_answers_and_reports_gone_apps(ctx: zmq.Context[Any]) -> N
     app.connect(f"tcp://127.0.0.1:{port}")
     try:
         app.send(b"ping")
-        [(identity, data, address)] = receive(server, 1)
-        assert data == b"ping" and address == "127.0.0.1"
+        [(identity, data, address, role)] = receive(server, 1)
+        assert data == b"ping" and address == "127.0.0.1" and role == "admin"  # no keys
         assert server.send(identity, b"pong") == "ok"
         assert app.poll(int(DELIVERY_TIMEOUT_S * 1000), zmq.POLLIN)
         assert app.recv() == b"pong"
