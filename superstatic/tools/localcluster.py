@@ -3,6 +3,12 @@
 Every agent is a `python -m superstatic_agent` subprocess bound to 127.0.0.1 on ports found
 free, with its data in its own folder. Everything started here is stopped by PID in `close()`
 (also on `with` exit), so nothing outlives its owner.
+
+Keyed by default, like a real deployment (docs/security.md): the cluster's keys are made in
+`base_dir/keys` (one key pair per agent; app keys `admin`, `app` and `read` with those roles)
+and every agent runs with `--keys`. `key_file(name)` is an app key file for SUPERSTATIC_KEYS or
+connect(keys=...); the cluster's own requests (status, leader) use the admin key.
+`keyed=False` runs without keys, for a test that needs an unauthenticated agent.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from superstatic.client import keys as client_keys
 from superstatic.client import oneshot
 from superstatic.protocol import wire
 from superstatic.protocol.errors import Error
@@ -28,6 +35,8 @@ TIMEOUT_S_LEADER_DEFAULT = 30.0
 TIMEOUT_S_STOP = 10.0
 POLL_S = 0.05
 PORTS_TRIES_MAX = 100
+# App keys every keyed local cluster has, by name = role.
+CLIENT_KEYS = (("admin", "admin"), ("app", "app"), ("read", "read"))
 
 
 def free_port() -> int:
@@ -81,6 +90,7 @@ class LocalCluster:
     env: dict[str, str] | None = None
     agents: dict[str, AgentSpec] = field(default_factory=dict)
     metrics: bool = False  # give each agent a --metrics port on 127.0.0.1
+    keyed: bool = True
 
     def __post_init__(self) -> None:
         assert 1 <= self.size <= 26, self.size
@@ -98,6 +108,29 @@ class LocalCluster:
         if self.metrics:
             for spec, port in zip(self.agents.values(), free_ports(self.size), strict=True):
                 spec.metrics_address = f"127.0.0.1:{port}"
+        self.keys_dir = self.base_dir / "keys"
+        if self.keyed and not (self.keys_dir / "cluster.key_secret").exists():
+            client_keys.create_keys_dir(self.keys_dir, list(self.agents), CLIENT_KEYS)
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def key_file(self, name: str = "admin") -> Path | None:
+        """An app key file of this cluster (None when it runs without keys)."""
+        if not self.keyed:
+            return None
+        return self.keys_dir / "clients" / f"{name}.key_secret"
+
+    def keys(self, name: str = "admin") -> client_keys.ClientKeys | None:
+        path = self.key_file(name)
+        return client_keys.load(path) if path is not None else None
+
+    def client_env(self, name: str = "app") -> dict[str, str]:
+        """Environment for an app process of this cluster: its endpoints and key file."""
+        env = {"SUPERSTATIC_AGENT": ",".join(self.client_endpoints())}
+        path = self.key_file(name)
+        if path is not None:
+            env[client_keys.ENV_KEYS] = str(path)
+        return env
 
     # -- addressing --------------------------------------------------------------------------
 
@@ -139,6 +172,8 @@ class LocalCluster:
             cmd += ["--listen", spec.peer_endpoint]
         if spec.metrics_address:
             cmd += ["--metrics", spec.metrics_address]
+        if self.keyed:
+            cmd += ["--keys", str(self.keys_dir)]
         return cmd + list(self.agent_args)
 
     def start_agent(self, node_id: str) -> AgentSpec:
@@ -160,8 +195,11 @@ class LocalCluster:
         return spec
 
     def add_learner(self, node_id: str) -> AgentSpec:
-        """Starts an agent outside --peers; it joins the cluster as a non-voting learner."""
+        """Starts an agent outside --peers; it joins the cluster as a non-voting learner (keyed:
+        with a key pair added to the allow list first, which the agents pick up by themselves)."""
         assert node_id not in self.agents, node_id
+        if self.keyed and not (self.keys_dir / "agents" / f"{node_id}.key").exists():
+            client_keys.add_keys(self.keys_dir, [node_id], [])
         peer_port, client_port = free_ports(2)
         self.agents[node_id] = AgentSpec(
             id=node_id,
@@ -228,7 +266,10 @@ class LocalCluster:
 
     def status(self, node_id: str, timeout_ms: int = 2_000) -> dict[str, Any]:
         return oneshot.request(
-            self.agents[node_id].client_endpoint, wire.FrameType.STATUS, timeout_ms=timeout_ms
+            self.agents[node_id].client_endpoint,
+            wire.FrameType.STATUS,
+            timeout_ms=timeout_ms,
+            keys=self.keys("admin"),
         )
 
     def leader(self, timeout_s: float = TIMEOUT_S_LEADER_DEFAULT) -> str:
