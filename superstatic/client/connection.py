@@ -42,12 +42,14 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from superstatic.client import keys as client_keys
 from superstatic.client.stream import ReplicaSink, StreamFeeder, StreamGap
 from superstatic.objects import stats as _stats
 from superstatic.objects import trace as _trace
 from superstatic.protocol import trace as _trace_proto
 from superstatic.protocol import wire
 from superstatic.protocol.errors import (
+    AuthError,
     Error,
     LimitExceeded,
     ProtocolError,
@@ -98,7 +100,12 @@ TIMEOUT_MS_STREAM_STALL = 5_000
 SOCKET_HWM_FRAMES = 10_000
 ENDPOINT_PATTERN = re.compile(r"^(tcp|ipc|inproc)://\S+$")
 
-_MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+_MONITOR_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+    | client_keys.HANDSHAKE_EVENTS
+)
 
 
 # wait_applied waits while the replica makes progress, but never longer than this many times
@@ -178,6 +185,7 @@ class Connection:
         ping_interval_ms: int = PING_INTERVAL_MS_DEFAULT,
         requests_pending_max: int = REQUESTS_PENDING_MAX,
         timeout_ms_close: int = TIMEOUT_MS_CLOSE,
+        keys: client_keys.ClientKeys | None = None,
     ) -> None:
         if not endpoints:
             raise Error("no agent endpoint given; pass e.g. ['tcp://127.0.0.1:7501']")
@@ -188,6 +196,9 @@ class Connection:
                     "'tcp://127.0.0.1:7501' or 'ipc:///path/agent.sock'"
                 )
         self.endpoints = list(endpoints)
+        # CURVE identity (None: no CURVE, for an unkeyed agent). An agent refusing it is an
+        # AuthError for every caller once every endpoint refused it (docs/security.md).
+        self.keys = keys
         self.replica = replica
         self.client_id = secrets.token_hex(16)  # 128 random bits: sessions never collide
         # The process that owns the socket and the I/O thread: a forked child has neither
@@ -373,6 +384,8 @@ class Connection:
 
     def _check_alive(self) -> None:
         failure = self._failure
+        if isinstance(failure, AuthError):
+            raise AuthError(str(failure))
         if failure is not None:
             raise Error(f"the superstatic connection stopped: {failure}") from failure
         if self._closing:
@@ -404,6 +417,10 @@ class Connection:
         io = self._io
         try:
             io.loop()
+        except AuthError as exc:  # every agent refused our key: said to every caller
+            log.warning("superstatic: %s", exc)
+            with self._lock:
+                self._failure = exc
         except BaseException as exc:  # a bug or a broken replica: fail loudly, never hang
             log.exception("superstatic connection I/O thread stopped")
             with self._lock:
@@ -416,6 +433,8 @@ class Connection:
                 else Error("this superstatic connection is closed")
             )
             for request in [*io.requests.values(), *self._take_queued()]:
+                if isinstance(failure, AuthError):
+                    error = AuthError(str(failure))  # one instance per caller's traceback
                 self._done(request, error=error)
             io.close_socket()
             self._wake_rx.close(linger=0)
@@ -453,6 +472,10 @@ class _IoState:
         self.refusing_since: float | None = None
         self.keepalive: _Request | None = None
         self.poller = zmq.Poller()
+        # Endpoints that refused our key since the last completed handshake (-> why), and the
+        # silent handshake failures per endpoint since its last success (client_keys.refusal).
+        self.refused: dict[str, str] = {}
+        self.silent_failures: dict[str, int] = {}
 
     # -- main loop -------------------------------------------------------------------------
 
@@ -515,6 +538,8 @@ class _IoState:
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1_000)
         sock.setsockopt(zmq.MAXMSGSIZE, wire.FRAME_BYTES_MAX)
+        if conn.keys is not None:
+            conn.keys.apply(sock)  # CURVE client: before connect
         self.monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
         sock.connect(endpoint)
         self.sock = sock
@@ -562,7 +587,17 @@ class _IoState:
             except zmq.Again:
                 return
             kind = event["event"]
+            endpoint = self.conn.endpoint
+            if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                self.silent_failures[endpoint] = self.silent_failures.get(endpoint, 0) + 1
+            silent = self.silent_failures.get(endpoint, 0)
+            refused = client_keys.refusal(kind, event["value"], endpoint, self.conn.keys, silent)
+            if refused is not None:
+                self.key_refused(refused)
+                return  # the monitor socket was replaced
             if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.refused.clear()
+                self.silent_failures.pop(endpoint, None)
                 self.on_connected()
             elif kind == zmq.EVENT_DISCONNECTED:
                 self.failover("disconnected")
@@ -575,6 +610,15 @@ class _IoState:
                 # Nothing listens there (refused): no point waiting for the silence timeout.
                 self.failover("connection refused")
                 return
+
+    def key_refused(self, why: str) -> None:
+        """This agent refused our key (or our lack of one). Another agent may not have (an
+        allow list being updated host by host), so the others are tried; once every endpoint
+        refused, the connection stops and every caller gets AuthError with the reason."""
+        self.refused[self.conn.endpoint] = why
+        if len(self.refused) >= len(set(self.conn.endpoints)):
+            raise AuthError(why)
+        self.failover("it refused our key")
 
     def on_connected(self) -> None:
         """A (re)established connection: new HELLO, new subscription, re-send everything
@@ -672,6 +716,10 @@ class _IoState:
             self.on_error(request, req_id, frame.body)
 
     def on_hello(self, frame: wire.Frame) -> None:
+        code = frame.body.get("code")
+        if frame.type is wire.FrameType.ERROR and code == wire.ErrorCode.FORBIDDEN:
+            self.key_refused(str(frame.body.get("message")))  # revoked since we connected
+            return
         if frame.type is wire.FrameType.ERROR:
             self.failover(f"HELLO refused: {frame.body.get('message')}")
             return
@@ -717,7 +765,9 @@ class _IoState:
             return
         self.by_req_id.pop(req_id, None)
         request.unresolved.discard(req_id)
-        if code == wire.ErrorCode.TOO_LARGE:
+        if code == wire.ErrorCode.FORBIDDEN:
+            self.settle(request, error=AuthError(message))  # our key's role may not do this
+        elif code == wire.ErrorCode.TOO_LARGE:
             self.settle(request, error=AgentRefusedTooLarge(message))
         elif code == wire.ErrorCode.STORE_FULL:
             self.settle(request, error=StoreFull(message))
