@@ -25,6 +25,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from superstatic.protocol.errors import (
+    AuthError,
     ConflictError,
     Error,
     LimitExceeded,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     heapq: ModuleType
 
 __all__ = [
+    "AuthError",
     "ConflictError",
     "Error",
     "LimitExceeded",
@@ -99,12 +101,14 @@ def _session() -> Any:
     return session_default.get()
 
 
-def connect(endpoints: list[str] | str | None = None) -> None:
+def connect(endpoints: list[str] | str | None = None, *, keys: str | None = None) -> None:
     """Connects to the cluster; optional (the first use connects with the defaults).
-    Endpoints: this argument, else $SUPERSTATIC_AGENT, else an embedded single-node agent."""
+    Endpoints: this argument, else $SUPERSTATIC_AGENT, else an embedded single-node agent.
+    Keys: this app's key file (`superstatic keys`), else $SUPERSTATIC_KEYS; an agent that
+    refuses it raises AuthError."""
     from superstatic.client import default as session_default
 
-    session_default.connect(endpoints)
+    session_default.connect(endpoints, keys)
 
 
 def close() -> None:

@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from superstatic.objects import txn as _txn
@@ -31,17 +32,25 @@ _endpoints: list[str] | None = None
 _inherited: list[Any] = []
 
 
-def _new_connection(endpoints: list[str]) -> Any:
+def _new_connection(endpoints: list[str], keys: Any = None) -> Any:
+    """A factory of connections to these agents with this CURVE key (a forked child makes its
+    own connection with it)."""
     from superstatic.client.connection import Connection
 
-    return lambda replica: Connection(list(endpoints), replica)
+    return lambda replica: Connection(list(endpoints), replica, keys=keys)
 
 
-def connect(endpoints: list[str] | str | None = None) -> Session:
+def connect(
+    endpoints: list[str] | str | None = None, keys: str | os.PathLike[str] | None = None
+) -> Session:
     """Connects this process to the cluster (explicit endpoints > $SUPERSTATIC_AGENT > an
-    embedded single-node agent for the current directory). Idempotent for the same endpoints."""
+    embedded single-node agent for the current directory). Idempotent for the same endpoints.
+
+    `keys`: the app's key file (else $SUPERSTATIC_KEYS; docs/security.md). The embedded agent
+    is private to its owner and uses its own (or no) keys, so `keys` needs endpoints."""
     global _default, _endpoints
     from superstatic.client import embedded
+    from superstatic.client import keys as client_keys
     from superstatic.objects.replica import Replica
 
     if isinstance(endpoints, str):
@@ -54,9 +63,17 @@ def connect(endpoints: list[str] | str | None = None) -> Session:
                 f"already connected to {_endpoints}; call superstatic.close() before connecting "
                 "to other agents"
             )
+        explicit = bool(endpoints) or bool(os.environ.get(embedded.ENV_AGENT, "").strip())
+        if keys is not None and not explicit:
+            raise Error(
+                "connect(keys=...) needs agents: pass endpoints or set SUPERSTATIC_AGENT (the "
+                "embedded agent of this directory is private to you and needs no key file)"
+            )
         resolved = list(embedded.resolve_endpoints(endpoints))
+        # The embedded agent's own key (its TCP fallback) or none: never $SUPERSTATIC_KEYS.
+        app_keys = client_keys.resolve(keys) if explicit else embedded.embedded_keys(Path.cwd())
         replica = Replica()
-        factory = _new_connection(resolved)
+        factory = _new_connection(resolved, app_keys)
         session = Session(replica, factory(replica), factory)
         _default, _endpoints = session, resolved
     session.sync()  # start from the cluster's current state, not an empty replica

@@ -7,12 +7,20 @@ the same directory share it (and its state). It is started with `--exit-when-idl
 last app stops PINGing it (every connection PINGs every 500 ms), it exits by itself, so nothing
 the user did not ask for keeps running.
 
+Reachable only by its owner (docs/security.md): `./.superstatic/` is made (or set) owner-only
+(0700), and the agent listens on `ipc://` sockets inside it, so no other local user can connect
+to it (nor read its data). A directory whose path is too long for a unix socket
+(IPC_PATH_BYTES_MAX) gets a loopback TCP agent with CURVE keys generated in
+`./.superstatic/keys` (secrets 0600) instead: only a process that can read them (the owner)
+gets in. A `.superstatic` owned by another user is refused.
+
 Files in `./.superstatic/`:
 * `agent.lock`: an fcntl lock held while one app checks, starts or replaces the agent, so two
   apps starting at once never start two agents on one data directory;
-* `agent.json`: `{"pid", "client", "peer", "started_ms"}` of the last agent started. Its ports
-  are reused on restart (when still free) so the peer address stored in the agent's membership
-  stays the one it binds;
+* `agent.json`: `{"pid", "client", "peer", "started_ms", "keys"}` of the last agent started
+  (`keys`: the app key file of a keyed agent, else null). TCP ports are reused on restart (when
+  still free) so the peer address stored in the agent's membership stays the one it binds;
+* `agent.sock`, `peer.sock`: the ipc sockets;
 * `agent.log`: the agent's stderr, appended.
 
 Reuse requires the recorded pid to be alive AND the endpoint to answer a PING: a pid alone can
@@ -34,6 +42,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from superstatic.client import keys as client_keys
 from superstatic.client import oneshot
 from superstatic.protocol import wire
 from superstatic.protocol.errors import Error
@@ -56,6 +65,14 @@ START_ATTEMPTS_MAX = 3
 TIMEOUT_S_LOCK = TIMEOUT_S_START * START_ATTEMPTS_MAX + 10
 LOG_TAIL_BYTES = 2_000
 IDLE_FLAG = "--exit-when-idle-ms"
+# Owner only: the folder holds the agent's sockets, data and (TCP fallback) keys.
+STATE_DIR_MODE = 0o700
+CLIENT_SOCKET_NAME = "agent.sock"
+PEER_SOCKET_NAME = "peer.sock"
+# A unix socket path has at most 107 bytes (sun_path); beyond this the agent uses TCP with keys.
+IPC_PATH_BYTES_MAX = 100
+KEYS_DIR_NAME = "keys"
+OWNER_KEY_NAME = "owner"
 
 
 def resolve_endpoints(endpoints: Sequence[str] | None) -> list[str]:
@@ -82,14 +99,37 @@ def idle_ms() -> int:
 
 
 def ensure_embedded_agent(directory: Path) -> str:
-    """The client endpoint of the embedded agent of `directory`, started if needed."""
+    """The client endpoint of the embedded agent of `directory`, started if needed (its app key
+    file, if it is keyed: `embedded_keys`)."""
     state_dir = directory / STATE_DIR_NAME
-    state_dir.mkdir(exist_ok=True)
+    private_state_dir(state_dir)
     with _locked(state_dir / "agent.lock"):
         record = _read_record(state_dir)
         if record is not None and _answers(record):
             return str(record["client"])
         return _start(state_dir, record)
+
+
+def embedded_keys(directory: Path) -> client_keys.ClientKeys | None:
+    """The app key of `directory`'s embedded agent when it runs keyed (the TCP fallback)."""
+    record = agent_record(directory)
+    path = record.get("keys") if record is not None else None
+    return client_keys.load(path) if isinstance(path, str) and path else None
+
+
+def private_state_dir(state_dir: Path) -> None:
+    """Creates `state_dir` owner-only, or makes an existing one so; refuses one owned by
+    another user (its owner could read our data and reach our agent)."""
+    state_dir.mkdir(mode=STATE_DIR_MODE, exist_ok=True)
+    info = state_dir.stat()
+    if info.st_uid != os.getuid():
+        raise Error(
+            f"{state_dir} belongs to another user (uid {info.st_uid}): its embedded agent "
+            "would not be reachable by you only. Use your own directory, or set "
+            f"{ENV_AGENT} to a cluster's agents"
+        )
+    if info.st_mode & 0o777 != STATE_DIR_MODE:
+        os.chmod(state_dir, STATE_DIR_MODE)
 
 
 def agent_record(directory: Path) -> dict[str, Any] | None:
@@ -161,10 +201,31 @@ def _answers(record: dict[str, Any]) -> bool:
     if not pid_alive(int(record["pid"])):
         return False
     try:
-        oneshot.request(str(record["client"]), wire.FrameType.PING, timeout_ms=TIMEOUT_MS_PING)
+        oneshot.request(
+            str(record["client"]),
+            wire.FrameType.PING,
+            timeout_ms=TIMEOUT_MS_PING,
+            keys=_record_keys(record),
+        )
     except Error:
         return False
     return True
+
+
+def _record_keys(record: dict[str, Any]) -> client_keys.KeysArg:
+    """The key an app uses with this agent: its own when keyed, none otherwise (whatever
+    SUPERSTATIC_KEYS says: that names a cluster's key, not this private agent's)."""
+    path = record.get("keys")
+    return Path(path) if isinstance(path, str) and path else client_keys.NO_KEYS
+
+
+def _owner_keys(state_dir: Path) -> Path:
+    """The TCP fallback's keys, made once in ./.superstatic/keys: the agent's pair and one
+    admin app key for the owner (secrets 0600 in a 0700 folder)."""
+    keys_dir = state_dir / KEYS_DIR_NAME
+    if not (keys_dir / "cluster.key_secret").exists():
+        client_keys.create_keys_dir(keys_dir, [AGENT_ID], [(OWNER_KEY_NAME, "admin")])
+    return keys_dir / "clients" / f"{OWNER_KEY_NAME}.key_secret"
 
 
 def _port_of(endpoint: Any) -> int | None:
@@ -212,10 +273,17 @@ def _start(state_dir: Path, previous: dict[str, Any] | None) -> str:
         previous = None
     failures: list[str] = []
     idle_flag = True
+    client_ipc = f"ipc://{state_dir.resolve() / CLIENT_SOCKET_NAME}"
+    use_ipc = len(client_ipc) - len("ipc://") <= IPC_PATH_BYTES_MAX
+    keys_file = None if use_ipc else _owner_keys(state_dir)
     for _attempt in range(START_ATTEMPTS_MAX):
-        peer_port, client_port = _choose_ports(previous)
-        peer = f"tcp://127.0.0.1:{peer_port}"
-        client = f"tcp://127.0.0.1:{client_port}"
+        if use_ipc:
+            client = client_ipc
+            peer = f"ipc://{state_dir.resolve() / PEER_SOCKET_NAME}"
+        else:
+            peer_port, client_port = _choose_ports(previous)
+            peer = f"tcp://127.0.0.1:{peer_port}"
+            client = f"tcp://127.0.0.1:{client_port}"
         command = [
             sys.executable,
             "-m",
@@ -229,14 +297,22 @@ def _start(state_dir: Path, previous: dict[str, Any] | None) -> str:
             "--client",
             client,
         ]
+        if keys_file is not None:
+            command += ["--keys", str(state_dir / KEYS_DIR_NAME)]
         if idle_flag:
             command += [IDLE_FLAG, str(idle_ms())]
         log_path = state_dir / "agent.log"
         log_start = log_path.stat().st_size if log_path.exists() else 0
         pid = _launch_detached(command, log_path, cwd=state_dir.parent)
-        record = {"pid": pid, "client": client, "peer": peer, "started_ms": int(time.time() * 1000)}
+        record = {
+            "pid": pid,
+            "client": client,
+            "peer": peer,
+            "started_ms": int(time.time() * 1000),
+            "keys": str(keys_file) if keys_file is not None else None,
+        }
         _write_record(state_dir, record)
-        problem = _wait_ready(pid, client)
+        problem = _wait_ready(pid, client, keys_file)
         if problem is None:
             return client
         tail = _log_tail(log_path, log_start)
@@ -292,14 +368,17 @@ _LAUNCHER = (
 )
 
 
-def _wait_ready(pid: int, client: str) -> str | None:
+def _wait_ready(pid: int, client: str, keys_file: Path | None) -> str | None:
     """None once the agent answers and leads its single-node group, else what went wrong."""
     deadline = time.monotonic() + TIMEOUT_S_START
+    keys = keys_file if keys_file is not None else client_keys.NO_KEYS
     while time.monotonic() < deadline:
         if not pid_alive(pid):
             return "the agent exited"
         try:
-            status = oneshot.request(client, wire.FrameType.STATUS, timeout_ms=TIMEOUT_MS_PING)
+            status = oneshot.request(
+                client, wire.FrameType.STATUS, timeout_ms=TIMEOUT_MS_PING, keys=keys
+            )
         except Error:
             time.sleep(POLL_S)
             continue

@@ -82,8 +82,19 @@ def load(path: str | os.PathLike[str]) -> ClientKeys:
     )
 
 
-def resolve(keys: ClientKeys | str | os.PathLike[str] | None) -> ClientKeys | None:
-    """An explicit key (file) > $SUPERSTATIC_KEYS > None (no CURVE: an unkeyed agent)."""
+class NoKeys:
+    """No CURVE, whatever $SUPERSTATIC_KEYS says (the embedded agent's own ipc socket)."""
+
+
+NO_KEYS = NoKeys()
+KeysArg = ClientKeys | str | os.PathLike[str] | NoKeys | None
+
+
+def resolve(keys: KeysArg) -> ClientKeys | None:
+    """An explicit key (file) > $SUPERSTATIC_KEYS > None (no CURVE: an unkeyed agent);
+    NO_KEYS: none."""
+    if isinstance(keys, NoKeys):
+        return None
     if isinstance(keys, ClientKeys):
         return keys
     if keys is not None and str(keys):

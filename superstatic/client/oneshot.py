@@ -7,7 +7,6 @@ places where a long-lived `Connection` (sessions, stream, failover) would be too
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from typing import Any
 
@@ -32,7 +31,7 @@ def request(
     *,
     timeout_ms: int = TIMEOUT_MS_ONESHOT_DEFAULT,
     context: zmq.Context[Any] | None = None,
-    keys: client_keys.ClientKeys | str | os.PathLike[str] | None = None,
+    keys: client_keys.KeysArg = None,
 ) -> dict[str, Any]:
     """Sends one frame and returns the REPLY body.
 

@@ -144,9 +144,10 @@ def test_a_stale_record_is_replaced(workdir: Path, monkeypatch: pytest.MonkeyPat
     (endpoint,) = embedded.resolve_endpoints(None)
     record = embedded.agent_record(workdir)
     assert record is not None and record["client"] == endpoint and record["pid"] != dead.pid
-    # The recorded ports were free, so the new agent took them (its stored membership names
-    # the peer address it binds).
-    assert (record["client"], record["peer"]) == (stale["client"], stale["peer"])
+    # The new agent listens on owner-only ipc sockets, not on the stale record's TCP ports.
+    assert record["client"] == f"ipc://{state.resolve() / embedded.CLIENT_SOCKET_NAME}"
+    assert record["peer"] == f"ipc://{state.resolve() / embedded.PEER_SOCKET_NAME}"
+    assert record["keys"] is None
     assert embedded.pid_alive(record["pid"])
     # Reused, not started again, while it runs.
     assert embedded.resolve_endpoints(None) == [endpoint]
