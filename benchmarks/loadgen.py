@@ -34,6 +34,7 @@ from typing import Any
 
 import zmq
 
+from superstatic.client import keys as client_keys
 from superstatic.protocol import codec, ops, wire
 from superstatic.protocol.errors import ProtocolError, Unavailable
 from superstatic.tools.localcluster import LocalCluster
@@ -71,11 +72,16 @@ class RawClient:
         *,
         client_id: str | None = None,
         context: zmq.Context[Any] | None = None,
+        keys: client_keys.KeysArg = None,
     ) -> None:
         self.endpoint = endpoint
         self.client_id = client_id or secrets.token_hex(16)
         self.sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        # CURVE: `keys`, else $SUPERSTATIC_KEYS, else none (NO_KEYS: none whatever the env).
+        self.keys = client_keys.resolve(keys)
+        if self.keys is not None:
+            self.keys.apply(self.sock)
         self.sock.connect(endpoint)
         self.next_seq = 1
         self._req_ids = itertools.count(1)

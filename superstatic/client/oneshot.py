@@ -7,6 +7,7 @@ places where a long-lived `Connection` (sessions, stream, failover) would be too
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from typing import Any
 
@@ -40,7 +41,29 @@ def request(
     (`keys`, else $SUPERSTATIC_KEYS; none: no CURVE) or its role, ProtocolError on an ERROR
     answer or garbage.
     """
-    assert frame_type in wire.CLIENT_TO_AGENT and frame_type is not wire.FrameType.PROPOSE
+    assert frame_type is not wire.FrameType.PROPOSE
+    frame = exchange(endpoint, frame_type, body, timeout_ms=timeout_ms, context=context, keys=keys)
+    if frame.type is wire.FrameType.ERROR:
+        raise ProtocolError(
+            f"agent at {endpoint} refused {frame_type.name}: "
+            f"{frame.body.get('code')}: {frame.body.get('message')}"
+        )
+    return frame.body
+
+
+def exchange(
+    endpoint: str,
+    frame_type: wire.FrameType,
+    body: dict[str, Any] | None = None,
+    *,
+    timeout_ms: int = TIMEOUT_MS_ONESHOT_DEFAULT,
+    context: zmq.Context[Any] | None = None,
+    keys: client_keys.KeysArg = None,
+) -> wire.Frame:
+    """Sends one frame on a fresh DEALER and returns the answer, REPLY or ERROR (the ERROR body
+    carries the leader hint). An ERROR `forbidden` and a refused handshake raise AuthError;
+    silence past timeout_ms raises Unavailable (outcome unknown for MEMBERS, else known)."""
+    assert frame_type in wire.CLIENT_TO_AGENT
     resolved = client_keys.resolve(keys)
     ctx = context or zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
@@ -62,8 +85,8 @@ def request(
         for _ in range(FRAMES_SKIPPED_MAX):
             ready: dict[Any, int] = {}
             while sock not in ready:
-                left_ms = max(0, int((deadline - time.monotonic()) * 1000))
-                ready = dict(poller.poll(left_ms))
+                left_ms = math.ceil((deadline - time.monotonic()) * 1000)
+                ready = dict(poller.poll(left_ms)) if left_ms > 0 else {}
                 if not ready:
                     break
                 if monitor in ready:
@@ -79,20 +102,17 @@ def request(
                 raise Unavailable(
                     f"agent at {endpoint} did not answer {frame_type.name} within {timeout_ms} ms; "
                     "check that it is running (superstatic-agent) and the endpoint is right",
-                    outcome_known=True,
+                    outcome_known=frame_type is not wire.FrameType.MEMBERS,
                 )
             frame = wire.decode(sock.recv(), wire.AGENT_TO_CLIENT)
             if frame.req_id != req_id:
                 continue
-            if frame.type is wire.FrameType.ERROR:
-                if frame.body.get("code") == wire.ErrorCode.FORBIDDEN:
-                    raise AuthError(f"{frame_type.name} refused: {frame.body.get('message')}")
-                raise ProtocolError(
-                    f"agent at {endpoint} refused {frame_type.name}: "
-                    f"{frame.body.get('code')}: {frame.body.get('message')}"
-                )
-            if frame.type is wire.FrameType.REPLY:
-                return frame.body
+            if frame.type is wire.FrameType.ERROR and (
+                frame.body.get("code") == wire.ErrorCode.FORBIDDEN
+            ):
+                raise AuthError(f"{frame_type.name} refused: {frame.body.get('message')}")
+            if frame.type in (wire.FrameType.REPLY, wire.FrameType.ERROR):
+                return frame
         raise ProtocolError(f"no answer to {frame_type.name} among {FRAMES_SKIPPED_MAX} frames")
     finally:
         sock.disable_monitor()

@@ -24,7 +24,7 @@ commands:
   top      --agent EP[,EP..]             live throughput, latency and lag of every agent
   members  list|add-learner|promote|remove|transfer [NODE] --agent EP[,EP..]   membership
   keys     new|add|revoke|role|list DIR ...   CURVE keys and allow lists (docs/security.md)
-  cluster  [--size N] [--dir DIR] [--metrics]   a local cluster in the foreground (Ctrl-C stops)
+  cluster  [--size N] [--dir DIR] [--metrics] [--no-keys]   a local cluster (Ctrl-C stops)
   demo                                   the guided demo: 3 agents, apps, a leader killed mid-run
   bench    [--quick] [--only W,..] [--peers] [--out DIR]   the benchmark suite
 """
@@ -91,9 +91,14 @@ def cluster_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--metrics", action="store_true", help="each agent serves metrics and its status page"
     )
+    parser.add_argument(
+        "--no-keys", action="store_true", help="run without CURVE keys (loopback only anyway)"
+    )
     args, agent_args = parser.parse_known_args(argv)
     base = args.dir or Path(tempfile.mkdtemp(prefix="superstatic-cluster-"))
-    cluster = LocalCluster(base, size=args.size, agent_args=agent_args, metrics=args.metrics)
+    cluster = LocalCluster(
+        base, size=args.size, agent_args=agent_args, metrics=args.metrics, keyed=not args.no_keys
+    )
     with cluster.start():
         leader = cluster.leader()
         endpoints = ",".join(cluster.client_endpoints())
@@ -102,6 +107,9 @@ def cluster_main(argv: Sequence[str]) -> int:
         for spec in cluster.agents.values():
             if spec.metrics_address:
                 print(f"  agent {spec.id}: status page {spec.metrics_url}/, metrics /metrics")
+        if cluster.keyed:
+            print(f"  export SUPERSTATIC_KEYS={cluster.key_file('admin')}")
+            print(f"  (app keys admin, app, read in {cluster.keys_dir}/clients)")
         print("Ctrl-C stops every agent.")
         stop = False
 

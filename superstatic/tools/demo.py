@@ -61,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster.start()
         leader = cluster.leader()
         step.say(f"3 agents up (data in {base}); leader is {leader}")
+        if cluster.keyed:
+            step.say(
+                f"keyed: CURVE on every link, keys in {cluster.keys_dir}; the workers use the "
+                "'app' key (SUPERSTATIC_KEYS)"
+            )
         ok = run(cluster, bank, leader, args.workers, args.transfers, step)
         step.say("stopping every agent this demo started")
     print("RESULT:", "everything checks out" if ok else "A CHECK FAILED (see above)")
@@ -79,7 +84,8 @@ def run(
         for i in range(workers):
             own = ids[i % len(ids)]
             order = [own] + [x for x in ids if x != own]
-            env = dict(os.environ, SUPERSTATIC_AGENT=",".join(cluster.client_endpoints(order)))
+            env = dict(os.environ, **cluster.client_env("app"))
+            env["SUPERSTATIC_AGENT"] = ",".join(cluster.client_endpoints(order))
             cmd = [sys.executable, str(bank), "--worker", f"w{i + 1}"]
             cmd += ["--transfers", str(transfers)]
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
@@ -169,7 +175,8 @@ def collect(proc: subprocess.Popen[str]) -> dict[str, Any]:
 
 def report_from(cluster: LocalCluster, bank: Path, node: str) -> dict[str, Any]:
     """The bank as seen by a fresh app process attached to `node` only."""
-    env = dict(os.environ, SUPERSTATIC_AGENT=cluster.agents[node].client_endpoint)
+    env = dict(os.environ, **cluster.client_env("app"))
+    env["SUPERSTATIC_AGENT"] = cluster.agents[node].client_endpoint
     out = subprocess.run(
         [sys.executable, str(bank), "--report"],
         env=env,

@@ -34,9 +34,11 @@ from typing import Any
 
 import zmq
 
+from superstatic.client import keys as client_keys
 from superstatic.client import oneshot
 from superstatic.protocol import codec, ops, wire
 from superstatic.protocol.errors import Error, ProtocolError, Unavailable
+from superstatic.tools.status import add_keys_argument, use_keys
 
 TIMEOUT_MS_DEFAULT = 5_000
 # How often --watch acknowledges its stream (the agent drops a silent subscriber after 15 s and
@@ -165,7 +167,9 @@ def main(argv: Sequence[str]) -> int:
         "--show-values", action="store_true", help="--watch: print the node again after a change"
     )
     parser.add_argument("--timeout-ms", type=int, default=TIMEOUT_MS_DEFAULT)
+    add_keys_argument(parser)
     args = parser.parse_args(argv)
+    use_keys(args.keys)
     if not args.agent:
         parser.error("give --agent ENDPOINT (or set SUPERSTATIC_AGENT)")
     if not 0 <= args.depth <= wire.INSPECT_DEPTH_MAX:
@@ -306,6 +310,9 @@ class Watch:
         ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        keys = client_keys.resolve(None)  # --keys / $SUPERSTATIC_KEYS: CURVE for a keyed agent
+        if keys is not None:
+            keys.apply(sock)
         sock.connect(self.agent)
         req_ids = iter(range(1, 1 << 62))
         try:

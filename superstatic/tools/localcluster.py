@@ -8,7 +8,10 @@ Keyed by default, like a real deployment (docs/security.md): the cluster's keys 
 `base_dir/keys` (one key pair per agent; app keys `admin`, `app` and `read` with those roles)
 and every agent runs with `--keys`. `key_file(name)` is an app key file for SUPERSTATIC_KEYS or
 connect(keys=...); the cluster's own requests (status, leader) use the admin key.
-`keyed=False` runs without keys, for a test that needs an unauthenticated agent.
+`keyed=False` runs without keys, for a test that needs an unauthenticated agent. `keys_dir`
+names another keys directory; when it is not given and the module's `shared_keys_dir` is set
+(the test suite sets it, and SUPERSTATIC_KEYS to its admin key), every local cluster uses that
+one, so every client of every test cluster is keyed without plumbing keys through each test.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ POLL_S = 0.05
 PORTS_TRIES_MAX = 100
 # App keys every keyed local cluster has, by name = role.
 CLIENT_KEYS = (("admin", "admin"), ("app", "app"), ("read", "read"))
+# A keys directory every LocalCluster without its own `keys_dir` uses (see the docstring).
+shared_keys_dir: Path | None = None
 
 
 def free_port() -> int:
@@ -54,6 +59,16 @@ def free_ports(count: int) -> list[int]:
         ports.add(free_port())
     assert len(ports) == count, f"found only {len(ports)} free ports of {count}"
     return sorted(ports)
+
+
+def ensure_keys(keys_dir: Path, agents: Sequence[str]) -> None:
+    """A keys directory with at least these agents' keys and the CLIENT_KEYS app keys."""
+    if not (keys_dir / "cluster.key_secret").exists():
+        client_keys.create_keys_dir(keys_dir, list(agents), CLIENT_KEYS)
+        return
+    missing = [a for a in agents if not (keys_dir / "agents" / f"{a}.key_secret").exists()]
+    if missing:
+        client_keys.add_keys(keys_dir, missing, [])
 
 
 @dataclass
@@ -91,6 +106,8 @@ class LocalCluster:
     agents: dict[str, AgentSpec] = field(default_factory=dict)
     metrics: bool = False  # give each agent a --metrics port on 127.0.0.1
     keyed: bool = True
+    keys_dir: Path | None = None
+    _keys_cache: dict[str, client_keys.ClientKeys] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         assert 1 <= self.size <= 26, self.size
@@ -108,9 +125,9 @@ class LocalCluster:
         if self.metrics:
             for spec, port in zip(self.agents.values(), free_ports(self.size), strict=True):
                 spec.metrics_address = f"127.0.0.1:{port}"
-        self.keys_dir = self.base_dir / "keys"
-        if self.keyed and not (self.keys_dir / "cluster.key_secret").exists():
-            client_keys.create_keys_dir(self.keys_dir, list(self.agents), CLIENT_KEYS)
+        self.keys_dir = Path(self.keys_dir or shared_keys_dir or self.base_dir / "keys")
+        if self.keyed:
+            ensure_keys(self.keys_dir, list(self.agents))
 
     # -- keys --------------------------------------------------------------------------------
 
@@ -118,11 +135,16 @@ class LocalCluster:
         """An app key file of this cluster (None when it runs without keys)."""
         if not self.keyed:
             return None
+        assert self.keys_dir is not None
         return self.keys_dir / "clients" / f"{name}.key_secret"
 
     def keys(self, name: str = "admin") -> client_keys.ClientKeys | None:
         path = self.key_file(name)
-        return client_keys.load(path) if path is not None else None
+        if path is None:
+            return None
+        if name not in self._keys_cache:
+            self._keys_cache[name] = client_keys.load(path)
+        return self._keys_cache[name]
 
     def client_env(self, name: str = "app") -> dict[str, str]:
         """Environment for an app process of this cluster: its endpoints and key file."""
@@ -173,7 +195,7 @@ class LocalCluster:
         if spec.metrics_address:
             cmd += ["--metrics", spec.metrics_address]
         if self.keyed:
-            cmd += ["--keys", str(self.keys_dir)]
+            cmd += ["--keys", str(self.keys_dir)]  # the agent reads only its own secret
         return cmd + list(self.agent_args)
 
     def start_agent(self, node_id: str) -> AgentSpec:
@@ -198,8 +220,9 @@ class LocalCluster:
         """Starts an agent outside --peers; it joins the cluster as a non-voting learner (keyed:
         with a key pair added to the allow list first, which the agents pick up by themselves)."""
         assert node_id not in self.agents, node_id
-        if self.keyed and not (self.keys_dir / "agents" / f"{node_id}.key").exists():
-            client_keys.add_keys(self.keys_dir, [node_id], [])
+        if self.keyed:
+            assert self.keys_dir is not None
+            ensure_keys(self.keys_dir, [node_id])
         peer_port, client_port = free_ports(2)
         self.agents[node_id] = AgentSpec(
             id=node_id,

@@ -16,7 +16,6 @@ $SUPERSTATIC_AGENT) to learn which id answers where, and follows the leader hint
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -28,9 +27,10 @@ from typing import Any
 
 import zmq
 
+from superstatic.client import oneshot
 from superstatic.protocol import wire
-from superstatic.protocol.errors import Error, ProtocolError, Unavailable
-from superstatic.tools.status import format_table
+from superstatic.protocol.errors import Error, Unavailable
+from superstatic.tools.status import add_keys_argument, format_table, use_keys
 
 TIMEOUT_MS_MEMBERS_DEFAULT = 30_000
 # STATUS of one agent while mapping ids to endpoints: a dead agent must not eat the whole budget.
@@ -41,8 +41,6 @@ RETRY_MS_MEMBERS = 200
 ATTEMPTS_MAX = 100
 # Endpoints one command accepts in --agent.
 AGENT_ENDPOINTS_MAX = 64
-# Frames that are not our answer skipped on one socket (none are expected: a fresh DEALER).
-FRAMES_SKIPPED_MAX = 100
 
 # Command-line op names -> MEMBERS ops.
 OPS = {
@@ -51,8 +49,6 @@ OPS = {
     "remove": "remove",
     "transfer": "transfer",
 }
-
-_req_ids = itertools.count(1)
 
 
 class MembersRefused(Error):
@@ -77,31 +73,10 @@ def exchange(
     timeout_ms: int,
 ) -> Answer:
     """One request on a fresh DEALER; the REPLY or ERROR body (ERROR carries the leader hint,
-    which oneshot.request does not return). Unavailable if nothing answers in time."""
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        sock.connect(endpoint)
-        req_id = next(_req_ids)
-        sock.send(wire.encode(frame_type, req_id, body))
-        deadline = time.monotonic() + timeout_ms / 1000.0
-        for _ in range(FRAMES_SKIPPED_MAX):
-            left_ms = ms_left(deadline)
-            if left_ms <= 0 or not sock.poll(left_ms, zmq.POLLIN):
-                raise Unavailable(
-                    f"agent at {endpoint} did not answer {frame_type.name} within {timeout_ms} ms",
-                    outcome_known=frame_type is not wire.FrameType.MEMBERS,
-                )
-            frame = wire.decode(sock.recv(), wire.AGENT_TO_CLIENT)
-            if frame.req_id != req_id:
-                continue
-            if frame.type is wire.FrameType.REPLY:
-                return Answer(True, frame.body)
-            if frame.type is wire.FrameType.ERROR:
-                return Answer(False, frame.body)
-        raise ProtocolError(f"no answer to {frame_type.name} among {FRAMES_SKIPPED_MAX} frames")
-    finally:
-        sock.close(linger=0)
+    which oneshot.request does not return). Unavailable if nothing answers in time, AuthError
+    if the agent refuses our key ($SUPERSTATIC_KEYS or --keys) or its role (admin needed)."""
+    frame = oneshot.exchange(endpoint, frame_type, body, timeout_ms=timeout_ms, context=ctx)
+    return Answer(frame.type is wire.FrameType.REPLY, frame.body)
 
 
 def ms_left(deadline: float) -> int:
@@ -276,7 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--address", default="", help="add-learner: the new agent's peer endpoint")
     parser.add_argument("--timeout-ms", type=int, default=TIMEOUT_MS_MEMBERS_DEFAULT)
     parser.add_argument("--json", action="store_true", help="print the raw reply as JSON")
+    add_keys_argument(parser, "an admin key: only admin keys may change the membership")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    use_keys(args.keys)
     if args.timeout_ms < 1:
         parser.error("--timeout-ms must be positive")
     try:

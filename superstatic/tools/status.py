@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from superstatic.client import keys as client_keys
 from superstatic.client import oneshot
 from superstatic.protocol import wire
 
@@ -62,11 +64,33 @@ def format_table(status: dict[str, Any]) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     if status.get("role") != "leader" and members:
         lines.append("(match and lag are known by the leader: ask its agent for them)")
+    auth_line = format_auth(status.get("auth") or {})
+    if auth_line:
+        lines.append("")
+        lines.append(auth_line)
     dropped = status.get("dropped") or {}
     if dropped:
         lines.append("")
         lines.append("dropped frames: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
     return "\n".join(lines)
+
+
+def format_auth(auth: dict[str, Any]) -> str:
+    """One line about who may talk to the agent (STATUS `auth`); the loud warning if none."""
+    if auth.get("warning"):
+        return str(auth["warning"])
+    mode = auth.get("mode")
+    if not mode:
+        return ""
+    line = f"auth {mode}"
+    if mode == "curve":
+        agents = ",".join(auth.get("agents_trusted") or []) or "-"
+        roles = ", ".join(f"{role} {n}" for role, n in (auth.get("app_keys") or {}).items())
+        line += f": agents {agents}; app keys {roles}"
+    refused = auth.get("refused") or {}
+    if refused:
+        line += "; refused " + ", ".join(f"{k} {v}" for k, v in sorted(refused.items()))
+    return line
 
 
 def _opt(value: Any) -> str:
@@ -79,6 +103,22 @@ def _mib(value: Any) -> str:
     return f"{value / (1 << 20):.1f} MiB"
 
 
+def add_keys_argument(parser: argparse.ArgumentParser, what: str = "") -> None:
+    parser.add_argument(
+        "--keys",
+        default=None,
+        metavar="FILE",
+        help=f"app key file (default ${client_keys.ENV_KEYS}) for agents run with --keys"
+        + (f"; {what}" if what else ""),
+    )
+
+
+def use_keys(path: str | None) -> None:
+    """--keys FILE: this command's requests present that key (as $SUPERSTATIC_KEYS would)."""
+    if path:
+        os.environ[client_keys.ENV_KEYS] = path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="superstatic status", description="Members, roles, leader, term, commit and lag."
@@ -86,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--agent", required=True, help="client endpoint, e.g. tcp://127.0.0.1:7501")
     parser.add_argument("--json", action="store_true", help="print the raw status map as JSON")
     parser.add_argument("--timeout-ms", type=int, default=TIMEOUT_MS_STATUS_DEFAULT)
+    add_keys_argument(parser)
     args = parser.parse_args(argv)
+    use_keys(args.keys)
     if args.timeout_ms < 1:
         parser.error("--timeout-ms must be positive")
     status = oneshot.request(args.agent, wire.FrameType.STATUS, {}, timeout_ms=args.timeout_ms)

@@ -22,6 +22,7 @@ from typing import Any
 from superstatic.client import oneshot
 from superstatic.protocol import wire
 from superstatic.protocol.errors import Error
+from superstatic.tools.status import add_keys_argument, use_keys
 
 # Agents one view follows.
 AGENTS_MAX = 64
@@ -146,7 +147,9 @@ def main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--interval-ms", type=int, default=1_000)
     parser.add_argument("--count", type=int, default=0, help="frames to draw (0: until Ctrl-C)")
+    add_keys_argument(parser)
     args = parser.parse_args(argv)
+    use_keys(args.keys)
     endpoints = [e.strip() for e in args.agent.split(",") if e.strip()]
     if not endpoints:
         parser.error("give --agent EP[,EP...] (or set SUPERSTATIC_AGENT)")

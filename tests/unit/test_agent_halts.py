@@ -21,6 +21,7 @@ from superstatic_agent.server import Server
 from superstatic_agent.storage import POISON_FILE, StartRefused
 from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
 
+from superstatic.client.keys import NO_KEYS
 from superstatic.protocol import ops, wire
 from superstatic.protocol.codec import Ref
 from superstatic.tools.localcluster import free_ports
@@ -43,7 +44,7 @@ class Agent:
         self.server = Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-        self.client = RawClient(self.config.client_endpoint)
+        self.client = RawClient(self.config.client_endpoint, keys=NO_KEYS)  # an unkeyed agent
         self.stopped = False
         deadline = time.monotonic() + TIMEOUT_MS / 1000
         while self.status()["leader"] != "a":  # a single voter elects itself
