@@ -171,8 +171,6 @@ def read_key_file(path: Path, *, secret: bool) -> KeyFile:
             f"key file {path} has {info.st_size} bytes, above KEY_FILE_BYTES_MAX="
             f"{KEY_FILE_BYTES_MAX}: not a key file"
         )
-    if secret:
-        check_secret_mode(path, info.st_mode)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -182,6 +180,8 @@ def read_key_file(path: Path, *, secret: bool) -> KeyFile:
         raise KeyFileError(
             f"{path} holds no secret key: give the .key_secret file, not the public .key"
         )
+    if secret:
+        check_secret_mode(path, info.st_mode)
     return KeyFile(path, public, secret_key if secret else None, metadata)
 
 
