@@ -50,7 +50,7 @@ def make_driver(system: str, endpoints: list[str], options: dict[str, Any]) -> D
     if system == "superstatic":
         from superstatic_bench.drive_superstatic import SuperstaticDriver
 
-        return SuperstaticDriver(endpoints)
+        return SuperstaticDriver(endpoints, options)
     if system == "redis":
         from superstatic_bench.peers.redis_peer import RedisDriver
 

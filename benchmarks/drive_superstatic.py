@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from typing import Any
 
 import superstatic
@@ -48,9 +49,13 @@ def hot_bodies_run() -> int:
 class SuperstaticDriver:
     system = "superstatic"
 
-    def __init__(self, endpoints: list[str]) -> None:
+    def __init__(self, endpoints: list[str], options: dict[str, Any] | None = None) -> None:
         assert endpoints, "superstatic driver needs at least one agent endpoint"
-        superstatic.connect(endpoints)
+        keys = (options or {}).get("keys")
+        if keys is not None:
+            # The suite says which key (or none: an unkeyed cluster) whatever the environment.
+            os.environ.pop("SUPERSTATIC_KEYS", None)
+        superstatic.connect(endpoints, keys=keys or None)
         self.kv: Any = superstatic.root(KV_ROOT, dict)
         self.seq: Any = SeqCounter()
         self.hot: Any = HotCounter()

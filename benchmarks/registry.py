@@ -19,6 +19,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("contention", "every client read-modify-writes one object", peers=True),
     Workload("reads", "local reads: proxies vs plain objects"),
     Workload("nofsync", "sequential, throughput, contention with agents at --fsync off"),
+    Workload("curve", "the cost of CURVE: sequential and throughput, keyed vs without keys"),
     Workload("failover", "kill -9 of the leader to the next acknowledged write"),
     Workload("catchup", "restart of an agent after many objects were written"),
     Workload("trace", "per-hop breakdown of sequential calls (agents --trace, app traced)"),

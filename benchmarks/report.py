@@ -31,6 +31,26 @@ def rate(value: Any) -> str:
     return "-" if value is None else f"{float(value):,.0f}"
 
 
+def curve_cost(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per row kind: what CURVE costs, keyed against the same row without keys."""
+    plain = {
+        (r["op"], r["clients"], r["threads"]): r for r in rows if r["system"].endswith("nokeys")
+    }
+    lines = []
+    for r in rows:
+        base = plain.get((r["op"], r["clients"], r["threads"]))
+        if base is None or r is base or not base["ops_per_s"]:
+            continue
+        throughput = (r["ops_per_s"] / base["ops_per_s"] - 1) * 100
+        p50, p50_base = r["latency_us"].get("p50"), base["latency_us"].get("p50")
+        latency = f"{(p50 / p50_base - 1) * 100:+.1f}%" if p50 and p50_base else "-"
+        lines.append(
+            f"CURVE cost, {r['op']} {r['clients']} client(s) x {r['threads']}: "
+            f"ops/s {throughput:+.1f}%, p50 latency {latency} (keyed vs no keys)"
+        )
+    return lines
+
+
 def _write_rows(rows: list[dict[str, Any]], markdown: bool) -> str:
     headers = [
         "system",
@@ -105,10 +125,14 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
         ("throughput", "throughput: small writes to a dict root"),
         ("contention", "contention: read-modify-write of one object"),
         ("nofsync", "superstatic with --fsync off (not durable)"),
+        ("curve", "the cost of CURVE: keyed vs no keys, back to back"),
     ):
         rows = workloads.get(name, {}).get("rows")
         if rows:
-            section(title, _write_rows(rows, markdown))
+            text = _write_rows(rows, markdown)
+            if name == "curve":
+                text += "\n" + "\n".join(curve_cost(rows))
+            section(title, text)
     reads = workloads.get("reads")
     if reads and reads.get("rows"):
         rows = [

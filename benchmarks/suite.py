@@ -28,6 +28,9 @@ from superstatic_bench.systems import Deployment, SuperstaticCluster
 
 RESULTS_FORMAT = 1
 FULL_DURATION_S = FULL.duration_s  # shorter windows: --quick (fewer traced calls too)
+# The curve workload: these workloads on a keyed and an unkeyed cluster (docs/security.md).
+CURVE_SYSTEMS = ("superstatic-keyed", "superstatic-nokeys")
+CURVE_WORKLOADS = ("sequential", "throughput")
 TIMEOUT_S_READS = 600.0
 ERROR_CHARS_MAX = 4000
 
@@ -83,6 +86,9 @@ def _make_cluster(name: str, group: ProcessGroup, work_dir: Path) -> Any:
         return SuperstaticCluster(work_dir, fsync=True)
     if name == "superstatic-nofsync":
         return SuperstaticCluster(work_dir, fsync=False)
+    if name in CURVE_SYSTEMS:
+        # The CURVE cost: the same cluster with and without keys, measured back to back.
+        return SuperstaticCluster(work_dir, keyed=name == "superstatic-keyed", name=name)
     if name in ("pysyncobj", "pysyncobj-batch"):
         from superstatic_bench.peers.pysyncobj_peer import PySyncObjCluster
 
@@ -106,6 +112,8 @@ def _plan(options: Options, results: dict[str, Any], progress: Progress) -> list
         systems.append("superstatic")
     if "nofsync" in selected:
         systems.append("superstatic-nofsync")
+    if "curve" in selected:
+        systems.extend(CURVE_SYSTEMS)
     if writes and options.peers:
         for peer in install.PEERS:
             reason = install.check(peer, install=True)
@@ -131,6 +139,8 @@ def _count_steps(options: Options, systems: list[str]) -> int:
         steps += 1  # start
         if system == "superstatic-nofsync":
             steps += sum(len(row_specs(w, s)) for w in WRITE_WORKLOADS)
+        elif system in CURVE_SYSTEMS:
+            steps += sum(len(row_specs(w, s)) for w in CURVE_WORKLOADS)
         else:
             steps += sum(len(row_specs(w, s)) for w in writes)
     steps += 1 if "reads" in options.selected else 0
@@ -154,6 +164,8 @@ def _run_system(
         results["notes"].extend(n for n in cluster.notes if n not in results["notes"])
         if name == "superstatic-nofsync":
             plan = [("nofsync", w) for w in WRITE_WORKLOADS]
+        elif name in CURVE_SYSTEMS:
+            plan = [("curve", w) for w in CURVE_WORKLOADS]
         else:
             plan = [(w, w) for w in WRITE_WORKLOADS if w in options.selected]
         for target, workload in plan:

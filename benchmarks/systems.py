@@ -33,19 +33,33 @@ class Cluster(Protocol):
 
 
 class SuperstaticCluster:
-    """3 agents from superstatic.tools.localcluster (real processes, stopped by PID in close())."""
+    """3 agents from superstatic.tools.localcluster (real processes, stopped by PID in close()),
+    keyed like a deployment (CURVE on every link, the clients with an `app` key) unless
+    `keyed=False` (the curve workload's baseline). `name` tells runs of the same kind apart."""
 
-    def __init__(self, base_dir: Path, fsync: bool = True) -> None:
+    def __init__(
+        self, base_dir: Path, fsync: bool = True, *, keyed: bool = True, name: str = ""
+    ) -> None:
         self.fsync = fsync
-        self.name = "superstatic" if fsync else "superstatic-nofsync"
+        self.keyed = keyed
+        self.name = name or ("superstatic" if fsync else "superstatic-nofsync")
         self.label = "superstatic x3" if fsync else "superstatic x3 (--fsync off)"
+        if not keyed:
+            self.label += " (no keys)"
         self.notes: tuple[str, ...] = (
             ()
             if fsync
             else ("superstatic --fsync off: a labelled, non-default agent mode; not durable",)
         )
         args = () if fsync else FSYNC_OFF_ARGS
-        self.local = LocalCluster(base_dir / self.name, size=AGENTS, agent_args=list(args))
+        self.local = LocalCluster(
+            base_dir / self.name, size=AGENTS, agent_args=list(args), keyed=keyed
+        )
+
+    def client_options(self, client_index: int) -> dict[str, Any]:
+        """The client process's key file ("" : none, whatever SUPERSTATIC_KEYS says)."""
+        path = self.local.key_file("app")
+        return {"keys": str(path) if path is not None else ""}
 
     def start(self) -> None:
         self.local.start()
@@ -96,7 +110,9 @@ class Deployment:
             return nodes[:count]
         while len(self.workers) < count:
             index = len(self.workers)
-            args = client_args(self.system, self.cluster.endpoints(index), index, {})
+            options_of = getattr(self.cluster, "client_options", None)
+            options = options_of(index) if options_of is not None else {}
+            args = client_args(self.system, self.cluster.endpoints(index), index, options)
             worker = self.group.start_worker(f"{self.name}-client-{index}", args)
             ready = worker.receive(TIMEOUT_S_CLIENT_OPEN)
             self.open_s.append(float(ready.get("open_s", 0.0)))
