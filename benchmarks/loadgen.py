@@ -187,11 +187,18 @@ class ClientResult:
     latencies_ms: list[float] = field(default_factory=list)
 
 
-def run_client(endpoint: str, name: str, window: int, stop_at: float, result: ClientResult) -> None:
+def run_client(
+    endpoint: str,
+    name: str,
+    window: int,
+    stop_at: float,
+    result: ClientResult,
+    keys: client_keys.KeysArg = None,
+) -> None:
     """Keeps `window` proposals in flight until stop_at, then drains them. A proposal with no
     answer for TIMEOUT_MS_RESEND is sent again with its same seq (a leader change can drop
     it), as the library does; the latency counts from the first send."""
-    client = RawClient(endpoint)
+    client = RawClient(endpoint, keys=keys)
     # req_id -> (first send time, seq, PROPOSE body, last send time)
     inflight: dict[int, tuple[float, int, dict[str, Any], float]] = {}
     last_answer = time.monotonic()
@@ -246,7 +253,8 @@ def measure_load(
 ) -> dict[str, Any]:
     endpoint = cluster.agents[leader].client_endpoint
     names = {f"load{i}": "dict" for i in range(clients)}
-    setup = RawClient(endpoint)
+    keys = cluster.keys("app") or client_keys.NO_KEYS
+    setup = RawClient(endpoint, keys=keys)
     try:
         reply = setup.propose(txn_create_roots(names))
         assert reply["outcome"] == "ok", reply
@@ -257,7 +265,7 @@ def measure_load(
     stop_at = start + seconds
     threads = [
         threading.Thread(
-            target=run_client, args=(endpoint, f"load{i}", window, stop_at, results[i])
+            target=run_client, args=(endpoint, f"load{i}", window, stop_at, results[i], keys)
         )
         for i in range(clients)
     ]
@@ -284,7 +292,8 @@ def measure_load(
 def commit_through(cluster: LocalCluster, client_id: str, seq: int) -> dict[str, Any]:
     """Proposes one entry through any live agent, retrying (same seq) until one is applied."""
     live = [a for a in cluster.agents.values() if a.alive()]
-    clients = [RawClient(a.client_endpoint, client_id=client_id) for a in live]
+    keys = cluster.keys("app") or client_keys.NO_KEYS
+    clients = [RawClient(a.client_endpoint, client_id=client_id, keys=keys) for a in live]
     try:
         for attempt in range(FAILOVER_ATTEMPTS_MAX):
             client = clients[attempt % len(clients)]
@@ -361,14 +370,25 @@ def main(argv: list[str] | None = None) -> int:
         help="agents serve --metrics, and every agent's /metrics and /status.json are fetched "
         "each second meanwhile (a status page and a fast Prometheus watching): their cost",
     )
+    parser.add_argument(
+        "--no-keys", action="store_true", help="agents and clients without CURVE keys"
+    )
     args = parser.parse_args(argv)
     if args.clients < 1 or args.window < 1 or args.seconds <= 0:
         parser.error("--clients, --window and --seconds must be positive")
     base = args.dir or Path(tempfile.mkdtemp(prefix="superstatic-loadgen-"))
     agent_args = ["--fsync", args.fsync, "--log-level", "warning", *args.agent_arg]
-    with LocalCluster(base, size=3, agent_args=agent_args, metrics=args.metrics).start() as cluster:
+    cluster = LocalCluster(
+        base, size=3, agent_args=agent_args, metrics=args.metrics, keyed=not args.no_keys
+    )
+    with cluster.start():
         leader = cluster.leader()
-        report: dict[str, Any] = {"fsync": args.fsync, "leader": leader, "metrics": args.metrics}
+        report: dict[str, Any] = {
+            "fsync": args.fsync,
+            "keyed": cluster.keyed,
+            "leader": leader,
+            "metrics": args.metrics,
+        }
         watching = threading.Event()
         watcher = None
         if args.metrics:

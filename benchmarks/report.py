@@ -31,24 +31,40 @@ def rate(value: Any) -> str:
     return "-" if value is None else f"{float(value):,.0f}"
 
 
-def curve_cost(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per row kind: what CURVE costs, keyed against the same row without keys."""
-    plain = {
-        (r["op"], r["clients"], r["threads"]): r for r in rows if r["system"].endswith("nokeys")
-    }
-    lines = []
-    for r in rows:
-        base = plain.get((r["op"], r["clients"], r["threads"]))
-        if base is None or r is base or not base["ops_per_s"]:
-            continue
-        throughput = (r["ops_per_s"] / base["ops_per_s"] - 1) * 100
-        p50, p50_base = r["latency_us"].get("p50"), base["latency_us"].get("p50")
-        latency = f"{(p50 / p50_base - 1) * 100:+.1f}%" if p50 and p50_base else "-"
-        lines.append(
-            f"CURVE cost, {r['op']} {r['clients']} client(s) x {r['threads']}: "
-            f"ops/s {throughput:+.1f}%, p50 latency {latency} (keyed vs no keys)"
+def curve_table(curve: dict[str, Any], markdown: bool) -> str:
+    """The curve workload: the floor (a ZeroMQ round trip) and each row kind, keyed vs not."""
+    floor = curve.get("floor", {})
+    rows: list[list[Any]] = []
+    for size in (64, 4096):
+        plain, keyed = floor.get(f"plain_{size}"), floor.get(f"curve_{size}")
+        if plain and keyed:
+            rows.append(
+                [
+                    f"ZeroMQ round trip, {size} B",
+                    "-",
+                    "-",
+                    us(keyed["p50_us"]),
+                    us(plain["p50_us"]),
+                    _signed(floor[f"cost_{size}"]["p50_pct"]),
+                ]
+            )
+    for c in curve["cost"]:
+        rows.append(
+            [
+                f"{c['workload']}: {c['op']}, {c['clients']} client(s) x {c['threads']}",
+                f"{rate(c['keyed_ops_per_s'])} vs {rate(c['plain_ops_per_s'])}",
+                _signed(c["ops_per_s_pct"]),
+                us(c["keyed_p50_us"]),
+                us(c["plain_p50_us"]),
+                _signed(c["p50_pct"]),
+            ]
         )
-    return lines
+    headers = ["measure", "ops/s keyed vs not", "ops/s", "p50 keyed", "p50 no keys", "p50"]
+    return table(headers, rows, markdown)
+
+
+def _signed(pct: float | None) -> str:
+    return "-" if pct is None else f"{pct:+.1f}%"
 
 
 def _write_rows(rows: list[dict[str, Any]], markdown: bool) -> str:
@@ -125,14 +141,16 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
         ("throughput", "throughput: small writes to a dict root"),
         ("contention", "contention: read-modify-write of one object"),
         ("nofsync", "superstatic with --fsync off (not durable)"),
-        ("curve", "the cost of CURVE: keyed vs no keys, back to back"),
     ):
         rows = workloads.get(name, {}).get("rows")
         if rows:
-            text = _write_rows(rows, markdown)
-            if name == "curve":
-                text += "\n" + "\n".join(curve_cost(rows))
-            section(title, text)
+            section(title, _write_rows(rows, markdown))
+    curve = workloads.get("curve")
+    if curve and curve.get("cost"):
+        section(
+            "the cost of CURVE (keyed vs no keys, medians of alternating rounds)",
+            curve_table(curve, markdown),
+        )
     reads = workloads.get("reads")
     if reads and reads.get("rows"):
         rows = [

@@ -24,6 +24,7 @@ class Settings:
     read_loops: int = 1_000_000  # reads per timing of one read kind
     read_repeats: int = 5  # timings per read kind; the best counts (least disturbed)
     floor_ops: int = 2_000  # fsync commits / ZeroMQ round trips per floor
+    curve_rounds: int = 3  # alternating keyed/unkeyed measurements (workloads/curve.py)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -40,6 +41,7 @@ QUICK = Settings(
     read_loops=200_000,
     read_repeats=3,
     floor_ops=300,
+    curve_rounds=2,
 )
 
 

@@ -28,8 +28,7 @@ from superstatic_bench.systems import Deployment, SuperstaticCluster
 
 RESULTS_FORMAT = 1
 FULL_DURATION_S = FULL.duration_s  # shorter windows: --quick (fewer traced calls too)
-# The curve workload: these workloads on a keyed and an unkeyed cluster (docs/security.md).
-CURVE_SYSTEMS = ("superstatic-keyed", "superstatic-nokeys")
+# The curve workload compares these workloads' rows keyed and unkeyed (docs/security.md).
 CURVE_WORKLOADS = ("sequential", "throughput")
 TIMEOUT_S_READS = 600.0
 ERROR_CHARS_MAX = 4000
@@ -59,6 +58,10 @@ def row_specs(workload: str, settings: Settings) -> list[tuple[str, int, int]]:
     raise ValueError(workload)
 
 
+def _curve_rows(settings: Settings) -> list[tuple[str, str, int, int]]:
+    return [(w, *spec) for w in CURVE_WORKLOADS for spec in row_specs(w, settings)]
+
+
 def _new_results(options: Options, work_dir: Path) -> dict[str, Any]:
     return {
         "suite": "superstatic-bench",
@@ -86,9 +89,7 @@ def _make_cluster(name: str, group: ProcessGroup, work_dir: Path) -> Any:
         return SuperstaticCluster(work_dir, fsync=True)
     if name == "superstatic-nofsync":
         return SuperstaticCluster(work_dir, fsync=False)
-    if name in CURVE_SYSTEMS:
-        # The CURVE cost: the same cluster with and without keys, measured back to back.
-        return SuperstaticCluster(work_dir, keyed=name == "superstatic-keyed", name=name)
+
     if name in ("pysyncobj", "pysyncobj-batch"):
         from superstatic_bench.peers.pysyncobj_peer import PySyncObjCluster
 
@@ -112,8 +113,7 @@ def _plan(options: Options, results: dict[str, Any], progress: Progress) -> list
         systems.append("superstatic")
     if "nofsync" in selected:
         systems.append("superstatic-nofsync")
-    if "curve" in selected:
-        systems.extend(CURVE_SYSTEMS)
+
     if writes and options.peers:
         for peer in install.PEERS:
             reason = install.check(peer, install=True)
@@ -139,12 +139,15 @@ def _count_steps(options: Options, systems: list[str]) -> int:
         steps += 1  # start
         if system == "superstatic-nofsync":
             steps += sum(len(row_specs(w, s)) for w in WRITE_WORKLOADS)
-        elif system in CURVE_SYSTEMS:
-            steps += sum(len(row_specs(w, s)) for w in CURVE_WORKLOADS)
+
         else:
             steps += sum(len(row_specs(w, s)) for w in writes)
     steps += 1 if "reads" in options.selected else 0
     steps += s.failover_repeats if "failover" in options.selected else 0
+    if "curve" in options.selected:
+        from superstatic_bench.workloads import curve
+
+        steps += curve.steps(s, len(_curve_rows(s)))
     steps += 3 * len(s.catchup_objects) if "catchup" in options.selected else 0
     steps += 2 if "trace" in options.selected else 0
     return steps
@@ -164,8 +167,7 @@ def _run_system(
         results["notes"].extend(n for n in cluster.notes if n not in results["notes"])
         if name == "superstatic-nofsync":
             plan = [("nofsync", w) for w in WRITE_WORKLOADS]
-        elif name in CURVE_SYSTEMS:
-            plan = [("curve", w) for w in CURVE_WORKLOADS]
+
         else:
             plan = [(w, w) for w in WRITE_WORKLOADS if w in options.selected]
         for target, workload in plan:
@@ -223,11 +225,21 @@ def run(options: Options) -> int:
                 except Exception as exc:
                     traceback.print_exc()
                     results["errors"][system] = _error_text(exc)
-            for name in ("failover", "catchup", "trace"):
+            for name in ("curve", "failover", "catchup", "trace"):
                 if name not in options.selected:
                     continue
                 try:
-                    if name == "trace":
+                    if name == "curve":
+                        from superstatic_bench.workloads import curve
+
+                        results["workloads"][name] = curve.run(
+                            group,
+                            work_dir,
+                            options.settings,
+                            progress,
+                            _curve_rows(options.settings),
+                        )
+                    elif name == "trace":
                         from superstatic_bench.workloads import trace
 
                         quick = options.settings.duration_s < FULL_DURATION_S

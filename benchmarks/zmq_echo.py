@@ -1,7 +1,9 @@
 """The far end of the ZeroMQ round-trip floor: a ROUTER that echoes every message back.
 
-`python -m superstatic_bench.zmq_echo ENDPOINT` binds ENDPOINT, prints {"ready": true}, and echoes
-until it is stopped (the suite stops it by PID). Blocking sockets, as in the design's floor.
+`python -m superstatic_bench.zmq_echo ENDPOINT [KEY_SECRET_FILE]` binds ENDPOINT, prints
+{"ready": true}, and echoes until it is stopped (the suite stops it by PID). Blocking sockets, as
+in the design's floor. With a key file it is a CURVE server with that key pair (no ZAP
+handler: any client key is admitted; the floor measures the encryption, not the allow list).
 """
 
 from __future__ import annotations
@@ -10,13 +12,19 @@ import json
 import sys
 
 import zmq
+import zmq.auth
 
 
 def main(argv: list[str]) -> int:
-    (endpoint,) = argv
+    endpoint, *key_file = argv
     context = zmq.Context()
     router = context.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
+    if key_file:
+        public, secret = zmq.auth.load_certificate(key_file[0])
+        router.curve_server = True
+        router.curve_publickey = public
+        router.curve_secretkey = secret
     router.bind(endpoint)
     print(json.dumps({"ready": True}), flush=True)
     while True:

@@ -119,7 +119,12 @@ def one_size(
             try:
                 app.receive(TIMEOUT_S_ATTACH)
                 attached = app.call(
-                    {"cmd": "attach", "endpoints": [spec.client_endpoint], "expect": count},
+                    {
+                        "cmd": "attach",
+                        "endpoints": [spec.client_endpoint],
+                        "expect": count,
+                        "keys": str(local.key_file("read") or ""),  # it only reads
+                    },
                     TIMEOUT_S_ATTACH,
                 )
             except WorkerFailed as exc:

@@ -17,6 +17,7 @@ from typing import Any
 
 import lmdb
 import zmq
+import zmq.auth
 from superstatic_bench.procs import ProcessGroup
 from superstatic_bench.stats import summarize_us
 
@@ -64,18 +65,32 @@ def file_fdatasync(path: Path, ops: int) -> dict[str, Any]:
     return summarize_us(samples)
 
 
-def zmq_round_trip(group: ProcessGroup, ops: int) -> dict[str, Any]:
+def zmq_round_trip(
+    group: ProcessGroup,
+    ops: int,
+    *,
+    curve_key_file: Path | None = None,
+    message_bytes: int = MESSAGE_BYTES,
+) -> dict[str, Any]:
+    """Round trips to an echo process; with `curve_key_file` (a .key_secret) over CURVE."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    echo = group.start_worker("zmq-echo", ["-m", "superstatic_bench.zmq_echo", endpoint])
+    args = ["-m", "superstatic_bench.zmq_echo", endpoint]
+    if curve_key_file is not None:
+        args.append(str(curve_key_file))
+    echo = group.start_worker("zmq-echo", args)
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
     dealer.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS_ECHO)
+    if curve_key_file is not None:
+        server_public, _ = zmq.auth.load_certificate(curve_key_file)
+        dealer.curve_publickey, dealer.curve_secretkey = zmq.curve_keypair()
+        dealer.curve_serverkey = server_public
     samples: list[float] = []
     try:
         echo.receive(TIMEOUT_MS_ECHO / 1000)  # {"ready": true} once bound
         dealer.connect(endpoint)
-        message = b"m" * MESSAGE_BYTES
+        message = b"m" * message_bytes
         for i in range(WARMUP_OPS + ops):
             began = time.perf_counter_ns()
             dealer.send(message)

@@ -54,7 +54,8 @@ def attach(command: dict[str, Any]) -> dict[str, Any]:
     expect = int(command["expect"])
     before = rss_bytes()
     began = time.perf_counter()
-    superstatic.connect(endpoints)  # connects and syncs (a ReadIndex barrier)
+    # Connects and syncs (a ReadIndex barrier); with the key file the suite names, if any.
+    superstatic.connect(endpoints, keys=command.get("keys") or None)
     buckets = superstatic.root(OBJECTS_ROOT, dict)
     found = sum(len(bucket) for bucket in buckets.values())
     last = buckets.get(f"b{(expect - 1) // OBJECTS_PER_BUCKET}", {}).get(f"o{expect - 1}")
