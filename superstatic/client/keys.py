@@ -144,17 +144,23 @@ def refusal(
             f"file {keys.path}: it will not talk unencrypted to an agent that cannot prove it "
             f"belongs to the cluster. Unset {ENV_KEYS} (or keys=) to use an unkeyed agent"
         )
-    if (
-        event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-        and keys is not None
-        and silent_failures >= HANDSHAKE_SILENT_FAILURES_MAX
+    if event != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL or (
+        silent_failures < HANDSHAKE_SILENT_FAILURES_MAX
     ):
+        return None
+    if keys is None:
+        # A keyed agent that saw our plain greeting first just hangs up (which side notices
+        # the mechanism mismatch first is a race).
         return (
-            f"the agent at {endpoint} did not complete the CURVE handshake "
-            f"{silent_failures} times: it does not hold the cluster key named in {keys.path} "
-            "(a key file of another cluster?) or it is not a superstatic agent"
+            f"the agent at {endpoint} ended the handshake {silent_failures} times: it requires "
+            f"a CURVE key and this process has none: set {ENV_KEYS}=FILE (an app key file from "
+            "`superstatic keys`) or pass connect(keys=FILE)"
         )
-    return None
+    return (
+        f"the agent at {endpoint} did not complete the CURVE handshake {silent_failures} "
+        f"times: it does not hold the cluster key named in {keys.path} (a key file of another "
+        "cluster?), it runs without keys, or it is not a superstatic agent"
+    )
 
 
 # ------------------------------------------------------------------------------ writing keys

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +22,10 @@ from typing import Any
 
 import pytest
 
-from superstatic.client import embedded
+from superstatic.client import embedded, oneshot
+from superstatic.client import keys as client_keys
+from superstatic.protocol import wire
+from superstatic.protocol.errors import AuthError
 from superstatic.tools.localcluster import free_ports
 
 pytestmark = pytest.mark.cluster
@@ -153,3 +159,87 @@ def test_a_stale_record_is_replaced(workdir: Path, monkeypatch: pytest.MonkeyPat
     assert embedded.resolve_endpoints(None) == [endpoint]
     assert embedded.agent_record(workdir) == record
     wait_gone(record["pid"])  # nobody connected: it exits once idle
+
+
+OTHER_USER_PROBE = """
+import socket, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    sock.connect(sys.argv[1])
+    print("connected")
+except PermissionError:
+    print("denied")
+"""
+NOBODY_UID = 65534
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+def test_the_embedded_agent_is_reachable_by_its_owner_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if os.getuid() != 0 or not SYSTEM_PYTHON.exists():
+        pytest.skip("needs root (to act as another user) and /usr/bin/python3")
+    # A project folder other users may enter (tmp_path's parents are owner-only).
+    work = Path(tempfile.mkdtemp(prefix="superstatic-owner-"))
+    os.chmod(work, 0o755)
+    monkeypatch.delenv(embedded.ENV_AGENT, raising=False)
+    monkeypatch.setenv(embedded.ENV_IDLE_MS, str(IDLE_MS))
+    monkeypatch.chdir(work)
+    try:
+        (endpoint,) = embedded.resolve_endpoints(None)
+        state = work / ".superstatic"
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        assert endpoint == f"ipc://{state.resolve() / embedded.CLIENT_SOCKET_NAME}"
+        socket_path = endpoint[len("ipc://") :]
+
+        def other_user_connects() -> str:
+            return subprocess.run(
+                [str(SYSTEM_PYTHON), "-c", OTHER_USER_PROBE, socket_path],
+                user=NOBODY_UID,
+                group=NOBODY_UID,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout.strip()
+
+        assert other_user_connects() == "denied"
+        reply = oneshot.request(
+            endpoint, wire.FrameType.STATUS, timeout_ms=10_000, keys=client_keys.NO_KEYS
+        )
+        assert reply["auth"]["mode"] == "loopback-only"
+        # Control: with the folder and socket opened up, the same probe gets in; so the
+        # refusal above was the owner-only folder.
+        os.chmod(state, 0o755)
+        os.chmod(socket_path, 0o777)
+        assert other_user_connects() == "connected"
+    finally:
+        record = embedded.agent_record(work)
+        if record is not None and embedded.pid_alive(int(record["pid"])):
+            os.kill(int(record["pid"]), signal.SIGKILL)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_path_too_long_for_ipc_gets_a_keyed_tcp_agent(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded, "IPC_PATH_BYTES_MAX", 1)
+    monkeypatch.delenv(embedded.ENV_AGENT, raising=False)
+    monkeypatch.setenv(embedded.ENV_IDLE_MS, str(IDLE_MS))
+    monkeypatch.chdir(workdir)
+    (endpoint,) = embedded.resolve_endpoints(None)
+    assert endpoint.startswith("tcp://127.0.0.1:"), endpoint
+    keys_dir = workdir / ".superstatic" / embedded.KEYS_DIR_NAME
+    assert stat.S_IMODE(keys_dir.stat().st_mode) == 0o700
+    for secret in keys_dir.glob("**/*.key_secret"):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
+    # Only a process that can read the owner's key gets in.
+    with pytest.raises(AuthError, match="requires a CURVE key"):
+        oneshot.request(endpoint, wire.FrameType.STATUS, keys=client_keys.NO_KEYS)
+    owner = embedded.embedded_keys(workdir)
+    assert owner is not None and owner.role == "admin"
+    reply = oneshot.request(endpoint, wire.FrameType.STATUS, timeout_ms=10_000, keys=owner)
+    assert reply["auth"]["mode"] == "curve"
+    record = embedded.agent_record(workdir)
+    assert record is not None
+    wait_gone(int(record["pid"]))
