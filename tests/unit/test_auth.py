@@ -91,9 +91,9 @@ def test_client_frames_carry_their_keys_role_and_revocation_applies_at_once(
     try:
         app.send(b"from app")
         ro.send(b"from ro")
-        got: list[tuple[bytes, bytes, str | None]] = []
+        got: list[tuple[bytes, bytes, str, str | None]] = []
         eventually("two frames", lambda: got.extend(server.recv()) or len(got) == 2)
-        roles = {data: role for _, data, role in got}
+        roles = {data: role for _, data, _, role in got}
         assert roles == {b"from app": "app", b"from ro": "read"}
         assert auth.forbidden("read", wire.FrameType.PROPOSE) is not None
         assert auth.forbidden("read", wire.FrameType.SUBSCRIBE) is None
@@ -106,7 +106,7 @@ def test_client_frames_carry_their_keys_role_and_revocation_applies_at_once(
         app.send(b"after revoke")
         got.clear()
         eventually("a frame", lambda: got.extend(server.recv()) or got)
-        assert got[0][1:] == (b"after revoke", None)
+        assert (got[0][1], got[0][3]) == (b"after revoke", None)
         assert auth.refusals.snapshot()["client.revoked"] == 1
         assert auth.refusals.snapshot()["client.forbidden"] == 2  # the two probes above
     finally:

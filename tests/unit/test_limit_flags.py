@@ -20,7 +20,17 @@ from superstatic.tools.localcluster import free_ports
 QUEUE_PROBE_FRAMES = 400
 QUEUE_PROBE_FRAME_BYTES = 256 << 10
 QUEUE_PROBE_PAUSE_MS = 500
-BASE = ["--id", "a", "--data-dir", "/tmp/x", "--peers", "a=tcp://h:1", "--client", "tcp://h:2"]
+# Loopback: without --keys an agent refuses any other address (docs/security.md).
+BASE = [
+    "--id",
+    "a",
+    "--data-dir",
+    "/tmp/x",
+    "--peers",
+    "a=tcp://127.0.0.1:1",
+    "--client",
+    "tcp://127.0.0.1:2",
+]
 FLAGS = {
     "--client-recv-queue-frames-max": "client_recv_queue_frames_max",
     "--client-send-queue-frames-max": "client_send_queue_frames_max",
