@@ -34,6 +34,15 @@ def keyed_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ[client_keys.ENV_KEYS] = previous_env
 
 
+@pytest.fixture(scope="module")
+def unkeyed_clients() -> Iterator[None]:
+    """For a module whose clusters run without keys (`LocalCluster(keyed=False)`: tests of what
+    anyone who reaches a port may send): its clients present no key."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(client_keys.ENV_KEYS, raising=False)
+        yield
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     """Three real agents on loopback with an elected leader; every one stopped by PID after."""

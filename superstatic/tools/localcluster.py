@@ -292,7 +292,7 @@ class LocalCluster:
             self.agents[node_id].client_endpoint,
             wire.FrameType.STATUS,
             timeout_ms=timeout_ms,
-            keys=self.keys("admin"),
+            keys=self.keys("admin") or client_keys.NO_KEYS,  # never $SUPERSTATIC_KEYS's
         )
 
     def leader(self, timeout_s: float = TIMEOUT_S_LEADER_DEFAULT) -> str:

@@ -28,6 +28,7 @@ from superstatic_bench.loadgen import (
     txn_extend,
 )
 
+from superstatic.client import keys as client_keys
 from superstatic.client import oneshot
 from superstatic.protocol import codec, ops, wire
 from superstatic.protocol.errors import Unavailable
@@ -189,8 +190,9 @@ class StreamReader(threading.Thread):
 def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
     made: list[LocalCluster] = []
 
-    def make(*agent_args: str) -> LocalCluster:
-        cluster = LocalCluster(tmp_path / f"c{len(made)}", size=3, agent_args=agent_args)
+    def make(*agent_args: str, keyed: bool = True) -> LocalCluster:
+        base = tmp_path / f"c{len(made)}"
+        cluster = LocalCluster(base, size=3, agent_args=agent_args, keyed=keyed)
         made.append(cluster)
         cluster.start()
         cluster.leader()
@@ -429,9 +431,12 @@ def _peer_garbage(endpoint: str, impersonate: str, to: str) -> None:
 
 
 def test_garbage_on_both_endpoints_changes_nothing_and_status_prints(
-    cluster_factory: Callable[..., LocalCluster],
+    cluster_factory: Callable[..., LocalCluster], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cluster = cluster_factory()
+    # Without keys: the garbage comes from anyone who reaches a port (with keys, a stranger
+    # cannot connect at all: tests/cluster/test_security.py), so the clients present none.
+    monkeypatch.delenv(client_keys.ENV_KEYS, raising=False)
+    cluster = cluster_factory(keyed=False)
     create_roots(cluster, ["w0"])
     leader = cluster.leader()
     follower = next(n for n in cluster.agents if n != leader)

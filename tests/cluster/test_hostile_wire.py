@@ -27,7 +27,10 @@ from superstatic.client import oneshot  # noqa: E402
 from superstatic.protocol import ops, wire  # noqa: E402
 from superstatic.tools.localcluster import LocalCluster  # noqa: E402
 
-pytestmark = pytest.mark.cluster
+# Without keys: these are what anyone who reaches a port may send. With keys (the default) a
+# stranger cannot even connect (tests/cluster/test_security.py); the decoders tested here are
+# then the defense against a key holder.
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("unkeyed_clients")]
 
 # "Promptly": generous liveness bounds for a shared 2-core machine, not performance claims.
 TIMEOUT_MS_STATUS = 5_000
@@ -43,7 +46,8 @@ TERMS_PER_HIJACK_MAX = 3
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """Three agents shared by the module: every test leaves them serving (that is the point)."""
-    with LocalCluster(tmp_path_factory.mktemp("hostile") / "agents", size=3) as c:
+    base = tmp_path_factory.mktemp("hostile") / "agents"
+    with LocalCluster(base, size=3, keyed=False) as c:
         c.start()
         c.leader()
         yield c

@@ -46,7 +46,12 @@ from superstatic.protocol import codec, ops, wire  # noqa: E402
 from superstatic.protocol.errors import Error  # noqa: E402
 from superstatic.tools.localcluster import LocalCluster  # noqa: E402
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.fuzz]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.fuzz,
+    pytest.mark.usefixtures("unkeyed_clients"),
+]
 
 EXAMPLES_DEFAULT = 100  # about a minute here (0.3-0.6 s a batch on a shared 2-core machine)
 EXAMPLES = int(os.environ.get("SUPERSTATIC_FUZZ_EXAMPLES", EXAMPLES_DEFAULT))
@@ -165,7 +170,8 @@ class Harness:
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     base = tmp_path_factory.mktemp("fuzz") / "agents"
-    with LocalCluster(base, size=3, agent_args=AGENT_ARGS) as cluster:
+    # Without keys: the fuzzer is anyone who reaches a port (with keys, only key holders can).
+    with LocalCluster(base, size=3, agent_args=AGENT_ARGS, keyed=False) as cluster:
         cluster.start()
         cluster.leader()
         h = Harness(cluster)
