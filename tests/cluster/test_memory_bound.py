@@ -21,6 +21,7 @@ from superstatic_agent.cli import config_from, parser
 from superstatic_agent.config import memory_bound_bytes
 from superstatic_bench.loadgen import RawClient, txn_create_roots
 
+from superstatic.client import keys as client_keys
 from superstatic.protocol import codec, ops, wire
 from superstatic.tools.localcluster import LocalCluster
 
@@ -74,6 +75,9 @@ def non_reader(ctx: zmq.Context[bytes], endpoint: str) -> zmq.Socket[bytes]:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM, 1)
     sock.setsockopt(zmq.RCVBUF, 4096)
+    keys = client_keys.resolve(None)  # the suite's key (SUPERSTATIC_KEYS): clusters are keyed
+    if keys is not None:
+        keys.apply(sock)
     sock.connect(endpoint)
     sock.send(wire.encode(wire.FrameType.SUBSCRIBE, 1, {"from": 0}))
     return sock
@@ -89,6 +93,15 @@ def test_memory_stays_under_the_stated_bound_under_floods(tmp_path: Path) -> Non
             for spec in cluster.agents.values()
             for _ in range(NON_READERS_PER_AGENT)
         ]
+        # Every non-reader subscribed (the agents admitted their key): the flood reaches them.
+        cluster.wait_until(
+            lambda: all(
+                cluster.status(n)["clients"]["subscribers"] >= NON_READERS_PER_AGENT
+                for n in cluster.agents
+            ),
+            "the non-readers subscribed",
+            60,
+        )
         pids = {node: spec.pid for node, spec in cluster.agents.items() if spec.pid}
         idle = {node: rss_anon_bytes(pid) for node, pid in pids.items()}
         sampler = Sampler(pids)
@@ -141,7 +154,7 @@ def test_memory_stays_under_the_stated_bound_under_floods(tmp_path: Path) -> Non
                     "--peers",
                     cluster.peers_arg,
                     "--client",
-                    "x",
+                    "tcp://127.0.0.1:1",  # only parsed (an unkeyed agent binds loopback only)
                     *FLAGS,
                 ]
             )
