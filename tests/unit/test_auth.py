@@ -4,6 +4,7 @@ refusals are counted. The same through real agents: tests/cluster/test_security.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 import zmq
+from superstatic_agent import cli, logs
+from superstatic_agent import server as server_module
 from superstatic_agent.auth import AgentAuth
 from superstatic_agent.transport import ClientTransport, DropCounter, PeerTransport
 
@@ -19,6 +22,7 @@ from superstatic.client import keys as client_keys
 from superstatic.protocol import keyfiles, wire
 from superstatic.protocol.keyfiles import KeyFileError
 from superstatic.tools.localcluster import free_ports
+from superstatic.tools.status import format_auth
 
 TIMEOUT_S = 10.0
 
@@ -39,7 +43,7 @@ def ctx() -> Iterator[zmq.Context[Any]]:
 
 @pytest.fixture
 def auth(ctx: zmq.Context[Any], keys_dir: Path) -> Iterator[AgentAuth]:
-    agent_auth = AgentAuth(ctx, "a", keys_dir, insecure=False)
+    agent_auth = AgentAuth(ctx, "a", keys_dir)
     yield agent_auth
     agent_auth.close()
 
@@ -176,11 +180,58 @@ def test_a_peer_is_known_by_its_key_whatever_identity_it_claims(
 
 def test_an_agent_will_not_start_with_unusable_keys(ctx: zmq.Context[Any], keys_dir: Path) -> None:
     with pytest.raises(KeyFileError, match="does not exist"):
-        AgentAuth(ctx, "zz", keys_dir, insecure=False)
+        AgentAuth(ctx, "zz", keys_dir)
     os.chmod(keys_dir / "agents" / "b.key_secret", 0o644)
     with pytest.raises(KeyFileError, match="chmod 600"):
-        AgentAuth(ctx, "b", keys_dir, insecure=False)
+        AgentAuth(ctx, "b", keys_dir)
     # Its public file must hold its key, or the others could not trust it.
     (keys_dir / "agents" / "c.key").write_text((keys_dir / "agents" / "a.key").read_text())
     with pytest.raises(KeyFileError, match="does not hold this agent's public key"):
-        AgentAuth(ctx, "c", keys_dir, insecure=False)
+        AgentAuth(ctx, "c", keys_dir)
+
+
+def test_ports_exposed_without_keys_are_said_loudly(
+    ctx: zmq.Context[Any], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    exposed = ["tcp://0.0.0.0:7501"]
+    auth = AgentAuth(ctx, "a", None, exposed=exposed)
+    try:
+        status = auth.status()
+        assert status["mode"] == "insecure"
+        assert "INSECURE" in status["warning"] and exposed[0] in status["warning"]
+        assert format_auth(status) == status["warning"]  # what `superstatic status` prints
+    finally:
+        auth.close()
+    assert AgentAuth(ctx, "a", None).status()["warning"] is None  # loopback only: nothing
+
+    # The agent's command line logs it at start (a stand-in server: nothing is bound here).
+    class NoServer:
+        def __init__(self, config: Any) -> None:
+            self.config = config
+
+        def install_signal_handlers(self) -> None:
+            pass
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(server_module, "Server", NoServer)
+    # cli.main sets the process's root logger up as an agent's: put pytest's back after.
+    monkeypatch.setattr(logs, "current_limit", logs.current_limit)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    peer, data = free_ports(1)[0], ["--data-dir", "/nonexistent"]
+    argv = ["--id", "a", *data, "--peers", f"a=tcp://127.0.0.1:{peer}", "--client", exposed[0]]
+    try:
+        with pytest.raises(SystemExit) as refused:
+            cli.main(argv)  # without --insecure: refused
+        assert refused.value.code == 2
+        assert "refusing to bind tcp://0.0.0.0:7501 without --keys" in capfd.readouterr().err
+        assert cli.main([*argv, "--insecure"]) == 0
+        assert f"INSECURE: this agent binds {exposed[0]} without --keys" in capfd.readouterr().err
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
