@@ -59,6 +59,8 @@ STATUS_PROBLEMS_MAX = 20
 # Handshake failures the sockets' monitors report (a refused key is counted by ZAP instead).
 _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 _MECHANISM_MISMATCH = 0x11000002  # ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+# Refusal kinds counted per connection (a handshake), not per frame.
+_HANDSHAKE_KINDS = ("unknown_key", "no_curve", "handshake")
 
 
 def insecure_warning(exposed: Sequence[str]) -> str:
@@ -98,12 +100,14 @@ class Refusals:
                 if self._logged[kind] >= REFUSAL_LOG_LINES_MAX:
                     continue  # counted; the next window logs the backlog in one line
                 self._logged[kind] += 1
+                # Handshake refusals are per connection; the others per frame.
+                unit = "connection" if kind.endswith(_HANDSHAKE_KINDS) else "frame"
+                plural = "s" if count > 1 else ""
                 log.warning(
-                    "refused %d %s (%s); last: %s",
+                    "refused %d %s%s (%s); last: %s",
                     count,
-                    "connection" + ("s" if count > 1 else "")
-                    if kind.endswith(("unknown_key", "no_curve", "handshake"))
-                    else "frame" + ("s" if count > 1 else ""),
+                    unit,
+                    plural,
                     kind,
                     self._last.get(kind, ""),
                 )
