@@ -90,7 +90,9 @@ def rss_bound_bytes(idle_rss_bytes: int, peers_arg: str) -> int:
     """docs/agent.md: an agent's memory beyond its idle size is at most its receive queues
     ((frames + 1) x the largest frame, per connection) and one turn's frames from each socket
     (`config.transport_memory_bytes`), and its caches (SLACK_BYTES here: the fuzz writes little)."""
-    args = ["--id", "a", "--data-dir", "x", "--peers", peers_arg, "--client", "x", *AGENT_ARGS]
+    # Only parsed: a loopback client endpoint (an unkeyed agent binds nothing else).
+    client = "tcp://127.0.0.1:1"
+    args = ["--id", "a", "--data-dir", "x", "--peers", peers_arg, "--client", client, *AGENT_ARGS]
     config = config_from(parser().parse_args(args))
     transport = transport_memory_bytes(
         config, client_connections=CLIENT_CONNECTIONS, peer_connections=PEER_CONNECTIONS
