@@ -46,6 +46,8 @@ pytestmark = pytest.mark.cluster
 TIMEOUT_S_WAIT = 60.0
 # Frames each attacker sends per target: the handover reproduction used six.
 ATTACK_FRAMES = 6
+# How long one forged send may wait for a pipe to the agent before it counts as refused.
+ATTACK_SEND_TIMEOUT_MS = 1000
 
 
 @pytest.fixture
@@ -117,6 +119,8 @@ def attacker(
 ) -> zmq.Socket[Any]:
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    # A refused handshake leaves the socket without a pipe; bound every send (see the caller).
+    sock.setsockopt(zmq.SNDTIMEO, ATTACK_SEND_TIMEOUT_MS)
     sock.setsockopt(zmq.IDENTITY, identity.encode())
     if pair is not None:
         assert pair.secret is not None
@@ -179,9 +183,14 @@ def test_forged_peer_frames_and_stolen_identities_change_nothing(
                     )
                     sockets.append(sock)
                     frame = forged_append(claimed, target, st["term"], st["log_last"])
-                    for _ in range(ATTACK_FRAMES):
-                        sock.send(frame)
-                        sock.send(b"\x01\x02")  # the handover reproduction's 2-byte frames
+                    try:
+                        for _ in range(ATTACK_FRAMES):
+                            sock.send(frame)
+                            sock.send(b"\x01\x02")  # the handover reproduction's 2-byte frames
+                    except zmq.Again:
+                        # The agent refused the handshake and libzmq does not retry a refused
+                        # one: the DEALER has no pipe left and a send would wait forever.
+                        pass
 
         # Every kind of attempt reached every agent and was refused or dropped there.
         def all_refused() -> bool:
