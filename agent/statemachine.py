@@ -113,6 +113,9 @@ class Applied:
     body: bytes | None = None
     first_index: int = 0
     first_outcome: str = ""
+    # The log time after this entry (max of the stamps so far): streamed with the event so an
+    # app's replica knows "now" in log time, identically on every replica (docs/toolkit.md).
+    log_time_ms: int = 0
 
 
 class ApplyFailed(Exception):
@@ -363,7 +366,8 @@ class StateMachine:
         else:
             result, log_time_ms = self._apply_normal(txn, entry, log_time_ms)
         assert result.outcome in ("ok", "conflict", "error", "dup", "noop"), result.outcome
-        outcome = cbor2.dumps([result.outcome, list(result.collected)])
+        result.log_time_ms = log_time_ms
+        outcome = cbor2.dumps([result.outcome, list(result.collected), log_time_ms])
         record_put(txn, self.dbs.outcomes, index_key(entry.index), outcome)
         write_applied(txn, self.dbs, entry.index, entry.term, log_time_ms)
         return result

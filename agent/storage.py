@@ -10,7 +10,7 @@ Sub-databases (the layout is fixed here; the state machine opens the same handle
 | `sm_meta` | `b"applied"`, ... | the state machine's own scalars (statemachine.py) |
 | `objects` | oid (utf-8) | CBOR node record |
 | `sessions` | client id (utf-8) | CBOR session record |
-| `outcomes` | index, 8-byte big-endian | CBOR `[outcome, collected_oids]`, trimmed with the log |
+| `outcomes` | index, 8-byte big-endian | CBOR `[outcome, collected_oids, log_time_ms]`, trimmed with the log |
 | `staging_*` | | a snapshot being received (statemachine.py) |
 
 Every value is stored sealed: its bytes followed by a CRC-32 (zlib.crc32, 4 bytes big-endian)
@@ -97,8 +97,9 @@ DB_NAMES = (
 )
 assert len(DB_NAMES) <= DBS_MAX
 
-# One stream event: [index, client, seq, outcome, body, collected] (architecture section 5).
-Event = tuple[int, str | None, int | None, str, bytes | None, tuple[str, ...]]
+# One stream event: [index, client, seq, outcome, body, collected, log_time_ms] (architecture
+# section 5; log_time_ms: the log time after the entry, docs/toolkit.md).
+Event = tuple[int, str | None, int | None, str, bytes | None, tuple[str, ...], int]
 
 
 # Left in the data directory by an agent that met a committed entry it could not apply
@@ -700,12 +701,15 @@ class Storage:
                 raw_entry = record_get(txn, self.dbs.log, "log", key)
                 raw_outcome = record_get(txn, self.dbs.outcomes, "outcomes", key)
                 assert raw_entry is not None and raw_outcome is not None, ("applied lost", index)
-                outcome, collected = cbor2.loads(raw_outcome)
+                # [outcome, collected, log_time_ms]; records written before log time was
+                # kept have two fields: 0 (replicas take the max, so it never goes back).
+                outcome, collected, *rest = cbor2.loads(raw_outcome)
+                log_time_ms = rest[0] if rest else 0
                 client, seq, body = event_fields(decode_entry(index, raw_entry), outcome)
                 size += 32 + (0 if body is None else len(body)) + 24 * len(collected)
                 if out and size > bytes_max:
                     break
-                out.append((index, client, seq, outcome, body, tuple(collected)))
+                out.append((index, client, seq, outcome, body, tuple(collected), log_time_ms))
         return out
 
     # ------------------------------------------------------------ compaction and snapshots
@@ -755,8 +759,13 @@ class Storage:
     def object_snapshot(self) -> tuple[int, Iterator[tuple[str, bytes]]]:
         """The applied index and an iterator of (oid, record bytes) read from ONE read
         transaction, which stays open until the iterator is exhausted or closed."""
+        applied, _log_time_ms, nodes = self.object_snapshot_timed()
+        return applied, nodes
+
+    def object_snapshot_timed(self) -> tuple[int, int, Iterator[tuple[str, bytes]]]:
+        """object_snapshot with the log time at the applied index (from the same read)."""
         txn = self.env.begin()
-        applied, _term, _time_ms = read_applied(txn, self.dbs)
+        applied, _term, log_time_ms = read_applied(txn, self.dbs)
 
         def nodes() -> Iterator[tuple[str, bytes]]:
             try:
@@ -765,7 +774,7 @@ class Storage:
             finally:
                 txn.abort()
 
-        return applied, nodes()
+        return applied, log_time_ms, nodes()
 
     def first_index(self) -> int:
         """The first index the log (and the event stream) can serve."""

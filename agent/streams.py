@@ -47,6 +47,7 @@ class Subscriber:
     next_index: int  # the next event this app needs
     last_seen: float
     snapshot_index: int = 0  # >0: a snapshot at this index is being streamed
+    snapshot_log_time_ms: int = 0  # the log time at snapshot_index
     snapshot_part: int = 0
     snapshot_nodes: Iterator[tuple[str, bytes]] | None = None
     snapshot_peek: tuple[str, bytes] | None = None
@@ -228,9 +229,10 @@ class Streams:
             if self._snapshot_streams >= SNAPSHOT_STREAMS_MAX:
                 return False  # wait for a reader slot
             sub.needs_snapshot = False
-            index, nodes = self.storage.object_snapshot()
+            index, log_time_ms, nodes = self.storage.object_snapshot_timed()
             self._snapshot_streams += 1
             sub.snapshot_index = index
+            sub.snapshot_log_time_ms = log_time_ms
             sub.snapshot_part = 0
             sub.snapshot_nodes = nodes
             sub.snapshot_peek = next(nodes, None)
@@ -274,6 +276,7 @@ class Streams:
             "part": sub.snapshot_part,
             "last": last,
             "nodes": nodes,
+            "log_time_ms": sub.snapshot_log_time_ms,
         }
         sub.pending_frame = wire.encode(wire.FrameType.SNAPSHOT, sub.req_id, body)
         sub.snapshot_part += 1
@@ -306,7 +309,7 @@ class Streams:
             )
         assert events and events[0][0] == start, (start, events[:1])
         end = events[-1][0]
-        body = cbor2.dumps({"ev": [[*event[:5], list(event[5])] for event in events]})
+        body = cbor2.dumps({"ev": [[*event[:5], list(event[5]), event[6]] for event in events]})
         self._body_cache[(start, end)] = body
         return end + 1, body
 
@@ -324,6 +327,7 @@ class Streams:
                 applied.outcome,
                 applied.body,
                 tuple(applied.collected),
+                applied.log_time_ms,
             )
             self._recent.append(event)
             self._recent_bytes += event_bytes(event)

@@ -30,7 +30,10 @@ OUTCOMES = frozenset({"ok", "conflict", "error", "dup", "noop"})
 # An object id is `{client_id[:16]}.{n:x}` or a fixed name like "@roots"; generous bound.
 OID_CHARS_MAX = 256
 
-Event = tuple[int, "str | None", "int | None", str, "bytes | None", tuple[str, ...]]
+# [index, client, seq, outcome, body, collected, log_time_ms]: log_time_ms is the entry's log
+# time (leader-stamped, the same on every replica; docs/toolkit.md). An agent that predates it
+# sends six fields: the feeder fills in 0 (replicas keep the max, so log time never goes back).
+Event = tuple[int, "str | None", "int | None", str, "bytes | None", tuple[str, ...], int]
 
 
 class ReplicaSink(Protocol):
@@ -39,6 +42,8 @@ class ReplicaSink(Protocol):
     applied_index: int
 
     def load_snapshot(self, index: int, nodes: Iterable[tuple[str, bytes]]) -> None: ...
+    # (A sink may also have `note_log_time(log_time_ms)`: called before load_snapshot with the
+    # log time at the snapshot's index.)
 
     def apply_events(self, events: Sequence[Event]) -> None: ...
 
@@ -116,6 +121,12 @@ class StreamFeeder:
         self._next_part = 0
         if index < self.sink.applied_index:
             return False  # behind this replica (see the module doc): keep the newer state
+        log_time_ms = body.get("log_time_ms", 0)
+        if not isinstance(log_time_ms, int) or isinstance(log_time_ms, bool) or log_time_ms < 0:
+            raise ProtocolError("SNAPSHOT.log_time_ms must be a non-negative integer")
+        note_log_time = getattr(self.sink, "note_log_time", None)
+        if note_log_time is not None:
+            note_log_time(log_time_ms)
         try:
             self.sink.load_snapshot(index, parts)
         except Exception as exc:
@@ -166,11 +177,12 @@ def _int(body: dict[str, Any], key: str, frame: str) -> int:
 
 
 def _event(item: Any) -> Event:
-    if not isinstance(item, list) or len(item) != 6:
+    if not isinstance(item, list) or len(item) not in (6, 7):
         raise ProtocolError(
-            "an EVENTS entry must be [index, client, seq, outcome, body, collected]"
+            "an EVENTS entry must be [index, client, seq, outcome, body, collected, log_time_ms]"
         )
-    index, client, seq, outcome, body, collected = item
+    index, client, seq, outcome, body, collected = item[:6]
+    log_time_ms = item[6] if len(item) == 7 else 0
     if not isinstance(index, int) or isinstance(index, bool) or index < 1:
         raise ProtocolError(f"event index must be a positive integer, got {index!r}")
     if client is not None and (not isinstance(client, str) or len(client) > CLIENT_ID_CHARS_MAX):
@@ -185,4 +197,6 @@ def _event(item: Any) -> Event:
         isinstance(oid, str) and 0 < len(oid) <= OID_CHARS_MAX for oid in collected
     ):
         raise ProtocolError(f"event {index}: collected must be an array of object ids")
-    return (index, client, seq, outcome, body, tuple(collected))
+    if not isinstance(log_time_ms, int) or isinstance(log_time_ms, bool) or log_time_ms < 0:
+        raise ProtocolError(f"event {index}: log_time_ms must be a non-negative integer")
+    return (index, client, seq, outcome, body, tuple(collected), log_time_ms)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from superstatic.objects import values as _values
@@ -51,7 +53,25 @@ _AS_IS = _codec.SCALAR_TYPES - {
     datetime.time,
 }
 
-Event = tuple[int, "str | None", "int | None", str, "bytes | None", Sequence[str]]
+Event = tuple[Any, ...]  # [index, client, seq, outcome, body, collected(, log_time_ms)]
+
+log = logging.getLogger("superstatic.objects.replica")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one batch of the stream changed, for listeners (superstatic.toolkit): the nodes
+    written or dropped (`touched`; None after a snapshot: anything may have changed), the index
+    and log time reached, and how many NOOP/CONF entries (a new leader, a membership change)
+    passed."""
+
+    index: int
+    log_time_ms: int
+    touched: frozenset[str] | None
+    noops: int
+
+
+ChangeListener = Callable[[Change], None]
 
 
 class Replica:
@@ -75,6 +95,12 @@ class Replica:
         self._overridden = 0
         self._apply_waiting = 0
         self.applied_index = 0
+        # The log time of the last applied entry (leader-stamped, the same on every replica):
+        # the toolkit's leases and expiries are judged by it, never by this host's clock.
+        self.log_time_ms = 0
+        # Called (on the connection's I/O thread, outside the lock) after each batch applied:
+        # they must only note the change and wake someone, never block.
+        self.listeners: list[ChangeListener] = []
         self.nodes: dict[str, Node] = {}
         self.session: Session | None = None
         # Who keeps losing optimistic races, from the stream's outcomes (superstatic/fairness.py).
@@ -99,6 +125,12 @@ class Replica:
             self._load(index, records)
         finally:
             self._release_bodies()
+        self._notify(Change(index, self.log_time_ms, None, 0))
+
+    def note_log_time(self, log_time_ms: int) -> None:
+        """The log time at a snapshot about to be loaded (the stream says it first)."""
+        with self.lock:
+            self.log_time_ms = max(self.log_time_ms, log_time_ms)
 
     def _load(self, index: int, records: list[tuple[str, int, str, Any]]) -> None:
         with self.lock:
@@ -120,10 +152,12 @@ class Replica:
     def apply_events(self, events: Sequence[Event]) -> None:
         if not events or events[-1][0] <= self.applied_index:
             return
+        touched: set[str] | None = set() if self.listeners else None
+        noops = 0
         self._hold_bodies()
         try:
             for event in events:
-                index, client, _seq, outcome, body, collected = event
+                index, client, _seq, outcome, body, collected = event[:6]
                 with self.lock:
                     if index <= self.applied_index:
                         continue  # already covered by a snapshot or an earlier delivery
@@ -132,12 +166,28 @@ class Replica:
                         self.gen += 1
                     if outcome == "ok" and body:
                         _reads, wire_ops = _ops.decode_txn(body)
-                        self._apply_ops(index, wire_ops)
+                        self._apply_ops(index, wire_ops, touched)
                     for oid in collected:
                         self._drop(oid)
+                    if len(event) > 6 and event[6] > self.log_time_ms:
+                        self.log_time_ms = event[6]
                     self.applied_index = index
+                if outcome == "noop":
+                    noops += 1
+                if touched is not None and collected:
+                    touched.update(collected)
         finally:
             self._release_bodies()
+        if self.listeners:
+            frozen = frozenset(touched) if touched is not None else None
+            self._notify(Change(self.applied_index, self.log_time_ms, frozen, noops))
+
+    def _notify(self, change: Change) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(change)
+            except Exception:  # a listener's bug must not stop the stream
+                log.exception("superstatic: a replica change listener failed")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -303,7 +353,9 @@ class Replica:
     def _resolve_list(self, values: Sequence[Any], created: dict[str, Node]) -> list[Any]:
         return [self._resolve(v, created) for v in values]
 
-    def _apply_ops(self, index: int, wire_ops: Sequence[Sequence[Any]]) -> None:
+    def _apply_ops(
+        self, index: int, wire_ops: Sequence[Sequence[Any]], touched_oids: set[str] | None = None
+    ) -> None:
         created: dict[str, Node] = {}
         for op in wire_ops:
             if op[0] == "new":
@@ -340,6 +392,8 @@ class Replica:
             touched.append(node)
         for node in touched:
             node.version = index
+        if touched_oids is not None:
+            touched_oids.update(node.oid for node in touched)
 
     def _drop(self, oid: str) -> None:
         node = self.nodes.pop(oid, None)

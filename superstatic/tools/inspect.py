@@ -368,7 +368,7 @@ class Watch:
     def _on_events(self, events: list[Any]) -> bool:
         """Prints the matching commits; True once --count is reached."""
         for event in events:
-            index, client, _seq, outcome, body, _collected = event
+            index, client, _seq, outcome, body, _collected = event[:6]
             if index <= self.applied:
                 continue
             self.applied = index

@@ -167,7 +167,7 @@ class StreamReader(threading.Thread):
             return
         assert frame.type is wire.FrameType.EVENTS, frame
         assert self.index >= 0, "events before the snapshot"
-        for ev_index, _client, _seq, outcome, body, _collected in frame.body["ev"]:
+        for ev_index, _client, _seq, outcome, body, _collected, *_time in frame.body["ev"]:
             assert ev_index == self.index + 1, f"gap in the stream: {ev_index} after {self.index}"
             self.index = ev_index
             if outcome == "ok" and body:

@@ -32,7 +32,7 @@ from superstatic.objects.session import Session
 # LMDB map size of the temporary environment: tests store little; this only bounds growth.
 MAP_BYTES = 256 << 20
 
-Event = tuple[int, "str | None", "int | None", str, "bytes | None", tuple[str, ...]]
+Event = tuple[int, "str | None", "int | None", str, "bytes | None", tuple[str, ...], int]
 
 
 @dataclass
@@ -81,6 +81,7 @@ class InprocLog:
             applied.outcome,
             applied.body,
             tuple(applied.collected),
+            applied.log_time_ms,
         )
         return committed, event
 

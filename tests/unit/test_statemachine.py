@@ -448,7 +448,7 @@ def test_gc_collects_exactly_the_unreachable(tmp_path: Path) -> None:
         assert applied.collected == ("c.b", "c.cyc1", "c.cyc2", "c.orphan")
         assert set(m.objects()) == {"@roots", "c.a", "c.s", "c.leaf"}
         outcome = m.table(b"outcomes")[applied.index.to_bytes(8, "big")]
-        assert cbor2.loads(outcome) == ["ok", list(applied.collected)]
+        assert cbor2.loads(outcome)[:2] == ["ok", list(applied.collected)]
         # A collected node is gone for good: naming it is an error.
         gone = m.txn("c", 3, {}, [["set", "c.a", "next", Ref("c.b")]])
         assert gone.outcome == "error" and "unknown object c.b" in gone.error

@@ -225,8 +225,8 @@ def test_events_stream(agent: Agent) -> None:
     agent.persist_and_apply([Entry(11, 1, EntryKind.NORMAL, entries[3].data)], commit=11)
     events = agent.storage.events(1, 100, 1 << 20)
     assert [e[0] for e in events] == list(range(1, 12))
-    assert events[0] == (1, None, None, "noop", None, ())
-    assert events[2] == (3, None, None, "noop", None, ())
+    assert events[0] == (1, None, None, "noop", None, (), 0)
+    assert events[2] == (3, None, None, "noop", None, (), events[1][6])
     assert events[1][1:4] == ("c", 1, "ok") and events[1][4] is not None
     assert ops.decode_txn(events[4][4])[1] == [["extend", "c.1", [5]]]
     assert events[9][3] == "conflict" and events[9][4] is None
@@ -240,7 +240,11 @@ def test_events_stream(agent: Agent) -> None:
             applied.outcome,
             applied.body,
             applied.collected,
+            applied.log_time_ms,
         )
+    # Each event carries the log time after its entry: never going back.
+    times = [event[6] for event in events]
+    assert times == sorted(times) and times[-1] >= 1_010
     assert agent.storage.events(12, 100, 1 << 20) == []
     assert [e[0] for e in agent.storage.events(4, 3, 1 << 20)] == [4, 5, 6]
     assert [e[0] for e in agent.storage.events(4, 100, 1)] == [4], "at least one event"
