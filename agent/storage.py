@@ -10,7 +10,7 @@ Sub-databases (the layout is fixed here; the state machine opens the same handle
 | `sm_meta` | `b"applied"`, ... | the state machine's own scalars (statemachine.py) |
 | `objects` | oid (utf-8) | CBOR node record |
 | `sessions` | client id (utf-8) | CBOR session record |
-| `outcomes` | index, 8-byte big-endian | CBOR `[outcome, collected_oids, log_time_ms]`, trimmed with the log |
+| `outcomes` | index, 8-byte BE | CBOR `[outcome, collected_oids, log_time_ms]`, trimmed with log |
 | `staging_*` | | a snapshot being received (statemachine.py) |
 
 Every value is stored sealed: its bytes followed by a CRC-32 (zlib.crc32, 4 bytes big-endian)

@@ -42,6 +42,7 @@ class ReplicaSink(Protocol):
     applied_index: int
 
     def load_snapshot(self, index: int, nodes: Iterable[tuple[str, bytes]]) -> None: ...
+
     # (A sink may also have `note_log_time(log_time_ms)`: called before load_snapshot with the
     # log time at the snapshot's index.)
 
