@@ -42,19 +42,38 @@ if TYPE_CHECKING:
     from superstatic.objects.plain_copy import json_default, plain
     from superstatic.objects.session import TransactionBlock
     from superstatic.objects.stats import metrics, stats
+    from superstatic.toolkit.errors import LeaseLost, QueueFull, Timeout
+    from superstatic.toolkit.events import ClusterEvents, cluster_events
+    from superstatic.toolkit.lock import Lock, RLock
+    from superstatic.toolkit.queue import Job, Queue
+    from superstatic.toolkit.results import Results
+    from superstatic.toolkit.runtime import ClusterEvent
+    from superstatic.toolkit.waiting import Watch, wait_for, watch
 
     heapq: ModuleType
 
 __all__ = [
     "AuthError",
+    "ClusterEvent",
+    "ClusterEvents",
     "ConflictError",
     "Error",
+    "Job",
+    "LeaseLost",
     "LimitExceeded",
+    "Lock",
     "NotStorable",
     "ProtocolError",
+    "Queue",
+    "QueueFull",
+    "RLock",
+    "Results",
     "StoreFull",
+    "Timeout",
     "Unavailable",
+    "Watch",
     "close",
+    "cluster_events",
     "clustered",
     "connect",
     "heapq",
@@ -66,6 +85,8 @@ __all__ = [
     "stats",
     "sync",
     "transaction",
+    "wait_for",
+    "watch",
 ]
 
 # The agent imports superstatic.protocol, which imports this package first:
@@ -77,6 +98,21 @@ _LAZY = {
     "json_default": "superstatic.objects.plain_copy",
     "metrics": "superstatic.objects.stats",  # the app's Prometheus collector (docs/operations.md)
     "stats": "superstatic.objects.stats",  # the same counts as a plain dict
+    # The HA-server toolkit (docs/toolkit.md).
+    "Queue": "superstatic.toolkit.queue",
+    "Job": "superstatic.toolkit.queue",
+    "Lock": "superstatic.toolkit.lock",
+    "RLock": "superstatic.toolkit.lock",
+    "Results": "superstatic.toolkit.results",
+    "wait_for": "superstatic.toolkit.waiting",
+    "watch": "superstatic.toolkit.waiting",
+    "Watch": "superstatic.toolkit.waiting",
+    "cluster_events": "superstatic.toolkit.events",
+    "ClusterEvents": "superstatic.toolkit.events",
+    "ClusterEvent": "superstatic.toolkit.runtime",
+    "LeaseLost": "superstatic.toolkit.errors",
+    "QueueFull": "superstatic.toolkit.errors",
+    "Timeout": "superstatic.toolkit.errors",
 }
 # Names that are whole modules: `from superstatic import heapq` (heap functions that work on
 # shared lists; the standard heapq accepts only real lists).
@@ -113,8 +149,13 @@ def connect(endpoints: list[str] | str | None = None, *, keys: str | None = None
 
 def close() -> None:
     """Closes the default connection (also done at exit)."""
+    import sys
+
     from superstatic.client import default as session_default
 
+    toolkit = sys.modules.get("superstatic.toolkit.runtime")
+    if toolkit is not None:
+        toolkit.close_all()  # give up claimed jobs and locks while the connection works
     session_default.close()
 
 

@@ -334,6 +334,12 @@ class Connection:
     def closed(self) -> bool:
         return self._closing
 
+    @property
+    def session_ttl_ms(self) -> int:
+        """The agent's session ttl (from its HELLO reply; the default until it answered): the
+        toolkit's liveness leases last as long (docs/toolkit.md)."""
+        return self._io.session_ttl_ms
+
     def _call(self, request: _Request) -> Any:
         if os.getpid() != self._pid:
             raise Error(
