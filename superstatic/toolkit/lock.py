@@ -44,7 +44,6 @@ class Lock:
         _check_name(name)
         self.name = name
         self._rt = _rt or runtime()
-        self._ids = itertools.count(1)
         self._parts_cache: tuple[Any, Any] | None = None
         self._state = threading.Lock()
         self._held: tuple[str, int] | None = None  # (holder id, token) while this handle holds
@@ -83,7 +82,7 @@ class Lock:
         rt = self._rt
         rt.ensure_alive()
         grant, waiters = self._parts()
-        me = f"{rt.holder}/{next(self._ids)}"
+        me = f"{rt.holder}/{rt.unique_id()}"  # unique per acquisition, whatever the handle
         deadline = None if timeout is None else time.monotonic() + timeout
         queued = [False]
         taken = False

@@ -191,7 +191,6 @@ class Queue:
         self.key_ttl_ms = _lease_ms(key_ttl_s, "key_ttl_s")
         self._rt = _rt or runtime()
         self._parts_cache: tuple[Any, Any, Any, Any, Any] | None = None
-        self._ids = itertools.count(1)
         self._rng = random.Random()
         self._lock = threading.Lock()
         self._dead_letters: Queue | None = None
@@ -236,7 +235,8 @@ class Queue:
         return self._dead_letters
 
     def _new_id(self) -> str:
-        return f"{self._rt.holder[:16]}.{next(self._ids):x}"
+        # Unique per process, not per handle: handles of one name share the queue.
+        return self._rt.unique_id()
 
     # ------------------------------------------------------------------ producers
 

@@ -4,22 +4,27 @@ Layout (root `superstatic.results.<name>`, a dict): `shards`, a list of SHARDS d
 {request id: {"value": v, "expires_ms": t}}. A put is a blind write (it never conflicts with
 other puts or gets); a result expires `ttl_s` of log time after its put. Nobody needs to come
 back for it: each put also deletes a few expired results of its shard (a separate, bounded
-transaction, so it never makes the put, or a transaction the put is part of, conflict), and an
-expired result reads as absent even before it is deleted.
+transaction, so it never makes the put, or a transaction the put is part of, conflict; a put
+inside a transaction leaves it to the next put outside one or the next get that finds a result),
+and an expired result reads as absent even before it is deleted.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 import zlib
 from typing import Any
 
 from superstatic.protocol import codec
+from superstatic.protocol.errors import Error
 from superstatic.toolkit import shared
 from superstatic.toolkit.errors import Timeout
 from superstatic.toolkit.queue import _check_name, _lease_ms, _storable_key
 from superstatic.toolkit.runtime import Runtime, runtime
+
+log = logging.getLogger("superstatic.toolkit")
 
 ROOT_PREFIX = "superstatic.results."
 SHARDS = 16
@@ -92,6 +97,7 @@ class Results:
                 seen = rt.replica.applied_index
                 found = self._lookup(shard, request_id)
                 if found is not _MISSING:
+                    self._clean(shard)  # puts inside transactions cannot: gets do it too
                     return found
                 if not synced:
                     # Absent here may only mean not yet here: one barrier, then wait locally.
@@ -151,7 +157,11 @@ class Results:
                     del shard[rid]
                     deleted[0] += 1
 
-        rt.session.run(body)
+        try:
+            rt.session.run(body)
+        except Error as exc:  # best effort: the next put or get tries again
+            log.info("superstatic: cleaning expired results of %r failed: %s", self.name, exc)
+            return
         self.cleaned += deleted[0]
 
     def __repr__(self) -> str:

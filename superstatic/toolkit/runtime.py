@@ -220,6 +220,11 @@ class Runtime:
         """This process's holder id in liveness records and claims: its client id."""
         return str(self.session.connection.client_id)
 
+    def unique_id(self) -> str:
+        """An id no other call, handle or process will produce: the session's next object
+        id (its client id's prefix and a per-connection counter)."""
+        return self.session.new_oid()
+
     @property
     def ttl_ms(self) -> int:
         """The liveness ttl: the agent's session ttl (what a session would last)."""

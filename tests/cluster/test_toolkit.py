@@ -115,9 +115,7 @@ def start(workers: list[Worker], endpoints: list[str], *args: str) -> Worker:
 # ---------------------------------------------------------------------------------- queues
 
 
-def test_job_of_a_killed_holder_is_delivered_again(
-    app: list[str], workers: list[Worker]
-) -> None:
+def test_job_of_a_killed_holder_is_delivered_again(app: list[str], workers: list[Worker]) -> None:
     q = superstatic.Queue("t.redeliver")
     first = q.put({"order": 1})
     # A long lease: only the holder's death (its liveness lapsing) can free the job.
@@ -243,9 +241,7 @@ def test_lock_of_a_killed_holder_is_freed_and_tokens_increase(
         assert token4 > token3
 
 
-def test_lock_waiters_are_served_in_arrival_order(
-    app: list[str], workers: list[Worker]
-) -> None:
+def test_lock_waiters_are_served_in_arrival_order(app: list[str], workers: list[Worker]) -> None:
     lock = superstatic.Lock("t.fifo")
     assert lock.acquire(timeout=TIMEOUT_S) is not None
     waiters = []
@@ -253,9 +249,10 @@ def test_lock_waiters_are_served_in_arrival_order(
         waiters.append(start(workers, app, "lock", "t.fifo", "0.2"))
         # Each is queued before the next starts (a process's queueing is one commit).
         deadline = time.monotonic() + TIMEOUT_S
-        while lock.waiting() < len(waiters):
+        queued = len(waiters)
+        while lock.waiting() < queued:
             assert time.monotonic() < deadline, "a waiter never queued"
-            superstatic.wait_for(lambda n=len(waiters): lock.waiting() >= n, timeout=1.0)
+            time.sleep(0.05)
     lock.release()
     tokens = [w.line()["token"] for w in waiters]
     assert tokens == sorted(tokens), "not served in arrival order"
@@ -331,9 +328,7 @@ def test_watch_calls_back_on_a_library_thread(app: list[str], workers: list[Work
 # ---------------------------------------------------------------------------------- results
 
 
-def test_results_are_collected_elsewhere_and_expire(
-    app: list[str], workers: list[Worker]
-) -> None:
+def test_results_are_collected_elsewhere_and_expire(app: list[str], workers: list[Worker]) -> None:
     results = superstatic.Results("t.results", ttl_s=2.0)
     results.put("req-1", {"total": 42})
     reader = start(workers, app, "result", "t.results", "req-1", "30")
