@@ -67,6 +67,9 @@ TIMEOUT_S_THREAD_JOIN = 5.0
 # Waiting for one's own tick or renewal to apply locally.
 TIMEOUT_S_APPLY = 30.0
 
+# Evaluations of a predicate in a row that entries applied under (a body is re-run then).
+EVALUATIONS_MAX = 64
+
 _EMPTY_TXN = _ops.encode_txn({}, [])
 
 
@@ -310,14 +313,25 @@ class Runtime:
         applied index it saw)."""
         from superstatic.objects import txn as _txn
 
-        txn = _txn.Txn(self.session)
         seen = [0]
 
         def body() -> Any:
             seen[0] = self.replica.applied_index
             return predicate()
 
-        value = _txn.run_body(txn, body)
+        for _attempt in range(EVALUATIONS_MAX):
+            txn = _txn.Txn(self.session)
+            try:
+                value = _txn.run_body(txn, body)
+            except _txn.Doomed:
+                continue  # entries applied under it changed what it read: evaluate again
+            if not txn.doomed:
+                break
+        else:
+            raise Error(
+                f"the predicate saw the state change under it {EVALUATIONS_MAX} times in a row "
+                f"(EVALUATIONS_MAX={EVALUATIONS_MAX}); make it cheaper, or read less"
+            )
         reads = frozenset(txn.reads) | frozenset(txn.shadows) | frozenset(txn.pending)
         if not txn.read_only:
             txn.abandon()
