@@ -23,6 +23,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("failover", "kill -9 of the leader to the next acknowledged write"),
     Workload("catchup", "restart of an agent after many objects were written"),
     Workload("trace", "per-hop breakdown of sequential calls (agents --trace, app traced)"),
+    Workload("queue", "work queue put+get+ack, 3 producer and 3 consumer processes", peers=True),
 )
 NAMES = tuple(w.name for w in WORKLOADS)
 BY_NAME = {w.name: w for w in WORKLOADS}

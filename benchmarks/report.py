@@ -125,6 +125,10 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
     def section(title: str, text: str) -> None:
         parts.append(f"### {title}\n\n{text}\n" if markdown else f"== {title}\n{text}\n")
 
+    if workloads.get("queue"):
+        from superstatic_bench.workloads import queue
+
+        section("queue: put + get + ack per second", queue.render(workloads["queue"], markdown))
     floors = workloads.get("floors")
     if floors:
         rows = [

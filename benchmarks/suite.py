@@ -150,6 +150,7 @@ def _count_steps(options: Options, systems: list[str]) -> int:
         steps += curve.steps(s, len(_curve_rows(s)))
     steps += 3 * len(s.catchup_objects) if "catchup" in options.selected else 0
     steps += 2 if "trace" in options.selected else 0
+    steps += 1 if "queue" in options.selected else 0
     return steps
 
 
@@ -265,6 +266,25 @@ def run(options: Options) -> int:
                 except Exception as exc:
                     traceback.print_exc()
                     results["errors"][name] = _error_text(exc)
+            if "queue" in options.selected:
+                from superstatic_bench.workloads import queue
+
+                label = "queue: put + get + ack, 3 producers, 3 consumers" + (
+                    " (and peers)" if options.peers else ""
+                )
+                with progress.step(label) as shown:
+                    outcome = queue.run(work_dir, options.settings.duration_s, options.peers)
+                    results["workloads"]["queue"] = outcome
+                    results["skipped"].update(
+                        {f"queue {k}": v for k, v in outcome["skipped"].items()}
+                    )
+                    if outcome["errors"]:
+                        results["errors"]["queue"] = "; ".join(
+                            f"{k}: {v}" for k, v in outcome["errors"].items()
+                        )[:ERROR_CHARS_MAX]
+                    shown["result"] = ", ".join(
+                        f"{r['system']} {r['items_per_s']:,.0f}/s" for r in outcome["rows"]
+                    )
     finally:
         if not options.keep:
             shutil.rmtree(work_dir, ignore_errors=True)
