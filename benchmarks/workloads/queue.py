@@ -42,6 +42,10 @@ REDIS_WAIT_TIMEOUT_MS = 5_000
 PYSYNCOBJ_READY_S = 60.0
 # Latency samples a worker reports (the first ones in its window): bounded output.
 SAMPLES_MAX = 20_000
+# superstatic's queue is bounded in this workload (see superstatic_worker); a full queue makes
+# a producer wait this long before it tries again.
+MAXSIZE = 200
+BACKOFF_S_FULL = 0.005
 
 
 def _window(start_at: float, seconds: float) -> tuple[float, float]:
@@ -59,7 +63,9 @@ def superstatic_worker(role: str, endpoints: str, start_at: float, seconds: floa
     import superstatic
 
     superstatic.connect(endpoints.split(","))
-    q = superstatic.Queue("bench.queue")
+    # Bounded: producers back off at MAXSIZE instead of growing a backlog that the consumers
+    # (two commits per item to the producers' one) never catch up with.
+    q = superstatic.Queue("bench.queue", maxsize=MAXSIZE)
     opens, closes = _window(start_at, seconds)
     payload = "x" * PAYLOAD_BYTES
     done, latencies_ms = 0, []
@@ -67,7 +73,10 @@ def superstatic_worker(role: str, endpoints: str, start_at: float, seconds: floa
     try:
         while time.time() < closes:
             if role == "producer":
-                q.put([time.time(), payload])
+                try:
+                    q.put([time.time(), payload])
+                except superstatic.QueueFull:
+                    time.sleep(BACKOFF_S_FULL)
                 continue
             job = q.get(timeout=TIMEOUT_S_GET, lease_s=LEASE_S)
             if job is None:
@@ -78,9 +87,16 @@ def superstatic_worker(role: str, endpoints: str, start_at: float, seconds: floa
                 done += 1
                 if len(latencies_ms) < SAMPLES_MAX:
                     latencies_ms.append((now - job.value[0]) * 1000)
+        snap = superstatic.stats()
+        latency = snap["commit_seconds"]
+        counts = {
+            "commits": snap["commits"],
+            "txn_retries": snap["txn_retries"],
+            "commit_ms_mean": 1000 * latency["sum"] / max(1, latency["count"]),
+        }
     finally:
         superstatic.close()
-    return {"done": done, "latencies_ms": latencies_ms}
+    return {"done": done, "latencies_ms": latencies_ms, "stats": counts}
 
 
 def redis_worker(role: str, port: int, start_at: float, seconds: float) -> dict:
@@ -194,7 +210,19 @@ def _row(system: str, label: str, answers: list[dict], seconds: float) -> dict[s
     def pct(p: float) -> float | None:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else None
 
+    commits: dict[str, int] = {}
+    retries = 0
+    commit_ms = []
+    for answer in answers:
+        for outcome, n in answer.get("stats", {}).get("commits", {}).items():
+            commits[outcome] = commits.get(outcome, 0) + n
+        retries += answer.get("stats", {}).get("txn_retries", 0)
+        if "stats" in answer:
+            commit_ms.append(answer["stats"]["commit_ms_mean"])
     return {
+        "commits": commits,
+        "txn_retries": retries,
+        "commit_ms_mean": sum(commit_ms) / len(commit_ms) if commit_ms else None,
         "system": system,
         "label": label,
         "producers": PRODUCERS,
@@ -298,6 +326,12 @@ def render(outcome: dict[str, Any], markdown: bool = False) -> str:
     ]
     headers = ["system (3 producers, 3 consumers)", "items/s", "p50", "p99", "items"]
     text = table(headers, rows, markdown)
+    for r in outcome["rows"]:
+        if r.get("commits"):
+            text += (
+                f"\n{r['system']}: commits {r['commits']}, conflict re-runs {r['txn_retries']}, "
+                f"mean commit {r['commit_ms_mean']:.1f} ms (whole run, warm-up included)"
+            )
     for name, reason in outcome["skipped"].items():
         text += f"\n{name} skipped: {reason}"
     for name, error in outcome["errors"].items():
