@@ -67,6 +67,10 @@ TIMEOUT_S_THREAD_JOIN = 5.0
 # Waiting for one's own tick or renewal to apply locally.
 TIMEOUT_S_APPLY = 30.0
 
+LAPSED_DETAIL = (
+    "this process's liveness lapsed (log time passed it before its renewal): jobs it had "
+    "claimed, locks it held and its places in lock queues may have been taken over"
+)
 # Evaluations of a predicate in a row that entries applied under (a body is re-run then).
 EVALUATIONS_MAX = 64
 
@@ -387,16 +391,7 @@ class Runtime:
                 lapsed = self.log_now_ms() > self.alive_until_ms
                 self.renew()
                 if lapsed:
-                    self.emit(
-                        ClusterEvent(
-                            "session_expired",
-                            detail=(
-                                "this process's liveness lapsed (log time passed it before "
-                                "its renewal): jobs it had claimed, locks it held and its "
-                                "places in lock queues may have been taken over"
-                            ),
-                        )
-                    )
+                    self.emit(ClusterEvent("session_expired", detail=LAPSED_DETAIL))
                 self._cleanup_live()
             except Exception as exc:  # Unavailable, a closed session: try again next round
                 if self.session.closed or self._stop.is_set():

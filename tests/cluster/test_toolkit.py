@@ -364,3 +364,32 @@ def test_cluster_events_report_a_new_leader(toolkit_cluster: LocalCluster, app: 
             if event.kind == "leader_changed":
                 assert event.leader != old
                 break
+
+
+def test_a_paused_process_learns_its_liveness_lapsed_and_loses_its_lock(
+    app: list[str], workers: list[Worker]
+) -> None:
+    lock = superstatic.Lock("t.lapse")
+    paused = start(workers, app, "lapse", "t.lapse")
+    token1 = paused.line()["token"]
+    os.kill(paused.proc.pid, signal.SIGSTOP)  # cut off (GC pause, swapped out) past the ttl
+    try:
+        token2 = lock.acquire(timeout=TIMEOUT_S)
+        assert token2 is not None and token2 > token1
+    finally:
+        os.kill(paused.proc.pid, signal.SIGCONT)
+    assert paused.line() == {
+        "event": "session_expired",
+        "detail": paused_detail(),
+    }
+    lock.release()
+    assert paused.proc.stdin is not None
+    paused.proc.stdin.close()
+    assert paused.line() == {"released": False}, "its release must say it lost the lock"
+    assert paused.proc.wait(TIMEOUT_S) == 0
+
+
+def paused_detail() -> str:
+    from superstatic.toolkit import runtime
+
+    return runtime.LAPSED_DETAIL

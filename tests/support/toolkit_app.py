@@ -53,6 +53,21 @@ def lock(name: str, hold_s: float) -> None:
     say(released=token)
 
 
+def lapse(name: str) -> None:
+    """Holds a lock and prints every cluster event (flushed) until stdin closes: the test
+    pauses this process past the ttl, so its liveness lapses."""
+    superstatic.cluster_events(lambda event: say(event=event.kind, detail=event.detail))
+    lk = superstatic.Lock(name)
+    token = lk.acquire(timeout=120)
+    say(token=token)
+    sys.stdin.read()
+    try:
+        lk.release()
+        say(released=True)
+    except superstatic.LeaseLost:
+        say(released=False)
+
+
 def put(queue: str, *values: str) -> None:
     q = superstatic.Queue(queue)
     say(ids=[q.put(v) for v in values])
@@ -72,6 +87,7 @@ COMMANDS = {
     "hold": lambda a: hold(a[0], float(a[1])),
     "consume": lambda a: consume(a[0], int(a[1]), float(a[2])),
     "lock": lambda a: lock(a[0], float(a[1])),
+    "lapse": lambda a: lapse(a[0]),
     "put": lambda a: put(a[0], *a[1:]),
     "set": lambda a: set_key(a[0], a[1], a[2]),
     "result": lambda a: result_get(a[0], a[1], float(a[2])),
