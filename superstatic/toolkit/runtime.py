@@ -219,6 +219,17 @@ class Runtime:
         self._monitor: threading.Thread | None = None
         self._monitor_wake = threading.Event()
         self.replica.listeners.append(self._on_change)
+        # The agent's own session expiry (issue 9: the connection opens a new session when the
+        # agent answers "session_expired"): a connection that offers this list calls each
+        # listener with the agent's message, on its I/O thread.
+        hooks = getattr(session.connection, "session_expired_listeners", None)
+        if isinstance(hooks, list):
+            hooks.append(self._on_session_expired)
+
+    def _on_session_expired(self, detail: str) -> None:
+        """Connection hook (I/O thread): only queues the event."""
+        message = f"the agent expired this connection's session: {detail}"
+        self.emit(ClusterEvent("session_expired", detail=message))
 
     # ------------------------------------------------------------------ ids and time
 
