@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.inproc import InprocCluster
@@ -166,3 +167,26 @@ def test_blocking_calls_are_refused_inside_a_transaction(two: tuple[Runtime, Run
     session: Session = a.session
     with pytest.raises(superstatic.Error, match="inside a"), session.transaction():
         q.get(timeout=0)
+
+
+def test_the_agents_session_expiry_reaches_cluster_events(tmp_path: Path) -> None:
+    import threading
+
+    from superstatic.toolkit.events import ClusterEvents
+
+    with InprocCluster(tmp_path) as cluster:
+        session = cluster.session()
+        listeners: list[Any] = []
+        session.connection.session_expired_listeners = listeners  # type: ignore[attr-defined]
+        rt = runtime(session)
+        try:
+            assert len(listeners) == 1
+            got: list[Any] = []
+            done = threading.Event()
+            events = ClusterEvents(rt, lambda event: (got.append(event), done.set()))
+            listeners[0]("session 12 is unknown or expired")
+            assert done.wait(10)
+            assert got[0].kind == "session_expired" and "session 12" in got[0].detail
+            events.close()
+        finally:
+            rt.close()
