@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -177,13 +178,14 @@ def pysyncobj_node(index: int, ports: str, start_at: float, seconds: float) -> d
 # ----------------------------------------------------------------------------- driver side
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[str]:
+def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     with open(log, "ab") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "superstatic_bench.workloads.queue", "--worker", *args],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
+            env=env,
         )
 
 
@@ -241,14 +243,18 @@ def run_superstatic(base: Path, seconds: float) -> dict[str, Any]:
         cluster.start()
         cluster.leader()
         endpoints = cluster.client_endpoints()
+        # The cluster is keyed (CURVE, like a deployment): the workers present the app key.
+        env = dict(os.environ)
+        key = cluster.key_file("app")
+        if key is not None:
+            env["SUPERSTATIC_KEYS"] = str(key)
         start_at = time.time() + 3.0
         procs = []
         for i, role in enumerate(["producer"] * PRODUCERS + ["consumer"] * CONSUMERS):
             k = i % len(endpoints)
             mine = ",".join(endpoints[k:] + endpoints[:k])
-            procs.append(
-                _spawn(["superstatic", role, mine, str(start_at), str(seconds)], base / "q.log")
-            )
+            args = ["superstatic", role, mine, str(start_at), str(seconds)]
+            procs.append(_spawn(args, base / "q.log", env))
         answers = _collect(procs, seconds + 3.0)
     label = "superstatic Queue x3 agents (fsync on): put / get(lease) / ack"
     return _row("superstatic", label, answers, seconds)

@@ -493,7 +493,11 @@ class Runtime:
                 continue
             try:
                 status = oneshot.request(
-                    endpoint, wire.FrameType.STATUS, {}, timeout_ms=TIMEOUT_MS_STATUS
+                    endpoint,
+                    wire.FrameType.STATUS,
+                    {},
+                    timeout_ms=TIMEOUT_MS_STATUS,
+                    keys=getattr(self.session.connection, "keys", None),  # the app's CURVE key
                 )
             except Error as exc:
                 log.debug("superstatic: STATUS for cluster events failed: %s", exc)
