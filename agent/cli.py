@@ -203,6 +203,12 @@ def parser() -> argparse.ArgumentParser:
         "ports without --keys (no authentication, no encryption: a trusted lab network only; "
         "said in the log and in STATUS), and --metrics",
     )
+    p.add_argument(
+        "--clock-offset-ms",
+        type=int,
+        default=_default("clock_offset_ms"),
+        help="shift this agent's wall clock (testing and operations: a host with a wrong clock)",
+    )
     return p
 
 
@@ -246,6 +252,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         metrics_endpoint=args.metrics,
         log_format=args.log_format,
         insecure=args.insecure,
+        clock_offset_ms=args.clock_offset_ms,
     )
 
 

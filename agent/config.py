@@ -11,6 +11,8 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from superstatic_agent.ports import CLOCK_OFFSET_MS_MAX
+
 from superstatic.protocol import wire
 from superstatic.protocol.errors import LimitExceeded
 
@@ -138,6 +140,10 @@ class AgentConfig:
     # --insecure: allows binding an unauthenticated port to a non-loopback address: the peer
     # and client ports without --keys (logged and in STATUS), and --metrics.
     insecure: bool = False
+    # Shifts this agent's wall clock (a test and operations knob: reproduces a host whose clock
+    # is wrong, without libfaketime). Only the log time a leader stamps reads the wall clock,
+    # and that is bounded (docs/agent.md, "Log time").
+    clock_offset_ms: int = 0
 
     def __post_init__(self) -> None:
         check_node_id(self.node_id)
@@ -196,6 +202,11 @@ class AgentConfig:
             )
         if self.map_bytes < MAP_BYTES_MIN:
             raise ValueError(f"map_bytes must be >= {MAP_BYTES_MIN}, got {self.map_bytes}")
+        if abs(self.clock_offset_ms) > CLOCK_OFFSET_MS_MAX:
+            raise ValueError(
+                f"clock_offset_ms must be within +-{CLOCK_OFFSET_MS_MAX}, "
+                f"got {self.clock_offset_ms}"
+            )
         if self.exit_when_idle_ms < 0:
             raise ValueError(f"exit_when_idle_ms must be >= 0, got {self.exit_when_idle_ms}")
         if not PEER_FRAME_ENVELOPE_BYTES < self.peer_frame_bytes_max <= PEER_FRAME_BYTES_MAX:

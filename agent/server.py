@@ -20,7 +20,6 @@ import logging
 import math
 import random
 import signal
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from superstatic_agent.auth import AgentAuth
 from superstatic_agent.config import PEERS_MAX, AgentConfig
 from superstatic_agent.membership_requests import MembershipRequests
 from superstatic_agent.observe import Observer
+from superstatic_agent.ports import AgentIo, SystemClock
 from superstatic_agent.raft.core import RaftNode
 from superstatic_agent.raft.types import (
     ConfChange,
@@ -114,15 +114,77 @@ class ReadWait:
     requests: list[tuple[bytes, int]] = field(default_factory=list)
 
 
+def zmq_io(config: AgentConfig, drops: DropCounter) -> AgentIo:
+    """The process's I/O: the system clock (shifted by --clock-offset-ms) and ZeroMQ sockets
+    bound on the configured endpoints, polled together."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        # Keys are read and the ZAP authenticator runs before any socket binds.
+        auth = AgentAuth(ctx, config.node_id, config.keys_dir, exposed=config.exposed_endpoints)
+    except Exception:
+        ctx.term()
+        raise
+    peers = PeerTransport(
+        ctx,
+        config.node_id,
+        config.peer_endpoint,
+        drops,
+        recv_queue_frames_max=config.peer_recv_queue_frames_max,
+        send_queue_frames_max=config.peer_send_queue_frames_max,
+        frame_bytes_max=config.peer_frame_bytes_max,
+        recv_bytes_per_turn_max=config.recv_bytes_per_turn_max,
+        auth=auth,
+    )
+    clients = ClientTransport(
+        ctx,
+        config.client_endpoint,
+        drops,
+        recv_queue_frames_max=config.client_recv_queue_frames_max,
+        send_queue_frames_max=config.client_send_queue_frames_max,
+        recv_bytes_per_turn_max=config.recv_bytes_per_turn_max,
+        auth=auth,
+    )
+    poller = zmq.Poller()
+    poller.register(peers.router, zmq.POLLIN)
+    poller.register(clients.router, zmq.POLLIN)
+
+    def poll(timeout_ms: int) -> tuple[bool, bool]:
+        try:
+            events = dict(poller.poll(timeout_ms))
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EINTR:
+                return False, False  # a signal: the loop condition decides
+            raise
+        return peers.router in events, clients.router in events
+
+    return AgentIo(
+        clock=SystemClock(config.clock_offset_ms),
+        rng=random.Random(),
+        peers=peers,
+        clients=clients,
+        poll=poll,
+        auth=auth,
+        close=lambda: (auth.close(), ctx.term()),
+    )
+
+
 class Server:
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(
+        self, config: AgentConfig, *, io: AgentIo | None = None, drops: DropCounter | None = None
+    ) -> None:
+        """`io` defaults to the system clock and ZeroMQ (`zmq_io`); the glue simulation passes
+        simulated ones (with the `drops` its transports count into)."""
         self.config = config
         self.id = config.node_id
         # First: a taken --metrics port fails the start before anything else is opened.
         self.observer = Observer(config)
-        self.started = time.monotonic()
+        self.drops = drops if drops is not None else DropCounter()
+        if io is None:
+            io = zmq_io(config, self.drops)
+        self.io = io
+        self.clock = io.clock
+        self.started = self.clock.monotonic()
         self.tracer: AgentTracer | None = AgentTracer() if config.trace else None
-        self.drops = DropCounter()
         self.storage = Storage(config.data_dir, fsync=config.fsync, map_bytes=config.map_bytes)
         # Every record's checksum is verified before anything is read from the store; a
         # damaged store is repaired (or the start refused) before the Raft core is built.
@@ -157,7 +219,7 @@ class Server:
         self.node = RaftNode(
             self.id,
             raft_config,
-            random.Random(),
+            io.rng,
             hard_state=loaded.hard_state or HardState(0, None, 0),
             conf=loaded.conf or initial,
             snapshot=loaded.snapshot,
@@ -179,36 +241,9 @@ class Server:
         if self.repair is not None:
             self.repair["until"] = self._repair_until
         self._stored_conf: ConfState | None = loaded.conf
-        self.ctx: zmq.Context[Any] = zmq.Context()
-        try:
-            # Keys are read and the ZAP authenticator runs before any socket binds.
-            self.auth = AgentAuth(
-                self.ctx, self.id, config.keys_dir, exposed=config.exposed_endpoints
-            )
-        except Exception:
-            self.ctx.term()
-            self.storage.close()
-            raise
-        self.peers = PeerTransport(
-            self.ctx,
-            self.id,
-            config.peer_endpoint,
-            self.drops,
-            recv_queue_frames_max=config.peer_recv_queue_frames_max,
-            send_queue_frames_max=config.peer_send_queue_frames_max,
-            frame_bytes_max=config.peer_frame_bytes_max,
-            recv_bytes_per_turn_max=config.recv_bytes_per_turn_max,
-            auth=self.auth,
-        )
-        self.clients = ClientTransport(
-            self.ctx,
-            config.client_endpoint,
-            self.drops,
-            recv_queue_frames_max=config.client_recv_queue_frames_max,
-            send_queue_frames_max=config.client_send_queue_frames_max,
-            recv_bytes_per_turn_max=config.recv_bytes_per_turn_max,
-            auth=self.auth,
-        )
+        self.auth = io.auth
+        self.peers = io.peers
+        self.clients = io.clients
         self._peer_limits = peer_codec.frame_limits(config.peer_frame_bytes_max)
         self._txn_limits = ops.txn_limits(config.body_bytes_max)
         self.admission = SessionAdmission(
@@ -219,9 +254,6 @@ class Server:
         self._conf_seen: ConfState | None = None
         self._peers_leader: str | None = None
         self._sync_peers()
-        self.poller = zmq.Poller()
-        self.poller.register(self.peers.router, zmq.POLLIN)
-        self.poller.register(self.clients.router, zmq.POLLIN)
         # Client work queued during a turn.
         self._batch: list[tuple[bytes, tuple[str, int]]] = []
         self._batch_bytes = 0
@@ -246,8 +278,9 @@ class Server:
         )
         self._stop = False
         # Start counts as activity: the app that started us needs time to connect.
-        self._last_client_frame = time.monotonic()
+        self._last_client_frame = self.started
         self._next_housekeeping = 0.0
+        self._next_tick = self.started + config.tick_ms / 1000.0
         self._next_join = 0.0
         self._soft: tuple[Role, str | None, int] = (
             self.node.role,
@@ -286,9 +319,9 @@ class Server:
         self.observer.start(self)
 
     def _scrub_and_repair(self) -> None:
-        started = time.monotonic()
+        started = self.clock.monotonic()
         scrubbed = self.storage.scrub()
-        took_s = time.monotonic() - started
+        took_s = self.clock.monotonic() - started
         if not scrubbed.damaged:
             log.info("checked %d stored records in %.1f s: no damage", scrubbed.records, took_s)
             return
@@ -312,11 +345,8 @@ class Server:
         signal.signal(signal.SIGHUP, lambda *_: self.auth.request_reload())
 
     def run(self) -> None:
-        tick_s = self.config.tick_ms / 1000.0
-        next_tick = time.monotonic() + tick_s
         try:
             while not self._stop:
-                now = time.monotonic()
                 busy = (
                     self.node.has_ready()
                     or self.shipping.has_work()
@@ -324,36 +354,39 @@ class Server:
                 )
                 # Rounded up: zmq polls in whole milliseconds, and a remainder truncated to 0
                 # would spin the loop for the last millisecond of every tick.
-                timeout_ms = 0 if busy else math.ceil(max(0.0, next_tick - now) * 1000)
-                try:
-                    events = dict(self.poller.poll(timeout_ms))
-                    turn_started = time.monotonic()
-                except zmq.ZMQError as exc:
-                    if exc.errno == zmq.EINTR:
-                        continue  # a signal: the loop condition decides
-                    raise
-                if self.peers.router in events:
-                    self._on_peer_frames()
-                if self.clients.router in events:
-                    self._on_client_frames()
-                now = time.monotonic()
-                ticks = 0
-                while now >= next_tick and ticks < TICKS_CATCHUP_MAX and self.halted is None:
-                    self.node.tick()
-                    next_tick += tick_s
-                    ticks += 1
-                if now >= next_tick:
-                    next_tick = now + tick_s
-                self._turn(now)
-                took_ms = (time.monotonic() - turn_started) * 1000
-                if took_ms > self._slow_turn_ms:
-                    self.drops.note(
-                        "slow_turn",
-                        f"slow loop turn: {took_ms:.0f} ms ({self._turn_note}); elections may "
-                        "follow if this persists (overload, or a stalled disk)",
-                    )
+                wait_s = max(0.0, self._next_tick - self.clock.monotonic())
+                timeout_ms = 0 if busy else math.ceil(wait_s * 1000)
+                peer_frames, client_frames = self.io.poll(timeout_ms)
+                self.step(peer_frames, client_frames)
         finally:
             self.close()
+
+    def step(self, peer_frames: bool = True, client_frames: bool = True) -> None:
+        """One loop turn: take the frames waiting, tick the core for the time that passed, then
+        the turn's work (proposals, reads, Readies, streams, housekeeping). `run` calls it after
+        each poll; the glue simulation calls it directly."""
+        turn_started = self.clock.monotonic()
+        if peer_frames:
+            self._on_peer_frames()
+        if client_frames:
+            self._on_client_frames()
+        now = self.clock.monotonic()
+        tick_s = self.config.tick_ms / 1000.0
+        ticks = 0
+        while now >= self._next_tick and ticks < TICKS_CATCHUP_MAX and self.halted is None:
+            self.node.tick()
+            self._next_tick += tick_s
+            ticks += 1
+        if now >= self._next_tick:
+            self._next_tick = now + tick_s
+        self._turn(now)
+        took_ms = (self.clock.monotonic() - turn_started) * 1000
+        if took_ms > self._slow_turn_ms:
+            self.drops.note(
+                "slow_turn",
+                f"slow loop turn: {took_ms:.0f} ms ({self._turn_note}); elections may "
+                "follow if this persists (overload, or a stalled disk)",
+            )
 
     def _turn(self, now: float) -> None:
         self._turn_note = "no Ready"
@@ -377,8 +410,7 @@ class Server:
         self.shipping.close()
         self.peers.close()
         self.clients.close()
-        self.auth.close()
-        self.ctx.term()
+        self.io.close()  # the authenticator and the ZeroMQ context
         self.storage.close()
         log.info("agent %s stopped at applied %d", self.id, self.applied)
 
@@ -386,7 +418,7 @@ class Server:
 
     def _drain_ready(self) -> None:
         readies = written = applied = 0
-        started = time.monotonic()
+        started = self.clock.monotonic()
         budget_s = self.config.tick_ms * self.config.heartbeat_ticks / 1000.0
         for _ in range(READY_PER_TURN_MAX):
             if not self.node.has_ready():
@@ -401,13 +433,13 @@ class Server:
             readies += 1
             written += len(ready.entries)
             applied += len(ready.committed)
-            if time.monotonic() - started > budget_s:
+            if self.clock.monotonic() - started > budget_s:
                 # A heartbeat interval spent on Readies: tick and read the peers first, then
                 # the next turn continues (the poll does not wait while a Ready is pending).
                 break
         self.counters["readies"] += readies
         if readies:
-            took_ms = (time.monotonic() - started) * 1000
+            took_ms = (self.clock.monotonic() - started) * 1000
             self._turn_note = (
                 f"{readies} readies, {written} entries written, {applied} applied, "
                 f"{took_ms:.0f} ms in them"
@@ -445,9 +477,9 @@ class Server:
             or conf is not None
         ):
             try:
-                write_started = time.monotonic()
+                write_started = self.clock.monotonic()
                 self._write_ready(ready, apply if committed else None, conf)
-                write_s = time.monotonic() - write_started
+                write_s = self.clock.monotonic() - write_started
                 if self.tracer is not None:
                     self.tracer.on_written(ready)
             except ApplyFailed as exc:
@@ -824,7 +856,7 @@ class Server:
     # -- client frames -------------------------------------------------------------------------
 
     def _on_client_frames(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         frames = self.clients.recv()
         if frames:
             self._last_client_frame = now
@@ -1009,7 +1041,7 @@ class Server:
                 proposal.client,
                 proposal.seq,
                 proposal.seq_low,
-                int(time.time() * 1000),
+                self.clock.wall_ms(),
                 proposal.body,
             ]
         )
@@ -1130,7 +1162,7 @@ class Server:
             reply = reply_of(applied)
             if self.tracer is not None:
                 reply = self.tracer.reply_body(applied.index, reply)
-            now = time.monotonic()
+            now = self.clock.monotonic()
             for waiter in waiters:
                 if not waiter.answered:
                     self._settle(waiter)
@@ -1310,7 +1342,7 @@ class Server:
                 "reads_waiting": self._reads_waiting(),
                 "subscribers": self.streams.count(),
             },
-            uptime_s=time.monotonic() - self.started,
+            uptime_s=self.clock.monotonic() - self.started,
             tick_ms=self.config.tick_ms,
             fsync=self.config.fsync,
             counters=dict(self.counters),
