@@ -90,7 +90,8 @@ TERM_AHEAD_MAX = 1 << 32
 # store is measured again: the log's copy, the records it rewrites, its outcome.
 SPACE_PER_ENTRY_BYTES_FACTOR = 4
 
-# Error codes for a proposal the core refused, by the reason it gave.
+# Error codes for a proposal the core refused, by the reason it gave. Every reason propose()
+# gives means "not appended, not forwarded": not_leader and busy tell the app exactly that.
 _DROPPED_CODE = {"no leader": wire.ErrorCode.NOT_LEADER}
 
 # Messages a leader may send before its own write of the same Ready (see _handle_ready).
@@ -106,6 +107,9 @@ class Waiter:
     deadline: float
     data: bytes  # the entry proposed for it, kept to propose again after a leader change
     answered: bool = False
+    # Handed to the core (appended here as leader, or forwarded): from then on the entry may be
+    # in some log and commit, so this waiter is never told "not proposed" (issue 9, bug 2).
+    proposed: bool = False
 
 
 @dataclass(slots=True)
@@ -255,7 +259,8 @@ class Server:
         self._peers_leader: str | None = None
         self._sync_peers()
         # Client work queued during a turn.
-        self._batch: list[tuple[bytes, tuple[str, int]]] = []
+        # (entry, (client, seq), the waiter of a new PROPOSE or None for a proposal again).
+        self._batch: list[tuple[bytes, tuple[str, int], Waiter | None]] = []
         self._batch_bytes = 0
         self._waiters: dict[tuple[str, int], list[Waiter]] = {}
         self._waiter_queue: deque[tuple[float, tuple[str, int], Waiter]] = deque()
@@ -630,15 +635,15 @@ class Server:
         safe: the state machine answers a (client, seq) it has recorded as a duplicate with the
         first outcome, so an entry that did survive is never applied twice; the waiter is
         answered by whichever copy applies first. Bounded by proposals_waiting_max."""
-        again = []
+        again: list[tuple[bytes, tuple[str, int], Waiter | None]] = []
         for key, waiters in self._waiters.items():
             waiting = [w for w in waiters if not w.answered]  # answered ones dropped their data
             if waiting:
-                again.append((waiting[0].data, key))
+                again.append((waiting[0].data, key, None))
         if again:
             log.info("proposing %d waiting proposals again through the new leader", len(again))
             self._batch.extend(again)
-            self._batch_bytes += sum(len(data) for data, _ in again)
+            self._batch_bytes += sum(len(data) for data, _, _ in again)
             self.counters["proposed_again"] += len(again)
 
     def _term_durable(self, ready: Ready) -> bool:
@@ -1060,7 +1065,7 @@ class Server:
         self._waiter_queue.append((waiter.deadline, key, waiter))
         self._waiting += 1
         self._waiting_bytes += len(data)
-        self._batch.append((data, key))
+        self._batch.append((data, key, waiter))
         self._batch_bytes += len(data)
         if self.tracer is not None and self.tracer.wants(frame.body):
             self.tracer.on_propose(data, recv_ns)
@@ -1077,8 +1082,8 @@ class Server:
             code = wire.ErrorCode.UNAVAILABLE
             if self.halted["reason"] == "store_full":
                 code = wire.ErrorCode.STORE_FULL
-            for _, key in batch:
-                self._fail_waiters(key, code, message, None)
+            for _, key, waiter in batch:
+                self._refuse_new(key, waiter, code, message, None)
             return
         batch = self._admit_for_space(batch)
         # Group commit: everything that arrived this turn goes to the core now, so it lands in
@@ -1094,32 +1099,36 @@ class Server:
                 size += len(batch[end][0])
                 end += 1
             try:
-                self.node.propose([data for data, _ in batch[start:end]])
+                self.node.propose([data for data, _, _ in batch[start:end]])
             except Dropped as exc:
-                code = _DROPPED_CODE.get(exc.reason, wire.ErrorCode.UNAVAILABLE)
-                if "proposals_pending_max" in exc.reason:
-                    code = wire.ErrorCode.BUSY
+                code = _DROPPED_CODE.get(exc.reason, wire.ErrorCode.BUSY)
                 message = f"not proposed ({exc.reason}); retry with the same seq"
-                for _, key in batch[start:]:
-                    self._fail_waiters(key, code, message, exc.leader)
+                for _, key, waiter in batch[start:]:
+                    self._refuse_new(key, waiter, code, message, exc.leader)
                 return
+            for _, _, waiter in batch[start:end]:
+                if waiter is not None:
+                    waiter.proposed = True
             self.counters["proposed"] += end - start
             if self.tracer is not None:
                 self.tracer.on_proposed([data for data, _ in batch[start:end]])
             start = end
 
     def _admit_for_space(
-        self, batch: list[tuple[bytes, tuple[str, int]]]
-    ) -> list[tuple[bytes, tuple[str, int]]]:
+        self, batch: list[tuple[bytes, tuple[str, int], Waiter | None]]
+    ) -> list[tuple[bytes, tuple[str, int], Waiter | None]]:
         """Refuses (store_full) the proposals a nearly full store cannot take; writes that only
         delete still go, so an app can make room. Every admitted proposal counts against the
-        free space until the next measurement, so one turn cannot overshoot the reserve."""
+        free space until the next measurement, so one turn cannot overshoot the reserve. A
+        proposal made again after a leader change is dropped but never refused: it may be in
+        some log already; its waiter waits."""
         admitted = []
-        for data, key in batch:
+        for data, key, waiter in batch:
             if self._store_full() and not only_removes(data):
                 space = self._space
-                self._fail_waiters(
+                self._refuse_new(
                     key,
+                    waiter,
                     wire.ErrorCode.STORE_FULL,
                     f"agent {self.id}'s store is full: {space.free_bytes} bytes free of "
                     f"--map-bytes {space.map_bytes} (disk free {space.disk_free_bytes}), below "
@@ -1132,7 +1141,7 @@ class Server:
             # An entry costs its log copy, its body's change to records (copy on write) and
             # its outcome: a few times its size until the store is measured again.
             self._space_taken += SPACE_PER_ENTRY_BYTES_FACTOR * len(data)
-            admitted.append((data, key))
+            admitted.append((data, key, waiter))
         return admitted
 
     def _settle(self, waiter: Waiter) -> None:
@@ -1143,6 +1152,30 @@ class Server:
         self._waiting -= 1
         self._waiting_bytes -= len(waiter.data)
         waiter.data = b""
+
+    def _refuse_new(
+        self,
+        key: tuple[str, int],
+        waiter: Waiter | None,
+        code: wire.ErrorCode,
+        message: str,
+        leader: str | None,
+    ) -> None:
+        """Answers a refusal that says "not proposed" (not_leader, busy, store_full) to the
+        attempt it is true of: a new PROPOSE whose entry never reached the core. An earlier
+        attempt at the same (client, seq) may be in some log (forwarded to a leader, or
+        appended) and keeps waiting for its entry to apply, or for timeout_ms_proposal and
+        "outcome unknown" (issue 9, bug 2). `waiter` None: a proposal made again, not refused."""
+        if waiter is None or waiter.answered:
+            return
+        assert not waiter.proposed, ("refusing a proposal that may commit", key)
+        self._settle(waiter)
+        waiters = self._waiters.get(key)
+        if waiters is not None:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[key]
+        self._error(waiter.identity, waiter.req_id, code, message, leader)
 
     def _fail_waiters(
         self, key: tuple[str, int], code: wire.ErrorCode, message: str, leader: str | None

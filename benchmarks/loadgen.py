@@ -84,6 +84,7 @@ class RawClient:
             self.keys.apply(self.sock)
         self.sock.connect(endpoint)
         self.next_seq = 1
+        self.session = 0  # the index of the "open" entry that started the session (0: none)
         self._req_ids = itertools.count(1)
 
     def close(self) -> None:
@@ -134,7 +135,24 @@ class RawClient:
         """A PROPOSE body. seq_low (default: seq) tells the agent every lower seq was answered,
         so the session forgets them: without it the session record grows with every request."""
         low = seq if seq_low is None else seq_low
-        return {"client": self.client_id, "seq": seq, "seq_low": low, "kind": kind, "body": body}
+        return {
+            "client": self.client_id,
+            "seq": seq,
+            "seq_low": low,
+            "kind": kind,
+            "body": body,
+            "session": self.session,
+        }
+
+    def open_session(self, timeout_ms: int = TIMEOUT_MS_RAW_DEFAULT) -> int:
+        """Opens a new session (an "open" entry with session 0); later proposals carry its id,
+        the index of that entry. Returns it."""
+        self.session = 0
+        reply = self.propose(b"", kind="open", timeout_ms=timeout_ms)
+        if reply.get("outcome") not in ("ok", "dup"):
+            raise AgentError("session", f"the session was not opened: {reply}", None)
+        self.session = int(reply["index"])
+        return self.session
 
     def take_seq(self) -> int:
         seq = self.next_seq

@@ -439,9 +439,21 @@ class Connection:
                 else Error("this superstatic connection is closed")
             )
             for request in [*io.requests.values(), *self._take_queued()]:
-                if isinstance(failure, AuthError):
-                    error = AuthError(str(failure))  # one instance per caller's traceback
-                self._done(request, error=error)
+                if request.op == "propose" and request.unresolved:
+                    # Sent and unanswered: the stop says nothing about whether it commits.
+                    self._done(
+                        request,
+                        error=Unavailable(
+                            f"{error} while a write was in flight; the outcome is UNKNOWN: it "
+                            "may still commit",
+                            outcome_known=False,
+                        ),
+                    )
+                elif isinstance(failure, AuthError):
+                    # One instance per caller's traceback; "nothing was done" holds: unsent.
+                    self._done(request, error=AuthError(str(failure)))
+                else:
+                    self._done(request, error=error)
             io.close_socket()
             self._wake_rx.close(linger=0)
             with self._applied:
@@ -771,7 +783,19 @@ class _IoState:
             return
         self.by_req_id.pop(req_id, None)
         request.unresolved.discard(req_id)
-        if code == wire.ErrorCode.FORBIDDEN:
+        if request.unresolved:
+            # This attempt was refused, but an earlier one (e.g. through another agent, with
+            # other limits) may be in some log: a refusal of the request would claim too much.
+            self.settle(
+                request,
+                error=Unavailable(
+                    f"the agent refused a resend of the write ({code}: {message}) after an "
+                    "earlier attempt reached an agent. The outcome is UNKNOWN: it may still "
+                    "commit. Check the state (after superstatic.sync()) before retrying",
+                    outcome_known=False,
+                ),
+            )
+        elif code == wire.ErrorCode.FORBIDDEN:
             self.settle(request, error=AuthError(message))  # our key's role may not do this
         elif code == wire.ErrorCode.TOO_LARGE:
             self.settle(request, error=AgentRefusedTooLarge(message))

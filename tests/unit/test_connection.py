@@ -373,6 +373,34 @@ def test_an_unavailable_refusal_leaves_the_outcome_unknown(
     assert caught.value.outcome_known is False
 
 
+def test_a_refused_resend_after_an_unanswered_attempt_leaves_the_outcome_unknown(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    """Issue 9, bug 2, library side: a refusal answers one attempt, never an earlier one that
+    may be in some log; refusals of the resends (even final ones) must not make it "known"."""
+    peer = make_peer(peers)
+    peer.swallow_proposes = True  # the first attempt reaches an agent and is never answered
+    conn, _replica = connect(connections, [peer.endpoint], timeout_ms_resend=300)
+    outcome: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            conn.submit(b"maybe")
+        except Exception as exc:  # checked below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    peer.wait_for("the first attempt", lambda: len(proposes_of(peer)) == 1)
+    peer.refusals = ["too_large"]
+    peer.swallow_proposes = False  # the resend (same seq) is refused as too large
+    thread.join(WAIT_S)
+    (error,) = outcome
+    assert isinstance(error, Unavailable) and error.outcome_known is False, error
+    assert "UNKNOWN" in str(error) and "too_large" in str(error)
+    assert {p["seq"] for p in proposes_of(peer)} == {1}
+
+
 def test_too_large_and_bad_request_are_not_retried(
     peers: list[AgentPeer], connections: list[Connection]
 ) -> None:
