@@ -11,6 +11,13 @@ A peer frame is one ZeroMQ message holding a CBOR array that starts with
   learner reachable at `address`.
 - `CHUNK`: `[v, 2, frm, to, term, snap_index, part, last, data]`: one piece of the object table
   the leader ships before a SNAPSHOT message.
+- `WELCOME`: `[v, 3, frm, to, [voters, learners, addresses]]`: a member tells a joiner the
+  cluster's initial configuration (at index 0), which its core starts from: a joiner never
+  builds one from its own --peers (issue 9, bug 1).
+- `PROBE`: `[v, 4, frm, to]`: a voter starting with an empty data directory asks a peer whether
+  it was a member before (docs/agent.md, "A voter that lost its data").
+- `PROBE_REPLY`: `[v, 5, frm, to, term, commit, heard_term]`: the peer's term and commit index,
+  and the highest term of a Raft message it received from the asker since it started (0: none).
 
 Decoding trusts nothing: size, then a scan of the CBOR headers bounded in items and depth that
 admits only the codec's registered tags (`codec.loads` with `DecodeLimits`: the one decoder of
@@ -80,6 +87,9 @@ class PeerKind(enum.IntEnum):
     MSG = 0
     JOIN = 1
     CHUNK = 2
+    WELCOME = 3
+    PROBE = 4
+    PROBE_REPLY = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +109,29 @@ class SnapshotChunk:
     data: bytes
 
 
-PeerFrame = Message | JoinRequest | SnapshotChunk
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    frm: str
+    to: str
+    conf0: ConfState  # the cluster's configuration at index 0
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    frm: str
+    to: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeReply:
+    frm: str
+    to: str
+    term: int
+    commit: int
+    heard_term: int  # highest term of a Raft message from the asker since we started; 0: none
+
+
+PeerFrame = Message | JoinRequest | SnapshotChunk | Welcome | Probe | ProbeReply
 
 
 # -- encoding ---------------------------------------------------------------------------------
@@ -143,6 +175,32 @@ def encode_message(m: Message, entries_blob: bytes | None = None) -> bytes:
 
 def encode_join(frm: str, address: str) -> bytes:
     return cbor2.dumps([PEER_PROTOCOL_VERSION, int(PeerKind.JOIN), frm, address])
+
+
+def encode_welcome(welcome: Welcome) -> bytes:
+    w = welcome
+    return cbor2.dumps(
+        [PEER_PROTOCOL_VERSION, int(PeerKind.WELCOME), w.frm, w.to, _conf_fields(w.conf0)]
+    )
+
+
+def encode_probe(probe: Probe) -> bytes:
+    return cbor2.dumps([PEER_PROTOCOL_VERSION, int(PeerKind.PROBE), probe.frm, probe.to])
+
+
+def encode_probe_reply(reply: ProbeReply) -> bytes:
+    r = reply
+    return cbor2.dumps(
+        [
+            PEER_PROTOCOL_VERSION,
+            int(PeerKind.PROBE_REPLY),
+            r.frm,
+            r.to,
+            r.term,
+            r.commit,
+            r.heard_term,
+        ]
+    )
 
 
 def encode_chunk(chunk: SnapshotChunk) -> bytes:
@@ -241,6 +299,12 @@ def decode(
             return _decode_join(raw)
         if kind == PeerKind.CHUNK:
             return _decode_chunk(raw, limits.bytes_max)
+        if kind == PeerKind.WELCOME:
+            return _decode_welcome(raw)
+        if kind == PeerKind.PROBE:
+            return _decode_probe(raw)
+        if kind == PeerKind.PROBE_REPLY:
+            return _decode_probe_reply(raw)
     raise FrameError("kind", f"unknown peer frame kind ({describe(kind)})")
 
 
@@ -403,27 +467,63 @@ def _decode_snapshot(raw: Any, term: int) -> SnapshotMeta:
     snap_term = _int(raw[1], "snapshot term", minimum=1)
     if snap_term > term:
         raise FrameError("field", "snapshot term is above the message term")
-    voters, learners, addresses = raw[2], raw[3], raw[4]
+    return SnapshotMeta(index, snap_term, _decode_conf(raw[2], raw[3], raw[4], "snapshot"))
+
+
+def _decode_conf(voters: Any, learners: Any, addresses: Any, what: str) -> ConfState:
+    """A configuration carried by a frame (`what`: "snapshot", "welcome")."""
     for name, ids in (("voters", voters), ("learners", learners)):
         if type(ids) is not list or len(ids) > PEERS_MAX:
-            raise FrameError("field", f"snapshot {name} must be a list of at most {PEERS_MAX} ids")
+            raise FrameError("field", f"{what} {name} must be a list of at most {PEERS_MAX} ids")
         for node in ids:
-            _node_id(node, f"snapshot {name[:-1]}")
+            _node_id(node, f"{what} {name[:-1]}")
     if not voters:
-        raise FrameError("field", "snapshot configuration has no voters")
+        raise FrameError("field", f"{what} configuration has no voters")
     if len(set(voters)) != len(voters) or len(set(learners)) != len(learners):
-        raise FrameError("field", "snapshot configuration lists a member twice")
+        raise FrameError("field", f"{what} configuration lists a member twice")
     if set(voters) & set(learners):
-        raise FrameError("field", "snapshot configuration has a node both voter and learner")
+        raise FrameError("field", f"{what} configuration has a node both voter and learner")
     if type(addresses) is not list or len(addresses) > 2 * PEERS_MAX:
-        raise FrameError("field", "snapshot addresses must be a list of [id, endpoint]")
+        raise FrameError("field", f"{what} addresses must be a list of [id, endpoint]")
     pairs: dict[str, str] = {}
     for pair in addresses:
         if type(pair) is not list or len(pair) != 2:
-            raise FrameError("field", "snapshot addresses must be a list of [id, endpoint]")
+            raise FrameError("field", f"{what} addresses must be a list of [id, endpoint]")
         pairs[_node_id(pair[0], "address id")] = _address(pair[1], "address")
-    conf = ConfState.make(voters, learners, pairs)
-    return SnapshotMeta(index, snap_term, conf)
+    return ConfState.make(voters, learners, pairs)
+
+
+def _decode_welcome(raw: list[Any]) -> Welcome:
+    if len(raw) != 5:
+        raise FrameError("shape", f"peer WELCOME must have 5 fields, got {len(raw)}")
+    conf = raw[4]
+    if type(conf) is not list or len(conf) != 3:
+        raise FrameError(
+            "field", "peer WELCOME configuration must be [voters, learners, addresses]"
+        )
+    return Welcome(
+        frm=_node_id(raw[2], "welcome frm"),
+        to=_node_id(raw[3], "welcome to"),
+        conf0=_decode_conf(conf[0], conf[1], conf[2], "welcome"),
+    )
+
+
+def _decode_probe(raw: list[Any]) -> Probe:
+    if len(raw) != 4:
+        raise FrameError("shape", f"peer PROBE must have 4 fields, got {len(raw)}")
+    return Probe(frm=_node_id(raw[2], "probe frm"), to=_node_id(raw[3], "probe to"))
+
+
+def _decode_probe_reply(raw: list[Any]) -> ProbeReply:
+    if len(raw) != 7:
+        raise FrameError("shape", f"peer PROBE_REPLY must have 7 fields, got {len(raw)}")
+    return ProbeReply(
+        frm=_node_id(raw[2], "probe reply frm"),
+        to=_node_id(raw[3], "probe reply to"),
+        term=_int(raw[4], "probe reply term"),
+        commit=_int(raw[5], "probe reply commit"),
+        heard_term=_int(raw[6], "probe reply heard term"),
+    )
 
 
 def _decode_join(raw: list[Any]) -> JoinRequest:

@@ -210,8 +210,7 @@ class Server:
         except StartRefused:
             self.storage.close()
             raise
-        initial = ConfState.make(config.peers, (), config.peers)
-        raft_config = RaftConfig(
+        self._raft_config = RaftConfig(
             ticks_election=config.election_ticks,
             ticks_heartbeat=config.heartbeat_ticks,
             append_entries_max=config.batch_entries_max,
@@ -220,12 +219,32 @@ class Server:
             proposals_pending_max=config.proposals_pending_max,
             committed_per_ready_max=config.apply_batch_max,
         )
+        fresh = loaded.hard_state is None and loaded.conf is None and loaded.snapshot is None
+        # The cluster's initial configuration (at index 0). The initial voters have it from
+        # --peers (the same list on each); anyone else gets it from a member (WELCOME) and
+        # never builds it from its own flags (issue 9, bug 1: a joiner whose --peers named one
+        # contact believed the voters were [contact, itself]).
+        self._conf0: ConfState | None = loaded.conf0
+        base_conf = loaded.conf
+        if config.is_initial_voter and fresh:
+            self._conf0 = ConfState.make(config.peers, (), config.peers)
+            base_conf = self._conf0
+        elif base_conf is None and config.is_initial_voter:
+            base_conf = ConfState.make(config.peers, (), config.peers)
+        elif base_conf is None and self._conf0 is not None and not loaded.entries:
+            # A joiner whose store a repair emptied (term and vote kept): its log starts at
+            # index 1 again, where the configuration is the initial one it was told before.
+            assert loaded.snapshot is None
+            base_conf = self._conf0
+        # A joiner that has not been told the initial configuration yet: its core starts from
+        # an empty one (so it never campaigns) and steps no Raft message until WELCOME.
+        self._awaiting_conf0 = base_conf is None
         self.node = RaftNode(
             self.id,
-            raft_config,
+            self._raft_config,
             io.rng,
             hard_state=loaded.hard_state or HardState(0, None, 0),
-            conf=loaded.conf or initial,
+            conf=base_conf if base_conf is not None else ConfState.make(()),
             snapshot=loaded.snapshot,
             entries=loaded.entries,
             applied=loaded.applied,
@@ -246,6 +265,11 @@ class Server:
             self.repair["until"] = self._repair_until
         self._stored_conf: ConfState | None = loaded.conf
         self.auth = io.auth
+        self._conf0_stored = False  # written (idempotently) with the first write after start
+        # The highest term of a Raft message received from each peer since we started: a voter
+        # that lost its data directory asks (PROBE) whether we heard from it before.
+        self._heard_term: dict[str, int] = {}
+        self._probe_replies: dict[str, peer_codec.ProbeReply] = {}
         self.peers = io.peers
         self.clients = io.clients
         self._peer_limits = peer_codec.frame_limits(config.peer_frame_bytes_max)
@@ -481,9 +505,10 @@ class Server:
             or committed
             or conf is not None
         ):
+            conf0 = self._conf0 if not self._conf0_stored else None
             try:
                 write_started = self.clock.monotonic()
-                self._write_ready(ready, apply if committed else None, conf)
+                self._write_ready(ready, apply if committed else None, conf, conf0)
                 write_s = self.clock.monotonic() - write_started
                 if self.tracer is not None:
                     self.tracer.on_written(ready)
@@ -501,6 +526,7 @@ class Server:
                 return
             self._refresh_space()
             self._stored_conf = base_conf
+            self._conf0_stored = self._conf0 is not None
         # else: messages only (heartbeats and their answers): no write transaction at all.
         if self.node.conf is not self._conf_seen or self.node.leader != self._peers_leader:
             self._sync_peers()  # a new member gets this Ready's messages too
@@ -547,18 +573,22 @@ class Server:
         self._halt("poisoned", message, index=exc.index, term=exc.term)
 
     def _write_ready(
-        self, ready: Ready, apply: Callable[[lmdb.Transaction], None] | None, conf: ConfState | None
+        self,
+        ready: Ready,
+        apply: Callable[[lmdb.Transaction], None] | None,
+        conf: ConfState | None,
+        conf0: ConfState | None,
     ) -> None:
         """storage.write, tried once more when the map is full: the pages the previous write
         freed become reusable after one more commit (Storage.nudge), which is often all a
         write just after a compaction lacks. The failed attempt left nothing behind (one
         aborted transaction; the state machine drops its cache on any exception)."""
         try:
-            self.storage.write(ready, apply, conf=conf)
+            self.storage.write(ready, apply, conf=conf, conf0=conf0)
         except lmdb.MapFullError:
             log.warning("the store's map is full: retrying the write once pages freed are reused")
             self.storage.nudge()
-            self.storage.write(ready, apply, conf=conf)
+            self.storage.write(ready, apply, conf=conf, conf0=conf0)
 
     def _halt_store_full(self, exc: lmdb.Error) -> None:
         space = self.storage.space()
@@ -750,6 +780,14 @@ class Server:
                     self._drain_ready()
             elif isinstance(frame, peer_codec.JoinRequest):
                 self._on_join(sender, frame)
+            elif isinstance(frame, peer_codec.Welcome):
+                self._on_welcome(sender, frame)
+            elif isinstance(frame, peer_codec.Probe):
+                self._on_probe(sender, frame)
+            elif isinstance(frame, peer_codec.ProbeReply):
+                self._on_probe_reply(sender, frame)
+            elif self._awaiting_conf0:
+                self.drops.counts["peer_before_welcome"] += 1  # routine for a joiner: no log
             elif frame.term > self.node.term + TERM_AHEAD_MAX:
                 # Not a leader of this cluster: it must not restart our staging either.
                 self.drops.drop("peer_impossible", f"CHUNK from {sender}: term far ahead")
@@ -775,6 +813,13 @@ class Server:
         if m.to != self.id:
             self.drops.drop("peer_misaddressed", f"{sender!r} sent a message for {m.to!r}")
             return
+        if self._awaiting_conf0:
+            # Our core's configuration is a placeholder until a member tells us the real one;
+            # the leader retransmits. Routine for a joiner: counted, not logged.
+            self.drops.counts["peer_before_welcome"] += 1
+            return
+        if m.term > self._heard_term.get(sender, 0):
+            self._heard_term[sender] = m.term
         reason = self._impossible(m)
         if reason is not None:
             self.drops.drop("peer_impossible", f"{m.type.name} from {sender}: {reason}")
@@ -842,8 +887,15 @@ class Server:
         if join.frm != sender:
             self.drops.drop("peer_wrong_sender", f"{sender!r} sent a join for {join.frm!r}")
             return
-        if self.node.role is not Role.LEADER or join.frm in self.node.conf.members():
-            return  # the joiner asks every voter; only the leader acts
+        if join.frm in self.node.conf.members():
+            # Already added (the joiner repeats JOIN until it knows the initial configuration):
+            # any member can tell it, the value is the same cluster-wide.
+            if self._conf0 is not None:
+                welcome = peer_codec.Welcome(self.id, join.frm, self._conf0)
+                self.peers.send(join.frm, peer_codec.encode_welcome(welcome))
+            return
+        if self.node.role is not Role.LEADER:
+            return  # the joiner asks every contact; only the leader adds it
         if len(self.node.conf.members()) >= PEERS_MAX:
             # JOIN is not authenticated: strangers must not grow the configuration past what
             # a snapshot meta may hold (peer_codec refuses more), or no snapshot could install.
@@ -857,6 +909,55 @@ class Server:
             log.debug("join of %s not proposed yet: %s", join.frm, exc.reason)
             return
         log.info("agent %s asked to join: proposing it as a learner at %s", join.frm, join.address)
+
+    def _on_welcome(self, sender: str, welcome: peer_codec.Welcome) -> None:
+        if welcome.frm != sender or welcome.to != self.id:
+            self.drops.drop("peer_wrong_sender", f"{sender!r} sent a welcome for {welcome.to!r}")
+            return
+        if not self._awaiting_conf0:
+            return  # a repeated answer
+        node = self.node
+        # The placeholder core never stepped a message: nothing is lost by replacing it.
+        assert node.last_index == 0 and node.term == 0 and node.first_index == 1, node.term
+        conf0 = welcome.conf0
+        self.storage.store_initial(conf0)
+        self._conf0 = conf0
+        self._conf0_stored = True
+        self._stored_conf = conf0
+        self._awaiting_conf0 = False
+        self.node = RaftNode(
+            self.id,
+            self._raft_config,
+            self.io.rng,
+            hard_state=HardState(0, None, 0),
+            conf=conf0,
+            snapshot=None,
+            entries=(),
+            applied=0,
+        )
+        self.members.node = self.node
+        self.shipping.node = self.node
+        self._sync_peers()
+        log.info(
+            "told the cluster's initial configuration by %s: voters %s; catching up",
+            sender,
+            ",".join(conf0.voters),
+        )
+
+    def _on_probe(self, sender: str, probe: peer_codec.Probe) -> None:
+        if probe.frm != sender or probe.to != self.id:
+            self.drops.drop("peer_wrong_sender", f"{sender!r} sent a probe for {probe.to!r}")
+            return
+        reply = peer_codec.ProbeReply(
+            self.id, sender, self.node.term, self.node.commit, self._heard_term.get(sender, 0)
+        )
+        self.peers.send(sender, peer_codec.encode_probe_reply(reply))
+
+    def _on_probe_reply(self, sender: str, reply: peer_codec.ProbeReply) -> None:
+        if reply.frm != sender or reply.to != self.id:
+            self.drops.drop("peer_wrong_sender", f"{sender!r} sent a probe reply for {reply.to!r}")
+            return
+        self._probe_replies[sender] = reply
 
     # -- client frames -------------------------------------------------------------------------
 
@@ -1309,7 +1410,7 @@ class Server:
         self.admission.sweep(now)
         if (
             self.config.listen_endpoint
-            and self.id not in self.node.conf.members()
+            and (self._awaiting_conf0 or self.id not in self.node.conf.members())
             and now >= self._next_join
         ):
             self._next_join = now + JOIN_RETRY_MS / 1000.0

@@ -6,7 +6,7 @@ Sub-databases (the layout is fixed here; the state machine opens the same handle
 | db | key | value |
 |---|---|---|
 | `log` | index, 8-byte big-endian | CBOR `[term, kind, data]` |
-| `meta` | `b"hard"`, `b"snap"`, `b"conf"` | CBOR of HardState / SnapshotMeta / ConfState |
+| `meta` | `hard`, `snap`, `conf`, `conf0` | CBOR: HardState, SnapshotMeta, ConfState x2 |
 | `sm_meta` | `b"applied"`, ... | the state machine's own scalars (statemachine.py) |
 | `objects` | oid (utf-8) | CBOR node record |
 | `sessions` | client id (utf-8) | CBOR session record |
@@ -18,6 +18,9 @@ of key and value together, verified on every read (`record_get`, `unseal`); a mi
 `Corrupt` naming the db and key, and the agent refuses to serve the damaged data (see
 docs/data-model.md, "Checksums"). `meta/format` holds FORMAT_VERSION; a store without it (or
 with another) is refused at open with a message saying what to do.
+
+`conf` is the configuration at the start of the log (the core's base); `conf0` the cluster's
+initial configuration, at index 0, kept forever (a new member's core starts from it).
 
 Every change the Raft core asks for in one `Ready` (snapshot install, log truncate + append,
 hard state, base configuration, and applying the committed entries) happens in ONE write
@@ -79,6 +82,10 @@ KEY_REPAIR = b"repair"  # in meta: the last index held before a repair emptied t
 KEY_HARD = b"hard"
 KEY_SNAP = b"snap"
 KEY_CONF = b"conf"
+# The cluster's initial configuration (at index 0): what a new member's core starts from. Every
+# member keeps it, so any of them can tell a joiner (peer frame WELCOME); compaction never
+# drops it.
+KEY_CONF0 = b"conf0"
 KEY_APPLIED = b"applied"
 STAGING_NEXT = b"next"  # the part number stage_chunk expects next
 STAGING_DONE = b"done"  # present once the part marked last was staged
@@ -351,6 +358,7 @@ class Loaded:
 
     hard_state: HardState | None  # None: a fresh environment
     conf: ConfState | None  # the configuration at the start of the log (RaftNode `conf`)
+    conf0: ConfState | None  # the cluster's initial configuration (None: not known here)
     snapshot: SnapshotMeta | None
     entries: list[Entry]  # every stored entry after the snapshot, contiguous
     applied: int
@@ -535,6 +543,10 @@ class Storage:
             snapshot = read_snapshot_meta(txn, self.dbs)
             conf_raw = record_get(txn, self.dbs.meta, "meta", KEY_CONF)
             conf = None if conf_raw is None else decode_conf(cbor2.loads(conf_raw))
+            conf0_raw = record_get(txn, self.dbs.meta, "meta", KEY_CONF0)
+            conf0 = None if conf0_raw is None else decode_conf(cbor2.loads(conf0_raw))
+            if conf0 is None and snapshot is None:
+                conf0 = conf  # stored before conf0 was: the log still starts at index 1
             if snapshot is not None:
                 conf = snapshot.conf
             base = 0 if snapshot is None else snapshot.index
@@ -557,7 +569,7 @@ class Storage:
         assert applied >= base, ("applied below the snapshot", applied, base)
         if hard_state is not None:
             assert applied <= max(hard_state.commit, base), ("applied past commit", applied)
-        return Loaded(hard_state, conf, snapshot, entries, applied, log_time_ms)
+        return Loaded(hard_state, conf, conf0, snapshot, entries, applied, log_time_ms)
 
     # ------------------------------------------------------------ the one write per Ready
 
@@ -567,6 +579,7 @@ class Storage:
         apply_fn: Callable[[lmdb.Transaction], None] | None,
         *,
         conf: ConfState | None = None,
+        conf0: ConfState | None = None,
     ) -> None:
         """Persists one Ready in ONE write transaction, then syncs once if it held anything
         Raft needs durable (entries, hard state, snapshot).
@@ -574,7 +587,8 @@ class Storage:
         Order inside the transaction: install the staged snapshot and drop the whole log (if
         `ready.snapshot`), truncate the log at `ready.entries[0].index` and append, store the
         hard state, store `conf` (pass `node.base_conf`: the configuration at the start of the
-        log, stored only when it changed), then `apply_fn(txn)` (the state machine applying
+        log, stored only when it changed) and `conf0` (the initial configuration, once), then
+        `apply_fn(txn)` (the state machine applying
         `ready.committed`). An exception anywhere aborts the whole transaction.
         """
         hs_new = ready.hard_state
@@ -595,6 +609,8 @@ class Storage:
                 record_put(txn, self.dbs.meta, KEY_HARD, hard)
             if conf is not None:
                 self.store_conf(txn, conf)
+            if conf0 is not None:
+                self.store_conf0(txn, conf0)
             if apply_fn is not None:
                 apply_fn(txn)
         if durable and self.fsync:
@@ -613,6 +629,23 @@ class Storage:
         data = cbor2.dumps(encode_conf(conf))
         if record_get(txn, self.dbs.meta, "meta", KEY_CONF) != data:
             record_put(txn, self.dbs.meta, KEY_CONF, data)
+
+    def store_conf0(self, txn: lmdb.Transaction, conf0: ConfState) -> None:
+        """Stores the cluster's initial configuration; it never changes once stored."""
+        data = cbor2.dumps(encode_conf(conf0))
+        stored = record_get(txn, self.dbs.meta, "meta", KEY_CONF0)
+        assert stored in (None, data), ("the initial configuration changed", stored, data)
+        if stored is None:
+            record_put(txn, self.dbs.meta, KEY_CONF0, data)
+
+    def store_initial(self, conf0: ConfState) -> None:
+        """A joiner adopting the initial configuration a member sent: stored (and synced) at
+        once as both conf0 and the base configuration, so a restart does not ask again."""
+        with self.env.begin(write=True) as txn:
+            self.store_conf0(txn, conf0)
+            self.store_conf(txn, conf0)
+        if self.fsync:
+            self.sync()
 
     def sync(self) -> None:
         started = time.monotonic()

@@ -87,6 +87,12 @@ class AgentSpec:
         assert self.metrics_address, f"agent {self.id} serves no --metrics"
         return f"http://{self.metrics_address}"
 
+    # The voters this agent's --peers names (None: all of them). A joiner needs only one
+    # contact; its configuration comes from the cluster.
+    contacts: Sequence[str] | None = None
+    # Flags for this agent only, after the cluster's agent_args.
+    extra_args: Sequence[str] = ()
+
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
@@ -164,6 +170,12 @@ class LocalCluster:
     def peers_arg(self) -> str:
         return ",".join(f"{a.id}={a.peer_endpoint}" for a in self.agents.values() if a.voter)
 
+    def peers_arg_for(self, node_id: str) -> str:
+        contacts = self.agents[node_id].contacts
+        if contacts is None:
+            return self.peers_arg
+        return ",".join(f"{c}={self.agents[c].peer_endpoint}" for c in contacts)
+
     def client_endpoints(self, ids: Sequence[str] | None = None) -> list[str]:
         chosen = ids if ids is not None else list(self.agents)
         return [self.agents[i].client_endpoint for i in chosen]
@@ -186,7 +198,7 @@ class LocalCluster:
             "--data-dir",
             str(spec.data_dir),
             "--peers",
-            self.peers_arg,
+            self.peers_arg_for(node_id),
             "--client",
             spec.client_endpoint,
         ]
@@ -196,7 +208,7 @@ class LocalCluster:
             cmd += ["--metrics", spec.metrics_address]
         if self.keyed:
             cmd += ["--keys", str(self.keys_dir)]  # the agent reads only its own secret
-        return cmd + list(self.agent_args)
+        return cmd + list(self.agent_args) + list(spec.extra_args)
 
     def start_agent(self, node_id: str) -> AgentSpec:
         spec = self.agents[node_id]
@@ -216,9 +228,10 @@ class LocalCluster:
             )
         return spec
 
-    def add_learner(self, node_id: str) -> AgentSpec:
+    def add_learner(self, node_id: str, contacts: Sequence[str] | None = None) -> AgentSpec:
         """Starts an agent outside --peers; it joins the cluster as a non-voting learner (keyed:
-        with a key pair added to the allow list first, which the agents pick up by themselves)."""
+        with a key pair added to the allow list first, which the agents pick up by themselves).
+        `contacts`: the voters its --peers names (default: all)."""
         assert node_id not in self.agents, node_id
         if self.keyed:
             assert self.keys_dir is not None
@@ -231,6 +244,7 @@ class LocalCluster:
             data_dir=self.base_dir / node_id,
             voter=False,
             metrics_address=f"127.0.0.1:{free_port()}" if self.metrics else "",
+            contacts=contacts,
         )
         return self.start_agent(node_id)
 

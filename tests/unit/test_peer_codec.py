@@ -65,6 +65,16 @@ def test_join_and_chunk_roundtrip() -> None:
     assert peer_codec.decode(peer_codec.encode_chunk(chunk)) == chunk
 
 
+def test_welcome_and_probes_roundtrip() -> None:
+    conf0 = ConfState.make(["a", "b"], [], {"a": "tcp://h:1", "b": "tcp://h:2"})
+    welcome = peer_codec.Welcome("a", "f", conf0)
+    assert peer_codec.decode(peer_codec.encode_welcome(welcome)) == welcome
+    probe = peer_codec.Probe("c", "a")
+    assert peer_codec.decode(peer_codec.encode_probe(probe)) == probe
+    reply = peer_codec.ProbeReply("a", "c", 7, 120, 6)
+    assert peer_codec.decode(peer_codec.encode_probe_reply(reply)) == reply
+
+
 def envelope(**changes: object) -> list[object]:
     fields = {
         "type": int(MsgType.APPEND),
@@ -146,6 +156,15 @@ def envelope(**changes: object) -> list[object]:
         (cbor2.dumps([1, 2, "a", "d", 1, 1, 0, "yes", b""]), "last"),
         (cbor2.dumps([1, 2, "a", "d", 0, 1, 0, True, b""]), "chunk term"),
         (b"\x81" * 100 + b"\x00", "PEER_DEPTH_MAX"),
+        (cbor2.dumps([1, 3, "a", "f"]), "5 fields"),
+        (cbor2.dumps([1, 3, "a", "f", [["a"], []]]), "[voters, learners, addresses]"),
+        (cbor2.dumps([1, 3, "a", "f", [[], [], []]]), "no voters"),
+        (cbor2.dumps([1, 3, "a", "f", [["a"], ["a"], []]]), "both"),
+        (cbor2.dumps([1, 4, "c"]), "4 fields"),
+        (cbor2.dumps([1, 4, "c", ""]), "probe to"),
+        (cbor2.dumps([1, 5, "a", "c", 1, 2]), "7 fields"),
+        (cbor2.dumps([1, 5, "a", "c", -1, 2, 0]), "term"),
+        (cbor2.dumps([1, 5, "a", "c", 1, 2, "x"]), "heard term"),
     ],
 )
 def test_garbage_is_refused_by_name(frame: bytes, needle: str) -> None:

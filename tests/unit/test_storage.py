@@ -125,6 +125,31 @@ def test_write_then_reopen_round_trip(tmp_path: Path) -> None:
         b.close()
 
 
+def test_the_initial_configuration_is_kept_through_compaction(tmp_path: Path) -> None:
+    """conf0 (what a joiner's core starts from) survives compaction; stores written before it
+    existed derive it from the base configuration while their log still starts at 1."""
+    a = Agent(tmp_path / "agent")
+    try:
+        a.persist_and_apply(noops(1, 3), commit=3)
+        assert a.storage.load().conf0 == CONF  # derived: the log starts at index 1
+        joined = ConfState.make(["a", "b", "c"], ["f"], {**dict(CONF.addresses), "f": "tcp://f"})
+        a.storage.write(ready(), None, conf0=CONF)
+        assert a.storage.compact(2) is not None
+        loaded = a.storage.load()
+        assert loaded.conf0 == CONF and loaded.snapshot is not None
+        with pytest.raises(AssertionError, match="initial configuration changed"):
+            a.storage.write(ready(), None, conf0=joined)
+    finally:
+        a.close()
+    b = Agent(tmp_path / "joiner")
+    try:
+        b.storage.store_initial(CONF)
+        loaded = b.storage.load()
+        assert loaded.conf0 == CONF and loaded.conf == CONF and loaded.hard_state is None
+    finally:
+        b.close()
+
+
 def test_truncate_then_append(agent: Agent) -> None:
     agent.persist_and_apply(noops(1, 6), commit=2)
     replacement = noops(4, 5, term=2)
