@@ -209,6 +209,13 @@ def parser() -> argparse.ArgumentParser:
         default=_default("clock_offset_ms"),
         help="shift this agent's wall clock (testing and operations: a host with a wrong clock)",
     )
+    p.add_argument(
+        "--timeout-ms-probe",
+        type=int,
+        default=_default("timeout_ms_probe"),
+        help="a voter with an empty data directory waits this long for its peers to say "
+        "whether they heard from it before",
+    )
     return p
 
 
@@ -253,6 +260,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         log_format=args.log_format,
         insecure=args.insecure,
         clock_offset_ms=args.clock_offset_ms,
+        timeout_ms_probe=args.timeout_ms_probe,
     )
 
 
@@ -294,7 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.critical("cannot start with --keys %s: %s", config.keys_dir, exc)
         return EXIT_KEYS_REFUSED
     server.install_signal_handlers()
-    server.run()
+    try:
+        server.run()
+    except StartRefused as exc:  # DataLost: found by asking the peers, once running
+        log.critical("%s", exc)
+        return EXIT_START_REFUSED
     return 0
 
 

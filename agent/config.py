@@ -144,6 +144,9 @@ class AgentConfig:
     # is wrong, without libfaketime). Only the log time a leader stamps reads the wall clock,
     # and that is bounded (docs/agent.md, "Log time").
     clock_offset_ms: int = 0
+    # A voter starting with an empty data directory waits at most this long for its peers to
+    # say whether they heard from it before (docs/agent.md, "A voter that lost its data").
+    timeout_ms_probe: int = 3_000
 
     def __post_init__(self) -> None:
         check_node_id(self.node_id)
@@ -191,6 +194,7 @@ class AgentConfig:
             "recv_bytes_per_turn_max": self.recv_bytes_per_turn_max,
             "sessions_per_connection_max": self.sessions_per_connection_max,
             "sessions_per_address_max": self.sessions_per_address_max,
+            "timeout_ms_probe": self.timeout_ms_probe,
         }
         for name, value in positive.items():
             if value < 1:

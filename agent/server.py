@@ -85,6 +85,12 @@ ROOT_NAME_CHARS_MAX = wire.ROOT_NAME_CHARS_MAX
 # by one per election): stepping it would exhaust the 63-bit term space in one frame, after
 # which no election could ever succeed. Dropped as peer_impossible.
 TERM_AHEAD_MAX = 1 << 32
+# A voter starting with an empty data directory asks its peers (PROBE) this often whether they
+# heard from it before, until all answered or --timeout-ms-probe passed.
+PROBE_RETRY_MS = 100
+# Messages that prove the sender had durable Raft state when it sent them: everything but
+# pre-votes (a fresh node pre-votes before it has written anything).
+_DURABLE_SENDER = frozenset(MsgType) - {MsgType.PRE_VOTE, MsgType.PRE_VOTE_RESP}
 
 # Bytes of store an admitted proposal is assumed to take per byte of its entry until the
 # store is measured again: the log's copy, the records it rewrites, its outcome.
@@ -96,6 +102,12 @@ _DROPPED_CODE = {"no leader": wire.ErrorCode.NOT_LEADER}
 
 # Messages a leader may send before its own write of the same Ready (see _handle_ready).
 _LEADER_EARLY = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
+
+
+class DataLost(StartRefused):
+    """This agent starts as a voter with an empty data directory, but a peer heard from it
+    before: it lost its data and must not vote as a fresh member. The message says what to do;
+    the command line prints it and exits EXIT_START_REFUSED."""
 
 
 @dataclass(slots=True)
@@ -270,6 +282,13 @@ class Server:
         # that lost its data directory asks (PROBE) whether we heard from it before.
         self._heard_term: dict[str, int] = {}
         self._probe_replies: dict[str, peer_codec.ProbeReply] = {}
+        # A voter with an empty data directory first asks its peers whether it was a member
+        # before (docs/agent.md, "A voter that lost its data"). Meanwhile its core neither
+        # ticks nor steps a Raft message: it must not vote before it knows.
+        self._probe_peers = sorted(p for p in config.peers if p != self.id)
+        self._probing = bool(fresh and config.is_initial_voter and self._probe_peers)
+        self._probe_deadline = self.started + config.timeout_ms_probe / 1000.0
+        self._next_probe = self.started
         self.peers = io.peers
         self.clients = io.clients
         self._peer_limits = peer_codec.frame_limits(config.peer_frame_bytes_max)
@@ -400,6 +419,10 @@ class Server:
         if client_frames:
             self._on_client_frames()
         now = self.clock.monotonic()
+        if self._probing:
+            self._probe(now)
+            if self._probing:
+                self._next_tick = now + self.config.tick_ms / 1000.0  # the core waits
         tick_s = self.config.tick_ms / 1000.0
         ticks = 0
         while now >= self._next_tick and ticks < TICKS_CATCHUP_MAX and self.halted is None:
@@ -813,12 +836,16 @@ class Server:
         if m.to != self.id:
             self.drops.drop("peer_misaddressed", f"{sender!r} sent a message for {m.to!r}")
             return
+        if self._probing:
+            # We may have voted before we lost our data: no Raft message until we know.
+            self.drops.counts["peer_while_probing"] += 1
+            return
         if self._awaiting_conf0:
             # Our core's configuration is a placeholder until a member tells us the real one;
             # the leader retransmits. Routine for a joiner: counted, not logged.
             self.drops.counts["peer_before_welcome"] += 1
             return
-        if m.term > self._heard_term.get(sender, 0):
+        if m.type in _DURABLE_SENDER and m.term > self._heard_term.get(sender, 0):
             self._heard_term[sender] = m.term
         reason = self._impossible(m)
         if reason is not None:
@@ -943,6 +970,49 @@ class Server:
             sender,
             ",".join(conf0.voters),
         )
+
+    def _probe(self, now: float) -> None:
+        """The start of a voter with an empty data directory: ask every peer whether it heard
+        from us before. One did: we lost our data (DataLost, the agent does not start). All
+        answered and none did: we are a new member (the cluster may exist: a late first start).
+        No complete answer within timeout_ms_probe: start anyway (the residual case, see
+        docs/agent.md)."""
+        replies = self._probe_replies
+        remembered = sorted((r.heard_term, r.frm) for r in replies.values() if r.heard_term > 0)
+        if remembered:
+            heard_term, peer = remembered[-1]
+            raise DataLost(
+                f"agent {self.id} starts as a voter with an empty data directory "
+                f"({self.config.data_dir}), but peer {peer} heard from it at term {heard_term}: "
+                "it lost its data, and as a fresh voter it could vote twice in one term and "
+                "break the cluster's safety. Either restore its data directory, or add it back "
+                f"as a new member: `superstatic members remove {self.id}`, then start it with an "
+                "empty data directory, --listen ITS_PEER_ENDPOINT and --peers naming the other "
+                "voters (it joins as a learner), and `superstatic members promote "
+                f"{self.id}` once `superstatic members list` shows it caught up"
+            )
+        missing = [p for p in self._probe_peers if p not in replies]
+        if not missing or now >= self._probe_deadline:
+            self._probing = False
+            exists = [r.frm for r in replies.values() if r.term > 0 or r.commit > 0]
+            if missing:
+                log.warning(
+                    "no answer from %s within timeout_ms_probe=%d: starting as a fresh voter; if "
+                    "this agent lost its data directory, stop it and add it back as a new "
+                    "member (docs/agent.md)",
+                    ",".join(missing),
+                    self.config.timeout_ms_probe,
+                )
+            elif exists:
+                log.info(
+                    "the cluster exists (%s answered) and never heard from us: a new member",
+                    ",".join(exists),
+                )
+            return
+        if now >= self._next_probe:
+            self._next_probe = now + PROBE_RETRY_MS / 1000.0
+            for peer in missing:
+                self.peers.send(peer, peer_codec.encode_probe(peer_codec.Probe(self.id, peer)))
 
     def _on_probe(self, sender: str, probe: peer_codec.Probe) -> None:
         if probe.frm != sender or probe.to != self.id:
