@@ -80,6 +80,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--session-ttl-ms", type=int, default=_default("session_ttl_ms"))
     p.add_argument(
+        "--log-time-skew-ms-max",
+        type=int,
+        default=_default("log_time_skew_ms_max"),
+        help="how far a leader's wall clock may move the log time it stamps (at most a tenth "
+        "of the session ttl is used)",
+    )
+    p.add_argument(
         "--log-retain-entries",
         type=int,
         default=_default("log_retain_entries"),
@@ -234,6 +241,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         apply_batch_max=args.apply_batch_max,
         inflight_max=args.inflight_max,
         session_ttl_ms=args.session_ttl_ms,
+        log_time_skew_ms_max=args.log_time_skew_ms_max,
         log_retain_entries=args.log_retain_entries,
         fsync=args.fsync == "on",
         trace=args.trace,

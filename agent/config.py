@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from superstatic_agent.logtime import SKEW_PER_TTL_MAX
 from superstatic_agent.ports import CLOCK_OFFSET_MS_MAX
 
 from superstatic.protocol import wire
@@ -65,6 +66,9 @@ class AgentConfig:
     # interval, so an overloaded leader keeps its followers (and its quorum) informed.
     apply_batch_max: int = 512
     session_ttl_ms: int = 60_000
+    # How far a leader's wall clock may pull the log time it stamps away from the time it
+    # inherited plus the time it has led (logtime.py); at most session_ttl_ms / 10 is used.
+    log_time_skew_ms_max: int = 1_000
     log_retain_entries: int = 100_000  # applied entries kept in the log before compacting
     fsync: bool = True
     trace: bool = False  # --trace: stamp traced PROPOSEs' hops (docs/performance.md)
@@ -206,6 +210,8 @@ class AgentConfig:
             )
         if self.map_bytes < MAP_BYTES_MIN:
             raise ValueError(f"map_bytes must be >= {MAP_BYTES_MIN}, got {self.map_bytes}")
+        if self.log_time_skew_ms_max < 0:
+            raise ValueError(f"log_time_skew_ms_max must be >= 0, got {self.log_time_skew_ms_max}")
         if abs(self.clock_offset_ms) > CLOCK_OFFSET_MS_MAX:
             raise ValueError(
                 f"clock_offset_ms must be within +-{CLOCK_OFFSET_MS_MAX}, "
@@ -278,6 +284,11 @@ class AgentConfig:
     def peer_endpoint(self) -> str:
         """Where this agent binds its peer socket."""
         return self.listen_endpoint or self.peers[self.node_id]
+
+    @property
+    def log_time_skew_ms(self) -> int:
+        """The skew bound in force: log_time_skew_ms_max, at most a tenth of the session ttl."""
+        return min(self.log_time_skew_ms_max, int(self.session_ttl_ms * SKEW_PER_TTL_MAX))
 
     @property
     def is_initial_voter(self) -> bool:

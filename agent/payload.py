@@ -1,13 +1,16 @@
 """The payload of a NORMAL log entry, as the agent makes it from a client request.
 
-CBOR `[kind, client_id, seq, seq_low, time_ms, body]` (docs/architecture.md section 3). Read by
-the state machine (to apply it) and by storage (to stream applied entries to apps), so it lives
-below both.
+CBOR `[kind, client_id, seq, seq_low, time_ms, body, session]` (docs/architecture.md section 3).
+Read by the state machine (to apply it) and by storage (to stream applied entries to apps), so
+it lives below both. `time_ms` is stamped by the leader that appends the entry (0: unstamped, a
+follower forwarding it); `session` is the index of the "open" entry that started the client's
+session (0 for an "open" that starts one). Six-element payloads (written before sessions had
+ids) read as session 0.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cbor2
@@ -17,7 +20,7 @@ from superstatic.protocol.errors import ProtocolError
 from superstatic.protocol.ops import describe
 from superstatic.protocol.wire import CLIENT_ID_CHARS_MAX
 
-# Depth of an entry payload's CBOR: [kind, client, seq, seq_low, time_ms, body bytes].
+# Depth of an entry payload's CBOR: [kind, client, seq, seq_low, time_ms, body bytes, session].
 PAYLOAD_DEPTH_MAX = 2
 # seq, seq_low and time_ms are stored as CBOR ints; beyond 64 bits they are garbage.
 PAYLOAD_INT_MAX = (1 << 63) - 1
@@ -27,7 +30,7 @@ PAYLOAD_KINDS = ("txn", "open", "close")
 
 @dataclass(frozen=True, slots=True)
 class Payload:
-    """A NORMAL entry's data: [kind, client_id, seq, seq_low, time_ms, body] (section 3)."""
+    """A NORMAL entry's data: [kind, client_id, seq, seq_low, time_ms, body, session]."""
 
     kind: str
     client: str
@@ -35,6 +38,7 @@ class Payload:
     seq_low: int
     time_ms: int
     body: bytes
+    session: int = 0
 
 
 def _no_tags(*_args: Any) -> Any:
@@ -64,7 +68,17 @@ def loads_plain(data: bytes, depth_max: int) -> Any:
 
 def encode_payload(payload: Payload) -> bytes:
     p = payload
-    return cbor2.dumps([p.kind, p.client, p.seq, p.seq_low, p.time_ms, p.body])
+    return cbor2.dumps([p.kind, p.client, p.seq, p.seq_low, p.time_ms, p.body, p.session])
+
+
+def stamp_payload(data: bytes, time_ms: int) -> bytes:
+    """The payload with the leader's log time; data that is not a payload is left as it is
+    (the state machine answers it with an error either way)."""
+    try:
+        payload = parse_payload(data)
+    except ProtocolError:
+        return data
+    return encode_payload(replace(payload, time_ms=time_ms))
 
 
 def parse_payload(data: bytes) -> Payload:
@@ -73,9 +87,12 @@ def parse_payload(data: bytes) -> Payload:
         value: Any = loads_plain(data, PAYLOAD_DEPTH_MAX)
     except ProtocolError as exc:
         raise ProtocolError(f"entry payload: {exc}") from None
-    if type(value) is not list or len(value) != 6:
-        raise ProtocolError("entry payload is not [kind, client, seq, seq_low, time_ms, body]")
-    kind, client, seq, seq_low, time_ms, body = value
+    if type(value) is not list or len(value) not in (6, 7):
+        raise ProtocolError(
+            "entry payload is not [kind, client, seq, seq_low, time_ms, body, session]"
+        )
+    kind, client, seq, seq_low, time_ms, body = value[:6]
+    session = value[6] if len(value) == 7 else 0
     if type(kind) is not str or kind not in PAYLOAD_KINDS:
         # Never the value itself: a hostile kind may be an int too long to print.
         raise ProtocolError(
@@ -91,7 +108,9 @@ def parse_payload(data: bytes) -> Payload:
         raise ProtocolError(f"time_ms must be an int in 0..{PAYLOAD_INT_MAX}")
     if type(body) is not bytes:
         raise ProtocolError("body must be bytes")
-    return Payload(kind, client, seq, seq_low, time_ms, body)
+    if type(session) is not int or not 0 <= session <= PAYLOAD_INT_MAX:
+        raise ProtocolError(f"session must be an int in 0..{PAYLOAD_INT_MAX}")
+    return Payload(kind, client, seq, seq_low, time_ms, body, session)
 
 
 def event_fields(entry: Entry, outcome: str) -> tuple[str | None, int | None, bytes | None]:

@@ -25,15 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import cbor2
 import lmdb
 import zmq
 from superstatic_agent import inspector, peer_codec, status_map
 from superstatic_agent.admission import SessionAdmission
 from superstatic_agent.auth import AgentAuth
 from superstatic_agent.config import PEERS_MAX, AgentConfig
+from superstatic_agent.logtime import LeaderStamp
 from superstatic_agent.membership_requests import MembershipRequests
 from superstatic_agent.observe import Observer
+from superstatic_agent.payload import Payload, encode_payload, stamp_payload
 from superstatic_agent.ports import AgentIo, SystemClock
 from superstatic_agent.raft.core import RaftNode
 from superstatic_agent.raft.types import (
@@ -58,6 +59,7 @@ from superstatic_agent.storage import (
     check_poison_marker,
     describe_damage,
     describe_key,
+    read_applied,
     write_poison_marker,
 )
 from superstatic_agent.streams import Streams
@@ -117,7 +119,9 @@ class Waiter:
     identity: bytes
     req_id: int
     deadline: float
-    data: bytes  # the entry proposed for it, kept to propose again after a leader change
+    # Its entry, unstamped (the leader stamps log time), kept to propose again after a leader
+    # change; emptied once the waiter is answered.
+    data: bytes
     answered: bool = False
     # Handed to the core (appended here as leader, or forwarded): from then on the entry may be
     # in some log and commit, so this waiter is never told "not proposed" (issue 9, bug 2).
@@ -275,6 +279,8 @@ class Server:
         self._repair_until = self.storage.repair_until()
         if self.repair is not None:
             self.repair["until"] = self._repair_until
+        self._log_time_ms = loaded.log_time_ms  # the log time of what we applied
+        self._leader_stamp = LeaderStamp(config.log_time_skew_ms)
         self._stored_conf: ConfState | None = loaded.conf
         self.auth = io.auth
         self._conf0_stored = False  # written (idempotently) with the first write after start
@@ -507,6 +513,7 @@ class Server:
         def apply(txn: lmdb.Transaction) -> None:
             # One batch: each node the entries touch is decoded and encoded once per Ready.
             results.extend(self.sm.apply_batch(txn, committed))
+            self._log_time_ms = read_applied(txn, self.sm.dbs)[2]
 
         base_conf = self.node.base_conf
         conf = base_conf if base_conf != self._stored_conf else None
@@ -696,8 +703,16 @@ class Server:
         if again:
             log.info("proposing %d waiting proposals again through the new leader", len(again))
             self._batch.extend(again)
-            self._batch_bytes += sum(len(data) for data, _, _ in again)
+            self._batch_bytes += sum(len(p.body) for p, _, _ in again)
             self.counters["proposed_again"] += len(again)
+
+    def _stamp(self) -> int:
+        """The log time to stamp on entries this leader appends now (logtime.py)."""
+        node = self.node
+        assert node.role is Role.LEADER
+        if self._leader_stamp.term != node.term:
+            self._leader_stamp.lead(node.term, self._log_time_ms, self.clock.monotonic())
+        return self._leader_stamp.stamp(self.clock.wall_ms(), self.clock.monotonic())
 
     def _term_durable(self, ready: Ready) -> bool:
         """True if this Ready changes no term or vote, or the change is already durable."""
@@ -716,6 +731,8 @@ class Server:
         self._log_bytes.clear()  # the log restarts after the snapshot
         self._log_bytes_base = 0
         self.applied = meta.index
+        with self.storage.env.begin() as txn:
+            self._log_time_ms = read_applied(txn, self.sm.dbs)[2]
         self.shipping.installed()
         self.streams.snapshot_installed(meta.index)
 
@@ -878,6 +895,13 @@ class Server:
                 m = dataclasses.replace(m, entries=kept)
         if self.tracer is not None and m.type is MsgType.APPEND_RESP and not m.reject:
             self.tracer.on_ack(m.frm, m.index, len(self.node.conf.voters), self.node.role)
+        if m.type is MsgType.PROPOSE and self.node.role is Role.LEADER:
+            # Forwarded proposals arrive unstamped: the leader stamps the log time it appends.
+            time_ms = self._stamp()
+            entries = tuple(
+                dataclasses.replace(e, data=stamp_payload(e.data, time_ms)) for e in m.entries
+            )
+            m = dataclasses.replace(m, entries=entries)
         if m.type is MsgType.SNAPSHOT:
             assert m.snapshot is not None
             if not self.shipping.staged_for(m):
@@ -1167,8 +1191,9 @@ class Server:
         if request.legacy:
             assert request.root is not None and len(request.root) <= ROOT_NAME_CHARS_MAX
             value = self.sm.node_json(txn, request.root)
-            # A root always names a node, so None means "no such root".
-            return {"found": value is not None, "value": value}
+            # A root always names a node, so None means "no such root". `applied` too: a reader
+            # after a ReadIndex answer checks the value is as of at least that index.
+            return {"found": value is not None, "value": value, "applied": self.applied}
         if request.list:
             answer = inspector.list_roots(
                 txn, self.storage.dbs, request.limit or inspector.ROOTS_MAX
@@ -1211,15 +1236,18 @@ class Server:
             )
             return
         key = (proposal.client, proposal.seq)
-        data = cbor2.dumps(
-            [
+        # Unstamped: the leader stamps log time when it appends (_flush_proposals here, or
+        # _on_peer_message when a follower forwards it).
+        data = encode_payload(
+            Payload(
                 proposal.kind,
                 proposal.client,
                 proposal.seq,
                 proposal.seq_low,
-                self.clock.wall_ms(),
+                0,
                 proposal.body,
-            ]
+                proposal.session,
+            )
         )
         if self._waiting_bytes + len(data) > self.config.proposals_waiting_bytes_max:
             self._error(
@@ -1257,6 +1285,12 @@ class Server:
                 self._refuse_new(key, waiter, code, message, None)
             return
         batch = self._admit_for_space(batch)
+        if self.node.role is Role.LEADER:
+            # Log time: stamped only here, by the leader that appends; a follower forwards the
+            # entries unstamped and their leader stamps them on arrival (_on_peer_message), so
+            # one host's clock never reaches the log unbounded (logtime.py).
+            time_ms = self._stamp()
+            batch = [(stamp_payload(data, time_ms), key, waiter) for data, key, waiter in batch]
         # Group commit: everything that arrived this turn goes to the core now, so it lands in
         # one Ready. Split only to keep each call (and so each forwarded PROPOSE message) under
         # the byte bound of an APPEND.

@@ -1,10 +1,14 @@
 """Client sessions of the state machine: the exactly-once table (architecture section 3).
 
 A session record (db `sessions`, key = client id) is CBOR
-`[last_ms, seq_low, [[seq, index, outcome, error], ...]]`: the log time the client was last
-heard of, the lowest seq it may still retry, and the outcome of every seq >= seq_low that was
-applied. Everything here runs inside the state machine's apply, so it is deterministic: time is
-log time (leader-stamped, never going back), never the local clock.
+`[last_ms, seq_low, [[seq, index, outcome, error], ...], opened]`: the log time the client was
+last heard of, the lowest seq it may still retry, the outcome of every seq >= seq_low that was
+applied, and the index of the "open" entry that started the session: its id, which every later
+request of the session carries (Raft thesis 6.3: a session is registered by a log entry, and a
+request naming a session that expired is refused, never silently given a new one). Records
+written before sessions had ids have three fields and read as opened 0. Everything here runs
+inside the state machine's apply, so it is deterministic: time is log time (leader-stamped,
+never going back), never the local clock.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ SESSIONS_MAX = 100_000
 SESSION_RECORD_BYTES_MAX = 4 << 20
 # Length of an outcome's error text kept in a session record: enough to tell what was wrong.
 SESSION_ERROR_CHARS_MAX = 512
-# Depth of a session record's CBOR: [last_ms, low, [[seq, index, outcome, error]]].
+# Depth of a session record's CBOR: [last_ms, low, [[seq, index, outcome, error]], opened].
 SESSION_RECORD_DEPTH_MAX = 4
 
 OUTCOMES = ("ok", "conflict", "error")
@@ -41,6 +45,7 @@ class Session:
     last_ms: int
     low: int
     seqs: dict[int, tuple[int, str, str]] = field(default_factory=dict)  # seq -> (index, out, err)
+    opened: int = 0  # the index of the "open" entry that started it: the session's id
 
     def forget_below(self, low: int) -> None:
         """The client has been answered every seq below `low`: stop remembering them."""
@@ -55,7 +60,7 @@ def encode_session(session: Session) -> bytes:
         [seq, index, outcome, error]
         for seq, (index, outcome, error) in sorted(session.seqs.items())
     ]
-    return cbor2.dumps([session.last_ms, session.low, seqs])
+    return cbor2.dumps([session.last_ms, session.low, seqs, session.opened])
 
 
 def decode_session(data: bytes) -> Session:
@@ -71,16 +76,17 @@ def decode_session(data: bytes) -> Session:
         raise ProtocolError(f"session record: {exc}") from None
     if not (
         type(value) is list
-        and len(value) == 3
+        and len(value) in (3, 4)
         and type(value[0]) is int
         and type(value[1]) is int
         and type(value[2]) is list
         and len(value[2]) <= SESSION_SEQS_MAX
+        and (len(value) == 3 or (type(value[3]) is int and value[3] >= 0))
     ):
         raise ProtocolError(
-            "session record is not [last_ms, seq_low, [[seq, index, outcome, error]]]"
+            "session record is not [last_ms, seq_low, [[seq, index, outcome, error]], opened]"
         )
-    session = Session(last_ms=value[0], low=value[1])
+    session = Session(last_ms=value[0], low=value[1], opened=value[3] if len(value) == 4 else 0)
     for item in value[2]:
         if not (
             type(item) is list

@@ -90,6 +90,10 @@ KEY_CONF_LAST = b"conf_last"  # [index, op, node, address] of the last CONF entr
 SM_META_KEYS = (KEY_APPLIED, KEY_GC, KEY_SWEEP, KEY_CONF_LAST)
 
 
+# Outcomes of an applied entry. "session_expired": the request names a session that is not
+# (or no longer) live; nothing changed, and it is not recorded (there is no session to hold it).
+OUTCOMES = ("ok", "conflict", "error", "dup", "noop", "session_expired")
+
 # Which db a snapshot chunk item belongs to, on the sending and the receiving side.
 CHUNK_DBS = ("m", "s", "o")  # sm_meta, sessions, objects
 
@@ -107,7 +111,7 @@ class Applied:
     kind: str  # "txn" | "open" | "close" | "noop" | "conf" | "invalid"
     client: str | None
     seq: int | None
-    outcome: str  # "ok" | "conflict" | "error" | "dup" | "noop"
+    outcome: str  # one of OUTCOMES
     error: str = ""
     collected: tuple[str, ...] = ()
     body: bytes | None = None
@@ -139,6 +143,13 @@ _VALUE_ERRORS = (TypeError, ValueError, ArithmeticError, LookupError)
 
 def _clip(text: str, chars_max: int = 200) -> str:
     return text if len(text) <= chars_max else text[: chars_max - 3] + "..."
+
+
+def _expired(session: int, now_ms: int) -> str:
+    return (
+        f"session {session} is unknown or expired (log time {now_ms}): its requests' outcomes "
+        "were forgotten; open a new session"
+    )
 
 
 class _Rejected(Exception):
@@ -365,7 +376,7 @@ class StateMachine:
             result = self._apply_conf(txn, entry)
         else:
             result, log_time_ms = self._apply_normal(txn, entry, log_time_ms)
-        assert result.outcome in ("ok", "conflict", "error", "dup", "noop"), result.outcome
+        assert result.outcome in OUTCOMES, result.outcome
         result.log_time_ms = log_time_ms
         outcome = cbor2.dumps([result.outcome, list(result.collected), log_time_ms])
         record_put(txn, self.dbs.outcomes, index_key(entry.index), outcome)
@@ -405,11 +416,12 @@ class StateMachine:
             )
             return applied, now_ms
 
-        session = table.get(payload.client, now_ms)
+        session = table.get(payload.client, now_ms)  # None if absent or expired (deleted)
         if payload.kind == "close":
-            if session is not None:
+            if session is not None and session.opened == payload.session:
                 table.delete(payload.client)
             return answer("ok")
+        creating = payload.kind == "open" and payload.session == 0
         if session is not None:
             recorded = session.seqs.get(payload.seq)
             if recorded is not None:
@@ -425,10 +437,20 @@ class StateMachine:
                     f"stale request: seq {payload.seq} is below the "
                     f"session's seq_low {session.low}; its outcome was forgotten",
                 )
-        else:
-            if table.count() >= SESSIONS_MAX:
+            if payload.session != session.opened and not creating:
+                return answer("session_expired", _expired(payload.session, now_ms))
+        if creating:
+            # A new session, its id this entry's index. It replaces a live record of the same
+            # client: the client opens one only when it has none (the record is one a stale
+            # copy of an earlier "open" created, which nobody uses; the checks above keep a
+            # late retry of an earlier seq from touching the current session).
+            if session is None and table.count() >= SESSIONS_MAX:
                 return answer("error", f"sessions open is at the limit SESSIONS_MAX={SESSIONS_MAX}")
-            session = Session(last_ms=now_ms, low=0)
+            session = Session(last_ms=now_ms, low=0, opened=index)
+        elif session is None:
+            # Never silently reopened (Raft thesis 6.3): a retry of a request that applied
+            # before the session expired would apply a second time.
+            return answer("session_expired", _expired(payload.session, now_ms))
         session.forget_below(payload.seq_low)
         if len(session.seqs) >= SESSION_SEQS_MAX:
             return answer(

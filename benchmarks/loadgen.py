@@ -73,6 +73,7 @@ class RawClient:
         client_id: str | None = None,
         context: zmq.Context[Any] | None = None,
         keys: client_keys.KeysArg = None,
+        session: int = 0,
     ) -> None:
         self.endpoint = endpoint
         self.client_id = client_id or secrets.token_hex(16)
@@ -84,7 +85,7 @@ class RawClient:
             self.keys.apply(self.sock)
         self.sock.connect(endpoint)
         self.next_seq = 1
-        self.session = 0  # the index of the "open" entry that started the session (0: none)
+        self.session = session  # the index of the "open" entry that started it (0: none yet)
         self._req_ids = itertools.count(1)
 
     def close(self) -> None:
@@ -167,7 +168,10 @@ class RawClient:
         kind: str = "txn",
         timeout_ms: int = TIMEOUT_MS_RAW_DEFAULT,
     ) -> dict[str, Any]:
-        """Proposes one entry and waits for its REPLY (index, outcome, error, dup)."""
+        """Proposes one entry and waits for its REPLY (index, outcome, error, dup). A write
+        outside a session opens one first."""
+        if self.session == 0 and kind != "open":
+            self.open_session(timeout_ms)
         seq = self.take_seq() if seq is None else seq
         req_id = self.send(wire.FrameType.PROPOSE, self.propose_body(body, seq, kind))
         return self.wait(req_id, timeout_ms)
@@ -217,6 +221,7 @@ def run_client(
     answer for TIMEOUT_MS_RESEND is sent again with its same seq (a leader change can drop
     it), as the library does; the latency counts from the first send."""
     client = RawClient(endpoint, keys=keys)
+    client.open_session()
     # req_id -> (first send time, seq, PROPOSE body, last send time)
     inflight: dict[int, tuple[float, int, dict[str, Any], float]] = {}
     last_answer = time.monotonic()
@@ -307,11 +312,14 @@ def measure_load(
     }
 
 
-def commit_through(cluster: LocalCluster, client_id: str, seq: int) -> dict[str, Any]:
+def commit_through(cluster: LocalCluster, client_id: str, session: int, seq: int) -> dict[str, Any]:
     """Proposes one entry through any live agent, retrying (same seq) until one is applied."""
     live = [a for a in cluster.agents.values() if a.alive()]
     keys = cluster.keys("app") or client_keys.NO_KEYS
-    clients = [RawClient(a.client_endpoint, client_id=client_id, keys=keys) for a in live]
+    clients = [
+        RawClient(a.client_endpoint, client_id=client_id, keys=keys, session=session)
+        for a in live
+    ]
     try:
         for attempt in range(FAILOVER_ATTEMPTS_MAX):
             client = clients[attempt % len(clients)]
@@ -333,12 +341,18 @@ def measure_failovers(cluster: LocalCluster, count: int) -> dict[str, Any]:
     """Kill -9 the leader `count` times; time from each kill to the next acknowledged commit."""
     times_ms: list[float] = []
     client_id = secrets.token_hex(16)
+    opener = RawClient(cluster.agents[cluster.leader()].client_endpoint, client_id=client_id)
+    try:
+        session = opener.open_session()
+    finally:
+        opener.close()
     for i in range(count):
         leader = cluster.leader()
-        commit_through(cluster, client_id, 2 * i + 1)  # the session exists, the path is warm
+        # The path is warm before the kill; seq 1 was the session's "open".
+        commit_through(cluster, client_id, session, 2 * i + 2)
         killed_at = time.monotonic()
         cluster.kill(leader)
-        commit_through(cluster, client_id, 2 * i + 2)
+        commit_through(cluster, client_id, session, 2 * i + 3)
         times_ms.append((time.monotonic() - killed_at) * 1000)
         cluster.start_agent(leader)
         cluster.leader()

@@ -15,7 +15,11 @@ then wait on a per-request future. The I/O thread:
   silent for `timeout_ms_agent_silence`, disconnects, or keeps refusing for that long; after a
   failover it re-HELLOs with the same client id, resubscribes from the replica's applied index
   and re-sends every unanswered request (same seq);
-* keeps the session alive with an "open" entry every session_ttl_ms / 3 while idle.
+* opens a session (an "open" entry; its index is the session's id, carried by every later
+  PROPOSE) before the first write, keeps it alive with an "open" entry every session_ttl_ms / 3
+  while idle, and when the agent answers "session_expired" (the session expired: its recorded
+  outcomes are gone) fails that session's writes in flight as outcome-unknown and opens a new
+  one: a write is never silently applied a second time (Raft thesis 6.3).
 
 Past `timeout_ms_request` a request fails with `Unavailable`: `outcome_known=False` if a PROPOSE
 may have reached an agent that could still commit it, `outcome_known=True` if every attempt
@@ -169,6 +173,7 @@ class _Request:
     sent_at: float = 0.0
     internal: bool = False
     trace: dict[str, int] | None = None  # tracing only (objects/trace.py)
+    session: int = 0  # the session its last attempt named (0: none, or the open starting one)
 
 
 class Connection:
@@ -218,7 +223,10 @@ class Connection:
         # Shared between callers and the I/O thread.
         self._lock = threading.Lock()
         self._queue: deque[_Request] = deque()
-        self._pending = 0  # queued + in flight, bounded by requests_pending_max
+        # Callers' requests queued + in flight, bounded by requests_pending_max. The session's
+        # own entries (open, keep-alive, close: at most one of each at a time) do not count:
+        # they must never take a caller's place.
+        self._pending = 0
         self._closing = False  # set once the "close" entry is settled: no new requests
         self._close_started = False
         self._failure: BaseException | None = None  # why the I/O thread stopped, if it did
@@ -307,7 +315,7 @@ class Connection:
             if self._close_started:
                 return
             self._close_started = True  # a second (concurrent) close() returns at once
-            wants_close_entry = self._failure is None and self._io.seq_next > 1
+            wants_close_entry = self._failure is None and self._io.session != 0
         if wants_close_entry:
             request = _Request(
                 op="propose",
@@ -375,7 +383,8 @@ class Connection:
                     self._pending + 1,
                     "requests queued or in flight on this connection",
                 )
-            self._pending += 1
+            if not request.internal:
+                self._pending += 1
             self._queue.append(request)
         self._wake()
         return True
@@ -407,6 +416,8 @@ class Connection:
             request.future.set_exception(error)
         else:
             request.future.set_result(result)
+        if request.internal:
+            return
         with self._lock:
             self._pending -= 1
             assert self._pending >= 0
@@ -489,6 +500,12 @@ class _IoState:
         self.last_propose = time.monotonic()  # last PROPOSE sent or answered
         self.refusing_since: float | None = None
         self.keepalive: _Request | None = None
+        # The session: the index of the "open" entry that started it (0: none yet), the open
+        # in flight, and when a failed open may be tried again.
+        self.session = 0
+        self.opening: _Request | None = None
+        self.open_retry_at = 0.0
+        self.sessions_opened = 0
         self.poller = zmq.Poller()
         # Endpoints that refused our key since the last completed handshake (-> why), and the
         # silent handshake failures per endpoint since its last success (client_keys.refusal).
@@ -729,7 +746,7 @@ class _IoState:
         if request is None:
             return  # a PING answer, or the answer to an attempt already settled
         if ftype is wire.FrameType.REPLY:
-            self.on_reply(request, frame.body)
+            self.on_reply(request, req_id, frame.body)
         else:
             self.on_error(request, req_id, frame.body)
 
@@ -745,7 +762,7 @@ class _IoState:
         if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0:
             self.session_ttl_ms = ttl
 
-    def on_reply(self, request: _Request, body: dict[str, Any]) -> None:
+    def on_reply(self, request: _Request, req_id: int, body: dict[str, Any]) -> None:
         self.refusing_since = None
         if request.op == "read_index":
             index = body.get("index")
@@ -759,14 +776,64 @@ class _IoState:
             self.settle(request, error=ProtocolError(f"PROPOSE reply is malformed: {body}"))
             return
         error = body.get("error") or ""
-        self.last_propose = time.monotonic()
+        now = time.monotonic()
+        self.last_propose = now
         committed = Committed(index, outcome, str(error), bool(body.get("dup", False)))
+        if request is self.opening:
+            self.opening = None
+            if outcome in ("ok", "dup"):
+                self.session = index  # a retried open answers the first one's index
+                self.sessions_opened += 1
+            else:
+                # e.g. SESSIONS_MAX: nothing waiting was sent; they retry until their deadline.
+                log.warning("superstatic: no session opened (%s): %s", outcome, error)
+                self.open_retry_at = now + self.backoff_s(request.attempts)
+            self.settle(request, result=committed)
+            return
+        if outcome == "session_expired":
+            self.on_session_expired(request, req_id, str(error))
+            return
         if request.trace is not None:
             request.trace["reply_rx"] = time.monotonic_ns()
             request.trace.update(_trace_proto.parse_reply_stamps(body))
             committed.trace = request.trace
             committed.trace_acks = _trace_proto.parse_reply_acks(body)
         self.settle(request, result=committed)
+
+    def on_session_expired(self, request: _Request, req_id: int, error: str) -> None:
+        """The agent does not know the session this attempt named any more (it expired: idle
+        past session_ttl_ms of log time, e.g. while this process was cut off). The attempt was
+        not applied, but the session's recorded outcomes are gone: a write with another attempt
+        that may have applied cannot be told from one that did not, so it fails as
+        outcome-unknown, never retried (that could apply it twice). Writes with no such attempt
+        go out in a new session, opened before them."""
+        self.by_req_id.pop(req_id, None)
+        request.unresolved.discard(req_id)  # refused by the state machine: not applied
+        request.send_at = time.monotonic()
+        if request.session != self.session or self.session == 0:
+            return  # about a session already given up
+        log.warning("superstatic: session %d expired (%s); opening a new one", self.session, error)
+        expired = self.session
+        self.session = 0
+        for other in list(self.requests.values()):
+            if other.op != "propose":
+                continue
+            if other.internal:
+                self.settle(other, error=Error(f"session {expired} expired"))
+            elif other.unresolved:
+                self.settle(
+                    other,
+                    error=Unavailable(
+                        f"this connection's session {expired} expired on the cluster (the "
+                        f"process was cut off or idle longer than session_ttl_ms="
+                        f"{self.session_ttl_ms} of log time: {error}). The outcome is UNKNOWN: "
+                        "the write may have been applied before it expired. Check the state "
+                        "(after superstatic.sync()) before retrying",
+                        outcome_known=False,
+                    ),
+                )
+            else:
+                other.session = 0
 
     def on_error(self, request: _Request, req_id: int, body: dict[str, Any]) -> None:
         code, message = body.get("code"), str(body.get("message", ""))
@@ -817,6 +884,8 @@ class _IoState:
             del self.by_req_id[req_id]
         if request is self.keepalive:
             self.keepalive = None
+        if request is self.opening:
+            self.opening = None
         if error is not None and request.internal:
             log.info("superstatic: session %s entry failed: %s", request.kind, error)
         self.conn._done(request, result, error)
@@ -854,6 +923,9 @@ class _IoState:
             if request.send_at == float("inf") and now - request.sent_at >= resend_s:
                 request.send_at = now  # no answer from a live agent: try again, same seq
             if request.send_at <= now:
+                if request.op == "propose" and self.session == 0 and request is not self.opening:
+                    self.open_session(now)  # writes wait for a session
+                    continue
                 self.send_request(request, now)
 
     def ping(self) -> None:
@@ -862,6 +934,24 @@ class _IoState:
         if self.send(wire.FrameType.PING, body) is not None:
             self.last_ping = time.monotonic()
             self.stream_bytes_acked = self.stream_bytes
+
+    def open_session(self, now: float) -> None:
+        """Queues the "open" entry that starts a session, unless one is in flight."""
+        if self.opening is not None or now < self.open_retry_at:
+            return
+        request = _Request(
+            op="propose",
+            future=Future(),
+            deadline=now + self.conn.timeout_ms_request / 1000,
+            kind="open",
+            seq=self.seq_next,
+            send_at=now,
+            internal=True,
+        )
+        self.seq_next += 1
+        self.opening = request
+        self.requests[next(self.serials)] = request
+        self.send_request(request, now)
 
     def check_stream(self, now: float) -> None:
         with self.conn._applied:
@@ -875,7 +965,7 @@ class _IoState:
     def keep_session_alive(self, now: float) -> None:
         """An "open" entry every session_ttl_ms / 3 of idleness, once the session has state
         (a seq) worth keeping: its exactly-once record must not expire under a retry."""
-        if self.seq_next == 1 or self.keepalive is not None or self.requests:
+        if self.session == 0 or self.keepalive is not None or self.requests:
             return
         if now - self.last_propose < self.session_ttl_ms / 3000:
             return
@@ -889,20 +979,21 @@ class _IoState:
             internal=True,
         )
         self.seq_next += 1
-        with self.conn._lock:
-            self.conn._pending += 1
         self.keepalive = request
         self.last_propose = now  # pace attempts even if this one fails
         self.requests[next(self.serials)] = request
 
     def send_request(self, request: _Request, now: float) -> None:
         if request.op == "propose":
+            request.session = 0 if request is self.opening else self.session
+            assert request.session or request is self.opening, "a write sent without a session"
             body: dict[str, Any] = {
                 "client": self.conn.client_id,
                 "seq": request.seq,
                 "seq_low": self.seq_low(),
                 "kind": request.kind,
                 "body": request.body,
+                "session": request.session,
             }
             if request.trace is not None:
                 body[_trace_proto.FIELD_REQUEST] = True

@@ -26,7 +26,7 @@ from superstatic.protocol.wire import CLIENT_ID_CHARS_MAX
 # this process hold.
 SNAPSHOT_NODES_MAX = 20_000_000
 # Outcomes the state machine produces (architecture section 2); anything else is garbage.
-OUTCOMES = frozenset({"ok", "conflict", "error", "dup", "noop"})
+OUTCOMES = frozenset({"ok", "conflict", "error", "dup", "noop", "session_expired"})
 # An object id is `{client_id[:16]}.{n:x}` or a fixed name like "@roots"; generous bound.
 OID_CHARS_MAX = 256
 

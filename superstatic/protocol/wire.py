@@ -48,6 +48,8 @@ SEQ_MAX = (1 << 63) - 1
 INDEX_MAX = (1 << 63) - 1
 # INSPECT root names (the agent's ROOT_NAME_CHARS_MAX agrees).
 ROOT_NAME_CHARS_MAX = 256
+# A session id is the log index of its "open" entry: a 63-bit int like every stored index.
+SESSION_ID_MAX = (1 << 63) - 1
 # Agent ids in a MEMBERS request: the agent's own bound on node ids (config.NODE_ID_CHARS_MAX;
 # the agent asserts the two agree, this module may not import the agent).
 MEMBER_ID_CHARS_MAX = 64
@@ -309,6 +311,7 @@ class Proposal:
     seq_low: int
     kind: str
     body: bytes
+    session: int = 0  # the session's id (the index of its "open" entry); 0: an open starting one
 
 
 def parse_propose(frame: Frame, *, body_bytes_max: int) -> Proposal:
@@ -327,7 +330,9 @@ def parse_propose(frame: Frame, *, body_bytes_max: int) -> Proposal:
             # A size limit, not a malformed frame: the app is told too_large, naming it.
             raise LimitExceeded("body_bytes_max", body_bytes_max, len(raw), "PROPOSE body bytes")
         body = field_bytes(frame, "body", bytes_max=body_bytes_max)
-    return Proposal(client, seq, seq_low, kind, body)
+    # The session's id (the index of its "open" entry); absent or 0: an "open" starting one.
+    session = field_int(frame, "session", maximum=SESSION_ID_MAX) if "session" in frame.body else 0
+    return Proposal(client, seq, seq_low, kind, body, session)
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,33 +83,37 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         clients = [RawClient(e, client_id=self.client_id) for e in self.endpoints]
-        current = self.start_at % len(clients)
+        self.current = self.start_at % len(clients)
         try:
-            deadline = time.monotonic() + 4 * TIMEOUT_S_WAIT
+            self.deadline = time.monotonic() + 4 * TIMEOUT_S_WAIT
+            # Seq 1 opens the session; every client of this writer names it.
+            session = self.commit(clients, "open", b"", 1)["index"]
+            for client in clients:
+                client.session = session
             for value in range(self.count):
-                seq = value + 1
-                body = txn_extend(self.root, [value])
-                while True:
-                    assert time.monotonic() < deadline, f"{self.root}: value {value} never acked"
-                    client = clients[current]
-                    try:
-                        req = client.send(
-                            wire.FrameType.PROPOSE, client.propose_body(body, seq, seq_low=seq)
-                        )
-                        reply = client.wait(req, TIMEOUT_MS_ATTEMPT)
-                    except (AgentError, Unavailable):
-                        current = (current + 1) % len(clients)
-                        time.sleep(0.02)
-                        continue
-                    assert reply["outcome"] == "ok", reply
-                    self.dups += bool(reply["dup"])
-                    self.acked.append(value)
-                    break
+                reply = self.commit(clients, "txn", txn_extend(self.root, [value]), value + 2)
+                assert reply["outcome"] == "ok", reply
+                self.dups += bool(reply["dup"])
+                self.acked.append(value)
         except BaseException as exc:  # reported by the test thread
             self.error = exc
         finally:
             for client in clients:
                 client.close()
+
+    def commit(self, clients: list[RawClient], kind: str, body: bytes, seq: int) -> dict[str, Any]:
+        """Proposes (client, seq) through the agents in turn until one answers it."""
+        while True:
+            assert time.monotonic() < self.deadline, f"{self.root}: seq {seq} never acked"
+            client = clients[self.current]
+            try:
+                req = client.send(
+                    wire.FrameType.PROPOSE, client.propose_body(body, seq, kind, seq_low=seq)
+                )
+                return client.wait(req, TIMEOUT_MS_ATTEMPT)
+            except (AgentError, Unavailable):
+                self.current = (self.current + 1) % len(clients)
+                time.sleep(0.02)
 
 
 def check_lists(cluster: LocalCluster, node: str, writers: list[Writer]) -> dict[str, list[int]]:
@@ -260,7 +264,12 @@ def test_commits_survive_leader_kill_and_restart_catches_up(
     # answered with the first outcome and index, flagged dup, and applied once.
     follower = next(n for n in survivors if n != new_leader)
     first = RawClient(cluster.agents[new_leader].client_endpoint)
-    again = RawClient(cluster.agents[follower].client_endpoint, client_id=first.client_id)
+    first.open_session()
+    again = RawClient(
+        cluster.agents[follower].client_endpoint,
+        client_id=first.client_id,
+        session=first.session,
+    )
     try:
         body = txn_extend("dup", ["once"])
         original = first.propose(body, seq=7)

@@ -66,8 +66,11 @@ class Committer:
         self.cluster = cluster
         self.client_id = os.urandom(16).hex()
         self.seq = 0
+        self.session = 0  # the index of the session's "open" entry, once opened
 
-    def commit(self, body: bytes) -> dict[str, Any]:
+    def commit(self, body: bytes, kind: str = "txn") -> dict[str, Any]:
+        if self.session == 0 and kind == "txn":
+            self.session = self.commit(b"", kind="open")["index"]
         self.seq += 1
         live = [a for a in self.cluster.agents.values() if a.alive()]
         deadline = time.monotonic() + TIMEOUT_S_WAIT
@@ -75,9 +78,11 @@ class Committer:
         while time.monotonic() < deadline:
             agent = live[attempt % len(live)]
             attempt += 1
-            client = RawClient(agent.client_endpoint, client_id=self.client_id)
+            client = RawClient(
+                agent.client_endpoint, client_id=self.client_id, session=self.session
+            )
             try:
-                body_map = client.propose_body(body, self.seq)
+                body_map = client.propose_body(body, self.seq, kind=kind)
                 reply = client.wait(client.send(wire.FrameType.PROPOSE, body_map), 1_500)
             except (AgentError, Unavailable):
                 time.sleep(0.05)

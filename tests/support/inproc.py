@@ -62,13 +62,19 @@ class InprocLog:
         self._lock = threading.Lock()
 
     def append(
-        self, client: str, seq: int, kind: str, body: bytes, seq_low: int | None = None
+        self,
+        client: str,
+        seq: int,
+        kind: str,
+        body: bytes,
+        session: int,
+        seq_low: int | None = None,
     ) -> tuple[Committed, Event]:
         with self._lock:
             index = self.last_index + 1
             time_ms = int(time.time() * 1000)
             low = max(1, seq - 1) if seq_low is None else seq_low
-            data = cbor2.dumps([kind, client, seq, low, time_ms, body])
+            data = cbor2.dumps([kind, client, seq, low, time_ms, body, session])
             entry = self._entry(index, 1, self._normal, data)
             with self.env.begin(write=True) as txn:
                 applied = self.sm.apply(txn, entry)
@@ -111,6 +117,7 @@ class InprocConnection:
         # submit concurrently, as they do through a real Connection).
         self._unanswered: set[int] = set()
         self._seq_lock = threading.Lock()
+        self._session = 0  # the index of this connection's "open" entry, once opened
         self._deliver_lock = threading.Lock()
         with cluster.events_lock:
             index, nodes = cluster.log.snapshot()
@@ -122,11 +129,16 @@ class InprocConnection:
     def submit(self, body: bytes, kind: str = "txn") -> Committed:
         assert not self.closed
         with self._seq_lock:
+            if self._session == 0 and kind != "open":
+                # Opened under the lock: concurrent first submits share one session.
+                opened = self.cluster.append(self.client_id, next(self._seq), "open", b"", 0)
+                assert opened.outcome == "ok", opened
+                self._session = opened.index
             seq = next(self._seq)
             self._unanswered.add(seq)
             seq_low = min(self._unanswered)
         try:
-            return self.cluster.append(self.client_id, seq, kind, body, seq_low)
+            return self.cluster.append(self.client_id, seq, kind, body, self._session, seq_low)
         finally:
             with self._seq_lock:
                 self._unanswered.discard(seq)
@@ -184,10 +196,16 @@ class InprocCluster:
         return Session(replica, connection)
 
     def append(
-        self, client: str, seq: int, kind: str, body: bytes, seq_low: int | None = None
+        self,
+        client: str,
+        seq: int,
+        kind: str,
+        body: bytes,
+        session: int,
+        seq_low: int | None = None,
     ) -> Committed:
         with self.events_lock:
-            committed, event = self.log.append(client, seq, kind, body, seq_low)
+            committed, event = self.log.append(client, seq, kind, body, session, seq_low)
             self.events.append(event)
         for connection in list(self.connections):
             if not connection.held:

@@ -97,7 +97,7 @@ def test_an_entry_apply_cannot_handle_halts_the_agent_and_refuses_a_restart(
     assert status["applied"] == index - 1
     # Still serving: STATUS, INSPECT; writes are refused with the reason.
     reply = raw.request(wire.FrameType.INSPECT, {"root": "l"}, timeout_ms=TIMEOUT_MS)
-    assert reply == {"found": True, "value": []}
+    assert (reply["found"], reply["value"]) == (True, [])
     with pytest.raises(AgentError, match="poisoned"):
         raw.propose(txn_extend("l", ["other"]), timeout_ms=TIMEOUT_MS)
     assert (agent.config.data_dir / POISON_FILE).exists()
@@ -148,7 +148,7 @@ def test_a_write_that_does_not_fit_halts_writes_not_the_agent(
             raw.propose(txn_extend("l", ["more"]), timeout_ms=TIMEOUT_MS)
         assert caught.value.code == wire.ErrorCode.STORE_FULL
         reply = raw.request(wire.FrameType.INSPECT, {"root": "l"}, timeout_ms=TIMEOUT_MS)
-        assert reply == {"found": True, "value": []}
+        assert (reply["found"], reply["value"]) == (True, [])
     finally:
         agent.stop()
     bigger = Agent(tmp_path / "a", map_bytes=4 * config_module.MAP_BYTES_MIN)

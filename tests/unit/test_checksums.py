@@ -29,6 +29,7 @@ from superstatic_agent.storage import (
     seal,
     unseal,
 )
+from support.sessions import SESSION_PLACED, place_session
 
 from superstatic.protocol import ops
 from superstatic.protocol.codec import Ref
@@ -54,7 +55,7 @@ def test_seal_detects_any_changed_byte_and_a_moved_record() -> None:
 
 def entry(index: int, wire_ops: list[Any], term: int = 1) -> Entry:
     body = ops.encode_txn({}, wire_ops)
-    data = encode_payload(Payload("txn", "cl", index, 0, 1_000, body))
+    data = encode_payload(Payload("txn", "cl", index, 0, 1_000, body, SESSION_PLACED))
     return Entry(index, term, EntryKind.NORMAL, data)
 
 
@@ -65,6 +66,10 @@ class Agent:
         self.path = path
         self.storage = Storage(path, fsync=False, map_bytes=64 << 20)
         self.sm = StateMachine(self.storage.env)
+        with self.storage.env.begin() as txn:
+            fresh = txn.get(b"cl", db=self.storage.dbs.sessions) is None
+        if fresh:
+            place_session(self.storage.env, "cl")  # what an "open" entry would have made
 
     def write(self, entries: list[Entry], commit: int | None = None) -> None:
         commit = entries[-1].index if commit is None else commit
@@ -164,7 +169,9 @@ def test_damaged_state_is_rebuilt_from_the_log(tmp_path: Path) -> None:
         loaded = a.storage.load()
         assert (loaded.applied, [e.index for e in loaded.entries]) == (0, [1, 2])
         assert loaded.hard_state == HardState(1, "a", 2)
-        # The core would now hand the log to apply again: the same state comes back.
+        # The core would now hand the log to apply again: the same state comes back. (The
+        # client's "open" entry would come first in a real log; its session stands for it.)
+        place_session(a.storage.env, "cl")
         with a.storage.env.begin(write=True) as txn:
             a.sm.apply_batch(txn, loaded.entries)
         with a.storage.env.begin() as txn:

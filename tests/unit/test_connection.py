@@ -8,6 +8,7 @@ under test is the real one, with its real I/O thread and socket.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -51,7 +52,11 @@ class PeerLog:
     """The log the peers share (as agents of one cluster would)."""
 
     entries: list[tuple[str, int, str, bytes]] = field(default_factory=list)
-    index_of: dict[tuple[str, int], int] = field(default_factory=dict)
+    index_of: dict[tuple[str, int], int] = field(default_factory=dict)  # the answer's index
+    # Live sessions: client -> id. An "open" takes no log index here (a real agent's would):
+    # ids come from their own counter, so the txn indexes of the tests stay 1, 2, ...
+    sessions: dict[str, int] = field(default_factory=dict)
+    session_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1_000))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -59,10 +64,11 @@ class AgentPeer:
     def __init__(self, log: PeerLog | None = None, *, session_ttl_ms: int = 60_000) -> None:
         self.log = log or PeerLog()
         self.session_ttl_ms = session_ttl_ms
-        self.swallow_proposes = False  # record PROPOSEs, never answer them
+        # Misbehaviours for txn PROPOSEs (a session's open/keep-alive/close entries are served):
+        self.swallow_proposes = False  # record them, never answer them
         self.mute = False  # answer nothing at all (a paused agent)
-        self.drop_replies = 0  # apply the next N PROPOSEs but lose their REPLY
-        self.refusals: list[str] = []  # answer the next PROPOSEs with these error codes
+        self.drop_replies = 0  # apply the next N but lose their REPLY
+        self.refusals: list[str] = []  # answer the next ones with these error codes
         self.refuse_always: str | None = None
         self.frames: list[wire.Frame] = []
         self._calls: list[Callable[[], None]] = []  # run by the peer's thread (owns the socket)
@@ -105,6 +111,11 @@ class AgentPeer:
         """(identity, SUBSCRIBE req id) of the one current subscriber."""
         ((identity, (sub_req, _upto)),) = list(self._subs.items())
         return identity, sub_req
+
+    def expire_session(self, client: str) -> None:
+        """The client's session expires (log time passed its ttl): its records are gone."""
+        with self.log.lock:
+            del self.log.sessions[client]
 
     def stop(self) -> None:
         self._stop.set()
@@ -157,26 +168,41 @@ class AgentPeer:
             self._propose(identity, frame)
 
     def _propose(self, identity: bytes, frame: wire.Frame) -> None:
-        if self.swallow_proposes:
+        # The misbehaviours are for writes; the session's own entries are served.
+        write = frame.body["kind"] == "txn"
+        if self.swallow_proposes and write:
             return
-        code = self.refusals.pop(0) if self.refusals else self.refuse_always
+        code = (self.refusals.pop(0) if self.refusals else self.refuse_always) if write else None
         if code is not None:
             error = wire.error_body(wire.ErrorCode(code), f"test refusal LIMIT_X=7 ({code})")
             self._send(identity, wire.FrameType.ERROR, frame.req_id, error)
             return
         body = frame.body
         key = (body["client"], body["seq"])
+        kind, session = body["kind"], body.get("session", 0)
+        outcome = "ok"
         with self.log.lock:
-            dup = key in self.log.index_of
-            if not dup:
-                self.log.entries.append((key[0], key[1], body["kind"], body["body"]))
+            live = self.log.sessions.get(key[0])
+            creating = kind == "open" and session == 0
+            # An expired session's records are gone: its retries are not dups any more.
+            dup = key in self.log.index_of and (creating or session == live)
+            if dup:
+                pass
+            elif creating:
+                self.log.index_of[key] = self.log.sessions[key[0]] = next(self.log.session_ids)
+            elif session != live:
+                outcome = "session_expired"  # not applied, not recorded
+            elif kind == "open":
+                self.log.index_of[key] = live  # a keep-alive
+            else:
+                self.log.entries.append((key[0], key[1], kind, body["body"]))
                 self.log.index_of[key] = len(self.log.entries)
-            index = self.log.index_of[key]
+            index = self.log.index_of.get(key, len(self.log.entries))
         self._stream()
-        if self.drop_replies > 0:
+        if self.drop_replies > 0 and write:
             self.drop_replies -= 1
             return
-        reply = {"index": index, "outcome": "ok", "error": "", "dup": dup}
+        reply = {"index": index, "outcome": outcome, "error": "", "dup": dup}
         self._send(identity, wire.FrameType.REPLY, frame.req_id, reply)
 
     def _stream(self) -> None:
@@ -248,12 +274,17 @@ def test_submit_hello_subscribe_and_stream_into_the_replica(
     assert replica.snapshots == [0]
     assert [(e[0], e[1], e[2], e[4]) for e in replica.events] == [
         (1, conn.client_id, 1, b"one"),
-        (2, conn.client_id, 2, b"two"),
+        (2, conn.client_id, 3, b"two"),
     ]
     hello = peer.received(wire.FrameType.HELLO)
     assert hello == [{"client": conn.client_id}]
     assert peer.received(wire.FrameType.SUBSCRIBE) == [{"from": 0}]
-    assert [(p["seq"], p["seq_low"]) for p in proposes_of(peer)] == [(1, 1), (2, 2)]
+    # The first write waited for the session's "open" (seq 2, after the write took seq 1);
+    # the writes name the session.
+    (opened,) = proposes_of(peer, "open")
+    assert (opened["seq"], opened["seq_low"], opened["session"]) == (2, 1, 0)
+    assert [(p["seq"], p["seq_low"]) for p in proposes_of(peer)] == [(1, 1), (3, 3)]
+    assert {p["session"] for p in proposes_of(peer)} == {peer.log.sessions[conn.client_id]}
     assert conn.read_index() == 2
     assert len(conn.client_id) == 32 and int(conn.client_id, 16) >= 0
 
@@ -291,7 +322,7 @@ def test_failover_to_the_next_endpoint_keeps_the_session_and_seq(
     assert result and result[0].index == 2
     assert second.received(wire.FrameType.HELLO) == [{"client": conn.client_id}]
     assert second.received(wire.FrameType.SUBSCRIBE) == [{"from": 1}]
-    assert [(p["client"], p["seq"]) for p in proposes_of(second)] == [(conn.client_id, 2)]
+    assert [(p["client"], p["seq"]) for p in proposes_of(second)] == [(conn.client_id, 3)]
     conn.wait_applied(2, WAIT_S)
     assert [e[0] for e in replica.events] == [1, 2] and replica.snapshots == [0]
     assert conn.failovers >= 1 and conn.endpoint == second.endpoint
@@ -501,12 +532,67 @@ def test_idle_session_is_kept_alive_with_open_entries(
     peer = make_peer(peers, session_ttl_ms=600)
     conn, _replica = connect(connections, [peer.endpoint])
     conn.read_index()
-    assert not proposes_of(peer, "open")  # no session state yet: nothing to keep alive
+    assert not proposes_of(peer, "open")  # no session yet: nothing to open or keep alive
     conn.submit(b"state")
-    peer.wait_for("two open entries", lambda: len(proposes_of(peer, "open")) >= 2)
+    peer.wait_for("two keep-alives", lambda: len(proposes_of(peer, "open")) >= 3)
     opens = proposes_of(peer, "open")
-    assert [o["seq"] for o in opens[:2]] == [2, 3] and opens[0]["client"] == conn.client_id
+    session = peer.log.sessions[conn.client_id]
+    assert [(o["seq"], o["session"]) for o in opens[:3]] == [(2, 0), (3, session), (4, session)]
+    assert opens[0]["client"] == conn.client_id
     assert conn.submit(b"more").index > 1
+
+
+def test_an_expired_session_fails_a_write_that_may_have_applied_and_opens_a_new_one(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    """Issue 9, bug 3, library side: the retry of a write that applied before its session
+    expired is answered "session_expired"; the write is outcome-unknown, never re-sent in a
+    new session (that would apply it twice), and later writes go out in a new session."""
+    peer = make_peer(peers)
+    conn, _replica = connect(connections, [peer.endpoint], timeout_ms_resend=300)
+    assert conn.submit(b"a").index == 1
+    first_session = peer.log.sessions[conn.client_id]
+    peer.drop_replies = 1  # "b" applies, its reply is lost
+    outcome: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            conn.submit(b"b")
+        except Exception as exc:  # checked below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    peer.wait_for("b applied", lambda: len(peer.log.entries) == 2)
+    peer.expire_session(conn.client_id)  # the resend finds the session gone
+    thread.join(WAIT_S)
+    (error,) = outcome
+    assert isinstance(error, Unavailable) and error.outcome_known is False, error
+    assert "expired" in str(error) and "UNKNOWN" in str(error)
+    assert [e[3] for e in peer.log.entries] == [b"a", b"b"], "b was applied once, not again"
+    assert conn.submit(b"c").index == 3
+    second_session = peer.log.sessions[conn.client_id]
+    assert second_session != first_session
+    opens = [(o["session"], o["seq"]) for o in proposes_of(peer, "open") if o["session"] == 0]
+    assert len(opens) == 2, opens
+    assert proposes_of(peer)[-1]["session"] == second_session
+
+
+def test_a_write_refused_for_an_expired_session_goes_out_in_a_new_one(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    """A write whose only attempt was refused as "session_expired" was not applied: it is
+    sent again in the new session (and applied once)."""
+    peer = make_peer(peers)
+    conn, _replica = connect(connections, [peer.endpoint])
+    assert conn.submit(b"a").index == 1
+    peer.expire_session(conn.client_id)
+    committed = conn.submit(b"b")
+    assert committed.index == 2 and not committed.dup
+    writes = [(p["seq"], p["session"]) for p in proposes_of(peer)]
+    seq_b = writes[-1][0]
+    assert next(w for w in writes if w[0] == seq_b)[1] != writes[-1][1], writes
+    assert [e[3] for e in peer.log.entries] == [b"a", b"b"]
 
 
 def test_close_sends_a_close_entry_and_stops(
@@ -517,7 +603,7 @@ def test_close_sends_a_close_entry_and_stops(
     conn.submit(b"x")
     conn.close()
     closes = proposes_of(peer, "close")
-    assert [(c["client"], c["seq"]) for c in closes] == [(conn.client_id, 2)]
+    assert [(c["client"], c["seq"]) for c in closes] == [(conn.client_id, 3)]
     assert conn.closed
     with pytest.raises(Error):
         conn.wait_applied(10, 1.0)

@@ -28,6 +28,7 @@ from superstatic_agent.storage import (
     open_dbs,
     write_poison_marker,
 )
+from support.sessions import SESSION_PLACED, place_session
 
 from superstatic.protocol import codec, ops
 from superstatic.protocol.codec import Ref
@@ -43,6 +44,7 @@ class Replica:
         self.env = lmdb.open(str(path), map_size=MAP_BYTES, max_dbs=DBS_MAX, sync=False)
         self.sm = StateMachine(self.env)
         self.index = 0
+        self.placed: set[str] = set()  # clients with a session (support.sessions)
 
     def entry(self, kind: EntryKind, data: bytes) -> sm_module.Applied:
         self.index += 1
@@ -50,7 +52,10 @@ class Replica:
             return self.sm.apply(txn, Entry(self.index, 7, kind, data))
 
     def body(self, client: str, seq: int, body: bytes) -> sm_module.Applied:
-        payload = Payload("txn", client, seq, 0, 1_000, body)
+        if client not in self.placed:
+            place_session(self.env, client)
+            self.placed.add(client)
+        payload = Payload("txn", client, seq, 0, 1_000, body, SESSION_PLACED)
         return self.entry(EntryKind.NORMAL, encode_payload(payload))
 
     def dump(self) -> dict[bytes, dict[bytes, bytes]]:

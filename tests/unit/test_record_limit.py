@@ -16,6 +16,7 @@ from superstatic_agent.payload import Payload, encode_payload
 from superstatic_agent.raft.types import Entry, EntryKind
 from superstatic_agent.statemachine import Applied, StateMachine
 from superstatic_agent.storage import DBS_MAX
+from support.sessions import SESSION_PLACED, place_session
 
 from superstatic.protocol import ops
 from superstatic.protocol.codec import Ref
@@ -29,6 +30,7 @@ class Replica:
         path.mkdir(parents=True, exist_ok=True)
         self.env = lmdb.open(str(path), map_size=MAP_BYTES, max_dbs=DBS_MAX, sync=False)
         self.sm = StateMachine(self.env, record_bytes_max=record_bytes_max)
+        place_session(self.env, "c")
         self.index = 0
         self.seq = 0
 
@@ -36,7 +38,7 @@ class Replica:
         self.index += 1
         self.seq += 1
         body = ops.encode_txn({}, wire_ops)
-        data = encode_payload(Payload("txn", "c", self.seq, 0, 1_000, body))
+        data = encode_payload(Payload("txn", "c", self.seq, 0, 1_000, body, SESSION_PLACED))
         return Entry(self.index, 1, EntryKind.NORMAL, data)
 
     def apply(self, entries: list[Entry]) -> list[Applied]:

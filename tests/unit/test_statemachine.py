@@ -19,6 +19,7 @@ from superstatic_agent.payload import Payload, encode_payload
 from superstatic_agent.raft.types import ConfChange, ConfState, Entry, EntryKind, SnapshotMeta
 from superstatic_agent.statemachine import Applied, StateMachine
 from superstatic_agent.storage import DBS_MAX
+from support.sessions import SESSION_PLACED, place_session
 
 from superstatic.protocol import codec, ops
 from superstatic.protocol.codec import Ref
@@ -41,6 +42,7 @@ class Machine:
         self.sm = StateMachine(self.env, **kwargs)
         self.index = 0
         self.time_ms = 1_000
+        self.sessions: dict[str, int] = {}  # client -> the session its requests name
 
     def entry(self, kind: EntryKind, data: bytes) -> Applied:
         self.index += 1
@@ -56,11 +58,32 @@ class Machine:
         kind: str = "txn",
         seq_low: int = 0,
         time_ms: int | None = None,
+        session: int | None = None,
     ) -> Applied:
+        """One client request. `session` defaults to the client's session here: the one its
+        last creating "open" (session 0) started, else one put in place for it (below)."""
         if time_ms is None:
             time_ms = self.time_ms
-        payload = Payload(kind, client, seq, seq_low, time_ms, body)
-        return self.entry(EntryKind.NORMAL, encode_payload(payload))
+        if session is None:
+            session = self.session_of(client, kind)
+        payload = Payload(kind, client, seq, seq_low, time_ms, body, session)
+        applied = self.entry(EntryKind.NORMAL, encode_payload(payload))
+        if kind == "open" and session == 0 and applied.outcome in ("ok", "dup"):
+            dup = applied.outcome == "dup"
+            self.sessions[client] = applied.first_index if dup else applied.index
+        return applied
+
+    def session_of(self, client: str, kind: str) -> int:
+        if client in self.sessions:
+            return self.sessions[client]
+        if kind == "open":
+            return 0  # starts one
+        # A write of a test that is not about sessions: its session record is put in place as
+        # an "open" entry would have made it, without taking a log index, so the indexes (and
+        # versions) those tests check stay the entries they apply.
+        place_session(self.env, client, last_ms=self.time_ms)
+        self.sessions[client] = SESSION_PLACED
+        return SESSION_PLACED
 
     def txn(self, client: str, seq: int, reads: dict[str, int], wire_ops: list[Any]) -> Applied:
         return self.request(client, seq, ops.encode_txn(reads, wire_ops))
@@ -244,21 +267,75 @@ def test_sessions_expire_by_log_time(tmp_path: Path) -> None:
         assert m.request("c2", 3, kind="open", time_ms=11_500).outcome == "ok"
         # c1 was last heard of at 10 900 (the dup refreshed it): alive until 11 900.
         assert m.request("c1", 1, kind="open", time_ms=11_900).outcome == "dup"
-        # Idle past the ttl in log time: forgotten, so the same seq applies as new.
-        assert m.request("c2", 4, kind="open", time_ms=13_000).outcome == "ok"
+        # Idle past the ttl in log time: gone, and its retry is refused, not applied anew.
+        assert m.request("c3", 1, kind="open", time_ms=13_000).outcome == "ok"
         sessions = m.table(b"sessions")
         assert b"c1" not in sessions, "the sweep at log time 13 000 freed the idle session"
-        assert m.request("c1", 1, kind="open", time_ms=13_000).outcome == "ok"
+        expired = m.request("c1", 1, kind="open", time_ms=13_000)
+        assert expired.outcome == "session_expired" and "expired" in expired.error
+        assert b"c1" not in m.table(b"sessions"), "an expired session is never reopened"
         assert cbor2.loads(m.table(b"sm_meta")[b"applied"])[2] == 13_000
     finally:
         m.close()
 
 
+def test_a_retry_after_the_session_expired_is_refused_not_applied_again(tmp_path: Path) -> None:
+    """Issue 9, bug 3: a retry of a write that applied before its session expired used to
+    reopen the session and apply again (['x', 'y', 'x'])."""
+    m = Machine(tmp_path / "sm", session_ttl_ms=1_000)
+    try:
+        assert m.request("c1", 1, kind="open", time_ms=10_000).outcome == "ok"
+        new_list = [["new", "@roots", "dict", []], ["new", "c1.1", "list", []]]
+        new_list.append(["set", "@roots", "l", Ref("c1.1")])
+        assert m.txn("c1", 2, {}, new_list).outcome == "ok"
+        x = ops.encode_txn({}, [["extend", "c1.1", ["x"]]])
+        assert m.request("c1", 3, x, time_ms=10_100).outcome == "ok"  # its reply is lost
+        assert m.request("c2", 1, kind="open", time_ms=11_500).outcome == "ok"
+        y = ops.encode_txn({}, [["extend", "c1.1", ["y"]]])
+        assert m.request("c2", 2, y, time_ms=11_500).outcome == "ok"
+        retry = m.request("c1", 3, x, time_ms=11_600)
+        assert retry.outcome == "session_expired" and retry.body is None
+        assert m.objects()["c1.1"][2] == ["x", "y"]
+    finally:
+        m.close()
+
+
+def test_a_session_is_named_by_its_open_entry_and_a_stale_open_cannot_revive_it(
+    tmp_path: Path,
+) -> None:
+    m = Machine(tmp_path / "sm", session_ttl_ms=1_000)
+    try:
+        opened = m.request("c1", 1, kind="open", session=0, time_ms=10_000)
+        assert opened.outcome == "ok" and m.sessions["c1"] == opened.index
+        assert m.request("c1", 2, kind="open", session=opened.index + 7).outcome == (
+            "session_expired"
+        ), "a request naming another session of the client is refused"
+        assert m.request("c1", 2, kind="open", session=opened.index).outcome == "ok"
+        # The session expires; a stale copy of its "open" (seq 1) starts a new record...
+        assert m.request("c2", 1, kind="open", time_ms=12_000).outcome == "ok"
+        junk = m.request("c1", 1, kind="open", session=0, time_ms=12_000)
+        assert junk.outcome == "ok" and junk.index != opened.index
+        # ...which is not the session the client's requests name: still refused.
+        late = m.request("c1", 2, kind="open", session=opened.index, time_ms=12_000)
+        assert late.outcome == "session_expired"
+        # The client opens a new session (a higher seq; every lower one answered): it replaces
+        # the stale record, and a stale copy of an earlier seq cannot touch it.
+        fresh = m.request("c1", 3, kind="open", session=0, seq_low=3, time_ms=12_000)
+        assert fresh.outcome == "ok"
+        stale = m.request("c1", 1, kind="open", session=0, time_ms=12_000)
+        assert stale.outcome == "error" and "stale request" in stale.error
+        assert m.request("c1", 4, kind="open", session=fresh.index).outcome == "ok"
+    finally:
+        m.close()
+
+
 def test_close_ends_the_session(machine: Machine) -> None:
-    assert machine.request("c1", 1, kind="open").outcome == "ok"
+    opened = machine.request("c1", 1, kind="open")
+    assert opened.outcome == "ok"
     assert machine.request("c1", 2, kind="close").outcome == "ok"
     assert b"c1" not in machine.table(b"sessions")
-    assert machine.request("c1", 1, kind="open").outcome == "ok"
+    assert machine.request("c1", 3, kind="open").outcome == "session_expired"
+    assert machine.request("c1", 3, kind="open", session=0).outcome == "ok"
 
 
 # ------------------------------------------------------------------ hostile payloads
@@ -291,7 +368,7 @@ def test_hostile_payloads_give_error_outcomes(tmp_path: Path, data: bytes) -> No
     m = Machine(tmp_path / f"h{next(_counter)}")
     try:
         applied = m.entry(EntryKind.NORMAL, data)
-        assert applied.outcome in ("error", "ok"), applied
+        assert applied.outcome in ("error", "ok", "session_expired"), applied
         if applied.outcome == "error":
             assert applied.error
         assert m.table(b"objects") == {}
@@ -706,14 +783,19 @@ def _batch_entries(start: int) -> list[Entry]:
                 ],
             )
         )
+    # The first entry opens the session (its id: that entry's index) the writes name.
+    opened = Payload("open", "c" * 8, 1, 1, time_ms, b"", 0)
     return [
-        Entry(
-            start + n,
-            1,
-            EntryKind.NORMAL,
-            encode_payload(Payload("txn", "c" * 8, n + 1, n + 1, time_ms + n, body)),
-        )
-        for n, body in enumerate(bodies)
+        Entry(start, 1, EntryKind.NORMAL, encode_payload(opened)),
+        *(
+            Entry(
+                start + 1 + n,
+                1,
+                EntryKind.NORMAL,
+                encode_payload(Payload("txn", "c" * 8, n + 2, n + 2, time_ms + n, body, start)),
+            )
+            for n, body in enumerate(bodies)
+        ),
     ]
 
 

@@ -27,6 +27,7 @@ from superstatic_agent.raft.types import (
 )
 from superstatic_agent.statemachine import StateMachine
 from superstatic_agent.storage import Storage, Trimmed
+from support.sessions import SESSION_PLACED, place_session
 
 from superstatic.protocol import codec, ops
 from superstatic.protocol.codec import Ref
@@ -51,9 +52,14 @@ def ready(**fields: Any) -> Ready:
     return Ready(**base)
 
 
+# The clients of these tests; each has a session placed by Agent (support.sessions).
+CLIENTS = ("c", "z")
+
+
 def txn_entry(index: int, term: int, client: str, seq: int, wire_ops: list[Any]) -> Entry:
+    assert client in CLIENTS, client
     body = ops.encode_txn({}, wire_ops)
-    data = encode_payload(Payload("txn", client, seq, 0, 1_000 + index, body))
+    data = encode_payload(Payload("txn", client, seq, 0, 1_000 + index, body, SESSION_PLACED))
     return Entry(index, term, EntryKind.NORMAL, data)
 
 
@@ -62,6 +68,8 @@ class Agent:
 
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.storage = Storage(path, fsync=fsync, map_bytes=MAP_BYTES)
+        for client in CLIENTS:
+            place_session(self.storage.env, client, last_ms=1_000)
         self.sm = StateMachine(self.storage.env)
         self.applied: list[Any] = []
 
@@ -236,7 +244,15 @@ def _history(agent: Agent) -> list[Entry]:
             1,
             EntryKind.NORMAL,
             encode_payload(
-                Payload("txn", "c", 10, 0, 1_010, ops.encode_txn({"c.1": 1}, [["clear", "c.1"]]))
+                Payload(
+                    "txn",
+                    "c",
+                    10,
+                    0,
+                    1_010,
+                    ops.encode_txn({"c.1": 1}, [["clear", "c.1"]]),
+                    SESSION_PLACED,
+                )
             ),
         ),
     ]
@@ -371,12 +387,17 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from superstatic_agent.raft.types import Entry, EntryKind, HardState, Ready, Role, ConfState
     from superstatic_agent.payload import Payload, encode_payload
+    from superstatic_agent.sessions import Session, encode_session
     from superstatic_agent.statemachine import StateMachine
-    from superstatic_agent.storage import Storage
+    from superstatic_agent.storage import Storage, record_put
     from superstatic.protocol import ops
     from superstatic.protocol.codec import Ref
 
     storage = Storage(Path(sys.argv[1]), map_bytes=64 << 20)
+    with storage.env.begin(write=True) as txn:  # client c's session (support.sessions)
+        if txn.get(b"c", db=storage.dbs.sessions) is None:
+            record = encode_session(Session(0, 0, opened=1_000_000))
+            record_put(txn, storage.dbs.sessions, b"c", record)
     sm = StateMachine(storage.env)
     conf = ConfState.make(["a"], [], {"a": "tcp://a"})
     loaded = storage.load()
@@ -388,7 +409,8 @@ CHILD = textwrap.dedent(
             o = [["new", "@roots", "dict", [["l", Ref("c.1")]]], ["new", "c.1", "list", []]]
         else:
             o = [["extend", "c.1", [index]]]
-        data = encode_payload(Payload("txn", "c", index, 0, index, ops.encode_txn({}, o)))
+        body = ops.encode_txn({}, o)
+        data = encode_payload(Payload("txn", "c", index, 0, index, body, 1_000_000))
         return Entry(index, term, EntryKind.NORMAL, data)
 
     for _ in range(100_000):

@@ -15,6 +15,7 @@ from superstatic_agent.raft.types import Entry, EntryKind, HardState, Ready, Rol
 from superstatic_agent.statemachine import Applied, StateMachine
 from superstatic_agent.storage import Storage, record_put
 from superstatic_agent.streams import Streams
+from support.sessions import SESSION_PLACED, place_session
 
 from superstatic.protocol import ops, wire
 from superstatic.protocol.codec import Ref
@@ -42,6 +43,7 @@ class Harness:
         )
         self.storage = Storage(path, fsync=False, map_bytes=256 * MiB)
         self.sm = StateMachine(self.storage.env)
+        place_session(self.storage.env, "cl")
         self.clients = FakeClients()
         self.errors: list[tuple[bytes, int, str, str]] = []
         self.streams = Streams(
@@ -63,7 +65,7 @@ class Harness:
             self.index,
             1,
             EntryKind.NORMAL,
-            encode_payload(Payload("txn", "cl", self.index, 0, 1, body)),
+            encode_payload(Payload("txn", "cl", self.index, 0, 1, body, SESSION_PLACED)),
         )
         ready = Ready(
             HardState(1, "a", self.index), (entry,), None, (), (entry,), (), Role.LEADER, "a", 1
