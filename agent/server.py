@@ -2,7 +2,7 @@
 
 Each turn: take what the sockets hold (peer messages are stepped into the Raft core at once,
 client requests are queued), tick the core for the time that passed, hand every queued proposal
-to the core in one go (group commit: one Ready, one LMDB write, one fsync, one APPEND per
+to the core in one go (group commit: one Ready, one LMDB write and its syncs, one APPEND per
 follower for everything that arrived together), then drain the core's Readies: persist and apply
 in one write transaction, send, answer the clients whose entries applied, advance. Streams to
 subscribers, timeouts and compaction follow. See docs/agent.md for the decisions.

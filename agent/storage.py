@@ -24,10 +24,19 @@ initial configuration, at index 0, kept forever (a new member's core starts from
 
 Every change the Raft core asks for in one `Ready` (snapshot install, log truncate + append,
 hard state, base configuration, and applying the committed entries) happens in ONE write
-transaction followed by at most ONE `env.sync`, so a `kill -9` at any instant leaves either the
-state before or the state after a whole `Ready`. The environment is always opened with LMDB's
-`sync=False` and synced explicitly after the commit: that is the single fsync per batch the
-design asks for (see docs/data-model.md for the power-loss caveat of this choice).
+transaction, so a `kill -9` at any instant leaves either the state before or the state after a
+whole `Ready`.
+
+Power loss (docs/data-model.md, "Durability"): with fsync on, the environment is opened in
+LMDB's MDB_NOMETASYNC mode: every commit flushes its data pages before it writes the meta page
+that points to them, so the file is never a meta page ahead of its data (under MDB_NOSYNC the
+kernel may write them in any order, and a power loss can leave a meta page pointing at pages
+that never reached the disk: a corrupt environment). A commit's own meta page is flushed by the
+next commit, or by the explicit `env.sync` a Ready gets when Raft needs it durable before its
+messages leave (entries, a new term or vote, a snapshot). A Ready that only applies (and moves
+the commit index) is not synced further: a power loss may undo that one transaction, and what
+it held is derived again from the durable log. So everything an app was told about is
+derivable from durable data, and every Raft promise is durable before it is sent.
 """
 
 from __future__ import annotations
@@ -375,14 +384,15 @@ class Storage:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
-        # sync=False always: with fsync on, write() syncs once itself after the commit (one
-        # fsync per Ready); with fsync off (a labelled benchmark option) nothing is synced and
-        # only a process crash, not a power loss, is survived.
+        # fsync on: MDB_NOMETASYNC (sync=True, metasync=False), the weakest LMDB mode that
+        # keeps the environment whole across a power loss (see the module docstring); write()
+        # adds an explicit sync where Raft needs the commit itself durable. fsync off (a
+        # labelled benchmark option): MDB_NOSYNC, only a process crash is survived.
         self.env = lmdb.open(
             str(self.path),
             map_size=map_bytes,
             max_dbs=DBS_MAX,
-            sync=False,
+            sync=fsync,
             metasync=False,
             readahead=False,
         )
@@ -392,13 +402,16 @@ class Storage:
         except StartRefused:
             self.env.close()
             raise
-        self.syncs = 0  # counted for status and the tests of the one-sync rule
-        # Told each fsync's duration in seconds (the metrics' fsync histogram), if set.
+        # fsyncs done (each commit's data flush with fsync on, and each explicit sync): for
+        # status and the tests of the sync rules.
+        self.syncs = 0
+        # Told each explicit fsync's duration in seconds (the metrics' fsync histogram), if set.
         self.sync_observer: Callable[[float], None] | None = None
         # (term, vote) as last made durable. A Ready whose hard state differs from it only in
-        # the commit index needs no sync: Raft recomputes the commit index after a restart, and
-        # applying is replayed from the durable log. Skipping it takes one fsync off every
-        # commit's critical path (the leader's apply Ready) and most of the followers'.
+        # the commit index needs no explicit sync: Raft recomputes the commit index after a
+        # restart, and applying is replayed from the durable log. Skipping it takes one fsync
+        # off every commit's critical path (the leader's apply Ready) and most of the
+        # followers'.
         self._term_vote_synced: tuple[int, str | None] | None = None
 
     # ------------------------------------------------------------ format, scrub, repair
@@ -613,6 +626,7 @@ class Storage:
                 self.store_conf0(txn, conf0)
             if apply_fn is not None:
                 apply_fn(txn)
+        self._committed()
         if durable and self.fsync:
             self.sync()
         if term_vote is not None:
@@ -644,15 +658,24 @@ class Storage:
         with self.env.begin(write=True) as txn:
             self.store_conf0(txn, conf0)
             self.store_conf(txn, conf0)
+        self._committed()
         if self.fsync:
             self.sync()
 
     def sync(self) -> None:
+        """Makes every committed transaction durable (with MDB_NOMETASYNC: flushes the last
+        commit's meta page)."""
         started = time.monotonic()
         self.env.sync(True)
         self.syncs += 1
         if self.sync_observer is not None:
             self.sync_observer(time.monotonic() - started)
+
+    def _committed(self) -> None:
+        """After each write transaction this class commits: with fsync on, LMDB flushed its
+        data pages (its meta page waits for the next commit or sync)."""
+        if self.fsync:
+            self.syncs += 1
 
     def _install_snapshot(self, txn: lmdb.Transaction, meta: SnapshotMeta) -> None:
         install_staged(txn, self.dbs, meta)
@@ -784,6 +807,7 @@ class Storage:
                     outcomes.delete()
             meta = SnapshotMeta(index=upto_index, term=term, conf=conf)
             record_put(txn, self.dbs.meta, KEY_SNAP, encode_snapshot_meta(meta))
+        self._committed()
         self.nudge()  # the deleted entries' pages become reusable by the very next write
         if self.fsync:
             self.sync()
@@ -822,6 +846,7 @@ class Storage:
         of it is free; one more commit makes those pages reusable at once."""
         with self.env.begin(write=True) as txn:
             record_put(txn, self.dbs.meta, KEY_FORMAT, cbor2.dumps(FORMAT_VERSION))
+        self._committed()
 
     def space(self) -> Space:
         """The room left for writes. Pages in use are counted from every database's own
