@@ -190,10 +190,17 @@ def zmq_io(config: AgentConfig, drops: DropCounter) -> AgentIo:
 
 class Server:
     def __init__(
-        self, config: AgentConfig, *, io: AgentIo | None = None, drops: DropCounter | None = None
+        self,
+        config: AgentConfig,
+        *,
+        io: AgentIo | None = None,
+        drops: DropCounter | None = None,
+        storage: Storage | None = None,
     ) -> None:
-        """`io` defaults to the system clock and ZeroMQ (`zmq_io`); the glue simulation passes
-        simulated ones (with the `drops` its transports count into)."""
+        """`io` defaults to the system clock and ZeroMQ (`zmq_io`), `storage` to the LMDB
+        environment in config.data_dir. The glue simulation passes simulated I/O (with the
+        `drops` its transports count into) and a Storage that records what is durable; the
+        server owns (and closes) both."""
         self.config = config
         self.id = config.node_id
         # First: a taken --metrics port fails the start before anything else is opened.
@@ -205,7 +212,9 @@ class Server:
         self.clock = io.clock
         self.started = self.clock.monotonic()
         self.tracer: AgentTracer | None = AgentTracer() if config.trace else None
-        self.storage = Storage(config.data_dir, fsync=config.fsync, map_bytes=config.map_bytes)
+        if storage is None:
+            storage = Storage(config.data_dir, fsync=config.fsync, map_bytes=config.map_bytes)
+        self.storage = storage
         # Every record's checksum is verified before anything is read from the store; a
         # damaged store is repaired (or the start refused) before the Raft core is built.
         self.repair: dict[str, Any] | None = None
@@ -401,19 +410,26 @@ class Server:
     def run(self) -> None:
         try:
             while not self._stop:
-                busy = (
-                    self.node.has_ready()
-                    or self.shipping.has_work()
-                    or self.streams.has_work(self.applied)
-                )
                 # Rounded up: zmq polls in whole milliseconds, and a remainder truncated to 0
                 # would spin the loop for the last millisecond of every tick.
-                wait_s = max(0.0, self._next_tick - self.clock.monotonic())
-                timeout_ms = 0 if busy else math.ceil(wait_s * 1000)
+                wait_s = max(0.0, self.wake_at() - self.clock.monotonic())
+                timeout_ms = math.ceil(wait_s * 1000)
                 peer_frames, client_frames = self.io.poll(timeout_ms)
                 self.step(peer_frames, client_frames)
         finally:
             self.close()
+
+    def wake_at(self) -> float:
+        """The monotonic time by which the loop must turn again unless a frame comes first:
+        0 while there is work (a Ready, a snapshot to ship, a stream to pump), else the next
+        tick (housekeeping and compaction ride on the ticks)."""
+        if self.node.has_ready() or self.shipping.has_work() or self.streams.has_work(self.applied):
+            return 0.0
+        return self._next_tick
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop
 
     def step(self, peer_frames: bool = True, client_frames: bool = True) -> None:
         """One loop turn: take the frames waiting, tick the core for the time that passed, then
