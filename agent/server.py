@@ -534,6 +534,10 @@ class Server:
         base_conf = self.node.base_conf
         conf = base_conf if base_conf != self._stored_conf else None
         messages = ready.messages
+        if self.node.conf is not self._conf_seen or self.node.leader != self._peers_leader:
+            # Before anything is sent: a member a CONF entry of this very Ready added gets
+            # this Ready's messages, the leader's early APPENDs included (issue 9, bug 6).
+            self._sync_peers()
         if ready.role is Role.LEADER and messages and self._term_durable(ready):
             # The leader's appends go out BEFORE its own write (Raft thesis 10.2.1): the core
             # counts the leader's own copy only after advance(), so an entry still commits only
@@ -574,8 +578,6 @@ class Server:
             self._stored_conf = base_conf
             self._conf0_stored = self._conf0 is not None
         # else: messages only (heartbeats and their answers): no write transaction at all.
-        if self.node.conf is not self._conf_seen or self.node.leader != self._peers_leader:
-            self._sync_peers()  # a new member gets this Ready's messages too
         # Durable now: the messages may go (votes and acks included).
         self._send_messages(messages)
         if ready.snapshot is not None:

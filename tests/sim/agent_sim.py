@@ -71,7 +71,8 @@ CLIENT_RESEND_MS = 700  # no answer from a live agent: the same seq again, to it
 CLIENT_PING_MS = 100  # liveness of the agent
 CLIENT_SILENCE_MS = 400  # nothing at all from the agent this long: the next one
 CLIENT_REFUSING_MS = 400  # only refusals this long: the next one
-CLIENT_OP_TIMEOUTS_MS = (800, 1_500, 4_000)  # an operation's deadline (chosen per schedule)
+# An operation's deadline (chosen per schedule); the longer ones outlast a session's ttl.
+CLIENT_OP_TIMEOUTS_MS = (800, 1_500, 4_000, 8_000)
 CLIENT_BACKOFF_MS = (10, 200)
 CLIENT_INSPECT_RETRY_MS = 20
 CLIENT_THINK_MS = (0, 60)
@@ -125,6 +126,8 @@ class SimParams:
     skew: bool = True
     log_retain_entries: int = 60
     op_timeout_ms: int = 4_000
+    joiner_at_ms: int | None = None  # None: a random time in the chaos
+    election_ticks: int = ELECTION_TICKS
     # Directed tests: a hook called every simulated millisecond of the chaos phase.
     script: Callable[[World, int], None] | None = None
 
@@ -181,7 +184,7 @@ class SimNode:
             client_endpoint=f"sim-client://{node_id}",
             listen_endpoint=listen,
             tick_ms=TICK_MS,
-            election_ticks=ELECTION_TICKS,
+            election_ticks=world.params.election_ticks,
             heartbeat_ticks=HEARTBEAT_TICKS,
             session_ttl_ms=SESSION_TTL_MS,
             log_time_skew_ms_max=LOG_TIME_SKEW_MS_MAX,
@@ -198,6 +201,7 @@ class SimNode:
         self.server: Server | None = None
         self.refused: str | None = None  # DataLost: the agent would not start
         self.starts = 0
+        self.paused_until = 0  # SIGSTOP: frames queue for it, it does nothing
 
     @property
     def up(self) -> bool:
@@ -294,7 +298,12 @@ class SimClient:
         self.last_ping_ms = 0
         self.refusing_since: int | None = None
         self.paused_until = 0  # a paused process (a long GC, SIGSTOP): it does nothing
+        self.reconnect_after_pause = False  # its connection broke meanwhile
+        self.pause_after_send_ms = 0  # pause this long right after the next write goes out
         self.stopped = False
+        self.pinned: str | None = None  # talks to this agent only (a single endpoint)
+        # Directed tests: called after each write attempt goes out.
+        self.on_write_sent: Callable[[SimClient, Op, int], None] | None = None
         self.setup_done = index != 0  # process 0 creates the roots first
         self.connect()
 
@@ -319,7 +328,8 @@ class SimClient:
 
     def failover(self) -> None:
         members = self.world.member_ids()
-        self.node_index = (self.node_index + 1) % len(members)
+        if self.pinned is None:
+            self.node_index = (self.node_index + 1) % len(members)
         self.connect()
 
     def agent(self) -> str:
@@ -392,6 +402,13 @@ class SimClient:
     def step(self, now: int) -> None:
         if now < self.paused_until:
             return
+        if self.paused_until:
+            self.paused_until = 0
+            if self.reconnect_after_pause:
+                # The connection broke during the pause: answers on their way are lost, and
+                # everything unanswered goes out again (same seq) through the next agent.
+                self.reconnect_after_pause = False
+                self.failover()
         for _src, data in self.world.net.take(self.identity, 10_000):
             self.last_rx_ms = now
             try:
@@ -480,6 +497,13 @@ class SimClient:
             req_id = self.send(wire.FrameType.PROPOSE, propose, op.f, op)
             op.unresolved.add(req_id)
             self.last_propose_ms = now
+            if self.on_write_sent is not None and op.f == "append":
+                self.on_write_sent(self, op, now)
+            if self.pause_after_send_ms and op.f == "append":
+                # The write is out and the process stops: its answer may be lost with the
+                # connection, and its resend comes after the session may have expired.
+                self.paused_until = now + self.pause_after_send_ms
+                self.pause_after_send_ms = 0
         elif op.read_index < 0:
             self.send(wire.FrameType.READ_INDEX, {}, "read_index", op)
         else:
@@ -631,7 +655,9 @@ class World:
         self.leaders: dict[int, str] = {}  # term -> the one leader it ever had
         self.restart_at: dict[str, int] = {}
         self.heal_at: list[tuple[int, Callable[[], None]]] = []
-        self.joiner_at = self.rng.randint(500, max(600, params.chaos_ms // 2))
+        self.joiner_at = params.joiner_at_ms
+        if self.joiner_at is None:
+            self.joiner_at = self.rng.randint(500, max(600, params.chaos_ms // 2))
         self.next_fault_ms = self.rng.randint(*params.fault_gap_ms)
 
     def member_ids(self) -> list[str]:
@@ -672,7 +698,8 @@ class World:
                     del self.restart_at[node.id]
                     node.start()
                 continue
-            self.step_node(node, now)
+            if now >= node.paused_until:
+                self.step_node(node, now)
         for client in self.clients:
             client.step(now)
         if self.operator is not None:
@@ -723,7 +750,7 @@ class World:
         rng = self.rng
         choices: list[Callable[[int], None]] = [self.fault_loss]
         if params.crashes:
-            choices += [self.fault_crash, self.fault_crash]
+            choices += [self.fault_crash, self.fault_crash, self.fault_pause]
         if params.partitions:
             choices += [self.fault_partition, self.fault_one_way, self.fault_client_cut]
             choices += [self.fault_client_pause]
@@ -734,8 +761,10 @@ class World:
         self.outcome.faults[name] = self.outcome.faults.get(name, 0) + 1
         fault(now)
 
-    def add_joiner(self) -> None:
-        contact = self.rng.choice(self.voter_ids)
+    def add_joiner(self, contact: str | None = None) -> None:
+        """Starts the joiner, its --peers naming one contact (a natural thing to type)."""
+        if contact is None:
+            contact = self.rng.choice(self.voter_ids)
         peers = {contact: sim_address(contact)}
         node = SimNode(self, JOINER_ID, peers, sim_address(JOINER_ID))
         self.nodes[JOINER_ID] = node
@@ -769,6 +798,11 @@ class World:
             self.heal_at.append((now + CRASH_ARMED_STEPS_MAX, fallback))
         self.restart_at[node.id] = now + self.rng.randint(50, 1_500)
 
+    def fault_pause(self, now: int) -> None:
+        """SIGSTOP: the node's frames queue up and it does nothing, then it resumes."""
+        node = self.rng.choice(list(self.nodes.values()))
+        node.paused_until = now + self.rng.randint(100, 2_000)
+
     def fault_partition(self, now: int) -> None:
         ids = list(self.nodes)
         self.rng.shuffle(ids)
@@ -795,7 +829,12 @@ class World:
         """A client process stops (a long GC pause): sometimes past its session's ttl, which
         expires it on the cluster; its resends then meet "session_expired"."""
         client = self.rng.choice(self.clients)
-        client.paused_until = now + self.rng.choice((200, 800, 2 * SESSION_TTL_MS))
+        span = self.rng.choice((200, 800, SESSION_TTL_MS + 500, 2 * SESSION_TTL_MS))
+        if self.rng.random() < 0.5:
+            client.paused_until = now + span
+        else:
+            client.pause_after_send_ms = span
+        client.reconnect_after_pause = self.rng.random() < 0.5
         client.last_rx_ms = client.paused_until  # its own pause is not the agent's silence
 
     def block(self, pairs: set[tuple[str, str]], until: int) -> None:
@@ -818,6 +857,7 @@ class World:
         self.net.loss = 0.0
         for node in self.nodes.values():
             node.disk.crash_armed = None
+            node.paused_until = 0
             if node.server is None and node.refused is None:
                 self.restart_at[node.id] = now
 

@@ -111,6 +111,10 @@ class SimNet:
         self.up.discard(name)
         self.inbox.pop(name, None)
 
+    def frames_in_flight(self) -> list[tuple[str, str, bytes]]:
+        """(from, to, data) of every frame sent and not delivered yet, in no special order."""
+        return [(src, dst, data) for _due, _serial, src, dst, data in self._queue]
+
     def pending_for(self, dst: str) -> bool:
         return bool(self.inbox.get(dst))
 
