@@ -721,7 +721,7 @@ class Server:
         if again:
             log.info("proposing %d waiting proposals again through the new leader", len(again))
             self._batch.extend(again)
-            self._batch_bytes += sum(len(p.body) for p, _, _ in again)
+            self._batch_bytes += sum(len(data) for data, _, _ in again)
             self.counters["proposed_again"] += len(again)
 
     def _stamp(self) -> int:
