@@ -229,6 +229,11 @@ class Server:
             record_bytes_max=config.record_bytes_max,
             node_cache_bytes_max=config.node_cache_bytes_max,
         )
+        # What was committed but maybe not synced before a crash (the page cache kept it) is
+        # loaded as durable by the core, which may answer for it without writing again (a
+        # re-sent APPEND, the same vote): make it durable before anything is sent.
+        if config.fsync:
+            self.storage.sync()
         loaded = self.storage.load()
         try:
             check_poison_marker(config.data_dir, loaded.applied)
