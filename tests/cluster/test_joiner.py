@@ -3,9 +3,11 @@
 
 Real agents: four voters a-d and a joiner whose --peers names only one contact, the leader L
 (a natural thing to type). The joiner is added as a learner and promoted. Then the three other
-voters are paused (SIGSTOP): L and the joiner are 2 of 5 voters, so nothing may commit. Writes
-are tried through both. Then L and the joiner are killed and the three resume: they are a
-majority, elect a leader and commit. Every write that was acknowledged must be there.
+voters stop (kill -9, data kept): L and the joiner are 2 of 5 voters, so nothing may commit.
+Writes are tried through both. Then L and the joiner are killed and the three restart: they are
+a majority, elect a leader and commit. Every write that was acknowledged must be there. (The
+three are killed rather than paused: a SIGSTOP'd agent whose peer queues fill aborts in libzmq
+when it resumes, libzmq#3937/#4364, a transport issue of its own.)
 
 Before the fix the joiner's core started from a configuration built from its --peers ([L]) and
 replayed the CONF entries on top: it believed the voters were [L, joiner], became leader on L's
@@ -87,7 +89,7 @@ def test_a_joiner_with_one_contact_never_forms_a_minority_quorum(tmp_path: Path)
             for client in clients.values():
                 client.open_session()
             for node in others:
-                cluster.pause(node)
+                cluster.kill(node)
             deadline = time.monotonic() + WRITES_FOR_S
             attempt = 0
             while time.monotonic() < deadline:
@@ -109,7 +111,7 @@ def test_a_joiner_with_one_contact_never_forms_a_minority_quorum(tmp_path: Path)
         cluster.kill(lead)
         cluster.kill("f")
         for node in others:
-            cluster.resume(node)
+            cluster.start_agent(node)
         survivor_lead = cluster.leader()
         after = RawClient(cluster.agents[survivor_lead].client_endpoint)
         try:
@@ -121,7 +123,7 @@ def test_a_joiner_with_one_contact_never_forms_a_minority_quorum(tmp_path: Path)
         stored = inspect_list(cluster, survivor_lead, "w")
         lost = [value for value in acked if value not in stored]
         assert not lost, (
-            f"acknowledged while 3 of 5 voters were paused, then lost: {lost} (the joiner "
+            f"acknowledged while 3 of 5 voters were down, then lost: {lost} (the joiner "
             f"believed the voters were {sorted(seen_by_joiner)})\n{cluster.logs()}"
         )
         assert seen_by_joiner == all_voters, (

@@ -29,6 +29,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import zmq
+from superstatic_agent.auth import AgentAuth
 from superstatic_agent.ports import AgentIo
 from superstatic_agent.storage import Storage
 from superstatic_agent.transport import (
@@ -189,12 +191,13 @@ class SimClientPort:
         self.net.send(self.node_id, name, data)
         return "ok"
 
-    def recv(self) -> list[tuple[bytes, bytes]]:
+    def recv(self) -> list[tuple[bytes, bytes, str, str | None]]:
         out = []
         for src, data in self.net.take(self.inbox_name, CLIENT_FRAMES_PER_TURN_MAX):
             identity = src.encode()
             self.connected.add(identity)
-            out.append((identity, data))
+            # The app's "address": its process; no keys, so every frame is allowed ("admin").
+            out.append((identity, data, group(src), "admin"))
         return out
 
     def close(self) -> None:
@@ -275,5 +278,7 @@ def sim_io(
         peers=peers,
         clients=clients,
         poll=poll,
+        # Unkeyed: it lets everything through and never touches the ZeroMQ context.
+        auth=AgentAuth(zmq.Context.instance(), node_id, None),
         close=lambda: None,
     )
