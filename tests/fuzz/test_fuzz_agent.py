@@ -117,6 +117,7 @@ class Harness:
         self.honest: dict[str, RawClient] = {}
         self.honest_id = secrets.token_hex(16)
         self.seq = 0
+        self.session = 0  # the honest client's session (its "open" entry's index), once opened
         self.batches = 0
         self.shots = 0
         self.rss_max: dict[str, int] = dict.fromkeys(self.ids, 0)
@@ -134,23 +135,31 @@ class Harness:
         if node not in self.honest:
             endpoint = self.cluster.agents[node].client_endpoint
             self.honest[node] = RawClient(endpoint, client_id=self.honest_id)
+        self.honest[node].session = self.session  # one session, whichever agent carries it
         return self.honest[node]
 
     def honest_write(self) -> None:
         """One blind write, retried with its seq through any agent until it commits."""
+        if self.session == 0:
+            self.session = self.commit(b"", "open")["index"]
+        self.commit(ops.encode_txn({}, []), "txn")
+
+    def commit(self, body: bytes, kind: str) -> dict[str, Any]:
+        """Proposes (the honest client, the next seq) through any agent until it commits."""
         self.seq += 1
-        body = ops.encode_txn({}, [])
         deadline = time.monotonic() + TIMEOUT_S_HONEST_WRITE
         last: Exception | None = None
         while time.monotonic() < deadline:
             for node in self.ids:
                 try:
-                    reply = self.client(node).propose(body, seq=self.seq, timeout_ms=3_000)
+                    reply = self.client(node).propose(
+                        body, seq=self.seq, kind=kind, timeout_ms=3_000
+                    )
                 except (AgentError, Error) as exc:  # not_leader, busy, a timeout: retry
                     last = exc
                     continue
                 assert reply["outcome"] == "ok", reply
-                return
+                return reply
             time.sleep(0.2)
         raise AssertionError(f"an honest write did not commit: {last!r}\n{self.cluster.logs()}")
 
