@@ -20,6 +20,7 @@ import logging
 import math
 import random
 import signal
+import time  # only for --trace stamps (real elapsed time, as agent/trace.py records)
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -335,7 +336,8 @@ class Server:
         self._reads: dict[bytes, ReadWait] = {}
         self._read_ids = itertools.count(1)
         # Read contexts carry a random boot nonce: unique across restarts (issue 9, bug 4).
-        self._read_nonce = f"{random.getrandbits(64):016x}"
+        # Drawn from the injected randomness: the glue simulation seeds it per incarnation.
+        self._read_nonce = f"{self.io.rng.getrandbits(64):016x}"
         self.members = MembershipRequests(config, self.node, self._reply, self._error)
         self.streams = Streams(
             config, self.storage, self.clients, self._error, self.applied, self._halt_damaged
