@@ -321,6 +321,9 @@ class Server:
         )
         self._conf_seen: ConfState | None = None
         self._peers_leader: str | None = None
+        # Removed members the leader still replicates to until they hold their removal
+        # (docs/raft.md, bug 6a): their connections stay meanwhile (see _sync_peers).
+        self._peers_departing: frozenset[str] = frozenset()
         self._sync_peers()
         # Client work queued during a turn.
         # (entry, (client, seq), the waiter of a new PROPOSE or None for a proposal again).
@@ -481,6 +484,8 @@ class Server:
         self.streams.pump(self.applied, now)
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_MS / 1000.0
+            if self._departing() != self._peers_departing:
+                self._sync_peers()  # a removed member learned its removal, or the core gave up
             self._housekeeping(now)
         if self.halted is None:
             self._maybe_compact()
@@ -803,6 +808,14 @@ class Server:
             if kept:
                 addresses[leader] = kept
         self._peers_leader = leader
+        # A leader keeps replicating to a member it removed until that member holds its
+        # removal (bounded by the core): keep its connection at the address we know.
+        departing = self._departing()
+        current = self.peers.peers()
+        for node in departing:
+            if node not in addresses and current.get(node):
+                addresses[node] = current[node]
+        self._peers_departing = departing
         for node in self.peers.set_peers(addresses):
             if self._conf_seen is not None:
                 log.info("connected to member %s at %s", node, addresses[node])
@@ -859,16 +872,23 @@ class Server:
             else:
                 self.shipping.on_chunk(sender, frame)
 
+    def _departing(self) -> frozenset[str]:
+        """Leader only: members removed whose removal we still replicate to them."""
+        members = self.node.conf.members()
+        return frozenset(n for n in self.node.progress() if n not in members)
+
     def _peer_known(self, sender: str) -> bool:
         """A member of the configuration, the leader we follow (it may have removed itself and
-        lead until that commits), or, while we are outside the configuration (a joining
-        learner), an initial voter."""
+        lead until that commits), while we are outside the configuration (a joining learner)
+        an initial voter, or, while we lead, a removed member still being told its removal
+        (its acknowledgements end that)."""
         conf = self.node.conf
         return (
             sender in conf.voters
             or sender in conf.learners
             or sender == self.node.leader
             or (sender in self.config.peers and self.id not in conf.members())
+            or sender in self._peers_departing
         )
 
     def _on_peer_message(self, sender: str, m: Message) -> None:

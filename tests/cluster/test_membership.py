@@ -238,3 +238,22 @@ def test_bad_requests_are_refused_and_a_learner_comes_and_goes(
     writer.commit(txn_extend("m", [1]))
     assert listed(cluster, "a") == [1]
     assert "a" in members(cluster, "list")
+
+
+def test_a_removed_follower_learns_its_removal(cluster_of: Callable[[int], LocalCluster]) -> None:
+    # Issue 9, bug 6a, at the agent: the core keeps replicating to a departing member until it
+    # holds its removal, so the agents must keep the connection to it (both ways) meanwhile.
+    cluster = cluster_of(3)
+    writer = Committer(cluster)
+    writer.commit(txn_create_roots({"m": "list"}))
+    leader = cluster.leader()
+    removed = next(n for n in "abc" if n != leader)
+    out = members(cluster, "remove", removed)
+    assert f"remove {removed}: applied" in out, out
+    cluster.wait_until(
+        lambda: removed not in [m["id"] for m in cluster.status(removed)["members"]],
+        f"{removed} learned its removal",
+        TIMEOUT_S_WAIT,
+    )
+    writer.commit(txn_extend("m", [1]))
+    assert cluster.status(removed)["role"] != "leader"
