@@ -33,7 +33,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,11 +93,19 @@ def sim_address(node_id: str) -> str:
     return f"tcp://sim-{node_id}:7400"
 
 
-def quiet_agents() -> None:
+@contextlib.contextmanager
+def quiet_agents() -> Iterator[None]:
     """The agents' log lines (drops, elections) are noise across thousands of schedules; set
-    SUPERSTATIC_AGENT_SIM_LOG=info to see them."""
+    SUPERSTATIC_AGENT_SIM_LOG=info to see them. The level is restored afterwards: other tests
+    in the same process read the agent's log lines."""
+    logger = logging.getLogger("superstatic.agent")
+    saved = logger.level
     level = os.environ.get("SUPERSTATIC_AGENT_SIM_LOG", "error").upper()
-    logging.getLogger("superstatic.agent").setLevel(getattr(logging, level, logging.ERROR))
+    logger.setLevel(getattr(logging, level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
 
 
 class SimFailure(AssertionError):
@@ -896,7 +904,11 @@ def node_state(server: Server) -> dict[str, dict[bytes, bytes]]:
 
 
 def run_schedule(params: SimParams) -> Outcome:
-    quiet_agents()
+    with quiet_agents():
+        return _run_schedule(params)
+
+
+def _run_schedule(params: SimParams) -> Outcome:
     started = time.perf_counter()
     world = World(params)
     try:
