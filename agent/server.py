@@ -1021,31 +1021,44 @@ class Server:
         self._conf0_stored = True
         self._stored_conf = conf0
         self._awaiting_conf0 = False
-        self.node = RaftNode(
-            self.id,
-            self._raft_config,
-            self.io.rng,
-            hard_state=HardState(0, None, 0),
-            conf=conf0,
-            snapshot=None,
-            entries=(),
-            applied=0,
-        )
-        self.members.node = self.node
-        self.shipping.node = self.node
-        self._sync_peers()
+        # Withholding votes until a leader gave it log state costs a new member nothing (it is
+        # a learner until it caught up), and covers one that was promoted, lost its data
+        # directory and joins again: its core could otherwise vote twice in a term.
+        self._replace_core(conf0, storage_lost=True)
         log.info(
             "told the cluster's initial configuration by %s: voters %s; catching up",
             sender,
             ",".join(conf0.voters),
         )
 
+    def _replace_core(self, conf: ConfState, *, storage_lost: bool) -> None:
+        """Rebuilds the core of an empty store that never stepped a message or ticked (a
+        joiner told its initial configuration, a voter done probing): nothing is lost."""
+        node = self.node
+        assert node.last_index == 0 and node.term == 0 and node.first_index == 1, node.term
+        assert node.vote is None and self.applied == 0, (node.vote, self.applied)
+        self.node = RaftNode(
+            self.id,
+            self._raft_config,
+            self.io.rng,
+            hard_state=HardState(0, None, 0),
+            conf=conf,
+            snapshot=None,
+            entries=(),
+            applied=0,
+            storage_lost=storage_lost,
+        )
+        self.members.node = self.node
+        self.shipping.node = self.node
+        self._sync_peers()
+
     def _probe(self, now: float) -> None:
         """The start of a voter with an empty data directory: ask every peer whether it heard
         from us before. One did: we lost our data (DataLost, the agent does not start). All
         answered and none did: we are a new member (the cluster may exist: a late first start).
         No complete answer within timeout_ms_probe: start anyway (the residual case, see
-        docs/agent.md)."""
+        docs/agent.md). Whenever an answer shows the cluster exists (a term or a commit above
+        0), the core starts with storage_lost: no vote until a leader gave it log state."""
         replies = self._probe_replies
         remembered = sorted((r.heard_term, r.frm) for r in replies.values() if r.heard_term > 0)
         if remembered:
@@ -1072,11 +1085,17 @@ class Server:
                     ",".join(missing),
                     self.config.timeout_ms_probe,
                 )
-            elif exists:
+            if exists:
+                # We may still have voted before (to a candidate that is down, or one that
+                # restarted since and forgot us): the core withholds votes until a leader
+                # reaches it (docs/raft.md, "Empty storage").
                 log.info(
-                    "the cluster exists (%s answered) and never heard from us: a new member",
+                    "the cluster exists (%s answered) and never heard from us: a new member; no "
+                    "vote until a leader gave us log state",
                     ",".join(exists),
                 )
+                assert self._conf0 is not None
+                self._replace_core(self._conf0, storage_lost=True)
             return
         if now >= self._next_probe:
             self._next_probe = now + PROBE_RETRY_MS / 1000.0

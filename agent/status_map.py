@@ -82,6 +82,8 @@ def build(
         "id": node.id,
         "role": role_name(node.role),
         "voter": node.id in node.conf.voters,
+        # Started from empty storage in an existing cluster: no vote until a leader reached it.
+        "votes_withheld": node.votes_withheld,
         "leader": node.leader,
         "term": node.term,
         "commit": node.commit,

@@ -3,7 +3,8 @@
 A voter restarted with an empty data directory could grant a second vote in a term it already
 voted in. At start it asks its peers (PROBE) whether they heard from it before; if one did, it
 refuses to start and says how to add it back. A voter of a new cluster that simply starts later
-than the others is not refused: nobody heard from it.
+than the others is not refused: nobody heard from it (its core withholds votes until a leader
+reaches it, as the cluster exists).
 """
 
 from __future__ import annotations
@@ -69,3 +70,8 @@ def test_a_voter_starting_after_the_others_is_a_new_member(tmp_path: Path) -> No
             TIMEOUT_S_WAIT,
         )
         assert cluster.agents["c"].alive()
+        # The cluster existed when it started: its core withheld votes until the leader
+        # reached it (storage_lost), and votes again since.
+        assert not cluster.status("c")["votes_withheld"]
+        log = cluster.agents["c"].log_path
+        assert log is not None and "no vote until a leader" in log.read_text()
