@@ -20,6 +20,7 @@ from agent_sim import (
     JOINER_ID,
     SESSION_TTL_MS,
     TICK_MS,
+    TIMEOUT_MS_PROBE,
     SimClient,
     SimParams,
     World,
@@ -177,6 +178,37 @@ def test_a_joiner_with_one_contact_never_forms_a_minority_quorum() -> None:
     outcome = run_schedule(params)
     assert "cut" in state, "the joiner was never promoted"
     assert outcome.ops["ok"] >= 10, outcome
+
+
+def test_a_late_voter_withholds_its_vote_while_the_cluster_exists() -> None:
+    """Bug 6c: a voter starting from an empty data directory may have voted before it lost its
+    data. When its probe shows that the cluster exists, its core starts with storage_lost and
+    grants no vote until a leader reached it. Scripted: c starts late (its data directory
+    empty), just as the leader of a and b crashes; b alone cannot elect without c's vote, so no
+    leader may exist until the crashed node is back. A c that voted as a fresh voter would
+    elect b (or itself) at once."""
+    state: dict[str, str] = {}
+
+    def script(world: World, now: int) -> None:
+        if now == 1:
+            world.nodes["c"].crash(power_loss=False)
+            world.nodes["c"].disk.wipe()
+        if now == 2_000:
+            state["down"] = leader_of(world)
+            world.nodes[state["down"]].crash(power_loss=False)
+            world.restart_at["c"] = now
+        if "down" in state and 2_000 + 2 * TIMEOUT_MS_PROBE <= now < 5_000:
+            c = world.nodes["c"].server
+            assert c is not None, "c did not start"
+            assert world.leader() is None, f"{world.leader()} elected with c's vote at {now} ms"
+            assert c.node.votes_withheld
+            state["withheld"] = str(now)
+        if now == 5_000:
+            world.restart_at[state["down"]] = now
+
+    outcome = run_schedule(calm(106, op_timeout_ms=1_500, script=script))
+    assert "withheld" in state, "the window was never checked"
+    assert outcome.ops["ok"] >= 5, outcome
 
 
 def test_appends_to_a_member_added_in_the_same_ready_are_not_dropped(tmp_path: Path) -> None:
