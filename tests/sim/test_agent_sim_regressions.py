@@ -120,6 +120,11 @@ def test_a_resend_refused_without_a_leader_leaves_a_forwarded_write_unknown() ->
     forwarded write commits. Calling it failed (the refusal answered every attempt) shows as a
     write applied after it was called failed."""
 
+    # Long enough for the follower to lose its leader and refuse the resend, shorter than the
+    # session ttl: a session expired meanwhile would refuse the forwarded write when the
+    # leader resumes, and nothing would commit after the refusal.
+    pause_ms = SESSION_TTL_MS * 2 // 3
+
     def script(world: World, now: int) -> None:
         if now != 1_500:
             return
@@ -133,7 +138,7 @@ def test_a_resend_refused_without_a_leader_leaves_a_forwarded_write_unknown() ->
             # The follower forwards the write to the leader, which is stopped by then.
             client.on_write_sent = None
             for node in (leader, other):
-                world.nodes[node].paused_until = sent_ms + 3_000
+                world.nodes[node].paused_until = sent_ms + pause_ms
 
         world.clients[0].on_write_sent = pause_the_others
 
