@@ -223,6 +223,7 @@ class Server:
             self._scrub_and_repair()
         except StartRefused:
             self.storage.close()
+            self._release_io()
             raise
         self.sm = StateMachine(
             self.storage.env,
@@ -240,6 +241,7 @@ class Server:
             check_poison_marker(config.data_dir, loaded.applied)
         except StartRefused:
             self.storage.close()
+            self._release_io()
             raise
         self._raft_config = RaftConfig(
             ticks_election=config.election_ticks,
@@ -410,6 +412,13 @@ class Server:
 
     def request_stop(self, *_: object) -> None:
         self._stop = True
+
+    def _release_io(self) -> None:
+        """A refused start: the injected I/O was bound first; its ports close before what they
+        share (a ZeroMQ context terminates only once its sockets are closed)."""
+        self.io.peers.close()
+        self.io.clients.close()
+        self.io.close()
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)

@@ -317,8 +317,7 @@ def commit_through(cluster: LocalCluster, client_id: str, session: int, seq: int
     live = [a for a in cluster.agents.values() if a.alive()]
     keys = cluster.keys("app") or client_keys.NO_KEYS
     clients = [
-        RawClient(a.client_endpoint, client_id=client_id, keys=keys, session=session)
-        for a in live
+        RawClient(a.client_endpoint, client_id=client_id, keys=keys, session=session) for a in live
     ]
     try:
         for attempt in range(FAILOVER_ATTEMPTS_MAX):

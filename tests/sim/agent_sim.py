@@ -201,6 +201,8 @@ class SimNode:
             timeout_ms_read=TIMEOUT_MS_READ,
             timeout_ms_probe=TIMEOUT_MS_PROBE,
             map_bytes=64 << 20,
+            # The simulated endpoints are not loopback; nothing is bound (no --keys needed).
+            insecure=True,
         )
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.disk = SimDisk(self.config.data_dir)

@@ -171,6 +171,9 @@ class SimPeerPort:
     def recv(self) -> list[tuple[str, bytes]]:
         return self.net.take(self.node_id, PEER_FRAMES_PER_TURN_MAX)
 
+    def retry_refused(self, now: float) -> None:
+        pass  # no keys in the simulation: nobody refuses ours
+
     def close(self) -> None:
         self._peers = {}
 

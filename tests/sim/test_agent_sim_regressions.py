@@ -234,6 +234,7 @@ def test_appends_to_a_member_added_in_the_same_ready_are_not_dropped(tmp_path: P
         tick_ms=TICK_MS,
         election_ticks=ELECTION_TICKS,
         heartbeat_ticks=HEARTBEAT_TICKS,
+        insecure=True,  # simulated endpoints, nothing bound
     )
     net.up.update(("a", "a:clients", "j"))
     net.addresses[sim_address("a")] = "a"
