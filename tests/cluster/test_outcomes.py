@@ -75,6 +75,7 @@ def test_a_refused_resend_does_not_make_a_forwarded_write_not_committed(tmp_path
             timeout_ms_request=TIMEOUT_MS_REQUEST,
             timeout_ms_resend=TIMEOUT_MS_RESEND,
             timeout_ms_close=500,
+            keys=cluster.keys("app"),  # the suite's clusters are keyed
         )
         try:
             # The session is open and the connection up before anything is paused.
