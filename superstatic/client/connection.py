@@ -864,6 +864,12 @@ class _IoState:
             )
         elif code == wire.ErrorCode.FORBIDDEN:
             self.settle(request, error=AuthError(message))  # our key's role may not do this
+            if request.internal and request.kind == "open":
+                # Our key may not write: the writes waiting for this session would meet the
+                # same refusal. Those with no attempt in any log are answered now (nothing done).
+                for other in list(self.requests.values()):
+                    if other.op == "propose" and not other.internal and not other.unresolved:
+                        self.settle(other, error=AuthError(message))
         elif code == wire.ErrorCode.TOO_LARGE:
             self.settle(request, error=AgentRefusedTooLarge(message))
         elif code == wire.ErrorCode.STORE_FULL:

@@ -21,7 +21,13 @@ import zmq
 from superstatic.client.connection import AgentRefusedTooLarge, Committed, Connection
 from superstatic.client.stream import StreamFeeder, StreamGap
 from superstatic.protocol import wire
-from superstatic.protocol.errors import Error, LimitExceeded, ProtocolError, Unavailable
+from superstatic.protocol.errors import (
+    AuthError,
+    Error,
+    LimitExceeded,
+    ProtocolError,
+    Unavailable,
+)
 from superstatic.tools.localcluster import free_port
 
 WAIT_S = 20.0  # generous: a bound for things that should happen, never a timing assertion
@@ -70,6 +76,7 @@ class AgentPeer:
         self.drop_replies = 0  # apply the next N but lose their REPLY
         self.refusals: list[str] = []  # answer the next ones with these error codes
         self.refuse_always: str | None = None
+        self.refuse_opens: str | None = None  # answer session opens with this error code
         self.frames: list[wire.Frame] = []
         self._calls: list[Callable[[], None]] = []  # run by the peer's thread (owns the socket)
         self._subs: dict[bytes, tuple[int, int]] = {}  # identity -> (sub req id, sent upto)
@@ -173,6 +180,8 @@ class AgentPeer:
         if self.swallow_proposes and write:
             return
         code = (self.refusals.pop(0) if self.refusals else self.refuse_always) if write else None
+        if frame.body["kind"] == "open" and self.refuse_opens is not None:
+            code = self.refuse_opens
         if code is not None:
             error = wire.error_body(wire.ErrorCode(code), f"test refusal LIMIT_X=7 ({code})")
             self._send(identity, wire.FrameType.ERROR, frame.req_id, error)
@@ -450,6 +459,20 @@ def test_too_large_and_bad_request_are_not_retried(
         conn.submit(b"\0" * (wire.FRAME_BYTES_MAX + 1))
     assert local.value.limit_name == "FRAME_BYTES_MAX"
     assert conn.submit(b"fine").index == 1
+
+
+def test_a_key_that_may_not_write_fails_the_write_at_once(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    """A read key's write: the session's open entry is refused "forbidden", and the write
+    waiting for that session fails with the same AuthError (nothing was done), not with an
+    Unavailable once its timeout passed."""
+    peer = make_peer(peers)
+    peer.refuse_opens = "forbidden"
+    conn, _replica = connect(connections, [peer.endpoint])
+    with pytest.raises(AuthError, match="forbidden"):
+        conn.submit(b"x")
+    assert proposes_of(peer) == [], "the write itself was never sent"
 
 
 def test_pending_requests_are_bounded(
