@@ -40,6 +40,10 @@ from superstatic.protocol.errors import ProtocolError, Unavailable
 from superstatic.tools.localcluster import LocalCluster
 
 TIMEOUT_MS_RAW_DEFAULT = 10_000
+# The seq a RawClient's automatic session open takes when its caller numbers its own requests
+# (propose(seq=...)): above any seq a test uses, so the open never answers for one of them, and
+# the same for every RawClient of one client id (a retry elsewhere joins the same session).
+OPEN_SEQ_RESERVED = 1 << 62
 # Frames a RawClient skips while waiting for one answer (stream frames, stale answers).
 FRAMES_SKIPPED_MAX = 100_000
 # Keys each load client cycles through in its dict: constant-size records whatever the run.
@@ -145,11 +149,18 @@ class RawClient:
             "session": self.session,
         }
 
-    def open_session(self, timeout_ms: int = TIMEOUT_MS_RAW_DEFAULT) -> int:
+    def open_session(
+        self, timeout_ms: int = TIMEOUT_MS_RAW_DEFAULT, *, seq: int | None = None
+    ) -> int:
         """Opens a new session (an "open" entry with session 0); later proposals carry its id,
-        the index of that entry. Returns it."""
+        the index of that entry. Returns it. `seq`: the open's own seq (default: the next);
+        given, the open forgets no lower seq (seq_low 1): the caller numbers those."""
         self.session = 0
-        reply = self.propose(b"", kind="open", timeout_ms=timeout_ms)
+        if seq is None:
+            reply = self.propose(b"", kind="open", timeout_ms=timeout_ms)
+        else:
+            body = self.propose_body(b"", seq, "open", seq_low=1)
+            reply = self.wait(self.send(wire.FrameType.PROPOSE, body), timeout_ms)
         if reply.get("outcome") not in ("ok", "dup"):
             raise AgentError("session", f"the session was not opened: {reply}", None)
         self.session = int(reply["index"])
@@ -169,9 +180,10 @@ class RawClient:
         timeout_ms: int = TIMEOUT_MS_RAW_DEFAULT,
     ) -> dict[str, Any]:
         """Proposes one entry and waits for its REPLY (index, outcome, error, dup). A write
-        outside a session opens one first."""
+        outside a session opens one first (with OPEN_SEQ_RESERVED if the caller gave `seq`:
+        the open must not take a seq the caller uses)."""
         if self.session == 0 and kind != "open":
-            self.open_session(timeout_ms)
+            self.open_session(timeout_ms, seq=None if seq is None else OPEN_SEQ_RESERVED)
         seq = self.take_seq() if seq is None else seq
         req_id = self.send(wire.FrameType.PROPOSE, self.propose_body(body, seq, kind))
         return self.wait(req_id, timeout_ms)
