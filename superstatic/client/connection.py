@@ -38,6 +38,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -209,6 +210,9 @@ class Connection:
         # The process that owns the socket and the I/O thread: a forked child has neither
         # (client/default.py gives it a connection of its own; this one must stay untouched).
         self._pid = os.getpid()
+        # Called (on the I/O thread, so quickly) with the agent's message when the cluster
+        # expired this connection's session: the toolkit's cluster events (docs/toolkit.md).
+        self.session_expired_listeners: list[Callable[[str], None]] = []
         self.timeout_ms_request = (
             timeout_ms_from_env() if timeout_ms_request is None else timeout_ms_request
         )
@@ -834,6 +838,11 @@ class _IoState:
                 )
             else:
                 other.session = 0
+        for listener in list(self.conn.session_expired_listeners):
+            try:
+                listener(f"session {expired}: {error}")
+            except Exception:  # a listener's bug must not stop the I/O thread
+                log.exception("superstatic: a session_expired listener failed")
 
     def on_error(self, request: _Request, req_id: int, body: dict[str, Any]) -> None:
         code, message = body.get("code"), str(body.get("message", ""))

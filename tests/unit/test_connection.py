@@ -575,6 +575,8 @@ def test_an_expired_session_fails_a_write_that_may_have_applied_and_opens_a_new_
     conn, _replica = connect(connections, [peer.endpoint], timeout_ms_resend=300)
     assert conn.submit(b"a").index == 1
     first_session = peer.log.sessions[conn.client_id]
+    heard: list[str] = []  # the toolkit's hook (cluster events)
+    conn.session_expired_listeners.append(heard.append)
     peer.drop_replies = 1  # "b" applies, its reply is lost
     outcome: list[BaseException] = []
 
@@ -593,6 +595,7 @@ def test_an_expired_session_fails_a_write_that_may_have_applied_and_opens_a_new_
     assert isinstance(error, Unavailable) and error.outcome_known is False, error
     assert "expired" in str(error) and "UNKNOWN" in str(error)
     assert [e[3] for e in peer.log.entries] == [b"a", b"b"], "b was applied once, not again"
+    assert heard == [heard[0]] and heard[0].startswith(f"session {first_session}: "), heard
     assert conn.submit(b"c").index == 3
     second_session = peer.log.sessions[conn.client_id]
     assert second_session != first_session
