@@ -12,6 +12,9 @@ answer per line on stdout:
 * `{"cmd": "probe", ...}` (failover): like run (optionally paced: `pace_ms` between one
   thread's starts), but answers each acknowledged write's [start, end] wall times instead of
   latency samples.
+* `{"cmd": "fill_big", ...}` and `{"cmd": "disjoint_setup", ...}` (superstatic only): what
+  the `big_write` and `disjoint` runs need (workloads/bigdict.py, workloads/disjoint.py);
+  `{"cmd": "roots", ...}` (workloads/manyroots.py).
 * `{"cmd": "reads", ...}` (workloads/reads.py), `{"cmd": "load", ...}` and `{"cmd": "attach",
   ...}` (workloads/objects_load.py), `{"cmd": "rss"}`: this process's resident memory.
 * `{"cmd": "quit"}`.
@@ -28,7 +31,7 @@ import time
 import traceback
 from typing import Any
 
-from superstatic_bench.driver import Driver, NoDriver
+from superstatic_bench.driver import Driver, KeyedDriver, NoDriver, OpFailed
 from superstatic_bench.stats import SAMPLES_PER_PROCESS_MAX, Reservoir
 
 THREADS_MAX = 256
@@ -42,6 +45,21 @@ ERRORS_PER_THREAD_MAX = 100
 PROBE_OPS_MAX = 500_000
 DURATION_S_MAX = 3600.0
 OPS = ("write", "call", "rmw")
+# Operations of the keyed workloads, which only the superstatic driver has (driver.KeyedDriver).
+KEYED_OPS = ("big_write", "disjoint")
+DICT_KEYS_MAX = 10_000_000
+VALUE_BYTES_MAX = 1 << 20
+
+
+def disjoint_key(client_index: int, thread_index: int) -> str:
+    """The key of the shared dict that caller (client, thread) of `disjoint` owns."""
+    return f"c{client_index}-t{thread_index}"
+
+
+def keyed_driver(driver: Driver) -> KeyedDriver:
+    if not isinstance(driver, KeyedDriver):
+        raise OpFailed(f"the {driver.system} driver has no keyed operations (superstatic only)")
+    return driver
 
 
 def make_driver(system: str, endpoints: list[str], options: dict[str, Any]) -> Driver:
@@ -84,8 +102,14 @@ class Runner:
 
     def run(self, command: dict[str, Any], probe: bool = False) -> dict[str, Any]:
         op = command["op"]
-        if op not in OPS:
-            raise ValueError(f"unknown op {op!r}; one of {OPS}")
+        if op not in OPS + KEYED_OPS:
+            raise ValueError(f"unknown op {op!r}; one of {OPS + KEYED_OPS}")
+        keyed = keyed_driver(self.driver) if op in KEYED_OPS else None
+        # big_write: the dict's size, and writers in all processes (they stride through it).
+        dict_keys = int(command.get("dict_keys", 1))
+        if not 1 <= dict_keys <= DICT_KEYS_MAX:
+            raise ValueError(f"dict_keys={dict_keys} outside 1..DICT_KEYS_MAX={DICT_KEYS_MAX}")
+        writers = int(command.get("clients", 1)) * int(command["threads"])
         threads = int(command["threads"])
         if not 1 <= threads <= THREADS_MAX:
             raise ValueError(f"threads={threads} outside 1..THREADS_MAX={THREADS_MAX}")
@@ -109,6 +133,7 @@ class Runner:
         errors: list[dict[str, int]] = [{} for _ in range(threads)]
         acks: list[list[tuple[float, float]]] = [[] for _ in range(threads)]
         attempts_before = self.driver.attempts()
+        library_before = keyed.library_counts() if keyed is not None else None
 
         def loop(t: int) -> None:
             state = states[t]
@@ -137,6 +162,13 @@ class Runner:
                         self.driver.call(state)
                     elif op == "rmw":
                         self.driver.rmw(state)
+                    elif op == "big_write":
+                        assert keyed is not None
+                        writer = self.client_index * threads + t
+                        keyed.big_write(dict_keys, (writer + i * writers) % dict_keys, value)
+                    elif op == "disjoint":
+                        assert keyed is not None
+                        keyed.disjoint_rmw(disjoint_key(self.client_index, t))
                     else:
                         raise AssertionError(op)  # checked before the threads start
                 except Exception as exc:
@@ -183,6 +215,9 @@ class Runner:
             "errors": merged_errors,
             "duration_s": duration_s,
         }
+        if keyed is not None and library_before is not None:
+            after = keyed.library_counts()
+            answer["library"] = {k: after[k] - library_before.get(k, 0) for k in after}
         if probe:
             answer["acks"] = sorted(a for per in acks for a in per)
         else:
@@ -209,6 +244,21 @@ def serve(driver: Driver, client_index: int) -> None:
                 answer = runner.run(command)
             elif cmd == "probe":
                 answer = runner.run({**command, "op": "write"}, probe=True)
+            elif cmd == "fill_big":
+                value_bytes = int(command["value_bytes"])
+                if not 1 <= value_bytes <= VALUE_BYTES_MAX:
+                    raise ValueError(f"value_bytes outside 1..VALUE_BYTES_MAX={VALUE_BYTES_MAX}")
+                answer = keyed_driver(driver).fill_big_dict(
+                    int(command["dict_keys"]), int(command["batch"]), "v" * value_bytes
+                )
+            elif cmd == "disjoint_setup":
+                keys = [disjoint_key(client_index, t) for t in range(int(command["threads"]))]
+                keyed_driver(driver).disjoint_setup(keys)
+                answer = {"keys": keys}
+            elif cmd == "roots":
+                from superstatic_bench.workloads.manyroots import roots_command
+
+                answer = roots_command(command)
             elif cmd == "rss":
                 answer = rss_bytes()
             elif cmd == "reads":
