@@ -6,9 +6,9 @@ process (`python -m superstatic_bench.client --system none`, which connects on c
 1. the first `manyroots_samples` roots are created one at a time, each
    `superstatic.root(name, dict)` timed (the first is the cluster's 1st root);
 2. roots are created in bulk until there are `manyroots_count` (100,000): as many per
-   transaction as the limits allow: `manyroots_batch` to start with, halved whenever the
-   library or the agent refuses a transaction with `LimitExceeded` (the limits hit are
-   reported);
+   transaction as the limits allow: `manyroots_batch` (at most BATCH_MAX, 50,000) to start
+   with, halved whenever the library or the agent refuses a transaction with `LimitExceeded`
+   (the limits hit are reported);
 3. the next `manyroots_samples` roots are timed one at a time again (the first of them is the
    100,001st).
 
@@ -31,6 +31,8 @@ from superstatic_bench.settings import Settings
 from superstatic_bench.stats import median, percentile
 from superstatic_bench.systems import TIMEOUT_S_LEADER, SuperstaticCluster
 
+from superstatic.protocol.ops import TXN_OPS_MAX
+
 TIMEOUT_S_APP = 120.0
 TIMEOUT_S_BULK = 3600.0
 TIMEOUT_S_TIMED = 600.0
@@ -38,7 +40,12 @@ FIRST_PREFIX = "bench.roots.first."
 BULK_PREFIX = "bench.roots.bulk."
 AFTER_PREFIX = "bench.roots.after."
 ROOTS_MAX = 10_000_000
-BATCH_MAX = 100_000  # the library's TXN_NEW_NODES_MAX: more never fits one transaction
+# A new root is two wire ops (the new node, and its item in the root table), and a PROPOSE
+# carries at most TXN_OPS_MAX (100,000) ops: so at most 50,000 roots per transaction. (The
+# library bounds a transaction's new nodes and its ops apart, each to 100,000, so a bigger batch
+# is not refused with LimitExceeded but trips an assertion when the body is encoded.)
+WIRE_OPS_PER_ROOT = 2
+BATCH_MAX = TXN_OPS_MAX // WIRE_OPS_PER_ROOT
 RATIO_MAX = 1.5  # the target: the 100,001st root within this x the 1st
 
 
