@@ -46,6 +46,13 @@ def parser() -> argparse.ArgumentParser:
         help="objects written before the catch-up workload's restart, one run per size "
         "(default 100000; --quick 5000; --large adds 1000000); e.g. 1000000",
     )
+    p.add_argument(
+        "--agent-args",
+        default=None,
+        metavar="FLAGS",
+        help="extra flags for every agent the suite starts, one quoted string (a labelled "
+        "diagnostic, noted in the results), e.g. '--peer-recv-queue-frames-max 64'",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for JSON and PNG")
     p.add_argument("--no-plots", action="store_true", help="write no PNG")
     p.add_argument("--keep", action="store_true", help="keep the work folder (data, logs)")
@@ -94,6 +101,8 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         parser().error(str(exc))
     chosen = settings.choose(args.quick, args.large, sizes)
+    if args.agent_args:
+        chosen = dataclasses.replace(chosen, agent_args=tuple(shlex.split(args.agent_args)))
     if args.keys_per_thread is not None:
         chosen = dataclasses.replace(chosen, keys_per_thread=args.keys_per_thread)
     options = Options(

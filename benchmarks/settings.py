@@ -39,6 +39,10 @@ class Settings:
     # disjoint (workloads/disjoint.py): processes x callers, each on a key of its own.
     disjoint_clients: int = 3
     disjoint_threads: int = 16
+    # Extra flags for every agent the suite starts (--agent-args): a labelled diagnostic, e.g.
+    # to see whether a limit is what a workload runs into. Empty in every quoted result unless
+    # the result says otherwise.
+    agent_args: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -84,11 +84,11 @@ def _error_text(exc: BaseException) -> str:
     return text[:ERROR_CHARS_MAX]
 
 
-def _make_cluster(name: str, group: ProcessGroup, work_dir: Path) -> Any:
+def _make_cluster(name: str, group: ProcessGroup, work_dir: Path, settings: Settings) -> Any:
     if name == "superstatic":
-        return SuperstaticCluster(work_dir, fsync=True)
+        return SuperstaticCluster(work_dir, fsync=True, agent_args=settings.agent_args)
     if name == "superstatic-nofsync":
-        return SuperstaticCluster(work_dir, fsync=False)
+        return SuperstaticCluster(work_dir, fsync=False, agent_args=settings.agent_args)
 
     if name in ("pysyncobj", "pysyncobj-batch"):
         from superstatic_bench.peers.pysyncobj_peer import PySyncObjCluster
@@ -169,7 +169,7 @@ def _run_system(
 ) -> None:
     results = options.results
     s = options.settings
-    cluster = _make_cluster(name, group, work_dir)
+    cluster = _make_cluster(name, group, work_dir, s)
     driver = name.split("-")[0]  # superstatic-nofsync -> superstatic, pysyncobj-batch -> ...
     deployment = Deployment(cluster, driver, group)
     try:
@@ -235,6 +235,12 @@ def run(options: Options) -> int:
     results = options.results = _new_results(options, work_dir)
     progress = Progress()
     progress.note(f"superstatic bench: {', '.join(options.selected)}; work folder {work_dir}")
+    if options.settings.agent_args:
+        results["notes"].append(
+            "every agent ran with the extra flags "
+            + " ".join(options.settings.agent_args)
+            + " (--agent-args): not the default configuration"
+        )
     try:
         with ProcessGroup(work_dir / "logs") as group:
             systems = _plan(options, results, progress)
@@ -276,7 +282,9 @@ def run(options: Options) -> int:
                         from superstatic_bench.workloads import trace
 
                         quick = options.settings.duration_s < FULL_DURATION_S
-                        results["workloads"][name] = trace.run(work_dir, quick, progress)
+                        results["workloads"][name] = trace.run(
+                            work_dir, quick, progress, options.settings.agent_args
+                        )
                     elif name == "manyroots":
                         from superstatic_bench.workloads import manyroots
 
@@ -311,7 +319,12 @@ def run(options: Options) -> int:
                     " (and peers)" if options.peers else ""
                 )
                 with progress.step(label) as shown:
-                    outcome = queue.run(work_dir, options.settings.duration_s, options.peers)
+                    outcome = queue.run(
+                        work_dir,
+                        options.settings.duration_s,
+                        options.peers,
+                        options.settings.agent_args,
+                    )
                     results["workloads"]["queue"] = outcome
                     results["skipped"].update(
                         {f"queue {k}": v for k, v in outcome["skipped"].items()}

@@ -135,7 +135,7 @@ def run(
     bulk_count = settings.manyroots_count - samples
     if bulk_count < 1:
         raise ValueError("manyroots_count must exceed manyroots_samples")
-    cluster = SuperstaticCluster(base_dir, name="manyroots")
+    cluster = SuperstaticCluster(base_dir, name="manyroots", agent_args=settings.agent_args)
     try:
         with progress.step("manyroots: start a fresh cluster"):
             cluster.start()

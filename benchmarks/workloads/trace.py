@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,15 @@ def summarize(calls: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run(work_dir: Path, quick: bool, progress: Progress) -> dict[str, Any]:
+def run(
+    work_dir: Path, quick: bool, progress: Progress, agent_args: Sequence[str] = ()
+) -> dict[str, Any]:
     calls = CALLS_QUICK if quick else CALLS_FULL
     out: dict[str, Any] = {"calls_per_row": calls, "rows": {}}
     for attach in ATTACH:
         with progress.step(f"trace: {calls} sequential calls, app attached to the {attach}") as s:
-            with LocalCluster(work_dir / f"trace-{attach}", size=3, agent_args=["--trace"]) as c:
+            args = ["--trace", *agent_args]
+            with LocalCluster(work_dir / f"trace-{attach}", size=3, agent_args=args) as c:
                 c.start()
                 leader = c.leader()
                 ids = c.voter_ids
