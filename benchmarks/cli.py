@@ -85,6 +85,17 @@ def parse_sizes(text: str) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def settings_of(args: argparse.Namespace) -> settings.Settings:
+    """The run's settings from the parsed flags; ValueError names a bad flag."""
+    sizes = None if args.catchup_objects is None else parse_sizes(args.catchup_objects)
+    chosen = settings.choose(args.quick, args.large, sizes)
+    if args.agent_args:
+        chosen = dataclasses.replace(chosen, agent_args=tuple(shlex.split(args.agent_args)))
+    if args.keys_per_thread is not None:
+        chosen = dataclasses.replace(chosen, keys_per_thread=args.keys_per_thread)
+    return chosen
+
+
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if args.render is not None:
@@ -97,14 +108,9 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         parser().error(str(exc))
     try:
-        sizes = None if args.catchup_objects is None else parse_sizes(args.catchup_objects)
+        chosen = settings_of(args)
     except ValueError as exc:
         parser().error(str(exc))
-    chosen = settings.choose(args.quick, args.large, sizes)
-    if args.agent_args:
-        chosen = dataclasses.replace(chosen, agent_args=tuple(shlex.split(args.agent_args)))
-    if args.keys_per_thread is not None:
-        chosen = dataclasses.replace(chosen, keys_per_thread=args.keys_per_thread)
     options = Options(
         selected=selected,
         settings=chosen,

@@ -151,6 +151,17 @@ def test_catchup_objects_flag() -> None:
     assert settings.choose(True, True).catchup_objects == (5_000, 1_000_000)
 
 
+def test_flags_make_the_settings() -> None:
+    args = cli.parser().parse_args(
+        ["--quick", "--catchup-objects", "1000000", "--agent-args", "--fsync off --trace"]
+    )
+    chosen = cli.settings_of(args)
+    assert chosen.catchup_objects == (1_000_000,)
+    assert chosen.agent_args == ("--fsync", "off", "--trace")
+    assert chosen.duration_s == QUICK.duration_s
+    assert cli.settings_of(cli.parser().parse_args([])).agent_args == ()
+
+
 def test_cli_refuses_a_bad_catchup_count(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["--only", "catchup", "--catchup-objects", "lots"])
