@@ -211,3 +211,19 @@ def test_small_keyed_workloads_run_end_to_end(tmp_path: Path) -> None:
     for name in ("bigdict", "manyroots", "disjoint"):
         assert judged[name]["met"] is not None, name
     assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.cluster
+def test_quick_trace_runs_on_the_keyed_cluster(tmp_path: Path) -> None:
+    """The per-hop workload end to end (agents --trace, keyed like every suite cluster): both
+    rows summarized, and the report's breakdown table printed from them."""
+    from superstatic_bench.progress import Progress
+    from superstatic_bench.workloads import trace
+
+    outcome = trace.run(tmp_path, True, Progress())
+    assert set(outcome["rows"]) == {"leader", "follower"}
+    for row in outcome["rows"].values():
+        assert row["calls"] == trace.CALLS_QUICK
+        assert row["hops"] and row["end_to_end_p50_us"] >= row["traced_p50_us"] > 0
+    text = report.render({"workloads": {"trace": outcome}})
+    assert "where one call's time goes" in text and "quorum_acked" in text
