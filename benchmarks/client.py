@@ -49,6 +49,21 @@ OPS = ("write", "call", "rmw")
 KEYED_OPS = ("big_write", "disjoint")
 DICT_KEYS_MAX = 10_000_000
 VALUE_BYTES_MAX = 1 << 20
+CLIENTS_MAX = 256
+# Keys set per transaction while filling a big dict: a transaction carries at most
+# TXN_OPS_MAX (100,000) ops, one per key set.
+FILL_BATCH_MAX = 100_000
+
+
+def _bounded(
+    command: dict[str, Any], name: str, low: int, high: int, default: int | None = None
+) -> int:
+    """An integer field of a command (required unless it has a default) within [low, high];
+    the error names the field and its bounds, not the value."""
+    value = int(command[name]) if default is None or name in command else default
+    if not low <= value <= high:
+        raise ValueError(f"{name} outside {low}..{high}")
+    return value
 
 
 def disjoint_key(client_index: int, thread_index: int) -> str:
@@ -105,14 +120,12 @@ class Runner:
         if op not in OPS + KEYED_OPS:
             raise ValueError(f"unknown op {op!r}; one of {OPS + KEYED_OPS}")
         keyed = keyed_driver(self.driver) if op in KEYED_OPS else None
-        # big_write: the dict's size, and writers in all processes (they stride through it).
-        dict_keys = int(command.get("dict_keys", 1))
-        if not 1 <= dict_keys <= DICT_KEYS_MAX:
-            raise ValueError(f"dict_keys={dict_keys} outside 1..DICT_KEYS_MAX={DICT_KEYS_MAX}")
-        writers = int(command.get("clients", 1)) * int(command["threads"])
         threads = int(command["threads"])
         if not 1 <= threads <= THREADS_MAX:
             raise ValueError(f"threads={threads} outside 1..THREADS_MAX={THREADS_MAX}")
+        # big_write: the dict's size, and writers in all processes (they stride through it).
+        dict_keys = _bounded(command, "dict_keys", 1, DICT_KEYS_MAX, default=1)
+        writers = _bounded(command, "clients", 1, CLIENTS_MAX, default=1) * threads
         duration_s = float(command["duration_s"])
         warmup_s = float(command.get("warmup_s", 0.0))
         assert 0 < duration_s <= DURATION_S_MAX, duration_s
@@ -245,11 +258,10 @@ def serve(driver: Driver, client_index: int) -> None:
             elif cmd == "probe":
                 answer = runner.run({**command, "op": "write"}, probe=True)
             elif cmd == "fill_big":
-                value_bytes = int(command["value_bytes"])
-                if not 1 <= value_bytes <= VALUE_BYTES_MAX:
-                    raise ValueError(f"value_bytes outside 1..VALUE_BYTES_MAX={VALUE_BYTES_MAX}")
                 answer = keyed_driver(driver).fill_big_dict(
-                    int(command["dict_keys"]), int(command["batch"]), "v" * value_bytes
+                    _bounded(command, "dict_keys", 1, DICT_KEYS_MAX),
+                    _bounded(command, "batch", 1, FILL_BATCH_MAX),
+                    "v" * _bounded(command, "value_bytes", 1, VALUE_BYTES_MAX),
                 )
             elif cmd == "disjoint_setup":
                 keys = [disjoint_key(client_index, t) for t in range(int(command["threads"]))]

@@ -227,3 +227,18 @@ def test_quick_trace_runs_on_the_keyed_cluster(tmp_path: Path) -> None:
         assert row["hops"] and row["end_to_end_p50_us"] >= row["traced_p50_us"] > 0
     text = report.render({"workloads": {"trace": outcome}})
     assert "where one call's time goes" in text and "quorum_acked" in text
+
+
+def test_keyed_ops_are_refused_by_other_drivers_and_bounded() -> None:
+    from superstatic_bench.client import Runner, _bounded
+    from superstatic_bench.driver import NoDriver, OpFailed
+
+    runner = Runner(NoDriver(), 0)
+    with pytest.raises(OpFailed, match="no keyed operations"):
+        runner.run({"op": "big_write", "threads": 1, "duration_s": 0.1, "dict_keys": 10})
+    assert _bounded({"batch": 5}, "batch", 1, 10) == 5
+    assert _bounded({}, "clients", 1, 10, default=1) == 1
+    with pytest.raises(ValueError, match=r"batch outside 1\.\.10"):
+        _bounded({"batch": 0}, "batch", 1, 10)
+    with pytest.raises(KeyError):
+        _bounded({}, "batch", 1, 10)
