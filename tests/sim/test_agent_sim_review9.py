@@ -1,0 +1,105 @@
+"""Directed glue-simulation schedules from the hostile review of issue 9's agent-side fixes.
+
+Each test scripts one interleaving into a calm schedule (agent_sim's checks at the end: no
+acknowledged write lost or applied twice, linearizable histories, identical replicas) and names
+the symptom it reproduces.
+"""
+
+from __future__ import annotations
+
+import pytest
+from agent_sim import SESSION_TTL_MS, Op, SimClient, SimParams, World, run_schedule
+from superstatic_agent import peer_codec
+from superstatic_agent.payload import Payload, encode_payload
+from superstatic_agent.raft.types import Entry, EntryKind, Message, MsgType
+from superstatic_bench.loadgen import txn_extend
+
+
+def calm(seed: int, **changes: object) -> SimParams:
+    params = SimParams(
+        seed=seed,
+        voters=3,
+        clients=1,
+        keys=1,
+        chaos_ms=10_000,
+        crashes=False,
+        power_loss=False,
+        partitions=False,
+        skew=False,
+        log_retain_entries=100_000,
+        op_timeout_ms=8_000,
+    )
+    for name, value in changes.items():
+        setattr(params, name, value)
+    return params
+
+
+def point_at(world: World, client: SimClient, node: str) -> None:
+    members = world.member_ids()
+    client.node_index = members.index(node)
+    client.connect()
+    client.pinned = node
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "review9: Server._answer_applied answers every waiter of a (client, seq) with the "
+        "outcome of whichever entry applies first, whatever session it named: a late copy of "
+        "an attempt naming the expired session S1 (a re-proposal or forward delivered late) "
+        "answers the resend naming the new session S2 'session_expired'; the client takes S2 "
+        "for expired, opens S3 (whose open entry replaces S2's record) and resends the write, "
+        "which applies in S2 and again in S3"
+    ),
+)
+def test_a_stale_sessions_copy_does_not_expire_the_new_session() -> None:
+    """The client idles past the session ttl; its next write (seq N, naming S1) applies as
+    session_expired, so it opens S2 and resends seq N naming S2 through follower A. A copy of
+    the first attempt (S1, seq N) forwarded by A reaches the leader just before the resend:
+    it is a stale copy (S1 is gone) and must answer nobody but the S1 attempts. Answering the
+    S2 resend with it makes the client believe S2 expired as well: it resends the write in a
+    third session and the value is appended twice."""
+    state: dict[str, object] = {}
+
+    def script(world: World, now: int) -> None:
+        client = world.clients[0]
+        if now == 1_500:
+            leader = world.leader()
+            assert leader is not None
+            follower = next(n for n in world.voter_ids if n != leader)
+            state["leader"], state["follower"] = leader, follower
+            point_at(world, client, follower)
+            client.stopped = True  # idle (no keep-alive) until the session expired
+        if now == 1_500 + SESSION_TTL_MS + 1_500:
+            client.stopped = False
+            client.on_write_sent = on_write_sent
+
+    def on_write_sent(client: SimClient, op: Op, sent_ms: int) -> None:
+        world = client.world
+        if "first" not in state:
+            state["first"] = (op.seq, client.seq_low(), client.session, op.key, op.value)
+            return
+        seq, seq_low, session, key, value = state["first"]  # type: ignore[misc]
+        if op.seq != seq or client.session in (0, session):
+            return  # a resend of the first attempt, still naming S1
+        client.on_write_sent = None
+        # The S1 attempt as follower A forwards it (unstamped), arriving late at the leader.
+        follower, leader = str(state["follower"]), str(state["leader"])
+        data = encode_payload(
+            Payload("txn", client.client_id, seq, seq_low, 0, txn_extend(key, [value]), session)
+        )
+        server = world.nodes[follower].server
+        assert server is not None
+        m = Message(
+            MsgType.PROPOSE,
+            follower,
+            leader,
+            server.node.term,
+            entries=(Entry(0, 0, EntryKind.NORMAL, data),),
+        )
+        world.net.send(follower, leader, peer_codec.encode_message(m))
+        state["injected"] = sent_ms
+
+    outcome = run_schedule(calm(901, script=script))
+    assert "injected" in state, "the resend in the new session never went out"
+    assert outcome.sessions_expired == 1, outcome
