@@ -35,7 +35,7 @@ from superstatic_agent.config import PEERS_MAX, AgentConfig
 from superstatic_agent.logtime import LeaderStamp
 from superstatic_agent.membership_requests import MembershipRequests
 from superstatic_agent.observe import Observer
-from superstatic_agent.payload import Payload, encode_payload, stamp_payload
+from superstatic_agent.payload import Payload, encode_payload, parse_payload, stamp_payload
 from superstatic_agent.ports import AgentIo, SystemClock
 from superstatic_agent.raft.core import RaftNode
 from superstatic_agent.raft.types import (
@@ -1470,6 +1470,13 @@ class Server:
             waiters = self._waiters.pop((applied.client, applied.seq), None)
             if not waiters:
                 continue
+            if applied.outcome == "session_expired":
+                # True of the attempts that named this session only. A late copy of an attempt
+                # naming a session that expired (a re-proposal, a forward delivered late) must
+                # not answer a resend in the client's new session: the client would take that
+                # session for expired too and send the write a third time, while the resend's
+                # own entry applies in the new session (applied twice).
+                waiters = self._keep_other_sessions(applied, waiters)
             reply = reply_of(applied)
             if self.tracer is not None:
                 reply = self.tracer.reply_body(applied.index, reply)
@@ -1479,6 +1486,20 @@ class Server:
                     self._settle(waiter)
                     self._reply(waiter.identity, waiter.req_id, reply)
                     self.observer.on_answered(waiter.deadline, applied.outcome, now)
+
+    def _keep_other_sessions(self, applied: Applied, waiters: list[Waiter]) -> list[Waiter]:
+        """The waiters `applied` answers; those of the same (client, seq) whose attempt named
+        another session go back to waiting for their own entry."""
+        answered, others = [], []
+        for waiter in waiters:
+            if waiter.answered or parse_payload(waiter.data).session == applied.session:
+                answered.append(waiter)
+            else:
+                others.append(waiter)
+        if others:
+            assert applied.client is not None and applied.seq is not None
+            self._waiters[(applied.client, applied.seq)] = others
+        return answered
 
     def _flush_reads(self, now: float) -> None:
         if not self._reads_new:

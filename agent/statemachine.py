@@ -120,6 +120,9 @@ class Applied:
     # The log time after this entry (max of the stamps so far): streamed with the event so an
     # app's replica knows "now" in log time, identically on every replica (docs/toolkit.md).
     log_time_ms: int = 0
+    # The session the entry named (0: none, or not a session request): a "session_expired"
+    # outcome is true of this session only, not of a later one the client opened since.
+    session: int = 0
 
 
 class ApplyFailed(Exception):
@@ -412,7 +415,14 @@ class StateMachine:
 
         def answer(outcome: str, error: str = "", **extra: Any) -> tuple[Applied, int]:
             applied = Applied(
-                index, payload.kind, payload.client, payload.seq, outcome, error, **extra
+                index,
+                payload.kind,
+                payload.client,
+                payload.seq,
+                outcome,
+                error,
+                session=payload.session,
+                **extra,
             )
             return applied, now_ms
 

@@ -7,7 +7,6 @@ the symptom it reproduces.
 
 from __future__ import annotations
 
-import pytest
 from agent_sim import SESSION_TTL_MS, Op, SimClient, SimParams, World, run_schedule
 from superstatic_agent import peer_codec
 from superstatic_agent.payload import Payload, encode_payload
@@ -41,17 +40,6 @@ def point_at(world: World, client: SimClient, node: str) -> None:
     client.pinned = node
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "review9: Server._answer_applied answers every waiter of a (client, seq) with the "
-        "outcome of whichever entry applies first, whatever session it named: a late copy of "
-        "an attempt naming the expired session S1 (a re-proposal or forward delivered late) "
-        "answers the resend naming the new session S2 'session_expired'; the client takes S2 "
-        "for expired, opens S3 (whose open entry replaces S2's record) and resends the write, "
-        "which applies in S2 and again in S3"
-    ),
-)
 def test_a_stale_sessions_copy_does_not_expire_the_new_session() -> None:
     """The client idles past the session ttl; its next write (seq N, naming S1) applies as
     session_expired, so it opens S2 and resends seq N naming S2 through follower A. A copy of
