@@ -7,6 +7,7 @@ the symptom it reproduces.
 
 from __future__ import annotations
 
+import pytest
 from agent_sim import SESSION_TTL_MS, Op, SimClient, SimParams, World, run_schedule
 from superstatic_agent import peer_codec
 from superstatic_agent.payload import Payload, encode_payload
@@ -91,3 +92,57 @@ def test_a_stale_sessions_copy_does_not_expire_the_new_session() -> None:
     outcome = run_schedule(calm(901, script=script))
     assert "injected" in state, "the resend in the new session never went out"
     assert outcome.sessions_expired == 1, outcome
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "review9: LeaderStamp.lead keeps _last_ms, the highest stamp of this node's earlier "
+        "leaderships, even when those stamps never committed (a stale leader resumed after a "
+        "pause stamps inherited + its monotonic time, the pause included); when it leads "
+        "again its first stamp is at least that, so log time jumps by about the pause and "
+        "every live session expires at once"
+    ),
+)
+def test_a_stale_leaders_stamps_do_not_expire_live_sessions_when_it_leads_again() -> None:
+    """Log time across leaderships (logtime.py): the leader L and follower F1 stop (SIGSTOP)
+    for twice the session ttl, so the cluster has no leader and log time stands still. F1
+    resumes; F1 and F2 elect N, and log time goes on from where it stood; the clients' sessions
+    are refreshed. L resumes cut off from its peers and, still leading its old term for an
+    election timeout, stamps the proposals a client queued for it: inherited plus its monotonic
+    time, the whole pause included. Those entries never commit, but LeaderStamp keeps the stamp
+    as `_last_ms`. When L leads again (a transfer), its first stamp is at least that: log time
+    jumps by about the pause, and every session, all of them kept alive, expires at once."""
+    pause_ms = 2 * SESSION_TTL_MS
+    state: dict[str, object] = {}
+
+    def script(world: World, now: int) -> None:
+        if now == 1_500:
+            leader = world.leader()
+            assert leader is not None
+            f1, f2 = (n for n in world.voter_ids if n != leader)
+            state.update(leader=leader, f1=f1, f2=f2)
+            world.nodes[leader].paused_until = now + pause_ms + 600
+            world.nodes[f1].paused_until = now + pause_ms
+            world.net.blocked |= {(leader, f1), (f1, leader), (leader, f2), (f2, leader)}
+            point_at(world, world.clients[1], leader)  # its resends queue at the stopped L
+            point_at(world, world.clients[0], f2)
+        if "leader" not in state:
+            return
+        leader, f1, f2 = str(state["leader"]), str(state["f1"]), str(state["f2"])
+        if now == 1_500 + pause_ms + 600 + 400:
+            # L stamped the queued proposals; now it may hear the cluster again.
+            world.net.blocked.clear()
+            world.clients[1].pinned = None
+        if "transfer" not in state and now >= 1_500 + pause_ms + 2_500:
+            current = world.leader()
+            if current is not None and current != leader:
+                server = world.nodes[current].server
+                assert server is not None
+                server.node.transfer_leadership(leader)
+            if current == leader:
+                state["transfer"] = now
+
+    outcome = run_schedule(calm(902, clients=2, election_ticks=30, chaos_ms=14_000, script=script))
+    assert "transfer" in state, "L never led again"
+    assert outcome.sessions_expired == 0, outcome
