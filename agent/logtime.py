@@ -8,6 +8,7 @@ bounded:
 
     base  = inherited + (monotonic now - monotonic when this leadership began)
     stamp = clamp(wall clock, base - skew_ms_max, base + skew_ms_max), never below the last stamp
+            of this leadership (never below `inherited`)
 
 `inherited` is the log time this node had applied when it became leader. Within one leadership
 the log advances at the rate of the leader's monotonic clock, which does not jump, and the wall
@@ -41,8 +42,12 @@ class LeaderStamp:
         self.term = term
         self._inherited_ms = inherited_ms
         self._began_s = monotonic_s
-        # Stamps never go back, also across leaderships of this node.
-        self._last_ms = max(self._last_ms, inherited_ms)
+        # Stamps never go back within a leadership. Across leaderships the state machine's
+        # max(previous, stamp) keeps log time from going back; the stamps of an earlier
+        # leadership must not carry over: they may never have committed (a leader stopped
+        # for a while resumes leading its old term and stamps the pause), and starting from
+        # them would jump log time past what the cluster applied, expiring live sessions.
+        self._last_ms = inherited_ms
 
     def stamp(self, wall_ms: int, monotonic_s: float) -> int:
         assert self.term > 0, "stamping outside a leadership"

@@ -7,7 +7,6 @@ the symptom it reproduces.
 
 from __future__ import annotations
 
-import pytest
 from agent_sim import SESSION_TTL_MS, Op, SimClient, SimParams, World, run_schedule
 from superstatic_agent import peer_codec
 from superstatic_agent.payload import Payload, encode_payload
@@ -94,16 +93,6 @@ def test_a_stale_sessions_copy_does_not_expire_the_new_session() -> None:
     assert outcome.sessions_expired == 1, outcome
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "review9: LeaderStamp.lead keeps _last_ms, the highest stamp of this node's earlier "
-        "leaderships, even when those stamps never committed (a stale leader resumed after a "
-        "pause stamps inherited + its monotonic time, the pause included); when it leads "
-        "again its first stamp is at least that, so log time jumps by about the pause and "
-        "every live session expires at once"
-    ),
-)
 def test_a_stale_leaders_stamps_do_not_expire_live_sessions_when_it_leads_again() -> None:
     """Log time across leaderships (logtime.py): the leader L and follower F1 stop (SIGSTOP)
     for twice the session ttl, so the cluster has no leader and log time stands still. F1

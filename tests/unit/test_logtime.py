@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from superstatic_agent.logtime import LeaderStamp
@@ -43,14 +42,6 @@ def test_a_new_leadership_starts_from_what_it_inherited() -> None:
     assert stamp.stamp(wall_ms=HOUR_MS, monotonic_s=1.0) == 21_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "review9: lead() keeps the highest stamp of an earlier leadership (_last_ms) although "
-        "those stamps may never have committed: the new leadership starts from it, not from "
-        "what it inherited"
-    ),
-)
 def test_a_new_leadership_ignores_uncommitted_stamps_of_an_earlier_one() -> None:
     """A leader stopped for a minute resumes still leading its old term and stamps what its
     clients queued: inherited plus a minute. Those entries never commit (a new leader was
