@@ -41,12 +41,15 @@ def point_at(world: World, client: SimClient, node: str) -> None:
 
 
 def test_a_stale_sessions_copy_does_not_expire_the_new_session() -> None:
-    """The client idles past the session ttl; its next write (seq N, naming S1) applies as
-    session_expired, so it opens S2 and resends seq N naming S2 through follower A. A copy of
-    the first attempt (S1, seq N) forwarded by A reaches the leader just before the resend:
-    it is a stale copy (S1 is gone) and must answer nobody but the S1 attempts. Answering the
-    S2 resend with it makes the client believe S2 expired as well: it resends the write in a
-    third session and the value is appended twice."""
+    """The client idles past the session ttl; its next write (seq N, naming S1) goes through
+    follower A and applies as session_expired, so the client opens S2 and resends seq N naming
+    S2, through follower B (A went quiet). A second copy of the S1 attempt, which A proposed
+    (as it does again after a leader change, _propose_waiting_again) and the network held on
+    the A->leader link, reaches the leader just before the resend. It is a stale copy (S1 is
+    gone) and may answer only attempts that named S1. Answering the S2 resend with it made the
+    client believe S2 expired as well: it sent the write in a third session, after S2 had
+    applied it, and the value was appended twice. (Frames on the held link are dropped from
+    the client's switch until the copy arrives: they would come after it.)"""
     state: dict[str, object] = {}
 
     def script(world: World, now: int) -> None:
@@ -54,13 +57,23 @@ def test_a_stale_sessions_copy_does_not_expire_the_new_session() -> None:
         if now == 1_500:
             leader = world.leader()
             assert leader is not None
-            follower = next(n for n in world.voter_ids if n != leader)
-            state["leader"], state["follower"] = leader, follower
-            point_at(world, client, follower)
+            a, b = (n for n in world.voter_ids if n != leader)
+            state.update(leader=leader, a=a, b=b)
+            point_at(world, client, a)
             client.stopped = True  # idle (no keep-alive) until the session expired
         if now == 1_500 + SESSION_TTL_MS + 1_500:
             client.stopped = False
             client.on_write_sent = on_write_sent
+            expired = client.session_expired
+
+            def session_expired(at: int) -> None:
+                expired(at)
+                if "switched" not in state:
+                    state["switched"] = at
+                    world.net.blocked.add((str(state["a"]), str(state["leader"])))
+                    point_at(world, client, str(state["b"]))
+
+            client.session_expired = session_expired  # type: ignore[method-assign]
 
     def on_write_sent(client: SimClient, op: Op, sent_ms: int) -> None:
         world = client.world
@@ -71,25 +84,26 @@ def test_a_stale_sessions_copy_does_not_expire_the_new_session() -> None:
         if op.seq != seq or client.session in (0, session):
             return  # a resend of the first attempt, still naming S1
         client.on_write_sent = None
-        # The S1 attempt as follower A forwards it (unstamped), arriving late at the leader.
-        follower, leader = str(state["follower"]), str(state["leader"])
+        # The held copy of the S1 attempt as A forwards it (unstamped) reaches the leader.
+        a, leader = str(state["a"]), str(state["leader"])
+        world.net.blocked.discard((a, leader))
         data = encode_payload(
             Payload("txn", client.client_id, seq, seq_low, 0, txn_extend(key, [value]), session)
         )
-        server = world.nodes[follower].server
+        server = world.nodes[a].server
         assert server is not None
         m = Message(
             MsgType.PROPOSE,
-            follower,
+            a,
             leader,
             server.node.term,
             entries=(Entry(0, 0, EntryKind.NORMAL, data),),
         )
-        world.net.send(follower, leader, peer_codec.encode_message(m))
+        world.net.send(a, leader, peer_codec.encode_message(m))
         state["injected"] = sent_ms
 
     outcome = run_schedule(calm(901, script=script))
-    assert "injected" in state, "the resend in the new session never went out"
+    assert "switched" in state and "injected" in state, state
     assert outcome.sessions_expired == 1, outcome
 
 
