@@ -75,3 +75,36 @@ def test_a_write_refused_at_the_session_seqs_limit_never_applies_later(
     assert again.outcome in ("dup", "error"), (
         f"the write reported as not applied was applied by a later copy: {again.outcome}"
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "review9: an 'open' refused at SESSIONS_MAX is not recorded; a later copy of it (a "
+        "resend in flight, or the agent's proposal again after a leader change) applies as a "
+        "creating open and replaces the session the client opened since, whose recorded "
+        "outcomes are lost: the client's writes in it then meet session_expired"
+    ),
+)
+def test_a_late_copy_of_a_refused_open_does_not_replace_the_live_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sm_module, "SESSIONS_MAX", 1)
+    log = Log(tmp_path / "sm")
+    now = 1_000
+    other = log.apply(Payload("open", "other", 1, 1, now, b"", 0))
+    assert other.outcome == "ok"
+    # The client's write 1 waits for a session; its open (seq 2) is refused at the limit.
+    refused = log.apply(Payload("open", "c1", 2, 1, now, b"", 0))
+    assert refused.outcome == "error" and "SESSIONS_MAX" in refused.error
+    assert log.apply(Payload("close", "other", 2, 2, now, b"", other.index)).outcome == "ok"
+    # The library tries again later with a new seq (open_retry_at) and gets a session.
+    opened = log.apply(Payload("open", "c1", 3, 1, now, b"", 0))
+    assert opened.outcome == "ok"
+    session = opened.index
+    assert log.apply(Payload("open", "c1", 1, 1, now, b"", session)).outcome == "ok"  # write 1
+    # The refused open's late copy.
+    log.apply(Payload("open", "c1", 2, 1, now, b"", 0))
+    # Write 1's resend (its reply was lost) must still be answered from the session's record.
+    retry = log.apply(Payload("open", "c1", 1, 1, now, b"", session))
+    assert retry.outcome == "dup", retry
