@@ -9,6 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import lmdb
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +25,7 @@ from support.sessions import SESSION_PLACED, place_session
 
 from superstatic.protocol import codec, ops
 from superstatic.protocol.codec import Ref
+from superstatic.protocol.errors import ProtocolError
 
 SHAPE, CONTENT = ops.READ_SHAPE, ops.READ_CONTENT
 
@@ -376,3 +378,28 @@ def test_per_key_apply_means_what_apply_op_means(
             assert r.header("c.d").count == len(plain["c.d"])
     finally:
         r.close()
+
+
+def test_a_staged_peer_snapshot_is_checked_record_by_record(r: Replica) -> None:
+    """Peer snapshot chunks carry the node dbs' raw records (tags i n e q c t): each is
+    validated by its db's layout before it is staged; a bad one is refused naming the db and
+    key, never its bytes."""
+    with_dict(r, [["k", "v"]])
+    with r.env.begin() as txn:
+        chunks = list(r.sm.snapshot_chunks(txn, 1 << 20))
+    tags = {item[0] for chunk in chunks for item in cbor2.loads(chunk)[2]}
+    assert {"m", "s", "i", "n", "e", "q"} <= tags
+    secret = "s3cr3t" * 10
+    bad = [
+        ["n", rec.nid_key(5), codec.dumps(["c.z", "tree", 1, 1, 0, None, 0])],
+        ["e", rec.entry_key(5, codec.dumps("k")), codec.dumps([1, 0, {secret: 1}])],
+        ["e", rec.nid_key(5) + b"\x07", codec.dumps([1])],
+        ["i", b"c.z", b"\x00" * 8],
+        ["t", rec.tomb_key(1, rec.entry_key(5, codec.dumps("k"))), b"x"],
+    ]
+    for item in bad:
+        with r.env.begin(write=True) as txn, pytest.raises(ProtocolError) as refused:
+            r.sm.stage_chunk(txn, cbor2.dumps([0, True, [item]]))
+        assert secret not in str(refused.value)
+        db = {"n": "nodes", "e": "entries", "i": "oids", "t": "tombs"}[item[0]]
+        assert db in str(refused.value), refused.value
