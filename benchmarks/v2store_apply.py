@@ -8,7 +8,8 @@ Not a test. Two figures, each on a fresh LMDB environment with fsync off (apply 
 * `objects`: the agent's bytes per object after applying the catch-up workload's shape
   (benchmarks/workloads/objects_load.py: a root dict of buckets of 1,000 small dicts
   {"i": i, "name": "object i"}, 10,000 objects per transaction): pages of the node dbs per
-  object, and the process's resident memory growth per object.
+  object, and the process's resident memory growth per object; then the same state shipped
+  as a peer snapshot into a fresh environment (a follower catching up that way).
 
     .venv/bin/python benchmarks/v2store_apply.py set
     .venv/bin/python benchmarks/v2store_apply.py objects --count 1000000
@@ -25,7 +26,7 @@ from typing import Any
 
 import lmdb
 from superstatic_agent.payload import Payload, encode_payload
-from superstatic_agent.raft.types import Entry, EntryKind
+from superstatic_agent.raft.types import ConfState, Entry, EntryKind, SnapshotMeta
 from superstatic_agent.records import NODE_DB_NAMES
 from superstatic_agent.sessions import Session, encode_session
 from superstatic_agent.statemachine import StateMachine
@@ -130,6 +131,19 @@ def measure_objects(count: int) -> None:
             f"{node_bytes / count:.0f} B/object; process RSS growth {rss / count:.0f} B/object; "
             f"data file {os.path.getsize(os.path.join(path, 'data.mdb')) / count:.0f} B/object"
         )
+        with tempfile.TemporaryDirectory() as other:
+            # A follower that catches up by a peer snapshot: staged, then installed in key
+            # order (appended), so its pages are full.
+            follower = Bench(other, 16 << 30)
+            with b.env.begin() as txn, follower.env.begin(write=True) as target:
+                for chunk in b.sm.snapshot_chunks(txn, 1 << 20):
+                    follower.sm.stage_chunk(target, chunk)
+                follower.sm.install_staged(target, SnapshotMeta(b.index, 1, ConfState.make(["a"])))
+            print(
+                "the same, installed from a peer snapshot: "
+                f"{follower.node_bytes() / count:.0f} B/object"
+            )
+            follower.env.close()
         b.env.close()
 
 
