@@ -1,6 +1,12 @@
 """Operations on nodes: their wire format, shape validation, and their one meaning.
 
-A transaction body is CBOR `{"r": {oid: version}, "o": [op, ...]}` (architecture section 4):
+A transaction body is CBOR, in one of two forms (docs/data-model-v2.md section 4):
+
+    {"r": {oid: version}, "o": [op, ...]}                       model 1: whole-node read versions
+    {"v": 2, "a": base, "r": {oid: [flags, [key, ...]]}, "o": [op, ...]}
+                                                                model 2: what was read, per key
+
+and the ops are the same in both (architecture section 4):
 
     ["new", oid, kind, contents]          create a node
     ["set", oid, key, value]              dict item / object attribute
@@ -18,6 +24,7 @@ every app replica call it, so they reach the same state by construction.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from superstatic.protocol import codec
@@ -43,6 +50,18 @@ TXN_ITEMS_MAX = 1 << 20
 TXN_BODY_BYTES_MAX = 16 << 20
 # Read versions are log indexes.
 VERSION_MAX = INT64_MAX
+# Keys read one by one (d[k], k in d, obj.attr), summed over every node of one model-2 body: each
+# costs the leader one record lookup at validation, so bound them like the ops.
+TXN_READ_KEYS_MAX = 100_000
+
+# Model-2 read flags of a node (docs/data-model-v2.md section 4). READ_CONTENT: a whole-content
+# read (values, items, ==, repr, iteration of a list, any list read but len): any change to the
+# node conflicts. READ_SHAPE: a membership or length read (len, iteration of keys or of a set,
+# bool): an insert or a delete conflicts, an update of a present key does not. Content implies
+# shape; a reader unsure which it did says READ_CONTENT.
+READ_CONTENT = 1
+READ_SHAPE = 2
+READ_FLAGS_ALL = READ_CONTENT | READ_SHAPE
 
 OP_TAGS = ("new", "set", "del", "clear", "splice", "extend", "add", "discard")
 # Which node kinds each op applies to.
@@ -90,36 +109,139 @@ def attr_name_refused(name: str) -> bool:
 # ---------------------------------------------------------------------------------- bodies
 
 
+@dataclass(frozen=True, slots=True)
+class NodeReads:
+    """What one model-2 transaction read of one node: whole-node flags and single keys (as the
+    library has them; the agent puts each in its normal form before looking it up)."""
+
+    flags: int
+    keys: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TxnBody:
+    """A decoded transaction body of either model (every shape checked by decode_body).
+
+    model 1: `versions` holds {oid: node version read} (0: read as absent), `base` is 0 and
+    `reads` is empty. model 2: `base` is the replica's applied index the reads reflect,
+    `reads` holds {oid: NodeReads} and `versions` is empty."""
+
+    model: int
+    base: int
+    versions: dict[str, int]
+    reads: dict[str, NodeReads]
+    ops: list[list[Any]]
+
+
 def encode_txn(reads: dict[str, int], ops: list[list[Any]]) -> bytes:
-    """The body bytes of a transaction (ops already in wire form: Refs, not proxies)."""
+    """The model-1 body bytes of a transaction (ops already in wire form: Refs, not proxies)."""
     assert len(ops) <= TXN_OPS_MAX, len(ops)
     return codec.dumps({"r": reads, "o": ops})
 
 
+def encode_txn_v2(
+    base: int, reads: dict[str, tuple[int, list[Any]]], ops: list[list[Any]]
+) -> bytes:
+    """The model-2 body bytes: `reads` maps oid to (flags, keys read one by one)."""
+    assert 0 <= base <= INT64_MAX, base
+    assert len(ops) <= TXN_OPS_MAX, len(ops)
+    assert all(0 <= flags <= READ_FLAGS_ALL for flags, _keys in reads.values()), reads
+    return codec.dumps(
+        {
+            "v": 2,
+            "a": base,
+            "r": {oid: [flags, keys] for oid, (flags, keys) in reads.items()},
+            "o": ops,
+        }
+    )
+
+
 def decode_txn(body: bytes) -> tuple[dict[str, int], list[list[Any]]]:
-    """(reads, ops) of a body, every shape checked; OpError / ProtocolError naming the problem.
-    Scanned first (TXN_ITEMS_MAX, registered tags only): a body is untrusted input."""
+    """(model-1 read versions, ops) of a body of either model (a model-2 body has no read
+    versions: {}), every shape checked. For the reads of a model-2 body use decode_body."""
+    doc = decode_body(body)
+    return doc.versions, doc.ops
+
+
+def decode_body(body: bytes) -> TxnBody:
+    """The body, every shape checked; OpError / ProtocolError naming the problem. Scanned
+    first (TXN_ITEMS_MAX, registered tags only): a body is untrusted input."""
     doc = codec.loads(body, _TXN_LIMITS)
-    if type(doc) is not dict or set(doc) != {"r", "o"}:
+    if type(doc) is not dict:
+        raise OpError("a transaction body is a map")
+    if "v" in doc:
+        return _decode_v2(doc)
+    if set(doc) != {"r", "o"}:
         raise OpError('a transaction body is a map {"r": {oid: version}, "o": [ops]}')
-    reads, ops = doc["r"], doc["o"]
-    if type(reads) is not dict:
+    versions = doc["r"]
+    if type(versions) is not dict:
         raise OpError('"r" is a map of object id to version')
-    if len(reads) > TXN_READS_MAX:
-        raise LimitExceeded("TXN_READS_MAX", TXN_READS_MAX, len(reads), "read versions in a body")
-    for oid, version in reads.items():
+    if len(versions) > TXN_READS_MAX:
+        raise LimitExceeded(
+            "TXN_READS_MAX", TXN_READS_MAX, len(versions), "read versions in a body"
+        )
+    for oid, version in versions.items():
         _check_oid(oid, "a read")
         if type(version) is not int or not 0 <= version <= INT64_MAX:
             raise OpError(
                 f"read version of {oid!r} must be an int in 0..{INT64_MAX}, got {describe(version)}"
             )
+    return TxnBody(1, 0, versions, {}, _checked_ops(doc["o"]))
+
+
+def _decode_v2(doc: dict[Any, Any]) -> TxnBody:
+    if doc.get("v") != 2 or type(doc["v"]) is not int or set(doc) != {"v", "a", "r", "o"}:
+        raise OpError(
+            'a model-2 transaction body is a map {"v": 2, "a": base index, '
+            '"r": {oid: [flags, [keys]]}, "o": [ops]}'
+        )
+    base = doc["a"]
+    if type(base) is not int or not 0 <= base <= INT64_MAX:
+        raise OpError(f'"a" (the read base index) must be an int in 0..{INT64_MAX}')
+    raw = doc["r"]
+    if type(raw) is not dict:
+        raise OpError('"r" is a map of object id to [flags, [keys]]')
+    if len(raw) > TXN_READS_MAX:
+        raise LimitExceeded("TXN_READS_MAX", TXN_READS_MAX, len(raw), "nodes read in a body")
+    reads: dict[str, NodeReads] = {}
+    keys_total = 0
+    for oid, entry in raw.items():
+        _check_oid(oid, "a read")
+        if type(entry) is not list or len(entry) != 2:
+            raise OpError(f"the read of {oid!r} is [flags, [keys]]")
+        flags, keys = entry
+        if type(flags) is not int or not 0 <= flags <= READ_FLAGS_ALL:
+            raise OpError(f"the read flags of {oid!r} must be an int in 0..{READ_FLAGS_ALL}")
+        if type(keys) is not list:
+            raise OpError(f"the keys read of {oid!r} are an array")
+        keys_total += len(keys)
+        if keys_total > TXN_READ_KEYS_MAX:
+            raise LimitExceeded(
+                "TXN_READ_KEYS_MAX", TXN_READ_KEYS_MAX, keys_total, "keys read in a body"
+            )
+        what = f"a key read of {oid!r}"
+        try:
+            for key in keys:
+                codec.check_value(key, what)
+                hash(key)
+        except TypeError:
+            raise OpError(f"{what}: an unhashable key") from None
+        except OpError:
+            raise
+        except ProtocolError as e:
+            raise OpError(str(e)) from None
+        reads[oid] = NodeReads(flags, keys)
+    return TxnBody(2, base, {}, reads, _checked_ops(doc["o"]))
+
+
+def _checked_ops(ops: Any) -> list[list[Any]]:
     if type(ops) is not list:
         raise OpError('"o" is an array of ops')
     if len(ops) > TXN_OPS_MAX:
         raise LimitExceeded("TXN_OPS_MAX", TXN_OPS_MAX, len(ops), "ops in a transaction body")
     for i, op in enumerate(ops):
         check_op(op, i)
-    return reads, ops
+    return ops
 
 
 def check_op(op: Any, position: int = 0) -> None:
@@ -263,9 +385,9 @@ def encode_node(version: int, kind: str, container: Any, class_name: str | None)
     return codec.dumps_tagged([version, kind, contents])
 
 
-def apply_op(kind: str, container: Any, op: list[Any]) -> None:
-    """Applies one op (not "new") to the plain container of a node of `kind`. Raises OpError
-    when the op does not fit the node; the caller then discards the whole transaction."""
+def check_fits(kind: str, op: list[Any]) -> None:
+    """Raises OpError unless `op` (not "new") applies to a node of `kind`: part of the op's
+    meaning, shared by apply_op and the agent's per-key apply."""
     tag = op[0]
     kinds = _KINDS_OF.get(tag)
     if kinds is None or kind not in kinds:
@@ -273,6 +395,13 @@ def apply_op(kind: str, container: Any, op: list[Any]) -> None:
     if kind == "obj" and tag in ("set", "del") and type(op[2]) is str and attr_name_refused(op[2]):
         # Only here is the node known to be an object (a dict's "__class__" key is just data).
         raise OpError(f"op {tag!r} on {op[1]!r}: {_REFUSED_NAME}")
+
+
+def apply_op(kind: str, container: Any, op: list[Any]) -> None:
+    """Applies one op (not "new") to the plain container of a node of `kind`. Raises OpError
+    when the op does not fit the node; the caller then discards the whole transaction."""
+    check_fits(kind, op)
+    tag = op[0]
     if tag == "set":
         container[op[2]] = op[3]
     elif tag == "del":

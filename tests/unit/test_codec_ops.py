@@ -228,3 +228,66 @@ def test_encode_node_is_encode_record_of_contents(kind_container: Any, version: 
     name = "app.C" if kind == "obj" else None
     expected = codec.encode_record(version, kind, ops.contents_of(kind, container, name))
     assert ops.encode_node(version, kind, container, name) == expected
+
+
+# ------------------------------------------------------------------- model-2 bodies (issue 11)
+
+
+def test_model2_body_round_trips_reads_keys_and_base() -> None:
+    body = ops.encode_txn_v2(
+        41,
+        {"c.1": (ops.READ_SHAPE, ["k", 3, ("t", 1)]), "@roots": (ops.READ_CONTENT, [])},
+        [["set", "c.1", "k", 1]],
+    )
+    doc = ops.decode_body(body)
+    assert doc.model == 2 and doc.base == 41 and doc.versions == {}
+    assert doc.reads == {
+        "c.1": ops.NodeReads(ops.READ_SHAPE, ["k", 3, ("t", 1)]),
+        "@roots": ops.NodeReads(ops.READ_CONTENT, []),
+    }
+    assert doc.ops == [["set", "c.1", "k", 1]]
+    # decode_txn serves callers that need only the ops, for either model.
+    assert ops.decode_txn(body) == ({}, [["set", "c.1", "k", 1]])
+
+
+def test_model1_body_decodes_as_model1() -> None:
+    doc = ops.decode_body(ops.encode_txn({"c.1": 7}, [["clear", "c.1"]]))
+    assert (doc.model, doc.base, doc.versions, doc.reads) == (1, 0, {"c.1": 7}, {})
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"v": 3, "a": 0, "r": {}, "o": []}, "model-2 transaction body"),
+        ({"v": 2, "a": 0, "r": {}}, "model-2 transaction body"),
+        ({"v": 2, "a": 0, "r": {}, "o": [], "x": 1}, "model-2 transaction body"),
+        ({"v": 2.0, "a": 0, "r": {}, "o": []}, "model-2 transaction body"),
+        ({"v": 2, "a": -1, "r": {}, "o": []}, "read base index"),
+        ({"v": 2, "a": 1 << 63, "r": {}, "o": []}, "read base index"),
+        ({"v": 2, "a": 0, "r": [], "o": []}, "map of object id"),
+        ({"v": 2, "a": 0, "r": {"": [0, []]}, "o": []}, "object id"),
+        ({"v": 2, "a": 0, "r": {"c.1": [0]}, "o": []}, r"\[flags, \[keys\]\]"),
+        ({"v": 2, "a": 0, "r": {"c.1": [4, []]}, "o": []}, "read flags"),
+        ({"v": 2, "a": 0, "r": {"c.1": [True, []]}, "o": []}, "read flags"),
+        ({"v": 2, "a": 0, "r": {"c.1": [1, "k"]}, "o": []}, "keys read"),
+        ({"v": 2, "a": 0, "r": {"c.1": [1, [[1, 2]]]}, "o": []}, "key read"),
+        ({"v": 2, "a": 0, "r": {}, "o": [["nope", "c.1"]]}, "op #0"),
+    ],
+)
+def test_malformed_model2_bodies_are_refused_by_name(doc: dict[str, Any], message: str) -> None:
+    with pytest.raises(ops.OpError, match=message):
+        ops.decode_body(cbor2.dumps(doc))
+
+
+def test_model2_keys_read_are_bounded_over_the_whole_body() -> None:
+    half = ops.TXN_READ_KEYS_MAX // 2 + 1
+    body = cbor2.dumps(
+        {
+            "v": 2,
+            "a": 0,
+            "r": {"a.1": [0, list(range(half))], "b.1": [0, list(range(half))]},
+            "o": [],
+        }
+    )
+    with pytest.raises(LimitExceeded, match="TXN_READ_KEYS_MAX"):
+        ops.decode_body(body)
