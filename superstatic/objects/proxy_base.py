@@ -8,8 +8,10 @@ method in the proxy's own instance dict, after which the lookup costs about 80 n
 container is fixed for the node's life, so the cache never goes stale.
 
 While a transaction body runs anywhere in the process, `txn.register_overlay` installs Python
-versions of those read methods that consult the current transaction (record the node's version,
-read its shadow if this transaction wrote it, then validate: `Txn.stable`). Named methods are
+versions of those read methods that consult the current transaction (record what was read: the
+key for `d[k]`, `d.get(k)`, `k in d`, `x in s`; the node's shape for `len`, `bool` and iterating
+a dict or set; its whole content for everything else, every list read but `len` included; read
+its shadow if this transaction wrote it; then validate: `Txn.stable`). Named methods are
 overlaid with data descriptors so they win over the cached bound methods in the instance dict.
 Inside a transaction, `keys()`, `values()` and `items()` return live views over the proxy (so a
 view taken after a write still follows the object), and iterating a list reads it by index, so
@@ -33,6 +35,7 @@ from superstatic.objects import txn as _txn
 from superstatic.objects.node import Node
 from superstatic.objects.plain_copy import plain
 from superstatic.protocol.errors import Error
+from superstatic.protocol.ops import READ_SHAPE
 
 if TYPE_CHECKING:
     from superstatic.objects.txn import Txn
@@ -84,9 +87,10 @@ class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
         return self._txn_iter(txn, True)
 
     def _txn_iter(self, txn: Txn, backwards: bool) -> Iterator[Any]:
-        # Dicts and sets: the elements as they are now; a write to the node while iterating
-        # raises like a plain dict/set does when it changes size under its iterator.
-        view = txn.view(self._self_node)
+        # Dicts and sets: the elements as they are now (a read of the keys / members: shape);
+        # a write to the node while iterating raises like a plain dict/set does when it
+        # changes size under its iterator.
+        view = txn.view(self._self_node, READ_SHAPE)
         items = list(reversed(view) if backwards else view)
         txn.stable()
         return _SnapshotIter(self._self_node, items, len(view), self._LABEL)
@@ -195,6 +199,28 @@ class _TxnRead:
         raise AttributeError(f"cannot replace the method {self.name!r} of a shared container")
 
 
+class _TxnGet(_TxnRead):
+    """Overlay of dict.get: a read of the one key."""
+
+    __slots__ = ()
+
+    def __get__(self, proxy: Any, owner: type | None = None) -> Any:
+        if proxy is None:
+            return self
+        node = proxy._self_node
+        txn = _current()
+        if txn is None or node.replica is not txn.replica:
+            return node.live.get
+
+        def get(key: Any, default: Any = None) -> Any:
+            try:
+                return txn.view_key(node, key).get(key, default)
+            finally:
+                txn.stable()
+
+        return get
+
+
 class _TxnView(_TxnRead):
     """Overlay of dict.keys / values / items: inside a transaction, a live view over the proxy
     (not over the container the transaction happens to read now, which a later write replaces
@@ -214,8 +240,12 @@ class _TxnView(_TxnRead):
         if txn is None or node.replica is not txn.replica:
             return getattr(node.live, self.name)
         view_class = self.view_class
+        whole = self.name != "keys"
 
         def call() -> Any:
+            if whole:
+                # values() / items(): the values too, whichever are read through the view.
+                txn.record_read(node)
             return view_class(proxy)
 
         call.__name__ = self.name
@@ -223,6 +253,7 @@ class _TxnView(_TxnRead):
 
 
 def _getitem(self: NodeProxy, key: Any) -> Any:
+    # A list's item: READ_CONTENT (positions move with every insert before them).
     node = self._self_node
     txn = _current()
     if txn is None or node.replica is not txn.replica:
@@ -233,17 +264,29 @@ def _getitem(self: NodeProxy, key: Any) -> Any:
         txn.stable()
 
 
+def _getitem_key(self: NodeProxy, key: Any) -> Any:
+    node = self._self_node
+    txn = _current()
+    if txn is None or node.replica is not txn.replica:
+        return node.live[key]
+    try:
+        return txn.view_key(node, key)[key]
+    finally:
+        txn.stable()
+
+
 def _len(self: NodeProxy) -> int:
     node = self._self_node
     txn = _current()
     if txn is None or node.replica is not txn.replica:
         return len(node.live)
-    n = len(txn.view(node))
+    n = len(txn.view(node, READ_SHAPE))
     txn.stable()
     return n
 
 
 def _contains(self: NodeProxy, item: Any) -> bool:
+    # In a list: a scan of its values, READ_CONTENT.
     node = self._self_node
     txn = _current()
     if txn is None or node.replica is not txn.replica:
@@ -254,12 +297,23 @@ def _contains(self: NodeProxy, item: Any) -> bool:
         txn.stable()
 
 
+def _contains_key(self: NodeProxy, item: Any) -> bool:
+    node = self._self_node
+    txn = _current()
+    if txn is None or node.replica is not txn.replica:
+        return item in node.live
+    try:
+        return item in txn.view_key(node, item)
+    finally:
+        txn.stable()
+
+
 def _bool(self: NodeProxy) -> bool:
     node = self._self_node
     txn = _current()
     if txn is None or node.replica is not txn.replica:
         return bool(node.live)
-    b = bool(txn.view(node))
+    b = bool(txn.view(node, READ_SHAPE))
     txn.stable()
     return b
 
@@ -302,15 +356,22 @@ _BINARY = {
     "__rmul__": (operator.mul, True),
 }
 _UNARY = {"__getitem__": _getitem, "__len__": _len, "__contains__": _contains, "__bool__": _bool}
+# Dicts and sets: item and membership reads are reads of one key.
+_UNARY_KEYED = {**_UNARY, "__getitem__": _getitem_key, "__contains__": _contains_key}
 
 
 def register_overlays(
-    cls: type[NodeProxy], binary: tuple[str, ...], views: dict[str, type] | None = None
+    cls: type[NodeProxy],
+    binary: tuple[str, ...],
+    views: dict[str, type] | None = None,
+    *,
+    keyed: bool = False,
 ) -> None:
     """Gives a proxy class its transaction-aware reads.
 
     Toggled (installed only while a transaction body runs): the hot slot dunders wrapt serves in
-    C (`[]`, `len`, `in`, `bool`), and the named read methods. Always installed: the binary
+    C (`[]`, `len`, `in`, `bool`), and the named read methods. `keyed` (dicts and sets): `[]`,
+    `in` and `get` are reads of one key. Always installed: the binary
     operators and comparisons. Setting a binary dunder on a class costs about 550 ns (it updates
     several slots and the subclasses), against about 270 ns for a unary one and 90 ns for a
     named method, and these operators are not hot paths: they build new containers or compare
@@ -319,9 +380,14 @@ def register_overlays(
     for name in binary:
         fn, reflected = _BINARY[name]
         setattr(cls, name, _binary(fn, reflected, name))
-    attrs: dict[str, Any] = dict(_UNARY)
+    attrs: dict[str, Any] = dict(_UNARY_KEYED if keyed else _UNARY)
     views = views or {}
     for name in cls._READ_METHODS:
         view_class = views.get(name)
-        attrs[name] = _TxnRead(name) if view_class is None else _TxnView(name, view_class)
+        if view_class is not None:
+            attrs[name] = _TxnView(name, view_class)
+        elif keyed and name == "get":
+            attrs[name] = _TxnGet(name)
+        else:
+            attrs[name] = _TxnRead(name)
     _txn.register_overlay(cls, attrs)

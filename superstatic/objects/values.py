@@ -23,6 +23,7 @@ Enum members are the exception: their class is registered (`superstatic.register
 from __future__ import annotations
 
 import datetime
+import decimal
 import enum
 import zoneinfo
 from typing import TYPE_CHECKING, Any
@@ -173,8 +174,30 @@ def check_hashed(owner: Node, live: Any, segment: _Segment) -> None:
         raise NotStorable(render_path(owner, (segment,)), type(bad).__qualname__, reason)
 
 
+def is_nan(value: Any) -> bool:
+    """A float or Decimal NaN (Decimal's sNaN included)."""
+    tp = type(value)
+    if tp is float:
+        return value != value
+    return tp is decimal.Decimal and value.is_nan()
+
+
+def _has_nan(value: Any) -> bool:
+    tp = type(value)
+    if tp is tuple or tp is frozenset:
+        return any(_has_nan(x) for x in value)
+    return is_nan(value)
+
+
 def _hashed_problem(value: Any) -> tuple[Any, str] | None:
     tp = type(value)
+    if tp is float or tp is decimal.Decimal:
+        if is_nan(value):
+            return value, (
+                "NaN is not equal to itself, so as a dict key or set element Python finds it "
+                "only by identity, which no other replica shares; use None or a sentinel str"
+            )
+        return None
     if tp is tuple or tp is frozenset:
         for x in value:
             found = _hashed_problem(x)
@@ -204,17 +227,35 @@ def lookup_value(value: Any, for_set: bool = False) -> tuple[bool, Any]:
     that could not be stored (say, an instance with a custom __eq__ equal to a stored key) is
     looked up by the caller among the stored values (`find_equal`)."""
     tp = type(value)
+    if tp is float or tp is decimal.Decimal:
+        return not is_nan(value), value  # a NaN is never a stored key (refused when stored)
     if tp in _PLAIN_SCALARS or tp in registry.ENUM_NAMES or _node.node_of(value) is not None:
         return True, value
     if tp is str or tp is datetime.datetime or tp is datetime.time:
         return scalar_problem(value) is None, value
     if tp is tuple or tp is frozenset:
         hash(value)
-        return all(lookup_value(x)[0] for x in value), value
+        return all(lookup_value(x)[0] for x in value) and not _has_nan(value), value
     if for_set and tp is set:
         return lookup_value(frozenset(value))
     hash(value)  # a plain list/dict raises TypeError here, exactly like the real container
     return False, value
+
+
+def read_key(value: Any) -> tuple[bool, Any]:
+    """A key a transaction read one by one (`d[k]`, `k in s`, `obj.attr`), in wire form for the
+    model-2 body: (True, wire value), or (False, None) when it cannot travel as it is (never
+    storable as a key, so the read is sent as a whole read of its node instead). Never raises:
+    the read itself already ran."""
+    if type(value) is set:
+        value = frozenset(value)  # what set.__contains__ looks up for a plain set
+    try:
+        storable, _value = lookup_value(value)
+    except TypeError:
+        return False, None
+    if not storable or _hashed_problem(value) is not None:
+        return False, None
+    return True, wire(value)
 
 
 def find_equal(container: Any, value: Any) -> Any:
