@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from superstatic.objects import node as _node
 from superstatic.objects import registry
 from superstatic.protocol import codec as _codec
+from superstatic.protocol import keynorm as _keynorm
 from superstatic.protocol.errors import LimitExceeded, NotStorable
 
 if TYPE_CHECKING:
@@ -174,30 +175,25 @@ def check_hashed(owner: Node, live: Any, segment: _Segment) -> None:
         raise NotStorable(render_path(owner, (segment,)), type(bad).__qualname__, reason)
 
 
-def is_nan(value: Any) -> bool:
-    """A float or Decimal NaN (Decimal's sNaN included)."""
+def _key_refused(value: Any) -> str | None:
+    """Why the agent would refuse `value` (live, storable) as a dict key or set member (NaN,
+    a Decimal beyond KEY_DECIMAL_EXPONENT_MAX: keynorm), or None. Plain str / int / bytes /
+    None keys, nearly all of them, need no look."""
     tp = type(value)
-    if tp is float:
-        return value != value
-    return tp is decimal.Decimal and value.is_nan()
-
-
-def _has_nan(value: Any) -> bool:
-    tp = type(value)
-    if tp is tuple or tp is frozenset:
-        return any(_has_nan(x) for x in value)
-    return is_nan(value)
+    if tp is str or tp is int or tp is bytes or value is None:
+        return None
+    try:
+        _keynorm.key_norm(wire(value))
+    except _keynorm.KeyRefused as e:
+        return e.rule
+    return None
 
 
 def _hashed_problem(value: Any) -> tuple[Any, str] | None:
     tp = type(value)
     if tp is float or tp is decimal.Decimal:
-        if is_nan(value):
-            return value, (
-                "NaN is not equal to itself, so as a dict key or set element Python finds it "
-                "only by identity, which no other replica shares; use None or a sentinel str"
-            )
-        return None
+        refused = _key_refused(value)
+        return None if refused is None else (value, refused)
     if tp is tuple or tp is frozenset:
         for x in value:
             found = _hashed_problem(x)
@@ -228,14 +224,15 @@ def lookup_value(value: Any, for_set: bool = False) -> tuple[bool, Any]:
     looked up by the caller among the stored values (`find_equal`)."""
     tp = type(value)
     if tp is float or tp is decimal.Decimal:
-        return not is_nan(value), value  # a NaN is never a stored key (refused when stored)
+        # A NaN is never a stored key (refused when stored): looked up as a non-storable value.
+        return _key_refused(value) is None, value
     if tp in _PLAIN_SCALARS or tp in registry.ENUM_NAMES or _node.node_of(value) is not None:
         return True, value
     if tp is str or tp is datetime.datetime or tp is datetime.time:
         return scalar_problem(value) is None, value
     if tp is tuple or tp is frozenset:
         hash(value)
-        return all(lookup_value(x)[0] for x in value) and not _has_nan(value), value
+        return all(lookup_value(x)[0] for x in value), value
     if for_set and tp is set:
         return lookup_value(frozenset(value))
     hash(value)  # a plain list/dict raises TypeError here, exactly like the real container
@@ -253,7 +250,7 @@ def read_key(value: Any) -> tuple[bool, Any]:
         storable, _value = lookup_value(value)
     except TypeError:
         return False, None
-    if not storable or _hashed_problem(value) is not None:
+    if not storable or _hashed_problem(value) is not None or _key_refused(value) is not None:
         return False, None
     return True, wire(value)
 

@@ -15,9 +15,9 @@ is in the log order of their arrival.
 The fencing token is a log index between the entry that granted the lock and the next grant:
 the index this process's replica had applied when it saw the grant name it (it checks, under
 the replica's lock, that the grant still names it, so no later grant is applied yet). Indexes
-only grow, so every later holder's token is larger, also across restarts and leader changes. Pass it to the
-resource you protect and have it refuse tokens older than the largest it has seen
-(docs/toolkit.md).
+only grow, so every later holder's token is larger, also across restarts and leader changes.
+Pass it to the resource you protect and have it refuse tokens older than the largest it has
+seen (docs/toolkit.md).
 """
 
 from __future__ import annotations
