@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import logging
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -63,6 +64,8 @@ _AS_IS = _codec.SCALAR_TYPES - {
     datetime.datetime,
     datetime.time,
 }
+
+_intern = sys.intern
 
 Event = tuple[Any, ...]  # [index, client, seq, outcome, body, collected(, log_time_ms)]
 
@@ -403,14 +406,22 @@ class Replica:
         live = node.live
         if kind == "dict":
             for key, value in contents:
-                live[self._resolve(key, created)] = self._resolve(value, created)
+                live[self._resolve_key(key, created)] = self._resolve(value, created)
         elif kind == "list":
             live.extend(self._resolve(v, created) for v in contents)
         elif kind == "set":
-            live.update(self._resolve(v, created) for v in contents)
+            live.update(self._resolve_key(v, created) for v in contents)
         else:
             for name, value in contents[1]:
-                live[name] = self._resolve(value, created)
+                live[_intern(name)] = self._resolve(value, created)
+
+    def _resolve_key(self, key: Any, created: dict[str, Node]) -> Any:
+        """A dict key or set member: str keys are interned, so a lookup by a literal in code
+        (`d["name"]`, itself interned) matches by identity instead of comparing characters
+        (about 2x faster), and the same key in many nodes (1M dicts with "name") is one str."""
+        if type(key) is str:
+            return _intern(key)
+        return self._resolve(key, created)
 
     def _resolve(self, value: Any, created: dict[str, Node]) -> Any:
         tp = type(value)
@@ -466,11 +477,13 @@ class Replica:
                 live_op: list[Any] = [
                     tag,
                     op[1],
-                    self._resolve(op[2], created),
+                    self._resolve_key(op[2], created),
                     self._resolve(op[3], created),
                 ]
             elif tag == "del":
                 live_op = [tag, op[1], self._resolve(op[2], created)]
+            elif tag == "add":
+                live_op = [tag, op[1], [self._resolve_key(v, created) for v in op[2]]]
             elif tag == "splice":
                 live_op = [tag, op[1], op[2], op[3], self._resolve_list(op[4], created)]
             elif tag in ("extend", "add", "discard"):
