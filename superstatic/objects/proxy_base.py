@@ -29,6 +29,7 @@ and `copy` helpers do) makes a plain container.
 from __future__ import annotations
 
 import copy as _copy
+import gc
 import operator
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from superstatic.objects.txn import Txn
 
 _current = _txn.current
+_referents = gc.get_referents
 
 
 class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
@@ -56,6 +58,9 @@ class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
     # The plain type the proxy stands for, and how its iterators name it in errors.
     _PLAIN: type = object
     _LABEL = ""
+    # A slot, not an entry of the proxy's instance dict: every shared container has a proxy,
+    # and the dict stays empty until a named read method is first cached in it.
+    __slots__ = ("_self_node",)
     _self_node: Node
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
@@ -67,6 +72,12 @@ class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
     def __init__(self, container: Any, node: Node) -> None:
         super().__init__(container)
         self._self_node = node
+        # wrapt's __init__ copies the container's `__module__` / `__doc__` into the proxy's
+        # instance dict, for its own attribute lookup, which proxies do not use (see the module
+        # doc): emptied, the dict gives its table back (about 120 bytes per shared container).
+        for held in _referents(self):
+            if type(held) is dict and held is not container:
+                held.clear()
 
     # Plain attribute lookup (see the module doc); wrapt's version differs only in proxying
     # `__module__` and `__doc__`, which here are the proxy class's.
