@@ -453,3 +453,131 @@ def test_touched_records_are_dropped_when_no_body_runs(session: Session, d: Any)
     _run_waiting(session, lambda: d["a"], _set(d, "b", 9))
     d["b"] = 10  # no body pinned: nothing recorded, earlier records dropped
     assert not session.replica._touched
+
+
+# ------------------------------------------------------------------ judged by the state machine
+
+
+def _stale_run(
+    cluster: InprocCluster,
+    setup: Callable[[Session], None],
+    read: Callable[[Any], Any],
+    write: Callable[[Any], None],
+) -> tuple[list[Any], Any]:
+    """A held (stale) session runs a body that reads the "probe" root with `read` and writes
+    "seen", after a fresh session committed `write` it has not applied: the reads of each run
+    of the body, and the probe's final state. Deterministic: only the state machine can tell
+    the body its reads moved."""
+    fresh = cluster.session()
+    setup(fresh)
+    stale = cluster.session(held=True)
+    stale.sync()
+    stale_probe = stale.root("probe", dict)
+    write(fresh.root("probe", dict))
+    runs: list[Any] = []
+
+    def body() -> None:
+        seen = read(stale_probe)
+        runs.append(seen)
+        stale_probe["seen"] = repr(seen)
+
+    stale.run(body)
+    return runs, superstatic.plain(stale_probe)
+
+
+def _probe(**items: Any) -> Callable[[Session], None]:
+    return lambda session: session.root("probe", dict).update(items)
+
+
+def test_writers_of_other_keys_do_not_conflict(cluster: InprocCluster) -> None:
+    runs, state = _stale_run(
+        cluster, _probe(a=1, b=1), lambda d: d["a"], lambda d: d.__setitem__("b", 2)
+    )
+    assert runs == [1] and state["b"] == 2 and state["seen"] == "1"
+
+
+def test_a_writer_of_the_key_read_conflicts(cluster: InprocCluster) -> None:
+    runs, _state = _stale_run(
+        cluster, _probe(a=1), lambda d: d["a"], lambda d: d.__setitem__("a", 2)
+    )
+    assert runs == [1, 2]
+
+
+def test_an_insert_of_a_key_read_as_absent_conflicts(cluster: InprocCluster) -> None:
+    runs, _state = _stale_run(
+        cluster, _probe(a=1), lambda d: "k" in d, lambda d: d.__setitem__("k", 1)
+    )
+    assert runs == [False, True]
+
+
+def test_a_delete_of_a_key_read_conflicts(cluster: InprocCluster) -> None:
+    runs, _state = _stale_run(cluster, _probe(a=1, k=1), lambda d: d.get("k"), lambda d: d.pop("k"))
+    assert runs == [1, None]
+
+
+def test_length_vs_update_and_insert(cluster: InprocCluster) -> None:
+    runs, _state = _stale_run(cluster, _probe(a=1), len, lambda d: d.__setitem__("a", 2))
+    assert runs == [1]  # an update leaves the length
+    runs, _state = _stale_run(cluster, _probe(a=1), len, lambda d: d.__setitem__("b", 2))
+    assert runs == [1, 2]  # an insert does not
+
+
+def test_values_read_vs_update(cluster: InprocCluster) -> None:
+    runs, _state = _stale_run(
+        cluster, _probe(a=1), lambda d: sorted(d.values()), lambda d: d.__setitem__("a", 2)
+    )
+    assert runs == [[1], [2]]
+
+
+def test_numeric_forms_are_one_key_at_the_leader(cluster: InprocCluster) -> None:
+    runs, state = _stale_run(
+        cluster, _probe(), lambda d: d.get(1.0), lambda d: d.__setitem__(True, "t")
+    )
+    assert runs == [None, "t"]
+    assert state == {1: "t", "seen": "'t'"}
+    assert [type(k) for k in state] == [bool, str]  # the first key object is kept, as in Python
+
+
+def test_an_attribute_read_vs_a_write_of_another_one(cluster: InprocCluster) -> None:
+    fresh = cluster.session()
+    fresh.root("items", dict)["i"] = Item()
+    stale = cluster.session(held=True)
+    stale.sync()
+    mine = stale.root("items", dict)["i"]
+    fresh.root("items", dict)["i"].y = 20
+    runs: list[int] = []
+
+    def body() -> None:
+        runs.append(mine.x)
+        mine.x = mine.x + 1
+
+    stale.run(body)
+    assert runs == [1] and (mine.x, mine.y) == (2, 20)
+    fresh.root("items", dict)["i"].x = 10
+    runs.clear()
+    stale.run(body)
+    assert runs == [2, 10] and mine.x == 11
+
+
+def test_write_skew_is_prevented(cluster: InprocCluster) -> None:
+    """Two withdrawals, each checking the sum of both accounts and writing only its own: each
+    reads the key the other writes, so the second conflicts and re-runs on the first's result
+    (snapshot isolation alone would let both through and break the invariant)."""
+    fresh = cluster.session()
+    fresh.root("accounts", dict).update({"x": 50, "y": 50})
+    stale = cluster.session(held=True)
+    stale.sync()
+    runs: list[int] = []
+
+    def withdraw(accounts: Any, key: str) -> Callable[[], None]:
+        def body() -> None:
+            runs.append(accounts["x"] + accounts["y"])
+            if accounts["x"] + accounts["y"] >= 100:
+                accounts[key] -= 100
+
+        return body
+
+    fresh.run(withdraw(fresh.root("accounts", dict), "x"))
+    stale.run(withdraw(stale.root("accounts", dict), "y"))
+    assert runs == [100, 100, 0]
+    assert superstatic.plain(stale.root("accounts", dict)) == {"x": -50, "y": 50}
