@@ -285,9 +285,14 @@ class ListTree:
 
     def iter_values(self) -> Iterator[Any]:
         """Every value in order, reading one leaf at a time."""
+        for run in self.iter_runs():
+            yield from run
+
+    def iter_runs(self) -> Iterator[list[Any]]:
+        """The values leaf by leaf, in order (a snapshot's `[3, oid, [value, ...]]` runs):
+        one leaf and the inner nodes on its path in memory at a time."""
         if self._h.length:
-            for run in self._walk(self._h.root, self._h.height, 0, self._h.length):
-                yield from run
+            yield from self._walk(self._h.root, self._h.height, 0, self._h.length)
 
     def chunk_ids(self) -> Iterator[int]:
         """Every record id of the list (reads the inner nodes, not the leaves)."""

@@ -275,6 +275,35 @@ def test_refused_splice_and_empty_splice_write_nothing() -> None:
     assert store.writes == store.deletes == 0
 
 
+def test_a_value_that_cannot_be_encoded_writes_nothing() -> None:
+    """Records are encoded before any is written: a failing call leaves the store and the
+    header as they were (the state machine turns the ProtocolError into an error outcome)."""
+    store = CountingStore()
+    limits = {"leaf_items_max": 4, "fanout_max": 4}
+    tree = ListTree(store, ListTree.create(store, list(range(50)), 1, **limits), **limits)
+    before, header = dict(store.records), tree.header
+    store.reset()
+    for start, stop in ((0, 0), (10, 30), (50, 50)):
+        with pytest.raises(codec.ProtocolError, match="not storable"):
+            tree.splice(start, stop, [1, 2, 3, 4, 5, {"a set", "is not a wire value"}], 2)
+    assert store.records == before and tree.header == header
+    assert store.writes == store.deletes == 0
+    empty = ListTree(MemoryChunkStore(), ListHeader.empty())
+    with pytest.raises(codec.ProtocolError):
+        empty.extend([object()], 2)
+    assert empty.header == ListHeader.empty()
+
+
+def test_runs_are_the_leaves_in_order() -> None:
+    store = MemoryChunkStore()
+    limits = {"leaf_items_max": 4, "fanout_max": 4}
+    tree = ListTree(store, ListTree.create(store, list(range(30)), 1, **limits), **limits)
+    runs = list(tree.iter_runs())
+    assert [v for run in runs for v in run] == list(range(30))
+    assert len(runs) == sum(1 for d in store.records.values() if codec.loads(d)[0] == 0)
+    assert all(1 <= len(run) <= 4 for run in runs)
+
+
 def test_python_slice_semantics_as_apply_op() -> None:
     """Negative and reversed positions mean what list slice assignment means."""
     for start, stop in [(-3, -1), (-20, 2), (5, 2), (7, -8), (-1, 10), (10, 10)]:
