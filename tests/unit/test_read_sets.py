@@ -518,8 +518,9 @@ def test_a_delete_of_a_key_read_conflicts(cluster: InprocCluster) -> None:
 def test_length_vs_update_and_insert(cluster: InprocCluster) -> None:
     runs, _state = _stale_run(cluster, _probe(a=1), len, lambda d: d.__setitem__("a", 2))
     assert runs == [1]  # an update leaves the length
+    # (the same probe: "a" and the first body's "seen")
     runs, _state = _stale_run(cluster, _probe(a=1), len, lambda d: d.__setitem__("b", 2))
-    assert runs == [1, 2]  # an insert does not
+    assert runs == [2, 3]  # an insert does not
 
 
 def test_values_read_vs_update(cluster: InprocCluster) -> None:
