@@ -436,6 +436,57 @@ def test_stability_of_list_reads(session: Session, lst: Any) -> None:
     assert _run_waiting(session, lambda: len(lst), lambda: lst.append(4)) == [3, 4]
 
 
+def test_an_entry_writing_many_keys_touches_the_node_whole(
+    session: Session, d: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replica_module, "TOUCHED_NODE_KEYS_MAX", 3)
+    few = lambda: d.update({"x1": 1, "x2": 2})  # noqa: E731
+    many = lambda: d.update({f"y{i}": i for i in range(4)})  # noqa: E731
+    assert _run_waiting(session, lambda: d["a"], few) == [1]
+    assert _run_waiting(session, lambda: d["a"], many) == [1, 1]  # bounded: conservative
+
+
+def test_an_exception_from_a_moved_read_reruns_only_if_that_read_moved(
+    session: Session, d: Any
+) -> None:
+    """A body that raised re-runs when what it read had moved by then (its exception came
+    from a state that no longer holds), judged key by key."""
+
+    def attempt(write: Callable[[], None]) -> tuple[list[Any], Any]:
+        started, go_on = threading.Event(), threading.Event()
+        runs: list[Any] = []
+        outcome: list[Any] = []
+
+        def body() -> Any:
+            value = d["a"]
+            runs.append(value)
+            if len(runs) == 1:
+                started.set()
+                assert go_on.wait(TIMEOUT_S)
+            if value == 1:
+                raise ValueError("a is 1")
+            return value
+
+        def target() -> None:
+            try:
+                outcome.append(session.run(body))
+            except ValueError as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=target)
+        t.start()
+        assert started.wait(TIMEOUT_S)
+        write()  # applies under the pinned body after PIN_MS_MAX
+        go_on.set()
+        t.join(TIMEOUT_S)
+        return runs, outcome[0]
+
+    runs, result = attempt(_set(d, "b", 7))  # another key: the error stands
+    assert runs == [1] and isinstance(result, ValueError)
+    runs, result = attempt(_set(d, "a", 2))  # the key read: re-run on the new state
+    assert runs == [1, 2] and result == 2
+
+
 def test_a_body_older_than_what_the_replica_keeps_reruns(
     session: Session, d: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
