@@ -96,6 +96,8 @@ def main(argv: list[str]) -> int:
         snap = superstatic.stats()
         out["conflicts"] = snap["commits"].get("conflict", 0)
         out["txn_retries"] = snap["txn_retries"]
+        out["resends"] = snap["resends"]
+        out["failovers"] = snap["failovers"]
         print(json.dumps(out), flush=True)
     finally:
         superstatic.close()
