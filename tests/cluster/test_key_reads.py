@@ -110,11 +110,8 @@ def run_with_interference(
         if len(runs) == 1:
             # Committed by another app while this body is open (its replica applies it once
             # the pin window passes; the body reads nothing more, so only the leader judges).
-            assert finish(start_worker(rotated(app, 1), "put", PROBE_ROOT, *interfere)) == {
-                "done": True,
-                "conflicts": 0,
-                "txn_retries": 0,
-            }
+            put = finish(start_worker(rotated(app, 1), "put", PROBE_ROOT, *interfere))
+            assert put["done"] and put["conflicts"] == 0, put
         probe["seen"] = repr(seen)
 
     body()
