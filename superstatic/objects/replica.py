@@ -255,7 +255,7 @@ class Replica:
                 self._gate.wait_for(lambda: not self._apply_waiting, PIN_MS_MAX / 1000)
             serial = next(self._pin_serial)
             # Registered before the index is read below: an entry applied in between sees the
-            # pin and records what it touched (_apply_one decides under the lock).
+            # pin and records what it touched (apply_events decides under the lock).
             self._pins[serial] = self.applied_index
         with self.lock:  # no entry half-applied: the generation matches the contents
             return serial, self.gen, self.applied_index

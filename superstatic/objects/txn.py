@@ -1,4 +1,4 @@
-"""Transactions: recorded read versions, buffered writes, copy-on-write shadows.
+"""Transactions: recorded reads (keys, shape, content), buffered writes, copy-on-write shadows.
 
 Which transaction is running is a `contextvars` variable, so each thread and each asyncio task
 has its own: a task that is not inside a transaction never sees (or joins) another task's, even
