@@ -15,6 +15,7 @@ import superstatic
 
 READS_ROOT = "bench.reads"
 READS_LIST_ROOT = "bench.reads.list"
+READS_SET_ROOT = "bench.reads.set"
 READ_UNROLL = 10
 RATIO_FLOOR_NS = 0.1
 
@@ -24,7 +25,11 @@ READS: tuple[tuple[str, str], ...] = (
     ("len(d)", "len(d)"),
     ('"a" in d', '"a" in d'),
     ('d.get("a")', 'd.get("a")'),
+    ("bool(d)", "bool(d)"),
+    ("d.keys()", "d.keys()"),
     ("lst[1]", "lst[1]"),
+    ("len(lst)", "len(lst)"),
+    ('"a" in s', '"a" in s'),
     ("obj.x", "obj.x"),
     ('obj.stock["a"]', 'obj.stock["a"]'),
 )
@@ -62,8 +67,11 @@ def measure_reads(command: dict[str, Any]) -> dict[str, Any]:
     shared_lst = superstatic.root(READS_LIST_ROOT, list)
     if len(shared_lst) < 3:
         shared_lst.extend([1, 2, 3])
-    shared = {"d": shared_d, "lst": shared_lst, "obj": ReadsObject()}
-    plain = {"d": {"a": 1, "b": 2}, "lst": [1, 2, 3], "obj": PlainObject()}
+    shared_s = superstatic.root(READS_SET_ROOT, set)
+    if "a" not in shared_s:
+        shared_s.update({"a", "b"})
+    shared = {"d": shared_d, "lst": shared_lst, "s": shared_s, "obj": ReadsObject()}
+    plain = {"d": {"a": 1, "b": 2}, "lst": [1, 2, 3], "s": {"a", "b"}, "obj": PlainObject()}
     reads_per_timing = loops * READ_UNROLL
     empty = timeit.Timer("pass")
     rows = []

@@ -26,7 +26,10 @@ PROXY_TYPES: set[type] = set()
 
 
 class Node:
-    __slots__ = ("class_name", "dead", "kind", "live", "oid", "ref", "replica", "txn", "version")
+    # No version: a transaction records what it read (keys, shape, content) and the replica's
+    # applied index, not node versions (docs/data-model-v2.md section 4), which saves every
+    # node a slot and, after a snapshot, an int of its own.
+    __slots__ = ("class_name", "dead", "kind", "live", "oid", "ref", "replica", "txn")
 
     def __init__(
         self,
@@ -47,13 +50,11 @@ class Node:
         # The transaction that created this node and has not committed yet; None once the
         # node exists in the cluster (adopted by the replica when its entry applied).
         self.txn = txn
-        # Log index of the entry that last changed the node; 0 while private.
-        self.version = 0
         self.dead = False
         self.class_name = class_name
 
     def __repr__(self) -> str:
-        return f"Node({self.oid!r}, {self.kind}, v{self.version})"
+        return f"Node({self.oid!r}, {self.kind})"
 
 
 class Shared:

@@ -2,14 +2,20 @@
 
 A container proxy is a `wrapt.BaseObjectProxy` around the replica's real container. Reads that
 Python dispatches through type slots (`p[k]`, `len(p)`, `k in p`, `bool(p)`) run in wrapt's C
-code and cost close to a plain read. Named read methods (`p.get`, `p.keys`, ...) would fall back
-to wrapt's `__getattr__` (about 450 ns); the first such lookup caches the real container's bound
-method in the proxy's own instance dict, after which the lookup costs about 80 ns. A node's
+code and cost close to a plain read. Attribute lookups do not go through wrapt's own
+`__getattribute__` (wrapt 2's finds its module state by walking the type's MRO on every lookup:
+about 50 ns) but through `object.__getattribute__`, which CPython's lookup hook calls directly:
+names the proxy class or its instance dict holds cost what they cost on any object, and a miss
+falls to `__getattr__`, which forwards to the real container. For named read methods (`p.get`,
+`p.keys`, ...) the first lookup caches the real container's bound method in the proxy's
+instance dict, after which `p.get(k)` costs about 2x `d.get(k)` on a plain dict. A node's
 container is fixed for the node's life, so the cache never goes stale.
 
 While a transaction body runs anywhere in the process, `txn.register_overlay` installs Python
-versions of those read methods that consult the current transaction (record the node's version,
-read its shadow if this transaction wrote it, then validate: `Txn.stable`). Named methods are
+versions of those read methods that consult the current transaction (record what was read: the
+key for `d[k]`, `d.get(k)`, `k in d`, `x in s`; the node's shape for `len`, `bool` and iterating
+a dict or set; its whole content for everything else, every list read but `len` included; read
+its shadow if this transaction wrote it; then validate: `Txn.stable`). Named methods are
 overlaid with data descriptors so they win over the cached bound methods in the instance dict.
 Inside a transaction, `keys()`, `values()` and `items()` return live views over the proxy (so a
 view taken after a write still follows the object), and iterating a list reads it by index, so
@@ -23,6 +29,7 @@ and `copy` helpers do) makes a plain container.
 from __future__ import annotations
 
 import copy as _copy
+import gc
 import operator
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -33,11 +40,13 @@ from superstatic.objects import txn as _txn
 from superstatic.objects.node import Node
 from superstatic.objects.plain_copy import plain
 from superstatic.protocol.errors import Error
+from superstatic.protocol.ops import READ_SHAPE
 
 if TYPE_CHECKING:
     from superstatic.objects.txn import Txn
 
 _current = _txn.current
+_referents = gc.get_referents
 
 
 class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
@@ -49,6 +58,9 @@ class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
     # The plain type the proxy stands for, and how its iterators name it in errors.
     _PLAIN: type = object
     _LABEL = ""
+    # A slot, not an entry of the proxy's instance dict: every shared container has a proxy,
+    # and the dict stays empty until a named read method is first cached in it.
+    __slots__ = ("_self_node",)
     _self_node: Node
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
@@ -60,6 +72,16 @@ class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
     def __init__(self, container: Any, node: Node) -> None:
         super().__init__(container)
         self._self_node = node
+        # wrapt's __init__ copies the container's `__module__` / `__doc__` into the proxy's
+        # instance dict, for its own attribute lookup, which proxies do not use (see the module
+        # doc): emptied, the dict gives its table back (about 120 bytes per shared container).
+        for held in _referents(self):
+            if type(held) is dict and held is not container:
+                held.clear()
+
+    # Plain attribute lookup (see the module doc); wrapt's version differs only in proxying
+    # `__module__` and `__doc__`, which here are the proxy class's.
+    __getattribute__ = object.__getattribute__
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.__wrapped__, name)
@@ -84,9 +106,10 @@ class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
         return self._txn_iter(txn, True)
 
     def _txn_iter(self, txn: Txn, backwards: bool) -> Iterator[Any]:
-        # Dicts and sets: the elements as they are now; a write to the node while iterating
-        # raises like a plain dict/set does when it changes size under its iterator.
-        view = txn.view(self._self_node)
+        # Dicts and sets: the elements as they are now (a read of the keys / members: shape);
+        # a write to the node while iterating raises like a plain dict/set does when it
+        # changes size under its iterator.
+        view = txn.view(self._self_node, READ_SHAPE)
         items = list(reversed(view) if backwards else view)
         txn.stable()
         return _SnapshotIter(self._self_node, items, len(view), self._LABEL)
@@ -195,6 +218,28 @@ class _TxnRead:
         raise AttributeError(f"cannot replace the method {self.name!r} of a shared container")
 
 
+class _TxnGet(_TxnRead):
+    """Overlay of dict.get: a read of the one key."""
+
+    __slots__ = ()
+
+    def __get__(self, proxy: Any, owner: type | None = None) -> Any:
+        if proxy is None:
+            return self
+        node = proxy._self_node
+        txn = _current()
+        if txn is None or node.replica is not txn.replica:
+            return node.live.get
+
+        def get(key: Any, default: Any = None) -> Any:
+            try:
+                return txn.view_key(node, key).get(key, default)
+            finally:
+                txn.stable()
+
+        return get
+
+
 class _TxnView(_TxnRead):
     """Overlay of dict.keys / values / items: inside a transaction, a live view over the proxy
     (not over the container the transaction happens to read now, which a later write replaces
@@ -214,8 +259,12 @@ class _TxnView(_TxnRead):
         if txn is None or node.replica is not txn.replica:
             return getattr(node.live, self.name)
         view_class = self.view_class
+        whole = self.name != "keys"
 
         def call() -> Any:
+            if whole:
+                # values() / items(): the values too, whichever are read through the view.
+                txn.record_read(node)
             return view_class(proxy)
 
         call.__name__ = self.name
@@ -223,6 +272,7 @@ class _TxnView(_TxnRead):
 
 
 def _getitem(self: NodeProxy, key: Any) -> Any:
+    # A list's item: READ_CONTENT (positions move with every insert before them).
     node = self._self_node
     txn = _current()
     if txn is None or node.replica is not txn.replica:
@@ -233,17 +283,29 @@ def _getitem(self: NodeProxy, key: Any) -> Any:
         txn.stable()
 
 
+def _getitem_key(self: NodeProxy, key: Any) -> Any:
+    node = self._self_node
+    txn = _current()
+    if txn is None or node.replica is not txn.replica:
+        return node.live[key]
+    try:
+        return txn.view_key(node, key)[key]
+    finally:
+        txn.stable()
+
+
 def _len(self: NodeProxy) -> int:
     node = self._self_node
     txn = _current()
     if txn is None or node.replica is not txn.replica:
         return len(node.live)
-    n = len(txn.view(node))
+    n = len(txn.view(node, READ_SHAPE))
     txn.stable()
     return n
 
 
 def _contains(self: NodeProxy, item: Any) -> bool:
+    # In a list: a scan of its values, READ_CONTENT.
     node = self._self_node
     txn = _current()
     if txn is None or node.replica is not txn.replica:
@@ -254,12 +316,23 @@ def _contains(self: NodeProxy, item: Any) -> bool:
         txn.stable()
 
 
+def _contains_key(self: NodeProxy, item: Any) -> bool:
+    node = self._self_node
+    txn = _current()
+    if txn is None or node.replica is not txn.replica:
+        return item in node.live
+    try:
+        return item in txn.view_key(node, item)
+    finally:
+        txn.stable()
+
+
 def _bool(self: NodeProxy) -> bool:
     node = self._self_node
     txn = _current()
     if txn is None or node.replica is not txn.replica:
         return bool(node.live)
-    b = bool(txn.view(node))
+    b = bool(txn.view(node, READ_SHAPE))
     txn.stable()
     return b
 
@@ -302,15 +375,22 @@ _BINARY = {
     "__rmul__": (operator.mul, True),
 }
 _UNARY = {"__getitem__": _getitem, "__len__": _len, "__contains__": _contains, "__bool__": _bool}
+# Dicts and sets: item and membership reads are reads of one key.
+_UNARY_KEYED = {**_UNARY, "__getitem__": _getitem_key, "__contains__": _contains_key}
 
 
 def register_overlays(
-    cls: type[NodeProxy], binary: tuple[str, ...], views: dict[str, type] | None = None
+    cls: type[NodeProxy],
+    binary: tuple[str, ...],
+    views: dict[str, type] | None = None,
+    *,
+    keyed: bool = False,
 ) -> None:
     """Gives a proxy class its transaction-aware reads.
 
     Toggled (installed only while a transaction body runs): the hot slot dunders wrapt serves in
-    C (`[]`, `len`, `in`, `bool`), and the named read methods. Always installed: the binary
+    C (`[]`, `len`, `in`, `bool`), and the named read methods. `keyed` (dicts and sets): `[]`,
+    `in` and `get` are reads of one key. Always installed: the binary
     operators and comparisons. Setting a binary dunder on a class costs about 550 ns (it updates
     several slots and the subclasses), against about 270 ns for a unary one and 90 ns for a
     named method, and these operators are not hot paths: they build new containers or compare
@@ -319,9 +399,14 @@ def register_overlays(
     for name in binary:
         fn, reflected = _BINARY[name]
         setattr(cls, name, _binary(fn, reflected, name))
-    attrs: dict[str, Any] = dict(_UNARY)
+    attrs: dict[str, Any] = dict(_UNARY_KEYED if keyed else _UNARY)
     views = views or {}
     for name in cls._READ_METHODS:
         view_class = views.get(name)
-        attrs[name] = _TxnRead(name) if view_class is None else _TxnView(name, view_class)
+        if view_class is not None:
+            attrs[name] = _TxnView(name, view_class)
+        elif keyed and name == "get":
+            attrs[name] = _TxnGet(name)
+        else:
+            attrs[name] = _TxnRead(name)
     _txn.register_overlay(cls, attrs)

@@ -1,7 +1,8 @@
 """The proxy of a shared dict: reads pass through, every mutator becomes ops.
 
 Blind writes (`d[k] = v`, `update`, `clear`) record no read; mutators whose effect or result
-depends on the current contents (`del d[k]`, `pop`, `popitem`, `setdefault`) record the read.
+depends on the current contents record the read: of the one key for `del d[k]`, `pop(k)` and
+`setdefault(k)`, of the whole dict for `popitem` (which item is last depends on all of them).
 Keys given to lookups (`del d[k]`, `pop(k)`) are converted like stored keys (values.lookup_value):
 a key equal to a stored one but not storable itself (an instance with a custom __eq__) is
 replaced by the stored key it matches, so the op means the same on the agent.
@@ -45,7 +46,7 @@ class DictProxy(NodeProxy):
         hash(key)  # an unhashable key fails here, before any new node is made for it
         k, v = _values.store_many(txn, node, [(key, _values.key(key)), (value, _values.item(key))])
         if _node.node_of(v) is not None:
-            same = txn.view(node).get(k, _MISSING) is v
+            same = txn.view_key(node, k).get(k, _MISSING) is v
             txn.stable()
             if same:
                 return None  # `d[k] += ...` on a shared container: the same reference
@@ -57,7 +58,7 @@ class DictProxy(NodeProxy):
         if txn is None:
             return self._superstatic_autocommit(lambda: self.__delitem__(key))
         node = self._self_node
-        view = txn.view(node)
+        view = txn.view_key(node, key)
         present = key in view
         txn.stable()
         if not present:
@@ -72,7 +73,7 @@ class DictProxy(NodeProxy):
         if txn is None:
             return self._superstatic_autocommit(lambda: self.pop(key, *default))
         node = self._self_node
-        view = txn.view(node)
+        view = txn.view_key(node, key)
         value = view.get(key, _MISSING)
         txn.stable()
         if value is _MISSING:
@@ -103,8 +104,7 @@ class DictProxy(NodeProxy):
         if txn is None:
             return self._superstatic_autocommit(lambda: self.setdefault(key, default))
         node = self._self_node
-        view = txn.view(node)
-        found = view.get(key, _MISSING)
+        found = txn.view_key(node, key).get(key, _MISSING)
         txn.stable()
         if found is not _MISSING:
             return found
@@ -204,4 +204,5 @@ register_overlays(
     DictProxy,
     ("__eq__", "__ne__", "__or__", "__ror__"),
     {"keys": _Keys, "values": _Values, "items": _Items},
+    keyed=True,
 )

@@ -3,7 +3,9 @@
 `append` / `extend` / `+=` are blind ("extend" op: no read recorded, so concurrent appenders
 never conflict). Everything that needs the current length or contents to mean something (index
 assignment, insert, pop, remove, del, slices, sort, reverse, `*=`) records the read and becomes a
-"splice" with absolute bounds.
+"splice" with absolute bounds. What they read is recorded as the list's content, except where
+only its length matters (`lst[i] = v`, `del lst[i]`, `insert`, contiguous slice assignment and
+deletion: a shape read, so a concurrent update of another position does not conflict).
 
 Inside a transaction a list is iterated by index over what the transaction sees at each step,
 as a plain list iterator does: `for x in q: ... q.append(y)` visits `y` too.
@@ -21,6 +23,7 @@ from superstatic.objects import values as _values
 from superstatic.objects.node import Node
 from superstatic.objects.proxy_base import NodeProxy, register_overlays
 from superstatic.objects.txn import Txn
+from superstatic.protocol.ops import READ_SHAPE
 
 _current = _txn.current
 
@@ -86,8 +89,7 @@ class ListProxy(NodeProxy):
         if txn is None:
             return self._superstatic_autocommit(lambda: self.__setitem__(index, value))
         node = self._self_node
-        view = txn.view(node)
-        n = len(view)
+        n = len(txn.view(node, READ_SHAPE))
         txn.stable()
         if isinstance(index, slice):
             items = list(value)
@@ -128,7 +130,7 @@ class ListProxy(NodeProxy):
         if txn is None:
             return self._superstatic_autocommit(lambda: self.__delitem__(index))
         node = self._self_node
-        view = txn.view(node)
+        view = txn.view(node, READ_SHAPE)
         n = len(view)
         if isinstance(index, slice):
             start, stop, step = index.indices(n)
@@ -137,6 +139,7 @@ class ListProxy(NodeProxy):
                 if stop > start:
                     txn.emit(node, ["splice", node.oid, start, stop, []])
                 return None
+            view = txn.view(node)  # which items remain: the content
             new = list(view)
             txn.stable()
             del new[index]
@@ -200,7 +203,7 @@ class ListProxy(NodeProxy):
         if txn is None:
             return self._superstatic_autocommit(lambda: self.insert(index, value))
         node = self._self_node
-        n = len(txn.view(node))
+        n = len(txn.view(node, READ_SHAPE))
         txn.stable()
         i = operator.index(index)
         i = max(0, i + n) if i < 0 else min(i, n)

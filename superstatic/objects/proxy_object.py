@@ -42,6 +42,7 @@ from superstatic.objects import values as _values
 from superstatic.objects.node import Shared, node_get, node_of, node_peek
 from superstatic.protocol import codec as _codec
 from superstatic.protocol.errors import Error, NotStorable
+from superstatic.protocol.ops import READ_CONTENT, READ_SHAPE
 
 if TYPE_CHECKING:
     from superstatic.objects.node import Node
@@ -172,15 +173,22 @@ class SharedVars(MutableMapping[str, Any]):
     def __init__(self, instance: Any) -> None:
         self._instance = instance
 
-    def _view(self) -> Any:
+    def _view(self, flags: int = READ_CONTENT) -> Any:
         node = node_get(self._instance)
         txn = _current()
         if txn is None or node.replica is not txn.replica:
             return node.live, None
-        return txn.view(node), txn
+        return txn.view(node, flags), txn
+
+    def _view_key(self, name: Any) -> Any:
+        node = node_get(self._instance)
+        txn = _current()
+        if txn is None or node.replica is not txn.replica:
+            return node.live, None
+        return txn.view_key(node, name), txn
 
     def __getitem__(self, name: str) -> Any:
-        view, txn = self._view()
+        view, txn = self._view_key(name)
         try:
             return view[name]
         finally:
@@ -194,21 +202,21 @@ class SharedVars(MutableMapping[str, Any]):
         _delete_attr(self._instance, name, KeyError)
 
     def __iter__(self) -> Iterator[str]:
-        view, txn = self._view()
+        view, txn = self._view(READ_SHAPE)
         names = list(view)
         if txn is not None:
             txn.stable()
         return iter(names)
 
     def __len__(self) -> int:
-        view, txn = self._view()
+        view, txn = self._view(READ_SHAPE)
         n = len(view)
         if txn is not None:
             txn.stable()
         return n
 
     def __contains__(self, name: object) -> bool:
-        view, txn = self._view()
+        view, txn = self._view_key(name)
         found = name in view
         if txn is not None:
             txn.stable()
@@ -324,7 +332,7 @@ def _write_attr(self: Any, name: str, value: Any) -> None:
         raise NotStorable(node.replica.describe(node), "str", f"an attribute name: {problem}")
     live = _values.store(txn, value, node, _values.attr(name))
     if node_of(live) is not None:
-        same = txn.view(node).get(name, _NOT_FOUND) is live
+        same = txn.view_key(node, name).get(name, _NOT_FOUND) is live
         txn.stable()
         if same:
             return  # `self.items += [...]`: the same shared reference, nothing to write
@@ -352,7 +360,7 @@ def _delete_attr(self: Any, name: str, missing: type[Exception]) -> None:
     if txn is None:
         _autocommit(node, lambda: _delete_attr(self, name, missing))
         return
-    present = name in txn.view(node)
+    present = name in txn.view_key(node, name)
     txn.stable()
     if not present:
         if missing is KeyError:
@@ -387,7 +395,9 @@ def _make_getattribute(base: Callable[[Any, str], Any]) -> Callable[[Any, str], 
             method_like = hasattr(ftype, "__get__") and ftype is not _ClassDefault
             if method_like and name not in txn.view_peek(node):
                 return found.__get__(self, tp)
-        attrs = txn.view(node)
+        # A read of the one attribute, present or not (absent: a class default or an
+        # AttributeError, which a concurrent write of it changes).
+        attrs = txn.view_key(node, name)
         try:
             value = attrs.get(name, _NOT_FOUND)
         finally:

@@ -1,8 +1,8 @@
 """The proxy of a shared set.
 
-`add`, `update`, `|=`, `discard`, `difference_update`, `-=` and `clear` are blind. `remove`,
-`pop`, `intersection_update` / `&=` and `symmetric_difference_update` / `^=` depend on the current
-contents and record the read.
+`add`, `update`, `|=`, `discard`, `difference_update`, `-=` and `clear` are blind. `remove`
+and `symmetric_difference_update` / `^=` depend on the members they name (a read of each),
+`pop` and `intersection_update` / `&=` on the whole set (a read of its content).
 """
 
 from __future__ import annotations
@@ -112,9 +112,8 @@ class SetProxy(NodeProxy):
         if txn is None:
             return self._superstatic_autocommit(lambda: self.remove(value))
         node = self._self_node
-        view = txn.view(node)
         try:
-            present = value in view
+            present = value in txn.view_key(node, value)
         finally:
             txn.stable()
         if not present:
@@ -164,8 +163,7 @@ class SetProxy(NodeProxy):
             return self._superstatic_autocommit(lambda: self.symmetric_difference_update(iterable))
         node = self._self_node
         other = list(dict.fromkeys(iterable))  # distinct, in a stable order
-        view = txn.view(node)
-        present = [x in view for x in other]
+        present = [x in txn.view_key(node, x) for x in other]
         txn.stable()
         gone = [x for x, p in zip(other, present, strict=True) if p]
         new = [x for x, p in zip(other, present, strict=True) if not p]
@@ -220,4 +218,5 @@ register_overlays(
         "__xor__",
         "__rxor__",
     ),
+    keyed=True,
 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import logging
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -39,6 +40,17 @@ ROOTS_OID = "@roots"
 # bodies whose reads they changed re-run (txn.Doomed): a body that waits for another thread's
 # write, or an asyncio task awaiting inside `transaction()`, never blocks the log for longer.
 PIN_MS_MAX = 100
+# What entries applied while bodies run touched (Txn.stable checks a body's reads against it) is
+# kept for the bodies running, bounded: past this many items (an entry, a node of it, a key of
+# it count one each) the oldest entries are forgotten, and a body whose read base predates what
+# is kept re-runs (it cannot tell whether they touched what it read). Pins are short (PIN_MS_MAX
+# holds entries back), so only a body suspended for long (an asyncio task awaiting in a block)
+# ever meets the bound.
+TOUCHED_ITEMS_MAX = 50_000
+# Keys of one node one entry touched kept one by one; past it the node counts as touched whole
+# (a body that read any key of it re-runs), so one entry adding a million set members costs one
+# item, not a million.
+TOUCHED_NODE_KEYS_MAX = 256
 # describe() walks the graph to name a node in an error message; it gives up past this many
 # nodes and names the node by its id instead.
 DESCRIBE_NODES_MAX = 100_000
@@ -52,6 +64,8 @@ _AS_IS = _codec.SCALAR_TYPES - {
     datetime.datetime,
     datetime.time,
 }
+
+_intern = sys.intern
 
 Event = tuple[Any, ...]  # [index, client, seq, outcome, body, collected(, log_time_ms)]
 
@@ -90,11 +104,20 @@ class Replica:
         # entries do not wait for them again (an asyncio task suspended in a block for minutes
         # must not slow every entry by PIN_MS_MAX).
         self._gate = threading.Condition(threading.Lock())
-        self._pins: dict[int, None] = {}
+        # Running bodies' pins: serial -> the applied index the body started from.
+        self._pins: dict[int, int] = {}
         self._pin_serial = itertools.count(1)
         self._overridden = 0
         self._apply_waiting = 0
         self.applied_index = 0
+        # What each entry applied while a body was pinned touched, oldest first:
+        # (index, {oid: _Touch}); entries at or below `_touched_floor` are not kept (a body
+        # whose base is below it cannot be validated and re-runs). `_trim_below`: entries at
+        # or below it are no longer needed by any running body (set on unpin).
+        self._touched: deque[tuple[int, dict[str, _Touch]]] = deque()
+        self._touched_items = 0
+        self._touched_floor = 0
+        self._trim_below = 0
         # The log time of the last applied entry (leader-stamped, the same on every replica):
         # the toolkit's leases and expiries are judged by it, never by this host's clock.
         self.log_time_ms = 0
@@ -136,10 +159,9 @@ class Replica:
         with self.lock:
             self.gen += 1
             fresh: dict[str, Node] = {}
-            for oid, version, kind, contents in records:
+            for oid, _version, kind, contents in records:
                 class_name = contents[0] if kind == "obj" else None
                 node = self._claim(oid, kind, class_name, fresh_from=self.nodes)
-                node.version = version
                 fresh[oid] = node
             for oid, node in self.nodes.items():
                 if oid not in fresh:
@@ -148,6 +170,7 @@ class Replica:
             for oid, _version, kind, contents in records:
                 self._fill(fresh[oid], kind, contents, {})
             self.applied_index = index
+            self._touched_reset(index)  # bodies that read the replaced state re-run
 
     def apply_events(self, events: Sequence[Event]) -> None:
         if not events or events[-1][0] <= self.applied_index:
@@ -164,11 +187,18 @@ class Replica:
                     self.contention.observe(client, outcome)
                     if (outcome == "ok" and body) or collected:
                         self.gen += 1
+                    record: dict[str, _Touch] | None = {} if self._pins else None
                     if outcome == "ok" and body:
-                        _reads, wire_ops = _ops.decode_txn(body)
-                        self._apply_ops(index, wire_ops, touched)
+                        wire_ops = _ops.decode_body(body).ops
+                        self._apply_ops(index, wire_ops, touched, record)
                     for oid in collected:
                         self._drop(oid)
+                        if record is not None:
+                            record[oid] = _Touch(True, None)
+                    if record:
+                        self._touched_add(index, record)
+                    elif record is None and self._touched:
+                        self._touched_reset(index)  # no body runs: nobody needs them
                     if len(event) > 6 and event[6] > self.log_time_ms:
                         self.log_time_ms = event[6]
                     self.applied_index = index
@@ -208,30 +238,84 @@ class Replica:
         """In a forked child (only the forking thread survives): fresh synchronization state.
         `pin`: the pin of the forking thread's transaction body, if it is inside one."""
         self._gate = threading.Condition(threading.Lock())
-        self._pins = {} if pin is None else {pin: None}
+        self._pins = {} if pin is None else {pin: self.applied_index}
         self._apply_waiting = 0
         self.contention = ContentionTracker()
 
     # ------------------------------------------------------------------ bodies vs applying
 
-    def pin(self) -> tuple[int, int]:
+    def pin(self) -> tuple[int, int, int]:
         """A transaction body starts: entries are held back while it runs (bounded by
-        PIN_MS_MAX). Returns the pin's serial (for unpin) and the generation its reads start
-        from. If the I/O thread is waiting to apply, the body first lets it (new bodies would
+        PIN_MS_MAX), and what entries applied meanwhile touched is kept for it. Returns the
+        pin's serial (for unpin), the generation and the applied index its reads start from.
+        If the I/O thread is waiting to apply, the body first lets it (new bodies would
         otherwise starve it)."""
         with self._gate:
             if self._apply_waiting:
                 self._gate.wait_for(lambda: not self._apply_waiting, PIN_MS_MAX / 1000)
             serial = next(self._pin_serial)
-            self._pins[serial] = None
+            # Registered before the index is read below: an entry applied in between sees the
+            # pin and records what it touched (apply_events decides under the lock).
+            self._pins[serial] = self.applied_index
         with self.lock:  # no entry half-applied: the generation matches the contents
-            return serial, self.gen
+            return serial, self.gen, self.applied_index
 
     def unpin(self, serial: int) -> None:
         with self._gate:
             self._pins.pop(serial, None)  # (absent in a forked child: the pin was the parent's)
+            # Entries up to the oldest running body's start are no longer needed (none at all
+            # when no body runs); the apply path drops them (one int write: no lock needed).
+            self._trim_below = min(self._pins.values(), default=self.applied_index)
             if not self._blocking():
                 self._gate.notify_all()
+
+    def reads_unchanged(
+        self, base: int, reads: dict[str, int], read_keys: dict[str, dict[Any, None]]
+    ) -> bool:
+        """Whether no entry applied after `base` touched what a body read (nodes with
+        READ_SHAPE / READ_CONTENT flags, keys one by one). Call under `lock`."""
+        if base >= self.applied_index:
+            return True
+        if base < self._touched_floor:
+            return False  # forgotten (or a snapshot since): cannot tell, so moved
+        for index, touched in reversed(self._touched):
+            if index <= base:
+                break
+            for oid, touch in touched.items():
+                flags = reads.get(oid)
+                if flags is None:
+                    continue
+                if flags & _ops.READ_CONTENT or (touch.shape and flags & _ops.READ_SHAPE):
+                    return False
+                keys = read_keys.get(oid)
+                if keys:
+                    if touch.keys is None:
+                        return False
+                    if len(touch.keys) <= len(keys):
+                        if any(k in keys for k in touch.keys):
+                            return False
+                    elif any(k in touch.keys for k in keys):
+                        return False
+        return True
+
+    def _touched_reset(self, index: int) -> None:
+        """Forgets every touched record: bodies whose base is below `index` re-run (a snapshot
+        replaced the state under them). Call under `lock`."""
+        self._touched.clear()
+        self._touched_items = 0
+        self._touched_floor = index
+
+    def _touched_add(self, index: int, touched: dict[str, _Touch]) -> None:
+        log_ = self._touched
+        trim = self._trim_below
+        while log_ and log_[0][0] <= trim:
+            self._touched_floor = max(self._touched_floor, log_[0][0])
+            self._touched_items -= _items(log_.popleft()[1])
+        log_.append((index, touched))
+        self._touched_items += _items(touched)
+        while self._touched_items > TOUCHED_ITEMS_MAX and len(log_) > 1:
+            self._touched_floor = log_[0][0]
+            self._touched_items -= _items(log_.popleft()[1])
 
     def _blocking(self) -> bool:
         overridden = self._overridden
@@ -322,14 +406,22 @@ class Replica:
         live = node.live
         if kind == "dict":
             for key, value in contents:
-                live[self._resolve(key, created)] = self._resolve(value, created)
+                live[self._resolve_key(key, created)] = self._resolve(value, created)
         elif kind == "list":
             live.extend(self._resolve(v, created) for v in contents)
         elif kind == "set":
-            live.update(self._resolve(v, created) for v in contents)
+            live.update(self._resolve_key(v, created) for v in contents)
         else:
             for name, value in contents[1]:
-                live[name] = self._resolve(value, created)
+                live[_intern(name)] = self._resolve(value, created)
+
+    def _resolve_key(self, key: Any, created: dict[str, Node]) -> Any:
+        """A dict key or set member: str keys are interned, so a lookup by a literal in code
+        (`d["name"]`, itself interned) matches by identity instead of comparing characters
+        (about 2x faster), and the same key in many nodes (1M dicts with "name") is one str."""
+        if type(key) is str:
+            return _intern(key)
+        return self._resolve(key, created)
 
     def _resolve(self, value: Any, created: dict[str, Node]) -> Any:
         tp = type(value)
@@ -354,8 +446,14 @@ class Replica:
         return [self._resolve(v, created) for v in values]
 
     def _apply_ops(
-        self, index: int, wire_ops: Sequence[Sequence[Any]], touched_oids: set[str] | None = None
+        self,
+        index: int,
+        wire_ops: Sequence[Sequence[Any]],
+        touched_oids: set[str] | None = None,
+        record: dict[str, _Touch] | None = None,
     ) -> None:
+        """Applies one entry's ops. `record`: filled with what they touched (for the bodies
+        running: Txn.stable), when given."""
         created: dict[str, Node] = {}
         for op in wire_ops:
             if op[0] == "new":
@@ -364,36 +462,39 @@ class Replica:
                 created[oid] = self._claim(oid, kind, class_name, fresh_from=self.nodes)
         for oid, node in created.items():
             self.nodes[oid] = node
-        touched: list[Node] = []
         for op in wire_ops:
             tag = op[0]
             if tag == "new":
                 node = created[op[1]]
                 self._fill(node, op[2], op[3], created)
-                touched.append(node)
+                if record is not None:
+                    record[node.oid] = _Touch(True, None)  # (a body read it as absent)
+                if touched_oids is not None:
+                    touched_oids.add(node.oid)
                 continue
             node = self.nodes[op[1]]
             if tag == "set":
                 live_op: list[Any] = [
                     tag,
                     op[1],
-                    self._resolve(op[2], created),
+                    self._resolve_key(op[2], created),
                     self._resolve(op[3], created),
                 ]
             elif tag == "del":
                 live_op = [tag, op[1], self._resolve(op[2], created)]
+            elif tag == "add":
+                live_op = [tag, op[1], [self._resolve_key(v, created) for v in op[2]]]
             elif tag == "splice":
                 live_op = [tag, op[1], op[2], op[3], self._resolve_list(op[4], created)]
             elif tag in ("extend", "add", "discard"):
                 live_op = [tag, op[1], self._resolve_list(op[2], created)]
             else:
                 live_op = list(op)
+            if record is not None:
+                _note_touch(record, node, live_op)
             _ops.apply_op(node.kind, node.live, live_op)
-            touched.append(node)
-        for node in touched:
-            node.version = index
-        if touched_oids is not None:
-            touched_oids.update(node.oid for node in touched)
+            if touched_oids is not None:
+                touched_oids.add(node.oid)
 
     def _drop(self, oid: str) -> None:
         node = self.nodes.pop(oid, None)
@@ -403,6 +504,67 @@ class Replica:
         if adopted is not None:
             adopted.dead = True
             adopted.txn = None
+
+
+class _Touch:
+    """What one entry did to one node, for the bodies running (Replica.reads_unchanged):
+    changed its membership or length (`shape`), and which keys it wrote (`keys`; None: the
+    node as a whole, as `clear`, a list op, a new or collected node do). A node in an entry's
+    record at all had its contents changed."""
+
+    __slots__ = ("keys", "shape")
+
+    def __init__(self, shape: bool, keys: set[Any] | None) -> None:
+        self.shape = shape
+        self.keys = keys
+
+
+def _items(touched: dict[str, _Touch]) -> int:
+    """How much of TOUCHED_ITEMS_MAX one entry's record takes."""
+    return 1 + sum(1 + (len(t.keys) if t.keys else 0) for t in touched.values())
+
+
+def _note_touch(record: dict[str, _Touch], node: Node, op: list[Any]) -> None:
+    """Adds what `op` (live values, not yet applied) will change in `node` to `record`. Ops
+    that change nothing (a del of a missing key, an add of a present member, a clear of an
+    empty node) touch nothing: no body can tell they ran."""
+    tag = op[0]
+    live = node.live
+    if tag in ("set", "del"):
+        key = op[2]
+        present = key in live
+        if tag == "del" and not present:
+            return
+        _touch_keys(record, node.oid, (key,), tag == "del" or not present)
+    elif tag in ("add", "discard"):
+        adding = tag == "add"
+        changed = [v for v in op[2] if (v in live) != adding]
+        if changed:
+            _touch_keys(record, node.oid, changed, True)
+    elif tag == "clear":
+        if live:
+            record[node.oid] = _Touch(True, None)
+    else:  # splice, extend: lists are read as a whole (or their length)
+        shape = bool(op[2]) if tag == "extend" else op[3] - op[2] != len(op[4])
+        found = record.get(node.oid)
+        if found is None:
+            record[node.oid] = _Touch(shape, None)
+        else:
+            found.shape = found.shape or shape
+            found.keys = None
+
+
+def _touch_keys(record: dict[str, _Touch], oid: str, keys: Iterable[Any], shape: bool) -> None:
+    found = record.get(oid)
+    if found is None:
+        found = record[oid] = _Touch(shape, set())
+    elif shape:
+        found.shape = True
+    if found.keys is None:
+        return
+    found.keys.update(keys)
+    if len(found.keys) > TOUCHED_NODE_KEYS_MAX:
+        found.keys = None  # the node as a whole: bounded, and covers every key
 
 
 def _detach_ref(ref: Any, reason: str) -> None:

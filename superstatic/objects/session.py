@@ -150,7 +150,7 @@ class Session:
             except _txn.Doomed:
                 continue  # entries applied under the body changed what it read: re-run
             except Exception:
-                if txn.reads_moved():
+                if txn.moved:
                     # Raised from a state that has since changed (consistent, but old): re-run
                     # on the current one, as a conflict would, rather than report it.
                     continue
@@ -176,7 +176,7 @@ class Session:
         new_nodes = list(txn.new_nodes.values())
         wire_ops: list[list[Any]] = [_new_op(node) for node in new_nodes]
         wire_ops.extend(_wire_op(op) for op in txn.ops)
-        body = _ops.encode_txn(dict(txn.reads), wire_ops)
+        body = _ops.encode_txn_v2(txn.base, _wire_reads(txn), wire_ops)
         new_oids = [node.oid for node in new_nodes]
         self.replica.expect_new(new_nodes)
         try:
@@ -230,7 +230,7 @@ class Session:
             txn = _txn.current()
             assert txn is not None
             roots = self._roots_node()
-            found = txn.view(roots).get(name)
+            found = txn.view_key(roots, name).get(name)
             txn.stable()
             if found is not None:
                 return found
@@ -291,9 +291,8 @@ class Session:
         txn = _txn.current()
         assert txn is not None
         roots = self._roots_node()
-        view = txn.view(roots)
-        found = view.get(name)
-        claim = view.get(_claim_key(name))
+        found = txn.view_key(roots, name).get(name)
+        claim = txn.view_key(roots, _claim_key(name)).get(_claim_key(name))
         txn.stable()
         if found is not None:
             return found
@@ -312,7 +311,7 @@ class Session:
     ) -> Any:
         key = _claim_key(name)
         me = self.connection.client_id
-        seen: tuple[Any, int] | None = None  # (claim record, its version) while waiting on it
+        seen: tuple[Any, Any] | None = None  # (claim record, its owner) while waiting on it
         seen_since = 0.0
         pause_s = CREATE_POLL_S_MIN
         while True:
@@ -324,22 +323,22 @@ class Session:
                 return found
             if state == "claimed":
                 return self._create_as_claimer(cls, name, args, kwargs, found)
-            version = _node_version(found)
-            if seen is None or seen[0] is not found or seen[1] != version:
-                seen, seen_since = (found, version), time.monotonic()
+            owner = _claim_owner(found)
+            if seen is None or seen[0] is not found or seen[1] != owner:
+                seen, seen_since = (found, owner), time.monotonic()
             time.sleep(pause_s)  # the claimer is running __init__: wait for its commit
             pause_s = min(CREATE_POLL_S_MAX, pause_s * 2)
             self.sync()
 
     def _claim(
-        self, name: str, key: tuple[str, str], me: str, stale: tuple[Any, int] | None
+        self, name: str, key: tuple[str, str], me: str, stale: tuple[Any, Any] | None
     ) -> tuple[str, Any]:
         """Body: ("exists", singleton) | ("claimed", claim record) | ("wait", claim record)."""
         txn = _txn.current()
         assert txn is not None
         roots = self._roots_node()
-        view = txn.view(roots)
-        found, current = view.get(name), view.get(key)
+        found = txn.view_key(roots, name).get(name)
+        current = txn.view_key(roots, key).get(key)
         txn.stable()
         if found is not None:
             return "exists", found
@@ -349,7 +348,7 @@ class Session:
             return "claimed", record
         if current.get("owner") == me:  # (reads the claim: a take-over conflicts with this)
             return "claimed", current
-        if stale is not None and current is stale[0] and _node_version(current) == stale[1]:
+        if stale is not None and current is stale[0] and current.get("owner") == stale[1]:
             current["owner"] = me  # take the claim over (conflicts if it moved meanwhile)
             return "claimed", current
         return "wait", current
@@ -405,7 +404,7 @@ class Session:
             roots = self.replica.roots_node()
             if roots is None:
                 return None
-            ref = txn.view(roots).get(name)
+            ref = txn.view_key(roots, name).get(name)
             txn.stable()
             return ref
         ref = self.replica.root_ref(name)
@@ -418,8 +417,8 @@ class Session:
 
     def _roots_node(self) -> Any:
         """The root table, for a transaction body. On a cluster that has never stored anything
-        it does not exist yet: the first transaction that binds a root creates it, reading
-        its version as 0 (absent), so two racing first creators conflict instead of one
+        it does not exist yet: the first transaction that binds a root creates it, recording
+        a whole read of it (absent), so two racing first creators conflict instead of one
         overwriting the other."""
         txn = _txn.current()
         assert txn is not None
@@ -431,7 +430,7 @@ class Session:
             return pending
         roots = self.replica.new_node(ROOTS_OID, "dict", None, txn)
         txn.add_new([roots])
-        txn.reads[ROOTS_OID] = 0
+        txn.reads[ROOTS_OID] = _ops.READ_CONTENT
         return roots
 
     # ------------------------------------------------------------------ barrier, lifecycle
@@ -572,10 +571,30 @@ def _block_conflict() -> ConflictError:
     )
 
 
-def _node_version(ref: Any) -> int:
-    found = _node.node_of(ref)
+def _claim_owner(claim: Any) -> Any:
+    """Who holds a singleton's creation claim as this replica sees it (outside any
+    transaction: a peek, no read recorded). A claim whose owner stays the same for
+    CREATE_CLAIM_S is stale; a take-over changes the owner."""
+    found = _node.node_of(claim)
     assert found is not None
-    return found.version
+    return found.live.get("owner")
+
+
+def _wire_reads(txn: _txn.Txn) -> dict[str, tuple[int, list[Any]]]:
+    """The body's read set in wire form. A key that cannot travel as it is (not storable, so
+    it cannot be a stored key either: an instance with a custom __eq__, a NaN) makes its node
+    a whole read instead (READ_CONTENT covers every key)."""
+    out: dict[str, tuple[int, list[Any]]] = {}
+    for oid, (flags, keys) in txn.read_set().items():
+        wired: list[Any] = []
+        for key in keys:
+            ok, value = _values.read_key(key)
+            if not ok:
+                flags, wired = flags | _ops.READ_CONTENT, []
+                break
+            wired.append(value)
+        out[oid] = (flags, wired)
+    return out
 
 
 def _claim_key(name: str) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""Transactions: recorded read versions, buffered writes, copy-on-write shadows.
+"""Transactions: recorded reads (keys, shape, content), buffered writes, copy-on-write shadows.
 
 Which transaction is running is a `contextvars` variable, so each thread and each asyncio task
 has its own: a task that is not inside a transaction never sees (or joins) another task's, even
@@ -11,16 +11,26 @@ task that awaits inside `transaction()`, would then block the log for everyone: 
 and 4). Instead it *pins* the replica (`Replica.pin`): the I/O thread holds entries back while
 bodies run, for at most `replica.PIN_MS_MAX`, then applies them anyway. So a body normally reads
 one prefix of the log; when entries do apply under it, every read validates the body's read set
-(`Txn.stable`): if a node it read has changed since, the body is *doomed* (`Doomed`, a
-BaseException): a method or `@transaction()` function re-runs on the new state, a `with` block
-raises ConflictError. A body never acts on an inconsistent view (opacity), and the commit is
-validated by the cluster as before.
+(`Txn.stable`) against what those entries touched (`Replica.reads_unchanged`): if one changed
+something the body read, the body is *doomed* (`Doomed`, a BaseException): a method or
+`@transaction()` function re-runs on the new state, a `with` block raises ConflictError; if none
+did, the body's read base advances to the new applied index. A body never acts on an
+inconsistent view (opacity), and the commit is validated by the cluster as before.
 
-Reads of an existing node record the node's version (once). Writes to an existing node are
-buffered; the first read of the node after a write copies it into a private *shadow* with the
-buffered writes applied; every later read and write of that node in this transaction goes to the
-shadow, so the body sees its own writes while other threads keep reading the replica untouched.
-Nodes created in the transaction are private until commit.
+What a body read is recorded per node, as the model-2 transaction body carries it
+(docs/data-model-v2.md section 4): keys read one by one (`d[k]`, `d.get(k)`, `k in d`, `x in s`,
+`obj.attr`, an absent attribute included) and whole-node flags, `READ_SHAPE` for membership
+and length (`len`, `bool`, iterating a dict's keys or a set) and `READ_CONTENT` for anything
+that depends on the values (`values()`, `==`, `repr`, every list read but `len`). The body's
+`base` is the replica's applied index its reads reflect; the leader checks that nothing read
+changed after it. Each key is recorded once per node; past `TXN_READ_KEYS_MAX` keys in one body
+the node whose key overflows is recorded as `READ_CONTENT` instead (its keys dropped): safe,
+since content covers every key, and bounded.
+
+Writes to an existing node are buffered; the first read of the node after a write copies it
+into a private *shadow* with the buffered writes applied; every later read and write of that
+node in this transaction goes to the shadow, so the body sees its own writes while other threads
+keep reading the replica untouched. Nodes created in the transaction are private until commit.
 
 Read recording must not slow reads outside transactions. Proxy classes and generated shared
 classes therefore register *overlays* (Python read methods that consult the current transaction)
@@ -41,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from superstatic.protocol import ops as _ops
 from superstatic.protocol.errors import Error, LimitExceeded
+from superstatic.protocol.ops import READ_CONTENT, READ_SHAPE, TXN_READ_KEYS_MAX
 
 if TYPE_CHECKING:
     from superstatic.objects.node import Node
@@ -80,12 +91,16 @@ class Txn:
 
     __slots__ = (
         "active",
+        "base",
         "doomed",
         "gen",
+        "keys_read",
+        "moved",
         "new_nodes",
         "ops",
         "pending",
         "pin",
+        "read_keys",
         "reads",
         "replica",
         "session",
@@ -102,10 +117,20 @@ class Txn:
         self.active = False
         self.token: contextvars.Token[Txn | None] | None = None
         self.pin = 0  # the replica pin held while the body runs (Replica.pin)
-        # The replica's apply generation the reads so far are consistent with (see stable()).
+        # The replica's apply generation and applied index the reads so far are consistent
+        # with (see stable()); `base` is the read base index the commit sends.
         self.gen = 0
+        self.base = 0
         self.doomed = False
+        # Set when the body raised: whether what it read had moved by then (judged while the
+        # body still held its pin, which keeps the replica's record of what entries touched).
+        self.moved = False
+        # Nodes read: oid -> READ_SHAPE / READ_CONTENT flags (0: only keys of it were read).
         self.reads: dict[str, int] = {}
+        # Keys read one by one: oid -> {key: None} (a dict: Python's own key equality, in
+        # reading order), and how many in all (bounded by TXN_READ_KEYS_MAX).
+        self.read_keys: dict[str, dict[Any, None]] = {}
+        self.keys_read = 0
         self.shadows: dict[str, Any] = {}
         # Writes to a node that this transaction has not read since: the shadow copy (O(size of
         # the node)) is made only when the body reads the node after writing it, so write-only
@@ -151,22 +176,73 @@ class Txn:
                 "use it only after that transaction returns"
             )
 
-    def view(self, node: Node) -> Any:
+    # ------------------------------------------------------------------ reads
+
+    def view(self, node: Node, flags: int = READ_CONTENT) -> Any:
         """The container a read of `node` sees (shadow, private contents or the replica's),
-        its version recorded. The caller reads from it and then calls stable()."""
+        the read recorded with `flags` (READ_CONTENT: a whole-content read, READ_SHAPE:
+        membership or length only). The caller reads from it and then calls stable()."""
         if node.txn is self:
             return node.live
         if node.replica is not self.replica or node.dead or node.txn is not None:
             self.check(node)
         oid = node.oid
-        if oid not in self.reads:
-            # Recorded BEFORE the data is read: if an entry changes the node in between, the
-            # version no longer matches and stable() (or the commit) catches it.
-            self.reads[oid] = node.version
+        # Recorded BEFORE the data is read: an entry that changes the node in between is one
+        # stable() (or the commit) then finds among those applied after the body's base.
+        reads = self.reads
+        old = reads.get(oid)
+        if old is None:
+            reads[oid] = flags
+        elif old | flags != old:
+            reads[oid] = old | flags
         shadow = self.shadows.get(oid)
         if shadow is None:
             return node.live if oid not in self.pending else self._materialize(node)
         return shadow
+
+    def view_key(self, node: Node, key: Any) -> Any:
+        """Like view() for a read of the single key `key` (a dict key, a set member, an
+        attribute name; absent or not): only that key is recorded."""
+        if node.txn is self:
+            return node.live
+        if node.replica is not self.replica or node.dead or node.txn is not None:
+            self.check(node)
+        oid = node.oid
+        flags = self.reads.get(oid)
+        if flags is None:
+            self.reads[oid] = 0
+            self._record_key(oid, key)
+        elif not flags & READ_CONTENT:  # a content read already covers every key
+            self._record_key(oid, key)
+        shadow = self.shadows.get(oid)
+        if shadow is None:
+            return node.live if oid not in self.pending else self._materialize(node)
+        return shadow
+
+    def _record_key(self, oid: str, key: Any) -> None:
+        keys = self.read_keys.get(oid)
+        if keys is None:
+            keys = self.read_keys[oid] = {}
+        elif key in keys:
+            return
+        if self.keys_read >= TXN_READ_KEYS_MAX:
+            # Past the bound the node is recorded whole: READ_CONTENT covers every key.
+            self._whole(oid)
+            return
+        try:
+            keys[key] = None
+        except TypeError:
+            # Unhashable (a plain set looked up in a set: Python retries it as a frozenset),
+            # so not recordable as a key: the whole node then.
+            self._whole(oid)
+            return
+        self.keys_read += 1
+
+    def _whole(self, oid: str) -> None:
+        self.reads[oid] = self.reads.get(oid, 0) | READ_CONTENT
+        dropped = self.read_keys.pop(oid, None)
+        if dropped:
+            self.keys_read -= len(dropped)
 
     def _materialize(self, node: Node) -> Any:
         shadow = node.live.copy()
@@ -186,50 +262,56 @@ class Txn:
             return node.live if node.oid not in self.pending else self._materialize(node)
         return shadow
 
-    def record_read(self, node: Node) -> None:
+    def record_read(self, node: Node, flags: int = READ_CONTENT) -> None:
         if node.txn is self:
             return
         if node.replica is not self.replica or node.dead or node.txn is not None:
             self.check(node)
-        if node.oid not in self.reads:
-            self.reads[node.oid] = node.version
+        self.reads[node.oid] = self.reads.get(node.oid, 0) | flags
 
     def note_ref(self, node: Node) -> None:
-        """A reference to `node` is being stored. Recording its version makes the commit
-        conflict (instead of failing) if the node was collected meanwhile."""
-        self.record_read(node)
+        """A reference to `node` is being stored. Recording a read of it makes the commit
+        conflict (instead of failing) if the node was collected meanwhile: a collected node
+        is absent at the leader, and a node read but absent conflicts (shape: any change of
+        its contents is no reason to conflict)."""
+        self.record_read(node, READ_SHAPE)
+
+    def read_set(self) -> dict[str, tuple[int, list[Any]]]:
+        """What the body read, as the model-2 body carries it: oid -> (flags, keys). Keys in
+        live form (the caller converts them to wire form)."""
+        keys = self.read_keys
+        out: dict[str, tuple[int, list[Any]]] = {}
+        for oid, flags in self.reads.items():
+            found = keys.get(oid)
+            out[oid] = (flags, [] if found is None or flags & READ_CONTENT else list(found))
+        return out
 
     # ------------------------------------------------------------------ consistency
 
     def stable(self) -> None:
         """Call after reading: raises Doomed if an entry applied since the body's reads began
-        changed a node the body read (the value just read may belong to another state)."""
+        changed something the body read (the value just read may belong to another state)."""
         if self.replica.gen != self.gen:
             self._revalidate()
 
     def _revalidate(self) -> None:
         replica = self.replica
-        # Under the lock no entry is half-applied: node versions match node contents.
+        # Under the lock no entry is half-applied: what entries touched matches the contents.
         with replica.lock:
-            if not self._reads_current():
+            if not replica.reads_unchanged(self.base, self.reads, self.read_keys):
                 self.doomed = True
                 raise Doomed()
             self.gen = replica.gen
-
-    def _reads_current(self) -> bool:
-        nodes = self.replica.nodes
-        for oid, version in self.reads.items():
-            node = nodes.get(oid)
-            if (0 if node is None else node.version) != version:
-                return False
-        return True
+            self.base = replica.applied_index
 
     def reads_moved(self) -> bool:
-        """Whether anything this body read has changed in the replica since it was read."""
+        """Whether anything this body read has changed in the replica since it was read. Only
+        meaningful while the body holds its pin (the replica forgets what entries touched
+        once no body needs it)."""
         if self.doomed:
             return True
         with self.replica.lock:
-            return not self._reads_current()
+            return not self.replica.reads_unchanged(self.base, self.reads, self.read_keys)
 
     # ------------------------------------------------------------------ writes
 
@@ -333,7 +415,7 @@ def body_enter(txn: Txn) -> None:
     """`txn`'s body starts in this thread/task: pin the replica, install the overlays."""
     global _bodies_active
     assert current() is None and not txn.active
-    txn.pin, txn.gen = txn.replica.pin()
+    txn.pin, txn.gen, txn.base = txn.replica.pin()
     try:
         with _toggle_lock:
             if _bodies_active == 0:
@@ -372,6 +454,12 @@ def run_body(txn: Txn, body: Callable[[], Any]) -> Any:
     body_enter(txn)
     try:
         return body()
+    except Exception:
+        # Judged now, while the pin keeps the replica's record of what entries touched: the
+        # caller re-runs a body that raised from a state that has since changed.
+        txn.moved = txn.reads_moved()
+        txn.abandon()
+        raise
     except BaseException:
         txn.abandon()
         raise

@@ -23,6 +23,7 @@ Enum members are the exception: their class is registered (`superstatic.register
 from __future__ import annotations
 
 import datetime
+import decimal
 import enum
 import zoneinfo
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from superstatic.objects import node as _node
 from superstatic.objects import registry
 from superstatic.protocol import codec as _codec
+from superstatic.protocol import keynorm as _keynorm
 from superstatic.protocol.errors import LimitExceeded, NotStorable
 
 if TYPE_CHECKING:
@@ -173,8 +175,25 @@ def check_hashed(owner: Node, live: Any, segment: _Segment) -> None:
         raise NotStorable(render_path(owner, (segment,)), type(bad).__qualname__, reason)
 
 
+def _key_refused(value: Any) -> str | None:
+    """Why the agent would refuse `value` (live, storable) as a dict key or set member (NaN,
+    a Decimal beyond KEY_DECIMAL_EXPONENT_MAX: keynorm), or None. Plain str / int / bytes /
+    None keys, nearly all of them, need no look."""
+    tp = type(value)
+    if tp is str or tp is int or tp is bytes or value is None:
+        return None
+    try:
+        _keynorm.key_norm(wire(value))
+    except _keynorm.KeyRefused as e:
+        return e.rule
+    return None
+
+
 def _hashed_problem(value: Any) -> tuple[Any, str] | None:
     tp = type(value)
+    if tp is float or tp is decimal.Decimal:
+        refused = _key_refused(value)
+        return None if refused is None else (value, refused)
     if tp is tuple or tp is frozenset:
         for x in value:
             found = _hashed_problem(x)
@@ -204,6 +223,9 @@ def lookup_value(value: Any, for_set: bool = False) -> tuple[bool, Any]:
     that could not be stored (say, an instance with a custom __eq__ equal to a stored key) is
     looked up by the caller among the stored values (`find_equal`)."""
     tp = type(value)
+    if tp is float or tp is decimal.Decimal:
+        # A NaN is never a stored key (refused when stored): looked up as a non-storable value.
+        return _key_refused(value) is None, value
     if tp in _PLAIN_SCALARS or tp in registry.ENUM_NAMES or _node.node_of(value) is not None:
         return True, value
     if tp is str or tp is datetime.datetime or tp is datetime.time:
@@ -215,6 +237,22 @@ def lookup_value(value: Any, for_set: bool = False) -> tuple[bool, Any]:
         return lookup_value(frozenset(value))
     hash(value)  # a plain list/dict raises TypeError here, exactly like the real container
     return False, value
+
+
+def read_key(value: Any) -> tuple[bool, Any]:
+    """A key a transaction read one by one (`d[k]`, `k in s`, `obj.attr`), in wire form for the
+    model-2 body: (True, wire value), or (False, None) when it cannot travel as it is (never
+    storable as a key, so the read is sent as a whole read of its node instead). Never raises:
+    the read itself already ran."""
+    if type(value) is set:
+        value = frozenset(value)  # what set.__contains__ looks up for a plain set
+    try:
+        storable, _value = lookup_value(value)
+    except TypeError:
+        return False, None
+    if not storable or _hashed_problem(value) is not None or _key_refused(value) is not None:
+        return False, None
+    return True, wire(value)
 
 
 def find_equal(container: Any, value: Any) -> Any:

@@ -12,11 +12,12 @@ network) stops renewing and the lock is free one session ttl later, for the firs
 is still alive. Waiting is FIFO: a free lock goes to the first live waiter in `waiters`, which
 is in the log order of their arrival.
 
-The fencing token is the log index of the entry that granted the lock: the version of the
-`grant` node, which only that entry wrote while the holder holds it. Indexes only grow, so
-every later holder's token is larger, also across restarts and leader changes. Pass it to the
-resource you protect and have it refuse tokens older than the largest it has seen
-(docs/toolkit.md).
+The fencing token is a log index between the entry that granted the lock and the next grant:
+the index this process's replica had applied when it saw the grant name it (it checks, under
+the replica's lock, that the grant still names it, so no later grant is applied yet). Indexes
+only grow, so every later holder's token is larger, also across restarts and leader changes.
+Pass it to the resource you protect and have it refuse tokens older than the largest it has
+seen (docs/toolkit.md).
 """
 
 from __future__ import annotations
@@ -146,15 +147,16 @@ class Lock:
         return result[0], result[1], result[2]
 
     def _token_of(self, me: str, grant: Any) -> int:
-        """The fencing token: grant's version, i.e. the index of the entry that gave it to
-        `me` (only that entry wrote it while `me` holds it)."""
+        """The fencing token: the replica's applied index while the grant names `me` (the
+        replica keeps no node versions; any index from the granting entry up to the next grant
+        orders holders the same way)."""
         with self._rt.replica.lock:
             if shared.peek(grant).get("holder") != me:
                 raise LeaseLost(
                     f"lock {self.name!r} was taken over right after it was granted (this "
                     "process's liveness lapsed)"
                 )
-            return shared.version(grant)
+            return self._rt.replica.applied_index
 
     def release(self) -> None:
         """Gives the lock up. Raises LeaseLost if it was no longer this process's (its

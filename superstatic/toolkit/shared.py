@@ -70,10 +70,6 @@ def is_dead(value: Any) -> bool:
     return found is not None and found.dead
 
 
-def version(container: Any) -> int:
-    return node(container).version
-
-
 def plain_value(value: Any) -> Any:
     """A plain copy of a stored value (containers become plain ones, scalars stay)."""
     if _node.node_of(value) is None:

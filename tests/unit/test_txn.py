@@ -175,7 +175,7 @@ def test_isolation_from_other_threads_until_commit(cluster: InprocCluster) -> No
     assert cfg["v"] == "new"
 
 
-def test_read_only_transaction_and_read_versions(cluster: InprocCluster) -> None:
+def test_read_only_transaction_and_read_set(cluster: InprocCluster) -> None:
     session = cluster.session()
     cfg = session.root("config", dict)
     cfg["a"] = 1
@@ -184,13 +184,15 @@ def test_read_only_transaction_and_read_versions(cluster: InprocCluster) -> None
 
     def body() -> int:
         value = cfg["a"]
-        captured.append(dict(txn_module.current().reads))  # type: ignore[union-attr]
+        txn = txn_module.current()
+        assert txn is not None
+        captured.append((txn.base, txn.read_set()))
         return value
 
     assert session.run(body) == 1
-    assert cluster.last_index == before
+    assert cluster.last_index == before  # read-only: nothing committed
     node = session.replica.roots_node().live["config"]._self_node
-    assert captured == [{node.oid: node.version}]
+    assert captured == [(before, {node.oid: (0, ["a"])})]
 
 
 def test_sync_inside_a_transaction_is_refused(cluster: InprocCluster) -> None:
