@@ -41,7 +41,7 @@ class RecordingReplica:
         self.snapshots: list[int] = []
         self.events: list[tuple[Any, ...]] = []
 
-    def load_snapshot(self, index: int, nodes: Iterable[tuple[str, bytes]]) -> None:
+    def load_snapshot(self, index: int, nodes: Iterable[tuple[str, int, str, Any]]) -> None:
         list(nodes)
         self.snapshots.append(index)
         self.applied_index = index
@@ -162,7 +162,7 @@ class AgentPeer:
             if start == 0:
                 with self.log.lock:
                     start = len(self.log.entries)
-                snapshot = {"index": start, "part": 0, "last": True, "nodes": []}
+                snapshot = {"index": start, "part": 0, "last": True, "fmt": 2, "items": []}
                 self._send(identity, wire.FrameType.SNAPSHOT, req_id, snapshot)
             self._subs[identity] = (req_id, start)
         elif ftype is wire.FrameType.UNSUBSCRIBE:
@@ -648,13 +648,15 @@ def test_bad_endpoints_are_refused_up_front() -> None:
 def test_feeder_ignores_a_snapshot_older_than_the_replica() -> None:
     replica = RecordingReplica()
     feeder = StreamFeeder(replica)
-    feeder.feed_snapshot({"index": 3, "part": 0, "last": False, "nodes": [["@roots", b"r"]]})
+    feeder.feed_snapshot(
+        {"index": 3, "part": 0, "last": False, "fmt": 2, "items": [[0, "@roots", "dict", None, 1]]}
+    )
     assert replica.snapshots == []  # nothing visible until the last part
-    assert feeder.feed_snapshot({"index": 3, "part": 1, "last": True, "nodes": []})
+    assert feeder.feed_snapshot({"index": 3, "part": 1, "last": True, "fmt": 2, "items": []})
     assert replica.applied_index == 3
     feeder.feed_events({"ev": [[4, "c", 1, "ok", b"b", []], [5, None, None, "noop", None, []]]})
     feeder.begin()
-    assert not feeder.feed_snapshot({"index": 2, "part": 0, "last": True, "nodes": []})
+    assert not feeder.feed_snapshot({"index": 2, "part": 0, "last": True, "fmt": 2, "items": []})
     assert replica.snapshots == [3] and replica.applied_index == 5
     # An agent behind us: its events are skipped until they pass our index.
     feeder.feed_events({"ev": [[3, None, None, "noop", None, []], [6, "c", 2, "ok", b"x", []]]})
@@ -664,13 +666,13 @@ def test_feeder_ignores_a_snapshot_older_than_the_replica() -> None:
 def test_feeder_rejects_out_of_order_parts_and_garbage() -> None:
     feeder = StreamFeeder(RecordingReplica())
     with pytest.raises(StreamGap):
-        feeder.feed_snapshot({"index": 3, "part": 1, "last": True, "nodes": []})
+        feeder.feed_snapshot({"index": 3, "part": 1, "last": True, "fmt": 2, "items": []})
     with pytest.raises(ProtocolError):
         feeder.feed_events({"ev": [[1, "c", 1, "maybe", None, []]]})
     with pytest.raises(ProtocolError):
         feeder.feed_events({"ev": [[1, "c"]]})
     with pytest.raises(ProtocolError):
-        feeder.feed_snapshot({"index": 1, "part": 0, "last": True, "nodes": [["x", "str"]]})
+        feeder.feed_snapshot({"index": 1, "part": 0, "last": True, "fmt": 2, "items": [["x"]]})
 
 
 def test_wait_applied_waits_while_the_stream_progresses(

@@ -1,0 +1,152 @@
+"""SNAPSHOT frames to apps, format 2 (docs/data-model-v2.md section 5): per-key runs, so no
+frame and no item ever holds a whole container.
+
+A snapshot is a sequence of frame item lists. Items, in order:
+
+* `[0, oid, kind, extra, version]` starts a node (`extra`: an obj's class name, a list's
+  length, else null; `version`: the header version, which the library still keeps per node);
+* `[1, oid, run]` dict items / obj attributes, `run` = CBOR `[[key, value], ...]`;
+* `[2, oid, run]` set members, `run` = CBOR `[member, ...]`;
+* `[3, oid, run]` list values in list order, `run` = CBOR `[value, ...]`.
+
+A run is carried as a CBOR byte string, not as nested arrays of the frame: a frame may nest
+only `wire.FRAME_DEPTH_MAX` (16) deep while a value may nest 200 deep, and the elements are
+encoded once here from what the store holds. A node's runs continue over as many frames as it
+needs; it is complete at the next `[0, ...]` item or at the frame marked last.
+
+The producer is independent of the store's layout: it takes `SnapNode`s whose elements are
+already CBOR-encoded (one complete item each), so the store's reader decides how they are read
+(record by record for the per-key layout) and nothing here decodes them again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from superstatic.protocol import codec
+
+FMT = 2
+ITEM_NODE = 0
+ITEM_ITEMS = 1  # dict items / obj attributes
+ITEM_MEMBERS = 2  # set members
+ITEM_VALUES = 3  # list values
+RUN_TAGS = {"dict": ITEM_ITEMS, "obj": ITEM_ITEMS, "set": ITEM_MEMBERS, "list": ITEM_VALUES}
+# Bytes counted for an item besides its oid and run (array heads, tags, the header's ints): an
+# estimate that keeps frames near `frame_bytes_max`, not an exact size.
+ITEM_OVERHEAD_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class SnapNode:
+    """One node as the store's reader gives it: its header and its elements, each one complete
+    CBOR item (`[key, value]` for dicts and objs, the member or value otherwise), in the order
+    the app rebuilds it (insertion order, canonical set order, list order)."""
+
+    oid: str
+    kind: str
+    extra: Any
+    version: int
+    elements: Iterable[bytes]
+
+
+def cbor_array(encoded: list[bytes]) -> bytes:
+    """A definite-length CBOR array of already encoded items (canonical if they are)."""
+    return _array_head(len(encoded)) + b"".join(encoded)
+
+
+def _array_head(n: int) -> bytes:
+    major = 0x80
+    if n < 24:
+        return bytes([major | n])
+    if n < 1 << 8:
+        return bytes([major | 24, n])
+    if n < 1 << 16:
+        return bytes([major | 25]) + n.to_bytes(2, "big")
+    if n < 1 << 32:
+        return bytes([major | 26]) + n.to_bytes(4, "big")
+    return bytes([major | 27]) + n.to_bytes(8, "big")
+
+
+def snapshot_frames(nodes: Iterable[SnapNode], frame_bytes_max: int) -> Iterator[list[list[Any]]]:
+    """The item lists of a snapshot's frames, each about `frame_bytes_max` bytes (a single
+    element larger than that makes a larger frame: one element per run at least). Always at
+    least one (possibly empty) list, so an empty table still sends its last frame."""
+    assert frame_bytes_max >= 1, frame_bytes_max
+    try:
+        yield from _frames(nodes, frame_bytes_max)
+    finally:
+        # Closing the frames closes the store's reader (it pins a read transaction).
+        closer = getattr(nodes, "close", None)
+        if closer is not None:
+            closer()
+
+
+def _frames(nodes: Iterable[SnapNode], frame_bytes_max: int) -> Iterator[list[list[Any]]]:
+    items: list[list[Any]] = []
+    size = 0
+    for node in nodes:
+        head_bytes = len(node.oid) + ITEM_OVERHEAD_BYTES
+        if type(node.extra) is str:
+            head_bytes += len(node.extra)
+        if items and size + head_bytes > frame_bytes_max:
+            yield items
+            items, size = [], 0
+        items.append([ITEM_NODE, node.oid, node.kind, node.extra, node.version])
+        size += head_bytes
+        tag = RUN_TAGS[node.kind]
+        run_overhead = len(node.oid) + ITEM_OVERHEAD_BYTES
+        run: list[bytes] = []
+        run_bytes = 0
+        for element in node.elements:
+            if (items or run) and size + run_overhead + run_bytes + len(element) > frame_bytes_max:
+                # The frame is full: close this node's run here, continue it in the next frame.
+                if run:
+                    items.append([tag, node.oid, cbor_array(run)])
+                yield items
+                items, size, run, run_bytes = [], 0, [], 0
+            run.append(element)
+            run_bytes += len(element)
+        if run:
+            items.append([tag, node.oid, cbor_array(run)])
+            size += run_overhead + run_bytes
+    yield items
+
+
+def frame_body(
+    index: int, part: int, last: bool, log_time_ms: int, items: list[list[Any]]
+) -> dict[str, Any]:
+    return {
+        "index": index,
+        "part": part,
+        "last": last,
+        "fmt": FMT,
+        "items": items,
+        "log_time_ms": log_time_ms,
+    }
+
+
+def nodes_of_records(records: Iterable[tuple[str, bytes]]) -> Iterator[SnapNode]:
+    """SnapNodes of whole node records `[version, kind, contents]` (the format-2 store's
+    `objects` db), each element encoded on its own."""
+    try:
+        for oid, record in records:
+            # Stored records were validated when written (docs/data-model.md, "Apply").
+            version, kind, contents = codec.loads(record)
+            if kind == "obj":
+                class_name, attrs = contents
+                yield SnapNode(oid, kind, class_name, version, _encoded(attrs))
+            elif kind == "list":
+                yield SnapNode(oid, kind, len(contents), version, _encoded(contents))
+            else:
+                yield SnapNode(oid, kind, None, version, _encoded(contents))
+    finally:
+        closer = getattr(records, "close", None)
+        if closer is not None:
+            closer()
+
+
+def _encoded(elements: list[Any]) -> Iterator[bytes]:
+    for element in elements:
+        yield codec.dumps(element)
