@@ -103,6 +103,12 @@ class Streams:
 
     def on_subscribe(self, identity: bytes, frame: wire.Frame, now: float) -> None:
         start = wire.field_int(frame, "from", minimum=0, maximum=peer_codec.INDEX_MAX)
+        model = frame.body.get("model")
+        if type(model) is not int or model != wire.DATA_MODEL:
+            # A model-1 library expects whole-record snapshots and v1 bodies in its stream.
+            message = "this agent speaks data model 2: upgrade the superstatic library"
+            self._error(identity, frame.req_id, wire.ErrorCode.BAD_REQUEST, message)
+            return
         if self._refusing is not None:
             self._error(identity, frame.req_id, wire.ErrorCode.UNAVAILABLE, self._refusing)
             return

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from superstatic_agent.storage import seal
 from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
+from support.snapshots import record_bytes, snapshot_feeder
 
 import superstatic
 from superstatic.client import oneshot
@@ -109,8 +110,8 @@ def snapshot_of(endpoint: str) -> dict[str, bytes]:
     """SUBSCRIBE from 0 on a fresh socket and read the snapshot: {oid: record bytes}."""
     client = RawClient(endpoint)
     try:
-        req = client.send(wire.FrameType.SUBSCRIBE, {"from": 0})
-        nodes: dict[str, bytes] = {}
+        req = client.send(wire.FrameType.SUBSCRIBE, {"from": 0, "model": wire.DATA_MODEL})
+        feeder, capture = snapshot_feeder()
         deadline = time.monotonic() + TIMEOUT_S_WAIT
         while time.monotonic() < deadline:
             frame = client.recv(1_000)
@@ -118,10 +119,8 @@ def snapshot_of(endpoint: str) -> dict[str, bytes]:
                 continue
             if frame.type is wire.FrameType.ERROR:
                 raise AgentError(frame.body["code"], frame.body["message"], None)
-            if frame.type is wire.FrameType.SNAPSHOT:
-                nodes.update({oid: record for oid, record in frame.body["nodes"]})
-                if frame.body["last"]:
-                    return nodes
+            if frame.type is wire.FrameType.SNAPSHOT and feeder.feed_snapshot(frame.body):
+                return {oid: record_bytes(*node) for oid, node in capture.nodes.items()}
         raise AssertionError(f"no complete snapshot from {endpoint}")
     finally:
         client.close()
