@@ -9,7 +9,7 @@ snapshot producers and consumers ship the same records.
 | db | key | value (before sealing) |
 |---|---|---|
 | `oids` | oid utf-8 | nid, 8 bytes big-endian |
-| `nodes` | nid (8 B) | CBOR header `[oid, kind, version, shape_version, next_pos, extra]` |
+| `nodes` | nid (8 B) | CBOR header `[oid, kind, version, shape_version, next_pos, extra, count]` |
 | `entries` | nid + `0x01` + ekey | CBOR entry (below) |
 | `entries` | nid + `0x02` + blake2b-128(ekey) | CBOR bucket `[[ekey, version, pos, value, orig]]` |
 | `order` | nid + pos (8 B) | ekey (already CBOR) |
@@ -80,8 +80,8 @@ TOMB = "x"
 NODE_KINDS = codec.NODE_KINDS
 # list header extra: [length, root chunk id, height, next chunk id]
 LIST_EXTRA_FIELDS = 4
-# Heights of a list B+tree: 256-way fan-out makes 8 levels hold 2**64 elements.
-LIST_HEIGHT_MAX = 16
+# Heights of a list B+tree (agent/listtree.py's bound).
+LIST_HEIGHT_MAX = 64
 
 # Bounds a stored record is decoded with when it is untrusted (peer snapshot chunks): no
 # record exceeds one frame (record_bytes_max is bounded by it) nor holds more CBOR items than a
@@ -232,7 +232,8 @@ def decode_nid(key: bytes, data: bytes) -> int:
 @dataclass(slots=True)
 class Header:
     """A node header (the nodes db). `extra`: obj class name; list [length, root chunk id,
-    height, next chunk id]; dict/set None."""
+    height, next chunk id]; dict/set None. `count`: live entries (dict items, set members,
+    attributes) or the list's length: len() and inspection without a scan."""
 
     oid: str
     kind: str
@@ -240,33 +241,44 @@ class Header:
     shape_version: int
     next_pos: int
     extra: Any
+    count: int = 0
 
     def encode(self) -> bytes:
         return codec.dumps(
-            [self.oid, self.kind, self.version, self.shape_version, self.next_pos, self.extra]
+            [
+                self.oid,
+                self.kind,
+                self.version,
+                self.shape_version,
+                self.next_pos,
+                self.extra,
+                self.count,
+            ]
         )
 
 
 def decode_header(key: bytes, data: bytes, *, checked: bool = True, db: str = "nodes") -> Header:
     value = _decode(db, key, data, checked)
-    if type(value) is not list or len(value) != 6:
+    if type(value) is not list or len(value) != 7:
         raise RecordInvalid(
-            db, key, "a header is [oid, kind, version, shape_version, next_pos, extra]"
+            db, key, "a header is [oid, kind, version, shape_version, next_pos, extra, count]"
         )
-    oid, kind, version, shape_version, next_pos, extra = value
+    oid, kind, version, shape_version, next_pos, extra, count = value
     if checked:
         if type(oid) is not str or not 0 < len(oid) <= codec.OID_CHARS_MAX:
             raise RecordInvalid(db, key, f"the oid is a str of 1..{codec.OID_CHARS_MAX} chars")
         if type(kind) is not str or kind not in NODE_KINDS:
             raise RecordInvalid(db, key, f"the kind is one of {', '.join(NODE_KINDS)}")
-        if not (_is_u63(version) and _is_u63(shape_version) and _is_u63(next_pos)):
+        if not all(_is_u63(x) for x in (version, shape_version, next_pos, count)):
             raise RecordInvalid(
-                db, key, "version, shape_version and next_pos are ints in 0..2**63-1"
+                db, key, "version, shape_version, next_pos and count are ints in 0..2**63-1"
             )
         if shape_version > version:
             raise RecordInvalid(db, key, "shape_version is above version")
         _check_extra(db, key, kind, extra)
-    return Header(oid, kind, version, shape_version, next_pos, extra)
+        if kind == "list" and count != extra[0]:
+            raise RecordInvalid(db, key, "a list header's count is its length")
+    return Header(oid, kind, version, shape_version, next_pos, extra, count)
 
 
 def _check_extra(db: str, key: bytes, kind: str, extra: Any) -> None:

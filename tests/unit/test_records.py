@@ -40,9 +40,9 @@ def test_long_keys_take_the_hashed_form() -> None:
 
 def test_header_round_trip_and_validation() -> None:
     for header in (
-        Header("@roots", "dict", 10, 4, 3, None),
-        Header("a1", "obj", 1, 1, 1, "Point"),
-        Header("l", "list", 5, 5, 0, [3, 1, 1, 2]),
+        Header("@roots", "dict", 10, 4, 3, None, 2),
+        Header("a1", "obj", 1, 1, 1, "Point", 1),
+        Header("l", "list", 5, 5, 0, [3, 1, 1, 2], 3),
         Header("s", "set", 0, 0, 0, None),
     ):
         key = rec.nid_key(3)
@@ -50,13 +50,15 @@ def test_header_round_trip_and_validation() -> None:
         rec.check_record("nodes", key, header.encode())
     key = rec.nid_key(3)
     bad = [
-        codec.dumps(["x", "dict", 1, 1, 0]),  # 5 fields
-        codec.dumps(["x", "tree", 1, 1, 0, None]),
-        codec.dumps(["x", "dict", -1, 0, 0, None]),
-        codec.dumps(["x", "dict", 1, 2, 0, None]),  # shape above version
-        codec.dumps(["x", "obj", 1, 1, 0, None]),  # no class name
-        codec.dumps(["x", "list", 1, 1, 0, [1, 2]]),
-        codec.dumps(["", "dict", 1, 1, 0, None]),
+        codec.dumps(["x", "dict", 1, 1, 0, None]),  # 6 fields
+        codec.dumps(["x", "tree", 1, 1, 0, None, 0]),
+        codec.dumps(["x", "dict", -1, 0, 0, None, 0]),
+        codec.dumps(["x", "dict", 1, 1, 0, None, -1]),
+        codec.dumps(["x", "dict", 1, 2, 0, None, 0]),  # shape above version
+        codec.dumps(["x", "obj", 1, 1, 0, None, 0]),  # no class name
+        codec.dumps(["x", "list", 1, 1, 0, [1, 2], 0]),
+        codec.dumps(["x", "list", 1, 1, 0, [3, 1, 1, 2], 2]),  # count is not the length
+        codec.dumps(["", "dict", 1, 1, 0, None, 0]),
         b"\xff\xff",
         b"",
     ]
