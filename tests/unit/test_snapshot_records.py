@@ -51,11 +51,11 @@ def fill(txn: lmdb.Transaction, dbs: Any) -> None:
     put(txn, dbs.sm_meta, b"gc", cbor2.dumps([0, 5, 0]))
     put(txn, dbs.sessions, b"app-1", encode_session(Session(900, 1, {3: (12, "ok", "")}, 7)))
     heads = {
-        1: layout.Header("@roots", "dict", 30, 30, 3, None),
-        2: layout.Header("d", "dict", 39, 38, 400, None),
-        3: layout.Header("s", "set", 20, 20, 0, None),
-        4: layout.Header("o", "obj", 21, 21, 2, "Point"),
-        5: layout.Header("l", "list", 22, 22, 0, [300, 1, 1, 2]),
+        1: layout.Header("@roots", "dict", 30, 30, 3, None, 3),
+        2: layout.Header("d", "dict", 39, 38, 400, None, 392),
+        3: layout.Header("s", "set", 20, 20, 0, None, 50),
+        4: layout.Header("o", "obj", 21, 21, 2, "Point", 2),
+        5: layout.Header("l", "list", 22, 22, 0, [300, 1, 0, 2], 300),
     }
     for nid, head in heads.items():
         put(txn, dbs.oids, layout.oid_key(head.oid), layout.encode_nid(nid))
