@@ -160,6 +160,7 @@ def test_a_v1_store_becomes_per_key_records(tmp_path: Path) -> None:
     assert nids == [1, 2, 3, 4, 5]  # in oid order: "@roots" "d" "e" "o" "s"
     assert meta_value(store, b"sm_meta", layout.KEY_NEXT_NID) == 6
     assert meta_value(store, b"sm_meta", layout.KEY_TOMB_HORIZON) == 50
+    assert meta_value(store, b"sm_meta", migrate.KEY_V1_TAIL) == 1
     assert meta_value(store, b"meta", KEY_FORMAT) == 3
     assert meta_value(store, b"meta", migrate.KEY_MIGRATING) is None
     after = dump(store)
