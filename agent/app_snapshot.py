@@ -25,6 +25,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from superstatic_agent import records as layout
+from superstatic_agent.storage import record_get, unseal
+
 from superstatic.protocol import codec
 
 FMT = 2
@@ -150,3 +153,97 @@ def nodes_of_records(records: Iterable[tuple[str, bytes]]) -> Iterator[SnapNode]
 def _encoded(elements: list[Any]) -> Iterator[bytes]:
     for element in elements:
         yield codec.dumps(element)
+
+
+# ---------------------------------------------------------------- the format-3 store's reader
+
+
+def nodes_of_store(txn: Any, dbs: Any) -> Iterator[SnapNode]:
+    """SnapNodes of a format-3 store read from the caller's one read transaction, in nid
+    order: each node's header, then its elements record by record (dict and obj entries in
+    `order` order, set members in `entries` key order, list values leaf by leaf). Elements are
+    assembled from the stored encodings (an ekey is already the CBOR of the key's normal form)
+    and never a whole container at once. Corrupt / RecordInvalid propagate: a damaged store is
+    never streamed."""
+    for key, raw in txn.cursor(db=dbs.nodes):
+        key = bytes(key)
+        header = layout.decode_header(key, unseal("nodes", key, raw), checked=False)
+        nid = layout.key_nid(key)
+        if header.kind == "list":
+            extra: Any = header.extra[0]  # the length (the rest is the tree's shape)
+            elements = _list_elements(txn, dbs, nid, header.extra)
+        elif header.kind == "set":
+            extra, elements = None, _set_elements(txn, dbs, nid)
+        else:
+            extra = header.extra  # the obj's class name, or None
+            elements = _item_elements(txn, dbs, nid)
+        yield SnapNode(header.oid, header.kind, extra, header.version, elements)
+
+
+def _prefixed(txn: Any, db: Any, name: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    cursor = txn.cursor(db=db)
+    if not cursor.set_range(prefix):
+        return
+    for key, raw in cursor:
+        key = bytes(key)
+        if not key.startswith(prefix):
+            return
+        yield key, unseal(name, key, raw)
+
+
+def _key_bytes(ekey: bytes, entry: layout.EntryRec) -> bytes:
+    return ekey if entry.original is None else codec.dumps(entry.original)
+
+
+def _item_elements(txn: Any, dbs: Any, nid: int) -> Iterator[bytes]:
+    for order_key, ekey in _prefixed(txn, dbs.order, "order", layout.nid_key(nid)):
+        entry = _entry(txn, dbs, nid, ekey, order_key)
+        yield cbor_array([_key_bytes(ekey, entry), codec.dumps(entry.value)])
+
+
+def _entry(txn: Any, dbs: Any, nid: int, ekey: bytes, order_key: bytes) -> layout.EntryRec:
+    key = layout.entry_key(nid, ekey)
+    raw = record_get(txn, dbs.entries, "entries", key)
+    found: layout.EntryRec | None = None
+    if raw is not None and layout.entry_key_hashed(key):
+        found = dict(layout.decode_bucket(key, raw, checked=False)).get(ekey)
+    elif raw is not None:
+        found = layout.decode_entry(key, raw, checked=False)
+    if found is None or found.tomb:
+        raise layout.RecordInvalid("order", order_key, "names no live entry")
+    return found
+
+
+def _set_elements(txn: Any, dbs: Any, nid: int) -> Iterator[bytes]:
+    for key, raw in _prefixed(txn, dbs.entries, "entries", layout.entries_prefix(nid)):
+        if layout.entry_key_hashed(key):
+            pairs = layout.decode_bucket(key, raw, checked=False)
+        else:
+            pairs = [(layout.entry_key_ekey(key), layout.decode_entry(key, raw, checked=False))]
+        for ekey, entry in pairs:
+            if not entry.tomb:
+                yield _key_bytes(ekey, entry)
+
+
+class _ReadChunks:
+    """listtree's ChunkStore over a read transaction (reads only)."""
+
+    def __init__(self, txn: Any, dbs: Any, nid: int) -> None:
+        self.txn, self.dbs, self.nid = txn, dbs, nid
+
+    def get(self, chunk_id: int) -> bytes | None:
+        return record_get(self.txn, self.dbs.chunks, "chunks", layout.chunk_key(self.nid, chunk_id))
+
+    def put(self, chunk_id: int, data: bytes) -> None:
+        raise AssertionError("a snapshot only reads")
+
+    def delete(self, chunk_id: int) -> None:
+        raise AssertionError("a snapshot only reads")
+
+
+def _list_elements(txn: Any, dbs: Any, nid: int, extra: Any) -> Iterator[bytes]:
+    from superstatic_agent.listtree import ListHeader, ListTree
+
+    tree = ListTree(_ReadChunks(txn, dbs, nid), ListHeader.from_wire(extra))
+    for value in tree.iter_values():
+        yield codec.dumps(value)

@@ -4,10 +4,15 @@ Replica; and the feeder's refusals of malformed or oversized snapshots."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import lmdb
 import pytest
 from superstatic_agent import app_snapshot
+from superstatic_agent import records as layout
+from support.v3store import EXPECTED, fill
 
 from superstatic.client import stream
 from superstatic.client.stream import StreamFeeder
@@ -144,3 +149,48 @@ def test_the_feeder_bounds_what_a_peer_makes_it_hold(monkeypatch: pytest.MonkeyP
     feeder = StreamFeeder(Replica())
     with pytest.raises(LimitExceeded, match="SNAPSHOT_NODES_MAX"):
         feeder.feed_snapshot(snap([[0, f"n{i}", "dict", None, 1] for i in range(3)]))
+
+
+def test_a_format_3_store_streams_record_by_record(tmp_path: Path) -> None:
+    """The reader over per-key records: every kind of node (original keys, long keys in
+    buckets, a tombstone that must not show, set members in key order, list leaves) arrives in
+    the app as the store holds it, over many small frames."""
+    names = [n.decode() for n in layout.NODE_DB_NAMES] + ["sm_meta", "sessions"]
+    env = lmdb.open(str(tmp_path), max_dbs=len(names) + 1, map_size=64 << 20)
+    try:
+        dbs = SimpleNamespace(**{n: env.open_db(n.encode()) for n in names})
+        with env.begin(write=True) as txn:
+            fill(txn, dbs)
+        with env.begin() as txn:
+            item_lists = list(
+                app_snapshot.snapshot_frames(app_snapshot.nodes_of_store(txn, dbs), 500)
+            )
+    finally:
+        env.close()
+    assert len(item_lists) > 20
+    replica = Replica()
+    feeder = StreamFeeder(replica)
+    for part, items in enumerate(item_lists):
+        body = app_snapshot.frame_body(40, part, part == len(item_lists) - 1, 7, items)
+        feeder.feed_snapshot(wire.decode(wire.encode(wire.FrameType.SNAPSHOT, 1, body),
+                                         wire.AGENT_TO_CLIENT).body)  # fmt: skip
+    assert replica.applied_index == 40
+    for oid, (kind, contents) in EXPECTED.items():
+        node = replica.nodes[oid]
+        assert node.kind == kind, oid
+        if kind == "dict":
+            assert len(node.live) == len(contents), oid
+            for (key, value), (want_key, want) in zip(node.live.items(), contents, strict=True):
+                assert key == want_key and type(key) is type(want_key)  # 1.0 kept as 1.0
+                if isinstance(want, Ref):
+                    assert value is replica.nodes[want.oid].ref
+                else:
+                    assert value == want
+        elif kind == "set":
+            assert node.live == set(contents)
+        elif kind == "list":
+            assert list(node.live) == contents
+        else:
+            assert node.class_name == contents[0] and node.live["x"] == 1
+    assert replica.nodes["o"].live["y"] is replica.nodes["d"].ref
+    assert replica.nodes["d"].version == 39

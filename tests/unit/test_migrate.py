@@ -42,6 +42,7 @@ def v1_nodes() -> dict[str, tuple[int, str, Any]]:
         "s": (5, "set", [1, "x", decimal.Decimal("2.5"), LONG, frozenset({3})]),
         "o": (6, "obj", ["Point", [["x", 1], ["y", Ref("d")]]]),
         "e": (3, "dict", []),
+        "l": (4, "list", [*range(1000), Ref("d"), (1, 2)]),  # several leaves
     }
 
 
@@ -142,8 +143,8 @@ def test_a_v1_store_becomes_per_key_records(tmp_path: Path) -> None:
     write_v1_store(store, nodes, applied=50)
     before = dump(store)
     done = migrate.migrate(store, map_bytes=MAP_BYTES)
-    assert (done.nodes, done.applied, done.already) == (5, 50, False)
-    assert done.entries == 3 + 6 + 5 + 2
+    assert (done.nodes, done.applied, done.already) == (6, 50, False)
+    assert done.entries == 3 + 6 + 5 + 2 + 1002
     got = read_v3(store)
     assert set(got) == set(nodes)
     for oid, (version, kind, contents) in nodes.items():
@@ -151,14 +152,18 @@ def test_a_v1_store_becomes_per_key_records(tmp_path: Path) -> None:
         assert (header.kind, header.version, header.shape_version) == (kind, version, version)
         if kind == "set":
             assert set(stored) == set(contents) and header.count == len(contents)
+        elif kind == "list":
+            assert stored == contents and header.count == len(contents)
         else:
             assert stored == contents, oid  # original keys (1.0, the enum) and order kept
             items = contents[1] if kind == "obj" else contents
             assert header.count == header.next_pos == len(items)
     assert got["o"][0].extra == "Point"
     nids = sorted(layout.key_nid(k) for k, _ in dump(store)[b"nodes"])
-    assert nids == [1, 2, 3, 4, 5]  # in oid order: "@roots" "d" "e" "o" "s"
-    assert meta_value(store, b"sm_meta", layout.KEY_NEXT_NID) == 6
+    assert nids == [1, 2, 3, 4, 5, 6]  # in oid order: "@roots" "d" "e" "l" "o" "s"
+    assert meta_value(store, b"sm_meta", layout.KEY_NEXT_NID) == 7
+    assert got["l"][0].extra[0] == 1002 and got["l"][0].extra[2] >= 1  # length, height
+    assert len(dump(store)[b"chunks"]) > 4
     assert meta_value(store, b"sm_meta", layout.KEY_TOMB_HORIZON) == 50
     assert meta_value(store, b"sm_meta", migrate.KEY_V1_TAIL) == 1
     assert meta_value(store, b"meta", KEY_FORMAT) == 3
@@ -270,7 +275,7 @@ def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     store = tmp_path / "a"
     write_v1_store(store, v1_nodes(), applied=12)
     assert cli.main(["--migrate", "--data-dir", str(store)]) == 0
-    assert "migrated 5 objects (16 entries) at index 12 to format 3" in capsys.readouterr().out
+    assert "migrated 6 objects (1018 entries) at index 12 to format 3" in capsys.readouterr().out
     assert cli.main(["--migrate", "--data-dir", str(store)]) == 0
     assert "already format 3" in capsys.readouterr().out
     write_v1_store(tmp_path / "nan", {"d": (1, "dict", [[float("nan"), 1]])})
