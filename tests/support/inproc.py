@@ -104,6 +104,27 @@ class InprocLog:
         self.env.close()
 
 
+# Small frames, so the in-process snapshots split containers into runs as a real stream does.
+SNAPSHOT_FRAME_BYTES = 4096
+
+
+def load_as_streamed(replica: Replica, index: int, nodes: list[tuple[str, bytes]]) -> None:
+    """Loads the replica the way an app's connection does: the agent's SNAPSHOT frames
+    (format 2, agent/app_snapshot.py) through the library's StreamFeeder."""
+    from superstatic_agent import app_snapshot
+
+    from superstatic.client.stream import StreamFeeder
+
+    frames = list(
+        app_snapshot.snapshot_frames(app_snapshot.nodes_of_records(nodes), SNAPSHOT_FRAME_BYTES)
+    )
+    feeder = StreamFeeder(replica)
+    for part, items in enumerate(frames):
+        last = part == len(frames) - 1
+        feeder.feed_snapshot(app_snapshot.frame_body(index, part, last, 0, items))
+    assert replica.applied_index == index, (replica.applied_index, index)
+
+
 class InprocConnection:
     """The Connection interface (submit, read_index, wait_applied, close) over an InprocLog."""
 
@@ -123,7 +144,7 @@ class InprocConnection:
             index, nodes = cluster.log.snapshot()
             self._next = len(cluster.events)
             assert self._next == index, "events and the log index move together"
-        replica.load_snapshot(index, nodes)
+        load_as_streamed(replica, index, nodes)
         self.closed = False
 
     def submit(self, body: bytes, kind: str = "txn") -> Committed:
