@@ -197,8 +197,40 @@ def _key_bytes(ekey: bytes, entry: layout.EntryRec) -> bytes:
 
 def _item_elements(txn: Any, dbs: Any, nid: int) -> Iterator[bytes]:
     for order_key, ekey in _prefixed(txn, dbs.order, "order", layout.nid_key(nid)):
+        key = layout.entry_key(nid, ekey)
+        if not layout.entry_key_hashed(key):
+            raw = record_get(txn, dbs.entries, "entries", key)
+            value = None if raw is None else _live_value_bytes(raw)
+            if value is not None:
+                # The common entry [version, pos, value]: the key is its ekey and the value's
+                # encoding is the record's tail; nothing is decoded or encoded again.
+                yield _PAIR_HEAD + ekey + value
+                continue
         entry = _entry(txn, dbs, nid, ekey, order_key)
         yield cbor_array([_key_bytes(ekey, entry), codec.dumps(entry.value)])
+
+
+_PAIR_HEAD = b"\x82"  # a CBOR array of two items
+_ENTRY_HEAD = 0x83  # [version, pos, value]: a live dict/obj entry without an original key
+
+
+def _live_value_bytes(raw: bytes) -> bytes | None:
+    """The value's encoding in a stored `[version, pos, value]` entry (two unsigned ints, then
+    the value to the end), or None for any other form (tombstone, original key kept)."""
+    if not raw or raw[0] != _ENTRY_HEAD:
+        return None
+    at = 1
+    for _ in range(2):
+        width = _UINT_WIDTHS.get(raw[at]) if at < len(raw) else None
+        if width is None:
+            return None
+        at += width
+    return raw[at:] if at < len(raw) else None
+
+
+# Bytes taken by a CBOR unsigned int by its first byte (major type 0): inline below 24, else
+# a head byte and 1, 2, 4 or 8 bytes.
+_UINT_WIDTHS = {**{b: 1 for b in range(24)}, 24: 2, 25: 3, 26: 5, 27: 9}
 
 
 def _entry(txn: Any, dbs: Any, nid: int, ekey: bytes, order_key: bytes) -> layout.EntryRec:

@@ -25,11 +25,7 @@ from typing import Any, Protocol
 
 from superstatic.protocol import codec
 from superstatic.protocol.errors import Error, LimitExceeded, ProtocolError
-from superstatic.protocol.wire import (
-    AGENT_FRAME_ITEMS_MAX,
-    CLIENT_ID_CHARS_MAX,
-    FRAME_BYTES_MAX,
-)
+from superstatic.protocol.wire import CLIENT_ID_CHARS_MAX
 
 # One snapshot is assembled in memory before it replaces the replica (load_snapshot replaces
 # everything at once, so a half-loaded snapshot is never visible). Bound what a peer can make
@@ -41,17 +37,6 @@ SNAPSHOT_ELEMENTS_MAX = 100_000_000
 # whole records and is refused at HELLO (client/connection.py).
 SNAPSHOT_FMT = 2
 _ITEM_NODE, _ITEM_ITEMS, _ITEM_MEMBERS, _ITEM_VALUES = 0, 1, 2, 3
-# A run is CBOR inside a frame (a byte string the frame's own scan does not look into): scanned
-# with the frame's bounds before it is decoded, values nesting as deep as any stored value.
-RUN_LIMITS = codec.DecodeLimits(
-    what="snapshot run",
-    bytes_max=FRAME_BYTES_MAX,
-    bytes_name="FRAME_BYTES_MAX",
-    items_max=AGENT_FRAME_ITEMS_MAX,
-    items_name="AGENT_FRAME_ITEMS_MAX",
-    depth_max=codec.DECODE_DEPTH_MAX,
-    depth_name="DECODE_DEPTH_MAX",
-)
 _RUN_KINDS = {_ITEM_ITEMS: ("dict", "obj"), _ITEM_MEMBERS: ("set",), _ITEM_VALUES: ("list",)}
 # Outcomes the state machine produces (architecture section 2); anything else is garbage.
 OUTCOMES = frozenset({"ok", "conflict", "error", "dup", "noop", "session_expired"})
@@ -172,7 +157,11 @@ class StreamFeeder:
         if current is None or item[1] != current[0] or current[2] not in kinds:
             raise ProtocolError("a SNAPSHOT run does not continue the node its header started")
         oid, _version, kind, contents = current
-        run = codec.loads(item[2], RUN_LIMITS)
+        # Decoded as whole node records were before format 2 (codec.decode_record): bounded by
+        # the frame that carried it (FRAME_BYTES_MAX) and cbor2's depth limit, then checked
+        # element by element. A per-run `codec.scan` would double the library's cost of a
+        # snapshot of many small nodes (measured: docs/data-model-v2.md section 5).
+        run = codec.loads(item[2])
         if type(run) is not list:
             raise ProtocolError(f"SNAPSHOT: a run of object {oid} is not an array")
         if self._list_length is not None and len(contents) + len(run) > self._list_length:

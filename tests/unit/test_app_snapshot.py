@@ -109,7 +109,7 @@ def run(tag: int, oid: str, elements: list[Any]) -> list[Any]:
         ([[0, "d", "dict", None, 1], run(1, "e", [[1, 2]])], "does not continue"),
         ([[0, "d", "dict", None, 1], run(3, "d", [1])], "does not continue"),
         ([[0, "d", "dict", None, 1], [1, "d", [[1, 2]]]], "CBOR bytes"),
-        ([[0, "d", "dict", None, 1], [1, "d", b"\xff"]], "snapshot run"),
+        ([[0, "d", "dict", None, 1], [1, "d", b"\xff"]], "undecodable"),
         ([[0, "d", "dict", None, 1], run(1, "d", [[[1], 2]])], "key"),
         ([[0, "d", "dict", None, 1], run(1, "d", [[1, 2, 3]])], "dict item"),
         ([[0, "s", "set", None, 1], run(2, "s", [[1]])], "set"),
@@ -194,3 +194,15 @@ def test_a_format_3_store_streams_record_by_record(tmp_path: Path) -> None:
             assert node.class_name == contents[0] and node.live["x"] == 1
     assert replica.nodes["o"].live["y"] is replica.nodes["d"].ref
     assert replica.nodes["d"].version == 39
+
+
+@pytest.mark.parametrize("version", [0, 23, 24, 255, 256, 70_000, 1 << 40])
+def test_a_stored_entry_gives_its_value_bytes_without_decoding(version: int) -> None:
+    value = (1, "x", Ref("d"))
+    raw = layout.encode_entry(layout.EntryRec(version, version + 1, value))
+    assert app_snapshot._live_value_bytes(raw) == codec.dumps(value)
+    kept = layout.encode_entry(layout.EntryRec(version, 1, value, original=1.0))
+    assert app_snapshot._live_value_bytes(kept) is None  # the original key must be read
+    assert (
+        app_snapshot._live_value_bytes(layout.encode_entry(layout.EntryRec(1, tomb=True))) is None
+    )
