@@ -1390,7 +1390,7 @@ class Server:
                     waiter.proposed = True
             self.counters["proposed"] += end - start
             if self.tracer is not None:
-                self.tracer.on_proposed([data for data, _ in batch[start:end]])
+                self.tracer.on_proposed([data for data, _, _ in batch[start:end]])
             start = end
 
     def _admit_for_space(

@@ -4,9 +4,10 @@ goes"). Off by default: the server holds `tracer = None` and every hook is one
 servers in one process). Nothing is allocated when off.
 
 Only PROPOSEs whose body asks for it (`"trace": true`, sent by an app with SUPERSTATIC_TRACE=1)
-are traced. A traced entry is recognised in later Readies by its payload bytes (the shell made
-them, they are unique per (client, seq) and the same object travels through the core), then by
-its log index once a Ready has shown it. Its stamps go back in the PROPOSE REPLY
+are traced. A traced entry is recognised in later Readies by its payload's (client, seq), then
+by its log index once a Ready has shown it. Not by its bytes: the leader stamps the log time
+into the payload when it appends (logtime.py), so the bytes in the log differ from the bytes
+proposed here. Its stamps go back in the PROPOSE REPLY
 (`superstatic.protocol.trace` names them); leader-side stamps exist only when this agent is the
 leader: an app attached to a follower sees its forward and its own persist, not the leader's.
 """
@@ -16,9 +17,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from superstatic_agent.payload import parse_payload
 from superstatic_agent.raft.types import Entry, Ready, Role
 
 from superstatic.protocol import trace as _proto
+from superstatic.protocol.errors import ProtocolError
 
 # Traced entries in flight here (proposed, not yet answered). A sequential tracer has one; a
 # traced load with many callers keeps only the newest this many (older ones lose their stamps,
@@ -37,21 +40,25 @@ class _Record:
 
 class AgentTracer:
     def __init__(self) -> None:
-        self._by_data: dict[bytes, _Record] = {}  # proposed, index not seen yet
+        self._by_data: dict[tuple[str, int], _Record] = {}  # proposed, index not seen yet
         self._by_index: dict[int, _Record] = {}  # index known, not answered yet
 
     def wants(self, body: Any) -> bool:
         return isinstance(body, dict) and body.get(_proto.FIELD_REQUEST) is True
 
     def on_propose(self, data: bytes, recv_ns: int) -> None:
-        self._by_data[data] = _Record(recv_ns)
+        key = _request_of(data)
+        if key is None:
+            return
+        self._by_data[key] = _Record(recv_ns)
         while len(self._by_data) > TRACE_INFLIGHT_MAX:
             del self._by_data[next(iter(self._by_data))]
 
     def on_proposed(self, datas: list[bytes]) -> None:
         now = time.monotonic_ns()
         for data in datas:
-            record = self._by_data.get(data)
+            key = _request_of(data)
+            record = None if key is None else self._by_data.get(key)
             if record is not None:
                 record.stamps["proposed"] = now
 
@@ -62,7 +69,8 @@ class AgentTracer:
             return
         now = time.monotonic_ns()
         for entry in ready.entries:
-            record = self._by_data.pop(entry.data, None)
+            key = _request_of(entry.data) if self._by_data else None
+            record = None if key is None else self._by_data.pop(key, None)
             if record is not None:
                 record.index = entry.index
                 record.stamps["appended"] = now
@@ -105,3 +113,12 @@ class AgentTracer:
             record = self._by_index.get(entry.index)
             if record is not None:
                 record.stamps[name] = now
+
+
+def _request_of(data: bytes) -> tuple[str, int] | None:
+    """(client, seq) of an entry payload; None for anything else (CONF entries, junk)."""
+    try:
+        payload = parse_payload(data)
+    except ProtocolError:  # not a payload: not traced
+        return None
+    return payload.client, payload.seq

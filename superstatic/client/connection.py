@@ -574,19 +574,30 @@ class _IoState:
         endpoint = conn.endpoints[self.endpoint_index]
         conn.endpoint = endpoint
         sock = conn._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        # Queue only on a completed connection: a send that cannot go out fails now, so we
-        # know a PROPOSE that was never handed to an agent cannot have committed.
-        sock.setsockopt(zmq.IMMEDIATE, 1)
-        sock.setsockopt(zmq.SNDHWM, SOCKET_HWM_FRAMES)
-        sock.setsockopt(zmq.RCVHWM, SOCKET_HWM_FRAMES)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1_000)
-        sock.setsockopt(zmq.MAXMSGSIZE, wire.FRAME_BYTES_MAX)
-        if conn.keys is not None:
-            conn.keys.apply(sock)  # CURVE client: before connect
-        self.monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
-        sock.connect(endpoint)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            # Queue only on a completed connection: a send that cannot go out fails now, so we
+            # know a PROPOSE that was never handed to an agent cannot have committed.
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            sock.setsockopt(zmq.SNDHWM, SOCKET_HWM_FRAMES)
+            sock.setsockopt(zmq.RCVHWM, SOCKET_HWM_FRAMES)
+            sock.setsockopt(zmq.RECONNECT_IVL, 100)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1_000)
+            sock.setsockopt(zmq.MAXMSGSIZE, wire.FRAME_BYTES_MAX)
+            if conn.keys is not None:
+                conn.keys.apply(sock)  # CURVE client: before connect
+            self.monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+            sock.connect(endpoint)
+        except BaseException:
+            # A half-made socket (out of file descriptors, a bad endpoint) must not outlive
+            # this: an unclosed socket makes the context's term() in close() wait forever.
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
+            if self.monitor is not None:
+                self.monitor.close(linger=0)
+                self.monitor = None
+            sock.close(linger=0)
+            raise
         self.sock = sock
         self.connected = False
         self.last_rx = time.monotonic()

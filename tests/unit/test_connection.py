@@ -736,3 +736,28 @@ def test_wait_applied_waits_while_the_stream_progresses(
     assert replica.applied_index == 1 + events_total
     with pytest.raises(Unavailable, match="not yet visible"):
         conn.wait_applied(2 + events_total, timeout_s=0.3)  # nothing more comes: no progress
+
+
+def test_a_socket_that_cannot_be_completed_leaves_nothing_open_for_close(
+    peers: list[AgentPeer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of file descriptors halfway through making a socket (seen when a failover loop ran
+    out of them): the I/O thread stops with the error, and close() still returns, because the
+    half-made socket was closed (an open one makes the context's term() wait forever)."""
+    peer = make_peer(peers)
+    real = zmq.Socket.get_monitor_socket
+    calls = itertools.count()
+
+    def get_monitor_socket(self: zmq.Socket[Any], *args: Any, **kwargs: Any) -> Any:
+        if next(calls) >= 1:  # the first socket works; the one after the failover cannot
+            raise zmq.ZMQError(24, "Too many open files")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(zmq.Socket, "get_monitor_socket", get_monitor_socket)
+    conn, _replica = connect([], [peer.endpoint, peer.endpoint], timeout_ms_request=5_000)
+    assert conn.submit(b"one").outcome == "ok"
+    peer.stop()  # disconnected: the connection fails over and cannot make its next socket
+    closer = threading.Thread(target=conn.close, daemon=True)
+    closer.start()
+    closer.join(WAIT_S)
+    assert not closer.is_alive(), "close() hung on a socket the failed failover left open"

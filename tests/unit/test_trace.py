@@ -4,6 +4,7 @@ bounded stores. Structural only: no timing thresholds."""
 from __future__ import annotations
 
 from superstatic_agent import trace as agent_trace
+from superstatic_agent.payload import Payload, encode_payload, stamp_payload
 from superstatic_agent.raft.types import Entry, EntryKind, Ready, Role
 
 from superstatic.objects import trace as app_trace
@@ -46,10 +47,15 @@ def test_reply_stamps_are_validated() -> None:
 def test_agent_tracer_follows_one_entry_to_its_reply() -> None:
     tracer = agent_trace.AgentTracer()
     assert tracer.wants({"trace": True}) and not tracer.wants({"trace": 1}) and not tracer.wants({})
-    data = b"payload-1"
-    entry = Entry(7, 1, EntryKind.NORMAL, data)
+    data = encode_payload(Payload("txn", "app-1", 5, 1, 0, b"body"))
+    other = encode_payload(Payload("txn", "app-2", 5, 1, 0, b"body"))
+    # The log holds the payload as the leader stamped it (its log time): other bytes, the same
+    # request. The tracer must still know it (it once matched bytes and lost every stamp).
+    stamped = stamp_payload(data, 1_234)
+    assert stamped != data
+    entry = Entry(7, 1, EntryKind.NORMAL, stamped)
     tracer.on_propose(data, recv_ns=1)
-    tracer.on_proposed([data, b"someone else's"])
+    tracer.on_proposed([data, other, b"not a payload"])
     tracer.on_ready(_ready(entries=(entry,)))
     tracer.on_written(_ready(entries=(entry,)))
     tracer.on_ack("b", 6, voters=3, role=Role.LEADER)  # below the entry: no ack for it
@@ -69,7 +75,7 @@ def test_agent_tracer_follows_one_entry_to_its_reply() -> None:
 def test_agent_tracer_is_bounded() -> None:
     tracer = agent_trace.AgentTracer()
     for i in range(agent_trace.TRACE_INFLIGHT_MAX + 10):
-        tracer.on_propose(b"%d" % i, recv_ns=i)
+        tracer.on_propose(encode_payload(Payload("txn", "app", i + 1, 1, 0, b"")), recv_ns=i)
     assert len(tracer._by_data) == agent_trace.TRACE_INFLIGHT_MAX
 
 
