@@ -17,8 +17,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import lmdb
+from superstatic_agent import records as rec
 from superstatic_agent.config import GC_COLLECTED_BYTES_MAX
-from superstatic_agent.storage import record_get
+from superstatic_agent.listtree import ListHeader, ListTree
+from superstatic_agent.noderead import ReadChunks, read_header, read_nid, scan_keys, stored_entries
+from superstatic_agent.records import EntryRec
+from superstatic_agent.storage import Dbs, records
 
 from superstatic.protocol import codec
 
@@ -26,83 +30,89 @@ ROOTS_OID = "@roots"
 # Nodes the object table may hold; creating more answers an error naming this limit, and the
 # mark/sweep loops are bounded by it.
 OBJECTS_MAX = 50_000_000
+# The CBOR of a Ref starts with its tag's head (0xd9 then 55802 as two bytes): an ekey without
+# it holds no reference, so the mark never decodes it.
+_REF_TAG_HEAD = b"\xd9" + codec.TAG_REF.to_bytes(2, "big")
 
 
-def refs_in_container(kind: str, container: Any) -> Iterator[str]:
-    """Object ids a plain container (ops.container_from) references."""
-    if kind in ("dict", "obj"):
-        for key, value in container.items():
-            yield from codec.refs_in(key)
+def refs_in_entry(ekey: bytes, entry: EntryRec) -> Iterator[str]:
+    """Object ids one live entry references: in its value and in its key."""
+    yield from codec.refs_in(entry.value)
+    if entry.original is not None:
+        yield from codec.refs_in(entry.original)
+    elif _REF_TAG_HEAD in ekey:
+        yield from codec.refs_in(codec.loads(ekey))
+
+
+def node_refs(txn: lmdb.Transaction, dbs: Dbs, nid: int) -> Iterator[str]:
+    """Object ids a stored node references (its entries, or its list values)."""
+    header = read_header(txn, dbs, nid)
+    if header.kind == "list":
+        tree = ListTree(ReadChunks(txn, dbs, nid), ListHeader.from_wire(header.extra))
+        for value in tree.iter_values():
             yield from codec.refs_in(value)
-    else:
-        for value in container:
-            yield from codec.refs_in(value)
+        return
+    for ekey, entry in stored_entries(txn, dbs, nid):
+        if not entry.tomb:
+            yield from refs_in_entry(ekey, entry)
 
 
-def dropped_refs(kind: str, container: Any, op: list[Any]) -> int:
-    """How many references applying `op` to `container` removes (call BEFORE applying it).
-    Only a trigger for collection, so it counts occurrences without deduplicating."""
-    tag = op[0]
-    count = 0
-    if tag in ("set", "del") and kind in ("dict", "obj"):
-        key = op[2]
-        if key in container:
-            count += sum(1 for _ in codec.refs_in(container[key]))
-            if tag == "del":
-                count += sum(1 for _ in codec.refs_in(key))
-    elif tag == "clear":
-        count += sum(1 for _ in refs_in_container(kind, container))
-    elif tag == "splice" and kind == "list":
-        for value in container[op[2] : op[3]]:
-            count += sum(1 for _ in codec.refs_in(value))
-    elif tag == "discard" and kind == "set":
-        for value in op[2]:
-            if value in container:
-                count += sum(1 for _ in codec.refs_in(value))
-    return count
+def delete_node(txn: lmdb.Transaction, dbs: Dbs, oid: str, nid: int) -> None:
+    """Deletes every record of a node: oid, header, entries, order and chunks. Its tombs index
+    records stay: the tombstone sweep drops each when its version passes the horizon (it
+    finds no entry), so deleting a node costs its own records, not a scan of the tombs."""
+    prefix = rec.nid_key(nid)
+    for db in (dbs.entries, dbs.order, dbs.chunks):
+        for key in scan_keys(txn, db, prefix):
+            txn.delete(key, db=db)
+    txn.delete(prefix, db=dbs.nodes)
+    txn.delete(rec.oid_key(oid), db=dbs.oids)
 
 
 def collect(
-    txn: lmdb.Transaction, objects_db: Any, collected_bytes_max: int = GC_COLLECTED_BYTES_MAX
+    txn: lmdb.Transaction, dbs: Dbs, collected_bytes_max: int = GC_COLLECTED_BYTES_MAX
 ) -> tuple[list[str], int, int]:
-    """Marks every node reachable from "@roots", deletes the rest, in key order, up to
+    """Marks every node reachable from "@roots", deletes the rest, in oid order, up to
     `collected_bytes_max` bytes of ids (they travel in one stream event). Returns (collected
     ids, nodes alive, unreachable nodes left for a later collection). Refs to ids that do not
     exist (cannot be written: apply checks) are ignored."""
     marked: set[str] = set()
-    queue: deque[str] = deque()
-    if txn.get(ROOTS_OID.encode(), db=objects_db) is not None:
+    queue: deque[tuple[str, int]] = deque()
+    roots = read_nid(txn, dbs, ROOTS_OID)
+    if roots is not None:
         marked.add(ROOTS_OID)
-        queue.append(ROOTS_OID)
+        queue.append((ROOTS_OID, roots))
     for _ in range(OBJECTS_MAX):
         if not queue:
             break
-        oid = queue.popleft()
-        raw = record_get(txn, objects_db, "objects", oid.encode())
-        assert raw is not None, oid
-        _version, kind, contents = codec.decode_record(raw)
-        for target in codec.refs_in_contents(kind, contents):
-            if target not in marked and txn.get(target.encode(), db=objects_db) is not None:
+        _oid, nid = queue.popleft()
+        for target in node_refs(txn, dbs, nid):
+            if target in marked:
+                continue
+            target_nid = read_nid(txn, dbs, target)
+            if target_nid is not None:
                 marked.add(target)
-                queue.append(target)
+                queue.append((target, target_nid))
     assert not queue, "mark phase beyond OBJECTS_MAX"
-    collected: list[str] = []
+    collected: list[tuple[str, int]] = []
     collected_bytes = 0
     left = 0
-    cursor = txn.cursor(db=objects_db)
-    if cursor.first():
-        for _ in range(OBJECTS_MAX + 1):
-            oid = bytes(cursor.key()).decode()
-            # The id's bytes in the event's CBOR: its text and a header (at most 3 bytes).
-            oid_bytes = len(cursor.key()) + 3
-            if oid in marked or collected_bytes + oid_bytes > collected_bytes_max:
-                left += oid not in marked
-                if not cursor.next():
-                    break
-            else:
-                collected.append(oid)
-                collected_bytes += oid_bytes
-                # delete() moves to the next record; False once past the last one.
-                if not cursor.delete() or not cursor.key():
-                    break
-    return collected, len(marked), left
+    for key, raw in records(txn, dbs.oids, "oids"):
+        oid = key.decode()
+        if oid in marked:
+            continue
+        # The id's bytes in the event's CBOR: its text and a header (at most 3 bytes).
+        oid_bytes = len(key) + 3
+        if collected_bytes + oid_bytes > collected_bytes_max:
+            left += 1
+            continue
+        collected.append((oid, rec.decode_nid(key, raw)))
+        collected_bytes += oid_bytes
+    for oid, nid in collected:
+        delete_node(txn, dbs, oid, nid)
+    return [oid for oid, _nid in collected], len(marked), left
+
+
+def value_refs(values: Any) -> int:
+    """References held by an iterable of values (a drop count for the collection trigger)."""
+    return sum(1 for value in values for _ in codec.refs_in(value))

@@ -24,7 +24,8 @@ from typing import Any
 
 import lmdb
 from superstatic_agent import gc
-from superstatic_agent.storage import Dbs, record_get
+from superstatic_agent.noderead import NodeSample, lookup, read_nid
+from superstatic_agent.storage import Dbs
 
 from superstatic.protocol import codec, wire
 
@@ -38,6 +39,9 @@ ITEMS_MAX = 1_000
 NODES_MAX = 10_000
 # Record bytes read to expand one answer (a frame must hold the answer: wire.FRAME_BYTES_MAX).
 RECORD_BYTES_MAX = 4 << 20
+# Roots read to list them (sorted by name among these): the root table is a dict like any
+# other, and may hold millions.
+ROOTS_LISTED_MAX = 100_000
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -63,25 +67,24 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _read(txn: lmdb.Transaction, dbs: Dbs, oid: str) -> tuple[bytes, int, str, Any] | None:
-    raw = record_get(txn, dbs.objects, "objects", oid.encode())
-    if raw is None:
-        return None
-    version, kind, contents = codec.loads(raw)
-    return raw, version, kind, contents
-
-
-def _items(kind: str, contents: Any) -> int:
-    if kind == "obj":
-        return len(contents[1])
-    return len(contents)
+def _read(txn: lmdb.Transaction, dbs: Dbs, oid: str, items_max: int = ITEMS_MAX) -> Any:
+    """The node's header and first items (nodestore.NodeSample), None if there is no node."""
+    nid = read_nid(txn, dbs, oid)
+    return None if nid is None else NodeSample(txn, dbs, nid, items_max)
 
 
 def _roots(txn: lmdb.Transaction, dbs: Dbs) -> list[tuple[Any, Any]]:
-    found = _read(txn, dbs, gc.ROOTS_OID)
-    if found is None or found[2] != "dict":
+    """(name, value) of the roots, at most ROOTS_LISTED_MAX of them in insertion order (the
+    root table may hold millions; listing is bounded like every answer)."""
+    found = _read(txn, dbs, gc.ROOTS_OID, ROOTS_LISTED_MAX)
+    if found is None or found.kind != "dict":
         return []
-    return list(found[3])
+    return [(key, value) for key, value in found.contents]
+
+
+def _roots_count(txn: lmdb.Transaction, dbs: Dbs) -> int:
+    found = _read(txn, dbs, gc.ROOTS_OID, 0)
+    return 0 if found is None else found.count  # type: ignore[no-any-return]
 
 
 def list_roots(txn: lmdb.Transaction, dbs: Dbs, limit: int) -> dict[str, Any]:
@@ -89,23 +92,26 @@ def list_roots(txn: lmdb.Transaction, dbs: Dbs, limit: int) -> dict[str, Any]:
     record bytes."""
     assert 1 <= limit <= ROOTS_MAX, limit
     entries = sorted(_roots(txn, dbs), key=lambda kv: str(kv[0]))
+    count = _roots_count(txn, dbs)
     out = []
     for name, ref in entries[:limit]:
         row: dict[str, Any] = {"name": str(name)}
         if type(ref) is codec.Ref:
-            found = _read(txn, dbs, ref.oid)
+            found = _read(txn, dbs, ref.oid, 0)
             row["oid"] = ref.oid
             if found is None:
                 row.update(kind="missing", items=0, version=0, bytes=0)
             else:
-                raw, version, kind, contents = found
-                row.update(kind=kind, items=_items(kind, contents), version=version, bytes=len(raw))
-                if kind == "obj":
-                    row["class"] = contents[0]
+                # bytes: the header's (a node's total would cost a scan of its records).
+                row.update(
+                    kind=found.kind, items=found.count, version=found.version, bytes=found.bytes
+                )
+                if found.kind == "obj":
+                    row["class"] = found.class_name
         else:  # roots always name nodes; show anything else as it is
             row.update(kind="value", items=0, version=0, bytes=0)
         out.append(row)
-    return {"roots": out, "count": len(entries), "truncated": len(entries) > limit}
+    return {"roots": out, "count": count, "truncated": count > limit}
 
 
 def show(
@@ -126,13 +132,11 @@ def show(
             return {"found": False, "missing": f"no node with id {oid!r} (collected, or never was)"}
         return _node_answer(txn, dbs, oid, found, depth, where=oid)
     assert root is not None
-    value: Any = None
-    for name, ref in _roots(txn, dbs):
-        if name == root and type(name) is str:
-            value = ref
-            break
-    else:
+    roots = read_nid(txn, dbs, gc.ROOTS_OID)
+    hit = None if roots is None else lookup(txn, dbs, roots, "dict", root)
+    if hit is None or type(hit[0]) is not str:
         return {"found": False, "missing": f"no root named {root!r}"}
+    value: Any = hit[1]
     ancestors: list[tuple[str, str, str | int]] = []
     try:
         value = _walk(txn, dbs, root, value, path, ancestors)
@@ -182,31 +186,26 @@ def _walk(
             raise NotFound(
                 f"{here} is a {type(value).__name__}, not a container: cannot go to {step!r}"
             )
-        found = _read(txn, dbs, value.oid)
+        found = _read(txn, dbs, value.oid, 0)
         if found is None:
             raise NotFound(f"{here} names node {value.oid}, which is gone")
-        _raw, _version, kind, contents = found
+        kind = found.kind
         ancestors.append((value.oid, here, step))
         if kind == "dict":
-            for key, item in contents:
-                # type-exact: True is not 1, "1" is not 1
-                if type(key) is type(step) and key == step:
-                    value = item
-                    break
-            else:
-                raise NotFound(f"{here} (a dict of {len(contents)} items) has no key {step!r}")
+            hit = lookup(txn, dbs, found.nid, kind, step)
+            # type-exact: True is not 1, "1" is not 1
+            if hit is None or type(hit[0]) is not type(step):
+                raise NotFound(f"{here} (a dict of {found.count} items) has no key {step!r}")
+            value = hit[1]
         elif kind == "obj":
-            class_name, attrs = contents
-            for name, item in attrs:
-                if name == step:
-                    value = item
-                    break
-            else:
-                raise NotFound(f"{here} (a {class_name}) has no attribute {step!r}")
+            hit = None if type(step) is not str else lookup(txn, dbs, found.nid, kind, step)
+            if hit is None:
+                raise NotFound(f"{here} (a {found.class_name}) has no attribute {step!r}")
+            value = hit[1]
         elif kind == "list":
-            if type(step) is not int or not -len(contents) <= step < len(contents):
-                raise NotFound(f"{here} is a list of {len(contents)} items: no index [{step!r}]")
-            value = contents[step]
+            if type(step) is not int or not -found.count <= step < found.count:
+                raise NotFound(f"{here} is a list of {found.count} items: no index [{step!r}]")
+            value = lookup(txn, dbs, found.nid, kind, step % found.count)
         else:
             raise NotFound(f"{here} is a {kind}: its members have no path (show {here} itself)")
     return value
@@ -216,28 +215,27 @@ def _node_answer(
     txn: lmdb.Transaction,
     dbs: Dbs,
     oid: str,
-    found: tuple[bytes, int, str, Any],
+    found: NodeSample,
     depth: int,
     *,
     where: str,
 ) -> dict[str, Any]:
-    raw, version, kind, contents = found
     walk = _Walk(txn, dbs, depth)
     answer: dict[str, Any] = {
         "found": True,
         "path": where,
         "oid": oid,
-        "kind": kind,
-        "version": version,
-        "bytes": len(raw),
-        "items": _items(kind, contents),
+        "kind": found.kind,
+        "version": found.version,
+        "bytes": found.bytes,
+        "items": found.count,
     }
-    if kind == "obj":
-        answer["class"] = contents[0]
-    walk.read_bytes += len(raw)
+    if found.kind == "obj":
+        answer["class"] = found.class_name
+    walk.read_bytes += found.bytes
     walk.oids[oid] = ""
     walk.seen.add(oid)
-    answer["value"] = walk.contents(kind, contents, 0, "")
+    answer["value"] = walk.contents(found, 0, "")
     answer["oids"] = walk.oids
     answer["truncated"] = walk.truncated
     return answer
@@ -283,47 +281,42 @@ class _Walk:
         found = _read(self.txn, self.dbs, oid)
         if found is None:
             return {"__ref__": oid, "missing": True}
-        raw, _version, kind, contents = found
         self.seen.add(oid)
         self.oids[oid] = where
-        self.read_bytes += len(raw)
-        return self.contents(kind, contents, level + 1, where)
+        self.read_bytes += found.bytes
+        return self.contents(found, level + 1, where)
 
-    def contents(self, kind: str, contents: Any, level: int, where: str) -> Any:
+    def contents(self, found: NodeSample, level: int, where: str) -> Any:
+        kind, shown, count = found.kind, found.contents[:ITEMS_MAX], found.count
         if kind == "dict":
-            shown = contents[:ITEMS_MAX]
             if all(type(key) is str for key, _ in shown):
                 out: Any = {k: self.value(v, level, render_path([k], where)) for k, v in shown}
-                if len(contents) > ITEMS_MAX:
+                if count > ITEMS_MAX:
                     self.truncated = True
-                    out["__truncated__"] = len(contents) - ITEMS_MAX
+                    out["__truncated__"] = count - ITEMS_MAX
                 return out
             items = [
                 [self.value(k, level, where), self.value(v, level, f"{where}[{k!r}]")]
                 for k, v in shown
             ]
             out = {"__items__": items}
-            if len(contents) > ITEMS_MAX:
+            if count > ITEMS_MAX:
                 self.truncated = True
-                out["__truncated__"] = len(contents) - ITEMS_MAX
+                out["__truncated__"] = count - ITEMS_MAX
             return out
         if kind in ("list", "set"):
             if kind == "list":
-                values = [
-                    self.value(v, level, f"{where}[{i}]")
-                    for i, v in enumerate(contents[:ITEMS_MAX])
-                ]
+                values = [self.value(v, level, f"{where}[{i}]") for i, v in enumerate(shown)]
             else:
-                values = [self.value(v, level, where) for v in contents[:ITEMS_MAX]]
-            if len(contents) > ITEMS_MAX:
+                values = [self.value(v, level, where) for v in shown]
+            if count > ITEMS_MAX:
                 self.truncated = True
-                values.append({"__truncated__": len(contents) - ITEMS_MAX})
+                values.append({"__truncated__": count - ITEMS_MAX})
             return values
-        class_name, attrs = contents
-        shown_obj: dict[str, Any] = {"__class__": class_name}
-        for name, v in attrs[:ITEMS_MAX]:
+        shown_obj: dict[str, Any] = {"__class__": found.class_name}
+        for name, v in shown:
             shown_obj[name] = self.value(v, level, render_path([name], where))
-        if len(attrs) > ITEMS_MAX:
+        if count > ITEMS_MAX:
             self.truncated = True
-            shown_obj["__truncated__"] = len(attrs) - ITEMS_MAX
+            shown_obj["__truncated__"] = count - ITEMS_MAX
         return shown_obj

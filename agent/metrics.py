@@ -378,12 +378,14 @@ class Recorder:
         backlog, largest = server.streams.backlog_bytes()
         storage = server.storage
         sessions = 0
+        objects = 0
         table_bytes = 0
         try:
             psize = int(storage.env.stat()["psize"])
             with storage.env.begin() as txn:
                 sessions = int(txn.stat(storage.dbs.sessions)["entries"])
-                for db in (storage.dbs.objects, storage.dbs.sessions, storage.dbs.sm_meta):
+                objects = int(txn.stat(storage.dbs.oids)["entries"])
+                for db in (storage.dbs.sessions, storage.dbs.sm_meta, *storage.dbs.node_dbs()):
                     stat = txn.stat(db)
                     pages = stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
                     table_bytes += pages * psize
@@ -393,7 +395,8 @@ class Recorder:
             "log_bytes": server._log_retained_bytes(),
             "sessions": sessions,
             "snapshot_index": server.node.first_index - 1,
-            "snapshot_bytes": table_bytes,  # the object table, sessions and sm state: what ships
+            "snapshot_bytes": table_bytes,  # the node dbs, sessions and sm state: what ships
+            "objects": objects,  # nodes stored (format 3: one oids record each)
             "snapshot_age_s": round(now - self._snapshot_mono, 3),
             "subscriber_backlog_bytes": backlog,
             "subscriber_backlog_bytes_largest": largest,
@@ -412,7 +415,7 @@ class Recorder:
         except Corrupt as exc:  # never served: the agent halts, as for any read (agent.md)
             server._halt_damaged(exc)
             return None
-        roots = sorted(listing["roots"], key=lambda r: -r["bytes"])[:STATUS_PAGE_ROOTS_MAX]
+        roots = sorted(listing["roots"], key=lambda r: -r["items"])[:STATUS_PAGE_ROOTS_MAX]
         return {**listing, "roots": roots, "shown": len(roots)}
 
 
@@ -485,7 +488,7 @@ class StateCollector:
             f["snapshot_index"],
         )
         yield gauge(
-            "snapshot_bytes", "Bytes of the object table a snapshot ships.", f["snapshot_bytes"]
+            "snapshot_bytes", "Bytes of the node dbs a snapshot ships.", f["snapshot_bytes"]
         )
         yield gauge(
             "snapshot_age_seconds",
@@ -524,6 +527,7 @@ class StateCollector:
         yield lag
         clients = s.get("clients", {})
         yield gauge("sessions", "Client sessions in the state machine.", f["sessions"])
+        yield gauge("objects", "Nodes (shared objects) the store holds.", f.get("objects", 0))
         yield gauge("subscribers", "Apps streaming from this agent.", clients.get("subscribers", 0))
         yield gauge(
             "subscriber_backlog_bytes",

@@ -20,14 +20,18 @@ are not facts about the entry, so they must never become an outcome.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import cbor2
 import lmdb
 from superstatic_agent import gc
+from superstatic_agent import records as rec
 from superstatic_agent.config import CLIENT_FRAME_ENVELOPE_BYTES
+from superstatic_agent.nodeops import BodyApply, Rejected, describe_key, key_bytes
+from superstatic_agent.noderead import entry_at, materialize, read_header, read_nid
+from superstatic_agent.nodestore import NodeView, RecordCache
 from superstatic_agent.payload import loads_plain, parse_payload
 from superstatic_agent.raft.types import ConfChange, Entry, EntryKind, SnapshotMeta
 from superstatic_agent.sessions import (
@@ -40,6 +44,7 @@ from superstatic_agent.sessions import (
 )
 from superstatic_agent.storage import (
     KEY_APPLIED,
+    SNAPSHOT_DB_NAMES,
     STAGING_DONE,
     STAGING_NEXT,
     Corrupt,
@@ -56,21 +61,15 @@ from superstatic_agent.storage import (
     write_applied,
 )
 
-from superstatic.protocol import codec, ops, wire
+from superstatic.protocol import codec, keynorm, ops, wire
 from superstatic.protocol.errors import LimitExceeded, ProtocolError
 
 SESSION_TTL_MS_DEFAULT = 60_000
-# The largest node record (the root table included) a write may leave: every record must fit
-# one stream frame (a SNAPSHOT frame to an app carries at least one whole record), so the
-# agent's flag --record-bytes-max is bounded by wire.FRAME_BYTES_MAX less the room a frame
-# needs around it (config.CLIENT_FRAME_ENVELOPE_BYTES).
+# The largest record a write may leave: one entry (dict item, set member, attribute), one
+# list chunk or one header; a container has no size bound of its own. Every record must fit
+# one stream frame, so the agent's flag --record-bytes-max is bounded by wire.FRAME_BYTES_MAX
+# less the room a frame needs around it (config.CLIENT_FRAME_ENVELOPE_BYTES).
 RECORD_BYTES_MAX_DEFAULT = 8 << 20
-# A record's version is a log index (< 2**63): its CBOR takes 1 to 9 bytes, so a record
-# encoded at one index may be this much longer at a later one.
-VERSION_GROWTH_BYTES = 8
-# Room an op may add to a record beyond its encoded values: an item's array header and the
-# container's length header growing (each at most 9 bytes).
-OP_ITEM_BYTES = 32
 # Minimum churn (dropped references + new nodes) between two collections; see gc.py.
 GC_THRESHOLD_DEFAULT = 10_000
 # Depth of a snapshot chunk's CBOR: [part, last, [[db, key, value], ...]].
@@ -87,15 +86,26 @@ INSPECT_NODES_MAX = 100_000
 KEY_GC = b"gc"  # [dropped refs since last GC, nodes created since, nodes alive after it]
 KEY_SWEEP = b"sweep"  # log time of the last session sweep
 KEY_CONF_LAST = b"conf_last"  # [index, op, node, address] of the last CONF entry applied
-SM_META_KEYS = (KEY_APPLIED, KEY_GC, KEY_SWEEP, KEY_CONF_LAST)
+SM_META_KEYS = (
+    KEY_APPLIED,
+    KEY_GC,
+    KEY_SWEEP,
+    KEY_CONF_LAST,
+    rec.KEY_NEXT_NID,
+    rec.KEY_TOMB_HORIZON,
+    rec.KEY_TOMB_NEXT_SWEEP,
+)
 
 
 # Outcomes of an applied entry. "session_expired": the request names a session that is not
 # (or no longer) live; nothing changed, and it is not recorded (there is no session to hold it).
 OUTCOMES = ("ok", "conflict", "error", "dup", "noop", "session_expired")
 
-# Which db a snapshot chunk item belongs to, on the sending and the receiving side.
-CHUNK_DBS = ("m", "s", "o")  # sm_meta, sessions, objects
+# Which db a snapshot chunk item belongs to, on the sending and the receiving side
+# (docs/data-model-v2.md section 5): sm_meta, sessions, oids, nodes, entries, order, chunks,
+# tombs.
+CHUNK_DB_OF = dict(zip("msineqct", (n.decode() for n in SNAPSHOT_DB_NAMES), strict=True))
+CHUNK_DBS = tuple(CHUNK_DB_OF)
 
 
 @dataclass(slots=True)
@@ -152,140 +162,20 @@ def _expired(session: int, now_ms: int) -> str:
     )
 
 
-class _Rejected(Exception):
-    """Internal: the transaction cannot apply; `outcome` is "error" or "conflict"."""
-
-    def __init__(self, outcome: str, message: str) -> None:
-        super().__init__(message)
-        self.outcome = outcome
+_Rejected = Rejected
 
 
-@dataclass(slots=True)
-class _Node:
-    """A decoded node inside one apply batch."""
-
-    version: int
-    kind: str
-    container: Any  # dict (also for "obj": its attributes), list or set
-    class_name: str | None
-    # An upper bound on the bytes of this node's record at any version: exact (plus
-    # VERSION_GROWTH_BYTES) when read or encoded, then raised by what each op may add. Only
-    # ever used to skip the exact check (encoding the record) while it is under the limit, so
-    # the refusal itself depends on the record alone: every replica decides alike, whatever
-    # its cache held.
-    size_bytes: int
-
-
-_MISSING = object()
-# Decoded nodes held by one apply batch; beyond it (or beyond node_cache_bytes_max of their
-# records) the batch writes them out and starts over before its next entry: bounded memory
-# for a batch of transactions touching many nodes.
-NODES_CACHED_MAX = 200_000
-# Decoded nodes kept from one batch to the next (the hot ones: a batch touching more, or more
-# than node_cache_bytes_max of records, drops them all): saves decoding a big, often-written
-# container on every Ready.
-NODES_KEPT_MAX = 4_096
-# Default of the agent's --node-cache-bytes-max: records' bytes the decoded nodes may stand for.
+# Default of the agent's --node-cache-bytes-max: records' bytes the decoded headers and hot
+# entries kept across apply batches may stand for (nodestore.RecordCache).
 NODE_CACHE_BYTES_MAX_DEFAULT = 64 << 20
 
-
-class _NodeCache:
-    """The nodes one apply batch has decoded or changed; changes reach LMDB at flush()."""
-
-    def __init__(self, objects_db: Any, record: Callable[[str, bytes], tuple[int, str, Any]]):
-        self._db = objects_db
-        self._record = record
-        self._nodes: dict[str, _Node | None] = {}
-        self._dirty: set[str] = set()
-        self._created = 0  # nodes created in this batch and not flushed yet
-        # Sum of the cached nodes' size bounds: their records' bytes, which is what bounds the
-        # cache's memory (docs/agent.md: decoded, a node takes a few times its record).
-        self._bytes = 0
-
-    def get(self, txn: lmdb.Transaction, oid: str) -> _Node | None:
-        node = self._nodes.get(oid, _MISSING)
-        if node is _MISSING:
-            raw = record_get(txn, self._db, "objects", oid.encode())
-            if raw is None:
-                node = None
-            else:
-                version, kind, contents = self._record(oid, raw)
-                container, class_name = ops.container_from(kind, contents)
-                node = _Node(version, kind, container, class_name, len(raw) + VERSION_GROWTH_BYTES)
-                self._bytes += node.size_bytes
-            self._nodes[oid] = node
-        return node  # type: ignore[return-value]
-
-    def version(self, txn: lmdb.Transaction, oid: str) -> int:
-        """A node's version (0: absent) without decoding a node that is not cached: a read
-        version check must not cost (in time or memory) the node's whole contents."""
-        node = self._nodes.get(oid, _MISSING)
-        if node is not _MISSING:
-            return 0 if node is None else node.version  # type: ignore[union-attr]
-        raw = record_get(txn, self._db, "objects", oid.encode())
-        return 0 if raw is None else record_version(oid, raw)
-
-    def exists(self, txn: lmdb.Transaction, oid: str) -> bool:
-        node = self._nodes.get(oid, _MISSING)
-        if node is _MISSING:
-            return txn.get(oid.encode(), db=self._db) is not None
-        return node is not None
-
-    def count(self, txn: lmdb.Transaction) -> int:
-        return int(txn.stat(self._db)["entries"]) + self._created
-
-    def put(self, oid: str, node: _Node) -> None:
-        old = self._nodes.get(oid)
-        if old is None:
-            self._created += 1
-        else:
-            self._bytes -= old.size_bytes
-        self._nodes[oid] = node
-        self._bytes += node.size_bytes
-        self._dirty.add(oid)
-
-    def flush(self, txn: lmdb.Transaction) -> None:
-        for oid in self._dirty:
-            node = self._nodes[oid]
-            assert node is not None, oid
-            record = ops.encode_node(node.version, node.kind, node.container, node.class_name)
-            record_put(txn, self._db, oid.encode(), record)
-            # The bound held the record as encoded now (its version may have grown by up to
-            # VERSION_GROWTH_BYTES since the bound was set); it tightens to this length plus
-            # the slack for later versions.
-            assert len(record) <= node.size_bytes, ("a record outgrew its size bound", oid)
-            exact = len(record) + VERSION_GROWTH_BYTES
-            self._bytes += exact - node.size_bytes
-            node.size_bytes = exact
-        self._dirty.clear()
-        self._created = 0
-
-    def forget(self, oids: Iterable[str]) -> None:
-        """Nodes deleted from LMDB (collected): the cache must not resurrect them."""
-        for oid in oids:
-            node = self._nodes.pop(oid, None)
-            if node is not None:
-                self._bytes -= node.size_bytes
-            assert oid not in self._dirty, oid
-
-    def size(self) -> int:
-        return len(self._nodes)
-
-    def bytes(self) -> int:
-        return self._bytes
-
-    def clear(self) -> None:
-        self._nodes.clear()
-        self._dirty.clear()
-        self._created = 0
-        self._bytes = 0
-
-
-def _copy_container(container: Any) -> Any:
-    """A shallow copy to apply a multi-op transaction to (kept only if every op succeeds)."""
-    tp = type(container)
-    assert tp in (dict, list, set), tp
-    return tp(container)
+# Tombstones (docs/data-model-v2.md section 3): every TOMB_SWEEP_ENTRIES applied entries, the
+# tombstones older than TOMB_RETAIN_ENTRIES entries are purged, at most TOMB_SWEEP_MAX per
+# sweep (the rest next time), in version order. A model-2 read older than the newest purged
+# tombstone (sm_meta tomb_horizon) conflicts: its absent-key reads can no longer be checked.
+TOMB_SWEEP_ENTRIES = 4096
+TOMB_RETAIN_ENTRIES = 100_000
+TOMB_SWEEP_MAX = 10_000
 
 
 class StateMachine:
@@ -314,8 +204,10 @@ class StateMachine:
         # Sessions are swept for expiry every quarter ttl of log time: expired sessions are
         # freed within 1.25 ttl, and a lookup treats them as expired exactly at the ttl.
         self.sweep_ms = max(1, session_ttl_ms // 4)
-        self._nodes = _NodeCache(self.dbs.objects, self._record)
-        self._nodes_at: int | None = None  # the applied index the cached nodes reflect
+        self._cache = RecordCache(node_cache_bytes_max)
+        self._cache_at: int | None = None  # the applied index the cached records reflect
+        # Records written by the last apply_batch (tests count them: a write costs O(1)).
+        self.records_written = 0
 
     # ------------------------------------------------------------ apply
 
@@ -324,35 +216,23 @@ class StateMachine:
         return self.apply_batch(txn, (entry,))[0]
 
     def apply_batch(self, txn: lmdb.Transaction, entries: Sequence[Entry]) -> list[Applied]:
-        """Applies entries in order inside `txn`. Nodes are decoded at most once per batch and
-        written (encoded) once at its end, however many entries change them: a Ready applying
-        hundreds of writes into one big dict encodes that dict once, not once per entry.
+        """Applies entries in order inside `txn`.
 
-        Decoded nodes are kept for the next batch (up to NODES_KEPT_MAX) only while they are
-        known to equal the store: the cache is stamped with the index it reflects, and a batch
-        that starts at another applied index (an installed snapshot, or a write transaction
-        that aborted after this batch) starts from an empty cache."""
+        Decoded records (headers, oid -> nid, hot entries) are kept for the next batch only
+        while they are known to equal the store: the cache is stamped with the index it
+        reflects, and a batch that starts at another applied index (an installed snapshot, or
+        a write transaction that aborted after this batch) starts from an empty cache."""
         applied, _term, _time_ms = read_applied(txn, self.dbs)
-        if applied != self._nodes_at:
-            self._nodes.clear()
-        self._nodes_at = None
+        if applied != self._cache_at:
+            self._cache.clear()
+        self._cache_at = None
+        self.records_written = 0
         try:
-            results = []
-            for entry in entries:
-                cache = self._nodes
-                if cache.size() >= NODES_CACHED_MAX or cache.bytes() > self.node_cache_bytes_max:
-                    # Between entries (never inside one): bounded memory for a batch that
-                    # touches very many nodes.
-                    self._nodes.flush(txn)
-                    self._nodes.clear()
-                results.append(self._apply_entry(txn, entry))
-            self._nodes.flush(txn)
+            results = [self._apply_entry(txn, entry) for entry in entries]
         except BaseException:
-            self._nodes.clear()
+            self._cache.clear()
             raise
-        if self._nodes.size() > NODES_KEPT_MAX or self._nodes.bytes() > self.node_cache_bytes_max:
-            self._nodes.clear()
-        self._nodes_at = entries[-1].index if entries else applied
+        self._cache_at = entries[-1].index if entries else applied
         return results
 
     def _apply_entry(self, txn: lmdb.Transaction, entry: Entry) -> Applied:
@@ -377,6 +257,7 @@ class StateMachine:
         else:
             result, log_time_ms = self._apply_normal(txn, entry, log_time_ms)
         assert result.outcome in OUTCOMES, result.outcome
+        self._maybe_sweep_tombs(txn, entry.index)
         result.log_time_ms = log_time_ms
         outcome = cbor2.dumps([result.outcome, list(result.collected), log_time_ms])
         record_put(txn, self.dbs.outcomes, index_key(entry.index), outcome)
@@ -483,123 +364,191 @@ class StateMachine:
         """Validates and applies one transaction body; returns the collected ids. Raises
         _Rejected (nothing changed) for a conflict or an error."""
         try:
-            reads, wire_ops = ops.decode_txn(body)
+            doc = ops.decode_body(body)
         except (ProtocolError, LimitExceeded) as exc:
             raise _Rejected("error", f"bad transaction body: {exc}") from None
         except RecursionError:
             raise  # depends on this process's stack: never an outcome (ApplyFailed names it)
         except Exception as exc:
-            # decode_txn only reads the body: whatever else it raises changed nothing, and the
+            # decode_body only reads the body: whatever else it raises changed nothing, and the
             # same bytes raise the same way everywhere. The type only: its text may quote input.
             raise _Rejected("error", f"bad transaction body: {type(exc).__name__}") from None
-        cache = self._nodes
-        for oid, version in reads.items():
-            current = cache.version(txn, oid)
-            if current != version:
-                raise _Rejected(
-                    "conflict", f"{oid} is at version {current}, the transaction read {version}"
-                )
-        created: set[str] = set()
+        view = NodeView(txn, self.dbs, self._cache)
+        wire_ops = doc.ops
+        created = {op[1] for op in wire_ops if op[0] == "new"}
+        if doc.model == 1:
+            self._validate_v1(view, doc.versions)
+        else:
+            self._validate_v2(txn, view, index, doc, created)
+        created.clear()
         for i, op in enumerate(wire_ops):
             if op[0] != "new":
                 continue
             oid = op[1]
-            if oid in created or cache.exists(txn, oid):
+            if oid in created or view.nid(oid) is not None:
                 raise _Rejected("error", f"op #{i} 'new': object {oid} already exists")
             created.add(oid)
-        count = cache.count(txn)
+        count = int(txn.stat(self.dbs.oids)["entries"])
         if count + len(created) > gc.OBJECTS_MAX:
             raise _Rejected(
                 "error",
                 f"objects would be {count + len(created)}, above OBJECTS_MAX={gc.OBJECTS_MAX}",
             )
-        # oid -> [kind, container, class_name, size bound]: every node the ops touch. A
-        # single-op body (the common lone write) changes the cached container in place: each
-        # op either raises before changing anything or completes (shapes and hashability were
-        # checked by decode_txn), unless it might take the record past record_bytes_max (that
-        # is only known after the op). Other bodies work on copies, kept only if all succeed.
-        in_place = len(wire_ops) == 1 and wire_ops[0][0] != "new"
-        if in_place:
-            cached = cache.get(txn, wire_ops[0][1])
-            if cached is not None:
-                grows = _growth_bytes(wire_ops[0])
-                in_place = cached.size_bytes + grows <= self.record_bytes_max
-        nodes: dict[str, list[Any]] = {}
-        dropped = 0
-        for i, op in enumerate(wire_ops):
-            tag, oid = op[0], op[1]
-            for target in _refs_of(op):
-                if target not in created and not cache.exists(txn, target):
-                    raise _Rejected("error", f"op #{i} {tag!r} references unknown object {target}")
-            if tag == "new":
-                container, class_name = ops.container_from(op[2], op[3])
-                bound = len(codec.dumps(op[3])) + OP_ITEM_BYTES + VERSION_GROWTH_BYTES
-                nodes[oid] = [op[2], container, class_name, bound]
-                continue
-            node = nodes.get(oid)
-            if node is None:
-                if oid in created:
-                    raise _Rejected("error", f"op #{i} {tag!r} names {oid} before its 'new' op")
-                cached = cache.get(txn, oid)
-                if cached is None:
-                    raise _Rejected("error", f"op #{i} {tag!r} names unknown object {oid}")
-                container = cached.container if in_place else _copy_container(cached.container)
-                node = [cached.kind, container, cached.class_name, cached.size_bytes]
-                nodes[oid] = node
-            kind, container = node[0], node[1]
-            if kind == "obj" and tag in ("set", "del") and type(op[2]) is not str:
-                raise _Rejected("error", f"op #{i} {tag!r} on {oid}: an attribute name is a str")
-            try:
-                dropped += gc.dropped_refs(kind, container, op)
-                node[3] += _growth_bytes(op)
-                ops.apply_op(kind, container, op)
-            except ProtocolError as exc:
-                raise _Rejected("error", f"op #{i} {tag!r} on {oid}: {exc}") from None
-            except _VALUE_ERRORS as exc:
-                # Values the shape check let through but Python refuses (e.g. a float NaN
-                # compared in a set): the same on every replica, raised before the container
-                # changed, so an error outcome is safe. The type only: the text quotes values.
-                error = f"op #{i} {tag!r} on {oid}: {type(exc).__name__}"
-                raise _Rejected("error", error) from None
-        for oid, node in nodes.items():
-            if node[3] > self.record_bytes_max:
-                node[3] = self._check_record_size(txn, index, oid, node)
-        for oid, (kind, container, class_name, size_bytes) in nodes.items():
-            cache.put(oid, _Node(index, kind, container, class_name, size_bytes))
-        return self._gc_step(txn, dropped, len(created))
-
-    def _check_record_size(
-        self, txn: lmdb.Transaction, index: int, oid: str, node: list[Any]
-    ) -> int:
-        """The exact size bound of a node whose bound passed the limit; _Rejected if the entry
-        takes its record past record_bytes_max. A record that was already larger (written
-        under a larger limit) may still shrink: only growth beyond the limit is refused."""
-        kind, container, class_name = node[0], node[1], node[2]
-        size = len(ops.encode_node(index, kind, container, class_name)) + VERSION_GROWTH_BYTES
-        if size <= self.record_bytes_max:
-            return size
-        before = self._nodes.get(txn, oid)
-        if before is not None:
-            old = ops.encode_node(index, before.kind, before.container, before.class_name)
-            if size <= len(old) + VERSION_GROWTH_BYTES:
-                return size
-        raise _Rejected(
-            "error",
-            f"object {oid} would take {size} bytes, above the limit record_bytes_max="
-            f"{self.record_bytes_max} (every object must fit one stream frame); nothing was "
-            "written. Split large values across several objects (e.g. a list of chunks, or "
-            "more roots or containers instead of one huge one)",
-        )
-
-    def _record(self, oid: str, raw: bytes) -> tuple[int, str, Any]:
-        """A stored record. Only records this state machine wrote (or a staged snapshot,
-        validated when staged) are stored, so the per-value check of decode_record, which
-        costs as much as decoding itself, is skipped."""
+        next_nid = self._read_int(txn, rec.KEY_NEXT_NID, 1)
+        body_apply = BodyApply(view, index, self.record_bytes_max, next_nid)
+        made: set[str] = set()
         try:
-            version, kind, contents = codec.loads(raw)
-        except (ProtocolError, ValueError, TypeError) as exc:  # a corrupt store
-            raise AssertionError(f"stored record of {oid} is invalid: {exc}") from exc
-        return version, kind, contents
+            for i, op in enumerate(wire_ops):
+                tag, oid = op[0], op[1]
+                body_apply.op_position, body_apply.op_tag = i, tag
+                for target in _refs_of(op):
+                    if target not in created and view.nid(target) is None:
+                        raise _Rejected(
+                            "error", f"op #{i} {tag!r} references unknown object {target}"
+                        )
+                if tag == "new":
+                    body_apply.new(op)
+                    made.add(oid)
+                    continue
+                if body_apply.node(oid) is None:
+                    if oid in created and oid not in made:
+                        raise _Rejected("error", f"op #{i} {tag!r} names {oid} before its 'new' op")
+                    raise _Rejected("error", f"op #{i} {tag!r} names unknown object {oid}")
+                kind = body_apply.node(oid)[1].kind  # type: ignore[index]
+                if kind == "obj" and tag in ("set", "del") and type(op[2]) is not str:
+                    raise _Rejected(
+                        "error", f"op #{i} {tag!r} on {oid}: an attribute name is a str"
+                    )
+                try:
+                    body_apply.apply(op)
+                except ProtocolError as exc:
+                    raise _Rejected("error", f"op #{i} {tag!r} on {oid}: {exc}") from None
+                except _VALUE_ERRORS as exc:
+                    # Values the shape check let through but Python refuses: the same on
+                    # every replica, and nothing is written (the view is discarded). The
+                    # type only: the text may quote values.
+                    error = f"op #{i} {tag!r} on {oid}: {type(exc).__name__}"
+                    raise _Rejected("error", error) from None
+            body_apply.finish()
+            if body_apply.next_nid != next_nid:
+                data = cbor2.dumps(body_apply.next_nid)
+                record_put(txn, self.dbs.sm_meta, rec.KEY_NEXT_NID, data)
+        except BaseException:
+            view.discard()
+            raise
+        view.commit()
+        self.records_written += view.puts
+        return self._gc_step(txn, body_apply.dropped, len(created))
+
+    def _validate_v1(self, view: NodeView, versions: dict[str, int]) -> None:
+        """Data model 1 reads: each node's header version equals the one read (0: absent)."""
+        for oid, version in versions.items():
+            nid = view.nid(oid)
+            current = 0 if nid is None else view.header(nid).version
+            if current != version:
+                raise _Rejected(
+                    "conflict", f"{oid} is at version {current}, the transaction read {version}"
+                )
+
+    def _validate_v2(
+        self,
+        txn: lmdb.Transaction,
+        view: NodeView,
+        index: int,
+        doc: ops.TxnBody,
+        created: set[str],
+    ) -> None:
+        """Data model 2 reads (docs/data-model-v2.md section 4): nothing read changed after
+        the read base `a`, node by node and key by key."""
+        base = doc.base
+        if base >= index:
+            raise _Rejected("error", f"read base {base} is not below this entry's index {index}")
+        horizon = self._read_int(txn, rec.KEY_TOMB_HORIZON, 0)
+        if base < horizon:
+            raise _Rejected(
+                "conflict",
+                f"read base {base} is older than the tombstone horizon {horizon}; re-run",
+            )
+        for oid, reads in doc.reads.items():
+            nid = view.nid(oid)
+            if nid is None:
+                # A node created after the base was not there to read, and one collected
+                # since may have changed before it went; the root table is never collected,
+                # so reading it absent stays true until it is created.
+                if oid in created or oid == gc.ROOTS_OID:
+                    continue
+                raise _Rejected(
+                    "conflict", f"{oid} was read at {base} but does not exist now; re-run"
+                )
+            header = view.header(nid)
+            if reads.flags & ops.READ_CONTENT and header.version > base:
+                raise _Rejected(
+                    "conflict", f"{oid} changed at {header.version}, after the read base {base}"
+                )
+            if reads.flags & (ops.READ_SHAPE | ops.READ_CONTENT) and header.shape_version > base:
+                raise _Rejected(
+                    "conflict",
+                    f"{oid} changed its members at {header.shape_version}, after the read "
+                    f"base {base}",
+                )
+            if reads.keys and header.kind == "list":
+                raise _Rejected("error", f"the read of {oid}: a list has no keys to read")
+            for i, key in enumerate(reads.keys):
+                entry = view.entry(nid, key_bytes(key, f"key #{i} read of {oid}"))
+                if entry is not None and entry.version > base:
+                    raise _Rejected(
+                        "conflict",
+                        f"{oid} key #{i} ({describe_key(key)}) changed at {entry.version}, "
+                        f"after the read base {base}",
+                    )
+
+    def _read_int(self, txn: lmdb.Transaction, key: bytes, default: int) -> int:
+        raw = record_get(txn, self.dbs.sm_meta, "sm_meta", key)
+        return default if raw is None else int(cbor2.loads(raw))
+
+    def _maybe_sweep_tombs(self, txn: lmdb.Transaction, index: int) -> None:
+        """Every TOMB_SWEEP_ENTRIES entries: purges the tombstones older than
+        TOMB_RETAIN_ENTRIES, oldest first, at most TOMB_SWEEP_MAX, and raises tomb_horizon to
+        the newest purged. Same entries on every replica: the same tombstones go."""
+        due = self._read_int(txn, rec.KEY_TOMB_NEXT_SWEEP, TOMB_SWEEP_ENTRIES)
+        if index < due:
+            return
+        record_put(
+            txn, self.dbs.sm_meta, rec.KEY_TOMB_NEXT_SWEEP, cbor2.dumps(index + TOMB_SWEEP_ENTRIES)
+        )
+        upto = index - TOMB_RETAIN_ENTRIES
+        if upto <= 0:
+            return
+        view = NodeView(txn, self.dbs, self._cache)
+        horizon = self._read_int(txn, rec.KEY_TOMB_HORIZON, 0)
+        swept = horizon
+        cursor = txn.cursor(db=self.dbs.tombs)
+        keys: list[bytes] = []
+        if cursor.first():
+            for key in cursor.iternext(keys=True, values=False):
+                version, _entry_key = rec.tomb_key_parts(bytes(key))
+                if version > upto or len(keys) >= TOMB_SWEEP_MAX:
+                    break
+                keys.append(bytes(key))
+        for key in keys:
+            version, entry_key = rec.tomb_key_parts(key)
+            view.delete("tombs", key)
+            swept = max(swept, version)
+            found = view.get("entries", entry_key)
+            if found is None:
+                continue  # its node was collected
+            if not rec.entry_key_hashed(entry_key):
+                if found.tomb and found.version == version:
+                    view.delete("entries", entry_key)
+                continue
+            items = [(e, x) for e, x in found if not (x.tomb and x.version == version)]
+            if not items:
+                view.delete("entries", entry_key)
+            elif len(items) != len(found):
+                view.put("entries", entry_key, items, rec.encode_bucket(items))
+        view.commit()
+        if swept != horizon:
+            record_put(txn, self.dbs.sm_meta, rec.KEY_TOMB_HORIZON, cbor2.dumps(swept))
 
     def _gc_step(self, txn: lmdb.Transaction, dropped: int, created: int) -> list[str]:
         raw = record_get(txn, self.dbs.sm_meta, "sm_meta", KEY_GC)
@@ -608,9 +557,9 @@ class StateMachine:
         fresh += created
         collected: list[str] = []
         if candidates + fresh > max(self.gc_threshold, alive):
-            self._nodes.flush(txn)  # collection reads the stored records
-            collected, alive, left = gc.collect(txn, self.dbs.objects, gc.GC_COLLECTED_BYTES_MAX)
-            self._nodes.forget(collected)
+            collected, alive, left = gc.collect(txn, self.dbs, gc.GC_COLLECTED_BYTES_MAX)
+            # The collection deleted records behind the cache's back.
+            self._cache.clear()
             # Garbage beyond what one entry may carry (GC_COLLECTED_BYTES_MAX) stays
             # candidates: the next collection comes as soon as it outweighs the live nodes.
             candidates, fresh = left, 0
@@ -620,7 +569,7 @@ class StateMachine:
     # ------------------------------------------------------------ snapshots
 
     def snapshot_chunks(self, txn: lmdb.Transaction, chunk_bytes_max: int) -> Iterator[bytes]:
-        """A consistent copy of sm_meta, sessions and objects as chunks of about
+        """A consistent copy of sm_meta, sessions and the node dbs as chunks of about
         `chunk_bytes_max` bytes (a single larger record makes a larger chunk). Each chunk is
         CBOR [part, last, [[db, key, value], ...]]; there is always at least one."""
         assert chunk_bytes_max >= 1, chunk_bytes_max
@@ -630,11 +579,7 @@ class StateMachine:
         pending: list[list[Any]] | None = None
         # Values go verified and unsealed (Corrupt stops the shipment): the receiver checks
         # them and seals them anew, so a checksum never depends on the other agent's store.
-        sources = (
-            ("m", self.dbs.sm_meta, "sm_meta"),
-            ("s", self.dbs.sessions, "sessions"),
-            ("o", self.dbs.objects, "objects"),
-        )
+        sources = [(tag, getattr(self.dbs, name), name) for tag, name in CHUNK_DB_OF.items()]
         for tag, db, name in sources:
             for key, value in records(txn, db, name):
                 item_bytes = len(key) + len(value) + 8
@@ -661,29 +606,22 @@ class StateMachine:
     def node_json(self, txn: lmdb.Transaction, root_name: str) -> Any:
         """The plain JSON-able value of a root, or None if no such root exists (roots always
         name a node, never None). See docs/data-model.md for the mapping."""
-        raw = record_get(txn, self.dbs.objects, "objects", gc.ROOTS_OID.encode())
-        if raw is None:
+        nid = read_nid(txn, self.dbs, gc.ROOTS_OID)
+        if nid is None or read_header(txn, self.dbs, nid).kind != "dict":
             return None
-        _version, kind, contents = self._record(gc.ROOTS_OID, raw)
-        if kind != "dict":
+        try:
+            ekey = keynorm.ekey(root_name)
+        except keynorm.KeyRefused:
             return None
-        for key, value in contents:
-            if key == root_name:
-                return _JsonWalk(txn, self.dbs.objects, self._record).value(value, 0)
-        return None
 
+        entry = entry_at(txn, self.dbs, nid, ekey)
+        if entry is None or entry.tomb:
+            return None
+        return _JsonWalk(txn, self.dbs).value(entry.value, 0)
 
-def record_version(oid: str, record: bytes) -> int:
-    """The version of a node record, read from its first bytes: CBOR [version, kind, contents]
-    starts 0x83 then the version as an unsigned int (1 to 9 bytes)."""
-    head = record[1] if len(record) > 1 else 0xFF
-    if record[:1] != b"\x83" or head >> 5 != 0 or (head & 0x1F) > 27:
-        raise AssertionError(f"stored record of {oid} is invalid: no version")
-    info = head & 0x1F
-    if info < 24:
-        return info
-    width = 1 << (info - 24)  # 24..27: 1, 2, 4 or 8 bytes follow
-    return int.from_bytes(record[2 : 2 + width], "big")
+    def cached_bytes(self) -> int:
+        """Bytes of records the apply cache stands for (metrics)."""
+        return self._cache.bytes()
 
 
 def only_removes(data: bytes) -> bool:
@@ -707,20 +645,6 @@ def only_removes(data: bytes) -> bool:
     return True
 
 
-def _growth_bytes(op: list[Any]) -> int:
-    """An upper bound on the bytes `op` (not "new") adds to its node's record: its values as
-    the record encodes them (codec.dumps is the record's encoding of a value), plus headers.
-    Removals only shrink a record."""
-    tag = op[0]
-    if tag == "set":
-        return len(codec.dumps([op[2], op[3]])) + OP_ITEM_BYTES
-    if tag in ("extend", "add"):
-        return len(codec.dumps(op[2])) + OP_ITEM_BYTES
-    if tag == "splice":
-        return len(codec.dumps(op[4])) + OP_ITEM_BYTES
-    return 0  # del, clear, discard
-
-
 def _refs_of(op: list[Any]) -> Iterator[str]:
     """Every oid an op's values mention, including keys and values it removes: an app replica
     resolves all of them, so each must name a node that exists."""
@@ -735,10 +659,9 @@ def _refs_of(op: list[Any]) -> Iterator[str]:
 class _JsonWalk:
     """One node_json answer: expands each node once, later sightings become {"__ref__": oid}."""
 
-    def __init__(self, txn: lmdb.Transaction, objects: Any, record: Any) -> None:
+    def __init__(self, txn: lmdb.Transaction, dbs: Dbs) -> None:
         self.txn = txn
-        self.objects = objects
-        self.record = record
+        self.dbs = dbs
         self.seen: set[str] = set()
 
     def value(self, value: Any, depth: int) -> Any:
@@ -766,11 +689,11 @@ class _JsonWalk:
             raise LimitExceeded(
                 "INSPECT_NODES_MAX", INSPECT_NODES_MAX, len(self.seen) + 1, "nodes to inspect"
             )
-        raw = record_get(self.txn, self.objects, "objects", oid.encode())
-        if raw is None:
+        node = materialize(self.txn, self.dbs, oid)
+        if node is None:
             return {"__ref__": oid, "missing": True}
         self.seen.add(oid)
-        _version, kind, contents = self.record(oid, raw)
+        _version, kind, contents = node
         inner = depth + 1
         if kind == "dict":
             if all(type(key) is str for key, _ in contents):
@@ -779,7 +702,7 @@ class _JsonWalk:
             return {"__items__": items}
         if kind == "list":
             return [self.value(v, inner) for v in contents]
-        if kind == "set":  # stored in canonical order already
+        if kind == "set":  # materialized in canonical order
             return [self.value(v, inner) for v in contents]
         class_name, attrs = contents
         shown: dict[str, Any] = {"__class__": class_name}
@@ -815,7 +738,7 @@ def stage_chunk(txn: lmdb.Transaction, dbs: Dbs, chunk: bytes) -> None:
         expected = 0 if raw is None else int.from_bytes(raw, "big")
         if part != expected or staged_complete(txn, dbs):
             raise ProtocolError(f"snapshot chunk part {part} out of order (expected {expected})")
-    targets = {"m": dbs.staging_sm_meta, "s": dbs.staging_sessions, "o": dbs.staging_objects}
+    targets = {tag: getattr(dbs, "staging_" + name) for tag, name in CHUNK_DB_OF.items()}
     for item in items:
         if not (
             type(item) is list
@@ -845,15 +768,12 @@ def _check_staged_item(tag: str, key: bytes, data: bytes) -> None:
         except ProtocolError as exc:
             raise ProtocolError(f"snapshot sm_meta {key!r}: {exc}") from None
         return
-    try:
-        name = key.decode()
-    except UnicodeDecodeError:
-        raise ProtocolError("snapshot key is not utf-8") from None
     if tag == "s":
+        try:
+            key.decode()
+        except UnicodeDecodeError:
+            raise ProtocolError("snapshot key is not utf-8") from None
         decode_session(data)
-    else:
-        if len(name) > codec.OID_CHARS_MAX:
-            raise ProtocolError(
-                f"snapshot object id longer than OID_CHARS_MAX={codec.OID_CHARS_MAX}"
-            )
-        codec.decode_record(data)
+        return
+    # A node db: its layout, every value checked (records.check_record names db and key).
+    rec.check_record(CHUNK_DB_OF[tag], key, data)

@@ -8,7 +8,7 @@ Sub-databases (the layout is fixed here; the state machine opens the same handle
 | `log` | index, 8-byte big-endian | CBOR `[term, kind, data]` |
 | `meta` | `hard`, `snap`, `conf`, `conf0` | CBOR: HardState, SnapshotMeta, ConfState x2 |
 | `sm_meta` | `b"applied"`, ... | the state machine's own scalars (statemachine.py) |
-| `objects` | oid (utf-8) | CBOR node record |
+| `oids` `nodes` `entries` `order` `chunks` `tombs` | | the nodes, per key (agent/records.py) |
 | `sessions` | client id (utf-8) | CBOR session record |
 | `outcomes` | index, 8-byte BE | CBOR `[outcome, collected_oids, log_time_ms]`, trimmed with log |
 | `staging_*` | | a snapshot being received (statemachine.py) |
@@ -45,7 +45,6 @@ import json
 import logging
 import os
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,9 @@ from typing import Any
 
 import cbor2
 import lmdb
+from superstatic_agent import records as records_format
 from superstatic_agent.config import MAP_BYTES_DEFAULT
+from superstatic_agent.noderead import materialize
 from superstatic_agent.payload import event_fields
 from superstatic_agent.raft.membership import apply_change
 from superstatic_agent.raft.types import (
@@ -65,25 +66,40 @@ from superstatic_agent.raft.types import (
     Ready,
     SnapshotMeta,
 )
+from superstatic_agent.sealed import (
+    CHECKSUM_BYTES as CHECKSUM_BYTES,
+)
+from superstatic_agent.sealed import (
+    Corrupt,
+    describe_key,
+    record_get,
+    record_put,
+    records,
+    unseal,
+)
+from superstatic_agent.sealed import (
+    seal as seal,
+)
 
+from superstatic.protocol import codec
 from superstatic.protocol.errors import LimitExceeded
 
 log = logging.getLogger("superstatic.agent")
 
-# Named sub-databases in the environment; the layout above uses 10, the rest is headroom.
-DBS_MAX = 16
+# Named sub-databases in the environment; the layout above uses 20, the rest is headroom.
+DBS_MAX = 24
 # Log entries load() hands to the core on restart. Compaction (server flag
 # --log-retain-entries) keeps the log far below this; past it the store is not one we wrote.
 LOG_LOAD_ENTRIES_MAX = 10_000_000
 # Default number of entries per call of entries()/events() when a caller gives no tighter bound.
 READ_ENTRIES_MAX = 100_000
 
-# The on-disk format: 2 = every value sealed with a checksum. Format 1 (no checksums, no
-# format record) is refused at open: see StartRefused's message for what to do.
-FORMAT_VERSION = 2
+# The on-disk format: 3 = nodes stored per key (data model v2, agent/records.py); 2 = whole
+# node records, every value sealed with a checksum; 1 = no checksums, no format record. Other
+# formats are refused at open: see StartRefused's messages for what to do.
+FORMAT_VERSION = records_format.FORMAT_VERSION
+FORMAT_MODEL_1 = 2
 KEY_FORMAT = b"format"
-# A sealed value ends with its CRC-32 over key and value.
-CHECKSUM_BYTES = 4
 # Damaged records a scrub lists by name (it counts them all).
 SCRUB_REPORT_MAX = 16
 
@@ -99,16 +115,14 @@ KEY_APPLIED = b"applied"
 STAGING_NEXT = b"next"  # the part number stage_chunk expects next
 STAGING_DONE = b"done"  # present once the part marked last was staged
 
+# The state machine's dbs a peer snapshot carries (staged as "staging_" + name).
+SNAPSHOT_DB_NAMES = (b"sm_meta", b"sessions", *records_format.NODE_DB_NAMES)
 DB_NAMES = (
     b"log",
     b"meta",
-    b"sm_meta",
-    b"objects",
-    b"sessions",
+    *SNAPSHOT_DB_NAMES,
     b"outcomes",
-    b"staging_objects",
-    b"staging_sessions",
-    b"staging_sm_meta",
+    *(b"staging_" + name for name in SNAPSHOT_DB_NAMES),
     b"staging_state",
 )
 assert len(DB_NAMES) <= DBS_MAX
@@ -174,63 +188,6 @@ def check_poison_marker(data_dir: Path, applied: int) -> None:
     )
 
 
-class Corrupt(Exception):
-    """A stored value whose checksum does not match its bytes: this copy is damaged (a disk
-    fault, a stray write, an edited file). Never served; the agent repairs or halts."""
-
-    def __init__(self, db: str, key: bytes) -> None:
-        super().__init__(
-            f"checksum mismatch in db {db!r} at key {describe_key(db, key)}: this agent's data "
-            "file is damaged"
-        )
-        self.db = db
-        self.key = bytes(key)
-
-
-def describe_key(db: str, key: bytes) -> str:
-    """A stored key for messages: log indexes as numbers, ids as (clipped) text."""
-    if db in ("log", "outcomes") and len(key) == 8:
-        return str(int.from_bytes(key, "big"))
-    return repr(bytes(key[:80]).decode(errors="replace"))
-
-
-def seal(key: bytes, value: bytes) -> bytes:
-    """The stored form of `value` under `key`: value + CRC-32 of key and value. CRC-32 (not a
-    cryptographic hash): it catches what it is for (bit flips, torn or misplaced writes: all
-    bursts up to 32 bits, else all but 1 in 4 billion) at GB/s from the standard library;
-    the key is covered so a value found under the wrong key is caught too."""
-    crc = zlib.crc32(value, zlib.crc32(key))
-    return value + crc.to_bytes(CHECKSUM_BYTES, "big")
-
-
-def unseal(db: str, key: bytes, sealed: bytes) -> bytes:
-    """The value of a sealed record; Corrupt if its checksum does not match."""
-    if len(sealed) < CHECKSUM_BYTES:
-        raise Corrupt(db, key)
-    value = sealed[:-CHECKSUM_BYTES]
-    if zlib.crc32(value, zlib.crc32(key)) != int.from_bytes(sealed[-CHECKSUM_BYTES:], "big"):
-        raise Corrupt(db, key)
-    return value
-
-
-def record_get(txn: lmdb.Transaction, db: Any, name: str, key: bytes) -> bytes | None:
-    """The verified value at `key` in db `name` (handle `db`), None if absent."""
-    raw = txn.get(key, db=db)
-    return None if raw is None else unseal(name, key, raw)
-
-
-def record_put(
-    txn: lmdb.Transaction, db: Any, key: bytes, value: bytes, *, append: bool = False
-) -> None:
-    txn.put(key, seal(key, value), db=db, append=append)
-
-
-def records(txn: lmdb.Transaction, db: Any, name: str) -> Iterator[tuple[bytes, bytes]]:
-    """(key, verified value) of every record of a db, in key order."""
-    for key, raw in txn.cursor(db=db):
-        yield bytes(key), unseal(name, key, raw)
-
-
 class Trimmed(Exception):
     """The requested entries were compacted away; the caller needs a snapshot instead."""
 
@@ -250,13 +207,27 @@ class Dbs:
     log: Any
     meta: Any
     sm_meta: Any
-    objects: Any
     sessions: Any
+    oids: Any
+    nodes: Any
+    entries: Any
+    order: Any
+    chunks: Any
+    tombs: Any
     outcomes: Any
-    staging_objects: Any
-    staging_sessions: Any
     staging_sm_meta: Any
+    staging_sessions: Any
+    staging_oids: Any
+    staging_nodes: Any
+    staging_entries: Any
+    staging_order: Any
+    staging_chunks: Any
+    staging_tombs: Any
     staging_state: Any
+
+    def node_dbs(self) -> tuple[Any, ...]:
+        """The handles of the per-key node dbs (records.NODE_DB_NAMES order)."""
+        return tuple(getattr(self, name.decode()) for name in records_format.NODE_DB_NAMES)
 
 
 def open_dbs(env: lmdb.Environment) -> Dbs:
@@ -438,6 +409,15 @@ class Storage:
                 version = cbor2.loads(unseal("meta", KEY_FORMAT, raw))
             except Corrupt:
                 return  # damaged: the scrub at start reports it with everything else
+            if version == FORMAT_MODEL_1:
+                raise StartRefused(
+                    f"{self.path} holds a superstatic store of format 2 (data model v1: one "
+                    f"record per container); this agent reads format {FORMAT_VERSION} (data "
+                    "model v2, per-key records) only. Run `superstatic-agent --migrate "
+                    f"--data-dir {self.path}` once (it keeps a copy at "
+                    f"{self.path / 'format2-backup'}), or remove the directory to rejoin "
+                    "the cluster by snapshot."
+                )
             if version != FORMAT_VERSION:
                 raise StartRefused(
                     f"{self.path} holds a superstatic store of format {version!r:.20}; this "
@@ -485,15 +465,15 @@ class Storage:
         assert scrubbed.damaged, scrubbed
         hit = {db for db, _ in scrubbed.damaged}
         staging = {n.decode() for n in DB_NAMES if n.startswith(b"staging_")}
-        machine = {"objects", "sessions", "sm_meta", "outcomes"} | staging
+        machine = {n.decode() for n in SNAPSHOT_DB_NAMES} | {"outcomes"} | staging
         with self.env.begin(write=True) as txn:
             if hit <= staging:
                 drop_staged(txn, self.dbs)
                 return "dropped a damaged, partly received snapshot (the leader sends it again)"
             snapshot = None if "meta" in hit else read_snapshot_meta(txn, self.dbs)
             if hit <= machine and snapshot is None:
-                for db in (self.dbs.objects, self.dbs.sessions, self.dbs.sm_meta):
-                    txn.drop(db, delete=False)
+                for name in SNAPSHOT_DB_NAMES:
+                    txn.drop(getattr(self.dbs, name.decode()), delete=False)
                 txn.drop(self.dbs.outcomes, delete=False)
                 drop_staged(txn, self.dbs)
                 return (
@@ -815,7 +795,10 @@ class Storage:
 
     def object_snapshot(self) -> tuple[int, Iterator[tuple[str, bytes]]]:
         """The applied index and an iterator of (oid, record bytes) read from ONE read
-        transaction, which stays open until the iterator is exhausted or closed."""
+        transaction, which stays open until the iterator is exhausted or closed. The records
+        are in the form of data model 1 (codec.encode_record), built node by node from the
+        per-key records: what the app snapshot of the stream carries until its per-key frames
+        (docs/data-model-v2.md section 5) replace it."""
         applied, _log_time_ms, nodes = self.object_snapshot_timed()
         return applied, nodes
 
@@ -826,8 +809,11 @@ class Storage:
 
         def nodes() -> Iterator[tuple[str, bytes]]:
             try:
-                for key, value in records(txn, self.dbs.objects, "objects"):
-                    yield key.decode(), value
+                for key, _value in records(txn, self.dbs.oids, "oids"):
+                    oid = key.decode()
+                    node = materialize(txn, self.dbs, oid)
+                    assert node is not None, oid
+                    yield oid, codec.encode_record(*node)
             finally:
                 txn.abort()
 
@@ -883,8 +869,9 @@ class Storage:
 
 
 def drop_staged(txn: lmdb.Transaction, dbs: Dbs) -> None:
-    for db in (dbs.staging_sm_meta, dbs.staging_sessions, dbs.staging_objects, dbs.staging_state):
-        txn.drop(db, delete=False)
+    for name in SNAPSHOT_DB_NAMES:
+        txn.drop(getattr(dbs, "staging_" + name.decode()), delete=False)
+    txn.drop(dbs.staging_state, delete=False)
 
 
 def staged_complete(txn: lmdb.Transaction, dbs: Dbs) -> bool:
@@ -892,17 +879,15 @@ def staged_complete(txn: lmdb.Transaction, dbs: Dbs) -> bool:
 
 
 def install_staged(txn: lmdb.Transaction, dbs: Dbs, meta: SnapshotMeta) -> None:
-    """Replaces sm_meta, sessions and objects by the staged snapshot, which must be complete
+    """Replaces sm_meta, sessions and the node dbs by the staged snapshot, which must be complete
     and at `meta.index` (the core accepted the SNAPSHOT message the shell staged it for)."""
     assert staged_complete(txn, dbs), "installing a snapshot that was not completely staged"
     raw = record_get(txn, dbs.staging_sm_meta, "staging_sm_meta", KEY_APPLIED)
     staged_index = 0 if raw is None else cbor2.loads(raw)[0]
     assert staged_index == meta.index, ("staged snapshot index", staged_index, meta.index)
-    for name, source, target in (
-        ("staging_sm_meta", dbs.staging_sm_meta, dbs.sm_meta),
-        ("staging_sessions", dbs.staging_sessions, dbs.sessions),
-        ("staging_objects", dbs.staging_objects, dbs.objects),
-    ):
+    for db_name in SNAPSHOT_DB_NAMES:
+        name = "staging_" + db_name.decode()
+        source, target = getattr(dbs, name), getattr(dbs, db_name.decode())
         txn.drop(target, delete=False)
         for key, value in txn.cursor(db=source):
             # Same key, so the seal stays valid; verified on the way (Corrupt aborts it all).

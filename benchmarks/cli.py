@@ -39,6 +39,20 @@ def parser() -> argparse.ArgumentParser:
         help="keys each writer thread cycles through (default 100; the dict root holds "
         "clients x threads x this many items)",
     )
+    p.add_argument(
+        "--catchup-objects",
+        default=None,
+        metavar="N[,N...]",
+        help="objects written before the catch-up workload's restart, one run per size "
+        "(default 100000; --quick 5000; --large adds 1000000); e.g. 1000000",
+    )
+    p.add_argument(
+        "--agent-args",
+        default=None,
+        metavar="FLAGS",
+        help="extra flags for every agent the suite starts, one quoted string (a labelled "
+        "diagnostic, noted in the results), e.g. '--peer-recv-queue-frames-max 64'",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for JSON and PNG")
     p.add_argument("--no-plots", action="store_true", help="write no PNG")
     p.add_argument("--keep", action="store_true", help="keep the work folder (data, logs)")
@@ -53,6 +67,35 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """--catchup-objects: comma-separated object counts, each 1..COUNT_MAX."""
+    from superstatic_bench.workloads.objects_load import COUNT_MAX
+
+    sizes: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if not part.isdigit() or not 1 <= int(part) <= COUNT_MAX:
+            raise ValueError(
+                f"--catchup-objects takes counts from 1 to COUNT_MAX={COUNT_MAX:,}, comma-separated"
+            )
+        sizes.append(int(part))
+    if not sizes:
+        raise ValueError("--catchup-objects names no count")
+    return tuple(sizes)
+
+
+def settings_of(args: argparse.Namespace) -> settings.Settings:
+    """The run's settings from the parsed flags; ValueError names a bad flag."""
+    sizes = None if args.catchup_objects is None else parse_sizes(args.catchup_objects)
+    chosen = settings.choose(args.quick, args.large, sizes)
+    if args.agent_args:
+        chosen = dataclasses.replace(chosen, agent_args=tuple(shlex.split(args.agent_args)))
+    if args.keys_per_thread is not None:
+        chosen = dataclasses.replace(chosen, keys_per_thread=args.keys_per_thread)
+    return chosen
+
+
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if args.render is not None:
@@ -64,9 +107,10 @@ def main(argv: list[str]) -> int:
         selected = registry.select(args.only)
     except ValueError as exc:
         parser().error(str(exc))
-    chosen = settings.choose(args.quick, args.large)
-    if args.keys_per_thread is not None:
-        chosen = dataclasses.replace(chosen, keys_per_thread=args.keys_per_thread)
+    try:
+        chosen = settings_of(args)
+    except ValueError as exc:
+        parser().error(str(exc))
     options = Options(
         selected=selected,
         settings=chosen,

@@ -12,6 +12,9 @@ answer per line on stdout:
 * `{"cmd": "probe", ...}` (failover): like run (optionally paced: `pace_ms` between one
   thread's starts), but answers each acknowledged write's [start, end] wall times instead of
   latency samples.
+* `{"cmd": "fill_big", ...}` and `{"cmd": "disjoint_setup", ...}` (superstatic only): what
+  the `big_write` and `disjoint` runs need (workloads/bigdict.py, workloads/disjoint.py);
+  `{"cmd": "roots", ...}` (workloads/manyroots.py).
 * `{"cmd": "reads", ...}` (workloads/reads.py), `{"cmd": "load", ...}` and `{"cmd": "attach",
   ...}` (workloads/objects_load.py), `{"cmd": "rss"}`: this process's resident memory.
 * `{"cmd": "quit"}`.
@@ -28,7 +31,7 @@ import time
 import traceback
 from typing import Any
 
-from superstatic_bench.driver import Driver, NoDriver
+from superstatic_bench.driver import Driver, KeyedDriver, NoDriver, OpFailed
 from superstatic_bench.stats import SAMPLES_PER_PROCESS_MAX, Reservoir
 
 THREADS_MAX = 256
@@ -42,6 +45,36 @@ ERRORS_PER_THREAD_MAX = 100
 PROBE_OPS_MAX = 500_000
 DURATION_S_MAX = 3600.0
 OPS = ("write", "call", "rmw")
+# Operations of the keyed workloads, which only the superstatic driver has (driver.KeyedDriver).
+KEYED_OPS = ("big_write", "disjoint")
+DICT_KEYS_MAX = 10_000_000
+VALUE_BYTES_MAX = 1 << 20
+CLIENTS_MAX = 256
+# Keys set per transaction while filling a big dict: a transaction carries at most
+# TXN_OPS_MAX (100,000) ops, one per key set.
+FILL_BATCH_MAX = 100_000
+
+
+def _bounded(
+    command: dict[str, Any], name: str, low: int, high: int, default: int | None = None
+) -> int:
+    """An integer field of a command (required unless it has a default) within [low, high];
+    the error names the field and its bounds, not the value."""
+    value = int(command[name]) if default is None or name in command else default
+    if not low <= value <= high:
+        raise ValueError(f"{name} outside {low}..{high}")
+    return value
+
+
+def disjoint_key(client_index: int, thread_index: int) -> str:
+    """The key of the shared dict that caller (client, thread) of `disjoint` owns."""
+    return f"c{client_index}-t{thread_index}"
+
+
+def keyed_driver(driver: Driver) -> KeyedDriver:
+    if not isinstance(driver, KeyedDriver):
+        raise OpFailed(f"the {driver.system} driver has no keyed operations (superstatic only)")
+    return driver
 
 
 def make_driver(system: str, endpoints: list[str], options: dict[str, Any]) -> Driver:
@@ -84,11 +117,15 @@ class Runner:
 
     def run(self, command: dict[str, Any], probe: bool = False) -> dict[str, Any]:
         op = command["op"]
-        if op not in OPS:
-            raise ValueError(f"unknown op {op!r}; one of {OPS}")
+        if op not in OPS + KEYED_OPS:
+            raise ValueError(f"unknown op {op!r}; one of {OPS + KEYED_OPS}")
+        keyed = keyed_driver(self.driver) if op in KEYED_OPS else None
         threads = int(command["threads"])
         if not 1 <= threads <= THREADS_MAX:
             raise ValueError(f"threads={threads} outside 1..THREADS_MAX={THREADS_MAX}")
+        # big_write: the dict's size, and writers in all processes (they stride through it).
+        dict_keys = _bounded(command, "dict_keys", 1, DICT_KEYS_MAX, default=1)
+        writers = _bounded(command, "clients", 1, CLIENTS_MAX, default=1) * threads
         duration_s = float(command["duration_s"])
         warmup_s = float(command.get("warmup_s", 0.0))
         assert 0 < duration_s <= DURATION_S_MAX, duration_s
@@ -109,6 +146,7 @@ class Runner:
         errors: list[dict[str, int]] = [{} for _ in range(threads)]
         acks: list[list[tuple[float, float]]] = [[] for _ in range(threads)]
         attempts_before = self.driver.attempts()
+        library_before = keyed.library_counts() if keyed is not None else None
 
         def loop(t: int) -> None:
             state = states[t]
@@ -137,6 +175,13 @@ class Runner:
                         self.driver.call(state)
                     elif op == "rmw":
                         self.driver.rmw(state)
+                    elif op == "big_write":
+                        assert keyed is not None
+                        writer = self.client_index * threads + t
+                        keyed.big_write(dict_keys, (writer + i * writers) % dict_keys, value)
+                    elif op == "disjoint":
+                        assert keyed is not None
+                        keyed.disjoint_rmw(disjoint_key(self.client_index, t))
                     else:
                         raise AssertionError(op)  # checked before the threads start
                 except Exception as exc:
@@ -183,6 +228,9 @@ class Runner:
             "errors": merged_errors,
             "duration_s": duration_s,
         }
+        if keyed is not None and library_before is not None:
+            after = keyed.library_counts()
+            answer["library"] = {k: after[k] - library_before.get(k, 0) for k in after}
         if probe:
             answer["acks"] = sorted(a for per in acks for a in per)
         else:
@@ -209,6 +257,20 @@ def serve(driver: Driver, client_index: int) -> None:
                 answer = runner.run(command)
             elif cmd == "probe":
                 answer = runner.run({**command, "op": "write"}, probe=True)
+            elif cmd == "fill_big":
+                answer = keyed_driver(driver).fill_big_dict(
+                    _bounded(command, "dict_keys", 1, DICT_KEYS_MAX),
+                    _bounded(command, "batch", 1, FILL_BATCH_MAX),
+                    "v" * _bounded(command, "value_bytes", 1, VALUE_BYTES_MAX),
+                )
+            elif cmd == "disjoint_setup":
+                keys = [disjoint_key(client_index, t) for t in range(int(command["threads"]))]
+                keyed_driver(driver).disjoint_setup(keys)
+                answer = {"keys": keys}
+            elif cmd == "roots":
+                from superstatic_bench.workloads.manyroots import roots_command
+
+                answer = roots_command(command)
             elif cmd == "rss":
                 answer = rss_bytes()
             elif cmd == "reads":

@@ -12,7 +12,7 @@ handle): drivers whose client objects are not thread-safe keep one per thread.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class Driver(Protocol):
@@ -25,6 +25,24 @@ class Driver(Protocol):
     def rmw(self, state: Any) -> None: ...
     def attempts(self) -> int: ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class KeyedDriver(Protocol):
+    """What the keyed workloads (bigdict, disjoint) need beyond `Driver`; superstatic only.
+
+    * `fill_big_dict(size, batch, value)`: the dict of `size` keys, filled before timing;
+    * `big_write(size, j, value)`: one lone write setting existing key j of that dict;
+    * `disjoint_setup(keys)` then `disjoint_rmw(key)`: read-modify-write of one key of the
+      shared dict in a transaction, re-run by the system on conflict;
+    * `library_counts()`: the system's own conflict counters, so a run reports their deltas.
+    """
+
+    def fill_big_dict(self, size: int, batch: int, value: str) -> dict[str, Any]: ...
+    def big_write(self, size: int, j: int, value: str) -> None: ...
+    def disjoint_setup(self, keys: list[str]) -> None: ...
+    def disjoint_rmw(self, key: str) -> None: ...
+    def library_counts(self) -> dict[str, int]: ...
 
 
 class OpFailed(RuntimeError):

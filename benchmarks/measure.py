@@ -16,13 +16,21 @@ TIMEOUT_S_ANSWER_MARGIN = 120.0
 
 
 def run_row(
-    deployment: Deployment, op: str, clients: int, threads: int, settings: Settings
+    deployment: Deployment,
+    op: str,
+    clients: int,
+    threads: int,
+    settings: Settings,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`extra`: fields the op needs beyond the common ones (big_write: dict_keys)."""
     workers = deployment.clients(clients)
     start_at = time.time() + START_DELAY_S
     command = {
+        **(extra or {}),
         "cmd": "run",
         "op": op,
+        "clients": clients,
         "threads": threads,
         "start_at": start_at,
         "warmup_s": settings.warmup_s,
@@ -70,6 +78,18 @@ def row_from_answers(
         "latency_us": summarize_groups_us(groups),
         "errors": errors,
     }
+    library: dict[str, int] = {}
+    for answer in answers:
+        for name, n in answer.get("library", {}).items():
+            library[name] = library.get(name, 0) + int(n)
+    if library:
+        # The system's own counters over the whole run (warm-up too), summed over processes.
+        row["library"] = library
+        row["calls"] = calls
+    if op == "disjoint":
+        retries = library.get("txn_retries")
+        row["retries"] = retries
+        row["retry_rate"] = retries / calls if calls and retries is not None else None
     if op == "rmw":
         row["calls"] = calls
         row["attempts"] = attempts

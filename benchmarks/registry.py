@@ -17,11 +17,14 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("sequential", "1 client, sequential method calls on a counter", peers=True),
     Workload("throughput", "small writes to a dict root, 1 and 3 client processes", peers=True),
     Workload("contention", "every client read-modify-writes one object", peers=True),
+    Workload("disjoint", "3 x 16 callers read-modify-write their own key of one dict: retries"),
+    Workload("bigdict", "3 client processes set existing keys of a 100-key and a 100,000-key dict"),
     Workload("reads", "local reads: proxies vs plain objects"),
     Workload("nofsync", "sequential, throughput, contention with agents at --fsync off"),
     Workload("curve", "the cost of CURVE: sequential and throughput, keyed vs without keys"),
     Workload("failover", "kill -9 of the leader to the next acknowledged write"),
     Workload("catchup", "restart of an agent after many objects were written"),
+    Workload("manyroots", "creating the 1st root, and the 100,001st after 100,000 in bulk"),
     Workload("trace", "per-hop breakdown of sequential calls (agents --trace, app traced)"),
     Workload("queue", "work queue put+get+ack, 3 producer and 3 consumer processes", peers=True),
 )
@@ -29,6 +32,9 @@ NAMES = tuple(w.name for w in WORKLOADS)
 BY_NAME = {w.name: w for w in WORKLOADS}
 # The write workloads measured on every system, in this order.
 WRITE_WORKLOADS = ("sequential", "throughput", "contention")
+# Rows measured on the superstatic cluster only, after the write workloads (the questions they
+# ask are about superstatic's data model: per-key storage and conflicts; docs/data-model-v2.md).
+KEYED_WORKLOADS = ("disjoint", "bigdict")
 
 
 def select(only: str | None) -> list[str]:

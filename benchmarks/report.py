@@ -149,6 +149,27 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
         rows = workloads.get(name, {}).get("rows")
         if rows:
             section(title, _write_rows(rows, markdown))
+    if workloads.get("disjoint", {}).get("rows"):
+        from superstatic_bench.workloads import disjoint
+
+        section(
+            "disjoint: read-modify-write of each caller's own key of one dict",
+            disjoint.render(workloads["disjoint"], markdown),
+        )
+    if workloads.get("bigdict", {}).get("rows"):
+        from superstatic_bench.workloads import bigdict
+
+        section(
+            "bigdict: 3 client processes set existing keys of a small and a big dict",
+            bigdict.render(workloads["bigdict"], markdown),
+        )
+    if workloads.get("manyroots"):
+        from superstatic_bench.workloads import manyroots
+
+        section(
+            "manyroots: creating a root, first and after many",
+            manyroots.render(workloads["manyroots"], markdown),
+        )
     curve = workloads.get("curve")
     if curve and curve.get("cost"):
         section(
@@ -240,7 +261,11 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
         rows = []
         for t in targets:
             met = {True: "met", False: "NOT met", None: "-"}[t["met"]]
-            fmt = us if t["unit"] == "us" else (rate if t["unit"] == "writes/s" else _plain)
+            fmt = (
+                us
+                if t["unit"] == "us"
+                else (rate if t["unit"] in ("writes/s", "retries") else _plain)
+            )
             gap = "-" if t["gap"] is None else f"{t['gap']:.2f}"
             rows.append(
                 [

@@ -25,6 +25,24 @@ class Settings:
     read_repeats: int = 5  # timings per read kind; the best counts (least disturbed)
     floor_ops: int = 2_000  # fsync commits / ZeroMQ round trips per floor
     curve_rounds: int = 3  # alternating keyed/unkeyed measurements (workloads/curve.py)
+    # bigdict (workloads/bigdict.py): 3 client processes x `threads` writers set existing keys
+    # of one dict pre-filled to each of these sizes; values this long (100,000 items of the
+    # throughput workload's 100 B would not fit one record of today's data model, 8 MiB).
+    bigdict_sizes: tuple[int, ...] = (100, 100_000)
+    bigdict_value_bytes: int = 16
+    bigdict_fill_batch: int = 10_000  # keys per transaction while pre-filling
+    # manyroots (workloads/manyroots.py): roots created in bulk between the two timed points,
+    # and single root creations timed at each point (the median counts).
+    manyroots_count: int = 100_000
+    manyroots_samples: int = 20
+    manyroots_batch: int = 50_000  # roots per bulk transaction to start with (halved on limits)
+    # disjoint (workloads/disjoint.py): processes x callers, each on a key of its own.
+    disjoint_clients: int = 3
+    disjoint_threads: int = 16
+    # Extra flags for every agent the suite starts (--agent-args): a labelled diagnostic, e.g.
+    # to see whether a limit is what a workload runs into. Empty in every quoted result unless
+    # the result says otherwise.
+    agent_args: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,11 +60,17 @@ QUICK = Settings(
     read_repeats=3,
     floor_ops=300,
     curve_rounds=2,
+    bigdict_sizes=(100, 10_000),
+    manyroots_count=10_000,
+    manyroots_samples=10,
 )
 
 
-def choose(quick: bool, large: bool) -> Settings:
+def choose(quick: bool, large: bool, catchup_objects: tuple[int, ...] | None = None) -> Settings:
+    """`catchup_objects` (--catchup-objects) replaces the catch-up sizes, --large included."""
     base = QUICK if quick else FULL
     if large:
-        return replace(base, catchup_objects=(*base.catchup_objects, 1_000_000))
+        base = replace(base, catchup_objects=(*base.catchup_objects, 1_000_000))
+    if catchup_objects is not None:
+        base = replace(base, catchup_objects=catchup_objects)
     return base

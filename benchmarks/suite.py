@@ -22,7 +22,7 @@ from superstatic_bench.measure import run_row
 from superstatic_bench.peers import install
 from superstatic_bench.procs import ProcessGroup
 from superstatic_bench.progress import Progress
-from superstatic_bench.registry import WRITE_WORKLOADS
+from superstatic_bench.registry import KEYED_WORKLOADS, WRITE_WORKLOADS
 from superstatic_bench.settings import FULL, Settings
 from superstatic_bench.systems import Deployment, SuperstaticCluster
 
@@ -84,11 +84,11 @@ def _error_text(exc: BaseException) -> str:
     return text[:ERROR_CHARS_MAX]
 
 
-def _make_cluster(name: str, group: ProcessGroup, work_dir: Path) -> Any:
+def _make_cluster(name: str, group: ProcessGroup, work_dir: Path, settings: Settings) -> Any:
     if name == "superstatic":
-        return SuperstaticCluster(work_dir, fsync=True)
+        return SuperstaticCluster(work_dir, fsync=True, agent_args=settings.agent_args)
     if name == "superstatic-nofsync":
-        return SuperstaticCluster(work_dir, fsync=False)
+        return SuperstaticCluster(work_dir, fsync=False, agent_args=settings.agent_args)
 
     if name in ("pysyncobj", "pysyncobj-batch"):
         from superstatic_bench.peers.pysyncobj_peer import PySyncObjCluster
@@ -109,7 +109,8 @@ def _plan(options: Options, results: dict[str, Any], progress: Progress) -> list
     selected = options.selected
     writes = [w for w in WRITE_WORKLOADS if w in selected]
     systems: list[str] = []
-    if writes or "reads" in selected:
+    keyed = [w for w in KEYED_WORKLOADS if w in selected]
+    if writes or keyed or "reads" in selected:
         systems.append("superstatic")
     if "nofsync" in selected:
         systems.append("superstatic-nofsync")
@@ -143,6 +144,15 @@ def _count_steps(options: Options, systems: list[str]) -> int:
         else:
             steps += sum(len(row_specs(w, s)) for w in writes)
     steps += 1 if "reads" in options.selected else 0
+    steps += 1 if "disjoint" in options.selected else 0
+    if "bigdict" in options.selected:
+        from superstatic_bench.workloads import bigdict
+
+        steps += bigdict.steps(s)
+    if "manyroots" in options.selected:
+        from superstatic_bench.workloads import manyroots
+
+        steps += manyroots.steps()
     steps += s.failover_repeats if "failover" in options.selected else 0
     if "curve" in options.selected:
         from superstatic_bench.workloads import curve
@@ -159,7 +169,7 @@ def _run_system(
 ) -> None:
     results = options.results
     s = options.settings
-    cluster = _make_cluster(name, group, work_dir)
+    cluster = _make_cluster(name, group, work_dir, s)
     driver = name.split("-")[0]  # superstatic-nofsync -> superstatic, pysyncobj-batch -> ...
     deployment = Deployment(cluster, driver, group)
     try:
@@ -192,8 +202,30 @@ def _run_system(
                 results["workloads"]["reads"] = answer
                 worst = max(answer["rows"], key=lambda r: r["ratio"])
                 shown["result"] = f"worst ratio {worst['ratio']:.1f}x ({worst['read']})"
+        if name == "superstatic":
+            _run_keyed(deployment, options, progress)
     finally:
         deployment.close()
+
+
+def _run_keyed(deployment: Deployment, options: Options, progress: Progress) -> None:
+    """disjoint, then bigdict (its 100,000-key dict last: nothing after it pays for it)."""
+    results = options.results
+    for name in KEYED_WORKLOADS:
+        if name not in options.selected:
+            continue
+        try:
+            if name == "disjoint":
+                from superstatic_bench.workloads import disjoint
+
+                results["workloads"][name] = disjoint.run(deployment, options.settings, progress)
+            else:
+                from superstatic_bench.workloads import bigdict
+
+                results["workloads"][name] = bigdict.run(deployment, options.settings, progress)
+        except Exception as exc:
+            traceback.print_exc()
+            results["errors"][name] = _error_text(exc)
 
 
 def run(options: Options) -> int:
@@ -203,6 +235,12 @@ def run(options: Options) -> int:
     results = options.results = _new_results(options, work_dir)
     progress = Progress()
     progress.note(f"superstatic bench: {', '.join(options.selected)}; work folder {work_dir}")
+    if options.settings.agent_args:
+        results["notes"].append(
+            "every agent ran with the extra flags "
+            + " ".join(options.settings.agent_args)
+            + " (--agent-args): not the default configuration"
+        )
     try:
         with ProcessGroup(work_dir / "logs") as group:
             systems = _plan(options, results, progress)
@@ -226,7 +264,7 @@ def run(options: Options) -> int:
                 except Exception as exc:
                     traceback.print_exc()
                     results["errors"][system] = _error_text(exc)
-            for name in ("curve", "failover", "catchup", "trace"):
+            for name in ("curve", "failover", "catchup", "manyroots", "trace"):
                 if name not in options.selected:
                     continue
                 try:
@@ -244,7 +282,15 @@ def run(options: Options) -> int:
                         from superstatic_bench.workloads import trace
 
                         quick = options.settings.duration_s < FULL_DURATION_S
-                        results["workloads"][name] = trace.run(work_dir, quick, progress)
+                        results["workloads"][name] = trace.run(
+                            work_dir, quick, progress, options.settings.agent_args
+                        )
+                    elif name == "manyroots":
+                        from superstatic_bench.workloads import manyroots
+
+                        results["workloads"][name] = manyroots.run(
+                            group, work_dir, options.settings, progress
+                        )
                     elif name == "failover":
                         from superstatic_bench.workloads import failover
 
@@ -273,7 +319,12 @@ def run(options: Options) -> int:
                     " (and peers)" if options.peers else ""
                 )
                 with progress.step(label) as shown:
-                    outcome = queue.run(work_dir, options.settings.duration_s, options.peers)
+                    outcome = queue.run(
+                        work_dir,
+                        options.settings.duration_s,
+                        options.peers,
+                        options.settings.agent_args,
+                    )
                     results["workloads"]["queue"] = outcome
                     results["skipped"].update(
                         {f"queue {k}": v for k, v in outcome["skipped"].items()}

@@ -9,6 +9,7 @@ first use and reused by every later measurement of that system) and stops all of
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,7 +39,13 @@ class SuperstaticCluster:
     `keyed=False` (the curve workload's baseline). `name` tells runs of the same kind apart."""
 
     def __init__(
-        self, base_dir: Path, fsync: bool = True, *, keyed: bool = True, name: str = ""
+        self,
+        base_dir: Path,
+        fsync: bool = True,
+        *,
+        keyed: bool = True,
+        name: str = "",
+        agent_args: Sequence[str] = (),
     ) -> None:
         self.fsync = fsync
         self.keyed = keyed
@@ -51,10 +58,10 @@ class SuperstaticCluster:
             if fsync
             else ("superstatic --fsync off: a labelled, non-default agent mode; not durable",)
         )
-        args = () if fsync else FSYNC_OFF_ARGS
-        self.local = LocalCluster(
-            base_dir / self.name, size=AGENTS, agent_args=list(args), keyed=keyed
-        )
+        args = [*(() if fsync else FSYNC_OFF_ARGS), *agent_args]
+        if agent_args:
+            self.label += " (agent flags: " + " ".join(agent_args) + ")"
+        self.local = LocalCluster(base_dir / self.name, size=AGENTS, agent_args=args, keyed=keyed)
 
     def client_options(self, client_index: int) -> dict[str, Any]:
         """The client process's key file ("" : none, whatever SUPERSTATIC_KEYS says)."""

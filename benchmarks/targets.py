@@ -16,6 +16,8 @@ FLOOR_FACTOR_MAX = 3.0
 ETCD_THROUGHPUT_FACTOR = 2.0
 READ_RATIO_MAX = 2.0
 FAILOVER_S_MAX = 1.0
+BIGDICT_RATIO_MIN = 0.8  # the biggest dict's writes/s over the smallest's (issue 11)
+MANYROOTS_RATIO_MAX = 1.5  # the 100,001st root's time over the 1st's (medians; issue 11)
 
 
 def _row(
@@ -157,6 +159,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                 True,
             )
         )
+    out.extend(_keyed_targets(results))
     failover = results.get("workloads", {}).get("failover", {})
     median_s = failover.get("failover_s_median")
     missing = "needs the failover workload"
@@ -172,4 +175,50 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             missing,
         )
     )
+    return out
+
+
+def _keyed_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """bigdict, manyroots and disjoint (docs/data-model-v2.md's goals)."""
+    workloads = results.get("workloads", {})
+    summary = workloads.get("bigdict", {}).get("summary", {})
+    big_ratio = summary.get("ratio")
+    manyroots = workloads.get("manyroots", {})
+    roots_ratio = manyroots.get("ratio")
+    out = [
+        _target(
+            f"bigdict: writes/s into the biggest dict >= {BIGDICT_RATIO_MIN:g} x the smallest's",
+            big_ratio,
+            BIGDICT_RATIO_MIN if big_ratio is not None else None,
+            "x",
+            False,
+            "needs the bigdict workload",
+        ),
+        _target(
+            f"manyroots: a root after many <= {MANYROOTS_RATIO_MAX:g} x the first (medians)",
+            roots_ratio,
+            MANYROOTS_RATIO_MAX if roots_ratio is not None else None,
+            "x",
+            True,
+            "needs the manyroots workload",
+        ),
+    ]
+    rows = workloads.get("disjoint", {}).get("rows", [])
+    retries = rows[0].get("retries") if rows else None
+    name = "disjoint: conflict retries = 0"
+    if retries is None:
+        out.append(_target(name, None, None, "retries", True, "needs the disjoint workload"))
+    else:
+        # A goal of 0 has no ratio: the gap is left empty, met is exact.
+        out.append(
+            {
+                "target": name,
+                "measured": float(retries),
+                "goal": 0.0,
+                "unit": "retries",
+                "met": retries == 0,
+                "gap": None,
+                "note": "",
+            }
+        )
     return out

@@ -28,6 +28,7 @@ TIMEOUT_S_ATTACH = 3600.0
 POLL_S = 0.05
 DISK_FILES_MAX = 10_000
 ERROR_CHARS_MAX = 1000
+LOG_TAIL_BYTES = 600
 
 
 def process_rss(pid: int) -> dict[str, int]:
@@ -54,10 +55,18 @@ def disk_usage(path: Path) -> dict[str, int]:
     return {"allocated_bytes": allocated, "apparent_bytes": apparent}
 
 
+def _log_tail(local: Any, node_id: str) -> str:
+    path = local.agents[node_id].log_path
+    try:
+        return path.read_bytes()[-LOG_TAIL_BYTES:].decode(errors="replace")
+    except (OSError, AttributeError):
+        return f"(no log at {path})"
+
+
 def one_size(
     group: ProcessGroup, base_dir: Path, count: int, settings: Settings, progress: Progress
 ) -> dict[str, Any]:
-    cluster = SuperstaticCluster(base_dir / f"catchup-{count}")
+    cluster = SuperstaticCluster(base_dir / f"catchup-{count}", agent_args=settings.agent_args)
     deployment = Deployment(cluster, "superstatic", group)
     try:
         cluster.start()
@@ -82,6 +91,11 @@ def one_size(
             deadline = restarted + TIMEOUT_S_CATCH_UP
             caught_up_s: float | None = None
             while time.monotonic() < deadline:
+                if not local.agents[lagging].alive():
+                    # It died catching up: say so now rather than poll for TIMEOUT_S_CATCH_UP.
+                    raise RuntimeError(
+                        f"agent {lagging} exited while catching up: {_log_tail(local, lagging)}"
+                    )
                 try:
                     status = local.status(lagging, timeout_ms=1000)
                     if int(status["applied"]) >= target:

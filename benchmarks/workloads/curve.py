@@ -47,7 +47,9 @@ def run(
     """`row_specs`: (workload, op, client processes, callers each) of the rows to compare."""
     result: dict[str, Any] = {"floor": _floors(group, work_dir, settings, progress)}
     clusters = {
-        name: SuperstaticCluster(work_dir, keyed=name == KEYED, name=name)
+        name: SuperstaticCluster(
+            work_dir, keyed=name == KEYED, name=name, agent_args=settings.agent_args
+        )
         for name in (KEYED, PLAIN)
     }
     deployments = {name: Deployment(c, "superstatic", group) for name, c in clusters.items()}

@@ -111,7 +111,7 @@ def one_round(deployment: Deployment, cluster: SuperstaticCluster, threads: int)
 def run(
     group: ProcessGroup, base_dir: Path, settings: Settings, progress: Progress
 ) -> dict[str, Any]:
-    cluster = SuperstaticCluster(base_dir / "failover")
+    cluster = SuperstaticCluster(base_dir / "failover", agent_args=settings.agent_args)
     deployment = Deployment(cluster, "superstatic", group)
     rounds = []
     try:

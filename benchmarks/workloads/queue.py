@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -236,10 +237,10 @@ def _row(system: str, label: str, answers: list[dict], seconds: float) -> dict[s
     }
 
 
-def run_superstatic(base: Path, seconds: float) -> dict[str, Any]:
+def run_superstatic(base: Path, seconds: float, agent_args: Sequence[str] = ()) -> dict[str, Any]:
     from superstatic.tools.localcluster import LocalCluster
 
-    with LocalCluster(base / "queue-agents", size=3) as cluster:
+    with LocalCluster(base / "queue-agents", size=3, agent_args=list(agent_args)) as cluster:
         cluster.start()
         cluster.leader()
         endpoints = cluster.client_endpoints()
@@ -296,12 +297,16 @@ def run_pysyncobj(base: Path, seconds: float) -> dict[str, Any]:
     return _row("pysyncobj", label, answers, seconds)
 
 
-def run(work_dir: Path, seconds: float, peers: bool) -> dict[str, Any]:
+def run(
+    work_dir: Path, seconds: float, peers: bool, agent_args: Sequence[str] = ()
+) -> dict[str, Any]:
     """Every row that can run here; a peer that cannot says why and how to install it."""
     from superstatic_bench.peers import install
 
     outcome: dict[str, Any] = {"rows": [], "skipped": {}, "errors": {}}
-    runners = [("superstatic", run_superstatic)]
+    runners: list[tuple[str, Callable[[Path, float], dict[str, Any]]]] = [
+        ("superstatic", lambda base, seconds: run_superstatic(base, seconds, agent_args))
+    ]
     if peers:
         runners += [("redis", run_redis), ("pysyncobj", run_pysyncobj)]
     for name, runner in runners:

@@ -17,7 +17,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,8 @@ CALLS_QUICK = 300
 WARMUP_CALLS = 50  # first calls (connection, faulting the counter in) are not counted
 TIMEOUT_S_CLIENT = 900.0
 ATTACH = ("leader", "follower")
+ERROR_CHARS_MAX = 2000  # of the traced app's stderr or an agent's log, quoted on failure
+POLL_S = 0.2
 
 
 def summarize(calls: list[dict[str, Any]]) -> dict[str, Any]:
@@ -62,35 +66,24 @@ def summarize(calls: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run(work_dir: Path, quick: bool, progress: Progress) -> dict[str, Any]:
+def run(
+    work_dir: Path, quick: bool, progress: Progress, agent_args: Sequence[str] = ()
+) -> dict[str, Any]:
     calls = CALLS_QUICK if quick else CALLS_FULL
     out: dict[str, Any] = {"calls_per_row": calls, "rows": {}}
     for attach in ATTACH:
         with progress.step(f"trace: {calls} sequential calls, app attached to the {attach}") as s:
-            with LocalCluster(work_dir / f"trace-{attach}", size=3, agent_args=["--trace"]) as c:
+            args = ["--trace", *agent_args]
+            with LocalCluster(work_dir / f"trace-{attach}", size=3, agent_args=args) as c:
                 c.start()
                 leader = c.leader()
                 ids = c.voter_ids
                 first = leader if attach == "leader" else next(i for i in ids if i != leader)
                 order = [first] + [i for i in ids if i != first]
-                env = {**os.environ, "SUPERSTATIC_TRACE": "1"}
-                done = subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "superstatic_bench.workloads.trace",
-                        "--endpoints",
-                        ",".join(c.client_endpoints(order)),
-                        "--calls",
-                        str(calls),
-                    ],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=TIMEOUT_S_CLIENT,
-                    check=True,
-                )
-            row = summarize(json.loads(done.stdout)["calls"])
+                # The cluster is keyed (CURVE), like a deployment: the app presents its key.
+                env = {**os.environ, **c.client_env("app"), "SUPERSTATIC_TRACE": "1"}
+                stdout = _traced_app(c, env, order, calls)
+            row = summarize(json.loads(stdout)["calls"])
             row["agent"] = first
             out["rows"][attach] = row
             s["result"] = (
@@ -98,6 +91,50 @@ def run(work_dir: Path, quick: bool, progress: Progress) -> dict[str, Any]:
                 f"hop p50 sum {row['hop_p50_sum_us'] / 1000:.2f} ms"
             )
     return out
+
+
+def _traced_app(cluster: LocalCluster, env: dict[str, str], order: list[str], calls: int) -> str:
+    """Runs the traced app to its end and returns its stdout; fails at once, quoting the
+    agent's log, if an agent exits meanwhile (the app would wait for it for TIMEOUT_S_CLIENT)."""
+    args = ["--endpoints", ",".join(cluster.client_endpoints(order)), "--calls", str(calls)]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        app = subprocess.Popen(
+            [sys.executable, "-m", "superstatic_bench.workloads.trace", *args],
+            env=env,
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + TIMEOUT_S_CLIENT
+            while app.poll() is None:
+                dead = [i for i, spec in cluster.agents.items() if not spec.alive()]
+                if dead:
+                    tail = _log_tail(cluster, dead[0])
+                    raise RuntimeError(f"agent {dead[0]} exited during the traced calls: {tail}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the traced app did not finish within {TIMEOUT_S_CLIENT:.0f} s"
+                    )
+                time.sleep(POLL_S)
+        finally:
+            if app.poll() is None:
+                app.kill()  # by its PID: this process started it
+                app.wait()
+        out.seek(0)
+        err.seek(0)
+        if app.returncode != 0:
+            raise RuntimeError(
+                f"the traced app exited with {app.returncode}: {err.read()[-ERROR_CHARS_MAX:]}"
+            )
+        return out.read()
+
+
+def _log_tail(cluster: LocalCluster, node_id: str) -> str:
+    path = cluster.agents[node_id].log_path
+    if path is None or not path.exists():
+        return "(no log)"
+    return path.read_bytes()[-ERROR_CHARS_MAX:].decode(errors="replace")
 
 
 def main(argv: list[str] | None = None) -> int:

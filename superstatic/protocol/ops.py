@@ -385,9 +385,9 @@ def encode_node(version: int, kind: str, container: Any, class_name: str | None)
     return codec.dumps_tagged([version, kind, contents])
 
 
-def apply_op(kind: str, container: Any, op: list[Any]) -> None:
-    """Applies one op (not "new") to the plain container of a node of `kind`. Raises OpError
-    when the op does not fit the node; the caller then discards the whole transaction."""
+def check_fits(kind: str, op: list[Any]) -> None:
+    """Raises OpError unless `op` (not "new") applies to a node of `kind`: part of the op's
+    meaning, shared by apply_op and the agent's per-key apply."""
     tag = op[0]
     kinds = _KINDS_OF.get(tag)
     if kinds is None or kind not in kinds:
@@ -395,6 +395,13 @@ def apply_op(kind: str, container: Any, op: list[Any]) -> None:
     if kind == "obj" and tag in ("set", "del") and type(op[2]) is str and attr_name_refused(op[2]):
         # Only here is the node known to be an object (a dict's "__class__" key is just data).
         raise OpError(f"op {tag!r} on {op[1]!r}: {_REFUSED_NAME}")
+
+
+def apply_op(kind: str, container: Any, op: list[Any]) -> None:
+    """Applies one op (not "new") to the plain container of a node of `kind`. Raises OpError
+    when the op does not fit the node; the caller then discards the whole transaction."""
+    check_fits(kind, op)
+    tag = op[0]
     if tag == "set":
         container[op[2]] = op[3]
     elif tag == "del":

@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from superstatic_agent.listtree import ListHeader, ListTree, MemoryChunkStore
+from superstatic_agent.records import chunk_key
 from superstatic_agent.storage import seal
 from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
-from support.snapshots import record_bytes, snapshot_feeder
+from support.snapshots import snapshot_feeder
 
 import superstatic
 from superstatic.client import oneshot
-from superstatic.protocol import codec, ops, wire
+from superstatic.protocol import codec, wire
 from superstatic.protocol.errors import ProtocolError
 from superstatic.tools.localcluster import LocalCluster
 
@@ -38,6 +40,13 @@ def inspect(cluster: LocalCluster, node: str, root: str) -> Any:
         cluster.agents[node].client_endpoint, wire.FrameType.INSPECT, {"root": root}
     )
     return reply["value"] if reply["found"] else None
+
+
+def inspect_roots(cluster: LocalCluster, node: str) -> Any:
+    """The roots listing of `node` (INSPECT {"list": true})."""
+    return oneshot.request(
+        cluster.agents[node].client_endpoint, wire.FrameType.INSPECT, {"list": True}
+    )
 
 
 def all_alive(cluster: LocalCluster) -> None:
@@ -106,8 +115,9 @@ def test_a_version_too_long_to_print_is_an_error_outcome_everywhere(
         assert cluster.status(node)["halted"] is None
 
 
-def snapshot_of(endpoint: str) -> dict[str, bytes]:
-    """SUBSCRIBE from 0 on a fresh socket and read the snapshot: {oid: record bytes}."""
+def snapshot_of(endpoint: str) -> dict[str, tuple[int, str, Any]]:
+    """SUBSCRIBE from 0 on a fresh socket and read the snapshot (format 2, in runs):
+    {oid: (version, kind, contents)}."""
     client = RawClient(endpoint)
     try:
         req = client.send(wire.FrameType.SUBSCRIBE, {"from": 0, "model": wire.DATA_MODEL})
@@ -120,34 +130,34 @@ def snapshot_of(endpoint: str) -> dict[str, bytes]:
             if frame.type is wire.FrameType.ERROR:
                 raise AgentError(frame.body["code"], frame.body["message"], None)
             if frame.type is wire.FrameType.SNAPSHOT and feeder.feed_snapshot(frame.body):
-                return {oid: record_bytes(*node) for oid, node in capture.nodes.items()}
+                return capture.nodes
         raise AssertionError(f"no complete snapshot from {endpoint}")
     finally:
         client.close()
 
 
-def test_records_larger_than_a_stream_frame_are_refused(
+def test_a_container_larger_than_a_stream_frame_keeps_every_agent_alive(
     cluster: LocalCluster, raw: RawClient
 ) -> None:
     """Reproduction 3: three appends of 6 MB (each under the 8 MiB body limit) were accepted;
-    the next app to subscribe made the agent raise in the snapshot stream and die. Now the
-    append that would take the list past record_bytes_max is refused naming the limit, and
-    every agent streams a snapshot to a new subscriber."""
+    the next app to subscribe made the agent raise in the snapshot stream and die. Since
+    storage format 3 a list is stored in chunks, each record within record_bytes_max, so the
+    list grows past a frame; every agent applies it and keeps serving, and a new subscriber of
+    every agent is sent it in runs over several frames (data-model-v2.md section 5)."""
     assert commit(raw, txn_create_roots({"l": "list"}))["outcome"] == "ok"
     big = "x" * 6_000_000
-    assert commit(raw, txn_extend("l", [big]))["outcome"] == "ok"
-    for _ in range(2):
-        reply = commit(raw, txn_extend("l", [big]))
-        assert reply["outcome"] == "error", reply
-        assert "record_bytes_max=8388608" in reply["error"], reply
+    for _ in range(3):
+        assert commit(raw, txn_extend("l", [big]))["outcome"] == "ok"
     assert commit(raw, txn_extend("l", ["small"]))["outcome"] == "ok"
-    for node, spec in cluster.agents.items():
+    for node in cluster.agents:
         cluster.wait_until(
-            lambda node=node: cluster.status(node)["applied"] >= 4, f"{node} applied", 30
+            lambda node=node: cluster.status(node)["applied"] >= 5, f"{node} applied", 30
         )
-        nodes = snapshot_of(spec.client_endpoint)
-        assert max(len(record) for record in nodes.values()) <= 8 << 20
-        assert len(nodes["n.l"]) > 6_000_000
+        listing = inspect_roots(cluster, node)
+        assert [(r["name"], r["items"]) for r in listing["roots"]] == [("l", 4)], listing
+        nodes = snapshot_of(cluster.agents[node].client_endpoint)
+        _version, kind, values = nodes["n.l"]
+        assert kind == "list" and values == [big, big, big, "small"]
     all_alive(cluster)
 
 
@@ -183,14 +193,19 @@ def test_a_damaged_record_is_detected_refused_and_repaired(
     cluster.wait_until(
         lambda: inspect(cluster, follower, "l") == [KNOWN], "the follower applied", 30
     )
-    record = ops.encode_node(index, "list", [KNOWN], None)
+    # The list's one chunk (format 3: n.l is nid 2, after @roots; its first chunk is id 1),
+    # sealed under its key as the agent stored it.
+    chunks = MemoryChunkStore()
+    tree = ListTree(chunks, ListHeader.empty())
+    tree.extend([KNOWN], index)
+    record = chunks.records[tree.header.root]
     data_file = cluster.agents[follower].data_dir / "data.mdb"
-    assert flip_everywhere(data_file, seal(b"n.l", record)) >= 1
+    assert flip_everywhere(data_file, seal(chunk_key(2, tree.header.root), record)) >= 1
     # Running: the damaged record is never served, and the agent says why.
     with pytest.raises(ProtocolError, match="damaged"):
         inspect(cluster, follower, "l")
     halted = cluster.status(follower)["halted"]
-    assert halted["reason"] == "damaged" and halted["db"] == "objects", halted
+    assert halted["reason"] == "damaged" and halted["db"] == "chunks", halted
     assert "Restart it" in halted["message"]
     # Restarted: found at start, rebuilt from the log, the right value served again.
     cluster.stop(follower)
@@ -199,7 +214,7 @@ def test_a_damaged_record_is_detected_refused_and_repaired(
     status = cluster.status(follower)
     assert status["halted"] is None
     repair = status["store"]["repair"]
-    assert "objects" in repair["found"] and "n.l" in repair["found"], repair
+    assert "chunks" in repair["found"] and "nid 2 chunk 1" in repair["found"], repair
     assert "applies again from index 1" in repair["action"], repair
     assert commit(raw, txn_extend("l", ["after"]))["outcome"] == "ok"
     cluster.wait_until(

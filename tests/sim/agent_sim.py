@@ -898,7 +898,7 @@ def node_state(server: Server) -> dict[str, dict[bytes, bytes]]:
     dbs = server.storage.dbs
     out: dict[str, dict[bytes, bytes]] = {}
     with env.begin() as txn:
-        for name in ("objects", "sessions"):
+        for name in ("oids", "nodes", "entries", "order", "chunks", "tombs", "sessions"):
             out[name] = {bytes(k): bytes(v) for k, v in txn.cursor(db=getattr(dbs, name))}
         applied = txn.get(b"applied", db=dbs.sm_meta)
         out["applied"] = {b"applied": bytes(applied) if applied else b""}

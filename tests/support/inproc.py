@@ -49,10 +49,11 @@ class InprocLog:
     def __init__(self, path: Path, *, gc_threshold: int | None = None) -> None:
         from superstatic_agent.raft.types import Entry, EntryKind
         from superstatic_agent.statemachine import StateMachine
+        from superstatic_agent.storage import DBS_MAX
 
         self._entry = Entry
         self._normal = EntryKind.NORMAL
-        self.env = lmdb.open(str(path), map_size=MAP_BYTES, max_dbs=16, sync=False)
+        self.env = lmdb.open(str(path), map_size=MAP_BYTES, max_dbs=DBS_MAX, sync=False)
         self.sm = (
             StateMachine(self.env)
             if gc_threshold is None
@@ -93,11 +94,18 @@ class InprocLog:
 
     def snapshot(self) -> tuple[int, list[tuple[str, bytes]]]:
         """The object table and the index it reflects (what a SNAPSHOT stream carries)."""
+        from superstatic_agent.noderead import materialize
         from superstatic_agent.storage import records
 
+        from superstatic.protocol import codec
+
         with self._lock, self.env.begin() as txn:
-            objects = self.env.open_db(b"objects", txn=txn, create=False)
-            nodes = [(k.decode(), v) for k, v in records(txn, objects, "objects")]
+            dbs = self.sm.dbs
+            nodes = []
+            for key, _nid in records(txn, dbs.oids, "oids"):
+                node = materialize(txn, dbs, key.decode())
+                assert node is not None
+                nodes.append((key.decode(), codec.encode_record(*node)))
             return self.last_index, nodes
 
     def close(self) -> None:

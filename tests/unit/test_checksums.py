@@ -19,8 +19,10 @@ from superstatic_agent.raft.types import (
     Role,
     SnapshotMeta,
 )
+from superstatic_agent.records import Header, nid_key
 from superstatic_agent.statemachine import StateMachine
 from superstatic_agent.storage import (
+    DBS_MAX,
     KEY_FORMAT,
     Corrupt,
     StartRefused,
@@ -101,9 +103,20 @@ def fill(path: Path) -> Agent:
     return a
 
 
+def header_key(path: Path, oid: str) -> bytes:
+    """The nodes-db key of a node's header (its nid, from the oids db)."""
+    env = lmdb.open(str(path), max_dbs=DBS_MAX, map_size=64 << 20)
+    try:
+        with env.begin() as txn:
+            handle = env.open_db(b"oids", txn=txn, create=False)
+            return unseal("oids", oid.encode(), txn.get(oid.encode(), db=handle))
+    finally:
+        env.close()
+
+
 def damage(path: Path, db: str, key: bytes) -> None:
     """Replaces the stored bytes of one record by a copy with one bit flipped."""
-    env = lmdb.open(str(path), max_dbs=16, map_size=64 << 20)
+    env = lmdb.open(str(path), max_dbs=DBS_MAX, map_size=64 << 20)
     try:
         with env.begin(write=True) as txn:
             handle = env.open_db(db.encode(), txn=txn, create=False)
@@ -133,12 +146,24 @@ def test_a_fresh_store_records_its_format_and_an_old_one_is_refused(tmp_path: Pa
         Storage(tmp_path / "other", fsync=False)
 
 
+def test_a_store_of_data_model_1_is_refused_saying_how_to_migrate(tmp_path: Path) -> None:
+    other = fill(tmp_path / "v1")
+    with other.storage.env.begin(write=True) as txn:
+        txn.put(KEY_FORMAT, seal(KEY_FORMAT, cbor2.dumps(2)), db=other.storage.dbs.meta)
+    other.close()
+    with pytest.raises(StartRefused) as refused:
+        Storage(tmp_path / "v1", fsync=False)
+    message = str(refused.value)
+    assert "format 2" in message and "data model v1" in message
+    assert f"--migrate --data-dir {tmp_path / 'v1'}" in message and "format2-backup" in message
+
+
 def test_a_damaged_object_is_never_read_as_data(tmp_path: Path) -> None:
     fill(tmp_path / "a").close()
-    damage(tmp_path / "a", "objects", b"c.1")
+    damage(tmp_path / "a", "nodes", header_key(tmp_path / "a", "c.1"))
     a = Agent(tmp_path / "a")
     try:
-        with pytest.raises(Corrupt, match="objects"):
+        with pytest.raises(Corrupt, match="nodes"):
             a.write([entry(3, [["extend", "c.1", ["more"]]])])
         with a.storage.env.begin() as txn, pytest.raises(Corrupt):
             a.sm.node_json(txn, "l")
@@ -154,13 +179,13 @@ def test_a_damaged_object_is_never_read_as_data(tmp_path: Path) -> None:
 
 def test_damaged_state_is_rebuilt_from_the_log(tmp_path: Path) -> None:
     fill(tmp_path / "a").close()
-    damage(tmp_path / "a", "objects", b"c.1")
+    damage(tmp_path / "a", "nodes", header_key(tmp_path / "a", "c.1"))
     damage(tmp_path / "a", "sessions", b"cl")
     a = Agent(tmp_path / "a")
     try:
         scrubbed = a.storage.scrub()
         assert scrubbed.damaged_count == 2 and {db for db, _ in scrubbed.damaged} == {
-            "objects",
+            "nodes",
             "sessions",
         }
         action = a.storage.repair(scrubbed, peers_exist=False)  # no peer needed
@@ -206,7 +231,7 @@ def test_a_compacted_store_with_damaged_objects_is_emptied_too(tmp_path: Path) -
     a.write([entry(3, [["extend", "c.1", ["x"]]])])
     assert a.storage.compact(2) == SnapshotMeta(2, 1, CONF)
     a.close()
-    damage(tmp_path / "a", "objects", b"c.1")
+    damage(tmp_path / "a", "nodes", header_key(tmp_path / "a", "c.1"))
     b = Agent(tmp_path / "a")
     try:
         action = b.storage.repair(b.storage.scrub(), peers_exist=True)
@@ -230,9 +255,10 @@ def test_damaged_hard_state_refuses_to_start_as_itself(tmp_path: Path) -> None:
 def test_only_a_damaged_staged_snapshot_is_dropped(tmp_path: Path) -> None:
     a = fill(tmp_path / "a")
     with a.storage.env.begin(write=True) as txn:
-        a.sm.stage_chunk(txn, cbor2.dumps([0, False, [["o", b"c.9", b"\x83\x01dlist\x80"]]]))
+        header = Header("c.9", "list", 1, 1, 0, [0, 0, 0, 1], 0).encode()
+        a.sm.stage_chunk(txn, cbor2.dumps([0, False, [["n", nid_key(9), header]]]))
     a.close()
-    damage(tmp_path / "a", "staging_objects", b"c.9")
+    damage(tmp_path / "a", "staging_nodes", nid_key(9))
     b = Agent(tmp_path / "a")
     try:
         action = b.storage.repair(b.storage.scrub(), peers_exist=False)

@@ -23,6 +23,7 @@ from superstatic_agent.statemachine import ApplyFailed, StateMachine, only_remov
 from superstatic_agent.storage import (
     DBS_MAX,
     POISON_FILE,
+    SNAPSHOT_DB_NAMES,
     StartRefused,
     check_poison_marker,
     open_dbs,
@@ -61,7 +62,7 @@ class Replica:
     def dump(self) -> dict[bytes, dict[bytes, bytes]]:
         out = {}
         with self.env.begin() as txn:
-            for name in (b"objects", b"sessions", b"sm_meta", b"outcomes"):
+            for name in (*SNAPSHOT_DB_NAMES, b"outcomes"):
                 db = self.env.open_db(name, txn=txn, create=False)
                 out[name] = {bytes(k): bytes(v) for k, v in txn.cursor(db=db)}
         return out
@@ -197,7 +198,7 @@ def test_an_unexpected_exception_raises_apply_failed_naming_the_entry(
         def broken(*_args: Any) -> None:
             raise RuntimeError("a bug")
 
-        monkeypatch.setattr(sm_module.ops, "apply_op", broken)
+        monkeypatch.setattr(sm_module.ops, "check_fits", broken)
         with pytest.raises(ApplyFailed) as caught:
             r.body("c", 2, ops.encode_txn({}, [["extend", "c.1", ["x"]]]))
         assert (caught.value.index, caught.value.term) == (2, 7)
@@ -218,7 +219,7 @@ def test_storage_errors_propagate_unchanged(
         def full(*_args: Any) -> None:
             raise lmdb.MapFullError("mdb_put: MDB_MAP_FULL")
 
-        monkeypatch.setattr(sm_module.ops, "apply_op", full)
+        monkeypatch.setattr(sm_module.ops, "check_fits", full)
         with pytest.raises(lmdb.MapFullError):
             r.body("c", 2, ops.encode_txn({}, [["extend", "c.1", ["x"]]]))
     finally:

@@ -47,7 +47,9 @@ def test_roots_are_listed_with_kind_items_and_bytes(cluster: InprocCluster) -> N
     assert listing["count"] == 3 and listing["truncated"]
     assert [r["name"] for r in listing["roots"]] == ["billing.ledger", "config"]  # by name
     ledger = listing["roots"][0]
-    assert ledger["kind"] == "list" and ledger["items"] == 100 and ledger["bytes"] > 100
+    assert (
+        ledger["kind"] == "list" and ledger["items"] == 100 and ledger["bytes"] > 0
+    )  # the header's (format 3: a node is many records)
     assert ledger["version"] > 0 and ledger["oid"]
     with cluster.log.env.begin() as txn:
         everything = inspector.list_roots(txn, cluster.log.sm.dbs, inspector.ROOTS_MAX)

@@ -1,6 +1,7 @@
-"""Records stay within record_bytes_max (issue 8, reproduction 3): a write that would take a
-node record (the root table included) past the limit is an "error" outcome naming the limit,
-with nothing written, decided identically whatever a replica's cache held."""
+"""Records stay within record_bytes_max (issue 8, reproduction 3; issue 11): the limit bounds
+one record (an entry, a list chunk, a header), not a container. A write that would leave a
+record past it is an "error" outcome naming the limit, with nothing written, decided
+identically whatever a replica's cache held; containers grow past it freely."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from superstatic_agent.payload import Payload, encode_payload
 from superstatic_agent.raft.types import Entry, EntryKind
 from superstatic_agent.statemachine import Applied, StateMachine
 from superstatic_agent.storage import DBS_MAX
+from support import store
 from support.sessions import SESSION_PLACED, place_session
 
 from superstatic.protocol import ops
@@ -48,10 +50,15 @@ class Replica:
     def txn(self, wire_ops: list[Any]) -> Applied:
         return self.apply([self.entry_of(wire_ops)])[0]
 
-    def objects(self) -> dict[bytes, bytes]:
-        with self.env.begin() as txn:
-            db = self.env.open_db(b"objects", txn=txn, create=False)
-            return {bytes(k): bytes(v) for k, v in txn.cursor(db=db)}
+    def objects(self) -> dict[str, tuple[int, str, Any]]:
+        return store.objects(self.env)
+
+    def records(self) -> dict[bytes, dict[bytes, bytes]]:
+        return store.node_tables(self.env)
+
+    def largest(self) -> int:
+        """Bytes of the largest record (less its 4-byte seal)."""
+        return max(len(v) - 4 for table in self.records().values() for v in table.values())
 
     def close(self) -> None:
         self.env.close()
@@ -69,61 +76,75 @@ def setup(r: Replica) -> None:
     assert applied.outcome == "ok", applied.error
 
 
-def test_appends_past_the_limit_are_refused_naming_it(replica: Replica) -> None:
-    """Reproduction 3 in small: each append is under the body limit, the third would make
-    the list's record larger than record_bytes_max."""
+def test_a_value_past_the_limit_is_refused_naming_it(replica: Replica) -> None:
+    """Reproduction 3 in small: one value whose record would pass record_bytes_max."""
+    setup(replica)
+    assert (
+        replica.txn([["new", "c.2", "dict", []], ["set", "@roots", "d", Ref("c.2")]]).outcome
+        == "ok"
+    )
+    before = replica.records()
+    for wire_ops in (
+        [["extend", "c.1", ["x" * LIMIT]]],
+        [["splice", "c.1", 0, 0, ["x" * LIMIT]]],
+        [["set", "c.2", "k", "x" * LIMIT]],
+        [["set", "c.2", "ok", 1], ["set", "c.2", "k", "x" * LIMIT]],  # all or nothing
+    ):
+        refused = replica.txn(wire_ops)
+        assert refused.outcome == "error" and refused.body is None
+        assert f"record_bytes_max={LIMIT}" in refused.error, refused.error
+        assert "c.1" in refused.error or "c.2" in refused.error
+        assert replica.records() == before  # nothing written
+    assert replica.largest() <= LIMIT
+
+
+def test_containers_grow_past_the_limit_record_by_record(replica: Replica) -> None:
+    """A list, a dict and the root table each hold far more than record_bytes_max: every
+    record stays under it."""
     setup(replica)
     chunk = "x" * (LIMIT * 4 // 10)
-    assert replica.txn([["extend", "c.1", [chunk]]]).outcome == "ok"
-    assert replica.txn([["extend", "c.1", [chunk]]]).outcome == "ok"
-    before = replica.objects()
-    refused = replica.txn([["extend", "c.1", [chunk]]])
-    assert refused.outcome == "error" and refused.body is None
-    assert f"record_bytes_max={LIMIT}" in refused.error and "c.1" in refused.error
-    assert replica.objects() == before  # nothing written
-    assert max(len(v) for v in replica.objects().values()) <= LIMIT
-    # Smaller writes still fit, and shrinking is always allowed.
-    assert replica.txn([["extend", "c.1", ["small"]]]).outcome == "ok"
-    assert replica.txn([["splice", "c.1", 0, 1, []]]).outcome == "ok"  # one chunk less
-    assert replica.txn([["extend", "c.1", [chunk]]]).outcome == "ok"
-    assert replica.txn([["extend", "c.1", [chunk]]]).outcome == "error"
+    assert (
+        replica.txn([["new", "c.2", "dict", []], ["set", "@roots", "d", Ref("c.2")]]).outcome
+        == "ok"
+    )
+    for i in range(8):
+        assert replica.txn([["extend", "c.1", [chunk]]]).outcome == "ok"
+        assert replica.txn([["set", "c.2", i, chunk]]).outcome == "ok"
+    names = [f"root-{i}" for i in range(2_000)]
+    wire_ops: list[Any] = [["new", f"c.r{i}", "dict", []] for i in range(len(names))]
+    wire_ops += [["set", "@roots", n, Ref(f"c.r{i}")] for i, n in enumerate(names)]
+    assert replica.txn(wire_ops).outcome == "ok"
+    objects = replica.objects()
+    assert objects["c.1"][2] == [chunk] * 8 and len(objects["c.2"][2]) == 8
+    assert len(objects["@roots"][2]) == 2 + len(names)
+    assert replica.largest() <= LIMIT
 
 
-def test_a_new_node_over_the_limit_is_refused(replica: Replica) -> None:
+def test_a_new_node_with_a_value_over_the_limit_is_refused(replica: Replica) -> None:
     setup(replica)
-    big = ["y" * 1000 for _ in range(LIMIT // 1000 + 1)]
-    refused = replica.txn([["new", "c.2", "list", big], ["extend", "c.1", [Ref("c.2")]]])
+    big = ["y" * 1000 for _ in range(LIMIT // 1000 + 1)]  # many values: fine
+    assert (
+        replica.txn([["new", "c.2", "list", big], ["extend", "c.1", [Ref("c.2")]]]).outcome == "ok"
+    )
+    refused = replica.txn([["new", "c.3", "set", ["y" * LIMIT]], ["extend", "c.1", [Ref("c.3")]]])
     assert refused.outcome == "error" and "record_bytes_max" in refused.error, refused.error
-    assert b"c.2" not in replica.objects()
-
-
-def test_the_root_table_is_bounded_too(replica: Replica) -> None:
-    """About 700k roots made the one @roots record outgrow the stream: now the root that
-    would take it past the limit is refused."""
-    setup(replica)
-    refused = None
-    for batch in range(1_000):
-        names = [f"root-{batch}-{i}" for i in range(100)]
-        wire_ops: list[Any] = [["new", f"c.r{batch}.{i}", "dict", []] for i in range(100)]
-        wire_ops += [["set", "@roots", n, Ref(f"c.r{batch}.{i}")] for i, n in enumerate(names)]
-        applied = replica.txn(wire_ops)
-        if applied.outcome != "ok":
-            refused = applied
-            break
-    assert refused is not None and "@roots" in refused.error and "record_bytes_max" in refused.error
-    assert len(replica.objects()[b"@roots"]) <= LIMIT
+    assert "c.3" not in replica.objects()
 
 
 def test_a_record_already_over_the_limit_may_shrink_not_grow(tmp_path: Path) -> None:
     big = Replica(tmp_path / "r", record_bytes_max=4 * LIMIT)
     setup(big)
     assert big.txn([["extend", "c.1", ["z" * 2 * LIMIT]]]).outcome == "ok"
+    assert big.txn([["new", "c.2", "dict", [["k", "z" * 2 * LIMIT]]]]).outcome == "ok"
+    assert big.txn([["set", "@roots", "d", Ref("c.2")]]).outcome == "ok"
     big.close()
     r = Replica(tmp_path / "r")  # reopened with the smaller limit
     r.index = big.index
     r.seq = big.seq
     try:
-        assert r.txn([["extend", "c.1", ["more"]]]).outcome == "error"
+        assert r.txn([["set", "c.2", "k", "z" * (2 * LIMIT + 10)]]).outcome == "error"
+        assert r.txn([["set", "c.2", "k", "z" * (2 * LIMIT - 10)]]).outcome == "ok"
+        assert r.txn([["splice", "c.1", 0, 1, ["z" * (2 * LIMIT + 10)]]]).outcome == "error"
         assert r.txn([["clear", "c.1"]]).outcome == "ok"
         assert r.txn([["extend", "c.1", ["fits again"]]]).outcome == "ok"
     finally:
@@ -182,8 +203,8 @@ def test_the_refusal_does_not_depend_on_batching(
             results_many += many.apply(entries[at : at + size])
             at += size
         assert results_many == results_one
-        assert many.objects() == one.objects()
-        assert all(len(v) <= LIMIT for v in one.objects().values())
+        assert many.records() == one.records()
+        assert one.largest() <= LIMIT
     finally:
         one.close()
         many.close()
@@ -213,6 +234,6 @@ def test_one_collection_carries_a_bounded_number_of_ids(
             if len(collected) == len(garbage):
                 break
         assert sorted(collected) == garbage
-        assert set(r.objects()) == {b"@roots", b"c.1"}
+        assert set(r.objects()) == {"@roots", "c.1"}
     finally:
         r.close()

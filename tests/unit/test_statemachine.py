@@ -18,7 +18,8 @@ from superstatic_agent import statemachine as sm_module
 from superstatic_agent.payload import Payload, encode_payload
 from superstatic_agent.raft.types import ConfChange, ConfState, Entry, EntryKind, SnapshotMeta
 from superstatic_agent.statemachine import Applied, StateMachine
-from superstatic_agent.storage import DBS_MAX
+from superstatic_agent.storage import DBS_MAX, SNAPSHOT_DB_NAMES
+from support import store
 from support.sessions import SESSION_PLACED, place_session
 
 from superstatic.protocol import codec, ops
@@ -94,7 +95,10 @@ class Machine:
             return {bytes(k): bytes(v) for k, v in txn.cursor(db=db)}
 
     def objects(self) -> dict[str, tuple[int, str, Any]]:
-        return {k.decode(): codec.decode_record(v) for k, v in self.table(b"objects").items()}
+        return store.objects(self.env)
+
+    def nodes(self) -> dict[bytes, dict[bytes, bytes]]:
+        return store.node_tables(self.env)
 
     def version(self, oid: str) -> int:
         return self.objects()[oid][0]
@@ -158,12 +162,12 @@ def test_ok_txn_sets_versions_to_the_entry_index(machine: Machine) -> None:
 
 def test_conflict_changes_nothing(machine: Machine) -> None:
     assert machine.txn("c1", 1, {"@roots": 0}, roots_with("todo", "c1.1")).outcome == "ok"
-    before = machine.table(b"objects")
+    before = machine.nodes()
     stale = machine.txn("c2", 1, {"c1.1": 0}, [["extend", "c1.1", ["x"]]])
     assert stale.outcome == "conflict" and "c1.1" in stale.error and stale.body is None
     racing_root = machine.txn("c2", 2, {"@roots": 0}, roots_with("other", "c2.1"))
     assert racing_root.outcome == "conflict"
-    assert machine.table(b"objects") == before
+    assert machine.nodes() == before
     fresh = machine.txn("c2", 3, {"c1.1": 1}, [["extend", "c1.1", ["x"]]])
     assert fresh.outcome == "ok", fresh.error
 
@@ -183,12 +187,12 @@ def test_error_is_all_or_nothing(machine: Machine, bad_op: list[Any], fragment: 
     ops_ = [*roots_with("todo", "c1.1"), ["new", "c1.3", "obj", ["Point", [["x", 1]]]]]
     ops_.append(["set", "@roots", "p", Ref("c1.3")])
     assert machine.txn("c1", 1, {}, ops_).outcome == "ok"
-    before = machine.table(b"objects")
+    before = machine.nodes()
     applied = machine.txn("c1", 2, {}, [["extend", "c1.1", ["first"]], bad_op])
     assert applied.outcome == "error", applied
     assert fragment in applied.error and "op #1" in applied.error
     assert applied.body is None and applied.collected == ()
-    assert machine.table(b"objects") == before
+    assert machine.nodes() == before
 
 
 def test_ops_must_follow_the_new_op_of_their_node(machine: Machine) -> None:
@@ -371,7 +375,7 @@ def test_hostile_payloads_give_error_outcomes(tmp_path: Path, data: bytes) -> No
         assert applied.outcome in ("error", "ok", "session_expired"), applied
         if applied.outcome == "error":
             assert applied.error
-        assert m.table(b"objects") == {}
+        assert not any(m.nodes().values())
     finally:
         m.close()
 
@@ -480,12 +484,12 @@ def test_hostile_transactions_never_raise_and_are_all_or_nothing(
             ["new", "c.3", "set", [1]],
         ]
         assert m.txn("c", 1, {}, setup).outcome == "ok"
-        before = m.table(b"objects")
+        before = m.nodes()
         body = codec.dumps({"r": reads, "o": wire_ops})
         applied = m.request("c", 2, body)
         assert applied.outcome in ("ok", "error", "conflict"), applied
         if applied.outcome != "ok":
-            assert applied.error and m.table(b"objects") == before
+            assert applied.error and m.nodes() == before
         for oid, (_version, kind, contents) in m.objects().items():
             codec.check_contents(kind, contents, oid)  # everything stored stays decodable
     finally:
@@ -608,7 +612,7 @@ def test_snapshot_chunks_stage_install_gives_an_identical_state(
         with source.env.begin() as txn:
             chunks = list(source.sm.snapshot_chunks(txn, chunk_bytes_max))
         if chunk_bytes_max == 1:  # one record per chunk
-            records = sum(len(source.table(n)) for n in (b"objects", b"sessions", b"sm_meta"))
+            records = sum(len(source.table(n)) for n in SNAPSHOT_DB_NAMES)
             assert len(chunks) == records
         assert [cbor2.loads(c)[1] for c in chunks] == [False] * (len(chunks) - 1) + [True]
         with target.env.begin(write=True) as txn:
@@ -616,16 +620,15 @@ def test_snapshot_chunks_stage_install_gives_an_identical_state(
                 target.sm.stage_chunk(txn, chunk)
             meta = SnapshotMeta(source.index, 1, ConfState.make(["a"]))
             target.sm.install_staged(txn, meta)
-        for name in (b"objects", b"sessions", b"sm_meta"):
+        for name in SNAPSHOT_DB_NAMES:
             assert target.table(name) == source.table(name), name
-        for name in (b"staging_objects", b"staging_sessions", b"staging_sm_meta"):
-            assert target.table(name) == {}
+            assert target.table(b"staging_" + name) == {}
         # Both continue identically from there.
         target.index = source.index
         for m in (source, target):
             assert m.txn("c1", 40, {}, [["extend", "c1.1", ["after"]]]).outcome == "ok"
             assert m.request("c2", 1, kind="open").outcome == "dup"
-        assert target.table(b"objects") == source.table(b"objects")
+        assert target.nodes() == source.nodes()
     finally:
         source.close()
         target.close()
@@ -702,7 +705,7 @@ def test_replicas_applying_the_same_entries_are_byte_identical(
                 for m in (a, b)
             ]
             assert results[0] == results[1]
-        for name in (b"objects", b"sessions", b"sm_meta", b"outcomes"):
+        for name in (*SNAPSHOT_DB_NAMES, b"outcomes"):
             assert a.table(name) == b.table(name)
     finally:
         a.close()
@@ -813,7 +816,7 @@ def test_a_batch_reaches_the_same_state_as_one_entry_at_a_time(tmp_path: Path) -
         outcomes = [a.outcome for a in batched]
         assert outcomes.count("error") == 1 and outcomes.count("conflict") == 1
         assert any(a.collected for a in batched)  # GC ran inside the batch
-        for name in (b"objects", b"sessions", b"sm_meta", b"outcomes"):
+        for name in (*SNAPSHOT_DB_NAMES, b"outcomes"):
             assert one.table(name) == batch.table(name), name
         # The failed multi-op body changed nothing: "a" was never set.
         assert "a" not in dict(batch.objects()["c.1"][2])
@@ -829,11 +832,11 @@ def test_an_aborted_batch_leaves_nothing_behind(tmp_path: Path) -> None:
         entries = _batch_entries(1)
         with m.env.begin(write=True) as txn:
             m.sm.apply_batch(txn, entries[:10])
-        before = m.table(b"objects")
+        before = m.nodes()
         with pytest.raises(RuntimeError), m.env.begin(write=True) as txn:
             m.sm.apply_batch(txn, entries[10:20])
             raise RuntimeError("the write transaction aborts after the apply")
-        assert m.table(b"objects") == before
+        assert m.nodes() == before
         with m.env.begin(write=True) as txn:  # no stale decoded node survives the abort
             again = m.sm.apply_batch(txn, entries[10:20])
         assert all(a.outcome == "ok" for a in again)

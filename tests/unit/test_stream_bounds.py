@@ -6,14 +6,17 @@ A real Storage and state machine; the client socket is a fake that records what 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from superstatic_agent.config import AgentConfig
+from superstatic_agent.listtree import ListTree
+from superstatic_agent.nodestore import NodeView, RecordCache, ViewChunks
 from superstatic_agent.payload import Payload, encode_payload
 from superstatic_agent.raft.types import Entry, EntryKind, HardState, Ready, Role
 from superstatic_agent.statemachine import Applied, StateMachine
-from superstatic_agent.storage import Storage, record_put
+from superstatic_agent.storage import Storage
 from superstatic_agent.streams import Streams
 from support.sessions import SESSION_PLACED, place_session
 
@@ -148,10 +151,18 @@ def test_a_frame_that_cannot_be_built_is_an_error_to_that_subscriber_only(
     h = Harness(tmp_path)
     try:
         h.commit([["new", "@roots", "dict", [["l", Ref("c.1")]]], ["new", "c.1", "list", []]])
-        # A record larger than a frame (written before record_bytes_max existed).
+        # A value larger than a frame (written before record_bytes_max existed): its list
+        # chunk, and the node an app snapshot carries, cannot fit one.
         with h.storage.env.begin(write=True) as txn:
-            big = ops.encode_node(1, "list", ["z" * (wire.FRAME_BYTES_MAX + 1)], None)
-            record_put(txn, h.storage.dbs.objects, b"c.1", big)
+            view = NodeView(txn, h.storage.dbs, RecordCache(0))
+            nid = view.nid("c.1")
+            assert nid is not None
+            header = dataclasses.replace(view.header(nid))
+            chunks = ViewChunks(view, nid, 1 << 40, None)
+            made = ListTree.create(chunks, ["z" * (wire.FRAME_BYTES_MAX + 1)], 1)
+            header.extra, header.count = made.to_wire(), made.length
+            view.put_header(nid, header)
+            view.commit()
         h.subscribe(b"new-app", 5, start=0)
         h.subscribe(b"live-app", 6, start=h.index)
         h.streams.pump(h.index, now=0.0)
