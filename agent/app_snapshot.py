@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from superstatic_agent import records as layout
-from superstatic_agent.storage import record_get, unseal
+from superstatic_agent.listtree import ListCorrupt, ListHeader, ListTree
+from superstatic_agent.storage import Corrupt, read_applied, record_get, unseal
 
 from superstatic.protocol import codec
 
@@ -158,6 +159,28 @@ def _encoded(elements: list[Any]) -> Iterator[bytes]:
 # ---------------------------------------------------------------- the format-3 store's reader
 
 
+def store_snapshot(env: Any, dbs: Any, frame_bytes_max: int) -> tuple[int, int, Iterator[Any]]:
+    """(applied index, log time at it, the snapshot's frames) from ONE read transaction, which
+    stays open until the frames are exhausted or closed (a subscriber dropped meanwhile). A
+    record that is not our layout is damage like a bad checksum: `Corrupt`, never streamed."""
+    txn = env.begin()
+    try:
+        applied, _term, log_time_ms = read_applied(txn, dbs)
+    except BaseException:
+        txn.abort()
+        raise
+
+    def nodes() -> Iterator[SnapNode]:
+        try:
+            yield from nodes_of_store(txn, dbs)
+        except layout.RecordInvalid as exc:
+            raise Corrupt(exc.db, exc.key) from exc
+        finally:
+            txn.abort()
+
+    return applied, log_time_ms, snapshot_frames(nodes(), frame_bytes_max)
+
+
 def nodes_of_store(txn: Any, dbs: Any) -> Iterator[SnapNode]:
     """SnapNodes of a format-3 store read from the caller's one read transaction, in nid
     order: each node's header, then its elements record by record (dict and obj entries in
@@ -274,8 +297,11 @@ class _ReadChunks:
 
 
 def _list_elements(txn: Any, dbs: Any, nid: int, extra: Any) -> Iterator[bytes]:
-    from superstatic_agent.listtree import ListHeader, ListTree
-
-    tree = ListTree(_ReadChunks(txn, dbs, nid), ListHeader.from_wire(extra))
-    for value in tree.iter_values():
-        yield codec.dumps(value)
+    try:
+        tree = ListTree(_ReadChunks(txn, dbs, nid), ListHeader.from_wire(extra))
+        for value in tree.iter_values():
+            yield codec.dumps(value)
+    except ListCorrupt as exc:
+        chunk = exc.chunk_id
+        key = layout.chunk_key(nid, chunk) if chunk else layout.nid_key(nid)
+        raise Corrupt("chunks" if chunk else "nodes", key) from exc

@@ -39,6 +39,7 @@ from typing import Any
 import cbor2
 import lmdb
 from superstatic_agent import records as layout
+from superstatic_agent.listtree import ListTree
 from superstatic_agent.storage import (
     KEY_APPLIED,
     KEY_FORMAT,
@@ -296,8 +297,6 @@ def _convert_node(
     """Writes one node's format-3 records; returns how many entries it holds."""
     writer.put(layout.DB_OIDS, layout.oid_key(oid), layout.encode_nid(nid))
     if kind == "list":
-        from superstatic_agent.listtree import ListTree
-
         chunks = _ChunkWriter(writer, nid)
         extra = ListTree.create(chunks, contents, version).to_wire()
         chunks.flush()

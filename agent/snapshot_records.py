@@ -8,9 +8,10 @@ the receiver under the same key), so a checksum never depends on the other agent
 the follower's installed dbs hold the same bytes as the leader's.
 
 Staging uses `staging_<name>` for each shipped db and `staging_state` for the part expected
-next / the last part seen (storage.STAGING_NEXT / STAGING_DONE). `install_staged` replaces
-every shipped db by its staged copy in the caller's write transaction, so an install is atomic
-with the rest of that Ready's write (storage.Storage.write).
+next / the last part seen (storage.STAGING_NEXT / STAGING_DONE). `storage.install_staged`
+replaces every shipped db by its staged copy in the Ready's write transaction, so an install
+is atomic with the rest of that write (storage.Storage.write); `storage.drop_staged` empties
+the staging.
 
 The db handles are found by name on the `Dbs` the caller passes (`dbs.entries`,
 `dbs.staging_entries`, ...), so this module does not fix the storage's dataclass.
@@ -27,13 +28,14 @@ from superstatic_agent import records as layout
 from superstatic_agent.payload import loads_plain
 from superstatic_agent.sessions import decode_session
 from superstatic_agent.storage import (
-    KEY_APPLIED,
+    SNAPSHOT_DB_NAMES,
     STAGING_DONE,
     STAGING_NEXT,
+    drop_staged,
     record_get,
     record_put,
     records,
-    unseal,
+    staged_complete,
 )
 
 from superstatic.protocol.errors import ProtocolError
@@ -52,11 +54,13 @@ CHUNK_DBS: dict[str, str] = {
     "t": "tombs",
 }
 SHIPPED_DBS = tuple(CHUNK_DBS.values())
+# The same dbs storage.install_staged replaces (and stages as staging_<name>).
+assert tuple(name.decode() for name in SNAPSHOT_DB_NAMES) == SHIPPED_DBS, SNAPSHOT_DB_NAMES
 # Nesting of a chunk as plain CBOR: [part, last, [[db, key, value], ...]].
 CHUNK_DEPTH_MAX = 3
 CHUNK_PARTS_MAX = (1 << 63) - 1
-# LMDB's key size bound (what mdb_env_get_maxkeysize says for the default build); a longer key
-# could never be stored, so it is refused by name before LMDB would fail on it.
+# LMDB's key size bound (mdb_env_get_maxkeysize of the default build); a longer key could never
+# be stored, so it is refused by name before LMDB would fail on it. Ids are far shorter.
 KEY_BYTES_MAX = 511
 # sm_meta records of format 3 that hold one int (records.py); the other sm_meta keys are the
 # state machine's and are checked to be plain CBOR only.
@@ -92,16 +96,6 @@ def snapshot_chunks(txn: lmdb.Transaction, dbs: Any, chunk_bytes_max: int) -> It
         yield cbor2.dumps([part, False, pending])
         part += 1
     yield cbor2.dumps([part, True, items])
-
-
-def drop_staged(txn: lmdb.Transaction, dbs: Any) -> None:
-    for name in SHIPPED_DBS:
-        txn.drop(_db(dbs, "staging_" + name), delete=False)
-    txn.drop(dbs.staging_state, delete=False)
-
-
-def staged_complete(txn: lmdb.Transaction, dbs: Any) -> bool:
-    return record_get(txn, dbs.staging_state, "staging_state", STAGING_DONE) is not None
 
 
 def stage_chunk(
@@ -178,20 +172,3 @@ def check_item(name: str, key: bytes, data: bytes, sm_meta_keys: frozenset[bytes
         return
     # records.RecordInvalid is a ProtocolError naming the db and the key's parts.
     layout.check_record("staging_" + name, key, data)
-
-
-def install_staged(txn: lmdb.Transaction, dbs: Any, index: int) -> None:
-    """Replaces every shipped db by the staged snapshot, which must be complete and at
-    `index` (the core accepted the SNAPSHOT message it was staged for)."""
-    assert staged_complete(txn, dbs), "installing a snapshot that was not completely staged"
-    raw = record_get(txn, dbs.staging_sm_meta, "staging_sm_meta", KEY_APPLIED)
-    staged_index = 0 if raw is None else cbor2.loads(raw)[0]
-    assert staged_index == index, ("staged snapshot index", staged_index, index)
-    for name in SHIPPED_DBS:
-        source, target = _db(dbs, "staging_" + name), _db(dbs, name)
-        txn.drop(target, delete=False)
-        for key, value in txn.cursor(db=source):
-            # Same key, so the seal stays valid; verified on the way (Corrupt aborts it all).
-            unseal("staging_" + name, key, value)
-            txn.put(bytes(key), bytes(value), db=target, append=True)
-    drop_staged(txn, dbs)

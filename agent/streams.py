@@ -236,9 +236,8 @@ class Streams:
             if self._snapshot_streams >= SNAPSHOT_STREAMS_MAX:
                 return False  # wait for a reader slot
             sub.needs_snapshot = False
-            index, log_time_ms, nodes = self.storage.object_snapshot_timed()
-            frames = app_snapshot.snapshot_frames(
-                app_snapshot.nodes_of_records(nodes), self.config.snapshot_chunk_bytes_max
+            index, log_time_ms, frames = app_snapshot.store_snapshot(
+                self.storage.env, self.storage.dbs, self.config.snapshot_chunk_bytes_max
             )
             self._snapshot_streams += 1
             sub.snapshot_index = index

@@ -13,7 +13,8 @@ import lmdb
 import pytest
 from superstatic_agent import records as layout
 from superstatic_agent import snapshot_records as snap
-from superstatic_agent.storage import KEY_APPLIED, record_put
+from superstatic_agent.raft.types import ConfState, SnapshotMeta
+from superstatic_agent.storage import KEY_APPLIED, install_staged, record_put, staged_complete
 from support.v3store import fill
 
 from superstatic.protocol import codec
@@ -68,7 +69,7 @@ def test_an_installed_snapshot_is_byte_identical(stores: Any, chunk_bytes_max: i
         with target_env.begin(write=True) as txn:
             snap.stage_chunk(txn, target, chunk, SM_META_KEYS)
     with target_env.begin(write=True) as txn:
-        snap.install_staged(txn, target, 40)
+        install_staged(txn, target, SnapshotMeta(40, 2, ConfState.make(["a"])))
     before, after = dump(source_env, source), dump(target_env, target)
     for name in snap.SHIPPED_DBS:
         assert after[name] == before[name], name
@@ -138,4 +139,4 @@ def test_chunks_out_of_order_or_not_a_chunk_are_refused(stores: Any) -> None:
         with pytest.raises(ProtocolError, match="snapshot chunk"):
             snap.stage_chunk(txn, target, b"\xff", SM_META_KEYS)
         snap.stage_chunk(txn, target, chunk([], part=1), SM_META_KEYS)
-        assert snap.staged_complete(txn, target)
+        assert staged_complete(txn, target)
