@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 from superstatic_agent.listtree import ListHeader, ListTree, MemoryChunkStore
 from superstatic_agent.records import chunk_key
 from superstatic_agent.storage import seal
@@ -123,10 +124,18 @@ def snapshot_of(endpoint: str) -> dict[str, tuple[int, str, Any]]:
         req = client.send(wire.FrameType.SUBSCRIBE, {"from": 0, "model": wire.DATA_MODEL})
         feeder, capture = snapshot_feeder()
         deadline = time.monotonic() + TIMEOUT_S_WAIT
+        received = 0
         while time.monotonic() < deadline:
-            frame = client.recv(1_000)
-            if frame is None or frame.req_id != req:
+            if not client.sock.poll(1_000, zmq.POLLIN):
                 continue
+            data = client.sock.recv()
+            frame = wire.decode(data, wire.AGENT_TO_CLIENT)
+            if frame.req_id != req:
+                continue
+            # Acknowledge what arrived, as the library does: the agent sends a subscriber no
+            # more than subscriber_backlog_bytes_max ahead of its acknowledgements.
+            received += len(data)
+            client.send(wire.FrameType.PING, {"stream": [req, received]})
             if frame.type is wire.FrameType.ERROR:
                 raise AgentError(frame.body["code"], frame.body["message"], None)
             if frame.type is wire.FrameType.SNAPSHOT and feeder.feed_snapshot(frame.body):
