@@ -13,8 +13,8 @@ Steps, each safe to interrupt:
    are the v1 record's version; dict and obj positions follow the v1 record's order.
 4. Drop `objects` and the format-2 staging dbs (a staged snapshot is simply sent again), write
    `sm_meta/next_nid`, `sm_meta/tomb_horizon` (= the applied index: reads older than the
-   migration cannot be checked key by key, the per-key versions being no older than the node's),
-   `sm_meta/v1_tail` and `meta/format` = 3, delete `meta/migrating`, sync.
+   migration cannot be checked key by key, the per-key versions being no older than the node's)
+   and `meta/format` = 3, delete `meta/migrating`, sync.
 
 The log, its outcomes, sessions and the rest of sm_meta are kept as they are: entries applied
 after the migration may still carry model-1 bodies, which the state machine applies by the v1
@@ -58,10 +58,6 @@ FORMAT_FROM = 2
 FORMAT_TO = layout.FORMAT_VERSION
 BACKUP_DIR = "format2-backup"
 KEY_MIGRATING = b"migrating"  # in meta: a migration started; redo it from the backup
-# In sm_meta: the store was migrated and has applied no model-2 body since; the state machine
-# raises tomb_horizon with every entry it applies while this is set (docs/data-model-v2.md
-# section 7, "Members migrated at different indexes") and clears it at the first model-2 body.
-KEY_V1_TAIL = b"v1_tail"
 # Bytes written per write transaction: bounds the dirty pages LMDB holds in memory at once.
 MIGRATE_TXN_BYTES = 64 << 20
 # Named dbs opened while migrating (both layouts and their staging copies, with headroom).
@@ -267,7 +263,6 @@ def _convert(env: lmdb.Environment, backup: Path) -> Migrated:
         sm_meta = writer.dbs[b"sm_meta"]
         record_put(writer.txn, sm_meta, layout.KEY_NEXT_NID, cbor2.dumps(nodes + 1))
         record_put(writer.txn, sm_meta, layout.KEY_TOMB_HORIZON, cbor2.dumps(applied))
-        record_put(writer.txn, sm_meta, KEY_V1_TAIL, cbor2.dumps(1))
         for db in v1_dbs:
             writer.txn.drop(db, delete=True)
         meta = writer.dbs[b"meta"]
