@@ -188,6 +188,11 @@ def nodes_of_store(txn: Any, dbs: Any) -> Iterator[SnapNode]:
     assembled from the stored encodings (an ekey is already the CBOR of the key's normal form)
     and never a whole container at once. Corrupt / RecordInvalid propagate: a damaged store is
     never streamed."""
+    # One cursor per db for the whole snapshot: nodes come in nid order and every record of a
+    # node is nid-prefixed, so each scan continues near where the last one stopped (a node's
+    # elements are consumed before the next node is read: snapshot_frames does so).
+    order = _Scan(txn.cursor(db=dbs.order), "order")
+    entries = _Scan(txn.cursor(db=dbs.entries), "entries")
     for key, raw in txn.cursor(db=dbs.nodes):
         key = bytes(key)
         header = layout.decode_header(key, unseal("nodes", key, raw), checked=False)
@@ -196,30 +201,36 @@ def nodes_of_store(txn: Any, dbs: Any) -> Iterator[SnapNode]:
             extra: Any = header.extra[0]  # the length (the rest is the tree's shape)
             elements = _list_elements(txn, dbs, nid, header.extra)
         elif header.kind == "set":
-            extra, elements = None, _set_elements(txn, dbs, nid)
+            extra, elements = None, _set_elements(entries, nid)
         else:
             extra = header.extra  # the obj's class name, or None
-            elements = _item_elements(txn, dbs, nid)
+            elements = _item_elements(txn, dbs, order, nid)
         yield SnapNode(header.oid, header.kind, extra, header.version, elements)
 
 
-def _prefixed(txn: Any, db: Any, name: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-    cursor = txn.cursor(db=db)
-    if not cursor.set_range(prefix):
-        return
-    for key, raw in cursor:
-        key = bytes(key)
-        if not key.startswith(prefix):
+class _Scan:
+    """Prefix scans of one db through one cursor."""
+
+    def __init__(self, cursor: Any, name: str) -> None:
+        self.cursor, self.name = cursor, name
+
+    def prefixed(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        cursor = self.cursor
+        if not cursor.set_range(prefix):
             return
-        yield key, unseal(name, key, raw)
+        for key, raw in cursor:
+            key = bytes(key)
+            if not key.startswith(prefix):
+                return
+            yield key, unseal(self.name, key, raw)
 
 
 def _key_bytes(ekey: bytes, entry: layout.EntryRec) -> bytes:
     return ekey if entry.original is None else codec.dumps(entry.original)
 
 
-def _item_elements(txn: Any, dbs: Any, nid: int) -> Iterator[bytes]:
-    for order_key, ekey in _prefixed(txn, dbs.order, "order", layout.nid_key(nid)):
+def _item_elements(txn: Any, dbs: Any, order: _Scan, nid: int) -> Iterator[bytes]:
+    for order_key, ekey in order.prefixed(layout.nid_key(nid)):
         key = layout.entry_key(nid, ekey)
         if not layout.entry_key_hashed(key):
             raw = record_get(txn, dbs.entries, "entries", key)
@@ -269,8 +280,8 @@ def _entry(txn: Any, dbs: Any, nid: int, ekey: bytes, order_key: bytes) -> layou
     return found
 
 
-def _set_elements(txn: Any, dbs: Any, nid: int) -> Iterator[bytes]:
-    for key, raw in _prefixed(txn, dbs.entries, "entries", layout.entries_prefix(nid)):
+def _set_elements(entries: _Scan, nid: int) -> Iterator[bytes]:
+    for key, raw in entries.prefixed(layout.entries_prefix(nid)):
         if layout.entry_key_hashed(key):
             pairs = layout.decode_bucket(key, raw, checked=False)
         else:
