@@ -7,7 +7,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from superstatic.client.stream import StreamFeeder
-from superstatic.protocol import codec
 
 
 class SnapshotCapture:
@@ -29,8 +28,3 @@ class SnapshotCapture:
 def snapshot_feeder() -> tuple[StreamFeeder, SnapshotCapture]:
     capture = SnapshotCapture()
     return StreamFeeder(capture), capture
-
-
-def record_bytes(version: int, kind: str, contents: Any) -> bytes:
-    """The v1 whole-node record of a node (to compare sizes with the v1 limits)."""
-    return codec.encode_record(version, kind, contents)
