@@ -4,11 +4,16 @@ the state machine on real LMDB, fed model-1 and model-2 bodies, no Raft."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import lmdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from superstatic_agent import records as rec
 from superstatic_agent import statemachine as sm_module
 from superstatic_agent.payload import Payload, encode_payload
@@ -20,6 +25,7 @@ from support.sessions import SESSION_PLACED, place_session
 
 from superstatic.protocol import codec, ops
 from superstatic.protocol.codec import Ref
+from superstatic.protocol.errors import ProtocolError
 
 SHAPE, CONTENT = ops.READ_SHAPE, ops.READ_CONTENT
 
@@ -278,3 +284,122 @@ def test_clear_then_reuse_and_gc_remove_every_record(r: Replica, tmp_path: Path)
     nids = {rec.key_nid(k) for k in tables[b"nodes"]}
     for name in (b"entries", b"order", b"chunks"):
         assert {rec.key_nid(k) for k in tables[name]} <= nids, name
+
+
+KEYS = st.sampled_from(
+    [1, 1.0, True, 2, 2.0, "a", "b", 0.5, Fraction(1, 2), Decimal("0.5"), (1,), (True,), None]
+)
+VALUES = st.one_of(st.integers(-3, 3), st.text(max_size=3))
+DICT_OPS = st.one_of(
+    st.tuples(st.just("set"), KEYS, VALUES),
+    st.tuples(st.just("del"), KEYS),
+    st.tuples(st.just("clear")),
+)
+SET_OPS = st.one_of(
+    st.tuples(st.just("add"), st.lists(KEYS, max_size=4)),
+    st.tuples(st.just("discard"), st.lists(KEYS, max_size=4)),
+    st.tuples(st.just("clear")),
+)
+LIST_OPS = st.one_of(
+    st.tuples(st.integers(0, 6), st.integers(0, 6), st.lists(VALUES, max_size=4)).map(
+        lambda t: ("splice", min(t[0], t[1]), max(t[0], t[1]), t[2])
+    ),
+    st.tuples(st.just("extend"), st.lists(VALUES, max_size=4)),
+    st.tuples(st.just("clear")),
+)
+
+
+def _typed(pairs: Any) -> list[Any]:
+    """Items with their types: 1 and 1.0 are equal, but which one a dict kept matters."""
+    return [(type(k).__name__, k, v) for k, v in pairs]
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    bodies=st.lists(
+        st.tuples(
+            st.lists(DICT_OPS, max_size=3),
+            st.lists(SET_OPS, max_size=2),
+            st.lists(LIST_OPS, max_size=2),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_per_key_apply_means_what_apply_op_means(
+    tmp_path_factory: pytest.TempPathFactory, bodies: list[Any]
+) -> None:
+    """The agent's per-key apply against ops.apply_op over plain containers (what every app
+    replica runs): the same contents, the same keys kept (1 vs 1.0 vs True), the same order."""
+    r = Replica(tmp_path_factory.mktemp("differential"))
+    try:
+        assert (
+            r.v1(
+                [
+                    [
+                        "new",
+                        "@roots",
+                        "dict",
+                        [["d", Ref("c.d")], ["s", Ref("c.s")], ["l", Ref("c.l")]],
+                    ],
+                    ["new", "c.d", "dict", []],
+                    ["new", "c.s", "set", []],
+                    ["new", "c.l", "list", []],
+                ]
+            ).outcome
+            == "ok"
+        )
+        plain: dict[str, Any] = {"c.d": {}, "c.s": set(), "c.l": []}
+        for dict_ops, set_ops, list_ops in bodies:
+            wire_ops = [[op[0], "c.d", *op[1:]] for op in dict_ops]
+            wire_ops += [[op[0], "c.s", *op[1:]] for op in set_ops]
+            wire_ops += [[op[0], "c.l", *op[1:]] for op in list_ops]
+            expected = {oid: type(c)(c) for oid, c in plain.items()}
+            try:
+                for op in wire_ops:
+                    kind = {"c.d": "dict", "c.s": "set", "c.l": "list"}[op[1]]
+                    ops.apply_op(kind, expected[op[1]], op)
+                want = "ok"
+            except ops.OpError:
+                want = "error"
+            applied = r.v1(wire_ops)
+            assert applied.outcome == want, applied.error
+            if want == "ok":
+                plain = expected
+            assert _typed(r.node("c.d")[2]) == _typed(plain["c.d"].items())
+            members = r.node("c.s")[2]
+            assert len(members) == len(plain["c.s"]) and set(members) == plain["c.s"]
+            assert {type(m).__name__ for m in members} == {type(m).__name__ for m in plain["c.s"]}
+            assert r.node("c.l")[2] == plain["c.l"]
+            assert r.header("c.d").count == len(plain["c.d"])
+    finally:
+        r.close()
+
+
+def test_a_staged_peer_snapshot_is_checked_record_by_record(r: Replica) -> None:
+    """Peer snapshot chunks carry the node dbs' raw records (tags i n e q c t): each is
+    validated by its db's layout before it is staged; a bad one is refused naming the db and
+    key, never its bytes."""
+    with_dict(r, [["k", "v"]])
+    with r.env.begin() as txn:
+        chunks = list(r.sm.snapshot_chunks(txn, 1 << 20))
+    tags = {item[0] for chunk in chunks for item in cbor2.loads(chunk)[2]}
+    assert {"m", "s", "i", "n", "e", "q"} <= tags
+    secret = "s3cr3t" * 10
+    bad = [
+        ["n", rec.nid_key(5), codec.dumps(["c.z", "tree", 1, 1, 0, None, 0])],
+        ["e", rec.entry_key(5, codec.dumps("k")), codec.dumps([1, 0, {secret: 1}])],
+        ["e", rec.nid_key(5) + b"\x07", codec.dumps([1])],
+        ["i", b"c.z", b"\x00" * 8],
+        ["t", rec.tomb_key(1, rec.entry_key(5, codec.dumps("k"))), b"x"],
+    ]
+    for item in bad:
+        with r.env.begin(write=True) as txn, pytest.raises(ProtocolError) as refused:
+            r.sm.stage_chunk(txn, cbor2.dumps([0, True, [item]]))
+        assert secret not in str(refused.value)
+        db = {"n": "nodes", "e": "entries", "i": "oids", "t": "tombs"}[item[0]]
+        assert db in str(refused.value), refused.value
