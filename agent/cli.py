@@ -7,6 +7,11 @@
 The same --peers list is given to every voter. An agent whose --id is not in --peers joins as a
 non-voting learner, binding its peer socket on --listen. Exits 0 on SIGTERM/SIGINT after the
 current loop turn, with LMDB closed.
+
+    superstatic-agent --migrate --data-dir ./data/a [--map-bytes N]
+
+converts a stopped agent's format-2 store (data model 1) to format 3 and exits (agent/migrate.py,
+docs/operations.md "Upgrading to data model 2").
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="superstatic-agent",
         description="A superstatic agent: one member of a Raft group over ZeroMQ, data in LMDB.",
+        epilog="superstatic-agent --migrate --data-dir D converts a stopped agent's format-2 "
+        "store (data model 1) to format 3 and exits (superstatic-agent --migrate --help).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--id", required=True, help="this agent's id (letters, digits, - _ .)")
@@ -272,7 +279,51 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
     )
 
 
+def migrate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="superstatic-agent --migrate",
+        description="Convert a stopped agent's store from format 2 (data model 1) to format 3, "
+        "keeping a copy in DATA_DIR/format2-backup/, then exit.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--migrate", action="store_true", required=True)
+    p.add_argument("--data-dir", required=True, type=Path, help="LMDB environment folder")
+    p.add_argument(
+        "--map-bytes",
+        type=int,
+        default=_default("map_bytes"),
+        help="LMDB map size while converting (the same as the agent's)",
+    )
+    p.add_argument("--log-level", choices=LOG_LEVELS, default=_default("log_level"))
+    return p
+
+
+def migrate_main(argv: Sequence[str]) -> int:
+    args = migrate_parser().parse_args(argv)
+    logs.install("migrate", args.log_level, "text")
+    log = logging.getLogger("superstatic.agent")
+    from superstatic_agent.migrate import migrate
+    from superstatic_agent.storage import EXIT_START_REFUSED, StartRefused
+
+    try:
+        done = migrate(args.data_dir, map_bytes=args.map_bytes)
+    except StartRefused as exc:
+        log.critical("%s", exc)
+        return EXIT_START_REFUSED
+    if done.already:
+        print(f"{args.data_dir}: already format 3, nothing to do")
+    else:
+        print(
+            f"{args.data_dir}: migrated {done.nodes} objects ({done.entries} entries) at index "
+            f"{done.applied} to format 3; the format-2 copy is in {done.backup}"
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--migrate" in argv:
+        return migrate_main(argv)
     p = parser()
     args = p.parse_args(argv)
     try:

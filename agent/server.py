@@ -1231,6 +1231,7 @@ class Server:
                     "leader": self.node.leader,
                     "session_ttl_ms": self.config.session_ttl_ms,
                     "first_index": self.node.first_index,
+                    "model": wire.DATA_MODEL,
                 },
             )
         elif t is wire.FrameType.STATUS:

@@ -26,13 +26,13 @@ from typing import Any
 
 import cbor2
 import lmdb
-from superstatic_agent import gc
+from superstatic_agent import gc, snapshot_records
 from superstatic_agent import records as rec
 from superstatic_agent.config import CLIENT_FRAME_ENVELOPE_BYTES
 from superstatic_agent.nodeops import BodyApply, Rejected, describe_key, key_bytes
 from superstatic_agent.noderead import entry_at, materialize, read_header, read_nid
 from superstatic_agent.nodestore import NodeView, RecordCache
-from superstatic_agent.payload import loads_plain, parse_payload
+from superstatic_agent.payload import parse_payload
 from superstatic_agent.raft.types import ConfChange, Entry, EntryKind, SnapshotMeta
 from superstatic_agent.sessions import (
     SESSION_SEQS_MAX,
@@ -40,24 +40,17 @@ from superstatic_agent.sessions import (
     Session,
     SessionTable,
     clip_error,
-    decode_session,
 )
 from superstatic_agent.storage import (
     KEY_APPLIED,
-    SNAPSHOT_DB_NAMES,
-    STAGING_DONE,
-    STAGING_NEXT,
     Corrupt,
     Dbs,
-    drop_staged,
     index_key,
     install_staged,
     open_dbs,
     read_applied,
     record_get,
     record_put,
-    records,
-    staged_complete,
     write_applied,
 )
 
@@ -72,12 +65,6 @@ SESSION_TTL_MS_DEFAULT = 60_000
 RECORD_BYTES_MAX_DEFAULT = 8 << 20
 # Minimum churn (dropped references + new nodes) between two collections; see gc.py.
 GC_THRESHOLD_DEFAULT = 10_000
-# Depth of a snapshot chunk's CBOR: [part, last, [[db, key, value], ...]].
-CHUNK_DEPTH_MAX = 3
-# Parts of one snapshot: far more than any table needs at a chunk of even 1 KiB per part.
-CHUNK_PARTS_MAX = (1 << 63) - 1
-# Keys of LMDB are at most 511 bytes; ids are far shorter (OID_CHARS_MAX, CLIENT_ID_CHARS_MAX).
-KEY_BYTES_MAX = 511
 # Depth to which node_json expands references; deeper nodes are shown as {"__ref__": oid}.
 INSPECT_DEPTH_MAX = 100
 # Nodes node_json expands in one answer; past it the answer is an error naming this limit.
@@ -101,11 +88,7 @@ SM_META_KEYS = (
 # (or no longer) live; nothing changed, and it is not recorded (there is no session to hold it).
 OUTCOMES = ("ok", "conflict", "error", "dup", "noop", "session_expired")
 
-# Which db a snapshot chunk item belongs to, on the sending and the receiving side
-# (docs/data-model-v2.md section 5): sm_meta, sessions, oids, nodes, entries, order, chunks,
-# tombs.
-CHUNK_DB_OF = dict(zip("msineqct", (n.decode() for n in SNAPSHOT_DB_NAMES), strict=True))
-CHUNK_DBS = tuple(CHUNK_DB_OF)
+_SM_META_KEY_SET = frozenset(SM_META_KEYS)
 
 
 @dataclass(slots=True)
@@ -578,32 +561,9 @@ class StateMachine:
 
     # ------------------------------------------------------------ snapshots
 
+    # Peer snapshots are agent/snapshot_records.py's (branch v2snap): these delegate to it.
     def snapshot_chunks(self, txn: lmdb.Transaction, chunk_bytes_max: int) -> Iterator[bytes]:
-        """A consistent copy of sm_meta, sessions and the node dbs as chunks of about
-        `chunk_bytes_max` bytes (a single larger record makes a larger chunk). Each chunk is
-        CBOR [part, last, [[db, key, value], ...]]; there is always at least one."""
-        assert chunk_bytes_max >= 1, chunk_bytes_max
-        part = 0
-        items: list[list[Any]] = []
-        size = 0
-        pending: list[list[Any]] | None = None
-        # Values go verified and unsealed (Corrupt stops the shipment): the receiver checks
-        # them and seals them anew, so a checksum never depends on the other agent's store.
-        sources = [(tag, getattr(self.dbs, name), name) for tag, name in CHUNK_DB_OF.items()]
-        for tag, db, name in sources:
-            for key, value in records(txn, db, name):
-                item_bytes = len(key) + len(value) + 8
-                if items and size + item_bytes > chunk_bytes_max:
-                    if pending is not None:
-                        yield cbor2.dumps([part, False, pending])
-                        part += 1
-                    pending, items, size = items, [], 0
-                items.append([tag, key, value])
-                size += item_bytes
-        if pending is not None:
-            yield cbor2.dumps([part, False, pending])
-            part += 1
-        yield cbor2.dumps([part, True, items])
+        return snapshot_records.snapshot_chunks(txn, self.dbs, chunk_bytes_max)
 
     def stage_chunk(self, txn: lmdb.Transaction, chunk: bytes) -> None:
         stage_chunk(txn, self.dbs, chunk)
@@ -725,65 +685,6 @@ class _JsonWalk:
 
 
 def stage_chunk(txn: lmdb.Transaction, dbs: Dbs, chunk: bytes) -> None:
-    """Stores one received snapshot chunk. Part 0 starts over (drops anything staged); other
-    parts must follow in order. ProtocolError on anything malformed."""
-    try:
-        value: Any = loads_plain(chunk, CHUNK_DEPTH_MAX)
-    except ProtocolError as exc:
-        raise ProtocolError(f"snapshot chunk: {exc}") from None
-    if not (
-        type(value) is list
-        and len(value) == 3
-        and type(value[0]) is int
-        and 0 <= value[0] <= CHUNK_PARTS_MAX
-        and type(value[1]) is bool
-        and type(value[2]) is list
-    ):
-        raise ProtocolError("snapshot chunk is not [part, last, [[db, key, value], ...]]")
-    part, last, items = value
-    if part == 0:
-        drop_staged(txn, dbs)
-    else:
-        raw = record_get(txn, dbs.staging_state, "staging_state", STAGING_NEXT)
-        expected = 0 if raw is None else int.from_bytes(raw, "big")
-        if part != expected or staged_complete(txn, dbs):
-            raise ProtocolError(f"snapshot chunk part {part} out of order (expected {expected})")
-    targets = {tag: getattr(dbs, "staging_" + name) for tag, name in CHUNK_DB_OF.items()}
-    for item in items:
-        if not (
-            type(item) is list
-            and len(item) == 3
-            and item[0] in CHUNK_DBS
-            and type(item[1]) is bytes
-            and 1 <= len(item[1]) <= KEY_BYTES_MAX
-            and type(item[2]) is bytes
-        ):
-            raise ProtocolError(
-                f"snapshot chunk item is not [db, key, value]: {ops.describe(item)}"
-            )
-        tag, key, data = item
-        _check_staged_item(tag, key, data)
-        record_put(txn, targets[tag], key, data)
-    record_put(txn, dbs.staging_state, STAGING_NEXT, (part + 1).to_bytes(8, "big"))
-    if last:
-        record_put(txn, dbs.staging_state, STAGING_DONE, b"1")
-
-
-def _check_staged_item(tag: str, key: bytes, data: bytes) -> None:
-    if tag == "m":
-        if key not in SM_META_KEYS:
-            raise ProtocolError(f"snapshot holds an unknown sm_meta key {key!r:.40}")
-        try:
-            loads_plain(data, CHUNK_DEPTH_MAX)
-        except ProtocolError as exc:
-            raise ProtocolError(f"snapshot sm_meta {key!r}: {exc}") from None
-        return
-    if tag == "s":
-        try:
-            key.decode()
-        except UnicodeDecodeError:
-            raise ProtocolError("snapshot key is not utf-8") from None
-        decode_session(data)
-        return
-    # A node db: its layout, every value checked (records.check_record names db and key).
-    rec.check_record(CHUNK_DB_OF[tag], key, data)
+    """Stores one received snapshot chunk (agent/snapshot_records.py, with the sm_meta keys
+    this state machine knows)."""
+    snapshot_records.stage_chunk(txn, dbs, chunk, _SM_META_KEY_SET)

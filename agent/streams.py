@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cbor2
-from superstatic_agent import peer_codec
+from superstatic_agent import app_snapshot, peer_codec
 from superstatic_agent.config import AgentConfig
 from superstatic_agent.statemachine import Applied
 from superstatic_agent.storage import Corrupt, Event, Storage, Trimmed
@@ -49,8 +49,9 @@ class Subscriber:
     snapshot_index: int = 0  # >0: a snapshot at this index is being streamed
     snapshot_log_time_ms: int = 0  # the log time at snapshot_index
     snapshot_part: int = 0
-    snapshot_nodes: Iterator[tuple[str, bytes]] | None = None
-    snapshot_peek: tuple[str, bytes] | None = None
+    # The snapshot's frames (item lists, app_snapshot.snapshot_frames) and the next one.
+    snapshot_nodes: Iterator[list[list[Any]]] | None = None
+    snapshot_peek: list[list[Any]] | None = None
     needs_snapshot: bool = False
     streamed: bool = False  # sent at least one frame (a later gap is "lagging", not a restart)
     pending_frame: bytes | None = None  # built but not yet accepted by the socket
@@ -102,6 +103,12 @@ class Streams:
 
     def on_subscribe(self, identity: bytes, frame: wire.Frame, now: float) -> None:
         start = wire.field_int(frame, "from", minimum=0, maximum=peer_codec.INDEX_MAX)
+        model = frame.body.get("model")
+        if type(model) is not int or model != wire.DATA_MODEL:
+            # A model-1 library expects whole-record snapshots and v1 bodies in its stream.
+            message = "this agent speaks data model 2: upgrade the superstatic library"
+            self._error(identity, frame.req_id, wire.ErrorCode.BAD_REQUEST, message)
+            return
         if self._refusing is not None:
             self._error(identity, frame.req_id, wire.ErrorCode.UNAVAILABLE, self._refusing)
             return
@@ -229,13 +236,15 @@ class Streams:
             if self._snapshot_streams >= SNAPSHOT_STREAMS_MAX:
                 return False  # wait for a reader slot
             sub.needs_snapshot = False
-            index, log_time_ms, nodes = self.storage.object_snapshot_timed()
+            index, log_time_ms, frames = app_snapshot.store_snapshot(
+                self.storage.env, self.storage.dbs, self.config.snapshot_chunk_bytes_max
+            )
             self._snapshot_streams += 1
             sub.snapshot_index = index
             sub.snapshot_log_time_ms = log_time_ms
             sub.snapshot_part = 0
-            sub.snapshot_nodes = nodes
-            sub.snapshot_peek = next(nodes, None)
+            sub.snapshot_nodes = frames
+            sub.snapshot_peek = next(frames)
             self._next_snapshot_frame(sub)
             return True
         if sub.next_index > applied:
@@ -260,24 +269,13 @@ class Streams:
         return True
 
     def _next_snapshot_frame(self, sub: Subscriber) -> None:
-        assert sub.snapshot_nodes is not None
-        nodes: list[list[Any]] = []
-        size = 0
-        while sub.snapshot_peek is not None:
-            oid, record = sub.snapshot_peek
-            if nodes and size + len(record) + len(oid) > self.config.snapshot_chunk_bytes_max:
-                break
-            nodes.append([oid, record])
-            size += len(record) + len(oid)
-            sub.snapshot_peek = next(sub.snapshot_nodes, None)
+        assert sub.snapshot_nodes is not None and sub.snapshot_peek is not None
+        items = sub.snapshot_peek
+        sub.snapshot_peek = next(sub.snapshot_nodes, None)
         last = sub.snapshot_peek is None
-        body = {
-            "index": sub.snapshot_index,
-            "part": sub.snapshot_part,
-            "last": last,
-            "nodes": nodes,
-            "log_time_ms": sub.snapshot_log_time_ms,
-        }
+        body = app_snapshot.frame_body(
+            sub.snapshot_index, sub.snapshot_part, last, sub.snapshot_log_time_ms, items
+        )
         sub.pending_frame = wire.encode(wire.FrameType.SNAPSHOT, sub.req_id, body)
         sub.snapshot_part += 1
         sub.pending_next = sub.next_index

@@ -141,6 +141,11 @@ class AgentRefusedTooLarge(LimitExceeded):
         self.actual = -1
 
 
+class IncompatibleAgent(Error):
+    """Every agent of the connection speaks another data model (docs/operations.md, "Upgrading
+    across a data-model change"): the connection stops, every caller gets this message."""
+
+
 def timeout_ms_from_env(default: int = TIMEOUT_MS_REQUEST_DEFAULT) -> int:
     raw = os.environ.get(ENV_TIMEOUT_MS, "").strip()
     if not raw:
@@ -438,7 +443,7 @@ class Connection:
         io = self._io
         try:
             io.loop()
-        except AuthError as exc:  # every agent refused our key: said to every caller
+        except (AuthError, IncompatibleAgent) as exc:  # every agent refused: said to callers
             log.warning("superstatic: %s", exc)
             with self._lock:
                 self._failure = exc
@@ -514,6 +519,7 @@ class _IoState:
         # Endpoints that refused our key since the last completed handshake (-> why), and the
         # silent handshake failures per endpoint since its last success (client_keys.refusal).
         self.refused: dict[str, str] = {}
+        self.old_model: set[str] = set()  # endpoints whose agent speaks data model 1
         self.silent_failures: dict[str, int] = {}
 
     # -- main loop -------------------------------------------------------------------------
@@ -670,13 +676,27 @@ class _IoState:
             raise AuthError(why)
         self.failover("it refused our key")
 
+    def model_refused(self) -> None:
+        """This agent speaks another data model (it says none: model 1). The others are tried
+        (a cluster is upgraded while stopped, so one of them may be new); once every endpoint
+        answered so, the connection stops and every caller gets the reason."""
+        endpoint = self.conn.endpoint
+        self.old_model.add(endpoint)
+        if len(self.old_model) >= len(set(self.conn.endpoints)):
+            raise IncompatibleAgent(
+                f"the agent at {endpoint} speaks data model 1; upgrade the agents (this "
+                f"library speaks data model {wire.DATA_MODEL})"
+            )
+        self.failover("it speaks data model 1")
+
     def on_connected(self) -> None:
         """A (re)established connection: new HELLO, new subscription, re-send everything
         unanswered with its same seq."""
         self.connected = True
         now = time.monotonic()
         self.last_rx = now
-        self.hello_req = self.send(wire.FrameType.HELLO, {"client": self.conn.client_id}) or 0
+        hello = {"client": self.conn.client_id, "model": wire.DATA_MODEL}
+        self.hello_req = self.send(wire.FrameType.HELLO, hello) or 0
         self.subscribe()
         for request in self.requests.values():
             request.send_at = now
@@ -687,7 +707,8 @@ class _IoState:
         self.last_stream = time.monotonic()
         applied = self.conn.replica.applied_index
         self.stream_bytes = self.stream_bytes_acked = 0
-        self.sub_req = self.send(wire.FrameType.SUBSCRIBE, {"from": applied}) or 0
+        subscribe = {"from": applied, "model": wire.DATA_MODEL}
+        self.sub_req = self.send(wire.FrameType.SUBSCRIBE, subscribe) or 0
 
     def resubscribe(self, reason: str) -> None:
         self.conn.resubscribes += 1
@@ -772,6 +793,10 @@ class _IoState:
             return
         if frame.type is wire.FrameType.ERROR:
             self.failover(f"HELLO refused: {frame.body.get('message')}")
+            return
+        model = frame.body.get("model")
+        if type(model) is not int or model != wire.DATA_MODEL:
+            self.model_refused()
             return
         ttl = frame.body.get("session_ttl_ms")
         if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0:

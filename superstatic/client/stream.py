@@ -7,6 +7,11 @@ came from: an event at or below the replica's applied index is a duplicate (skip
 after it is applied, and anything further ahead means entries were lost (a dropped frame, a
 stale stream after a resubscription) and the connection must resubscribe from its applied index.
 
+Snapshots come in format 2 (docs/data-model-v2.md section 5): a node header item, then runs of
+its entries, possibly over many frames. The feeder builds each node's contents as its runs
+arrive (checked element by element, never a whole record in one piece) and hands the finished
+nodes to the replica at the last frame, which swaps them in at once.
+
 A snapshot older than the replica is dropped rather than loaded: after a failover to an agent
 that is behind, loading it would move the replica back in time, and a replica must only ever be
 a growing prefix of the log. The events that follow such a snapshot are skipped until they pass
@@ -18,13 +23,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from superstatic.protocol import codec
 from superstatic.protocol.errors import Error, LimitExceeded, ProtocolError
 from superstatic.protocol.wire import CLIENT_ID_CHARS_MAX
 
 # One snapshot is assembled in memory before it replaces the replica (load_snapshot replaces
 # everything at once, so a half-loaded snapshot is never visible). Bound what a peer can make
-# this process hold.
+# this process hold: nodes, and elements (dict items, attributes, members, list values) over
+# all of them. Each frame is bounded by wire.FRAME_BYTES_MAX besides.
 SNAPSHOT_NODES_MAX = 20_000_000
+SNAPSHOT_ELEMENTS_MAX = 100_000_000
+# The SNAPSHOT format this library reads (per-key runs); an agent speaking data model 1 sent
+# whole records and is refused at HELLO (client/connection.py).
+SNAPSHOT_FMT = 2
+_ITEM_NODE, _ITEM_ITEMS, _ITEM_MEMBERS, _ITEM_VALUES = 0, 1, 2, 3
+_RUN_KINDS = {_ITEM_ITEMS: ("dict", "obj"), _ITEM_MEMBERS: ("set",), _ITEM_VALUES: ("list",)}
 # Outcomes the state machine produces (architecture section 2); anything else is garbage.
 OUTCOMES = frozenset({"ok", "conflict", "error", "dup", "noop", "session_expired"})
 # An object id is `{client_id[:16]}.{n:x}` or a fixed name like "@roots"; generous bound.
@@ -34,6 +47,10 @@ OID_CHARS_MAX = 256
 # time (leader-stamped, the same on every replica; docs/toolkit.md). An agent that predates it
 # sends six fields: the feeder fills in 0 (replicas keep the max, so log time never goes back).
 Event = tuple[int, "str | None", "int | None", str, "bytes | None", tuple[str, ...], int]
+# (oid, version, kind, contents) of one node of a snapshot, contents in the shape of a node
+# record's (codec.check_contents): dict [[key, value], ...], obj [class_name, [[attr, value],
+# ...]], list and set [element, ...]; every element checked.
+SnapshotNode = tuple[str, int, str, Any]
 
 
 class ReplicaSink(Protocol):
@@ -41,7 +58,7 @@ class ReplicaSink(Protocol):
 
     applied_index: int
 
-    def load_snapshot(self, index: int, nodes: Iterable[tuple[str, bytes]]) -> None: ...
+    def load_snapshot(self, index: int, nodes: Iterable[SnapshotNode]) -> None: ...
 
     # (A sink may also have `note_log_time(log_time_ms)`: called before load_snapshot with the
     # log time at the snapshot's index.)
@@ -63,7 +80,9 @@ class StreamFeeder:
 
     def __init__(self, sink: ReplicaSink) -> None:
         self.sink = sink
-        self._parts: list[tuple[str, bytes]] = []
+        self._nodes: list[SnapshotNode] = []
+        self._oids: set[str] = set()
+        self._elements = 0
         self._next_part = 0
         self._snapshot_index: int | None = None
         # Frames fed so far: waiters read it as "the stream is still making progress" (a big
@@ -72,7 +91,10 @@ class StreamFeeder:
 
     def begin(self) -> None:
         """A new subscription starts: a partly received snapshot is worthless now."""
-        self._parts = []
+        self._nodes = []
+        self._oids = set()
+        self._elements = 0
+        self._list_length = None
         self._next_part = 0
         self._snapshot_index = None
 
@@ -88,38 +110,25 @@ class StreamFeeder:
         last = body.get("last")
         if not isinstance(last, bool):
             raise ProtocolError("SNAPSHOT.last must be a boolean")
-        nodes = body.get("nodes")
-        if not isinstance(nodes, list):
-            raise ProtocolError("SNAPSHOT.nodes must be an array of [oid, record]")
+        if body.get("fmt") != SNAPSHOT_FMT:
+            raise ProtocolError(f"SNAPSHOT.fmt must be {SNAPSHOT_FMT} (per-key runs)")
+        items = body.get("items")
+        if not isinstance(items, list):
+            raise ProtocolError("SNAPSHOT.items must be an array of node headers and runs")
         if part != self._next_part or (part > 0 and index != self._snapshot_index):
             raise StreamGap(
                 f"snapshot part {part} at index {index} arrived, expected part "
                 f"{self._next_part} at index {self._snapshot_index}"
             )
-        if len(self._parts) + len(nodes) > SNAPSHOT_NODES_MAX:
-            raise LimitExceeded(
-                "SNAPSHOT_NODES_MAX",
-                SNAPSHOT_NODES_MAX,
-                len(self._parts) + len(nodes),
-                "nodes in one snapshot",
-            )
-        for pair in nodes:
-            if (
-                not isinstance(pair, list)
-                or len(pair) != 2
-                or not isinstance(pair[0], str)
-                or not 0 < len(pair[0]) <= OID_CHARS_MAX
-                or not isinstance(pair[1], bytes)
-            ):
-                raise ProtocolError("SNAPSHOT.nodes entries must be [oid, record bytes]")
-            self._parts.append((pair[0], pair[1]))
+        for item in items:
+            self._item(item)
         self._snapshot_index = index
         self._next_part = part + 1
         if not last:
             return False
-        parts, self._parts = self._parts, []
-        self._snapshot_index = None
-        self._next_part = 0
+        self._end_node()
+        nodes = self._nodes
+        self.begin()
         if index < self.sink.applied_index:
             return False  # behind this replica (see the module doc): keep the newer state
         log_time_ms = body.get("log_time_ms", 0)
@@ -129,11 +138,100 @@ class StreamFeeder:
         if note_log_time is not None:
             note_log_time(log_time_ms)
         try:
-            self.sink.load_snapshot(index, parts)
+            self.sink.load_snapshot(index, nodes)
         except Exception as exc:
             raise ReplicaFailed(f"loading the snapshot at index {index} failed: {exc}") from exc
         assert self.sink.applied_index == index, (self.sink.applied_index, index)
         return True
+
+    def _item(self, item: Any) -> None:
+        if not isinstance(item, list) or not item or type(item[0]) is not int:
+            raise ProtocolError("a SNAPSHOT item is [0, oid, kind, extra, version] or a run")
+        if item[0] == _ITEM_NODE:
+            self._start_node(item)
+            return
+        kinds = _RUN_KINDS.get(item[0])
+        if kinds is None or len(item) != 3 or type(item[2]) is not bytes:
+            raise ProtocolError("a SNAPSHOT run is [1|2|3, oid, CBOR bytes of its elements]")
+        current = self._nodes[-1] if self._nodes else None
+        if current is None or item[1] != current[0] or current[2] not in kinds:
+            raise ProtocolError("a SNAPSHOT run does not continue the node its header started")
+        oid, _version, kind, contents = current
+        # Decoded as whole node records were before format 2 (codec.decode_record): bounded by
+        # the frame that carried it (FRAME_BYTES_MAX) and cbor2's depth limit, then checked
+        # element by element. A per-run `codec.scan` would double the library's cost of a
+        # snapshot of many small nodes (measured: docs/data-model-v2.md section 5).
+        run = codec.loads(item[2])
+        if type(run) is not list:
+            raise ProtocolError(f"SNAPSHOT: a run of object {oid} is not an array")
+        if self._list_length is not None and len(contents) + len(run) > self._list_length:
+            raise ProtocolError(
+                f"SNAPSHOT object {oid}: more list values than its header's length "
+                f"{self._list_length}"
+            )
+        if self._elements + len(run) > SNAPSHOT_ELEMENTS_MAX:
+            raise LimitExceeded(
+                "SNAPSHOT_ELEMENTS_MAX",
+                SNAPSHOT_ELEMENTS_MAX,
+                self._elements + len(run),
+                "elements in one snapshot",
+            )
+        what = f"SNAPSHOT object {oid}"
+        if kind == "obj":
+            codec.check_contents(kind, [contents[0], run], what)
+            contents[1].extend(run)
+        else:
+            codec.check_contents(kind, run, what)
+            contents.extend(run)
+        self._elements += len(run)
+
+    def _start_node(self, item: list[Any]) -> None:
+        self._end_node()
+        if len(item) != 5:
+            raise ProtocolError("a SNAPSHOT node header is [0, oid, kind, extra, version]")
+        _tag, oid, kind, extra, version = item
+        if not isinstance(oid, str) or not 0 < len(oid) <= OID_CHARS_MAX:
+            raise ProtocolError(f"a SNAPSHOT object id is a string of 1..{OID_CHARS_MAX} chars")
+        if type(version) is not int or version < 0:
+            raise ProtocolError(f"SNAPSHOT object {oid}: the version is an integer >= 0")
+        if oid in self._oids:
+            raise ProtocolError(f"SNAPSHOT object {oid} appears twice")
+        if len(self._nodes) >= SNAPSHOT_NODES_MAX:
+            raise LimitExceeded(
+                "SNAPSHOT_NODES_MAX",
+                SNAPSHOT_NODES_MAX,
+                len(self._nodes) + 1,
+                "nodes in one snapshot",
+            )
+        contents: Any
+        if kind == "obj":
+            if type(extra) is not str:
+                raise ProtocolError(f"SNAPSHOT object {oid}: an obj header names its class")
+            contents = [extra, []]
+        elif kind == "list":
+            if type(extra) is not int or extra < 0:
+                raise ProtocolError(f"SNAPSHOT object {oid}: a list header holds its length")
+            contents = []
+        elif kind in ("dict", "set"):
+            if extra is not None:
+                raise ProtocolError(f"SNAPSHOT object {oid}: a {kind} header's extra is null")
+            contents = []
+        else:
+            raise ProtocolError(f"SNAPSHOT object {oid}: unknown node kind")
+        self._oids.add(oid)
+        self._nodes.append((oid, version, kind, contents))
+        self._list_length = extra if kind == "list" else None
+
+    def _end_node(self) -> None:
+        """The last node started is complete: a list must hold the length its header said."""
+        if self._nodes and self._list_length is not None:
+            oid, _version, _kind, contents = self._nodes[-1]
+            if len(contents) != self._list_length:
+                raise ProtocolError(
+                    f"SNAPSHOT object {oid}: the list has {len(contents)} values, its header "
+                    f"said {self._list_length}"
+                )
+        self._list_length = None
 
     def feed_events(self, body: dict[str, Any]) -> bool:
         """One EVENTS frame. Returns True if the replica advanced; raises StreamGap (after

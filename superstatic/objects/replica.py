@@ -136,13 +136,11 @@ class Replica:
 
     # ------------------------------------------------------------------ ReplicaSink
 
-    def load_snapshot(self, index: int, nodes: Iterable[tuple[str, bytes]]) -> None:
-        """Replaces everything with the snapshot at `index`. Nodes that survive keep their
-        identity (same proxy / instance), refilled in place."""
-        records: list[tuple[str, int, str, Any]] = []
-        for oid, data in nodes:
-            version, kind, contents = _codec.decode_record(data)
-            records.append((oid, version, kind, contents))
+    def load_snapshot(self, index: int, nodes: Iterable[tuple[str, int, str, Any]]) -> None:
+        """Replaces everything with the snapshot at `index`: (oid, version, kind, contents)
+        as `client.stream.StreamFeeder` assembled and checked them from the per-key runs.
+        Nodes that survive keep their identity (same proxy / instance), refilled in place."""
+        records = nodes if isinstance(nodes, list) else list(nodes)
         self._hold_bodies()
         try:
             self._load(index, records)

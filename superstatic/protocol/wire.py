@@ -25,6 +25,10 @@ from superstatic.protocol.codec import DecodeLimits, FrameError, describe
 from superstatic.protocol.errors import LimitExceeded
 
 PROTOCOL_VERSION = 1
+# The data model the agent and the library speak (docs/data-model-v2.md section 7): the agent
+# says it in its HELLO reply, the library in its HELLO and SUBSCRIBE; each refuses the other
+# without it (model 1 streamed whole-record snapshots a model-2 library cannot read, and back).
+DATA_MODEL = 2
 
 # One frame carries at most one snapshot chunk or one batch of events; 16 MiB keeps a single
 # frame from pinning unbounded memory in either process while leaving room for large batches.

@@ -317,7 +317,13 @@ class Watch:
         req_ids = iter(range(1, 1 << 62))
         try:
             sub_id = next(req_ids)
-            sock.send(wire.encode(wire.FrameType.SUBSCRIBE, sub_id, {"from": self.applied}))
+            sock.send(
+                wire.encode(
+                    wire.FrameType.SUBSCRIBE,
+                    sub_id,
+                    {"from": self.applied, "model": wire.DATA_MODEL},
+                )
+            )
             received = 0
             resubscribes = 0
             next_ping = time.monotonic()
@@ -350,7 +356,13 @@ class Watch:
                         raise Unavailable("the stream lagged too often", outcome_known=True)
                     sub_id = next(req_ids)
                     received = 0
-                    sock.send(wire.encode(wire.FrameType.SUBSCRIBE, sub_id, {"from": self.applied}))
+                    sock.send(
+                        wire.encode(
+                            wire.FrameType.SUBSCRIBE,
+                            sub_id,
+                            {"from": self.applied, "model": wire.DATA_MODEL},
+                        )
+                    )
                     continue
                 if frame.req_id == sub_id:
                     received += len(data)

@@ -27,10 +27,11 @@ from superstatic_bench.loadgen import (
     txn_create_roots,
     txn_extend,
 )
+from support.snapshots import snapshot_feeder
 
 from superstatic.client import keys as client_keys
 from superstatic.client import oneshot
-from superstatic.protocol import codec, ops, wire
+from superstatic.protocol import ops, wire
 from superstatic.protocol.errors import Unavailable
 from superstatic.tools.localcluster import LocalCluster
 
@@ -140,11 +141,12 @@ class StreamReader(threading.Thread):
         self.index = -1
         self.stop = threading.Event()
         self.error: BaseException | None = None
+        self.feeder, self.capture = snapshot_feeder()
 
     def run(self) -> None:
         client = RawClient(self.endpoint)
         try:
-            req = client.send(wire.FrameType.SUBSCRIBE, {"from": 0})
+            req = client.send(wire.FrameType.SUBSCRIBE, {"from": 0, "model": wire.DATA_MODEL})
             last_ping = time.monotonic()
             while not self.stop.is_set():
                 if time.monotonic() - last_ping > 1.0:
@@ -161,12 +163,11 @@ class StreamReader(threading.Thread):
 
     def feed(self, frame: wire.Frame) -> None:
         if frame.type is wire.FrameType.SNAPSHOT:
-            for oid, record in frame.body["nodes"]:
-                if oid.startswith("n.") and oid[2:] in self.lists:
-                    _version, kind, contents = codec.decode_record(record)
-                    assert kind == "list"
-                    self.lists[oid[2:]] = list(contents)
-            if frame.body["last"]:
+            if self.feeder.feed_snapshot(frame.body):
+                for oid, (_version, kind, contents) in self.capture.nodes.items():
+                    if oid.startswith("n.") and oid[2:] in self.lists:
+                        assert kind == "list"
+                        self.lists[oid[2:]] = list(contents)
                 self.index = frame.body["index"]
             return
         assert frame.type is wire.FrameType.EVENTS, frame

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 from superstatic_agent.listtree import ListHeader, ListTree, MemoryChunkStore
 from superstatic_agent.records import chunk_key
 from superstatic_agent.storage import seal
 from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
+from support.snapshots import snapshot_feeder
 
 import superstatic
 from superstatic.client import oneshot
@@ -114,15 +116,43 @@ def test_a_version_too_long_to_print_is_an_error_outcome_everywhere(
         assert cluster.status(node)["halted"] is None
 
 
+def snapshot_of(endpoint: str) -> dict[str, tuple[int, str, Any]]:
+    """SUBSCRIBE from 0 on a fresh socket and read the snapshot (format 2, in runs):
+    {oid: (version, kind, contents)}."""
+    client = RawClient(endpoint)
+    try:
+        req = client.send(wire.FrameType.SUBSCRIBE, {"from": 0, "model": wire.DATA_MODEL})
+        feeder, capture = snapshot_feeder()
+        deadline = time.monotonic() + TIMEOUT_S_WAIT
+        received = 0
+        while time.monotonic() < deadline:
+            if not client.sock.poll(1_000, zmq.POLLIN):
+                continue
+            data = client.sock.recv()
+            frame = wire.decode(data, wire.AGENT_TO_CLIENT)
+            if frame.req_id != req:
+                continue
+            # Acknowledge what arrived, as the library does: the agent sends a subscriber no
+            # more than subscriber_backlog_bytes_max ahead of its acknowledgements.
+            received += len(data)
+            client.send(wire.FrameType.PING, {"stream": [req, received]})
+            if frame.type is wire.FrameType.ERROR:
+                raise AgentError(frame.body["code"], frame.body["message"], None)
+            if frame.type is wire.FrameType.SNAPSHOT and feeder.feed_snapshot(frame.body):
+                return capture.nodes
+        raise AssertionError(f"no complete snapshot from {endpoint}")
+    finally:
+        client.close()
+
+
 def test_a_container_larger_than_a_stream_frame_keeps_every_agent_alive(
     cluster: LocalCluster, raw: RawClient
 ) -> None:
     """Reproduction 3: three appends of 6 MB (each under the 8 MiB body limit) were accepted;
     the next app to subscribe made the agent raise in the snapshot stream and die. Since
     storage format 3 a list is stored in chunks, each record within record_bytes_max, so the
-    list grows past a frame; every agent applies it and keeps serving (the app snapshot of so
-    large a node is refused to that subscriber, tests/unit/test_stream_bounds.py, until the
-    per-key snapshot frames of data-model-v2.md section 5 carry it in runs)."""
+    list grows past a frame; every agent applies it and keeps serving, and a new subscriber of
+    every agent is sent it in runs over several frames (data-model-v2.md section 5)."""
     assert commit(raw, txn_create_roots({"l": "list"}))["outcome"] == "ok"
     big = "x" * 6_000_000
     for _ in range(3):
@@ -134,6 +164,9 @@ def test_a_container_larger_than_a_stream_frame_keeps_every_agent_alive(
         )
         listing = inspect_roots(cluster, node)
         assert [(r["name"], r["items"]) for r in listing["roots"]] == [("l", 4)], listing
+        nodes = snapshot_of(cluster.agents[node].client_endpoint)
+        _version, kind, values = nodes["n.l"]
+        assert kind == "list" and values == [big, big, big, "small"]
     all_alive(cluster)
 
 

@@ -79,7 +79,7 @@ def non_reader(ctx: zmq.Context[bytes], endpoint: str) -> zmq.Socket[bytes]:
     if keys is not None:
         keys.apply(sock)
     sock.connect(endpoint)
-    sock.send(wire.encode(wire.FrameType.SUBSCRIBE, 1, {"from": 0}))
+    sock.send(wire.encode(wire.FrameType.SUBSCRIBE, 1, {"from": 0, "model": wire.DATA_MODEL}))
     return sock
 
 

@@ -311,7 +311,7 @@ def test_roles_decide_what_a_key_may_do(keyed: LocalCluster) -> None:
     assert oneshot.request(endpoint, wire.FrameType.STATUS, keys=read)["id"] == leader
     client = RawClient(endpoint, keys=read)
     try:
-        sub = client.send(wire.FrameType.SUBSCRIBE, {"from": 0})
+        sub = client.send(wire.FrameType.SUBSCRIBE, {"from": 0, "model": wire.DATA_MODEL})
         frame = client.recv(10_000)
         assert frame is not None and frame.req_id == sub, frame
         assert frame.type in (wire.FrameType.SNAPSHOT, wire.FrameType.EVENTS), frame

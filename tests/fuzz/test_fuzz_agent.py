@@ -300,7 +300,7 @@ FIELDS: dict[wire.FrameType, dict[str, st.SearchStrategy[Any]]] = {
         "kind": st.sampled_from(["txn", "open", "close"]),
         "body": txn_bodies(),
     },
-    wire.FrameType.SUBSCRIBE: {"from": st.integers(0, 1_000)},
+    wire.FrameType.SUBSCRIBE: {"from": st.integers(0, 1_000), "model": st.sampled_from([2, 1])},
     wire.FrameType.UNSUBSCRIBE: {},
     wire.FrameType.READ_INDEX: {},
     wire.FrameType.STATUS: {},
@@ -445,7 +445,7 @@ VALID_CLIENT = [
         2,
         {"client": "f" * 32, "seq": 1, "seq_low": 0, "kind": "txn", "body": b"\xa0"},
     ),
-    wire.encode(wire.FrameType.SUBSCRIBE, 3, {"from": 5}),
+    wire.encode(wire.FrameType.SUBSCRIBE, 3, {"from": 5, "model": wire.DATA_MODEL}),
     wire.encode(wire.FrameType.MEMBERS, 4, {"op": "remove", "node": "zz"}),
 ]
 BIG_CLIENT = [

@@ -31,6 +31,8 @@ from superstatic.objects.session import Session
 
 # LMDB map size of the temporary environment: tests store little; this only bounds growth.
 MAP_BYTES = 256 << 20
+# Small frames, so the in-process snapshots split containers into runs as a real stream does.
+SNAPSHOT_FRAME_BYTES = 4096
 
 Event = tuple[int, "str | None", "int | None", str, "bytes | None", tuple[str, ...], int]
 
@@ -108,8 +110,33 @@ class InprocLog:
                 nodes.append((key.decode(), codec.encode_record(*node)))
             return self.last_index, nodes
 
+    def snapshot_frames(self) -> tuple[int, list[list[list[Any]]]]:
+        """The agent's SNAPSHOT frames (format 2, per-key runs) of the store and their index."""
+        from superstatic_agent import app_snapshot
+
+        with self._lock:
+            index, _log_time_ms, frames = app_snapshot.store_snapshot(
+                self.env, self.sm.dbs, SNAPSHOT_FRAME_BYTES
+            )
+            assert index == self.last_index, (index, self.last_index)
+            return index, list(frames)
+
     def close(self) -> None:
         self.env.close()
+
+
+def load_as_streamed(replica: Replica, index: int, frames: list[list[list[Any]]]) -> None:
+    """Loads the replica the way an app's connection does: the agent's SNAPSHOT frames
+    through the library's StreamFeeder."""
+    from superstatic_agent import app_snapshot
+
+    from superstatic.client.stream import StreamFeeder
+
+    feeder = StreamFeeder(replica)
+    for part, items in enumerate(frames):
+        last = part == len(frames) - 1
+        feeder.feed_snapshot(app_snapshot.frame_body(index, part, last, 0, items))
+    assert replica.applied_index == index, (replica.applied_index, index)
 
 
 class InprocConnection:
@@ -128,10 +155,10 @@ class InprocConnection:
         self._session = 0  # the index of this connection's "open" entry, once opened
         self._deliver_lock = threading.Lock()
         with cluster.events_lock:
-            index, nodes = cluster.log.snapshot()
+            index, frames = cluster.log.snapshot_frames()
             self._next = len(cluster.events)
             assert self._next == index, "events and the log index move together"
-        replica.load_snapshot(index, nodes)
+        load_as_streamed(replica, index, frames)
         self.closed = False
 
     def submit(self, body: bytes, kind: str = "txn") -> Committed:

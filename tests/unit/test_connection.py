@@ -41,7 +41,7 @@ class RecordingReplica:
         self.snapshots: list[int] = []
         self.events: list[tuple[Any, ...]] = []
 
-    def load_snapshot(self, index: int, nodes: Iterable[tuple[str, bytes]]) -> None:
+    def load_snapshot(self, index: int, nodes: Iterable[tuple[str, int, str, Any]]) -> None:
         list(nodes)
         self.snapshots.append(index)
         self.applied_index = index
@@ -67,9 +67,12 @@ class PeerLog:
 
 
 class AgentPeer:
-    def __init__(self, log: PeerLog | None = None, *, session_ttl_ms: int = 60_000) -> None:
+    def __init__(
+        self, log: PeerLog | None = None, *, session_ttl_ms: int = 60_000, model: int | None = 2
+    ) -> None:
         self.log = log or PeerLog()
         self.session_ttl_ms = session_ttl_ms
+        self.model = model  # what its HELLO reply says (None: nothing, as a model-1 agent)
         # Misbehaviours for txn PROPOSEs (a session's open/keep-alive/close entries are served):
         self.swallow_proposes = False  # record them, never answer them
         self.mute = False  # answer nothing at all (a paused agent)
@@ -156,13 +159,15 @@ class AgentPeer:
         ftype, req_id = frame.type, frame.req_id
         if ftype is wire.FrameType.HELLO:
             body = {"agent": "t", "leader": "t", "session_ttl_ms": self.session_ttl_ms}
+            if self.model is not None:
+                body["model"] = self.model
             self._send(identity, wire.FrameType.REPLY, req_id, {**body, "first_index": 1})
         elif ftype is wire.FrameType.SUBSCRIBE:
             start = frame.body["from"]
             if start == 0:
                 with self.log.lock:
                     start = len(self.log.entries)
-                snapshot = {"index": start, "part": 0, "last": True, "nodes": []}
+                snapshot = {"index": start, "part": 0, "last": True, "fmt": 2, "items": []}
                 self._send(identity, wire.FrameType.SNAPSHOT, req_id, snapshot)
             self._subs[identity] = (req_id, start)
         elif ftype is wire.FrameType.UNSUBSCRIBE:
@@ -286,8 +291,8 @@ def test_submit_hello_subscribe_and_stream_into_the_replica(
         (2, conn.client_id, 3, b"two"),
     ]
     hello = peer.received(wire.FrameType.HELLO)
-    assert hello == [{"client": conn.client_id}]
-    assert peer.received(wire.FrameType.SUBSCRIBE) == [{"from": 0}]
+    assert hello == [{"client": conn.client_id, "model": 2}]
+    assert peer.received(wire.FrameType.SUBSCRIBE) == [{"from": 0, "model": 2}]
     # The first write waited for the session's "open" (seq 2, after the write took seq 1);
     # the writes name the session.
     (opened,) = proposes_of(peer, "open")
@@ -329,8 +334,8 @@ def test_failover_to_the_next_endpoint_keeps_the_session_and_seq(
     first.stop()  # the agent dies with the proposal in flight
     worker.join(WAIT_S)
     assert result and result[0].index == 2
-    assert second.received(wire.FrameType.HELLO) == [{"client": conn.client_id}]
-    assert second.received(wire.FrameType.SUBSCRIBE) == [{"from": 1}]
+    assert second.received(wire.FrameType.HELLO) == [{"client": conn.client_id, "model": 2}]
+    assert second.received(wire.FrameType.SUBSCRIBE) == [{"from": 1, "model": 2}]
     assert [(p["client"], p["seq"]) for p in proposes_of(second)] == [(conn.client_id, 3)]
     conn.wait_applied(2, WAIT_S)
     assert [e[0] for e in replica.events] == [1, 2] and replica.snapshots == [0]
@@ -475,6 +480,22 @@ def test_a_key_that_may_not_write_fails_the_write_at_once(
     assert proposes_of(peer) == [], "the write itself was never sent"
 
 
+def test_agents_of_another_data_model_are_refused(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    """An agent whose HELLO reply does not say model 2 is left for the next endpoint; once
+    every endpoint said so, every caller gets the reason (docs/data-model-v2.md section 7)."""
+    old = make_peer(peers, model=None)
+    other = make_peer(peers, model=1)
+    conn, replica = connect(connections, [old.endpoint, other.endpoint])
+    with pytest.raises(Error, match="speaks data model 1; upgrade the agents"):
+        conn.submit(b"x")
+    assert proposes_of(old) == [] == proposes_of(other) and replica.snapshots == []
+    new = make_peer(peers)
+    conn, replica = connect(connections, [old.endpoint, new.endpoint])
+    assert conn.submit(b"y").outcome == "ok"
+
+
 def test_pending_requests_are_bounded(
     peers: list[AgentPeer], connections: list[Connection]
 ) -> None:
@@ -513,7 +534,7 @@ def test_lagging_subscription_is_renewed_from_the_applied_index(
     conn.submit(b"a")
     conn.wait_applied(1, WAIT_S)
     sub = peer.received(wire.FrameType.SUBSCRIBE)
-    assert sub == [{"from": 0}]
+    assert sub == [{"from": 0, "model": 2}]
 
     def lagging(p: AgentPeer) -> None:
         # The agent's buffer for us overflowed: it drops the subscription and says so.
@@ -524,7 +545,7 @@ def test_lagging_subscription_is_renewed_from_the_applied_index(
 
     peer.inject(lagging)
     peer.wait_for("a new SUBSCRIBE", lambda: len(peer.received(wire.FrameType.SUBSCRIBE)) == 2)
-    assert peer.received(wire.FrameType.SUBSCRIBE)[1] == {"from": 1}
+    assert peer.received(wire.FrameType.SUBSCRIBE)[1] == {"from": 1, "model": 2}
     conn.submit(b"b")
     conn.wait_applied(2, WAIT_S)
     assert [e[0] for e in replica.events] == [1, 2] and conn.resubscribes == 1
@@ -546,7 +567,10 @@ def test_a_gap_in_the_stream_resubscribes_instead_of_applying(
 
     peer.inject(gap)
     peer.wait_for("a new SUBSCRIBE", lambda: len(peer.received(wire.FrameType.SUBSCRIBE)) == 2)
-    assert replica.applied_index == 1 and peer.received(wire.FrameType.SUBSCRIBE)[1] == {"from": 1}
+    assert replica.applied_index == 1 and peer.received(wire.FrameType.SUBSCRIBE)[1] == {
+        "from": 1,
+        "model": 2,
+    }
 
 
 def test_idle_session_is_kept_alive_with_open_entries(
@@ -648,13 +672,15 @@ def test_bad_endpoints_are_refused_up_front() -> None:
 def test_feeder_ignores_a_snapshot_older_than_the_replica() -> None:
     replica = RecordingReplica()
     feeder = StreamFeeder(replica)
-    feeder.feed_snapshot({"index": 3, "part": 0, "last": False, "nodes": [["@roots", b"r"]]})
+    feeder.feed_snapshot(
+        {"index": 3, "part": 0, "last": False, "fmt": 2, "items": [[0, "@roots", "dict", None, 1]]}
+    )
     assert replica.snapshots == []  # nothing visible until the last part
-    assert feeder.feed_snapshot({"index": 3, "part": 1, "last": True, "nodes": []})
+    assert feeder.feed_snapshot({"index": 3, "part": 1, "last": True, "fmt": 2, "items": []})
     assert replica.applied_index == 3
     feeder.feed_events({"ev": [[4, "c", 1, "ok", b"b", []], [5, None, None, "noop", None, []]]})
     feeder.begin()
-    assert not feeder.feed_snapshot({"index": 2, "part": 0, "last": True, "nodes": []})
+    assert not feeder.feed_snapshot({"index": 2, "part": 0, "last": True, "fmt": 2, "items": []})
     assert replica.snapshots == [3] and replica.applied_index == 5
     # An agent behind us: its events are skipped until they pass our index.
     feeder.feed_events({"ev": [[3, None, None, "noop", None, []], [6, "c", 2, "ok", b"x", []]]})
@@ -664,13 +690,13 @@ def test_feeder_ignores_a_snapshot_older_than_the_replica() -> None:
 def test_feeder_rejects_out_of_order_parts_and_garbage() -> None:
     feeder = StreamFeeder(RecordingReplica())
     with pytest.raises(StreamGap):
-        feeder.feed_snapshot({"index": 3, "part": 1, "last": True, "nodes": []})
+        feeder.feed_snapshot({"index": 3, "part": 1, "last": True, "fmt": 2, "items": []})
     with pytest.raises(ProtocolError):
         feeder.feed_events({"ev": [[1, "c", 1, "maybe", None, []]]})
     with pytest.raises(ProtocolError):
         feeder.feed_events({"ev": [[1, "c"]]})
     with pytest.raises(ProtocolError):
-        feeder.feed_snapshot({"index": 1, "part": 0, "last": True, "nodes": [["x", "str"]]})
+        feeder.feed_snapshot({"index": 1, "part": 0, "last": True, "fmt": 2, "items": [["x"]]})
 
 
 def test_wait_applied_waits_while_the_stream_progresses(

@@ -78,8 +78,13 @@ class Harness:
         self.streams.record_events(results)
         return results
 
-    def subscribe(self, identity: bytes, req_id: int, start: int = 0) -> None:
-        frame = wire.Frame(wire.FrameType.SUBSCRIBE, req_id, {"from": start})
+    def subscribe(
+        self, identity: bytes, req_id: int, start: int = 0, model: int | None = wire.DATA_MODEL
+    ) -> None:
+        body: dict[str, Any] = {"from": start}
+        if model is not None:
+            body["model"] = model
+        frame = wire.Frame(wire.FrameType.SUBSCRIBE, req_id, body)
         self.streams.on_subscribe(identity, frame, 0.0)
 
     def sent_to(self, identity: bytes) -> int:
@@ -166,5 +171,26 @@ def test_a_frame_that_cannot_be_built_is_an_error_to_that_subscriber_only(
         h.commit([["new", "c.2", "list", []]])
         h.streams.pump(h.index, now=1.0)
         assert h.sent_to(b"live-app") > 0
+    finally:
+        h.close()
+
+
+def test_a_subscribe_without_data_model_2_is_refused(tmp_path: Path) -> None:
+    """A model-1 library (no "model" in its SUBSCRIBE) would misread format-2 snapshots: it is
+    told to upgrade, and nothing is streamed to it (docs/data-model-v2.md section 7)."""
+    h = Harness(tmp_path)
+    try:
+        h.commit([["new", "@roots", "dict", []]])
+        for identity, model in ((b"old", None), (b"other", 1)):
+            h.subscribe(identity, 3, model=model)
+            h.streams.pump(h.index, now=0.0)
+            assert [sent for sent in h.clients.sent if sent[0] == identity] == []
+            ((_who, req_id, code, message),) = [e for e in h.errors if e[0] == identity]
+            assert (req_id, code) == (3, "bad_request")
+            assert "upgrade the superstatic library" in message
+        h.subscribe(b"new", 4)
+        h.streams.pump(h.index, now=0.0)
+        frames = [wire.decode(d, wire.AGENT_TO_CLIENT) for w, d in h.clients.sent if w == b"new"]
+        assert frames[0].type is wire.FrameType.SNAPSHOT and frames[0].body["fmt"] == 2
     finally:
         h.close()

@@ -1,0 +1,142 @@
+"""Peer snapshots of a format-3 store (agent/snapshot_records.py): shipped records installed on
+an empty store give byte-identical dbs; hostile chunks are refused naming what was wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import cbor2
+import lmdb
+import pytest
+from superstatic_agent import records as layout
+from superstatic_agent import snapshot_records as snap
+from superstatic_agent.raft.types import ConfState, SnapshotMeta
+from superstatic_agent.storage import KEY_APPLIED, install_staged, record_put, staged_complete
+from support.v3store import fill
+
+from superstatic.protocol import codec
+from superstatic.protocol.errors import ProtocolError
+from superstatic.protocol.keynorm import ekey
+
+SM_META_KEYS = frozenset({KEY_APPLIED, b"gc", b"sweep", b"conf_last"} | snap.SM_META_INT_KEYS)
+NAMES = [*snap.SHIPPED_DBS, *(f"staging_{n}" for n in snap.SHIPPED_DBS), "staging_state"]
+
+
+def open_store(path: Path) -> tuple[lmdb.Environment, Any]:
+    env = lmdb.open(str(path), max_dbs=len(NAMES) + 1, map_size=64 << 20)
+    return env, SimpleNamespace(**{n: env.open_db(n.encode()) for n in NAMES})
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[tuple[Any, Any, Any, Any]]:
+    source_env, source = open_store(tmp_path / "source")
+    target_env, target = open_store(tmp_path / "target")
+    try:
+        yield source_env, source, target_env, target
+    finally:
+        source_env.close()
+        target_env.close()
+
+
+def ship(source_env: Any, source: Any, chunk_bytes_max: int) -> list[bytes]:
+    with source_env.begin() as txn:
+        return list(snap.snapshot_chunks(txn, source, chunk_bytes_max))
+
+
+def dump(env: lmdb.Environment, dbs: Any) -> dict[str, list[tuple[bytes, bytes]]]:
+    with env.begin() as txn:
+        return {
+            name: [(bytes(k), bytes(v)) for k, v in txn.cursor(db=getattr(dbs, name))]
+            for name in NAMES
+        }
+
+
+@pytest.mark.parametrize("chunk_bytes_max", [1, 700, 1 << 20])
+def test_an_installed_snapshot_is_byte_identical(stores: Any, chunk_bytes_max: int) -> None:
+    source_env, source, target_env, target = stores
+    with source_env.begin(write=True) as txn:
+        fill(txn, source)
+    with target_env.begin(write=True) as txn:  # what the follower held before: all replaced
+        record_put(txn, target.nodes, layout.nid_key(9), b"stale")
+        record_put(txn, target.sm_meta, b"gc", cbor2.dumps([1, 1, 1]))
+    chunks = ship(source_env, source, chunk_bytes_max)
+    if chunk_bytes_max == 700:
+        assert len(chunks) > 10
+    for chunk in chunks:
+        with target_env.begin(write=True) as txn:
+            snap.stage_chunk(txn, target, chunk, SM_META_KEYS)
+    with target_env.begin(write=True) as txn:
+        install_staged(txn, target, SnapshotMeta(40, 2, ConfState.make(["a"])))
+    before, after = dump(source_env, source), dump(target_env, target)
+    for name in snap.SHIPPED_DBS:
+        assert after[name] == before[name], name
+        assert after[name], name  # every db had records to ship
+    assert all(not after[n] for n in NAMES if n.startswith("staging_"))
+
+
+def test_an_empty_store_ships_one_chunk(stores: Any) -> None:
+    source_env, source, _target_env, _target = stores
+    chunks = ship(source_env, source, 100)
+    assert [cbor2.loads(c) for c in chunks] == [[0, True, []]]
+
+
+def chunk(items: list[Any], part: int = 0, last: bool = True) -> bytes:
+    return cbor2.dumps([part, last, items])
+
+
+HEADER = layout.Header("d", "dict", 3, 3, 0, None).encode()
+NID1 = layout.nid_key(1)
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        ([["o", b"d", codec.encode_record(1, "dict", [])]], "unknown db"),
+        ([["z", b"k", b""]], "unknown db"),
+        ([[1, b"k", b""]], "unknown db"),
+        ([["n", b"k" * 600, HEADER]], "KEY_BYTES_MAX=511"),
+        ([["n", b"", HEADER]], "KEY_BYTES_MAX"),
+        ([["n", "k", HEADER]], "KEY_BYTES_MAX"),
+        ([["n", NID1, "v"]], "not bytes"),
+        ([["n", b"abc", HEADER]], "nid"),
+        ([["n", NID1 + b"x", HEADER]], "nodes key is 8 bytes"),
+        ([["n", NID1, b"\xff\xff"]], "'staging_nodes' at nid 1 is invalid"),
+        ([["n", NID1, cbor2.dumps(["d", "tree", 1, 1, 0, None])]], "kind"),
+        ([["e", NID1 + b"\x01" + ekey("a"), cbor2.dumps(["y", 3])]], "tombstone"),
+        ([["e", NID1 + b"\x03" + ekey("a"), cbor2.dumps([3])]], "nid \\+ 0x01"),
+        (
+            [["e", NID1 + b"\x02" + b"h" * 16, cbor2.dumps([[ekey("a"), 1, 0, 1, None]])]],
+            "does not hash",
+        ),
+        ([["i", b"\xff", NID1]], "utf-8"),
+        ([["i", b"d", b"\x00" * 8]], "nid is in 1"),
+        ([["q", NID1 + b"\x00" * 8, b"\xff"]], "undecodable"),
+        ([["t", b"\x00" * 8 + NID1, b""]], "tombs key"),
+        ([["t", b"\x00" * 8 + NID1 + b"\x01a", b"x"]], "empty"),
+        ([["s", b"app", b"garbage"]], "session"),
+        ([["m", b"objects", cbor2.dumps(1)]], "unknown sm_meta key"),
+        ([["m", layout.KEY_NEXT_NID, cbor2.dumps("many")]], "next_nid is not an int"),
+        ([["n", NID1]], "not \\[db, key, value\\]"),
+    ],
+)
+def test_hostile_chunks_are_refused_by_name(stores: Any, items: list[Any], message: str) -> None:
+    _source_env, _source, target_env, target = stores
+    with pytest.raises(ProtocolError, match=message), target_env.begin(write=True) as txn:
+        snap.stage_chunk(txn, target, chunk(items), SM_META_KEYS)
+
+
+def test_chunks_out_of_order_or_not_a_chunk_are_refused(stores: Any) -> None:
+    _source_env, _source, target_env, target = stores
+    with target_env.begin(write=True) as txn:
+        snap.stage_chunk(txn, target, chunk([], last=False), SM_META_KEYS)
+        with pytest.raises(ProtocolError, match="part 2 out of order"):
+            snap.stage_chunk(txn, target, chunk([], part=2), SM_META_KEYS)
+        with pytest.raises(ProtocolError, match="not \\[part, last"):
+            snap.stage_chunk(txn, target, cbor2.dumps([1, "yes", []]), SM_META_KEYS)
+        with pytest.raises(ProtocolError, match="snapshot chunk"):
+            snap.stage_chunk(txn, target, b"\xff", SM_META_KEYS)
+        snap.stage_chunk(txn, target, chunk([], part=1), SM_META_KEYS)
+        assert staged_complete(txn, target)
