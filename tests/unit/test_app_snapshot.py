@@ -71,7 +71,6 @@ def test_a_snapshot_split_into_runs_loads_the_same_graph(frame_bytes_max: int) -
     assert nodes["e1"].live == []
     assert nodes["s1"].live == set(range(200)) | {frozenset({1, 2})}
     assert nodes["o1"].class_name == "Point" and dict(nodes["o1"].live) == {"x": 1, "y": (2, 3)}
-    assert nodes["@roots"].version == 7 and nodes["l1"].version == 4
 
 
 def test_frames_stay_near_the_bound_whatever_the_container() -> None:
@@ -193,7 +192,6 @@ def test_a_format_3_store_streams_record_by_record(tmp_path: Path) -> None:
         else:
             assert node.class_name == contents[0] and node.live["x"] == 1
     assert replica.nodes["o"].live["y"] is replica.nodes["d"].ref
-    assert replica.nodes["d"].version == 39
 
 
 @pytest.mark.parametrize("version", [0, 23, 24, 255, 256, 70_000, 1 << 40])
