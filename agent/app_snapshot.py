@@ -4,8 +4,8 @@ frame and no item ever holds a whole container.
 A snapshot is a sequence of frame item lists. Items, in order:
 
 * `[0, oid, kind, extra, version]` starts a node (`extra`: an obj's class name, a list's
-  length, else null; `version`: the header version; since key-level reads the library keeps no node versions and
-  ignores it: it stays for tools that watch the stream);
+  length, else null; `version`: the header version; since key-level reads the library keeps
+  no node versions and ignores it: it stays for tools that watch the stream);
 * `[1, oid, run]` dict items / obj attributes, `run` = CBOR `[[key, value], ...]`;
 * `[2, oid, run]` set members, `run` = CBOR `[member, ...]`;
 * `[3, oid, run]` list values in list order, `run` = CBOR `[value, ...]`.
