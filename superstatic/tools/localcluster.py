@@ -114,6 +114,10 @@ class LocalCluster:
     keyed: bool = True
     keys_dir: Path | None = None
     _keys_cache: dict[str, client_keys.ClientKeys] = field(default_factory=dict, repr=False)
+    # Per agent: a command prefix and extra environment, e.g. (["ip", "netns", "exec", "ns1"],
+    # {"LD_PRELOAD": libfaketime}) for the nemesis tests. The prefix must exec the agent (not
+    # fork it), so that the PID we signal is the agent's.
+    launcher: Callable[[AgentSpec], tuple[list[str], dict[str, str]]] | None = None
 
     def __post_init__(self) -> None:
         assert 1 <= self.size <= 26, self.size
@@ -217,9 +221,13 @@ class LocalCluster:
         spec.log_path = self.base_dir / f"{node_id}.log"
         env = dict(os.environ)
         env.update(self.env or {})
+        prefix: list[str] = []
+        if self.launcher is not None:
+            prefix, extra = self.launcher(spec)
+            env.update(extra)
         with open(spec.log_path, "ab") as log:
             spec.process = subprocess.Popen(
-                self.command(node_id),
+                prefix + self.command(node_id),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -228,10 +236,18 @@ class LocalCluster:
             )
         return spec
 
-    def add_learner(self, node_id: str, contacts: Sequence[str] | None = None) -> AgentSpec:
+    def add_learner(
+        self,
+        node_id: str,
+        contacts: Sequence[str] | None = None,
+        *,
+        peer_endpoint: str | None = None,
+        client_endpoint: str | None = None,
+    ) -> AgentSpec:
         """Starts an agent outside --peers; it joins the cluster as a non-voting learner (keyed:
         with a key pair added to the allow list first, which the agents pick up by themselves).
-        `contacts`: the voters its --peers names (default: all)."""
+        `contacts`: the voters its --peers names (default: all). Endpoints default to free ports
+        on 127.0.0.1."""
         assert node_id not in self.agents, node_id
         if self.keyed:
             assert self.keys_dir is not None
@@ -239,8 +255,8 @@ class LocalCluster:
         peer_port, client_port = free_ports(2)
         self.agents[node_id] = AgentSpec(
             id=node_id,
-            peer_endpoint=f"tcp://127.0.0.1:{peer_port}",
-            client_endpoint=f"tcp://127.0.0.1:{client_port}",
+            peer_endpoint=peer_endpoint or f"tcp://127.0.0.1:{peer_port}",
+            client_endpoint=client_endpoint or f"tcp://127.0.0.1:{client_port}",
             data_dir=self.base_dir / node_id,
             voter=False,
             metrics_address=f"127.0.0.1:{free_port()}" if self.metrics else "",
