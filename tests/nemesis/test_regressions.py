@@ -1,0 +1,123 @@
+"""Failures the nemesis found, minimized into scenarios that replay them exactly.
+
+Each is marked xfail(strict=True) while the bug stands: when a fix lands, the test passes, the
+strict xfail turns that into a failure, and whoever fixed it removes the marker.
+"""
+
+from __future__ import annotations
+
+import json
+import selectors
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import system
+from .net import Rules
+from .run import environment
+
+pytestmark = [pytest.mark.nemesis, pytest.mark.cluster]
+
+PROBE = Path(__file__).resolve().parent / "probe.py"
+TIMEOUT_S_ANSWER = 60.0
+TIMEOUT_S_PROBE_EXIT = 15.0
+
+
+class Probe:
+    """tests/nemesis/probe.py in its own process: one command line in, one JSON line out."""
+
+    def __init__(self, endpoints: list[str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(PROBE), ",".join(endpoints)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.selector = selectors.DefaultSelector()
+        assert self.process.stdout is not None
+        self.selector.register(self.process.stdout, selectors.EVENT_READ)
+
+    def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def receive(self, timeout_s: float = TIMEOUT_S_ANSWER) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        if not self.selector.select(timeout_s):
+            raise AssertionError(f"probe gave no answer within {timeout_s} s")
+        line = self.process.stdout.readline()
+        assert line, f"probe exited ({self.process.poll()})"
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def ask(self, line: str, timeout_s: float = TIMEOUT_S_ANSWER) -> dict[str, Any]:
+        self.send(line)
+        return self.receive(timeout_s)
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(TIMEOUT_S_PROBE_EXIT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.selector.close()
+
+
+@pytest.fixture
+def faulty(tmp_path: Path) -> Iterator[Any]:
+    caps = system.ensure()
+    if not caps.netns or caps.faketime_lib is None:
+        pytest.skip("; ".join(caps.missing()))
+    with environment(tmp_path, netns=True, clock_lib=caps.faketime_lib) as env:
+        yield env
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG (exactly-once): a leader whose wall clock jumps forward by more than "
+        "session_ttl_ms expires every client session at the next entry it stamps (log time "
+        "is max(previous, time_ms) of whoever proposed); a request that was applied but not "
+        "yet answered is then resent by the library with the same seq, finds no session, and "
+        "is applied a second time: one acknowledged append, two copies. Found by the nemesis "
+        "(mixed fault: clock jump on the leader + a follower cut off); docs/reliability.md"
+    ),
+)
+def test_leader_clock_jump_does_not_apply_a_resent_request_twice(faulty: Any) -> None:
+    cluster, net, clocks = faulty
+    leader = cluster.wait_leader()
+    assert leader is not None
+    follower = next(s for s in cluster.slots if s != leader)
+    writer = Probe(cluster.endpoints(follower))  # through a follower, failing over to the others
+    ticker = Probe([cluster.client_endpoint(leader)])  # its entries carry the leader's clock
+    try:
+        assert writer.ask("append nemesis.once 0").get("ok")
+        assert ticker.ask("append nemesis.tick 0").get("ok")
+        # The leader's messages to the follower are dropped, the follower's to the leader are
+        # not: the follower forwards the append, the leader commits it with the third agent,
+        # the follower never learns it and never answers the writer.
+        net.apply(Rules(one_way={(leader, follower)}))
+        writer.send("append nemesis.once 1")
+        time.sleep(1.0)  # committed at the leader by now
+        clocks.set(leader, 600)  # the leader's wall clock jumps ten minutes ahead
+        time.sleep(1.5)  # libfaketime re-reads its offset file once a second
+        assert ticker.ask("tick nemesis.tick 2")["ticks"] > 0  # log time is now +600 s
+        # The writer resends the same seq: after 5 s to the follower (which lost the leader and
+        # refuses), then, after 4 s of refusals, to another agent.
+        answer = writer.receive()
+        net.heal()
+        clocks.set(leader, 0)
+        assert answer.get("ok"), answer
+        final = ticker.ask("read nemesis.once")["value"]
+        assert final == [0, 1], f"one acknowledged append of 1, the list holds {final}"
+    finally:
+        writer.close()
+        ticker.close()
