@@ -56,8 +56,14 @@ PACE_S_MAX = 0.03
 # Per-operation timeout the library enforces (SUPERSTATIC_TIMEOUT_MS); below the agents'
 # session TTL (60 s), so a request is never resent after its session could have expired.
 TIMEOUT_MS_OP = 10_000
-# Unexpected errors in a row before the client drops its connection and connects again.
-ERRORS_BEFORE_RECONNECT = 3
+# Unexpected errors in a row before the client gives up its connection: it then re-executes
+# itself (a fresh process, a fresh library), keeping its history files and process number.
+ERRORS_BEFORE_RESTART = 3
+# The library says this when its connection's I/O thread died: nothing works on it any more.
+CONNECTION_DEAD = "connection stopped"
+RESTART_MARK = "RESTART"
+GENERATIONS_MAX = 9
+GENERATION_BASE = 1_000_000  # elements of one generation: client * 10^7 + generation * 10^6 + n
 # Setup and the final reads retry until this long has passed.
 TIMEOUT_S_RETRY = 180.0
 RETRY_PAUSE_S = 0.5
@@ -168,17 +174,23 @@ class Recorder:
 
 
 class Client:
-    def __init__(self, client: int, keys: list[str], rng: random.Random, rec: Recorder) -> None:
+    def __init__(
+        self, client: int, generation: int, keys: list[str], rng: random.Random, rec: Recorder
+    ) -> None:
         self.client = client
+        self.generation = generation
         self.keys = keys
         self.rng = rng
         self.rec = rec
         self.roots = Roots()
         self.seen: dict[str, Any] = {}  # register: last value read per key (cas expects it)
+        self.last_error = ""
         self.numbers = itertools.count(1)
 
     def unique(self) -> int:
-        return self.client * ELEMENT_BASE + next(self.numbers)
+        n = next(self.numbers)
+        assert n < GENERATION_BASE, "a client generation ran out of unique values"
+        return self.client * ELEMENT_BASE + self.generation * GENERATION_BASE + n
 
     def choose(self) -> tuple[str, str, str, Any, Callable[[], Any]]:
         """(model, f, key, value, action); the action returns the ok answer or raises."""
@@ -257,8 +269,9 @@ class Client:
 
         body()
 
-    def step(self) -> bool:
-        """One operation; returns False if it ended in an unexpected error."""
+    def step(self) -> str:
+        """One operation: "ok" (whatever its outcome), "error" (an unexpected error), or
+        "dead" (the library's connection stopped for good)."""
         model, f, key, value, action = self.choose()
         self.rec.event(model, "invoke", f, key, value)
         try:
@@ -266,19 +279,23 @@ class Client:
         except superstatic.Unavailable as exc:
             kind = "fail" if exc.outcome_known else "info"
             self.rec.event(model, kind, f, key, value, f"Unavailable: {exc}")
-            return True
+            return "ok"
         except superstatic.ConflictError as exc:
             self.rec.event(model, "fail", f, key, value, f"ConflictError: {exc}")
-            return True
+            return "ok"
         except superstatic.Error as exc:
             # "nothing was applied" is the library's word for a refused transaction.
             kind = "fail" if "nothing was applied" in str(exc) else "info"
             self.rec.event(model, kind, f, key, value, f"{type(exc).__name__}: {exc}")
-            return kind == "fail"
+            if CONNECTION_DEAD in str(exc):
+                self.last_error = str(exc)
+                return "dead"
+            return "ok" if kind == "fail" else "error"
         except Exception as exc:
-            self.rec.event(model, "info", f, key, value, f"{type(exc).__name__}: {exc}")
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.rec.event(model, "info", f, key, value, self.last_error)
             traceback.print_exc(file=sys.stderr)
-            return False
+            return "error"
         if f == "cas":
             if answer:
                 self.seen[key] = value[1]
@@ -287,14 +304,47 @@ class Client:
                 self.rec.event(model, "fail", f, key, value, "cas: value differs")
                 # Expect what this client can see now, so its next cas has a chance.
                 self.seen[key] = self.roots.registers.get(key)
-            return True
+            return "ok"
         if f == "read":
             if model == "register":
                 self.seen[key] = answer
             self.rec.event(model, "ok", f, key, answer)
-            return True
+            return "ok"
         self.rec.event(model, "ok", f, key, value)
-        return True
+        return "ok"
+
+
+def restart(args: argparse.Namespace, deadline: float, reason: str) -> None:
+    """Re-executes this client as a fresh process (same PID, files, process number)."""
+    print(f"{RESTART_MARK}: {reason}", file=sys.stderr, flush=True)
+    if args.generation >= GENERATIONS_MAX:
+        print(f"giving up after {GENERATIONS_MAX} restarts", file=sys.stderr, flush=True)
+        os._exit(3)
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--endpoints",
+        args.endpoints,
+        "--client",
+        str(args.client),
+        "--seed",
+        str(args.seed),
+        "--keys",
+        str(args.keys),
+        "--out",
+        args.out,
+        "--deadline-s",
+        str(max(1.0, deadline - time.monotonic())),
+        "--generation",
+        str(args.generation + 1),
+    ]
+    sys.stdout.flush()
+    # exec, not exit: a process whose connection died may hang in interpreter shutdown.
+    os.execv(sys.executable, argv)
+
+
+def stopping(stop: Path, deadline: float, parent: int) -> bool:
+    return stop.exists() or time.monotonic() >= deadline or os.getppid() != parent
 
 
 def run(args: argparse.Namespace, endpoints: list[str]) -> dict[str, Any]:
@@ -302,34 +352,31 @@ def run(args: argparse.Namespace, endpoints: list[str]) -> dict[str, Any]:
     stop = out / "stop"
     parent = os.getppid()
     deadline = time.monotonic() + args.deadline_s
-    rng = random.Random(args.seed * 1_000 + args.client)
+    rng = random.Random(f"{args.seed}.{args.client}.{args.generation}")
     rec = Recorder(out, args.client)
     client: Client | None = None
     errors = 0
-    reconnects = 0
     try:
-        while not stop.exists() and time.monotonic() < deadline and os.getppid() == parent:
+        while not stopping(stop, deadline, parent):
             if client is None:
                 try:
-                    client = Client(args.client, keys_of(args.keys), rng, rec)
+                    client = Client(args.client, args.generation, keys_of(args.keys), rng, rec)
                 except superstatic.Error as exc:
                     print(f"attach: {exc}", file=sys.stderr, flush=True)
+                    if CONNECTION_DEAD in str(exc):
+                        rec.close()
+                        restart(args, deadline, str(exc))
                     time.sleep(RETRY_PAUSE_S)
                     continue
-            if client.step():
-                errors = 0
-            else:
-                errors += 1
-            if errors >= ERRORS_BEFORE_RECONNECT:
-                print("reconnecting after repeated errors", file=sys.stderr, flush=True)
-                superstatic.close()
-                superstatic.connect(endpoints)
-                client, errors = None, 0
-                reconnects += 1
+            status = client.step()
+            errors = errors + 1 if status == "error" else 0
+            if status == "dead" or errors >= ERRORS_BEFORE_RESTART:
+                rec.close()
+                restart(args, deadline, f"{status}: {client.last_error}")
             time.sleep(rng.uniform(0.0, PACE_S_MAX))
     finally:
         rec.close()
-    return {"client": args.client, **rec.counts, "reconnects": reconnects}
+    return {"client": args.client, "generation": args.generation, **rec.counts}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,10 +389,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline-s", type=float, default=600.0)
     parser.add_argument("--setup", action="store_true")
     parser.add_argument("--final", metavar="DIR")
+    parser.add_argument("--generation", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("SUPERSTATIC_TIMEOUT_MS", str(TIMEOUT_MS_OP))
     endpoints = args.endpoints.split(",")
-    superstatic.connect(endpoints)
+    # connect() syncs: it fails while no quorum answers (a restarted client may arrive then).
+    deadline = time.monotonic() + (TIMEOUT_S_RETRY if args.setup or args.final else args.deadline_s)
+    while True:
+        try:
+            superstatic.connect(endpoints)
+            break
+        except superstatic.Unavailable as exc:
+            print(f"connect: {exc}", file=sys.stderr, flush=True)
+            if time.monotonic() > deadline or (Path(args.out) / "stop").exists():
+                return 2
+            time.sleep(RETRY_PAUSE_S)
     try:
         if args.setup:
             setup(keys_of(args.keys))

@@ -144,6 +144,7 @@ class FaultLog:
         self.started_ns = time.time_ns()
         self.started = Counter[str]()
         self.notes: list[str] = []
+        self.recovery_s: list[float | None] = []  # per healed step; None: not within its rest
 
     def write(self, event: str, kind: str, **detail: Any) -> None:
         now = time.time_ns()
@@ -156,6 +157,10 @@ class FaultLog:
         if self.echo:
             extra = " ".join(f"{k}={v}" for k, v in detail.items())
             print(f"[{t:8.2f}s] {event:5} {kind} {extra}", flush=True)
+
+    def recovered(self, kind: str, seconds: float | None) -> None:
+        self.recovery_s.append(seconds)
+        self.write("recovered", kind, after_s=seconds)
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -213,7 +218,16 @@ class Nemesis:
             finally:
                 heal()
                 self.log.write("heal", step.kind)
-        self._wait(step.rest_s)
+        self._rest(step.kind, step.rest_s)
+
+    def _rest(self, kind: str, rest_s: float) -> None:
+        """Rests `rest_s`, measuring meanwhile how long after the heal every member follows one
+        leader again (the cluster's recovery time; None if not within the rest)."""
+        started = time.monotonic()
+        slot = self.cluster.wait_leader(timeout_s=rest_s)
+        took = time.monotonic() - started
+        self.log.recovered(kind, round(took, 2) if slot is not None else None)
+        self._wait(rest_s - took)
 
     def _start(self, kind: str, p: dict[str, Any]) -> tuple[dict[str, Any], Callable[[], None]]:
         """Applies one fault; returns what it did (for the log) and how to heal it."""

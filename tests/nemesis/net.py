@@ -176,7 +176,9 @@ class Netns(Network):
                     lines.append(f"    ip saddr {self.address(src)} drop")
                 elif (src, dst) in rules.one_way:
                     lines.append(f"    ip saddr {self.address(src)} tcp dport {PEER_PORT} drop")
-            if rules.loss_pct:
+            if rules.loss_pct >= 100:
+                lines.append(f"    ip saddr {SUBNET}.0/24 drop")
+            elif rules.loss_pct > 0:
                 lines.append(
                     f"    ip saddr {SUBNET}.0/24 numgen random mod 100 < {rules.loss_pct} drop"
                 )

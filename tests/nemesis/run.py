@@ -39,7 +39,7 @@ from superstatic.protocol.errors import Error
 
 from . import system
 from .checks import ModelResult, check_run, compare_inspected
-from .client import KEYS_DEFAULT, MODELS, ROOTS
+from .client import KEYS_DEFAULT, MODELS, RESTART_MARK, ROOTS
 from .clock import Clocks
 from .cluster import SLOTS, NemesisCluster
 from .faults import CLOCK_KINDS, KINDS, FaultLog, Nemesis, Step, available, steps
@@ -111,6 +111,9 @@ class Outcome:
     elapsed_s: float
     kept: bool = False
     clients: list[dict[str, Any]] = field(default_factory=list)
+    recovery_s: list[float | None] = field(default_factory=list)
+    # Client processes that re-executed themselves because the library's connection died.
+    client_restarts: list[str] = field(default_factory=list)
 
     @property
     def violations(self) -> int:
@@ -149,6 +152,18 @@ class Outcome:
         rows.append(("faults", f"{sum(self.faults.values())} ({faults or 'none'})"))
         if self.skipped:
             rows.append(("faults skipped", ", ".join(self.skipped)))
+        done = sorted(r for r in self.recovery_s if r is not None)
+        if self.recovery_s:
+            late = len(self.recovery_s) - len(done)
+            median = f"{done[len(done) // 2]:.1f}" if done else "-"
+            longest = f"{done[-1]:.1f}" if done else "-"
+            rows.append(
+                (
+                    "recovery after heal",
+                    f"median {median} s, max {longest} s; {late} of {len(self.recovery_s)} "
+                    "not recovered within the rest period",
+                )
+            )
         illegal = sum(len(r.verdict.illegal()) for r in self.results if r.verdict)
         unknown = sum(len(r.verdict.unknown()) for r in self.results if r.verdict)
         rows.append(("non-linearizable keys", str(illegal)))
@@ -178,6 +193,7 @@ class Outcome:
         )
         rows.append(("stale sync() reads", str(sum(len(r.stale) for r in self.results))))
         rows.append(("agents converged", "yes" if self.convergence_ok else "NO"))
+        rows.append(("client connections died", str(len(self.client_restarts))))
         rows.append(("violations", str(self.violations)))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
@@ -187,6 +203,9 @@ class Outcome:
         if self.notes:
             lines.append("notes:")
             lines.extend(f"  {n}" for n in self.notes)
+        if self.client_restarts:
+            lines.append("client restarts (the library's connection died; see client-*.err):")
+            lines.extend(f"  {r[:200]}" for r in sorted(set(self.client_restarts))[:5])
         if not self.ok:
             lines.extend(r.describe() for r in self.results if r.violations)
             lines.extend(self.convergence)
@@ -362,6 +381,15 @@ def run(config: RunConfig) -> Outcome:
         log.note(line)
     clients: list[subprocess.Popen[bytes]] = []
     client_results: list[dict[str, Any]] = []
+    phases: list[str] = []
+    phase_started = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal phase_started
+        now = time.monotonic()
+        phases.append(f"{name} {now - phase_started:.1f} s")
+        phase_started = now
+
     convergence_ok, convergence_lines = False, ["not reached"]
     with contextlib.ExitStack() as stack:
         stack.callback(log.close)
@@ -377,8 +405,9 @@ def run(config: RunConfig) -> Outcome:
 
         def stop_clients() -> None:
             (run_dir / "stop").touch()
+            deadline = time.monotonic() + TIMEOUT_S_CLIENT_STOP  # one budget for them all
             for p in clients:
-                _stop(p, TIMEOUT_S_CLIENT_STOP)
+                _stop(p, max(0.1, deadline - time.monotonic()))
 
         stack.callback(stop_clients)
         budget_s = (config.minutes or 0) * 60 + 3600  # a client outlives no harness by long
@@ -397,6 +426,7 @@ def run(config: RunConfig) -> Outcome:
             clients.append(
                 _spawn(command, run_dir / f"client-{i}.out", run_dir / f"client-{i}.err")
             )
+        phase("start")
         time.sleep(WARMUP_S)
         nemesis = Nemesis(cluster, net, clocks, log)
         deadline = started + (config.minutes * 60 if config.minutes is not None else float("inf"))
@@ -407,8 +437,10 @@ def run(config: RunConfig) -> Outcome:
                 nemesis.perform(step)
         finally:
             nemesis.heal_all()
+        phase("faults and healing")
         time.sleep(COOLDOWN_S)
         stop_clients()
+        phase("clients stopped")
         for i, p in enumerate(clients):
             out = (run_dir / f"client-{i}.out").read_text(errors="replace").strip().splitlines()
             if p.returncode != 0 or not out:
@@ -421,7 +453,9 @@ def run(config: RunConfig) -> Outcome:
             "final",
             TIMEOUT_S_FINAL,
         )
+        phase("final reads")
         convergence_ok, convergence_lines = converge(cluster, run_dir)
+        phase("convergence")
         for slot in slots:
             status = cluster.status(slot)
             if status is not None:
@@ -431,6 +465,7 @@ def run(config: RunConfig) -> Outcome:
     check_started = time.monotonic()
     results, check_notes = check_run(run_dir, timeout_s=check_timeout)
     notes.extend(check_notes)
+    notes.append("phases: " + ", ".join(phases))
     notes.append(
         f"run {elapsed:.0f} s, checking {time.monotonic() - check_started:.1f} s "
         f"(timeout {check_timeout:.0f} s per model)"
@@ -448,6 +483,13 @@ def run(config: RunConfig) -> Outcome:
         notes,
         time.monotonic() - started,
         clients=client_results,
+        recovery_s=log.recovery_s,
+        client_restarts=[
+            line
+            for path in sorted(run_dir.glob("client-*.err"))
+            for line in path.read_text(errors="replace").splitlines()
+            if line.startswith(RESTART_MARK)
+        ],
     )
     keep = config.keep or not outcome.ok
     outcome.kept = keep
