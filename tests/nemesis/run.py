@@ -63,6 +63,14 @@ TIMEOUT_MS_INSPECT = 5_000
 # The checker's budget per model: generous, the search is exponential only in concurrency.
 CHECK_TIMEOUT_S_MIN = 60.0
 POLL_S = 0.2
+# The summary's rows of acknowledgement problems (support.checker.acks kinds).
+ACK_ROWS = (
+    ("lost acknowledged writes", ("lost", "too-low")),
+    ("writes applied twice", ("duplicated",)),
+    ("writes applied though reported failed", ("failed-applied",)),
+    ("counters above every bound (an add doubled or failed-yet-applied)", ("too-high",)),
+    ("writes never attempted, keys never read", ("never-written", "unread")),
+)
 # Kinds that need every agent started under libfaketime.
 CLOCK_USERS = (*CLOCK_KINDS, "mixed")
 
@@ -168,29 +176,8 @@ class Outcome:
         unknown = sum(len(r.verdict.unknown()) for r in self.results if r.verdict)
         rows.append(("non-linearizable keys", str(illegal)))
         rows.append(("undecided keys (checker budget)", str(unknown)))
-        rows.append(
-            (
-                "lost acknowledged writes",
-                str(sum(r.ack_count("lost", "too-low") for r in self.results)),
-            )
-        )
-        rows.append(
-            (
-                "duplicated writes",
-                str(sum(r.ack_count("duplicated", "too-high") for r in self.results)),
-            )
-        )
-        rows.append(
-            (
-                "other ack problems",
-                str(
-                    sum(
-                        r.ack_count("failed-applied", "never-written", "unread")
-                        for r in self.results
-                    )
-                ),
-            )
-        )
+        for label, kinds in ACK_ROWS:
+            rows.append((label, str(sum(r.ack_count(*kinds) for r in self.results))))
         rows.append(("stale sync() reads", str(sum(len(r.stale) for r in self.results))))
         rows.append(("agents converged", "yes" if self.convergence_ok else "NO"))
         rows.append(("client connections died", str(len(self.client_restarts))))
