@@ -7,6 +7,7 @@ strict xfail turns that into a failure, and whoever fixed it removes the marker.
 from __future__ import annotations
 
 import json
+import os
 import selectors
 import subprocess
 import sys
@@ -33,12 +34,16 @@ TIMEOUT_S_PROBE_EXIT = 5.0
 class Probe:
     """tests/nemesis/probe.py in its own process: one command line in, one JSON line out."""
 
-    def __init__(self, endpoints: list[str]) -> None:
+    def __init__(self, endpoints: list[str], timeout_ms: int | None = None) -> None:
+        env = dict(os.environ)
+        if timeout_ms is not None:
+            env["SUPERSTATIC_TIMEOUT_MS"] = str(timeout_ms)
         self.process = subprocess.Popen(
             [sys.executable, str(PROBE), ",".join(endpoints)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         self.selector = selectors.DefaultSelector()
         assert self.process.stdout is not None
@@ -123,6 +128,44 @@ def test_leader_clock_jump_does_not_apply_a_resent_request_twice(faulty: Any) ->
     finally:
         writer.close()
         ticker.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG (outcome reported wrongly): an agent that cannot propose a retried request "
+        "(Dropped, 'no leader') answers not_leader to EVERY waiter of that (client, seq) "
+        "(server._flush_proposals -> _fail_waiters), including the first attempt it had "
+        "already forwarded to the leader, which commits. The library takes not_leader as "
+        "'this attempt cannot commit', so at its deadline it raises Unavailable(outcome_known="
+        "True, 'it was NOT committed') for a write that committed: a caller that retries "
+        "applies it twice. Found by the nemesis (one-way loss from the leader; a counter "
+        "above every bound, a register read of a 'failed' write); docs/reliability.md"
+    ),
+)
+def test_a_write_reported_not_committed_is_not_committed(faulty: Any) -> None:
+    cluster, net, _clocks = faulty
+    leader = cluster.wait_leader()
+    assert leader is not None
+    follower = next(s for s in cluster.slots if s != leader)
+    # Its only agent is the follower; 10 s: past one resend (5 s) and a few refusals.
+    writer = Probe([cluster.client_endpoint(follower)], timeout_ms=10_000)
+    reader = Probe([cluster.client_endpoint(leader)])
+    try:
+        assert writer.ask("append nemesis.known 0").get("ok")
+        # The follower hears nothing from the leader; what it sends still arrives. It forwards
+        # the append, the leader commits it with the third agent; the follower never learns
+        # it, loses the leader, and refuses the writer's resend (no leader).
+        net.apply(Rules(one_way={(leader, follower)}))
+        answer = writer.ask("append nemesis.known 1")
+        net.heal()
+        final = reader.ask("read nemesis.known")["value"]
+        assert "error" in answer, answer  # the follower never answered it
+        if answer["known"]:
+            assert final == [0], f"reported NOT committed ({answer['error']}), yet {final}"
+    finally:
+        writer.close()
+        reader.close()
 
 
 OUTAGE_S = 3.0
