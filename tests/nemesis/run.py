@@ -68,7 +68,7 @@ ACK_ROWS = (
     ("lost acknowledged writes", ("lost", "too-low")),
     ("writes applied twice", ("duplicated",)),
     ("writes applied though reported failed", ("failed-applied",)),
-    ("counters above every bound (an add doubled or failed-yet-applied)", ("too-high",)),
+    ("counters above every bound", ("too-high",)),  # an add doubled, or failed yet applied
     ("writes never attempted, keys never read", ("never-written", "unread")),
 )
 # Kinds that need every agent started under libfaketime.
