@@ -457,7 +457,7 @@ def run(config: RunConfig) -> Outcome:
         f"run {elapsed:.0f} s, checking {time.monotonic() - check_started:.1f} s "
         f"(timeout {check_timeout:.0f} s per model)"
     )
-    notes.extend(log.notes)
+    notes.extend(n for n in log.notes if n not in notes)  # the first few are in both
     outcome = Outcome(
         config,
         run_dir,
