@@ -5,6 +5,7 @@ the public API only, driven by lines on stdin and answering one JSON line per co
     append ROOT VALUE       -> {"ok": true, "elapsed_s": 0.01} or {"error": ..., "known": bool}
     tick ROOT SECONDS       -> appends 0, 1, 2 ... every TICK_S for SECONDS, then {"ticks": n}
     read ROOT               -> {"value": [...]} after sync()
+    stats -                 -> superstatic.stats() (failovers, resends, ...)
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ TICKS_MAX = 10_000
 
 def handle(words: list[str]) -> dict[str, Any]:
     command, root = words[0], words[1]
+    if command == "stats":
+        counts = superstatic.stats()
+        return {k: v for k, v in counts.items() if isinstance(v, int)}
     items = superstatic.root(root, list)
     started = time.monotonic()
     if command == "append":
