@@ -1,7 +1,9 @@
 """Failures the nemesis found, minimized into scenarios that replay them exactly.
 
-Each is marked xfail(strict=True) while the bug stands: when a fix lands, the test passes, the
-strict xfail turns that into a failure, and whoever fixed it removes the marker.
+A bug still standing is marked xfail(strict=True): when a fix lands, the test passes, the
+strict xfail turns that into a failure, and whoever fixed it removes the marker. The two
+consensus bugs (issue 9 bugs 2 and 3) are fixed on this tree: their scenarios are ordinary
+tests now, and they failed before the fixes (docs/reliability.md, findings 1 and 2).
 """
 
 from __future__ import annotations
@@ -87,18 +89,11 @@ def faulty(tmp_path: Path) -> Iterator[Any]:
         yield env
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (exactly-once): a leader whose wall clock jumps forward by more than "
-        "session_ttl_ms expires every client session at the next entry it stamps (log time "
-        "is max(previous, time_ms) of whoever proposed); a request that was applied but not "
-        "yet answered is then resent by the library with the same seq, finds no session, and "
-        "is applied a second time: one acknowledged append, two copies. Found by the nemesis "
-        "(mixed fault: clock jump on the leader + a follower cut off); docs/reliability.md"
-    ),
-)
 def test_leader_clock_jump_does_not_apply_a_resent_request_twice(faulty: Any) -> None:
+    """Issue 9 bug 3, found by the nemesis (a `mixed` fault: a clock jump on the leader while
+    a follower is cut off). Before log time was stamped by the leader and bounded by its
+    monotonic clock, the jump expired every session at the next entry; the library's resend
+    of an applied but unanswered append found no session and applied a second time."""
     cluster, net, clocks = faulty
     leader = cluster.wait_leader()
     assert leader is not None
@@ -130,20 +125,11 @@ def test_leader_clock_jump_does_not_apply_a_resent_request_twice(faulty: Any) ->
         ticker.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (outcome reported wrongly): an agent that cannot propose a retried request "
-        "(Dropped, 'no leader') answers not_leader to EVERY waiter of that (client, seq) "
-        "(server._flush_proposals -> _fail_waiters), including the first attempt it had "
-        "already forwarded to the leader, which commits. The library takes not_leader as "
-        "'this attempt cannot commit', so at its deadline it raises Unavailable(outcome_known="
-        "True, 'it was NOT committed') for a write that committed: a caller that retries "
-        "applies it twice. Found by the nemesis (one-way loss from the leader; a counter "
-        "above every bound, a register read of a 'failed' write); docs/reliability.md"
-    ),
-)
 def test_a_write_reported_not_committed_is_not_committed(faulty: Any) -> None:
+    """Issue 9 bug 2, found by the nemesis (one-way loss from the leader). An agent that could
+    not propose a resend answered not_leader to every waiter of that (client, seq), including
+    the attempt it had forwarded and the leader committed; the library then raised
+    Unavailable(outcome_known=True, "NOT committed") for a committed write."""
     cluster, net, _clocks = faulty
     leader = cluster.wait_leader()
     assert leader is not None
