@@ -14,7 +14,11 @@ then wait on a per-request future. The I/O thread:
 * PINGs the agent every `ping_interval_ms` and fails over to the next endpoint when the agent is
   silent for `timeout_ms_agent_silence`, disconnects, or keeps refusing for that long; after a
   failover it re-HELLOs with the same client id, resubscribes from the replica's applied index
-  and re-sends every unanswered request (same seq);
+  and re-sends every unanswered request (same seq). Once a whole round of endpoints failed
+  without one answering HELLO, it waits before the next round (jittered, doubling from
+  `reconnect_delay_ms_min` to `reconnect_delay_ms_max`): with every agent down it would
+  otherwise open sockets as fast as they are refused, thousands a second, until the process
+  ran out of file descriptors;
 * opens a session (an "open" entry; its index is the session's id, carried by every later
   PROPOSE) before the first write, keeps it alive with an "open" entry every session_ttl_ms / 3
   while idle, and when the agent answers "session_expired" (the session expired: its recorded
@@ -86,6 +90,11 @@ REQUESTS_PENDING_MAX = 1_024
 # Retry pacing after a refusal: uniform in [d/2, d] with d = min(MAX, BASE * 2**attempt).
 BACKOFF_MS_BASE = 10
 BACKOFF_MS_MAX = 1_000
+# Pause before another round of endpoints once a whole round failed (refused, silent,
+# disconnected before HELLO): see reconnect_delay_ms. The ceiling keeps recovery after a
+# full-cluster restart within about a second; ZeroMQ's own RECONNECT_IVL pacing is the same.
+RECONNECT_DELAY_MS_MIN = 100
+RECONNECT_DELAY_MS_MAX = 1_000
 # close() waits this long for the "close" session entry; best effort, it only frees the
 # session's record earlier than expiry would.
 TIMEOUT_MS_CLOSE = 2_000
@@ -116,6 +125,16 @@ _MONITOR_EVENTS = (
 # wait_applied waits while the replica makes progress, but never longer than this many times
 # the caller's timeout in all (a stream that trickles forever is still an outage).
 WAIT_APPLIED_PROGRESS_FACTOR_MAX = 20
+
+
+def reconnect_delay_ms(rounds_failed: int, low_ms: int, high_ms: int, rng: random.Random) -> float:
+    """The pause before the next round of endpoints after `rounds_failed` (>= 1) consecutive
+    rounds in which no agent answered: uniform in [d/2, d] with d = low * 2**rounds, capped at
+    high, never below low. Jittered, so that the apps of a restarted cluster do not all
+    reconnect in step."""
+    assert rounds_failed >= 1 and 0 < low_ms <= high_ms
+    ceiling = min(high_ms, low_ms * 2 ** min(rounds_failed, 30))
+    return max(float(low_ms), rng.uniform(ceiling / 2, ceiling))
 
 
 @dataclass
@@ -197,6 +216,9 @@ class Connection:
         requests_pending_max: int = REQUESTS_PENDING_MAX,
         timeout_ms_close: int = TIMEOUT_MS_CLOSE,
         keys: client_keys.ClientKeys | None = None,
+        reconnect_delay_ms_min: int = RECONNECT_DELAY_MS_MIN,
+        reconnect_delay_ms_max: int = RECONNECT_DELAY_MS_MAX,
+        rng: random.Random | None = None,
     ) -> None:
         if not endpoints:
             raise Error("no agent endpoint given; pass e.g. ['tcp://127.0.0.1:7501']")
@@ -228,6 +250,16 @@ class Connection:
         self.ping_interval_ms = ping_interval_ms
         self.requests_pending_max = requests_pending_max
         self.timeout_ms_close = timeout_ms_close
+        if not 0 < reconnect_delay_ms_min <= reconnect_delay_ms_max:
+            raise Error(
+                "reconnect delays must satisfy 0 < reconnect_delay_ms_min <= "
+                f"reconnect_delay_ms_max; got {reconnect_delay_ms_min} and "
+                f"{reconnect_delay_ms_max}"
+            )
+        self.reconnect_delay_ms_min = reconnect_delay_ms_min
+        self.reconnect_delay_ms_max = reconnect_delay_ms_max
+        # The jitter of retries and reconnects (injectable: tests fix it).
+        self.rng = rng if rng is not None else random.Random()
 
         # Shared between callers and the I/O thread.
         self._lock = threading.Lock()
@@ -485,7 +517,7 @@ class _IoState:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.rng = random.Random()
+        self.rng = conn.rng
         self.req_ids = itertools.count(1)
         self.seq_next = 1
         self.requests: dict[int, _Request] = {}  # by request serial (not req id)
@@ -496,6 +528,10 @@ class _IoState:
         self.sock: zmq.Socket[Any] | None = None
         self.monitor: zmq.Socket[Any] | None = None
         self.connected = False
+        # Failovers since an agent last answered HELLO, and when the socket of a round that
+        # follows a failed one is opened (None: it is open, or opens at once).
+        self.failed_attempts = 0
+        self.reopen_at: float | None = None
         self.hello_req = 0
         self.sub_req = 0
         # Bytes of stream frames received for sub_req, and as last acknowledged in a PING:
@@ -546,6 +582,8 @@ class _IoState:
     def next_wake_ms(self) -> int:
         now = time.monotonic()
         wake = now + LOOP_WAKE_MS_MAX / 1000
+        if self.reopen_at is not None:
+            wake = min(wake, self.reopen_at)
         for request in self.requests.values():
             wake = min(wake, request.deadline)
             if self.connected:
@@ -619,21 +657,33 @@ class _IoState:
         self.connected = False
 
     def failover(self, reason: str) -> None:
-        """Moves to the next endpoint (the same one again when there is only one)."""
+        """Moves to the next endpoint (the same one again when there is only one); after a
+        whole round of endpoints without an agent answering HELLO, only after a pause."""
         conn = self.conn
         old = conn.endpoint
         self.close_socket()
         self.endpoint_index = (self.endpoint_index + 1) % len(conn.endpoints)
         conn.failovers += 1
         _stats.STATS.note("failovers")
+        self.refusing_since = None
+        self.failed_attempts += 1
+        rounds_failed, into_round = divmod(self.failed_attempts, len(conn.endpoints))
+        delay_ms = 0.0
+        if rounds_failed and not into_round:
+            delay_ms = reconnect_delay_ms(
+                rounds_failed, conn.reconnect_delay_ms_min, conn.reconnect_delay_ms_max, self.rng
+            )
         log.info(
-            "superstatic: leaving agent %s (%s); trying %s",
+            "superstatic: leaving agent %s (%s); trying %s in %.0f ms",
             old,
             reason,
             conn.endpoints[self.endpoint_index],
+            delay_ms,
         )
-        self.refusing_since = None
-        self.open_socket()
+        if delay_ms:
+            self.reopen_at = time.monotonic() + delay_ms / 1000
+        else:
+            self.open_socket()
 
     def on_monitor(self) -> None:
         assert self.monitor is not None
@@ -798,6 +848,7 @@ class _IoState:
         if type(model) is not int or model != wire.DATA_MODEL:
             self.model_refused()
             return
+        self.failed_attempts = 0  # an agent answers: the next failover goes straight on
         ttl = frame.body.get("session_ttl_ms")
         if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0:
             self.session_ttl_ms = ttl
@@ -949,6 +1000,9 @@ class _IoState:
             if now >= request.deadline:
                 self.expire(request)
         if self.sock is None:
+            if self.reopen_at is not None and now >= self.reopen_at:
+                self.reopen_at = None
+                self.open_socket()
             return
         silence_s = conn.timeout_ms_agent_silence / 1000
         if now - self.last_rx > silence_s:

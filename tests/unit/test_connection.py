@@ -68,7 +68,12 @@ class PeerLog:
 
 class AgentPeer:
     def __init__(
-        self, log: PeerLog | None = None, *, session_ttl_ms: int = 60_000, model: int | None = 2
+        self,
+        log: PeerLog | None = None,
+        *,
+        session_ttl_ms: int = 60_000,
+        model: int | None = 2,
+        endpoint: str = "tcp://127.0.0.1:0",
     ) -> None:
         self.log = log or PeerLog()
         self.session_ttl_ms = session_ttl_ms
@@ -87,7 +92,7 @@ class AgentPeer:
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.bind("tcp://127.0.0.1:0")
+        self._sock.bind(endpoint)
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
