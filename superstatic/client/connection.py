@@ -339,10 +339,12 @@ class Connection:
                     deadline = min(deadline_max, now + timeout_s)
                 remaining = deadline - now
                 if remaining <= 0:
+                    # Waiting writes nothing (outcome_known=True is about this call); what it
+                    # means for a write is the caller's to say (Session.commit does).
                     raise Unavailable(
-                        f"entry {index} is committed but this process has applied the log only "
-                        f"up to {self.replica.applied_index} after {now - started:.1f} s (agent "
-                        f"{self.endpoint}); the write is durable, it is not yet visible here",
+                        f"entry {index} is not yet visible here: this process has applied the "
+                        f"log only up to {self.replica.applied_index} after "
+                        f"{now - started:.1f} s (agent {self.endpoint})",
                         outcome_known=True,
                     )
                 self._applied.wait(min(remaining, LOOP_WAKE_MS_MAX / 1000))

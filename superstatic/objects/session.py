@@ -25,7 +25,7 @@ from superstatic.objects import txn as _txn
 from superstatic.objects import values as _values
 from superstatic.objects.replica import ROOTS_OID, Replica
 from superstatic.protocol import ops as _ops
-from superstatic.protocol.errors import ConflictError, Error
+from superstatic.protocol.errors import ConflictError, Error, Unavailable
 
 T = TypeVar("T")
 
@@ -37,7 +37,8 @@ TXN_ATTEMPTS_MAX = 64
 BACKOFF_S_BASE = 0.0005
 BACKOFF_S_MAX = 0.05
 # How long a caller waits for its own committed entry to apply locally (read-your-writes), or
-# for sync()'s barrier index; past it the outcome is known (committed) but not yet visible.
+# for sync()'s barrier index. Past it a committed write raises Unavailable(outcome_known=False)
+# saying it COMMITTED (never True: that promises it did not; see _not_applied_here).
 TIMEOUT_S_APPLY = 30.0
 # A singleton's creation claim older than this (its creator died or hangs in __init__) is taken
 # over by a process waiting for it; waiters poll (sync()) between these bounds.
@@ -185,7 +186,10 @@ class Session:
             self.replica.contention.record_round_trip(time.monotonic() - started_s)
             if committed.outcome in ("ok", "conflict"):
                 # ok: read-your-writes. conflict: the retry must see the entry that beat us.
-                self.connection.wait_applied(committed.index, TIMEOUT_S_APPLY)
+                try:
+                    self.connection.wait_applied(committed.index, TIMEOUT_S_APPLY)
+                except Unavailable as exc:
+                    raise _not_applied_here(committed, exc) from exc
                 if _trace.ENABLED:
                     _trace.finish_committed(committed, getattr(self.connection, "endpoint", ""))
         except BaseException:
@@ -607,6 +611,24 @@ def _kind_label(ref: Any) -> str:
     if found is None:
         return type(ref).__name__
     return found.class_name or found.kind
+
+
+def _not_applied_here(committed: Committed, exc: Unavailable) -> Unavailable:
+    """The error for a transaction whose fate the cluster decided but this replica has not
+    applied in time. Its flag must agree with that fate: outcome_known=True promises that the
+    write did not commit (a caller may then retry it), so a committed write never carries it."""
+    if committed.outcome == "ok":
+        return Unavailable(
+            f"the transaction COMMITTED (entry {committed.index}) but is not applied in this "
+            f"process yet ({exc}). Do not retry it: it is durable and applies here once this "
+            "process's stream catches up (superstatic.sync() waits for that)",
+            outcome_known=False,
+        )
+    return Unavailable(
+        f"the transaction was NOT applied: it conflicted with entry {committed.index}, which "
+        f"this process has not applied yet ({exc}). Nothing of it was written; retry it later",
+        outcome_known=True,
+    )
 
 
 def _new_op(node: _node.Node) -> list[Any]:

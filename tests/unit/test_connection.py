@@ -85,6 +85,7 @@ class AgentPeer:
         self.refusals: list[str] = []  # answer the next ones with these error codes
         self.refuse_always: str | None = None
         self.refuse_opens: str | None = None  # answer session opens with this error code
+        self.withhold_events = False  # commit and answer, but stream nothing (a stalled stream)
         self.frames: list[wire.Frame] = []
         self._calls: list[Callable[[], None]] = []  # run by the peer's thread (owns the socket)
         self._subs: dict[bytes, tuple[int, int]] = {}  # identity -> (sub req id, sent upto)
@@ -225,7 +226,7 @@ class AgentPeer:
         self._send(identity, wire.FrameType.REPLY, frame.req_id, reply)
 
     def _stream(self) -> None:
-        if self.mute:
+        if self.mute or self.withhold_events:
             return
         with self.log.lock:
             entries = list(self.log.entries)
