@@ -10,6 +10,7 @@ prefix (`ip netns exec`) with its slot's libfaketime environment.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from superstatic.client import keys as client_keys
 from superstatic.protocol.errors import Error
 from superstatic.tools.localcluster import AgentSpec, LocalCluster
 
@@ -79,6 +81,13 @@ class NemesisCluster:
 
     def spec(self, slot: str) -> AgentSpec:
         return self.local.agents[self.id_in(slot)]
+
+    def key_env(self, name: str = "app") -> dict[str, str]:
+        """SUPERSTATIC_KEYS naming this cluster's app key `name` (app: writes; admin: members
+        and INSPECT), for the processes the harness starts: never whatever key the harness's
+        own environment names (a test session's, or none), which these agents do not know."""
+        path = self.local.key_file(name)
+        return {client_keys.ENV_KEYS: str(path)} if path is not None else {}
 
     def _launch(self, spec: AgentSpec) -> tuple[list[str], dict[str, str]]:
         slot = self.slot_of[spec.id]
@@ -210,6 +219,7 @@ class NemesisCluster:
                 capture_output=True,
                 text=True,
                 timeout=timeout_ms / 1000 + TIMEOUT_S_MEMBERS_EXTRA,
+                env={**os.environ, **self.key_env("admin")},
             )
         except subprocess.TimeoutExpired:
             return 124, "timed out"

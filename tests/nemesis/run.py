@@ -33,6 +33,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from superstatic.client import keys as client_keys
 from superstatic.client import oneshot
 from superstatic.protocol import wire
 from superstatic.protocol.errors import Error
@@ -215,11 +216,18 @@ def fault_steps(config: RunConfig, kinds: Sequence[str]) -> Iterator[Step]:
     return islice(it, config.steps) if config.steps is not None else it
 
 
-def _spawn(command: list[str], out: Path, err: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    command: list[str], out: Path, err: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
     with open(out, "ab") as o, open(err, "ab") as e:
         # Its own session: a Ctrl-C in the terminal reaches the harness, which stops it.
         return subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=o, stderr=e, start_new_session=True
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=o,
+            stderr=e,
+            start_new_session=True,
+            env={**os.environ, **env},
         )
 
 
@@ -249,8 +257,10 @@ def _client_command(
     ]
 
 
-def _client_once(command: list[str], run_dir: Path, name: str, timeout_s: float) -> None:
-    process = _spawn(command, run_dir / f"{name}.out", run_dir / f"{name}.err")
+def _client_once(
+    command: list[str], env: dict[str, str], run_dir: Path, name: str, timeout_s: float
+) -> None:
+    process = _spawn(command, run_dir / f"{name}.out", run_dir / f"{name}.err", env)
     try:
         code = process.wait(timeout_s)
     except subprocess.TimeoutExpired:
@@ -269,7 +279,11 @@ def _inspect_all(cluster: NemesisCluster) -> dict[str, dict[str, Any]]:
         out[slot] = {}
         for root in ROOTS.values():
             reply = oneshot.request(
-                ep, wire.FrameType.INSPECT, {"root": root}, timeout_ms=TIMEOUT_MS_INSPECT
+                ep,
+                wire.FrameType.INSPECT,
+                {"root": root},
+                timeout_ms=TIMEOUT_MS_INSPECT,
+                keys=cluster.local.keys("admin") or client_keys.NO_KEYS,
             )
             out[slot][root] = reply.get("value") if reply.get("found") else None
     return out
@@ -386,8 +400,13 @@ def run(config: RunConfig) -> Outcome:
             )
         )
         slots = cluster.slots
+        client_env = cluster.key_env()
         _client_once(
-            _client_command(cluster, config, run_dir, "--setup"), run_dir, "setup", TIMEOUT_S_SETUP
+            _client_command(cluster, config, run_dir, "--setup"),
+            client_env,
+            run_dir,
+            "setup",
+            TIMEOUT_S_SETUP,
         )
 
         def stop_clients() -> None:
@@ -411,7 +430,9 @@ def run(config: RunConfig) -> Outcome:
                 slot=slot,
             )
             clients.append(
-                _spawn(command, run_dir / f"client-{i}.out", run_dir / f"client-{i}.err")
+                _spawn(
+                    command, run_dir / f"client-{i}.out", run_dir / f"client-{i}.err", client_env
+                )
             )
         phase("start")
         time.sleep(WARMUP_S)
@@ -436,6 +457,7 @@ def run(config: RunConfig) -> Outcome:
                 client_results.append(json.loads(out[-1]))
         _client_once(
             _client_command(cluster, config, run_dir, "--final", str(run_dir)),
+            client_env,
             run_dir,
             "final",
             TIMEOUT_S_FINAL,

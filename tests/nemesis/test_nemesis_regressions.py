@@ -37,8 +37,13 @@ TIMEOUT_S_PROBE_EXIT = 5.0
 class Probe:
     """tests/nemesis/probe.py in its own process: one command line in, one JSON line out."""
 
-    def __init__(self, endpoints: list[str], timeout_ms: int | None = None) -> None:
-        env = dict(os.environ)
+    def __init__(
+        self,
+        endpoints: list[str],
+        timeout_ms: int | None = None,
+        keys_env: dict[str, str] | None = None,
+    ) -> None:
+        env = {**os.environ, **(keys_env or {})}
         if timeout_ms is not None:
             env["SUPERSTATIC_TIMEOUT_MS"] = str(timeout_ms)
         self.process = subprocess.Popen(
@@ -99,8 +104,9 @@ def test_leader_clock_jump_does_not_apply_a_resent_request_twice(faulty: Any) ->
     leader = cluster.wait_leader()
     assert leader is not None
     follower = next(s for s in cluster.slots if s != leader)
-    writer = Probe(cluster.endpoints(follower))  # through a follower, failing over to the others
-    ticker = Probe([cluster.client_endpoint(leader)])  # its entries carry the leader's clock
+    keys = cluster.key_env()
+    writer = Probe(cluster.endpoints(follower), keys_env=keys)  # a follower, then the others
+    ticker = Probe([cluster.client_endpoint(leader)], keys_env=keys)  # the leader's clock
     try:
         assert writer.ask("append nemesis.once 0").get("ok")
         assert ticker.ask("append nemesis.tick 0").get("ok")
@@ -136,8 +142,9 @@ def test_a_write_reported_not_committed_is_not_committed(faulty: Any) -> None:
     assert leader is not None
     follower = next(s for s in cluster.slots if s != leader)
     # Its only agent is the follower; 10 s: past one resend (5 s) and a few refusals.
-    writer = Probe([cluster.client_endpoint(follower)], timeout_ms=10_000)
-    reader = Probe([cluster.client_endpoint(leader)])
+    keys = cluster.key_env()
+    writer = Probe([cluster.client_endpoint(follower)], timeout_ms=10_000, keys_env=keys)
+    reader = Probe([cluster.client_endpoint(leader)], keys_env=keys)
     try:
         assert writer.ask("append nemesis.known 0").get("ok")
         # The follower hears nothing from the leader; what it sends still arrives. It forwards
@@ -172,7 +179,7 @@ def test_connection_survives_every_agent_being_down(cluster: LocalCluster) -> No
     a second) until ZeroMQ's I/O thread died of 'Too many open files'. Now a round of endpoints
     that failed is followed by a pause of at least reconnect_delay_ms_min: counted here (moves
     between agents, the probe's descriptors), never timed."""
-    app = Probe(cluster.client_endpoints())
+    app = Probe(cluster.client_endpoints(), keys_env=cluster.client_env())
     try:
         assert app.ask("append nemesis.outage 0").get("ok")
         fds_before = open_fds(app.process.pid)
