@@ -63,13 +63,27 @@ RECONNECT_MS_MAX = 1_000
 # fresh connection this long after: libzmq never retries a refused handshake by itself, and a
 # member whose allow list is updated a little after ours must still be reached.
 PEER_REFUSED_RETRY_MS = 1_000
-# ZMTP heartbeats on each DEALER to a peer. ROUTER_HANDOVER (below) gives a peer's identity to
-# whichever connection claims it last, and leaves the previous connection a zombie: anyone who
-# connects claiming a member's id would silently cut that member's link to us for good. With
-# heartbeats the member's DEALER notices within the timeout and reconnects, taking the identity
-# back. ZeroMQ answers them from its I/O thread, so a busy agent still answers.
+# ZMTP heartbeats on each DEALER to a peer, without keys only. There ROUTER_HANDOVER (below)
+# gives a peer's identity to whichever connection claims it last, and leaves the previous
+# connection a zombie: anyone who connects claiming a member's id would silently cut that
+# member's link to us for good; with heartbeats the member's DEALER notices within the timeout
+# and reconnects, taking the identity back. With keys our DEALERs claim no identity (peers are
+# known by key), so there is nothing to steal, and the heartbeats are left off: in libzmq 4.3.5
+# a heartbeat timeout on a connection whose receive queue is full aborts the process
+# (`Assertion failed: !_io_error`, libzmq#3937/#4364), and the nemesis met that after every
+# healed 12 s partition (all three agents dead within seconds of the heal), besides the pause
+# case in docs/agent.md.
 PEER_HEARTBEAT_MS = 250
 PEER_HEARTBEAT_TIMEOUT_MS = 1_000
+# How long a stalled link to a peer may last, so that a healed partition is noticed within
+# about a second whatever the cut's length (the nemesis's finding 4, docs/reliability.md). A
+# connect() whose SYNs go unanswered is abandoned after this and dialled again (RECONNECT_MS..
+# _MAX) instead of waiting out the kernel's SYN backoff (1, 2, 4, 8 ... s) ...
+PEER_CONNECT_TIMEOUT_MS = 1_000
+# ... and a connection whose data goes unacknowledged this long is dropped and redialled
+# instead of waiting out TCP's retransmission backoff (after a 20 s cut, the next retransmission
+# came about 6 s after the heal). The kernel acknowledges for a busy or paused agent too.
+PEER_TCP_MAXRT_MS = 2_000
 # Log at most this many lines about dropped frames per category per window; count all of them.
 DROP_LOG_LINES_MAX = 5
 DROP_LOG_WINDOW_S = 60.0
@@ -203,8 +217,11 @@ class PeerTransport:
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MS_MAX)
-            sock.setsockopt(zmq.HEARTBEAT_IVL, PEER_HEARTBEAT_MS)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, PEER_HEARTBEAT_TIMEOUT_MS)
+            sock.setsockopt(zmq.CONNECT_TIMEOUT, PEER_CONNECT_TIMEOUT_MS)
+            sock.setsockopt(zmq.TCP_MAXRT, PEER_TCP_MAXRT_MS)
+            if self._auth is None:
+                sock.setsockopt(zmq.HEARTBEAT_IVL, PEER_HEARTBEAT_MS)
+                sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, PEER_HEARTBEAT_TIMEOUT_MS)
             try:
                 sock.connect(address)
             except zmq.ZMQError as exc:

@@ -2,6 +2,8 @@
 
     scripts/nemesis --minutes 10 --seed 7          (or: cd tests && python -m nemesis.run ...)
     scripts/nemesis --steps 4 --seed 7 --kinds kill,pause
+    scripts/nemesis --schedule steps.json   (a hand-made schedule: [{"kind", "hold_s",
+                                             "rest_s", "params"}, ...]; e.g. a directed one)
 
 Phases: network and cluster up -> roots created -> clients start (each its own process) ->
 the nemesis applies the schedule -> everything healed (filters cleared, clocks true, agents
@@ -28,7 +30,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -88,11 +90,15 @@ class RunConfig:
     keep: bool = False
     echo: bool = True
     agent_args: Sequence[str] = ()
-    # A hand-made schedule (a minimized failure) instead of the seed's.
+    # A hand-made schedule (a minimized failure, a directed experiment) instead of the seed's,
+    # and the file it came from (for the replay command).
     schedule: Sequence[Step] | None = None
+    schedule_path: Path | None = None
 
     def replay_command(self) -> str:
         parts = ["scripts/nemesis", "--seed", str(self.seed)]
+        if self.schedule_path is not None:
+            parts += ["--schedule", str(self.schedule_path)]
         if self.steps is not None:
             parts += ["--steps", str(self.steps)]
         if self.minutes is not None:
@@ -372,6 +378,7 @@ def run(config: RunConfig) -> Outcome:
                 "clients": config.clients,
                 "keys": config.keys,
                 "replay": config.replay_command(),
+                "schedule": [asdict(s) for s in config.schedule] if config.schedule else None,
             },
             indent=1,
         )
@@ -508,6 +515,34 @@ def run(config: RunConfig) -> Outcome:
     return outcome
 
 
+STEPS_MAX = 10_000
+
+
+def load_schedule(path: Path, parser: argparse.ArgumentParser) -> list[Step]:
+    """A hand-made schedule: a JSON list of {kind, hold_s, rest_s, params}."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        parser.error(f"--schedule {path}: {exc}")
+    if not isinstance(raw, list) or not 0 < len(raw) <= STEPS_MAX:
+        parser.error(f"--schedule {path}: a JSON list of 1 to STEPS_MAX={STEPS_MAX} steps")
+    steps_read = []
+    for i, item in enumerate(raw):
+        try:
+            step = Step(
+                str(item["kind"]),
+                float(item["hold_s"]),
+                float(item["rest_s"]),
+                dict(item.get("params", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            parser.error(f"--schedule {path}: step {i}: {exc!r}")
+        if step.kind not in KINDS:
+            parser.error(f"--schedule {path}: step {i}: unknown kind; kinds: {','.join(KINDS)}")
+        steps_read.append(step)
+    return steps_read
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -529,12 +564,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep the run directory even if it passed"
     )
+    parser.add_argument(
+        "--schedule",
+        type=Path,
+        default=None,
+        help="a JSON list of steps ({kind, hold_s, rest_s, params}) instead of the seed's",
+    )
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         parser.error(f"unknown kinds {unknown}; kinds: {','.join(KINDS)}")
-    if args.minutes is None and args.steps is None:
+    directed = load_schedule(args.schedule, parser) if args.schedule is not None else None
+    if directed is not None:
+        kinds = sorted({s.kind for s in directed})
+    if args.minutes is None and args.steps is None and directed is None:
         args.minutes = 5.0
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     config = RunConfig(
@@ -546,6 +590,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys=args.keys,
         artifacts=args.dir,
         keep=args.keep,
+        schedule=directed,
+        schedule_path=args.schedule,
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)  # unwind and clean up like Ctrl-C
     signal.signal(signal.SIGHUP, _raise_interrupt)
