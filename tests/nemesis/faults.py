@@ -58,6 +58,8 @@ TIMEOUT_S_LEARNER = 60.0
 TIMEOUT_S_JOIN = 10.0
 LEARNER_LAG_OK = 100
 POLL_S = 0.2
+# Lines of a crashed agent's log quoted in the run's notes.
+CRASH_LOG_LINES = 3
 
 
 def available(kinds: Sequence[str], *, filters: bool, clocks: bool) -> list[str]:
@@ -178,6 +180,8 @@ class Nemesis:
         self.net = net
         self.clocks = clocks
         self.log = log
+        # Agents found dead that the nemesis had not killed (an abort, a crash): findings.
+        self.crashes: list[str] = []
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -218,7 +222,28 @@ class Nemesis:
             finally:
                 heal()
                 self.log.write("heal", step.kind)
+        self.check_crashes()
         self._rest(step.kind, step.rest_s)
+
+    def check_crashes(self) -> None:
+        """After a heal every agent runs (a killed one was restarted, a paused one resumed):
+        one that does not died on its own. Noted with its exit status and log tail, counted
+        as a violation, and restarted so that the run goes on."""
+        c = self.cluster
+        for slot in c.slots:
+            if c.alive(slot):
+                continue
+            spec = c.spec(slot)
+            code = spec.process.returncode if spec.process is not None else None
+            tail = ""
+            if spec.log_path is not None and spec.log_path.exists():
+                lines = spec.log_path.read_text(errors="replace").splitlines()
+                tail = " | ".join(lines[-CRASH_LOG_LINES:])
+            what = f"agent {spec.id} in {slot} died on its own (exit {code}): {tail}"
+            self.crashes.append(what)
+            self.log.note(what)
+            self.log.write("event", "crash", slot=slot, agent=spec.id, code=code)
+            c.start_slot(slot)
 
     def _rest(self, kind: str, rest_s: float) -> None:
         """Rests `rest_s`, measuring meanwhile how long after the heal every member follows one
@@ -337,6 +362,7 @@ class Nemesis:
         finally:
             self.net.heal()
             self.log.write("heal", "membership", slots=c.describe())
+            self.check_crashes()
 
     def _promote_when_caught_up(self, node_id: str) -> bool:
         c = self.cluster
@@ -369,7 +395,9 @@ class Nemesis:
         for slot in c.slots:
             if c.alive(slot):
                 c.resume(slot)
-            else:
+        self.check_crashes()  # a step's own heal restarted what it killed
+        for slot in c.slots:
+            if not c.alive(slot):
                 c.start_slot(slot)
         c.wait_leader()
         conf = c.configuration()

@@ -129,10 +129,13 @@ class Outcome:
     recovery_s: list[float | None] = field(default_factory=list)
     # Client processes that re-executed themselves because the library's connection died.
     client_restarts: list[str] = field(default_factory=list)
+    # Agents that died on their own (Nemesis.check_crashes): each a violation.
+    crashes: list[str] = field(default_factory=list)
 
     @property
     def violations(self) -> int:
-        return sum(r.violations for r in self.results) + (0 if self.convergence_ok else 1)
+        checks = sum(r.violations for r in self.results) + (0 if self.convergence_ok else 1)
+        return checks + len(self.crashes)
 
     @property
     def ok(self) -> bool:
@@ -187,6 +190,7 @@ class Outcome:
             rows.append((label, str(sum(r.ack_count(*kinds) for r in self.results))))
         rows.append(("stale sync() reads", str(sum(len(r.stale) for r in self.results))))
         rows.append(("agents converged", "yes" if self.convergence_ok else "NO"))
+        rows.append(("agents crashed", str(len(self.crashes))))
         rows.append(("client connections died", str(len(self.client_restarts))))
         rows.append(("violations", str(self.violations)))
         width = max(len(k) for k, _ in rows)
@@ -203,6 +207,7 @@ class Outcome:
         if not self.ok:
             lines.extend(r.describe() for r in self.results if r.violations)
             lines.extend(self.convergence)
+            lines.extend(f"crashed: {c[:500]}" for c in self.crashes)
         if self.kept:
             lines.append(f"artifacts: {self.run_dir}")
             lines.append(f"replay the run:     {self.config.replay_command()}")
@@ -399,6 +404,7 @@ def run(config: RunConfig) -> Outcome:
         phase_started = now
 
     convergence_ok, convergence_lines = False, ["not reached"]
+    crashes: list[str] = []
     with contextlib.ExitStack() as stack:
         stack.callback(log.close)
         cluster, net, clocks = stack.enter_context(
@@ -444,6 +450,7 @@ def run(config: RunConfig) -> Outcome:
         phase("start")
         time.sleep(WARMUP_S)
         nemesis = Nemesis(cluster, net, clocks, log)
+        crashes = nemesis.crashes
         deadline = started + (config.minutes * 60 if config.minutes is not None else float("inf"))
         try:
             for step in fault_steps(config, kinds):
@@ -500,6 +507,7 @@ def run(config: RunConfig) -> Outcome:
         time.monotonic() - started,
         clients=client_results,
         recovery_s=log.recovery_s,
+        crashes=crashes,
         client_restarts=[
             line
             for path in sorted(run_dir.glob("client-*.err"))
