@@ -8,6 +8,7 @@ filters drop what they say, and an interrupted run leaves no namespace and no pr
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -21,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from . import net, system
-from .faults import KINDS, schedule
+from .faults import KINDS, Step, schedule
 from .net import PEER_PORT, Netns, Rules
-from .run import RunConfig, run
+from .run import RunConfig, load_schedule, run
 
 pytestmark = [pytest.mark.nemesis, pytest.mark.cluster]
 
@@ -53,6 +54,21 @@ def test_schedule_is_a_function_of_the_seed() -> None:
         assert {s.kind for s in steps[start : start + len(KINDS)]} == set(KINDS)
     limited = schedule(5, 20, ["kill", "pause"])
     assert {s.kind for s in limited} == {"kill", "pause"}
+
+
+def test_a_hand_made_schedule_is_read_and_checked(tmp_path: Path) -> None:
+    """scripts/nemesis --schedule FILE (e.g. schedules/rejoin.json, finding 4's experiment)."""
+    parser = argparse.ArgumentParser()
+    shipped = load_schedule(Path(__file__).parent / "schedules" / "rejoin.json", parser)
+    assert {s.kind for s in shipped} == {"partition-halves", "partition-leader"}
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([{"kind": "pause", "hold_s": 2, "rest_s": 3}]))
+    assert load_schedule(good, parser) == [Step("pause", 2.0, 3.0, {})]
+    for bad in ([], [{"kind": "nap", "hold_s": 1, "rest_s": 1}], [{"kind": "pause"}], {}):
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(bad))
+        with pytest.raises(SystemExit):
+            load_schedule(path, parser)
 
 
 def test_fault_tools_are_available() -> None:
