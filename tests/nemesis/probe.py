@@ -1,5 +1,5 @@
-"""A scripted client for hand-made scenarios (tests/nemesis/test_regressions.py): one process,
-the public API only, driven by lines on stdin and answering one JSON line per command.
+"""A scripted client for hand-made scenarios (tests/nemesis/test_nemesis_regressions.py): one
+process, the public API only, driven by lines on stdin and answering one JSON line per command.
 
     python tests/nemesis/probe.py EP[,EP...]
     append ROOT VALUE       -> {"ok": true, "elapsed_s": 0.01} or {"error": ..., "known": bool}
