@@ -260,13 +260,19 @@ def test_a_join_needs_a_key_the_cluster_trusts(keyed: LocalCluster, tmp_path: Pa
             "the voters refusing the rogue's key",
             TIMEOUT_S_WAIT,
         )
-        rogue_status = oneshot.request(
-            rogue_client,
-            wire.FrameType.STATUS,
-            timeout_ms=5_000,
-            keys=rogue_admin / "admin.key_secret",
-        )
-        assert rogue_status["dropped"].get("peer_refused_our_key", 0) >= 1, rogue_status
+
+        def rogue_refused() -> bool:
+            # The rogue notices the refusals on its own schedule (its handshake monitor), after
+            # the voters counted theirs: poll, never read once.
+            rogue_status = oneshot.request(
+                rogue_client,
+                wire.FrameType.STATUS,
+                timeout_ms=5_000,
+                keys=rogue_admin / "admin.key_secret",
+            )
+            return int(rogue_status["dropped"].get("peer_refused_our_key", 0)) >= 1
+
+        cluster.wait_until(rogue_refused, "the rogue learning its key is refused", TIMEOUT_S_WAIT)
         leader = cluster.leader()
         assert [m["id"] for m in status(cluster, leader)["members"]] == ["a", "b", "c"]
     finally:
