@@ -8,7 +8,8 @@ the checks linearizability alone does not make.
   list-append, counter). Linearizability implies this; it is counted on its own because it is
   the one property users of sync() rely on, and it reads plainly in a report;
 - convergence: after healing, every agent reports the same commit and applied index and
-  `INSPECT` gives the same value of every root at every agent, equal to the final reads.
+  `INSPECT` gives the same value of every root at every agent, equal to the final reads;
+- the queue workload: queue_checks.py (what docs/toolkit.md promises of `superstatic.Queue`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from support.checker import (
 )
 from support.checker.__main__ import load_finals
 
-from .client import MODELS, ROOTS
+from .client import DRAIN_CLIENT, MODELS, ROOTS
+from .queue_checks import QueueResult, check_queue, load_left
+from .queue_workload import MODEL as QUEUE_MODEL
 
 
 @dataclass
@@ -157,6 +160,18 @@ def check_model(run_dir: Path, model: str, *, timeout_s: float, notes: list[str]
 def check_run(run_dir: Path, *, timeout_s: float) -> tuple[list[ModelResult], list[str]]:
     notes: list[str] = []
     return [check_model(run_dir, m, timeout_s=timeout_s, notes=notes) for m in MODELS], notes
+
+
+def check_queue_run(run_dir: Path, notes: list[str]) -> QueueResult | None:
+    """The queue workload's history, or None if no client ran it."""
+    if not any(run_dir.glob(f"history-{QUEUE_MODEL}-c*.jsonl")):
+        return None
+    merged, merge_notes = merge_histories(run_dir, QUEUE_MODEL)
+    notes.extend(merge_notes)
+    left = load_left(run_dir / f"final-{QUEUE_MODEL}.jsonl")
+    if left is None:
+        notes.append(f"{QUEUE_MODEL}: no drain (losses unchecked)")
+    return check_queue(load_jsonl(merged), left, DRAIN_CLIENT)
 
 
 def normalize_inspected(model: str, value: Any) -> dict[str, Any]:

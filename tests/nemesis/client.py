@@ -5,7 +5,9 @@ events in the checker's JSON Lines format (tests/support/checker/history.py).
     python tests/nemesis/client.py --endpoints EP,EP,.. --client 3 --out DIR [--seed S]
         [--keys 4] [--deadline-s 60]        run operations until DIR/stop exists
     python tests/nemesis/client.py --endpoints ... --setup     create the roots
-    python tests/nemesis/client.py --endpoints ... --final DIR read every key after healing
+    python tests/nemesis/client.py --endpoints ... --final DIR read every key after healing,
+                                                                drain the queue
+    python tests/nemesis/client.py ... --role producer|consumer   the queue workload instead
 
 Workloads, one independent object per key (so the checker can split by key):
 - register: `nemesis.registers[k]`, a small int. read = sync() then get; write = a lone
@@ -14,6 +16,8 @@ Workloads, one independent object per key (so the checker can split by key):
 - counter: `nemesis.counters[k]`: add n in a transaction (read-modify-write), read after sync().
 - set: `nemesis.sets[k]`, a shared set: add x (blind), read the whole set after sync().
 - list-append: `nemesis.lists[k]`, a shared list: append x (blind), read it whole after sync().
+- queue (its own clients, `--role producer|consumer`): `superstatic.Queue` put / get / ack,
+  see queue_workload.py.
 Every value written is unique to the run (client * 10^9 + generation * 10^6 + a counter: a
 generation is one process image, see restart()), which makes both
 the checker's search and the lost/duplicate accounting exact.
@@ -43,6 +47,14 @@ from typing import Any, TextIO
 
 import superstatic
 
+if __package__:
+    from . import queue_workload
+else:  # run as a script (the harness does): its directory is on sys.path
+    import queue_workload  # type: ignore[no-redef]
+
+DIED_MARK = queue_workload.DIED_MARK
+QueueClient = queue_workload.QueueClient
+
 MODELS = ("register", "counter", "set", "list-append")
 ROOTS = {
     "register": "nemesis.registers",
@@ -63,6 +75,9 @@ ERRORS_BEFORE_RESTART = 3
 # The library says this when its connection's I/O thread died: nothing works on it any more.
 CONNECTION_DEAD = "connection stopped"
 RESTART_MARK = "RESTART"
+ROLES = ("mixed", *queue_workload.ROLES)
+# The drain's process number in the queue history (clients are numbered from 0).
+DRAIN_CLIENT = 9_999
 # A full outage can kill a connection again and again (about once a second): room for many.
 GENERATIONS_MAX = 999
 GENERATION_BASE = 1_000_000  # values of one generation: client * 10^9 + generation * 10^6 + n
@@ -132,18 +147,21 @@ def final(keys: list[str], out: Path) -> None:
         with open(out / f"final-{model}.jsonl", "w", encoding="utf-8") as file:
             for key in keys:
                 file.write(json.dumps({"key": key, "value": values[key]}) + "\n")
+    rec = Recorder(out, DRAIN_CLIENT)
+    try:
+        queue_workload.drain(rec, out)
+    finally:
+        rec.close()
 
 
 class Recorder:
-    """One JSONL file per model; wall-clock nanoseconds, never going back within a process."""
+    """One JSONL file per model the client used; wall-clock nanoseconds, never going back
+    within a process."""
 
     def __init__(self, out: Path, client: int) -> None:
         self.client = client
-        self.files: dict[str, TextIO] = {
-            # Open for the client's whole life; closed in close().
-            m: open(out / f"history-{m}-c{client}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-            for m in MODELS
-        }
+        self.out = out
+        self.files: dict[str, TextIO] = {}
         self.last_ns = 0
         self.counts: dict[str, int] = {"ok": 0, "fail": 0, "info": 0}
 
@@ -164,7 +182,11 @@ class Recorder:
         }
         if error:
             obj["error"] = error[:ERROR_CHARS_MAX]
-        file = self.files[model]
+        file = self.files.get(model)
+        if file is None:
+            # Open for the client's whole life; closed in close().
+            path = self.out / f"history-{model}-c{self.client}.jsonl"
+            file = self.files[model] = open(path, "a", encoding="utf-8")  # noqa: SIM115
         file.write(json.dumps(obj) + "\n")
         file.flush()
         if kind != "invoke":
@@ -316,9 +338,11 @@ class Client:
         return "ok"
 
 
-def restart(args: argparse.Namespace, deadline: float, reason: str) -> None:
+def restart(
+    args: argparse.Namespace, deadline: float, reason: str, mark: str = RESTART_MARK
+) -> None:
     """Re-executes this client as a fresh process (same PID, files, process number)."""
-    print(f"{RESTART_MARK}: {reason}", file=sys.stderr, flush=True)
+    print(f"{mark}: {reason}", file=sys.stderr, flush=True)
     if args.generation >= GENERATIONS_MAX:
         print(f"giving up after {GENERATIONS_MAX} restarts", file=sys.stderr, flush=True)
         os._exit(3)
@@ -329,6 +353,8 @@ def restart(args: argparse.Namespace, deadline: float, reason: str) -> None:
         args.endpoints,
         "--client",
         str(args.client),
+        "--role",
+        args.role,
         "--seed",
         str(args.seed),
         "--keys",
@@ -356,13 +382,18 @@ def run(args: argparse.Namespace, endpoints: list[str]) -> dict[str, Any]:
     deadline = time.monotonic() + args.deadline_s
     rng = random.Random(f"{args.seed}.{args.client}.{args.generation}")
     rec = Recorder(out, args.client)
-    client: Client | None = None
+    client: Client | QueueClient | None = None
     errors = 0
     try:
         while not stopping(stop, deadline, parent):
             if client is None:
                 try:
-                    client = Client(args.client, args.generation, keys_of(args.keys), rng, rec)
+                    mixed = Client(args.client, args.generation, keys_of(args.keys), rng, rec)
+                    client = (
+                        mixed
+                        if args.role == "mixed"
+                        else QueueClient(args.role, rec, rng, mixed.unique)
+                    )
                 except superstatic.Error as exc:
                     print(f"attach: {exc}", file=sys.stderr, flush=True)
                     if CONNECTION_DEAD in str(exc):
@@ -371,6 +402,9 @@ def run(args: argparse.Namespace, endpoints: list[str]) -> dict[str, Any]:
                     time.sleep(RETRY_PAUSE_S)
                     continue
             status = client.step()
+            if status == "die":  # a consumer dies holding a job: a new process takes over
+                rec.close()
+                restart(args, deadline, "died holding a job, on purpose", DIED_MARK)
             errors = errors + 1 if status == "error" else 0
             if status == "dead" or errors >= ERRORS_BEFORE_RESTART:
                 rec.close()
@@ -385,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--endpoints", required=True)
     parser.add_argument("--client", type=int, default=0)
+    parser.add_argument("--role", choices=ROLES, default="mixed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keys", type=int, default=KEYS_DEFAULT)
     parser.add_argument("--out", default=".")

@@ -41,18 +41,23 @@ from superstatic.protocol import wire
 from superstatic.protocol.errors import Error
 
 from . import system
-from .checks import ModelResult, check_run, compare_inspected
+from .checks import ModelResult, check_queue_run, check_run, compare_inspected
 from .client import KEYS_DEFAULT, MODELS, RESTART_MARK, ROOTS
 from .clock import Clocks
 from .cluster import SLOTS, NemesisCluster
 from .faults import CLOCK_KINDS, KINDS, FaultLog, Nemesis, Step, available, steps
 from .net import Loopback, Netns, Network
+from .queue_checks import QueueResult
+from .queue_workload import DIED_MARK
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = Path(__file__).resolve().parent / "client.py"
 ARTIFACTS_DEFAULT = REPO / ".nemesis"
 ENV_ARTIFACTS = "SUPERSTATIC_NEMESIS_DIR"
-CLIENTS_DEFAULT = 4
+# Mixed clients (every model but the queue) and queue clients: the first queue client puts,
+# the others get and ack (queue_workload.py). Queue clients pace slower than mixed ones.
+CLIENTS_DEFAULT = 3
+QUEUE_CLIENTS_DEFAULT = 3
 # Healthy time before the first fault and after the last heal: operations on both sides of
 # the faults are in the history (the last ones show the cluster recovered).
 WARMUP_S = 2.0
@@ -74,6 +79,14 @@ ACK_ROWS = (
     ("counters above every bound", ("too-high",)),  # an add doubled, or failed yet applied
     ("writes never attempted, keys never read", ("never-written", "unread")),
 )
+# The summary's rows of queue problems (queue_checks.KINDS).
+QUEUE_ROWS = (
+    ("queue: acknowledged puts lost", ("lost", "not-drained")),
+    ("queue: delivered, never put or failed", ("never-put", "failed-delivered", "two-items")),
+    ("queue: one delivery to two consumers", ("same-delivery-twice", "delivery-regressed")),
+    ("queue: acked twice, or acked and redelivered", ("acked-twice", "ack-and-redelivery")),
+    ("queue: FIFO beyond the spread", ("fifo",)),
+)
 # Kinds that need every agent started under libfaketime.
 CLOCK_USERS = (*CLOCK_KINDS, "mixed")
 
@@ -85,6 +98,7 @@ class RunConfig:
     minutes: float | None = None  # faults until this much time has passed
     kinds: Sequence[str] = KINDS
     clients: int = CLIENTS_DEFAULT
+    queue_clients: int = QUEUE_CLIENTS_DEFAULT
     keys: int = KEYS_DEFAULT
     artifacts: Path | None = None
     keep: bool = False
@@ -107,6 +121,8 @@ class RunConfig:
             parts += ["--kinds", ",".join(self.kinds)]
         if self.clients != CLIENTS_DEFAULT:
             parts += ["--clients", str(self.clients)]
+        if self.queue_clients != QUEUE_CLIENTS_DEFAULT:
+            parts += ["--queue-clients", str(self.queue_clients)]
         if self.keys != KEYS_DEFAULT:
             parts += ["--keys", str(self.keys)]
         return " ".join(parts)
@@ -131,11 +147,13 @@ class Outcome:
     client_restarts: list[str] = field(default_factory=list)
     # Agents that died on their own (Nemesis.check_crashes): each a violation.
     crashes: list[str] = field(default_factory=list)
+    queue: QueueResult | None = None  # None: no queue clients
 
     @property
     def violations(self) -> int:
         checks = sum(r.violations for r in self.results) + (0 if self.convergence_ok else 1)
-        return checks + len(self.crashes)
+        queue = self.queue.violations if self.queue else 0
+        return checks + queue + len(self.crashes)
 
     @property
     def ok(self) -> bool:
@@ -145,6 +163,8 @@ class Outcome:
         total: Counter[str] = Counter()
         for r in self.results:
             total.update(r.counts)
+        if self.queue is not None:
+            total.update(self.queue.counts)
         return total
 
     def table(self) -> str:
@@ -166,6 +186,17 @@ class Outcome:
                     f"{r.counts['fail']}, info {r.counts['info']}); linearizable: {verdict}",
                 )
             )
+        q = self.queue
+        if q is not None:
+            c = q.counts
+            rows.append(
+                (
+                    f"  {q.model}",
+                    f"{sum(c.values())} ops (ok {c['ok']}, fail {c['fail']}, info {c['info']})"
+                    f"{'; history unreadable' if q.error else ''}",
+                )
+            )
+            rows.append(("", q.summary()))
         faults = ", ".join(f"{k} {self.faults[k]}" for k in KINDS if self.faults[k])
         rows.append(("faults", f"{sum(self.faults.values())} ({faults or 'none'})"))
         if self.skipped:
@@ -189,6 +220,9 @@ class Outcome:
         for label, kinds in ACK_ROWS:
             rows.append((label, str(sum(r.ack_count(*kinds) for r in self.results))))
         rows.append(("stale sync() reads", str(sum(len(r.stale) for r in self.results))))
+        if self.queue is not None:
+            for label, kinds in QUEUE_ROWS:
+                rows.append((label, str(self.queue.count(*kinds))))
         rows.append(("agents converged", "yes" if self.convergence_ok else "NO"))
         rows.append(("agents crashed", str(len(self.crashes))))
         rows.append(("client connections died", str(len(self.client_restarts))))
@@ -206,6 +240,8 @@ class Outcome:
             lines.extend(f"  {r[:200]}" for r in sorted(set(self.client_restarts))[:5])
         if not self.ok:
             lines.extend(r.describe() for r in self.results if r.violations)
+            if self.queue is not None and self.queue.violations:
+                lines.append(self.queue.describe())
             lines.extend(self.convergence)
             lines.extend(f"crashed: {c[:500]}" for c in self.crashes)
         if self.kept:
@@ -381,6 +417,7 @@ def run(config: RunConfig) -> Outcome:
                 "kinds": list(kinds),
                 "skipped": skipped,
                 "clients": config.clients,
+                "queue_clients": config.queue_clients,
                 "keys": config.keys,
                 "replay": config.replay_command(),
                 "schedule": [asdict(s) for s in config.schedule] if config.schedule else None,
@@ -447,6 +484,26 @@ def run(config: RunConfig) -> Outcome:
                     command, run_dir / f"client-{i}.out", run_dir / f"client-{i}.err", client_env
                 )
             )
+        for j in range(config.queue_clients):
+            i = config.clients + j
+            role = "producer" if j == 0 else "consumer"
+            command = _client_command(
+                cluster,
+                config,
+                run_dir,
+                "--client",
+                str(i),
+                "--role",
+                role,
+                "--deadline-s",
+                str(budget_s),
+                slot=slots[i % len(slots)],
+            )
+            clients.append(
+                _spawn(
+                    command, run_dir / f"client-{i}.out", run_dir / f"client-{i}.err", client_env
+                )
+            )
         phase("start")
         time.sleep(WARMUP_S)
         nemesis = Nemesis(cluster, net, clocks, log)
@@ -488,6 +545,7 @@ def run(config: RunConfig) -> Outcome:
     check_started = time.monotonic()
     results, check_notes = check_run(run_dir, timeout_s=check_timeout)
     notes.extend(check_notes)
+    queue = check_queue_run(run_dir, notes)
     notes.append("phases: " + ", ".join(phases))
     notes.append(
         f"run {elapsed:.0f} s, checking {time.monotonic() - check_started:.1f} s "
@@ -508,6 +566,7 @@ def run(config: RunConfig) -> Outcome:
         clients=client_results,
         recovery_s=log.recovery_s,
         crashes=crashes,
+        queue=queue,
         client_restarts=[
             line
             for path in sorted(run_dir.glob("client-*.err"))
@@ -515,6 +574,12 @@ def run(config: RunConfig) -> Outcome:
             if line.startswith(RESTART_MARK)
         ],
     )
+    died = sum(
+        path.read_text(errors="replace").count(f"{DIED_MARK}:")
+        for path in run_dir.glob("client-*.err")
+    )
+    if config.queue_clients:
+        notes.append(f"queue consumers that died holding a job (on purpose): {died}")
     keep = config.keep or not outcome.ok
     outcome.kept = keep
     (run_dir / "summary.txt").write_text(outcome.report() + "\n")
@@ -564,7 +629,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget.add_argument("--minutes", type=float, default=None)
     budget.add_argument("--steps", type=int, default=None)
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated fault kinds")
-    parser.add_argument("--clients", type=int, default=CLIENTS_DEFAULT)
+    parser.add_argument("--clients", type=int, default=CLIENTS_DEFAULT, help="mixed clients")
+    parser.add_argument(
+        "--queue-clients",
+        type=int,
+        default=QUEUE_CLIENTS_DEFAULT,
+        help="queue clients: one producer, the rest consumers (0: no queue workload)",
+    )
     parser.add_argument("--keys", type=int, default=KEYS_DEFAULT)
     parser.add_argument(
         "--dir", type=Path, default=None, help=f"artifacts (default {ARTIFACTS_DEFAULT})"
@@ -595,6 +666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         minutes=args.minutes,
         kinds=kinds,
         clients=args.clients,
+        queue_clients=args.queue_clients,
         keys=args.keys,
         artifacts=args.dir,
         keep=args.keep,

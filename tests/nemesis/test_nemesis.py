@@ -1,5 +1,6 @@
 """The nemesis in CI: a fixed list of seeds whose schedules together hold every fault kind,
-each run checked for linearizability, lost and doubled acknowledgements, stale sync() reads and
+each run checked for linearizability, lost and doubled acknowledgements, stale sync() reads,
+the queue workload's delivery and ack guarantees (queue_checks.py) and
 convergence (docs/reliability.md). Longer runs: scripts/nemesis --minutes N --seed S.
 
 Plus what the harness itself must get right: the schedule is a function of the seed, the
@@ -169,6 +170,9 @@ def test_nemesis(seed: int) -> None:
     print(outcome.report())
     assert outcome.ok, outcome.report()
     assert sum(outcome.faults.values()) == CI_STEPS or outcome.skipped, outcome.report()
+    # Every CI run has the queue workload too, and it did its work.
+    assert outcome.queue is not None, outcome.report()
+    assert outcome.queue.stats["ack ok"] > 0, outcome.report()
 
 
 def _our_processes(marker: str, but: int) -> dict[int, str]:
