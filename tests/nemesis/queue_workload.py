@@ -58,6 +58,7 @@ BACKLOG_MAX = 50
 # The drain: each get waits past a lapsed lease; the whole drain is bounded.
 DRAIN_GET_TIMEOUT_S = 2 * LEASE_S + 1.0
 TIMEOUT_S_DRAIN = 120.0
+RETRY_PAUSE_S = 0.5
 DIED_MARK = "DIED"  # client-*.err: a consumer that died on purpose (not a dead connection)
 
 
@@ -167,6 +168,15 @@ def drain(rec: Recorder, out: Path) -> None:
     deadline = time.monotonic() + TIMEOUT_S_DRAIN
     for key, source in ((KEY_QUEUE, q), (KEY_DEAD, q.dead_letters)):
         while time.monotonic() < deadline:
+            # Empty once synced: done (a get would wait out its whole timeout to say so).
+            try:
+                superstatic.sync()
+            except superstatic.Error as exc:  # the healed cluster still electing: again
+                print(f"drain: sync: {exc}", file=sys.stderr, flush=True)
+                time.sleep(RETRY_PAUSE_S)
+                continue
+            if len(source) == 0:
+                break
             status, job = attempt(
                 "get",
                 key,
@@ -176,13 +186,8 @@ def drain(rec: Recorder, out: Path) -> None:
             )
             if status == "ok" and job is not None:
                 attempt("ack", key, triple(job), job.ack, lambda _, j=job: triple(j))
-                continue
-            if status == "ok":
-                superstatic.sync()
-                if len(source) == 0:
-                    break
-            else:
-                time.sleep(0.5)
+            elif status != "ok":
+                time.sleep(RETRY_PAUSE_S)
     superstatic.sync()
     left = {"key": "left", "value": {KEY_QUEUE: len(q), KEY_DEAD: len(q.dead_letters)}}
     (out / f"final-{MODEL}.jsonl").write_text(json.dumps(left) + "\n", encoding="utf-8")
