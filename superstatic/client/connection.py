@@ -32,6 +32,7 @@ certainly did not propose it (never sent, or refused with `not_leader` / `busy`)
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import logging
@@ -87,6 +88,14 @@ PING_INTERVAL_MS_DEFAULT = 500
 # (4096) answered-or-pending seqs per client; staying well below it means a burst of threads
 # can never make the state machine forget a seq that is still being retried.
 REQUESTS_PENDING_MAX = 1_024
+# The agent's session record holds at most SESSION_SEQS_MAX (4096) seqs at or above seq_low,
+# answered or not; at that limit it refuses a new seq with an error it does not record, so a
+# later copy of that seq (a resend in flight, a re-proposal after a leader change) could still
+# apply: a committed write reported as rejected. So a write takes a seq only while
+# seq_next - seq_low < SEQ_WINDOW_MAX: behind one stuck request the later ones wait here,
+# unsent (their outcome stays known), until it is answered or expires. Half the agent's limit
+# leaves room for the session's own entries (open, keep-alive, close).
+SEQ_WINDOW_MAX = 2_048
 # Retry pacing after a refusal: uniform in [d/2, d] with d = min(MAX, BASE * 2**attempt).
 BACKOFF_MS_BASE = 10
 BACKOFF_MS_MAX = 1_000
@@ -492,7 +501,7 @@ class Connection:
                 if failure is not None
                 else Error("this superstatic connection is closed")
             )
-            for request in [*io.requests.values(), *self._take_queued()]:
+            for request in [*io.requests.values(), *io.waiting, *self._take_queued()]:
                 if request.op == "propose" and request.unresolved:
                     # Sent and unanswered: the stop says nothing about whether it commits.
                     self._done(
@@ -523,6 +532,9 @@ class _IoState:
         self.req_ids = itertools.count(1)
         self.seq_next = 1
         self.requests: dict[int, _Request] = {}  # by request serial (not req id)
+        # Taken from the queue, not yet given a seq: writes held back by SEQ_WINDOW_MAX (and
+        # whatever was queued after them, so each caller's order is kept).
+        self.waiting: collections.deque[_Request] = collections.deque()
         self.serials = itertools.count(1)
         self.by_req_id: dict[int, _Request] = {}  # every unanswered attempt's req id
         self.feeder = StreamFeeder(conn.replica)
@@ -590,6 +602,8 @@ class _IoState:
             wake = min(wake, request.deadline)
             if self.connected:
                 wake = min(wake, request.send_at)
+        for request in self.waiting:
+            wake = min(wake, request.deadline)
         return max(0, int((wake - now) * 1000))
 
     def drain_wake(self) -> None:
@@ -597,11 +611,22 @@ class _IoState:
         with contextlib.suppress(zmq.Again):
             for _ in range(SOCKET_HWM_FRAMES):
                 conn._wake_rx.recv(zmq.NOBLOCK)
-        now = time.monotonic()
-        for request in conn._take_queued():
+        self.waiting.extend(conn._take_queued())
+        self.admit_waiting(time.monotonic())
+
+    def admit_waiting(self, now: float) -> None:
+        """Gives the waiting requests their seqs, in order, while the seq window allows."""
+        if not self.waiting:
+            return
+        low = self.seq_low()
+        for _ in range(len(self.waiting)):
+            request = self.waiting[0]
             if request.op == "propose":
+                if self.seq_next - low >= SEQ_WINDOW_MAX:
+                    return  # behind a stuck request: wait for it (on_timers tries again)
                 request.seq = self.seq_next
                 self.seq_next += 1
+            self.waiting.popleft()
             request.send_at = now
             if request.trace is not None:
                 request.trace["io_taken"] = time.monotonic_ns()
@@ -1001,6 +1026,11 @@ class _IoState:
         for request in list(self.requests.values()):
             if now >= request.deadline:
                 self.expire(request)
+        if self.waiting:
+            for request in [r for r in self.waiting if now >= r.deadline]:
+                self.waiting.remove(request)
+                self.expire(request)  # never sent: its outcome is known
+            self.admit_waiting(now)
         if self.sock is None:
             if self.reopen_at is not None and now >= self.reopen_at:
                 self.reopen_at = None

@@ -767,3 +767,33 @@ def test_a_socket_that_cannot_be_completed_leaves_nothing_open_for_close(
     closer.start()
     closer.join(WAIT_S)
     assert not closer.is_alive(), "close() hung on a socket the failed failover left open"
+
+
+def test_writes_behind_a_stuck_one_wait_inside_the_agents_seq_window(
+    peers: list[AgentPeer], connections: list[Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review9 finding 3: the agent refuses a seq more than SESSION_SEQS_MAX above seq_low with
+    an error it does not record, and a later copy of that seq can still apply. The library
+    never sends one: behind a stuck write, later writes wait (unsent) within SEQ_WINDOW_MAX."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from superstatic.client import connection as connection_module
+
+    monkeypatch.setattr(connection_module, "SEQ_WINDOW_MAX", 4)
+    peer = make_peer(peers)
+    conn, _replica = connect(connections, [peer.endpoint], timeout_ms_request=4_000)
+    assert conn.submit(b"first").outcome == "ok"  # the session is open
+    peer.swallow_proposes = True
+    with ThreadPoolExecutor(8) as pool:
+        stuck = pool.submit(conn.submit, b"stuck")
+        peer.wait_for("the stuck write", lambda: len(proposes_of(peer)) >= 2)
+        peer.swallow_proposes = False
+        later = [pool.submit(conn.submit, b"w%d" % i) for i in range(6)]
+        with pytest.raises(Unavailable) as caught:
+            stuck.result(WAIT_S)
+        assert caught.value.outcome_known is False  # it was sent: it may still commit
+        assert all(f.result(WAIT_S).outcome == "ok" for f in later)
+    sent = proposes_of(peer)
+    assert len(sent) >= 8
+    for body in sent:
+        assert body["seq"] - body["seq_low"] < 4, (body["seq"], body["seq_low"])

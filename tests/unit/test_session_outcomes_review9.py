@@ -45,7 +45,10 @@ class Log:
         "review9: the SESSION_SEQS_MAX refusal is an 'error' outcome that is not recorded, and "
         "the count it checks drops when seq_low advances: a later copy of the same (client, "
         "seq) then applies, while the library already reported the first reply as 'rejected, "
-        "nothing was applied' (a committed write reported as not committed)"
+        "nothing was applied' (a committed write reported as not committed). The library "
+        "never meets this refusal since it keeps its writes within SEQ_WINDOW_MAX "
+        "(test_connection.py::test_writes_behind_a_stuck_one_wait_inside_the_agents_seq_window"
+        "); a raw client still can"
     ),
 )
 def test_a_write_refused_at_the_session_seqs_limit_never_applies_later(
