@@ -321,9 +321,14 @@ class Txn:
             _ops.apply_op(node.kind, node.live, op)
             return
         self.check(node)
-        if len(self.ops) >= TXN_OPS_MAX:
+        # On the wire each new object is one more op ("new"): bound the sum, so a body the
+        # library builds always fits the agent's TXN_OPS_MAX.
+        if len(self.ops) + len(self.new_nodes) >= TXN_OPS_MAX:
             raise LimitExceeded(
-                "TXN_OPS_MAX", TXN_OPS_MAX, len(self.ops) + 1, "ops in one transaction"
+                "TXN_OPS_MAX",
+                TXN_OPS_MAX,
+                len(self.ops) + len(self.new_nodes) + 1,
+                "ops in one transaction (its writes plus one per new object)",
             )
         oid = node.oid
         shadow = self.shadows.get(oid)
@@ -338,6 +343,13 @@ class Txn:
         if total > TXN_NEW_NODES_MAX:
             raise LimitExceeded(
                 "TXN_NEW_NODES_MAX", TXN_NEW_NODES_MAX, total, "new objects in one transaction"
+            )
+        if len(self.ops) + total > TXN_OPS_MAX:
+            raise LimitExceeded(
+                "TXN_OPS_MAX",
+                TXN_OPS_MAX,
+                len(self.ops) + total,
+                "ops in one transaction (its writes plus one per new object)",
             )
         for node in nodes:
             assert node.txn is self

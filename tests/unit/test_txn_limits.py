@@ -51,6 +51,27 @@ def test_new_objects_per_transaction(
     assert plain(d) == {"few": [[1], [2]]}
 
 
+def test_writes_and_new_objects_together_fit_the_wire_bound(
+    cluster: InprocCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each new object is one more op on the wire: a body of 3 new objects and 3 writes is 6
+    ops, over TXN_OPS_MAX=5, although each count alone is within its bound (it once tripped
+    an assertion in ops.encode_txn at commit instead of naming the limit)."""
+    monkeypatch.setattr(txn_module, "TXN_OPS_MAX", 5)
+    session = cluster.session()
+    d = session.root("limits", dict)
+    before = cluster.last_index
+
+    def body() -> None:
+        d["a"] = [1]
+        d["b"] = [2]
+        d["c"] = [3]
+
+    with pytest.raises(LimitExceeded, match="TXN_OPS_MAX=5"):
+        session.run(body)
+    assert cluster.last_index == before and plain(d) == {}
+
+
 def test_nesting_of_one_value(cluster: InprocCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(values_module, "VALUE_DEPTH_MAX", 10)
     session = cluster.session()
