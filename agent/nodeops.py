@@ -42,6 +42,13 @@ def key_bytes(key: Any, what: str) -> bytes:
         return keynorm.ekey(key)
     except keynorm.KeyRefused as exc:
         raise Rejected("error", f"{what}: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        # A key the codec built that Python cannot normalise: the same on every replica, and
+        # validation calls this outside apply's own catch, where it would halt the agent. The
+        # type only: the text may quote the key.
+        raise Rejected(
+            "error", f"{what}: the key cannot be normalised ({type(exc).__name__})"
+        ) from None
 
 
 def original_of(key: Any, ekey: bytes) -> Any:

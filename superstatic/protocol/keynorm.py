@@ -41,6 +41,8 @@ KEY_DECIMAL_EXPONENT_MAX = 4300
 
 _UTC = datetime.UTC
 _DAY_S = 86_400
+# The most negative offset a time may have: a microsecond above -24h.
+_OFFSET_PAST_MIDNIGHT_MAX = datetime.timedelta(days=-1, microseconds=1)
 
 
 class KeyRefused(ProtocolError):
@@ -150,6 +152,13 @@ def _norm_time(value: datetime.time) -> datetime.time:
     # microseconds; an offset's sub-second part takes no part (nor here).
     offset_s = offset.days * 86_400 + offset.seconds
     utc_s = value.hour * 3600 + value.minute * 60 + value.second - offset_s
+    if utc_s == 2 * _DAY_S - 1:
+        # Only 23:59:59 at an offset in (-24h, -(24h - 1s)) holds it: such an offset's whole
+        # seconds are -24h (CPython counts days and seconds, not microseconds), no time at
+        # -(24h - 1s) reaches it. Its holder: that time at the offset 1 us above -24h.
+        return datetime.time(
+            23, 59, 59, value.microsecond, tzinfo=datetime.timezone(_OFFSET_PAST_MIDNIGHT_MAX)
+        )
     if utc_s >= _DAY_S:
         # Past midnight the instant is held by no time in UTC: its canonical holder is the
         # time at the most negative whole-second offset, -(24h - 1s).

@@ -32,7 +32,6 @@ def r(tmp_path: Path) -> Iterator[Replica]:
         replica.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review11 finding 1: key_norm raises ValueError (hour 24)")
 def test_a_time_key_at_an_offset_just_above_minus_a_day_has_a_normal_form() -> None:
     for tz in (codec.ZoneStub("Etc/Far", _OFFSET), datetime.timezone(_OFFSET)):
         for second in (58, 59):
@@ -45,7 +44,6 @@ def test_a_time_key_at_an_offset_just_above_minus_a_day_has_a_normal_form() -> N
     assert earlier != _LATE and ekey(earlier) != ekey(_LATE)
 
 
-@pytest.mark.xfail(strict=True, reason="review11 finding 1: a key read of it halts every agent")
 def test_a_key_read_that_key_norm_cannot_handle_is_an_outcome_not_a_halt(r: Replica) -> None:
     with_dict(r, [["a", 1]])
     try:
