@@ -28,6 +28,7 @@ from superstatic_agent import records as layout
 from superstatic_agent.payload import loads_plain
 from superstatic_agent.sessions import decode_session
 from superstatic_agent.storage import (
+    KEY_APPLIED,
     SNAPSHOT_DB_NAMES,
     STAGING_DONE,
     STAGING_NEXT,
@@ -67,6 +68,11 @@ KEY_BYTES_MAX = 511
 SM_META_INT_KEYS = frozenset(
     {layout.KEY_NEXT_NID, layout.KEY_TOMB_HORIZON, layout.KEY_TOMB_NEXT_SWEEP}
 )
+# sm_meta records the state machine reads back with a fixed shape (storage.read_applied, its
+# session sweep and its collection trigger unpack them at every entry): ints, or arrays of
+# this many ints. A record of another shape would make every later entry raise (a halt).
+SM_META_INT_ARRAYS = {KEY_APPLIED: 3, b"gc": 3}
+SM_META_LOG_TIME_KEYS = frozenset({b"sweep"})
 
 
 def _db(dbs: Any, name: str) -> Any:
@@ -151,6 +157,10 @@ def stage_chunk(
         record_put(txn, dbs.staging_state, STAGING_DONE, b"1")
 
 
+def _is_int64(value: Any) -> bool:
+    return type(value) is int and -layout.INT64_MAX - 1 <= value <= layout.INT64_MAX
+
+
 def check_item(name: str, key: bytes, data: bytes, sm_meta_keys: frozenset[bytes]) -> None:
     """Validates one shipped record by its db's layout; ProtocolError if it is not ours."""
     if name == "sm_meta":
@@ -162,6 +172,13 @@ def check_item(name: str, key: bytes, data: bytes, sm_meta_keys: frozenset[bytes
             raise ProtocolError(f"snapshot sm_meta {key.decode()}: {exc}") from None
         if key in SM_META_INT_KEYS and not (type(value) is int and 0 <= value <= layout.INT64_MAX):
             raise ProtocolError(f"snapshot sm_meta {key.decode()} is not an int in 0..2**63-1")
+        if key in SM_META_LOG_TIME_KEYS and not _is_int64(value):
+            raise ProtocolError(f"snapshot sm_meta {key.decode()} is not a 64-bit int")
+        count = SM_META_INT_ARRAYS.get(key)
+        if count is not None and not (
+            type(value) is list and len(value) == count and all(_is_int64(x) for x in value)
+        ):
+            raise ProtocolError(f"snapshot sm_meta {key.decode()} is not an array of {count} ints")
         return
     if name == "sessions":
         try:

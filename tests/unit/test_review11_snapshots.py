@@ -27,7 +27,6 @@ def target(tmp_path: Path) -> Iterator[tuple[Any, Any]]:
         env.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review11 finding 2: sm_meta shapes are not checked")
 @pytest.mark.parametrize(
     ("key", "value"),
     [
