@@ -7,11 +7,13 @@ import datetime
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from superstatic_agent.statemachine import ApplyFailed
 
-from superstatic.protocol import codec
+from superstatic.objects import values
+from superstatic.protocol import codec, ops
 from superstatic.protocol.keynorm import ekey, key_norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,3 +56,47 @@ def test_a_key_read_that_key_norm_cannot_handle_is_an_outcome_not_a_halt(r: Repl
     for body in ([["set", "c.d", _LATE, 1]], [["del", "c.d", _LATE]]):
         assert r.v1(body).outcome == "ok"
     assert r.node("c.d")[2] == [["a", 1], ["z", 1]]
+
+
+# Two datetimes a raw client can send: the same wall time in America/New_York's zone stand-in
+# with different offsets (the library never makes the first: its offset is not the zone's).
+# The agent compares them by instant (two keys); an app that has the zone turns both into the
+# same ZoneInfo datetime (one key).
+_NY_WINTER = datetime.datetime(2026, 1, 15, 12, 0)
+_K_WRONG = _NY_WINTER.replace(
+    tzinfo=codec.ZoneStub("America/New_York", datetime.timedelta(hours=3))
+)
+_K_RIGHT = _NY_WINTER.replace(
+    tzinfo=codec.ZoneStub("America/New_York", datetime.timedelta(hours=-5))
+)
+# The repeated hour of 2026-11-01 (fold 0: EDT, fold 1: EST): refused as keys by the library,
+# not by the agent, which has no zone database.
+_NY_FALL = datetime.datetime(2026, 11, 1, 1, 30)
+_K_FOLD0 = _NY_FALL.replace(tzinfo=codec.ZoneStub("America/New_York", datetime.timedelta(hours=-4)))
+_K_FOLD1 = _NY_FALL.replace(
+    tzinfo=codec.ZoneStub("America/New_York", datetime.timedelta(hours=-5)), fold=1
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review11 finding 3: app replicas turn zone stand-ins into ZoneInfo and merge keys "
+    "the agent keeps apart",
+)
+@pytest.mark.parametrize(("first", "second"), [(_K_WRONG, _K_RIGHT), (_K_FOLD0, _K_FOLD1)])
+def test_an_app_replica_fed_the_events_holds_the_keys_the_agent_holds(
+    r: Replica, first: datetime.datetime, second: datetime.datetime
+) -> None:
+    pytest.importorskip("zoneinfo").ZoneInfo("America/New_York")
+    with_dict(r)
+    body = [["set", "c.d", first, 1], ["set", "c.d", second, 2], ["del", "c.d", first]]
+    assert r.v1(body).outcome == "ok"
+    agent = r.node("c.d")[2]
+    assert len(agent) == 1  # `second` stays: a snapshot gives new apps this
+    # What an app replica fed the same events holds (replica._apply_ops: keys resolved by
+    # values.live_of_wire, then ops.apply_op).
+    app: dict[Any, Any] = {}
+    for op in body:
+        live_op = [op[0], op[1], values.live_of_wire(op[2]), *op[3:]]
+        ops.apply_op("dict", app, live_op)
+    assert len(app) == len(agent)
