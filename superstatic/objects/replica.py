@@ -419,14 +419,16 @@ class Replica:
         (about 2x faster), and the same key in many nodes (1M dicts with "name") is one str."""
         if type(key) is str:
             return _intern(key)
-        return self._resolve(key, created)
+        return self._resolve(key, created, True)
 
-    def _resolve(self, value: Any, created: dict[str, Node]) -> Any:
+    def _resolve(self, value: Any, created: dict[str, Node], key: bool = False) -> Any:
+        """`key`: a dict key or set member (or part of one), which must stay unequal to every
+        key the agent holds apart (values.live_key_of_wire)."""
         tp = type(value)
         if tp in _AS_IS:
             return value
         if tp in _codec.SCALAR_TYPES:
-            return _values.live_of_wire(value)
+            return _values.live_key_of_wire(value) if key else _values.live_of_wire(value)
         if tp is _codec.Ref:
             node = created.get(value.oid) or self.nodes.get(value.oid)
             if node is None:
@@ -435,9 +437,9 @@ class Replica:
                 )
             return node.ref
         if tp is tuple:
-            return tuple(self._resolve(x, created) for x in value)
+            return tuple(self._resolve(x, created, key) for x in value)
         if tp is frozenset:
-            return frozenset(self._resolve(x, created) for x in value)
+            return frozenset(self._resolve(x, created, key) for x in value)
         return value
 
     def _resolve_list(self, values: Sequence[Any], created: dict[str, Node]) -> list[Any]:
@@ -479,8 +481,8 @@ class Replica:
                     self._resolve(op[3], created),
                 ]
             elif tag == "del":
-                live_op = [tag, op[1], self._resolve(op[2], created)]
-            elif tag == "add":
+                live_op = [tag, op[1], self._resolve_key(op[2], created)]
+            elif tag in ("add", "discard"):
                 live_op = [tag, op[1], [self._resolve_key(v, created) for v in op[2]]]
             elif tag == "splice":
                 live_op = [tag, op[1], op[2], op[3], self._resolve_list(op[4], created)]

@@ -439,6 +439,21 @@ def enum_wire(member: Any, name: str) -> Any:
     return _codec.enum_form(name, kind, int(member.value))
 
 
+def live_key_of_wire(value: Any) -> Any:
+    """live_of_wire for a dict key or set member: a zoned datetime whose real zone would make it
+    equal to a key the agent holds apart (its stand-in's offset is not the zone's at that wall
+    time, or the wall time is at a transition, where Python compares by wall time) keeps its
+    stand-in, which compares by instant as the agent does. The library never writes such keys
+    (_ambiguous_zoned); a raw client can, and app replicas fed events or a snapshot would then
+    hold different keys (review 11)."""
+    live = live_of_wire(value)
+    if live is value or type(value) is not datetime.datetime:
+        return live
+    if live.utcoffset() != value.utcoffset() or _ambiguous_zoned(live):
+        return value
+    return live
+
+
 def live_of_wire(value: Any) -> Any:
     """A decoded scalar as this process holds it: an enum form becomes the member of the
     registered class, a datetime's zone stand-in the real ZoneInfo (both when available here;

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from superstatic_agent.statemachine import ApplyFailed
+from support import store
 
-from superstatic.objects import values
+from superstatic.objects import replica as replica_module
 from superstatic.protocol import codec, ops
 from superstatic.protocol.keynorm import ekey, key_norm
 
@@ -23,6 +24,14 @@ from test_keyreads import Replica, with_dict
 # compares aware times by) is -86400 s, one past the -(24h - 1s) the normal form assumed.
 _OFFSET = datetime.timedelta(days=-1, microseconds=1)
 _LATE = datetime.time(23, 59, 59, tzinfo=codec.ZoneStub("Etc/Far", _OFFSET))
+
+
+def snapshot_of(r: Replica) -> list[tuple[str, int, str, Any]]:
+    """The agent's nodes as an app snapshot hands them to a replica (wire values)."""
+    return [
+        (oid, version, kind, contents)
+        for oid, (version, kind, contents) in store.objects(r.env).items()
+    ]
 
 
 @pytest.fixture
@@ -78,25 +87,23 @@ _K_FOLD1 = _NY_FALL.replace(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review11 finding 3: app replicas turn zone stand-ins into ZoneInfo and merge keys "
-    "the agent keeps apart",
-)
 @pytest.mark.parametrize(("first", "second"), [(_K_WRONG, _K_RIGHT), (_K_FOLD0, _K_FOLD1)])
 def test_an_app_replica_fed_the_events_holds_the_keys_the_agent_holds(
     r: Replica, first: datetime.datetime, second: datetime.datetime
 ) -> None:
     pytest.importorskip("zoneinfo").ZoneInfo("America/New_York")
     with_dict(r)
+    before = r.index
+    snapshot = snapshot_of(r)
     body = [["set", "c.d", first, 1], ["set", "c.d", second, 2], ["del", "c.d", first]]
     assert r.v1(body).outcome == "ok"
     agent = r.node("c.d")[2]
     assert len(agent) == 1  # `second` stays: a snapshot gives new apps this
-    # What an app replica fed the same events holds (replica._apply_ops: keys resolved by
-    # values.live_of_wire, then ops.apply_op).
-    app: dict[Any, Any] = {}
-    for op in body:
-        live_op = [op[0], op[1], values.live_of_wire(op[2]), *op[3:]]
-        ops.apply_op("dict", app, live_op)
-    assert len(app) == len(agent)
+    # An app replica that loaded the snapshot before the body and was fed its event, and one
+    # that loads the snapshot after it: both hold what the agent holds.
+    fed = replica_module.Replica()
+    fed.load_snapshot(before, snapshot)
+    fed.apply_events([(r.index, "c", 1, "ok", ops.encode_txn({}, body), (), 0)])
+    late = replica_module.Replica()
+    late.load_snapshot(r.index, snapshot_of(r))
+    assert len(fed.nodes["c.d"].live) == len(late.nodes["c.d"].live) == len(agent)
