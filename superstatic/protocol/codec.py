@@ -68,6 +68,9 @@ TAG_ENUM = 55811
 DECODE_DEPTH_MAX = 256
 # Object ids are short (client id prefix + counter, or "@roots"); a long one is garbage.
 OID_CHARS_MAX = 128
+# An object id is the key of its `oids` record at the agent: LMDB takes keys of at most 511
+# bytes, and 128 chars of 4-byte UTF-8 are 512 (review 11: the put failed inside apply).
+OID_BYTES_MAX = 511
 
 NODE_KINDS = ("dict", "list", "set", "obj")
 

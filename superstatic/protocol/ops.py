@@ -316,6 +316,11 @@ def _check_oid(oid: Any, what: str) -> None:
             f"{what}: an object id is a str of 1..{codec.OID_CHARS_MAX} chars, got "
             f"{codec.describe(oid)}"
         )
+    if len(oid) * 4 > codec.OID_BYTES_MAX and len(oid.encode()) > codec.OID_BYTES_MAX:
+        raise OpError(
+            f"{what}: an object id is at most OID_BYTES_MAX={codec.OID_BYTES_MAX} bytes of "
+            f"UTF-8, got {len(oid.encode())}"
+        )
 
 
 _REFUSED_NAME = (

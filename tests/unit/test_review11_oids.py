@@ -24,11 +24,6 @@ def r(tmp_path: Path) -> Iterator[Replica]:
         replica.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review11 finding 6: lmdb.BadValsizeError escapes apply (a storage error: every "
-    "agent halts at the entry, and again at every restart)",
-)
 def test_an_object_id_too_long_for_an_lmdb_key_is_an_error_outcome(r: Replica) -> None:
     with_dict(r)
     applied = r.v1([["new", WIDE_OID, "dict", []], ["set", "c.d", "x", Ref(WIDE_OID)]])
