@@ -27,6 +27,9 @@ from superstatic.protocol import codec
 from superstatic.protocol.errors import Error, LimitExceeded, ProtocolError
 from superstatic.protocol.wire import CLIENT_ID_CHARS_MAX
 
+# Log indexes, seqs and stream positions are 64-bit (the agent's own bound).
+_INT64_MAX = (1 << 63) - 1
+
 # One snapshot is assembled in memory before it replaces the replica (load_snapshot replaces
 # everything at once, so a half-loaded snapshot is never visible). Bound what a peer can make
 # this process hold: nodes, and elements (dict items, attributes, members, list values) over
@@ -270,8 +273,12 @@ class StreamFeeder:
 
 def _int(body: dict[str, Any], key: str, frame: str) -> int:
     value = body.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ProtocolError(f"{frame}.{key} must be a non-negative integer, got {value!r}")
+    # Never formatted: an agent's value may be anything (an int of 10,000 digits cannot even
+    # be printed); codec.describe says its type and size.
+    if type(value) is not int or not 0 <= value <= _INT64_MAX:
+        raise ProtocolError(
+            f"{frame}.{key} must be an integer in 0..2**63-1, got {codec.describe(value)}"
+        )
     return value
 
 
@@ -282,14 +289,16 @@ def _event(item: Any) -> Event:
         )
     index, client, seq, outcome, body, collected = item[:6]
     log_time_ms = item[6] if len(item) == 7 else 0
-    if not isinstance(index, int) or isinstance(index, bool) or index < 1:
-        raise ProtocolError(f"event index must be a positive integer, got {index!r}")
+    if type(index) is not int or not 1 <= index <= _INT64_MAX:
+        raise ProtocolError(
+            f"event index must be an integer in 1..2**63-1, got {codec.describe(index)}"
+        )
     if client is not None and (not isinstance(client, str) or len(client) > CLIENT_ID_CHARS_MAX):
         raise ProtocolError(f"event {index}: client must be a short string or null")
     if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
         raise ProtocolError(f"event {index}: seq must be an integer or null")
-    if outcome not in OUTCOMES:
-        raise ProtocolError(f"event {index}: unknown outcome {outcome!r}")
+    if type(outcome) is not str or outcome not in OUTCOMES:
+        raise ProtocolError(f"event {index}: unknown outcome ({codec.describe(outcome)})")
     if body is not None and not isinstance(body, bytes):
         raise ProtocolError(f"event {index}: body must be bytes or null")
     if not isinstance(collected, list) or not all(

@@ -705,6 +705,24 @@ def test_feeder_rejects_out_of_order_parts_and_garbage() -> None:
         feeder.feed_snapshot({"index": 1, "part": 0, "last": True, "fmt": 2, "items": [["x"]]})
 
 
+@pytest.mark.parametrize(
+    "event",
+    [
+        [10**5000, "c", 1, "ok", None, []],  # an index too long to print
+        [-(10**5000), "c", 1, "ok", None, []],
+        [1, "c", 1, ["unhashable"], None, []],  # an outcome that cannot be looked up
+        [1, "c", 1, "x" * 10**6, None, []],  # an outcome too long to quote
+    ],
+)
+def test_a_hostile_event_is_refused_without_quoting_it(event: list[Any]) -> None:
+    """A hostile agent's values never reach a message: they are described, not formatted (an
+    int of 5,000 digits cannot even be printed: repr raises ValueError)."""
+    feeder = StreamFeeder(RecordingReplica())
+    with pytest.raises(ProtocolError) as caught:
+        feeder.feed_events({"ev": [event]})
+    assert len(str(caught.value)) < 300
+
+
 def test_wait_applied_waits_while_the_stream_progresses(
     peers: list[AgentPeer], connections: list[Connection]
 ) -> None:
