@@ -5,7 +5,6 @@ every process a test starts is stopped by PID."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +15,8 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS_DIR))
+from support import apps  # noqa: E402
+from support.apps import rotated  # noqa: E402
 
 import superstatic  # noqa: E402
 from superstatic.tools.localcluster import LocalCluster  # noqa: E402
@@ -26,25 +27,11 @@ TIMEOUT_S_WORKER = 240.0
 
 
 def start(endpoints: list[str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "support.fidelity_app", ",".join(endpoints), *args],
-        cwd=TESTS_DIR,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return apps.start_module("support.fidelity_app", endpoints, *args)
 
 
 def finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT_S_WORKER)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err[-4000:]
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return apps.finish(proc, TIMEOUT_S_WORKER)
 
 
 @pytest.fixture
@@ -66,11 +53,6 @@ def app(cluster: LocalCluster) -> Iterator[list[str]]:
         yield endpoints
     finally:
         superstatic.close()
-
-
-def rotated(endpoints: list[str], i: int) -> list[str]:
-    k = i % len(endpoints)
-    return endpoints[k:] + endpoints[:k]
 
 
 def test_row1_class_default_increments_are_exact_across_processes_and_threads(

@@ -8,7 +8,6 @@ the public API; counts of conflicts come from the library's own counters (supers
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,6 +18,8 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS_DIR))
+from support import apps  # noqa: E402
+from support.apps import rotated  # noqa: E402
 from support.key_reads_app import DISJOINT_ROOT, NUMBERS_ROOT  # noqa: E402
 
 import superstatic  # noqa: E402
@@ -41,31 +42,12 @@ def app(cluster: LocalCluster) -> Iterator[list[str]]:
         superstatic.close()
 
 
-def rotated(endpoints: list[str], i: int) -> list[str]:
-    k = i % len(endpoints)
-    return endpoints[k:] + endpoints[:k]
-
-
 def start_worker(endpoints: list[str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "support.key_reads_app", ",".join(endpoints), *args],
-        cwd=TESTS_DIR,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return apps.start_module("support.key_reads_app", endpoints, *args)
 
 
 def finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT_S_WORKER)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err[-4000:]
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return apps.finish(proc, TIMEOUT_S_WORKER)
 
 
 def conflicts_here() -> int:

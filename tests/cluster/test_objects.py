@@ -19,6 +19,8 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS_DIR))
+from support import apps  # noqa: E402
+from support.apps import rotated  # noqa: E402
 from support.cluster_app import ACCOUNTS, OPENING, Counter, Ledger, canonical  # noqa: E402
 
 import superstatic  # noqa: E402
@@ -40,32 +42,12 @@ def app(cluster: LocalCluster) -> Iterator[list[str]]:
         superstatic.close()
 
 
-def rotated(endpoints: list[str], i: int) -> list[str]:
-    """Endpoints with agent i first: the worker talks to it and fails over to the others."""
-    k = i % len(endpoints)
-    return endpoints[k:] + endpoints[:k]
-
-
 def start_worker(endpoints: list[str], *args: str, stdin: bool = False) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "support.cluster_app", ",".join(endpoints), *args],
-        cwd=TESTS_DIR,
-        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return apps.start_module("support.cluster_app", endpoints, *args, stdin=stdin)
 
 
 def finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT_S_WORKER)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err[-4000:]
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return apps.finish(proc, TIMEOUT_S_WORKER)
 
 
 def random_mutations(shared: dict[Any, Any], model: dict[Any, Any], rng: random.Random) -> None:
