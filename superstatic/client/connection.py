@@ -1072,10 +1072,9 @@ class _IoState:
             self.last_ping = time.monotonic()
             self.stream_bytes_acked = self.stream_bytes
 
-    def open_session(self, now: float) -> None:
-        """Queues the "open" entry that starts a session, unless one is in flight."""
-        if self.opening is not None or now < self.open_retry_at:
-            return
+    def open_entry(self, now: float) -> _Request:
+        """A session "open" entry (a new session, or the keep-alive of the current one), given
+        the next seq and registered in flight, due now."""
         request = _Request(
             op="propose",
             future=Future(),
@@ -1086,9 +1085,15 @@ class _IoState:
             internal=True,
         )
         self.seq_next += 1
-        self.opening = request
         self.requests[next(self.serials)] = request
-        self.send_request(request, now)
+        return request
+
+    def open_session(self, now: float) -> None:
+        """Queues the "open" entry that starts a session, unless one is in flight."""
+        if self.opening is not None or now < self.open_retry_at:
+            return
+        self.opening = self.open_entry(now)
+        self.send_request(self.opening, now)
 
     def check_stream(self, now: float) -> None:
         with self.conn._applied:
@@ -1106,19 +1111,8 @@ class _IoState:
             return
         if now - self.last_propose < self.session_ttl_ms / 3000:
             return
-        request = _Request(
-            op="propose",
-            future=Future(),
-            deadline=now + self.conn.timeout_ms_request / 1000,
-            kind="open",
-            seq=self.seq_next,
-            send_at=now,
-            internal=True,
-        )
-        self.seq_next += 1
-        self.keepalive = request
+        self.keepalive = self.open_entry(now)
         self.last_propose = now  # pace attempts even if this one fails
-        self.requests[next(self.serials)] = request
 
     def send_request(self, request: _Request, now: float) -> None:
         if request.op == "propose":
