@@ -367,6 +367,9 @@ class Server:
             "proposed_again": 0,
             "applied": 0,
             "readies": 0,
+            # PROPOSE_MANY frames taken, and the proposals they carried.
+            "propose_many_frames": 0,
+            "propose_many_items": 0,
         }
         # A turn longer than half the minimum election timeout risks needless elections.
         self._slow_turn_ms = config.tick_ms * config.election_ticks / 2
@@ -487,7 +490,6 @@ class Server:
         self._flush_reads(now)
         if self.halted is None:
             self._drain_ready()
-        self.streams.clear_body_cache()
         if self.halted is None:
             self.shipping.pump()
         self.streams.pump(self.applied, now)
@@ -1195,14 +1197,19 @@ class Server:
         frame: wire.Frame,
         now: float,
         address: str = "",
-        proposal: wire.Proposal | None = None,
+        proposal: wire.Proposal | list[wire.ManyItem] | None = None,
     ) -> None:
         t = frame.type
         if t is wire.FrameType.PROPOSE:
-            if proposal is None:
+            if not isinstance(proposal, wire.Proposal):
                 # parse_propose raises LimitExceeded (too_large) for a body above body_bytes_max.
                 proposal = wire.parse_propose(frame, body_bytes_max=self.config.body_bytes_max)
-            self._on_propose(identity, frame, now, address, proposal)
+            traced = self.tracer is not None and self.tracer.wants(frame.body)
+            self._on_propose(identity, frame.req_id, now, address, proposal, traced)
+        elif t is wire.FrameType.PROPOSE_MANY:
+            if not isinstance(proposal, list):
+                proposal = wire.parse_propose_many(frame, body_bytes_max=self.config.body_bytes_max)
+            self._on_propose_many(identity, now, address, proposal)
         elif t is wire.FrameType.PING:
             self.streams.ack(identity, frame.body, now)  # {"stream": [req_id, bytes]}
             self._reply(identity, frame.req_id, {})
@@ -1284,8 +1291,38 @@ class Server:
         answer["applied"] = self.applied
         return answer
 
+    def _on_propose_many(
+        self, identity: bytes, now: float, address: str, items: list[wire.ManyItem]
+    ) -> None:
+        """A PROPOSE_MANY: each item is one PROPOSE, answered under its own req_id; they all
+        arrived in this turn, so they go to the core together (one Ready: one write, one fsync,
+        one APPEND per follower). An item refused alone (a bad field, a limit) leaves the
+        others going."""
+        self.counters["propose_many_frames"] += 1
+        self.counters["propose_many_items"] += len(items)
+        for item in items:
+            if item.error is not None:
+                self._refuse_client_frame(
+                    identity, b"", item.error, item.req_id, "client_bad_request"
+                )
+                continue
+            assert item.proposal is not None
+            traced = self.tracer is not None and item.trace
+            try:
+                self._on_propose(identity, item.req_id, now, address, item.proposal, traced)
+            except LimitExceeded as exc:
+                self._refuse_client_frame(identity, b"", exc, item.req_id)
+            except ProtocolError as exc:
+                self._refuse_client_frame(identity, b"", exc, item.req_id, "client_bad_request")
+
     def _on_propose(
-        self, identity: bytes, frame: wire.Frame, now: float, address: str, proposal: wire.Proposal
+        self,
+        identity: bytes,
+        req_id: int,
+        now: float,
+        address: str,
+        proposal: wire.Proposal,
+        traced: bool = False,
     ) -> None:
         recv_ns = time.monotonic_ns() if self.tracer is not None else 0
         if proposal.kind == "txn":
@@ -1298,12 +1335,12 @@ class Server:
             refusal = self.admission.admit(identity, address, proposal.client, now)
             if refusal is not None:
                 self.drops.drop("client_sessions_refused", refusal)
-                self._error(identity, frame.req_id, wire.ErrorCode.TOO_LARGE, refusal)
+                self._error(identity, req_id, wire.ErrorCode.TOO_LARGE, refusal)
                 return
         if self._waiting >= self.config.proposals_waiting_max:
             self._error(
                 identity,
-                frame.req_id,
+                req_id,
                 wire.ErrorCode.BUSY,
                 f"proposals_waiting_max={self.config.proposals_waiting_max} reached; retry later "
                 "with the same seq",
@@ -1326,21 +1363,21 @@ class Server:
         if self._waiting_bytes + len(data) > self.config.proposals_waiting_bytes_max:
             self._error(
                 identity,
-                frame.req_id,
+                req_id,
                 wire.ErrorCode.BUSY,
                 f"proposals_waiting_bytes_max={self.config.proposals_waiting_bytes_max} "
                 "reached; retry later with the same seq",
             )
             return
         deadline = now + self.config.timeout_ms_proposal / 1000.0
-        waiter = Waiter(identity, frame.req_id, deadline, data)
+        waiter = Waiter(identity, req_id, deadline, data)
         self._waiters.setdefault(key, []).append(waiter)
         self._waiter_queue.append((waiter.deadline, key, waiter))
         self._waiting += 1
         self._waiting_bytes += len(data)
         self._batch.append((data, key, waiter))
         self._batch_bytes += len(data)
-        if self.tracer is not None and self.tracer.wants(frame.body):
+        if traced and self.tracer is not None:
             self.tracer.on_propose(data, recv_ns)
 
     def _flush_proposals(self) -> None:

@@ -119,6 +119,16 @@ LOOP_WAKE_MS_MAX = 100
 # If waiters want an index above the replica's while no stream frame came for this long, the
 # subscription is presumed lost (e.g. an agent dropped us) and is renewed.
 TIMEOUT_MS_STREAM_STALL = 5_000
+# PROPOSE_MANY frames (docs/data-model-v2.md 6) whose frame-level answer would still be acted
+# on: an ERROR to one (an agent that does not know the type answers bad_request) sends its
+# unanswered items again as PROPOSEs. Older ones are forgotten (their items are resent by the
+# resend timer if they are never answered).
+MANY_FRAMES_TRACKED_MAX = 256
+# Bytes of bodies one PROPOSE_MANY frame carries at most: the frame stays under
+# wire.FRAME_BYTES_MAX with room for the items' other fields.
+MANY_BODY_BYTES_MAX = wire.FRAME_BYTES_MAX - (1 << 20)
+# Bytes counted per item beside its body (req_id, seq, kind, trace and CBOR heads).
+MANY_ITEM_OVERHEAD_BYTES = 64
 # Bounded buffers of the DEALER socket (frames), so a stuck agent cannot grow our memory.
 SOCKET_HWM_FRAMES = 10_000
 ENDPOINT_PATTERN = re.compile(r"^(tcp|ipc|inproc)://\S+$")
@@ -571,6 +581,11 @@ class _IoState:
         self.refused: dict[str, str] = {}
         self.old_model: set[str] = set()  # endpoints whose agent speaks data model 1
         self.silent_failures: dict[str, int] = {}
+        # Whether the agent takes PROPOSE_MANY (until it answers one with an ERROR; asked
+        # again after every (re)connection, which may be to another agent), and the item req
+        # ids of the PROPOSE_MANY frames sent, by the frame's req id (MANY_FRAMES_TRACKED_MAX).
+        self.many_ok = True
+        self.many_frames: dict[int, list[int]] = {}
 
     # -- main loop -------------------------------------------------------------------------
 
@@ -770,6 +785,8 @@ class _IoState:
         """A (re)established connection: new HELLO, new subscription, re-send everything
         unanswered with its same seq."""
         self.connected = True
+        self.many_ok = True
+        self.many_frames.clear()
         now = time.monotonic()
         self.last_rx = now
         hello = {"client": self.conn.client_id, "model": wire.DATA_MODEL}
@@ -857,6 +874,9 @@ class _IoState:
             return
         request = self.by_req_id.get(req_id)
         if request is None:
+            items = self.many_frames.pop(req_id, None)
+            if items is not None and ftype is wire.FrameType.ERROR:
+                self.on_many_refused(items, frame.body)
             return  # a PING answer, or the answer to an attempt already settled
         if ftype is wire.FrameType.REPLY:
             self.on_reply(request, req_id, frame.body)
@@ -1056,6 +1076,9 @@ class _IoState:
         self.check_stream(now)
         self.keep_session_alive(now)
         resend_s = conn.timeout_ms_resend / 1000
+        # The writes due now from every caller go out together in PROPOSE_MANY frames (one
+        # frame, one agent turn, one Ready for all of them); the rest one by one.
+        many: list[_Request] = []
         for request in list(self.requests.values()):
             if request.send_at == float("inf") and now - request.sent_at >= resend_s:
                 request.send_at = now  # no answer from a live agent: try again, same seq
@@ -1063,7 +1086,14 @@ class _IoState:
                 if request.op == "propose" and self.session == 0 and request is not self.opening:
                     self.open_session(now)  # writes wait for a session
                     continue
+                if request.op == "propose" and not request.internal and self.many_ok:
+                    many.append(request)
+                    continue
                 self.send_request(request, now)
+        if len(many) == 1:
+            self.send_request(many[0], now)
+        elif many:
+            self.send_many(many, now)
 
     def ping(self) -> None:
         """Liveness, and the acknowledgement of the stream bytes received so far."""
@@ -1150,6 +1180,95 @@ class _IoState:
         self.by_req_id[req_id] = request
         request.send_at = float("inf")
         request.sent_at = now
+
+    def send_many(self, requests: list[_Request], now: float) -> None:
+        """Sends writes in PROPOSE_MANY frames of at most PROPOSE_ITEMS_MAX items and
+        MANY_BODY_BYTES_MAX body bytes; each item is an attempt with its own req id, answered
+        as a PROPOSE with that req id would be."""
+        chunk: list[_Request] = []
+        size = 0
+        for request in requests:
+            item_bytes = len(request.body) + MANY_ITEM_OVERHEAD_BYTES
+            if chunk and (
+                len(chunk) >= wire.PROPOSE_ITEMS_MAX or size + item_bytes > MANY_BODY_BYTES_MAX
+            ):
+                self.send_many_frame(chunk, now)
+                chunk, size = [], 0
+            chunk.append(request)
+            size += item_bytes
+        if chunk:
+            self.send_many_frame(chunk, now)
+
+    def send_many_frame(self, requests: list[_Request], now: float) -> None:
+        if len(requests) == 1 or self.sock is None or not self.connected:
+            for request in requests:
+                self.send_request(request, now)
+            return
+        items: list[list[Any]] = []
+        req_ids: list[int] = []
+        for request in requests:
+            req_id = next(self.req_ids)
+            req_ids.append(req_id)
+            item: list[Any] = [req_id, request.seq, request.kind, request.body]
+            if request.trace is not None:
+                item.append(True)
+            items.append(item)
+        body = {
+            "client": self.conn.client_id,
+            "seq_low": self.seq_low(),
+            "session": self.session,
+            "items": items,
+        }
+        frame_req = next(self.req_ids)
+        try:
+            data = wire.encode(wire.FrameType.PROPOSE_MANY, frame_req, body)
+        except LimitExceeded:
+            for request in requests:  # each alone: one too large for a frame is told so
+                self.send_request(request, now)
+            return
+        try:
+            self.sock.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            for request in requests:  # nothing went out: as send_request after a full queue
+                request.attempts += 1
+                request.send_at = now + self.backoff_s(request.attempts)
+            return
+        self.last_propose = now
+        sent_ns = time.monotonic_ns()
+        for request, req_id in zip(requests, req_ids, strict=True):
+            request.session = self.session
+            request.attempts += 1
+            if request.attempts > 1:
+                _stats.STATS.note("resends")
+            request.unresolved.add(req_id)
+            self.by_req_id[req_id] = request
+            request.send_at = float("inf")
+            request.sent_at = now
+            if request.trace is not None:
+                request.trace["sent"] = sent_ns
+        self.many_frames[frame_req] = req_ids
+        while len(self.many_frames) > MANY_FRAMES_TRACKED_MAX:
+            del self.many_frames[next(iter(self.many_frames))]
+
+    def on_many_refused(self, item_req_ids: list[int], body: dict[str, Any]) -> None:
+        """The agent refused a PROPOSE_MANY frame as a whole (an agent that does not know the
+        type answers bad_request; a frame-level ERROR is answered before any item is looked
+        at): none of its items was proposed. They go again as PROPOSEs, and this connection
+        sends PROPOSEs only until it connects again."""
+        if self.many_ok:
+            log.info(
+                "superstatic: agent %s refused PROPOSE_MANY (%s); sending PROPOSEs one by one",
+                self.conn.endpoint,
+                body.get("code"),
+            )
+        self.many_ok = False
+        now = time.monotonic()
+        for req_id in item_req_ids:
+            request = self.by_req_id.pop(req_id, None)
+            if request is None:
+                continue  # answered meanwhile (cannot be: the frame was refused whole)
+            request.unresolved.discard(req_id)
+            request.send_at = now
 
     def seq_low(self) -> int:
         """Every seq below it was answered (or abandoned: never sent again), so the state

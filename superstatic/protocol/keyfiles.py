@@ -71,8 +71,8 @@ _READ_FRAMES = frozenset(
 )
 ROLE_FRAMES: dict[str, frozenset[FrameType]] = {
     "read": _READ_FRAMES,
-    "app": _READ_FRAMES | {FrameType.PROPOSE},
-    "admin": _READ_FRAMES | {FrameType.PROPOSE, FrameType.MEMBERS},
+    "app": _READ_FRAMES | {FrameType.PROPOSE, FrameType.PROPOSE_MANY},
+    "admin": _READ_FRAMES | {FrameType.PROPOSE, FrameType.PROPOSE_MANY, FrameType.MEMBERS},
 }
 assert set(ROLE_FRAMES) == set(ROLES)
 

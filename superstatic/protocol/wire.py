@@ -44,6 +44,15 @@ REQ_ID_MAX = (1 << 64) - 1
 # 15 items (its transaction body is one byte string, scanned separately); 64 leaves room for new
 # fields. Counted while scanning, so a 15 MiB frame of empty arrays is refused at its header.
 CLIENT_FRAME_ITEMS_MAX = 64
+# Proposals one PROPOSE_MANY frame may carry (and FRAME_BYTES_MAX bounds their bytes): what the
+# library's I/O thread coalesces from concurrent callers in one go.
+PROPOSE_ITEMS_MAX = 256
+# CBOR items of one PROPOSE_MANY item: [req_id, seq, kind, body, trace] and its array header.
+PROPOSE_ITEM_CBOR_ITEMS = 6
+# CBOR items in a PROPOSE_MANY frame: its header and fields (as CLIENT_FRAME_ITEMS_MAX allows a
+# PROPOSE) plus PROPOSE_ITEMS_MAX items. Chosen by the frame's type, read from its first bytes
+# before anything is decoded, so other frames keep the small bound.
+PROPOSE_MANY_FRAME_ITEMS_MAX = CLIENT_FRAME_ITEMS_MAX + PROPOSE_ITEMS_MAX * PROPOSE_ITEM_CBOR_ITEMS
 # CBOR items in an agent -> app frame (decoded by the library): an EVENTS frame holds up to
 # events_frame_entries_max events of ~8 items, a SNAPSHOT frame ~1 MiB of [oid, record] pairs.
 AGENT_FRAME_ITEMS_MAX = 1 << 22
@@ -75,6 +84,7 @@ class FrameType(enum.IntEnum):
     INSPECT = 7
     PING = 8
     MEMBERS = 9
+    PROPOSE_MANY = 10  # many PROPOSEs of one connection in one frame (docs/data-model-v2.md 6)
     # agent -> client
     REPLY = 64
     ERROR = 65
@@ -93,6 +103,7 @@ CLIENT_TO_AGENT = frozenset(
         FrameType.INSPECT,
         FrameType.PING,
         FrameType.MEMBERS,
+        FrameType.PROPOSE_MANY,
     }
 )
 AGENT_TO_CLIENT = frozenset(
@@ -132,6 +143,15 @@ CLIENT_FRAME_LIMITS = DecodeLimits(
     depth_max=FRAME_DEPTH_MAX,
     depth_name="FRAME_DEPTH_MAX",
 )
+PROPOSE_MANY_FRAME_LIMITS = DecodeLimits(
+    what="client frame",
+    bytes_max=FRAME_BYTES_MAX,
+    bytes_name="FRAME_BYTES_MAX",
+    items_max=PROPOSE_MANY_FRAME_ITEMS_MAX,
+    items_name="PROPOSE_MANY_FRAME_ITEMS_MAX",
+    depth_max=FRAME_DEPTH_MAX,
+    depth_name="FRAME_DEPTH_MAX",
+)
 AGENT_FRAME_LIMITS = DecodeLimits(
     what="agent frame",
     bytes_max=FRAME_BYTES_MAX,
@@ -162,6 +182,8 @@ def decode(data: bytes, allowed: frozenset[FrameType], limits: DecodeLimits | No
     """
     if limits is None:
         limits = CLIENT_FRAME_LIMITS if allowed <= CLIENT_TO_AGENT else AGENT_FRAME_LIMITS
+        if FrameType.PROPOSE_MANY in allowed and _peek_header(data, 1) == FrameType.PROPOSE_MANY:
+            limits = PROPOSE_MANY_FRAME_LIMITS
     raw = codec.loads(data, limits)
     if type(raw) is not list or len(raw) != 4:
         raise FrameError("shape", "frame must be a CBOR array [version, type, req_id, body]")
@@ -191,9 +213,15 @@ def decode(data: bytes, allowed: frozenset[FrameType], limits: DecodeLimits | No
 
 
 def salvage_req_id(data: bytes) -> int | None:
-    """The req_id of a frame that failed validation, read from its first CBOR headers without
-    decoding anything (so a hostile frame costs nothing more), to answer ERROR; None if the
-    frame does not start like `[version, type, req_id, ...]` with plain ints."""
+    """The req_id of a frame that failed validation, if one can be read, to answer ERROR
+    (read from the frame's first CBOR headers only: nothing is decoded)."""
+    return _peek_header(data, 2)
+
+
+def _peek_header(data: bytes, position: int) -> int | None:
+    """Header `position` (0 version, 1 type, 2 req_id) of a frame, read from its first CBOR
+    heads without decoding anything (so a hostile frame costs nothing more); None if the frame
+    does not start like `[version, type, req_id, ...]` with plain ints."""
     pos = 0
     size = len(data)
     for index in range(4):
@@ -210,9 +238,9 @@ def salvage_req_id(data: bytes) -> int | None:
         pos += 1 + width
         if index == 0 and arg != 4:
             return None
-        if index == 3:
+        if index == position + 1:
             return arg  # uint of at most 8 bytes: within [0, REQ_ID_MAX]
-    return None  # pragma: no cover - the loop returns at index 3
+    return None  # pragma: no cover - the loop returns at index position + 1 <= 3
 
 
 # -- body accessors: each names the frame and field it was reading when it fails ------------------
@@ -270,14 +298,16 @@ def field_choice(frame: Frame, key: str, choices: frozenset[str], default: str |
     return value
 
 
-def check_client_body(frame: Frame, *, body_bytes_max: int) -> Proposal | None:
+def check_client_body(frame: Frame, *, body_bytes_max: int) -> Proposal | list[ManyItem] | None:
     """Type- and range-checks every field the agent reads from an app -> agent frame, before
-    any of it is used; returns the parsed PROPOSE (None for other types). Unknown fields are
-    ignored (forward compatibility; the items bound keeps them small). A PROPOSE body above
-    `body_bytes_max` is a LimitExceeded (too_large)."""
+    any of it is used; returns the parsed PROPOSE or PROPOSE_MANY (None for other types).
+    Unknown fields are ignored (forward compatibility; the items bound keeps them small). A
+    PROPOSE body above `body_bytes_max` is a LimitExceeded (too_large)."""
     t = frame.type
     if t is FrameType.PROPOSE:
         return parse_propose(frame, body_bytes_max=body_bytes_max)
+    if t is FrameType.PROPOSE_MANY:
+        return parse_propose_many(frame, body_bytes_max=body_bytes_max)
     if t is FrameType.HELLO:
         field_str(frame, "client", chars_max=CLIENT_ID_CHARS_MAX)
     elif t is FrameType.SUBSCRIBE:
@@ -337,6 +367,74 @@ def parse_propose(frame: Frame, *, body_bytes_max: int) -> Proposal:
     # The session's id (the index of its "open" entry); absent or 0: an "open" starting one.
     session = field_int(frame, "session", maximum=SESSION_ID_MAX) if "session" in frame.body else 0
     return Proposal(client, seq, seq_low, kind, body, session)
+
+
+@dataclass(frozen=True, slots=True)
+class ManyItem:
+    """One proposal of a PROPOSE_MANY frame: answered (REPLY or ERROR) under its own req_id,
+    exactly as a PROPOSE with that req_id would be. `error`: why this item alone is refused
+    (a LimitExceeded or ProtocolError naming the field and limit); the others still go."""
+
+    req_id: int
+    proposal: Proposal | None
+    trace: bool = False
+    error: LimitExceeded | FrameError | None = None
+
+
+def parse_propose_many(frame: Frame, *, body_bytes_max: int) -> list[ManyItem]:
+    """`{"client", "seq_low", "session", "items": [[req_id, seq, kind, body, trace?], ...]}`:
+    the shared fields are checked for the whole frame (a bad one refuses it all, under the
+    frame's req_id); each item on its own, so one bad item is answered under its req_id and
+    the others go. At most PROPOSE_ITEMS_MAX items (the frame's bytes: FRAME_BYTES_MAX)."""
+    assert frame.type is FrameType.PROPOSE_MANY
+    client = field_str(frame, "client", chars_max=CLIENT_ID_CHARS_MAX)
+    assert client is not None
+    seq_low = field_int(frame, "seq_low", minimum=0, maximum=SEQ_MAX)
+    session = field_int(frame, "session", maximum=SESSION_ID_MAX) if "session" in frame.body else 0
+    items = frame.body.get("items")
+    if type(items) is not list or not items:
+        raise FrameError(
+            "field", f"PROPOSE_MANY.items must be a non-empty list, got {describe(items)}"
+        )
+    if len(items) > PROPOSE_ITEMS_MAX:
+        raise LimitExceeded(
+            "PROPOSE_ITEMS_MAX", PROPOSE_ITEMS_MAX, len(items), "PROPOSE_MANY items"
+        )
+    out: list[ManyItem] = []
+    seen: set[int] = set()
+    for i, item in enumerate(items):
+        if type(item) is not list or len(item) not in (4, 5):
+            raise FrameError(
+                "field",
+                f"PROPOSE_MANY.items[{i}] must be [req_id, seq, kind, body] or [req_id, seq, "
+                f"kind, body, trace], got {describe(item)}",
+            )
+        req_id = item[0]
+        if type(req_id) is not int or not 0 <= req_id <= REQ_ID_MAX or req_id in seen:
+            raise FrameError(
+                "field",
+                f"PROPOSE_MANY.items[{i}][0] (req_id) must be an integer in [0, 2**64) unique "
+                f"in the frame, got {describe(req_id)}",
+            )
+        seen.add(req_id)
+        trace = len(item) == 5 and item[4] is True
+        fields = {
+            "client": client,
+            "seq": item[1],
+            "seq_low": seq_low,
+            "kind": item[2],
+            "body": item[3],
+            "session": session,
+        }
+        try:
+            proposal = parse_propose(
+                Frame(FrameType.PROPOSE, req_id, fields), body_bytes_max=body_bytes_max
+            )
+        except (FrameError, LimitExceeded) as exc:
+            out.append(ManyItem(req_id, None, trace, exc))
+            continue
+        out.append(ManyItem(req_id, proposal, trace))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

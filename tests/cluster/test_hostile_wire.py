@@ -126,6 +126,61 @@ CLIENT_FRAMES = {
         hostile.client_frame(8, 30, hostile.semantic_tags_body()),
         "bad_request",
     ),
+    "PROPOSE_MANY items as a map": (
+        32,
+        hostile.client_frame(
+            int(wire.FrameType.PROPOSE_MANY),
+            32,
+            hostile.cmap(
+                [
+                    (hostile.text("client"), hostile.text("c" * 32)),
+                    (hostile.text("seq_low"), hostile.uint(0)),
+                    (hostile.text("items"), hostile.cmap([])),
+                ]
+            ),
+        ),
+        "bad_request",
+    ),
+    "PROPOSE_MANY of 1 M empty items": (
+        33,
+        hostile.client_frame(
+            int(wire.FrameType.PROPOSE_MANY),
+            33,
+            hostile.cmap(
+                [
+                    (hostile.text("client"), hostile.text("c" * 32)),
+                    (hostile.text("seq_low"), hostile.uint(0)),
+                    (hostile.text("items"), hostile.head(4, 1 << 20) + b"\x80" * (1 << 20)),
+                ]
+            ),
+        ),
+        "too_large",  # PROPOSE_MANY_FRAME_ITEMS_MAX, counted before anything is built
+    ),
+    "PROPOSE_MANY item seq huge": (
+        34,
+        hostile.client_frame(
+            int(wire.FrameType.PROPOSE_MANY),
+            34,
+            hostile.cmap(
+                [
+                    (hostile.text("client"), hostile.text("c" * 32)),
+                    (hostile.text("seq_low"), hostile.uint(0)),
+                    (
+                        hostile.text("items"),
+                        hostile.arr(
+                            hostile.arr(
+                                hostile.uint(34),  # the item's req_id: answered under it
+                                hostile.HUGE_INT,
+                                hostile.text("txn"),
+                                hostile.blob(b""),
+                            )
+                        ),
+                    ),
+                ]
+            ),
+        ),
+        "bad_request",
+    ),
     "a body of 8 MiB empty arrays": (
         31,
         hostile.propose(

@@ -184,6 +184,11 @@ class AgentPeer:
             self._send(identity, wire.FrameType.REPLY, req_id, {"index": index})
         elif ftype is wire.FrameType.PROPOSE:
             self._propose(identity, frame)
+        else:
+            # As an agent that predates a frame type answers it (PROPOSE_MANY included): the
+            # library falls back to what this double speaks.
+            error = wire.error_body(wire.ErrorCode.BAD_REQUEST, "unknown frame type")
+            self._send(identity, wire.FrameType.ERROR, req_id, error)
 
     def _propose(self, identity: bytes, frame: wire.Frame) -> None:
         # The misbehaviours are for writes; the session's own entries are served.
@@ -815,3 +820,36 @@ def test_writes_behind_a_stuck_one_wait_inside_the_agents_seq_window(
     assert len(sent) >= 8
     for body in sent:
         assert body["seq"] - body["seq_low"] < 4, (body["seq"], body["seq_low"])
+
+
+def test_writes_of_concurrent_callers_fall_back_to_propose_when_the_agent_refuses_many(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    """Writes queued together go out in one PROPOSE_MANY; an agent that predates it answers
+    bad_request: every write goes again as a PROPOSE (nothing of the refused frame was
+    proposed), each applies once, and the connection sends PROPOSEs from then on."""
+    peer = make_peer(peers)
+    peer.mute = True  # the session's open goes unanswered until the writes are all queued
+    conn, replica = connect(connections, [peer.endpoint], timeout_ms_resend=300)
+    results: list[Committed] = []
+    workers = [
+        threading.Thread(target=lambda i=i: results.append(conn.submit(b"w%d" % i)))
+        for i in range(8)
+    ]
+    for worker in workers:
+        worker.start()
+    peer.wait_for("the session's open", lambda: len(proposes_of(peer, "open")) >= 1)
+    peer.wait_for("8 writes queued", lambda: conn._pending == 8)
+    peer.mute = False  # the open is sent again, answered, and the 8 writes go out together
+    for worker in workers:
+        worker.join(WAIT_S)
+    assert len(results) == 8 and all(r.outcome == "ok" for r in results)
+    assert sorted(r.index for r in results) == list(range(1, 9))
+    (many,) = peer.received(wire.FrameType.PROPOSE_MANY)
+    assert len(many["items"]) == 8 and many["session"] == peer.log.sessions[conn.client_id]
+    assert sorted(p["body"] for p in proposes_of(peer)) == sorted(b"w%d" % i for i in range(8))
+    assert len(peer.log.entries) == 8
+    conn.submit(b"after")
+    assert len(peer.received(wire.FrameType.PROPOSE_MANY)) == 1
+    conn.wait_applied(9, WAIT_S)  # (the SUBSCRIBE the muted peer ignored was renewed)
+    assert replica.applied_index == 9

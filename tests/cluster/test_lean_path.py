@@ -1,0 +1,160 @@
+"""The lean write path against real agents (issue 11 items 3 and 4, docs/data-model-v2.md
+sections 6 and 8): the library coalesces the writes of concurrent callers into PROPOSE_MANY
+frames, the agent proposes what one frame carries in one go, and every write still applies
+exactly once, in each caller's order.
+
+The library's fallback to PROPOSE for an agent that refuses PROPOSE_MANY is tested against an
+agent double that predates the type (tests/unit/test_connection.py); the agent's handling of
+hostile PROPOSE_MANY frames is here (raw frames) and in tests/cluster/test_hostile_wire.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from superstatic_bench.loadgen import RawClient
+
+import superstatic
+from superstatic.client import default as session_default
+from superstatic.client import oneshot
+from superstatic.client.connection import Connection
+from superstatic.protocol import ops, wire
+from superstatic.tools.localcluster import LocalCluster
+
+pytestmark = pytest.mark.cluster
+
+TIMEOUT_S_JOIN = 120.0
+TIMEOUT_MS_ANSWER = 30_000
+CALLERS = 8
+WRITES_PER_CALLER = 25
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    with LocalCluster(tmp_path / "agents", size=3) as c:
+        c.start()
+        c.leader()
+        yield c
+
+
+def connection() -> Connection:
+    conn = session_default.get().connection
+    assert isinstance(conn, Connection)
+    return conn
+
+
+def many_items(cluster: LocalCluster, node: str) -> int:
+    return int(cluster.status(node)["counters"]["propose_many_items"])
+
+
+def test_coalesced_writes_apply_once_each_in_every_callers_order(cluster: LocalCluster) -> None:
+    """CALLERS threads of one process each append 0, 1, 2, ... to their own list, one write
+    per call: each list ends as exactly its caller's sequence (no write lost, doubled or
+    reordered), at the app and at every agent, and the agent took PROPOSE_MANY frames."""
+    node = cluster.leader()
+    superstatic.connect(cluster.client_endpoints([node]))
+    try:
+        lists = superstatic.root("lists", dict)
+        for caller in range(CALLERS):
+            lists[f"c{caller}"] = []
+        errors: list[BaseException] = []
+        start = threading.Barrier(CALLERS)
+
+        def caller(n: int) -> None:
+            own = lists[f"c{n}"]
+            try:
+                start.wait()
+                for i in range(WRITES_PER_CALLER):
+                    own.append(i)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=caller, args=(n,)) for n in range(CALLERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT_S_JOIN)
+        assert not errors, errors
+        assert not any(thread.is_alive() for thread in threads)
+        expected = list(range(WRITES_PER_CALLER))
+        for n in range(CALLERS):
+            assert list(lists[f"c{n}"]) == expected, n
+        assert many_items(cluster, node) > 0, "no PROPOSE_MANY reached the agent"
+        index = connection().read_index()
+    finally:
+        superstatic.close()
+    for agent in cluster.agents:
+        assert inspect_when_applied(cluster, agent, "lists", index) == {
+            f"c{n}": expected for n in range(CALLERS)
+        }, agent
+
+
+def inspect_when_applied(cluster: LocalCluster, node: str, root: str, index: int) -> Any:
+    """A root's value at an agent once it applied `index` (bounded wait)."""
+    deadline = time.monotonic() + TIMEOUT_MS_ANSWER / 1000
+    while True:
+        reply = oneshot.request(
+            cluster.agents[node].client_endpoint, wire.FrameType.INSPECT, {"root": root}
+        )
+        if reply["applied"] >= index:
+            assert reply["found"], (node, root)
+            return reply["value"]
+        assert time.monotonic() < deadline, f"agent {node} did not apply {index}"
+        time.sleep(0.05)
+
+
+def answers(sock: zmq.Socket[Any], req_ids: set[int]) -> dict[int, wire.Frame]:
+    out: dict[int, wire.Frame] = {}
+    poller_ms = 100
+    waited = 0
+    while set(out) != req_ids:
+        assert waited < TIMEOUT_MS_ANSWER, f"no answer to {sorted(req_ids - set(out))}"
+        if sock.poll(poller_ms, zmq.POLLIN):
+            frame = wire.decode(sock.recv(), wire.AGENT_TO_CLIENT)
+            if frame.req_id in req_ids:
+                out[frame.req_id] = frame
+        else:
+            waited += poller_ms
+    return out
+
+
+def test_one_bad_item_is_refused_alone_and_the_frame_bounds_are_named(
+    cluster: LocalCluster,
+) -> None:
+    """A PROPOSE_MANY item with a bad field is answered bad_request under its own req_id while
+    the others apply; a frame over PROPOSE_ITEMS_MAX is refused whole, naming the limit."""
+    node = cluster.leader()
+    raw = RawClient(cluster.agents[node].client_endpoint, keys=cluster.keys("app"))
+    try:
+        session = raw.open_session()  # its own req ids are small: none collides with ours
+        client, sock = raw.client_id, raw.sock
+        empty = ops.encode_txn({}, [])
+        items: list[list[Any]] = [
+            [101, 10, "txn", empty],
+            [102, 11, "txn", "not bytes"],  # refused alone
+            [103, 12, "txn", empty, True],
+        ]
+        body = {"client": client, "seq_low": 10, "session": session, "items": items}
+        sock.send(wire.encode(wire.FrameType.PROPOSE_MANY, 100, body))
+        got = answers(sock, {101, 102, 103})
+        assert got[101].type is wire.FrameType.REPLY and got[101].body["outcome"] == "ok"
+        assert got[103].type is wire.FrameType.REPLY and got[103].body["outcome"] == "ok"
+        assert got[102].type is wire.FrameType.ERROR
+        assert got[102].body["code"] == "bad_request"
+        assert "body" in got[102].body["message"] and "not bytes" not in got[102].body["message"]
+        assert got[101].body["index"] < got[103].body["index"]  # in the frame's order
+
+        too_many = [[1_000 + i, 20 + i, "txn", empty] for i in range(wire.PROPOSE_ITEMS_MAX + 1)]
+        body = {"client": client, "seq_low": 20, "session": session, "items": too_many}
+        sock.send(wire.encode(wire.FrameType.PROPOSE_MANY, 200, body))
+        refused = answers(sock, {200})[200]
+        assert refused.type is wire.FrameType.ERROR and refused.body["code"] == "too_large"
+        assert "PROPOSE_ITEMS_MAX" in refused.body["message"]
+    finally:
+        raw.close()
