@@ -1,8 +1,12 @@
 """The library's connection to the agents: one client session, the log stream, failover.
 
-One I/O thread owns one DEALER socket to the current agent (it is the only thread that touches
-a socket). Callers in any thread hand it requests through a queue and an inproc PAIR wake-up,
-then wait on a per-request future. The I/O thread:
+One I/O thread owns one DEALER socket to the current agent. Callers in any thread hand it
+requests through a queue and an inproc PAIR wake-up, then wait on a per-request future; a lone
+caller (no other request of a caller queued or in flight) sends its PROPOSE on the socket
+itself instead, saving the two thread switches (docs/data-model-v2.md 8.3). ZeroMQ sockets are
+not thread-safe: every use of the DEALER, and every change to the I/O state, happens under one
+lock (`_socket_lock`), and the I/O thread waits on the socket's file descriptor (never on the
+socket) while it does not hold it. The I/O thread:
 
 * says HELLO, then SUBSCRIBEs from the replica's applied index (0: the agent sends a snapshot
   first) and feeds the stream into the replica in log order (`superstatic.client.stream`), waking
@@ -129,6 +133,10 @@ MANY_FRAMES_TRACKED_MAX = 256
 MANY_BODY_BYTES_MAX = wire.FRAME_BYTES_MAX - (1 << 20)
 # Bytes counted per item beside its body (req_id, seq, kind, trace and CBOR heads).
 MANY_ITEM_OVERHEAD_BYTES = 64
+# How long a lone caller waits for the socket lock before it hands its write to the I/O thread
+# instead: the I/O thread holds it for the rest of the turn in which it woke the caller (tens
+# of microseconds), rarely longer (a large snapshot being applied).
+LONE_CALLER_LOCK_WAIT_S = 0.002
 # Bounded buffers of the DEALER socket (frames), so a stuck agent cannot grow our memory.
 SOCKET_HWM_FRAMES = 10_000
 ENDPOINT_PATTERN = re.compile(r"^(tcp|ipc|inproc)://\S+$")
@@ -296,6 +304,7 @@ class Connection:
         # Observable counters (tests, status, debugging).
         self.failovers = 0
         self.resubscribes = 0
+        self.sent_direct = 0  # writes a lone caller sent itself (no hand-off to the I/O thread)
         self.endpoint = self.endpoints[0]
 
         self._ctx: zmq.Context[Any] = zmq.Context()
@@ -305,6 +314,9 @@ class Connection:
         self._wake_tx: zmq.Socket[Any] = self._ctx.socket(zmq.PAIR)
         self._wake_tx.connect(wake_address)
         self._wake_lock = threading.Lock()
+        # Held by the I/O thread while it handles what its poll returned, and by a lone caller
+        # sending its PROPOSE itself: the DEALER and the I/O state are only touched under it.
+        self._socket_lock = threading.Lock()
 
         self._thread = threading.Thread(
             target=self._run, name=f"superstatic-io-{self.client_id[:8]}", daemon=True
@@ -419,7 +431,9 @@ class Connection:
             )
         timeout_s = self.timeout_ms_request / 1000
         request.deadline = time.monotonic() + timeout_s
-        if not self._enqueue(request, bounded=True):
+        if self._send_direct(request):
+            pass  # a lone caller's PROPOSE went out from this thread
+        elif not self._enqueue(request, bounded=True):
             self._check_alive()
             raise Error("this superstatic connection is closed")
         try:
@@ -433,6 +447,29 @@ class Connection:
                 "may not have been applied",
                 outcome_known=request.op != "propose",
             ) from None
+
+    def _send_direct(self, request: _Request) -> bool:
+        """A lone caller's write (nothing of another caller queued or in flight, the socket
+        lock free, a session open): registered and sent from this thread, under the socket
+        lock, with no hand-off to the I/O thread. False: queue it as usual (concurrent callers
+        go through the I/O thread, which coalesces their writes)."""
+        if request.op != "propose" or request.internal:
+            return False
+        if not self._socket_lock.acquire(timeout=LONE_CALLER_LOCK_WAIT_S):
+            return False  # the I/O thread is busy: it takes the request at its next turn
+        try:
+            with self._lock:
+                if self._closing or self._failure is not None or self._pending or self._queue:
+                    return False
+                self._pending += 1
+            if self._io.send_direct(request):
+                self.sent_direct += 1  # under the socket lock: one writer at a time
+                return True
+            with self._lock:
+                self._pending -= 1
+            return False
+        finally:
+            self._socket_lock.release()
 
     def _enqueue(self, request: _Request, *, bounded: bool) -> bool:
         with self._lock:
@@ -505,6 +542,7 @@ class Connection:
             with self._lock:
                 self._failure = exc
         finally:
+            self._socket_lock.acquire()  # a lone caller may be sending: let it finish
             failure = self._failure
             error: BaseException = (
                 Error(f"the superstatic connection stopped: {failure}")
@@ -528,6 +566,7 @@ class Connection:
                 else:
                     self._done(request, error=error)
             io.close_socket()
+            self._socket_lock.release()
             self._wake_rx.close(linger=0)
             with self._applied:
                 self._applied.notify_all()
@@ -550,6 +589,10 @@ class _IoState:
         self.feeder = StreamFeeder(conn.replica)
         self.endpoint_index = 0
         self.sock: zmq.Socket[Any] | None = None
+        self.sock_fd = -1  # what the I/O thread polls for the socket (its ZMQ_FD)
+        # The socket had frames waiting when the lock was last released: poll without waiting.
+        self.more = False
+        self.timeout_ms = 0
         self.monitor: zmq.Socket[Any] | None = None
         self.connected = False
         # Failovers since an agent last answered HELLO, and when the socket of a round that
@@ -592,21 +635,49 @@ class _IoState:
     def loop(self) -> None:
         conn = self.conn
         self.poller.register(conn._wake_rx, zmq.POLLIN)
-        self.open_socket()
+        with conn._socket_lock:
+            self.open_socket()
+            self.timeout_ms = self.next_wake_ms()
         while True:
             with conn._lock:
                 closing = conn._closing
             if closing:
                 return
-            timeout_ms = self.next_wake_ms()
-            ready = dict(self.poller.poll(timeout_ms))
-            if conn._wake_rx in ready:
-                self.drain_wake()
-            if self.monitor is not None and self.monitor in ready:
-                self.on_monitor()
-            if self.sock is not None and self.sock in ready:
-                self.on_frames()
-            self.on_timers(time.monotonic())
+            # The socket's descriptor, not the socket: polling a socket is a use of it, and a
+            # lone caller may be sending on it meanwhile (under the lock we do not hold here).
+            ready = dict(self.poller.poll(0 if self.more else self.timeout_ms))
+            with conn._socket_lock:
+                if conn._wake_rx in ready:
+                    self.drain_wake()
+                if self.monitor is not None and self.monitor in ready:
+                    self.on_monitor()
+                if self.sock is not None:
+                    # The descriptor is edge-triggered and any use of the socket (a caller's
+                    # send too) may consume its edge: read until empty every turn.
+                    self.on_frames()
+                self.on_timers(time.monotonic())
+                self.more = self.sock is not None and bool(self.sock.get(zmq.EVENTS) & zmq.POLLIN)
+                self.timeout_ms = self.next_wake_ms()
+
+    def send_direct(self, request: _Request) -> bool:
+        """A lone caller's write, sent from the caller's thread (Connection._send_direct, under
+        the socket lock); False if it must wait for the I/O thread (no session or connection
+        yet: the I/O thread opens them)."""
+        if self.sock is None or not self.connected or self.session == 0:
+            return False
+        now = time.monotonic()
+        request.seq = self.seq_next
+        self.seq_next += 1
+        request.send_at = now
+        if request.trace is not None:
+            request.trace["io_taken"] = time.monotonic_ns()
+        self.requests[next(self.serials)] = request
+        self.send_request(request, now)
+        if self.sock is not None and self.sock.get(zmq.EVENTS) & zmq.POLLIN:
+            # Frames arrived and our send consumed the descriptor's edge: the I/O thread,
+            # waiting on it, must look now.
+            self.conn._wake()
+        return True
 
     def next_wake_ms(self) -> int:
         now = time.monotonic()
@@ -679,16 +750,17 @@ class _IoState:
             sock.close(linger=0)
             raise
         self.sock = sock
+        self.sock_fd = sock.get(zmq.FD)
         self.connected = False
         self.last_rx = time.monotonic()
-        self.poller.register(sock, zmq.POLLIN)
+        self.poller.register(self.sock_fd, zmq.POLLIN)
         self.poller.register(self.monitor, zmq.POLLIN)
 
     def close_socket(self) -> None:
         if self.sock is None:
             return
         assert self.monitor is not None
-        self.poller.unregister(self.sock)
+        self.poller.unregister(self.sock_fd)
         self.poller.unregister(self.monitor)
         with contextlib.suppress(zmq.ZMQError):
             self.sock.disable_monitor()

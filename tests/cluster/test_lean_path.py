@@ -10,6 +10,7 @@ hostile PROPOSE_MANY frames is here (raw frames) and in tests/cluster/test_hosti
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -158,3 +159,60 @@ def test_one_bad_item_is_refused_alone_and_the_frame_bounds_are_named(
         assert "PROPOSE_ITEMS_MAX" in refused.body["message"]
     finally:
         raw.close()
+
+
+# Lone-caller stress: threads that each write with seeded random pauses, so a write is sometimes
+# alone (sent by its caller) and sometimes concurrent with others (queued, coalesced).
+STRESS_THREADS = 6
+STRESS_WRITES = 30
+STRESS_PAUSE_S_MAX = 0.004
+SEQUENTIAL_WRITES = 20
+
+
+def test_lone_callers_send_themselves_and_mixed_callers_still_apply_once_in_order(
+    cluster: LocalCluster,
+) -> None:
+    node = cluster.leader()
+    superstatic.connect(cluster.client_endpoints([node]))
+    try:
+        conn = connection()
+        seq = superstatic.root("seq", dict)
+        seq["n"] = 0  # opens the session (a write with no session waits for the I/O thread)
+        before = conn.sent_direct
+        for i in range(SEQUENTIAL_WRITES):
+            seq["n"] = i + 1
+        # One thread, nothing else in flight: they go out from the caller (but for a turn
+        # of the I/O thread holding the socket lock longer than the caller waits for it).
+        assert 0 < conn.sent_direct - before <= SEQUENTIAL_WRITES
+        assert seq["n"] == SEQUENTIAL_WRITES
+
+        lists = superstatic.root("stress", dict)
+        for t in range(STRESS_THREADS):
+            lists[f"t{t}"] = []
+        errors: list[BaseException] = []
+
+        def writer(t: int) -> None:
+            rng = random.Random(t)
+            own = lists[f"t{t}"]
+            try:
+                for i in range(STRESS_WRITES):
+                    time.sleep(rng.uniform(0, STRESS_PAUSE_S_MAX))
+                    own.append(i)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(STRESS_THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT_S_JOIN)
+        assert not errors, errors
+        assert not any(thread.is_alive() for thread in threads)
+        for t in range(STRESS_THREADS):
+            assert list(lists[f"t{t}"]) == list(range(STRESS_WRITES)), t
+        index = conn.read_index()
+    finally:
+        superstatic.close()
+    expected = {f"t{t}": list(range(STRESS_WRITES)) for t in range(STRESS_THREADS)}
+    for agent in cluster.agents:
+        assert inspect_when_applied(cluster, agent, "stress", index) == expected, agent
