@@ -127,6 +127,8 @@ class Waiter:
     # Handed to the core (appended here as leader, or forwarded): from then on the entry may be
     # in some log and commit, so this waiter is never told "not proposed" (issue 9, bug 2).
     proposed: bool = False
+    # Asked for per-hop stamps: always answered with a REPLY (the stamps travel in it).
+    traced: bool = False
 
 
 @dataclass(slots=True)
@@ -1370,7 +1372,7 @@ class Server:
             )
             return
         deadline = now + self.config.timeout_ms_proposal / 1000.0
-        waiter = Waiter(identity, req_id, deadline, data)
+        waiter = Waiter(identity, req_id, deadline, data, traced=traced)
         self._waiters.setdefault(key, []).append(waiter)
         self._waiter_queue.append((waiter.deadline, key, waiter))
         self._waiting += 1
@@ -1522,7 +1524,17 @@ class Server:
             for waiter in waiters:
                 if not waiter.answered:
                     self._settle(waiter)
-                    self._reply(waiter.identity, waiter.req_id, reply)
+                    # One frame back per call (docs/data-model-v2.md 8.2): an app that asked to
+                    # be answered by its stream, and whose stream will carry this entry's event,
+                    # settles on the event; the REPLY would carry the same news. Only "ok": the
+                    # other outcomes carry what the event does not (an error text, a dup's
+                    # first index, session_expired's rules), and keep their REPLY.
+                    if not (
+                        applied.outcome == "ok"
+                        and not waiter.traced
+                        and self.streams.answers_by_event(waiter.identity, applied.index)
+                    ):
+                        self._reply(waiter.identity, waiter.req_id, reply)
                     self.observer.on_answered(waiter.deadline, applied.outcome, now)
 
     def _keep_other_sessions(self, applied: Applied, waiters: list[Waiter]) -> list[Waiter]:

@@ -66,6 +66,9 @@ class Subscriber:
     # the same FIFO queue): forgiven at this stream's first acknowledgement.
     earlier_bytes: int = 0
     stalled_since: float | None = None  # backlog full since (None: flowing)
+    # SUBSCRIBE {"answers": true}: the app settles its writes on their events, so their "ok"
+    # REPLY is not sent (docs/data-model-v2.md 8.2).
+    answers: bool = False
 
 
 class Streams:
@@ -126,9 +129,20 @@ class Streams:
             )
             return
         sub = Subscriber(identity, frame.req_id, start + 1, now)
+        sub.answers = frame.body.get("answers") is True
         sub.needs_snapshot = start == 0
         sub.earlier_bytes = earlier
         self._subscribers[identity] = sub
+
+    def answers_by_event(self, identity: bytes, index: int) -> bool:
+        """True if this connection asked to be answered by its stream and its stream will
+        carry the event at `index` (not skipped by a snapshot that covers it)."""
+        sub = self._subscribers.get(identity)
+        if sub is None or not sub.answers or sub.needs_snapshot:
+            return False
+        if sub.snapshot_nodes is not None:
+            return sub.snapshot_index < index
+        return sub.next_index <= index
 
     def unsubscribe(self, identity: bytes) -> None:
         sub = self._subscribers.get(identity)

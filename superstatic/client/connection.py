@@ -873,7 +873,10 @@ class _IoState:
         self.last_stream = time.monotonic()
         applied = self.conn.replica.applied_index
         self.stream_bytes = self.stream_bytes_acked = 0
-        subscribe = {"from": applied, "model": wire.DATA_MODEL}
+        # "answers": our writes that apply "ok" are answered by their event in this stream,
+        # not by a REPLY as well (docs/data-model-v2.md 8.2); an agent that predates it ignores
+        # the field and replies as before.
+        subscribe = {"from": applied, "model": wire.DATA_MODEL, "answers": True}
         self.sub_req = self.send(wire.FrameType.SUBSCRIBE, subscribe) or 0
 
     def resubscribe(self, reason: str) -> None:
@@ -936,6 +939,8 @@ class _IoState:
             if advanced:
                 with self.conn._applied:
                     self.conn._applied.notify_all()
+                if ftype is wire.FrameType.EVENTS and self.requests:
+                    self.settle_by_events(frame.body)
             return
         if req_id == self.hello_req and req_id:
             self.on_hello(frame)
@@ -954,6 +959,32 @@ class _IoState:
             self.on_reply(request, req_id, frame.body)
         else:
             self.on_error(request, req_id, frame.body)
+
+    def settle_by_events(self, body: dict[str, Any]) -> None:
+        """Our writes whose events just applied with outcome "ok" are settled from them: the
+        agent sends no REPLY for those (we subscribed with "answers"), and the replica already
+        holds them, so the caller's wait for the applied index returns at once. Any other
+        outcome (conflict, error, dup, session_expired) still comes as a REPLY, and so does a
+        traced write's (it carries the stamps)."""
+        events = body.get("ev")
+        if type(events) is not list:
+            return
+        client = self.conn.client_id
+        waiting: dict[int, _Request] | None = None
+        for event in events:
+            if type(event) is not list or len(event) < 4:
+                continue
+            if event[1] != client or event[3] != "ok" or type(event[0]) is not int:
+                continue
+            if waiting is None:
+                waiting = {
+                    r.seq: r
+                    for r in self.requests.values()
+                    if r.op == "propose" and r.seq and r.trace is None
+                }
+            request = waiting.pop(event[2], None) if type(event[2]) is int else None
+            if request is not None:
+                self.on_reply(request, 0, {"index": event[0], "outcome": "ok", "dup": False})
 
     def on_hello(self, frame: wire.Frame) -> None:
         code = frame.body.get("code")

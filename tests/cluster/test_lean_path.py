@@ -216,3 +216,51 @@ def test_lone_callers_send_themselves_and_mixed_callers_still_apply_once_in_orde
     expected = {f"t{t}": list(range(STRESS_WRITES)) for t in range(STRESS_THREADS)}
     for agent in cluster.agents:
         assert inspect_when_applied(cluster, agent, "stress", index) == expected, agent
+
+
+def frames_until_event(raw: RawClient, sub_req: int, seq: int) -> list[wire.Frame]:
+    """Every frame up to and including the EVENTS frame holding our write `seq`."""
+    out: list[wire.Frame] = []
+    waited = 0
+    while True:
+        assert waited < TIMEOUT_MS_ANSWER, f"no event for seq {seq}"
+        if not raw.sock.poll(100, zmq.POLLIN):
+            waited += 100
+            continue
+        frame = wire.decode(raw.sock.recv(), wire.AGENT_TO_CLIENT)
+        out.append(frame)
+        ours = frame.type is wire.FrameType.EVENTS and frame.req_id == sub_req
+        if ours and any(e[1] == raw.client_id and e[2] == seq for e in frame.body["ev"]):
+            return out
+
+
+def test_a_write_of_a_connection_answered_by_its_stream_gets_no_reply(
+    cluster: LocalCluster,
+) -> None:
+    """SUBSCRIBE {"answers": true}: an "ok" write is answered by its event alone (the agent
+    sends its REPLY before the event's frame if at all, and frames of one connection arrive in
+    order, so none came). A dup still gets its REPLY (it carries the first index and outcome),
+    and a connection that did not ask gets every REPLY as before."""
+    node = cluster.leader()
+    raw = RawClient(cluster.agents[node].client_endpoint, keys=cluster.keys("app"))
+    plain = RawClient(cluster.agents[node].client_endpoint, keys=cluster.keys("app"))
+    try:
+        raw.open_session()  # answered by REPLY: not subscribed yet
+        sub_req = raw.send(wire.FrameType.SUBSCRIBE, {"from": 0, "answers": True})
+        seq = raw.take_seq()
+        req_id = raw.send(wire.FrameType.PROPOSE, raw.propose_body(ops.encode_txn({}, []), seq))
+        seen = frames_until_event(raw, sub_req, seq)
+        assert not [f for f in seen if f.req_id == req_id], seen
+        (event,) = [
+            e for f in seen if f.type is wire.FrameType.EVENTS for e in f.body["ev"] if e[2] == seq
+        ]
+        assert event[3] == "ok"
+        again = raw.send(wire.FrameType.PROPOSE, raw.propose_body(ops.encode_txn({}, []), seq))
+        reply = raw.wait(again, TIMEOUT_MS_ANSWER)
+        assert reply["dup"] is True and reply["index"] == event[0] and reply["outcome"] == "ok"
+
+        plain.send(wire.FrameType.SUBSCRIBE, {"from": 0})
+        assert plain.propose(ops.encode_txn({}, []))["outcome"] == "ok"  # REPLY as before
+    finally:
+        raw.close()
+        plain.close()

@@ -303,7 +303,7 @@ def test_submit_hello_subscribe_and_stream_into_the_replica(
     ]
     hello = peer.received(wire.FrameType.HELLO)
     assert hello == [{"client": conn.client_id, "model": 2}]
-    assert peer.received(wire.FrameType.SUBSCRIBE) == [{"from": 0, "model": 2}]
+    assert peer.received(wire.FrameType.SUBSCRIBE) == [{"from": 0, "model": 2, "answers": True}]
     # The first write waited for the session's "open" (seq 2, after the write took seq 1);
     # the writes name the session.
     (opened,) = proposes_of(peer, "open")
@@ -319,9 +319,13 @@ def test_lost_reply_is_retried_with_the_same_seq_and_applied_once(
 ) -> None:
     peer = make_peer(peers)
     peer.drop_replies = 1
+    # Nor does its event come (it would answer the write: the library settles an "ok" write
+    # on its event too) until the resend was answered.
+    peer.withhold_events = True
     conn, replica = connect(connections, [peer.endpoint], timeout_ms_resend=300)
     committed = conn.submit(b"once")
     assert committed.index == 1 and committed.dup
+    peer.withhold_events = False
     sent = proposes_of(peer)
     assert len(sent) >= 2 and {(p["client"], p["seq"]) for p in sent} == {(conn.client_id, 1)}
     assert len(peer.log.entries) == 1
@@ -346,7 +350,7 @@ def test_failover_to_the_next_endpoint_keeps_the_session_and_seq(
     worker.join(WAIT_S)
     assert result and result[0].index == 2
     assert second.received(wire.FrameType.HELLO) == [{"client": conn.client_id, "model": 2}]
-    assert second.received(wire.FrameType.SUBSCRIBE) == [{"from": 1, "model": 2}]
+    assert second.received(wire.FrameType.SUBSCRIBE) == [{"from": 1, "model": 2, "answers": True}]
     assert [(p["client"], p["seq"]) for p in proposes_of(second)] == [(conn.client_id, 3)]
     conn.wait_applied(2, WAIT_S)
     assert [e[0] for e in replica.events] == [1, 2] and replica.snapshots == [0]
@@ -545,7 +549,7 @@ def test_lagging_subscription_is_renewed_from_the_applied_index(
     conn.submit(b"a")
     conn.wait_applied(1, WAIT_S)
     sub = peer.received(wire.FrameType.SUBSCRIBE)
-    assert sub == [{"from": 0, "model": 2}]
+    assert sub == [{"from": 0, "model": 2, "answers": True}]
 
     def lagging(p: AgentPeer) -> None:
         # The agent's buffer for us overflowed: it drops the subscription and says so.
@@ -556,7 +560,7 @@ def test_lagging_subscription_is_renewed_from_the_applied_index(
 
     peer.inject(lagging)
     peer.wait_for("a new SUBSCRIBE", lambda: len(peer.received(wire.FrameType.SUBSCRIBE)) == 2)
-    assert peer.received(wire.FrameType.SUBSCRIBE)[1] == {"from": 1, "model": 2}
+    assert peer.received(wire.FrameType.SUBSCRIBE)[1] == {"from": 1, "model": 2, "answers": True}
     conn.submit(b"b")
     conn.wait_applied(2, WAIT_S)
     assert [e[0] for e in replica.events] == [1, 2] and conn.resubscribes == 1
@@ -613,6 +617,7 @@ def test_an_expired_session_fails_a_write_that_may_have_applied_and_opens_a_new_
     heard: list[str] = []  # the toolkit's hook (cluster events)
     conn.session_expired_listeners.append(heard.append)
     peer.drop_replies = 1  # "b" applies, its reply is lost
+    peer.withhold_events = True  # and its event is not seen either (it would answer the write)
     outcome: list[BaseException] = []
 
     def write() -> None:
@@ -626,6 +631,7 @@ def test_an_expired_session_fails_a_write_that_may_have_applied_and_opens_a_new_
     peer.wait_for("b applied", lambda: len(peer.log.entries) == 2)
     peer.expire_session(conn.client_id)  # the resend finds the session gone
     thread.join(WAIT_S)
+    peer.withhold_events = False
     (error,) = outcome
     assert isinstance(error, Unavailable) and error.outcome_known is False, error
     assert "expired" in str(error) and "UNKNOWN" in str(error)

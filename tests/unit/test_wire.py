@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import cbor2
 import pytest
 from hypothesis import given
@@ -141,3 +143,84 @@ def test_members_round_trip() -> None:
 def test_members_rejects_bad_fields_naming_them(body: dict, complaint: str) -> None:
     with pytest.raises(ProtocolError, match=complaint):
         wire.parse_members(members_frame(**body))
+
+
+def many_frame(items: object, **fields: object) -> bytes:
+    body = {"client": "c" * 32, "seq_low": 1, "session": 5, "items": items, **fields}
+    return wire.encode(wire.FrameType.PROPOSE_MANY, 9, body)
+
+
+def test_propose_many_round_trip_and_items_refused_alone() -> None:
+    data = many_frame(
+        [[11, 1, "txn", b"a"], [12, 2, "txn", "not bytes"], [13, 3, "open", b"", True]]
+    )
+    frame = wire.decode(data, wire.CLIENT_TO_AGENT)
+    first, bad, last = wire.check_client_body(frame, body_bytes_max=1024)  # type: ignore[misc]
+    assert first.req_id == 11 and first.proposal == wire.Proposal("c" * 32, 1, 1, "txn", b"a", 5)
+    assert bad.req_id == 12 and bad.proposal is None and "body" in str(bad.error)
+    assert last.trace and last.proposal is not None and last.proposal.kind == "open"
+
+
+@pytest.mark.parametrize(
+    ("items", "fields", "complaint"),
+    [
+        ({}, {}, "items must be a non-empty list"),
+        ([], {}, "items must be a non-empty list"),
+        ([[1, 1, "txn"]], {}, "items[0] must be"),
+        ([[1, 1, "txn", b""], [1, 2, "txn", b""]], {}, "unique"),
+        ([[1, 1, "txn", b""]], {"client": ""}, "client"),
+        ([[1, 1, "txn", b""]], {"session": -1}, "session"),
+    ],
+)
+def test_propose_many_frame_errors_name_the_field(
+    items: object, fields: dict, complaint: str
+) -> None:
+    frame = wire.decode(many_frame(items, **fields), wire.CLIENT_TO_AGENT)
+    with pytest.raises(ProtocolError, match=re.escape(complaint)):
+        wire.check_client_body(frame, body_bytes_max=1024)
+
+
+def test_propose_many_above_its_item_count_is_too_large_naming_the_limit() -> None:
+    items = [[i, i + 1, "txn", b""] for i in range(wire.PROPOSE_ITEMS_MAX + 1)]
+    frame = wire.decode(many_frame(items), wire.CLIENT_TO_AGENT)
+    with pytest.raises(LimitExceeded) as caught:
+        wire.check_client_body(frame, body_bytes_max=1024)
+    assert caught.value.limit_name == "PROPOSE_ITEMS_MAX"
+
+
+def test_only_propose_many_frames_get_the_larger_item_bound() -> None:
+    # 300 CBOR items: above CLIENT_FRAME_ITEMS_MAX for a PING, within a PROPOSE_MANY's bound.
+    padding = list(range(300))
+    with pytest.raises(LimitExceeded) as caught:
+        wire.decode(wire.encode(wire.FrameType.PING, 1, {"pad": padding}), wire.CLIENT_TO_AGENT)
+    assert caught.value.limit_name == "CLIENT_FRAME_ITEMS_MAX"
+    frame = wire.decode(many_frame([[1, 1, "txn", b""]], pad=padding), wire.CLIENT_TO_AGENT)
+    assert frame.type is wire.FrameType.PROPOSE_MANY
+    items = [[i, i + 1, "txn", b""] for i in range(wire.PROPOSE_MANY_FRAME_ITEMS_MAX // 5)]
+    with pytest.raises(LimitExceeded) as caught:
+        wire.decode(many_frame(items), wire.CLIENT_TO_AGENT)
+    assert caught.value.limit_name == "PROPOSE_MANY_FRAME_ITEMS_MAX"
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.lists(
+                st.one_of(st.integers(-2, 2**65), st.text(max_size=5), st.binary(max_size=5)),
+                max_size=6,
+            ),
+            st.integers(),
+            st.none(),
+        ),
+        max_size=8,
+    )
+)
+def test_hostile_propose_many_items_only_ever_raise_named_errors(items: list[object]) -> None:
+    try:
+        frame = wire.decode(many_frame(items), wire.CLIENT_TO_AGENT)
+        parsed = wire.check_client_body(frame, body_bytes_max=1024)
+    except (ProtocolError, LimitExceeded):
+        return
+    assert isinstance(parsed, list) and len(parsed) == len(items)
+    for item in parsed:
+        assert (item.proposal is None) != (item.error is None)
