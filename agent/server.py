@@ -1214,7 +1214,9 @@ class Server:
             self._on_propose_many(identity, now, address, proposal)
         elif t is wire.FrameType.PING:
             self.streams.ack(identity, frame.body, now)  # {"stream": [req_id, bytes]}
-            self._reply(identity, frame.req_id, {})
+            # The leader this agent follows: an app sending its writes to the leader directly
+            # learns of a change within a PING (docs/data-model-v2.md 8.4).
+            self._reply(identity, frame.req_id, {"leader": self.node.leader})
         elif t is wire.FrameType.READ_INDEX:
             if len(self._reads_new) + self._reads_waiting() >= self.config.reads_waiting_max:
                 self._error(

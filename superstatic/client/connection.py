@@ -15,6 +15,9 @@ socket) while it does not hold it. The I/O thread:
   refusals (`not_leader`, `unavailable`, `busy`) with jittered backoff and re-sending a PROPOSE
   that got no answer with its SAME seq: the state machine's exactly-once table answers a
   duplicate instead of applying it twice;
+* sends the PROPOSEs over a second DEALER to the leader when its own agent is a follower
+  (`client/leader_link.py`; the stream stays on its own agent), learning the leader's id from
+  its agent's HELLO, PING and not_leader answers (docs/data-model-v2.md 8.4);
 * PINGs the agent every `ping_interval_ms` and fails over to the next endpoint when the agent is
   silent for `timeout_ms_agent_silence`, disconnects, or keeps refusing for that long; after a
   failover it re-HELLOs with the same client id, resubscribes from the replica's applied index
@@ -57,6 +60,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from superstatic.client import keys as client_keys
+from superstatic.client.leader_link import LeaderLink
 from superstatic.client.stream import ReplicaSink, StreamFeeder, StreamGap
 from superstatic.objects import stats as _stats
 from superstatic.objects import trace as _trace
@@ -137,6 +141,9 @@ MANY_ITEM_OVERHEAD_BYTES = 64
 # instead: the I/O thread holds it for the rest of the turn in which it woke the caller (tens
 # of microseconds), rarely longer (a large snapshot being applied).
 LONE_CALLER_LOCK_WAIT_S = 0.002
+# After a link to the leader failed (disconnected, refused, could not be made), the next one is
+# tried this much later at the earliest (docs/data-model-v2.md 8.4).
+LINK_RETRY_MS = 1_000
 # Bounded buffers of the DEALER socket (frames), so a stuck agent cannot grow our memory.
 SOCKET_HWM_FRAMES = 10_000
 ENDPOINT_PATTERN = re.compile(r"^(tcp|ipc|inproc)://\S+$")
@@ -226,6 +233,7 @@ class _Request:
     internal: bool = False
     trace: dict[str, int] | None = None  # tracing only (objects/trace.py)
     session: int = 0  # the session its last attempt named (0: none, or the open starting one)
+    via_link: bool = False  # its last attempt went to the leader's link, not our own agent
 
 
 class Connection:
@@ -305,6 +313,7 @@ class Connection:
         self.failovers = 0
         self.resubscribes = 0
         self.sent_direct = 0  # writes a lone caller sent itself (no hand-off to the I/O thread)
+        self.sent_to_leader = 0  # write attempts sent on the link to the leader
         self.endpoint = self.endpoints[0]
 
         self._ctx: zmq.Context[Any] = zmq.Context()
@@ -566,6 +575,9 @@ class Connection:
                 else:
                     self._done(request, error=error)
             io.close_socket()
+            if io.link is not None:
+                io.link.close()
+                io.link = None
             self._socket_lock.release()
             self._wake_rx.close(linger=0)
             with self._applied:
@@ -629,6 +641,14 @@ class _IoState:
         # ids of the PROPOSE_MANY frames sent, by the frame's req id (MANY_FRAMES_TRACKED_MAX).
         self.many_ok = True
         self.many_frames: dict[int, list[int]] = {}
+        # Writes to the leader (docs/data-model-v2.md 8.4): the agent ids behind the endpoints
+        # we were given (learned from HELLO answers), the leader our agent names, the link to
+        # it, and the last PING's req id (its answer names the leader).
+        self.agent_ids: dict[str, str] = {}
+        self.leader_id: str | None = None
+        self.link: LeaderLink | None = None
+        self.link_retry_at = 0.0
+        self.ping_req = 0
 
     # -- main loop -------------------------------------------------------------------------
 
@@ -655,8 +675,11 @@ class _IoState:
                     # The descriptor is edge-triggered and any use of the socket (a caller's
                     # send too) may consume its edge: read until empty every turn.
                     self.on_frames()
+                if self.link is not None:
+                    self.on_link()
                 self.on_timers(time.monotonic())
                 self.more = self.sock is not None and bool(self.sock.get(zmq.EVENTS) & zmq.POLLIN)
+                self.more = self.more or (self.link is not None and self.link.more())
                 self.timeout_ms = self.next_wake_ms()
 
     def send_direct(self, request: _Request) -> bool:
@@ -673,7 +696,8 @@ class _IoState:
             request.trace["io_taken"] = time.monotonic_ns()
         self.requests[next(self.serials)] = request
         self.send_request(request, now)
-        if self.sock is not None and self.sock.get(zmq.EVENTS) & zmq.POLLIN:
+        pending = self.link is not None and self.link.more()
+        if pending or (self.sock is not None and self.sock.get(zmq.EVENTS) & zmq.POLLIN):
             # Frames arrived and our send consumed the descriptor's edge: the I/O thread,
             # waiting on it, must look now.
             self.conn._wake()
@@ -949,6 +973,9 @@ class _IoState:
             code = frame.body.get("code")
             self.resubscribe(f"subscription refused: {code}: {frame.body.get('message')}")
             return
+        if req_id == self.ping_req and req_id and ftype is wire.FrameType.REPLY:
+            self.want_leader(frame.body.get("leader"))  # our agent names the leader it follows
+            return
         request = self.by_req_id.get(req_id)
         if request is None:
             items = self.many_frames.pop(req_id, None)
@@ -1002,6 +1029,10 @@ class _IoState:
         ttl = frame.body.get("session_ttl_ms")
         if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0:
             self.session_ttl_ms = ttl
+        agent = frame.body.get("agent")
+        if isinstance(agent, str) and agent:
+            self.agent_ids[self.conn.endpoint] = agent
+        self.want_leader(frame.body.get("leader"))
 
     def on_reply(self, request: _Request, req_id: int, body: dict[str, Any]) -> None:
         self.refusing_since = None
@@ -1084,6 +1115,8 @@ class _IoState:
     def on_error(self, request: _Request, req_id: int, body: dict[str, Any]) -> None:
         code, message = body.get("code"), str(body.get("message", ""))
         now = time.monotonic()
+        if code == wire.ErrorCode.NOT_LEADER:
+            self.want_leader(body.get("leader"))
         if code in (wire.ErrorCode.NOT_LEADER, wire.ErrorCode.BUSY):
             # Refused before proposing: this attempt cannot commit.
             request.unresolved.discard(req_id)
@@ -1201,7 +1234,9 @@ class _IoState:
     def ping(self) -> None:
         """Liveness, and the acknowledgement of the stream bytes received so far."""
         body = {"stream": [self.sub_req, self.stream_bytes]} if self.sub_req else {}
-        if self.send(wire.FrameType.PING, body) is not None:
+        req_id = self.send(wire.FrameType.PING, body)
+        if req_id is not None:
+            self.ping_req = req_id
             self.last_ping = time.monotonic()
             self.stream_bytes_acked = self.stream_bytes
 
@@ -1264,8 +1299,10 @@ class _IoState:
             frame_type = wire.FrameType.PROPOSE
         else:
             body, frame_type = {}, wire.FrameType.READ_INDEX
+        via_link = request.op == "propose" and self.link is not None and self.link.ready
         try:
-            req_id = self.send(frame_type, body)
+            send = self.send_on_link if via_link else self.send
+            req_id = send(frame_type, body)
         except LimitExceeded as exc:
             self.settle(request, error=exc)  # never sent: too large to be a frame
             return
@@ -1277,6 +1314,7 @@ class _IoState:
             return
         if request.op == "propose":
             request.unresolved.add(req_id)
+            request.via_link = via_link
             self.last_propose = now
             if request.trace is not None:
                 request.trace["sent"] = time.monotonic_ns()
@@ -1329,9 +1367,18 @@ class _IoState:
             for request in requests:  # each alone: one too large for a frame is told so
                 self.send_request(request, now)
             return
-        try:
-            self.sock.send(data, zmq.NOBLOCK)
-        except zmq.Again:
+        via_link = self.link is not None and self.link.ready
+        if via_link:
+            assert self.link is not None
+            sent = self.link.send(data)
+            self.conn.sent_to_leader += len(requests) if sent else 0
+        else:
+            try:
+                self.sock.send(data, zmq.NOBLOCK)
+                sent = True
+            except zmq.Again:
+                sent = False
+        if not sent:
             for request in requests:  # nothing went out: as send_request after a full queue
                 request.attempts += 1
                 request.send_at = now + self.backoff_s(request.attempts)
@@ -1344,6 +1391,7 @@ class _IoState:
             if request.attempts > 1:
                 _stats.STATS.note("resends")
             request.unresolved.add(req_id)
+            request.via_link = via_link
             self.by_req_id[req_id] = request
             request.send_at = float("inf")
             request.sent_at = now
@@ -1372,6 +1420,117 @@ class _IoState:
                 continue  # answered meanwhile (cannot be: the frame was refused whole)
             request.unresolved.discard(req_id)
             request.send_at = now
+
+    # -- writes to the leader (docs/data-model-v2.md 8.4) ------------------------------------
+
+    def send_on_link(self, frame_type: wire.FrameType, body: dict[str, Any]) -> int | None:
+        """send(), on the link to the leader."""
+        assert self.link is not None
+        req_id = next(self.req_ids)
+        if not self.link.send(wire.encode(frame_type, req_id, body)):
+            return None
+        self.conn.sent_to_leader += 1
+        return req_id
+
+    def want_leader(self, leader: object) -> None:
+        """Our agent (or the leader link's) named the leader: writes go to it directly, over a
+        link to the endpoint we were given whose agent is that id (tried in turn until one
+        answers HELLO with it). None when our own agent leads or no endpoint is it."""
+        if not isinstance(leader, str) or not leader:
+            return
+        self.leader_id = leader
+        link = self.link
+        if link is not None and (link.agent is None or link.agent == leader):
+            return  # still asking who it is, or already it
+        if link is not None:
+            self.drop_link(f"the leader is now {leader}", retry=False)
+        if self.agent_ids.get(self.conn.endpoint) == leader:
+            return  # our own agent leads: nothing to forward
+        if time.monotonic() < self.link_retry_at:
+            return
+        endpoints = self.conn.endpoints
+        known = [e for e in endpoints if self.agent_ids.get(e) == leader]
+        unknown = [e for e in endpoints if e not in self.agent_ids and e != self.conn.endpoint]
+        candidates = known or unknown
+        if not candidates:
+            return
+        try:
+            self.link = LeaderLink(self.conn._ctx, candidates[0], self.conn.keys, self.poller)
+        except zmq.ZMQError as exc:
+            log.info("superstatic: no link to the leader at %s: %s", candidates[0], exc)
+            self.link_retry_at = time.monotonic() + LINK_RETRY_MS / 1000
+
+    def drop_link(self, reason: str, *, retry: bool = True) -> None:
+        """Closes the link; writes whose last attempt went on it and are unanswered are sent
+        again now (same seq) through our own agent or the next link: the exactly-once record
+        answers a copy that did apply as a dup, and the attempt stays unresolved (its outcome
+        is unknown until one is answered)."""
+        link = self.link
+        if link is None:
+            return
+        self.link = None
+        link.close()
+        log.info("superstatic: closed the link to the leader at %s (%s)", link.endpoint, reason)
+        now = time.monotonic()
+        for request in self.requests.values():
+            if request.via_link and request.send_at == float("inf"):
+                request.send_at = now
+            request.via_link = False
+        if retry:
+            self.link_retry_at = now + LINK_RETRY_MS / 1000
+
+    def on_link(self) -> None:
+        link = self.link
+        assert link is not None
+        for kind, _value in link.events():
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                link.connected = True
+                link.hello_req = next(self.req_ids)
+                hello = {"client": self.conn.client_id}
+                link.send(wire.encode(wire.FrameType.HELLO, link.hello_req, hello))
+            else:  # disconnected, or the handshake failed (a refused key)
+                self.drop_link("disconnected" if kind == zmq.EVENT_DISCONNECTED else "refused")
+                return
+        for data in link.frames():
+            try:
+                frame = wire.decode(data, wire.AGENT_TO_CLIENT)
+            except ProtocolError as exc:
+                self.drop_link(f"bad frame: {exc}")
+                return
+            if frame.req_id == link.hello_req and link.hello_req:
+                self.on_link_hello(link, frame)
+                if self.link is not link:
+                    return
+                continue
+            request = self.by_req_id.get(frame.req_id)
+            if request is None:
+                continue
+            if frame.type is wire.FrameType.REPLY:
+                self.on_reply(request, frame.req_id, frame.body)
+            elif frame.type is wire.FrameType.ERROR:
+                if frame.body.get("code") == wire.ErrorCode.NOT_LEADER:
+                    self.drop_link("it is not the leader any more", retry=False)
+                self.on_error(request, frame.req_id, frame.body)  # names the leader, if known
+                if self.link is not link:
+                    return
+
+    def on_link_hello(self, link: LeaderLink, frame: wire.Frame) -> None:
+        if frame.type is not wire.FrameType.REPLY:
+            self.drop_link(f"HELLO refused: {frame.body.get('code')}")
+            return
+        agent, leader = frame.body.get("agent"), frame.body.get("leader")
+        if not isinstance(agent, str) or not agent:
+            self.drop_link("HELLO without an agent id")
+            return
+        link.agent = agent
+        self.agent_ids[link.endpoint] = agent
+        if agent == leader:
+            link.ready = True  # writes go here from now on
+            self.leader_id = agent
+            return
+        # Not the leader (another endpoint is, or it changed): try the next one at once.
+        self.drop_link(f"agent {agent} is not the leader", retry=False)
+        self.want_leader(leader if isinstance(leader, str) and leader else self.leader_id)
 
     def seq_low(self) -> int:
         """Every seq below it was answered (or abandoned: never sent again), so the state

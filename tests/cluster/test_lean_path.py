@@ -264,3 +264,63 @@ def test_a_write_of_a_connection_answered_by_its_stream_gets_no_reply(
     finally:
         raw.close()
         plain.close()
+
+
+# Writes after a leader change until the app's writes go to the new leader's link (its agent's
+# PING answer names the new leader within ping_interval_ms); a bound, not a timing claim.
+WRITES_AFTER_CHANGE_MAX = 400
+LEADER_WRITES = 15
+
+
+def link_to(conn: Connection) -> str | None:
+    """The agent the connection's writes go to directly (None: through its own agent)."""
+    link = conn._io.link
+    return link.agent if link is not None and link.ready else None
+
+
+def test_writes_from_an_app_at_a_follower_go_to_the_leader_and_survive_leader_changes(
+    cluster: LocalCluster,
+) -> None:
+    """The app's own agent is a follower: its writes go over the link to the leader (the
+    stream stays on its agent, and every write is visible here when the call returns).
+    Leadership moves to the third agent: the writes follow it once the app's agent names it.
+    Then that leader is killed: the writes in flight on its link are sent again (same seq),
+    and every write applies once, in order."""
+    old_leader = cluster.leader()
+    follower, third = (i for i in cluster.agents if i != old_leader)
+    superstatic.connect(cluster.client_endpoints([follower, old_leader, third]))
+    try:
+        conn = connection()
+        log = superstatic.root("leader_writes", list)
+        for i in range(LEADER_WRITES):
+            log.append(i)
+            assert log[-1] == i  # read-your-writes at the follower's replica
+        assert conn.sent_to_leader >= LEADER_WRITES, conn.sent_to_leader
+        assert conn.endpoint == cluster.agents[follower].client_endpoint  # stream unchanged
+        written = LEADER_WRITES
+
+        transfer = {"op": "transfer", "node": third}
+        oneshot.request(
+            cluster.agents[old_leader].client_endpoint, wire.FrameType.MEMBERS, transfer
+        )
+        cluster.wait_until(lambda: cluster.leader() == third, "third leads", TIMEOUT_S_JOIN)
+        while link_to(conn) != third:  # until our agent named it and its link answered
+            assert written < LEADER_WRITES + WRITES_AFTER_CHANGE_MAX, "no link to the leader"
+            log.append(written)
+            written += 1
+        sent_before = conn.sent_to_leader
+        log.append(written)
+        written += 1
+        assert conn.sent_to_leader > sent_before
+
+        cluster.kill(third)  # with writes going to it
+        for _ in range(LEADER_WRITES):
+            log.append(written)
+            written += 1
+        assert cluster.leader() in (follower, old_leader)
+        assert list(log) == list(range(written))  # each once, in order
+        index = conn.read_index()
+    finally:
+        superstatic.close()
+    for agent in (follower, old_leader):
+        assert inspect_when_applied(cluster, agent, "leader_writes", index) == list(range(written))
