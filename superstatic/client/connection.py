@@ -234,6 +234,9 @@ class _Request:
     trace: dict[str, int] | None = None  # tracing only (objects/trace.py)
     session: int = 0  # the session its last attempt named (0: none, or the open starting one)
     via_link: bool = False  # its last attempt went to the leader's link, not our own agent
+    # The leader's answer to a write sent on the link, held until our replica applied it (the
+    # caller waits for that anyway: read-your-writes), so the caller is woken once.
+    answer: Committed | None = None
 
 
 class Connection:
@@ -559,7 +562,9 @@ class Connection:
                 else Error("this superstatic connection is closed")
             )
             for request in [*io.requests.values(), *io.waiting, *self._take_queued()]:
-                if request.op == "propose" and request.unresolved:
+                if request.answer is not None:
+                    self._done(request, request.answer)  # committed; not applied here yet
+                elif request.op == "propose" and request.unresolved:
                     # Sent and unanswered: the stop says nothing about whether it commits.
                     self._done(
                         request,
@@ -649,6 +654,7 @@ class _IoState:
         self.link: LeaderLink | None = None
         self.link_retry_at = 0.0
         self.ping_req = 0
+        self.held: list[_Request] = []  # requests whose `answer` waits for our replica
 
     # -- main loop -------------------------------------------------------------------------
 
@@ -965,6 +971,8 @@ class _IoState:
                     self.conn._applied.notify_all()
                 if ftype is wire.FrameType.EVENTS and self.requests:
                     self.settle_by_events(frame.body)
+                if self.held:
+                    self.settle_held()
             return
         if req_id == self.hello_req and req_id:
             self.on_hello(frame)
@@ -1070,7 +1078,25 @@ class _IoState:
             request.trace.update(_trace_proto.parse_reply_stamps(body))
             committed.trace = request.trace
             committed.trace_acks = _trace_proto.parse_reply_acks(body)
+        elif request.via_link and self.conn.replica.applied_index < committed.index:
+            # The leader answered before our own agent applied the entry: the caller would
+            # wake only to wait for that (read-your-writes). Held, it is woken once, when our
+            # replica has it (settle_held), or at its deadline with this answer (expire).
+            if request.answer is None:
+                request.answer = committed
+                self.held.append(request)
+            return
         self.settle(request, result=committed)
+
+    def settle_held(self) -> None:
+        applied = self.conn.replica.applied_index
+        held, self.held = self.held, []
+        for request in held:
+            assert request.answer is not None
+            if request.answer.index <= applied:
+                self.settle(request, result=request.answer)
+            elif not request.future.done():
+                self.held.append(request)
 
     def on_session_expired(self, request: _Request, req_id: int, error: str) -> None:
         """The agent does not know the session this attempt named any more (it expired: idle
@@ -1171,6 +1197,8 @@ class _IoState:
             self.keepalive = None
         if request is self.opening:
             self.opening = None
+        if request.answer is not None and request in self.held:
+            self.held.remove(request)
         if error is not None and request.internal:
             log.info("superstatic: session %s entry failed: %s", request.kind, error)
         self.conn._done(request, result, error)
@@ -1216,6 +1244,8 @@ class _IoState:
         # frame, one agent turn, one Ready for all of them); the rest one by one.
         many: list[_Request] = []
         for request in list(self.requests.values()):
+            if request.answer is not None:
+                continue  # answered by the leader: waits for our replica, never sent again
             if request.send_at == float("inf") and now - request.sent_at >= resend_s:
                 request.send_at = now  # no answer from a live agent: try again, same seq
             if request.send_at <= now:
@@ -1473,6 +1503,8 @@ class _IoState:
         log.info("superstatic: closed the link to the leader at %s (%s)", link.endpoint, reason)
         now = time.monotonic()
         for request in self.requests.values():
+            if request.answer is not None:
+                continue  # answered: only waits for our replica
             if request.via_link and request.send_at == float("inf"):
                 request.send_at = now
             request.via_link = False
@@ -1543,6 +1575,11 @@ class _IoState:
 
     def expire(self, request: _Request) -> None:
         conn = self.conn
+        if request.answer is not None:
+            # Committed (the leader said so), not yet applied here: the caller's own wait
+            # for the local apply says how long that takes.
+            self.settle(request, result=request.answer)
+            return
         if request.op == "read_index":
             error = Unavailable(
                 f"no agent confirmed a read index within timeout_ms_request="

@@ -25,6 +25,7 @@ import superstatic
 from superstatic.client import default as session_default
 from superstatic.client import oneshot
 from superstatic.client.connection import Connection
+from superstatic.objects import trace as app_trace
 from superstatic.protocol import ops, wire
 from superstatic.tools.localcluster import LocalCluster
 
@@ -324,3 +325,59 @@ def test_writes_from_an_app_at_a_follower_go_to_the_leader_and_survive_leader_ch
         superstatic.close()
     for agent in (follower, old_leader):
         assert inspect_when_applied(cluster, agent, "leader_writes", index) == list(range(written))
+
+
+@superstatic.clustered(name="tests.lean.traced")
+class TracedCounter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def bump(self) -> int:
+        self.n += 1
+        return self.n
+
+
+TRACED_CALLERS = 6
+TRACED_CALLS = 10
+
+
+def test_what_one_propose_many_carries_lands_in_one_ready(tmp_path: Path) -> None:
+    """Traced concurrent callers (agents --trace): the writes that left in one PROPOSE_MANY
+    (one `sent` stamp, set once per frame) were appended by the agent in one Ready (one
+    `appended` stamp, set once per Ready): one write, one fsync, one APPEND per follower."""
+    with LocalCluster(tmp_path / "agents", size=3, agent_args=["--trace"]) as traced:
+        traced.start()
+        leader = traced.leader()
+        superstatic.connect(traced.client_endpoints([leader]))
+        app_trace.enable(True)
+        try:
+            counters = [TracedCounter() for _ in range(TRACED_CALLERS)]
+            app_trace.take()
+            start = threading.Barrier(TRACED_CALLERS)
+
+            def caller(counter: Any) -> None:
+                start.wait()
+                for _ in range(TRACED_CALLS):
+                    counter.bump()
+
+            threads = [threading.Thread(target=caller, args=(c,)) for c in counters]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(TIMEOUT_S_JOIN)
+            records = app_trace.take()
+            sent_many = many_items(traced, leader)
+            # One shared object (a named class has one instance): its bumps conflict and are
+            # re-run, and each counts once.
+            assert counters[0].n == TRACED_CALLS * TRACED_CALLERS
+        finally:
+            app_trace.enable(False)
+            superstatic.close()
+    assert sent_many > 0, "no PROPOSE_MANY reached the agent"
+    by_frame: dict[int, list[int]] = {}  # sent stamp -> the appended stamps of its writes
+    for record in records:
+        stamps = record["stamps"]
+        if "sent" in stamps and "appended" in stamps:
+            by_frame.setdefault(stamps["sent"], []).append(stamps["appended"])
+    assert any(len(appended) >= 2 for appended in by_frame.values()), "no traced frame of many"
+    assert all(len(set(appended)) == 1 for appended in by_frame.values()), by_frame
