@@ -141,9 +141,12 @@ MANY_ITEM_OVERHEAD_BYTES = 64
 # instead: the I/O thread holds it for the rest of the turn in which it woke the caller (tens
 # of microseconds), rarely longer (a large snapshot being applied).
 LONE_CALLER_LOCK_WAIT_S = 0.002
-# After a link to the leader failed (disconnected, refused, could not be made), the next one is
-# tried this much later at the earliest (docs/data-model-v2.md 8.4).
+# After a link to the leader failed (disconnected, refused, could not be made, silent), its
+# endpoint is not tried again for this long (docs/data-model-v2.md 8.4).
 LINK_RETRY_MS = 1_000
+# A link whose HELLO is not answered within this (nothing listens there, or the agent is
+# stopped) is closed and counts as failed: another endpoint may be tried meanwhile.
+LINK_PROBE_MS = 2_000
 # Bounded buffers of the DEALER socket (frames), so a stuck agent cannot grow our memory.
 SOCKET_HWM_FRAMES = 10_000
 ENDPOINT_PATTERN = re.compile(r"^(tcp|ipc|inproc)://\S+$")
@@ -652,7 +655,7 @@ class _IoState:
         self.agent_ids: dict[str, str] = {}
         self.leader_id: str | None = None
         self.link: LeaderLink | None = None
-        self.link_retry_at = 0.0
+        self.link_failed: dict[str, float] = {}  # endpoint -> not tried again before
         self.ping_req = 0
         self.held: list[_Request] = []  # requests whose `answer` waits for our replica
 
@@ -1215,6 +1218,10 @@ class _IoState:
                 self.waiting.remove(request)
                 self.expire(request)  # never sent: its outcome is known
             self.admit_waiting(now)
+        link = self.link
+        if link is not None and not link.ready and now - link.opened_at > LINK_PROBE_MS / 1000:
+            self.drop_link(f"no answer to HELLO within LINK_PROBE_MS={LINK_PROBE_MS}")
+            self.want_leader(self.leader_id)
         if self.sock is None:
             if self.reopen_at is not None and now >= self.reopen_at:
                 self.reopen_at = None
@@ -1476,9 +1483,8 @@ class _IoState:
             self.drop_link(f"the leader is now {leader}", retry=False)
         if self.agent_ids.get(self.conn.endpoint) == leader:
             return  # our own agent leads: nothing to forward
-        if time.monotonic() < self.link_retry_at:
-            return
-        endpoints = self.conn.endpoints
+        now = time.monotonic()
+        endpoints = [e for e in self.conn.endpoints if self.link_failed.get(e, 0.0) <= now]
         known = [e for e in endpoints if self.agent_ids.get(e) == leader]
         unknown = [e for e in endpoints if e not in self.agent_ids and e != self.conn.endpoint]
         candidates = known or unknown
@@ -1488,7 +1494,9 @@ class _IoState:
             self.link = LeaderLink(self.conn._ctx, candidates[0], self.conn.keys, self.poller)
         except zmq.ZMQError as exc:
             log.info("superstatic: no link to the leader at %s: %s", candidates[0], exc)
-            self.link_retry_at = time.monotonic() + LINK_RETRY_MS / 1000
+            self.link_failed[candidates[0]] = now + LINK_RETRY_MS / 1000
+            return
+        self.link.opened_at = now
 
     def drop_link(self, reason: str, *, retry: bool = True) -> None:
         """Closes the link; writes whose last attempt went on it and are unanswered are sent
@@ -1509,7 +1517,7 @@ class _IoState:
                 request.send_at = now
             request.via_link = False
         if retry:
-            self.link_retry_at = now + LINK_RETRY_MS / 1000
+            self.link_failed[link.endpoint] = now + LINK_RETRY_MS / 1000
 
     def on_link(self) -> None:
         link = self.link

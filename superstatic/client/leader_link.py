@@ -49,6 +49,7 @@ class LeaderLink:
         self.hello_req = 0
         self.connected = False  # handshake done
         self.ready = False  # its HELLO said it is the leader we want: writes go here
+        self.opened_at = 0.0  # monotonic; set by the connection (LINK_PROBE_MS counts from it)
         self._poller = poller
         sock = ctx.socket(zmq.DEALER)
         monitor: zmq.Socket[Any] | None = None

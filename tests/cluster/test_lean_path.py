@@ -27,7 +27,7 @@ from superstatic.client import oneshot
 from superstatic.client.connection import Connection
 from superstatic.objects import trace as app_trace
 from superstatic.protocol import ops, wire
-from superstatic.tools.localcluster import LocalCluster
+from superstatic.tools.localcluster import LocalCluster, free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -381,3 +381,35 @@ def test_what_one_propose_many_carries_lands_in_one_ready(tmp_path: Path) -> Non
             by_frame.setdefault(stamps["sent"], []).append(stamps["appended"])
     assert any(len(appended) >= 2 for appended in by_frame.values()), "no traced frame of many"
     assert all(len(set(appended)) == 1 for appended in by_frame.values()), by_frame
+
+
+# A bound on waiting for the link past an endpoint where nothing listens (LINK_PROBE_MS each).
+TIMEOUT_S_LINK = 60.0
+
+
+def test_an_endpoint_where_nothing_listens_does_not_keep_writes_from_the_leader(
+    cluster: LocalCluster,
+) -> None:
+    """The app was given an endpoint where nothing answers before the leader's: the link tried
+    there gets no HELLO answer, is given up after LINK_PROBE_MS, and the next endpoint (the
+    leader) takes the writes. Meanwhile they go through the app's own agent."""
+    leader = cluster.leader()
+    follower = next(i for i in cluster.agents if i != leader)
+    nowhere = f"tcp://127.0.0.1:{free_port()}"
+    own, *others = cluster.client_endpoints([follower, leader])
+    superstatic.connect([own, nowhere, *others])
+    try:
+        conn = connection()
+        d = superstatic.root("probe", dict)
+        deadline = time.monotonic() + TIMEOUT_S_LINK
+        i = 0
+        while conn.sent_to_leader == 0:
+            assert time.monotonic() < deadline, "the link never got past the silent endpoint"
+            d["k"] = i
+            i += 1
+            time.sleep(0.01)
+        assert link_to(conn) == leader
+        d["k"] = -1
+        assert d["k"] == -1
+    finally:
+        superstatic.close()
