@@ -470,6 +470,11 @@ class Connection:
         go through the I/O thread, which coalesces their writes)."""
         if request.op != "propose" or request.internal:
             return False
+        with self._lock:
+            if self._pending or self._queue:
+                # Not alone: never wait for the socket lock then (concurrent callers would
+                # queue up on it behind the I/O thread); checked again under it below.
+                return False
         if not self._socket_lock.acquire(timeout=LONE_CALLER_LOCK_WAIT_S):
             return False  # the I/O thread is busy: it takes the request at its next turn
         try:
