@@ -78,6 +78,9 @@ from superstatic.protocol.errors import (
 log = logging.getLogger("superstatic.client.connection")
 
 ENV_TIMEOUT_MS = "SUPERSTATIC_TIMEOUT_MS"
+# "1": the I/O thread coalesces the writes its callers queued into PROPOSE_MANY frames. Off by
+# default: measured, it cost multi-client throughput (docs/data-model-v2.md section 6).
+ENV_COALESCE = "SUPERSTATIC_COALESCE"
 TIMEOUT_MS_REQUEST_DEFAULT = 30_000
 # An agent that sends nothing (not even a PING reply) for this long is presumed dead or cut off.
 # Generous: three agents and their apps share two cores on the machines we test on, and an
@@ -652,7 +655,9 @@ class _IoState:
         # Whether the agent takes PROPOSE_MANY (until it answers one with an ERROR; asked
         # again after every (re)connection, which may be to another agent), and the item req
         # ids of the PROPOSE_MANY frames sent, by the frame's req id (MANY_FRAMES_TRACKED_MAX).
-        self.many_ok = True
+        # Coalescing is off unless SUPERSTATIC_COALESCE=1 (read once, at connect).
+        self.coalesce = os.environ.get(ENV_COALESCE, "").strip() == "1"
+        self.many_ok = self.coalesce
         self.many_frames: dict[int, list[int]] = {}
         # Writes to the leader (docs/data-model-v2.md 8.4): the agent ids behind the endpoints
         # we were given (learned from HELLO answers), the leader our agent names, the link to
@@ -895,7 +900,7 @@ class _IoState:
         """A (re)established connection: new HELLO, new subscription, re-send everything
         unanswered with its same seq."""
         self.connected = True
-        self.many_ok = True
+        self.many_ok = self.coalesce
         self.many_frames.clear()
         now = time.monotonic()
         self.last_rx = now

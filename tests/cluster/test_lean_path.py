@@ -55,6 +55,13 @@ def many_items(cluster: LocalCluster, node: str) -> int:
     return int(cluster.status(node)["counters"]["propose_many_items"])
 
 
+@pytest.fixture
+def coalescing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connections made in the test coalesce writes into PROPOSE_MANY (off by default)."""
+    monkeypatch.setenv("SUPERSTATIC_COALESCE", "1")
+
+
+@pytest.mark.usefixtures("coalescing")
 def test_coalesced_writes_apply_once_each_in_every_callers_order(cluster: LocalCluster) -> None:
     """CALLERS threads of one process each append 0, 1, 2, ... to their own list, one write
     per call: each list ends as exactly its caller's sequence (no write lost, doubled or
@@ -341,6 +348,7 @@ TRACED_CALLERS = 6
 TRACED_CALLS = 10
 
 
+@pytest.mark.usefixtures("coalescing")
 def test_what_one_propose_many_carries_lands_in_one_ready(tmp_path: Path) -> None:
     """Traced concurrent callers (agents --trace): the writes that left in one PROPOSE_MANY
     (one `sent` stamp, set once per frame) were appended by the agent in one Ready (one

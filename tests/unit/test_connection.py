@@ -829,11 +829,12 @@ def test_writes_behind_a_stuck_one_wait_inside_the_agents_seq_window(
 
 
 def test_writes_of_concurrent_callers_fall_back_to_propose_when_the_agent_refuses_many(
-    peers: list[AgentPeer], connections: list[Connection]
+    peers: list[AgentPeer], connections: list[Connection], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Writes queued together go out in one PROPOSE_MANY; an agent that predates it answers
     bad_request: every write goes again as a PROPOSE (nothing of the refused frame was
     proposed), each applies once, and the connection sends PROPOSEs from then on."""
+    monkeypatch.setenv("SUPERSTATIC_COALESCE", "1")
     peer = make_peer(peers)
     peer.mute = True  # the session's open goes unanswered until the writes are all queued
     conn, replica = connect(connections, [peer.endpoint], timeout_ms_resend=300)
