@@ -254,7 +254,8 @@ def test_a_write_of_a_connection_answered_by_its_stream_gets_no_reply(
     plain = RawClient(cluster.agents[node].client_endpoint, keys=cluster.keys("app"))
     try:
         raw.open_session()  # answered by REPLY: not subscribed yet
-        sub_req = raw.send(wire.FrameType.SUBSCRIBE, {"from": 0, "answers": True})
+        subscribe = {"from": 0, "model": wire.DATA_MODEL, "answers": True}
+        sub_req = raw.send(wire.FrameType.SUBSCRIBE, subscribe)
         seq = raw.take_seq()
         req_id = raw.send(wire.FrameType.PROPOSE, raw.propose_body(ops.encode_txn({}, []), seq))
         seen = frames_until_event(raw, sub_req, seq)
@@ -267,7 +268,7 @@ def test_a_write_of_a_connection_answered_by_its_stream_gets_no_reply(
         reply = raw.wait(again, TIMEOUT_MS_ANSWER)
         assert reply["dup"] is True and reply["index"] == event[0] and reply["outcome"] == "ok"
 
-        plain.send(wire.FrameType.SUBSCRIBE, {"from": 0})
+        plain.send(wire.FrameType.SUBSCRIBE, {"from": 0, "model": wire.DATA_MODEL})
         assert plain.propose(ops.encode_txn({}, []))["outcome"] == "ok"  # REPLY as before
     finally:
         raw.close()

@@ -585,6 +585,7 @@ def test_a_gap_in_the_stream_resubscribes_instead_of_applying(
     assert replica.applied_index == 1 and peer.received(wire.FrameType.SUBSCRIBE)[1] == {
         "from": 1,
         "model": 2,
+        "answers": True,
     }
 
 
