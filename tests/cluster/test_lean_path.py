@@ -57,8 +57,9 @@ def many_items(cluster: LocalCluster, node: str) -> int:
 
 @pytest.fixture
 def coalescing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Connections made in the test coalesce writes into PROPOSE_MANY (off by default)."""
-    monkeypatch.setenv("SUPERSTATIC_COALESCE", "1")
+    """Connections made in the test coalesce writes into PROPOSE_MANY (the default: whatever
+    the environment running the tests says is ignored)."""
+    monkeypatch.delenv("SUPERSTATIC_COALESCE", raising=False)
 
 
 @pytest.mark.usefixtures("coalescing")

@@ -834,8 +834,9 @@ def test_writes_of_concurrent_callers_fall_back_to_propose_when_the_agent_refuse
 ) -> None:
     """Writes queued together go out in one PROPOSE_MANY; an agent that predates it answers
     bad_request: every write goes again as a PROPOSE (nothing of the refused frame was
-    proposed), each applies once, and the connection sends PROPOSEs from then on."""
-    monkeypatch.setenv("SUPERSTATIC_COALESCE", "1")
+    proposed), each applies once, and the connection sends PROPOSEs from then on. Coalescing
+    is on by default: no environment says so."""
+    monkeypatch.delenv("SUPERSTATIC_COALESCE", raising=False)
     peer = make_peer(peers)
     peer.mute = True  # the session's open goes unanswered until the writes are all queued
     conn, replica = connect(connections, [peer.endpoint], timeout_ms_resend=300)
@@ -861,3 +862,38 @@ def test_writes_of_concurrent_callers_fall_back_to_propose_when_the_agent_refuse
     assert len(peer.received(wire.FrameType.PROPOSE_MANY)) == 1
     conn.wait_applied(9, WAIT_S)  # (the SUBSCRIBE the muted peer ignored was renewed)
     assert replica.applied_index == 9
+
+
+def test_coalescing_off_sends_concurrent_writes_as_proposes(
+    peers: list[AgentPeer], connections: list[Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SUPERSTATIC_COALESCE=0: writes queued together still go, one PROPOSE each."""
+    monkeypatch.setenv("SUPERSTATIC_COALESCE", "0")
+    peer = make_peer(peers)
+    peer.mute = True  # the session's open goes unanswered until the writes are all queued
+    conn, _replica = connect(connections, [peer.endpoint], timeout_ms_resend=300)
+    results: list[Committed] = []
+    workers = [
+        threading.Thread(target=lambda i=i: results.append(conn.submit(b"w%d" % i)))
+        for i in range(8)
+    ]
+    for worker in workers:
+        worker.start()
+    peer.wait_for("the session's open", lambda: len(proposes_of(peer, "open")) >= 1)
+    peer.wait_for("8 writes queued", lambda: conn._pending == 8)
+    peer.mute = False
+    for worker in workers:
+        worker.join(WAIT_S)
+    assert len(results) == 8 and all(r.outcome == "ok" for r in results)
+    assert peer.received(wire.FrameType.PROPOSE_MANY) == []
+    assert sorted(p["body"] for p in proposes_of(peer)) == sorted(b"w%d" % i for i in range(8))
+
+
+@pytest.mark.parametrize("value", ["yes", "2", "true"])
+def test_a_bad_coalesce_setting_fails_the_connect_naming_the_variable(
+    connections: list[Connection], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("SUPERSTATIC_COALESCE", value)
+    with pytest.raises(Error, match="SUPERSTATIC_COALESCE must be 0") as caught:
+        connect(connections, ["tcp://127.0.0.1:1"])
+    assert value not in str(caught.value)
