@@ -20,8 +20,9 @@ import lmdb
 from superstatic_agent import records as rec
 from superstatic_agent.config import GC_COLLECTED_BYTES_MAX
 from superstatic_agent.listtree import ListHeader, ListTree
-from superstatic_agent.noderead import ReadChunks, read_header, read_nid, scan_keys, stored_entries
+from superstatic_agent.noderead import ReadChunks, read_header, read_nid, scan_keys
 from superstatic_agent.records import EntryRec
+from superstatic_agent.sealed import unseal
 from superstatic_agent.storage import Dbs, records
 
 from superstatic.protocol import codec
@@ -52,9 +53,26 @@ def node_refs(txn: lmdb.Transaction, dbs: Dbs, nid: int) -> Iterator[str]:
         for value in tree.iter_values():
             yield from codec.refs_in(value)
         return
-    for ekey, entry in stored_entries(txn, dbs, nid):
-        if not entry.tomb:
-            yield from refs_in_entry(ekey, entry)
+    prefix = rec.entries_prefix(nid)
+    cursor = txn.cursor(db=dbs.entries)
+    if not cursor.set_range(prefix):
+        return
+    for key, raw in cursor:
+        key = bytes(key)
+        if not key.startswith(prefix):
+            return
+        data = unseal("entries", key, raw)
+        if rec.entry_key_hashed(key):
+            for ekey, entry in rec.decode_bucket(key, data, checked=False):
+                if not entry.tomb:
+                    yield from refs_in_entry(ekey, entry)
+        elif _REF_TAG_HEAD in data or _REF_TAG_HEAD in key:
+            # Only a record whose bytes hold the Ref tag's head can reference anything (its
+            # value, its original key, its ekey): most records of a large store are scalars,
+            # and decoding each at every mark was most of a collection's cost.
+            entry = rec.decode_entry(key, data, checked=False)
+            if not entry.tomb:
+                yield from refs_in_entry(rec.entry_key_ekey(key), entry)
 
 
 def delete_node(txn: lmdb.Transaction, dbs: Dbs, oid: str, nid: int) -> None:

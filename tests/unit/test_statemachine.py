@@ -578,6 +578,62 @@ def test_gc_matches_reachability(
         m.close()
 
 
+def test_gc_follows_refs_in_every_place_an_entry_holds_them(tmp_path: Path) -> None:
+    """The mark decodes only entries whose bytes hold the Ref tag: a ref in a value, in a dict
+    key (the ekey), in a set member, under a long (hashed) key, and scalars that merely contain
+    the tag's bytes, all reach the same verdict as a full decode."""
+    m = Machine(tmp_path / "sm", gc_threshold=1_000_000)
+    try:
+        long_key = "k" * 600  # above ENTRY_KEY_INLINE_BYTES_MAX: a hashed bucket record
+        graph = [
+            ["new", "@roots", "dict", [["d", Ref("c.d")]]],
+            [
+                "new",
+                "c.d",
+                "dict",
+                [
+                    ["v", Ref("c.value")],
+                    [(Ref("c.key"), 1), "a ref in the key"],
+                    [long_key, Ref("c.long")],
+                    [(long_key, Ref("c.longkey")), 2],
+                    ["s", Ref("c.set")],
+                    ["bytes", b"\xd9\xd9\xfa" * 3],  # the tag's bytes, no ref
+                    [b"\xd9\xd9\xfa", "a key with the tag's bytes"],
+                ],
+            ],
+            ["new", "c.value", "dict", []],
+            ["new", "c.key", "dict", []],
+            ["new", "c.long", "dict", []],
+            ["new", "c.longkey", "dict", []],
+            ["new", "c.set", "set", [Ref("c.member"), "plain"]],
+            ["new", "c.member", "dict", []],
+            ["new", "c.loose", "dict", [["back", Ref("c.d")]]],
+        ]
+        assert m.txn("c", 1, {}, graph).outcome == "ok"
+        m.sm.gc_threshold = 1
+        applied = m.txn("c", 2, {}, [["set", "c.d", "extra", 0]])
+        assert applied.outcome == "ok", applied.error
+        assert applied.collected == ("c.loose",)
+        assert set(m.objects()) == {
+            "@roots",
+            "c.d",
+            "c.value",
+            "c.key",
+            "c.long",
+            "c.longkey",
+            "c.set",
+            "c.member",
+        }
+        # Churn above the 8 nodes alive, so the next entry collects again.
+        loose = [["new", f"c.n{i}", "dict", []] for i in range(8)]
+        cut = [["del", "c.d", long_key], ["del", "c.d", (Ref("c.key"), 1)]]
+        applied = m.txn("c", 3, {}, loose + cut)
+        assert applied.outcome == "ok", applied.error
+        assert applied.collected == ("c.key", "c.long", *(f"c.n{i}" for i in range(8)))
+    finally:
+        m.close()
+
+
 def test_gc_runs_after_enough_new_nodes_even_without_drops(tmp_path: Path) -> None:
     m = Machine(tmp_path / "sm", gc_threshold=3)
     try:
