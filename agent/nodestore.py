@@ -131,16 +131,35 @@ class NodeView:
         return out
 
     def commit(self) -> None:
-        for (db, key), item in self.pending.items():
-            handle = self._handle(db)
+        """Puts the pending writes into the write transaction, in key order per db. The
+        records of nodes this body created have keys past every stored one (nids grow), so in
+        key order they are appended (MDB_APPEND) and LMDB fills each page before the next. In
+        the body's order they interleaved with keys inside the db, and each of those split a
+        full page in the middle: pages were about 0.71 full, 0.96 now (data-model.md,
+        "Measured"; test_new_nodes_records_fill_their_pages)."""
+        handles: dict[str, Any] = {}
+        last: dict[str, bytes | None] = {}
+        for db, key in sorted(self.pending):
+            item = self.pending[(db, key)]
+            handle = handles.get(db)
+            if handle is None:
+                handle = handles[db] = self._handle(db)
+                cursor = self.txn.cursor(db=handle)
+                last[db] = bytes(cursor.key()) if cursor.last() else None
             if item is None:
                 self.txn.delete(key, db=handle)
                 self.cache.drop(db, key)
+                continue
+            value, data = item
+            end = last[db]
+            if end is None or key > end:
+                appended = record_put(self.txn, handle, key, data, append=True)
+                assert appended, ("an append before the db's last key", db)
+                last[db] = key
             else:
-                value, data = item
                 record_put(self.txn, handle, key, data)
-                self.cache.put(db, key, value, len(data))
-                self.puts += 1
+            self.cache.put(db, key, value, len(data))
+            self.puts += 1
         self.pending.clear()
 
     def discard(self) -> None:

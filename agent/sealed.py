@@ -65,8 +65,10 @@ def record_get(txn: lmdb.Transaction, db: Any, name: str, key: bytes) -> bytes |
 
 def record_put(
     txn: lmdb.Transaction, db: Any, key: bytes, value: bytes, *, append: bool = False
-) -> None:
-    txn.put(key, seal(key, value), db=db, append=append)
+) -> bool:
+    """Stores `value` sealed. False only for an append whose key is not past the db's last
+    key (LMDB stores nothing then): callers that append check it."""
+    return bool(txn.put(key, seal(key, value), db=db, append=append))
 
 
 def records(txn: lmdb.Transaction, db: Any, name: str) -> Iterator[tuple[bytes, bytes]]:
