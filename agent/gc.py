@@ -46,33 +46,37 @@ def refs_in_entry(ekey: bytes, entry: EntryRec) -> Iterator[str]:
 
 
 def node_refs(txn: lmdb.Transaction, dbs: Dbs, nid: int) -> Iterator[str]:
-    """Object ids a stored node references (its entries, or its list values)."""
+    """Object ids a stored node references (its entries, or its list values). The entries
+    are scanned first: a node that has any is a dict, object or set, whose header the mark
+    then never decodes; only a node without entries (a list, or an empty node) is looked up."""
+    prefix = rec.entries_prefix(nid)
+    cursor = txn.cursor(db=dbs.entries)
+    has_entries = False
+    if cursor.set_range(prefix):
+        for key, raw in cursor:
+            key = bytes(key)
+            if not key.startswith(prefix):
+                break
+            has_entries = True
+            data = unseal("entries", key, raw)
+            if rec.entry_key_hashed(key):
+                for ekey, entry in rec.decode_bucket(key, data, checked=False):
+                    if not entry.tomb:
+                        yield from refs_in_entry(ekey, entry)
+            elif _REF_TAG_HEAD in data or _REF_TAG_HEAD in key:
+                # Only a record whose bytes hold the Ref tag's head can reference anything
+                # (its value, its original key, its ekey): most records of a large store are
+                # scalars, and decoding each at every mark was most of a collection's cost.
+                entry = rec.decode_entry(key, data, checked=False)
+                if not entry.tomb:
+                    yield from refs_in_entry(rec.entry_key_ekey(key), entry)
+    if has_entries:
+        return
     header = read_header(txn, dbs, nid)
     if header.kind == "list":
         tree = ListTree(ReadChunks(txn, dbs, nid), ListHeader.from_wire(header.extra))
         for value in tree.iter_values():
             yield from codec.refs_in(value)
-        return
-    prefix = rec.entries_prefix(nid)
-    cursor = txn.cursor(db=dbs.entries)
-    if not cursor.set_range(prefix):
-        return
-    for key, raw in cursor:
-        key = bytes(key)
-        if not key.startswith(prefix):
-            return
-        data = unseal("entries", key, raw)
-        if rec.entry_key_hashed(key):
-            for ekey, entry in rec.decode_bucket(key, data, checked=False):
-                if not entry.tomb:
-                    yield from refs_in_entry(ekey, entry)
-        elif _REF_TAG_HEAD in data or _REF_TAG_HEAD in key:
-            # Only a record whose bytes hold the Ref tag's head can reference anything (its
-            # value, its original key, its ekey): most records of a large store are scalars,
-            # and decoding each at every mark was most of a collection's cost.
-            entry = rec.decode_entry(key, data, checked=False)
-            if not entry.tomb:
-                yield from refs_in_entry(rec.entry_key_ekey(key), entry)
 
 
 def delete_node(txn: lmdb.Transaction, dbs: Dbs, oid: str, nid: int) -> None:
