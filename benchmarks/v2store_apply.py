@@ -10,18 +10,33 @@ Not a test. Two figures, each on a fresh LMDB environment with fsync off (apply 
   {"i": i, "name": "object i"}, 10,000 objects per transaction): pages of the node dbs per
   object, and the process's resident memory growth per object; then the same state shipped
   as a peer snapshot into a fresh environment (a follower catching up that way).
+* `replay`: a follower's catch-up by log replay, apart from the network: the log of a
+  stopped agent's data folder (e.g. the leader's, from `superstatic bench --only catchup
+  --keep`) applied to a fresh store `--per-ready` entries per write transaction with a record
+  cache of `--cache-bytes`: CPU seconds and the growth of anonymous and file-backed resident
+  memory (what a Ready's size and the cache's bound cost, docs/performance.md "Catch-up after
+  the cache fix").
+* `roots`: the agent's own CPU time to apply the creation of one root (a new dict and its
+  root-table item, as `superstatic.root(name, dict)` sends), median of `ROOT_SAMPLES` for the
+  first roots and again after `--count` roots (manyroots without the round trip), with oids
+  as the library makes them (a random prefix and a hex counter).
 
     .venv/bin/python benchmarks/v2store_apply.py set
     .venv/bin/python benchmarks/v2store_apply.py objects --count 1000000
+    .venv/bin/python benchmarks/v2store_apply.py replay --data-dir D --per-ready 16
+    .venv/bin/python benchmarks/v2store_apply.py roots --count 100000
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
+import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import lmdb
@@ -30,7 +45,7 @@ from superstatic_agent.raft.types import ConfState, Entry, EntryKind, SnapshotMe
 from superstatic_agent.records import NODE_DB_NAMES
 from superstatic_agent.sessions import Session, encode_session
 from superstatic_agent.statemachine import StateMachine
-from superstatic_agent.storage import DBS_MAX, record_put
+from superstatic_agent.storage import DBS_MAX, Storage, record_put
 
 from superstatic.protocol import ops
 from superstatic.protocol.codec import Ref
@@ -38,6 +53,14 @@ from superstatic.protocol.codec import Ref
 SESSION = 1_000_000
 OBJECTS_PER_BUCKET = 1_000
 OBJECTS_PER_TXN = 10_000
+# replay: log entries read per call, and their bytes, and the largest batch per transaction.
+REPLAY_READ_ENTRIES = 256
+REPLAY_READ_BYTES = 64 << 20
+REPLAY_PER_READY_MAX = 100_000
+# roots: samples timed at each size, and roots created per transaction in between.
+ROOT_SAMPLES = 200
+ROOTS_PER_TXN = 10_000
+ROOTS_COUNT_MAX = 10_000_000
 
 
 class Bench:
@@ -67,10 +90,10 @@ class Bench:
         return pages * psize
 
 
-def rss_bytes() -> int:
+def rss_bytes(field: str = "VmRSS") -> int:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
 
@@ -147,15 +170,98 @@ def measure_objects(count: int) -> None:
         b.env.close()
 
 
+def measure_replay(data_dir: str, per_ready: int, cache_bytes: int) -> None:
+    source = Storage(Path(data_dir), fsync=False)
+    entries: list[Entry] = []
+    try:
+        index = source.first_index()
+        while True:
+            got = source.entries(index, index + REPLAY_READ_ENTRIES, REPLAY_READ_BYTES)
+            if not got:
+                break
+            entries.extend(got)
+            index = got[-1].index + 1
+    finally:
+        source.close()
+    assert entries and entries[0].index == 1, "replay needs a log from index 1 (not compacted)"
+    with tempfile.TemporaryDirectory() as path:
+        env = lmdb.open(path, map_size=16 << 30, max_dbs=DBS_MAX, sync=False)
+        sm = StateMachine(env, node_cache_bytes_max=cache_bytes)
+        anon, file = rss_bytes("RssAnon"), rss_bytes("RssFile")
+        started = time.process_time()
+        for first in range(0, len(entries), per_ready):
+            with env.begin(write=True) as txn:
+                sm.apply_batch(txn, entries[first : first + per_ready])
+        cpu = time.process_time() - started
+        print(
+            f"{len(entries)} entries, {per_ready} per write transaction, record cache "
+            f"{cache_bytes} B: {cpu:.2f} CPU s; resident growth: anonymous "
+            f"{(rss_bytes('RssAnon') - anon) / 1e6:.1f} MB, file "
+            f"{(rss_bytes('RssFile') - file) / 1e6:.1f} MB"
+        )
+        env.close()
+
+
+def measure_roots(count: int) -> None:
+    prefix = secrets.token_hex(8)  # as a library connection's client id
+    made = 0
+
+    def root_ops() -> list[Any]:
+        nonlocal made
+        made += 1
+        oid = f"{prefix}.{made:x}"
+        return [["new", oid, "dict", []], ["set", "@roots", f"root-{made}", Ref(oid)]]
+
+    def timed(b: Bench) -> float:
+        samples = []
+        for _ in range(ROOT_SAMPLES):
+            wire_ops = root_ops()
+            started = time.process_time()
+            b.apply(wire_ops)
+            samples.append(time.process_time() - started)
+        return statistics.median(samples) * 1e6
+
+    with tempfile.TemporaryDirectory() as path:
+        b = Bench(path, 4 << 30)
+        b.apply([["new", "@roots", "dict", []]])
+        first = timed(b)
+        while made < count:
+            wire_ops: list[Any] = []
+            for _ in range(min(ROOTS_PER_TXN, count - made)):
+                wire_ops += root_ops()
+            b.apply(wire_ops)
+        after = timed(b)
+        print(
+            f"CPU per root created (median of {ROOT_SAMPLES}): first roots {first:.0f} us, "
+            f"after {made - ROOT_SAMPLES} roots {after:.0f} us, ratio {after / first:.2f}"
+        )
+        b.env.close()
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("set", "objects"))
+    parser.add_argument("what", choices=("set", "objects", "replay", "roots"))
     parser.add_argument("--ops", type=int, default=2_000)
     parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--data-dir", help="replay: an agent's data folder")
+    parser.add_argument("--per-ready", type=int, default=512, help="replay: entries per txn")
+    parser.add_argument("--cache-bytes", type=int, default=16 << 20, help="replay: record cache")
     args = parser.parse_args(argv)
     print(f"load average: {os.getloadavg()}")
     if args.what == "set":
         measure_set(args.ops)
+    elif args.what == "roots":
+        if not 1 <= args.count <= ROOTS_COUNT_MAX:
+            parser.error(f"--count is 1..ROOTS_COUNT_MAX={ROOTS_COUNT_MAX} for roots")
+        measure_roots(args.count)
+    elif args.what == "replay":
+        if not args.data_dir:
+            parser.error("replay needs --data-dir")
+        if not 1 <= args.per_ready <= REPLAY_PER_READY_MAX:
+            parser.error(f"--per-ready is 1..REPLAY_PER_READY_MAX={REPLAY_PER_READY_MAX}")
+        if args.cache_bytes < 1:
+            parser.error("--cache-bytes is at least 1")
+        measure_replay(args.data_dir, args.per_ready, args.cache_bytes)
     else:
         measure_objects(args.count)
     print(f"load average: {os.getloadavg()}")
