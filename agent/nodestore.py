@@ -89,6 +89,12 @@ class NodeView:
         # (db, key) -> (decoded value, encoded bytes) or None for a delete.
         self.pending: dict[tuple[str, bytes], tuple[Any, bytes] | None] = {}
         self.puts = 0  # records written by commit() (tests count them)
+        # Nids from this one on are nodes the body creates (the state machine sets it): their
+        # records are written but not cached. A bulk load (or a follower replaying one) would
+        # otherwise fill the cache with records nobody reads again, evicting the hot ones and
+        # holding the cache's full bound of heap (docs/performance.md, "Catch-up after the
+        # cache fix").
+        self.new_nids_from: int | None = None
 
     def _handle(self, db: str) -> Any:
         return getattr(self.dbs, db)
@@ -158,9 +164,20 @@ class NodeView:
                 last[db] = key
             else:
                 record_put(self.txn, handle, key, data)
-            self.cache.put(db, key, value, len(data))
+            if self._created(db, key, value):
+                self.cache.drop(db, key)
+            else:
+                self.cache.put(db, key, value, len(data))
             self.puts += 1
         self.pending.clear()
+
+    def _created(self, db: str, key: bytes, value: Any) -> bool:
+        """Whether a record belongs to a node this body created."""
+        first = self.new_nids_from
+        if first is None or db == "tombs":
+            return False
+        nid = value if db == "oids" else rec.key_nid(key)
+        return bool(nid >= first)
 
     def discard(self) -> None:
         self.pending.clear()

@@ -388,6 +388,7 @@ class StateMachine:
                 f"objects would be {count + len(created)}, above OBJECTS_MAX={gc.OBJECTS_MAX}",
             )
         next_nid = self._read_int(txn, rec.KEY_NEXT_NID, 1)
+        view.new_nids_from = next_nid
         body_apply = BodyApply(view, index, self.record_bytes_max, next_nid)
         made: set[str] = set()
         try:

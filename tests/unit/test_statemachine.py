@@ -645,6 +645,23 @@ def test_gc_runs_after_enough_new_nodes_even_without_drops(tmp_path: Path) -> No
         m.close()
 
 
+def test_records_of_created_nodes_are_not_cached_until_read(machine: Machine) -> None:
+    """A body's new nodes are written, not cached: a bulk load (or a follower replaying one)
+    would fill the cache with records nobody reads again. A later body that reads them caches
+    what it reads."""
+    wire_ops: list[Any] = [["new", "@roots", "dict", [["top", Ref("c.top")]]]]
+    wire_ops.append(["new", "c.top", "dict", [[f"o{i}", Ref(f"c.o{i}")] for i in range(500)]])
+    wire_ops += [["new", f"c.o{i}", "dict", [["i", i]]] for i in range(500)]
+    assert machine.txn("c", 1, {}, wire_ops).outcome == "ok"
+    assert machine.sm.cached_bytes() == 0
+    assert machine.txn("c", 2, {}, [["set", "c.o7", "i", -7]]).outcome == "ok"
+    cached = machine.sm.cached_bytes()
+    assert cached > 0  # c.o7's oid, header and entry, read by this body
+    assert machine.objects()["c.o7"][2] == [["i", -7]]
+    assert machine.txn("c", 3, {}, [["set", "c.o7", "i", 7]]).outcome == "ok"
+    assert machine.objects()["c.o7"][2] == [["i", 7]]
+
+
 def test_new_nodes_records_fill_their_pages(machine: Machine) -> None:
     """Records of nodes a body creates go past each nid-keyed db's last key and are put in key
     order, appended (NodeView.commit): LMDB fills each leaf page. Put in the body's order they
