@@ -321,7 +321,9 @@ class Streams:
             )
         assert events and events[0][0] == start, (start, events[:1])
         end = events[-1][0]
-        body = cbor2.dumps({"ev": [[*event[:5], list(event[5]), event[6]] for event in events]})
+        body = cbor2.dumps(
+            {"ev": [[*event[:5], list(event[5]), event[6], _heads(event[7])] for event in events]}
+        )
         self._body_cache[(start, end)] = body
         return end + 1, body
 
@@ -340,6 +342,7 @@ class Streams:
                 applied.body,
                 tuple(applied.collected),
                 applied.log_time_ms,
+                applied.heads,
             )
             self._recent.append(event)
             self._recent_bytes += event_bytes(event)
@@ -426,9 +429,15 @@ class Streams:
 
 
 def event_bytes(event: Event) -> int:
-    """What an event costs held in memory (its body, its collected ids, the tuple)."""
+    """What an event costs held in memory (its body, its collected ids, its heads, the
+    tuple)."""
     body = event[4]
-    return EVENT_OVERHEAD_BYTES + (len(body) if body else 0) + COLLECTED_ID_BYTES * len(event[5])
+    ids = len(event[5]) + len(event[7])
+    return EVENT_OVERHEAD_BYTES + (len(body) if body else 0) + COLLECTED_ID_BYTES * ids
+
+
+def _heads(heads: tuple[tuple[str, str, str | None], ...]) -> list[list[str | None]]:
+    return [list(head) for head in heads]
 
 
 def frame_bytes(frame_type: wire.FrameType, req_id: int, body: bytes) -> bytes:

@@ -283,12 +283,15 @@ def _int(body: dict[str, Any], key: str, frame: str) -> int:
 
 
 def _event(item: Any) -> Event:
-    if not isinstance(item, list) or len(item) not in (6, 7):
+    # 8 fields since the virtual heap's heads (docs/virtual-heap.md section 3.2): a full
+    # replica holds every node, so it has no use for them; 6 and 7 from older agents.
+    if not isinstance(item, list) or len(item) not in (6, 7, 8):
         raise ProtocolError(
-            "an EVENTS entry must be [index, client, seq, outcome, body, collected, log_time_ms]"
+            "an EVENTS entry must be [index, client, seq, outcome, body, collected, log_time_ms,"
+            " heads]"
         )
     index, client, seq, outcome, body, collected = item[:6]
-    log_time_ms = item[6] if len(item) == 7 else 0
+    log_time_ms = item[6] if len(item) >= 7 else 0
     if type(index) is not int or not 1 <= index <= _INT64_MAX:
         raise ProtocolError(
             f"event index must be an integer in 1..2**63-1, got {codec.describe(index)}"
