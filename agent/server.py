@@ -1199,7 +1199,9 @@ class Server:
         frame: wire.Frame,
         now: float,
         address: str = "",
-        proposal: wire.Proposal | list[wire.ManyItem] | None = None,
+        proposal: (
+            wire.Proposal | list[wire.ManyItem] | wire.HeapRequest | wire.Subscription | None
+        ) = None,
     ) -> None:
         t = frame.type
         if t is wire.FrameType.PROPOSE:
