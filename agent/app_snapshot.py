@@ -58,10 +58,10 @@ class SnapNode:
 
 def cbor_array(encoded: list[bytes]) -> bytes:
     """A definite-length CBOR array of already encoded items (canonical if they are)."""
-    return _array_head(len(encoded)) + b"".join(encoded)
+    return array_head(len(encoded)) + b"".join(encoded)
 
 
-def _array_head(n: int) -> bytes:
+def array_head(n: int) -> bytes:
     major = 0x80
     if n < 24:
         return bytes([major | n])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cbor2
-from superstatic_agent import app_snapshot, peer_codec
+from superstatic_agent import app_snapshot, eventframes, peer_codec
 from superstatic_agent.config import AgentConfig
 from superstatic_agent.statemachine import Applied
 from superstatic_agent.storage import Corrupt, Event, Storage, Trimmed
@@ -33,6 +33,9 @@ EVENT_OVERHEAD_BYTES = 200
 COLLECTED_ID_BYTES = 80
 # Object-table snapshots streamed at once: each pins one LMDB read transaction (reader slot).
 SNAPSHOT_STREAMS_MAX = 16
+# Built EVENTS bodies kept across turns for subscribers at the same position, in bytes, as a
+# multiple of events_frame_bytes_max (docs/virtual-heap.md section 4.2).
+BODY_CACHE_FRAMES_MAX = 4
 
 # Answers an app with an ERROR frame (the Server's, which names the leader it knows).
 SendError = Callable[[bytes, int, wire.ErrorCode, str], None]
@@ -93,11 +96,16 @@ class Streams:
         self._snapshot_streams = 0
         self._refusing: str | None = None  # set once the store is found damaged: no streams
         # Recent events: _recent[i] is the event at index _recent_first + i (contiguous);
-        # _recent_bytes is the sum of their event_bytes.
+        # _recent_items[i] its encoded stream item once a frame needed it (eventframes);
+        # _recent_bytes is the sum of their event_bytes and of the items' lengths.
         self._recent: list[Event] = []
+        self._recent_items: list[bytes | None] = []
         self._recent_first = applied + 1
         self._recent_bytes = 0
-        self._body_cache: dict[tuple[int, int], bytes] = {}
+        # (next index, EVENTS body) by (first index, last index asked for: a frame may stop
+        # short of it at events_frame_bytes_max), kept across turns while a subscriber is at
+        # `first` (clear_body_cache), at most BODY_CACHE_FRAMES_MAX frames' bytes.
+        self._body_cache: dict[tuple[int, int], tuple[int, bytes]] = {}
 
     def count(self) -> int:
         return len(self._subscribers)
@@ -239,7 +247,19 @@ class Streams:
                 sub.streamed = True
 
     def clear_body_cache(self) -> None:
-        self._body_cache.clear()
+        """Once per turn: forgets the bodies no subscriber will ask for again (none is at their
+        first index any more), then the oldest ones past the byte bound."""
+        if not self._body_cache:
+            return
+        waiting = {sub.next_index for sub in self._subscribers.values()}
+        kept = {key: cached for key, cached in self._body_cache.items() if key[0] in waiting}
+        budget = self.config.events_frame_bytes_max * BODY_CACHE_FRAMES_MAX
+        total = sum(len(body) for _next, body in kept.values())
+        for key in sorted(kept):
+            if total <= budget:
+                break
+            total -= len(kept.pop(key)[1])
+        self._body_cache = kept
 
     def _next_stream_frame(self, sub: Subscriber, applied: int) -> bool:
         """Builds the subscriber's next frame into sub.pending_frame; False if none is due."""
@@ -301,31 +321,42 @@ class Streams:
     def _events_body(self, start: int, applied: int) -> tuple[int, bytes]:
         """(next index after the batch, encoded EVENTS body) of events from `start` on."""
         assert start <= applied
-        events: list[Event]
+        items: list[bytes] = []
         recent_last = self._recent_first + len(self._recent) - 1
         if self._recent and self._recent_first <= start <= recent_last:
-            end = min(recent_last, start + self.config.events_frame_entries_max - 1)
-            cached = self._body_cache.get((start, end))
+            asked = min(recent_last, start + self.config.events_frame_entries_max - 1)
+            cached = self._body_cache.get((start, asked))
             if cached is not None:
-                return end + 1, cached
-            events = self._recent[start - self._recent_first : end - self._recent_first + 1]
+                return cached
             size = 0
-            for i, event in enumerate(events):
-                size += 32 + (len(event[4]) if event[4] else 0) + 24 * len(event[5])
-                if i > 0 and size > self.config.events_frame_bytes_max:
-                    events = events[:i]
+            for position in range(start - self._recent_first, asked - self._recent_first + 1):
+                item = self._item(position)
+                size += len(item)
+                if items and size > self.config.events_frame_bytes_max:
                     break
+                items.append(item)
+            end = start + len(items) - 1
+            log_time_ms = self._recent[end - self._recent_first][6]
         else:
             events = self.storage.events(
                 start, self.config.events_frame_entries_max, self.config.events_frame_bytes_max
             )
-        assert events and events[0][0] == start, (start, events[:1])
-        end = events[-1][0]
-        body = cbor2.dumps(
-            {"ev": [[*event[:5], list(event[5]), event[6], _heads(event[7])] for event in events]}
-        )
-        self._body_cache[(start, end)] = body
+            assert events and events[0][0] == start, (start, events[:1])
+            items = [eventframes.event_item(event) for event in events]
+            end, log_time_ms = events[-1][0], events[-1][6]
+            asked = end
+        body = eventframes.events_body(items, end, log_time_ms)
+        self._body_cache[(start, asked)] = (end + 1, body)
         return end + 1, body
+
+    def _item(self, position: int) -> bytes:
+        """The encoded stream item of _recent[position], encoded once, when first sent."""
+        item = self._recent_items[position]
+        if item is None:
+            item = eventframes.event_item(self._recent[position])
+            self._recent_items[position] = item
+            self._recent_bytes += len(item)
+        return item
 
     # -- what applied --------------------------------------------------------------------------
 
@@ -345,6 +376,7 @@ class Streams:
                 applied.heads,
             )
             self._recent.append(event)
+            self._recent_items.append(None)
             self._recent_bytes += event_bytes(event)
         excess = len(self._recent) - EVENTS_CACHE_ENTRIES_MAX
         bytes_max = self.config.events_cache_bytes_max
@@ -353,17 +385,23 @@ class Streams:
             # constant; older events are read from LMDB when a subscriber needs them.
             keep_bytes = bytes_max * 3 // 4
             cut = max(0, len(self._recent) - EVENTS_CACHE_ENTRIES_MAX * 3 // 4)
-            trimmed = sum(event_bytes(e) for e in self._recent[:cut])
+            trimmed = sum(self._cost(position) for position in range(cut))
             while cut < len(self._recent) and self._recent_bytes - trimmed > keep_bytes:
-                trimmed += event_bytes(self._recent[cut])
+                trimmed += self._cost(cut)
                 cut += 1
             del self._recent[:cut]
+            del self._recent_items[:cut]
             self._recent_first += cut
             self._recent_bytes -= trimmed
+
+    def _cost(self, position: int) -> int:
+        item = self._recent_items[position]
+        return event_bytes(self._recent[position]) + (0 if item is None else len(item))
 
     def snapshot_installed(self, index: int) -> None:
         # Events before the snapshot are gone from this agent: subscribers behind it need one.
         self._recent = []
+        self._recent_items = []
         self._recent_first = index + 1
         self._recent_bytes = 0
 
@@ -405,7 +443,8 @@ class Streams:
     def memory_bytes(self) -> int:
         """What the streams hold besides their queues: the cached events and built frames."""
         pending = sum(len(s.pending_frame or b"") for s in self._subscribers.values())
-        return self._recent_bytes + pending + sum(len(b) for b in self._body_cache.values())
+        cached = sum(len(body) for _next, body in self._body_cache.values())
+        return self._recent_bytes + pending + cached
 
     def drop(self, sub: Subscriber) -> None:
         self._subscribers.pop(sub.identity, None)
@@ -434,10 +473,6 @@ def event_bytes(event: Event) -> int:
     body = event[4]
     ids = len(event[5]) + len(event[7])
     return EVENT_OVERHEAD_BYTES + (len(body) if body else 0) + COLLECTED_ID_BYTES * ids
-
-
-def _heads(heads: tuple[tuple[str, str, str | None], ...]) -> list[list[str | None]]:
-    return [list(head) for head in heads]
 
 
 def frame_bytes(frame_type: wire.FrameType, req_id: int, body: bytes) -> bytes:

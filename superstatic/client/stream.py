@@ -64,7 +64,10 @@ class ReplicaSink(Protocol):
     def load_snapshot(self, index: int, nodes: Iterable[SnapshotNode]) -> None: ...
 
     # (A sink may also have `note_log_time(log_time_ms)`: called before load_snapshot with the
-    # log time at the snapshot's index.)
+    # log time at the snapshot's index. A sink fed a filtered stream, StreamFeeder(filtered=
+    # True), must have `advance(to, log_time_ms)`: called after each EVENTS frame's events
+    # with the frame's "to" and "t", it moves applied_index to `to`: the entries in between
+    # passed the agent's filter for no node the replica holds; docs/virtual-heap.md 4.4.)
 
     def apply_events(self, events: Sequence[Event]) -> None: ...
 
@@ -81,8 +84,11 @@ class ReplicaFailed(Error):
 class StreamFeeder:
     """Assembles one subscription's frames and feeds the replica, in order, exactly once."""
 
-    def __init__(self, sink: ReplicaSink) -> None:
+    def __init__(self, sink: ReplicaSink, *, filtered: bool = False) -> None:
         self.sink = sink
+        # A partial replica's stream (SUBSCRIBE "heap": "partial") carries only the events that
+        # touch what it holds: its frames skip entries, and "to" says how far each one reaches.
+        self.filtered = filtered
         self._nodes: list[SnapshotNode] = []
         self._oids: set[str] = set()
         self._elements = 0
@@ -246,6 +252,14 @@ class StreamFeeder:
         if not isinstance(raw, list):
             raise ProtocolError("EVENTS.ev must be an array of events")
         events = [_event(item) for item in raw]
+        # "to": the last index the frame covers, "t": the log time there (agents before the
+        # virtual heap send neither: the frame then reaches its last event).
+        to = _int(body, "to", "EVENTS") if "to" in body else None
+        log_time_ms = _int(body, "t", "EVENTS") if "t" in body else None
+        if to is not None and events and events[-1][0] > to:
+            raise ProtocolError("EVENTS.to is below the frame's last event")
+        if self.filtered:
+            return self._feed_filtered(events, to, log_time_ms)
         applied = self.sink.applied_index
         batch: list[Event] = []
         gap: str | None = None
@@ -258,6 +272,9 @@ class StreamFeeder:
                 break
             batch.append(event)
             applied = index
+        if gap is None and to is not None and to > applied:
+            # An unfiltered stream holds every entry up to "to".
+            gap = f"EVENTS reaches {to} but its events stop at {applied}: entries are missing"
         if batch:
             try:
                 self.sink.apply_events(batch)
@@ -269,6 +286,32 @@ class StreamFeeder:
         if gap is not None:
             raise StreamGap(gap)
         return bool(batch)
+
+    def _feed_filtered(self, events: list[Event], to: int | None, log_time_ms: int | None) -> bool:
+        """A frame of a filtered stream: its events rise strictly but may skip entries (those
+        the agent filtered out); the replica applies the new ones, then advances to "to"."""
+        if to is None or log_time_ms is None:
+            raise ProtocolError("EVENTS of a filtered stream must say how far they reach (to, t)")
+        applied = self.sink.applied_index
+        if to <= applied:
+            return False  # an earlier delivery: all of it is in the replica already
+        batch: list[Event] = []
+        previous = 0
+        for event in events:
+            index = event[0]
+            if index <= previous:
+                raise StreamGap("EVENTS of a filtered stream must rise strictly")
+            previous = index
+            if index > applied:
+                batch.append(event)
+        try:
+            if batch:
+                self.sink.apply_events(batch)
+            self.sink.advance(to, log_time_ms)  # type: ignore[attr-defined]
+        except Exception as exc:
+            raise ReplicaFailed(f"applying log entries {applied + 1}..{to} failed: {exc}") from exc
+        assert self.sink.applied_index == to, (self.sink.applied_index, to)
+        return True
 
 
 def _int(body: dict[str, Any], key: str, frame: str) -> int:
