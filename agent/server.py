@@ -1231,6 +1231,10 @@ class Server:
             self._reads_new.append((identity, frame.req_id))
         elif t is wire.FrameType.SUBSCRIBE:
             self.streams.on_subscribe(identity, frame, now)
+        elif t in wire.HEAP_FRAMES:
+            if not isinstance(proposal, wire.HeapRequest):
+                proposal = wire.parse_heap_request(frame)
+            self.streams.on_heap(identity, proposal, frame.req_id)
         elif t is wire.FrameType.UNSUBSCRIBE:
             self.streams.unsubscribe(identity)
             self._reply(identity, frame.req_id, {})
@@ -1245,6 +1249,7 @@ class Server:
                     "session_ttl_ms": self.config.session_ttl_ms,
                     "first_index": self.node.first_index,
                     "model": wire.DATA_MODEL,
+                    "heap": wire.HEAP_VERSION,
                 },
             )
         elif t is wire.FrameType.STATUS:

@@ -8,12 +8,13 @@ lets it pump once per turn; the streams never touch the Raft core. See docs/agen
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
-from superstatic_agent import app_snapshot, eventframes, peer_codec
+from superstatic_agent import app_snapshot, eventframes, heap, peer_codec
 from superstatic_agent.config import AgentConfig
 from superstatic_agent.statemachine import Applied
 from superstatic_agent.storage import Corrupt, Event, Storage, Trimmed
@@ -72,6 +73,12 @@ class Subscriber:
     # SUBSCRIBE {"answers": true}: the app settles its writes on their events, so their "ok"
     # REPLY is not sent (docs/data-model-v2.md 8.2).
     answers: bool = False
+    # The virtual heap (docs/virtual-heap.md): "partial" subscribers hold what they load and
+    # get LOADED answers in their stream; "all" ones (the default) everything, as before.
+    heap_mode: str = "all"
+    client: str = ""
+    held: heap.HeldSet | None = None
+    loads: deque[heap.LoadJob] = field(default_factory=deque)
 
 
 class Streams:
@@ -113,7 +120,9 @@ class Streams:
     # -- requests ------------------------------------------------------------------------------
 
     def on_subscribe(self, identity: bytes, frame: wire.Frame, now: float) -> None:
-        start = wire.field_int(frame, "from", minimum=0, maximum=peer_codec.INDEX_MAX)
+        subscription = wire.parse_subscribe(frame)
+        start = subscription.start
+        assert start <= peer_codec.INDEX_MAX
         model = frame.body.get("model")
         if type(model) is not int or model != wire.DATA_MODEL:
             # A model-1 library expects whole-record snapshots and v1 bodies in its stream.
@@ -140,6 +149,8 @@ class Streams:
         sub.answers = frame.body.get("answers") is True
         sub.needs_snapshot = start == 0
         sub.earlier_bytes = earlier
+        if subscription.heap == "partial":
+            self._start_partial(sub, subscription)
         self._subscribers[identity] = sub
 
     def answers_by_event(self, identity: bytes, index: int) -> bool:
@@ -151,6 +162,38 @@ class Streams:
         if sub.snapshot_nodes is not None:
             return sub.snapshot_index < index
         return sub.next_index <= index
+
+    def _start_partial(self, sub: Subscriber, subscription: wire.Subscription) -> None:
+        """A partial subscriber holds nothing yet: instead of the whole object table it is sent
+        one empty LOADED at the agent's applied index, then the events after it."""
+        sub.heap_mode, sub.client, sub.held = "partial", subscription.client, heap.HeldSet()
+        if sub.needs_snapshot:
+            sub.needs_snapshot = False
+            sub.loads.append(heap.LoadJob(0, (), start=True))
+
+    def on_heap(self, identity: bytes, request: wire.HeapRequest, req_id: int) -> None:
+        """LOAD (queued, answered in the stream), DROP or HOLD from a partial subscriber."""
+        sub = self._subscribers.get(identity)
+        code = wire.ErrorCode.BAD_REQUEST
+        if sub is None or sub.req_id != request.sub:
+            self._error(identity, req_id, code, "no such subscription: resubscribe")
+            return
+        if sub.held is None:
+            message = f"{request.type.name} on a subscription with heap 'all': it holds everything"
+            self._error(identity, req_id, code, message)
+            return
+        if request.keys:
+            # Per-key dicts are step 6 of docs/virtual-heap.md: not served by this agent yet.
+            self._error(identity, req_id, code, "this agent does not load dict keys yet")
+            return
+        if request.type is wire.FrameType.LOAD:
+            # The subscription's own answers (load 0) are not the app's to count.
+            if sum(1 for job in sub.loads if job.load) >= heap.SUBSCRIBER_LOADS_MAX:
+                limit = heap.SUBSCRIBER_LOADS_MAX
+                message = f"SUBSCRIBER_LOADS_MAX={limit} loads are queued; retry"
+                self._error(identity, req_id, wire.ErrorCode.BUSY, message)
+                return
+            sub.loads.append(heap.LoadJob(req_id, request.oids, request.prefetch_bytes))
 
     def unsubscribe(self, identity: bytes) -> None:
         sub = self._subscribers.get(identity)
@@ -184,7 +227,7 @@ class Streams:
         for sub in self._subscribers.values():
             if sub.pending_frame is not None or sub.stalled_since is not None:
                 continue  # the app's queue or backlog was full: retried at the next tick
-            if sub.snapshot_nodes is not None or sub.next_index <= applied:
+            if sub.snapshot_nodes is not None or sub.next_index <= applied or sub.loads:
                 return True
             if sub.needs_snapshot and self._snapshot_streams < SNAPSHOT_STREAMS_MAX:
                 return True
@@ -281,11 +324,22 @@ class Streams:
             sub.snapshot_peek = next(frames)
             self._next_snapshot_frame(sub)
             return True
+        if sub.loads:
+            loaded = self._next_load_frame(sub, applied)
+            if loaded is not None:
+                return loaded
+            # The LOADED waits for the events up to its index: they go first.
+            applied = min(applied, sub.loads[0].index)
         if sub.next_index > applied:
             return False
         try:
             start, body = self._events_body(sub.next_index, applied)
         except Trimmed:
+            if sub.held is not None:
+                # A partial subscriber behind the log: a held snapshot, every node it holds
+                # read at this agent's index, and the stream goes on after it (section 4.1).
+                sub.loads.appendleft(heap.LoadJob(0, tuple(sub.held.since), start=True))
+                return self._next_stream_frame(sub, applied)
             if not sub.streamed:
                 sub.needs_snapshot = True  # at subscribe time: catch up from a snapshot
                 return self._next_stream_frame(sub, applied)
@@ -301,6 +355,91 @@ class Streams:
         sub.pending_frame = frame_bytes(wire.FrameType.EVENTS, sub.req_id, body)
         sub.pending_next = start
         return True
+
+    def _next_load_frame(self, sub: Subscriber, applied: int) -> bool | None:
+        """The next LOADED frame of the first queued load into sub.pending_frame (True); False
+        if nothing is due (it cannot be served yet); None if the events up to its index must be
+        sent first (docs/virtual-heap.md section 3.1: the app reads the answer at exactly its
+        index)."""
+        job = sub.loads[0]
+        if job.index < 0 and not self._serve_load(sub, job, applied):
+            return False
+        if sub.next_index <= job.index:
+            return None
+        assert sub.next_index == job.index + 1, (sub.next_index, job.index)
+        if job.frames:
+            data = job.frames.popleft()
+            job.built_bytes -= len(data)
+            last = job.rest is None and not job.frames
+        else:
+            assert job.rest is not None
+            data, last = self._load_frame(sub, job)
+        sub.pending_frame = data
+        sub.pending_next = sub.next_index
+        if last:
+            sub.loads.popleft()
+        return True
+
+    def _serve_load(self, sub: Subscriber, job: heap.LoadJob, applied: int) -> bool:
+        """Reads the job's nodes at the applied index, in this turn: builds its frames up to
+        LOAD_BUILT_BYTES_MAX (the rest stays readable, holding a reader slot) and holds what it
+        sends whole from that index. False (nothing done) while the app has been sent more
+        than the agent applied (after a failover to an agent behind it) or no slot is free."""
+        assert sub.held is not None
+        if applied < sub.next_index - 1 and not job.start:
+            return False
+        if self._snapshot_streams >= SNAPSHOT_STREAMS_MAX:
+            return False
+        held = sub.held
+        read = heap.LoadRead(
+            self.storage.env,
+            self.storage.dbs,
+            job.oids,
+            job.prefetch_bytes,
+            held.__contains__,
+            self.config.snapshot_chunk_bytes_max,
+        )
+        self._snapshot_streams += 1
+        job.index, job.log_time_ms, job.rest = read.index, read.log_time_ms, read
+        if job.start:
+            sub.next_index = job.index + 1  # the stream begins after the answer
+            for later in sub.loads:
+                if later is not job and 0 <= later.index < job.index:
+                    # Read before the index the app now jumps to: it would show an older
+                    # state than the app has seen. Read again when its turn comes.
+                    self._end_load(later)
+                    later.index, later.part, later.built_bytes = -1, 0, 0
+                    later.frames.clear()
+        try:
+            while job.rest is not None and job.built_bytes < heap.LOAD_BUILT_BYTES_MAX:
+                data, _last = self._load_frame(sub, job)
+                job.frames.append(data)
+                job.built_bytes += len(data)
+        finally:
+            read.stop_prefetch()
+            for oid in read.whole:
+                held.add(oid, job.index)
+        return True
+
+    def _load_frame(self, sub: Subscriber, job: heap.LoadJob) -> tuple[bytes, bool]:
+        """Reads and encodes the job's next LOADED frame; the last one releases its reader."""
+        assert job.rest is not None
+        try:
+            items, last = next(job.rest.frames)
+        except BaseException:
+            self._end_load(job)
+            raise
+        body = wire.loaded_body(job.index, job.part, last, job.load, items, job.log_time_ms)
+        job.part += 1
+        if last:
+            self._end_load(job)
+        return wire.encode(wire.FrameType.LOADED, sub.req_id, body), last
+
+    def _end_load(self, job: heap.LoadJob) -> None:
+        if job.rest is not None:
+            job.rest.close()
+            job.rest = None
+            self._snapshot_streams -= 1
 
     def _next_snapshot_frame(self, sub: Subscriber) -> None:
         assert sub.snapshot_nodes is not None and sub.snapshot_peek is not None
@@ -444,10 +583,14 @@ class Streams:
         """What the streams hold besides their queues: the cached events and built frames."""
         pending = sum(len(s.pending_frame or b"") for s in self._subscribers.values())
         cached = sum(len(body) for _next, body in self._body_cache.values())
-        return self._recent_bytes + pending + cached
+        loads = sum(job.built_bytes for s in self._subscribers.values() for job in s.loads)
+        return self._recent_bytes + pending + cached + loads
 
     def drop(self, sub: Subscriber) -> None:
         self._subscribers.pop(sub.identity, None)
+        for job in sub.loads:
+            self._end_load(job)
+        sub.loads.clear()
         if sub.snapshot_nodes is not None:
             closer = getattr(sub.snapshot_nodes, "close", None)
             if closer is not None:
