@@ -13,26 +13,35 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from superstatic_agent import app_snapshot
 from superstatic_agent import records as layout
+from superstatic_agent.config import HELD_ENTRY_BYTES as HELD_ENTRY_BYTES
+from superstatic_agent.config import LOAD_BUILT_BYTES_MAX as LOAD_BUILT_BYTES_MAX
 from superstatic_agent.noderead import read_header, read_nid
-from superstatic_agent.storage import Corrupt, read_applied
+from superstatic_agent.storage import Corrupt, Event, read_applied
 
-from superstatic.protocol import codec, wire
+from superstatic.protocol import codec, ops, wire
 
 # LOADs queued on one subscriber (past it: busy). Each is answered in stream order.
 SUBSCRIBER_LOADS_MAX = 64
-# Bytes of LOADED frames built ahead for one subscriber: a job builds its frames in the turn it
-# is served up to this, the rest is read lazily from its still-open read transaction (one of
-# streams.SNAPSHOT_STREAMS_MAX reader slots) as the subscriber takes them.
-LOAD_BUILT_BYTES_MAX = 4 << 20
+# LOAD_BUILT_BYTES_MAX, HELD_ENTRY_BYTES: in config.py (the memory bound counts them). A job
+# reading past LOAD_BUILT_BYTES_MAX keeps one of streams.SNAPSHOT_STREAMS_MAX reader slots.
 # A dict with more entries is held per key (section 4.3) and a list or set with more elements
 # is large: prefetch never sends such a node whole (it stays a head).
 LOAD_WHOLE_ENTRIES_MAX = 256
 # Bytes a head or absent item is counted for beyond its strings (array head, tag, kind).
 HEAD_ITEM_OVERHEAD_BYTES = 16
+# A partial subscriber whose events all fail its filter still gets an empty EVENTS frame (its
+# applied index and log time move) once the cursor moved this many entries or this much log
+# time past its last frame: the toolkit's leases are judged by log time, in steps of at most
+# this, against lease lengths of seconds.
+EVENTS_SKIP_ENTRIES_MAX = 4_096
+EVENTS_SKIP_MS_MAX = 200
+# Clients whose last transaction conflicted, remembered to send the "ok" that ends each run to
+# every partial subscriber (objects/fairness.py needs runs to end); least recent forgotten.
+CLIENT_OUTCOMES_MAX = 1_024
 # The CBOR of a Ref starts with its tag's head (as in gc.py): an element without these bytes
 # references nothing and is never decoded.
 REF_TAG_HEAD = b"\xd9" + codec.TAG_REF.to_bytes(2, "big")
@@ -68,6 +77,40 @@ class HeldSet:
         return since is not None and since < index
 
 
+class EventWrites(NamedTuple):
+    """What the filter needs of one event beyond the event: the nodes its ops write, those it
+    creates, and (an "ok" ending its client's conflict run) the stub every partial subscriber
+    gets when it does not get the event whole."""
+
+    written: tuple[str, ...]
+    created: tuple[str, ...]
+    stub: bytes | None = None
+
+
+def writes_of(event: Event) -> EventWrites:
+    """An event read back from the log: its writes from its body (our own log's bytes)."""
+    body = event[4]
+    if body is None:
+        return EventWrites((), ())
+    wire_ops = ops.decode_body(body).ops
+    written = tuple(dict.fromkeys(op[1] for op in wire_ops))
+    return EventWrites(written, tuple(op[1] for op in wire_ops if op[0] == "new"))
+
+
+def passes(event: Event, writes: EventWrites, held: HeldSet, client: str) -> bool:
+    """Whether a partial subscriber gets the event whole (docs/virtual-heap.md section 4.2):
+    its own, a "noop" (leader changes, CONF: the toolkit's Change.noops), a "conflict"
+    (bodyless: the fairness tracker's runs), or one writing or collecting a node it held
+    before the event."""
+    index, event_client, _seq, outcome = event[:4]
+    if outcome == "noop" or outcome == "conflict" or (client and event_client == client):
+        return True
+    for oid in writes.written:
+        if held.passes(oid, index):
+            return True
+    return any(held.passes(oid, index) for oid in event[5])
+
+
 @dataclass(slots=True)
 class LoadJob:
     """One LOAD (or a subscription's first answer, `load` 0) queued on a subscriber."""
@@ -98,7 +141,10 @@ class LoadRead:
         prefetch_bytes: int,
         held: Callable[[str], bool],
         frame_bytes_max: int,
+        room: int,
     ) -> None:
+        """`room`: how many nodes prefetch may add (the held-set limits left)."""
+        self._room = room
         self._txn = env.begin()
         try:
             self.index, _term, self.log_time_ms = read_applied(self._txn, dbs)
@@ -109,13 +155,13 @@ class LoadRead:
             self.whole: list[str] = []
             self._answer: set[str] = set()
             self._queue: deque[tuple[int, layout.Header]] = deque()
-            self._absent: list[str] = []
+            self.absent: list[str] = []
             for oid in oids:
-                if oid in self._answer or oid in self._absent:
+                if oid in self._answer or oid in self.absent:
                     continue
                 found = self._node(oid)
                 if found is None:
-                    self._absent.append(oid)
+                    self.absent.append(oid)
                     continue
                 self._answer.add(oid)
                 self.whole.append(oid)
@@ -192,17 +238,18 @@ class LoadRead:
             yield element
 
     def _prefetch(self, oid: str) -> None:
-        if oid in self._answer or self._held(oid):
+        if oid in self._answer or self._held(oid) or self._room <= 0:
             return
         found = self._node(oid)
         if found is None or found[1].count > LOAD_WHOLE_ENTRIES_MAX:
             return  # gone (answered absent below) or large: it stays a head
+        self._room -= 1
         self._answer.add(oid)
         self.whole.append(oid)
         self._queue.append(found)
 
     def _trailer(self) -> Iterator[list[Any]]:
-        for oid in self._absent:
+        for oid in self.absent:
             yield [wire.ITEM_ABSENT, oid]
         for oid in self._refs:
             if oid in self._answer or self._held(oid):

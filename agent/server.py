@@ -622,6 +622,7 @@ class Server:
             if wait is not None:
                 for identity, req_id in wait.requests:
                     self._reply(identity, req_id, {"index": state.index})
+                    self.streams.note_read(identity, state.index)
         soft = (ready.role, ready.leader, ready.term)
         if soft != self._soft:
             self._log_soft_change(self._soft, soft)

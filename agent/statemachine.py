@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cbor2
 import lmdb
@@ -120,6 +120,11 @@ class Applied:
     # (docs/virtual-heap.md section 3.2): an app that does not hold a referenced node still
     # makes a hollow ref for it. Computed from the state at the entry: the same on every replica.
     heads: tuple[tuple[str, str, str | None], ...] = ()
+    # The nodes an "ok" txn's ops write (op[1] of each, "new" included) and those it creates:
+    # what a partial subscriber's filter tests (docs/virtual-heap.md section 4.2). Not stored:
+    # an event read back from the log recomputes them from its body.
+    written: tuple[str, ...] = ()
+    created: tuple[str, ...] = ()
 
 
 class ApplyFailed(Exception):
@@ -337,18 +342,25 @@ class StateMachine:
                 f"requests awaiting seq_low is at the limit SESSION_SEQS_MAX={SESSION_SEQS_MAX}",
             )
         session.last_ms = now_ms
-        collected: list[str] = []
-        heads: tuple[tuple[str, str, str | None], ...] = ()
+        effects = _TxnEffects([], (), (), ())
         outcome, error = "ok", ""
         if payload.kind == "txn":
             try:
-                collected, heads = self._apply_txn(txn, index, payload.body)
+                effects = self._apply_txn(txn, index, payload.body)
             except _Rejected as rejected:
                 outcome, error = rejected.outcome, clip_error(str(rejected))
         session.seqs[payload.seq] = (index, outcome, error)
         table.put(payload.client, session)
         body = payload.body if outcome == "ok" and payload.kind == "txn" else None
-        return answer(outcome, error, collected=tuple(collected), body=body, heads=heads)
+        return answer(
+            outcome,
+            error,
+            collected=tuple(effects.collected),
+            body=body,
+            heads=effects.heads,
+            written=effects.written,
+            created=effects.created,
+        )
 
     def _maybe_sweep(self, txn: lmdb.Transaction, table: SessionTable, now_ms: int) -> None:
         raw = record_get(txn, self.dbs.sm_meta, "sm_meta", KEY_SWEEP)
@@ -359,12 +371,10 @@ class StateMachine:
 
     # ------------------------------------------------------------ transactions
 
-    def _apply_txn(
-        self, txn: lmdb.Transaction, index: int, body: bytes
-    ) -> tuple[list[str], tuple[tuple[str, str, str | None], ...]]:
-        """Validates and applies one transaction body; returns the collected ids and the heads
-        of the existing nodes its ops reference. Raises _Rejected (nothing changed) for a
-        conflict or an error."""
+    def _apply_txn(self, txn: lmdb.Transaction, index: int, body: bytes) -> _TxnEffects:
+        """Validates and applies one transaction body; returns the collected ids, the heads
+        of the existing nodes its ops reference and the nodes it writes and creates. Raises
+        _Rejected (nothing changed) for a conflict or an error."""
         try:
             doc = ops.decode_body(body)
         except (ProtocolError, LimitExceeded) as exc:
@@ -446,7 +456,10 @@ class StateMachine:
             raise
         view.commit()
         self.records_written += view.puts
-        return self._gc_step(txn, body_apply.dropped, len(created)), tuple(heads.values())
+        collected = self._gc_step(txn, body_apply.dropped, len(created))
+        written = tuple(dict.fromkeys(op[1] for op in wire_ops))
+        created_in_order = tuple(op[1] for op in wire_ops if op[0] == "new")
+        return _TxnEffects(collected, tuple(heads.values()), written, created_in_order)
 
     def _validate_v1(self, view: NodeView, versions: dict[str, int]) -> None:
         """Data model 1 reads: each node's header version equals the one read (0: absent)."""
@@ -638,6 +651,13 @@ def only_removes(data: bytes) -> bool:
         if tag not in ("del", "clear", "discard", "splice"):
             return False
     return True
+
+
+class _TxnEffects(NamedTuple):
+    collected: list[str]
+    heads: tuple[tuple[str, str, str | None], ...]
+    written: tuple[str, ...]
+    created: tuple[str, ...]
 
 
 def _head(oid: str, header: rec.Header) -> tuple[str, str, str | None]:

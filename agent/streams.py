@@ -7,6 +7,7 @@ lets it pump once per turn; the streams never touch the Raft core. See docs/agen
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -79,6 +80,16 @@ class Subscriber:
     client: str = ""
     held: heap.HeldSet | None = None
     loads: deque[heap.LoadJob] = field(default_factory=deque)
+    hold_parts_left: int = 0  # HOLD frames still to come before the stream starts
+    hold_part: int = 0  # the next HOLD part expected
+    # How far the app was told it reached (the last EVENTS' "to", or a LOADED's index) and the
+    # log time there; the log time at next_index - 1 (a filtered cursor may pass entries
+    # without a frame); the highest READ_INDEX answer this identity was given (the app's
+    # sync() waits until its stream reaches it, so an empty frame reaching it is owed).
+    sent_to: int = 0
+    sent_t: int = 0
+    seen_t: int = 0
+    read_fence: int = 0
 
 
 class Streams:
@@ -107,6 +118,11 @@ class Streams:
         # _recent_bytes is the sum of their event_bytes and of the items' lengths.
         self._recent: list[Event] = []
         self._recent_items: list[bytes | None] = []
+        # What partial subscribers' filter tests of each recent event (heap.EventWrites).
+        self._recent_writes: list[heap.EventWrites] = []
+        # Clients whose last transaction conflicted (heap.CLIENT_OUTCOMES_MAX, least recent
+        # first): their next "ok" goes to every partial subscriber, at least as a stub.
+        self._conflicted: dict[str, None] = {}
         self._recent_first = applied + 1
         self._recent_bytes = 0
         # (next index, EVENTS body) by (first index, last index asked for: a frame may stop
@@ -164,12 +180,32 @@ class Streams:
         return sub.next_index <= index
 
     def _start_partial(self, sub: Subscriber, subscription: wire.Subscription) -> None:
-        """A partial subscriber holds nothing yet: instead of the whole object table it is sent
-        one empty LOADED at the agent's applied index, then the events after it."""
+        """A partial subscriber holds only what it loads (or declares in HOLD frames first):
+        instead of the whole object table it is sent one LOADED at the agent's applied index
+        (empty, or its held nodes), then the events after it that pass its filter."""
         sub.heap_mode, sub.client, sub.held = "partial", subscription.client, heap.HeldSet()
+        sub.hold_parts_left = subscription.hold_parts
+        sub.sent_to = subscription.start
         if sub.needs_snapshot:
             sub.needs_snapshot = False
             sub.loads.append(heap.LoadJob(0, (), start=True))
+
+    def note_read(self, identity: bytes, index: int) -> None:
+        """A READ_INDEX of this identity was answered with `index`: its sync() waits until
+        its stream reaches it, so a partial stream owes it a frame reaching it."""
+        sub = self._subscribers.get(identity)
+        if sub is not None and sub.held is not None:
+            sub.read_fence = max(sub.read_fence, index)
+
+    def _held_room(self, sub: Subscriber) -> tuple[int, str]:
+        """How many more nodes the subscriber may hold, and the flag that bounds it."""
+        assert sub.held is not None
+        total = sum(len(s.held) for s in self._subscribers.values() if s.held is not None)
+        own = self.config.subscriber_held_max - len(sub.held)
+        agent = self.config.held_entries_max - total
+        if own <= agent:
+            return own, f"--subscriber-held-max={self.config.subscriber_held_max}"
+        return agent, f"--held-entries-max={self.config.held_entries_max}"
 
     def on_heap(self, identity: bytes, request: wire.HeapRequest, req_id: int) -> None:
         """LOAD (queued, answered in the stream), DROP or HOLD from a partial subscriber."""
@@ -186,14 +222,48 @@ class Streams:
             # Per-key dicts are step 6 of docs/virtual-heap.md: not served by this agent yet.
             self._error(identity, req_id, code, "this agent does not load dict keys yet")
             return
-        if request.type is wire.FrameType.LOAD:
-            # The subscription's own answers (load 0) are not the app's to count.
-            if sum(1 for job in sub.loads if job.load) >= heap.SUBSCRIBER_LOADS_MAX:
-                limit = heap.SUBSCRIBER_LOADS_MAX
-                message = f"SUBSCRIBER_LOADS_MAX={limit} loads are queued; retry"
-                self._error(identity, req_id, wire.ErrorCode.BUSY, message)
-                return
-            sub.loads.append(heap.LoadJob(req_id, request.oids, request.prefetch_bytes))
+        if request.type is wire.FrameType.DROP:
+            for oid in request.oids:
+                sub.held.discard(oid)  # one never held (or dropped twice) changes nothing
+            return
+        room, flag = self._held_room(sub)
+        if len(request.oids) > room:
+            message = (
+                f"{flag}: this app may hold {max(room, 0)} more nodes, the {request.type.name} "
+                f"names {len(request.oids)}; DROP some first"
+            )
+            self._error(identity, req_id, wire.ErrorCode.TOO_LARGE, message)
+            return
+        if request.type is wire.FrameType.HOLD:
+            self._on_hold(sub, request, req_id)
+            return
+        # The subscription's own answers (load 0) are not the app's to count.
+        if sum(1 for job in sub.loads if job.load) >= heap.SUBSCRIBER_LOADS_MAX:
+            limit = heap.SUBSCRIBER_LOADS_MAX
+            message = f"SUBSCRIBER_LOADS_MAX={limit} loads are queued; retry"
+            self._error(identity, req_id, wire.ErrorCode.BUSY, message)
+            return
+        sub.loads.append(heap.LoadJob(req_id, request.oids, request.prefetch_bytes))
+
+    def _on_hold(self, sub: Subscriber, request: wire.HeapRequest, req_id: int) -> None:
+        """One part of the held set a resubscribing app declares (docs/virtual-heap.md 4.1):
+        held since the subscription's `from`; the stream starts after the last part."""
+        assert sub.held is not None
+        if sub.hold_parts_left == 0 or request.part != sub.hold_part:
+            message = f"HOLD part {request.part} was not expected: resubscribe"
+            self._error(sub.identity, req_id, wire.ErrorCode.BAD_REQUEST, message)
+            self.drop(sub)  # its held set would be incomplete: nothing may be streamed
+            return
+        sub.hold_parts_left -= 1
+        sub.hold_part += 1
+        if request.last != (sub.hold_parts_left == 0):
+            message = "HOLD.last must mark exactly the last of SUBSCRIBE.hold_parts: resubscribe"
+            self._error(sub.identity, req_id, wire.ErrorCode.BAD_REQUEST, message)
+            self.drop(sub)
+            return
+        since = sub.next_index - 1
+        for oid in request.oids:
+            sub.held.add(oid, since)
 
     def unsubscribe(self, identity: bytes) -> None:
         sub = self._subscribers.get(identity)
@@ -227,7 +297,11 @@ class Streams:
         for sub in self._subscribers.values():
             if sub.pending_frame is not None or sub.stalled_since is not None:
                 continue  # the app's queue or backlog was full: retried at the next tick
+            if sub.hold_parts_left:
+                continue  # waits for its HOLD frames
             if sub.snapshot_nodes is not None or sub.next_index <= applied or sub.loads:
+                return True
+            if sub.held is not None and self._skip_due(sub, sub.next_index - 1, sub.seen_t):
                 return True
             if sub.needs_snapshot and self._snapshot_streams < SNAPSHOT_STREAMS_MAX:
                 return True
@@ -306,6 +380,8 @@ class Streams:
 
     def _next_stream_frame(self, sub: Subscriber, applied: int) -> bool:
         """Builds the subscriber's next frame into sub.pending_frame; False if none is due."""
+        if sub.hold_parts_left:
+            return False  # the stream starts after the app's last HOLD
         if sub.snapshot_nodes is not None:
             self._next_snapshot_frame(sub)
             return True
@@ -331,14 +407,19 @@ class Streams:
             # The LOADED waits for the events up to its index: they go first.
             applied = min(applied, sub.loads[0].index)
         if sub.next_index > applied:
+            if sub.held is not None and self._skip_due(sub, sub.next_index - 1, sub.seen_t):
+                self._skip_frame(sub, sub.next_index - 1, sub.seen_t)
+                return True
             return False
         try:
+            if sub.held is not None:
+                return self._next_filtered_frame(sub, applied)
             start, body = self._events_body(sub.next_index, applied)
         except Trimmed:
             if sub.held is not None:
                 # A partial subscriber behind the log: a held snapshot, every node it holds
                 # read at this agent's index, and the stream goes on after it (section 4.1).
-                sub.loads.appendleft(heap.LoadJob(0, tuple(sub.held.since), start=True))
+                sub.loads.appendleft(heap.LoadJob(0, (), start=True))
                 return self._next_stream_frame(sub, applied)
             if not sub.streamed:
                 sub.needs_snapshot = True  # at subscribe time: catch up from a snapshot
@@ -367,6 +448,12 @@ class Streams:
         if sub.next_index <= job.index:
             return None
         assert sub.next_index == job.index + 1, (sub.next_index, job.index)
+        if not job.start and sub.sent_to < job.index:
+            # The app installs an answer only at its applied index: a filtered stream may not
+            # have reached it yet, so an (empty) frame reaching it goes first.
+            self._skip_frame(sub, job.index, job.log_time_ms)
+            return True
+        sub.sent_to, sub.sent_t = job.index, job.log_time_ms
         if job.frames:
             data = job.frames.popleft()
             job.built_bytes -= len(data)
@@ -391,18 +478,25 @@ class Streams:
         if self._snapshot_streams >= SNAPSHOT_STREAMS_MAX:
             return False
         held = sub.held
+        # A start answer (the subscription's first, or a held snapshot) holds every node the
+        # subscriber holds, read again at its index.
+        oids = tuple(held.since) if job.start else job.oids
         read = heap.LoadRead(
             self.storage.env,
             self.storage.dbs,
-            job.oids,
+            oids,
             job.prefetch_bytes,
             held.__contains__,
             self.config.snapshot_chunk_bytes_max,
+            self._held_room(sub)[0] - len(oids),
         )
         self._snapshot_streams += 1
         job.index, job.log_time_ms, job.rest = read.index, read.log_time_ms, read
         if job.start:
             sub.next_index = job.index + 1  # the stream begins after the answer
+            sub.seen_t = job.log_time_ms
+            for oid in read.absent:
+                held.discard(oid)  # collected since it was declared: answered absent
             for later in sub.loads:
                 if later is not job and 0 <= later.index < job.index:
                     # Read before the index the app now jumps to: it would show an older
@@ -440,6 +534,86 @@ class Streams:
             job.rest.close()
             job.rest = None
             self._snapshot_streams -= 1
+
+    def _next_filtered_frame(self, sub: Subscriber, upto: int) -> bool:
+        """A partial subscriber's next EVENTS frame (docs/virtual-heap.md section 4.2): the
+        events from its cursor to `upto` that pass its filter, assembled from their bytes, its
+        held set changed as the cursor passes each (its own new nodes join it, collected ones
+        leave it after their event). False if nothing passed and no frame is owed yet (the
+        cursor moves on all the same)."""
+        held = sub.held
+        assert held is not None
+        items: list[bytes] = []
+        size = 0
+        index = sub.next_index
+        seen_t = sub.seen_t
+        bytes_max = self.config.events_frame_bytes_max
+        for event, item, writes in self._events_between(index, upto):
+            if heap.passes(event, writes, held, sub.client):
+                chosen: bytes | None = item()
+            else:
+                chosen = writes.stub
+            if chosen is not None:
+                if items and size + len(chosen) > bytes_max:
+                    break
+                items.append(chosen)
+                size += len(chosen)
+            if sub.client and event[1] == sub.client:
+                for oid in writes.created:
+                    held.add(oid, event[0])  # the app adopts the nodes it created
+            for oid in event[5]:
+                held.discard(oid)  # after the event that tells the app
+            index, seen_t = event[0] + 1, event[6]
+            if len(items) >= self.config.events_frame_entries_max:
+                break
+        sub.next_index, sub.seen_t = index, seen_t
+        if not items and not self._skip_due(sub, index - 1, seen_t):
+            return False
+        self._skip_frame(sub, index - 1, seen_t, items)
+        return True
+
+    def _events_between(
+        self, start: int, upto: int
+    ) -> Iterator[tuple[Event, Callable[[], bytes], heap.EventWrites]]:
+        """(event, its item's bytes on demand, its writes) from `start` to `upto`, at most
+        EVENTS_SKIP_ENTRIES_MAX of them: from memory, or read back from the log."""
+        end = min(upto, start + heap.EVENTS_SKIP_ENTRIES_MAX - 1)
+        index = start
+        while index <= end:
+            position = index - self._recent_first
+            if self._recent and 0 <= position < len(self._recent):
+                event = self._recent[position]
+                yield event, functools.partial(self._item, position), self._recent_writes[position]
+                index += 1
+                continue
+            count = min(end, self._recent_first - 1 if self._recent else end) - index + 1
+            events = self.storage.events(index, max(count, 1), self.config.events_frame_bytes_max)
+            assert events and events[0][0] == index, (index, events[:1])
+            for event in events:
+                item = eventframes.event_item(event)
+                yield event, functools.partial(_same, item), heap.writes_of(event)
+            index = events[-1][0] + 1
+
+    def _skip_due(self, sub: Subscriber, to: int, log_time_ms: int) -> bool:
+        """Whether a partial subscriber is owed a frame reaching `to` though nothing in it
+        passed: its sync() waits for a read index up to there, or its cursor moved
+        EVENTS_SKIP_ENTRIES_MAX entries or EVENTS_SKIP_MS_MAX of log time past its last frame."""
+        if to <= sub.sent_to:
+            return False
+        return (
+            sub.read_fence > sub.sent_to
+            or to - sub.sent_to >= heap.EVENTS_SKIP_ENTRIES_MAX
+            or log_time_ms - sub.sent_t >= heap.EVENTS_SKIP_MS_MAX
+        )
+
+    def _skip_frame(
+        self, sub: Subscriber, to: int, log_time_ms: int, items: list[bytes] | None = None
+    ) -> None:
+        """An EVENTS frame of `items` (none: an empty one) reaching `to`."""
+        body = eventframes.events_body(items or [], to, log_time_ms)
+        sub.pending_frame = frame_bytes(wire.FrameType.EVENTS, sub.req_id, body)
+        sub.pending_next = max(sub.next_index, to + 1)
+        sub.sent_to, sub.sent_t = to, log_time_ms
 
     def _next_snapshot_frame(self, sub: Subscriber) -> None:
         assert sub.snapshot_nodes is not None and sub.snapshot_peek is not None
@@ -516,7 +690,9 @@ class Streams:
             )
             self._recent.append(event)
             self._recent_items.append(None)
-            self._recent_bytes += event_bytes(event)
+            writes = self._writes(applied)
+            self._recent_writes.append(writes)
+            self._recent_bytes += event_bytes(event) + len(writes.stub or b"")
         excess = len(self._recent) - EVENTS_CACHE_ENTRIES_MAX
         bytes_max = self.config.events_cache_bytes_max
         if excess > EVENTS_CACHE_ENTRIES_MAX // 2 or self._recent_bytes > bytes_max:
@@ -530,17 +706,46 @@ class Streams:
                 cut += 1
             del self._recent[:cut]
             del self._recent_items[:cut]
+            del self._recent_writes[:cut]
             self._recent_first += cut
             self._recent_bytes -= trimmed
 
+    def _writes(self, applied: Applied) -> heap.EventWrites:
+        """What the filter tests of a new event; an "ok" that ends its client's conflict run
+        gets a stub for the partial subscribers that do not get it whole."""
+        client, stub = applied.client, None
+        if client is not None and applied.kind == "txn":
+            if applied.outcome == "conflict":
+                self._conflicted.pop(client, None)
+                self._conflicted[client] = None
+                if len(self._conflicted) > heap.CLIENT_OUTCOMES_MAX:
+                    del self._conflicted[next(iter(self._conflicted))]
+            elif applied.outcome == "ok" and client in self._conflicted:
+                del self._conflicted[client]
+                stub_event: Event = (
+                    applied.index,
+                    client,
+                    applied.seq,
+                    "ok",
+                    None,
+                    (),
+                    applied.log_time_ms,
+                    (),
+                )
+                stub = eventframes.event_item(stub_event)
+        return heap.EventWrites(applied.written, applied.created, stub)
+
     def _cost(self, position: int) -> int:
         item = self._recent_items[position]
-        return event_bytes(self._recent[position]) + (0 if item is None else len(item))
+        stub = self._recent_writes[position].stub
+        size = event_bytes(self._recent[position]) + len(stub or b"")
+        return size + (0 if item is None else len(item))
 
     def snapshot_installed(self, index: int) -> None:
         # Events before the snapshot are gone from this agent: subscribers behind it need one.
         self._recent = []
         self._recent_items = []
+        self._recent_writes = []
         self._recent_first = index + 1
         self._recent_bytes = 0
 
@@ -608,6 +813,10 @@ class Streams:
         for sub in list(self._subscribers.values()):
             self._error(sub.identity, sub.req_id, wire.ErrorCode.UNAVAILABLE, reason)
         self.close()
+
+
+def _same(value: bytes) -> bytes:
+    return value
 
 
 def event_bytes(event: Event) -> int:

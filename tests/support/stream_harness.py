@@ -41,6 +41,7 @@ class Harness:
         self.storage = Storage(path, fsync=False, map_bytes=256 * MiB)
         self.sm = StateMachine(self.storage.env)
         place_session(self.storage.env, "cl")
+        self._clients = {"cl"}
         self.clients = FakeClients()
         self.errors: list[tuple[bytes, int, str, str]] = []
         self.streams = Streams(
@@ -55,15 +56,37 @@ class Harness:
         )
         self.index = 0
 
-    def commit(self, wire_ops: list[Any]) -> list[Applied]:
-        self.index += 1
-        body = ops.encode_txn({}, wire_ops)
-        entry = Entry(
-            self.index,
-            1,
-            EntryKind.NORMAL,
-            encode_payload(Payload("txn", "cl", self.index, 0, 1, body, SESSION_PLACED)),
+    def commit(
+        self,
+        wire_ops: list[Any],
+        *,
+        client: str = "cl",
+        body: bytes | None = None,
+        time_ms: int = 1,
+    ) -> list[Applied]:
+        """One transaction of `client` (its session placed on first use); `body` overrides the
+        encoded ops (a model-2 body with reads, to make a conflict)."""
+        if client not in self._clients:
+            place_session(self.storage.env, client)
+            self._clients.add(client)
+        payload = Payload(
+            "txn",
+            client,
+            self.index + 1,
+            0,
+            time_ms,
+            ops.encode_txn({}, wire_ops) if body is None else body,
+            SESSION_PLACED,
         )
+        return self.append(Entry(self.index + 1, 1, EntryKind.NORMAL, encode_payload(payload)))
+
+    def noop(self) -> list[Applied]:
+        """A leader's first entry (outcome "noop")."""
+        return self.append(Entry(self.index + 1, 1, EntryKind.NOOP, b""))
+
+    def append(self, entry: Entry) -> list[Applied]:
+        self.index += 1
+        assert entry.index == self.index
         ready = Ready(
             HardState(1, "a", self.index), (entry,), None, (), (entry,), (), Role.LEADER, "a", 1
         )
