@@ -28,12 +28,15 @@ pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("unkeyed_clients")]
 
 TIMEOUT_S_GC = 60.0
 GARBAGE_PER_TXN = 4_000
+# The agents' --subscriber-held-max here (small, so a test can reach it).
+HELD_MAX = 100
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     base = tmp_path_factory.mktemp("heap") / "agents"
-    with LocalCluster(base, size=3, keyed=False) as c:
+    held = ("--subscriber-held-max", str(HELD_MAX))
+    with LocalCluster(base, size=3, keyed=False, agent_args=held) as c:
         c.start()
         c.leader()
         yield c
@@ -105,15 +108,16 @@ def test_a_load_is_answered_at_the_index_between_the_right_events(
     (frame,) = answer
     at = frame.body["index"]
     assert at >= start and at >= made
-    # The stream up to the answer: contiguous events reaching exactly its index, then events
-    # after it.
+    # Before the answer the app held nothing: the writes were filtered out, and a frame
+    # reaching exactly the answer's index precedes it. After it, every write of the node.
     stream = app.stream()
     position = stream.index(frame)
-    before = [e[0] for f in stream[1:position] for e in f.body["ev"]]
-    assert before == list(range(start + 1, at + 1))
+    assert stream[position - 1].type is wire.FrameType.EVENTS
+    assert stream[position - 1].body["to"] == at
+    assert [e[0] for f in stream[1:position] for e in f.body["ev"]] == []
     app.wait_for("the writes after the answer", lambda: app.applied() >= max(written))
     after = [e[0] for f in app.stream()[position + 1 :] for e in f.body["ev"]]
-    assert after == list(range(at + 1, app.applied() + 1))
+    assert after == [i for i in sorted(written) if i > at]
     # What it holds is the state at its index: the last write at or below it.
     expected = [written[i] for i in sorted(written) if i <= at]
     contents = dict(values_of(answer, "h1.1"))
@@ -242,3 +246,64 @@ def test_a_load_for_an_old_subscription_is_refused(app: HeapClient) -> None:
     app.subscribe(0)
     refused = app.answer(app.load(["@roots"], sub=old))
     assert refused.body["code"] == "bad_request" and "resubscribe" in refused.body["message"]
+
+
+def test_the_stream_carries_only_what_the_app_holds(
+    cluster: LocalCluster, writer: RawClient, app: HeapClient
+) -> None:
+    commit(
+        writer,
+        [
+            ["new", "h5.a", "dict", []],
+            ["new", "h5.b", "dict", []],
+            ["set", "@roots", "h5a", Ref("h5.a")],
+            ["set", "@roots", "h5b", Ref("h5.b")],
+        ],
+    )
+    app.subscribe(0)
+    app.loaded(app.load(["h5.a"]))
+    both = commit(writer, [["set", "h5.a", "k", 1], ["set", "h5.b", "k", 1]])
+    unheld = commit(writer, [["set", "h5.b", "k", 2]])
+    held = commit(writer, [["set", "h5.a", "k", 3]])
+    app.wait_for("the held write", lambda: app.applied() >= held)
+    indexes = [e[0] for e in app.events()]
+    assert both in indexes and held in indexes and unheld not in indexes
+    # Dropped: its writes stop.
+    app.drop(["h5.a"])
+    app.reply(app.send(wire.FrameType.READ_INDEX, {}))  # answered after the DROP was taken
+    later = commit(writer, [["set", "h5.a", "k", 4]])
+    # sync(): a READ_INDEX on the same connection is followed by a frame reaching its index.
+    read = app.reply(app.send(wire.FrameType.READ_INDEX, {}))["index"]
+    assert read >= later
+    app.wait_for("a frame reaching the read index", lambda: app.applied() >= read)
+    assert later not in [e[0] for e in app.events()]
+
+
+def test_a_resubscription_declares_its_held_set_in_hold_frames(
+    cluster: LocalCluster, writer: RawClient
+) -> None:
+    commit(writer, [["new", "h6.a", "dict", []], ["set", "@roots", "h6a", Ref("h6.a")]])
+    client = HeapClient(cluster.agents[follower(cluster)].client_endpoint, "heap-app-hold")
+    try:
+        client.hello()
+        start = commit(writer, [["set", "h6.a", "k", 0]])
+        client.subscribe(start, hold_parts=2)
+        write = commit(writer, [["set", "h6.a", "k", 1]])
+        client.pump(0.3)
+        assert client.stream() == [], "nothing before the last HOLD"
+        client.hold(0, False, ["h6.a"])
+        client.hold(1, True, ["h6.404"])
+        client.wait_for("the held node's write", lambda: client.applied() >= write)
+        assert write in [e[0] for e in client.events()]
+    finally:
+        client.close()
+
+
+def test_the_held_set_limit_is_refused_naming_the_flag(
+    cluster: LocalCluster, writer: RawClient, app: HeapClient
+) -> None:
+    app.subscribe(0)
+    oids = [f"h7.{i}" for i in range(HELD_MAX + 1)]
+    refused = app.answer(app.load(oids))
+    assert refused.type is wire.FrameType.ERROR and refused.body["code"] == "too_large"
+    assert f"--subscriber-held-max={HELD_MAX}" in refused.body["message"]
