@@ -46,6 +46,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 def writer(cluster: LocalCluster) -> Iterator[RawClient]:
     client = RawClient(cluster.agents[cluster.leader()].client_endpoint)
     try:
+        commit(client, [["new", "@roots", "dict", []]])  # every test binds its nodes in it
         yield client
     finally:
         client.close()
@@ -89,9 +90,9 @@ def test_a_load_is_answered_at_the_index_between_the_right_events(
     made = commit(
         writer,
         [
-            ["new", "@roots", "dict", [["d", Ref("h1.1")]]],
             ["new", "h1.1", "dict", [["p", Ref("h1.2")]]],
             ["new", "h1.2", "obj", ["Point", [["x", 1]]]],
+            ["set", "@roots", "d", Ref("h1.1")],
         ],
     )
     app.subscribe(0)
