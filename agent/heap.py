@@ -11,18 +11,19 @@ the answer references but does not send) and absent oids (`[5, oid]`).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from superstatic_agent import app_snapshot
 from superstatic_agent import records as layout
 from superstatic_agent.config import HELD_ENTRY_BYTES as HELD_ENTRY_BYTES
 from superstatic_agent.config import LOAD_BUILT_BYTES_MAX as LOAD_BUILT_BYTES_MAX
-from superstatic_agent.noderead import read_header, read_nid
-from superstatic_agent.storage import Corrupt, Event, read_applied
+from superstatic_agent.heldset import HeldSet
+from superstatic_agent.noderead import entry_at, read_header, read_nid
+from superstatic_agent.storage import Corrupt, read_applied
 
-from superstatic.protocol import codec, ops, wire
+from superstatic.protocol import codec, wire
 
 # LOADs queued on one subscriber (past it: busy). Each is answered in stream order.
 SUBSCRIBER_LOADS_MAX = 64
@@ -45,70 +46,8 @@ CLIENT_OUTCOMES_MAX = 1_024
 # The CBOR of a Ref starts with its tag's head (as in gc.py): an element without these bytes
 # references nothing and is never decoded.
 REF_TAG_HEAD = b"\xd9" + codec.TAG_REF.to_bytes(2, "big")
-
-
-class HeldSet:
-    """The nodes one partial subscriber holds, each with the index it is held since: an event
-    at or below that index is already in what the app was sent (docs/virtual-heap.md 4.1)."""
-
-    __slots__ = ("since",)
-
-    def __init__(self) -> None:
-        self.since: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.since)
-
-    def __contains__(self, oid: object) -> bool:
-        return oid in self.since
-
-    def add(self, oid: str, since: int) -> bool:
-        """Holds `oid` from `since` on; True if it was not held before."""
-        new = oid not in self.since
-        self.since[oid] = since
-        return new
-
-    def discard(self, oid: str) -> bool:
-        return self.since.pop(oid, None) is not None
-
-    def passes(self, oid: str, index: int) -> bool:
-        """Whether an event at `index` writing `oid` is news to the app."""
-        since = self.since.get(oid)
-        return since is not None and since < index
-
-
-class EventWrites(NamedTuple):
-    """What the filter needs of one event beyond the event: the nodes its ops write, those it
-    creates, and (an "ok" ending its client's conflict run) the stub every partial subscriber
-    gets when it does not get the event whole."""
-
-    written: tuple[str, ...]
-    created: tuple[str, ...]
-    stub: bytes | None = None
-
-
-def writes_of(event: Event) -> EventWrites:
-    """An event read back from the log: its writes from its body (our own log's bytes)."""
-    body = event[4]
-    if body is None:
-        return EventWrites((), ())
-    wire_ops = ops.decode_body(body).ops
-    written = tuple(dict.fromkeys(op[1] for op in wire_ops))
-    return EventWrites(written, tuple(op[1] for op in wire_ops if op[0] == "new"))
-
-
-def passes(event: Event, writes: EventWrites, held: HeldSet, client: str) -> bool:
-    """Whether a partial subscriber gets the event whole (docs/virtual-heap.md section 4.2):
-    its own, a "noop" (leader changes, CONF: the toolkit's Change.noops), a "conflict"
-    (bodyless: the fairness tracker's runs), or one writing or collecting a node it held
-    before the event."""
-    index, event_client, _seq, outcome = event[:4]
-    if outcome == "noop" or outcome == "conflict" or (client and event_client == client):
-        return True
-    for oid in writes.written:
-        if held.passes(oid, index):
-            return True
-    return any(held.passes(oid, index) for oid in event[5])
+# The root table: always held per key (an app must never load 100,000 roots to read one).
+ROOTS_OID = "@roots"
 
 
 @dataclass(slots=True)
@@ -119,6 +58,9 @@ class LoadJob:
     oids: tuple[str, ...]
     prefetch_bytes: int = 0
     start: bool = False  # the subscription's first answer: its stream begins after `index`
+    # Per-key requests: (oid, ((ekey, key as the app sent it), ...)) (heldset.normalized_keys).
+    keys: tuple[tuple[str, tuple[tuple[bytes, Any], ...]], ...] = ()
+    whole: bool = False  # send the named dicts whole even if large (the app needs it all)
     index: int = -1  # L, once served (-1: queued)
     log_time_ms: int = 0
     part: int = 0
@@ -128,18 +70,22 @@ class LoadJob:
 
 
 class LoadRead:
-    """One LOAD's read of the store: its index, and its item lists as they are read. `whole`
-    lists the nodes sent whole (the subscriber holds them from `index`); prefetch adds to it
-    only until `stop_prefetch`, which the caller calls in the turn the read was opened so that
-    every node it holds was added to the held set at the answer's index."""
+    """One LOAD's read of the store: its index, and its item lists as they are read.
+
+    Opened in the turn the job is served, it takes what the subscriber will hold at once:
+    `held` gets every requested node it sends whole, every requested key (present or absent)
+    and every dict it sends only the header of, at the answer's index; prefetch adds nodes
+    only until `stop_prefetch`, which the caller calls in that same turn. An oid named whole
+    that is a dict of more than LOAD_WHOLE_ENTRIES_MAX entries (and `@roots`, always) gets
+    its header only unless the LOAD says `whole` (docs/virtual-heap.md 4.3)."""
 
     def __init__(
         self,
         env: Any,
         dbs: Any,
+        job: LoadJob,
         oids: tuple[str, ...],
-        prefetch_bytes: int,
-        held: Callable[[str], bool],
+        held: HeldSet,
         frame_bytes_max: int,
         room: int,
     ) -> None:
@@ -150,29 +96,59 @@ class LoadRead:
             self.index, _term, self.log_time_ms = read_applied(self._txn, dbs)
             self._dbs = dbs
             self._held = held
-            self._prefetch_bytes = prefetch_bytes
+            self._prefetch_bytes = job.prefetch_bytes
             self._frame_bytes_max = frame_bytes_max
-            self.whole: list[str] = []
+            self.absent: list[str] = []
             self._answer: set[str] = set()
             self._queue: deque[tuple[int, layout.Header]] = deque()
-            self.absent: list[str] = []
-            for oid in oids:
-                if oid in self._answer or oid in self.absent:
-                    continue
-                found = self._node(oid)
-                if found is None:
-                    self.absent.append(oid)
-                    continue
-                self._answer.add(oid)
-                self.whole.append(oid)
-                self._queue.append(found)
+            self._lead: list[list[Any]] = []  # dict headers sent without their entries
+            self._keyed: list[tuple[int, layout.Header, tuple[tuple[bytes, Any], ...]]] = []
             self._refs: dict[str, None] = {}  # referenced oids, in order of first sight
             self._sent_bytes = 0
-            self._prefetching = prefetch_bytes > 0
+            for oid in oids:
+                self._request_whole(oid, job.whole)
+            for oid, pairs in job.keys:
+                self._request_keys(oid, pairs)
+            self._prefetching = job.prefetch_bytes > 0
             self.frames = self._frames()
         except BaseException:
             self._txn.abort()
             raise
+
+    def _request_whole(self, oid: str, whole: bool) -> None:
+        if oid in self._answer or oid in self.absent:
+            return
+        found = self._node(oid)
+        if found is None:
+            self.absent.append(oid)
+            return
+        self._answer.add(oid)
+        header = found[1]
+        if header.kind == "dict" and not whole and _per_key(oid, header):
+            if oid not in self._held:
+                self._lead.append(_header_item(header))
+            self._held.add_header(oid)
+            return
+        self._held.add(oid, self.index)
+        self._queue.append(found)
+
+    def _request_keys(self, oid: str, pairs: tuple[tuple[bytes, Any], ...]) -> None:
+        if oid in self.absent or oid in self._held.since:
+            return  # gone, or held whole: every key is there already
+        found = self._node(oid)
+        if found is None:
+            self.absent.append(oid)
+            return
+        nid, header = found
+        if header.kind != "dict":
+            self._request_whole(oid, True)  # only dicts are held per key
+            return
+        if oid not in self._held and oid not in self._answer:
+            self._lead.append(_header_item(header))
+        self._answer.add(oid)
+        for ekey, _key in pairs:
+            self._held.add_key(oid, ekey, self.index)
+        self._keyed.append((nid, header, pairs))
 
     def stop_prefetch(self) -> None:
         self._prefetching = False
@@ -189,16 +165,13 @@ class LoadRead:
             raise Corrupt(exc.db, exc.key) from exc
 
     def _frames(self) -> Iterator[tuple[list[list[Any]], bool]]:
-        """(items, last) of each LOADED frame, the last one marked."""
+        """(items, last) of each LOADED frame, the last one marked: dict headers and key runs
+        first (their references can be prefetched), then whole nodes, then absent oids and
+        heads."""
         try:
-            pending: list[list[Any]] | None = None
-            for items in app_snapshot.snapshot_frames(self._nodes(), self._frame_bytes_max):
-                if pending is not None:
-                    yield pending, False
-                pending = items
-            assert pending is not None  # snapshot_frames yields at least one list
-            size = sum(_item_bytes(item) for item in pending)
-            for item in self._trailer():
+            pending: list[list[Any]] = []
+            size = 0
+            for item in self._items():
                 item_bytes = _item_bytes(item)
                 if pending and size + item_bytes > self._frame_bytes_max:
                     yield pending, False
@@ -211,6 +184,38 @@ class LoadRead:
         finally:
             self._txn.abort()
 
+    def _items(self) -> Iterator[list[Any]]:
+        yield from self._lead_items()
+        # Whole nodes as a snapshot cuts them (runs within a frame's bytes), packed again with
+        # the items around them.
+        for items in app_snapshot.snapshot_frames(self._nodes(), self._frame_bytes_max):
+            yield from items
+        yield from self._trailer()
+
+    def _lead_items(self) -> Iterator[list[Any]]:
+        yield from self._lead
+        for nid, header, pairs in self._keyed:
+            run: list[bytes] = []
+            run_bytes = 0
+            absent: list[bytes] = []
+            found: list[str] = []
+            for ekey, key in pairs:
+                entry = entry_at(self._txn, self._dbs, nid, ekey)
+                if entry is None or entry.tomb:
+                    absent.append(codec.dumps(key))
+                    continue
+                key_bytes = ekey if entry.original is None else codec.dumps(entry.original)
+                element = app_snapshot.cbor_array([key_bytes, codec.dumps(entry.value)])
+                if run and run_bytes + len(element) > self._frame_bytes_max:
+                    yield [wire.ITEM_KEY_RUN, header.oid, app_snapshot.cbor_array(run), b"\x80"]
+                    run, run_bytes = [], 0
+                self._note_refs(element, True, found)
+                run.append(element)
+                run_bytes += len(element)
+            runs = app_snapshot.cbor_array(run)
+            yield [wire.ITEM_KEY_RUN, header.oid, runs, app_snapshot.cbor_array(absent)]
+            self._found(found)
+
     def _nodes(self) -> Iterator[app_snapshot.SnapNode]:
         while self._queue:
             nid, header = self._queue.popleft()
@@ -221,38 +226,44 @@ class LoadRead:
             )
             # The node's elements were all consumed (snapshot_frames takes a node's elements
             # before the next node): its references are known.
-            for oid in found:
-                self._refs.setdefault(oid)
-                if self._prefetching and self._sent_bytes < self._prefetch_bytes:
-                    self._prefetch(oid)
+            self._found(found)
+
+    def _found(self, found: list[str]) -> None:
+        for oid in found:
+            self._refs.setdefault(oid)
+            if self._prefetching and self._sent_bytes < self._prefetch_bytes:
+                self._prefetch(oid)
 
     def _scan(self, node: app_snapshot.SnapNode, found: list[str]) -> Iterator[bytes]:
         pairs = node.kind in ("dict", "obj")
         self._sent_bytes += len(node.oid) + app_snapshot.ITEM_OVERHEAD_BYTES
         for element in node.elements:
-            self._sent_bytes += len(element)
-            if REF_TAG_HEAD in element:
-                value = codec.loads(element)  # our own store's bytes, as the snapshot reads
-                for part in value if pairs else (value,):
-                    found.extend(codec.refs_in(part))
+            self._note_refs(element, pairs, found)
             yield element
 
+    def _note_refs(self, element: bytes, pairs: bool, found: list[str]) -> None:
+        self._sent_bytes += len(element)
+        if REF_TAG_HEAD in element:
+            value = codec.loads(element)  # our own store's bytes, as the snapshot reads
+            for part in value if pairs else (value,):
+                found.extend(codec.refs_in(part))
+
     def _prefetch(self, oid: str) -> None:
-        if oid in self._answer or self._held(oid) or self._room <= 0:
+        if oid in self._answer or oid in self._held or self._room <= 0:
             return
         found = self._node(oid)
         if found is None or found[1].count > LOAD_WHOLE_ENTRIES_MAX:
             return  # gone (answered absent below) or large: it stays a head
         self._room -= 1
         self._answer.add(oid)
-        self.whole.append(oid)
+        self._held.add(oid, self.index)
         self._queue.append(found)
 
     def _trailer(self) -> Iterator[list[Any]]:
         for oid in self.absent:
             yield [wire.ITEM_ABSENT, oid]
         for oid in self._refs:
-            if oid in self._answer or self._held(oid):
+            if oid in self._answer or oid in self._held:
                 continue
             found = self._node(oid)
             if found is None:
@@ -261,6 +272,17 @@ class LoadRead:
                 continue
             header = found[1]
             yield [wire.ITEM_HEAD, oid, header.kind, header.extra if header.kind == "obj" else None]
+
+
+def _per_key(oid: str, header: layout.Header) -> bool:
+    """Whether a dict is held per key (docs/virtual-heap.md 4.3): the root table always, any
+    other above LOAD_WHOLE_ENTRIES_MAX entries."""
+    return oid == ROOTS_OID or header.count > LOAD_WHOLE_ENTRIES_MAX
+
+
+def _header_item(header: layout.Header) -> list[Any]:
+    """A per-key dict's header: extra null, and its entry count as a 6th element."""
+    return [app_snapshot.ITEM_NODE, header.oid, "dict", None, header.version, header.count]
 
 
 def _item_bytes(item: list[Any]) -> int:

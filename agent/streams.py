@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
-from superstatic_agent import app_snapshot, eventframes, heap, peer_codec
+from superstatic_agent import app_snapshot, eventframes, heap, heldset, peer_codec
 from superstatic_agent.config import AgentConfig
 from superstatic_agent.statemachine import Applied
 from superstatic_agent.storage import Corrupt, Event, Storage, Trimmed
 from superstatic_agent.transport import ClientTransport
 
-from superstatic.protocol import wire
-from superstatic.protocol.errors import LimitExceeded
+from superstatic.protocol import codec, wire
+from superstatic.protocol.errors import LimitExceeded, ProtocolError
 
 log = logging.getLogger("superstatic.agent")
 
@@ -78,7 +78,7 @@ class Subscriber:
     # get LOADED answers in their stream; "all" ones (the default) everything, as before.
     heap_mode: str = "all"
     client: str = ""
-    held: heap.HeldSet | None = None
+    held: heldset.HeldSet | None = None
     loads: deque[heap.LoadJob] = field(default_factory=deque)
     hold_parts_left: int = 0  # HOLD frames still to come before the stream starts
     hold_part: int = 0  # the next HOLD part expected
@@ -118,8 +118,8 @@ class Streams:
         # _recent_bytes is the sum of their event_bytes and of the items' lengths.
         self._recent: list[Event] = []
         self._recent_items: list[bytes | None] = []
-        # What partial subscribers' filter tests of each recent event (heap.EventWrites).
-        self._recent_writes: list[heap.EventWrites] = []
+        # What partial subscribers' filter tests of each recent event (heldset.EventWrites).
+        self._recent_writes: list[heldset.EventWrites] = []
         # Clients whose last transaction conflicted (heap.CLIENT_OUTCOMES_MAX, least recent
         # first): their next "ok" goes to every partial subscriber, at least as a stub.
         self._conflicted: dict[str, None] = {}
@@ -183,7 +183,7 @@ class Streams:
         """A partial subscriber holds only what it loads (or declares in HOLD frames first):
         instead of the whole object table it is sent one LOADED at the agent's applied index
         (empty, or its held nodes), then the events after it that pass its filter."""
-        sub.heap_mode, sub.client, sub.held = "partial", subscription.client, heap.HeldSet()
+        sub.heap_mode, sub.client, sub.held = "partial", subscription.client, heldset.HeldSet()
         sub.hold_parts_left = subscription.hold_parts
         sub.sent_to = subscription.start
         if sub.needs_snapshot:
@@ -218,24 +218,31 @@ class Streams:
             message = f"{request.type.name} on a subscription with heap 'all': it holds everything"
             self._error(identity, req_id, code, message)
             return
-        if request.keys:
-            # Per-key dicts are step 6 of docs/virtual-heap.md: not served by this agent yet.
-            self._error(identity, req_id, code, "this agent does not load dict keys yet")
+        try:
+            keys = heldset.normalized_keys(request.keys)
+        except ProtocolError as exc:
+            self._error(identity, req_id, code, f"{request.type.name}.{exc}")
             return
         if request.type is wire.FrameType.DROP:
+            # One never held (or dropped twice) changes nothing.
             for oid in request.oids:
-                sub.held.discard(oid)  # one never held (or dropped twice) changes nothing
+                sub.held.discard(oid)
+            for oid, pairs in keys:
+                for ekey, _key in pairs:
+                    sub.held.discard_key(oid, ekey)
             return
         room, flag = self._held_room(sub)
-        if len(request.oids) > room:
+        # Each key counts, and its dict once (an upper bound: some may be held already).
+        asked = len(request.oids) + request.key_count() + len(keys)
+        if asked > room:
             message = (
-                f"{flag}: this app may hold {max(room, 0)} more nodes, the {request.type.name} "
-                f"names {len(request.oids)}; DROP some first"
+                f"{flag}: this app may hold {max(room, 0)} more entries, the "
+                f"{request.type.name} names {asked}; DROP some first"
             )
             self._error(identity, req_id, wire.ErrorCode.TOO_LARGE, message)
             return
         if request.type is wire.FrameType.HOLD:
-            self._on_hold(sub, request, req_id)
+            self._on_hold(sub, request, keys, req_id)
             return
         # The subscription's own answers (load 0) are not the app's to count.
         if sum(1 for job in sub.loads if job.load) >= heap.SUBSCRIBER_LOADS_MAX:
@@ -243,9 +250,17 @@ class Streams:
             message = f"SUBSCRIBER_LOADS_MAX={limit} loads are queued; retry"
             self._error(identity, req_id, wire.ErrorCode.BUSY, message)
             return
-        sub.loads.append(heap.LoadJob(req_id, request.oids, request.prefetch_bytes))
+        job = heap.LoadJob(req_id, request.oids, request.prefetch_bytes, keys=keys)
+        job.whole = request.whole
+        sub.loads.append(job)
 
-    def _on_hold(self, sub: Subscriber, request: wire.HeapRequest, req_id: int) -> None:
+    def _on_hold(
+        self,
+        sub: Subscriber,
+        request: wire.HeapRequest,
+        keys: tuple[tuple[str, tuple[tuple[bytes, Any], ...]], ...],
+        req_id: int,
+    ) -> None:
         """One part of the held set a resubscribing app declares (docs/virtual-heap.md 4.1):
         held since the subscription's `from`; the stream starts after the last part."""
         assert sub.held is not None
@@ -264,6 +279,10 @@ class Streams:
         since = sub.next_index - 1
         for oid in request.oids:
             sub.held.add(oid, since)
+        for oid, pairs in keys:
+            sub.held.add_header(oid)
+            for ekey, _key in pairs:
+                sub.held.add_key(oid, ekey, since)
 
     def unsubscribe(self, identity: bytes) -> None:
         sub = self._subscribers.get(identity)
@@ -478,17 +497,24 @@ class Streams:
         if self._snapshot_streams >= SNAPSHOT_STREAMS_MAX:
             return False
         held = sub.held
-        # A start answer (the subscription's first, or a held snapshot) holds every node the
-        # subscriber holds, read again at its index.
-        oids = tuple(held.since) if job.start else job.oids
+        oids = job.oids
+        if job.start:
+            # A start answer (the subscription's first, or a held snapshot) holds every node
+            # and key the subscriber holds, read again at its index.
+            oids, job.whole = tuple(held.since), True
+            job.keys = tuple(
+                (oid, tuple((ekey, codec.loads(ekey)) for ekey in keys))
+                for oid, keys in held.keys.items()
+            )
         read = heap.LoadRead(
             self.storage.env,
             self.storage.dbs,
+            job,
             oids,
-            job.prefetch_bytes,
-            held.__contains__,
+            held,
             self.config.snapshot_chunk_bytes_max,
-            self._held_room(sub)[0] - len(oids),
+            # What prefetch may add: the room left once the requested entries are held.
+            self._held_room(sub)[0] - len(oids) - sum(1 + len(p) for _oid, p in job.keys),
         )
         self._snapshot_streams += 1
         job.index, job.log_time_ms, job.rest = read.index, read.log_time_ms, read
@@ -511,8 +537,6 @@ class Streams:
                 job.built_bytes += len(data)
         finally:
             read.stop_prefetch()
-            for oid in read.whole:
-                held.add(oid, job.index)
         return True
 
     def _load_frame(self, sub: Subscriber, job: heap.LoadJob) -> tuple[bytes, bool]:
@@ -549,7 +573,7 @@ class Streams:
         seen_t = sub.seen_t
         bytes_max = self.config.events_frame_bytes_max
         for event, item, writes in self._events_between(index, upto):
-            if heap.passes(event, writes, held, sub.client):
+            if heldset.passes(event, writes, held, sub.client):
                 chosen: bytes | None = item()
             else:
                 chosen = writes.stub
@@ -574,7 +598,7 @@ class Streams:
 
     def _events_between(
         self, start: int, upto: int
-    ) -> Iterator[tuple[Event, Callable[[], bytes], heap.EventWrites]]:
+    ) -> Iterator[tuple[Event, Callable[[], bytes], heldset.EventWrites]]:
         """(event, its item's bytes on demand, its writes) from `start` to `upto`, at most
         EVENTS_SKIP_ENTRIES_MAX of them: from memory, or read back from the log."""
         end = min(upto, start + heap.EVENTS_SKIP_ENTRIES_MAX - 1)
@@ -591,7 +615,7 @@ class Streams:
             assert events and events[0][0] == index, (index, events[:1])
             for event in events:
                 item = eventframes.event_item(event)
-                yield event, functools.partial(_same, item), heap.writes_of(event)
+                yield event, functools.partial(_same, item), heldset.writes_of(event)
             index = events[-1][0] + 1
 
     def _skip_due(self, sub: Subscriber, to: int, log_time_ms: int) -> bool:
@@ -710,7 +734,7 @@ class Streams:
             self._recent_first += cut
             self._recent_bytes -= trimmed
 
-    def _writes(self, applied: Applied) -> heap.EventWrites:
+    def _writes(self, applied: Applied) -> heldset.EventWrites:
         """What the filter tests of a new event; an "ok" that ends its client's conflict run
         gets a stub for the partial subscribers that do not get it whole."""
         client, stub = applied.client, None
@@ -733,7 +757,7 @@ class Streams:
                     (),
                 )
                 stub = eventframes.event_item(stub_event)
-        return heap.EventWrites(applied.written, applied.created, stub)
+        return heldset.EventWrites(applied.written, applied.created, stub, applied.body)
 
     def _cost(self, position: int) -> int:
         item = self._recent_items[position]

@@ -627,7 +627,9 @@ class Subscription:
 @dataclass(frozen=True, slots=True)
 class HeapRequest:
     """A validated LOAD, DROP or HOLD body. `keys`: per node, the keys in wire form (the agent
-    normalizes them with keynorm). `prefetch_bytes` is a LOAD's, `part` / `last` a HOLD's."""
+    normalizes them with keynorm). `prefetch_bytes` and `whole` are a LOAD's (`whole`: send
+    its dicts whole even when they are held per key, docs/virtual-heap.md 4.3), `part` /
+    `last` a HOLD's."""
 
     type: FrameType
     sub: int
@@ -636,6 +638,7 @@ class HeapRequest:
     prefetch_bytes: int = 0
     part: int = 0
     last: bool = True
+    whole: bool = False
 
     def key_count(self) -> int:
         return sum(len(keys) for _oid, keys in self.keys)
@@ -674,14 +677,18 @@ def load_body(
     oids: list[str],
     keys: list[tuple[str, list[Any]]] | None = None,
     prefetch_bytes: int = 0,
+    whole: bool = False,
 ) -> dict[str, Any]:
     """A LOAD body: `sub` is the subscription's req_id; `keys` per node, in wire form."""
-    return {
+    body = {
         "sub": sub,
         "oids": cbor2.dumps(list(oids)),
         "keys": codec.dumps([[oid, list(k)] for oid, k in keys or ()]),
         "prefetch_bytes": prefetch_bytes,
     }
+    if whole:
+        body["whole"] = True
+    return body
 
 
 def drop_body(
@@ -720,9 +727,13 @@ def parse_heap_request(frame: Frame) -> HeapRequest:
     keys = _decode_keys(frame, keys_max, keys_name)
     prefetch_bytes = part = 0
     last = True
+    whole = False
     if t is FrameType.LOAD:
         if frame.body.get("prefetch_bytes") is not None:
             prefetch_bytes = field_int(frame, "prefetch_bytes", maximum=LOAD_PREFETCH_BYTES_MAX)
+        whole = frame.body.get("whole", False)
+        if type(whole) is not bool:
+            raise FrameError("field", f"LOAD.whole must be a boolean, got {describe(whole)}")
         if not oids and not keys:
             raise FrameError("field", "LOAD names no oid and no key")
     elif t is FrameType.HOLD:
@@ -730,7 +741,7 @@ def parse_heap_request(frame: Frame) -> HeapRequest:
         last = frame.body.get("last")
         if type(last) is not bool:
             raise FrameError("field", f"HOLD.last must be a boolean, got {describe(last)}")
-    return HeapRequest(t, sub, oids, keys, prefetch_bytes, part, last)
+    return HeapRequest(t, sub, oids, keys, prefetch_bytes, part, last, whole)
 
 
 def _decode_oids(frame: Frame, count_max: int, count_name: str) -> tuple[str, ...]:
