@@ -138,6 +138,11 @@ class LoadRead:
         found = self._node(oid)
         if found is None:
             self.absent.append(oid)
+            if oid == ROOTS_OID:
+                # Never created yet: the keys stay held, so the entry that creates the root
+                # table (a whole-node write) reaches the app (docs/virtual-heap.md 3.4).
+                for ekey, _key in pairs:
+                    self._held.add_key(oid, ekey, self.index)
             return
         nid, header = found
         if header.kind != "dict":

@@ -522,7 +522,8 @@ class Streams:
             sub.next_index = job.index + 1  # the stream begins after the answer
             sub.seen_t = job.log_time_ms
             for oid in read.absent:
-                held.discard(oid)  # collected since it was declared: answered absent
+                if oid != heap.ROOTS_OID:  # the root table's keys wait for its creation
+                    held.discard(oid)  # collected since it was declared: answered absent
             for later in sub.loads:
                 if later is not job and 0 <= later.index < job.index:
                     # Read before the index the app now jumps to: it would show an older

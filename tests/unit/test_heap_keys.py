@@ -199,3 +199,12 @@ def test_a_held_snapshot_reads_the_held_keys_again(h: Harness) -> None:
     (run,) = [i for i in last.body["items"] if i[0] == wire.ITEM_KEY_RUN]
     assert codec.loads(run[2]) == [["a", 7]]
     assert keynorm.ekey("a") in h.streams._subscribers[b"app"].held.keys["@roots"]  # type: ignore[union-attr]
+
+
+def test_keys_of_a_root_table_not_yet_created_are_held_for_its_creation(h: Harness) -> None:
+    h.commit([["new", "x", "dict", []]], client=OTHER)
+    subscribe(h)
+    assert load(h, 9, [], [("@roots", ["a"])]) == [[wire.ITEM_ABSENT, "@roots"]]
+    made = h.commit([["new", "@roots", "dict", [["b", 1]]]], client=OTHER)[0].index
+    pump(h)
+    assert events(h) == [made]
