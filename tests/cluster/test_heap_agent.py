@@ -308,3 +308,26 @@ def test_the_held_set_limit_is_refused_naming_the_flag(
     refused = app.answer(app.load(oids))
     assert refused.type is wire.FrameType.ERROR and refused.body["code"] == "too_large"
     assert f"--subscriber-held-max={HELD_MAX}" in refused.body["message"]
+
+
+def test_a_root_is_found_by_key_and_its_node_comes_with_it(
+    writer: RawClient, app: HeapClient
+) -> None:
+    """What connect() plus the first read of a root will cost the library: one LOAD of the
+    root table's key with prefetch answers the key and the root's node, and later writes of
+    other roots do not reach the app."""
+    commit(writer, [["new", "h8.c", "dict", [["n", 41]]], ["set", "@roots", "h8c", Ref("h8.c")]])
+    app.subscribe(0)
+    load = app.send(
+        wire.FrameType.LOAD,
+        wire.load_body(app.sub, [], [("@roots", ["h8c"])], prefetch_bytes=64 << 10),
+    )
+    items = [i for f in app.loaded(load) for i in f.body["items"]]
+    (run,) = [i for i in items if i[0] == wire.ITEM_KEY_RUN]
+    assert codec.loads(run[2]) == [["h8c", Ref("h8.c")]]
+    assert dict(values_of(app.loaded(load), "h8.c")) == {"n": 41}
+    other = commit(writer, [["set", "@roots", "h8other", 1]])
+    mine = commit(writer, [["set", "h8.c", "n", 42]])
+    app.wait_for("the held root's write", lambda: app.applied() >= mine)
+    indexes = [e[0] for e in app.events()]
+    assert mine in indexes and other not in indexes
