@@ -318,7 +318,9 @@ class Streams:
                 continue  # the app's queue or backlog was full: retried at the next tick
             if sub.hold_parts_left:
                 continue  # waits for its HOLD frames
-            if sub.snapshot_nodes is not None or sub.next_index <= applied or sub.loads:
+            if sub.snapshot_nodes is not None or sub.next_index <= applied:
+                return True
+            if sub.loads and self._load_ready(sub, sub.loads[0], applied):
                 return True
             if sub.held is not None and self._skip_due(sub, sub.next_index - 1, sub.seen_t):
                 return True
@@ -421,10 +423,11 @@ class Streams:
             return True
         if sub.loads:
             loaded = self._next_load_frame(sub, applied)
-            if loaded is not None:
-                return loaded
-            # The LOADED waits for the events up to its index: they go first.
-            applied = min(applied, sub.loads[0].index)
+            if loaded:
+                return True
+            if loaded is None:
+                # The LOADED waits for the events up to its index: they go first.
+                applied = min(applied, sub.loads[0].index)
         if sub.next_index > applied:
             if sub.held is not None and self._skip_due(sub, sub.next_index - 1, sub.seen_t):
                 self._skip_frame(sub, sub.next_index - 1, sub.seen_t)
@@ -486,15 +489,22 @@ class Streams:
             sub.loads.popleft()
         return True
 
+    def _load_ready(self, sub: Subscriber, job: heap.LoadJob, applied: int) -> bool:
+        """Whether the job has frames to send or can be served now (else the loop may sleep:
+        it waits for a reader slot, or for this agent to apply what the app was sent)."""
+        if job.index >= 0:
+            return True
+        if applied < sub.next_index - 1 and not job.start:
+            return False
+        return self._snapshot_streams < SNAPSHOT_STREAMS_MAX
+
     def _serve_load(self, sub: Subscriber, job: heap.LoadJob, applied: int) -> bool:
         """Reads the job's nodes at the applied index, in this turn: builds its frames up to
         LOAD_BUILT_BYTES_MAX (the rest stays readable, holding a reader slot) and holds what it
         sends whole from that index. False (nothing done) while the app has been sent more
         than the agent applied (after a failover to an agent behind it) or no slot is free."""
         assert sub.held is not None
-        if applied < sub.next_index - 1 and not job.start:
-            return False
-        if self._snapshot_streams >= SNAPSHOT_STREAMS_MAX:
+        if not self._load_ready(sub, job, applied):
             return False
         held = sub.held
         oids = job.oids

@@ -304,3 +304,21 @@ def test_a_partial_subscriber_behind_the_log_gets_a_held_snapshot(h: Harness) ->
     assert sub.next_index == h.index + 1 and sub.held is not None
     assert sub.held.since == {"c.2": h.index}
     assert streams.SNAPSHOT_STREAMS_MAX > h.streams._snapshot_streams == 0
+
+
+def test_a_load_waiting_for_a_reader_slot_holds_back_neither_events_nor_the_loop(
+    h: Harness,
+) -> None:
+    graph(h)
+    subscribe_partial(h)
+    pump(h)
+    h.streams._snapshot_streams = streams.SNAPSHOT_STREAMS_MAX  # every reader slot taken
+    load(h, 9, ["c.1"])
+    h.commit([["set", "c.1", "k", 1]])  # the subscriber's own write: it passes
+    pump(h)
+    assert [shape(f) for f in stream(h)] == [("LOADED", 1), ("EVENTS", 2)]
+    assert not h.streams.has_work(h.index), "nothing to do until a slot frees"
+    h.streams._snapshot_streams = 0
+    assert h.streams.has_work(h.index)
+    pump(h)
+    assert [shape(f) for f in stream(h)][-1] == ("LOADED", 2)
