@@ -727,7 +727,7 @@ class Streams:
             self._recent_items.append(None)
             writes = self._writes(applied)
             self._recent_writes.append(writes)
-            self._recent_bytes += event_bytes(event) + len(writes.stub or b"")
+            self._recent_bytes += event_bytes(event) + writes_bytes(writes)
         excess = len(self._recent) - EVENTS_CACHE_ENTRIES_MAX
         bytes_max = self.config.events_cache_bytes_max
         if excess > EVENTS_CACHE_ENTRIES_MAX // 2 or self._recent_bytes > bytes_max:
@@ -772,8 +772,7 @@ class Streams:
 
     def _cost(self, position: int) -> int:
         item = self._recent_items[position]
-        stub = self._recent_writes[position].stub
-        size = event_bytes(self._recent[position]) + len(stub or b"")
+        size = event_bytes(self._recent[position]) + writes_bytes(self._recent_writes[position])
         return size + (0 if item is None else len(item))
 
     def snapshot_installed(self, index: int) -> None:
@@ -848,6 +847,13 @@ class Streams:
         for sub in list(self._subscribers.values()):
             self._error(sub.identity, sub.req_id, wire.ErrorCode.UNAVAILABLE, reason)
         self.close()
+
+
+def writes_bytes(writes: heldset.EventWrites) -> int:
+    """What an event's filter data costs in memory beyond the event: the ids of the nodes it
+    writes and creates (each str and its slot, as a collected id), and its stub."""
+    ids = len(writes.written) + len(writes.created)
+    return COLLECTED_ID_BYTES * ids + len(writes.stub or b"")
 
 
 def _same(value: bytes) -> bytes:
