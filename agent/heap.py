@@ -1,11 +1,13 @@
-"""The virtual heap at the agent (docs/virtual-heap.md sections 3 and 4): a LOAD's answer read
-from the store at one index, and each partial subscriber's held set.
+"""The virtual heap at the agent (docs/virtual-heap.md section 3): a LOAD's answer, read from
+the store at one index.
 
 A LOAD is answered with LOADED frames placed in the subscriber's stream (agent/streams.py puts
-them after the events up to the answer's index `L`); this module only reads: `open_load` opens
-one LMDB read transaction, takes `L` (the applied index in it) and yields the answer's item
-lists, format-2 snapshot items (app_snapshot.py) plus heads (`[4, oid, kind, extra]`: nodes
-the answer references but does not send) and absent oids (`[5, oid]`).
+them after the events up to the answer's index `L`); this module only reads: a `LoadRead`
+opens one LMDB read transaction, takes `L` (the applied index in it), holds what it answers
+in the subscriber's held set (agent/heldset.py) at `L`, and yields the answer's item lists:
+format-2 snapshot items (app_snapshot.py), dict headers and key runs (`[6, oid, run,
+absent_keys]`), heads (`[4, oid, kind, extra]`: nodes the answer references but does not send)
+and absent oids (`[5, oid]`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import Any
 
 from superstatic_agent import app_snapshot
 from superstatic_agent import records as layout
-from superstatic_agent.config import HELD_ENTRY_BYTES as HELD_ENTRY_BYTES
 from superstatic_agent.config import LOAD_BUILT_BYTES_MAX as LOAD_BUILT_BYTES_MAX
 from superstatic_agent.heldset import HeldSet
 from superstatic_agent.noderead import entry_at, read_header, read_nid
@@ -27,22 +28,13 @@ from superstatic.protocol import codec, wire
 
 # LOADs queued on one subscriber (past it: busy). Each is answered in stream order.
 SUBSCRIBER_LOADS_MAX = 64
-# LOAD_BUILT_BYTES_MAX, HELD_ENTRY_BYTES: in config.py (the memory bound counts them). A job
-# reading past LOAD_BUILT_BYTES_MAX keeps one of streams.SNAPSHOT_STREAMS_MAX reader slots.
+# LOAD_BUILT_BYTES_MAX: in config.py (the memory bound counts it). A job reading past it keeps
+# one of streams.SNAPSHOT_STREAMS_MAX reader slots until its last frame is built.
 # A dict with more entries is held per key (section 4.3) and a list or set with more elements
 # is large: prefetch never sends such a node whole (it stays a head).
 LOAD_WHOLE_ENTRIES_MAX = 256
 # Bytes a head or absent item is counted for beyond its strings (array head, tag, kind).
 HEAD_ITEM_OVERHEAD_BYTES = 16
-# A partial subscriber whose events all fail its filter still gets an empty EVENTS frame (its
-# applied index and log time move) once the cursor moved this many entries or this much log
-# time past its last frame: the toolkit's leases are judged by log time, in steps of at most
-# this, against lease lengths of seconds.
-EVENTS_SKIP_ENTRIES_MAX = 4_096
-EVENTS_SKIP_MS_MAX = 200
-# Clients whose last transaction conflicted, remembered to send the "ok" that ends each run to
-# every partial subscriber (objects/fairness.py needs runs to end); least recent forgotten.
-CLIENT_OUTCOMES_MAX = 1_024
 # The CBOR of a Ref starts with its tag's head (as in gc.py): an element without these bytes
 # references nothing and is never decoded.
 REF_TAG_HEAD = b"\xd9" + codec.TAG_REF.to_bytes(2, "big")

@@ -17,6 +17,16 @@ from superstatic_agent.storage import Event
 from superstatic.protocol import keynorm, ops
 from superstatic.protocol.errors import ProtocolError
 
+# A partial subscriber whose events all fail its filter still gets an empty EVENTS frame (its
+# applied index and log time move) once the cursor moved this many entries or this much log
+# time past its last frame: the toolkit's leases are judged by log time, in steps of at most
+# this, against lease lengths of seconds.
+EVENTS_SKIP_ENTRIES_MAX = 4_096
+EVENTS_SKIP_MS_MAX = 200
+# Clients whose last transaction conflicted, remembered to send the "ok" that ends each run to
+# every partial subscriber (objects/fairness.py needs runs to end); least recent forgotten.
+CLIENT_OUTCOMES_MAX = 1_024
+
 
 class HeldSet:
     __slots__ = ("_key_count", "keys", "since")

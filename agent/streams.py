@@ -120,7 +120,7 @@ class Streams:
         self._recent_items: list[bytes | None] = []
         # What partial subscribers' filter tests of each recent event (heldset.EventWrites).
         self._recent_writes: list[heldset.EventWrites] = []
-        # Clients whose last transaction conflicted (heap.CLIENT_OUTCOMES_MAX, least recent
+        # Clients whose last transaction conflicted (heldset.CLIENT_OUTCOMES_MAX, least recent
         # first): their next "ok" goes to every partial subscriber, at least as a stub.
         self._conflicted: dict[str, None] = {}
         self._recent_first = applied + 1
@@ -612,7 +612,7 @@ class Streams:
     ) -> Iterator[tuple[Event, Callable[[], bytes], heldset.EventWrites]]:
         """(event, its item's bytes on demand, its writes) from `start` to `upto`, at most
         EVENTS_SKIP_ENTRIES_MAX of them: from memory, or read back from the log."""
-        end = min(upto, start + heap.EVENTS_SKIP_ENTRIES_MAX - 1)
+        end = min(upto, start + heldset.EVENTS_SKIP_ENTRIES_MAX - 1)
         index = start
         while index <= end:
             position = index - self._recent_first
@@ -637,8 +637,8 @@ class Streams:
             return False
         return (
             sub.read_fence > sub.sent_to
-            or to - sub.sent_to >= heap.EVENTS_SKIP_ENTRIES_MAX
-            or log_time_ms - sub.sent_t >= heap.EVENTS_SKIP_MS_MAX
+            or to - sub.sent_to >= heldset.EVENTS_SKIP_ENTRIES_MAX
+            or log_time_ms - sub.sent_t >= heldset.EVENTS_SKIP_MS_MAX
         )
 
     def _skip_frame(
@@ -753,7 +753,7 @@ class Streams:
             if applied.outcome == "conflict":
                 self._conflicted.pop(client, None)
                 self._conflicted[client] = None
-                if len(self._conflicted) > heap.CLIENT_OUTCOMES_MAX:
+                if len(self._conflicted) > heldset.CLIENT_OUTCOMES_MAX:
                     del self._conflicted[next(iter(self._conflicted))]
             elif applied.outcome == "ok" and client in self._conflicted:
                 del self._conflicted[client]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from superstatic_agent import heap
+from superstatic_agent import heldset
 from support.stream_harness import Harness
 
 from superstatic.protocol import ops, wire
@@ -153,20 +153,20 @@ def test_an_idle_stream_gets_empty_frames_by_entries_by_log_time_and_for_sync(
     world(h)
     subscribe(h)
     pump(h)
-    for i in range(heap.EVENTS_SKIP_ENTRIES_MAX + 10):
+    for i in range(heldset.EVENTS_SKIP_ENTRIES_MAX + 10):
         h.commit([["set", "o.b", "k", i]], client=OTHER)
     pump(h)
     skips = [f.body for f in frames(h)[1:]]
     assert skips and all(body["ev"] == [] for body in skips)
-    assert skips[0]["to"] == 1 + heap.EVENTS_SKIP_ENTRIES_MAX
+    assert skips[0]["to"] == 1 + heldset.EVENTS_SKIP_ENTRIES_MAX
     reached = skips[-1]["to"]
     assert reached < h.index, "the last few entries owe no frame yet"
     # Log time moving EVENTS_SKIP_MS_MAX does.
-    h.commit([["set", "o.b", "k", "t"]], client=OTHER, time_ms=1 + heap.EVENTS_SKIP_MS_MAX)
+    h.commit([["set", "o.b", "k", "t"]], client=OTHER, time_ms=1 + heldset.EVENTS_SKIP_MS_MAX)
     pump(h)
     assert frames(h)[-1].body["to"] == h.index
     # A read index answered to this identity does, though the cursor passed it silently.
-    h.commit([["set", "o.b", "k", "r"]], client=OTHER, time_ms=1 + heap.EVENTS_SKIP_MS_MAX)
+    h.commit([["set", "o.b", "k", "r"]], client=OTHER, time_ms=1 + heldset.EVENTS_SKIP_MS_MAX)
     pump(h)
     count = len(frames(h))
     h.streams.note_read(b"app", h.index)
@@ -175,7 +175,7 @@ def test_an_idle_stream_gets_empty_frames_by_entries_by_log_time_and_for_sync(
     assert len(frames(h)) == count + 1 and frames(h)[-1].body == {
         "ev": [],
         "to": h.index,
-        "t": 1 + heap.EVENTS_SKIP_MS_MAX,
+        "t": 1 + heldset.EVENTS_SKIP_MS_MAX,
     }
 
 
