@@ -46,10 +46,24 @@ OUTCOMES = frozenset({"ok", "conflict", "error", "dup", "noop", "session_expired
 # An object id is `{client_id[:16]}.{n:x}` or a fixed name like "@roots"; generous bound.
 OID_CHARS_MAX = 256
 
-# [index, client, seq, outcome, body, collected, log_time_ms]: log_time_ms is the entry's log
-# time (leader-stamped, the same on every replica; docs/toolkit.md). An agent that predates it
-# sends six fields: the feeder fills in 0 (replicas keep the max, so log time never goes back).
-Event = tuple[int, "str | None", "int | None", str, "bytes | None", tuple[str, ...], int]
+# [index, client, seq, outcome, body, collected, log_time_ms, heads]: log_time_ms is the
+# entry's log time (leader-stamped, the same on every replica; docs/toolkit.md). An agent that
+# predates it sends six fields: the feeder fills in 0 (replicas keep the max, so log time
+# never goes back). heads: ((oid, kind, class name or None), ...) of the existing nodes the
+# entry's ops reference (docs/virtual-heap.md section 3.2; () from agents before it): a full
+# replica has no use for them, a partial one makes hollow nodes of them.
+Event = tuple[
+    int,
+    "str | None",
+    "int | None",
+    str,
+    "bytes | None",
+    tuple[str, ...],
+    int,
+    "tuple[tuple[str, str, str | None], ...]",
+]
+# Node kinds a head may name.
+HEAD_KINDS = frozenset({"dict", "list", "set", "obj"})
 # (oid, version, kind, contents) of one node of a snapshot, contents in the shape of a node
 # record's (codec.check_contents): dict [[key, value], ...], obj [class_name, [[attr, value],
 # ...]], list and set [element, ...]; every element checked.
@@ -353,4 +367,28 @@ def _event(item: Any) -> Event:
         raise ProtocolError(f"event {index}: collected must be an array of object ids")
     if not isinstance(log_time_ms, int) or isinstance(log_time_ms, bool) or log_time_ms < 0:
         raise ProtocolError(f"event {index}: log_time_ms must be a non-negative integer")
-    return (index, client, seq, outcome, body, tuple(collected), log_time_ms)
+    heads = _heads(index, item[7]) if len(item) == 8 else ()
+    return (index, client, seq, outcome, body, tuple(collected), log_time_ms, heads)
+
+
+def _heads(index: int, raw: Any) -> tuple[tuple[str, str, str | None], ...]:
+    """An event's heads, each checked: [oid, kind, class name (an obj's) or null]."""
+    if type(raw) is not list:
+        raise ProtocolError(f"event {index}: heads must be an array")
+    out = []
+    for head in raw:
+        if (
+            type(head) is not list
+            or len(head) != 3
+            or type(head[0]) is not str
+            or not 0 < len(head[0]) <= OID_CHARS_MAX
+            or type(head[1]) is not str
+            or head[1] not in HEAD_KINDS
+            or (head[2] is not None if head[1] != "obj" else type(head[2]) is not str)
+        ):
+            raise ProtocolError(
+                f"event {index}: a head must be [oid, kind, class name or null], got "
+                f"{codec.describe(head)}"
+            )
+        out.append((head[0], head[1], head[2]))
+    return tuple(out)

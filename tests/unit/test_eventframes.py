@@ -188,3 +188,32 @@ def test_a_filtered_stream_skips_entries_and_advances_to_to() -> None:
         feeder.feed_events({"ev": [ev(25), ev(22)], "to": 30, "t": 60})
     with pytest.raises(ProtocolError, match="how far they reach"):
         feeder.feed_events({"ev": [ev(31)]})
+
+
+class Recorder(Sink):
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.events: list[Any] = []
+
+    def apply_events(self, events: Sequence[Event]) -> None:
+        self.events += events
+        super().apply_events(events)
+
+
+def test_the_feeder_keeps_an_events_heads_checked() -> None:
+    sink = Recorder()
+    feeder = StreamFeeder(sink)
+    heads = [["c.1", "obj", "Point"], ["c.2", "dict", None]]
+    feeder.feed_events({"ev": [[1, "c", 1, "ok", b"", [], 7, heads], ev(2)[:7]], "to": 2, "t": 7})
+    assert sink.events[0][7] == (("c.1", "obj", "Point"), ("c.2", "dict", None))
+    assert sink.events[1][7] == (), "a 7-field event (an older agent) has none"
+    for bad in (
+        {"c": 1},
+        [["c.3", "obj", None]],  # an obj names its class
+        [["c.3", "dict", "X"]],  # nothing else does
+        [["c.3", "tree", None]],
+        [["", "dict", None]],
+        [["c.3", "dict"]],
+    ):
+        with pytest.raises(ProtocolError, match=r"event 3: (a head|heads)"):
+            feeder.feed_events({"ev": [[3, "c", 3, "ok", b"", [], 7, bad]], "to": 3, "t": 7})
