@@ -123,6 +123,15 @@ class Streams:
         # Clients whose last transaction conflicted (heldset.CLIENT_OUTCOMES_MAX, least recent
         # first): their next "ok" goes to every partial subscriber, at least as a stub.
         self._conflicted: dict[str, None] = {}
+        # Send work (the metrics' stream_* counters; docs/virtual-heap.md section 8): stream
+        # frame bytes handed to sockets, events put in frames (whole or as stubs), events a
+        # partial subscriber's filter left out, LOADs answered.
+        self.counters = {
+            "stream_bytes_sent": 0,
+            "stream_events_sent": 0,
+            "stream_events_filtered": 0,
+            "loads_answered": 0,
+        }
         self._recent_first = applied + 1
         self._recent_bytes = 0
         # (next index, EVENTS body) by (first index, last index asked for: a frame may stop
@@ -200,7 +209,7 @@ class Streams:
     def _held_room(self, sub: Subscriber) -> tuple[int, str]:
         """How many more nodes the subscriber may hold, and the flag that bounds it."""
         assert sub.held is not None
-        total = sum(len(s.held) for s in self._subscribers.values() if s.held is not None)
+        total = self.held_entries()
         own = self.config.subscriber_held_max - len(sub.held)
         agent = self.config.held_entries_max - total
         if own <= agent:
@@ -380,6 +389,7 @@ class Streams:
                     self.drop(sub)
                     break
                 sub.sent_bytes += frame_bytes_
+                self.counters["stream_bytes_sent"] += frame_bytes_
                 sub.pending_frame = None
                 sub.next_index = sub.pending_next
                 sub.streamed = True
@@ -456,6 +466,7 @@ class Streams:
             self.drop(sub)
             return False
         sub.pending_frame = frame_bytes(wire.FrameType.EVENTS, sub.req_id, body)
+        self.counters["stream_events_sent"] += start - sub.next_index
         sub.pending_next = start
         return True
 
@@ -487,6 +498,7 @@ class Streams:
         sub.pending_next = sub.next_index
         if last:
             sub.loads.popleft()
+            self.counters["loads_answered"] += job.load != 0
         return True
 
     def _load_ready(self, sub: Subscriber, job: heap.LoadJob, applied: int) -> bool:
@@ -601,6 +613,8 @@ class Streams:
             index, seen_t = event[0] + 1, event[6]
             if len(items) >= self.config.events_frame_entries_max:
                 break
+        self.counters["stream_events_sent"] += len(items)
+        self.counters["stream_events_filtered"] += index - sub.next_index - len(items)
         sub.next_index, sub.seen_t = index, seen_t
         if not items and not self._skip_due(sub, index - 1, seen_t):
             return False
@@ -809,6 +823,10 @@ class Streams:
                     "resubscribe from your applied index",
                 )
                 self.drop(sub)
+
+    def held_entries(self) -> int:
+        """Held-set entries over every partial subscriber (--held-entries-max bounds it)."""
+        return sum(len(s.held) for s in self._subscribers.values() if s.held is not None)
 
     def backlog_bytes(self) -> tuple[int, int]:
         """(sum, largest) of the stream bytes subscribers have not acknowledged yet: what sits

@@ -289,3 +289,22 @@ def test_a_subscription_without_heap_gets_every_event(h: Harness) -> None:
     h.commit([["set", "o.c", "k", 1]], client=OTHER)
     pump(h)
     assert events(h, b"full") == [2, 3]
+
+
+def test_send_work_is_counted(h: Harness) -> None:
+    world(h)
+    subscribe(h)
+    load(h, 9, ["o.a"])
+    pump(h)  # answered at 1: what follows is news
+    h.subscribe(b"full", 3, start=1)
+    for i in range(4):
+        h.commit([["set", "o.b", "k", i]], client=OTHER)
+    h.commit([["set", "o.a", "k", 1]], client=OTHER)
+    pump(h)
+    counters = h.streams.counters
+    # The full subscriber got the five events, the partial one one of them.
+    assert counters["stream_events_sent"] == 5 + 1
+    assert counters["stream_events_filtered"] == 4
+    assert counters["loads_answered"] == 1
+    assert counters["stream_bytes_sent"] == sum(len(d) for _who, d in h.clients.sent)
+    assert h.streams.held_entries() == 1
