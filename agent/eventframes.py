@@ -19,10 +19,23 @@ import cbor2
 from superstatic_agent.app_snapshot import array_head
 from superstatic_agent.storage import Event
 
+from superstatic.protocol import wire
+from superstatic.protocol.errors import LimitExceeded
+
 _MAP_OF_3 = b"\xa3"
 _KEY_EV = cbor2.dumps("ev")
 _KEY_TO = cbor2.dumps("to")
 _KEY_T = cbor2.dumps("t")
+
+
+def frame_bytes(frame_type: wire.FrameType, req_id: int, body: bytes) -> bytes:
+    """wire.encode with the body already encoded: the same bytes, without re-encoding a body
+    shared by several subscribers. A CBOR array of 4 is the byte 0x84 then its items."""
+    data = b"\x84" + cbor2.dumps(wire.PROTOCOL_VERSION) + cbor2.dumps(int(frame_type))
+    data += cbor2.dumps(req_id) + body
+    if len(data) > wire.FRAME_BYTES_MAX:
+        raise LimitExceeded("FRAME_BYTES_MAX", wire.FRAME_BYTES_MAX, len(data), "frame bytes")
+    return data
 
 
 def event_item(event: Event) -> bytes:
