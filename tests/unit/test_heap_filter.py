@@ -308,3 +308,18 @@ def test_send_work_is_counted(h: Harness) -> None:
     assert counters["loads_answered"] == 1
     assert counters["stream_bytes_sent"] == sum(len(d) for _who, d in h.clients.sent)
     assert h.streams.held_entries() == 1
+
+
+def test_a_write_is_answered_by_its_event_only_if_the_partial_stream_will_carry_it(
+    h: Harness,
+) -> None:
+    world(h)
+    body = {**wire.subscribe_body(0, heap="partial", client=ME), "answers": True}
+    h.streams.on_subscribe(b"app", wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
+    # Not served yet: the start answer will be read at an index at least the write's.
+    assert not h.streams.answers_by_event(b"app", 1)
+    pump(h)
+    mine = h.commit([["set", "o.a", "k", 1]], client=ME)[0].index
+    assert h.streams.answers_by_event(b"app", mine)
+    pump(h)
+    assert events(h) == [mine], "its own event passes the filter"
