@@ -192,7 +192,7 @@ CLIENT_FRAMES = {
     "LOAD sub huge": (
         32,
         hostile.client_frame(
-            10,
+            wire.FrameType.LOAD,
             32,
             hostile.cmap(
                 [
@@ -206,7 +206,7 @@ CLIENT_FRAMES = {
     "LOAD oids: an array head of 2**32 items": (
         33,
         hostile.client_frame(
-            10,
+            wire.FrameType.LOAD,
             33,
             hostile.cmap(
                 [
@@ -220,7 +220,7 @@ CLIENT_FRAMES = {
     "HOLD keys nested 64 deep": (
         34,
         hostile.client_frame(
-            12,
+            wire.FrameType.HOLD,
             34,
             hostile.cmap(
                 [
@@ -237,7 +237,7 @@ CLIENT_FRAMES = {
     "DROP of what was never held, on no subscription": (
         35,
         hostile.client_frame(
-            11,
+            wire.FrameType.DROP,
             35,
             hostile.cmap(
                 [
