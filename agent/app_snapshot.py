@@ -58,10 +58,10 @@ class SnapNode:
 
 def cbor_array(encoded: list[bytes]) -> bytes:
     """A definite-length CBOR array of already encoded items (canonical if they are)."""
-    return _array_head(len(encoded)) + b"".join(encoded)
+    return array_head(len(encoded)) + b"".join(encoded)
 
 
-def _array_head(n: int) -> bytes:
+def array_head(n: int) -> bytes:
     major = 0x80
     if n < 24:
         return bytes([major | n])
@@ -197,16 +197,29 @@ def nodes_of_store(txn: Any, dbs: Any) -> Iterator[SnapNode]:
     for key, raw in txn.cursor(db=dbs.nodes):
         key = bytes(key)
         header = layout.decode_header(key, unseal("nodes", key, raw), checked=False)
-        nid = layout.key_nid(key)
-        if header.kind == "list":
-            extra: Any = header.extra[0]  # the length (the rest is the tree's shape)
-            elements = _list_elements(txn, dbs, nid, header.extra)
-        elif header.kind == "set":
-            extra, elements = None, _set_elements(entries, nid)
-        else:
-            extra = header.extra  # the obj's class name, or None
-            elements = _item_elements(txn, dbs, order, nid)
-        yield SnapNode(header.oid, header.kind, extra, header.version, elements)
+        yield _snap_node(txn, dbs, order, entries, layout.key_nid(key), header)
+
+
+def node_of_store(txn: Any, dbs: Any, nid: int, header: layout.Header) -> SnapNode:
+    """One node of a format-3 store as `nodes_of_store` gives it (its elements read lazily
+    from the caller's read transaction): what a virtual-heap LOAD sends (agent/heap.py)."""
+    order = _Scan(txn.cursor(db=dbs.order), "order")
+    entries = _Scan(txn.cursor(db=dbs.entries), "entries")
+    return _snap_node(txn, dbs, order, entries, nid, header)
+
+
+def _snap_node(
+    txn: Any, dbs: Any, order: _Scan, entries: _Scan, nid: int, header: layout.Header
+) -> SnapNode:
+    if header.kind == "list":
+        extra: Any = header.extra[0]  # the length (the rest is the tree's shape)
+        elements = _list_elements(txn, dbs, nid, header.extra)
+    elif header.kind == "set":
+        extra, elements = None, _set_elements(entries, nid)
+    else:
+        extra = header.extra  # the obj's class name, or None
+        elements = _item_elements(txn, dbs, order, nid)
+    return SnapNode(header.oid, header.kind, extra, header.version, elements)
 
 
 class _Scan:

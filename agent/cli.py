@@ -117,6 +117,8 @@ def parser() -> argparse.ArgumentParser:
         ("--log-retain-bytes", "applied log bytes kept (held in memory) before compacting"),
         ("--subscriber-backlog-bytes-max", "stream bytes an app may leave unacknowledged"),
         ("--subscriber-stall-ms", "a subscriber whose backlog stayed full this long is dropped"),
+        ("--subscriber-held-max", "nodes one partial app may hold (virtual heap)"),
+        ("--held-entries-max", "nodes all partial apps of this agent may hold"),
         ("--proposals-waiting-bytes-max", "bytes of PROPOSEs waiting to apply here"),
     ):
         p.add_argument(flag, type=int, default=_default(flag[2:].replace("-", "_")), help=what)
@@ -262,6 +264,8 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         log_retain_bytes=args.log_retain_bytes,
         subscriber_backlog_bytes_max=args.subscriber_backlog_bytes_max,
         subscriber_stall_ms=args.subscriber_stall_ms,
+        subscriber_held_max=args.subscriber_held_max,
+        held_entries_max=args.held_entries_max,
         proposals_waiting_bytes_max=args.proposals_waiting_bytes_max,
         client_recv_queue_frames_max=args.client_recv_queue_frames_max,
         client_send_queue_frames_max=args.client_send_queue_frames_max,

@@ -103,6 +103,11 @@ class AgentConfig:
     subscriber_backlog_bytes_max: int = 8 << 20
     # A subscriber whose backlog stayed full (no acknowledgement) this long is dropped.
     subscriber_stall_ms: int = 15_000
+    # Held-set entries (nodes a partial subscriber holds, docs/virtual-heap.md section 4.1),
+    # each counted HELD_ENTRY_BYTES: per subscriber, and over all of this agent's. A LOAD or
+    # HOLD past either is refused too_large naming it.
+    subscriber_held_max: int = 1_000_000
+    held_entries_max: int = 4_000_000
     # Bytes of the entries PROPOSEs waiting here keep (to propose them again after a leader
     # change): beside proposals_waiting_max, a bound that holds for 8 MiB bodies too.
     proposals_waiting_bytes_max: int = 128 << 20
@@ -190,6 +195,8 @@ class AgentConfig:
             "log_retain_bytes": self.log_retain_bytes,
             "subscriber_backlog_bytes_max": self.subscriber_backlog_bytes_max,
             "subscriber_stall_ms": self.subscriber_stall_ms,
+            "subscriber_held_max": self.subscriber_held_max,
+            "held_entries_max": self.held_entries_max,
             "proposals_waiting_bytes_max": self.proposals_waiting_bytes_max,
             "client_recv_queue_frames_max": self.client_recv_queue_frames_max,
             "client_send_queue_frames_max": self.client_send_queue_frames_max,
@@ -309,6 +316,12 @@ MEMORY_BASE_BYTES = 96 << 20
 # Python memory of a decoded node per byte of its record: 1 for large strings and bytes, up
 # to 14 for maps of small items (measured: a dict of int -> bool, 0.57 MB encoded, 8 MB decoded).
 DECODED_NODE_FACTOR = 16
+# The virtual heap (agent/heap.py): bytes of LOADED frames built ahead for one subscriber (a
+# job builds its frames in the turn it is served up to this; the rest is read lazily from its
+# still-open read transaction), and what one held-set entry is counted for (an oid str of
+# 20-40 chars ~70 B, its dict slot, the int).
+LOAD_BUILT_BYTES_MAX = 4 << 20
+HELD_ENTRY_BYTES = 150
 # Memory of one log entry besides its data (the Entry object, its bytes' header, the list slot).
 LOG_ENTRY_OVERHEAD_BYTES = 250
 
@@ -353,6 +366,8 @@ def memory_bound_bytes(
     nodes = DECODED_NODE_FACTOR * (c.node_cache_bytes_max + touched) + c.node_cache_bytes_max
     frame = c.events_frame_bytes_max + c.body_bytes_max  # a built, not yet sent stream frame
     streams = subscribers * (c.subscriber_backlog_bytes_max + frame)
+    # Built LOADED frames (one job's per subscriber) and the held sets.
+    loads = subscribers * LOAD_BUILT_BYTES_MAX + c.held_entries_max * HELD_ENTRY_BYTES
     return (
         MEMORY_BASE_BYTES
         + log_held
@@ -361,6 +376,7 @@ def memory_bound_bytes(
         + c.events_cache_bytes_max
         + nodes
         + streams
+        + loads
         + transport_bytes
     )
 

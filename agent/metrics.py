@@ -400,6 +400,8 @@ class Recorder:
             "snapshot_age_s": round(now - self._snapshot_mono, 3),
             "subscriber_backlog_bytes": backlog,
             "subscriber_backlog_bytes_largest": largest,
+            "held_entries": server.streams.held_entries(),
+            **server.streams.counters,
             "leader_changes": self.leader_changes,
             "snapshots_installed": self.snapshots_installed,
         }
@@ -539,6 +541,18 @@ class StateCollector:
             "The largest one subscriber's unacknowledged stream bytes.",
             f["subscriber_backlog_bytes_largest"],
         )
+        yield gauge(
+            "held_entries",
+            "Nodes and dict keys partial apps hold here (the virtual heap's held sets).",
+            f.get("held_entries", 0),
+        )
+        for name, doc in (
+            ("stream_bytes_sent", "Stream frame bytes sent to apps."),
+            ("stream_events_sent", "Events sent to apps in EVENTS frames (whole or stubs)."),
+            ("stream_events_filtered", "Events partial apps' filters left out of their streams."),
+            ("loads_answered", "LOADs answered (virtual heap)."),
+        ):
+            yield counter(name, doc, f.get(name, 0))
         yield gauge(
             "proposals_waiting",
             "PROPOSEs waiting here for their entry to apply.",

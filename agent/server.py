@@ -622,6 +622,7 @@ class Server:
             if wait is not None:
                 for identity, req_id in wait.requests:
                     self._reply(identity, req_id, {"index": state.index})
+                    self.streams.note_read(identity, state.index)
         soft = (ready.role, ready.leader, ready.term)
         if soft != self._soft:
             self._log_soft_change(self._soft, soft)
@@ -1199,7 +1200,9 @@ class Server:
         frame: wire.Frame,
         now: float,
         address: str = "",
-        proposal: wire.Proposal | list[wire.ManyItem] | None = None,
+        proposal: (
+            wire.Proposal | list[wire.ManyItem] | wire.HeapRequest | wire.Subscription | None
+        ) = None,
     ) -> None:
         t = frame.type
         if t is wire.FrameType.PROPOSE:
@@ -1229,6 +1232,10 @@ class Server:
             self._reads_new.append((identity, frame.req_id))
         elif t is wire.FrameType.SUBSCRIBE:
             self.streams.on_subscribe(identity, frame, now)
+        elif t in wire.HEAP_FRAMES:
+            if not isinstance(proposal, wire.HeapRequest):
+                proposal = wire.parse_heap_request(frame)
+            self.streams.on_heap(identity, proposal, frame.req_id)
         elif t is wire.FrameType.UNSUBSCRIBE:
             self.streams.unsubscribe(identity)
             self._reply(identity, frame.req_id, {})
@@ -1243,6 +1250,7 @@ class Server:
                     "session_ttl_ms": self.config.session_ttl_ms,
                     "first_index": self.node.first_index,
                     "model": wire.DATA_MODEL,
+                    "heap": wire.HEAP_VERSION,
                 },
             )
         elif t is wire.FrameType.STATUS:

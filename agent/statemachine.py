@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cbor2
 import lmdb
@@ -116,6 +116,15 @@ class Applied:
     # The session the entry named (0: none, or not a session request): a "session_expired"
     # outcome is true of this session only, not of a later one the client opened since.
     session: int = 0
+    # The heads (oid, kind, class name or None) of the existing nodes the entry's ops reference
+    # (docs/virtual-heap.md section 3.2): an app that does not hold a referenced node still
+    # makes a hollow ref for it. Computed from the state at the entry: the same on every replica.
+    heads: tuple[tuple[str, str, str | None], ...] = ()
+    # The nodes an "ok" txn's ops write (op[1] of each, "new" included) and those it creates:
+    # what a partial subscriber's filter tests (docs/virtual-heap.md section 4.2). Not stored:
+    # an event read back from the log recomputes them from its body.
+    written: tuple[str, ...] = ()
+    created: tuple[str, ...] = ()
 
 
 class ApplyFailed(Exception):
@@ -245,7 +254,8 @@ class StateMachine:
         assert result.outcome in OUTCOMES, result.outcome
         self._maybe_sweep_tombs(txn, entry.index)
         result.log_time_ms = log_time_ms
-        outcome = cbor2.dumps([result.outcome, list(result.collected), log_time_ms])
+        heads = [list(head) for head in result.heads]
+        outcome = cbor2.dumps([result.outcome, list(result.collected), log_time_ms, heads])
         record_put(txn, self.dbs.outcomes, index_key(entry.index), outcome)
         write_applied(txn, self.dbs, entry.index, entry.term, log_time_ms)
         return result
@@ -332,17 +342,25 @@ class StateMachine:
                 f"requests awaiting seq_low is at the limit SESSION_SEQS_MAX={SESSION_SEQS_MAX}",
             )
         session.last_ms = now_ms
-        collected: list[str] = []
+        effects = _TxnEffects([], (), (), ())
         outcome, error = "ok", ""
         if payload.kind == "txn":
             try:
-                collected = self._apply_txn(txn, index, payload.body)
+                effects = self._apply_txn(txn, index, payload.body)
             except _Rejected as rejected:
                 outcome, error = rejected.outcome, clip_error(str(rejected))
         session.seqs[payload.seq] = (index, outcome, error)
         table.put(payload.client, session)
         body = payload.body if outcome == "ok" and payload.kind == "txn" else None
-        return answer(outcome, error, collected=tuple(collected), body=body)
+        return answer(
+            outcome,
+            error,
+            collected=tuple(effects.collected),
+            body=body,
+            heads=effects.heads,
+            written=effects.written,
+            created=effects.created,
+        )
 
     def _maybe_sweep(self, txn: lmdb.Transaction, table: SessionTable, now_ms: int) -> None:
         raw = record_get(txn, self.dbs.sm_meta, "sm_meta", KEY_SWEEP)
@@ -353,8 +371,9 @@ class StateMachine:
 
     # ------------------------------------------------------------ transactions
 
-    def _apply_txn(self, txn: lmdb.Transaction, index: int, body: bytes) -> list[str]:
-        """Validates and applies one transaction body; returns the collected ids. Raises
+    def _apply_txn(self, txn: lmdb.Transaction, index: int, body: bytes) -> _TxnEffects:
+        """Validates and applies one transaction body; returns the collected ids, the heads
+        of the existing nodes its ops reference and the nodes it writes and creates. Raises
         _Rejected (nothing changed) for a conflict or an error."""
         try:
             doc = ops.decode_body(body)
@@ -391,15 +410,21 @@ class StateMachine:
         view.new_nids_from = next_nid
         body_apply = BodyApply(view, index, self.record_bytes_max, next_nid)
         made: set[str] = set()
+        heads: dict[str, tuple[str, str, str | None]] = {}
         try:
             for i, op in enumerate(wire_ops):
                 tag, oid = op[0], op[1]
                 body_apply.op_position, body_apply.op_tag = i, tag
                 for target in _refs_of(op):
-                    if target not in created and view.nid(target) is None:
-                        raise _Rejected(
-                            "error", f"op #{i} {tag!r} references unknown object {target}"
-                        )
+                    if target in created:
+                        continue  # its "new" op carries its kind and class
+                    if target not in heads:
+                        target_nid = view.nid(target)
+                        if target_nid is None:
+                            raise _Rejected(
+                                "error", f"op #{i} {tag!r} references unknown object {target}"
+                            )
+                        heads[target] = _head(target, view.header(target_nid))
                 if tag == "new":
                     body_apply.new(op)
                     made.add(oid)
@@ -432,7 +457,10 @@ class StateMachine:
             raise
         view.commit()
         self.records_written += view.puts
-        return self._gc_step(txn, body_apply.dropped, len(created))
+        collected = self._gc_step(txn, body_apply.dropped, len(created))
+        written = tuple(dict.fromkeys(op[1] for op in wire_ops))
+        created_in_order = tuple(op[1] for op in wire_ops if op[0] == "new")
+        return _TxnEffects(collected, tuple(heads.values()), written, created_in_order)
 
     def _validate_v1(self, view: NodeView, versions: dict[str, int]) -> None:
         """Data model 1 reads: each node's header version equals the one read (0: absent)."""
@@ -624,6 +652,19 @@ def only_removes(data: bytes) -> bool:
         if tag not in ("del", "clear", "discard", "splice"):
             return False
     return True
+
+
+class _TxnEffects(NamedTuple):
+    collected: list[str]
+    heads: tuple[tuple[str, str, str | None], ...]
+    written: tuple[str, ...]
+    created: tuple[str, ...]
+
+
+def _head(oid: str, header: rec.Header) -> tuple[str, str, str | None]:
+    """A node's head: what never changes over its life (an obj's class name; a list's length
+    does change, so a list's head carries none)."""
+    return (oid, header.kind, header.extra if header.kind == "obj" else None)
 
 
 def _refs_of(op: list[Any]) -> Iterator[str]:

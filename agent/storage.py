@@ -10,7 +10,7 @@ Sub-databases (the layout is fixed here; the state machine opens the same handle
 | `sm_meta` | `b"applied"`, ... | the state machine's own scalars (statemachine.py) |
 | `oids` `nodes` `entries` `order` `chunks` `tombs` | | the nodes, per key (agent/records.py) |
 | `sessions` | client id (utf-8) | CBOR session record |
-| `outcomes` | index, 8-byte BE | CBOR `[outcome, collected_oids, log_time_ms]`, trimmed with log |
+| `outcomes` | index, 8-byte BE | CBOR `[outcome, collected, log_time_ms, heads]`, trimmed w. log |
 | `staging_*` | | a snapshot being received (statemachine.py) |
 
 Every value is stored sealed: its bytes followed by a CRC-32 (zlib.crc32, 4 bytes big-endian)
@@ -127,9 +127,14 @@ DB_NAMES = (
 )
 assert len(DB_NAMES) <= DBS_MAX
 
-# One stream event: [index, client, seq, outcome, body, collected, log_time_ms] (architecture
-# section 5; log_time_ms: the log time after the entry, docs/toolkit.md).
-Event = tuple[int, str | None, int | None, str, bytes | None, tuple[str, ...], int]
+# One stream event: [index, client, seq, outcome, body, collected, log_time_ms, heads]
+# (architecture section 5; log_time_ms: the log time after the entry, docs/toolkit.md; heads:
+# (oid, kind, class name or None) of the existing nodes its ops reference, docs/virtual-heap.md
+# section 3.2).
+Head = tuple[str, str, str | None]
+Event = tuple[
+    int, str | None, int | None, str, bytes | None, tuple[str, ...], int, tuple[Head, ...]
+]
 
 
 # Left in the data directory by an agent that met a committed entry it could not apply
@@ -737,15 +742,20 @@ class Storage:
                 raw_entry = record_get(txn, self.dbs.log, "log", key)
                 raw_outcome = record_get(txn, self.dbs.outcomes, "outcomes", key)
                 assert raw_entry is not None and raw_outcome is not None, ("applied lost", index)
-                # [outcome, collected, log_time_ms]; records written before log time was
-                # kept have two fields: 0 (replicas take the max, so it never goes back).
+                # [outcome, collected, log_time_ms, heads]; records written before log time
+                # was kept have two fields: 0 (replicas take the max, so it never goes back);
+                # before heads, three: none (the entry referenced no node an app lacks a head
+                # of: every app then held a full replica).
                 outcome, collected, *rest = cbor2.loads(raw_outcome)
                 log_time_ms = rest[0] if rest else 0
+                heads = tuple((h[0], h[1], h[2]) for h in rest[1]) if len(rest) > 1 else ()
                 client, seq, body = event_fields(decode_entry(index, raw_entry), outcome)
                 size += 32 + (0 if body is None else len(body)) + 24 * len(collected)
                 if out and size > bytes_max:
                     break
-                out.append((index, client, seq, outcome, body, tuple(collected), log_time_ms))
+                out.append(
+                    (index, client, seq, outcome, body, tuple(collected), log_time_ms, heads)
+                )
         return out
 
     # ------------------------------------------------------------ compaction and snapshots

@@ -8,13 +8,14 @@ lets it pump once per turn; the streams never touch the Raft core. See docs/agen
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import cbor2
-from superstatic_agent import app_snapshot, peer_codec
+from superstatic_agent import app_snapshot, eventframes, heap, heldset, peer_codec
 from superstatic_agent.config import AgentConfig
+from superstatic_agent.partial_streams import PartialStreams
 from superstatic_agent.statemachine import Applied
 from superstatic_agent.storage import Corrupt, Event, Storage, Trimmed
 from superstatic_agent.transport import ClientTransport
@@ -33,6 +34,9 @@ EVENT_OVERHEAD_BYTES = 200
 COLLECTED_ID_BYTES = 80
 # Object-table snapshots streamed at once: each pins one LMDB read transaction (reader slot).
 SNAPSHOT_STREAMS_MAX = 16
+# Built EVENTS bodies kept across turns for subscribers at the same position, in bytes, as a
+# multiple of events_frame_bytes_max (docs/virtual-heap.md section 4.2).
+BODY_CACHE_FRAMES_MAX = 4
 
 # Answers an app with an ERROR frame (the Server's, which names the leader it knows).
 SendError = Callable[[bytes, int, wire.ErrorCode, str], None]
@@ -69,11 +73,30 @@ class Subscriber:
     # SUBSCRIBE {"answers": true}: the app settles its writes on their events, so their "ok"
     # REPLY is not sent (docs/data-model-v2.md 8.2).
     answers: bool = False
+    # The virtual heap (docs/virtual-heap.md): "partial" subscribers hold what they load and
+    # get LOADED answers in their stream; "all" ones (the default) everything, as before.
+    heap_mode: str = "all"
+    client: str = ""
+    held: heldset.HeldSet | None = None
+    loads: deque[heap.LoadJob] = field(default_factory=deque)
+    hold_parts_left: int = 0  # HOLD frames still to come before the stream starts
+    hold_part: int = 0  # the next HOLD part expected
+    # How far the app was told it reached (the last EVENTS' "to", or a LOADED's index) and the
+    # log time there; the log time at next_index - 1 (a filtered cursor may pass entries
+    # without a frame); the highest READ_INDEX answer this identity was given (the app's
+    # sync() waits until its stream reaches it, so an empty frame reaching it is owed).
+    sent_to: int = 0
+    sent_t: int = 0
+    seen_t: int = 0
+    read_fence: int = 0
 
 
-class Streams:
+class Streams(PartialStreams):
     """Every subscriber of this agent, the recent applied events that feed them, and the
-    EVENTS bodies built this turn (shared by subscribers at the same position)."""
+    EVENTS bodies built this turn (shared by subscribers at the same position). Partial
+    subscribers' own work (LOAD, HOLD, DROP, filtered frames) is in partial_streams.py."""
+
+    reader_slots_max = SNAPSHOT_STREAMS_MAX
 
     def __init__(
         self,
@@ -93,11 +116,30 @@ class Streams:
         self._snapshot_streams = 0
         self._refusing: str | None = None  # set once the store is found damaged: no streams
         # Recent events: _recent[i] is the event at index _recent_first + i (contiguous);
-        # _recent_bytes is the sum of their event_bytes.
+        # _recent_items[i] its encoded stream item once a frame needed it (eventframes);
+        # _recent_bytes is the sum of their event_bytes and of the items' lengths.
         self._recent: list[Event] = []
+        self._recent_items: list[bytes | None] = []
+        # What partial subscribers' filter tests of each recent event (heldset.EventWrites).
+        self._recent_writes: list[heldset.EventWrites] = []
+        # Clients whose last transaction conflicted (heldset.CLIENT_OUTCOMES_MAX, least recent
+        # first): their next "ok" goes to every partial subscriber, at least as a stub.
+        self._conflicted: dict[str, None] = {}
+        # Send work (the metrics' stream_* counters; docs/virtual-heap.md section 8): stream
+        # frame bytes handed to sockets, events put in frames (whole or as stubs), events a
+        # partial subscriber's filter left out, LOADs answered.
+        self.counters = {
+            "stream_bytes_sent": 0,
+            "stream_events_sent": 0,
+            "stream_events_filtered": 0,
+            "loads_answered": 0,
+        }
         self._recent_first = applied + 1
         self._recent_bytes = 0
-        self._body_cache: dict[tuple[int, int], bytes] = {}
+        # (next index, EVENTS body) by (first index, last index asked for: a frame may stop
+        # short of it at events_frame_bytes_max), kept across turns while a subscriber is at
+        # `first` (clear_body_cache), at most BODY_CACHE_FRAMES_MAX frames' bytes.
+        self._body_cache: dict[tuple[int, int], tuple[int, bytes]] = {}
 
     def count(self) -> int:
         return len(self._subscribers)
@@ -105,7 +147,9 @@ class Streams:
     # -- requests ------------------------------------------------------------------------------
 
     def on_subscribe(self, identity: bytes, frame: wire.Frame, now: float) -> None:
-        start = wire.field_int(frame, "from", minimum=0, maximum=peer_codec.INDEX_MAX)
+        subscription = wire.parse_subscribe(frame)
+        start = subscription.start
+        assert start <= peer_codec.INDEX_MAX
         model = frame.body.get("model")
         if type(model) is not int or model != wire.DATA_MODEL:
             # A model-1 library expects whole-record snapshots and v1 bodies in its stream.
@@ -132,6 +176,8 @@ class Streams:
         sub.answers = frame.body.get("answers") is True
         sub.needs_snapshot = start == 0
         sub.earlier_bytes = earlier
+        if subscription.heap == "partial":
+            self._start_partial(sub, subscription)
         self._subscribers[identity] = sub
 
     def answers_by_event(self, identity: bytes, index: int) -> bool:
@@ -142,6 +188,11 @@ class Streams:
             return False
         if sub.snapshot_nodes is not None:
             return sub.snapshot_index < index
+        for job in sub.loads:
+            if job.start:
+                # A partial subscriber's start answer (or held snapshot) skips the events up
+                # to its index: unknown until it is served, and at least this one's then.
+                return 0 <= job.index < index
         return sub.next_index <= index
 
     def unsubscribe(self, identity: bytes) -> None:
@@ -176,7 +227,13 @@ class Streams:
         for sub in self._subscribers.values():
             if sub.pending_frame is not None or sub.stalled_since is not None:
                 continue  # the app's queue or backlog was full: retried at the next tick
+            if sub.hold_parts_left:
+                continue  # waits for its HOLD frames
             if sub.snapshot_nodes is not None or sub.next_index <= applied:
+                return True
+            if sub.loads and self._load_ready(sub, sub.loads[0], applied):
+                return True
+            if sub.held is not None and self._skip_due(sub, sub.next_index - 1, sub.seen_t):
                 return True
             if sub.needs_snapshot and self._snapshot_streams < SNAPSHOT_STREAMS_MAX:
                 return True
@@ -234,15 +291,30 @@ class Streams:
                     self.drop(sub)
                     break
                 sub.sent_bytes += frame_bytes_
+                self.counters["stream_bytes_sent"] += frame_bytes_
                 sub.pending_frame = None
                 sub.next_index = sub.pending_next
                 sub.streamed = True
 
     def clear_body_cache(self) -> None:
-        self._body_cache.clear()
+        """Once per turn: forgets the bodies no subscriber will ask for again (none is at their
+        first index any more), then the oldest ones past the byte bound."""
+        if not self._body_cache:
+            return
+        waiting = {sub.next_index for sub in self._subscribers.values()}
+        kept = {key: cached for key, cached in self._body_cache.items() if key[0] in waiting}
+        budget = self.config.events_frame_bytes_max * BODY_CACHE_FRAMES_MAX
+        total = sum(len(body) for _next, body in kept.values())
+        for key in sorted(kept):
+            if total <= budget:
+                break
+            total -= len(kept.pop(key)[1])
+        self._body_cache = kept
 
     def _next_stream_frame(self, sub: Subscriber, applied: int) -> bool:
         """Builds the subscriber's next frame into sub.pending_frame; False if none is due."""
+        if sub.hold_parts_left:
+            return False  # the stream starts after the app's last HOLD
         if sub.snapshot_nodes is not None:
             self._next_snapshot_frame(sub)
             return True
@@ -261,11 +333,28 @@ class Streams:
             sub.snapshot_peek = next(frames)
             self._next_snapshot_frame(sub)
             return True
+        if sub.loads:
+            loaded = self._next_load_frame(sub, applied)
+            if loaded:
+                return True
+            if loaded is None:
+                # The LOADED waits for the events up to its index: they go first.
+                applied = min(applied, sub.loads[0].index)
         if sub.next_index > applied:
+            if sub.held is not None and self._skip_due(sub, sub.next_index - 1, sub.seen_t):
+                self._skip_frame(sub, sub.next_index - 1, sub.seen_t)
+                return True
             return False
         try:
+            if sub.held is not None:
+                return self._next_filtered_frame(sub, applied)
             start, body = self._events_body(sub.next_index, applied)
         except Trimmed:
+            if sub.held is not None:
+                # A partial subscriber behind the log: a held snapshot, every node it holds
+                # read at this agent's index, and the stream goes on after it (section 4.1).
+                sub.loads.appendleft(heap.LoadJob(0, (), start=True))
+                return self._next_stream_frame(sub, applied)
             if not sub.streamed:
                 sub.needs_snapshot = True  # at subscribe time: catch up from a snapshot
                 return self._next_stream_frame(sub, applied)
@@ -279,6 +368,7 @@ class Streams:
             self.drop(sub)
             return False
         sub.pending_frame = frame_bytes(wire.FrameType.EVENTS, sub.req_id, body)
+        self.counters["stream_events_sent"] += start - sub.next_index
         sub.pending_next = start
         return True
 
@@ -301,29 +391,42 @@ class Streams:
     def _events_body(self, start: int, applied: int) -> tuple[int, bytes]:
         """(next index after the batch, encoded EVENTS body) of events from `start` on."""
         assert start <= applied
-        events: list[Event]
+        items: list[bytes] = []
         recent_last = self._recent_first + len(self._recent) - 1
         if self._recent and self._recent_first <= start <= recent_last:
-            end = min(recent_last, start + self.config.events_frame_entries_max - 1)
-            cached = self._body_cache.get((start, end))
+            asked = min(recent_last, start + self.config.events_frame_entries_max - 1)
+            cached = self._body_cache.get((start, asked))
             if cached is not None:
-                return end + 1, cached
-            events = self._recent[start - self._recent_first : end - self._recent_first + 1]
+                return cached
             size = 0
-            for i, event in enumerate(events):
-                size += 32 + (len(event[4]) if event[4] else 0) + 24 * len(event[5])
-                if i > 0 and size > self.config.events_frame_bytes_max:
-                    events = events[:i]
+            for position in range(start - self._recent_first, asked - self._recent_first + 1):
+                item = self._item(position)
+                size += len(item)
+                if items and size > self.config.events_frame_bytes_max:
                     break
+                items.append(item)
+            end = start + len(items) - 1
+            log_time_ms = self._recent[end - self._recent_first][6]
         else:
             events = self.storage.events(
                 start, self.config.events_frame_entries_max, self.config.events_frame_bytes_max
             )
-        assert events and events[0][0] == start, (start, events[:1])
-        end = events[-1][0]
-        body = cbor2.dumps({"ev": [[*event[:5], list(event[5]), event[6]] for event in events]})
-        self._body_cache[(start, end)] = body
+            assert events and events[0][0] == start, (start, events[:1])
+            items = [eventframes.event_item(event) for event in events]
+            end, log_time_ms = events[-1][0], events[-1][6]
+            asked = end
+        body = eventframes.events_body(items, end, log_time_ms)
+        self._body_cache[(start, asked)] = (end + 1, body)
         return end + 1, body
+
+    def _item(self, position: int) -> bytes:
+        """The encoded stream item of _recent[position], encoded once, when first sent."""
+        item = self._recent_items[position]
+        if item is None:
+            item = eventframes.event_item(self._recent[position])
+            self._recent_items[position] = item
+            self._recent_bytes += len(item)
+        return item
 
     # -- what applied --------------------------------------------------------------------------
 
@@ -340,9 +443,13 @@ class Streams:
                 applied.body,
                 tuple(applied.collected),
                 applied.log_time_ms,
+                applied.heads,
             )
             self._recent.append(event)
-            self._recent_bytes += event_bytes(event)
+            self._recent_items.append(None)
+            writes = self._writes(applied)
+            self._recent_writes.append(writes)
+            self._recent_bytes += event_bytes(event) + writes_bytes(writes)
         excess = len(self._recent) - EVENTS_CACHE_ENTRIES_MAX
         bytes_max = self.config.events_cache_bytes_max
         if excess > EVENTS_CACHE_ENTRIES_MAX // 2 or self._recent_bytes > bytes_max:
@@ -350,17 +457,51 @@ class Streams:
             # constant; older events are read from LMDB when a subscriber needs them.
             keep_bytes = bytes_max * 3 // 4
             cut = max(0, len(self._recent) - EVENTS_CACHE_ENTRIES_MAX * 3 // 4)
-            trimmed = sum(event_bytes(e) for e in self._recent[:cut])
+            trimmed = sum(self._cost(position) for position in range(cut))
             while cut < len(self._recent) and self._recent_bytes - trimmed > keep_bytes:
-                trimmed += event_bytes(self._recent[cut])
+                trimmed += self._cost(cut)
                 cut += 1
             del self._recent[:cut]
+            del self._recent_items[:cut]
+            del self._recent_writes[:cut]
             self._recent_first += cut
             self._recent_bytes -= trimmed
+
+    def _writes(self, applied: Applied) -> heldset.EventWrites:
+        """What the filter tests of a new event; an "ok" that ends its client's conflict run
+        gets a stub for the partial subscribers that do not get it whole."""
+        client, stub = applied.client, None
+        if client is not None and applied.kind == "txn":
+            if applied.outcome == "conflict":
+                self._conflicted.pop(client, None)
+                self._conflicted[client] = None
+                if len(self._conflicted) > heldset.CLIENT_OUTCOMES_MAX:
+                    del self._conflicted[next(iter(self._conflicted))]
+            elif applied.outcome == "ok" and client in self._conflicted:
+                del self._conflicted[client]
+                stub_event: Event = (
+                    applied.index,
+                    client,
+                    applied.seq,
+                    "ok",
+                    None,
+                    (),
+                    applied.log_time_ms,
+                    (),
+                )
+                stub = eventframes.event_item(stub_event)
+        return heldset.EventWrites(applied.written, applied.created, stub, applied.body)
+
+    def _cost(self, position: int) -> int:
+        item = self._recent_items[position]
+        size = event_bytes(self._recent[position]) + writes_bytes(self._recent_writes[position])
+        return size + (0 if item is None else len(item))
 
     def snapshot_installed(self, index: int) -> None:
         # Events before the snapshot are gone from this agent: subscribers behind it need one.
         self._recent = []
+        self._recent_items = []
+        self._recent_writes = []
         self._recent_first = index + 1
         self._recent_bytes = 0
 
@@ -402,10 +543,15 @@ class Streams:
     def memory_bytes(self) -> int:
         """What the streams hold besides their queues: the cached events and built frames."""
         pending = sum(len(s.pending_frame or b"") for s in self._subscribers.values())
-        return self._recent_bytes + pending + sum(len(b) for b in self._body_cache.values())
+        cached = sum(len(body) for _next, body in self._body_cache.values())
+        loads = sum(job.built_bytes for s in self._subscribers.values() for job in s.loads)
+        return self._recent_bytes + pending + cached + loads
 
     def drop(self, sub: Subscriber) -> None:
         self._subscribers.pop(sub.identity, None)
+        for job in sub.loads:
+            self._end_load(job)
+        sub.loads.clear()
         if sub.snapshot_nodes is not None:
             closer = getattr(sub.snapshot_nodes, "close", None)
             if closer is not None:
@@ -425,17 +571,20 @@ class Streams:
         self.close()
 
 
+def writes_bytes(writes: heldset.EventWrites) -> int:
+    """What an event's filter data costs in memory beyond the event: the ids of the nodes it
+    writes and creates (each str and its slot, as a collected id), and its stub."""
+    ids = len(writes.written) + len(writes.created)
+    return COLLECTED_ID_BYTES * ids + len(writes.stub or b"")
+
+
 def event_bytes(event: Event) -> int:
-    """What an event costs held in memory (its body, its collected ids, the tuple)."""
+    """What an event costs held in memory (its body, its collected ids, its heads, the
+    tuple)."""
     body = event[4]
-    return EVENT_OVERHEAD_BYTES + (len(body) if body else 0) + COLLECTED_ID_BYTES * len(event[5])
+    ids = len(event[5]) + len(event[7])
+    return EVENT_OVERHEAD_BYTES + (len(body) if body else 0) + COLLECTED_ID_BYTES * ids
 
 
-def frame_bytes(frame_type: wire.FrameType, req_id: int, body: bytes) -> bytes:
-    """wire.encode with the body already encoded: the same bytes, without re-encoding a body
-    shared by several subscribers. A CBOR array of 4 is the byte 0x84 then its items."""
-    data = b"\x84" + cbor2.dumps(wire.PROTOCOL_VERSION) + cbor2.dumps(int(frame_type))
-    data += cbor2.dumps(req_id) + body
-    if len(data) > wire.FRAME_BYTES_MAX:
-        raise LimitExceeded("FRAME_BYTES_MAX", wire.FRAME_BYTES_MAX, len(data), "frame bytes")
-    return data
+# wire.encode with the body already encoded (agent/eventframes.py).
+frame_bytes = eventframes.frame_bytes

@@ -46,10 +46,24 @@ OUTCOMES = frozenset({"ok", "conflict", "error", "dup", "noop", "session_expired
 # An object id is `{client_id[:16]}.{n:x}` or a fixed name like "@roots"; generous bound.
 OID_CHARS_MAX = 256
 
-# [index, client, seq, outcome, body, collected, log_time_ms]: log_time_ms is the entry's log
-# time (leader-stamped, the same on every replica; docs/toolkit.md). An agent that predates it
-# sends six fields: the feeder fills in 0 (replicas keep the max, so log time never goes back).
-Event = tuple[int, "str | None", "int | None", str, "bytes | None", tuple[str, ...], int]
+# [index, client, seq, outcome, body, collected, log_time_ms, heads]: log_time_ms is the
+# entry's log time (leader-stamped, the same on every replica; docs/toolkit.md). An agent that
+# predates it sends six fields: the feeder fills in 0 (replicas keep the max, so log time
+# never goes back). heads: ((oid, kind, class name or None), ...) of the existing nodes the
+# entry's ops reference (docs/virtual-heap.md section 3.2; () from agents before it): a full
+# replica has no use for them, a partial one makes hollow nodes of them.
+Event = tuple[
+    int,
+    "str | None",
+    "int | None",
+    str,
+    "bytes | None",
+    tuple[str, ...],
+    int,
+    "tuple[tuple[str, str, str | None], ...]",
+]
+# Node kinds a head may name.
+HEAD_KINDS = frozenset({"dict", "list", "set", "obj"})
 # (oid, version, kind, contents) of one node of a snapshot, contents in the shape of a node
 # record's (codec.check_contents): dict [[key, value], ...], obj [class_name, [[attr, value],
 # ...]], list and set [element, ...]; every element checked.
@@ -64,7 +78,10 @@ class ReplicaSink(Protocol):
     def load_snapshot(self, index: int, nodes: Iterable[SnapshotNode]) -> None: ...
 
     # (A sink may also have `note_log_time(log_time_ms)`: called before load_snapshot with the
-    # log time at the snapshot's index.)
+    # log time at the snapshot's index. A sink fed a filtered stream, StreamFeeder(filtered=
+    # True), must have `advance(to, log_time_ms)`: called after each EVENTS frame's events
+    # with the frame's "to" and "t", it moves applied_index to `to`: the entries in between
+    # passed the agent's filter for no node the replica holds; docs/virtual-heap.md 4.4.)
 
     def apply_events(self, events: Sequence[Event]) -> None: ...
 
@@ -81,8 +98,11 @@ class ReplicaFailed(Error):
 class StreamFeeder:
     """Assembles one subscription's frames and feeds the replica, in order, exactly once."""
 
-    def __init__(self, sink: ReplicaSink) -> None:
+    def __init__(self, sink: ReplicaSink, *, filtered: bool = False) -> None:
         self.sink = sink
+        # A partial replica's stream (SUBSCRIBE "heap": "partial") carries only the events that
+        # touch what it holds: its frames skip entries, and "to" says how far each one reaches.
+        self.filtered = filtered
         self._nodes: list[SnapshotNode] = []
         self._oids: set[str] = set()
         self._elements = 0
@@ -246,6 +266,14 @@ class StreamFeeder:
         if not isinstance(raw, list):
             raise ProtocolError("EVENTS.ev must be an array of events")
         events = [_event(item) for item in raw]
+        # "to": the last index the frame covers, "t": the log time there (agents before the
+        # virtual heap send neither: the frame then reaches its last event).
+        to = _int(body, "to", "EVENTS") if "to" in body else None
+        log_time_ms = _int(body, "t", "EVENTS") if "t" in body else None
+        if to is not None and events and events[-1][0] > to:
+            raise ProtocolError("EVENTS.to is below the frame's last event")
+        if self.filtered:
+            return self._feed_filtered(events, to, log_time_ms)
         applied = self.sink.applied_index
         batch: list[Event] = []
         gap: str | None = None
@@ -258,6 +286,9 @@ class StreamFeeder:
                 break
             batch.append(event)
             applied = index
+        if gap is None and to is not None and to > applied:
+            # An unfiltered stream holds every entry up to "to".
+            gap = f"EVENTS reaches {to} but its events stop at {applied}: entries are missing"
         if batch:
             try:
                 self.sink.apply_events(batch)
@@ -269,6 +300,32 @@ class StreamFeeder:
         if gap is not None:
             raise StreamGap(gap)
         return bool(batch)
+
+    def _feed_filtered(self, events: list[Event], to: int | None, log_time_ms: int | None) -> bool:
+        """A frame of a filtered stream: its events rise strictly but may skip entries (those
+        the agent filtered out); the replica applies the new ones, then advances to "to"."""
+        if to is None or log_time_ms is None:
+            raise ProtocolError("EVENTS of a filtered stream must say how far they reach (to, t)")
+        applied = self.sink.applied_index
+        if to <= applied:
+            return False  # an earlier delivery: all of it is in the replica already
+        batch: list[Event] = []
+        previous = 0
+        for event in events:
+            index = event[0]
+            if index <= previous:
+                raise StreamGap("EVENTS of a filtered stream must rise strictly")
+            previous = index
+            if index > applied:
+                batch.append(event)
+        try:
+            if batch:
+                self.sink.apply_events(batch)
+            self.sink.advance(to, log_time_ms)  # type: ignore[attr-defined]
+        except Exception as exc:
+            raise ReplicaFailed(f"applying log entries {applied + 1}..{to} failed: {exc}") from exc
+        assert self.sink.applied_index == to, (self.sink.applied_index, to)
+        return True
 
 
 def _int(body: dict[str, Any], key: str, frame: str) -> int:
@@ -283,12 +340,15 @@ def _int(body: dict[str, Any], key: str, frame: str) -> int:
 
 
 def _event(item: Any) -> Event:
-    if not isinstance(item, list) or len(item) not in (6, 7):
+    # 8 fields since the virtual heap's heads (docs/virtual-heap.md section 3.2): a full
+    # replica holds every node, so it has no use for them; 6 and 7 from older agents.
+    if not isinstance(item, list) or len(item) not in (6, 7, 8):
         raise ProtocolError(
-            "an EVENTS entry must be [index, client, seq, outcome, body, collected, log_time_ms]"
+            "an EVENTS entry must be [index, client, seq, outcome, body, collected, log_time_ms,"
+            " heads]"
         )
     index, client, seq, outcome, body, collected = item[:6]
-    log_time_ms = item[6] if len(item) == 7 else 0
+    log_time_ms = item[6] if len(item) >= 7 else 0
     if type(index) is not int or not 1 <= index <= _INT64_MAX:
         raise ProtocolError(
             f"event index must be an integer in 1..2**63-1, got {codec.describe(index)}"
@@ -307,4 +367,28 @@ def _event(item: Any) -> Event:
         raise ProtocolError(f"event {index}: collected must be an array of object ids")
     if not isinstance(log_time_ms, int) or isinstance(log_time_ms, bool) or log_time_ms < 0:
         raise ProtocolError(f"event {index}: log_time_ms must be a non-negative integer")
-    return (index, client, seq, outcome, body, tuple(collected), log_time_ms)
+    heads = _heads(index, item[7]) if len(item) == 8 else ()
+    return (index, client, seq, outcome, body, tuple(collected), log_time_ms, heads)
+
+
+def _heads(index: int, raw: Any) -> tuple[tuple[str, str, str | None], ...]:
+    """An event's heads, each checked: [oid, kind, class name (an obj's) or null]."""
+    if type(raw) is not list:
+        raise ProtocolError(f"event {index}: heads must be an array")
+    out = []
+    for head in raw:
+        if (
+            type(head) is not list
+            or len(head) != 3
+            or type(head[0]) is not str
+            or not 0 < len(head[0]) <= OID_CHARS_MAX
+            or type(head[1]) is not str
+            or head[1] not in HEAD_KINDS
+            or (head[2] is not None if head[1] != "obj" else type(head[2]) is not str)
+        ):
+            raise ProtocolError(
+                f"event {index}: a head must be [oid, kind, class name or null], got "
+                f"{codec.describe(head)}"
+            )
+        out.append((head[0], head[1], head[2]))
+    return tuple(out)

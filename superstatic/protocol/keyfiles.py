@@ -67,6 +67,10 @@ _READ_FRAMES = frozenset(
         FrameType.READ_INDEX,
         FrameType.STATUS,
         FrameType.INSPECT,
+        # The virtual heap's frames read no more than a subscription's snapshot would.
+        FrameType.LOAD,
+        FrameType.DROP,
+        FrameType.HOLD,
     }
 )
 ROLE_FRAMES: dict[str, frozenset[FrameType]] = {

@@ -85,11 +85,17 @@ class FrameType(enum.IntEnum):
     PING = 8
     MEMBERS = 9
     PROPOSE_MANY = 10  # many PROPOSEs of one connection in one frame (docs/data-model-v2.md 6)
+    # The virtual heap (docs/virtual-heap.md section 2.2): fault nodes in, drop them, declare
+    # the held set after a reconnect.
+    LOAD = 11
+    DROP = 12
+    HOLD = 13
     # agent -> client
     REPLY = 64
     ERROR = 65
     EVENTS = 66
     SNAPSHOT = 67
+    LOADED = 68  # on the stream: the subscription's req_id
 
 
 CLIENT_TO_AGENT = frozenset(
@@ -104,11 +110,15 @@ CLIENT_TO_AGENT = frozenset(
         FrameType.PING,
         FrameType.MEMBERS,
         FrameType.PROPOSE_MANY,
+        FrameType.LOAD,
+        FrameType.DROP,
+        FrameType.HOLD,
     }
 )
 AGENT_TO_CLIENT = frozenset(
-    {FrameType.REPLY, FrameType.ERROR, FrameType.EVENTS, FrameType.SNAPSHOT}
+    {FrameType.REPLY, FrameType.ERROR, FrameType.EVENTS, FrameType.SNAPSHOT, FrameType.LOADED}
 )
+HEAP_FRAMES = frozenset({FrameType.LOAD, FrameType.DROP, FrameType.HOLD})
 
 
 class ErrorCode(enum.StrEnum):
@@ -298,20 +308,25 @@ def field_choice(frame: Frame, key: str, choices: frozenset[str], default: str |
     return value
 
 
-def check_client_body(frame: Frame, *, body_bytes_max: int) -> Proposal | list[ManyItem] | None:
+def check_client_body(
+    frame: Frame, *, body_bytes_max: int
+) -> Proposal | list[ManyItem] | HeapRequest | Subscription | None:
     """Type- and range-checks every field the agent reads from an app -> agent frame, before
-    any of it is used; returns the parsed PROPOSE or PROPOSE_MANY (None for other types).
-    Unknown fields are ignored (forward compatibility; the items bound keeps them small). A
-    PROPOSE body above `body_bytes_max` is a LimitExceeded (too_large)."""
+    any of it is used; returns the parsed PROPOSE, PROPOSE_MANY, LOAD / DROP / HOLD or
+    SUBSCRIBE (None for other types). Unknown fields are ignored (forward compatibility; the
+    items bound keeps them small). A PROPOSE body above `body_bytes_max`, or a LOAD / DROP /
+    HOLD naming more than its limits, is a LimitExceeded (too_large)."""
     t = frame.type
     if t is FrameType.PROPOSE:
         return parse_propose(frame, body_bytes_max=body_bytes_max)
     if t is FrameType.PROPOSE_MANY:
         return parse_propose_many(frame, body_bytes_max=body_bytes_max)
+    if t in HEAP_FRAMES:
+        return parse_heap_request(frame)
+    if t is FrameType.SUBSCRIBE:
+        return parse_subscribe(frame)
     if t is FrameType.HELLO:
         field_str(frame, "client", chars_max=CLIENT_ID_CHARS_MAX)
-    elif t is FrameType.SUBSCRIBE:
-        field_int(frame, "from", minimum=0, maximum=INDEX_MAX)
     elif t is FrameType.INSPECT:
         parse_inspect(frame)
     elif t is FrameType.MEMBERS:
@@ -561,3 +576,286 @@ def parse_inspect(frame: Frame) -> InspectRequest:
             )
         steps.append(step)
     return InspectRequest(root=root, path=tuple(steps), depth=depth)
+
+
+# -- the virtual heap's frames (docs/virtual-heap.md section 2.2) ---------------------------------
+#
+# This is the frame API the library half builds on: the constants, `Subscription`,
+# `HeapRequest`, the `*_body` encoders (app side), the `parse_*` validators (agent side) and
+# `parse_loaded` (app side). Keep it stable.
+
+# The HELLO reply's "heap": the virtual heap's version this agent speaks (absent: none; a
+# library then falls back to a full replica for that connection).
+HEAP_VERSION = 1
+# SUBSCRIBE "heap": "partial" holds only what the app loads, "all" (the default: what a
+# library without the virtual heap means) streams the snapshot and every event.
+HEAP_MODES = frozenset({"partial", "all"})
+# Oids one LOAD or DROP names (the app merges every fault of an I/O turn into one LOAD).
+LOAD_OIDS_MAX = 1_024
+# Keys (of per-key dicts) one LOAD or DROP names, over all its nodes.
+LOAD_KEYS_MAX = 1_024
+# Oids and keys one HOLD part names (a reconnecting app declares its held set in parts).
+HOLD_OIDS_MAX = 65_536
+HOLD_KEYS_MAX = 65_536
+# HOLD parts one SUBSCRIBE may announce: 1,024 x 65,536 is far above any subscriber's held
+# set limit at the agent (which refuses, naming it, before this matters).
+HOLD_PARTS_MAX = 1_024
+# A LOAD's "prefetch_bytes": how much more than the requested nodes the answer may hold.
+LOAD_PREFETCH_BYTES_MAX = 256 << 10
+# An oid named in a LOAD / DROP / HOLD: the longest oid a node can have (codec.OID_CHARS_MAX;
+# a longer one cannot exist, so it is refused as malformed rather than answered absent).
+HEAP_OID_CHARS_MAX = codec.OID_CHARS_MAX
+# CBOR items in a decoded "keys" list: each key is at least one item, each node two more.
+_KEYS_ITEMS_PER_KEY = 8
+
+# LOADED items beyond the snapshot's format-2 items 0-3 (agent/app_snapshot.py).
+ITEM_HEAD = 4  # [4, oid, kind, extra]: a node the answer references, not sent whole
+ITEM_ABSENT = 5  # [5, oid]: a requested node that does not exist at the answer's index
+ITEM_KEY_RUN = 6  # [6, oid, run, absent_keys]: keys of a per-key dict (section 4.3)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A validated SUBSCRIBE body. `client` is "" when absent (an older library)."""
+
+    start: int
+    heap: str  # "partial" | "all"
+    client: str
+    hold_parts: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeapRequest:
+    """A validated LOAD, DROP or HOLD body. `keys`: per node, the keys in wire form (the agent
+    normalizes them with keynorm). `prefetch_bytes` and `whole` are a LOAD's (`whole`: send
+    its dicts whole even when they are held per key, docs/virtual-heap.md 4.3), `part` /
+    `last` a HOLD's."""
+
+    type: FrameType
+    sub: int
+    oids: tuple[str, ...]
+    keys: tuple[tuple[str, tuple[Any, ...]], ...]
+    prefetch_bytes: int = 0
+    part: int = 0
+    last: bool = True
+    whole: bool = False
+
+    def key_count(self) -> int:
+        return sum(len(keys) for _oid, keys in self.keys)
+
+
+def subscribe_body(
+    start: int, *, heap: str = "all", client: str = "", hold_parts: int = 0
+) -> dict[str, Any]:
+    """The SUBSCRIBE body (the data model included) for `parse_subscribe`."""
+    assert heap in HEAP_MODES and 0 <= hold_parts <= HOLD_PARTS_MAX, (heap, hold_parts)
+    body: dict[str, Any] = {"from": start, "model": DATA_MODEL, "heap": heap}
+    if client:
+        body["client"] = client
+    if hold_parts:
+        body["hold_parts"] = hold_parts
+    return body
+
+
+def parse_subscribe(frame: Frame) -> Subscription:
+    assert frame.type is FrameType.SUBSCRIBE
+    start = field_int(frame, "from", minimum=0, maximum=INDEX_MAX)
+    heap = field_choice(frame, "heap", HEAP_MODES, "all")
+    client = ""
+    if frame.body.get("client") is not None:
+        client = field_str(frame, "client", chars_max=CLIENT_ID_CHARS_MAX) or ""
+    hold_parts = 0
+    if frame.body.get("hold_parts") is not None:
+        hold_parts = field_int(frame, "hold_parts", maximum=HOLD_PARTS_MAX)
+    if hold_parts and heap != "partial":
+        raise FrameError("field", "SUBSCRIBE.hold_parts is only for heap 'partial'")
+    return Subscription(start, heap, client, hold_parts)
+
+
+def load_body(
+    sub: int,
+    oids: list[str],
+    keys: list[tuple[str, list[Any]]] | None = None,
+    prefetch_bytes: int = 0,
+    whole: bool = False,
+) -> dict[str, Any]:
+    """A LOAD body: `sub` is the subscription's req_id; `keys` per node, in wire form."""
+    body = {
+        "sub": sub,
+        "oids": cbor2.dumps(list(oids)),
+        "keys": codec.dumps([[oid, list(k)] for oid, k in keys or ()]),
+        "prefetch_bytes": prefetch_bytes,
+    }
+    if whole:
+        body["whole"] = True
+    return body
+
+
+def drop_body(
+    sub: int, oids: list[str], keys: list[tuple[str, list[Any]]] | None = None
+) -> dict[str, Any]:
+    return {
+        "sub": sub,
+        "oids": cbor2.dumps(list(oids)),
+        "keys": codec.dumps([[oid, list(k)] for oid, k in keys or ()]),
+    }
+
+
+def hold_body(
+    sub: int,
+    part: int,
+    last: bool,
+    oids: list[str],
+    keys: list[tuple[str, list[Any]]] | None = None,
+) -> dict[str, Any]:
+    return {**drop_body(sub, oids, keys), "part": part, "last": last}
+
+
+def parse_heap_request(frame: Frame) -> HeapRequest:
+    """Validates a LOAD, DROP or HOLD body: malformed is a FrameError (bad_request), more oids
+    or keys than the frame type's limit a LimitExceeded (too_large) naming it."""
+    t = frame.type
+    assert t in HEAP_FRAMES, t
+    sub = field_int(frame, "sub", minimum=1)
+    if t is FrameType.HOLD:
+        oids_max, keys_max = HOLD_OIDS_MAX, HOLD_KEYS_MAX
+        oids_name, keys_name = "HOLD_OIDS_MAX", "HOLD_KEYS_MAX"
+    else:
+        oids_max, keys_max = LOAD_OIDS_MAX, LOAD_KEYS_MAX
+        oids_name, keys_name = "LOAD_OIDS_MAX", "LOAD_KEYS_MAX"
+    oids = _decode_oids(frame, oids_max, oids_name)
+    keys = _decode_keys(frame, keys_max, keys_name)
+    prefetch_bytes = part = 0
+    last = True
+    whole = False
+    if t is FrameType.LOAD:
+        if frame.body.get("prefetch_bytes") is not None:
+            prefetch_bytes = field_int(frame, "prefetch_bytes", maximum=LOAD_PREFETCH_BYTES_MAX)
+        whole = frame.body.get("whole", False)
+        if type(whole) is not bool:
+            raise FrameError("field", f"LOAD.whole must be a boolean, got {describe(whole)}")
+        if not oids and not keys:
+            raise FrameError("field", "LOAD names no oid and no key")
+    elif t is FrameType.HOLD:
+        part = field_int(frame, "part", maximum=HOLD_PARTS_MAX - 1)
+        last = frame.body.get("last")
+        if type(last) is not bool:
+            raise FrameError("field", f"HOLD.last must be a boolean, got {describe(last)}")
+    return HeapRequest(t, sub, oids, keys, prefetch_bytes, part, last, whole)
+
+
+def _decode_oids(frame: Frame, count_max: int, count_name: str) -> tuple[str, ...]:
+    name = f"{frame.type.name}.oids"
+    raw = field_bytes(frame, "oids", bytes_max=count_max * (HEAP_OID_CHARS_MAX * 4 + 3) + 9)
+    limits = DecodeLimits(
+        what=name,
+        bytes_max=len(raw),
+        bytes_name="FRAME_BYTES_MAX",
+        items_max=count_max + 1,
+        items_name=count_name,
+        depth_max=1,
+        depth_name="HEAP_OIDS_DEPTH",
+    )
+    value = codec.loads(raw, limits)
+    if type(value) is not list:
+        raise FrameError("field", f"{name} must hold a CBOR array of oids, got {describe(value)}")
+    if len(value) > count_max:
+        raise LimitExceeded(count_name, count_max, len(value), f"oids in one {frame.type.name}")
+    for i, oid in enumerate(value):
+        if type(oid) is not str or not 0 < len(oid) <= HEAP_OID_CHARS_MAX:
+            raise FrameError(
+                "field",
+                f"{name}[{i}] must be a string of 1..{HEAP_OID_CHARS_MAX} characters, got "
+                f"{describe(oid)}",
+            )
+    return tuple(value)
+
+
+def _decode_keys(
+    frame: Frame, count_max: int, count_name: str
+) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    name = f"{frame.type.name}.keys"
+    if frame.body.get("keys") is None:
+        return ()
+    raw = field_bytes(frame, "keys", bytes_max=FRAME_BYTES_MAX)
+    limits = DecodeLimits(
+        what=name,
+        bytes_max=len(raw),
+        bytes_name="FRAME_BYTES_MAX",
+        items_max=count_max * _KEYS_ITEMS_PER_KEY + 1,
+        items_name=count_name,
+        depth_max=FRAME_DEPTH_MAX,
+        depth_name="FRAME_DEPTH_MAX",
+    )
+    value = codec.loads(raw, limits)
+    if type(value) is not list:
+        raise FrameError(
+            "field", f"{name} must hold a CBOR array of [oid, [key, ...]], got {describe(value)}"
+        )
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    count = 0
+    for i, pair in enumerate(value):
+        if type(pair) is not list or len(pair) != 2 or type(pair[1]) is not list:
+            raise FrameError(
+                "field", f"{name}[{i}] must be [oid, [key, ...]], got {describe(pair)}"
+            )
+        oid, node_keys = pair
+        if type(oid) is not str or not 0 < len(oid) <= HEAP_OID_CHARS_MAX:
+            raise FrameError(
+                "field",
+                f"{name}[{i}] oid must be a string of 1..{HEAP_OID_CHARS_MAX} characters, got "
+                f"{describe(oid)}",
+            )
+        count += len(node_keys)
+        if count > count_max:
+            raise LimitExceeded(count_name, count_max, count, f"keys in one {frame.type.name}")
+        out.append((oid, tuple(node_keys)))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A LOADED body's envelope (its items are checked by the library as it reads them, as a
+    snapshot's are). `load`: the LOAD's req_id it answers, 0 for the subscription's start (an
+    empty or held-set answer)."""
+
+    index: int
+    part: int
+    last: bool
+    load: int
+    items: list[Any]
+    log_time_ms: int
+
+
+def loaded_body(
+    index: int, part: int, last: bool, load: int, items: list[Any], log_time_ms: int
+) -> dict[str, Any]:
+    return {
+        "index": index,
+        "part": part,
+        "last": last,
+        "fmt": 2,
+        "load": load,
+        "items": items,
+        "log_time_ms": log_time_ms,
+    }
+
+
+def parse_loaded(body: Any) -> Loaded:
+    """Validates a LOADED body's envelope (app side): a FrameError naming the field."""
+    if type(body) is not dict:
+        raise FrameError("body", f"LOADED body must be a map, got {describe(body)}")
+    frame = Frame(FrameType.LOADED, 0, body)
+    index = field_int(frame, "index", maximum=INDEX_MAX)
+    part = field_int(frame, "part", maximum=INDEX_MAX)
+    load = field_int(frame, "load")
+    log_time_ms = field_int(frame, "log_time_ms", maximum=INDEX_MAX)
+    last = body.get("last")
+    if type(last) is not bool:
+        raise FrameError("field", f"LOADED.last must be a boolean, got {describe(last)}")
+    if body.get("fmt") != 2 or type(body.get("fmt")) is not int:
+        raise FrameError("field", f"LOADED.fmt must be 2, got {describe(body.get('fmt'))}")
+    items = body.get("items")
+    if type(items) is not list:
+        raise FrameError("field", f"LOADED.items must be an array, got {describe(items)}")
+    return Loaded(index, part, last, load, items, log_time_ms)

@@ -188,6 +188,66 @@ CLIENT_FRAMES = {
         ),
         "too_large",
     ),
+    # The virtual heap's frames (docs/virtual-heap.md section 2.2).
+    "LOAD sub huge": (
+        32,
+        hostile.client_frame(
+            wire.FrameType.LOAD,
+            32,
+            hostile.cmap(
+                [
+                    (hostile.text("sub"), hostile.HUGE_INT),
+                    (hostile.text("oids"), hostile.blob(hostile.arr(hostile.text("a")))),
+                ]
+            ),
+        ),
+        "bad_request",
+    ),
+    "LOAD oids: an array head of 2**32 items": (
+        33,
+        hostile.client_frame(
+            wire.FrameType.LOAD,
+            33,
+            hostile.cmap(
+                [
+                    (hostile.text("sub"), hostile.uint(1)),
+                    (hostile.text("oids"), hostile.blob(hostile.head(4, 1 << 32) + b"\x80" * 64)),
+                ]
+            ),
+        ),
+        "too_large",
+    ),
+    "HOLD keys nested 64 deep": (
+        34,
+        hostile.client_frame(
+            wire.FrameType.HOLD,
+            34,
+            hostile.cmap(
+                [
+                    (hostile.text("sub"), hostile.uint(1)),
+                    (hostile.text("oids"), hostile.blob(hostile.arr())),
+                    (hostile.text("keys"), hostile.blob(b"\x81" * 64 + b"\x80")),
+                    (hostile.text("part"), hostile.uint(0)),
+                    (hostile.text("last"), b"\xf5"),
+                ]
+            ),
+        ),
+        "too_large",
+    ),
+    "DROP of what was never held, on no subscription": (
+        35,
+        hostile.client_frame(
+            wire.FrameType.DROP,
+            35,
+            hostile.cmap(
+                [
+                    (hostile.text("sub"), hostile.uint(7)),
+                    (hostile.text("oids"), hostile.blob(hostile.arr(hostile.text("never")))),
+                ]
+            ),
+        ),
+        "bad_request",
+    ),
 }
 
 

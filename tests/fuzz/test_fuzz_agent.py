@@ -291,6 +291,28 @@ def txn_bodies() -> st.SearchStrategy[bytes]:
     return st.one_of(valid_shape, raw, st.binary(max_size=200), hostile_values.map(cbor2.dumps))
 
 
+def heap_ids() -> st.SearchStrategy[bytes]:
+    """A LOAD / DROP / HOLD "oids": CBOR arrays of plausible ids (the root table, fuzzed
+    nodes), or of anything, or not CBOR."""
+    oid = st.one_of(st.sampled_from(["@roots", "n.fuzz"]), st.text(min_size=1, max_size=8))
+    return st.one_of(
+        st.lists(oid, max_size=6).map(cbor2.dumps),
+        st.lists(hostile_values, max_size=3).map(cbor2.dumps),
+        st.binary(max_size=60),
+    )
+
+
+def heap_keys() -> st.SearchStrategy[bytes]:
+    return st.one_of(
+        st.just(cbor2.dumps([])),
+        st.lists(
+            st.tuples(st.just("@roots"), st.lists(st.text(max_size=4), max_size=3)).map(list),
+            max_size=2,
+        ).map(cbor2.dumps),
+        st.binary(max_size=40),
+    )
+
+
 FIELDS: dict[wire.FrameType, dict[str, st.SearchStrategy[Any]]] = {
     wire.FrameType.HELLO: {"client": st.text(min_size=1, max_size=64)},
     wire.FrameType.PROPOSE: {
@@ -300,7 +322,28 @@ FIELDS: dict[wire.FrameType, dict[str, st.SearchStrategy[Any]]] = {
         "kind": st.sampled_from(["txn", "open", "close"]),
         "body": txn_bodies(),
     },
-    wire.FrameType.SUBSCRIBE: {"from": st.integers(0, 1_000), "model": st.sampled_from([2, 1])},
+    wire.FrameType.SUBSCRIBE: {
+        "from": st.integers(0, 1_000),
+        "model": st.sampled_from([2, 1]),
+        # The virtual heap's fields (docs/virtual-heap.md section 2.2).
+        "heap": st.sampled_from(["partial", "all", "x"]),
+        "client": st.text(max_size=8),
+        "hold_parts": st.integers(0, 3),
+    },
+    wire.FrameType.LOAD: {
+        "sub": st.integers(0, 100),
+        "oids": heap_ids(),
+        "keys": heap_keys(),
+        "prefetch_bytes": st.sampled_from([0, 1, 64 << 10, wire.LOAD_PREFETCH_BYTES_MAX + 1]),
+    },
+    wire.FrameType.DROP: {"sub": st.integers(0, 100), "oids": heap_ids(), "keys": heap_keys()},
+    wire.FrameType.HOLD: {
+        "sub": st.integers(0, 100),
+        "part": st.integers(0, 3),
+        "last": st.booleans(),
+        "oids": heap_ids(),
+        "keys": heap_keys(),
+    },
     wire.FrameType.UNSUBSCRIBE: {},
     wire.FrameType.READ_INDEX: {},
     wire.FrameType.STATUS: {},

@@ -161,9 +161,10 @@ def test_roles_permit_what_docs_security_says() -> None:
     t = wire.FrameType
     assert frames["admin"] == wire.CLIENT_TO_AGENT
     assert frames["app"] == wire.CLIENT_TO_AGENT - {t.MEMBERS}
-    assert frames["read"] == wire.CLIENT_TO_AGENT - {t.MEMBERS, t.PROPOSE}
-    for role in keyfiles.ROLES:  # everyone may look and follow
-        assert {t.SUBSCRIBE, t.INSPECT, t.STATUS, t.READ_INDEX, t.HELLO, t.PING} <= frames[role]
+    assert frames["read"] == wire.CLIENT_TO_AGENT - {t.MEMBERS, t.PROPOSE, t.PROPOSE_MANY}
+    for role in keyfiles.ROLES:  # everyone may look and follow (and fault nodes in)
+        following = {t.SUBSCRIBE, t.INSPECT, t.STATUS, t.READ_INDEX, t.HELLO, t.PING}
+        assert following | {t.LOAD, t.DROP, t.HOLD} <= frames[role]
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
 from superstatic_agent.payload import Payload, encode_payload
 from superstatic_agent.raft.types import (
@@ -26,7 +27,7 @@ from superstatic_agent.raft.types import (
     SnapshotMeta,
 )
 from superstatic_agent.statemachine import StateMachine
-from superstatic_agent.storage import Storage, Trimmed
+from superstatic_agent.storage import Storage, Trimmed, record_get, record_put
 from support.sessions import SESSION_PLACED, place_session
 
 from superstatic.protocol import codec, ops
@@ -270,8 +271,8 @@ def test_events_stream(agent: Agent) -> None:
     agent.persist_and_apply([Entry(11, 1, EntryKind.NORMAL, entries[3].data)], commit=11)
     events = agent.storage.events(1, 100, 1 << 20)
     assert [e[0] for e in events] == list(range(1, 12))
-    assert events[0] == (1, None, None, "noop", None, (), 0)
-    assert events[2] == (3, None, None, "noop", None, (), events[1][6])
+    assert events[0] == (1, None, None, "noop", None, (), 0, ())
+    assert events[2] == (3, None, None, "noop", None, (), events[1][6], ())
     assert events[1][1:4] == ("c", 1, "ok") and events[1][4] is not None
     assert ops.decode_txn(events[4][4])[1] == [["extend", "c.1", [5]]]
     assert events[9][3] == "conflict" and events[9][4] is None
@@ -286,6 +287,7 @@ def test_events_stream(agent: Agent) -> None:
             applied.body,
             applied.collected,
             applied.log_time_ms,
+            applied.heads,
         )
     # Each event carries the log time after its entry: never going back.
     times = [event[6] for event in events]
@@ -295,6 +297,59 @@ def test_events_stream(agent: Agent) -> None:
     assert [e[0] for e in agent.storage.events(4, 100, 1)] == [4], "at least one event"
     with pytest.raises(Trimmed):
         agent.storage.events(0, 10, 1 << 20)
+
+
+def test_events_carry_the_heads_of_the_existing_nodes_their_ops_reference(agent: Agent) -> None:
+    """docs/virtual-heap.md section 3.2: an entry's event names (oid, kind, class) of every
+    existing node its ops reference, none it creates, and an outcome record written before
+    heads (three fields) still reads, with no heads."""
+    entries = [
+        txn_entry(
+            1,
+            1,
+            "c",
+            1,
+            [
+                ["new", "@roots", "dict", [["p", Ref("c.p")], ["d", Ref("c.d")]]],
+                ["new", "c.p", "obj", ["Point", [["x", 1]]]],
+                ["new", "c.d", "dict", []],
+            ],
+        ),
+        # References two existing nodes and one it creates.
+        txn_entry(
+            2,
+            1,
+            "c",
+            2,
+            [
+                ["new", "c.l", "list", [Ref("c.p")]],
+                ["set", "c.d", "k", Ref("c.p")],
+                ["set", "c.d", "l", Ref("c.l")],
+                ["set", "c.d", "me", Ref("c.d")],
+            ],
+        ),
+        # References nothing.
+        txn_entry(3, 1, "c", 3, [["set", "c.d", "n", 1]]),
+        # Removes a reference: the removed value's target is named too (the app resolves it).
+        txn_entry(4, 1, "c", 4, [["del", "c.d", "k"]]),
+    ]
+    agent.persist_and_apply(entries, commit=4)
+    created, referencing, plain, removing = agent.applied
+    assert created.outcome == "ok" and created.heads == ()
+    assert referencing.outcome == "ok"
+    assert sorted(referencing.heads) == [("c.d", "dict", None), ("c.p", "obj", "Point")]
+    assert plain.heads == ()
+    assert removing.heads == ()  # the key holds a ref, the op names only the key
+    events = agent.storage.events(1, 10, 1 << 20)
+    assert [event[7] for event in events] == [a.heads for a in agent.applied]
+    # An outcome record of three fields (written before heads) reads with none.
+    key = (2).to_bytes(8, "big")
+    with agent.storage.env.begin(write=True) as txn:
+        raw = cbor2.loads(record_get(txn, agent.storage.dbs.outcomes, "outcomes", key))
+        assert len(raw) == 4
+        record_put(txn, agent.storage.dbs.outcomes, key, cbor2.dumps(raw[:3]))
+    old = agent.storage.events(2, 1, 1 << 20)[0]
+    assert old[:7] == events[1][:7] and old[7] == ()
 
 
 def test_compact_trims_log_and_outcomes_and_records_the_conf(tmp_path: Path) -> None:

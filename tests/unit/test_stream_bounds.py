@@ -8,91 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
-from superstatic_agent.config import AgentConfig
 from superstatic_agent.listtree import ListTree
 from superstatic_agent.nodestore import NodeView, RecordCache, ViewChunks
-from superstatic_agent.payload import Payload, encode_payload
-from superstatic_agent.raft.types import Entry, EntryKind, HardState, Ready, Role
-from superstatic_agent.statemachine import Applied, StateMachine
-from superstatic_agent.storage import Storage
-from superstatic_agent.streams import Streams
-from support.sessions import SESSION_PLACED, place_session
+from support.stream_harness import Harness, MiB
 
-from superstatic.protocol import ops, wire
+from superstatic.protocol import wire
 from superstatic.protocol.codec import Ref
-
-MiB = 1 << 20
-
-
-class FakeClients:
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, bytes]] = []
-
-    def send(self, identity: bytes, data: bytes) -> str:
-        self.sent.append((identity, data))
-        return "ok"
-
-
-class Harness:
-    def __init__(self, path: Path, **overrides: Any) -> None:
-        self.config = AgentConfig(
-            node_id="a",
-            data_dir=path,
-            peers={"a": "tcp://127.0.0.1:1"},
-            client_endpoint="tcp://127.0.0.1:2",
-            **overrides,
-        )
-        self.storage = Storage(path, fsync=False, map_bytes=256 * MiB)
-        self.sm = StateMachine(self.storage.env)
-        place_session(self.storage.env, "cl")
-        self.clients = FakeClients()
-        self.errors: list[tuple[bytes, int, str, str]] = []
-        self.streams = Streams(
-            self.config,
-            self.storage,
-            self.clients,  # type: ignore[arg-type]
-            lambda identity, req_id, code, message: self.errors.append(
-                (identity, req_id, str(code), message)
-            ),
-            0,
-            lambda exc: None,
-        )
-        self.index = 0
-
-    def commit(self, wire_ops: list[Any]) -> list[Applied]:
-        self.index += 1
-        body = ops.encode_txn({}, wire_ops)
-        entry = Entry(
-            self.index,
-            1,
-            EntryKind.NORMAL,
-            encode_payload(Payload("txn", "cl", self.index, 0, 1, body, SESSION_PLACED)),
-        )
-        ready = Ready(
-            HardState(1, "a", self.index), (entry,), None, (), (entry,), (), Role.LEADER, "a", 1
-        )
-        results: list[Applied] = []
-        self.storage.write(ready, lambda txn: results.extend(self.sm.apply_batch(txn, (entry,))))
-        self.streams.record_events(results)
-        return results
-
-    def subscribe(
-        self, identity: bytes, req_id: int, start: int = 0, model: int | None = wire.DATA_MODEL
-    ) -> None:
-        body: dict[str, Any] = {"from": start}
-        if model is not None:
-            body["model"] = model
-        frame = wire.Frame(wire.FrameType.SUBSCRIBE, req_id, body)
-        self.streams.on_subscribe(identity, frame, 0.0)
-
-    def sent_to(self, identity: bytes) -> int:
-        return sum(len(data) for who, data in self.clients.sent if who == identity)
-
-    def close(self) -> None:
-        self.streams.close()
-        self.storage.close()
 
 
 def test_a_subscriber_gets_no_more_than_its_backlog_until_it_acknowledges(tmp_path: Path) -> None:

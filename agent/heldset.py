@@ -1,0 +1,191 @@
+"""What each partial subscriber holds, and the filter of its events (docs/virtual-heap.md
+sections 4.1-4.3).
+
+A `HeldSet` maps each node the app holds whole to the index it is held since, and each dict it
+holds per key to its keys (as ekeys, `keynorm.ekey`) and theirs: an event at or below a since
+index is already in what the app was sent. `passes` decides, per subscriber and event, with a
+few dict lookups; nothing is decoded unless the subscriber holds keys of a node the event
+writes (then the event's ops, once, for their keys).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from superstatic_agent.storage import Event
+
+from superstatic.protocol import keynorm, ops
+from superstatic.protocol.errors import ProtocolError
+
+# A partial subscriber whose events all fail its filter still gets an empty EVENTS frame (its
+# applied index and log time move) once the cursor moved this many entries or this much log
+# time past its last frame: the toolkit's leases are judged by log time, in steps of at most
+# this, against lease lengths of seconds.
+EVENTS_SKIP_ENTRIES_MAX = 4_096
+EVENTS_SKIP_MS_MAX = 200
+# Clients whose last transaction conflicted, remembered to send the "ok" that ends each run to
+# every partial subscriber (objects/fairness.py needs runs to end); least recent forgotten.
+CLIENT_OUTCOMES_MAX = 1_024
+
+
+class HeldSet:
+    __slots__ = ("_key_count", "keys", "since")
+
+    def __init__(self) -> None:
+        self.since: dict[str, int] = {}  # held whole: oid -> since
+        # Held per key: oid -> ekey -> since (an empty map: only the header is known).
+        self.keys: dict[str, dict[bytes, int]] = {}
+        self._key_count = 0
+
+    def __len__(self) -> int:
+        """Entries, as the limits count them: whole nodes, per-key nodes and their keys."""
+        return len(self.since) + len(self.keys) + self._key_count
+
+    def __contains__(self, oid: object) -> bool:
+        """Whether the app has the node's head and contents (whole) or header (per key)."""
+        return oid in self.since or oid in self.keys
+
+    def add(self, oid: str, since: int) -> None:
+        """Holds `oid` whole from `since` on (a per-key hold of it ends: it is all there)."""
+        self.since[oid] = since
+        keys = self.keys.pop(oid, None)
+        if keys is not None:
+            self._key_count -= len(keys)
+
+    def add_key(self, oid: str, ekey: bytes, since: int) -> None:
+        """Holds one key (present or absent) of a dict; nothing if the dict is held whole."""
+        if oid in self.since:
+            return
+        keys = self.keys.setdefault(oid, {})
+        if ekey not in keys:
+            self._key_count += 1
+        keys[ekey] = since
+
+    def add_header(self, oid: str) -> None:
+        """The app knows the dict's header and holds none of its keys yet."""
+        if oid not in self.since:
+            self.keys.setdefault(oid, {})
+
+    def discard(self, oid: str) -> bool:
+        """Forgets the node, whole or per key (a DROP, or its collection)."""
+        keys = self.keys.pop(oid, None)
+        if keys is not None:
+            self._key_count -= len(keys)
+        return self.since.pop(oid, None) is not None or keys is not None
+
+    def discard_key(self, oid: str, ekey: bytes) -> None:
+        keys = self.keys.get(oid)
+        if keys is not None and keys.pop(ekey, None) is not None:
+            self._key_count -= 1
+
+    def passes(self, oid: str, index: int) -> bool:
+        """Whether an event at `index` writing all of `oid` is news to the app."""
+        since = self.since.get(oid)
+        if since is not None:
+            return since < index
+        keys = self.keys.get(oid)
+        return keys is not None and any(s < index for s in keys.values())
+
+    def passes_key(self, oid: str, ekey: bytes | None, index: int) -> bool:
+        """Whether an event at `index` writing key `ekey` of `oid` (None: all of it) is news."""
+        since = self.since.get(oid)
+        if since is not None:
+            return since < index
+        keys = self.keys.get(oid)
+        if keys is None:
+            return False
+        if ekey is None:
+            return any(s < index for s in keys.values())
+        key_since = keys.get(ekey)
+        return key_since is not None and key_since < index
+
+
+class EventWrites:
+    """What the filter needs of one event beyond the event: the nodes its ops write, those it
+    creates, (an "ok" ending its client's conflict run) the stub a partial subscriber gets when
+    it does not get the event whole, and, decoded on first need, the keys its ops write."""
+
+    __slots__ = ("_body", "_keys", "created", "stub", "written")
+
+    def __init__(
+        self,
+        written: tuple[str, ...],
+        created: tuple[str, ...],
+        stub: bytes | None = None,
+        body: bytes | None = None,
+    ) -> None:
+        self.written = written
+        self.created = created
+        self.stub = stub
+        self._body = body
+        self._keys: tuple[tuple[str, bytes | None], ...] | None = None
+
+    def key_writes(self) -> tuple[tuple[str, bytes | None], ...]:
+        """(oid, ekey) of each set / del op; (oid, None) for every other op (it writes the
+        whole node: a `new` or `clear` reaches every key)."""
+        if self._keys is None:
+            self._keys = () if self._body is None else _key_writes(self._body)
+            self._body = None
+        return self._keys
+
+
+def _key_writes(body: bytes) -> tuple[tuple[str, bytes | None], ...]:
+    out: list[tuple[str, bytes | None]] = []
+    for op in ops.decode_body(body).ops:
+        ekey: bytes | None = None
+        if op[0] in ("set", "del"):
+            try:
+                ekey = keynorm.ekey(op[2])
+            except ProtocolError:
+                ekey = None  # applied, so storable; a whole-node write if ever not
+        out.append((op[1], ekey))
+    return tuple(out)
+
+
+def writes_of(event: Event) -> EventWrites:
+    """An event read back from the log: its writes from its body (our own log's bytes)."""
+    body = event[4]
+    if body is None:
+        return EventWrites((), ())
+    wire_ops = ops.decode_body(body).ops
+    written = tuple(dict.fromkeys(op[1] for op in wire_ops))
+    created = tuple(op[1] for op in wire_ops if op[0] == "new")
+    return EventWrites(written, created, None, body)
+
+
+def passes(event: Event, writes: EventWrites, held: HeldSet, client: str) -> bool:
+    """Whether a partial subscriber gets the event whole (docs/virtual-heap.md section 4.2):
+    its own, a "noop" (leader changes, CONF: the toolkit's Change.noops), a "conflict"
+    (bodyless: the fairness tracker's runs), or one writing or collecting a node (or a key of
+    a dict) it held before the event."""
+    index, event_client, _seq, outcome = event[:4]
+    if outcome == "noop" or outcome == "conflict" or (client and event_client == client):
+        return True
+    per_key = False
+    for oid in writes.written:
+        since = held.since.get(oid)
+        if since is not None and since < index:
+            return True
+        per_key = per_key or oid in held.keys
+    if per_key and any(held.passes_key(oid, ekey, index) for oid, ekey in writes.key_writes()):
+        return True
+    return any(held.passes(oid, index) for oid in event[5])
+
+
+def normalized_keys(
+    keys: tuple[tuple[str, tuple[Any, ...]], ...],
+) -> tuple[tuple[str, tuple[tuple[bytes, Any], ...]], ...]:
+    """A LOAD's / DROP's / HOLD's keys with their ekeys: ProtocolError naming the position of a
+    key no replica can store (never the key itself)."""
+    out = []
+    for i, (oid, node_keys) in enumerate(keys):
+        pairs = []
+        for j, key in enumerate(node_keys):
+            try:
+                pairs.append((keynorm.ekey(key), key))
+            except ProtocolError as exc:
+                raise ProtocolError(f"keys[{i}] key #{j}: {exc}") from None
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ProtocolError(f"keys[{i}] key #{j}: {type(exc).__name__}") from None
+        out.append((oid, tuple(pairs)))
+    return tuple(out)
