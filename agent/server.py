@@ -98,6 +98,16 @@ _DURABLE_SENDER = frozenset(MsgType) - {MsgType.PRE_VOTE, MsgType.PRE_VOTE_RESP}
 # Bytes of store an admitted proposal is assumed to take per byte of its entry until the
 # store is measured again: the log's copy, the records it rewrites, its outcome.
 SPACE_PER_ENTRY_BYTES_FACTOR = 4
+# Measuring the store's room (Storage.space: a stat of every database and a statvfs) after
+# every Ready took 7% of a busy leader's CPU (py-spy, 3 clients x 16 writers). Between two
+# measurements a Ready's appended entries are charged instead, SPACE_PER_ENTRY_BYTES_FACTOR
+# times their bytes, an estimate that only overstates what they took (and that doubles the
+# charge the leader made when it admitted them): the agent may refuse a little early, never
+# late. The store is measured again at housekeeping (every HOUSEKEEPING_MS), after a snapshot
+# install, once the charges pass SPACE_ESTIMATE_BYTES_MAX, and after every Ready while the
+# room left is within SPACE_EXACT_RESERVES times the reserve.
+SPACE_ESTIMATE_BYTES_MAX = 1 << 20
+SPACE_EXACT_RESERVES = 4
 
 # Error codes for a proposal the core refused, by the reason it gave. Every reason propose()
 # gives means "not appended, not forwarded": not_leader and busy tell the app exactly that.
@@ -599,7 +609,7 @@ class Server:
                 # happens the agent stops writing rather than crashing into a restart loop.
                 self._halt_store_full(exc)
                 return
-            self._refresh_space()
+            self._account_write(ready)
             self._stored_conf = base_conf
             self._conf0_stored = self._conf0 is not None
         # else: messages only (heartbeats and their answers): no write transaction at all.
@@ -691,6 +701,18 @@ class Server:
                 )
             else:
                 log.info("store has room again: appending entries")
+
+    def _account_write(self, ready: Ready) -> None:
+        """After a Ready's write: measure the store, or charge the Ready's entries against the
+        last measurement (SPACE_ESTIMATE_BYTES_MAX says why)."""
+        self._space_taken += SPACE_PER_ENTRY_BYTES_FACTOR * sum(len(e.data) for e in ready.entries)
+        room_bytes = self._space.free_bytes - self._space_taken
+        if (
+            ready.snapshot is not None
+            or self._space_taken > SPACE_ESTIMATE_BYTES_MAX
+            or room_bytes < SPACE_EXACT_RESERVES * self.config.store_reserve_bytes
+        ):
+            self._refresh_space()
 
     def _store_full(self) -> bool:
         """True while this agent refuses new writes: less than the reserve is free."""
