@@ -217,7 +217,8 @@ def test_bad_requests_are_refused_and_a_learner_comes_and_goes(
         client.sock.send(cbor2.dumps([wire.PROTOCOL_VERSION, 99, 77, {"op": "remove"}]))
         with pytest.raises(AgentError, match="unknown frame type"):
             client.wait(77, 5_000)
-        assert client.request(wire.FrameType.PING, {}, 5_000) == {}
+        # PING answers who leads (docs/architecture.md): the agent serves on.
+        assert set(client.request(wire.FrameType.PING, {}, 5_000)) == {"leader"}
     finally:
         client.close()
 
