@@ -195,6 +195,11 @@ class Txn:
             reads[oid] = flags
         elif old | flags != old:
             reads[oid] = old | flags
+        # After the read is recorded (the eviction clock's EVICTING handshake): not held here
+        # means load it first (docs/virtual-heap.md 3.4).
+        if node.state:
+            self._fault(node)
+        node.bit = True
         shadow = self.shadows.get(oid)
         if shadow is None:
             return node.live if oid not in self.pending else self._materialize(node)
@@ -214,10 +219,25 @@ class Txn:
             self._record_key(oid, key)
         elif not flags & READ_CONTENT:  # a content read already covers every key
             self._record_key(oid, key)
+        if node.state:
+            self._fault(node)
+        node.bit = True
         shadow = self.shadows.get(oid)
         if shadow is None:
             return node.live if oid not in self.pending else self._materialize(node)
         return shadow
+
+    def _fault(self, node: Node) -> None:
+        """Loads `node` for this body (Replica.fault). The install bumps the generation, so the
+        caller's stable() checks every entry applied while waiting: those that touched what
+        the body read doom it; otherwise its base advances to the load's index or later, which
+        is what the commit's read base then says."""
+        try:
+            node.replica.fault(node)
+        except Error:
+            if node.dead:
+                self.check(node)  # Doomed if what led the body here moved, else the error
+            raise
 
     def _record_key(self, oid: str, key: Any) -> None:
         keys = self.read_keys.get(oid)
@@ -257,6 +277,8 @@ class Txn:
             node.replica is not self.replica or node.dead or node.txn is not None
         ):
             self.check(node)
+        if node.state:
+            self._fault(node)
         shadow = self.shadows.get(node.oid)
         if shadow is None:
             return node.live if node.oid not in self.pending else self._materialize(node)
@@ -375,8 +397,16 @@ def view_of(node: Node) -> Any:
     txn = current()
     if txn is None or node.replica is not txn.replica:
         # Reads of another connection's objects are not part of this transaction.
-        return node.live
+        return held_live(node)
     return txn.view(node)
+
+
+def held_live(node: Node) -> Any:
+    """`node.live` for a read outside transactions, loaded first if the node is not held (a
+    hollow container's `live` faults by itself; a hollow object's attribute store is empty)."""
+    if node.state:
+        node.replica.fault(node)
+    return node.live
 
 
 def settle() -> None:
@@ -427,7 +457,7 @@ def body_enter(txn: Txn) -> None:
     """`txn`'s body starts in this thread/task: pin the replica, install the overlays."""
     global _bodies_active
     assert current() is None and not txn.active
-    txn.pin, txn.gen, txn.base = txn.replica.pin()
+    txn.pin, txn.gen, txn.base = txn.replica.pin(txn)
     try:
         with _toggle_lock:
             if _bodies_active == 0:
