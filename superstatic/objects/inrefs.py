@@ -56,7 +56,8 @@ def op_removed(kind: str, live: Any, op: list[Any]) -> None:
     """Before `op` (live values) is applied to `live`: the refs it takes out (-1 each)."""
     tag = op[0]
     if tag == "set":
-        old = live.get(op[2], _ABSENT)
+        # dict.get for dicts: a PartialDict's own get would load an unknown key.
+        old = (dict.get if isinstance(live, dict) else type(live).get)(live, op[2], _ABSENT)
         if old is not _ABSENT:
             add_value(old, -1)
     elif tag == "del":

@@ -9,8 +9,9 @@ A node is in one of four states (docs/virtual-heap.md section 2.1): `HELD` (its 
 in `live` and the stream keeps them current), `LOADING` and `HOLLOW` (its contents are not here:
 `live` and the proxy's wrapped object are a stand-in that faults them in when touched, or a
 shared instance's class is a hollow subclass that does), and `EVICTING` (being hollowed: a
-transaction that reads it meanwhile waits for the outcome). A replica of everything
-(`replicate="all"`) has only `HELD` nodes. `dead` is apart: a node of any state can die.
+transaction that reads it meanwhile waits for the outcome), and `PARTIAL` (a dict held per key).
+A replica of everything (`replicate="all"`) has only `HELD` nodes. `dead` is apart: a node of
+any state can die.
 
 `node_of(value)` is the only way the object layer turns a user-visible value into its node:
 container proxies carry it in `_self_node`, shared instances in the `Shared` mixin's slot.
@@ -33,6 +34,8 @@ HELD = 0
 LOADING = 1
 HOLLOW = 2
 EVICTING = 3
+# Held per key (the root table: docs/virtual-heap.md 4.3): `live` is a PartialDict.
+PARTIAL = 4
 # The container proxy classes; each proxy module adds its class when it loads.
 PROXY_TYPES: set[type] = set()
 

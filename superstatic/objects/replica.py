@@ -28,7 +28,8 @@ from superstatic.objects import txn as _txn
 from superstatic.objects import values as _values
 from superstatic.objects.factory import make_node
 from superstatic.objects.fairness import ContentionTracker
-from superstatic.objects.node import HELD, HOLLOW, LOADING, Node, node_of
+from superstatic.objects.node import HELD, HOLLOW, LOADING, PARTIAL, Node, node_of
+from superstatic.objects.partial_dict import PartialDict
 from superstatic.objects.proxy_base import NodeProxy
 from superstatic.protocol import codec as _codec
 from superstatic.protocol import ops as _ops
@@ -77,9 +78,13 @@ _intern = sys.intern
 Event = tuple[Any, ...]  # [index, client, seq, outcome, body, collected(, log_time_ms, heads)]
 # A node's head (oid, kind, class name or None): enough to make a hollow ref for it.
 Head = tuple[str, str, "str | None"]
-# Asks for the contents of nodes (a partial replica's loader, the connection's in a real app):
-# returns once the request is sent; the answer arrives as Replica.install (or load_failed).
-Loader = Callable[[list[str]], None]
+# Asks for the contents of nodes, and keys of per-key nodes as [(oid, [key, ...]), ...] (a
+# partial replica's loader, the connection's in a real app): returns once the request is sent;
+# the answer arrives as Replica.install (or load_failed).
+Loader = Callable[[list[str], list[tuple[str, list[Any]]]], None]
+# One key run of a load's answer: (oid, [[key, value], ...] present, [key, ...] absent), in
+# wire form.
+KeyRun = tuple[str, list[Any], list[Any]]
 
 log = logging.getLogger("superstatic.objects.replica")
 
@@ -151,8 +156,12 @@ class Replica:
         # The connection's I/O thread (it applies the stream: a fault there could never be
         # answered), set by the connection.
         self.io_thread: int | None = None
-        # Loads in flight: oid -> what the faulting threads wait on.
-        self._loads: dict[str, _LoadWait] = {}
+        # Loads in flight: oid (or (oid, key) for a key of a per-key node) -> what the faulting
+        # threads wait on.
+        self._loads: dict[Any, _LoadWait] = {}
+        # Whether the cluster has a root table (a partial replica holds it per key, and asks
+        # again while it has none: another app may create it at any time).
+        self._roots_exist = False
         # Running bodies by pin serial (the clock never evicts what one read or wrote), and
         # pins whose body waits for a load (entries must not wait for them: Replica.fault).
         self._pin_txns: dict[int, Txn] = {}
@@ -402,15 +411,28 @@ class Replica:
             self.cache_bytes = cache_bytes
             self.applied_index = index
             self._touched_reset(index)
+            roots = make_node(self, ROOTS_OID, "dict", None, None)
+            roots.live = roots.ref.__wrapped__ = PartialDict(roots)
+            roots.state = PARTIAL
+            self.nodes[ROOTS_OID] = roots
 
     def fault(self, node: Node) -> None:
         """Makes `node` held: returns at once if it is, else asks the loader for it and waits
         until `install` filled it (the same ref: identity is kept). Raises `Error` for a node
         that does not exist (any more), or when called from the connection's I/O thread, which
         is the thread that would have to read the answer."""
+        self._fault(node, None)
+
+    def fault_key(self, node: Node, key: Any) -> None:
+        """Makes `key` of the per-key node `node` known (loaded, or known absent)."""
+        if node.live.known(key):
+            return
+        self._fault(node, (key,))
+
+    def _fault(self, node: Node, key: tuple[Any] | None) -> None:
         while True:
             with self.lock:
-                if node.state == HELD:
+                if node.state == HELD if key is None else node.live.known(key[0]):
                     return
                 if node.dead or node.replica is not self:
                     raise Error(_gone(node, self.detached))
@@ -420,14 +442,26 @@ class Replica:
                         "the connection's own thread (a replica listener, a toolkit callback) "
                         "would block the stream it arrives on; read it from another thread"
                     )
-                wait = self._loads.get(node.oid)
+                wait_key = node.oid if key is None else (node.oid, key[0])
+                wait = self._loads.get(wait_key)
                 send = wait is None
                 if wait is None:
-                    wait = self._loads[node.oid] = _LoadWait()
-                    node.state = LOADING
-            self._wait_load(node, wait, send)
+                    wait = self._loads[wait_key] = _LoadWait()
+                    if key is None:
+                        node.state = LOADING
+            if key is None:
+                self._wait_load(node.oid, wait, send, [node.oid], [])
+            else:
+                self._wait_load(wait_key, wait, send, [], [(node.oid, [key[0]])])
 
-    def _wait_load(self, node: Node, wait: _LoadWait, send: bool) -> None:
+    def _wait_load(
+        self,
+        wait_key: Any,
+        wait: _LoadWait,
+        send: bool,
+        oids: list[str],
+        keys: list[tuple[str, list[Any]]],
+    ) -> None:
         # A body that waits for a load must not hold back the entries that precede the answer
         # in the stream (they apply under it, recorded for it: Txn.stable judges them).
         running = _txn.current()
@@ -446,16 +480,16 @@ class Replica:
                 self.stats.loads += 1
                 assert self.loader is not None, "a hollow node in a replica without a loader"
                 try:
-                    self.loader([node.oid])
+                    self.loader(oids, keys)
                 except BaseException as exc:
-                    self.load_failed([node.oid], exc)
+                    self.load_failed([wait_key], exc)
                     raise
             if not wait.done.wait(LOAD_WAIT_S_MAX):
+                oid = wait_key if type(wait_key) is str else wait_key[0]
                 self.load_failed(
-                    [node.oid],
+                    [wait_key],
                     Unavailable(
-                        f"object {node.oid} was not loaded within LOAD_WAIT_S_MAX="
-                        f"{LOAD_WAIT_S_MAX:g} s",
+                        f"object {oid} was not loaded within LOAD_WAIT_S_MAX={LOAD_WAIT_S_MAX:g} s",
                         outcome_known=True,
                     ),
                 )
@@ -468,15 +502,16 @@ class Replica:
         if wait.error is not None:
             raise wait.error
 
-    def load_failed(self, oids: Iterable[str], error: BaseException) -> None:
-        """The loads of `oids` will not be answered (a timeout, a closed connection): their
-        waiters raise `error`, and the nodes are hollow again (a later touch retries)."""
+    def load_failed(self, waits: Iterable[Any], error: BaseException) -> None:
+        """The loads of `waits` (oids, or (oid, key) of per-key nodes) will not be answered (a
+        timeout, a closed connection): their waiters raise `error`, and the nodes are hollow
+        again (a later touch retries)."""
         with self.lock:
-            for oid in oids:
-                wait = self._loads.pop(oid, None)
+            for wait_key in waits:
+                wait = self._loads.pop(wait_key, None)
                 if wait is None:
                     continue
-                node = self.nodes.get(oid)
+                node = self.nodes.get(wait_key) if type(wait_key) is str else None
                 if node is not None and node.state == LOADING:
                     node.state = HOLLOW
                 wait.error = error
@@ -488,11 +523,15 @@ class Replica:
         nodes: Iterable[tuple[str, int, str, Any]],
         heads: Iterable[Head] = (),
         absent: Iterable[str] = (),
+        key_runs: Iterable[KeyRun] = (),
+        per_key: Iterable[str] = (),
     ) -> None:
         """A load's answer at `index` (which must be the applied index: the agent places it in
         the stream right after the entries up to it): `nodes` as load_snapshot gets them,
-        `heads` of the nodes they reference, `absent` requested oids that do not exist. Fills
-        hollow and loading nodes in place; ignores nodes already held (a re-sent load)."""
+        `heads` of the nodes they reference, `absent` requested oids that do not exist,
+        `key_runs` the requested keys of per-key nodes, `per_key` the per-key nodes that exist
+        (answered with their header only). Fills hollow and loading nodes in place; ignores
+        nodes already held (a re-sent load)."""
         records = nodes if isinstance(nodes, list) else list(nodes)
         with self.lock:
             if index != self.applied_index:
@@ -514,18 +553,57 @@ class Replica:
                 filling.append((node, contents))
             for node, contents in filling:
                 self._fill_hollow(node, contents)
-            done = [oid for oid, _v, _k, _c in records]
-            for oid in absent:
-                node = self.nodes.get(oid)
-                if node is not None and node.state != HELD:
-                    self._drop(oid)
+            done: list[Any] = [oid for oid, _v, _k, _c in records]
+            for oid in per_key:
+                if oid == ROOTS_OID:
+                    self._roots_exist = True
                 done.append(oid)
-            for oid in done:
-                wait = self._loads.pop(oid, None)
+            for oid, items, absent_keys in key_runs:
+                done.extend(self._install_keys(oid, items, absent_keys))
+            for oid in absent:
+                if oid == ROOTS_OID and self.partial:
+                    # No root table: every key asked of it is absent (and the next question
+                    # asks again: see _roots_exist).
+                    self._roots_exist = False
+                    roots = self.nodes[ROOTS_OID]
+                    asked = [k for k in self._loads if type(k) is tuple and k[0] == oid]
+                    for wait_key in asked:
+                        roots.live.absent.add(wait_key[1])
+                    done.extend(asked)
+                else:
+                    node = self.nodes.get(oid)
+                    if node is not None and node.state != HELD:
+                        self._drop(oid)
+                done.append(oid)
+            for wait_key in done:
+                wait = self._loads.pop(wait_key, None)
                 if wait is not None:
                     wait.done.set()
             if self.held_bytes > self.cache_bytes:
                 _eviction.sweep(self)
+
+    def _install_keys(self, oid: str, items: list[Any], absent_keys: list[Any]) -> list[Any]:
+        """Keys of a per-key node (a key run); returns their (oid, key) waits."""
+        node = self.nodes.get(oid)
+        if node is None or node.state != PARTIAL:
+            raise ProtocolError(f"object {oid}: a key run for an object not held per key")
+        live: PartialDict = node.live
+        if oid == ROOTS_OID:
+            self._roots_exist = True
+        done: list[Any] = []
+        for wire_key, wire_value in items:
+            key = self._resolve_key(wire_key, {})
+            if not dict.__contains__(live, key):
+                value = self._resolve(wire_value, {})
+                live[key] = value
+                _inrefs.add_value(value, 1)
+            done.append((oid, key))
+        for wire_key in absent_keys:
+            key = self._resolve_key(wire_key, {})
+            if not dict.__contains__(live, key):
+                live.absent.add(key)
+            done.append((oid, key))
+        return done
 
     def take_drops(self) -> list[str]:
         """The oids hollowed since the last call (the connection tells the agent: DROP)."""
@@ -597,26 +675,23 @@ class Replica:
 
     def roots_node(self) -> Node | None:
         roots = self.nodes.get(ROOTS_OID)
-        if self.partial and (roots is None or roots.state != HELD):
-            roots = self._fault_roots()
+        if self.partial and not self._roots_exist:
+            self._probe_roots()
+            return roots if self._roots_exist else None
         return roots
 
     def root_ref(self, name: str) -> Any:
-        roots = self.roots_node()
+        roots = self.nodes.get(ROOTS_OID)
         return None if roots is None else roots.live.get(name)
 
-    def _fault_roots(self) -> Node | None:
-        """The root table of a partial replica, loaded (None if the cluster has none yet:
-        every call asks again then, until one exists)."""
+    def _probe_roots(self) -> None:
+        """Asks whether the cluster has a root table (a load of its header only)."""
         with self.lock:
-            roots = self._known(ROOTS_OID, "dict", None)
-        try:
-            self.fault(roots)
-        except Error:
-            if roots.dead:
-                return None
-            raise
-        return roots
+            wait = self._loads.get(ROOTS_OID)
+            send = wait is None
+            if wait is None:
+                wait = self._loads[ROOTS_OID] = _LoadWait()
+        self._wait_load(ROOTS_OID, wait, send, [ROOTS_OID], [])
 
     def expect_new(self, nodes: Iterable[Node]) -> None:
         with self.lock:
@@ -638,11 +713,12 @@ class Replica:
             return f"a new {node.kind} created in this transaction"
         with self.lock:
             roots = self.nodes.get(ROOTS_OID)
-            if roots is None or node.dead:
+            if roots is None or node.dead or roots.state not in (HELD, PARTIAL):
                 return f"object {node.oid}"
             paths: dict[str, str] = {}
             queue: deque[Node] = deque()
-            for name, ref in list(roots.live.items()):
+            # (dict.items: what is held of a per-key root table, loading nothing)
+            for name, ref in list(dict.items(roots.live)):
                 target = node_of(ref)
                 if target is not None and target.oid not in paths:
                     paths[target.oid] = f"root {name!r}"
@@ -651,6 +727,8 @@ class Replica:
                 current = queue.popleft()
                 if current is node:
                     return paths[current.oid]
+                if current.state != HELD:
+                    continue  # not here: walking it would load it
                 for step, value in _children(current):
                     target = node_of(value)
                     if target is not None and target.oid not in paths:
@@ -744,6 +822,8 @@ class Replica:
             if op[0] == "new":
                 _tag, oid, kind, contents = op
                 class_name = contents[0] if kind == "obj" else None
+                if partial and oid == ROOTS_OID:
+                    continue  # the per-key placeholder takes it (_new_roots)
                 if partial and oid not in self._adopt:
                     # Another app's new node: not held here (docs/virtual-heap.md 4.2); its
                     # op carries its head, for a held node that now references it.
@@ -757,6 +837,8 @@ class Replica:
             if tag == "new":
                 node = created.get(op[1])  # type: ignore[assignment]
                 if node is None:
+                    if partial and op[1] == ROOTS_OID:
+                        self._new_roots(op[3], created, record, touched_oids)
                     continue
                 self._fill(node, op[2], op[3], created)
                 self._hold(node)
@@ -769,8 +851,12 @@ class Replica:
                 node = self.nodes.get(op[1])  # type: ignore[assignment]
                 if node is None or node.state != HELD:
                     # Not held: the filter sent the entry for another node it writes
-                    # (4.4). No running body read this node, so nothing is recorded.
-                    continue
+                    # (4.4). No running body read this node, so nothing is recorded. A
+                    # per-key node takes the ops on the keys it holds.
+                    if node is None or node.state != PARTIAL:
+                        continue
+                    if tag != "clear" and not node.live.known(self._resolve_key(op[2], {})):
+                        continue
             else:
                 node = self.nodes[op[1]]
             if tag == "set":
@@ -798,6 +884,34 @@ class Replica:
                 _ops.apply_op(node.kind, node.live, live_op)
             if touched_oids is not None:
                 touched_oids.add(node.oid)
+
+    def _new_roots(
+        self,
+        contents: list[Any],
+        created: dict[str, Node],
+        record: dict[str, _Touch] | None,
+        touched_oids: set[str] | None,
+    ) -> None:
+        """The root table was created (by this app or another): the keys held here (known
+        absent until now) take their values. Call under `lock`."""
+        roots = self.nodes[ROOTS_OID]
+        own = self._adopt.pop(ROOTS_OID, None)
+        if own is not None:
+            own.txn = None  # the private table of the creating body: the placeholder is it
+        self._roots_exist = True
+        live: PartialDict = roots.live
+        for wire_key, wire_value in contents:
+            key = self._resolve_key(wire_key, created)
+            # Its creator holds the keys it wrote (docs/virtual-heap.md 3.4); another app
+            # the keys it asked for.
+            if own is not None or key in live.absent:
+                value = self._resolve(wire_value, created)
+                live[key] = value
+                _inrefs.add_value(value, 1)
+        if record is not None:
+            record[ROOTS_OID] = _Touch(True, None)
+        if touched_oids is not None:
+            touched_oids.add(ROOTS_OID)
 
     def _apply_counted(self, node: Node, live_op: list[Any]) -> None:
         """apply_op on a partial replica: `inrefs` of the refs the op moves and the node's

@@ -49,6 +49,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from superstatic.objects.node import PARTIAL
 from superstatic.protocol import ops as _ops
 from superstatic.protocol.errors import Error, LimitExceeded
 from superstatic.protocol.ops import READ_CONTENT, READ_SHAPE, TXN_READ_KEYS_MAX
@@ -220,20 +221,26 @@ class Txn:
         elif not flags & READ_CONTENT:  # a content read already covers every key
             self._record_key(oid, key)
         if node.state:
-            self._fault(node)
+            self._fault(node, (key,))
         node.bit = True
         shadow = self.shadows.get(oid)
         if shadow is None:
             return node.live if oid not in self.pending else self._materialize(node)
         return shadow
 
-    def _fault(self, node: Node) -> None:
-        """Loads `node` for this body (Replica.fault). The install bumps the generation, so the
-        caller's stable() checks every entry applied while waiting: those that touched what
-        the body read doom it; otherwise its base advances to the load's index or later, which
-        is what the commit's read base then says."""
+    def _fault(self, node: Node, key: tuple[Any] | None = None) -> None:
+        """Loads `node` (or, for a node held per key, the one key `key[0]`) for this body
+        (Replica.fault). The install bumps the generation, so the caller's stable() checks
+        every entry applied while waiting: those that touched what the body read doom it;
+        otherwise its base advances to the load's index or later, which is what the commit's
+        read base then says."""
         try:
-            node.replica.fault(node)
+            if node.state != PARTIAL:
+                node.replica.fault(node)
+            elif key is not None:
+                node.replica.fault_key(node, key[0])
+            # A whole read of a per-key node (only the root table is one) sees the keys
+            # loaded: the library reads it by key only.
         except Error:
             if node.dead:
                 self.check(node)  # Doomed if what led the body here moved, else the error

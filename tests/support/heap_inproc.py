@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from superstatic.objects.replica import Replica
+from superstatic.objects.replica import ROOTS_OID, Replica
 from superstatic.objects.session import Session
 from support.inproc import InprocCluster, InprocConnection
 
@@ -42,13 +42,15 @@ class PartialConnection(InprocConnection):
             index = self.cluster.log.last_index
         replica.start_partial(index, self.load, self.cache_bytes)
 
-    def load(self, oids: list[str]) -> None:
-        """The agent's answer to a LOAD of `oids`, installed before returning."""
-        from superstatic_agent.noderead import materialize, read_header, read_nid
+    def load(self, oids: list[str], keys: list[tuple[str, list[Any]]]) -> None:
+        """The agent's answer to a LOAD of `oids` and `keys`, installed before returning. The
+        root table is held per key: asked whole, it answers its header only."""
+        from superstatic_agent.noderead import lookup, materialize, read_header, read_nid
 
+        from superstatic.objects.values import wire
         from superstatic.protocol import codec
 
-        self.loads.append(list(oids))
+        self.loads.append([*oids, *(f"{oid}[{k!r}]" for oid, ks in keys for k in ks)])
         log = self.cluster.log
         with self._deliver_lock:
             with self.cluster.events_lock:
@@ -56,31 +58,53 @@ class PartialConnection(InprocConnection):
                 index = log.last_index
                 records: list[tuple[str, int, str, Any]] = []
                 absent: list[str] = []
+                per_key: list[str] = []
+                runs: list[tuple[str, list[Any], list[Any]]] = []
+                values: list[Any] = []
                 heads: dict[str, tuple[str, str, str | None]] = {}
                 with log.env.begin() as txn:
                     dbs = log.sm.dbs
                     for oid in oids:
+                        if oid == ROOTS_OID:
+                            found_nid = read_nid(txn, dbs, oid)
+                            (absent if found_nid is None else per_key).append(oid)
+                            continue
                         found = materialize(txn, dbs, oid)
                         if found is None:
                             absent.append(oid)
                             continue
                         version, kind, contents = found
                         records.append((oid, version, kind, contents))
+                        values.extend(codec.refs_in_contents(kind, contents))
+                    for oid, asked in keys:
+                        nid = read_nid(txn, dbs, oid)
+                        if nid is None:
+                            absent.append(oid)
+                            continue
+                        present: list[Any] = []
+                        missing: list[Any] = []
+                        for key in asked:
+                            hit = lookup(txn, dbs, nid, "dict", wire(key))
+                            if hit is None:
+                                missing.append(wire(key))
+                            else:
+                                present.append([hit[0], hit[1]])
+                                values.extend(codec.refs_in(hit[1]))
+                        runs.append((oid, present, missing))
                     answered = {record[0] for record in records}
-                    for _oid, _version, kind, contents in records:
-                        for target in codec.refs_in_contents(kind, contents):
-                            if target in answered or target in heads:
-                                continue
-                            nid = read_nid(txn, dbs, target)
-                            assert nid is not None, ("a dangling ref in the store", target)
-                            header = read_header(txn, dbs, nid)
-                            extra = header.extra if header.kind == "obj" else None
-                            heads[target] = (target, header.kind, extra)
+                    for target in values:
+                        if target in answered or target in heads:
+                            continue
+                        nid = read_nid(txn, dbs, target)
+                        assert nid is not None, ("a dangling ref in the store", target)
+                        header = read_header(txn, dbs, nid)
+                        extra = header.extra if header.kind == "obj" else None
+                        heads[target] = (target, header.kind, extra)
             with self._as_io_thread():
                 if batch:
                     self.replica.apply_events(batch)
                     self._next += len(batch)
-                self.replica.install(index, records, list(heads.values()), absent)
+                self.replica.install(index, records, list(heads.values()), absent, runs, per_key)
 
     def deliver(self, upto: int | None = None) -> None:
         with self._as_io_thread():

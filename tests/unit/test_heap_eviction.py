@@ -22,7 +22,7 @@ from support.inproc import InprocCluster
 
 import superstatic
 from superstatic.objects import eviction
-from superstatic.objects.node import HELD, HOLLOW, Node, node_of
+from superstatic.objects.node import HELD, HOLLOW, PARTIAL, Node, node_of
 from superstatic.objects.replica import Replica
 
 
@@ -58,11 +58,11 @@ def _occurrences(replica: Replica) -> dict[str, int]:
             counts[node.oid] = counts.get(node.oid, 0) + 1
 
     for node in replica.nodes.values():
-        if node.state != HELD or node.dead:
+        if node.state not in (HELD, PARTIAL) or node.dead:
             continue
         live = node.live
         if node.kind == "dict":
-            for key, value in live.items():
+            for key, value in dict.items(live):  # (a per-key root table: what is held)
                 count(key)
                 count(value)
         elif node.kind == "obj":
