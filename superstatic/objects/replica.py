@@ -605,6 +605,66 @@ class Replica:
             done.append((oid, key))
         return done
 
+    def load_held(
+        self,
+        index: int,
+        nodes: Iterable[tuple[str, int, str, Any]],
+        heads: Iterable[Head],
+        absent: Iterable[str],
+        key_runs: Iterable[KeyRun],
+        per_key: Iterable[str],
+        log_time_ms: int,
+    ) -> None:
+        """A partial subscription's first answer (LOADED `load` 0) at `index`: the stream goes
+        on from there. Fresh, it holds nothing; after a resubscription that found the events
+        since the replica's index gone, it holds every node the replica declared (HOLD), at
+        `index` (a held snapshot, docs/virtual-heap.md 4.1): held nodes are refilled in place,
+        absent ones die, and running bodies re-run (as after a snapshot)."""
+        records = nodes if isinstance(nodes, list) else list(nodes)
+        self._hold_bodies()
+        try:
+            with self.lock:
+                assert self.partial and index >= self.applied_index
+                self.gen += 1
+                self.log_time_ms = max(self.log_time_ms, log_time_ms)
+                for record in records:
+                    node = self.nodes.get(record[0])
+                    if node is not None and node.state == HELD:
+                        self.hollow(node)  # refilled below, at `index`
+                        self._drops.pop()  # the agent holds it: no DROP
+                self.applied_index = index
+                self._touched_reset(index)
+                self.install(index, records, heads, absent, key_runs, per_key)
+        finally:
+            self._release_bodies()
+        self._notify(Change(index, self.log_time_ms, None, 0))
+
+    def advance(self, to: int, log_time_ms: int) -> None:
+        """A filtered EVENTS frame reached `to`: the entries after its last event passed the
+        agent's filter for no node held here (docs/virtual-heap.md 4.4)."""
+        with self.lock:
+            if to <= self.applied_index:
+                return
+            self.applied_index = to
+            self.log_time_ms = max(self.log_time_ms, log_time_ms)
+            if not self._pins and self._touched:
+                self._touched_reset(to)
+        if self.listeners:
+            self._notify(Change(to, self.log_time_ms, frozenset(), 0))
+
+    def held_set(self) -> tuple[list[str], list[tuple[str, list[Any]]]]:
+        """What this replica holds, for a new subscription's HOLD frames: the oids held whole,
+        and the keys (loaded or known absent) of per-key nodes, in live form."""
+        with self.lock:
+            oids = [oid for oid, node in self.nodes.items() if node.state == HELD]
+            oids.extend(self._adopt)  # in flight: the entry creating them may be skipped
+            keys = [
+                (oid, [*dict.keys(node.live), *node.live.absent])
+                for oid, node in self.nodes.items()
+                if node.state == PARTIAL
+            ]
+            return oids, [(oid, ks) for oid, ks in keys if ks]
+
     def take_drops(self) -> list[str]:
         """The oids hollowed since the last call (the connection tells the agent: DROP)."""
         with self.lock:
