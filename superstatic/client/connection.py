@@ -685,6 +685,7 @@ class _IoState:
         # silent handshake failures per endpoint since its last success (client_keys.refusal).
         self.refused: dict[str, str] = {}
         self.old_model: set[str] = set()  # endpoints whose agent speaks data model 1
+        self.no_heap: set[str] = set()  # endpoints whose agent has no virtual heap
         self.silent_failures: dict[str, int] = {}
         # Whether the agent takes PROPOSE_MANY (until it answers one with an ERROR; asked
         # again after every (re)connection, which may be to another agent), and the item req
@@ -930,6 +931,21 @@ class _IoState:
             )
         self.failover("it speaks data model 1")
 
+    def heap_refused(self) -> None:
+        """A partial replica's agent does not speak the virtual heap (its HELLO says no "heap"):
+        it would send the whole object table. The others are tried; once every endpoint
+        answered so, the connection stops saying what to do. (docs/virtual-heap.md 2.2 asks
+        for a fall back to a full replica instead: not built, section 11.)"""
+        endpoint = self.conn.endpoint
+        self.no_heap.add(endpoint)
+        if len(self.no_heap) >= len(set(self.conn.endpoints)):
+            raise IncompatibleAgent(
+                f"the agent at {endpoint} does not speak the virtual heap that "
+                "connect(replicate='partial') needs; upgrade the agents, or connect with "
+                "replicate='all'"
+            )
+        self.failover("it does not speak the virtual heap")
+
     def on_connected(self) -> None:
         """A (re)established connection: new HELLO, new subscription, re-send everything
         unanswered with its same seq."""
@@ -1102,6 +1118,9 @@ class _IoState:
         model = frame.body.get("model")
         if type(model) is not int or model != wire.DATA_MODEL:
             self.model_refused()
+            return
+        if self.conn.heap_io is not None and frame.body.get("heap") != wire.HEAP_VERSION:
+            self.heap_refused()
             return
         self.failed_attempts = 0  # an agent answers: the next failover goes straight on
         ttl = frame.body.get("session_ttl_ms")
