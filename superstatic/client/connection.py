@@ -365,7 +365,12 @@ class Connection:
 
             assert isinstance(replica, Replica)
             self.heap_io = HeapIo(self, replica, AgentRefusedTooLarge)
-            replica.start_partial(0, self.heap_io.request, cache_bytes)
+            if replica.partial:
+                # A forked child's new connection feeding the replica it inherited: what it
+                # holds is declared on the new subscription (HOLD), the rest faults in here.
+                replica.loader = self.heap_io.request
+            else:
+                replica.start_partial(0, self.heap_io.request, cache_bytes)
         else:
             assert heap == "all", heap
         self._io = _IoState(self)

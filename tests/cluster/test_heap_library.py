@@ -8,6 +8,7 @@ a second session of this process on its own connection (a full replica)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -233,3 +234,29 @@ def test_a_load_survives_the_failover_of_its_agent(cluster: LocalCluster, other:
         superstatic.close()
         cluster.start_agent(first)
         cluster.leader()
+
+
+def _forked_child(top: Any, out: Any) -> None:
+    try:
+        out.put((top["held"]["n"], top["hollow"]["n"]))  # a held node, and one faulted here
+    except BaseException as exc:  # reported to the parent, which fails the test
+        out.put(repr(exc))
+
+
+def test_a_forked_child_keeps_and_extends_its_partial_replica(app: Session, other: Session) -> None:
+    top_other = other.root("forked", dict)
+    top_other["held"], top_other["hollow"] = {"n": 1}, {"n": 2}
+    mine = superstatic.root("forked", dict)
+    assert mine["held"]["n"] == 1 and node_of(mine["hollow"]).state == HOLLOW
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=_forked_child, args=(mine, out))
+    child.start()
+    try:
+        assert out.get(timeout=TIMEOUT_S) == (1, 2)
+    finally:
+        child.join(TIMEOUT_S)
+        if child.is_alive():
+            child.kill()
+            child.join(TIMEOUT_S)
+    assert child.exitcode == 0
