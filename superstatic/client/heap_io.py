@@ -50,6 +50,8 @@ class HeapIo:
         # LOAD frames in flight: req id -> the wait keys it asked (for an ERROR answer).
         self.load_reqs: dict[int, list[Any]] = {}
         self.retry_at = 0.0
+        # The HOLD parts of the subscription being started (on_subscribe, send_holds).
+        self._holds: list[tuple[list[str], list[tuple[str, list[Any]]]]] = []
 
     # -- caller side ---------------------------------------------------------------------
 
@@ -69,8 +71,8 @@ class HeapIo:
     # -- I/O thread ----------------------------------------------------------------------
 
     def on_subscribe(self, io: _IoState) -> int:
-        """A new subscription: every load asked and unanswered is asked again once it starts;
-        returns how many HOLD frames follow the SUBSCRIBE (`send_holds`)."""
+        """A new subscription: every load asked and unanswered is asked again on it (next
+        turn); returns how many HOLD frames follow the SUBSCRIBE (`send_holds`)."""
         # LOADs may follow the SUBSCRIBE and HOLD frames at once: the agent answers them after
         # the subscription's first answer (if it sends one), in stream order.
         self.load_reqs.clear()
