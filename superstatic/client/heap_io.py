@@ -43,7 +43,9 @@ class HeapIo:
         self.replica = replica
         self.too_large = too_large  # the connection's AgentRefusedTooLarge
         self._lock = threading.Lock()  # callers queue, the I/O thread takes
-        self._queued_oids: dict[str, None] = {}
+        # Oids to load -> whether whole (a per-key dict's shape or content is read).
+        self._queued_oids: dict[str, bool] = {}
+        self._whole: set[str] = set()  # of `asked`: those asked whole
         self._queued_keys: dict[tuple[str, Any], None] = {}
         # Asked and not answered: wait key (oid, or (oid, key)) -> the monotonic deadline.
         self.asked: dict[Any, float] = {}
@@ -55,13 +57,15 @@ class HeapIo:
 
     # -- caller side ---------------------------------------------------------------------
 
-    def request(self, oids: list[str], keys: list[tuple[str, list[Any]]]) -> None:
+    def request(self, oids: list[str], keys: list[tuple[str, list[Any]]], whole: bool) -> None:
         """Replica.loader: queues the loads, wakes the I/O thread; never blocks on I/O."""
         with self._lock:
             deadline = time.monotonic() + self.conn.timeout_ms_request / 1000
             for oid in oids:
-                self._queued_oids[oid] = None
+                self._queued_oids[oid] = whole or self._queued_oids.get(oid, False)
                 self.asked.setdefault(oid, deadline)
+                if whole:
+                    self._whole.add(oid)
             for oid, ks in keys:
                 for key in ks:
                     self._queued_keys[(oid, key)] = None
@@ -79,7 +83,7 @@ class HeapIo:
         with self._lock:
             for wait_key in self.asked:
                 if type(wait_key) is str:
-                    self._queued_oids[wait_key] = None
+                    self._queued_oids[wait_key] = wait_key in self._whole
                 else:
                     self._queued_keys[wait_key] = None
         oids, keys = self.replica.held_set()
@@ -103,6 +107,8 @@ class HeapIo:
         with self._lock:
             for wait_key in answered:
                 self.asked.pop(_hashable(wait_key), None)
+            for node in loaded.nodes:
+                self._whole.discard(node[0])
             if ROOTS_OID in loaded.absent:
                 for wait_key in [k for k in self.asked if type(k) is tuple and k[0] == ROOTS_OID]:
                     del self.asked[wait_key]
@@ -112,6 +118,7 @@ class HeapIo:
         with self._lock:
             waits = list(self.asked)
             self.asked.clear()
+            self._whole.clear()
             self._queued_oids.clear()
             self._queued_keys.clear()
         self.replica.load_failed(waits, error)
@@ -123,6 +130,7 @@ class HeapIo:
             with self._lock:
                 for wait_key in expired:
                     self.asked.pop(wait_key, None)
+                    self._whole.discard(wait_key)
                     self._queued_oids.pop(wait_key, None)  # type: ignore[call-overload]
                     self._queued_keys.pop(wait_key, None)
             self.replica.load_failed(
@@ -141,24 +149,24 @@ class HeapIo:
         for oids, _keys in _parts(drops, [], wire.LOAD_OIDS_MAX, wire.LOAD_KEYS_MAX):
             io.send(wire.FrameType.DROP, wire.drop_body(io.sub_req, oids))
         with self._lock:
-            oids = list(self._queued_oids)
+            queued = dict(self._queued_oids)
             pairs = list(self._queued_keys)
             self._queued_oids.clear()
             self._queued_keys.clear()
-        if not oids and not pairs:
+        if not queued and not pairs:
             return
-        # The root table is asked without `whole` (the agent answers its header); any other
-        # node with it: this library holds only the root table per key.
-        probe = [oid for oid in oids if oid == ROOTS_OID]
-        whole = [oid for oid in oids if oid != ROOTS_OID]
+        # A first load asks without `whole`: the agent answers a big dict (and the root table)
+        # with its header only, held per key; a read of such a dict's shape asks it whole.
+        first = [oid for oid, whole in queued.items() if not whole]
+        whole = [oid for oid, whole in queued.items() if whole]
         by_node: dict[str, list[Any]] = {}
         for oid, key in pairs:
             by_node.setdefault(oid, []).append(key)
         keys = [(oid, [_values.wire(k) for k in ks]) for oid, ks in by_node.items()]
-        for chunk_oids, chunk_keys in _parts(whole, keys, wire.LOAD_OIDS_MAX, wire.LOAD_KEYS_MAX):
-            self._send_load(io, chunk_oids, chunk_keys, True)
-        if probe:
-            self._send_load(io, probe, [], False)
+        for chunk_oids, chunk_keys in _parts(first, keys, wire.LOAD_OIDS_MAX, wire.LOAD_KEYS_MAX):
+            self._send_load(io, chunk_oids, chunk_keys, False)
+        for chunk_oids, _none in _parts(whole, [], wire.LOAD_OIDS_MAX, wire.LOAD_KEYS_MAX):
+            self._send_load(io, chunk_oids, [], True)
 
     def _send_load(
         self, io: _IoState, oids: list[str], keys: list[tuple[str, list[Any]]], whole: bool
@@ -177,7 +185,7 @@ class HeapIo:
                 if wait_key not in self.asked:
                     continue
                 if type(wait_key) is str:
-                    self._queued_oids[wait_key] = None
+                    self._queued_oids[wait_key] = wait_key in self._whole
                 else:
                     self._queued_keys[wait_key] = None
 

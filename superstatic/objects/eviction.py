@@ -49,7 +49,10 @@ LIVE_BASE = 3
 
 def cost(node: Node) -> int:
     kind = node.kind
-    return NODE_BASE_BYTES[kind] + ELEMENT_BYTES[kind] * len(node.live)
+    live = node.live
+    # (dict.__len__: a per-key dict's own len() would load it whole)
+    size = dict.__len__(live) if kind == "dict" else len(live)
+    return NODE_BASE_BYTES[kind] + ELEMENT_BYTES[kind] * size
 
 
 def user_referenced(node: Node) -> bool:

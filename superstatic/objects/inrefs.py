@@ -41,7 +41,7 @@ def add_value(value: Any, delta: int) -> None:
 def add_contents(kind: str, live: Any, delta: int) -> None:
     """Every ref in a held node's contents (`live`: its container, or an obj's AttrStore)."""
     if kind == "dict":
-        for key, value in live.items():
+        for key, value in dict.items(live):  # (a PartialDict's own items() would load it)
             add_value(key, delta)
             add_value(value, delta)
     elif kind == "obj":
@@ -61,10 +61,13 @@ def op_removed(kind: str, live: Any, op: list[Any]) -> None:
         if old is not _ABSENT:
             add_value(old, -1)
     elif tag == "del":
-        if op[2] in live:
-            # The op's key resolves to the refs the stored (equal) key holds.
-            if kind == "dict":
+        if kind == "dict":
+            # (dict.*: a PartialDict's own methods would load the key.) The op's key resolves
+            # to the refs the stored (equal) key holds.
+            if dict.__contains__(live, op[2]):
                 add_value(op[2], -1)
+                add_value(dict.__getitem__(live, op[2]), -1)
+        elif op[2] in live:
             add_value(live[op[2]], -1)
     elif tag == "clear":
         add_contents(kind, live, -1)

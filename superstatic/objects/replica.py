@@ -78,10 +78,11 @@ _intern = sys.intern
 Event = tuple[Any, ...]  # [index, client, seq, outcome, body, collected(, log_time_ms, heads)]
 # A node's head (oid, kind, class name or None): enough to make a hollow ref for it.
 Head = tuple[str, str, "str | None"]
-# Asks for the contents of nodes, and keys of per-key nodes as [(oid, [key, ...]), ...] (a
-# partial replica's loader, the connection's in a real app): returns once the request is sent;
-# the answer arrives as Replica.install (or load_failed).
-Loader = Callable[[list[str], list[tuple[str, list[Any]]]], None]
+# Asks for the contents of nodes, and keys of per-key nodes as [(oid, [key, ...]), ...]; `whole`:
+# dicts whole even when the agent holds them per key (a partial replica's loader, the
+# connection's in a real app): returns once the request is sent; the answer arrives as
+# Replica.install (or load_failed).
+Loader = Callable[[list[str], list[tuple[str, list[Any]]], bool], None]
 # One key run of a load's answer: (oid, [[key, value], ...] present, [key, ...] absent), in
 # wire form.
 KeyRun = tuple[str, list[Any], list[Any]]
@@ -412,27 +413,37 @@ class Replica:
             self.applied_index = index
             self._touched_reset(index)
             roots = make_node(self, ROOTS_OID, "dict", None, None)
-            roots.live = roots.ref.__wrapped__ = PartialDict(roots)
+            roots.live = roots.ref.__wrapped__ = PartialDict(roots, fixed=True)
             roots.state = PARTIAL
             self.nodes[ROOTS_OID] = roots
+
+    def fault_whole(self, node: Node) -> None:
+        """Makes a per-key node (`PARTIAL`) held whole: a read of its shape or content."""
+        self._fault(node, None, whole=True)
 
     def fault(self, node: Node) -> None:
         """Makes `node` held: returns at once if it is, else asks the loader for it and waits
         until `install` filled it (the same ref: identity is kept). Raises `Error` for a node
         that does not exist (any more), or when called from the connection's I/O thread, which
         is the thread that would have to read the answer."""
-        self._fault(node, None)
+        self._fault(node, None, whole=False)
 
     def fault_key(self, node: Node, key: Any) -> None:
         """Makes `key` of the per-key node `node` known (loaded, or known absent)."""
         if node.live.known(key):
             return
-        self._fault(node, (key,))
+        self._fault(node, (key,), whole=False)
 
-    def _fault(self, node: Node, key: tuple[Any] | None) -> None:
+    def _fault(self, node: Node, key: tuple[Any] | None, whole: bool) -> None:
+        """`key`: load that key of a per-key node; else the node: `whole`, held whole, else
+        held at all (the agent answers a big dict with its header only: held per key)."""
         while True:
             with self.lock:
-                if node.state == HELD if key is None else node.live.known(key[0]):
+                state = node.state
+                if key is not None:
+                    if node.live.known(key[0]):
+                        return
+                elif state == HELD or (state == PARTIAL and not whole):
                     return
                 if node.dead or node.replica is not self:
                     raise Error(_gone(node, self.detached))
@@ -447,12 +458,12 @@ class Replica:
                 send = wait is None
                 if wait is None:
                     wait = self._loads[wait_key] = _LoadWait()
-                    if key is None:
+                    if key is None and state == HOLLOW:
                         node.state = LOADING
             if key is None:
-                self._wait_load(node.oid, wait, send, [node.oid], [])
+                self._wait_load(node.oid, wait, send, [node.oid], [], whole)
             else:
-                self._wait_load(wait_key, wait, send, [], [(node.oid, [key[0]])])
+                self._wait_load(wait_key, wait, send, [], [(node.oid, [key[0]])], False)
 
     def _wait_load(
         self,
@@ -461,6 +472,7 @@ class Replica:
         send: bool,
         oids: list[str],
         keys: list[tuple[str, list[Any]]],
+        whole: bool,
     ) -> None:
         # A body that waits for a load must not hold back the entries that precede the answer
         # in the stream (they apply under it, recorded for it: Txn.stable judges them).
@@ -480,7 +492,7 @@ class Replica:
                 self.stats.loads += 1
                 assert self.loader is not None, "a hollow node in a replica without a loader"
                 try:
-                    self.loader(oids, keys)
+                    self.loader(oids, keys, whole)
                 except BaseException as exc:
                     self.load_failed([wait_key], exc)
                     raise
@@ -557,6 +569,8 @@ class Replica:
             for oid in per_key:
                 if oid == ROOTS_OID:
                     self._roots_exist = True
+                else:
+                    self._make_partial(oid)
                 done.append(oid)
             for oid, items, absent_keys in key_runs:
                 done.extend(self._install_keys(oid, items, absent_keys))
@@ -582,6 +596,17 @@ class Replica:
             if self.held_bytes > self.cache_bytes:
                 _eviction.sweep(self)
 
+    def _make_partial(self, oid: str) -> None:
+        """A dict the agent answered with its header only: held per key from now on."""
+        node = self.nodes.get(oid)
+        if node is None or node.kind != "dict":
+            raise ProtocolError(f"object {oid}: a per-key header for an object not asked")
+        if node.state in (HELD, PARTIAL):
+            return
+        live = PartialDict(node)
+        _hollow.make_held(node, live)
+        node.state = PARTIAL
+
     def _install_keys(self, oid: str, items: list[Any], absent_keys: list[Any]) -> list[Any]:
         """Keys of a per-key node (a key run); returns their (oid, key) waits."""
         node = self.nodes.get(oid)
@@ -603,6 +628,10 @@ class Replica:
             if not dict.__contains__(live, key):
                 live.absent.add(key)
             done.append((oid, key))
+        if self.partial:
+            cost = _eviction.cost(node)
+            self.held_bytes += cost - node.cost
+            node.cost = cost
         return done
 
     def load_held(
@@ -691,6 +720,10 @@ class Replica:
         return node
 
     def _fill_hollow(self, node: Node, contents: Any) -> None:
+        if node.state == PARTIAL:
+            _inrefs.add_contents("dict", node.live, -1)  # its keys held so far go with it
+            self.held_bytes -= node.cost
+            node.cost = 0
         if node.kind == "obj":
             live = node.live  # the instance's attribute store, empty while hollow
             live.clear()
@@ -751,7 +784,7 @@ class Replica:
             send = wait is None
             if wait is None:
                 wait = self._loads[ROOTS_OID] = _LoadWait()
-        self._wait_load(ROOTS_OID, wait, send, [ROOTS_OID], [])
+        self._wait_load(ROOTS_OID, wait, send, [ROOTS_OID], [], False)
 
     def expect_new(self, nodes: Iterable[Node]) -> None:
         with self.lock:
@@ -977,7 +1010,9 @@ class Replica:
         """apply_op on a partial replica: `inrefs` of the refs the op moves and the node's
         estimated size follow it."""
         live = node.live
-        present = live_op[0] == "set" and live_op[2] in live
+        present = live_op[0] == "set" and (
+            dict.__contains__(live, live_op[2]) if node.kind == "dict" else live_op[2] in live
+        )
         _inrefs.op_removed(node.kind, live, live_op)
         _inrefs.op_added(node.kind, live, live_op, present)
         _ops.apply_op(node.kind, live, live_op)
@@ -1061,7 +1096,8 @@ def _note_touch(record: dict[str, _Touch], node: Node, op: list[Any]) -> None:
     live = node.live
     if tag in ("set", "del"):
         key = op[2]
-        present = key in live
+        # (dict.__contains__: a per-key dict's own `in` would load the key)
+        present = dict.__contains__(live, key) if node.kind == "dict" else key in live
         if tag == "del" and not present:
             return
         _touch_keys(record, node.oid, (key,), tag == "del" or not present)

@@ -234,13 +234,18 @@ class Txn:
         every entry applied while waiting: those that touched what the body read doom it;
         otherwise its base advances to the load's index or later, which is what the commit's
         read base then says."""
+        replica = node.replica
         try:
             if node.state != PARTIAL:
-                node.replica.fault(node)
-            elif key is not None:
-                node.replica.fault_key(node, key[0])
-            # A whole read of a per-key node (only the root table is one) sees the keys
-            # loaded: the library reads it by key only.
+                replica.fault(node)  # held after it, or per key (a big dict)
+            if node.state == PARTIAL:
+                if key is not None:
+                    replica.fault_key(node, key[0])
+                elif not node.live.fixed:
+                    # A read of its shape or content: held whole from now on. (The root
+                    # table is read by key only: a whole read sees the keys held.)
+                    replica.fault_whole(node)
+                    self._rebuild_shadow(node)
         except Error:
             if node.dead:
                 self.check(node)  # Doomed if what led the body here moved, else the error
@@ -271,8 +276,20 @@ class Txn:
         if dropped:
             self.keys_read -= len(dropped)
 
-    def _materialize(self, node: Node) -> Any:
+    def _rebuild_shadow(self, node: Node) -> None:
+        """A shadow of a per-key node held only its known keys: after the node was loaded
+        whole, it is made again from the whole node and this body's writes to it."""
+        if node.oid not in self.shadows:
+            return
         shadow = node.live.copy()
+        for op in self.ops:
+            if op[1] == node.oid:
+                _ops.apply_op(node.kind, shadow, op)
+        self.shadows[node.oid] = shadow
+
+    def _materialize(self, node: Node) -> Any:
+        live = node.live
+        shadow = live.partial_copy() if node.state == PARTIAL else live.copy()
         for op in self.pending.pop(node.oid):
             _ops.apply_op(node.kind, shadow, op)
         self.shadows[node.oid] = shadow

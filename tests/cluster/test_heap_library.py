@@ -19,7 +19,7 @@ import pytest
 import superstatic
 from superstatic.client import default as session_default
 from superstatic.client.connection import Connection
-from superstatic.objects.node import HELD, HOLLOW, node_of
+from superstatic.objects.node import HELD, HOLLOW, PARTIAL, node_of
 from superstatic.objects.replica import Replica
 from superstatic.objects.session import Session
 from superstatic.protocol.errors import Error
@@ -260,3 +260,20 @@ def test_a_forked_child_keeps_and_extends_its_partial_replica(app: Session, othe
             child.kill()
             child.join(TIMEOUT_S)
     assert child.exitcode == 0
+
+
+def test_a_big_dict_is_held_per_key_until_its_shape_is_read(app: Session, other: Session) -> None:
+    big = other.root("bigdict", dict)
+    other.run(lambda: [big.__setitem__(f"k{i}", {"i": i}) for i in range(300)])
+    mine = superstatic.root("bigdict", dict)
+    assert mine["k7"]["i"] == 7
+    node = node_of(mine)
+    assert node.state == PARTIAL and dict.__len__(node.live) == 1
+    assert "late" not in mine  # known absent, held as such at the agent
+    big["late"] = 1
+    superstatic.sync()
+    assert mine["late"] == 1  # the insert of a key held (absent) reached us
+    assert len(mine) == 301 and node.state == HELD  # a shape read: loaded whole
+    big["k8"] = "new"
+    superstatic.sync()
+    assert mine["k8"] == "new"

@@ -24,6 +24,9 @@ from superstatic.objects.replica import ROOTS_OID, Replica
 from superstatic.objects.session import Session
 from support.inproc import InprocCluster, InprocConnection
 
+# The agent's LOAD_WHOLE_ENTRIES_MAX (agent/heap.py): bigger dicts are held per key.
+WHOLE_ENTRIES_MAX = 256
+
 
 class PartialConnection(InprocConnection):
     """An InprocConnection whose replica starts empty and faults nodes in."""
@@ -42,9 +45,10 @@ class PartialConnection(InprocConnection):
             index = self.cluster.log.last_index
         replica.start_partial(index, self.load, self.cache_bytes)
 
-    def load(self, oids: list[str], keys: list[tuple[str, list[Any]]]) -> None:
+    def load(self, oids: list[str], keys: list[tuple[str, list[Any]]], whole: bool) -> None:
         """The agent's answer to a LOAD of `oids` and `keys`, installed before returning. The
-        root table is held per key: asked whole, it answers its header only."""
+        root table, and unless `whole` a dict of more than LOAD_WHOLE_ENTRIES_MAX entries, is
+        held per key: asked as a node, it answers its header only."""
         from superstatic_agent.noderead import lookup, materialize, read_header, read_nid
 
         from superstatic.objects.values import wire
@@ -74,6 +78,9 @@ class PartialConnection(InprocConnection):
                             absent.append(oid)
                             continue
                         version, kind, contents = found
+                        if kind == "dict" and not whole and len(contents) > WHOLE_ENTRIES_MAX:
+                            per_key.append(oid)
+                            continue
                         records.append((oid, version, kind, contents))
                         values.extend(codec.refs_in_contents(kind, contents))
                     for oid, asked in keys:

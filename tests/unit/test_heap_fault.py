@@ -248,10 +248,10 @@ def test_threads_faulting_one_node_share_one_load(cluster: InprocCluster) -> Non
     assert loader is not None
     started: list[list[str]] = []
 
-    def slow(oids: list[str], keys: list[Any]) -> None:
+    def slow(oids: list[str], keys: list[Any], whole: bool) -> None:
         started.append(oids)
         assert gate.wait(10)
-        loader(oids, keys)
+        loader(oids, keys, whole)
 
     app.replica.loader = slow
     results: list[int] = []
