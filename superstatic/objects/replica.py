@@ -294,7 +294,10 @@ class Replica:
         self._pin_txns = {}
         self._unblocked = set()
         self._apply_waiting = 0
-        # Loads in flight were the parent's threads': their nodes are hollow again here.
+        # Loads in flight were the parent's threads': their nodes are hollow again here, and
+        # the loader was the parent's connection's: the child's asks for its own.
+        if self.partial:
+            self.loader = self._load_after_fork
         for oid in list(self._loads):
             node = self.nodes.get(oid)
             if node is not None and node.state == LOADING:
@@ -420,6 +423,20 @@ class Replica:
     def fault_whole(self, node: Node) -> None:
         """Makes a per-key node (`PARTIAL`) held whole: a read of its shape or content."""
         self._fault(node, None, whole=True)
+
+    def _load_after_fork(
+        self, oids: list[str], keys: list[tuple[str, list[Any]]], whole: bool
+    ) -> None:
+        """A forked child's first load: its session's new connection (made now, or waited
+        for) rebinds the loader; the load goes through it."""
+        session = self.session
+        if session is None:
+            raise Error("this process's superstatic connection is closed")
+        _ = session.connection  # the child's connection; it sets self.loader
+        if self.loader == self._load_after_fork:
+            raise Error("the forked child's connection does not load objects")
+        assert self.loader is not None
+        self.loader(oids, keys, whole)
 
     def fault(self, node: Node) -> None:
         """Makes `node` held: returns at once if it is, else asks the loader for it and waits
