@@ -60,6 +60,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from superstatic.client import keys as client_keys
+from superstatic.client.heap_io import HeapIo
 from superstatic.client.leader_link import LeaderLink
 from superstatic.client.stream import ReplicaSink, StreamFeeder, StreamGap
 from superstatic.objects import stats as _stats
@@ -93,7 +94,7 @@ TIMEOUT_MS_RESEND_DEFAULT = 5_000
 # Stream bytes received after which a PING acknowledges them at once (besides the timer):
 # well under the agent's subscriber_backlog_bytes_max (16 MiB), so a fast stream never waits.
 STREAM_ACK_BYTES = 2 << 20
-_STREAM_FRAMES = frozenset({wire.FrameType.EVENTS, wire.FrameType.SNAPSHOT})
+_STREAM_FRAMES = frozenset({wire.FrameType.EVENTS, wire.FrameType.SNAPSHOT, wire.FrameType.LOADED})
 # PING cadence: liveness of the agent (and, for the embedded agent, proof that an app is alive).
 PING_INTERVAL_MS_DEFAULT = 500
 # Requests queued or in flight. The agent's session record keeps at most SESSION_SEQS_MAX
@@ -275,7 +276,12 @@ class Connection:
         reconnect_delay_ms_min: int = RECONNECT_DELAY_MS_MIN,
         reconnect_delay_ms_max: int = RECONNECT_DELAY_MS_MAX,
         rng: random.Random | None = None,
+        heap: str = "all",
+        cache_bytes: int = 0,
     ) -> None:
+        """`heap`: "all" (the replica holds every node: the snapshot, then every event) or
+        "partial" (it faults in what it touches and holds about `cache_bytes` of it:
+        docs/virtual-heap.md; the replica must be a fresh `objects.replica.Replica`)."""
         if not endpoints:
             raise Error("no agent endpoint given; pass e.g. ['tcp://127.0.0.1:7501']")
         for endpoint in endpoints:
@@ -352,6 +358,21 @@ class Connection:
         self._thread = threading.Thread(
             target=self._run, name=f"superstatic-io-{self.client_id[:8]}", daemon=True
         )
+        # The virtual heap: a partial replica's loads and drops (client/heap_io.py).
+        self.heap_io: HeapIo | None = None
+        if heap == "partial":
+            from superstatic.objects.replica import Replica
+
+            assert isinstance(replica, Replica)
+            self.heap_io = HeapIo(self, replica, AgentRefusedTooLarge)
+            if replica.partial:
+                # A forked child's new connection feeding the replica it inherited: what it
+                # holds is declared on the new subscription (HOLD), the rest faults in here.
+                replica.loader = self.heap_io.request
+            else:
+                replica.start_partial(0, self.heap_io.request, cache_bytes)
+        else:
+            assert heap == "all", heap
         self._io = _IoState(self)
         self._thread.start()
 
@@ -567,6 +588,9 @@ class Connection:
 
     def _run(self) -> None:
         io = self._io
+        # A fault from this thread (a listener reading a hollow node) would wait for a frame
+        # only this thread reads: the replica refuses it.
+        self.replica.io_thread = threading.get_ident()  # type: ignore[attr-defined]
         try:
             io.loop()
         except (AuthError, IncompatibleAgent) as exc:  # every agent refused: said to callers
@@ -585,6 +609,8 @@ class Connection:
                 if failure is not None
                 else Error("this superstatic connection is closed")
             )
+            if self.heap_io is not None:
+                self.heap_io.stop(error)
             for request in [*io.requests.values(), *io.waiting, *self._take_queued()]:
                 if request.answer is not None:
                     self._done(request, request.answer)  # committed; not applied here yet
@@ -627,7 +653,7 @@ class _IoState:
         self.waiting: collections.deque[_Request] = collections.deque()
         self.serials = itertools.count(1)
         self.by_req_id: dict[int, _Request] = {}  # every unanswered attempt's req id
-        self.feeder = StreamFeeder(conn.replica)
+        self.feeder = StreamFeeder(conn.replica, filtered=conn.heap_io is not None)
         self.endpoint_index = 0
         self.sock: zmq.Socket[Any] | None = None
         self.sock_fd = -1  # what the I/O thread polls for the socket (its ZMQ_FD)
@@ -664,6 +690,7 @@ class _IoState:
         # silent handshake failures per endpoint since its last success (client_keys.refusal).
         self.refused: dict[str, str] = {}
         self.old_model: set[str] = set()  # endpoints whose agent speaks data model 1
+        self.no_heap: set[str] = set()  # endpoints whose agent has no virtual heap
         self.silent_failures: dict[str, int] = {}
         # Whether the agent takes PROPOSE_MANY (until it answers one with an ERROR; asked
         # again after every (re)connection, which may be to another agent), and the item req
@@ -909,6 +936,21 @@ class _IoState:
             )
         self.failover("it speaks data model 1")
 
+    def heap_refused(self) -> None:
+        """A partial replica's agent does not speak the virtual heap (its HELLO says no "heap"):
+        it would send the whole object table. The others are tried; once every endpoint
+        answered so, the connection stops saying what to do. (docs/virtual-heap.md 2.2 asks
+        for a fall back to a full replica instead: not built, section 11.)"""
+        endpoint = self.conn.endpoint
+        self.no_heap.add(endpoint)
+        if len(self.no_heap) >= len(set(self.conn.endpoints)):
+            raise IncompatibleAgent(
+                f"the agent at {endpoint} does not speak the virtual heap that "
+                "connect(replicate='partial') needs; upgrade the agents, or connect with "
+                "replicate='all'"
+            )
+        self.failover("it does not speak the virtual heap")
+
     def on_connected(self) -> None:
         """A (re)established connection: new HELLO, new subscription, re-send everything
         unanswered with its same seq."""
@@ -932,8 +974,21 @@ class _IoState:
         # "answers": our writes that apply "ok" are answered by their event in this stream,
         # not by a REPLY as well (docs/data-model-v2.md 8.2); an agent that predates it ignores
         # the field and replies as before.
-        subscribe = {"from": applied, "model": wire.DATA_MODEL, "answers": True}
+        heap = self.conn.heap_io
+        if heap is None:
+            subscribe = {"from": applied, "model": wire.DATA_MODEL, "answers": True}
+            self.sub_req = self.send(wire.FrameType.SUBSCRIBE, subscribe) or 0
+            return
+        # Partial: the held set is declared in HOLD frames before the stream starts
+        # (docs/virtual-heap.md 4.1); own events always pass the agent's filter ("client").
+        parts = heap.on_subscribe(self)
+        subscribe = wire.subscribe_body(
+            applied, heap="partial", client=self.conn.client_id, hold_parts=parts
+        )
+        subscribe["answers"] = True
         self.sub_req = self.send(wire.FrameType.SUBSCRIBE, subscribe) or 0
+        if self.sub_req:
+            heap.send_holds(self)
 
     def resubscribe(self, reason: str) -> None:
         self.conn.resubscribes += 1
@@ -981,11 +1036,16 @@ class _IoState:
 
     def on_frame(self, frame: wire.Frame) -> None:
         ftype, req_id = frame.type, frame.req_id
-        if ftype in (wire.FrameType.EVENTS, wire.FrameType.SNAPSHOT):
+        if ftype in _STREAM_FRAMES:
             if req_id != self.sub_req:
                 return  # a previous subscription's tail
             self.last_stream = time.monotonic()
-            if ftype is wire.FrameType.EVENTS:
+            if ftype is wire.FrameType.LOADED:
+                loaded = self.feeder.feed_loaded(frame.body)
+                advanced = loaded is not None
+                if loaded is not None and self.conn.heap_io is not None:
+                    self.conn.heap_io.on_loaded(loaded)
+            elif ftype is wire.FrameType.EVENTS:
                 if _trace.ENABLED:
                     advanced = _trace.feed_events(self.feeder, frame.body)
                 else:
@@ -1009,6 +1069,11 @@ class _IoState:
             return
         if req_id == self.ping_req and req_id and ftype is wire.FrameType.REPLY:
             self.want_leader(frame.body.get("leader"))  # our agent names the leader it follows
+            return
+        heap = self.conn.heap_io
+        if heap is not None and req_id in heap.load_reqs:
+            if ftype is wire.FrameType.ERROR:
+                heap.on_error(self, req_id, frame.body)
             return
         request = self.by_req_id.get(req_id)
         if request is None:
@@ -1058,6 +1123,9 @@ class _IoState:
         model = frame.body.get("model")
         if type(model) is not int or model != wire.DATA_MODEL:
             self.model_refused()
+            return
+        if self.conn.heap_io is not None and frame.body.get("heap") != wire.HEAP_VERSION:
+            self.heap_refused()
             return
         self.failed_attempts = 0  # an agent answers: the next failover goes straight on
         ttl = frame.body.get("session_ttl_ms")
@@ -1233,6 +1301,8 @@ class _IoState:
 
     def on_timers(self, now: float) -> None:
         conn = self.conn
+        if conn.heap_io is not None:
+            conn.heap_io.expire(now)  # connected or not: a fault never waits past its time
         for request in list(self.requests.values()):
             if now >= request.deadline:
                 self.expire(request)
@@ -1267,6 +1337,8 @@ class _IoState:
             self.subscribe()  # the first attempt could not go out
         if now - self.last_ping >= conn.ping_interval_ms / 1000:
             self.ping()
+        if conn.heap_io is not None:
+            conn.heap_io.on_turn(self, now)
         self.check_stream(now)
         self.keep_session_alive(now)
         resend_s = conn.timeout_ms_resend / 1000

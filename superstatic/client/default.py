@@ -32,22 +32,68 @@ _endpoints: list[str] | None = None
 _inherited: list[Any] = []
 
 
-def _new_connection(endpoints: list[str], keys: Any = None) -> Any:
+def _new_connection(
+    endpoints: list[str], keys: Any = None, heap: str = "all", cache_bytes: int = 0
+) -> Any:
     """A factory of connections to these agents with this CURVE key (a forked child makes its
     own connection with it)."""
     from superstatic.client.connection import Connection
 
-    return lambda replica: Connection(list(endpoints), replica, keys=keys)
+    return lambda replica: Connection(
+        list(endpoints), replica, keys=keys, heap=heap, cache_bytes=cache_bytes
+    )
+
+
+REPLICATE_MODES = ("all", "partial")
+
+
+def cache_bytes_of(replicate: str, cache_bytes: int | None) -> int:
+    """connect()'s `cache_bytes`, checked: the argument, else $SUPERSTATIC_CACHE_BYTES, else
+    the default; only a partial replica has one."""
+    from superstatic.objects import eviction
+
+    if replicate not in REPLICATE_MODES:
+        raise Error(f"connect(replicate=...) must be one of {', '.join(REPLICATE_MODES)}")
+    low, high = eviction.CACHE_BYTES_MIN, eviction.CACHE_BYTES_MAX
+    if replicate == "all":
+        if cache_bytes is not None:
+            raise Error(
+                "connect(cache_bytes=...) bounds a partial replica; replicate='all' holds "
+                "every object"
+            )
+        return 0
+    where = "connect(cache_bytes=...)"
+    if cache_bytes is None:
+        raw = os.environ.get(eviction.ENV_CACHE_BYTES, "").strip()
+        if not raw:
+            return eviction.CACHE_BYTES_DEFAULT
+        where = f"${eviction.ENV_CACHE_BYTES}"
+        if not raw.isdigit():
+            raise Error(f"{where} must be a whole number of bytes in {low}..{high}")
+        cache_bytes = int(raw)
+    if type(cache_bytes) is not int or not low <= cache_bytes <= high:
+        raise Error(
+            f"{where} must be an int in CACHE_BYTES_MIN..CACHE_BYTES_MAX = {low}..{high} bytes"
+        )
+    return cache_bytes
 
 
 def connect(
-    endpoints: list[str] | str | None = None, keys: str | os.PathLike[str] | None = None
+    endpoints: list[str] | str | None = None,
+    keys: str | os.PathLike[str] | None = None,
+    *,
+    replicate: str = "all",
+    cache_bytes: int | None = None,
 ) -> Session:
     """Connects this process to the cluster (explicit endpoints > $SUPERSTATIC_AGENT > an
     embedded single-node agent for the current directory). Idempotent for the same endpoints.
 
     `keys`: the app's key file (else $SUPERSTATIC_KEYS; docs/security.md). The embedded agent
-    is private to its owner and uses its own (or no) keys, so `keys` needs endpoints."""
+    is private to its owner and uses its own (or no) keys, so `keys` needs endpoints.
+
+    `replicate`: "all" (every object of the cluster is held in this process and every read is
+    local) or "partial" (objects are loaded when first touched and evicted past `cache_bytes`,
+    else $SUPERSTATIC_CACHE_BYTES, else CACHE_BYTES_DEFAULT: docs/virtual-heap.md)."""
     global _default, _endpoints
     from superstatic.client import embedded
     from superstatic.client import keys as client_keys
@@ -69,11 +115,12 @@ def connect(
                 "connect(keys=...) needs agents: pass endpoints or set SUPERSTATIC_AGENT (the "
                 "embedded agent of this directory is private to you and needs no key file)"
             )
+        cache = cache_bytes_of(replicate, cache_bytes)
         resolved = list(embedded.resolve_endpoints(endpoints))
         # The embedded agent's own key (its TCP fallback) or none: never $SUPERSTATIC_KEYS.
         app_keys = client_keys.resolve(keys) if explicit else embedded.embedded_keys(Path.cwd())
         replica = Replica()
-        factory = _new_connection(resolved, app_keys)
+        factory = _new_connection(resolved, app_keys, replicate, cache)
         session = Session(replica, factory(replica), factory)
         _default, _endpoints = session, resolved
     session.sync()  # start from the cluster's current state, not an empty replica

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from superstatic.protocol import codec
+from superstatic.protocol import codec, wire
 from superstatic.protocol.errors import Error, LimitExceeded, ProtocolError
 from superstatic.protocol.wire import CLIENT_ID_CHARS_MAX
 
@@ -86,6 +86,21 @@ class ReplicaSink(Protocol):
     def apply_events(self, events: Sequence[Event]) -> None: ...
 
 
+class Loaded:
+    """A load's answer as assembled from its LOADED frames (docs/virtual-heap.md 2.2)."""
+
+    __slots__ = ("absent", "heads", "index", "key_runs", "load", "nodes", "per_key")
+
+    def __init__(self) -> None:
+        self.index = 0
+        self.load = 0
+        self.nodes: list[SnapshotNode] = []
+        self.heads: list[tuple[str, str, str | None]] = []
+        self.absent: list[str] = []
+        self.key_runs: list[tuple[str, list[Any], list[Any]]] = []
+        self.per_key: list[str] = []
+
+
 class StreamGap(Exception):
     """The stream skipped entries (or broke its own framing): resubscribe from applied_index."""
 
@@ -103,6 +118,7 @@ class StreamFeeder:
         # A partial replica's stream (SUBSCRIBE "heap": "partial") carries only the events that
         # touch what it holds: its frames skip entries, and "to" says how far each one reaches.
         self.filtered = filtered
+        self._loaded: Loaded | None = None
         self._nodes: list[SnapshotNode] = []
         self._oids: set[str] = set()
         self._elements = 0
@@ -120,6 +136,7 @@ class StreamFeeder:
         self._list_length = None
         self._next_part = 0
         self._snapshot_index = None
+        self._loaded: Loaded | None = None
 
     @property
     def in_snapshot(self) -> bool:
@@ -166,6 +183,110 @@ class StreamFeeder:
             raise ReplicaFailed(f"loading the snapshot at index {index} failed: {exc}") from exc
         assert self.sink.applied_index == index, (self.sink.applied_index, index)
         return True
+
+    def feed_loaded(self, body: Any) -> Loaded | None:
+        """One LOADED frame (a load's answer, or a partial subscription's first answer: `load`
+        0), its items checked as a snapshot's are. At the last part the answer goes to the
+        replica (`install`, or `load_held` for the subscription's own) and is returned."""
+        self.frames += 1
+        envelope = wire.parse_loaded(body)  # a FrameError is a ProtocolError
+        if envelope.part != self._next_part or (
+            envelope.part > 0 and envelope.index != self._snapshot_index
+        ):
+            raise StreamGap(
+                f"LOADED part {envelope.part} at index {envelope.index} arrived, expected part "
+                f"{self._next_part} at index {self._snapshot_index}"
+            )
+        loaded = self._loaded if envelope.part > 0 and self._loaded is not None else Loaded()
+        self._loaded = loaded
+        for item in envelope.items:
+            self._loaded_item(loaded, item)
+        self._snapshot_index = envelope.index
+        self._next_part = envelope.part + 1
+        if not envelope.last:
+            return None
+        self._end_node()
+        loaded.nodes = self._nodes
+        loaded.index = envelope.index
+        loaded.load = envelope.load
+        self.begin()
+        self._loaded = None
+        sink: Any = self.sink
+        if envelope.load and envelope.index < self.sink.applied_index:
+            return None  # an answer from before a resubscription: asked again since
+        if envelope.load and envelope.index != self.sink.applied_index:
+            raise StreamGap(
+                f"a load answered at index {envelope.index} arrived at applied index "
+                f"{self.sink.applied_index}: entries are missing"
+            )
+        if not envelope.load and envelope.index < self.sink.applied_index:
+            raise ProtocolError(
+                f"LOADED: the subscription starts at {envelope.index}, below the replica's "
+                f"{self.sink.applied_index}"
+            )
+        args = (loaded.index, loaded.nodes, loaded.heads, loaded.absent, loaded.key_runs)
+        try:
+            if envelope.load:
+                sink.install(*args, loaded.per_key)
+            else:
+                sink.load_held(*args, loaded.per_key, envelope.log_time_ms)
+        except (ProtocolError, StreamGap):
+            raise
+        except Exception as exc:
+            raise ReplicaFailed(f"installing a load at index {loaded.index} failed: {exc}") from exc
+        return loaded
+
+    def _loaded_item(self, loaded: Loaded, item: Any) -> None:
+        if not isinstance(item, list) or not item or type(item[0]) is not int:
+            raise ProtocolError("a LOADED item is a snapshot item, a head, absent or a key run")
+        tag = item[0]
+        if tag == _ITEM_NODE and len(item) == 6:
+            # A per-key dict's header: extra null, its entry count 6th (docs/virtual-heap.md
+            # 2.2); its keys come in key runs.
+            oid = item[1]
+            if (
+                not isinstance(oid, str)
+                or not 0 < len(oid) <= OID_CHARS_MAX
+                or item[2] != "dict"
+                or item[3] is not None
+                or type(item[5]) is not int
+            ):
+                raise ProtocolError("a LOADED per-key header is [0, oid, 'dict', null, v, count]")
+            self._end_node()
+            loaded.per_key.append(oid)
+        elif tag == wire.ITEM_HEAD:
+            if (
+                len(item) != 4
+                or not isinstance(item[1], str)
+                or not 0 < len(item[1]) <= OID_CHARS_MAX
+                or item[2] not in HEAD_KINDS
+                or (item[3] is not None if item[2] != "obj" else type(item[3]) is not str)
+            ):
+                raise ProtocolError("a LOADED head is [4, oid, kind, class name or null]")
+            loaded.heads.append((item[1], item[2], item[3]))
+        elif tag == wire.ITEM_ABSENT:
+            if len(item) != 2 or not isinstance(item[1], str) or not item[1]:
+                raise ProtocolError("a LOADED absent item is [5, oid]")
+            loaded.absent.append(item[1])
+        elif tag == wire.ITEM_KEY_RUN:
+            if (
+                len(item) != 4
+                or not isinstance(item[1], str)
+                or not 0 < len(item[1]) <= OID_CHARS_MAX
+                or type(item[2]) is not bytes
+                or type(item[3]) is not bytes
+            ):
+                raise ProtocolError("a LOADED key run is [6, oid, CBOR items, CBOR absent keys]")
+            run = codec.loads(item[2])
+            absent_keys = codec.loads(item[3])
+            if type(run) is not list or type(absent_keys) is not list:
+                raise ProtocolError(f"LOADED: a key run of object {item[1]} is not an array")
+            what = f"LOADED object {item[1]}"
+            codec.check_contents("dict", run, what)
+            codec.check_contents("set", absent_keys, what)
+            loaded.key_runs.append((item[1], run, absent_keys))
+        else:
+            self._item(item)
 
     def _item(self, item: Any) -> None:
         if not isinstance(item, list) or not item or type(item[0]) is not int:

@@ -5,6 +5,14 @@ current: a dict, list or set, or for an object the instance's attribute store. `
 code sees: the wrapt proxy around `live`, or the shared instance itself. A node keeps the same
 `live` and `ref` for its whole life, so identity holds and caches keyed on them never go stale.
 
+A node is in one of four states (docs/virtual-heap.md section 2.1): `HELD` (its contents are
+in `live` and the stream keeps them current), `LOADING` and `HOLLOW` (its contents are not here:
+`live` and the proxy's wrapped object are a stand-in that faults them in when touched, or a
+shared instance's class is a hollow subclass that does), and `EVICTING` (being hollowed: a
+transaction that reads it meanwhile waits for the outcome), and `PARTIAL` (a dict held per key).
+A replica of everything (`replicate="all"`) has only `HELD` nodes. `dead` is apart: a node of
+any state can die.
+
 `node_of(value)` is the only way the object layer turns a user-visible value into its node:
 container proxies carry it in `_self_node`, shared instances in the `Shared` mixin's slot.
 """
@@ -21,6 +29,13 @@ if TYPE_CHECKING:
     from superstatic.objects.txn import Txn
 
 KINDS = ("dict", "list", "set", "obj")
+# Node states (small ints: `state is not HELD` is the one test the transaction path adds).
+HELD = 0
+LOADING = 1
+HOLLOW = 2
+EVICTING = 3
+# Held per key (the root table: docs/virtual-heap.md 4.3): `live` is a PartialDict.
+PARTIAL = 4
 # The container proxy classes; each proxy module adds its class when it loads.
 PROXY_TYPES: set[type] = set()
 
@@ -29,7 +44,20 @@ class Node:
     # No version: a transaction records what it read (keys, shape, content) and the replica's
     # applied index, not node versions (docs/data-model-v2.md section 4), which saves every
     # node a slot and, after a snapshot, an int of its own.
-    __slots__ = ("class_name", "dead", "kind", "live", "oid", "ref", "replica", "txn")
+    __slots__ = (
+        "bit",
+        "class_name",
+        "cost",
+        "dead",
+        "inrefs",
+        "kind",
+        "live",
+        "oid",
+        "ref",
+        "replica",
+        "state",
+        "txn",
+    )
 
     def __init__(
         self,
@@ -52,6 +80,14 @@ class Node:
         self.txn = txn
         self.dead = False
         self.class_name = class_name
+        self.state = HELD
+        # How many times `ref` occurs in the contents of held nodes (docs/virtual-heap.md 5.1):
+        # what the replica itself holds of it, told apart from what user code holds.
+        self.inrefs = 0
+        # Estimated bytes of the contents while held (Replica.held_bytes is their sum), and the
+        # eviction clock's reference bit.
+        self.cost = 0
+        self.bit = False
 
     def __repr__(self) -> str:
         return f"Node({self.oid!r}, {self.kind})"

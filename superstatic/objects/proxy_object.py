@@ -177,14 +177,14 @@ class SharedVars(MutableMapping[str, Any]):
         node = node_get(self._instance)
         txn = _current()
         if txn is None or node.replica is not txn.replica:
-            return node.live, None
+            return _txn.held_live(node), None
         return txn.view(node, flags), txn
 
     def _view_key(self, name: Any) -> Any:
         node = node_get(self._instance)
         txn = _current()
         if txn is None or node.replica is not txn.replica:
-            return node.live, None
+            return _txn.held_live(node), None
         return txn.view_key(node, name), txn
 
     def __getitem__(self, name: str) -> Any:
@@ -438,7 +438,7 @@ def _plain_copy_of(self: Any) -> Any:
     node = node_get(self)
     txn = _current()
     if txn is None or node.replica is not txn.replica:
-        items = list(node.live.items())
+        items = list(_txn.held_live(node).items())
     else:
         items = list(txn.view(node).items())
         txn.stable()

@@ -16,19 +16,24 @@ import itertools
 import logging
 import sys
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from superstatic.objects import eviction as _eviction
+from superstatic.objects import hollow as _hollow
+from superstatic.objects import inrefs as _inrefs
+from superstatic.objects import txn as _txn
 from superstatic.objects import values as _values
 from superstatic.objects.factory import make_node
 from superstatic.objects.fairness import ContentionTracker
-from superstatic.objects.node import Node, node_of
+from superstatic.objects.node import HELD, HOLLOW, LOADING, PARTIAL, Node, node_of
+from superstatic.objects.partial_dict import PartialDict
 from superstatic.objects.proxy_base import NodeProxy
 from superstatic.protocol import codec as _codec
 from superstatic.protocol import ops as _ops
-from superstatic.protocol.errors import Error, ProtocolError
+from superstatic.protocol.errors import Error, ProtocolError, Unavailable
 
 if TYPE_CHECKING:
     from superstatic.objects.session import Session
@@ -51,6 +56,9 @@ TOUCHED_ITEMS_MAX = 50_000
 # (a body that read any key of it re-runs), so one entry adding a million set members costs one
 # item, not a million.
 TOUCHED_NODE_KEYS_MAX = 256
+# How long a fault waits for its contents at most. The connection gives up on a load earlier
+# (its request timeout, Replica.load_failed); this only bounds a loader that never answers.
+LOAD_WAIT_S_MAX = 60.0
 # describe() walks the graph to name a node in an error message; it gives up past this many
 # nodes and names the node by its id instead.
 DESCRIBE_NODES_MAX = 100_000
@@ -67,7 +75,17 @@ _AS_IS = _codec.SCALAR_TYPES - {
 
 _intern = sys.intern
 
-Event = tuple[Any, ...]  # [index, client, seq, outcome, body, collected(, log_time_ms)]
+Event = tuple[Any, ...]  # [index, client, seq, outcome, body, collected(, log_time_ms, heads)]
+# A node's head (oid, kind, class name or None): enough to make a hollow ref for it.
+Head = tuple[str, str, "str | None"]
+# Asks for the contents of nodes, and keys of per-key nodes as [(oid, [key, ...]), ...]; `whole`:
+# dicts whole even when the agent holds them per key (a partial replica's loader, the
+# connection's in a real app): returns once the request is sent; the answer arrives as
+# Replica.install (or load_failed).
+Loader = Callable[[list[str], list[tuple[str, list[Any]]], bool], None]
+# One key run of a load's answer: (oid, [[key, value], ...] present, [key, ...] absent), in
+# wire form.
+KeyRun = tuple[str, list[Any], list[Any]]
 
 log = logging.getLogger("superstatic.objects.replica")
 
@@ -133,6 +151,34 @@ class Replica:
         self._adopt: dict[str, Node] = {}
         # Set when the replica is abandoned (its session closed): why its objects are unusable.
         self.detached: str | None = None
+        # ---- the virtual heap (docs/virtual-heap.md): a partial replica holds what it loaded.
+        self.partial = False
+        self.loader: Loader | None = None
+        # The connection's I/O thread (it applies the stream: a fault there could never be
+        # answered), set by the connection.
+        self.io_thread: int | None = None
+        # Loads in flight: oid (or (oid, key) for a key of a per-key node) -> what the faulting
+        # threads wait on.
+        self._loads: dict[Any, _LoadWait] = {}
+        # Whether the cluster has a root table (a partial replica holds it per key, and asks
+        # again while it has none: another app may create it at any time).
+        self._roots_exist = False
+        # Running bodies by pin serial (the clock never evicts what one read or wrote), and
+        # pins whose body waits for a load (entries must not wait for them: Replica.fault).
+        self._pin_txns: dict[int, Txn] = {}
+        self._unblocked: set[int] = set()
+        # The eviction clock over held nodes (oid -> node, oldest first), the estimated bytes
+        # of held contents, their bound, and the oids hollowed since the connection last told
+        # the agent (take_drops).
+        self.cache_bytes = 0
+        self.held_bytes = 0
+        self._clock: OrderedDict[str, Node] = OrderedDict()
+        self._drops: list[str] = []
+        # Hollow nodes whose last reference from a held node went (eviction._forget_stubs).
+        self._stub_candidates: list[Node] = []
+        # Heads the entry being applied carries (apply_events), for refs to nodes not here.
+        self._entry_heads: dict[str, Head] = {}
+        self.stats = HeapStats()
 
     # ------------------------------------------------------------------ ReplicaSink
 
@@ -188,7 +234,12 @@ class Replica:
                     record: dict[str, _Touch] | None = {} if self._pins else None
                     if outcome == "ok" and body:
                         wire_ops = _ops.decode_body(body).ops
-                        self._apply_ops(index, wire_ops, touched, record)
+                        if self.partial:
+                            self._entry_heads = _heads_of(event)
+                        try:
+                            self._apply_ops(index, wire_ops, touched, record)
+                        finally:
+                            self._entry_heads = {}
                     for oid in collected:
                         self._drop(oid)
                         if record is not None:
@@ -204,6 +255,9 @@ class Replica:
                     noops += 1
                 if touched is not None and collected:
                     touched.update(collected)
+            if self.partial and self.held_bytes > self.cache_bytes:
+                with self.lock:
+                    _eviction.sweep(self)
         finally:
             self._release_bodies()
         if self.listeners:
@@ -237,12 +291,23 @@ class Replica:
         `pin`: the pin of the forking thread's transaction body, if it is inside one."""
         self._gate = threading.Condition(threading.Lock())
         self._pins = {} if pin is None else {pin: self.applied_index}
+        self._pin_txns = {}
+        self._unblocked = set()
         self._apply_waiting = 0
+        # Loads in flight were the parent's threads': their nodes are hollow again here, and
+        # the loader was the parent's connection's: the child's asks for its own.
+        if self.partial:
+            self.loader = self._load_after_fork
+        for oid in list(self._loads):
+            node = self.nodes.get(oid)
+            if node is not None and node.state == LOADING:
+                node.state = HOLLOW
+        self._loads = {}
         self.contention = ContentionTracker()
 
     # ------------------------------------------------------------------ bodies vs applying
 
-    def pin(self) -> tuple[int, int, int]:
+    def pin(self, txn: Txn | None = None) -> tuple[int, int, int]:
         """A transaction body starts: entries are held back while it runs (bounded by
         PIN_MS_MAX), and what entries applied meanwhile touched is kept for it. Returns the
         pin's serial (for unpin), the generation and the applied index its reads start from.
@@ -255,12 +320,16 @@ class Replica:
             # Registered before the index is read below: an entry applied in between sees the
             # pin and records what it touched (apply_events decides under the lock).
             self._pins[serial] = self.applied_index
+            if txn is not None:
+                self._pin_txns[serial] = txn
         with self.lock:  # no entry half-applied: the generation matches the contents
             return serial, self.gen, self.applied_index
 
     def unpin(self, serial: int) -> None:
         with self._gate:
             self._pins.pop(serial, None)  # (absent in a forked child: the pin was the parent's)
+            self._pin_txns.pop(serial, None)
+            self._unblocked.discard(serial)
             # Entries up to the oldest running body's start are no longer needed (none at all
             # when no body runs); the apply path drops them (one int write: no lock needed).
             self._trim_below = min(self._pins.values(), default=self.applied_index)
@@ -317,7 +386,8 @@ class Replica:
 
     def _blocking(self) -> bool:
         overridden = self._overridden
-        return any(serial > overridden for serial in self._pins)
+        unblocked = self._unblocked
+        return any(serial > overridden and serial not in unblocked for serial in self._pins)
 
     def _hold_bodies(self) -> None:
         with self._gate:
@@ -332,14 +402,406 @@ class Replica:
             self._apply_waiting -= 1
             self._gate.notify_all()
 
+    # ------------------------------------------------------------------ the virtual heap
+
+    def start_partial(self, index: int, loader: Loader, cache_bytes: int) -> None:
+        """This replica holds only what it faults in (docs/virtual-heap.md): it starts empty at
+        `index` (the agent's empty LOADED), asks `loader` for what it touches, and keeps the
+        estimated bytes of what it holds under `cache_bytes`."""
+        with self.lock:
+            assert not self.nodes and self.applied_index <= index
+            self.partial = True
+            self.loader = loader
+            self.cache_bytes = cache_bytes
+            self.applied_index = index
+            self._touched_reset(index)
+            roots = make_node(self, ROOTS_OID, "dict", None, None)
+            roots.live = roots.ref.__wrapped__ = PartialDict(roots, fixed=True)
+            roots.state = PARTIAL
+            self.nodes[ROOTS_OID] = roots
+
+    def fault_whole(self, node: Node) -> None:
+        """Makes a per-key node (`PARTIAL`) held whole: a read of its shape or content."""
+        self._fault(node, None, whole=True)
+
+    def _load_after_fork(
+        self, oids: list[str], keys: list[tuple[str, list[Any]]], whole: bool
+    ) -> None:
+        """A forked child's first load: its session's new connection (made now, or waited
+        for) rebinds the loader; the load goes through it."""
+        session = self.session
+        if session is None:
+            raise Error("this process's superstatic connection is closed")
+        _ = session.connection  # the child's connection; it sets self.loader
+        if self.loader == self._load_after_fork:
+            raise Error("the forked child's connection does not load objects")
+        assert self.loader is not None
+        self.loader(oids, keys, whole)
+
+    def fault(self, node: Node) -> None:
+        """Makes `node` held: returns at once if it is, else asks the loader for it and waits
+        until `install` filled it (the same ref: identity is kept). Raises `Error` for a node
+        that does not exist (any more), or when called from the connection's I/O thread, which
+        is the thread that would have to read the answer."""
+        self._fault(node, None, whole=False)
+
+    def fault_key(self, node: Node, key: Any) -> None:
+        """Makes `key` of the per-key node `node` known (loaded, or known absent)."""
+        if node.live.known(key):
+            return
+        self._fault(node, (key,), whole=False)
+
+    def _fault(self, node: Node, key: tuple[Any] | None, whole: bool) -> None:
+        """`key`: load that key of a per-key node; else the node: `whole`, held whole, else
+        held at all (the agent answers a big dict with its header only: held per key)."""
+        while True:
+            with self.lock:
+                state = node.state
+                if key is not None:
+                    if node.live.known(key[0]):
+                        return
+                elif state == HELD or (state == PARTIAL and not whole):
+                    return
+                if node.dead or node.replica is not self:
+                    raise Error(_gone(node, self.detached))
+                if threading.get_ident() == self.io_thread:
+                    raise Error(
+                        f"object {node.oid} is not loaded in this process, and loading it from "
+                        "the connection's own thread (a replica listener, a toolkit callback) "
+                        "would block the stream it arrives on; read it from another thread"
+                    )
+                wait_key = node.oid if key is None else (node.oid, key[0])
+                wait = self._loads.get(wait_key)
+                send = wait is None
+                if wait is None:
+                    wait = self._loads[wait_key] = _LoadWait()
+                    if key is None and state == HOLLOW:
+                        node.state = LOADING
+            if key is None:
+                self._wait_load(node.oid, wait, send, [node.oid], [], whole)
+            else:
+                self._wait_load(wait_key, wait, send, [], [(node.oid, [key[0]])], False)
+
+    def _wait_load(
+        self,
+        wait_key: Any,
+        wait: _LoadWait,
+        send: bool,
+        oids: list[str],
+        keys: list[tuple[str, list[Any]]],
+        whole: bool,
+    ) -> None:
+        # A body that waits for a load must not hold back the entries that precede the answer
+        # in the stream (they apply under it, recorded for it: Txn.stable judges them).
+        running = _txn.current()
+        serial = running.pin if running is not None and running.replica is self else 0
+        if serial:
+            with self._gate:
+                self._unblocked.add(serial)
+                self._gate.notify_all()
+        # A caller holding the lock (plain() copies under it) would keep the answer from being
+        # installed: it is released while waiting, and what the caller reads after the fault
+        # may then be of a later index than what it read before.
+        owned = self.lock._is_owned()  # type: ignore[attr-defined]
+        saved = self.lock._release_save() if owned else None  # type: ignore[attr-defined]
+        try:
+            if send:
+                self.stats.loads += 1
+                assert self.loader is not None, "a hollow node in a replica without a loader"
+                try:
+                    self.loader(oids, keys, whole)
+                except BaseException as exc:
+                    self.load_failed([wait_key], exc)
+                    raise
+            if not wait.done.wait(LOAD_WAIT_S_MAX):
+                oid = wait_key if type(wait_key) is str else wait_key[0]
+                self.load_failed(
+                    [wait_key],
+                    Unavailable(
+                        f"object {oid} was not loaded within LOAD_WAIT_S_MAX={LOAD_WAIT_S_MAX:g} s",
+                        outcome_known=True,
+                    ),
+                )
+        finally:
+            if owned:
+                self.lock._acquire_restore(saved)  # type: ignore[attr-defined]
+            if serial:
+                with self._gate:
+                    self._unblocked.discard(serial)
+        if wait.error is not None:
+            raise wait.error
+
+    def load_failed(self, waits: Iterable[Any], error: BaseException) -> None:
+        """The loads of `waits` (oids, or (oid, key) of per-key nodes) will not be answered (a
+        timeout, a closed connection): their waiters raise `error`, and the nodes are hollow
+        again (a later touch retries)."""
+        with self.lock:
+            for wait_key in waits:
+                wait = self._loads.pop(wait_key, None)
+                if wait is None:
+                    continue
+                node = self.nodes.get(wait_key) if type(wait_key) is str else None
+                if node is not None and node.state == LOADING:
+                    node.state = HOLLOW
+                wait.error = error
+                wait.done.set()
+
+    def install(
+        self,
+        index: int,
+        nodes: Iterable[tuple[str, int, str, Any]],
+        heads: Iterable[Head] = (),
+        absent: Iterable[str] = (),
+        key_runs: Iterable[KeyRun] = (),
+        per_key: Iterable[str] = (),
+    ) -> None:
+        """A load's answer at `index` (which must be the applied index: the agent places it in
+        the stream right after the entries up to it): `nodes` as load_snapshot gets them,
+        `heads` of the nodes they reference, `absent` requested oids that do not exist,
+        `key_runs` the requested keys of per-key nodes, `per_key` the per-key nodes that exist
+        (answered with their header only). Fills hollow and loading nodes in place; ignores
+        nodes already held (a re-sent load)."""
+        records = nodes if isinstance(nodes, list) else list(nodes)
+        with self.lock:
+            if index != self.applied_index:
+                raise ProtocolError(
+                    f"a load answered at index {index} arrived at applied index "
+                    f"{self.applied_index}: the stream placed it wrongly"
+                )
+            # No touch is recorded: the body that faulted a node recorded its read before the
+            # fault, and no other running body read a node that was not held.
+            self.gen += 1
+            for head in heads:
+                self._known(*head)
+            filling: list[tuple[Node, Any]] = []
+            for oid, _version, kind, contents in records:
+                class_name = contents[0] if kind == "obj" else None
+                node = self._known(oid, kind, class_name)
+                if node.state == HELD or node.dead:
+                    continue
+                filling.append((node, contents))
+            for node, contents in filling:
+                self._fill_hollow(node, contents)
+            done: list[Any] = [oid for oid, _v, _k, _c in records]
+            for oid in per_key:
+                if oid == ROOTS_OID:
+                    self._roots_exist = True
+                else:
+                    self._make_partial(oid)
+                done.append(oid)
+            for oid, items, absent_keys in key_runs:
+                done.extend(self._install_keys(oid, items, absent_keys))
+            for oid in absent:
+                if oid == ROOTS_OID and self.partial:
+                    # No root table: every key asked of it is absent (and the next question
+                    # asks again: see _roots_exist).
+                    self._roots_exist = False
+                    roots = self.nodes[ROOTS_OID]
+                    asked = [k for k in self._loads if type(k) is tuple and k[0] == oid]
+                    for wait_key in asked:
+                        roots.live.absent.add(wait_key[1])
+                    done.extend(asked)
+                else:
+                    node = self.nodes.get(oid)
+                    if node is not None and node.state != HELD:
+                        self._drop(oid)
+                done.append(oid)
+            for wait_key in done:
+                wait = self._loads.pop(wait_key, None)
+                if wait is not None:
+                    wait.done.set()
+            if self.held_bytes > self.cache_bytes:
+                _eviction.sweep(self)
+
+    def _make_partial(self, oid: str) -> None:
+        """A dict the agent answered with its header only: held per key from now on."""
+        node = self.nodes.get(oid)
+        if node is None or node.kind != "dict":
+            raise ProtocolError(f"object {oid}: a per-key header for an object not asked")
+        if node.state in (HELD, PARTIAL):
+            return
+        live = PartialDict(node)
+        _hollow.make_held(node, live)
+        node.state = PARTIAL
+
+    def _install_keys(self, oid: str, items: list[Any], absent_keys: list[Any]) -> list[Any]:
+        """Keys of a per-key node (a key run); returns their (oid, key) waits."""
+        node = self.nodes.get(oid)
+        if node is None or node.state != PARTIAL:
+            raise ProtocolError(f"object {oid}: a key run for an object not held per key")
+        live: PartialDict = node.live
+        if oid == ROOTS_OID:
+            self._roots_exist = True
+        done: list[Any] = []
+        for wire_key, wire_value in items:
+            key = self._resolve_key(wire_key, {})
+            if not dict.__contains__(live, key):
+                value = self._resolve(wire_value, {})
+                live[key] = value
+                _inrefs.add_value(value, 1)
+            done.append((oid, key))
+        for wire_key in absent_keys:
+            key = self._resolve_key(wire_key, {})
+            if not dict.__contains__(live, key):
+                live.absent.add(key)
+            done.append((oid, key))
+        if self.partial:
+            cost = _eviction.cost(node)
+            self.held_bytes += cost - node.cost
+            node.cost = cost
+        return done
+
+    def load_held(
+        self,
+        index: int,
+        nodes: Iterable[tuple[str, int, str, Any]],
+        heads: Iterable[Head],
+        absent: Iterable[str],
+        key_runs: Iterable[KeyRun],
+        per_key: Iterable[str],
+        log_time_ms: int,
+    ) -> None:
+        """A partial subscription's first answer (LOADED `load` 0) at `index`: the stream goes
+        on from there. Fresh, it holds nothing; after a resubscription that found the events
+        since the replica's index gone, it holds every node the replica declared (HOLD), at
+        `index` (a held snapshot, docs/virtual-heap.md 4.1): held nodes are refilled in place,
+        absent ones die, and running bodies re-run (as after a snapshot)."""
+        records = nodes if isinstance(nodes, list) else list(nodes)
+        self._hold_bodies()
+        try:
+            with self.lock:
+                assert self.partial and index >= self.applied_index
+                self.gen += 1
+                self.log_time_ms = max(self.log_time_ms, log_time_ms)
+                for record in records:
+                    node = self.nodes.get(record[0])
+                    if node is not None and node.state == HELD:
+                        self.hollow(node)  # refilled below, at `index`
+                        self._drops.pop()  # the agent holds it: no DROP
+                self.applied_index = index
+                self._touched_reset(index)
+                self.install(index, records, heads, absent, key_runs, per_key)
+        finally:
+            self._release_bodies()
+        self._notify(Change(index, self.log_time_ms, None, 0))
+
+    def advance(self, to: int, log_time_ms: int) -> None:
+        """A filtered EVENTS frame reached `to`: the entries after its last event passed the
+        agent's filter for no node held here (docs/virtual-heap.md 4.4)."""
+        with self.lock:
+            if to <= self.applied_index:
+                return
+            self.applied_index = to
+            self.log_time_ms = max(self.log_time_ms, log_time_ms)
+            if not self._pins and self._touched:
+                self._touched_reset(to)
+        if self.listeners:
+            self._notify(Change(to, self.log_time_ms, frozenset(), 0))
+
+    def held_set(self) -> tuple[list[str], list[tuple[str, list[Any]]]]:
+        """What this replica holds, for a new subscription's HOLD frames: the oids held whole,
+        and the keys (loaded or known absent) of per-key nodes, in live form."""
+        with self.lock:
+            oids = [oid for oid, node in self.nodes.items() if node.state == HELD]
+            oids.extend(self._adopt)  # in flight: the entry creating them may be skipped
+            keys = [
+                (oid, [*dict.keys(node.live), *node.live.absent])
+                for oid, node in self.nodes.items()
+                if node.state == PARTIAL
+            ]
+            return oids, [(oid, ks) for oid, ks in keys if ks]
+
+    def take_drops(self) -> list[str]:
+        """The oids hollowed since the last call (the connection tells the agent: DROP)."""
+        with self.lock:
+            drops, self._drops = self._drops, []
+            return drops
+
+    def _known(self, oid: str, kind: str, class_name: str | None) -> Node:
+        """The node of `oid`, made hollow from its head if this replica has none. Call under
+        `lock`."""
+        node = self.nodes.get(oid)
+        if node is not None:
+            if node.kind != kind or node.class_name != class_name:
+                raise ProtocolError(f"object {oid}: its head changed kind or class")
+            return node
+        if kind not in ("dict", "list", "set", "obj") or (kind == "obj") != (
+            class_name is not None
+        ):
+            raise ProtocolError(f"object {oid}: a head names an unknown kind")
+        node = make_node(self, oid, kind, class_name, None)
+        node.state = HOLLOW
+        _hollow.make_hollow(node)
+        self.nodes[oid] = node
+        self.stats.stubs_made += 1
+        return node
+
+    def _fill_hollow(self, node: Node, contents: Any) -> None:
+        if node.state == PARTIAL:
+            _inrefs.add_contents("dict", node.live, -1)  # its keys held so far go with it
+            self.held_bytes -= node.cost
+            node.cost = 0
+        if node.kind == "obj":
+            live = node.live  # the instance's attribute store, empty while hollow
+            live.clear()
+        else:
+            live = {} if node.kind == "dict" else [] if node.kind == "list" else set()
+        self._fill_into(live, node.kind, contents, {})
+        _inrefs.add_contents(node.kind, live, 1)
+        _hollow.make_held(node, live)
+        node.state = HELD
+        self._hold(node)
+
+    def _hold(self, node: Node) -> None:
+        """`node` is held from now on: on the clock, its size counted. Call under `lock`."""
+        if not self.partial:
+            return
+        node.cost = _eviction.cost(node)
+        self.held_bytes += node.cost
+        node.bit = True
+        self._clock[node.oid] = node
+
+    def hollow(self, node: Node) -> None:
+        """Turns a held node hollow (the clock chose it; call under `lock`): its contents go,
+        its ref faults them in again when touched, and the agent is told (take_drops)."""
+        _inrefs.add_contents(node.kind, node.live, -1)
+        if node.kind == "obj":
+            # Class first: a native read after the switch faults; one before it read the old,
+            # consistent value.
+            _hollow.make_hollow(node)
+            node.live.clear()
+        else:
+            # A fresh stand-in, not the old container cleared: a thread that got the old
+            # container just before keeps reading a consistent, old state.
+            _hollow.make_hollow(node)
+        node.state = HOLLOW
+        self.held_bytes -= node.cost
+        node.cost = 0
+        self._clock.pop(node.oid, None)
+        self._drops.append(node.oid)
+        self.stats.evictions += 1
+
     # ------------------------------------------------------------------ library side
 
     def roots_node(self) -> Node | None:
-        return self.nodes.get(ROOTS_OID)
+        roots = self.nodes.get(ROOTS_OID)
+        if self.partial and not self._roots_exist:
+            self._probe_roots()
+            return roots if self._roots_exist else None
+        return roots
 
     def root_ref(self, name: str) -> Any:
         roots = self.nodes.get(ROOTS_OID)
         return None if roots is None else roots.live.get(name)
+
+    def _probe_roots(self) -> None:
+        """Asks whether the cluster has a root table (a load of its header only)."""
+        with self.lock:
+            wait = self._loads.get(ROOTS_OID)
+            send = wait is None
+            if wait is None:
+                wait = self._loads[ROOTS_OID] = _LoadWait()
+        self._wait_load(ROOTS_OID, wait, send, [ROOTS_OID], [], False)
 
     def expect_new(self, nodes: Iterable[Node]) -> None:
         with self.lock:
@@ -361,11 +823,12 @@ class Replica:
             return f"a new {node.kind} created in this transaction"
         with self.lock:
             roots = self.nodes.get(ROOTS_OID)
-            if roots is None or node.dead:
+            if roots is None or node.dead or roots.state not in (HELD, PARTIAL):
                 return f"object {node.oid}"
             paths: dict[str, str] = {}
             queue: deque[Node] = deque()
-            for name, ref in list(roots.live.items()):
+            # (dict.items: what is held of a per-key root table, loading nothing)
+            for name, ref in list(dict.items(roots.live)):
                 target = node_of(ref)
                 if target is not None and target.oid not in paths:
                     paths[target.oid] = f"root {name!r}"
@@ -374,6 +837,8 @@ class Replica:
                 current = queue.popleft()
                 if current is node:
                     return paths[current.oid]
+                if current.state != HELD:
+                    continue  # not here: walking it would load it
                 for step, value in _children(current):
                     target = node_of(value)
                     if target is not None and target.oid not in paths:
@@ -401,7 +866,11 @@ class Replica:
         return make_node(self, oid, kind, class_name, None)
 
     def _fill(self, node: Node, kind: str, contents: Any, created: dict[str, Node]) -> None:
-        live = node.live
+        self._fill_into(node.live, kind, contents, created)
+        if self.partial:
+            _inrefs.add_contents(kind, node.live, 1)
+
+    def _fill_into(self, live: Any, kind: str, contents: Any, created: dict[str, Node]) -> None:
         if kind == "dict":
             for key, value in contents:
                 live[self._resolve_key(key, created)] = self._resolve(value, created)
@@ -432,9 +901,12 @@ class Replica:
         if tp is _codec.Ref:
             node = created.get(value.oid) or self.nodes.get(value.oid)
             if node is None:
-                raise ProtocolError(
-                    f"the log references object {value.oid}, unknown to this replica"
-                )
+                head = self._entry_heads.get(value.oid)
+                if head is None:
+                    raise ProtocolError(
+                        f"the log references object {value.oid}, unknown to this replica"
+                    )
+                node = self._known(*head)
             return node.ref
         if tp is tuple:
             return tuple(self._resolve(x, created, key) for x in value)
@@ -455,24 +927,48 @@ class Replica:
         """Applies one entry's ops. `record`: filled with what they touched (for the bodies
         running: Txn.stable), when given."""
         created: dict[str, Node] = {}
+        partial = self.partial
         for op in wire_ops:
             if op[0] == "new":
                 _tag, oid, kind, contents = op
                 class_name = contents[0] if kind == "obj" else None
+                if partial and oid == ROOTS_OID:
+                    continue  # the per-key placeholder takes it (_new_roots)
+                if partial and oid not in self._adopt:
+                    # Another app's new node: not held here (docs/virtual-heap.md 4.2); its
+                    # op carries its head, for a held node that now references it.
+                    self._entry_heads[oid] = (oid, kind, class_name)
+                    continue
                 created[oid] = self._claim(oid, kind, class_name, fresh_from=self.nodes)
         for oid, node in created.items():
             self.nodes[oid] = node
         for op in wire_ops:
             tag = op[0]
             if tag == "new":
-                node = created[op[1]]
+                node = created.get(op[1])  # type: ignore[assignment]
+                if node is None:
+                    if partial and op[1] == ROOTS_OID:
+                        self._new_roots(op[3], created, record, touched_oids)
+                    continue
                 self._fill(node, op[2], op[3], created)
+                self._hold(node)
                 if record is not None:
                     record[node.oid] = _Touch(True, None)  # (a body read it as absent)
                 if touched_oids is not None:
                     touched_oids.add(node.oid)
                 continue
-            node = self.nodes[op[1]]
+            if partial:
+                node = self.nodes.get(op[1])  # type: ignore[assignment]
+                if node is None or node.state != HELD:
+                    # Not held: the filter sent the entry for another node it writes
+                    # (4.4). No running body read this node, so nothing is recorded. A
+                    # per-key node takes the ops on the keys it holds.
+                    if node is None or node.state != PARTIAL:
+                        continue
+                    if tag != "clear" and not node.live.known(self._resolve_key(op[2], {})):
+                        continue
+            else:
+                node = self.nodes[op[1]]
             if tag == "set":
                 live_op: list[Any] = [
                     tag,
@@ -492,18 +988,103 @@ class Replica:
                 live_op = list(op)
             if record is not None:
                 _note_touch(record, node, live_op)
-            _ops.apply_op(node.kind, node.live, live_op)
+            if partial:
+                self._apply_counted(node, live_op)
+            else:
+                _ops.apply_op(node.kind, node.live, live_op)
             if touched_oids is not None:
                 touched_oids.add(node.oid)
+
+    def _new_roots(
+        self,
+        contents: list[Any],
+        created: dict[str, Node],
+        record: dict[str, _Touch] | None,
+        touched_oids: set[str] | None,
+    ) -> None:
+        """The root table was created (by this app or another): the keys held here (known
+        absent until now) take their values. Call under `lock`."""
+        roots = self.nodes[ROOTS_OID]
+        own = self._adopt.pop(ROOTS_OID, None)
+        if own is not None:
+            own.txn = None  # the private table of the creating body: the placeholder is it
+        self._roots_exist = True
+        live: PartialDict = roots.live
+        for wire_key, wire_value in contents:
+            key = self._resolve_key(wire_key, created)
+            # Its creator holds the keys it wrote (docs/virtual-heap.md 3.4); another app
+            # the keys it asked for.
+            if own is not None or key in live.absent:
+                value = self._resolve(wire_value, created)
+                live[key] = value
+                _inrefs.add_value(value, 1)
+        if record is not None:
+            record[ROOTS_OID] = _Touch(True, None)
+        if touched_oids is not None:
+            touched_oids.add(ROOTS_OID)
+
+    def _apply_counted(self, node: Node, live_op: list[Any]) -> None:
+        """apply_op on a partial replica: `inrefs` of the refs the op moves and the node's
+        estimated size follow it."""
+        live = node.live
+        present = live_op[0] == "set" and (
+            dict.__contains__(live, live_op[2]) if node.kind == "dict" else live_op[2] in live
+        )
+        _inrefs.op_removed(node.kind, live, live_op)
+        _inrefs.op_added(node.kind, live, live_op, present)
+        _ops.apply_op(node.kind, live, live_op)
+        cost = _eviction.cost(node)
+        self.held_bytes += cost - node.cost
+        node.cost = cost
 
     def _drop(self, oid: str) -> None:
         node = self.nodes.pop(oid, None)
         if node is not None:
             node.dead = True
+            if self._clock.pop(oid, None) is not None:
+                self.held_bytes -= node.cost
+                node.cost = 0
+            wait = self._loads.pop(oid, None)
+            if wait is not None:
+                wait.done.set()  # the waiter finds the node dead
         adopted = self._adopt.pop(oid, None)
         if adopted is not None:
             adopted.dead = True
             adopted.txn = None
+
+
+class _LoadWait:
+    """What the threads that fault one node wait on (Replica.fault)."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+@dataclass
+class HeapStats:
+    """Counters of the virtual heap (superstatic.stats() reports them)."""
+
+    loads: int = 0
+    evictions: int = 0
+    stubs_made: int = 0
+    stubs_removed: int = 0
+
+
+def _heads_of(event: Event) -> dict[str, Head]:
+    heads = event[7] if len(event) > 7 else ()
+    return {head[0]: (head[0], head[1], head[2]) for head in heads}
+
+
+def _gone(node: Node, detached: str | None) -> str:
+    if detached is not None:
+        return f"object {node.oid}: {detached}"
+    return (
+        f"object {node.oid} no longer exists in the cluster (it was unreachable from every "
+        "root and was collected, or its transaction did not commit); get it again from its root"
+    )
 
 
 class _Touch:
@@ -532,7 +1113,8 @@ def _note_touch(record: dict[str, _Touch], node: Node, op: list[Any]) -> None:
     live = node.live
     if tag in ("set", "del"):
         key = op[2]
-        present = key in live
+        # (dict.__contains__: a per-key dict's own `in` would load the key)
+        present = dict.__contains__(live, key) if node.kind == "dict" else key in live
         if tag == "del" and not present:
             return
         _touch_keys(record, node.oid, (key,), tag == "del" or not present)

@@ -49,6 +49,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from superstatic.objects.node import PARTIAL
 from superstatic.protocol import ops as _ops
 from superstatic.protocol.errors import Error, LimitExceeded
 from superstatic.protocol.ops import READ_CONTENT, READ_SHAPE, TXN_READ_KEYS_MAX
@@ -195,6 +196,11 @@ class Txn:
             reads[oid] = flags
         elif old | flags != old:
             reads[oid] = old | flags
+        # After the read is recorded (the eviction clock's EVICTING handshake): not held here
+        # means load it first (docs/virtual-heap.md 3.4).
+        if node.state:
+            self._fault(node)
+        node.bit = True
         shadow = self.shadows.get(oid)
         if shadow is None:
             return node.live if oid not in self.pending else self._materialize(node)
@@ -214,10 +220,36 @@ class Txn:
             self._record_key(oid, key)
         elif not flags & READ_CONTENT:  # a content read already covers every key
             self._record_key(oid, key)
+        if node.state:
+            self._fault(node, (key,))
+        node.bit = True
         shadow = self.shadows.get(oid)
         if shadow is None:
             return node.live if oid not in self.pending else self._materialize(node)
         return shadow
+
+    def _fault(self, node: Node, key: tuple[Any] | None = None) -> None:
+        """Loads `node` (or, for a node held per key, the one key `key[0]`) for this body
+        (Replica.fault). The install bumps the generation, so the caller's stable() checks
+        every entry applied while waiting: those that touched what the body read doom it;
+        otherwise its base advances to the load's index or later, which is what the commit's
+        read base then says."""
+        replica = node.replica
+        try:
+            if node.state != PARTIAL:
+                replica.fault(node)  # held after it, or per key (a big dict)
+            if node.state == PARTIAL:
+                if key is not None:
+                    replica.fault_key(node, key[0])
+                elif not node.live.fixed:
+                    # A read of its shape or content: held whole from now on. (The root
+                    # table is read by key only: a whole read sees the keys held.)
+                    replica.fault_whole(node)
+                    self._rebuild_shadow(node)
+        except Error:
+            if node.dead:
+                self.check(node)  # Doomed if what led the body here moved, else the error
+            raise
 
     def _record_key(self, oid: str, key: Any) -> None:
         keys = self.read_keys.get(oid)
@@ -244,8 +276,20 @@ class Txn:
         if dropped:
             self.keys_read -= len(dropped)
 
-    def _materialize(self, node: Node) -> Any:
+    def _rebuild_shadow(self, node: Node) -> None:
+        """A shadow of a per-key node held only its known keys: after the node was loaded
+        whole, it is made again from the whole node and this body's writes to it."""
+        if node.oid not in self.shadows:
+            return
         shadow = node.live.copy()
+        for op in self.ops:
+            if op[1] == node.oid:
+                _ops.apply_op(node.kind, shadow, op)
+        self.shadows[node.oid] = shadow
+
+    def _materialize(self, node: Node) -> Any:
+        live = node.live
+        shadow = live.partial_copy() if node.state == PARTIAL else live.copy()
         for op in self.pending.pop(node.oid):
             _ops.apply_op(node.kind, shadow, op)
         self.shadows[node.oid] = shadow
@@ -257,6 +301,8 @@ class Txn:
             node.replica is not self.replica or node.dead or node.txn is not None
         ):
             self.check(node)
+        if node.state:
+            self._fault(node)
         shadow = self.shadows.get(node.oid)
         if shadow is None:
             return node.live if node.oid not in self.pending else self._materialize(node)
@@ -375,8 +421,16 @@ def view_of(node: Node) -> Any:
     txn = current()
     if txn is None or node.replica is not txn.replica:
         # Reads of another connection's objects are not part of this transaction.
-        return node.live
+        return held_live(node)
     return txn.view(node)
+
+
+def held_live(node: Node) -> Any:
+    """`node.live` for a read outside transactions, loaded first if the node is not held (a
+    hollow container's `live` faults by itself; a hollow object's attribute store is empty)."""
+    if node.state:
+        node.replica.fault(node)
+    return node.live
 
 
 def settle() -> None:
@@ -427,7 +481,7 @@ def body_enter(txn: Txn) -> None:
     """`txn`'s body starts in this thread/task: pin the replica, install the overlays."""
     global _bodies_active
     assert current() is None and not txn.active
-    txn.pin, txn.gen, txn.base = txn.replica.pin()
+    txn.pin, txn.gen, txn.base = txn.replica.pin(txn)
     try:
         with _toggle_lock:
             if _bodies_active == 0:

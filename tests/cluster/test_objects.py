@@ -42,6 +42,21 @@ def app(cluster: LocalCluster) -> Iterator[list[str]]:
         superstatic.close()
 
 
+@pytest.fixture(params=["all", "partial"])
+def app_any(
+    cluster: LocalCluster, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[str]]:
+    """`app`, with this process and the workers it starts on full or on partial replicas
+    (docs/virtual-heap.md): the checks that matter most run in both."""
+    monkeypatch.setenv("SUPERSTATIC_TEST_REPLICATE", request.param)
+    endpoints = cluster.client_endpoints()
+    superstatic.connect(endpoints, replicate=request.param)
+    try:
+        yield endpoints
+    finally:
+        superstatic.close()
+
+
 def start_worker(endpoints: list[str], *args: str, stdin: bool = False) -> subprocess.Popen[str]:
     return apps.start_module("support.cluster_app", endpoints, *args, stdin=stdin)
 
@@ -91,10 +106,10 @@ def test_state_made_here_reads_the_same_in_another_process(
 
 
 def test_read_modify_write_from_several_processes_is_exact(
-    cluster: LocalCluster, app: list[str]
+    cluster: LocalCluster, app_any: list[str]
 ) -> None:
     workers, bumps = 3, 25
-    procs = [start_worker(rotated(app, i), "bump", f"w{i}", str(bumps)) for i in range(workers)]
+    procs = [start_worker(rotated(app_any, i), "bump", f"w{i}", str(bumps)) for i in range(workers)]
     for proc in procs:
         assert finish(proc) == {"done": bumps}
     superstatic.sync()
@@ -105,10 +120,10 @@ def test_read_modify_write_from_several_processes_is_exact(
     assert superstatic.plain(counter.by_worker) == {f"w{i}": bumps for i in range(workers)}
 
 
-def test_no_process_observes_half_a_transaction(cluster: LocalCluster, app: list[str]) -> None:
+def test_no_process_observes_half_a_transaction(cluster: LocalCluster, app_any: list[str]) -> None:
     Ledger()  # create it once, before the writers race
-    writers = [start_worker(rotated(app, i), "transfer", "30", str(i)) for i in range(2)]
-    auditor = start_worker(rotated(app, 2), "audit", "300")
+    writers = [start_worker(rotated(app_any, i), "transfer", "30", str(i)) for i in range(2)]
+    auditor = start_worker(rotated(app_any, 2), "audit", "300")
     for proc in writers:
         assert finish(proc) == {"done": 30}
     audit = finish(auditor)
@@ -118,11 +133,13 @@ def test_no_process_observes_half_a_transaction(cluster: LocalCluster, app: list
     assert ledger.audit() == (OPENING * len(ACCOUNTS), 60)
 
 
-def test_sync_sees_every_write_committed_before_it(cluster: LocalCluster, app: list[str]) -> None:
+def test_sync_sees_every_write_committed_before_it(
+    cluster: LocalCluster, app_any: list[str]
+) -> None:
     cfg = superstatic.root("fresh", dict)
     cfg["k"] = -1
     # The reader talks to one agent only, while this process writes through another.
-    reader = start_worker([app[2]], "serve", "fresh", stdin=True)
+    reader = start_worker([app_any[2]], "serve", "fresh", stdin=True)
     try:
         assert reader.stdout is not None and reader.stdin is not None
         assert json.loads(reader.stdout.readline()) == {"ready": True}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import sys
 from typing import Any
@@ -69,9 +70,14 @@ def canonical(value: Any) -> Any:
     return value
 
 
+ENV_REPLICATE = "SUPERSTATIC_TEST_REPLICATE"
+
+
 def main(argv: list[str]) -> int:
     endpoints, command, args = argv[0].split(","), argv[1], argv[2:]
-    superstatic.connect(endpoints)
+    # The replica mode the test asks of its apps (tests/cluster/test_objects.py runs some of
+    # its checks with partial replicas too).
+    superstatic.connect(endpoints, replicate=os.environ.get(ENV_REPLICATE, "all"))
     out: dict[str, Any]
     if command == "bump":
         worker, count = args[0], int(args[1])

@@ -34,7 +34,10 @@ MAP_BYTES = 256 << 20
 # Small frames, so the in-process snapshots split containers into runs as a real stream does.
 SNAPSHOT_FRAME_BYTES = 4096
 
-Event = tuple[int, "str | None", "int | None", str, "bytes | None", tuple[str, ...], int]
+# [index, client, seq, outcome, body, collected, log_time_ms, heads] as an agent streams them.
+Event = tuple[
+    int, "str | None", "int | None", str, "bytes | None", tuple[str, ...], int, tuple[Any, ...]
+]
 
 
 @dataclass
@@ -91,6 +94,7 @@ class InprocLog:
             applied.body,
             tuple(applied.collected),
             applied.log_time_ms,
+            tuple(applied.heads),
         )
         return committed, event
 
@@ -154,12 +158,16 @@ class InprocConnection:
         self._seq_lock = threading.Lock()
         self._session = 0  # the index of this connection's "open" entry, once opened
         self._deliver_lock = threading.Lock()
-        with cluster.events_lock:
-            index, frames = cluster.log.snapshot_frames()
-            self._next = len(cluster.events)
+        self._start(replica)
+        self.closed = False
+
+    def _start(self, replica: Replica) -> None:
+        """Loads the replica from a snapshot of the log (a full replica)."""
+        with self.cluster.events_lock:
+            index, frames = self.cluster.log.snapshot_frames()
+            self._next = len(self.cluster.events)
             assert self._next == index, "events and the log index move together"
         load_as_streamed(replica, index, frames)
-        self.closed = False
 
     def submit(self, body: bytes, kind: str = "txn") -> Committed:
         assert not self.closed

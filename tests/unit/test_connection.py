@@ -897,3 +897,26 @@ def test_a_bad_coalesce_setting_fails_the_connect_naming_the_variable(
     with pytest.raises(Error, match="SUPERSTATIC_COALESCE must be 0") as caught:
         connect(connections, ["tcp://127.0.0.1:1"])
     assert value not in str(caught.value)
+
+
+def test_a_partial_replica_needs_agents_with_the_virtual_heap(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    """An agent whose HELLO does not say "heap" would stream the whole object table to a
+    partial replica: it is left for the next endpoint, and once every one said so, callers get
+    what to do (docs/virtual-heap.md 2.2)."""
+    from superstatic.objects.replica import Replica
+
+    old = make_peer(peers)  # its HELLO says no "heap"
+    conn = Connection(
+        [old.endpoint],
+        Replica(),
+        heap="partial",
+        cache_bytes=1 << 20,
+        timeout_ms_request=20_000,
+        timeout_ms_close=300,
+    )
+    connections.append(conn)
+    with pytest.raises(Error, match="does not speak the virtual heap"):
+        conn.submit(b"x")
+    assert proposes_of(old) == []

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support.heap_inproc import partial_session
 from support.inproc import InprocCluster
 
 import superstatic
@@ -509,8 +510,22 @@ def test_touched_records_are_dropped_when_no_body_runs(session: Session, d: Any)
 # ------------------------------------------------------------------ judged by the state machine
 
 
+@pytest.fixture(params=["all", "partial"])
+def heap(request: pytest.FixtureRequest) -> str:
+    """The stale session's replica: whole, or partial (docs/virtual-heap.md): its first reads
+    fault nodes in, and conflicts are found the same."""
+    return str(request.param)
+
+
+def _stale(cluster: InprocCluster, heap: str) -> Session:
+    if heap == "partial":
+        return partial_session(cluster, held=True)
+    return cluster.session(held=True)
+
+
 def _stale_run(
     cluster: InprocCluster,
+    heap: str,
     setup: Callable[[Session], None],
     read: Callable[[Any], Any],
     write: Callable[[Any], None],
@@ -521,9 +536,10 @@ def _stale_run(
     the body its reads moved."""
     fresh = cluster.session()
     setup(fresh)
-    stale = cluster.session(held=True)
+    stale = _stale(cluster, heap)
     stale.sync()
     stale_probe = stale.root("probe", dict)
+    len(stale_probe)  # held from here (a partial replica loads it now): then it goes stale
     write(fresh.root("probe", dict))
     runs: list[Any] = []
 
@@ -540,60 +556,62 @@ def _probe(**items: Any) -> Callable[[Session], None]:
     return lambda session: session.root("probe", dict).update(items)
 
 
-def test_writers_of_other_keys_do_not_conflict(cluster: InprocCluster) -> None:
+def test_writers_of_other_keys_do_not_conflict(cluster: InprocCluster, heap: str) -> None:
     runs, state = _stale_run(
-        cluster, _probe(a=1, b=1), lambda d: d["a"], lambda d: d.__setitem__("b", 2)
+        cluster, heap, _probe(a=1, b=1), lambda d: d["a"], lambda d: d.__setitem__("b", 2)
     )
     assert runs == [1] and state["b"] == 2 and state["seen"] == "1"
 
 
-def test_a_writer_of_the_key_read_conflicts(cluster: InprocCluster) -> None:
+def test_a_writer_of_the_key_read_conflicts(cluster: InprocCluster, heap: str) -> None:
     runs, _state = _stale_run(
-        cluster, _probe(a=1), lambda d: d["a"], lambda d: d.__setitem__("a", 2)
+        cluster, heap, _probe(a=1), lambda d: d["a"], lambda d: d.__setitem__("a", 2)
     )
     assert runs == [1, 2]
 
 
-def test_an_insert_of_a_key_read_as_absent_conflicts(cluster: InprocCluster) -> None:
+def test_an_insert_of_a_key_read_as_absent_conflicts(cluster: InprocCluster, heap: str) -> None:
     runs, _state = _stale_run(
-        cluster, _probe(a=1), lambda d: "k" in d, lambda d: d.__setitem__("k", 1)
+        cluster, heap, _probe(a=1), lambda d: "k" in d, lambda d: d.__setitem__("k", 1)
     )
     assert runs == [False, True]
 
 
-def test_a_delete_of_a_key_read_conflicts(cluster: InprocCluster) -> None:
-    runs, _state = _stale_run(cluster, _probe(a=1, k=1), lambda d: d.get("k"), lambda d: d.pop("k"))
+def test_a_delete_of_a_key_read_conflicts(cluster: InprocCluster, heap: str) -> None:
+    runs, _state = _stale_run(
+        cluster, heap, _probe(a=1, k=1), lambda d: d.get("k"), lambda d: d.pop("k")
+    )
     assert runs == [1, None]
 
 
-def test_length_vs_update_and_insert(cluster: InprocCluster) -> None:
-    runs, _state = _stale_run(cluster, _probe(a=1), len, lambda d: d.__setitem__("a", 2))
+def test_length_vs_update_and_insert(cluster: InprocCluster, heap: str) -> None:
+    runs, _state = _stale_run(cluster, heap, _probe(a=1), len, lambda d: d.__setitem__("a", 2))
     assert runs == [1]  # an update leaves the length
     # (the same probe: "a" and the first body's "seen")
-    runs, _state = _stale_run(cluster, _probe(a=1), len, lambda d: d.__setitem__("b", 2))
+    runs, _state = _stale_run(cluster, heap, _probe(a=1), len, lambda d: d.__setitem__("b", 2))
     assert runs == [2, 3]  # an insert does not
 
 
-def test_values_read_vs_update(cluster: InprocCluster) -> None:
+def test_values_read_vs_update(cluster: InprocCluster, heap: str) -> None:
     runs, _state = _stale_run(
-        cluster, _probe(a=1), lambda d: sorted(d.values()), lambda d: d.__setitem__("a", 2)
+        cluster, heap, _probe(a=1), lambda d: sorted(d.values()), lambda d: d.__setitem__("a", 2)
     )
     assert runs == [[1], [2]]
 
 
-def test_numeric_forms_are_one_key_at_the_leader(cluster: InprocCluster) -> None:
+def test_numeric_forms_are_one_key_at_the_leader(cluster: InprocCluster, heap: str) -> None:
     runs, state = _stale_run(
-        cluster, _probe(), lambda d: d.get(1.0), lambda d: d.__setitem__(True, "t")
+        cluster, heap, _probe(), lambda d: d.get(1.0), lambda d: d.__setitem__(True, "t")
     )
     assert runs == [None, "t"]
     assert state == {1: "t", "seen": "'t'"}
     assert [type(k) for k in state] == [bool, str]  # the first key object is kept, as in Python
 
 
-def test_an_attribute_read_vs_a_write_of_another_one(cluster: InprocCluster) -> None:
+def test_an_attribute_read_vs_a_write_of_another_one(cluster: InprocCluster, heap: str) -> None:
     fresh = cluster.session()
     fresh.root("items", dict)["i"] = Item()
-    stale = cluster.session(held=True)
+    stale = _stale(cluster, heap)
     stale.sync()
     mine = stale.root("items", dict)["i"]
     fresh.root("items", dict)["i"].y = 20
@@ -611,13 +629,13 @@ def test_an_attribute_read_vs_a_write_of_another_one(cluster: InprocCluster) -> 
     assert runs == [2, 10] and mine.x == 11
 
 
-def test_write_skew_is_prevented(cluster: InprocCluster) -> None:
+def test_write_skew_is_prevented(cluster: InprocCluster, heap: str) -> None:
     """Two withdrawals, each checking the sum of both accounts and writing only its own: each
     reads the key the other writes, so the second conflicts and re-runs on the first's result
     (snapshot isolation alone would let both through and break the invariant)."""
     fresh = cluster.session()
     fresh.root("accounts", dict).update({"x": 50, "y": 50})
-    stale = cluster.session(held=True)
+    stale = _stale(cluster, heap)
     stale.sync()
     runs: list[int] = []
 
@@ -629,7 +647,9 @@ def test_write_skew_is_prevented(cluster: InprocCluster) -> None:
 
         return body
 
+    stale_accounts = stale.root("accounts", dict)
+    len(stale_accounts)  # held from here (a partial replica loads it now): then it goes stale
     fresh.run(withdraw(fresh.root("accounts", dict), "x"))
-    stale.run(withdraw(stale.root("accounts", dict), "y"))
+    stale.run(withdraw(stale_accounts, "y"))
     assert runs == [100, 100, 0]
     assert superstatic.plain(stale.root("accounts", dict)) == {"x": -50, "y": 50}

@@ -1,0 +1,121 @@
+"""The eviction clock of a partial replica: what may be hollowed, and the sweep that does it.
+
+docs/virtual-heap.md section 5. Never evicted: a node user code references (judged by reference
+counts, `user_referenced`), one a running transaction body read or wrote, one whose reference
+bit is set (installed or read by a transaction since the clock last passed: the bit is cleared
+and the node skipped once). The rest are hollowed, oldest first, until the estimated bytes held
+are back under `SWEEP_TARGET_FRACTION` of `cache_bytes`, at most `EVICT_SWEEP_NODES_MAX` nodes
+looked at per sweep (the rest next time), so a sweep never stalls the stream for long.
+
+Sizes are estimates (`cost`): a base per node plus a constant per element, not a walk of the
+values; the bound is of that estimate, not of the process's memory.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from superstatic.objects.node import EVICTING, HELD, HOLLOW, Node
+
+if TYPE_CHECKING:
+    from superstatic.objects.replica import Replica
+
+# cache_bytes: what connect() and SUPERSTATIC_CACHE_BYTES accept, and the default.
+CACHE_BYTES_MIN = 1 << 20
+CACHE_BYTES_MAX = 1 << 40
+CACHE_BYTES_DEFAULT = 256 << 20
+ENV_CACHE_BYTES = "SUPERSTATIC_CACHE_BYTES"
+# A sweep stops once the held estimate is under this fraction of cache_bytes (hysteresis: a
+# sweep per entry at the bound would cost more than the nodes it frees).
+SWEEP_TARGET_FRACTION = 0.9
+EVICT_SWEEP_NODES_MAX = 10_000
+# The size estimate: a held node's container and bookkeeping, plus each element (a dict item
+# or attribute with its decoded value, a set member, a list slot). Measured with tracemalloc
+# (tests/unit/test_heap_eviction.py keeps the estimate within 0.5x..2x of it): 300 small dicts
+# of 3 items (one a short str) 420 B each, dicts of 100 int items 3.5 KB, lists of 50 small ints
+# 650 B, objects of 2 attributes 360 B. A list of long strs is underestimated (each str is its
+# own object): the bound is of this estimate, not of the process's memory.
+NODE_BASE_BYTES = {"dict": 300, "list": 200, "set": 300, "obj": 280}
+ELEMENT_BYTES = {"dict": 40, "list": 10, "set": 40, "obj": 40}
+# References the library itself holds to a ref (node.ref, the argument of getrefcount; for a
+# shared instance also its attribute store's back reference). Measured and asserted by
+# tests/unit/test_heap_eviction.py: a wrapt or CPython change that moves them fails there.
+REF_BASE = {"dict": 2, "list": 2, "set": 2, "obj": 3}
+# References to a held container's real container: node.live, the proxy's __wrapped__, the
+# argument of getrefcount (plus one per bound read method cached in the proxy).
+LIVE_BASE = 3
+
+
+def cost(node: Node) -> int:
+    kind = node.kind
+    live = node.live
+    # (dict.__len__: a per-key dict's own len() would load it whole)
+    size = dict.__len__(live) if kind == "dict" else len(live)
+    return NODE_BASE_BYTES[kind] + ELEMENT_BYTES[kind] * size
+
+
+def user_referenced(node: Node) -> bool:
+    """Whether something besides the replica's own containers holds `node`'s ref (user code,
+    a transaction, a listener) or its real container (a bound method, an iterator, a view)."""
+    if sys.getrefcount(node.ref) - REF_BASE[node.kind] - node.inrefs > 0:
+        return True
+    if node.kind == "obj" or node.state == HOLLOW:
+        return False
+    cached = node.ref.__self_dict__
+    methods = sum(1 for name in type(node.ref)._READ_METHODS if name in cached)
+    return sys.getrefcount(node.live) - LIVE_BASE - methods > 0
+
+
+def _in_running_body(replica: Replica, oid: str) -> bool:
+    for txn in list(replica._pin_txns.values()):
+        if oid in txn.reads or oid in txn.pending or oid in txn.shadows:
+            return True
+    return False
+
+
+def sweep(replica: Replica) -> None:
+    """Hollows held nodes until the estimate is under the target. Call under the lock."""
+    target = int(replica.cache_bytes * SWEEP_TARGET_FRACTION)
+    clock = replica._clock
+    looked = 0
+    limit = min(len(clock), EVICT_SWEEP_NODES_MAX)
+    while replica.held_bytes > target and looked < limit and clock:
+        oid, node = clock.popitem(last=False)
+        looked += 1
+        if node.bit:
+            node.bit = False
+            clock[oid] = node
+            continue
+        if user_referenced(node):
+            clock[oid] = node
+            continue
+        # A body records its read, then tests the state: with EVICTING set first, either this
+        # sees the read (and keeps the node) or the body sees EVICTING (and faults, waiting for
+        # this sweep's lock).
+        node.state = EVICTING
+        if _in_running_body(replica, oid):
+            node.state = HELD
+            clock[oid] = node
+            continue
+        clock[oid] = node  # hollow() takes it off
+        replica.hollow(node)
+        if node.inrefs == 0:
+            _forget_stub(replica, node)
+    _forget_stubs(replica)
+
+
+def _forget_stubs(replica: Replica) -> None:
+    """Hollow nodes no held node references any more, and user code does not hold: gone from
+    the replica (the cyclic collector frees them), so stubs do not accumulate."""
+    candidates, replica._stub_candidates = replica._stub_candidates, []
+    for node in candidates:
+        if node.state == HOLLOW and node.inrefs <= 0:
+            _forget_stub(replica, node)
+
+
+def _forget_stub(replica: Replica, node: Node) -> None:
+    if user_referenced(node) or replica.nodes.get(node.oid) is not node:
+        return
+    del replica.nodes[node.oid]
+    replica.stats.stubs_removed += 1

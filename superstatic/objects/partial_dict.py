@@ -1,0 +1,162 @@
+"""`PartialDict`: the contents of a dict held per key (docs/virtual-heap.md section 4.3).
+
+A partial replica holds the root table (`@roots`) one key at a time: an app that reads one root
+of 100,000 must not load them all. The node's `live` is a `PartialDict`, a real dict of the keys
+loaded so far plus `absent`, the keys known not to be there. A lookup of any other key
+(`get`, `d[k]`) loads that key (`Replica.fault_key`) and answers from what arrived.
+
+A user dict the agent holds per key (above its LOAD_WHOLE_ENTRIES_MAX entries) is one too: a
+lookup loads one key; a read of its shape or content loads it whole first. Only the library
+reads the root table, and only by key (`Session._find_root` and the creation bodies:
+`view_key(...).get(name)`), so its whole reads see the keys held. The replica applies ops to
+it through the dict methods below, which keep `absent` right without loading anything (a
+`del` makes the key known absent, a `set` known present); its own reads use `dict.*`
+directly, never the loading overrides.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from superstatic.objects.node import Node
+
+_MISSING: Any = object()
+_contains = dict.__contains__
+_getitem = dict.__getitem__
+_setitem = dict.__setitem__
+_pop = dict.pop
+
+
+class PartialDict(dict):  # type: ignore[type-arg]
+    """Loaded keys (the dict itself) and keys known absent (`absent`) of a per-key node. A
+    transaction's shadow of it is a `PartialDict` too (`partial_copy`), which loads an
+    unknown key from the node and copies what arrived.
+
+    Reads of one key load that key; reads of the shape or the content (`len`, iteration,
+    `keys()`, `==`, `repr`, `copy()`) load the whole node first (`Replica.fault_whole`: it
+    becomes an ordinary held dict) and answer from it, except for the root table (`fixed`),
+    which only the library reads, by key: there they see the keys held."""
+
+    __slots__ = ("absent", "fixed", "node")
+
+    def __init__(self, node: Node, *, fixed: bool = False) -> None:
+        super().__init__()
+        self.node = node
+        self.absent: set[Any] = set()
+        self.fixed = fixed
+
+    def known(self, key: Any) -> bool:
+        return _contains(self, key) or key in self.absent
+
+    def load(self, key: Any) -> None:
+        """Makes `key` known here: loaded into the node (a round trip unless another thread
+        did), then, in a shadow, copied from the node's own contents."""
+        node = self.node
+        node.replica.fault_key(node, key)
+        source = node.live
+        if source is self:
+            return
+        found = _getitem(source, key) if _contains(source, key) else _MISSING
+        if found is _MISSING:
+            self.absent.add(key)
+        else:
+            _setitem(self, key, found)
+
+    def __contains__(self, key: object) -> bool:
+        if not (_contains(self, key) or key in self.absent):
+            self.load(key)
+        return _contains(self, key)
+
+    def _whole(self) -> Any:
+        """The whole contents: the node loaded whole (no longer per key), or this dict as it
+        is for the root table."""
+        if self.fixed:
+            return _Plain(self)
+        node = self.node
+        node.replica.fault_whole(node)
+        return node.live
+
+    def __len__(self) -> int:
+        return len(self._whole())
+
+    def __iter__(self) -> Any:
+        return iter(self._whole())
+
+    def __reversed__(self) -> Any:
+        return reversed(self._whole())
+
+    def keys(self) -> Any:
+        return self._whole().keys()
+
+    def values(self) -> Any:
+        return self._whole().values()
+
+    def items(self) -> Any:
+        return self._whole().items()
+
+    def __eq__(self, other: object) -> bool:
+        return self._whole() == other  # type: ignore[no-any-return]
+
+    def __ne__(self, other: object) -> bool:
+        return self._whole() != other  # type: ignore[no-any-return]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._whole())
+
+    def __or__(self, other: Any) -> Any:
+        return self._whole() | other
+
+    def __ror__(self, other: Any) -> Any:
+        return other | self._whole()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if not (_contains(self, key) or key in self.absent):
+            self.load(key)
+        return dict.get(self, key, default)
+
+    def __missing__(self, key: Any) -> Any:
+        if key in self.absent:
+            raise KeyError(key)
+        self.load(key)
+        if _contains(self, key):
+            return _getitem(self, key)
+        raise KeyError(key)
+
+    # The replica's (and a shadow's) ops: they change known keys only.
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.absent.discard(key)
+        _setitem(self, key, value)
+
+    def pop(self, key: Any, default: Any = _MISSING) -> Any:
+        self.absent.add(key)
+        if default is _MISSING:
+            return _pop(self, key)
+        return _pop(self, key, default)
+
+    def clear(self) -> None:
+        self.absent.update(dict.keys(self))
+        dict.clear(self)
+
+    def copy(self) -> Any:
+        return dict(self._whole()) if not self.fixed else self.partial_copy()
+
+    def partial_copy(self) -> PartialDict:
+        """What is known of it (a transaction's shadow: Txn._materialize)."""
+        out = PartialDict(self.node, fixed=self.fixed)
+        for key, value in dict.items(self):  # (dict.update would call the loading keys())
+            _setitem(out, key, value)
+        out.absent = set(self.absent)
+        return out
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("superstatic objects cannot be pickled (superstatic never pickles)")
+
+
+class _Plain(dict):  # type: ignore[type-arg]
+    """The root table's keys held, as a plain dict (its whole reads see what is held)."""
+
+    def __init__(self, source: PartialDict) -> None:
+        super().__init__(dict.items(source))
