@@ -74,6 +74,13 @@ def parser() -> argparse.ArgumentParser:
         help="committed entries applied per loop step (bounds one step's duration)",
     )
     p.add_argument(
+        "--apply-batch-bytes-max",
+        type=int,
+        default=_default("apply_batch_bytes_max"),
+        help="entry bytes applied per loop step (at least one entry; bounds a step's "
+        "duration and its write transaction's memory)",
+    )
+    p.add_argument(
         "--batch-bytes-max",
         type=int,
         default=_default("batch_bytes_max"),
@@ -248,6 +255,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         batch_entries_max=args.batch_entries_max,
         batch_bytes_max=args.batch_bytes_max,
         apply_batch_max=args.apply_batch_max,
+        apply_batch_bytes_max=args.apply_batch_bytes_max,
         inflight_max=args.inflight_max,
         session_ttl_ms=args.session_ttl_ms,
         log_time_skew_ms_max=args.log_time_skew_ms_max,

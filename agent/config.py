@@ -65,6 +65,10 @@ class AgentConfig:
     # ~0.1-0.4 ms of Python per entry: 512 keeps one Ready's apply well under a heartbeat
     # interval, so an overloaded leader keeps its followers (and its quorum) informed.
     apply_batch_max: int = 512
+    # ... and entry bytes applied per Ready (RaftConfig.committed_bytes_per_ready_max): one
+    # LMDB write transaction's dirty pages stay allocated until the store closes, and a Ready
+    # of 512 large entries (a follower catching up on bulk loads) was a loop turn of a minute.
+    apply_batch_bytes_max: int = 4 << 20
     session_ttl_ms: int = 60_000
     # How far a leader's wall clock may pull the log time it stamps away from the time it
     # inherited plus the time it has led (logtime.py); at most session_ttl_ms / 10 is used.
@@ -176,6 +180,7 @@ class AgentConfig:
             "inflight_max": self.inflight_max,
             "proposals_pending_max": self.proposals_pending_max,
             "apply_batch_max": self.apply_batch_max,
+            "apply_batch_bytes_max": self.apply_batch_bytes_max,
             "session_ttl_ms": self.session_ttl_ms,
             "log_retain_entries": self.log_retain_entries,
             "body_bytes_max": self.body_bytes_max,

@@ -263,6 +263,7 @@ class Server:
             inflight_max=config.inflight_max,
             proposals_pending_max=config.proposals_pending_max,
             committed_per_ready_max=config.apply_batch_max,
+            committed_bytes_per_ready_max=config.apply_batch_bytes_max,
         )
         fresh = loaded.hard_state is None and loaded.conf is None and loaded.snapshot is None
         # The cluster's initial configuration (at index 0). The initial voters have it from

@@ -359,7 +359,11 @@ class RaftNode:
         if self._role is Role.LEADER:
             self._flush_broadcasts()
         hard = self._hard_state()
-        committed = self._log.committed_after(self._applying, self._config.committed_per_ready_max)
+        committed = self._log.committed_after(
+            self._applying,
+            self._config.committed_per_ready_max,
+            self._config.committed_bytes_per_ready_max,
+        )
         ready = Ready(
             hard_state=hard if hard != self._prev_hard else None,
             entries=self._log.unstable_entries(),

@@ -107,13 +107,25 @@ class RaftLog:
         assert lo >= 0, (self.unstable_from, self.base_index)
         return tuple(self._entries[lo:])
 
-    def committed_after(self, applied: int, count_max: int) -> tuple[Entry, ...]:
-        """Committed entries after `applied`, at most count_max of them."""
+    def committed_after(self, applied: int, count_max: int, bytes_max: int) -> tuple[Entry, ...]:
+        """Committed entries after `applied`: at most count_max of them, and at most bytes_max
+        bytes of entry data unless the first alone is larger (progress: it goes by itself)."""
         assert applied >= self.base_index, (applied, self.base_index)
+        assert count_max >= 1 and bytes_max >= 1, (count_max, bytes_max)
         hi = min(self.commit, applied + count_max)
         if hi <= applied:
             return ()
-        return tuple(self._entries[applied - self.base_index : hi - self.base_index])
+        lo = applied - self.base_index
+        taken = 1
+        total_bytes = len(self._entries[lo].data)
+        for entry in self._entries[lo + 1 : hi - self.base_index]:  # bounded by count_max
+            total_bytes += len(entry.data)
+            if total_bytes > bytes_max:
+                break
+            taken += 1
+        committed = tuple(self._entries[lo : lo + taken])
+        assert 1 <= len(committed) <= count_max, (len(committed), count_max)
+        return committed
 
     # -- mutations -----------------------------------------------------------------------------
 

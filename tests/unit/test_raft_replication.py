@@ -326,3 +326,37 @@ def test_follower_commit_stops_at_the_last_new_entry() -> None:
     assert b.commit == 2
     (answer,) = b.ready().messages
     assert answer.type is MsgType.APPEND_RESP and answer.index == 2 and not answer.reject
+
+
+def test_committed_entries_per_ready_bounded_by_bytes_max() -> None:
+    """A follower learning that a long run of entries is committed hands them to the shell in
+    Readies of at most committed_bytes_per_ready_max bytes of entry data (and at most
+    committed_per_ready_max entries), in order, none lost; an entry larger than the byte bound
+    still goes, alone."""
+    config = RaftConfig(ticks_election=10, ticks_heartbeat=2, committed_bytes_per_ready_max=10)
+    b = RaftNode(
+        "b",
+        config,
+        random.Random(1),
+        hard_state=HardState(1, None, 0),
+        conf=ConfState.make(["a", "b", "c"]),
+        snapshot=None,
+        entries=(),
+        applied=0,
+    )
+    datas = [b"12345"] * 6 + [b"x" * 50] + [b"123"] * 3
+    entries = tuple(Entry(i, 1, EntryKind.NORMAL, data) for i, data in enumerate(datas, start=1))
+    b.step(Message(MsgType.APPEND, "a", "b", 1, entries=entries, commit=len(entries)))
+    batches: list[list[bytes]] = []
+    for _ in range(2 * len(entries)):  # bounded: at least one entry per Ready
+        if not b.has_ready():
+            break
+        ready = b.ready()
+        if ready.committed:
+            batches.append([e.data for e in ready.committed])
+        b.advance(ready)
+    assert [d for batch in batches for d in batch] == datas
+    for batch in batches:
+        assert len(batch) == 1 or sum(len(d) for d in batch) <= 10, batch
+    assert [b"x" * 50] in batches
+    assert max(len(batch) for batch in batches) == 3  # 3 x 3 bytes: the bound, not 1 by 1
