@@ -65,6 +65,7 @@ from superstatic_agent.storage import (
 )
 from superstatic_agent.streams import Streams
 from superstatic_agent.trace import AgentTracer
+from superstatic_agent.trace import asked as trace_asked
 from superstatic_agent.transport import ClientTransport, DropCounter, PeerTransport
 
 from superstatic.protocol import codec, ops, wire
@@ -137,7 +138,8 @@ class Waiter:
     # Handed to the core (appended here as leader, or forwarded): from then on the entry may be
     # in some log and commit, so this waiter is never told "not proposed" (issue 9, bug 2).
     proposed: bool = False
-    # Asked for per-hop stamps: always answered with a REPLY (the stamps travel in it).
+    # Asked for per-hop stamps: always answered with a REPLY (the stamps travel in it when this
+    # agent traces; the app settles such a write on its REPLY, never on its event).
     traced: bool = False
 
 
@@ -1232,7 +1234,9 @@ class Server:
             if not isinstance(proposal, wire.Proposal):
                 # parse_propose raises LimitExceeded (too_large) for a body above body_bytes_max.
                 proposal = wire.parse_propose(frame, body_bytes_max=self.config.body_bytes_max)
-            traced = self.tracer is not None and self.tracer.wants(frame.body)
+            # Asked for stamps: answered by a REPLY even when this agent does not trace (the
+            # app settles a traced write on its REPLY only, never on its event).
+            traced = trace_asked(frame.body)
             self._on_propose(identity, frame.req_id, now, address, proposal, traced)
         elif t is wire.FrameType.PROPOSE_MANY:
             if not isinstance(proposal, list):
@@ -1342,9 +1346,8 @@ class Server:
                 )
                 continue
             assert item.proposal is not None
-            traced = self.tracer is not None and item.trace
             try:
-                self._on_propose(identity, item.req_id, now, address, item.proposal, traced)
+                self._on_propose(identity, item.req_id, now, address, item.proposal, item.trace)
             except LimitExceeded as exc:
                 self._refuse_client_frame(identity, b"", exc, item.req_id)
             except ProtocolError as exc:

@@ -38,13 +38,19 @@ class _Record:
         self.index = 0
 
 
+def asked(body: Any) -> bool:
+    """Whether a PROPOSE body asks for per-hop stamps. Such a write is answered by a REPLY
+    whether or not this agent traces: its app settles it on the REPLY, never on its event."""
+    return isinstance(body, dict) and body.get(_proto.FIELD_REQUEST) is True
+
+
 class AgentTracer:
     def __init__(self) -> None:
         self._by_data: dict[tuple[str, int], _Record] = {}  # proposed, index not seen yet
         self._by_index: dict[int, _Record] = {}  # index known, not answered yet
 
     def wants(self, body: Any) -> bool:
-        return isinstance(body, dict) and body.get(_proto.FIELD_REQUEST) is True
+        return asked(body)
 
     def on_propose(self, data: bytes, recv_ns: int) -> None:
         key = _request_of(data)
