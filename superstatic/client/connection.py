@@ -1533,7 +1533,9 @@ class _IoState:
         while len(self.many_frames) > MANY_FRAMES_TRACKED_MAX:
             del self.many_frames[next(iter(self.many_frames))]
 
-    def on_many_refused(self, item_req_ids: list[int], body: dict[str, Any]) -> None:
+    def on_many_refused(
+        self, item_req_ids: list[int], body: dict[str, Any], endpoint: str | None = None
+    ) -> None:
         """The agent refused a PROPOSE_MANY frame as a whole (an agent that does not know the
         type answers bad_request; a frame-level ERROR is answered before any item is looked
         at): none of its items was proposed. They go again as PROPOSEs, and this connection
@@ -1541,7 +1543,7 @@ class _IoState:
         if self.many_ok:
             log.info(
                 "superstatic: agent %s refused PROPOSE_MANY (%s); sending PROPOSEs one by one",
-                self.conn.endpoint,
+                endpoint or self.conn.endpoint,
                 body.get("code"),
             )
         self.many_ok = False
@@ -1639,6 +1641,11 @@ class _IoState:
                 continue
             request = self.by_req_id.get(frame.req_id)
             if request is None:
+                # A PROPOSE_MANY refused whole (a leader that predates the type): as on our
+                # own socket, its items go again as PROPOSEs.
+                items = self.many_frames.pop(frame.req_id, None)
+                if items is not None and frame.type is wire.FrameType.ERROR:
+                    self.on_many_refused(items, frame.body, link.endpoint)
                 continue
             if frame.type is wire.FrameType.REPLY:
                 self.on_reply(request, frame.req_id, frame.body)

@@ -1,0 +1,91 @@
+"""Review of the lean write path (issue 11 item 4): the link to the leader against agent
+doubles (tests/unit/test_connection.py's AgentPeer). The app's own agent is a follower ("f")
+naming the leader ("t"); the connection sends its writes over a link to "t"."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from test_connection import WAIT_S, AgentPeer, PeerLog, RecordingReplica
+
+from superstatic.client.connection import Committed, Connection
+from superstatic.protocol import wire
+
+
+class FollowerPeer(AgentPeer):
+    """An agent double whose HELLO says it is agent `agent` and follows `leader`."""
+
+    def __init__(self, log: PeerLog, *, agent: str, leader: str) -> None:
+        self.agent, self.leader = agent, leader
+        super().__init__(log)
+
+    def _handle(self, identity: bytes, frame: wire.Frame) -> None:
+        if frame.type is not wire.FrameType.HELLO or self.mute:
+            super()._handle(identity, frame)
+            return
+        with self._lock:
+            self.frames.append(frame)
+        body = {
+            "agent": self.agent,
+            "leader": self.leader,
+            "session_ttl_ms": self.session_ttl_ms,
+            "model": 2,
+            "first_index": 1,
+        }
+        self._send(identity, wire.FrameType.REPLY, frame.req_id, body)
+
+
+WRITERS = 8
+
+
+def test_a_leader_that_refuses_propose_many_on_the_link_gets_proposes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The leader behind the link predates PROPOSE_MANY (it answers the frame with
+    bad_request, as AgentPeer does): nothing of the frame was proposed, so its writes go again
+    as PROPOSEs and each applies once, as on the connection's own socket. Before the fix the
+    link's frame-level ERROR was dropped (only the own socket looked up `many_frames`): the
+    writes were sent again as PROPOSE_MANY at every resend until their deadline and failed as
+    outcome-unknown although nothing had been written."""
+    monkeypatch.delenv("SUPERSTATIC_COALESCE", raising=False)
+    log = PeerLog()
+    leader = AgentPeer(log)  # HELLO: agent "t", leader "t"
+    follower = FollowerPeer(log, agent="f", leader="t")
+    conn = Connection(
+        [follower.endpoint, leader.endpoint],
+        RecordingReplica(),
+        timeout_ms_request=6_000,
+        timeout_ms_resend=300,
+        timeout_ms_close=300,
+    )
+    try:
+        leader.wait_for(
+            "the link to the leader", lambda: conn._io.link is not None and conn._io.link.ready
+        )
+        leader.mute = True  # the session's open (on the link) waits until all writes queued
+        results: list[Committed | BaseException] = []
+
+        def write(i: int) -> None:
+            try:
+                results.append(conn.submit(b"w%d" % i))
+            except BaseException as exc:  # the test reports what each writer got
+                results.append(exc)
+
+        workers = [threading.Thread(target=write, args=(i,)) for i in range(WRITERS)]
+        for worker in workers:
+            worker.start()
+        leader.wait_for("writes queued", lambda: conn._pending == WRITERS)
+        leader.mute = False
+        for worker in workers:
+            worker.join(WAIT_S)
+        assert leader.received(wire.FrameType.PROPOSE_MANY), "no PROPOSE_MANY on the link"
+        assert all(isinstance(r, Committed) and r.outcome == "ok" for r in results), results
+        assert len(results) == WRITERS
+        bodies: list[Any] = sorted(entry[3] for entry in log.entries)
+        assert bodies == sorted(b"w%d" % i for i in range(WRITERS))
+    finally:
+        conn.close()
+        follower.stop()
+        leader.stop()
