@@ -6,15 +6,21 @@ an app tracing its calls (SUPERSTATIC_TRACE) asks for one, whether or not the ag
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from superstatic_bench.loadgen import txn_create_roots, txn_extend
+from test_lean_path import inspect_when_applied
 
+import superstatic
+from superstatic.client import default as session_default
 from superstatic.client.connection import Connection
 from superstatic.objects import trace as app_trace
+from superstatic.protocol.errors import Unavailable
 from superstatic.tools.localcluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
@@ -69,3 +75,71 @@ def test_a_traced_write_to_agents_that_do_not_trace_is_still_answered(tmp_path: 
             assert committed.trace is not None and "reply_rx" in committed.trace
         finally:
             conn.close()
+
+
+WRITERS = 4
+WRITES_PER_WRITER = 30
+KILL_AFTER_WRITES = 8  # of writer 0: the agent dies with writes of every writer in flight
+TIMEOUT_S_JOIN = 180.0
+
+
+def test_writes_answered_by_events_of_an_agent_that_restarts_apply_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's only endpoint is a follower, so its writes are forwarded and answered by its
+    stream's events (coalesced when concurrent). The agent is killed (SIGKILL) with writes in
+    flight and started again: the connection comes back to it, resends every unanswered
+    write with its seq, and each write's outcome is truthful: a call that returned applied
+    exactly once, one that failed as outcome-unknown applied at most once, none twice, each
+    writer's values in its order."""
+    monkeypatch.delenv("SUPERSTATIC_COALESCE", raising=False)
+    with LocalCluster(tmp_path / "agents", size=3) as cluster:
+        cluster.start()
+        leader = cluster.leader()
+        follower = next(i for i in cluster.agents if i != leader)
+        superstatic.connect(cluster.client_endpoints([follower]))
+        outcomes: dict[str, str] = {}
+        killed = threading.Event()
+        try:
+            log = superstatic.root("restarts", list)
+
+            def writer(w: int) -> None:
+                for i in range(WRITES_PER_WRITER):
+                    value = f"{w}-{i}"
+                    try:
+                        log.append(value)
+                        outcomes[value] = "ok"
+                    except Unavailable as exc:
+                        outcomes[value] = "known" if exc.outcome_known else "unknown"
+                    if w == 0 and i == KILL_AFTER_WRITES:
+                        killed.set()
+
+            threads = [threading.Thread(target=writer, args=(w,)) for w in range(WRITERS)]
+            for thread in threads:
+                thread.start()
+            assert killed.wait(TIMEOUT_S_JOIN), "writer 0 never got going"
+            cluster.kill(follower)
+            time.sleep(0.2)  # (not a timing claim: the writers keep queueing meanwhile)
+            cluster.start_agent(follower)
+            for thread in threads:
+                thread.join(TIMEOUT_S_JOIN)
+                assert not thread.is_alive(), "a writer never returned"
+            conn = session_default.get().connection
+            assert isinstance(conn, Connection)
+            index = conn.read_index()
+            assert conn.failovers >= 1  # the kill reached the connection
+        finally:
+            superstatic.close()
+        final = inspect_when_applied(cluster, leader, "restarts", index)
+    assert len(outcomes) == WRITERS * WRITES_PER_WRITER
+    for value, outcome in outcomes.items():
+        count = final.count(value)
+        if outcome == "ok":
+            assert count == 1, (value, count)
+        elif outcome == "known":
+            assert count == 0, (value, count)
+        else:
+            assert count <= 1, (value, count)
+    for w in range(WRITERS):
+        mine = [int(v.split("-")[1]) for v in final if v.split("-")[0] == str(w)]
+        assert mine == sorted(mine), (w, mine)
