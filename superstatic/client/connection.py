@@ -256,6 +256,8 @@ class _Request:
     # The leader's answer to a write sent on the link, held until our replica applied it (the
     # caller waits for that anyway: read-your-writes), so the caller is woken once.
     answer: Committed | None = None
+    # When `answer` began waiting for our own agent (reset when we connect to another one).
+    held_at: float = 0.0
 
 
 class Connection:
@@ -964,6 +966,8 @@ class _IoState:
         self.subscribe()
         for request in self.requests.values():
             request.send_at = now
+        for request in self.held:
+            request.held_at = now  # the new agent's own time to apply them
         self.last_ping = now
 
     def subscribe(self) -> None:
@@ -1178,6 +1182,7 @@ class _IoState:
             # replica has it (settle_held), or at its deadline with this answer (expire).
             if request.answer is None:
                 request.answer = committed
+                request.held_at = now
                 self.held.append(request)
             return
         self.settle(request, result=committed)
@@ -1332,6 +1337,18 @@ class _IoState:
             self.failover(f"refusing requests for {conn.timeout_ms_agent_silence} ms")
             return
         if not self.connected:
+            return
+        if (
+            self.held
+            and now - min(r.held_at for r in self.held) > silence_s
+            and len(conn.endpoints) > 1
+        ):
+            # Our agent has not applied, for that long, a write the leader committed (cut off
+            # from the log while it answers PINGs): with writes on the link it refuses nothing,
+            # so this, not the refusals, says to leave it (as when writes are forwarded).
+            self.failover(
+                f"it has not applied a committed write for {conn.timeout_ms_agent_silence} ms"
+            )
             return
         if self.sub_req == 0:
             self.subscribe()  # the first attempt could not go out

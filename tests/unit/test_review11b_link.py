@@ -12,6 +12,7 @@ from test_connection import WAIT_S, AgentPeer, PeerLog, RecordingReplica
 
 from superstatic.client.connection import Committed, Connection
 from superstatic.protocol import wire
+from superstatic.protocol.errors import Unavailable
 
 
 class FollowerPeer(AgentPeer):
@@ -85,6 +86,45 @@ def test_a_leader_that_refuses_propose_many_on_the_link_gets_proposes(
         assert len(results) == WRITERS
         bodies: list[Any] = sorted(entry[3] for entry in log.entries)
         assert bodies == sorted(b"w%d" % i for i in range(WRITERS))
+    finally:
+        conn.close()
+        follower.stop()
+        leader.stop()
+
+
+def test_an_own_agent_that_stops_applying_is_left_though_the_leader_takes_the_writes() -> None:
+    """The app's own agent ("f") is cut off from the log (it answers PINGs, its stream sends
+    nothing), while the leader behind the link takes and answers every write. A write's
+    answer is held until the own replica applies it (read-your-writes), so the caller would
+    wait for its deadline, and then for the apply that never comes, call after call: with
+    writes forwarded, the cut-off agent's refusals made the connection fail over after
+    timeout_ms_agent_silence; the link's answers take that away. An answer held that long
+    means the own agent does not apply what the leader committed: the connection fails over
+    and the write becomes visible through the next agent."""
+    log = PeerLog()
+    leader = AgentPeer(log)  # HELLO: agent "t", leader "t"
+    follower = FollowerPeer(log, agent="f", leader="t")
+    conn = Connection(
+        [follower.endpoint, leader.endpoint],
+        RecordingReplica(),
+        timeout_ms_request=8_000,
+        timeout_ms_agent_silence=1_000,
+        ping_interval_ms=200,
+        timeout_ms_close=300,
+    )
+    try:
+        leader.wait_for(
+            "the link to the leader", lambda: conn._io.link is not None and conn._io.link.ready
+        )
+        assert conn.submit(b"before").outcome == "ok"
+        follower.withhold_events = True  # cut off from the log: applies nothing more
+        committed = conn.submit(b"cut off")
+        assert committed.outcome == "ok"
+        try:
+            conn.wait_applied(committed.index, 5.0)
+        except Unavailable as exc:
+            pytest.fail(f"the write never became visible: {exc}")
+        assert conn.endpoint == leader.endpoint and conn.failovers >= 1
     finally:
         conn.close()
         follower.stop()
