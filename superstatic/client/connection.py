@@ -1687,8 +1687,10 @@ class _IoState:
             link.ready = True  # writes go here from now on
             self.leader_id = agent
             return
-        # Not the leader (another endpoint is, or it changed): try the next one at once.
-        self.drop_link(f"agent {agent} is not the leader", retry=False)
+        # Not the leader (another endpoint is, or it changed): try the next one at once. This
+        # endpoint waits LINK_RETRY_MS: asked again at once, an agent that knows no leader (an
+        # election, a lost quorum) while ours still names it would be dialled in a busy loop.
+        self.drop_link(f"agent {agent} is not the leader")
         self.want_leader(leader if isinstance(leader, str) and leader else self.leader_id)
 
     def seq_low(self) -> int:

@@ -5,11 +5,13 @@ naming the leader ("t"); the connection sends its writes over a link to "t"."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
 from test_connection import WAIT_S, AgentPeer, PeerLog, RecordingReplica
 
+from superstatic.client import connection as connection_module
 from superstatic.client.connection import Committed, Connection
 from superstatic.protocol import wire
 from superstatic.protocol.errors import Unavailable
@@ -18,7 +20,7 @@ from superstatic.protocol.errors import Unavailable
 class FollowerPeer(AgentPeer):
     """An agent double whose HELLO says it is agent `agent` and follows `leader`."""
 
-    def __init__(self, log: PeerLog, *, agent: str, leader: str) -> None:
+    def __init__(self, log: PeerLog, *, agent: str, leader: str | None) -> None:
         self.agent, self.leader = agent, leader
         super().__init__(log)
 
@@ -129,3 +131,41 @@ def test_an_own_agent_that_stops_applying_is_left_though_the_leader_takes_the_wr
         conn.close()
         follower.stop()
         leader.stop()
+
+
+def hellos(peer: AgentPeer) -> int:
+    return len(peer.received(wire.FrameType.HELLO))
+
+
+# How long the test watches the link's attempts: a window, not a timing claim (with the fix,
+# LINK_RETRY_MS is far longer than the whole test, so the count cannot depend on speed).
+WATCH_S = 0.5
+
+
+def test_an_agent_that_says_it_is_not_the_leader_is_not_asked_again_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Our agent still names "t" as the leader, while "t" knows of none (an election, or it
+    lost its quorum): its link's HELLO says so. Before the fix the link was closed without
+    the retry pause and made again at once to the same endpoint (the only one known to be
+    "t"), HELLO after HELLO, a socket and a CURVE handshake each, for as long as the election
+    or the outage lasted. Now the endpoint waits LINK_RETRY_MS like any failed link."""
+    monkeypatch.setattr(connection_module, "LINK_RETRY_MS", 60_000)
+    log = PeerLog()
+    stale = FollowerPeer(log, agent="t", leader=None)
+    follower = FollowerPeer(log, agent="f", leader="t")
+    conn = Connection(
+        [follower.endpoint, stale.endpoint],
+        RecordingReplica(),
+        timeout_ms_request=6_000,
+        timeout_ms_close=300,
+    )
+    try:
+        stale.wait_for("a link's HELLO", lambda: hellos(stale) >= 1)
+        time.sleep(WATCH_S)
+        assert hellos(stale) <= 2, f"{hellos(stale)} links made to an agent that does not lead"
+        assert conn.submit(b"forwarded").outcome == "ok"  # through our own agent meanwhile
+    finally:
+        conn.close()
+        follower.stop()
+        stale.stop()
