@@ -31,8 +31,9 @@ def h(tmp_path: Path) -> Iterator[Harness]:
         "Streams.answers_by_event says the stream will carry it, so the agent sends no REPLY "
         "and the write waits for its resend (timeout_ms_resend) and the dup. Fix: "
         "answers_by_event returns False when sub.held is not None and not sub.client. Only "
-        "a library that subscribes partial with 'answers' and without 'client' meets it (the "
-        "library on main subscribes whole); nothing is wrong, only late."
+        "another client that subscribes partial with 'answers' and without 'client' meets it "
+        "(the library names its client id when it subscribes partial); nothing is wrong, "
+        "only late."
     ),
 )
 def test_a_partial_stream_without_a_client_id_is_not_trusted_to_answer_writes(
