@@ -818,6 +818,10 @@ def test_writes_behind_a_stuck_one_wait_inside_the_agents_seq_window(
         stuck = pool.submit(conn.submit, b"stuck")
         peer.wait_for("the stuck write", lambda: len(proposes_of(peer)) >= 2)
         peer.swallow_proposes = False
+        # The later writes wait unsent until the stuck one expires: their own deadline must
+        # outlast it by far (with the same 4 s, they had only the milliseconds between the two
+        # submits left, and failed under load). A call reads timeout_ms_request when it starts.
+        conn.timeout_ms_request = int(WAIT_S * 1000)
         later = [pool.submit(conn.submit, b"w%d" % i) for i in range(6)]
         with pytest.raises(Unavailable) as caught:
             stuck.result(WAIT_S)
