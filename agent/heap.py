@@ -88,6 +88,7 @@ class LoadRead:
             self.index, _term, self.log_time_ms = read_applied(self._txn, dbs)
             self._dbs = dbs
             self._held = held
+            self._restart = job.start  # the stream resumes after this answer
             self._prefetch_bytes = job.prefetch_bytes
             self._frame_bytes_max = frame_bytes_max
             self.absent: list[str] = []
@@ -121,7 +122,7 @@ class LoadRead:
                 self._lead.append(_header_item(header))
             self._held.add_header(oid)
             return
-        self._held.add(oid, self.index)
+        self._held.add(oid, self.index, self._restart)
         self._queue.append(found)
 
     def _request_keys(self, oid: str, pairs: tuple[tuple[bytes, Any], ...]) -> None:
@@ -134,7 +135,7 @@ class LoadRead:
                 # Never created yet: the keys stay held, so the entry that creates the root
                 # table (a whole-node write) reaches the app (docs/virtual-heap.md 3.4).
                 for ekey, _key in pairs:
-                    self._held.add_key(oid, ekey, self.index)
+                    self._held.add_key(oid, ekey, self.index, self._restart)
             return
         nid, header = found
         if header.kind != "dict":
@@ -144,7 +145,7 @@ class LoadRead:
             self._lead.append(_header_item(header))
         self._answer.add(oid)
         for ekey, _key in pairs:
-            self._held.add_key(oid, ekey, self.index)
+            self._held.add_key(oid, ekey, self.index, self._restart)
         self._keyed.append((nid, header, pairs))
 
     def stop_prefetch(self) -> None:
@@ -253,7 +254,7 @@ class LoadRead:
             return  # gone (answered absent below) or large: it stays a head
         self._room -= 1
         self._answer.add(oid)
-        self._held.add(oid, self.index)
+        self._held.add(oid, self.index, self._restart)
         self._queue.append(found)
 
     def _trailer(self) -> Iterator[list[Any]]:

@@ -45,21 +45,33 @@ class HeldSet:
         """Whether the app has the node's head and contents (whole) or header (per key)."""
         return oid in self.since or oid in self.keys
 
-    def add(self, oid: str, since: int) -> None:
-        """Holds `oid` whole from `since` on (a per-key hold of it ends: it is all there)."""
-        self.since[oid] = since
+    def add(self, oid: str, since: int, restart: bool = False) -> None:
+        """Holds `oid` whole from `since` on (a per-key hold of it ends: it is all there).
+
+        A node or key held already keeps its earlier since: the events after it that the
+        stream has not sent yet still pass, so the app, which holds the node, sees them
+        before the answer at `since` (raising it would let the app's applied index pass writes
+        its copy never got). Sent before the answer, they are news to nothing else.
+        `restart`: a start answer, after which the stream resumes past `since`."""
         keys = self.keys.pop(oid, None)
         if keys is not None:
             self._key_count -= len(keys)
+            if keys and not restart:
+                since = min(since, *keys.values())
+        self.since[oid] = since if restart else min(since, self.since.get(oid, since))
 
-    def add_key(self, oid: str, ekey: bytes, since: int) -> None:
-        """Holds one key (present or absent) of a dict; nothing if the dict is held whole."""
+    def add_key(self, oid: str, ekey: bytes, since: int, restart: bool = False) -> None:
+        """Holds one key (present or absent) of a dict; nothing if the dict is held whole.
+        An earlier since stays unless `restart`, as in `add`."""
         if oid in self.since:
             return
         keys = self.keys.setdefault(oid, {})
-        if ekey not in keys:
+        held = keys.get(ekey)
+        if held is None:
             self._key_count += 1
-        keys[ekey] = since
+            keys[ekey] = since
+        else:
+            keys[ekey] = since if restart else min(held, since)
 
     def add_header(self, oid: str) -> None:
         """The app knows the dict's header and holds none of its keys yet."""

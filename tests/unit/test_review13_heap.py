@@ -1,0 +1,113 @@
+"""Hostile review of the virtual heap's agent half (issue 13, review13): each test failed before
+its fix. A real Storage and state machine; the client socket records what is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.stream_harness import Harness
+
+from superstatic.protocol import wire
+from superstatic.protocol.codec import Ref
+
+SUB = 5
+ME = "me"
+OTHER = "other"
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    harness = Harness(tmp_path)
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+def subscribe(h: Harness, identity: bytes = b"app", **kw: Any) -> None:
+    body = wire.subscribe_body(0, heap="partial", client=kw.pop("client", ME), **kw)
+    body.update(kw.pop("extra", {}))
+    h.streams.on_subscribe(identity, wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
+
+
+def heap_frame(h: Harness, frame_type: wire.FrameType, req_id: int, body: dict[str, Any]) -> None:
+    request = wire.parse_heap_request(wire.Frame(frame_type, req_id, body))
+    h.streams.on_heap(b"app", request, req_id)
+
+
+def pump(h: Harness, turns: int = 3) -> None:
+    for _ in range(turns):
+        h.streams.clear_body_cache()
+        h.streams.pump(h.index, 0.0)
+
+
+def frames(h: Harness) -> list[wire.Frame]:
+    return [wire.decode(d, wire.AGENT_TO_CLIENT) for who, d in h.clients.sent if who == b"app"]
+
+
+def world(h: Harness) -> None:
+    """Index 1: two dicts bound as roots, and a dict of 300 keys (held per key)."""
+    big = [[f"k{i}", i] for i in range(300)]
+    h.commit(
+        [
+            ["new", "@roots", "dict", [["a", Ref("o.a")], ["big", Ref("o.big")]]],
+            ["new", "o.a", "dict", [["n", 0]]],
+            ["new", "o.big", "dict", big],
+        ],
+        client=OTHER,
+    )
+
+
+def applied_view(h: Harness) -> list[tuple[int, str, Any]]:
+    """What the app sees, in stream order: (its applied index after the frame, frame, payload)."""
+    out: list[tuple[int, str, Any]] = []
+    for f in frames(h):
+        if f.type is wire.FrameType.EVENTS:
+            out.append((f.body["to"], "EVENTS", [e[0] for e in f.body["ev"]]))
+        elif f.type is wire.FrameType.LOADED:
+            out.append((f.body["index"], "LOADED", f.body["load"]))
+    return out
+
+
+def test_loading_a_held_node_again_never_skips_its_events_before_the_answer(h: Harness) -> None:
+    """A node held since s, asked for again (a LOAD answered at L > s while the stream is still
+    before L): the events on it in (s, L] must still reach the app before the answer, else its
+    applied index passes them while its copy of the node stays older (prefix consistency)."""
+    world(h)
+    subscribe(h)
+    heap_frame(h, wire.FrameType.LOAD, 9, wire.load_body(SUB, ["o.a"]))
+    pump(h)
+    write = h.commit([["set", "o.a", "n", 1]], client=OTHER)[0].index
+    h.commit([["set", "o.a", "n", 2]], client=OTHER)
+    # Asked again before the stream sent the writes (a second thread's fault, a whole LOAD).
+    heap_frame(h, wire.FrameType.LOAD, 10, wire.load_body(SUB, ["o.a"]))
+    pump(h)
+    sent = [i for _to, kind, evs in applied_view(h) if kind == "EVENTS" for i in evs]
+    assert write in sent and write + 1 in sent
+
+
+def test_loading_a_held_key_again_never_skips_its_events_before_the_answer(h: Harness) -> None:
+    world(h)
+    subscribe(h)
+    heap_frame(h, wire.FrameType.LOAD, 9, wire.load_body(SUB, [], keys=[("o.big", ["k1"])]))
+    pump(h)
+    write = h.commit([["set", "o.big", "k1", "new"]], client=OTHER)[0].index
+    heap_frame(h, wire.FrameType.LOAD, 10, wire.load_body(SUB, [], keys=[("o.big", ["k1"])]))
+    pump(h)
+    sent = [i for _to, kind, evs in applied_view(h) if kind == "EVENTS" for i in evs]
+    assert write in sent
+
+
+def test_a_dict_held_per_key_then_loaded_whole_keeps_its_keys_events(h: Harness) -> None:
+    world(h)
+    subscribe(h)
+    heap_frame(h, wire.FrameType.LOAD, 9, wire.load_body(SUB, [], keys=[("o.big", ["k1"])]))
+    pump(h)
+    write = h.commit([["set", "o.big", "k1", "new"]], client=OTHER)[0].index
+    heap_frame(h, wire.FrameType.LOAD, 10, wire.load_body(SUB, ["o.big"], whole=True))
+    pump(h)
+    sent = [i for _to, kind, evs in applied_view(h) if kind == "EVENTS" for i in evs]
+    assert write in sent
