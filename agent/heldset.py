@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from superstatic_agent.config import HELD_ENTRY_BYTES
 from superstatic_agent.storage import Event
 
 from superstatic.protocol import keynorm, ops
@@ -38,7 +39,8 @@ class HeldSet:
         self._key_count = 0
 
     def __len__(self) -> int:
-        """Entries, as the limits count them: whole nodes, per-key nodes and their keys."""
+        """Entries, as the limits count them: whole nodes, per-key nodes and their keys (a long
+        key for its bytes, `_key_units`)."""
         return len(self.since) + len(self.keys) + self._key_count
 
     def __contains__(self, oid: object) -> bool:
@@ -55,7 +57,7 @@ class HeldSet:
         `restart`: a start answer, after which the stream resumes past `since`."""
         keys = self.keys.pop(oid, None)
         if keys is not None:
-            self._key_count -= len(keys)
+            self._key_count -= sum(map(_key_units, keys))
             if keys and not restart:
                 since = min(since, *keys.values())
         self.since[oid] = since if restart else min(since, self.since.get(oid, since))
@@ -68,7 +70,7 @@ class HeldSet:
         keys = self.keys.setdefault(oid, {})
         held = keys.get(ekey)
         if held is None:
-            self._key_count += 1
+            self._key_count += _key_units(ekey)
             keys[ekey] = since
         else:
             keys[ekey] = since if restart else min(held, since)
@@ -82,13 +84,13 @@ class HeldSet:
         """Forgets the node, whole or per key (a DROP, or its collection)."""
         keys = self.keys.pop(oid, None)
         if keys is not None:
-            self._key_count -= len(keys)
+            self._key_count -= sum(map(_key_units, keys))
         return self.since.pop(oid, None) is not None or keys is not None
 
     def discard_key(self, oid: str, ekey: bytes) -> None:
         keys = self.keys.get(oid)
         if keys is not None and keys.pop(ekey, None) is not None:
-            self._key_count -= 1
+            self._key_count -= _key_units(ekey)
 
     def passes(self, oid: str, index: int) -> bool:
         """Whether an event at `index` writing all of `oid` is news to the app."""
@@ -110,6 +112,19 @@ class HeldSet:
             return any(s < index for s in keys.values())
         key_since = keys.get(ekey)
         return key_since is not None and key_since < index
+
+
+def _key_units(ekey: bytes) -> int:
+    """Entries a held key counts for: one, and one more per HELD_ENTRY_BYTES of its bytes (a
+    key may be as long as a frame; counted as one entry, --subscriber-held-max of them would
+    hold far more memory than the bound says)."""
+    return 1 + len(ekey) // HELD_ENTRY_BYTES
+
+
+def key_units(keys: tuple[tuple[str, tuple[tuple[bytes, Any], ...]], ...]) -> int:
+    """Entries the keys of a LOAD or HOLD (heldset.normalized_keys) count for, their dicts
+    excluded."""
+    return sum(_key_units(ekey) for _oid, pairs in keys for ekey, _key in pairs)
 
 
 class EventWrites:

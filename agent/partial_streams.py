@@ -91,8 +91,9 @@ class PartialStreams:
                     sub.held.discard_key(oid, ekey)
             return
         room, flag = self._held_room(sub)
-        # Each key counts, and its dict once (an upper bound: some may be held already).
-        asked = len(request.oids) + request.key_count() + len(keys)
+        # Each key counts (a long one for its bytes), and its dict once (an upper bound: some
+        # may be held already).
+        asked = len(request.oids) + heldset.key_units(keys) + len(keys)
         if asked > room:
             message = (
                 f"{flag}: this app may hold {max(room, 0)} more entries, the "
@@ -209,7 +210,7 @@ class PartialStreams:
             held,
             self.config.snapshot_chunk_bytes_max,
             # What prefetch may add: the room left once the requested entries are held.
-            self._held_room(sub)[0] - len(oids) - sum(1 + len(p) for _oid, p in job.keys),
+            self._held_room(sub)[0] - len(oids) - len(job.keys) - heldset.key_units(job.keys),
         )
         self._snapshot_streams += 1
         job.index, job.log_time_ms, job.rest = read.index, read.log_time_ms, read

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from superstatic_agent import heldset
+from superstatic_agent.config import HELD_ENTRY_BYTES
 from support.stream_harness import Harness
 
 from superstatic.protocol import wire
@@ -111,3 +113,44 @@ def test_a_dict_held_per_key_then_loaded_whole_keeps_its_keys_events(h: Harness)
     pump(h)
     sent = [i for _to, kind, evs in applied_view(h) if kind == "EVENTS" for i in evs]
     assert write in sent
+
+
+def test_long_held_keys_count_for_their_bytes(h: Harness) -> None:
+    """One entry of the held set is counted HELD_ENTRY_BYTES in the memory bound: a key of a
+    megabyte must count for its bytes, else --subscriber-held-max entries of them hold
+    terabytes."""
+    world(h)
+    subscribe(h)
+    long_key = "x" * (1 << 20)
+    heap_frame(h, wire.FrameType.LOAD, 9, wire.load_body(SUB, [], keys=[("@roots", [long_key])]))
+    sub = h.streams._subscribers[b"app"]
+    assert sub.held is not None
+    pump(h)
+    assert len(sub.held) * HELD_ENTRY_BYTES >= 1 << 20
+
+
+def test_long_keys_are_refused_past_the_held_limit(tmp_path: Path) -> None:
+    h = Harness(tmp_path, subscriber_held_max=1_000)
+    try:
+        world(h)
+        subscribe(h)
+        long_key = "x" * (1_000 * HELD_ENTRY_BYTES)
+        body = wire.load_body(SUB, [], keys=[("@roots", [long_key])])
+        heap_frame(h, wire.FrameType.LOAD, 9, body)
+        assert [e[2] for e in h.errors] == [str(wire.ErrorCode.TOO_LARGE)]
+        assert "--subscriber-held-max=1000" in h.errors[0][3]
+        assert long_key not in h.errors[0][3]
+    finally:
+        h.close()
+
+
+def test_held_set_counts_keys_as_they_are_dropped_and_readded() -> None:
+    held = heldset.HeldSet()
+    held.add_key("d", b"\x61" * 1000, 1)
+    held.add_key("d", b"\x61" * 1000, 2)
+    grown = len(held)
+    held.discard_key("d", b"\x61" * 1000)
+    assert len(held) == 1 < grown  # the dict's header stays
+    held.add_key("d", b"\x62", 3)
+    held.add("d", 4)
+    assert len(held) == 1
