@@ -91,7 +91,9 @@ class LoadRead:
             self._restart = job.start  # the stream resumes after this answer
             self._prefetch_bytes = job.prefetch_bytes
             self._frame_bytes_max = frame_bytes_max
-            self.absent: list[str] = []
+            # A dict, not a list: a start answer may name a million declared oids, all gone
+            # (a list's membership test made that turn quadratic).
+            self.absent: dict[str, None] = {}
             self._answer: set[str] = set()
             self._queue: deque[tuple[int, layout.Header]] = deque()
             self._lead: list[list[Any]] = []  # dict headers sent without their entries
@@ -113,7 +115,7 @@ class LoadRead:
             return
         found = self._node(oid)
         if found is None:
-            self.absent.append(oid)
+            self.absent[oid] = None
             return
         self._answer.add(oid)
         header = found[1]
@@ -130,7 +132,7 @@ class LoadRead:
             return  # gone, or held whole: every key is there already
         found = self._node(oid)
         if found is None:
-            self.absent.append(oid)
+            self.absent[oid] = None
             if oid == ROOTS_OID:
                 # Never created yet: the keys stay held, so the entry that creates the root
                 # table (a whole-node write) reaches the app (docs/virtual-heap.md 3.4).

@@ -154,3 +154,37 @@ def test_held_set_counts_keys_as_they_are_dropped_and_readded() -> None:
     held.add_key("d", b"\x62", 3)
     held.add("d", 4)
     assert len(held) == 1
+
+
+class CountingOid(str):
+    """An oid that counts how often it is compared for equality (a list scan compares every
+    element; a set or dict only on a hash match)."""
+
+    compared = 0
+
+    def __eq__(self, other: object) -> bool:
+        CountingOid.compared += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_a_held_snapshot_of_many_absent_oids_is_not_quadratic(h: Harness) -> None:
+    """An app may declare (HOLD) up to --subscriber-held-max oids that no longer exist (or
+    never did); its start answer looked each up in the list of those found absent so far:
+    O(n^2) comparisons, hours of one agent turn for a million (the leader stops heartbeating)."""
+    world(h)
+    count = 3_000
+    body = wire.subscribe_body(0, heap="partial", client=ME, hold_parts=1)
+    h.streams.on_subscribe(b"app", wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
+    heap_frame(h, wire.FrameType.HOLD, 6, wire.hold_body(SUB, 0, True, ["o.a"]))
+    sub = h.streams._subscribers[b"app"]
+    assert sub.held is not None
+    for i in range(count):
+        sub.held.add(CountingOid(f"gone.{i}"), 0)
+    CountingOid.compared = 0
+    pump(h, 1)
+    (answer,) = [f for f in frames(h) if f.type is wire.FrameType.LOADED]
+    assert sum(1 for item in answer.body["items"] if item[0] == wire.ITEM_ABSENT) == count
+    assert set(sub.held.since) == {"o.a"}
+    assert CountingOid.compared < 20 * count
