@@ -16,7 +16,7 @@ from superstatic_agent import eventframes, heap, heldset
 from superstatic_agent.config import AgentConfig
 from superstatic_agent.storage import Event, Storage
 
-from superstatic.protocol import codec, wire
+from superstatic.protocol import wire
 from superstatic.protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -193,15 +193,9 @@ class PartialStreams:
         if not self._load_ready(sub, job, applied):
             return False
         held = sub.held
+        # A start answer (the subscription's first, or a held snapshot) reads every node and
+        # key the subscriber holds again at its index, as its frames are built (heap.LoadRead).
         oids = job.oids
-        if job.start:
-            # A start answer (the subscription's first, or a held snapshot) holds every node
-            # and key the subscriber holds, read again at its index.
-            oids, job.whole = tuple(held.since), True
-            job.keys = tuple(
-                (oid, tuple((ekey, codec.loads(ekey)) for ekey in keys))
-                for oid, keys in held.keys.items()
-            )
         read = heap.LoadRead(
             self.storage.env,
             self.storage.dbs,
@@ -217,9 +211,6 @@ class PartialStreams:
         if job.start:
             sub.next_index = job.index + 1  # the stream begins after the answer
             sub.seen_t = job.log_time_ms
-            for oid in read.absent:
-                if oid != heap.ROOTS_OID:  # the root table's keys wait for its creation
-                    held.discard(oid)  # collected since it was declared: answered absent
             for later in sub.loads:
                 if later is not job and 0 <= later.index < job.index:
                     # Read before the index the app now jumps to: it would show an older

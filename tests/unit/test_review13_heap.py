@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from superstatic_agent import heldset
+from superstatic_agent import heap, heldset
 from superstatic_agent.config import HELD_ENTRY_BYTES
 from support.stream_harness import Harness
 
@@ -188,3 +188,88 @@ def test_a_held_snapshot_of_many_absent_oids_is_not_quadratic(h: Harness) -> Non
     assert sum(1 for item in answer.body["items"] if item[0] == wire.ITEM_ABSENT) == count
     assert set(sub.held.since) == {"o.a"}
     assert CountingOid.compared < 20 * count
+
+
+def test_a_held_snapshot_reads_its_nodes_as_its_frames_are_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start answer for a held set of --subscriber-held-max nodes read every one of them in
+    the turn it was served (a million: seconds of one turn, no heartbeats). It reads them as
+    its frames are built: that turn reads what its first frames hold."""
+    h = Harness(tmp_path, snapshot_chunk_bytes_max=4096)
+    try:
+        count = 2_000
+        for start in range(0, count, 500):
+            h.commit([["new", f"n.{i}", "dict", [["v", i]]] for i in range(start, start + 500)])
+        h.commit([["set", "n.0", "v", "old"]], client=OTHER)
+        oids = [f"n.{i}" for i in range(count)] + ["gone.1"]
+        body = wire.subscribe_body(h.index, heap="partial", client=ME, hold_parts=1)
+        h.streams.on_subscribe(b"app", wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
+        heap_frame(h, wire.FrameType.HOLD, 6, wire.hold_body(SUB, 0, True, oids))
+        sub = h.streams._subscribers[b"app"]
+        assert sub.held is not None
+        sub.loads.appendleft(heap.LoadJob(0, (), start=True))  # as after Trimmed
+        monkeypatch.setattr(heap, "LOAD_BUILT_BYTES_MAX", 1)
+        reads = []
+        read_nid = heap.read_nid
+        monkeypatch.setattr(heap, "read_nid", lambda *a: reads.append(1) or read_nid(*a))
+        h.clients.send = lambda who, data: "full"  # type: ignore[method-assign]
+        h.streams.pump(h.index, 0.0)
+        assert 0 < len(reads) < count // 4
+        # DROPped while the answer is being sent: not read, no longer held.
+        heap_frame(h, wire.FrameType.DROP, 7, wire.drop_body(SUB, [f"n.{count - 1}"]))
+        del h.clients.send
+        for _ in range(200):
+            h.streams.pump(h.index, 0.0)
+        answers = [f for f in frames(h) if f.type is wire.FrameType.LOADED]
+        assert answers[-1].body["last"] and {f.body["load"] for f in answers} == {0}
+        items = [item for f in answers for item in f.body["items"]]
+        whole = {item[1] for item in items if item[0] == 0}
+        assert whole == {f"n.{i}" for i in range(count - 1)}
+        assert [item[1] for item in items if item[0] == wire.ITEM_ABSENT] == ["gone.1"]
+        assert set(sub.held.since) == whole and set(sub.held.since.values()) == {h.index}
+        written = h.commit([["set", "n.5", "v", "new"]], client=OTHER)[0].index
+        pump(h)
+        assert [e[0] for e in frames(h)[-1].body["ev"]] == [written]
+    finally:
+        h.close()
+
+
+def test_a_held_snapshot_of_gone_nodes_reads_them_frame_by_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gone nodes add only a few bytes each to the answer: read all at once they made one
+    frame's build (one turn) as long as the held set."""
+    h = Harness(tmp_path, snapshot_chunk_bytes_max=4096)
+    try:
+        world(h)
+        count = 5_000
+        body = wire.subscribe_body(h.index, heap="partial", client=ME)
+        h.streams.on_subscribe(b"app", wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
+        sub = h.streams._subscribers[b"app"]
+        assert sub.held is not None
+        for i in range(count):
+            sub.held.add(f"gone.{i}", 1)
+            sub.held.add_key(f"gone.d{i}", b"\x61k", 1)
+        sub.held.add("o.a", 1)
+        sub.loads.appendleft(heap.LoadJob(0, (), start=True))
+        monkeypatch.setattr(heap, "LOAD_BUILT_BYTES_MAX", 1)
+        reads = []
+        read_nid = heap.read_nid
+        monkeypatch.setattr(heap, "read_nid", lambda *a: reads.append(1) or read_nid(*a))
+        h.clients.send = lambda who, data: "full"  # type: ignore[method-assign]
+        h.streams.pump(h.index, 0.0)
+        assert 0 < len(reads) <= heap.START_LOOKUPS_MAX + 1
+        del h.clients.send
+        for _ in range(2_000):
+            h.streams.pump(h.index, 0.0)
+        answers = [f for f in frames(h) if f.type is wire.FrameType.LOADED]
+        assert answers[-1].body["last"]
+        items = [item for f in answers for item in f.body["items"]]
+        absent = [item[1] for item in items if item[0] == wire.ITEM_ABSENT]
+        assert len(absent) == len(set(absent)) == 2 * count
+        assert [item[1] for item in items if item[0] == 0] == ["o.a"]
+        assert set(sub.held.since) == {"o.a"} and sub.held.keys == {}
+        assert len(sub.held) == 1
+    finally:
+        h.close()
