@@ -30,8 +30,9 @@ def h(tmp_path: Path) -> Iterator[Harness]:
 
 
 def subscribe(h: Harness, identity: bytes = b"app", **kw: Any) -> None:
+    extra = kw.pop("extra", {})
     body = wire.subscribe_body(0, heap="partial", client=kw.pop("client", ME), **kw)
-    body.update(kw.pop("extra", {}))
+    body.update(extra)
     h.streams.on_subscribe(identity, wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
 
 
@@ -273,3 +274,29 @@ def test_a_held_snapshot_of_gone_nodes_reads_them_frame_by_frame(
         assert len(sub.held) == 1
     finally:
         h.close()
+
+
+@pytest.mark.parametrize("sub_client", ["", "someone-else"])
+def test_a_write_is_answered_by_its_event_only_if_the_filter_passes_its_client(
+    h: Harness, sub_client: str
+) -> None:
+    """A partial stream carries a write's event because it is the subscriber's own (its
+    SUBSCRIBE's "client"): a write of another client id on the same connection (or one
+    subscribed without "client") is not carried, and its "ok" must come as a REPLY, else
+    the app waits for it forever."""
+    world(h)
+    subscribe(h, client=sub_client, extra={"answers": True})
+    pump(h)
+    write = h.commit([["set", "o.a", "n", 1]], client=ME)[0]
+    assert not h.streams.answers_by_event(b"app", write.index, write.client)
+    pump(h)
+    sent = [i for _to, kind, evs in applied_view(h) if kind == "EVENTS" for i in evs]
+    assert write.index not in sent
+
+
+def test_own_writes_of_a_partial_stream_are_still_answered_by_their_events(h: Harness) -> None:
+    world(h)
+    subscribe(h, extra={"answers": True})
+    pump(h)
+    write = h.commit([["set", "o.a", "n", 1]], client=ME)[0]
+    assert h.streams.answers_by_event(b"app", write.index, write.client)
