@@ -104,8 +104,14 @@ class PartialStreams:
         if request.type is wire.FrameType.HOLD:
             self._on_hold(sub, request, keys, req_id)
             return
-        # The subscription's own answers (load 0) are not the app's to count.
-        if sum(1 for job in sub.loads if job.load) >= heap.SUBSCRIBER_LOADS_MAX:
+        if req_id == 0:
+            # Its LOADED would say load 0: the subscription's own answer, which the library
+            # installs as its whole held set.
+            message = "LOAD req_id must be at least 1 (0 names the subscription's own answers)"
+            self._error(identity, req_id, code, message)
+            return
+        # The subscription's own answers are not the app's to count.
+        if sum(1 for job in sub.loads if not job.start) >= heap.SUBSCRIBER_LOADS_MAX:
             limit = heap.SUBSCRIBER_LOADS_MAX
             message = f"SUBSCRIBER_LOADS_MAX={limit} loads are queued; retry"
             self._error(identity, req_id, wire.ErrorCode.BUSY, message)

@@ -300,3 +300,19 @@ def test_own_writes_of_a_partial_stream_are_still_answered_by_their_events(h: Ha
     pump(h)
     write = h.commit([["set", "o.a", "n", 1]], client=ME)[0]
     assert h.streams.answers_by_event(b"app", write.index, write.client)
+
+
+def test_a_load_with_req_id_0_is_refused(h: Harness) -> None:
+    """A LOADED's `load` 0 names the subscription's own (start) answer, which the library
+    installs as its whole held set; and loads of req_id 0 were not counted against
+    SUBSCRIBER_LOADS_MAX: an app could queue any number of them."""
+    world(h)
+    subscribe(h)
+    pump(h)
+    for _ in range(heap.SUBSCRIBER_LOADS_MAX + 5):
+        heap_frame(h, wire.FrameType.LOAD, 0, wire.load_body(SUB, ["o.a"]))
+    sub = h.streams._subscribers[b"app"]
+    assert not any(job.load == 0 and not job.start for job in sub.loads)
+    assert len(sub.loads) <= heap.SUBSCRIBER_LOADS_MAX
+    assert h.errors and all(e[2] == str(wire.ErrorCode.BAD_REQUEST) for e in h.errors)
+    assert "req_id" in h.errors[0][3]
