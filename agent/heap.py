@@ -57,6 +57,7 @@ class LoadJob:
     # Per-key requests: (oid, ((ekey, key as the app sent it), ...)) (heldset.normalized_keys).
     keys: tuple[tuple[str, tuple[tuple[bytes, Any], ...]], ...] = ()
     whole: bool = False  # send the named dicts whole even if large (the app needs it all)
+    asked: int = 0  # held-set entries it may add (counted against the limits while queued)
     index: int = -1  # L, once served (-1: queued)
     log_time_ms: int = 0
     part: int = 0

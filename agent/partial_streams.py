@@ -59,8 +59,10 @@ class PartialStreams:
     def _held_room(self, sub: Subscriber) -> tuple[int, str]:
         """How many more nodes the subscriber may hold, and the flag that bounds it."""
         assert sub.held is not None
-        total = self.held_entries()
-        own = self.config.subscriber_held_max - len(sub.held)
+        # Loads queued and not yet served count as held already: each may name a frame of
+        # keys, and SUBSCRIBER_LOADS_MAX of them would otherwise all pass the same room.
+        total = self.held_entries() + sum(map(_queued, self._subscribers.values()))
+        own = self.config.subscriber_held_max - len(sub.held) - _queued(sub)
         agent = self.config.held_entries_max - total
         if own <= agent:
             return own, f"--subscriber-held-max={self.config.subscriber_held_max}"
@@ -117,7 +119,7 @@ class PartialStreams:
             self._error(identity, req_id, wire.ErrorCode.BUSY, message)
             return
         job = heap.LoadJob(req_id, request.oids, request.prefetch_bytes, keys=keys)
-        job.whole = request.whole
+        job.whole, job.asked = request.whole, asked
         sub.loads.append(job)
 
     def _on_hold(
@@ -209,8 +211,9 @@ class PartialStreams:
             oids,
             held,
             self.config.snapshot_chunk_bytes_max,
-            # What prefetch may add: the room left once the requested entries are held.
-            self._held_room(sub)[0] - len(oids) - len(job.keys) - heldset.key_units(job.keys),
+            # What prefetch may add: the room left once the requested entries are held (this
+            # job, still queued, counts its entries in it).
+            self._held_room(sub)[0],
         )
         self._snapshot_streams += 1
         job.index, job.log_time_ms, job.rest = read.index, read.log_time_ms, read
@@ -338,6 +341,11 @@ class PartialStreams:
     def held_entries(self) -> int:
         """Held-set entries over every partial subscriber (--held-entries-max bounds it)."""
         return sum(len(s.held) for s in self._subscribers.values() if s.held is not None)
+
+
+def _queued(sub: Subscriber) -> int:
+    """Held-set entries the subscriber's loads not yet served may add (their upper bound)."""
+    return sum(job.asked for job in sub.loads if job.index < 0) if sub.held is not None else 0
 
 
 def _same(value: bytes) -> bytes:

@@ -316,3 +316,27 @@ def test_a_load_with_req_id_0_is_refused(h: Harness) -> None:
     assert len(sub.loads) <= heap.SUBSCRIBER_LOADS_MAX
     assert h.errors and all(e[2] == str(wire.ErrorCode.BAD_REQUEST) for e in h.errors)
     assert "req_id" in h.errors[0][3]
+
+
+def test_queued_loads_count_toward_the_held_limits(tmp_path: Path) -> None:
+    """A LOAD was checked against what the subscriber holds, not against the loads queued
+    ahead of it (not held until served): SUBSCRIBER_LOADS_MAX loads of near the limit each
+    sat in memory at once, up to 64 frames of keys per subscriber beyond the bound."""
+    h = Harness(tmp_path, subscriber_held_max=1_000)
+    try:
+        world(h)
+        subscribe(h)
+        pump(h)
+        keys = [f"key-{i}" for i in range(600)]
+        body = wire.load_body(SUB, [], keys=[("@roots", keys)])
+        heap_frame(h, wire.FrameType.LOAD, 9, body)
+        heap_frame(h, wire.FrameType.LOAD, 10, wire.load_body(SUB, [], keys=[("o.big", keys)]))
+        assert [e[1] for e in h.errors] == [10]
+        assert "--subscriber-held-max=1000" in h.errors[0][3]
+        pump(h)  # served: now held, no longer queued
+        sub = h.streams._subscribers[b"app"]
+        assert sub.held is not None and len(sub.held) == 601
+        heap_frame(h, wire.FrameType.LOAD, 11, wire.load_body(SUB, ["o.a"]))
+        assert [e[1] for e in h.errors] == [10]
+    finally:
+        h.close()
