@@ -87,6 +87,23 @@ class HeldSet:
             self._key_count -= sum(map(_key_units, keys))
         return self.since.pop(oid, None) is not None or keys is not None
 
+    def collected(self, oid: str, index: int) -> None:
+        """The event at `index` collected `oid`: forgets what the app held of it from before
+        that index. What it holds from the index on was read after the collection (the oid
+        created again, then loaded) and stays."""
+        since = self.since.get(oid)
+        if since is not None:
+            if since < index:
+                del self.since[oid]
+            return
+        keys = self.keys.get(oid)
+        if keys is None:
+            return
+        for ekey in [ekey for ekey, key_since in keys.items() if key_since < index]:
+            self.discard_key(oid, ekey)
+        if not keys:
+            del self.keys[oid]
+
     def discard_key(self, oid: str, ekey: bytes) -> None:
         keys = self.keys.get(oid)
         if keys is not None and keys.pop(ekey, None) is not None:

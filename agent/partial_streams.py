@@ -283,7 +283,7 @@ class PartialStreams:
                 for oid in writes.created:
                     held.add(oid, event[0])  # the app adopts the nodes it created
             for oid in event[5]:
-                held.discard(oid)  # after the event that tells the app
+                held.collected(oid, event[0])  # after the event that tells the app
             index, seen_t = event[0] + 1, event[6]
             if len(items) >= self.config.events_frame_entries_max:
                 break

@@ -340,3 +340,26 @@ def test_queued_loads_count_toward_the_held_limits(tmp_path: Path) -> None:
         assert [e[1] for e in h.errors] == [10]
     finally:
         h.close()
+
+
+def test_a_node_loaded_after_its_oid_was_collected_and_created_again_stays_held(
+    h: Harness,
+) -> None:
+    """The cursor passing an event that collected an oid dropped it from the held set even if
+    the app held it from a later index (a load answered after the oid was created again): the
+    app held the node, the agent filtered out its every event."""
+    h.sm.gc_threshold = 1
+    world(h)
+    h.commit([["new", "o.x", "dict", []], ["set", "@roots", "x", Ref("o.x")]], client=OTHER)
+    subscribe(h)
+    pump(h)
+    garbage = [["new", f"g.{i}", "set", []] for i in range(5)]
+    collected = h.commit([["del", "@roots", "x"], *garbage], client=OTHER)[0]
+    assert "o.x" in collected.collected
+    h.commit([["new", "o.x", "dict", []], ["set", "@roots", "x", Ref("o.x")]], client=OTHER)
+    heap_frame(h, wire.FrameType.LOAD, 9, wire.load_body(SUB, ["o.x"]))
+    pump(h)
+    written = h.commit([["set", "o.x", "n", 1]], client=OTHER)[0].index
+    pump(h)
+    sent = [i for _to, kind, evs in applied_view(h) if kind == "EVENTS" for i in evs]
+    assert written in sent
