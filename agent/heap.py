@@ -293,7 +293,10 @@ class LoadRead:
 
     def _found(self, found: list[str]) -> None:
         for oid in found:
-            self._refs.setdefault(oid)
+            if oid not in self._held:
+                # A held node gets no head (the trailer checks again): not remembered, so a
+                # held snapshot's memory does not grow with the held set's references.
+                self._refs.setdefault(oid)
             if self._prefetching and self._sent_bytes < self._prefetch_bytes:
                 self._prefetch(oid)
 

@@ -391,3 +391,34 @@ def test_a_held_node_collected_created_again_and_loaded_again_stays_held(h: Harn
     pump(h)
     sent = [i for _to, kind, evs in applied_view(h) if kind == "EVENTS" for i in evs]
     assert written in sent
+
+
+def test_a_held_snapshot_keeps_no_list_of_the_held_nodes_it_references(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer remembers the nodes its nodes reference, for the heads it sends last; a held
+    snapshot of a linked held set remembered every reference between held nodes (which get no
+    head) for as long as it was being sent: memory in the held set's references, uncounted."""
+    h = Harness(tmp_path, snapshot_chunk_bytes_max=4096)
+    try:
+        count = 3_000
+        chain = [["new", f"n.{i}", "dict", [["next", Ref(f"n.{i + 1}")]]] for i in range(count)]
+        h.commit([["new", f"n.{count}", "dict", []], *reversed(chain)])
+        h.commit([["new", "@roots", "dict", [["head", Ref("n.0")]]]])
+        body = wire.subscribe_body(h.index, heap="partial", client=ME)
+        h.streams.on_subscribe(b"app", wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
+        sub = h.streams._subscribers[b"app"]
+        assert sub.held is not None
+        for i in range(count):
+            sub.held.add(f"n.{i}", 1)
+        sub.loads.appendleft(heap.LoadJob(0, (), start=True))
+        monkeypatch.setattr(heap, "LOAD_BUILT_BYTES_MAX", 1)
+        h.clients.send = lambda who, data: "full"  # type: ignore[method-assign]
+        h.streams.pump(h.index, 0.0)
+        job = sub.loads[0]
+        assert job.rest is not None
+        for _ in range(5):
+            next(job.rest.frames)
+        assert len(job.rest._refs) <= 1  # only the last node, not held: its head is owed
+    finally:
+        h.close()
