@@ -40,6 +40,10 @@ HEAD_ITEM_OVERHEAD_BYTES = 16
 REF_TAG_HEAD = b"\xd9" + codec.TAG_REF.to_bytes(2, "big")
 # The root table: always held per key (an app must never load 100,000 roots to read one).
 ROOTS_OID = "@roots"
+# Held nodes a start answer looks up between the items it yields: what it sends is cut into
+# frames by bytes, and gone nodes (answered by a few bytes each, right after the nodes read
+# with them) must not make one frame's read unbounded.
+START_LOOKUPS_MAX = 1_024
 
 
 @dataclass(slots=True)
@@ -53,6 +57,7 @@ class LoadJob:
     # Per-key requests: (oid, ((ekey, key as the app sent it), ...)) (heldset.normalized_keys).
     keys: tuple[tuple[str, tuple[tuple[bytes, Any], ...]], ...] = ()
     whole: bool = False  # send the named dicts whole even if large (the app needs it all)
+    asked: int = 0  # held-set entries it may add (counted against the limits while queued)
     index: int = -1  # L, once served (-1: queued)
     log_time_ms: int = 0
     part: int = 0
@@ -88,15 +93,27 @@ class LoadRead:
             self.index, _term, self.log_time_ms = read_applied(self._txn, dbs)
             self._dbs = dbs
             self._held = held
+            self._restart = job.start  # the stream resumes after this answer
             self._prefetch_bytes = job.prefetch_bytes
             self._frame_bytes_max = frame_bytes_max
-            self.absent: list[str] = []
+            # A dict, not a list: a start answer may name a million declared oids, all gone
+            # (a list's membership test made that turn quadratic).
+            self.absent: dict[str, None] = {}
+            # A start answer's absent oids not yet sent (it sends them as it goes).
+            self._absent_news: list[str] = []
+            self._later_left = job.start
             self._answer: set[str] = set()
             self._queue: deque[tuple[int, layout.Header]] = deque()
             self._lead: list[list[Any]] = []  # dict headers sent without their entries
-            self._keyed: list[tuple[int, layout.Header, tuple[tuple[bytes, Any], ...]]] = []
+            self._keyed: deque[tuple[int, layout.Header, tuple[tuple[bytes, Any], ...]]] = deque()
             self._refs: dict[str, None] = {}  # referenced oids, in order of first sight
             self._sent_bytes = 0
+            # A start answer reads what the subscriber holds as its frames are built, not in
+            # the turn it is served: up to --subscriber-held-max nodes (a million lookups made
+            # a turn of seconds, the leader's heartbeats with it). Its entries are held
+            # already, and the events after its index wait for its last frame.
+            self._later_oids: Iterator[str] = iter(tuple(held.since) if job.start else ())
+            self._later_keys: Iterator[str] = iter(tuple(held.keys) if job.start else ())
             for oid in oids:
                 self._request_whole(oid, job.whole)
             for oid, pairs in job.keys:
@@ -112,7 +129,7 @@ class LoadRead:
             return
         found = self._node(oid)
         if found is None:
-            self.absent.append(oid)
+            self._gone(oid)
             return
         self._answer.add(oid)
         header = found[1]
@@ -121,7 +138,7 @@ class LoadRead:
                 self._lead.append(_header_item(header))
             self._held.add_header(oid)
             return
-        self._held.add(oid, self.index)
+        self._held.add(oid, self.index, self._restart)
         self._queue.append(found)
 
     def _request_keys(self, oid: str, pairs: tuple[tuple[bytes, Any], ...]) -> None:
@@ -129,12 +146,12 @@ class LoadRead:
             return  # gone, or held whole: every key is there already
         found = self._node(oid)
         if found is None:
-            self.absent.append(oid)
+            self._gone(oid)
             if oid == ROOTS_OID:
                 # Never created yet: the keys stay held, so the entry that creates the root
                 # table (a whole-node write) reaches the app (docs/virtual-heap.md 3.4).
                 for ekey, _key in pairs:
-                    self._held.add_key(oid, ekey, self.index)
+                    self._held.add_key(oid, ekey, self.index, self._restart)
             return
         nid, header = found
         if header.kind != "dict":
@@ -144,8 +161,36 @@ class LoadRead:
             self._lead.append(_header_item(header))
         self._answer.add(oid)
         for ekey, _key in pairs:
-            self._held.add_key(oid, ekey, self.index)
+            self._held.add_key(oid, ekey, self.index, self._restart)
         self._keyed.append((nid, header, pairs))
+
+    def _gone(self, oid: str) -> None:
+        self.absent[oid] = None
+        if self._restart:
+            self._absent_news.append(oid)
+        if self._restart and oid != ROOTS_OID:
+            # Collected since it was declared: answered absent, no longer held. The root
+            # table's keys wait for its creation (_request_keys).
+            self._held.discard(oid)
+
+    def _next_held(self) -> bool:
+        """A start answer: requests the next node it holds whole (False: none left). One
+        dropped meanwhile is skipped: the app no longer wants it."""
+        for oid in self._later_oids:
+            if oid in self._held.since:
+                self._request_whole(oid, True)
+                return True
+        self._later_left = False
+        return False
+
+    def _next_held_keys(self) -> bool:
+        """A start answer: requests the held keys of the next dict held per key."""
+        for oid in self._later_keys:
+            keys = self._held.keys.get(oid)
+            if keys is not None:
+                self._request_keys(oid, tuple((ekey, codec.loads(ekey)) for ekey in keys))
+                return True
+        return False
 
     def stop_prefetch(self) -> None:
         self._prefetching = False
@@ -184,14 +229,29 @@ class LoadRead:
     def _items(self) -> Iterator[list[Any]]:
         yield from self._lead_items()
         # Whole nodes as a snapshot cuts them (runs within a frame's bytes), packed again with
-        # the items around them.
-        for items in app_snapshot.snapshot_frames(self._nodes(), self._frame_bytes_max):
-            yield from items
+        # the items around them; a start answer's in rounds of START_LOOKUPS_MAX lookups.
+        while True:
+            for items in app_snapshot.snapshot_frames(self._nodes(), self._frame_bytes_max):
+                yield from items
+            yield from self._absent_sent()
+            if not self._later_left:
+                break
         yield from self._trailer()
+
+    def _absent_sent(self) -> Iterator[list[Any]]:
+        """A start answer's absent oids found since the last call, as items (the library
+        takes items in any order between nodes)."""
+        news, self._absent_news = self._absent_news, []
+        for oid in news:
+            yield [wire.ITEM_ABSENT, oid]
 
     def _lead_items(self) -> Iterator[list[Any]]:
         yield from self._lead
-        for nid, header, pairs in self._keyed:
+        while self._keyed or self._next_held_keys():
+            yield from self._absent_sent()
+            if not self._keyed:
+                continue  # a held dict gone, or now held whole
+            nid, header, pairs = self._keyed.popleft()
             run: list[bytes] = []
             run_bytes = 0
             absent: list[bytes] = []
@@ -214,7 +274,13 @@ class LoadRead:
             self._found(found)
 
     def _nodes(self) -> Iterator[app_snapshot.SnapNode]:
-        while self._queue:
+        """The queued nodes (and prefetch's) whole; a start answer's next held nodes, up to
+        START_LOOKUPS_MAX lookups (its frames go on with the next round)."""
+        lookups = 0
+        while self._queue or (lookups < START_LOOKUPS_MAX and self._next_held()):
+            if not self._queue:
+                lookups += 1
+                continue  # a held node gone (answered absent)
             nid, header = self._queue.popleft()
             node = app_snapshot.node_of_store(self._txn, self._dbs, nid, header)
             found: list[str] = []
@@ -227,7 +293,10 @@ class LoadRead:
 
     def _found(self, found: list[str]) -> None:
         for oid in found:
-            self._refs.setdefault(oid)
+            if oid not in self._held:
+                # A held node gets no head (the trailer checks again): not remembered, so a
+                # held snapshot's memory does not grow with the held set's references.
+                self._refs.setdefault(oid)
             if self._prefetching and self._sent_bytes < self._prefetch_bytes:
                 self._prefetch(oid)
 
@@ -253,12 +322,15 @@ class LoadRead:
             return  # gone (answered absent below) or large: it stays a head
         self._room -= 1
         self._answer.add(oid)
-        self._held.add(oid, self.index)
+        self._held.add(oid, self.index, self._restart)
         self._queue.append(found)
 
     def _trailer(self) -> Iterator[list[Any]]:
-        for oid in self.absent:
-            yield [wire.ITEM_ABSENT, oid]
+        if self._restart:
+            yield from self._absent_sent()
+        else:
+            for oid in self.absent:
+                yield [wire.ITEM_ABSENT, oid]
         for oid in self._refs:
             if oid in self._answer or oid in self._held:
                 continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from superstatic_agent.config import HELD_ENTRY_BYTES
 from superstatic_agent.storage import Event
 
 from superstatic.protocol import keynorm, ops
@@ -38,28 +39,41 @@ class HeldSet:
         self._key_count = 0
 
     def __len__(self) -> int:
-        """Entries, as the limits count them: whole nodes, per-key nodes and their keys."""
+        """Entries, as the limits count them: whole nodes, per-key nodes and their keys (a long
+        key for its bytes, `_key_units`)."""
         return len(self.since) + len(self.keys) + self._key_count
 
     def __contains__(self, oid: object) -> bool:
         """Whether the app has the node's head and contents (whole) or header (per key)."""
         return oid in self.since or oid in self.keys
 
-    def add(self, oid: str, since: int) -> None:
-        """Holds `oid` whole from `since` on (a per-key hold of it ends: it is all there)."""
-        self.since[oid] = since
+    def add(self, oid: str, since: int, restart: bool = False) -> None:
+        """Holds `oid` whole from `since` on (a per-key hold of it ends: it is all there).
+
+        A node or key held already keeps its earlier since: the events after it that the
+        stream has not sent yet still pass, so the app, which holds the node, sees them
+        before the answer at `since` (raising it would let the app's applied index pass writes
+        its copy never got). Sent before the answer, they are news to nothing else.
+        `restart`: a start answer, after which the stream resumes past `since`."""
         keys = self.keys.pop(oid, None)
         if keys is not None:
-            self._key_count -= len(keys)
+            self._key_count -= sum(map(_key_units, keys))
+            if keys and not restart:
+                since = min(since, *keys.values())
+        self.since[oid] = since if restart else min(since, self.since.get(oid, since))
 
-    def add_key(self, oid: str, ekey: bytes, since: int) -> None:
-        """Holds one key (present or absent) of a dict; nothing if the dict is held whole."""
+    def add_key(self, oid: str, ekey: bytes, since: int, restart: bool = False) -> None:
+        """Holds one key (present or absent) of a dict; nothing if the dict is held whole.
+        An earlier since stays unless `restart`, as in `add`."""
         if oid in self.since:
             return
         keys = self.keys.setdefault(oid, {})
-        if ekey not in keys:
-            self._key_count += 1
-        keys[ekey] = since
+        held = keys.get(ekey)
+        if held is None:
+            self._key_count += _key_units(ekey)
+            keys[ekey] = since
+        else:
+            keys[ekey] = since if restart else min(held, since)
 
     def add_header(self, oid: str) -> None:
         """The app knows the dict's header and holds none of its keys yet."""
@@ -70,13 +84,30 @@ class HeldSet:
         """Forgets the node, whole or per key (a DROP, or its collection)."""
         keys = self.keys.pop(oid, None)
         if keys is not None:
-            self._key_count -= len(keys)
+            self._key_count -= sum(map(_key_units, keys))
         return self.since.pop(oid, None) is not None or keys is not None
+
+    def collected(self, oid: str, index: int) -> None:
+        """The event at `index` collected `oid`: forgets what the app held of it from before
+        that index. What it holds from the index on was read after the collection (the oid
+        created again, then loaded) and stays."""
+        since = self.since.get(oid)
+        if since is not None:
+            if since < index:
+                del self.since[oid]
+            return
+        keys = self.keys.get(oid)
+        if keys is None:
+            return
+        for ekey in [ekey for ekey, key_since in keys.items() if key_since < index]:
+            self.discard_key(oid, ekey)
+        if not keys:
+            del self.keys[oid]
 
     def discard_key(self, oid: str, ekey: bytes) -> None:
         keys = self.keys.get(oid)
         if keys is not None and keys.pop(ekey, None) is not None:
-            self._key_count -= 1
+            self._key_count -= _key_units(ekey)
 
     def passes(self, oid: str, index: int) -> bool:
         """Whether an event at `index` writing all of `oid` is news to the app."""
@@ -98,6 +129,19 @@ class HeldSet:
             return any(s < index for s in keys.values())
         key_since = keys.get(ekey)
         return key_since is not None and key_since < index
+
+
+def _key_units(ekey: bytes) -> int:
+    """Entries a held key counts for: one, and one more per HELD_ENTRY_BYTES of its bytes (a
+    key may be as long as a frame; counted as one entry, --subscriber-held-max of them would
+    hold far more memory than the bound says)."""
+    return 1 + len(ekey) // HELD_ENTRY_BYTES
+
+
+def key_units(keys: tuple[tuple[str, tuple[tuple[bytes, Any], ...]], ...]) -> int:
+    """Entries the keys of a LOAD or HOLD (heldset.normalized_keys) count for, their dicts
+    excluded."""
+    return sum(_key_units(ekey) for _oid, pairs in keys for ekey, _key in pairs)
 
 
 class EventWrites:

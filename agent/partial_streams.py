@@ -16,7 +16,7 @@ from superstatic_agent import eventframes, heap, heldset
 from superstatic_agent.config import AgentConfig
 from superstatic_agent.storage import Event, Storage
 
-from superstatic.protocol import codec, wire
+from superstatic.protocol import wire
 from superstatic.protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -59,8 +59,10 @@ class PartialStreams:
     def _held_room(self, sub: Subscriber) -> tuple[int, str]:
         """How many more nodes the subscriber may hold, and the flag that bounds it."""
         assert sub.held is not None
-        total = self.held_entries()
-        own = self.config.subscriber_held_max - len(sub.held)
+        # Loads queued and not yet served count as held already: each may name a frame of
+        # keys, and SUBSCRIBER_LOADS_MAX of them would otherwise all pass the same room.
+        total = self.held_entries() + sum(map(_queued, self._subscribers.values()))
+        own = self.config.subscriber_held_max - len(sub.held) - _queued(sub)
         agent = self.config.held_entries_max - total
         if own <= agent:
             return own, f"--subscriber-held-max={self.config.subscriber_held_max}"
@@ -91,8 +93,9 @@ class PartialStreams:
                     sub.held.discard_key(oid, ekey)
             return
         room, flag = self._held_room(sub)
-        # Each key counts, and its dict once (an upper bound: some may be held already).
-        asked = len(request.oids) + request.key_count() + len(keys)
+        # Each key counts (a long one for its bytes), and its dict once (an upper bound: some
+        # may be held already).
+        asked = len(request.oids) + heldset.key_units(keys) + len(keys)
         if asked > room:
             message = (
                 f"{flag}: this app may hold {max(room, 0)} more entries, the "
@@ -103,14 +106,20 @@ class PartialStreams:
         if request.type is wire.FrameType.HOLD:
             self._on_hold(sub, request, keys, req_id)
             return
-        # The subscription's own answers (load 0) are not the app's to count.
-        if sum(1 for job in sub.loads if job.load) >= heap.SUBSCRIBER_LOADS_MAX:
+        if req_id == 0:
+            # Its LOADED would say load 0: the subscription's own answer, which the library
+            # installs as its whole held set.
+            message = "LOAD req_id must be at least 1 (0 names the subscription's own answers)"
+            self._error(identity, req_id, code, message)
+            return
+        # The subscription's own answers are not the app's to count.
+        if sum(1 for job in sub.loads if not job.start) >= heap.SUBSCRIBER_LOADS_MAX:
             limit = heap.SUBSCRIBER_LOADS_MAX
             message = f"SUBSCRIBER_LOADS_MAX={limit} loads are queued; retry"
             self._error(identity, req_id, wire.ErrorCode.BUSY, message)
             return
         job = heap.LoadJob(req_id, request.oids, request.prefetch_bytes, keys=keys)
-        job.whole = request.whole
+        job.whole, job.asked = request.whole, asked
         sub.loads.append(job)
 
     def _on_hold(
@@ -192,15 +201,9 @@ class PartialStreams:
         if not self._load_ready(sub, job, applied):
             return False
         held = sub.held
+        # A start answer (the subscription's first, or a held snapshot) reads every node and
+        # key the subscriber holds again at its index, as its frames are built (heap.LoadRead).
         oids = job.oids
-        if job.start:
-            # A start answer (the subscription's first, or a held snapshot) holds every node
-            # and key the subscriber holds, read again at its index.
-            oids, job.whole = tuple(held.since), True
-            job.keys = tuple(
-                (oid, tuple((ekey, codec.loads(ekey)) for ekey in keys))
-                for oid, keys in held.keys.items()
-            )
         read = heap.LoadRead(
             self.storage.env,
             self.storage.dbs,
@@ -208,17 +211,15 @@ class PartialStreams:
             oids,
             held,
             self.config.snapshot_chunk_bytes_max,
-            # What prefetch may add: the room left once the requested entries are held.
-            self._held_room(sub)[0] - len(oids) - sum(1 + len(p) for _oid, p in job.keys),
+            # What prefetch may add: the room left once the requested entries are held (this
+            # job, still queued, counts its entries in it).
+            self._held_room(sub)[0],
         )
         self._snapshot_streams += 1
         job.index, job.log_time_ms, job.rest = read.index, read.log_time_ms, read
         if job.start:
             sub.next_index = job.index + 1  # the stream begins after the answer
             sub.seen_t = job.log_time_ms
-            for oid in read.absent:
-                if oid != heap.ROOTS_OID:  # the root table's keys wait for its creation
-                    held.discard(oid)  # collected since it was declared: answered absent
             for later in sub.loads:
                 if later is not job and 0 <= later.index < job.index:
                     # Read before the index the app now jumps to: it would show an older
@@ -282,7 +283,7 @@ class PartialStreams:
                 for oid in writes.created:
                     held.add(oid, event[0])  # the app adopts the nodes it created
             for oid in event[5]:
-                held.discard(oid)  # after the event that tells the app
+                held.collected(oid, event[0])  # after the event that tells the app
             index, seen_t = event[0] + 1, event[6]
             if len(items) >= self.config.events_frame_entries_max:
                 break
@@ -340,6 +341,11 @@ class PartialStreams:
     def held_entries(self) -> int:
         """Held-set entries over every partial subscriber (--held-entries-max bounds it)."""
         return sum(len(s.held) for s in self._subscribers.values() if s.held is not None)
+
+
+def _queued(sub: Subscriber) -> int:
+    """Held-set entries the subscriber's loads not yet served may add (their upper bound)."""
+    return sum(job.asked for job in sub.loads if job.index < 0) if sub.held is not None else 0
 
 
 def _same(value: bytes) -> bytes:

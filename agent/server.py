@@ -1568,7 +1568,9 @@ class Server:
                     if not (
                         applied.outcome == "ok"
                         and not waiter.traced
-                        and self.streams.answers_by_event(waiter.identity, applied.index)
+                        and self.streams.answers_by_event(
+                            waiter.identity, applied.index, applied.client
+                        )
                     ):
                         self._reply(waiter.identity, waiter.req_id, reply)
                     self.observer.on_answered(waiter.deadline, applied.outcome, now)

@@ -180,11 +180,14 @@ class Streams(PartialStreams):
             self._start_partial(sub, subscription)
         self._subscribers[identity] = sub
 
-    def answers_by_event(self, identity: bytes, index: int) -> bool:
+    def answers_by_event(self, identity: bytes, index: int, client: str | None) -> bool:
         """True if this connection asked to be answered by its stream and its stream will
-        carry the event at `index` (not skipped by a snapshot that covers it)."""
+        carry the event at `index` of `client` (not skipped by a snapshot that covers it; a
+        partial stream carries it for sure only as its own: its SUBSCRIBE's client)."""
         sub = self._subscribers.get(identity)
         if sub is None or not sub.answers or sub.needs_snapshot:
+            return False
+        if sub.held is not None and (not sub.client or sub.client != client):
             return False
         if sub.snapshot_nodes is not None:
             return sub.snapshot_index < index

@@ -317,9 +317,9 @@ def test_a_write_is_answered_by_its_event_only_if_the_partial_stream_will_carry_
     body = {**wire.subscribe_body(0, heap="partial", client=ME), "answers": True}
     h.streams.on_subscribe(b"app", wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
     # Not served yet: the start answer will be read at an index at least the write's.
-    assert not h.streams.answers_by_event(b"app", 1)
+    assert not h.streams.answers_by_event(b"app", 1, ME)
     pump(h)
     mine = h.commit([["set", "o.a", "k", 1]], client=ME)[0].index
-    assert h.streams.answers_by_event(b"app", mine)
+    assert h.streams.answers_by_event(b"app", mine, ME)
     pump(h)
     assert events(h) == [mine], "its own event passes the filter"
