@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from superstatic.objects import values as _values
 from superstatic.objects.replica import ROOTS_OID
-from superstatic.protocol import wire
-from superstatic.protocol.errors import Unavailable
+from superstatic.protocol import keynorm, wire
+from superstatic.protocol.errors import ProtocolError, Unavailable
 
 if TYPE_CHECKING:
     from superstatic.client.connection import Connection, _IoState
@@ -101,12 +101,22 @@ class HeapIo:
         answered: list[Any] = [node[0] for node in loaded.nodes]
         answered.extend(loaded.absent)
         answered.extend(loaded.per_key)
-        for oid, items, absent_keys in loaded.key_runs:
-            answered.extend((oid, k) for k in absent_keys)
-            answered.extend((oid, pair[0]) for pair in items)
         with self._lock:
+            # The agent echoes a key in its wire form (an enum member as its codec form, a
+            # shared instance as a Ref), the waits are by live key: matched by normal form.
+            run_oids = {run[0] for run in loaded.key_runs}
+            live_keys: dict[tuple[str, bytes | None], Any] = {}
+            for wait_key in self.asked:
+                if type(wait_key) is tuple and wait_key[0] in run_oids:
+                    live_keys[(wait_key[0], _ekey(_values.wire(wait_key[1])))] = wait_key
+            for oid, items, absent_keys in loaded.key_runs:
+                for key in [*absent_keys, *(pair[0] for pair in items)]:
+                    norm = _ekey(key)
+                    wait_key = None if norm is None else live_keys.get((oid, norm))
+                    if wait_key is not None:
+                        answered.append(wait_key)
             for wait_key in answered:
-                self.asked.pop(_hashable(wait_key), None)
+                self.asked.pop(wait_key, None)
             for node in loaded.nodes:
                 self._whole.discard(node[0])
             if ROOTS_OID in loaded.absent:
@@ -162,7 +172,7 @@ class HeapIo:
         by_node: dict[str, list[Any]] = {}
         for oid, key in pairs:
             by_node.setdefault(oid, []).append(key)
-        keys = [(oid, [_values.wire(k) for k in ks]) for oid, ks in by_node.items()]
+        keys = list(by_node.items())
         for chunk_oids, chunk_keys in _parts(first, keys, wire.LOAD_OIDS_MAX, wire.LOAD_KEYS_MAX):
             self._send_load(io, chunk_oids, chunk_keys, False)
         for chunk_oids, _none in _parts(whole, [], wire.LOAD_OIDS_MAX, wire.LOAD_KEYS_MAX):
@@ -171,7 +181,10 @@ class HeapIo:
     def _send_load(
         self, io: _IoState, oids: list[str], keys: list[tuple[str, list[Any]]], whole: bool
     ) -> None:
-        body = wire.load_body(io.sub_req, oids, keys, 0, whole)
+        """`keys` in live form: the waits are tracked by live key (as `asked` and the replica's
+        loads are); only the frame carries the wire form."""
+        wire_keys = [(oid, [_values.wire(k) for k in ks]) for oid, ks in keys]
+        body = wire.load_body(io.sub_req, oids, wire_keys, 0, whole)
         req_id = io.send(wire.FrameType.LOAD, body)
         waits: list[Any] = [*oids, *((oid, k) for oid, ks in keys for k in ks)]
         if req_id is None:
@@ -198,10 +211,10 @@ class HeapIo:
             # message names the flag.
             with self._lock:
                 for wait_key in waits:
-                    self.asked.pop(_hashable(wait_key), None)
+                    self.asked.pop(wait_key, None)
             message = body.get("message")
             self.replica.load_failed(
-                [_hashable(k) for k in waits],
+                waits,
                 self.too_large(message if type(message) is str else "no detail"),
             )
             return
@@ -215,8 +228,12 @@ class HeapIo:
         io.resubscribe(f"LOAD refused: {code}: {body.get('message')}")
 
 
-def _hashable(wait_key: Any) -> Any:
-    return tuple(wait_key) if type(wait_key) is list else wait_key
+def _ekey(key: Any) -> bytes | None:
+    """A wire key's normal form (None for one that has none: it matches no wait)."""
+    try:
+        return keynorm.ekey(key)
+    except ProtocolError:
+        return None
 
 
 def _parts(
