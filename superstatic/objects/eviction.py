@@ -77,6 +77,7 @@ def _in_running_body(replica: Replica, oid: str) -> bool:
 def sweep(replica: Replica) -> None:
     """Hollows held nodes until the estimate is under the target. Call under the lock."""
     target = int(replica.cache_bytes * SWEEP_TARGET_FRACTION)
+    replica.sweeps += 1
     clock = replica._clock
     looked = 0
     limit = min(len(clock), EVICT_SWEEP_NODES_MAX)

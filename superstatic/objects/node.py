@@ -49,6 +49,7 @@ class Node:
         "class_name",
         "cost",
         "dead",
+        "evicted_sweep",
         "inrefs",
         "kind",
         "live",
@@ -88,6 +89,9 @@ class Node:
         # eviction clock's reference bit.
         self.cost = 0
         self.bit = False
+        # The clock's sweep (Replica.sweeps, from 1) that last hollowed this node, until it is
+        # faulted in again (a refault); 0 if it was not.
+        self.evicted_sweep = 0
 
     def __repr__(self) -> str:
         return f"Node({self.oid!r}, {self.kind})"

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from superstatic.objects import eviction as _eviction
 from superstatic.objects import hollow as _hollow
 from superstatic.objects import inrefs as _inrefs
+from superstatic.objects import stats as _stats
 from superstatic.objects import txn as _txn
 from superstatic.objects import values as _values
 from superstatic.objects.factory import make_node
@@ -176,6 +177,8 @@ class Replica:
         self._drops: list[str] = []
         # Hollow nodes whose last reference from a held node went (eviction._forget_stubs).
         self._stub_candidates: list[Node] = []
+        # Sweeps of the clock so far (a node remembers the one that hollowed it: refaults).
+        self.sweeps = 0
         # Heads the entry being applied carries (apply_events), for refs to nodes not here.
         self._entry_heads: dict[str, Head] = {}
         self.stats = HeapStats()
@@ -412,6 +415,7 @@ class Replica:
             assert not self.nodes and self.applied_index <= index
             self.partial = True
             self.loader = loader
+            _stats.STATS.add_replica(self)
             self.cache_bytes = cache_bytes
             self.applied_index = index
             self._touched_reset(index)
@@ -473,6 +477,10 @@ class Replica:
                 wait_key = node.oid if key is None else (node.oid, key[0])
                 wait = self._loads.get(wait_key)
                 send = wait is None
+                self.stats.count("faults")
+                if key is None and node.evicted_sweep:
+                    node.evicted_sweep = 0
+                    self.stats.count("refaults")
                 if wait is None:
                     wait = self._loads[wait_key] = _LoadWait()
                     if key is None and state == HOLLOW:
@@ -506,7 +514,7 @@ class Replica:
         saved = self.lock._release_save() if owned else None  # type: ignore[attr-defined]
         try:
             if send:
-                self.stats.loads += 1
+                self.stats.count("loads")
                 assert self.loader is not None, "a hollow node in a replica without a loader"
                 try:
                     self.loader(oids, keys, whole)
@@ -779,7 +787,19 @@ class Replica:
         node.cost = 0
         self._clock.pop(node.oid, None)
         self._drops.append(node.oid)
-        self.stats.evictions += 1
+        node.evicted_sweep = self.sweeps
+        self.stats.count("evictions")
+
+    def heap_gauges(self) -> dict[str, int]:
+        """superstatic.stats()["heap"]'s gauges for this replica (objects/stats.py)."""
+        held = stubs = 0
+        for node in list(self.nodes.values()):  # (one C-level copy: no lock needed)
+            state = node.state
+            if state in (HELD, PARTIAL):
+                held += 1
+            elif state in (HOLLOW, LOADING):
+                stubs += 1
+        return {"held_nodes": held, "held_bytes": self.held_bytes, "stubs": stubs}
 
     # ------------------------------------------------------------------ library side
 
@@ -1065,12 +1085,19 @@ class _LoadWait:
 
 @dataclass
 class HeapStats:
-    """Counters of the virtual heap (superstatic.stats() reports them)."""
+    """This replica's counts of the virtual heap; the process's sums are in
+    superstatic.stats()["heap"] (objects/stats.py, which says what each counts)."""
 
+    faults: int = 0
     loads: int = 0
     evictions: int = 0
+    refaults: int = 0
     stubs_made: int = 0
     stubs_removed: int = 0
+
+    def count(self, counter: str) -> None:
+        setattr(self, counter, getattr(self, counter) + 1)
+        _stats.STATS.heap_count(counter)
 
 
 def _heads_of(event: Event) -> dict[str, Head]:

@@ -13,7 +13,15 @@ Counted for every connection of the process (apps usually have one):
 - `superstatic_client_resends_total`: PROPOSEs sent again with the same seq (a lost reply, a
   refusal, a failover); `superstatic_client_failovers_total`: moves to another agent;
 - `superstatic_client_txn_retries_total`: transaction bodies run again after a conflict;
-  `superstatic_client_conflict_errors_total`: transactions that gave up (`ConflictError`).
+  `superstatic_client_conflict_errors_total`: transactions that gave up (`ConflictError`);
+- the virtual heap of partial replicas (`connect(replicate="partial")`, docs/virtual-heap.md),
+  `stats()["heap"]`: gauges `held_nodes` (nodes held whole or per key), `held_bytes` (the
+  eviction clock's estimate, what `cache_bytes` bounds) and `stubs` (hollow nodes kept: known
+  by a reference, not loaded), summed over the process's live partial replicas; counters
+  `faults` (accesses that waited for a load: a node, a key, or a per-key dict read whole),
+  `loads` (loads asked of the agent: faults of one node by several threads share one),
+  `evictions` (nodes and dict keys the clock let go) and `refaults` (faults of a node the
+  clock had let go). As `superstatic_client_heap_*` in `metrics()`.
 
 prometheus_client is imported only by `metrics()`: an app that does not call it does not need
 the package. Counting costs one lock and a bisect per commit.
@@ -22,10 +30,18 @@ the package. Counting costs one lock and a bisect per commit.
 from __future__ import annotations
 
 import threading
+import weakref
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from superstatic.objects.replica import Replica
+
+# The virtual heap's counters (stats()["heap"]); its gauges are read from the replicas.
+HEAP_COUNTERS = ("faults", "loads", "evictions", "refaults")
+HEAP_GAUGES = ("held_nodes", "held_bytes", "stubs")
 
 # Upper bounds of the commit latency histogram, seconds (the agent's, agent/metrics.py).
 LATENCY_BOUNDS_S: tuple[float, ...] = (
@@ -63,6 +79,10 @@ class LibraryStats:
         self._latency_sum_s = 0.0
         self._commits: Counter[str] = Counter()
         self._events: Counter[str] = Counter()  # resends, failovers, txn_retries, conflict_errors
+        # Counted by every partial replica of the process (a counter outlives its replica:
+        # a closed session's faults stay counted), and the live ones for the gauges.
+        self._heap: Counter[str] = Counter()
+        self._replicas: weakref.WeakSet[Replica] = weakref.WeakSet()
 
     def committed(self, outcome: str, seconds: float) -> None:
         with self._lock:
@@ -74,7 +94,29 @@ class LibraryStats:
         with self._lock:
             self._events[event] += count
 
+    def heap_count(self, counter: str, count: int = 1) -> None:
+        with self._lock:
+            self._heap[counter] += count
+
+    def add_replica(self, replica: Replica) -> None:
+        """A partial replica of this process: its held nodes count in the heap gauges while
+        it lives."""
+        with self._lock:
+            self._replicas.add(replica)
+
+    def _heap_snapshot(self) -> dict[str, int]:
+        with self._lock:
+            replicas = list(self._replicas)
+            heap = {name: self._heap[name] for name in HEAP_COUNTERS}
+        for name in HEAP_GAUGES:
+            heap[name] = 0
+        for replica in replicas:
+            for name, value in replica.heap_gauges().items():
+                heap[name] += value
+        return heap
+
     def snapshot(self) -> dict[str, Any]:
+        heap = self._heap_snapshot()  # (outside the lock: it reads the replicas)
         with self._lock:
             return {
                 "commit_seconds": {
@@ -88,6 +130,7 @@ class LibraryStats:
                 "failovers": self._events["failovers"],
                 "txn_retries": self._events["txn_retries"],
                 "conflict_errors": self._events["conflict_errors"],
+                "heap": heap,
             }
 
 
@@ -108,7 +151,11 @@ class LibraryCollector:
         return []
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
 
         snap = STATS.snapshot()
         latency = snap["commit_seconds"]
@@ -136,6 +183,22 @@ class LibraryCollector:
             ("conflict_errors", "Transactions that raised ConflictError."),
         ):
             yield CounterMetricFamily(f"superstatic_client_{name}", doc, value=float(snap[name]))
+        heap = snap["heap"]
+        for name, doc in (
+            ("faults", "Accesses that waited for a load (partial replicas)."),
+            ("loads", "Loads asked of the agent (partial replicas)."),
+            ("evictions", "Nodes and dict keys the eviction clock let go."),
+            ("refaults", "Faults of a node the eviction clock had let go."),
+        ):
+            yield CounterMetricFamily(
+                f"superstatic_client_heap_{name}", doc, value=float(heap[name])
+            )
+        for name, doc in (
+            ("held_nodes", "Nodes held whole or per key by partial replicas."),
+            ("held_bytes", "Estimated bytes held by partial replicas (bounded by cache_bytes)."),
+            ("stubs", "Hollow nodes kept by partial replicas (known, not loaded)."),
+        ):
+            yield GaugeMetricFamily(f"superstatic_client_heap_{name}", doc, value=float(heap[name]))
 
 
 def metrics(registry: Any = None) -> LibraryCollector:
