@@ -13,6 +13,7 @@ with `Unavailable` after the connection's `timeout_ms_request`.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from superstatic.objects import values as _values
 from superstatic.objects.replica import ROOTS_OID
 from superstatic.protocol import keynorm, wire
-from superstatic.protocol.errors import ProtocolError, Unavailable
+from superstatic.protocol.errors import Error, ProtocolError, Unavailable
 
 if TYPE_CHECKING:
     from superstatic.client.connection import Connection, _IoState
@@ -31,6 +32,32 @@ if TYPE_CHECKING:
 # A LOAD refused "busy" (the agent's queue of loads for us is full) is asked again this much
 # later.
 LOAD_RETRY_MS = 50
+# Prefetch (docs/virtual-heap.md 3.3): while the app walks, a LOAD asks the agent to send the
+# small nodes its answer references too (breadth-first, up to this many encoded bytes), so
+# root -> bucket -> object costs one round trip per object, not one per node. The app walks
+# when this fault is at least the PREFETCH_WALK_FAULTS-th of a burst of faults each within
+# PREFETCH_WALK_MS of the one before or of the last answer (a round trip, however slow, does
+# not end a walk): a single lookup (`root("c")["n"]`: the root's key, then the root) never
+# prefetches. A time rule, not the design's per-parent walk bit: a node does not know which
+# of its referrers it was reached through. $SUPERSTATIC_PREFETCH_BYTES overrides the bytes
+# (0: never).
+PREFETCH_BYTES_DEFAULT = 64 << 10
+PREFETCH_WALK_MS = 100
+PREFETCH_WALK_FAULTS = 3
+ENV_PREFETCH_BYTES = "SUPERSTATIC_PREFETCH_BYTES"
+
+
+def prefetch_bytes_of_env() -> int:
+    """$SUPERSTATIC_PREFETCH_BYTES, checked (unset: PREFETCH_BYTES_DEFAULT)."""
+    raw = os.environ.get(ENV_PREFETCH_BYTES, "").strip()
+    if not raw:
+        return PREFETCH_BYTES_DEFAULT
+    if not raw.isdigit() or int(raw) > wire.LOAD_PREFETCH_BYTES_MAX:
+        raise Error(
+            f"${ENV_PREFETCH_BYTES} must be a whole number of bytes in "
+            f"0..LOAD_PREFETCH_BYTES_MAX = 0..{wire.LOAD_PREFETCH_BYTES_MAX}"
+        )
+    return int(raw)
 
 
 class HeapIo:
@@ -52,6 +79,13 @@ class HeapIo:
         # LOAD frames in flight: req id -> the wait keys it asked (for an ERROR answer).
         self.load_reqs: dict[int, list[Any]] = {}
         self.retry_at = 0.0
+        # Prefetch: the bytes a walking app's LOADs ask for, the current burst of faults (its
+        # length and last fault's monotonic time), and whether a fault queued since the last
+        # turn was walking.
+        self.prefetch_bytes = prefetch_bytes_of_env()
+        self._burst = 0
+        self._burst_at = -1e9
+        self._walking = False
         # The HOLD parts of the subscription being started (on_subscribe, send_holds).
         self._holds: list[tuple[list[str], list[tuple[str, list[Any]]]]] = []
 
@@ -60,7 +94,12 @@ class HeapIo:
     def request(self, oids: list[str], keys: list[tuple[str, list[Any]]], whole: bool) -> None:
         """Replica.loader: queues the loads, wakes the I/O thread; never blocks on I/O."""
         with self._lock:
-            deadline = time.monotonic() + self.conn.timeout_ms_request / 1000
+            now = time.monotonic()
+            deadline = now + self.conn.timeout_ms_request / 1000
+            self._burst = self._burst + 1 if now - self._burst_at < PREFETCH_WALK_MS / 1000 else 1
+            self._burst_at = now
+            if self._burst >= PREFETCH_WALK_FAULTS:
+                self._walking = True
             for oid in oids:
                 self._queued_oids[oid] = whole or self._queued_oids.get(oid, False)
                 self.asked.setdefault(oid, deadline)
@@ -102,6 +141,7 @@ class HeapIo:
         answered.extend(loaded.absent)
         answered.extend(loaded.per_key)
         with self._lock:
+            self._burst_at = time.monotonic()  # the app's next fault is judged from here
             # The agent echoes a key in its wire form (an enum member as its codec form, a
             # shared instance as a Ref), the waits are by live key: matched by normal form.
             run_oids = {run[0] for run in loaded.key_runs}
@@ -163,6 +203,8 @@ class HeapIo:
             pairs = list(self._queued_keys)
             self._queued_oids.clear()
             self._queued_keys.clear()
+            prefetch = self.prefetch_bytes if self._walking else 0
+            self._walking = False
         if not queued and not pairs:
             return
         # A first load asks without `whole`: the agent answers a big dict (and the root table)
@@ -174,17 +216,23 @@ class HeapIo:
             by_node.setdefault(oid, []).append(key)
         keys = list(by_node.items())
         for chunk_oids, chunk_keys in _parts(first, keys, wire.LOAD_OIDS_MAX, wire.LOAD_KEYS_MAX):
-            self._send_load(io, chunk_oids, chunk_keys, False)
+            self._send_load(io, chunk_oids, chunk_keys, False, prefetch)
         for chunk_oids, _none in _parts(whole, [], wire.LOAD_OIDS_MAX, wire.LOAD_KEYS_MAX):
-            self._send_load(io, chunk_oids, [], True)
+            self._send_load(io, chunk_oids, [], True, prefetch)
 
     def _send_load(
-        self, io: _IoState, oids: list[str], keys: list[tuple[str, list[Any]]], whole: bool
+        self,
+        io: _IoState,
+        oids: list[str],
+        keys: list[tuple[str, list[Any]]],
+        whole: bool,
+        prefetch: int,
     ) -> None:
         """`keys` in live form: the waits are tracked by live key (as `asked` and the replica's
-        loads are); only the frame carries the wire form."""
+        loads are); only the frame carries the wire form. A LOAD asked again (`_requeue`, a
+        new subscription) asks no prefetch unless the app still walks."""
         wire_keys = [(oid, [_values.wire(k) for k in ks]) for oid, ks in keys]
-        body = wire.load_body(io.sub_req, oids, wire_keys, 0, whole)
+        body = wire.load_body(io.sub_req, oids, wire_keys, prefetch, whole)
         req_id = io.send(wire.FrameType.LOAD, body)
         waits: list[Any] = [*oids, *((oid, k) for oid, ks in keys for k in ks)]
         if req_id is None:

@@ -10,9 +10,10 @@ import enum
 from typing import Any
 
 import pytest
+from support.heap_io_fake import setup as _setup
+from support.heap_io_fake import turn as _turn
 
 import superstatic
-from superstatic.client.heap_io import HeapIo
 from superstatic.client.stream import Loaded
 from superstatic.protocol import codec, wire
 
@@ -38,66 +39,8 @@ KEYS = [
 ]
 
 
-class _Conn:
-    timeout_ms_request = 60_000
-    endpoint = "tcp://127.0.0.1:1"
-
-    def _wake(self) -> None:
-        pass
-
-
-class _Replica:
-    def __init__(self) -> None:
-        self.failed: list[Any] = []
-
-    def held_set(self) -> tuple[list[str], list[tuple[str, list[Any]]]]:
-        return [], []
-
-    def take_drops(self) -> list[str]:
-        return []
-
-    def load_failed(self, waits: list[Any], error: BaseException) -> None:
-        self.failed.extend(waits)
-
-
-class _Io:
-    """What HeapIo uses of the connection's _IoState: send (None while `ready` is False) and
-    resubscribe (a new subscription, as _IoState.subscribe does it)."""
-
-    def __init__(self, heap: HeapIo) -> None:
-        self.heap = heap
-        self.sub_req = 1
-        self.next_req = 2
-        self.ready = True
-        self.loads: list[dict[str, Any]] = []
-
-    def send(self, frame_type: wire.FrameType, body: dict[str, Any]) -> int | None:
-        if not self.ready:
-            return None
-        req_id = self.next_req
-        self.next_req += 1
-        if frame_type is wire.FrameType.LOAD:
-            self.loads.append(body)
-        return req_id
-
-    def resubscribe(self, reason: str) -> None:
-        self.heap.on_subscribe(self)  # type: ignore[arg-type]
-        self.sub_req = self.next_req
-        self.next_req += 1
-
-
 def _asked_keys(body: dict[str, Any]) -> list[Any]:
     return [key for _oid, keys in codec.loads(body["keys"]) for key in keys]
-
-
-def _setup() -> tuple[HeapIo, _Io, _Replica]:
-    replica = _Replica()
-    heap = HeapIo(_Conn(), replica, RuntimeError)  # type: ignore[arg-type]
-    return heap, _Io(heap), replica
-
-
-def _turn(heap: HeapIo, io: _Io) -> None:
-    heap.on_turn(io, 0.0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("key", KEYS, ids=[type(k).__name__ for k in KEYS])
