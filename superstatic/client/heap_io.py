@@ -128,6 +128,7 @@ class HeapIo:
         oids, keys = self.replica.held_set()
         self._holds = _parts(oids, keys, wire.HOLD_OIDS_MAX, wire.HOLD_KEYS_MAX)
         self.replica.take_drops()  # the new held set is declared whole: nothing to drop
+        self.replica.take_key_drops()
         return len(self._holds)
 
     def send_holds(self, io: _IoState) -> None:
@@ -196,8 +197,14 @@ class HeapIo:
         if not io.sub_req or now < self.retry_at:
             return
         drops = self.replica.take_drops()
-        for oids, _keys in _parts(drops, [], wire.LOAD_OIDS_MAX, wire.LOAD_KEYS_MAX):
-            io.send(wire.FrameType.DROP, wire.drop_body(io.sub_req, oids))
+        key_drops = [
+            (oid, [_values.wire(k) for k in ks]) for oid, ks in self.replica.take_key_drops()
+        ]
+        for oids, keys in _parts(drops, key_drops, wire.LOAD_OIDS_MAX, wire.LOAD_KEYS_MAX):
+            # (Not re-sent if the socket refuses it: the agent then holds more than the app,
+            # which costs events the app skips, never a wrong read; a new subscription
+            # declares the held set anew.)
+            io.send(wire.FrameType.DROP, wire.drop_body(io.sub_req, oids, keys))
         with self._lock:
             queued = dict(self._queued_oids)
             pairs = list(self._queued_keys)

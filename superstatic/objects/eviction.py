@@ -14,9 +14,10 @@ values; the bound is of that estimate, not of the process's memory.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from superstatic.objects.node import EVICTING, HELD, HOLLOW, Node
+from superstatic.objects import inrefs as _inrefs
+from superstatic.objects.node import EVICTING, HELD, HOLLOW, PARTIAL, Node
 
 if TYPE_CHECKING:
     from superstatic.objects.replica import Replica
@@ -84,6 +85,14 @@ def sweep(replica: Replica) -> None:
     while replica.held_bytes > target and looked < limit and clock:
         oid, node = clock.popitem(last=False)
         looked += 1
+        if node.state == PARTIAL:
+            # A dict held per key loses keys, never itself (it is mostly its keys). Its bit
+            # is not asked: every key load sets it, so a dict being read key after key would
+            # never lose one.
+            if not _in_running_body(replica, oid):
+                _evict_keys(replica, node, target)
+            clock[oid] = node
+            continue
         if node.bit:
             node.bit = False
             clock[oid] = node
@@ -104,6 +113,39 @@ def sweep(replica: Replica) -> None:
         if node.inrefs == 0:
             _forget_stub(replica, node)
     _forget_stubs(replica)
+
+
+def _evict_keys(replica: Replica, node: Node, target: int) -> None:
+    """Lets the oldest loaded keys of a per-key node go (a dict keeps insertion order: load
+    order) until the estimate is at `target`, and every key known absent; not the keys the
+    load being installed brought. User code holding the dict loses nothing: a later lookup
+    loads the key again (PartialDict.load)."""
+    live = node.live
+    oid = node.oid
+    fresh = replica._fresh_keys
+    excess = replica.held_bytes - target
+    step = ELEMENT_BYTES["dict"]
+    victims: list[Any] = []
+    for key in dict.keys(live):  # (a PartialDict's own keys() would load it whole)
+        if len(victims) * step >= excess:
+            break
+        if (oid, key) not in fresh:
+            victims.append(key)
+    dropped = [key for key in live.absent if (oid, key) not in fresh]
+    live.absent.difference_update(dropped)
+    for key in victims:
+        value = dict.pop(live, key)
+        _inrefs.add_value(key, -1)
+        _inrefs.add_value(value, -1)
+    dropped.extend(victims)
+    if not dropped:
+        return
+    new_cost = cost(node)
+    replica.held_bytes += new_cost - node.cost
+    node.cost = new_cost
+    replica._key_drops.setdefault(oid, []).extend(dropped)
+    if victims:
+        replica.stats.count("evictions", len(victims))
 
 
 def _forget_stubs(replica: Replica) -> None:

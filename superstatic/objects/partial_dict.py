@@ -12,6 +12,10 @@ reads the root table, and only by key (`Session._find_root` and the creation bod
 it through the dict methods below, which keep `absent` right without loading anything (a
 `del` makes the key known absent, a `set` known present); its own reads use `dict.*`
 directly, never the loading overrides.
+
+Loaded keys count in the replica's held bytes and are on the eviction clock with their node
+(objects/eviction.py `_evict_keys`): past `cache_bytes` the oldest loaded go, and the agent is
+told (a DROP of those keys); a later lookup loads such a key again.
 """
 
 from __future__ import annotations
@@ -49,24 +53,42 @@ class PartialDict(dict):  # type: ignore[type-arg]
     def known(self, key: Any) -> bool:
         return _contains(self, key) or key in self.absent
 
-    def load(self, key: Any) -> None:
-        """Makes `key` known here: loaded into the node (a round trip unless another thread
-        did), then, in a shadow, copied from the node's own contents."""
+    def load(self, key: Any) -> Any:
+        """Makes `key` known: loaded into the node (a round trip unless another thread did),
+        and in a shadow copied from the node's own contents. Returns its value, or _MISSING
+        if it is absent. The eviction clock may let the key go again between the load and
+        this read (docs/virtual-heap.md 5.2: keys are on the clock): then it is loaded again,
+        as a hollowed node's next use faults it in again."""
         node = self.node
-        node.replica.fault_key(node, key)
-        source = node.live
-        if source is self:
-            return
-        found = _getitem(source, key) if _contains(source, key) else _MISSING
-        if found is _MISSING:
-            self.absent.add(key)
-        else:
-            _setitem(self, key, found)
+        while True:
+            node.replica.fault_key(node, key)
+            source = node.live
+            if type(source) is not PartialDict:
+                if type(source) is not dict:
+                    continue  # loaded whole, then hollowed by the clock: load it again
+                # Loaded whole meanwhile (another thread read its shape): a plain held dict.
+                found = dict.get(source, key, _MISSING)
+                if found is _MISSING:
+                    self.absent.add(key)
+                else:
+                    _setitem(self, key, found)
+                return found
+            found = dict.get(source, key, _MISSING)
+            if found is _MISSING and key not in source.absent:
+                continue  # evicted before this read: ask again
+            if source is not self:
+                if found is _MISSING:
+                    self.absent.add(key)
+                else:
+                    _setitem(self, key, found)
+            return found
 
     def __contains__(self, key: object) -> bool:
-        if not (_contains(self, key) or key in self.absent):
-            self.load(key)
-        return _contains(self, key)
+        if _contains(self, key):
+            return True
+        if key in self.absent:
+            return False
+        return self.load(key) is not _MISSING
 
     def _whole(self) -> Any:
         """The whole contents: the node loaded whole (no longer per key), or this dict as it
@@ -113,17 +135,18 @@ class PartialDict(dict):  # type: ignore[type-arg]
         return other | self._whole()
 
     def get(self, key: Any, default: Any = None) -> Any:
-        if not (_contains(self, key) or key in self.absent):
-            self.load(key)
-        return dict.get(self, key, default)
+        found = dict.get(self, key, _MISSING)
+        if found is _MISSING and key not in self.absent:
+            found = self.load(key)
+        return default if found is _MISSING else found
 
     def __missing__(self, key: Any) -> Any:
         if key in self.absent:
             raise KeyError(key)
-        self.load(key)
-        if _contains(self, key):
-            return _getitem(self, key)
-        raise KeyError(key)
+        found = self.load(key)
+        if found is _MISSING:
+            raise KeyError(key)
+        return found
 
     # The replica's (and a shadow's) ops: they change known keys only.
     def __setitem__(self, key: Any, value: Any) -> None:

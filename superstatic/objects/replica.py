@@ -175,6 +175,11 @@ class Replica:
         self.held_bytes = 0
         self._clock: OrderedDict[str, Node] = OrderedDict()
         self._drops: list[str] = []
+        # Keys of per-key nodes let go (oid -> keys), for a DROP; and the (oid, key) a load
+        # being installed brought, which its own sweep must not let go (their faulting threads
+        # have not read them yet).
+        self._key_drops: dict[str, list[Any]] = {}
+        self._fresh_keys: set[tuple[str, Any]] = set()
         # Hollow nodes whose last reference from a held node went (eviction._forget_stubs).
         self._stub_candidates: list[Node] = []
         # Sweeps of the clock so far (a node remembers the one that hollowed it: refaults).
@@ -450,10 +455,18 @@ class Replica:
         self._fault(node, None, whole=False)
 
     def fault_key(self, node: Node, key: Any) -> None:
-        """Makes `key` of the per-key node `node` known (loaded, or known absent)."""
-        if node.live.known(key):
-            return
-        self._fault(node, (key,), whole=False)
+        """Makes `key` of the per-key node `node` known (loaded, or known absent); returns at
+        once if the node is held whole (loaded whole meanwhile), after loading it if it was
+        hollowed (the caller looks again: PartialDict.load)."""
+        while True:
+            state = node.state
+            if state == HELD:
+                return
+            if state == PARTIAL:
+                if not node.live.known(key):
+                    self._fault(node, (key,), whole=False)
+                return
+            self.fault(node)
 
     def _fault(self, node: Node, key: tuple[Any] | None, whole: bool) -> None:
         """`key`: load that key of a per-key node; else the node: `whole`, held whole, else
@@ -462,8 +475,8 @@ class Replica:
             with self.lock:
                 state = node.state
                 if key is not None:
-                    if node.live.known(key[0]):
-                        return
+                    if state != PARTIAL or node.live.known(key[0]):
+                        return  # (not per key any more: the caller looks again)
                 elif state == HELD or (state == PARTIAL and not whole):
                     return
                 if node.dead or node.replica is not self:
@@ -618,8 +631,11 @@ class Replica:
                 wait = self._loads.pop(wait_key, None)
                 if wait is not None:
                     wait.done.set()
-            if self.held_bytes > self.cache_bytes:
-                _eviction.sweep(self)
+            try:
+                if self.held_bytes > self.cache_bytes:
+                    _eviction.sweep(self)
+            finally:
+                self._fresh_keys.clear()
 
     def _make_partial(self, oid: str) -> None:
         """A dict the agent answered with its header only: held per key from now on."""
@@ -631,6 +647,12 @@ class Replica:
         live = PartialDict(node)
         _hollow.make_held(node, live)
         node.state = PARTIAL
+        if self.partial:
+            # On the clock: its loaded keys count in held_bytes and go oldest first
+            # (eviction._evict_keys).
+            node.cost = _eviction.cost(node)
+            self.held_bytes += node.cost
+            self._clock[oid] = node
 
     def _install_keys(self, oid: str, items: list[Any], absent_keys: list[Any]) -> list[Any]:
         """Keys of a per-key node (a key run); returns their (oid, key) waits."""
@@ -653,6 +675,7 @@ class Replica:
             if not dict.__contains__(live, key):
                 live.absent.add(key)
             done.append((oid, key))
+        self._fresh_keys.update(done)
         if self.partial:
             cost = _eviction.cost(node)
             self.held_bytes += cost - node.cost
@@ -724,6 +747,13 @@ class Replica:
         with self.lock:
             drops, self._drops = self._drops, []
             return drops
+
+    def take_key_drops(self) -> list[tuple[str, list[Any]]]:
+        """The keys of per-key nodes the clock let go since the last call, in live form (the
+        connection tells the agent: a DROP of those keys)."""
+        with self.lock:
+            drops, self._key_drops = self._key_drops, {}
+            return list(drops.items())
 
     def _known(self, oid: str, kind: str, class_name: str | None) -> Node:
         """The node of `oid`, made hollow from its head if this replica has none. Call under
@@ -1095,9 +1125,9 @@ class HeapStats:
     stubs_made: int = 0
     stubs_removed: int = 0
 
-    def count(self, counter: str) -> None:
-        setattr(self, counter, getattr(self, counter) + 1)
-        _stats.STATS.heap_count(counter)
+    def count(self, counter: str, count: int = 1) -> None:
+        setattr(self, counter, getattr(self, counter) + count)
+        _stats.STATS.heap_count(counter, count)
 
 
 def _heads_of(event: Event) -> dict[str, Head]:

@@ -10,13 +10,17 @@ this process on its own connection (a full replica)."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import re
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import superstatic
+from superstatic.client import default as session_default
 from superstatic.client import heap_io
 from superstatic.client.connection import Connection
 from superstatic.objects.replica import Replica
@@ -29,12 +33,14 @@ BUCKETS = 3
 OBJECTS_PER_BUCKET = 300
 OBJECTS = BUCKETS * OBJECTS_PER_BUCKET
 WALKED = 60
+KEYED_ENTRIES = 400  # above the agent's LOAD_WHOLE_ENTRIES_MAX: held per key
+TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     base: Path = tmp_path_factory.mktemp("heapwalks") / "agents"
-    with LocalCluster(base, size=3, keyed=False) as c:
+    with LocalCluster(base, size=3, keyed=False, metrics=True) as c:
         c.start()
         c.leader()
         yield c
@@ -98,3 +104,60 @@ def test_prefetch_walks_in_fewer_loads_and_reads_the_same(
     # With it, the object comes with its key once the app walks (the burst's first faults, and
     # any a descheduled moment broke the burst at, still cost two).
     assert moved_on["loads"] < 0.75 * moved_off["loads"], (moved_on, moved_off)
+
+
+def _held_entries(cluster: LocalCluster) -> int:
+    """Nodes and dict keys partial apps hold, over every agent (their metrics)."""
+    total = 0
+    for spec in cluster.agents.values():
+        with urllib.request.urlopen(spec.metrics_url + "/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+        found = re.search(r"^superstatic_held_entries ([0-9.e+]+)$", text, re.MULTILINE)
+        assert found is not None, "the agent's metrics name no held_entries"
+        total += int(float(found.group(1)))
+    return total
+
+
+def _wait(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_keys_of_big_dicts_go_past_cache_bytes_and_the_agent_lets_them_go(
+    cluster: LocalCluster, writer: Session
+) -> None:
+    top = writer.root("keyed", dict)
+    for b in range(2):
+
+        def fill(b: int = b) -> None:
+            top[f"b{b}"] = {f"k{i}": i for i in range(KEYED_ENTRIES)}
+
+        writer.run(fill)
+    superstatic.connect(cluster.client_endpoints(), replicate="partial")
+    try:
+        app = session_default.get()
+        # Test-only: connect()'s CACHE_BYTES_MIN (1 MiB) is about 26,000 keys at the
+        # estimate's 40 bytes a key, more than a test should load one by one.
+        app.replica.cache_bytes = 6_000
+        before = superstatic.stats()["heap"]
+        mine = superstatic.root("keyed", dict)
+        buckets = [mine["b0"], mine["b1"]]  # held by this code all along: only keys can go
+        touched = [(b, f"k{i}") for b in range(2) for i in range(0, KEYED_ENTRIES, 2)]
+        assert [buckets[b][key] for b, key in touched] == [int(key[1:]) for _b, key in touched]
+        evictions = superstatic.stats()["heap"]["evictions"] - before["evictions"]
+        assert evictions > len(touched) // 2
+        assert superstatic.stats()["heap"]["held_bytes"] <= 6_000
+        # The agent was told (key DROPs): it holds far fewer entries than were touched.
+        _wait(lambda: _held_entries(cluster) < len(touched) // 2, "the key DROPs took effect")
+        # Writes to held and to let-go keys alike: every read answers the current value.
+        for b, key in touched[::7]:
+            top[f"b{b}"][key] = f"new {key}"
+        writer.sync()
+        superstatic.sync()
+        expected = [top[f"b{b}"][key] for b, key in touched]
+        assert [buckets[b][key] for b, key in touched] == expected
+        assert all(key not in buckets[b] for b in range(2) for key in ("nope", "k-1"))
+    finally:
+        superstatic.close()

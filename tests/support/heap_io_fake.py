@@ -27,6 +27,9 @@ class FakeReplica:
     def take_drops(self) -> list[str]:
         return []
 
+    def take_key_drops(self) -> list[tuple[str, list[Any]]]:
+        return []
+
     def load_failed(self, waits: list[Any], error: BaseException) -> None:
         self.failed.extend(waits)
 
