@@ -31,6 +31,13 @@ ENV_CACHE_BYTES = "SUPERSTATIC_CACHE_BYTES"
 # sweep per entry at the bound would cost more than the nodes it frees).
 SWEEP_TARGET_FRACTION = 0.9
 EVICT_SWEEP_NODES_MAX = 10_000
+# Thrash of hot nodes the clock cannot see (docs/virtual-heap.md "Risks"): a node read often
+# outside transactions through a parent user code holds is neither user-referenced nor marked
+# (native reads run no Python), so it could be hollowed and faulted again and again. One
+# faulted again within REFAULT_SWEEPS sweeps of its eviction is sticky: no sweep hollows it
+# for STICKY_SWEEPS sweeps (Node.sweep_mark). Refaults are counted in stats()["heap"].
+REFAULT_SWEEPS = 2
+STICKY_SWEEPS = 8
 # The size estimate: a held node's container and bookkeeping, plus each element (a dict item
 # or attribute with its decoded value, a set member, a list slot). Measured with tracemalloc
 # (tests/unit/test_heap_eviction.py keeps the estimate within 0.5x..2x of it): 300 small dicts
@@ -97,6 +104,11 @@ def sweep(replica: Replica) -> None:
             node.bit = False
             clock[oid] = node
             continue
+        if node.sweep_mark < 0:
+            if replica.sweeps <= -node.sweep_mark:
+                clock[oid] = node  # sticky
+                continue
+            node.sweep_mark = 0
         if user_referenced(node):
             clock[oid] = node
             continue

@@ -49,7 +49,6 @@ class Node:
         "class_name",
         "cost",
         "dead",
-        "evicted_sweep",
         "inrefs",
         "kind",
         "live",
@@ -57,6 +56,7 @@ class Node:
         "ref",
         "replica",
         "state",
+        "sweep_mark",
         "txn",
     )
 
@@ -89,9 +89,11 @@ class Node:
         # eviction clock's reference bit.
         self.cost = 0
         self.bit = False
-        # The clock's sweep (Replica.sweeps, from 1) that last hollowed this node, until it is
-        # faulted in again (a refault); 0 if it was not.
-        self.evicted_sweep = 0
+        # The clock's memory of this node (objects/eviction.py): > 0, the sweep (Replica.sweeps,
+        # from 1) that hollowed it, until it is faulted in again (a refault); < 0, sticky: no
+        # sweep up to -sweep_mark hollows it (it was faulted again soon after its eviction);
+        # 0, neither.
+        self.sweep_mark = 0
 
     def __repr__(self) -> str:
         return f"Node({self.oid!r}, {self.kind})"

@@ -491,8 +491,11 @@ class Replica:
                 wait = self._loads.get(wait_key)
                 send = wait is None
                 self.stats.count("faults")
-                if key is None and node.evicted_sweep:
-                    node.evicted_sweep = 0
+                if key is None and node.sweep_mark > 0 and state == HOLLOW:
+                    # Faulted again soon after the clock let it go: a node read often but
+                    # never visibly to the clock (eviction.REFAULT_SWEEPS); kept a while.
+                    soon = self.sweeps - node.sweep_mark <= _eviction.REFAULT_SWEEPS
+                    node.sweep_mark = -(self.sweeps + _eviction.STICKY_SWEEPS) if soon else 0
                     self.stats.count("refaults")
                 if wait is None:
                     wait = self._loads[wait_key] = _LoadWait()
@@ -817,7 +820,7 @@ class Replica:
         node.cost = 0
         self._clock.pop(node.oid, None)
         self._drops.append(node.oid)
-        node.evicted_sweep = self.sweeps
+        node.sweep_mark = self.sweeps
         self.stats.count("evictions")
 
     def heap_gauges(self) -> dict[str, int]:

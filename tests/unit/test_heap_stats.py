@@ -116,3 +116,42 @@ def test_a_closed_sessions_counts_stay_and_its_gauges_go(cluster: InprocCluster)
         name: counted[name] for name in HEAP_COUNTERS
     }
     assert after["held_nodes"] <= counted["held_nodes"] - 3
+
+
+def _child(mine: Any, name: str) -> Any:
+    """The node of `mine[name]`, without a fault and without holding its proxy."""
+    return node_of(dict.__getitem__(node_of(mine).live, name))
+
+
+def test_a_node_faulted_soon_after_its_eviction_is_sticky_for_a_while(
+    cluster: InprocCluster,
+) -> None:
+    writer = cluster.session()
+    top = writer.root("top", dict)
+    for i in range(10):
+        top[f"k{i}"] = {"i": i}
+    app = partial_session(cluster, cache_bytes=1)
+    mine = app.root("top", dict)
+    assert sum(mine[f"k{i}"]["i"] for i in range(10)) == sum(range(10))
+    for _ in range(3):
+        _sweep(app.replica)
+    hot, late = _child(mine, "k0"), _child(mine, "k1")
+    assert hot.state == HOLLOW and late.state == HOLLOW
+    for _ in range(eviction.REFAULT_SWEEPS + 1):  # both were let go long ago now
+        _sweep(app.replica)
+    before = _heap()
+    assert mine["k0"]["i"] == 0  # long after its eviction: not sticky...
+    for _ in range(3):  # ...so it goes again (its bit spares it once)
+        _sweep(app.replica)
+    assert hot.state == HOLLOW
+    assert mine["k0"]["i"] == 0  # faulted again right after: sticky
+    assert mine["k1"]["i"] == 1  # long after its eviction: not
+    assert _moved(before)["refaults"] == 3
+    for _ in range(3):  # bits cleared, then judged
+        _sweep(app.replica)
+    assert hot.state == HELD, "a sticky node was hollowed"
+    assert late.state == HOLLOW
+    for _ in range(eviction.STICKY_SWEEPS):
+        _sweep(app.replica)
+    assert hot.state == HOLLOW, "a node stayed sticky past STICKY_SWEEPS"
+    assert mine["k0"]["i"] == 0 and mine["k1"]["i"] == 1  # and reads are unchanged
