@@ -824,8 +824,11 @@ class Replica:
         self.stats.count("evictions")
 
     def heap_gauges(self) -> dict[str, int]:
-        """superstatic.stats()["heap"]'s gauges for this replica (objects/stats.py)."""
+        """superstatic.stats()["heap"]'s gauges for this replica (objects/stats.py); a closed
+        session's replica (detached, not yet collected) holds nothing."""
         held = stubs = 0
+        if self.detached is not None:
+            return {"held_nodes": 0, "held_bytes": 0, "stubs": 0}
         for node in list(self.nodes.values()):  # (one C-level copy: no lock needed)
             state = node.state
             if state in (HELD, PARTIAL):

@@ -9,6 +9,7 @@ this process on its own connection (a full replica)."""
 
 from __future__ import annotations
 
+import enum
 import random
 import re
 import time
@@ -23,6 +24,7 @@ import superstatic
 from superstatic.client import default as session_default
 from superstatic.client import heap_io
 from superstatic.client.connection import Connection
+from superstatic.objects.node import HOLLOW, PARTIAL, node_of
 from superstatic.objects.replica import Replica
 from superstatic.objects.session import Session
 from superstatic.tools.localcluster import LocalCluster
@@ -35,6 +37,12 @@ OBJECTS = BUCKETS * OBJECTS_PER_BUCKET
 WALKED = 60
 KEYED_ENTRIES = 400  # above the agent's LOAD_WHOLE_ENTRIES_MAX: held per key
 TIMEOUT_S = 30.0
+
+
+@superstatic.register(name="tests.heap_walks.Shade")
+class Shade(enum.Enum):
+    DARK = "dark"
+    LIGHT = "light"
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +169,40 @@ def test_keys_of_big_dicts_go_past_cache_bytes_and_the_agent_lets_them_go(
         assert all(key not in buckets[b] for b in range(2) for key in ("nope", "k-1"))
     finally:
         superstatic.close()
+
+
+def test_key_loads_of_non_str_keys_survive_a_failover_and_are_settled(
+    cluster: LocalCluster, writer: Session
+) -> None:
+    """heap_io tracks a key load by its live key: an int, a tuple and an enum member key
+    asked of an agent that dies are asked again after the failover, answered, and settled
+    (nothing left asked, so nothing is asked again on a later subscription)."""
+    keys: list[Any] = [7, (3, "x"), Shade.DARK]
+
+    def fill() -> None:
+        table: dict[Any, Any] = {i: f"int {i}" for i in range(KEYED_ENTRIES)}
+        table[(3, "x")] = "tuple"
+        table[Shade.DARK] = "enum"
+        writer.root("nonstr", dict)["t"] = table
+
+    writer.run(fill)
+    leader = cluster.leader()
+    first = next(node for node in cluster.agents if node != leader)
+    others = [node for node in cluster.agents if node != first]
+    superstatic.connect(cluster.client_endpoints([first, *others]), replicate="partial")
+    try:
+        conn = session_default.get().connection
+        assert isinstance(conn, Connection) and conn.heap_io is not None
+        table = superstatic.root("nonstr", dict)["t"]
+        assert node_of(table).state == HOLLOW
+        assert 0 in table  # the header, then one key: held per key
+        assert node_of(table).state == PARTIAL
+        cluster.kill(first)
+        assert [table[key] for key in keys] == ["int 7", "tuple", "enum"]
+        assert Shade.LIGHT not in table and 10_000 not in table
+        assert conn.failovers >= 1
+        assert not conn.heap_io.asked, "an answered key load is still asked"
+    finally:
+        superstatic.close()
+        cluster.start_agent(first)
+        cluster.leader()
