@@ -24,7 +24,11 @@ def parser() -> argparse.ArgumentParser:
         epilog=f"workloads:\n{workloads}",
     )
     p.add_argument("--quick", action="store_true", help="short runs: about a minute in all")
-    p.add_argument("--large", action="store_true", help="also catch up after 1M objects")
+    p.add_argument(
+        "--large",
+        action="store_true",
+        help="also catch up after 1M objects; the heap workloads at 1M objects",
+    )
     p.add_argument("--only", default=None, help="comma-separated workloads (default: all)")
     p.add_argument(
         "--peers",

@@ -14,7 +14,8 @@ answer per line on stdout:
   latency samples.
 * `{"cmd": "fill_big", ...}` and `{"cmd": "disjoint_setup", ...}` (superstatic only): what
   the `big_write` and `disjoint` runs need (workloads/bigdict.py, workloads/disjoint.py);
-  `{"cmd": "roots", ...}` (workloads/manyroots.py).
+  `{"cmd": "roots", ...}` (workloads/manyroots.py), `{"cmd": "heap", ...}` (the virtual heap
+  workloads: workloads/heap_app.py).
 * `{"cmd": "reads", ...}` (workloads/reads.py), `{"cmd": "load", ...}` and `{"cmd": "attach",
   ...}` (workloads/objects_load.py), `{"cmd": "rss"}`: this process's resident memory.
 * `{"cmd": "quit"}`.
@@ -271,6 +272,10 @@ def serve(driver: Driver, client_index: int) -> None:
                 from superstatic_bench.workloads.manyroots import roots_command
 
                 answer = roots_command(command)
+            elif cmd == "heap":
+                from superstatic_bench.workloads.heap_app import heap_command
+
+                answer = heap_command(command)
             elif cmd == "rss":
                 answer = rss_bytes()
             elif cmd == "reads":

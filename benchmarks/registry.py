@@ -26,12 +26,17 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("catchup", "restart of an agent after many objects were written"),
     Workload("manyroots", "creating the 1st root, and the 100,001st after 100,000 in bulk"),
     Workload("trace", "per-hop breakdown of sequential calls (agents --trace, app traced)"),
+    Workload("heapstart", "virtual heap: connect() + first read with 0 to 1M other objects"),
+    Workload("heapmem", "virtual heap: app memory after touching 1% of the objects"),
+    Workload("heapfanout", "virtual heap: agent send work per write with 1 to 16 apps"),
     Workload("queue", "work queue put+get+ack, 3 producer and 3 consumer processes", peers=True),
 )
 NAMES = tuple(w.name for w in WORKLOADS)
 BY_NAME = {w.name: w for w in WORKLOADS}
 # The write workloads measured on every system, in this order.
 WRITE_WORKLOADS = ("sequential", "throughput", "contention")
+# The virtual heap's workloads (docs/virtual-heap.md section 8), each on a fresh cluster.
+HEAP_WORKLOADS = ("heapstart", "heapmem", "heapfanout")
 # Rows measured on the superstatic cluster only, after the write workloads (the questions they
 # ask are about superstatic's data model: per-key storage and conflicts; docs/data-model-v2.md).
 KEYED_WORKLOADS = ("disjoint", "bigdict")

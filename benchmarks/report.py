@@ -170,6 +170,16 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
             "manyroots: creating a root, first and after many",
             manyroots.render(workloads["manyroots"], markdown),
         )
+    for name, title in (
+        ("heapstart", "heapstart: connect() + the first read of one counter root"),
+        ("heapmem", "heapmem: app memory after touching 1% of the objects"),
+        ("heapfanout", "heapfanout: the follower's send work per committed write"),
+    ):
+        if workloads.get(name, {}).get("rows"):
+            import importlib
+
+            module = importlib.import_module(f"superstatic_bench.workloads.{name}")
+            section(title, module.render(workloads[name], markdown))
     curve = workloads.get("curve")
     if curve and curve.get("cost"):
         section(

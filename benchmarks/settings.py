@@ -39,6 +39,22 @@ class Settings:
     # disjoint (workloads/disjoint.py): processes x callers, each on a key of its own.
     disjoint_clients: int = 3
     disjoint_threads: int = 16
+    # The virtual heap (workloads/heapstart.py, heapmem.py, heapfanout.py; --large adds 1M
+    # objects to heapstart and runs heapmem at 1M objects, 10,000 touched, the issue's size).
+    # heapstart: other objects in the cluster, fresh app processes per size and mode, and the
+    # largest size a full replica (replicate="all") is also measured at.
+    heapstart_sizes: tuple[int, ...] = (0, 100_000)
+    heapstart_samples: int = 10
+    heapstart_all_objects_max: int = 100_000
+    # heapmem: objects in the cluster and objects touched (1M and 10,000 take minutes of load
+    # and of touching: the default run measures 1% of 100,000).
+    heapmem_objects: int = 100_000
+    heapmem_touch: int = 1_000
+    # heapfanout: app processes per run, small dicts each holds, writes and their rate.
+    heapfanout_apps: tuple[int, ...] = (1, 4, 16)
+    heapfanout_objects: int = 100
+    heapfanout_writes: int = 2_000
+    heapfanout_rate: int = 100  # writes per second (paced: skip frames depend on log time)
     # Extra flags for every agent the suite starts (--agent-args): a labelled diagnostic, e.g.
     # to see whether a limit is what a workload runs into. Empty in every quoted result unless
     # the result says otherwise.
@@ -63,6 +79,13 @@ QUICK = Settings(
     bigdict_sizes=(100, 10_000),
     manyroots_count=10_000,
     manyroots_samples=10,
+    heapstart_sizes=(0, 10_000),
+    heapstart_samples=5,
+    heapstart_all_objects_max=10_000,
+    heapmem_objects=20_000,
+    heapmem_touch=1_000,
+    heapfanout_apps=(1, 4),
+    heapfanout_writes=200,
 )
 
 
@@ -70,7 +93,13 @@ def choose(quick: bool, large: bool, catchup_objects: tuple[int, ...] | None = N
     """`catchup_objects` (--catchup-objects) replaces the catch-up sizes, --large included."""
     base = QUICK if quick else FULL
     if large:
-        base = replace(base, catchup_objects=(*base.catchup_objects, 1_000_000))
+        base = replace(
+            base,
+            catchup_objects=(*base.catchup_objects, 1_000_000),
+            heapstart_sizes=(*base.heapstart_sizes, 1_000_000),
+            heapmem_objects=1_000_000,
+            heapmem_touch=10_000,
+        )
     if catchup_objects is not None:
         base = replace(base, catchup_objects=catchup_objects)
     return base

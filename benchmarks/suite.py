@@ -22,7 +22,7 @@ from superstatic_bench.measure import run_row
 from superstatic_bench.peers import install
 from superstatic_bench.procs import ProcessGroup
 from superstatic_bench.progress import Progress
-from superstatic_bench.registry import KEYED_WORKLOADS, WRITE_WORKLOADS
+from superstatic_bench.registry import HEAP_WORKLOADS, KEYED_WORKLOADS, WRITE_WORKLOADS
 from superstatic_bench.settings import FULL, Settings
 from superstatic_bench.systems import Deployment, SuperstaticCluster
 
@@ -159,9 +159,21 @@ def _count_steps(options: Options, systems: list[str]) -> int:
 
         steps += curve.steps(s, len(_curve_rows(s)))
     steps += 3 * len(s.catchup_objects) if "catchup" in options.selected else 0
+    for name in HEAP_WORKLOADS:
+        if name in options.selected:
+            steps += heap_module(name).steps(s)
     steps += 2 if "trace" in options.selected else 0
     steps += 1 if "queue" in options.selected else 0
     return steps
+
+
+def heap_module(name: str) -> Any:
+    """The module of a virtual heap workload (imported when selected: run, steps, render)."""
+    import importlib
+
+    if name not in HEAP_WORKLOADS:
+        raise ValueError(name)
+    return importlib.import_module(f"superstatic_bench.workloads.{name}")
 
 
 def _run_system(
@@ -309,6 +321,16 @@ def run(options: Options) -> int:
                         ]
                         if failed:
                             results["errors"][name] = "; ".join(failed)[:ERROR_CHARS_MAX]
+                except Exception as exc:
+                    traceback.print_exc()
+                    results["errors"][name] = _error_text(exc)
+            for name in HEAP_WORKLOADS:
+                if name not in options.selected:
+                    continue
+                try:
+                    results["workloads"][name] = heap_module(name).run(
+                        group, work_dir, options.settings, progress
+                    )
                 except Exception as exc:
                     traceback.print_exc()
                     results["errors"][name] = _error_text(exc)

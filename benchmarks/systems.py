@@ -36,7 +36,8 @@ class Cluster(Protocol):
 class SuperstaticCluster:
     """3 agents from superstatic.tools.localcluster (real processes, stopped by PID in close()),
     keyed like a deployment (CURVE on every link, the clients with an `app` key) unless
-    `keyed=False` (the curve workload's baseline). `name` tells runs of the same kind apart."""
+    `keyed=False` (the curve workload's baseline). `name` tells runs of the same kind apart;
+    `metrics` gives each agent a /metrics port (heapfanout reads its stream counters)."""
 
     def __init__(
         self,
@@ -46,6 +47,7 @@ class SuperstaticCluster:
         keyed: bool = True,
         name: str = "",
         agent_args: Sequence[str] = (),
+        metrics: bool = False,
     ) -> None:
         self.fsync = fsync
         self.keyed = keyed
@@ -61,7 +63,9 @@ class SuperstaticCluster:
         args = [*(() if fsync else FSYNC_OFF_ARGS), *agent_args]
         if agent_args:
             self.label += " (agent flags: " + " ".join(agent_args) + ")"
-        self.local = LocalCluster(base_dir / self.name, size=AGENTS, agent_args=args, keyed=keyed)
+        self.local = LocalCluster(
+            base_dir / self.name, size=AGENTS, agent_args=args, keyed=keyed, metrics=metrics
+        )
 
     def client_options(self, client_index: int) -> dict[str, Any]:
         """The client process's key file ("" : none, whatever SUPERSTATIC_KEYS says)."""

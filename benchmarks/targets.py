@@ -18,6 +18,11 @@ READ_RATIO_MAX = 2.0
 FAILOVER_S_MAX = 1.0
 BIGDICT_RATIO_MIN = 0.8  # the biggest dict's writes/s over the smallest's (issue 11)
 MANYROOTS_RATIO_MAX = 1.5  # the 100,001st root's time over the 1st's (medians; issue 11)
+# The virtual heap (issue 13; the workloads hold the same constants for their own tables).
+HEAPSTART_MS_MAX = 50.0  # partial connect + first read, median, at 1,000,000 other objects
+HEAPSTART_RATIO_MAX = 1.5  # that median over the empty cluster's
+HEAPMEM_MB_MAX = 30.0  # RssAnon after touching 10,000 of 1,000,000, above an empty app
+HEAPFANOUT_RATIO_MAX = 1.5  # partial: per-write bytes and events, 16 apps over 1
 
 
 def _row(
@@ -160,6 +165,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     out.extend(_keyed_targets(results))
+    out.extend(_heap_targets(results))
     failover = results.get("workloads", {}).get("failover", {})
     median_s = failover.get("failover_s_median")
     missing = "needs the failover workload"
@@ -220,5 +226,65 @@ def _keyed_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "gap": None,
                 "note": "",
             }
+        )
+    return out
+
+
+def _heap_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """heapstart, heapmem, heapfanout (docs/virtual-heap.md section 8). Each target names the
+    size it was measured at: the issue states them at 1,000,000 objects (`--large`)."""
+    workloads = results.get("workloads", {})
+    start = workloads.get("heapstart", {})
+    largest = start.get("largest")
+    at = f"{largest:,} objects" if largest is not None else "the largest size"
+    median_ms = start.get("largest_median_ms")
+    ratio = start.get("ratio")
+    mem = workloads.get("heapmem", {})
+    mem_mb = mem.get("partial_above_empty_mb")
+    mem_at = (
+        f"{mem['touched']:,} of {mem['objects']:,} touched" if mem.get("objects") else "1% touched"
+    )
+    fan = workloads.get("heapfanout", {})
+    compared = fan.get("apps_compared") or ["1", "16"]
+    out = [
+        _target(
+            f"heapstart: partial connect + first read median < {HEAPSTART_MS_MAX:g} ms "
+            f"at {at} (ms)",
+            median_ms,
+            HEAPSTART_MS_MAX if median_ms is not None else None,
+            "ms",
+            True,
+            "needs the heapstart workload",
+        ),
+        _target(
+            f"heapstart: partial median at {at} <= {HEAPSTART_RATIO_MAX:g} x at 0 objects",
+            ratio,
+            HEAPSTART_RATIO_MAX if ratio is not None else None,
+            "x",
+            True,
+            "needs the heapstart workload at 0 objects and more",
+        ),
+        _target(
+            f"heapmem: partial app RssAnon above an empty app < {HEAPMEM_MB_MAX:g} MB, "
+            f"{mem_at} (MB)",
+            mem_mb,
+            HEAPMEM_MB_MAX if mem_mb is not None else None,
+            "MB",
+            True,
+            "needs the heapmem workload",
+        ),
+    ]
+    for key, what in (("bytes_ratio", "bytes"), ("events_ratio", "events")):
+        value = fan.get(key)
+        out.append(
+            _target(
+                f"heapfanout: partial {what}/write, {compared[1]} apps <= "
+                f"{HEAPFANOUT_RATIO_MAX:g} x {compared[0]} app(s)",
+                value,
+                HEAPFANOUT_RATIO_MAX if value is not None else None,
+                "x",
+                True,
+                "needs the heapfanout workload with two app counts or more",
+            )
         )
     return out

@@ -30,13 +30,17 @@ COUNT_MAX = 10_000_000
 def load_objects(command: dict[str, Any]) -> dict[str, Any]:
     count = int(command["count"])
     batch = int(command["batch"])
+    # Objects first..count-1 (the heap workloads grow one cluster in steps: 0, 100,000, 1M).
+    first_object = int(command.get("first", 0))
     if not 1 <= batch <= BATCH_MAX:
         raise ValueError(f"batch={batch} outside 1..BATCH_MAX={BATCH_MAX}")
     if not 1 <= count <= COUNT_MAX:
         raise ValueError(f"count={count} outside 1..COUNT_MAX={COUNT_MAX}")
+    if not 0 <= first_object < count:
+        raise ValueError("first outside 0..count-1")
     buckets = superstatic.root(OBJECTS_ROOT, dict)
     began = time.perf_counter()
-    for first in range(0, count, batch):
+    for first in range(first_object, count, batch):
         with superstatic.transaction():
             for i in range(first, min(first + batch, count)):
                 name = f"b{i // OBJECTS_PER_BUCKET}"
@@ -46,7 +50,14 @@ def load_objects(command: dict[str, Any]) -> dict[str, Any]:
                     bucket = buckets[name]
                 bucket[f"o{i}"] = {"i": i, "name": f"object {i}"}
     elapsed = time.perf_counter() - began
-    return {"count": count, "batch": batch, "seconds": elapsed, "objects_per_s": count / elapsed}
+    written = count - first_object
+    return {
+        "count": count,
+        "first": first_object,
+        "batch": batch,
+        "seconds": elapsed,
+        "objects_per_s": written / elapsed,
+    }
 
 
 def attach(command: dict[str, Any]) -> dict[str, Any]:
