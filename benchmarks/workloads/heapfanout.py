@@ -10,7 +10,8 @@ keeping them; the writer commits `heapfanout_writes` writes round-robin over tho
 dicts at `heapfanout_rate` per second (each write is held by exactly one app); then the
 follower's /metrics counters `stream_bytes_sent`, `stream_events_sent` and
 `stream_events_filtered` and its CPU time (/proc/PID/stat, utime + stime) are compared before
-and after (after: once the follower has applied the last write and its counters stop moving).
+and after (after: once the follower has applied the last write and its counters stop moving;
+before: also once it streams to exactly the N apps, the last row's gone).
 
 Reported per mode and N, per committed write: stream bytes and events sent, events filtered,
 agent CPU; and the held entries the follower reports. Target (targets.py): for partial apps,
@@ -19,13 +20,15 @@ bytes and events per write at the most apps within HEAPFANOUT_RATIO_MAX x at one
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from superstatic_bench import machine, report
-from superstatic_bench.procs import ProcessGroup, Worker
+from superstatic_bench.procs import ProcessGroup, Worker, WorkerFailed
 from superstatic_bench.progress import Progress
 from superstatic_bench.settings import Settings
 from superstatic_bench.systems import TIMEOUT_S_LEADER
@@ -33,12 +36,21 @@ from superstatic_bench.targets import HEAPFANOUT_RATIO_MAX
 from superstatic_bench.workloads import heap_cluster
 
 MODES = ("partial", "all")
-METRICS = ("stream_bytes_sent", "stream_events_sent", "stream_events_filtered", "held_entries")
+METRICS = (
+    "stream_bytes_sent",
+    "stream_events_sent",
+    "stream_events_filtered",
+    "held_entries",
+    "subscribers",
+)
 METRIC_PREFIX = "superstatic_"
 TIMEOUT_S_HTTP = 5.0
 TIMEOUT_S_HOLD = 600.0
 TIMEOUT_S_SETTLE = 30.0
-SETTLE_POLL_S = 0.2
+TIMEOUT_S_QUIT = 10.0  # an app told to quit closes its connection (atexit) and exits
+# The agent publishes its /metrics every 500 ms (agent/metrics.py PUBLISH_MS): scrapes closer
+# together can agree only because they read the same page.
+SETTLE_POLL_S = 0.6
 SETTLE_POLLS = 3  # unchanged scrapes in a row: the follower has sent what the writes caused
 METRICS_BYTES_MAX = 1 << 20
 
@@ -125,6 +137,32 @@ def _settle(url: str) -> tuple[dict[str, float], bool]:
     return last, False
 
 
+def _wait_subscribers(url: str, apps: int) -> bool:
+    """Waits (bounded) until the follower streams to exactly this row's apps: the last row's
+    apps gone, with their held sets, and every new one subscribed. An app that quits is
+    forgotten only after the agent's subscriber_silence_ms (15 s): the library sends no
+    UNSUBSCRIBE when it closes."""
+    deadline = time.monotonic() + TIMEOUT_S_SETTLE
+    while time.monotonic() < deadline:
+        if scrape(url)["subscribers"] == apps:
+            return True
+        time.sleep(SETTLE_POLL_S)
+    return False
+
+
+def _release(group: ProcessGroup, workers: list[Worker]) -> None:
+    """Apps quit first (so each closes its connection and the agent forgets it at once), then
+    are stopped by PID whatever they did."""
+    for worker in workers:
+        with contextlib.suppress(WorkerFailed):
+            worker.send({"cmd": "quit"})
+    deadline = time.monotonic() + TIMEOUT_S_QUIT
+    for worker in workers:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.process.wait(max(0.0, deadline - time.monotonic()))
+        group.stop(worker.process)
+
+
 def _wait_applied(local: Any, leader: str, follower: str) -> None:
     target = int(local.status(leader)["commit"])
     local.wait_until(
@@ -154,8 +192,7 @@ def _hold(
         for worker in workers:
             worker.receive(TIMEOUT_S_HOLD)
     except BaseException:
-        for worker in workers:
-            group.stop(worker.process)
+        _release(group, workers)
         raise
     return workers
 
@@ -193,6 +230,7 @@ def run(
                     with progress.step(label) as s:
                         workers = _hold(group, cluster, spec.client_endpoint, mode, apps, settings)
                         try:
+                            subscribed = _wait_subscribers(spec.metrics_url, apps)
                             _wait_applied(local, leader, follower)
                             before, _ = _settle(spec.metrics_url)
                             assert spec.pid is not None
@@ -213,14 +251,13 @@ def run(
                             after, settled = _settle(spec.metrics_url)
                             cpu_s = heap_cluster.pid_cpu_s(spec.pid) - cpu_before
                         finally:
-                            for worker in workers:
-                                group.stop(worker.process)
+                            _release(group, workers)
                         row = summarize_row(
                             mode, apps, settings.heapfanout_writes, before, after, cpu_s
                         )
                         row.update(
                             agent=follower,
-                            settled=settled,
+                            settled=settled and subscribed,
                             writes_per_s=wrote["writes_per_s"],
                             load_average=[load_before, machine.load_average()],
                         )
@@ -266,8 +303,8 @@ def render(outcome: dict[str, Any], markdown: bool) -> str:
     unsettled = [r for r in outcome["rows"] if not r.get("settled", True)]
     if unsettled:
         text += (
-            f"\n{len(unsettled)} row(s) measured before the counters stopped moving "
-            f"(TIMEOUT_S_SETTLE = {TIMEOUT_S_SETTLE:g} s)"
+            f"\n{len(unsettled)} row(s) measured before the counters stopped moving or with "
+            f"other subscribers than the row's apps (TIMEOUT_S_SETTLE = {TIMEOUT_S_SETTLE:g} s)"
         )
     compared = outcome.get("apps_compared")
     if compared:
