@@ -20,6 +20,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool 
     return "\n".join(line.rstrip() for line in lines)
 
 
+def with_notes(text: str, notes: Sequence[str], markdown: bool) -> str:
+    """A table and the lines under it; in Markdown a blank line apart, or they would be read as
+    rows of the table."""
+    gap = "\n\n" if markdown else "\n"
+    return gap.join([text, *notes])
+
+
 def us(value: Any) -> str:
     if value is None:
         return "-"

@@ -300,18 +300,19 @@ def render(outcome: dict[str, Any], markdown: bool) -> str:
         "load before / after",
     ]
     text = report.table(headers, rows, markdown)
+    notes: list[str] = []
     unsettled = [r for r in outcome["rows"] if not r.get("settled", True)]
     if unsettled:
-        text += (
-            f"\n{len(unsettled)} row(s) measured before the counters stopped moving or with "
+        notes.append(
+            f"{len(unsettled)} row(s) measured before the counters stopped moving or with "
             f"other subscribers than the row's apps (TIMEOUT_S_SETTLE = {TIMEOUT_S_SETTLE:g} s)"
         )
     compared = outcome.get("apps_compared")
     if compared:
         b, e = outcome.get("bytes_ratio"), outcome.get("events_ratio")
-        text += (
-            f"\npartial, {compared[1]} apps over {compared[0]}: bytes/write "
+        notes.append(
+            f"partial, {compared[1]} apps over {compared[0]}: bytes/write "
             f"{'-' if b is None else f'{b:.2f}'}, events/write "
             f"{'-' if e is None else f'{e:.2f}'} (target <= {HEAPFANOUT_RATIO_MAX:g})"
         )
-    return text
+    return report.with_notes(text, notes, markdown)

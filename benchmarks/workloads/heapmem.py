@@ -155,10 +155,13 @@ def render(outcome: dict[str, Any], markdown: bool) -> str:
         "load before / after",
     ]
     text = report.table(headers, rows, markdown)
-    text += (
-        f"\ntarget: partial < {HEAPMEM_MB_MAX:g} MB above the empty app, stated at "
+    notes: list[str] = []
+    notes.append(
+        f"target: partial < {HEAPMEM_MB_MAX:g} MB above the empty app, stated at "
         f"{TARGET_TOUCH:,} of {TARGET_OBJECTS:,} objects"
     )
     if outcome["objects"] != TARGET_OBJECTS:
-        text += f" (this run: {outcome['touched']:,} of {outcome['objects']:,}; --large for 1M)"
-    return text
+        notes[-1] += (
+            f" (this run: {outcome['touched']:,} of {outcome['objects']:,}; --large for 1M)"
+        )
+    return report.with_notes(text, notes, markdown)

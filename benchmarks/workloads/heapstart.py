@@ -157,20 +157,21 @@ def render(outcome: dict[str, Any], markdown: bool) -> str:
         "load before / after",
     ]
     text = report.table(headers, rows, markdown)
+    notes: list[str] = []
     ratio = outcome.get("ratio")
     if outcome.get("largest") is not None:
-        text += (
-            f"\npartial at {outcome['largest']:,} objects: median "
+        notes.append(
+            f"partial at {outcome['largest']:,} objects: median "
             f"{outcome['largest_median_ms']:.1f} ms (target < {HEAPSTART_MS_MAX:g} ms at "
             f"{TARGET_OBJECTS:,}); over the empty cluster's: "
             f"{'-' if ratio is None else f'{ratio:.2f}'} (target < {HEAPSTART_RATIO_MAX:g})"
         )
     for loaded in outcome.get("loads", []):
-        text += (
-            f"\nloaded objects {loaded['first']:,} to {loaded['count']:,} at "
+        notes.append(
+            f"loaded objects {loaded['first']:,} to {loaded['count']:,} at "
             f"{loaded['objects_per_s']:,.0f} objects/s"
         )
-    return text
+    return report.with_notes(text, notes, markdown)
 
 
 def _time(ms: float) -> str:

@@ -119,6 +119,10 @@ def test_heapmem_subtracts_the_empty_app_of_the_same_mode() -> None:
     outcome = {"objects": 100_000, "touched": 1_000, "rows": [row]}
     text = heapmem.render(outcome, markdown=True)
     assert "17.5 MB" in text and "1022 / 20021" in text and "--large for 1M" in text
+    # In Markdown the line under the table is a paragraph of its own, not a row.
+    assert "|\n\ntarget: partial < 30 MB" in text
+    plain = heapmem.render(outcome, markdown=False)
+    assert "\ntarget: partial" in plain and "\n\ntarget" not in plain
 
 
 METRICS_PAGE = """# HELP superstatic_stream_bytes_sent_total Stream frame bytes sent to apps.
