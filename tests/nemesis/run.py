@@ -673,6 +673,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         schedule=directed,
         schedule_path=args.schedule,
     )
+    # SIGINT explicitly too: a process started in the background by a non-interactive shell
+    # (a CI runner's `cmd &`, nohup) inherits SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: Ctrl-C (and test_interrupted_run_leaves_nothing_behind's
+    # SIGINT) did nothing and the run went on to its end.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # unwind and clean up like Ctrl-C
     signal.signal(signal.SIGHUP, _raise_interrupt)
     print(f"nemesis: seed {seed}; replay with: {config.replay_command()}", flush=True)
