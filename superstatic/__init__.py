@@ -141,15 +141,16 @@ def connect(
     endpoints: list[str] | str | None = None,
     *,
     keys: str | None = None,
-    replicate: str = "all",
+    replicate: str | None = None,
     cache_bytes: int | None = None,
 ) -> None:
     """Connects to the cluster; optional (the first use connects with the defaults).
     Endpoints: this argument, else $SUPERSTATIC_AGENT, else an embedded single-node agent.
     Keys: this app's key file (`superstatic keys`), else $SUPERSTATIC_KEYS; an agent that
-    refuses it raises AuthError. `replicate`: "all" holds every object in this process;
-    "partial" loads objects when first touched and keeps about `cache_bytes` of them
-    (else $SUPERSTATIC_CACHE_BYTES; docs/virtual-heap.md)."""
+    refuses it raises AuthError. `replicate`: "partial" (the default, else
+    $SUPERSTATIC_REPLICATE) loads objects when first touched and keeps about `cache_bytes` of
+    them (else $SUPERSTATIC_CACHE_BYTES); "all" holds every object in this process
+    (docs/virtual-heap.md)."""
     from superstatic.client import default as session_default
 
     session_default.connect(endpoints, keys, replicate=replicate, cache_bytes=cache_bytes)

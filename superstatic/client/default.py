@@ -45,6 +45,25 @@ def _new_connection(
 
 
 REPLICATE_MODES = ("all", "partial")
+# A partial replica is the default (issue 13: an app starts with nothing loaded); the full one
+# is asked for by connect(replicate="all") or, without touching the code, by this variable.
+REPLICATE_DEFAULT = "partial"
+ENV_REPLICATE = "SUPERSTATIC_REPLICATE"
+
+
+def replicate_of(replicate: str | None) -> str:
+    """connect()'s `replicate`, checked: the argument, else $SUPERSTATIC_REPLICATE, else
+    REPLICATE_DEFAULT. The variable's value is not echoed (it may be anything)."""
+    if replicate is None:
+        raw = os.environ.get(ENV_REPLICATE, "").strip()
+        if not raw:
+            return REPLICATE_DEFAULT
+        if raw not in REPLICATE_MODES:
+            raise Error(f"${ENV_REPLICATE} must be one of {', '.join(REPLICATE_MODES)}")
+        return raw
+    if replicate not in REPLICATE_MODES:
+        raise Error(f"connect(replicate=...) must be one of {', '.join(REPLICATE_MODES)}")
+    return replicate
 
 
 def cache_bytes_of(replicate: str, cache_bytes: int | None) -> int:
@@ -82,7 +101,7 @@ def connect(
     endpoints: list[str] | str | None = None,
     keys: str | os.PathLike[str] | None = None,
     *,
-    replicate: str = "all",
+    replicate: str | None = None,
     cache_bytes: int | None = None,
 ) -> Session:
     """Connects this process to the cluster (explicit endpoints > $SUPERSTATIC_AGENT > an
@@ -91,9 +110,10 @@ def connect(
     `keys`: the app's key file (else $SUPERSTATIC_KEYS; docs/security.md). The embedded agent
     is private to its owner and uses its own (or no) keys, so `keys` needs endpoints.
 
-    `replicate`: "all" (every object of the cluster is held in this process and every read is
-    local) or "partial" (objects are loaded when first touched and evicted past `cache_bytes`,
-    else $SUPERSTATIC_CACHE_BYTES, else CACHE_BYTES_DEFAULT: docs/virtual-heap.md)."""
+    `replicate`: "partial" (objects are loaded when first touched and evicted past
+    `cache_bytes`, else $SUPERSTATIC_CACHE_BYTES, else CACHE_BYTES_DEFAULT: docs/virtual-heap.md)
+    or "all" (every object of the cluster is held in this process and every read is local);
+    None: $SUPERSTATIC_REPLICATE, else "partial"."""
     global _default, _endpoints
     from superstatic.client import embedded
     from superstatic.client import keys as client_keys
@@ -115,6 +135,7 @@ def connect(
                 "connect(keys=...) needs agents: pass endpoints or set SUPERSTATIC_AGENT (the "
                 "embedded agent of this directory is private to you and needs no key file)"
             )
+        replicate = replicate_of(replicate)
         cache = cache_bytes_of(replicate, cache_bytes)
         resolved = list(embedded.resolve_endpoints(endpoints))
         # The embedded agent's own key (its TCP fallback) or none: never $SUPERSTATIC_KEYS.

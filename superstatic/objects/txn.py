@@ -99,6 +99,7 @@ class Txn:
         "moved",
         "new_nodes",
         "ops",
+        "peeked",
         "pending",
         "pin",
         "read_keys",
@@ -132,6 +133,10 @@ class Txn:
         # reading order), and how many in all (bounded by TXN_READ_KEYS_MAX).
         self.read_keys: dict[str, dict[Any, None]] = {}
         self.keys_read = 0
+        # Nodes seen without a recorded read (view_peek): not in the commit's read set, but
+        # the body saw them at its base, so a base moved past a change of one re-runs it
+        # (a fault lets entries apply under the body: docs/virtual-heap.md section 12).
+        self.peeked: dict[str, None] = {}
         self.shadows: dict[str, Any] = {}
         # Writes to a node that this transaction has not read since: the shadow copy (O(size of
         # the node)) is made only when the body reads the node after writing it, so write-only
@@ -303,6 +308,7 @@ class Txn:
             self.check(node)
         if node.state:
             self._fault(node)
+        self.peeked[node.oid] = None
         shadow = self.shadows.get(node.oid)
         if shadow is None:
             return node.live if node.oid not in self.pending else self._materialize(node)
@@ -344,20 +350,30 @@ class Txn:
         replica = self.replica
         # Under the lock no entry is half-applied: what entries touched matches the contents.
         with replica.lock:
-            if not replica.reads_unchanged(self.base, self.reads, self.read_keys):
+            if not replica.reads_unchanged(self.base, self._seen(), self.read_keys):
                 self.doomed = True
                 raise Doomed()
             self.gen = replica.gen
             self.base = replica.applied_index
 
+    def _seen(self) -> dict[str, int]:
+        """What the body read, and what it peeked at as read whole: the base may move only
+        past entries that changed neither (a peek is unrecorded at the leader, not unseen)."""
+        if not self.peeked:
+            return self.reads
+        seen = dict(self.reads)
+        for oid in self.peeked:
+            seen[oid] = seen.get(oid, 0) | READ_CONTENT
+        return seen
+
     def reads_moved(self) -> bool:
-        """Whether anything this body read has changed in the replica since it was read. Only
-        meaningful while the body holds its pin (the replica forgets what entries touched
-        once no body needs it)."""
+        """Whether anything this body read (or peeked at) has changed in the replica since it
+        was read. Only meaningful while the body holds its pin (the replica forgets what
+        entries touched once no body needs it)."""
         if self.doomed:
             return True
         with self.replica.lock:
-            return not self.replica.reads_unchanged(self.base, self.reads, self.read_keys)
+            return not self.replica.reads_unchanged(self.base, self._seen(), self.read_keys)
 
     # ------------------------------------------------------------------ writes
 

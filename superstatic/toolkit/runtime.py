@@ -97,13 +97,17 @@ class ClusterEvent:
 class Waiter:
     """Waits for a change to a set of nodes (None: any change) after an index."""
 
-    __slots__ = ("log_deadline_ms", "oids", "rt", "since")
+    __slots__ = ("held", "log_deadline_ms", "oids", "rt", "since")
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.oids: frozenset[str] | None = frozenset()
         self.since = 0
         self.log_deadline_ms: int | None = None
+        # Refs of the watched nodes, kept while waiting: a partial replica never evicts a node
+        # user code references, and an evicted node's changes would not reach this process
+        # (the agent sends events of held nodes only: docs/virtual-heap.md, section 10).
+        self.held: tuple[Any, ...] = ()
 
     def __enter__(self) -> Waiter:
         with self.rt.cond:
@@ -114,13 +118,23 @@ class Waiter:
         with self.rt.cond:
             self.rt.waiters.discard(self)
             self._count(-1)
+        self.held = ()
 
-    def watch(self, oids: Iterable[str] | None, since: int) -> None:
-        """From now on, wake for changes to `oids` (None: anything) after index `since`."""
+    def watch(
+        self, oids: Iterable[str] | None, since: int, held: tuple[Any, ...] | None = None
+    ) -> None:
+        """From now on, wake for changes to `oids` (None: anything) after index `since`.
+        `held`: refs of those nodes taken while they were read (Runtime.evaluate), else they
+        are taken now from the replica."""
+        if held is None:
+            nodes = self.rt.replica.nodes
+            found = (nodes.get(oid) for oid in (oids or ()))
+            held = tuple(node.ref for node in found if node is not None)
         with self.rt.cond:
             self._count(-1)
             self.oids = None if oids is None else frozenset(oids)
             self.since = since
+            self.held = held
             self._count(+1)
 
     def _count(self, step: int) -> None:
@@ -322,17 +336,26 @@ class Runtime:
 
     # ------------------------------------------------------------------ evaluation
 
-    def evaluate(self, predicate: Callable[[], Any]) -> tuple[Any, frozenset[str] | None, int]:
+    def evaluate(
+        self, predicate: Callable[[], Any]
+    ) -> tuple[Any, frozenset[str] | None, int, tuple[Any, ...]]:
         """Runs `predicate` on one consistent state of the replica, recording what it reads:
         (its value, the node ids read (None: it read no node, so wake on anything), the
-        applied index it saw)."""
+        applied index it saw, the refs of the nodes read for Waiter.watch to hold)."""
         from superstatic.objects import txn as _txn
 
         seen = [0]
+        held: list[Any] = []
 
         def body() -> Any:
             seen[0] = self.replica.applied_index
-            return predicate()
+            value = predicate()
+            # Taken while the body still pins what it read: a partial replica could evict a
+            # node between the body's end and the wait, and its changes would never arrive.
+            nodes = self.replica.nodes
+            found = (nodes.get(oid) for oid in (*txn.reads, *txn.shadows, *txn.pending))
+            held[:] = [node.ref for node in found if node is not None]
+            return value
 
         for _attempt in range(EVALUATIONS_MAX):
             txn = _txn.Txn(self.session)
@@ -354,7 +377,7 @@ class Runtime:
                 "a wait_for predicate wrote to shared state; predicates must only read (the "
                 "writes were discarded)"
             )
-        return value, (reads or None), seen[0]
+        return value, (reads or None), seen[0], tuple(held)
 
     # ------------------------------------------------------------------ liveness
 

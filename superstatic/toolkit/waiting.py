@@ -32,14 +32,13 @@ def wait_for(predicate: Callable[[], T], timeout: float | None = None) -> T:
     deadline = None if timeout is None else time.monotonic() + timeout
     with rt.waiter() as waiter:
         while True:
-            value, reads, seen = rt.evaluate(predicate)
+            value, reads, seen, held = rt.evaluate(predicate)
             if value:
                 return value
-            waiter.watch(reads, seen)
+            waiter.watch(reads, seen, held)
             changed = waiter.wait(deadline)
             if not changed and deadline is not None and time.monotonic() >= deadline:
-                value, _reads, _seen = rt.evaluate(predicate)
-                return value
+                return rt.evaluate(predicate)[0]
 
 
 class Watch:
@@ -56,6 +55,12 @@ class Watch:
             )
         if found.txn is not None:
             raise Error("watch() of an object whose transaction has not committed yet")
+        # A partial replica receives the changes of held nodes only, and of a per-key dict
+        # only the keys it holds: load the object whole (self.obj then keeps it from eviction).
+        if found.state == _node.PARTIAL:
+            found.replica.fault_whole(found)
+        elif found.state:
+            found.replica.fault(found)
         self.rt = rt
         self.obj = obj
         self.oid = found.oid

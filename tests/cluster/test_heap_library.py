@@ -192,6 +192,38 @@ def test_connect_checks_replicate_and_cache_bytes(cluster: LocalCluster) -> None
         superstatic.connect(eps, replicate="partial", cache_bytes=10)
 
 
+def test_the_default_is_partial_and_the_environment_can_choose(
+    cluster: LocalCluster, other: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    eps = cluster.client_endpoints()
+    monkeypatch.delenv(session_default.ENV_REPLICATE, raising=False)
+    superstatic.connect(eps)
+    try:
+        assert superstatic.root("r5", dict)["n"] == 5
+        assert len(session_default.get().replica.nodes) == 2  # the root table and r5
+    finally:
+        superstatic.close()
+    monkeypatch.setenv(session_default.ENV_REPLICATE, "all")
+    superstatic.connect(eps)
+    try:
+        assert superstatic.root("r5", dict)["n"] == 5
+        assert len(session_default.get().replica.nodes) > ROOTS  # every node
+    finally:
+        superstatic.close()
+    monkeypatch.setenv(session_default.ENV_REPLICATE, "partial")
+    superstatic.connect(eps, replicate="all")  # the argument wins over the variable
+    try:
+        assert len(session_default.get().replica.nodes) > ROOTS
+    finally:
+        superstatic.close()
+    monkeypatch.setenv(session_default.ENV_REPLICATE, "everything{0}")
+    with pytest.raises(Error) as refused:
+        superstatic.connect(eps)
+    message = str(refused.value)
+    assert "SUPERSTATIC_REPLICATE" in message and "all, partial" in message
+    assert "everything" not in message  # the value is not echoed
+
+
 def test_eviction_under_a_small_cache_tells_the_agent(
     cluster: LocalCluster, other: Session
 ) -> None:

@@ -76,8 +76,8 @@ ENV_REPLICATE = "SUPERSTATIC_TEST_REPLICATE"
 def main(argv: list[str]) -> int:
     endpoints, command, args = argv[0].split(","), argv[1], argv[2:]
     # The replica mode the test asks of its apps (tests/cluster/test_objects.py runs some of
-    # its checks with partial replicas too).
-    superstatic.connect(endpoints, replicate=os.environ.get(ENV_REPLICATE, "all"))
+    # its checks in both); unset, the default (partial, or $SUPERSTATIC_REPLICATE).
+    superstatic.connect(endpoints, replicate=os.environ.get(ENV_REPLICATE) or None)
     out: dict[str, Any]
     if command == "bump":
         worker, count = args[0], int(args[1])

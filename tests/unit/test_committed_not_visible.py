@@ -41,7 +41,9 @@ def stalled(monkeypatch: pytest.MonkeyPatch) -> Iterator[AgentPeer]:
 def test_a_committed_write_not_yet_applied_here_is_not_reported_as_not_committed(
     stalled: AgentPeer,
 ) -> None:
-    superstatic.connect([stalled.endpoint])
+    # A full replica: the double speaks the full stream only (no LOAD), and the finding is
+    # about a write's outcome, which the replica mode does not change.
+    superstatic.connect([stalled.endpoint], replicate="all")
     stalled.withhold_events = True
     with pytest.raises(superstatic.Unavailable) as caught:
         superstatic.root("orders", list)  # creating the root is a transaction

@@ -26,6 +26,7 @@ from superstatic.objects import hollow
 from superstatic.objects.node import HELD, HOLLOW, node_of
 from superstatic.objects.plain_copy import plain
 from superstatic.protocol.errors import Error
+from superstatic.toolkit import shared
 
 
 @pytest.fixture
@@ -183,6 +184,36 @@ def test_a_body_faulting_a_node_changed_meanwhile_reruns(cluster: InprocCluster)
     app.run(body)
     assert seen == [(2, 2)] and len(runs) == 2, (seen, runs)
     assert list(writer.root("top", dict)["seen"]) == [2, 2]
+
+
+def test_a_body_that_peeked_at_a_node_changed_while_it_faulted_reruns(
+    cluster: InprocCluster,
+) -> None:
+    """As above for a node the body looked at without recording a read (the toolkit's
+    `shared.peek`: a queue's claim picks an item from `ready` that way, then reads the item,
+    a fault): the peek is not in the commit's read set, but the body saw it at its base, so a
+    base moved past a change of it re-runs the body. It did not: a claim took an item from a
+    stale `ready` that another consumer had claimed and acked meanwhile (the nemesis's queue
+    check, "acked and redelivered", on partial replicas)."""
+    writer = cluster.session()
+    top = writer.root("top", dict)
+    top["ready"] = {"job": 1}
+    top["item"] = {"n": 1}
+    app = partial_session(cluster, held=True)
+    mine = app.root("top", dict)
+    ready = mine["ready"]
+    assert dict(ready) == {"job": 1}  # held, at the app's index
+    item = mine["item"]  # hollow: the body's read of it faults
+    del top["ready"]["job"]  # the app does not see this yet (held connection)
+    seen: list[tuple[dict[Any, Any], int]] = []
+
+    def body() -> None:
+        picked = dict(shared.peek(ready))
+        seen.append((picked, item["n"]))
+
+    app.run(body)
+    # (The first run stops at the fault: Doomed, since `ready` moved; the second sees it new.)
+    assert seen == [({}, 1)], seen
 
 
 def test_read_your_writes_on_a_node_never_loaded(cluster: InprocCluster) -> None:

@@ -15,9 +15,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support.compare import same_graph
+from support.heap_inproc import partial_session
 from support.inproc import InprocCluster
 
 from superstatic.objects.plain_copy import plain
+from superstatic.objects.session import Session
 
 keys = st.sampled_from(["a", "b", "c", "d", 1, 2, ("t", 1)])
 scalars = st.one_of(
@@ -58,18 +60,23 @@ def containers(value: Any, kind: type) -> list[Any]:
 
 
 class SharedMatchesPlain(RuleBasedStateMachine):
+    """On full replicas; SharedMatchesPlainPartial below runs the same on partial ones."""
+
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="superstatic-model-"))
         self.cluster = InprocCluster(self.dir).__enter__()
-        self.session = self.cluster.session()
+        self.session = self.new_session()
         self.shared = self.session.root("model", dict)
         self.model: dict[Any, Any] = {}
         self.in_txn = False
 
+    def new_session(self) -> Session:
+        return self.cluster.session()
+
     def teardown(self) -> None:
         try:
-            other = self.cluster.session()
+            other = self.new_session()  # a replica built afterwards
             assert same_graph(plain(other.root("model", dict)), self.model)
         finally:
             self.cluster.__exit__(None, None, None)
@@ -192,10 +199,23 @@ class SharedMatchesPlain(RuleBasedStateMachine):
         assert same_graph(plain(self.shared), self.model)
 
 
-SharedMatchesPlain.TestCase.settings = settings(
-    max_examples=25,
-    stateful_step_count=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+class SharedMatchesPlainPartial(SharedMatchesPlain):
+    """The same on partial replicas (the default of connect(): docs/virtual-heap.md) whose
+    cache evicts every node nothing references at each sweep: the shared containers the rules
+    pick are faulted in again and again, and the replica built afterwards faults in all."""
+
+    def new_session(self) -> Session:
+        return partial_session(self.cluster, cache_bytes=1)
+
+
+# The examples split between the modes (13 + 12): the full replica keeps its CI path, and
+# the two together cost what the full one alone did.
+for machine, examples in ((SharedMatchesPlain, 13), (SharedMatchesPlainPartial, 12)):
+    machine.TestCase.settings = settings(
+        max_examples=examples,
+        stateful_step_count=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
 test_shared_matches_plain = SharedMatchesPlain.TestCase
+test_shared_matches_plain_partial = SharedMatchesPlainPartial.TestCase

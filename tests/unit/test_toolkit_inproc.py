@@ -6,26 +6,37 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.heap_inproc import WHOLE_ENTRIES_MAX, partial_session
 from support.inproc import InprocCluster
 
 import superstatic
+from superstatic.objects import eviction
+from superstatic.objects.node import HELD, HOLLOW, PARTIAL, node_of
 from superstatic.objects.session import Session
 from superstatic.toolkit.errors import LeaseLost, QueueFull
 from superstatic.toolkit.lock import Lock
 from superstatic.toolkit.queue import Queue, key_shard
 from superstatic.toolkit.results import Results
 from superstatic.toolkit.runtime import Runtime, runtime
+from superstatic.toolkit.waiting import Watch
 
 
-@pytest.fixture
-def two(tmp_path: Path) -> Iterator[tuple[Runtime, Runtime]]:
+@pytest.fixture(params=["all", "partial"])
+def two(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Runtime, Runtime]]:
+    """Two processes' runtimes, on full or on partial replicas (the default of connect(): each
+    primitive must hold what it reads and waits on; a tiny cache evicts everything else)."""
     with InprocCluster(tmp_path) as cluster:
-        a, b = runtime(cluster.session()), runtime(cluster.session())
+        if request.param == "all":
+            a, b = runtime(cluster.session()), runtime(cluster.session())
+        else:
+            a = runtime(partial_session(cluster, cache_bytes=1))
+            b = runtime(partial_session(cluster, cache_bytes=1))
         try:
             yield a, b
         finally:
@@ -157,8 +168,9 @@ def test_a_predicate_that_writes_is_refused(two: tuple[Runtime, Runtime]) -> Non
 
     with pytest.raises(superstatic.Error, match="must only read"):
         a.evaluate(writes)
-    value, reads, _seen = a.evaluate(lambda: d.get("x"))
+    value, reads, _seen, held = a.evaluate(lambda: d.get("x"))
     assert value is None and reads is not None and len(reads) == 1
+    assert [node_of(ref).oid for ref in held] == list(reads)
 
 
 def test_blocking_calls_are_refused_inside_a_transaction(two: tuple[Runtime, Runtime]) -> None:
@@ -188,5 +200,65 @@ def test_the_agents_session_expiry_reaches_cluster_events(tmp_path: Path) -> Non
             assert done.wait(10)
             assert got[0].kind == "session_expired" and "session 12" in got[0].detail
             events.close()
+        finally:
+            rt.close()
+
+
+def _sweep(rt: Runtime) -> None:
+    """Three rounds of the eviction clock (reference bits cleared, then judged)."""
+    with rt.replica.lock:
+        for _ in range(3):
+            eviction.sweep(rt.replica)
+
+
+def _evaluate_and_watch(rt: Runtime, waiter: Any, predicate: Any) -> tuple[Any, Any]:
+    """wait_for's first step; the refs it took die with this frame: only the waiter keeps them."""
+    value, reads, seen, held = rt.evaluate(predicate)
+    waiter.watch(reads, seen, held)
+    return value, reads
+
+
+def test_a_waiter_holds_what_its_predicate_read_in_a_partial_replica(tmp_path: Path) -> None:
+    with InprocCluster(tmp_path) as cluster:
+        writer = cluster.session()
+        top = writer.root("top", dict)
+        for i in range(20):
+            top[f"k{i}"] = {"ready": False}
+        rt = runtime(partial_session(cluster, cache_bytes=1))
+        try:
+            mine = rt.session.root("top", dict)
+            watched = node_of(mine["k3"])
+            with rt.waiter() as waiter:
+                value, reads = _evaluate_and_watch(rt, waiter, lambda: mine["k3"]["ready"])
+                assert value is False and reads is not None and watched.oid in reads
+                _sweep(rt)
+                # Held while waited on: an evicted node's changes would never arrive.
+                assert watched.state == HELD
+                top["k3"]["ready"] = True
+                assert waiter.changed()
+            del waiter
+            _sweep(rt)
+            assert watched.state == HOLLOW, "nothing holds it once the wait is over"
+        finally:
+            rt.close()
+
+
+def test_a_watch_loads_its_object_whole_in_a_partial_replica(tmp_path: Path) -> None:
+    with InprocCluster(tmp_path) as cluster:
+        writer = cluster.session()
+        top = writer.root("top", dict)
+        top["big"] = {f"k{i}": i for i in range(WHOLE_ENTRIES_MAX + 10)}
+        rt = runtime(partial_session(cluster, cache_bytes=1))
+        try:
+            big = rt.session.root("top", dict)["big"]
+            assert big.get("k0") == 0
+            assert node_of(big).state == PARTIAL  # one key held: others' changes skipped
+            seen = threading.Event()
+            with Watch(rt, big, lambda _obj: seen.set()):
+                assert node_of(big).state == HELD
+                _sweep(rt)
+                assert node_of(big).state == HELD
+                top["big"]["k200"] = -1  # a key this app never read
+                assert seen.wait(10), "the watch missed a change of a key it had not read"
         finally:
             rt.close()
