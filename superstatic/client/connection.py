@@ -129,6 +129,9 @@ CALLER_GRACE_S = 5.0
 FRAMES_PER_TURN_MAX = 512
 # Longest the loop sleeps in one poll; timers are checked at least this often.
 LOOP_WAKE_MS_MAX = 100
+# How long a clean close lets its UNSUBSCRIBE frame leave the socket (ZMQ_LINGER): bounded, so
+# close() never hangs on an agent that went away.
+UNSUBSCRIBE_LINGER_MS = 200
 # If waiters want an index above the replica's while no stream frame came for this long, the
 # subscription is presumed lost (e.g. an agent dropped us) and is renewed.
 TIMEOUT_MS_STREAM_STALL = 5_000
@@ -631,6 +634,8 @@ class Connection:
                     self._done(request, error=AuthError(str(failure)))
                 else:
                     self._done(request, error=error)
+            if failure is None:
+                io.unsubscribe()
             io.close_socket()
             if io.link is not None:
                 io.link.close()
@@ -670,6 +675,7 @@ class _IoState:
         self.reopen_at: float | None = None
         self.hello_req = 0
         self.sub_req = 0
+        self.close_linger_ms = 0  # ZMQ_LINGER of the next close_socket (unsubscribe sets it)
         # Bytes of stream frames received for sub_req, and as last acknowledged in a PING:
         # the agent sends a subscriber only so much unacknowledged (its backlog bound).
         self.stream_bytes = 0
@@ -841,6 +847,15 @@ class _IoState:
         self.poller.register(self.sock_fd, zmq.POLLIN)
         self.poller.register(self.monitor, zmq.POLLIN)
 
+    def unsubscribe(self) -> None:
+        """At a clean close, tells the agent the stream is over (best effort, never waits for
+        an answer): without it the agent kept this app's subscription, and for a partial
+        replica its held set, streaming to a closed socket until --subscriber-silence-ms."""
+        if self.sub_req and self.send(wire.FrameType.UNSUBSCRIBE, {}) is not None:
+            self.sub_req = 0
+            # The frame is queued in libzmq: give it a bounded time to leave at close.
+            self.close_linger_ms = UNSUBSCRIBE_LINGER_MS
+
     def close_socket(self) -> None:
         if self.sock is None:
             return
@@ -850,7 +865,8 @@ class _IoState:
         with contextlib.suppress(zmq.ZMQError):
             self.sock.disable_monitor()
         self.monitor.close(linger=0)
-        self.sock.close(linger=0)
+        self.sock.close(linger=self.close_linger_ms)
+        self.close_linger_ms = 0
         self.sock = None
         self.monitor = None
         self.connected = False
