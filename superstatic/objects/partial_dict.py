@@ -42,13 +42,23 @@ class PartialDict(dict):  # type: ignore[type-arg]
     becomes an ordinary held dict) and answer from it, except for the root table (`fixed`),
     which only the library reads, by key: there they see the keys held."""
 
-    __slots__ = ("absent", "fixed", "node")
+    __slots__ = ("absent", "fixed", "node", "retired")
 
     def __init__(self, node: Node, *, fixed: bool = False) -> None:
         super().__init__()
         self.node = node
         self.absent: set[Any] = set()
         self.fixed = fixed
+        self.retired = False
+
+    def retire(self) -> None:
+        """The node is held whole now, in another container (Replica._fill_hollow), and ops
+        no longer reach this one. User code may still hold it (a bound `get`, `__contains__`):
+        emptied and never filled again, every lookup through it reads the node's current
+        contents (`load`) instead of a frozen copy."""
+        self.retired = True
+        dict.clear(self)
+        self.absent.clear()
 
     def known(self, key: Any) -> bool:
         return _contains(self, key) or key in self.absent
@@ -68,6 +78,8 @@ class PartialDict(dict):  # type: ignore[type-arg]
                     continue  # loaded whole, then hollowed by the clock: load it again
                 # Loaded whole meanwhile (another thread read its shape): a plain held dict.
                 found = dict.get(source, key, _MISSING)
+                if self.retired:
+                    return found
                 if found is _MISSING:
                     self.absent.add(key)
                 else:
@@ -76,7 +88,7 @@ class PartialDict(dict):  # type: ignore[type-arg]
             found = dict.get(source, key, _MISSING)
             if found is _MISSING and key not in source.absent:
                 continue  # evicted before this read: ask again
-            if source is not self:
+            if source is not self and not self.retired:
                 if found is _MISSING:
                     self.absent.add(key)
                 else:

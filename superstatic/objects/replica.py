@@ -778,7 +778,9 @@ class Replica:
         return node
 
     def _fill_hollow(self, node: Node, contents: Any) -> None:
+        retired: PartialDict | None = None
         if node.state == PARTIAL:
+            retired = node.live
             _inrefs.add_contents("dict", node.live, -1)  # its keys held so far go with it
             self.held_bytes -= node.cost
             node.cost = 0
@@ -791,6 +793,8 @@ class Replica:
         _inrefs.add_contents(node.kind, live, 1)
         _hollow.make_held(node, live)
         node.state = HELD
+        if retired is not None:
+            retired.retire()  # after the switch: a lookup through it now reads `live`
         self._hold(node)
 
     def _hold(self, node: Node) -> None:

@@ -1,0 +1,50 @@
+"""Hostile review of the library half of the virtual heap (issue 13): what user code holds of a
+dict held per key (docs/virtual-heap.md 4.3) across the switch to held whole."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support.heap_inproc import WHOLE_ENTRIES_MAX, partial_session
+from support.inproc import InprocCluster
+
+from superstatic.objects.node import HELD, PARTIAL, node_of
+
+BIG = WHOLE_ENTRIES_MAX + 10
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[InprocCluster]:
+    with InprocCluster(tmp_path) as c:
+        writer = c.session()
+        big = writer.root("big", dict)
+        writer.run(lambda: [big.__setitem__(f"k{i}", i) for i in range(BIG)])
+        yield c
+
+
+def test_a_bound_lookup_held_across_a_whole_load_sees_later_writes(
+    cluster: InprocCluster,
+) -> None:
+    # A bound `get` (or `__contains__`) taken while the dict is held per key belongs to the
+    # PartialDict; a shape read then makes the node held whole in a new container. The bound
+    # method must go on answering the node's current contents, not a frozen copy.
+    app = partial_session(cluster)
+    big = app.root("big", dict)
+    get = big.get
+    has = big.__contains__
+    assert get("k1") == 1 and not has("late")
+    assert node_of(big).state == PARTIAL
+    assert len(big) == BIG  # loaded whole
+    assert node_of(big).state == HELD
+    other = cluster.session().root("big", dict)
+    other["k1"] = "changed"
+    other["late"] = 5
+    app.sync()
+    assert big["k1"] == "changed"  # what the app has seen through the proxy
+    assert get("k1") == "changed"  # never older than that
+    assert has("late") and get("late") == 5
