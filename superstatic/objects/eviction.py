@@ -53,6 +53,10 @@ REF_BASE = {"dict": 2, "list": 2, "set": 2, "obj": 3}
 # References to a held container's real container: node.live, the proxy's __wrapped__, the
 # argument of getrefcount (plus one per bound read method cached in the proxy).
 LIVE_BASE = 3
+# References to a bound read method cached in a proxy's instance dict: the dict entry, the
+# local that holds it in user_referenced, the argument of getrefcount. One more is user code
+# holding that very method (`get = d.get`), which holds the container through it.
+CACHED_METHOD_REFS = 3
 
 
 def cost(node: Node) -> int:
@@ -71,7 +75,14 @@ def user_referenced(node: Node) -> bool:
     if node.kind == "obj" or node.state == HOLLOW:
         return False
     cached = node.ref.__self_dict__
-    methods = sum(1 for name in type(node.ref)._READ_METHODS if name in cached)
+    methods = 0
+    for name in type(node.ref)._READ_METHODS:
+        bound = cached.get(name)
+        if bound is None:
+            continue
+        if sys.getrefcount(bound) > CACHED_METHOD_REFS:
+            return True
+        methods += 1
     return sys.getrefcount(node.live) - LIVE_BASE - methods > 0
 
 

@@ -48,3 +48,31 @@ def test_a_bound_lookup_held_across_a_whole_load_sees_later_writes(
     assert big["k1"] == "changed"  # what the app has seen through the proxy
     assert get("k1") == "changed"  # never older than that
     assert has("late") and get("late") == 5
+
+
+def test_a_bound_read_method_held_keeps_its_dict_from_the_clock(cluster: InprocCluster) -> None:
+    # `d.get` is cached in the proxy (proxy_base: the cache's reference to the container is
+    # the library's own); user code holding that same bound method holds the container too.
+    # Hollowed under it, the method would read the old container forever.
+    from superstatic.objects import eviction
+
+    writer = cluster.session()
+    writer.root("top", dict)["small"] = {"k": 1}
+    app = partial_session(cluster)
+    top = app.root("top", dict)
+    get = top["small"].get  # only the bound method is held, not the proxy
+    assert get("k") == 1
+    node = node_of(top["small"])
+    assert node.state == HELD
+    with app.replica.lock:
+        node.bit = False
+        app.replica.cache_bytes = 1
+        eviction.sweep(app.replica)  # must keep it
+    writer.root("top", dict)["small"]["k"] = 2
+    app.sync()
+    assert top["small"]["k"] == 2 and get("k") == 2
+    del get
+    with app.replica.lock:
+        node.bit = False
+        eviction.sweep(app.replica)
+    assert node.state != HELD  # only the cache holds the method now: the clock may take it
