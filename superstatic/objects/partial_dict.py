@@ -178,6 +178,17 @@ class PartialDict(dict):  # type: ignore[type-arg]
     def copy(self) -> Any:
         return dict(self._whole()) if not self.fixed else self.partial_copy()
 
+    # copy.copy finds no __copy__ on a dict subclass and would fall back to __reduce_ex__ (the
+    # pickle refusal below): a shallow copy is `copy()`'s, as for a held dict.
+    def __copy__(self) -> Any:
+        return self.copy()
+
+    # A classmethod of dict that would build a PartialDict without a node: a plain dict, as
+    # `d.fromkeys` of a held dict gives.
+    @classmethod
+    def fromkeys(cls, iterable: Any, value: Any = None) -> Any:  # type: ignore[override]
+        return dict.fromkeys(iterable, value)
+
     def partial_copy(self) -> PartialDict:
         """What is known of it (a transaction's shadow: Txn._materialize)."""
         out = PartialDict(self.node, fixed=self.fixed)

@@ -76,3 +76,18 @@ def test_a_bound_read_method_held_keeps_its_dict_from_the_clock(cluster: InprocC
         node.bit = False
         eviction.sweep(app.replica)
     assert node.state != HELD  # only the cache holds the method now: the clock may take it
+
+
+def test_copy_and_fromkeys_of_a_dict_held_per_key_behave_as_on_a_held_one(
+    cluster: InprocCluster,
+) -> None:
+    # Partial is the default for every app: a dict of more than 256 entries is held per key,
+    # and `copy.copy(d)` / `d.fromkeys(...)` must not depend on that.
+    import copy
+
+    app = partial_session(cluster)
+    big = app.root("big", dict)
+    assert big.get("k1") == 1 and node_of(big).state == PARTIAL
+    shallow = copy.copy(big)
+    assert type(shallow) is dict and shallow == {f"k{i}": i for i in range(BIG)}
+    assert big.fromkeys(["a"], 0) == {"a": 0} and type(big.fromkeys(["a"])) is dict
