@@ -148,13 +148,14 @@ def _evict_keys(replica: Replica, node: Node, target: int) -> None:
     fresh = replica._fresh_keys
     excess = replica.held_bytes - target
     step = ELEMENT_BYTES["dict"]
+    pins = replica.key_pins
     victims: list[Any] = []
     for key in dict.keys(live):  # (a PartialDict's own keys() would load it whole)
         if len(victims) * step >= excess:
             break
-        if (oid, key) not in fresh:
+        if (oid, key) not in fresh and (oid, key) not in pins:
             victims.append(key)
-    dropped = [key for key in live.absent if (oid, key) not in fresh]
+    dropped = [key for key in live.absent if (oid, key) not in fresh and (oid, key) not in pins]
     live.absent.difference_update(dropped)
     for key in victims:
         value = dict.pop(live, key)
@@ -185,3 +186,34 @@ def _forget_stub(replica: Replica, node: Node) -> None:
         return
     del replica.nodes[node.oid]
     replica.stats.stubs_removed += 1
+
+
+class KeyPin:
+    """Keeps keys of per-key dicts loaded (present or known absent) while it lives: a waiter
+    holds one for the keys its predicate read (toolkit Runtime.evaluate). A key the clock let
+    go is dropped at the agent too, which then sends no event of it: the wait would never
+    wake. Holding the dict's ref is not enough: a per-key dict loses keys, never itself."""
+
+    __slots__ = ("pairs", "replica")
+
+    def __init__(self, replica: Replica, read_keys: dict[str, dict[Any, None]]) -> None:
+        self.replica = replica
+        self.pairs = [(oid, key) for oid, keys in read_keys.items() for key in keys]
+        with replica.key_pins_lock:
+            pins = replica.key_pins
+            for pair in self.pairs:
+                pins[pair] = pins.get(pair, 0) + 1
+
+    def release(self) -> None:
+        pairs, self.pairs = self.pairs, []
+        with self.replica.key_pins_lock:
+            pins = self.replica.key_pins
+            for pair in pairs:
+                left = pins.get(pair, 0) - 1
+                if left > 0:
+                    pins[pair] = left
+                else:
+                    pins.pop(pair, None)
+
+    def __del__(self) -> None:
+        self.release()

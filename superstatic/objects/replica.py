@@ -115,6 +115,11 @@ class Replica:
         # with no entry half-applied (plain(), describe(), a body revalidating its reads).
         # Re-entrant: plain() inside such a section takes it again.
         self.lock = threading.RLock()
+        # Keys of per-key dicts the clock must not let go (eviction.KeyPin: a waiter's
+        # predicate read them): (oid, key) -> pins. Their own lock: a pin is released from
+        # __del__, which must never wait for `lock`.
+        self.key_pins: dict[tuple[str, Any], int] = {}
+        self.key_pins_lock = threading.Lock()
         # Bumped (under `lock`) before each entry or snapshot that changes nodes: a body that
         # sees it unchanged since its reads began read one consistent state (txn.Txn.stable).
         self.gen = 0

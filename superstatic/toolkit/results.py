@@ -17,6 +17,7 @@ import time
 import zlib
 from typing import Any
 
+from superstatic.objects.eviction import KeyPin
 from superstatic.protocol import codec
 from superstatic.protocol.errors import Error
 from superstatic.toolkit import shared
@@ -92,6 +93,10 @@ class Results:
         rt = self._rt
         deadline = None if timeout is None else time.monotonic() + timeout
         synced = False
+        # A shard past LOAD_WHOLE_ENTRIES_MAX results is held per key by a partial replica: the
+        # id stays loaded (known absent) while waited for, else the clock could let it go and
+        # its put would never reach this process (docs/virtual-heap.md 4.3).
+        pin = KeyPin(rt.replica, {shared.node(shard).oid: {request_id: None}})
         with rt.waiter() as waiter:
             while True:
                 seen = rt.replica.applied_index
@@ -108,6 +113,7 @@ class Results:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 waiter.wait(deadline)
+        del pin  # (released: KeyPin.__del__; on a return above, with this frame)
         if default is not _MISSING:
             return default
         raise Timeout(

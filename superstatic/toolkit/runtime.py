@@ -342,6 +342,8 @@ class Runtime:
         """Runs `predicate` on one consistent state of the replica, recording what it reads:
         (its value, the node ids read (None: it read no node, so wake on anything), the
         applied index it saw, the refs of the nodes read for Waiter.watch to hold)."""
+        from superstatic.objects import eviction as _eviction
+        from superstatic.objects import node as _node
         from superstatic.objects import txn as _txn
 
         seen = [0]
@@ -355,6 +357,15 @@ class Runtime:
             nodes = self.replica.nodes
             found = (nodes.get(oid) for oid in (*txn.reads, *txn.shadows, *txn.pending))
             held[:] = [node.ref for node in found if node is not None]
+            # and the keys it read of per-key dicts: the clock lets keys go whatever holds
+            # the dict (a held node's ref above keeps all of it).
+            per_key = {
+                oid: keys
+                for oid, keys in txn.read_keys.items()
+                if (node := nodes.get(oid)) is not None and node.state == _node.PARTIAL
+            }
+            if per_key:
+                held.append(_eviction.KeyPin(self.replica, per_key))
             return value
 
         for _attempt in range(EVALUATIONS_MAX):
