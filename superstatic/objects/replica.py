@@ -662,6 +662,16 @@ class Replica:
             self.held_bytes += node.cost
             self._clock[oid] = node
 
+    def _forget_keys(self, node: Node) -> None:
+        """A per-key node knows no key any more (the next lookup of each loads it)."""
+        live: PartialDict = node.live
+        _inrefs.add_contents("dict", live, -1)
+        dict.clear(live)
+        live.absent.clear()
+        cost = _eviction.cost(node)
+        self.held_bytes += cost - node.cost
+        node.cost = cost
+
     def _install_keys(self, oid: str, items: list[Any], absent_keys: list[Any]) -> list[Any]:
         """Keys of a per-key node (a key run); returns their (oid, key) waits."""
         node = self.nodes.get(oid)
@@ -706,6 +716,8 @@ class Replica:
         `index` (a held snapshot, docs/virtual-heap.md 4.1): held nodes are refilled in place,
         absent ones die, and running bodies re-run (as after a snapshot)."""
         records = nodes if isinstance(nodes, list) else list(nodes)
+        runs = key_runs if isinstance(key_runs, list) else list(key_runs)
+        per_key = per_key if isinstance(per_key, list) else list(per_key)
         self._hold_bodies()
         try:
             with self.lock:
@@ -717,9 +729,15 @@ class Replica:
                     if node is not None and node.state == HELD:
                         self.hollow(node)  # refilled below, at `index`
                         self._drops.pop()  # the agent holds it: no DROP
+                for oid in {*per_key, *(run[0] for run in runs)}:
+                    node = self.nodes.get(oid)
+                    if node is not None and node.state == PARTIAL:
+                        # Its keys read again below, at `index` (install keeps a key it
+                        # knows): what it knew is of before the gap (review 13lib).
+                        self._forget_keys(node)
                 self.applied_index = index
                 self._touched_reset(index)
-                self.install(index, records, heads, absent, key_runs, per_key)
+                self.install(index, records, heads, absent, runs, per_key)
         finally:
             self._release_bodies()
         self._notify(Change(index, self.log_time_ms, None, 0))

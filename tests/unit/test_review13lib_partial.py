@@ -91,3 +91,27 @@ def test_copy_and_fromkeys_of_a_dict_held_per_key_behave_as_on_a_held_one(
     shallow = copy.copy(big)
     assert type(shallow) is dict and shallow == {f"k{i}": i for i in range(BIG)}
     assert big.fromkeys(["a"], 0) == {"a": 0} and type(big.fromkeys(["a"])) is dict
+
+
+def test_a_held_snapshot_refreshes_the_keys_held_of_a_per_key_dict(
+    cluster: InprocCluster,
+) -> None:
+    # A resubscription that found the events since the replica's index compacted gets a held
+    # snapshot (docs/virtual-heap.md 4.1): every held key read again at its index. Keys held
+    # before must take the snapshot's values, present or absent, not keep what they were.
+    app = partial_session(cluster, held=True)  # (entries reach it only when it asks)
+    big = app.root("big", dict)
+    assert big["k1"] == 1 and "k2" in big and "zz" not in big
+    node = node_of(big)
+    other = cluster.session().root("big", dict)
+    other["k1"] = "new"
+    other["zz"] = 5
+    del other["k2"]
+    connection = app.connection
+    with cluster.events_lock:  # the entries in between are the compacted ones
+        index = cluster.log.last_index
+        connection._next = len(cluster.events)  # type: ignore[attr-defined]
+    run = (node.oid, [("k1", "new"), ("zz", 5)], ["k2"])
+    app.replica.load_held(index, [], [], [], [run], [node.oid], 0)
+    assert big["k1"] == "new" and big["zz"] == 5 and "k2" not in big
+    assert node.state == PARTIAL
