@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,3 +137,30 @@ def test_the_held_estimate_counts_the_stubs_a_held_container_makes(tmp_path: Pat
         gauges = app.replica.heap_gauges()
         assert gauges["stubs"] == n
         assert gauges["held_bytes"] >= n * 100
+
+
+def test_a_lookup_with_a_key_no_app_could_store(cluster: InprocCluster) -> None:
+    # A held dict answers `d.get(object())` with the default; held per key, the lookup cannot
+    # be asked of the agent (the key has no wire form) and must not fail an internal check.
+    class Alias:
+        """Equal to a stored key (and hashed like it), so found as that key."""
+
+        def __hash__(self) -> int:
+            return hash("k3")
+
+        def __eq__(self, other: object) -> bool:
+            return other == "k3"
+
+    app = partial_session(cluster)
+    big = app.root("big", dict)
+    assert big.get(object(), "D") == "D" and object() not in big
+    assert big.get(Alias()) == 3 and Alias() in big
+    other = partial_session(cluster)
+    fresh = other.root("big", dict)  # the same inside a transaction
+
+    def body() -> Any:
+        fresh["new"] = 1
+        return fresh.get(object(), "D"), fresh.get("new")
+
+    assert fresh.get("k1") == 1 and node_of(fresh).state == PARTIAL
+    assert other.run(body) == ("D", 1)
