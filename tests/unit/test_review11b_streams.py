@@ -22,20 +22,6 @@ def h(tmp_path: Path) -> Iterator[Harness]:
         harness.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "review11b finding 3 (Low): a partial subscriber that asked for answers but named no "
-        "client (SUBSCRIBE without 'client': the filter passes its own events only when it "
-        "names one) is not sent the event of its write to a node it does not hold, yet "
-        "Streams.answers_by_event says the stream will carry it, so the agent sends no REPLY "
-        "and the write waits for its resend (timeout_ms_resend) and the dup. Fix: "
-        "answers_by_event returns False when sub.held is not None and not sub.client. Only "
-        "another client that subscribes partial with 'answers' and without 'client' meets it "
-        "(the library names its client id when it subscribes partial); nothing is wrong, "
-        "only late."
-    ),
-)
 def test_a_partial_stream_without_a_client_id_is_not_trusted_to_answer_writes(
     h: Harness,
 ) -> None:
@@ -44,6 +30,6 @@ def test_a_partial_stream_without_a_client_id_is_not_trusted_to_answer_writes(
     h.streams.on_subscribe(b"app", wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
     pump(h)
     mine = h.commit([["set", "o.a", "k", 1]], client="me")[0].index  # o.a is not held
-    answered_by_event = h.streams.answers_by_event(b"app", mine)
+    answered_by_event = h.streams.answers_by_event(b"app", mine, "me")
     pump(h)
     assert not answered_by_event or mine in events(h)
