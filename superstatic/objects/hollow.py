@@ -24,6 +24,7 @@ from typing import Any
 
 from superstatic.objects import registry
 from superstatic.objects.node import Node, node_peek
+from superstatic.objects.operators import BINARY_OPERATORS
 
 _PLAIN_TYPES: dict[str, type] = {"dict": dict, "list": list, "set": set}
 _get = object.__getattribute__
@@ -106,26 +107,7 @@ for _name, _fn in {
     "__bool__": bool,
 }.items():
     setattr(Hollow, _name, _unary(_fn, _name))
-for _name, (_fn, _reflected) in {
-    "__eq__": (operator.eq, False),
-    "__ne__": (operator.ne, False),
-    "__lt__": (operator.lt, False),
-    "__le__": (operator.le, False),
-    "__gt__": (operator.gt, False),
-    "__ge__": (operator.ge, False),
-    "__or__": (operator.or_, False),
-    "__ror__": (operator.or_, True),
-    "__and__": (operator.and_, False),
-    "__rand__": (operator.and_, True),
-    "__sub__": (operator.sub, False),
-    "__rsub__": (operator.sub, True),
-    "__xor__": (operator.xor, False),
-    "__rxor__": (operator.xor, True),
-    "__add__": (operator.add, False),
-    "__radd__": (operator.add, True),
-    "__mul__": (operator.mul, False),
-    "__rmul__": (operator.mul, True),
-}.items():
+for _name, (_fn, _reflected) in BINARY_OPERATORS.items():
     setattr(Hollow, _name, _binary(_fn, _reflected, _name))
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy as _copy
 import gc
-import operator
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,7 @@ import wrapt
 
 from superstatic.objects import txn as _txn
 from superstatic.objects.node import Node
+from superstatic.objects.operators import BINARY_OPERATORS
 from superstatic.objects.plain_copy import plain
 from superstatic.protocol.errors import Error
 from superstatic.protocol.ops import READ_SHAPE
@@ -354,26 +354,6 @@ def _binary(fn: Callable[[Any, Any], Any], reflected: bool, name: str) -> Callab
     return overlay
 
 
-_BINARY = {
-    "__eq__": (operator.eq, False),
-    "__ne__": (operator.ne, False),
-    "__lt__": (operator.lt, False),
-    "__le__": (operator.le, False),
-    "__gt__": (operator.gt, False),
-    "__ge__": (operator.ge, False),
-    "__or__": (operator.or_, False),
-    "__ror__": (operator.or_, True),
-    "__and__": (operator.and_, False),
-    "__rand__": (operator.and_, True),
-    "__sub__": (operator.sub, False),
-    "__rsub__": (operator.sub, True),
-    "__xor__": (operator.xor, False),
-    "__rxor__": (operator.xor, True),
-    "__add__": (operator.add, False),
-    "__radd__": (operator.add, True),
-    "__mul__": (operator.mul, False),
-    "__rmul__": (operator.mul, True),
-}
 _UNARY = {"__getitem__": _getitem, "__len__": _len, "__contains__": _contains, "__bool__": _bool}
 # Dicts and sets: item and membership reads are reads of one key.
 _UNARY_KEYED = {**_UNARY, "__getitem__": _getitem_key, "__contains__": _contains_key}
@@ -397,7 +377,7 @@ def register_overlays(
     whole ones. So they are ordinary Python methods, and the toggle stays near 5 us.
     """
     for name in binary:
-        fn, reflected = _BINARY[name]
+        fn, reflected = BINARY_OPERATORS[name]
         setattr(cls, name, _binary(fn, reflected, name))
     attrs: dict[str, Any] = dict(_UNARY_KEYED if keyed else _UNARY)
     views = views or {}
