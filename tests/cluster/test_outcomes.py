@@ -12,12 +12,12 @@ and it commits. An app told "NOT committed" would retry with a new seq and apply
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
+from support.null_replica import NullReplica
 
 from superstatic.client import oneshot
 from superstatic.client.connection import Connection
@@ -32,22 +32,6 @@ TIMEOUT_S_WAIT = 60.0
 # resend meets a follower without a leader; the request gives up a few resends later.
 TIMEOUT_MS_RESEND = 1_500
 TIMEOUT_MS_REQUEST = 6_000
-
-
-class NullReplica:
-    """A ReplicaSink that only follows the index (the agents hold the state we check)."""
-
-    def __init__(self) -> None:
-        self.applied_index = 0
-
-    def load_snapshot(self, index: int, nodes: Iterable[tuple[str, bytes]]) -> None:
-        for _ in nodes:
-            pass
-        self.applied_index = index
-
-    def apply_events(self, events: Sequence[tuple[Any, ...]]) -> None:
-        for event in events:
-            self.applied_index = event[0]
 
 
 def inspect_list(cluster: LocalCluster, node: str, root: str) -> list[Any]:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from superstatic_bench.loadgen import txn_create_roots, txn_extend
+from support.null_replica import NullReplica
 from test_lean_path import inspect_when_applied
 
 import superstatic
@@ -31,22 +31,6 @@ pytestmark = pytest.mark.cluster
 # fails (Unavailable) instead of being rescued by a resend's dup REPLY. Bounds, not timings.
 TIMEOUT_MS_RESEND = 120_000
 TIMEOUT_MS_REQUEST = 15_000
-
-
-class NullReplica:
-    """A ReplicaSink that only follows the index."""
-
-    def __init__(self) -> None:
-        self.applied_index = 0
-
-    def load_snapshot(self, index: int, nodes: Iterable[tuple[str, bytes]]) -> None:
-        for _ in nodes:
-            pass
-        self.applied_index = index
-
-    def apply_events(self, events: Sequence[tuple[Any, ...]]) -> None:
-        for event in events:
-            self.applied_index = event[0]
 
 
 def test_a_traced_write_to_agents_that_do_not_trace_is_still_answered(tmp_path: Path) -> None:
