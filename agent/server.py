@@ -564,10 +564,19 @@ class Server:
         if self.tracer is not None:
             self.tracer.on_ready(ready)
 
+        published = False
+
         def apply(txn: lmdb.Transaction) -> None:
+            nonlocal published
             # One batch: each node the entries touch is decoded and encoded once per Ready.
-            results.extend(self.sm.apply_batch(txn, committed))
+            # `results[:] =`: a write retried after MapFullError applies the batch again.
+            results[:] = self.sm.apply_batch(txn, committed)
             self._log_time_ms = read_applied(txn, self.sm.dbs)[2]
+            if not published and ready.snapshot is None:
+                # Last thing before the commit: the events go out now, not after the commit's
+                # fsync (docs/agent.md, "Events before the apply's commit").
+                self._publish_early(results)
+                published = True
 
         base_conf = self.node.base_conf
         conf = base_conf if base_conf != self._stored_conf else None
@@ -626,8 +635,10 @@ class Server:
                 self._note_applied_bytes(len(entry.data))
             self.applied = results[-1].index
             self.counters["applied"] += len(results)
-            self.streams.record_events(results)
+            if not published:
+                self.streams.record_events(results)
             self._answer_applied(results)
+            self.streams.early_done()
             if self.members.waiting():
                 self.members.settle_applied(ready)
         for state in ready.read_states:
@@ -643,6 +654,22 @@ class Server:
                 self._propose_waiting_again()
             self._soft = soft
         self.observer.on_ready(ready, results, write_s)
+
+    def _publish_early(self, results: list[Applied]) -> None:
+        """Inside the apply's write transaction, just before its commit: records the events
+        and sends them to the subscribers that follow the log from memory. Safe because what
+        applied is committed (durable on a majority): if this commit is lost (a crash, a full
+        disk), the log holds every entry and applying it again gives the same outcomes, so
+        nothing an app is told can be taken back. It saves a stream the commit's fsync
+        (~0.1 ms) on the way to every caller. Never raises into the transaction: whatever
+        could not go now goes with the turn's `pump` after the commit."""
+        if not results:
+            return
+        self.streams.record_events(results)
+        try:
+            self.streams.pump_early(results[-1].index, self.clock.monotonic())
+        except Exception:  # a bug here must not abort the write of committed entries
+            log.exception("sending events before the commit failed; they go after it")
 
     def _halt_poisoned(self, exc: ApplyFailed) -> None:
         """A committed entry that apply cannot handle: every replica meets it, so the agent

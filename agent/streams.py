@@ -140,6 +140,10 @@ class Streams(PartialStreams):
         # short of it at events_frame_bytes_max), kept across turns while a subscriber is at
         # `first` (clear_body_cache), at most BODY_CACHE_FRAMES_MAX frames' bytes.
         self._body_cache: dict[tuple[int, int], tuple[int, bytes]] = {}
+        # The cursors of the subscribers `pump_early` served for the Ready being handled, as
+        # they were before it (identity -> next index): `answers_by_event` asks whether a
+        # stream carries an event the early pump already sent. Cleared by `early_done`.
+        self._early: dict[bytes, int] = {}
 
     def count(self) -> int:
         return len(self._subscribers)
@@ -196,7 +200,9 @@ class Streams(PartialStreams):
                 # A partial subscriber's start answer (or held snapshot) skips the events up
                 # to its index: unknown until it is served, and at least this one's then.
                 return 0 <= job.index < index
-        return sub.next_index <= index
+        # Sent already if this Ready's early pump moved the cursor past it (the frames it
+        # sent are contiguous from where the cursor was).
+        return self._early.get(identity, sub.next_index) <= index
 
     def unsubscribe(self, identity: bytes) -> None:
         sub = self._subscribers.get(identity)
@@ -243,61 +249,98 @@ class Streams(PartialStreams):
         return False
 
     def pump(self, applied: int, now: float) -> None:
-        backlog_max = self.config.subscriber_backlog_bytes_max
         for sub in list(self._subscribers.values()):
-            for _ in range(self.config.stream_frames_per_turn_max):
-                backlog = sub.earlier_bytes + sub.sent_bytes - sub.acked_bytes
-                if sub.pending_frame is None and backlog >= backlog_max:
-                    # Not even built: a stalled subscriber holds no frame of ours.
-                    if sub.stalled_since is None:
-                        sub.stalled_since = now
+            if not self._pump_subscriber(sub, applied, now):
+                return
+
+    def pump_early(self, upto: int, now: float) -> None:
+        """Sends the events up to `upto` (just recorded, their apply not yet committed) to the
+        subscribers that are simply following the log, from memory only: called inside the
+        apply's write transaction, before its commit and fsync (docs/agent.md, "Events before
+        the apply's commit"). A subscriber in any other state (a frame waiting for the socket,
+        stalled, a snapshot, HOLD parts or LOADs to serve, a cursor behind the events kept in
+        memory) waits for `pump` after the commit: a LOADED is read from the committed store
+        and must follow the events before its index, and a read of the store here would see
+        the state before this transaction."""
+        self._early.clear()
+        if not self._recent:
+            return
+        for sub in list(self._subscribers.values()):
+            if (
+                sub.pending_frame is None
+                and sub.stalled_since is None
+                and not sub.hold_parts_left
+                and sub.snapshot_nodes is None
+                and not sub.needs_snapshot
+                and not sub.loads
+                and self._recent_first <= sub.next_index <= upto
+            ):
+                self._early[sub.identity] = sub.next_index
+                self._pump_subscriber(sub, upto, now)  # memory only: no store, no damage
+
+    def early_done(self) -> None:
+        """The Ready whose events `pump_early` sent is answered: forget the cursors."""
+        self._early.clear()
+
+    def _pump_subscriber(self, sub: Subscriber, applied: int, now: float) -> bool:
+        """Builds and sends `sub`'s due frames up to `applied`, at most
+        stream_frames_per_turn_max of them, until the socket or the backlog bound says stop.
+        False if the store turned out damaged (the agent stops serving streams)."""
+        backlog_max = self.config.subscriber_backlog_bytes_max
+        for _ in range(self.config.stream_frames_per_turn_max):
+            backlog = sub.earlier_bytes + sub.sent_bytes - sub.acked_bytes
+            if sub.pending_frame is None and backlog >= backlog_max:
+                # Not even built: a stalled subscriber holds no frame of ours.
+                if sub.stalled_since is None:
+                    sub.stalled_since = now
+                break
+            try:
+                if sub.pending_frame is None and not self._next_stream_frame(sub, applied):
                     break
-                try:
-                    if sub.pending_frame is None and not self._next_stream_frame(sub, applied):
-                        break
-                except Corrupt as exc:
-                    self._error(
-                        sub.identity,
-                        sub.req_id,
-                        wire.ErrorCode.UNAVAILABLE,
-                        "this agent's store is damaged; subscribe at another agent",
-                    )
-                    self.drop(sub)
-                    self._on_damage(exc)
-                    return
-                except LimitExceeded as exc:
-                    # A frame this subscriber needs cannot be built (a record or event larger
-                    # than a frame, e.g. written before record_bytes_max): the subscriber is
-                    # told, never the agent brought down. Other subscribers carry on.
-                    log.error("a subscriber's next stream frame cannot be built: %s", exc)
-                    self._error(
-                        sub.identity,
-                        sub.req_id,
-                        wire.ErrorCode.TOO_LARGE,
-                        f"the next frame of your stream cannot be sent: {exc}",
-                    )
-                    self.drop(sub)
-                    break
-                assert sub.pending_frame is not None
-                frame_bytes_ = len(sub.pending_frame)
-                backlog = sub.earlier_bytes + sub.sent_bytes - sub.acked_bytes
-                if backlog and backlog + frame_bytes_ > backlog_max:
-                    # The app has not confirmed enough of what it was sent: nothing more goes
-                    # into its queues (a frame larger than the bound goes alone).
-                    if sub.stalled_since is None:
-                        sub.stalled_since = now
-                    break
-                result = self.clients.send(sub.identity, sub.pending_frame)
-                if result == "full":
-                    break  # the app reads slower than we write: try again next turn
-                if result == "gone":
-                    self.drop(sub)
-                    break
-                sub.sent_bytes += frame_bytes_
-                self.counters["stream_bytes_sent"] += frame_bytes_
-                sub.pending_frame = None
-                sub.next_index = sub.pending_next
-                sub.streamed = True
+            except Corrupt as exc:
+                self._error(
+                    sub.identity,
+                    sub.req_id,
+                    wire.ErrorCode.UNAVAILABLE,
+                    "this agent's store is damaged; subscribe at another agent",
+                )
+                self.drop(sub)
+                self._on_damage(exc)
+                return False
+            except LimitExceeded as exc:
+                # A frame this subscriber needs cannot be built (a record or event larger
+                # than a frame, e.g. written before record_bytes_max): the subscriber is
+                # told, never the agent brought down. Other subscribers carry on.
+                log.error("a subscriber's next stream frame cannot be built: %s", exc)
+                self._error(
+                    sub.identity,
+                    sub.req_id,
+                    wire.ErrorCode.TOO_LARGE,
+                    f"the next frame of your stream cannot be sent: {exc}",
+                )
+                self.drop(sub)
+                break
+            assert sub.pending_frame is not None
+            frame_bytes_ = len(sub.pending_frame)
+            backlog = sub.earlier_bytes + sub.sent_bytes - sub.acked_bytes
+            if backlog and backlog + frame_bytes_ > backlog_max:
+                # The app has not confirmed enough of what it was sent: nothing more goes
+                # into its queues (a frame larger than the bound goes alone).
+                if sub.stalled_since is None:
+                    sub.stalled_since = now
+                break
+            result = self.clients.send(sub.identity, sub.pending_frame)
+            if result == "full":
+                break  # the app reads slower than we write: try again next turn
+            if result == "gone":
+                self.drop(sub)
+                break
+            sub.sent_bytes += frame_bytes_
+            self.counters["stream_bytes_sent"] += frame_bytes_
+            sub.pending_frame = None
+            sub.next_index = sub.pending_next
+            sub.streamed = True
+        return True
 
     def clear_body_cache(self) -> None:
         """Once per turn: forgets the bodies no subscriber will ask for again (none is at their

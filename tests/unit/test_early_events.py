@@ -1,0 +1,169 @@
+"""Events before the apply's commit (docs/agent.md): the agent sends a write's stream event from
+inside the write transaction that applies it, before that transaction's commit and fsync, so a
+caller waits one fsync less. Safe because the entry is committed (durable on a majority); the
+tests here drive a real agent (a `Server` in a thread, real ZeroMQ and LMDB) and watch the order
+of its commits and its sends from inside its loop thread."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
+from support.stream_harness import Harness
+from test_agent_halts import TIMEOUT_MS, Agent
+
+from superstatic.client.keys import NO_KEYS
+from superstatic.protocol import wire
+from superstatic.protocol.codec import Ref
+
+FRAMES_MAX = 50
+
+
+class Watch:
+    """The agent loop's own record, in order: ("apply", last index of a batch), ("commit",)
+    after each write transaction commits, ("events", to) for each EVENTS frame sent."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.order: list[tuple[Any, ...]] = []
+        self.lock = threading.Lock()
+        server = agent.server
+        apply_batch, committed, send = (
+            server.sm.apply_batch,
+            server.storage._committed,
+            server.clients.send,
+        )
+
+        def applying(txn: Any, entries: Any) -> Any:
+            results = apply_batch(txn, entries)
+            if results:
+                self.note("apply", results[-1].index)
+            return results
+
+        def commit_done() -> None:
+            committed()
+            self.note("commit")
+
+        def sending(identity: bytes, data: bytes) -> str:
+            frame = wire.decode(data, wire.AGENT_TO_CLIENT)
+            if frame.type is wire.FrameType.EVENTS:
+                self.note("events", frame.body["to"])
+            elif frame.type is wire.FrameType.REPLY:
+                self.note("reply", identity, frame.req_id)
+            return send(identity, data)
+
+        server.sm.apply_batch = applying  # type: ignore[method-assign]
+        server.storage._committed = commit_done  # type: ignore[method-assign]
+        server.clients.send = sending  # type: ignore[method-assign]
+
+    def note(self, *what: Any) -> None:
+        with self.lock:
+            self.order.append(what)
+
+    def commit_after_apply_of(self, index: int) -> int:
+        """The position of the commit of the write transaction that applied `index`."""
+        with self.lock:
+            order = list(self.order)
+        applied = next(i for i, w in enumerate(order) if w[0] == "apply" and w[1] >= index)
+        return next(i for i in range(applied, len(order)) if order[i] == ("commit",))
+
+    def events_sent_for(self, index: int) -> int:
+        with self.lock:
+            order = list(self.order)
+        return next(i for i, w in enumerate(order) if w[0] == "events" and w[1] >= index)
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Any:
+    a = Agent(tmp_path / "a")
+    try:
+        yield a
+    finally:
+        a.stop()
+
+
+def subscribe(agent: Agent, on: RawClient | None = None, **fields: Any) -> tuple[RawClient, int]:
+    sub = on or RawClient(agent.config.client_endpoint, keys=NO_KEYS)
+    start = agent.status()["applied"]
+    req_id = sub.send(wire.FrameType.SUBSCRIBE, {"from": start, "model": wire.DATA_MODEL, **fields})
+    return sub, req_id
+
+
+def wait_events(sub: RawClient, req_id: int, index: int) -> None:
+    for _ in range(FRAMES_MAX):
+        frame = sub.recv(TIMEOUT_MS)
+        assert frame is not None, "no stream frame"
+        assert frame.type is not wire.FrameType.ERROR, frame.body
+        events = frame.req_id == req_id and frame.type is wire.FrameType.EVENTS
+        if events and frame.body["to"] >= index:
+            return
+    raise AssertionError(f"no EVENTS frame reached {index}")
+
+
+@pytest.mark.parametrize("heap", ["all", "partial"])
+def test_a_writes_event_is_sent_before_the_commit_of_its_apply(agent: Agent, heap: str) -> None:
+    raw = agent.client
+    assert raw.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    fields = {"heap": "partial", "client": raw.client_id} if heap == "partial" else {}
+    sub, req_id = subscribe(agent, **fields)
+    try:
+        watch = Watch(agent)
+        for value in range(3):
+            reply = raw.propose(txn_extend("l", [value]), timeout_ms=TIMEOUT_MS)
+            assert reply["outcome"] == "ok"
+            index = reply["index"]
+            wait_events(sub, req_id, index)
+            assert watch.events_sent_for(index) < watch.commit_after_apply_of(index), watch.order
+    finally:
+        sub.close()
+
+
+def test_a_write_answered_by_its_early_event_gets_no_reply(agent: Agent) -> None:
+    """One frame back per call still holds when the event went before the commit: the agent
+    sends no REPLY for an "ok" write of a connection whose stream (SUBSCRIBE "answers")
+    already carried its event."""
+    setup = agent.client
+    assert setup.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    app = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
+    try:
+        app.open_session(TIMEOUT_MS)  # answered by REPLY: not subscribed yet
+        app, sub_req = subscribe(agent, app, answers=True)
+        watch = Watch(agent)
+        sent: list[int] = []
+        for value in range(3):
+            body = app.propose_body(txn_extend("l", [value]), app.take_seq())
+            sent.append(app.send(wire.FrameType.PROPOSE, body))
+            # Its event is the answer; the next write follows it (the agent's loop sends in
+            # order, so a REPLY for this write would be recorded before the next event).
+            wait_events(app, sub_req, agent.server.applied + 1)
+        replies = [w for w in watch.order if w[0] == "reply" and w[2] in sent]
+        assert replies == [], watch.order
+        assert any(w[0] == "events" for w in watch.order)
+    finally:
+        app.close()
+
+
+def test_only_subscribers_following_the_log_from_memory_are_served_early(tmp_path: Path) -> None:
+    """The negative space, at the streams: a subscriber with a LOAD to serve (its LOADED is
+    read from the committed store and follows the events before its index), one whose frame
+    still waits for the socket, and one behind the events kept in memory get nothing from
+    `pump_early`; they are served by the turn's `pump` after the commit."""
+    h = Harness(tmp_path)
+    try:
+        h.commit([["new", "@roots", "dict", [["d", Ref("c.1")]]], ["new", "c.1", "dict", []]])
+        body = wire.subscribe_body(1, heap="partial", client="cl")
+        h.streams.on_subscribe(b"loading", wire.Frame(wire.FrameType.SUBSCRIBE, 5, body), 0.0)
+        h.subscribe(b"following", 6, start=1)
+        h.subscribe(b"behind", 7, start=1)
+        h.streams.pump(h.index, 0.0)
+        frame = wire.Frame(wire.FrameType.LOAD, 9, wire.load_body(5, ["c.1"]))
+        h.streams.on_heap(b"loading", wire.parse_heap_request(frame), 9)
+        h.streams._subscribers[b"behind"].next_index = 0  # as if behind what memory holds
+        h.clients.sent.clear()
+        applied = h.commit([["set", "c.1", "k", 1]])
+        h.streams.pump_early(applied[-1].index, 0.0)
+        assert [who for who, _data in h.clients.sent] == [b"following"]
+    finally:
+        h.close()
