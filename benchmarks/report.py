@@ -237,7 +237,9 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
             rows,
             markdown,
         )
-        text += f"\nmedian: {'-' if med is None else f'{med * 1000:.0f} ms'}"
+        text = with_notes(
+            text, [f"median: {'-' if med is None else f'{med * 1000:.0f} ms'}"], markdown
+        )
         section("failover (kill -9 of the leader)", text)
     catchup = workloads.get("catchup")
     if catchup and catchup.get("sizes"):
@@ -271,7 +273,7 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
             "agent RSS/object",
             "app RSS/object",
         ]
-        text = table(headers, rows, markdown) + "".join(f"\n{n}" for n in notes)
+        text = with_notes(table(headers, rows, markdown), notes, markdown)
         section("catch-up of a restarted agent", text)
     targets = results.get("targets")
     if targets:
@@ -337,7 +339,7 @@ def _trace_table(traced: dict[str, Any], markdown: bool) -> str:
     calls = ", ".join(
         f"{a}: {rows_by[a]['calls']} calls, agent {rows_by[a]['agent']}" for a in attaches
     )
-    return table(headers, rows, markdown) + f"\n{calls}"
+    return with_notes(table(headers, rows, markdown), [calls], markdown)
 
 
 def _ms(seconds: Any) -> str:
