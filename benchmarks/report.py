@@ -261,7 +261,10 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
                     "failed" if "app_error" in size else f"{size['app_load_s']:.2f} s",
                     f"{size['disk']['allocated_bytes'] / 1e6:.1f} MB",
                     f"{size['agent_bytes_per_object']:.0f} B",
-                    "-" if "app_error" in size else f"{size['app_bytes_per_object']:.0f} B",
+                    "-"
+                    if "app_error" in size
+                    else f"{size['app_bytes_per_object']:.0f} B"
+                    + (f" ({size['app_replicate']})" if size.get("app_replicate") else ""),
                 ]
             )
         headers = [
@@ -271,7 +274,7 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
             "app loaded via it",
             "agent disk",
             "agent RSS/object",
-            "app RSS/object",
+            "app RSS/object (replica)",
         ]
         text = with_notes(table(headers, rows, markdown), notes, markdown)
         section("catch-up of a restarted agent", text)
