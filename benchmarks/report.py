@@ -237,7 +237,9 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
             rows,
             markdown,
         )
-        text += f"\nmedian: {'-' if med is None else f'{med * 1000:.0f} ms'}"
+        text = with_notes(
+            text, [f"median: {'-' if med is None else f'{med * 1000:.0f} ms'}"], markdown
+        )
         section("failover (kill -9 of the leader)", text)
     catchup = workloads.get("catchup")
     if catchup and catchup.get("sizes"):
@@ -259,7 +261,10 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
                     "failed" if "app_error" in size else f"{size['app_load_s']:.2f} s",
                     f"{size['disk']['allocated_bytes'] / 1e6:.1f} MB",
                     f"{size['agent_bytes_per_object']:.0f} B",
-                    "-" if "app_error" in size else f"{size['app_bytes_per_object']:.0f} B",
+                    "-"
+                    if "app_error" in size
+                    else f"{size['app_bytes_per_object']:.0f} B"
+                    + (f" ({size['app_replicate']})" if size.get("app_replicate") else ""),
                 ]
             )
         headers = [
@@ -269,9 +274,9 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
             "app loaded via it",
             "agent disk",
             "agent RSS/object",
-            "app RSS/object",
+            "app RSS/object (replica)",
         ]
-        text = table(headers, rows, markdown) + "".join(f"\n{n}" for n in notes)
+        text = with_notes(table(headers, rows, markdown), notes, markdown)
         section("catch-up of a restarted agent", text)
     targets = results.get("targets")
     if targets:
@@ -337,7 +342,7 @@ def _trace_table(traced: dict[str, Any], markdown: bool) -> str:
     calls = ", ".join(
         f"{a}: {rows_by[a]['calls']} calls, agent {rows_by[a]['agent']}" for a in attaches
     )
-    return table(headers, rows, markdown) + f"\n{calls}"
+    return with_notes(table(headers, rows, markdown), [calls], markdown)
 
 
 def _ms(seconds: Any) -> str:

@@ -23,6 +23,14 @@ HEAPSTART_MS_MAX = 50.0  # partial connect + first read, median, at 1,000,000 ot
 HEAPSTART_RATIO_MAX = 1.5  # that median over the empty cluster's
 HEAPMEM_MB_MAX = 30.0  # RssAnon after touching 10,000 of 1,000,000, above an empty app
 HEAPFANOUT_RATIO_MAX = 1.5  # partial: per-write bytes and events, 16 apps over 1
+# Issue 11's other goals: a sequential call within this factor of PySyncObj's immediate mode
+# (which does not fsync); catch-up of CATCHUP_OBJECTS_JUDGED objects (`--large`) within
+# CATCHUP_S_MAX; memory per stored object in an agent and in an app keeping a full replica.
+PYSYNCOBJ_SEQUENTIAL_FACTOR_MAX = 1.5
+CATCHUP_OBJECTS_JUDGED = 1_000_000
+CATCHUP_S_MAX = 15.0
+AGENT_BYTES_PER_OBJECT_MAX = 400.0
+APP_BYTES_PER_OBJECT_MAX = 1024.0
 
 
 def _row(
@@ -85,6 +93,18 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             "us",
             True,
             "needs --peers with etcd and the sequential workload",
+        )
+    )
+    pso_seq = _p50_us(_row(results, "sequential", "pysyncobj"))
+    out.append(
+        _target(
+            f"sequential call p50 <= {PYSYNCOBJ_SEQUENTIAL_FACTOR_MAX:g} x PySyncObj immediate "
+            "(no fsync) (us)",
+            seq,
+            PYSYNCOBJ_SEQUENTIAL_FACTOR_MAX * pso_seq if pso_seq is not None else None,
+            "us",
+            True,
+            "needs --peers with pysyncobj and the sequential workload",
         )
     )
     floors = results.get("workloads", {}).get("floors", {})
@@ -165,6 +185,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     out.extend(_keyed_targets(results))
+    out.extend(_catchup_targets(results))
     out.extend(_heap_targets(results))
     failover = results.get("workloads", {}).get("failover", {})
     median_s = failover.get("failover_s_median")
@@ -228,6 +249,48 @@ def _keyed_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _catchup_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Catch-up time at CATCHUP_OBJECTS_JUDGED objects (only there: it grows with the count),
+    and memory per object at the largest size measured (named in the target)."""
+    sizes = [
+        s
+        for s in results.get("workloads", {}).get("catchup", {}).get("sizes", [])
+        if "error" not in s
+    ]
+    judged = next((s for s in sizes if s["objects"] == CATCHUP_OBJECTS_JUDGED), None)
+    largest = max(sizes, key=lambda s: s["objects"]) if sizes else None
+    at = f"{largest['objects']:,} objects" if largest else "the largest size"
+    agent_b = largest.get("agent_bytes_per_object") if largest else None
+    full = largest is not None and largest.get("app_replicate") == "all"
+    app_b = largest.get("app_bytes_per_object") if largest and full else None
+    return [
+        _target(
+            f"catch-up of {CATCHUP_OBJECTS_JUDGED:,} objects < {CATCHUP_S_MAX:g} s",
+            judged["catch_up_s"] if judged else None,
+            CATCHUP_S_MAX if judged else None,
+            "s",
+            True,
+            f"needs the catchup workload at {CATCHUP_OBJECTS_JUDGED:,} objects (--large)",
+        ),
+        _target(
+            f"agent memory per object <= {AGENT_BYTES_PER_OBJECT_MAX:g} B, at {at} (B)",
+            agent_b,
+            AGENT_BYTES_PER_OBJECT_MAX if agent_b is not None else None,
+            "B",
+            True,
+            "needs the catchup workload",
+        ),
+        _target(
+            f"app memory per object, full replica <= {APP_BYTES_PER_OBJECT_MAX:g} B, at {at} (B)",
+            app_b,
+            APP_BYTES_PER_OBJECT_MAX if app_b is not None else None,
+            "B",
+            True,
+            "needs the catchup workload with a full-replica app (results before it named one)",
+        ),
+    ]
 
 
 def _heap_targets(results: dict[str, Any]) -> list[dict[str, Any]]:

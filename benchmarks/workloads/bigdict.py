@@ -92,11 +92,11 @@ def render(outcome: dict[str, Any], markdown: bool) -> str:
                 ", ".join(f"{k}={v}" for k, v in r.get("errors", {}).items()) or "-",
             ]
         )
-    text = report.table(headers, body, markdown)
+    notes = []
     summary = outcome.get("summary", {})
     if summary.get("ratio") is not None:
-        text += (
-            f"\nratio {summary['large_keys']:,} / {summary['small_keys']:,} keys: "
+        notes.append(
+            f"ratio {summary['large_keys']:,} / {summary['small_keys']:,} keys: "
             f"{summary['ratio']:.2f} (target >= {RATIO_MIN:g})"
         )
-    return text
+    return report.with_notes(report.table(headers, body, markdown), notes, markdown)

@@ -7,7 +7,10 @@ node of its own) through the two others; the follower is restarted. Reported:
   N objects (connect, sync, read);
 * its LMDB bytes on disk (allocated blocks, the data file's apparent size);
 * memory per stored object: the agent's resident memory after catch-up minus before the
-  writes, and the app's resident memory after loading minus before connecting, each over N.
+  writes, and the app's resident memory after loading minus before connecting, each over N
+  (the app keeps a full replica, `replicate="all"`: until the virtual heap became the
+  default at 616335c it did so by default; since then a default app holds only what it
+  touches, and heapmem measures that).
 """
 
 from __future__ import annotations
@@ -138,6 +141,7 @@ def one_size(
                         "endpoints": [spec.client_endpoint],
                         "expect": count,
                         "keys": str(local.key_file("read") or ""),  # it only reads
+                        "replicate": "all",  # a full replica: the app's memory per object
                     },
                     TIMEOUT_S_ATTACH,
                 )
@@ -156,6 +160,7 @@ def one_size(
         app_rss_before=attached["rss_before"],
         app_rss_after=attached["rss_after"],
         app_bytes_per_object=app_delta / count,
+        app_replicate=attached["replicate"],
     )
     return result
 

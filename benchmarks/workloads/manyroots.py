@@ -211,14 +211,13 @@ def render(outcome: dict[str, Any], markdown: bool) -> str:
     headers = ["root", "time", f"median of {samples}", f"p99 of {samples}"]
     bulk = outcome["bulk"]
     ratio = outcome.get("ratio")
-    text = report.table(headers, rows, markdown)
-    text += (
-        f"\nratio of the medians: {'-' if ratio is None else f'{ratio:.2f}'} "
+    note = (
+        f"ratio of the medians: {'-' if ratio is None else f'{ratio:.2f}'} "
         f"(target <= {RATIO_MAX:g}); bulk: {bulk['created']:,} roots in "
         f"{bulk['transactions']} transactions (up to {bulk['batch']:,} each), "
         f"{bulk['seconds']:.1f} s"
     )
     if bulk.get("limits_hit"):
         hit = ", ".join(f"{h['limit']} at {h['batch']:,}" for h in bulk["limits_hit"])
-        text += f"; limits hit: {hit}"
-    return text
+        note += f"; limits hit: {hit}"
+    return report.with_notes(report.table(headers, rows, markdown), [note], markdown)

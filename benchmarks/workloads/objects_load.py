@@ -8,7 +8,9 @@
   (docs/performance.md has the numbers).
 * `attach`: connects this (so far unconnected) process to the given agents, syncs, and reads
   the root: the time until an app served by that agent sees every object, and the resident
-  memory the replica took (per object).
+  memory the replica took (per object). `replicate` names the replica (default "all": a full
+  replica, what "memory per object in an app" means; the library's default is "partial",
+  whose memory per touched object the heapmem workload measures).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ OBJECTS_PER_BUCKET = 1_000
 # Objects per transaction: the library bounds one transaction to TXN_NEW_NODES_MAX (100 000).
 BATCH_MAX = 10_000
 COUNT_MAX = 10_000_000
+REPLICATE_MODES = ("all", "partial")
 
 
 def load_objects(command: dict[str, Any]) -> dict[str, Any]:
@@ -63,10 +66,13 @@ def load_objects(command: dict[str, Any]) -> dict[str, Any]:
 def attach(command: dict[str, Any]) -> dict[str, Any]:
     endpoints = list(command["endpoints"])
     expect = int(command["expect"])
+    replicate = command.get("replicate", "all")
+    if replicate not in REPLICATE_MODES:
+        raise ValueError(f"replicate is one of {', '.join(REPLICATE_MODES)}")
     before = rss_bytes()
     began = time.perf_counter()
     # Connects and syncs (a ReadIndex barrier); with the key file the suite names, if any.
-    superstatic.connect(endpoints, keys=command.get("keys") or None)
+    superstatic.connect(endpoints, keys=command.get("keys") or None, replicate=replicate)
     buckets = superstatic.root(OBJECTS_ROOT, dict)
     found = sum(len(bucket) for bucket in buckets.values())
     last = buckets.get(f"b{(expect - 1) // OBJECTS_PER_BUCKET}", {}).get(f"o{expect - 1}")
@@ -78,4 +84,5 @@ def attach(command: dict[str, Any]) -> dict[str, Any]:
         "last_ok": last is not None and last["i"] == expect - 1,
         "rss_before": before,
         "rss_after": after,
+        "replicate": replicate,
     }

@@ -323,7 +323,7 @@ def run(
 
 
 def render(outcome: dict[str, Any], markdown: bool = False) -> str:
-    from superstatic_bench.report import table
+    from superstatic_bench.report import table, with_notes
 
     rows = [
         [
@@ -336,18 +336,15 @@ def render(outcome: dict[str, Any], markdown: bool = False) -> str:
         for r in outcome["rows"]
     ]
     headers = ["system (3 producers, 3 consumers)", "items/s", "p50", "p99", "items"]
-    text = table(headers, rows, markdown)
-    for r in outcome["rows"]:
-        if r.get("commits"):
-            text += (
-                f"\n{r['system']}: commits {r['commits']}, conflict re-runs {r['txn_retries']}, "
-                f"mean commit {r['commit_ms_mean']:.1f} ms (whole run, warm-up included)"
-            )
-    for name, reason in outcome["skipped"].items():
-        text += f"\n{name} skipped: {reason}"
-    for name, error in outcome["errors"].items():
-        text += f"\n{name} failed: {error}"
-    return text
+    notes = [
+        f"{r['system']}: commits {r['commits']}, conflict re-runs {r['txn_retries']}, "
+        f"mean commit {r['commit_ms_mean']:.1f} ms (whole run, warm-up included)"
+        for r in outcome["rows"]
+        if r.get("commits")
+    ]
+    notes += [f"{name} skipped: {reason}" for name, reason in outcome["skipped"].items()]
+    notes += [f"{name} failed: {error}" for name, error in outcome["errors"].items()]
+    return with_notes(table(headers, rows, markdown), notes, markdown)
 
 
 def _ms(value: float | None) -> str:
