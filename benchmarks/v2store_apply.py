@@ -20,11 +20,18 @@ Not a test. Two figures, each on a fresh LMDB environment with fsync off (apply 
   root-table item, as `superstatic.root(name, dict)` sends), median of `ROOT_SAMPLES` for the
   first roots and again after `--count` roots (manyroots without the round trip), with oids
   as the library makes them (a random prefix and a hex counter).
+* `batch`: the agent's CPU per committed write under the throughput workload's shape, apart
+  from Raft and the network: `--count` lone blind dict sets (model-2 bodies as the library
+  sends them, a 100-byte value, keys cycling per client) from `--clients` sessions in
+  turn, applied through `StateMachine.apply_batch` `--per-ready` entries per write
+  transaction (a Ready of the 3-client run carries ~10): microseconds of process CPU per
+  entry, best and median of `--repeat` runs (docs/data-model-v2.md section 8.1).
 
     .venv/bin/python benchmarks/v2store_apply.py set
     .venv/bin/python benchmarks/v2store_apply.py objects --count 1000000
     .venv/bin/python benchmarks/v2store_apply.py replay --data-dir D --per-ready 16
     .venv/bin/python benchmarks/v2store_apply.py roots --count 100000
+    .venv/bin/python benchmarks/v2store_apply.py batch --count 20000 --clients 3
 """
 
 from __future__ import annotations
@@ -61,6 +68,13 @@ REPLAY_PER_READY_MAX = 100_000
 ROOT_SAMPLES = 200
 ROOTS_PER_TXN = 10_000
 ROOTS_COUNT_MAX = 10_000_000
+# batch: the throughput workload's value, keys per writer thread and writer threads per client.
+BATCH_VALUE = "v" * 100
+BATCH_KEYS_PER_THREAD = 100
+BATCH_THREADS = 16
+BATCH_CLIENTS_MAX = 1_000
+BATCH_COUNT_MAX = 10_000_000
+BATCH_REPEAT_MAX = 100
 
 
 class Bench:
@@ -238,15 +252,85 @@ def measure_roots(count: int) -> None:
         b.env.close()
 
 
+def batch_entries(count: int, clients: int, first_index: int) -> list[Entry]:
+    """`clients` "open" entries, then `count` writes taking the clients in turn, each a lone
+    blind set of one key of the shared dict "kv" (made by the first write), as
+    `superstatic bench --only throughput` sends them: seq_low trails seq by a few in-flight
+    calls, log time advances a millisecond every 5 entries."""
+    names = [f"{secrets.token_hex(8)}" for _ in range(clients)]
+    entries: list[Entry] = []
+    index = first_index
+    for name in names:
+        payload = Payload("open", name, 1, 0, 1_000, b"", 0)
+        entries.append(Entry(index, 1, EntryKind.NORMAL, encode_payload(payload)))
+        index += 1
+    sessions = {name: first_index + i for i, name in enumerate(names)}
+    seqs = dict.fromkeys(names, 1)
+    made = ops.encode_txn_v2(
+        0,
+        {"@roots": (ops.READ_CONTENT, [])},
+        [
+            ["new", "@roots", "dict", [["kv", Ref("kv")]]],
+            ["new", "kv", "dict", []],
+        ],
+    )
+    for n in range(count + 1):
+        name = names[n % clients]
+        seqs[name] += 1
+        seq = seqs[name]
+        if n == 0:
+            body = made
+        else:
+            thread = (n // clients) % BATCH_THREADS
+            i = (n // clients // BATCH_THREADS) % BATCH_KEYS_PER_THREAD
+            key = f"c{n % clients}-t{thread}-{i}"
+            body = ops.encode_txn_v2(index - 1, {}, [["set", "kv", key, BATCH_VALUE]])
+        time_ms = 1_000 + n // 5
+        seq_low = max(0, seq - BATCH_THREADS)
+        payload = Payload("txn", name, seq, seq_low, time_ms, body, sessions[name])
+        entries.append(Entry(index, 1, EntryKind.NORMAL, encode_payload(payload)))
+        index += 1
+    return entries
+
+
+def measure_batch(count: int, clients: int, per_ready: int, repeat: int) -> None:
+    runs: list[float] = []
+    for _ in range(repeat):
+        entries = batch_entries(count, clients, 1)
+        warm = clients + 1  # the opens and the dict's creation are not the workload
+        with tempfile.TemporaryDirectory() as path:
+            env = lmdb.open(path, map_size=4 << 30, max_dbs=DBS_MAX, sync=False)
+            sm = StateMachine(env)
+            with env.begin(write=True) as txn:
+                results = sm.apply_batch(txn, entries[:warm])
+            assert all(r.outcome == "ok" for r in results), [r.error for r in results]
+            started = time.process_time()
+            for first in range(warm, len(entries), per_ready):
+                with env.begin(write=True) as txn:
+                    results = sm.apply_batch(txn, entries[first : first + per_ready])
+                assert results[-1].outcome == "ok", results[-1].error
+            runs.append((time.process_time() - started) / count * 1e6)
+            env.close()
+    print(
+        f"{count} writes from {clients} clients, {per_ready} per apply batch: CPU per entry "
+        f"best {min(runs):.1f} us, median {statistics.median(runs):.1f} us "
+        f"({', '.join(f'{r:.1f}' for r in runs)})"
+    )
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("set", "objects", "replay", "roots"))
+    parser.add_argument("what", choices=("set", "objects", "replay", "roots", "batch"))
     parser.add_argument("--ops", type=int, default=2_000)
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--data-dir", help="replay: an agent's data folder")
-    parser.add_argument("--per-ready", type=int, default=512, help="replay: entries per txn")
+    parser.add_argument("--per-ready", type=int, help="replay, batch: entries per txn (512, 10)")
     parser.add_argument("--cache-bytes", type=int, default=16 << 20, help="replay: record cache")
+    parser.add_argument("--clients", type=int, default=3, help="batch: client sessions")
+    parser.add_argument("--repeat", type=int, default=5, help="batch: runs")
     args = parser.parse_args(argv)
+    if args.per_ready is None:
+        args.per_ready = 10 if args.what == "batch" else 512
     print(f"load average: {os.getloadavg()}")
     if args.what == "set":
         measure_set(args.ops)
@@ -254,6 +338,16 @@ def main(argv: list[str]) -> None:
         if not 1 <= args.count <= ROOTS_COUNT_MAX:
             parser.error(f"--count is 1..ROOTS_COUNT_MAX={ROOTS_COUNT_MAX} for roots")
         measure_roots(args.count)
+    elif args.what == "batch":
+        if not 1 <= args.count <= BATCH_COUNT_MAX:
+            parser.error(f"--count is 1..BATCH_COUNT_MAX={BATCH_COUNT_MAX} for batch")
+        if not 1 <= args.clients <= BATCH_CLIENTS_MAX:
+            parser.error(f"--clients is 1..BATCH_CLIENTS_MAX={BATCH_CLIENTS_MAX}")
+        if not 1 <= args.per_ready <= REPLAY_PER_READY_MAX:
+            parser.error(f"--per-ready is 1..REPLAY_PER_READY_MAX={REPLAY_PER_READY_MAX}")
+        if not 1 <= args.repeat <= BATCH_REPEAT_MAX:
+            parser.error(f"--repeat is 1..BATCH_REPEAT_MAX={BATCH_REPEAT_MAX}")
+        measure_batch(args.count, args.clients, args.per_ready, args.repeat)
     elif args.what == "replay":
         if not args.data_dir:
             parser.error("replay needs --data-dir")

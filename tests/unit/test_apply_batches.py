@@ -1,0 +1,273 @@
+"""How a run of committed entries is cut into apply batches must not reach the state.
+
+Readies (and so `StateMachine.apply_batch` calls) are cut differently on every replica: the
+leader, a follower, a restarted agent and one catching up each see other batches. The state
+machine keeps per-batch caches (session records, sm_meta scalars) and a record cache across
+batches; every one of them must leave the store and the per-entry outcomes exactly as one
+entry per batch does. Random sequences of entries from several clients (dups, stale seqs,
+expired and closed sessions, the session limits, conflicts of both data models, creates,
+deletes, clears, garbage) are applied twice, one entry per batch and in random batches (some
+aborted and applied again), and compared byte for byte, every db.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from superstatic_agent import statemachine as sm_module
+from superstatic_agent.payload import Payload, encode_payload
+from superstatic_agent.raft.types import Entry, EntryKind
+from superstatic_agent.statemachine import Applied, StateMachine
+from superstatic_agent.storage import DB_NAMES, DBS_MAX
+
+from superstatic.protocol import ops
+from superstatic.protocol.codec import Ref
+
+MAP_BYTES = 64 << 20
+CLIENTS = ("a", "b", "c")
+TTL_MS = 1_000
+# Log time steps: none, a little, a quarter of a sweep period (ttl / 4), past the ttl (expiry;
+# taken by one in four of the steps that draw it, so sessions mostly live a while).
+TIME_STEPS_MS = (0, 7, 60, 1_500)
+
+_counter = itertools.count()
+
+
+def _step() -> st.SearchStrategy[tuple[int, int, int, int, int]]:
+    # (action, client, x, y, time step): the builder below turns each into one entry.
+    return st.tuples(
+        st.integers(0, 11),
+        st.integers(0, len(CLIENTS) - 1),
+        st.integers(0, 40),
+        st.integers(0, 5),
+        st.integers(0, len(TIME_STEPS_MS) - 1),
+    )
+
+
+class _Log:
+    """Builds entries from steps; what each client's requests name (session, seq) follows the
+    entries as written, not their outcomes (those are what the test compares)."""
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.time_ms = 1_000
+        self.sessions = dict.fromkeys(CLIENTS, 0)
+        self.seqs = dict.fromkeys(CLIENTS, 0)
+        self.lows = dict.fromkeys(CLIENTS, 0)
+        self.heard = dict.fromkeys(CLIENTS, 0)  # log time of the client's last request
+
+    @property
+    def next_index(self) -> int:
+        return len(self.entries) + 1
+
+    def raw(self, kind: EntryKind, data: bytes) -> None:
+        self.entries.append(Entry(self.next_index, 1, kind, data))
+
+    def request(
+        self, client: str, kind: str, body: bytes = b"", *, seq: int | None = None, low: int = -1
+    ) -> None:
+        if seq is None:
+            self.seqs[client] += 1
+            seq = self.seqs[client]
+        low = self.lows[client] if low < 0 else low
+        if self.sessions[client] == 0 or (
+            self.time_ms - self.heard[client] > TTL_MS and kind == "txn"
+        ):
+            # Mostly a client opens a session before it writes, and again after it expired
+            # (the builder does not know outcomes: a session it thinks live may be gone).
+            kind, body = "open", b""
+            self.sessions[client] = 0
+        self.heard[client] = self.time_ms
+        session = self.sessions[client]
+        if kind == "open" and session == 0:
+            self.sessions[client] = self.next_index
+            self.seqs[client] = seq = max(seq, self.seqs[client])
+        payload = Payload(kind, client, seq, min(low, seq), self.time_ms, body, session)
+        self.raw(EntryKind.NORMAL, encode_payload(payload))
+
+    def txn(self, client: str, wire_ops: list[Any], **kwargs: Any) -> None:
+        self.request(client, "txn", ops.encode_txn_v2(self.next_index - 1, {}, wire_ops), **kwargs)
+
+    def step(self, action: int, c: int, x: int, y: int, dt: int) -> None:
+        client = CLIENTS[c]
+        self.time_ms += TIME_STEPS_MS[dt] if dt < 3 or x % 4 == 0 else 0
+        if y == 5:  # the client's seq_low moves up to a seq it has (or has not yet) used
+            self.lows[client] = max(self.lows[client], self.seqs[client] + 1 - x % 4)
+        seq: int | None = None
+        if y == 0 and self.seqs[client]:  # a retry of an earlier seq: dup, or stale
+            seq = max(1, self.seqs[client] - x % 5)
+        key = f"k{x % 6}"
+        n = self.next_index
+        if action == 0:
+            if y == 1:  # starts a new session, replacing the client's own
+                self.sessions[client] = 0
+            self.request(client, "open", seq=seq)
+        elif action == 1:
+            self.request(client, "close", seq=seq)
+        elif action == 2:
+            self.txn(client, [["set", "d", key, x]], seq=seq)
+        elif action == 3:
+            self.txn(client, [["del", "d", key]], seq=seq)
+        elif action == 4:  # a model-2 read of one key (or the whole node) at an older base
+            flags = (0, ops.READ_SHAPE, ops.READ_CONTENT)[y % 3]
+            reads = {"d": (flags, [key] if flags == 0 else [])}
+            base = max(0, n - 1 - x % 5)
+            body = ops.encode_txn_v2(base, reads, [["set", "d", "seen", x]])
+            self.request(client, "txn", body, seq=seq)
+        elif action == 5:  # a new node bound into d: the value it replaces becomes garbage
+            kind = ("dict", "list", "set")[x % 3]
+            contents: Any = [["i", x]] if kind == "dict" else [x, "y"]
+            oid = f"n{n}"
+            self.txn(client, [["new", oid, kind, contents], ["set", "d", f"r{x % 3}", Ref(oid)]])
+        elif action == 6:  # model 1: whole-node versions, stale ones conflict
+            body = ops.encode_txn({"d": max(0, n - 1 - x % 4)}, [["set", "d", key, -x]])
+            self.request(client, "txn", body, seq=seq)
+        elif action == 7:  # rejected bodies: an unknown node, garbage, a duplicate new
+            bad = (
+                ops.encode_txn_v2(0, {}, [["set", f"none{x}", "k", 1]]),
+                b"\xff" * (1 + x % 3),
+                ops.encode_txn_v2(0, {}, [["new", "d", "dict", []]]),
+                ops.encode_txn_v2(0, {}, [["set", "d", "ok", 1], ["splice", "d", 0, 1, []]]),
+            )[y % 4]
+            self.request(client, "txn", bad, seq=seq)
+        elif action == 8:
+            if y % 2:
+                self.raw(EntryKind.NOOP, b"")
+            else:
+                self.raw(EntryKind.NORMAL, b"\x83\x01\x02" if x % 2 else b"garbage")
+        elif action == 9:  # writes into the nodes action 5 made (if they are still there)
+            target = f"n{max(1, n - 1 - x % 8)}"
+            op = (["add", target, [x]], ["extend", target, [x]], ["set", target, "i", x])[y % 3]
+            self.txn(client, [op], seq=seq)
+        elif action == 10:
+            self.txn(client, [["clear", "d"]] if x % 4 == 0 else [["set", "d", key, None]])
+        else:  # several writes from one client and one entry of another, close together
+            for i in range(1 + x % 4):
+                self.txn(client, [["set", "d", f"k{i}", i]])
+            self.txn(CLIENTS[(c + 1) % len(CLIENTS)], [["set", "d", key, x]])
+
+
+def _log(steps: list[tuple[int, int, int, int, int]]) -> list[Entry]:
+    log = _Log()
+    log.request("a", "open")
+    log.txn(
+        "a",
+        [["new", "@roots", "dict", [["d", Ref("d")]]], ["new", "d", "dict", [["k0", 0]]]],
+    )
+    for step in steps:
+        log.step(*step)
+    return log.entries
+
+
+class _Replica:
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True)
+        self.env = lmdb.open(str(path), map_size=MAP_BYTES, max_dbs=DBS_MAX, sync=False)
+        self.sm = StateMachine(self.env, session_ttl_ms=TTL_MS, gc_threshold=3)
+
+    def apply(self, entries: list[Entry], *, abort_first: bool = False) -> list[Applied]:
+        if abort_first:  # the write transaction of this batch fails after the apply
+            with pytest.raises(_Aborted), self.env.begin(write=True) as txn:
+                self.sm.apply_batch(txn, entries)
+                raise _Aborted
+        with self.env.begin(write=True) as txn:
+            return self.sm.apply_batch(txn, entries)
+
+    def dbs(self) -> dict[bytes, dict[bytes, bytes]]:
+        with self.env.begin() as txn:
+            return {
+                name: {
+                    bytes(k): bytes(v) for k, v in txn.cursor(db=self.env.open_db(name, txn=txn))
+                }
+                for name in DB_NAMES
+            }
+
+
+class _Aborted(Exception):
+    pass
+
+
+@pytest.fixture
+def small_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Limits small enough for a few dozen entries to reach them: the session table and a
+    session's outcomes full, tombstones swept (and the horizon raised) every few entries."""
+    monkeypatch.setattr(sm_module, "SESSIONS_MAX", 2)
+    monkeypatch.setattr(sm_module, "SESSION_SEQS_MAX", 3)
+    monkeypatch.setattr(sm_module, "TOMB_SWEEP_ENTRIES", 5)
+    monkeypatch.setattr(sm_module, "TOMB_RETAIN_ENTRIES", 4)
+    monkeypatch.setattr(sm_module, "TOMB_SWEEP_MAX", 2)
+    yield
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    steps=st.lists(_step(), min_size=1, max_size=45),
+    cuts=st.lists(st.integers(0, 3), min_size=60, max_size=60),
+)
+def test_any_cut_into_batches_gives_the_same_outcomes_and_store(
+    tmp_path: Path, small_limits: None, steps: list[tuple[int, int, int, int, int]], cuts: list[int]
+) -> None:
+    entries = _log(steps)
+    n = next(_counter)
+    one, cut = _Replica(tmp_path / f"one{n}"), _Replica(tmp_path / f"cut{n}")
+    try:
+        singles = [one.apply([entry])[0] for entry in entries]
+        batched: list[Applied] = []
+        at = 0
+        for i, choice in enumerate(itertools.cycle(cuts)):
+            if at >= len(entries):
+                break
+            # Batches of 1 to 12 entries; every fourth batch (by the draw) aborts once first.
+            size = 1 + (choice * 4 + i) % 12
+            batch = entries[at : at + size]
+            batched.extend(cut.apply(batch, abort_first=choice == 3 and i % 2 == 0))
+            at += len(batch)
+        assert [a.index for a in batched] == [e.index for e in entries]
+        for single, other in zip(singles, batched, strict=True):
+            assert other == single, single.index
+        assert cut.dbs() == one.dbs()
+    finally:
+        one.env.close()
+        cut.env.close()
+
+
+def test_the_random_logs_reach_what_they_are_for(tmp_path: Path, small_limits: None) -> None:
+    """The generator above is not vacuous: one fixed long log reaches every outcome, both
+    session limits, garbage collection and the tombstone sweep."""
+    rng = random.Random(11)
+    steps = [
+        (
+            rng.randint(0, 11),
+            rng.randint(0, 2),
+            rng.randint(0, 40),
+            rng.randint(0, 5),
+            rng.randint(0, 3),
+        )
+        for _ in range(400)
+    ]
+    replica = _Replica(tmp_path / "r")
+    try:
+        results = [replica.apply([entry])[0] for entry in _log(steps)]
+        outcomes = {a.outcome for a in results}
+        assert outcomes == set(sm_module.OUTCOMES)
+        errors = " ".join(a.error for a in results)
+        for fragment in ("SESSIONS_MAX=2", "SESSION_SEQS_MAX=3", "stale request"):
+            assert fragment in errors, fragment
+        assert any(a.collected for a in results)
+        with replica.env.begin() as txn:
+            meta = replica.env.open_db(b"sm_meta", txn=txn)
+            assert txn.get(b"tomb_horizon", db=meta) is not None
+    finally:
+        replica.env.close()
