@@ -41,6 +41,7 @@ from superstatic_agent.sessions import (
     SessionTable,
     clip_error,
 )
+from superstatic_agent.smmeta import SmMeta
 from superstatic_agent.storage import (
     KEY_APPLIED,
     Corrupt,
@@ -48,10 +49,7 @@ from superstatic_agent.storage import (
     index_key,
     install_staged,
     open_dbs,
-    read_applied,
-    record_get,
     record_put,
-    write_applied,
 )
 
 from superstatic.protocol import codec, keynorm, ops, wire
@@ -203,6 +201,9 @@ class StateMachine:
         self._cache_at: int | None = None  # the applied index the cached records reflect
         # Records written by the last apply_batch (tests count them: a write costs O(1)).
         self.records_written = 0
+        # The session table and sm_meta of the batch applying (None between batches).
+        self._sessions: SessionTable | None = None
+        self._meta: SmMeta | None = None
 
     # ------------------------------------------------------------ apply
 
@@ -217,16 +218,24 @@ class StateMachine:
         while they are known to equal the store: the cache is stamped with the index it
         reflects, and a batch that starts at another applied index (an installed snapshot, or
         a write transaction that aborted after this batch) starts from an empty cache."""
-        applied, _term, _time_ms = read_applied(txn, self.dbs)
+        # Session records and sm_meta scalars are decoded once and written once per batch
+        # (sessions.py, smmeta.py); a batch that raises writes neither (its txn aborts).
+        self._meta = SmMeta(txn, self.dbs.sm_meta)
+        self._sessions = SessionTable(txn, self.dbs.sessions, self.session_ttl_ms)
+        applied, _term, _time_ms = self._applied()
         if applied != self._cache_at:
             self._cache.clear()
         self._cache_at = None
         self.records_written = 0
         try:
             results = [self._apply_entry(txn, entry) for entry in entries]
+            self._sessions.flush()
+            self._meta.flush()
         except BaseException:
             self._cache.clear()
             raise
+        finally:
+            self._meta = self._sessions = None
         self._cache_at = entries[-1].index if entries else applied
         return results
 
@@ -243,7 +252,7 @@ class StateMachine:
             raise ApplyFailed(entry.index, entry.term, exc) from exc
 
     def _apply_one(self, txn: lmdb.Transaction, entry: Entry) -> Applied:
-        applied, _term, log_time_ms = read_applied(txn, self.dbs)
+        applied, _term, log_time_ms = self._applied()
         assert entry.index == applied + 1, ("entries apply in order", entry.index, applied)
         if entry.kind == EntryKind.NOOP:
             result = Applied(entry.index, "noop", None, None, "noop")
@@ -257,7 +266,7 @@ class StateMachine:
         heads = [list(head) for head in result.heads]
         outcome = cbor2.dumps([result.outcome, list(result.collected), log_time_ms, heads])
         record_put(txn, self.dbs.outcomes, index_key(entry.index), outcome)
-        write_applied(txn, self.dbs, entry.index, entry.term, log_time_ms)
+        self._batch_meta().put(KEY_APPLIED, (entry.index, entry.term, log_time_ms))
         return result
 
     def _apply_conf(self, txn: lmdb.Transaction, entry: Entry) -> Applied:
@@ -284,7 +293,8 @@ class StateMachine:
         except ProtocolError as exc:
             return Applied(index, "invalid", None, None, "error", str(exc)), log_time_ms
         now_ms = max(log_time_ms, payload.time_ms)
-        table = SessionTable(txn, self.dbs.sessions, self.session_ttl_ms)
+        table = self._sessions
+        assert table is not None, "entries apply in apply_batch"
         self._maybe_sweep(txn, table, now_ms)
 
         def answer(outcome: str, error: str = "", **extra: Any) -> tuple[Applied, int]:
@@ -363,11 +373,10 @@ class StateMachine:
         )
 
     def _maybe_sweep(self, txn: lmdb.Transaction, table: SessionTable, now_ms: int) -> None:
-        raw = record_get(txn, self.dbs.sm_meta, "sm_meta", KEY_SWEEP)
-        last = 0 if raw is None else int(cbor2.loads(raw))
+        last = self._read_int(KEY_SWEEP, 0)
         if now_ms - last >= self.sweep_ms:
             table.sweep(now_ms)
-            record_put(txn, self.dbs.sm_meta, KEY_SWEEP, cbor2.dumps(now_ms))
+            self._batch_meta().put(KEY_SWEEP, now_ms)
 
     # ------------------------------------------------------------ transactions
 
@@ -406,7 +415,7 @@ class StateMachine:
                 "error",
                 f"objects would be {count + len(created)}, above OBJECTS_MAX={gc.OBJECTS_MAX}",
             )
-        next_nid = self._read_int(txn, rec.KEY_NEXT_NID, 1)
+        next_nid = self._read_int(rec.KEY_NEXT_NID, 1)
         view.new_nids_from = next_nid
         body_apply = BodyApply(view, index, self.record_bytes_max, next_nid)
         made: set[str] = set()
@@ -450,8 +459,7 @@ class StateMachine:
                     raise _Rejected("error", error) from None
             body_apply.finish()
             if body_apply.next_nid != next_nid:
-                data = cbor2.dumps(body_apply.next_nid)
-                record_put(txn, self.dbs.sm_meta, rec.KEY_NEXT_NID, data)
+                self._batch_meta().put(rec.KEY_NEXT_NID, body_apply.next_nid)
         except BaseException:
             view.discard()
             raise
@@ -485,7 +493,7 @@ class StateMachine:
         base = doc.base
         if base >= index:
             raise _Rejected("error", f"read base {base} is not below this entry's index {index}")
-        horizon = self._read_int(txn, rec.KEY_TOMB_HORIZON, 0)
+        horizon = self._read_int(rec.KEY_TOMB_HORIZON, 0)
         if base < horizon:
             raise _Rejected(
                 "conflict",
@@ -524,29 +532,33 @@ class StateMachine:
                         f"after the read base {base}",
                     )
 
-    def _read_int(self, txn: lmdb.Transaction, key: bytes, default: int) -> int:
-        raw = record_get(txn, self.dbs.sm_meta, "sm_meta", key)
-        return default if raw is None else int(cbor2.loads(raw))
+    def _batch_meta(self) -> SmMeta:
+        meta = self._meta
+        assert meta is not None, "entries apply in apply_batch"
+        return meta
+
+    def _applied(self) -> tuple[int, int, int]:
+        """(applied index, its term, log time ms), as storage.read_applied reads them."""
+        index, term, time_ms = self._batch_meta().get(KEY_APPLIED, (0, 0, 0))
+        return index, term, time_ms
+
+    def _read_int(self, key: bytes, default: int) -> int:
+        return int(self._batch_meta().get(key, default))
 
     def _maybe_sweep_tombs(self, txn: lmdb.Transaction, index: int) -> None:
         """Every TOMB_SWEEP_ENTRIES entries (every entry while a sweep left some due): purges
         the tombstones older than TOMB_RETAIN_ENTRIES, oldest first, at most TOMB_SWEEP_MAX,
         and raises tomb_horizon to the newest purged. Same entries on every replica: the same
         tombstones go."""
-        due = self._read_int(txn, rec.KEY_TOMB_NEXT_SWEEP, TOMB_SWEEP_ENTRIES)
+        due = self._read_int(rec.KEY_TOMB_NEXT_SWEEP, TOMB_SWEEP_ENTRIES)
         if index < due:
             return
         upto = index - TOMB_RETAIN_ENTRIES
         if upto <= 0:
-            record_put(
-                txn,
-                self.dbs.sm_meta,
-                rec.KEY_TOMB_NEXT_SWEEP,
-                cbor2.dumps(index + TOMB_SWEEP_ENTRIES),
-            )
+            self._batch_meta().put(rec.KEY_TOMB_NEXT_SWEEP, index + TOMB_SWEEP_ENTRIES)
             return
         view = NodeView(txn, self.dbs, self._cache)
-        horizon = self._read_int(txn, rec.KEY_TOMB_HORIZON, 0)
+        horizon = self._read_int(rec.KEY_TOMB_HORIZON, 0)
         swept = horizon
         cursor = txn.cursor(db=self.dbs.tombs)
         keys: list[bytes] = []
@@ -574,17 +586,16 @@ class StateMachine:
                 view.put("entries", entry_key, items, rec.encode_bucket(items))
         view.commit()
         if swept != horizon:
-            record_put(txn, self.dbs.sm_meta, rec.KEY_TOMB_HORIZON, cbor2.dumps(swept))
+            self._batch_meta().put(rec.KEY_TOMB_HORIZON, swept)
         # A sweep that stopped at TOMB_SWEEP_MAX left tombstones due: the next entry sweeps
         # again, until the backlog is gone (at one sweep per TOMB_SWEEP_ENTRIES, any workload
         # deleting more than TOMB_SWEEP_MAX / TOMB_SWEEP_ENTRIES keys per entry piled them up
         # forever: review 11). Deterministic: the count depends on the store only.
         step = 1 if len(keys) >= TOMB_SWEEP_MAX else TOMB_SWEEP_ENTRIES
-        record_put(txn, self.dbs.sm_meta, rec.KEY_TOMB_NEXT_SWEEP, cbor2.dumps(index + step))
+        self._batch_meta().put(rec.KEY_TOMB_NEXT_SWEEP, index + step)
 
     def _gc_step(self, txn: lmdb.Transaction, dropped: int, created: int) -> list[str]:
-        raw = record_get(txn, self.dbs.sm_meta, "sm_meta", KEY_GC)
-        candidates, fresh, alive = (0, 0, 0) if raw is None else cbor2.loads(raw)
+        candidates, fresh, alive = self._batch_meta().get(KEY_GC, (0, 0, 0))
         candidates += dropped
         fresh += created
         collected: list[str] = []
@@ -595,7 +606,7 @@ class StateMachine:
             # Garbage beyond what one entry may carry (GC_COLLECTED_BYTES_MAX) stays
             # candidates: the next collection comes as soon as it outweighs the live nodes.
             candidates, fresh = left, 0
-        record_put(txn, self.dbs.sm_meta, KEY_GC, cbor2.dumps([candidates, fresh, alive]))
+        self._batch_meta().put(KEY_GC, (candidates, fresh, alive))
         return collected
 
     # ------------------------------------------------------------ snapshots

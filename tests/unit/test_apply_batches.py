@@ -271,3 +271,28 @@ def test_the_random_logs_reach_what_they_are_for(tmp_path: Path, small_limits: N
             assert txn.get(b"tomb_horizon", db=meta) is not None
     finally:
         replica.env.close()
+
+
+def test_a_session_change_an_entry_refuses_is_not_seen_by_the_next_in_its_batch(
+    tmp_path: Path, small_limits: None
+) -> None:
+    """At SESSION_SEQS_MAX the entry has already raised its session's seq_low (in the copy it
+    got) when it is refused; the refusal stores nothing, so the next entry of the same batch
+    must still see the old seq_low: a write below the new one is refused at the limit again,
+    not as "stale"."""
+    log = _Log()
+    log.request("a", "open", seq=5)  # records seq 5
+    for seq in (6, 7):  # seqs 5, 6, 7: full at 3
+        log.txn("a", [["new", f"o{seq}", "dict", []]], seq=seq)
+    log.txn("a", [["new", "o8", "dict", []]], seq=8, low=5)  # refused; seq_low 5 not kept
+    log.txn("a", [["new", "o3", "dict", []]], seq=3, low=0)
+    one, cut = _Replica(tmp_path / "one"), _Replica(tmp_path / "cut")
+    try:
+        singles = [one.apply([entry])[0] for entry in log.entries]
+        assert [a.outcome for a in singles] == ["ok", "ok", "ok", "error", "error"]
+        assert all("SESSION_SEQS_MAX=3" in a.error for a in singles[3:])
+        assert cut.apply(log.entries) == singles
+        assert cut.dbs() == one.dbs()
+    finally:
+        one.env.close()
+        cut.env.close()
