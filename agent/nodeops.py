@@ -15,7 +15,6 @@ model 1 readers validate against it, and app replicas compute it so).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from superstatic_agent import gc
@@ -82,7 +81,7 @@ class BodyApply:
         nid = self.view.nid(oid)
         if nid is None:
             return None
-        found = (nid, dataclasses.replace(self.view.header(nid)))
+        found = (nid, self.view.header(nid).copy())
         self.touched[oid] = found
         return found
 

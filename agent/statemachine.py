@@ -20,7 +20,7 @@ are not facts about the entry, so they must never become an outcome.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -678,9 +678,25 @@ def _head(oid: str, header: rec.Header) -> tuple[str, str, str | None]:
     return (oid, header.kind, header.extra if header.kind == "obj" else None)
 
 
-def _refs_of(op: list[Any]) -> Iterator[str]:
+def _refs_of(op: list[Any]) -> Iterable[str]:
     """Every oid an op's values mention, including keys and values it removes: an app replica
-    resolves all of them, so each must name a node that exists."""
+    resolves all of them, so each must name a node that exists. In order: key, then value."""
+    tag = op[0]
+    if (tag == "set" or tag == "del") and type(op[2]) in _NO_REFS:
+        # Nearly every op: a scalar key, and a scalar value or one reference (no generator).
+        value = op[3] if tag == "set" else None
+        if type(value) in _NO_REFS:
+            return ()
+        if type(value) is codec.Ref:
+            return (value.oid,)
+    return _refs_walk(op)
+
+
+# Values that hold no reference (codec.refs_in yields nothing for them).
+_NO_REFS = codec.SCALAR_TYPES
+
+
+def _refs_walk(op: list[Any]) -> Iterator[str]:
     yield from ops.refs_of_op(op)
     if op[0] == "del":
         yield from codec.refs_in(op[2])

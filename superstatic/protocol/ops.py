@@ -252,7 +252,20 @@ def check_op(op: Any, position: int = 0) -> None:
             f"op #{position} is not one of {', '.join(OP_TAGS)}: got {codec.describe(op)}"
         )
     tag = op[0]
-    arity = {"new": 4, "set": 4, "del": 3, "clear": 2, "splice": 5}.get(tag, 3)
+    arity = _ARITY[tag]
+    if (
+        (tag == "set" or tag == "del")
+        and len(op) == arity
+        and type(op[1]) is str
+        and 0 < len(op[1]) <= _OID_CHARS_ALWAYS_FIT
+        and type(op[2]) in _PLAIN_TYPES
+        and (tag == "del" or type(op[3]) in _PLAIN_TYPES)
+        and _hashable(op[2])
+    ):
+        # Nearly every op (a dict item or attribute written or deleted): what the checks
+        # below accept without building the message each would name. Anything else takes
+        # them, and is refused with the same message as ever.
+        return
     if len(op) != arity:
         raise OpError(f"op #{position} {tag!r} has {len(op)} fields, expected {arity}")
     _check_oid(op[1], f"op #{position} {tag!r}")
@@ -295,6 +308,32 @@ def check_op(op: Any, position: int = 0) -> None:
         raise
     except ProtocolError as e:  # a value or contents check of the codec: same kind of fault
         raise OpError(str(e)) from None
+
+
+# Fields of each op, the tag included.
+_ARITY = {
+    "new": 4,
+    "set": 4,
+    "del": 3,
+    "clear": 2,
+    "splice": 5,
+    "extend": 3,
+    "add": 3,
+    "discard": 3,
+}
+assert set(_ARITY) == set(OP_TAGS)
+# A value codec.check_value accepts at once (a scalar or a Ref), and an oid so short that its
+# UTF-8 always fits OID_BYTES_MAX (4 bytes per char at most): check_op's fast path.
+_PLAIN_TYPES = codec.SCALAR_TYPES | {codec.Ref}
+_OID_CHARS_ALWAYS_FIT = min(codec.OID_CHARS_MAX, codec.OID_BYTES_MAX // 4)
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except Exception:  # e.g. a signalling NaN Decimal: the full check says what it says
+        return False
+    return True
 
 
 def _check_values(values: Any, what: str) -> None:

@@ -3,6 +3,8 @@ records (docs/data-model-v2.md section 3)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from superstatic_agent import records as rec
 from superstatic_agent.records import EntryRec, Header, RecordInvalid
@@ -157,3 +159,13 @@ def test_describe_key_never_shows_an_ekey() -> None:
     assert rec.describe_key("order", rec.order_key(3, 9)) == "nid 3 pos 9"
     assert rec.describe_key("chunks", rec.chunk_key(3, 9)) == "nid 3 chunk 9"
     assert "version 5" in rec.describe_key("tombs", rec.tomb_key(5, key))
+
+
+def test_a_header_copy_holds_every_field() -> None:
+    """Header.copy lists the fields by hand (the apply copies a header per node it writes):
+    a field added to Header and not to copy() fails here."""
+    values = {f.name: f"value of {f.name}" for f in dataclasses.fields(Header)}
+    header = Header(**values)
+    copy = header.copy()
+    assert copy == header and copy is not header
+    assert dataclasses.asdict(copy) == values
