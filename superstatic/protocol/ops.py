@@ -246,6 +246,28 @@ def _checked_ops(ops: Any) -> list[list[Any]]:
 
 def check_op(op: Any, position: int = 0) -> None:
     """Raises OpError unless `op` is a well-formed op (values in wire form)."""
+    size = len(op) if type(op) is list else 0
+    if (
+        size >= 3
+        and type(op[0]) is str
+        and (
+            (size == 4 and op[0] == "set" and type(op[3]) in _PLAIN_TYPES)
+            or (size == 3 and op[0] == "del")
+        )
+        and type(op[1]) is str
+        and 0 < len(op[1]) <= _OID_CHARS_ALWAYS_FIT
+        and type(op[2]) in _PLAIN_TYPES
+        and _hashable(op[2])
+    ):
+        # Nearly every op (a dict item or attribute written or deleted): what the full
+        # checks accept, without building the messages they would name. Anything else takes
+        # them, and is refused with the same message as ever (tests/unit/test_codec_ops.py).
+        return
+    check_op_fully(op, position)
+
+
+def check_op_fully(op: Any, position: int = 0) -> None:
+    """check_op without its fast path (the reference its tests compare it with)."""
     # type() before `in`: a list or map in the tag's place is never hashed or compared.
     if type(op) is not list or not op or type(op[0]) is not str or op[0] not in OP_TAGS:
         raise OpError(
@@ -253,19 +275,6 @@ def check_op(op: Any, position: int = 0) -> None:
         )
     tag = op[0]
     arity = _ARITY[tag]
-    if (
-        (tag == "set" or tag == "del")
-        and len(op) == arity
-        and type(op[1]) is str
-        and 0 < len(op[1]) <= _OID_CHARS_ALWAYS_FIT
-        and type(op[2]) in _PLAIN_TYPES
-        and (tag == "del" or type(op[3]) in _PLAIN_TYPES)
-        and _hashable(op[2])
-    ):
-        # Nearly every op (a dict item or attribute written or deleted): what the checks
-        # below accept without building the message each would name. Anything else takes
-        # them, and is refused with the same message as ever.
-        return
     if len(op) != arity:
         raise OpError(f"op #{position} {tag!r} has {len(op)} fields, expected {arity}")
     _check_oid(op[1], f"op #{position} {tag!r}")

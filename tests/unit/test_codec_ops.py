@@ -9,7 +9,7 @@ from typing import Any
 
 import cbor2
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from superstatic.protocol import codec, ops
@@ -291,3 +291,43 @@ def test_model2_keys_read_are_bounded_over_the_whole_body() -> None:
     )
     with pytest.raises(LimitExceeded, match="TXN_READ_KEYS_MAX"):
         ops.decode_body(body)
+
+
+def _check_outcome(check: Any, op: Any) -> tuple[str, str] | None:
+    try:
+        check(op, 3)
+    except Exception as exc:  # the type and message are what the comparison is about
+        return type(exc).__name__, str(exc)
+    return None
+
+
+_oids = st.one_of(
+    st.sampled_from(["o", "x" * 127, "x" * 128, "é" * 128, "é" * 127, ""]),
+    st.text(max_size=3),
+    st.integers(),
+    st.none(),
+)
+_op_values = st.one_of(
+    scalars,
+    hashable_values,
+    st.just(decimal.Decimal("sNaN")),
+    st.lists(scalars, max_size=2),
+    st.dictionaries(st.text(max_size=3), scalars, max_size=2),
+)
+_tags = st.one_of(st.sampled_from(["set", "del", "new", "extend", "clear"]), scalars)
+
+
+@settings(max_examples=1_000)
+@given(
+    st.one_of(
+        st.tuples(st.sampled_from(["set", "del"]), _oids, _op_values, _op_values).map(list),
+        st.tuples(st.sampled_from(["set", "del"]), _oids, _op_values).map(list),
+        st.tuples(_tags, _oids, _op_values, _op_values).map(list),
+        st.lists(st.one_of(_tags, _oids, _op_values), max_size=5),
+        _op_values,
+    )
+)
+def test_check_op_fast_path_agrees_with_the_full_checks(op: Any) -> None:
+    """check_op accepts common set/del ops without the full checks: for any op it accepts or
+    refuses exactly as the full checks do, with the same message."""
+    assert _check_outcome(ops.check_op, op) == _check_outcome(ops.check_op_fully, op)
