@@ -34,6 +34,11 @@ SESSIONS_MAX = 100_000
 SESSION_RECORD_BYTES_MAX = 4 << 20
 # Length of an outcome's error text kept in a session record: enough to tell what was wrong.
 SESSION_ERROR_CHARS_MAX = 512
+# Bytes of session records (as read or written; the decoded form takes a few times more) the
+# state machine's session table may hold from one apply batch to the next. Past it the table
+# forgets them at the end of the batch (bytes written count too, so a table that keeps its
+# clients still starts again now and then: a bound, not an exact size).
+SESSIONS_HELD_BYTES_MAX = 4 << 20
 # Depth of a session record's CBOR: [last_ms, low, [[seq, index, outcome, error]], opened].
 SESSION_RECORD_DEPTH_MAX = 4
 
@@ -115,7 +120,12 @@ class SessionTable:
     `count` adds the pending inserts and deletes, and `sweep` flushes before it scans. So the
     store and every outcome are the same however the entries are cut into batches
     (tests/unit/test_apply_batches.py). A batch that raises is not flushed: its write
-    transaction aborts."""
+    transaction aborts.
+
+    The state machine carries the table into the next batch (`carry_to`) when that batch
+    starts where this one ended (the records it holds are then the stored ones; the same rule
+    as its record cache), so a client writing in every batch is decoded once, not per batch.
+    What it holds across batches is bounded by SESSIONS_HELD_BYTES_MAX."""
 
     def __init__(self, txn: lmdb.Transaction, db: Any, ttl_ms: int) -> None:
         assert ttl_ms >= 1, ttl_ms
@@ -127,6 +137,13 @@ class SessionTable:
         self._held: dict[bytes, Session | None] = {}
         self._stored: dict[bytes, bool] = {}  # key -> whether the db holds it (before flush)
         self._changed: set[bytes] = set()
+        self._bytes = 0  # bytes of the records held (as read or last written)
+
+    def carry_to(self, txn: lmdb.Transaction) -> SessionTable:
+        """This table for the next batch's transaction (nothing pending: it was flushed)."""
+        assert not self._changed
+        self.txn = txn
+        return self
 
     def get(self, client: str, now_ms: int) -> Session | None:
         """The live session of `client` (a copy the caller may change); an expired one is
@@ -140,6 +157,7 @@ class SessionTable:
             session = None if raw is None else decode_session(raw)
             self._held[key] = session
             self._stored[key] = raw is not None
+            self._bytes += 0 if raw is None else len(raw)
         if session is None:
             return None
         if self.expired(session, now_ms):
@@ -177,9 +195,19 @@ class SessionTable:
             if session is None:
                 self.txn.delete(key, db=self.db)
             else:
-                record_put(self.txn, self.db, key, encode_session(session))
+                data = encode_session(session)
+                record_put(self.txn, self.db, key, data)
+                self._bytes += len(data)
             self._stored[key] = session is not None
         self._changed.clear()
+        if self._bytes > SESSIONS_HELD_BYTES_MAX:
+            self._forget()
+
+    def _forget(self) -> None:
+        """Drops what the table holds (only once flushed: nothing pending is lost)."""
+        self._held.clear()
+        self._stored.clear()
+        self._bytes = 0
 
     def sweep(self, now_ms: int) -> int:
         """Deletes every session idle longer than the ttl at log time `now_ms`; returns how many.
@@ -193,8 +221,7 @@ class SessionTable:
         for key in expired:
             self.txn.delete(key, db=self.db)
         # What the batch held of them is gone with them: read them again if asked.
-        self._held.clear()
-        self._stored.clear()
+        self._forget()
         return len(expired)
 
 

@@ -204,6 +204,9 @@ class StateMachine:
         # The session table and sm_meta of the batch applying (None between batches).
         self._sessions: SessionTable | None = None
         self._meta: SmMeta | None = None
+        # The last batch's session table, carried into the next batch under the record
+        # cache's rule (_cache_at): only while it is known to equal the store.
+        self._sessions_kept: SessionTable | None = None
 
     # ------------------------------------------------------------ apply
 
@@ -221,10 +224,15 @@ class StateMachine:
         # Session records and sm_meta scalars are decoded once and written once per batch
         # (sessions.py, smmeta.py); a batch that raises writes neither (its txn aborts).
         self._meta = SmMeta(txn, self.dbs.sm_meta)
-        self._sessions = SessionTable(txn, self.dbs.sessions, self.session_ttl_ms)
         applied, _term, _time_ms = self._applied()
+        kept, self._sessions_kept = self._sessions_kept, None
         if applied != self._cache_at:
             self._cache.clear()
+            kept = None
+        if kept is not None:
+            self._sessions = kept.carry_to(txn)
+        else:
+            self._sessions = SessionTable(txn, self.dbs.sessions, self.session_ttl_ms)
         self._cache_at = None
         self.records_written = 0
         try:
@@ -235,7 +243,8 @@ class StateMachine:
             self._cache.clear()
             raise
         finally:
-            self._meta = self._sessions = None
+            sessions, self._meta, self._sessions = self._sessions, None, None
+        self._sessions_kept = sessions
         self._cache_at = entries[-1].index if entries else applied
         return results
 

@@ -22,6 +22,7 @@ import lmdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from superstatic_agent import sessions as sessions_module
 from superstatic_agent import statemachine as sm_module
 from superstatic_agent.payload import Payload, encode_payload
 from superstatic_agent.raft.types import Entry, EntryKind
@@ -198,7 +199,9 @@ class _Aborted(Exception):
 @pytest.fixture
 def small_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Limits small enough for a few dozen entries to reach them: the session table and a
-    session's outcomes full, tombstones swept (and the horizon raised) every few entries."""
+    session's outcomes full, tombstones swept (and the horizon raised) every few entries, the
+    session records carried from batch to batch forgotten every few batches."""
+    monkeypatch.setattr(sessions_module, "SESSIONS_HELD_BYTES_MAX", 400)
     monkeypatch.setattr(sm_module, "SESSIONS_MAX", 2)
     monkeypatch.setattr(sm_module, "SESSION_SEQS_MAX", 3)
     monkeypatch.setattr(sm_module, "TOMB_SWEEP_ENTRIES", 5)
