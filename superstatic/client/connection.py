@@ -1,7 +1,8 @@
 """The library's connection to the agents: one client session, the log stream, failover.
 
 One I/O thread owns one DEALER socket to the current agent. Callers in any thread hand it
-requests through a queue and an inproc PAIR wake-up, then wait on a per-request future; a lone
+requests through a queue and an inproc PAIR wake-up, then wait on a lock of their own
+(`waiters.Answer`: the I/O thread wakes exactly the caller whose answer arrived); a lone
 caller (no other request of a caller queued or in flight) sends its PROPOSE on the socket
 itself instead, saving the two thread switches (docs/data-model-v2.md 8.3). ZeroMQ sockets are
 not thread-safe: every use of the DEALER, and every change to the I/O state, happens under one
@@ -51,8 +52,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +62,8 @@ from superstatic.client import keys as client_keys
 from superstatic.client.heap_io import HeapIo
 from superstatic.client.leader_link import LeaderLink
 from superstatic.client.stream import ReplicaSink, StreamFeeder, StreamGap
+from superstatic.client.timers import TimerHeap
+from superstatic.client.waiters import Answer, AnswerTimeout, AppliedWaiters
 from superstatic.objects import stats as _stats
 from superstatic.objects import trace as _trace
 from superstatic.protocol import trace as _trace_proto
@@ -121,7 +122,7 @@ RECONNECT_DELAY_MS_MAX = 1_000
 # session's record earlier than expiry would.
 TIMEOUT_MS_CLOSE = 2_000
 TIMEOUT_S_THREAD_JOIN = 5.0
-# A caller waits for its future this much longer than the request's own deadline, so the I/O
+# A caller waits for its answer this much longer than the request's own deadline, so the I/O
 # thread (which owns deadlines and knows whether a request was sent) normally answers first.
 CALLER_GRACE_S = 5.0
 # Frames handled per loop turn before timers run again: a flood of events cannot starve
@@ -240,7 +241,6 @@ class _Request:
     once queued."""
 
     op: str  # "propose" | "read_index"
-    future: Future[Any]
     deadline: float  # monotonic seconds
     kind: str = "txn"  # PROPOSE kind
     body: bytes = b""
@@ -261,6 +261,12 @@ class _Request:
     answer: Committed | None = None
     # When `answer` began waiting for our own agent (reset when we connect to another one).
     held_at: float = 0.0
+    # Where the caller waits: released once, with the result (waiters.Answer).
+    slot: Answer = field(default_factory=Answer)
+    # Its key in `_IoState.requests` once admitted (0: queued or held back by the seq window):
+    # admission order, which is seq order for writes.
+    serial: int = 0
+    req_ids: list[int] = field(default_factory=list)  # every attempt's req id (by_req_id keys)
 
 
 class Connection:
@@ -339,8 +345,8 @@ class Connection:
         self._closing = False  # set once the "close" entry is settled: no new requests
         self._close_started = False
         self._failure: BaseException | None = None  # why the I/O thread stopped, if it did
-        self._applied = threading.Condition()
-        self._want_index = 0  # highest index a wait_applied caller waits for
+        # wait_applied's callers, each woken when the replica reaches its own index.
+        self._applied_waiters = AppliedWaiters()
 
         # Observable counters (tests, status, debugging).
         self.failovers = 0
@@ -388,7 +394,7 @@ class Connection:
         thread. Retries (same seq) across refusals and agents until timeout_ms_request."""
         if kind not in wire.PROPOSE_KINDS:
             raise Error(f"entry kind must be one of {sorted(wire.PROPOSE_KINDS)}, got {kind!r}")
-        request = _Request(op="propose", future=Future(), deadline=0.0, kind=kind, body=body)
+        request = _Request(op="propose", deadline=0.0, kind=kind, body=body)
         if _trace.ENABLED:
             request.trace = _trace.begin()
         started = time.monotonic()
@@ -403,7 +409,7 @@ class Connection:
 
     def read_index(self) -> int:
         """A linearizable barrier index: every write committed before this call is <= it."""
-        result = self._call(_Request(op="read_index", future=Future(), deadline=0.0))
+        result = self._call(_Request(op="read_index", deadline=0.0))
         assert isinstance(result, int)
         return result
 
@@ -416,26 +422,31 @@ class Connection:
         deadline = started + timeout_s
         deadline_max = started + timeout_s * WAIT_APPLIED_PROGRESS_FACTOR_MAX
         progress = (self.replica.applied_index, self._io.feeder.frames)
-        with self._applied:
-            self._want_index = max(self._want_index, index)
-            while self.replica.applied_index < index:
-                self._check_alive()
-                now = time.monotonic()
-                seen = (self.replica.applied_index, self._io.feeder.frames)
-                if seen != progress:
-                    progress = seen
-                    deadline = min(deadline_max, now + timeout_s)
-                remaining = deadline - now
-                if remaining <= 0:
-                    # Waiting writes nothing (outcome_known=True is about this call); what it
-                    # means for a write is the caller's to say (Session.commit does).
-                    raise Unavailable(
-                        f"entry {index} is not yet visible here: this process has applied the "
-                        f"log only up to {self.replica.applied_index} after "
-                        f"{now - started:.1f} s (agent {self.endpoint})",
-                        outcome_known=True,
-                    )
-                self._applied.wait(min(remaining, LOOP_WAKE_MS_MAX / 1000))
+        wake: threading.Lock | None = None  # ours in _applied_waiters, released at `index`
+        while self.replica.applied_index < index:
+            self._check_alive()
+            now = time.monotonic()
+            seen = (self.replica.applied_index, self._io.feeder.frames)
+            if seen != progress:
+                progress = seen
+                deadline = min(deadline_max, now + timeout_s)
+            remaining = deadline - now
+            if remaining <= 0:
+                # Waiting writes nothing (outcome_known=True is about this call); what it
+                # means for a write is the caller's to say (Session.commit does).
+                raise Unavailable(
+                    f"entry {index} is not yet visible here: this process has applied the "
+                    f"log only up to {self.replica.applied_index} after "
+                    f"{now - started:.1f} s (agent {self.endpoint})",
+                    outcome_known=True,
+                )
+            if wake is None:
+                wake = self._applied_waiters.add(index)
+                if self.replica.applied_index >= index:
+                    break  # applied between the check and the add (the wake is spent)
+            # Woken by our index only (or a stop); the timeout rechecks the stream's progress.
+            if wake.acquire(timeout=min(remaining, LOOP_WAKE_MS_MAX / 1000)):
+                wake = None  # released and taken out: a further wait adds a new one
 
     def close(self) -> None:
         """Ends the session: a best-effort "close" entry (bounded wait), then stops the I/O
@@ -450,14 +461,13 @@ class Connection:
         if wants_close_entry:
             request = _Request(
                 op="propose",
-                future=Future(),
                 deadline=time.monotonic() + self.timeout_ms_close / 1000,
                 kind="close",
                 internal=True,
             )
             if self._enqueue(request, bounded=False):
                 with contextlib.suppress(Exception):
-                    request.future.result(timeout=self.timeout_ms_close / 1000 + 1)
+                    request.slot.wait(self.timeout_ms_close / 1000 + 1)
         with self._lock:
             self._closing = True
         self._wake()
@@ -466,8 +476,7 @@ class Connection:
             with self._wake_lock:
                 self._wake_tx.close(linger=0)
             self._ctx.term()
-        with self._applied:
-            self._applied.notify_all()
+        self._applied_waiters.wake_all()
 
     @property
     def closed(self) -> bool:
@@ -494,8 +503,8 @@ class Connection:
             self._check_alive()
             raise Error("this superstatic connection is closed")
         try:
-            return request.future.result(timeout=timeout_s + CALLER_GRACE_S)
-        except FutureTimeout:
+            return request.slot.wait(timeout_s + CALLER_GRACE_S)
+        except AnswerTimeout:
             # The I/O thread owns deadlines and should have answered; if it did not, it is
             # wedged and we cannot tell whether the request went out.
             raise Unavailable(
@@ -546,8 +555,14 @@ class Connection:
                 )
             if not request.internal:
                 self._pending += 1
+            # Only the request that finds the queue empty wakes the I/O thread: the others
+            # join a queue whose wake-up is already sent (or about to be, by that request),
+            # and the I/O thread takes the whole queue at once. One inproc send per turn,
+            # not one per caller.
+            wake = not self._queue
             self._queue.append(request)
-        self._wake()
+        if wake:
+            self._wake()
         return True
 
     def _wake(self) -> None:
@@ -570,18 +585,17 @@ class Connection:
     def _done(
         self, request: _Request, result: Any = None, error: BaseException | None = None
     ) -> None:
-        """Completes a request (I/O thread)."""
-        if request.future.done():
+        """Completes a request (I/O thread, or a lone caller under the socket lock) and wakes
+        its caller, and only it."""
+        if request.slot.done():
             return
-        if error is not None:
-            request.future.set_exception(error)
-        else:
-            request.future.set_result(result)
-        if request.internal:
-            return
-        with self._lock:
-            self._pending -= 1
-            assert self._pending >= 0
+        if not request.internal:
+            # Counted out before the wake: the woken caller's next write finds itself alone
+            # (and may send it directly) instead of racing this decrement.
+            with self._lock:
+                self._pending -= 1
+                assert self._pending >= 0
+        request.slot.set(result, error)
 
     def _take_queued(self) -> list[_Request]:
         with self._lock:
@@ -642,8 +656,7 @@ class Connection:
                 io.link = None
             self._socket_lock.release()
             self._wake_rx.close(linger=0)
-            with self._applied:
-                self._applied.notify_all()
+            self._applied_waiters.wake_all()
 
 
 class _IoState:
@@ -660,6 +673,14 @@ class _IoState:
         self.waiting: collections.deque[_Request] = collections.deque()
         self.serials = itertools.count(1)
         self.by_req_id: dict[int, _Request] = {}  # every unanswered attempt's req id
+        self.by_seq: dict[int, _Request] = {}  # the writes in `requests`, by seq
+        # Every queued or in-flight request's deadline, and when the next attempt of each
+        # request in flight is due (a first send, a retry after backoff, or a resend after
+        # timeout_ms_resend without an answer): each turn costs O(log n), not O(requests).
+        self.deadlines: TimerHeap[_Request] = TimerHeap()
+        self.sends: TimerHeap[_Request] = TimerHeap()
+        # Writes due while no session was open: sent once the "open" in flight is answered.
+        self.after_open: list[_Request] = []
         self.feeder = StreamFeeder(conn.replica, filtered=conn.heap_io is not None)
         self.endpoint_index = 0
         self.sock: zmq.Socket[Any] | None = None
@@ -758,10 +779,10 @@ class _IoState:
         now = time.monotonic()
         request.seq = self.seq_next
         self.seq_next += 1
-        request.send_at = now
         if request.trace is not None:
             request.trace["io_taken"] = time.monotonic_ns()
-        self.requests[next(self.serials)] = request
+        self.deadlines.set(request, request.deadline)
+        self.admit(request, now)
         self.send_request(request, now)
         pending = self.link is not None and self.link.more()
         if pending or (self.sock is not None and self.sock.get(zmq.EVENTS) & zmq.POLLIN):
@@ -771,24 +792,50 @@ class _IoState:
         return True
 
     def next_wake_ms(self) -> int:
+        """How long the loop may sleep: until the earliest deadline, reconnect or (connected)
+        due attempt, at most LOOP_WAKE_MS_MAX. O(log n): the times are kept in heaps."""
         now = time.monotonic()
         wake = now + LOOP_WAKE_MS_MAX / 1000
         if self.reopen_at is not None:
             wake = min(wake, self.reopen_at)
-        for request in self.requests.values():
-            wake = min(wake, request.deadline)
-            if self.connected:
-                wake = min(wake, request.send_at)
-        for request in self.waiting:
-            wake = min(wake, request.deadline)
+        deadline = self.deadlines.earliest()
+        if deadline is not None:
+            wake = min(wake, deadline)
+        if self.connected:
+            due = self.sends.earliest()
+            if due is not None:
+                wake = min(wake, due)
         return max(0, int((wake - now) * 1000))
+
+    def admit(self, request: _Request, now: float) -> None:
+        """Registers a request in flight (its seq, if a write, already given), due now."""
+        request.serial = next(self.serials)
+        self.requests[request.serial] = request
+        if request.seq:
+            self.by_seq[request.seq] = request
+        self.schedule(request, now)
+
+    def schedule(self, request: _Request, at: float) -> None:
+        """Sets when the request's next attempt is due; `inf`: sent, waiting for its answer,
+        so a resend is due timeout_ms_resend after `sent_at`. A request the leader answered
+        (waiting for our replica only) is never sent again."""
+        request.send_at = at
+        if request.answer is not None:
+            self.sends.cancel(request)
+            return
+        if at == float("inf"):
+            at = request.sent_at + self.conn.timeout_ms_resend / 1000
+        self.sends.set(request, at)
 
     def drain_wake(self) -> None:
         conn = self.conn
         with contextlib.suppress(zmq.Again):
             for _ in range(SOCKET_HWM_FRAMES):
                 conn._wake_rx.recv(zmq.NOBLOCK)
-        self.waiting.extend(conn._take_queued())
+        taken = conn._take_queued()
+        for request in taken:
+            self.deadlines.set(request, request.deadline)
+        self.waiting.extend(taken)
         self.admit_waiting(time.monotonic())
 
     def admit_waiting(self, now: float) -> None:
@@ -804,10 +851,9 @@ class _IoState:
                 request.seq = self.seq_next
                 self.seq_next += 1
             self.waiting.popleft()
-            request.send_at = now
             if request.trace is not None:
                 request.trace["io_taken"] = time.monotonic_ns()
-            self.requests[next(self.serials)] = request
+            self.admit(request, now)
 
     # -- socket lifecycle ------------------------------------------------------------------
 
@@ -981,7 +1027,7 @@ class _IoState:
         self.hello_req = self.send(wire.FrameType.HELLO, hello) or 0
         self.subscribe()
         for request in self.requests.values():
-            request.send_at = now
+            self.schedule(request, now)
         for request in self.held:
             request.held_at = now  # the new agent's own time to apply them
         self.last_ping = now
@@ -1073,8 +1119,7 @@ class _IoState:
             else:
                 advanced = self.feeder.feed_snapshot(frame.body)
             if advanced:
-                with self.conn._applied:
-                    self.conn._applied.notify_all()
+                self.conn._applied_waiters.wake_upto(self.conn.replica.applied_index)
                 if ftype is wire.FrameType.EVENTS and self.requests:
                     self.settle_by_events(frame.body)
                 if self.held:
@@ -1116,20 +1161,15 @@ class _IoState:
         if type(events) is not list:
             return
         client = self.conn.client_id
-        waiting: dict[int, _Request] | None = None
+        by_seq = self.by_seq
         for event in events:
             if type(event) is not list or len(event) < 4:
                 continue
             if event[1] != client or event[3] != "ok" or type(event[0]) is not int:
                 continue
-            if waiting is None:
-                waiting = {
-                    r.seq: r
-                    for r in self.requests.values()
-                    if r.op == "propose" and r.seq and r.trace is None
-                }
-            request = waiting.pop(event[2], None) if type(event[2]) is int else None
-            if request is not None:
+            request = by_seq.get(event[2]) if type(event[2]) is int else None
+            if request is not None and request.op == "propose" and request.trace is None:
+                # Settling takes it out of by_seq: a second event of the seq finds nothing.
                 self.on_reply(request, 0, {"index": event[0], "outcome": "ok", "dup": False})
 
     def on_hello(self, frame: wire.Frame) -> None:
@@ -1183,6 +1223,7 @@ class _IoState:
                 log.warning("superstatic: no session opened (%s): %s", outcome, error)
                 self.open_retry_at = now + self.backoff_s(request.attempts)
             self.settle(request, result=committed)
+            self.session_opened(now)
             return
         if outcome == "session_expired":
             self.on_session_expired(request, req_id, str(error))
@@ -1200,6 +1241,7 @@ class _IoState:
                 request.answer = committed
                 request.held_at = now
                 self.held.append(request)
+                self.sends.cancel(request)  # answered: never sent again
             return
         self.settle(request, result=committed)
 
@@ -1210,7 +1252,7 @@ class _IoState:
             assert request.answer is not None
             if request.answer.index <= applied:
                 self.settle(request, result=request.answer)
-            elif not request.future.done():
+            elif not request.slot.done():
                 self.held.append(request)
 
     def on_session_expired(self, request: _Request, req_id: int, error: str) -> None:
@@ -1222,7 +1264,7 @@ class _IoState:
         go out in a new session, opened before them."""
         self.by_req_id.pop(req_id, None)
         request.unresolved.discard(req_id)  # refused by the state machine: not applied
-        request.send_at = time.monotonic()
+        self.schedule(request, time.monotonic())
         if request.session != self.session or self.session == 0:
             return  # about a session already given up
         log.warning("superstatic: session %d expired (%s); opening a new one", self.session, error)
@@ -1264,7 +1306,7 @@ class _IoState:
         if code in (wire.ErrorCode.NOT_LEADER, wire.ErrorCode.BUSY, wire.ErrorCode.UNAVAILABLE):
             self.by_req_id.pop(req_id, None)
             request.refusals += 1
-            request.send_at = now + self.backoff_s(request.refusals)
+            self.schedule(request, now + self.backoff_s(request.refusals))
             if self.refusing_since is None:
                 self.refusing_since = now
             return
@@ -1302,16 +1344,20 @@ class _IoState:
     def settle(
         self, request: _Request, result: Any = None, error: BaseException | None = None
     ) -> None:
-        for serial, candidate in list(self.requests.items()):
-            if candidate is request:
-                del self.requests[serial]
-                break
-        for req_id in [r for r, q in self.by_req_id.items() if q is request]:
-            del self.by_req_id[req_id]
+        if request.serial:
+            self.requests.pop(request.serial, None)
+        if request.seq and self.by_seq.get(request.seq) is request:
+            del self.by_seq[request.seq]
+        for req_id in request.req_ids:
+            if self.by_req_id.get(req_id) is request:
+                del self.by_req_id[req_id]
+        self.deadlines.cancel(request)
+        self.sends.cancel(request)
         if request is self.keepalive:
             self.keepalive = None
         if request is self.opening:
             self.opening = None
+            self.session_opened(time.monotonic())
         if request.answer is not None and request in self.held:
             self.held.remove(request)
         if error is not None and request.internal:
@@ -1324,13 +1370,11 @@ class _IoState:
         conn = self.conn
         if conn.heap_io is not None:
             conn.heap_io.expire(now)  # connected or not: a fault never waits past its time
-        for request in list(self.requests.values()):
-            if now >= request.deadline:
-                self.expire(request)
+        for request in self.deadlines.pop_due(now):
+            if not request.serial:
+                self.waiting.remove(request)  # never sent: its outcome is known
+            self.expire(request)
         if self.waiting:
-            for request in [r for r in self.waiting if now >= r.deadline]:
-                self.waiting.remove(request)
-                self.expire(request)  # never sent: its outcome is known
             self.admit_waiting(now)
         link = self.link
         if link is not None and not link.ready and now - link.opened_at > LINK_PROBE_MS / 1000:
@@ -1374,23 +1418,28 @@ class _IoState:
             conn.heap_io.on_turn(self, now)
         self.check_stream(now)
         self.keep_session_alive(now)
-        resend_s = conn.timeout_ms_resend / 1000
+        due = self.sends.pop_due(now)
+        if not due:
+            return
+        due.sort(key=lambda r: r.serial)  # in the order they were admitted (seq order)
         # The writes due now from every caller go out together in PROPOSE_MANY frames (one
         # frame, one agent turn, one Ready for all of them); the rest one by one.
         many: list[_Request] = []
-        for request in list(self.requests.values()):
+        for request in due:
             if request.answer is not None:
                 continue  # answered by the leader: waits for our replica, never sent again
-            if request.send_at == float("inf") and now - request.sent_at >= resend_s:
-                request.send_at = now  # no answer from a live agent: try again, same seq
-            if request.send_at <= now:
-                if request.op == "propose" and self.session == 0 and request is not self.opening:
-                    self.open_session(now)  # writes wait for a session
-                    continue
-                if request.op == "propose" and not request.internal and self.many_ok:
-                    many.append(request)
-                    continue
-                self.send_request(request, now)
+            if request.send_at == float("inf"):
+                # Due timeout_ms_resend after it was sent, with no answer from a live agent:
+                # try again, same seq.
+                request.send_at = now
+            if request.op == "propose" and self.session == 0 and request is not self.opening:
+                self.open_session(now)  # writes wait for a session
+                self.wait_for_session(request, now)
+                continue
+            if request.op == "propose" and not request.internal and self.many_ok:
+                many.append(request)
+                continue
+            self.send_request(request, now)
         if len(many) == 1:
             self.send_request(many[0], now)
         elif many:
@@ -1410,16 +1459,32 @@ class _IoState:
         the next seq and registered in flight, due now."""
         request = _Request(
             op="propose",
-            future=Future(),
             deadline=now + self.conn.timeout_ms_request / 1000,
             kind="open",
             seq=self.seq_next,
-            send_at=now,
             internal=True,
         )
         self.seq_next += 1
-        self.requests[next(self.serials)] = request
+        self.deadlines.set(request, request.deadline)
+        self.admit(request, now)
         return request
+
+    def wait_for_session(self, request: _Request, now: float) -> None:
+        """A write due while no session is open: sent once the open in flight is answered
+        (`session_opened`), or when a failed open may be tried again."""
+        if self.opening is not None:
+            self.after_open.append(request)
+        else:
+            self.schedule(request, max(now, self.open_retry_at))
+
+    def session_opened(self, now: float) -> None:
+        """The open in flight was answered or given up: the writes that waited for it are due
+        (at once with a session; at the next try of an open without one)."""
+        waited, self.after_open = self.after_open, []
+        at = now if self.session else max(now, self.open_retry_at)
+        for request in waited:
+            if not request.slot.done() and request.send_at <= now:
+                self.schedule(request, at)
 
     def open_session(self, now: float) -> None:
         """Queues the "open" entry that starts a session, unless one is in flight."""
@@ -1429,8 +1494,7 @@ class _IoState:
         self.send_request(self.opening, now)
 
     def check_stream(self, now: float) -> None:
-        with self.conn._applied:
-            wanted = self.conn._want_index
+        wanted = self.conn._applied_waiters.wanted
         if (
             wanted > self.conn.replica.applied_index
             and now - self.last_stream > TIMEOUT_MS_STREAM_STALL / 1000
@@ -1475,7 +1539,7 @@ class _IoState:
         if request.op == "propose" and request.attempts > 1:
             _stats.STATS.note("resends")
         if req_id is None:
-            request.send_at = now + self.backoff_s(request.attempts)
+            self.schedule(request, now + self.backoff_s(request.attempts))
             return
         if request.op == "propose":
             request.unresolved.add(req_id)
@@ -1484,8 +1548,9 @@ class _IoState:
             if request.trace is not None:
                 request.trace["sent"] = time.monotonic_ns()
         self.by_req_id[req_id] = request
-        request.send_at = float("inf")
+        request.req_ids.append(req_id)
         request.sent_at = now
+        self.schedule(request, float("inf"))
 
     def send_many(self, requests: list[_Request], now: float) -> None:
         """Sends writes in PROPOSE_MANY frames of at most PROPOSE_ITEMS_MAX items and
@@ -1546,7 +1611,7 @@ class _IoState:
         if not sent:
             for request in requests:  # nothing went out: as send_request after a full queue
                 request.attempts += 1
-                request.send_at = now + self.backoff_s(request.attempts)
+                self.schedule(request, now + self.backoff_s(request.attempts))
             return
         self.last_propose = now
         sent_ns = time.monotonic_ns()
@@ -1558,8 +1623,9 @@ class _IoState:
             request.unresolved.add(req_id)
             request.via_link = via_link
             self.by_req_id[req_id] = request
-            request.send_at = float("inf")
+            request.req_ids.append(req_id)
             request.sent_at = now
+            self.schedule(request, float("inf"))
             if request.trace is not None:
                 request.trace["sent"] = sent_ns
         self.many_frames[frame_req] = req_ids
@@ -1586,7 +1652,7 @@ class _IoState:
             if request is None:
                 continue  # answered meanwhile (cannot be: the frame was refused whole)
             request.unresolved.discard(req_id)
-            request.send_at = now
+            self.schedule(request, now)
 
     # -- writes to the leader (docs/data-model-v2.md 8.4) ------------------------------------
 
@@ -1644,7 +1710,7 @@ class _IoState:
             if request.answer is not None:
                 continue  # answered: only waits for our replica
             if request.via_link and request.send_at == float("inf"):
-                request.send_at = now
+                self.schedule(request, now)
             request.via_link = False
         if retry:
             self.link_failed[link.endpoint] = now + LINK_RETRY_MS / 1000
@@ -1712,11 +1778,12 @@ class _IoState:
     def seq_low(self) -> int:
         """Every seq below it was answered (or abandoned: never sent again), so the state
         machine may forget it."""
-        low = self.seq_next
+        # `requests` is in admission order, and writes get their seqs as they are admitted:
+        # the first write in it holds the lowest seq (a scan stops there, not at the end).
         for request in self.requests.values():
             if request.op == "propose" and request.seq:
-                low = min(low, request.seq)
-        return low
+                return request.seq
+        return self.seq_next
 
     def expire(self, request: _Request) -> None:
         conn = self.conn
