@@ -529,7 +529,7 @@ class Connection:
             # Counted at once, before waiting for the socket lock: a caller arriving while we
             # wait finds us and queues its write, instead of waiting on the lock as well (a
             # pile of callers each waiting up to LONE_CALLER_LOCK_WAIT_S behind one I/O turn:
-            # ~10% of the callers' waiting under 16 threads, docs/data-model-v2.md 8.2).
+            # ~10% of the callers' waiting under 16 threads, docs/data-model-v2.md 8.5).
             self._pending += 1
         sent = False
         if self._socket_lock.acquire(timeout=LONE_CALLER_LOCK_WAIT_S):

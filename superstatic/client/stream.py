@@ -483,7 +483,7 @@ def _event(item: Any) -> Event:
     if body is not None and not isinstance(body, bytes):
         raise ProtocolError(f"event {index}: body must be bytes or null")
     # Nearly every event collects nothing: the emptiness test spares a generator per event
-    # (a few percent of an app's CPU per write, docs/data-model-v2.md 8.2).
+    # (a few percent of an app's CPU per write, docs/data-model-v2.md 8.5).
     if not isinstance(collected, list) or (
         collected
         and not all(isinstance(oid, str) and 0 < len(oid) <= OID_CHARS_MAX for oid in collected)

@@ -2,7 +2,7 @@
 
 The I/O thread needs, every turn, the earliest time something is due (how long to sleep) and
 the requests due now (to expire or to send). Scanning every request in flight for that made
-each turn cost O(requests) (docs/data-model-v2.md 8.2). `TimerHeap` keeps one current time per
+each turn cost O(requests) (docs/data-model-v2.md 8.5). `TimerHeap` keeps one current time per
 key in a dict and a heap of (time, generation, key) entries: a change pushes a new entry, and an
 entry whose generation is no longer its key's (the time changed, or was cancelled) is dropped
 when it reaches the top (lazy deletion), or with all such entries once they outnumber the live

@@ -3,7 +3,7 @@
 `Answer` is one call's result slot with a lock of its own, held from birth and released by the
 I/O thread when the answer is in: the caller blocks on that lock alone, so settling a call costs
 one release, with no condition variable, no waiter list and no other thread woken to recheck
-(docs/data-model-v2.md 8.2 "The app's cost per write").
+(docs/data-model-v2.md 8.5 "The app's cost per write").
 
 `AppliedWaiters` holds the callers of `wait_applied` by the index each waits for, lowest first:
 when the replica advances, the I/O thread releases exactly those whose index it reached, in

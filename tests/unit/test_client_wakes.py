@@ -1,4 +1,4 @@
-"""How the connection wakes its callers and times its requests (docs/data-model-v2.md 8.2, "The
+"""How the connection wakes its callers and times its requests (docs/data-model-v2.md 8.5, "The
 app's cost per write"): each caller waits on a lock of its own and is woken once, by its own
 answer; `wait_applied` callers are woken by their own index only; the I/O thread's deadlines
 and due attempts live in heaps that forget a request once it is settled.
