@@ -522,30 +522,30 @@ class Connection:
         if request.op != "propose" or request.internal:
             return False
         with self._lock:
-            if self._pending or self._queue or self._closing or self._failure is not None:
+            if self._pending or self._queue:
                 # Not alone: never wait for the socket lock then (concurrent callers would
-                # queue up on it behind the I/O thread).
+                # queue up on it behind the I/O thread); checked again under it below.
                 return False
-            # Counted at once, before waiting for the socket lock: a caller arriving while we
-            # wait finds us and queues its write, instead of waiting on the lock as well (a
-            # pile of callers each waiting up to LONE_CALLER_LOCK_WAIT_S behind one I/O turn:
-            # ~10% of the callers' waiting under 16 threads, docs/data-model-v2.md 8.5).
-            self._pending += 1
-        sent = False
-        if self._socket_lock.acquire(timeout=LONE_CALLER_LOCK_WAIT_S):
-            try:
-                with self._lock:
-                    stopped = self._closing or self._failure is not None
-                if not stopped and self._io.send_direct(request):
-                    self.sent_direct += 1  # under the socket lock: one writer at a time
-                    sent = True
-            finally:
-                self._socket_lock.release()
-        if not sent:
-            # The I/O thread is busy (it takes the request at its next turn) or not ready.
+        # Callers that find each other alone here may all wait for the lock behind one I/O
+        # turn, and all but the first then queue: together, so the I/O thread sends them in
+        # one PROPOSE_MANY. Counting the first one in flight before it waits (so the others
+        # queue at once, one by one) was measured and dropped: smaller batches, more agent
+        # CPU per write and fewer writes/s (docs/data-model-v2.md 8.5).
+        if not self._socket_lock.acquire(timeout=LONE_CALLER_LOCK_WAIT_S):
+            return False  # the I/O thread is busy: it takes the request at its next turn
+        try:
+            with self._lock:
+                if self._closing or self._failure is not None or self._pending or self._queue:
+                    return False
+                self._pending += 1
+            if self._io.send_direct(request):
+                self.sent_direct += 1  # under the socket lock: one writer at a time
+                return True
             with self._lock:
                 self._pending -= 1
-        return sent
+            return False
+        finally:
+            self._socket_lock.release()
 
     def _enqueue(self, request: _Request, *, bounded: bool) -> bool:
         with self._lock:
