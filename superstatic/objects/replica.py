@@ -60,9 +60,6 @@ TOUCHED_NODE_KEYS_MAX = 256
 # How long a fault waits for its contents at most. The connection gives up on a load earlier
 # (its request timeout, Replica.load_failed); this only bounds a loader that never answers.
 LOAD_WAIT_S_MAX = 60.0
-# A container loaded (snapshot, load, new node) with more entries than this keeps its str keys
-# as decoded instead of interning them (Replica._fill_into): memory per object, docs/library.md.
-INTERNED_KEYS_ENTRIES_MAX = 64
 # describe() walks the graph to name a node in an error message; it gives up past this many
 # nodes and names the node by its id instead.
 DESCRIBE_NODES_MAX = 100_000
@@ -980,29 +977,23 @@ class Replica:
             _inrefs.add_contents(kind, node.live, 1)
 
     def _fill_into(self, live: Any, kind: str, contents: Any, created: _NodeLookup) -> None:
-        # The keys of a big container are data (ids, names of users), rarely literals in code
-        # and rarely repeated in other nodes: interned, each would only add an entry to the
-        # interpreter's table of interned strs (~38 bytes; see _resolve_key).
-        interned = len(contents) <= INTERNED_KEYS_ENTRIES_MAX
         if kind == "dict":
             for key, value in contents:
-                live[self._resolve_key(key, created, interned)] = self._resolve(value, created)
+                live[self._resolve_key(key, created)] = self._resolve(value, created)
         elif kind == "list":
             live.extend(self._resolve(v, created) for v in contents)
         elif kind == "set":
-            live.update(self._resolve_key(v, created, interned) for v in contents)
+            live.update(self._resolve_key(v, created) for v in contents)
         else:
             for name, value in contents[1]:
                 live[_intern(name)] = self._resolve(value, created)
 
-    def _resolve_key(self, key: Any, created: _NodeLookup, interned: bool = True) -> Any:
+    def _resolve_key(self, key: Any, created: _NodeLookup) -> Any:
         """A dict key or set member: str keys are interned, so a lookup by a literal in code
         (`d["name"]`, itself interned) matches by identity instead of comparing characters
-        (about 2x faster), and the same key in many nodes (1M dicts with "name") is one str.
-        Not `interned`: the keys of a container loaded with more than
-        INTERNED_KEYS_ENTRIES_MAX entries (only speed and memory differ)."""
+        (about 2x faster), and the same key in many nodes (1M dicts with "name") is one str."""
         if type(key) is str:
-            return _intern(key) if interned else key
+            return _intern(key)
         return self._resolve(key, created, True)
 
     def _resolve(self, value: Any, created: _NodeLookup, key: bool = False) -> Any:

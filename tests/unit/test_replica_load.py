@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from superstatic.objects.node import KINDS, Node
-from superstatic.objects.replica import INTERNED_KEYS_ENTRIES_MAX, Replica
+from superstatic.objects.replica import Replica
 from superstatic.protocol.codec import Ref
 from superstatic.protocol.errors import ProtocolError
 
@@ -93,32 +93,3 @@ def test_a_load_that_fails_half_way_leaves_only_nodes() -> None:
     assert all(type(node) is Node for node in replica.nodes.values())
     assert "c1" not in replica.nodes  # never claimed
     assert replica.applied_index == 0
-
-
-def test_the_str_keys_of_big_containers_are_not_interned() -> None:
-    # "k0" is a literal here, so interned: a key interned on load is this very object.
-    small = [[_fresh("k0"), 0], [_fresh("k1"), 1]]
-    big = [[_fresh(f"k{i}"), i] for i in range(INTERNED_KEYS_ENTRIES_MAX + 1)]
-    members = [_fresh(f"k{i}") for i in range(INTERNED_KEYS_ENTRIES_MAX + 1)]
-    replica = Replica()
-    replica.load_snapshot(
-        5,
-        [
-            ("small", 1, "dict", small),
-            ("big", 1, "dict", big),
-            ("bigset", 1, "set", members),
-            ("smallset", 1, "set", [_fresh("k0")]),
-        ],
-    )
-    nodes = replica.nodes
-
-    def stored(live: Any) -> Any:
-        return next(k for k in live if k == "k0")
-
-    assert stored(nodes["small"].live) is "k0"  # noqa: F632 (identity is the point)
-    assert stored(nodes["smallset"].live) is "k0"  # noqa: F632
-    # Only speed and memory differ: the big ones are equal, keys as decoded.
-    assert stored(nodes["big"].live) is not "k0"  # noqa: F632
-    assert stored(nodes["bigset"].live) is not "k0"  # noqa: F632
-    assert nodes["big"].live == {f"k{i}": i for i in range(INTERNED_KEYS_ENTRIES_MAX + 1)}
-    assert nodes["big"].live["k0"] == 0 and "k0" in nodes["bigset"].live
