@@ -72,6 +72,7 @@ class Node:
         txn: Txn | None,
         class_name: str | None,
     ) -> None:
+        assert kind in _KIND_STR, kind
         assert (kind == "obj") == (class_name is not None)
         self.oid = oid
         self.kind = _KIND_STR[kind]

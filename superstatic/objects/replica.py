@@ -1178,7 +1178,7 @@ class _Claims:
 
     def get(self, oid: str, /) -> Node | None:
         found = self.fresh.get(oid)
-        if type(found) is tuple:
+        if found is not None and type(found) is not Node:
             # The record's oid, the str `fresh` is keyed by (the caller's may be a ref's copy).
             own, _version, kind, contents = found
             class_name = contents[0] if kind == "obj" else None

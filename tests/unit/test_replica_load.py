@@ -26,7 +26,8 @@ def graph() -> list[tuple[str, int, str, Any]]:
     return [
         ("@roots", 1, _fresh("dict"), [["a", Ref(_fresh("a1"))], ["l", Ref(_fresh("l1"))]]),
         ("a1", 1, _fresh("dict"), [["i", 1], ["next", Ref(_fresh("b1"))]]),
-        ("b1", 1, _fresh("dict"), [["i", 2], ["back", Ref(_fresh("a1"))]]),
+        # Any sequence will do as a record (a list here), not only the stream's tuples.
+        ["b1", 1, _fresh("dict"), [["i", 2], ["back", Ref(_fresh("a1"))]]],  # type: ignore[list-item]
         ("l1", 1, _fresh("list"), [Ref(_fresh("s1")), Ref(_fresh("a1")), 3]),
         ("s1", 1, _fresh("set"), ["x", "y"]),
     ]
