@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from superstatic.objects import eviction as _eviction
 from superstatic.objects import hollow as _hollow
@@ -213,19 +213,35 @@ class Replica:
             self.log_time_ms = max(self.log_time_ms, log_time_ms)
 
     def _load(self, index: int, records: list[tuple[str, int, str, Any]]) -> None:
+        """One pass over the records: each node is made (claimed) just before it is filled, or
+        when a node filled earlier references it, and each record's contents are dropped once
+        filled. So the memory the wire form gave back is reused by the nodes made next: made
+        all first, while every record was still held, they added their whole size to the
+        peak, and the process's resident size stays at its peak (measured in docs/library.md,
+        "Memory per object"). The records are consumed: their contents lists are emptied."""
         with self.lock:
             self.gen += 1
-            fresh: dict[str, Node] = {}
-            for oid, _version, kind, contents in records:
-                class_name = contents[0] if kind == "obj" else None
-                node = self._claim(oid, kind, class_name, fresh_from=self.nodes)
-                fresh[oid] = node
-            for oid, node in self.nodes.items():
+            old = self.nodes
+            # oid -> its record until claimed, then its node (replaced in place: the dict that
+            # becomes `nodes` is built once).
+            fresh: dict[str, Any] = {}
+            for record in records:
+                fresh[record[0]] = record
+            for oid, node in old.items():
                 if oid not in fresh:
                     node.dead = True
+            claims = _Claims(self, fresh, old)
             self.nodes = fresh
-            for oid, _version, kind, contents in records:
-                self._fill(fresh[oid], kind, contents, {})
+            try:
+                for oid, _version, kind, contents in records:
+                    node = claims.get(oid)
+                    assert node is not None
+                    self._fill(node, kind, contents, claims)
+                    contents.clear()
+            except BaseException:
+                # A load that failed half way: a record never claimed is not a node.
+                self.nodes = {oid: n for oid, n in fresh.items() if type(n) is Node}
+                raise
             self.applied_index = index
             self._touched_reset(index)  # bodies that read the replaced state re-run
 
@@ -955,12 +971,12 @@ class Replica:
             old.dead = True
         return make_node(self, oid, kind, class_name, None)
 
-    def _fill(self, node: Node, kind: str, contents: Any, created: dict[str, Node]) -> None:
+    def _fill(self, node: Node, kind: str, contents: Any, created: _NodeLookup) -> None:
         self._fill_into(node.live, kind, contents, created)
         if self.partial:
             _inrefs.add_contents(kind, node.live, 1)
 
-    def _fill_into(self, live: Any, kind: str, contents: Any, created: dict[str, Node]) -> None:
+    def _fill_into(self, live: Any, kind: str, contents: Any, created: _NodeLookup) -> None:
         if kind == "dict":
             for key, value in contents:
                 live[self._resolve_key(key, created)] = self._resolve(value, created)
@@ -972,7 +988,7 @@ class Replica:
             for name, value in contents[1]:
                 live[_intern(name)] = self._resolve(value, created)
 
-    def _resolve_key(self, key: Any, created: dict[str, Node]) -> Any:
+    def _resolve_key(self, key: Any, created: _NodeLookup) -> Any:
         """A dict key or set member: str keys are interned, so a lookup by a literal in code
         (`d["name"]`, itself interned) matches by identity instead of comparing characters
         (about 2x faster), and the same key in many nodes (1M dicts with "name") is one str."""
@@ -980,7 +996,7 @@ class Replica:
             return _intern(key)
         return self._resolve(key, created, True)
 
-    def _resolve(self, value: Any, created: dict[str, Node], key: bool = False) -> Any:
+    def _resolve(self, value: Any, created: _NodeLookup, key: bool = False) -> Any:
         """`key`: a dict key or set member (or part of one), which must stay unequal to every
         key the agent holds apart (values.live_key_of_wire)."""
         tp = type(value)
@@ -1141,6 +1157,34 @@ class Replica:
         if adopted is not None:
             adopted.dead = True
             adopted.txn = None
+
+
+class _NodeLookup(Protocol):
+    """What `_resolve` finds the nodes of refs in: the nodes an entry creates (a dict), or a
+    snapshot's (`_Claims`)."""
+
+    def get(self, oid: str, /) -> Node | None: ...
+
+
+class _Claims:
+    """A snapshot being loaded (Replica._load): the node of an oid, claimed on first use."""
+
+    __slots__ = ("fresh", "old", "replica")
+
+    def __init__(self, replica: Replica, fresh: dict[str, Any], old: dict[str, Node]) -> None:
+        self.replica = replica
+        self.fresh = fresh
+        self.old = old
+
+    def get(self, oid: str, /) -> Node | None:
+        found = self.fresh.get(oid)
+        if found is not None and type(found) is not Node:
+            # The record's oid, the str `fresh` is keyed by (the caller's may be a ref's copy).
+            own, _version, kind, contents = found
+            class_name = contents[0] if kind == "obj" else None
+            found = self.replica._claim(own, kind, class_name, fresh_from=self.old)
+            self.fresh[own] = found
+        return found
 
 
 class _LoadWait:
