@@ -276,7 +276,17 @@ class Streams(PartialStreams):
                 and self._recent_first <= sub.next_index <= upto
             ):
                 self._early[sub.identity] = sub.next_index
-                self._pump_subscriber(sub, upto, now)  # memory only: no store, no damage
+                try:
+                    self._pump_subscriber(sub, upto, now)  # memory only: no store, no damage
+                except Exception:
+                    # Never into the write transaction of committed entries. The stream's state
+                    # is unknown: a partial one's cursor and held set move before its frame is
+                    # built, so it may have passed events never sent. It ends (the app
+                    # resubscribes from what it applied; its waiting write gets its REPLY).
+                    log.exception("a subscriber's stream failed before the commit: it ends")
+                    message = "this agent could not send your stream; resubscribe"
+                    self._error(sub.identity, sub.req_id, wire.ErrorCode.UNAVAILABLE, message)
+                    self.drop(sub)
 
     def early_done(self) -> None:
         """The Ready whose events `pump_early` sent is answered: forget the cursors."""
