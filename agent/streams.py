@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,21 +253,26 @@ class Streams(PartialStreams):
             if not self._pump_subscriber(sub, applied, now):
                 return
 
-    def pump_early(self, upto: int, now: float) -> None:
+    def pump_early(self, upto: int, now: float, callers: Collection[bytes]) -> None:
         """Sends the events up to `upto` (just recorded, their apply not yet committed) to the
-        subscribers that are simply following the log, from memory only: called inside the
+        streams of `callers`, the connections whose writes in them their stream answers
+        (`answers_by_event`), if simply following the log, from memory only: called inside the
         apply's write transaction, before its commit and fsync (docs/agent.md, "Events before
-        the apply's commit"). A subscriber in any other state (a frame waiting for the socket,
-        stalled, a snapshot, HOLD parts or LOADs to serve, a cursor behind the events kept in
-        memory) waits for `pump` after the commit: a LOADED is read from the committed store
-        and must follow the events before its index, and a read of the store here would see
-        the state before this transaction."""
+        the apply's commit"). Every other stream waits for `pump` after the commit and after the
+        Ready's Raft messages, which the transaction holds back: a fan-out to every subscriber
+        here would cost every write what it saves its callers. A caller's stream in any other
+        state (a frame waiting for the socket, stalled, a snapshot, HOLD parts or LOADs to
+        serve, a cursor behind the events kept in memory) waits too: a LOADED is read from the
+        committed store and must follow the events before its index, and a read of the store
+        here would see the state before this transaction."""
         self._early.clear()
         if not self._recent:
             return
-        for sub in list(self._subscribers.values()):
+        for identity in callers:
+            sub = self._subscribers.get(identity)
             if (
-                sub.pending_frame is None
+                sub is not None
+                and sub.pending_frame is None
                 and sub.stalled_since is None
                 and not sub.hold_parts_left
                 and sub.snapshot_nodes is None

@@ -7,6 +7,7 @@ of its commits and its sends from inside its loop thread."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,18 @@ class Watch:
             self.order.append(what)
 
     def commit_after_apply_of(self, index: int) -> int:
-        """The position of the commit of the write transaction that applied `index`."""
-        with self.lock:
-            order = list(self.order)
-        applied = next(i for i, w in enumerate(order) if w[0] == "apply" and w[1] >= index)
-        return next(i for i in range(applied, len(order)) if order[i] == ("commit",))
+        """The position of the commit of the write transaction that applied `index` (waited
+        for: an event sent early reaches the app while the loop is still in the transaction)."""
+        deadline = time.monotonic() + TIMEOUT_MS / 1000
+        while True:
+            with self.lock:
+                order = list(self.order)
+            applied = next(i for i, w in enumerate(order) if w[0] == "apply" and w[1] >= index)
+            commits = [i for i in range(applied, len(order)) if order[i] == ("commit",)]
+            if commits:
+                return commits[0]
+            assert time.monotonic() < deadline, ("no commit after the apply", order)
+            time.sleep(0.01)
 
     def events_sent_for(self, index: int) -> int:
         with self.lock:
@@ -104,20 +112,25 @@ def wait_events(sub: RawClient, req_id: int, index: int) -> None:
 
 @pytest.mark.parametrize("heap", ["all", "partial"])
 def test_a_writes_event_is_sent_before_the_commit_of_its_apply(agent: Agent, heap: str) -> None:
-    raw = agent.client
-    assert raw.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
-    fields = {"heap": "partial", "client": raw.client_id} if heap == "partial" else {}
-    sub, req_id = subscribe(agent, **fields)
+    """To its caller's stream, which answers it (a stream with no call waiting gets it after
+    the commit: tests/unit/test_review14_early.py)."""
+    setup = agent.client
+    assert setup.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    app = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
     try:
+        app.open_session(TIMEOUT_MS)  # answered by REPLY: not subscribed yet
+        fields = {"heap": "partial", "client": app.client_id} if heap == "partial" else {}
+        app, req_id = subscribe(agent, app, answers=True, **fields)
         watch = Watch(agent)
         for value in range(3):
-            reply = raw.propose(txn_extend("l", [value]), timeout_ms=TIMEOUT_MS)
-            assert reply["outcome"] == "ok"
-            index = reply["index"]
-            wait_events(sub, req_id, index)
+            index = agent.server.applied + 1  # nothing else writes: this write's index
+            app.send(
+                wire.FrameType.PROPOSE, app.propose_body(txn_extend("l", [value]), app.take_seq())
+            )
+            wait_events(app, req_id, index)
             assert watch.events_sent_for(index) < watch.commit_after_apply_of(index), watch.order
     finally:
-        sub.close()
+        app.close()
 
 
 def test_a_write_answered_by_its_early_event_gets_no_reply(agent: Agent) -> None:
@@ -146,10 +159,11 @@ def test_a_write_answered_by_its_early_event_gets_no_reply(agent: Agent) -> None
 
 
 def test_only_subscribers_following_the_log_from_memory_are_served_early(tmp_path: Path) -> None:
-    """The negative space, at the streams: a subscriber with a LOAD to serve (its LOADED is
-    read from the committed store and follows the events before its index), one whose frame
-    still waits for the socket, and one behind the events kept in memory get nothing from
-    `pump_early`; they are served by the turn's `pump` after the commit."""
+    """The negative space, at the streams (all three with a call in the batch): a subscriber
+    with a LOAD to serve (its LOADED is read from the committed store and follows the events
+    before its index), one whose frame still waits for the socket, and one behind the events
+    kept in memory get nothing from `pump_early`; they are served by the turn's `pump` after
+    the commit."""
     h = Harness(tmp_path)
     try:
         h.commit([["new", "@roots", "dict", [["d", Ref("c.1")]]], ["new", "c.1", "dict", []]])
@@ -163,7 +177,7 @@ def test_only_subscribers_following_the_log_from_memory_are_served_early(tmp_pat
         h.streams._subscribers[b"behind"].next_index = 0  # as if behind what memory holds
         h.clients.sent.clear()
         applied = h.commit([["set", "c.1", "k", 1]])
-        h.streams.pump_early(applied[-1].index, 0.0)
+        h.streams.pump_early(applied[-1].index, 0.0, [b"loading", b"following", b"behind"])
         assert [who for who, _data in h.clients.sent] == [b"following"]
     finally:
         h.close()

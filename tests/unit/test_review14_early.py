@@ -5,6 +5,7 @@ LMDB), as in tests/unit/test_early_events.py."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,4 +87,95 @@ def test_a_failure_serving_a_stream_early_ends_it_with_an_error_and_the_write_is
         assert failed, "the early pump never built a frame: the test did not test anything"
         assert event_seen or (stream_error and replied)
     finally:
+        app.close()
+
+
+class Sends:
+    """The agent loop's own record, in order: ("commit",) after each write transaction commits,
+    ("events", req_id, to) for each EVENTS frame sent."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.order: list[tuple[Any, ...]] = []
+        server = agent.server
+        committed, send = server.storage._committed, server.clients.send
+
+        def commit_done() -> None:
+            committed()
+            self.order.append(("commit",))
+
+        def sending(identity: bytes, data: bytes) -> str:
+            frame = wire.decode(data, wire.AGENT_TO_CLIENT)
+            if frame.type is wire.FrameType.EVENTS:
+                self.order.append(("events", frame.req_id, frame.body["to"]))
+            return send(identity, data)
+
+        server.storage._committed = commit_done  # type: ignore[method-assign]
+        server.clients.send = sending  # type: ignore[method-assign]
+
+    def first_events(self, req_id: int, index: int) -> int:
+        order = list(self.order)  # the loop thread appends; a copy is read
+        return next(
+            i for i, w in enumerate(order) if w[0] == "events" and w[1] == req_id and w[2] >= index
+        )
+
+    def commit_after(self, position: int) -> int:
+        """The first commit recorded after `position` (waited for: an event sent early reaches
+        the app while the loop is still in the transaction)."""
+        deadline = time.monotonic() + TIMEOUT_MS / 1000
+        while True:
+            order = list(self.order)
+            found = [i for i in range(position, len(order)) if order[i] == ("commit",)]
+            if found:
+                return found[0]
+            assert time.monotonic() < deadline, ("no commit recorded", order)
+            time.sleep(0.01)
+
+    def commit_before(self, position: int) -> int:
+        order = list(self.order)
+        return max((i for i in range(position) if order[i] == ("commit",)), default=-1)
+
+
+def wait_events(app: RawClient, req_id: int, index: int) -> None:
+    for _ in range(FRAMES_MAX):
+        frame = app.recv(TIMEOUT_MS)
+        assert frame is not None, "no stream frame"
+        assert frame.type is not wire.FrameType.ERROR, frame.body
+        events = frame.req_id == req_id and frame.type is wire.FrameType.EVENTS
+        if events and frame.body["to"] >= index:
+            return
+    raise AssertionError(f"no EVENTS frame reached {index}")
+
+
+@pytest.mark.parametrize("heap", ["all", "partial"])
+def test_only_the_streams_that_answer_a_call_of_the_batch_are_served_before_the_commit(
+    agent: Agent, heap: str
+) -> None:
+    """Every frame sent inside the write transaction holds its commit, the fsync after it and
+    the Raft messages that wait for both (a follower's acks, the leader's own durable copy):
+    with the whole fan-out there, 300 subscribers kept the commit waiting 3.5 ms (review 14) to
+    save their callers 0.1 ms. So only the streams that settle a call of this batch go before
+    the commit; a subscriber with no call waiting gets the same events after it."""
+    setup = agent.client
+    assert setup.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    app, app_sub = caller(agent, heap)
+    bystander = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
+    try:
+        start = agent.status()["applied"]
+        bystander_sub = bystander.send(
+            wire.FrameType.SUBSCRIBE, {"from": start, "model": wire.DATA_MODEL}
+        )
+        assert bystander_sub != app_sub  # the two streams are told apart by their req_id
+        sends = Sends(agent)
+        for value in range(3):
+            index = agent.server.applied + 1  # nothing else writes: this write's index
+            seq = app.take_seq()
+            app.send(wire.FrameType.PROPOSE, app.propose_body(txn_extend("l", [value]), seq))
+            wait_events(app, app_sub, index)
+            wait_events(bystander, bystander_sub, index)
+            early = sends.first_events(app_sub, index)
+            late = sends.first_events(bystander_sub, index)
+            assert early < sends.commit_after(early), sends.order  # the caller's: before it
+            assert sends.commit_before(late) >= sends.commit_after(early), sends.order
+    finally:
+        bystander.close()
         app.close()
