@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import pytest
 from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
 from test_agent_halts import TIMEOUT_MS, Agent
@@ -178,4 +179,64 @@ def test_only_the_streams_that_answer_a_call_of_the_batch_are_served_before_the_
             assert sends.commit_before(late) >= sends.commit_after(early), sends.order
     finally:
         bystander.close()
+        app.close()
+
+
+def test_a_write_retried_after_a_full_map_sends_its_event_once(agent: Agent) -> None:
+    """The map found full at the end of the write transaction (after the apply sent its
+    events): `_write_ready` frees pages and writes the Ready again, applying the batch again.
+    The events went out once and are not recorded or sent again; the write is answered once,
+    by its event; the stream goes on without a gap or a repeat."""
+    setup = agent.client
+    assert setup.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    app, sub_req = caller(agent, "all")
+    try:
+        storage = agent.server.storage
+        real_write = storage.write
+        full_once: list[int] = []
+
+        def write(ready: Any, apply: Any, **kwargs: Any) -> None:
+            if apply is None or full_once:
+                real_write(ready, apply, **kwargs)
+                return
+
+            def apply_then_full(txn: Any) -> None:
+                apply(txn)
+                full_once.append(ready.committed[-1].index)
+                raise lmdb.MapFullError("mdb_txn_commit: MDB_MAP_FULL")  # aborts it all
+
+            real_write(ready, apply_then_full, **kwargs)
+
+        storage.write = write  # type: ignore[method-assign]
+        first = agent.server.applied + 1
+        writes: dict[int, int] = {}
+        for value in range(3):
+            seq = app.take_seq()
+            writes[seq] = app.send(
+                wire.FrameType.PROPOSE, app.propose_body(txn_extend("l", [value]), seq)
+            )
+        last = first + 2
+        events: list[int] = []
+        others: list[Any] = []
+        while not events or events[-1] < last:
+            frame = app.recv(TIMEOUT_MS)
+            assert frame is not None, (events, others, full_once)
+            if frame.req_id == sub_req and frame.type is wire.FrameType.EVENTS:
+                events.extend(e[0] for e in frame.body["ev"])
+            else:
+                others.append((frame.type, frame.req_id, frame.body))
+        assert full_once, "no write met the full map: the test did not test anything"
+        assert events == list(range(first, last + 1)), events  # each once, in order
+        assert agent.status()["applied"] == last
+        # Answered by their events only: a REPLY (or an ERROR) to a write would come before the
+        # stream frames of the next turn; a PING's answer marks the end of what was sent.
+        ping = app.send(wire.FrameType.PING, {})
+        for _ in range(FRAMES_MAX):
+            frame = app.recv(TIMEOUT_MS)
+            assert frame is not None, "no answer to a PING"
+            if frame.req_id == ping:
+                break
+            others.append((frame.type, frame.req_id, frame.body))
+        assert [o for o in others if o[1] in writes.values()] == [], others
+    finally:
         app.close()
