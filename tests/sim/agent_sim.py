@@ -21,7 +21,10 @@ Then everything heals, the cluster must converge (liveness), and the checks run:
 - at most one leader per term, ever;
 - no acknowledged append lost, none applied twice, none applied after it was called failed
   (support.checker.check_acks);
-- the history is linearizable (support.checker.check_events, list-append).
+- the history is linearizable (support.checker.check_events, list-append);
+- every event an agent fed its streams (before its apply's commit, or after it) is the event
+  the cluster applied at that index: what an app is told is never taken back, by a crash or a
+  power loss inside a Ready either (docs/agent.md, "Events before the apply's commit").
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from agent_sim_io import SimCrash, SimDisk, SimNet, SimStorage, sim_io, sim_root
 from superstatic_agent.config import AgentConfig
 from superstatic_agent.raft.types import Role
 from superstatic_agent.server import DataLost, Server
+from superstatic_agent.statemachine import Applied
+from superstatic_agent.storage import Trimmed
 from superstatic_agent.transport import DropCounter
 from superstatic_bench.loadgen import txn_create_roots, txn_extend
 from support.checker import (
@@ -232,6 +237,21 @@ class SimNode:
         net.up.update((self.id, f"{self.id}:clients"))
         net.addresses[self.address] = self.id
         self.server = Server(self.config, io=io, drops=self.drops, storage=SimStorage(self.disk))
+        self._note_events(self.server)
+
+    def _note_events(self, server: Server) -> None:
+        """Every event the streams are fed, as `World.told` (the sim's clients do not
+        subscribe: what a subscriber would be sent is what the streams record)."""
+        streams = server.streams
+        record = streams.record_events
+        told = self.world.told
+
+        def recording(results: list[Applied]) -> None:
+            record(results)
+            for applied in results:
+                told.setdefault(applied.index, {}).setdefault(event_of(applied), self.id)
+
+        streams.record_events = recording  # type: ignore[method-assign]
 
     def crash(self, power_loss: bool) -> None:
         server, self.server = self.server, None
@@ -663,6 +683,9 @@ class World:
         self.clients = [SimClient(self, i) for i in range(params.clients)]
         self.operator = Operator(self) if params.joiner else None
         self.leaders: dict[int, str] = {}  # term -> the one leader it ever had
+        # index -> every distinct event the agents' streams were fed there -> an agent that was.
+        self.told: dict[int, dict[tuple[Any, ...], str]] = {}
+        self.commit_rng = random.Random(params.seed * 7 + 3)
         self.restart_at: dict[str, int] = {}
         self.heal_at: list[tuple[int, Callable[[], None]]] = []
         self.joiner_at = params.joiner_at_ms
@@ -795,6 +818,10 @@ class World:
         node = self.rng.choice(live)
         power = self.params.power_loss and self.rng.random() < 0.5
         where = self.rng.choice(("now", "sync", "send"))
+        if where == "sync" and self.commit_rng.random() < 0.5:
+            # Before the commit instead of after it (a generator of its own: the schedules
+            # the seeds named before this crash point stay as they were up to here).
+            where = "commit"
         if where == "now":
             node.crash(power)
         else:
@@ -984,10 +1011,45 @@ def finish(world: World, now: int, started: float) -> Outcome:
     if verdict.result is Result.ILLEGAL:
         raise SimFailure(seed, describe_verdict(verdict))
     outcome.linearizable = verdict.result.value
+    check_told(world, lead)
     outcome.leaders = len(world.leaders)
     outcome.simulated_ms = now
     outcome.wall_s = time.perf_counter() - started
     return outcome
+
+
+def event_of(applied: Applied) -> tuple[Any, ...]:
+    """An applied entry's stream event, as storage.events reads it back."""
+    heads = tuple(tuple(head) for head in applied.heads)
+    return (
+        applied.index,
+        applied.client,
+        applied.seq,
+        applied.outcome,
+        applied.body,
+        tuple(applied.collected),
+        applied.log_time_ms,
+        heads,
+    )
+
+
+def check_told(world: World, lead: Server) -> None:
+    """Each index was fed to streams as one event only, the one the leader applied (read back
+    from its store, unless compacted there)."""
+    seed = world.params.seed
+    for index, events in sorted(world.told.items()):
+        if len(events) > 1:
+            told = "; ".join(f"{node}: {event}" for event, node in events.items())
+            raise SimFailure(seed, f"entry {index} was told as different events: {told}")
+        try:
+            applied = lead.storage.events(index, 1, 1 << 30)
+        except Trimmed:
+            continue
+        ((event, node),) = events.items()
+        if not applied or applied[0] != event:
+            raise SimFailure(
+                seed, f"{node} told entry {index} as {event}; the cluster applied {applied[:1]}"
+            )
 
 
 # CI runs this many seeds (about 1 s each on this machine: well under a minute in all);

@@ -14,7 +14,9 @@
   `Storage.sync`), and a power loss puts that image back: everything written since is lost,
   as the agent's durability argument allows (docs/data-model.md). A process crash keeps every
   committed transaction (the page cache survives it). `crash_at` makes the next sync or send
-  of a node raise `SimCrash`, so crashes also land in the middle of a Ready.
+  of a node raise `SimCrash`, or the next write transaction after its apply and before its
+  commit (where a write's events already went to its callers' streams), so crashes also land
+  in the middle of a Ready.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ import random
 import shutil
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lmdb
 import zmq
 from superstatic_agent.auth import AgentAuth
 from superstatic_agent.ports import AgentIo
+from superstatic_agent.raft.types import ConfState, Ready
 from superstatic_agent.storage import Storage
 from superstatic_agent.transport import (
     CLIENT_FRAMES_PER_TURN_MAX,
@@ -213,7 +218,8 @@ class SimDisk:
 
     path: Path
     durable_image: bytes | None = None  # data.mdb at the last durable point (None: empty)
-    crash_armed: str | None = None  # "sync" | "send": raise SimCrash at the next one
+    # "sync" | "send" | "commit": raise SimCrash at the next one
+    crash_armed: str | None = None
     images_taken: int = 0
     syncs: int = 0
     log: list[str] = field(default_factory=list)
@@ -250,6 +256,23 @@ class SimStorage(Storage):
         super().__init__(disk.path, fsync=True, map_bytes=SIM_MAP_BYTES)
         # Opening created the named databases: that much is on disk either way.
         disk.record_durable()
+
+    def write(
+        self,
+        ready: Ready,
+        apply_fn: Callable[[lmdb.Transaction], None] | None,
+        *,
+        conf: ConfState | None = None,
+        conf0: ConfState | None = None,
+    ) -> None:
+        # A crash at "commit": inside the write transaction, after the apply (and the events it
+        # sent before the commit), before the commit: nothing of the Ready was kept.
+        def apply_then_maybe_crash(txn: lmdb.Transaction) -> None:
+            if apply_fn is not None:
+                apply_fn(txn)
+            self.disk.maybe_crash("commit")
+
+        super().write(ready, apply_then_maybe_crash, conf=conf, conf0=conf0)
 
     def sync(self) -> None:
         # A crash here: the transaction committed (a process crash keeps it, a power loss may
