@@ -201,8 +201,8 @@ def test_a_write_retried_after_a_full_map_sends_its_event_once(agent: Agent) -> 
                 return
 
             def apply_then_full(txn: Any) -> None:
+                full_once.append(ready.committed[-1].index)  # first: the apply sends events
                 apply(txn)
-                full_once.append(ready.committed[-1].index)
                 raise lmdb.MapFullError("mdb_txn_commit: MDB_MAP_FULL")  # aborts it all
 
             real_write(ready, apply_then_full, **kwargs)
