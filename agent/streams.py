@@ -455,7 +455,9 @@ class Streams(PartialStreams):
         items: list[bytes] = []
         recent_last = self._recent_first + len(self._recent) - 1
         if self._recent and self._recent_first <= start <= recent_last:
-            asked = min(recent_last, start + self.config.events_frame_entries_max - 1)
+            # Never past `applied`: after a halt that followed an early send the memory holds
+            # events the store did not commit, and a halted agent serves what it applied.
+            asked = min(recent_last, applied, start + self.config.events_frame_entries_max - 1)
             cached = self._body_cache.get((start, asked))
             if cached is not None:
                 return cached

@@ -52,7 +52,7 @@ class Watch:
             if frame.type is wire.FrameType.EVENTS:
                 self.note("events", frame.body["to"])
             elif frame.type is wire.FrameType.REPLY:
-                self.note("reply", identity, frame.req_id)
+                self.note("reply", identity, frame.req_id, frame.body.get("index"))
             return send(identity, data)
 
         server.sm.apply_batch = applying  # type: ignore[method-assign]
@@ -151,7 +151,13 @@ def test_a_write_answered_by_its_early_event_gets_no_reply(agent: Agent) -> None
             # Its event is the answer; the next write follows it (the agent's loop sends in
             # order, so a REPLY for this write would be recorded before the next event).
             wait_events(app, sub_req, agent.server.applied + 1)
-        replies = [w for w in watch.order if w[0] == "reply" and w[2] in sent]
+        # A fence: the agent answers it after handling the Ready of the app's last write, so
+        # a REPLY to that write would be in the record by the time this one returns.
+        fence = setup.propose(txn_extend("l", ["fence"]), timeout_ms=TIMEOUT_MS)
+        assert fence["outcome"] == "ok"
+        replies = [
+            w for w in watch.order if w[0] == "reply" and w[2] in sent and w[3] != fence["index"]
+        ]
         assert replies == [], watch.order
         assert any(w[0] == "events" for w in watch.order)
     finally:

@@ -12,6 +12,7 @@ from typing import Any
 import lmdb
 import pytest
 from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
+from support.stream_harness import Harness
 from test_agent_halts import TIMEOUT_MS, Agent
 
 from superstatic.client.keys import NO_KEYS
@@ -240,3 +241,19 @@ def test_a_write_retried_after_a_full_map_sends_its_event_once(agent: Agent) -> 
         assert [o for o in others if o[1] in writes.values()] == [], others
     finally:
         app.close()
+
+
+def test_a_full_stream_is_never_sent_past_the_applied_index(tmp_path: Path) -> None:
+    """After a halt that followed an early send, the events kept in memory run past what the
+    store applied: `pump` at the applied index sends none of them (review14, Low)."""
+    h = Harness(tmp_path)
+    try:
+        h.commit([["new", "@roots", "dict", []]])
+        h.subscribe(b"app", 3, start=1)
+        h.commit([["set", "@roots", "a", 1]])
+        h.commit([["set", "@roots", "b", 2]])  # recorded, as if its commit then failed
+        h.streams.pump(h.index - 1, 0.0)
+        frames = [wire.decode(d, wire.AGENT_TO_CLIENT) for who, d in h.clients.sent]
+        assert [f.body["to"] for f in frames if f.type is wire.FrameType.EVENTS] == [h.index - 1]
+    finally:
+        h.close()
