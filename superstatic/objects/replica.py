@@ -11,13 +11,14 @@ entry) are allocated in a first pass so they can reference each other, cycles in
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import logging
 import sys
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -354,6 +355,23 @@ class Replica:
         with self.lock:  # no entry half-applied: the generation matches the contents
             return serial, self.gen, self.applied_index
 
+    @contextlib.contextmanager
+    def applying_under(self, serial: int) -> Iterator[None]:
+        """While the body pinned at `serial` waits (for a load's answer, or a barrier), entries
+        apply under it instead of being held back for it, recorded for it as for any pinned
+        body (Txn.stable and Txn.reads_moved judge them). Serial 0: no body, nothing to do."""
+        if not serial:
+            yield
+            return
+        with self._gate:
+            self._unblocked.add(serial)
+            self._gate.notify_all()
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._unblocked.discard(serial)
+
     def unpin(self, serial: int) -> None:
         with self._gate:
             self._pins.pop(serial, None)  # (absent in a forked child: the pin was the parent's)
@@ -547,39 +565,34 @@ class Replica:
         # in the stream (they apply under it, recorded for it: Txn.stable judges them).
         running = _txn.current()
         serial = running.pin if running is not None and running.replica is self else 0
-        if serial:
-            with self._gate:
-                self._unblocked.add(serial)
-                self._gate.notify_all()
-        # A caller holding the lock (plain() copies under it) would keep the answer from being
-        # installed: it is released while waiting, and what the caller reads after the fault
-        # may then be of a later index than what it read before.
-        owned = self.lock._is_owned()  # type: ignore[attr-defined]
-        saved = self.lock._release_save() if owned else None  # type: ignore[attr-defined]
-        try:
-            if send:
-                self.stats.count("loads")
-                assert self.loader is not None, "a hollow node in a replica without a loader"
-                try:
-                    self.loader(oids, keys, whole)
-                except BaseException as exc:
-                    self.load_failed([wait_key], exc)
-                    raise
-            if not wait.done.wait(LOAD_WAIT_S_MAX):
-                oid = wait_key if type(wait_key) is str else wait_key[0]
-                self.load_failed(
-                    [wait_key],
-                    Unavailable(
-                        f"object {oid} was not loaded within LOAD_WAIT_S_MAX={LOAD_WAIT_S_MAX:g} s",
-                        outcome_known=True,
-                    ),
-                )
-        finally:
-            if owned:
-                self.lock._acquire_restore(saved)  # type: ignore[attr-defined]
-            if serial:
-                with self._gate:
-                    self._unblocked.discard(serial)
+        with self.applying_under(serial):
+            # A caller holding the lock (plain() copies under it) would keep the answer from
+            # being installed: it is released while waiting, and what the caller reads after
+            # the fault may then be of a later index than what it read before.
+            owned = self.lock._is_owned()  # type: ignore[attr-defined]
+            saved = self.lock._release_save() if owned else None  # type: ignore[attr-defined]
+            try:
+                if send:
+                    self.stats.count("loads")
+                    assert self.loader is not None, "a hollow node in a replica without a loader"
+                    try:
+                        self.loader(oids, keys, whole)
+                    except BaseException as exc:
+                        self.load_failed([wait_key], exc)
+                        raise
+                if not wait.done.wait(LOAD_WAIT_S_MAX):
+                    oid = wait_key if type(wait_key) is str else wait_key[0]
+                    self.load_failed(
+                        [wait_key],
+                        Unavailable(
+                            f"object {oid} was not loaded within "
+                            f"LOAD_WAIT_S_MAX={LOAD_WAIT_S_MAX:g} s",
+                            outcome_known=True,
+                        ),
+                    )
+            finally:
+                if owned:
+                    self.lock._acquire_restore(saved)  # type: ignore[attr-defined]
         if wait.error is not None:
             raise wait.error
 

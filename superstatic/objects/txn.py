@@ -63,6 +63,9 @@ if TYPE_CHECKING:
 # and bytes on the wire; a body that writes more than this is almost certainly a runaway loop.
 TXN_OPS_MAX = 100_000
 TXN_NEW_NODES_MAX = 100_000
+# How long a body that raised waits for the barrier that says whether its reads were stale
+# (_moved_at_the_cluster); past it (the cluster unreachable) its exception stands as raised.
+STALE_CHECK_S = 5.0
 
 _CURRENT: contextvars.ContextVar[Txn | None] = contextvars.ContextVar(
     "superstatic_txn", default=None
@@ -531,15 +534,35 @@ def body_exit(txn: Txn) -> None:
     txn.replica.unpin(txn.pin)
 
 
+def _moved_at_the_cluster(txn: Txn, exc: Exception) -> bool:
+    """A body raised from reads that had not moved in this replica. The replica may still be
+    behind the cluster: a stale view can raise where the current one would not (a field a
+    newer write set, read as its older value: `None + 1`), and the plain program, which never
+    sees an old state, would not raise. So one barrier (ReadIndex, then the replica applies up
+    to it, entries recorded under the body's pin) says whether what it read had changed; if
+    so the caller re-runs the body like a conflict. Paid only by a body that read something
+    and raised an exception of its own (the library's errors are not from a stale view), at
+    most STALE_CHECK_S; if the barrier fails, the exception stands as raised."""
+    if isinstance(exc, Error) or not (txn.reads or txn.read_keys):
+        return False
+    connection = txn.session.connection
+    try:
+        with txn.replica.applying_under(txn.pin):
+            connection.wait_applied(connection.read_index(), STALE_CHECK_S)
+    except Error:
+        return False
+    return txn.reads_moved()
+
+
 def run_body(txn: Txn, body: Callable[[], Any]) -> Any:
     """Runs `body` as the body of `txn`: replica pinned, overlays installed."""
     body_enter(txn)
     try:
         return body()
-    except Exception:
+    except Exception as exc:
         # Judged now, while the pin keeps the replica's record of what entries touched: the
         # caller re-runs a body that raised from a state that has since changed.
-        txn.moved = txn.reads_moved()
+        txn.moved = txn.reads_moved() or _moved_at_the_cluster(txn, exc)
         txn.abandon()
         raise
     except BaseException:
