@@ -174,16 +174,16 @@ def _evict_keys(replica: Replica, node: Node, target: int) -> None:
     excess = replica.held_bytes - target
     step = ELEMENT_BYTES["dict"]
     pins = replica.key_pins
+    dropped = [key for key in live.absent if (oid, key) not in fresh and (oid, key) not in pins]
+    live.absent.difference_update(dropped)
     victims: list[Any] = []
-    freed = 0
+    freed = ABSENT_KEY_BYTES * len(dropped)
     for key, value in dict.items(live):  # (a PartialDict's own items() would load it whole)
         if freed >= excess:
             break
         if (oid, key) not in fresh and (oid, key) not in pins:
             victims.append(key)
             freed += step + _stub_freed(value)
-    dropped = [key for key in live.absent if (oid, key) not in fresh and (oid, key) not in pins]
-    live.absent.difference_update(dropped)
     for key in victims:
         value = dict.pop(live, key)
         _inrefs.add_value(key, -1)
