@@ -53,11 +53,11 @@ NODE_BASE_BYTES = {"dict": 300, "list": 200, "set": 300, "obj": 280}
 ELEMENT_BYTES = {"dict": 40, "list": 10, "set": 40, "obj": 40}
 # What a node costs whatever its state, hollow (a stub) or held (added to its contents above):
 # its Node (136 B), its ref (a container proxy and its instance dict 136 B; a shared instance
-# and its attribute store more), its oid and kind strs as decoded (~70 and 53 B), its slot in
-# Replica.nodes, while hollow its stand-in (40 B). Measured with tracemalloc on CPython 3.11 /
-# wrapt 2.5, a held list of 2,000 refs loaded: 458 B per stub of a container, 626 B of a
-# shared instance (tests/unit/test_heap_eviction.py keeps the estimate within 0.75x..1.5x).
-STUB_BYTES = {"dict": 460, "list": 460, "set": 460, "obj": 620}
+# and its attribute store more), its oid str as decoded (~70 B), its slot in Replica.nodes,
+# while hollow its stand-in (40 B). Measured with tracemalloc on CPython 3.11 / wrapt 2.5, a
+# held list of 2,000 refs loaded: 405 B per stub of a container, 574 B of a shared instance
+# (tests/unit/test_heap_eviction.py keeps the estimate within 0.75x..1.5x of it).
+STUB_BYTES = {"dict": 410, "list": 410, "set": 410, "obj": 580}
 # A key of a per-key dict known absent (PartialDict.absent): its set slot (33 B measured) and
 # the key it keeps (a short str, ~50 B).
 ABSENT_KEY_BYTES = 80

@@ -174,7 +174,7 @@ def test_keys_of_big_dicts_go_past_cache_bytes_and_the_agent_lets_them_go(
 def test_a_list_of_refs_past_cache_bytes_goes_with_its_stubs(
     cluster: LocalCluster, writer: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Review 13lib: a held list of N refs makes N stubs (hollow nodes, ~460 B each), which
+    # Review 13lib: a held list of N refs makes N stubs (hollow nodes, ~410 B each), which
     # held_bytes did not count: cache_bytes = 1 MiB was exceeded 4.6x by one list's. Counted,
     # the next loads' sweeps hollow the list (no code holds it) and its stubs go with it.
     count = 5_000
