@@ -30,18 +30,25 @@ CLIENT_OUTCOMES_MAX = 1_024
 
 
 class HeldSet:
-    __slots__ = ("_key_count", "keys", "since")
+    __slots__ = ("_again_count", "_key_count", "keys", "keys_read_again", "read_again", "since")
 
     def __init__(self) -> None:
         self.since: dict[str, int] = {}  # held whole: oid -> since
         # Held per key: oid -> ekey -> since (an empty map: only the header is known).
         self.keys: dict[str, dict[bytes, int]] = {}
         self._key_count = 0
+        # A node (or key) read again while held keeps its earlier since (`add`), which alone
+        # cannot tell whether the read came after a collection of its oid that the cursor has
+        # not passed yet (the oid created again in between): the index of its latest read is
+        # kept beside it, for `collected`. Only for entries read again at a later index.
+        self.read_again: dict[str, int] = {}
+        self.keys_read_again: dict[str, dict[bytes, int]] = {}
+        self._again_count = 0
 
     def __len__(self) -> int:
         """Entries, as the limits count them: whole nodes, per-key nodes and their keys (a long
-        key for its bytes, `_key_units`)."""
-        return len(self.since) + len(self.keys) + self._key_count
+        key for its bytes, `_key_units`), and the read-again indexes (memory like an entry's)."""
+        return len(self.since) + len(self.keys) + self._key_count + self._again_count
 
     def __contains__(self, oid: object) -> bool:
         """Whether the app has the node's head and contents (whole) or header (per key)."""
@@ -53,14 +60,24 @@ class HeldSet:
         A node or key held already keeps its earlier since: the events after it that the
         stream has not sent yet still pass, so the app, which holds the node, sees them
         before the answer at `since` (raising it would let the app's applied index pass writes
-        its copy never got). Sent before the answer, they are news to nothing else.
+        its copy never got). Sent before the answer, they are news to nothing else; the read's
+        index is kept in `read_again` for `collected`.
         `restart`: a start answer, after which the stream resumes past `since`."""
+        read = since
         keys = self.keys.pop(oid, None)
         if keys is not None:
             self._key_count -= sum(map(_key_units, keys))
+            self._forget_keys_read_again(oid)
             if keys and not restart:
                 since = min(since, *keys.values())
-        self.since[oid] = since if restart else min(since, self.since.get(oid, since))
+        if restart:
+            self.since[oid] = since
+            self._forget_read_again(oid)
+            return
+        since = min(since, self.since.get(oid, since))
+        self.since[oid] = since
+        if since < read:
+            self._note_read_again(self.read_again, oid, read)
 
     def add_key(self, oid: str, ekey: bytes, since: int, restart: bool = False) -> None:
         """Holds one key (present or absent) of a dict; nothing if the dict is held whole.
@@ -72,8 +89,11 @@ class HeldSet:
         if held is None:
             self._key_count += _key_units(ekey)
             keys[ekey] = since
-        else:
-            keys[ekey] = since if restart else min(held, since)
+        elif restart:
+            keys[ekey] = since
+            self._forget_key_read_again(oid, ekey)
+        elif held < since:
+            self._note_read_again(self.keys_read_again.setdefault(oid, {}), ekey, since)
 
     def add_header(self, oid: str) -> None:
         """The app knows the dict's header and holds none of its keys yet."""
@@ -85,22 +105,33 @@ class HeldSet:
         keys = self.keys.pop(oid, None)
         if keys is not None:
             self._key_count -= sum(map(_key_units, keys))
+            self._forget_keys_read_again(oid)
+        self._forget_read_again(oid)
         return self.since.pop(oid, None) is not None or keys is not None
 
     def collected(self, oid: str, index: int) -> None:
         """The event at `index` collected `oid`: forgets what the app held of it from before
         that index. What it holds from the index on was read after the collection (the oid
-        created again, then loaded) and stays."""
+        created again, then loaded) and stays, held from that read on (a read again while held
+        kept the older since: `read_again` has it); the answer carries the events before it."""
         since = self.since.get(oid)
         if since is not None:
             if since < index:
-                del self.since[oid]
+                read = self._forget_read_again(oid)
+                if read is not None and read >= index:
+                    self.since[oid] = read
+                else:
+                    del self.since[oid]
             return
         keys = self.keys.get(oid)
         if keys is None:
             return
         for ekey in [ekey for ekey, key_since in keys.items() if key_since < index]:
-            self.discard_key(oid, ekey)
+            read = self._forget_key_read_again(oid, ekey)
+            if read is not None and read >= index:
+                keys[ekey] = read
+            else:
+                self.discard_key(oid, ekey)
         if not keys:
             del self.keys[oid]
 
@@ -108,6 +139,39 @@ class HeldSet:
         keys = self.keys.get(oid)
         if keys is not None and keys.pop(ekey, None) is not None:
             self._key_count -= _key_units(ekey)
+            self._forget_key_read_again(oid, ekey)
+
+    def _note_read_again(self, reads: dict[Any, int], name: Any, index: int) -> None:
+        """Remembers (in `read_again` or one dict's map of `keys_read_again`) that `name` was
+        read again at `index` (the latest read counts)."""
+        before = reads.get(name)
+        if before is None:
+            self._again_count += 1
+            reads[name] = index
+        elif before < index:
+            reads[name] = index
+
+    def _forget_read_again(self, oid: str) -> int | None:
+        read = self.read_again.pop(oid, None)
+        if read is not None:
+            self._again_count -= 1
+        return read
+
+    def _forget_key_read_again(self, oid: str, ekey: bytes) -> int | None:
+        reads = self.keys_read_again.get(oid)
+        if reads is None:
+            return None
+        read = reads.pop(ekey, None)
+        if read is not None:
+            self._again_count -= 1
+            if not reads:
+                del self.keys_read_again[oid]
+        return read
+
+    def _forget_keys_read_again(self, oid: str) -> None:
+        reads = self.keys_read_again.pop(oid, None)
+        if reads is not None:
+            self._again_count -= len(reads)
 
     def passes(self, oid: str, index: int) -> bool:
         """Whether an event at `index` writing all of `oid` is news to the app."""

@@ -7,8 +7,12 @@ and the node skipped once). The rest are hollowed, oldest first, until the estim
 are back under `SWEEP_TARGET_FRACTION` of `cache_bytes`, at most `EVICT_SWEEP_NODES_MAX` nodes
 looked at per sweep (the rest next time), so a sweep never stalls the stream for long.
 
-Sizes are estimates (`cost`): a base per node plus a constant per element, not a walk of the
-values; the bound is of that estimate, not of the process's memory.
+Sizes are estimates (`cost`): a constant per node known (`STUB_BYTES`: held or not, the node
+costs its record), plus for a held node a base and a constant per element, not a walk of the
+values; the bound is of that estimate, not of the process's memory. Stubs (hollow nodes) count
+in it but are not on the clock: they cannot be hollowed, only forgotten once nothing holds them
+(`_forget_stubs`), which the sweep does as it hollows their referrers, so the bytes it frees
+include theirs (docs/virtual-heap.md 5.2, "Stubs count").
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from superstatic.objects import inrefs as _inrefs
-from superstatic.objects.node import EVICTING, HELD, HOLLOW, PARTIAL, Node
+from superstatic.objects.node import EVICTING, HELD, HOLLOW, PARTIAL, Node, node_of
+from superstatic.objects.partial_dict import PartialDict
 
 if TYPE_CHECKING:
     from superstatic.objects.replica import Replica
@@ -46,6 +51,16 @@ STICKY_SWEEPS = 8
 # own object): the bound is of this estimate, not of the process's memory.
 NODE_BASE_BYTES = {"dict": 300, "list": 200, "set": 300, "obj": 280}
 ELEMENT_BYTES = {"dict": 40, "list": 10, "set": 40, "obj": 40}
+# What a node costs whatever its state, hollow (a stub) or held (added to its contents above):
+# its Node (136 B), its ref (a container proxy and its instance dict 136 B; a shared instance
+# and its attribute store more), its oid str as decoded (~70 B), its slot in Replica.nodes,
+# while hollow its stand-in (40 B). Measured with tracemalloc on CPython 3.11 / wrapt 2.5, a
+# held list of 2,000 refs loaded: 405 B per stub of a container, 574 B of a shared instance
+# (tests/unit/test_heap_eviction.py keeps the estimate within 0.75x..1.5x of it).
+STUB_BYTES = {"dict": 410, "list": 410, "set": 410, "obj": 580}
+# A key of a per-key dict known absent (PartialDict.absent): its set slot (33 B measured) and
+# the key it keeps (a short str, ~50 B).
+ABSENT_KEY_BYTES = 80
 # References the library itself holds to a ref (node.ref, the argument of getrefcount; for a
 # shared instance also its attribute store's back reference). Measured and asserted by
 # tests/unit/test_heap_eviction.py: a wrapt or CPython change that moves them fails there.
@@ -60,11 +75,18 @@ CACHED_METHOD_REFS = 3
 
 
 def cost(node: Node) -> int:
+    """The estimated bytes of a held (or per-key) node: its record and its contents."""
     kind = node.kind
     live = node.live
-    # (dict.__len__: a per-key dict's own len() would load it whole)
-    size = dict.__len__(live) if kind == "dict" else len(live)
-    return NODE_BASE_BYTES[kind] + ELEMENT_BYTES[kind] * size
+    base = STUB_BYTES[kind] + NODE_BASE_BYTES[kind]
+    if kind == "dict":
+        # (dict.__len__: a per-key dict's own len() would load it whole)
+        size = dict.__len__(live)
+        if type(live) is PartialDict:
+            base += ABSENT_KEY_BYTES * len(live.absent)
+    else:
+        size = len(live)
+    return base + ELEMENT_BYTES[kind] * size
 
 
 def user_referenced(node: Node) -> bool:
@@ -97,6 +119,7 @@ def sweep(replica: Replica) -> None:
     """Hollows held nodes until the estimate is under the target. Call under the lock."""
     target = int(replica.cache_bytes * SWEEP_TARGET_FRACTION)
     replica.sweeps += 1
+    _forget_stubs(replica)  # the stubs no held node references any more go first
     clock = replica._clock
     looked = 0
     limit = min(len(clock), EVICT_SWEEP_NODES_MAX)
@@ -135,7 +158,9 @@ def sweep(replica: Replica) -> None:
         replica.hollow(node)
         if node.inrefs == 0:
             _forget_stub(replica, node)
-    _forget_stubs(replica)
+        # Its contents' stubs that nothing else holds go with it: the bytes freed are theirs
+        # too, so the sweep stops as soon as the estimate is under the target.
+        _forget_stubs(replica)
 
 
 def _evict_keys(replica: Replica, node: Node, target: int) -> None:
@@ -149,14 +174,16 @@ def _evict_keys(replica: Replica, node: Node, target: int) -> None:
     excess = replica.held_bytes - target
     step = ELEMENT_BYTES["dict"]
     pins = replica.key_pins
+    dropped = [key for key in live.absent if (oid, key) not in fresh and (oid, key) not in pins]
+    live.absent.difference_update(dropped)
     victims: list[Any] = []
-    for key in dict.keys(live):  # (a PartialDict's own keys() would load it whole)
-        if len(victims) * step >= excess:
+    freed = ABSENT_KEY_BYTES * len(dropped)
+    for key, value in dict.items(live):  # (a PartialDict's own items() would load it whole)
+        if freed >= excess:
             break
         if (oid, key) not in fresh and (oid, key) not in pins:
             victims.append(key)
-    dropped = [key for key in live.absent if (oid, key) not in fresh and (oid, key) not in pins]
-    live.absent.difference_update(dropped)
+            freed += step + _stub_freed(value)
     for key in victims:
         value = dict.pop(live, key)
         _inrefs.add_value(key, -1)
@@ -170,6 +197,16 @@ def _evict_keys(replica: Replica, node: Node, target: int) -> None:
     replica._key_drops.setdefault(oid, []).extend(dropped)
     if victims:
         replica.stats.count("evictions", len(victims))
+        _forget_stubs(replica)  # the values' stubs only these keys held
+
+
+def _stub_freed(value: Any) -> int:
+    """The bytes a stub referenced by `value` alone frees once `value` goes (an estimate: a
+    stub user code also holds stays)."""
+    node = node_of(value)
+    if node is None or node.state != HOLLOW or node.inrefs != 1:
+        return 0
+    return node.cost
 
 
 def _forget_stubs(replica: Replica) -> None:
@@ -185,6 +222,8 @@ def _forget_stub(replica: Replica, node: Node) -> None:
     if user_referenced(node) or replica.nodes.get(node.oid) is not node:
         return
     del replica.nodes[node.oid]
+    replica.held_bytes -= node.cost
+    node.cost = 0
     replica.stats.stubs_removed += 1
 
 

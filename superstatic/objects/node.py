@@ -88,8 +88,8 @@ class Node:
         # How many times `ref` occurs in the contents of held nodes (docs/virtual-heap.md 5.1):
         # what the replica itself holds of it, told apart from what user code holds.
         self.inrefs = 0
-        # Estimated bytes of the contents while held (Replica.held_bytes is their sum), and the
-        # eviction clock's reference bit.
+        # Estimated bytes of the node in a partial replica (its record, and its contents while
+        # held: eviction.cost; Replica.held_bytes is their sum), and the clock's reference bit.
         self.cost = 0
         self.bit = False
         # The clock's memory of this node (objects/eviction.py): > 0, the sweep (Replica.sweeps,

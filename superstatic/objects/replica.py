@@ -636,8 +636,7 @@ class Replica:
             # No touch is recorded: the body that faulted a node recorded its read before the
             # fault, and no other running body read a node that was not held.
             self.gen += 1
-            for head in heads:
-                self._known(*head)
+            headed = [self._known(*head) for head in heads]
             filling: list[tuple[Node, Any]] = []
             for oid, _version, kind, contents in records:
                 class_name = contents[0] if kind == "obj" else None
@@ -675,6 +674,11 @@ class Replica:
                 wait = self._loads.pop(wait_key, None)
                 if wait is not None:
                     wait.done.set()
+            # A head whose referrer was not filled (held already: a re-sent load) made a stub
+            # nothing references: the clock may forget it (it counts in held_bytes).
+            self._stub_candidates.extend(
+                node for node in headed if node.state == HOLLOW and node.inrefs <= 0
+            )
             try:
                 if self.held_bytes > self.cache_bytes:
                     _eviction.sweep(self)
@@ -694,8 +698,9 @@ class Replica:
         if self.partial:
             # On the clock: its loaded keys count in held_bytes and go oldest first
             # (eviction._evict_keys).
-            node.cost = _eviction.cost(node)
-            self.held_bytes += node.cost
+            cost = _eviction.cost(node)
+            self.held_bytes += cost - node.cost  # (its cost as a stub was counted)
+            node.cost = cost
             self._clock[oid] = node
 
     def _forget_keys(self, node: Node) -> None:
@@ -833,6 +838,11 @@ class Replica:
         node.state = HOLLOW
         _hollow.make_hollow(node)
         self.nodes[oid] = node
+        if self.partial:
+            # A stub costs its record (eviction.STUB_BYTES): counted, so stubs cannot pile up
+            # past cache_bytes unseen.
+            node.cost = _eviction.STUB_BYTES[kind]
+            self.held_bytes += node.cost
         self.stats.stubs_made += 1
         return node
 
@@ -860,8 +870,9 @@ class Replica:
         """`node` is held from now on: on the clock, its size counted. Call under `lock`."""
         if not self.partial:
             return
-        node.cost = _eviction.cost(node)
-        self.held_bytes += node.cost
+        cost = _eviction.cost(node)
+        self.held_bytes += cost - node.cost  # (a stub's cost, or 0 for a node made here)
+        node.cost = cost
         node.bit = True
         self._clock[node.oid] = node
 
@@ -879,8 +890,9 @@ class Replica:
             # container just before keeps reading a consistent, old state.
             _hollow.make_hollow(node)
         node.state = HOLLOW
-        self.held_bytes -= node.cost
-        node.cost = 0
+        stub = _eviction.STUB_BYTES[node.kind]  # what it costs now (the sweep may forget it)
+        self.held_bytes += stub - node.cost
+        node.cost = stub
         self._clock.pop(node.oid, None)
         self._drops.append(node.oid)
         node.sweep_mark = self.sweeps
@@ -1160,9 +1172,13 @@ class Replica:
         node = self.nodes.pop(oid, None)
         if node is not None:
             node.dead = True
-            if self._clock.pop(oid, None) is not None:
-                self.held_bytes -= node.cost
-                node.cost = 0
+            self._clock.pop(oid, None)
+            if self.partial and node.state in (HELD, PARTIAL):
+                # Its contents no longer hold their refs for the replica: stubs only it
+                # referenced may go (kept, they would count in held_bytes for good).
+                _inrefs.add_contents(node.kind, node.live, -1)
+            self.held_bytes -= node.cost  # held or a stub
+            node.cost = 0
             wait = self._loads.pop(oid, None)
             if wait is not None:
                 wait.done.set()  # the waiter finds the node dead

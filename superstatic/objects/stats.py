@@ -16,7 +16,8 @@ Counted for every connection of the process (apps usually have one):
   `superstatic_client_conflict_errors_total`: transactions that gave up (`ConflictError`);
 - the virtual heap of partial replicas (`connect(replicate="partial")`, docs/virtual-heap.md),
   `stats()["heap"]`: gauges `held_nodes` (nodes held whole or per key), `held_bytes` (the
-  eviction clock's estimate, what `cache_bytes` bounds) and `stubs` (hollow nodes kept: known
+  eviction clock's estimate, what `cache_bytes` bounds: held contents and every node's
+  record, stubs included) and `stubs` (hollow nodes kept: known
   by a reference, not loaded), summed over the process's live partial replicas; counters
   `faults` (accesses that waited for a load: a node, a key, or a per-key dict read whole),
   `loads` (loads asked of the agent: faults of one node by several threads share one),
@@ -195,7 +196,7 @@ class LibraryCollector:
             )
         for name, doc in (
             ("held_nodes", "Nodes held whole or per key by partial replicas."),
-            ("held_bytes", "Estimated bytes held by partial replicas (bounded by cache_bytes)."),
+            ("held_bytes", "Estimated bytes of partial replicas' nodes, stubs included."),
             ("stubs", "Hollow nodes kept by partial replicas (known, not loaded)."),
         ):
             yield GaugeMetricFamily(f"superstatic_client_heap_{name}", doc, value=float(heap[name]))

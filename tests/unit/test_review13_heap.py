@@ -154,7 +154,7 @@ def test_held_set_counts_keys_as_they_are_dropped_and_readded() -> None:
     assert len(held) == 1 < grown  # the dict's header stays
     held.add_key("d", b"\x62", 3)
     held.add("d", 4)
-    assert len(held) == 1
+    assert len(held) == 2  # held whole, and since 3 < its read at 4 (`read_again`)
 
 
 class CountingOid(str):
@@ -365,16 +365,11 @@ def test_a_node_loaded_after_its_oid_was_collected_and_created_again_stays_held(
     assert written in sent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Low (review13): a node held since s, collected at c, created again and LOADed "
-    "again at L > c while the cursor is before c keeps since s (so the events in (s, L] reach "
-    "the app), and the cursor passing c then forgets it. Fix: remember the index a held node "
-    "was last read at (only for nodes loaded again while held) and forget on a collection "
-    "only what was read before it. Needs an oid used again after its collection, which the "
-    "library never does.",
-)
 def test_a_held_node_collected_created_again_and_loaded_again_stays_held(h: Harness) -> None:
+    """A node held since s, collected at c, created again and LOADed again at L > c while the
+    cursor is before c kept since s (so the events in (s, L] reach the app), and the cursor
+    passing c then forgot it: the app held the node, the agent filtered its every event. The
+    held set keeps the index of such a read (`read_again`) and keeps the node from it on."""
     h.sm.gc_threshold = 1
     world(h)
     h.commit([["new", "o.x", "dict", []], ["set", "@roots", "x", Ref("o.x")]], client=OTHER)
@@ -391,6 +386,52 @@ def test_a_held_node_collected_created_again_and_loaded_again_stays_held(h: Harn
     pump(h)
     sent = [i for _to, kind, evs in applied_view(h) if kind == "EVENTS" for i in evs]
     assert written in sent
+
+
+def test_a_held_key_collected_created_again_and_loaded_again_stays_held(h: Harness) -> None:
+    """As above, for a key of a dict held per key: read again after the dict's collection, the
+    key stays held from that read on."""
+    h.sm.gc_threshold = 1
+    world(h)
+    subscribe(h)
+    heap_frame(h, wire.FrameType.LOAD, 9, wire.load_body(SUB, [], keys=[("o.big", ["k1"])]))
+    pump(h)
+    garbage = [["new", f"g.{i}", "set", []] for i in range(5)]
+    collected = h.commit([["del", "@roots", "big"], *garbage], client=OTHER)[0]
+    assert "o.big" in collected.collected
+    big = [[f"k{i}", -i] for i in range(300)]
+    again = [["new", "o.big", "dict", big], ["set", "@roots", "big", Ref("o.big")]]
+    h.commit(again, client=OTHER)
+    heap_frame(h, wire.FrameType.LOAD, 10, wire.load_body(SUB, [], keys=[("o.big", ["k1"])]))
+    pump(h)
+    written = h.commit([["set", "o.big", "k1", "new"]], client=OTHER)[0].index
+    pump(h)
+    sent = [i for _to, kind, evs in applied_view(h) if kind == "EVENTS" for i in evs]
+    assert written in sent
+
+
+def test_a_read_again_index_counts_as_a_held_entry_until_its_node_goes() -> None:
+    """The index of a read again is memory per held entry like `since`: counted against the
+    held-set limits, and forgotten with its node (a DROP, or a collection the read was not
+    after) or by a start answer."""
+    held = heldset.HeldSet()
+    held.add("o.a", 2)
+    held.add("o.a", 5)  # read again: since 2 stays, the read at 5 is kept
+    held.add_key("o.d", b"k", 2)
+    held.add_key("o.d", b"k", 6)
+    assert held.since["o.a"] == 2 and held.keys["o.d"][b"k"] == 2
+    assert len(held) == 5  # o.a, o.d, its key, two reads again
+    held.collected("o.a", 4)  # collected before the read: held from the read on
+    held.collected("o.d", 7)  # after it: gone
+    assert held.since == {"o.a": 5} and held.keys == {} and len(held) == 1
+    held.add("o.a", 8)
+    assert len(held) == 2
+    held.discard("o.a")
+    assert len(held) == 0 and not held.read_again
+    held.add("o.b", 1)
+    held.add("o.b", 3)
+    held.add("o.b", 4, restart=True)
+    assert held.since == {"o.b": 4} and len(held) == 1
 
 
 def test_a_held_snapshot_keeps_no_list_of_the_held_nodes_it_references(
