@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from support.agent_thread import agent  # noqa: F401  (a fixture: one in-thread agent)
 
 from superstatic.client import keys as client_keys
 

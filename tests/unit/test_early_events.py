@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
+from support.agent_thread import TIMEOUT_MS, Agent
 from support.stream_harness import Harness
-from test_agent_halts import TIMEOUT_MS, Agent
 
 from superstatic.client.keys import NO_KEYS
 from superstatic.protocol import wire
@@ -81,15 +81,6 @@ class Watch:
         with self.lock:
             order = list(self.order)
         return next(i for i, w in enumerate(order) if w[0] == "events" and w[1] >= index)
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Any:
-    a = Agent(tmp_path / "a")
-    try:
-        yield a
-    finally:
-        a.stop()
 
 
 def subscribe(agent: Agent, on: RawClient | None = None, **fields: Any) -> tuple[RawClient, int]:

@@ -12,22 +12,12 @@ from typing import Any
 import lmdb
 import pytest
 from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
+from support.agent_thread import TIMEOUT_MS, Agent
 from support.stream_harness import Harness
-from test_agent_halts import TIMEOUT_MS, Agent
+from test_early_events import FRAMES_MAX, wait_events
 
 from superstatic.client.keys import NO_KEYS
 from superstatic.protocol import wire
-
-FRAMES_MAX = 50
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Any:
-    a = Agent(tmp_path / "a")
-    try:
-        yield a
-    finally:
-        a.stop()
 
 
 def caller(agent: Agent, heap: str) -> tuple[RawClient, int]:
@@ -135,17 +125,6 @@ class Sends:
     def commit_before(self, position: int) -> int:
         order = list(self.order)
         return max((i for i in range(position) if order[i] == ("commit",)), default=-1)
-
-
-def wait_events(app: RawClient, req_id: int, index: int) -> None:
-    for _ in range(FRAMES_MAX):
-        frame = app.recv(TIMEOUT_MS)
-        assert frame is not None, "no stream frame"
-        assert frame.type is not wire.FrameType.ERROR, frame.body
-        events = frame.req_id == req_id and frame.type is wire.FrameType.EVENTS
-        if events and frame.body["to"] >= index:
-            return
-    raise AssertionError(f"no EVENTS frame reached {index}")
 
 
 @pytest.mark.parametrize("heap", ["all", "partial"])

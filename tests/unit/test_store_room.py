@@ -14,7 +14,7 @@ from superstatic_agent import config as config_module
 from superstatic_agent import server as server_module
 from superstatic_agent.storage import Storage
 from superstatic_bench.loadgen import AgentError, txn_create_roots, txn_extend
-from test_agent_halts import TIMEOUT_MS, Agent
+from support.agent_thread import TIMEOUT_MS, Agent
 
 from superstatic.protocol import ops, wire
 from superstatic.protocol.codec import Ref
