@@ -24,6 +24,7 @@ from superstatic_agent.raft.types import (
     EntryKind,
     Message,
     MsgType,
+    ProgressState,
     Role,
     SnapshotMeta,
 )
@@ -87,6 +88,7 @@ class Shipping:
         self.drops = drops
         self._shipments: dict[str, Shipment] = {}
         self._staging: Staging | None = None
+        self.shipped = 0  # snapshots streamed whole to a follower (SNAPSHOT message sent)
 
     def has_work(self) -> bool:
         return bool(self._shipments)
@@ -183,8 +185,15 @@ class Shipping:
         return conf
 
     def pump(self) -> None:
+        progress = self.node.progress() if self._shipments else {}
         for shipment in list(self._shipments.values()):
             if shipment.term != self.node.term or self.node.role is not Role.LEADER:
+                self._end(shipment)
+                continue
+            state = progress.get(shipment.to)
+            if state is None or state[2] != ProgressState.SNAPSHOT.value:
+                # The follower answered (an earlier copy installed, or it needs none now) or
+                # left: streaming the rest would only make it stage a snapshot it then drops.
                 self._end(shipment)
                 continue
             for _ in range(SHIPMENT_CHUNKS_PER_TURN_MAX):
@@ -223,6 +232,7 @@ class Shipping:
                         snapshot=shipment.meta,
                     )
                     self.peers.send(shipment.to, peer_codec.encode_message(message))
+                    self.shipped += 1
                     self._end(shipment)
                     break
                 shipment.peek = following
