@@ -79,7 +79,7 @@ class AgentConfig:
     # (RaftConfig.snapshot_lag_*; docs/data-model-v2.md section 10): a follower restarted
     # after a bulk load installs records instead of applying every op again.
     snapshot_lag_entries_max: int = 10_000
-    snapshot_lag_bytes_max: int = 16 << 20
+    snapshot_lag_bytes_max: int = 4 << 20
     fsync: bool = True
     trace: bool = False  # --trace: stamp traced PROPOSEs' hops (docs/performance.md)
     log_level: str = "info"

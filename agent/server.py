@@ -926,7 +926,7 @@ class Server:
     # -- peer frames ---------------------------------------------------------------------------
 
     def _on_peer_frames(self) -> None:
-        for sender, data in self.peers.recv():
+        for sender, data in self.peers.recv(self.shipping.recv_bytes_max()):
             if self.halted is not None:
                 self.drops.counts["peer_halted"] += 1  # the core is frozen: see _halt
                 continue
@@ -1045,6 +1045,7 @@ class Server:
             m = dataclasses.replace(m, entries=entries)
         if m.type is MsgType.SNAPSHOT:
             assert m.snapshot is not None
+            self.shipping.stage_pending(None)  # the chunks sent before it
             if not self.shipping.staged_for(m):
                 # The data did not (all) arrive: without it the core must not accept the
                 # meta. The leader sends the snapshot again later.

@@ -169,3 +169,23 @@ def test_chunks_out_of_order_or_not_a_chunk_are_refused(stores: Any) -> None:
             snap.stage_chunk(txn, target, b"\xff", SM_META_KEYS)
         snap.stage_chunk(txn, target, chunk([], part=1), SM_META_KEYS)
         assert staged_complete(txn, target)
+
+
+def test_stage_chunk_refuses_keys_out_of_order(stores: Any) -> None:
+    _source_env, _source, target_env, target = stores
+    # Tombs keys: version (8 bytes) + an entry key (nid + 0x01 + ekey); empty values.
+    low, high = (
+        layout.nid_key(1) + layout.nid_key(5) + b"\x01ab",
+        layout.nid_key(2) + (layout.nid_key(5) + b"\x01ab"),
+    )
+    for items in (
+        [["t", high, b""], ["t", low, b""]],  # descending
+        [["t", low, b""], ["t", low, b""]],  # repeated
+    ):
+        with pytest.raises(ProtocolError, match="not in ascending order"):
+            with target_env.begin(write=True) as txn:
+                snap.stage_chunk(txn, target, cbor2.dumps([0, True, items]), SM_META_KEYS)
+    with target_env.begin(write=True) as txn:  # the same records in order are staged
+        items = [["t", low, b""], ["t", high, b""]]
+        snap.stage_chunk(txn, target, cbor2.dumps([0, True, items]), SM_META_KEYS)
+    assert [k for k, _v in dump(target_env, target)["staging_tombs"]] == [low, high]
