@@ -226,9 +226,12 @@ class Shipping:
                 self._end(shipment)
                 continue
             state = progress.get(shipment.to)
-            if state is None or state[2] != ProgressState.SNAPSHOT.value:
-                # The follower answered (an earlier copy installed, or it needs none now) or
-                # left: streaming the rest would only make it stage a snapshot it then drops.
+            if state is None or state[2] == ProgressState.REPLICATE.value:
+                # The follower left, or replicates from the log (an earlier copy installed, or
+                # it needs none now): the rest would only be staged and dropped. Not in probe
+                # state: the core's snapshot retry (SNAPSHOT_RETRY_ELECTIONS, 2.4 s at the
+                # default ticks) probes the follower while a large snapshot is still on its
+                # way, and ending the shipment there restarted it from part 0 every retry.
                 self._end(shipment)
                 continue
             for _ in range(SHIPMENT_CHUNKS_PER_TURN_MAX):
