@@ -6,12 +6,16 @@ Sub-databases (the layout is fixed here; the state machine opens the same handle
 | db | key | value |
 |---|---|---|
 | `log` | index, 8-byte big-endian | CBOR `[term, kind, data]` |
-| `meta` | `hard`, `snap`, `conf`, `conf0` | CBOR: HardState, SnapshotMeta, ConfState x2 |
+| `meta` | `hard`, `snap`, `conf`, `conf0`, `tables` | CBOR: HardState, SnapshotMeta, ConfState x2, 0/1 |
 | `sm_meta` | `b"applied"`, ... | the state machine's own scalars (statemachine.py) |
 | `oids` `nodes` `entries` `order` `chunks` `tombs` | | the nodes, per key (agent/records.py) |
 | `sessions` | client id (utf-8) | CBOR session record |
 | `outcomes` | index, 8-byte BE | CBOR `[outcome, collected, log_time_ms, heads]`, trimmed w. log |
 | `staging_*` | | a snapshot being received (statemachine.py) |
+
+The names above are what each db holds with meta `tables` absent or 0; with `tables` = 1 each
+state-machine db and its staging twin have traded LMDB names (an installed snapshot flips it
+instead of copying records: `install_staged`, `open_dbs`, docs/data-model-v2.md section 10).
 
 Every value is stored sealed: its bytes followed by a CRC-32 (zlib.crc32, 4 bytes big-endian)
 of key and value together, verified on every read (`record_get`, `unseal`); a mismatch raises
