@@ -6,7 +6,7 @@ Sub-databases (the layout is fixed here; the state machine opens the same handle
 | db | key | value |
 |---|---|---|
 | `log` | index, 8-byte big-endian | CBOR `[term, kind, data]` |
-| `meta` | `hard`, `snap`, `conf`, `conf0`, `tables` | CBOR: HardState, SnapshotMeta, ConfState x2, 0/1 |
+| `meta` | `hard` `snap` `conf` `conf0` `tables` | CBOR: HardState, SnapshotMeta, ConfStates, 0/1 |
 | `sm_meta` | `b"applied"`, ... | the state machine's own scalars (statemachine.py) |
 | `oids` `nodes` `entries` `order` `chunks` `tombs` | | the nodes, per key (agent/records.py) |
 | `sessions` | client id (utf-8) | CBOR session record |

@@ -182,9 +182,11 @@ def test_stage_chunk_refuses_keys_out_of_order(stores: Any) -> None:
         [["t", high, b""], ["t", low, b""]],  # descending
         [["t", low, b""], ["t", low, b""]],  # repeated
     ):
-        with pytest.raises(ProtocolError, match="not in ascending order"):
-            with target_env.begin(write=True) as txn:
-                snap.stage_chunk(txn, target, cbor2.dumps([0, True, items]), SM_META_KEYS)
+        with (
+            pytest.raises(ProtocolError, match="not in ascending order"),
+            target_env.begin(write=True) as txn,
+        ):
+            snap.stage_chunk(txn, target, cbor2.dumps([0, True, items]), SM_META_KEYS)
     with target_env.begin(write=True) as txn:  # the same records in order are staged
         items = [["t", low, b""], ["t", high, b""]]
         snap.stage_chunk(txn, target, cbor2.dumps([0, True, items]), SM_META_KEYS)
