@@ -123,6 +123,10 @@ def parser() -> argparse.ArgumentParser:
         ("--node-cache-bytes-max", "record bytes the state machine keeps decoded"),
         ("--log-retain-bytes", "applied log bytes kept (held in memory) before compacting"),
         (
+            "--snapshot-chunk-bytes-max",
+            "bytes of one snapshot chunk (to a follower) or SNAPSHOT frame (to an app)",
+        ),
+        (
             "--snapshot-lag-entries-max",
             "a follower more entries behind the leader's applied index gets a snapshot",
         ),
@@ -280,6 +284,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         node_cache_bytes_max=args.node_cache_bytes_max,
         log_retain_bytes=args.log_retain_bytes,
         snapshot_lag_entries_max=args.snapshot_lag_entries_max,
+        snapshot_chunk_bytes_max=args.snapshot_chunk_bytes_max,
         snapshot_lag_bytes_max=args.snapshot_lag_bytes_max,
         subscriber_backlog_bytes_max=args.subscriber_backlog_bytes_max,
         subscriber_stall_ms=args.subscriber_stall_ms,

@@ -960,6 +960,8 @@ class Server:
                 self._on_probe(sender, frame)
             elif isinstance(frame, peer_codec.ProbeReply):
                 self._on_probe_reply(sender, frame)
+            elif isinstance(frame, peer_codec.ChunkAck):
+                self.shipping.on_ack(sender, frame)
             elif self._awaiting_conf0:
                 self.drops.counts["peer_before_welcome"] += 1  # routine for a joiner: no log
             elif frame.term > self.node.term + TERM_AHEAD_MAX:

@@ -46,6 +46,12 @@ SHIPMENT_CHUNKS_PER_TURN_MAX = 2
 # leader had queued (recv_bytes_per_turn_max, 64 MiB) lasted seconds: the follower missed
 # heartbeats and campaigned while it received the snapshot.
 STAGING_CHUNKS_PER_TURN_MAX = 2
+# Chunks sent to a follower and not yet acknowledged as staged (CHUNK_ACK). Without a window the
+# leader queued the whole snapshot towards a follower that stages far slower than it builds:
+# the follower's socket stopped reading, the TCP window stayed shut past PEER_TCP_MAXRT_MS
+# (which Linux applies to zero-window probes too), the connection was dropped and the
+# shipment restarted from part 0, again and again (the first 1,000,000-object runs).
+SHIPMENT_UNACKED_CHUNKS_MAX = 8
 
 
 @dataclass(slots=True)
@@ -59,6 +65,7 @@ class Shipment:
     chunks: Iterator[bytes]
     part: int = 0
     peek: bytes | None = None
+    acked: int = -1  # the last part the follower acknowledged staging
 
 
 @dataclass(slots=True)
@@ -174,6 +181,8 @@ class Shipping:
             return
         staged.next_part += 1
         staged.complete = chunk.last
+        ack = peer_codec.ChunkAck(self.id, chunk.frm, chunk.term, chunk.snap_index, chunk.part)
+        self.peers.send(chunk.frm, peer_codec.encode_chunk_ack(ack))  # lost: the retry resends
 
     def staged_for(self, m: Message) -> bool:
         """True if every chunk of the snapshot this SNAPSHOT message names is staged here."""
@@ -191,6 +200,21 @@ class Shipping:
         self._staging = None
 
     # -- leader side ---------------------------------------------------------------------------
+
+    def on_ack(self, sender: str, ack: peer_codec.ChunkAck) -> None:
+        """A follower staged a part of what we ship it: the window moves on."""
+        shipment = self._shipments.get(ack.frm)
+        if shipment is None:
+            return  # routine: the last window's acks come after the shipment ended
+        if (
+            ack.frm != sender
+            or ack.to != self.id
+            or (ack.term, ack.snap_index) != (shipment.term, shipment.meta.index)
+            or ack.part >= shipment.part
+        ):
+            self.drops.counts["chunk_ack_stale"] += 1  # an earlier shipment's, or not ours
+            return
+        shipment.acked = max(shipment.acked, ack.part)
 
     def start(self, m: Message) -> None:
         if m.to in self._shipments:
@@ -235,6 +259,8 @@ class Shipping:
                 self._end(shipment)
                 continue
             for _ in range(SHIPMENT_CHUNKS_PER_TURN_MAX):
+                if shipment.part - shipment.acked > SHIPMENT_UNACKED_CHUNKS_MAX:
+                    break  # the follower stages slower than we build: wait for its acks
                 try:
                     data = shipment.peek
                     if data is None:

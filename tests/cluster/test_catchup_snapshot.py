@@ -23,6 +23,7 @@ LAG_ENTRIES_MAX = 5
 TRANSACTIONS = 30  # one log entry each: far more than LAG_ENTRIES_MAX behind
 OBJECTS_PER_TRANSACTION = 20
 TIMEOUT_S = 60.0
+CHUNK_BYTES_MAX = 2048
 
 
 def _objects(data_dir: Path) -> dict[str, Any]:
@@ -42,7 +43,12 @@ def _caught_up(cluster: LocalCluster, node_id: str, leader: str) -> bool:
 
 
 def test_a_far_behind_follower_catches_up_by_snapshot(tmp_path: Path) -> None:
-    flags = ["--snapshot-lag-entries-max", str(LAG_ENTRIES_MAX)]
+    # Small chunks: the snapshot takes many, more than the leader's window of unacknowledged
+    # ones (shipping.SHIPMENT_UNACKED_CHUNKS_MAX), so the follower's CHUNK_ACKs drive it.
+    flags = [
+        "--snapshot-lag-entries-max", str(LAG_ENTRIES_MAX),
+        "--snapshot-chunk-bytes-max", str(CHUNK_BYTES_MAX),
+    ]  # fmt: skip
     with LocalCluster(tmp_path / "agents", size=3, agent_args=flags) as cluster:
         cluster.start()
         leader = cluster.leader()
@@ -69,6 +75,8 @@ def test_a_far_behind_follower_catches_up_by_snapshot(tmp_path: Path) -> None:
         )
         assert cluster.status(lagging)["counters"]["snapshots_installed"] >= 1
         leader = cluster.leader()
+        # ~150 chunks of 2 KiB: without the follower's acks the shipment would stop after the
+        # window's worth and it would never catch up.
         assert cluster.status(leader)["counters"]["snapshots_shipped"] >= 1
 
         # It replicates from the log after the snapshot, and restarts from the swapped tables.
