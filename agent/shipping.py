@@ -66,6 +66,8 @@ class Shipment:
     part: int = 0
     peek: bytes | None = None
     acked: int = -1  # the last part the follower acknowledged staging
+    acked_at_retry: int = -1  # `acked` when the core last asked again (see start)
+    asked_idle: int = 0  # the core's requests since then without an acknowledgement between
 
 
 @dataclass(slots=True)
@@ -217,8 +219,20 @@ class Shipping:
         shipment.acked = max(shipment.acked, ack.part)
 
     def start(self, m: Message) -> None:
-        if m.to in self._shipments:
-            return  # still streaming the previous one; the core's retry is a duplicate
+        shipping = self._shipments.get(m.to)
+        if shipping is not None:
+            if shipping.acked != shipping.acked_at_retry:
+                # Still streaming, and the follower acknowledged chunks since the core last
+                # asked (its retry timer, SNAPSHOT_RETRY_ELECTIONS): the request is a duplicate.
+                shipping.acked_at_retry, shipping.asked_idle = shipping.acked, 0
+                return
+            shipping.asked_idle += 1
+            if shipping.asked_idle < 2:
+                return  # a duplicate within one retry period
+            # No acknowledgement for a whole retry period (acks lost, or the follower
+            # restarted and dropped its staging): start over.
+            log.info("snapshot to %s stalled at part %d: starting over", m.to, shipping.acked)
+            self._end(shipping)
         txn = self.storage.env.begin()
         try:
             index, term, _time_ms = read_applied(txn, self.storage.dbs)
