@@ -112,7 +112,12 @@ class Shipping:
         self.shipped = 0  # snapshots streamed whole to a follower (SNAPSHOT message sent)
 
     def has_work(self) -> bool:
-        return bool(self._shipments or self._pending)
+        """Chunks to stage, or a shipment whose window has room. A shipment waiting for acks
+        is no work: the loop then sleeps until a frame arrives (it spun at 100% of a core
+        before, beside the follower it waited for, on a machine of two)."""
+        return bool(self._pending) or any(
+            s.part - s.acked <= SHIPMENT_UNACKED_CHUNKS_MAX for s in self._shipments.values()
+        )
 
     def recv_bytes_max(self) -> int | None:
         """Peer bytes to take this turn while a snapshot is being received (None: no tighter
