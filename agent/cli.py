@@ -122,6 +122,18 @@ def parser() -> argparse.ArgumentParser:
         ("--events-cache-bytes-max", "applied events kept in memory for subscribers"),
         ("--node-cache-bytes-max", "record bytes the state machine keeps decoded"),
         ("--log-retain-bytes", "applied log bytes kept (held in memory) before compacting"),
+        (
+            "--snapshot-chunk-bytes-max",
+            "bytes of one snapshot chunk (to a follower) or SNAPSHOT frame (to an app)",
+        ),
+        (
+            "--snapshot-lag-entries-max",
+            "a follower more entries behind the leader's applied index gets a snapshot",
+        ),
+        (
+            "--snapshot-lag-bytes-max",
+            "a follower more entry bytes behind the leader's applied index gets a snapshot",
+        ),
         ("--subscriber-backlog-bytes-max", "stream bytes an app may leave unacknowledged"),
         ("--subscriber-stall-ms", "a subscriber whose backlog stayed full this long is dropped"),
         ("--subscriber-silence-ms", "a subscriber that sent nothing this long is dropped"),
@@ -271,6 +283,9 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         events_cache_bytes_max=args.events_cache_bytes_max,
         node_cache_bytes_max=args.node_cache_bytes_max,
         log_retain_bytes=args.log_retain_bytes,
+        snapshot_lag_entries_max=args.snapshot_lag_entries_max,
+        snapshot_chunk_bytes_max=args.snapshot_chunk_bytes_max,
+        snapshot_lag_bytes_max=args.snapshot_lag_bytes_max,
         subscriber_backlog_bytes_max=args.subscriber_backlog_bytes_max,
         subscriber_stall_ms=args.subscriber_stall_ms,
         subscriber_held_max=args.subscriber_held_max,

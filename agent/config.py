@@ -74,6 +74,12 @@ class AgentConfig:
     # inherited plus the time it has led (logtime.py); at most session_ttl_ms / 10 is used.
     log_time_skew_ms_max: int = 1_000
     log_retain_entries: int = 100_000  # applied entries kept in the log before compacting
+    # A follower whose log ends more than this many entries, or this many bytes of entry data,
+    # below the leader's applied index is sent a peer snapshot instead of the log
+    # (RaftConfig.snapshot_lag_*; docs/data-model-v2.md section 10): a follower restarted
+    # after a bulk load installs records instead of applying every op again.
+    snapshot_lag_entries_max: int = 10_000
+    snapshot_lag_bytes_max: int = 4 << 20
     fsync: bool = True
     trace: bool = False  # --trace: stamp traced PROPOSEs' hops (docs/performance.md)
     log_level: str = "info"
@@ -183,6 +189,8 @@ class AgentConfig:
             "apply_batch_bytes_max": self.apply_batch_bytes_max,
             "session_ttl_ms": self.session_ttl_ms,
             "log_retain_entries": self.log_retain_entries,
+            "snapshot_lag_entries_max": self.snapshot_lag_entries_max,
+            "snapshot_lag_bytes_max": self.snapshot_lag_bytes_max,
             "body_bytes_max": self.body_bytes_max,
             "proposals_waiting_max": self.proposals_waiting_max,
             "timeout_ms_proposal": self.timeout_ms_proposal,

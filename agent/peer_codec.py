@@ -18,6 +18,8 @@ A peer frame is one ZeroMQ message holding a CBOR array that starts with
   it was a member before (docs/agent.md, "A voter that lost its data").
 - `PROBE_REPLY`: `[v, 5, frm, to, term, commit, heard_term]`: the peer's term and commit index,
   and the highest term of a Raft message it received from the asker since it started (0: none).
+- `CHUNK_ACK`: `[v, 6, frm, to, term, snap_index, part]`: a follower staged `part` of the
+  snapshot at `snap_index` (the leader keeps a window of chunks unacknowledged: shipping.py).
 
 Decoding trusts nothing: size, then a scan of the CBOR headers bounded in items and depth that
 admits only the codec's registered tags (`codec.loads` with `DecodeLimits`: the one decoder of
@@ -90,6 +92,7 @@ class PeerKind(enum.IntEnum):
     WELCOME = 3
     PROBE = 4
     PROBE_REPLY = 5
+    CHUNK_ACK = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,15 @@ class SnapshotChunk:
     part: int
     last: bool
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkAck:
+    frm: str  # the follower
+    to: str  # the leader that ships
+    term: int
+    snap_index: int
+    part: int  # staged, with every part before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +143,7 @@ class ProbeReply:
     heard_term: int  # highest term of a Raft message from the asker since we started; 0: none
 
 
-PeerFrame = Message | JoinRequest | SnapshotChunk | Welcome | Probe | ProbeReply
+PeerFrame = Message | JoinRequest | SnapshotChunk | ChunkAck | Welcome | Probe | ProbeReply
 
 
 # -- encoding ---------------------------------------------------------------------------------
@@ -199,6 +211,20 @@ def encode_probe_reply(reply: ProbeReply) -> bytes:
             r.term,
             r.commit,
             r.heard_term,
+        ]
+    )
+
+
+def encode_chunk_ack(ack: ChunkAck) -> bytes:
+    return cbor2.dumps(
+        [
+            PEER_PROTOCOL_VERSION,
+            int(PeerKind.CHUNK_ACK),
+            ack.frm,
+            ack.to,
+            ack.term,
+            ack.snap_index,
+            ack.part,
         ]
     )
 
@@ -305,6 +331,8 @@ def decode(
             return _decode_probe(raw)
         if kind == PeerKind.PROBE_REPLY:
             return _decode_probe_reply(raw)
+        if kind == PeerKind.CHUNK_ACK:
+            return _decode_chunk_ack(raw)
     raise FrameError("kind", f"unknown peer frame kind ({describe(kind)})")
 
 
@@ -533,6 +561,18 @@ def _decode_join(raw: list[Any]) -> JoinRequest:
     if not address.startswith(ENDPOINT_SCHEMES) or len(address) <= len("tcp://"):
         raise FrameError("field", f"peer JOIN address must start with one of {ENDPOINT_SCHEMES}")
     return JoinRequest(_node_id(raw[2], "join id"), address)
+
+
+def _decode_chunk_ack(raw: list[Any]) -> ChunkAck:
+    if len(raw) != 7:
+        raise FrameError("shape", f"peer CHUNK_ACK must have 7 fields, got {len(raw)}")
+    return ChunkAck(
+        frm=_node_id(raw[2], "chunk ack frm"),
+        to=_node_id(raw[3], "chunk ack to"),
+        term=_int(raw[4], "chunk ack term", minimum=1),
+        snap_index=_int(raw[5], "chunk ack snapshot index", minimum=1),
+        part=_int(raw[6], "chunk ack part"),
+    )
 
 
 def _decode_chunk(raw: list[Any], bytes_max: int) -> SnapshotChunk:

@@ -55,6 +55,7 @@ from superstatic_agent.statemachine import Applied, ApplyFailed, StateMachine, o
 from superstatic_agent.storage import (
     FORMAT_VERSION,
     Corrupt,
+    Dbs,
     StartRefused,
     Storage,
     check_poison_marker,
@@ -266,6 +267,8 @@ class Server:
             proposals_pending_max=config.proposals_pending_max,
             committed_per_ready_max=config.apply_batch_max,
             committed_bytes_per_ready_max=config.apply_batch_bytes_max,
+            snapshot_lag_entries_max=config.snapshot_lag_entries_max,
+            snapshot_lag_bytes_max=config.snapshot_lag_bytes_max,
         )
         fresh = loaded.hard_state is None and loaded.conf is None and loaded.snapshot is None
         # The cluster's initial configuration (at index 0). The initial voters have it from
@@ -362,6 +365,9 @@ class Server:
         self.streams = Streams(
             config, self.storage, self.clients, self._error, self.applied, self._halt_damaged
         )
+        # An installed snapshot swaps the state machine's tables (storage.install_staged): the
+        # state machine applies the rest of that Ready through the new handles.
+        self.storage.on_dbs = self._tables_swapped
         # Snapshots in flight, both directions.
         self.shipping = Shipping(
             config, self.node, self.storage, self.sm, self.peers, self.drops, self._halt_damaged
@@ -385,6 +391,9 @@ class Server:
             # PROPOSE_MANY frames taken, and the proposals they carried.
             "propose_many_frames": 0,
             "propose_many_items": 0,
+            # Peer snapshots installed here (a far-behind follower catches up by one:
+            # data-model-v2.md section 10); status adds those shipped from here.
+            "snapshots_installed": 0,
         }
         # A turn longer than half the minimum election timeout risks needless elections.
         self._slow_turn_ms = config.tick_ms * config.election_ticks / 2
@@ -839,6 +848,9 @@ class Server:
     def _log_retained_bytes(self) -> int:
         return (self._log_bytes[-1] - self._log_bytes_base) if self._log_bytes else 0
 
+    def _tables_swapped(self, dbs: Dbs) -> None:
+        self.sm.dbs = dbs
+
     def _after_snapshot_install(self, meta: SnapshotMeta) -> None:
         log.info("installed snapshot at index %d (term %d)", meta.index, meta.term)
         self._log_bytes.clear()  # the log restarts after the snapshot
@@ -847,6 +859,7 @@ class Server:
         with self.storage.env.begin() as txn:
             self._log_time_ms = read_applied(txn, self.sm.dbs)[2]
         self.shipping.installed()
+        self.counters["snapshots_installed"] += 1
         self.streams.snapshot_installed(meta.index)
 
     def _send_messages(self, messages: tuple[Message, ...]) -> None:
@@ -913,7 +926,7 @@ class Server:
     # -- peer frames ---------------------------------------------------------------------------
 
     def _on_peer_frames(self) -> None:
-        for sender, data in self.peers.recv():
+        for sender, data in self.peers.recv(self.shipping.recv_bytes_max()):
             if self.halted is not None:
                 self.drops.counts["peer_halted"] += 1  # the core is frozen: see _halt
                 continue
@@ -947,6 +960,8 @@ class Server:
                 self._on_probe(sender, frame)
             elif isinstance(frame, peer_codec.ProbeReply):
                 self._on_probe_reply(sender, frame)
+            elif isinstance(frame, peer_codec.ChunkAck):
+                self.shipping.on_ack(sender, frame)
             elif self._awaiting_conf0:
                 self.drops.counts["peer_before_welcome"] += 1  # routine for a joiner: no log
             elif frame.term > self.node.term + TERM_AHEAD_MAX:
@@ -1032,6 +1047,7 @@ class Server:
             m = dataclasses.replace(m, entries=entries)
         if m.type is MsgType.SNAPSHOT:
             assert m.snapshot is not None
+            self.shipping.stage_pending(None)  # the chunks sent before it
             if not self.shipping.staged_for(m):
                 # The data did not (all) arrive: without it the core must not accept the
                 # meta. The leader sends the snapshot again later.
@@ -1809,7 +1825,7 @@ class Server:
             uptime_s=self.clock.monotonic() - self.started,
             tick_ms=self.config.tick_ms,
             fsync=self.config.fsync,
-            counters=dict(self.counters),
+            counters={**self.counters, "snapshots_shipped": self.shipping.shipped},
             halted=self.halted,
             auth=self.auth.status(),
             store={

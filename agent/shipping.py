@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from superstatic_agent.raft.types import (
     EntryKind,
     Message,
     MsgType,
+    ProgressState,
     Role,
     SnapshotMeta,
 )
@@ -35,8 +37,21 @@ from superstatic.protocol.errors import ProtocolError
 
 log = logging.getLogger("superstatic.agent")
 
-# Snapshot chunks sent to one follower per loop turn; the rest follow in later turns.
-SHIPMENT_CHUNKS_PER_TURN_MAX = 8
+# Snapshot chunks sent to one follower per loop turn; the rest follow in later turns. Building
+# a chunk of 1 MiB costs ~30 ms of Python (reading and verifying ~30,000 records): 8 per turn
+# made turns of a quarter second, and heartbeats late enough for elections.
+SHIPMENT_CHUNKS_PER_TURN_MAX = 2
+# ... and staged by a follower per loop turn (in bytes: this many chunks of the configured
+# size): staging validates every record (~100 ms a chunk), and a turn that took all a
+# leader had queued (recv_bytes_per_turn_max, 64 MiB) lasted seconds: the follower missed
+# heartbeats and campaigned while it received the snapshot.
+STAGING_CHUNKS_PER_TURN_MAX = 2
+# Chunks sent to a follower and not yet acknowledged as staged (CHUNK_ACK). Without a window the
+# leader queued the whole snapshot towards a follower that stages far slower than it builds:
+# the follower's socket stopped reading, the TCP window stayed shut past PEER_TCP_MAXRT_MS
+# (which Linux applies to zero-window probes too), the connection was dropped and the
+# shipment restarted from part 0, again and again (the first 1,000,000-object runs).
+SHIPMENT_UNACKED_CHUNKS_MAX = 8
 
 
 @dataclass(slots=True)
@@ -50,6 +65,9 @@ class Shipment:
     chunks: Iterator[bytes]
     part: int = 0
     peek: bytes | None = None
+    acked: int = -1  # the last part the follower acknowledged staging
+    acked_at_retry: int = -1  # `acked` when the core last asked again (see start)
+    asked_idle: int = 0  # the core's requests since then without an acknowledgement between
 
 
 @dataclass(slots=True)
@@ -87,17 +105,49 @@ class Shipping:
         self.drops = drops
         self._shipments: dict[str, Shipment] = {}
         self._staging: Staging | None = None
+        # Chunks received and not staged yet (staging one costs ~100 ms: a few per turn). At
+        # most one turn's peer frames (recv_bytes_per_turn_max) once a snapshot starts, then
+        # recv_bytes_max holds the intake to the staging rate.
+        self._pending: deque[tuple[str, peer_codec.SnapshotChunk]] = deque()
+        self.shipped = 0  # snapshots streamed whole to a follower (SNAPSHOT message sent)
 
     def has_work(self) -> bool:
-        return bool(self._shipments)
+        """Chunks to stage, or a shipment whose window has room. A shipment waiting for acks
+        is no work: the loop then sleeps until a frame arrives (it spun at 100% of a core
+        before, beside the follower it waited for, on a machine of two)."""
+        return bool(self._pending) or any(
+            s.part - s.acked <= SHIPMENT_UNACKED_CHUNKS_MAX for s in self._shipments.values()
+        )
+
+    def recv_bytes_max(self) -> int | None:
+        """Peer bytes to take this turn while a snapshot is being received (None: no tighter
+        bound than the transport's). The chunks not taken wait in the socket's queue."""
+        staged = self._staging
+        if not self._pending and (staged is None or staged.complete):
+            return None
+        return STAGING_CHUNKS_PER_TURN_MAX * self.config.snapshot_chunk_bytes_max
 
     def close(self) -> None:
+        self._pending.clear()
         for shipment in list(self._shipments.values()):
             self._end(shipment)
 
     # -- follower side -------------------------------------------------------------------------
 
     def on_chunk(self, sender: str, chunk: peer_codec.SnapshotChunk) -> None:
+        """Queues a received chunk; `stage_pending` stages it (a few per loop turn)."""
+        self._pending.append((sender, chunk))
+
+    def stage_pending(self, chunks_max: int | None) -> None:
+        """Stages up to `chunks_max` queued chunks (None: all of them, as before a SNAPSHOT
+        message is stepped, which needs every chunk sent before it staged)."""
+        count = 0
+        while self._pending and (chunks_max is None or count < chunks_max):
+            sender, chunk = self._pending.popleft()
+            self._stage(sender, chunk)
+            count += 1
+
+    def _stage(self, sender: str, chunk: peer_codec.SnapshotChunk) -> None:
         if chunk.frm != sender or chunk.to != self.id:
             self.drops.drop("peer_wrong_sender", f"chunk from {sender!r} for {chunk.to!r}")
             return
@@ -138,6 +188,8 @@ class Shipping:
             return
         staged.next_part += 1
         staged.complete = chunk.last
+        ack = peer_codec.ChunkAck(self.id, chunk.frm, chunk.term, chunk.snap_index, chunk.part)
+        self.peers.send(chunk.frm, peer_codec.encode_chunk_ack(ack))  # lost: the retry resends
 
     def staged_for(self, m: Message) -> bool:
         """True if every chunk of the snapshot this SNAPSHOT message names is staged here."""
@@ -156,9 +208,36 @@ class Shipping:
 
     # -- leader side ---------------------------------------------------------------------------
 
+    def on_ack(self, sender: str, ack: peer_codec.ChunkAck) -> None:
+        """A follower staged a part of what we ship it: the window moves on."""
+        shipment = self._shipments.get(ack.frm)
+        if shipment is None:
+            return  # routine: the last window's acks come after the shipment ended
+        if (
+            ack.frm != sender
+            or ack.to != self.id
+            or (ack.term, ack.snap_index) != (shipment.term, shipment.meta.index)
+            or ack.part >= shipment.part
+        ):
+            self.drops.counts["chunk_ack_stale"] += 1  # an earlier shipment's, or not ours
+            return
+        shipment.acked = max(shipment.acked, ack.part)
+
     def start(self, m: Message) -> None:
-        if m.to in self._shipments:
-            return  # still streaming the previous one; the core's retry is a duplicate
+        shipping = self._shipments.get(m.to)
+        if shipping is not None:
+            if shipping.acked != shipping.acked_at_retry:
+                # Still streaming, and the follower acknowledged chunks since the core last
+                # asked (its retry timer, SNAPSHOT_RETRY_ELECTIONS): the request is a duplicate.
+                shipping.acked_at_retry, shipping.asked_idle = shipping.acked, 0
+                return
+            shipping.asked_idle += 1
+            if shipping.asked_idle < 2:
+                return  # a duplicate within one retry period
+            # No acknowledgement for a whole retry period (acks lost, or the follower
+            # restarted and dropped its staging): start over.
+            log.info("snapshot to %s stalled at part %d: starting over", m.to, shipping.acked)
+            self._end(shipping)
         txn = self.storage.env.begin()
         try:
             index, term, _time_ms = read_applied(txn, self.storage.dbs)
@@ -183,11 +262,24 @@ class Shipping:
         return conf
 
     def pump(self) -> None:
+        self.stage_pending(STAGING_CHUNKS_PER_TURN_MAX)
+        progress = self.node.progress() if self._shipments else {}
         for shipment in list(self._shipments.values()):
             if shipment.term != self.node.term or self.node.role is not Role.LEADER:
                 self._end(shipment)
                 continue
+            state = progress.get(shipment.to)
+            if state is None or state[2] == ProgressState.REPLICATE.value:
+                # The follower left, or replicates from the log (an earlier copy installed, or
+                # it needs none now): the rest would only be staged and dropped. Not in probe
+                # state: the core's snapshot retry (SNAPSHOT_RETRY_ELECTIONS, 2.4 s at the
+                # default ticks) probes the follower while a large snapshot is still on its
+                # way, and ending the shipment there restarted it from part 0 every retry.
+                self._end(shipment)
+                continue
             for _ in range(SHIPMENT_CHUNKS_PER_TURN_MAX):
+                if shipment.part - shipment.acked > SHIPMENT_UNACKED_CHUNKS_MAX:
+                    break  # the follower stages slower than we build: wait for its acks
                 try:
                     data = shipment.peek
                     if data is None:
@@ -223,6 +315,7 @@ class Shipping:
                         snapshot=shipment.meta,
                     )
                     self.peers.send(shipment.to, peer_codec.encode_message(message))
+                    self.shipped += 1
                     self._end(shipment)
                     break
                 shipment.peek = following

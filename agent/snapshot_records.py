@@ -36,6 +36,7 @@ from superstatic_agent.storage import (
     record_get,
     record_put,
     records,
+    seal,
     staged_complete,
 )
 
@@ -133,6 +134,10 @@ def stage_chunk(
         expected = 0 if raw is None else int.from_bytes(raw, "big")
         if part != expected or staged_complete(txn, dbs):
             raise ProtocolError(f"snapshot chunk part {part} out of order (expected {expected})")
+    # Validated first, then written per db with one putmulti (appended: a db's records are
+    # shipped in key order, so each goes past the staged db's end; a key out of order or
+    # repeated is refused, not stored).
+    runs: list[tuple[str, list[tuple[bytes, bytes]]]] = []
     for item in items:
         if not (type(item) is list and len(item) == 3):
             raise ProtocolError(f"snapshot chunk item is not [db, key, value]: {describe(item)}")
@@ -151,7 +156,14 @@ def stage_chunk(
             raise ProtocolError(f"snapshot chunk item of db {letter}: the value is not bytes")
         name = CHUNK_DBS[letter]
         check_item(name, key, data, sm_meta_keys)
-        record_put(txn, _db(dbs, "staging_" + name), key, data)
+        if not runs or runs[-1][0] != name:
+            runs.append((name, []))
+        runs[-1][1].append((key, seal(key, data)))
+    for name, records_ in runs:
+        cursor = txn.cursor(db=_db(dbs, "staging_" + name))
+        _consumed, added = cursor.putmulti(records_, append=True)
+        if added != len(records_):
+            raise ProtocolError(f"snapshot chunk: keys of db {name} not in ascending order")
     record_put(txn, dbs.staging_state, STAGING_NEXT, (part + 1).to_bytes(8, "big"))
     if last:
         record_put(txn, dbs.staging_state, STAGING_DONE, b"1")

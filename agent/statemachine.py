@@ -628,7 +628,8 @@ class StateMachine:
         stage_chunk(txn, self.dbs, chunk)
 
     def install_staged(self, txn: lmdb.Transaction, meta: SnapshotMeta) -> None:
-        install_staged(txn, self.dbs, meta)
+        """Installs the staged snapshot (its tables become the live ones: storage.py)."""
+        self.dbs = install_staged(txn, self.dbs, meta)
 
     # ------------------------------------------------------------ inspect
 

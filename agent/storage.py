@@ -6,12 +6,16 @@ Sub-databases (the layout is fixed here; the state machine opens the same handle
 | db | key | value |
 |---|---|---|
 | `log` | index, 8-byte big-endian | CBOR `[term, kind, data]` |
-| `meta` | `hard`, `snap`, `conf`, `conf0` | CBOR: HardState, SnapshotMeta, ConfState x2 |
+| `meta` | `hard` `snap` `conf` `conf0` `tables` | CBOR: HardState, SnapshotMeta, ConfStates, 0/1 |
 | `sm_meta` | `b"applied"`, ... | the state machine's own scalars (statemachine.py) |
 | `oids` `nodes` `entries` `order` `chunks` `tombs` | | the nodes, per key (agent/records.py) |
 | `sessions` | client id (utf-8) | CBOR session record |
 | `outcomes` | index, 8-byte BE | CBOR `[outcome, collected, log_time_ms, heads]`, trimmed w. log |
 | `staging_*` | | a snapshot being received (statemachine.py) |
+
+The names above are what each db holds with meta `tables` absent or 0; with `tables` = 1 each
+state-machine db and its staging twin have traded LMDB names (an installed snapshot flips it
+instead of copying records: `install_staged`, `open_dbs`, docs/data-model-v2.md section 10).
 
 Every value is stored sealed: its bytes followed by a CRC-32 (zlib.crc32, 4 bytes big-endian)
 of key and value together, verified on every read (`record_get`, `unseal`); a mismatch raises
@@ -112,6 +116,10 @@ KEY_CONF = b"conf"
 # drops it.
 KEY_CONF0 = b"conf0"
 KEY_APPLIED = b"applied"
+# In meta: 1 when each state-machine db lives in the LMDB db named "staging_" + its name (and
+# is staged into the one named for it), 0 or absent otherwise. An install flips it instead of
+# copying a snapshot's records: data-model-v2.md section 10.
+KEY_TABLES = b"tables"
 STAGING_NEXT = b"next"  # the part number stage_chunk expects next
 STAGING_DONE = b"done"  # present once the part marked last was staged
 
@@ -207,7 +215,10 @@ class Trimmed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Dbs:
-    """The handles of every sub-database (valid for the life of the environment)."""
+    """The handles of every sub-database (valid for the life of the environment), by what
+    they hold now: the state machine's dbs and their staging copies trade places at each
+    snapshot install (`swapped`, KEY_TABLES). Immutable: a reader that took one with its read
+    transaction keeps the tables of its snapshot across an install."""
 
     log: Any
     meta: Any
@@ -234,12 +245,30 @@ class Dbs:
         """The handles of the per-key node dbs (records.NODE_DB_NAMES order)."""
         return tuple(getattr(self, name.decode()) for name in records_format.NODE_DB_NAMES)
 
+    def swapped(self) -> Dbs:
+        """The same handles with each state-machine db and its staging copy exchanged."""
+        handles = {name: getattr(self, name) for name in self.__slots__}
+        for name in SNAPSHOT_DB_NAMES:
+            live, staged = name.decode(), "staging_" + name.decode()
+            handles[live], handles[staged] = handles[staged], handles[live]
+        return Dbs(**handles)
+
 
 def open_dbs(env: lmdb.Environment) -> Dbs:
-    """Opens (creating if absent) every sub-database. Call with no write transaction open in
-    this thread: LMDB opens named databases in a write transaction of its own."""
+    """Opens (creating if absent) every sub-database, mapped as KEY_TABLES says. Call with no
+    write transaction open in this thread: LMDB opens named databases in a write transaction
+    of its own."""
     handles = {name.decode(): env.open_db(name, create=True) for name in DB_NAMES}
-    return Dbs(**handles)
+    dbs = Dbs(**handles)
+    with env.begin() as txn:
+        raw = record_get(txn, dbs.meta, "meta", KEY_TABLES)
+    tables = 0 if raw is None else cbor2.loads(raw)
+    if type(tables) is not int or tables not in (0, 1):
+        raise StartRefused(
+            "the store's meta record 'tables' is neither 0 nor 1: this store was not written by "
+            "this agent's format"
+        )
+    return dbs.swapped() if tables else dbs
 
 
 def index_key(index: int) -> bytes:
@@ -373,6 +402,9 @@ class Storage:
             readahead=False,
         )
         self.dbs = open_dbs(self.env)
+        # Told the new handles when an install swaps the tables (set by the owner of a state
+        # machine on this environment, whose own handles must follow within the same write).
+        self.on_dbs: Callable[[Dbs], None] | None = None
         try:
             self._check_format()
         except StartRefused:
@@ -596,21 +628,27 @@ class Storage:
             or ready.snapshot is not None
             or (term_vote is not None and term_vote != self._term_vote_synced)
         )
-        with self.env.begin(write=True) as txn:
-            if ready.snapshot is not None:
-                self._install_snapshot(txn, ready.snapshot)
-            if ready.entries:
-                self._append(txn, ready.entries)
-            if ready.hard_state is not None:
-                hs = ready.hard_state
-                hard = cbor2.dumps([hs.term, hs.vote, hs.commit])
-                record_put(txn, self.dbs.meta, KEY_HARD, hard)
-            if conf is not None:
-                self.store_conf(txn, conf)
-            if conf0 is not None:
-                self.store_conf0(txn, conf0)
-            if apply_fn is not None:
-                apply_fn(txn)
+        dbs_before = self.dbs
+        try:
+            with self.env.begin(write=True) as txn:
+                if ready.snapshot is not None:
+                    self._install_snapshot(txn, ready.snapshot)
+                if ready.entries:
+                    self._append(txn, ready.entries)
+                if ready.hard_state is not None:
+                    hs = ready.hard_state
+                    hard = cbor2.dumps([hs.term, hs.vote, hs.commit])
+                    record_put(txn, self.dbs.meta, KEY_HARD, hard)
+                if conf is not None:
+                    self.store_conf(txn, conf)
+                if conf0 is not None:
+                    self.store_conf0(txn, conf0)
+                if apply_fn is not None:
+                    apply_fn(txn)
+        except BaseException:
+            if self.dbs is not dbs_before:
+                self._set_dbs(dbs_before)  # the install aborted with the transaction
+            raise
         self._committed()
         if durable and self.fsync:
             self.sync()
@@ -663,7 +701,7 @@ class Storage:
             self.syncs += 1
 
     def _install_snapshot(self, txn: lmdb.Transaction, meta: SnapshotMeta) -> None:
-        install_staged(txn, self.dbs, meta)
+        self._set_dbs(install_staged(txn, self.dbs, meta))
         # The core reset its log to start after meta.index: every stored entry is obsolete, and
         # the stream of outcomes restarts after the snapshot too.
         txn.drop(self.dbs.log, delete=False)
@@ -671,6 +709,11 @@ class Storage:
         record_put(txn, self.dbs.meta, KEY_SNAP, encode_snapshot_meta(meta))
         applied, _term, _time_ms = read_applied(txn, self.dbs)
         assert applied == meta.index, ("staged snapshot is not at the meta's index", applied)
+
+    def _set_dbs(self, dbs: Dbs) -> None:
+        self.dbs = dbs
+        if self.on_dbs is not None:
+            self.on_dbs(dbs)
 
     def _append(self, txn: lmdb.Transaction, entries: tuple[Entry, ...]) -> None:
         first = entries[0].index
@@ -888,19 +931,23 @@ def staged_complete(txn: lmdb.Transaction, dbs: Dbs) -> bool:
     return record_get(txn, dbs.staging_state, "staging_state", STAGING_DONE) is not None
 
 
-def install_staged(txn: lmdb.Transaction, dbs: Dbs, meta: SnapshotMeta) -> None:
+def install_staged(txn: lmdb.Transaction, dbs: Dbs, meta: SnapshotMeta) -> Dbs:
     """Replaces sm_meta, sessions and the node dbs by the staged snapshot, which must be complete
-    and at `meta.index` (the core accepted the SNAPSHOT message the shell staged it for)."""
+    and at `meta.index` (the core accepted the SNAPSHOT message the shell staged it for), and
+    returns the handles as they are from then on.
+
+    The staged dbs become the live ones (KEY_TABLES flips) and the old live ones, emptied, the
+    staging: no record is copied, so an install writes a few pages whatever the snapshot's
+    size. (It copied every record before: at 1,000,000 objects half a GB of dirty pages in one
+    transaction, which LMDB keeps malloc'd until the store closes.) The staged records were
+    validated and sealed when staged and are verified on every read, as every record is."""
     assert staged_complete(txn, dbs), "installing a snapshot that was not completely staged"
     raw = record_get(txn, dbs.staging_sm_meta, "staging_sm_meta", KEY_APPLIED)
     staged_index = 0 if raw is None else cbor2.loads(raw)[0]
     assert staged_index == meta.index, ("staged snapshot index", staged_index, meta.index)
-    for db_name in SNAPSHOT_DB_NAMES:
-        name = "staging_" + db_name.decode()
-        source, target = getattr(dbs, name), getattr(dbs, db_name.decode())
-        txn.drop(target, delete=False)
-        for key, value in txn.cursor(db=source):
-            # Same key, so the seal stays valid; verified on the way (Corrupt aborts it all).
-            unseal(name, key, value)
-            txn.put(bytes(key), bytes(value), db=target, append=True)
-    drop_staged(txn, dbs)
+    raw = record_get(txn, dbs.meta, "meta", KEY_TABLES)
+    tables = 0 if raw is None else cbor2.loads(raw)
+    record_put(txn, dbs.meta, KEY_TABLES, cbor2.dumps(1 - tables))
+    installed = dbs.swapped()
+    drop_staged(txn, installed)  # the state before the snapshot, and the staging state
+    return installed

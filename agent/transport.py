@@ -290,13 +290,17 @@ class PeerTransport:
         self.sent_bytes += len(data)
         return True
 
-    def recv(self) -> list[tuple[str, bytes]]:
+    def recv(self, bytes_max: int | None = None) -> list[tuple[str, bytes]]:
         """Frames waiting on the ROUTER: (sender id as the socket saw it, payload). At most
-        PEER_FRAMES_PER_TURN_MAX frames and about recv_bytes_per_turn_max bytes per call."""
+        PEER_FRAMES_PER_TURN_MAX frames and about recv_bytes_per_turn_max bytes (or the
+        caller's tighter `bytes_max`) per call."""
         out: list[tuple[str, bytes]] = []
         taken_bytes = 0
+        limit = self._recv_bytes_per_turn_max
+        if bytes_max is not None:
+            limit = min(limit, bytes_max)
         for _ in range(PEER_FRAMES_PER_TURN_MAX):
-            if taken_bytes >= self._recv_bytes_per_turn_max:
+            if taken_bytes >= limit:
                 break
             try:
                 # With keys, frames (not bytes): the sender is the key's, a frame property.

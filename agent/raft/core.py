@@ -786,7 +786,10 @@ class RaftNode:
         previous_index = pr.next - 1
         previous_term = self._log.term(previous_index)
         if previous_term is None:
-            self._send_snapshot(to, pr)
+            self._send_snapshot(to, pr, self._snapshot_meta)
+            return True
+        if pr.state is ProgressState.PROBE and self._far_behind(previous_index):
+            self._send_snapshot(to, pr, self._applied_meta())
             return True
         entries: tuple[Entry, ...] = ()
         if pr.next <= self._log.last_index:
@@ -816,9 +819,38 @@ class RaftNode:
             pr.probe_sent = True
         return True
 
-    def _send_snapshot(self, to: str, pr: Progress) -> None:
-        meta = self._snapshot_meta
-        assert meta is not None and meta.index == self._log.base_index, (
+    def _far_behind(self, previous_index: int) -> bool:
+        """A follower known to hold the log up to previous_index lacks more applied entries
+        than the snapshot_lag limits allow. Only asked in probe state (the leader just learned
+        where the follower's log ends): a follower in replicate state that falls behind under
+        load keeps the log, rather than pausing for a snapshot of everything."""
+        config = self._config
+        if config.snapshot_lag_entries_max is None and config.snapshot_lag_bytes_max is None:
+            return False
+        if previous_index >= self._applied:
+            return False
+        return self._log.exceeds(
+            previous_index + 1,
+            self._applied,
+            config.snapshot_lag_entries_max,
+            config.snapshot_lag_bytes_max,
+        )
+
+    def _applied_meta(self) -> SnapshotMeta:
+        """The meta of the state machine at our applied index (the shell ships its own, at
+        least as new): its term, and the configuration in force there."""
+        index = self._applied
+        term = self._log.term(index)
+        assert term is not None and index >= self._log.base_index, (index, self._log.base_index)
+        conf = self._conf_base
+        for conf_index, changed in self._conf_history:
+            if conf_index > index:
+                break
+            conf = changed
+        return SnapshotMeta(index, term, conf)
+
+    def _send_snapshot(self, to: str, pr: Progress, meta: SnapshotMeta | None) -> None:
+        assert meta is not None and meta.index >= self._log.base_index, (
             "compacted log without a snapshot meta",
             meta,
         )

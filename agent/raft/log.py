@@ -85,6 +85,25 @@ class RaftLog:
             out.append(entry)
         return tuple(out)
 
+    def exceeds(self, lo: int, hi: int, entries_max: int | None, bytes_max: int | None) -> bool:
+        """True if entries [lo, hi] are more than entries_max entries or hold more than
+        bytes_max bytes of data (a limit of None never counts). Scans at most entries_max + 1
+        entries (or up to the bytes limit), so a far-behind follower costs a bounded scan."""
+        assert self.base_index < lo, (lo, self.base_index)
+        hi = min(hi, self.last_index)
+        if hi < lo:
+            return False
+        if entries_max is not None and hi - lo + 1 > entries_max:
+            return True
+        if bytes_max is None:
+            return False
+        size_bytes = 0
+        for entry in self._entries[lo - self.base_index - 1 : hi - self.base_index]:
+            size_bytes += len(entry.data)
+            if size_bytes > bytes_max:
+                return True
+        return False
+
     def find_conflict_by_term(self, index: int, term: int) -> int:
         """The largest index <= `index` whose term is <= `term` (fast backtracking, as etcd).
 

@@ -220,6 +220,13 @@ class RaftConfig:
     # alone let a catching-up follower apply 512 entries of 1,000 objects each in one Ready,
     # a loop turn of 30-68 s and ~190 MB of LMDB dirty pages kept until the store closes.
     committed_bytes_per_ready_max: int = 64 << 20
+    # A follower whose log ends more than this many entries, or this many bytes of entry data,
+    # below the leader's applied index gets a SNAPSHOT of the leader's state instead of the log,
+    # even if the log still holds what it lacks (docs/data-model-v2.md section 10: installing
+    # records is far cheaper than applying the ops that made them). None: only below the
+    # compacted base, as in plain Raft.
+    snapshot_lag_entries_max: int | None = None
+    snapshot_lag_bytes_max: int | None = None
 
     def __post_init__(self) -> None:
         assert self.ticks_heartbeat >= 1, self
@@ -228,6 +235,8 @@ class RaftConfig:
         assert self.inflight_max >= 1 and self.proposals_pending_max >= 1, self
         assert self.committed_per_ready_max >= 1, self
         assert self.committed_bytes_per_ready_max >= 1, self
+        assert self.snapshot_lag_entries_max is None or self.snapshot_lag_entries_max >= 1, self
+        assert self.snapshot_lag_bytes_max is None or self.snapshot_lag_bytes_max >= 1, self
 
 
 class Dropped(Exception):

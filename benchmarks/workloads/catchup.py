@@ -44,6 +44,14 @@ def process_rss(pid: int) -> dict[str, int]:
     return out
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # The command name (field 2) may hold spaces: count the fields after its ')'.
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def disk_usage(path: Path) -> dict[str, int]:
     """Allocated bytes (blocks) and apparent bytes of every file under `path`."""
     allocated = apparent = files = 0
@@ -113,6 +121,9 @@ def one_size(
         spec = local.agents[lagging]
         assert spec.pid is not None
         rss_agent_after = process_rss(spec.pid)
+        # CPU of the restarted agent: start, catch-up and the STATUS polls (wall time on a
+        # shared machine follows the load; CPU seconds are what compare across runs).
+        agent_cpu_s = process_cpu_s(spec.pid)
         disk = disk_usage(spec.data_dir)
         agent_delta = rss_agent_after["VmRSS"] - rss_agent_before["VmRSS"]
         agent_anon_delta = rss_agent_after["RssAnon"] - rss_agent_before["RssAnon"]
@@ -127,6 +138,14 @@ def one_size(
             "agent_rss_after": rss_agent_after,
             "agent_bytes_per_object": agent_delta / count,
             "agent_anon_bytes_per_object": agent_anon_delta / count,
+            "agent_file_bytes_per_object": (
+                rss_agent_after["RssFile"] - rss_agent_before["RssFile"]
+            )
+            / count,
+            "agent_cpu_s": agent_cpu_s,
+            "agent_snapshots_installed": agent_status.get("counters", {}).get(
+                "snapshots_installed"
+            ),
         }
         # The app's load is measured apart: if it fails, the agent's numbers above still stand.
         with progress.step(f"catch-up: an app loads {count} objects through agent {lagging}"):

@@ -173,8 +173,18 @@ class SimPeerPort:
         self.net.send(self.node_id, dst, data)
         return True
 
-    def recv(self) -> list[tuple[str, bytes]]:
-        return self.net.take(self.node_id, PEER_FRAMES_PER_TURN_MAX)
+    def recv(self, bytes_max: int | None = None) -> list[tuple[str, bytes]]:
+        if bytes_max is None:
+            return self.net.take(self.node_id, PEER_FRAMES_PER_TURN_MAX)
+        out: list[tuple[str, bytes]] = []
+        taken_bytes = 0
+        while len(out) < PEER_FRAMES_PER_TURN_MAX and taken_bytes < bytes_max:
+            frames = self.net.take(self.node_id, 1)
+            if not frames:
+                break
+            out.extend(frames)
+            taken_bytes += len(frames[0][1])
+        return out
 
     def retry_refused(self, now: float) -> None:
         pass  # no keys in the simulation: nobody refuses ours

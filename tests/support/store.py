@@ -26,8 +26,9 @@ def objects(env: lmdb.Environment) -> dict[str, tuple[int, str, Any]]:
 def node_tables(env: lmdb.Environment) -> dict[bytes, dict[bytes, bytes]]:
     """Every record of every node db, raw (sealed): equal before and after means untouched."""
     out: dict[bytes, dict[bytes, bytes]] = {}
+    dbs = open_dbs(env)  # by what each holds: a snapshot install swaps the tables
     with env.begin() as txn:
         for name in NODE_DB_NAMES:
-            db = env.open_db(name, txn=txn, create=False)
+            db = getattr(dbs, name.decode())
             out[name] = {bytes(k): bytes(v) for k, v in txn.cursor(db=db)}
     return out

@@ -25,6 +25,7 @@ from superstatic_agent.storage import (
     DBS_MAX,
     KEY_FORMAT,
     Corrupt,
+    Dbs,
     StartRefused,
     Storage,
     index_key,
@@ -68,10 +69,15 @@ class Agent:
         self.path = path
         self.storage = Storage(path, fsync=False, map_bytes=64 << 20)
         self.sm = StateMachine(self.storage.env)
+        # As the server does: an installed snapshot swaps the tables under the state machine.
+        self.storage.on_dbs = self._tables_swapped
         with self.storage.env.begin() as txn:
             fresh = txn.get(b"cl", db=self.storage.dbs.sessions) is None
         if fresh:
             place_session(self.storage.env, "cl")  # what an "open" entry would have made
+
+    def _tables_swapped(self, dbs: Dbs) -> None:
+        self.sm.dbs = dbs
 
     def write(self, entries: list[Entry], commit: int | None = None) -> None:
         commit = entries[-1].index if commit is None else commit

@@ -63,6 +63,8 @@ def test_join_and_chunk_roundtrip() -> None:
     assert join == peer_codec.JoinRequest("d", "tcp://127.0.0.1:9")
     chunk = peer_codec.SnapshotChunk("a", "d", 3, 40, 2, True, b"data")
     assert peer_codec.decode(peer_codec.encode_chunk(chunk)) == chunk
+    ack = peer_codec.ChunkAck("d", "a", 3, 40, 2)
+    assert peer_codec.decode(peer_codec.encode_chunk_ack(ack)) == ack
 
 
 def test_welcome_and_probes_roundtrip() -> None:
@@ -165,6 +167,10 @@ def envelope(**changes: object) -> list[object]:
         (cbor2.dumps([1, 5, "a", "c", 1, 2]), "7 fields"),
         (cbor2.dumps([1, 5, "a", "c", -1, 2, 0]), "term"),
         (cbor2.dumps([1, 5, "a", "c", 1, 2, "x"]), "heard term"),
+        (cbor2.dumps([1, 6, "d", "a", 3, 40]), "CHUNK_ACK must have 7 fields"),
+        (cbor2.dumps([1, 6, "d", "a", 0, 40, 2]), "chunk ack term"),
+        (cbor2.dumps([1, 6, "d", "a", 3, 40, -1]), "chunk ack part"),
+        (cbor2.dumps([1, 6, "d", "", 3, 40, 2]), "chunk ack to"),
     ],
 )
 def test_garbage_is_refused_by_name(frame: bytes, needle: str) -> None:

@@ -184,3 +184,69 @@ def test_restart_from_snapshot_and_log_tail() -> None:
     world.propose(world.leader() or "a", [b"again"])
     world.run(5)
     assert {tuple(world.applied_datas(n)) for n in "abc"} == {tuple(world.applied_datas("a"))}
+
+
+def _lagging_world(config: RaftConfig) -> tuple[World, str, str, list[Message]]:
+    """A follower cut off while the leader commits 20 entries (never compacted), then healed;
+    the SNAPSHOT messages sent to it are collected."""
+    world = World(7, ["a", "b", "c"], config=config)
+    leader = elect(world)
+    lagging = next(n for n in "abc" if n != leader)
+    world.network.groups = {lagging: 1}
+    for i in range(20):
+        world.propose(leader, [f"x{i}".encode()])
+    world.run(3)
+    assert world.raft(leader).first_index == 1  # the leader's log holds everything
+    snapshots: list[Message] = []
+
+    def watch(m: Message) -> bool:
+        if m.type is MsgType.SNAPSHOT:
+            snapshots.append(m)
+        return True
+
+    world.network.filter = watch
+    world.network.groups = {}
+    world.run(5 * world.config.ticks_heartbeat)
+    return world, leader, lagging, snapshots
+
+
+def test_follower_far_behind_gets_a_snapshot_though_the_log_holds_its_entries() -> None:
+    config = RaftConfig(ticks_election=10, ticks_heartbeat=2, snapshot_lag_entries_max=8)
+    world, leader, lagging, snapshots = _lagging_world(config)
+    assert len(snapshots) == 1
+    meta = snapshots[0].snapshot
+    assert meta is not None and meta.index >= 20
+    assert world.nodes[lagging].snapshots_installed == 1
+    assert world.applied_datas(lagging) == world.applied_datas(leader)
+    assert world.raft(lagging).first_index == meta.index + 1
+    assert world.raft(leader).progress()[lagging][2] == "replicate"
+    world.propose(leader, [b"after"])
+    world.run(3)
+    assert world.applied_datas(lagging)[-1][1] == b"after"
+
+
+def test_follower_far_behind_in_bytes_gets_a_snapshot() -> None:
+    # Each payload is 2-3 bytes: 20 of them are more than 30 bytes, fewer than 100 entries.
+    config = RaftConfig(
+        ticks_election=10,
+        ticks_heartbeat=2,
+        snapshot_lag_entries_max=100,
+        snapshot_lag_bytes_max=30,
+    )
+    world, leader, lagging, snapshots = _lagging_world(config)
+    assert len(snapshots) == 1
+    assert world.nodes[lagging].snapshots_installed == 1
+    assert world.applied_datas(lagging) == world.applied_datas(leader)
+
+
+def test_follower_within_the_lag_limits_gets_the_log() -> None:
+    config = RaftConfig(
+        ticks_election=10,
+        ticks_heartbeat=2,
+        snapshot_lag_entries_max=100,
+        snapshot_lag_bytes_max=1 << 20,
+    )
+    world, leader, lagging, snapshots = _lagging_world(config)
+    assert snapshots == []
+    assert world.nodes[lagging].snapshots_installed == 0
+    assert world.applied_datas(lagging) == world.applied_datas(leader)

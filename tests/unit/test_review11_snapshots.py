@@ -53,9 +53,9 @@ def test_the_sm_meta_records_a_state_machine_writes_are_staged(target: tuple[Any
     env, dbs = target
     items = [
         ["m", KEY_APPLIED, cbor2.dumps([40, 2, 1_700_000_000_000])],
+        ["m", b"conf_last", cbor2.dumps([39, "add", "b", "tcp://127.0.0.1:1"])],
         ["m", b"gc", cbor2.dumps([0, 3, 7])],
         ["m", b"sweep", cbor2.dumps(1_700_000_000_000)],
-        ["m", b"conf_last", cbor2.dumps([39, "add", "b", "tcp://127.0.0.1:1"])],
-    ]
+    ]  # in key order, as a leader's cursor reads them
     with env.begin(write=True) as txn:
         snap.stage_chunk(txn, dbs, cbor2.dumps([0, True, items]), frozenset(SM_META_KEYS))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import cbor2
@@ -14,7 +13,15 @@ import pytest
 from superstatic_agent import records as layout
 from superstatic_agent import snapshot_records as snap
 from superstatic_agent.raft.types import ConfState, SnapshotMeta
-from superstatic_agent.storage import KEY_APPLIED, install_staged, record_put, staged_complete
+from superstatic_agent.storage import (
+    DBS_MAX,
+    KEY_APPLIED,
+    KEY_TABLES,
+    install_staged,
+    open_dbs,
+    record_put,
+    staged_complete,
+)
 from support.v3store import fill
 
 from superstatic.protocol import codec
@@ -26,8 +33,8 @@ NAMES = [*snap.SHIPPED_DBS, *(f"staging_{n}" for n in snap.SHIPPED_DBS), "stagin
 
 
 def open_store(path: Path) -> tuple[lmdb.Environment, Any]:
-    env = lmdb.open(str(path), max_dbs=len(NAMES) + 1, map_size=64 << 20)
-    return env, SimpleNamespace(**{n: env.open_db(n.encode()) for n in NAMES})
+    env = lmdb.open(str(path), max_dbs=DBS_MAX, map_size=64 << 20)
+    return env, open_dbs(env)
 
 
 @pytest.fixture
@@ -69,12 +76,34 @@ def test_an_installed_snapshot_is_byte_identical(stores: Any, chunk_bytes_max: i
         with target_env.begin(write=True) as txn:
             snap.stage_chunk(txn, target, chunk, SM_META_KEYS)
     with target_env.begin(write=True) as txn:
-        install_staged(txn, target, SnapshotMeta(40, 2, ConfState.make(["a"])))
-    before, after = dump(source_env, source), dump(target_env, target)
+        installed = install_staged(txn, target, SnapshotMeta(40, 2, ConfState.make(["a"])))
+    before, after = dump(source_env, source), dump(target_env, installed)
     for name in snap.SHIPPED_DBS:
         assert after[name] == before[name], name
         assert after[name], name  # every db had records to ship
     assert all(not after[n] for n in NAMES if n.startswith("staging_"))
+    # The install swapped the tables: the handles opened afresh find the snapshot too.
+    assert dump(target_env, open_dbs(target_env)) == after
+
+
+def test_a_second_install_swaps_the_tables_back(stores: Any) -> None:
+    source_env, source, target_env, target = stores
+    with source_env.begin(write=True) as txn:
+        fill(txn, source)
+    meta = SnapshotMeta(40, 2, ConfState.make(["a"]))
+    for _round in range(2):
+        for chunk in ship(source_env, source, 700):
+            with target_env.begin(write=True) as txn:
+                snap.stage_chunk(txn, target, chunk, SM_META_KEYS)
+        with target_env.begin(write=True) as txn:
+            target = install_staged(txn, target, meta)
+        assert dump(target_env, target) == dump(target_env, open_dbs(target_env))
+        for name in snap.SHIPPED_DBS:
+            assert dump(target_env, target)[name] == dump(source_env, source)[name], name
+    entries, staged = target_env.open_db(b"entries"), target_env.open_db(b"staging_entries")
+    with target_env.begin() as txn:  # two swaps: the tables are where they began
+        assert cbor2.loads(txn.get(KEY_TABLES, db=target.meta)[:-4]) == 0
+        assert txn.stat(entries)["entries"] > 0 and txn.stat(staged)["entries"] == 0
 
 
 def test_an_empty_store_ships_one_chunk(stores: Any) -> None:
@@ -140,3 +169,25 @@ def test_chunks_out_of_order_or_not_a_chunk_are_refused(stores: Any) -> None:
             snap.stage_chunk(txn, target, b"\xff", SM_META_KEYS)
         snap.stage_chunk(txn, target, chunk([], part=1), SM_META_KEYS)
         assert staged_complete(txn, target)
+
+
+def test_stage_chunk_refuses_keys_out_of_order(stores: Any) -> None:
+    _source_env, _source, target_env, target = stores
+    # Tombs keys: version (8 bytes) + an entry key (nid + 0x01 + ekey); empty values.
+    low, high = (
+        layout.nid_key(1) + layout.nid_key(5) + b"\x01ab",
+        layout.nid_key(2) + (layout.nid_key(5) + b"\x01ab"),
+    )
+    for items in (
+        [["t", high, b""], ["t", low, b""]],  # descending
+        [["t", low, b""], ["t", low, b""]],  # repeated
+    ):
+        with (
+            pytest.raises(ProtocolError, match="not in ascending order"),
+            target_env.begin(write=True) as txn,
+        ):
+            snap.stage_chunk(txn, target, cbor2.dumps([0, True, items]), SM_META_KEYS)
+    with target_env.begin(write=True) as txn:  # the same records in order are staged
+        items = [["t", low, b""], ["t", high, b""]]
+        snap.stage_chunk(txn, target, cbor2.dumps([0, True, items]), SM_META_KEYS)
+    assert [k for k, _v in dump(target_env, target)["staging_tombs"]] == [low, high]

@@ -91,7 +91,7 @@ class Machine:
 
     def table(self, name: bytes) -> dict[bytes, bytes]:
         with self.env.begin() as txn:
-            db = self.env.open_db(name, txn=txn, create=False)
+            db = getattr(self.sm.dbs, name.decode())  # by what it holds (an install swaps)
             return {bytes(k): bytes(v) for k, v in txn.cursor(db=db)}
 
     def objects(self) -> dict[str, tuple[int, str, Any]]:

@@ -27,7 +27,7 @@ from superstatic_agent.raft.types import (
     SnapshotMeta,
 )
 from superstatic_agent.statemachine import StateMachine
-from superstatic_agent.storage import Storage, Trimmed, record_get, record_put
+from superstatic_agent.storage import Dbs, Storage, Trimmed, record_get, record_put
 from support.sessions import SESSION_PLACED, place_session
 
 from superstatic.protocol import codec, ops
@@ -72,7 +72,12 @@ class Agent:
         for client in CLIENTS:
             place_session(self.storage.env, client, last_ms=1_000)
         self.sm = StateMachine(self.storage.env)
+        # As the server does: an installed snapshot swaps the tables under the state machine.
+        self.storage.on_dbs = self._tables_swapped
         self.applied: list[Any] = []
+
+    def _tables_swapped(self, dbs: Dbs) -> None:
+        self.sm.dbs = dbs
 
     def persist_and_apply(
         self, entries: list[Entry], commit: int, *, conf: ConfState | None = CONF
