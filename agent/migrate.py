@@ -41,6 +41,7 @@ import lmdb
 from superstatic_agent import records as layout
 from superstatic_agent.listtree import ListTree
 from superstatic_agent.storage import (
+    FORMATS_READ,
     KEY_APPLIED,
     KEY_FORMAT,
     Corrupt,
@@ -95,7 +96,7 @@ def migrate(data_dir: Path, *, map_bytes: int) -> Migrated:
     except BaseException:
         env.close()
         raise
-    if fmt == FORMAT_TO and not migrating:
+    if fmt in FORMATS_READ and not migrating:  # format 3, or 3 with swapped tables
         env.close()
         return Migrated(0, 0, 0, backup, already=True)
     if migrating:

@@ -103,6 +103,13 @@ READ_ENTRIES_MAX = 100_000
 # formats are refused at open: see StartRefused's messages for what to do.
 FORMAT_VERSION = records_format.FORMAT_VERSION
 FORMAT_MODEL_1 = 2
+# Format 3's layout with the live state-machine tables named by KEY_TABLES: written by the first
+# snapshot install that swaps the tables. An agent that reads format 3 only would read the tables
+# this store no longer uses (an older state, or empty ones) as if they were live, so the store
+# says it is another format and such an agent refuses it. This agent reads both; a fresh store
+# and a migrated one are format 3 until an install swaps their tables.
+FORMAT_TABLES = 4
+FORMATS_READ = (FORMAT_VERSION, FORMAT_TABLES)
 KEY_FORMAT = b"format"
 # Damaged records a scrub lists by name (it counts them all).
 SCRUB_REPORT_MAX = 16
@@ -252,6 +259,13 @@ class Dbs:
             live, staged = name.decode(), "staging_" + name.decode()
             handles[live], handles[staged] = handles[staged], handles[live]
         return Dbs(**handles)
+
+
+def store_format(txn: lmdb.Transaction, dbs: Dbs) -> int:
+    """The format this store is in: FORMAT_TABLES once an install has swapped its tables (the
+    KEY_TABLES record exists, whichever way it points), else FORMAT_VERSION. What a rewrite of
+    the format record writes, so it never claims a format an older agent would misread."""
+    return FORMAT_TABLES if txn.get(KEY_TABLES, db=dbs.meta) is not None else FORMAT_VERSION
 
 
 def open_dbs(env: lmdb.Environment) -> Dbs:
@@ -455,11 +469,12 @@ class Storage:
                     f"{self.path / 'format2-backup'}), or remove the directory to rejoin "
                     "the cluster by snapshot."
                 )
-            if version != FORMAT_VERSION:
+            if version not in FORMATS_READ:
                 raise StartRefused(
                     f"{self.path} holds a superstatic store of format {version!r:.20}; this "
-                    f"agent reads format {FORMAT_VERSION} only: run the superstatic version "
-                    "that wrote it, or start on an empty --data-dir."
+                    f"agent reads formats {FORMAT_VERSION} and {FORMAT_TABLES} (FORMATS_READ) "
+                    "only: run the superstatic version that wrote it, or start on an empty "
+                    "--data-dir."
                 )
 
     def scrub(self) -> Scrubbed:
@@ -542,7 +557,7 @@ class Storage:
             for key in (KEY_SNAP, KEY_CONF):
                 txn.delete(key, db=self.dbs.meta)
             record_put(txn, self.dbs.meta, KEY_HARD, cbor2.dumps([term, vote, 0]))
-            record_put(txn, self.dbs.meta, KEY_FORMAT, cbor2.dumps(FORMAT_VERSION))
+            record_put(txn, self.dbs.meta, KEY_FORMAT, cbor2.dumps(store_format(txn, self.dbs)))
             record_put(txn, self.dbs.meta, KEY_REPAIR, cbor2.dumps(last))
         if self.fsync:
             self.sync()
@@ -884,7 +899,7 @@ class Storage:
         write right after a large deletion (compaction) could find the map full although half
         of it is free; one more commit makes those pages reusable at once."""
         with self.env.begin(write=True) as txn:
-            record_put(txn, self.dbs.meta, KEY_FORMAT, cbor2.dumps(FORMAT_VERSION))
+            record_put(txn, self.dbs.meta, KEY_FORMAT, cbor2.dumps(store_format(txn, self.dbs)))
         self._committed()
 
     def space(self) -> Space:
@@ -948,6 +963,9 @@ def install_staged(txn: lmdb.Transaction, dbs: Dbs, meta: SnapshotMeta) -> Dbs:
     raw = record_get(txn, dbs.meta, "meta", KEY_TABLES)
     tables = 0 if raw is None else cbor2.loads(raw)
     record_put(txn, dbs.meta, KEY_TABLES, cbor2.dumps(1 - tables))
+    # In the same transaction as the flip: from here on an agent that reads format 3 only
+    # refuses the store instead of reading the tables it no longer uses (FORMAT_TABLES).
+    record_put(txn, dbs.meta, KEY_FORMAT, cbor2.dumps(FORMAT_TABLES))
     installed = dbs.swapped()
     drop_staged(txn, installed)  # the state before the snapshot, and the staging state
     return installed

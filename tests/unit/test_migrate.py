@@ -287,33 +287,31 @@ def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_a_migrated_store_ships_as_a_peer_snapshot(tmp_path: Path) -> None:
     """A migrated leader's records are what a follower accepts: its snapshot chunks stage with
     the state machine's own checks and install byte for byte."""
-    from types import SimpleNamespace
-
     from superstatic_agent import snapshot_records
     from superstatic_agent.raft.types import ConfState, SnapshotMeta
     from superstatic_agent.statemachine import stage_chunk
-    from superstatic_agent.storage import DB_NAMES, install_staged
+    from superstatic_agent.storage import install_staged, open_dbs
 
     store, follower = tmp_path / "a", tmp_path / "b"
     write_v1_store(store, v1_nodes(), applied=50)
     migrate.migrate(store, map_bytes=MAP_BYTES)
     follower.mkdir()
     envs = [open_env(store), open_env(follower)]
+    shipped = [*(n.decode() for n in layout.NODE_DB_NAMES), "sm_meta", "sessions"]
     try:
-        source, target = (
-            SimpleNamespace(**{n.decode(): env.open_db(n) for n in DB_NAMES}) for env in envs
-        )
+        source, target = (open_dbs(env) for env in envs)
         with envs[0].begin() as txn:
             chunks = list(snapshot_records.snapshot_chunks(txn, source, 300))
         assert len(chunks) > 5
         with envs[1].begin(write=True) as txn:
             for chunk in chunks:
                 stage_chunk(txn, target, chunk)
-            install_staged(txn, target, SnapshotMeta(50, 3, ConfState.make(["a"])))
+            # The install swaps the tables: the follower's live ones are what it returns.
+            installed = install_staged(txn, target, SnapshotMeta(50, 3, ConfState.make(["a"])))
+        for name in shipped:
+            with envs[0].begin() as a, envs[1].begin() as b:
+                migrated = list(a.cursor(db=getattr(source, name)))
+                assert list(b.cursor(db=getattr(installed, name))) == migrated, name
     finally:
         for env in envs:
             env.close()
-    shipped = [*(n.decode() for n in layout.NODE_DB_NAMES), "sm_meta", "sessions"]
-    migrated, installed = dump(store), dump(follower)
-    for name in shipped:
-        assert installed[name.encode()] == migrated[name.encode()], name

@@ -12,13 +12,20 @@ import lmdb
 import pytest
 from superstatic_agent import records as layout
 from superstatic_agent import snapshot_records as snap
+from superstatic_agent import storage as storage_module
 from superstatic_agent.raft.types import ConfState, SnapshotMeta
 from superstatic_agent.storage import (
     DBS_MAX,
+    FORMAT_TABLES,
+    FORMAT_VERSION,
     KEY_APPLIED,
+    KEY_FORMAT,
     KEY_TABLES,
+    StartRefused,
+    Storage,
     install_staged,
     open_dbs,
+    record_get,
     record_put,
     staged_complete,
 )
@@ -104,6 +111,40 @@ def test_a_second_install_swaps_the_tables_back(stores: Any) -> None:
     with target_env.begin() as txn:  # two swaps: the tables are where they began
         assert cbor2.loads(txn.get(KEY_TABLES, db=target.meta)[:-4]) == 0
         assert txn.stat(entries)["entries"] > 0 and txn.stat(staged)["entries"] == 0
+
+
+def test_a_store_whose_tables_swapped_says_so_and_an_older_agent_refuses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flip changes what the store means: an agent that reads format 3 only would read the
+    tables the store no longer uses. The install marks the store FORMAT_TABLES in its own
+    transaction, a rewrite of the format record (nudge) keeps it, this agent opens it, and
+    one that reads format 3 only (FORMATS_READ as it was) refuses it."""
+    source_env, source = open_store(tmp_path / "source")
+    storage = Storage(tmp_path / "target", fsync=False, map_bytes=64 << 20)
+    try:
+        with storage.env.begin() as txn:
+            assert cbor2.loads(record_get(txn, storage.dbs.meta, "meta", KEY_FORMAT)) == 3
+        with source_env.begin(write=True) as txn:
+            fill(txn, source)
+        for chunk in ship(source_env, source, 700):
+            with storage.env.begin(write=True) as txn:
+                snap.stage_chunk(txn, storage.dbs, chunk, SM_META_KEYS)
+        with storage.env.begin(write=True) as txn:
+            storage.dbs = install_staged(
+                txn, storage.dbs, SnapshotMeta(40, 2, ConfState.make(["a"]))
+            )
+        storage.nudge()  # rewrites the format record
+        with storage.env.begin() as txn:
+            stored = cbor2.loads(record_get(txn, storage.dbs.meta, "meta", KEY_FORMAT))
+        assert stored == FORMAT_TABLES != FORMAT_VERSION
+    finally:
+        storage.close()
+        source_env.close()
+    Storage(tmp_path / "target", fsync=False, map_bytes=64 << 20).close()  # this agent reads it
+    monkeypatch.setattr(storage_module, "FORMATS_READ", (FORMAT_VERSION,))
+    with pytest.raises(StartRefused, match="format 4"):
+        Storage(tmp_path / "target", fsync=False, map_bytes=64 << 20)
 
 
 def test_an_empty_store_ships_one_chunk(stores: Any) -> None:
