@@ -66,6 +66,8 @@ class SuperstaticCluster:
         self.local = LocalCluster(
             base_dir / self.name, size=AGENTS, agent_args=args, keyed=keyed, metrics=metrics
         )
+        # Client i prefers agent (i + client_offset) mod AGENTS (see endpoints).
+        self.client_offset = 0
 
     def client_options(self, client_index: int) -> dict[str, Any]:
         """The client process's key file ("" : none, whatever SUPERSTATIC_KEYS says)."""
@@ -79,8 +81,17 @@ class SuperstaticCluster:
     def endpoints(self, client_index: int) -> list[str]:
         # Client i prefers agent i (one client per agent), and may fail over to the others.
         ends = self.local.client_endpoints()
-        first = client_index % len(ends)
+        first = (client_index + self.client_offset) % len(ends)
         return ends[first:] + ends[:first]
+
+    def first_client_at_a_follower(self) -> str:
+        """Client 0 (a sequential row's one client) prefers the agent after the leader, a
+        follower: two clusters compared side by side then differ in what is compared, not in
+        whether their client happens to sit at the leader (a leader-attached call is about a
+        quarter of a millisecond shorter: the per-hop trace). Returns that agent's id."""
+        ids = self.local.voter_ids
+        self.client_offset = (ids.index(self.leader) + 1) % len(ids)
+        return ids[self.client_offset]
 
     def close(self) -> None:
         self.local.close()

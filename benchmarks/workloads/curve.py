@@ -8,6 +8,10 @@ on both alike:
 * the cluster: a keyed and an unkeyed 3-agent cluster, both running (the idle one costs a few
   % of a core), and the sequential and throughput rows measured on each in turn, for
   `curve_rounds` rounds (the order flips every round). The cost is the change of the medians.
+  In both clusters client 0 (the sequential row's) sits at the agent after the leader, a
+  follower: before, it sat at agent a in both, which led in one cluster and not in the other
+  by chance, and a leader-attached call is about 0.25 ms shorter (the per-hop trace). Each row
+  records `first_agent` and the `leader` after it.
 """
 
 from __future__ import annotations
@@ -55,10 +59,12 @@ def run(
     deployments = {name: Deployment(c, "superstatic", group) for name, c in clusters.items()}
     rows: list[dict[str, Any]] = []
     try:
-        for cluster in clusters.values():
+        first_agent: dict[str, str] = {}
+        for name, cluster in clusters.items():
             with progress.step(f"start {cluster.label} ({cluster.name})"):
                 cluster.start()
                 cluster.local.leader(TIMEOUT_S_LEADER)
+                first_agent[name] = cluster.first_client_at_a_follower()
         for round_index in range(settings.curve_rounds):
             order = [KEYED, PLAIN] if round_index % 2 == 0 else [PLAIN, KEYED]
             for workload, op, clients, threads in row_specs:
@@ -71,6 +77,10 @@ def run(
                         row = run_row(deployments[name], op, clients, threads, settings)
                         row["round"] = round_index
                         row["workload"] = workload
+                        # Where client 0 sat, and who led once the row was done (a leader change
+                        # mid-run would show here).
+                        row["first_agent"] = first_agent[name]
+                        row["leader"] = clusters[name].local.leader(TIMEOUT_S_LEADER)
                         rows.append(row)
                         shown["result"] = f"{row['ops_per_s']:,.0f} ops/s"
     finally:

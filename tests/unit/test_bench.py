@@ -229,6 +229,22 @@ def test_lines_under_a_markdown_table_are_a_blank_line_apart() -> None:
     assert report.with_notes("x", ["y"], False) == "x\ny"
 
 
+def test_client_0_can_be_placed_at_the_follower_after_the_leader(tmp_path: Path) -> None:
+    """The curve workload compares two clusters: its one sequential client must sit at the
+    same role in both (not at agent a, the leader of one of them by chance)."""
+    from superstatic_bench.systems import SuperstaticCluster
+
+    cluster = SuperstaticCluster(tmp_path, keyed=False, name="x")  # not started: no process
+    ends = cluster.local.client_endpoints()
+    assert cluster.endpoints(0)[0] == ends[0]
+    for leader, after in (("a", "b"), ("b", "c"), ("c", "a")):
+        cluster.leader = leader
+        assert cluster.first_client_at_a_follower() == after
+        first = cluster.endpoints(0)
+        assert first[0] == ends["abc".index(after)] and sorted(first) == sorted(ends)
+        assert {cluster.endpoints(i)[0] for i in range(3)} == set(ends)  # still one per agent
+
+
 def test_targets_without_measurements_say_what_is_missing() -> None:
     judged = targets.evaluate({"workloads": {}})
     assert all(t["met"] is None for t in judged)
