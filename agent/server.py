@@ -684,8 +684,10 @@ class Server:
             log.exception("sending events before the commit failed; they go after it")
 
     def _answered_by_stream(self, results: list[Applied]) -> set[bytes]:
-        """The connections waiting here for an "ok" write of `results` that their stream
-        answers (`_answer_applied` sends them no REPLY): what an early event shortens."""
+        """The connections whose stream answers an "ok" write of `results`: those waiting here
+        for it (`_answer_applied` sends them no REPLY), and the stream of the write's client
+        when it wrote through its link to the leader (no waiter here: the app settles that
+        write on its event, `settle_by_events`). What an early event shortens."""
         callers: set[bytes] = set()
         for applied in results:
             if applied.outcome != "ok" or applied.client is None or applied.seq is None:
@@ -695,6 +697,13 @@ class Server:
                     continue
                 if self.streams.answers_by_event(waiter.identity, applied.index, applied.client):
                     callers.add(waiter.identity)
+            stream = self.streams.answering_stream(applied.client)
+            if (
+                stream is not None
+                and stream not in callers
+                and self.streams.answers_by_event(stream, applied.index, applied.client)
+            ):
+                callers.add(stream)
         return callers
 
     def _halt_poisoned(self, exc: ApplyFailed) -> None:

@@ -144,6 +144,10 @@ class Streams(PartialStreams):
         # they were before it (identity -> next index): `answers_by_event` asks whether a
         # stream carries an event the early pump already sent. Cleared by `early_done`.
         self._early: dict[bytes, int] = {}
+        # Client id -> the stream that answers its writes (a partial SUBSCRIBE names its client
+        # and asks for "answers"): an app writing through its link to the leader has no waiter
+        # at its own agent, and this is how that agent knows whose stream an event answers.
+        self._answering: dict[str, bytes] = {}
 
     def count(self) -> int:
         return len(self._subscribers)
@@ -183,6 +187,8 @@ class Streams(PartialStreams):
         if subscription.heap == "partial":
             self._start_partial(sub, subscription)
         self._subscribers[identity] = sub
+        if sub.answers and sub.client:
+            self._answering[sub.client] = identity  # the newest stream of a client wins
 
     def answers_by_event(self, identity: bytes, index: int, client: str | None) -> bool:
         """True if this connection asked to be answered by its stream and its stream will
@@ -610,8 +616,14 @@ class Streams(PartialStreams):
         loads = sum(job.built_bytes for s in self._subscribers.values() for job in s.loads)
         return self._recent_bytes + pending + cached + loads
 
+    def answering_stream(self, client: str) -> bytes | None:
+        """The connection whose stream answers `client`'s writes, if it is subscribed here."""
+        return self._answering.get(client)
+
     def drop(self, sub: Subscriber) -> None:
         self._subscribers.pop(sub.identity, None)
+        if sub.client and self._answering.get(sub.client) == sub.identity:
+            del self._answering[sub.client]
         for job in sub.loads:
             self._end_load(job)
         sub.loads.clear()

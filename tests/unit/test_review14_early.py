@@ -162,6 +162,45 @@ def test_only_the_streams_that_answer_a_call_of_the_batch_are_served_before_the_
         app.close()
 
 
+def test_a_write_through_another_connection_is_answered_early_on_its_clients_stream(
+    agent: Agent,
+) -> None:
+    """An app attached to a follower writes through its link to the leader (another
+    connection, the same client id): its own agent has no waiter for the write, and still
+    serves the write's event early to the stream that answers that client (a partial SUBSCRIBE
+    names its client). A bystander's stream still waits for the commit."""
+    setup = agent.client
+    assert setup.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    stream = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
+    link = RawClient(agent.config.client_endpoint, keys=NO_KEYS, client_id=stream.client_id)
+    bystander = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
+    try:
+        link.open_session(TIMEOUT_MS)
+        start = agent.status()["applied"]
+        body = wire.subscribe_body(start, heap="partial", client=stream.client_id)
+        stream_sub = stream.send(wire.FrameType.SUBSCRIBE, {**body, "answers": True})
+        bystander.request(wire.FrameType.STATUS, timeout_ms=TIMEOUT_MS)  # its next req_id: 2
+        bystander_sub = bystander.send(
+            wire.FrameType.SUBSCRIBE, {"from": start, "model": wire.DATA_MODEL}
+        )
+        assert bystander_sub != stream_sub  # the two streams are told apart by their req_id
+        sends = Sends(agent)
+        for value in range(3):
+            index = agent.server.applied + 1  # nothing else writes: this write's index
+            seq = link.take_seq()
+            link.send(wire.FrameType.PROPOSE, link.propose_body(txn_extend("l", [value]), seq))
+            wait_events(stream, stream_sub, index)
+            wait_events(bystander, bystander_sub, index)
+            early = sends.first_events(stream_sub, index)
+            late = sends.first_events(bystander_sub, index)
+            assert early < sends.commit_after(early), sends.order
+            assert sends.commit_before(late) >= sends.commit_after(early), sends.order
+    finally:
+        bystander.close()
+        link.close()
+        stream.close()
+
+
 def test_a_write_retried_after_a_full_map_sends_its_event_once(agent: Agent) -> None:
     """The map found full at the end of the write transaction (after the apply sent its
     events): `_write_ready` frees pages and writes the Ready again, applying the batch again.
