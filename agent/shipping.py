@@ -52,6 +52,11 @@ STAGING_CHUNKS_PER_TURN_MAX = 2
 # (which Linux applies to zero-window probes too), the connection was dropped and the
 # shipment restarted from part 0, again and again (the first 1,000,000-object runs).
 SHIPMENT_UNACKED_CHUNKS_MAX = 8
+# Chunks a follower keeps received and not staged: what a paced leader can have in flight (its
+# window, and one to spare). One turn's peer intake can hold many more (from a leader
+# older than CHUNK_ACK, which does not pace, or a hostile peer sending tiny chunks): past this
+# the oldest is staged at once, so the queue stays bounded whatever arrives.
+STAGING_QUEUE_CHUNKS_MAX = SHIPMENT_UNACKED_CHUNKS_MAX + 1
 
 
 @dataclass(slots=True)
@@ -68,6 +73,9 @@ class Shipment:
     acked: int = -1  # the last part the follower acknowledged staging
     acked_at_retry: int = -1  # `acked` when the core last asked again (see start)
     asked_idle: int = 0  # the core's requests since then without an acknowledgement between
+
+    def window_open(self) -> bool:
+        return self.part - self.acked <= SHIPMENT_UNACKED_CHUNKS_MAX
 
 
 @dataclass(slots=True)
@@ -105,19 +113,18 @@ class Shipping:
         self.drops = drops
         self._shipments: dict[str, Shipment] = {}
         self._staging: Staging | None = None
-        # Chunks received and not staged yet (staging one costs ~100 ms: a few per turn). At
-        # most one turn's peer frames (recv_bytes_per_turn_max) once a snapshot starts, then
-        # recv_bytes_max holds the intake to the staging rate.
+        # Chunks received and not staged yet (staging one costs ~100 ms: a few per turn):
+        # recv_bytes_max holds the intake to the staging rate once a snapshot arrives, and
+        # on_chunk holds the queue to STAGING_QUEUE_CHUNKS_MAX whatever one turn brought.
         self._pending: deque[tuple[str, peer_codec.SnapshotChunk]] = deque()
+        self._pending_bytes = 0
         self.shipped = 0  # snapshots streamed whole to a follower (SNAPSHOT message sent)
 
     def has_work(self) -> bool:
         """Chunks to stage, or a shipment whose window has room. A shipment waiting for acks
         is no work: the loop then sleeps until a frame arrives (it spun at 100% of a core
         before, beside the follower it waited for, on a machine of two)."""
-        return bool(self._pending) or any(
-            s.part - s.acked <= SHIPMENT_UNACKED_CHUNKS_MAX for s in self._shipments.values()
-        )
+        return bool(self._pending) or any(s.window_open() for s in self._shipments.values())
 
     def recv_bytes_max(self) -> int | None:
         """Peer bytes to take this turn while a snapshot is being received (None: no tighter
@@ -127,16 +134,39 @@ class Shipping:
             return None
         return STAGING_CHUNKS_PER_TURN_MAX * self.config.snapshot_chunk_bytes_max
 
+    def queued(self) -> tuple[int, int]:
+        """Chunks received and not staged yet, and their data bytes."""
+        return len(self._pending), self._pending_bytes
+
     def close(self) -> None:
         self._pending.clear()
+        self._pending_bytes = 0
         for shipment in list(self._shipments.values()):
             self._end(shipment)
 
     # -- follower side -------------------------------------------------------------------------
 
     def on_chunk(self, sender: str, chunk: peer_codec.SnapshotChunk) -> None:
-        """Queues a received chunk; `stage_pending` stages it (a few per loop turn)."""
+        """Queues a received chunk; `stage_pending` stages it (a few per loop turn). A full
+        queue stages its oldest first (STAGING_QUEUE_CHUNKS_MAX): memory stays bounded."""
+        if not self._addressed(sender, chunk):
+            return
+        bytes_max = STAGING_QUEUE_CHUNKS_MAX * self.config.snapshot_chunk_bytes_max
+        while self._pending and (
+            len(self._pending) >= STAGING_QUEUE_CHUNKS_MAX
+            or self._pending_bytes + len(chunk.data) > bytes_max
+        ):
+            self.stage_pending(1)
         self._pending.append((sender, chunk))
+        self._pending_bytes += len(chunk.data)
+
+    def _addressed(self, sender: str, chunk: peer_codec.SnapshotChunk) -> bool:
+        """False (and counted) for a chunk not from its sender or not for us, or from a
+        deposed leader: never queued, so it takes no room."""
+        if chunk.frm != sender or chunk.to != self.id:
+            self.drops.drop("peer_wrong_sender", f"chunk from {sender!r} for {chunk.to!r}")
+            return False
+        return chunk.term >= self.node.term
 
     def stage_pending(self, chunks_max: int | None) -> None:
         """Stages up to `chunks_max` queued chunks (None: all of them, as before a SNAPSHOT
@@ -144,15 +174,13 @@ class Shipping:
         count = 0
         while self._pending and (chunks_max is None or count < chunks_max):
             sender, chunk = self._pending.popleft()
+            self._pending_bytes -= len(chunk.data)
             self._stage(sender, chunk)
             count += 1
 
     def _stage(self, sender: str, chunk: peer_codec.SnapshotChunk) -> None:
-        if chunk.frm != sender or chunk.to != self.id:
-            self.drops.drop("peer_wrong_sender", f"chunk from {sender!r} for {chunk.to!r}")
-            return
-        if chunk.term < self.node.term:
-            return  # from a deposed leader
+        if not self._addressed(sender, chunk):
+            return  # the term moved on while it waited: from a deposed leader
         staged = self._staging
         if chunk.part == 0:
             # A new snapshot starts; the state machine drops whatever was staged before.
@@ -278,7 +306,7 @@ class Shipping:
                 self._end(shipment)
                 continue
             for _ in range(SHIPMENT_CHUNKS_PER_TURN_MAX):
-                if shipment.part - shipment.acked > SHIPMENT_UNACKED_CHUNKS_MAX:
+                if not shipment.window_open():
                     break  # the follower stages slower than we build: wait for its acks
                 try:
                     data = shipment.peek

@@ -1,0 +1,168 @@
+"""Snapshot shipping's flow control (agent/shipping.py) between a leader's and a follower's
+`Shipping` on real stores: a follower's queue of received chunks stays bounded whatever one
+turn's intake holds (an unpaced leader, a flood of tiny chunks)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from superstatic_agent import peer_codec
+from superstatic_agent.config import AgentConfig
+from superstatic_agent.raft.types import (
+    ConfState,
+    Message,
+    MsgType,
+    ProgressState,
+    Role,
+    SnapshotMeta,
+)
+from superstatic_agent.shipping import (
+    STAGING_QUEUE_CHUNKS_MAX,
+    Shipping,
+)
+from superstatic_agent.statemachine import StateMachine
+from superstatic_agent.storage import Storage
+from superstatic_agent.transport import DropCounter
+from support.v3store import fill
+
+CHUNK_BYTES_MAX = 700  # the filled store ships as far more chunks than one window
+TERM = 3
+CONF = ConfState.make(["a", "b"])
+TURNS_MAX = 500
+
+
+@dataclass
+class Node:
+    """What Shipping asks of the core: term, role, the follower's progress, the log's base."""
+
+    role: Role
+    term: int = TERM
+    state: ProgressState = ProgressState.SNAPSHOT
+    base_conf: ConfState = CONF
+    first_index: int = 1_000  # above the applied index: no conf entries to replay
+
+    def progress(self) -> dict[str, tuple[int, int, str]]:
+        return {"b": (0, 1, self.state.value)} if self.role is Role.LEADER else {}
+
+
+@dataclass
+class Peers:
+    """Records what is sent, decoded."""
+
+    sent: list[tuple[str, Any]] = field(default_factory=list)
+
+    def send(self, to: str, data: bytes) -> bool:
+        self.sent.append((to, peer_codec.decode(data)))
+        return True
+
+
+@dataclass
+class Side:
+    shipping: Shipping
+    peers: Peers
+    drops: DropCounter
+
+
+def side(path: Path, node_id: str, role: Role, filled: bool) -> tuple[Side, Storage]:
+    storage = Storage(path, fsync=False, map_bytes=64 << 20)
+    sm = StateMachine(storage.env)
+    if filled:
+        with storage.env.begin(write=True) as txn:
+            fill(txn, sm.dbs)  # applied index 40
+    config = AgentConfig(
+        node_id=node_id,
+        data_dir=path,
+        peers={"a": "tcp://127.0.0.1:1", "b": "tcp://127.0.0.1:2"},
+        client_endpoint="tcp://127.0.0.1:3",
+        snapshot_chunk_bytes_max=CHUNK_BYTES_MAX,
+    )
+    peers, drops = Peers(), DropCounter()
+
+    def damaged(exc: Exception) -> None:
+        raise AssertionError(f"store damaged: {exc}")
+
+    shipping = Shipping(config, Node(role), storage, sm, peers, drops, damaged)  # type: ignore[arg-type]
+    return Side(shipping, peers, drops), storage
+
+
+@pytest.fixture
+def sides(tmp_path: Path) -> Iterator[tuple[Side, Side]]:
+    leader, leader_store = side(tmp_path / "a", "a", Role.LEADER, filled=True)
+    follower, follower_store = side(tmp_path / "b", "b", Role.FOLLOWER, filled=False)
+    try:
+        yield leader, follower
+    finally:
+        leader.shipping.close()
+        follower.shipping.close()
+        leader_store.close()
+        follower_store.close()
+
+
+def request() -> Message:
+    """The core's SNAPSHOT message (the shell ships its applied state instead)."""
+    return Message(MsgType.SNAPSHOT, "a", "b", TERM, snapshot=SnapshotMeta(40, 2, CONF))
+
+
+def pump_until_idle(leader: Side) -> None:
+    for _ in range(TURNS_MAX):
+        if not leader.shipping.has_work():
+            return
+        leader.shipping.pump()
+    raise AssertionError("shipping never went idle")
+
+
+def chunks_sent(leader: Side) -> list[peer_codec.SnapshotChunk]:
+    return [f for _to, f in leader.peers.sent if isinstance(f, peer_codec.SnapshotChunk)]
+
+
+def snapshot_sent(leader: Side) -> Message | None:
+    messages = [f for _to, f in leader.peers.sent if isinstance(f, Message)]
+    return messages[-1] if messages else None
+
+
+def all_chunks(leader: Side) -> list[peer_codec.SnapshotChunk]:
+    """The leader's whole snapshot as chunk frames, as a leader that does not pace sends it."""
+    shipping = leader.shipping
+    with shipping.storage.env.begin() as txn:
+        datas = list(shipping.sm.snapshot_chunks(txn, CHUNK_BYTES_MAX))
+    return [
+        peer_codec.SnapshotChunk("a", "b", TERM, 40, part, part == len(datas) - 1, data)
+        for part, data in enumerate(datas)
+    ]
+
+
+def test_the_follower_queue_is_bounded_whatever_one_turn_brings(
+    sides: tuple[Side, Side],
+) -> None:
+    leader, follower = sides
+    chunks = all_chunks(leader)
+    assert len(chunks) > 2 * STAGING_QUEUE_CHUNKS_MAX
+    # Every chunk in one turn's intake, none staged by the loop in between.
+    for chunk in chunks:
+        follower.shipping.on_chunk("a", chunk)
+        count, bytes_ = follower.shipping.queued()
+        assert count <= STAGING_QUEUE_CHUNKS_MAX
+        assert bytes_ <= STAGING_QUEUE_CHUNKS_MAX * CHUNK_BYTES_MAX
+    follower.shipping.stage_pending(None)
+    assert follower.shipping.staged_for(request())
+    # Chunks from someone else, or for someone else, take no room at all.
+    for sender, frm, to in (("a", "c", "b"), ("a", "a", "c")):
+        follower.shipping.on_chunk(
+            sender, peer_codec.SnapshotChunk(frm, to, TERM, 40, 0, False, b"")
+        )
+    assert follower.shipping.queued() == (0, 0)
+    assert follower.drops.counts["peer_wrong_sender"] == 2
+
+
+def test_a_flood_of_tiny_chunks_stays_bounded(sides: tuple[Side, Side]) -> None:
+    _leader, follower = sides
+    # Empty chunks of one snapshot, out of order after the first: each is cheap to refuse,
+    # and a turn's intake may hold thousands (PEER_FRAMES_PER_TURN_MAX).
+    for part in range(5 * STAGING_QUEUE_CHUNKS_MAX):
+        chunk = peer_codec.SnapshotChunk("a", "b", TERM, 40, part * 7, False, b"")
+        follower.shipping.on_chunk("a", chunk)
+        assert follower.shipping.queued()[0] <= STAGING_QUEUE_CHUNKS_MAX
