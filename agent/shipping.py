@@ -73,9 +73,10 @@ class Shipment:
     acked: int = -1  # the last part the follower acknowledged staging
     acked_at_retry: int = -1  # `acked` when the core last asked again (see start)
     asked_idle: int = 0  # the core's requests since then without an acknowledgement between
+    paced: bool = True  # False: sent without waiting for acks (a follower that never acks)
 
     def window_open(self) -> bool:
-        return self.part - self.acked <= SHIPMENT_UNACKED_CHUNKS_MAX
+        return not self.paced or self.part - self.acked <= SHIPMENT_UNACKED_CHUNKS_MAX
 
 
 @dataclass(slots=True)
@@ -118,6 +119,10 @@ class Shipping:
         # on_chunk holds the queue to STAGING_QUEUE_CHUNKS_MAX whatever one turn brought.
         self._pending: deque[tuple[str, peer_codec.SnapshotChunk]] = deque()
         self._pending_bytes = 0
+        # Followers that let a whole window go unacknowledged for a retry period, never having
+        # acknowledged a chunk of it: presumed older than CHUNK_ACK (a rolling upgrade), so
+        # they are shipped to unpaced, as before it, until an ack of theirs arrives.
+        self._unpaced: set[str] = set()
         self.shipped = 0  # snapshots streamed whole to a follower (SNAPSHOT message sent)
 
     def has_work(self) -> bool:
@@ -250,6 +255,9 @@ class Shipping:
             self.drops.counts["chunk_ack_stale"] += 1  # an earlier shipment's, or not ours
             return
         shipment.acked = max(shipment.acked, ack.part)
+        # It knows CHUNK_ACK after all (its first window was lost): paced from now on.
+        shipment.paced = True
+        self._unpaced.discard(ack.frm)
 
     def start(self, m: Message) -> None:
         shipping = self._shipments.get(m.to)
@@ -265,6 +273,13 @@ class Shipping:
             # No acknowledgement for a whole retry period (acks lost, or the follower
             # restarted and dropped its staging): start over.
             log.info("snapshot to %s stalled at part %d: starting over", m.to, shipping.acked)
+            if shipping.acked < 0 and shipping.part >= SHIPMENT_UNACKED_CHUNKS_MAX:
+                # A whole window sent and not one chunk acknowledged in a retry period: an
+                # agent older than CHUNK_ACK (a rolling upgrade) stages as chunks arrive and
+                # never acks. Paced, it would never get past the first window; unpaced it
+                # catches up as it did before the window existed.
+                log.info("%s acknowledges no chunks: shipping to it unpaced", m.to)
+                self._unpaced.add(m.to)
             self._end(shipping)
         txn = self.storage.env.begin()
         try:
@@ -276,7 +291,8 @@ class Shipping:
         assert index >= (m.snapshot.index if m.snapshot else 0), (index, m.snapshot)
         meta = SnapshotMeta(index, term, self._conf_at(index))
         chunks = self.sm.snapshot_chunks(txn, self.config.snapshot_chunk_bytes_max)
-        self._shipments[m.to] = Shipment(m.to, m.term, meta, txn, chunks)
+        paced = m.to not in self._unpaced
+        self._shipments[m.to] = Shipment(m.to, m.term, meta, txn, chunks, paced=paced)
         log.info("sending a snapshot at index %d to %s", index, m.to)
 
     def _conf_at(self, index: int) -> ConfState:
@@ -297,6 +313,8 @@ class Shipping:
                 self._end(shipment)
                 continue
             state = progress.get(shipment.to)
+            if state is None:
+                self._unpaced.discard(shipment.to)  # it left the configuration
             if state is None or state[2] == ProgressState.REPLICATE.value:
                 # The follower left, or replicates from the log (an earlier copy installed, or
                 # it needs none now): the rest would only be staged and dropped. Not in probe

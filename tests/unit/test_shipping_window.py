@@ -1,6 +1,7 @@
 """Snapshot shipping's flow control (agent/shipping.py) between a leader's and a follower's
-`Shipping` on real stores: a follower's queue of received chunks stays bounded whatever one
-turn's intake holds (an unpaced leader, a flood of tiny chunks)."""
+`Shipping` on real stores: a follower that never sends CHUNK_ACK (an agent older than it, in a
+rolling upgrade) still gets the whole snapshot, and a follower's queue of received chunks stays
+bounded whatever one turn's intake holds (an unpaced leader, a flood of tiny chunks)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from superstatic_agent.raft.types import (
     SnapshotMeta,
 )
 from superstatic_agent.shipping import (
+    SHIPMENT_UNACKED_CHUNKS_MAX,
     STAGING_QUEUE_CHUNKS_MAX,
     Shipping,
 )
@@ -122,6 +124,49 @@ def chunks_sent(leader: Side) -> list[peer_codec.SnapshotChunk]:
 def snapshot_sent(leader: Side) -> Message | None:
     messages = [f for _to, f in leader.peers.sent if isinstance(f, Message)]
     return messages[-1] if messages else None
+
+
+def test_a_follower_that_never_acks_still_gets_the_whole_snapshot(
+    sides: tuple[Side, Side],
+) -> None:
+    leader, follower = sides
+    leader.shipping.start(request())
+    pump_until_idle(leader)
+    # Paced: one window, then it waits for acks that an older agent never sends.
+    assert len(chunks_sent(leader)) == SHIPMENT_UNACKED_CHUNKS_MAX
+    assert snapshot_sent(leader) is None
+    # The core asks again at each retry period (SNAPSHOT_RETRY_ELECTIONS): the first request
+    # is taken as a duplicate, the second (a whole period with no ack) starts over, unpaced.
+    leader.shipping.start(request())
+    leader.shipping.start(request())
+    leader.peers.sent.clear()
+    pump_until_idle(leader)
+    message = snapshot_sent(leader)
+    assert message is not None and message.snapshot is not None
+    chunks = chunks_sent(leader)
+    assert [c.part for c in chunks] == list(range(len(chunks)))
+    assert chunks[-1].last and len(chunks) > 2 * STAGING_QUEUE_CHUNKS_MAX
+    # The follower stages it all (as an older agent does, without acking) and may install it.
+    for chunk in chunks:
+        follower.shipping.on_chunk("a", chunk)
+    follower.shipping.stage_pending(None)
+    assert follower.shipping.staged_for(message)
+
+
+def test_an_ack_paces_a_follower_again(sides: tuple[Side, Side]) -> None:
+    leader, _follower = sides
+    leader.shipping.start(request())
+    pump_until_idle(leader)
+    leader.shipping.start(request())
+    leader.shipping.start(request())  # unpaced from here
+    leader.shipping.pump()
+    first = chunks_sent(leader)[-1]
+    # The follower does know CHUNK_ACK (its first window was lost): its ack paces it again.
+    ack = peer_codec.ChunkAck("b", "a", TERM, first.snap_index, first.part)
+    leader.shipping.on_ack("b", ack)
+    pump_until_idle(leader)
+    assert snapshot_sent(leader) is None
+    assert chunks_sent(leader)[-1].part == first.part + SHIPMENT_UNACKED_CHUNKS_MAX
 
 
 def all_chunks(leader: Side) -> list[peer_codec.SnapshotChunk]:
