@@ -138,6 +138,10 @@ class SimParams:
     partitions: bool = True
     skew: bool = True
     log_retain_entries: int = 60
+    # The catch-up lag rule (docs/data-model-v2.md section 10): low limits send a restarted
+    # follower a peer snapshot (an install, a table flip) while the leader's log holds all.
+    snapshot_lag_entries_max: int = 10_000
+    snapshot_lag_bytes_max: int = 4 << 20
     op_timeout_ms: int = 4_000
     joiner_at_ms: int | None = None  # None: a random time in the chaos
     election_ticks: int = ELECTION_TICKS
@@ -147,7 +151,13 @@ class SimParams:
     @staticmethod
     def random(seed: int, chaos_ms: int = 6_000) -> SimParams:
         rng = random.Random(seed * 7919 + 17)
+        # Its own generator: the draws above stay what they were for every seed.
+        lag_entries_max, lag_bytes_max = random.Random(seed ^ 0x1A6).choice(
+            ((10_000, 4 << 20), (4, 4 << 20), (16, 256), (10_000, 128))
+        )
         return SimParams(
+            snapshot_lag_entries_max=lag_entries_max,
+            snapshot_lag_bytes_max=lag_bytes_max,
             seed=seed,
             voters=rng.choice((3, 3, 5)),
             joiner=rng.random() < 0.5,
@@ -174,6 +184,7 @@ class Outcome:
     power_losses: int = 0
     leaders: int = 0
     sessions_expired: int = 0
+    snapshots_installed: int = 0  # peer snapshots installed, summed over every agent's life
     faults: dict[str, int] = field(default_factory=dict)
     simulated_ms: int = 0
     wall_s: float = 0.0
@@ -202,6 +213,8 @@ class SimNode:
             session_ttl_ms=SESSION_TTL_MS,
             log_time_skew_ms_max=LOG_TIME_SKEW_MS_MAX,
             log_retain_entries=world.params.log_retain_entries,
+            snapshot_lag_entries_max=world.params.snapshot_lag_entries_max,
+            snapshot_lag_bytes_max=world.params.snapshot_lag_bytes_max,
             timeout_ms_proposal=TIMEOUT_MS_PROPOSAL,
             timeout_ms_read=TIMEOUT_MS_READ,
             timeout_ms_probe=TIMEOUT_MS_PROBE,
@@ -266,6 +279,7 @@ class SimNode:
         with contextlib.suppress(Exception):
             server.storage.close()
         self.world.outcome.crashes += 1
+        self.world.outcome.snapshots_installed += server.counters["snapshots_installed"]
         if power_loss:
             self.disk.power_loss()
             self.world.outcome.power_losses += 1
@@ -1013,6 +1027,9 @@ def finish(world: World, now: int, started: float) -> Outcome:
     outcome.linearizable = verdict.result.value
     check_told(world, lead)
     outcome.leaders = len(world.leaders)
+    for node in world.nodes.values():
+        if node.server is not None:
+            outcome.snapshots_installed += node.server.counters["snapshots_installed"]
     outcome.simulated_ms = now
     outcome.wall_s = time.perf_counter() - started
     return outcome
