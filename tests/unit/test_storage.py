@@ -27,7 +27,14 @@ from superstatic_agent.raft.types import (
     SnapshotMeta,
 )
 from superstatic_agent.statemachine import StateMachine
-from superstatic_agent.storage import Dbs, Storage, Trimmed, record_get, record_put
+from superstatic_agent.storage import (
+    Dbs,
+    Storage,
+    Trimmed,
+    read_applied,
+    record_get,
+    record_put,
+)
 from support.sessions import SESSION_PLACED, place_session
 
 from superstatic.protocol import codec, ops
@@ -427,6 +434,57 @@ def test_snapshot_install_through_write(tmp_path: Path) -> None:
             source.storage.object_snapshot()[1]
         )
         assert target.storage.events(11, 5, 1 << 20) == source.storage.events(11, 5, 1 << 20)
+    finally:
+        source.close()
+        target.close()
+
+
+def test_an_install_whose_write_aborts_leaves_tables_and_handles_as_they_were(
+    tmp_path: Path,
+) -> None:
+    """The table flip, the log's drop and the state machine's handles go with the Ready's one
+    write: an apply that raises in it (as a full map does) leaves the old tables live, the
+    handles put back (the state machine's too), and a reopened store reads the state before."""
+    source = Agent(tmp_path / "source")
+    target = Agent(tmp_path / "target")
+    try:
+        _history(source)
+        target.persist_and_apply(
+            [*noops(1, 1), txn_entry(2, 1, "z", 1, [["new", "@roots", "dict", []]])], commit=2
+        )
+        before = dict(target.storage.object_snapshot()[1])
+        with source.storage.env.begin() as txn:
+            chunks = list(source.sm.snapshot_chunks(txn, 64))
+        with target.storage.env.begin(write=True) as txn:
+            for chunk in chunks:
+                target.sm.stage_chunk(txn, chunk)
+        dbs = target.storage.dbs
+
+        def sm_applied(txn: Any) -> int:
+            return read_applied(txn, target.sm.dbs)[0]
+
+        def failing(txn: Any) -> None:
+            assert sm_applied(txn) == 10  # the state machine reads the swapped tables
+            raise RuntimeError("apply failed")
+
+        meta = SnapshotMeta(10, 1, CONF)
+        with pytest.raises(RuntimeError, match="apply failed"):
+            target.storage.write(ready(hard_state=HardState(1, "a", 10), snapshot=meta), failing)
+        assert target.storage.dbs is dbs
+        with target.storage.env.begin() as txn:
+            assert sm_applied(txn) == 2
+        assert dict(target.storage.object_snapshot()[1]) == before
+        target.close()
+        target = Agent(tmp_path / "target")
+        assert target.storage.load().applied == 2
+        assert dict(target.storage.object_snapshot()[1]) == before
+        # The staged snapshot is still whole: the install succeeds on the next write.
+        target.storage.write(ready(hard_state=HardState(1, "a", 10), snapshot=meta), None)
+        with target.storage.env.begin() as txn:
+            assert sm_applied(txn) == 10
+        assert dict(target.storage.object_snapshot()[1]) == dict(
+            source.storage.object_snapshot()[1]
+        )
     finally:
         source.close()
         target.close()
