@@ -135,6 +135,11 @@ class Shipping:
         """Peer bytes to take this turn while a snapshot is being received (None: no tighter
         bound than the transport's). The chunks not taken wait in the socket's queue."""
         staged = self._staging
+        if staged is not None and staged.term < self.node.term:
+            # Its leader was deposed mid-shipment (or we lead now): no more of it will come,
+            # and keeping it held every later peer frame, APPENDs included, to the staging
+            # rate until another snapshot arrived (review15).
+            staged = self._staging = None
         if not self._pending and (staged is None or staged.complete):
             return None
         return STAGING_CHUNKS_PER_TURN_MAX * self.config.snapshot_chunk_bytes_max

@@ -23,6 +23,7 @@ from superstatic_agent.raft.types import (
 )
 from superstatic_agent.shipping import (
     SHIPMENT_UNACKED_CHUNKS_MAX,
+    STAGING_CHUNKS_PER_TURN_MAX,
     STAGING_QUEUE_CHUNKS_MAX,
     Shipping,
 )
@@ -211,3 +212,18 @@ def test_a_flood_of_tiny_chunks_stays_bounded(sides: tuple[Side, Side]) -> None:
         chunk = peer_codec.SnapshotChunk("a", "b", TERM, 40, part * 7, False, b"")
         follower.shipping.on_chunk("a", chunk)
         assert follower.shipping.queued()[0] <= STAGING_QUEUE_CHUNKS_MAX
+
+
+def test_a_deposed_leaders_staging_stops_holding_the_intake(sides: tuple[Side, Side]) -> None:
+    leader, follower = sides
+    chunks = all_chunks(leader)
+    for chunk in chunks[:3]:
+        follower.shipping.on_chunk("a", chunk)
+    follower.shipping.stage_pending(None)
+    # Mid-shipment: the peer intake is held to the staging rate.
+    assert follower.shipping.recv_bytes_max() == STAGING_CHUNKS_PER_TURN_MAX * CHUNK_BYTES_MAX
+    follower.shipping.node.term += 1  # a new leader (or we won an election)
+    assert follower.shipping.recv_bytes_max() is None
+    # What the deposed leader still had on its way is refused, not staged.
+    follower.shipping.on_chunk("a", chunks[3])
+    assert follower.shipping.queued() == (0, 0)
