@@ -135,10 +135,13 @@ class Shipping:
         """Peer bytes to take this turn while a snapshot is being received (None: no tighter
         bound than the transport's). The chunks not taken wait in the socket's queue."""
         staged = self._staging
-        if staged is not None and staged.term < self.node.term:
-            # Its leader was deposed mid-shipment (or we lead now): no more of it will come,
-            # and keeping it held every later peer frame, APPENDs included, to the staging
-            # rate until another snapshot arrived (review15).
+        if staged is not None and (
+            staged.term < self.node.term or staged.snapshot_index <= self.node.commit
+        ):
+            # Its leader was deposed mid-shipment (or we lead now), or the log brought us past
+            # it (the leader ended the shipment): it will never be installed, and keeping it
+            # held every later peer frame, APPENDs included, to the staging rate until
+            # another snapshot arrived (review15).
             staged = self._staging = None
         if not self._pending and (staged is None or staged.complete):
             return None

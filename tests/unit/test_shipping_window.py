@@ -44,6 +44,7 @@ class Node:
 
     role: Role
     term: int = TERM
+    commit: int = 0
     state: ProgressState = ProgressState.SNAPSHOT
     base_conf: ConfState = CONF
     first_index: int = 1_000  # above the applied index: no conf entries to replay
@@ -227,3 +228,13 @@ def test_a_deposed_leaders_staging_stops_holding_the_intake(sides: tuple[Side, S
     # What the deposed leader still had on its way is refused, not staged.
     follower.shipping.on_chunk("a", chunks[3])
     assert follower.shipping.queued() == (0, 0)
+
+
+def test_a_staging_the_log_overtook_stops_holding_the_intake(sides: tuple[Side, Side]) -> None:
+    leader, follower = sides
+    for chunk in all_chunks(leader)[:3]:
+        follower.shipping.on_chunk("a", chunk)
+    follower.shipping.stage_pending(None)
+    assert follower.shipping.recv_bytes_max() is not None
+    follower.shipping.node.commit = 40  # the leader replicated the log to us instead
+    assert follower.shipping.recv_bytes_max() is None
