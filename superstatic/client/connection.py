@@ -113,6 +113,11 @@ SEQ_WINDOW_MAX = 2_048
 # Retry pacing after a refusal: uniform in [d/2, d] with d = min(MAX, BASE * 2**attempt).
 BACKOFF_MS_BASE = 10
 BACKOFF_MS_MAX = 1_000
+# A write refused (not_leader, busy, unavailable) is not tried again when the retry would go
+# out this close to its deadline: its answer could not come back in time, and an attempt still
+# unanswered at the deadline makes the outcome UNKNOWN, where every attempt refused keeps it
+# known ("nothing was written"). So the caller of a write that kept being refused is told so.
+LAST_ATTEMPT_MARGIN_MS = 200
 # Pause before another round of endpoints once a whole round failed (refused, silent,
 # disconnected before HELLO): see reconnect_delay_ms. The ceiling keeps recovery after a
 # full-cluster restart within about a second; ZeroMQ's own RECONNECT_IVL pacing is the same.
@@ -1311,7 +1316,15 @@ class _IoState:
         if code in (wire.ErrorCode.NOT_LEADER, wire.ErrorCode.BUSY, wire.ErrorCode.UNAVAILABLE):
             self.by_req_id.pop(req_id, None)
             request.refusals += 1
-            self.schedule(request, now + self.backoff_s(request.refusals))
+            retry_at = now + self.backoff_s(request.refusals)
+            if retry_at <= request.deadline - LAST_ATTEMPT_MARGIN_MS / 1000:
+                self.schedule(request, retry_at)
+            else:
+                # It waits for its deadline, refused (LAST_ATTEMPT_MARGIN_MS says why): no
+                # retry, and no resend of the refused attempt either.
+                request.send_at = float("inf")
+                request.via_link = False  # a closing link must not send it again either
+                self.sends.cancel(request)
             if self.refusing_since is None:
                 self.refusing_since = now
             return

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import zmq
 
+from superstatic.client import connection as connection_module
 from superstatic.client.connection import AgentRefusedTooLarge, Committed, Connection
 from superstatic.client.stream import StreamFeeder, StreamGap
 from superstatic.protocol import wire
@@ -409,6 +410,30 @@ def test_not_leader_refusals_are_retried_and_the_outcome_stays_known(
     assert caught.value.outcome_known is True
     sent = proposes_of(peer)
     assert len(sent) >= 2 and {p["seq"] for p in sent} == {1}
+
+
+def test_a_refused_write_is_not_tried_again_too_close_to_its_deadline(
+    peers: list[AgentPeer], connections: list[Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry sent just before the deadline could not be answered in time, and an attempt
+    unanswered at the deadline makes the outcome unknown: so none is sent within
+    LAST_ATTEMPT_MARGIN_MS of it, and a write refused throughout is reported as not written
+    (here the margin is most of the timeout, so the retries stop early and the test does not
+    depend on how fast the refusals come back)."""
+    monkeypatch.setattr(connection_module, "LAST_ATTEMPT_MARGIN_MS", 1_200)
+    peer = make_peer(peers)
+    peer.refuse_always = "not_leader"
+    conn, _replica = connect(connections, [peer.endpoint], timeout_ms_request=1_500)
+    started = time.monotonic()
+    with pytest.raises(Unavailable) as caught:
+        conn.submit(b"refused")
+    assert caught.value.outcome_known is True
+    assert time.monotonic() - started >= 1.4  # it waited for its deadline, refused
+    sent = proposes_of(peer)
+    assert len(sent) >= 2 and {p["seq"] for p in sent} == {1}
+    # Retries back off from 10 ms, doubling: within the first 300 ms there are at most 5 of
+    # them, and none after (a retry after 0.3 s would be due within the margin).
+    assert len(sent) <= 6
 
 
 def test_busy_and_unavailable_refusals_then_success(
