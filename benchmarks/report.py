@@ -353,4 +353,5 @@ def _plain(value: Any) -> str:
     if value is None:
         return "-"
     v = float(value)
-    return f"{v:.3g}"
+    # Three significant digits, but never in exponent form (a target of 1,024 B read 1.02e+03).
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"

@@ -222,6 +222,11 @@ def test_issue_11_targets_judge_catch_up_at_1m_and_memory_at_the_largest_size() 
     assert app["met"] is None and "full-replica" in app["note"]
 
 
+def test_plain_figures_are_never_in_exponent_form() -> None:
+    assert report._plain(1558.4) == "1,558" and report._plain(1024) == "1,024"
+    assert report._plain(0.893) == "0.893" and report._plain(12.34) == "12.3"
+
+
 def test_lines_under_a_markdown_table_are_a_blank_line_apart() -> None:
     """GitHub reads a line right under a table as one more row of it."""
     text = report.with_notes(report.table(["a"], [[1]], markdown=True), ["ratio 1"], True)
