@@ -127,6 +127,28 @@ class Sends:
         return max((i for i in range(position) if order[i] == ("commit",)), default=-1)
 
 
+def writes_answered_before_the_commit(
+    agent: Agent,
+    writer: RawClient,
+    answering: tuple[RawClient, int],
+    bystander: tuple[RawClient, int],
+) -> None:
+    """Three writes of `writer`: each one's event reaches the answering stream from inside the
+    write transaction (before its commit), and the bystander's stream only after that commit."""
+    sends = Sends(agent)
+    (stream, stream_sub), (other, other_sub) = answering, bystander
+    for value in range(3):
+        index = agent.server.applied + 1  # nothing else writes: this write's index
+        seq = writer.take_seq()
+        writer.send(wire.FrameType.PROPOSE, writer.propose_body(txn_extend("l", [value]), seq))
+        wait_events(stream, stream_sub, index)
+        wait_events(other, other_sub, index)
+        early = sends.first_events(stream_sub, index)
+        late = sends.first_events(other_sub, index)
+        assert early < sends.commit_after(early), sends.order  # the caller's: before it
+        assert sends.commit_before(late) >= sends.commit_after(early), sends.order
+
+
 @pytest.mark.parametrize("heap", ["all", "partial"])
 def test_only_the_streams_that_answer_a_call_of_the_batch_are_served_before_the_commit(
     agent: Agent, heap: str
@@ -146,17 +168,7 @@ def test_only_the_streams_that_answer_a_call_of_the_batch_are_served_before_the_
             wire.FrameType.SUBSCRIBE, {"from": start, "model": wire.DATA_MODEL}
         )
         assert bystander_sub != app_sub  # the two streams are told apart by their req_id
-        sends = Sends(agent)
-        for value in range(3):
-            index = agent.server.applied + 1  # nothing else writes: this write's index
-            seq = app.take_seq()
-            app.send(wire.FrameType.PROPOSE, app.propose_body(txn_extend("l", [value]), seq))
-            wait_events(app, app_sub, index)
-            wait_events(bystander, bystander_sub, index)
-            early = sends.first_events(app_sub, index)
-            late = sends.first_events(bystander_sub, index)
-            assert early < sends.commit_after(early), sends.order  # the caller's: before it
-            assert sends.commit_before(late) >= sends.commit_after(early), sends.order
+        writes_answered_before_the_commit(agent, app, (app, app_sub), (bystander, bystander_sub))
     finally:
         bystander.close()
         app.close()
@@ -184,17 +196,9 @@ def test_a_write_through_another_connection_is_answered_early_on_its_clients_str
             wire.FrameType.SUBSCRIBE, {"from": start, "model": wire.DATA_MODEL}
         )
         assert bystander_sub != stream_sub  # the two streams are told apart by their req_id
-        sends = Sends(agent)
-        for value in range(3):
-            index = agent.server.applied + 1  # nothing else writes: this write's index
-            seq = link.take_seq()
-            link.send(wire.FrameType.PROPOSE, link.propose_body(txn_extend("l", [value]), seq))
-            wait_events(stream, stream_sub, index)
-            wait_events(bystander, bystander_sub, index)
-            early = sends.first_events(stream_sub, index)
-            late = sends.first_events(bystander_sub, index)
-            assert early < sends.commit_after(early), sends.order
-            assert sends.commit_before(late) >= sends.commit_after(early), sends.order
+        writes_answered_before_the_commit(
+            agent, link, (stream, stream_sub), (bystander, bystander_sub)
+        )
     finally:
         bystander.close()
         link.close()
