@@ -8,15 +8,15 @@ No timing is asserted anywhere: a benchmark reports numbers, it never fails on a
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from superstatic_bench import registry, report, settings, suite, targets
+from superstatic_bench import registry, report, settings, targets
 from superstatic_bench.procs import ProcessGroup, WorkerFailed
 from superstatic_bench.settings import QUICK
 from superstatic_bench.workloads import heap_app, heap_cluster, heapfanout, heapmem, heapstart
+from support.bench_run import run_suite
 
 
 def test_touched_objects_are_distinct_seeded_and_bounded() -> None:
@@ -233,17 +233,7 @@ def test_small_heap_workloads_run_end_to_end(tmp_path: Path) -> None:
         heapfanout_writes=20,
         catchup_batch=100,
     )
-    out = tmp_path / "out"
-    options = suite.Options(
-        selected=["heapstart", "heapmem", "heapfanout"],
-        settings=small,
-        out_dir=out,
-        plots=False,
-        work_dir=tmp_path / "work",
-    )
-    code = suite.run(options)
-    results = json.loads((out / "results.json").read_text())
-    assert code == 0, results.get("errors")
+    results = run_suite(tmp_path, ["heapstart", "heapmem", "heapfanout"], small)
     start = results["workloads"]["heapstart"]
     assert [(r["objects"], r["replicate"], r["samples"]) for r in start["rows"]] == [
         (0, "partial", 2),

@@ -8,15 +8,15 @@ No timing is asserted anywhere: a benchmark reports numbers, it never fails on a
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from superstatic_bench import cli, registry, report, settings, suite, targets
+from superstatic_bench import cli, registry, report, settings, targets
 from superstatic_bench.measure import row_from_answers
 from superstatic_bench.settings import QUICK
 from superstatic_bench.workloads import bigdict, manyroots
+from support.bench_run import run_suite
 
 
 def _answer(calls: int, library: dict[str, int] | None) -> dict[str, Any]:
@@ -186,17 +186,7 @@ def test_small_keyed_workloads_run_end_to_end(tmp_path: Path) -> None:
         disjoint_clients=2,
         disjoint_threads=2,
     )
-    out = tmp_path / "out"
-    options = suite.Options(
-        selected=["disjoint", "bigdict", "manyroots"],
-        settings=small,
-        out_dir=out,
-        plots=False,
-        work_dir=tmp_path / "work",
-    )
-    code = suite.run(options)
-    results = json.loads((out / "results.json").read_text())
-    assert code == 0, results.get("errors")
+    results = run_suite(tmp_path, ["disjoint", "bigdict", "manyroots"], small)
     (row,) = results["workloads"]["disjoint"]["rows"]
     assert row["clients"] == 2 and row["threads"] == 2 and row["calls"] > 0
     assert row["retries"] == row["library"]["txn_retries"] >= 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,39 +19,25 @@ from prometheus_client.parser import text_string_to_metric_families
 from superstatic_agent.config import AgentConfig
 from superstatic_agent.http_status import MetricsBindError
 from superstatic_agent.server import Server
-from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
+from superstatic_bench.loadgen import txn_create_roots, txn_extend
+from support.agent_thread import TIMEOUT_MS
+from support.agent_thread import Agent as ThreadAgent
 
 from superstatic.protocol import ops, wire
 from superstatic.tools.localcluster import free_ports
 
-TIMEOUT_MS = 10_000
 TIMEOUT_S_HTTP = 10.0
 # The loop publishes every metrics.PUBLISH_MS; wait for fresh figures this long at most.
 TIMEOUT_S_FIGURES = 20.0
 
 
-class Agent:
-    def __init__(self, data_dir: Path) -> None:
-        peer_port, client_port, http_port = free_ports(3)
-        self.http = f"http://127.0.0.1:{http_port}"
-        self.config = AgentConfig(
-            node_id="a",
-            data_dir=data_dir,
-            peers={"a": f"tcp://127.0.0.1:{peer_port}"},
-            client_endpoint=f"tcp://127.0.0.1:{client_port}",
-            metrics_endpoint=f"127.0.0.1:{http_port}",
-        )
-        self.server = Server(self.config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        self.client = RawClient(self.config.client_endpoint)
-        deadline = time.monotonic() + TIMEOUT_MS / 1000
-        while self.status()["leader"] != "a":
-            assert time.monotonic() < deadline, "no leader"
-            time.sleep(0.02)
+class Agent(ThreadAgent):
+    """The in-thread agent with `--metrics` on a free port of its own."""
 
-    def status(self) -> dict[str, Any]:
-        return self.client.request(wire.FrameType.STATUS, timeout_ms=TIMEOUT_MS)
+    def __init__(self, data_dir: Path) -> None:
+        (http_port,) = free_ports(1)
+        self.http = f"http://127.0.0.1:{http_port}"
+        super().__init__(data_dir, metrics_endpoint=f"127.0.0.1:{http_port}")
 
     def inspect(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.client.request(wire.FrameType.INSPECT, body, timeout_ms=TIMEOUT_MS)
@@ -73,12 +58,6 @@ class Agent:
             for family in text_string_to_metric_families(body.decode())
             for s in family.samples
         }
-
-    def stop(self) -> None:
-        self.client.close()
-        self.server.request_stop()
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture
