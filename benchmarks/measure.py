@@ -8,6 +8,7 @@ from typing import Any
 from superstatic_bench.settings import Settings
 from superstatic_bench.stats import summarize_groups_us
 from superstatic_bench.systems import Deployment
+from superstatic_bench.workloads import throughput
 
 # Lead time between sending "run" and the common start: every client must have read it.
 START_DELAY_S = 0.3
@@ -38,13 +39,32 @@ def run_row(
         "payload_bytes": settings.payload_bytes,
         "keys_per_thread": settings.keys_per_thread,
     }
+    procs = deployment.cpu_processes(workers)
     for worker in workers:
         worker.send(command)
+    # Every process's CPU over the clients' counting window (workloads/throughput.py).
+    window_start = start_at + settings.warmup_s
+    _sleep_until(window_start)
+    before, began = throughput.sample(procs), time.time()
+    _sleep_until(window_start + settings.duration_s)
+    after, ended = throughput.sample(procs), time.time()
     timeout_s = START_DELAY_S + settings.warmup_s + settings.duration_s + TIMEOUT_S_ANSWER_MARGIN
     answers = [worker.receive(timeout_s) for worker in workers]
-    return row_from_answers(
+    row = row_from_answers(
         deployment.name, deployment.label, op, clients, threads, settings, answers
     )
+    cpu = throughput.summarize(
+        procs, before, after, row["ops"], max(ended - began, 1e-3), throughput.cores()
+    )
+    if cpu is not None:
+        row["cpu"] = cpu
+    return row
+
+
+def _sleep_until(wall_time: float) -> None:
+    delay = wall_time - time.time()
+    if delay > 0:
+        time.sleep(delay)
 
 
 def row_from_answers(

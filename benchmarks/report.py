@@ -156,6 +156,19 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
         rows = workloads.get(name, {}).get("rows")
         if rows:
             section(title, _write_rows(rows, markdown))
+    measured = [
+        r
+        for name in ("sequential", "throughput", "contention", "nofsync")
+        for r in workloads.get(name, {}).get("rows", [])
+        if r.get("cpu")
+    ]
+    if measured:
+        from superstatic_bench.workloads import throughput
+
+        section(
+            "CPU per operation over each row's window: is it CPU-bound?",
+            throughput.render(measured, markdown),
+        )
     if workloads.get("disjoint", {}).get("rows"):
         from superstatic_bench.workloads import disjoint
 

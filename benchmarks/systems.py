@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from superstatic_bench.procs import ProcessGroup, Worker
+from superstatic_bench.workloads.throughput import Proc
 
 from superstatic.tools.localcluster import LocalCluster
 
@@ -93,6 +94,15 @@ class SuperstaticCluster:
         self.client_offset = (ids.index(self.leader) + 1) % len(ids)
         return ids[self.client_offset]
 
+    def server_processes(self) -> list[Proc]:
+        """The live agents, each named by its id and role (the leader found at start)."""
+        leader = getattr(self, "leader", None)  # set by start()
+        return [
+            Proc(f"agent {node_id}", "leader" if node_id == leader else "follower", pid)
+            for node_id, spec in self.local.agents.items()
+            if (pid := spec.pid) is not None and spec.alive()
+        ]
+
     def close(self) -> None:
         self.local.close()
 
@@ -141,6 +151,23 @@ class Deployment:
             worker.call({"cmd": "prepare"}, TIMEOUT_S_CLIENT_OPEN)
             self.workers.append(worker)
         return self.workers[:count]
+
+    def cpu_processes(self, workers: Sequence[Worker]) -> list[Proc]:
+        """The processes whose CPU a row accounts (workloads/throughput.py): the system's
+        servers and the row's client processes; where the clients are the members
+        (PySyncObj), every member, named so."""
+        if getattr(self.cluster, "clients_are_members", False):
+            nodes: list[Worker] = self.cluster.nodes
+            return [Proc(f"member {i}", "member", n.pid) for i, n in enumerate(nodes)]
+        own = getattr(self.cluster, "server_processes", None)
+        if own is not None:
+            servers: list[Proc] = own()
+        else:
+            # A peer's servers: subprocesses it keeps in `servers` (etcd, Redis).
+            popens = getattr(self.cluster, "servers", [])
+            servers = [Proc(f"server {i}", "server", p.pid) for i, p in enumerate(popens)]
+        clients = [Proc(f"client {i}", "client", w.pid) for i, w in enumerate(workers)]
+        return servers + clients
 
     def close(self) -> None:
         try:

@@ -5,8 +5,11 @@ No timing is asserted anywhere: a benchmark reports numbers, it never fails on a
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,8 @@ from superstatic_bench.stats import (
     summarize_groups_us,
     summarize_us,
 )
+from superstatic_bench.workloads import throughput
+from support.bench_run import run_suite
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -370,3 +375,115 @@ def test_trace_rows_summarize_and_render() -> None:
     row["agent"] = "a"
     text = report.render({"workloads": {"trace": {"rows": {"leader": row}}}})
     assert "where one call's time goes" in text and "sum of hop p50s" in text
+
+
+def _cpu_procs() -> list[throughput.Proc]:
+    return [
+        throughput.Proc("agent a", "leader", 11),
+        throughput.Proc("agent b", "follower", 12),
+        throughput.Proc("agent c", "follower", 13),
+        throughput.Proc("client 0", "client", 21),
+    ]
+
+
+def test_cpu_per_op_and_saturation_arithmetic() -> None:
+    """Two samples 10 s apart, 2,000 writes between them: each process's CPU over the window
+    per write, the total, the cores used, the machine's busy share and the CPU-bound rate."""
+    procs = _cpu_procs()
+    before = throughput.Sample((5.0, 3.0, 3.0, 1.0), machine_busy_s=100.0, machine_total_s=400.0)
+    # Leader 4 s, followers 2 s and 3 s, the client 1 s; the machine 19 of 20 core-seconds busy.
+    after = throughput.Sample((9.0, 5.0, 6.0, 2.0), machine_busy_s=119.0, machine_total_s=420.0)
+    cpu = throughput.summarize(procs, before, after, ops=2000, wall_s=10.0, cores_n=2)
+    assert cpu is not None
+    by_name = {p["name"]: p for p in cpu["processes"]}
+    assert by_name["agent a"]["cpu_s"] == 4.0
+    assert by_name["agent a"]["ms_per_op"] == 2.0  # 4 s / 2,000 writes
+    assert by_name["agent b"]["ms_per_op"] == 1.0
+    assert by_name["agent c"]["cores"] == 0.3
+    assert throughput.by_role(cpu, "follower") == [1.0, 1.5]
+    assert throughput.by_role(cpu, "client") == [0.5]
+    assert cpu["total_cpu_s"] == 10.0
+    assert cpu["total_ms_per_op"] == 5.0
+    assert cpu["cores_used"] == 1.0
+    assert cpu["utilization"] == 0.5
+    assert cpu["ops_per_s_cpu_bound"] == 400.0  # 2 cores / 5 ms per write
+    assert cpu["machine_busy"] == 0.95
+    assert cpu["saturated"] is True
+    # The same processes on a machine with room to spare: not saturated.
+    idle = throughput.Sample(after.process_s, machine_busy_s=110.0, machine_total_s=420.0)
+    calm = throughput.summarize(procs, before, idle, ops=2000, wall_s=10.0, cores_n=2)
+    assert calm is not None and calm["machine_busy"] == 0.5 and calm["saturated"] is False
+
+
+def test_cpu_accounting_skips_unreadable_processes_and_zero_ops() -> None:
+    procs = _cpu_procs()
+    before = throughput.Sample((1.0, None, 1.0, 1.0), None, None)
+    after = throughput.Sample((2.0, 2.0, None, 1.5), None, None)
+    cpu = throughput.summarize(procs, before, after, ops=0, wall_s=2.0, cores_n=2)
+    assert cpu is not None
+    assert [p["name"] for p in cpu["processes"]] == ["agent a", "client 0"]
+    assert cpu["total_cpu_s"] == 1.5 and cpu["cores_used"] == 0.75
+    # No operation counted: no per-op figures, and no machine figures without /proc/stat.
+    assert cpu["total_ms_per_op"] is None and cpu["ops_per_s_cpu_bound"] is None
+    assert cpu["processes"][0]["ms_per_op"] is None
+    assert cpu["machine_busy"] is None and cpu["saturated"] is None
+    nothing = throughput.Sample((None,) * 4, None, None)
+    assert throughput.summarize(procs, nothing, after, 10, 2.0, 2) is None
+    with pytest.raises(ValueError, match="wall_s"):
+        throughput.summarize(procs, before, after, 10, 0.0, 2)
+
+
+def test_cpu_of_a_live_process_is_read_from_proc() -> None:
+    """This process's own CPU grows while it computes; the machine's busy time is below its
+    total; a pid that does not exist reads as None."""
+    me = throughput.Proc("me", "client", os.getpid())
+    first = throughput.sample([me])
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    second = throughput.sample([me])
+    assert first.process_s[0] is not None and second.process_s[0] is not None
+    assert second.process_s[0] >= first.process_s[0]
+    assert first.machine_busy_s is not None and first.machine_total_s is not None
+    assert 0 < first.machine_busy_s <= first.machine_total_s
+    assert throughput.process_cpu_s(2**22 + 1) is None  # above Linux's largest pid
+    assert throughput.cores() >= 1
+
+
+def test_report_renders_the_cpu_of_throughput_rows() -> None:
+    results = _results()
+    procs = _cpu_procs()
+    before = throughput.Sample((5.0, 3.0, 3.0, 1.0), 100.0, 400.0)
+    after = throughput.Sample((9.0, 5.0, 6.0, 2.0), 119.0, 420.0)
+    row = results["workloads"]["throughput"]["rows"][0]  # type: ignore[index]
+    row["cpu"] = throughput.summarize(procs, before, after, 2000, 10.0, 2)
+    text = report.render(results)
+    assert "is it CPU-bound?" in text
+    line = next(
+        x for x in text.splitlines() if x.startswith("superstatic") and "1.000 / 1.500" in x
+    )
+    for cell in ("2.000", "0.500", "5.000", "1.00 of 2", "95% (yes)", "400"):
+        assert cell in line, cell
+    assert "| superstatic" in report.render(results, markdown=True)
+    # Rows without a cpu record (results from before it, or no /proc) render as before.
+    del row["cpu"]
+    assert "is it CPU-bound?" not in report.render(results)
+
+
+@pytest.mark.cluster
+def test_throughput_rows_account_the_cpu_of_agents_and_clients(tmp_path: Path) -> None:
+    """A small real `throughput` run through `suite.run`: the 2-client row carries the CPU of
+    the leader, both followers and both client processes over its window."""
+    small = dataclasses.replace(QUICK, duration_s=1.0, warmup_s=0.3, threads=2, client_counts=(2,))
+    results = run_suite(tmp_path, ["throughput"], small)
+    (row,) = results["workloads"]["throughput"]["rows"]
+    cpu = row["cpu"]
+    assert row["ops"] > 0 and cpu["ops"] == row["ops"]
+    assert sorted(p["role"] for p in cpu["processes"]) == [
+        "client", "client", "follower", "follower", "leader"
+    ]  # fmt: skip
+    assert all(p["cpu_s"] >= 0 for p in cpu["processes"])
+    assert cpu["total_cpu_s"] > 0 and cpu["total_ms_per_op"] > 0
+    assert cpu["wall_s"] > 0 and cpu["cores"] >= 1
+    assert cpu["saturated"] in (True, False)
+    assert "is it CPU-bound?" in report.render(results)
