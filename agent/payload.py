@@ -10,8 +10,7 @@ ids) read as session 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import cbor2
 from superstatic_agent.raft.types import Entry, EntryKind
@@ -28,9 +27,12 @@ PAYLOAD_INT_MAX = (1 << 63) - 1
 PAYLOAD_KINDS = ("txn", "open", "close")
 
 
-@dataclass(frozen=True, slots=True)
-class Payload:
-    """A NORMAL entry's data: [kind, client_id, seq, seq_low, time_ms, body, session]."""
+class Payload(NamedTuple):
+    """A NORMAL entry's data: [kind, client_id, seq, seq_low, time_ms, body, session].
+
+    A NamedTuple, not a frozen dataclass: every applied entry builds one (and the leader one
+    more per proposal to stamp it), and a frozen dataclass's __init__ sets each of its seven
+    fields through object.__setattr__ (about 3x the cost; docs/data-model-v2.md 8.6)."""
 
     kind: str
     client: str
@@ -78,7 +80,7 @@ def stamp_payload(data: bytes, time_ms: int) -> bytes:
         payload = parse_payload(data)
     except ProtocolError:
         return data
-    return encode_payload(replace(payload, time_ms=time_ms))
+    return encode_payload(payload._replace(time_ms=time_ms))
 
 
 def parse_payload(data: bytes) -> Payload:

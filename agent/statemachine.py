@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import cbor2
 import lmdb
-from superstatic_agent import gc, snapshot_records
+from superstatic_agent import gc, set_bodies, snapshot_records
 from superstatic_agent import records as rec
 from superstatic_agent.config import CLIENT_FRAME_ENVELOPE_BYTES
 from superstatic_agent.nodeops import BodyApply, Rejected, describe_key, key_bytes
@@ -394,7 +394,9 @@ class StateMachine:
         of the existing nodes its ops reference and the nodes it writes and creates. Raises
         _Rejected (nothing changed) for a conflict or an error."""
         try:
-            doc = ops.decode_body(body)
+            # ops.decode_body's result, read without the generic scan for the bodies of lone
+            # sets (set_bodies.py: the same TxnBody or the same exception).
+            doc = set_bodies.decode_body(body)
         except (ProtocolError, LimitExceeded) as exc:
             raise _Rejected("error", f"bad transaction body: {exc}") from None
         except RecursionError:
@@ -410,14 +412,15 @@ class StateMachine:
             self._validate_v1(view, doc.versions)
         else:
             self._validate_v2(txn, view, index, doc, created)
-        created.clear()
-        for i, op in enumerate(wire_ops):
-            if op[0] != "new":
-                continue
-            oid = op[1]
-            if oid in created or view.nid(oid) is not None:
-                raise _Rejected("error", f"op #{i} 'new': object {oid} already exists")
-            created.add(oid)
+        if created:  # else no op is a "new": nothing to check
+            created.clear()
+            for i, op in enumerate(wire_ops):
+                if op[0] != "new":
+                    continue
+                oid = op[1]
+                if oid in created or view.nid(oid) is not None:
+                    raise _Rejected("error", f"op #{i} 'new': object {oid} already exists")
+                created.add(oid)
         count = int(txn.stat(self.dbs.oids)["entries"])
         if count + len(created) > gc.OBJECTS_MAX:
             raise _Rejected(
@@ -475,8 +478,12 @@ class StateMachine:
         view.commit()
         self.records_written += view.puts
         collected = self._gc_step(txn, body_apply.dropped, len(created))
-        written = tuple(dict.fromkeys(op[1] for op in wire_ops))
-        created_in_order = tuple(op[1] for op in wire_ops if op[0] == "new")
+        if len(wire_ops) == 1:  # nearly every body: no generators to build
+            written = (wire_ops[0][1],)
+            created_in_order = written if created else ()
+        else:
+            written = tuple(dict.fromkeys(op[1] for op in wire_ops))
+            created_in_order = tuple(op[1] for op in wire_ops if op[0] == "new")
         return _TxnEffects(collected, tuple(heads.values()), written, created_in_order)
 
     def _validate_v1(self, view: NodeView, versions: dict[str, int]) -> None:
