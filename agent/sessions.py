@@ -176,8 +176,13 @@ class SessionTable:
         return count
 
     def put(self, client: str, session: Session) -> None:
+        self.adopt(client, session.copy())
+
+    def adopt(self, client: str, session: Session) -> None:
+        """`put` without the copy: the caller hands `session` over (one `get` returned it)
+        and never reads or changes it again (the apply's every write; a copy was ~1.5%)."""
         assert len(session.seqs) <= SESSION_SEQS_MAX, len(session.seqs)
-        self._set(client.encode(), session.copy())
+        self._set(client.encode(), session)
 
     def delete(self, client: str) -> None:
         self._set(client.encode(), None)

@@ -330,7 +330,7 @@ class StateMachine:
             if recorded is not None:
                 first_index, first_outcome, first_error = recorded
                 session.last_ms = now_ms
-                table.put(payload.client, session)
+                table.adopt(payload.client, session)  # get's copy: not used after this
                 return answer(
                     "dup", first_error, first_index=first_index, first_outcome=first_outcome
                 )
@@ -369,7 +369,7 @@ class StateMachine:
             except _Rejected as rejected:
                 outcome, error = rejected.outcome, clip_error(str(rejected))
         session.seqs[payload.seq] = (index, outcome, error)
-        table.put(payload.client, session)
+        table.adopt(payload.client, session)  # get's copy or a new one: not used after this
         body = payload.body if outcome == "ok" and payload.kind == "txn" else None
         return answer(
             outcome,
