@@ -80,7 +80,8 @@ def stamp_payload(data: bytes, time_ms: int) -> bytes:
         payload = parse_payload(data)
     except ProtocolError:
         return data
-    return encode_payload(payload._replace(time_ms=time_ms))
+    p = payload
+    return cbor2.dumps([p.kind, p.client, p.seq, p.seq_low, time_ms, p.body, p.session])
 
 
 def parse_payload(data: bytes) -> Payload:
