@@ -62,6 +62,12 @@ def _scalar(body: bytes, pos: int) -> tuple[Any, int]:
         return body[pos + 1 : end].decode("utf-8"), end  # strict, as cbor2's
     if initial < 24:  # an int 0..23
         return initial, pos + 1
+    if initial == 0x78:  # a text of 24..255 bytes: a one-byte length
+        start = pos + 2
+        end = start + body[pos + 1]
+        if end > len(body):
+            raise _NotThisShape
+        return body[start:end].decode("utf-8"), end
     major, arg, pos = _head(body, pos)
     if major == 3:
         end = pos + arg
