@@ -1485,7 +1485,7 @@ class Server:
         self._batch.append((data, key, waiter))
         self._batch_bytes += len(data)
         if traced and self.tracer is not None:
-            self.tracer.on_propose(data, recv_ns)
+            self.tracer.on_propose(key, recv_ns)
 
     def _flush_proposals(self) -> None:
         if not self._batch:
@@ -1534,7 +1534,7 @@ class Server:
                     waiter.proposed = True
             self.counters["proposed"] += end - start
             if self.tracer is not None:
-                self.tracer.on_proposed([data for data, _, _ in batch[start:end]])
+                self.tracer.on_proposed([key for _, key, _ in batch[start:end]])
             start = end
 
     def _admit_for_space(

@@ -52,19 +52,22 @@ class AgentTracer:
     def wants(self, body: Any) -> bool:
         return asked(body)
 
-    def on_propose(self, data: bytes, recv_ns: int) -> None:
-        key = _request_of(data)
-        if key is None:
-            return
+    def on_propose(self, key: tuple[str, int], recv_ns: int) -> None:
+        """A traced PROPOSE of (client, seq) `key` was decoded at `recv_ns`. The caller knows
+        its key: parsing the payload again here, and in `on_proposed`, cost a traced call two
+        payload parses at the leader that an untraced one never makes, inflating the very hops
+        being measured (docs/data-model-v2.md section 8.7)."""
         self._by_data[key] = _Record(recv_ns)
         while len(self._by_data) > TRACE_INFLIGHT_MAX:
             del self._by_data[next(iter(self._by_data))]
 
-    def on_proposed(self, datas: list[bytes]) -> None:
+    def on_proposed(self, keys: list[tuple[str, int]]) -> None:
+        """The proposals of these (client, seq) keys went to the core."""
+        if not self._by_data:
+            return
         now = time.monotonic_ns()
-        for data in datas:
-            key = _request_of(data)
-            record = None if key is None else self._by_data.get(key)
+        for key in keys:
+            record = self._by_data.get(key)
             if record is not None:
                 record.stamps["proposed"] = now
 

@@ -48,14 +48,13 @@ def test_agent_tracer_follows_one_entry_to_its_reply() -> None:
     tracer = agent_trace.AgentTracer()
     assert tracer.wants({"trace": True}) and not tracer.wants({"trace": 1}) and not tracer.wants({})
     data = encode_payload(Payload("txn", "app-1", 5, 1, 0, b"body"))
-    other = encode_payload(Payload("txn", "app-2", 5, 1, 0, b"body"))
     # The log holds the payload as the leader stamped it (its log time): other bytes, the same
     # request. The tracer must still know it (it once matched bytes and lost every stamp).
     stamped = stamp_payload(data, 1_234)
     assert stamped != data
     entry = Entry(7, 1, EntryKind.NORMAL, stamped)
-    tracer.on_propose(data, recv_ns=1)
-    tracer.on_proposed([data, other, b"not a payload"])
+    tracer.on_propose(("app-1", 5), recv_ns=1)
+    tracer.on_proposed([("app-1", 5), ("app-2", 5)])
     tracer.on_ready(_ready(entries=(entry,)))
     tracer.on_written(_ready(entries=(entry,)))
     tracer.on_ack("b", 6, voters=3, role=Role.LEADER)  # below the entry: no ack for it
@@ -75,7 +74,7 @@ def test_agent_tracer_follows_one_entry_to_its_reply() -> None:
 def test_agent_tracer_is_bounded() -> None:
     tracer = agent_trace.AgentTracer()
     for i in range(agent_trace.TRACE_INFLIGHT_MAX + 10):
-        tracer.on_propose(encode_payload(Payload("txn", "app", i + 1, 1, 0, b"")), recv_ns=i)
+        tracer.on_propose(("app", i + 1), recv_ns=i)
     assert len(tracer._by_data) == agent_trace.TRACE_INFLIGHT_MAX
 
 
