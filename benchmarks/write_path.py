@@ -33,6 +33,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import queue
 import sys
 import tempfile
 import time
@@ -55,6 +56,7 @@ ENTRY_BYTES = 200  # one sequential call's log entry is 100-200 bytes
 LMDB_MAP_BYTES = 256 << 20
 BARRIER_TIMEOUT_S = 60.0
 RESULT_TIMEOUT_S = 600.0
+RESULT_POLL_S = 0.5  # how often a wait for results checks that every writer still runs
 
 Step = Callable[[int], None]
 
@@ -156,6 +158,32 @@ def _writer(
     results.put((summarize_us(samples), summarize_us(sync_samples) if syncs_us else {}))
 
 
+def _collect(
+    results: multiprocessing.Queue[Any],
+    processes: list[Any],
+    barrier: Barrier,
+    label: str,
+) -> list[Any]:
+    """Every writer's result; a writer that died fails the row at once (its partners, stuck at
+    the barrier, are released by aborting it) instead of after RESULT_TIMEOUT_S."""
+    got: list[Any] = []
+    deadline = time.monotonic() + RESULT_TIMEOUT_S
+    while len(got) < len(processes):
+        try:
+            got.append(results.get(timeout=RESULT_POLL_S))
+            continue
+        except queue.Empty:
+            pass
+        failed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+        if failed:
+            barrier.abort()
+            raise RuntimeError(f"a writer of the row {label!r} exited with status {failed[0]}")
+        if time.monotonic() > deadline:
+            barrier.abort()
+            raise TimeoutError(f"the row {label!r} gave no result within {RESULT_TIMEOUT_S} s")
+    return got
+
+
 def measure(ops: int, warmup: int, writers: int, folder: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     # Forked: the parent opens no environment and runs no thread, and a spawned writer would
@@ -174,7 +202,7 @@ def measure(ops: int, warmup: int, writers: int, folder: Path) -> list[dict[str,
         for process in processes:
             process.start()
         try:
-            got = [results.get(timeout=RESULT_TIMEOUT_S) for _ in processes]
+            got = _collect(results, processes, barrier, f"{what} {shape}".strip())
         finally:
             for process in processes:
                 process.join(RESULT_TIMEOUT_S)

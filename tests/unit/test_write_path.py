@@ -44,3 +44,16 @@ def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         write_path.main(["--writers", "0"])
     assert "between 1 and WRITERS_MAX" in capsys.readouterr().err
+
+
+def test_a_writer_that_dies_fails_its_row_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(folder: Path) -> None:
+        raise OSError("no disk")
+
+    # Forked writers inherit the patches.
+    monkeypatch.setattr(write_path, "ROWS", (("fdatasync", "", True),))
+    monkeypatch.setattr(write_path, "_fdatasync", broken)
+    with pytest.raises(RuntimeError, match="a writer of the row 'fdatasync' exited with status"):
+        write_path.measure(3, 0, 2, tmp_path)
