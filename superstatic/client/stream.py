@@ -8,9 +8,12 @@ after it is applied, and anything further ahead means entries were lost (a dropp
 stale stream after a resubscription) and the connection must resubscribe from its applied index.
 
 Snapshots come in format 2 (docs/data-model-v2.md section 5): a node header item, then runs of
-its entries, possibly over many frames. The feeder builds each node's contents as its runs
-arrive (checked element by element, never a whole record in one piece) and hands the finished
-nodes to the replica at the last frame, which swaps them in at once.
+its entries, possibly over many frames. The feeder checks each header and run (element by
+element, never a whole record in one piece) and hands it on as it arrives: to the sink's own
+builder if it has one (`snapshot_builder()`: the replica fills its nodes as runs arrive, so
+the whole decoded snapshot is never held; objects/snapshot_load.py), else into whole node
+records given to `load_snapshot` at the last frame. Either way the replica swaps the snapshot
+in at once at the last frame.
 
 A snapshot older than the replica is dropped rather than loaded: after a failover to an agent
 that is behind, loading it would move the replica back in time, and a replica must only ever be
@@ -30,10 +33,10 @@ from superstatic.protocol.wire import CLIENT_ID_CHARS_MAX
 # Log indexes, seqs and stream positions are 64-bit (the agent's own bound).
 _INT64_MAX = (1 << 63) - 1
 
-# One snapshot is assembled in memory before it replaces the replica (load_snapshot replaces
-# everything at once, so a half-loaded snapshot is never visible). Bound what a peer can make
-# this process hold: nodes, and elements (dict items, attributes, members, list values) over
-# all of them. Each frame is bounded by wire.FRAME_BYTES_MAX besides.
+# One snapshot is held in memory before it replaces the replica (it replaces everything at
+# once, so a half-loaded snapshot is never visible). Bound what a peer can make this process
+# hold: nodes, and elements (dict items, attributes, members, list values) over all of them.
+# Each frame is bounded by wire.FRAME_BYTES_MAX besides.
 SNAPSHOT_NODES_MAX = 20_000_000
 SNAPSHOT_ELEMENTS_MAX = 100_000_000
 # The SNAPSHOT format this library reads (per-key runs); an agent speaking data model 1 sent
@@ -70,6 +73,20 @@ HEAD_KINDS = frozenset({"dict", "list", "set", "obj"})
 SnapshotNode = tuple[str, int, str, Any]
 
 
+class SnapshotBuilder(Protocol):
+    """Takes one snapshot's nodes as its frames arrive, each piece checked: `node` for each
+    header (`extra`: an obj's class name, a list's length, else None), `run` for each run of
+    elements of the node last started (a list the builder may keep), `finish` at the last frame
+    (the snapshot replaces the sink's state). Dropped unfinished, it must leave the sink as it
+    was."""
+
+    def node(self, oid: str, version: int, kind: str, extra: Any) -> None: ...
+
+    def run(self, elements: list[Any]) -> None: ...
+
+    def finish(self, index: int) -> None: ...
+
+
 class ReplicaSink(Protocol):
     """What the stream feeds (implemented by superstatic.objects.replica.Replica)."""
 
@@ -77,8 +94,10 @@ class ReplicaSink(Protocol):
 
     def load_snapshot(self, index: int, nodes: Iterable[SnapshotNode]) -> None: ...
 
-    # (A sink may also have `note_log_time(log_time_ms)`: called before load_snapshot with the
-    # log time at the snapshot's index. A sink fed a filtered stream, StreamFeeder(filtered=
+    # (A sink may have `snapshot_builder()`, a SnapshotBuilder for each SNAPSHOT: then the
+    # feeder gives it the snapshot as it arrives and never calls load_snapshot.
+    # A sink may also have `note_log_time(log_time_ms)`: called before the snapshot is loaded
+    # with the log time at its index. A sink fed a filtered stream, StreamFeeder(filtered=
     # True), must have `advance(to, log_time_ms)`: called after each EVENTS frame's events
     # with the frame's "to" and "t", it moves applied_index to `to`: the entries in between
     # passed the agent's filter for no node the replica holds; docs/virtual-heap.md 4.4.)
@@ -101,6 +120,28 @@ class Loaded:
         self.per_key: list[str] = []
 
 
+class _Records:
+    """A SnapshotBuilder that assembles whole node records (SnapshotNode): a load's answer,
+    and the snapshot of a sink without a builder of its own (given to its load_snapshot)."""
+
+    __slots__ = ("nodes", "sink")
+
+    def __init__(self, sink: ReplicaSink | None = None) -> None:
+        self.nodes: list[SnapshotNode] = []
+        self.sink = sink
+
+    def node(self, oid: str, version: int, kind: str, extra: Any) -> None:
+        self.nodes.append((oid, version, kind, [extra, []] if kind == "obj" else []))
+
+    def run(self, elements: list[Any]) -> None:
+        _oid, _version, kind, contents = self.nodes[-1]
+        (contents[1] if kind == "obj" else contents).extend(elements)
+
+    def finish(self, index: int) -> None:
+        assert self.sink is not None
+        self.sink.load_snapshot(index, self.nodes)
+
+
 class StreamGap(Exception):
     """The stream skipped entries (or broke its own framing): resubscribe from applied_index."""
 
@@ -119,9 +160,15 @@ class StreamFeeder:
         # touch what it holds: its frames skip entries, and "to" says how far each one reaches.
         self.filtered = filtered
         self._loaded: Loaded | None = None
-        self._nodes: list[SnapshotNode] = []
+        # What the snapshot or load being received goes to, and its counts so far.
+        self._builder: SnapshotBuilder = _Records()
         self._oids: set[str] = set()
         self._elements = 0
+        # The node last started: (oid, kind, class name or None), and for a list the length
+        # its header said and the values received.
+        self._current: tuple[str, str, str | None] | None = None
+        self._list_length: int | None = None
+        self._list_values = 0
         self._next_part = 0
         self._snapshot_index: int | None = None
         # Frames fed so far: waiters read it as "the stream is still making progress" (a big
@@ -130,9 +177,10 @@ class StreamFeeder:
 
     def begin(self) -> None:
         """A new subscription starts: a partly received snapshot is worthless now."""
-        self._nodes = []
+        self._builder = _Records()
         self._oids = set()
         self._elements = 0
+        self._current = None
         self._list_length = None
         self._next_part = 0
         self._snapshot_index = None
@@ -160,14 +208,17 @@ class StreamFeeder:
                 f"snapshot part {part} at index {index} arrived, expected part "
                 f"{self._next_part} at index {self._snapshot_index}"
             )
+        if part == 0:
+            make_builder = getattr(self.sink, "snapshot_builder", None)
+            self._builder = _Records(self.sink) if make_builder is None else make_builder()
+        self._snapshot_index = index
         for item in items:
             self._item(item)
-        self._snapshot_index = index
         self._next_part = part + 1
         if not last:
             return False
         self._end_node()
-        nodes = self._nodes
+        builder = self._builder
         self.begin()
         if index < self.sink.applied_index:
             return False  # behind this replica (see the module doc): keep the newer state
@@ -178,7 +229,7 @@ class StreamFeeder:
         if note_log_time is not None:
             note_log_time(log_time_ms)
         try:
-            self.sink.load_snapshot(index, nodes)
+            builder.finish(index)
         except Exception as exc:
             raise ReplicaFailed(f"loading the snapshot at index {index} failed: {exc}") from exc
         assert self.sink.applied_index == index, (self.sink.applied_index, index)
@@ -198,6 +249,8 @@ class StreamFeeder:
                 f"{self._next_part} at index {self._snapshot_index}"
             )
         loaded = self._loaded if envelope.part > 0 and self._loaded is not None else Loaded()
+        if loaded is not self._loaded:
+            self._builder = _Records()
         self._loaded = loaded
         for item in envelope.items:
             self._loaded_item(loaded, item)
@@ -206,7 +259,8 @@ class StreamFeeder:
         if not envelope.last:
             return None
         self._end_node()
-        loaded.nodes = self._nodes
+        assert isinstance(self._builder, _Records)
+        loaded.nodes = self._builder.nodes
         loaded.index = envelope.index
         loaded.load = envelope.load
         self.begin()
@@ -297,10 +351,10 @@ class StreamFeeder:
         kinds = _RUN_KINDS.get(item[0])
         if kinds is None or len(item) != 3 or type(item[2]) is not bytes:
             raise ProtocolError("a SNAPSHOT run is [1|2|3, oid, CBOR bytes of its elements]")
-        current = self._nodes[-1] if self._nodes else None
-        if current is None or item[1] != current[0] or current[2] not in kinds:
+        current = self._current
+        if current is None or item[1] != current[0] or current[1] not in kinds:
             raise ProtocolError("a SNAPSHOT run does not continue the node its header started")
-        oid, _version, kind, contents = current
+        oid, kind, class_name = current
         # Decoded as whole node records were before format 2 (codec.decode_record): bounded by
         # the frame that carried it (FRAME_BYTES_MAX) and cbor2's depth limit, then checked
         # element by element. A per-run `codec.scan` would double the library's cost of a
@@ -308,11 +362,13 @@ class StreamFeeder:
         run = codec.loads(item[2])
         if type(run) is not list:
             raise ProtocolError(f"SNAPSHOT: a run of object {oid} is not an array")
-        if self._list_length is not None and len(contents) + len(run) > self._list_length:
-            raise ProtocolError(
-                f"SNAPSHOT object {oid}: more list values than its header's length "
-                f"{self._list_length}"
-            )
+        if self._list_length is not None:
+            self._list_values += len(run)
+            if self._list_values > self._list_length:
+                raise ProtocolError(
+                    f"SNAPSHOT object {oid}: more list values than its header's length "
+                    f"{self._list_length}"
+                )
         if self._elements + len(run) > SNAPSHOT_ELEMENTS_MAX:
             raise LimitExceeded(
                 "SNAPSHOT_ELEMENTS_MAX",
@@ -321,13 +377,12 @@ class StreamFeeder:
                 "elements in one snapshot",
             )
         what = f"SNAPSHOT object {oid}"
-        if kind == "obj":
-            codec.check_contents(kind, [contents[0], run], what)
-            contents[1].extend(run)
-        else:
-            codec.check_contents(kind, run, what)
-            contents.extend(run)
+        codec.check_contents(kind, [class_name, run] if kind == "obj" else run, what)
         self._elements += len(run)
+        try:
+            self._builder.run(run)
+        except Exception as exc:
+            raise self._failed(exc) from exc
 
     def _start_node(self, item: list[Any]) -> None:
         self._end_node()
@@ -340,41 +395,45 @@ class StreamFeeder:
             raise ProtocolError(f"SNAPSHOT object {oid}: the version is an integer >= 0")
         if oid in self._oids:
             raise ProtocolError(f"SNAPSHOT object {oid} appears twice")
-        if len(self._nodes) >= SNAPSHOT_NODES_MAX:
+        if len(self._oids) >= SNAPSHOT_NODES_MAX:
             raise LimitExceeded(
                 "SNAPSHOT_NODES_MAX",
                 SNAPSHOT_NODES_MAX,
-                len(self._nodes) + 1,
+                len(self._oids) + 1,
                 "nodes in one snapshot",
             )
-        contents: Any
         if kind == "obj":
             if type(extra) is not str:
                 raise ProtocolError(f"SNAPSHOT object {oid}: an obj header names its class")
-            contents = [extra, []]
         elif kind == "list":
             if type(extra) is not int or extra < 0:
                 raise ProtocolError(f"SNAPSHOT object {oid}: a list header holds its length")
-            contents = []
         elif kind in ("dict", "set"):
             if extra is not None:
                 raise ProtocolError(f"SNAPSHOT object {oid}: a {kind} header's extra is null")
-            contents = []
         else:
             raise ProtocolError(f"SNAPSHOT object {oid}: unknown node kind")
         self._oids.add(oid)
-        self._nodes.append((oid, version, kind, contents))
+        self._current = (oid, kind, extra if kind == "obj" else None)
         self._list_length = extra if kind == "list" else None
+        self._list_values = 0
+        try:
+            self._builder.node(oid, version, kind, extra)
+        except Exception as exc:
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: Exception) -> ReplicaFailed:
+        # The sink's builder refused what the checks let through: as a refused load_snapshot.
+        return ReplicaFailed(f"loading the snapshot at index {self._snapshot_index} failed: {exc}")
 
     def _end_node(self) -> None:
         """The last node started is complete: a list must hold the length its header said."""
-        if self._nodes and self._list_length is not None:
-            oid, _version, _kind, contents = self._nodes[-1]
-            if len(contents) != self._list_length:
-                raise ProtocolError(
-                    f"SNAPSHOT object {oid}: the list has {len(contents)} values, its header "
-                    f"said {self._list_length}"
-                )
+        if self._list_length is not None and self._list_values != self._list_length:
+            assert self._current is not None
+            raise ProtocolError(
+                f"SNAPSHOT object {self._current[0]}: the list has {self._list_values} "
+                f"values, its header said {self._list_length}"
+            )
         self._list_length = None
 
     def feed_events(self, body: dict[str, Any]) -> bool:

@@ -33,6 +33,7 @@ from superstatic.objects.fairness import ContentionTracker
 from superstatic.objects.node import HELD, HOLLOW, LOADING, PARTIAL, Node, node_of
 from superstatic.objects.partial_dict import PartialDict
 from superstatic.objects.proxy_base import NodeProxy
+from superstatic.objects.snapshot_load import SnapshotLoad
 from superstatic.protocol import codec as _codec
 from superstatic.protocol import ops as _ops
 from superstatic.protocol.errors import Error, ProtocolError, Unavailable
@@ -196,55 +197,70 @@ class Replica:
 
     # ------------------------------------------------------------------ ReplicaSink
 
+    def snapshot_builder(self) -> SnapshotLoad:
+        """A snapshot to be loaded as its frames arrive (`objects/snapshot_load.py`): the
+        stream's feeder gives it each node and run, and its `finish` swaps it in."""
+        return SnapshotLoad(self)
+
     def load_snapshot(self, index: int, nodes: Iterable[tuple[str, int, str, Any]]) -> None:
         """Replaces everything with the snapshot at `index`: (oid, version, kind, contents)
-        as `client.stream.StreamFeeder` assembled and checked them from the per-key runs.
-        Nodes that survive keep their identity (same proxy / instance), refilled in place."""
-        records = nodes if isinstance(nodes, list) else list(nodes)
-        self._hold_bodies()
-        try:
-            self._load(index, records)
-        finally:
-            self._release_bodies()
-        self._notify(Change(index, self.log_time_ms, None, 0))
+        records in the shapes `client.stream.StreamFeeder` checks. Nodes that survive keep
+        their identity (same proxy / instance), refilled in place. The records are consumed:
+        each one's contents list is emptied once used."""
+        load = SnapshotLoad(self)
+        for oid, version, kind, contents in nodes:
+            load.node(oid, version, kind, contents[0] if kind == "obj" else None)
+            load.run(contents[1] if kind == "obj" else contents)
+            contents.clear()
+        load.finish(index)
 
     def note_log_time(self, log_time_ms: int) -> None:
         """The log time at a snapshot about to be loaded (the stream says it first)."""
         with self.lock:
             self.log_time_ms = max(self.log_time_ms, log_time_ms)
 
-    def _load(self, index: int, records: list[tuple[str, int, str, Any]]) -> None:
-        """One pass over the records: each node is made (claimed) just before it is filled, or
-        when a node filled earlier references it, and each record's contents are dropped once
-        filled. So the memory the wire form gave back is reused by the nodes made next: made
-        all first, while every record was still held, they added their whole size to the
-        peak, and the process's resident size stays at its peak (measured in docs/library.md,
-        "Memory per object"). The records are consumed: their contents lists are emptied."""
-        with self.lock:
-            self.gen += 1
-            old = self.nodes
-            # oid -> its record until claimed, then its node (replaced in place: the dict that
-            # becomes `nodes` is built once).
-            fresh: dict[str, Any] = {}
-            for record in records:
-                fresh[record[0]] = record
-            for oid, node in old.items():
-                if oid not in fresh:
-                    node.dead = True
-            claims = _Claims(self, fresh, old)
-            self.nodes = fresh
-            try:
-                for oid, _version, kind, contents in records:
-                    node = claims.get(oid)
-                    assert node is not None
-                    self._fill(node, kind, contents, claims)
-                    contents.clear()
-            except BaseException:
-                # A load that failed half way: a record never claimed is not a node.
-                self.nodes = {oid: n for oid, n in fresh.items() if type(n) is Node}
-                raise
-            self.applied_index = index
-            self._touched_reset(index)  # bodies that read the replaced state re-run
+    def _swap_in(
+        self,
+        index: int,
+        nodes: dict[str, Node],
+        kept: list[tuple[Node, list[Any]]],
+        held: list[tuple[Node, list[Any]]],
+    ) -> None:
+        """A snapshot's last step (SnapshotLoad.finish): `nodes` becomes the node table at
+        `index`, the nodes that existed before it (`kept`) are refilled in place and the new
+        ones that waited for a forward ref get the rest of their elements (`held`). Old nodes
+        not in it die. Bodies that read the replaced state re-run."""
+        self._hold_bodies()
+        try:
+            with self.lock:
+                self.gen += 1
+                if self._adopt:
+                    # Adopted by the snapshot, or not of its kind: no entry will adopt them.
+                    for oid in [oid for oid in self._adopt if oid in nodes]:
+                        adopted = self._adopt.pop(oid)
+                        if nodes[oid] is adopted:
+                            adopted.txn = None
+                old = self.nodes
+                for oid, node in old.items():
+                    if nodes.get(oid) is not node:
+                        node.dead = True
+                # Unknown refs in what is filled now raise from _resolve (the connection
+                # then stops: the replica may be half-changed).
+                self.nodes = nodes
+                for node, _elements in kept:
+                    node.live.clear()
+                for node, elements in (*kept, *held):
+                    contents = [None, elements] if node.kind == "obj" else elements
+                    self._fill_into(node.live, node.kind, contents, nodes)
+                    elements.clear()
+                if self.partial:
+                    for node in nodes.values():
+                        _inrefs.add_contents(node.kind, node.live, 1)
+                self.applied_index = index
+                self._touched_reset(index)  # bodies that read the replaced state re-run
+        finally:
+            self._release_bodies()
+        self._notify(Change(index, self.log_time_ms, None, 0))
 
     def apply_events(self, events: Sequence[Event]) -> None:
         if not events or events[-1][0] <= self.applied_index:
@@ -1190,30 +1206,9 @@ class Replica:
 
 class _NodeLookup(Protocol):
     """What `_resolve` finds the nodes of refs in: the nodes an entry creates (a dict), or a
-    snapshot's (`_Claims`)."""
+    snapshot's (`snapshot_load`)."""
 
     def get(self, oid: str, /) -> Node | None: ...
-
-
-class _Claims:
-    """A snapshot being loaded (Replica._load): the node of an oid, claimed on first use."""
-
-    __slots__ = ("fresh", "old", "replica")
-
-    def __init__(self, replica: Replica, fresh: dict[str, Any], old: dict[str, Node]) -> None:
-        self.replica = replica
-        self.fresh = fresh
-        self.old = old
-
-    def get(self, oid: str, /) -> Node | None:
-        found = self.fresh.get(oid)
-        if found is not None and type(found) is not Node:
-            # The record's oid, the str `fresh` is keyed by (the caller's may be a ref's copy).
-            own, _version, kind, contents = found
-            class_name = contents[0] if kind == "obj" else None
-            found = self.replica._claim(own, kind, class_name, fresh_from=self.old)
-            self.fresh[own] = found
-        return found
 
 
 class _LoadWait:

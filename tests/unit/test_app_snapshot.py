@@ -12,6 +12,7 @@ import lmdb
 import pytest
 from superstatic_agent import app_snapshot
 from superstatic_agent import records as layout
+from support.snapshots import frames_of
 from support.v3store import EXPECTED, fill
 
 from superstatic.client import stream
@@ -34,19 +35,6 @@ def records() -> list[tuple[str, bytes]]:
         ("o1", codec.encode_record(5, "obj", ["Point", [["x", 1], ["y", (2, 3)]]])),
         ("s1", codec.encode_record(6, "set", [*range(200), frozenset({1, 2})])),
     ]
-
-
-def frames_of(recs: list[tuple[str, bytes]], frame_bytes_max: int) -> list[dict[str, Any]]:
-    item_lists = list(
-        app_snapshot.snapshot_frames(app_snapshot.nodes_of_records(iter(recs)), frame_bytes_max)
-    )
-    bodies = []
-    for part, items in enumerate(item_lists):
-        body = app_snapshot.frame_body(9, part, part == len(item_lists) - 1, 1234, items)
-        # Through the wire codec, as an app receives it (scanned with the agent-frame limits).
-        data = wire.encode(wire.FrameType.SNAPSHOT, 1, body)
-        bodies.append(wire.decode(data, wire.AGENT_TO_CLIENT).body)
-    return bodies
 
 
 @pytest.mark.parametrize("frame_bytes_max", [1, 200, 1 << 20])

@@ -1,6 +1,7 @@
-"""Replica.load_snapshot in one pass (docs/library.md, "Memory per object"): each node is made
-just before it is filled or when a node filled earlier references it, and each record's
-contents are dropped once filled. What must not change: refs in any order (forward, backward,
+"""Replica.load_snapshot in one pass (docs/library.md, "Memory per object"): each record is
+fed to the same SnapshotLoad the stream feeds frame by frame (each node made at its record and
+filled at once, a ref to a later record patched when that one comes), and each record's
+contents are dropped once used. What must not change: refs in any order (forward, backward,
 cycles), identity of the nodes that survive a second snapshot, death of those that do not, and
 no half-made node after a load that fails."""
 
