@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 from superstatic.objects import proxy_object, txn
-from superstatic.objects.node import Node, bind
+from superstatic.objects.node import HeapNode, Node, bind
 from superstatic.objects.proxy_dict import DictProxy
 from superstatic.objects.proxy_list import ListProxy
 from superstatic.objects.proxy_set import SetProxy
@@ -36,20 +36,22 @@ def _proxy(cls: Any, live: Any, node: Node) -> Any:
 def make_node(
     replica: Replica, oid: str, kind: str, class_name: str | None, owner: Txn | None
 ) -> Node:
-    """A node with an empty container and its ref; `owner` is the creating transaction, if any."""
+    """A node with an empty container and its ref; `owner` is the creating transaction, if any.
+    A partial replica's node has the eviction clock's fields (HeapNode)."""
+    cls = HeapNode if replica.partial else Node
     if kind == "dict":
-        node = Node(oid, kind, {}, replica, owner, None)
+        node = cls(oid, kind, {}, replica, owner, None)
         node.ref = _proxy(DictProxy, node.live, node)
     elif kind == "list":
-        node = Node(oid, kind, [], replica, owner, None)
+        node = cls(oid, kind, [], replica, owner, None)
         node.ref = _proxy(ListProxy, node.live, node)
     elif kind == "set":
-        node = Node(oid, kind, set(), replica, owner, None)
+        node = cls(oid, kind, set(), replica, owner, None)
         node.ref = _proxy(SetProxy, node.live, node)
     else:
         assert kind == "obj" and class_name is not None
         instance = proxy_object.new_instance(class_name)
-        node = Node(oid, kind, proxy_object.attrs_of(instance), replica, owner, class_name)
+        node = cls(oid, kind, proxy_object.attrs_of(instance), replica, owner, class_name)
         node.ref = instance
         bind(instance, node)
     if type(node.ref) not in txn.OVERLAYS_ENABLED:

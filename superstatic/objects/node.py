@@ -46,22 +46,27 @@ PROXY_TYPES: set[type] = set()
 class Node:
     # No version: a transaction records what it read (keys, shape, content) and the replica's
     # applied index, not node versions (docs/data-model-v2.md section 4), which saves every
-    # node a slot and, after a snapshot, an int of its own.
+    # node a slot and, after a snapshot, an int of its own. The eviction clock's own fields
+    # are HeapNode's: a full replica's node does without them (docs/library.md, "Memory per
+    # object": 10 slots make 112 bytes with the GC header, 13 made 144 in CPython's size
+    # classes).
     __slots__ = (
         "bit",
         "class_name",
-        "cost",
         "dead",
-        "inrefs",
         "kind",
         "live",
         "oid",
         "ref",
         "replica",
         "state",
-        "sweep_mark",
         "txn",
     )
+    # What a full replica's node reads for HeapNode's fields (nothing counts for it); writing
+    # one raises AttributeError, so a full replica's path that would keep them shows at once.
+    inrefs = 0
+    cost = 0
+    sweep_mark = 0
 
     def __init__(
         self,
@@ -85,21 +90,44 @@ class Node:
         self.dead = False
         self.class_name = class_name
         self.state = HELD
+        # The clock's reference bit (objects/eviction.py). A transaction's read sets it in
+        # either kind of replica (one store, cheaper than asking which).
+        self.bit = False
+
+    def __repr__(self) -> str:
+        return f"Node({self.oid!r}, {self.kind})"
+
+
+class HeapNode(Node):
+    """A node of a partial replica (docs/virtual-heap.md): with the eviction clock's fields."""
+
+    __slots__ = ("cost", "inrefs", "sweep_mark")
+
+    def __init__(
+        self,
+        oid: str,
+        kind: str,
+        live: Any,
+        replica: Replica,
+        txn: Txn | None,
+        class_name: str | None,
+    ) -> None:
+        super().__init__(oid, kind, live, replica, txn, class_name)
         # How many times `ref` occurs in the contents of held nodes (docs/virtual-heap.md 5.1):
         # what the replica itself holds of it, told apart from what user code holds.
         self.inrefs = 0
-        # Estimated bytes of the node in a partial replica (its record, and its contents while
-        # held: eviction.cost; Replica.held_bytes is their sum), and the clock's reference bit.
+        # Estimated bytes of the node (its record, and its contents while held:
+        # eviction.cost; Replica.held_bytes is their sum).
         self.cost = 0
-        self.bit = False
         # The clock's memory of this node (objects/eviction.py): > 0, the sweep (Replica.sweeps,
         # from 1) that hollowed it, until it is faulted in again (a refault); < 0, sticky: no
         # sweep up to -sweep_mark hollows it (it was faulted again soon after its eviction);
         # 0, neither.
         self.sweep_mark = 0
 
-    def __repr__(self) -> str:
-        return f"Node({self.oid!r}, {self.kind})"
+
+# Both node classes (what a container proxy accepts as its node).
+NODE_TYPES = frozenset({Node, HeapNode})
 
 
 class Shared:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 from superstatic.objects import txn as _txn
-from superstatic.objects.node import Node
+from superstatic.objects.node import NODE_TYPES, Node
 from superstatic.objects.operators import BINARY_OPERATORS
 from superstatic.objects.plain_copy import plain
 from superstatic.protocol.errors import Error
@@ -64,7 +64,7 @@ class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
     _self_node: Node
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        if len(args) == 2 and type(args[1]) is Node and not kwargs:
+        if len(args) == 2 and type(args[1]) in NODE_TYPES and not kwargs:
             return super().__new__(cls, *args)
         # `type(proxy)(...)`: code that rebuilds a container of the same type gets a plain one.
         return cls._PLAIN(*args, **kwargs)

@@ -1189,12 +1189,13 @@ class Replica:
         if node is not None:
             node.dead = True
             self._clock.pop(oid, None)
-            if self.partial and node.state in (HELD, PARTIAL):
-                # Its contents no longer hold their refs for the replica: stubs only it
-                # referenced may go (kept, they would count in held_bytes for good).
-                _inrefs.add_contents(node.kind, node.live, -1)
-            self.held_bytes -= node.cost  # held or a stub
-            node.cost = 0
+            if self.partial:
+                if node.state in (HELD, PARTIAL):
+                    # Its contents no longer hold their refs for the replica: stubs only it
+                    # referenced may go (kept, they would count in held_bytes for good).
+                    _inrefs.add_contents(node.kind, node.live, -1)
+                self.held_bytes -= node.cost  # held or a stub
+                node.cost = 0
             wait = self._loads.pop(oid, None)
             if wait is not None:
                 wait.done.set()  # the waiter finds the node dead

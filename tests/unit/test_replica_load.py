@@ -7,11 +7,12 @@ no half-made node after a load that fails."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
 
-from superstatic.objects.node import KINDS, Node
+from superstatic.objects.node import KINDS, HeapNode, Node
 from superstatic.objects.replica import Replica
 from superstatic.protocol.codec import Ref
 from superstatic.protocol.errors import ProtocolError
@@ -95,3 +96,21 @@ def test_a_load_that_fails_half_way_leaves_only_nodes() -> None:
     assert all(type(node) is Node for node in replica.nodes.values())
     assert "c1" not in replica.nodes  # never claimed
     assert replica.applied_index == 0
+
+
+def test_a_full_replicas_node_has_no_eviction_fields() -> None:
+    """A full replica's node leaves out the clock's fields (32 B per object: docs/library.md,
+    "Memory per object"); a partial replica's node keeps them, and they start at 0."""
+    full = Replica()
+    full.load_snapshot(5, graph())
+    node = full.nodes["a1"]
+    assert type(node) is Node and (node.cost, node.inrefs, node.sweep_mark) == (0, 0, 0)
+    with pytest.raises(AttributeError):
+        node.cost = 1  # no full-replica path may count what only the clock uses
+    partial = Replica()
+    partial.start_partial(5, lambda oids, keys, whole: None, 1 << 20)
+    roots = partial.nodes["@roots"]
+    assert type(roots) is HeapNode and (roots.inrefs, roots.sweep_mark) == (0, 0)
+    roots.sweep_mark = -3
+    assert roots.sweep_mark == -3 and Node.sweep_mark == 0
+    assert sys.getsizeof(node) < sys.getsizeof(roots)

@@ -128,9 +128,10 @@ print(len(replica.nodes), rss_anon() - before)
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon in /proc")
 def test_a_full_replica_of_small_objects_takes_under_a_kilobyte_each(tmp_path: Path) -> None:
     """Issue 11's bound on the process itself, in a fresh interpreter: the resident memory a
-    loaded snapshot of 50,000 small dicts adds (docs/library.md, "Memory per object": 1,281 B
+    loaded snapshot of 50,000 small dicts adds (docs/library.md, "Memory per object": 1,285 B
     per object when the whole decoded snapshot was held until the last frame, its freed
-    blocks left resident among the nodes; 855 B loaded as it arrives)."""
+    blocks left resident among the nodes; 818 B loaded as it arrives, with a full replica's
+    slimmer node)."""
     objects = 50_000
     path = tmp_path / "frames"
     with path.open("wb") as out:
