@@ -40,6 +40,8 @@ from __future__ import annotations
 import datetime
 import decimal
 import fractions
+import io
+import threading
 import uuid
 import zoneinfo
 from collections.abc import Callable, Iterator
@@ -801,6 +803,75 @@ def loads(data: bytes, limits: DecodeLimits | None = None) -> Any:
         raise FrameError(
             "cbor", f"undecodable CBOR: {type(e).__name__}: {str(e)[:CBOR_MESSAGE_CHARS_MAX]}"
         ) from None
+
+
+# ------------------------------------------------------------------- decoding without the scan
+#
+# `scan` walks every item header in Python before cbor2 builds anything: on the app, for every
+# event body, it cost more than the decode and the checks together (docs/library.md, "Applying
+# events"). `loads_unscanned` decodes with cbor2's C decoder under settings that refuse what
+# the scan refuses and cbor2 alone would not: no indefinite lengths, no duplicate map keys (a
+# discarded first value would never be checked), no tag 4 (a Decimal's mantissa is converted
+# in time quadratic in its size: only the scan bounds it), exactly one item (cbor2 ignores
+# trailing bytes), and at most `items_max` bytes (every CBOR item takes at least one byte, so
+# the scan's item bound cannot be crossed). Unregistered tags are refused by the same hooks as
+# in `loads`. What is left to the caller: the types of every decoded value (a simple value
+# comes back as a CBORSimpleValue or `undefined`), map keys being strings, and the nesting:
+# a caller that checks them all may use the value exactly as `loads(data, limits)` would have
+# returned it, and must call `loads(data, limits)` for anything else (it then raises what it
+# always raised). NOT_DECODED means "take loads".
+
+
+class _NotDecoded:
+    __slots__ = ()
+
+
+NOT_DECODED: Any = _NotDecoded()
+_UNSCANNED_SEMANTIC_DECODERS = {**_SEMANTIC_DECODERS, _TAG_DECIMAL: _refuse}
+
+
+class _Decoders(threading.local):
+    """One reusable decoder per thread and (depth, strict) setting: a fresh decoder per call
+    costs about as much as the decode of a small body itself."""
+
+    def __init__(self) -> None:
+        self.by_setting: dict[tuple[int, bool], cbor2.CBORDecoder] = {}
+
+
+_DECODERS = _Decoders()
+
+
+def loads_unscanned(data: bytes, limits: DecodeLimits) -> Any:
+    """`data` decoded without `scan` (see above), or NOT_DECODED. The value is NOT checked:
+    the caller checks every decoded value's type, the map keys and the nesting, or calls
+    `loads(data, limits)`."""
+    if type(data) is not bytes or len(data) > limits.items_max or len(data) > limits.bytes_max:
+        return NOT_DECODED
+    setting = (limits.depth_max, limits.str_keys_only)
+    decoders = _DECODERS.by_setting
+    decoder = decoders.get(setting)
+    if decoder is None:
+        decoder = decoders[setting] = cbor2.CBORDecoder(
+            io.BytesIO(b""),
+            tag_hook=_tag_hook,
+            semantic_decoders=_UNSCANNED_SEMANTIC_DECODERS,
+            max_depth=limits.depth_max,
+            strict_hashable_types=limits.str_keys_only,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+        )
+    stream = io.BytesIO(data)
+    decoder.fp = stream
+    try:
+        value = decoder.decode()
+    except Exception:
+        # Hostile or unusual input: loads says what it says. A decoder that failed half way
+        # is not reused (its state is cbor2's business).
+        del decoders[setting]
+        return NOT_DECODED
+    if stream.tell() != len(data):
+        return NOT_DECODED
+    return value
 
 
 # ---------------------------------------------------------------------------------- values

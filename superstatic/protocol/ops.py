@@ -189,6 +189,172 @@ def decode_body(body: bytes) -> TxnBody:
     return TxnBody(1, 0, versions, {}, _checked_ops(doc["o"]))
 
 
+def decode_body_fast(body: bytes) -> TxnBody:
+    """decode_body in one pass over the decoded body, for the bodies nearly every entry
+    carries: accepts and refuses exactly what decode_body does, with the same result and the
+    same exception (tests/unit/test_decode_unscanned.py compares them on random valid and mutated
+    bodies). The body is decoded without the scan (codec.loads_unscanned) and every decoded
+    value is then checked here; anything this pass is not sure of (an unusual shape, a nested
+    tuple, any refusal) goes to decode_body, which decides as it always did."""
+    parts = _one_pass(body)
+    return decode_body(body) if parts is None else TxnBody(*parts)
+
+
+def decode_ops_fast(body: bytes) -> list[list[Any]]:
+    """decode_body(body).ops, every check of decode_body made (an app's replica applies the
+    ops and needs nothing else of the body), as decode_body_fast makes them."""
+    parts = _one_pass(body)
+    return decode_body(body).ops if parts is None else parts[4]
+
+
+_Parts = tuple[int, int, dict[str, int], dict[str, NodeReads], list[list[Any]]]
+
+
+def _one_pass(body: bytes) -> _Parts | None:
+    doc = codec.loads_unscanned(body, _TXN_LIMITS)
+    if doc is codec.NOT_DECODED:
+        return None
+    try:
+        return _body_one_pass(doc)
+    except Exception:  # e.g. an unhashable key: decode_body names it
+        return None
+
+
+def _body_one_pass(doc: Any) -> _Parts | None:
+    """The TxnBody fields decode_body makes of `doc`, if every value of `doc` is checked here and
+    passes (what the scan checks as well as decode_body's shapes); None otherwise."""
+    if type(doc) is not dict:
+        return None
+    keys = doc.keys()
+    if keys == _V2_KEYS:
+        version, base, raw = doc["v"], doc["a"], doc["r"]
+        if (
+            type(version) is not int
+            or version != 2
+            or type(base) is not int
+            or not 0 <= base <= INT64_MAX
+            or type(raw) is not dict
+            or len(raw) > TXN_READS_MAX
+        ):
+            return None
+        reads: dict[str, NodeReads] = {}
+        if raw:
+            keys_total = 0
+            for oid, entry in raw.items():
+                if not _sure_oid(oid) or type(entry) is not list or len(entry) != 2:
+                    return None
+                flags, read_keys = entry
+                if (
+                    type(flags) is not int
+                    or not 0 <= flags <= READ_FLAGS_ALL
+                    or type(read_keys) is not list
+                ):
+                    return None
+                keys_total += len(read_keys)
+                if keys_total > TXN_READ_KEYS_MAX:
+                    return None
+                for key in read_keys:
+                    if not _flat_key(key):
+                        return None
+                reads[oid] = NodeReads(flags, read_keys)
+        model = 2
+        versions: dict[str, int] = {}
+    elif keys == _V1_KEYS:
+        base = 0
+        reads = {}
+        model = 1
+        versions = doc["r"]
+        if type(versions) is not dict or len(versions) > TXN_READS_MAX:
+            return None
+        for oid, version in versions.items():
+            if not _sure_oid(oid) or type(version) is not int or not 0 <= version <= INT64_MAX:
+                return None
+    else:
+        return None
+    # Equal to the literals, and str themselves: an EnumStr "o" equals "o" too (cbor2's
+    # strict map keys refuse it already; this pass does not lean on that).
+    for key in keys:
+        if type(key) is not str:
+            return None
+    ops = _ops_one_pass(doc["o"])
+    return None if ops is None else (model, base, versions, reads, ops)
+
+
+_V1_KEYS = frozenset({"r", "o"})
+_V2_KEYS = frozenset({"v", "a", "r", "o"})
+
+
+def _ops_one_pass(ops: Any) -> list[list[Any]] | None:
+    if type(ops) is not list or len(ops) > TXN_OPS_MAX:
+        return None
+    plain = _PLAIN_TYPES
+    for i, op in enumerate(ops):
+        if type(op) is not list:
+            return None
+        size = len(op)
+        tag = op[0] if size else None
+        if (
+            size >= 3
+            and type(tag) is str
+            and (
+                (size == 4 and tag == "set" and type(op[3]) in plain)
+                or (size == 3 and tag == "del")
+            )
+            and _sure_oid(op[1])
+            and type(op[2]) in plain
+        ):
+            hash(op[2])  # (raises for a signalling NaN: decode_body then names it)
+            continue
+        # Any other op: the full checks (they look at every value's type), then the nesting,
+        # which they bound less tightly than the scan does (a tuple is two CBOR levels).
+        check_op_fully(op, i)
+        if not _flat_op(op):
+            return None
+    return ops
+
+
+def _sure_oid(oid: Any) -> bool:
+    """An oid _check_oid accepts, without its messages (short enough to never need encoding)."""
+    return type(oid) is str and 0 < len(oid) <= _OID_CHARS_ALWAYS_FIT
+
+
+def _flat(value: Any) -> bool:
+    """A value check_value accepts whose CBOR nesting is at most a tuple or frozenset of
+    scalars (deeper ones go to the scan, which counts CBOR levels as check_value does not)."""
+    tp = type(value)
+    if tp in _PLAIN_TYPES:
+        return True
+    if tp is tuple or tp is frozenset:
+        return all(type(x) in _PLAIN_TYPES for x in value)
+    return False
+
+
+def _flat_key(key: Any) -> bool:
+    if not _flat(key):
+        return False
+    hash(key)
+    return True
+
+
+def _flat_op(op: list[Any]) -> bool:
+    """Every value of an op check_op_fully accepted is _flat."""
+    tag = op[0]
+    if tag in ("set", "del"):
+        return all(_flat(v) for v in op[2:])
+    if tag == "clear":
+        return True
+    if tag == "splice":
+        return all(_flat(v) for v in op[4])
+    if tag != "new":
+        return all(_flat(v) for v in op[2])
+    kind, contents = op[2], op[3]
+    if kind == "dict":
+        return all(_flat(k) and _flat(v) for k, v in contents)
+    if kind == "obj":
+        return all(_flat(v) for _name, v in contents[1])
+    return all(_flat(v) for v in contents)
+
+
 def _decode_v2(doc: dict[Any, Any]) -> TxnBody:
     if doc.get("v") != 2 or type(doc["v"]) is not int or set(doc) != {"v", "a", "r", "o"}:
         raise OpError(

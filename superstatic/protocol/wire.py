@@ -194,7 +194,15 @@ def decode(data: bytes, allowed: frozenset[FrameType], limits: DecodeLimits | No
         limits = CLIENT_FRAME_LIMITS if allowed <= CLIENT_TO_AGENT else AGENT_FRAME_LIMITS
         if FrameType.PROPOSE_MANY in allowed and _peek_header(data, 1) == FrameType.PROPOSE_MANY:
             limits = PROPOSE_MANY_FRAME_LIMITS
-    raw = codec.loads(data, limits)
+    raw = codec.NOT_DECODED
+    if limits is AGENT_FRAME_LIMITS and _peek_header(data, 1) == FrameType.EVENTS:
+        # The app's most frequent frame: decoded without the scan when every value of it is
+        # checked by _events_frame_sure (the same frame and outcome as through codec.loads).
+        raw = codec.loads_unscanned(data, limits)
+        if raw is not codec.NOT_DECODED and not _events_frame_sure(raw):
+            raw = codec.NOT_DECODED
+    if raw is codec.NOT_DECODED:
+        raw = codec.loads(data, limits)
     if type(raw) is not list or len(raw) != 4:
         raise FrameError("shape", "frame must be a CBOR array [version, type, req_id, body]")
     version, type_raw, req_id, body = raw
@@ -220,6 +228,62 @@ def decode(data: bytes, allowed: frozenset[FrameType], limits: DecodeLimits | No
     if type(body) is not dict:
         raise FrameError("body", f"{frame_type.name} body must be a map, got {describe(body)}")
     return Frame(frame_type, req_id, body)
+
+
+_EVENTS_KEYS = frozenset({"ev", "to", "t"})
+
+
+def _events_frame_sure(raw: Any) -> bool:
+    """Whether an EVENTS frame decoded without the scan (codec.loads_unscanned) holds only
+    values the scan would have let through: each of a known type (no simple value, no tag but
+    the ints cbor2 makes of bignums), str map keys, nesting far below FRAME_DEPTH_MAX. Anything
+    else (an unusual field, an agent of another version) is left to codec.loads, which decides."""
+    if type(raw) is not list or len(raw) != 4:
+        return False
+    version, frame_type, req_id, body = raw
+    if type(version) is not int or type(frame_type) is not int or type(req_id) is not int:
+        return False
+    if type(body) is not dict or not body.keys() <= _EVENTS_KEYS:
+        return False
+    for key, value in body.items():
+        if type(key) is not str:
+            return False
+        if key != "ev" and type(value) is not int:
+            return False
+    events = body.get("ev")
+    if events is None:
+        return True
+    if type(events) is not list:
+        return False
+    for event in events:
+        if type(event) is not list or not 6 <= len(event) <= 8:
+            return False
+        index, client, seq, outcome, event_body, collected = event[:6]
+        if (
+            type(index) is not int
+            or (client is not None and type(client) is not str)
+            or (seq is not None and type(seq) is not int)
+            or type(outcome) is not str
+            or (event_body is not None and type(event_body) is not bytes)
+            or type(collected) is not list
+        ):
+            return False
+        for oid in collected:
+            if type(oid) is not str:
+                return False
+        if len(event) > 6 and type(event[6]) is not int:
+            return False
+        if len(event) > 7:
+            heads = event[7]
+            if type(heads) is not list:
+                return False
+            for head in heads:
+                if type(head) is not list:
+                    return False
+                for field in head:
+                    if field is not None and type(field) is not str:
+                        return False
+    return True
 
 
 def salvage_req_id(data: bytes) -> int | None:
