@@ -62,6 +62,9 @@ TOUCHED_NODE_KEYS_MAX = 256
 # How long a fault waits for its contents at most. The connection gives up on a load earlier
 # (its request timeout, Replica.load_failed); this only bounds a loader that never answers.
 LOAD_WAIT_S_MAX = 60.0
+# Events applied under one hold of `lock` (apply_events): a batch of a few takes it once, and a
+# long one (a catch-up's frames) lets transaction bodies in between its chunks.
+EVENTS_PER_LOCK_MAX = 64
 # describe() walks the graph to name a node in an error message; it gives up past this many
 # nodes and names the node by its id instead.
 DESCRIBE_NODES_MAX = 100_000
@@ -263,44 +266,37 @@ class Replica:
         self._notify(Change(index, self.log_time_ms, None, 0))
 
     def apply_events(self, events: Sequence[Event]) -> None:
-        if not events or events[-1][0] <= self.applied_index:
+        applied = self.applied_index
+        if not events or events[-1][0] <= applied:
             return
+        # The bodies are decoded and checked first, before the lock is taken (a body waiting
+        # for it does not wait for the decoding). A refused body ends the batch there: the
+        # events before it apply, then its error is raised, as when each was decoded in turn.
+        # Events already applied are skipped unread (a snapshot or an earlier delivery).
+        batch: list[tuple[Event, list[list[Any]] | None]] = []
+        refused: Exception | None = None
+        for event in events:
+            if event[0] <= applied:
+                continue
+            body = event[4]
+            if event[3] == "ok" and body:
+                try:
+                    batch.append((event, _ops.decode_ops_fast(body)))
+                except Exception as exc:
+                    refused = exc
+                    break
+            else:
+                batch.append((event, None))
         touched: set[str] | None = set() if self.listeners else None
         noops = 0
         self._hold_bodies()
         try:
-            for event in events:
-                index, client, _seq, outcome, body, collected = event[:6]
+            for first in range(0, len(batch), EVENTS_PER_LOCK_MAX):
+                chunk = batch[first : first + EVENTS_PER_LOCK_MAX]
                 with self.lock:
-                    if index <= self.applied_index:
-                        continue  # already covered by a snapshot or an earlier delivery
-                    self.contention.observe(client, outcome)
-                    if (outcome == "ok" and body) or collected:
-                        self.gen += 1
-                    record: dict[str, _Touch] | None = {} if self._pins else None
-                    if outcome == "ok" and body:
-                        wire_ops = _ops.decode_body(body).ops
-                        if self.partial:
-                            self._entry_heads = _heads_of(event)
-                        try:
-                            self._apply_ops(index, wire_ops, touched, record)
-                        finally:
-                            self._entry_heads = {}
-                    for oid in collected:
-                        self._drop(oid)
-                        if record is not None:
-                            record[oid] = _Touch(True, None)
-                    if record:
-                        self._touched_add(index, record)
-                    elif record is None and self._touched:
-                        self._touched_reset(index)  # no body runs: nobody needs them
-                    if len(event) > 6 and event[6] > self.log_time_ms:
-                        self.log_time_ms = event[6]
-                    self.applied_index = index
-                if outcome == "noop":
-                    noops += 1
-                if touched is not None and collected:
-                    touched.update(collected)
+                    noops += self._apply_decoded(chunk, touched)
+            if refused is not None:
+                raise refused  # (no sweep, no listener: as when it was raised mid-batch)
             if self.partial and self.held_bytes > self.cache_bytes:
                 with self.lock:
                     _eviction.sweep(self)
@@ -309,6 +305,48 @@ class Replica:
         if self.listeners:
             frozen = frozenset(touched) if touched is not None else None
             self._notify(Change(self.applied_index, self.log_time_ms, frozen, noops))
+
+    def _apply_decoded(
+        self, batch: list[tuple[Event, list[list[Any]] | None]], touched: set[str] | None
+    ) -> int:
+        """Applies events whose bodies are decoded (apply_events); returns how many were NOOP
+        entries. Call under `lock`."""
+        noops = 0
+        partial = self.partial
+        observe = self.contention.observe
+        for event, wire_ops in batch:
+            index, client, _seq, outcome, _body, collected = event[:6]
+            if index <= self.applied_index:
+                continue  # (a duplicate within the batch)
+            observe(client, outcome)
+            if wire_ops is not None or collected:
+                self.gen += 1
+            record: dict[str, _Touch] | None = {} if self._pins else None
+            if wire_ops is not None:
+                if partial:
+                    self._entry_heads = _heads_of(event)
+                    try:
+                        self._apply_ops(index, wire_ops, touched, record)
+                    finally:
+                        self._entry_heads = {}
+                else:
+                    self._apply_ops(index, wire_ops, touched, record)
+            for oid in collected:
+                self._drop(oid)
+                if record is not None:
+                    record[oid] = _Touch(True, None)
+            if record:
+                self._touched_add(index, record)
+            elif record is None and self._touched:
+                self._touched_reset(index)  # no body runs: nobody needs them
+            if len(event) > 6 and event[6] > self.log_time_ms:
+                self.log_time_ms = event[6]
+            self.applied_index = index
+            if outcome == "noop":
+                noops += 1
+            if touched is not None and collected:
+                touched.update(collected)
+        return noops
 
     def _notify(self, change: Change) -> None:
         for listener in list(self.listeners):
@@ -1104,6 +1142,22 @@ class Replica:
                 if touched_oids is not None:
                     touched_oids.add(node.oid)
                 continue
+            if tag == "set" and not partial and record is None:
+                # Nearly every op: an item or attribute set to a scalar on a full replica, with
+                # no body running. What the general path below does for it, without building
+                # the live op; a kind it does not fit goes there and is refused there.
+                key, value = op[2], op[3]
+                node = self.nodes[op[1]]
+                kind = node.kind
+                if (
+                    type(key) is str
+                    and type(value) in _AS_IS
+                    and (kind == "dict" or (kind == "obj" and not _ops.attr_name_refused(key)))
+                ):
+                    node.live[_intern(key)] = value
+                    if touched_oids is not None:
+                        touched_oids.add(node.oid)
+                    continue
             if partial:
                 node = self.nodes.get(op[1])  # type: ignore[assignment]
                 if node is None or node.state != HELD:
