@@ -297,6 +297,13 @@ def test_unusual_bodies_are_refused_as_decode_body_refuses_them() -> None:
     ]
     outcomes = [_agree(body)[0] for body in cases]
     assert outcomes == ["refused"] * 3 + ["ok"] * 4 + ["refused"] * 2 + ["ok"]
+    # Lengths declared far past the bytes there are: cbor2 must not allocate for them first
+    # (the scan refuses them at their header; here they are refused without building much).
+    for head in (b"\x5b", b"\x7b", b"\x9b", b"\xbb", b"\xc2\x5b"):
+        for declared in (1 << 31, 1 << 40, 1 << 60):
+            body = head + declared.to_bytes(8, "big") + b"\x01"
+            assert codec.loads_unscanned(body, ops.txn_limits()) is codec.NOT_DECODED
+            assert _agree(body)[0] == "refused"
 
 
 def test_what_only_the_scan_bounds_is_refused_as_it_refuses_it() -> None:
