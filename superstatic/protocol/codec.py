@@ -32,7 +32,8 @@ cbor2's constructors), indefinite lengths, simple values, trailing bytes, and De
 whose conversion would be quadratic. A scan costs O(min(items, items_max)), so a 15 MiB frame of
 empty arrays is refused after reading one header. The agent's frame decoders (client and peer
 ports) and transaction bodies go through it; records the state machine wrote itself use plain
-`loads(data)`.
+`loads(data)`. `loads_unscanned` skips the scan for callers that then check every decoded value
+(the app's event bodies and EVENTS frames): it refuses exactly what the scan refuses.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ cannot drift.
 
 Decoding never trusts its input: size first, then a scan of the CBOR headers bounded in items
 and depth that admits only the codec's registered tags (`codec.loads` with `DecodeLimits`), then
-the shape, then every field of the frame's type (`check_client_body`). Anything off raises a
+the shape, then every field of the frame's type (`check_client_body`). (EVENTS frames, the app's
+most frequent, are decoded by cbor2 without the scan when every value of them is then checked,
+which refuses exactly what the scan refuses: `_events_frame_sure`.) Anything off raises a
 `ProtocolError` (a `codec.FrameError` with a reason slug) naming the field, its type and size
 and the limit, never the value; the caller counts and drops it.
 """
