@@ -9,6 +9,9 @@ events per EVENTS frame (an app of the 3-client run receives about 10):
 * `frame`: the whole I/O thread's path of a frame: `wire.decode` of the frame bytes, then
   `StreamFeeder.feed_events` (the events' fields checked, then applied).
 
+`--partial`: the replica is partial (the library's default, docs/virtual-heap.md), holding the
+dict per key with every key loaded, its stream filtered (each frame says how far it reaches).
+
 It prints microseconds of process CPU per event, best and median of `--repeat` runs. Compare two
 trees by running the same command with each tree's Python, alternated:
 
@@ -41,6 +44,8 @@ COUNT_MAX = 10_000_000
 PER_FRAME_MAX = 10_000
 REPEAT_MAX = 100
 KV_OID = "kv"
+# A partial replica's cache: far above the workload's dict (no eviction while measuring).
+CACHE_BYTES = 1 << 30
 
 
 def _key(n: int, clients: int) -> str:
@@ -49,10 +54,17 @@ def _key(n: int, clients: int) -> str:
     return f"c{n % clients}-t{thread}-{i}"
 
 
-def fresh_replica(clients: int) -> Replica:
-    """A full replica at index 1 holding the root table and the workload's dict, every key set."""
+def fresh_replica(clients: int, partial: bool = False) -> Replica:
+    """A replica at index 1 holding the root table and the workload's dict, every key set: a
+    full one, or (`partial`) a partial one (the library's default) holding the dict per key
+    with every key loaded, as the agent answers a dict of more than 256 entries."""
     replica = Replica()
     keys = [_key(n, clients) for n in range(clients * THREADS * KEYS_PER_THREAD)]
+    if partial:
+        replica.start_partial(1, lambda _oids, _keys, _whole: None, CACHE_BYTES)
+        runs = [("@roots", [["kv", Ref(KV_OID)]], []), (KV_OID, [[k, VALUE] for k in keys], [])]
+        replica.install(1, [], [(KV_OID, "dict", None)], [], runs, ["@roots", KV_OID])
+        return replica
     nodes = [
         ("@roots", 1, "dict", [["kv", Ref(KV_OID)]]),
         (KV_OID, 1, "dict", [[k, VALUE] for k in keys]),
@@ -73,7 +85,9 @@ def event_items(count: int, clients: int) -> list[list[Any]]:
     return items
 
 
-def measure(what: str, count: int, clients: int, per_frame: int, repeat: int) -> list[float]:
+def measure(
+    what: str, count: int, clients: int, per_frame: int, repeat: int, partial: bool = False
+) -> list[float]:
     runs: list[float] = []
     items = event_items(count, clients)
     frames = [
@@ -89,13 +103,13 @@ def measure(what: str, count: int, clients: int, per_frame: int, repeat: int) ->
     ]
     events = [(*item[:5], (), item[6], ()) for item in items]
     for _ in range(repeat):
-        replica = fresh_replica(clients)
+        replica = fresh_replica(clients, partial)
         if what == "apply":
             started = time.process_time()
             for first in range(0, count, per_frame):
                 replica.apply_events(events[first : first + per_frame])
         else:
-            feeder = StreamFeeder(replica)
+            feeder = StreamFeeder(replica, filtered=partial)
             started = time.process_time()
             for data in frames:
                 feeder.feed_events(wire.decode(data, wire.AGENT_TO_CLIENT).body)
@@ -111,6 +125,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--per-frame", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--partial", action="store_true", help="a partial replica (the default)")
     args = parser.parse_args(argv)
     if not 1 <= args.count <= COUNT_MAX:
         parser.error(f"--count is 1..COUNT_MAX={COUNT_MAX}")
@@ -121,9 +136,10 @@ def main(argv: list[str]) -> None:
     if not 1 <= args.repeat <= REPEAT_MAX:
         parser.error(f"--repeat is 1..REPEAT_MAX={REPEAT_MAX}")
     before = os.getloadavg()[0]
-    runs = measure(args.what, args.count, args.clients, args.per_frame, args.repeat)
+    runs = measure(args.what, args.count, args.clients, args.per_frame, args.repeat, args.partial)
     print(
-        f"{args.what}: {args.count} events, {args.per_frame} per frame: CPU per event best "
+        f"{args.what}{' (partial)' if args.partial else ''}: {args.count} events, "
+        f"{args.per_frame} per frame: CPU per event best "
         f"{min(runs):.2f} us, median {statistics.median(runs):.2f} us "
         f"({', '.join(f'{r:.2f}' for r in runs)}); load {before:.2f} -> {os.getloadavg()[0]:.2f}"
     )
