@@ -17,6 +17,7 @@ import cbor2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from superstatic.client import stream
 from superstatic.protocol import codec, ops, wire
 
 
@@ -534,3 +535,39 @@ def test_events_frames_the_agent_sends_decode_unscanned(monkeypatch: Any) -> Non
 
     monkeypatch.setattr(codec, "loads", refuse)
     assert wire.decode(data, wire.AGENT_TO_CLIENT).body["ev"] == items
+
+
+def _event_outcome(check: Any, item: Any) -> tuple[str, ...]:
+    try:
+        return "ok", repr(check(item))
+    except Exception as exc:
+        return "refused", type(exc).__name__, str(exc)
+
+
+_EDGES = [
+    None, True, False, -1, 0, 1, 2**63 - 1, 2**63, "", "x" * 64, "x" * 65, b"", b"b", [], ["o"],
+    [""], [["o", "dict", None]], "ok", "noop", "error", "dup", "bogus", 1.0,
+    codec.enum_form("app.E", codec.ENUM_BY_STR, "ok"),
+    codec.enum_form("app.E", codec.ENUM_BY_INT, 5),
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(event_items())
+def test_the_streams_inline_event_check_agrees_with_the_full_one(item: Any) -> None:
+    """stream._event checks nearly every event inline: for any item it gives what
+    _event_checked gives, or the same refusal."""
+    assert _event_outcome(stream._event, item) == _event_outcome(stream._event_checked, item)
+
+
+def test_every_field_of_a_common_event_is_checked_inline_as_in_full() -> None:
+    """Each field of a common event (and a 9th one), in turn, replaced by each edge value."""
+    for at in range(9):
+        for odd in _EDGES:
+            item: list[Any] = [7, "c" * 32, 3, "ok", b"body", [], 99, []]
+            if at < 8:
+                item[at] = odd
+            else:
+                item.append(odd)
+            fast = _event_outcome(stream._event, item)
+            assert fast == _event_outcome(stream._event_checked, item), (at, odd)
