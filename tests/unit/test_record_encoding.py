@@ -45,7 +45,9 @@ def test_entry_records_are_the_bytes_codec_makes(
     data = rec.encode_entry(entry)
     assert data == codec.dumps(fields)
     key = rec.entry_key(7, b"k")
-    assert rec.decode_entry(key, data) == entry
+    # Decoded back to the same record: compared by its bytes again, since a NaN value is
+    # unequal to itself (`==` on the records failed whenever hypothesis drew one).
+    assert rec.encode_entry(rec.decode_entry(key, data)) == data
 
 
 @settings(max_examples=300, deadline=None)
