@@ -80,3 +80,30 @@ def test_values_that_need_a_tag_take_codecs_path() -> None:
     ):
         entry = rec.EntryRec(3, 4, value)
         assert rec.encode_entry(entry) == codec.dumps([3, 4, value])
+
+
+def _enum_values() -> list[Any]:
+    return [
+        codec.enum_form("Color", codec.ENUM_BY_INT, 1),
+        codec.enum_form("Mode", codec.ENUM_BY_STR, "r"),
+        codec.enum_form("Plain", codec.ENUM_BY_NAME, "A"),
+    ]
+
+
+def test_int_and_str_subclasses_keep_their_tag() -> None:
+    """An IntEnum / StrEnum member as the agent holds it (EnumInt, EnumStr) IS an int or a str
+    to isinstance, and cbor2 alone would write it as a plain 1 or "r": only the exact type
+    may take cbor2's path, or a replica of this version would store another value than one of
+    the last (a rolling upgrade diverges). Next to them, the bool / int / float edges cbor2
+    must keep apart (True is 0xf5, 1 is 0x01, 1.0 and -0.0 are floats)."""
+    edges: list[Any] = [True, False, 1, 0, 1.0, -0.0, 0.0, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]
+    edges += [1 << 64, -(1 << 64), -(1 << 64) - 1, "", "\x00", None, b""]
+    for value in [*_enum_values(), *edges]:
+        entry = rec.EntryRec(3, 4, value)
+        data = rec.encode_entry(entry)
+        assert data == codec.dumps([3, 4, value])
+        back = rec.decode_entry(rec.entry_key(7, b"k"), data).value
+        assert (type(back), repr(back)) == (type(value), repr(value))
+    for extra in _enum_values()[1:2]:
+        header = rec.Header("kv", "obj", 5, 5, 0, extra, 0)
+        assert header.encode() == codec.dumps(["kv", "obj", 5, 5, 0, extra, 0])
