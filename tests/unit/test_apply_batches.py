@@ -299,3 +299,70 @@ def test_a_session_change_an_entry_refuses_is_not_seen_by_the_next_in_its_batch(
     finally:
         one.env.close()
         cut.env.close()
+
+
+class _Failed(lmdb.Error):
+    """A storage error raised inside apply_batch (as MapFullError is, mid-batch)."""
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    steps=st.lists(_step(), min_size=1, max_size=40),
+    cuts=st.lists(st.integers(1, 12), min_size=40, max_size=40),
+    fails=st.lists(st.integers(0, 11), min_size=40, max_size=40),
+)
+def test_a_batch_that_fails_inside_apply_and_is_applied_again_leaves_no_trace(
+    tmp_path: Path,
+    small_limits: None,
+    steps: list[tuple[int, int, int, int, int]],
+    cuts: list[int],
+    fails: list[int],
+) -> None:
+    """The server applies a batch again when its write failed (MapFullError; server.py
+    _write_ready), and that write may fail inside apply_batch, after some of the batch's
+    entries changed their clients' sessions: the table holds those sessions as handed over
+    (SessionTable.adopt, no copy), and the record cache the records. The attempt that raised
+    must leave nothing that the second attempt (or a later batch) reads: outcomes and store as
+    one entry per batch."""
+    entries = _log(steps)
+    n = next(_counter)
+    one, cut = _Replica(tmp_path / f"one{n}"), _Replica(tmp_path / f"cut{n}")
+    try:
+        singles = [one.apply([entry])[0] for entry in entries]
+        batched: list[Applied] = []
+        at = 0
+        for size, fail in zip(itertools.cycle(cuts), itertools.cycle(fails), strict=False):
+            if at >= len(entries):
+                break
+            batch = entries[at : at + size]
+            if fail < len(batch):
+                # The entry at `fail` applies, its session adopted, then the write fails.
+                real = cut.sm._apply_one
+                calls = 0
+
+                def failing(*args: Any, real: Any = real, fail: int = fail) -> Any:
+                    nonlocal calls
+                    result = real(*args)
+                    calls += 1
+                    if calls > fail:
+                        raise _Failed("injected")
+                    return result
+
+                cut.sm._apply_one = failing  # type: ignore[method-assign]
+                try:
+                    with pytest.raises(_Failed), cut.env.begin(write=True) as txn:
+                        cut.sm.apply_batch(txn, batch)
+                finally:
+                    del cut.sm._apply_one
+            batched.extend(cut.apply(batch))
+            at += len(batch)
+        for single, other in zip(singles, batched, strict=True):
+            assert other == single, single.index
+        assert cut.dbs() == one.dbs()
+    finally:
+        one.env.close()
+        cut.env.close()
