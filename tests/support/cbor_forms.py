@@ -51,6 +51,9 @@ OTHER_VALUES = (
     None, True, False, 1.0, 0.0, -0.0, 1.5, float("inf"), b"", b"k", decimal.Decimal(1),
     decimal.Decimal("-0"), decimal.Decimal("1.5"), fractions.Fraction(1, 2), (1,), (), ("k",),
     frozenset({1}), uuid.UUID(int=5), datetime.date(2026, 12, 7), codec.Ref("kv"),
+    # An IntEnum / StrEnum member as the agent holds it: an int / a str to isinstance, and
+    # equal to 1 / "r" as a key, but tag 55811 on the wire and in every record.
+    codec.enum_form("Color", codec.ENUM_BY_INT, 1), codec.enum_form("Mode", codec.ENUM_BY_STR, "r"),
 )  # fmt: skip
 
 edge_ints = st.sampled_from(EDGE_INTS) | st.integers(-30, 30)
