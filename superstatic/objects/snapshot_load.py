@@ -12,7 +12,8 @@ table, under the replica's lock, after waiting for running bodies as an entry do
 code may already hold is not touched before then: a node that survives from the replica's
 previous state, or a committing transaction's private node the snapshot adopts, keeps its
 elements as decoded until `finish` refills it in place (so a second snapshot costs what a whole
-decoded snapshot did).
+decoded snapshot did). `finish` resolves all it kept before the swap changes anything, so a
+snapshot refused there leaves the replica as it was.
 
 Nodes come in the agent's creation order, so a container usually arrives before the nodes it
 references. Such a forward ref stands in its container as the decoded `Ref` itself, with its
@@ -38,7 +39,12 @@ _intern = sys.intern
 
 
 class _Forward(Exception):
-    """A ref to a node whose header has not arrived, where no placeholder can stand."""
+    """A ref to a node whose header has not arrived, where no placeholder can stand (its oid
+    the one argument)."""
+
+
+# What a survivor's elements are resolved into before the swap (an obj's attributes as a dict).
+_EMPTY: dict[str, type] = {"dict": dict, "obj": dict, "list": list, "set": set}
 
 
 class _Arrived:
@@ -54,7 +60,7 @@ class _Arrived:
     def get(self, oid: str, /) -> Node:
         node = self.nodes.get(oid)
         if node is None:
-            raise _Forward
+            raise _Forward(oid)
         return node
 
 
@@ -188,8 +194,32 @@ class SnapshotLoad:
         return None
 
     def finish(self, index: int) -> None:
-        """The last frame arrived: the snapshot replaces the replica's state at `index`."""
+        """The last frame arrived: the snapshot replaces the replica's state at `index`.
+
+        What can fail is done before anything user code sees changes, so a refused snapshot
+        leaves the replica as it was: the elements kept until now are resolved (a ref in them
+        to a node the snapshot never sent raises), a new node's into its own container (still
+        private), a survivor's into a fresh one the swap moves into the survivor's."""
         if self._waiting:
             oid = next(iter(self._waiting))
             raise ProtocolError(f"the log references object {oid}, unknown to this replica")
-        self.replica._swap_in(index, self.nodes, self._kept, self._held)
+        for node, elements in self._held:
+            self._resolve_into(node.live, node.kind, elements)
+        refills: list[tuple[Node, Any]] = []
+        for node, elements in self._kept:
+            fresh = _EMPTY[node.kind]()
+            self._resolve_into(fresh, node.kind, elements)
+            refills.append((node, fresh))
+        self._held, self._kept = [], []
+        self.replica._swap_in(index, self.nodes, refills)
+
+    def _resolve_into(self, live: Any, kind: str, elements: list[Any]) -> None:
+        try:
+            self.replica._fill_into(
+                live, kind, [None, elements] if kind == "obj" else elements, self._arrived
+            )
+        except _Forward as exc:
+            raise ProtocolError(
+                f"the log references object {exc.args[0]}, unknown to this replica"
+            ) from None
+        elements.clear()

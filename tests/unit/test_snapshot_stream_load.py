@@ -251,3 +251,37 @@ def test_a_ref_to_a_node_never_sent_fails_at_the_last_frame_and_changes_nothing(
         feed(replica, [dict(body, index=20) for body in frames_of(recs, 1)])
     assert replica.nodes == before and replica.applied_index == 9
     assert not any(node.dead for node in before.values())
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        # The survivor's own elements (kept for the last frame, resolved only then).
+        [record("a1", "dict", [["x", Ref("zz")]]), record("n1", "set", [])],
+        # A new node's rest held back by a tuple, and by a key, with the ref inside.
+        [record("a1", "dict", [["x", 2]]), record("n1", "list", [(Ref("zz"),)])],
+        [record("a1", "dict", [["x", 2]]), record("n1", "dict", [[(Ref("zz"),), 1]])],
+    ],
+    ids=["survivor", "tuple", "key"],
+)
+def test_a_ref_never_sent_in_elements_kept_for_the_last_frame_changes_nothing(
+    where: list[tuple[str, bytes]],
+) -> None:
+    """Review 17: refs in elements filled only at the last frame (a survivor's, or a new
+    node's rest held back by a key or tuple) were resolved after the node table was swapped
+    and survivors emptied, so a refused snapshot left the app reading half of it."""
+    first = [record("@roots", "dict", [["a", Ref("a1")]]), record("a1", "dict", [["x", 1]])]
+    replica = feed(Replica(), frames_of(first, 1))
+    before = dict(replica.nodes)
+    held, gen = before["a1"].ref, replica.gen
+    recs = [record("@roots", "dict", [["a", Ref("a1")], ["n", Ref("n1")]]), *where]
+    with pytest.raises(ReplicaFailed, match="object zz, unknown to this replica"):
+        feed(replica, [dict(body, index=20) for body in frames_of(recs, 1)])
+    assert replica.nodes == before and replica.applied_index == 9 and replica.gen == gen
+    assert not any(node.dead for node in before.values())
+    assert dict(held) == {"x": 1}
+    assert dict(before["@roots"].live) == {"a": held}
+    # A good snapshot then loads into the replica as it was (the survivor keeps its identity).
+    good = [recs[0], record("a1", "dict", [["x", 3]]), record("n1", "set", [])]
+    feed(replica, [dict(body, index=21) for body in frames_of(good, 1)])
+    assert replica.nodes["a1"] is before["a1"] and dict(held) == {"x": 3}
