@@ -18,10 +18,11 @@ import pytest
 from support.snapshots import frames_of
 
 from superstatic.client.stream import ReplicaFailed, StreamFeeder
-from superstatic.objects.node import Node
+from superstatic.objects.node import PARTIAL, Node
 from superstatic.objects.replica import Replica
 from superstatic.protocol import codec, wire
 from superstatic.protocol.codec import Ref
+from superstatic.protocol.errors import ProtocolError
 
 
 def record(oid: str, kind: str, contents: Any) -> tuple[str, bytes]:
@@ -285,3 +286,43 @@ def test_a_ref_never_sent_in_elements_kept_for_the_last_frame_changes_nothing(
     good = [recs[0], record("a1", "dict", [["x", 3]]), record("n1", "set", [])]
     feed(replica, [dict(body, index=21) for body in frames_of(good, 1)])
     assert replica.nodes["a1"] is before["a1"] and dict(held) == {"x": 3}
+
+
+def test_a_load_answer_on_a_full_replicas_stream_is_refused_before_it_touches_anything() -> None:
+    """Review 17: a full replica's node has no eviction fields, and its stream never carries
+    LOADED (only a partial replica loads). One that did made a hollow node with no loader in
+    the full replica (load > 0; a second one filling it raised AttributeError on `inrefs`),
+    or failed load_held's assertion (load 0); now the frame is a protocol error (the
+    connection resubscribes) and the replica is as it was."""
+    replica = feed(
+        Replica(),
+        frames_of(
+            [record("@roots", "dict", [["a", Ref("a1")]]), record("a1", "dict", [["x", 1]])], 1
+        ),
+    )
+    before = dict(replica.nodes)
+    items = [
+        [0, "a1", "dict", None, 1],
+        [1, "a1", codec.dumps([["x", 2], ["h", Ref("h1")]])],
+        [4, "h1", "dict", None],
+    ]
+    for load in (1, 0):
+        body = {"index": 9, "part": 0, "last": True, "load": load, "log_time_ms": 0}
+        feeder = StreamFeeder(replica)
+        with pytest.raises(ProtocolError, match="LOADED"):
+            feeder.feed_loaded({**body, "fmt": 2, "items": items})
+        assert replica.nodes == before and dict(before["a1"].ref) == {"x": 1}
+        assert replica.applied_index == 9
+
+
+def test_a_snapshot_on_a_partial_replicas_stream_is_refused() -> None:
+    """A partial replica starts from a LOADED and holds what it loaded: a SNAPSHOT (never sent
+    to it) would swap in HeapNodes off the eviction clock, uncounted in held_bytes."""
+    replica = Replica()
+    replica.start_partial(0, lambda oids, keys, whole: None, 1 << 20)
+    before, held_bytes = dict(replica.nodes), replica.held_bytes
+    bodies = frames_of([record("@roots", "dict", [["a", 1]])], 1 << 20)
+    with pytest.raises(ProtocolError, match="SNAPSHOT"):
+        StreamFeeder(replica, filtered=True).feed_snapshot(bodies[0])
+    assert replica.nodes == before and replica.nodes["@roots"].state == PARTIAL
+    assert replica.applied_index == 0 and replica.held_bytes == held_bytes
