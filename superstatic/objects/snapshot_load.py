@@ -74,8 +74,10 @@ class SnapshotLoad:
         # The snapshot's nodes by oid: the replica's node table once finished.
         self.nodes: dict[str, Node] = {}
         self._arrived = _Arrived(self.nodes)
-        # Forward refs: oid -> [(container, key or list index), ...] where its Ref stands.
-        self._waiting: dict[str, list[tuple[Any, Any]]] = {}
+        # Forward refs: oid -> [(container, key or list index, the Ref), ...] where its Ref
+        # stands (replaced only if still there: a later item of the same key wins, as it does
+        # in a dict filled item by item).
+        self._waiting: dict[str, list[tuple[Any, Any, Ref]]] = {}
         # Filled at finish: nodes that existed before the snapshot (refilled in place) and new
         # nodes whose rest waits for a forward ref (appended to), each with its elements.
         self._kept: list[tuple[Node, list[Any]]] = []
@@ -100,8 +102,9 @@ class SnapshotLoad:
         waiting = self._waiting.pop(oid, None)
         if waiting is not None:
             ref = node.ref
-            for container, position in waiting:
-                container[position] = ref
+            for container, position, placeholder in waiting:
+                if container[position] is placeholder:
+                    container[position] = ref
 
     def _existing(self, oid: str, kind: str, class_name: str | None) -> Node | None:
         """The node user code may already hold for `oid`: a committing transaction's private
@@ -136,12 +139,13 @@ class SnapshotLoad:
             self._rest = elements[at:]
             self._held.append((node, self._rest))
 
-    def _wait(self, oid: str, container: Any, position: Any) -> None:
+    def _wait(self, placeholder: Ref, container: Any, position: Any) -> None:
+        oid = placeholder.oid
         waiting = self._waiting.get(oid)
         if waiting is None:
-            self._waiting[oid] = [(container, position)]
+            self._waiting[oid] = [(container, position, placeholder)]
         else:
-            waiting.append((container, position))
+            waiting.append((container, position, placeholder))
 
     # Each filler returns None when every element went in, else the index of the first one
     # held back (a forward ref no placeholder can stand for).
@@ -157,7 +161,7 @@ class SnapshotLoad:
                 if type(value) is Ref:
                     target = nodes.get(value.oid)
                     if target is None:
-                        self._wait(value.oid, live, key)
+                        self._wait(value, live, key)
                     else:
                         value = target.ref
                 else:
@@ -173,7 +177,7 @@ class SnapshotLoad:
             if type(value) is Ref:
                 target = nodes.get(value.oid)
                 if target is None:
-                    self._wait(value.oid, live, len(live))
+                    self._wait(value, live, len(live))
                 else:
                     value = target.ref
             else:

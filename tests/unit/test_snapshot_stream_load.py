@@ -326,3 +326,22 @@ def test_a_snapshot_on_a_partial_replicas_stream_is_refused() -> None:
         StreamFeeder(replica, filtered=True).feed_snapshot(bodies[0])
     assert replica.nodes == before and replica.nodes["@roots"].state == PARTIAL
     assert replica.applied_index == 0 and replica.held_bytes == held_bytes
+
+
+@pytest.mark.parametrize("order", [["f1", "g1"], ["g1", "f1"]])
+def test_a_key_sent_twice_keeps_its_last_value_when_the_first_was_a_forward_ref(
+    order: list[str],
+) -> None:
+    """Review 17: the agent never sends a key twice, but a dict filled item by item keeps the
+    last (as load_snapshot did); a placeholder replaced when its node came used to overwrite
+    the later value."""
+    recs = [
+        record("@roots", "dict", [["d", Ref("d1")], ["o", Ref("o1")]]),
+        record("d1", "dict", [["k", Ref("f1")], ["k", 1], ["m", Ref("f1")], ["m", Ref("g1")]]),
+        record("o1", "obj", ["Point", [["x", Ref("f1")], ["x", 2]]]),
+        *(record(oid, "list", []) for oid in order),
+    ]
+    for frame_bytes_max in (1, 1 << 20):
+        nodes = feed(Replica(), frames_of(recs, frame_bytes_max)).nodes
+        assert dict(nodes["d1"].live) == {"k": 1, "m": nodes["g1"].ref}
+        assert dict(nodes["o1"].live) == {"x": 2}
