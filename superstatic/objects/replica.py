@@ -231,6 +231,10 @@ class Replica:
         self._hold_bodies()
         try:
             with self.lock:
+                if self.detached is not None:
+                    # The session closed while the snapshot arrived (close() waits for the I/O
+                    # thread only so long): a detached replica is never updated again.
+                    raise Error(self.detached)
                 self.gen += 1
                 if self._adopt:
                     # Adopted by the snapshot, or not of its kind: no entry will adopt them.

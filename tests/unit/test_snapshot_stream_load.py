@@ -22,7 +22,7 @@ from superstatic.objects.node import PARTIAL, Node
 from superstatic.objects.replica import Replica
 from superstatic.protocol import codec, wire
 from superstatic.protocol.codec import Ref
-from superstatic.protocol.errors import ProtocolError
+from superstatic.protocol.errors import Error, ProtocolError
 
 
 def record(oid: str, kind: str, contents: Any) -> tuple[str, bytes]:
@@ -345,3 +345,24 @@ def test_a_key_sent_twice_keeps_its_last_value_when_the_first_was_a_forward_ref(
         nodes = feed(Replica(), frames_of(recs, frame_bytes_max)).nodes
         assert dict(nodes["d1"].live) == {"k": 1, "m": nodes["g1"].ref}
         assert dict(nodes["o1"].live) == {"x": 2}
+
+
+def test_a_snapshot_finishing_after_the_session_closed_leaves_the_replica_detached() -> None:
+    """Review 17: Connection.close() waits TIMEOUT_S_THREAD_JOIN for the I/O thread, then the
+    session detaches the replica; a big snapshot's last frame can still be applied after
+    that. It used to swap its node table into the detached replica (its new objects usable
+    and forever stale); now it is refused, and the replica stays detached."""
+    first = [record("@roots", "dict", [["a", Ref("a1")]]), record("a1", "dict", [["x", 1]])]
+    replica = feed(Replica(), frames_of(first, 1))
+    held = replica.nodes["a1"].ref
+    second = [*first, record("n1", "dict", [["y", 2]])]
+    bodies = [dict(body, index=20) for body in frames_of(second, 1)]
+    feeder = StreamFeeder(replica)
+    for body in bodies[:-1]:
+        feeder.feed_snapshot(body)
+    replica.detach("this session is closed")
+    with pytest.raises(ReplicaFailed, match="this session is closed"):
+        feeder.feed_snapshot(bodies[-1])
+    assert replica.nodes == {} and replica.applied_index == 9
+    with pytest.raises(Error, match="this session is closed"):
+        held["x"]
