@@ -10,10 +10,10 @@ among the nodes made after it.
 Nothing is visible before `finish`: the new nodes are private until it swaps the replica's node
 table, under the replica's lock, after waiting for running bodies as an entry does. What user
 code may already hold is not touched before then: a node that survives from the replica's
-previous state, or a committing transaction's private node the snapshot adopts, keeps its
-elements as decoded until `finish` refills it in place (so a second snapshot costs what a whole
-decoded snapshot did). `finish` resolves all it kept before the swap changes anything, so a
-snapshot refused there leaves the replica as it was.
+previous state, or a committing transaction's private node the snapshot adopts, has its runs
+filled into a private container of its kind, moved into its own at the swap. What can fail
+(a ref in elements held back for `finish`, below, to a node never sent) fails before the swap
+changes anything, so a snapshot refused leaves the replica as it was.
 
 Nodes come in the agent's creation order, so a container usually arrives before the nodes it
 references. Such a forward ref stands in its container as the decoded `Ref` itself, with its
@@ -78,12 +78,16 @@ class SnapshotLoad:
         # stands (replaced only if still there: a later item of the same key wins, as it does
         # in a dict filled item by item).
         self._waiting: dict[str, list[tuple[Any, Any, Ref]]] = {}
-        # Filled at finish: nodes that existed before the snapshot (refilled in place) and new
-        # nodes whose rest waits for a forward ref (appended to), each with its elements.
-        self._kept: list[tuple[Node, list[Any]]] = []
-        self._held: list[tuple[Node, list[Any]]] = []
+        # Nodes that existed before the snapshot, each with the private container its runs
+        # fill (moved into the node's own at the swap).
+        self._kept: list[tuple[Node, Any]] = []
+        # Containers whose rest waits for a forward ref where no placeholder stands: (the
+        # container, its kind, the elements), appended to it at finish.
+        self._held: list[tuple[Any, str, list[Any]]] = []
+        # The node last started, the container its runs fill (its own if new, else private),
+        # and its elements kept for finish (None: filled as runs come).
         self._current: Node | None = None
-        # The elements of the current node kept for finish (None: it is filled as runs come).
+        self._live: Any = None
         self._rest: list[Any] | None = None
 
     def node(self, oid: str, version: int, kind: str, extra: Any) -> None:
@@ -93,10 +97,11 @@ class SnapshotLoad:
         node = self._existing(oid, kind, class_name)
         if node is None:
             node = make_node(self.replica, oid, kind, class_name, None)
-            self._rest = None
+            self._live = node.live
         else:
-            self._rest = []
-            self._kept.append((node, self._rest))
+            self._live = _EMPTY[kind]()
+            self._kept.append((node, self._live))
+        self._rest = None
         self.nodes[oid] = node
         self._current = node
         waiting = self._waiting.pop(oid, None)
@@ -128,16 +133,16 @@ class SnapshotLoad:
         if self._rest is not None:
             self._rest.extend(elements)
             return
-        kind = node.kind
+        kind, live = node.kind, self._live
         if kind == "list":
-            at = self._fill_list(node.live, elements)
+            at = self._fill_list(live, elements)
         elif kind == "set":
-            at = self._fill_set(node.live, elements)
+            at = self._fill_set(live, elements)
         else:
-            at = self._fill_items(node.live, kind == "obj", elements)
+            at = self._fill_items(live, kind == "obj", elements)
         if at is not None:
             self._rest = elements[at:]
-            self._held.append((node, self._rest))
+            self._held.append((live, kind, self._rest))
 
     def _wait(self, placeholder: Ref, container: Any, position: Any) -> None:
         oid = placeholder.oid
@@ -207,15 +212,10 @@ class SnapshotLoad:
         if self._waiting:
             oid = next(iter(self._waiting))
             raise ProtocolError(f"the log references object {oid}, unknown to this replica")
-        for node, elements in self._held:
-            self._resolve_into(node.live, node.kind, elements)
-        refills: list[tuple[Node, Any]] = []
-        for node, elements in self._kept:
-            fresh = _EMPTY[node.kind]()
-            self._resolve_into(fresh, node.kind, elements)
-            refills.append((node, fresh))
-        self._held, self._kept = [], []
-        self.replica._swap_in(index, self.nodes, refills)
+        for live, kind, elements in self._held:
+            self._resolve_into(live, kind, elements)
+        self._held = []
+        self.replica._swap_in(index, self.nodes, self._kept)
 
     def _resolve_into(self, live: Any, kind: str, elements: list[Any]) -> None:
         try:
