@@ -245,8 +245,8 @@ class StreamFeeder:
         replica (`install`, or `load_held` for the subscription's own) and is returned."""
         self.frames += 1
         if not self.filtered:
-            # Only a partial replica loads: a full replica's nodes have no eviction fields and
-            # it has no loader, so a load answer there would fail half way or leave hollow nodes.
+            # Only a partial replica loads: a load answer on a full replica (no loader) would
+            # leave hollow nodes in it, and filling one writes eviction fields its Node lacks.
             raise ProtocolError("LOADED on the subscription of a full replica (it never loads)")
         envelope = wire.parse_loaded(body)  # a FrameError is a ProtocolError
         if envelope.part != self._next_part or (

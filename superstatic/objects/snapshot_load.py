@@ -43,7 +43,8 @@ class _Forward(Exception):
     the one argument)."""
 
 
-# What a survivor's elements are resolved into before the swap (an obj's attributes as a dict).
+# A survivor's private container, filled by its runs, moved into its own at the swap (an obj's
+# attributes as a dict).
 _EMPTY: dict[str, type] = {"dict": dict, "obj": dict, "list": list, "set": set}
 
 
@@ -206,9 +207,9 @@ class SnapshotLoad:
         """The last frame arrived: the snapshot replaces the replica's state at `index`.
 
         What can fail is done before anything user code sees changes, so a refused snapshot
-        leaves the replica as it was: the elements kept until now are resolved (a ref in them
-        to a node the snapshot never sent raises), a new node's into its own container (still
-        private), a survivor's into a fresh one the swap moves into the survivor's."""
+        leaves the replica as it was: the elements held back (a forward ref in a key, a member
+        or a tuple) are resolved into their containers, a new node's own or a survivor's
+        private one (a ref in them to a node the snapshot never sent raises)."""
         if self._waiting:
             oid = next(iter(self._waiting))
             raise ProtocolError(f"the log references object {oid}, unknown to this replica")
