@@ -366,3 +366,39 @@ def test_a_snapshot_finishing_after_the_session_closed_leaves_the_replica_detach
     assert replica.nodes == {} and replica.applied_index == 9
     with pytest.raises(Error, match="this session is closed"):
         held["x"]
+
+
+def test_survivors_take_forward_refs_and_held_back_rests_like_new_nodes() -> None:
+    """A survivor's runs fill a private container (review 17): its forward refs stand there as
+    placeholders, a key or tuple ref holds its rest back, and the swap moves all of it into
+    the survivor's own container, in order, at the last frame."""
+    first = [
+        record("@roots", "dict", [["d", Ref("d1")], ["o", Ref("o1")], ["l", Ref("l1")]]),
+        record("d1", "dict", [["a", 1]]),
+        record("o1", "obj", ["Point", [["x", 1]]]),
+        record("l1", "list", [1]),
+    ]
+    replica = feed(Replica(), frames_of(first, 1 << 20))
+    before = dict(replica.nodes)
+    d, o, lst = (before[oid].ref for oid in ("d1", "o1", "l1"))
+    second = [
+        record("@roots", "dict", [["d", Ref("d1")], ["o", Ref("o1")], ["l", Ref("l1")]]),
+        record("d1", "dict", [["a", Ref("e1")], [(Ref("e1"),), 2], ["z", 3]]),
+        record("o1", "obj", ["Point", [["x", Ref("e1")], ["y", (Ref("e1"),)], ["w", 4]]]),
+        record("l1", "list", [Ref("e1"), (Ref("e1"), 5), 6]),
+        record("e1", "obj", ["Point", [["x", 7]]]),
+    ]
+    for index, frame_bytes_max in ((30, 1), (31, 1 << 20)):
+        feeder = StreamFeeder(replica)
+        bodies = [dict(body, index=index) for body in frames_of(second, frame_bytes_max)]
+        shown = (list(d.items()), list(before["o1"].live.items()), list(lst))
+        for body in bodies[:-1]:
+            feeder.feed_snapshot(body)
+            assert (list(d.items()), list(before["o1"].live.items()), list(lst)) == shown
+        feeder.feed_snapshot(bodies[-1])
+        e1 = replica.nodes["e1"].ref
+        assert replica.nodes["d1"].ref is d and list(d.items()) == [("a", e1), ((e1,), 2), ("z", 3)]
+        assert replica.nodes["o1"].ref is o
+        assert list(replica.nodes["o1"].live.items()) == [("x", e1), ("y", (e1,)), ("w", 4)]
+        assert replica.nodes["l1"].ref is lst and list(lst) == [e1, (e1, 5), 6]
+        assert not any(type(v) is Ref for v in [*d.values(), *lst])
