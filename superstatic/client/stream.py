@@ -193,6 +193,10 @@ class StreamFeeder:
     def feed_snapshot(self, body: dict[str, Any]) -> bool:
         """One SNAPSHOT frame. Returns True when a whole snapshot was loaded into the replica."""
         self.frames += 1
+        if self.filtered:
+            # A partial replica starts from a LOADED and holds only what it loaded: a snapshot
+            # would swap in nodes off its eviction clock, uncounted (docs/virtual-heap.md 4.4).
+            raise ProtocolError("SNAPSHOT on a partial replica's subscription (it starts LOADED)")
         index = _int(body, "index", "SNAPSHOT")
         part = _int(body, "part", "SNAPSHOT")
         last = body.get("last")
@@ -240,6 +244,10 @@ class StreamFeeder:
         0), its items checked as a snapshot's are. At the last part the answer goes to the
         replica (`install`, or `load_held` for the subscription's own) and is returned."""
         self.frames += 1
+        if not self.filtered:
+            # Only a partial replica loads: a load answer on a full replica (no loader) would
+            # leave hollow nodes in it, and filling one writes eviction fields its Node lacks.
+            raise ProtocolError("LOADED on the subscription of a full replica (it never loads)")
         envelope = wire.parse_loaded(body)  # a FrameError is a ProtocolError
         if envelope.part != self._next_part or (
             envelope.part > 0 and envelope.index != self._snapshot_index

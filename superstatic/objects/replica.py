@@ -222,20 +222,19 @@ class Replica:
         with self.lock:
             self.log_time_ms = max(self.log_time_ms, log_time_ms)
 
-    def _swap_in(
-        self,
-        index: int,
-        nodes: dict[str, Node],
-        kept: list[tuple[Node, list[Any]]],
-        held: list[tuple[Node, list[Any]]],
-    ) -> None:
-        """A snapshot's last step (SnapshotLoad.finish): `nodes` becomes the node table at
-        `index`, the nodes that existed before it (`kept`) are refilled in place and the new
-        ones that waited for a forward ref get the rest of their elements (`held`). Old nodes
-        not in it die. Bodies that read the replaced state re-run."""
+    def _swap_in(self, index: int, nodes: dict[str, Node], refills: list[tuple[Node, Any]]) -> None:
+        """A snapshot's last step (SnapshotLoad.finish, which resolved everything first, so
+        nothing here can fail half way): `nodes` becomes the node table at `index`, and each
+        node that existed before it gets the contents resolved for it (`refills`: a fresh
+        container of its kind), in place. Old nodes not in it die. Bodies that read the
+        replaced state re-run."""
         self._hold_bodies()
         try:
             with self.lock:
+                if self.detached is not None:
+                    # The session closed while the snapshot arrived (close() waits for the I/O
+                    # thread only so long): a detached replica is never updated again.
+                    raise Error(self.detached)
                 self.gen += 1
                 if self._adopt:
                     # Adopted by the snapshot, or not of its kind: no entry will adopt them.
@@ -247,15 +246,14 @@ class Replica:
                 for oid, node in old.items():
                     if nodes.get(oid) is not node:
                         node.dead = True
-                # Unknown refs in what is filled now raise from _resolve (the connection
-                # then stops: the replica may be half-changed).
                 self.nodes = nodes
-                for node, _elements in kept:
-                    node.live.clear()
-                for node, elements in (*kept, *held):
-                    contents = [None, elements] if node.kind == "obj" else elements
-                    self._fill_into(node.live, node.kind, contents, nodes)
-                    elements.clear()
+                for node, fresh in refills:
+                    live = node.live
+                    live.clear()
+                    if node.kind == "list":
+                        live.extend(fresh)
+                    else:
+                        live.update(fresh)  # (a dict's or set's stored hashes are reused)
                 if self.partial:
                     for node in nodes.values():
                         _inrefs.add_contents(node.kind, node.live, 1)

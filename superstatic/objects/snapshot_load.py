@@ -10,9 +10,10 @@ among the nodes made after it.
 Nothing is visible before `finish`: the new nodes are private until it swaps the replica's node
 table, under the replica's lock, after waiting for running bodies as an entry does. What user
 code may already hold is not touched before then: a node that survives from the replica's
-previous state, or a committing transaction's private node the snapshot adopts, keeps its
-elements as decoded until `finish` refills it in place (so a second snapshot costs what a whole
-decoded snapshot did).
+previous state, or a committing transaction's private node the snapshot adopts, has its runs
+filled into a private container of its kind, moved into its own at the swap. What can fail
+(a ref in elements held back for `finish`, below, to a node never sent) fails before the swap
+changes anything, so a snapshot refused leaves the replica as it was.
 
 Nodes come in the agent's creation order, so a container usually arrives before the nodes it
 references. Such a forward ref stands in its container as the decoded `Ref` itself, with its
@@ -38,7 +39,13 @@ _intern = sys.intern
 
 
 class _Forward(Exception):
-    """A ref to a node whose header has not arrived, where no placeholder can stand."""
+    """A ref to a node whose header has not arrived, where no placeholder can stand (its oid
+    the one argument)."""
+
+
+# A survivor's private container, filled by its runs, moved into its own at the swap (an obj's
+# attributes as a dict).
+_EMPTY: dict[str, type] = {"dict": dict, "obj": dict, "list": list, "set": set}
 
 
 class _Arrived:
@@ -54,7 +61,7 @@ class _Arrived:
     def get(self, oid: str, /) -> Node:
         node = self.nodes.get(oid)
         if node is None:
-            raise _Forward
+            raise _Forward(oid)
         return node
 
 
@@ -68,14 +75,20 @@ class SnapshotLoad:
         # The snapshot's nodes by oid: the replica's node table once finished.
         self.nodes: dict[str, Node] = {}
         self._arrived = _Arrived(self.nodes)
-        # Forward refs: oid -> [(container, key or list index), ...] where its Ref stands.
-        self._waiting: dict[str, list[tuple[Any, Any]]] = {}
-        # Filled at finish: nodes that existed before the snapshot (refilled in place) and new
-        # nodes whose rest waits for a forward ref (appended to), each with its elements.
-        self._kept: list[tuple[Node, list[Any]]] = []
-        self._held: list[tuple[Node, list[Any]]] = []
+        # Forward refs: oid -> [(container, key or list index, the Ref), ...] where its Ref
+        # stands (replaced only if still there: a later item of the same key wins, as it does
+        # in a dict filled item by item).
+        self._waiting: dict[str, list[tuple[Any, Any, Ref]]] = {}
+        # Nodes that existed before the snapshot, each with the private container its runs
+        # fill (moved into the node's own at the swap).
+        self._kept: list[tuple[Node, Any]] = []
+        # Containers whose rest waits for a forward ref where no placeholder stands: (the
+        # container, its kind, the elements), appended to it at finish.
+        self._held: list[tuple[Any, str, list[Any]]] = []
+        # The node last started, the container its runs fill (its own if new, else private),
+        # and its elements kept for finish (None: filled as runs come).
         self._current: Node | None = None
-        # The elements of the current node kept for finish (None: it is filled as runs come).
+        self._live: Any = None
         self._rest: list[Any] | None = None
 
     def node(self, oid: str, version: int, kind: str, extra: Any) -> None:
@@ -85,17 +98,19 @@ class SnapshotLoad:
         node = self._existing(oid, kind, class_name)
         if node is None:
             node = make_node(self.replica, oid, kind, class_name, None)
-            self._rest = None
+            self._live = node.live
         else:
-            self._rest = []
-            self._kept.append((node, self._rest))
+            self._live = _EMPTY[kind]()
+            self._kept.append((node, self._live))
+        self._rest = None
         self.nodes[oid] = node
         self._current = node
         waiting = self._waiting.pop(oid, None)
         if waiting is not None:
             ref = node.ref
-            for container, position in waiting:
-                container[position] = ref
+            for container, position, placeholder in waiting:
+                if container[position] is placeholder:
+                    container[position] = ref
 
     def _existing(self, oid: str, kind: str, class_name: str | None) -> Node | None:
         """The node user code may already hold for `oid`: a committing transaction's private
@@ -119,23 +134,24 @@ class SnapshotLoad:
         if self._rest is not None:
             self._rest.extend(elements)
             return
-        kind = node.kind
+        kind, live = node.kind, self._live
         if kind == "list":
-            at = self._fill_list(node.live, elements)
+            at = self._fill_list(live, elements)
         elif kind == "set":
-            at = self._fill_set(node.live, elements)
+            at = self._fill_set(live, elements)
         else:
-            at = self._fill_items(node.live, kind == "obj", elements)
+            at = self._fill_items(live, kind == "obj", elements)
         if at is not None:
             self._rest = elements[at:]
-            self._held.append((node, self._rest))
+            self._held.append((live, kind, self._rest))
 
-    def _wait(self, oid: str, container: Any, position: Any) -> None:
+    def _wait(self, placeholder: Ref, container: Any, position: Any) -> None:
+        oid = placeholder.oid
         waiting = self._waiting.get(oid)
         if waiting is None:
-            self._waiting[oid] = [(container, position)]
+            self._waiting[oid] = [(container, position, placeholder)]
         else:
-            waiting.append((container, position))
+            waiting.append((container, position, placeholder))
 
     # Each filler returns None when every element went in, else the index of the first one
     # held back (a forward ref no placeholder can stand for).
@@ -151,7 +167,7 @@ class SnapshotLoad:
                 if type(value) is Ref:
                     target = nodes.get(value.oid)
                     if target is None:
-                        self._wait(value.oid, live, key)
+                        self._wait(value, live, key)
                     else:
                         value = target.ref
                 else:
@@ -167,7 +183,7 @@ class SnapshotLoad:
             if type(value) is Ref:
                 target = nodes.get(value.oid)
                 if target is None:
-                    self._wait(value.oid, live, len(live))
+                    self._wait(value, live, len(live))
                 else:
                     value = target.ref
             else:
@@ -188,8 +204,27 @@ class SnapshotLoad:
         return None
 
     def finish(self, index: int) -> None:
-        """The last frame arrived: the snapshot replaces the replica's state at `index`."""
+        """The last frame arrived: the snapshot replaces the replica's state at `index`.
+
+        What can fail is done before anything user code sees changes, so a refused snapshot
+        leaves the replica as it was: the elements held back (a forward ref in a key, a member
+        or a tuple) are resolved into their containers, a new node's own or a survivor's
+        private one (a ref in them to a node the snapshot never sent raises)."""
         if self._waiting:
             oid = next(iter(self._waiting))
             raise ProtocolError(f"the log references object {oid}, unknown to this replica")
-        self.replica._swap_in(index, self.nodes, self._kept, self._held)
+        for live, kind, elements in self._held:
+            self._resolve_into(live, kind, elements)
+        self._held = []
+        self.replica._swap_in(index, self.nodes, self._kept)
+
+    def _resolve_into(self, live: Any, kind: str, elements: list[Any]) -> None:
+        try:
+            self.replica._fill_into(
+                live, kind, [None, elements] if kind == "obj" else elements, self._arrived
+            )
+        except _Forward as exc:
+            raise ProtocolError(
+                f"the log references object {exc.args[0]}, unknown to this replica"
+            ) from None
+        elements.clear()

@@ -18,10 +18,11 @@ import pytest
 from support.snapshots import frames_of
 
 from superstatic.client.stream import ReplicaFailed, StreamFeeder
-from superstatic.objects.node import Node
+from superstatic.objects.node import PARTIAL, Node
 from superstatic.objects.replica import Replica
 from superstatic.protocol import codec, wire
 from superstatic.protocol.codec import Ref
+from superstatic.protocol.errors import Error, ProtocolError
 
 
 def record(oid: str, kind: str, contents: Any) -> tuple[str, bytes]:
@@ -251,3 +252,153 @@ def test_a_ref_to_a_node_never_sent_fails_at_the_last_frame_and_changes_nothing(
         feed(replica, [dict(body, index=20) for body in frames_of(recs, 1)])
     assert replica.nodes == before and replica.applied_index == 9
     assert not any(node.dead for node in before.values())
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        # The survivor's own elements (kept for the last frame, resolved only then).
+        [record("a1", "dict", [["x", Ref("zz")]]), record("n1", "set", [])],
+        # A new node's rest held back by a tuple, and by a key, with the ref inside.
+        [record("a1", "dict", [["x", 2]]), record("n1", "list", [(Ref("zz"),)])],
+        [record("a1", "dict", [["x", 2]]), record("n1", "dict", [[(Ref("zz"),), 1]])],
+    ],
+    ids=["survivor", "tuple", "key"],
+)
+def test_a_ref_never_sent_in_elements_kept_for_the_last_frame_changes_nothing(
+    where: list[tuple[str, bytes]],
+) -> None:
+    """Review 17: refs in elements filled only at the last frame (a survivor's, or a new
+    node's rest held back by a key or tuple) were resolved after the node table was swapped
+    and survivors emptied, so a refused snapshot left the app reading half of it."""
+    first = [record("@roots", "dict", [["a", Ref("a1")]]), record("a1", "dict", [["x", 1]])]
+    replica = feed(Replica(), frames_of(first, 1))
+    before = dict(replica.nodes)
+    held, gen = before["a1"].ref, replica.gen
+    recs = [record("@roots", "dict", [["a", Ref("a1")], ["n", Ref("n1")]]), *where]
+    with pytest.raises(ReplicaFailed, match="object zz, unknown to this replica"):
+        feed(replica, [dict(body, index=20) for body in frames_of(recs, 1)])
+    assert replica.nodes == before and replica.applied_index == 9 and replica.gen == gen
+    assert not any(node.dead for node in before.values())
+    assert dict(held) == {"x": 1}
+    assert dict(before["@roots"].live) == {"a": held}
+    # A good snapshot then loads into the replica as it was (the survivor keeps its identity).
+    good = [recs[0], record("a1", "dict", [["x", 3]]), record("n1", "set", [])]
+    feed(replica, [dict(body, index=21) for body in frames_of(good, 1)])
+    assert replica.nodes["a1"] is before["a1"] and dict(held) == {"x": 3}
+
+
+def test_a_load_answer_on_a_full_replicas_stream_is_refused_before_it_touches_anything() -> None:
+    """Review 17: a full replica's node has no eviction fields, and its stream never carries
+    LOADED (only a partial replica loads). One that did made a hollow node with no loader in
+    the full replica (load > 0; a second one filling it raised AttributeError on `inrefs`),
+    or failed load_held's assertion (load 0); now the frame is a protocol error (the
+    connection resubscribes) and the replica is as it was."""
+    replica = feed(
+        Replica(),
+        frames_of(
+            [record("@roots", "dict", [["a", Ref("a1")]]), record("a1", "dict", [["x", 1]])], 1
+        ),
+    )
+    before = dict(replica.nodes)
+    items = [
+        [0, "a1", "dict", None, 1],
+        [1, "a1", codec.dumps([["x", 2], ["h", Ref("h1")]])],
+        [4, "h1", "dict", None],
+    ]
+    for load in (1, 0):
+        body = {"index": 9, "part": 0, "last": True, "load": load, "log_time_ms": 0}
+        feeder = StreamFeeder(replica)
+        with pytest.raises(ProtocolError, match="LOADED"):
+            feeder.feed_loaded({**body, "fmt": 2, "items": items})
+        assert replica.nodes == before and dict(before["a1"].ref) == {"x": 1}
+        assert replica.applied_index == 9
+
+
+def test_a_snapshot_on_a_partial_replicas_stream_is_refused() -> None:
+    """A partial replica starts from a LOADED and holds what it loaded: a SNAPSHOT (never sent
+    to it) would swap in HeapNodes off the eviction clock, uncounted in held_bytes."""
+    replica = Replica()
+    replica.start_partial(0, lambda oids, keys, whole: None, 1 << 20)
+    before, held_bytes = dict(replica.nodes), replica.held_bytes
+    bodies = frames_of([record("@roots", "dict", [["a", 1]])], 1 << 20)
+    with pytest.raises(ProtocolError, match="SNAPSHOT"):
+        StreamFeeder(replica, filtered=True).feed_snapshot(bodies[0])
+    assert replica.nodes == before and replica.nodes["@roots"].state == PARTIAL
+    assert replica.applied_index == 0 and replica.held_bytes == held_bytes
+
+
+@pytest.mark.parametrize("order", [["f1", "g1"], ["g1", "f1"]])
+def test_a_key_sent_twice_keeps_its_last_value_when_the_first_was_a_forward_ref(
+    order: list[str],
+) -> None:
+    """Review 17: the agent never sends a key twice, but a dict filled item by item keeps the
+    last (as load_snapshot did); a placeholder replaced when its node came used to overwrite
+    the later value."""
+    recs = [
+        record("@roots", "dict", [["d", Ref("d1")], ["o", Ref("o1")]]),
+        record("d1", "dict", [["k", Ref("f1")], ["k", 1], ["m", Ref("f1")], ["m", Ref("g1")]]),
+        record("o1", "obj", ["Point", [["x", Ref("f1")], ["x", 2]]]),
+        *(record(oid, "list", []) for oid in order),
+    ]
+    for frame_bytes_max in (1, 1 << 20):
+        nodes = feed(Replica(), frames_of(recs, frame_bytes_max)).nodes
+        assert dict(nodes["d1"].live) == {"k": 1, "m": nodes["g1"].ref}
+        assert dict(nodes["o1"].live) == {"x": 2}
+
+
+def test_a_snapshot_finishing_after_the_session_closed_leaves_the_replica_detached() -> None:
+    """Review 17: Connection.close() waits TIMEOUT_S_THREAD_JOIN for the I/O thread, then the
+    session detaches the replica; a big snapshot's last frame can still be applied after
+    that. It used to swap its node table into the detached replica (its new objects usable
+    and forever stale); now it is refused, and the replica stays detached."""
+    first = [record("@roots", "dict", [["a", Ref("a1")]]), record("a1", "dict", [["x", 1]])]
+    replica = feed(Replica(), frames_of(first, 1))
+    held = replica.nodes["a1"].ref
+    second = [*first, record("n1", "dict", [["y", 2]])]
+    bodies = [dict(body, index=20) for body in frames_of(second, 1)]
+    feeder = StreamFeeder(replica)
+    for body in bodies[:-1]:
+        feeder.feed_snapshot(body)
+    replica.detach("this session is closed")
+    with pytest.raises(ReplicaFailed, match="this session is closed"):
+        feeder.feed_snapshot(bodies[-1])
+    assert replica.nodes == {} and replica.applied_index == 9
+    with pytest.raises(Error, match="this session is closed"):
+        held["x"]
+
+
+def test_survivors_take_forward_refs_and_held_back_rests_like_new_nodes() -> None:
+    """A survivor's runs fill a private container (review 17): its forward refs stand there as
+    placeholders, a key or tuple ref holds its rest back, and the swap moves all of it into
+    the survivor's own container, in order, at the last frame."""
+    first = [
+        record("@roots", "dict", [["d", Ref("d1")], ["o", Ref("o1")], ["l", Ref("l1")]]),
+        record("d1", "dict", [["a", 1]]),
+        record("o1", "obj", ["Point", [["x", 1]]]),
+        record("l1", "list", [1]),
+    ]
+    replica = feed(Replica(), frames_of(first, 1 << 20))
+    before = dict(replica.nodes)
+    d, o, lst = (before[oid].ref for oid in ("d1", "o1", "l1"))
+    second = [
+        record("@roots", "dict", [["d", Ref("d1")], ["o", Ref("o1")], ["l", Ref("l1")]]),
+        record("d1", "dict", [["a", Ref("e1")], [(Ref("e1"),), 2], ["z", 3]]),
+        record("o1", "obj", ["Point", [["x", Ref("e1")], ["y", (Ref("e1"),)], ["w", 4]]]),
+        record("l1", "list", [Ref("e1"), (Ref("e1"), 5), 6]),
+        record("e1", "obj", ["Point", [["x", 7]]]),
+    ]
+    for index, frame_bytes_max in ((30, 1), (31, 1 << 20)):
+        feeder = StreamFeeder(replica)
+        bodies = [dict(body, index=index) for body in frames_of(second, frame_bytes_max)]
+        shown = (list(d.items()), list(before["o1"].live.items()), list(lst))
+        for body in bodies[:-1]:
+            feeder.feed_snapshot(body)
+            assert (list(d.items()), list(before["o1"].live.items()), list(lst)) == shown
+        feeder.feed_snapshot(bodies[-1])
+        e1 = replica.nodes["e1"].ref
+        assert replica.nodes["d1"].ref is d and list(d.items()) == [("a", e1), ((e1,), 2), ("z", 3)]
+        assert replica.nodes["o1"].ref is o
+        assert list(replica.nodes["o1"].live.items()) == [("x", e1), ("y", (e1,)), ("w", 4)]
+        assert replica.nodes["l1"].ref is lst and list(lst) == [e1, (e1, 5), 6]
+        assert not any(type(v) is Ref for v in [*d.values(), *lst])
