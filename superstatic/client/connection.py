@@ -61,7 +61,7 @@ from zmq.utils.monitor import recv_monitor_message
 from superstatic.client import keys as client_keys
 from superstatic.client.heap_io import HeapIo
 from superstatic.client.leader_link import LeaderLink
-from superstatic.client.stream import ReplicaSink, StreamFeeder, StreamGap
+from superstatic.client.stream import ReplicaFailed, ReplicaSink, StreamFeeder, StreamGap
 from superstatic.client.timers import TimerHeap
 from superstatic.client.waiters import Answer, AnswerTimeout, AppliedWaiters
 from superstatic.objects import stats as _stats
@@ -667,6 +667,14 @@ class Connection:
             self._socket_lock.release()
             self._wake_rx.close(linger=0)
             self._applied_waiters.wake_all()
+            if isinstance(failure, ReplicaFailed):
+                # The replica may be half-changed and will never be updated again: its objects
+                # raise from now on rather than serve that state (ReplicaFailed's promise).
+                # Last, with no lock of ours held: a reader holding the replica's lock is
+                # never waiting on this thread any more (its requests were all failed above).
+                detach = getattr(self.replica, "detach", None)  # a ReplicaSink may lack it
+                if detach is not None:
+                    detach(str(error))
 
 
 class _IoState:

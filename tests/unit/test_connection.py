@@ -21,7 +21,8 @@ import zmq
 from superstatic.client import connection as connection_module
 from superstatic.client.connection import AgentRefusedTooLarge, Committed, Connection
 from superstatic.client.stream import StreamFeeder, StreamGap
-from superstatic.protocol import wire
+from superstatic.objects.replica import Replica
+from superstatic.protocol import codec, ops, wire
 from superstatic.protocol.errors import (
     AuthError,
     Error,
@@ -949,3 +950,34 @@ def test_a_partial_replica_needs_agents_with_the_virtual_heap(
     with pytest.raises(Error, match="does not speak the virtual heap"):
         conn.submit(b"x")
     assert proposes_of(old) == []
+
+
+def test_a_replica_that_could_not_apply_an_event_is_detached_and_never_serves_reads(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    """ReplicaFailed stops the connection ("a diverged replica must never serve reads"): its
+    objects raise from then on instead of serving a half-changed state that never updates."""
+    peer = make_peer(peers)
+    replica = Replica()
+    conn = Connection([peer.endpoint], replica, timeout_ms_request=20_000, timeout_ms_close=300)
+    connections.append(conn)
+    roots = ops.encode_txn_v2(
+        0,
+        {},
+        [["new", "@roots", "dict", [["kv", codec.Ref("kv")]]], ["new", "kv", "dict", [["a", 1]]]],
+    )
+    conn.submit(roots)
+    conn.wait_applied(1, WAIT_S)
+    kv = replica.root_ref("kv")
+    assert kv["a"] == 1
+    # An event the replica cannot apply (an agent would never commit it: a list op on a dict,
+    # after a set the replica has already made: its state is half-changed).
+    with pytest.raises(Unavailable, match="connection stopped"):  # in flight when it stopped
+        conn.submit(ops.encode_txn_v2(1, {}, [["set", "kv", "a", 2], ["extend", "kv", [1]]]))
+    deadline = time.monotonic() + WAIT_S
+    while replica.detached is None:
+        assert time.monotonic() < deadline, "the replica was never detached"
+        time.sleep(0.01)
+    assert "could not apply" in replica.detached or "failed" in replica.detached
+    with pytest.raises(Error):
+        kv["a"]
