@@ -132,8 +132,10 @@ class Waiter:
     identity: bytes
     req_id: int
     deadline: float
-    # Its entry, unstamped (the leader stamps log time), kept to propose again after a leader
-    # change; emptied once the waiter is answered.
+    # Its entry, kept to propose again after a leader change; emptied once the waiter is
+    # answered. Stamped with log time if this agent led when it arrived (`stamp_term`), else
+    # unstamped; whoever appends it as leader stamps it for its own term (_flush_proposals,
+    # _on_peer_message).
     data: bytes
     answered: bool = False
     # Handed to the core (appended here as leader, or forwarded): from then on the entry may be
@@ -142,6 +144,8 @@ class Waiter:
     # Asked for per-hop stamps: always answered with a REPLY (the stamps travel in it when this
     # agent traces; the app settles such a write on its REPLY, never on its event).
     traced: bool = False
+    # The term whose leader (this agent) stamped `data` when it arrived (0: unstamped).
+    stamp_term: int = 0
 
 
 @dataclass(slots=True)
@@ -348,6 +352,10 @@ class Server:
         # Client work queued during a turn.
         # (entry, (client, seq), the waiter of a new PROPOSE or None for a proposal again).
         self._batch: list[tuple[bytes, tuple[str, int], Waiter | None]] = []
+        # (term, log time) stamped on the proposals that arrive while this agent leads, taken
+        # at the first of them after each flush: one stamp per batch, as at the flush itself,
+        # without a second parse and encode of each payload (docs/data-model-v2.md 8.8).
+        self._batch_stamp: tuple[int, int] | None = None
         self._batch_bytes = 0
         self._waiters: dict[tuple[str, int], list[Waiter]] = {}
         self._waiter_queue: deque[tuple[float, tuple[str, int], Waiter]] = deque()
@@ -1454,15 +1462,22 @@ class Server:
             )
             return
         key = (proposal.client, proposal.seq)
-        # Unstamped: the leader stamps log time when it appends (_flush_proposals here, or
-        # _on_peer_message when a follower forwards it).
+        # The leader stamps log time as it encodes (the stamp `_flush_proposals` would give
+        # it); a follower's stays unstamped, and its leader stamps it on arrival
+        # (_on_peer_message), so one host's clock never reaches the log unbounded (logtime.py).
+        stamp_term = time_ms = 0
+        if self.node.role is Role.LEADER:
+            stamp = self._batch_stamp
+            if stamp is None or stamp[0] != self.node.term:
+                stamp = self._batch_stamp = (self.node.term, self._stamp())
+            stamp_term, time_ms = stamp
         data = encode_payload(
             Payload(
                 proposal.kind,
                 proposal.client,
                 proposal.seq,
                 proposal.seq_low,
-                0,
+                time_ms,
                 proposal.body,
                 proposal.session,
             )
@@ -1477,7 +1492,14 @@ class Server:
             )
             return
         deadline = now + self.config.timeout_ms_proposal / 1000.0
-        waiter = Waiter(identity, req_id, deadline, data, traced=traced)
+        waiter = Waiter(
+            identity,
+            req_id,
+            deadline,
+            data,
+            traced=traced,
+            stamp_term=stamp_term,
+        )
         self._waiters.setdefault(key, []).append(waiter)
         self._waiter_queue.append((waiter.deadline, key, waiter))
         self._waiting += 1
@@ -1488,6 +1510,7 @@ class Server:
             self.tracer.on_propose(key, recv_ns)
 
     def _flush_proposals(self) -> None:
+        self._batch_stamp = None  # the next batch takes a new stamp
         if not self._batch:
             return
         batch, self._batch = self._batch, []
@@ -1504,11 +1527,20 @@ class Server:
             return
         batch = self._admit_for_space(batch)
         if self.node.role is Role.LEADER:
-            # Log time: stamped only here, by the leader that appends; a follower forwards the
+            # Log time: stamped only by the leader that appends; a follower forwards the
             # entries unstamped and their leader stamps them on arrival (_on_peer_message), so
-            # one host's clock never reaches the log unbounded (logtime.py).
-            time_ms = self._stamp()
-            batch = [(stamp_payload(data, time_ms), key, waiter) for data, key, waiter in batch]
+            # one host's clock never reaches the log unbounded (logtime.py). Those stamped on
+            # arrival by this leadership (_on_propose) are as they are; the others (proposed
+            # again after a leader change, arrived while not leading) are stamped now.
+            term = self.node.term
+            if any(waiter is None or waiter.stamp_term != term for _, _, waiter in batch):
+                time_ms = self._stamp()
+                batch = [
+                    (data, key, waiter)
+                    if waiter is not None and waiter.stamp_term == term
+                    else (stamp_payload(data, time_ms), key, waiter)
+                    for data, key, waiter in batch
+                ]
         # Group commit: everything that arrived this turn goes to the core now, so it lands in
         # one Ready. Split only to keep each call (and so each forwarded PROPOSE message) under
         # the byte bound of an APPEND.
