@@ -424,6 +424,113 @@ def _decode_message(raw: list[Any], bytes_max: int, entries_max: int) -> Message
 def _decode_entries(
     blob: bytes, msg_type: MsgType, term: int, prev: int, entries_max: int
 ) -> tuple[Entry, ...]:
+    entries = _entries_fast(blob, msg_type, term, prev, entries_max)
+    if entries is not None:
+        return entries
+    return _entries_full(blob, msg_type, term, prev, entries_max)
+
+
+def _uint(blob: bytes, pos: int) -> tuple[int, int]:
+    """(value, next position) of a minimally encoded CBOR uint at `pos`; value -1 for anything
+    else (another major type, a non-minimal or an indefinite header). IndexError past the end."""
+    b = blob[pos]
+    if b < 24:
+        return b, pos + 1
+    if b == 24:
+        v = blob[pos + 1]
+        return (v if v >= 24 else -1), pos + 2
+    if b == 25:
+        v = int.from_bytes(blob[pos + 1 : pos + 3])
+        return (v if v >= 0x100 and pos + 3 <= len(blob) else -1), pos + 3
+    if b == 26:
+        v = int.from_bytes(blob[pos + 1 : pos + 5])
+        return (v if v >= 0x10000 and pos + 5 <= len(blob) else -1), pos + 5
+    if b == 27:
+        v = int.from_bytes(blob[pos + 1 : pos + 9])
+        return (v if 0x100000000 <= v <= INDEX_MAX and pos + 9 <= len(blob) else -1), pos + 9
+    return -1, pos + 1
+
+
+def _entries_fast(
+    blob: bytes, msg_type: MsgType, term: int, prev: int, entries_max: int
+) -> tuple[Entry, ...] | None:
+    """The entries of a blob as our encoder writes it (`encode_entries`: definite, minimal
+    headers) whose every entry is valid, read in one pass; None for anything else, which
+    `_entries_full` then decodes or refuses with its own message. It accepts only what the full
+    path accepts (scan, cbor2, the checks), with the same result: a strict subset, so the
+    refusals are the full path's (tests/unit/test_peer_entries.py compares the two). Before,
+    a follower's APPEND was walked by `codec.scan`, decoded by cbor2, then checked: ~2.2 us per
+    entry (docs/data-model-v2.md 8.8). CONF entries go the full way (their check may refuse)."""
+    if msg_type is MsgType.APPEND:
+        append = True
+    elif msg_type is MsgType.PROPOSE:
+        append = False
+    else:
+        return None
+    size = len(blob)
+    try:
+        head = blob[0]
+        if 0x81 <= head <= 0x97:
+            count, pos = head - 0x80, 1
+        elif head == 0x98:
+            count, pos = blob[1], 2
+            if count < 24:
+                return None
+        else:
+            return None  # more than 255 entries (above ENTRIES_PER_MESSAGE_MAX), or not this
+        if count > entries_max or prev + count > INDEX_MAX:
+            return None
+        entries: list[Entry] = []
+        previous_term = 0
+        expected = prev + 1
+        for _ in range(count):
+            if blob[pos] != 0x84:
+                return None
+            e_index, pos = _uint(blob, pos + 1)
+            e_term, pos = _uint(blob, pos)
+            kind_raw = blob[pos]
+            pos += 1
+            if append:
+                if e_index != expected or not 1 <= e_term <= term or e_term < previous_term:
+                    return None
+                if kind_raw != _NORMAL:
+                    return None
+                previous_term = e_term
+                expected += 1
+            elif e_index != 0 or e_term != 0 or kind_raw != _NORMAL:
+                return None
+            b = blob[pos]
+            if 0x40 <= b <= 0x57:
+                length, pos = b - 0x40, pos + 1
+            elif b == 0x58:
+                length, pos = blob[pos + 1], pos + 2
+                if length < 24:
+                    return None
+            elif b == 0x59:
+                length, pos = int.from_bytes(blob[pos + 1 : pos + 3]), pos + 3
+                if length < 0x100:
+                    return None
+            elif b == 0x5A:
+                length, pos = int.from_bytes(blob[pos + 1 : pos + 5]), pos + 5
+                if length < 0x10000:
+                    return None
+            else:
+                return None
+            end = pos + length
+            if end > size:
+                return None
+            entries.append(Entry(e_index, e_term, EntryKind.NORMAL, blob[pos:end]))
+            pos = end
+    except IndexError:
+        return None  # truncated
+    if pos != size:
+        return None
+    return tuple(entries)
+
+
+def _entries_full(
+    blob: bytes, msg_type: MsgType, term: int, prev: int, entries_max: int
+) -> tuple[Entry, ...]:
     if msg_type not in (MsgType.APPEND, MsgType.PROPOSE):
         raise FrameError("field", f"{msg_type.name} messages carry no entries")
     raw = codec.loads(blob, entries_limits(len(blob), entries_max))
@@ -472,6 +579,10 @@ def _decode_entries(
                 check_conf_change(data)
         entries.append(Entry(e_index, e_term, kind, data))
     return tuple(entries)
+
+
+_NORMAL = int(EntryKind.NORMAL)
+assert 0 <= _NORMAL < 24  # one header byte: `_entries_fast` compares it directly
 
 
 def check_conf_change(data: bytes) -> None:

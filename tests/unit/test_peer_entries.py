@@ -1,0 +1,146 @@
+"""A peer message's entries blob read in one pass (`peer_codec._entries_fast`, docs/data-model-v2.md
+8.8) against the full path (`codec.scan`, cbor2, the checks): wherever the one pass answers, the
+full path gives the same entries; the full path alone refuses, with its own message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from superstatic_agent import peer_codec as pc
+from superstatic_agent.raft.types import Entry, EntryKind, MsgType
+
+from superstatic.protocol.errors import ProtocolError
+
+ENTRIES_MAX = 64
+INDEX_MAX = (1 << 63) - 1
+
+indexes = st.one_of(
+    st.integers(0, 30), st.integers(0, 1 << 20), st.integers(INDEX_MAX - 300, INDEX_MAX)
+)
+terms = st.one_of(st.integers(1, 30), st.integers(1, 1 << 40))
+datas = st.one_of(
+    st.binary(max_size=30), st.binary(min_size=250, max_size=300), st.just(b"x" * 70_000)
+)
+
+
+def full(blob: bytes, msg_type: MsgType, term: int, prev: int) -> Any:
+    """The full path's answer: its entries, or its exception's type and text."""
+    try:
+        return pc._entries_full(blob, msg_type, term, prev, ENTRIES_MAX)
+    except (ProtocolError, ValueError) as exc:
+        return (type(exc), str(exc))
+
+
+def check(blob: bytes, msg_type: MsgType, term: int, prev: int) -> bool:
+    """True if the one pass took the blob; either way the public answer is the full path's."""
+    fast = pc._entries_fast(blob, msg_type, term, prev, ENTRIES_MAX)
+    expected = full(blob, msg_type, term, prev)
+    if fast is not None:
+        assert fast == expected, (blob, fast, expected)
+        assert all(type(e.data) is bytes for e in fast)
+    try:
+        answer: Any = pc._decode_entries(blob, msg_type, term, prev, ENTRIES_MAX)
+    except (ProtocolError, ValueError) as exc:
+        answer = (type(exc), str(exc))
+    assert answer == expected
+    return fast is not None
+
+
+@st.composite
+def appends(draw: Any) -> tuple[bytes, int, int]:
+    """A valid APPEND's blob (as the leader encodes it), its message term and prev index."""
+    prev = draw(st.integers(0, INDEX_MAX - ENTRIES_MAX))
+    if draw(st.booleans()):
+        prev = draw(st.integers(0, 1000))
+    count = draw(st.integers(1, 40))
+    term = draw(terms)
+    entry_terms = sorted(draw(st.lists(st.integers(1, term), min_size=count, max_size=count)))
+    entries = tuple(
+        Entry(prev + 1 + i, entry_terms[i], EntryKind.NORMAL, draw(datas)) for i in range(count)
+    )
+    return pc.encode_entries(entries), term, prev
+
+
+@settings(max_examples=400, deadline=None)
+@given(appends())
+def test_valid_appends_take_the_one_pass_with_the_full_paths_entries(
+    case: tuple[bytes, int, int],
+) -> None:
+    blob, term, prev = case
+    assert check(blob, MsgType.APPEND, term, prev)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(datas, min_size=1, max_size=30))
+def test_forwarded_proposals_take_the_one_pass(datas_: list[bytes]) -> None:
+    blob = pc.encode_entries(tuple(Entry(0, 0, EntryKind.NORMAL, d) for d in datas_))
+    assert check(blob, MsgType.PROPOSE, 7, 0)
+    assert not pc._entries_fast(blob, MsgType.APPEND, 7, 0, ENTRIES_MAX)  # index 0: refused
+    check(blob, MsgType.APPEND, 7, 0)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    appends(),
+    st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), max_size=4),
+    st.sampled_from(["flip", "cut", "insert", "append"]),
+    st.sampled_from([MsgType.APPEND, MsgType.PROPOSE, MsgType.HEARTBEAT]),
+    st.integers(-2, 2),
+)
+def test_damaged_blobs_get_the_full_paths_answer(
+    case: tuple[bytes, int, int],
+    edits: list[tuple[int, int]],
+    how: str,
+    msg_type: MsgType,
+    prev_shift: int,
+) -> None:
+    blob, term, prev = case
+    data = bytearray(blob)
+    for where, value in edits:
+        at = where % (len(data) + 1)
+        if how == "flip" and at < len(data):
+            data[at] = value
+        elif how == "cut":
+            del data[at:]
+        elif how == "insert":
+            data.insert(at, value)
+        else:
+            data.append(value)
+    check(bytes(data), msg_type, term, max(0, prev + prev_shift))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200), st.integers(0, 50), st.integers(0, 50))
+def test_random_bytes_get_the_full_paths_answer(blob: bytes, term: int, prev: int) -> None:
+    check(blob, MsgType.APPEND, term, prev)
+    check(blob, MsgType.PROPOSE, term, prev)
+
+
+LISTED: list[tuple[str, Any]] = [
+    ("empty array", []),
+    ("non-minimal index", None),
+    ("a CONF entry", [[1, 1, int(EntryKind.CONF), b"\x00"]]),
+    ("five fields", [[1, 1, 0, b"a", 0]]),
+    ("text data", [[1, 1, 0, "a"]]),
+    ("negative term", [[1, -1, 0, b"a"]]),
+    ("term above the message's", [[1, 99, 0, b"a"]]),
+    ("not contiguous", [[1, 1, 0, b"a"], [3, 1, 0, b"b"]]),
+    ("terms going back", [[1, 2, 0, b"a"], [2, 1, 0, b"b"]]),
+    ("index past 2**63 - 1", [[1 << 63, 1, 0, b"a"]]),
+    ("too many", [[i + 1, 1, 0, b""] for i in range(ENTRIES_MAX + 1)]),
+    ("unknown kind", [[1, 1, 9, b"a"]]),
+]
+
+
+def test_listed_shapes_take_the_full_path() -> None:
+    for what, value in LISTED:
+        # None: index 1 written in two bytes (cbor2 reads it; our encoder never writes it).
+        blob = b"\x81\x84\x18\x01\x01\x00\x41a" if value is None else cbor2.dumps(value)
+        assert pc._entries_fast(blob, MsgType.APPEND, 5, 0, ENTRIES_MAX) is None, what
+        check(blob, MsgType.APPEND, 5, 0)
+    good = pc.encode_entries((Entry(1, 1, EntryKind.NORMAL, b"a"),))
+    assert pc._entries_fast(good + b"\x00", MsgType.APPEND, 5, 0, ENTRIES_MAX) is None
+    assert pc._entries_fast(good, MsgType.APPEND, 5, 0, ENTRIES_MAX) is not None
