@@ -117,6 +117,9 @@ def main(argv: list[str]) -> int:
             )
             Path(ready).write_text("forked")
             results = pending.get(timeout=120)
+        # The workers' writes are committed; this process sees them once its replica has
+        # applied them: other processes' writes need a sync() (docs/library.md), as in prefork.
+        superstatic.sync()
         out = {"results": results, "parent_total": _FORKED[0].total}
     elif command == "prefork":
         children, calls, flag_key, ready = int(args[0]), int(args[1]), args[2], args[3]
