@@ -4,6 +4,7 @@ the node records (records.py, noderead.py, nodestore.py) read and write through 
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ from superstatic_agent import records as node_records
 
 # A sealed value ends with its CRC-32 over key and value.
 CHECKSUM_BYTES = 4
+_CHECKSUM = struct.Struct(">I")
 
 
 class Corrupt(Exception):
@@ -47,6 +49,13 @@ def seal(key: bytes, value: bytes) -> bytes:
     return value + crc.to_bytes(CHECKSUM_BYTES, "big")
 
 
+def seal_each(records: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """(key, seal(key, value)) of each (key, value), in order: a staged snapshot chunk's
+    ~35,000 records in one call, without a call per record."""
+    crc32, pack = zlib.crc32, _CHECKSUM.pack
+    return [(key, value + pack(crc32(value, crc32(key)))) for key, value in records]
+
+
 def unseal(db: str, key: bytes, sealed: bytes) -> bytes:
     """The value of a sealed record; Corrupt if its checksum does not match."""
     if len(sealed) < CHECKSUM_BYTES:
@@ -72,6 +81,14 @@ def record_put(
 
 
 def records(txn: lmdb.Transaction, db: Any, name: str) -> Iterator[tuple[bytes, bytes]]:
-    """(key, verified value) of every record of a db, in key order."""
+    """(key, verified value) of every record of a db, in key order (unseal's check inline: a
+    leader shipping a snapshot reads every record of its store through here)."""
+    crc32, unpack_from = zlib.crc32, _CHECKSUM.unpack_from
     for key, raw in txn.cursor(db=db):
-        yield bytes(key), unseal(name, key, raw)
+        end = len(raw) - CHECKSUM_BYTES
+        if end < 0:
+            raise Corrupt(name, key)
+        value = raw[:end]
+        if crc32(value, crc32(key)) != unpack_from(raw, end)[0]:
+            raise Corrupt(name, key)
+        yield bytes(key), value

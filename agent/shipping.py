@@ -9,6 +9,7 @@ chunks that arrive (`on_chunk`), and pumps the shipments once per turn. See docs
 from __future__ import annotations
 
 import contextlib
+import gc as python_gc
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -57,6 +58,24 @@ SHIPMENT_UNACKED_CHUNKS_MAX = 8
 # older than CHUNK_ACK, which does not pace, or a hostile peer sending tiny chunks): past this
 # the oldest is staged at once, so the queue stays bounded whatever arrives.
 STAGING_QUEUE_CHUNKS_MAX = SHIPMENT_UNACKED_CHUNKS_MAX + 1
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while one chunk is built or staged. Either
+    allocates ~100,000 small containers (a chunk's records as lists and tuples) that live
+    until the chunk is sent or stored: the collector ran its young generation every 700 of
+    them, traversing them all as they aged, and full collections over the agent's whole heap
+    came with it (about a fifth of the staging's CPU, docs/data-model-v2.md section 10.5),
+    to free nothing (they hold no cycles). It runs again between chunks."""
+    if not python_gc.isenabled():
+        yield
+        return
+    python_gc.disable()
+    try:
+        yield
+    finally:
+        python_gc.enable()
 
 
 @dataclass(slots=True)
@@ -209,7 +228,7 @@ class Shipping:
             self._staging = None
             return
         try:
-            with self.storage.env.begin(write=True) as txn:
+            with _collector_paused(), self.storage.env.begin(write=True) as txn:
                 self.sm.stage_chunk(txn, chunk.data)
         except ProtocolError as exc:
             self.drops.drop("snapshot_chunk_bad", f"from {sender}: {exc}")
@@ -336,12 +355,13 @@ class Shipping:
                     break  # the follower stages slower than we build: wait for its acks
                 try:
                     data = shipment.peek
-                    if data is None:
-                        data = next(shipment.chunks, None)
+                    with _collector_paused():
+                        if data is None:
+                            data = next(shipment.chunks, None)
+                        following = next(shipment.chunks, None)
                     shipment.peek = None
                     if data is None:
                         data = b""  # an empty table still sends one (empty) chunk
-                    following = next(shipment.chunks, None)
                 except Corrupt as exc:
                     self._end(shipment)
                     self._on_damage(exc)  # closes every shipment

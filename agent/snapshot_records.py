@@ -26,6 +26,7 @@ import cbor2
 import lmdb
 from superstatic_agent import records as layout
 from superstatic_agent.payload import loads_plain
+from superstatic_agent.sealed import seal_each
 from superstatic_agent.sessions import decode_session
 from superstatic_agent.storage import (
     KEY_APPLIED,
@@ -36,7 +37,6 @@ from superstatic_agent.storage import (
     record_get,
     record_put,
     records,
-    seal,
     staged_complete,
 )
 
@@ -134,19 +134,25 @@ def stage_chunk(
         expected = 0 if raw is None else int.from_bytes(raw, "big")
         if part != expected or staged_complete(txn, dbs):
             raise ProtocolError(f"snapshot chunk part {part} out of order (expected {expected})")
-    # Validated first, then written per db with one putmulti (appended: a db's records are
-    # shipped in key order, so each goes past the staged db's end; a key out of order or
-    # repeated is refused, not stored).
+    # Validated first (each db's run of the chunk at once: records.check_records), then
+    # written per db with one putmulti (appended: a db's records are shipped in key order, so
+    # each goes past the staged db's end; a key out of order or repeated is refused, not
+    # stored).
     runs: list[tuple[str, list[tuple[bytes, bytes]]]] = []
+    run_letter = ""
+    run: list[tuple[bytes, bytes]] = []
     for item in items:
         if not (type(item) is list and len(item) == 3):
             raise ProtocolError(f"snapshot chunk item is not [db, key, value]: {describe(item)}")
         letter, key, data = item
-        if type(letter) is not str or letter not in CHUNK_DBS:
-            raise ProtocolError(
-                f"snapshot chunk item names an unknown db {describe(letter)} (known: "
-                f"{' '.join(CHUNK_DBS)})"
-            )
+        if letter != run_letter or type(letter) is not str:
+            if type(letter) is not str or letter not in CHUNK_DBS:
+                raise ProtocolError(
+                    f"snapshot chunk item names an unknown db {describe(letter)} (known: "
+                    f"{' '.join(CHUNK_DBS)})"
+                )
+            run_letter, run = letter, []
+            runs.append((CHUNK_DBS[letter], run))
         if type(key) is not bytes or not 1 <= len(key) <= KEY_BYTES_MAX:
             raise ProtocolError(
                 f"snapshot chunk item of db {letter}: the key is 1..KEY_BYTES_MAX="
@@ -154,15 +160,14 @@ def stage_chunk(
             )
         if type(data) is not bytes:
             raise ProtocolError(f"snapshot chunk item of db {letter}: the value is not bytes")
-        name = CHUNK_DBS[letter]
-        check_item(name, key, data, sm_meta_keys)
-        if not runs or runs[-1][0] != name:
-            runs.append((name, []))
-        runs[-1][1].append((key, seal(key, data)))
+        run.append((key, data))
+    for name, records_ in runs:
+        check_run(name, records_, sm_meta_keys)
     for name, records_ in runs:
         cursor = txn.cursor(db=_db(dbs, "staging_" + name))
-        _consumed, added = cursor.putmulti(records_, append=True)
-        if added != len(records_):
+        sealed = seal_each(records_)
+        _consumed, added = cursor.putmulti(sealed, append=True)
+        if added != len(sealed):
             raise ProtocolError(f"snapshot chunk: keys of db {name} not in ascending order")
     record_put(txn, dbs.staging_state, STAGING_NEXT, (part + 1).to_bytes(8, "big"))
     if last:
@@ -171,6 +176,18 @@ def stage_chunk(
 
 def _is_int64(value: Any) -> bool:
     return type(value) is int and -layout.INT64_MAX - 1 <= value <= layout.INT64_MAX
+
+
+def check_run(
+    name: str, records_: list[tuple[bytes, bytes]], sm_meta_keys: frozenset[bytes]
+) -> None:
+    """check_item on every record of one db's run of a chunk (node dbs: all at once, as
+    records.check_records does; the same records pass and the same first refusal)."""
+    if name in ("sm_meta", "sessions"):
+        for key, data in records_:
+            check_item(name, key, data, sm_meta_keys)
+        return
+    layout.check_records("staging_" + name, records_)
 
 
 def check_item(name: str, key: bytes, data: bytes, sm_meta_keys: frozenset[bytes]) -> None:
