@@ -32,7 +32,8 @@ item; a Decimal mantissa over `DECIMAL_MANTISSA_BYTES_MAX`. Here:
   headers; maps by the object hook (a record never holds one: the full check decides). cbor2
   would build a simple value or `undefined`, which `scan` refuses: a value holding any byte
   that could start one (0xe0-0xf3, 0xf7, 0xf8) anywhere, even inside a string or an int's
-  argument, is left to the full check (one regular-expression pass over all the values);
+  argument, is not decoded here but by `loads` itself, its header walk included (one
+  regular-expression pass over all the values finds them);
 * the decoder reads the values end to end from one buffer: a value is decoded only if the
   decoder stopped exactly at its end (`tell()`), so neither trailing bytes nor a value that
   runs on into the next one are taken. After any doubt the next value is read by a new
@@ -51,10 +52,15 @@ import cbor2
 from superstatic.protocol.codec import (
     _SEMANTIC_KEPT,
     _SEMANTIC_REFUSED,
+    OID_CHARS_MAX,
+    TAG_REF,
     DecodeLimits,
+    Ref,
     _refuse,
     _tag_hook,
+    loads,
 )
+from superstatic.protocol.errors import ProtocolError
 
 # Longest value `loads_each` decodes; longer ones take the full check (their decoding, not the
 # header walk, is most of its cost). Ids, headers, entries and keys are far shorter.
@@ -62,6 +68,8 @@ SHORT_BYTES_MAX = 4096
 # Nesting of arrays the decoder follows; deeper values take the full check. A limit used here
 # must allow twice as much (a registry tag may wrap each array).
 SHORT_DEPTH_MAX = 16
+# Bytes the decoder reads ahead (cbor2's default, 4,096, copied a page per short value).
+_READ_BYTES = 16
 # Longest item `scalar_ok` answers for (a string with a one-byte length: 2 + 255 bytes).
 SCALAR_BYTES_MAX = 257
 
@@ -89,26 +97,34 @@ def _no_maps(*_args: Any) -> Any:
     raise cbor2.CBORDecodeError("a map (its full check decides)")
 
 
+def _ref_first(tag: cbor2.CBORTag, immutable: bool) -> Any:
+    """codec's tag hook, a Ref (the commonest tag in records) tested first: the same result."""
+    if tag.tag == TAG_REF:
+        oid = tag.value
+        if type(oid) is str and 0 < len(oid) <= OID_CHARS_MAX:
+            return Ref(oid)
+    return _tag_hook(tag, immutable)
+
+
 def _decoder(stream: io.BytesIO) -> Any:
     return cbor2.CBORDecoder(
         stream,
-        tag_hook=_tag_hook,
+        tag_hook=_ref_first,
         object_hook=_no_maps,
         semantic_decoders=_NATIVE_TAGS_REFUSED,
         max_depth=SHORT_DEPTH_MAX,
         allow_indefinite=False,
+        read_size=_READ_BYTES,
     )
 
 
 def loads_each(values: Sequence[bytes], limits: DecodeLimits) -> list[Any]:
     """`[loads(v, limits) for v in values]` where that is certain to decode, `UNSURE` in the
     other places (see the module's docstring). Never raises for what the values hold."""
-    out: list[Any] = [UNSURE] * len(values)
-    if limits.depth_max < 2 * SHORT_DEPTH_MAX + 2:
-        return out
+    if limits.depth_max < 2 * SHORT_DEPTH_MAX + 2 or not all(type(v) is bytes for v in values):
+        return [UNSURE] * len(values)
     longest = min(SHORT_BYTES_MAX, limits.bytes_max, limits.items_max)
-    picked = [i for i, v in enumerate(values) if type(v) is bytes and 0 < len(v) <= longest]
-    data = b"".join([values[i] for i in picked])
+    data = b"".join(values)
     # Offsets of every byte that could start a simple value, in order (then a sentinel).
     doubts = [found.start() for found in _SIMPLE_INITIAL.finditer(data)]
     doubts.append(len(data))
@@ -116,21 +132,33 @@ def loads_each(values: Sequence[bytes], limits: DecodeLimits) -> list[Any]:
     stream = io.BytesIO(data)
     decoder = _decoder(stream)
     decode, tell = decoder.decode, stream.tell
+    out: list[Any] = []
+    append = out.append
     end = 0
-    for i in picked:
+    for value in values:
         start = end
-        end += len(values[i])
+        end += len(value)
         while doubts[doubt] < start:
             doubt += 1
-        if doubts[doubt] >= end:
+        if end - start > longest:
+            append(UNSURE)
+        elif doubts[doubt] >= end:
             try:
-                value = decode()
+                decoded = decode()
             except Exception:  # cbor2 raises several types; the full check names the fault
-                value = UNSURE
-            if value is not UNSURE and tell() == end:
-                out[i] = value
+                decoded = UNSURE
+            if decoded is not UNSURE and tell() == end:
+                append(decoded)
                 continue
-        # In doubt: the next value is read from its own start by a decoder without state.
+            append(UNSURE)
+        else:
+            # A byte that may start a simple value (most often inside an int's argument: a
+            # value holding an int >= 24 has one in ~8% of its bytes): the walk decides.
+            try:
+                append(loads(value, limits))
+            except ProtocolError:
+                append(UNSURE)
+        # The next value is read from its own start by a decoder without state.
         stream.seek(end)
         decoder = _decoder(stream)
         decode = decoder.decode

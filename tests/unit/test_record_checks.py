@@ -309,30 +309,28 @@ def test_every_record_of_a_store_passes_and_both_ways_agree(tmp_path: Path) -> N
 
 
 def test_the_common_records_pass_without_the_full_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every workload record takes the cheaper checks, except a decoded value holding a byte
-    that may start a simple value (0xe0-0xf3, 0xf7, 0xf8: e.g. version 247), a few percent."""
-    full: list[tuple[str, bytes]] = []
+    """Every workload record takes the cheaper checks, those whose value holds a byte that may
+    start a simple value (0xe0-0xf3, 0xf7, 0xf8: e.g. version 247) included: their value
+    alone is decoded by codec.loads (the header walk), not the whole record by check_record."""
+    full: list[str] = []
     real = rec.check_record
 
     def counted(db: str, key: bytes, data: bytes) -> None:
-        full.append((db.removeprefix("staging_"), data))
+        full.append(db)
         real(db, key, data)
 
     monkeypatch.setattr(rec, "check_record", counted)
     records = workload_records(300)
+    doubtful = [
+        data for name in ("nodes", "entries") for _key, data in records[name] if DOUBTFUL & {*data}
+    ]
+    assert doubtful  # the walk's path is taken too
     for name in DBS:
         rec.check_records("staging_" + name, records[name])
-    doubtful = {
-        (name, data)
-        for name in ("nodes", "entries")
-        for _key, data in records[name]
-        if any(b in DOUBTFUL_BYTES for b in data)
-    }
-    assert set(full) == doubtful
-    assert 0 < len(full) < 0.05 * sum(len(r) for r in records.values())
+    assert full == []
 
 
-DOUBTFUL_BYTES = {*range(0xE0, 0xF4), 0xF7, 0xF8}
+DOUBTFUL = {*range(0xE0, 0xF4), 0xF7, 0xF8}
 
 
 def test_a_refused_run_raises_what_check_record_raises_for_its_first_bad_record() -> None:
