@@ -43,7 +43,8 @@ log = logging.getLogger("superstatic.agent")
 # made turns of a quarter second, and heartbeats late enough for elections.
 SHIPMENT_CHUNKS_PER_TURN_MAX = 2
 # ... and staged by a follower per loop turn (in bytes: this many chunks of the configured
-# size): staging validates every record (~100 ms a chunk), and a turn that took all a
+# size): staging validates every record (~40 ms a chunk of 1 MiB, ~100 ms before the
+# cheaper checks of docs/data-model-v2.md section 10.1), and a turn that took all a
 # leader had queued (recv_bytes_per_turn_max, 64 MiB) lasted seconds: the follower missed
 # heartbeats and campaigned while it received the snapshot.
 STAGING_CHUNKS_PER_TURN_MAX = 2
@@ -66,7 +67,7 @@ def _collector_paused() -> Iterator[None]:
     allocates ~100,000 small containers (a chunk's records as lists and tuples) that live
     until the chunk is sent or stored: the collector ran its young generation every 700 of
     them, traversing them all as they aged, and full collections over the agent's whole heap
-    came with it (about a fifth of the staging's CPU, docs/data-model-v2.md section 10.5),
+    came with it (about a fifth of the staging's CPU, docs/data-model-v2.md section 10.1),
     to free nothing (they hold no cycles). It runs again between chunks."""
     if not python_gc.isenabled():
         yield
@@ -133,7 +134,7 @@ class Shipping:
         self.drops = drops
         self._shipments: dict[str, Shipment] = {}
         self._staging: Staging | None = None
-        # Chunks received and not staged yet (staging one costs ~100 ms: a few per turn):
+        # Chunks received and not staged yet (staging one costs ~40 ms: a few per turn):
         # recv_bytes_max holds the intake to the staging rate once a snapshot arrives, and
         # on_chunk holds the queue to STAGING_QUEUE_CHUNKS_MAX whatever one turn brought.
         self._pending: deque[tuple[str, peer_codec.SnapshotChunk]] = deque()

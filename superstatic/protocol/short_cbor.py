@@ -1,5 +1,5 @@
 """Cheaper bounded decoding of many short CBOR items (a peer snapshot's records: a follower
-validates every one of them, docs/data-model-v2.md section 10.5).
+validates every one of them, docs/data-model-v2.md section 10.1).
 
 `codec.loads(data, limits)` first walks every item header in Python (`codec.scan`), then lets
 cbor2's C decoder build the value: for a record of a few dozen bytes the walk and the call
