@@ -26,17 +26,23 @@ Not a test. Two figures, each on a fresh LMDB environment with fsync off (apply 
   turn, applied through `StateMachine.apply_batch` `--per-ready` entries per write
   transaction (a Ready of the 3-client run carries ~10): microseconds of process CPU per
   entry, best and median of `--repeat` runs (docs/data-model-v2.md section 8.1).
+* `stage`: a follower's catch-up by peer snapshot, apart from the network: the `objects`
+  state shipped as chunks of 1 MiB and staged into a fresh store: CPU seconds of building the
+  chunks and of staging them, best of `--repeat`, Python's collector on and off
+  (docs/data-model-v2.md section 10.1).
 
     .venv/bin/python benchmarks/v2store_apply.py set
     .venv/bin/python benchmarks/v2store_apply.py objects --count 1000000
     .venv/bin/python benchmarks/v2store_apply.py replay --data-dir D --per-ready 16
     .venv/bin/python benchmarks/v2store_apply.py roots --count 100000
     .venv/bin/python benchmarks/v2store_apply.py batch --count 20000 --clients 3
+    .venv/bin/python benchmarks/v2store_apply.py stage --count 100000 --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import secrets
 import statistics
@@ -75,6 +81,9 @@ BATCH_THREADS = 16
 BATCH_CLIENTS_MAX = 1_000
 BATCH_COUNT_MAX = 10_000_000
 BATCH_REPEAT_MAX = 100
+# stage: the agent's default --snapshot-chunk-bytes-max, and the largest count.
+SNAPSHOT_CHUNK_BYTES = 1 << 20
+STAGE_COUNT_MAX = 10_000_000
 
 
 class Bench:
@@ -99,7 +108,9 @@ class Bench:
         pages = 0
         with self.env.begin() as txn:
             for name in NODE_DB_NAMES:
-                stat = txn.stat(self.env.open_db(name, txn=txn, create=False))
+                # The state machine's handles: an installed snapshot swapped the tables (the
+                # dbs named `oids`, ... are then the empty staging ones).
+                stat = txn.stat(getattr(self.sm.dbs, name.decode()))
                 pages += stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
         return pages * psize
 
@@ -136,30 +147,35 @@ def measure_set(ops_count: int) -> None:
             b.env.close()
 
 
+def load_objects(b: Bench, count: int) -> None:
+    """The catch-up workload's objects, applied OBJECTS_PER_TXN per entry."""
+    b.apply(
+        [
+            ["new", "@roots", "dict", [["bench.objects", Ref("c.root")]]],
+            ["new", "c.root", "dict", []],
+        ]
+    )
+    made_buckets: set[int] = set()
+    for first in range(0, count, OBJECTS_PER_TXN):
+        wire_ops: list[Any] = []
+        for i in range(first, min(first + OBJECTS_PER_TXN, count)):
+            bucket = i // OBJECTS_PER_BUCKET
+            if bucket not in made_buckets:
+                made_buckets.add(bucket)
+                wire_ops.append(["new", f"c.b{bucket}", "dict", []])
+                wire_ops.append(["set", "c.root", f"b{bucket}", Ref(f"c.b{bucket}")])
+            wire_ops.append(["new", f"c.o{i}", "dict", [["i", i], ["name", f"object {i}"]]])
+            wire_ops.append(["set", f"c.b{bucket}", f"o{i}", Ref(f"c.o{i}")])
+        b.apply(wire_ops)
+
+
 def measure_objects(count: int) -> None:
     with tempfile.TemporaryDirectory() as path:
         b = Bench(path, 16 << 30)
-        b.apply(
-            [
-                ["new", "@roots", "dict", [["bench.objects", Ref("c.root")]]],
-                ["new", "c.root", "dict", []],
-            ]
-        )
         rss_before = rss_bytes()
         bytes_before = b.node_bytes()
         started = time.perf_counter()
-        made_buckets: set[int] = set()
-        for first in range(0, count, OBJECTS_PER_TXN):
-            wire_ops: list[Any] = []
-            for i in range(first, min(first + OBJECTS_PER_TXN, count)):
-                bucket = i // OBJECTS_PER_BUCKET
-                if bucket not in made_buckets:
-                    made_buckets.add(bucket)
-                    wire_ops.append(["new", f"c.b{bucket}", "dict", []])
-                    wire_ops.append(["set", "c.root", f"b{bucket}", Ref(f"c.b{bucket}")])
-                wire_ops.append(["new", f"c.o{i}", "dict", [["i", i], ["name", f"object {i}"]]])
-                wire_ops.append(["set", f"c.b{bucket}", f"o{i}", Ref(f"c.o{i}")])
-            b.apply(wire_ops)
+        load_objects(b, count)
         seconds = time.perf_counter() - started
         node_bytes = b.node_bytes() - bytes_before
         rss = rss_bytes() - rss_before
@@ -181,6 +197,38 @@ def measure_objects(count: int) -> None:
                 f"{follower.node_bytes() / count:.0f} B/object"
             )
             follower.env.close()
+        b.env.close()
+
+
+def measure_stage(count: int, repeat: int) -> None:
+    """A peer snapshot of `count` objects built and staged in process: CPU seconds of building
+    its chunks (a leader) and of staging them into a fresh store (a follower), best of
+    `repeat`, with Python's cyclic collector on and off (the agent pauses it per chunk)."""
+    with tempfile.TemporaryDirectory() as path, tempfile.TemporaryDirectory() as other:
+        b = Bench(path, 16 << 30)
+        load_objects(b, count)
+        follower = Bench(other, 16 << 30)
+        for collector in (True, False):
+            (gc.enable if collector else gc.disable)()
+            build = stage = float("inf")
+            for _ in range(repeat):
+                started = time.process_time()
+                with b.env.begin() as txn:
+                    chunks = list(b.sm.snapshot_chunks(txn, SNAPSHOT_CHUNK_BYTES))
+                build = min(build, time.process_time() - started)
+                with follower.env.begin(write=True) as target:
+                    started = time.process_time()
+                    for chunk in chunks:
+                        follower.sm.stage_chunk(target, chunk)
+                    stage = min(stage, time.process_time() - started)
+                    target.abort()
+            print(
+                f"{count} objects, {len(chunks)} chunks of {SNAPSHOT_CHUNK_BYTES} bytes, "
+                f"collector {'on' if collector else 'off'}: building {build:.2f} CPU s, "
+                f"staging {stage:.2f} CPU s"
+            )
+        gc.enable()
+        follower.env.close()
         b.env.close()
 
 
@@ -320,14 +368,14 @@ def measure_batch(count: int, clients: int, per_ready: int, repeat: int) -> None
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("set", "objects", "replay", "roots", "batch"))
+    parser.add_argument("what", choices=("set", "objects", "replay", "roots", "batch", "stage"))
     parser.add_argument("--ops", type=int, default=2_000)
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--data-dir", help="replay: an agent's data folder")
     parser.add_argument("--per-ready", type=int, help="replay, batch: entries per txn (512, 10)")
     parser.add_argument("--cache-bytes", type=int, default=16 << 20, help="replay: record cache")
     parser.add_argument("--clients", type=int, default=3, help="batch: client sessions")
-    parser.add_argument("--repeat", type=int, default=5, help="batch: runs")
+    parser.add_argument("--repeat", type=int, default=5, help="batch, stage: runs")
     args = parser.parse_args(argv)
     if args.per_ready is None:
         args.per_ready = 10 if args.what == "batch" else 512
@@ -348,6 +396,12 @@ def main(argv: list[str]) -> None:
         if not 1 <= args.repeat <= BATCH_REPEAT_MAX:
             parser.error(f"--repeat is 1..BATCH_REPEAT_MAX={BATCH_REPEAT_MAX}")
         measure_batch(args.count, args.clients, args.per_ready, args.repeat)
+    elif args.what == "stage":
+        if not 1 <= args.count <= STAGE_COUNT_MAX:
+            parser.error(f"--count is 1..STAGE_COUNT_MAX={STAGE_COUNT_MAX} for stage")
+        if not 1 <= args.repeat <= BATCH_REPEAT_MAX:
+            parser.error(f"--repeat is 1..BATCH_REPEAT_MAX={BATCH_REPEAT_MAX}")
+        measure_stage(args.count, args.repeat)
     elif args.what == "replay":
         if not args.data_dir:
             parser.error("replay needs --data-dir")
