@@ -9,6 +9,7 @@ import dataclasses
 import decimal
 import math
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import cbor2
@@ -32,11 +33,15 @@ LIMITS = RECORD_LIMITS
 
 def same(a: Any, b: Any) -> bool:
     """Equal and of the same types all the way down (1, 1.0 and True are not the same value
-    here; NaN is itself)."""
+    here; NaN is itself, in a map or a frozenset too)."""
     if type(a) is not type(b):
         return False
     if type(a) in (list, tuple):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, Mapping):  # dict, or cbor2's frozendict inside a tag
+        return same(list(a.items()), list(b.items()))
+    if type(a) is frozenset:  # canonical: elements sorted by their encoding
+        return codec.dumps(a) == codec.dumps(b)
     if type(a) is float and math.isnan(a):
         return math.isnan(b)
     return bool(a == b)
