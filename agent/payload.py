@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import cbor2
 from superstatic_agent.raft.types import Entry, EntryKind
 
+from superstatic.protocol import codec
 from superstatic.protocol.errors import ProtocolError
 from superstatic.protocol.ops import describe
 from superstatic.protocol.wire import CLIENT_ID_CHARS_MAX
@@ -48,9 +49,9 @@ def _no_tags(*_args: Any) -> Any:
 
 
 # Every semantic tag cbor2 would build an object for (bignums, dates, regexes, MIME, shared
-# references, sets, ...), refused as well as unknown tags: the agent's own records are plain.
-_TAGS_REFUSED = {tag: _no_tags for tag in (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 100)}
-_TAGS_REFUSED.update({tag: _no_tags for tag in (256, 258, 260, 261, 1004, 55799)})
+# references, sets, IP addresses, ...), refused as well as unknown tags: the agent's own
+# records are plain. One list, codec's, so a tag cbor2 learns is refused everywhere at once.
+_TAGS_REFUSED = {tag: _no_tags for tag in codec.SEMANTIC_TAGS_NATIVE}
 
 
 def loads_plain(data: bytes, depth_max: int) -> Any:

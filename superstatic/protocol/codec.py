@@ -87,6 +87,9 @@ _SEMANTIC_KEPT = frozenset({2, 3, 4, 37})
 _SEMANTIC_REFUSED = (
     0, 1, 5, 25, 28, 29, 30, 35, 36, 52, 54, 100, 256, 258, 260, 261, 1004, 43000, 55799,
 )  # fmt: skip
+# Every tag cbor2 6.x builds an object for by itself: what a decoder of tag-free CBOR (the
+# agent's own records: agent/payload.py loads_plain) must refuse before anything is built.
+SEMANTIC_TAGS_NATIVE = _SEMANTIC_KEPT | frozenset(_SEMANTIC_REFUSED)
 # THE registry: every tag a superstatic value may carry. Anything else is refused.
 REGISTERED_TAGS = _SEMANTIC_KEPT | {
     TAG_TUPLE,

@@ -257,3 +257,20 @@ def test_only_removes_tells_the_writes_a_full_store_still_takes() -> None:
     assert not only_removes(
         encode_payload(Payload("txn", "c", 1, 0, 1, HOSTILE_BODIES["read version far below zero"]))
     )
+
+
+@pytest.mark.parametrize("tag", sorted(codec.SEMANTIC_TAGS_NATIVE))
+def test_the_agents_plain_records_build_no_object_of_any_tag_cbor2_knows(tag: int) -> None:
+    """Payloads, session records and snapshot chunks are tag-free CBOR: every tag cbor2 would
+    build natively (IPv4/IPv6 addresses and networks included, tags 52 and 54) is refused
+    before anything is built, not only the ones a list in the agent happened to name."""
+    from superstatic_agent.payload import loads_plain
+
+    for inner in (
+        b"\x44\x7f\x00\x00\x01",
+        b"\x50" + bytes(16),
+        b"\x82\x44\x7f\x00\x00\x01\x18\x18",
+    ):
+        data = cbor2.dumps(cbor2.CBORTag(tag, None))[:-1] + inner  # the tag's header, then `inner`
+        with pytest.raises(ProtocolError, match="not plain CBOR"):
+            loads_plain(data, 8)
