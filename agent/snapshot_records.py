@@ -139,7 +139,9 @@ def stage_chunk(
     # each goes past the staged db's end; a key out of order or repeated is refused, not
     # stored).
     runs: list[tuple[str, list[tuple[bytes, bytes]]]] = []
-    run_letter = ""
+    # No run before the first item: every name is checked at its first item (an initial ""
+    # matched an empty name, whose items were then neither checked nor staged).
+    run_letter: str | None = None
     run: list[tuple[bytes, bytes]] = []
     for item in items:
         if not (type(item) is list and len(item) == 3):

@@ -167,6 +167,10 @@ NID1 = layout.nid_key(1)
         ([["o", b"d", codec.encode_record(1, "dict", [])]], "unknown db"),
         ([["z", b"k", b""]], "unknown db"),
         ([[1, b"k", b""]], "unknown db"),
+        # An empty name, first in the chunk (review18: it matched the run-in-progress marker,
+        # so the item was neither checked nor staged and the chunk passed).
+        ([["", b"k", b""]], "unknown db"),
+        ([["", NID1, b"\xff\xff"], ["n", NID1, HEADER]], "unknown db"),
         ([["n", b"k" * 600, HEADER]], "KEY_BYTES_MAX=511"),
         ([["n", b"", HEADER]], "KEY_BYTES_MAX"),
         ([["n", "k", HEADER]], "KEY_BYTES_MAX"),
