@@ -215,3 +215,51 @@ def test_scalar_ok_on_every_short_prefix_and_the_common_keys() -> None:
         assert scalar_ok(cbor2.dumps(key)), key
     for unsure in ["é", "x" * 300, codec.Ref("c.1"), (1,), b"\xf7"]:
         assert not scalar_ok(unsure if type(unsure) is bytes else codec.dumps(unsure)), unsure
+
+
+def test_loads_each_on_every_split_of_a_run() -> None:
+    """A run's bytes cut into values at every one and every two offsets (review18): a value
+    ending mid-item, a string or an array running on into the next value, a failed value
+    before a valid one; whatever is decoded is what loads returns for that value alone."""
+    run = b"".join(
+        [
+            codec.dumps([6, 1, "obj"]),
+            b"\x62ab",
+            codec.dumps([6, 0, codec.Ref("c.o1")]),
+            b"\x82\x01",
+            codec.dumps(["c.o1", "dict", 5, 5, 2, None, 2]),
+            codec.dumps((1, -0.0, float("nan"))),
+        ]
+    )
+    decoded = 0
+    for first in range(len(run) + 1):
+        for second in range(first, len(run) + 1, 3):
+            out = assert_agrees([run[:first], run[first:second], run[second:]])
+            decoded += sum(got is not UNSURE for got in out)
+    assert decoded  # the splits at item boundaries are decoded here, not all left to loads
+
+
+def test_loads_each_on_tag_numbers_past_two_bytes() -> None:
+    """Tags of 4- and 8-byte numbers, the registry's and cbor2's native numbers plus 2**16 and
+    2**32 among them (a decoder truncating the number would take them for those): none is a
+    registered tag, so none is decoded."""
+    numbers = [1 << 16, (1 << 32) - 1, 1 << 32, 1 << 63, (1 << 64) - 1]
+    for base in (*codec.REGISTERED_TAGS, *codec.SEMANTIC_TAGS_NATIVE):
+        numbers += [base + (1 << 16), base + (1 << 32), base + (1 << 48)]
+    payloads = (hostile.uint(0), hostile.text("c.o1"), hostile.arr(hostile.uint(1)))
+    tagged = [hostile.tag(number, payload) for number in numbers for payload in payloads]
+    assert assert_agrees(tagged) == [UNSURE] * len(tagged)
+
+
+def test_loads_each_on_registry_tags_chained_around_the_depth_limits() -> None:
+    """cbor2's depth counts tags as well as arrays: frozensets of arrays and tuples of tuples
+    nested past SHORT_DEPTH_MAX and past DECODE_DEPTH_MAX agree with loads (review18)."""
+    frozen = hostile.tag(codec.TAG_FROZENSET, b"")
+    tuple_tag = hostile.tag(codec.TAG_TUPLE, b"")
+    values = []
+    for levels in (*range(1, 20), 127, 128, 129):
+        values.append((frozen + b"\x81") * levels + b"\x80")
+    for tags in (*range(1, 20), 254, 255, 256, 257):
+        values.append(tuple_tag * tags + b"\x81\x00")
+    out = assert_agrees(values)
+    assert out[0] == frozenset({()})  # the shallow ones are decoded here
