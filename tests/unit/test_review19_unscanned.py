@@ -62,3 +62,15 @@ def test_each_thread_decodes_with_its_own_decoder() -> None:
     for thread in threads:
         thread.join()
     assert not errors
+
+
+def test_bytes_left_over_by_one_input_never_reach_the_next() -> None:
+    # Trailing bytes make NOT_DECODED without an exception: the decoder is kept, and cbor2 had
+    # read them ahead into its buffer. The next input must be decoded alone (a cbor2 that kept
+    # its buffer across `fp` would decode the leftovers as the next body's start).
+    limits = ops.txn_limits()
+    for leftover in (b"\x02", b"\x82\x01", codec.dumps("y" * 5_000)):
+        for head in (b"\x01", codec.dumps("x" * 5_000)):
+            assert codec.loads_unscanned(head + leftover, limits) is codec.NOT_DECODED
+            assert codec.loads_unscanned(b"\x81\x05", limits) == [5]
+            assert codec.loads_unscanned(b"\x03", limits) == 3
