@@ -843,6 +843,8 @@ class _Decoders(threading.local):
 
 
 _DECODERS = _Decoders()
+# The longest input a reused decoder may keep alive until its thread's next call.
+_KEPT_INPUT_BYTES_MAX = 4096
 
 
 def loads_unscanned(data: bytes, limits: DecodeLimits) -> Any:
@@ -871,11 +873,15 @@ def loads_unscanned(data: bytes, limits: DecodeLimits) -> Any:
     except Exception:
         # Hostile or unusual input: loads says what it says. A decoder that failed half way
         # is not reused (its state is cbor2's business).
-        del decoders[setting]
+        decoders.pop(setting, None)
         return NOT_DECODED
-    if stream.tell() != len(data):
-        return NOT_DECODED
-    return value
+    end = stream.tell()
+    if len(data) > _KEPT_INPUT_BYTES_MAX:
+        # The decoder keeps `stream` until its next call: closed, it lets go of `data` (up to
+        # a whole EVENTS frame per thread, kept alive for nothing otherwise). Shorter inputs
+        # are not worth the call: cbor2 keeps its last read-ahead (4 KiB) anyway.
+        stream.close()
+    return value if end == len(data) else NOT_DECODED
 
 
 # ---------------------------------------------------------------------------------- values
