@@ -7,97 +7,32 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cbor2
 import lmdb
 import pytest
 from superstatic_agent import peer_codec
-from superstatic_agent.config import AgentConfig
 from superstatic_agent.raft.types import (
-    ConfState,
     Message,
     MsgType,
-    ProgressState,
-    Role,
     SnapshotMeta,
 )
 from superstatic_agent.sealed import Corrupt
-from superstatic_agent.shipping import Shipping
-from superstatic_agent.statemachine import StateMachine
-from superstatic_agent.storage import STAGING_NEXT, Storage
-from superstatic_agent.transport import DropCounter
-from support.v3store import fill
+from superstatic_agent.storage import STAGING_NEXT
+from support.shipping_sides import CHUNK_BYTES_MAX, CONF, TERM, Side, leader_and_follower
 
-CHUNK_BYTES_MAX = 700  # several chunks from the filled store
-TERM = 3
-CONF = ConfState.make(["a", "b"])
 TURNS_MAX = 500
-
-
-@dataclass
-class Node:
-    role: Role
-    term: int = TERM
-    commit: int = 0
-    base_conf: ConfState = CONF
-    first_index: int = 1_000
-
-    def progress(self) -> dict[str, tuple[int, int, str]]:
-        if self.role is not Role.LEADER:
-            return {}
-        return {"b": (0, 1, ProgressState.SNAPSHOT.value)}
-
-
-@dataclass
-class Peers:
-    sent: list[Any] = field(default_factory=list)
-
-    def send(self, _to: str, data: bytes) -> bool:
-        self.sent.append(peer_codec.decode(data))
-        return True
-
-
-@dataclass
-class Side:
-    shipping: Shipping
-    storage: Storage
-    drops: DropCounter
-    damage: list[Corrupt]
-
-
-def side(path: Path, node_id: str, role: Role, filled: bool) -> Side:
-    storage = Storage(path, fsync=False, map_bytes=64 << 20)
-    sm = StateMachine(storage.env)
-    if filled:
-        with storage.env.begin(write=True) as txn:
-            fill(txn, sm.dbs)
-    config = AgentConfig(
-        node_id=node_id,
-        data_dir=path,
-        peers={"a": "tcp://127.0.0.1:1", "b": "tcp://127.0.0.1:2"},
-        client_endpoint="tcp://127.0.0.1:3",
-        snapshot_chunk_bytes_max=CHUNK_BYTES_MAX,
-    )
-    drops, damage = DropCounter(), []
-    shipping = Shipping(config, Node(role), storage, sm, Peers(), drops, damage.append)  # type: ignore[arg-type]
-    return Side(shipping, storage, drops, damage)
 
 
 @pytest.fixture
 def sides(tmp_path: Path) -> Iterator[tuple[Side, Side]]:
     assert gc.isenabled()
-    leader = side(tmp_path / "a", "a", Role.LEADER, filled=True)
-    follower = side(tmp_path / "b", "b", Role.FOLLOWER, filled=False)
     try:
-        yield leader, follower
+        with leader_and_follower(tmp_path, damage_raises=False) as both:
+            yield both
     finally:
         gc.enable()  # whatever a failed test left: the other tests need it on
-        for one in (leader, follower):
-            one.shipping.close()
-            one.storage.close()
 
 
 def chunk_datas(leader: Side) -> list[bytes]:

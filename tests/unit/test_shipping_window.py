@@ -6,104 +6,29 @@ bounded whatever one turn's intake holds (an unpaced leader, a flood of tiny chu
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from superstatic_agent import peer_codec
-from superstatic_agent.config import AgentConfig
 from superstatic_agent.raft.types import (
-    ConfState,
     Message,
     MsgType,
-    ProgressState,
-    Role,
     SnapshotMeta,
 )
 from superstatic_agent.shipping import (
     SHIPMENT_UNACKED_CHUNKS_MAX,
     STAGING_CHUNKS_PER_TURN_MAX,
     STAGING_QUEUE_CHUNKS_MAX,
-    Shipping,
 )
-from superstatic_agent.statemachine import StateMachine
-from superstatic_agent.storage import Storage
-from superstatic_agent.transport import DropCounter
-from support.v3store import fill
+from support.shipping_sides import CHUNK_BYTES_MAX, CONF, TERM, Side, leader_and_follower
 
-CHUNK_BYTES_MAX = 700  # the filled store ships as far more chunks than one window
-TERM = 3
-CONF = ConfState.make(["a", "b"])
 TURNS_MAX = 500
-
-
-@dataclass
-class Node:
-    """What Shipping asks of the core: term, role, the follower's progress, the log's base."""
-
-    role: Role
-    term: int = TERM
-    commit: int = 0
-    state: ProgressState = ProgressState.SNAPSHOT
-    base_conf: ConfState = CONF
-    first_index: int = 1_000  # above the applied index: no conf entries to replay
-
-    def progress(self) -> dict[str, tuple[int, int, str]]:
-        return {"b": (0, 1, self.state.value)} if self.role is Role.LEADER else {}
-
-
-@dataclass
-class Peers:
-    """Records what is sent, decoded."""
-
-    sent: list[tuple[str, Any]] = field(default_factory=list)
-
-    def send(self, to: str, data: bytes) -> bool:
-        self.sent.append((to, peer_codec.decode(data)))
-        return True
-
-
-@dataclass
-class Side:
-    shipping: Shipping
-    peers: Peers
-    drops: DropCounter
-
-
-def side(path: Path, node_id: str, role: Role, filled: bool) -> tuple[Side, Storage]:
-    storage = Storage(path, fsync=False, map_bytes=64 << 20)
-    sm = StateMachine(storage.env)
-    if filled:
-        with storage.env.begin(write=True) as txn:
-            fill(txn, sm.dbs)  # applied index 40
-    config = AgentConfig(
-        node_id=node_id,
-        data_dir=path,
-        peers={"a": "tcp://127.0.0.1:1", "b": "tcp://127.0.0.1:2"},
-        client_endpoint="tcp://127.0.0.1:3",
-        snapshot_chunk_bytes_max=CHUNK_BYTES_MAX,
-    )
-    peers, drops = Peers(), DropCounter()
-
-    def damaged(exc: Exception) -> None:
-        raise AssertionError(f"store damaged: {exc}")
-
-    shipping = Shipping(config, Node(role), storage, sm, peers, drops, damaged)  # type: ignore[arg-type]
-    return Side(shipping, peers, drops), storage
 
 
 @pytest.fixture
 def sides(tmp_path: Path) -> Iterator[tuple[Side, Side]]:
-    leader, leader_store = side(tmp_path / "a", "a", Role.LEADER, filled=True)
-    follower, follower_store = side(tmp_path / "b", "b", Role.FOLLOWER, filled=False)
-    try:
-        yield leader, follower
-    finally:
-        leader.shipping.close()
-        follower.shipping.close()
-        leader_store.close()
-        follower_store.close()
+    with leader_and_follower(tmp_path, damage_raises=True) as both:
+        yield both
 
 
 def request() -> Message:
