@@ -52,6 +52,15 @@ def _plain(value: Any, memo: dict[int, Any], depth: int, hashable: bool = False)
     done = memo.get(id(value))
     if done is not None:
         return done
+    # The memo is keyed by id(): the original must live until the copy is done. A partial
+    # replica may otherwise evict a node whose proxy nothing else holds between two paths to
+    # it, fault it in again as a new proxy (a memo miss: the sharing lost in the copy), or let
+    # a new object take the old one's id (a wrong hit). copy.deepcopy's convention, so a
+    # memo shared with it (an obj's __deepcopy__) keeps both kinds alive in one list.
+    try:
+        memo[id(memo)].append(value)
+    except KeyError:
+        memo[id(memo)] = [value]
     source = _txn.view_of(node) if node is not None else value
     kind = node.kind if node is not None else tp.__name__
     if kind in ("dict", "obj"):
