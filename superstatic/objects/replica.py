@@ -1368,7 +1368,10 @@ def _touch_keys(record: dict[str, _Touch], oid: str, keys: Iterable[Any], shape:
 
 
 def _detach_ref(ref: Any, reason: str) -> None:
-    if isinstance(ref, NodeProxy):
+    # By type(), never isinstance(): isinstance reads `__class__` when the type does not match,
+    # and a hollow instance's every attribute read faults its node in (close() at exit raised
+    # from a partial replica holding one).
+    if issubclass(type(ref), NodeProxy):
         detached = _Detached(reason)
         ref.__wrapped__ = detached
         for name in type(ref)._READ_METHODS:  # replaces bound methods of the old container

@@ -34,3 +34,25 @@ def test_a_node_reached_by_two_paths_is_one_plain_object_on_an_evicting_replica(
         copied = plain(reader.root("model", dict))
         assert copied == {"a": {"a": {"a": []}}, ("pair", 1): {}, "b": [[]]}
         assert copied["b"][0] is copied["a"]["a"]["a"]
+
+
+def test_closing_a_partial_replica_that_holds_hollow_instances_raises_nothing(
+    tmp_path: Path,
+) -> None:
+    """Session.close() detaches every node's ref; a hollow instance (a shared object whose node
+    was evicted) must be detached without faulting it in (it raised Error at exit)."""
+    from superstatic.objects import hollow
+    from superstatic.objects.replica import _detach_ref
+    from superstatic.protocol.errors import Error
+
+    class Thing:
+        pass
+
+    stub = object.__new__(hollow.hollow_class(Thing))
+    _detach_ref(stub, "closed here")  # no fault, no raise
+    try:
+        stub.anything  # noqa: B018
+    except Error as exc:
+        assert "closed here" in str(exc)
+    else:
+        raise AssertionError("a detached instance served a read")
