@@ -48,6 +48,11 @@ EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("id", "term", "applied", "log_first", "log_last", "members"),
     ),
     "agent %s stopped at applied %d": ("agent_stopped", ("id", "applied")),
+    (
+        "member %s is at %s in the configuration this agent holds, not at %s as its flags say: "
+        "the held address is used (a member moves by a membership change: remove it, then add "
+        "it again at its new address)"
+    ): ("member_address_differs", ("member", "held", "given")),
     "became leader in term %d": ("became_leader", ("term",)),
     "following leader %s in term %d": ("following_leader", ("leader", "term")),
     "lost the leader (term %d, now %s)": ("lost_leader", ("term", "role")),

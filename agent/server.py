@@ -417,6 +417,7 @@ class Server:
         self._space = self.storage.space()
         self._space_taken = 0
         self._appends_refused = False
+        self._warn_moved_addresses()
         log.info(
             "agent %s starting: term %d, applied %d, log %d..%d, members %s",
             self.id,
@@ -427,6 +428,26 @@ class Server:
             ",".join(self.node.conf.members()),
         )
         self.observer.start(self)
+
+    def _warn_moved_addresses(self) -> None:
+        """Says which members --peers (or --listen) places elsewhere than the configuration
+        this agent holds. The held configuration wins: it is what a quorum agreed on, and
+        flags given to one agent must not change the membership behind the others' backs. So
+        a cluster restarted on new ports with its old data directories never elects (each
+        agent dials the old addresses): without this line nothing said why."""
+        held = dict(self.node.conf.addresses)
+        given = dict(self.config.peers)
+        given[self.id] = self.config.peer_endpoint
+        for member in sorted(held.keys() & given.keys()):
+            if held[member] != given[member]:
+                log.warning(
+                    "member %s is at %s in the configuration this agent holds, not at %s as "
+                    "its flags say: the held address is used (a member moves by a membership "
+                    "change: remove it, then add it again at its new address)",
+                    member,
+                    held[member],
+                    given[member],
+                )
 
     def _scrub_and_repair(self) -> None:
         started = self.clock.monotonic()

@@ -88,6 +88,30 @@ def test_json_logs_from_a_real_agent(tmp_path: Path) -> None:
     assert starting["fields"]["members"] == "a"
 
 
+def test_an_agent_says_when_its_flags_move_a_member_its_configuration_places_elsewhere(
+    tmp_path: Path,
+) -> None:
+    # A cluster restarted on new ports with its old data never elects (the held configuration
+    # names the old addresses, and it wins over one agent's flags): the log must say why.
+    with LocalCluster(tmp_path / "agents", size=1, agent_args=["--log-format", "json"]) as c:
+        c.start()
+        c.leader()
+        c.stop("a")
+        spec = c.agents["a"]
+        old = spec.peer_endpoint
+        spec.peer_endpoint = f"tcp://127.0.0.1:{free_port()}"
+        c.start_agent("a")
+        c.leader()
+        c.stop("a")
+        assert spec.log_path is not None
+        lines = [json.loads(line) for line in spec.log_path.read_text().splitlines() if line]
+    moved = [line for line in lines if line["event"] == "member_address_differs"]
+    # Only the restart on the new port says it, and names both addresses.
+    assert len(moved) == 1, moved
+    assert moved[0]["level"] == "warning"
+    assert moved[0]["fields"] == {"member": "a", "held": old, "given": spec.peer_endpoint}
+
+
 def test_a_non_loopback_metrics_address_needs_insecure(tmp_path: Path) -> None:
     done = subprocess.run(
         [
