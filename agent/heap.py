@@ -134,8 +134,12 @@ class LoadRead:
         self._answer.add(oid)
         header = found[1]
         if header.kind == "dict" and not whole and _per_key(oid, header):
-            if oid not in self._held:
-                self._lead.append(_header_item(header))
+            # Sent even if the subscriber holds the dict already (keys asked of it, or made by
+            # it): the app waits for the oid it named, and only an item naming it answers it.
+            # Skipped when held, the root table probe of an app that had asked a root's key
+            # before the table existed went unanswered until its request timeout (docs/agent.md,
+            # "Subscriptions").
+            self._lead.append(_header_item(header))
             self._held.add_header(oid)
             return
         self._held.add(oid, self.index, self._restart)

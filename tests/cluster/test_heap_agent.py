@@ -331,3 +331,19 @@ def test_a_root_is_found_by_key_and_its_node_comes_with_it(
     app.wait_for("the held root's write", lambda: app.applied() >= mine)
     indexes = [e[0] for e in app.events()]
     assert mine in indexes and other not in indexes
+
+
+def test_a_load_naming_the_root_table_is_answered_though_keys_of_it_are_held(
+    writer: RawClient, app: HeapClient
+) -> None:
+    """The library asks whether the root table exists by a LOAD naming "@roots" (its probe)
+    even when it asked keys of it before (held per key here since): the answer names the table
+    (it named nothing, and the app waited out its request timeout: docs/agent.md,
+    "Subscriptions")."""
+    commit(writer, [["set", "@roots", "h9", 1]])
+    app.subscribe(0)
+    keyed = app.send(wire.FrameType.LOAD, wire.load_body(app.sub, [], [("@roots", ["h9"])]))
+    app.loaded(keyed)
+    probe = app.load(["@roots"])
+    items = [i for f in app.loaded(probe) for i in f.body["items"]]
+    assert [i[:4] for i in items] == [[0, "@roots", "dict", None]]

@@ -225,3 +225,34 @@ def test_the_creator_of_the_root_table_is_answered_keys_of_it(h: Harness) -> Non
     (run,) = [i for i in items if i[0] == wire.ITEM_KEY_RUN]
     assert codec.loads(run[2]) == [["b", 2]]
     assert codec.loads(run[3]) == ["missing"]
+
+
+def test_the_root_table_asked_by_oid_is_answered_though_its_keys_are_held(h: Harness) -> None:
+    # The loadbug: an app asks a root's key before the root table exists (held per key from
+    # then on, for the table's creation), another app creates the table, and the first app
+    # asks whether it exists (Replica._probe_roots: a LOAD naming "@roots") before the
+    # creating event reached it. The answer must name the table: it was left out because the
+    # subscriber held it already, and the app waited out its request timeout.
+    h.commit([["new", "x", "dict", []]], client=OTHER)
+    subscribe(h)
+    assert load(h, 8, [], [("@roots", ["a"])]) == [[wire.ITEM_ABSENT, "@roots"]]
+    h.commit([["new", "@roots", "dict", [["b", 1]]]], client=OTHER)
+    assert load(h, 9, ["@roots"]) == [[0, "@roots", "dict", None, 2, 1]]
+    assert held_keys(h) == {"@roots": {"a"}}, "the keys held stay held"
+
+
+def test_a_dict_held_whole_or_per_key_asked_by_oid_is_named_in_the_answer(h: Harness) -> None:
+    # The creator of the root table holds it whole here (its new nodes join its held set),
+    # and a dict asked a key first holds it per key: a LOAD naming either gets its header.
+    entries = [[f"k{i}", i] for i in range(heap.LOAD_WHOLE_ENTRIES_MAX + 1)]
+    subscribe(h)
+    pump(h)  # the stream starts: the events after it pass, the app's own creations with them
+    h.commit([["new", "@roots", "dict", []]], client="me")
+    h.commit([["new", "big", "dict", entries], ["set", "@roots", "big", Ref("big")]])
+    pump(h)
+    assert load(h, 8, [], [("big", ["k1"])])[0][:2] == [0, "big"]
+    items = load(h, 9, ["@roots", "big"])
+    assert [i[:2] for i in items] == [[0, "@roots"], [0, "big"]]
+    held = h.streams._subscribers[b"app"].held
+    assert held is not None and "@roots" in held.since, "held whole still"
+    assert held_keys(h) == {"big": {"k1"}}
