@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from superstatic.objects import values as _values
-from superstatic.objects.replica import ROOTS_OID
 from superstatic.protocol import keynorm, wire
 from superstatic.protocol.errors import Error, ProtocolError, Unavailable
 
@@ -160,8 +159,12 @@ class HeapIo:
                 self.asked.pop(wait_key, None)
             for node in loaded.nodes:
                 self._whole.discard(node[0])
-            if ROOTS_OID in loaded.absent:
-                for wait_key in [k for k in self.asked if type(k) is tuple and k[0] == ROOTS_OID]:
+            if loaded.absent:
+                # Keys asked of a node answered absent are answered with it: the root table's
+                # are absent, another dict's waiters find it gone (Replica._drop). Left asked,
+                # they were asked again on every new subscription until they timed out.
+                gone = set(loaded.absent)
+                for wait_key in [k for k in self.asked if type(k) is tuple and k[0] in gone]:
                     del self.asked[wait_key]
 
     def stop(self, error: BaseException) -> None:

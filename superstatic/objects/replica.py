@@ -1251,6 +1251,11 @@ class Replica:
             wait = self._loads.pop(oid, None)
             if wait is not None:
                 wait.done.set()  # the waiter finds the node dead
+            if self._loads:
+                # Keys of it being loaded (a per-key dict): their waiters find it dead too. No
+                # answer would settle them: the agent answers a gone node absent by its oid.
+                for wait_key in [k for k in self._loads if type(k) is tuple and k[0] == oid]:
+                    self._loads.pop(wait_key).done.set()
         adopted = self._adopt.pop(oid, None)
         if adopted is not None:
             adopted.dead = True
