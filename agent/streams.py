@@ -244,6 +244,10 @@ class Streams(PartialStreams):
                 continue  # the app's queue or backlog was full: retried at the next tick
             if sub.hold_parts_left:
                 continue  # waits for its HOLD frames
+            if sub.loads and sub.loads[0].start:
+                if self._load_ready(sub, sub.loads[0], applied):
+                    return True
+                continue  # nothing is sent before a start answer (_next_stream_frame)
             if sub.snapshot_nodes is not None or sub.next_index <= applied:
                 return True
             if sub.loads and self._load_ready(sub, sub.loads[0], applied):
@@ -404,6 +408,11 @@ class Streams(PartialStreams):
             loaded = self._next_load_frame(sub, applied)
             if loaded:
                 return True
+            if sub.loads[0].start:
+                # The stream begins after its start answer (it waits for a reader slot): an
+                # event sent before it is skipped by it, and one the log no longer holds queued
+                # a start answer again, and again (a RecursionError out of pump).
+                return False
             if loaded is None:
                 # The LOADED waits for the events up to its index: they go first.
                 applied = min(applied, sub.loads[0].index)

@@ -322,3 +322,53 @@ def test_a_load_waiting_for_a_reader_slot_holds_back_neither_events_nor_the_loop
     assert h.streams.has_work(h.index)
     pump(h)
     assert [shape(f) for f in stream(h)][-1] == ("LOADED", 2)
+
+
+def test_nothing_goes_before_a_start_answer_waiting_for_a_reader_slot(h: Harness) -> None:
+    graph(h)
+    h.streams._snapshot_streams = streams.SNAPSHOT_STREAMS_MAX  # every reader slot taken
+    subscribe_partial(h)
+    h.commit([["set", "c.1", "k", 1]])  # the subscriber's own write: it would pass
+    pump(h)
+    assert stream(h) == [], "events before the answer the stream starts after"
+    assert not h.streams.has_work(h.index), "nothing to do until a slot frees"
+    h.streams._snapshot_streams = 0
+    assert h.streams.has_work(h.index)
+    pump(h)
+    assert [shape(f) for f in stream(h)] == [("LOADED", h.index)]
+
+
+def test_a_held_snapshot_waiting_for_a_reader_slot_is_queued_once(h: Harness) -> None:
+    # A partial subscriber behind the log with every reader slot taken: its start answer could
+    # not be served, its cursor went on to the events, found them compacted and queued another
+    # start answer, and so on (a RecursionError out of Streams.pump).
+    graph(h)
+    subscribe_partial(h)
+    load(h, 9, ["c.2"])
+    pump(h)
+    h.clients.send = lambda who, data: "full"  # type: ignore[method-assign]
+    for i in range(3):
+        h.commit([["set", "c.2", "x", i]])
+    first = h.index + 1
+
+    def compacted(start: int, count_max: int, bytes_max: int) -> Any:
+        raise Trimmed(start, first)
+
+    h.storage.events = compacted  # type: ignore[method-assign]
+    h.streams.snapshot_installed(h.index)
+    del h.clients.send
+    h.streams._snapshot_streams = streams.SNAPSHOT_STREAMS_MAX
+    recursed = False
+    try:
+        pump(h)
+    except RecursionError:
+        recursed = True  # (asserted outside: its traceback is thousands of frames)
+    assert not recursed, "a start answer was queued again and again"
+    sub = h.streams._subscribers[b"app"]
+    assert [job.start for job in sub.loads] == [True]
+    assert not h.streams.has_work(h.index)
+    h.streams._snapshot_streams = 0
+    pump(h)
+    last = stream(h)[-1]
+    assert last.type is wire.FrameType.LOADED and last.body["load"] == 0
+    assert last.body["index"] == h.index and not sub.loads
