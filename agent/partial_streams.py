@@ -224,9 +224,7 @@ class PartialStreams:
                 if later is not job and 0 <= later.index < job.index:
                     # Read before the index the app now jumps to: it would show an older
                     # state than the app has seen. Read again when its turn comes.
-                    self._end_load(later)
-                    later.index, later.part, later.built_bytes = -1, 0, 0
-                    later.frames.clear()
+                    self._unserve(later)
         try:
             while job.rest is not None and job.built_bytes < heap.LOAD_BUILT_BYTES_MAX:
                 data, _last = self._load_frame(sub, job)
@@ -235,6 +233,24 @@ class PartialStreams:
         finally:
             read.stop_prefetch()
         return True
+
+    def _unserve(self, job: heap.LoadJob) -> None:
+        """Forgets a served job's read (its reader slot, its built frames): it is read again
+        when its turn comes. Only for a job none of whose frames was sent."""
+        self._end_load(job)
+        job.index, job.part, job.built_bytes = -1, 0, 0
+        job.frames.clear()
+
+    def _held_snapshot(self, sub: Subscriber) -> None:
+        """Queues a held snapshot first (a partial subscriber behind the log, section 4.1).
+        A LOAD served already waits for the events before its index, which are gone: none of
+        its frames was sent, and it lets its reader slot go. Kept, the snapshot in front of it
+        waited for a slot of its own, and with every slot held so, no subscriber ever moved
+        again (review 20)."""
+        for job in sub.loads:
+            if job.index >= 0:
+                self._unserve(job)
+        sub.loads.appendleft(heap.LoadJob(0, (), start=True))
 
     def _load_frame(self, sub: Subscriber, job: heap.LoadJob) -> tuple[bytes, bool]:
         """Reads and encodes the job's next LOADED frame; the last one releases its reader."""

@@ -429,7 +429,7 @@ class Streams(PartialStreams):
             if sub.held is not None:
                 # A partial subscriber behind the log: a held snapshot, every node it holds
                 # read at this agent's index, and the stream goes on after it (section 4.1).
-                sub.loads.appendleft(heap.LoadJob(0, (), start=True))
+                self._held_snapshot(sub)
                 return self._next_stream_frame(sub, applied)
             if not sub.streamed:
                 sub.needs_snapshot = True  # at subscribe time: catch up from a snapshot
