@@ -768,8 +768,17 @@ class Replica:
     def _install_keys(self, oid: str, items: list[Any], absent_keys: list[Any]) -> list[Any]:
         """Keys of a per-key node (a key run); returns their (oid, key) waits."""
         node = self.nodes.get(oid)
-        if node is None or node.state != PARTIAL:
+        if node is None or node.kind != "dict":
             raise ProtocolError(f"object {oid}: a key run for an object not held per key")
+        if node.state != PARTIAL:
+            # Loaded whole since the key was asked (another thread read its shape): the agent
+            # holds it whole from that earlier answer on and answers the key with a run its
+            # held set covers (agent/heap.py). The node (or, hollowed meanwhile, its next load)
+            # answers the key: the run only settles its waits. Refused, the connection
+            # resubscribed, was sent the same run, and the key's read raised Unavailable at
+            # its timeout (review 20).
+            keys = [*(pair[0] for pair in items), *absent_keys]
+            return [(oid, self._resolve_key(wire_key, {})) for wire_key in keys]
         live: PartialDict = node.live
         if oid == ROOTS_OID:
             self._roots_exist = True

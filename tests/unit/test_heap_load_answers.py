@@ -7,10 +7,8 @@
    named nothing (the agent left the header out of an answer for a dict the subscriber held
    already), so the app waited out its request timeout: "1 object(s) could not be loaded ...
    within 30000 ms" in tests/cluster/test_fidelity_cluster.py, 1 run in 6 to 8 under load
-   (docs/agent.md, "Subscriptions"). Here the app's I/O thread is this test's thread: what
-   the replica asks for goes to the agent's `Streams` (tests/support/stream_harness.py) as a
-   LOAD frame, and every frame the agent sends is fed to the replica through the library's
-   own `StreamFeeder`, in order.
+   (docs/agent.md, "Subscriptions"). The app and the agent's real streams are
+   tests/support/heap_stream_app.py's.
 2. A key asked of a per-key dict that is collected meanwhile: the agent answers the dict
    absent by its oid, and the key's waiter must find it gone at once (it waited out
    LOAD_WAIT_S_MAX and raised `Unavailable`), and the connection must not ask the key again.
@@ -18,97 +16,25 @@
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support import heap_io_fake
 from support.heap_inproc import WHOLE_ENTRIES_MAX, partial_session
+from support.heap_stream_app import App
 from support.inproc import InprocCluster
 from support.stream_harness import Harness
 
-from superstatic.client.stream import Loaded, StreamFeeder
+from superstatic.client.stream import Loaded
 from superstatic.objects import replica as replica_module
 from superstatic.objects.node import PARTIAL, node_of
-from superstatic.objects.replica import Replica
-from superstatic.objects.values import wire as wire_value
-from superstatic.protocol import wire
 from superstatic.protocol.errors import Error
 
-SUB = 5
 # Writes after the dict's last reference went, at most, before the collection must have run
 # (agent/gc.py: when the candidates pass the nodes alive, a handful here).
 COLLECT_WRITES_MAX = 50
-ME = "me"
 OTHER = "other"
-# How long this test waits for the replica's thread to ask, or to finish once answered: a
-# bound on a hang, never a measure (both happen at once when the code is right).
-WAIT_S_MAX = 30.0
-
-
-class App:
-    """A partial replica subscribed to the harness's agent streams, with the library's feeder."""
-
-    def __init__(self, h: Harness) -> None:
-        self.h = h
-        self.replica = Replica()
-        self.asked: queue.Queue[tuple[list[str], list[tuple[str, list[Any]]], bool]]
-        self.asked = queue.Queue()
-        self.replica.start_partial(0, self._loader, 1 << 30)
-        self.replica.io_thread = threading.get_ident()
-        self.feeder = StreamFeeder(self.replica, filtered=True)
-        self.fed = 0  # frames of the fake socket fed so far
-        self.req_ids = iter(range(100, 1_000))
-        body = wire.subscribe_body(0, heap="partial", client=ME)
-        h.streams.on_subscribe(b"app", wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
-        self.pump()  # the subscription's first answer: the replica starts at its index
-
-    def _loader(self, oids: list[str], keys: list[tuple[str, list[Any]]], whole: bool) -> None:
-        self.asked.put((oids, keys, whole))
-
-    def pump(self) -> None:
-        """The agent sends what is due; the replica is fed every frame, as the I/O thread does."""
-        for _ in range(4):
-            self.h.streams.clear_body_cache()
-            self.h.streams.pump(self.h.index, 0.0)
-        frames = [wire.decode(d, wire.AGENT_TO_CLIENT) for who, d in self.h.clients.sent]
-        for frame in frames[self.fed :]:
-            assert frame.req_id == SUB and frame.type is not wire.FrameType.ERROR, frame
-            if frame.type is wire.FrameType.LOADED:
-                self.feeder.feed_loaded(frame.body)
-            else:
-                self.feeder.feed_events(frame.body)
-        self.fed = len(frames)
-
-    def serve(self) -> None:
-        """Sends the LOAD the replica's thread asked for, then what the agent answers."""
-        oids, keys, whole = self.asked.get(timeout=WAIT_S_MAX)
-        wire_keys = [(oid, [wire_value(k) for k in ks]) for oid, ks in keys]
-        req_id = next(self.req_ids)
-        body = wire.load_body(SUB, oids, wire_keys, whole=whole)
-        frame = wire.Frame(wire.FrameType.LOAD, req_id, body)
-        self.h.streams.on_heap(b"app", wire.parse_heap_request(frame), req_id)
-        self.pump()
-
-    def read(self, read: Callable[[], Any]) -> Any:
-        """`read` on another thread (it waits for its load), answered from this one."""
-        out: list[Any] = []
-        thread = threading.Thread(target=lambda: out.append(read()), daemon=True)
-        thread.start()
-        try:
-            self.serve()
-            # The answer was installed as it was fed: nothing may still wait for it.
-            assert not self.replica._loads, f"unanswered: {list(self.replica._loads)}"
-            thread.join(WAIT_S_MAX)
-            assert out, "the read was not answered"
-            return out[0]
-        finally:
-            # A wait left unanswered is failed, so the thread ends with the test.
-            self.replica.load_failed(list(self.replica._loads), Error("the test ended"))
-            thread.join(WAIT_S_MAX)
 
 
 @pytest.fixture
