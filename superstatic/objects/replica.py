@@ -820,6 +820,7 @@ class Replica:
         records = nodes if isinstance(nodes, list) else list(nodes)
         runs = key_runs if isinstance(key_runs, list) else list(key_runs)
         per_key = per_key if isinstance(per_key, list) else list(per_key)
+        absent = absent if isinstance(absent, list) else list(absent)
         self._hold_bodies()
         try:
             with self.lock:
@@ -831,6 +832,14 @@ class Replica:
                     if node is not None and node.state == HELD:
                         self.hollow(node)  # refilled below, at `index`
                         self._drops.pop()  # the agent holds it: no DROP
+                for oid in absent:
+                    node = self.nodes.get(oid)
+                    if node is not None and node.state == HELD and oid not in self._adopt:
+                        # Collected in the gap: it dies, as on a full replica after a snapshot
+                        # (install keeps a held node, for a load answered before its own
+                        # creation applied; `_adopt` holds those still in flight). Kept, it
+                        # stayed readable as if it existed (review 20).
+                        self._drop(oid)
                 for oid in {*per_key, *(run[0] for run in runs)}:
                     node = self.nodes.get(oid)
                     if node is not None and node.state == PARTIAL:

@@ -42,6 +42,7 @@ class App:
         self.fed = 0  # frames of the fake socket fed so far
         self.req_ids = iter(range(100, 1_000))
         self.threads: list[threading.Thread] = []
+        self.raised: list[Exception] = []  # by the reads on other threads
         body = wire.subscribe_body(0, heap="partial", client=ME)
         h.streams.on_subscribe(b"app", wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
         self.pump()  # the subscription's first answer: the replica starts at its index
@@ -78,13 +79,14 @@ class App:
         self.pump()
 
     def start_read(self, read: Callable[[], Any], out: list[Any]) -> None:
-        """`read` on another thread: its result (or the exception it raised) goes to `out`."""
+        """`read` on another thread: its result goes to `out`, or the exception it raised to
+        `self.raised` (kept apart: `isinstance` of a hollow proxy would fault it in)."""
 
         def run() -> None:
             try:
                 out.append(read())
-            except Exception as exc:  # (the test asserts on it)
-                out.append(exc)
+            except Exception as exc:  # (the caller raises it)
+                self.raised.append(exc)
 
         thread = threading.Thread(target=run, daemon=True)
         self.threads.append(thread)
@@ -105,9 +107,9 @@ class App:
             # The answer was installed as it was fed: nothing may still wait for it.
             assert not self.replica._loads, f"unanswered: {list(self.replica._loads)}"
             self.threads[-1].join(WAIT_S_MAX)
+            if self.raised:
+                raise self.raised.pop()
             assert out, "the read was not answered"
-            if isinstance(out[0], Exception):
-                raise out[0]
             return out[0]
         finally:
             self.finish()

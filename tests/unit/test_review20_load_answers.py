@@ -8,6 +8,9 @@ holding the dict whole by then, took that run for a protocol error ("a key run f
 not held per key"): the connection resubscribed, asked the key again, got the same run, and so
 on until the key's wait expired and the read raised `Unavailable` (the dict was there all
 along).
+
+A held snapshot (the app behind the log) answering absent a node the replica held whole left it
+held: a collected node, alive in this replica only.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from superstatic_agent.storage import Trimmed
 from support.heap_inproc import WHOLE_ENTRIES_MAX
 from support.heap_stream_app import WAIT_S_MAX, App
 from support.stream_harness import Harness
@@ -25,6 +29,8 @@ from superstatic.objects.node import HELD, PARTIAL
 from superstatic.protocol.codec import Ref
 
 OTHER = "other"
+# Writes that drop a reference, at most, before the collection must have run (agent/gc.py).
+COLLECT_WRITES_MAX = 50
 BIG = "c.1"
 
 
@@ -62,5 +68,61 @@ def test_a_key_asked_while_the_whole_dict_loads_is_answered(h: Harness) -> None:
             thread.join(WAIT_S_MAX)
         assert shape == [WHOLE_ENTRIES_MAX + 1] and key == [7]
         assert node.state == HELD and not app.replica._loads
+    finally:
+        app.finish()
+
+
+def test_a_held_node_a_held_snapshot_answers_absent_dies(h: Harness) -> None:
+    """A partial replica behind the log gets a held snapshot (docs/virtual-heap.md 4.1): a node
+    it held whole that was collected in the gap is answered absent and must die, as on a full
+    replica after a snapshot (`Replica._swap_in`). It stayed held: its old contents readable
+    by a body as if it existed, on the clock, and declared again on every resubscription."""
+    h.sm.gc_threshold = 1  # a collection at every write that drops a reference
+    h.commit(
+        [
+            ["new", "@roots", "dict", [["p", Ref("c.1")], ["q", Ref("c.2")]]],
+            ["new", "c.1", "obj", ["Point", [["x", 1]]]],
+            ["new", "c.2", "obj", ["Point", [["x", 2]]]],
+        ],
+        client=OTHER,
+    )
+    app = App(h)
+    try:
+        app.read(lambda: app.replica.root_ref("p"))
+        app.read(lambda: app.replica.root_ref("q"))
+        for oid in ("c.1", "c.2"):
+            node = app.replica.nodes[oid]
+            app.read(lambda node=node: app.replica.fault(node))
+            assert node.state == HELD
+        gone = app.replica.nodes["c.1"]
+        # The app reads slowly: the event dropping the reference waits in its socket, and
+        # the log is compacted past the one collecting the node.
+        h.clients.send = lambda who, data: "full"  # type: ignore[method-assign]
+        h.commit([["del", "@roots", "p"]], client=OTHER)
+        app.pump()
+        h.commit([["set", "c.2", "x", 3]], client=OTHER)
+        for i in range(COLLECT_WRITES_MAX):  # later entries, until one collects c.1
+            new = f"t.{i}"
+            applied = h.commit(
+                [["new", new, "list", []], ["set", "@roots", "t", Ref(new)]], client=OTHER
+            )
+            if "c.1" in applied[0].collected:
+                break
+        else:
+            raise AssertionError(f"c.1 was not collected in {COLLECT_WRITES_MAX} writes")
+        first = h.index + 1
+
+        def compacted(start: int, count_max: int, bytes_max: int) -> Any:
+            raise Trimmed(start, first)
+
+        h.storage.events = compacted  # type: ignore[method-assign]
+        h.streams.snapshot_installed(h.index)
+        del h.clients.send
+        app.pump()
+        assert app.replica.applied_index == h.index, "the held snapshot was installed"
+        kept = app.replica.nodes["c.2"]
+        assert kept.state == HELD and kept.live["x"] == 3, "held nodes are read again"
+        assert gone.dead and "c.1" not in app.replica.nodes, "a collected node stayed held"
+        assert "c.1" not in app.replica.held_set()[0]
     finally:
         app.finish()
