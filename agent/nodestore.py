@@ -82,13 +82,28 @@ class RecordCache:
 class NodeView:
     """Reads and buffered writes of the node dbs within one transaction body."""
 
-    def __init__(self, txn: lmdb.Transaction, dbs: Dbs, cache: RecordCache) -> None:
+    def __init__(
+        self,
+        txn: lmdb.Transaction,
+        dbs: Dbs,
+        cache: RecordCache,
+        batch: NodeView | None = None,
+    ) -> None:
         self.txn = txn
         self.dbs = dbs
         self.cache = cache
         # (db, key) -> (decoded value, encoded bytes) or None for a delete.
         self.pending: dict[tuple[str, bytes], tuple[Any, bytes] | None] = {}
         self.puts = 0  # records written by commit() (tests count them)
+        # The apply batch's view (docs/data-model-v2.md 8.10): a body's commit() hands its
+        # writes to it, and it puts them into LMDB once per batch (`commit()` of the batch
+        # view), so a node every body of a batch writes (a dict's header) is encoded, sealed
+        # and put once, not once per body. Reads see the batch's writes before LMDB.
+        self.batch = batch
+        # Of a batch view: the records of nodes their body created (not cached: see
+        # new_nids_from), and the dbs with writes held.
+        self._fresh: set[tuple[str, bytes]] = set()
+        self.dbs_held: set[str] = set()
         # Nids from this one on are nodes the body creates (the state machine sets it): their
         # records are written but not cached. A bulk load (or a follower replaying one) would
         # otherwise fill the cache with records nobody reads again, evicting the hot ones and
@@ -102,6 +117,8 @@ class NodeView:
     def get(self, db: str, key: bytes) -> Any:
         """The decoded record, or None if absent."""
         pending = self.pending.get((db, key), _ABSENT)
+        if pending is _ABSENT and self.batch is not None:
+            pending = self.batch.pending.get((db, key), _ABSENT)
         if pending is not _ABSENT:
             return None if pending is None else pending[0]  # type: ignore[index]
         cached = self.cache.get(db, key)
@@ -115,7 +132,12 @@ class NodeView:
         return value
 
     def stored_size(self, db: str, key: bytes) -> int:
-        """Bytes of the record as it is in LMDB now (0: absent), ignoring pending writes."""
+        """Bytes of the record as the bodies before this one left it (0: absent): in LMDB,
+        or held by the batch view; this view's own pending writes are ignored."""
+        if self.batch is not None:
+            held = self.batch.pending.get((db, key), _ABSENT)
+            if held is not _ABSENT:
+                return 0 if held is None else len(held[1])  # type: ignore[index]
         raw = self.txn.get(key, db=self._handle(db))
         return 0 if raw is None else len(raw) - 4
 
@@ -137,12 +159,27 @@ class NodeView:
         return out
 
     def commit(self) -> None:
-        """Puts the pending writes into the write transaction, in key order per db. The
+        """A body's view with a batch view: hands its pending writes to it (the batch view
+        puts them). Otherwise puts the pending writes into the write transaction, in key
+        order per db. The
         records of nodes this body created have keys past every stored one (nids grow), so in
         key order they are appended (MDB_APPEND) and LMDB fills each page before the next. In
         the body's order they interleaved with keys inside the db, and each of those split a
         full page in the middle: pages were about 0.71 full, 0.96 now (data-model.md,
         "Measured"; test_new_nodes_records_fill_their_pages)."""
+        batch = self.batch
+        if batch is not None:
+            held, fresh = batch.pending, batch._fresh
+            for db_key, item in self.pending.items():
+                held[db_key] = item
+                if item is not None and self._created(db_key[0], db_key[1], item[0]):
+                    fresh.add(db_key)
+                else:
+                    fresh.discard(db_key)
+                batch.dbs_held.add(db_key[0])
+            self.pending.clear()
+            return
+        fresh = self._fresh
         handles: dict[str, Any] = {}
         last: dict[str, bytes | None] = {}
         for db, key in sorted(self.pending):
@@ -164,12 +201,14 @@ class NodeView:
                 last[db] = key
             else:
                 record_put(self.txn, handle, key, data)
-            if self._created(db, key, value):
+            if (db, key) in fresh or self._created(db, key, value):
                 self.cache.drop(db, key)
             else:
                 self.cache.put(db, key, value, len(data))
             self.puts += 1
         self.pending.clear()
+        fresh.clear()
+        self.dbs_held.clear()
 
     def _created(self, db: str, key: bytes, value: Any) -> bool:
         """Whether a record belongs to a node this body created."""
@@ -181,6 +220,8 @@ class NodeView:
 
     def discard(self) -> None:
         self.pending.clear()
+        self._fresh.clear()
+        self.dbs_held.clear()
 
     # ------------------------------------------------------------ nodes and entries
 
@@ -237,6 +278,8 @@ class NodeView:
         merged: dict[bytes, Any] = {}
         for key, value in scan(self.txn, self.dbs.entries, "entries", prefix):
             merged[key] = value
+        if self.batch is not None:
+            merged.update(self.batch.pending_under("entries", prefix))
         merged.update(self.pending_under("entries", prefix))
         out: list[tuple[bytes, EntryRec]] = []
         for key in sorted(merged):

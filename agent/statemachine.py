@@ -207,6 +207,9 @@ class StateMachine:
         # The last batch's session table, carried into the next batch under the record
         # cache's rule (_cache_at): only while it is known to equal the store.
         self._sessions_kept: SessionTable | None = None
+        # The node records the batch's bodies wrote, put into LMDB once at its end (or before
+        # anything reads the node dbs past the views: _flush_writes). None between batches.
+        self._writes: NodeView | None = None
 
     # ------------------------------------------------------------ apply
 
@@ -235,8 +238,11 @@ class StateMachine:
             self._sessions = SessionTable(txn, self.dbs.sessions, self.session_ttl_ms)
         self._cache_at = None
         self.records_written = 0
+        self._writes = NodeView(txn, self.dbs, self._cache)
         try:
             results = [self._apply_entry(txn, entry) for entry in entries]
+            if entries:
+                self._flush_batch_writes(entries[-1])
             self._sessions.flush()
             self._meta.flush()
         except BaseException:
@@ -244,9 +250,31 @@ class StateMachine:
             raise
         finally:
             sessions, self._meta, self._sessions = self._sessions, None, None
+            self._writes = None
         self._sessions_kept = sessions
         self._cache_at = entries[-1].index if entries else applied
         return results
+
+    def _flush_writes(self) -> None:
+        """Puts the node records the batch's bodies wrote so far into LMDB: at the batch's
+        end, and before anything reads the node dbs without a view (the object count, a
+        collection, the tombstone sweep), which must see every earlier body's writes. Only
+        the last body's record of a key is put: the same records as one put per body."""
+        writes = self._batch_writes()
+        if writes.pending:
+            writes.commit()
+            self.records_written += writes.puts
+            writes.puts = 0
+
+    def _flush_batch_writes(self, last: Entry) -> None:
+        """The batch's end: `_flush_writes`, a failure named as the batch's last entry's
+        (what _apply_entry does for a failure inside an entry)."""
+        try:
+            self._flush_writes()
+        except (lmdb.Error, Corrupt, MemoryError):
+            raise
+        except Exception as exc:  # a bug, met by every replica alike
+            raise ApplyFailed(last.index, last.term, exc) from exc
 
     def _apply_entry(self, txn: lmdb.Transaction, entry: Entry) -> Applied:
         """One entry; ApplyFailed (naming it) for an exception apply cannot make an outcome
@@ -405,7 +433,7 @@ class StateMachine:
             # decode_body only reads the body: whatever else it raises changed nothing, and the
             # same bytes raise the same way everywhere. The type only: its text may quote input.
             raise _Rejected("error", f"bad transaction body: {type(exc).__name__}") from None
-        view = NodeView(txn, self.dbs, self._cache)
+        view = NodeView(txn, self.dbs, self._cache, self._writes)
         wire_ops = doc.ops
         created = {op[1] for op in wire_ops if op[0] == "new"}
         if doc.model == 1:
@@ -421,6 +449,8 @@ class StateMachine:
                 if oid in created or view.nid(oid) is not None:
                     raise _Rejected("error", f"op #{i} 'new': object {oid} already exists")
                 created.add(oid)
+        if "oids" in self._batch_writes().dbs_held:
+            self._flush_writes()  # the count below is LMDB's: earlier bodies' nodes in it
         count = int(txn.stat(self.dbs.oids)["entries"])
         if count + len(created) > gc.OBJECTS_MAX:
             raise _Rejected(
@@ -475,8 +505,7 @@ class StateMachine:
         except BaseException:
             view.discard()
             raise
-        view.commit()
-        self.records_written += view.puts
+        view.commit()  # to the batch's writes (_flush_writes puts them)
         collected = self._gc_step(txn, body_apply.dropped, len(created))
         if len(wire_ops) == 1:  # nearly every body: no generators to build
             written = (wire_ops[0][1],)
@@ -548,6 +577,11 @@ class StateMachine:
                         f"after the read base {base}",
                     )
 
+    def _batch_writes(self) -> NodeView:
+        writes = self._writes
+        assert writes is not None, "entries apply in apply_batch"
+        return writes
+
     def _batch_meta(self) -> SmMeta:
         meta = self._meta
         assert meta is not None, "entries apply in apply_batch"
@@ -573,6 +607,7 @@ class StateMachine:
         if upto <= 0:
             self._batch_meta().put(rec.KEY_TOMB_NEXT_SWEEP, index + TOMB_SWEEP_ENTRIES)
             return
+        self._flush_writes()  # the cursor below reads LMDB's tombs: every body's in it
         view = NodeView(txn, self.dbs, self._cache)
         horizon = self._read_int(rec.KEY_TOMB_HORIZON, 0)
         swept = horizon
@@ -616,6 +651,7 @@ class StateMachine:
         fresh += created
         collected: list[str] = []
         if candidates + fresh > max(self.gc_threshold, alive):
+            self._flush_writes()  # the collection reads and deletes in LMDB directly
             collected, alive, left = gc.collect(txn, self.dbs, gc.GC_COLLECTED_BYTES_MAX)
             # The collection deleted records behind the cache's back.
             self._cache.clear()

@@ -22,8 +22,10 @@ import lmdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from superstatic_agent import gc
 from superstatic_agent import sessions as sessions_module
 from superstatic_agent import statemachine as sm_module
+from superstatic_agent.noderead import materialize
 from superstatic_agent.payload import Payload, encode_payload
 from superstatic_agent.raft.types import Entry, EntryKind
 from superstatic_agent.statemachine import Applied, StateMachine
@@ -168,11 +170,23 @@ def _log(steps: list[tuple[int, int, int, int, int]]) -> list[Entry]:
     return log.entries
 
 
+class _PerBody(StateMachine):
+    """The reference: each body's node records put into LMDB as the body ends, as before the
+    batch's writes were held to its end (data-model-v2.md 8.10). A body's view hands its
+    writes to the batch's right before `_gc_step`; flushing there puts them at once."""
+
+    def _gc_step(self, txn: lmdb.Transaction, dropped: int, created: int) -> list[str]:
+        self._flush_writes()
+        return super()._gc_step(txn, dropped, created)
+
+
 class _Replica:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, per_body: bool = False, **options: Any) -> None:
         path.mkdir(parents=True)
         self.env = lmdb.open(str(path), map_size=MAP_BYTES, max_dbs=DBS_MAX, sync=False)
-        self.sm = StateMachine(self.env, session_ttl_ms=TTL_MS, gc_threshold=3)
+        machine = _PerBody if per_body else StateMachine
+        options = {"session_ttl_ms": TTL_MS, "gc_threshold": 3, **options}
+        self.sm = machine(self.env, **options)
 
     def apply(self, entries: list[Entry], *, abort_first: bool = False) -> list[Applied]:
         if abort_first:  # the write transaction of this batch fails after the apply
@@ -207,6 +221,7 @@ def small_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(sm_module, "TOMB_SWEEP_ENTRIES", 5)
     monkeypatch.setattr(sm_module, "TOMB_RETAIN_ENTRIES", 4)
     monkeypatch.setattr(sm_module, "TOMB_SWEEP_MAX", 2)
+    monkeypatch.setattr(gc, "OBJECTS_MAX", gc.OBJECTS_MAX)  # tests may lower it
     yield
 
 
@@ -218,13 +233,25 @@ def small_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @given(
     steps=st.lists(_step(), min_size=1, max_size=45),
     cuts=st.lists(st.integers(0, 3), min_size=60, max_size=60),
+    # A collection puts the batch's writes first (_flush_writes): without one in a batch, the
+    # tombstone sweep, a clear and the object count must see them all the same.
+    gc_threshold=st.sampled_from([3, 10_000]),
+    objects_max=st.sampled_from([gc.OBJECTS_MAX, 7]),
 )
 def test_any_cut_into_batches_gives_the_same_outcomes_and_store(
-    tmp_path: Path, small_limits: None, steps: list[tuple[int, int, int, int, int]], cuts: list[int]
+    tmp_path: Path,
+    small_limits: None,
+    steps: list[tuple[int, int, int, int, int]],
+    cuts: list[int],
+    gc_threshold: int,
+    objects_max: int,
 ) -> None:
+    """Against the reference (one entry per batch, each body's records put at its end)."""
     entries = _log(steps)
     n = next(_counter)
-    one, cut = _Replica(tmp_path / f"one{n}"), _Replica(tmp_path / f"cut{n}")
+    one = _Replica(tmp_path / f"one{n}", per_body=True, gc_threshold=gc_threshold)
+    cut = _Replica(tmp_path / f"cut{n}", gc_threshold=gc_threshold)
+    sm_module.gc.OBJECTS_MAX = objects_max  # restored by small_limits's monkeypatch
     try:
         singles = [one.apply([entry])[0] for entry in entries]
         batched: list[Applied] = []
@@ -330,7 +357,7 @@ def test_a_batch_that_fails_inside_apply_and_is_applied_again_leaves_no_trace(
     one entry per batch."""
     entries = _log(steps)
     n = next(_counter)
-    one, cut = _Replica(tmp_path / f"one{n}"), _Replica(tmp_path / f"cut{n}")
+    one, cut = _Replica(tmp_path / f"one{n}", per_body=True), _Replica(tmp_path / f"cut{n}")
     try:
         singles = [one.apply([entry])[0] for entry in entries]
         batched: list[Applied] = []
@@ -365,4 +392,160 @@ def test_a_batch_that_fails_inside_apply_and_is_applied_again_leaves_no_trace(
         assert cut.dbs() == one.dbs()
     finally:
         one.env.close()
+        cut.env.close()
+
+
+def _batch_against_reference(
+    tmp_path: Path, entries: list[Entry], **options: Any
+) -> tuple[list[Applied], _Replica]:
+    """`entries` applied in one batch, and one by one with each body's records put at its end:
+    the outcomes and every db equal. Returns the batch's outcomes and its replica (open)."""
+    one = _Replica(tmp_path / "one", per_body=True, **options)
+    cut = _Replica(tmp_path / "cut", **options)
+    try:
+        singles = [one.apply([entry])[0] for entry in entries]
+        batched = cut.apply(entries)
+        assert batched == singles
+        assert cut.dbs() == one.dbs()
+    except BaseException:
+        cut.env.close()
+        raise
+    finally:
+        one.env.close()
+    return batched, cut
+
+
+def test_a_batch_puts_a_node_written_by_each_body_once(tmp_path: Path) -> None:
+    """Ten sets of ten new keys of one dict in one batch: an entry and an order record per key
+    and the dict's header once, 21 node records, where a put per body wrote 30 (the header
+    each time)."""
+    log = _Log()
+    log.request("a", "open")
+    log.txn("a", [["new", "@roots", "dict", [["d", Ref("d")]]], ["new", "d", "dict", []]])
+    setup = list(log.entries)
+    for i in range(10):
+        log.txn("a", [["set", "d", f"k{i}", i]])
+    writes = log.entries[len(setup) :]
+    one = _Replica(tmp_path / "one", per_body=True)
+    cut = _Replica(tmp_path / "cut")
+    try:
+        for replica in (one, cut):
+            replica.apply(setup)
+        assert [a.outcome for a in one.apply(writes)] == ["ok"] * 10
+        assert one.sm.records_written == 30
+        assert [a.outcome for a in cut.apply(writes)] == ["ok"] * 10
+        assert cut.sm.records_written == 21
+        assert cut.dbs() == one.dbs()
+    finally:
+        one.env.close()
+        cut.env.close()
+
+
+def test_a_batch_counts_the_objects_its_earlier_bodies_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OBJECTS_MAX is checked against LMDB's count of oids: the nodes earlier bodies of the
+    batch created must be in it (their records are put before the count is read)."""
+    monkeypatch.setattr(gc, "OBJECTS_MAX", 4)  # @roots and d, then two more
+    log = _Log()
+    log.request("a", "open")
+    log.txn("a", [["new", "@roots", "dict", [["d", Ref("d")]]], ["new", "d", "dict", []]])
+    for i in range(3):
+        log.txn("a", [["new", f"o{i}", "dict", []], ["set", "d", f"r{i}", Ref(f"o{i}")]])
+    # No collection in the batch (it would put the batch's writes before the count anyway).
+    batched, cut = _batch_against_reference(tmp_path, log.entries, gc_threshold=10_000)
+    cut.env.close()
+    assert [a.outcome for a in batched] == ["ok", "ok", "ok", "ok", "error"]
+    assert "OBJECTS_MAX=4" in batched[-1].error
+
+
+def test_a_batch_checks_an_oversize_record_against_what_its_earlier_bodies_wrote(
+    tmp_path: Path,
+) -> None:
+    """A record already past record_bytes_max (the limit was lowered since) may be rewritten no
+    larger than it is: "it is" includes an earlier body's write of it in the same batch."""
+    big = _Replica(tmp_path / "big")
+    log = _Log()
+    log.request("a", "open")
+    log.txn("a", [["new", "@roots", "dict", [["d", Ref("d")]]], ["new", "d", "dict", []]])
+    log.txn("a", [["set", "d", "k", "x" * 3000]])
+    try:
+        assert [a.outcome for a in big.apply(log.entries)] == ["ok"] * 3
+        stored = big.dbs()
+    finally:
+        big.env.close()
+    log.txn("a", [["set", "d", "k", "x" * 2000]])  # smaller than stored: allowed
+    log.txn("a", [["set", "d", "k", "x" * 2500]])  # larger than the 2000 now stored: refused
+    for name in ("one", "cut"):
+        # Both replicas start from the store the larger limit left.
+        path = tmp_path / name
+        path.mkdir()
+        env = lmdb.open(str(path), map_size=MAP_BYTES, max_dbs=DBS_MAX, sync=False)
+        with env.begin(write=True) as txn:
+            for db_name, records in stored.items():
+                db = env.open_db(db_name, txn=txn)
+                for key, value in records.items():
+                    txn.put(key, value, db=db)
+        env.close()
+    one = _Replica.__new__(_Replica)
+    cut = _Replica.__new__(_Replica)
+    for replica, machine in ((one, _PerBody), (cut, StateMachine)):
+        path = tmp_path / ("one" if replica is one else "cut")
+        replica.env = lmdb.open(str(path), map_size=MAP_BYTES, max_dbs=DBS_MAX, sync=False)
+        replica.sm = machine(replica.env, session_ttl_ms=TTL_MS, record_bytes_max=1024)
+    try:
+        tail = log.entries[3:]
+        singles = [one.apply([entry])[0] for entry in tail]
+        assert [a.outcome for a in singles] == ["ok", "error"]
+        assert "record_bytes_max=1024" in singles[1].error
+        assert cut.apply(tail) == singles
+        assert cut.dbs() == one.dbs()
+    finally:
+        one.env.close()
+        cut.env.close()
+
+
+def test_a_clear_in_a_batch_sees_the_keys_its_earlier_bodies_set(tmp_path: Path) -> None:
+    """`clear` walks the node's entries (NodeView.node_entries): those of LMDB, those the
+    batch's earlier bodies wrote, and its own."""
+    log = _Log()
+    log.request("a", "open")
+    log.txn("a", [["new", "@roots", "dict", [["d", Ref("d")]]], ["new", "d", "dict", [["k0", 0]]]])
+    log.txn("a", [["set", "d", "k1", 1]])
+    log.txn("a", [["del", "d", "k0"]])
+    log.txn("a", [["clear", "d"]])
+    log.txn("a", [["set", "d", "k2", 2]])
+    batched, cut = _batch_against_reference(tmp_path, log.entries, gc_threshold=10_000)
+    try:
+        assert [a.outcome for a in batched] == ["ok"] * 6
+        with cut.env.begin() as txn:
+            d = materialize(txn, cut.sm.dbs, "d")
+        assert d[2] == [["k2", 2]]  # (nid, kind, items)
+    finally:
+        cut.env.close()
+
+
+def test_the_tombstone_sweep_in_a_batch_sees_its_earlier_bodies_tombstones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep (every TOMB_SWEEP_ENTRIES = 5 entries here, purging tombstones older than
+    TOMB_RETAIN_ENTRIES = 4) reads LMDB's tombs with a cursor: a tombstone an earlier body of
+    the same batch left must be there to purge."""
+    monkeypatch.setattr(sm_module, "TOMB_SWEEP_ENTRIES", 5)
+    monkeypatch.setattr(sm_module, "TOMB_RETAIN_ENTRIES", 4)
+    log = _Log()
+    log.request("a", "open")
+    log.txn("a", [["new", "@roots", "dict", [["d", Ref("d")]]], ["new", "d", "dict", [["k0", 0]]]])
+    log.txn("a", [["del", "d", "k0"]])  # index 3: its tombstone is due from index 7 on
+    for i in range(8):
+        log.txn("a", [["set", "d", f"s{i}", i]])
+    batched, cut = _batch_against_reference(tmp_path, log.entries, gc_threshold=10_000)
+    try:
+        assert [a.outcome for a in batched] == ["ok"] * 11
+        with cut.env.begin() as txn:
+            meta = cut.env.open_db(b"sm_meta", txn=txn)
+            assert txn.get(b"tomb_horizon", db=meta) is not None
+            tombs = cut.env.open_db(b"tombs", txn=txn)
+            assert txn.stat(tombs)["entries"] == 0
+    finally:
         cut.env.close()
