@@ -79,6 +79,12 @@ class RecordCache:
         return len(self._items)
 
 
+def _data(item: tuple[Any, bytes | None]) -> bytes:
+    """A pending record's bytes (a header's encoded now: NodeView.put_header)."""
+    value, data = item
+    return value.encode() if data is None else data  # type: ignore[no-any-return]
+
+
 class NodeView:
     """Reads and buffered writes of the node dbs within one transaction body."""
 
@@ -93,7 +99,7 @@ class NodeView:
         self.dbs = dbs
         self.cache = cache
         # (db, key) -> (decoded value, encoded bytes) or None for a delete.
-        self.pending: dict[tuple[str, bytes], tuple[Any, bytes] | None] = {}
+        self.pending: dict[tuple[str, bytes], tuple[Any, bytes | None] | None] = {}
         self.puts = 0  # records written by commit() (tests count them)
         # The apply batch's view (docs/data-model-v2.md 8.10): a body's commit() hands its
         # writes to it, and it puts them into LMDB once per batch (`commit()` of the batch
@@ -137,11 +143,12 @@ class NodeView:
         if self.batch is not None:
             held = self.batch.pending.get((db, key), _ABSENT)
             if held is not _ABSENT:
-                return 0 if held is None else len(held[1])  # type: ignore[index]
+                return 0 if held is None else len(_data(held))  # type: ignore[arg-type]
         raw = self.txn.get(key, db=self._handle(db))
         return 0 if raw is None else len(raw) - 4
 
-    def put(self, db: str, key: bytes, value: Any, data: bytes) -> None:
+    def put(self, db: str, key: bytes, value: Any, data: bytes | None) -> None:
+        """`data`: the record's bytes; None for a header, encoded from `value` when put."""
         self.pending[(db, key)] = (value, data)
 
     def delete(self, db: str, key: bytes) -> None:
@@ -193,7 +200,8 @@ class NodeView:
                 self.txn.delete(key, db=handle)
                 self.cache.drop(db, key)
                 continue
-            value, data = item
+            value = item[0]
+            data = _data(item)
             end = last[db]
             if end is None or key > end:
                 appended = record_put(self.txn, handle, key, data, append=True)
@@ -234,7 +242,9 @@ class NodeView:
         return header  # type: ignore[no-any-return]
 
     def put_header(self, nid: int, header: Header) -> None:
-        self.put("nodes", rec.nid_key(nid), header, header.encode())
+        # Encoded when put into LMDB (`_data`): with a batch view, only the last body's
+        # header of a node is (the body's header is a copy nobody changes after this).
+        self.put("nodes", rec.nid_key(nid), header, None)
 
     def entry(self, nid: int, ekey: bytes) -> EntryRec | None:
         key = rec.entry_key(nid, ekey)

@@ -210,6 +210,9 @@ class StateMachine:
         # The node records the batch's bodies wrote, put into LMDB once at its end (or before
         # anything reads the node dbs past the views: _flush_writes). None between batches.
         self._writes: NodeView | None = None
+        # LMDB's count of oids, read once per batch (txn.stat, ~1 us a body): dropped by
+        # whatever changes it (a flush of the batch's writes, a collection).
+        self._oids_count: int | None = None
 
     # ------------------------------------------------------------ apply
 
@@ -239,6 +242,7 @@ class StateMachine:
         self._cache_at = None
         self.records_written = 0
         self._writes = NodeView(txn, self.dbs, self._cache)
+        self._oids_count = None
         try:
             results = [self._apply_entry(txn, entry) for entry in entries]
             if entries:
@@ -262,6 +266,8 @@ class StateMachine:
         the last body's record of a key is put: the same records as one put per body."""
         writes = self._batch_writes()
         if writes.pending:
+            if "oids" in writes.dbs_held:
+                self._oids_count = None
             writes.commit()
             self.records_written += writes.puts
             writes.puts = 0
@@ -451,7 +457,9 @@ class StateMachine:
                 created.add(oid)
         if "oids" in self._batch_writes().dbs_held:
             self._flush_writes()  # the count below is LMDB's: earlier bodies' nodes in it
-        count = int(txn.stat(self.dbs.oids)["entries"])
+        count = self._oids_count
+        if count is None:
+            count = self._oids_count = int(txn.stat(self.dbs.oids)["entries"])
         if count + len(created) > gc.OBJECTS_MAX:
             raise _Rejected(
                 "error",
@@ -653,6 +661,7 @@ class StateMachine:
         if candidates + fresh > max(self.gc_threshold, alive):
             self._flush_writes()  # the collection reads and deletes in LMDB directly
             collected, alive, left = gc.collect(txn, self.dbs, gc.GC_COLLECTED_BYTES_MAX)
+            self._oids_count = None
             # The collection deleted records behind the cache's back.
             self._cache.clear()
             # Garbage beyond what one entry may carry (GC_COLLECTED_BYTES_MAX) stays

@@ -549,3 +549,56 @@ def test_the_tombstone_sweep_in_a_batch_sees_its_earlier_bodies_tombstones(
             assert txn.stat(tombs)["entries"] == 0
     finally:
         cut.env.close()
+
+
+def test_the_object_count_a_batch_keeps_follows_a_collection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch reads LMDB's count of objects once and keeps it: a collection inside the batch
+    deletes objects, and the next body's count must be the lower one."""
+    monkeypatch.setattr(gc, "OBJECTS_MAX", 4)
+    log = _Log()
+    log.request("a", "open")
+    log.txn("a", [["new", "@roots", "dict", [["d", Ref("d")]]], ["new", "d", "dict", []]])
+    log.txn(
+        "a",
+        [
+            ["new", "o0", "dict", []],
+            ["new", "o1", "dict", []],
+            ["set", "d", "a", Ref("o0")],
+            ["set", "d", "b", Ref("o1")],
+        ],
+    )
+    log.txn("a", [["set", "d", "a", None]])  # o0 is garbage, and collected here (threshold 1)
+    log.txn("a", [["new", "o2", "dict", []], ["set", "d", "c", Ref("o2")]])  # 3 + 1 objects
+    batched, cut = _batch_against_reference(tmp_path, log.entries, gc_threshold=1)
+    cut.env.close()
+    assert [a.outcome for a in batched] == ["ok"] * 5
+    assert batched[3].collected == ("o0",)
+
+
+def test_a_batch_applied_again_after_its_write_aborted_counts_the_objects_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The count a batch read (after putting a node it created) is gone with its aborted write
+    transaction: applied again, the batch counts what the store holds."""
+    monkeypatch.setattr(gc, "OBJECTS_MAX", 3)
+    log = _Log()
+    log.request("a", "open")
+    log.txn("a", [["new", "@roots", "dict", [["d", Ref("d")]]], ["new", "d", "dict", []]])
+    setup = list(log.entries)
+    log.txn("a", [["new", "o0", "dict", []], ["set", "d", "a", Ref("o0")]])  # 3 objects
+    log.txn("a", [["set", "d", "x", 1]])  # counts after putting o0: 3
+    batch = log.entries[len(setup) :]
+    one = _Replica(tmp_path / "one", per_body=True, gc_threshold=10_000)
+    cut = _Replica(tmp_path / "cut", gc_threshold=10_000)
+    try:
+        for replica in (one, cut):
+            replica.apply(setup)
+        singles = [one.apply([entry])[0] for entry in batch]
+        assert [a.outcome for a in singles] == ["ok", "ok"]
+        assert cut.apply(batch, abort_first=True) == singles
+        assert cut.dbs() == one.dbs()
+    finally:
+        one.env.close()
+        cut.env.close()
