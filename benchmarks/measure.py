@@ -8,7 +8,7 @@ from typing import Any
 from superstatic_bench.settings import Settings
 from superstatic_bench.stats import summarize_groups_us
 from superstatic_bench.systems import Deployment
-from superstatic_bench.workloads import throughput
+from superstatic_bench.workloads import batches, throughput
 
 # Lead time between sending "run" and the common start: every client must have read it.
 START_DELAY_S = 0.3
@@ -40,14 +40,19 @@ def run_row(
         "keys_per_thread": settings.keys_per_thread,
     }
     procs = deployment.cpu_processes(workers)
+    # The agents' batch counters (workloads/batches.py), where the system has them.
+    batch_counters = getattr(deployment.cluster, "batch_counters", None)
     for worker in workers:
         worker.send(command)
     # Every process's CPU over the clients' counting window (workloads/throughput.py).
     window_start = start_at + settings.warmup_s
     _sleep_until(window_start)
     before, began = throughput.sample(procs), time.time()
+    # After the CPU sample: the STATUS round trips are not in its window's edges.
+    counted_before = batch_counters() if batch_counters is not None else None
     _sleep_until(window_start + settings.duration_s)
     after, ended = throughput.sample(procs), time.time()
+    counted_after = batch_counters() if batch_counters is not None else None
     timeout_s = START_DELAY_S + settings.warmup_s + settings.duration_s + TIMEOUT_S_ANSWER_MARGIN
     answers = [worker.receive(timeout_s) for worker in workers]
     row = row_from_answers(
@@ -58,6 +63,10 @@ def run_row(
     )
     if cpu is not None:
         row["cpu"] = cpu
+    if counted_before is not None and counted_after is not None:
+        record = batches.summarize(counted_before, counted_after, row["ops"])
+        if record is not None:
+            row["batches"] = record
     return row
 
 

@@ -169,6 +169,19 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
             "CPU per operation over each row's window: is it CPU-bound?",
             throughput.render(measured, markdown),
         )
+    counted = [
+        r
+        for name in ("sequential", "throughput", "contention", "nofsync")
+        for r in workloads.get(name, {}).get("rows", [])
+        if r.get("batches")
+    ]
+    if counted:
+        from superstatic_bench.workloads import batches
+
+        section(
+            "batches over each row's window: what a Ready and a frame carry",
+            batches.render(counted, markdown),
+        )
     if workloads.get("disjoint", {}).get("rows"):
         from superstatic_bench.workloads import disjoint
 

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from superstatic_bench.procs import ProcessGroup, Worker
+from superstatic_bench.workloads import batches
 from superstatic_bench.workloads.throughput import Proc
 
+from superstatic.protocol.errors import Error
 from superstatic.tools.localcluster import LocalCluster
 
 AGENTS = 3
@@ -23,6 +25,9 @@ TIMEOUT_S_CLIENT_OPEN = 120.0
 TIMEOUT_S_LEADER = 60.0
 # Agent flag of the labelled non-default mode (docs/agent.md): commit without fsync.
 FSYNC_OFF_ARGS = ("--fsync", "off")
+# A STATUS answer for a row's batch counters: at a window's edge, so short (a slow agent is
+# left out of the record rather than delaying the row).
+BATCH_STATUS_TIMEOUT_MS = 500
 
 
 class Cluster(Protocol):
@@ -102,6 +107,20 @@ class SuperstaticCluster:
             for node_id, spec in self.local.agents.items()
             if (pid := spec.pid) is not None and spec.alive()
         ]
+
+    def batch_counters(self) -> dict[str, dict[str, Any]]:
+        """Each live agent's batch counters from its STATUS (workloads/batches.py); an agent
+        that does not answer within BATCH_STATUS_TIMEOUT_MS is left out."""
+        out: dict[str, dict[str, Any]] = {}
+        for node_id, spec in self.local.agents.items():
+            if not spec.alive():
+                continue
+            try:
+                status = self.local.status(node_id, timeout_ms=BATCH_STATUS_TIMEOUT_MS)
+            except Error:
+                continue
+            out[node_id] = batches.counters(status)
+        return out
 
     def close(self) -> None:
         self.local.close()

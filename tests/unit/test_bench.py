@@ -23,7 +23,7 @@ from superstatic_bench.stats import (
     summarize_groups_us,
     summarize_us,
 )
-from superstatic_bench.workloads import throughput
+from superstatic_bench.workloads import batches, throughput
 from support.bench_run import run_suite
 
 
@@ -499,6 +499,65 @@ def test_report_renders_the_cpu_of_throughput_rows() -> None:
     assert "is it CPU-bound?" not in report.render(results)
 
 
+def _status(role: str, applied: int, syncs: int, **counters: int) -> dict[str, object]:
+    return {"role": role, "applied": applied, "syncs": syncs, "counters": counters}
+
+
+def test_batch_counters_arithmetic() -> None:
+    """STATUS at both edges of a window of 1,000 writes: at the leader 100 PROPOSE_MANY frames
+    carried 900 of the 1,000 proposals, 50 Readies applied 1,000 entries with 80 fsyncs; a
+    follower's 40 Readies applied 1,000 with 40 fsyncs; an agent read at one edge only is left
+    out."""
+    before = {
+        "a": batches.counters(
+            _status("leader", 10, 5, proposed=10, readies=7, propose_many_frames=1,
+                    propose_many_items=4)
+        ),
+        "b": batches.counters(_status("follower", 10, 3, readies=4)),
+        "c": batches.counters(_status("follower", 10, 3, readies=4)),
+    }  # fmt: skip
+    after = {
+        "a": batches.counters(
+            _status("leader", 1010, 85, proposed=1010, readies=57, propose_many_frames=101,
+                    propose_many_items=904)
+        ),
+        "b": batches.counters(_status("follower", 1010, 43, readies=44)),
+    }  # fmt: skip
+    record = batches.summarize(before, after, ops=1000)
+    assert record is not None
+    assert record["proposals_per_propose_many"] == 9.0
+    assert record["lone_propose_share"] == 0.1
+    by_id = {a["agent"]: a for a in record["agents"]}
+    assert sorted(by_id) == ["a", "b"]
+    assert by_id["a"]["entries_per_ready"] == 20.0 and by_id["a"]["syncs_per_write"] == 0.08
+    assert by_id["b"]["entries_per_ready"] == 25.0 and by_id["b"]["syncs_per_write"] == 0.04
+    assert batches.summarize(before, {}, ops=1000) is None
+    # No Readies, no frames: no ratio, not a division by zero.
+    idle = batches.summarize(before, before, ops=0)
+    assert idle is not None and idle["proposals_per_propose_many"] is None
+    assert idle["agents"][0]["entries_per_ready"] is None
+
+
+def test_report_renders_the_batches_of_throughput_rows() -> None:
+    results = _results()
+    row = results["workloads"]["throughput"]["rows"][0]  # type: ignore[index]
+    before = {"a": batches.counters(_status("leader", 0, 0))}
+    after = {
+        "a": batches.counters(
+            _status("leader", 9000, 900, proposed=9000, readies=600, propose_many_frames=900,
+                    propose_many_items=8100)
+        )
+    }  # fmt: skip
+    row["batches"] = batches.summarize(before, after, 9000)
+    text = report.render(results)
+    assert "what a Ready and a frame carry" in text
+    line = next(x for x in text.splitlines() if x.startswith("superstatic") and "15.0" in x)
+    for cell in ("9,000", "9.0", "10%", "15.0", "0.100"):
+        assert cell in line, cell
+    del row["batches"]
+    assert "what a Ready and a frame carry" not in report.render(results)
+
+
 @pytest.mark.cluster
 def test_throughput_rows_account_the_cpu_of_agents_and_clients(tmp_path: Path) -> None:
     """A small real `throughput` run through `suite.run`: the 2-client row carries the CPU of
@@ -516,3 +575,12 @@ def test_throughput_rows_account_the_cpu_of_agents_and_clients(tmp_path: Path) -
     assert cpu["wall_s"] > 0 and cpu["cores"] >= 1
     assert cpu["saturated"] in (True, False)
     assert "is it CPU-bound?" in report.render(results)
+    # The agents' batch counters over the same window (workloads/batches.py).
+    counted = row["batches"]
+    assert sorted(a["role"] for a in counted["agents"]) == ["follower", "follower", "leader"]
+    assert all(a["applied"] > 0 and a["readies"] > 0 for a in counted["agents"])
+    assert all(a["entries_per_ready"] > 0 for a in counted["agents"])
+    assert (
+        counted["proposals_per_propose_many"] is None or counted["proposals_per_propose_many"] > 1
+    )
+    assert "what a Ready and a frame carry" in report.render(results)

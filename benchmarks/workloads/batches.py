@@ -1,0 +1,124 @@
+"""What one loop turn carries over a row's window (docs/data-model-v2.md 8.10).
+
+CPU per write falls as batches grow: every Ready pays a write transaction and an fsync, every
+frame a decode and a send, whatever number of writes it carries. So a throughput row records,
+beside its CPU (`cpu`, workloads/throughput.py), how large the batches were: the superstatic
+agents' STATUS counters read at the start and the end of the row's window, as differences
+(`batches`):
+
+* at the leader: writes proposed, PROPOSE_MANY frames and the proposals they carried (the rest
+  came as lone PROPOSEs), Readies, fsyncs;
+* at each follower: entries applied, Readies, fsyncs.
+
+From those: proposals per PROPOSE_MANY frame and the share of lone PROPOSEs, and per agent the
+entries applied per Ready and the fsyncs per write. A Ready that only sends (heartbeats, acks)
+or only commits is counted among the Readies too, so entries per Ready is a floor of what an
+appending Ready carries. Systems without these counters (the peers) record nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from superstatic_bench.report import table, with_notes
+
+# STATUS fields read: top-level ones, and those of its "counters" map.
+_TOP = ("applied", "syncs")
+_COUNTERS = ("proposed", "readies", "propose_many_frames", "propose_many_items")
+
+
+def counters(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of one agent's STATUS answer this record uses (absent ones: 0)."""
+    inner = status.get("counters") or {}
+    out: dict[str, Any] = {"role": str(status.get("role", "?"))}
+    for name in _TOP:
+        out[name] = int(status.get(name) or 0)
+    for name in _COUNTERS:
+        out[name] = int(inner.get(name) or 0)
+    return out
+
+
+def summarize(
+    before: Mapping[str, Mapping[str, Any]],
+    after: Mapping[str, Mapping[str, Any]],
+    ops: int,
+) -> dict[str, Any] | None:
+    """The row's `batches` record from two samples (agent id -> `counters`) taken at its
+    window's edges, `ops` the writes the clients counted in between; None when no agent was
+    read at both ends."""
+    agents: list[dict[str, Any]] = []
+    for node_id in sorted(set(before) & set(after)):
+        start, end = before[node_id], after[node_id]
+        d = {name: max(0, end[name] - start[name]) for name in (*_TOP, *_COUNTERS)}
+        agents.append(
+            {
+                "agent": node_id,
+                "role": end["role"],
+                **d,
+                "entries_per_ready": _ratio(d["applied"], d["readies"]),
+                "syncs_per_write": _ratio(d["syncs"], ops),
+            }
+        )
+    if not agents:
+        return None
+    record: dict[str, Any] = {"ops": ops, "agents": agents}
+    leaders = [a for a in agents if a["role"] == "leader"]
+    if len(leaders) == 1:
+        lead = leaders[0]
+        record["proposals_per_propose_many"] = _ratio(
+            lead["propose_many_items"], lead["propose_many_frames"]
+        )
+        lone = max(0, lead["proposed"] - lead["propose_many_items"])
+        record["lone_propose_share"] = _ratio(lone, lead["proposed"])
+    return record
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return round(num / den, 3) if den else None
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def render(rows: list[dict[str, Any]], markdown: bool) -> str:
+    """One line per row with a `batches` record."""
+    body = []
+    for r in rows:
+        batches = r.get("batches")
+        if not batches:
+            continue
+        agents = batches["agents"]
+        lead = [a for a in agents if a["role"] == "leader"]
+        others = [a for a in agents if a["role"] != "leader"]
+        share = batches.get("lone_propose_share")
+        body.append(
+            [
+                r["label"],
+                r["clients"],
+                f"{r['ops_per_s']:,.0f}",
+                _num(batches.get("proposals_per_propose_many")),
+                "-" if share is None else f"{share:.0%}",
+                " / ".join(_num(a["entries_per_ready"]) for a in lead) or "-",
+                " / ".join(_num(a["entries_per_ready"]) for a in others) or "-",
+                " / ".join(_num(a["syncs_per_write"], 3) for a in lead + others),
+            ]
+        )
+    headers = [
+        "system",
+        "clients",
+        "ops/s",
+        "proposals per PROPOSE_MANY",
+        "lone PROPOSEs",
+        "leader entries/Ready",
+        "followers entries/Ready",
+        "fsyncs per write (leader first)",
+    ]
+    notes = [
+        "the agents' STATUS counters over the row's window: entries applied per Ready (every "
+        "Ready counted, those that only commit or only send included), fsyncs per write "
+        "counted by the clients; proposals per PROPOSE_MANY and the share of lone PROPOSEs "
+        "at the leader (docs/data-model-v2.md 8.10)"
+    ]
+    return with_notes(table(headers, body, markdown), notes, markdown)
