@@ -167,13 +167,12 @@ class NodeView:
 
     def commit(self) -> None:
         """A body's view with a batch view: hands its pending writes to it (the batch view
-        puts them). Otherwise puts the pending writes into the write transaction, in key
-        order per db. The
-        records of nodes this body created have keys past every stored one (nids grow), so in
-        key order they are appended (MDB_APPEND) and LMDB fills each page before the next. In
-        the body's order they interleaved with keys inside the db, and each of those split a
-        full page in the middle: pages were about 0.71 full, 0.96 now (data-model.md,
-        "Measured"; test_new_nodes_records_fill_their_pages)."""
+        puts them). Otherwise puts the pending writes into the write transaction, in key order
+        per db. The records of nodes created here have keys past every stored one (nids
+        grow), so in key order they are appended (MDB_APPEND) and LMDB fills each page before
+        the next. In the body's order they interleaved with keys inside the db, and each of
+        those split a full page in the middle: pages were about 0.71 full, 0.96 now
+        (data-model.md, "Measured"; test_new_nodes_records_fill_their_pages)."""
         batch = self.batch
         if batch is not None:
             held, fresh = batch.pending, batch._fresh
