@@ -417,6 +417,9 @@ class Server:
         self._space = self.storage.space()
         self._space_taken = 0
         self._appends_refused = False
+        # New writes refused for want of space (StoreFull) since start: a counter, because the
+        # state `full` can end moments later (the log compacted when space ran low).
+        self._store_refused = 0
         self._warn_moved_addresses()
         log.info(
             "agent %s starting: term %d, applied %d, log %d..%d, members %s",
@@ -1601,6 +1604,7 @@ class Server:
         admitted = []
         for data, key, waiter in batch:
             if self._store_full() and not only_removes(data):
+                self._store_refused += 1
                 space = self._space
                 self._refuse_new(
                     key,
@@ -1900,6 +1904,7 @@ class Server:
                 "disk_free_bytes": self._space.disk_free_bytes,
                 "reserve_bytes": self.config.store_reserve_bytes,
                 "full": self._store_full(),
+                "writes_refused": self._store_refused,
                 "appends_refused": self._appends_refused,
             },
         )

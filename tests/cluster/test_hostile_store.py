@@ -298,7 +298,9 @@ def test_a_full_store_refuses_writes_and_recovers(tmp_path: Path) -> None:
                 status = cluster.status(node)
                 assert status["halted"] is None, status["halted"]
                 assert status["store"]["map_bytes"] == map_bytes
-            assert any(cluster.status(n)["store"]["full"] for n in cluster.agents)
+            # Counted where refused. The state `full` itself may have ended by now: space
+            # running low compacts the log, which can make room again (seen in CI under load).
+            assert any(cluster.status(n)["store"]["writes_refused"] > 0 for n in cluster.agents)
             assert roots[0][0] == "x" * 200_000  # local reads
             assert len(inspect(cluster, cluster.leader(), "big0")[0]) == 200_000
             # Deleting is accepted while full, and the room comes back.
