@@ -193,7 +193,10 @@ class Streams(PartialStreams):
     def answers_by_event(self, identity: bytes, index: int, client: str | None) -> bool:
         """True if this connection asked to be answered by its stream and its stream will
         carry the event at `index` of `client` (not skipped by a snapshot that covers it; a
-        partial stream carries it for sure only as its own: its SUBSCRIBE's client)."""
+        partial stream carries it for sure only as its own: its SUBSCRIBE's client). A
+        prediction: a stream behind the log may still jump past the event later (a held
+        snapshot, `lagging`); the library sends its waiting writes again at such a jump and
+        gets their REPLY as dups (docs/agent.md, "Proposals and replies")."""
         sub = self._subscribers.get(identity)
         if sub is None or not sub.answers or sub.needs_snapshot:
             return False

@@ -358,6 +358,9 @@ class Connection:
         self.resubscribes = 0
         self.sent_direct = 0  # writes a lone caller sent itself (no hand-off to the I/O thread)
         self.sent_to_leader = 0  # write attempts sent on the link to the leader
+        # Writes sent again because our replica jumped (a snapshot or a held snapshot) past
+        # events that may have been their only answer (`_IoState.ask_again_after_jump`).
+        self.resent_after_jumps = 0
         self.endpoint = self.endpoints[0]
 
         self._ctx: zmq.Context[Any] = zmq.Context()
@@ -1124,6 +1127,7 @@ class _IoState:
             if req_id != self.sub_req:
                 return  # a previous subscription's tail
             self.last_stream = time.monotonic()
+            before = self.conn.replica.applied_index
             if ftype is wire.FrameType.LOADED:
                 loaded = self.feeder.feed_loaded(frame.body)
                 advanced = loaded is not None
@@ -1138,8 +1142,11 @@ class _IoState:
                 advanced = self.feeder.feed_snapshot(frame.body)
             if advanced:
                 self.conn._applied_waiters.wake_upto(self.conn.replica.applied_index)
-                if ftype is wire.FrameType.EVENTS and self.requests:
-                    self.settle_by_events(frame.body)
+                if ftype is wire.FrameType.EVENTS:
+                    if self.requests:
+                        self.settle_by_events(frame.body)
+                elif self.conn.replica.applied_index > before and self.requests:
+                    self.ask_again_after_jump()
                 if self.held:
                     self.settle_held()
             return
@@ -1168,6 +1175,35 @@ class _IoState:
             self.on_reply(request, req_id, frame.body)
         else:
             self.on_error(request, req_id, frame.body)
+
+    def ask_again_after_jump(self) -> None:
+        """A SNAPSHOT or a subscription's own LOADED (a held snapshot) moved our replica past
+        entries it was never sent as events. The agent sent no REPLY for a write of ours that
+        applied `ok` while our stream was to carry its event (we subscribed with "answers"), and
+        decided so when the entry applied: if the stream was behind then and the log was
+        compacted before it got there, the event is one of those skipped, and nothing else
+        would answer the write before its resend (`timeout_ms_resend`), or its deadline (an
+        UNKNOWN outcome for a committed write: review 21). So every write waiting for an
+        answer from our own agent goes again now, same seq: the exactly-once record answers a
+        copy of one that applied as a dup, by REPLY, with its outcome and first index; one
+        that had not applied yet is applied once, by whichever copy comes first. A write on
+        the link to the leader is not concerned (the leader REPLYs it: no stream there), nor
+        a traced one (its REPLY carries its stamps), nor one answered already. Jumps are rare
+        (a stream behind the log, a new subscription): at most one entry more per write in
+        flight then."""
+        now = time.monotonic()
+        for request in self.requests.values():
+            if (
+                request.op == "propose"
+                and request.send_at == float("inf")  # sent, waiting for its answer
+                and request.unresolved  # an attempt may have applied (none: all refused)
+                and not request.via_link
+                and request.trace is None
+                and request.answer is None
+                and not request.slot.done()
+            ):
+                self.schedule(request, now)
+                self.conn.resent_after_jumps += 1
 
     def settle_by_events(self, body: dict[str, Any]) -> None:
         """Our writes whose events just applied with outcome "ok" are settled from them: the
