@@ -14,6 +14,10 @@ into random batches (some aborted once first, some failing inside apply, some at
 batch's held records, each applied again) and one entry per batch, and by the old one entry
 per batch: outcomes equal, every db equal byte for byte. And a real MapFullError mid-batch,
 the batch applied again in a larger map. No divergence was found (data-model-v2.md 8.10).
+
+A later change meant to alter what apply stores or answers (a message, a record's format)
+fails here by design: it moves OLD_COMMIT to the commit just before it, whose machine is then
+the one a rolling upgrade runs beside it.
 """
 
 from __future__ import annotations
