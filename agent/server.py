@@ -146,6 +146,9 @@ class Waiter:
     traced: bool = False
     # The term whose leader (this agent) stamped `data` when it arrived (0: unstamped).
     stamp_term: int = 0
+    # Its frame said the connection reads REPLY_MANY: its REPLY may share a frame with the
+    # others one Ready answers on that connection (docs/data-model-v2.md 8.11).
+    reply_many: bool = False
 
 
 @dataclass(slots=True)
@@ -399,6 +402,9 @@ class Server:
             # PROPOSE_MANY frames taken, and the proposals they carried.
             "propose_many_frames": 0,
             "propose_many_items": 0,
+            # REPLY_MANY frames sent, and the REPLYs they carried (docs/data-model-v2.md 8.11).
+            "reply_many_frames": 0,
+            "reply_many_items": 0,
             # Peer snapshots installed here (a far-behind follower catches up by one:
             # data-model-v2.md section 10); status adds those shipped from here.
             "snapshots_installed": 0,
@@ -1523,6 +1529,7 @@ class Server:
             data,
             traced=traced,
             stamp_term=stamp_term,
+            reply_many=proposal.reply_many,
         )
         self._waiters.setdefault(key, []).append(waiter)
         self._waiter_queue.append((waiter.deadline, key, waiter))
@@ -1666,6 +1673,9 @@ class Server:
                 self._error(waiter.identity, waiter.req_id, code, message, leader)
 
     def _answer_applied(self, results: list[Applied]) -> None:
+        # The REPLYs of connections that read REPLY_MANY, sent after the loop: one frame per
+        # connection for the whole Ready (docs/data-model-v2.md 8.11).
+        many: dict[bytes, list[list[Any]]] = {}
         for applied in results:
             if applied.client is None or applied.seq is None:
                 continue
@@ -1698,8 +1708,13 @@ class Server:
                             waiter.identity, applied.index, applied.client
                         )
                     ):
-                        self._reply(waiter.identity, waiter.req_id, reply)
+                        if waiter.reply_many and not waiter.traced:
+                            many.setdefault(waiter.identity, []).append([waiter.req_id, reply])
+                        else:
+                            self._reply(waiter.identity, waiter.req_id, reply)
                     self.observer.on_answered(waiter.deadline, applied.outcome, now)
+        for identity, items in many.items():
+            self._reply_many(identity, items)
 
     def _keep_other_sessions(self, applied: Applied, waiters: list[Waiter]) -> list[Waiter]:
         """The waiters `applied` answers; those of the same (client, seq) whose attempt named
@@ -1742,6 +1757,28 @@ class Server:
 
     def _reply(self, identity: bytes, req_id: int, body: dict[str, Any]) -> None:
         self._send(identity, wire.FrameType.REPLY, req_id, body)
+
+    def _reply_many(self, identity: bytes, items: list[list[Any]]) -> None:
+        """The REPLYs `items` ([req_id, body]) to one connection: a lone one as a REPLY, more
+        in REPLY_MANY frames of at most REPLY_ITEMS_MAX. A chunk above FRAME_BYTES_MAX (long
+        error texts) goes as REPLYs, each then bounded on its own as any REPLY is."""
+        if len(items) == 1:
+            self._reply(identity, items[0][0], items[0][1])
+            return
+        step = wire.REPLY_ITEMS_MAX
+        for start in range(0, len(items), step):
+            chunk = items[start : start + step]
+            try:
+                data = wire.encode(wire.FrameType.REPLY_MANY, 0, wire.reply_many_body(chunk))
+            except LimitExceeded:
+                for req_id, body in chunk:
+                    self._reply(identity, req_id, body)
+                continue
+            self.counters["reply_many_frames"] += 1
+            self.counters["reply_many_items"] += len(chunk)
+            result = self.clients.send(identity, data)
+            if result != "ok":
+                self.drops.counts[f"client_reply_{result}"] += 1
 
     def _error(
         self,

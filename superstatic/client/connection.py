@@ -1160,6 +1160,9 @@ class _IoState:
         if req_id == self.ping_req and req_id and ftype is wire.FrameType.REPLY:
             self.want_leader(frame.body.get("leader"))  # our agent names the leader it follows
             return
+        if ftype is wire.FrameType.REPLY_MANY:
+            self.on_reply_many(frame.body)
+            return
         heap = self.conn.heap_io
         if heap is not None and req_id in heap.load_reqs:
             if ftype is wire.FrameType.ERROR:
@@ -1204,6 +1207,17 @@ class _IoState:
             ):
                 self.schedule(request, now)
                 self.conn.resent_after_jumps += 1
+
+    def on_reply_many(self, body: dict[str, Any]) -> None:
+        """The REPLYs one Ready gave this connection's writes, in one frame: each settles as
+        its REPLY would. The whole frame is checked before any item is used (a bad one raises
+        ProtocolError, and the frame is dropped); an item whose req id no write waits for (an
+        attempt already settled) is ignored, as such a REPLY is."""
+        by_req_id = self.by_req_id
+        for req_id, reply in wire.parse_reply_many(body):
+            request = by_req_id.get(req_id)
+            if request is not None and request.op == "propose":
+                self.on_reply(request, req_id, reply)
 
     def settle_by_events(self, body: dict[str, Any]) -> None:
         """Our writes whose events just applied with outcome "ok" are settled from them: the
@@ -1584,6 +1598,8 @@ class _IoState:
                 "kind": request.kind,
                 "body": request.body,
                 "session": request.session,
+                # Its answer may come in a REPLY_MANY (docs/data-model-v2.md 8.11).
+                wire.REPLY_MANY_FIELD: True,
             }
             if request.trace is not None:
                 body[_trace_proto.FIELD_REQUEST] = True
@@ -1651,6 +1667,7 @@ class _IoState:
             "seq_low": self.seq_low(),
             "session": self.session,
             "items": items,
+            wire.REPLY_MANY_FIELD: True,
         }
         frame_req = next(self.req_ids)
         try:
@@ -1807,6 +1824,12 @@ class _IoState:
                 items = self.many_frames.pop(frame.req_id, None)
                 if items is not None and frame.type is wire.FrameType.ERROR:
                     self.on_many_refused(items, frame.body, link.endpoint)
+                elif frame.type is wire.FrameType.REPLY_MANY:
+                    try:
+                        self.on_reply_many(frame.body)
+                    except ProtocolError as exc:
+                        self.drop_link(f"bad frame: {exc}")
+                        return
                 continue
             if frame.type is wire.FrameType.REPLY:
                 self.on_reply(request, frame.req_id, frame.body)

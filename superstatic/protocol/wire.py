@@ -55,6 +55,13 @@ PROPOSE_ITEM_CBOR_ITEMS = 6
 # PROPOSE) plus PROPOSE_ITEMS_MAX items. Chosen by the frame's type, read from its first bytes
 # before anything is decoded, so other frames keep the small bound.
 PROPOSE_MANY_FRAME_ITEMS_MAX = CLIENT_FRAME_ITEMS_MAX + PROPOSE_ITEMS_MAX * PROPOSE_ITEM_CBOR_ITEMS
+# Answers one REPLY_MANY frame carries at most (and FRAME_BYTES_MAX bounds their bytes): as
+# many as one PROPOSE_MANY frame asks, so the agent's chunks follow the app's frames.
+REPLY_ITEMS_MAX = PROPOSE_ITEMS_MAX
+# The write frames' (PROPOSE, PROPOSE_MANY) field saying this connection reads REPLY_MANY: an
+# agent that predates it ignores it (unknown fields are), one that knows it answers without it
+# with REPLYs only, so either side may be older (docs/data-model-v2.md 8.11).
+REPLY_MANY_FIELD = "reply_many"
 # CBOR items in an agent -> app frame (decoded by the library): an EVENTS frame holds up to
 # events_frame_entries_max events of ~8 items, a SNAPSHOT frame ~1 MiB of [oid, record] pairs.
 AGENT_FRAME_ITEMS_MAX = 1 << 22
@@ -98,6 +105,8 @@ class FrameType(enum.IntEnum):
     EVENTS = 66
     SNAPSHOT = 67
     LOADED = 68  # on the stream: the subscription's req_id
+    # The REPLYs one Ready gives one connection, in one frame (docs/data-model-v2.md 8.11).
+    REPLY_MANY = 69
 
 
 CLIENT_TO_AGENT = frozenset(
@@ -118,7 +127,14 @@ CLIENT_TO_AGENT = frozenset(
     }
 )
 AGENT_TO_CLIENT = frozenset(
-    {FrameType.REPLY, FrameType.ERROR, FrameType.EVENTS, FrameType.SNAPSHOT, FrameType.LOADED}
+    {
+        FrameType.REPLY,
+        FrameType.ERROR,
+        FrameType.EVENTS,
+        FrameType.SNAPSHOT,
+        FrameType.LOADED,
+        FrameType.REPLY_MANY,
+    }
 )
 HEAP_FRAMES = frozenset({FrameType.LOAD, FrameType.DROP, FrameType.HOLD})
 
@@ -427,6 +443,8 @@ class Proposal:
     kind: str
     body: bytes
     session: int = 0  # the session's id (the index of its "open" entry); 0: an open starting one
+    # The frame said its connection reads REPLY_MANY (REPLY_MANY_FIELD).
+    reply_many: bool = False
 
 
 def parse_propose(frame: Frame, *, body_bytes_max: int) -> Proposal:
@@ -447,7 +465,18 @@ def parse_propose(frame: Frame, *, body_bytes_max: int) -> Proposal:
         body = field_bytes(frame, "body", bytes_max=body_bytes_max)
     # The session's id (the index of its "open" entry); absent or 0: an "open" starting one.
     session = field_int(frame, "session", maximum=SESSION_ID_MAX) if "session" in frame.body else 0
-    return Proposal(client, seq, seq_low, kind, body, session)
+    return Proposal(client, seq, seq_low, kind, body, session, field_reply_many(frame))
+
+
+def field_reply_many(frame: Frame) -> bool:
+    """A write frame's REPLY_MANY_FIELD: absent is False (an app that predates REPLY_MANY)."""
+    value = frame.body.get(REPLY_MANY_FIELD, False)
+    if type(value) is not bool:
+        raise FrameError(
+            "field",
+            f"{frame.type.name}.{REPLY_MANY_FIELD} must be a boolean, got {describe(value)}",
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,6 +501,7 @@ def parse_propose_many(frame: Frame, *, body_bytes_max: int) -> list[ManyItem]:
     assert client is not None
     seq_low = field_int(frame, "seq_low", minimum=0, maximum=SEQ_MAX)
     session = field_int(frame, "session", maximum=SESSION_ID_MAX) if "session" in frame.body else 0
+    reply_many = field_reply_many(frame)
     items = frame.body.get("items")
     if type(items) is not list or not items:
         raise FrameError(
@@ -506,6 +536,7 @@ def parse_propose_many(frame: Frame, *, body_bytes_max: int) -> list[ManyItem]:
             "kind": item[2],
             "body": item[3],
             "session": session,
+            REPLY_MANY_FIELD: reply_many,
         }
         try:
             proposal = parse_propose(
@@ -556,6 +587,50 @@ def parse_members(frame: Frame) -> MembersRequest:
             f"{MEMBER_ADDRESS_SCHEMES}, got {describe(address)}",
         )
     return MembersRequest(op, node, address)
+
+
+def reply_many_body(items: list[list[Any]]) -> dict[str, Any]:
+    """A REPLY_MANY body: `items` are [req_id, REPLY body] (1..REPLY_ITEMS_MAX of them)."""
+    assert 0 < len(items) <= REPLY_ITEMS_MAX, len(items)
+    return {"items": items}
+
+
+def parse_reply_many(body: Any) -> list[tuple[int, dict[str, Any]]]:
+    """A REPLY_MANY body's answers (app side), each checked before any is used: a FrameError
+    naming the field (or REPLY_ITEMS_MAX, for too many items). What each REPLY body holds is
+    checked as a REPLY's is, by whoever waits for that req_id; a req_id nobody waits for is
+    ignored by the caller, as a REPLY's is."""
+    if type(body) is not dict:
+        raise FrameError("body", f"REPLY_MANY body must be a map, got {describe(body)}")
+    items = body.get("items")
+    if type(items) is not list or not items:
+        raise FrameError(
+            "field", f"REPLY_MANY.items must be a non-empty list, got {describe(items)}"
+        )
+    if len(items) > REPLY_ITEMS_MAX:
+        # A FrameError, not a LimitExceeded: the app drops a frame past any limit as malformed.
+        raise FrameError(
+            "limit",
+            f"REPLY_MANY has {len(items)} items, above the limit REPLY_ITEMS_MAX={REPLY_ITEMS_MAX}",
+        )
+    out: list[tuple[int, dict[str, Any]]] = []
+    for i, item in enumerate(items):
+        if (
+            type(item) is not list
+            or len(item) != 2
+            or type(item[0]) is not int
+            or not 0 <= item[0] <= REQ_ID_MAX
+            or type(item[1]) is not dict
+        ):
+            got = describe(item)
+            if type(item) is list and len(item) == 2:
+                got = f"[{describe(item[0])}, {describe(item[1])}]"
+            raise FrameError(
+                "field",
+                f"REPLY_MANY.items[{i}] must be [req_id, map] with req_id in [0, 2**64), got {got}",
+            )
+        out.append((item[0], item[1]))
+    return out
 
 
 def error_body(code: ErrorCode, message: str, leader: str | None = None) -> dict[str, Any]:
