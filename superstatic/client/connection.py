@@ -1817,6 +1817,13 @@ class _IoState:
                 if self.link is not link:
                     return
                 continue
+            if frame.type is wire.FrameType.REPLY_MANY:
+                try:
+                    self.on_reply_many(frame.body)
+                except ProtocolError as exc:
+                    self.drop_link(f"bad frame: {exc}")
+                    return
+                continue
             request = self.by_req_id.get(frame.req_id)
             if request is None:
                 # A PROPOSE_MANY refused whole (a leader that predates the type): as on our
@@ -1824,12 +1831,6 @@ class _IoState:
                 items = self.many_frames.pop(frame.req_id, None)
                 if items is not None and frame.type is wire.FrameType.ERROR:
                     self.on_many_refused(items, frame.body, link.endpoint)
-                elif frame.type is wire.FrameType.REPLY_MANY:
-                    try:
-                        self.on_reply_many(frame.body)
-                    except ProtocolError as exc:
-                        self.drop_link(f"bad frame: {exc}")
-                        return
                 continue
             if frame.type is wire.FrameType.REPLY:
                 self.on_reply(request, frame.req_id, frame.body)

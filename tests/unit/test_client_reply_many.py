@@ -214,3 +214,35 @@ def test_an_agent_that_predates_reply_many_answers_with_replies() -> None:
     finally:
         conn.close()
         peer.stop()
+
+
+def test_a_hostile_reply_many_on_the_link_drops_the_link_and_the_writes_go_again() -> None:
+    """The leader's REPLY_MANY has a bad item: nothing of it settles, the link is closed, and
+    its unanswered writes go again (same seq) through the app's own agent, which answers."""
+    log = PeerLog()
+    leader = ReplyManyPeer(log)
+    follower = ReplyManyPeer(log, agent="f", leader="t")
+    conn = Connection(
+        [follower.endpoint, leader.endpoint],
+        RecordingReplica(),
+        timeout_ms_request=20_000,
+        timeout_ms_resend=60_000,  # only the link's drop sends them again
+        timeout_ms_close=300,
+    )
+    try:
+        leader.wait_for(
+            "the link to the leader", lambda: conn._io.link is not None and conn._io.link.ready
+        )
+        workers, results = start_writers(conn, 2)
+        leader.wait_for("both REPLYs held", lambda: leader.held_count() >= 2)
+        leader.flush(lambda items: [*items, [1, "not a map"]])
+        follower.wait_for("the writes sent again", lambda: follower.held_count() >= 2)
+        follower.flush()
+        join(workers)
+        assert all(isinstance(r, Committed) and r.outcome == "ok" for r in results), results
+        assert sorted(r.index for r in results) == [1, 2]  # applied once: the copies are dups
+        assert len(log.entries) == 2
+    finally:
+        conn.close()
+        follower.stop()
+        leader.stop()
