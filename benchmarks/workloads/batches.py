@@ -25,7 +25,14 @@ from superstatic_bench.report import table, with_notes
 
 # STATUS fields read: top-level ones, and those of its "counters" map.
 _TOP = ("applied", "syncs")
-_COUNTERS = ("proposed", "readies", "propose_many_frames", "propose_many_items")
+_COUNTERS = (
+    "proposed",
+    "readies",
+    "propose_many_frames",
+    "propose_many_items",
+    "reply_many_frames",
+    "reply_many_items",
+)
 
 
 def counters(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,6 +78,11 @@ def summarize(
         )
         lone = max(0, lead["proposed"] - lead["propose_many_items"])
         record["lone_propose_share"] = _ratio(lone, lead["proposed"])
+        # The answers to link writes the leader sent in shared frames (data-model-v2.md 8.11).
+        record["answers_per_reply_many"] = _ratio(
+            lead["reply_many_items"], lead["reply_many_frames"]
+        )
+        record["reply_many_share"] = _ratio(lead["reply_many_items"], ops)
     return record
 
 
@@ -103,6 +115,7 @@ def render(rows: list[dict[str, Any]], markdown: bool) -> str:
                 " / ".join(_num(a["entries_per_ready"]) for a in lead) or "-",
                 " / ".join(_num(a["entries_per_ready"]) for a in others) or "-",
                 " / ".join(_num(a["syncs_per_write"], 3) for a in lead + others),
+                _num(batches.get("answers_per_reply_many")),
             ]
         )
     headers = [
@@ -114,11 +127,13 @@ def render(rows: list[dict[str, Any]], markdown: bool) -> str:
         "leader entries/Ready",
         "followers entries/Ready",
         "fsyncs per write (leader first)",
+        "answers per REPLY_MANY",
     ]
     notes = [
         "the agents' STATUS counters over the row's window: entries applied per Ready (every "
         "Ready counted, those that only commit or only send included), fsyncs per write "
         "counted by the clients; proposals per PROPOSE_MANY and the share of lone PROPOSEs "
-        "at the leader (docs/data-model-v2.md 8.10)"
+        "at the leader (docs/data-model-v2.md 8.10); answers per REPLY_MANY frame the leader "
+        "sent to apps writing over their link (8.11)"
     ]
     return with_notes(table(headers, body, markdown), notes, markdown)

@@ -519,7 +519,7 @@ def test_batch_counters_arithmetic() -> None:
     after = {
         "a": batches.counters(
             _status("leader", 1010, 85, proposed=1010, readies=57, propose_many_frames=101,
-                    propose_many_items=904)
+                    propose_many_items=904, reply_many_frames=50, reply_many_items=600)
         ),
         "b": batches.counters(_status("follower", 1010, 43, readies=44)),
     }  # fmt: skip
@@ -527,6 +527,7 @@ def test_batch_counters_arithmetic() -> None:
     assert record is not None
     assert record["proposals_per_propose_many"] == 9.0
     assert record["lone_propose_share"] == 0.1
+    assert record["answers_per_reply_many"] == 12.0 and record["reply_many_share"] == 0.6
     by_id = {a["agent"]: a for a in record["agents"]}
     assert sorted(by_id) == ["a", "b"]
     assert by_id["a"]["entries_per_ready"] == 20.0 and by_id["a"]["syncs_per_write"] == 0.08
@@ -545,14 +546,14 @@ def test_report_renders_the_batches_of_throughput_rows() -> None:
     after = {
         "a": batches.counters(
             _status("leader", 9000, 900, proposed=9000, readies=600, propose_many_frames=900,
-                    propose_many_items=8100)
+                    propose_many_items=8100, reply_many_frames=400, reply_many_items=5200)
         )
     }  # fmt: skip
     row["batches"] = batches.summarize(before, after, 9000)
     text = report.render(results)
     assert "what a Ready and a frame carry" in text
     line = next(x for x in text.splitlines() if x.startswith("superstatic") and "15.0" in x)
-    for cell in ("9,000", "9.0", "10%", "15.0", "0.100"):
+    for cell in ("9,000", "9.0", "10%", "15.0", "0.100", "13.0"):
         assert cell in line, cell
     del row["batches"]
     assert "what a Ready and a frame carry" not in report.render(results)
