@@ -1673,9 +1673,10 @@ class Server:
                 self._error(waiter.identity, waiter.req_id, code, message, leader)
 
     def _answer_applied(self, results: list[Applied]) -> None:
-        # The REPLYs of connections that read REPLY_MANY, sent after the loop: one frame per
-        # connection for the whole Ready (docs/data-model-v2.md 8.11).
-        many: dict[bytes, list[list[Any]]] = {}
+        # Every REPLY of the loop, per connection in the order its entries applied, sent after
+        # the loop: those of waiters that read REPLY_MANY share frames (docs/data-model-v2.md
+        # 8.11); [req_id, body, shared].
+        answers: dict[bytes, list[tuple[int, dict[str, Any], bool]]] = {}
         for applied in results:
             if applied.client is None or applied.seq is None:
                 continue
@@ -1708,13 +1709,33 @@ class Server:
                             waiter.identity, applied.index, applied.client
                         )
                     ):
-                        if waiter.reply_many and not waiter.traced:
-                            many.setdefault(waiter.identity, []).append([waiter.req_id, reply])
-                        else:
-                            self._reply(waiter.identity, waiter.req_id, reply)
+                        shared = waiter.reply_many and not waiter.traced
+                        answers.setdefault(waiter.identity, []).append(
+                            (waiter.req_id, reply, shared)
+                        )
                     self.observer.on_answered(waiter.deadline, applied.outcome, now)
-        for identity, items in many.items():
-            self._reply_many(identity, items)
+        for identity, replies in answers.items():
+            self._answer_connection(identity, replies)
+
+    def _answer_connection(
+        self, identity: bytes, replies: list[tuple[int, dict[str, Any], bool]]
+    ) -> None:
+        """One connection's REPLYs of a Ready, in the order their entries applied: a run of
+        shared ones in REPLY_MANY frames, the others (a traced write's, an app's that predates
+        REPLY_MANY) as REPLYs where they fall. The app relies on that order: a session_expired
+        answer settles the session's other waiting writes as outcome unknown, so an earlier
+        entry's "ok" must not come after it (review 24, data-model-v2.md 8.11)."""
+        run: list[list[Any]] = []
+        for req_id, body, shared in replies:
+            if shared:
+                run.append([req_id, body])
+                continue
+            if run:
+                self._reply_many(identity, run)
+                run = []
+            self._reply(identity, req_id, body)
+        if run:
+            self._reply_many(identity, run)
 
     def _keep_other_sessions(self, applied: Applied, waiters: list[Waiter]) -> list[Waiter]:
         """The waiters `applied` answers; those of the same (client, seq) whose attempt named
