@@ -1795,11 +1795,14 @@ class Server:
                 for req_id, body in chunk:
                     self._reply(identity, req_id, body)
                 continue
-            self.counters["reply_many_frames"] += 1
-            self.counters["reply_many_items"] += len(chunk)
             result = self.clients.send(identity, data)
             if result != "ok":
+                # Counted as one frame lost, as a REPLY is; not as sent (the counters below
+                # give the share of answers that went in REPLY_MANY frames).
                 self.drops.counts[f"client_reply_{result}"] += 1
+                continue
+            self.counters["reply_many_frames"] += 1
+            self.counters["reply_many_items"] += len(chunk)
 
     def _error(
         self,

@@ -66,3 +66,24 @@ def test_a_traced_answer_does_not_overtake_the_answers_of_earlier_entries(
         assert [req for req, _ in got] == [req for req, _ in by_index], got
     finally:
         agent.server.storage.close()
+
+
+def test_answers_to_a_connection_gone_are_not_counted_as_sent(tmp_path: Path) -> None:
+    """The app closed its socket after its writes arrived: their REPLY_MANY is lost (counted
+    as a client_reply_gone drop, one per frame as a REPLY's), not counted as sent."""
+    agent, session = new_app_with_root(tmp_path)
+    try:
+        writes = [[400 + i, 3 + i, "txn", txn_extend("k", [i])] for i in range(3)]
+        agent.send(NEW_APP, wire.FrameType.PROPOSE_MANY, many_body("new", session, writes, True))
+        agent.net.up.discard(NEW_APP)  # gone before the agent takes the frame
+        gone_before = agent.drops.counts["client_reply_gone"]
+        counters = agent.server.counters
+        frames_before, items_before = counters["reply_many_frames"], counters["reply_many_items"]
+        applied = agent.server.applied
+        agent.run_until("the writes applied", lambda: agent.server.applied >= applied + 3)
+        assert agent.drops.counts["client_reply_gone"] == gone_before + 1
+        assert counters["reply_many_frames"] == frames_before
+        assert counters["reply_many_items"] == items_before
+        assert not agent.frames[NEW_APP]
+    finally:
+        agent.server.storage.close()
