@@ -1,15 +1,18 @@
 """Review 24 of REPLY_MANY (docs/data-model-v2.md 8.11), the agent's answer step on a real
-single-voter Server in the glue simulation (the world of tests/sim/test_agent_sim_reply_many.py):
-a connection gets the answers of one Ready in the order their entries applied, whatever frame
+single-voter Server in the glue simulation (the world of tests/sim/test_agent_sim_reply_many.py).
+
+A connection gets the answers of one Ready in the order their entries applied, whatever frame
 carries each. The library relies on it: a session_expired answer settles every other write of
 that session still waiting as outcome UNKNOWN, so an "ok" answer of an earlier entry that
-arrives after it comes too late (the write committed, the caller is told UNKNOWN)."""
+arrives after it comes too late (the write committed, the caller is told UNKNOWN). A frame lost
+to a connection gone is not counted as sent; a flag that is not a boolean refuses its frame."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pytest
 from superstatic_bench.loadgen import txn_extend
 from test_agent_sim_reply_many import NEW_APP, many_body, new_app_with_root
 
@@ -87,3 +90,48 @@ def test_answers_to_a_connection_gone_are_not_counted_as_sent(tmp_path: Path) ->
         assert not agent.frames[NEW_APP]
     finally:
         agent.server.storage.close()
+
+
+@pytest.mark.parametrize("flag", [1, 0, "yes", None, [True], {"x": True}])
+def test_a_flag_that_is_not_a_boolean_refuses_its_frame_only(tmp_path: Path, flag: Any) -> None:
+    """A hostile app's "reply_many" of another type: its PROPOSE and its PROPOSE_MANY are
+    refused bad_request naming the field (nothing proposed); the agent serves on, and the
+    same writes with a boolean apply."""
+    agent, session = new_app_with_root(tmp_path)
+    try:
+        write = {
+            "client": "new",
+            "seq": 3,
+            "seq_low": 1,
+            "kind": "txn",
+            "body": txn_extend("k", [1]),
+            "session": session,
+            wire.REPLY_MANY_FIELD: flag,
+        }
+        lone = agent.send(NEW_APP, wire.FrameType.PROPOSE, write)
+        body = many_body("new", session, [[500, 4, "txn", txn_extend("k", [2])]], True)
+        body[wire.REPLY_MANY_FIELD] = flag
+        many = agent.send(NEW_APP, wire.FrameType.PROPOSE_MANY, body)
+        applied = agent.server.applied
+
+        def errors() -> dict[int, dict[str, Any]]:
+            return {
+                f.req_id: f.body for f in agent.frames[NEW_APP] if f.type is wire.FrameType.ERROR
+            }
+
+        agent.run_until("both refused", lambda: {lone, many} <= set(errors()))
+        for req_id in (lone, many):
+            assert errors()[req_id]["code"] == wire.ErrorCode.BAD_REQUEST
+            assert wire.REPLY_MANY_FIELD in errors()[req_id]["message"]
+        assert agent.server.applied == applied and not agent.server._waiters
+
+        write[wire.REPLY_MANY_FIELD] = True
+        again = agent.send(NEW_APP, wire.FrameType.PROPOSE, write)
+        agent.run_until("the write applied", lambda: again in answers_of(agent.frames[NEW_APP]))
+        assert answers_of(agent.frames[NEW_APP])[again]["outcome"] == "ok"
+    finally:
+        agent.server.storage.close()
+
+
+def answers_of(frames: list[wire.Frame]) -> dict[int, dict[str, Any]]:
+    return dict(answers_in_order(frames))
