@@ -7,6 +7,9 @@ A peer frame is one ZeroMQ message holding a CBOR array that starts with
   context, snapshot]`, where `entries` is a byte string holding the CBOR array
   `[[index, term, kind, data], ...]` (encoded once per batch and reused for every follower that
   gets the same range) and `snapshot` is null or `[index, term, voters, learners, addresses]`.
+  An APPEND whose `context` is `b"no-ack"` (the core's `UNACKED_CONTEXT`) is a commit-only
+  APPEND the leader wants no answer to if accepted (docs/raft.md, "Commit-only APPENDs go
+  unanswered"); agents before it send and ignore an APPEND's context, so no version changes.
 - `JOIN`: `[v, 1, frm, address]`: an agent outside the configuration asks to be added as a
   learner reachable at `address`.
 - `CHUNK`: `[v, 2, frm, to, term, snap_index, part, last, data]`: one piece of the object table

@@ -53,6 +53,13 @@ SNAPSHOT_RETRY_ELECTIONS = 8
 REMOVED_NOTIFY_ELECTIONS = 8
 # VOTE context of an election started by TIMEOUT_NOW: voters skip the leader-lease check.
 TRANSFER_CONTEXT = b"transfer"
+# APPEND context of a commit-only APPEND (no entries, sent because the commit advanced) to a
+# follower in replicate state that was sent the leader's whole log: the leader wants no
+# APPEND_RESP if it is accepted, as it would repeat the answer to the last APPEND with entries.
+# A rejection, or a prev index below the follower's commit, is still answered; an unmarked
+# APPEND (an older leader's) always is. docs/raft.md, "Commit-only APPENDs go unanswered", says
+# why this is safe and live.
+UNACKED_CONTEXT = b"no-ack"
 
 
 @dataclass(slots=True)
@@ -573,6 +580,8 @@ class RaftNode:
             for entry in self._log.entries_between(written_from, self._log.last_index):
                 if entry.kind is EntryKind.CONF:
                     self._record_conf(entry)
+        if m.context == UNACKED_CONTEXT and not m.entries:
+            return  # accepted: the answer would repeat our last one (UNACKED_CONTEXT)
         self._send(Message(MsgType.APPEND_RESP, self._id, m.frm, self._term, index=last_new))
 
     def _handle_heartbeat(self, m: Message) -> None:
@@ -779,7 +788,9 @@ class RaftNode:
         last_conf_index = self._conf_history[-1][0] if self._conf_history else 0
         return last_conf_index <= self._log.commit
 
-    def _send_append(self, to: str, *, send_empty: bool) -> bool:
+    def _send_append(self, to: str, *, send_empty: bool, commit_only: bool = False) -> bool:
+        """An APPEND to `to` from its next index (entries if it lacks any, else empty if
+        send_empty); commit_only: sent to tell the commit index (UNACKED_CONTEXT)."""
         pr = self._prs[to]
         if pr.is_paused():
             return False
@@ -801,6 +812,11 @@ class RaftNode:
             )
         if not entries and not send_empty:
             return False
+        # A commit-only APPEND to a follower in replicate state without entries (so it was sent
+        # our whole log): its answer would be index = our last index, what the answer to the
+        # last APPEND with entries already says (or said: match). Empty APPENDs take no inflight
+        # slot, so nothing waits for it.
+        unacked = commit_only and not entries and pr.state is ProgressState.REPLICATE
         self._send(
             Message(
                 MsgType.APPEND,
@@ -811,6 +827,7 @@ class RaftNode:
                 index=previous_index,
                 entries=entries,
                 commit=self._log.commit,
+                context=UNACKED_CONTEXT if unacked else b"",
             )
         )
         if entries:
@@ -877,7 +894,7 @@ class RaftNode:
             told = {m.to for m in self._msgs if m.type is MsgType.APPEND and m.commit == commit}
             for node in self._prs:
                 if node not in told:
-                    self._send_append(node, send_empty=True)
+                    self._send_append(node, send_empty=True, commit_only=True)
 
     def _bcast_append(self) -> None:
         for node in self._prs:

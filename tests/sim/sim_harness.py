@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from superstatic_agent.raft.core import RaftNode
+from superstatic_agent.raft.core import UNACKED_CONTEXT, RaftNode
 from superstatic_agent.raft.membership import apply_change
 from superstatic_agent.raft.types import (
     ConfChange,
@@ -396,6 +396,9 @@ class Checker:
             if known != node.id:
                 self.fail(f"election safety: {known} and {node.id} both lead term {node.term}")
             self._check_leader_completeness(node)
+        for m in ready.messages:
+            if m.type is MsgType.APPEND and m.context == UNACKED_CONTEXT:
+                self._check_unacked(node, m)
         for entry in ready.entries:
             previous_term = node.term_at(entry.index - 1)
             key = (entry.index, entry.term)
@@ -447,6 +450,25 @@ class Checker:
                     f"durability: {where} acknowledging index {m.index}, synced term {held}, "
                     f"log term {node.term_at(m.index)}"
                 )
+
+    def _check_unacked(self, node: RaftNode, m: Message) -> None:
+        """A commit-only APPEND goes unanswered only if its answer would repeat the answer to
+        an APPEND with entries the leader has or awaits: no entries, prev = the leader's last
+        index, the follower in replicate state with everything up to it sent."""
+        progress = node.progress().get(m.to)
+        expected = (node.last_index + 1, "replicate")
+        if (
+            node.role is not Role.LEADER
+            or m.entries
+            or m.index != node.last_index
+            or progress is None
+            or progress[1:] != expected
+        ):
+            self.fail(
+                f"unanswered APPEND: {node.id} ({node.role.name}, last {node.last_index}) marked "
+                f"an APPEND to {m.to} with {len(m.entries)} entries after {m.index}, its "
+                f"progress {progress}"
+            )
 
     def _check_leader_completeness(self, node: RaftNode) -> None:
         """Entries committed in earlier terms are in every later leader's log."""

@@ -340,8 +340,35 @@ class Schedule:
             )
 
         world.run_until(caught_up, HEAL_CATCHUP_TICKS_MAX + self._backlog_ticks())
+        self._check_leader_learns_every_match()
         self._check_durability()
         self._check_removal_is_learned()
+
+    def _check_leader_learns_every_match(self) -> None:
+        """Liveness of the leader's view: once every member applied everything, the leader
+        learns that each live member holds its whole log, although the answers to commit-only
+        APPENDs are spared (an ack lost before them is recovered through heartbeats)."""
+        world = self.world
+
+        def known() -> bool:
+            leader = world.leader()
+            if leader is None:
+                return False
+            raft = world.raft(leader)
+            members = raft.conf.members()
+            progress = raft.progress()
+            return all(
+                progress[node.id][0] == raft.last_index
+                for node in world.live()
+                if node.id in members and node.id != leader
+            )
+
+        try:
+            world.run_until(known, HEAL_CATCHUP_TICKS_MAX)
+        except AssertionError:
+            raise SafetyViolation(
+                "liveness: the leader never learned that every live member holds its log"
+            ) from None
 
     def _backlog_ticks(self) -> int:
         """Extra ticks the slowest catch-up may need: under reordering the leader falls back
