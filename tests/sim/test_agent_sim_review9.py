@@ -63,6 +63,10 @@ def test_a_stale_sessions_copy_does_not_expire_the_new_session() -> None:
             client.stopped = True  # idle (no keep-alive) until the session expired
         if now == 1_500 + SESSION_TTL_MS + 1_500:
             client.stopped = False
+            # A write goes first, naming S1: were a keep-alive due first (the client idled), it
+            # would learn the expiry, and no write would name S1 (so it went once commit-only
+            # APPENDs lost their acks, data-model-v2.md 8.9: the schedule's timing moved).
+            client.last_propose_ms = now
             client.on_write_sent = on_write_sent
             expired = client.session_expired
 
