@@ -23,6 +23,9 @@ A peer frame is one ZeroMQ message holding a CBOR array that starts with
   and the highest term of a Raft message it received from the asker since it started (0: none).
 - `CHUNK_ACK`: `[v, 6, frm, to, term, snap_index, part]`: a follower staged `part` of the
   snapshot at `snap_index` (the leader keeps a window of chunks unacknowledged: shipping.py).
+- `HELLO`: `[v, 7, frm, to, term, address]`: a leader in `term` tells a member it has not heard
+  from where to answer it: a member cut off while the leader joined does not list it yet
+  (docs/agent.md, "A member that missed a promotion"). Agents before it count it as a bad frame.
 
 Decoding trusts nothing: size, then a scan of the CBOR headers bounded in items and depth that
 admits only the codec's registered tags (`codec.loads` with `DecodeLimits`: the one decoder of
@@ -101,6 +104,7 @@ class PeerKind(enum.IntEnum):
     PROBE = 4
     PROBE_REPLY = 5
     CHUNK_ACK = 6
+    HELLO = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +155,15 @@ class ProbeReply:
     heard_term: int  # highest term of a Raft message from the asker since we started; 0: none
 
 
-PeerFrame = Message | JoinRequest | SnapshotChunk | ChunkAck | Welcome | Probe | ProbeReply
+@dataclass(frozen=True, slots=True)
+class Hello:
+    frm: str  # a leader
+    to: str
+    term: int  # the term it leads
+    address: str  # its peer endpoint, as the configuration it replicates records it
+
+
+PeerFrame = Message | JoinRequest | SnapshotChunk | ChunkAck | Welcome | Probe | ProbeReply | Hello
 
 
 # -- encoding ---------------------------------------------------------------------------------
@@ -221,6 +233,11 @@ def encode_probe_reply(reply: ProbeReply) -> bytes:
             r.heard_term,
         ]
     )
+
+
+def encode_hello(hello: Hello) -> bytes:
+    h = hello
+    return cbor2.dumps([PEER_PROTOCOL_VERSION, int(PeerKind.HELLO), h.frm, h.to, h.term, h.address])
 
 
 def encode_chunk_ack(ack: ChunkAck) -> bytes:
@@ -341,6 +358,8 @@ def decode(
             return _decode_probe_reply(raw)
         if kind == PeerKind.CHUNK_ACK:
             return _decode_chunk_ack(raw)
+        if kind == PeerKind.HELLO:
+            return _decode_hello(raw)
     raise FrameError("kind", f"unknown peer frame kind ({describe(kind)})")
 
 
@@ -671,13 +690,29 @@ def _decode_probe_reply(raw: list[Any]) -> ProbeReply:
     )
 
 
+def _endpoint(value: Any, name: str) -> str:
+    address = _address(value, name)
+    if not address.startswith(ENDPOINT_SCHEMES) or len(address) <= len("tcp://"):
+        raise FrameError("field", f"peer {name} must start with one of {ENDPOINT_SCHEMES}")
+    return address
+
+
 def _decode_join(raw: list[Any]) -> JoinRequest:
     if len(raw) != 4:
         raise FrameError("shape", f"peer JOIN must have 4 fields, got {len(raw)}")
-    address = _address(raw[3], "join address")
-    if not address.startswith(ENDPOINT_SCHEMES) or len(address) <= len("tcp://"):
-        raise FrameError("field", f"peer JOIN address must start with one of {ENDPOINT_SCHEMES}")
+    address = _endpoint(raw[3], "JOIN address")
     return JoinRequest(_node_id(raw[2], "join id"), address)
+
+
+def _decode_hello(raw: list[Any]) -> Hello:
+    if len(raw) != 6:
+        raise FrameError("shape", f"peer HELLO must have 6 fields, got {len(raw)}")
+    return Hello(
+        frm=_node_id(raw[2], "hello frm"),
+        to=_node_id(raw[3], "hello to"),
+        term=_int(raw[4], "hello term", minimum=1),
+        address=_endpoint(raw[5], "HELLO address"),
+    )
 
 
 def _decode_chunk_ack(raw: list[Any]) -> ChunkAck:

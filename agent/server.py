@@ -84,6 +84,12 @@ TICKS_CATCHUP_MAX = 10
 HOUSEKEEPING_MS = 50
 # A learner outside the configuration asks the voters to add it this often.
 JOIN_RETRY_MS = 1_000
+# A leader tells each member still in probe state where it is (HELLO) this often: one cut off
+# while the leader joined does not list it, and could not answer it otherwise.
+LEADER_HELLO_MS = 1_000
+# Raft messages a member accepts from a leader its configuration does not list yet (one that
+# says HELLO): those that teach it the leader and the log, from which it learns the rest.
+_FROM_UNLISTED_LEADER = frozenset({MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT})
 # INSPECT root names.
 ROOT_NAME_CHARS_MAX = wire.ROOT_NAME_CHARS_MAX
 # A message whose term is this far above ours is not from an agent of this cluster (terms grow
@@ -351,6 +357,10 @@ class Server:
         # Removed members the leader still replicates to until they hold their removal
         # (docs/raft.md, bug 6a): their connections stay meanwhile (see _sync_peers).
         self._peers_departing: frozenset[str] = frozenset()
+        # (id, term, address) of the one leader that said HELLO while our configuration does
+        # not list it (docs/agent.md, "A member that missed a promotion"); None: none.
+        self._unlisted_leader: tuple[str, int, str] | None = None
+        self._next_hello = 0.0
         self._sync_peers()
         # Client work queued during a turn.
         # (entry, (client, seq), the waiter of a new PROPOSE or None for a proposal again).
@@ -951,6 +961,15 @@ class Server:
             if kept:
                 addresses[leader] = kept
         self._peers_leader = leader
+        unlisted = self._unlisted_leader
+        if unlisted is not None:
+            node, term, address = unlisted
+            if node in conf.members() or (self.node.term > term and leader != node):
+                # Listed now (the configuration's address rules), or a later term began
+                # without it: it is no leader we need to answer any more.
+                self._unlisted_leader = None
+            else:
+                addresses.setdefault(node, address)
         # A leader keeps replicating to a member it removed until that member holds its
         # removal (bounded by the core): keep its connection at the address we know.
         departing = self._departing()
@@ -977,11 +996,13 @@ class Server:
             if self.halted is not None:
                 self.drops.counts["peer_halted"] += 1  # the core is frozen: see _halt
                 continue
-            if not self._peer_known(sender) and peer_codec.peek_kind(data) is not (
-                peer_codec.PeerKind.JOIN
+            if not self._peer_known(sender) and peer_codec.peek_kind(data) not in (
+                peer_codec.PeerKind.JOIN,
+                peer_codec.PeerKind.HELLO,
             ):
-                # Only members talk Raft and ship snapshots; a stranger may only ask to join.
-                # Refused before decoding: its bytes cost us nothing more.
+                # Only members talk Raft and ship snapshots; a stranger may only ask to join,
+                # or say it leads (_on_hello judges that). Refused before decoding: its bytes
+                # cost us nothing more.
                 self.drops.drop(
                     "peer_unknown_sender", f"{len(data)} bytes from {sender!r}, not a member"
                 )
@@ -1009,6 +1030,8 @@ class Server:
                 self._on_probe_reply(sender, frame)
             elif isinstance(frame, peer_codec.ChunkAck):
                 self.shipping.on_ack(sender, frame)
+            elif isinstance(frame, peer_codec.Hello):
+                self._on_hello(sender, frame)
             elif self._awaiting_conf0:
                 self.drops.counts["peer_before_welcome"] += 1  # routine for a joiner: no log
             elif frame.term > self.node.term + TERM_AHEAD_MAX:
@@ -1026,7 +1049,8 @@ class Server:
         """A member of the configuration, the leader we follow (it may have removed itself and
         lead until that commits), while we are outside the configuration (a joining learner)
         an initial voter, or, while we lead, a removed member still being told its removal
-        (its acknowledgements end that)."""
+        (its acknowledgements end that), or the leader our configuration does not list yet that
+        said HELLO (_on_hello)."""
         conf = self.node.conf
         return (
             sender in conf.voters
@@ -1034,7 +1058,61 @@ class Server:
             or sender == self.node.leader
             or (sender in self.config.peers and self.id not in conf.members())
             or sender in self._peers_departing
+            or self._is_unlisted_leader(sender)
         )
+
+    def _is_unlisted_leader(self, sender: str) -> bool:
+        unlisted = self._unlisted_leader
+        return unlisted is not None and unlisted[0] == sender
+
+    def _on_hello(self, sender: str, hello: peer_codec.Hello) -> None:
+        """A leader we may not list tells us where to answer it. Raft has a follower accept a
+        leader of a term not below its own even when its (older) configuration does not name
+        it: it learns the configuration from the log that leader sends. One such leader at a
+        time, of a term not below ours (the latest HELLO replaces it: one that claimed a far
+        term must not lock out the real leader): a stranger can make us dial one address and
+        no more, as a JOIN to the leader can (without keys); with keys the
+        sender is the agent its CURVE key is listed under, and we dial only an agent whose
+        server key is listed (transport)."""
+        if hello.frm != sender or hello.to != self.id:
+            self.drops.drop("peer_wrong_sender", f"{sender!r} sent a hello for {hello.to!r}")
+            return
+        node = self.node
+        if self._probing or self._awaiting_conf0:
+            self.drops.counts["peer_hello_ignored"] += 1  # its heartbeats come again
+            return
+        if sender in node.conf.members() or hello.term < node.term:
+            return  # listed: we answer it at the configuration's address; or a stale leader
+        if hello.term > node.term + TERM_AHEAD_MAX:
+            self.drops.drop("peer_impossible", f"HELLO from {sender}: term far ahead")
+            return
+        kept = self._unlisted_leader
+        if kept == (sender, hello.term, hello.address):
+            return  # its next HELLO: nothing changed
+        if kept is None:  # not per HELLO: two senders taking turns must not flood the log
+            log.info(
+                "leader %s of term %d is not in our configuration yet: answering it at %s",
+                sender,
+                hello.term,
+                hello.address,
+            )
+        self._unlisted_leader = (sender, hello.term, hello.address)
+        self._sync_peers()
+
+    def _say_hello(self, now: float) -> None:
+        """Leader: HELLO to each member in probe state (we have not heard where its log is):
+        one that missed our promotion does not list us, and learns from it where to answer."""
+        if now < self._next_hello or self.node.role is not Role.LEADER:
+            return
+        self._next_hello = now + LEADER_HELLO_MS / 1000.0
+        conf = self.node.conf
+        address = dict(conf.addresses).get(self.id) or self.config.peer_endpoint
+        if not address:
+            return
+        for node, (_match, _next, state) in self.node.progress().items():
+            if node != self.id and node in conf.members() and state == "probe":
+                hello = peer_codec.Hello(self.id, node, self.node.term, address)
+                self.peers.send(node, peer_codec.encode_hello(hello))
 
     def _on_peer_message(self, sender: str, m: Message) -> None:
         if m.frm != sender:
@@ -1042,6 +1120,11 @@ class Server:
             return
         if m.to != self.id:
             self.drops.drop("peer_misaddressed", f"{sender!r} sent a message for {m.to!r}")
+            return
+        if m.type not in _FROM_UNLISTED_LEADER and self._only_unlisted_leader(sender):
+            self.drops.drop(
+                "peer_unlisted_leader", f"{m.type.name} from {sender}, a leader we do not list"
+            )
             return
         if self._probing:
             # We may have voted before we lost our data: no Raft message until we know.
@@ -1124,6 +1207,18 @@ class Server:
         if m.type is MsgType.APPEND_RESP and not m.reject and m.index > node.last_index:
             return f"acknowledges index {m.index} beyond our last index {node.last_index}"
         return None
+
+    def _only_unlisted_leader(self, sender: str) -> bool:
+        """Known only as the unlisted leader that said HELLO: it may lead us, nothing more."""
+        if not self._is_unlisted_leader(sender):
+            return False
+        conf = self.node.conf
+        return not (
+            sender in conf.members()
+            or sender == self.node.leader
+            or (sender in self.config.peers and self.id not in conf.members())
+            or sender in self._peers_departing
+        )
 
     def _on_join(self, sender: str, join: peer_codec.JoinRequest) -> None:
         if join.frm != sender:
@@ -1874,6 +1969,7 @@ class Server:
         if self.auth.housekeeping(now):
             self._sync_peers()  # connect to members whose keys are now listed, drop revoked
         self.peers.retry_refused(now)
+        self._say_hello(now)
         if self._repair_until and self.applied >= self._repair_until and self.halted is None:
             self.storage.repair_done()
             self._repair_until = 0
