@@ -361,6 +361,7 @@ class Server:
         # not list it (docs/agent.md, "A member that missed a promotion"); None: none.
         self._unlisted_leader: tuple[str, int, str] | None = None
         self._next_hello = 0.0
+        self._hello_term = 0  # the term _next_hello was set in
         self._sync_peers()
         # Client work queued during a turn.
         # (entry, (client, seq), the waiter of a new PROPOSE or None for a proposal again).
@@ -418,6 +419,9 @@ class Server:
             # Peer snapshots installed here (a far-behind follower catches up by one:
             # data-model-v2.md section 10); status adds those shipped from here.
             "snapshots_installed": 0,
+            # Leaders our configuration did not list that we answered after their HELLO (a
+            # member that missed a promotion: docs/agent.md, Membership).
+            "unlisted_leaders": 0,
         }
         # A turn longer than half the minimum election timeout risks needless elections.
         self._slow_turn_ms = config.tick_ms * config.election_ticks / 2
@@ -1090,6 +1094,7 @@ class Server:
         if kept == (sender, hello.term, hello.address):
             return  # its next HELLO: nothing changed
         if kept is None:  # not per HELLO: two senders taking turns must not flood the log
+            self.counters["unlisted_leaders"] += 1
             log.info(
                 "leader %s of term %d is not in our configuration yet: answering it at %s",
                 sender,
@@ -1102,7 +1107,15 @@ class Server:
     def _say_hello(self, now: float) -> None:
         """Leader: HELLO to each member in probe state (we have not heard where its log is):
         one that missed our promotion does not list us, and learns from it where to answer."""
-        if now < self._next_hello or self.node.role is not Role.LEADER:
+        if self.node.role is not Role.LEADER:
+            return
+        if self._hello_term != self.node.term:
+            # Not at once: the members that list us answer within a heartbeat and leave probe
+            # state, so after an ordinary election no HELLO is sent at all.
+            self._hello_term = self.node.term
+            self._next_hello = now + LEADER_HELLO_MS / 1000.0
+            return
+        if now < self._next_hello:
             return
         self._next_hello = now + LEADER_HELLO_MS / 1000.0
         conf = self.node.conf
