@@ -1134,7 +1134,11 @@ class Server:
         if m.to != self.id:
             self.drops.drop("peer_misaddressed", f"{sender!r} sent a message for {m.to!r}")
             return
-        if m.type not in _FROM_UNLISTED_LEADER and self._only_unlisted_leader(sender):
+        if (
+            self._unlisted_leader is not None  # first: the common case costs one test
+            and m.type not in _FROM_UNLISTED_LEADER
+            and self._only_unlisted_leader(sender)
+        ):
             self.drops.drop(
                 "peer_unlisted_leader", f"{m.type.name} from {sender}, a leader we do not list"
             )
