@@ -75,6 +75,9 @@ def test_welcome_and_probes_roundtrip() -> None:
     assert peer_codec.decode(peer_codec.encode_probe(probe)) == probe
     reply = peer_codec.ProbeReply("a", "c", 7, 120, 6)
     assert peer_codec.decode(peer_codec.encode_probe_reply(reply)) == reply
+    hello = peer_codec.Hello("j", "a", 7, "tcp://127.0.0.1:9")
+    assert peer_codec.decode(peer_codec.encode_hello(hello)) == hello
+    assert peer_codec.peek_kind(peer_codec.encode_hello(hello)) is peer_codec.PeerKind.HELLO
 
 
 def envelope(**changes: object) -> list[object]:
@@ -103,7 +106,7 @@ def envelope(**changes: object) -> list[object]:
         (b"\xff\xff", "indefinite length"),
         (cbor2.dumps({"a": 1}), "CBOR array"),
         (cbor2.dumps([2, 0]), "version"),
-        (cbor2.dumps([1, 7]), "kind"),
+        (cbor2.dumps([1, 8]), "kind"),
         (cbor2.dumps([1, True]), "kind"),
         (cbor2.dumps(envelope()[:-1]), "14 fields"),
         (cbor2.dumps(envelope(type=99)), "unknown Raft message type"),
@@ -171,6 +174,12 @@ def envelope(**changes: object) -> list[object]:
         (cbor2.dumps([1, 6, "d", "a", 0, 40, 2]), "chunk ack term"),
         (cbor2.dumps([1, 6, "d", "a", 3, 40, -1]), "chunk ack part"),
         (cbor2.dumps([1, 6, "d", "", 3, 40, 2]), "chunk ack to"),
+        (cbor2.dumps([1, 7]), "HELLO must have 6 fields"),
+        (cbor2.dumps([1, 7, "j", "a", 0, "tcp://h:1"]), "hello term"),
+        (cbor2.dumps([1, 7, "j", "", 3, "tcp://h:1"]), "hello to"),
+        (cbor2.dumps([1, 7, "j", "a", 3, "http://h:1"]), "HELLO address must start with"),
+        (cbor2.dumps([1, 7, "j", "a", 3, "tcp://" + "h" * 1024]), "HELLO address"),
+        (cbor2.dumps([1, 7, "j", "a", 3, b"tcp://h:1"]), "HELLO address"),
     ],
 )
 def test_garbage_is_refused_by_name(frame: bytes, needle: str) -> None:
