@@ -45,6 +45,7 @@ from superstatic_agent.raft.types import (
     HardState,
     Message,
     MsgType,
+    ProgressState,
     RaftConfig,
     Ready,
     Role,
@@ -1055,6 +1056,9 @@ class Server:
         an initial voter, or, while we lead, a removed member still being told its removal
         (its acknowledgements end that), or the leader our configuration does not list yet that
         said HELLO (_on_hello)."""
+        return self._listed_peer(sender) or self._is_unlisted_leader(sender)
+
+    def _listed_peer(self, sender: str) -> bool:
         conf = self.node.conf
         return (
             sender in conf.voters
@@ -1062,7 +1066,6 @@ class Server:
             or sender == self.node.leader
             or (sender in self.config.peers and self.id not in conf.members())
             or sender in self._peers_departing
-            or self._is_unlisted_leader(sender)
         )
 
     def _is_unlisted_leader(self, sender: str) -> bool:
@@ -1075,9 +1078,9 @@ class Server:
         it: it learns the configuration from the log that leader sends. One such leader at a
         time, of a term not below ours (the latest HELLO replaces it: one that claimed a far
         term must not lock out the real leader): a stranger can make us dial one address and
-        no more, as a JOIN to the leader can (without keys); with keys the
-        sender is the agent its CURVE key is listed under, and we dial only an agent whose
-        server key is listed (transport)."""
+        no more, as a JOIN to the leader can (without keys); with keys the sender is the agent
+        its CURVE key is listed under, and we dial only an agent whose server key is listed
+        (transport)."""
         if hello.frm != sender or hello.to != self.id:
             self.drops.drop("peer_wrong_sender", f"{sender!r} sent a hello for {hello.to!r}")
             return
@@ -1123,7 +1126,7 @@ class Server:
         if not address:
             return
         for node, (_match, _next, state) in self.node.progress().items():
-            if node != self.id and node in conf.members() and state == "probe":
+            if node != self.id and node in conf.members() and state == ProgressState.PROBE.value:
                 hello = peer_codec.Hello(self.id, node, self.node.term, address)
                 self.peers.send(node, peer_codec.encode_hello(hello))
 
@@ -1227,15 +1230,7 @@ class Server:
 
     def _only_unlisted_leader(self, sender: str) -> bool:
         """Known only as the unlisted leader that said HELLO: it may lead us, nothing more."""
-        if not self._is_unlisted_leader(sender):
-            return False
-        conf = self.node.conf
-        return not (
-            sender in conf.members()
-            or sender == self.node.leader
-            or (sender in self.config.peers and self.id not in conf.members())
-            or sender in self._peers_departing
-        )
+        return self._is_unlisted_leader(sender) and not self._listed_peer(sender)
 
     def _on_join(self, sender: str, join: peer_codec.JoinRequest) -> None:
         if join.frm != sender:
