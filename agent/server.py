@@ -88,6 +88,11 @@ JOIN_RETRY_MS = 1_000
 # A leader tells each member still in probe state where it is (HELLO) this often: one cut off
 # while the leader joined does not list it, and could not answer it otherwise.
 LEADER_HELLO_MS = 1_000
+# A HELLO from another sender (or naming another address) replaces the remembered unlisted
+# leader at most this often: each replacement closes a connection and dials the new address,
+# so senders taking turns must cost one dial per interval, not one per frame. The real leader
+# says HELLO every LEADER_HELLO_MS, so it gets its turn within about two of them.
+HELLO_REPLACE_MS = 1_000
 # Raft messages a member accepts from a leader its configuration does not list yet (one that
 # says HELLO): those that teach it the leader and the log, from which it learns the rest.
 _FROM_UNLISTED_LEADER = frozenset({MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT})
@@ -361,6 +366,7 @@ class Server:
         # (id, term, address) of the one leader that said HELLO while our configuration does
         # not list it (docs/agent.md, "A member that missed a promotion"); None: none.
         self._unlisted_leader: tuple[str, int, str] | None = None
+        self._hello_replace_at = 0.0  # monotonic s: when another HELLO may replace it
         self._next_hello = 0.0
         self._hello_term = 0  # the term _next_hello was set in
         self._sync_peers()
@@ -1076,11 +1082,12 @@ class Server:
         """A leader we may not list tells us where to answer it. Raft has a follower accept a
         leader of a term not below its own even when its (older) configuration does not name
         it: it learns the configuration from the log that leader sends. One such leader at a
-        time, of a term not below ours (the latest HELLO replaces it: one that claimed a far
-        term must not lock out the real leader): a stranger can make us dial one address and
-        no more, as a JOIN to the leader can (without keys); with keys the sender is the agent
-        its CURVE key is listed under, and we dial only an agent whose server key is listed
-        (transport)."""
+        time, of a term not below ours and not one that has another leader (the latest HELLO
+        replaces it, once per HELLO_REPLACE_MS: one that claimed a far term must not lock out
+        the real leader, nor senders taking turns make us dial per frame): a stranger can
+        make us dial one address and no more, as a JOIN to the leader can (without keys); with
+        keys the sender is the agent its CURVE key is listed under, and we dial only an agent
+        whose server key is listed (transport)."""
         if hello.frm != sender or hello.to != self.id:
             self.drops.drop("peer_wrong_sender", f"{sender!r} sent a hello for {hello.to!r}")
             return
@@ -1093,9 +1100,25 @@ class Server:
         if hello.term > node.term + TERM_AHEAD_MAX:
             self.drops.drop("peer_impossible", f"HELLO from {sender}: term far ahead")
             return
+        if hello.term == node.term and node.leader is not None and node.leader != sender:
+            # One leader per term: ours (or we) lead this one, so the sender leads nothing.
+            # Kept, it would have us dial its address all term and take a second leader's log.
+            self.drops.drop(
+                "peer_impossible", f"HELLO from {sender}: term {hello.term} has a leader"
+            )
+            return
         kept = self._unlisted_leader
         if kept == (sender, hello.term, hello.address):
             return  # its next HELLO: nothing changed
+        if kept is not None and kept[0] == sender and kept[2] == hello.address:
+            # The same leader, elected again: its connection stands (no dial, no wait).
+            self._unlisted_leader = (sender, hello.term, hello.address)
+            return
+        now = self.clock.monotonic()
+        if kept is not None and now < self._hello_replace_at:
+            self.drops.counts["peer_hello_replace_wait"] += 1  # no log: a storm must not flood
+            return
+        self._hello_replace_at = now + HELLO_REPLACE_MS / 1000.0
         if kept is None:  # not per HELLO: two senders taking turns must not flood the log
             self.counters["unlisted_leaders"] += 1
             log.info(

@@ -26,7 +26,7 @@ from agent_sim_io import SimDisk, SimNet, SimStorage, sim_io
 from superstatic_agent import peer_codec
 from superstatic_agent.config import AgentConfig
 from superstatic_agent.raft.types import Message, MsgType, Role
-from superstatic_agent.server import Server
+from superstatic_agent.server import HELLO_REPLACE_MS, Server
 from superstatic_agent.transport import DropCounter
 
 from superstatic.protocol import wire
@@ -151,17 +151,18 @@ def hello(frm: str, term: int, address: str) -> bytes:
 
 def test_a_hello_binds_no_stranger_beyond_what_the_rule_allows(tmp_path: Path) -> None:
     """Hostile input: a HELLO of a term below ours is ignored (a stale leader, or a stranger);
-    one at our term makes us dial that one address (one leader at a time: the next HELLO
+    one of a later term makes us dial that one address (one leader at a time: the next HELLO
     replaces it); the sender may then lead us (APPEND, HEARTBEAT, SNAPSHOT) but not ask for a
     vote; a bad address is refused by the codec, naming the field."""
     server, net, drops = one_leader(tmp_path)
     try:
         term = server.node.term
         box = net.inbox.setdefault("a", deque())
-        box.append(("x", hello("x", term, "tcp://127.0.0.1:9")))
+        box.append(("x", hello("x", term + 1, "tcp://127.0.0.1:9")))
         server.step()
         assert server.peers.peers().get("x") == "tcp://127.0.0.1:9"
-        box.append(("y", hello("y", term, "tcp://127.0.0.1:10")))
+        net.now_ms += HELLO_REPLACE_MS  # another sender replaces it once per interval
+        box.append(("y", hello("y", term + 1, "tcp://127.0.0.1:10")))
         server.step()
         peers = server.peers.peers()
         assert "x" not in peers and peers.get("y") == "tcp://127.0.0.1:10", peers
