@@ -691,9 +691,14 @@ def _decode_probe_reply(raw: list[Any]) -> ProbeReply:
 
 
 def _endpoint(value: Any, name: str) -> str:
+    """An endpoint a sender asks us to dial (JOIN, HELLO): we log it and zmq takes it as a C
+    string, so it must be printable (no newline forging a log line, no NUL cutting what is
+    dialled short of what is logged; review 25)."""
     address = _address(value, name)
     if not address.startswith(ENDPOINT_SCHEMES) or len(address) <= len("tcp://"):
         raise FrameError("field", f"peer {name} must start with one of {ENDPOINT_SCHEMES}")
+    if not address.isprintable():
+        raise FrameError("field", f"peer {name} must be printable text (no control characters)")
     return address
 
 
