@@ -968,3 +968,16 @@ class World:
             for index, entry in self.checker.committed.items()
             if entry.kind is EntryKind.NORMAL
         }
+
+
+# Ticks a healthy world takes at most to elect a leader (the core's unit tests wait this long).
+ELECTION_TICKS_MAX = 200
+
+
+def elect(world: World, ticks_max: int = ELECTION_TICKS_MAX) -> str:
+    """Runs the world until it has a leader, then 5 ticks more (its NOOP spreads); its id."""
+    world.run_until(lambda: world.leader() is not None, ticks_max)
+    world.run(5)
+    leader = world.leader()
+    assert leader is not None
+    return leader

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sim"))
 
-from sim_harness import World
+from sim_harness import World, elect
 from superstatic_agent.raft.core import REMOVED_NOTIFY_ELECTIONS, RaftNode
 from superstatic_agent.raft.types import (
     ConfChange,
@@ -26,14 +26,6 @@ from superstatic_agent.raft.types import (
 )
 
 ELECTION_TICKS_MAX = 200
-
-
-def elect(world: World) -> str:
-    world.run_until(lambda: world.leader() is not None, ELECTION_TICKS_MAX)
-    world.run(5)
-    leader = world.leader()
-    assert leader is not None
-    return leader
 
 
 def change(world: World, leader: str, op: str, node: str) -> None:

@@ -9,19 +9,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sim"))
 
-from sim_harness import Envelope, World
+from sim_harness import Envelope, World, elect
 from superstatic_agent.raft.core import READ_CONTEXT_BYTES_MAX
 from superstatic_agent.raft.types import Dropped, Message, MsgType, RaftConfig, Role
 
 ELECTION_TICKS_MAX = 200
-
-
-def elect(world: World) -> str:
-    world.run_until(lambda: world.leader() is not None, ELECTION_TICKS_MAX)
-    world.run(5)
-    leader = world.leader()
-    assert leader is not None
-    return leader
 
 
 def test_single_voter_answers_at_once() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sim"))
 
-from sim_harness import Envelope, World
+from sim_harness import Envelope, World, elect
 from superstatic_agent.raft.core import RaftNode
 from superstatic_agent.raft.types import (
     ConfState,
@@ -22,14 +22,6 @@ from superstatic_agent.raft.types import (
 )
 
 ELECTION_TICKS_MAX = 200
-
-
-def elect(world: World) -> str:
-    world.run_until(lambda: world.leader() is not None, ELECTION_TICKS_MAX)
-    world.run(5)
-    leader = world.leader()
-    assert leader is not None
-    return leader
 
 
 def test_compact_trims_the_log_and_lagging_follower_gets_a_snapshot() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sim"))
 
-from sim_harness import World
+from sim_harness import World, elect
 from superstatic_agent import peer_codec
 from superstatic_agent.raft.core import UNACKED_CONTEXT, RaftNode
 from superstatic_agent.raft.types import (
@@ -31,14 +31,6 @@ from superstatic_agent.raft.types import (
 
 ELECTION_TICKS_MAX = 200
 CATCHUP_TICKS_MAX = 400
-
-
-def elect(world: World) -> str:
-    world.run_until(lambda: world.leader() is not None, ELECTION_TICKS_MAX)
-    world.run(5)
-    leader = world.leader()
-    assert leader is not None
-    return leader
 
 
 def record(world: World, drop: set[tuple[MsgType, str]] | None = None) -> list[Message]:
