@@ -30,6 +30,16 @@ log = logging.getLogger("superstatic.agent")
 # takes one configuration change at a time, but several operators may wait on one transfer.
 MEMBERS_WAITING_MAX = 16
 
+# A learner is promoted only once the leader replicates to it (not probing, no snapshot out)
+# and its log is within this many entries of the leader's commit. Promoting one that holds
+# nothing makes it count towards the quorum before it can vote or acknowledge: with a voter
+# down, that left a cluster without a leader (docs/agent.md, Membership; thesis 4.2.1). The
+# refusal is `busy`, so `superstatic members promote` retries until it caught up or
+# --timeout-ms. 256 entries is a few batches under load: a learner keeping pace is always
+# within it.
+PROMOTE_LAG_ENTRIES_MAX = 256
+LEARNER_BEHIND = "it has not caught up"
+
 # The wire bounds a MEMBERS request by the same limits the core and config enforce.
 assert wire.MEMBER_ID_CHARS_MAX == NODE_ID_CHARS_MAX
 assert wire.MEMBER_ADDRESS_BYTES_MAX == ADDRESS_BYTES_MAX
@@ -113,7 +123,9 @@ class MembershipRequests:
                     return
                 node.transfer_leadership(request.node)
             else:
-                reason = members_refusal(node.conf, request)
+                reason = members_refusal(node.conf, request) or promote_refusal(
+                    node.progress(), node.commit, request
+                )
                 if reason is not None:
                     raise Dropped(reason, self.id)
                 change = ConfChange(request.op, request.node, request.address)
@@ -227,6 +239,24 @@ def members_refusal(conf: ConfState, request: wire.MembersRequest) -> str | None
     return None
 
 
+def promote_refusal(
+    progress: dict[str, tuple[int, int, str]], commit: int, request: wire.MembersRequest
+) -> str | None:
+    """Why the learner `request.node` cannot be promoted yet (the leader's view), or None."""
+    if request.op != "promote":
+        return None
+    match, _next, state = progress.get(request.node, (0, 0, "probe"))
+    behind = max(0, commit - match)
+    if state == "replicate" and behind <= PROMOTE_LAG_ENTRIES_MAX:
+        return None
+    return (
+        f"{LEARNER_BEHIND}: it is {behind} entries behind the commit index (at most "
+        f"PROMOTE_LAG_ENTRIES_MAX={PROMOTE_LAG_ENTRIES_MAX}) and the leader holds it in "
+        f"{state} state (replicate needed); is its agent up? `superstatic members list` shows "
+        "its lag"
+    )
+
+
 def members_dropped_code(reason: str) -> wire.ErrorCode:
     """Wire code for a MEMBERS request the core refused: a retry helps only when another
     change or transfer is under way, or leadership moves."""
@@ -234,4 +264,6 @@ def members_dropped_code(reason: str) -> wire.ErrorCode:
         return wire.ErrorCode.NOT_LEADER
     if reason in ("a configuration change is still uncommitted", "leadership transfer in progress"):
         return wire.ErrorCode.BUSY
+    if reason.startswith(LEARNER_BEHIND):
+        return wire.ErrorCode.BUSY  # it may catch up: the command asks again
     return wire.ErrorCode.BAD_REQUEST

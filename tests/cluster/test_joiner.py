@@ -26,6 +26,7 @@ from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, t
 from superstatic.client import oneshot
 from superstatic.protocol import wire
 from superstatic.protocol.errors import Unavailable
+from superstatic.tools import members as members_tool
 from superstatic.tools.localcluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
@@ -67,11 +68,15 @@ def test_a_joiner_with_one_contact_never_forms_a_minority_quorum(tmp_path: Path)
             "the joiner to be added",
             TIMEOUT_S_WAIT,
         )
-        reply = oneshot.request(
-            cluster.agents[lead].client_endpoint,
-            wire.FrameType.MEMBERS,
-            {"op": "promote", "node": "f"},
-            timeout_ms=int(TIMEOUT_S_WAIT * 1000),
+        # The leader promotes a learner only once it caught up (PROMOTE_LAG_ENTRIES_MAX).
+        cluster.wait_until(
+            lambda: cluster.status("f")["applied"] >= cluster.status(lead)["commit"],
+            "the joiner to catch up",
+            TIMEOUT_S_WAIT,
+        )
+        # `members promote` asks again while the leader answers busy (its view of f lagging).
+        reply = members_tool.change(
+            [cluster.agents[lead].client_endpoint], "promote", "f", "", int(TIMEOUT_S_WAIT * 1000)
         )
         all_voters = {*cluster.voter_ids, "f"}
         assert set(reply["voters"]) == all_voters, reply

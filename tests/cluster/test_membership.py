@@ -230,6 +230,14 @@ def test_bad_requests_are_refused_and_a_learner_comes_and_goes(
     port = free_ports(1)[0]
     out = members(cluster, "add-learner", "e", "--address", f"tcp://127.0.0.1:{port}")
     assert "add_learner e: applied" in out and "learners e" in out, out
+    # Its agent is not running: promoting it would let a voter that holds nothing count towards
+    # the quorum. The leader answers busy (the command retries) until --timeout-ms, and says why.
+    done = run("members", "promote", "e", "--agent", endpoint, "--timeout-ms", "1500")
+    assert done.returncode != 0, f"a learner that never answered was promoted: {done.stdout}"
+    assert "has not caught up" in done.stderr and "PROMOTE_LAG_ENTRIES_MAX" in done.stderr, (
+        done.stderr
+    )
+    assert voters(cluster, "a") == ["a"]
     assert "e is already a member" in refused(
         endpoint, "add-learner", "e", "--address", f"tcp://127.0.0.1:{port}"
     )
