@@ -93,6 +93,12 @@ LEADER_HELLO_MS = 1_000
 # so senders taking turns must cost one dial per interval, not one per frame. The real leader
 # says HELLO every LEADER_HELLO_MS, so it gets its turn within about two of them.
 HELLO_REPLACE_MS = 1_000
+# A remembered unlisted leader that sends no APPEND, HEARTBEAT or SNAPSHOT for this long is
+# forgotten and its address undialled: a real leader heartbeats us many times a second once
+# it reached us, while a stranger's HELLO of a far term (or a leader deposed before it reached
+# us) would keep libzmq re-dialling its address until our own term passed it. Well above the
+# election timeouts, so a leader that reached us is never forgotten while it leads.
+UNLISTED_LEADER_QUIET_MS = 5_000
 # Raft messages a member accepts from a leader its configuration does not list yet (one that
 # says HELLO): those that teach it the leader and the log, from which it learns the rest.
 _FROM_UNLISTED_LEADER = frozenset({MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT})
@@ -366,6 +372,8 @@ class Server:
         # (id, term, address) of the one leader that said HELLO while our configuration does
         # not list it (docs/agent.md, "A member that missed a promotion"); None: none.
         self._unlisted_leader: tuple[str, int, str] | None = None
+        # When the unlisted leader was remembered or last led us (UNLISTED_LEADER_QUIET_MS).
+        self._unlisted_heard_at = 0.0
         self._hello_replace_at = 0.0  # monotonic s: when another HELLO may replace it
         self._next_hello = 0.0
         self._hello_term = 0  # the term _next_hello was set in
@@ -429,6 +437,8 @@ class Server:
             # Leaders our configuration did not list that we answered after their HELLO (a
             # member that missed a promotion: docs/agent.md, Membership).
             "unlisted_leaders": 0,
+            # Of those, forgotten after UNLISTED_LEADER_QUIET_MS without leading us.
+            "unlisted_leaders_forgotten": 0,
         }
         # A turn longer than half the minimum election timeout risks needless elections.
         self._slow_turn_ms = config.tick_ms * config.election_ticks / 2
@@ -1128,6 +1138,24 @@ class Server:
                 hello.address,
             )
         self._unlisted_leader = (sender, hello.term, hello.address)
+        self._unlisted_heard_at = now
+        self._sync_peers()
+
+    def _forget_quiet_unlisted_leader(self, now: float) -> None:
+        """Housekeeping: an unlisted leader that has not led us for UNLISTED_LEADER_QUIET_MS
+        is no leader of ours: stop dialling it (its next HELLO may bring it back)."""
+        unlisted = self._unlisted_leader
+        if unlisted is None or (now - self._unlisted_heard_at) * 1000 < UNLISTED_LEADER_QUIET_MS:
+            return
+        self._unlisted_leader = None
+        self.counters["unlisted_leaders_forgotten"] += 1
+        log.info(
+            "leader %s of term %d sent nothing for %d ms (UNLISTED_LEADER_QUIET_MS): no longer "
+            "dialling it",
+            unlisted[0],
+            unlisted[1],
+            UNLISTED_LEADER_QUIET_MS,
+        )
         self._sync_peers()
 
     def _say_hello(self, now: float) -> None:
@@ -1169,6 +1197,8 @@ class Server:
                 "peer_unlisted_leader", f"{m.type.name} from {sender}, a leader we do not list"
             )
             return
+        if self._unlisted_leader is not None and self._unlisted_leader[0] == sender:
+            self._unlisted_heard_at = self.clock.monotonic()  # it leads us: keep it
         if self._probing:
             # We may have voted before we lost our data: no Raft message until we know.
             self.drops.counts["peer_while_probing"] += 1
@@ -2004,6 +2034,7 @@ class Server:
         if self.auth.housekeeping(now):
             self._sync_peers()  # connect to members whose keys are now listed, drop revoked
         self.peers.retry_refused(now)
+        self._forget_quiet_unlisted_leader(now)
         self._say_hello(now)
         if self._repair_until and self.applied >= self._repair_until and self.halted is None:
             self.storage.repair_done()

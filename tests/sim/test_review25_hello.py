@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 from superstatic_agent import peer_codec
 from superstatic_agent.raft.types import Message, MsgType
-from superstatic_agent.server import HELLO_REPLACE_MS
+from superstatic_agent.server import (
+    HELLO_REPLACE_MS,
+    HOUSEKEEPING_MS,
+    UNLISTED_LEADER_QUIET_MS,
+)
 from test_peerknown_leader_hello import hello, one_leader
 
 
@@ -80,5 +84,40 @@ def test_a_hello_claiming_a_term_that_already_has_another_leader_is_refused(
         assert "z" not in peers and peers.get("y") == "tcp://127.0.0.1:10", peers
         assert drops.counts["peer_impossible"] == 2, drops.snapshot()
         assert server.node.leader == "y"
+    finally:
+        server.storage.close()
+
+
+def test_a_remembered_leader_that_never_leads_us_is_forgotten(tmp_path: Path) -> None:
+    """A HELLO of a later term from a sender that then sends nothing (a stranger, or a leader
+    deposed before it reached us): its slot stayed until our own term passed it, and libzmq
+    kept re-dialling its address all that time (review25). A remembered unlisted leader that
+    sends no APPEND, HEARTBEAT or SNAPSHOT for UNLISTED_LEADER_QUIET_MS is forgotten and its
+    address undialled; one that keeps leading us is kept."""
+    server, net, drops = one_leader(tmp_path)
+    try:
+        term = server.node.term
+        box = net.inbox.setdefault("a", deque())
+        box.append(("x", hello("x", term + 5, "tcp://127.0.0.1:9")))
+        server.step()
+        assert server.peers.peers().get("x") == "tcp://127.0.0.1:9"
+        for _ in range(UNLISTED_LEADER_QUIET_MS // HOUSEKEEPING_MS + 2):
+            net.now_ms += HOUSEKEEPING_MS
+            server.step()
+        assert "x" not in server.peers.peers(), server.peers.peers()
+        assert server.counters["unlisted_leaders_forgotten"] == 1
+        assert server.node.term == term  # nothing it said was taken
+
+        # A leader that heartbeats us stays remembered past the same interval.
+        box.append(("y", hello("y", term + 1, "tcp://127.0.0.1:10")))
+        server.step()
+        for _ in range(UNLISTED_LEADER_QUIET_MS // HOUSEKEEPING_MS + 2):
+            net.now_ms += HOUSEKEEPING_MS
+            beat = Message(MsgType.HEARTBEAT, "y", "a", term + 1, commit=1)
+            box.append(("y", peer_codec.encode_message(beat)))
+            server.step()
+        assert server.peers.peers().get("y") == "tcp://127.0.0.1:10", server.peers.peers()
+        assert server.node.leader == "y"
+        assert server.counters["unlisted_leaders_forgotten"] == 1, drops.snapshot()
     finally:
         server.storage.close()
