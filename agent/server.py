@@ -439,6 +439,14 @@ class Server:
             "unlisted_leaders": 0,
             # Of those, forgotten after UNLISTED_LEADER_QUIET_MS without leading us.
             "unlisted_leaders_forgotten": 0,
+            # What a turn carries (docs/data-model-v2.md 8.12): loop turns, APPENDs with
+            # entries sent and their entries, APPENDs with entries taken, acks sent. Writes per
+            # turn and entries per APPEND are what batching is measured by.
+            "turns": 0,
+            "appends_sent": 0,
+            "append_entries_sent": 0,
+            "appends_received": 0,
+            "acks_sent": 0,
         }
         # A turn longer than half the minimum election timeout risks needless elections.
         self._slow_turn_ms = config.tick_ms * config.election_ticks / 2
@@ -551,6 +559,7 @@ class Server:
         the turn's work (proposals, reads, Readies, streams, housekeeping). `run` calls it after
         each poll; the glue simulation calls it directly."""
         turn_started = self.clock.monotonic()
+        self.counters["turns"] += 1
         if peer_frames:
             self._on_peer_frames()
         if client_frames:
@@ -942,12 +951,17 @@ class Server:
 
     def _send_messages(self, messages: tuple[Message, ...]) -> None:
         blobs: dict[tuple[int, int], bytes] = {}
+        counters = self.counters
         for m in messages:
             if m.type is MsgType.SNAPSHOT:
                 self.shipping.start(m)
                 continue
             blob = None
+            if m.type is MsgType.APPEND_RESP:
+                counters["acks_sent"] += 1
             if m.entries and m.type is MsgType.APPEND:
+                counters["appends_sent"] += 1
+                counters["append_entries_sent"] += len(m.entries)
                 # One Ready holds one version of the log: an index range names its entries.
                 key = (m.entries[0].index, m.entries[-1].index)
                 blob = blobs.get(key)
@@ -1256,6 +1270,8 @@ class Server:
                 # meta. The leader sends the snapshot again later.
                 self.drops.drop("snapshot_without_data", f"from {sender} at {m.snapshot.index}")
                 return
+        if m.type is MsgType.APPEND and m.entries:
+            self.counters["appends_received"] += 1
         self.node.step(m)
 
     def _impossible(self, m: Message) -> str | None:

@@ -10,7 +10,7 @@ Fields (all present on every agent; leader-only facts are empty elsewhere):
 | `log_first`, `log_last` | first and last index of the log held (entries below: snapshot) |
 | `members` | per member: `id`, `address`, `voter`; leader only: `match`, `next`, `state`, `lag` |
 | `dropped` | counters of dropped or refused frames by reason |
-| `counters` | entries proposed here and applied, Readies, PROPOSE_MANY frames and items |
+| `counters` | proposed, applied, Readies, PROPOSE_MANY / REPLY_MANY, turns, APPENDs, acks |
 | `disk_bytes`, `syncs` | LMDB data file in use; fsyncs done since start |
 | `clients` | PROPOSEs waiting, reads waiting, subscribers |
 | `uptime_s`, `tick_ms`, `fsync` | how the agent runs |

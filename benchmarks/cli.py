@@ -12,6 +12,9 @@ from superstatic_bench import registry, report, settings
 from superstatic_bench.suite import Options, run
 
 DEFAULT_OUT = Path("bench-results")
+# --threads: each caller is an OS thread in every client process, and the suite starts up to
+# three client processes on this one machine.
+THREADS_MAX = 256
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,6 +52,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="N[,N...]",
         help="objects written before the catch-up workload's restart, one run per size "
         "(default 100000; --quick 5000; --large adds 1000000); e.g. 1000000",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"concurrent callers per client process in the throughput and bigdict rows "
+        f"(default {settings.FULL.threads}; at most THREADS_MAX={THREADS_MAX}): the batches a "
+        "closed loop makes grow with the callers in flight (docs/data-model-v2.md 8.12)",
     )
     p.add_argument(
         "--agent-args",
@@ -95,6 +106,10 @@ def settings_of(args: argparse.Namespace) -> settings.Settings:
     chosen = settings.choose(args.quick, args.large, sizes)
     if args.agent_args:
         chosen = dataclasses.replace(chosen, agent_args=tuple(shlex.split(args.agent_args)))
+    if args.threads is not None:
+        if not 1 <= args.threads <= THREADS_MAX:
+            raise ValueError(f"--threads takes 1 to THREADS_MAX={THREADS_MAX} callers")
+        chosen = dataclasses.replace(chosen, threads=args.threads)
     if args.keys_per_thread is not None:
         chosen = dataclasses.replace(chosen, keys_per_thread=args.keys_per_thread)
     return chosen

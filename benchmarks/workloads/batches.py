@@ -8,12 +8,16 @@ agents' STATUS counters read at the start and the end of the row's window, as di
 
 * at the leader: writes proposed, PROPOSE_MANY frames and the proposals they carried (the rest
   came as lone PROPOSEs), Readies, fsyncs;
-* at each follower: entries applied, Readies, fsyncs.
+* at each follower: entries applied, Readies, fsyncs;
+* at every agent: loop turns, APPENDs with entries sent (leader) and taken (followers), the
+  entries they carried, acks (APPEND_RESP) sent (docs/data-model-v2.md 8.12).
 
-From those: proposals per PROPOSE_MANY frame and the share of lone PROPOSEs, and per agent the
-entries applied per Ready and the fsyncs per write. A Ready that only sends (heartbeats, acks)
-or only commits is counted among the Readies too, so entries per Ready is a floor of what an
-appending Ready carries. Systems without these counters (the peers) record nothing.
+From those: proposals per PROPOSE_MANY frame and the share of lone PROPOSEs, per agent the
+entries applied per Ready, the fsyncs per write, the writes per loop turn, and at the leader
+the entries per APPEND and at the followers the acks per APPEND taken. A Ready that only
+sends (heartbeats, acks) or only commits is counted among the Readies too, so entries per
+Ready is a floor of what an appending Ready carries. Systems without these counters (the
+peers) record nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ _COUNTERS = (
     "propose_many_items",
     "reply_many_frames",
     "reply_many_items",
+    "turns",
+    "appends_sent",
+    "append_entries_sent",
+    "appends_received",
+    "acks_sent",
 )
 
 
@@ -65,6 +74,8 @@ def summarize(
                 **d,
                 "entries_per_ready": _ratio(d["applied"], d["readies"]),
                 "syncs_per_write": _ratio(d["syncs"], ops),
+                "writes_per_turn": _ratio(ops, d["turns"]),
+                "acks_per_append": _ratio(d["acks_sent"], d["appends_received"]),
             }
         )
     if not agents:
@@ -83,6 +94,7 @@ def summarize(
             lead["reply_many_items"], lead["reply_many_frames"]
         )
         record["reply_many_share"] = _ratio(lead["reply_many_items"], ops)
+        record["entries_per_append"] = _ratio(lead["append_entries_sent"], lead["appends_sent"])
     return record
 
 
@@ -116,6 +128,9 @@ def render(rows: list[dict[str, Any]], markdown: bool) -> str:
                 " / ".join(_num(a["entries_per_ready"]) for a in others) or "-",
                 " / ".join(_num(a["syncs_per_write"], 3) for a in lead + others),
                 _num(batches.get("answers_per_reply_many")),
+                " / ".join(_num(a.get("writes_per_turn")) for a in lead + others),
+                _num(batches.get("entries_per_append")),
+                " / ".join(_num(a.get("acks_per_append"), 2) for a in others) or "-",
             ]
         )
     headers = [
@@ -128,12 +143,17 @@ def render(rows: list[dict[str, Any]], markdown: bool) -> str:
         "followers entries/Ready",
         "fsyncs per write (leader first)",
         "answers per REPLY_MANY",
+        "writes per turn (leader first)",
+        "entries per APPEND",
+        "followers acks per APPEND",
     ]
     notes = [
         "the agents' STATUS counters over the row's window: entries applied per Ready (every "
         "Ready counted, those that only commit or only send included), fsyncs per write "
         "counted by the clients; proposals per PROPOSE_MANY and the share of lone PROPOSEs "
         "at the leader (docs/data-model-v2.md 8.10); answers per REPLY_MANY frame the leader "
-        "sent to apps writing over their link (8.11)"
+        "sent to apps writing over their link (8.11); writes per loop turn of each agent, "
+        "entries per APPEND with entries the leader sent, acks per APPEND with entries each "
+        "follower took (8.12; a commit-only APPEND is not counted, its rejection's ack is)"
     ]
     return with_notes(table(headers, body, markdown), notes, markdown)

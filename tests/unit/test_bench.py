@@ -533,6 +533,17 @@ def test_batch_counters_arithmetic() -> None:
     assert by_id["a"]["entries_per_ready"] == 20.0 and by_id["a"]["syncs_per_write"] == 0.08
     assert by_id["b"]["entries_per_ready"] == 25.0 and by_id["b"]["syncs_per_write"] == 0.04
     assert batches.summarize(before, {}, ops=1000) is None
+    # What a turn carries (8.12): 1,000 writes over 100 leader turns and 80 APPENDs of 900
+    # entries; the follower took 80 APPENDs in 125 turns and sent 100 acks.
+    before["a"].update(turns=10, appends_sent=5, append_entries_sent=50)
+    before["b"].update(turns=5, appends_received=5, acks_sent=5)
+    after["a"].update(turns=110, appends_sent=85, append_entries_sent=950)
+    after["b"].update(turns=130, appends_received=85, acks_sent=105)
+    turned = batches.summarize(before, after, ops=1000)
+    assert turned is not None and turned["entries_per_append"] == 11.25
+    by_id = {a["agent"]: a for a in turned["agents"]}
+    assert by_id["a"]["writes_per_turn"] == 10.0 and by_id["b"]["writes_per_turn"] == 8.0
+    assert by_id["b"]["acks_per_append"] == 1.25 and by_id["a"]["acks_per_append"] is None
     # No Readies, no frames: no ratio, not a division by zero.
     idle = batches.summarize(before, before, ops=0)
     assert idle is not None and idle["proposals_per_propose_many"] is None
@@ -555,6 +566,7 @@ def test_report_renders_the_batches_of_throughput_rows() -> None:
     line = next(x for x in text.splitlines() if x.startswith("superstatic") and "15.0" in x)
     for cell in ("9,000", "9.0", "10%", "15.0", "0.100", "13.0"):
         assert cell in line, cell
+    assert "writes per turn" in text and "entries per APPEND" in text
     del row["batches"]
     assert "what a Ready and a frame carry" not in report.render(results)
 
@@ -581,6 +593,14 @@ def test_throughput_rows_account_the_cpu_of_agents_and_clients(tmp_path: Path) -
     assert sorted(a["role"] for a in counted["agents"]) == ["follower", "follower", "leader"]
     assert all(a["applied"] > 0 and a["readies"] > 0 for a in counted["agents"])
     assert all(a["entries_per_ready"] > 0 for a in counted["agents"])
+    assert all(a["turns"] > 0 and a["writes_per_turn"] > 0 for a in counted["agents"])
+    (lead,) = (a for a in counted["agents"] if a["role"] == "leader")
+    assert lead["appends_sent"] > 0 and counted["entries_per_append"] >= 1
+    assert all(
+        a["appends_received"] > 0 and a["acks_sent"] > 0
+        for a in counted["agents"]
+        if a["role"] == "follower"
+    )
     assert (
         counted["proposals_per_propose_many"] is None or counted["proposals_per_propose_many"] > 1
     )

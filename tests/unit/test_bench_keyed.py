@@ -160,6 +160,11 @@ def test_flags_make_the_settings() -> None:
     assert chosen.agent_args == ("--fsync", "off", "--trace")
     assert chosen.duration_s == QUICK.duration_s
     assert cli.settings_of(cli.parser().parse_args([])).agent_args == ()
+    assert cli.settings_of(cli.parser().parse_args(["--threads", "32"])).threads == 32
+    assert cli.settings_of(cli.parser().parse_args([])).threads == settings.FULL.threads
+    for bad in ("0", "257"):
+        with pytest.raises(ValueError, match="THREADS_MAX=256"):
+            cli.settings_of(cli.parser().parse_args(["--threads", bad]))
 
 
 def test_cli_refuses_a_bad_catchup_count(capsys: pytest.CaptureFixture[str]) -> None:
