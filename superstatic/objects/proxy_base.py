@@ -4,12 +4,15 @@ A container proxy is a `wrapt.BaseObjectProxy` around the replica's real contain
 Python dispatches through type slots (`p[k]`, `len(p)`, `k in p`, `bool(p)`) run in wrapt's C
 code and cost close to a plain read. Attribute lookups do not go through wrapt's own
 `__getattribute__` (wrapt 2's finds its module state by walking the type's MRO on every lookup:
-about 50 ns) but through `object.__getattribute__`, which CPython's lookup hook calls directly:
-names the proxy class or its instance dict holds cost what they cost on any object, and a miss
-falls to `__getattr__`, which forwards to the real container. For named read methods (`p.get`,
-`p.keys`, ...) the first lookup caches the real container's bound method in the proxy's
-instance dict, after which `p.get(k)` costs about 2x `d.get(k)` on a plain dict. A node's
-container is fixed for the node's life, so the cache never goes stale.
+about 50 ns): the proxy classes' slot is CPython's generic lookup (`adopt_fast_lookup`,
+objects/attr_slot.py), so names the proxy class or its instance dict holds cost what they cost
+on any object whose instance dict CPython does not specialize; a name of the plain type the
+class lacks is a `_Forward` on NodeProxy, which forwards to the real container, as
+`__getattr__` does where the hook is kept. For named read methods (`p.get`, `p.keys`, ...) the
+first lookup caches the real container's bound method in the proxy's instance dict, after which
+`p.get(k)` costs about 1.6x `d.get(k)` on a plain dict. A node's container is fixed while it is
+held; the swaps (hollow.py, replica.py) set `__wrapped__` (`_set_wrapped`, which also picks the
+class) and empty or replace the cache.
 
 While a transaction body runs anywhere in the process, `txn.register_overlay` installs Python
 versions of those read methods that consult the current transaction (record what was read: the
@@ -189,13 +192,12 @@ def _set_wrapped(proxy: NodeProxy, container: Any) -> None:
     _wrapped_field.__set__(proxy, container)
     cls = type(proxy)
     fast = _FAST.get(cls, cls)
-    want = fast if type(container) is fast._PLAIN else _HOOKED[fast]
+    hooked = _HOOKED.get(fast)
+    if hooked is None:
+        return  # a class that was not adopted (a subclass made elsewhere) keeps its class
+    want = fast if type(container) is fast._PLAIN else hooked
     if want is not cls:
         _set_class(proxy, want)
-
-
-def _wrapped_get(proxy: NodeProxy) -> Any:
-    return _wrapped_field.__get__(proxy, type(proxy))
 
 
 def _wrapped_delete(proxy: NodeProxy) -> None:
@@ -253,8 +255,9 @@ def adopt_fast_lookup(cls: type[NodeProxy]) -> bool:
     _FAST[hooked] = cls
     PROXY_TYPES.add(hooked)
     if not isinstance(vars(NodeProxy).get("__wrapped__"), property):
+        # The getter is the C field's own (no Python frame on reads of __wrapped__).
         NodeProxy.__wrapped__ = property(  # type: ignore[method-assign,assignment]
-            _wrapped_get, _set_wrapped, _wrapped_delete, "the wrapped container"
+            _wrapped_field.__get__, _set_wrapped, _wrapped_delete, "the wrapped container"
         )
     return True
 

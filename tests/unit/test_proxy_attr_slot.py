@@ -19,7 +19,7 @@ from support.inproc import InprocCluster
 import superstatic
 from superstatic.objects import attr_slot, proxy_base
 from superstatic.objects import txn as txn_module
-from superstatic.objects.node import HOLLOW, node_of
+from superstatic.objects.node import HOLLOW, PROXY_TYPES, node_of
 from superstatic.objects.proxy_dict import DictProxy
 from superstatic.objects.proxy_list import ListProxy
 from superstatic.objects.proxy_set import SetProxy
@@ -126,6 +126,8 @@ def test_a_subclass_getattr_and_getattribute_are_still_called(cluster: InprocClu
 
     class WithGetattr(DictProxy):  # type: ignore[misc]
         def __getattr__(self, name: str) -> Any:
+            if name[:2] == "__":
+                raise AttributeError(name)  # wrapt probes special names
             return ("getattr", name)
 
     class WithGetattribute(DictProxy):  # type: ignore[misc]
@@ -140,6 +142,10 @@ def test_a_subclass_getattr_and_getattribute_are_still_called(cluster: InprocClu
     with_getattribute = WithGetattribute(node.live, node)
     assert with_getattribute.special == "getattribute"
     assert str(_error(lambda: with_getattribute.nope)) == "'dict' object has no attribute 'nope'"
+    # A class nobody adopted keeps its class whatever it wraps.
+    with_getattr.__wrapped__ = {"z": 1}
+    assert type(with_getattr) is WithGetattr and with_getattr["z"] == 1
+    assert with_getattr.anything == ("getattr", "anything")
 
 
 @pytest.mark.skipif(not VALIDATED or SWITCHED_OFF, reason="the fast slot is not in use")
@@ -161,11 +167,14 @@ def test_class_attributes_assigned_later_are_honoured(cluster: InprocCluster) ->
         _PLAIN = dict
 
     assert proxy_base.adopt_fast_lookup(Throwaway)
-    throwaway = Throwaway({}, node)
-    assert _error(lambda: throwaway.nope).__class__ is AttributeError
-    Throwaway.__getattr__ = lambda self, name: ("late", name)  # type: ignore[method-assign]
-    assert attr_slot.getattro_of(Throwaway) == attr_slot.hook_address()
-    assert throwaway.nope == ("late", "nope")
+    try:
+        throwaway = Throwaway({}, node)
+        assert _error(lambda: throwaway.nope).__class__ is AttributeError
+        Throwaway.__getattr__ = lambda self, name: ("late", name)  # type: ignore[method-assign]
+        assert attr_slot.getattro_of(Throwaway) == attr_slot.hook_address()
+        assert throwaway.nope == ("late", "nope")
+    finally:
+        PROXY_TYPES.discard(proxy_base._HOOKED.pop(Throwaway))
 
 
 @pytest.mark.skipif(not VALIDATED or SWITCHED_OFF, reason="the fast slot is not in use")
