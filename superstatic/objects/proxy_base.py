@@ -222,12 +222,8 @@ def adopt_fast_lookup(cls: type[NodeProxy]) -> bool:
       that keeps the hook (CPython gives it to every new subclass), see `_set_wrapped`.
     """
     plain = cls._PLAIN
-    missing = [
-        name
-        for name in dir(plain)
-        if not any(name in vars(klass) for klass in cls.__mro__)
-        and not isinstance(vars(NodeProxy).get(name), _Forward)
-    ]
+    # (A forwarder another proxy class installed counts as present: it does the same here.)
+    missing = [name for name in dir(plain) if not any(name in vars(k) for k in cls.__mro__)]
     for name in missing:
         if name[:2] == "__":
             # A special name the plain type has and the proxy lacks: Python may look it up on
