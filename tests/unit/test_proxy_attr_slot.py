@@ -13,16 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wrapt
 from support.heap_inproc import partial_session
 from support.inproc import InprocCluster
 
 import superstatic
 from superstatic.objects import attr_slot, proxy_base
 from superstatic.objects import txn as txn_module
-from superstatic.objects.node import HOLLOW, PROXY_TYPES, node_of
+from superstatic.objects.factory import make_node
+from superstatic.objects.hollow import Hollow
+from superstatic.objects.node import HOLLOW, PROXY_TYPES, Node, node_of
+from superstatic.objects.partial_dict import PartialDict
 from superstatic.objects.proxy_dict import DictProxy
 from superstatic.objects.proxy_list import ListProxy
 from superstatic.objects.proxy_set import SetProxy
+from superstatic.objects.replica import Replica
 from superstatic.protocol.ops import READ_CONTENT, READ_SHAPE
 
 PROXIES = (DictProxy, ListProxy, SetProxy)
@@ -95,6 +100,35 @@ def test_reads_and_misses_answer_as_plain_containers(cluster: InprocCluster) -> 
     if not SWITCHED_OFF and VALIDATED:
         # CPython's own messages name the proxy as they name a plain dict.
         assert str(_error(lambda: d())) == "'dict' object is not callable"
+
+
+def _outcome(proxy: Any, name: str) -> tuple[Any, ...]:
+    try:
+        value = getattr(proxy, name)
+    except BaseException as exc:
+        return ("raised", type(exc), str(exc))
+    if callable(value):
+        return ("callable", type(value), getattr(value, "__name__", None))
+    if isinstance(value, (dict, list, set, Node)):
+        return ("value", type(value))
+    return ("value", type(value), repr(value))
+
+
+@pytest.mark.skipif(not VALIDATED or SWITCHED_OFF, reason="the fast slot is not in use")
+def test_the_fast_class_answers_every_name_as_the_hook_does() -> None:
+    """A differential check over every name any class involved has (and some none has): the
+    fast class and its hooked twin (the `__getattr__` hook, as before the slot) answer alike."""
+    names = {"nope", "__nope__", "_self_nope", "Nope", "__wrapped__"}
+    for klass in (dict, list, set, PartialDict, Hollow, wrapt.BaseObjectProxy, *PROXIES):
+        names.update(dir(klass))
+    replica = Replica()
+    for i, kind in enumerate(("dict", "list", "set")):
+        fast = make_node(replica, f"f{i}", kind, None, None).ref
+        hooked = make_node(replica, f"h{i}", kind, None, None).ref
+        proxy_base._set_class(hooked, proxy_base._HOOKED[type(fast)])
+        assert attr_slot.getattro_of(type(hooked)) == attr_slot.hook_address()
+        for name in sorted(names - {"__slots__"}):  # the twin's own (empty) __slots__
+            assert _outcome(fast, name) == _outcome(hooked, name), (kind, name)
 
 
 def test_reads_inside_a_transaction_still_record_what_they_read(cluster: InprocCluster) -> None:
