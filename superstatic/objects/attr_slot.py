@@ -12,14 +12,17 @@ pointer into its type object, which is what this module does, refusing on any do
 What it writes, per class: `tp_getattro` (the generic lookup: no `__getattr__` fallback, so the
 caller, proxy_base, gives the class what makes a fallback unnecessary) and `tp_name` (the name
 CPython's own messages use, e.g. "'dict' object has no attribute 'x'"; `__name__` and
-`__qualname__` are separate objects and stay). Then `PyType_Modified`. Refused (nothing written,
-a debug log line saying why) unless: the interpreter is CPython of a validated version, not a
-debug or trace-refs build, 64-bit; the type object's size is the one validated; `object`'s slot
-read at the computed offset is the address of `PyObject_GenericGetAttr` and its name reads
-"object" (and the same for `dict`); the class's slot is the `__getattr__` hook (compared with a
-probe class's) and its name reads its `__name__`. CPython recomputes the slot itself whenever a
-class (or a subclass) later gets `__getattr__` or `__getattribute__` assigned, and a new subclass
-gets the hook as usual, so a later Python override is still honoured.
+`__qualname__` are separate objects and stay). The name written is the plain type's own
+`tp_name` pointer: a static type's, a C string in the interpreter's image, so it lives as long
+as the process (a buffer owned by a Python object did not: review 26). Then `PyType_Modified`.
+Refused (nothing written, a debug log line saying why) unless: the interpreter is CPython of a
+validated version, not a debug or trace-refs build, 64-bit; the type object's size is the one
+validated; `object`'s slot read at the computed offset is the address of
+`PyObject_GenericGetAttr` and its name reads "object" (and the same for `dict`); the class's
+slot is the `__getattr__` hook (compared with a probe class's) and its name reads its
+`__name__`. CPython recomputes the slot itself whenever a class (or a subclass) later gets
+`__getattr__` or `__getattribute__` assigned, and a new subclass gets the hook as usual, so a
+later Python override is still honoured.
 
 `SUPERSTATIC_PROXY_FAST_GETATTR=0` in the environment turns it off (read at import).
 """
@@ -44,8 +47,7 @@ _TP_NAME_OFFSET = 24
 _TP_GETATTRO_OFFSET = 144
 _OBJECT_HEAD_SIZE = 16
 
-# tp_name strings must outlive the classes (forever): kept here.
-_NAMES: list[Any] = []
+_Py_TPFLAGS_HEAPTYPE = 1 << 9
 
 
 class _HookProbe:
@@ -113,18 +115,18 @@ def layout_refusal() -> str | None:
     return None
 
 
-def adopt_generic_getattr(cls: type, c_name: str) -> bool:
-    """Gives `cls` the generic attribute slot and `c_name` as its C name; False (nothing
-    written) if anything is not as validated. The caller guarantees the semantics (the class
-    must resolve every name its `__getattr__` would answer, and `__getattribute__` must be
-    `object.__getattribute__`)."""
+def adopt_generic_getattr(cls: type, named_as: type) -> bool:
+    """Gives `cls` the generic attribute slot and the C name of `named_as` (a static type:
+    dict, list, set); False (nothing written) if anything is not as validated. The caller
+    guarantees the semantics (the class must resolve every name its `__getattr__` would
+    answer, and `__getattribute__` must be `object.__getattribute__`)."""
     why = refusal()
     if why is None:
-        why = _class_refusal(cls)
+        why = _class_refusal(cls) or _name_refusal(named_as)
     if why is not None:
         log.debug("attribute slot of %s left as it is: %s", cls.__qualname__, why)
         return False
-    _write_name(cls, c_name)
+    _write_name(cls, named_as)
     _slot(cls).value = generic_getattr_address()
     ctypes.pythonapi.PyType_Modified(ctypes.py_object(cls))
     if _slot(cls).value != generic_getattr_address():
@@ -132,31 +134,43 @@ def adopt_generic_getattr(cls: type, c_name: str) -> bool:
     return True
 
 
-def rename(cls: type, c_name: str) -> bool:
-    """Sets only `cls`'s C name (tp_name), checked as above; False (nothing written) if
-    refused."""
+def rename(cls: type, named_as: type) -> bool:
+    """Sets only `cls`'s C name (tp_name) to `named_as`'s, checked as above; False (nothing
+    written) if refused."""
     why = refusal()
     if why is None and _name_field(cls).value != cls.__name__.encode("utf-8"):
         why = "tp_name does not read the class's name"
+    if why is None:
+        why = _name_refusal(named_as)
     if why is not None:
         log.debug("C name of %s left as it is: %s", cls.__qualname__, why)
         return False
-    _write_name(cls, c_name)
+    _write_name(cls, named_as)
     ctypes.pythonapi.PyType_Modified(ctypes.py_object(cls))
     return True
 
 
-def _write_name(cls: type, c_name: str) -> None:
-    # One pointer write: the buffer is kept for the life of the process (the class's).
-    buffer = ctypes.create_string_buffer(c_name.encode("ascii"))
-    _NAMES.append(buffer)
-    ctypes.c_void_p.from_address(id(cls) + _TP_NAME_OFFSET).value = ctypes.addressof(buffer)
+def _write_name(cls: type, named_as: type) -> None:
+    # One pointer write, of a pointer to static storage (see _name_refusal): nothing Python
+    # owns, which a module's globals cleared at shutdown or a reload of this module would free.
+    address = ctypes.c_void_p.from_address(id(named_as) + _TP_NAME_OFFSET).value
+    ctypes.c_void_p.from_address(id(cls) + _TP_NAME_OFFSET).value = address
+
+
+def _name_refusal(named_as: type) -> str | None:
+    # A static (C) type's tp_name is a string literal in the interpreter's image; a heap
+    # type's lives in its own objects and goes with them.
+    if not isinstance(named_as, type) or named_as.__flags__ & _Py_TPFLAGS_HEAPTYPE:
+        return "the name's type is not a static type"
+    if _name_field(named_as).value != named_as.__name__.encode("utf-8"):
+        return "the name's type's tp_name does not read its name"
+    return None
 
 
 def _class_refusal(cls: type) -> str | None:
     if not isinstance(cls, type) or type(cls) is not type:
         return "not a plain class"
-    if not cls.__flags__ & (1 << 9):  # Py_TPFLAGS_HEAPTYPE: never a static (C) type
+    if not cls.__flags__ & _Py_TPFLAGS_HEAPTYPE:  # never a static (C) type
         return "not a heap type"
     if cls.__getattribute__ is not object.__getattribute__:  # type: ignore[comparison-overlap]
         return "__getattribute__ is not object's"

@@ -244,9 +244,9 @@ def adopt_fast_lookup(cls: type[NodeProxy]) -> bool:
         (cls,),
         {"__slots__": (), "__module__": cls.__module__, "__qualname__": cls.__qualname__},
     )
-    if not attr_slot.adopt_generic_getattr(cls, plain.__name__):
+    if not attr_slot.adopt_generic_getattr(cls, plain):
         return False  # `hooked` is unreferenced: collected
-    attr_slot.rename(hooked, plain.__name__)
+    attr_slot.rename(hooked, plain)
     _HOOKED[cls] = hooked
     _FAST[hooked] = cls
     PROXY_TYPES.add(hooked)
