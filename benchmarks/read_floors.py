@@ -13,9 +13,11 @@ only for some types; everything else takes the generic path, whatever the type d
   lookup of a name in an instance dict costs a few ns when specialized (a plain object), but
   every subclass of wrapt's proxy gets CPython's `__getattr__` hook as its attribute slot
   (wrapt's C type defines a `__getattr__` method; any `__getattr__` in the MRO makes the slot
-  the generic hook), which no instruction specializes. Rows: the lookup alone on a plain object,
-  on a plain object whose class has `__getattr__`, on a wrapt subclass like the proxies, then
-  the call of a cached bound method.
+  the generic hook), which no instruction specializes and which also keeps `_PyObject_GetMethod`
+  off its inline path. The proxies get the generic slot instead (objects/attr_slot.py, unless
+  SUPERSTATIC_PROXY_FAST_GETATTR=0; the header line says which). Rows: the lookup alone on a
+  plain object, on a plain object whose class has `__getattr__`, on a wrapt subclass with the
+  hook (the proxies' path before), on the proxy, then the call of a cached bound method.
 * `lst[1]`: BINARY_SUBSCR is specialized for exact lists, tuples and dicts only. Every other
   container, C or not, goes through PyObject_GetItem: rows for a deque, an array, a bare wrapt
   proxy and a list subclass, next to the shared list's proxy.
@@ -29,11 +31,13 @@ import collections
 import json
 import os
 import sys
+import time
 import timeit
 from typing import Any
 
 import wrapt
 
+from superstatic.objects import attr_slot
 from superstatic.objects.factory import make_node
 from superstatic.objects.replica import Replica
 
@@ -98,7 +102,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("d.get", "proxy", 'p.get("a")'),
     ("d.get", "lookup: plain object, instance dict (specialized)", "plain_obj.get"),
     ("d.get", "lookup: plain object, class with __getattr__", "hook_obj.get"),
-    ("d.get", "lookup: wrapt subclass (the proxies' path)", "wrapt_like.get"),
+    ("d.get", "lookup: wrapt subclass with the hook", "wrapt_like.get"),
     ("d.get", "lookup: proxy", "p.get"),
     ("d.get", "call of the cached bound method", 'bound_get("a")'),
     ("d.keys", "plain dict", "d.keys()"),
@@ -113,14 +117,17 @@ ROWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def time_rows(loops: int, repeats: int) -> list[dict[str, Any]]:
+def time_rows(loops: int, repeats: int, cpu: bool = False) -> list[dict[str, Any]]:
+    """`cpu`: time the process's CPU time instead of the wall clock (steadier on a machine
+    other processes keep busy: time spent waiting for a core is not counted)."""
     namespace = _namespace()
     setup = "; ".join(f"{name} = _namespace[{name!r}]" for name in namespace)
-    empty = timeit.Timer("pass", setup=setup, globals={"_namespace": namespace})
+    clock = time.process_time if cpu else time.perf_counter
+    empty = timeit.Timer("pass", setup=setup, timer=clock, globals={"_namespace": namespace})
     out = []
     for group, label, statement in ROWS:
         body = "; ".join([statement] * READ_UNROLL)
-        timer = timeit.Timer(body, setup=setup, globals={"_namespace": namespace})
+        timer = timeit.Timer(body, setup=setup, timer=clock, globals={"_namespace": namespace})
         best = best_empty = float("inf")
         for _ in range(repeats):  # interleaved, as the reads workload does
             best_empty = min(best_empty, empty.timeit(number=loops))
@@ -135,15 +142,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loops", type=int, default=LOOPS_DEFAULT)
     parser.add_argument("--repeats", type=int, default=REPEATS_DEFAULT)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--cpu", action="store_true", help="time CPU time, not wall time (a busy machine)"
+    )
     args = parser.parse_args(argv)
     if args.loops < 1 or args.repeats < 1:
         parser.error("--loops and --repeats must be at least 1")
     load = os.getloadavg()
-    rows = time_rows(args.loops, args.repeats)
+    rows = time_rows(args.loops, args.repeats, args.cpu)
+    slot = attr_slot.refusal() or "generic (objects/attr_slot.py)"
+    clock = "cpu" if args.cpu else "wall"
     if args.json:
-        print(json.dumps({"python": sys.version, "load_average": load, "rows": rows}))
+        out = {"python": sys.version, "load_average": load, "slot": slot, "clock": clock}
+        print(json.dumps({**out, "rows": rows}))
         return 0
-    print(f"Python {sys.version.split()[0]}, load average {load[0]:.1f} {load[1]:.1f}")
+    print(
+        f"Python {sys.version.split()[0]}, load average {load[0]:.1f} {load[1]:.1f}, "
+        f"{clock} clock, proxies' attribute slot: {slot}"
+    )
     for row in rows:
         print(f"{row['read']:7} {row['what']:52} {row['ns']:6.1f} ns   {row['statement']}")
     return 0

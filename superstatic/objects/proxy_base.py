@@ -4,12 +4,15 @@ A container proxy is a `wrapt.BaseObjectProxy` around the replica's real contain
 Python dispatches through type slots (`p[k]`, `len(p)`, `k in p`, `bool(p)`) run in wrapt's C
 code and cost close to a plain read. Attribute lookups do not go through wrapt's own
 `__getattribute__` (wrapt 2's finds its module state by walking the type's MRO on every lookup:
-about 50 ns) but through `object.__getattribute__`, which CPython's lookup hook calls directly:
-names the proxy class or its instance dict holds cost what they cost on any object, and a miss
-falls to `__getattr__`, which forwards to the real container. For named read methods (`p.get`,
-`p.keys`, ...) the first lookup caches the real container's bound method in the proxy's
-instance dict, after which `p.get(k)` costs about 2x `d.get(k)` on a plain dict. A node's
-container is fixed for the node's life, so the cache never goes stale.
+about 50 ns): the proxy classes' slot is CPython's generic lookup (`adopt_fast_lookup`,
+objects/attr_slot.py), so names the proxy class or its instance dict holds cost what they cost
+on any object whose instance dict CPython does not specialize; a name of the plain type the
+class lacks is a `_Forward` on NodeProxy, which forwards to the real container, as
+`__getattr__` does where the hook is kept. For named read methods (`p.get`, `p.keys`, ...) the
+first lookup caches the real container's bound method in the proxy's instance dict, after which
+`p.get(k)` costs about 1.6x `d.get(k)` on a plain dict. A node's container is fixed while it is
+held; the swaps (hollow.py, replica.py) set `__wrapped__` (`_set_wrapped`, which also picks the
+class) and empty or replace the cache.
 
 While a transaction body runs anywhere in the process, `txn.register_overlay` installs Python
 versions of those read methods that consult the current transaction (record what was read: the
@@ -35,8 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 import wrapt
 
+from superstatic.objects import attr_slot
 from superstatic.objects import txn as _txn
-from superstatic.objects.node import NODE_TYPES, Node
+from superstatic.objects.node import NODE_TYPES, PROXY_TYPES, Node
 from superstatic.objects.operators import BINARY_OPERATORS
 from superstatic.objects.plain_copy import plain
 from superstatic.protocol.errors import Error
@@ -72,6 +76,8 @@ class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
     def __init__(self, container: Any, node: Node) -> None:
         super().__init__(container)
         self._self_node = node
+        if type(container) is not self._PLAIN and type(self) in _HOOKED:
+            _set_class(self, _HOOKED[type(self)])
         # wrapt's __init__ copies the container's `__module__` / `__doc__` into the proxy's
         # instance dict, for its own attribute lookup, which proxies do not use (see the module
         # doc): emptied, the dict gives its table back (about 120 bytes per shared container).
@@ -84,10 +90,7 @@ class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
     __getattribute__ = object.__getattribute__
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.__wrapped__, name)
-        if name in type(self)._READ_METHODS:
-            self.__self_setattr__(name, attr)
-        return attr
+        return _forward(self, name)
 
     # Not on the hot path, and wrapt's versions would show the wrapped container rather than
     # what a transaction sees, so these are always Python.
@@ -145,6 +148,114 @@ class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
         if node.txn is not None or session is None:
             raise Error(f"object {node.oid} is not attached to a running superstatic connection")
         return session.run(write)
+
+
+def _forward(proxy: NodeProxy, name: str) -> Any:
+    """A name the proxy class lacks: the wrapped container's (a read method is cached)."""
+    attr = getattr(proxy.__wrapped__, name)
+    if name in type(proxy)._READ_METHODS:
+        proxy.__self_setattr__(name, attr)
+    return attr
+
+
+class _Forward:
+    """On NodeProxy, for each name the plain container types have and the proxy classes lack
+    (`get`, `keys`, `index`, ...): what `__getattr__` does for that name, found by the class
+    lookup instead (see adopt_fast_lookup). Not a data descriptor, so a bound method cached in
+    the instance dict wins; below each proxy class in the MRO, so the transaction overlays
+    (set on the proxy class itself) win while they are installed."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, proxy: Any, owner: type | None = None) -> Any:
+        if proxy is None:
+            # What the class lookup said before this descriptor existed.
+            label = owner.__name__ if owner is not None else "NodeProxy"
+            raise AttributeError(f"type object {label!r} has no attribute {self.name!r}")
+        return _forward(proxy, self.name)
+
+
+# Fast proxy class -> its hooked twin, and back (see adopt_fast_lookup).
+_HOOKED: dict[type, type] = {}
+_FAST: dict[type, type] = {}
+_set_class = object.__dict__["__class__"].__set__
+_wrapped_field = wrapt.BaseObjectProxy.__dict__["__wrapped__"]
+
+
+def _set_wrapped(proxy: NodeProxy, container: Any) -> None:
+    """`proxy.__wrapped__ = container`: the fast class while the container is the plain type,
+    its hooked twin while it is anything else (a hollow stand-in, a closed connection's, a
+    per-key dict), whose misses the wrapped object answers (faults, errors)."""
+    _wrapped_field.__set__(proxy, container)
+    cls = type(proxy)
+    fast = _FAST.get(cls, cls)
+    hooked = _HOOKED.get(fast)
+    if hooked is None:
+        return  # a class that was not adopted (a subclass made elsewhere) keeps its class
+    want = fast if type(container) is fast._PLAIN else hooked
+    if want is not cls:
+        _set_class(proxy, want)
+
+
+def _wrapped_delete(proxy: NodeProxy) -> None:
+    _wrapped_field.__delete__(proxy)
+
+
+def adopt_fast_lookup(cls: type[NodeProxy]) -> bool:
+    """Gives a proxy class CPython's generic attribute lookup (docs/library.md, "Reads"):
+    `p.get` then costs what a name in a plain object's instance dict costs, not the
+    `__getattr__` hook's extra ~5 ns. Called once per proxy class, after its overlays are
+    registered; True if adopted.
+
+    The generic lookup never calls `__getattr__`, so the class must resolve every name the hook
+    would have sent there, with the same result:
+    * names of the plain type the class lacks: `_Forward` descriptors on NodeProxy, installed
+      here whether or not the slot is adopted (both ways do the same for them);
+    * any other name, on a plain dict / list / set: the container raises "'dict' object has no
+      attribute 'x'"; the class's C name becomes the plain type's, so the generic lookup's
+      own error reads the same;
+    * a proxy whose container is not the plain type (hollow, closed connection, per-key dict)
+      answers other names in its own way: such a proxy's class is switched to a twin subclass
+      that keeps the hook (CPython gives it to every new subclass), see `_set_wrapped`.
+    """
+    plain = cls._PLAIN
+    # (A forwarder another proxy class installed counts as present: it does the same here.)
+    missing = [name for name in dir(plain) if not any(name in vars(k) for k in cls.__mro__)]
+    for name in missing:
+        if name[:2] == "__":
+            # A special name the plain type has and the proxy lacks: Python may look it up on
+            # the type, where a forwarder would answer differently; no fast slot then.
+            attr_slot.log.debug("attribute slot of %s: %s is not proxied", cls.__qualname__, name)
+            return False
+    for name in missing:
+        setattr(NodeProxy, name, _Forward(name))
+    why = attr_slot.refusal()
+    if why is None and cls.__getattr__ is not NodeProxy.__getattr__:  # type: ignore[comparison-overlap]
+        why = "its __getattr__ is not NodeProxy's"
+    if why is not None:
+        attr_slot.log.debug("attribute slot of %s left as it is: %s", cls.__qualname__, why)
+        return False
+    # Made while `cls` still has the hook; a new subclass gets it from CPython anyway.
+    hooked = type(cls)(
+        cls.__name__,
+        (cls,),
+        {"__slots__": (), "__module__": cls.__module__, "__qualname__": cls.__qualname__},
+    )
+    if not attr_slot.adopt_generic_getattr(cls, plain):
+        return False  # `hooked` is unreferenced: collected
+    attr_slot.rename(hooked, plain)
+    _HOOKED[cls] = hooked
+    _FAST[hooked] = cls
+    PROXY_TYPES.add(hooked)
+    if not isinstance(vars(NodeProxy).get("__wrapped__"), property):
+        # The getter is the C field's own (no Python frame on reads of __wrapped__).
+        NodeProxy.__wrapped__ = property(  # type: ignore[method-assign,assignment]
+            _wrapped_field.__get__, _set_wrapped, _wrapped_delete, "the wrapped container"
+        )
+    return True
 
 
 def _read(proxy: NodeProxy, fn: Callable[[Any], Any]) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 from superstatic.objects import node as _node
 from superstatic.objects import txn as _txn
 from superstatic.objects import values as _values
-from superstatic.objects.proxy_base import NodeProxy, register_overlays
+from superstatic.objects.proxy_base import NodeProxy, adopt_fast_lookup, register_overlays
 
 _MISSING: Any = object()
 _current = _txn.current
@@ -206,3 +206,4 @@ register_overlays(
     {"keys": _Keys, "values": _Values, "items": _Items},
     keyed=True,
 )
+adopt_fast_lookup(DictProxy)

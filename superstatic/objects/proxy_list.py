@@ -21,7 +21,7 @@ from superstatic.objects import node as _node
 from superstatic.objects import txn as _txn
 from superstatic.objects import values as _values
 from superstatic.objects.node import Node
-from superstatic.objects.proxy_base import NodeProxy, register_overlays
+from superstatic.objects.proxy_base import NodeProxy, adopt_fast_lookup, register_overlays
 from superstatic.objects.txn import Txn
 from superstatic.protocol.ops import READ_SHAPE
 
@@ -295,3 +295,4 @@ register_overlays(
         "__rmul__",
     ),
 )
+adopt_fast_lookup(ListProxy)

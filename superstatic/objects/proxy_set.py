@@ -13,7 +13,7 @@ from superstatic.objects import node as _node
 from superstatic.objects import txn as _txn
 from superstatic.objects import values as _values
 from superstatic.objects.node import Node
-from superstatic.objects.proxy_base import NodeProxy, register_overlays
+from superstatic.objects.proxy_base import NodeProxy, adopt_fast_lookup, register_overlays
 from superstatic.objects.txn import Txn
 
 _current = _txn.current
@@ -220,3 +220,4 @@ register_overlays(
     ),
     keyed=True,
 )
+adopt_fast_lookup(SetProxy)

@@ -31,6 +31,13 @@ def test_a_short_run_reports_every_row(capsys: pytest.CaptureFixture[str]) -> No
     ]
     assert all(r["ns"] >= 0.0 for r in out["rows"])
     assert len(out["load_average"]) == 3
+    assert out["clock"] == "wall" and isinstance(out["slot"], str)
+
+
+def test_the_cpu_clock_is_chosen_by_its_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert read_floors.main(["--loops", "20", "--repeats", "1", "--json", "--cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["clock"] == "cpu" and len(out["rows"]) == len(read_floors.ROWS)
 
 
 def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
