@@ -35,6 +35,14 @@ the message term, CONF entries that decode, a snapshot meta with a sane configur
 Anything off raises `ProtocolError` (a `codec.FrameError` with a reason slug) naming the field,
 its type and size and the limit, never the value, so the transport can count and drop the frame
 instead of the core tripping an assertion.
+
+The usual frames take a shorter way to the same answer (docs/data-model-v2.md 8.13): a frame
+whose header says it is an array of at most 23 items is decoded by cbor2 alone at depth 1
+(`_loads_flat`: its items cannot exceed the limit, whatever its bytes), a MSG's fields are
+checked inline (`_message_fast`), and an entries blob no longer in bytes than its items limit
+is decoded by cbor2 alone too (`_entries_shallow`). Each accepts only what the scanned way
+accepts, with the same result; at any doubt the frame goes the scanned way
+(`decode_scanned`), which refuses it with its message or accepts it.
 """
 
 from __future__ import annotations

@@ -34,6 +34,8 @@ empty arrays is refused after reading one header. The agent's frame decoders (cl
 ports) and transaction bodies go through it; records the state machine wrote itself use plain
 `loads(data)`. `loads_unscanned` skips the scan for callers that then check every decoded value
 (the app's event bodies and EVENTS frames): it refuses exactly what the scan refuses.
+`loads_shallow` does the same for the agent's frames whose headers bound their items (peer
+frames, an APPEND's entries, the apps' write frames: docs/data-model-v2.md 8.13).
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ Decoding never trusts its input: size first, then a scan of the CBOR headers bou
 and depth that admits only the codec's registered tags (`codec.loads` with `DecodeLimits`), then
 the shape, then every field of the frame's type (`check_client_body`). (EVENTS frames, the app's
 most frequent, are decoded by cbor2 without the scan when every value of them is then checked,
-which refuses exactly what the scan refuses: `_events_frame_sure`.) Anything off raises a
+which refuses exactly what the scan refuses: `_events_frame_sure`; so are the agent's frames of
+the usual shape, their body map's header bounding what they hold: `_client_frame_shallow`,
+docs/data-model-v2.md 8.13.) Anything off raises a
 `ProtocolError` (a `codec.FrameError` with a reason slug) naming the field, its type and size
 and the limit, never the value; the caller counts and drops it.
 """
