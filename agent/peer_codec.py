@@ -379,9 +379,10 @@ _SCALARS = codec.SHALLOW_SCALARS
 
 
 def _message_fast(raw: list[Any], bytes_max: int, entries_max: int) -> Message | None:
-    """The Message of a MSG frame's fields when every check passes (the same checks, in the
-    same order, as _decode_message); None at the first doubt (decode_scanned then refuses it
-    with its message, or accepts it). No snapshot (a SNAPSHOT's meta is not a scalar)."""
+    """The Message of a MSG frame's fields when every check passes (the checks of
+    _decode_message, in an order of their own: this only accepts); None at the first doubt
+    (decode_scanned then refuses it with its message, or accepts it). No snapshot (a
+    SNAPSHOT's meta is not a scalar)."""
     (_, _, type_raw, frm, to, term, log_term, index, blob, commit, reject, hint, ctx, snap) = raw
     msg_type = _MSG_TYPES.get(type_raw) if type(type_raw) is int else None
     if (

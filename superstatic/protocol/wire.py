@@ -11,9 +11,9 @@ the shape, then every field of the frame's type (`check_client_body`). (EVENTS f
 most frequent, are decoded by cbor2 without the scan when every value of them is then checked,
 which refuses exactly what the scan refuses: `_events_frame_sure`; so are the agent's frames of
 the usual shape, their body map's header bounding what they hold: `_client_frame_shallow`,
-docs/data-model-v2.md 8.13.) Anything off raises a
-`ProtocolError` (a `codec.FrameError` with a reason slug) naming the field, its type and size
-and the limit, never the value; the caller counts and drops it.
+docs/data-model-v2.md 8.13.) Anything off raises a `ProtocolError` (a `codec.FrameError` with a
+reason slug) naming the field, its type and size and the limit, never the value; the caller
+counts and drops it.
 """
 
 from __future__ import annotations
