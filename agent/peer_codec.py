@@ -36,11 +36,12 @@ Anything off raises `ProtocolError` (a `codec.FrameError` with a reason slug) na
 its type and size and the limit, never the value, so the transport can count and drop the frame
 instead of the core tripping an assertion.
 
-The usual frames take a shorter way to the same answer (docs/data-model-v2.md 8.13): a frame
-whose header says it is an array of at most 23 items is decoded by cbor2 alone at depth 1
-(`_loads_flat`: its items cannot exceed the limit, whatever its bytes), a MSG's fields are
+The usual frames take a shorter way to the same answer (docs/data-model-v2.md 8.13): a MSG
+whose header says it is an array of 14 items is decoded by cbor2 alone at depth 1
+(`_loads_flat`: its items cannot exceed the limit, whatever its bytes), its fields are
 checked inline (`_message_fast`), and an entries blob no longer in bytes than its items limit
-is decoded by cbor2 alone too (`_entries_shallow`). Each accepts only what the scanned way
+is decoded by cbor2 alone too (`_entries_shallow`). Other kinds go the scanned way only (the
+fast path would decode them twice). Each accepts only what the scanned way
 accepts, with the same result; at any doubt the frame goes the scanned way
 (`decode_scanned`), which refuses it with its message or accepts it.
 """
@@ -341,20 +342,30 @@ def decode(
     """Decodes and validates one peer frame; ProtocolError names what was wrong. `limits`
     bounds the frame (its bytes_max is the agent's peer_frame_bytes_max), `entries_max` the
     entries an APPEND or PROPOSE may carry."""
-    raw = _loads_flat(data, limits)
-    # A MSG (its kind an int: checked by _loads_flat) of the usual shape; anything the fast
-    # checks are unsure of is refused or accepted by decode_scanned, as ever.
-    if raw is not None and raw[1] == 0 and len(raw) == 14:
-        message = _message_fast(raw, limits.bytes_max, entries_max)
-        if message is not None:
-            return message
+    # Only a MSG of 14 fields (the array's header and the kind, one byte each) is decoded by
+    # cbor2 first: the fast path answers no other kind, so any other frame would be decoded
+    # twice, a snapshot CHUNK's data built twice and a stranger's JOIN or HELLO the scan refuses
+    # built whole before the refusal (review 27). Anything the fast checks are unsure of is
+    # refused or accepted by decode_scanned, as ever.
+    if len(data) > 2 and data[0] == _MSG_HEAD and data[2] == _MSG_KIND:
+        raw = _loads_flat(data, limits)
+        if raw is not None:
+            message = _message_fast(raw, limits.bytes_max, entries_max)
+            if message is not None:
+                return message
     return decode_scanned(data, limits=limits, entries_max=entries_max)
+
+
+# A MSG's first bytes: an array of 14 items, then the version and the kind (PeerKind.MSG).
+_MSG_HEAD = 0x80 | 14
+_MSG_KIND = int(PeerKind.MSG)
 
 
 def _loads_flat(data: bytes, limits: DecodeLimits) -> list[Any] | None:
     """`codec.loads(data, limits)` for a frame that is an array of at most 23 scalars, with the
     version and kind of ours, decoded by cbor2 alone (codec.loads_shallow); None for anything
-    else (decode_scanned decides). Every frame but a SNAPSHOT message and a WELCOME is one.
+    else (decode_scanned decides). Every frame but a SNAPSHOT message and a WELCOME is one;
+    `decode` asks it for MSGs only (the fast path answers no other kind).
 
     Why it is the same value: the header bounds the items to 24 (PEER_FRAME_ITEMS_MAX is
     1,024) and depth 1 keeps every item a scalar or an empty container, so bytes are the
