@@ -35,6 +35,15 @@ the message term, CONF entries that decode, a snapshot meta with a sane configur
 Anything off raises `ProtocolError` (a `codec.FrameError` with a reason slug) naming the field,
 its type and size and the limit, never the value, so the transport can count and drop the frame
 instead of the core tripping an assertion.
+
+The usual frames take a shorter way to the same answer (docs/data-model-v2.md 8.13): a MSG
+whose header says it is an array of 14 items is decoded by cbor2 alone at depth 1
+(`_loads_flat`: its items cannot exceed the limit, whatever its bytes), its fields are
+checked inline (`_message_fast`), and an entries blob no longer in bytes than its items limit
+is decoded by cbor2 alone too (`_entries_shallow`). Other kinds go the scanned way only (the
+fast path would decode them twice). Each accepts only what the scanned way
+accepts, with the same result; at any doubt the frame goes the scanned way
+(`decode_scanned`), which refuses it with its message or accepts it.
 """
 
 from __future__ import annotations
@@ -333,6 +342,132 @@ def decode(
     """Decodes and validates one peer frame; ProtocolError names what was wrong. `limits`
     bounds the frame (its bytes_max is the agent's peer_frame_bytes_max), `entries_max` the
     entries an APPEND or PROPOSE may carry."""
+    # Only a MSG of 14 fields (the array's header and the kind, one byte each) is decoded by
+    # cbor2 first: the fast path answers no other kind, so any other frame would be decoded
+    # twice, a snapshot CHUNK's data built twice and a stranger's JOIN or HELLO the scan refuses
+    # built whole before the refusal (review 27). Anything the fast checks are unsure of is
+    # refused or accepted by decode_scanned, as ever.
+    if len(data) > 2 and data[0] == _MSG_HEAD and data[2] == _MSG_KIND:
+        raw = _loads_flat(data, limits)
+        if raw is not None:
+            message = _message_fast(raw, limits.bytes_max, entries_max)
+            if message is not None:
+                return message
+    return decode_scanned(data, limits=limits, entries_max=entries_max)
+
+
+# A MSG's first bytes: an array of 14 items, then the version and the kind (PeerKind.MSG).
+_MSG_HEAD = 0x80 | 14
+_MSG_KIND = int(PeerKind.MSG)
+
+
+def _loads_flat(data: bytes, limits: DecodeLimits) -> list[Any] | None:
+    """`codec.loads(data, limits)` for a frame that is an array of at most 23 scalars, with the
+    version and kind of ours, decoded by cbor2 alone (codec.loads_shallow); None for anything
+    else (decode_scanned decides). Every frame but a SNAPSHOT message and a WELCOME is one;
+    `decode` asks it for MSGs only (the fast path answers no other kind).
+
+    Why it is the same value: the header bounds the items to 24 (PEER_FRAME_ITEMS_MAX is
+    1,024) and depth 1 keeps every item a scalar or an empty container, so bytes are the
+    one limit left (checked here); cbor2 refuses tags, indefinite lengths, and bytes after
+    the item here, as the scan does; a simple value comes back as an object of its own type,
+    which the type check sends to the scan; strings, ints and floats decode the same way
+    whatever their header's width (cbor2 builds both)."""
+    if not 3 <= len(data) <= limits.bytes_max or not 0x82 <= data[0] <= 0x97:
+        return None
+    if data[1] != PEER_PROTOCOL_VERSION or data[2] > 23:
+        return None  # version and kind as one-byte uints: anything else the slow way
+    if limits.items_max < 24 or limits.depth_max < 1:  # (never with frame_limits)
+        return None
+    raw = codec.loads_shallow(data, 1)
+    if raw is codec.NOT_DECODED or not _SCALARS.issuperset(map(type, raw)):
+        return None
+    result: list[Any] = raw
+    return result
+
+
+_SCALARS = codec.SHALLOW_SCALARS
+
+
+def _message_fast(raw: list[Any], bytes_max: int, entries_max: int) -> Message | None:
+    """The Message of a MSG frame's fields when every check passes (the checks of
+    _decode_message, in an order of their own: this only accepts); None at the first doubt
+    (decode_scanned then refuses it with its message, or accepts it). No snapshot (a
+    SNAPSHOT's meta is not a scalar)."""
+    (_, _, type_raw, frm, to, term, log_term, index, blob, commit, reject, hint, ctx, snap) = raw
+    msg_type = _MSG_TYPES.get(type_raw) if type(type_raw) is int else None
+    if (
+        msg_type is None
+        or msg_type is MsgType.SNAPSHOT
+        or snap is not None
+        or frm == to
+        or type(frm) is not str
+        or type(to) is not str
+        or (frm not in _IDS_SEEN and not _id_ok(frm))
+        or (to not in _IDS_SEEN and not _id_ok(to))
+        or type(term) is not int
+        or type(log_term) is not int
+        or type(index) is not int
+        or type(commit) is not int
+        or type(hint) is not int
+        or not 0 <= term <= INDEX_MAX
+        or not 0 <= log_term <= INDEX_MAX
+        or not 0 <= index <= INDEX_MAX
+        or not 0 <= commit <= INDEX_MAX
+        or not 0 <= hint <= INDEX_MAX
+        or type(reject) is not bool
+        or type(ctx) is not bytes
+        or len(ctx) > CONTEXT_BYTES_MAX
+        or type(blob) is not bytes
+        or len(blob) > bytes_max
+    ):
+        return None
+    entries: tuple[Entry, ...] | None = ()
+    if blob:
+        entries = _entries_shallow(blob, msg_type, term, index, entries_max)
+        if entries is None and len(blob) > 1 + ENTRY_ITEMS * entries_max:
+            entries = _entries_fast(blob, msg_type, term, index, entries_max)
+        if entries is None:
+            return None
+    return Message(
+        type=msg_type,
+        frm=frm,
+        to=to,
+        term=term,
+        log_term=log_term,
+        index=index,
+        entries=entries,
+        commit=commit,
+        reject=reject,
+        reject_hint=hint,
+        context=ctx,
+        snapshot=None,
+    )
+
+
+# Node ids a fast decode found valid (a cluster names a few): a set lookup instead of the
+# character walk. Bounded: past _IDS_SEEN_MAX the walk runs for each new id, as before.
+_IDS_SEEN: set[str] = set()
+_IDS_SEEN_MAX = 64
+
+
+def _id_ok(node: str) -> bool:
+    if not node_id_valid(node):
+        return False
+    if len(_IDS_SEEN) < _IDS_SEEN_MAX:
+        _IDS_SEEN.add(node)
+    return True
+
+
+def decode_scanned(
+    data: bytes,
+    *,
+    limits: DecodeLimits = _DEFAULT_LIMITS,
+    entries_max: int = ENTRIES_PER_MESSAGE_MAX,
+) -> PeerFrame:
+    """`decode` the old way, for every frame: `codec.loads` (the scan, then cbor2), then the
+    checks. What `decode` falls back to, and what tests compare it with (its fast paths must
+    give the same frame, or this one's refusal)."""
     raw = codec.loads(data, limits)
     if type(raw) is not list or len(raw) < 2:
         raise FrameError("shape", "peer frame must be a CBOR array [version, kind, ...]")
@@ -450,6 +585,54 @@ def _decode_entries(
     if entries is not None:
         return entries
     return _entries_full(blob, msg_type, term, prev, entries_max)
+
+
+def _entries_shallow(
+    blob: bytes, msg_type: MsgType, term: int, prev: int, entries_max: int
+) -> tuple[Entry, ...] | None:
+    """The entries of a blob of at most as many bytes as its items limit (1 + 5 per entry:
+    every item takes a byte, so the scan's item bound cannot be crossed), decoded by cbor2
+    alone (codec.loads_shallow, depth 2: arrays of scalars in an array) when every entry is
+    valid; None at the first doubt (`_entries_full` then decodes or refuses). It accepts only
+    what the full path accepts, with the same result (tests/unit/test_frame_decodes_fast.py
+    compares them); CONF entries go the full way (their check may refuse)."""
+    if msg_type is MsgType.APPEND:
+        append = True
+    elif msg_type is MsgType.PROPOSE:
+        append = False
+    else:
+        return None
+    if len(blob) > 1 + ENTRY_ITEMS * entries_max:
+        return None  # the items bound would not follow from the bytes
+    raw = codec.loads_shallow(blob, 2)
+    if type(raw) is not list or not raw or len(raw) > entries_max or prev + len(raw) > INDEX_MAX:
+        return None
+    entries: list[Entry] = []
+    add = entries.append
+    previous_term = 0
+    expected = prev + 1
+    normal = EntryKind.NORMAL
+    for item in raw:
+        if type(item) is not list or len(item) != 4:
+            return None
+        e_index, e_term, kind_raw, data = item
+        if (
+            type(e_index) is not int
+            or type(e_term) is not int
+            or type(kind_raw) is not int
+            or kind_raw != _NORMAL
+            or type(data) is not bytes
+        ):
+            return None
+        if append:
+            if e_index != expected or not 1 <= e_term <= term or e_term < previous_term:
+                return None
+            previous_term = e_term
+            expected += 1
+        elif e_index != 0 or e_term != 0:
+            return None
+        add(Entry(e_index, e_term, normal, data))
+    return tuple(entries)
 
 
 def _uint(blob: bytes, pos: int) -> tuple[int, int]:

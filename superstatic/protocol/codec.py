@@ -34,6 +34,8 @@ empty arrays is refused after reading one header. The agent's frame decoders (cl
 ports) and transaction bodies go through it; records the state machine wrote itself use plain
 `loads(data)`. `loads_unscanned` skips the scan for callers that then check every decoded value
 (the app's event bodies and EVENTS frames): it refuses exactly what the scan refuses.
+`loads_shallow` does the same for the agent's frames whose headers bound their items (peer
+frames, an APPEND's entries, the apps' write frames: docs/data-model-v2.md 8.13).
 """
 
 from __future__ import annotations
@@ -854,10 +856,9 @@ def loads_unscanned(data: bytes, limits: DecodeLimits) -> Any:
     if type(data) is not bytes or len(data) > limits.items_max or len(data) > limits.bytes_max:
         return NOT_DECODED
     setting = (limits.depth_max, limits.str_keys_only)
-    decoders = _DECODERS.by_setting
-    decoder = decoders.get(setting)
+    decoder = _DECODERS.by_setting.get(setting)
     if decoder is None:
-        decoder = decoders[setting] = cbor2.CBORDecoder(
+        decoder = _DECODERS.by_setting[setting] = cbor2.CBORDecoder(
             io.BytesIO(b""),
             tag_hook=_tag_hook,
             semantic_decoders=_UNSCANNED_SEMANTIC_DECODERS,
@@ -866,6 +867,53 @@ def loads_unscanned(data: bytes, limits: DecodeLimits) -> Any:
             allow_indefinite=False,
             allow_duplicate_keys=False,
         )
+    return _decode_whole(decoder, setting, data)
+
+
+# Shallow decodes (`loads_shallow`) refuse every tag, cbor2's own included: the agent's frames
+# never hold one, and a tag's payload is the one place the registry decides what is built.
+_SHALLOW_SEMANTIC_DECODERS = {
+    tag: _refuse for tag in (*_SEMANTIC_REFUSED, *_SEMANTIC_KEPT)
+}  # fmt: skip
+# The types a shallow decode may hand back that `scan` lets through as they are (a simple
+# value comes back as a CBORSimpleValue or `undefined`, which scan refuses: not in here).
+SHALLOW_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
+# Nesting `loads_shallow` is ever asked for (a PROPOSE_MANY: frame, body, items, item).
+SHALLOW_DEPTH_MAX = 4
+
+
+def loads_shallow(data: bytes, depth: int) -> Any:
+    """`data` decoded by cbor2's C decoder alone, or NOT_DECODED: at most `depth` levels of
+    non-empty containers (arrays, maps; empty ones open no level), no tag at all, no indefinite
+    length, map keys only text or byte strings and never twice in one map, exactly one item.
+    Anything else, or any doubt, is NOT_DECODED: the caller then takes `loads(data, limits)`.
+
+    For the agent's frames (peer frames, client frames: docs/data-model-v2.md 8.13). What the
+    caller must ensure itself, as `scan` would: the bytes within its limit; the number of CBOR
+    items within its limit BEFORE calling (cbor2 builds everything before anything is
+    checked): from the container headers it read (an array header of at most 23 items with
+    `depth` 1 bounds the value to 24 items, whatever its length in bytes) or because
+    `len(data)` is at most the items limit (every item takes a byte); and every decoded value's
+    type in SHALLOW_SCALARS (or a list or dict whose contents it checks the same way)."""
+    if type(data) is not bytes or not 0 < depth <= SHALLOW_DEPTH_MAX:
+        return NOT_DECODED
+    setting = (-depth, True)  # negative: never one of loads_unscanned's settings
+    decoder = _DECODERS.by_setting.get(setting)
+    if decoder is None:
+        decoder = _DECODERS.by_setting[setting] = cbor2.CBORDecoder(
+            io.BytesIO(b""),
+            tag_hook=_refuse,
+            semantic_decoders=_SHALLOW_SEMANTIC_DECODERS,
+            max_depth=depth,
+            strict_hashable_types=True,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+        )
+    return _decode_whole(decoder, setting, data)
+
+
+def _decode_whole(decoder: cbor2.CBORDecoder, setting: tuple[int, bool], data: bytes) -> Any:
+    """`data` decoded by this thread's `decoder` for `setting`, if it is exactly one item."""
     stream = io.BytesIO(data)
     decoder.fp = stream
     try:
@@ -873,7 +921,7 @@ def loads_unscanned(data: bytes, limits: DecodeLimits) -> Any:
     except Exception:
         # Hostile or unusual input: loads says what it says. A decoder that failed half way
         # is not reused (its state is cbor2's business).
-        decoders.pop(setting, None)
+        _DECODERS.by_setting.pop(setting, None)
         return NOT_DECODED
     end = stream.tell()
     if len(data) > _KEPT_INPUT_BYTES_MAX:

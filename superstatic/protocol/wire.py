@@ -9,9 +9,11 @@ Decoding never trusts its input: size first, then a scan of the CBOR headers bou
 and depth that admits only the codec's registered tags (`codec.loads` with `DecodeLimits`), then
 the shape, then every field of the frame's type (`check_client_body`). (EVENTS frames, the app's
 most frequent, are decoded by cbor2 without the scan when every value of them is then checked,
-which refuses exactly what the scan refuses: `_events_frame_sure`.) Anything off raises a
-`ProtocolError` (a `codec.FrameError` with a reason slug) naming the field, its type and size
-and the limit, never the value; the caller counts and drops it.
+which refuses exactly what the scan refuses: `_events_frame_sure`; so are the agent's frames of
+the usual shape, their body map's header bounding what they hold: `_client_frame_shallow`,
+docs/data-model-v2.md 8.13.) Anything off raises a `ProtocolError` (a `codec.FrameError` with a
+reason slug) naming the field, its type and size and the limit, never the value; the caller
+counts and drops it.
 """
 
 from __future__ import annotations
@@ -210,10 +212,14 @@ def decode(data: bytes, allowed: frozenset[FrameType], limits: DecodeLimits | No
     """
     if limits is None:
         limits = CLIENT_FRAME_LIMITS if allowed <= CLIENT_TO_AGENT else AGENT_FRAME_LIMITS
-        if FrameType.PROPOSE_MANY in allowed and _peek_header(data, 1) == FrameType.PROPOSE_MANY:
+        if FrameType.PROPOSE_MANY in allowed and _type_of(data) == FrameType.PROPOSE_MANY:
             limits = PROPOSE_MANY_FRAME_LIMITS
     raw = codec.NOT_DECODED
-    if limits is AGENT_FRAME_LIMITS and _peek_header(data, 1) == FrameType.EVENTS:
+    if allowed <= CLIENT_TO_AGENT:
+        # The agent's frames from apps: those of our shape decoded by cbor2 alone (the same
+        # value as through codec.loads, or codec.loads decides: _client_frame_shallow).
+        raw = _client_frame_shallow(data, limits)
+    elif limits is AGENT_FRAME_LIMITS and _type_of(data) == FrameType.EVENTS:
         # The app's most frequent frame: decoded without the scan when every value of it is
         # checked by _events_frame_sure (the same frame and outcome as through codec.loads).
         raw = codec.loads_unscanned(data, limits)
@@ -221,6 +227,35 @@ def decode(data: bytes, allowed: frozenset[FrameType], limits: DecodeLimits | No
             raw = codec.NOT_DECODED
     if raw is codec.NOT_DECODED:
         raw = codec.loads(data, limits)
+    return _frame_of(raw, allowed)
+
+
+def decode_scanned(
+    data: bytes, allowed: frozenset[FrameType], limits: DecodeLimits | None = None
+) -> Frame:
+    """`decode` the old way, for every frame: `codec.loads` (the scan, then cbor2), then the
+    checks. What `decode` falls back to, and what tests compare its fast paths with."""
+    if limits is None:
+        limits = CLIENT_FRAME_LIMITS if allowed <= CLIENT_TO_AGENT else AGENT_FRAME_LIMITS
+        if FrameType.PROPOSE_MANY in allowed and _peek_header(data, 1) == FrameType.PROPOSE_MANY:
+            limits = PROPOSE_MANY_FRAME_LIMITS
+    return _frame_of(codec.loads(data, limits), allowed)
+
+
+def _type_of(data: bytes) -> int | None:
+    """_peek_header(data, 1), read directly from the frame's first three bytes when they are
+    what our encoder writes (an array of 4, version 1, a type below 24)."""
+    if len(data) > 2 and data[0] == 0x84 and data[1] == PROTOCOL_VERSION and data[2] < 24:
+        return data[2]
+    return _peek_header(data, 1)
+
+
+# Frame types by value: a dict lookup, not the enum's call (several times its cost).
+_FRAME_TYPES: dict[int, FrameType] = {member.value: member for member in FrameType}
+
+
+def _frame_of(raw: Any, allowed: frozenset[FrameType]) -> Frame:
+    """The Frame of a decoded frame's value, its envelope checked."""
     if type(raw) is not list or len(raw) != 4:
         raise FrameError("shape", "frame must be a CBOR array [version, type, req_id, body]")
     version, type_raw, req_id, body = raw
@@ -231,10 +266,9 @@ def decode(data: bytes, allowed: frozenset[FrameType], limits: DecodeLimits | No
         )
     if type(type_raw) is not int:
         raise FrameError("type", f"frame type must be an integer, got {describe(type_raw)}")
-    try:
-        frame_type = FrameType(type_raw)
-    except ValueError:
-        raise FrameError("type", f"unknown frame type ({describe(type_raw)})") from None
+    frame_type = _FRAME_TYPES.get(type_raw)
+    if frame_type is None:
+        raise FrameError("type", f"unknown frame type ({describe(type_raw)})")
     if frame_type not in allowed:
         raise FrameError(
             "direction", f"frame type {frame_type.name} is not allowed in this direction"
@@ -246,6 +280,57 @@ def decode(data: bytes, allowed: frozenset[FrameType], limits: DecodeLimits | No
     if type(body) is not dict:
         raise FrameError("body", f"{frame_type.name} body must be a map, got {describe(body)}")
     return Frame(frame_type, req_id, body)
+
+
+# CBOR items a frame [version, type, req_id, map of at most 23 pairs] holds when nothing in
+# the map holds anything: the bound _client_frame_shallow relies on.
+_FLAT_FRAME_ITEMS = 4 + 1 + 2 * 23
+# Where a frame's body map starts, by the req_id's first byte (a uint: 0-23 in the byte, or
+# 1, 2, 4, 8 bytes after it).
+_BODY_AT = {**{b: 4 for b in range(24)}, 24: 5, 25: 6, 26: 8, 27: 12}
+_SCALARS = codec.SHALLOW_SCALARS
+
+
+def _client_frame_shallow(data: bytes, limits: DecodeLimits) -> Any:
+    """`codec.loads(data, limits)` for an app's frame of the usual shape, decoded by cbor2
+    alone (codec.loads_shallow), or codec.NOT_DECODED (codec.loads then decides: the same
+    value or the same refusal). The usual shape: `[1, type, req_id, body]` with a body map of
+    at most 23 pairs whose values are scalars, or, in a PROPOSE_MANY, "items" whose every item
+    is a list of scalars.
+
+    Why it is the same value: the body's header is read here, so with nothing nested in the
+    map (depth 2) the frame holds at most _FLAT_FRAME_ITEMS items (CLIENT_FRAME_ITEMS_MAX is
+    64); a PROPOSE_MANY nests deeper (depth 4) and is decoded only when its bytes are within
+    its items limit (every item takes a byte). Bytes are checked here, depth by cbor2; tags,
+    indefinite lengths, map keys other than strings and trailing bytes are refused by
+    loads_shallow as by the scan; a duplicate map key (which cbor2.loads would let the last
+    win) is refused there too; simple values come back as objects of their own types, which
+    the type checks below send to the scan."""
+    size = len(data)
+    if size < 5 or size > limits.bytes_max or data[0] != 0x84 or data[1] != PROTOCOL_VERSION:
+        return codec.NOT_DECODED
+    frame_type = data[2]
+    at = _BODY_AT.get(data[3], size)
+    if frame_type > 23 or at >= size or not 0xA0 <= data[at] <= 0xB7:
+        return codec.NOT_DECODED
+    many = frame_type == FrameType.PROPOSE_MANY
+    if many:
+        if size > limits.items_max or limits.depth_max < 4:
+            return codec.NOT_DECODED
+    elif limits.items_max < _FLAT_FRAME_ITEMS or limits.depth_max < 2:
+        return codec.NOT_DECODED
+    raw = codec.loads_shallow(data, 4 if many else 2)
+    if raw is codec.NOT_DECODED:
+        return raw
+    for key, value in raw[3].items():
+        if type(value) in _SCALARS:
+            continue
+        if not many or key != "items" or type(value) is not list:
+            return codec.NOT_DECODED
+        for item in value:
+            if type(item) is not list or not _SCALARS.issuperset(map(type, item)):
+                return codec.NOT_DECODED
+    return raw
 
 
 _EVENTS_KEYS = frozenset({"ev", "to", "t"})
@@ -514,6 +599,26 @@ def parse_propose_many(frame: Frame, *, body_bytes_max: int) -> list[ManyItem]:
     out: list[ManyItem] = []
     seen: set[int] = set()
     for i, item in enumerate(items):
+        # The usual item, [req_id, seq, "txn", body] (+ trace), checked inline: the same
+        # checks as below and parse_propose's, the same ManyItem. Anything else goes below.
+        if type(item) is list and 4 <= len(item) <= 5:
+            req_id, seq, kind, body = item[0], item[1], item[2], item[3]
+            if (
+                type(req_id) is int
+                and 0 <= req_id <= REQ_ID_MAX
+                and req_id not in seen
+                and type(seq) is int
+                and 1 <= seq <= SEQ_MAX
+                and seq_low <= seq
+                and type(kind) is str
+                and kind == "txn"
+                and type(body) is bytes
+                and len(body) <= body_bytes_max
+            ):
+                seen.add(req_id)
+                proposal = Proposal(client, seq, seq_low, "txn", body, session, reply_many)
+                out.append(ManyItem(req_id, proposal, len(item) == 5 and item[4] is True))
+                continue
         if type(item) is not list or len(item) not in (4, 5):
             raise FrameError(
                 "field",
