@@ -6,6 +6,10 @@ it lives below both. `time_ms` is stamped by the leader that appends the entry (
 follower forwarding it); `session` is the index of the "open" entry that started the client's
 session (0 for an "open" that starts one). Six-element payloads (written before sessions had
 ids) read as session 0.
+
+Kind "rules" is the agent's own entry, never a client's (wire.PROPOSE_KINDS does not admit
+it): it moves the cluster to the state-machine rules version in its `seq` (agent/rules.py);
+its client field names the agent that proposed it and no session is touched.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ PAYLOAD_DEPTH_MAX = 2
 # seq, seq_low and time_ms are stored as CBOR ints; beyond 64 bits they are garbage.
 PAYLOAD_INT_MAX = (1 << 63) - 1
 
-PAYLOAD_KINDS = ("txn", "open", "close")
+PAYLOAD_KINDS = ("txn", "open", "close", "rules")
 
 
 class Payload(NamedTuple):
@@ -125,6 +129,8 @@ def event_fields(entry: Entry, outcome: str) -> tuple[str | None, int | None, by
     try:
         payload = parse_payload(entry.data)
     except ProtocolError:
+        return None, None, None
+    if payload.kind == "rules":  # the state machine's, not a client's (Applied: no client)
         return None, None, None
     body = payload.body if outcome == "ok" and payload.kind == "txn" else None
     return payload.client, payload.seq, body
