@@ -43,6 +43,7 @@ from typing import Any
 from agent_sim_io import SimCrash, SimDisk, SimNet, SimStorage, sim_io, sim_root
 from superstatic_agent.config import AgentConfig
 from superstatic_agent.raft.types import Role
+from superstatic_agent.rules import RULES_NEWEST
 from superstatic_agent.server import DataLost, Server
 from superstatic_agent.statemachine import Applied
 from superstatic_agent.storage import Trimmed
@@ -147,6 +148,9 @@ class SimParams:
     election_ticks: int = ELECTION_TICKS
     # Directed tests: a hook called every simulated millisecond of the chaos phase.
     script: Callable[[World, int], None] | None = None
+    # Every agent's --rules-max (agent/rules.py): 1 replays a schedule under the rules before
+    # versions (no "rules" entry, no RULES frame: the course the code before versions took).
+    rules_max: int = RULES_NEWEST
 
     @staticmethod
     def random(seed: int, chaos_ms: int = 6_000) -> SimParams:
@@ -219,6 +223,7 @@ class SimNode:
             timeout_ms_read=TIMEOUT_MS_READ,
             timeout_ms_probe=TIMEOUT_MS_PROBE,
             map_bytes=64 << 20,
+            rules_max=world.params.rules_max,
             # The simulated endpoints are not loopback; nothing is bound (no --keys needed).
             insecure=True,
         )
