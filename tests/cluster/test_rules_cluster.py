@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from superstatic_agent.storage import EXIT_START_REFUSED
 from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
 
 from superstatic.tools.localcluster import LocalCluster
@@ -102,6 +103,24 @@ def test_a_new_cluster_runs_the_newest_rules_and_a_member_that_knows_less_stops(
         )
         assert rules_of(cluster, "d")["version"] == 2
         assert cluster.status("d")["halted"] is None
+
+        # A member whose store is at rules 2 started by code that knows only 1 (a rollback):
+        # refused at start, naming both versions.
+        voter = cluster.agents["c"]
+        cluster.stop("c")
+        voter.extra_args = ("--rules-max", "1")
+        cluster.start_agent("c")
+        assert voter.process is not None
+        assert voter.process.wait(TIMEOUT_S_WAIT) == EXIT_START_REFUSED
+        assert voter.log_path is not None
+        logged = voter.log_path.read_text()
+        assert "the stored state moves the cluster to state-machine rules version 2" in logged
+        assert "knows rules up to version 1" in logged
+        voter.extra_args = ()
+        cluster.start_agent("c")
+        cluster.wait_until(
+            lambda: cluster.status("c")["applied"] >= index, "c to run again", TIMEOUT_S_WAIT
+        )
 
 
 def test_a_rules_1_cluster_moves_up_when_its_last_member_knows_rules_2(tmp_path: Path) -> None:
