@@ -78,6 +78,17 @@ def encode_payload(payload: Payload) -> bytes:
     return cbor2.dumps([p.kind, p.client, p.seq, p.seq_low, p.time_ms, p.body, p.session])
 
 
+# A payload's kind is its array's first item: a "rules" payload's bytes start with the array
+# header and then this (a text of 5 bytes: no other kind has these bytes).
+_RULES_KIND_CBOR = cbor2.dumps("rules")
+
+
+def is_rules(data: bytes) -> bool:
+    """True if `data` is a "rules" payload's bytes (read from its head, nothing decoded): the
+    leader drops one a peer forwards, since only a leader itself appends them."""
+    return data[1 : 1 + len(_RULES_KIND_CBOR)] == _RULES_KIND_CBOR
+
+
 def stamp_payload(data: bytes, time_ms: int) -> bytes:
     """The payload with the leader's log time; data that is not a payload is left as it is
     (the state machine answers it with an error either way)."""

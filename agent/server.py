@@ -35,7 +35,13 @@ from superstatic_agent.config import PEERS_MAX, AgentConfig
 from superstatic_agent.logtime import LeaderStamp
 from superstatic_agent.membership_requests import MembershipRequests
 from superstatic_agent.observe import Observer
-from superstatic_agent.payload import Payload, encode_payload, parse_payload, stamp_payload
+from superstatic_agent.payload import (
+    Payload,
+    encode_payload,
+    is_rules,
+    parse_payload,
+    stamp_payload,
+)
 from superstatic_agent.ports import AgentIo, SystemClock
 from superstatic_agent.raft.core import RaftNode
 from superstatic_agent.raft.types import (
@@ -1343,10 +1349,16 @@ class Server:
             self.tracer.on_ack(m.frm, m.index, len(self.node.conf.voters), self.node.role)
         if m.type is MsgType.PROPOSE and self.node.role is Role.LEADER:
             # Forwarded proposals arrive unstamped: the leader stamps the log time it appends.
+            # A "rules" entry is only ever a leader's own (docs/agent.md, "Rules versions"):
+            # one forwarded (a former leader's, or a peer's) is dropped.
             time_ms = self._stamp()
             entries = tuple(
-                dataclasses.replace(e, data=stamp_payload(e.data, time_ms)) for e in m.entries
+                dataclasses.replace(e, data=stamp_payload(e.data, time_ms))
+                for e in m.entries
+                if not is_rules(e.data)
             )
+            if m.entries and not entries:
+                return
             m = dataclasses.replace(m, entries=entries)
         if m.type is MsgType.SNAPSHOT:
             assert m.snapshot is not None

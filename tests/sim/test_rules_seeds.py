@@ -15,6 +15,7 @@ from agent_sim import SimParams, World, run_schedule
 from superstatic_agent import peer_codec
 from superstatic_agent.payload import Payload, encode_payload
 from superstatic_agent.raft.types import Entry, EntryKind, Message, MsgType
+from superstatic_agent.rules import rules_payload
 from test_agent_sim_review9 import calm
 
 SEEDS = (152, 3740)
@@ -83,3 +84,30 @@ def test_a_late_copy_of_a_given_up_open_does_not_replace_the_live_session(rules_
     assert "injected" in state, state
     # Rules 1: the client's session was replaced under it; rules 2: it never expires here.
     assert expired == (1 if rules_max == 1 else 0), expired
+
+
+def test_a_forwarded_rules_entry_is_dropped_by_the_leader() -> None:
+    """Only a leader appends a "rules" entry: one a peer forwards (a former leader's batch, or
+    a peer's bug) is dropped. Here every agent applies only rules 1 and a follower forwards a
+    move to rules 2: appended, it would halt every agent (RulesTooNew) and the run would never
+    converge."""
+    state: dict[str, object] = {}
+
+    def script(world: World, now: int) -> None:
+        if now != 2_000:
+            return
+        leader = world.leader()
+        assert leader is not None
+        follower = next(n for n in world.voter_ids if n != leader)
+        server = world.nodes[follower].server
+        assert server is not None
+        entries = (
+            Entry(0, 0, EntryKind.NORMAL, rules_payload(follower, 2)),
+            Entry(0, 0, EntryKind.NORMAL, encode_payload(Payload("open", "x", 1, 1, 0, b"", 0))),
+        )
+        m = Message(MsgType.PROPOSE, follower, leader, server.node.term, entries=entries)
+        world.net.send(follower, leader, peer_codec.encode_message(m))
+        state["sent"] = now
+
+    outcome = run_schedule(calm(153, script=script, rules_max=1))
+    assert "sent" in state and outcome.ops["ok"] > 0

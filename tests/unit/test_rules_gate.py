@@ -10,8 +10,9 @@ import pytest
 from superstatic_agent import peer_codec
 from superstatic_agent.cli import config_from, parser
 from superstatic_agent.config import AgentConfig
+from superstatic_agent.payload import Payload, encode_payload, is_rules
 from superstatic_agent.peer_codec import RulesKnown
-from superstatic_agent.rules import RULES_NEWEST
+from superstatic_agent.rules import RULES_NEWEST, rules_payload
 from superstatic_agent.rules_gate import RULES_ADVERTISE_MS, RULES_HEARD_MS, RulesGate
 
 from superstatic.protocol.errors import ProtocolError
@@ -92,3 +93,10 @@ def test_rules_max_outside_what_the_code_knows_is_refused_by_name(
     args += ["--client", "tcp://127.0.0.1:2"]
     assert config_from(parser().parse_args(args)).rules_max == RULES_NEWEST
     assert config_from(parser().parse_args([*args, "--rules-max", "1"])).rules_max == 1
+
+
+def test_a_rules_payload_is_told_from_its_head() -> None:
+    assert is_rules(rules_payload("a", 2))
+    for kind in ("txn", "open", "close"):
+        assert not is_rules(encode_payload(Payload(kind, "rules", 1, 0, 0, b"rules", 0)))
+    assert not is_rules(b"") and not is_rules(b"\x87erule")
