@@ -85,7 +85,9 @@ _RULES_KIND_CBOR = cbor2.dumps("rules")
 
 def is_rules(data: bytes) -> bool:
     """True if `data` is a "rules" payload's bytes (read from its head, nothing decoded): the
-    leader drops one a peer forwards, since only a leader itself appends them."""
+    leader drops one a peer forwards, since only a leader itself appends them. Exact only for
+    canonical bytes (encode_payload's, stamp_payload's): CBOR spells one value several ways,
+    so a peer's bytes are told only once stamped (review 28)."""
     return data[1 : 1 + len(_RULES_KIND_CBOR)] == _RULES_KIND_CBOR
 
 

@@ -1350,13 +1350,15 @@ class Server:
         if m.type is MsgType.PROPOSE and self.node.role is Role.LEADER:
             # Forwarded proposals arrive unstamped: the leader stamps the log time it appends.
             # A "rules" entry is only ever a leader's own (docs/agent.md, "Rules versions"):
-            # one forwarded (a former leader's, or a peer's) is dropped.
+            # one forwarded (a former leader's, or a peer's) is dropped. Told from the stamped
+            # bytes: stamping encodes a payload again canonically, while a peer's may spell the
+            # same CBOR otherwise (a longer length header, indefinite lengths) and its head
+            # would then pass is_rules (review 28).
             time_ms = self._stamp()
-            entries = tuple(
-                dataclasses.replace(e, data=stamp_payload(e.data, time_ms))
-                for e in m.entries
-                if not is_rules(e.data)
+            stamped = (
+                dataclasses.replace(e, data=stamp_payload(e.data, time_ms)) for e in m.entries
             )
+            entries = tuple(e for e in stamped if not is_rules(e.data))
             if m.entries and not entries:
                 return
             m = dataclasses.replace(m, entries=entries)
