@@ -157,6 +157,13 @@ def parser() -> argparse.ArgumentParser:
         "every agent",
     )
     p.add_argument(
+        "--rules-max",
+        type=int,
+        default=_default("rules_max"),
+        help="newest state-machine rules version this agent applies (default: the newest this "
+        "code knows); lower holds the cluster at older rules, e.g. during an upgrade",
+    )
+    p.add_argument(
         "--exit-when-idle-ms",
         type=int,
         default=_default("exit_when_idle_ms"),
@@ -279,6 +286,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         exit_when_idle_ms=args.exit_when_idle_ms,
         keys_dir=args.keys,
         record_bytes_max=args.record_bytes_max,
+        rules_max=args.rules_max,
         map_bytes=args.map_bytes,
         events_cache_bytes_max=args.events_cache_bytes_max,
         node_cache_bytes_max=args.node_cache_bytes_max,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from superstatic_agent.logtime import SKEW_PER_TTL_MAX
 from superstatic_agent.ports import CLOCK_OFFSET_MS_MAX
+from superstatic_agent.rules import RULES_FIRST, RULES_NEWEST
 
 from superstatic.protocol import wire
 from superstatic.protocol.errors import LimitExceeded
@@ -99,6 +100,11 @@ class AgentConfig:
     # value: it decides outcomes (like session_ttl_ms). Bounded so one record always fits a
     # client frame (wire.FRAME_BYTES_MAX less room for the frame around it).
     record_bytes_max: int = 8 << 20
+    # The newest state-machine rules version this agent applies (agent/rules.py; docs/agent.md
+    # "Rules versions"): the cluster moves up only when every member applies a version, and a
+    # member meeting a later one stops applying. Lower than RULES_NEWEST: holds the cluster at
+    # older rules (e.g. to keep a rollback to an older superstatic open during an upgrade).
+    rules_max: int = RULES_NEWEST
     # -- Memory in bytes (docs/agent.md, "Memory": the worst case as a formula of these) --
     # Applied events kept in memory to feed subscribers (older ones are read from LMDB).
     events_cache_bytes_max: int = 32 << 20
@@ -227,6 +233,11 @@ class AgentConfig:
             raise ValueError(
                 f"election_ticks ({self.election_ticks}) must exceed heartbeat_ticks "
                 f"({self.heartbeat_ticks})"
+            )
+        if not RULES_FIRST <= self.rules_max <= RULES_NEWEST:
+            raise ValueError(
+                f"rules_max must be a rules version this code knows, {RULES_FIRST}.."
+                f"{RULES_NEWEST} (RULES_NEWEST), got {self.rules_max}"
             )
         if self.map_bytes < MAP_BYTES_MIN:
             raise ValueError(f"map_bytes must be >= {MAP_BYTES_MIN}, got {self.map_bytes}")

@@ -616,7 +616,7 @@ class StateCollector:
             PREFIX + "halted", "1 if this agent stopped applying, by reason.", labels=["reason"]
         )
         reason = (s.get("halted") or {}).get("reason")
-        for name in ("poisoned", "store_full", "damaged"):
+        for name in ("poisoned", "store_full", "damaged", "rules_unknown"):
             halted.add_metric([name], 1.0 if reason == name else 0.0)
         yield halted
         docs = {

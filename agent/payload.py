@@ -6,6 +6,10 @@ it lives below both. `time_ms` is stamped by the leader that appends the entry (
 follower forwarding it); `session` is the index of the "open" entry that started the client's
 session (0 for an "open" that starts one). Six-element payloads (written before sessions had
 ids) read as session 0.
+
+Kind "rules" is the agent's own entry, never a client's (wire.PROPOSE_KINDS does not admit
+it): it moves the cluster to the state-machine rules version in its `seq` (agent/rules.py);
+its client field names the agent that proposed it and no session is touched.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ PAYLOAD_DEPTH_MAX = 2
 # seq, seq_low and time_ms are stored as CBOR ints; beyond 64 bits they are garbage.
 PAYLOAD_INT_MAX = (1 << 63) - 1
 
-PAYLOAD_KINDS = ("txn", "open", "close")
+PAYLOAD_KINDS = ("txn", "open", "close", "rules")
 
 
 class Payload(NamedTuple):
@@ -72,6 +76,19 @@ def loads_plain(data: bytes, depth_max: int) -> Any:
 def encode_payload(payload: Payload) -> bytes:
     p = payload
     return cbor2.dumps([p.kind, p.client, p.seq, p.seq_low, p.time_ms, p.body, p.session])
+
+
+# A payload's kind is its array's first item: a "rules" payload's bytes start with the array
+# header and then this (a text of 5 bytes: no other kind has these bytes).
+_RULES_KIND_CBOR = cbor2.dumps("rules")
+
+
+def is_rules(data: bytes) -> bool:
+    """True if `data` is a "rules" payload's bytes (read from its head, nothing decoded): the
+    leader drops one a peer forwards, since only a leader itself appends them. Exact only for
+    canonical bytes (encode_payload's, stamp_payload's): CBOR spells one value several ways,
+    so a peer's bytes are told only once stamped (review 28)."""
+    return data[1 : 1 + len(_RULES_KIND_CBOR)] == _RULES_KIND_CBOR
 
 
 def stamp_payload(data: bytes, time_ms: int) -> bytes:
@@ -125,6 +142,8 @@ def event_fields(entry: Entry, outcome: str) -> tuple[str | None, int | None, by
     try:
         payload = parse_payload(entry.data)
     except ProtocolError:
+        return None, None, None
+    if payload.kind == "rules":  # the state machine's, not a client's (Applied: no client)
         return None, None, None
     body = payload.body if outcome == "ok" and payload.kind == "txn" else None
     return payload.client, payload.seq, body

@@ -26,6 +26,10 @@ A peer frame is one ZeroMQ message holding a CBOR array that starts with
 - `HELLO`: `[v, 7, frm, to, term, address]`: a leader in `term` tells a member it has not heard
   from where to answer it: a member cut off while the leader joined does not list it yet
   (docs/agent.md, "A member that missed a promotion"). Agents before it count it as a bad frame.
+- `RULES`: `[v, 8, frm, to, rules_max]`: a member tells the leader the newest state-machine
+  rules version it applies (its --rules-max; docs/agent.md, "Rules versions"): the leader moves
+  the cluster up only when every member said it knows the version. Agents before it count it
+  as a bad frame, and never send it, so a cluster with one of them stays at rules 1.
 
 Decoding trusts nothing: size, then a scan of the CBOR headers bounded in items and depth that
 admits only the codec's registered tags (`codec.loads` with `DecodeLimits`: the one decoder of
@@ -114,6 +118,7 @@ class PeerKind(enum.IntEnum):
     PROBE_REPLY = 5
     CHUNK_ACK = 6
     HELLO = 7
+    RULES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +177,24 @@ class Hello:
     address: str  # its peer endpoint, as the configuration it replicates records it
 
 
-PeerFrame = Message | JoinRequest | SnapshotChunk | ChunkAck | Welcome | Probe | ProbeReply | Hello
+@dataclass(frozen=True, slots=True)
+class RulesKnown:
+    frm: str  # a member
+    to: str  # the leader it follows
+    rules_max: int  # the newest state-machine rules version it applies
+
+
+PeerFrame = (
+    Message
+    | JoinRequest
+    | SnapshotChunk
+    | ChunkAck
+    | Welcome
+    | Probe
+    | ProbeReply
+    | Hello
+    | RulesKnown
+)
 
 
 # -- encoding ---------------------------------------------------------------------------------
@@ -247,6 +269,11 @@ def encode_probe_reply(reply: ProbeReply) -> bytes:
 def encode_hello(hello: Hello) -> bytes:
     h = hello
     return cbor2.dumps([PEER_PROTOCOL_VERSION, int(PeerKind.HELLO), h.frm, h.to, h.term, h.address])
+
+
+def encode_rules_known(known: RulesKnown) -> bytes:
+    k = known
+    return cbor2.dumps([PEER_PROTOCOL_VERSION, int(PeerKind.RULES), k.frm, k.to, k.rules_max])
 
 
 def encode_chunk_ack(ack: ChunkAck) -> bytes:
@@ -495,6 +522,8 @@ def decode_scanned(
             return _decode_chunk_ack(raw)
         if kind == PeerKind.HELLO:
             return _decode_hello(raw)
+        if kind == PeerKind.RULES:
+            return _decode_rules_known(raw)
     raise FrameError("kind", f"unknown peer frame kind ({describe(kind)})")
 
 
@@ -900,6 +929,16 @@ def _decode_hello(raw: list[Any]) -> Hello:
         to=_node_id(raw[3], "hello to"),
         term=_int(raw[4], "hello term", minimum=1),
         address=_endpoint(raw[5], "HELLO address"),
+    )
+
+
+def _decode_rules_known(raw: list[Any]) -> RulesKnown:
+    if len(raw) != 5:
+        raise FrameError("shape", f"peer RULES must have 5 fields, got {len(raw)}")
+    return RulesKnown(
+        frm=_node_id(raw[2], "rules frm"),
+        to=_node_id(raw[3], "rules to"),
+        rules_max=_int(raw[4], "rules_max", minimum=1),
     )
 
 

@@ -35,13 +35,20 @@ from superstatic_agent.config import PEERS_MAX, AgentConfig
 from superstatic_agent.logtime import LeaderStamp
 from superstatic_agent.membership_requests import MembershipRequests
 from superstatic_agent.observe import Observer
-from superstatic_agent.payload import Payload, encode_payload, parse_payload, stamp_payload
+from superstatic_agent.payload import (
+    Payload,
+    encode_payload,
+    is_rules,
+    parse_payload,
+    stamp_payload,
+)
 from superstatic_agent.ports import AgentIo, SystemClock
 from superstatic_agent.raft.core import RaftNode
 from superstatic_agent.raft.types import (
     ConfChange,
     ConfState,
     Dropped,
+    EntryKind,
     HardState,
     Message,
     MsgType,
@@ -51,6 +58,8 @@ from superstatic_agent.raft.types import (
     Role,
     SnapshotMeta,
 )
+from superstatic_agent.rules import RulesTooNew, rules_payload
+from superstatic_agent.rules_gate import RulesGate
 from superstatic_agent.shipping import Shipping
 from superstatic_agent.statemachine import Applied, ApplyFailed, StateMachine, only_removes
 from superstatic_agent.storage import (
@@ -270,6 +279,7 @@ class Server:
             session_ttl_ms=config.session_ttl_ms,
             record_bytes_max=config.record_bytes_max,
             node_cache_bytes_max=config.node_cache_bytes_max,
+            rules_max=config.rules_max,
         )
         # What was committed but maybe not synced before a crash (the page cache kept it) is
         # loaded as durable by the core, which may answer for it without writing again (a
@@ -279,6 +289,7 @@ class Server:
         loaded = self.storage.load()
         try:
             check_poison_marker(config.data_dir, loaded.applied)
+            self.rules = RulesGate(self.id, config.rules_max, self._stored_rules())
         except StartRefused:
             self.storage.close()
             self._release_io()
@@ -699,6 +710,9 @@ class Server:
             except ApplyFailed as exc:
                 self._halt_poisoned(exc)
                 return
+            except RulesTooNew as exc:
+                self._halt_rules(exc)
+                return
             except Corrupt as exc:
                 self._halt_damaged(exc)
                 return
@@ -722,6 +736,8 @@ class Server:
                 self._note_applied_bytes(len(entry.data))
             self.applied = results[-1].index
             self.counters["applied"] += len(results)
+            if any(applied.kind == "rules" for applied in results):
+                self._rules_applied()
             if not published:
                 self.streams.record_events(results)
             self._answer_applied(results)
@@ -783,6 +799,75 @@ class Server:
             ):
                 callers.add(stream)
         return callers
+
+    def _stored_rules(self) -> int:
+        """The rules version of the applied state; StartRefused past --rules-max (a store
+        moved up by newer code, then started by older code or with a lower cap)."""
+        with self.storage.env.begin() as txn:
+            version = self.sm.rules_version(txn)
+        if version > self.config.rules_max:
+            raise StartRefused(f"{RulesTooNew(0, 0, version, self.config.rules_max)}. {_RULES_FIX}")
+        return version
+
+    def _rules_applied(self) -> None:
+        with self.storage.env.begin() as txn:
+            version = self.sm.rules_version(txn)
+        if version != self.rules.version:
+            log.warning("state-machine rules version %d in force from now on", version)
+        self.rules.version = version
+
+    def _halt_rules(self, exc: RulesTooNew) -> None:
+        """The cluster moved to rules this agent does not know: applying on with older rules
+        would diverge from the other agents, so it stops (a restart with code that knows
+        them carries on from the same entry)."""
+        message = f"{exc}. {_RULES_FIX}"
+        log.critical("%s", message)
+        facts = {"version": exc.version, "known": exc.known}
+        self._halt("rules_unknown", message, index=exc.index, term=exc.term, **facts)
+
+    def _rules_housekeeping(self, now: float) -> None:
+        """Tell our leader the newest rules we apply; leading, move the cluster up once every
+        member knows a newer version (rules_gate.py)."""
+        known = self.rules.tell(self.node.leader, self.node.term, now)
+        if known is not None:
+            self.peers.send(known.to, peer_codec.encode_rules_known(known))
+        if self.node.role is not Role.LEADER:
+            return
+        version = self.rules.to_propose(self.node.term, self.node.conf.members(), now)
+        if version is not None:
+            log.info("every member applies rules version %d: proposing the move", version)
+            data = rules_payload(self.id, version)
+            self._batch.append((data, ("", version), None))
+            self._batch_bytes += len(data)
+
+    def _rules_first(self) -> None:
+        """A new leadership: if the log holds nothing but NOOP and CONF entries from index 1
+        (nothing was ever applied but empty entries: a cluster just created), the newest rules
+        this agent applies go in as its first entry of the term, before any client's entry, so
+        the cluster runs them from its first request (rules_gate.py says why this needs no
+        word from the members)."""
+        node = self.node
+        self.rules.checked_term = node.term
+        if node.first_index != 1 or self.rules.version >= self.rules.rules_max:
+            return
+        lo = 1
+        while lo <= node.last_index:
+            hi = min(node.last_index, lo + 63)
+            if any(e.kind is EntryKind.NORMAL for e in node.entries_between(lo, hi)):
+                return
+            lo = hi + 1
+        version = self.rules.to_propose_new(node.term)
+        if version is not None:
+            log.info("a new cluster: proposing rules version %d first", version)
+            data = rules_payload(self.id, version)
+            self._batch.insert(0, (data, ("", version), None))
+            self._batch_bytes += len(data)
+
+    def _on_rules_known(self, sender: str, known: peer_codec.RulesKnown) -> None:
+        if known.frm != sender or known.to != self.id:
+            self.drops.drop("peer_wrong_sender", f"{sender!r} sent rules for {known.to!r}")
+            return
+        self.rules.heard(known, self.clock.monotonic())
 
     def _halt_poisoned(self, exc: ApplyFailed) -> None:
         """A committed entry that apply cannot handle: every replica meets it, so the agent
@@ -876,7 +961,7 @@ class Server:
 
     def _halt(self, reason: str, message: str, **facts: Any) -> None:
         """Freezes the Raft side for good (see `halted`)."""
-        assert reason in ("poisoned", "store_full", "damaged"), reason
+        assert reason in ("poisoned", "store_full", "damaged", "rules_unknown"), reason
         if self.halted is not None:
             return
         self.halted = {"reason": reason, "message": message, **facts}
@@ -945,6 +1030,11 @@ class Server:
         self.applied = meta.index
         with self.storage.env.begin() as txn:
             self._log_time_ms = read_applied(txn, self.sm.dbs)[2]
+            try:
+                self.sm.check_rules(txn)
+            except RulesTooNew as exc:
+                self._halt_rules(exc)
+        self._rules_applied()
         self.shipping.installed()
         self.counters["snapshots_installed"] += 1
         self.streams.snapshot_installed(meta.index)
@@ -1067,6 +1157,8 @@ class Server:
                 self.shipping.on_ack(sender, frame)
             elif isinstance(frame, peer_codec.Hello):
                 self._on_hello(sender, frame)
+            elif isinstance(frame, peer_codec.RulesKnown):
+                self._on_rules_known(sender, frame)
             elif self._awaiting_conf0:
                 self.drops.counts["peer_before_welcome"] += 1  # routine for a joiner: no log
             elif frame.term > self.node.term + TERM_AHEAD_MAX:
@@ -1257,10 +1349,18 @@ class Server:
             self.tracer.on_ack(m.frm, m.index, len(self.node.conf.voters), self.node.role)
         if m.type is MsgType.PROPOSE and self.node.role is Role.LEADER:
             # Forwarded proposals arrive unstamped: the leader stamps the log time it appends.
+            # A "rules" entry is only ever a leader's own (docs/agent.md, "Rules versions"):
+            # one forwarded (a former leader's, or a peer's) is dropped. Told from the stamped
+            # bytes: stamping encodes a payload again canonically, while a peer's may spell the
+            # same CBOR otherwise (a longer length header, indefinite lengths) and its head
+            # would then pass is_rules (review 28).
             time_ms = self._stamp()
-            entries = tuple(
+            stamped = (
                 dataclasses.replace(e, data=stamp_payload(e.data, time_ms)) for e in m.entries
             )
+            entries = tuple(e for e in stamped if not is_rules(e.data))
+            if m.entries and not entries:
+                return
             m = dataclasses.replace(m, entries=entries)
         if m.type is MsgType.SNAPSHOT:
             assert m.snapshot is not None
@@ -1718,6 +1818,8 @@ class Server:
 
     def _flush_proposals(self) -> None:
         self._batch_stamp = None  # the next batch takes a new stamp
+        if self.node.role is Role.LEADER and self.rules.checked_term != self.node.term:
+            self._rules_first()
         if not self._batch:
             return
         batch, self._batch = self._batch, []
@@ -2052,6 +2154,8 @@ class Server:
         self.peers.retry_refused(now)
         self._forget_quiet_unlisted_leader(now)
         self._say_hello(now)
+        if self.halted is None:
+            self._rules_housekeeping(now)
         if self._repair_until and self.applied >= self._repair_until and self.halted is None:
             self.storage.repair_done()
             self._repair_until = 0
@@ -2147,7 +2251,16 @@ class Server:
                 "appends_refused": self._appends_refused,
             },
         )
+        status["rules"] = self.rules.status()
         return self.observer.extend_status(status)
+
+
+_RULES_FIX = (
+    "Applying on with older rules would diverge from the rest of the cluster, so this agent "
+    "does not: run a superstatic that knows that rules version on this host (or raise its "
+    "--rules-max), then start the agent again; it carries on from where it stopped. Until "
+    "then it answers STATUS and serves what it applied, and refuses writes."
+)
 
 
 def reply_of(applied: Applied) -> dict[str, Any]:

@@ -1,12 +1,16 @@
 """Client sessions of the state machine: the exactly-once table (architecture section 3).
 
 A session record (db `sessions`, key = client id) is CBOR
-`[last_ms, seq_low, [[seq, index, outcome, error], ...], opened]`: the log time the client was
-last heard of, the lowest seq it may still retry, the outcome of every seq >= seq_low that was
-applied, and the index of the "open" entry that started the session: its id, which every later
-request of the session carries (Raft thesis 6.3: a session is registered by a log entry, and a
-request naming a session that expired is refused, never silently given a new one). Records
-written before sessions had ids have three fields and read as opened 0. Everything here runs
+`[last_ms, seq_low, [[seq, index, outcome, error], ...], opened, refused]`: the log time the
+client was last heard of, the lowest seq it may still retry, the outcome of every seq >= seq_low
+that was applied, the index of the "open" entry that started the session: its id, which every
+later request of the session carries (Raft thesis 6.3: a session is registered by a log entry,
+and a request naming a session that expired is refused, never silently given a new one), and
+(rules 2, agent/rules.py) the highest seq refused at SESSION_SEQS_MAX: every seq up to it that
+is not recorded is refused again, so that refusal, once answered, stays final for its (client,
+seq) in bounded memory. Records written before sessions had ids have three fields and read as
+opened 0; `refused` is written only when it is not 0 (so every record of rules 1 keeps its
+four fields, byte for byte). Everything here runs
 inside the state machine's apply, so it is deterministic: time is log time (leader-stamped,
 never going back), never the local clock.
 """
@@ -51,9 +55,18 @@ class Session:
     low: int
     seqs: dict[int, tuple[int, str, str]] = field(default_factory=dict)  # seq -> (index, out, err)
     opened: int = 0  # the index of the "open" entry that started it: the session's id
+    refused: int = 0  # rules 2: the highest seq refused at SESSION_SEQS_MAX (0: none)
 
     def copy(self) -> Session:
-        return Session(self.last_ms, self.low, dict(self.seqs), self.opened)
+        return Session(self.last_ms, self.low, dict(self.seqs), self.opened, self.refused)
+
+    def opened_seq(self) -> int | None:
+        """The seq of the "open" that created this session, while its outcome is recorded
+        (None once seq_low passed it: every seq still accepted is then above it)."""
+        for seq, (index, _outcome, _error) in self.seqs.items():
+            if index == self.opened:
+                return seq
+        return None
 
     def forget_below(self, low: int) -> None:
         """The client has been answered every seq below `low`: stop remembering them."""
@@ -68,6 +81,8 @@ def encode_session(session: Session) -> bytes:
         [seq, index, outcome, error]
         for seq, (index, outcome, error) in sorted(session.seqs.items())
     ]
+    if session.refused:
+        return cbor2.dumps([session.last_ms, session.low, seqs, session.opened, session.refused])
     return cbor2.dumps([session.last_ms, session.low, seqs, session.opened])
 
 
@@ -84,17 +99,20 @@ def decode_session(data: bytes) -> Session:
         raise ProtocolError(f"session record: {exc}") from None
     if not (
         type(value) is list
-        and len(value) in (3, 4)
+        and len(value) in (3, 4, 5)
         and type(value[0]) is int
         and type(value[1]) is int
         and type(value[2]) is list
         and len(value[2]) <= SESSION_SEQS_MAX
-        and (len(value) == 3 or (type(value[3]) is int and value[3] >= 0))
+        and all(type(field) is int and field >= 0 for field in value[3:])
     ):
         raise ProtocolError(
-            "session record is not [last_ms, seq_low, [[seq, index, outcome, error]], opened]"
+            "session record is not [last_ms, seq_low, [[seq, index, outcome, error]], opened, "
+            "refused]"
         )
-    session = Session(last_ms=value[0], low=value[1], opened=value[3] if len(value) == 4 else 0)
+    session = Session(last_ms=value[0], low=value[1], opened=value[3] if len(value) >= 4 else 0)
+    if len(value) == 5:
+        session.refused = value[4]
     for item in value[2]:
         if not (
             type(item) is list

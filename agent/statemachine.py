@@ -34,6 +34,7 @@ from superstatic_agent.noderead import entry_at, materialize, read_header, read_
 from superstatic_agent.nodestore import NodeView, RecordCache
 from superstatic_agent.payload import parse_payload
 from superstatic_agent.raft.types import ConfChange, Entry, EntryKind, SnapshotMeta
+from superstatic_agent.rules import KEY_RULES, RULES_FIRST, RULES_NEWEST, RulesTooNew
 from superstatic_agent.sessions import (
     SESSION_SEQS_MAX,
     SESSIONS_MAX,
@@ -79,6 +80,7 @@ SM_META_KEYS = (
     rec.KEY_NEXT_NID,
     rec.KEY_TOMB_HORIZON,
     rec.KEY_TOMB_NEXT_SWEEP,
+    KEY_RULES,
 )
 
 
@@ -99,7 +101,7 @@ class Applied:
     """
 
     index: int
-    kind: str  # "txn" | "open" | "close" | "noop" | "conf" | "invalid"
+    kind: str  # "txn" | "open" | "close" | "noop" | "conf" | "rules" | "invalid"
     client: str | None
     seq: int | None
     outcome: str  # one of OUTCOMES
@@ -183,8 +185,13 @@ class StateMachine:
         gc_threshold: int = GC_THRESHOLD_DEFAULT,
         record_bytes_max: int = RECORD_BYTES_MAX_DEFAULT,
         node_cache_bytes_max: int = NODE_CACHE_BYTES_MAX_DEFAULT,
+        rules_max: int = RULES_NEWEST,
     ) -> None:
         assert session_ttl_ms >= 1 and gc_threshold >= 1, (session_ttl_ms, gc_threshold)
+        assert RULES_FIRST <= rules_max <= RULES_NEWEST, rules_max
+        # The newest rules version this agent applies (its --rules-max): a state or an entry
+        # asking for a later one raises RulesTooNew (agent/rules.py).
+        self.rules_max = rules_max
         room = wire.FRAME_BYTES_MAX - CLIENT_FRAME_ENVELOPE_BYTES
         assert 1 <= record_bytes_max <= room, record_bytes_max
         self.env = env
@@ -204,6 +211,8 @@ class StateMachine:
         # The session table and sm_meta of the batch applying (None between batches).
         self._sessions: SessionTable | None = None
         self._meta: SmMeta | None = None
+        # The rules version in force for the entry applying (read at each batch's start).
+        self._rules = RULES_FIRST
         # The last batch's session table, carried into the next batch under the record
         # cache's rule (_cache_at): only while it is known to equal the store.
         self._sessions_kept: SessionTable | None = None
@@ -231,6 +240,7 @@ class StateMachine:
         # (sessions.py, smmeta.py); a batch that raises writes neither (its txn aborts).
         self._meta = SmMeta(txn, self.dbs.sm_meta)
         applied, _term, _time_ms = self._applied()
+        self._rules = self._rules_in_force(0, 0)
         kept, self._sessions_kept = self._sessions_kept, None
         if applied != self._cache_at:
             self._cache.clear()
@@ -289,10 +299,52 @@ class StateMachine:
         writes; never an outcome, never recorded as poison)."""
         try:
             return self._apply_one(txn, entry)
-        except (lmdb.Error, Corrupt, MemoryError, ApplyFailed):
+        except (lmdb.Error, Corrupt, MemoryError, ApplyFailed, RulesTooNew):
             raise
         except Exception as exc:
             raise ApplyFailed(entry.index, entry.term, exc) from exc
+
+    def rules_version(self, txn: lmdb.Transaction) -> int:
+        """The rules version the stored state is at (outside a batch: status, the leader's
+        decision to move it up)."""
+        meta = self._meta
+        self._meta = SmMeta(txn, self.dbs.sm_meta)
+        try:
+            return self._stored_rules()
+        finally:
+            self._meta = meta
+
+    def check_rules(self, txn: lmdb.Transaction) -> None:
+        """RulesTooNew if the stored state (e.g. an installed snapshot) asks for rules this
+        agent does not know."""
+        meta = self._meta
+        self._meta = SmMeta(txn, self.dbs.sm_meta)
+        try:
+            self._rules_in_force(0, 0)
+        finally:
+            self._meta = meta
+
+    def _stored_rules(self) -> int:
+        version = self._batch_meta().get(KEY_RULES, RULES_FIRST)
+        # Not an int we wrote (a damaged or foreign record): no rules this code knows.
+        return version if type(version) is int and version >= RULES_FIRST else 1 << 63
+
+    def _rules_in_force(self, index: int, term: int) -> int:
+        version = self._stored_rules()
+        if version > self.rules_max:
+            raise RulesTooNew(index, term, version, self.rules_max)
+        return version
+
+    def _apply_rules(self, entry: Entry, version: int) -> Applied:
+        """A "rules" entry: moves the rules version up (never down: a late copy, or one a
+        later leader proposed again, changes nothing). From the next entry on, every replica
+        applies the new rules; one whose code does not know them stops here (RulesTooNew)."""
+        if version > self.rules_max:
+            raise RulesTooNew(entry.index, entry.term, version, self.rules_max)
+        if version > self._rules:
+            self._batch_meta().put(KEY_RULES, version)
+            self._rules = version
+        return Applied(entry.index, "rules", None, None, "noop")
 
     def _apply_one(self, txn: lmdb.Transaction, entry: Entry) -> Applied:
         applied, _term, log_time_ms = self._applied()
@@ -335,6 +387,9 @@ class StateMachine:
             payload = parse_payload(entry.data)
         except ProtocolError as exc:
             return Applied(index, "invalid", None, None, "error", str(exc)), log_time_ms
+        if payload.kind == "rules":
+            # Like a NOOP: no session, no log time (its stamp is the proposing leader's).
+            return self._apply_rules(entry, payload.seq), log_time_ms
         now_ms = max(log_time_ms, payload.time_ms)
         table = self._sessions
         assert table is not None, "entries apply in apply_batch"
@@ -376,6 +431,11 @@ class StateMachine:
                 )
             if payload.session != session.opened and not creating:
                 return answer("session_expired", _expired(payload.session, now_ms))
+            if self._rules >= 2:
+                late = self._late_copy(payload.seq, session, creating)
+                if late is not None:
+                    outcome, error, extra = late
+                    return answer(outcome, error, **extra)
         if creating:
             # A new session, its id this entry's index. It replaces a live record of the same
             # client: the client opens one only when it has none (the record is one a stale
@@ -390,6 +450,12 @@ class StateMachine:
             return answer("session_expired", _expired(payload.session, now_ms))
         session.forget_below(payload.seq_low)
         if len(session.seqs) >= SESSION_SEQS_MAX:
+            if self._rules >= 2:
+                # Recorded as a mark, not an outcome (bounded: one int): every later copy of
+                # this (client, seq) is refused too, so the library's "rejected, nothing was
+                # applied" stays true (and so is any seq below it not applied yet).
+                session.refused = max(session.refused, payload.seq)
+                table.adopt(payload.client, session)  # get's copy: not used after this
             return answer(
                 "error",
                 f"requests awaiting seq_low is at the limit SESSION_SEQS_MAX={SESSION_SEQS_MAX}",
@@ -414,6 +480,35 @@ class StateMachine:
             written=effects.written,
             created=effects.created,
         )
+
+    @staticmethod
+    def _late_copy(
+        seq: int, session: Session, creating: bool
+    ) -> tuple[str, str, dict[str, Any]] | None:
+        """Rules 2: the answer to a request of the live session's client that is a late copy
+        of an earlier one, or None to apply it. Called once the seq is known not recorded, not
+        below seq_low, and (unless it opens a session) naming the live session.
+
+        - An "open" whose seq is not above the seq of the open that created the live session
+          (a resend, or an agent's proposal again under a new leader, of an open the client
+          gave up on: its seqs only grow) is that open's dup: the client is answered the live
+          session's id, and the session it may be using is never replaced (rules 1 replaced
+          it, and its writes then met session_expired: glue seeds 152, 3740).
+        - A seq refused at SESSION_SEQS_MAX (or below such a one and not applied) is refused
+          again: that refusal was final when answered."""
+        if creating:
+            opened_seq = session.opened_seq()
+            if opened_seq is not None and seq < opened_seq:
+                extra = {"first_index": session.opened, "first_outcome": "ok"}
+                return "dup", "", extra
+        if seq <= session.refused:
+            error = (
+                f"seq {seq} is at or below seq {session.refused}, refused at the limit "
+                f"SESSION_SEQS_MAX={SESSION_SEQS_MAX}; nothing was applied (send it again "
+                "with a new seq)"
+            )
+            return "error", error, {}
+        return None
 
     def _maybe_sweep(self, txn: lmdb.Transaction, table: SessionTable, now_ms: int) -> None:
         last = self._read_int(KEY_SWEEP, 0)

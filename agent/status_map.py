@@ -27,7 +27,9 @@ by kind (`client.unknown_key`, `client.no_curve`, `client.handshake`, `client.re
 `client.forbidden`, and `peer.*` alike).
 
 `halted.reason` is "poisoned" (a committed entry apply cannot handle), "store_full" (a write
-failed for want of space) or "damaged" (a checksum mismatch); `message` says what to do.
+failed for want of space), "damaged" (a checksum mismatch) or "rules_unknown" (the cluster
+moved to state-machine rules this agent does not apply: docs/agent.md, "Rules versions");
+`message` says what to do. The server adds `rules`: `{"version", "max"}`.
 """
 
 from __future__ import annotations

@@ -43,8 +43,9 @@ from typing import Any
 from agent_sim_io import SimCrash, SimDisk, SimNet, SimStorage, sim_io, sim_root
 from superstatic_agent.config import AgentConfig
 from superstatic_agent.raft.types import Role
+from superstatic_agent.rules import RULES_NEWEST
 from superstatic_agent.server import DataLost, Server
-from superstatic_agent.statemachine import Applied
+from superstatic_agent.statemachine import SM_META_KEYS, Applied
 from superstatic_agent.storage import Trimmed
 from superstatic_agent.transport import DropCounter
 from superstatic_bench.loadgen import txn_create_roots, txn_extend
@@ -147,6 +148,9 @@ class SimParams:
     election_ticks: int = ELECTION_TICKS
     # Directed tests: a hook called every simulated millisecond of the chaos phase.
     script: Callable[[World, int], None] | None = None
+    # Every agent's --rules-max (agent/rules.py): 1 replays a schedule under the rules before
+    # versions (no "rules" entry, no RULES frame: the course the code before versions took).
+    rules_max: int = RULES_NEWEST
 
     @staticmethod
     def random(seed: int, chaos_ms: int = 6_000) -> SimParams:
@@ -219,6 +223,7 @@ class SimNode:
             timeout_ms_read=TIMEOUT_MS_READ,
             timeout_ms_probe=TIMEOUT_MS_PROBE,
             map_bytes=64 << 20,
+            rules_max=world.params.rules_max,
             # The simulated endpoints are not loopback; nothing is bound (no --keys needed).
             insecure=True,
         )
@@ -941,8 +946,13 @@ def node_state(server: Server) -> dict[str, dict[bytes, bytes]]:
     with env.begin() as txn:
         for name in ("oids", "nodes", "entries", "order", "chunks", "tombs", "sessions"):
             out[name] = {bytes(k): bytes(v) for k, v in txn.cursor(db=getattr(dbs, name))}
-        applied = txn.get(b"applied", db=dbs.sm_meta)
-        out["applied"] = {b"applied": bytes(applied) if applied else b""}
+        # The state machine's sm_meta scalars too (the applied index, the rules version, the
+        # sweep and tombstone marks, the last CONF): replicated state like the tables
+        # (review 28: a rules version apart went unseen here).
+        out["sm_meta"] = {}
+        for key in SM_META_KEYS:
+            value = txn.get(key, db=dbs.sm_meta)
+            out["sm_meta"][key] = bytes(value) if value is not None else b""
     return out
 
 

@@ -106,7 +106,7 @@ def envelope(**changes: object) -> list[object]:
         (b"\xff\xff", "indefinite length"),
         (cbor2.dumps({"a": 1}), "CBOR array"),
         (cbor2.dumps([2, 0]), "version"),
-        (cbor2.dumps([1, 8]), "kind"),
+        (cbor2.dumps([1, 99]), "kind"),
         (cbor2.dumps([1, True]), "kind"),
         (cbor2.dumps(envelope()[:-1]), "14 fields"),
         (cbor2.dumps(envelope(type=99)), "unknown Raft message type"),
