@@ -352,12 +352,26 @@ class Connection:
         self._failure: BaseException | None = None  # why the I/O thread stopped, if it did
         # wait_applied's callers, each woken when the replica reaches its own index.
         self._applied_waiters = AppliedWaiters()
+        # The I/O thread is asleep in its poll (set under _lock with the queue found empty,
+        # cleared without it when the poll returns: a stale True costs one spare wake-up, never
+        # a lost one). A caller queues onto an empty queue of a thread that is awake without
+        # waking it: the thread looks at the queue again before it sleeps.
+        self._io_asleep = False
+        # While the I/O thread handles one turn, the callers it settles are woken only at the
+        # turn's end, together (`_wake_settled`): none is woken mid-frame to contend for the
+        # GIL with the thread still decoding and applying, and the pending count drops once
+        # per turn, not once per write (docs/data-model-v2.md 8.15 "The app's wakes").
+        self._in_turn = False
+        self._settled: list[_Request] = []
 
         # Observable counters (tests, status, debugging).
         self.failovers = 0
         self.resubscribes = 0
         self.sent_direct = 0  # writes a lone caller sent itself (no hand-off to the I/O thread)
         self.sent_to_leader = 0  # write attempts sent on the link to the leader
+        # The I/O thread's turns, and the wake-ups callers sent it through the inproc pipe.
+        self.io_turns = 0
+        self.wakes_sent = 0
         # Writes sent again because our replica jumped (a snapshot or a held snapshot) past
         # events that may have been their only answer (`_IoState.ask_again_after_jump`).
         self.resent_after_jumps = 0
@@ -568,11 +582,12 @@ class Connection:
                 )
             if not request.internal:
                 self._pending += 1
-            # Only the request that finds the queue empty wakes the I/O thread: the others
-            # join a queue whose wake-up is already sent (or about to be, by that request),
-            # and the I/O thread takes the whole queue at once. One inproc send per turn,
-            # not one per caller.
-            wake = not self._queue
+            # Only the request that finds the queue empty wakes the I/O thread, and only if it
+            # sleeps: the others join a queue whose wake-up is already sent (or about to be,
+            # by that request), and a thread that is awake takes the queue before it sleeps
+            # again. The I/O thread takes the whole queue at once: at most one inproc send
+            # per turn, none while it is busy.
+            wake = not self._queue and self._io_asleep
             self._queue.append(request)
         if wake:
             self._wake()
@@ -585,6 +600,7 @@ class Connection:
             # A full pipe already holds a wake-up the I/O thread has not consumed yet.
             with contextlib.suppress(zmq.Again):
                 self._wake_tx.send(b"", zmq.NOBLOCK)
+                self.wakes_sent += 1
 
     def _check_alive(self) -> None:
         failure = self._failure
@@ -602,6 +618,12 @@ class Connection:
         its caller, and only it."""
         if request.slot.done():
             return
+        if self._in_turn:
+            # The I/O thread's turn: stored now (a caller about to wait finds it at once),
+            # woken at the turn's end with the others of the turn (`_wake_settled`).
+            request.slot.store(result, error)
+            self._settled.append(request)
+            return
         if not request.internal:
             # Counted out before the wake: the woken caller's next write finds itself alone
             # (and may send it directly) instead of racing this decrement.
@@ -609,6 +631,22 @@ class Connection:
                 self._pending -= 1
                 assert self._pending >= 0
         request.slot.set(result, error)
+
+    def _wake_settled(self) -> None:
+        """Wakes the callers settled in the I/O thread's last turn (outside the socket lock):
+        counted out first, in one go, so that a woken caller's next write sees the count
+        without them; then each caller's own lock, in the order they were settled."""
+        settled = self._settled
+        if not settled:
+            return
+        self._settled = []
+        callers = sum(1 for request in settled if not request.internal)
+        if callers:
+            with self._lock:
+                self._pending -= callers
+                assert self._pending >= 0
+        for request in settled:
+            request.slot.wake()
 
     def _take_queued(self) -> list[_Request]:
         with self._lock:
@@ -634,6 +672,8 @@ class Connection:
             with self._lock:
                 self._failure = exc
         finally:
+            self._in_turn = False
+            self._wake_settled()  # a turn that raised: its settled callers are still asleep
             self._socket_lock.acquire()  # a lone caller may be sending: let it finish
             failure = self._failure
             error: BaseException = (
@@ -769,27 +809,45 @@ class _IoState:
             self.timeout_ms = self.next_wake_ms()
         while True:
             with conn._lock:
-                closing = conn._closing
-            if closing:
-                return
+                if conn._closing:
+                    return
+                # Queued while this thread was busy (no wake-up was sent for it): no sleep.
+                queued = bool(conn._queue)
+                conn._io_asleep = not queued and not self.more
             # The socket's descriptor, not the socket: polling a socket is a use of it, and a
             # lone caller may be sending on it meanwhile (under the lock we do not hold here).
-            ready = dict(self.poller.poll(0 if self.more else self.timeout_ms))
+            ready = dict(self.poller.poll(0 if self.more or queued else self.timeout_ms))
+            conn._io_asleep = False  # without the lock: a caller seeing it late wakes us once
             with conn._socket_lock:
-                if conn._wake_rx in ready:
-                    self.drain_wake()
-                if self.monitor is not None and self.monitor in ready:
-                    self.on_monitor()
-                if self.sock is not None:
-                    # The descriptor is edge-triggered and any use of the socket (a caller's
-                    # send too) may consume its edge: read until empty every turn.
-                    self.on_frames()
-                if self.link is not None:
-                    self.on_link()
-                self.on_timers(time.monotonic())
-                self.more = self.sock is not None and bool(self.sock.get(zmq.EVENTS) & zmq.POLLIN)
-                self.more = self.more or (self.link is not None and self.link.more())
-                self.timeout_ms = self.next_wake_ms()
+                conn._in_turn = True
+                try:
+                    self.turn(ready)
+                finally:
+                    conn._in_turn = False
+            conn._wake_settled()
+
+    def turn(self, ready: dict[Any, int]) -> None:
+        """One turn of the I/O thread (under the socket lock): what the poll returned, what
+        callers queued, what is due."""
+        conn = self.conn
+        conn.io_turns += 1
+        if conn._wake_rx in ready:
+            self.drain_wake()
+        if self.monitor is not None and self.monitor in ready:
+            self.on_monitor()
+        if self.sock is not None:
+            # The descriptor is edge-triggered and any use of the socket (a caller's send
+            # too) may consume its edge: read until empty every turn.
+            self.on_frames()
+        if self.link is not None:
+            self.on_link()
+        # What callers queued while this turn ran (they sent no wake-up: we were awake) goes
+        # out with what is due now, in the same frame.
+        self.take_queued()
+        self.on_timers(time.monotonic())
+        self.more = self.sock is not None and bool(self.sock.get(zmq.EVENTS) & zmq.POLLIN)
+        self.more = self.more or (self.link is not None and self.link.more())
+        self.timeout_ms = self.next_wake_ms()
 
     def send_direct(self, request: _Request) -> bool:
         """A lone caller's write, sent from the caller's thread (Connection._send_direct, under
@@ -849,10 +907,17 @@ class _IoState:
         self.sends.set(request, at)
 
     def drain_wake(self) -> None:
+        """Empties the wake-up pipe; the queue itself is taken later in the turn."""
         conn = self.conn
         with contextlib.suppress(zmq.Again):
             for _ in range(SOCKET_HWM_FRAMES):
                 conn._wake_rx.recv(zmq.NOBLOCK)
+
+    def take_queued(self) -> None:
+        """Takes every request callers queued, in their order, and admits what it may."""
+        conn = self.conn
+        if not conn._queue:
+            return  # read without the lock: a request queued meanwhile is seen before we sleep
         taken = conn._take_queued()
         for request in taken:
             self.deadlines.set(request, request.deadline)
