@@ -44,6 +44,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import math
 import os
 import random
 import re
@@ -155,6 +156,10 @@ MANY_ITEM_OVERHEAD_BYTES = 64
 # instead: the I/O thread holds it for the rest of the turn in which it woke the caller (tens
 # of microseconds), rarely longer (a large snapshot being applied).
 LONE_CALLER_LOCK_WAIT_S = 0.002
+# How long the I/O thread waits for the callers it woke together (their answers came in one
+# turn) to queue their next requests, so that those go out in one frame; what queued by then
+# goes at once (docs/data-model-v2.md 8.15). A lone caller is never held.
+GROUP_HOLD_MS_MAX = 1
 # After a link to the leader failed (disconnected, refused, could not be made, silent), its
 # endpoint is not tried again for this long (docs/data-model-v2.md 8.4).
 LINK_RETRY_MS = 1_000
@@ -357,6 +362,12 @@ class Connection:
         # a lost one). A caller queues onto an empty queue of a thread that is awake without
         # waking it: the thread looks at the queue again before it sleeps.
         self._io_asleep = False
+        self._wake_sent = False  # a caller sent the sleeping thread a wake-up (under _lock)
+        # Callers woken together in the I/O thread's last turns that have not queued their next
+        # request yet, and since when (monotonic seconds): while some are due, the others'
+        # requests wait in the queue for them, up to GROUP_HOLD_MS_MAX (under _lock).
+        self._expected = 0
+        self._expected_since = 0.0
         # While the I/O thread handles one turn, the callers it settles are woken only at the
         # turn's end, together (`_wake_settled`): none is woken mid-frame to contend for the
         # GIL with the thread still decoding and applying, and the pending count drops once
@@ -544,9 +555,10 @@ class Connection:
         if request.op != "propose" or request.internal:
             return False
         with self._lock:
-            if self._pending or self._queue:
+            if self._pending or self._queue or self._expected:
                 # Not alone: never wait for the socket lock then (concurrent callers would
-                # queue up on it behind the I/O thread); checked again under it below.
+                # queue up on it behind the I/O thread); checked again under it below. Callers
+                # woken together are not alone either: their writes go out in one frame.
                 return False
         # Callers that find each other alone here may all wait for the lock behind one I/O
         # turn, and all but the first then queue: together, so the I/O thread sends them in
@@ -557,7 +569,13 @@ class Connection:
             return False  # the I/O thread is busy: it takes the request at its next turn
         try:
             with self._lock:
-                if self._closing or self._failure is not None or self._pending or self._queue:
+                if (
+                    self._closing
+                    or self._failure is not None
+                    or self._pending
+                    or self._queue
+                    or self._expected
+                ):
                     return False
                 self._pending += 1
             if self._io.send_direct(request):
@@ -587,8 +605,14 @@ class Connection:
             # by that request), and a thread that is awake takes the queue before it sleeps
             # again. The I/O thread takes the whole queue at once: at most one inproc send
             # per turn, none while it is busy.
-            wake = not self._queue and self._io_asleep
             self._queue.append(request)
+            expected = self._expected
+            if expected and not request.internal:
+                # One of the callers woken together is back: the last one wakes the thread.
+                self._expected = expected = expected - 1
+            wake = self._io_asleep and not self._wake_sent and not expected
+            if wake:
+                self._wake_sent = True
         if wake:
             self._wake()
         return True
@@ -645,6 +669,11 @@ class Connection:
             with self._lock:
                 self._pending -= callers
                 assert self._pending >= 0
+                if callers > 1:
+                    # They will most likely queue again: held for each other (take_queued).
+                    if not self._expected:
+                        self._expected_since = time.monotonic()
+                    self._expected = min(self._expected + callers, self.requests_pending_max)
         for request in settled:
             request.slot.wake()
 
@@ -811,12 +840,21 @@ class _IoState:
             with conn._lock:
                 if conn._closing:
                     return
-                # Queued while this thread was busy (no wake-up was sent for it): no sleep.
-                queued = bool(conn._queue)
-                conn._io_asleep = not queued and not self.more
+                timeout_ms = self.timeout_ms
+                if conn._expected:
+                    # Holding for callers woken together: sleep until they are all queued
+                    # (the last one wakes us) or the hold is over.
+                    held_ms = (time.monotonic() - conn._expected_since) * 1000
+                    timeout_ms = min(timeout_ms, max(0, math.ceil(GROUP_HOLD_MS_MAX - held_ms)))
+                elif conn._queue:
+                    timeout_ms = 0  # queued while this thread was busy: no wake-up was sent
+                if self.more:
+                    timeout_ms = 0
+                conn._io_asleep = timeout_ms > 0
+                conn._wake_sent = False
             # The socket's descriptor, not the socket: polling a socket is a use of it, and a
             # lone caller may be sending on it meanwhile (under the lock we do not hold here).
-            ready = dict(self.poller.poll(0 if self.more or queued else self.timeout_ms))
+            ready = dict(self.poller.poll(timeout_ms))
             conn._io_asleep = False  # without the lock: a caller seeing it late wakes us once
             with conn._socket_lock:
                 conn._in_turn = True
@@ -916,9 +954,15 @@ class _IoState:
     def take_queued(self) -> None:
         """Takes every request callers queued, in their order, and admits what it may."""
         conn = self.conn
-        if not conn._queue:
+        if not conn._queue and not conn._expected:
             return  # read without the lock: a request queued meanwhile is seen before we sleep
-        taken = conn._take_queued()
+        with conn._lock:
+            if conn._expected:
+                if time.monotonic() - conn._expected_since < GROUP_HOLD_MS_MAX / 1000:
+                    return  # callers woken together still due: the last one wakes us
+                conn._expected = 0  # the hold is over: what came goes now
+            taken = list(conn._queue)
+            conn._queue.clear()
         for request in taken:
             self.deadlines.set(request, request.deadline)
         self.waiting.extend(taken)
