@@ -368,10 +368,11 @@ class Connection:
         # requests wait in the queue for them, up to GROUP_HOLD_MS_MAX (under _lock).
         self._expected = 0
         self._expected_since = 0.0
-        # While the I/O thread handles one turn, the callers it settles are woken only once it
-        # has read every frame, together (`_wake_settled`): none is woken mid-frame to contend
-        # for the GIL with the thread still decoding and applying, and the pending count drops
-        # once per turn, not once per write (docs/data-model-v2.md 8.15 "The app's wakes").
+        # While the I/O thread handles one turn, the callers it settles are woken only at the
+        # turn's end, together (`_wake_settled`): none is woken to contend for the GIL with the
+        # thread still decoding, applying and sending (woken once the frames were read, before
+        # the turn's sends, they cost more: 8.15), and the pending count drops once per turn,
+        # not once per write (docs/data-model-v2.md 8.15 "The app's wakes").
         self._in_turn = False
         self._settled: list[_Request] = []
 
@@ -879,9 +880,6 @@ class _IoState:
             self.on_frames()
         if self.link is not None:
             self.on_link()
-        # The callers the frames answered go now, before the rest of the turn (a lone caller's
-        # call waits for nothing else); those settled by timers go at the turn's end.
-        conn._wake_settled()
         # What callers queued while this turn ran (they sent no wake-up: we were awake) goes
         # out with what is due now, in the same frame.
         self.take_queued()
