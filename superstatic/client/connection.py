@@ -643,9 +643,11 @@ class Connection:
         its caller, and only it."""
         if request.slot.done():
             return
-        if self._in_turn:
-            # The I/O thread's turn: stored now (a caller about to wait finds it at once),
-            # woken at the turn's end with the others of the turn (`_wake_settled`).
+        if self._in_turn and self._pending > 1:
+            # The I/O thread's turn, other callers in flight: stored now (a caller about to
+            # wait finds it at once), woken at the turn's end with the others of the turn
+            # (`_wake_settled`). A lone caller is woken at once, as before: its call waits for
+            # nothing else (deferred, sequential calls measured slower: 8.15).
             request.slot.store(result, error)
             self._settled.append(request)
             return
