@@ -64,7 +64,9 @@ class Answer:
 
     def wait(self, timeout_s: float) -> Any:
         """The result (or raises the error) once set; AnswerTimeout after `timeout_s`."""
-        if not self._set and not self._lock.acquire(timeout=max(0.0, timeout_s)):
+        if not self._set and not self._lock.acquire(timeout=max(0.0, timeout_s)) and not self._set:
+            # Looked at again: an answer `store`d before the wait ran out is the answer, though
+            # its `wake` (the I/O turn's end) comes later.
             raise AnswerTimeout
         if self._error is not None:
             raise self._error
