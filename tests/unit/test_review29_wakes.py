@@ -18,6 +18,7 @@ from test_connection import (  # the agent double and its fixtures
     WAIT_S,
     AgentPeer,
     Connection,
+    PeerLog,
     connect,
     connections,
     make_peer,
@@ -144,3 +145,46 @@ def test_close_while_callers_answered_together_are_held_returns_and_fails_their_
         thread.join(WAIT_S)
     assert not any(thread.is_alive() for thread in threads), "a caller hung after close()"
     assert len(outcomes) == threads_n
+
+
+def test_callers_writing_reading_and_waiting_through_a_failover_each_get_their_own_answers(
+    peers: list[AgentPeer], connections: list[Connection], tiny_switch_interval: None
+) -> None:
+    # Groups woken together and held while the connection fails over and sends again: every
+    # write still answered once, with its own entry (the log shows each body once), reads and
+    # `wait_applied` in between, and nothing left counted in flight or held.
+    log = PeerLog()
+    first, second = make_peer(peers, log), make_peer(peers, log)
+    conn, _replica = connect(connections, [first.endpoint, second.endpoint])
+    assert conn.submit(b"first").index == 1
+    threads_n, writes_n = 8, 40
+    got: dict[bytes, int] = {}
+    errors: list[BaseException] = []
+
+    def caller(t: int) -> None:
+        try:
+            for i in range(writes_n):
+                body = b"%d:%d" % (t, i)
+                index = conn.submit(body).index
+                got[body] = index
+                if i % 5 == t % 5:
+                    conn.wait_applied(index, WAIT_S)  # read-your-writes
+                    assert conn.read_index() >= index
+        except BaseException as exc:  # checked below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(t,)) for t in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    first.wait_for("some writes", lambda: len(log.entries) > 2 * threads_n)
+    first.stop()  # the agent dies under the writers: they go on through the second
+    for thread in threads:
+        thread.join(WAIT_S)
+    assert not any(thread.is_alive() for thread in threads), "a caller hung"
+    assert not errors, errors
+    assert len(got) == threads_n * writes_n
+    bodies = [entry[3] for entry in log.entries]
+    for body, index in got.items():
+        assert log.entries[index - 1][3] == body, (body, index)
+        assert bodies.count(body) == 1, body  # sent again, applied once
+    assert conn._pending == 0 and conn.endpoint == second.endpoint
