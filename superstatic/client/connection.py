@@ -44,6 +44,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import math
 import os
 import random
 import re
@@ -155,6 +156,10 @@ MANY_ITEM_OVERHEAD_BYTES = 64
 # instead: the I/O thread holds it for the rest of the turn in which it woke the caller (tens
 # of microseconds), rarely longer (a large snapshot being applied).
 LONE_CALLER_LOCK_WAIT_S = 0.002
+# How long the I/O thread waits for the callers it woke together (their answers came in one
+# turn) to queue their next requests, so that those go out in one frame; what queued by then
+# goes at once (docs/data-model-v2.md 8.15). A lone caller is never held.
+GROUP_HOLD_MS_MAX = 1
 # After a link to the leader failed (disconnected, refused, could not be made, silent), its
 # endpoint is not tried again for this long (docs/data-model-v2.md 8.4).
 LINK_RETRY_MS = 1_000
@@ -352,12 +357,33 @@ class Connection:
         self._failure: BaseException | None = None  # why the I/O thread stopped, if it did
         # wait_applied's callers, each woken when the replica reaches its own index.
         self._applied_waiters = AppliedWaiters()
+        # The I/O thread is asleep in its poll (set under _lock with the queue found empty,
+        # cleared without it when the poll returns: a stale True costs one spare wake-up, never
+        # a lost one). A caller queues onto an empty queue of a thread that is awake without
+        # waking it: the thread looks at the queue again before it sleeps.
+        self._io_asleep = False
+        self._wake_sent = False  # a caller sent the sleeping thread a wake-up (under _lock)
+        # Callers woken together in the I/O thread's last turns that have not queued their next
+        # request yet, and since when (monotonic seconds): while some are due, the others'
+        # requests wait in the queue for them, up to GROUP_HOLD_MS_MAX (under _lock).
+        self._expected = 0
+        self._expected_since = 0.0
+        # While the I/O thread handles one turn, the callers it settles are woken only at the
+        # turn's end, together (`_wake_settled`): none is woken to contend for the GIL with the
+        # thread still decoding, applying and sending (woken once the frames were read, before
+        # the turn's sends, they cost more: 8.15), and the pending count drops once per turn,
+        # not once per write (docs/data-model-v2.md 8.15 "The app's wakes").
+        self._in_turn = False
+        self._settled: list[_Request] = []
 
         # Observable counters (tests, status, debugging).
         self.failovers = 0
         self.resubscribes = 0
         self.sent_direct = 0  # writes a lone caller sent itself (no hand-off to the I/O thread)
         self.sent_to_leader = 0  # write attempts sent on the link to the leader
+        # The I/O thread's turns, and the wake-ups callers sent it through the inproc pipe.
+        self.io_turns = 0
+        self.wakes_sent = 0
         # Writes sent again because our replica jumped (a snapshot or a held snapshot) past
         # events that may have been their only answer (`_IoState.ask_again_after_jump`).
         self.resent_after_jumps = 0
@@ -530,9 +556,10 @@ class Connection:
         if request.op != "propose" or request.internal:
             return False
         with self._lock:
-            if self._pending or self._queue:
+            if self._pending or self._queue or self._expected:
                 # Not alone: never wait for the socket lock then (concurrent callers would
-                # queue up on it behind the I/O thread); checked again under it below.
+                # queue up on it behind the I/O thread); checked again under it below. Callers
+                # woken together are not alone either: their writes go out in one frame.
                 return False
         # Callers that find each other alone here may all wait for the lock behind one I/O
         # turn, and all but the first then queue: together, so the I/O thread sends them in
@@ -543,7 +570,13 @@ class Connection:
             return False  # the I/O thread is busy: it takes the request at its next turn
         try:
             with self._lock:
-                if self._closing or self._failure is not None or self._pending or self._queue:
+                if (
+                    self._closing
+                    or self._failure is not None
+                    or self._pending
+                    or self._queue
+                    or self._expected
+                ):
                     return False
                 self._pending += 1
             if self._io.send_direct(request):
@@ -568,12 +601,19 @@ class Connection:
                 )
             if not request.internal:
                 self._pending += 1
-            # Only the request that finds the queue empty wakes the I/O thread: the others
-            # join a queue whose wake-up is already sent (or about to be, by that request),
-            # and the I/O thread takes the whole queue at once. One inproc send per turn,
-            # not one per caller.
-            wake = not self._queue
+            # Only the request that finds the queue empty wakes the I/O thread, and only if it
+            # sleeps: the others join a queue whose wake-up is already sent (or about to be,
+            # by that request), and a thread that is awake takes the queue before it sleeps
+            # again. The I/O thread takes the whole queue at once: at most one inproc send
+            # per turn, none while it is busy.
             self._queue.append(request)
+            expected = self._expected
+            if expected and not request.internal:
+                # One of the callers woken together is back: the last one wakes the thread.
+                self._expected = expected = expected - 1
+            wake = self._io_asleep and not self._wake_sent and not expected
+            if wake:
+                self._wake_sent = True
         if wake:
             self._wake()
         return True
@@ -585,6 +625,7 @@ class Connection:
             # A full pipe already holds a wake-up the I/O thread has not consumed yet.
             with contextlib.suppress(zmq.Again):
                 self._wake_tx.send(b"", zmq.NOBLOCK)
+                self.wakes_sent += 1
 
     def _check_alive(self) -> None:
         failure = self._failure
@@ -602,6 +643,14 @@ class Connection:
         its caller, and only it."""
         if request.slot.done():
             return
+        if self._in_turn and self._pending > 1:
+            # The I/O thread's turn, other callers in flight: stored now (a caller about to
+            # wait finds it at once), woken at the turn's end with the others of the turn
+            # (`_wake_settled`). A lone caller is woken at once, as before: its call waits for
+            # nothing else (deferred, sequential calls measured slower: 8.15).
+            request.slot.store(result, error)
+            self._settled.append(request)
+            return
         if not request.internal:
             # Counted out before the wake: the woken caller's next write finds itself alone
             # (and may send it directly) instead of racing this decrement.
@@ -609,6 +658,27 @@ class Connection:
                 self._pending -= 1
                 assert self._pending >= 0
         request.slot.set(result, error)
+
+    def _wake_settled(self) -> None:
+        """Wakes the callers settled in the I/O thread's last turn (outside the socket lock):
+        counted out first, in one go, so that a woken caller's next write sees the count
+        without them; then each caller's own lock, in the order they were settled."""
+        settled = self._settled
+        if not settled:
+            return
+        self._settled = []
+        callers = sum(1 for request in settled if not request.internal)
+        if callers:
+            with self._lock:
+                self._pending -= callers
+                assert self._pending >= 0
+                if callers > 1:
+                    # They will most likely queue again: held for each other (take_queued).
+                    if not self._expected:
+                        self._expected_since = time.monotonic()
+                    self._expected = min(self._expected + callers, self.requests_pending_max)
+        for request in settled:
+            request.slot.wake()
 
     def _take_queued(self) -> list[_Request]:
         with self._lock:
@@ -634,6 +704,8 @@ class Connection:
             with self._lock:
                 self._failure = exc
         finally:
+            self._in_turn = False
+            self._wake_settled()  # a turn that raised: its settled callers are still asleep
             self._socket_lock.acquire()  # a lone caller may be sending: let it finish
             failure = self._failure
             error: BaseException = (
@@ -769,27 +841,54 @@ class _IoState:
             self.timeout_ms = self.next_wake_ms()
         while True:
             with conn._lock:
-                closing = conn._closing
-            if closing:
-                return
+                if conn._closing:
+                    return
+                timeout_ms = self.timeout_ms
+                if conn._expected:
+                    # Holding for callers woken together: sleep until they are all queued
+                    # (the last one wakes us) or the hold is over.
+                    held_ms = (time.monotonic() - conn._expected_since) * 1000
+                    timeout_ms = min(timeout_ms, max(0, math.ceil(GROUP_HOLD_MS_MAX - held_ms)))
+                elif conn._queue:
+                    timeout_ms = 0  # queued while this thread was busy: no wake-up was sent
+                if self.more:
+                    timeout_ms = 0
+                conn._io_asleep = timeout_ms > 0
+                conn._wake_sent = False
             # The socket's descriptor, not the socket: polling a socket is a use of it, and a
             # lone caller may be sending on it meanwhile (under the lock we do not hold here).
-            ready = dict(self.poller.poll(0 if self.more else self.timeout_ms))
+            ready = dict(self.poller.poll(timeout_ms))
+            conn._io_asleep = False  # without the lock: a caller seeing it late wakes us once
             with conn._socket_lock:
-                if conn._wake_rx in ready:
-                    self.drain_wake()
-                if self.monitor is not None and self.monitor in ready:
-                    self.on_monitor()
-                if self.sock is not None:
-                    # The descriptor is edge-triggered and any use of the socket (a caller's
-                    # send too) may consume its edge: read until empty every turn.
-                    self.on_frames()
-                if self.link is not None:
-                    self.on_link()
-                self.on_timers(time.monotonic())
-                self.more = self.sock is not None and bool(self.sock.get(zmq.EVENTS) & zmq.POLLIN)
-                self.more = self.more or (self.link is not None and self.link.more())
-                self.timeout_ms = self.next_wake_ms()
+                conn._in_turn = True
+                try:
+                    self.turn(ready)
+                finally:
+                    conn._in_turn = False
+            conn._wake_settled()
+
+    def turn(self, ready: dict[Any, int]) -> None:
+        """One turn of the I/O thread (under the socket lock): what the poll returned, what
+        callers queued, what is due."""
+        conn = self.conn
+        conn.io_turns += 1
+        if conn._wake_rx in ready:
+            self.drain_wake()
+        if self.monitor is not None and self.monitor in ready:
+            self.on_monitor()
+        if self.sock is not None:
+            # The descriptor is edge-triggered and any use of the socket (a caller's send
+            # too) may consume its edge: read until empty every turn.
+            self.on_frames()
+        if self.link is not None:
+            self.on_link()
+        # What callers queued while this turn ran (they sent no wake-up: we were awake) goes
+        # out with what is due now, in the same frame.
+        self.take_queued()
+        self.on_timers(time.monotonic())
+        self.more = self.sock is not None and bool(self.sock.get(zmq.EVENTS) & zmq.POLLIN)
+        self.more = self.more or (self.link is not None and self.link.more())
+        self.timeout_ms = self.next_wake_ms()
 
     def send_direct(self, request: _Request) -> bool:
         """A lone caller's write, sent from the caller's thread (Connection._send_direct, under
@@ -849,11 +948,24 @@ class _IoState:
         self.sends.set(request, at)
 
     def drain_wake(self) -> None:
+        """Empties the wake-up pipe; the queue itself is taken later in the turn."""
         conn = self.conn
         with contextlib.suppress(zmq.Again):
             for _ in range(SOCKET_HWM_FRAMES):
                 conn._wake_rx.recv(zmq.NOBLOCK)
-        taken = conn._take_queued()
+
+    def take_queued(self) -> None:
+        """Takes every request callers queued, in their order, and admits what it may."""
+        conn = self.conn
+        if not conn._queue and not conn._expected:
+            return  # read without the lock: a request queued meanwhile is seen before we sleep
+        with conn._lock:
+            if conn._expected:
+                if time.monotonic() - conn._expected_since < GROUP_HOLD_MS_MAX / 1000:
+                    return  # callers woken together still due: the last one wakes us
+                conn._expected = 0  # the hold is over: what came goes now
+            taken = list(conn._queue)
+            conn._queue.clear()
         for request in taken:
             self.deadlines.set(request, request.deadline)
         self.waiting.extend(taken)

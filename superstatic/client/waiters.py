@@ -48,9 +48,25 @@ class Answer:
         self._lock.release()
         return True
 
+    def store(self, result: Any = None, error: BaseException | None = None) -> bool:
+        """Stores the answer without waking its waiter (`wake` does, later); False if it was
+        answered already. A waiter that looks meanwhile finds it and returns at once."""
+        if self._set:
+            return False
+        self._result, self._error = result, error
+        self._set = True
+        return True
+
+    def wake(self) -> None:
+        """Wakes the waiter of an answer `store`d before; once."""
+        assert self._set
+        self._lock.release()
+
     def wait(self, timeout_s: float) -> Any:
         """The result (or raises the error) once set; AnswerTimeout after `timeout_s`."""
-        if not self._set and not self._lock.acquire(timeout=max(0.0, timeout_s)):
+        if not self._set and not self._lock.acquire(timeout=max(0.0, timeout_s)) and not self._set:
+            # Looked at again: an answer `store`d before the wait ran out is the answer, though
+            # its `wake` (the I/O turn's end) comes later.
             raise AnswerTimeout
         if self._error is not None:
             raise self._error

@@ -1,7 +1,9 @@
 """How the connection wakes its callers and times its requests (docs/data-model-v2.md 8.5, "The
-app's cost per write"): each caller waits on a lock of its own and is woken once, by its own
-answer; `wait_applied` callers are woken by their own index only; the I/O thread's deadlines
-and due attempts live in heaps that forget a request once it is settled.
+app's cost per write", and 8.15, "The app's wakes"): each caller waits on a lock of its own and
+is woken once, by its own answer; callers answered in one I/O turn are woken together at its
+end and held for each other, so that their next writes go out in one frame after one wake-up
+of the I/O thread; `wait_applied` callers are woken by their own index only; the I/O thread's
+deadlines and due attempts live in heaps that forget a request once it is settled.
 
 The Connection under test is the real one (its I/O thread, its socket) against the agent
 double of test_connection.py.
@@ -24,11 +26,15 @@ from test_connection import (  # the agent double and its fixtures
     proposes_of,
 )
 
+from superstatic.client import connection as connection_module
+from superstatic.client.connection import Committed
 from superstatic.client.timers import STALE_ENTRIES_SLACK, TimerHeap
 from superstatic.client.waiters import Answer, AnswerTimeout, AppliedWaiters
 from superstatic.protocol.errors import Unavailable
 
 __all__ = ["connections", "peers"]  # fixtures, imported for pytest to find
+
+CALLERS = 8
 
 
 # -- the primitives ------------------------------------------------------------------------
@@ -210,3 +216,87 @@ def test_a_write_due_before_the_session_opens_goes_out_once_an_open_is_answered(
     assert [c.index for c in outcome] == [1]
     session = peer.log.sessions[conn.client_id]
     assert [p["session"] for p in proposes_of(peer)] == [session]
+
+
+# -- callers answered together -----------------------------------------------------------------
+
+
+def test_callers_answered_together_send_their_next_writes_in_one_frame_after_one_wake(
+    peers: list[AgentPeer], connections: list[Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hold is never cut short here: the claim is a count (one frame, one wake-up), and a
+    # caller the machine's load delays past the real GROUP_HOLD_MS_MAX would split the frame.
+    monkeypatch.setattr(connection_module, "GROUP_HOLD_MS_MAX", 600_000)
+    peer = make_peer(peers)
+    conn, _replica = connect(connections, [peer.endpoint])
+    assert conn.submit(b"first").index == 1  # the session is open
+    peer.hold_writes = True  # taken, not answered: the test answers them, all in one frame
+    start = threading.Barrier(CALLERS)
+    got: dict[int, list[Committed]] = {}
+    errors: list[BaseException] = []
+
+    def caller(n: int) -> None:
+        try:
+            start.wait(WAIT_S)
+            got[n] = [conn.submit(b"one-%d" % n), conn.submit(b"two-%d" % n)]
+        except BaseException as exc:  # checked below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(CALLERS)]
+    for thread in threads:
+        thread.start()
+    peer.wait_for("every first write", lambda: len(peer.held_writes) == CALLERS)
+    frames_before, wakes_before = len(peer.write_frames), conn.wakes_sent
+    peer.release_writes()  # one EVENTS frame answers all of them: one I/O turn settles them
+    peer.wait_for("every second write", lambda: len(peer.held_writes) == CALLERS)
+    seconds = sorted(seq for _client, seq, _body in peer.held_writes)
+    assert peer.write_frames[frames_before:] == [seconds], "the second writes were split"
+    assert conn.wakes_sent - wakes_before <= 1, "callers woke the I/O thread one by one"
+    peer.release_writes()
+    for thread in threads:
+        thread.join(WAIT_S)
+    assert not errors, errors
+    assert sorted(got) == list(range(CALLERS))
+    indexes = [c.index for pair in got.values() for c in pair]
+    assert all(c.outcome == "ok" for pair in got.values() for c in pair)
+    assert sorted(indexes) == list(range(2, 2 + 2 * CALLERS)), "an answer went to another caller"
+    for n, (one, two) in got.items():
+        assert one.index < two.index, n  # each caller's order
+        assert peer.log.entries[one.index - 1][3] == b"one-%d" % n
+        assert peer.log.entries[two.index - 1][3] == b"two-%d" % n
+    assert conn._pending == 0
+
+
+def test_a_caller_that_does_not_write_again_holds_the_others_only_briefly(
+    peers: list[AgentPeer], connections: list[Connection]
+) -> None:
+    peer = make_peer(peers)
+    conn, _replica = connect(connections, [peer.endpoint])
+    assert conn.submit(b"first").index == 1
+    peer.hold_writes = True
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+    second: list[Committed] = []
+
+    def writer(again: bool) -> None:
+        try:
+            start.wait(WAIT_S)
+            conn.submit(b"together")
+            if again:
+                second.append(conn.submit(b"again"))
+        except BaseException as exc:  # checked below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(again,)) for again in (True, False)]
+    for thread in threads:
+        thread.start()
+    peer.wait_for("both writes", lambda: len(peer.held_writes) == 2)
+    peer.release_writes()  # both answered in one turn: each expects the other back
+    # The lone writer's next write goes out once the hold is over, not when the other returns.
+    peer.wait_for("the write after the hold", lambda: len(peer.held_writes) == 1)
+    peer.release_writes()
+    for thread in threads:
+        thread.join(WAIT_S)
+    assert not errors, errors
+    assert [c.outcome for c in second] == ["ok"]
+    assert conn._expected == 0 and conn._pending == 0

@@ -88,6 +88,11 @@ class AgentPeer:
         self.refuse_always: str | None = None
         self.refuse_opens: str | None = None  # answer session opens with this error code
         self.withhold_events = False  # commit and answer, but stream nothing (a stalled stream)
+        # Take writes (PROPOSE and PROPOSE_MANY) without applying or answering them until the
+        # test calls `release_writes`; `write_frames` holds the items of each frame taken.
+        self.hold_writes = False
+        self.held_writes: list[tuple[str, int, bytes]] = []
+        self.write_frames: list[list[int]] = []
         self.frames: list[wire.Frame] = []
         self._calls: list[Callable[[], None]] = []  # run by the peer's thread (owns the socket)
         self._subs: dict[bytes, tuple[int, int]] = {}  # identity -> (sub req id, sent upto)
@@ -186,6 +191,11 @@ class AgentPeer:
             self._send(identity, wire.FrameType.REPLY, req_id, {"index": index})
         elif ftype is wire.FrameType.PROPOSE:
             self._propose(identity, frame)
+        elif ftype is wire.FrameType.PROPOSE_MANY and self.hold_writes:
+            client = frame.body["client"]
+            with self._lock:
+                self.write_frames.append([item[1] for item in frame.body["items"]])
+                self.held_writes += [(client, item[1], item[3]) for item in frame.body["items"]]
         else:
             # As an agent that predates a frame type answers it (PROPOSE_MANY included): the
             # library falls back to what this double speaks.
@@ -196,6 +206,13 @@ class AgentPeer:
         # The misbehaviours are for writes; the session's own entries are served.
         write = frame.body["kind"] == "txn"
         if self.swallow_proposes and write:
+            return
+        if self.hold_writes and write:
+            with self._lock:
+                self.write_frames.append([frame.body["seq"]])
+                self.held_writes.append(
+                    (frame.body["client"], frame.body["seq"], frame.body["body"])
+                )
             return
         code = (self.refusals.pop(0) if self.refusals else self.refuse_always) if write else None
         if frame.body["kind"] == "open" and self.refuse_opens is not None:
@@ -231,6 +248,21 @@ class AgentPeer:
             return
         reply = {"index": index, "outcome": outcome, "error": "", "dup": dup}
         self._send(identity, wire.FrameType.REPLY, frame.req_id, reply)
+
+    def release_writes(self) -> None:
+        """Applies every held write, in the order taken, and streams them in one EVENTS frame
+        (their only answer: "ok" events settle a subscriber's writes)."""
+
+        def apply(peer: AgentPeer) -> None:
+            with peer._lock:
+                held, peer.held_writes = peer.held_writes, []
+            with peer.log.lock:
+                for client, seq, body in held:
+                    peer.log.entries.append((client, seq, "txn", body))
+                    peer.log.index_of[(client, seq)] = len(peer.log.entries)
+            peer._stream()
+
+        self.inject(apply)
 
     def _stream(self) -> None:
         if self.mute or self.withhold_events:
