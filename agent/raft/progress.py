@@ -154,6 +154,13 @@ class Progress:
             self.become_probe()
         elif self.next - 1 != rejected:
             return False  # not the answer to our current probe
+        elif rejected <= self.match:
+            # Our probe at the follower's match, rejected: it no longer holds what it
+            # acknowledged (lost storage), or this is an old rejection from before it did. The
+            # same probe sent again would be rejected again, at network speed, forever. Stay
+            # paused: the next heartbeat's answer unpauses us and, if its log really ends
+            # below `match`, says where (lost_beyond), so we probe from there.
+            return False
         # The hint is where the follower's log may match ours; a probe there verifies it.
         # (In replicate state this matters under reordering: the follower usually has all
         # but the message that overtook its predecessor, so we restart close to the end.)
