@@ -20,6 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent_sim import SimFailure, SimParams, run_schedule
 
+# With --keep-going, a progress line after every this many seeds (long runs go on for hours).
+PROGRESS_SEEDS = 100
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     totals |= {"sessions_expired": 0, "leaders": 0, "simulated_ms": 0, "unknown": 0}
     started = time.perf_counter()
     for seed in range(args.start, args.start + args.seeds):
+        if args.keep_going and seed > args.start and (seed - args.start) % PROGRESS_SEEDS == 0:
+            took_s = time.perf_counter() - started
+            print(
+                f"progress: {seed - args.start} seeds in {took_s:.0f} s, failed {failed}",
+                file=sys.stderr,
+                flush=True,
+            )
         try:
             outcome = run_schedule(SimParams.random(seed, args.chaos_ms))
         except SimFailure as exc:
