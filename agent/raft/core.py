@@ -684,8 +684,21 @@ class RaftNode:
             # An answer came back, so the link works: make room for one more message, in
             # case acknowledgements were lost and the window would otherwise never drain.
             pr.inflights.free_first()
-        if pr.state is not ProgressState.SNAPSHOT and pr.match < self._log.last_index:
-            self._send_append(m.frm, send_empty=True)
+        last = self._log.last_index
+        if pr.state is not ProgressState.SNAPSHOT and pr.match < last:
+            acks_flow = (
+                pr.state is ProgressState.REPLICATE
+                and pr.next > last
+                and pr.match > pr.heartbeat_match
+            )
+            # Rule "acks that flow need no heartbeat APPEND" (docs/raft.md): everything was
+            # sent and its answers moved `match` since the last heartbeat answer, so the
+            # answers to what is in flight are coming; an empty APPEND would only be answered
+            # with one of them again. If they stop (lost), `match` stays put until the next
+            # heartbeat answer, which sends it.
+            if not acks_flow:
+                self._send_append(m.frm, send_empty=True)
+        pr.heartbeat_match = pr.match
         if m.frm in self.conf.voters:
             acked = m.index  # the heartbeat round this reply answers
             if self._round_acked.get(m.frm, 0) < acked <= self._heartbeat_round:

@@ -52,6 +52,7 @@ class Progress:
     __slots__ = (
         "departing",
         "departing_ticks",
+        "heartbeat_match",
         "inflights",
         "match",
         "next",
@@ -76,6 +77,9 @@ class Progress:
         # leader keeps replicating to it until it holds that entry, so it learns of its removal.
         self.departing = 0
         self.departing_ticks = 0
+        # `match` when the follower's previous heartbeat answer came: whether its APPEND
+        # answers moved it since (RaftNode._handle_heartbeat_response).
+        self.heartbeat_match = 0
 
     def _check(self) -> None:
         assert self.next > self.match, (self.next, self.match)
