@@ -414,6 +414,8 @@ class RaftNode:
     def step(self, m: Message) -> None:
         if m.to != self._id or m.frm == self._id:
             return  # misaddressed: not ours to judge
+        if self._role is Role.LEADER and m.type in (MsgType.PRE_VOTE, MsgType.VOTE):
+            self._maybe_tell_removed(m)
         if m.term > self._term:
             if m.type in (MsgType.PRE_VOTE, MsgType.VOTE):
                 forced = m.context == TRANSFER_CONTEXT
@@ -682,8 +684,21 @@ class RaftNode:
             # An answer came back, so the link works: make room for one more message, in
             # case acknowledgements were lost and the window would otherwise never drain.
             pr.inflights.free_first()
-        if pr.state is not ProgressState.SNAPSHOT and pr.match < self._log.last_index:
-            self._send_append(m.frm, send_empty=True)
+        last = self._log.last_index
+        if pr.state is not ProgressState.SNAPSHOT and pr.match < last:
+            acks_flow = (
+                pr.state is ProgressState.REPLICATE
+                and pr.next > last
+                and pr.match > pr.heartbeat_match
+            )
+            # Rule "acks that flow need no heartbeat APPEND" (docs/raft.md): everything was
+            # sent and its answers moved `match` since the last heartbeat answer, so the
+            # answers to what is in flight are coming; an empty APPEND would only be answered
+            # with one of them again. If they stop (lost), `match` stays put until the next
+            # heartbeat answer, which sends it.
+            if not acks_flow:
+                self._send_append(m.frm, send_empty=True)
+        pr.heartbeat_match = pr.match
         if m.frm in self.conf.voters:
             acked = m.index  # the heartbeat round this reply answers
             if self._round_acked.get(m.frm, 0) < acked <= self._heartbeat_round:
@@ -1077,6 +1092,42 @@ class RaftNode:
         if self._transferee is not None and self._transferee not in self.conf.voters:
             self._transferee = None
         self._maybe_commit()
+
+    def _maybe_tell_removed(self, m: Message) -> None:
+        """Leader: a node campaigns at us that our log shows removed and that we no longer
+        track (its remover was deposed before it told it, or gave up): replicate to it until it
+        holds its removal, as for a departing member (thesis 4.2.3, disruptive servers; rule
+        "a removed candidate is told", docs/raft.md). Only when the sender's term is not above
+        ours: a node of a higher term rejects our APPENDs, and with PreVote/CheckQuorum answers
+        them with its term, which would depose us for nothing. A stranger our log never names
+        gets nothing, so no sender makes us track more nodes than our log removed."""
+        sender = m.frm
+        if sender in self._prs:
+            return  # a member, or a departing node already being told
+        # A pre-candidate asks in the term it would run with; its own term is one lower.
+        sender_term = m.term - 1 if m.type is MsgType.PRE_VOTE else m.term
+        if sender_term > self._term:
+            return
+        removed_at = self._removal_index(sender)
+        if removed_at == 0:
+            return
+        pr = Progress(self._log.last_index + 1, self._config.inflight_max)
+        pr.departing = removed_at
+        self._prs[sender] = pr
+        self._send_append(sender, send_empty=True)
+
+    def _removal_index(self, node: str) -> int:
+        """The index of the CONF entry in our log that last removed `node` (0: none, or it is
+        a member again; a removal compacted away is not known)."""
+        if node in self.conf.members():
+            return 0
+        removed_at = 0
+        previous = self._conf_base
+        for index, conf in self._conf_history:
+            if node in previous.members() and node not in conf.members():
+                removed_at = index
+            previous = conf
+        return removed_at
 
     # -- plumbing ------------------------------------------------------------------------------
 

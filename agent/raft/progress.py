@@ -52,6 +52,7 @@ class Progress:
     __slots__ = (
         "departing",
         "departing_ticks",
+        "heartbeat_match",
         "inflights",
         "match",
         "next",
@@ -76,6 +77,9 @@ class Progress:
         # leader keeps replicating to it until it holds that entry, so it learns of its removal.
         self.departing = 0
         self.departing_ticks = 0
+        # `match` when the follower's previous heartbeat answer came: whether its APPEND
+        # answers moved it since (RaftNode._handle_heartbeat_response).
+        self.heartbeat_match = 0
 
     def _check(self) -> None:
         assert self.next > self.match, (self.next, self.match)
@@ -154,6 +158,13 @@ class Progress:
             self.become_probe()
         elif self.next - 1 != rejected:
             return False  # not the answer to our current probe
+        elif rejected <= self.match:
+            # Our probe at the follower's match, rejected: it no longer holds what it
+            # acknowledged (lost storage), or this is an old rejection from before it did. The
+            # same probe sent again would be rejected again, at network speed, forever. Stay
+            # paused: the next heartbeat's answer unpauses us and, if its log really ends
+            # below `match`, says where (lost_beyond), so we probe from there.
+            return False
         # The hint is where the follower's log may match ours; a probe there verifies it.
         # (In replicate state this matters under reordering: the follower usually has all
         # but the message that overtook its predecessor, so we restart close to the end.)
