@@ -19,6 +19,10 @@ from superstatic_agent.rules import rules_payload
 from test_agent_sim_review9 import calm
 
 SEEDS = (152, 3740)
+# The seeds whose course still meets the bug at rules 1. A seed's course moves with any change
+# of the agents' frames: 152 stopped meeting it when heartbeat answers stopped drawing empty
+# APPENDs (raftfix); the directed schedule below pins the bug whatever the seeds do.
+SEEDS_FAILING_AT_RULES_1 = (3740,)
 CHAOS_MS = 6_000
 
 
@@ -29,7 +33,7 @@ def test_the_late_open_seeds_pass_at_the_newest_rules(seed: int) -> None:
     run_schedule(params)  # raises SimFailure (or the client's assertion) naming the seed
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", SEEDS_FAILING_AT_RULES_1)
 def test_the_late_open_seeds_still_fail_at_rules_1(seed: int) -> None:
     params = dataclasses.replace(SimParams.random(seed, CHAOS_MS), rules_max=1)
     with pytest.raises(AssertionError, match="the setup's session expired"):
