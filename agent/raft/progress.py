@@ -142,11 +142,17 @@ class Progress:
 
     def lost_beyond(self, last_index: int) -> bool:
         """The follower says it holds nothing past last_index, below what it acknowledged: its
-        storage was lost. Replicate again from what it still has; False if nothing changes."""
+        storage was lost. Replicate again from its end; False if nothing changes."""
         if last_index >= self.match:
             return False
-        self.match = last_index
+        # Where its log ends is all it tells: since it lost its storage it may have taken a
+        # deposed leader's entries, so nothing of its log is verified. Match 0, not its last
+        # index: our heartbeats' `commit = min(match, commit)` must not commit those on it
+        # (review 30). The probe still starts at its end and walks back as for any mismatch.
+        self.match = 0
         self.become_probe()
+        self.next = last_index + 1
+        self._check()
         return True
 
     def maybe_decr_to(self, rejected: int, match_hint: int) -> bool:
