@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import cbor2
 import pytest
-from agent_sim import World, run_schedule
-from superstatic_agent import peer_codec
-from superstatic_agent.payload import Payload, encode_payload, parse_payload
-from superstatic_agent.raft.types import Entry, EntryKind, Message, MsgType
-from test_agent_sim_review9 import calm
+from superstatic_agent.payload import parse_payload
+from test_rules_seeds import forward_and_converge
 
 _TAIL = b"".join(cbor2.dumps(v) for v in ["agent-x", 2, 0, 0, b"", 0])
 
@@ -40,23 +37,4 @@ def test_each_spelling_is_a_rules_payload(name: str) -> None:
 def test_a_forwarded_rules_entry_in_another_spelling_is_dropped(name: str) -> None:
     """Every agent applies only rules 1 and a follower forwards a move to rules 2 spelled
     otherwise: appended, it halts every agent (RulesTooNew) and the run never converges."""
-    state: dict[str, object] = {}
-
-    def script(world: World, now: int) -> None:
-        if now != 2_000:
-            return
-        leader = world.leader()
-        assert leader is not None
-        follower = next(n for n in world.voter_ids if n != leader)
-        server = world.nodes[follower].server
-        assert server is not None
-        entries = (
-            Entry(0, 0, EntryKind.NORMAL, SPELLINGS[name]),
-            Entry(0, 0, EntryKind.NORMAL, encode_payload(Payload("open", "x", 1, 1, 0, b"", 0))),
-        )
-        m = Message(MsgType.PROPOSE, follower, leader, server.node.term, entries=entries)
-        world.net.send(follower, leader, peer_codec.encode_message(m))
-        state["sent"] = now
-
-    outcome = run_schedule(calm(153, script=script, rules_max=1))
-    assert "sent" in state and outcome.ops["ok"] > 0
+    forward_and_converge(lambda _follower: SPELLINGS[name])

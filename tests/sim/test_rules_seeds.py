@@ -9,6 +9,7 @@ keeps its old outcome.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 from agent_sim import SimParams, World, run_schedule
@@ -95,6 +96,13 @@ def test_a_forwarded_rules_entry_is_dropped_by_the_leader() -> None:
     a peer's bug) is dropped. Here every agent applies only rules 1 and a follower forwards a
     move to rules 2: appended, it would halt every agent (RulesTooNew) and the run would never
     converge."""
+    forward_and_converge(lambda follower: rules_payload(follower, 2))
+
+
+def forward_and_converge(rules_data: Callable[[str], bytes]) -> None:
+    """At 2 s a follower forwards to its leader a PROPOSE of `rules_data(follower)` and an
+    open, in a calm run of agents that apply only rules 1: the run must converge (a rules
+    entry appended would halt every agent) with writes done."""
     state: dict[str, object] = {}
 
     def script(world: World, now: int) -> None:
@@ -106,7 +114,7 @@ def test_a_forwarded_rules_entry_is_dropped_by_the_leader() -> None:
         server = world.nodes[follower].server
         assert server is not None
         entries = (
-            Entry(0, 0, EntryKind.NORMAL, rules_payload(follower, 2)),
+            Entry(0, 0, EntryKind.NORMAL, rules_data(follower)),
             Entry(0, 0, EntryKind.NORMAL, encode_payload(Payload("open", "x", 1, 1, 0, b"", 0))),
         )
         m = Message(MsgType.PROPOSE, follower, leader, server.node.term, entries=entries)
