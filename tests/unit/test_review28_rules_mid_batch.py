@@ -21,7 +21,7 @@ from superstatic_agent.raft.types import Entry
 from superstatic_agent.rules import KEY_RULES
 from superstatic_agent.statemachine import Applied, StateMachine
 from test_apply_batches import TTL_MS, _Replica, small_limits
-from test_rules_versions import _late_log, _late_step
+from test_rules_versions import _late_log, _late_step, apply_in_cuts
 
 __all__ = ["small_limits"]
 _counter = itertools.count()
@@ -62,14 +62,7 @@ def test_a_rules_entry_mid_log_gives_the_same_outcomes_and_store_in_any_batches(
     again = _Replica(tmp_path / f"again{n}")
     try:
         singles = [one.apply([entry])[0] for entry in entries]
-        batched: list[Applied] = []
-        done = 0
-        for i, choice in enumerate(itertools.cycle(cuts)):
-            if done >= len(entries):
-                break
-            batch = entries[done : done + 1 + (choice * 4 + i) % 12]
-            batched.extend(cut.apply(batch, abort_first=choice == 3 and i % 2 == 0))
-            done += len(batch)
+        batched = apply_in_cuts(cut, entries, cuts)
         restarted: list[Applied] = []
         for start in range(0, len(entries), restart_every):
             # A restart: a new state machine on the same store (nothing carried in memory).

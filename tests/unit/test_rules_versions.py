@@ -260,14 +260,7 @@ def test_rules_2_gives_the_same_outcomes_and_store_in_any_batches(
     cut = _Replica(tmp_path / f"cut{n}")
     try:
         singles = [one.apply([entry])[0] for entry in entries]
-        batched: list[Applied] = []
-        at = 0
-        for i, choice in enumerate(itertools.cycle(cuts)):
-            if at >= len(entries):
-                break
-            batch = entries[at : at + 1 + (choice * 4 + i) % 12]
-            batched.extend(cut.apply(batch, abort_first=choice == 3 and i % 2 == 0))
-            at += len(batch)
+        batched = apply_in_cuts(cut, entries, cuts)
         for single, other in zip(singles, batched, strict=True):
             assert other == single, single.index
         assert cut.dbs() == one.dbs()
@@ -301,3 +294,17 @@ def test_the_rules_2_logs_reach_both_new_answers(tmp_path: Path, small_limits: N
 def test_rules_newest_is_what_a_state_machine_knows_by_default(tmp_path: Path) -> None:
     log = Log(tmp_path / "a")
     assert log.sm.rules_max == RULES_NEWEST == 2
+
+
+def apply_in_cuts(replica: _Replica, entries: list[Entry], cuts: list[int]) -> list[Applied]:
+    """Applies `entries` in batches of 1-12 chosen by `cuts`, some batches aborted once first
+    (choice 3 on even turns): what hypothesis varies to show batching changes nothing."""
+    batched: list[Applied] = []
+    at = 0
+    for i, choice in enumerate(itertools.cycle(cuts)):
+        if at >= len(entries):
+            break
+        batch = entries[at : at + 1 + (choice * 4 + i) % 12]
+        batched.extend(replica.apply(batch, abort_first=choice == 3 and i % 2 == 0))
+        at += len(batch)
+    return batched
