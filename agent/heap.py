@@ -46,6 +46,31 @@ ROOTS_OID = "@roots"
 START_LOOKUPS_MAX = 1_024
 
 
+class SharedRead:
+    """One LMDB read transaction and the answers that read from it: the LOADs queued behind a
+    start answer are read at its index, from its transaction (docs/virtual-heap.md 4.1, "A
+    LOAD behind a held snapshot"). It holds one reader slot until its last reader leaves."""
+
+    __slots__ = ("readers", "txn")
+
+    def __init__(self, env: Any) -> None:
+        self.txn = env.begin()
+        self.readers = 0
+
+    def join(self) -> Any:
+        self.readers += 1
+        return self.txn
+
+    def leave(self) -> bool:
+        """One reader is done; True if it was the last (the transaction ends: its slot is
+        free)."""
+        self.readers -= 1
+        if self.readers:
+            return False
+        self.txn.abort()
+        return True
+
+
 @dataclass(slots=True)
 class LoadJob:
     """One LOAD (or a subscription's first answer, `load` 0) queued on a subscriber."""
@@ -85,10 +110,15 @@ class LoadRead:
         held: HeldSet,
         frame_bytes_max: int,
         room: int,
+        shared: SharedRead | None = None,
     ) -> None:
-        """`room`: how many nodes prefetch may add (the held-set limits left)."""
+        """`room`: how many nodes prefetch may add (the held-set limits left). `shared`: the
+        read to join (its index), else a new one."""
         self._room = room
-        self._txn = env.begin()
+        self.shared = SharedRead(env) if shared is None else shared
+        self._txn = self.shared.join()
+        self._left = False  # left the shared read
+        self.ended_read = False  # its leaving ended the shared read (its slot is free)
         try:
             self.index, _term, self.log_time_ms = read_applied(self._txn, dbs)
             self._dbs = dbs
@@ -121,7 +151,7 @@ class LoadRead:
             self._prefetching = job.prefetch_bytes > 0
             self.frames = self._frames()
         except BaseException:
-            self._txn.abort()
+            self._leave()
             raise
 
     def _request_whole(self, oid: str, whole: bool) -> None:
@@ -206,9 +236,16 @@ class LoadRead:
     def stop_prefetch(self) -> None:
         self._prefetching = False
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Ends the read; True if the shared read ended with it (its reader slot is free)."""
         self.frames.close()
-        self._txn.abort()  # a generator never started runs no finally; a second abort is a no-op
+        self._leave()  # a generator never started runs no finally
+        return self.ended_read
+
+    def _leave(self) -> None:
+        if not self._left:
+            self._left = True
+            self.ended_read = self.shared.leave()
 
     def _node(self, oid: str) -> tuple[int, layout.Header] | None:
         try:
@@ -235,7 +272,7 @@ class LoadRead:
         except layout.RecordInvalid as exc:
             raise Corrupt(exc.db, exc.key) from exc
         finally:
-            self._txn.abort()
+            self._leave()
 
     def _items(self) -> Iterator[list[Any]]:
         yield from self._lead_items()

@@ -192,13 +192,22 @@ class PartialStreams:
             return False
         return self._snapshot_streams < self.reader_slots_max
 
-    def _serve_load(self, sub: Subscriber, job: heap.LoadJob, applied: int) -> bool:
+    def _serve_load(
+        self,
+        sub: Subscriber,
+        job: heap.LoadJob,
+        applied: int,
+        shared: heap.SharedRead | None = None,
+        prefetch: bool = True,
+    ) -> bool:
         """Reads the job's nodes at the applied index, in this turn: builds its frames up to
         LOAD_BUILT_BYTES_MAX (the rest stays readable, holding a reader slot) and holds what it
         sends whole from that index. False (nothing done) while the app has been sent more
-        than the agent applied (after a failover to an agent behind it) or no slot is free."""
+        than the agent applied (after a failover to an agent behind it) or no slot is free.
+        `shared`: a start answer's read, which the job joins (its index; no slot of its own);
+        `prefetch` False: the job adds nothing to the held set beyond what it names."""
         assert sub.held is not None
-        if not self._load_ready(sub, job, applied):
+        if shared is None and not self._load_ready(sub, job, applied):
             return False
         held = sub.held
         # A start answer (the subscription's first, or a held snapshot) reads every node and
@@ -213,9 +222,11 @@ class PartialStreams:
             self.config.snapshot_chunk_bytes_max,
             # What prefetch may add: the room left once the requested entries are held (this
             # job, still queued, counts its entries in it).
-            self._held_room(sub)[0],
+            self._held_room(sub)[0] if prefetch else 0,
+            shared,
         )
-        self._snapshot_streams += 1
+        if shared is None:
+            self._snapshot_streams += 1
         job.index, job.log_time_ms, job.rest = read.index, read.log_time_ms, read
         if job.start:
             sub.next_index = job.index + 1  # the stream begins after the answer
@@ -225,14 +236,39 @@ class PartialStreams:
                     # Read before the index the app now jumps to: it would show an older
                     # state than the app has seen. Read again when its turn comes.
                     self._unserve(later)
+        # Loads read with a start answer share one budget of built frames per subscriber (the
+        # memory bound counts LOAD_BUILT_BYTES_MAX per subscriber); what is not built yet is
+        # built from the shared read as the frames go.
         try:
-            while job.rest is not None and job.built_bytes < heap.LOAD_BUILT_BYTES_MAX:
+            while job.rest is not None and (
+                job.built_bytes < heap.LOAD_BUILT_BYTES_MAX
+                if shared is None
+                else _built_bytes(sub) < heap.LOAD_BUILT_BYTES_MAX
+            ):
                 data, _last = self._load_frame(sub, job)
                 job.frames.append(data)
                 job.built_bytes += len(data)
         finally:
             read.stop_prefetch()
         return True
+
+    def _serve_behind(self, sub: Subscriber, start: heap.LoadJob) -> None:
+        """The start answer's last frame is built: the LOADs queued behind it are read now, at
+        its index, from its read, and go right after it (docs/virtual-heap.md 4.1, "A LOAD
+        behind a held snapshot"). Read later, at a newer index, each waited for the events
+        after the held snapshot, and an app slower than the log's retention got a held snapshot
+        instead, again and again: its read never answered (review 21).
+        A load read while one ahead of it still has frames to build gets no prefetch: that
+        one's heads are found as its frames are built, and a node prefetched here, held
+        already, would get none, though the app may not know it."""
+        assert start.rest is not None
+        ahead_built = True
+        for job in list(sub.loads):
+            if job is start:
+                continue
+            if job.index < 0:
+                self._serve_load(sub, job, -1, start.rest.shared, ahead_built)
+            ahead_built = ahead_built and job.rest is None
 
     def _unserve(self, job: heap.LoadJob) -> None:
         """Forgets a served job's read (its reader slot, its built frames): it is read again
@@ -263,14 +299,16 @@ class PartialStreams:
         body = wire.loaded_body(job.index, job.part, last, job.load, items, job.log_time_ms)
         job.part += 1
         if last:
+            if job.start:
+                self._serve_behind(sub, job)
             self._end_load(job)
         return wire.encode(wire.FrameType.LOADED, sub.req_id, body), last
 
     def _end_load(self, job: heap.LoadJob) -> None:
         if job.rest is not None:
-            job.rest.close()
+            if job.rest.close():  # the last reader of its (maybe shared) read: a slot is free
+                self._snapshot_streams -= 1
             job.rest = None
-            self._snapshot_streams -= 1
 
     def _next_filtered_frame(self, sub: Subscriber, upto: int) -> bool:
         """A partial subscriber's next EVENTS frame (docs/virtual-heap.md section 4.2): the
@@ -362,6 +400,11 @@ class PartialStreams:
 def _queued(sub: Subscriber) -> int:
     """Held-set entries the subscriber's loads not yet served may add (their upper bound)."""
     return sum(job.asked for job in sub.loads if job.index < 0) if sub.held is not None else 0
+
+
+def _built_bytes(sub: Subscriber) -> int:
+    """LOADED frames built for the subscriber and not sent yet."""
+    return sum(job.built_bytes for job in sub.loads)
 
 
 def _same(value: bytes) -> bytes:
