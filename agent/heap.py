@@ -83,6 +83,10 @@ class LoadJob:
     keys: tuple[tuple[str, tuple[tuple[bytes, Any], ...]], ...] = ()
     whole: bool = False  # send the named dicts whole even if large (the app needs it all)
     asked: int = 0  # held-set entries it may add (counted against the limits while queued)
+    # Entries it names that were held when it came (they add nothing), and whether a DROP
+    # came since: then they count too while it is queued (it holds them again when served).
+    held_named: int = 0
+    raced_drop: bool = False
     index: int = -1  # L, once served (-1: queued)
     log_time_ms: int = 0
     part: int = 0
@@ -111,9 +115,12 @@ class LoadRead:
         frame_bytes_max: int,
         room: int,
         shared: SharedRead | None = None,
+        cursor: int = 0,
     ) -> None:
         """`room`: how many nodes prefetch may add (the held-set limits left). `shared`: the
-        read to join (its index), else a new one."""
+        read to join (its index), else a new one. `cursor`: the next index the subscriber's
+        stream sends (a node read again keeps a read-again index only if the stream has not
+        passed this read's index: heldset.HeldSet.add)."""
         self._room = room
         self.shared = SharedRead(env) if shared is None else shared
         self._txn = self.shared.join()
@@ -121,6 +128,7 @@ class LoadRead:
         self.ended_read = False  # its leaving ended the shared read (its slot is free)
         try:
             self.index, _term, self.log_time_ms = read_applied(self._txn, dbs)
+            self._again = cursor <= self.index
             self._dbs = dbs
             self._held = held
             self._restart = job.start  # the stream resumes after this answer
@@ -172,7 +180,7 @@ class LoadRead:
             self._lead.append(_header_item(header))
             self._held.add_header(oid)
             return
-        self._held.add(oid, self.index, self._restart)
+        self._held.add(oid, self.index, self._restart, self._again)
         self._queue.append(found)
 
     def _request_keys(self, oid: str, pairs: tuple[tuple[bytes, Any], ...]) -> None:
@@ -185,7 +193,7 @@ class LoadRead:
                 # Never created yet: the keys stay held, so the entry that creates the root
                 # table (a whole-node write) reaches the app (docs/virtual-heap.md 3.4).
                 for ekey, _key in pairs:
-                    self._held.add_key(oid, ekey, self.index, self._restart)
+                    self._held.add_key(oid, ekey, self.index, self._restart, self._again)
             return
         nid, header = found
         if header.kind != "dict":
@@ -202,7 +210,7 @@ class LoadRead:
             self._lead.append(_header_item(header))
         self._answer.add(oid)
         for ekey, _key in pairs:
-            self._held.add_key(oid, ekey, self.index, self._restart)
+            self._held.add_key(oid, ekey, self.index, self._restart, self._again)
         self._keyed.append((nid, header, pairs))
 
     def _gone(self, oid: str) -> None:
@@ -370,7 +378,7 @@ class LoadRead:
             return  # gone (answered absent below) or large: it stays a head
         self._room -= 1
         self._answer.add(oid)
-        self._held.add(oid, self.index, self._restart)
+        self._held.add(oid, self.index, self._restart, self._again)
         self._queue.append(found)
 
     def _trailer(self) -> Iterator[list[Any]]:

@@ -54,14 +54,45 @@ class HeldSet:
         """Whether the app has the node's head and contents (whole) or header (per key)."""
         return oid in self.since or oid in self.keys
 
-    def add(self, oid: str, since: int, restart: bool = False) -> None:
+    def adds(
+        self, oids: tuple[str, ...], keys: tuple[tuple[str, tuple[tuple[bytes, Any], ...]], ...]
+    ) -> tuple[int, int]:
+        """(entries a LOAD or HOLD naming these may add, at most; entries it names that are
+        held already). A node or key held already adds nothing (a re-read: the limits must not
+        refuse a read the app holds the room for), nor does a per-key dict named whole (its
+        header, or with `whole` its one entry in place of its keys'); a key of a dict held
+        whole is covered by it."""
+        adds = held = 0
+        for oid in oids:
+            if oid in self:
+                held += 1
+            else:
+                adds += 1
+        for oid, pairs in keys:
+            if oid in self:
+                held += 1
+            else:
+                adds += 1
+            whole = oid in self.since
+            node_keys = self.keys.get(oid)
+            for ekey, _key in pairs:
+                units = _key_units(ekey)
+                if whole or (node_keys is not None and ekey in node_keys):
+                    held += units
+                else:
+                    adds += units
+        return adds, held
+
+    def add(self, oid: str, since: int, restart: bool = False, again: bool = True) -> None:
         """Holds `oid` whole from `since` on (a per-key hold of it ends: it is all there).
 
         A node or key held already keeps its earlier since: the events after it that the
         stream has not sent yet still pass, so the app, which holds the node, sees them
         before the answer at `since` (raising it would let the app's applied index pass writes
         its copy never got). Sent before the answer, they are news to nothing else; the read's
-        index is kept in `read_again` for `collected`.
+        index is kept in `read_again` for `collected`, if `again`: False when the stream has
+        passed the read's index already (every collection up to it was passed, so the index
+        would never matter, and it would be an entry the read adds).
         `restart`: a start answer, after which the stream resumes past `since`."""
         read = since
         keys = self.keys.pop(oid, None)
@@ -76,12 +107,14 @@ class HeldSet:
             return
         since = min(since, self.since.get(oid, since))
         self.since[oid] = since
-        if since < read:
+        if since < read and again:
             self._note_read_again(self.read_again, oid, read)
 
-    def add_key(self, oid: str, ekey: bytes, since: int, restart: bool = False) -> None:
+    def add_key(
+        self, oid: str, ekey: bytes, since: int, restart: bool = False, again: bool = True
+    ) -> None:
         """Holds one key (present or absent) of a dict; nothing if the dict is held whole.
-        An earlier since stays unless `restart`, as in `add`."""
+        An earlier since stays unless `restart`, as in `add` (`again` too)."""
         if oid in self.since:
             return
         keys = self.keys.setdefault(oid, {})
@@ -92,7 +125,7 @@ class HeldSet:
         elif restart:
             keys[ekey] = since
             self._forget_key_read_again(oid, ekey)
-        elif held < since:
+        elif held < since and again:
             self._note_read_again(self.keys_read_again.setdefault(oid, {}), ekey, since)
 
     def add_header(self, oid: str) -> None:
@@ -135,11 +168,14 @@ class HeldSet:
         if not keys:
             del self.keys[oid]
 
-    def discard_key(self, oid: str, ekey: bytes) -> None:
+    def discard_key(self, oid: str, ekey: bytes) -> bool:
+        """Forgets one key; whether it was held."""
         keys = self.keys.get(oid)
         if keys is not None and keys.pop(ekey, None) is not None:
             self._key_count -= _key_units(ekey)
             self._forget_key_read_again(oid, ekey)
+            return True
+        return False
 
     def _note_read_again(self, reads: dict[Any, int], name: Any, index: int) -> None:
         """Remembers (in `read_again` or one dict's map of `keys_read_again`) that `name` was
@@ -200,12 +236,6 @@ def _key_units(ekey: bytes) -> int:
     key may be as long as a frame; counted as one entry, --subscriber-held-max of them would
     hold far more memory than the bound says)."""
     return 1 + len(ekey) // HELD_ENTRY_BYTES
-
-
-def key_units(keys: tuple[tuple[str, tuple[tuple[bytes, Any], ...]], ...]) -> int:
-    """Entries the keys of a LOAD or HOLD (heldset.normalized_keys) count for, their dicts
-    excluded."""
-    return sum(_key_units(ekey) for _oid, pairs in keys for ekey, _key in pairs)
 
 
 class EventWrites:

@@ -86,17 +86,22 @@ class PartialStreams:
             return
         if request.type is wire.FrameType.DROP:
             # One never held (or dropped twice) changes nothing.
+            dropped = False
             for oid in request.oids:
-                sub.held.discard(oid)
+                dropped = sub.held.discard(oid) or dropped
             for oid, pairs in keys:
                 for ekey, _key in pairs:
-                    sub.held.discard_key(oid, ekey)
+                    dropped = sub.held.discard_key(oid, ekey) or dropped
+            if dropped:
+                for job in sub.loads:
+                    job.raced_drop = True  # what it names held may be gone: it counts now
             return
         room, flag = self._held_room(sub)
-        # Each key counts (a long one for its bytes), and its dict once (an upper bound: some
-        # may be held already).
-        asked = len(request.oids) + heldset.key_units(keys) + len(keys)
-        if asked > room:
+        # Only what the answer may add counts (a long key for its bytes, a dict once): a read
+        # of what the app holds adds nothing and is never refused, even at the limit (before,
+        # every name counted: review 20). Prefetch is bounded by the room left when served.
+        asked, held_named = sub.held.adds(request.oids, keys)
+        if asked > max(room, 0):
             message = (
                 f"{flag}: this app may hold {max(room, 0)} more entries, the "
                 f"{request.type.name} names {asked}; DROP some first"
@@ -119,7 +124,7 @@ class PartialStreams:
             self._error(identity, req_id, wire.ErrorCode.BUSY, message)
             return
         job = heap.LoadJob(req_id, request.oids, request.prefetch_bytes, keys=keys)
-        job.whole, job.asked = request.whole, asked
+        job.whole, job.asked, job.held_named = request.whole, asked, held_named
         sub.loads.append(job)
 
     def _on_hold(
@@ -224,6 +229,7 @@ class PartialStreams:
             # job, still queued, counts its entries in it).
             self._held_room(sub)[0] if prefetch else 0,
             shared,
+            sub.next_index,
         )
         if shared is None:
             self._snapshot_streams += 1
@@ -398,8 +404,13 @@ class PartialStreams:
 
 
 def _queued(sub: Subscriber) -> int:
-    """Held-set entries the subscriber's loads not yet served may add (their upper bound)."""
-    return sum(job.asked for job in sub.loads if job.index < 0) if sub.held is not None else 0
+    """Held-set entries the subscriber's loads not yet served may add (their upper bound): what
+    each names that was not held, and what it names that was, if a DROP came since."""
+    if sub.held is None:
+        return 0
+    return sum(
+        job.asked + (job.held_named if job.raced_drop else 0) for job in sub.loads if job.index < 0
+    )
 
 
 def _built_bytes(sub: Subscriber) -> int:

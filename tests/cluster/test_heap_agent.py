@@ -310,6 +310,23 @@ def test_the_held_set_limit_is_refused_naming_the_flag(
     assert f"--subscriber-held-max={HELD_MAX}" in refused.body["message"]
 
 
+def test_a_reread_at_the_held_set_limit_is_answered(writer: RawClient, app: HeapClient) -> None:
+    """Only what an answer adds counts against --subscriber-held-max: at the limit, a LOAD of
+    nodes the app holds already is answered (it was refused too_large, review 20), and one
+    that adds a node is refused naming the flag."""
+    oids = [f"hl20.{i}" for i in range(HELD_MAX)]
+    commit(writer, [["new", oid, "list", [i]] for i, oid in enumerate(oids)])
+    commit(writer, [["new", "hl20.extra", "list", []]])
+    app.subscribe(0)
+    app.loaded(0)
+    assert len(app.loaded(app.load(oids))) >= 1, "the app holds HELD_MAX nodes"
+    again = app.loaded(app.load(oids[:3]))
+    assert values_of(again, oids[2]) == [2]
+    refused = app.answer(app.load(["hl20.extra"]))
+    assert refused.type is wire.FrameType.ERROR and refused.body["code"] == "too_large"
+    assert f"--subscriber-held-max={HELD_MAX}" in refused.body["message"]
+
+
 def test_a_root_is_found_by_key_and_its_node_comes_with_it(
     writer: RawClient, app: HeapClient
 ) -> None:
