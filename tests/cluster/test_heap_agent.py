@@ -164,12 +164,13 @@ def test_a_collected_node_is_answered_absent(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="open: needs a rules change tying oids to their creator (docs/virtual-heap.md 7.4)",
+    reason="open: needs a rules change tying oids to their creator "
+    "(docs/virtual-heap.md section 7)",
 )
 def test_a_stale_stub_of_a_collected_node_is_answered_absent_though_its_oid_is_reused(
     cluster: LocalCluster, writer: RawClient, app: HeapClient
 ) -> None:
-    """Section 7.4: a hollow node that is collected is never told (the filter sends its
+    """Section 7, item 4: a hollow node that is collected is never told (the filter sends its
     collection to no subscriber that does not hold it), and "a later fault answers absent".
     Another client can create the collected oid again (nothing ties an oid to its creator, nor
     remembers a collected one): the app's stale stub then loads that client's object."""

@@ -1,5 +1,5 @@
-"""Review 20's open finding on object ids (docs/virtual-heap.md 7.4, "Object ids are not bound
-to their creator"): nothing ties a created oid to the client that creates it, so a client can
+"""Review 20's open finding on object ids (docs/virtual-heap.md section 7, "Object ids are not
+bound to their creator"): nothing ties a created oid to the client that creates it, so a client can
 create objects under another client's prefix: its next oids, which the other's `new` then
 meets as "already exists" (every write creating an object refused while they stay reachable).
 Re-creating a collected oid: tests/cluster/test_heap_agent.py (a partial app's stale stub needs
@@ -31,7 +31,7 @@ from superstatic.protocol import ops
 from superstatic.protocol.codec import Ref
 from superstatic.protocol.errors import Error
 
-OPEN = "open: needs a rules change tying oids to their creator (docs/virtual-heap.md 7.4)"
+OPEN = "open: needs a rules change tying oids to their creator (docs/virtual-heap.md section 7)"
 
 
 @pytest.fixture
