@@ -113,3 +113,27 @@ def test_a_drop_racing_a_queued_reread_does_not_make_room_twice(h: Harness) -> N
     pump(h)
     sub = h.streams._subscribers[APP]
     assert answered(h, 2) and sub.held is not None and len(sub.held) <= HELD_MAX
+
+
+def test_a_reread_while_the_stream_lags_leaves_no_entry_once_the_stream_passed_it(
+    h: Harness,
+) -> None:
+    """review31: a re-read served while the stream lags keeps a read-again index per node
+    (HeldSet.read_again), which matters only until the stream passes the read's index. Kept
+    after that, each counted as a held entry for good: the app holding 3 of its 6 entries,
+    after one such re-read, was refused a LOAD adding one node as over the limit (and the
+    agent's held sets stayed past their term of the memory bound)."""
+    request(h, wire.FrameType.LOAD, 1, NODES[:3])
+    pump(h)
+    sub = h.streams._subscribers[APP]
+    assert answered(h, 1) and sub.held is not None and len(sub.held) == 3
+    for oid in NODES[:3]:
+        h.commit([["extend", oid, ["later"]]], client="writer")  # the stream has not sent these
+    request(h, wire.FrameType.LOAD, 2, NODES[:3])  # held: adds nothing; read past the cursor
+    pump(h)
+    assert answered(h, 2) and not h.errors
+    assert sub.next_index == h.index + 1, "the stream passed the re-read's index"
+    assert len(sub.held) == 3, sub.held.read_again
+    request(h, wire.FrameType.LOAD, 3, [NODES[3]])
+    pump(h)
+    assert not refusals(h, 3) and answered(h, 3)
