@@ -10,6 +10,7 @@ writes (then the event's ops, once, for their keys).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from superstatic_agent.config import HELD_ENTRY_BYTES
@@ -30,7 +31,15 @@ CLIENT_OUTCOMES_MAX = 1_024
 
 
 class HeldSet:
-    __slots__ = ("_again_count", "_key_count", "keys", "keys_read_again", "read_again", "since")
+    __slots__ = (
+        "_again_count",
+        "_again_order",
+        "_key_count",
+        "keys",
+        "keys_read_again",
+        "read_again",
+        "since",
+    )
 
     def __init__(self) -> None:
         self.since: dict[str, int] = {}  # held whole: oid -> since
@@ -44,6 +53,11 @@ class HeldSet:
         self.read_again: dict[str, int] = {}
         self.keys_read_again: dict[str, dict[bytes, int]] = {}
         self._again_count = 0
+        # Each note (index, oid, ekey or None for a whole node), in the order noted: one matters
+        # only until the stream's cursor passes its index (`passed`). Loads are read at
+        # indexes that do not go down, so the oldest come first (a note out of order is let go
+        # late, never early). Stale notes (forgotten or read again since) are skipped.
+        self._again_order: deque[tuple[int, str, bytes | None]] = deque()
 
     def __len__(self) -> int:
         """Entries, as the limits count them: whole nodes, per-key nodes and their keys (a long
@@ -108,7 +122,7 @@ class HeldSet:
         since = min(since, self.since.get(oid, since))
         self.since[oid] = since
         if since < read and again:
-            self._note_read_again(self.read_again, oid, read)
+            self._note_read_again(self.read_again, oid, read, oid, None)
 
     def add_key(
         self, oid: str, ekey: bytes, since: int, restart: bool = False, again: bool = True
@@ -126,7 +140,7 @@ class HeldSet:
             keys[ekey] = since
             self._forget_key_read_again(oid, ekey)
         elif held < since and again:
-            self._note_read_again(self.keys_read_again.setdefault(oid, {}), ekey, since)
+            self._note_read_again(self.keys_read_again.setdefault(oid, {}), ekey, since, oid, ekey)
 
     def add_header(self, oid: str) -> None:
         """The app knows the dict's header and holds none of its keys yet."""
@@ -177,7 +191,9 @@ class HeldSet:
             return True
         return False
 
-    def _note_read_again(self, reads: dict[Any, int], name: Any, index: int) -> None:
+    def _note_read_again(
+        self, reads: dict[Any, int], name: Any, index: int, oid: str, ekey: bytes | None
+    ) -> None:
         """Remembers (in `read_again` or one dict's map of `keys_read_again`) that `name` was
         read again at `index` (the latest read counts)."""
         before = reads.get(name)
@@ -186,6 +202,26 @@ class HeldSet:
             reads[name] = index
         elif before < index:
             reads[name] = index
+        else:
+            return
+        self._again_order.append((index, oid, ekey))
+
+    def passed(self, cursor: int) -> None:
+        """The stream's cursor is at `cursor`: every collection before it was passed
+        (`collected`), so a read-again index below it can no longer matter and is forgotten.
+        Kept, each counted as a held entry for good (review31): an app that re-read what it
+        holds while its stream lagged was refused LOADs within its limit, and the held sets
+        stayed past their term of the memory bound."""
+        order = self._again_order
+        while order and order[0][0] < cursor:
+            index, oid, ekey = order.popleft()
+            if ekey is None:
+                if self.read_again.get(oid) == index:
+                    self._forget_read_again(oid)
+            else:
+                reads = self.keys_read_again.get(oid)
+                if reads is not None and reads.get(ekey) == index:
+                    self._forget_key_read_again(oid, ekey)
 
     def _forget_read_again(self, oid: str) -> int | None:
         read = self.read_again.pop(oid, None)

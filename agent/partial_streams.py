@@ -350,6 +350,7 @@ class PartialStreams:
         self.counters["stream_events_sent"] += len(items)
         self.counters["stream_events_filtered"] += index - sub.next_index - len(items)
         sub.next_index, sub.seen_t = index, seen_t
+        held.passed(index)  # read-again indexes the cursor passed no longer count (review31)
         if not items and not self._skip_due(sub, index - 1, seen_t):
             return False
         self._skip_frame(sub, index - 1, seen_t, items)
