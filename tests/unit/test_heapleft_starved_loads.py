@@ -171,3 +171,38 @@ def test_loads_behind_a_held_snapshot_share_its_read_and_its_budget(
         assert h.streams._snapshot_streams == 0, "the shared reader slot was released"
     finally:
         h.close()
+
+
+def test_loads_behind_a_held_snapshot_build_at_most_one_budget_between_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review31: the loads read with a held snapshot share the subscriber's one budget of built
+    frames (the memory bound counts LOAD_BUILT_BYTES_MAX once per subscriber). Three loads,
+    each past the budget alone: at no turn do their built frames pass the budget by more than
+    the frame that crossed it (a budget per load built three)."""
+    budget = 8192
+    chunk = 4096
+    monkeypatch.setattr(heap, "LOAD_BUILT_BYTES_MAX", budget)
+    h = Harness(tmp_path, snapshot_chunk_bytes_max=chunk, stream_frames_per_turn_max=1)
+    try:
+        big = ["w" * 200] * 400  # ~80 KB each
+        h.commit([["new", oid, "list", big] for oid in ("c.1", "c.2", "c.3")])
+        body = wire.subscribe_body(0, heap="partial", client="other")
+        h.streams.on_subscribe(APP, wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
+        h.streams.pump(h.index, 0.0)
+        h.commit([["new", "c.4", "list", []]], client="writer")
+        for req_id, oid in ((11, "c.1"), (12, "c.2"), (13, "c.3")):
+            load(h, req_id, oid)
+        compact_everything(h)
+        sub = h.streams._subscribers[APP]
+        built_max = 0
+        for _ in range(500):
+            h.streams.pump(h.index, 0.0)
+            built_max = max(built_max, sum(job.built_bytes for job in sub.loads))
+            if not h.streams.has_work(h.index):
+                break
+        assert [f.body["load"] for f in stream(h) if f.body.get("last")][-3:] == [11, 12, 13]
+        assert built_max <= budget + chunk + 1024, built_max
+        assert h.streams._snapshot_streams == 0
+    finally:
+        h.close()
