@@ -206,3 +206,36 @@ def test_loads_behind_a_held_snapshot_build_at_most_one_budget_between_them(
         assert h.streams._snapshot_streams == 0
     finally:
         h.close()
+
+
+def test_an_unsubscribe_mid_build_releases_the_shared_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review31: the app leaves while loads read with its held snapshot still have frames to
+    build: the shared read's reader slot and its LMDB reader are released (each load leaves
+    the read; the last one ends it)."""
+    monkeypatch.setattr(heap, "LOAD_BUILT_BYTES_MAX", 8192)
+    h = Harness(tmp_path, snapshot_chunk_bytes_max=4096, stream_frames_per_turn_max=1)
+    try:
+        big = ["w" * 200] * 400
+        h.commit([["new", oid, "list", big] for oid in ("c.1", "c.2", "c.3")])
+        body = wire.subscribe_body(0, heap="partial", client="other")
+        h.streams.on_subscribe(APP, wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
+        h.streams.pump(h.index, 0.0)
+        h.commit([["new", "c.4", "list", []]], client="writer")
+        for req_id, oid in ((11, "c.1"), (12, "c.2"), (13, "c.3")):
+            load(h, req_id, oid)
+        compact_everything(h)
+        sub = h.streams._subscribers[APP]
+        for _ in range(500):
+            h.streams.pump(h.index, 0.0)
+            if not any(job.start for job in sub.loads):
+                break
+        shared = [job for job in sub.loads if job.rest is not None]
+        assert len(shared) >= 2 and len({id(job.rest.shared) for job in shared}) == 1
+        assert h.streams._snapshot_streams == 1, "one reader slot for the loads read together"
+        h.streams.unsubscribe(APP)
+        assert h.streams._snapshot_streams == 0
+        assert "no active readers" in h.storage.env.readers()
+    finally:
+        h.close()
