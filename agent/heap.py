@@ -61,6 +61,16 @@ class SharedRead:
         self.readers += 1
         return self.txn
 
+    def reserve(self) -> None:
+        """A load will read from it later: the transaction stays open until it has (its
+        LoadRead joins, then `unreserve`) or lets it go (`leave`)."""
+        self.readers += 1
+
+    def unreserve(self) -> None:
+        """The reserving load joined (it counts as a reader through its LoadRead now)."""
+        assert self.readers > 1
+        self.readers -= 1
+
     def leave(self) -> bool:
         """One reader is done; True if it was the last (the transaction ends: its slot is
         free)."""
@@ -93,6 +103,11 @@ class LoadJob:
     frames: deque[bytes] = field(default_factory=deque)  # built, not yet sent
     built_bytes: int = 0
     rest: LoadRead | None = None  # frames still to read (holds a reader slot)
+    # Queued behind a start answer whose last frame is built: it is read from that answer's
+    # read (its index) when it reaches the head of the queue, and keeps the read open until
+    # then (SharedRead.reserve). Read at once, every queued load's LoadRead was kept, outside
+    # the memory bound (review 31).
+    reserved: SharedRead | None = None
 
 
 class LoadRead:

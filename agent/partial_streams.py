@@ -163,7 +163,7 @@ class PartialStreams:
         sent first (docs/virtual-heap.md section 3.1: the app reads the answer at exactly its
         index)."""
         job = sub.loads[0]
-        if job.index < 0 and not self._serve_load(sub, job, applied):
+        if job.index < 0 and not self._serve_load(sub, job, applied, job.reserved):
             return False
         if sub.next_index <= job.index:
             return None
@@ -191,7 +191,7 @@ class PartialStreams:
     def _load_ready(self, sub: Subscriber, job: heap.LoadJob, applied: int) -> bool:
         """Whether the job has frames to send or can be served now (else the loop may sleep:
         it waits for a reader slot, or for this agent to apply what the app was sent)."""
-        if job.index >= 0:
+        if job.index >= 0 or job.reserved is not None:
             return True
         if applied < sub.next_index - 1 and not job.start:
             return False
@@ -203,14 +203,13 @@ class PartialStreams:
         job: heap.LoadJob,
         applied: int,
         shared: heap.SharedRead | None = None,
-        prefetch: bool = True,
     ) -> bool:
         """Reads the job's nodes at the applied index, in this turn: builds its frames up to
         LOAD_BUILT_BYTES_MAX (the rest stays readable, holding a reader slot) and holds what it
         sends whole from that index. False (nothing done) while the app has been sent more
         than the agent applied (after a failover to an agent behind it) or no slot is free.
-        `shared`: a start answer's read, which the job joins (its index; no slot of its own);
-        `prefetch` False: the job adds nothing to the held set beyond what it names."""
+        `shared`: a start answer's read the job reserved, which it joins (its index; no slot
+        of its own)."""
         assert sub.held is not None
         if shared is None and not self._load_ready(sub, job, applied):
             return False
@@ -227,12 +226,15 @@ class PartialStreams:
             self.config.snapshot_chunk_bytes_max,
             # What prefetch may add: the room left once the requested entries are held (this
             # job, still queued, counts its entries in it).
-            self._held_room(sub)[0] if prefetch else 0,
+            self._held_room(sub)[0],
             shared,
             sub.next_index,
         )
         if shared is None:
             self._snapshot_streams += 1
+        else:
+            job.reserved = None
+            shared.unreserve()  # its LoadRead reads from it now
         job.index, job.log_time_ms, job.rest = read.index, read.log_time_ms, read
         if job.start:
             sub.next_index = job.index + 1  # the stream begins after the answer
@@ -242,15 +244,10 @@ class PartialStreams:
                     # Read before the index the app now jumps to: it would show an older
                     # state than the app has seen. Read again when its turn comes.
                     self._unserve(later)
-        # Loads read with a start answer share one budget of built frames per subscriber (the
-        # memory bound counts LOAD_BUILT_BYTES_MAX per subscriber); what is not built yet is
-        # built from the shared read as the frames go.
+        # One job at a time builds frames (at the head of the queue, or a start answer): the
+        # memory bound counts LOAD_BUILT_BYTES_MAX per subscriber.
         try:
-            while job.rest is not None and (
-                job.built_bytes < heap.LOAD_BUILT_BYTES_MAX
-                if shared is None
-                else _built_bytes(sub) < heap.LOAD_BUILT_BYTES_MAX
-            ):
+            while job.rest is not None and job.built_bytes < heap.LOAD_BUILT_BYTES_MAX:
                 data, _last = self._load_frame(sub, job)
                 job.frames.append(data)
                 job.built_bytes += len(data)
@@ -259,22 +256,19 @@ class PartialStreams:
         return True
 
     def _serve_behind(self, sub: Subscriber, start: heap.LoadJob) -> None:
-        """The start answer's last frame is built: the LOADs queued behind it are read now, at
-        its index, from its read, and go right after it (docs/virtual-heap.md 4.1, "A LOAD
-        behind a held snapshot"). Read later, at a newer index, each waited for the events
-        after the held snapshot, and an app slower than the log's retention got a held snapshot
-        instead, again and again: its read never answered (review 21).
-        A load read while one ahead of it still has frames to build gets no prefetch: that
-        one's heads are found as its frames are built, and a node prefetched here, held
-        already, would get none, though the app may not know it."""
+        """The start answer's last frame is built: the LOADs queued behind it reserve its read,
+        and each is read from it, at its index, when it reaches the head of the queue: right
+        after it, no event in between (docs/virtual-heap.md 4.1, "A LOAD behind a held
+        snapshot"). Read later, at a newer index, each waited for the events after the held
+        snapshot, and an app slower than the log's retention got a held snapshot instead,
+        again and again: its read never answered (review 21). Read all at once in this turn,
+        each kept its LoadRead (a header per oid it names) until its frames went: 25 MB for
+        one subscriber's 64 queued loads, outside the memory bound (review 31)."""
         assert start.rest is not None
-        ahead_built = True
-        for job in list(sub.loads):
-            if job is start:
-                continue
-            if job.index < 0:
-                self._serve_load(sub, job, -1, start.rest.shared, ahead_built)
-            ahead_built = ahead_built and job.rest is None
+        for job in sub.loads:
+            if job is not start and job.index < 0 and job.reserved is None:
+                start.rest.shared.reserve()
+                job.reserved = start.rest.shared
 
     def _unserve(self, job: heap.LoadJob) -> None:
         """Forgets a served job's read (its reader slot, its built frames): it is read again
@@ -290,7 +284,7 @@ class PartialStreams:
         waited for a slot of its own, and with every slot held so, no subscriber ever moved
         again (review 20)."""
         for job in sub.loads:
-            if job.index >= 0:
+            if job.index >= 0 or job.reserved is not None:
                 self._unserve(job)
         sub.loads.appendleft(heap.LoadJob(0, (), start=True))
 
@@ -311,6 +305,10 @@ class PartialStreams:
         return wire.encode(wire.FrameType.LOADED, sub.req_id, body), last
 
     def _end_load(self, job: heap.LoadJob) -> None:
+        if job.reserved is not None:
+            if job.reserved.leave():  # the last holder of the start answer's read: a slot is free
+                self._snapshot_streams -= 1
+            job.reserved = None
         if job.rest is not None:
             if job.rest.close():  # the last reader of its (maybe shared) read: a slot is free
                 self._snapshot_streams -= 1
@@ -412,11 +410,6 @@ def _queued(sub: Subscriber) -> int:
     return sum(
         job.asked + (job.held_named if job.raced_drop else 0) for job in sub.loads if job.index < 0
     )
-
-
-def _built_bytes(sub: Subscriber) -> int:
-    """LOADED frames built for the subscriber and not sent yet."""
-    return sum(job.built_bytes for job in sub.loads)
 
 
 def _same(value: bytes) -> bytes:
