@@ -46,6 +46,41 @@ ROOTS_OID = "@roots"
 START_LOOKUPS_MAX = 1_024
 
 
+class SharedRead:
+    """One LMDB read transaction and the answers that read from it: the LOADs queued behind a
+    start answer are read at its index, from its transaction (docs/virtual-heap.md 4.1, "A
+    LOAD behind a held snapshot"). It holds one reader slot until its last reader leaves."""
+
+    __slots__ = ("readers", "txn")
+
+    def __init__(self, env: Any) -> None:
+        self.txn = env.begin()
+        self.readers = 0
+
+    def join(self) -> Any:
+        self.readers += 1
+        return self.txn
+
+    def reserve(self) -> None:
+        """A load will read from it later: the transaction stays open until it has (its
+        LoadRead joins, then `unreserve`) or lets it go (`leave`)."""
+        self.readers += 1
+
+    def unreserve(self) -> None:
+        """The reserving load joined (it counts as a reader through its LoadRead now)."""
+        assert self.readers > 1
+        self.readers -= 1
+
+    def leave(self) -> bool:
+        """One reader is done; True if it was the last (the transaction ends: its slot is
+        free)."""
+        self.readers -= 1
+        if self.readers:
+            return False
+        self.txn.abort()
+        return True
+
+
 @dataclass(slots=True)
 class LoadJob:
     """One LOAD (or a subscription's first answer, `load` 0) queued on a subscriber."""
@@ -58,12 +93,21 @@ class LoadJob:
     keys: tuple[tuple[str, tuple[tuple[bytes, Any], ...]], ...] = ()
     whole: bool = False  # send the named dicts whole even if large (the app needs it all)
     asked: int = 0  # held-set entries it may add (counted against the limits while queued)
+    # Entries it names that were held when it came (they add nothing), and whether a DROP
+    # came since: then they count too while it is queued (it holds them again when served).
+    held_named: int = 0
+    raced_drop: bool = False
     index: int = -1  # L, once served (-1: queued)
     log_time_ms: int = 0
     part: int = 0
     frames: deque[bytes] = field(default_factory=deque)  # built, not yet sent
     built_bytes: int = 0
     rest: LoadRead | None = None  # frames still to read (holds a reader slot)
+    # Queued behind a start answer whose last frame is built: it is read from that answer's
+    # read (its index) when it reaches the head of the queue, and keeps the read open until
+    # then (SharedRead.reserve). Read at once, every queued load's LoadRead was kept, outside
+    # the memory bound (review 31).
+    reserved: SharedRead | None = None
 
 
 class LoadRead:
@@ -85,12 +129,21 @@ class LoadRead:
         held: HeldSet,
         frame_bytes_max: int,
         room: int,
+        shared: SharedRead | None = None,
+        cursor: int = 0,
     ) -> None:
-        """`room`: how many nodes prefetch may add (the held-set limits left)."""
+        """`room`: how many nodes prefetch may add (the held-set limits left). `shared`: the
+        read to join (its index), else a new one. `cursor`: the next index the subscriber's
+        stream sends (a node read again keeps a read-again index only if the stream has not
+        passed this read's index: heldset.HeldSet.add)."""
         self._room = room
-        self._txn = env.begin()
+        self.shared = SharedRead(env) if shared is None else shared
+        self._txn = self.shared.join()
+        self._left = False  # left the shared read
+        self.ended_read = False  # its leaving ended the shared read (its slot is free)
         try:
             self.index, _term, self.log_time_ms = read_applied(self._txn, dbs)
+            self._again = cursor <= self.index
             self._dbs = dbs
             self._held = held
             self._restart = job.start  # the stream resumes after this answer
@@ -121,7 +174,7 @@ class LoadRead:
             self._prefetching = job.prefetch_bytes > 0
             self.frames = self._frames()
         except BaseException:
-            self._txn.abort()
+            self._leave()
             raise
 
     def _request_whole(self, oid: str, whole: bool) -> None:
@@ -142,7 +195,7 @@ class LoadRead:
             self._lead.append(_header_item(header))
             self._held.add_header(oid)
             return
-        self._held.add(oid, self.index, self._restart)
+        self._held.add(oid, self.index, self._restart, self._again)
         self._queue.append(found)
 
     def _request_keys(self, oid: str, pairs: tuple[tuple[bytes, Any], ...]) -> None:
@@ -155,7 +208,7 @@ class LoadRead:
                 # Never created yet: the keys stay held, so the entry that creates the root
                 # table (a whole-node write) reaches the app (docs/virtual-heap.md 3.4).
                 for ekey, _key in pairs:
-                    self._held.add_key(oid, ekey, self.index, self._restart)
+                    self._held.add_key(oid, ekey, self.index, self._restart, self._again)
             return
         nid, header = found
         if header.kind != "dict":
@@ -172,7 +225,7 @@ class LoadRead:
             self._lead.append(_header_item(header))
         self._answer.add(oid)
         for ekey, _key in pairs:
-            self._held.add_key(oid, ekey, self.index, self._restart)
+            self._held.add_key(oid, ekey, self.index, self._restart, self._again)
         self._keyed.append((nid, header, pairs))
 
     def _gone(self, oid: str) -> None:
@@ -206,9 +259,16 @@ class LoadRead:
     def stop_prefetch(self) -> None:
         self._prefetching = False
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Ends the read; True if the shared read ended with it (its reader slot is free)."""
         self.frames.close()
-        self._txn.abort()  # a generator never started runs no finally; a second abort is a no-op
+        self._leave()  # a generator never started runs no finally
+        return self.ended_read
+
+    def _leave(self) -> None:
+        if not self._left:
+            self._left = True
+            self.ended_read = self.shared.leave()
 
     def _node(self, oid: str) -> tuple[int, layout.Header] | None:
         try:
@@ -235,7 +295,7 @@ class LoadRead:
         except layout.RecordInvalid as exc:
             raise Corrupt(exc.db, exc.key) from exc
         finally:
-            self._txn.abort()
+            self._leave()
 
     def _items(self) -> Iterator[list[Any]]:
         yield from self._lead_items()
@@ -333,7 +393,7 @@ class LoadRead:
             return  # gone (answered absent below) or large: it stays a head
         self._room -= 1
         self._answer.add(oid)
-        self._held.add(oid, self.index, self._restart)
+        self._held.add(oid, self.index, self._restart, self._again)
         self._queue.append(found)
 
     def _trailer(self) -> Iterator[list[Any]]:

@@ -10,6 +10,7 @@ writes (then the event's ops, once, for their keys).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from superstatic_agent.config import HELD_ENTRY_BYTES
@@ -30,7 +31,15 @@ CLIENT_OUTCOMES_MAX = 1_024
 
 
 class HeldSet:
-    __slots__ = ("_again_count", "_key_count", "keys", "keys_read_again", "read_again", "since")
+    __slots__ = (
+        "_again_count",
+        "_again_order",
+        "_key_count",
+        "keys",
+        "keys_read_again",
+        "read_again",
+        "since",
+    )
 
     def __init__(self) -> None:
         self.since: dict[str, int] = {}  # held whole: oid -> since
@@ -44,6 +53,11 @@ class HeldSet:
         self.read_again: dict[str, int] = {}
         self.keys_read_again: dict[str, dict[bytes, int]] = {}
         self._again_count = 0
+        # Each note (index, oid, ekey or None for a whole node), in the order noted: one matters
+        # only until the stream's cursor passes its index (`passed`). Loads are read at
+        # indexes that do not go down, so the oldest come first (a note out of order is let go
+        # late, never early). Stale notes (forgotten or read again since) are skipped.
+        self._again_order: deque[tuple[int, str, bytes | None]] = deque()
 
     def __len__(self) -> int:
         """Entries, as the limits count them: whole nodes, per-key nodes and their keys (a long
@@ -54,14 +68,45 @@ class HeldSet:
         """Whether the app has the node's head and contents (whole) or header (per key)."""
         return oid in self.since or oid in self.keys
 
-    def add(self, oid: str, since: int, restart: bool = False) -> None:
+    def adds(
+        self, oids: tuple[str, ...], keys: tuple[tuple[str, tuple[tuple[bytes, Any], ...]], ...]
+    ) -> tuple[int, int]:
+        """(entries a LOAD or HOLD naming these may add, at most; entries it names that are
+        held already). A node or key held already adds nothing (a re-read: the limits must not
+        refuse a read the app holds the room for), nor does a per-key dict named whole (its
+        header, or with `whole` its one entry in place of its keys'); a key of a dict held
+        whole is covered by it."""
+        adds = held = 0
+        for oid in oids:
+            if oid in self:
+                held += 1
+            else:
+                adds += 1
+        for oid, pairs in keys:
+            if oid in self:
+                held += 1
+            else:
+                adds += 1
+            whole = oid in self.since
+            node_keys = self.keys.get(oid)
+            for ekey, _key in pairs:
+                units = _key_units(ekey)
+                if whole or (node_keys is not None and ekey in node_keys):
+                    held += units
+                else:
+                    adds += units
+        return adds, held
+
+    def add(self, oid: str, since: int, restart: bool = False, again: bool = True) -> None:
         """Holds `oid` whole from `since` on (a per-key hold of it ends: it is all there).
 
         A node or key held already keeps its earlier since: the events after it that the
         stream has not sent yet still pass, so the app, which holds the node, sees them
         before the answer at `since` (raising it would let the app's applied index pass writes
         its copy never got). Sent before the answer, they are news to nothing else; the read's
-        index is kept in `read_again` for `collected`.
+        index is kept in `read_again` for `collected`, if `again`: False when the stream has
+        passed the read's index already (every collection up to it was passed, so the index
+        would never matter, and it would be an entry the read adds).
         `restart`: a start answer, after which the stream resumes past `since`."""
         read = since
         keys = self.keys.pop(oid, None)
@@ -76,12 +121,14 @@ class HeldSet:
             return
         since = min(since, self.since.get(oid, since))
         self.since[oid] = since
-        if since < read:
-            self._note_read_again(self.read_again, oid, read)
+        if since < read and again:
+            self._note_read_again(self.read_again, oid, read, oid, None)
 
-    def add_key(self, oid: str, ekey: bytes, since: int, restart: bool = False) -> None:
+    def add_key(
+        self, oid: str, ekey: bytes, since: int, restart: bool = False, again: bool = True
+    ) -> None:
         """Holds one key (present or absent) of a dict; nothing if the dict is held whole.
-        An earlier since stays unless `restart`, as in `add`."""
+        An earlier since stays unless `restart`, as in `add` (`again` too)."""
         if oid in self.since:
             return
         keys = self.keys.setdefault(oid, {})
@@ -92,8 +139,8 @@ class HeldSet:
         elif restart:
             keys[ekey] = since
             self._forget_key_read_again(oid, ekey)
-        elif held < since:
-            self._note_read_again(self.keys_read_again.setdefault(oid, {}), ekey, since)
+        elif held < since and again:
+            self._note_read_again(self.keys_read_again.setdefault(oid, {}), ekey, since, oid, ekey)
 
     def add_header(self, oid: str) -> None:
         """The app knows the dict's header and holds none of its keys yet."""
@@ -135,13 +182,18 @@ class HeldSet:
         if not keys:
             del self.keys[oid]
 
-    def discard_key(self, oid: str, ekey: bytes) -> None:
+    def discard_key(self, oid: str, ekey: bytes) -> bool:
+        """Forgets one key; whether it was held."""
         keys = self.keys.get(oid)
         if keys is not None and keys.pop(ekey, None) is not None:
             self._key_count -= _key_units(ekey)
             self._forget_key_read_again(oid, ekey)
+            return True
+        return False
 
-    def _note_read_again(self, reads: dict[Any, int], name: Any, index: int) -> None:
+    def _note_read_again(
+        self, reads: dict[Any, int], name: Any, index: int, oid: str, ekey: bytes | None
+    ) -> None:
         """Remembers (in `read_again` or one dict's map of `keys_read_again`) that `name` was
         read again at `index` (the latest read counts)."""
         before = reads.get(name)
@@ -150,6 +202,26 @@ class HeldSet:
             reads[name] = index
         elif before < index:
             reads[name] = index
+        else:
+            return
+        self._again_order.append((index, oid, ekey))
+
+    def passed(self, cursor: int) -> None:
+        """The stream's cursor is at `cursor`: every collection before it was passed
+        (`collected`), so a read-again index below it can no longer matter and is forgotten.
+        Kept, each counted as a held entry for good (review31): an app that re-read what it
+        holds while its stream lagged was refused LOADs within its limit, and the held sets
+        stayed past their term of the memory bound."""
+        order = self._again_order
+        while order and order[0][0] < cursor:
+            index, oid, ekey = order.popleft()
+            if ekey is None:
+                if self.read_again.get(oid) == index:
+                    self._forget_read_again(oid)
+            else:
+                reads = self.keys_read_again.get(oid)
+                if reads is not None and reads.get(ekey) == index:
+                    self._forget_key_read_again(oid, ekey)
 
     def _forget_read_again(self, oid: str) -> int | None:
         read = self.read_again.pop(oid, None)
@@ -200,12 +272,6 @@ def _key_units(ekey: bytes) -> int:
     key may be as long as a frame; counted as one entry, --subscriber-held-max of them would
     hold far more memory than the bound says)."""
     return 1 + len(ekey) // HELD_ENTRY_BYTES
-
-
-def key_units(keys: tuple[tuple[str, tuple[tuple[bytes, Any], ...]], ...]) -> int:
-    """Entries the keys of a LOAD or HOLD (heldset.normalized_keys) count for, their dicts
-    excluded."""
-    return sum(_key_units(ekey) for _oid, pairs in keys for ekey, _key in pairs)
 
 
 class EventWrites:

@@ -86,17 +86,22 @@ class PartialStreams:
             return
         if request.type is wire.FrameType.DROP:
             # One never held (or dropped twice) changes nothing.
+            dropped = False
             for oid in request.oids:
-                sub.held.discard(oid)
+                dropped = sub.held.discard(oid) or dropped
             for oid, pairs in keys:
                 for ekey, _key in pairs:
-                    sub.held.discard_key(oid, ekey)
+                    dropped = sub.held.discard_key(oid, ekey) or dropped
+            if dropped:
+                for job in sub.loads:
+                    job.raced_drop = True  # what it names held may be gone: it counts now
             return
         room, flag = self._held_room(sub)
-        # Each key counts (a long one for its bytes), and its dict once (an upper bound: some
-        # may be held already).
-        asked = len(request.oids) + heldset.key_units(keys) + len(keys)
-        if asked > room:
+        # Only what the answer may add counts (a long key for its bytes, a dict once): a read
+        # of what the app holds adds nothing and is never refused, even at the limit (before,
+        # every name counted: review 20). Prefetch is bounded by the room left when served.
+        asked, held_named = sub.held.adds(request.oids, keys)
+        if asked > max(room, 0):
             message = (
                 f"{flag}: this app may hold {max(room, 0)} more entries, the "
                 f"{request.type.name} names {asked}; DROP some first"
@@ -119,7 +124,7 @@ class PartialStreams:
             self._error(identity, req_id, wire.ErrorCode.BUSY, message)
             return
         job = heap.LoadJob(req_id, request.oids, request.prefetch_bytes, keys=keys)
-        job.whole, job.asked = request.whole, asked
+        job.whole, job.asked, job.held_named = request.whole, asked, held_named
         sub.loads.append(job)
 
     def _on_hold(
@@ -158,7 +163,7 @@ class PartialStreams:
         sent first (docs/virtual-heap.md section 3.1: the app reads the answer at exactly its
         index)."""
         job = sub.loads[0]
-        if job.index < 0 and not self._serve_load(sub, job, applied):
+        if job.index < 0 and not self._serve_load(sub, job, applied, job.reserved):
             return False
         if sub.next_index <= job.index:
             return None
@@ -186,19 +191,27 @@ class PartialStreams:
     def _load_ready(self, sub: Subscriber, job: heap.LoadJob, applied: int) -> bool:
         """Whether the job has frames to send or can be served now (else the loop may sleep:
         it waits for a reader slot, or for this agent to apply what the app was sent)."""
-        if job.index >= 0:
+        if job.index >= 0 or job.reserved is not None:
             return True
         if applied < sub.next_index - 1 and not job.start:
             return False
         return self._snapshot_streams < self.reader_slots_max
 
-    def _serve_load(self, sub: Subscriber, job: heap.LoadJob, applied: int) -> bool:
+    def _serve_load(
+        self,
+        sub: Subscriber,
+        job: heap.LoadJob,
+        applied: int,
+        shared: heap.SharedRead | None = None,
+    ) -> bool:
         """Reads the job's nodes at the applied index, in this turn: builds its frames up to
         LOAD_BUILT_BYTES_MAX (the rest stays readable, holding a reader slot) and holds what it
         sends whole from that index. False (nothing done) while the app has been sent more
-        than the agent applied (after a failover to an agent behind it) or no slot is free."""
+        than the agent applied (after a failover to an agent behind it) or no slot is free.
+        `shared`: a start answer's read the job reserved, which it joins (its index; no slot
+        of its own)."""
         assert sub.held is not None
-        if not self._load_ready(sub, job, applied):
+        if shared is None and not self._load_ready(sub, job, applied):
             return False
         held = sub.held
         # A start answer (the subscription's first, or a held snapshot) reads every node and
@@ -214,8 +227,14 @@ class PartialStreams:
             # What prefetch may add: the room left once the requested entries are held (this
             # job, still queued, counts its entries in it).
             self._held_room(sub)[0],
+            shared,
+            sub.next_index,
         )
-        self._snapshot_streams += 1
+        if shared is None:
+            self._snapshot_streams += 1
+        else:
+            job.reserved = None
+            shared.unreserve()  # its LoadRead reads from it now
         job.index, job.log_time_ms, job.rest = read.index, read.log_time_ms, read
         if job.start:
             sub.next_index = job.index + 1  # the stream begins after the answer
@@ -225,6 +244,8 @@ class PartialStreams:
                     # Read before the index the app now jumps to: it would show an older
                     # state than the app has seen. Read again when its turn comes.
                     self._unserve(later)
+        # One job at a time builds frames (at the head of the queue, or a start answer): the
+        # memory bound counts LOAD_BUILT_BYTES_MAX per subscriber.
         try:
             while job.rest is not None and job.built_bytes < heap.LOAD_BUILT_BYTES_MAX:
                 data, _last = self._load_frame(sub, job)
@@ -233,6 +254,21 @@ class PartialStreams:
         finally:
             read.stop_prefetch()
         return True
+
+    def _serve_behind(self, sub: Subscriber, start: heap.LoadJob) -> None:
+        """The start answer's last frame is built: the LOADs queued behind it reserve its read,
+        and each is read from it, at its index, when it reaches the head of the queue: right
+        after it, no event in between (docs/virtual-heap.md 4.1, "A LOAD behind a held
+        snapshot"). Read later, at a newer index, each waited for the events after the held
+        snapshot, and an app slower than the log's retention got a held snapshot instead,
+        again and again: its read never answered (review 21). Read all at once in this turn,
+        each kept its LoadRead (a header per oid it names) until its frames went: 25 MB for
+        one subscriber's 64 queued loads, outside the memory bound (review 31)."""
+        assert start.rest is not None
+        for job in sub.loads:
+            if job is not start and job.index < 0 and job.reserved is None:
+                start.rest.shared.reserve()
+                job.reserved = start.rest.shared
 
     def _unserve(self, job: heap.LoadJob) -> None:
         """Forgets a served job's read (its reader slot, its built frames): it is read again
@@ -248,7 +284,7 @@ class PartialStreams:
         waited for a slot of its own, and with every slot held so, no subscriber ever moved
         again (review 20)."""
         for job in sub.loads:
-            if job.index >= 0:
+            if job.index >= 0 or job.reserved is not None:
                 self._unserve(job)
         sub.loads.appendleft(heap.LoadJob(0, (), start=True))
 
@@ -263,14 +299,20 @@ class PartialStreams:
         body = wire.loaded_body(job.index, job.part, last, job.load, items, job.log_time_ms)
         job.part += 1
         if last:
+            if job.start:
+                self._serve_behind(sub, job)
             self._end_load(job)
         return wire.encode(wire.FrameType.LOADED, sub.req_id, body), last
 
     def _end_load(self, job: heap.LoadJob) -> None:
+        if job.reserved is not None:
+            if job.reserved.leave():  # the last holder of the start answer's read: a slot is free
+                self._snapshot_streams -= 1
+            job.reserved = None
         if job.rest is not None:
-            job.rest.close()
+            if job.rest.close():  # the last reader of its (maybe shared) read: a slot is free
+                self._snapshot_streams -= 1
             job.rest = None
-            self._snapshot_streams -= 1
 
     def _next_filtered_frame(self, sub: Subscriber, upto: int) -> bool:
         """A partial subscriber's next EVENTS frame (docs/virtual-heap.md section 4.2): the
@@ -306,6 +348,7 @@ class PartialStreams:
         self.counters["stream_events_sent"] += len(items)
         self.counters["stream_events_filtered"] += index - sub.next_index - len(items)
         sub.next_index, sub.seen_t = index, seen_t
+        held.passed(index)  # read-again indexes the cursor passed no longer count (review31)
         if not items and not self._skip_due(sub, index - 1, seen_t):
             return False
         self._skip_frame(sub, index - 1, seen_t, items)
@@ -360,8 +403,13 @@ class PartialStreams:
 
 
 def _queued(sub: Subscriber) -> int:
-    """Held-set entries the subscriber's loads not yet served may add (their upper bound)."""
-    return sum(job.asked for job in sub.loads if job.index < 0) if sub.held is not None else 0
+    """Held-set entries the subscriber's loads not yet served may add (their upper bound): what
+    each names that was not held, and what it names that was, if a DROP came since."""
+    if sub.held is None:
+        return 0
+    return sum(
+        job.asked + (job.held_named if job.raced_drop else 0) for job in sub.loads if job.index < 0
+    )
 
 
 def _same(value: bytes) -> bytes:

@@ -28,6 +28,9 @@ class HeapClient:
         self.received: list[wire.Frame] = []
         self.sub = 0
         self._stream_bytes = 0
+        # False: stream bytes are acknowledged only by `ack` (an app that reads slowly, with
+        # the agent's --subscriber-backlog-bytes-max small: one frame per acknowledgement).
+        self.auto_ack = True
 
     def close(self) -> None:
         self.sock.close(linger=0)
@@ -75,10 +78,15 @@ class HeapClient:
                 wire.FrameType.SNAPSHOT,
             ):
                 self._stream_bytes += len(data)
-                ping = {"stream": [self.sub, self._stream_bytes]}
-                self.sock.send(wire.encode(wire.FrameType.PING, 0, ping))
+                if self.auto_ack:
+                    self.ack()
             if time.monotonic() >= deadline:
                 return
+
+    def ack(self) -> None:
+        """Acknowledges every stream byte received so far (a PING)."""
+        ping = {"stream": [self.sub, self._stream_bytes]}
+        self.sock.send(wire.encode(wire.FrameType.PING, 0, ping))
 
     def wait_for(
         self, what: str, done: Callable[[], bool], timeout_s: float = TIMEOUT_S_DEFAULT
