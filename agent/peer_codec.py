@@ -52,6 +52,7 @@ accepts, with the same result; at any doubt the frame goes the scanned way
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +104,16 @@ ENTRY_ITEMS = 5
 CONF_CHANGE_ITEMS_MAX = 4
 # Read contexts are a node id plus a counter (a few dozen bytes).
 CONTEXT_BYTES_MAX = 256
+# The longest text any field of a peer frame holds, in UTF-8 bytes: an endpoint (JOIN, HELLO, a
+# WELCOME's or a SNAPSHOT's addresses); node ids are shorter (NODE_ID_BYTES_MAX). The scan refuses
+# a longer text at its header, before it is built (review 27: a stranger's 60 MiB JOIN whose
+# address was a text of 4-byte characters peaked at 360 MiB while CPython decoded it).
+PEER_TEXT_BYTES_MAX = ADDRESS_BYTES_MAX
+# The longest byte string of the kinds that carry none (all but MSG and CHUNK, whose entries and
+# data are bounded by the frame's bytes): one is refused at its header, not copied first.
+PEER_NO_BYTES_MAX = 0
+# An entries blob holds ints and byte strings only: any text in it is refused unbuilt.
+ENTRIES_TEXT_BYTES_MAX = 0
 # Raft indices and terms are 64-bit on disk; anything above is garbage.
 INDEX_MAX = (1 << 63) - 1
 # Transports a peer endpoint may use (what zmq.connect accepts between agents).
@@ -310,6 +321,8 @@ def encode_chunk(chunk: SnapshotChunk) -> bytes:
 
 
 def frame_limits(bytes_max: int = PEER_FRAME_BYTES_MAX) -> DecodeLimits:
+    """A peer frame's limits (`decode_scanned` adds PEER_NO_BYTES_MAX for kinds without a byte
+    string: _kind_limits)."""
     return DecodeLimits(
         what="peer frame",
         bytes_max=bytes_max,
@@ -318,7 +331,42 @@ def frame_limits(bytes_max: int = PEER_FRAME_BYTES_MAX) -> DecodeLimits:
         items_name="PEER_FRAME_ITEMS_MAX",
         depth_max=PEER_DEPTH_MAX,
         depth_name="PEER_DEPTH_MAX",
+        text_bytes_max=PEER_TEXT_BYTES_MAX,
+        text_name="PEER_TEXT_BYTES_MAX",
+        field_of=peer_field,
     )
+
+
+# Each kind's fields after [version, kind], as named in the module's docstring: what a refusal
+# of a string in one of them names (a fixed name, never the value).
+_FIELD_NAMES: dict[PeerKind, tuple[str, ...]] = {
+    PeerKind.MSG: (
+        "type", "frm", "to", "term", "log_term", "index", "entries", "commit", "reject",
+        "reject_hint", "context", "snapshot",
+    ),
+    PeerKind.JOIN: ("frm", "address"),
+    PeerKind.CHUNK: ("frm", "to", "term", "snap_index", "part", "last", "data"),
+    PeerKind.WELCOME: ("frm", "to", "conf"),
+    PeerKind.PROBE: ("frm", "to"),
+    PeerKind.PROBE_REPLY: ("frm", "to", "term", "commit", "heard_term"),
+    PeerKind.CHUNK_ACK: ("frm", "to", "term", "snap_index", "part"),
+    PeerKind.HELLO: ("frm", "to", "term", "address"),
+    PeerKind.RULES: ("frm", "to", "rules_max"),
+}  # fmt: skip
+
+
+def peer_field(data: bytes, path: tuple[tuple[int, int], ...]) -> str:
+    """The field of a peer frame at `path` (codec.item_path), for a refusal's message: its
+    position, its name by the frame's kind, and whether the item is nested in it."""
+    kind = peek_kind(data)
+    frame = f"a peer {kind.name} frame" if kind is not None else "a peer frame"
+    if not path:
+        return frame
+    index = path[0][0]
+    names = ("version", "kind", *_FIELD_NAMES.get(kind, ())) if kind is not None else ()
+    name = f" ({names[index]})" if index < len(names) else ""
+    nested = " (inside it)" if len(path) > 1 else ""
+    return f"field {index}{name}{nested} of {frame}"
 
 
 def entries_limits(bytes_max: int, entries_max: int) -> DecodeLimits:
@@ -331,6 +379,8 @@ def entries_limits(bytes_max: int, entries_max: int) -> DecodeLimits:
         items_name="ENTRIES_ITEMS_MAX",
         depth_max=ENTRIES_DEPTH_MAX,
         depth_name="ENTRIES_DEPTH_MAX",
+        text_bytes_max=ENTRIES_TEXT_BYTES_MAX,
+        text_name="ENTRIES_TEXT_BYTES_MAX",
     )
 
 
@@ -380,6 +430,7 @@ def decode(
             message = _message_fast(raw, limits.bytes_max, entries_max)
             if message is not None:
                 return message
+            del raw  # its strings are not kept while the scanned way builds them again
     return decode_scanned(data, limits=limits, entries_max=entries_max)
 
 
@@ -405,6 +456,16 @@ def _loads_flat(data: bytes, limits: DecodeLimits) -> list[Any] | None:
     if data[1] != PEER_PROTOCOL_VERSION or data[2] > 23:
         return None  # version and kind as one-byte uints: anything else the slow way
     if limits.items_max < 24 or limits.depth_max < 1:  # (never with frame_limits)
+        return None
+    # No string longer than the scan allows may be built (review 27): their headers are read
+    # first, where the frame is long enough to hold one (an APPEND with entries; not the
+    # usual HEARTBEAT or APPEND_RESP of ~25 bytes).
+    size = len(data)
+    text_max = size if limits.text_bytes_max is None else limits.text_bytes_max
+    blob_max = size if limits.blob_bytes_max is None else limits.blob_bytes_max
+    if size > min(text_max, blob_max) and not codec.strings_within(
+        data, 1, data[0] & 31, text_max, blob_max
+    ):
         return None
     raw = codec.loads_shallow(data, 1)
     if raw is codec.NOT_DECODED or not _SCALARS.issuperset(map(type, raw)):
@@ -495,7 +556,7 @@ def decode_scanned(
     """`decode` the old way, for every frame: `codec.loads` (the scan, then cbor2), then the
     checks. What `decode` falls back to, and what tests compare it with (its fast paths must
     give the same frame, or this one's refusal)."""
-    raw = codec.loads(data, limits)
+    raw = codec.loads(data, _kind_limits(limits, peek_kind(data)))
     if type(raw) is not list or len(raw) < 2:
         raise FrameError("shape", "peer frame must be a CBOR array [version, kind, ...]")
     if type(raw[0]) is not int or raw[0] != PEER_PROTOCOL_VERSION:
@@ -525,6 +586,30 @@ def decode_scanned(
         if kind == PeerKind.RULES:
             return _decode_rules_known(raw)
     raise FrameError("kind", f"unknown peer frame kind ({describe(kind)})")
+
+
+# The kinds whose fields hold byte strings (a MSG's entries and context, a CHUNK's data), and
+# an unknown kind (a frame whose kind is not a one-byte uint may still decode as one of them).
+_KINDS_WITH_BYTES = frozenset({PeerKind.MSG, PeerKind.CHUNK, None})
+# Limits with PEER_NO_BYTES_MAX, by the limits they tighten: one per limits an agent or a test
+# uses (a few); cleared past _NO_BYTES_LIMITS_MAX rather than grown.
+_NO_BYTES_LIMITS: dict[DecodeLimits, DecodeLimits] = {}
+_NO_BYTES_LIMITS_MAX = 16
+
+
+def _kind_limits(limits: DecodeLimits, kind: PeerKind | None) -> DecodeLimits:
+    """`limits` for a frame of `kind`: those of a kind without byte strings refuse one at its
+    header (PEER_NO_BYTES_MAX) instead of copying it before the field's check."""
+    if kind in _KINDS_WITH_BYTES or limits.blob_bytes_max is not None:
+        return limits
+    tightened = _NO_BYTES_LIMITS.get(limits)
+    if tightened is None:
+        if len(_NO_BYTES_LIMITS) >= _NO_BYTES_LIMITS_MAX:
+            _NO_BYTES_LIMITS.clear()
+        tightened = _NO_BYTES_LIMITS[limits] = dataclasses.replace(
+            limits, blob_bytes_max=PEER_NO_BYTES_MAX, blob_name="PEER_NO_BYTES_MAX"
+        )
+    return tightened
 
 
 def _int(value: Any, name: str, minimum: int = 0) -> int:

@@ -48,6 +48,12 @@ REQ_ID_MAX = (1 << 64) - 1
 # 15 items (its transaction body is one byte string, scanned separately); 64 leaves room for new
 # fields. Counted while scanning, so a 15 MiB frame of empty arrays is refused at its header.
 CLIENT_FRAME_ITEMS_MAX = 64
+# The longest text any field of an app -> agent frame may hold, in UTF-8 bytes: an INSPECT path
+# step of INSPECT_KEY_CHARS_MAX 4-byte characters (client ids, root names, oids and endpoints are
+# shorter). The scan refuses a longer text, a map key too, at its header before it is built
+# (review 27: a text of 4-byte characters costs CPython ~6x its bytes while it is decoded, so a
+# 16 MiB frame's refusal peaked at ~100 MiB); an unknown field's text must fit it as well.
+CLIENT_TEXT_BYTES_MAX = 4 << 10
 # Proposals one PROPOSE_MANY frame may carry (and FRAME_BYTES_MAX bounds their bytes): what the
 # library's I/O thread coalesces from concurrent callers in one go.
 PROPOSE_ITEMS_MAX = 256
@@ -164,6 +170,47 @@ class Frame:
     body: Any
 
 
+# The body fields of app -> agent frames (every key `check_client_body` and the agent read): a
+# refusal names one of these, or says "a field" (a key is never quoted: it is untrusted).
+_BODY_FIELDS = frozenset(
+    {
+        "client", "seq", "seq_low", "kind", "body", "session", REPLY_MANY_FIELD, "items",
+        "from", "model", "heap", "hold_parts", "answers", "sub", "oids", "keys",
+        "prefetch_bytes", "whole", "part", "last", "root", "oid", "list", "depth", "limit",
+        "path", "op", "node", "address", "stream", "trace",
+    }
+)  # fmt: skip
+# Longest key compared with _BODY_FIELDS.
+_BODY_FIELD_CHARS_MAX = 16
+_ENVELOPE = ("version", "type", "req_id", "body")
+
+
+def client_field(data: bytes, path: tuple[tuple[int, int], ...]) -> str:
+    """The field of an app's frame at `path` (codec.item_path), for a refusal's message: the
+    envelope's position, or the body field by its name when it is one the agent reads, or a
+    key; a fixed text, never the value."""
+    frame_type = _FRAME_TYPES.get(_type_of(data) or -1)
+    frame = "a client frame"
+    if frame_type is not None:
+        frame = f"{'an' if frame_type.name[0] in 'AEIOU' else 'a'} {frame_type.name} frame"
+    if not path:
+        return frame
+    index = path[0][0]
+    if index < 3 or len(path) == 1:
+        return f"{_ENVELOPE[index] if index < 4 else 'an item'} of {frame}"
+    step, key_at = path[1]
+    if not step & 1:
+        return f"a key of the body of {frame}"
+    name = "a field"
+    initial = data[key_at] if 0 <= key_at < len(data) else 0
+    if 0x61 <= initial <= 0x60 + _BODY_FIELD_CHARS_MAX:
+        key = data[key_at + 1 : key_at + 1 + (initial - 0x60)]
+        if key.isascii() and key.decode() in _BODY_FIELDS:
+            name = f"the field {key.decode()}"
+    nested = " (inside it)" if len(path) > 2 else ""
+    return f"{name}{nested} of the body of {frame}"
+
+
 CLIENT_FRAME_LIMITS = DecodeLimits(
     what="client frame",
     bytes_max=FRAME_BYTES_MAX,
@@ -172,6 +219,9 @@ CLIENT_FRAME_LIMITS = DecodeLimits(
     items_name="CLIENT_FRAME_ITEMS_MAX",
     depth_max=FRAME_DEPTH_MAX,
     depth_name="FRAME_DEPTH_MAX",
+    text_bytes_max=CLIENT_TEXT_BYTES_MAX,
+    text_name="CLIENT_TEXT_BYTES_MAX",
+    field_of=client_field,
 )
 PROPOSE_MANY_FRAME_LIMITS = DecodeLimits(
     what="client frame",
@@ -181,6 +231,9 @@ PROPOSE_MANY_FRAME_LIMITS = DecodeLimits(
     items_name="PROPOSE_MANY_FRAME_ITEMS_MAX",
     depth_max=FRAME_DEPTH_MAX,
     depth_name="FRAME_DEPTH_MAX",
+    text_bytes_max=CLIENT_TEXT_BYTES_MAX,
+    text_name="CLIENT_TEXT_BYTES_MAX",
+    field_of=client_field,
 )
 AGENT_FRAME_LIMITS = DecodeLimits(
     what="agent frame",
@@ -318,6 +371,15 @@ def _client_frame_shallow(data: bytes, limits: DecodeLimits) -> Any:
         if size > limits.items_max or limits.depth_max < 4:
             return codec.NOT_DECODED
     elif limits.items_max < _FLAT_FRAME_ITEMS or limits.depth_max < 2:
+        return codec.NOT_DECODED
+    # No text longer than the scan allows may be built (review 27): the body's headers are read
+    # first where the frame could hold one (the envelope before it is ints, read above; a
+    # PROPOSE_MANY this decodes is shorter than any text bound).
+    text_max = size if limits.text_bytes_max is None else limits.text_bytes_max
+    blob_max = size if limits.blob_bytes_max is None else limits.blob_bytes_max
+    if size > min(text_max, blob_max) and (
+        many or not codec.strings_within(data, at + 1, 2 * (data[at] & 31), text_max, blob_max)
+    ):
         return codec.NOT_DECODED
     raw = codec.loads_shallow(data, 4 if many else 2)
     if raw is codec.NOT_DECODED:

@@ -53,10 +53,14 @@ def refusal(call: Callable[..., Any], *args: Any) -> tuple[int, Exception]:
     return peak, error
 
 
-def assert_bounded(call: Callable[..., Any], data: bytes, *names: str) -> None:
+def assert_bounded(
+    call: Callable[..., Any], data: bytes, *names: str, field_bytes: int = 0
+) -> None:
+    """`call(data)` is refused within REFUSAL_BYTES_MAX (plus `field_bytes`: a byte string its
+    field may hold, copied once), naming every one of `names`, never the value."""
     peak, error = refusal(call, data)
     message = str(error)
-    assert peak < REFUSAL_BYTES_MAX, (peak, message)
+    assert peak < REFUSAL_BYTES_MAX + field_bytes, (peak, message)
     for name in names:
         assert name in message, (name, message)
     assert WIDE not in message and len(message) < 400, message
@@ -72,7 +76,7 @@ def peer(kind: int, *fields: bytes) -> bytes:
 def msg_fields() -> list[bytes]:
     """An APPEND_RESP's 12 fields after [version, kind]: what `pc.encode_message` writes."""
     return [
-        hostile.uint(4),  # type
+        hostile.uint(6),  # type: APPEND_RESP
         ID,  # frm
         OTHER_ID,  # to
         hostile.uint(1),  # term
@@ -142,7 +146,7 @@ def test_a_huge_text_after_the_fields_the_fast_path_reads_is_refused_unbuilt() -
         hostile.arr(),
         hostile.arr(hostile.arr(ID, HUGE_TEXT)),
     )
-    fields = with_field(with_field(msg_fields(), 0, hostile.uint(7)), 11, meta)
+    fields = with_field(with_field(msg_fields(), 0, hostile.uint(9)), 11, meta)  # SNAPSHOT
     assert_bounded(pc.decode, peer(0, *fields), "PEER_TEXT_BYTES_MAX", "snapshot")
 
 
@@ -173,9 +177,12 @@ def test_a_huge_text_in_an_entries_blob_is_refused_unbuilt() -> None:
     # An APPEND whose entries blob holds a text where an entry's data goes.
     entries = hostile.arr(hostile.arr(hostile.uint(1), hostile.uint(1), hostile.uint(0), HUGE_TEXT))
     fields = msg_fields()
-    fields[0] = hostile.uint(3)  # APPEND
+    fields[0] = hostile.uint(5)  # APPEND
     fields[6] = hostile.blob(entries)
-    assert_bounded(pc.decode, peer(0, *fields), "ENTRIES_TEXT_BYTES_MAX")
+    # The blob itself (a byte string an APPEND may carry up to the frame's bytes) is built
+    # once; the text in it never is (~6x its bytes on main).
+    data = peer(0, *fields)
+    assert_bounded(pc.decode, data, "ENTRIES_TEXT_BYTES_MAX", field_bytes=len(entries))
 
 
 # -- client frames ----------------------------------------------------------------------------
@@ -288,3 +295,82 @@ def test_the_scan_names_the_text_limit_without_a_field_namer() -> None:
     assert isinstance(error, codec.DecodeLimitExceeded)
     assert error.limit_name == "TEST_TEXT_BYTES_MAX" and error.actual == len(HUGE_TEXT) - 5
     assert "test value" in str(error)
+
+
+# -- the fast paths refuse exactly what the scan refuses, at the bounds -----------------------
+
+
+def outcome(call: Callable[..., Any], *args: Any) -> tuple[Any, ...]:
+    """A decode's answer: its value's repr, or its refusal's type, message and reason."""
+    try:
+        value = call(*args)
+    except Exception as exc:  # the type and message are what the comparison is about
+        return "refused", type(exc).__name__, str(exc), getattr(exc, "reason", None)
+    return "ok", repr(value)
+
+
+def around(bound: int) -> list[str]:
+    """Texts of `bound` - 1, `bound` and `bound` + 1 bytes, ASCII and of 4-byte characters
+    (rounded down to whole characters), and one of two bounds (past the fast paths' early
+    stop): each side of every bound the frames below meet."""
+    texts = []
+    for size in (bound - 1, bound, bound + 1, 2 * bound):
+        texts += ["h" * size, WIDE * (size // 4) + "h" * (size % 4)]
+    return texts
+
+
+def test_the_fast_msg_path_answers_as_the_scan_on_each_side_of_the_text_bound() -> None:
+    bound = pc.PEER_TEXT_BYTES_MAX
+    entries = hostile.blob(b"\x00" * (3 * bound))  # long enough for the header walk
+    for at in range(12):
+        for value in around(bound):
+            fields = with_field(msg_fields(), 6, entries) if at != 6 else msg_fields()
+            data = peer(0, *with_field(fields, at, hostile.text(value)))
+            assert outcome(pc.decode, data) == outcome(pc.decode_scanned, data), (at, len(value))
+    # The usual frames: a HEARTBEAT-sized one and an APPEND, accepted both ways.
+    for blob in (b"", pc.encode_entries((pc.Entry(1, 1, pc.EntryKind.NORMAL, b"x" * 5000),))):
+        fields = with_field(msg_fields(), 6, hostile.blob(blob))
+        fields[0] = hostile.uint(5)
+        data = peer(0, *fields)
+        assert outcome(pc.decode, data)[0] == "ok"
+        assert outcome(pc.decode, data) == outcome(pc.decode_scanned, data)
+
+
+def test_the_fast_client_path_answers_as_the_scan_on_each_side_of_the_text_bound() -> None:
+    bound = wire.CLIENT_TEXT_BYTES_MAX
+    body = hostile.blob(b"x" * (3 * bound))  # long enough for the header walk
+    for frame_type in (FT.PROPOSE, FT.PING, FT.PROPOSE_MANY):
+        for value in around(bound):
+            for key in ("client", "unknown"):
+                pairs = [(key, hostile.text(value)), *SEQ, ("body", body)]
+                data = client(frame_type, pairs)
+                assert outcome(wire.decode, data, wire.CLIENT_TO_AGENT) == outcome(
+                    wire.decode_scanned, data, wire.CLIENT_TO_AGENT
+                ), (frame_type, key, len(value))
+            # As a key.
+            data = hostile.client_frame(
+                int(frame_type), 5, hostile.cmap([(hostile.text(value), body)])
+            )
+            assert outcome(wire.decode, data, wire.CLIENT_TO_AGENT) == outcome(
+                wire.decode_scanned, data, wire.CLIENT_TO_AGENT
+            )
+
+
+def test_strings_within_reads_every_header_it_must() -> None:
+    # Every scalar kind before a long text, widths of every header, and what ends the walk.
+    fields = [
+        hostile.uint(1), hostile.uint(1 << 40), hostile.head(1, 300), b"\xf4", b"\xf6",
+        b"\xfb" + b"\x00" * 8, b"\xf9\x00\x00", hostile.blob(b"y" * 300), hostile.arr(),
+    ]  # fmt: skip
+    for long_at in range(len(fields) + 1):
+        for text, ok in ((hostile.text("z" * 100), True), (hostile.text("z" * 101), False)):
+            data = hostile.arr(*fields[:long_at], text, *fields[long_at:])
+            assert codec.strings_within(data, 1, len(fields) + 1, 100, 300) is ok
+            blob = hostile.blob(b"z" * 301)
+            data = hostile.arr(*fields[:long_at], blob, *fields[long_at:])
+            assert codec.strings_within(data, 1, len(fields) + 1, 100, 300) is False
+    for stop in (hostile.arr(hostile.uint(1)), hostile.tag(2, hostile.blob(b"")), b"\x9f"):
+        data = hostile.arr(stop, hostile.text("z" * 200))
+        assert codec.strings_within(data, 1, 2, 100, 100) is False
+    truncated = hostile.arr(hostile.text("z" * 200))[:-1]
+    assert codec.strings_within(truncated, 1, 1, 100, 100) is False
