@@ -374,3 +374,16 @@ def test_strings_within_reads_every_header_it_must() -> None:
         assert codec.strings_within(data, 1, 2, 100, 100) is False
     truncated = hostile.arr(hostile.text("z" * 200))[:-1]
     assert codec.strings_within(truncated, 1, 1, 100, 100) is False
+
+
+def test_a_huge_oid_in_a_heap_frame_is_refused_unbuilt() -> None:
+    # A HOLD's "oids" (a byte string holding a CBOR array of oids) with one huge oid: its
+    # own decode refuses it at its header (4 x HEAP_OID_CHARS_MAX bytes at most).
+    oids = hostile.blob(hostile.arr(hostile.text("a"), HUGE_TEXT))
+    fields = [("sub", hostile.uint(1)), ("oids", oids), ("part", hostile.uint(0))]
+    data = client(FT.HOLD, [*fields, ("last", b"\xf5")])
+    assert_bounded(agent_reads, data, "HEAP_OID_BYTES_MAX", field_bytes=len(oids))
+    # The longest oid the check takes still decodes.
+    frame = wire.encode(FT.LOAD, 5, wire.load_body(1, [WIDE * wire.HEAP_OID_CHARS_MAX]))
+    request = wire.check_client_body(wire.decode(frame, wire.CLIENT_TO_AGENT), body_bytes_max=1)
+    assert isinstance(request, wire.HeapRequest) and len(request.oids[0]) == 128
