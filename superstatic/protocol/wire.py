@@ -913,6 +913,9 @@ LOAD_PREFETCH_BYTES_MAX = 256 << 10
 # An oid named in a LOAD / DROP / HOLD: the longest oid a node can have (codec.OID_CHARS_MAX;
 # a longer one cannot exist, so it is refused as malformed rather than answered absent).
 HEAP_OID_CHARS_MAX = codec.OID_CHARS_MAX
+# The UTF-8 bytes of such an oid at most: the longest text an "oids" array may hold, refused at
+# its header before it is built (review 27).
+HEAP_OID_BYTES_MAX = 4 * HEAP_OID_CHARS_MAX
 # CBOR items in a decoded "keys" list: each key is at least one item, each node two more.
 _KEYS_ITEMS_PER_KEY = 8
 
@@ -1063,6 +1066,8 @@ def _decode_oids(frame: Frame, count_max: int, count_name: str) -> tuple[str, ..
         items_name=count_name,
         depth_max=1,
         depth_name="HEAP_OIDS_DEPTH",
+        text_bytes_max=HEAP_OID_BYTES_MAX,
+        text_name="HEAP_OID_BYTES_MAX",
     )
     value = codec.loads(raw, limits)
     if type(value) is not list:
