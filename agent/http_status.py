@@ -9,7 +9,14 @@
 
 Read-only: GET and HEAD only. One thread serves one request at a time (an HTTP server per
 request thread would be unbounded); each connection gets `REQUEST_TIMEOUT_S` to send its
-request, so a slow or silent client cannot hold the port for long. The thread reads only
+request, so a slow or silent client cannot hold the port for long.
+
+Hostile input (docs/security.md): a request's head (its request line and headers) is read up to
+`REQUEST_HEAD_BYTES_MAX` bytes and answered 431 past them, before the rest is built (the
+standard library alone builds up to 100 header lines of 64 KiB, ~6.5 MiB, before refusing);
+nothing a client sends is logged or echoed back but the known paths and methods (the standard
+library logs the request line as it came, control characters included, and quotes it in its
+error pages). The thread reads only
 `Recorder.published` (an immutable snapshot, see agent/metrics.py) and never touches the Raft
 core or LMDB.
 
@@ -41,6 +48,22 @@ STALE_S = 10.0
 STATUS_HISTORY_POINTS_MAX = 300
 # How often serve_forever looks at its stop flag.
 POLL_INTERVAL_S = 0.5
+# The bytes of a request's head (request line and headers) read at most: a browser sends one or
+# two KiB, cookies included (every port of a host shares its cookies: other local services' may
+# come along). A longer head is answered 431 unread.
+REQUEST_HEAD_BYTES_MAX = 32 << 10
+# After a 431, what the client still sends is read and dropped (into one reused buffer) up to
+# this many bytes, so that it reads our answer instead of a reset; then the connection closes.
+REFUSED_DISCARD_BYTES_MAX = 16 << 20
+_DISCARD_CHUNK_BYTES = 64 << 10
+# What the log may say of a request: these paths and methods by name, anything else by its kind.
+_PATHS = frozenset({"/", "/index.html", "/metrics", "/status.json", "/healthz"})
+_METHODS = frozenset({"GET", "HEAD"})
+_HEAD_TOO_LARGE = (
+    b"HTTP/1.0 431 Request Header Fields Too Large\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+    b"request head over REQUEST_HEAD_BYTES_MAX=%d bytes\n" % REQUEST_HEAD_BYTES_MAX
+)
 
 
 class MetricsBindError(OSError):
@@ -57,11 +80,87 @@ class _Server(HTTPServer):
         self.status = status
 
 
+class _HeadTooLarge(Exception):
+    """The request's head crossed REQUEST_HEAD_BYTES_MAX."""
+
+
+class _CappedHead:
+    """The connection's reader with a budget of bytes over all the lines read (the standard
+    library reads the head with readline only, each line up to 64 KiB): past it _HeadTooLarge,
+    before a longer line is read whole."""
+
+    def __init__(self, raw: Any, budget: int) -> None:
+        self.raw = raw
+        self.left = budget
+
+    def readline(self, size: int = -1) -> bytes:
+        limit = self.left + 1 if size < 0 else min(size, self.left + 1)
+        line: bytes = self.raw.readline(limit)
+        self.left -= len(line)
+        if self.left < 0:
+            raise _HeadTooLarge
+        return line
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = REQUEST_TIMEOUT_S
     server_version = "superstatic-agent"
     protocol_version = "HTTP/1.0"  # one request per connection: nothing lingers
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = _CappedHead(self.rfile, REQUEST_HEAD_BYTES_MAX)  # type: ignore[assignment]
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except _HeadTooLarge:
+            self.close_connection = True
+            log.debug(
+                "http %s: request head over REQUEST_HEAD_BYTES_MAX=%d bytes, refused",
+                self.client_address[0],
+                REQUEST_HEAD_BYTES_MAX,
+            )
+            self.wfile.write(_HEAD_TOO_LARGE)
+            self.wfile.flush()
+            self._discard()
+
+    def _discard(self) -> None:
+        """Reads and drops what the client still sends (bounded), so that closing does not
+        reset the connection before it read the 431."""
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            buffer = bytearray(_DISCARD_CHUNK_BYTES)
+            for _ in range(REFUSED_DISCARD_BYTES_MAX // _DISCARD_CHUNK_BYTES):
+                if not self.connection.recv_into(buffer):
+                    break
+        except OSError:
+            pass  # gone, or silent past REQUEST_TIMEOUT_S: closed either way
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # The code's own phrase and explanation: the standard library's messages quote the
+        # request (its line, its version), which must not be echoed.
+        super().send_error(code)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        command = getattr(self, "command", None)
+        path = str(getattr(self, "path", "")).split("?", 1)[0]
+        log.debug(
+            "http %s %s %s %s",
+            self.client_address[0],
+            command if command in _METHODS else "(another method)",
+            path if path in _PATHS else "(another path)",
+            code,
+        )
+
+    def log_error(self, format: str, *args: Any) -> None:
+        # The standard library's error lines quote the request; log_request follows each with
+        # its code.
+        return
 
     def do_GET(self) -> None:
         self._answer(head=False)
@@ -85,7 +184,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http %s " + format, self.client_address[0], *args)
+        # Only log_request and log_error call it, both overridden above; kept silent so that a
+        # future caller cannot log the request's text.
+        return
 
 
 class HttpStatus:
