@@ -375,12 +375,13 @@ def _client_frame_shallow(data: bytes, limits: DecodeLimits) -> Any:
     # No text longer than the scan allows may be built (review 27): the body's headers are read
     # first where the frame could hold one (the envelope before it is ints, read above; a
     # PROPOSE_MANY this decodes is shorter than any text bound).
-    text_max = size if limits.text_bytes_max is None else limits.text_bytes_max
-    blob_max = size if limits.blob_bytes_max is None else limits.blob_bytes_max
-    if size > min(text_max, blob_max) and (
-        many or not codec.strings_within(data, at + 1, 2 * (data[at] & 31), text_max, blob_max)
-    ):
-        return codec.NOT_DECODED
+    text_max, blob_max = limits.text_bytes_max, limits.blob_bytes_max
+    if (text_max is not None and size > text_max) or (blob_max is not None and size > blob_max):
+        text_max = size if text_max is None else text_max
+        blob_max = size if blob_max is None else blob_max
+        pairs = data[at] & 31
+        if many or not codec.strings_within(data, at + 1, 2 * pairs, text_max, blob_max):
+            return codec.NOT_DECODED
     raw = codec.loads_shallow(data, 4 if many else 2)
     if raw is codec.NOT_DECODED:
         return raw
