@@ -31,14 +31,16 @@ A peer frame is one ZeroMQ message holding a CBOR array that starts with
   the cluster up only when every member said it knows the version. Agents before it count it
   as a bad frame, and never send it, so a cluster with one of them stays at rules 1.
 
-Decoding trusts nothing: size, then a scan of the CBOR headers bounded in items and depth that
-admits only the codec's registered tags (`codec.loads` with `DecodeLimits`: the one decoder of
-both ports), then shape, types, ranges (every index and term within 63 bits), and the
-invariants the Raft core asserts on its inputs (contiguous APPEND entries, entry terms not above
-the message term, CONF entries that decode, a snapshot meta with a sane configuration).
-Anything off raises `ProtocolError` (a `codec.FrameError` with a reason slug) naming the field,
-its type and size and the limit, never the value, so the transport can count and drop the frame
-instead of the core tripping an assertion.
+Decoding trusts nothing: size, then a scan of the CBOR headers bounded in items, depth and the
+length of every string (PEER_TEXT_BYTES_MAX; PEER_NO_BYTES_MAX for the kinds without a byte
+string: refused at the header, never built) that admits only the codec's registered tags
+(`codec.loads` with `DecodeLimits`: the one decoder of both ports), then shape, types, ranges
+(every index and term within 63 bits), and the invariants the Raft core asserts on its inputs
+(contiguous APPEND entries, entry terms not above the message term, CONF entries that decode, a
+snapshot meta with a sane configuration). Anything off raises `ProtocolError` (a
+`codec.FrameError` with a reason slug) naming the field, its type and size and the limit, never
+the value, so the transport can count and drop the frame instead of the core tripping an
+assertion.
 
 The usual frames take a shorter way to the same answer (docs/data-model-v2.md 8.13): a MSG
 whose header says it is an array of 14 items is decoded by cbor2 alone at depth 1

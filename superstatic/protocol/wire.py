@@ -5,9 +5,10 @@ module is pure: it turns frames into bytes and bytes into validated frames, and 
 the agent (server side) and `superstatic.client.connection` (client side) use it, so the two
 cannot drift.
 
-Decoding never trusts its input: size first, then a scan of the CBOR headers bounded in items
-and depth that admits only the codec's registered tags (`codec.loads` with `DecodeLimits`), then
-the shape, then every field of the frame's type (`check_client_body`). (EVENTS frames, the app's
+Decoding never trusts its input: size first, then a scan of the CBOR headers bounded in items,
+depth and the length of every text (CLIENT_TEXT_BYTES_MAX, refused at its header) that admits
+only the codec's registered tags (`codec.loads` with `DecodeLimits`), then the shape, then
+every field of the frame's type (`check_client_body`). (EVENTS frames, the app's
 most frequent, are decoded by cbor2 without the scan when every value of them is then checked,
 which refuses exactly what the scan refuses: `_events_frame_sure`; so are the agent's frames of
 the usual shape, their body map's header bounding what they hold: `_client_frame_shallow`,
