@@ -558,7 +558,9 @@ def decode_scanned(
     """`decode` the old way, for every frame: `codec.loads` (the scan, then cbor2), then the
     checks. What `decode` falls back to, and what tests compare it with (its fast paths must
     give the same frame, or this one's refusal)."""
-    raw = codec.loads(data, _kind_limits(limits, peek_kind(data)))
+    # (A caller's str is left to codec.loads, which names its type.)
+    kind = peek_kind(data) if isinstance(data, bytes | bytearray | memoryview) else None
+    raw = codec.loads(data, _kind_limits(limits, kind))
     if type(raw) is not list or len(raw) < 2:
         raise FrameError("shape", "peer frame must be a CBOR array [version, kind, ...]")
     if type(raw[0]) is not int or raw[0] != PEER_PROTOCOL_VERSION:
