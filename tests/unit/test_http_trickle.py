@@ -15,6 +15,7 @@ from __future__ import annotations
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -25,9 +26,10 @@ from superstatic_agent.metrics import Recorder
 # The deadline during these tests (seconds): short, so the trickler's budget stays small.
 DEADLINE_S = 0.5
 # One byte per TRICKLE_GAP_S (far below REQUEST_TIMEOUT_S, so no single read times out), at
-# most TRICKLE_BYTES_MAX bytes: ~40 times the deadline.
+# most TRICKLE_BYTES_MAX bytes: ~20 times the deadline, and fewer than the 256 reads a 431's
+# drain made before it gave up.
 TRICKLE_GAP_S = 0.05
-TRICKLE_BYTES_MAX = 400
+TRICKLE_BYTES_MAX = 200
 
 
 @pytest.fixture
@@ -51,7 +53,8 @@ def closed_by_agent(conn: socket.socket) -> bool:
         readable, _, _ = select.select([conn], [], [], TRICKLE_GAP_S)
         if readable:
             try:
-                conn.recv(65536)  # an answer, or the end of the agent's side
+                if not conn.recv(65536):  # an answer, or the end of the agent's side
+                    time.sleep(TRICKLE_GAP_S)  # (which stays readable: still one byte a gap)
             except OSError:
                 return True  # reset
         try:
