@@ -8,8 +8,9 @@
 | `/healthz` | 200 `ok` while the loop publishes; 503 once its snapshot is `STALE_S` old |
 
 Read-only: GET and HEAD only. One thread serves one request at a time (an HTTP server per
-request thread would be unbounded); each connection gets `REQUEST_TIMEOUT_S` to send its
-request, so a slow or silent client cannot hold the port for long.
+request thread would be unbounded); each read of a connection gets `REQUEST_TIMEOUT_S` and the
+whole connection `REQUEST_DEADLINE_S` (its socket is shut down then), so a slow, silent or
+trickling client cannot hold the port, nor `HttpStatus.stop`, for long.
 
 Hostile input (docs/security.md): a request's head (its request line and headers) is read up to
 `REQUEST_HEAD_BYTES_MAX` bytes and answered 431 past them, before the rest is built (the
@@ -28,6 +29,7 @@ page": bind to loopback and put an authenticating proxy in front, or firewall it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -46,6 +48,11 @@ REQUEST_TIMEOUT_S = 5.0
 STALE_S = 10.0
 # History points /status.json carries (5 minutes at one a second).
 STATUS_HISTORY_POINTS_MAX = 300
+# A whole connection's time (reading its head, answering, draining after a 431): the socket
+# timeout above bounds each read only, so a client sending a byte every few seconds held the
+# one serving thread, and stop() waiting for it, for as long as it liked (review33). Past it
+# the socket is shut down, which ends any read or write the thread is in.
+REQUEST_DEADLINE_S = 10.0
 # How often serve_forever looks at its stop flag.
 POLL_INTERVAL_S = 0.5
 # The bytes of a request's head (request line and headers) read at most: a browser sends one or
@@ -112,12 +119,31 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"  # one request per connection: nothing lingers
 
     def setup(self) -> None:
+        # The deadline's timer (one at a time: one thread serves one connection) shuts the
+        # socket down from its own thread: the serving thread's blocked read or write returns.
+        self._deadline = threading.Timer(REQUEST_DEADLINE_S, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
         super().setup()
         self.rfile = _CappedHead(self.rfile, REQUEST_HEAD_BYTES_MAX)  # type: ignore[assignment]
+
+    def _expire(self) -> None:
+        with contextlib.suppress(OSError):  # closed already
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        # Shut down at the deadline: what was left unwritten is dropped.
+        with contextlib.suppress(OSError):
+            super().finish()
 
     def handle(self) -> None:
         try:
             super().handle()
+        except OSError:
+            # Shut down at the deadline (or reset by the client) mid-request: nothing to say,
+            # and not the server's traceback on stderr (socketserver.handle_error).
+            self.close_connection = True
         except _HeadTooLarge:
             self.close_connection = True
             log.debug(
@@ -125,8 +151,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.client_address[0],
                 REQUEST_HEAD_BYTES_MAX,
             )
-            self.wfile.write(_HEAD_TOO_LARGE)
-            self.wfile.flush()
+            try:
+                self.wfile.write(_HEAD_TOO_LARGE)
+                self.wfile.flush()
+            except OSError:
+                return  # gone, or shut down at the deadline
             self._discard()
 
     def _discard(self) -> None:
@@ -224,8 +253,8 @@ class HttpStatus:
 
     def stop(self) -> None:
         if self._thread is not None:
-            self._httpd.shutdown()  # waits for the current request (bounded by its timeout)
-            self._thread.join(timeout=REQUEST_TIMEOUT_S + 1)
+            self._httpd.shutdown()  # waits for the current request (REQUEST_DEADLINE_S at most)
+            self._thread.join(timeout=REQUEST_DEADLINE_S + 1)
             self._thread = None
         self._httpd.server_close()
 
