@@ -31,14 +31,16 @@ A peer frame is one ZeroMQ message holding a CBOR array that starts with
   the cluster up only when every member said it knows the version. Agents before it count it
   as a bad frame, and never send it, so a cluster with one of them stays at rules 1.
 
-Decoding trusts nothing: size, then a scan of the CBOR headers bounded in items and depth that
-admits only the codec's registered tags (`codec.loads` with `DecodeLimits`: the one decoder of
-both ports), then shape, types, ranges (every index and term within 63 bits), and the
-invariants the Raft core asserts on its inputs (contiguous APPEND entries, entry terms not above
-the message term, CONF entries that decode, a snapshot meta with a sane configuration).
-Anything off raises `ProtocolError` (a `codec.FrameError` with a reason slug) naming the field,
-its type and size and the limit, never the value, so the transport can count and drop the frame
-instead of the core tripping an assertion.
+Decoding trusts nothing: size, then a scan of the CBOR headers bounded in items, depth and the
+length of every string (PEER_TEXT_BYTES_MAX; PEER_NO_BYTES_MAX for the kinds without a byte
+string: refused at the header, never built) that admits only the codec's registered tags
+(`codec.loads` with `DecodeLimits`: the one decoder of both ports), then shape, types, ranges
+(every index and term within 63 bits), and the invariants the Raft core asserts on its inputs
+(contiguous APPEND entries, entry terms not above the message term, CONF entries that decode, a
+snapshot meta with a sane configuration). Anything off raises `ProtocolError` (a
+`codec.FrameError` with a reason slug) naming the field, its type and size and the limit, never
+the value, so the transport can count and drop the frame instead of the core tripping an
+assertion.
 
 The usual frames take a shorter way to the same answer (docs/data-model-v2.md 8.13): a MSG
 whose header says it is an array of 14 items is decoded by cbor2 alone at depth 1
@@ -52,6 +54,7 @@ accepts, with the same result; at any doubt the frame goes the scanned way
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +106,16 @@ ENTRY_ITEMS = 5
 CONF_CHANGE_ITEMS_MAX = 4
 # Read contexts are a node id plus a counter (a few dozen bytes).
 CONTEXT_BYTES_MAX = 256
+# The longest text any field of a peer frame holds, in UTF-8 bytes: an endpoint (JOIN, HELLO, a
+# WELCOME's or a SNAPSHOT's addresses); node ids are shorter (NODE_ID_BYTES_MAX). The scan refuses
+# a longer text at its header, before it is built (review 27: a stranger's 60 MiB JOIN whose
+# address was a text of 4-byte characters peaked at 360 MiB while CPython decoded it).
+PEER_TEXT_BYTES_MAX = ADDRESS_BYTES_MAX
+# The longest byte string of the kinds that carry none (all but MSG and CHUNK, whose entries and
+# data are bounded by the frame's bytes): one is refused at its header, not copied first.
+PEER_NO_BYTES_MAX = 0
+# An entries blob holds ints and byte strings only: any text in it is refused unbuilt.
+ENTRIES_TEXT_BYTES_MAX = 0
 # Raft indices and terms are 64-bit on disk; anything above is garbage.
 INDEX_MAX = (1 << 63) - 1
 # Transports a peer endpoint may use (what zmq.connect accepts between agents).
@@ -310,6 +323,8 @@ def encode_chunk(chunk: SnapshotChunk) -> bytes:
 
 
 def frame_limits(bytes_max: int = PEER_FRAME_BYTES_MAX) -> DecodeLimits:
+    """A peer frame's limits (`decode_scanned` adds PEER_NO_BYTES_MAX for kinds without a byte
+    string: _kind_limits)."""
     return DecodeLimits(
         what="peer frame",
         bytes_max=bytes_max,
@@ -318,7 +333,42 @@ def frame_limits(bytes_max: int = PEER_FRAME_BYTES_MAX) -> DecodeLimits:
         items_name="PEER_FRAME_ITEMS_MAX",
         depth_max=PEER_DEPTH_MAX,
         depth_name="PEER_DEPTH_MAX",
+        text_bytes_max=PEER_TEXT_BYTES_MAX,
+        text_name="PEER_TEXT_BYTES_MAX",
+        field_of=peer_field,
     )
+
+
+# Each kind's fields after [version, kind], as named in the module's docstring: what a refusal
+# of a string in one of them names (a fixed name, never the value).
+_FIELD_NAMES: dict[PeerKind, tuple[str, ...]] = {
+    PeerKind.MSG: (
+        "type", "frm", "to", "term", "log_term", "index", "entries", "commit", "reject",
+        "reject_hint", "context", "snapshot",
+    ),
+    PeerKind.JOIN: ("frm", "address"),
+    PeerKind.CHUNK: ("frm", "to", "term", "snap_index", "part", "last", "data"),
+    PeerKind.WELCOME: ("frm", "to", "conf"),
+    PeerKind.PROBE: ("frm", "to"),
+    PeerKind.PROBE_REPLY: ("frm", "to", "term", "commit", "heard_term"),
+    PeerKind.CHUNK_ACK: ("frm", "to", "term", "snap_index", "part"),
+    PeerKind.HELLO: ("frm", "to", "term", "address"),
+    PeerKind.RULES: ("frm", "to", "rules_max"),
+}  # fmt: skip
+
+
+def peer_field(data: bytes, path: tuple[tuple[int, int], ...]) -> str:
+    """The field of a peer frame at `path` (codec.item_path), for a refusal's message: its
+    position, its name by the frame's kind, and whether the item is nested in it."""
+    kind = peek_kind(data)
+    frame = f"a peer {kind.name} frame" if kind is not None else "a peer frame"
+    if not path:
+        return frame
+    index = path[0][0]
+    names = ("version", "kind", *_FIELD_NAMES.get(kind, ())) if kind is not None else ()
+    name = f" ({names[index]})" if index < len(names) else ""
+    nested = " (inside it)" if len(path) > 1 else ""
+    return f"field {index}{name}{nested} of {frame}"
 
 
 def entries_limits(bytes_max: int, entries_max: int) -> DecodeLimits:
@@ -331,6 +381,8 @@ def entries_limits(bytes_max: int, entries_max: int) -> DecodeLimits:
         items_name="ENTRIES_ITEMS_MAX",
         depth_max=ENTRIES_DEPTH_MAX,
         depth_name="ENTRIES_DEPTH_MAX",
+        text_bytes_max=ENTRIES_TEXT_BYTES_MAX,
+        text_name="ENTRIES_TEXT_BYTES_MAX",
     )
 
 
@@ -351,13 +403,13 @@ def peek_kind(data: bytes) -> PeerKind | None:
     agent drops frames of senders it does not know unless they are JOINs, at no decoding cost."""
     if len(data) < 3 or data[0] >> 5 != 4 or data[1] != PEER_PROTOCOL_VERSION:
         return None
-    initial = data[2]
-    if initial > 23:  # kinds are small uints (major 0, value in the header byte)
-        return None
-    try:
-        return PeerKind(initial)
-    except ValueError:
-        return None
+    # Kinds are small uints (major 0, value in the header byte); a dict lookup, not the enum's
+    # call (several times its cost: decode_scanned peeks at every frame it scans).
+    return _PEER_KINDS.get(data[2])
+
+
+_PEER_KINDS: dict[int, PeerKind] = {member.value: member for member in PeerKind}
+assert max(_PEER_KINDS) < 24
 
 
 def decode(
@@ -380,6 +432,7 @@ def decode(
             message = _message_fast(raw, limits.bytes_max, entries_max)
             if message is not None:
                 return message
+            del raw  # its strings are not kept while the scanned way builds them again
     return decode_scanned(data, limits=limits, entries_max=entries_max)
 
 
@@ -406,6 +459,16 @@ def _loads_flat(data: bytes, limits: DecodeLimits) -> list[Any] | None:
         return None  # version and kind as one-byte uints: anything else the slow way
     if limits.items_max < 24 or limits.depth_max < 1:  # (never with frame_limits)
         return None
+    # No string longer than the scan allows may be built (review 27): their headers are read
+    # first, where the frame is long enough to hold one (an APPEND with entries; not the
+    # usual HEARTBEAT or APPEND_RESP of ~25 bytes).
+    size = len(data)
+    text_max, blob_max = limits.text_bytes_max, limits.blob_bytes_max
+    if (text_max is not None and size > text_max) or (blob_max is not None and size > blob_max):
+        text_max = size if text_max is None else text_max
+        blob_max = size if blob_max is None else blob_max
+        if not codec.strings_within(data, 1, data[0] & 31, text_max, blob_max):
+            return None
     raw = codec.loads_shallow(data, 1)
     if raw is codec.NOT_DECODED or not _SCALARS.issuperset(map(type, raw)):
         return None
@@ -495,7 +558,9 @@ def decode_scanned(
     """`decode` the old way, for every frame: `codec.loads` (the scan, then cbor2), then the
     checks. What `decode` falls back to, and what tests compare it with (its fast paths must
     give the same frame, or this one's refusal)."""
-    raw = codec.loads(data, limits)
+    # (A caller's str is left to codec.loads, which names its type.)
+    kind = peek_kind(data) if isinstance(data, bytes | bytearray | memoryview) else None
+    raw = codec.loads(data, _kind_limits(limits, kind))
     if type(raw) is not list or len(raw) < 2:
         raise FrameError("shape", "peer frame must be a CBOR array [version, kind, ...]")
     if type(raw[0]) is not int or raw[0] != PEER_PROTOCOL_VERSION:
@@ -525,6 +590,30 @@ def decode_scanned(
         if kind == PeerKind.RULES:
             return _decode_rules_known(raw)
     raise FrameError("kind", f"unknown peer frame kind ({describe(kind)})")
+
+
+# The kinds whose fields hold byte strings (a MSG's entries and context, a CHUNK's data), and
+# an unknown kind (a frame whose kind is not a one-byte uint may still decode as one of them).
+_KINDS_WITH_BYTES = frozenset({PeerKind.MSG, PeerKind.CHUNK, None})
+# Limits with PEER_NO_BYTES_MAX, by the limits they tighten: one per limits an agent or a test
+# uses (a few); cleared past _NO_BYTES_LIMITS_MAX rather than grown.
+_NO_BYTES_LIMITS: dict[DecodeLimits, DecodeLimits] = {}
+_NO_BYTES_LIMITS_MAX = 16
+
+
+def _kind_limits(limits: DecodeLimits, kind: PeerKind | None) -> DecodeLimits:
+    """`limits` for a frame of `kind`: those of a kind without byte strings refuse one at its
+    header (PEER_NO_BYTES_MAX) instead of copying it before the field's check."""
+    if kind in _KINDS_WITH_BYTES or limits.blob_bytes_max is not None:
+        return limits
+    tightened = _NO_BYTES_LIMITS.get(limits)
+    if tightened is None:
+        if len(_NO_BYTES_LIMITS) >= _NO_BYTES_LIMITS_MAX:
+            _NO_BYTES_LIMITS.clear()
+        tightened = _NO_BYTES_LIMITS[limits] = dataclasses.replace(
+            limits, blob_bytes_max=PEER_NO_BYTES_MAX, blob_name="PEER_NO_BYTES_MAX"
+        )
+    return tightened
 
 
 def _int(value: Any, name: str, minimum: int = 0) -> int:

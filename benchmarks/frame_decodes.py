@@ -147,6 +147,17 @@ def cases(entry_counts: list[int]) -> list[Case]:
     out.append(
         ("PROPOSE", wire.encode(wire.FrameType.PROPOSE, 70_000, propose), _client_old, _client_new)
     )
+    # A body longer than wire.CLIENT_TEXT_BYTES_MAX: the fast path reads the body map's headers
+    # before decoding (no string over the bound may be built, review 27).
+    long_body = {**propose, "body": os.urandom(8 << 10)}
+    out.append(
+        (
+            "PROPOSE 8 KiB",
+            wire.encode(wire.FrameType.PROPOSE, 70_000, long_body),
+            _client_old,
+            _client_new,
+        )
+    )
     # Ten writes of 60-byte bodies, then of 150-byte ones (a 100-byte value, as the suite's
     # throughput rows write): the second frame is over its items limit in bytes, so it is
     # scanned first, and only its items' check is shorter.

@@ -28,14 +28,17 @@ Bounded decoding (`loads(data, limits)`): before cbor2 builds a single object, `
 CBOR item headers (never the payload bytes of strings) and refuses, as soon as a bound is
 crossed, more items or deeper nesting than the `DecodeLimits` allow, any tag outside the
 registry (so shared references, regular expressions, MIME, IP addresses, fractions never reach
-cbor2's constructors), indefinite lengths, simple values, trailing bytes, and Decimal mantissas
-whose conversion would be quadratic. A scan costs O(min(items, items_max)), so a 15 MiB frame of
-empty arrays is refused after reading one header. The agent's frame decoders (client and peer
-ports) and transaction bodies go through it; records the state machine wrote itself use plain
-`loads(data)`. `loads_unscanned` skips the scan for callers that then check every decoded value
-(the app's event bodies and EVENTS frames): it refuses exactly what the scan refuses.
-`loads_shallow` does the same for the agent's frames whose headers bound their items (peer
-frames, an APPEND's entries, the apps' write frames: docs/data-model-v2.md 8.13).
+cbor2's constructors), indefinite lengths, simple values, trailing bytes, Decimal mantissas
+whose conversion would be quadratic, and texts or byte strings longer than the limits'
+`text_bytes_max` / `blob_bytes_max` (a frame's longest field: a text is refused at its header,
+never decoded, since CPython's UTF-8 decoder peaks at ~6x its bytes). A scan costs
+O(min(items, items_max)), so a 15 MiB frame of empty arrays is refused after reading one
+header. The agent's frame decoders (client and peer ports) and transaction bodies go through
+it; records the state machine wrote itself use plain `loads(data)`. `loads_unscanned` skips the
+scan for callers that then check every decoded value (the app's event bodies and EVENTS
+frames): it refuses exactly what the scan refuses. `loads_shallow` does the same for the
+agent's frames whose headers bound their items (peer frames, an APPEND's entries, the apps'
+write frames: docs/data-model-v2.md 8.13).
 """
 
 from __future__ import annotations
@@ -587,6 +590,18 @@ class DecodeLimits:
     # Map keys must be text or byte strings: a map with colliding int keys would cost
     # quadratic time to build. Frames and transaction bodies only ever use str keys.
     str_keys_only: bool = True
+    # The longest text (its UTF-8 bytes) and byte string any field may hold, checked at the
+    # string's header before cbor2 builds it (review 27: CPython's UTF-8 decoder peaks at ~6x a
+    # text of 4-byte characters while building it, so a 60 MiB text cost 360 MiB before the
+    # field's own check refused it). None: only `bytes_max` bounds them (values, records).
+    text_bytes_max: int | None = None
+    text_name: str = ""
+    blob_bytes_max: int | None = None
+    blob_name: str = ""
+    # Names the field holding an item (given the data and the item's path, `item_path`), for a
+    # refusal's message: a fixed name, never a value.
+    # Called only when a string is refused. None: the refusal names the `what` alone.
+    field_of: Callable[[bytes, tuple[tuple[int, int], ...]], str] | None = None
 
 
 class FrameError(ProtocolError):
@@ -650,6 +665,13 @@ def scan(data: bytes, limits: DecodeLimits) -> int:
     stack: list[int] = []
     remaining = 1  # items still to read at the current level (the top level holds one)
     in_map = False
+    # By major type (2 bytes, 3 text): the longest string allowed; no string outruns `size`.
+    strings_max = (
+        size,
+        size,
+        size if limits.blob_bytes_max is None else limits.blob_bytes_max,
+        size if limits.text_bytes_max is None else limits.text_bytes_max,
+    )
     try:
         while True:
             if not remaining:
@@ -682,6 +704,12 @@ def scan(data: bytes, limits: DecodeLimits) -> int:
             if major < 2:
                 continue
             if major < 4:
+                if arg > strings_max[major]:
+                    start = pos - 1 - (0 if info < 24 else 1 << (info - 24))
+                    refused = _string_refused(data, start, major, arg, limits)
+                    if refused is None:
+                        raise IndexError  # no bound but the data's: truncated
+                    raise refused
                 pos += arg
                 if pos > size:
                     raise IndexError
@@ -727,6 +755,71 @@ def scan(data: bytes, limits: DecodeLimits) -> int:
             limits.items_name, items_max, items, f"CBOR items in a {limits.what}"
         )
     return items
+
+
+def _string_refused(
+    data: bytes, start: int, major: int, length: int, limits: DecodeLimits
+) -> DecodeLimitExceeded | None:
+    """The refusal of the string whose header starts at `start`: its limit, its length in
+    bytes and the field holding it (limits.field_of), never its content. None when its kind of
+    string has no bound of its own (it is longer than the data: truncated)."""
+    text = major == 3
+    name = limits.text_name if text else limits.blob_name
+    limit = limits.text_bytes_max if text else limits.blob_bytes_max
+    if limit is None:
+        return None
+    where = f"a {limits.what}"
+    if limits.field_of is not None:
+        where = limits.field_of(data, item_path(data, start))
+    kind = "a text" if text else "a byte string"
+    return DecodeLimitExceeded(name, limit, length, f"the length in bytes of {kind} in {where}")
+
+
+def item_path(data: bytes, target: int) -> tuple[tuple[int, int], ...]:
+    """The path to the item whose header starts at offset `target`: per enclosing array, map or
+    tag, outermost first, the item's index in it (a map counts keys and values: a key even, its
+    value odd) and the offset where the item before it there starts (-1: none; a map value's
+    key). The top-level item's path is (). For a refusal's message only: `data` up to `target`
+    is what `scan` walked already (definite headers, within the items bound), so this walk is as
+    bounded; anything unexpected ends it with the path so far."""
+    pos = 0
+    # Per open container: [index of the item read next in it, items it holds, where the item
+    # being read starts, where the one before it started].
+    stack: list[list[int]] = []
+    try:
+        while True:
+            if stack:
+                top = stack[-1]
+                top[3], top[2] = top[2], pos
+            if pos >= target:
+                break
+            initial = data[pos]
+            major, info = initial >> 5, initial & 31
+            pos += 1
+            arg = info
+            if info >= 24:
+                if info > 27:
+                    break
+                end = pos + (1 << (info - 24))
+                arg = int.from_bytes(data[pos:end], "big")
+                pos = end
+            if major == 2 or major == 3:
+                pos += arg
+            count = arg if major == 4 else 2 * arg if major == 5 else 1 if major == 6 else 0
+            if count:
+                stack.append([0, count, -1, -1])
+                continue
+            # An item read whole: the next one is its container's next, or its parent's.
+            while stack:
+                stack[-1][0] += 1
+                if stack[-1][0] < stack[-1][1]:
+                    break
+                stack.pop()
+            if not stack:
+                break
+    except IndexError:
+        pass
+    return tuple((index, before) for index, _count, _start, before in stack)
 
 
 def _scan_decimal(data: bytes, pos: int, items: int, limits: DecodeLimits) -> tuple[int, int]:
@@ -855,6 +948,9 @@ def loads_unscanned(data: bytes, limits: DecodeLimits) -> Any:
     `loads(data, limits)`."""
     if type(data) is not bytes or len(data) > limits.items_max or len(data) > limits.bytes_max:
         return NOT_DECODED
+    bounded = limits.text_bytes_max is not None or limits.blob_bytes_max is not None
+    if bounded and len(data) > strings_unbounded_below(limits):
+        return NOT_DECODED  # a string in it could cross a string bound the scan enforces
     setting = (limits.depth_max, limits.str_keys_only)
     decoder = _DECODERS.by_setting.get(setting)
     if decoder is None:
@@ -868,6 +964,53 @@ def loads_unscanned(data: bytes, limits: DecodeLimits) -> Any:
             allow_duplicate_keys=False,
         )
     return _decode_whole(decoder, setting, data)
+
+
+def strings_unbounded_below(limits: DecodeLimits) -> int:
+    """The longest input in which no string can cross `limits`' string bounds (a string is
+    shorter than the item holding it)."""
+    bounds = (limits.text_bytes_max, limits.blob_bytes_max, limits.bytes_max)
+    return min(bound for bound in bounds if bound is not None)
+
+
+def strings_within(data: bytes, start: int, items: int, text_max: int, blob_max: int) -> bool:
+    """Whether the `items` items from offset `start` (one level of an array: scalars or empty
+    containers) hold no text longer than `text_max` bytes and no byte string longer than
+    `blob_max`, read from their headers alone. False also for anything this does not walk (a
+    non-empty container, a tag, an indefinite length, a reserved header, the data ending): the
+    caller then takes `loads(data, limits)`, whose scan decides. What a fast decode
+    (`loads_shallow`) checks before cbor2 builds a string (review 27). It stops early once the
+    data left is too short to hold a string over either bound."""
+    size = len(data)
+    pos = start
+    shortest = min(text_max, blob_max)
+    try:
+        for _ in range(items):
+            if size - pos <= shortest:
+                return True
+            initial = data[pos]
+            major, info = initial >> 5, initial & 31
+            pos += 1
+            arg = info
+            if info >= 24:
+                if info > 27:
+                    return False
+                end = pos + (1 << (info - 24))
+                arg = int.from_bytes(data[pos:end], "big")
+                pos = end
+            if major == 3:
+                if arg > text_max:
+                    return False
+                pos += arg
+            elif major == 2:
+                if arg > blob_max:
+                    return False
+                pos += arg
+            elif major == 6 or (major > 3 and major < 7 and arg):
+                return False  # a tag, or a non-empty array or map: not walked here
+    except IndexError:
+        return False
+    return pos <= size
 
 
 # Shallow decodes (`loads_shallow`) refuse every tag, cbor2's own included: the agent's frames
@@ -893,8 +1036,11 @@ def loads_shallow(data: bytes, depth: int) -> Any:
     items within its limit BEFORE calling (cbor2 builds everything before anything is
     checked): from the container headers it read (an array header of at most 23 items with
     `depth` 1 bounds the value to 24 items, whatever its length in bytes) or because
-    `len(data)` is at most the items limit (every item takes a byte); and every decoded value's
-    type in SHALLOW_SCALARS (or a list or dict whose contents it checks the same way)."""
+    `len(data)` is at most the items limit (every item takes a byte); no string longer than the
+    limits' string bounds, also BEFORE calling (cbor2 builds each string whole): from the
+    headers (`strings_within`) or because `len(data)` is at most the bounds
+    (`strings_unbounded_below`); and every decoded value's type in SHALLOW_SCALARS (or a list
+    or dict whose contents it checks the same way)."""
     if type(data) is not bytes or not 0 < depth <= SHALLOW_DEPTH_MAX:
         return NOT_DECODED
     setting = (-depth, True)  # negative: never one of loads_unscanned's settings

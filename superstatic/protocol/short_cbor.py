@@ -21,9 +21,10 @@ random and mutated items): `scan` refuses more than the limits' bytes, items or 
 outside the registry; an indefinite length; a simple value or reserved header; bytes after the
 item; a Decimal mantissa over `DECIMAL_MANTISSA_BYTES_MAX`. Here:
 * only values of at most `SHORT_BYTES_MAX` bytes are decoded, and only when the limits allow
-  that many bytes and items (an item takes at least one byte), so bytes and items are within
-  them; nesting is cut at `SHORT_DEPTH_MAX` levels of arrays (a tag of the registry wraps an
-  array or a scalar), far below any limit this is used with (checked at the call);
+  that many bytes and items (an item takes at least one byte) and strings of that many bytes,
+  so bytes, items and strings are within them; nesting is cut at `SHORT_DEPTH_MAX` levels of
+  arrays (a tag of the registry wraps an array or a scalar), far below any limit this is used
+  with (checked at the call);
 * every tag cbor2 decodes itself is refused, the ones the registry keeps too (bignums,
   Decimal, UUID: their full check decides), so no mantissa is ever converted; every other tag
   goes through codec's own tag hook, which builds registered values exactly as `loads` does and
@@ -59,6 +60,7 @@ from superstatic.protocol.codec import (
     _refuse,
     _tag_hook,
     loads,
+    strings_unbounded_below,
 )
 from superstatic.protocol.errors import ProtocolError
 
@@ -123,7 +125,8 @@ def loads_each(values: Sequence[bytes], limits: DecodeLimits) -> list[Any]:
     other places (see the module's docstring). Never raises for what the values hold."""
     if limits.depth_max < 2 * SHORT_DEPTH_MAX + 2 or not all(type(v) is bytes for v in values):
         return [UNSURE] * len(values)
-    longest = min(SHORT_BYTES_MAX, limits.bytes_max, limits.items_max)
+    # A value no longer than the limits' string bounds holds no string crossing them.
+    longest = min(SHORT_BYTES_MAX, strings_unbounded_below(limits), limits.items_max)
     data = b"".join(values)
     # Offsets of every byte that could start a simple value, in order (then a sentinel).
     doubts = [found.start() for found in _SIMPLE_INITIAL.finditer(data)]
@@ -187,7 +190,8 @@ _SCALAR_SIZE, _SCALAR_TEXT = _scalar_sizes()
 def scalar_ok(data: bytes) -> bool:
     """True only if `data` is exactly one CBOR int, byte string or ASCII text string (with at
     most a one-byte length), false, true, null or float: an item every `loads(data, limits)`
-    with room for one item of `len(data)` bytes accepts. False: not sure (check it fully)."""
+    with room for one item of `len(data)` bytes (and no string bound below that) accepts.
+    False: not sure (check it fully)."""
     if not 0 < len(data) <= SCALAR_BYTES_MAX:
         return False
     initial = data[0]

@@ -5,9 +5,10 @@ module is pure: it turns frames into bytes and bytes into validated frames, and 
 the agent (server side) and `superstatic.client.connection` (client side) use it, so the two
 cannot drift.
 
-Decoding never trusts its input: size first, then a scan of the CBOR headers bounded in items
-and depth that admits only the codec's registered tags (`codec.loads` with `DecodeLimits`), then
-the shape, then every field of the frame's type (`check_client_body`). (EVENTS frames, the app's
+Decoding never trusts its input: size first, then a scan of the CBOR headers bounded in items,
+depth and the length of every text (CLIENT_TEXT_BYTES_MAX, refused at its header) that admits
+only the codec's registered tags (`codec.loads` with `DecodeLimits`), then the shape, then
+every field of the frame's type (`check_client_body`). (EVENTS frames, the app's
 most frequent, are decoded by cbor2 without the scan when every value of them is then checked,
 which refuses exactly what the scan refuses: `_events_frame_sure`; so are the agent's frames of
 the usual shape, their body map's header bounding what they hold: `_client_frame_shallow`,
@@ -48,6 +49,12 @@ REQ_ID_MAX = (1 << 64) - 1
 # 15 items (its transaction body is one byte string, scanned separately); 64 leaves room for new
 # fields. Counted while scanning, so a 15 MiB frame of empty arrays is refused at its header.
 CLIENT_FRAME_ITEMS_MAX = 64
+# The longest text any field of an app -> agent frame may hold, in UTF-8 bytes: an INSPECT path
+# step of INSPECT_KEY_CHARS_MAX 4-byte characters (client ids, root names, oids and endpoints are
+# shorter). The scan refuses a longer text, a map key too, at its header before it is built
+# (review 27: a text of 4-byte characters costs CPython ~6x its bytes while it is decoded, so a
+# 16 MiB frame's refusal peaked at ~100 MiB); an unknown field's text must fit it as well.
+CLIENT_TEXT_BYTES_MAX = 4 << 10
 # Proposals one PROPOSE_MANY frame may carry (and FRAME_BYTES_MAX bounds their bytes): what the
 # library's I/O thread coalesces from concurrent callers in one go.
 PROPOSE_ITEMS_MAX = 256
@@ -164,6 +171,47 @@ class Frame:
     body: Any
 
 
+# The body fields of app -> agent frames (every key `check_client_body` and the agent read): a
+# refusal names one of these, or says "a field" (a key is never quoted: it is untrusted).
+_BODY_FIELDS = frozenset(
+    {
+        "client", "seq", "seq_low", "kind", "body", "session", REPLY_MANY_FIELD, "items",
+        "from", "model", "heap", "hold_parts", "answers", "sub", "oids", "keys",
+        "prefetch_bytes", "whole", "part", "last", "root", "oid", "list", "depth", "limit",
+        "path", "op", "node", "address", "stream", "trace",
+    }
+)  # fmt: skip
+# Longest key compared with _BODY_FIELDS.
+_BODY_FIELD_CHARS_MAX = 16
+_ENVELOPE = ("version", "type", "req_id", "body")
+
+
+def client_field(data: bytes, path: tuple[tuple[int, int], ...]) -> str:
+    """The field of an app's frame at `path` (codec.item_path), for a refusal's message: the
+    envelope's position, or the body field by its name when it is one the agent reads, or a
+    key; a fixed text, never the value."""
+    frame_type = _FRAME_TYPES.get(_type_of(data) or -1)
+    frame = "a client frame"
+    if frame_type is not None:
+        frame = f"{'an' if frame_type.name[0] in 'AEIOU' else 'a'} {frame_type.name} frame"
+    if not path:
+        return frame
+    index = path[0][0]
+    if index < 3 or len(path) == 1:
+        return f"{_ENVELOPE[index] if index < 4 else 'an item'} of {frame}"
+    step, key_at = path[1]
+    if not step & 1:
+        return f"a key of the body of {frame}"
+    name = "a field"
+    initial = data[key_at] if 0 <= key_at < len(data) else 0
+    if 0x61 <= initial <= 0x60 + _BODY_FIELD_CHARS_MAX:
+        key = data[key_at + 1 : key_at + 1 + (initial - 0x60)]
+        if key.isascii() and key.decode() in _BODY_FIELDS:
+            name = f"the field {key.decode()}"
+    nested = " (inside it)" if len(path) > 2 else ""
+    return f"{name}{nested} of the body of {frame}"
+
+
 CLIENT_FRAME_LIMITS = DecodeLimits(
     what="client frame",
     bytes_max=FRAME_BYTES_MAX,
@@ -172,6 +220,9 @@ CLIENT_FRAME_LIMITS = DecodeLimits(
     items_name="CLIENT_FRAME_ITEMS_MAX",
     depth_max=FRAME_DEPTH_MAX,
     depth_name="FRAME_DEPTH_MAX",
+    text_bytes_max=CLIENT_TEXT_BYTES_MAX,
+    text_name="CLIENT_TEXT_BYTES_MAX",
+    field_of=client_field,
 )
 PROPOSE_MANY_FRAME_LIMITS = DecodeLimits(
     what="client frame",
@@ -181,6 +232,9 @@ PROPOSE_MANY_FRAME_LIMITS = DecodeLimits(
     items_name="PROPOSE_MANY_FRAME_ITEMS_MAX",
     depth_max=FRAME_DEPTH_MAX,
     depth_name="FRAME_DEPTH_MAX",
+    text_bytes_max=CLIENT_TEXT_BYTES_MAX,
+    text_name="CLIENT_TEXT_BYTES_MAX",
+    field_of=client_field,
 )
 AGENT_FRAME_LIMITS = DecodeLimits(
     what="agent frame",
@@ -319,6 +373,16 @@ def _client_frame_shallow(data: bytes, limits: DecodeLimits) -> Any:
             return codec.NOT_DECODED
     elif limits.items_max < _FLAT_FRAME_ITEMS or limits.depth_max < 2:
         return codec.NOT_DECODED
+    # No text longer than the scan allows may be built (review 27): the body's headers are read
+    # first where the frame could hold one (the envelope before it is ints, read above; a
+    # PROPOSE_MANY this decodes is shorter than any text bound).
+    text_max, blob_max = limits.text_bytes_max, limits.blob_bytes_max
+    if (text_max is not None and size > text_max) or (blob_max is not None and size > blob_max):
+        text_max = size if text_max is None else text_max
+        blob_max = size if blob_max is None else blob_max
+        pairs = data[at] & 31
+        if many or not codec.strings_within(data, at + 1, 2 * pairs, text_max, blob_max):
+            return codec.NOT_DECODED
     raw = codec.loads_shallow(data, 4 if many else 2)
     if raw is codec.NOT_DECODED:
         return raw
@@ -851,6 +915,9 @@ LOAD_PREFETCH_BYTES_MAX = 256 << 10
 # An oid named in a LOAD / DROP / HOLD: the longest oid a node can have (codec.OID_CHARS_MAX;
 # a longer one cannot exist, so it is refused as malformed rather than answered absent).
 HEAP_OID_CHARS_MAX = codec.OID_CHARS_MAX
+# The UTF-8 bytes of such an oid at most: the longest text an "oids" array may hold, refused at
+# its header before it is built (review 27).
+HEAP_OID_BYTES_MAX = 4 * HEAP_OID_CHARS_MAX
 # CBOR items in a decoded "keys" list: each key is at least one item, each node two more.
 _KEYS_ITEMS_PER_KEY = 8
 
@@ -1001,6 +1068,8 @@ def _decode_oids(frame: Frame, count_max: int, count_name: str) -> tuple[str, ..
         items_name=count_name,
         depth_max=1,
         depth_name="HEAP_OIDS_DEPTH",
+        text_bytes_max=HEAP_OID_BYTES_MAX,
+        text_name="HEAP_OID_BYTES_MAX",
     )
     value = codec.loads(raw, limits)
     if type(value) is not list:

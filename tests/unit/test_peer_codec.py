@@ -134,7 +134,8 @@ def envelope(**changes: object) -> list[object]:
             "CONF entry",
         ),
         (cbor2.dumps(envelope(entries=cbor2.dumps([[1, 1, 7, b""]]))), "entry kind"),
-        (cbor2.dumps(envelope(entries=cbor2.dumps([[1, 1, 0, "s"]]))), "byte string"),
+        # Entries hold no text: refused at its header (ENTRIES_TEXT_BYTES_MAX, review 27).
+        (cbor2.dumps(envelope(entries=cbor2.dumps([[1, 1, 0, "s"]]))), "ENTRIES_TEXT_BYTES_MAX"),
         (cbor2.dumps(envelope(entries=cbor2.dumps([[1, 1, 0]]))), "[index, term, kind, data]"),
         (
             cbor2.dumps(
@@ -178,8 +179,18 @@ def envelope(**changes: object) -> list[object]:
         (cbor2.dumps([1, 7, "j", "a", 0, "tcp://h:1"]), "hello term"),
         (cbor2.dumps([1, 7, "j", "", 3, "tcp://h:1"]), "hello to"),
         (cbor2.dumps([1, 7, "j", "a", 3, "http://h:1"]), "HELLO address must start with"),
-        (cbor2.dumps([1, 7, "j", "a", 3, "tcp://" + "h" * 1024]), "HELLO address"),
-        (cbor2.dumps([1, 7, "j", "a", 3, b"tcp://h:1"]), "HELLO address"),
+        # Refused at the string's header, before it is built (review 27): the field by its
+        # position and name, and the limit.
+        (
+            cbor2.dumps([1, 7, "j", "a", 3, "tcp://" + "h" * 1024]),
+            "text in field 5 .address. of a peer HELLO frame is 1030, above the limit "
+            "PEER_TEXT_BYTES_MAX=1024",
+        ),
+        (
+            cbor2.dumps([1, 7, "j", "a", 3, b"tcp://h:1"]),
+            "byte string in field 5 .address. of a peer HELLO frame is 9, above the limit "
+            "PEER_NO_BYTES_MAX=0",
+        ),
     ],
 )
 def test_garbage_is_refused_by_name(frame: bytes, needle: str) -> None:

@@ -42,9 +42,10 @@ def traced_peak(call: Any, *args: Any) -> tuple[int, Any]:
 
 def test_a_stranger_s_frame_the_scan_refuses_builds_nothing() -> None:
     """A JOIN, a HELLO (what a sender not in the cluster may send) and every kind but MSG with
-    a 4 MiB field, then a simple value: the scan refuses them at the simple value, having built
-    nothing; a cbor2 decode before it would build the field (a text of 4-byte characters: 6x
-    its bytes in Python memory) to throw it away."""
+    a 4 MiB field, then a simple value: the scan refuses them having built nothing; a cbor2
+    decode before it would build the field (a text of 4-byte characters: 6x its bytes in Python
+    memory) to throw it away. (Since branch textcap the scan refuses the text itself at its
+    header, over PEER_TEXT_BYTES_MAX, before it reaches the simple value.)"""
     field = hostile.text("\U0001f600" * (FIELD_BYTES // 4))
     for kind in pc.PeerKind:
         if kind is pc.PeerKind.MSG:
@@ -52,7 +53,7 @@ def test_a_stranger_s_frame_the_scan_refuses_builds_nothing() -> None:
         data = hostile.arr(hostile.uint(1), hostile.uint(int(kind)), field, b"\xf7")
         peak, answer = traced_peak(pc.decode, data)
         assert answer == traced_peak(pc.decode_scanned, data)[1]
-        assert answer[2] == "cbor", answer
+        assert answer[2] == "PEER_TEXT_BYTES_MAX", answer
         assert peak < REFUSAL_BYTES_MAX, (kind.name, peak)
 
 
