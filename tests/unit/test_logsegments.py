@@ -1,0 +1,240 @@
+"""agent/logsegments.py, the record file of a Raft log of its own (not wired into the agent):
+what a crash can leave is cut, what it cannot is refused, and truncation and compaction survive
+a reopen."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from superstatic_agent.logsegments import LogDamaged, SegmentLog
+
+SEGMENT_BYTES = 4096
+UNSYNCED_BYTES_MAX = 1024
+
+
+def open_log(folder: Path) -> SegmentLog:
+    return SegmentLog(folder, segment_bytes=SEGMENT_BYTES, unsynced_bytes_max=UNSYNCED_BYTES_MAX)
+
+
+def entry(index: int, term: int = 1, size: int = 40) -> tuple[int, int, int, bytes]:
+    return index, term, 0, bytes([index % 251 + 1]) * size
+
+
+def held(log: SegmentLog) -> list[tuple[int, int, int, bytes]]:
+    return [log.entry(i) for i in range(log.base + 1, log.last_index + 1)]
+
+
+def segment_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.seg"))
+
+
+def test_entries_and_hard_state_survive_a_reopen(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    log.append([entry(1), entry(2)], hard=(1, "a"))
+    log.append([entry(3)])
+    log.sync()
+    assert log.syncs == 1  # one fdatasync for both records
+    log.close()
+    again = open_log(tmp_path)
+    assert held(again) == [entry(1), entry(2), entry(3)]
+    assert again.hard == (1, "a") and again.torn_bytes_cut == 0
+
+
+def test_a_torn_last_record_is_cut_at_every_byte_offset(tmp_path: Path) -> None:
+    # The last record was being written when the machine stopped: only its first `kept`
+    # bytes reached the disk (the rest reads as the segment's zeros). Whatever `kept`, the
+    # records before it stay, the torn one goes, and the log takes appends again.
+    source = tmp_path / "source"
+    log = open_log(source)
+    log.append([entry(1), entry(2)], hard=(2, "b"))
+    log.sync()
+    start = log.segments[-1].end
+    log.append([entry(3, 2, size=600)])
+    end = log.segments[-1].end
+    log.close()
+    (segment,) = segment_files(source)
+    whole = segment.read_bytes()
+    written = len(whole[start:end].rstrip(b"\0"))  # up to its trailer; the padding is zeros
+    assert written > 600
+    for kept in range(written):
+        folder = tmp_path / f"torn{kept}"
+        shutil.copytree(source, folder)
+        torn = whole[: start + kept] + bytes(len(whole) - start - kept)
+        (folder / segment.name).write_bytes(torn)
+        reopened = open_log(folder)
+        assert held(reopened) == [entry(1), entry(2)], kept
+        assert reopened.hard == (2, "b")
+        reopened.append([entry(3, 2)])
+        reopened.sync()
+        reopened.close()
+        assert held(open_log(folder)) == [entry(1), entry(2), entry(3, 2)], kept
+
+
+def test_a_record_torn_in_its_middle_sector_is_cut(tmp_path: Path) -> None:
+    # Sectors may reach the disk out of order: the header's sector and the last one written,
+    # one in the middle not.
+    log = open_log(tmp_path)
+    log.append([entry(1)])
+    log.sync()
+    start = log.segments[-1].end
+    log.append([entry(2, size=900)])
+    log.close()
+    (segment,) = segment_files(tmp_path)
+    data = bytearray(segment.read_bytes())
+    hole = start - start % 512 + 512
+    data[hole : hole + 512] = bytes(512)
+    segment.write_bytes(bytes(data))
+    assert held(open_log(tmp_path)) == [entry(1)]
+
+
+def test_a_flipped_bit_in_the_middle_is_refused_not_cut(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    for index in range(1, 8):
+        log.append([entry(index)])
+        log.sync()
+    offset = log.places[2].offset + 20  # inside entry 3's record
+    log.close()
+    (segment,) = segment_files(tmp_path)
+    data = bytearray(segment.read_bytes())
+    data[offset] ^= 0x10
+    segment.write_bytes(bytes(data))
+    with pytest.raises(LogDamaged, match="not a torn tail"):
+        open_log(tmp_path)
+    assert segment.read_bytes() == bytes(data)  # nothing was cut
+
+
+def test_a_flipped_bit_in_the_last_record_is_refused_too(tmp_path: Path) -> None:
+    # No sector of the record is zeros: a write that reached the disk whole, then damaged.
+    log = open_log(tmp_path)
+    log.append([entry(1)])
+    log.append([entry(2)])
+    offset = log.places[1].offset + 12
+    log.close()
+    (segment,) = segment_files(tmp_path)
+    data = bytearray(segment.read_bytes())
+    data[offset] ^= 0x01
+    segment.write_bytes(bytes(data))
+    with pytest.raises(LogDamaged):
+        open_log(tmp_path)
+
+
+def test_damage_in_a_segment_before_the_last_is_refused(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    index = 1
+    while len(log.segments) < 3:
+        log.append([entry(index, size=300)])
+        index += 1
+    log.sync()
+    log.close()
+    first = segment_files(tmp_path)[0]
+    data = bytearray(first.read_bytes())
+    data[200:712] = bytes(512)  # a whole sector of its middle record, as if never written
+    first.write_bytes(bytes(data))
+    with pytest.raises(LogDamaged, match="before the last segment"):
+        open_log(tmp_path)
+
+
+def test_a_truncated_suffix_then_appends_survive_a_reopen(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    log.append([entry(i) for i in range(1, 6)], hard=(1, "a"))
+    log.append([entry(3, 2), entry(4, 2)], hard=(2, "b"))  # a new leader's conflicting suffix
+    log.append([entry(5, 2)])
+    log.sync()
+    expected = [entry(1), entry(2), entry(3, 2), entry(4, 2), entry(5, 2)]
+    assert held(log) == expected
+    log.close()
+    again = open_log(tmp_path)
+    assert held(again) == expected and again.hard == (2, "b")
+
+
+def test_compaction_deletes_whole_segments_and_a_reopen_agrees(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    index = 1
+    log.append([], hard=(3, "c"))  # the only hard state record: in the first segment
+    while len(log.segments) < 4:
+        log.append([entry(index, 3, size=300)])
+        index += 1
+    log.sync()
+    last = log.last_index
+    upto = log.segments[1].last_index
+    assert log.compact(upto) == 2
+    assert len(segment_files(tmp_path)) == 2
+    kept = held(log)
+    assert log.base <= upto and kept[-1][0] == last
+    log.close()
+    again = open_log(tmp_path)
+    assert (again.base, held(again)) == (log.base, kept)
+    assert again.hard == (3, "c")  # carried by every record, not lost with its segment
+
+
+def test_compaction_after_a_suffix_cut_across_segments_reopens(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    index = 1
+    while len(log.segments) < 2:
+        log.append([entry(index, size=300)])
+        index += 1
+    cut = index - 3  # in the first segment
+    log.append([entry(cut, 2, size=300)])  # a conflicting suffix from the first segment on
+    log.append([entry(cut + 1, 2, size=300)])
+    log.sync()
+    expected_tail = [entry(cut, 2, size=300), entry(cut + 1, 2, size=300)]
+    log.compact(log.segments[0].last_index)
+    assert held(log)[-2:] == expected_tail
+    base = log.base
+    log.close()
+    again = open_log(tmp_path)
+    assert again.base == base and held(again)[-2:] == expected_tail
+
+
+def test_a_reset_drops_every_entry_and_survives_a_reopen(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    log.append([entry(1), entry(2)], hard=(1, "a"))
+    log.reset(40)  # a snapshot at 40 installed
+    assert (log.base, log.last_index) == (40, 40)
+    log.append([entry(41)])
+    log.sync()
+    log.close()
+    assert len(segment_files(tmp_path)) == 1
+    again = open_log(tmp_path)
+    assert (again.base, held(again), again.hard) == (40, [entry(41)], (1, "a"))
+
+
+def test_a_half_made_segment_is_ignored(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    log.append([entry(1)])
+    log.sync()
+    log.close()
+    (tmp_path / "0000000000000002.new").write_bytes(b"\0" * 100)
+    again = open_log(tmp_path)
+    assert held(again) == [entry(1)]
+    assert not list(tmp_path.glob("*.new"))
+
+
+def test_appends_rewrite_a_made_segment_and_never_grow_it(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    log.append([entry(1)])
+    log.sync()
+    (segment,) = segment_files(tmp_path)
+    assert os.path.getsize(segment) == SEGMENT_BYTES
+    log.close()
+
+
+def test_an_unwritten_sector_far_before_the_end_is_refused(tmp_path: Path) -> None:
+    # It looks like a torn write, but records synced long after it follow: only the last
+    # unsynced_bytes_max bytes can be torn by a crash.
+    log = open_log(tmp_path)
+    for index in range(1, 8):
+        log.append([entry(index, size=300)])
+        log.sync()
+    offset = log.places[1].offset  # entry 2's record, > UNSYNCED_BYTES_MAX before the end
+    assert log.segments[-1].end - offset > UNSYNCED_BYTES_MAX
+    log.close()
+    (segment,) = segment_files(tmp_path)
+    data = bytearray(segment.read_bytes())
+    data[offset : offset + 8] = bytes(8)  # its header, as if never written
+    segment.write_bytes(bytes(data))
+    with pytest.raises(LogDamaged, match="with data after it"):
+        open_log(tmp_path)
