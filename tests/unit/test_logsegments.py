@@ -238,3 +238,20 @@ def test_an_unwritten_sector_far_before_the_end_is_refused(tmp_path: Path) -> No
     segment.write_bytes(bytes(data))
     with pytest.raises(LogDamaged, match="with data after it"):
         open_log(tmp_path)
+
+
+def test_a_record_damaged_after_open_is_refused_on_read(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    log.append([entry(1)])
+    log.append([entry(2)])
+    log.sync()
+    (segment,) = segment_files(tmp_path)
+    with segment.open("r+b") as file:
+        file.seek(log.places[0].offset + 20)
+        byte = file.read(1)
+        file.seek(-1, os.SEEK_CUR)
+        file.write(bytes([byte[0] ^ 0x04]))
+    with pytest.raises(LogDamaged, match="checksum mismatch on read"):
+        log.entry(1)
+    assert log.entry(2) == entry(2)
+    log.close()
