@@ -255,3 +255,175 @@ def test_a_record_damaged_after_open_is_refused_on_read(tmp_path: Path) -> None:
         log.entry(1)
     assert log.entry(2) == entry(2)
     log.close()
+
+
+# ---------------------------------------------------------------- review32 (hostile review)
+
+
+def fill_until_segments(log: SegmentLog, count: int, index: int, term: int = 1) -> int:
+    """Appends 300-byte entries from `index` on until the log has `count` segments; returns
+    the next index."""
+    while len(log.segments) < count:
+        log.append([entry(index, term, size=300)])
+        index += 1
+    return index
+
+
+def test_compaction_after_a_cut_into_an_older_segment_keeps_what_is_not_compacted(
+    tmp_path: Path,
+) -> None:
+    # The first segment holds 1..k, the second k+1..m (an old leader's uncommitted suffix),
+    # the third a new leader's record cutting at c < k and what follows it. Compacting up to
+    # k must keep k+1.. (in the third segment, not in the segment compaction keeps first) and
+    # the reopen must agree. Before the fix compaction emptied the log in memory and the
+    # reopen refused a sound log as damaged ("entries that do not follow the log").
+    log = open_log(tmp_path)
+    following = fill_until_segments(log, 2, 1)
+    k = following - 2  # the last entry of the first segment
+    fill_until_segments(log, 3, following)
+    c = k - 2
+    for index in range(c, k + 3):
+        log.append([entry(index, 2, size=300)])
+    log.sync()
+    assert log.segments[0].last_index == k
+    expected = [entry(i, 2, size=300) for i in range(c, k + 3)]
+    log.compact(k)
+    assert log.base <= k and held(log)[-len(expected) :] == expected
+    base = log.base
+    log.close()
+    again = open_log(tmp_path)
+    assert (again.base, held(again)[-len(expected) :]) == (base, expected)
+
+
+def test_compaction_when_the_last_segment_holds_no_record_keeps_base_and_hard_state(
+    tmp_path: Path,
+) -> None:
+    # The first record of a new segment was torn by a crash (cut at open): the last segment
+    # holds no record. Compacting everything then deleted the only segment holding the hard
+    # state (the vote) and the log's position: the reopen found no vote and an empty log at 0.
+    log = open_log(tmp_path)
+    log.append([], hard=(3, "c"))
+    following = fill_until_segments(log, 2, 1, term=3)
+    last_synced = following - 2
+    log.close()
+    newest = segment_files(tmp_path)[-1]
+    newest.write_bytes(bytes(SEGMENT_BYTES))  # its only record never reached the disk
+    log = open_log(tmp_path)
+    assert (log.last_index, log.hard) == (last_synced, (3, "c"))
+    log.compact(last_synced)
+    log.close()
+    again = open_log(tmp_path)
+    assert again.hard == (3, "c")  # a lost vote lets this node vote twice in term 3
+    assert (again.base, again.last_index) == (last_synced, last_synced)
+
+
+def test_compaction_when_the_last_segment_holds_only_hard_states_keeps_the_base(
+    tmp_path: Path,
+) -> None:
+    # The segment roll-over came with a vote (a record without entries): compacting every
+    # entry left the log's position nowhere on disk, and the reopen started it at 0.
+    log = open_log(tmp_path)
+    index = 1
+    while log.segments[-1].end + 400 <= SEGMENT_BYTES if log.segments else True:
+        log.append([entry(index, size=300)])
+        index += 1
+    while len(log.segments) < 2:
+        log.append([], hard=(4, "d"))  # the records that open the second segment
+    log.sync()
+    assert log.segments[-1].last_index == 0
+    last = log.last_index
+    log.compact(last)
+    assert (log.base, log.last_index) == (last, last)
+    log.close()
+    again = open_log(tmp_path)
+    assert (again.base, again.last_index, again.hard) == (last, last, (4, "d"))
+
+
+def test_a_flipped_bit_in_a_length_field_is_refused_not_cut(tmp_path: Path) -> None:
+    # A length one larger points its trailer at the record's zero padding: the record then
+    # read as torn, and it and every synced record after it (within the window) were zeroed.
+    log = open_log(tmp_path)
+    for index in range(1, 4):
+        log.append([entry(index, size=40)])
+        log.sync()
+    offset = log.places[1].offset  # entry 2's record, synced, with two records after it
+    log.close()
+    (segment,) = segment_files(tmp_path)
+    data = bytearray(segment.read_bytes())
+    length = int.from_bytes(data[offset : offset + 4], "big")
+    assert length % 2 == 0 and data[offset + 8 + length + 1] == 0  # even, padded: the case
+    data[offset + 3] ^= 0x01
+    segment.write_bytes(bytes(data))
+    with pytest.raises(LogDamaged):
+        open_log(tmp_path)
+    assert segment.read_bytes() == bytes(data)  # nothing was cut
+
+
+def test_a_failed_fdatasync_is_never_reported_durable_by_a_later_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After a failed fdatasync Linux may mark the dirty pages clean ("fsyncgate"): a second
+    # fdatasync then succeeds without the record on disk. The log must stay failed.
+    log = open_log(tmp_path)
+    log.append([entry(1)])
+    real = os.fdatasync
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(OSError):
+        log.sync()
+    monkeypatch.setattr(os, "fdatasync", real)
+    with pytest.raises(OSError):
+        log.sync()  # before the fix: returned, and the caller would ack entry 1
+    log.close()
+
+
+def test_a_length_damaged_after_open_is_refused_without_reading_it(tmp_path: Path) -> None:
+    # A read trusted the length on disk: a damaged one asked for up to 4 GiB.
+    import tracemalloc
+
+    log = open_log(tmp_path)
+    log.append([entry(1)])
+    log.sync()
+    (segment,) = segment_files(tmp_path)
+    with segment.open("r+b") as file:
+        file.seek(log.places[0].offset)
+        file.write((0x7FFF0000).to_bytes(4, "big"))
+    tracemalloc.start()
+    try:
+        with pytest.raises(LogDamaged):
+            log.entry(1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        log.close()
+    assert peak < 16 * SEGMENT_BYTES
+
+
+def test_a_missing_segment_in_the_middle_is_refused(tmp_path: Path) -> None:
+    # Compaction deletes from the front and a reset keeps only the newest: a gap in the
+    # sequence is never ours. Here the missing segment held a conflicting suffix's cut: without
+    # it the older entries of term 1 came back as if never truncated, and the log opened.
+    log = open_log(tmp_path)
+    index = 1
+    while not log.segments or log.segments[-1].end + 400 <= SEGMENT_BYTES:
+        log.append([entry(index, size=300)])
+        index += 1
+    last = index - 1
+    while len(log.segments) < 2:
+        log.append([], hard=(2, "b"))
+    for cut in range(last - 3, last + 1):  # the first of them cuts the suffix
+        log.append([entry(cut, 2, size=300)])
+    assert len(log.segments) == 2
+    while len(log.segments) < 3:
+        log.append([], hard=(2, "b"))
+    log.append([entry(last + 1, 2, size=300)])
+    log.sync()
+    log.close()
+    files = segment_files(tmp_path)
+    assert len(files) == 3
+    files[1].unlink()
+    with pytest.raises(LogDamaged):
+        open_log(tmp_path)
