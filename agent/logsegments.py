@@ -117,6 +117,7 @@ class SegmentLog:
         self.places: list[_Place] = []  # places[i] holds entry base + 1 + i
         self.hard: tuple[int, str | None] | None = None
         self.torn_bytes_cut = 0  # what open() cut as a torn tail
+        self._base_from_reset = False  # open: the base was written by a reset, not inferred
         self.syncs = 0
         self._unsynced = 0
         self._open()
@@ -181,19 +182,30 @@ class SegmentLog:
     def compact(self, upto_index: int) -> int:
         """Deletes whole segments whose entries are all at or below `upto_index` (which must be
         durable and applied); the last segment is kept. Returns the segments deleted."""
-        deleted = 0
+        if len(self.segments) > 1 and self.segments[-1].end == 0:
+            # The last segment holds no record (its first was torn and cut at open, or a crash
+            # came between making it and writing it): the hard state and the log's position
+            # are only in older segments. A durable record here first, or deleting them
+            # would lose the vote and start the log at 0 on the next open (review32).
+            self._write(
+                [self.last_index + 1, [], None if self.hard is None else [*self.hard], False]
+            )
+            self.sync()
+        gone: list[_Segment] = []
         while len(self.segments) > 1 and self.segments[0].last_index <= upto_index:
             # A segment with no entry of its own (last_index 0) holds nothing to keep either.
-            gone = self.segments.pop(0)
-            self._delete(gone)
-            deleted += 1
-        keep_from = self.segments[0]
+            gone.append(self.segments.pop(0))
+            self._delete(gone[-1])
+        # The entries held by the deleted segments: a prefix of the log (a record cuts every
+        # entry from its first on, so live entries lie in segments in index order). Not "every
+        # entry before the first kept segment's": after a cut into an older segment the live
+        # entries after it may lie in a later segment, none in the first kept one (review32).
         drop = 0
-        while drop < len(self.places) and self.places[drop].segment is not keep_from:
+        while drop < len(self.places) and any(self.places[drop].segment is g for g in gone):
             drop += 1
         self.base += drop
         del self.places[:drop]
-        return deleted
+        return len(gone)
 
     def sync(self) -> None:
         """ONE fdatasync of the segment written since the last sync (earlier segments were
@@ -286,8 +298,10 @@ class SegmentLog:
         size = os.fstat(fd).st_size
         segment = _Segment(path, sequence, fd, 0, 0)
         self.segments.append(segment)
-        if self.segments[:-1] and self.segments[-2].sequence >= sequence:
-            raise LogDamaged(path, 0, "segments out of order")
+        if self.segments[:-1] and self.segments[-2].sequence + 1 != sequence:
+            # Compaction deletes from the front and a reset keeps the newest alone: a gap is
+            # never ours, and the missing segment may have held a suffix's cut (review32).
+            raise LogDamaged(path, 0, "segments out of order or one missing")
         if size != self.segment_bytes:
             raise LogDamaged(path, 0, "its size is not the segment size")
         data = os.pread(fd, size, 0)
@@ -328,14 +342,19 @@ class SegmentLog:
 
     def _replay(self, segment: _Segment, offset: int, payload: bytes) -> None:
         first, items, hard, reset = cbor2.loads(payload)
-        oldest = segment is self.segments[0]
         if reset:
             self.base, self.places = first - 1, []
-        elif items:
-            if oldest and (first <= self.base or not self.places):
-                # The oldest segment's records start where compaction left the log: the first
-                # sets the base, and one at or below it (a suffix cut and rewritten after the
-                # entries that compaction deleted) restarts it there.
+            self._base_from_reset = True
+        elif not self.places and segment is self.segments[0] and not self._base_from_reset:
+            # The oldest segment's first record says where compaction left the log: its first
+            # index, or for a record without entries the index the next one would have had
+            # (written as last_index + 1; review32: a segment of hard states alone kept no base).
+            self.base = first - 1
+        if items:
+            if first <= self.base and not self._base_from_reset:
+                # Entries at or below where the log seemed to start: a conflicting suffix cut
+                # and rewritten after entries that compaction deleted (in the oldest segment or,
+                # after a cut into an older segment, in a later one): the log restarts there.
                 self.base, self.places = first - 1, []
             if not self.base < first <= self.last_index + 1:
                 raise LogDamaged(segment.path, offset, "entries that do not follow the log")
