@@ -67,6 +67,15 @@ SEGMENTS_MAX = 1 << 20  # segments a folder may hold; past it the folder is not 
 Entry = tuple[int, int, int, bytes]  # index, term, kind, data
 
 
+class LogFailed(Exception):
+    """An earlier flush of this log failed: what it wrote may be lost though a later flush
+    succeeds (Linux may mark the failed pages clean), so nothing more is written or reported
+    durable; the process must reopen the log, whose scan finds what reached the disk."""
+
+    def __init__(self) -> None:
+        super().__init__("an earlier flush of the log failed: reopen it")
+
+
 class LogDamaged(Exception):
     """A record that is not whole where no crash could have torn it: this copy is damaged."""
 
@@ -117,6 +126,7 @@ class SegmentLog:
         self.places: list[_Place] = []  # places[i] holds entry base + 1 + i
         self.hard: tuple[int, str | None] | None = None
         self.torn_bytes_cut = 0  # what open() cut as a torn tail
+        self._failed = False  # a flush failed: see LogFailed
         self._base_from_reset = False  # open: the base was written by a reset, not inferred
         self.syncs = 0
         self._unsynced = 0
@@ -210,8 +220,16 @@ class SegmentLog:
     def sync(self) -> None:
         """ONE fdatasync of the segment written since the last sync (earlier segments were
         synced before the next was used)."""
+        if self._failed:
+            raise LogFailed()
         if self._unsynced and self.fsync:
-            os.fdatasync(self.segments[-1].fd)
+            try:
+                os.fdatasync(self.segments[-1].fd)
+            except BaseException:
+                # Never retried: a second fdatasync can succeed with the records lost
+                # ("fsyncgate"; review32), and the caller would acknowledge them.
+                self._failed = True
+                raise
             self.syncs += 1
         self._unsynced = 0
 
@@ -222,6 +240,8 @@ class SegmentLog:
 
     def _write(self, record: list[Any]) -> int:
         """Writes one record; returns its offset in the last segment."""
+        if self._failed:
+            raise LogFailed()
         payload = cbor2.dumps(record)
         size = -(-(HEADER.size + len(payload) + 1) // RECORD_ALIGN_BYTES) * RECORD_ALIGN_BYTES
         if size > self.unsynced_bytes_max:
@@ -271,6 +291,9 @@ class SegmentLog:
         fd = os.open(self.folder, os.O_RDONLY)
         try:
             os.fsync(fd)
+        except BaseException:
+            self._failed = True  # as for a segment's flush: never retried
+            raise
         finally:
             os.close(fd)
 

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from superstatic_agent.logsegments import LogDamaged, SegmentLog
+from superstatic_agent.logsegments import LogDamaged, LogFailed, SegmentLog
 
 SEGMENT_BYTES = 4096
 UNSYNCED_BYTES_MAX = 1024
@@ -375,8 +375,10 @@ def test_a_failed_fdatasync_is_never_reported_durable_by_a_later_sync(
     with pytest.raises(OSError):
         log.sync()
     monkeypatch.setattr(os, "fdatasync", real)
-    with pytest.raises(OSError):
+    with pytest.raises(LogFailed):
         log.sync()  # before the fix: returned, and the caller would ack entry 1
+    with pytest.raises(LogFailed):
+        log.append([entry(2)])
     log.close()
 
 
