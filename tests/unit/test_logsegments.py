@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from superstatic_agent.logsegments import LogDamaged, LogFailed, SegmentLog
+from superstatic_agent.logsegments import HEADER, LogDamaged, LogFailed, SegmentLog
 
 SEGMENT_BYTES = 4096
 UNSYNCED_BYTES_MAX = 1024
@@ -234,7 +234,7 @@ def test_an_unwritten_sector_far_before_the_end_is_refused(tmp_path: Path) -> No
     log.close()
     (segment,) = segment_files(tmp_path)
     data = bytearray(segment.read_bytes())
-    data[offset : offset + 8] = bytes(8)  # its header, as if never written
+    data[offset : offset + HEADER.size] = bytes(HEADER.size)  # its header, as if never written
     segment.write_bytes(bytes(data))
     with pytest.raises(LogDamaged, match="with data after it"):
         open_log(tmp_path)
@@ -351,7 +351,7 @@ def test_a_flipped_bit_in_a_length_field_is_refused_not_cut(tmp_path: Path) -> N
     (segment,) = segment_files(tmp_path)
     data = bytearray(segment.read_bytes())
     length = int.from_bytes(data[offset : offset + 4], "big")
-    assert length % 2 == 0 and data[offset + 8 + length + 1] == 0  # even, padded: the case
+    assert length % 2 == 0 and data[offset + HEADER.size + length + 1] == 0  # even, padded
     data[offset + 3] ^= 0x01
     segment.write_bytes(bytes(data))
     with pytest.raises(LogDamaged):
