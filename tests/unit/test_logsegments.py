@@ -429,3 +429,25 @@ def test_a_missing_segment_in_the_middle_is_refused(tmp_path: Path) -> None:
     files[1].unlink()
     with pytest.raises(LogDamaged):
         open_log(tmp_path)
+
+
+def test_damage_that_looks_torn_with_synced_records_after_it_is_refused(tmp_path: Path) -> None:
+    # An entry of zeros gives its record a sector of zeros of its own; a bit flipped elsewhere
+    # in it then reads as "sectors reached the disk out of order". Records synced after it show
+    # it was synced too: before the fix it and they were cut (zeroed), acknowledged entries lost.
+    log = SegmentLog(tmp_path, segment_bytes=8192, unsynced_bytes_max=4096)
+    log.append([(1, 1, 0, bytes(1100))])
+    log.sync()
+    log.append([entry(2)])
+    log.sync()
+    log.append([entry(3)])
+    log.sync()
+    offset = log.places[0].offset + 20  # inside entry 1's record, before its zeros
+    log.close()
+    (segment,) = segment_files(tmp_path)
+    data = bytearray(segment.read_bytes())
+    data[offset] ^= 0x01
+    segment.write_bytes(bytes(data))
+    with pytest.raises(LogDamaged):
+        SegmentLog(tmp_path, segment_bytes=8192, unsynced_bytes_max=4096)
+    assert segment.read_bytes() == bytes(data)  # nothing was cut
