@@ -451,3 +451,25 @@ def test_damage_that_looks_torn_with_synced_records_after_it_is_refused(tmp_path
     with pytest.raises(LogDamaged):
         SegmentLog(tmp_path, segment_bytes=8192, unsynced_bytes_max=4096)
     assert segment.read_bytes() == bytes(data)  # nothing was cut
+
+
+def test_open_makes_what_it_found_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # After a kill -9 between a write and its fdatasync the record is in the page cache: the
+    # scan finds it whole, the log reports it held (a follower acknowledges it), and a power
+    # loss then takes it. Open must flush the last segment (and the folder) before it returns.
+    log = open_log(tmp_path)
+    log.append([entry(1)])
+    log.close()  # never synced: what a kill -9 leaves
+    flushed: list[int] = []
+    real = os.fdatasync
+
+    def counting(fd: int) -> None:
+        flushed.append(os.fstat(fd).st_ino)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting)
+    again = open_log(tmp_path)
+    (segment,) = segment_files(tmp_path)
+    assert held(again) == [entry(1)]
+    assert os.stat(segment).st_ino in flushed
+    again.close()
