@@ -11,10 +11,11 @@ the data alone, with no size change and no "unwritten extent" conversion for ext
 commit (measured in 8.16: 148 us against 195 us for a file that grows).
 
 A record is one `append` call: 4-byte big-endian payload length, the same length's complement
-(so that a damaged length is told from a torn header), 4-byte big-endian CRC-32 (zlib.crc32)
-over the length bytes and the payload, the payload, one trailer byte (0xA5, written last, so a
-write cut at any byte lacks it), then zeros to a multiple of 16 bytes (so a header
-never straddles a sector). The payload is CBOR `[first_index, [[term, kind,
+(so that a damaged length is told from a torn header), `synced` (how far the segment had been
+flushed when the record was written), 4-byte big-endian CRC-32 (zlib.crc32) over those 12 bytes
+and the payload, the payload, one trailer byte (0xA5, written last, so a write cut at any byte
+lacks it), then zeros to a multiple of 16 bytes (so the 16-byte header never straddles a
+sector). The payload is CBOR `[first_index, [[term, kind,
 data], ...], hard, reset]`: `hard` is the term and vote as of this record (`[term, vote]` or
 None), in EVERY record, so that compaction, which deletes old segments, never deletes the
 latest hard state; `reset` true says the log starts after first_index - 1 (a snapshot's
@@ -35,10 +36,13 @@ a write that stopped: its header is zeros or a prefix of a header then zeros (ne
 or cut inside it), or its trailer byte is 0 (cut at some byte), or some 512-byte sector of it is
 all zeros (sectors reached the disk out of order). Anything else is damage: `LogDamaged` is
 raised, never cut (a flipped bit leaves the trailer and no sector of zeros; one in the header
-leaves the length and its complement disagreeing). Limitation: a record whose payload holds a
-sector of zeros of its own and is then damaged reads as torn, and it and every record after it
-within the window are cut, synced or not (nothing in a record says up to where the segment was
-synced; review32).
+leaves the length and its complement disagreeing; and a record that looks torn is damage if a
+whole record after it says the segment was flushed past it). Limitation: a record of the last
+flushed batch, with no record written after it, whose payload holds a sector of zeros of its
+own and is then damaged reads as torn and is cut (nothing on disk says it was flushed).
+
+Open flushes the last segment and the folder before it returns: what the scan found may be in
+the page cache alone after a kill -9, and must not be reported held before it is durable.
 
 A flush that fails fails the log (`LogFailed`): it is never retried, since a second fdatasync
 may succeed with the first one's pages lost.
@@ -67,14 +71,19 @@ from superstatic.protocol.errors import LimitExceeded
 SEGMENT_BYTES_DEFAULT = 64 << 20
 # Bytes appended without an fdatasync at most: the window in which a crash may leave torn bytes.
 UNSYNCED_BYTES_MAX_DEFAULT = 8 << 20
-# Payload length, its complement, CRC-32 over the length bytes and the payload. The complement
+# Payload length, its complement, `synced`, CRC-32 over the header's first 12 bytes and the
+# payload. `synced` is how far the segment was flushed when the record was written: a whole
+# record after a bad one that says the bad one's bytes were flushed proves it damage, not torn
+# (review32: a damaged record with a sector of zeros of its own was cut with the synced records
+# after it). The complement
 # tells a damaged length from a torn one (review32): a write cut short leaves a prefix of the
 # header and zeros, a flipped bit leaves a whole header whose two length fields disagree.
 # Without it a length one larger pointed the trailer check at the zero padding: the record read
 # as torn and it and the synced records after it were cut.
-HEADER = struct.Struct(">III")
+HEADER = struct.Struct(">IIII")
 LENGTH_MASK = 0xFFFFFFFF
 RECORD_ALIGN_BYTES = 16  # records start at multiples of this: a header never straddles a sector
+SEGMENT_BYTES_MAX = 1 << 32  # offsets, and `synced`, fit in 4 bytes
 SECTOR_BYTES = 512  # the smallest unit a disk writes whole (a torn write leaves whole sectors)
 TRAILER = 0xA5  # the last byte of every record: a write cut short lacks it
 ZERO_CHUNK_BYTES = 1 << 20
@@ -132,7 +141,7 @@ class SegmentLog:
         unsynced_bytes_max: int = UNSYNCED_BYTES_MAX_DEFAULT,
         fsync: bool = True,
     ) -> None:
-        assert 0 < unsynced_bytes_max <= segment_bytes, (unsynced_bytes_max, segment_bytes)
+        assert 0 < unsynced_bytes_max <= segment_bytes < SEGMENT_BYTES_MAX, segment_bytes
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
@@ -165,12 +174,13 @@ class SegmentLog:
         return index, term, kind, data
 
     def _read(self, segment: _Segment, offset: int) -> tuple[int, list[Any]]:
-        length, inverse, crc = HEADER.unpack(os.pread(segment.fd, HEADER.size, offset))
+        header = os.pread(segment.fd, HEADER.size, offset)
+        length, inverse, _synced, crc = HEADER.unpack(header)
         # Checked before the payload is read: a damaged length would ask for up to 4 GiB.
         if inverse != length ^ LENGTH_MASK or offset + HEADER.size + length >= self.segment_bytes:
             raise LogDamaged(segment.path, offset, "a damaged length on read")
         payload = os.pread(segment.fd, length, offset + HEADER.size)
-        if zlib.crc32(payload, zlib.crc32(length.to_bytes(4, "big"))) != crc:
+        if zlib.crc32(payload, zlib.crc32(header[:12])) != crc:
             raise LogDamaged(segment.path, offset, "a checksum mismatch on read")
         first, items, _hard, _reset = cbor2.loads(payload)
         return first, items
@@ -272,10 +282,9 @@ class SegmentLog:
             self.sync()  # a segment before the last is never torn (the scan relies on it)
             self._new_segment()
         segment = self.segments[-1]
-        length = len(payload).to_bytes(4, "big")
-        header = HEADER.pack(
-            len(payload), len(payload) ^ LENGTH_MASK, zlib.crc32(payload, zlib.crc32(length))
-        )
+        synced = segment.end - self._unsynced  # this segment's bytes flushed so far
+        start = struct.pack(">III", len(payload), len(payload) ^ LENGTH_MASK, synced)
+        header = start + zlib.crc32(payload, zlib.crc32(start)).to_bytes(4, "big")
         padding = bytes(size - HEADER.size - len(payload) - 1)
         offset = segment.end
         os.pwrite(segment.fd, header + payload + bytes([TRAILER]) + padding, offset)
@@ -330,6 +339,13 @@ class SegmentLog:
         try:
             for n, path in enumerate(names):
                 self._scan(path, last=n == len(names) - 1)
+            if self.segments and self.fsync:
+                # What the scan found may be in the page cache alone (a kill -9 between a
+                # write and its flush): flushed now, before the log reports it held and a
+                # follower acknowledges it (review32). The folder too: a segment's name may
+                # not be durable yet. Earlier segments were flushed before the last was used.
+                os.fdatasync(self.segments[-1].fd)
+                self._sync_folder()
         except BaseException:
             self.close()
             raise
@@ -354,19 +370,19 @@ class SegmentLog:
         torn = False
         while offset + HEADER.size <= size:
             header = data[offset : offset + HEADER.size]
-            length, inverse, crc = HEADER.unpack(header)
+            length, inverse, _synced, crc = HEADER.unpack(header)
             end = offset + HEADER.size + length  # the trailer's offset
             if inverse != length ^ LENGTH_MASK:
                 # Zeros (the end, or a header never written) or a prefix of a header then
                 # zeros (a write cut inside it) is torn; anything else is a damaged header.
                 written = header.rstrip(b"\0")
-                whole = HEADER.pack(length, length ^ LENGTH_MASK, 0)
+                whole = HEADER.pack(length, length ^ LENGTH_MASK, 0, 0)
                 torn = len(written) <= 8 and whole.startswith(written)
                 break
             if end >= size:
                 break  # a whole header whose length passes the segment: damage
             payload = data[offset + HEADER.size : end]
-            crc_ok = zlib.crc32(payload, zlib.crc32(data[offset : offset + 4])) == crc
+            crc_ok = zlib.crc32(payload, zlib.crc32(header[:12])) == crc
             if not crc_ok or data[end] != TRAILER:
                 torn = data[end] == 0 or _has_zero_sector(data, offset, end + 1)
                 break
@@ -383,6 +399,8 @@ class SegmentLog:
         window_end = offset + self.unsynced_bytes_max
         if data[window_end:].strip(b"\0"):
             raise LogDamaged(path, offset, "a record that is not whole, with data after it")
+        if _flushed_past(data, offset, min(window_end, size)):
+            raise LogDamaged(path, offset, "a record that is not whole, flushed before a later one")
         # A torn tail: cut, and zeroed again so that the next scan finds the clean end.
         cut = len(rest.rstrip(b"\0"))
         os.pwrite(fd, bytes(cut), offset)
@@ -412,6 +430,24 @@ class SegmentLog:
             self.places.extend(_Place(segment, offset, n) for n in range(len(items)))
             segment.last_index = self.last_index
         self.hard = None if hard is None else (hard[0], hard[1])
+
+
+def _flushed_past(data: bytes, offset: int, window_end: int) -> bool:
+    """Whether a whole record after `offset` (below window_end) says the segment was flushed
+    past `offset` when it was written. Records written after a crash's last flush say at most
+    that flush's end, which is at or before the torn record; so one that says more shows the
+    bad record was flushed, then damaged. Only on the bad path: a check per 16 bytes."""
+    start = offset + RECORD_ALIGN_BYTES
+    for at in range(start, window_end - HEADER.size + 1, RECORD_ALIGN_BYTES):
+        length, inverse, synced, crc = HEADER.unpack_from(data, at)
+        if inverse != length ^ LENGTH_MASK or synced <= offset:
+            continue
+        end = at + HEADER.size + length
+        if end >= len(data) or data[end] != TRAILER:
+            continue
+        if zlib.crc32(data[at + HEADER.size : end], zlib.crc32(data[at : at + 12])) == crc:
+            return True
+    return False
 
 
 def _has_zero_sector(data: bytes, start: int, end: int) -> bool:
