@@ -169,8 +169,11 @@ class SegmentLog:
         assert self.base < index <= self.last_index, (index, self.base, self.last_index)
         place = self.places[index - self.base - 1]
         first, items = self._read(place.segment, place.offset)
+        if first + place.position != index or place.position >= len(items):
+            # Not an assert (gone under -O): a reader's place in a segment that compaction
+            # deleted reads whatever file took its descriptor's number (review32).
+            raise LogDamaged(place.segment.path, place.offset, "a record of another index")
         term, kind, data = items[place.position]
-        assert first + place.position == index, (first, place.position, index)
         return index, term, kind, data
 
     def _read(self, segment: _Segment, offset: int) -> tuple[int, list[Any]]:
