@@ -72,14 +72,12 @@ SEGMENT_BYTES_DEFAULT = 64 << 20
 # Bytes appended without an fdatasync at most: the window in which a crash may leave torn bytes.
 UNSYNCED_BYTES_MAX_DEFAULT = 8 << 20
 # Payload length, its complement, `synced`, CRC-32 over the header's first 12 bytes and the
-# payload. `synced` is how far the segment was flushed when the record was written: a whole
-# record after a bad one that says the bad one's bytes were flushed proves it damage, not torn
-# (review32: a damaged record with a sector of zeros of its own was cut with the synced records
-# after it). The complement
-# tells a damaged length from a torn one (review32): a write cut short leaves a prefix of the
-# header and zeros, a flipped bit leaves a whole header whose two length fields disagree.
-# Without it a length one larger pointed the trailer check at the zero padding: the record read
-# as torn and it and the synced records after it were cut.
+# payload (review32). The complement tells a damaged length from a torn one: a write cut short
+# leaves a prefix of the header and zeros, a flipped bit a whole header whose two length fields
+# disagree (before it, a length one larger pointed the trailer check at the zero padding, and
+# the record and the synced records after it were cut as torn). `synced` is how far the segment
+# was flushed when the record was written: a whole record after a bad one that says the bad
+# one's bytes were flushed proves it damage, not torn.
 HEADER = struct.Struct(">IIII")
 LENGTH_MASK = 0xFFFFFFFF
 RECORD_ALIGN_BYTES = 16  # records start at multiples of this: a header never straddles a sector
