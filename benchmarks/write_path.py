@@ -28,6 +28,9 @@ before its own write). One writer is the disk alone; three is a cluster on one d
 * `lmdb, 2 flushes`: the agent's flags (MDB_NOMETASYNC): the commit flushes the data pages, then
   `env.sync(True)` the meta page that points to them. The floor of any durable LMDB commit that
   survives a power loss whole (agent/storage.py's module docstring says why).
+* `SegmentLog, leader`: `SegmentLog.append` of one entry + `sync` (agent/logsegments.py, branch
+  `ownlog-segments`, not wired into the agent): the append of a Raft log of its own, with its
+  record's CBOR, CRC and trailer.
 * `Storage.write, leader`: `Storage.write` of a Ready of one entry, as a leader persists a call.
 * `Storage.write, follower`: one entry and a hard state whose commit index moved.
 * `Storage.write, commit only`: a hard state whose commit index moved and nothing else, the
@@ -56,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+from superstatic_agent.logsegments import SegmentLog
 from superstatic_agent.raft.types import Entry, EntryKind, HardState, Ready, Role
 from superstatic_agent.storage import DBS_MAX, Storage
 from superstatic_bench.stats import summarize_us
@@ -154,6 +158,17 @@ def _storage(folder: Path, shape: str, fsync: bool, syncs_us: list[float]) -> tu
     return step, storage.close
 
 
+def _segment_log(folder: Path) -> tuple[Step, Callable[[], None]]:
+    log = SegmentLog(folder / "raftlog")
+    data = b"x" * ENTRY_BYTES
+
+    def step(i: int) -> None:
+        log.append([(i + 1, 1, int(EntryKind.NORMAL), data)])
+        log.sync()
+
+    return step, log.close
+
+
 ROWS: tuple[tuple[str, str, bool], ...] = (
     ("fdatasync", "", True),
     ("fdatasync", "pre-zeroed segment", True),
@@ -161,6 +176,7 @@ ROWS: tuple[tuple[str, str, bool], ...] = (
     ("lmdb, 1 flush", "", True),
     ("lmdb, commit flush only", "", True),
     ("lmdb, 2 flushes", "", True),
+    ("SegmentLog", "leader", True),
     ("Storage.write", "leader", True),
     ("Storage.write", "follower", True),
     ("Storage.write", "commit only", True),
@@ -187,6 +203,8 @@ def _writer(
         step, close = _segment(path, shape.split()[0], size_bytes)
     elif what == "fdatasync":
         step, close = _fdatasync(path)
+    elif what == "SegmentLog":
+        step, close = _segment_log(path)
     elif what.startswith("lmdb"):
         flushes = 1 if "1 flush" in what else 0 if "commit flush only" in what else 2
         step, close = _lmdb(path, flushes)
