@@ -277,6 +277,11 @@ class _Request:
     # admission order, which is seq order for writes.
     serial: int = 0
     req_ids: list[int] = field(default_factory=list)  # every attempt's req id (by_req_id keys)
+    # Counted in `Connection._pending` (changed under its `_lock`): set when a caller's request
+    # is counted in, cleared by whoever counts it out, exactly once: the I/O thread settling
+    # it, the turn's end for callers answered in a turn, or the caller itself when it found
+    # its answer before that turn ended (`Connection._count_out_early`).
+    counted: bool = False
 
 
 class Connection:
@@ -547,6 +552,22 @@ class Connection:
                 "may not have been applied",
                 outcome_known=request.op != "propose",
             ) from None
+        finally:
+            if request.counted and request.slot.done():
+                # Answered in an I/O turn that has not ended yet (we reached our wait after
+                # the answer was stored): counted out now, once, so that our next request
+                # neither finds us still in flight nor is one the others are held for.
+                self._count_out_early(request)
+
+    def _count_out_early(self, request: _Request) -> None:
+        """Counts out a caller's request whose answer it took before the I/O turn that stored
+        it ended (review 29, docs/data-model-v2.md 8.17): that turn's end (`_wake_settled`)
+        then neither counts it out again nor holds the others for it."""
+        with self._lock:
+            if request.counted:
+                request.counted = False
+                self._pending -= 1
+                assert self._pending >= 0
 
     def _send_direct(self, request: _Request) -> bool:
         """A lone caller's write (nothing of another caller queued or in flight, the socket
@@ -579,11 +600,13 @@ class Connection:
                 ):
                     return False
                 self._pending += 1
+                request.counted = True
             if self._io.send_direct(request):
                 self.sent_direct += 1  # under the socket lock: one writer at a time
                 return True
             with self._lock:
                 self._pending -= 1
+                request.counted = False
             return False
         finally:
             self._socket_lock.release()
@@ -601,6 +624,7 @@ class Connection:
                 )
             if not request.internal:
                 self._pending += 1
+                request.counted = True
             # Only the request that finds the queue empty wakes the I/O thread, and only if it
             # sleeps: the others join a queue whose wake-up is already sent (or about to be,
             # by that request), and a thread that is awake takes the queue before it sleeps
@@ -651,12 +675,13 @@ class Connection:
             request.slot.store(result, error)
             self._settled.append(request)
             return
-        if not request.internal:
+        if request.counted:
             # Counted out before the wake: the woken caller's next write finds itself alone
             # (and may send it directly) instead of racing this decrement.
             with self._lock:
                 self._pending -= 1
                 assert self._pending >= 0
+                request.counted = False
         request.slot.set(result, error)
 
     def _wake_settled(self) -> None:
@@ -667,9 +692,16 @@ class Connection:
         if not settled:
             return
         self._settled = []
-        callers = sum(1 for request in settled if not request.internal)
-        if callers:
-            with self._lock:
+        with self._lock:
+            # A caller that found its answer before now counted itself out already
+            # (`_count_out_early`), and may have queued its next request: it is neither
+            # counted out again nor waited for.
+            callers = 0
+            for request in settled:
+                if request.counted:
+                    request.counted = False
+                    callers += 1
+            if callers:
                 self._pending -= callers
                 assert self._pending >= 0
                 if callers > 1:
