@@ -170,6 +170,11 @@ LINK_PROBE_MS = 2_000
 SOCKET_HWM_FRAMES = 10_000
 ENDPOINT_PATTERN = re.compile(r"^(tcp|ipc|inproc)://\S+$")
 
+# Plain ints: `int & zmq.POLLIN` and `get(zmq.EVENTS)` go through Python's enum machinery, a
+# few microseconds per turn on this path (docs/data-model-v2.md 8.17).
+_ZMQ_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
 _MONITOR_EVENTS = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_DISCONNECTED
@@ -812,6 +817,14 @@ class _IoState:
         self.sock_fd = -1  # what the I/O thread polls for the socket (its ZMQ_FD)
         # The socket had frames waiting when the lock was last released: poll without waiting.
         self.more = False
+        # Whether the next turn must read the socket (`look_sock`) or the link (`look_link`)
+        # though the poll did not report its descriptor. The descriptors are edge-triggered:
+        # any use of a socket may consume the edge of frames that arrived, so every use is
+        # followed by a look at ZMQ_EVENTS (the turn's end; a lone caller's `send_direct`),
+        # which sets these. A turn reads a socket only when its descriptor fired or these say
+        # so, instead of every turn until `zmq.Again` (an exception of ~5-10 us each: 8.17).
+        self.look_sock = True
+        self.look_link = True
         self.timeout_ms = 0
         self.monitor: zmq.Socket[Any] | None = None
         self.connected = False
@@ -908,18 +921,23 @@ class _IoState:
             self.drain_wake()
         if self.monitor is not None and self.monitor in ready:
             self.on_monitor()
-        if self.sock is not None:
+        if self.sock is not None and (self.look_sock or self.sock_fd in ready):
             # The descriptor is edge-triggered and any use of the socket (a caller's send
-            # too) may consume its edge: read until empty every turn.
+            # too) may consume its edge: read until empty when it fired or when the last
+            # look at ZMQ_EVENTS after a use found frames (`look_sock`).
+            self.look_sock = False
             self.on_frames()
         if self.link is not None:
-            self.on_link()
+            self.on_link(ready)
         # What callers queued while this turn ran (they sent no wake-up: we were awake) goes
         # out with what is due now, in the same frame.
         self.take_queued()
         self.on_timers(time.monotonic())
-        self.more = self.sock is not None and bool(self.sock.get(zmq.EVENTS) & zmq.POLLIN)
-        self.more = self.more or (self.link is not None and self.link.more())
+        # After the turn's last use of either socket: what arrived since their reads (or
+        # whose edge a send consumed) is read at once, in the next turn.
+        self.look_sock = self.sock is not None and bool(self.sock.get(_ZMQ_EVENTS) & _POLLIN)
+        self.look_link = self.link is not None and self.link.more()
+        self.more = self.look_sock or self.look_link
         self.timeout_ms = self.next_wake_ms()
 
     def send_direct(self, request: _Request) -> bool:
@@ -936,10 +954,13 @@ class _IoState:
         self.deadlines.set(request, request.deadline)
         self.admit(request, now)
         self.send_request(request, now)
-        pending = self.link is not None and self.link.more()
-        if pending or (self.sock is not None and self.sock.get(zmq.EVENTS) & zmq.POLLIN):
+        look_link = self.link is not None and self.link.more()
+        look_sock = self.sock is not None and bool(self.sock.get(_ZMQ_EVENTS) & _POLLIN)
+        if look_link or look_sock:
             # Frames arrived and our send consumed the descriptor's edge: the I/O thread,
-            # waiting on it, must look now.
+            # waiting on it, must look now, though its poll will not report the descriptor.
+            self.look_link = self.look_link or look_link
+            self.look_sock = self.look_sock or look_sock
             self.conn._wake()
         return True
 
@@ -1053,6 +1074,7 @@ class _IoState:
             raise
         self.sock = sock
         self.sock_fd = sock.get(zmq.FD)
+        self.look_sock = True  # a new socket: looked at once, whatever its descriptor says
         self.connected = False
         self.last_rx = time.monotonic()
         self.poller.register(self.sock_fd, zmq.POLLIN)
@@ -1911,6 +1933,7 @@ class _IoState:
             return
         try:
             self.link = LeaderLink(self.conn._ctx, candidates[0], self.conn.keys, self.poller)
+            self.look_link = True  # a new socket: looked at once, whatever its descriptor says
         except zmq.ZMQError as exc:
             log.info("superstatic: no link to the leader at %s: %s", candidates[0], exc)
             self.link_failed[candidates[0]] = now + LINK_RETRY_MS / 1000
@@ -1938,10 +1961,12 @@ class _IoState:
         if retry:
             self.link_failed[link.endpoint] = now + LINK_RETRY_MS / 1000
 
-    def on_link(self) -> None:
+    def on_link(self, ready: dict[Any, int]) -> None:
         link = self.link
         assert link is not None
-        for kind, _value in link.events():
+        # The monitor is a socket the poll reports while it holds events (level-triggered);
+        # the link's own descriptor is edge-triggered, as the connection's (`turn`).
+        for kind, _value in link.events() if link.monitor in ready else ():
             if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 link.connected = True
                 link.hello_req = next(self.req_ids)
@@ -1950,6 +1975,9 @@ class _IoState:
             else:  # disconnected, or the handshake failed (a refused key)
                 self.drop_link("disconnected" if kind == zmq.EVENT_DISCONNECTED else "refused")
                 return
+        if not (self.look_link or link.fd in ready):
+            return  # nothing arrived since the last look (`turn`)
+        self.look_link = False
         for data in link.frames():
             try:
                 frame = wire.decode(data, wire.AGENT_TO_CLIENT)
