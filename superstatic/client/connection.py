@@ -1396,15 +1396,30 @@ class _IoState:
             return
         client = self.conn.client_id
         by_seq = self.by_seq
+        applied = self.conn.replica.applied_index
+        settled = False
         for event in events:
             if type(event) is not list or len(event) < 4:
                 continue
             if event[1] != client or event[3] != "ok" or type(event[0]) is not int:
                 continue
             request = by_seq.get(event[2]) if type(event[2]) is int else None
-            if request is not None and request.op == "propose" and request.trace is None:
-                # Settling takes it out of by_seq: a second event of the seq finds nothing.
-                self.on_reply(request, 0, {"index": event[0], "outcome": "ok", "dup": False})
+            if request is None or request.op != "propose" or request.trace is not None:
+                continue
+            index = event[0]
+            if request is self.opening or index > applied:
+                # The session's open (on_reply opens the session), or not applied here (never,
+                # after a feed): as the REPLY would be.
+                self.on_reply(request, 0, {"index": index, "outcome": "ok", "dup": False})
+                continue
+            # What on_reply does with an "ok" REPLY of an entry our replica holds, without
+            # building and checking a REPLY per write (docs/data-model-v2.md 8.17). Settling
+            # takes it out of by_seq: a second event of the seq finds nothing.
+            settled = True
+            self.settle(request, result=Committed(index, "ok", "", False))
+        if settled:
+            self.refusing_since = None
+            self.last_propose = time.monotonic()
 
     def on_hello(self, frame: wire.Frame) -> None:
         code = frame.body.get("code")
