@@ -9,9 +9,22 @@ own folder on the same disk, in lockstep (a barrier before every write), the way
 of a cluster on one machine write the same entry at the same moment (the leader sends its APPEND
 before its own write). One writer is the disk alone; three is a cluster on one disk.
 
-* `fdatasync`: 200 bytes appended to a plain file, then fdatasync: the disk's flush.
+* `fdatasync`: 200 bytes appended to a plain file, then fdatasync: the disk's flush. The file
+  grows, so each fdatasync also commits its new size (and new blocks) in ext4's journal.
+* `fdatasync, pre-zeroed segment`: 200 bytes written at the next offset of a file that was
+  written with zeros and synced first, then fdatasync: what the append of a Raft log of its own
+  would cost (docs/data-model-v2.md 8.16). The size and the blocks are already on disk, so the
+  flush is the data block alone, with no journal commit.
+* `fdatasync, fallocated segment`: the same into a file reserved with posix_fallocate but never
+  written: ext4 marks such blocks "unwritten", and the first write into each 4 KiB block
+  converts it in the journal (else a crash would read it back as zeros), so preallocating
+  without zero-filling saves the size change but not every journal commit: here one write in
+  ~20 pays one (200 B writes), too few to move the p50 or the p90 (data-model-v2.md 8.16).
 * `lmdb, 1 flush`: a put in an environment opened with MDB_NOSYNC, then `env.sync(True)`. What
   the suite's `floors` workload calls "LMDB 100 B put + env.sync (one fsync)".
+* `lmdb, commit flush only`: the agent's flags (MDB_NOMETASYNC) and no `env.sync`: the commit's
+  own data flush, as a durable Ready would cost with its meta-page sync skipped (the unsafe
+  bound of docs/data-model-v2.md 8.16; the meta page is flushed by the next commit).
 * `lmdb, 2 flushes`: the agent's flags (MDB_NOMETASYNC): the commit flushes the data pages, then
   `env.sync(True)` the meta page that points to them. The floor of any durable LMDB commit that
   survives a power loss whole (agent/storage.py's module docstring says why).
@@ -57,6 +70,9 @@ LMDB_MAP_BYTES = 256 << 20
 BARRIER_TIMEOUT_S = 60.0
 RESULT_TIMEOUT_S = 600.0
 RESULT_POLL_S = 0.5  # how often a wait for results checks that every writer still runs
+# The pre-zeroed and fallocated segments: at least this big, and as big as a row's writes need.
+SEGMENT_BYTES_MIN = 1 << 20
+ZERO_CHUNK_BYTES = 1 << 20  # zeros written per write() call when filling a segment
 
 Step = Callable[[int], None]
 
@@ -72,7 +88,35 @@ def _fdatasync(folder: Path) -> tuple[Step, Callable[[], None]]:
     return step, lambda: os.close(fd)
 
 
+def _segment(folder: Path, how: str, size_bytes: int) -> tuple[Step, Callable[[], None]]:
+    """Writes at the next offset of a segment of `size_bytes` reserved before the timed writes
+    (`how`: "pre-zeroed" writes it with zeros, "fallocated" only reserves its blocks), both
+    made durable first so that only the timed writes' own flushes are timed."""
+    fd = os.open(folder / "segment.bin", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    if how == "pre-zeroed":
+        zeros = bytes(ZERO_CHUNK_BYTES)
+        written = 0
+        while written < size_bytes:
+            written += os.write(fd, zeros[: size_bytes - written])
+    else:
+        os.posix_fallocate(fd, 0, size_bytes)
+    os.fsync(fd)
+    folder_fd = os.open(folder, os.O_RDONLY)  # the new name is durable too
+    try:
+        os.fsync(folder_fd)
+    finally:
+        os.close(folder_fd)
+    data = b"x" * ENTRY_BYTES
+
+    def step(i: int) -> None:
+        os.pwrite(fd, data, i * ENTRY_BYTES)
+        os.fdatasync(fd)
+
+    return step, lambda: os.close(fd)
+
+
 def _lmdb(folder: Path, flushes: int) -> tuple[Step, Callable[[], None]]:
+    # flushes: 1 = MDB_NOSYNC + env.sync; 2 = MDB_NOMETASYNC + env.sync; 0 = MDB_NOMETASYNC alone.
     if flushes == 1:
         env = lmdb.open(str(folder), map_size=LMDB_MAP_BYTES, max_dbs=DBS_MAX, sync=False)
     else:
@@ -85,7 +129,8 @@ def _lmdb(folder: Path, flushes: int) -> tuple[Step, Callable[[], None]]:
     def step(i: int) -> None:
         with env.begin(write=True) as txn:
             txn.put((i + 1).to_bytes(8, "big"), data, db=db, append=True)
-        env.sync(True)
+        if flushes:
+            env.sync(True)
 
     return step, env.close
 
@@ -111,7 +156,10 @@ def _storage(folder: Path, shape: str, fsync: bool, syncs_us: list[float]) -> tu
 
 ROWS: tuple[tuple[str, str, bool], ...] = (
     ("fdatasync", "", True),
+    ("fdatasync", "pre-zeroed segment", True),
+    ("fdatasync", "fallocated segment", True),
     ("lmdb, 1 flush", "", True),
+    ("lmdb, commit flush only", "", True),
     ("lmdb, 2 flushes", "", True),
     ("Storage.write", "leader", True),
     ("Storage.write", "follower", True),
@@ -134,10 +182,14 @@ def _writer(
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
     syncs_us: list[float] = []
-    if what == "fdatasync":
+    if what == "fdatasync" and shape:
+        size_bytes = max(SEGMENT_BYTES_MIN, (warmup + ops) * ENTRY_BYTES)
+        step, close = _segment(path, shape.split()[0], size_bytes)
+    elif what == "fdatasync":
         step, close = _fdatasync(path)
     elif what.startswith("lmdb"):
-        step, close = _lmdb(path, 1 if "1 flush" in what else 2)
+        flushes = 1 if "1 flush" in what else 0 if "commit flush only" in what else 2
+        step, close = _lmdb(path, flushes)
     else:
         step, close = _storage(path, shape, fsync, syncs_us)
     samples: list[float] = []

@@ -57,3 +57,22 @@ def test_a_writer_that_dies_fails_its_row_at_once(
     monkeypatch.setattr(write_path, "_fdatasync", broken)
     with pytest.raises(RuntimeError, match="a writer of the row 'fdatasync' exited with status"):
         write_path.measure(3, 0, 2, tmp_path)
+
+
+def test_a_segment_row_writes_in_place_and_never_grows_the_file(tmp_path: Path) -> None:
+    # The row stands for a log's append into a segment made before: if its writes grew the
+    # file (an O_APPEND, a write past the end) it would time a journal commit it claims to avoid.
+    for how in ("pre-zeroed", "fallocated"):
+        folder = tmp_path / how
+        folder.mkdir()
+        step, close = write_path._segment(folder, how, write_path.SEGMENT_BYTES_MIN)
+        try:
+            for i in range(3):
+                step(i)
+        finally:
+            close()
+        data = (folder / "segment.bin").read_bytes()
+        assert len(data) == write_path.SEGMENT_BYTES_MIN
+        written = 3 * write_path.ENTRY_BYTES
+        assert data[:written] == b"x" * written
+        assert data[written:] == bytes(len(data) - written)
