@@ -16,6 +16,7 @@ import threading
 import pytest
 
 import superstatic
+from superstatic.client import connection as connection_module
 from superstatic.client import default as session_default
 from superstatic.client.connection import Connection
 from superstatic.tools.localcluster import LocalCluster
@@ -104,5 +105,51 @@ def test_many_callers_through_leader_kills_never_hang_and_leave_nothing_counted(
         assert conn._pending == 0
         tokens.append("after")
         assert list(tokens)[-1] == "after"
+    finally:
+        superstatic.close()
+
+
+LINK_CALLERS = 8
+LINK_WRITES_PER_CALLER = 150
+HANG_MS = 600_000  # longer than any wait of this test: a lost wake-up hangs, never just delays
+
+
+def test_no_wake_up_is_lost_on_the_link_to_the_leader(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link's descriptor is edge-triggered as the connection's own (8.17 change 2). With
+    the loop's periodic wake (100 ms) and the resend at ten minutes, a frame left unread on
+    the link is a call that runs into its deadline (Unavailable), not a slow one."""
+    monkeypatch.setattr(connection_module, "LOOP_WAKE_MS_MAX", HANG_MS)
+    leader = cluster.leader()
+    first = next(i for i in cluster.agents if i != leader)
+    others = [i for i in cluster.agents if i != first]
+    superstatic.connect(cluster.client_endpoints([first, *others]))
+    try:
+        conn = session_default.get().connection
+        assert isinstance(conn, Connection)
+        conn.timeout_ms_resend = HANG_MS  # read at each send: no resend hides a lost frame
+        tokens = superstatic.root("tokens34link", list)
+        tokens.append("first")  # the session is open, the link to the leader made
+        errors: list[BaseException] = []
+
+        def writer(n: int) -> None:
+            try:
+                for i in range(LINK_WRITES_PER_CALLER):
+                    tokens.append(f"l{n}-{i}")
+            except BaseException as exc:  # checked below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(LINK_CALLERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT_S_TEST)
+        assert not any(t.is_alive() for t in threads), "a caller hung"
+        assert not errors, errors[:3]
+        assert conn.sent_to_leader > 0  # the writes went over the link
+        assert conn._pending == 0
+        superstatic.sync()
+        assert len(tokens) == 1 + LINK_CALLERS * LINK_WRITES_PER_CALLER
     finally:
         superstatic.close()
