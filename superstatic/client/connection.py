@@ -170,6 +170,11 @@ LINK_PROBE_MS = 2_000
 SOCKET_HWM_FRAMES = 10_000
 ENDPOINT_PATTERN = re.compile(r"^(tcp|ipc|inproc)://\S+$")
 
+# Plain ints: `int & zmq.POLLIN` and `get(zmq.EVENTS)` go through Python's enum machinery, a
+# few microseconds per turn on this path (docs/data-model-v2.md 8.17).
+_ZMQ_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
 _MONITOR_EVENTS = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_DISCONNECTED
@@ -277,6 +282,11 @@ class _Request:
     # admission order, which is seq order for writes.
     serial: int = 0
     req_ids: list[int] = field(default_factory=list)  # every attempt's req id (by_req_id keys)
+    # Counted in `Connection._pending` (changed under its `_lock`): set when a caller's request
+    # is counted in, cleared by whoever counts it out, exactly once: the I/O thread settling
+    # it, the turn's end for callers answered in a turn, or the caller itself when it found
+    # its answer before that turn ended (`Connection._count_out_early`).
+    counted: bool = False
 
 
 class Connection:
@@ -547,6 +557,22 @@ class Connection:
                 "may not have been applied",
                 outcome_known=request.op != "propose",
             ) from None
+        finally:
+            if request.counted and request.slot.done():
+                # Answered in an I/O turn that has not ended yet (we reached our wait after
+                # the answer was stored): counted out now, once, so that our next request
+                # neither finds us still in flight nor is one the others are held for.
+                self._count_out_early(request)
+
+    def _count_out_early(self, request: _Request) -> None:
+        """Counts out a caller's request whose answer it took before the I/O turn that stored
+        it ended (review 29, docs/data-model-v2.md 8.17): that turn's end (`_wake_settled`)
+        then neither counts it out again nor holds the others for it."""
+        with self._lock:
+            if request.counted:
+                request.counted = False
+                self._pending -= 1
+                assert self._pending >= 0
 
     def _send_direct(self, request: _Request) -> bool:
         """A lone caller's write (nothing of another caller queued or in flight, the socket
@@ -579,11 +605,13 @@ class Connection:
                 ):
                     return False
                 self._pending += 1
+                request.counted = True
             if self._io.send_direct(request):
                 self.sent_direct += 1  # under the socket lock: one writer at a time
                 return True
             with self._lock:
                 self._pending -= 1
+                request.counted = False
             return False
         finally:
             self._socket_lock.release()
@@ -601,6 +629,7 @@ class Connection:
                 )
             if not request.internal:
                 self._pending += 1
+                request.counted = True
             # Only the request that finds the queue empty wakes the I/O thread, and only if it
             # sleeps: the others join a queue whose wake-up is already sent (or about to be,
             # by that request), and a thread that is awake takes the queue before it sleeps
@@ -651,12 +680,13 @@ class Connection:
             request.slot.store(result, error)
             self._settled.append(request)
             return
-        if not request.internal:
+        if request.counted:
             # Counted out before the wake: the woken caller's next write finds itself alone
             # (and may send it directly) instead of racing this decrement.
             with self._lock:
                 self._pending -= 1
                 assert self._pending >= 0
+                request.counted = False
         request.slot.set(result, error)
 
     def _wake_settled(self) -> None:
@@ -667,9 +697,16 @@ class Connection:
         if not settled:
             return
         self._settled = []
-        callers = sum(1 for request in settled if not request.internal)
-        if callers:
-            with self._lock:
+        with self._lock:
+            # A caller that found its answer before now counted itself out already
+            # (`_count_out_early`), and may have queued its next request: it is neither
+            # counted out again nor waited for.
+            callers = 0
+            for request in settled:
+                if request.counted:
+                    request.counted = False
+                    callers += 1
+            if callers:
                 self._pending -= callers
                 assert self._pending >= 0
                 if callers > 1:
@@ -780,6 +817,14 @@ class _IoState:
         self.sock_fd = -1  # what the I/O thread polls for the socket (its ZMQ_FD)
         # The socket had frames waiting when the lock was last released: poll without waiting.
         self.more = False
+        # Whether the next turn must read the socket (`look_sock`) or the link (`look_link`)
+        # though the poll did not report its descriptor. The descriptors are edge-triggered:
+        # any use of a socket may consume the edge of frames that arrived, so every use is
+        # followed by a look at ZMQ_EVENTS (the turn's end; a lone caller's `send_direct`),
+        # which sets these. A turn reads a socket only when its descriptor fired or these say
+        # so, instead of every turn until `zmq.Again` (an exception of ~5-10 us each: 8.17).
+        self.look_sock = True
+        self.look_link = True
         self.timeout_ms = 0
         self.monitor: zmq.Socket[Any] | None = None
         self.connected = False
@@ -876,18 +921,23 @@ class _IoState:
             self.drain_wake()
         if self.monitor is not None and self.monitor in ready:
             self.on_monitor()
-        if self.sock is not None:
+        if self.sock is not None and (self.look_sock or self.sock_fd in ready):
             # The descriptor is edge-triggered and any use of the socket (a caller's send
-            # too) may consume its edge: read until empty every turn.
+            # too) may consume its edge: read until empty when it fired or when the last
+            # look at ZMQ_EVENTS after a use found frames (`look_sock`).
+            self.look_sock = False
             self.on_frames()
         if self.link is not None:
-            self.on_link()
+            self.on_link(ready)
         # What callers queued while this turn ran (they sent no wake-up: we were awake) goes
         # out with what is due now, in the same frame.
         self.take_queued()
         self.on_timers(time.monotonic())
-        self.more = self.sock is not None and bool(self.sock.get(zmq.EVENTS) & zmq.POLLIN)
-        self.more = self.more or (self.link is not None and self.link.more())
+        # After the turn's last use of either socket: what arrived since their reads (or
+        # whose edge a send consumed) is read at once, in the next turn.
+        self.look_sock = self.sock is not None and bool(self.sock.get(_ZMQ_EVENTS) & _POLLIN)
+        self.look_link = self.link is not None and self.link.more()
+        self.more = self.look_sock or self.look_link
         self.timeout_ms = self.next_wake_ms()
 
     def send_direct(self, request: _Request) -> bool:
@@ -904,10 +954,13 @@ class _IoState:
         self.deadlines.set(request, request.deadline)
         self.admit(request, now)
         self.send_request(request, now)
-        pending = self.link is not None and self.link.more()
-        if pending or (self.sock is not None and self.sock.get(zmq.EVENTS) & zmq.POLLIN):
+        look_link = self.link is not None and self.link.more()
+        look_sock = self.sock is not None and bool(self.sock.get(_ZMQ_EVENTS) & _POLLIN)
+        if look_link or look_sock:
             # Frames arrived and our send consumed the descriptor's edge: the I/O thread,
-            # waiting on it, must look now.
+            # waiting on it, must look now, though its poll will not report the descriptor.
+            self.look_link = self.look_link or look_link
+            self.look_sock = self.look_sock or look_sock
             self.conn._wake()
         return True
 
@@ -1021,6 +1074,7 @@ class _IoState:
             raise
         self.sock = sock
         self.sock_fd = sock.get(zmq.FD)
+        self.look_sock = True  # a new socket: looked at once, whatever its descriptor says
         self.connected = False
         self.last_rx = time.monotonic()
         self.poller.register(self.sock_fd, zmq.POLLIN)
@@ -1342,15 +1396,30 @@ class _IoState:
             return
         client = self.conn.client_id
         by_seq = self.by_seq
+        applied = self.conn.replica.applied_index
+        settled = False
         for event in events:
             if type(event) is not list or len(event) < 4:
                 continue
             if event[1] != client or event[3] != "ok" or type(event[0]) is not int:
                 continue
             request = by_seq.get(event[2]) if type(event[2]) is int else None
-            if request is not None and request.op == "propose" and request.trace is None:
-                # Settling takes it out of by_seq: a second event of the seq finds nothing.
-                self.on_reply(request, 0, {"index": event[0], "outcome": "ok", "dup": False})
+            if request is None or request.op != "propose" or request.trace is not None:
+                continue
+            index = event[0]
+            if request is self.opening or index > applied:
+                # The session's open (on_reply opens the session), or not applied here (never,
+                # after a feed): as the REPLY would be.
+                self.on_reply(request, 0, {"index": index, "outcome": "ok", "dup": False})
+                continue
+            # What on_reply does with an "ok" REPLY of an entry our replica holds, without
+            # building and checking a REPLY per write (docs/data-model-v2.md 8.17). Settling
+            # takes it out of by_seq: a second event of the seq finds nothing.
+            settled = True
+            self.settle(request, result=Committed(index, "ok", "", False))
+        if settled:
+            self.refusing_since = None
+            self.last_propose = time.monotonic()
 
     def on_hello(self, frame: wire.Frame) -> None:
         code = frame.body.get("code")
@@ -1879,6 +1948,7 @@ class _IoState:
             return
         try:
             self.link = LeaderLink(self.conn._ctx, candidates[0], self.conn.keys, self.poller)
+            self.look_link = True  # a new socket: looked at once, whatever its descriptor says
         except zmq.ZMQError as exc:
             log.info("superstatic: no link to the leader at %s: %s", candidates[0], exc)
             self.link_failed[candidates[0]] = now + LINK_RETRY_MS / 1000
@@ -1906,10 +1976,12 @@ class _IoState:
         if retry:
             self.link_failed[link.endpoint] = now + LINK_RETRY_MS / 1000
 
-    def on_link(self) -> None:
+    def on_link(self, ready: dict[Any, int]) -> None:
         link = self.link
         assert link is not None
-        for kind, _value in link.events():
+        # The monitor is a socket the poll reports while it holds events (level-triggered);
+        # the link's own descriptor is edge-triggered, as the connection's (`turn`).
+        for kind, _value in link.events() if link.monitor in ready else ():
             if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 link.connected = True
                 link.hello_req = next(self.req_ids)
@@ -1918,6 +1990,9 @@ class _IoState:
             else:  # disconnected, or the handshake failed (a refused key)
                 self.drop_link("disconnected" if kind == zmq.EVENT_DISCONNECTED else "refused")
                 return
+        if not (self.look_link or link.fd in ready):
+            return  # nothing arrived since the last look (`turn`)
+        self.look_link = False
         for data in link.frames():
             try:
                 frame = wire.decode(data, wire.AGENT_TO_CLIENT)
