@@ -151,6 +151,10 @@ class SimParams:
     # Every agent's --rules-max (agent/rules.py): 1 replays a schedule under the rules before
     # versions (no "rules" entry, no RULES frame: the course the code before versions took).
     rules_max: int = RULES_NEWEST
+    # False: no agent sends a RULES frame (with rules_max 1: exactly the frames, and so the
+    # course, of agents older than rules versions; an agent at its cap still tells a new
+    # leader once, which moves a seed's course).
+    rules_frames: bool = True
 
     @staticmethod
     def random(seed: int, chaos_ms: int = 6_000) -> SimParams:
@@ -690,6 +694,8 @@ class World:
         self.params = params
         self.rng = random.Random(params.seed)
         self.net = SimNet(random.Random(params.seed * 3 + 1))
+        if not params.rules_frames:
+            self.net.rules_unsaid.add("*")
         self.net.loss = 0.0
         self.net.delay_ms = params.delay_ms
         self.root = sim_root()
