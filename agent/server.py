@@ -1008,9 +1008,14 @@ class Server:
         self.halted = {"reason": reason, "message": message, **facts}
         self.observer.on_halt(reason, message)
         self.shipping.close()
-        if reason == "damaged":
-            # Subscribers must not be fed from a damaged store.
-            self.streams.refuse("this agent's store is damaged; subscribe at another agent")
+        # Every subscriber is told now, and new ones are refused: a halted agent applies
+        # nothing more, so its streams would go silent and their apps wait for their request
+        # timeouts; told, the library fails over to another agent at once (docs/library.md).
+        # A damaged store must not feed anyone anyway.
+        self.streams.refuse(
+            f"agent {self.id} stopped ({reason}) and applies nothing more: subscribe at "
+            "another agent"
+        )
         # Waiting proposals may or may not have committed elsewhere: say so now, not at
         # their timeout. A retry with the same seq through another agent learns the outcome.
         for key in list(self._waiters):
@@ -1725,6 +1730,16 @@ class Server:
             self._reply(identity, frame.req_id, {})
         elif t is wire.FrameType.HELLO:
             wire.field_str(frame, "client", chars_max=wire.CLIENT_ID_CHARS_MAX)
+            if self.halted is not None:
+                # An app must not settle here (its stream would be refused): the library
+                # moves to its next endpoint, and pauses after a round of refusals.
+                self._error(
+                    identity,
+                    frame.req_id,
+                    wire.ErrorCode.UNAVAILABLE,
+                    f"agent {self.id} stopped ({self.halted['reason']}): connect to another agent",
+                )
+                return
             self._reply(
                 identity,
                 frame.req_id,

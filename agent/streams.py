@@ -114,7 +114,7 @@ class Streams(PartialStreams):
         self._error = error
         self._subscribers: dict[bytes, Subscriber] = {}
         self._snapshot_streams = 0
-        self._refusing: str | None = None  # set once the store is found damaged: no streams
+        self._refusing: str | None = None  # set once the agent halts (refuse): no streams
         # Recent events: _recent[i] is the event at index _recent_first + i (contiguous);
         # _recent_items[i] its encoded stream item once a frame needed it (eventframes);
         # _recent_bytes is the sum of their event_bytes and of the items' lengths.
@@ -651,7 +651,8 @@ class Streams(PartialStreams):
             self.drop(sub)
 
     def refuse(self, reason: str) -> None:
-        """Ends every stream and refuses new ones (the store is damaged: nothing is served)."""
+        """Ends every stream and refuses new ones (the agent halted: it applies nothing more,
+        and a damaged store must feed no one)."""
         self._refusing = reason
         for sub in list(self._subscribers.values()):
             self._error(sub.identity, sub.req_id, wire.ErrorCode.UNAVAILABLE, reason)
