@@ -97,7 +97,7 @@ class RulesGate:
         self._heard = {
             m: said for m, said in self._heard.items() if m in members or now - said[1] <= fresh_s
         }
-        if self.version >= self.rules_max or self._deciding is not None:
+        if self.version >= self.rules_max or self.holding(term):
             # (A new cluster's wait decides its first move, ahead of the proposals it holds.)
             return None
         target = self.rules_max

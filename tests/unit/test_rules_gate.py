@@ -115,6 +115,11 @@ def test_a_new_leadership_ends_the_last_ones_hold() -> None:
     assert gate.holding(1)
     assert not gate.holding(2)  # deposed and elected again: _rules_first decides anew
     assert gate.to_propose_new(2, MEMBERS, 0.0) is None
+    # A hold of a past leadership never blocks the upgrade path of a later one.
+    gate.start_new(3, 0.0)
+    gate.heard(RulesKnown("b", "a", 2), 0.0)
+    gate.heard(RulesKnown("c", "a", 2), 0.0)
+    assert gate.to_propose(4, MEMBERS, 0.0) == 2
 
 
 def test_a_member_at_its_cap_tells_a_new_leader_once() -> None:
