@@ -352,6 +352,7 @@ class SimClient:
         # The index of the last entry of our session the cluster answered (its open, a
         # write): SESSION_TTL_MS of log time past it, the session may expire for want of use.
         self.session_alive_index = 0
+        self.expired_unused = False  # the expiry being handled came of that (unused_too_long)
         self.refusing_since: int | None = None
         self.paused_until = 0  # a paused process (a long GC, SIGSTOP): it does nothing
         self.reconnect_after_pause = False  # its connection broke meanwhile
@@ -631,7 +632,8 @@ class SimClient:
             if session != self.session:
                 op.send_at_ms = now
                 return
-            self.session_expired(now, unused_too_long=self.unused_too_long(body["index"]))
+            self.expired_unused = self.unused_too_long(body["index"])
+            self.session_expired(now)
             return
         if outcome == "ok":
             self.finish("ok")
@@ -653,7 +655,7 @@ class SimClient:
         expired, alive = log_time(expired_index), log_time(self.session_alive_index)
         return expired is not None and alive is not None and expired - alive > SESSION_TTL_MS
 
-    def session_expired(self, now: int, unused_too_long: bool = False) -> None:
+    def session_expired(self, now: int) -> None:
         """Like the library: a write with an attempt that may have applied is outcome-unknown;
         one that never reached a log goes out in the new session."""
         self.world.outcome.sessions_expired += 1
@@ -661,7 +663,8 @@ class SimClient:
         self.opening = None
         op = self.op
         if op is not None and op.f in ("append", "setup"):
-            if op.f == "setup" and op.unresolved and unused_too_long:
+            unused, self.expired_unused = self.expired_unused, False
+            if op.f == "setup" and op.unresolved and unused:
                 # Cut off (or its attempts lost) longer than a session lives: the session
                 # expired for want of use, as it must. The setup goes out again in a new
                 # session ("already exists" if an earlier attempt applied). An expiry sooner
