@@ -890,11 +890,12 @@ class Server:
             )
         return False
 
-    def _drop_held_forwarded(self) -> None:
+    def _drop_held_forwarded(self, reason: str = "propose_held_deposed") -> None:
         if self._held_forwarded:
-            # No longer leading: as with a deposed leader's unappended proposals, their
-            # proposers propose them again through the new leader (_propose_waiting_again).
-            self.drops.counts["propose_held_deposed"] += len(self._held_forwarded)
+            # No longer leading (or halted): as with a deposed leader's unappended proposals,
+            # their proposers propose them again through the new leader
+            # (_propose_waiting_again).
+            self.drops.counts[reason] += len(self._held_forwarded)
             self._held_forwarded = []
             self._held_forwarded_bytes = 0
 
@@ -1007,6 +1008,11 @@ class Server:
             return
         self.halted = {"reason": reason, "message": message, **facts}
         self.observer.on_halt(reason, message)
+        # A halted agent never leads again in this process (its core is frozen): forwarded
+        # proposals it held for a new cluster's rules would stay pinned (up to
+        # proposals_waiting_bytes_max) until its restart; their proposers elect another
+        # leader and propose them again through it (review 35).
+        self._drop_held_forwarded("propose_held_halted")
         self.shipping.close()
         # Every subscriber is told now, and new ones are refused: a halted agent applies
         # nothing more, so its streams would go silent and their apps wait for their request
