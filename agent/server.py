@@ -1727,6 +1727,10 @@ class Server:
             self._reads_new.append((identity, frame.req_id))
         elif t is wire.FrameType.SUBSCRIBE:
             self.streams.on_subscribe(identity, frame, now)
+            if self.streams.refused_again:
+                # Halted: an old library's resubscribe on a connection told already (review 35).
+                self.drops.counts["subscribe_refused_again"] += self.streams.refused_again
+                self.streams.refused_again = 0
         elif t in wire.HEAP_FRAMES:
             if not isinstance(proposal, wire.HeapRequest):
                 proposal = wire.parse_heap_request(frame)

@@ -140,9 +140,15 @@ def test_a_halted_agent_tells_its_subscribers_at_once_and_refuses_new_apps(
         with pytest.raises(AgentError, match=r"stopped \(poisoned\)") as told:
             app.wait(sub, timeout_ms=TIMEOUT_MS)
         assert told.value.code == wire.ErrorCode.UNAVAILABLE
-        again = app.send(wire.FrameType.SUBSCRIBE, {"from": 0, "model": wire.DATA_MODEL})
-        with pytest.raises(AgentError, match=r"stopped \(poisoned\)"):
-            app.wait(again, timeout_ms=TIMEOUT_MS)
+        # A new subscription is refused (on a new connection: one refused already is told
+        # no more, review 35, tests/unit/test_review35_refusal_loop.py).
+        other = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
+        try:
+            again = other.send(wire.FrameType.SUBSCRIBE, {"from": 0, "model": wire.DATA_MODEL})
+            with pytest.raises(AgentError, match=r"stopped \(poisoned\)"):
+                other.wait(again, timeout_ms=TIMEOUT_MS)
+        finally:
+            other.close()
         hello = app.send(wire.FrameType.HELLO, {"client": "app"})
         with pytest.raises(AgentError, match=r"stopped \(poisoned\)") as refused:
             app.wait(hello, timeout_ms=TIMEOUT_MS)

@@ -73,7 +73,7 @@ def test_a_halted_agent_refuses_a_connection_once_not_a_resubscribe_loop(
             if frame.req_id in again:
                 answered.append(frame.req_id)
         assert answered == [], f"{len(answered)} of {RESUBSCRIBES} resubscribes answered again"
-        assert agent.status()["drops"]["subscribe_refused_again"] == RESUBSCRIBES
+        assert agent.status()["dropped"]["subscribe_refused_again"] == RESUBSCRIBES
         # A new connection (the library of this branch fails over with one) is still told.
         other = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
         try:
