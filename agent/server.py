@@ -920,7 +920,7 @@ class Server:
             "bug in superstatic, not a fault of this agent. Upgrade superstatic to a version "
             "that applies it, then delete the file POISONED in the data directory "
             f"{self.config.data_dir} and start the agent again. Until then this agent answers "
-            "STATUS and serves what it applied, and refuses writes."
+            "STATUS and INSPECT (what it applied), and refuses writes and streams."
         )
         log.critical("%s", message, exc_info=exc.cause)
         write_poison_marker(self.config.data_dir, exc.index, exc.term, message)
@@ -950,7 +950,7 @@ class Server:
             f"a write to the store failed ({type(exc).__name__}: {exc}); used "
             f"{space.used_bytes} of --map-bytes {space.map_bytes}, disk free "
             f"{space.disk_free_bytes}. This agent stopped writing (nothing of the failed write "
-            "was kept) and still answers STATUS and serves what it applied. Restart it with a "
+            "was kept) and still answers STATUS and INSPECT (what it applied). Restart it with a "
             "larger --map-bytes, or after freeing disk space: it then catches up."
         )
         log.critical("%s", message)
@@ -2369,7 +2369,7 @@ _RULES_FIX = (
     "Applying on with older rules would diverge from the rest of the cluster, so this agent "
     "does not: run a superstatic that knows that rules version on this host (or raise its "
     "--rules-max), then start the agent again; it carries on from where it stopped. Until "
-    "then it answers STATUS and serves what it applied, and refuses writes."
+    "then it answers STATUS and INSPECT (what it applied), and refuses writes and streams."
 )
 
 
