@@ -1,10 +1,12 @@
 """Review 35: a new cluster's leader holds client writes until its rules are decided, and the
 rules entry goes in ahead of every one of them (docs/agent.md, "Rules versions").
 
-The gate's decision is unit-tested (tests/unit/test_rules_gate.py); nothing checked that the
-Server actually holds: with `_flush_proposals` flushing its own batch during the hold and
-`_on_peer_message` stepping forwarded proposals in at once, every rulesnew test passed while
-a new cluster's first requests applied under rules 1, before the rules entry. Here the
+The gate's decision is unit-tested (tests/unit/test_rules_gate.py); no test checked the order
+in the log: with `_flush_proposals` flushing its own batch during the hold and
+`_on_peer_message` stepping forwarded proposals in at once, every unit and sim test of
+rulesnew passed while a new cluster's first requests applied under rules 1, before the rules
+entry (only tests/cluster/test_rules_cluster.py's voter-down test failed, and only because the
+wait's log line was not yet written when the write came back). Here the
 members' first word on the rules is lost (no RULES frame goes out for LIFT_MS), so the leader
 holds until their next word, RULES_ADVERTISE_MS later; the client's first writes arrive in
 between. Every request entry must come after the rules entry, on every member."""
