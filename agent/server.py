@@ -58,8 +58,8 @@ from superstatic_agent.raft.types import (
     Role,
     SnapshotMeta,
 )
-from superstatic_agent.rules import RulesTooNew, rules_payload
-from superstatic_agent.rules_gate import RulesGate
+from superstatic_agent.rules import RULES_FIRST, RulesTooNew, rules_payload
+from superstatic_agent.rules_gate import RULES_NEW_WAIT_MS, RulesGate
 from superstatic_agent.shipping import Shipping
 from superstatic_agent.statemachine import Applied, ApplyFailed, StateMachine, only_removes
 from superstatic_agent.storage import (
@@ -397,6 +397,12 @@ class Server:
         # without a second parse and encode of each payload (docs/data-model-v2.md 8.8).
         self._batch_stamp: tuple[int, int] | None = None
         self._batch_bytes = 0
+        # PROPOSE messages followers forwarded while this agent, leading a new cluster, holds
+        # proposals for its members' word on the rules (RulesGate.holding), and their bytes
+        # (at most proposals_waiting_bytes_max: past it they are dropped, and their proposers
+        # propose them again or time out). Stepped in, stamped, once the version is decided.
+        self._held_forwarded: list[Message] = []
+        self._held_forwarded_bytes = 0
         self._waiters: dict[tuple[str, int], list[Waiter]] = {}
         self._waiter_queue: deque[tuple[float, tuple[str, int], Waiter]] = deque()
         self._waiting = 0
@@ -856,12 +862,48 @@ class Server:
             if any(e.kind is EntryKind.NORMAL for e in node.entries_between(lo, hi)):
                 return
             lo = hi + 1
-        version = self.rules.to_propose_new(node.term)
+        self.rules.start_new(node.term, self.clock.monotonic())
+
+    def _rules_decide_new(self) -> bool:
+        """A new cluster's leader: True while client proposals must wait for the members'
+        word on the rules (RulesGate.to_propose_new); once decided, the rules entry (if the
+        cluster moves up) goes in ahead of every proposal held, then those held."""
+        node = self.node
+        if node.role is not Role.LEADER or not self.rules.holding(node.term):
+            self._drop_held_forwarded()
+            return False
+        version = self.rules.to_propose_new(node.term, node.conf.members(), self.clock.monotonic())
         if version is not None:
-            log.info("a new cluster: proposing rules version %d first", version)
+            log.info("a new cluster whose members all apply rules %d: proposing it first", version)
             data = rules_payload(self.id, version)
             self._batch.insert(0, (data, ("", version), None))
             self._batch_bytes += len(data)
+        elif self.rules.holding(node.term):
+            return True
+        elif self.rules.silent:
+            log.warning(
+                "a new cluster: members %s did not say which rules they apply within "
+                "RULES_NEW_WAIT_MS=%d; it runs rules %d until every member says it knows more",
+                ",".join(self.rules.silent),
+                RULES_NEW_WAIT_MS,
+                self.rules.version,
+            )
+        return False
+
+    def _drop_held_forwarded(self, reason: str = "propose_held_deposed") -> None:
+        if self._held_forwarded:
+            # No longer leading (or halted): as with a deposed leader's unappended proposals,
+            # their proposers propose them again through the new leader
+            # (_propose_waiting_again).
+            self.drops.counts[reason] += len(self._held_forwarded)
+            self._held_forwarded = []
+            self._held_forwarded_bytes = 0
+
+    def _release_held_forwarded(self) -> None:
+        held, self._held_forwarded = self._held_forwarded, []
+        self._held_forwarded_bytes = 0
+        for m in held:
+            self._step_forwarded(m)
 
     def _on_rules_known(self, sender: str, known: peer_codec.RulesKnown) -> None:
         if known.frm != sender or known.to != self.id:
@@ -878,7 +920,7 @@ class Server:
             "bug in superstatic, not a fault of this agent. Upgrade superstatic to a version "
             "that applies it, then delete the file POISONED in the data directory "
             f"{self.config.data_dir} and start the agent again. Until then this agent answers "
-            "STATUS and serves what it applied, and refuses writes."
+            "STATUS and INSPECT (what it applied), and refuses writes and streams."
         )
         log.critical("%s", message, exc_info=exc.cause)
         write_poison_marker(self.config.data_dir, exc.index, exc.term, message)
@@ -908,7 +950,7 @@ class Server:
             f"a write to the store failed ({type(exc).__name__}: {exc}); used "
             f"{space.used_bytes} of --map-bytes {space.map_bytes}, disk free "
             f"{space.disk_free_bytes}. This agent stopped writing (nothing of the failed write "
-            "was kept) and still answers STATUS and serves what it applied. Restart it with a "
+            "was kept) and still answers STATUS and INSPECT (what it applied). Restart it with a "
             "larger --map-bytes, or after freeing disk space: it then catches up."
         )
         log.critical("%s", message)
@@ -966,10 +1008,20 @@ class Server:
             return
         self.halted = {"reason": reason, "message": message, **facts}
         self.observer.on_halt(reason, message)
+        # A halted agent never leads again in this process (its core is frozen): forwarded
+        # proposals it held for a new cluster's rules would stay pinned (up to
+        # proposals_waiting_bytes_max) until its restart; their proposers elect another
+        # leader and propose them again through it (review 35).
+        self._drop_held_forwarded("propose_held_halted")
         self.shipping.close()
-        if reason == "damaged":
-            # Subscribers must not be fed from a damaged store.
-            self.streams.refuse("this agent's store is damaged; subscribe at another agent")
+        # Every subscriber is told now, and new ones are refused: a halted agent applies
+        # nothing more, so its streams would go silent and their apps wait for their request
+        # timeouts; told, the library fails over to another agent at once (docs/library.md).
+        # A damaged store must not feed anyone anyway.
+        self.streams.refuse(
+            f"agent {self.id} stopped ({reason}) and applies nothing more: subscribe at "
+            "another agent"
+        )
         # Waiting proposals may or may not have committed elsewhere: say so now, not at
         # their timeout. A retry with the same seq through another agent learns the outcome.
         for key in list(self._waiters):
@@ -1123,11 +1175,12 @@ class Server:
                 continue
             if not self._peer_known(sender) and peer_codec.peek_kind(data) not in (
                 peer_codec.PeerKind.JOIN,
+                peer_codec.PeerKind.RULES,
                 peer_codec.PeerKind.HELLO,
             ):
-                # Only members talk Raft and ship snapshots; a stranger may only ask to join,
-                # or say it leads (_on_hello judges that). Refused before decoding: its bytes
-                # cost us nothing more.
+                # Only members talk Raft and ship snapshots; a stranger may only ask to join
+                # (saying first which rules it applies: _on_join), or say it leads (_on_hello
+                # judges that). Refused before decoding: its bytes cost us nothing more.
                 self.drops.drop(
                     "peer_unknown_sender", f"{len(data)} bytes from {sender!r}, not a member"
                 )
@@ -1348,20 +1401,37 @@ class Server:
         if self.tracer is not None and m.type is MsgType.APPEND_RESP and not m.reject:
             self.tracer.on_ack(m.frm, m.index, len(self.node.conf.voters), self.node.role)
         if m.type is MsgType.PROPOSE and self.node.role is Role.LEADER:
-            # Forwarded proposals arrive unstamped: the leader stamps the log time it appends.
-            # A "rules" entry is only ever a leader's own (docs/agent.md, "Rules versions"):
-            # one forwarded (a former leader's, or a peer's) is dropped. Told from the stamped
-            # bytes: stamping encodes a payload again canonically, while a peer's may spell the
-            # same CBOR otherwise (a longer length header, indefinite lengths) and its head
-            # would then pass is_rules (review 28).
-            time_ms = self._stamp()
-            stamped = (
-                dataclasses.replace(e, data=stamp_payload(e.data, time_ms)) for e in m.entries
-            )
-            entries = tuple(e for e in stamped if not is_rules(e.data))
-            if m.entries and not entries:
+            if self.rules.holding(self.node.term):
+                # A new cluster whose rules are not decided yet: no request may apply before
+                # the rules entry (docs/agent.md, "Rules versions"); stamped when stepped in.
+                size = sum(len(e.data) for e in m.entries)
+                if self._held_forwarded_bytes + size > self.config.proposals_waiting_bytes_max:
+                    self.drops.counts["propose_held_full"] += len(m.entries)
+                    return
+                self._held_forwarded.append(m)
+                self._held_forwarded_bytes += size
                 return
-            m = dataclasses.replace(m, entries=entries)
+            self._step_forwarded(m)
+            return
+        self._step_checked(sender, m)
+
+    def _step_forwarded(self, m: Message) -> None:
+        """A PROPOSE a follower forwarded, at its leader: stamped, then stepped in."""
+        # Forwarded proposals arrive unstamped: the leader stamps the log time it appends.
+        # A "rules" entry is only ever a leader's own (docs/agent.md, "Rules versions"):
+        # one forwarded (a former leader's, or a peer's) is dropped. Told from the stamped
+        # bytes: stamping encodes a payload again canonically, while a peer's may spell the
+        # same CBOR otherwise (a longer length header, indefinite lengths) and its head
+        # would then pass is_rules (review 28).
+        time_ms = self._stamp()
+        stamped = (dataclasses.replace(e, data=stamp_payload(e.data, time_ms)) for e in m.entries)
+        entries = tuple(e for e in stamped if not is_rules(e.data))
+        if m.entries and not entries:
+            return
+        self.node.step(dataclasses.replace(m, entries=entries))
+
+    def _step_checked(self, sender: str, m: Message) -> None:
+        """Any other message that passed the checks: into the core."""
         if m.type is MsgType.SNAPSHOT:
             assert m.snapshot is not None
             self.shipping.stage_pending(None)  # the chunks sent before it
@@ -1414,6 +1484,21 @@ class Server:
             return
         if self.node.role is not Role.LEADER:
             return  # the joiner asks every contact; only the leader adds it
+        if self.rules.version > RULES_FIRST and (
+            self.rules.said(join.frm, self.clock.monotonic()) is None
+        ):
+            # A joiner that did not say which rules it applies runs code older than rules
+            # versions (this code tells them with every JOIN). It cannot refuse entries of
+            # rules it does not know: it would apply the cluster's log as invalid payloads and
+            # rules 1 and diverge, so it never joins a cluster past rules 1 (docs/agent.md,
+            # "Rules versions"). A joiner whose code knows versions is added: past its
+            # --rules-max it halts at the entry (rules_unknown), visibly, and diverges nowhere.
+            self.drops.drop(
+                "peer_join_refused",
+                f"{join.frm} asked to join a cluster at rules {self.rules.version} without "
+                "saying which rules it applies: code older than rules versions; upgrade it",
+            )
+            return
         if len(self.node.conf.members()) >= PEERS_MAX:
             # JOIN is not authenticated: strangers must not grow the configuration past what
             # a snapshot meta may hold (peer_codec refuses more), or no snapshot could install.
@@ -1642,6 +1727,10 @@ class Server:
             self._reads_new.append((identity, frame.req_id))
         elif t is wire.FrameType.SUBSCRIBE:
             self.streams.on_subscribe(identity, frame, now)
+            if self.streams.refused_again:
+                # Halted: an old library's resubscribe on a connection told already (review 35).
+                self.drops.counts["subscribe_refused_again"] += self.streams.refused_again
+                self.streams.refused_again = 0
         elif t in wire.HEAP_FRAMES:
             if not isinstance(proposal, wire.HeapRequest):
                 proposal = wire.parse_heap_request(frame)
@@ -1651,6 +1740,16 @@ class Server:
             self._reply(identity, frame.req_id, {})
         elif t is wire.FrameType.HELLO:
             wire.field_str(frame, "client", chars_max=wire.CLIENT_ID_CHARS_MAX)
+            if self.halted is not None:
+                # An app must not settle here (its stream would be refused): the library
+                # moves to its next endpoint, and pauses after a round of refusals.
+                self._error(
+                    identity,
+                    frame.req_id,
+                    wire.ErrorCode.UNAVAILABLE,
+                    f"agent {self.id} stopped ({self.halted['reason']}): connect to another agent",
+                )
+                return
             self._reply(
                 identity,
                 frame.req_id,
@@ -1820,6 +1919,13 @@ class Server:
         self._batch_stamp = None  # the next batch takes a new stamp
         if self.node.role is Role.LEADER and self.rules.checked_term != self.node.term:
             self._rules_first()
+        if self.halted is None and self._rules_decide_new():
+            return  # held until the new cluster's rules are decided (RULES_NEW_WAIT_MS)
+        self._flush_batch()
+        if self._held_forwarded and self.halted is None:
+            self._release_held_forwarded()  # behind the rules entry and our own proposals
+
+    def _flush_batch(self) -> None:
         if not self._batch:
             return
         batch, self._batch = self._batch, []
@@ -2172,6 +2278,10 @@ class Server:
             join = peer_codec.encode_join(self.id, self.config.listen_endpoint)
             for node in self.config.peers:
                 if node != self.id:
+                    # What we apply first: a leader past rules 1 adds only a joiner that said
+                    # (_on_join). A leader older than versions counts the frame as bad: no harm.
+                    known = peer_codec.RulesKnown(self.id, node, self.config.rules_max)
+                    self.peers.send(node, peer_codec.encode_rules_known(known))
                     self.peers.send(node, join)
 
     def _maybe_compact(self) -> None:
@@ -2259,7 +2369,7 @@ _RULES_FIX = (
     "Applying on with older rules would diverge from the rest of the cluster, so this agent "
     "does not: run a superstatic that knows that rules version on this host (or raise its "
     "--rules-max), then start the agent again; it carries on from where it stopped. Until "
-    "then it answers STATUS and serves what it applied, and refuses writes."
+    "then it answers STATUS and INSPECT (what it applied), and refuses writes and streams."
 )
 
 

@@ -42,6 +42,11 @@ BODY_CACHE_FRAMES_MAX = 4
 SendError = Callable[[bytes, int, wire.ErrorCode, str], None]
 
 
+# Connections a halted agent remembers having refused a stream (Streams._refused): each
+# identity costs ~100 bytes; past it the oldest may be told once more.
+REFUSED_CONNECTIONS_MAX = 4_096
+
+
 @dataclass(slots=True)
 class Subscriber:
     """One app's SUBSCRIBE stream (one per app connection)."""
@@ -114,7 +119,13 @@ class Streams(PartialStreams):
         self._error = error
         self._subscribers: dict[bytes, Subscriber] = {}
         self._snapshot_streams = 0
-        self._refusing: str | None = None  # set once the store is found damaged: no streams
+        self._refusing: str | None = None  # set once the agent halts (refuse): no streams
+        # Connections refused since (oldest first, at most REFUSED_CONNECTIONS_MAX): each is
+        # told once. A library released before rulesnew resubscribes on the same connection
+        # at once when refused, and a refusal answered each time is a loop without pause
+        # (review 35); this library fails over with a new connection instead.
+        self._refused: dict[bytes, None] = {}
+        self.refused_again = 0  # SUBSCRIBEs left unanswered for that (drops: status)
         # Recent events: _recent[i] is the event at index _recent_first + i (contiguous);
         # _recent_items[i] its encoded stream item once a frame needed it (eventframes);
         # _recent_bytes is the sum of their event_bytes and of the items' lengths.
@@ -165,6 +176,10 @@ class Streams(PartialStreams):
             self._error(identity, frame.req_id, wire.ErrorCode.BAD_REQUEST, message)
             return
         if self._refusing is not None:
+            if identity in self._refused:
+                self.refused_again += 1  # told already: see _refused
+                return
+            self._note_refused(identity)
             self._error(identity, frame.req_id, wire.ErrorCode.UNAVAILABLE, self._refusing)
             return
         old = self._subscribers.get(identity)
@@ -651,11 +666,18 @@ class Streams(PartialStreams):
             self.drop(sub)
 
     def refuse(self, reason: str) -> None:
-        """Ends every stream and refuses new ones (the store is damaged: nothing is served)."""
+        """Ends every stream and refuses new ones (the agent halted: it applies nothing more,
+        and a damaged store must feed no one)."""
         self._refusing = reason
         for sub in list(self._subscribers.values()):
+            self._note_refused(sub.identity)
             self._error(sub.identity, sub.req_id, wire.ErrorCode.UNAVAILABLE, reason)
         self.close()
+
+    def _note_refused(self, identity: bytes) -> None:
+        if len(self._refused) >= REFUSED_CONNECTIONS_MAX:
+            del self._refused[next(iter(self._refused))]  # it may be told once more: harmless
+        self._refused[identity] = None
 
 
 def writes_bytes(writes: heldset.EventWrites) -> int:

@@ -1321,6 +1321,12 @@ class _IoState:
             return
         if req_id == self.sub_req and ftype is wire.FrameType.ERROR:
             code = frame.body.get("code")
+            if code == wire.ErrorCode.UNAVAILABLE:
+                # This agent cannot feed us (it halted, or its store is damaged): another can.
+                # Resubscribing here would be refused again, and its silence would hold our
+                # calls until their timeouts.
+                self.failover(f"it refused our stream: {frame.body.get('message')}")
+                return
             self.resubscribe(f"subscription refused: {code}: {frame.body.get('message')}")
             return
         if req_id == self.ping_req and req_id and ftype is wire.FrameType.REPLY:

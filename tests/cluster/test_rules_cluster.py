@@ -7,6 +7,10 @@
 2. A cluster whose data directories were written at rules 1 (agents capped at 1, as data
    written before versions reads) stays at 1 while a member applies only 1, and moves up when
    the last member knows 2; the rule rules 2 changed then answers as rules 2.
+3. A NEW cluster with one or two members held at --rules-max 1 stays at rules 1 (review 28:
+   it moved to 2 and halted them), nobody halts, writes work; lifted, it moves to 2.
+4. A new cluster created with a voter down stays at rules 1 (the silent voter might not
+   know 2), its writes work meanwhile, and it moves to 2 once that voter is up and says so.
 """
 
 from __future__ import annotations
@@ -169,3 +173,81 @@ def test_a_rules_1_cluster_moves_up_when_its_last_member_knows_rules_2(tmp_path:
                 TIMEOUT_S_WAIT,
             )
         assert late_open_answers_dup(cluster, cluster.leader(), txn_extend("l", [2]))
+
+
+def write_ok(cluster: LocalCluster, write: bytes) -> int:
+    raw = RawClient(cluster.agents[cluster.leader()].client_endpoint)
+    try:
+        reply = raw.propose(write)
+    finally:
+        raw.close()
+    assert reply["outcome"] == "ok", reply
+    return int(reply["index"])
+
+
+def wait_applied_everywhere(cluster: LocalCluster, index: int) -> None:
+    for node in cluster.voter_ids:
+        cluster.wait_until(
+            lambda node=node: cluster.status(node)["applied"] >= index,
+            f"{node} to apply {index}",
+            TIMEOUT_S_WAIT,
+        )
+
+
+@pytest.mark.parametrize("held", [("b",), ("b", "c")], ids=["one", "a_majority"])
+def test_a_new_cluster_with_members_held_at_rules_1_stays_there_until_they_are_lifted(
+    tmp_path: Path, held: tuple[str, ...]
+) -> None:
+    with LocalCluster(tmp_path / "agents", size=3) as cluster:
+        for node in held:
+            cluster.agents[node].extra_args = ("--rules-max", "1")
+        cluster.start()
+        index = write_ok(cluster, txn_create_roots({"l": "list"}))
+        wait_applied_everywhere(cluster, index)
+        for node in cluster.voter_ids:
+            status = rules_of(cluster, node)
+            assert status["halted"] is None, (node, status["halted"])
+            assert status["version"] == 1, node
+        assert not late_open_answers_dup(cluster, cluster.leader(), txn_extend("l", [0]))
+
+        # The holds lifted (one restart each): the cluster moves to 2, nobody halts.
+        for node in held:
+            cluster.stop(node)
+            cluster.agents[node].extra_args = ()
+            cluster.start_agent(node)
+        for node in cluster.voter_ids:
+            cluster.wait_until(
+                lambda node=node: rules_of(cluster, node)["version"] == 2,
+                f"{node} to run rules 2",
+                TIMEOUT_S_WAIT,
+            )
+        assert late_open_answers_dup(cluster, cluster.leader(), txn_extend("l", [1]))
+        for node in cluster.voter_ids:
+            assert cluster.status(node)["halted"] is None, node
+
+
+def test_a_new_cluster_created_with_a_voter_down_stays_at_rules_1_until_it_is_up(
+    tmp_path: Path,
+) -> None:
+    with LocalCluster(tmp_path / "agents", size=3) as cluster:
+        for node in ("a", "b"):
+            cluster.start_agent(node)
+        # Its leader holds this write until c's word, or RULES_NEW_WAIT_MS: then it goes in
+        # under the rules in force (c might be an agent that knows only rules 1).
+        index = write_ok(cluster, txn_create_roots({"l": "list"}))
+        for node in ("a", "b"):
+            assert rules_of(cluster, node)["version"] == 1, node
+        lead = cluster.leader()
+        log_path = cluster.agents[lead].log_path
+        assert log_path is not None
+        assert "members c did not say which rules they apply" in log_path.read_text()
+
+        cluster.start_agent("c")  # knows rules 2: the cluster moves up the usual way
+        for node in cluster.voter_ids:
+            cluster.wait_until(
+                lambda node=node: rules_of(cluster, node)["version"] == 2,
+                f"{node} to run rules 2",
+                TIMEOUT_S_WAIT,
+            )
+            assert cluster.status(node)["applied"] > index
+        assert late_open_answers_dup(cluster, cluster.leader(), txn_extend("l", [1]))

@@ -151,6 +151,10 @@ class SimParams:
     # Every agent's --rules-max (agent/rules.py): 1 replays a schedule under the rules before
     # versions (no "rules" entry, no RULES frame: the course the code before versions took).
     rules_max: int = RULES_NEWEST
+    # False: no agent sends a RULES frame (with rules_max 1: exactly the frames, and so the
+    # course, of agents older than rules versions; an agent at its cap still tells a new
+    # leader once, which moves a seed's course).
+    rules_frames: bool = True
 
     @staticmethod
     def random(seed: int, chaos_ms: int = 6_000) -> SimParams:
@@ -345,6 +349,10 @@ class SimClient:
         self.values = itertools.count(1)
         self.last_rx_ms = 0
         self.last_ping_ms = 0
+        # The index of the last entry of our session the cluster answered (its open, a
+        # write): SESSION_TTL_MS of log time past it, the session may expire for want of use.
+        self.session_alive_index = 0
+        self.expired_unused = False  # the expiry being handled came of that (unused_too_long)
         self.refusing_since: int | None = None
         self.paused_until = 0  # a paused process (a long GC, SIGSTOP): it does nothing
         self.reconnect_after_pause = False  # its connection broke meanwhile
@@ -607,7 +615,9 @@ class SimClient:
         outcome = body["outcome"]
         if op.f == "open":
             assert outcome in ("ok", "dup"), body
-            self.session = body["index"]
+            self.session = self.session_alive_index = body["index"]
+        elif outcome != "session_expired":
+            self.session_alive_index = max(self.session_alive_index, body["index"])
         elif outcome == "session_expired":
             self.session_expired(now)
 
@@ -615,11 +625,14 @@ class SimClient:
         self, op: Op, req_id: int, session: int, body: dict[str, Any], now: int
     ) -> None:
         outcome = body["outcome"]
+        if outcome != "session_expired" and session == self.session:
+            self.session_alive_index = max(self.session_alive_index, body["index"])
         if outcome == "session_expired":
             op.unresolved.discard(req_id)  # the state machine refused this attempt
             if session != self.session:
                 op.send_at_ms = now
                 return
+            self.expired_unused = self.unused_too_long(body["index"])
             self.session_expired(now)
             return
         if outcome == "ok":
@@ -629,6 +642,19 @@ class SimClient:
             assert op.f != "setup" or "already exists" in body["error"], body
             self.finish("ok" if op.f == "setup" else "fail", error=str(body["error"]))
 
+    def unused_too_long(self, expired_index: int) -> bool:
+        """True when the entry answered session_expired applied more than SESSION_TTL_MS of
+        log time after the last entry of our session the cluster answered: the session
+        expired for want of use, as it must (the log times every agent applied them at)."""
+        told = self.world.told
+
+        def log_time(index: int) -> int | None:
+            events = told.get(index)
+            return next(iter(events))[6] if events else None
+
+        expired, alive = log_time(expired_index), log_time(self.session_alive_index)
+        return expired is not None and alive is not None and expired - alive > SESSION_TTL_MS
+
     def session_expired(self, now: int) -> None:
         """Like the library: a write with an attempt that may have applied is outcome-unknown;
         one that never reached a log goes out in the new session."""
@@ -637,7 +663,16 @@ class SimClient:
         self.opening = None
         op = self.op
         if op is not None and op.f in ("append", "setup"):
-            if op.unresolved:
+            unused, self.expired_unused = self.expired_unused, False
+            if op.f == "setup" and op.unresolved and unused:
+                # Cut off (or its attempts lost) longer than a session lives: the session
+                # expired for want of use, as it must. The setup goes out again in a new
+                # session ("already exists" if an earlier attempt applied). An expiry sooner
+                # than that is a bug (glue seeds 152, 3740: a late copy of an older open
+                # replaced the session 0.4 s after it opened).
+                op.unresolved.clear()
+                op.send_at_ms = now
+            elif op.unresolved:
                 assert op.f != "setup", "roots: the setup's session expired"
                 self.finish("info", error="session expired")
             else:
@@ -690,6 +725,8 @@ class World:
         self.params = params
         self.rng = random.Random(params.seed)
         self.net = SimNet(random.Random(params.seed * 3 + 1))
+        if not params.rules_frames:
+            self.net.rules_unsaid.add("*")
         self.net.loss = 0.0
         self.net.delay_ms = params.delay_ms
         self.root = sim_root()

@@ -35,6 +35,7 @@ from pathlib import Path
 import lmdb
 import zmq
 from superstatic_agent.auth import AgentAuth
+from superstatic_agent.peer_codec import PeerKind, peek_kind
 from superstatic_agent.ports import AgentIo
 from superstatic_agent.raft.types import ConfState, Ready
 from superstatic_agent.storage import Storage
@@ -77,6 +78,9 @@ class SimNet:
         self._serials = itertools.count()
         self.frames_sent = 0
         self.frames_lost = 0
+        # Agents that never send a RULES frame, as agents older than rules versions ("*":
+        # all): they send nothing at all, so no random draw moves the schedule's course.
+        self.rules_unsaid: set[str] = set()
 
     def cut(self, src: str, dst: str) -> bool:
         """Frames from `src` to `dst` are lost: a one-way partition between their groups (an
@@ -161,6 +165,13 @@ class SimPeerPort:
         return dict(self._peers)
 
     def send(self, to: str, data: bytes) -> bool:
+        unsaid = self.net.rules_unsaid
+        if (
+            unsaid
+            and ("*" in unsaid or self.node_id in unsaid)
+            and peek_kind(data) is PeerKind.RULES
+        ):
+            return True  # never sent (see SimNet.rules_unsaid)
         self.disk.maybe_crash("send")
         address = self._peers.get(to)
         if address is None:

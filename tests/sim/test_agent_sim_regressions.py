@@ -31,6 +31,7 @@ from agent_sim_io import SimDisk, SimNet, SimStorage, sim_io
 from superstatic_agent import peer_codec
 from superstatic_agent.config import AgentConfig
 from superstatic_agent.raft.types import Role
+from superstatic_agent.rules import RULES_NEWEST
 from superstatic_agent.server import Server
 from superstatic_agent.transport import DropCounter
 
@@ -247,8 +248,14 @@ def test_appends_to_a_member_added_in_the_same_ready_are_not_dropped(tmp_path: P
             net.deliver_due()
             server.step()
             assert net.now_ms < 5_000, "a single voter never led"
-        net.inbox.setdefault("a", deque()).append(
-            ("j", peer_codec.encode_join("j", sim_address("j")))
+        # As a joiner does: which rules it applies first (a leader past rules 1 adds no joiner
+        # that did not say: docs/agent.md, "Rules versions"), then JOIN.
+        known = peer_codec.RulesKnown("j", "a", RULES_NEWEST)
+        net.inbox.setdefault("a", deque()).extend(
+            [
+                ("j", peer_codec.encode_rules_known(known)),
+                ("j", peer_codec.encode_join("j", sim_address("j"))),
+            ]
         )
         propose = {"client": "c1", "seq": 1, "seq_low": 1, "kind": "open", "body": b""}
         net.inbox.setdefault("a:clients", deque()).append(

@@ -15,9 +15,10 @@ from superstatic_agent import config as config_module
 from superstatic_agent import statemachine as sm_module
 from superstatic_agent.server import Server
 from superstatic_agent.storage import POISON_FILE, StartRefused
-from superstatic_bench.loadgen import AgentError, txn_create_roots, txn_extend
+from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
 from support.agent_thread import TIMEOUT_MS, Agent
 
+from superstatic.client.keys import NO_KEYS
 from superstatic.protocol import ops, wire
 from superstatic.protocol.codec import Ref
 
@@ -109,3 +110,51 @@ def test_a_write_that_does_not_fit_halts_writes_not_the_agent(
         assert bigger.status()["halted"] is None
     finally:
         bigger.stop()
+
+
+def test_a_halted_agent_tells_its_subscribers_at_once_and_refuses_new_apps(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 28: a halted agent's subscribers heard nothing more (poisoned, rules_unknown:
+    only a damaged store ended its streams), so their apps waited for their request timeouts.
+    Every halt now ends every stream with `unavailable` naming the reason, refuses new
+    subscriptions and HELLO: the library moves to another agent at once."""
+    raw = agent.client
+    assert raw.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    app = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
+    try:
+        sub = app.send(wire.FrameType.SUBSCRIBE, {"from": 0, "model": wire.DATA_MODEL})
+        assert app.recv(TIMEOUT_MS) is not None  # its first frame: the stream runs
+        real_check_fits = sm_module.ops.check_fits
+
+        def buggy(kind: str, op: list[Any]) -> None:
+            if op[0] == "extend" and op[2] == ["poison"]:
+                raise RuntimeError("a bug in apply")
+            real_check_fits(kind, op)
+
+        monkeypatch.setattr(sm_module.ops, "check_fits", buggy)
+        with pytest.raises(AgentError):
+            raw.propose(txn_extend("l", ["poison"]), timeout_ms=TIMEOUT_MS)
+        assert agent.status()["halted"]["reason"] == "poisoned"
+        # The subscriber is told (the frames before it are its stream's, up to the halt).
+        with pytest.raises(AgentError, match=r"stopped \(poisoned\)") as told:
+            app.wait(sub, timeout_ms=TIMEOUT_MS)
+        assert told.value.code == wire.ErrorCode.UNAVAILABLE
+        # A new subscription is refused (on a new connection: one refused already is told
+        # no more, review 35, tests/unit/test_review35_refusal_loop.py).
+        other = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
+        try:
+            again = other.send(wire.FrameType.SUBSCRIBE, {"from": 0, "model": wire.DATA_MODEL})
+            with pytest.raises(AgentError, match=r"stopped \(poisoned\)"):
+                other.wait(again, timeout_ms=TIMEOUT_MS)
+        finally:
+            other.close()
+        hello = app.send(wire.FrameType.HELLO, {"client": "app"})
+        with pytest.raises(AgentError, match=r"stopped \(poisoned\)") as refused:
+            app.wait(hello, timeout_ms=TIMEOUT_MS)
+        assert refused.value.code == wire.ErrorCode.UNAVAILABLE
+        # STATUS and INSPECT still answer (what it applied).
+        reply = raw.request(wire.FrameType.INSPECT, {"root": "l"}, timeout_ms=TIMEOUT_MS)
+        assert reply["found"]
+    finally:
+        app.close()
