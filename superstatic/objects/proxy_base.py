@@ -152,9 +152,18 @@ class NodeProxy(wrapt.BaseObjectProxy):  # type: ignore[misc]
 
 def _forward(proxy: NodeProxy, name: str) -> Any:
     """A name the proxy class lacks: the wrapped container's (a read method is cached)."""
-    attr = getattr(proxy.__wrapped__, name)
+    wrapped = proxy.__wrapped__
+    attr = getattr(wrapped, name)
     if name in type(proxy)._READ_METHODS:
         proxy.__self_setattr__(name, attr)
+        # A swap (hollow.py, replica.py) sets the container, then forgets the cache. If one ran
+        # in another thread between our read of the container and our store, its forget may
+        # have come first and our store would keep the old container's method for good (reads
+        # answered from a container nobody updates). The swap's container is set before its
+        # forget, so either it is visible here and we forget our own store, or the forget is
+        # still to come and removes it.
+        if proxy.__wrapped__ is not wrapped:
+            proxy.__self_dict__.pop(name, None)
     return attr
 
 
