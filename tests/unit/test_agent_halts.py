@@ -17,6 +17,7 @@ from superstatic_agent.server import Server
 from superstatic_agent.storage import POISON_FILE, StartRefused
 from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
 from support.agent_thread import TIMEOUT_MS, Agent
+from support.halts import poison_with_a_subscriber
 
 from superstatic.client.keys import NO_KEYS
 from superstatic.protocol import ops, wire
@@ -119,23 +120,8 @@ def test_a_halted_agent_tells_its_subscribers_at_once_and_refuses_new_apps(
     only a damaged store ended its streams), so their apps waited for their request timeouts.
     Every halt now ends every stream with `unavailable` naming the reason, refuses new
     subscriptions and HELLO: the library moves to another agent at once."""
-    raw = agent.client
-    assert raw.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
-    app = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
+    app, sub = poison_with_a_subscriber(agent, monkeypatch)
     try:
-        sub = app.send(wire.FrameType.SUBSCRIBE, {"from": 0, "model": wire.DATA_MODEL})
-        assert app.recv(TIMEOUT_MS) is not None  # its first frame: the stream runs
-        real_check_fits = sm_module.ops.check_fits
-
-        def buggy(kind: str, op: list[Any]) -> None:
-            if op[0] == "extend" and op[2] == ["poison"]:
-                raise RuntimeError("a bug in apply")
-            real_check_fits(kind, op)
-
-        monkeypatch.setattr(sm_module.ops, "check_fits", buggy)
-        with pytest.raises(AgentError):
-            raw.propose(txn_extend("l", ["poison"]), timeout_ms=TIMEOUT_MS)
-        assert agent.status()["halted"]["reason"] == "poisoned"
         # The subscriber is told (the frames before it are its stream's, up to the halt).
         with pytest.raises(AgentError, match=r"stopped \(poisoned\)") as told:
             app.wait(sub, timeout_ms=TIMEOUT_MS)
@@ -154,7 +140,7 @@ def test_a_halted_agent_tells_its_subscribers_at_once_and_refuses_new_apps(
             app.wait(hello, timeout_ms=TIMEOUT_MS)
         assert refused.value.code == wire.ErrorCode.UNAVAILABLE
         # STATUS and INSPECT still answer (what it applied).
-        reply = raw.request(wire.FrameType.INSPECT, {"root": "l"}, timeout_ms=TIMEOUT_MS)
+        reply = agent.client.request(wire.FrameType.INSPECT, {"root": "l"}, timeout_ms=TIMEOUT_MS)
         assert reply["found"]
     finally:
         app.close()

@@ -18,12 +18,10 @@ this branch's library never resubscribes on a refused connection, so it loses no
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from superstatic_agent import statemachine as sm_module
-from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
+from superstatic_bench.loadgen import AgentError, RawClient
 from support.agent_thread import TIMEOUT_MS, Agent
+from support.halts import poison_with_a_subscriber
 
 from superstatic.client.keys import NO_KEYS
 from superstatic.protocol import wire
@@ -36,23 +34,8 @@ RESUBSCRIBES = 50
 def test_a_halted_agent_refuses_a_connection_once_not_a_resubscribe_loop(
     agent: Agent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    raw = agent.client
-    assert raw.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
-    app = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
+    app, sub = poison_with_a_subscriber(agent, monkeypatch)
     try:
-        sub = app.send(wire.FrameType.SUBSCRIBE, {"from": 0, "model": wire.DATA_MODEL})
-        assert app.recv(TIMEOUT_MS) is not None  # the stream runs
-        real_check_fits = sm_module.ops.check_fits
-
-        def buggy(kind: str, op: list[Any]) -> None:
-            if op[0] == "extend" and op[2] == ["poison"]:
-                raise RuntimeError("a bug in apply")
-            real_check_fits(kind, op)
-
-        monkeypatch.setattr(sm_module.ops, "check_fits", buggy)
-        with pytest.raises(AgentError):
-            raw.propose(txn_extend("l", ["poison"]), timeout_ms=TIMEOUT_MS)
-        assert agent.status()["halted"]["reason"] == "poisoned"
         with pytest.raises(AgentError, match=r"stopped \(poisoned\)"):
             app.wait(sub, timeout_ms=TIMEOUT_MS)  # told once: the end of its stream
 
