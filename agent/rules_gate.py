@@ -75,9 +75,15 @@ class RulesGate:
         self._next_tell = now + RULES_ADVERTISE_MS / 1000.0
         return RulesKnown(self.id, leader, self.rules_max)
 
-    def heard(self, known: RulesKnown, now: float) -> None:
+    def heard(self, known: RulesKnown, now: float, members: Collection[str] = ()) -> None:
+        """What `known.frm` said it applies. Past HEARD_MAX words, the oldest word of a node
+        that is not in `members` (the configuration) goes: strangers may send RULES (a joiner
+        says its rules before JOIN), and a flood of theirs must never push out a member's word,
+        which a new cluster's hold and an upgrade wait for (review 35). Members are at most
+        PEERS_MAX (64), so a full table always holds a stranger's word to drop."""
         if known.frm not in self._heard and len(self._heard) >= HEARD_MAX:
-            oldest = min(self._heard, key=lambda node: self._heard[node][1])
+            strangers = [node for node in self._heard if node not in members]
+            oldest = min(strangers or self._heard, key=lambda node: self._heard[node][1])
             del self._heard[oldest]
         self._heard[known.frm] = (known.rules_max, now)
 

@@ -238,6 +238,12 @@ def zmq_io(config: AgentConfig, drops: DropCounter) -> AgentIo:
     )
 
 
+# What a forwarded PROPOSE held for a new cluster's rules (Server._held_forwarded) counts
+# against proposals_waiting_bytes_max besides its entries' bytes: its Message, Entry objects
+# and tuple, measured at ~200-300 B with sys.getsizeof for a one-entry PROPOSE.
+HELD_MESSAGE_BYTES = 256
+
+
 class Server:
     def __init__(
         self,
@@ -909,7 +915,7 @@ class Server:
         if known.frm != sender or known.to != self.id:
             self.drops.drop("peer_wrong_sender", f"{sender!r} sent rules for {known.to!r}")
             return
-        self.rules.heard(known, self.clock.monotonic())
+        self.rules.heard(known, self.clock.monotonic(), self.node.conf.members())
 
     def _halt_poisoned(self, exc: ApplyFailed) -> None:
         """A committed entry that apply cannot handle: every replica meets it, so the agent
@@ -1404,7 +1410,11 @@ class Server:
             if self.rules.holding(self.node.term):
                 # A new cluster whose rules are not decided yet: no request may apply before
                 # the rules entry (docs/agent.md, "Rules versions"); stamped when stepped in.
-                size = sum(len(e.data) for e in m.entries)
+                if not m.entries:
+                    return  # proposes nothing: nothing to hold (review 35)
+                # Each held message costs its entries and a fixed share for the objects
+                # holding them, so many tiny ones are bounded in number too (review 35).
+                size = HELD_MESSAGE_BYTES + sum(len(e.data) for e in m.entries)
                 if self._held_forwarded_bytes + size > self.config.proposals_waiting_bytes_max:
                     self.drops.counts["propose_held_full"] += len(m.entries)
                     return

@@ -173,3 +173,17 @@ def test_a_rules_payload_is_told_from_its_head() -> None:
     for kind in ("txn", "open", "close"):
         assert not is_rules(encode_payload(Payload(kind, "rules", 1, 0, 0, b"rules", 0)))
     assert not is_rules(b"") and not is_rules(b"\x87erule")
+
+
+def test_strangers_words_never_push_out_a_members() -> None:
+    """Review 35: RULES frames from strangers (any peer may send one before its JOIN) evicted
+    the oldest word kept, a member's included, so a flood of them made a new cluster's leader
+    wait its whole RULES_NEW_WAIT_MS and kept an upgrade from moving. A stranger's word now
+    pushes out only a stranger's."""
+    gate = RulesGate("a", rules_max=2, version=1)
+    members = {"a", "b"}
+    gate.heard(RulesKnown("b", "a", 2), 0.0, members)
+    for n in range(HEARD_MAX + 10):
+        gate.heard(RulesKnown(f"x{n}", "a", 2), 0.5, members)
+    assert len(gate._heard) == HEARD_MAX
+    assert gate.said("b", 1.0) == 2
