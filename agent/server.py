@@ -1506,7 +1506,8 @@ class Server:
             self.drops.drop(
                 "peer_join_refused",
                 f"{join.frm} asked to join a cluster at rules {self.rules.version} without "
-                "saying which rules it applies: code older than rules versions; upgrade it",
+                "saying which rules it applies (code older than rules versions, or a build from "
+                "before joiners said them with JOIN): upgrade it to this cluster's build",
             )
             return
         if len(self.node.conf.members()) >= PEERS_MAX:
