@@ -178,6 +178,21 @@ def test_loads_behind_a_held_snapshot_share_its_read_and_its_budget(
         h.close()
 
 
+def three_loads_behind_a_held_snapshot(h: Harness) -> Any:
+    """Three ~80 KB lists, a partial subscriber, then LOADs 11-13 of them queued while the log
+    is compacted past the subscriber (so they wait behind its held snapshot); its subscriber."""
+    big = ["w" * 200] * 400  # ~80 KB each
+    h.commit([["new", oid, "list", big] for oid in ("c.1", "c.2", "c.3")])
+    body = wire.subscribe_body(0, heap="partial", client="other")
+    h.streams.on_subscribe(APP, wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
+    h.streams.pump(h.index, 0.0)
+    h.commit([["new", "c.4", "list", []]], client="writer")
+    for req_id, oid in ((11, "c.1"), (12, "c.2"), (13, "c.3")):
+        load(h, req_id, oid)
+    compact_everything(h)
+    return h.streams._subscribers[APP]
+
+
 def test_loads_behind_a_held_snapshot_build_at_most_one_budget_between_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -190,16 +205,7 @@ def test_loads_behind_a_held_snapshot_build_at_most_one_budget_between_them(
     monkeypatch.setattr(heap, "LOAD_BUILT_BYTES_MAX", budget)
     h = Harness(tmp_path, snapshot_chunk_bytes_max=chunk, stream_frames_per_turn_max=1)
     try:
-        big = ["w" * 200] * 400  # ~80 KB each
-        h.commit([["new", oid, "list", big] for oid in ("c.1", "c.2", "c.3")])
-        body = wire.subscribe_body(0, heap="partial", client="other")
-        h.streams.on_subscribe(APP, wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
-        h.streams.pump(h.index, 0.0)
-        h.commit([["new", "c.4", "list", []]], client="writer")
-        for req_id, oid in ((11, "c.1"), (12, "c.2"), (13, "c.3")):
-            load(h, req_id, oid)
-        compact_everything(h)
-        sub = h.streams._subscribers[APP]
+        sub = three_loads_behind_a_held_snapshot(h)
         built_max = 0
         for _ in range(500):
             h.streams.pump(h.index, 0.0)
@@ -222,16 +228,7 @@ def test_an_unsubscribe_mid_build_releases_the_shared_read(
     monkeypatch.setattr(heap, "LOAD_BUILT_BYTES_MAX", 8192)
     h = Harness(tmp_path, snapshot_chunk_bytes_max=4096, stream_frames_per_turn_max=1)
     try:
-        big = ["w" * 200] * 400
-        h.commit([["new", oid, "list", big] for oid in ("c.1", "c.2", "c.3")])
-        body = wire.subscribe_body(0, heap="partial", client="other")
-        h.streams.on_subscribe(APP, wire.Frame(wire.FrameType.SUBSCRIBE, SUB, body), 0.0)
-        h.streams.pump(h.index, 0.0)
-        h.commit([["new", "c.4", "list", []]], client="writer")
-        for req_id, oid in ((11, "c.1"), (12, "c.2"), (13, "c.3")):
-            load(h, req_id, oid)
-        compact_everything(h)
-        sub = h.streams._subscribers[APP]
+        sub = three_loads_behind_a_held_snapshot(h)
         for _ in range(500):
             h.streams.pump(h.index, 0.0)
             if not any(job.start for job in sub.loads):
