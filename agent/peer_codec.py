@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -514,9 +515,9 @@ def _message_fast(raw: list[Any], bytes_max: int, entries_max: int) -> Message |
         return None
     entries: tuple[Entry, ...] | None = ()
     if blob:
-        entries = _entries_shallow(blob, msg_type, term, index, entries_max)
-        if entries is None and len(blob) > 1 + ENTRY_ITEMS * entries_max:
-            entries = _entries_fast(blob, msg_type, term, index, entries_max)
+        # The one-pass read only (review33): cbor2 would build a text in the blob before any
+        # check could refuse it (ENTRIES_TEXT_BYTES_MAX is 0), and this reads its headers first.
+        entries = _entries_fast(blob, msg_type, term, index, entries_max)
         if entries is None:
             return None
     return Message(
@@ -705,54 +706,6 @@ def _decode_entries(
     return _entries_full(blob, msg_type, term, prev, entries_max)
 
 
-def _entries_shallow(
-    blob: bytes, msg_type: MsgType, term: int, prev: int, entries_max: int
-) -> tuple[Entry, ...] | None:
-    """The entries of a blob of at most as many bytes as its items limit (1 + 5 per entry:
-    every item takes a byte, so the scan's item bound cannot be crossed), decoded by cbor2
-    alone (codec.loads_shallow, depth 2: arrays of scalars in an array) when every entry is
-    valid; None at the first doubt (`_entries_full` then decodes or refuses). It accepts only
-    what the full path accepts, with the same result (tests/unit/test_frame_decodes_fast.py
-    compares them); CONF entries go the full way (their check may refuse)."""
-    if msg_type is MsgType.APPEND:
-        append = True
-    elif msg_type is MsgType.PROPOSE:
-        append = False
-    else:
-        return None
-    if len(blob) > 1 + ENTRY_ITEMS * entries_max:
-        return None  # the items bound would not follow from the bytes
-    raw = codec.loads_shallow(blob, 2)
-    if type(raw) is not list or not raw or len(raw) > entries_max or prev + len(raw) > INDEX_MAX:
-        return None
-    entries: list[Entry] = []
-    add = entries.append
-    previous_term = 0
-    expected = prev + 1
-    normal = EntryKind.NORMAL
-    for item in raw:
-        if type(item) is not list or len(item) != 4:
-            return None
-        e_index, e_term, kind_raw, data = item
-        if (
-            type(e_index) is not int
-            or type(e_term) is not int
-            or type(kind_raw) is not int
-            or kind_raw != _NORMAL
-            or type(data) is not bytes
-        ):
-            return None
-        if append:
-            if e_index != expected or not 1 <= e_term <= term or e_term < previous_term:
-                return None
-            previous_term = e_term
-            expected += 1
-        elif e_index != 0 or e_term != 0:
-            return None
-        add(Entry(e_index, e_term, normal, data))
-    return tuple(entries)
-
-
 def _uint(blob: bytes, pos: int) -> tuple[int, int]:
     """(value, next position) of a minimally encoded CBOR uint at `pos`; value -1 for anything
     else (another major type, a non-minimal or an indefinite header). IndexError past the end."""
@@ -783,7 +736,12 @@ def _entries_fast(
     path accepts (scan, cbor2, the checks), with the same result: a strict subset, so the
     refusals are the full path's (tests/unit/test_peer_entries.py compares the two). Before,
     a follower's APPEND was walked by `codec.scan`, decoded by cbor2, then checked: ~2.2 us per
-    entry (docs/data-model-v2.md 8.8). CONF entries go the full way (their check may refuse)."""
+    entry (docs/data-model-v2.md 8.8). CONF entries go the full way (their check may refuse).
+
+    Every header is read before anything is built, so a text (ENTRIES_TEXT_BYTES_MAX is 0) is
+    never built here: the full path's scan refuses it at its header (review33). The usual entry,
+    `[index of 4 bytes, term under 24, 0, 24..255 bytes]`, is read by one struct call
+    (`_USUAL_ENTRY`), which keeps this as fast as cbor2 was for it (docs/data-model-v2.md 8.13)."""
     if msg_type is MsgType.APPEND:
         append = True
     elif msg_type is MsgType.PROPOSE:
@@ -791,6 +749,8 @@ def _entries_fast(
     else:
         return None
     size = len(blob)
+    from_bytes = int.from_bytes
+    usual = _USUAL_ENTRY.unpack_from
     try:
         head = blob[0]
         if 0x81 <= head <= 0x97:
@@ -799,56 +759,88 @@ def _entries_fast(
             count, pos = blob[1], 2
             if count < 24:
                 return None
+        elif head == 0x99:
+            count, pos = from_bytes(blob[1:3]), 3
+            if count < 0x100:
+                return None
+        elif head == 0x9A:
+            count, pos = from_bytes(blob[1:5]), 5
+            if count < 0x10000:
+                return None
         else:
-            return None  # more than 255 entries (above ENTRIES_PER_MESSAGE_MAX), or not this
-        if count > entries_max or prev + count > INDEX_MAX:
+            return None  # not an array, an empty one, or a non-minimal or indefinite header
+        # Every entry takes at least ENTRY_ITEMS bytes: a count the blob cannot hold is refused
+        # before the loop (a header may declare up to 2**32 - 1).
+        if count > entries_max or prev + count > INDEX_MAX or count * ENTRY_ITEMS > size - pos:
             return None
         entries: list[Entry] = []
-        previous_term = 0
-        expected = prev + 1
+        add = entries.append
+        entry = Entry
+        normal = EntryKind.NORMAL
+        # A PROPOSE's entries are [0, 0, 0, data]: the same comparisons with a step of 0.
+        expected = prev + 1 if append else 0
+        step = 1 if append else 0
+        least_term = 1 if append else 0
+        top_term = term if append else 0
+        usual_end = size - _USUAL_ENTRY.size
         for _ in range(count):
-            if blob[pos] != 0x84:
-                return None
-            e_index, pos = _uint(blob, pos + 1)
-            e_term, pos = _uint(blob, pos)
-            kind_raw = blob[pos]
-            pos += 1
-            if append:
-                if e_index != expected or not 1 <= e_term <= term or e_term < previous_term:
-                    return None
-                if kind_raw != _NORMAL:
-                    return None
-                previous_term = e_term
-                expected += 1
-            elif e_index != 0 or e_term != 0 or kind_raw != _NORMAL:
-                return None
-            b = blob[pos]
-            if 0x40 <= b <= 0x57:
-                length, pos = b - 0x40, pos + 1
-            elif b == 0x58:
-                length, pos = blob[pos + 1], pos + 2
-                if length < 24:
-                    return None
-            elif b == 0x59:
-                length, pos = int.from_bytes(blob[pos + 1 : pos + 3]), pos + 3
-                if length < 0x100:
-                    return None
-            elif b == 0x5A:
-                length, pos = int.from_bytes(blob[pos + 1 : pos + 5]), pos + 5
-                if length < 0x10000:
-                    return None
+            if pos <= usual_end:
+                head2, e_index, e_term, kind_raw, data_head, length = usual(blob, pos)
             else:
+                head2 = 0
+            if (
+                head2 == _USUAL_HEAD
+                and e_index >= 0x10000
+                and e_term < 24
+                and data_head == 0x58
+                and length >= 24
+            ):
+                pos += _USUAL_ENTRY.size
+            else:
+                if blob[pos] != 0x84:
+                    return None
+                e_index, pos = _uint(blob, pos + 1)
+                e_term, pos = _uint(blob, pos)
+                kind_raw = blob[pos]
+                b = blob[pos + 1]
+                if 0x40 <= b <= 0x57:
+                    length, pos = b - 0x40, pos + 2
+                elif b == 0x58:
+                    length, pos = blob[pos + 2], pos + 3
+                    if length < 24:
+                        return None
+                elif b == 0x59:
+                    length, pos = from_bytes(blob[pos + 2 : pos + 4]), pos + 4
+                    if length < 0x100:
+                        return None
+                elif b == 0x5A:
+                    length, pos = from_bytes(blob[pos + 2 : pos + 6]), pos + 6
+                    if length < 0x10000:
+                        return None
+                else:
+                    return None  # a text, another type, or a longer or non-minimal header
+            # _uint's -1 (not a minimal uint) fails the first two comparisons.
+            if e_index != expected or not least_term <= e_term <= top_term or kind_raw != _NORMAL:
                 return None
+            least_term = e_term  # terms never go down
+            expected += step
             end = pos + length
             if end > size:
                 return None
-            entries.append(Entry(e_index, e_term, EntryKind.NORMAL, blob[pos:end]))
+            add(entry(e_index, e_term, normal, blob[pos:end]))
             pos = end
     except IndexError:
         return None  # truncated
     if pos != size:
         return None
     return tuple(entries)
+
+
+# The usual entry's first 10 bytes: 0x84 (an array of 4) and 0x1A (a uint of 4 bytes) as one
+# big-endian 16-bit word, the index, the term (a uint under 24 in its header byte), the kind,
+# 0x58 (a byte string of 24..255 bytes) and its length.
+_USUAL_ENTRY = struct.Struct(">HIBBBB")
+_USUAL_HEAD = 0x841A
 
 
 def _entries_full(

@@ -144,3 +144,43 @@ def test_listed_shapes_take_the_full_path() -> None:
     good = pc.encode_entries((Entry(1, 1, EntryKind.NORMAL, b"a"),))
     assert pc._entries_fast(good + b"\x00", MsgType.APPEND, 5, 0, ENTRIES_MAX) is None
     assert pc._entries_fast(good, MsgType.APPEND, 5, 0, ENTRIES_MAX) is not None
+
+
+def full_at(blob: bytes, term: int, prev: int, entries_max: int) -> Any:
+    try:
+        return pc._entries_full(blob, MsgType.APPEND, term, prev, entries_max)
+    except (ProtocolError, ValueError) as exc:
+        return (type(exc), str(exc))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(256, 1_200), st.integers(0, 1 << 20), st.integers(0, 300))
+def test_more_than_255_entries_take_the_one_pass(count: int, prev: int, data_bytes: int) -> None:
+    # Since review33 the one pass is the only fast read of a blob (cbor2 built a text in it
+    # before any check): an APPEND of --batch-entries-max 512 must not fall to the full path.
+    entries = tuple(
+        Entry(prev + 1 + i, 3, EntryKind.NORMAL, b"d" * data_bytes) for i in range(count)
+    )
+    blob = pc.encode_entries(entries)
+    assert blob[0] == 0x99
+    assert pc._entries_fast(blob, MsgType.APPEND, 3, prev, 65_536) == entries
+    # The same count in a wider header, or more entries declared than the blob holds: the full
+    # path's answer.
+    wide = b"\x9a" + count.to_bytes(4, "big") + blob[3:]
+    assert pc._entries_fast(wide, MsgType.APPEND, 3, prev, 65_536) is None
+    assert full_at(wide, 3, prev, 65_536) == entries
+    short = blob[:1] + (count + 1).to_bytes(2, "big") + blob[3:]
+    assert pc._entries_fast(short, MsgType.APPEND, 3, prev, 65_536) is None
+    assert full_at(short, 3, prev, 65_536) != entries
+    assert pc._entries_fast(blob, MsgType.APPEND, 3, prev, count - 1) is None
+
+
+def test_a_text_in_a_usual_blob_is_never_built_by_the_one_pass() -> None:
+    # Entries as the leader writes them, one entry's data a text: no Entry, the full path's
+    # refusal at the text's header.
+    entries = [[70_001 + i, 5, 0, b"x" * 150] for i in range(300)]
+    entries[299][3] = "y" * 150
+    blob = cbor2.dumps(entries)
+    assert pc._entries_fast(blob, MsgType.APPEND, 5, 70_000, 65_536) is None
+    refusal = full_at(blob, 5, 70_000, 65_536)
+    assert "ENTRIES_TEXT_BYTES_MAX" in refusal[1]
