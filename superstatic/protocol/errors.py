@@ -12,11 +12,15 @@ class Unavailable(Error):
 
     `outcome_known` tells whether the operation certainly did not commit (True) or may have
     committed (False). The message always says which, so a user reading a log knows too.
+    `halted` names why its agents had stopped, when the last refusal came from a halted one.
     """
 
-    def __init__(self, message: str, *, outcome_known: bool) -> None:
+    def __init__(self, message: str, *, outcome_known: bool, halted: str | None = None) -> None:
         super().__init__(message)
         self.outcome_known = outcome_known
+        # Why the last agent that refused it had stopped applying (wire.HALT_REASONS: poisoned,
+        # rules_unknown, store_full, damaged), when one refused it so; else None.
+        self.halted = halted
 
 
 class ConflictError(Error):
