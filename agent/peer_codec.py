@@ -45,8 +45,9 @@ assertion.
 The usual frames take a shorter way to the same answer (docs/data-model-v2.md 8.13): a MSG
 whose header says it is an array of 14 items is decoded by cbor2 alone at depth 1
 (`_loads_flat`: its items cannot exceed the limit, whatever its bytes), its fields are
-checked inline (`_message_fast`), and an entries blob no longer in bytes than its items limit
-is decoded by cbor2 alone too (`_entries_shallow`). Other kinds go the scanned way only (the
+checked inline (`_message_fast`), and its entries blob is read in one pass of its headers
+(`_entries_fast`: never by cbor2, which would build a text in it before any check could refuse
+it; review33). Other kinds go the scanned way only (the
 fast path would decode them twice). Each accepts only what the scanned way
 accepts, with the same result; at any doubt the frame goes the scanned way
 (`decode_scanned`), which refuses it with its message or accepts it.
@@ -56,7 +57,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -706,27 +709,6 @@ def _decode_entries(
     return _entries_full(blob, msg_type, term, prev, entries_max)
 
 
-def _uint(blob: bytes, pos: int) -> tuple[int, int]:
-    """(value, next position) of a minimally encoded CBOR uint at `pos`; value -1 for anything
-    else (another major type, a non-minimal or an indefinite header). IndexError past the end."""
-    b = blob[pos]
-    if b < 24:
-        return b, pos + 1
-    if b == 24:
-        v = blob[pos + 1]
-        return (v if v >= 24 else -1), pos + 2
-    if b == 25:
-        v = int.from_bytes(blob[pos + 1 : pos + 3])
-        return (v if v >= 0x100 and pos + 3 <= len(blob) else -1), pos + 3
-    if b == 26:
-        v = int.from_bytes(blob[pos + 1 : pos + 5])
-        return (v if v >= 0x10000 and pos + 5 <= len(blob) else -1), pos + 5
-    if b == 27:
-        v = int.from_bytes(blob[pos + 1 : pos + 9])
-        return (v if 0x100000000 <= v <= INDEX_MAX and pos + 9 <= len(blob) else -1), pos + 9
-    return -1, pos + 1
-
-
 def _entries_fast(
     blob: bytes, msg_type: MsgType, term: int, prev: int, entries_max: int
 ) -> tuple[Entry, ...] | None:
@@ -739,9 +721,10 @@ def _entries_fast(
     entry (docs/data-model-v2.md 8.8). CONF entries go the full way (their check may refuse).
 
     Every header is read before anything is built, so a text (ENTRIES_TEXT_BYTES_MAX is 0) is
-    never built here: the full path's scan refuses it at its header (review33). The usual entry,
-    `[index of 4 bytes, term under 24, 0, 24..255 bytes]`, is read by one struct call
-    (`_USUAL_ENTRY`), which keeps this as fast as cbor2 was for it (docs/data-model-v2.md 8.13)."""
+    never built here: the full path's scan refuses it at its header (review33). Each entry's
+    headers up to its data's are read by one struct call for the widths of its index and term
+    (`_EntryLayout`, kept while the entries keep them), which is what makes this as fast as
+    cbor2 was for the blobs it took (docs/data-model-v2.md 8.13)."""
     if msg_type is MsgType.APPEND:
         append = True
     elif msg_type is MsgType.PROPOSE:
@@ -750,7 +733,6 @@ def _entries_fast(
         return None
     size = len(blob)
     from_bytes = int.from_bytes
-    usual = _USUAL_ENTRY.unpack_from
     try:
         head = blob[0]
         if 0x81 <= head <= 0x97:
@@ -782,65 +764,147 @@ def _entries_fast(
         step = 1 if append else 0
         least_term = 1 if append else 0
         top_term = term if append else 0
-        usual_end = size - _USUAL_ENTRY.size
+        layout = _layout_at(blob, pos)
+        if layout is None:
+            return None
+        (
+            unpack,
+            consts_of,
+            consts,
+            values_of,
+            header_bytes,
+            index_min,
+            index_max,
+            term_min,
+            term_max,
+        ) = layout
         for _ in range(count):
-            if pos <= usual_end:
-                head2, e_index, e_term, kind_raw, data_head, length = usual(blob, pos)
-            else:
-                head2 = 0
-            if (
-                head2 == _USUAL_HEAD
-                and e_index >= 0x10000
-                and e_term < 24
-                and data_head == 0x58
-                and length >= 24
-            ):
-                pos += _USUAL_ENTRY.size
-            else:
-                if blob[pos] != 0x84:
+            fields = unpack(blob, pos)
+            if consts_of(fields) != consts:
+                # Another width of index or term (a log crossing 65,536, a term crossing 24):
+                # the layout of this entry, once.
+                layout = _layout_at(blob, pos)
+                if layout is None:
                     return None
-                e_index, pos = _uint(blob, pos + 1)
-                e_term, pos = _uint(blob, pos)
-                kind_raw = blob[pos]
-                b = blob[pos + 1]
-                if 0x40 <= b <= 0x57:
-                    length, pos = b - 0x40, pos + 2
-                elif b == 0x58:
-                    length, pos = blob[pos + 2], pos + 3
-                    if length < 24:
-                        return None
-                elif b == 0x59:
-                    length, pos = from_bytes(blob[pos + 2 : pos + 4]), pos + 4
-                    if length < 0x100:
-                        return None
-                elif b == 0x5A:
-                    length, pos = from_bytes(blob[pos + 2 : pos + 6]), pos + 6
-                    if length < 0x10000:
-                        return None
-                else:
-                    return None  # a text, another type, or a longer or non-minimal header
-            # _uint's -1 (not a minimal uint) fails the first two comparisons.
-            if e_index != expected or not least_term <= e_term <= top_term or kind_raw != _NORMAL:
+                (unpack, consts_of, consts, values_of, header_bytes, index_min, index_max,
+                 term_min, term_max) = layout  # fmt: skip
+                fields = unpack(blob, pos)
+                if consts_of(fields) != consts:
+                    return None  # (the kind is one of the constants: not NORMAL)
+            e_index, e_term, data_head = values_of(fields)
+            # The ranges: minimal headers (a header byte of a value under 24 is the value).
+            if (
+                e_index != expected
+                or not index_min <= e_index <= index_max
+                or not term_min <= e_term <= term_max
+                or not least_term <= e_term <= top_term
+            ):
                 return None
             least_term = e_term  # terms never go down
             expected += step
+            pos += header_bytes
+            if data_head == 0x58:
+                length = blob[pos]
+                pos += 1
+                if length < 24:
+                    return None
+            elif 0x40 <= data_head <= 0x57:
+                length = data_head - 0x40
+            elif data_head == 0x59:
+                length = from_bytes(blob[pos : pos + 2])
+                pos += 2
+                if length < 0x100:
+                    return None
+            elif data_head == 0x5A:
+                length = from_bytes(blob[pos : pos + 4])
+                pos += 4
+                if length < 0x10000:
+                    return None
+            else:
+                return None  # a text, another type, or a longer or non-minimal header
             end = pos + length
             if end > size:
                 return None
             add(entry(e_index, e_term, normal, blob[pos:end]))
             pos = end
-    except IndexError:
+    except (IndexError, struct.error):
         return None  # truncated
     if pos != size:
         return None
     return tuple(entries)
 
 
-# The usual entry's first 10 bytes: 0x84 (an array of 4) and 0x1A (a uint of 4 bytes) as one
-# big-endian 16-bit word, the index, the term (a uint under 24 in its header byte), the kind,
-# 0x58 (a byte string of 24..255 bytes) and its length.
-_USUAL_ENTRY = struct.Struct(">HIBBBB")
-_USUAL_HEAD = 0x841A
+# An entry's headers up to its data's, for one width of its index and term (0: the value is
+# the header byte, under 24; else 1, 2, 4 or 8 bytes after it): (unpack_from, a getter of the
+# constant fields, their values, a getter of (index, term, data header), the bytes read, the
+# index's and the term's minimal range at that width).
+_EntryLayout = tuple[
+    Callable[[bytes, int], tuple[int, ...]],
+    Callable[[tuple[int, ...]], tuple[int, ...]],
+    tuple[int, ...],
+    Callable[[tuple[int, ...]], tuple[int, int, int]],
+    int,
+    int,
+    int,
+    int,
+    int,
+]
+# A uint header byte's argument width (major type 0, minimal or not): anything else is absent.
+_UINT_WIDTHS: dict[int, int] = {**{b: 0 for b in range(24)}, 24: 1, 25: 2, 26: 4, 27: 8}
+_UINT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+# The values a minimal header of each width holds (indices and terms: at most INDEX_MAX).
+_UINT_RANGES = {
+    0: (0, 23),
+    1: (24, 0xFF),
+    2: (0x100, 0xFFFF),
+    4: (0x10000, 0xFFFFFFFF),
+    8: (0x100000000, INDEX_MAX),
+}
+
+
+def _make_layout(index_width: int, term_width: int) -> _EntryLayout:
+    fmt, consts, at = ">B", [(0, 0x84)], 1  # an array of 4
+    values = []
+    for width in (index_width, term_width):
+        if width:
+            consts.append((at, 24 + (1, 2, 4, 8).index(width)))
+            fmt += "B" + _UINT_CODES[width]
+            values.append(at + 1)
+            at += 2
+        else:
+            fmt += "B"
+            values.append(at)
+            at += 1
+    consts.append((at, int(EntryKind.NORMAL)))  # the kind
+    fmt += "BB"
+    values.append(at + 1)  # the data's header byte
+    layout = struct.Struct(fmt)
+    return (
+        layout.unpack_from,
+        operator.itemgetter(*(i for i, _ in consts)),
+        tuple(v for _, v in consts),
+        operator.itemgetter(*values),
+        layout.size,
+        *_UINT_RANGES[index_width],
+        *_UINT_RANGES[term_width],
+    )
+
+
+_LAYOUTS: dict[tuple[int, int], _EntryLayout] = {
+    (i, t): _make_layout(i, t) for i in _UINT_RANGES for t in _UINT_RANGES
+}
+
+
+def _layout_at(blob: bytes, pos: int) -> _EntryLayout | None:
+    """The layout of the entry at `pos` by its index's and term's header bytes; None if they
+    are not uint headers (IndexError past the end)."""
+    index_width = _UINT_WIDTHS.get(blob[pos + 1])
+    if index_width is None:
+        return None
+    term_width = _UINT_WIDTHS.get(blob[pos + 2 + index_width])
+    if term_width is None:
+        return None
+    return _LAYOUTS[index_width, term_width]
 
 
 def _entries_full(
@@ -897,7 +961,7 @@ def _entries_full(
 
 
 _NORMAL = int(EntryKind.NORMAL)
-assert 0 <= _NORMAL < 24  # one header byte: `_entries_fast` compares it directly
+assert 0 <= _NORMAL < 24  # one header byte: `_EntryLayout` compares it directly
 
 
 def check_conf_change(data: bytes) -> None:

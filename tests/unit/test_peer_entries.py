@@ -4,9 +4,11 @@ full path gives the same entries; the full path alone refuses, with its own mess
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import cbor2
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from superstatic_agent import peer_codec as pc
@@ -184,3 +186,24 @@ def test_a_text_in_a_usual_blob_is_never_built_by_the_one_pass() -> None:
     assert pc._entries_fast(blob, MsgType.APPEND, 5, 70_000, 65_536) is None
     refusal = full_at(blob, 5, 70_000, 65_536)
     assert "ENTRIES_TEXT_BYTES_MAX" in refusal[1]
+
+
+@pytest.mark.parametrize("first", [20, 250, 65_530, (1 << 32) - 3, INDEX_MAX - 5])
+def test_indices_and_terms_crossing_a_header_width_in_one_blob_take_the_one_pass(
+    first: int,
+) -> None:
+    # The one pass reads each entry by a layout of its index's and term's widths, kept while
+    # the entries keep them: crossing a width mid-blob switches it, both ways of data header.
+    count = 6
+    terms = [22, 23, 24, 255, 256, 70_000][:count]
+    entries = tuple(
+        Entry(first + i, terms[i], EntryKind.NORMAL, b"v" * (10 if i % 2 else 300))
+        for i in range(count)
+    )
+    blob = pc.encode_entries(entries)
+    assert pc._entries_fast(blob, MsgType.APPEND, 70_000, first - 1, ENTRIES_MAX) == entries
+    assert full(blob, MsgType.APPEND, 70_000, first - 1) == entries
+    # A term above the message's, or going down, at the crossing: the full path's refusal.
+    assert pc._entries_fast(blob, MsgType.APPEND, 69_999, first - 1, ENTRIES_MAX) is None
+    lower = pc.encode_entries((*entries[:3], dataclasses.replace(entries[3], term=1)))
+    assert not check(lower, MsgType.APPEND, 70_000, first - 1)
