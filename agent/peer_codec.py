@@ -764,41 +764,36 @@ def _entries_fast(
         step = 1 if append else 0
         least_term = 1 if append else 0
         top_term = term if append else 0
+        # Each entry is read by the layout of the widths of its index and term, the first
+        # entry's (and, if one differs, the next one's: a log crossing 65,536, a term 24).
         layout = _layout_at(blob, pos)
         if layout is None:
             return None
-        (
-            unpack,
-            consts_of,
-            consts,
-            values_of,
-            header_bytes,
-            index_min,
-            index_max,
-            term_min,
-            term_max,
-        ) = layout
+        unpack, get, head_c, term_head_c, header_bytes, index_min, index_max, term_min, term_max = (
+            layout
+        )
+        # The term's bounds at this width, folded into the ones that hold anyway: one chained
+        # comparison per entry (minimal headers: a header byte of a value under 24 is the
+        # value). The index's lower bound holds for every later entry of a layout once it holds
+        # for its first (contiguous, or all 0 in a PROPOSE).
+        least_term = max(least_term, term_min)
+        top = min(top_term, term_max)
+        if expected < index_min:
+            return None
         for _ in range(count):
-            fields = unpack(blob, pos)
-            if consts_of(fields) != consts:
-                # Another width of index or term (a log crossing 65,536, a term crossing 24):
-                # the layout of this entry, once.
+            head, term_head, kind, e_index, e_term, data_head = get(unpack(blob, pos))
+            if head != head_c or term_head != term_head_c or kind:
                 layout = _layout_at(blob, pos)
                 if layout is None:
                     return None
-                (unpack, consts_of, consts, values_of, header_bytes, index_min, index_max,
+                (unpack, get, head_c, term_head_c, header_bytes, index_min, index_max,
                  term_min, term_max) = layout  # fmt: skip
-                fields = unpack(blob, pos)
-                if consts_of(fields) != consts:
-                    return None  # (the kind is one of the constants: not NORMAL)
-            e_index, e_term, data_head = values_of(fields)
-            # The ranges: minimal headers (a header byte of a value under 24 is the value).
-            if (
-                e_index != expected
-                or not index_min <= e_index <= index_max
-                or not term_min <= e_term <= term_max
-                or not least_term <= e_term <= top_term
-            ):
+                head, term_head, kind, e_index, e_term, data_head = get(unpack(blob, pos))
+                if head != head_c or term_head != term_head_c or kind or expected < index_min:
+                    return None  # (a kind but NORMAL fails every layout)
+                least_term = max(least_term, term_min)
+                top = min(top_term, term_max)
+            if e_index != expected or e_index > index_max or not least_term <= e_term <= top:
                 return None
             least_term = e_term  # terms never go down
             expected += step
@@ -811,7 +806,7 @@ def _entries_fast(
             elif 0x40 <= data_head <= 0x57:
                 length = data_head - 0x40
             elif data_head == 0x59:
-                length = from_bytes(blob[pos : pos + 2])
+                length = blob[pos] << 8 | blob[pos + 1]
                 pos += 2
                 if length < 0x100:
                     return None
@@ -835,14 +830,17 @@ def _entries_fast(
 
 
 # An entry's headers up to its data's, for one width of its index and term (0: the value is
-# the header byte, under 24; else 1, 2, 4 or 8 bytes after it): (unpack_from, a getter of the
-# constant fields, their values, a getter of (index, term, data header), the bytes read, the
-# index's and the term's minimal range at that width).
+# the header byte, under 24; else 1, 2, 4 or 8 bytes after it): (unpack_from, a getter of
+# (head, term header, kind, index, term, data header) from what it unpacked, the head's and the
+# term header's constant values, the bytes read, the index's and the term's minimal range at
+# that width). The head is 0x84 (an array of 4), with the index's header byte after it when
+# that is not the value (one 16-bit field); a term in its header byte has the kind (0) read
+# again as its "term header", so every layout compares the same three constants.
 _EntryLayout = tuple[
     Callable[[bytes, int], tuple[int, ...]],
-    Callable[[tuple[int, ...]], tuple[int, ...]],
-    tuple[int, ...],
-    Callable[[tuple[int, ...]], tuple[int, int, int]],
+    Callable[[tuple[int, ...]], tuple[int, int, int, int, int, int]],
+    int,
+    int,
     int,
     int,
     int,
@@ -852,6 +850,7 @@ _EntryLayout = tuple[
 # A uint header byte's argument width (major type 0, minimal or not): anything else is absent.
 _UINT_WIDTHS: dict[int, int] = {**{b: 0 for b in range(24)}, 24: 1, 25: 2, 26: 4, 27: 8}
 _UINT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+_UINT_HEADS = {1: 24, 2: 25, 4: 26, 8: 27}
 # The values a minimal header of each width holds (indices and terms: at most INDEX_MAX).
 _UINT_RANGES = {
     0: (0, 23),
@@ -863,27 +862,26 @@ _UINT_RANGES = {
 
 
 def _make_layout(index_width: int, term_width: int) -> _EntryLayout:
-    fmt, consts, at = ">B", [(0, 0x84)], 1  # an array of 4
-    values = []
-    for width in (index_width, term_width):
-        if width:
-            consts.append((at, 24 + (1, 2, 4, 8).index(width)))
-            fmt += "B" + _UINT_CODES[width]
-            values.append(at + 1)
-            at += 2
-        else:
-            fmt += "B"
-            values.append(at)
-            at += 1
-    consts.append((at, int(EntryKind.NORMAL)))  # the kind
-    fmt += "BB"
-    values.append(at + 1)  # the data's header byte
+    if index_width:
+        fmt, head = ">H" + _UINT_CODES[index_width], 0x84 << 8 | _UINT_HEADS[index_width]
+    else:
+        fmt, head = ">BB", 0x84
+    at = 2  # the index at 1
+    if term_width:
+        fmt += "B" + _UINT_CODES[term_width]
+        term_head_at, term_head, term_at = at, _UINT_HEADS[term_width], at + 1
+        at += 2
+    else:
+        fmt += "B"
+        term_head_at, term_head, term_at = at + 1, int(EntryKind.NORMAL), at  # the kind
+        at += 1
+    fmt += "BB"  # the kind, the data's header byte
     layout = struct.Struct(fmt)
     return (
         layout.unpack_from,
-        operator.itemgetter(*(i for i, _ in consts)),
-        tuple(v for _, v in consts),
-        operator.itemgetter(*values),
+        operator.itemgetter(0, term_head_at, at, 1, term_at, at + 1),
+        head,
+        term_head,
         layout.size,
         *_UINT_RANGES[index_width],
         *_UINT_RANGES[term_width],
