@@ -803,9 +803,11 @@ def halt_seen(conn: Connection, now: float) -> tuple[str, str | None]:
     if last is None or now - last[1] > conn.timeout_ms_request / 1000:
         return "", None
     reason = last[0]
+    # "an agent", not "the last": a later refusal from an agent that had not halted (a
+    # not_leader while the others elect) leaves the reason kept, and it is still why (review36).
     clause = (
-        f"; the last agent to refuse it had stopped applying ({reason}: every agent that "
-        "stopped says why in `superstatic status`, docs/agent.md)"
+        f"; an agent that refused it within timeout_ms_request had stopped applying ({reason}: "
+        "every agent that stopped says why in `superstatic status`, docs/agent.md)"
     )
     return clause, reason
 
