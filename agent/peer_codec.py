@@ -45,8 +45,9 @@ assertion.
 The usual frames take a shorter way to the same answer (docs/data-model-v2.md 8.13): a MSG
 whose header says it is an array of 14 items is decoded by cbor2 alone at depth 1
 (`_loads_flat`: its items cannot exceed the limit, whatever its bytes), its fields are
-checked inline (`_message_fast`), and an entries blob no longer in bytes than its items limit
-is decoded by cbor2 alone too (`_entries_shallow`). Other kinds go the scanned way only (the
+checked inline (`_message_fast`), and its entries blob is read in one pass of its headers
+(`_entries_fast`: never by cbor2, which would build a text in it before any check could refuse
+it; review33). Other kinds go the scanned way only (the
 fast path would decode them twice). Each accepts only what the scanned way
 accepts, with the same result; at any doubt the frame goes the scanned way
 (`decode_scanned`), which refuses it with its message or accepts it.
@@ -56,6 +57,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -514,9 +518,9 @@ def _message_fast(raw: list[Any], bytes_max: int, entries_max: int) -> Message |
         return None
     entries: tuple[Entry, ...] | None = ()
     if blob:
-        entries = _entries_shallow(blob, msg_type, term, index, entries_max)
-        if entries is None and len(blob) > 1 + ENTRY_ITEMS * entries_max:
-            entries = _entries_fast(blob, msg_type, term, index, entries_max)
+        # The one-pass read only (review33): cbor2 would build a text in the blob before any
+        # check could refuse it (ENTRIES_TEXT_BYTES_MAX is 0), and this reads its headers first.
+        entries = _entries_fast(blob, msg_type, term, index, entries_max)
         if entries is None:
             return None
     return Message(
@@ -705,75 +709,6 @@ def _decode_entries(
     return _entries_full(blob, msg_type, term, prev, entries_max)
 
 
-def _entries_shallow(
-    blob: bytes, msg_type: MsgType, term: int, prev: int, entries_max: int
-) -> tuple[Entry, ...] | None:
-    """The entries of a blob of at most as many bytes as its items limit (1 + 5 per entry:
-    every item takes a byte, so the scan's item bound cannot be crossed), decoded by cbor2
-    alone (codec.loads_shallow, depth 2: arrays of scalars in an array) when every entry is
-    valid; None at the first doubt (`_entries_full` then decodes or refuses). It accepts only
-    what the full path accepts, with the same result (tests/unit/test_frame_decodes_fast.py
-    compares them); CONF entries go the full way (their check may refuse)."""
-    if msg_type is MsgType.APPEND:
-        append = True
-    elif msg_type is MsgType.PROPOSE:
-        append = False
-    else:
-        return None
-    if len(blob) > 1 + ENTRY_ITEMS * entries_max:
-        return None  # the items bound would not follow from the bytes
-    raw = codec.loads_shallow(blob, 2)
-    if type(raw) is not list or not raw or len(raw) > entries_max or prev + len(raw) > INDEX_MAX:
-        return None
-    entries: list[Entry] = []
-    add = entries.append
-    previous_term = 0
-    expected = prev + 1
-    normal = EntryKind.NORMAL
-    for item in raw:
-        if type(item) is not list or len(item) != 4:
-            return None
-        e_index, e_term, kind_raw, data = item
-        if (
-            type(e_index) is not int
-            or type(e_term) is not int
-            or type(kind_raw) is not int
-            or kind_raw != _NORMAL
-            or type(data) is not bytes
-        ):
-            return None
-        if append:
-            if e_index != expected or not 1 <= e_term <= term or e_term < previous_term:
-                return None
-            previous_term = e_term
-            expected += 1
-        elif e_index != 0 or e_term != 0:
-            return None
-        add(Entry(e_index, e_term, normal, data))
-    return tuple(entries)
-
-
-def _uint(blob: bytes, pos: int) -> tuple[int, int]:
-    """(value, next position) of a minimally encoded CBOR uint at `pos`; value -1 for anything
-    else (another major type, a non-minimal or an indefinite header). IndexError past the end."""
-    b = blob[pos]
-    if b < 24:
-        return b, pos + 1
-    if b == 24:
-        v = blob[pos + 1]
-        return (v if v >= 24 else -1), pos + 2
-    if b == 25:
-        v = int.from_bytes(blob[pos + 1 : pos + 3])
-        return (v if v >= 0x100 and pos + 3 <= len(blob) else -1), pos + 3
-    if b == 26:
-        v = int.from_bytes(blob[pos + 1 : pos + 5])
-        return (v if v >= 0x10000 and pos + 5 <= len(blob) else -1), pos + 5
-    if b == 27:
-        v = int.from_bytes(blob[pos + 1 : pos + 9])
-        return (v if 0x100000000 <= v <= INDEX_MAX and pos + 9 <= len(blob) else -1), pos + 9
-    return -1, pos + 1
-
-
 def _entries_fast(
     blob: bytes, msg_type: MsgType, term: int, prev: int, entries_max: int
 ) -> tuple[Entry, ...] | None:
@@ -783,7 +718,13 @@ def _entries_fast(
     path accepts (scan, cbor2, the checks), with the same result: a strict subset, so the
     refusals are the full path's (tests/unit/test_peer_entries.py compares the two). Before,
     a follower's APPEND was walked by `codec.scan`, decoded by cbor2, then checked: ~2.2 us per
-    entry (docs/data-model-v2.md 8.8). CONF entries go the full way (their check may refuse)."""
+    entry (docs/data-model-v2.md 8.8). CONF entries go the full way (their check may refuse).
+
+    Every header is read before anything is built, so a text (ENTRIES_TEXT_BYTES_MAX is 0) is
+    never built here: the full path's scan refuses it at its header (review33). Each entry's
+    headers up to its data's are read by one struct call for the widths of its index and term
+    (`_EntryLayout`, kept while the entries keep them), which is what makes this as fast as
+    cbor2 was for the blobs it took (docs/data-model-v2.md 8.13)."""
     if msg_type is MsgType.APPEND:
         append = True
     elif msg_type is MsgType.PROPOSE:
@@ -791,6 +732,7 @@ def _entries_fast(
     else:
         return None
     size = len(blob)
+    from_bytes = int.from_bytes
     try:
         head = blob[0]
         if 0x81 <= head <= 0x97:
@@ -799,56 +741,168 @@ def _entries_fast(
             count, pos = blob[1], 2
             if count < 24:
                 return None
+        elif head == 0x99:
+            count, pos = from_bytes(blob[1:3]), 3
+            if count < 0x100:
+                return None
+        elif head == 0x9A:
+            count, pos = from_bytes(blob[1:5]), 5
+            if count < 0x10000:
+                return None
         else:
-            return None  # more than 255 entries (above ENTRIES_PER_MESSAGE_MAX), or not this
-        if count > entries_max or prev + count > INDEX_MAX:
+            return None  # not an array, an empty one, or a non-minimal or indefinite header
+        # Every entry takes at least ENTRY_ITEMS bytes: a count the blob cannot hold is refused
+        # before the loop (a header may declare up to 2**32 - 1).
+        if count > entries_max or prev + count > INDEX_MAX or count * ENTRY_ITEMS > size - pos:
             return None
         entries: list[Entry] = []
-        previous_term = 0
-        expected = prev + 1
+        add = entries.append
+        entry = Entry
+        normal = EntryKind.NORMAL
+        # A PROPOSE's entries are [0, 0, 0, data]: the same comparisons with a step of 0.
+        expected = prev + 1 if append else 0
+        step = 1 if append else 0
+        least_term = 1 if append else 0
+        top_term = term if append else 0
+        # Each entry is read by the layout of the widths of its index and term, the first
+        # entry's (and, if one differs, the next one's: a log crossing 65,536, a term 24).
+        layout = _layout_at(blob, pos)
+        if layout is None:
+            return None
+        unpack, get, head_c, term_head_c, header_bytes, index_min, index_max, term_min, term_max = (
+            layout
+        )
+        # The term's bounds at this width, folded into the ones that hold anyway: one chained
+        # comparison per entry (minimal headers: a header byte of a value under 24 is the
+        # value). The index's lower bound holds for every later entry of a layout once it holds
+        # for its first (contiguous, or all 0 in a PROPOSE).
+        least_term = max(least_term, term_min)
+        top = min(top_term, term_max)
+        if expected < index_min:
+            return None
         for _ in range(count):
-            if blob[pos] != 0x84:
-                return None
-            e_index, pos = _uint(blob, pos + 1)
-            e_term, pos = _uint(blob, pos)
-            kind_raw = blob[pos]
-            pos += 1
-            if append:
-                if e_index != expected or not 1 <= e_term <= term or e_term < previous_term:
+            head, term_head, kind, e_index, e_term, data_head = get(unpack(blob, pos))
+            if head != head_c or term_head != term_head_c or kind:
+                layout = _layout_at(blob, pos)
+                if layout is None:
                     return None
-                if kind_raw != _NORMAL:
-                    return None
-                previous_term = e_term
-                expected += 1
-            elif e_index != 0 or e_term != 0 or kind_raw != _NORMAL:
+                (unpack, get, head_c, term_head_c, header_bytes, index_min, index_max,
+                 term_min, term_max) = layout  # fmt: skip
+                head, term_head, kind, e_index, e_term, data_head = get(unpack(blob, pos))
+                if head != head_c or term_head != term_head_c or kind or expected < index_min:
+                    return None  # (a kind but NORMAL fails every layout)
+                least_term = max(least_term, term_min)
+                top = min(top_term, term_max)
+            if e_index != expected or e_index > index_max or not least_term <= e_term <= top:
                 return None
-            b = blob[pos]
-            if 0x40 <= b <= 0x57:
-                length, pos = b - 0x40, pos + 1
-            elif b == 0x58:
-                length, pos = blob[pos + 1], pos + 2
+            least_term = e_term  # terms never go down
+            expected += step
+            pos += header_bytes
+            if data_head == 0x58:
+                length = blob[pos]
+                pos += 1
                 if length < 24:
                     return None
-            elif b == 0x59:
-                length, pos = int.from_bytes(blob[pos + 1 : pos + 3]), pos + 3
+            elif 0x40 <= data_head <= 0x57:
+                length = data_head - 0x40
+            elif data_head == 0x59:
+                length = blob[pos] << 8 | blob[pos + 1]
+                pos += 2
                 if length < 0x100:
                     return None
-            elif b == 0x5A:
-                length, pos = int.from_bytes(blob[pos + 1 : pos + 5]), pos + 5
+            elif data_head == 0x5A:
+                length = from_bytes(blob[pos : pos + 4])
+                pos += 4
                 if length < 0x10000:
                     return None
             else:
-                return None
+                return None  # a text, another type, or a longer or non-minimal header
             end = pos + length
             if end > size:
                 return None
-            entries.append(Entry(e_index, e_term, EntryKind.NORMAL, blob[pos:end]))
+            add(entry(e_index, e_term, normal, blob[pos:end]))
             pos = end
-    except IndexError:
+    except (IndexError, struct.error):
         return None  # truncated
     if pos != size:
         return None
     return tuple(entries)
+
+
+# An entry's headers up to its data's, for one width of its index and term (0: the value is
+# the header byte, under 24; else 1, 2, 4 or 8 bytes after it): (unpack_from, a getter of
+# (head, term header, kind, index, term, data header) from what it unpacked, the head's and the
+# term header's constant values, the bytes read, the index's and the term's minimal range at
+# that width). The head is 0x84 (an array of 4), with the index's header byte after it when
+# that is not the value (one 16-bit field); a term in its header byte has the kind (0) read
+# again as its "term header", so every layout compares the same three constants.
+_EntryLayout = tuple[
+    Callable[[bytes, int], tuple[int, ...]],
+    Callable[[tuple[int, ...]], tuple[int, int, int, int, int, int]],
+    int,
+    int,
+    int,
+    int,
+    int,
+    int,
+    int,
+]
+# A uint header byte's argument width (major type 0, minimal or not): anything else is absent.
+_UINT_WIDTHS: dict[int, int] = {**{b: 0 for b in range(24)}, 24: 1, 25: 2, 26: 4, 27: 8}
+_UINT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+_UINT_HEADS = {1: 24, 2: 25, 4: 26, 8: 27}
+# The values a minimal header of each width holds (indices and terms: at most INDEX_MAX).
+_UINT_RANGES = {
+    0: (0, 23),
+    1: (24, 0xFF),
+    2: (0x100, 0xFFFF),
+    4: (0x10000, 0xFFFFFFFF),
+    8: (0x100000000, INDEX_MAX),
+}
+
+
+def _make_layout(index_width: int, term_width: int) -> _EntryLayout:
+    if index_width:
+        fmt, head = ">H" + _UINT_CODES[index_width], 0x84 << 8 | _UINT_HEADS[index_width]
+    else:
+        fmt, head = ">BB", 0x84
+    at = 2  # the index at 1
+    if term_width:
+        fmt += "B" + _UINT_CODES[term_width]
+        term_head_at, term_head, term_at = at, _UINT_HEADS[term_width], at + 1
+        at += 2
+    else:
+        fmt += "B"
+        term_head_at, term_head, term_at = at + 1, int(EntryKind.NORMAL), at  # the kind
+        at += 1
+    fmt += "BB"  # the kind, the data's header byte
+    layout = struct.Struct(fmt)
+    return (
+        layout.unpack_from,
+        operator.itemgetter(0, term_head_at, at, 1, term_at, at + 1),
+        head,
+        term_head,
+        layout.size,
+        *_UINT_RANGES[index_width],
+        *_UINT_RANGES[term_width],
+    )
+
+
+_LAYOUTS: dict[tuple[int, int], _EntryLayout] = {
+    (i, t): _make_layout(i, t) for i in _UINT_RANGES for t in _UINT_RANGES
+}
+
+
+def _layout_at(blob: bytes, pos: int) -> _EntryLayout | None:
+    """The layout of the entry at `pos` by its index's and term's header bytes; None if they
+    are not uint headers (IndexError past the end)."""
+    index_width = _UINT_WIDTHS.get(blob[pos + 1])
+    if index_width is None:
+        return None
+    term_width = _UINT_WIDTHS.get(blob[pos + 2 + index_width])
+    if term_width is None:
+        return None
+    return _LAYOUTS[index_width, term_width]
 
 
 def _entries_full(
@@ -905,7 +959,7 @@ def _entries_full(
 
 
 _NORMAL = int(EntryKind.NORMAL)
-assert 0 <= _NORMAL < 24  # one header byte: `_entries_fast` compares it directly
+assert 0 <= _NORMAL < 24  # one header byte: `_EntryLayout` compares it directly
 
 
 def check_conf_change(data: bytes) -> None:

@@ -1009,7 +1009,7 @@ class Server:
 
     def _halt(self, reason: str, message: str, **facts: Any) -> None:
         """Freezes the Raft side for good (see `halted`)."""
-        assert reason in ("poisoned", "store_full", "damaged", "rules_unknown"), reason
+        assert reason in wire.HALT_REASONS, reason
         if self.halted is not None:
             return
         self.halted = {"reason": reason, "message": message, **facts}
@@ -2207,7 +2207,16 @@ class Server:
         message: str,
         leader: str | None = None,
     ) -> None:
-        body = wire.error_body(code, message, leader if leader is not None else self.node.leader)
+        # A halted agent's `unavailable` names its reason in a field of its own (a word of
+        # wire.HALT_REASONS), so the app can name it when it gives up (docs/library.md).
+        halted = (
+            self.halted["reason"]
+            if self.halted is not None and code is wire.ErrorCode.UNAVAILABLE
+            else None
+        )
+        body = wire.error_body(
+            code, message, leader if leader is not None else self.node.leader, halted
+        )
         self.observer.on_error(code.value)
         self._send(identity, wire.FrameType.ERROR, req_id, body)
 

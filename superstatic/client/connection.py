@@ -388,6 +388,10 @@ class Connection:
 
         # Observable counters (tests, status, debugging).
         self.failovers = 0
+        # The last halt reason an agent's refusal named (wire.halt_reason) and when (monotonic
+        # s): an error given up for want of an agent names it (`halt_seen`). Set by the I/O
+        # thread; a tuple, replaced whole.
+        self.last_halt: tuple[str, float] | None = None
         self.resubscribes = 0
         self.sent_direct = 0  # writes a lone caller sent itself (no hand-off to the I/O thread)
         self.sent_to_leader = 0  # write attempts sent on the link to the leader
@@ -478,11 +482,13 @@ class Connection:
             if remaining <= 0:
                 # Waiting writes nothing (outcome_known=True is about this call); what it
                 # means for a write is the caller's to say (Session.commit does).
+                halted_clause, halted = halt_seen(self, now)
                 raise Unavailable(
                     f"entry {index} is not yet visible here: this process has applied the "
                     f"log only up to {self.replica.applied_index} after "
-                    f"{now - started:.1f} s (agent {self.endpoint})",
+                    f"{now - started:.1f} s (agent {self.endpoint}){halted_clause}",
                     outcome_known=True,
+                    halted=halted,
                 )
             if wake is None:
                 wake = self._applied_waiters.add(index)
@@ -787,6 +793,23 @@ class Connection:
                 detach = getattr(self.replica, "detach", None)  # a ReplicaSink may lack it
                 if detach is not None:
                     detach(str(error))
+
+
+def halt_seen(conn: Connection, now: float) -> tuple[str, str | None]:
+    """(a clause for an Unavailable's message, the reason) when an agent refused us within the
+    last timeout_ms_request because it halted: the reason is a word of wire.HALT_REASONS (checked
+    when noted), never the agent's own message. ("", None) otherwise."""
+    last = conn.last_halt
+    if last is None or now - last[1] > conn.timeout_ms_request / 1000:
+        return "", None
+    reason = last[0]
+    # "an agent", not "the last": a later refusal from an agent that had not halted (a
+    # not_leader while the others elect) leaves the reason kept, and it is still why (review36).
+    clause = (
+        f"; an agent that refused it within timeout_ms_request had stopped applying ({reason}: "
+        "every agent that stopped says why in `superstatic status`, docs/agent.md)"
+    )
+    return clause, reason
 
 
 class _IoState:
@@ -1104,6 +1127,13 @@ class _IoState:
         self.monitor = None
         self.connected = False
 
+    def note_halt(self, body: Any) -> None:
+        """Remembers the halt reason a refusal names (a word of wire.HALT_REASONS, else
+        nothing): what the error raised when no agent serves us says (halt_seen)."""
+        reason = wire.halt_reason(body)
+        if reason is not None:
+            self.conn.last_halt = (reason, time.monotonic())
+
     def failover(self, reason: str) -> None:
         """Moves to the next endpoint (the same one again when there is only one); after a
         whole round of endpoints without an agent answering HELLO, only after a pause."""
@@ -1325,6 +1355,7 @@ class _IoState:
                 # This agent cannot feed us (it halted, or its store is damaged): another can.
                 # Resubscribing here would be refused again, and its silence would hold our
                 # calls until their timeouts.
+                self.note_halt(frame.body)
                 self.failover(f"it refused our stream: {frame.body.get('message')}")
                 return
             self.resubscribe(f"subscription refused: {code}: {frame.body.get('message')}")
@@ -1433,6 +1464,7 @@ class _IoState:
             self.key_refused(str(frame.body.get("message")))  # revoked since we connected
             return
         if frame.type is wire.FrameType.ERROR:
+            self.note_halt(frame.body)
             self.failover(f"HELLO refused: {frame.body.get('message')}")
             return
         model = frame.body.get("model")
@@ -1559,6 +1591,7 @@ class _IoState:
             # Refused before proposing: this attempt cannot commit.
             request.unresolved.discard(req_id)
         if code in (wire.ErrorCode.NOT_LEADER, wire.ErrorCode.BUSY, wire.ErrorCode.UNAVAILABLE):
+            self.note_halt(body)
             self.by_req_id.pop(req_id, None)
             request.refusals += 1
             retry_at = now + self.backoff_s(request.refusals)
@@ -2036,6 +2069,7 @@ class _IoState:
 
     def on_link_hello(self, link: LeaderLink, frame: wire.Frame) -> None:
         if frame.type is not wire.FrameType.REPLY:
+            self.note_halt(frame.body)
             self.drop_link(f"HELLO refused: {frame.body.get('code')}")
             return
         agent, leader = frame.body.get("agent"), frame.body.get("leader")
@@ -2071,28 +2105,32 @@ class _IoState:
             # for the local apply says how long that takes.
             self.settle(request, result=request.answer)
             return
+        halted_clause, halted = halt_seen(conn, time.monotonic())
         if request.op == "read_index":
             error = Unavailable(
                 f"no agent confirmed a read index within timeout_ms_request="
                 f"{conn.timeout_ms_request} ms (endpoints {conn.endpoints}); no quorum or no "
                 "reachable agent. Nothing was written. Retry later or check the agents "
-                "(superstatic status)",
+                f"(superstatic status){halted_clause}",
                 outcome_known=True,
+                halted=halted,
             )
         elif request.unresolved:
             error = Unavailable(
                 f"the cluster did not confirm the write within timeout_ms_request="
                 f"{conn.timeout_ms_request} ms (endpoints {conn.endpoints}). The outcome is "
                 "UNKNOWN: it reached an agent and may still commit. Check the state (after "
-                "superstatic.sync()) before retrying",
+                f"superstatic.sync()) before retrying{halted_clause}",
                 outcome_known=False,
+                halted=halted,
             )
         else:
             error = Unavailable(
                 f"no agent accepted the write within timeout_ms_request="
                 f"{conn.timeout_ms_request} ms (endpoints {conn.endpoints}); it was NOT "
-                "committed. Retry later or check the agents (superstatic status)",
+                f"committed. Retry later or check the agents (superstatic status){halted_clause}",
                 outcome_known=True,
+                halted=halted,
             )
         self.settle(request, error=error)
 

@@ -623,11 +623,13 @@ def _not_applied_here(committed: Committed, exc: Unavailable) -> Unavailable:
             f"process yet ({exc}). Do not retry it: it is durable and applies here once this "
             "process's stream catches up (superstatic.sync() waits for that)",
             outcome_known=False,
+            halted=exc.halted,
         )
     return Unavailable(
         f"the transaction was NOT applied: it conflicted with entry {committed.index}, which "
         f"this process has not applied yet ({exc}). Nothing of it was written; retry it later",
         outcome_known=True,
+        halted=exc.halted,
     )
 
 

@@ -12,11 +12,17 @@ class Unavailable(Error):
 
     `outcome_known` tells whether the operation certainly did not commit (True) or may have
     committed (False). The message always says which, so a user reading a log knows too.
+    `halted` names why an agent had stopped, when one refused it for that within
+    timeout_ms_request of the error (not necessarily the last refusal: a later one from an
+    agent that had not halted leaves it kept).
     """
 
-    def __init__(self, message: str, *, outcome_known: bool) -> None:
+    def __init__(self, message: str, *, outcome_known: bool, halted: str | None = None) -> None:
         super().__init__(message)
         self.outcome_known = outcome_known
+        # Why the last agent that refused it had stopped applying (wire.HALT_REASONS: poisoned,
+        # rules_unknown, store_full, damaged), when one refused it so; else None.
+        self.halted = halted
 
 
 class ConflictError(Error):

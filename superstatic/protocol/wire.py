@@ -802,8 +802,34 @@ def parse_reply_many(body: Any) -> list[tuple[int, dict[str, Any]]]:
     return out
 
 
-def error_body(code: ErrorCode, message: str, leader: str | None = None) -> dict[str, Any]:
-    return {"code": str(code), "message": message, "leader": leader}
+def error_body(
+    code: ErrorCode, message: str, leader: str | None = None, halted: str | None = None
+) -> dict[str, Any]:
+    """An ERROR frame's body. `halted`: one of HALT_REASONS, set by a halted agent on its
+    `unavailable` refusals (HALTED_FIELD; absent otherwise, as from agents before it, whose
+    libraries ignore it)."""
+    body = {"code": str(code), "message": message, "leader": leader}
+    if halted is not None:
+        assert halted in HALT_REASONS, halted
+        body[HALTED_FIELD] = halted
+    return body
+
+
+# Why a halted agent applies nothing more (docs/agent.md, STATUS `halted.reason`). Its
+# `unavailable` refusals (stream, HELLO, requests) name one in HALTED_FIELD, so the library can
+# say which in the error it finally raises: a word of this fixed set, never the refusal's
+# message (free text from the wire, not formatted into an exception).
+HALT_REASONS = frozenset({"poisoned", "rules_unknown", "store_full", "damaged"})
+HALTED_FIELD = "halted"
+
+
+def halt_reason(body: Any) -> str | None:
+    """The halt reason an ERROR body names, if it is one of HALT_REASONS; None otherwise
+    (anything else in the field is ignored, never echoed)."""
+    if type(body) is not dict:
+        return None
+    reason = body.get(HALTED_FIELD)
+    return reason if type(reason) is str and reason in HALT_REASONS else None
 
 
 # -- INSPECT: the object-graph browser's requests (docs/operations.md, "Inspecting data") ---------

@@ -83,3 +83,60 @@ def test_an_app_on_a_halted_agent_fails_over_at_once_with_the_reason(
             assert any("stopped (damaged)" in line for line in left), left
         finally:
             superstatic.close()
+
+
+# The app's request timeout in the test below: its write is meant to fail; shorter than the
+# default 30 s only so the test does not wait that long.
+TIMEOUT_MS_REQUEST_TEST = 8_000
+
+
+def test_an_app_whose_agents_all_halted_names_the_reason_when_it_gives_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review 35 (Low): with every agent halted, each refuses the app's stream and HELLO with
+    `unavailable` naming its reason, and the error the app finally raised said only that no
+    agent accepted the write. It now names the last reason its agents gave: a word of the fixed
+    set the agent sends in its own field (wire.HALT_REASONS), never the refusal's text."""
+    with LocalCluster(tmp_path / "agents", size=3) as cluster:
+        cluster.start()
+        raw = RawClient(cluster.agents[cluster.leader()].client_endpoint)
+        try:
+            assert raw.propose(txn_create_roots({"l": "list"}))["outcome"] == "ok"
+            index = raw.propose(txn_extend("l", [KNOWN]))["index"]
+        finally:
+            raw.close()
+        for node in cluster.voter_ids:
+            cluster.wait_until(
+                lambda node=node: cluster.status(node)["applied"] >= index,
+                f"{node} to apply the write",
+                TIMEOUT_S_WAIT,
+            )
+        superstatic.connect(cluster.client_endpoints(list(cluster.voter_ids)))
+        try:
+            conn = session_default.get().connection
+            assert isinstance(conn, Connection)
+            conn.timeout_ms_agent_silence = TIMEOUT_MS_AGENT_SILENCE_TEST
+            conn.timeout_ms_request = TIMEOUT_MS_REQUEST_TEST
+            items = superstatic.root("l", list)
+            assert list(items) == [KNOWN]
+
+            # Every agent's copy of the list's first chunk damaged, then read: each halts.
+            chunks = MemoryChunkStore()
+            tree = ListTree(chunks, ListHeader.empty())
+            tree.extend([KNOWN], index)
+            needle = seal(chunk_key(2, tree.header.root), chunks.records[tree.header.root])
+            caplog.set_level(logging.INFO, logger="superstatic")
+            for node in cluster.voter_ids:
+                assert flip_everywhere(cluster.agents[node].data_dir / "data.mdb", needle) >= 1
+                with pytest.raises(ProtocolError, match="damaged"):
+                    inspect(cluster, node, "l")
+                assert cluster.status(node)["halted"]["reason"] == "damaged"
+
+            with pytest.raises(superstatic.Unavailable) as info:
+                items.append("after")
+                superstatic.sync()
+            assert info.value.halted == "damaged", info.value
+            assert "stopped applying (damaged" in str(info.value), info.value
+            assert all(spec.alive() for spec in cluster.agents.values())
+        finally:
+            superstatic.close()

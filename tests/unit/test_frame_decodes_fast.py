@@ -301,7 +301,7 @@ def test_random_bytes_after_a_peer_header_decode_alike(tail: bytes) -> None:
 
 @settings(max_examples=400, deadline=None)
 @given(st.data())
-def test_entries_read_by_cbor2_are_the_full_paths(data: Any) -> None:
+def test_entries_read_in_one_pass_are_the_full_paths(data: Any) -> None:
     prev = data.draw(st.integers(0, 1000) | st.just(INDEX_MAX - 3))
     term = data.draw(st.integers(1, 9))
     count = data.draw(st.integers(1, 6))
@@ -316,22 +316,26 @@ def test_entries_read_by_cbor2_are_the_full_paths(data: Any) -> None:
     blob = data.draw(byte_mutations(write(items, data.draw(quirky_widths()))))
     for msg_type in (MsgType.APPEND, MsgType.PROPOSE, MsgType.HEARTBEAT):
         for entries_max in (count, count - 1, 65_536):
-            fast = pc._entries_shallow(blob, msg_type, term, prev, entries_max)
+            fast = pc._entries_fast(blob, msg_type, term, prev, entries_max)
             full = outcome(pc._entries_full, blob, msg_type, term, prev, entries_max)
             if fast is not None:
-                assert len(blob) <= 1 + pc.ENTRY_ITEMS * entries_max
                 assert ("ok", repr(fast)) == full, blob
+    # Forwarded proposals: the one pass takes them as our encoder writes them (minimal
+    # headers); wider headers it leaves to the full path, which reads them alike.
     forwarded = write([[0, 0, 0, b"p"], [0, 0, 0, b"q"]], data.draw(quirky_widths()))
-    fast = pc._entries_shallow(forwarded, MsgType.PROPOSE, 1, 0, 64)
-    assert fast is not None
-    assert ("ok", repr(fast)) == outcome(pc._entries_full, forwarded, MsgType.PROPOSE, 1, 0, 64)
+    fast = pc._entries_fast(forwarded, MsgType.PROPOSE, 1, 0, 64)
+    if forwarded == write([[0, 0, 0, b"p"], [0, 0, 0, b"q"]], lambda: 0):
+        assert fast is not None
+    if fast is not None:
+        full = outcome(pc._entries_full, forwarded, MsgType.PROPOSE, 1, 0, 64)
+        assert ("ok", repr(fast)) == full
 
 
 def test_a_conf_entry_takes_the_full_path() -> None:
     conf = codec.dumps(["add_learner", "c", "tcp://127.0.0.1:7403"])
     entries = (Entry(5, 2, EntryKind.CONF, conf), Entry(6, 2, EntryKind.NORMAL, b"x"))
     blob = pc.encode_entries(entries)
-    assert pc._entries_shallow(blob, MsgType.APPEND, 2, 4, 64) is None
+    assert pc._entries_fast(blob, MsgType.APPEND, 2, 4, 64) is None
     message = Message(MsgType.APPEND, "a", "b", 2, log_term=1, index=4, entries=entries)
     assert pc.decode(pc.encode_message(message)) == message
 
@@ -589,7 +593,7 @@ def test_hostile_frames_cost_no_more_memory_than_before() -> None:
     huge_map = hostile.client_frame(int(wire.FrameType.PROPOSE), 5, b"\xba\xff\xff\xff\xff")
     refused_within_memory(wire.decode, huge_map, wire.CLIENT_TO_AGENT)
     blob = b"\x9a\xff\xff\xff\xff" + b"\x84\x01\x01\x00\x40" * 1000
-    assert pc._entries_shallow(blob, MsgType.APPEND, 1, 0, 65_536) is None
+    assert pc._entries_fast(blob, MsgType.APPEND, 1, 0, 65_536) is None
 
 
 def test_the_shallow_decoder_does_not_keep_a_long_input_alive() -> None:

@@ -22,17 +22,6 @@ REFUSAL_BYTES_MAX = 1 << 20
 WIDE = "\U0001f600"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "review33 (Low): an APPEND's entries blob of at most 1 + ENTRY_ITEMS * entries_max "
-        "bytes (327 681 with the default 65 536) is decoded by _entries_shallow "
-        "(codec.loads_shallow) before any header of it is read, so a text in it is built "
-        "(~2.4 MB for 320 KB of 4-byte characters) before _entries_full refuses it at "
-        "ENTRIES_TEXT_BYTES_MAX; bounded by that blob size, not fixed here: capping the "
-        "shallow path moves such blobs to _entries_fast, which takes 255 entries at most"
-    ),
-)
 def test_a_text_in_an_entries_blob_the_shallow_path_decodes_is_refused_unbuilt() -> None:
     # The largest blob _entries_shallow decodes, its one entry's data a text.
     blob_bytes = 1 + pc.ENTRY_ITEMS * pc.ENTRIES_PER_MESSAGE_MAX
