@@ -23,13 +23,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from superstatic_agent import gc
+from superstatic_agent import sealed as sealed_module
 from superstatic_agent import sessions as sessions_module
 from superstatic_agent import statemachine as sm_module
 from superstatic_agent.noderead import materialize
 from superstatic_agent.payload import Payload, encode_payload
 from superstatic_agent.raft.types import Entry, EntryKind
+from superstatic_agent.sessions import decode_session
 from superstatic_agent.statemachine import Applied, StateMachine
 from superstatic_agent.storage import DB_NAMES, DBS_MAX
+from support.session_bytes import session_record_bytes
 
 from superstatic.protocol import ops
 from superstatic.protocol.codec import Ref
@@ -267,7 +270,13 @@ def test_any_cut_into_batches_gives_the_same_outcomes_and_store(
         assert [a.index for a in batched] == [e.index for e in entries]
         for single, other in zip(singles, batched, strict=True):
             assert other == single, single.index
-        assert cut.dbs() == one.dbs()
+        stored = cut.dbs()
+        assert stored == one.dbs()
+        # And each session record is the bytes the agent wrote before its writer reused the
+        # bytes of outcomes it had encoded (data-model-v2 8.19): one cbor2 call of the array.
+        for sealed in stored[b"sessions"].values():
+            record = sealed[: -sealed_module.CHECKSUM_BYTES]
+            assert record == session_record_bytes(decode_session(record))
     finally:
         one.env.close()
         cut.env.close()
