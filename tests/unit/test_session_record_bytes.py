@@ -23,7 +23,7 @@ from superstatic_agent.sessions import (
     decode_session,
     encode_session,
 )
-from support.session_bytes import session_record_bytes
+from support.record_bytes import session_record_bytes
 
 # Ints as the records hold them: small, at every head size's edges, and past 64 bits (cbor2
 # writes those as bignums: the parts are cbor2's, so they must come out the same too).

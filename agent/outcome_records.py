@@ -1,0 +1,56 @@
+"""The outcome record of an applied entry (db `outcomes`, storage.py): CBOR
+`[outcome, [collected oid, ...], log_time_ms, [[oid, kind, class name or null], ...]]`.
+
+Written for every entry, so written without `cbor2.dumps` of the whole array: cbor2 asks
+`isinstance(x, collections.abc.Mapping)` of every list it writes, through
+`ABCMeta.__instancecheck__` in Python (~0.3 us each), and this record is four lists for a write
+that references one node (docs/data-model-v2.md 8.19). A CBOR array is its head and then its
+items' bytes, each item's bytes its own, so the record is put together from parts that are
+cbor2's bytes: the head with the outcome (one of a few strs), the collected list (nearly always
+empty), the log time, and the heads list, whose bytes are kept per value of the heads (nearly
+every write references the same few nodes). The same bytes as `cbor2.dumps` of the array
+(tests/unit/test_outcome_records.py compares the two, and test_apply_batches.py every record
+it stores).
+"""
+
+from __future__ import annotations
+
+import cbor2
+
+# Distinct heads values whose bytes are kept; past it the kept ones are forgotten at once (a
+# bound, not a cache policy: a workload whose every write references other nodes gains nothing
+# from keeping them).
+HEADS_BYTES_KEPT_MAX = 1024
+
+# An empty array: the collected list of nearly every entry.
+_EMPTY_ARRAY = b"\x80"
+
+Head = tuple[str, str, str | None]
+
+
+class OutcomeRecords:
+    """Encodes outcome records, keeping the bytes of the heads values it met (bounded)."""
+
+    def __init__(self) -> None:
+        # outcome -> the array's head (4 items: one byte) and the outcome's text.
+        self._prefixes: dict[str, bytes] = {}
+        # heads -> the bytes of [[oid, kind, class or null], ...]. The heads hold only str
+        # (oids, kinds, class names) and None, whose equality is identity of value: equal
+        # heads have the same bytes.
+        self._heads: dict[tuple[Head, ...], bytes] = {}
+
+    def encode(
+        self, outcome: str, collected: tuple[str, ...], log_time_ms: int, heads: tuple[Head, ...]
+    ) -> bytes:
+        """`cbor2.dumps([outcome, list(collected), log_time_ms, [list(h) for h in heads]])`."""
+        prefix = self._prefixes.get(outcome)
+        if prefix is None:
+            prefix = self._prefixes[outcome] = b"\x84" + cbor2.dumps(outcome)
+        heads_bytes = self._heads.get(heads)
+        if heads_bytes is None:
+            heads_bytes = cbor2.dumps([list(head) for head in heads])
+            if len(self._heads) >= HEADS_BYTES_KEPT_MAX:
+                self._heads.clear()
+            self._heads[heads] = heads_bytes
+        collected_bytes = cbor2.dumps(list(collected)) if collected else _EMPTY_ARRAY
+        return b"".join((prefix, collected_bytes, cbor2.dumps(log_time_ms), heads_bytes))
