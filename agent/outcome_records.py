@@ -20,7 +20,7 @@ import cbor2
 # Distinct heads values whose bytes are kept; past it the kept ones are forgotten at once (a
 # bound, not a cache policy: a workload whose every write references other nodes gains nothing
 # from keeping them).
-HEADS_BYTES_KEPT_MAX = 1024
+HEADS_KEPT_MAX = 1024
 
 # An empty array: the collected list of nearly every entry.
 _EMPTY_ARRAY = b"\x80"
@@ -49,7 +49,7 @@ class OutcomeRecords:
         heads_bytes = self._heads.get(heads)
         if heads_bytes is None:
             heads_bytes = cbor2.dumps([list(head) for head in heads])
-            if len(self._heads) >= HEADS_BYTES_KEPT_MAX:
+            if len(self._heads) >= HEADS_KEPT_MAX:
                 self._heads.clear()
             self._heads[heads] = heads_bytes
         collected_bytes = cbor2.dumps(list(collected)) if collected else _EMPTY_ARRAY

@@ -41,15 +41,15 @@ def test_every_outcome_record_is_cbor2s_bytes(
     kept_max: int,
 ) -> None:
     encoder = OutcomeRecords()
-    saved = outcome_records.HEADS_BYTES_KEPT_MAX
-    outcome_records.HEADS_BYTES_KEPT_MAX = kept_max  # the bound reached and the kept forgotten
+    saved = outcome_records.HEADS_KEPT_MAX
+    outcome_records.HEADS_KEPT_MAX = kept_max  # the bound reached and the kept forgotten
     try:
         for _ in range(2):  # the second time through, the heads bytes are the kept ones
             for outcome, collected, log_time_ms, heads in records:
                 data = encoder.encode(outcome, collected, log_time_ms, heads)
                 assert data == outcome_record_bytes(outcome, collected, log_time_ms, heads)
     finally:
-        outcome_records.HEADS_BYTES_KEPT_MAX = saved
+        outcome_records.HEADS_KEPT_MAX = saved
     assert len(encoder._heads) <= kept_max
 
 
