@@ -3,14 +3,14 @@
 
 Written for every entry, so written without `cbor2.dumps` of the whole array: cbor2 asks
 `isinstance(x, collections.abc.Mapping)` of every list it writes, through
-`ABCMeta.__instancecheck__` in Python (~0.3 us each), and this record is four lists for a write
-that references one node (docs/data-model-v2.md 8.19). A CBOR array is its head and then its
-items' bytes, each item's bytes its own, so the record is put together from parts that are
-cbor2's bytes: the head with the outcome (one of a few strs), the collected list (nearly always
-empty), the log time, and the heads list, whose bytes are kept per value of the heads (nearly
-every write references the same few nodes). The same bytes as `cbor2.dumps` of the array
-(tests/unit/test_outcome_records.py compares the two, and test_apply_batches.py every record
-it stores).
+`ABCMeta.__instancecheck__` in Python (~0.3 us each), and this record is three lists, one more
+per node the write's values reference (docs/data-model-v2.md 8.19). A CBOR array is its head
+and then its items' bytes, each item's bytes its own, so the record is put together from parts
+that are cbor2's bytes: the head with the outcome (one of a few strs), the collected list
+(nearly always empty), the log time, and the heads list, whose bytes are kept per value of the
+heads (nearly every write's heads are empty, or name the same few nodes). The same bytes as
+`cbor2.dumps` of the array (tests/unit/test_outcome_records.py compares the two, and
+test_apply_batches.py every record it stores).
 """
 
 from __future__ import annotations
