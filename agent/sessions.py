@@ -121,13 +121,17 @@ def encode_session(session: Session, known: ItemBytes | None = None) -> bytes:
 
 
 def _array_head(count: int) -> bytes:
-    """The head cbor2 writes for an array of `count` items (the shortest: RFC 8949 4.2.1);
-    count <= SESSION_SEQS_MAX here."""
+    """The head cbor2 writes for an array of `count` items (the shortest: RFC 8949 4.2.1).
+    A record holds at most SESSION_SEQS_MAX outcomes; the larger heads keep it exact anyway."""
     if count < 24:
         return bytes((0x80 + count,))
     if count < 0x100:
         return bytes((0x98, count))
-    return b"\x99" + count.to_bytes(2, "big")
+    if count < 0x10000:
+        return b"\x99" + count.to_bytes(2, "big")
+    if count < 0x1_0000_0000:
+        return b"\x9a" + count.to_bytes(4, "big")
+    return b"\x9b" + count.to_bytes(8, "big")
 
 
 def decode_session(data: bytes) -> Session:

@@ -86,8 +86,8 @@ def test_every_record_of_a_client_is_cbor2s_bytes(
             assert decode_session(data) == session
 
 
-def test_a_record_of_more_than_23_and_255_outcomes_has_cbor2s_array_head() -> None:
-    for count in (0, 1, 23, 24, 255, 256, SESSION_SEQS_MAX):
+def test_a_record_of_more_than_23_255_and_65535_outcomes_has_cbor2s_array_head() -> None:
+    for count in (0, 1, 23, 24, 255, 256, SESSION_SEQS_MAX, 65_535, 65_536):
         session = Session(5, 1, {seq: (seq * 7, "ok", "") for seq in range(count)}, opened=2)
         assert encode_session(session, {}) == session_record_bytes(session), count
 
