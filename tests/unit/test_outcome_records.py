@@ -57,3 +57,19 @@ def test_heads_that_differ_only_in_the_class_name_get_their_own_bytes() -> None:
     encoder = OutcomeRecords()
     for heads in ((("a.1", "obj", "A"),), (("a.1", "obj", None),), (("a.1", "obj", "B"),)):
         assert encoder.encode("ok", (), 7, heads) == outcome_record_bytes("ok", (), 7, heads)
+
+
+def test_the_kept_heads_are_bounded_in_bytes_not_only_in_values() -> None:
+    """Review 37 (Medium): HEADS_KEPT_MAX counts heads values, and one value can be as large
+    as a body's references to existing nodes (TXN_ITEMS_MAX, 16 MiB bodies). Kept, each held
+    its bytes and its tuples until 1,024 of them: 100 entries of 20,000 references each kept
+    356 MiB in an agent's state machine (main: 23 MiB), and every replica applies the same
+    entries, so a writer could run them all out of memory at once. Whatever the heads' sizes,
+    what is kept stays small: here 1,024 values of 200 heads (~3 MiB of CBOR) must keep at
+    most 1 MiB of CBOR and 65,536 heads."""
+    encoder = OutcomeRecords()
+    for value in range(outcome_records.HEADS_KEPT_MAX):
+        heads = tuple((f"s{value}.{i}", "set", None) for i in range(200))
+        assert encoder.encode("ok", (), 7, heads) == outcome_record_bytes("ok", (), 7, heads)
+    assert sum(len(data) for data in encoder._heads.values()) <= 1 << 20
+    assert sum(len(heads) for heads in encoder._heads) <= 1 << 16
