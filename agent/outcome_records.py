@@ -21,6 +21,13 @@ import cbor2
 # bound, not a cache policy: a workload whose every write references other nodes gains nothing
 # from keeping them).
 HEADS_KEPT_MAX = 1024
+# The largest heads value kept, in bytes of its CBOR: a few nodes' heads (tens of bytes each).
+# A count alone bounds nothing: one value holds a head per existing node a body references (up
+# to TXN_ITEMS_MAX), and 100 entries of 20,000 each kept 356 MiB (review 37). With this, what
+# is kept is at most HEADS_KEPT_MAX * 256 bytes = 256 KiB of CBOR, and the keys' tuples and
+# strs (at most 32 heads a value: ~20x that in Python objects, ~5 MiB); larger heads are
+# encoded every time, as they were before this module.
+HEADS_KEPT_BYTES_EACH_MAX = 256
 
 # An empty array: the collected list of nearly every entry.
 _EMPTY_ARRAY = b"\x80"
@@ -29,7 +36,8 @@ Head = tuple[str, str, str | None]
 
 
 class OutcomeRecords:
-    """Encodes outcome records, keeping the bytes of the heads values it met (bounded)."""
+    """Encodes outcome records, keeping the bytes of the small heads values it met (bounded
+    in count, HEADS_KEPT_MAX, and in each value's bytes, HEADS_KEPT_BYTES_EACH_MAX)."""
 
     def __init__(self) -> None:
         # outcome -> the array's head (4 items: one byte) and the outcome's text.
@@ -49,8 +57,9 @@ class OutcomeRecords:
         heads_bytes = self._heads.get(heads)
         if heads_bytes is None:
             heads_bytes = cbor2.dumps([list(head) for head in heads])
-            if len(self._heads) >= HEADS_KEPT_MAX:
-                self._heads.clear()
-            self._heads[heads] = heads_bytes
+            if len(heads_bytes) <= HEADS_KEPT_BYTES_EACH_MAX:
+                if len(self._heads) >= HEADS_KEPT_MAX:
+                    self._heads.clear()
+                self._heads[heads] = heads_bytes
         collected_bytes = cbor2.dumps(list(collected)) if collected else _EMPTY_ARRAY
         return b"".join((prefix, collected_bytes, cbor2.dumps(log_time_ms), heads_bytes))
