@@ -76,14 +76,62 @@ class Session:
                 del self.seqs[seq]
 
 
-def encode_session(session: Session) -> bytes:
-    seqs = [
-        [seq, index, outcome, error]
-        for seq, (index, outcome, error) in sorted(session.seqs.items())
-    ]
+# Of one client: seq -> (the recorded outcome tuple, the CBOR of [seq, *that tuple]).
+ItemBytes = dict[int, tuple[tuple[int, str, str], bytes]]
+
+
+def encode_session(session: Session, known: ItemBytes | None = None) -> bytes:
+    """The record's bytes: `cbor2.dumps([last_ms, seq_low, [[seq, index, outcome, error],
+    ...], opened(, refused)])`, the same bytes, put together from cbor2's bytes of its parts
+    (a CBOR array is its head and then its items' bytes, each item's bytes its own).
+
+    cbor2 asks `isinstance(x, collections.abc.Mapping)` of every list it writes, through
+    `ABCMeta.__instancecheck__` in Python (~0.3 us each): a record of 16 outcomes awaiting
+    seq_low cost ~11 us, and it is written after every batch its client wrote in
+    (docs/data-model-v2.md 8.19). `known`: the item bytes of the client's record last written
+    (SessionTable keeps them), used for each item whose outcome tuple is the very object
+    encoded then (a tuple of an int and two str never changes, so the bytes are still its
+    bytes); updated in place to this record's items."""
+    seqs = session.seqs
+    if known is None:
+        known = {}
+    # Two flat arrays' bytes less their one-byte heads (2 or 3 items: a head of one byte):
+    # the ints before the outcomes, and after them.
     if session.refused:
-        return cbor2.dumps([session.last_ms, session.low, seqs, session.opened, session.refused])
-    return cbor2.dumps([session.last_ms, session.low, seqs, session.opened])
+        parts = [b"\x85", cbor2.dumps([session.last_ms, session.low])[1:]]
+        tail = cbor2.dumps([session.opened, session.refused])[1:]
+    else:
+        parts = [b"\x84", cbor2.dumps([session.last_ms, session.low])[1:]]
+        tail = cbor2.dumps([session.opened])[1:]
+    parts.append(_array_head(len(seqs)))
+    for seq in sorted(seqs):
+        value = seqs[seq]
+        hit = known.get(seq)
+        if hit is not None and hit[0] is value:
+            parts.append(hit[1])
+            continue
+        item = cbor2.dumps([seq, value[0], value[1], value[2]])
+        known[seq] = (value, item)
+        parts.append(item)
+    if len(known) > len(seqs):  # seqs forgotten below seq_low since: their bytes go too
+        for seq in [seq for seq in known if seq not in seqs]:
+            del known[seq]
+    parts.append(tail)
+    return b"".join(parts)
+
+
+def _array_head(count: int) -> bytes:
+    """The head cbor2 writes for an array of `count` items (the shortest: RFC 8949 4.2.1).
+    A record holds at most SESSION_SEQS_MAX outcomes; the larger heads keep it exact anyway."""
+    if count < 24:
+        return bytes((0x80 + count,))
+    if count < 0x100:
+        return bytes((0x98, count))
+    if count < 0x10000:
+        return b"\x99" + count.to_bytes(2, "big")
+    if count < 0x1_0000_0000:
+        return b"\x9a" + count.to_bytes(4, "big")
+    return b"\x9b" + count.to_bytes(8, "big")
 
 
 def decode_session(data: bytes) -> Session:
@@ -156,6 +204,9 @@ class SessionTable:
         self._stored: dict[bytes, bool] = {}  # key -> whether the db holds it (before flush)
         self._changed: set[bytes] = set()
         self._bytes = 0  # bytes of the records held (as read or last written)
+        # key -> the item encodings of the record last written (encode_session's `known`):
+        # at most the items of the records held, so bounded with them.
+        self._item_bytes: dict[bytes, ItemBytes] = {}
 
     def carry_to(self, txn: lmdb.Transaction) -> SessionTable:
         """This table for the next batch's transaction (nothing pending: it was flushed)."""
@@ -217,8 +268,12 @@ class SessionTable:
             session = self._held[key]
             if session is None:
                 self.txn.delete(key, db=self.db)
+                self._item_bytes.pop(key, None)
             else:
-                data = encode_session(session)
+                known = self._item_bytes.get(key)
+                if known is None:
+                    known = self._item_bytes[key] = {}
+                data = encode_session(session, known)
                 record_put(self.txn, self.db, key, data)
                 self._bytes += len(data)
             self._stored[key] = session is not None
@@ -230,6 +285,7 @@ class SessionTable:
         """Drops what the table holds (only once flushed: nothing pending is lost)."""
         self._held.clear()
         self._stored.clear()
+        self._item_bytes.clear()
         self._bytes = 0
 
     def sweep(self, now_ms: int) -> int:

@@ -32,6 +32,7 @@ from superstatic_agent.config import CLIENT_FRAME_ENVELOPE_BYTES
 from superstatic_agent.nodeops import BodyApply, Rejected, describe_key, key_bytes
 from superstatic_agent.noderead import entry_at, materialize, read_header, read_nid
 from superstatic_agent.nodestore import NodeView, RecordCache
+from superstatic_agent.outcome_records import OutcomeRecords
 from superstatic_agent.payload import parse_payload
 from superstatic_agent.raft.types import ConfChange, Entry, EntryKind, SnapshotMeta
 from superstatic_agent.rules import KEY_RULES, RULES_FIRST, RULES_NEWEST, RulesTooNew
@@ -205,6 +206,8 @@ class StateMachine:
         # freed within 1.25 ttl, and a lookup treats them as expired exactly at the ttl.
         self.sweep_ms = max(1, session_ttl_ms // 4)
         self._cache = RecordCache(node_cache_bytes_max)
+        # Encodes each entry's outcome record (outcome_records.py: cbor2's bytes, cheaper).
+        self._outcome_records = OutcomeRecords()
         self._cache_at: int | None = None  # the applied index the cached records reflect
         # Records written by the last apply_batch (tests count them: a write costs O(1)).
         self.records_written = 0
@@ -358,8 +361,9 @@ class StateMachine:
         assert result.outcome in OUTCOMES, result.outcome
         self._maybe_sweep_tombs(txn, entry.index)
         result.log_time_ms = log_time_ms
-        heads = [list(head) for head in result.heads]
-        outcome = cbor2.dumps([result.outcome, list(result.collected), log_time_ms, heads])
+        outcome = self._outcome_records.encode(
+            result.outcome, result.collected, log_time_ms, result.heads
+        )
         record_put(txn, self.dbs.outcomes, index_key(entry.index), outcome)
         self._batch_meta().put(KEY_APPLIED, (entry.index, entry.term, log_time_ms))
         return result

@@ -23,13 +23,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from superstatic_agent import gc
+from superstatic_agent import sealed as sealed_module
 from superstatic_agent import sessions as sessions_module
 from superstatic_agent import statemachine as sm_module
 from superstatic_agent.noderead import materialize
 from superstatic_agent.payload import Payload, encode_payload
 from superstatic_agent.raft.types import Entry, EntryKind
+from superstatic_agent.sessions import decode_session
 from superstatic_agent.statemachine import Applied, StateMachine
-from superstatic_agent.storage import DB_NAMES, DBS_MAX
+from superstatic_agent.storage import DB_NAMES, DBS_MAX, index_key
+from support.record_bytes import outcome_record_bytes, session_record_bytes
 
 from superstatic.protocol import ops
 from superstatic.protocol.codec import Ref
@@ -151,7 +154,12 @@ class _Log:
             op = (["add", target, [x]], ["extend", target, [x]], ["set", target, "i", x])[y % 3]
             self.txn(client, [op], seq=seq)
         elif action == 10:
-            self.txn(client, [["clear", "d"]] if x % 4 == 0 else [["set", "d", key, None]])
+            if x % 4 == 0:
+                self.txn(client, [["clear", "d"]])
+            elif x % 4 == 1:  # a reference to an existing node: the outcome records its head
+                self.txn(client, [["set", "d", key, Ref("d")]])
+            else:
+                self.txn(client, [["set", "d", key, None]])
         else:  # several writes from one client and one entry of another, close together
             for i in range(1 + x % 4):
                 self.txn(client, [["set", "d", f"k{i}", i]])
@@ -267,7 +275,20 @@ def test_any_cut_into_batches_gives_the_same_outcomes_and_store(
         assert [a.index for a in batched] == [e.index for e in entries]
         for single, other in zip(singles, batched, strict=True):
             assert other == single, single.index
-        assert cut.dbs() == one.dbs()
+        stored = cut.dbs()
+        assert stored == one.dbs()
+        # And each session record is the bytes the agent wrote before its writer reused the
+        # bytes of outcomes it had encoded (data-model-v2 8.19): one cbor2 call of the array.
+        for sealed in stored[b"sessions"].values():
+            record = sealed[: -sealed_module.CHECKSUM_BYTES]
+            assert record == session_record_bytes(decode_session(record))
+        # Each outcome record is the one cbor2 call of its entry's result that the agent
+        # wrote before outcome_records.py.
+        for single in singles:
+            sealed = stored[b"outcomes"][index_key(single.index)]
+            assert sealed[: -sealed_module.CHECKSUM_BYTES] == outcome_record_bytes(
+                single.outcome, single.collected, single.log_time_ms, single.heads
+            )
     finally:
         one.env.close()
         cut.env.close()
