@@ -24,7 +24,6 @@ import zmq
 from superstatic_bench.loadgen import (
     AgentError,
     RawClient,
-    txn_create_roots,
     txn_extend,
 )
 from support.snapshots import snapshot_feeder
@@ -213,7 +212,7 @@ def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
 def create_roots(cluster: LocalCluster, names: list[str]) -> None:
     client = RawClient(cluster.agents[cluster.leader()].client_endpoint)
     try:
-        reply = client.propose(txn_create_roots(dict.fromkeys(names, "list")))
+        reply = client.propose(client.roots_txn(dict.fromkeys(names, "list")))
         assert reply["outcome"] == "ok", reply
     finally:
         client.close()

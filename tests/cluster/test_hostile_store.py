@@ -74,7 +74,7 @@ def test_a_version_too_long_to_print_is_an_error_outcome_everywhere(
     """Reproduction 1: the conflict message formatted -(10**5000); all three agents died and
     crash-looped replaying the entry. Now: an "error" outcome, every agent stays up and keeps
     committing, and an agent replaying the whole log from index 1 applies it cleanly."""
-    assert commit(raw, txn_create_roots({"l": "list"}))["outcome"] == "ok"
+    assert commit(raw, txn_create_roots({"l": "list"}, raw.client_id))["outcome"] == "ok"
     hostile = codec.dumps({"r": {"n.l": -(10**5000)}, "o": [["extend", "n.l", ["never"]]]})
     assert len(hostile) < 4_096  # a 2 KB write
     reply = commit(raw, hostile)
@@ -153,7 +153,7 @@ def test_a_container_larger_than_a_stream_frame_keeps_every_agent_alive(
     storage format 3 a list is stored in chunks, each record within record_bytes_max, so the
     list grows past a frame; every agent applies it and keeps serving, and a new subscriber of
     every agent is sent it in runs over several frames (data-model-v2.md section 5)."""
-    assert commit(raw, txn_create_roots({"l": "list"}))["outcome"] == "ok"
+    assert commit(raw, txn_create_roots({"l": "list"}, raw.client_id))["outcome"] == "ok"
     big = "x" * 6_000_000
     for _ in range(3):
         assert commit(raw, txn_extend("l", [big]))["outcome"] == "ok"
@@ -196,7 +196,7 @@ def test_a_damaged_record_is_detected_refused_and_repaired(
     value, silently. Now the running follower refuses to serve it and halts, says so in
     STATUS; restarted, it finds the damage, rebuilds from its (verified) log and serves the
     right value again."""
-    assert commit(raw, txn_create_roots({"l": "list"}))["outcome"] == "ok"
+    assert commit(raw, txn_create_roots({"l": "list"}, raw.client_id))["outcome"] == "ok"
     index = commit(raw, txn_extend("l", [KNOWN]))["index"]
     follower = next(n for n in cluster.agents if n != cluster.leader())
     cluster.wait_until(
@@ -235,7 +235,7 @@ def test_a_damaged_record_is_detected_refused_and_repaired(
 def test_a_damaged_log_is_sent_again_by_the_leader(cluster: LocalCluster, raw: RawClient) -> None:
     """A follower whose log entry is damaged empties its store (keeping term and vote) and is
     sent everything again by a leader; it withholds its vote until it holds what it held."""
-    assert commit(raw, txn_create_roots({"l": "list"}))["outcome"] == "ok"
+    assert commit(raw, txn_create_roots({"l": "list"}, raw.client_id))["outcome"] == "ok"
     body = txn_extend("l", [KNOWN])
     assert commit(raw, body)["outcome"] == "ok"
     leader = cluster.leader()

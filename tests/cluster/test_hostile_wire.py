@@ -20,7 +20,7 @@ import zmq
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS_DIR))
-from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots  # noqa: E402
+from superstatic_bench.loadgen import AgentError, RawClient  # noqa: E402
 from support import hostile  # noqa: E402
 
 from superstatic.client import oneshot  # noqa: E402
@@ -398,7 +398,7 @@ def test_dunder_attribute_names_are_refused_and_new_apps_still_load(
     leader = cluster.leader()
     client = RawClient(cluster.agents[leader].client_endpoint)
     try:
-        reply = client.propose(txn_create_roots({"dunder_obj": "obj"}))
+        reply = client.propose(client.roots_txn({"dunder_obj": "obj"}))
         assert reply["outcome"] == "ok", reply
         attacks = [
             [["set", "n.dunder_obj", "__class__", 5]],

@@ -19,7 +19,7 @@ import pytest
 import zmq
 from superstatic_agent.cli import config_from, parser
 from superstatic_agent.config import memory_bound_bytes
-from superstatic_bench.loadgen import RawClient, txn_create_roots
+from superstatic_bench.loadgen import RawClient
 
 from superstatic.client import keys as client_keys
 from superstatic.protocol import codec, ops, wire
@@ -108,7 +108,7 @@ def test_memory_stays_under_the_stated_bound_under_floods(tmp_path: Path) -> Non
         sampler.start()
         writer = RawClient(cluster.agents[leader].client_endpoint)
         try:
-            assert writer.propose(txn_create_roots({"d": "dict"}))["outcome"] == "ok"
+            assert writer.propose(writer.roots_txn({"d": "dict"}))["outcome"] == "ok"
             pending: dict[int, int] = {}
             acked = 0
             deadline = time.monotonic() + TIMEOUT_S
