@@ -25,7 +25,10 @@ Not a test. Two figures, each on a fresh LMDB environment with fsync off (apply 
   sends them, a 100-byte value, keys cycling per client) from `--clients` sessions in
   turn, applied through `StateMachine.apply_batch` `--per-ready` entries per write
   transaction (a Ready of the 3-client run carries ~10): microseconds of process CPU per
-  entry, best and median of `--repeat` runs (docs/data-model-v2.md section 8.1).
+  entry, best and median of `--repeat` runs (docs/data-model-v2.md section 8.1). With
+  `--new-nodes` each write creates a dict of its client's and binds it in place of the value
+  (the replaced ones are garbage). `--rules N` (roots, batch) applies a rules entry first:
+  rules 3 checks and marks each created oid (docs/virtual-heap.md section 7).
 * `stage`: a follower's catch-up by peer snapshot, apart from the network: the `objects`
   state shipped as chunks of 1 MiB and staged into a fresh store: CPU seconds of building the
   chunks and of staging them, best of `--repeat`, Python's collector on and off
@@ -309,7 +312,9 @@ def measure_roots(count: int, rules: int) -> None:
         b.env.close()
 
 
-def batch_entries(count: int, clients: int, first_index: int, rules: int = 1) -> list[Entry]:
+def batch_entries(
+    count: int, clients: int, first_index: int, rules: int = 1, new_nodes: bool = False
+) -> list[Entry]:
     """`clients` "open" entries, then `count` writes taking the clients in turn, each a lone
     blind set of one key of the shared dict "kv" (made by the first write), as
     `superstatic bench --only throughput` sends them: seq_low trails seq by a few in-flight
@@ -327,6 +332,7 @@ def batch_entries(count: int, clients: int, first_index: int, rules: int = 1) ->
     sessions = {name: index - clients + i for i, name in enumerate(names)}
     kv = f"{names[0][:16]}.1"  # the first client's oid (rules 3 binds an oid to its creator)
     seqs = dict.fromkeys(names, 1)
+    made_count = dict.fromkeys(names, 1)  # the first client's counter 1 is kv
     made = ops.encode_txn_v2(
         0,
         {"@roots": (ops.READ_CONTENT, [])},
@@ -345,7 +351,12 @@ def batch_entries(count: int, clients: int, first_index: int, rules: int = 1) ->
             thread = (n // clients) % BATCH_THREADS
             i = (n // clients // BATCH_THREADS) % BATCH_KEYS_PER_THREAD
             key = f"c{n % clients}-t{thread}-{i}"
-            body = ops.encode_txn_v2(index - 1, {}, [["set", kv, key, BATCH_VALUE]])
+            wire_ops: list[Any] = [["set", kv, key, BATCH_VALUE]]
+            if new_nodes:  # a new dict of the writer's own, bound in place of the value
+                made_count[name] += 1
+                oid = f"{name[:16]}.{made_count[name]:x}"
+                wire_ops = [["new", oid, "dict", [["v", BATCH_VALUE]]], ["set", kv, key, Ref(oid)]]
+            body = ops.encode_txn_v2(index - 1, {}, wire_ops)
         time_ms = 1_000 + n // 5
         seq_low = max(0, seq - BATCH_THREADS)
         payload = Payload("txn", name, seq, seq_low, time_ms, body, sessions[name])
@@ -354,10 +365,12 @@ def batch_entries(count: int, clients: int, first_index: int, rules: int = 1) ->
     return entries
 
 
-def measure_batch(count: int, clients: int, per_ready: int, repeat: int, rules: int) -> None:
+def measure_batch(
+    count: int, clients: int, per_ready: int, repeat: int, rules: int, new_nodes: bool
+) -> None:
     runs: list[float] = []
     for _ in range(repeat):
-        entries = batch_entries(count, clients, 1, rules)
+        entries = batch_entries(count, clients, 1, rules, new_nodes)
         # The rules entry, the opens and the dict's creation are not the workload.
         warm = clients + 1 + (rules > 1)
         with tempfile.TemporaryDirectory() as path:
@@ -374,7 +387,8 @@ def measure_batch(count: int, clients: int, per_ready: int, repeat: int, rules: 
             runs.append((time.process_time() - started) / count * 1e6)
             env.close()
     print(
-        f"{count} writes from {clients} clients, {per_ready} per apply batch: CPU per entry "
+        f"{count} writes{' creating a node each' if new_nodes else ''} from {clients} clients, "
+        f"{per_ready} per apply batch, rules {rules}: CPU per entry "
         f"best {min(runs):.1f} us, median {statistics.median(runs):.1f} us "
         f"({', '.join(f'{r:.1f}' for r in runs)})"
     )
@@ -390,6 +404,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--cache-bytes", type=int, default=16 << 20, help="replay: record cache")
     parser.add_argument("--clients", type=int, default=3, help="batch: client sessions")
     parser.add_argument("--repeat", type=int, default=5, help="batch, stage: runs")
+    parser.add_argument(
+        "--new-nodes",
+        action="store_true",
+        help="batch: each write creates a node (a dict of its client's) bound in the shared dict",
+    )
     parser.add_argument(
         "--rules",
         type=int,
@@ -417,7 +436,9 @@ def main(argv: list[str]) -> None:
             parser.error(f"--per-ready is 1..REPLAY_PER_READY_MAX={REPLAY_PER_READY_MAX}")
         if not 1 <= args.repeat <= BATCH_REPEAT_MAX:
             parser.error(f"--repeat is 1..BATCH_REPEAT_MAX={BATCH_REPEAT_MAX}")
-        measure_batch(args.count, args.clients, args.per_ready, args.repeat, args.rules)
+        measure_batch(
+            args.count, args.clients, args.per_ready, args.repeat, args.rules, args.new_nodes
+        )
     elif args.what == "stage":
         if not 1 <= args.count <= STAGE_COUNT_MAX:
             parser.error(f"--count is 1..STAGE_COUNT_MAX={STAGE_COUNT_MAX} for stage")
