@@ -20,7 +20,13 @@ import zmq
 from superstatic_agent.listtree import ListHeader, ListTree, MemoryChunkStore
 from superstatic_agent.records import chunk_key
 from superstatic_agent.storage import seal
-from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
+from superstatic_bench.loadgen import (
+    AgentError,
+    RawClient,
+    root_oid,
+    txn_create_roots,
+    txn_extend,
+)
 from support.snapshots import snapshot_feeder
 
 import superstatic
@@ -75,7 +81,8 @@ def test_a_version_too_long_to_print_is_an_error_outcome_everywhere(
     crash-looped replaying the entry. Now: an "error" outcome, every agent stays up and keeps
     committing, and an agent replaying the whole log from index 1 applies it cleanly."""
     assert commit(raw, txn_create_roots({"l": "list"}, raw.client_id))["outcome"] == "ok"
-    hostile = codec.dumps({"r": {"n.l": -(10**5000)}, "o": [["extend", "n.l", ["never"]]]})
+    listed = root_oid("l")
+    hostile = codec.dumps({"r": {listed: -(10**5000)}, "o": [["extend", listed, ["never"]]]})
     assert len(hostile) < 4_096  # a 2 KB write
     reply = commit(raw, hostile)
     assert reply["outcome"] == "error", reply
@@ -165,7 +172,7 @@ def test_a_container_larger_than_a_stream_frame_keeps_every_agent_alive(
         listing = inspect_roots(cluster, node)
         assert [(r["name"], r["items"]) for r in listing["roots"]] == [("l", 4)], listing
         nodes = snapshot_of(cluster.agents[node].client_endpoint)
-        _version, kind, values = nodes["n.l"]
+        _version, kind, values = nodes[root_oid("l")]
         assert kind == "list" and values == [big, big, big, "small"]
     all_alive(cluster)
 
@@ -202,7 +209,7 @@ def test_a_damaged_record_is_detected_refused_and_repaired(
     cluster.wait_until(
         lambda: inspect(cluster, follower, "l") == [KNOWN], "the follower applied", 30
     )
-    # The list's one chunk (format 3: n.l is nid 2, after @roots; its first chunk is id 1),
+    # The list's one chunk (format 3: its node is nid 2, after @roots; its first chunk is id 1),
     # sealed under its key as the agent stored it.
     chunks = MemoryChunkStore()
     tree = ListTree(chunks, ListHeader.empty())

@@ -19,7 +19,7 @@ import pytest
 import zmq
 from superstatic_agent.cli import config_from, parser
 from superstatic_agent.config import memory_bound_bytes
-from superstatic_bench.loadgen import RawClient
+from superstatic_bench.loadgen import RawClient, root_oid
 
 from superstatic.client import keys as client_keys
 from superstatic.protocol import codec, ops, wire
@@ -114,7 +114,7 @@ def test_memory_stays_under_the_stated_bound_under_floods(tmp_path: Path) -> Non
             deadline = time.monotonic() + TIMEOUT_S
             for i in range(WRITES):
                 value = codec.dumps(i)[:1] * 1_000_000  # 1 MB, different per write
-                body = ops.encode_txn({}, [["set", "n.d", i % 4, value]])
+                body = ops.encode_txn({}, [["set", root_oid("d"), i % 4, value]])
                 seq = writer.take_seq()
                 req = writer.send(wire.FrameType.PROPOSE, writer.propose_body(body, seq))
                 pending[req] = seq
