@@ -1,0 +1,69 @@
+"""Review 38 (branch oidbind, state-machine rules 3): the 64-counter window and a connection
+whose other threads keep creating objects.
+
+Under rules 3 a counter more than WINDOW_BITS below the highest its prefix created is refused
+as a `conflict`, and the library re-runs the body "whose new oids are above the mark"
+(docs/virtual-heap.md section 7). That holds only if the connection's other threads create
+fewer than WINDOW_BITS objects while the re-run body runs and commits. When they create more
+during every run (a sustained rate: objects per second times a body's time from its first new
+object to its apply above 64, e.g. a bulk-loading thread beside request threads), every run
+is refused again, and after TXN_ATTEMPTS_MAX runs the app gets a ConflictError, though nothing
+it read or wrote was touched by anyone (under rules 2 it commits at its first run).
+
+Deterministic here: each run of the slow body takes its oid, then another thread of the same
+connection creates WINDOW_BITS + 1 objects and commits, then the slow body ends.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from superstatic_agent.oidmarks import WINDOW_BITS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support.inproc import InprocCluster
+
+from superstatic.objects.session import TXN_ATTEMPTS_MAX
+from superstatic.protocol.errors import ConflictError
+
+TIMEOUT_S_THREAD = 60
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ConflictError,
+    reason="review 38, Medium, open: under rules 3 a body on a connection whose other threads "
+    "create more than WINDOW_BITS objects during each of its runs is refused as a conflict at "
+    "every run (ConflictError after TXN_ATTEMPTS_MAX); a design change (a wider window, or "
+    "counters the library takes in commit order), not a contained fix",
+)
+def test_a_body_commits_while_the_connections_other_threads_create_past_the_window(
+    tmp_path: Path,
+) -> None:
+    with InprocCluster(tmp_path) as cluster:
+        app = cluster.session()
+        box = app.root("box", dict)
+        runs: list[int] = []
+        failures: list[BaseException] = []
+
+        def burst() -> None:
+            try:
+                app.run(lambda: box.__setitem__("fast", [[] for _ in range(WINDOW_BITS + 1)]))
+            except BaseException as exc:  # reported by the main thread
+                failures.append(exc)
+
+        def slow_body() -> None:
+            runs.append(1)
+            box["slow"] = []  # its oid is taken here
+            other = threading.Thread(target=burst)  # meanwhile, another thread creates more
+            other.start()
+            other.join(TIMEOUT_S_THREAD)
+            assert not other.is_alive()
+
+        app.run(slow_body)
+        assert not failures, failures
+        assert app.root("box", dict)["slow"] == []
+        assert len(runs) < TXN_ATTEMPTS_MAX
