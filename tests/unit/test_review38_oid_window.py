@@ -21,7 +21,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from superstatic_agent.oidmarks import WINDOW_BITS
+from superstatic_agent.oidmarks import WINDOW_BITS, oid_for
+from test_oid_marks import PAD_ENTRIES_MAX, A, B, Clients
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support.inproc import InprocCluster
@@ -67,3 +68,42 @@ def test_a_body_commits_while_the_connections_other_threads_create_past_the_wind
         assert not failures, failures
         assert app.root("box", dict)["slow"] == []
         assert len(runs) < TXN_ATTEMPTS_MAX
+
+
+def _gone(log: Clients, oid: str, pad: str, first_counter: int, seen: set[str]) -> int:
+    """Makes garbage of `pad`'s (its own counters from `first_counter`) until a collection
+    took `oid` (`seen`: what earlier entries collected); returns the pad's next counter."""
+    counter = first_counter
+    while oid not in seen:
+        assert counter < first_counter + PAD_ENTRIES_MAX, f"{oid} was not collected"
+        padded = log.txn(pad, [["new", oid_for(pad, counter), "set", []]])
+        assert padded.outcome == "ok", padded
+        seen.update(padded.collected)
+        counter += 1
+    return counter
+
+
+def test_the_old_highest_is_remembered_when_the_mark_jumps_by_exactly_the_window(
+    tmp_path: Path,
+) -> None:
+    """The window's edge (a mutation of `shift > WINDOW_BITS` to `>=` passed every other
+    test, and would let the old highest counter be created twice): after a jump of exactly
+    WINDOW_BITS the old highest is the window's last bit ("created before"); one further it
+    has left the window ("conflict"). The oids are collected first, so "already exists" is
+    not what answers."""
+    log = Clients(tmp_path / "s", 3, gc_threshold=1)
+    try:
+        assert log.txn(A, [["new", "@roots", "dict", []]]).outcome == "ok"
+        pad = 1
+        for jump, answer in ((WINDOW_BITS, "created before"), (WINDOW_BITS + 1, "WINDOW_BITS")):
+            old = 1 + 1000 * jump
+            seen: set[str] = set()
+            for counter in (old, old + jump):
+                made = log.txn(A, [["new", oid_for(A, counter), "list", []]])
+                assert made.outcome == "ok", made
+                seen.update(made.collected)
+            pad = _gone(log, oid_for(A, old), B, pad, seen)
+            again = log.txn(A, [["new", oid_for(A, old), "list", []]])
+            assert again.outcome != "ok" and answer in again.error, (jump, again)
+    finally:
+        log.close()
