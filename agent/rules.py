@@ -19,8 +19,8 @@ Versions (each keeps the older ones' outcomes behind `rules >= N` in the code):
    op's oid other than the root table's must be `<client id[:16]>.<counter in hex>` of the
    entry's client; per prefix the state machine keeps the owner (the first creator's full
    client id) and the highest counter created with a window below it (db `oid_marks`,
-   agent/oidmarks.py), and refuses another owner and a counter created before: no oid is ever
-   created twice.
+   agent/oidmarks.py), and refuses another owner and a counter created before within the
+   window (a counter below it is the owner's own: created if no node has it).
 """
 
 from __future__ import annotations
