@@ -15,6 +15,12 @@ Versions (each keeps the older ones' outcomes behind `rules >= N` in the code):
    that created the live session (it no longer replaces that session); a request refused at
    SESSION_SEQS_MAX raises the session's refusal mark, so every later copy of it is refused
    too (the first answer stays final).
+3. Object ids bound to their creator (review 20; docs/virtual-heap.md section 7): a `new`
+   op's oid other than the root table's must be `<client id[:16]>.<counter in hex>` of the
+   entry's client; per prefix the state machine keeps the owner (the first creator's full
+   client id) and the highest counter created with a window below it (db `oid_marks`,
+   agent/oidmarks.py), and refuses another owner and a counter created before within the
+   window (a counter below it is the owner's own: created if no node has it).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from superstatic_agent.payload import Payload, encode_payload
 RULES_FIRST = 1
 # The newest rules this code applies: what a cluster created by this code runs, and what
 # --rules-max defaults to (an operator may hold a cluster lower, e.g. to keep a rollback open).
-RULES_NEWEST = 2
+RULES_NEWEST = 3
 KEY_RULES = b"rules"  # sm_meta: the rules version in force (absent: RULES_FIRST)
 
 

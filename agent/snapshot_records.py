@@ -3,9 +3,11 @@ every state-machine db, shipped as chunks `[part, last, [[db, key, value], ...]]
 the follower, each record validated by its db's layout (agent/records.py) before it is stored.
 
 `db` is one letter: `m` sm_meta, `s` sessions, `i` oids, `n` nodes, `e` entries, `q` order,
-`c` chunks, `t` tombs. Values travel unsealed (verified when read at the sender, sealed anew by
-the receiver under the same key), so a checksum never depends on the other agent's store, and
-the follower's installed dbs hold the same bytes as the leader's.
+`c` chunks, `t` tombs, `k` oid_marks (rules 3: agent/oidmarks.py; last, and empty below rules 3,
+so a snapshot of a store that never ran rules 3 is what it was before). Values travel unsealed
+(verified when read at the sender, sealed anew by the receiver under the same key), so a
+checksum never depends on the other agent's store, and the follower's installed dbs hold the
+same bytes as the leader's.
 
 Staging uses `staging_<name>` for each shipped db and `staging_state` for the part expected
 next / the last part seen (storage.STAGING_NEXT / STAGING_DONE). `storage.install_staged`
@@ -24,6 +26,7 @@ from typing import Any
 
 import cbor2
 import lmdb
+from superstatic_agent import oidmarks
 from superstatic_agent import records as layout
 from superstatic_agent.payload import loads_plain
 from superstatic_agent.sealed import seal_each
@@ -54,6 +57,7 @@ CHUNK_DBS: dict[str, str] = {
     "q": "order",
     "c": "chunks",
     "t": "tombs",
+    "k": "oid_marks",
 }
 SHIPPED_DBS = tuple(CHUNK_DBS.values())
 # The same dbs storage.install_staged replaces (and stages as staging_<name>).
@@ -185,7 +189,7 @@ def check_run(
 ) -> None:
     """check_item on every record of one db's run of a chunk (node dbs: all at once, as
     records.check_records does; the same records pass and the same first refusal)."""
-    if name in ("sm_meta", "sessions"):
+    if name in ("sm_meta", "sessions", "oid_marks"):
         for key, data in records_:
             check_item(name, key, data, sm_meta_keys)
         return
@@ -217,6 +221,9 @@ def check_item(name: str, key: bytes, data: bytes, sm_meta_keys: frozenset[bytes
         except UnicodeDecodeError:
             raise ProtocolError("snapshot session key is not utf-8") from None
         decode_session(data)
+        return
+    if name == "oid_marks":
+        oidmarks.check_record(key, data)
         return
     # records.RecordInvalid is a ProtocolError naming the db and the key's parts.
     layout.check_record("staging_" + name, key, data)

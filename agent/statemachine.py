@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import cbor2
 import lmdb
-from superstatic_agent import gc, set_bodies, snapshot_records
+from superstatic_agent import gc, oidmarks, set_bodies, snapshot_records
 from superstatic_agent import records as rec
 from superstatic_agent.config import CLIENT_FRAME_ENVELOPE_BYTES
 from superstatic_agent.nodeops import BodyApply, Rejected, describe_key, key_bytes
@@ -469,7 +469,7 @@ class StateMachine:
         outcome, error = "ok", ""
         if payload.kind == "txn":
             try:
-                effects = self._apply_txn(txn, index, payload.body)
+                effects = self._apply_txn(txn, index, payload.body, payload.client)
             except _Rejected as rejected:
                 outcome, error = rejected.outcome, clip_error(str(rejected))
         session.seqs[payload.seq] = (index, outcome, error)
@@ -522,7 +522,9 @@ class StateMachine:
 
     # ------------------------------------------------------------ transactions
 
-    def _apply_txn(self, txn: lmdb.Transaction, index: int, body: bytes) -> _TxnEffects:
+    def _apply_txn(
+        self, txn: lmdb.Transaction, index: int, body: bytes, client: str
+    ) -> _TxnEffects:
         """Validates and applies one transaction body; returns the collected ids, the heads
         of the existing nodes its ops reference and the nodes it writes and creates. Raises
         _Rejected (nothing changed) for a conflict or an error."""
@@ -554,6 +556,7 @@ class StateMachine:
                 if oid in created or view.nid(oid) is not None:
                     raise _Rejected("error", f"op #{i} 'new': object {oid} already exists")
                 created.add(oid)
+        mark = self._bind_oids(txn, client, wire_ops) if created and self._rules >= 3 else None
         if "oids" in self._batch_writes().dbs_held:
             self._flush_writes()  # the count below is LMDB's: earlier bodies' nodes in it
         count = self._oids_count
@@ -613,6 +616,8 @@ class StateMachine:
             view.discard()
             raise
         view.commit()  # to the batch's writes (_flush_writes puts them)
+        if mark is not None:  # the body applied: its oids' prefix mark moves (rules 3)
+            oidmarks.put(txn, self.dbs.oid_marks, client, mark)
         collected = self._gc_step(txn, body_apply.dropped, len(created))
         if len(wire_ops) == 1:  # nearly every body: no generators to build
             written = (wire_ops[0][1],)
@@ -621,6 +626,17 @@ class StateMachine:
             written = tuple(dict.fromkeys(op[1] for op in wire_ops))
             created_in_order = tuple(op[1] for op in wire_ops if op[0] == "new")
         return _TxnEffects(collected, tuple(heads.values()), written, created_in_order)
+
+    def _bind_oids(
+        self, txn: lmdb.Transaction, client: str, wire_ops: Sequence[list[Any]]
+    ) -> oidmarks.Mark | None:
+        """Rules 3: the oids the body creates are its client's, each created once
+        (agent/oidmarks.py); Rejected if not. The prefix's moved mark, put once the body
+        applied."""
+        news = [
+            (i, op[1]) for i, op in enumerate(wire_ops) if op[0] == "new" and op[1] != gc.ROOTS_OID
+        ]
+        return oidmarks.bind(txn, self.dbs.oid_marks, client, news)
 
     def _validate_v1(self, view: NodeView, versions: dict[str, int]) -> None:
         """Data model 1 reads: each node's header version equals the one read (0: absent)."""

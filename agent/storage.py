@@ -10,6 +10,7 @@ Sub-databases (the layout is fixed here; the state machine opens the same handle
 | `sm_meta` | `b"applied"`, ... | the state machine's own scalars (statemachine.py) |
 | `oids` `nodes` `entries` `order` `chunks` `tombs` | | the nodes, per key (agent/records.py) |
 | `sessions` | client id (utf-8) | CBOR session record |
+| `oid_marks` | oid prefix (utf-8) | CBOR `[owner, high, window]` (rules 3: agent/oidmarks.py) |
 | `outcomes` | index, 8-byte BE | CBOR `[outcome, collected, log_time_ms, heads]`, trimmed w. log |
 | `staging_*` | | a snapshot being received (statemachine.py) |
 
@@ -131,7 +132,9 @@ STAGING_NEXT = b"next"  # the part number stage_chunk expects next
 STAGING_DONE = b"done"  # present once the part marked last was staged
 
 # The state machine's dbs a peer snapshot carries (staged as "staging_" + name).
-SNAPSHOT_DB_NAMES = (b"sm_meta", b"sessions", *records_format.NODE_DB_NAMES)
+# oid_marks (rules 3) is last: a store that never ran rules 3 holds none, so its snapshots ship
+# exactly what they did before (an agent older than rules 3 refuses an unknown db's records).
+SNAPSHOT_DB_NAMES = (b"sm_meta", b"sessions", *records_format.NODE_DB_NAMES, b"oid_marks")
 DB_NAMES = (
     b"log",
     b"meta",
@@ -237,6 +240,7 @@ class Dbs:
     order: Any
     chunks: Any
     tombs: Any
+    oid_marks: Any
     outcomes: Any
     staging_sm_meta: Any
     staging_sessions: Any
@@ -246,6 +250,7 @@ class Dbs:
     staging_order: Any
     staging_chunks: Any
     staging_tombs: Any
+    staging_oid_marks: Any
     staging_state: Any
 
     def node_dbs(self) -> tuple[Any, ...]:

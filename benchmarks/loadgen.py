@@ -149,6 +149,10 @@ class RawClient:
             "session": self.session,
         }
 
+    def roots_txn(self, names_kinds: dict[str, str]) -> bytes:
+        """txn_create_roots with oids of this client's (rules 3)."""
+        return txn_create_roots(names_kinds, self.client_id)
+
     def open_session(
         self, timeout_ms: int = TIMEOUT_MS_RAW_DEFAULT, *, seq: int | None = None
     ) -> int:
@@ -192,22 +196,47 @@ class RawClient:
 # -- transaction bodies -----------------------------------------------------------------------
 
 
-def txn_create_roots(names_kinds: dict[str, str]) -> bytes:
-    """Creates the root table and one empty node per name, bound as roots (oid = the name)."""
+# The node txn_create_roots last made for each root name in this process (txn_extend and
+# txn_set address it), and the counter each client id's oids have reached: state-machine rules
+# 3 (docs/virtual-heap.md section 7) lets a client create only `<its id[:16]>.<counter in hex>`,
+# each once, so a second run against the same cluster makes other oids than the first.
+_ROOT_OIDS: dict[str, str] = {}
+_COUNTERS: dict[str, itertools.count[int]] = {}
+_COUNTERS_LOCK = threading.Lock()
+
+
+def new_oid(client_id: str) -> str:
+    """The next oid `client_id` may create (what the library's Session.new_oid makes)."""
+    with _COUNTERS_LOCK:
+        counter = _COUNTERS.setdefault(client_id, itertools.count(1))
+        return f"{client_id[:16]}.{next(counter):x}"
+
+
+def root_oid(name: str) -> str:
+    """The oid of the node txn_create_roots last made for root `name` in this process."""
+    return _ROOT_OIDS.get(name, f"n.{name}")
+
+
+def txn_create_roots(names_kinds: dict[str, str], client_id: str | None = None) -> bytes:
+    """Creates the root table and one empty node per name, bound as roots. Their oids are
+    `client_id`'s (the client that proposes the body; rules 3), or `n.<name>` without one,
+    which only a cluster held at rules 2 or below (--rules-max 2) creates."""
     new_ops: list[list[Any]] = [["new", "@roots", "dict", []]]
     for name, kind in names_kinds.items():
-        new_ops.append(["new", f"n.{name}", kind, [] if kind != "obj" else ["X", []]])
-        new_ops.append(["set", "@roots", name, codec.Ref(f"n.{name}")])
+        oid = f"n.{name}" if client_id is None else new_oid(client_id)
+        _ROOT_OIDS[name] = oid
+        new_ops.append(["new", oid, kind, [] if kind != "obj" else ["X", []]])
+        new_ops.append(["set", "@roots", name, codec.Ref(oid)])
     return ops.encode_txn({}, new_ops)
 
 
 def txn_extend(name: str, values: list[Any]) -> bytes:
     """Appends to the list root `name` (blind: no read version, never conflicts)."""
-    return ops.encode_txn({}, [["extend", f"n.{name}", values]])
+    return ops.encode_txn({}, [["extend", root_oid(name), values]])
 
 
 def txn_set(name: str, key: Any, value: Any) -> bytes:
-    return ops.encode_txn({}, [["set", f"n.{name}", key, value]])
+    return ops.encode_txn({}, [["set", root_oid(name), key, value]])
 
 
 # -- the load ---------------------------------------------------------------------------------
@@ -291,7 +320,7 @@ def measure_load(
     keys = cluster.keys("app") or client_keys.NO_KEYS
     setup = RawClient(endpoint, keys=keys)
     try:
-        reply = setup.propose(txn_create_roots(names))
+        reply = setup.propose(txn_create_roots(names, setup.client_id))
         assert reply["outcome"] == "ok", reply
     finally:
         setup.close()

@@ -25,7 +25,10 @@ Not a test. Two figures, each on a fresh LMDB environment with fsync off (apply 
   sends them, a 100-byte value, keys cycling per client) from `--clients` sessions in
   turn, applied through `StateMachine.apply_batch` `--per-ready` entries per write
   transaction (a Ready of the 3-client run carries ~10): microseconds of process CPU per
-  entry, best and median of `--repeat` runs (docs/data-model-v2.md section 8.1).
+  entry, best and median of `--repeat` runs (docs/data-model-v2.md section 8.1). With
+  `--new-nodes` each write creates a dict of its client's and binds it in place of the value
+  (the replaced ones are garbage). `--rules N` (roots, batch) applies a rules entry first:
+  rules 3 checks and marks each created oid (docs/virtual-heap.md section 7).
 * `stage`: a follower's catch-up by peer snapshot, apart from the network: the `objects`
   state shipped as chunks of 1 MiB and staged into a fresh store: CPU seconds of building the
   chunks and of staging them, best of `--repeat`, Python's collector on and off
@@ -56,6 +59,7 @@ import lmdb
 from superstatic_agent.payload import Payload, encode_payload
 from superstatic_agent.raft.types import ConfState, Entry, EntryKind, SnapshotMeta
 from superstatic_agent.records import NODE_DB_NAMES
+from superstatic_agent.rules import RULES_FIRST, RULES_NEWEST, rules_payload
 from superstatic_agent.sessions import Session, encode_session
 from superstatic_agent.statemachine import StateMachine
 from superstatic_agent.storage import DBS_MAX, Storage, record_put
@@ -87,18 +91,25 @@ STAGE_COUNT_MAX = 10_000_000
 
 
 class Bench:
-    def __init__(self, path: str, map_bytes: int) -> None:
+    def __init__(self, path: str, map_bytes: int, rules: int = 1, client: str = "c") -> None:
         self.env = lmdb.open(path, map_size=map_bytes, max_dbs=DBS_MAX, sync=False)
         self.sm = StateMachine(self.env)
+        self.client = client
         with self.env.begin(write=True) as txn:
             db = self.env.open_db(b"sessions", txn=txn)
-            record_put(txn, db, b"c", encode_session(Session(0, 0, opened=SESSION)))
+            record_put(txn, db, client.encode(), encode_session(Session(0, 0, opened=SESSION)))
         self.index = 0
+        if rules > 1:  # as a cluster's first entry moves it (--rules)
+            self.index += 1
+            entry = Entry(self.index, 1, EntryKind.NORMAL, rules_payload("a", rules))
+            with self.env.begin(write=True) as txn:
+                self.sm.apply(txn, entry)
 
     def apply(self, wire_ops: list[Any]) -> None:
         self.index += 1
         body = ops.encode_txn({}, wire_ops)
-        data = encode_payload(Payload("txn", "c", self.index, self.index, 1_000, body, SESSION))
+        payload = Payload("txn", self.client, self.index, self.index, 1_000, body, SESSION)
+        data = encode_payload(payload)
         with self.env.begin(write=True) as txn:
             applied = self.sm.apply(txn, Entry(self.index, 1, EntryKind.NORMAL, data))
         assert applied.outcome == "ok", applied.error
@@ -264,8 +275,9 @@ def measure_replay(data_dir: str, per_ready: int, cache_bytes: int) -> None:
         env.close()
 
 
-def measure_roots(count: int) -> None:
-    prefix = secrets.token_hex(8)  # as a library connection's client id
+def measure_roots(count: int, rules: int) -> None:
+    client = secrets.token_hex(16)  # as a library connection's client id
+    prefix = client[:16]  # and its oids (rules 3 binds them to it)
     made = 0
 
     def root_ops() -> list[Any]:
@@ -284,7 +296,7 @@ def measure_roots(count: int) -> None:
         return statistics.median(samples) * 1e6
 
     with tempfile.TemporaryDirectory() as path:
-        b = Bench(path, 4 << 30)
+        b = Bench(path, 4 << 30, rules, client)
         b.apply([["new", "@roots", "dict", []]])
         first = timed(b)
         while made < count:
@@ -300,7 +312,9 @@ def measure_roots(count: int) -> None:
         b.env.close()
 
 
-def batch_entries(count: int, clients: int, first_index: int) -> list[Entry]:
+def batch_entries(
+    count: int, clients: int, first_index: int, rules: int = 1, new_nodes: bool = False
+) -> list[Entry]:
     """`clients` "open" entries, then `count` writes taking the clients in turn, each a lone
     blind set of one key of the shared dict "kv" (made by the first write), as
     `superstatic bench --only throughput` sends them: seq_low trails seq by a few in-flight
@@ -308,18 +322,23 @@ def batch_entries(count: int, clients: int, first_index: int) -> list[Entry]:
     names = [f"{secrets.token_hex(8)}" for _ in range(clients)]
     entries: list[Entry] = []
     index = first_index
+    if rules > 1:  # as a cluster's first entry moves it (--rules)
+        entries.append(Entry(index, 1, EntryKind.NORMAL, rules_payload("a", rules)))
+        index += 1
     for name in names:
         payload = Payload("open", name, 1, 0, 1_000, b"", 0)
         entries.append(Entry(index, 1, EntryKind.NORMAL, encode_payload(payload)))
         index += 1
-    sessions = {name: first_index + i for i, name in enumerate(names)}
+    sessions = {name: index - clients + i for i, name in enumerate(names)}
+    kv = f"{names[0][:16]}.1"  # the first client's oid (rules 3 binds an oid to its creator)
     seqs = dict.fromkeys(names, 1)
+    made_count = dict.fromkeys(names, 1)  # the first client's counter 1 is kv
     made = ops.encode_txn_v2(
         0,
         {"@roots": (ops.READ_CONTENT, [])},
         [
-            ["new", "@roots", "dict", [["kv", Ref("kv")]]],
-            ["new", "kv", "dict", []],
+            ["new", "@roots", "dict", [["kv", Ref(kv)]]],
+            ["new", kv, "dict", []],
         ],
     )
     for n in range(count + 1):
@@ -332,7 +351,12 @@ def batch_entries(count: int, clients: int, first_index: int) -> list[Entry]:
             thread = (n // clients) % BATCH_THREADS
             i = (n // clients // BATCH_THREADS) % BATCH_KEYS_PER_THREAD
             key = f"c{n % clients}-t{thread}-{i}"
-            body = ops.encode_txn_v2(index - 1, {}, [["set", "kv", key, BATCH_VALUE]])
+            wire_ops: list[Any] = [["set", kv, key, BATCH_VALUE]]
+            if new_nodes:  # a new dict of the writer's own, bound in place of the value
+                made_count[name] += 1
+                oid = f"{name[:16]}.{made_count[name]:x}"
+                wire_ops = [["new", oid, "dict", [["v", BATCH_VALUE]]], ["set", kv, key, Ref(oid)]]
+            body = ops.encode_txn_v2(index - 1, {}, wire_ops)
         time_ms = 1_000 + n // 5
         seq_low = max(0, seq - BATCH_THREADS)
         payload = Payload("txn", name, seq, seq_low, time_ms, body, sessions[name])
@@ -341,17 +365,20 @@ def batch_entries(count: int, clients: int, first_index: int) -> list[Entry]:
     return entries
 
 
-def measure_batch(count: int, clients: int, per_ready: int, repeat: int) -> None:
+def measure_batch(
+    count: int, clients: int, per_ready: int, repeat: int, rules: int, new_nodes: bool
+) -> None:
     runs: list[float] = []
     for _ in range(repeat):
-        entries = batch_entries(count, clients, 1)
-        warm = clients + 1  # the opens and the dict's creation are not the workload
+        entries = batch_entries(count, clients, 1, rules, new_nodes)
+        # The rules entry, the opens and the dict's creation are not the workload.
+        warm = clients + 1 + (rules > 1)
         with tempfile.TemporaryDirectory() as path:
             env = lmdb.open(path, map_size=4 << 30, max_dbs=DBS_MAX, sync=False)
             sm = StateMachine(env)
             with env.begin(write=True) as txn:
                 results = sm.apply_batch(txn, entries[:warm])
-            assert all(r.outcome == "ok" for r in results), [r.error for r in results]
+            assert all(r.outcome in ("ok", "noop") for r in results), [r.error for r in results]
             started = time.process_time()
             for first in range(warm, len(entries), per_ready):
                 with env.begin(write=True) as txn:
@@ -360,7 +387,8 @@ def measure_batch(count: int, clients: int, per_ready: int, repeat: int) -> None
             runs.append((time.process_time() - started) / count * 1e6)
             env.close()
     print(
-        f"{count} writes from {clients} clients, {per_ready} per apply batch: CPU per entry "
+        f"{count} writes{' creating a node each' if new_nodes else ''} from {clients} clients, "
+        f"{per_ready} per apply batch, rules {rules}: CPU per entry "
         f"best {min(runs):.1f} us, median {statistics.median(runs):.1f} us "
         f"({', '.join(f'{r:.1f}' for r in runs)})"
     )
@@ -376,7 +404,20 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--cache-bytes", type=int, default=16 << 20, help="replay: record cache")
     parser.add_argument("--clients", type=int, default=3, help="batch: client sessions")
     parser.add_argument("--repeat", type=int, default=5, help="batch, stage: runs")
+    parser.add_argument(
+        "--new-nodes",
+        action="store_true",
+        help="batch: each write creates a node (a dict of its client's) bound in the shared dict",
+    )
+    parser.add_argument(
+        "--rules",
+        type=int,
+        default=RULES_FIRST,
+        help=f"roots, batch: the state-machine rules version applied (1..{RULES_NEWEST})",
+    )
     args = parser.parse_args(argv)
+    if not RULES_FIRST <= args.rules <= RULES_NEWEST:
+        parser.error(f"--rules is {RULES_FIRST}..{RULES_NEWEST}")
     if args.per_ready is None:
         args.per_ready = 10 if args.what == "batch" else 512
     print(f"load average: {os.getloadavg()}")
@@ -385,7 +426,7 @@ def main(argv: list[str]) -> None:
     elif args.what == "roots":
         if not 1 <= args.count <= ROOTS_COUNT_MAX:
             parser.error(f"--count is 1..ROOTS_COUNT_MAX={ROOTS_COUNT_MAX} for roots")
-        measure_roots(args.count)
+        measure_roots(args.count, args.rules)
     elif args.what == "batch":
         if not 1 <= args.count <= BATCH_COUNT_MAX:
             parser.error(f"--count is 1..BATCH_COUNT_MAX={BATCH_COUNT_MAX} for batch")
@@ -395,7 +436,9 @@ def main(argv: list[str]) -> None:
             parser.error(f"--per-ready is 1..REPLAY_PER_READY_MAX={REPLAY_PER_READY_MAX}")
         if not 1 <= args.repeat <= BATCH_REPEAT_MAX:
             parser.error(f"--repeat is 1..BATCH_REPEAT_MAX={BATCH_REPEAT_MAX}")
-        measure_batch(args.count, args.clients, args.per_ready, args.repeat)
+        measure_batch(
+            args.count, args.clients, args.per_ready, args.repeat, args.rules, args.new_nodes
+        )
     elif args.what == "stage":
         if not 1 <= args.count <= STAGE_COUNT_MAX:
             parser.error(f"--count is 1..STAGE_COUNT_MAX={STAGE_COUNT_MAX} for stage")

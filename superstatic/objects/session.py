@@ -125,6 +125,12 @@ class Session:
 
     def new_oid(self) -> str:
         # Unique without a round trip: the client id is random per connection (architecture 4).
+        if self._connection is None:
+            # A forked child before its own connection (after_fork): the prefix is still the
+            # parent's, and the entry will be proposed under the child's new client id, which
+            # rules 3 holds the prefix to (review 38). The connection sets the prefix; a read
+            # fault in a body connects the same way (Replica._load_after_fork).
+            _ = self.connection
         return f"{self._oid_prefix}.{next(self._oid_counter):x}"
 
     # ------------------------------------------------------------------ transactions

@@ -24,7 +24,7 @@ import zmq
 from superstatic_bench.loadgen import (
     AgentError,
     RawClient,
-    txn_create_roots,
+    root_oid,
     txn_extend,
 )
 from support.snapshots import snapshot_feeder
@@ -162,12 +162,14 @@ class StreamReader(threading.Thread):
             client.close()
 
     def feed(self, frame: wire.Frame) -> None:
+        # Each list's node, as create_roots made it (its client's oids: rules 3).
+        names = {root_oid(name): name for name in self.lists}
         if frame.type is wire.FrameType.SNAPSHOT:
             if self.feeder.feed_snapshot(frame.body):
                 for oid, (_version, kind, contents) in self.capture.nodes.items():
-                    if oid.startswith("n.") and oid[2:] in self.lists:
+                    if oid in names:
                         assert kind == "list"
-                        self.lists[oid[2:]] = list(contents)
+                        self.lists[names[oid]] = list(contents)
                 self.index = frame.body["index"]
             return
         assert frame.type is wire.FrameType.EVENTS, frame
@@ -177,8 +179,8 @@ class StreamReader(threading.Thread):
             self.index = ev_index
             if outcome == "ok" and body:
                 for op in ops.decode_txn(body)[1]:
-                    if op[0] == "extend" and op[1][2:] in self.lists:
-                        self.lists[op[1][2:]].extend(op[2])
+                    if op[0] == "extend" and op[1] in names:
+                        self.lists[names[op[1]]].extend(op[2])
 
     def result(self, upto: int, cluster: LocalCluster) -> dict[str, list[Any]]:
         cluster.wait_until(
@@ -213,7 +215,7 @@ def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
 def create_roots(cluster: LocalCluster, names: list[str]) -> None:
     client = RawClient(cluster.agents[cluster.leader()].client_endpoint)
     try:
-        reply = client.propose(txn_create_roots(dict.fromkeys(names, "list")))
+        reply = client.propose(client.roots_txn(dict.fromkeys(names, "list")))
         assert reply["outcome"] == "ok", reply
     finally:
         client.close()

@@ -124,6 +124,21 @@ def test_row6_prefork_server_workers_use_inherited_objects(
     assert out["by_worker"] == {f"c{i}": calls for i in range(children)}
 
 
+@pytest.mark.parametrize("replicate", ["all", "partial"])
+def test_row6_a_forked_childs_first_block_creates_objects_it_may_create(
+    app: list[str], procs: list[subprocess.Popen[str]], replicate: str
+) -> None:
+    """Review 38: rules 3 binds a new object's id to the entry's client id; a child's first
+    write, a transaction block made at once after the fork, named its objects with the
+    parent's prefix and was refused."""
+    proc = start(app, "fork-block", replicate)
+    procs.append(proc)
+    out = finish(proc)
+    assert out == {"outcome": "ok"}, out
+    superstatic.sync()
+    assert superstatic.root("fork.cfg", dict)["child"] == []
+
+
 def _wait_ready(proc: subprocess.Popen[str], ready: Path) -> None:
     import time
 

@@ -20,7 +20,7 @@ import pytest
 from superstatic_agent.listtree import ListHeader, ListTree, MemoryChunkStore
 from superstatic_agent.records import chunk_key
 from superstatic_agent.storage import seal
-from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
+from superstatic_bench.loadgen import RawClient, txn_extend
 from test_hostile_store import KNOWN, flip_everywhere, inspect
 
 import superstatic
@@ -44,7 +44,7 @@ def test_an_app_on_a_halted_agent_fails_over_at_once_with_the_reason(
         lead = cluster.leader()
         raw = RawClient(cluster.agents[lead].client_endpoint)
         try:
-            assert raw.propose(txn_create_roots({"l": "list"}))["outcome"] == "ok"
+            assert raw.propose(raw.roots_txn({"l": "list"}))["outcome"] == "ok"
             index = raw.propose(txn_extend("l", [KNOWN]))["index"]
         finally:
             raw.close()

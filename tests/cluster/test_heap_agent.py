@@ -17,7 +17,7 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS_DIR))
-from superstatic_bench.loadgen import RawClient  # noqa: E402
+from superstatic_bench.loadgen import RawClient, new_oid  # noqa: E402
 from support.heap_client import HeapClient  # noqa: E402
 
 from superstatic.protocol import codec, ops, wire  # noqa: E402
@@ -35,7 +35,10 @@ HELD_MAX = 100
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     base = tmp_path_factory.mktemp("heap") / "agents"
-    held = ("--subscriber-held-max", str(HELD_MAX))
+    # Held at rules 2: these tests are about the heap's frames and name their nodes (`h1.1`);
+    # rules 3 would refuse oids not of their creator's (docs/virtual-heap.md 7), which the
+    # stale-stub test below shows on a cluster of its own.
+    held = ("--subscriber-held-max", str(HELD_MAX), "--rules-max", "2")
     with LocalCluster(base, size=3, keyed=False, agent_args=held) as c:
         c.start()
         c.leader()
@@ -162,50 +165,67 @@ def test_a_collected_node_is_answered_absent(
         assert time.monotonic() < deadline, "h3.1 was never collected"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: needs a rules change tying oids to their creator "
-    "(docs/virtual-heap.md section 7)",
-)
 def test_a_stale_stub_of_a_collected_node_is_answered_absent_though_its_oid_is_reused(
-    cluster: LocalCluster, writer: RawClient, app: HeapClient
+    tmp_path: Path,
 ) -> None:
     """Section 7, item 4: a hollow node that is collected is never told (the filter sends its
     collection to no subscriber that does not hold it), and "a later fault answers absent".
-    Another client can create the collected oid again (nothing ties an oid to its creator, nor
-    remembers a collected one): the app's stale stub then loads that client's object."""
-    commit(
-        writer,
-        [
-            ["new", "hl3.x", "dict", [["n", "the writer's"]]],
-            ["new", "hl3.y", "list", [Ref("hl3.x")]],
-            ["set", "@roots", "hl3", Ref("hl3.y")],
-        ],
-    )
-    app.subscribe(0)
-    items = [i for f in app.loaded(app.load(["hl3.y"])) for i in f.body["items"]]
-    assert [wire.ITEM_HEAD, "hl3.x", "dict", None] in items, "the app knows x's head only"
-    commit(writer, [["clear", "hl3.y"]])
-    probe = HeapClient(app.endpoint, "hl3-probe")
-    try:
-        assert probe.hello()["heap"] == wire.HEAP_VERSION
-        probe.subscribe(0)
-        deadline = time.monotonic() + TIMEOUT_S_GC
-        for batch in itertools.count():
-            garbage = [["new", f"hl3.g{batch}.{i}", "set", []] for i in range(GARBAGE_PER_TXN)]
-            commit(writer, garbage)
-            if probe.loaded(probe.load(["hl3.x"]))[-1].body["items"] == [[5, "hl3.x"]]:
-                break
-            assert time.monotonic() < deadline, "hl3.x was never collected"
-    finally:
-        probe.close()
-    hostile = RawClient(writer.endpoint)
-    try:
-        commit(hostile, [["new", "hl3.x", "dict", [["n", "the hostile client's"]]]])
-    finally:
-        hostile.close()
-    answer = app.loaded(app.load(["hl3.x"]))
-    assert answer[-1].body["items"] == [[5, "hl3.x"]], values_of(answer, "hl3.x")
+    Before rules 3 another client could create the collected oid again, and the app's stale
+    stub then loaded that client's object. Under rules 3 (a new cluster runs it) nobody can:
+    not another client (the oid is not its own), not its creator (its mark remembers it)."""
+    held = ("--subscriber-held-max", str(HELD_MAX))
+    with LocalCluster(tmp_path / "agents", size=3, keyed=False, agent_args=held) as cluster:
+        cluster.start()
+        writer = RawClient(cluster.agents[cluster.leader()].client_endpoint)
+        app = HeapClient(cluster.agents[follower(cluster)].client_endpoint, "hl3-app")
+        try:
+            assert app.hello()["heap"] == wire.HEAP_VERSION
+            x, y = new_oid(writer.client_id), new_oid(writer.client_id)
+            commit(
+                writer,
+                [
+                    ["new", "@roots", "dict", []],
+                    ["new", x, "dict", [["n", "the writer's"]]],
+                    ["new", y, "list", [Ref(x)]],
+                    ["set", "@roots", "hl3", Ref(y)],
+                ],
+            )
+            app.subscribe(0)
+            items = [i for f in app.loaded(app.load([y])) for i in f.body["items"]]
+            assert [wire.ITEM_HEAD, x, "dict", None] in items, "the app knows x's head only"
+            commit(writer, [["clear", y]])
+            probe = HeapClient(app.endpoint, "hl3-probe")
+            try:
+                assert probe.hello()["heap"] == wire.HEAP_VERSION
+                probe.subscribe(0)
+                deadline = time.monotonic() + TIMEOUT_S_GC
+                while True:
+                    garbage = [
+                        ["new", new_oid(writer.client_id), "set", []]
+                        for _ in range(GARBAGE_PER_TXN)
+                    ]
+                    commit(writer, garbage)
+                    if probe.loaded(probe.load([x]))[-1].body["items"] == [[5, x]]:
+                        break
+                    assert time.monotonic() < deadline, "x was never collected"
+            finally:
+                probe.close()
+            hostile = RawClient(writer.endpoint)
+            try:
+                again = [["new", x, "dict", [["n", "the hostile client's"]]]]
+                reply = hostile.propose(ops.encode_txn({}, again))
+                assert reply["outcome"] == "error" and "rules 3" in reply["error"], reply
+                # Its creator cannot either (a counter at or below its mark, in the window).
+                reply = writer.propose(ops.encode_txn({}, again))
+                assert reply["outcome"] in ("error", "conflict"), reply
+                assert "never created twice" in reply["error"], reply
+            finally:
+                hostile.close()
+            answer = app.loaded(app.load([x]))
+            assert answer[-1].body["items"] == [[5, x]], values_of(answer, x)
+        finally:
+            app.close()
+            writer.close()
 
 
 def test_prefetch_sends_small_children_whole(writer: RawClient, app: HeapClient) -> None:

@@ -22,7 +22,7 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS_DIR))
-from superstatic_bench.loadgen import RawClient  # noqa: E402
+from superstatic_bench.loadgen import RawClient, new_oid  # noqa: E402
 from support.heap_client import HeapClient  # noqa: E402
 
 from superstatic.protocol import codec, ops, wire  # noqa: E402
@@ -67,29 +67,33 @@ def test_a_load_of_an_app_slower_than_the_log_retention_is_answered(tmp_path: Pa
         cluster.leader()
         endpoint = cluster.agents[agent].client_endpoint
         writer = RawClient(endpoint)
+        listed, wanted_oid = (
+            new_oid(writer.client_id),
+            new_oid(writer.client_id),
+        )  # its own (rules 3)
         app = HeapClient(endpoint, "heapleft-slow-app")
         try:
             _commit(
                 writer,
                 [
-                    ["new", "@roots", "dict", [["w", Ref("hl.w")], ["x", Ref("hl.x")]]],
-                    ["new", "hl.w", "list", []],
-                    ["new", "hl.x", "list", ["wanted"]],
+                    ["new", "@roots", "dict", [["w", Ref(listed)], ["x", Ref(wanted_oid)]]],
+                    ["new", listed, "list", []],
+                    ["new", wanted_oid, "list", ["wanted"]],
                 ],
             )
             assert app.hello()["heap"] == wire.HEAP_VERSION
             app.subscribe(0)
             app.loaded(0)
-            app.loaded(app.load(["hl.w"]))  # the app holds the list the writer extends
+            app.loaded(app.load([listed]))  # the app holds the list the writer extends
             app.auto_ack = False
             for n in range(3):
-                _commit(writer, [["extend", "hl.w", [f"w{n}"]]])
+                _commit(writer, [["extend", listed, [f"w{n}"]]])
             _next_frame(app)  # the first write's event; the others wait for an acknowledgement
-            wanted = app.load(["hl.x"])
+            wanted = app.load([wanted_oid])
             held_snapshots = 0
             for round_ in range(ROUNDS_MAX):
                 for i in range(WRITES_PAST):
-                    _commit(writer, [["extend", "hl.w", [f"r{round_}.{i}"]]])
+                    _commit(writer, [["extend", listed, [f"r{round_}.{i}"]]])
                 app.ack()
                 frame = _next_frame(app)
                 if frame.type is wire.FrameType.LOADED and frame.body["load"] == 0:

@@ -20,7 +20,13 @@ import zmq
 from superstatic_agent.listtree import ListHeader, ListTree, MemoryChunkStore
 from superstatic_agent.records import chunk_key
 from superstatic_agent.storage import seal
-from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
+from superstatic_bench.loadgen import (
+    AgentError,
+    RawClient,
+    root_oid,
+    txn_create_roots,
+    txn_extend,
+)
 from support.snapshots import snapshot_feeder
 
 import superstatic
@@ -74,8 +80,9 @@ def test_a_version_too_long_to_print_is_an_error_outcome_everywhere(
     """Reproduction 1: the conflict message formatted -(10**5000); all three agents died and
     crash-looped replaying the entry. Now: an "error" outcome, every agent stays up and keeps
     committing, and an agent replaying the whole log from index 1 applies it cleanly."""
-    assert commit(raw, txn_create_roots({"l": "list"}))["outcome"] == "ok"
-    hostile = codec.dumps({"r": {"n.l": -(10**5000)}, "o": [["extend", "n.l", ["never"]]]})
+    assert commit(raw, txn_create_roots({"l": "list"}, raw.client_id))["outcome"] == "ok"
+    listed = root_oid("l")
+    hostile = codec.dumps({"r": {listed: -(10**5000)}, "o": [["extend", listed, ["never"]]]})
     assert len(hostile) < 4_096  # a 2 KB write
     reply = commit(raw, hostile)
     assert reply["outcome"] == "error", reply
@@ -153,7 +160,7 @@ def test_a_container_larger_than_a_stream_frame_keeps_every_agent_alive(
     storage format 3 a list is stored in chunks, each record within record_bytes_max, so the
     list grows past a frame; every agent applies it and keeps serving, and a new subscriber of
     every agent is sent it in runs over several frames (data-model-v2.md section 5)."""
-    assert commit(raw, txn_create_roots({"l": "list"}))["outcome"] == "ok"
+    assert commit(raw, txn_create_roots({"l": "list"}, raw.client_id))["outcome"] == "ok"
     big = "x" * 6_000_000
     for _ in range(3):
         assert commit(raw, txn_extend("l", [big]))["outcome"] == "ok"
@@ -165,7 +172,7 @@ def test_a_container_larger_than_a_stream_frame_keeps_every_agent_alive(
         listing = inspect_roots(cluster, node)
         assert [(r["name"], r["items"]) for r in listing["roots"]] == [("l", 4)], listing
         nodes = snapshot_of(cluster.agents[node].client_endpoint)
-        _version, kind, values = nodes["n.l"]
+        _version, kind, values = nodes[root_oid("l")]
         assert kind == "list" and values == [big, big, big, "small"]
     all_alive(cluster)
 
@@ -196,13 +203,13 @@ def test_a_damaged_record_is_detected_refused_and_repaired(
     value, silently. Now the running follower refuses to serve it and halts, says so in
     STATUS; restarted, it finds the damage, rebuilds from its (verified) log and serves the
     right value again."""
-    assert commit(raw, txn_create_roots({"l": "list"}))["outcome"] == "ok"
+    assert commit(raw, txn_create_roots({"l": "list"}, raw.client_id))["outcome"] == "ok"
     index = commit(raw, txn_extend("l", [KNOWN]))["index"]
     follower = next(n for n in cluster.agents if n != cluster.leader())
     cluster.wait_until(
         lambda: inspect(cluster, follower, "l") == [KNOWN], "the follower applied", 30
     )
-    # The list's one chunk (format 3: n.l is nid 2, after @roots; its first chunk is id 1),
+    # The list's one chunk (format 3: its node is nid 2, after @roots; its first chunk is id 1),
     # sealed under its key as the agent stored it.
     chunks = MemoryChunkStore()
     tree = ListTree(chunks, ListHeader.empty())
@@ -235,7 +242,7 @@ def test_a_damaged_record_is_detected_refused_and_repaired(
 def test_a_damaged_log_is_sent_again_by_the_leader(cluster: LocalCluster, raw: RawClient) -> None:
     """A follower whose log entry is damaged empties its store (keeping term and vote) and is
     sent everything again by a leader; it withholds its vote until it holds what it held."""
-    assert commit(raw, txn_create_roots({"l": "list"}))["outcome"] == "ok"
+    assert commit(raw, txn_create_roots({"l": "list"}, raw.client_id))["outcome"] == "ok"
     body = txn_extend("l", [KNOWN])
     assert commit(raw, body)["outcome"] == "ok"
     leader = cluster.leader()

@@ -20,7 +20,7 @@ import zmq
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS_DIR))
-from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots  # noqa: E402
+from superstatic_bench.loadgen import AgentError, RawClient, new_oid, root_oid  # noqa: E402
 from support import hostile  # noqa: E402
 
 from superstatic.client import oneshot  # noqa: E402
@@ -398,13 +398,14 @@ def test_dunder_attribute_names_are_refused_and_new_apps_still_load(
     leader = cluster.leader()
     client = RawClient(cluster.agents[leader].client_endpoint)
     try:
-        reply = client.propose(txn_create_roots({"dunder_obj": "obj"}))
+        reply = client.propose(client.roots_txn({"dunder_obj": "obj"}))
         assert reply["outcome"] == "ok", reply
+        obj = root_oid("dunder_obj")
         attacks = [
-            [["set", "n.dunder_obj", "__class__", 5]],
-            [["set", "n.dunder_obj", "__dict__", 5]],
-            [["new", "x.evil", "obj", ["X", [["__class__", 1]]]]],
-            [["del", "n.dunder_obj", "__class__"]],
+            [["set", obj, "__class__", 5]],
+            [["set", obj, "__dict__", 5]],
+            [["new", new_oid(client.client_id), "obj", ["X", [["__class__", 1]]]]],
+            [["del", obj, "__class__"]],
         ]
         for op_list in attacks:
             try:
@@ -415,12 +416,12 @@ def test_dunder_attribute_names_are_refused_and_new_apps_still_load(
             assert reply["outcome"] == "error", (op_list, reply)
             assert "dunder" in reply["error"], reply
         # A dict key is data: "__class__" there is fine.
-        reply = client.propose(ops.encode_txn({}, [["new", "x.d", "dict", [["__class__", 1]]]]))
+        reply = client.propose(
+            ops.encode_txn({}, [["new", new_oid(client.client_id), "dict", [["__class__", 1]]]])
+        )
         assert reply["outcome"] == "ok", reply
         # And an ordinary attribute still sets.
-        assert client.propose(ops.encode_txn({}, [["set", "n.dunder_obj", "v", 1]]))["outcome"] == (
-            "ok"
-        )
+        assert client.propose(ops.encode_txn({}, [["set", obj, "v", 1]]))["outcome"] == ("ok")
     finally:
         client.close()
     # A new app loads the whole snapshot (every node) and reads: it must not fail.

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
+from superstatic_bench.loadgen import AgentError, RawClient, txn_extend
 
 from superstatic.client import oneshot
 from superstatic.protocol import wire
@@ -58,7 +58,7 @@ def test_a_joiner_with_one_contact_never_forms_a_minority_quorum(tmp_path: Path)
         setup = RawClient(cluster.agents[lead].client_endpoint)
         try:
             setup.open_session()
-            assert setup.propose(txn_create_roots({"w": "list"}))["outcome"] == "ok"
+            assert setup.propose(setup.roots_txn({"w": "list"}))["outcome"] == "ok"
         finally:
             setup.close()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from superstatic_agent.storage import EXIT_START_REFUSED
-from superstatic_bench.loadgen import RawClient, txn_create_roots
+from superstatic_bench.loadgen import RawClient
 
 from superstatic.tools.localcluster import LocalCluster
 
@@ -31,7 +31,7 @@ def test_a_voter_restarted_with_an_empty_data_dir_refuses_to_start(
     client = RawClient(cluster.agents[lead].client_endpoint)
     try:
         client.open_session()
-        assert client.propose(txn_create_roots({"w": "list"}))["outcome"] == "ok"
+        assert client.propose(client.roots_txn({"w": "list"}))["outcome"] == "ok"
     finally:
         client.close()
     lost = next(i for i in cluster.agents if i != lead)
@@ -59,7 +59,7 @@ def test_a_voter_starting_after_the_others_is_a_new_member(tmp_path: Path) -> No
         client = RawClient(cluster.agents[lead].client_endpoint)
         try:
             client.open_session()
-            assert client.propose(txn_create_roots({"w": "list"}))["outcome"] == "ok"
+            assert client.propose(client.roots_txn({"w": "list"}))["outcome"] == "ok"
         finally:
             client.close()
         cluster.start_agent("c")

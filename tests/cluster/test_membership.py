@@ -127,7 +127,7 @@ def cluster_of(tmp_path: Path) -> Iterator[Callable[[int], LocalCluster]]:
 def test_promote_transfer_and_remove_the_leader(cluster_of: Callable[[int], LocalCluster]) -> None:
     cluster = cluster_of(3)
     writer = Committer(cluster)
-    writer.commit(txn_create_roots({"m": "list"}))
+    writer.commit(txn_create_roots({"m": "list"}, writer.client_id))
     for value in range(10):
         writer.commit(txn_extend("m", [value]))
 
@@ -243,7 +243,7 @@ def test_bad_requests_are_refused_and_a_learner_comes_and_goes(
     )
     assert "learners -" in members(cluster, "remove", "e")
     writer = Committer(cluster)
-    writer.commit(txn_create_roots({"m": "list"}))
+    writer.commit(txn_create_roots({"m": "list"}, writer.client_id))
     writer.commit(txn_extend("m", [1]))
     assert listed(cluster, "a") == [1]
     assert "a" in members(cluster, "list")
@@ -254,7 +254,7 @@ def test_a_removed_follower_learns_its_removal(cluster_of: Callable[[int], Local
     # holds its removal, so the agents must keep the connection to it (both ways) meanwhile.
     cluster = cluster_of(3)
     writer = Committer(cluster)
-    writer.commit(txn_create_roots({"m": "list"}))
+    writer.commit(txn_create_roots({"m": "list"}, writer.client_id))
     leader = cluster.leader()
     removed = next(n for n in "abc" if n != leader)
     out = members(cluster, "remove", removed)

@@ -19,7 +19,7 @@ import pytest
 import zmq
 from superstatic_agent.cli import config_from, parser
 from superstatic_agent.config import memory_bound_bytes
-from superstatic_bench.loadgen import RawClient, txn_create_roots
+from superstatic_bench.loadgen import RawClient, root_oid
 
 from superstatic.client import keys as client_keys
 from superstatic.protocol import codec, ops, wire
@@ -108,13 +108,13 @@ def test_memory_stays_under_the_stated_bound_under_floods(tmp_path: Path) -> Non
         sampler.start()
         writer = RawClient(cluster.agents[leader].client_endpoint)
         try:
-            assert writer.propose(txn_create_roots({"d": "dict"}))["outcome"] == "ok"
+            assert writer.propose(writer.roots_txn({"d": "dict"}))["outcome"] == "ok"
             pending: dict[int, int] = {}
             acked = 0
             deadline = time.monotonic() + TIMEOUT_S
             for i in range(WRITES):
                 value = codec.dumps(i)[:1] * 1_000_000  # 1 MB, different per write
-                body = ops.encode_txn({}, [["set", "n.d", i % 4, value]])
+                body = ops.encode_txn({}, [["set", root_oid("d"), i % 4, value]])
                 seq = writer.take_seq()
                 req = writer.send(wire.FrameType.PROPOSE, writer.propose_body(body, seq))
                 pending[req] = seq

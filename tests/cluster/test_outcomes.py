@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
+from superstatic_bench.loadgen import RawClient, txn_extend
 from support.null_replica import NullReplica
 
 from superstatic.client import oneshot
@@ -50,7 +50,7 @@ def test_a_refused_resend_does_not_make_a_forwarded_write_not_committed(tmp_path
         setup = RawClient(cluster.agents[leader].client_endpoint)
         try:
             setup.open_session()
-            assert setup.propose(txn_create_roots({"w": "list"}))["outcome"] == "ok"
+            assert setup.propose(setup.roots_txn({"w": "list"}))["outcome"] == "ok"
         finally:
             setup.close()
         conn = Connection(

@@ -11,6 +11,7 @@ it is), learn the configuration from its log and apply everything.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,8 @@ def members_op(cluster: LocalCluster, leader: str, op: str) -> dict[str, Any]:
             time.sleep(0.2)
 
 
-def write(cluster: LocalCluster, node: str, body: bytes) -> None:
-    client = RawClient(cluster.agents[node].client_endpoint)
+def write(cluster: LocalCluster, node: str, body: bytes, client_id: str | None = None) -> None:
+    client = RawClient(cluster.agents[node].client_endpoint, client_id=client_id)
     try:
         client.open_session()
         assert client.propose(body)["outcome"] == "ok"
@@ -61,7 +62,8 @@ def test_a_voter_that_missed_a_promotion_follows_the_new_leader(tmp_path: Path) 
     with LocalCluster(tmp_path / "agents", size=3) as cluster:
         cluster.start()
         lead = cluster.leader()
-        write(cluster, lead, txn_create_roots({"w": "list"}))
+        cid = os.urandom(16).hex()  # the client whose oids it creates (rules 3)
+        write(cluster, lead, txn_create_roots({"w": "list"}, cid), cid)
         stale = sorted(i for i in cluster.voter_ids if i != lead)[0]
         cluster.stop(stale)
 

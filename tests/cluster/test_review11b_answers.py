@@ -50,7 +50,7 @@ def test_a_traced_write_to_agents_that_do_not_trace_is_still_answered(tmp_path: 
             keys=cluster.keys("app"),
         )
         try:
-            assert conn.submit(txn_create_roots({"w": "list"})).outcome == "ok"
+            assert conn.submit(txn_create_roots({"w": "list"}, conn.client_id)).outcome == "ok"
             app_trace.enable(True)
             try:
                 committed = conn.submit(txn_extend("w", ["traced"]))

@@ -87,7 +87,7 @@ def test_a_write_whose_event_the_stream_skips_is_still_answered(tmp_path: Path, 
         slow = _connection(cluster, PING_INTERVAL_MS_SLOW, heap)
         rounds = 0
         try:
-            assert other.submit(txn_create_roots({"w": "list"})).outcome == "ok"
+            assert other.submit(txn_create_roots({"w": "list"}, other.client_id)).outcome == "ok"
             # A round proves nothing when the slow app's PING comes between A's event and B, or
             # before the log is compacted past B: rounds go on until one made the stream jump
             # past a waiting write (before the fix, that round fails).

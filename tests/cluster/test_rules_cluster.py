@@ -15,10 +15,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from superstatic_agent.rules import RULES_NEWEST
 from superstatic_agent.storage import EXIT_START_REFUSED
 from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
 
@@ -34,12 +36,14 @@ def rules_of(cluster: LocalCluster, node: str) -> dict[str, Any]:
     return {"version": status["rules"]["version"], "max": status["rules"]["max"], **status}
 
 
-def late_open_answers_dup(cluster: LocalCluster, node: str, write: bytes) -> bool:
+def late_open_answers_dup(
+    cluster: LocalCluster, node: str, write: bytes, client_id: str | None = None
+) -> bool:
     """A client opens with seq 2 (its answer lost), again with seq 3, then a copy of the first
     open arrives: True when it is answered as the live session's open (rules 2), False when it
     replaced the session (rules 1). Then `write`, in the live session, must apply (rules 2), or
     meet session_expired (rules 1)."""
-    raw = RawClient(cluster.agents[node].client_endpoint)
+    raw = RawClient(cluster.agents[node].client_endpoint, client_id=client_id)
     try:
         raw.open_session(seq=2)
         live = raw.open_session(seq=3)
@@ -63,11 +67,12 @@ def test_a_new_cluster_runs_the_newest_rules_and_a_member_that_knows_less_stops(
         lead = cluster.leader()
         for node in cluster.voter_ids:
             cluster.wait_until(
-                lambda node=node: rules_of(cluster, node)["version"] == 2,
-                f"{node} to run rules 2",
+                lambda node=node: rules_of(cluster, node)["version"] == RULES_NEWEST,
+                f"{node} to run rules {RULES_NEWEST}",
                 TIMEOUT_S_WAIT,
             )
-        assert late_open_answers_dup(cluster, lead, txn_create_roots({"l": "list"}))
+        cid = os.urandom(16).hex()  # the client whose oids it creates (rules 3)
+        assert late_open_answers_dup(cluster, lead, txn_create_roots({"l": "list"}, cid), cid)
 
         # A learner whose code knows only rules 1 joins: it replays the log from index 1
         # and must stop at the rules entry, not apply the cluster's later entries its way.
@@ -83,8 +88,8 @@ def test_a_new_cluster_runs_the_newest_rules_and_a_member_that_knows_less_stops(
             TIMEOUT_S_WAIT,
         )
         halted = cluster.status("d")["halted"]
-        assert (halted["version"], halted["known"]) == (2, 1), halted
-        assert "rules version 2" in halted["message"], halted
+        assert (halted["version"], halted["known"]) == (RULES_NEWEST, 1), halted
+        assert f"rules version {RULES_NEWEST}" in halted["message"], halted
         assert "up to version 1" in halted["message"], halted
         assert cluster.status("d")["applied"] < halted["index"]
         # The others go on.
@@ -105,7 +110,7 @@ def test_a_new_cluster_runs_the_newest_rules_and_a_member_that_knows_less_stops(
             "the learner to catch up",
             TIMEOUT_S_WAIT,
         )
-        assert rules_of(cluster, "d")["version"] == 2
+        assert rules_of(cluster, "d")["version"] == RULES_NEWEST
         assert cluster.status("d")["halted"] is None
 
         # A member whose store is at rules 2 started by code that knows only 1 (a rollback):
@@ -118,7 +123,10 @@ def test_a_new_cluster_runs_the_newest_rules_and_a_member_that_knows_less_stops(
         assert voter.process.wait(TIMEOUT_S_WAIT) == EXIT_START_REFUSED
         assert voter.log_path is not None
         logged = voter.log_path.read_text()
-        assert "the stored state moves the cluster to state-machine rules version 2" in logged
+        assert (
+            f"the stored state moves the cluster to state-machine rules version {RULES_NEWEST}"
+            in logged
+        )
         assert "knows rules up to version 1" in logged
         voter.extra_args = ()
         cluster.start_agent("c")
@@ -136,7 +144,7 @@ def test_a_rules_1_cluster_moves_up_when_its_last_member_knows_rules_2(tmp_path:
         lead = cluster.leader()
         raw = RawClient(cluster.agents[lead].client_endpoint)
         try:
-            assert raw.propose(txn_create_roots({"l": "list"}))["outcome"] == "ok"
+            assert raw.propose(raw.roots_txn({"l": "list"}))["outcome"] == "ok"
         finally:
             raw.close()
         assert rules_of(cluster, lead)["version"] == 1
@@ -162,21 +170,21 @@ def test_a_rules_1_cluster_moves_up_when_its_last_member_knows_rules_2(tmp_path:
             assert rules_of(cluster, node)["version"] == 1, node
         assert rules_of(cluster, "c")["max"] == 1
 
-        # The last member upgraded: the leader moves the cluster to rules 2.
+        # The last member upgraded: the leader moves the cluster to the newest rules.
         cluster.stop("c")
         cluster.agents["c"].extra_args = ()
         cluster.start_agent("c")
         for node in cluster.voter_ids:
             cluster.wait_until(
-                lambda node=node: rules_of(cluster, node)["version"] == 2,
-                f"{node} to run rules 2",
+                lambda node=node: rules_of(cluster, node)["version"] == RULES_NEWEST,
+                f"{node} to run rules {RULES_NEWEST}",
                 TIMEOUT_S_WAIT,
             )
         assert late_open_answers_dup(cluster, cluster.leader(), txn_extend("l", [2]))
 
 
-def write_ok(cluster: LocalCluster, write: bytes) -> int:
-    raw = RawClient(cluster.agents[cluster.leader()].client_endpoint)
+def write_ok(cluster: LocalCluster, write: bytes, client_id: str | None = None) -> int:
+    raw = RawClient(cluster.agents[cluster.leader()].client_endpoint, client_id=client_id)
     try:
         reply = raw.propose(write)
     finally:
@@ -202,7 +210,8 @@ def test_a_new_cluster_with_members_held_at_rules_1_stays_there_until_they_are_l
         for node in held:
             cluster.agents[node].extra_args = ("--rules-max", "1")
         cluster.start()
-        index = write_ok(cluster, txn_create_roots({"l": "list"}))
+        cid = os.urandom(16).hex()  # the client whose oids it creates (rules 3)
+        index = write_ok(cluster, txn_create_roots({"l": "list"}, cid), cid)
         wait_applied_everywhere(cluster, index)
         for node in cluster.voter_ids:
             status = rules_of(cluster, node)
@@ -217,8 +226,8 @@ def test_a_new_cluster_with_members_held_at_rules_1_stays_there_until_they_are_l
             cluster.start_agent(node)
         for node in cluster.voter_ids:
             cluster.wait_until(
-                lambda node=node: rules_of(cluster, node)["version"] == 2,
-                f"{node} to run rules 2",
+                lambda node=node: rules_of(cluster, node)["version"] == RULES_NEWEST,
+                f"{node} to run rules {RULES_NEWEST}",
                 TIMEOUT_S_WAIT,
             )
         assert late_open_answers_dup(cluster, cluster.leader(), txn_extend("l", [1]))
@@ -234,7 +243,8 @@ def test_a_new_cluster_created_with_a_voter_down_stays_at_rules_1_until_it_is_up
             cluster.start_agent(node)
         # Its leader holds this write until c's word, or RULES_NEW_WAIT_MS: then it goes in
         # under the rules in force (c might be an agent that knows only rules 1).
-        index = write_ok(cluster, txn_create_roots({"l": "list"}))
+        cid = os.urandom(16).hex()  # the client whose oids it creates (rules 3)
+        index = write_ok(cluster, txn_create_roots({"l": "list"}, cid), cid)
         for node in ("a", "b"):
             assert rules_of(cluster, node)["version"] == 1, node
         lead = cluster.leader()
@@ -245,8 +255,8 @@ def test_a_new_cluster_created_with_a_voter_down_stays_at_rules_1_until_it_is_up
         cluster.start_agent("c")  # knows rules 2: the cluster moves up the usual way
         for node in cluster.voter_ids:
             cluster.wait_until(
-                lambda node=node: rules_of(cluster, node)["version"] == 2,
-                f"{node} to run rules 2",
+                lambda node=node: rules_of(cluster, node)["version"] == RULES_NEWEST,
+                f"{node} to run rules {RULES_NEWEST}",
                 TIMEOUT_S_WAIT,
             )
             assert cluster.status(node)["applied"] > index

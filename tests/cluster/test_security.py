@@ -78,12 +78,17 @@ def found(cluster: LocalCluster, node: str, root: str) -> bool:
 
 
 def commit(
-    cluster: LocalCluster, body: bytes, key: str = "app", via: list[str] | None = None
+    cluster: LocalCluster,
+    body: bytes,
+    key: str = "app",
+    via: list[str] | None = None,
+    client_id: str | None = None,
 ) -> dict[str, Any]:
     """Proposes with the `key` app key through the agents `via` (default all) in turn, the same
-    (client, seq) on every attempt, until it commits (exactly once whatever the retries)."""
+    (client, seq) on every attempt, until it commits (exactly once whatever the retries).
+    `client_id`: the client whose oids `body` creates (rules 3), else a new one."""
     deadline = time.monotonic() + TIMEOUT_S_WAIT
-    client_id = os.urandom(16).hex()
+    client_id = client_id or os.urandom(16).hex()
     nodes = via or list(cluster.agents)
     attempt = 0
     while True:
@@ -214,7 +219,8 @@ def test_forged_peer_frames_and_stolen_identities_change_nothing(
 
     # The cluster kept its links: a write commits and every agent applies it; the forged
     # entry is nowhere.
-    reply = commit(cluster, txn_create_roots({"real": "list"}))
+    cid = os.urandom(16).hex()
+    reply = commit(cluster, txn_create_roots({"real": "list"}, cid), client_id=cid)
     applied_everywhere(cluster, reply["index"])
     for node in cluster.agents:
         assert found(cluster, node, "real"), node
@@ -290,7 +296,8 @@ def test_a_join_needs_a_key_the_cluster_trusts(keyed: LocalCluster, tmp_path: Pa
         "learner e added",
         TIMEOUT_S_WAIT,
     )
-    reply = commit(cluster, txn_create_roots({"after_join": "list"}))
+    cid = os.urandom(16).hex()
+    reply = commit(cluster, txn_create_roots({"after_join": "list"}, cid), client_id=cid)
     applied_everywhere(cluster, reply["index"])
     assert status(cluster, "e")["voter"] is False
 
@@ -311,7 +318,8 @@ def test_roles_decide_what_a_key_may_do(keyed: LocalCluster) -> None:
     assert cluster.leader() == leader
 
     # A read key may look and follow, not write.
-    reply = commit(cluster, txn_create_roots({"r": "list"}))
+    cid = os.urandom(16).hex()
+    reply = commit(cluster, txn_create_roots({"r": "list"}, cid), client_id=cid)
     read = cluster.keys("read")
     assert found(cluster, leader, "r")
     assert oneshot.request(endpoint, wire.FrameType.STATUS, keys=read)["id"] == leader
@@ -405,7 +413,8 @@ def test_keys_are_added_revoked_and_reloaded_while_running(keyed: LocalCluster) 
     assert cluster.keys_dir is not None
     keys_dir = cluster.keys_dir
     endpoints = cluster.client_endpoints()
-    reply = commit(cluster, txn_create_roots({"w": "list"}))
+    cid = os.urandom(16).hex()
+    reply = commit(cluster, txn_create_roots({"w": "list"}, cid), client_id=cid)
     applied_everywhere(cluster, reply["index"])
 
     # A new app key works once the agents see it (no restart).

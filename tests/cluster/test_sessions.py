@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
+from superstatic_bench.loadgen import RawClient, txn_extend
 
 from superstatic.client import oneshot
 from superstatic.protocol import wire
@@ -65,7 +65,7 @@ def retry_after_a_write_through(
     p2 = RawClient(cluster.agents[writer_agent].client_endpoint)
     try:
         p1.open_session()
-        assert p1.propose(txn_create_roots({"w": "list"}))["outcome"] == "ok"
+        assert p1.propose(p1.roots_txn({"w": "list"}))["outcome"] == "ok"
         x_seq = p1.take_seq()
         first = p1.propose(txn_extend("w", ["x"]), seq=x_seq)
         assert first["outcome"] == "ok", first
@@ -116,7 +116,7 @@ def test_an_expired_session_is_refused_never_reopened(tmp_path: Path) -> None:
         p2 = RawClient(cluster.agents[lead].client_endpoint)
         try:
             p1.open_session()
-            assert p1.propose(txn_create_roots({"w": "list"}))["outcome"] == "ok"
+            assert p1.propose(p1.roots_txn({"w": "list"}))["outcome"] == "ok"
             x_seq = p1.take_seq()
             assert p1.propose(txn_extend("w", ["x"]), seq=x_seq)["outcome"] == "ok"
             time.sleep(2 * ttl_ms / 1000)  # P1 is cut off past its session's ttl

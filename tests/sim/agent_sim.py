@@ -48,7 +48,7 @@ from superstatic_agent.server import DataLost, Server
 from superstatic_agent.statemachine import SM_META_KEYS, Applied
 from superstatic_agent.storage import Trimmed
 from superstatic_agent.transport import DropCounter
-from superstatic_bench.loadgen import txn_create_roots, txn_extend
+from superstatic_bench.loadgen import root_oid, txn_create_roots
 from support.checker import (
     LIST_APPEND,
     Recorder,
@@ -59,7 +59,7 @@ from support.checker import (
     describe_verdict,
 )
 
-from superstatic.protocol import wire
+from superstatic.protocol import ops, wire
 from superstatic.protocol.errors import ProtocolError
 
 VOTER_IDS = "abcde"
@@ -406,7 +406,9 @@ class SimClient:
         world = self.world
         deadline = now + world.params.op_timeout_ms
         if not self.setup_done:
-            body = txn_create_roots({key: "list" for key in world.keys})
+            # Its own oids (rules 3 binds an oid to its creator); the others append to them.
+            body = txn_create_roots({key: "list" for key in world.keys}, self.client_id)
+            world.root_oids = {key: root_oid(key) for key in world.keys}
             self.op = Op("setup", "", body, deadline_ms=10**12, seq=self.take_seq())
             return
         key = self.rng.choice(world.keys)
@@ -541,7 +543,10 @@ class SimClient:
             return
         op.sent_at_ms = now
         if op.f in ("append", "setup", "open", "keepalive"):
-            body = txn_extend(op.key, [op.value]) if op.f == "append" else op.value
+            if op.f == "append":
+                body = ops.encode_txn({}, [["extend", self.world.root_oids[op.key], [op.value]]])
+            else:
+                body = op.value
             kind = {"open": "open", "keepalive": "open"}.get(op.f, "txn")
             propose = {
                 "client": self.client_id,
@@ -734,6 +739,7 @@ class World:
         peers = {v: sim_address(v) for v in self.voter_ids}
         self.nodes: dict[str, SimNode] = {v: SimNode(self, v, peers, "") for v in self.voter_ids}
         self.keys = [f"k{i}" for i in range(params.keys)]
+        self.root_oids: dict[str, str] = {}  # each key's list node, once process 0 made it
         self.outcome = Outcome(params.seed)
         self.recorder = Recorder(clock=lambda: self.net.now_ms)
         self.clients = [SimClient(self, i) for i in range(params.clients)]
@@ -981,7 +987,8 @@ def node_state(server: Server) -> dict[str, dict[bytes, bytes]]:
     dbs = server.storage.dbs
     out: dict[str, dict[bytes, bytes]] = {}
     with env.begin() as txn:
-        for name in ("oids", "nodes", "entries", "order", "chunks", "tombs", "sessions"):
+        tables = ("oids", "nodes", "entries", "order", "chunks", "tombs", "sessions", "oid_marks")
+        for name in tables:
             out[name] = {bytes(k): bytes(v) for k, v in txn.cursor(db=getattr(dbs, name))}
         # The state machine's sm_meta scalars too (the applied index, the rules version, the
         # sweep and tombstone marks, the last CONF): replicated state like the tables

@@ -110,7 +110,7 @@ def test_the_writes_one_ready_answers_go_to_a_connection_in_one_frame(tmp_path: 
             "seq": 2,
             "seq_low": 1,
             "kind": "txn",
-            "body": txn_create_roots({"k": "list"}),
+            "body": txn_create_roots({"k": "list"}, "old"),
             "session": old_session,
         }
         created = agent.send(OLD_APP, wire.FrameType.PROPOSE, create)
@@ -174,7 +174,7 @@ def new_app_with_root(tmp_path: Path) -> tuple[OneAgent, int]:
     agent = OneAgent(tmp_path)
     agent.run_until("a single voter leads", lambda: agent.server.node.role is Role.LEADER)
     session = agent.open_session(NEW_APP, "new")
-    create = [[50, 2, "txn", txn_create_roots({"k": "list"})]]
+    create = [[50, 2, "txn", txn_create_roots({"k": "list"}, "new")]]
     agent.send(NEW_APP, wire.FrameType.PROPOSE_MANY, many_body("new", session, create, True))
     agent.run_until("the root created", lambda: 50 in agent.answers(NEW_APP))
     agent.frames[NEW_APP].clear()

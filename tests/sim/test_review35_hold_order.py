@@ -16,6 +16,7 @@ from __future__ import annotations
 from agent_sim import World, quiet_agents
 from superstatic_agent.payload import is_rules
 from superstatic_agent.raft.types import EntryKind
+from superstatic_agent.rules import RULES_NEWEST
 from test_agent_sim_review9 import calm
 
 LIFT_MS = 300  # the members' first word is lost; the next one is a full RULES_ADVERTISE_MS on
@@ -46,7 +47,7 @@ def test_a_new_clusters_first_requests_go_in_after_its_rules_entry() -> None:
             for node in world.nodes.values():
                 server = node.server
                 assert server is not None
-                assert server.rules.version == 2, (node.id, server.rules.version)
+                assert server.rules.version == RULES_NEWEST, (node.id, server.rules.version)
                 entries = server.node.entries_between(server.node.first_index, server.applied)
                 normal = [e for e in entries if e.kind is EntryKind.NORMAL and e.data]
                 assert normal and is_rules(normal[0].data), (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 from agent_sim import JOINER_ID, World, quiet_agents
+from superstatic_agent.rules import RULES_NEWEST
 from test_agent_sim_review9 import calm
 
 JOIN_AT_MS = 1_500
@@ -17,7 +18,7 @@ RUN_MS = 6_000
 
 
 def run_with_joiner(old: bool) -> World:
-    """A calm new cluster (it moves to rules 2 before its first request); at JOIN_AT_MS a
+    """A calm new cluster (it moves to the newest rules before its first request); at JOIN_AT_MS a
     joiner whose --peers names the leader; `old`: it never says which rules it applies. The
     world after RUN_MS."""
     world = World(calm(41, chaos_ms=RUN_MS))
@@ -42,7 +43,7 @@ def test_a_leader_past_rules_1_adds_only_a_joiner_that_said_its_rules(old: bool)
             assert leader is not None
             lead = world.nodes[leader].server
             assert lead is not None
-            assert lead.rules.version == 2
+            assert lead.rules.version == RULES_NEWEST
             members = lead.node.conf.members()
             refused = lead.drops.snapshot().get("peer_join_refused", 0)
             if old:

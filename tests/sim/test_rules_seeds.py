@@ -16,7 +16,7 @@ from agent_sim import SimParams, World, run_schedule
 from superstatic_agent import peer_codec
 from superstatic_agent.payload import Payload, encode_payload
 from superstatic_agent.raft.types import Entry, EntryKind, Message, MsgType
-from superstatic_agent.rules import rules_payload
+from superstatic_agent.rules import RULES_NEWEST, rules_payload
 from test_agent_sim_review9 import calm
 
 SEEDS = (152, 3740)
@@ -30,7 +30,7 @@ CHAOS_MS = 6_000
 @pytest.mark.parametrize("seed", SEEDS)
 def test_the_late_open_seeds_pass_at_the_newest_rules(seed: int) -> None:
     params = SimParams.random(seed, CHAOS_MS)
-    assert params.rules_max == 2
+    assert params.rules_max == RULES_NEWEST
     run_schedule(params)  # raises SimFailure (or the client's assertion) naming the seed
 
 

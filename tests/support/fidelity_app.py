@@ -151,6 +151,33 @@ def main(argv: list[str]) -> int:
             reports = [json.loads(line) for line in f if line.strip()]
         superstatic.sync()
         out = {"reports": reports, "total": obj.total, "by_worker": dict(obj.by_worker)}
+    elif command == "fork-block":
+        # Review 38: a forked child's first write is a transaction block, at once (before the
+        # background connect of client/default.py's at-fork hook is done): its new object
+        # must carry the child's own prefix, which rules 3 holds the entry's client id to.
+        superstatic.close()
+        superstatic.connect(endpoints, replicate=args[0])
+        cfg = superstatic.root("fork.cfg", dict)
+        cfg["parent"] = []  # the parent's counter is past 1: the child inherits it
+        reads, writes = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(reads)
+            try:
+                try:
+                    with superstatic.transaction():
+                        cfg["child"] = []
+                    line = {"outcome": "ok"}
+                except superstatic.Error as exc:
+                    line = {"outcome": "error", "error": str(exc)[:300]}
+                os.write(writes, (json.dumps(line) + "\n").encode())
+                superstatic.close()
+            finally:
+                os._exit(0)
+        os.close(writes)
+        os.waitpid(pid, 0)
+        with os.fdopen(reads) as f:
+            out = json.loads(f.read())
     else:
         raise SystemExit(f"unknown command {command!r}")
     print(json.dumps(out), flush=True)

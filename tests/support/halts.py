@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from superstatic_agent import statemachine as sm_module
-from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
+from superstatic_bench.loadgen import AgentError, RawClient, txn_extend
 
 from superstatic.client.keys import NO_KEYS
 from superstatic.protocol import wire
@@ -20,7 +20,7 @@ def poison_with_a_subscriber(
     """Subscribes an app, then halts the agent (`poisoned`) by an entry its apply raises on.
     Returns the app and its SUBSCRIBE's request id; the caller closes the app."""
     raw = agent.client
-    assert raw.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    assert raw.propose(raw.roots_txn({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
     app = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
     try:
         sub = app.send(wire.FrameType.SUBSCRIBE, {"from": 0, "model": wire.DATA_MODEL})

@@ -66,6 +66,15 @@ class InprocLog:
         )
         self.last_index = 0
         self._lock = threading.Lock()
+        # A new cluster's first entry moves it to the newest rules its members apply, before
+        # any request (docs/agent.md "Rules versions"): so does this log's.
+        from superstatic_agent.rules import RULES_NEWEST, rules_payload
+
+        with self.env.begin(write=True) as txn:
+            moved = self.sm.apply(txn, Entry(1, 1, self._normal, rules_payload("a", RULES_NEWEST)))
+        self.last_index = 1
+        # Its event, as an agent streams a rules entry's (no client, outcome noop).
+        self.first_events: list[Event] = [(1, None, None, moved.outcome, None, (), 0, ())]
 
     def append(
         self,
@@ -214,7 +223,7 @@ class InprocCluster:
     def __init__(self, path: Path, *, gc_threshold: int | None = None) -> None:
         self.path = Path(path)
         self.log = InprocLog(self.path / "lmdb", gc_threshold=gc_threshold)
-        self.events: list[Event] = []
+        self.events: list[Event] = list(self.log.first_events)
         self.events_lock = threading.Lock()
         self.connections: list[InprocConnection] = []
         self._names = itertools.count(1)

@@ -9,6 +9,7 @@ from typing import Any
 import cbor2
 import lmdb
 from superstatic_agent import records as layout
+from superstatic_agent.oidmarks import Mark, encode_mark
 from superstatic_agent.sessions import Session, encode_session
 from superstatic_agent.storage import KEY_APPLIED, record_put
 
@@ -41,6 +42,7 @@ def fill(txn: lmdb.Transaction, dbs: Any) -> None:
     put(txn, dbs.sm_meta, layout.KEY_TOMB_HORIZON, cbor2.dumps(0))
     put(txn, dbs.sm_meta, b"gc", cbor2.dumps([0, 5, 0]))
     put(txn, dbs.sessions, b"app-1", encode_session(Session(900, 1, {3: (12, "ok", "")}, 7)))
+    put(txn, dbs.oid_marks, b"app-1", encode_mark(Mark("app-1", 9, 5)))  # rules 3
     heads = {
         1: layout.Header("@roots", "dict", 30, 30, 3, None, 3),
         2: layout.Header("d", "dict", 39, 38, 400, None, 392),

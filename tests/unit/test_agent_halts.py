@@ -15,7 +15,7 @@ from superstatic_agent import config as config_module
 from superstatic_agent import statemachine as sm_module
 from superstatic_agent.server import Server
 from superstatic_agent.storage import POISON_FILE, StartRefused
-from superstatic_bench.loadgen import AgentError, RawClient, txn_create_roots, txn_extend
+from superstatic_bench.loadgen import AgentError, RawClient, new_oid, txn_extend
 from support.agent_thread import TIMEOUT_MS, Agent
 from support.halts import poison_with_a_subscriber
 
@@ -28,7 +28,7 @@ def test_an_entry_apply_cannot_handle_halts_the_agent_and_refuses_a_restart(
     agent: Agent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     raw = agent.client
-    assert raw.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    assert raw.propose(raw.roots_txn({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
     # ops.check_fits runs for every op the agent applies (agent/nodeops.py): a bug there
     # stands for any bug of apply.
     real_check_fits = sm_module.ops.check_fits
@@ -80,15 +80,13 @@ def test_a_write_that_does_not_fit_halts_writes_not_the_agent(
     agent = Agent(tmp_path / "a", map_bytes=config_module.MAP_BYTES_MIN)
     try:
         raw = agent.client
-        created = raw.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)
+        created = raw.propose(raw.roots_txn({"l": "list"}), timeout_ms=TIMEOUT_MS)
         assert created["outcome"] == "ok"
         for i in range(200):
+            oid = new_oid(raw.client_id)  # rules 3: the proposer's own oids
             body = ops.encode_txn(
                 {},
-                [
-                    ["new", f"n.r{i}", "list", ["x" * 300_000]],
-                    ["set", "@roots", f"r{i}", Ref(f"n.r{i}")],
-                ],
+                [["new", oid, "list", ["x" * 300_000]], ["set", "@roots", f"r{i}", Ref(oid)]],
             )
             try:
                 assert raw.propose(body, timeout_ms=TIMEOUT_MS)["outcome"] == "ok"

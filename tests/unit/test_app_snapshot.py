@@ -142,7 +142,8 @@ def test_a_format_3_store_streams_record_by_record(tmp_path: Path) -> None:
     """The reader over per-key records: every kind of node (original keys, long keys in
     buckets, a tombstone that must not show, set members in key order, list leaves) arrives in
     the app as the store holds it, over many small frames."""
-    names = [n.decode() for n in layout.NODE_DB_NAMES] + ["sm_meta", "sessions"]
+    # oid_marks too (rules 3, filled by v3store.fill): an app snapshot never carries it.
+    names = [n.decode() for n in layout.NODE_DB_NAMES] + ["sm_meta", "sessions", "oid_marks"]
     env = lmdb.open(str(tmp_path), max_dbs=len(names) + 1, map_size=64 << 20)
     try:
         dbs = SimpleNamespace(**{n: env.open_db(n.encode()) for n in names})

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
+from superstatic_bench.loadgen import RawClient, txn_extend
 from support.agent_thread import TIMEOUT_MS, Agent
 from support.stream_harness import Harness
 
@@ -106,7 +106,7 @@ def test_a_writes_event_is_sent_before_the_commit_of_its_apply(agent: Agent, hea
     """To its caller's stream, which answers it (a stream with no call waiting gets it after
     the commit: tests/unit/test_review14_early.py)."""
     setup = agent.client
-    assert setup.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    assert setup.propose(setup.roots_txn({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
     app = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
     try:
         app.open_session(TIMEOUT_MS)  # answered by REPLY: not subscribed yet
@@ -129,7 +129,7 @@ def test_a_write_answered_by_its_early_event_gets_no_reply(agent: Agent) -> None
     sends no REPLY for an "ok" write of a connection whose stream (SUBSCRIBE "answers")
     already carried its event."""
     setup = agent.client
-    assert setup.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    assert setup.propose(setup.roots_txn({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
     app = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
     try:
         app.open_session(TIMEOUT_MS)  # answered by REPLY: not subscribed yet

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from superstatic_agent.config import AgentConfig
 from superstatic_agent.http_status import MetricsBindError
 from superstatic_agent.server import Server
-from superstatic_bench.loadgen import txn_create_roots, txn_extend
+from superstatic_bench.loadgen import root_oid, txn_extend
 from support.agent_thread import TIMEOUT_MS
 from support.agent_thread import Agent as ThreadAgent
 
@@ -81,9 +81,9 @@ def wait_for(predicate: Any, what: str) -> Any:
 
 def write_some(agent: Agent, count: int) -> None:
     raw = agent.client
-    assert raw.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    assert raw.propose(raw.roots_txn({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
     oid = agent.inspect({"list": True})["roots"][0]["oid"]
-    assert oid == "n.l"
+    assert oid == root_oid("l")
     for i in range(count):
         reply = raw.propose(txn_extend("l", [i]), timeout_ms=TIMEOUT_MS)
         assert reply["outcome"] == "ok", reply

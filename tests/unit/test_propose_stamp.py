@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from superstatic_agent import server as server_module
 from superstatic_agent.payload import parse_payload
-from superstatic_bench.loadgen import txn_create_roots, txn_extend
+from superstatic_bench.loadgen import txn_extend
 from support.agent_thread import TIMEOUT_MS, Agent
 
 from superstatic.protocol import wire
@@ -41,7 +41,7 @@ def test_a_leaders_proposals_reach_the_core_stamped_without_a_second_encode(
     monkeypatch.setattr(server_module, "stamp_payload", restamping)
     client = agent.client
     client.open_session(TIMEOUT_MS)
-    assert client.propose(txn_create_roots({"w": "list"}))["outcome"] == "ok"
+    assert client.propose(client.roots_txn({"w": "list"}))["outcome"] == "ok"
     # Several in one turn: one PROPOSE_MANY frame, one batch, one stamp.
     items = [[i + 1, client.take_seq(), "txn", txn_extend("w", [i])] for i in range(WRITES)]
     body = {"client": client.client_id, "seq_low": 1, "session": client.session, "items": items}

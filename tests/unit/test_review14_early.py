@@ -11,7 +11,7 @@ from typing import Any
 
 import lmdb
 import pytest
-from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
+from superstatic_bench.loadgen import RawClient, txn_extend
 from support.agent_thread import TIMEOUT_MS, Agent
 from support.stream_harness import Harness
 from test_early_events import FRAMES_MAX, wait_events
@@ -43,7 +43,7 @@ def test_a_failure_serving_a_stream_early_ends_it_with_an_error_and_the_write_is
     the stream ends with an ERROR (the app resubscribes from what it applied) and the write is
     answered by its REPLY."""
     setup = agent.client
-    assert setup.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    assert setup.propose(setup.roots_txn({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
     app, sub_req = caller(agent, "partial")
     try:
         streams = agent.server.streams
@@ -159,7 +159,7 @@ def test_only_the_streams_that_answer_a_call_of_the_batch_are_served_before_the_
     save their callers 0.1 ms. So only the streams that settle a call of this batch go before
     the commit; a subscriber with no call waiting gets the same events after it."""
     setup = agent.client
-    assert setup.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    assert setup.propose(setup.roots_txn({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
     app, app_sub = caller(agent, heap)
     bystander = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
     try:
@@ -182,7 +182,7 @@ def test_a_write_through_another_connection_is_answered_early_on_its_clients_str
     serves the write's event early to the stream that answers that client (a partial SUBSCRIBE
     names its client). A bystander's stream still waits for the commit."""
     setup = agent.client
-    assert setup.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    assert setup.propose(setup.roots_txn({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
     stream = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
     link = RawClient(agent.config.client_endpoint, keys=NO_KEYS, client_id=stream.client_id)
     bystander = RawClient(agent.config.client_endpoint, keys=NO_KEYS)
@@ -211,7 +211,7 @@ def test_a_write_retried_after_a_full_map_sends_its_event_once(agent: Agent) -> 
     The events went out once and are not recorded or sent again; the write is answered once,
     by its event; the stream goes on without a gap or a repeat."""
     setup = agent.client
-    assert setup.propose(txn_create_roots({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
+    assert setup.propose(setup.roots_txn({"l": "list"}), timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
     app, sub_req = caller(agent, "all")
     try:
         storage = agent.server.storage

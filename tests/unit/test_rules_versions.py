@@ -293,7 +293,7 @@ def test_the_rules_2_logs_reach_both_new_answers(tmp_path: Path, small_limits: N
 
 def test_rules_newest_is_what_a_state_machine_knows_by_default(tmp_path: Path) -> None:
     log = Log(tmp_path / "a")
-    assert log.sm.rules_max == RULES_NEWEST == 2
+    assert log.sm.rules_max == RULES_NEWEST == 3
 
 
 def apply_in_cuts(replica: _Replica, entries: list[Entry], cuts: list[int]) -> list[Applied]:

@@ -13,7 +13,7 @@ import pytest
 from superstatic_agent import config as config_module
 from superstatic_agent import server as server_module
 from superstatic_agent.storage import Storage
-from superstatic_bench.loadgen import AgentError, txn_create_roots, txn_extend
+from superstatic_bench.loadgen import AgentError, new_oid, txn_extend
 from support.agent_thread import TIMEOUT_MS, Agent
 
 from superstatic.protocol import ops, wire
@@ -43,7 +43,7 @@ def test_the_store_is_not_measured_after_every_write_while_there_is_room(
     calls = _count_measurements(monkeypatch)
     agent = Agent(tmp_path / "a")
     try:
-        assert agent.client.propose(txn_create_roots({"l": "list"}))["outcome"] == "ok"
+        assert agent.client.propose(agent.client.roots_txn({"l": "list"}))["outcome"] == "ok"
         before = calls[0]
         for i in range(WRITES):  # sequential: each is its own Ready, append and apply
             reply = agent.client.propose(txn_extend("l", [i]), timeout_ms=TIMEOUT_MS)
@@ -61,7 +61,7 @@ def test_near_the_reserve_the_store_is_measured_after_every_write(
     calls = _count_measurements(monkeypatch)
     agent = Agent(tmp_path / "a")
     try:
-        assert agent.client.propose(txn_create_roots({"l": "list"}))["outcome"] == "ok"
+        assert agent.client.propose(agent.client.roots_txn({"l": "list"}))["outcome"] == "ok"
         before = calls[0]
         for i in range(WRITES):
             reply = agent.client.propose(txn_extend("l", [i]), timeout_ms=TIMEOUT_MS)
@@ -81,15 +81,13 @@ def test_the_reserve_refuses_writes_before_the_store_is_full(
     agent = Agent(tmp_path / "a", map_bytes=config_module.MAP_BYTES_MIN)
     try:
         raw = agent.client
-        assert raw.propose(txn_create_roots({"l": "list"}))["outcome"] == "ok"
+        assert raw.propose(raw.roots_txn({"l": "list"}))["outcome"] == "ok"
         refused = None
         for i in range(400):
+            oid = new_oid(raw.client_id)  # rules 3: the proposer's own oids
             body = ops.encode_txn(
                 {},
-                [
-                    ["new", f"n.r{i}", "list", ["x" * 100_000]],
-                    ["set", "@roots", f"r{i}", Ref(f"n.r{i}")],
-                ],
+                [["new", oid, "list", ["x" * 100_000]], ["set", "@roots", f"r{i}", Ref(oid)]],
             )
             try:
                 assert raw.propose(body, timeout_ms=TIMEOUT_MS)["outcome"] == "ok"
