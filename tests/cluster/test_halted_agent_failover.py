@@ -20,7 +20,7 @@ import pytest
 from superstatic_agent.listtree import ListHeader, ListTree, MemoryChunkStore
 from superstatic_agent.records import chunk_key
 from superstatic_agent.storage import seal
-from superstatic_bench.loadgen import RawClient, txn_extend
+from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
 from test_hostile_store import KNOWN, flip_everywhere, inspect
 
 import superstatic
@@ -101,7 +101,7 @@ def test_an_app_whose_agents_all_halted_names_the_reason_when_it_gives_up(
         cluster.start()
         raw = RawClient(cluster.agents[cluster.leader()].client_endpoint)
         try:
-            assert raw.propose(txn_create_roots({"l": "list"}))["outcome"] == "ok"
+            assert raw.propose(txn_create_roots({"l": "list"}, raw.client_id))["outcome"] == "ok"
             index = raw.propose(txn_extend("l", [KNOWN]))["index"]
         finally:
             raw.close()

@@ -8,15 +8,17 @@ code that knows versions) let in either way must stop at the entry that moves th
 it (RulesTooNew: `halted.reason` rules_unknown, naming both versions), never apply an entry
 past it its own way, and carry on with the same state once it knows the version.
 
-Three agents: two voters (a new cluster: rules 2 from its first entry) and the learner.
+Three agents: two voters (a new cluster: RULES_NEWEST from its first entry) and the learner.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from superstatic_agent.rules import RULES_NEWEST
 from superstatic_bench.loadgen import RawClient, txn_create_roots, txn_extend
 from test_hostile_store import inspect
 
@@ -35,10 +37,13 @@ def halted_of(cluster: LocalCluster, node: str) -> dict[str, Any] | None:
     return halted
 
 
-def write(cluster: LocalCluster, body: bytes) -> int:
+def write(cluster: LocalCluster, body: bytes | Callable[[str], bytes]) -> int:
+    """Proposes `body` (or what it builds from the proposing client's id: rules 3 binds a
+    created oid to its creator) through a fresh client of the leader's agent."""
     raw = RawClient(cluster.agents[cluster.leader()].client_endpoint)
     try:
-        reply = raw.propose(body, timeout_ms=TIMEOUT_MS_REQUEST)
+        data = body if isinstance(body, bytes) else body(raw.client_id)
+        reply = raw.propose(data, timeout_ms=TIMEOUT_MS_REQUEST)
     finally:
         raw.close()
     assert reply["outcome"] == "ok", reply
@@ -53,8 +58,8 @@ def wait_halted_at_the_rules_entry(cluster: LocalCluster, node: str) -> dict[str
     )
     halted = halted_of(cluster, node)
     assert halted is not None
-    assert (halted["version"], halted["known"]) == (2, 1), halted
-    assert "rules version 2" in halted["message"], halted
+    assert (halted["version"], halted["known"]) == (RULES_NEWEST, 1), halted
+    assert f"rules version {RULES_NEWEST}" in halted["message"], halted
     assert "up to version 1" in halted["message"], halted
     # Nothing at or past the entry was applied by rules it does not know.
     assert cluster.status(node)["applied"] < halted["index"], halted
@@ -68,11 +73,11 @@ def test_a_learner_added_by_members_add_learner_that_knows_less_stops_and_never_
         cluster.start()
         for node in cluster.voter_ids:
             cluster.wait_until(
-                lambda node=node: cluster.status(node)["rules"]["version"] == 2,
-                f"{node} to run rules 2",
+                lambda node=node: cluster.status(node)["rules"]["version"] == RULES_NEWEST,
+                f"{node} to run the newest rules",
                 TIMEOUT_S_WAIT,
             )
-        write(cluster, txn_create_roots({"l": "list"}))
+        write(cluster, lambda client_id: txn_create_roots({"l": "list"}, client_id))
         write(cluster, txn_extend("l", [1]))
 
         # The operator adds the learner by address before its agent runs: no JOIN is decided,
@@ -118,5 +123,5 @@ def test_a_learner_added_by_members_add_learner_that_knows_less_stops_and_never_
             lambda: cluster.status("d")["applied"] >= index, "d to catch up", TIMEOUT_S_WAIT
         )
         assert halted_of(cluster, "d") is None
-        assert cluster.status("d")["rules"]["version"] == 2
+        assert cluster.status("d")["rules"]["version"] == RULES_NEWEST
         assert inspect(cluster, "d", "l") == inspect(cluster, cluster.leader(), "l") == [1, 2]
