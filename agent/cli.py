@@ -10,8 +10,9 @@ current loop turn, with LMDB closed.
 
     superstatic-agent --migrate --data-dir ./data/a [--map-bytes N]
 
-converts a stopped agent's format-2 store (data model 1) to format 3 and exits (agent/migrate.py,
-docs/operations.md "Upgrading to data model 2").
+converts a stopped agent's store of format 2 (data model 1), 3 or 4 (the Raft log in LMDB) to
+format 5 (the log in DATA_DIR/raftlog/) and exits (agent/migrate.py, docs/operations.md
+"Upgrading").
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="superstatic-agent",
         description="A superstatic agent: one member of a Raft group over ZeroMQ, data in LMDB.",
-        epilog="superstatic-agent --migrate --data-dir D converts a stopped agent's format-2 "
-        "store (data model 1) to format 3 and exits (superstatic-agent --migrate --help).",
+        epilog="superstatic-agent --migrate --data-dir D converts a stopped agent's store of "
+        "format 2, 3 or 4 to format 5 and exits (superstatic-agent --migrate --help).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--id", required=True, help="this agent's id (letters, digits, - _ .)")
@@ -319,8 +320,9 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
 def migrate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="superstatic-agent --migrate",
-        description="Convert a stopped agent's store from format 2 (data model 1) to format 3, "
-        "keeping a copy in DATA_DIR/format2-backup/, then exit.",
+        description="Convert a stopped agent's store of format 2 (data model 1; a copy is kept "
+        "in DATA_DIR/format2-backup/), 3 or 4 (the Raft log in LMDB) to format 5 (the log in "
+        "DATA_DIR/raftlog/), then exit.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--migrate", action="store_true", required=True)
@@ -348,12 +350,15 @@ def migrate_main(argv: Sequence[str]) -> int:
         log.critical("%s", exc)
         return EXIT_START_REFUSED
     if done.already:
-        print(f"{args.data_dir}: already format 3, nothing to do")
-    else:
+        print(f"{args.data_dir}: already format 5, nothing to do")
+    elif done.nodes or done.applied:
         print(
             f"{args.data_dir}: migrated {done.nodes} objects ({done.entries} entries) at index "
-            f"{done.applied} to format 3; the format-2 copy is in {done.backup}"
+            f"{done.applied} to format 5 ({done.log_entries} log entries moved to raftlog/); "
+            f"the format-2 copy is in {done.backup}"
         )
+    else:
+        print(f"{args.data_dir}: moved {done.log_entries} log entries to raftlog/: format 5")
     return 0
 
 

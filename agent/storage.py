@@ -117,9 +117,10 @@ LOG_LOAD_ENTRIES_MAX = 10_000_000
 READ_ENTRIES_MAX = 100_000
 # The Raft log's folder in the data directory (agent/logsegments.py).
 LOG_DIR = "raftlog"
-# Entry data per log record: a Ready's entries are split into records of at most this much
-# (one entry bigger than it takes a record of its own). A record must fit the log's unsynced
-# window (8.16 (c)); several records of one Ready still get ONE fdatasync.
+# Entry data per log record: a Ready's entries are split into records of at most this much, or a
+# quarter of the log's unsynced window if smaller (one entry bigger than it takes a record of
+# its own). A record must fit that window (8.16 (c)); several records of one Ready still get
+# ONE fdatasync.
 LOG_RECORD_ENTRY_BYTES_MAX = 4 << 20
 # The log's unsynced window: a record is at most this, so one entry of the largest body a
 # client frame can carry (wire.FRAME_BYTES_MAX, 16 MiB) fits with room.
@@ -314,6 +315,11 @@ def open_dbs(env: lmdb.Environment) -> Dbs:
             "this agent's format"
         )
     return dbs.swapped() if tables else dbs
+
+
+def record_entry_bytes_max(raft_log: SegmentLog) -> int:
+    """Entry data per log record (LOG_RECORD_ENTRY_BYTES_MAX's comment)."""
+    return min(LOG_RECORD_ENTRY_BYTES_MAX, raft_log.unsynced_bytes_max // 4)
 
 
 def index_key(index: int) -> bytes:
@@ -520,7 +526,13 @@ class Storage:
                     f"inside LMDB{'; data model v1' if version == FORMAT_MODEL_1 else ''}); this "
                     f"agent reads format {FORMAT_OWN_LOG} (the log in {LOG_DIR}/) only. Run "
                     f"`superstatic-agent --migrate --data-dir {self.path}` once, with the agent "
-                    "stopped, or remove the directory to rejoin the cluster by snapshot."
+                    "stopped"
+                    + (
+                        f" (it keeps a copy at {self.path / 'format2-backup'})"
+                        if version == FORMAT_MODEL_1
+                        else ""
+                    )
+                    + ", or remove the directory to rejoin the cluster by snapshot."
                 )
             if version not in FORMATS_READ:
                 raise StartRefused(
@@ -560,8 +572,14 @@ class Storage:
         of `repair`): entries at or below the snapshot's index are ignored; a log that ends
         below it, or whose entry there is of another term, is what an install left before its
         reset (the core had dropped every entry): reset now."""
-        with self.env.begin() as txn:
-            snapshot = read_snapshot_meta(txn, self.dbs)
+        try:
+            with self.env.begin() as txn:
+                snapshot = read_snapshot_meta(txn, self.dbs)
+        except Corrupt:
+            # The scrub at start reports it, and the repair (which resets the log) runs
+            # before anything reads the log; until then nothing is reset on a damaged word.
+            self._first = self.log.base + 1
+            return
         base = 0 if snapshot is None else snapshot.index
         self._first = base + 1
         if self.log.base > base:
@@ -880,8 +898,9 @@ class Storage:
         chunk: list[tuple[int, int, int, bytes]] = []
         size = 0
         hard = term_vote
+        record_bytes_max = record_entry_bytes_max(self.log)
         for entry in entries:
-            if chunk and size + len(entry.data) > LOG_RECORD_ENTRY_BYTES_MAX:
+            if chunk and size + len(entry.data) > record_bytes_max:
                 self.log.append(chunk, hard)
                 chunk, size, hard = [], 0, None  # the next records carry it anyway
             chunk.append((entry.index, entry.term, int(entry.kind), entry.data))
@@ -1101,9 +1120,10 @@ def install_staged(txn: lmdb.Transaction, dbs: Dbs, meta: SnapshotMeta) -> Dbs:
     raw = record_get(txn, dbs.meta, "meta", KEY_TABLES)
     tables = 0 if raw is None else cbor2.loads(raw)
     record_put(txn, dbs.meta, KEY_TABLES, cbor2.dumps(1 - tables))
-    # In the same transaction as the flip: from here on an agent that reads format 3 only
-    # refuses the store instead of reading the tables it no longer uses (FORMAT_TABLES).
-    record_put(txn, dbs.meta, KEY_FORMAT, cbor2.dumps(FORMAT_TABLES))
+    # Format 5 whichever way the tables point (every agent that reads 5 reads `tables`); in
+    # formats 3 and 4 the flip wrote FORMAT_TABLES here, so that an agent that read format 3
+    # only refused the store instead of reading the tables it no longer used.
+    record_put(txn, dbs.meta, KEY_FORMAT, cbor2.dumps(FORMAT_OWN_LOG))
     installed = dbs.swapped()
     drop_staged(txn, installed)  # the state before the snapshot, and the staging state
     return installed
