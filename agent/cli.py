@@ -102,6 +102,13 @@ def parser() -> argparse.ArgumentParser:
         "of the session ttl is used)",
     )
     p.add_argument(
+        "--log-segment-bytes",
+        type=int,
+        default=_default("log_segment_bytes"),
+        help="size of the Raft log's segment files when this agent makes its log (an existing "
+        "log keeps the size it was made with)",
+    )
+    p.add_argument(
         "--log-retain-entries",
         type=int,
         default=_default("log_retain_entries"),
@@ -289,6 +296,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         record_bytes_max=args.record_bytes_max,
         rules_max=args.rules_max,
         map_bytes=args.map_bytes,
+        log_segment_bytes=args.log_segment_bytes,
         events_cache_bytes_max=args.events_cache_bytes_max,
         node_cache_bytes_max=args.node_cache_bytes_max,
         log_retain_bytes=args.log_retain_bytes,

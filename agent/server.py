@@ -270,7 +270,12 @@ class Server:
         self.started = self.clock.monotonic()
         self.tracer: AgentTracer | None = AgentTracer() if config.trace else None
         if storage is None:
-            storage = Storage(config.data_dir, fsync=config.fsync, map_bytes=config.map_bytes)
+            storage = Storage(
+                config.data_dir,
+                fsync=config.fsync,
+                map_bytes=config.map_bytes,
+                log_segment_bytes=config.log_segment_bytes,
+            )
         self.storage = storage
         # Every record's checksum is verified before anything is read from the store; a
         # damaged store is repaired (or the start refused) before the Raft core is built.
