@@ -765,8 +765,10 @@ class Storage:
         if ready.entries or hard_changed:
             self._append(ready.entries, term_vote if hard_changed else None)
             self._sync_log()
-            # Durable now (flushed, or fsync off by choice).
-            self._term_vote_synced = term_vote
+            if term_vote is not None:
+                # Durable now (flushed, or fsync off by choice). Not reset by a Ready without a
+                # hard state: the core's term and vote are what they were.
+                self._term_vote_synced = term_vote
         if durable is not None:
             durable()
         if apply_fn is not None:

@@ -217,6 +217,13 @@ def test_syncs_per_write(tmp_path: Path) -> None:
         )
         # The messages go after the log's flush and before the apply's commit.
         assert sent == [9, 9] and a.storage.syncs == 10
+        # An entries-only Ready (no hard state: the core's term and vote did not change) leaves
+        # the durable term and vote known: a later commit-only Ready needs no flush (it cost
+        # one extra fdatasync per write on the branch's first version).
+        a.storage.write(ready(entries=tuple(noops(7, 7))), None)
+        assert a.storage.syncs == 11
+        a.storage.write(ready(hard_state=HardState(2, "b", 5)), None)
+        assert a.storage.syncs == 11 and a.storage.term_vote_durable == (2, "b")
     finally:
         a.close()
     off = Agent(tmp_path / "off", fsync=False)
