@@ -664,19 +664,32 @@ class Storage:
                     "from a backup."
                 )
             last = max(self.log.last_index, 0 if snapshot is None else snapshot.index)
-            # The log first (it keeps the term and vote): a crash after it leaves LMDB as it
-            # was, damage and all, and the log ending below LMDB's snapshot, which the open
-            # resets to the snapshot (`_reconcile_log`); the next start repairs again. The other
-            # order could leave LMDB without a snapshot under a compacted log.
-            self.log.reset(0)
-            self._first = 1
+            try:
+                # A repair interrupted after the log's reset (below) recorded what it held.
+                raw = record_get(txn, self.dbs.meta, "meta", KEY_REPAIR)
+                last = max(last, 0 if raw is None else int(cbor2.loads(raw)))
+            except Corrupt:
+                pass
+            # The index held, recorded and durable BEFORE the log forgets it: a crash after the
+            # reset must not lower what the vote waits for (it may have acknowledged entries).
+            record_put(txn, self.dbs.meta, KEY_REPAIR, cbor2.dumps(last))
+        self._committed()
+        if self.fsync:
+            self.sync()
+        # The log next (it keeps the term and vote): a crash after it leaves LMDB as it was,
+        # damage and all, and a log ending below LMDB's snapshot, which the open resets to the
+        # snapshot (`_reconcile_log`); the next start repairs again. The other order could
+        # leave LMDB without a snapshot under a compacted log.
+        self.log.reset(0)
+        self._first = 1
+        with self.env.begin(write=True) as txn:
             for name in DB_NAMES:
                 if name != b"meta":
                     txn.drop(getattr(self.dbs, name.decode()), delete=False)
             for key in (KEY_SNAP, KEY_CONF):
                 txn.delete(key, db=self.dbs.meta)
             record_put(txn, self.dbs.meta, KEY_FORMAT, cbor2.dumps(store_format(txn, self.dbs)))
-            record_put(txn, self.dbs.meta, KEY_REPAIR, cbor2.dumps(last))
+        self._committed()
         if self.fsync:
             self.sync()
         return (

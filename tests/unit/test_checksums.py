@@ -287,3 +287,50 @@ def test_only_a_damaged_staged_snapshot_is_dropped(tmp_path: Path) -> None:
         assert b.storage.scrub().damaged_count == 0 and b.storage.load().applied == 2
     finally:
         b.close()
+
+
+class _Crash(BaseException):
+    """The process dies here."""
+
+
+def test_a_crash_inside_a_repair_is_repaired_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repair resets the log (keeping the term and vote) BEFORE LMDB's emptying commits: a
+    crash between the two leaves LMDB as it was (damaged, snapshot at 2) and a log that ends
+    below that snapshot, which the open resets to it; the next scrub finds the damage again
+    and the repair completes, still withholding the vote up to the last index held before the
+    crash (recorded, synced, before the log's reset). (LMDB first could leave no snapshot
+    under a compacted log.)"""
+    a = fill(tmp_path / "a")
+    a.write([entry(3, [["extend", "c.1", ["x"]]])])
+    assert a.storage.compact(2) is not None
+    a.close()
+    damage(tmp_path / "a", "nodes", header_key(tmp_path / "a", "c.1"))
+    b = Agent(tmp_path / "a")
+    real_reset = b.storage.log.reset
+
+    def reset_then_crash(after_index: int) -> None:
+        real_reset(after_index)
+        raise _Crash
+
+    monkeypatch.setattr(b.storage.log, "reset", reset_then_crash)
+    with pytest.raises(_Crash):
+        b.storage.repair(b.storage.scrub(), peers_exist=True)
+    monkeypatch.undo()
+    b.close()
+    c = Agent(tmp_path / "a")
+    try:
+        scrubbed = c.storage.scrub()
+        assert scrubbed.damaged_count == 1
+        # The index it held before the crash (3), not what the reset log says (2): it may
+        # have acknowledged entry 3, so it must apply it again before it votes.
+        assert "no vote until index 3" in c.storage.repair(scrubbed, peers_exist=True)
+        assert c.storage.repair_until() == 3
+        loaded = c.storage.load()
+        assert loaded.hard_state == HardState(1, "a", 0)
+        assert (loaded.applied, loaded.entries, loaded.snapshot) == (0, [], None)
+    finally:
+        c.close()
+    d = Agent(tmp_path / "a")
+    d.close()

@@ -394,3 +394,47 @@ def test_an_interrupted_log_move_starts_over(
             assert raw is not None and cbor2.loads(raw) == FORMAT_OWN_LOG
     finally:
         storage.close()
+
+
+def test_a_power_loss_during_compaction_loses_no_entry_lmdb_still_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """8.16 (a): the apply's commits are not synced (MDB_NOMETASYNC), so a power loss may take
+    LMDB back to its last `env.sync`; compaction syncs LMDB BEFORE the log deletes segments.
+    Here the power fails at that sync: LMDB comes back as of its previous sync (applied 0, no
+    snapshot) and every entry it must apply again is still in the log."""
+    path = tmp_path / "a"
+    a = SmallAgent(path)
+    images: list[bytes] = []
+    original_sync = Storage.sync
+
+    def imaged_sync(self_: Storage) -> None:
+        original_sync(self_)
+        images.append((path / "data.mdb").read_bytes())  # what a power loss keeps
+
+    monkeypatch.setattr(Storage, "sync", imaged_sync)
+    try:
+        a.persist_and_apply(padded(1, 5), commit=0)  # conf stored: LMDB synced (applied 0)
+        durable = images[-1]
+        a.persist_and_apply(padded(6, 200), commit=200, conf=None)  # applied, not synced
+        assert len(segments(path)) > 2
+
+        def power_fails(self_: Storage) -> None:
+            raise Crash
+
+        monkeypatch.setattr(Storage, "sync", power_fails)
+        with pytest.raises(Crash):
+            a.storage.compact(150)
+        monkeypatch.undo()
+        a.storage.log.close()
+        a.storage.env.close()
+    finally:
+        monkeypatch.undo()
+    (path / "data.mdb").write_bytes(durable)
+    b = SmallAgent(path)
+    try:
+        loaded = b.storage.load()
+        assert loaded.applied == 0 and loaded.snapshot is None
+        assert loaded.entries == padded(1, 200), "the log still holds what LMDB must apply again"
+    finally:
+        b.close()
