@@ -462,6 +462,11 @@ class Storage:
         self.syncs = 0
         try:
             segment_bytes = self._check_format(log_segment_bytes)
+            if fsync:
+                # A fresh store's format record durable before the log holds anything: a
+                # power loss must never leave a log beside a store that looks fresh (refused
+                # as "a log without its store").
+                self.env.sync(True)
             self.log = self._open_log(segment_bytes)
         except StartRefused:
             self.env.close()
