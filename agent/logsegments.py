@@ -1,7 +1,7 @@
 """A Raft log of its own: append-only, pre-zeroed segment files (docs/data-model-v2.md 8.16).
 
-NOT WIRED INTO THE AGENT. Groundwork on branch `ownlog-segments`, not to be merged until
-agent/storage.py is built on it with its cluster crash tests (8.16, "What building it takes").
+The agent's Raft log since store format 5 (agent/storage.py, docs/data-model-v2.md 8.18):
+`DATA_DIR/raftlog/`. One writer, on the agent loop's thread; every reader on the same thread.
 
 Layout: a folder of segments named `<sequence, 16 hex digits>.seg`, each created at
 `segment_bytes` and written with zeros (then fsynced, and renamed into place so that a crash
