@@ -68,8 +68,12 @@ def _read_at(cluster: LocalCluster, node_id: str) -> str | None:
 def test_a_disk_without_room_for_a_segment_refuses_appends_not_halts(small_disk: Path) -> None:
     with LocalCluster(small_disk.parent, size=3) as cluster:
         cluster.agents["c"].extra_args = ["--map-bytes", str(MAP_BYTES)]
-        cluster.start()
+        # a and b first, so that one of them leads: a leader whose own store is full
+        # refuses every write (store_full), which is not what this test is about.
+        cluster.start_agent("a")
+        cluster.start_agent("b")
         cluster.leader()
+        cluster.start_agent("c")
         os.environ.update(cluster.client_env())
         superstatic.connect(cluster.client_endpoints(["a", "b"]))
         try:
