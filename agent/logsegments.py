@@ -377,6 +377,9 @@ class SegmentLog:
             self._sync_folder()
         except BaseException:
             os.close(fd)
+            # Not left behind until the next open: a disk that filled while it was written
+            # would stay full (up to a segment) under a halted agent (review40).
+            scratch.unlink(missing_ok=True)
             raise
         self.segments.append(_Segment(path, sequence, fd, 0, 0))
 

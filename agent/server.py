@@ -973,9 +973,10 @@ class Server:
         message = (
             f"a write to the store failed ({type(exc).__name__}: {exc}); used "
             f"{space.used_bytes} of --map-bytes {space.map_bytes}, disk free "
-            f"{space.disk_free_bytes}. This agent stopped writing (nothing of the failed write "
-            "was kept) and still answers STATUS and INSPECT (what it applied). Restart it with a "
-            "larger --map-bytes, or after freeing disk space: it then catches up."
+            f"{space.disk_free_bytes}. This agent stopped writing (what the failed write had "
+            "made durable is whole, the rest was not kept) and still answers STATUS and INSPECT "
+            "(what it applied). Restart it with a larger --map-bytes, or after freeing disk "
+            "space: it then catches up."
         )
         log.critical("%s", message)
         self._halt("store_full", message)

@@ -1095,8 +1095,15 @@ class Storage:
         file_bytes = os.path.getsize(data_file) if data_file.exists() else 0
         vfs = os.statvfs(self.path)
         disk_free = vfs.f_bavail * vfs.f_frsize
-        ceiling = min(map_bytes, file_bytes + disk_free)
-        return Space(map_bytes, used, max(0, ceiling - used), disk_free)
+        # The Raft log makes its next segment whole (segment_bytes written at once) on this
+        # disk: that much of the free space is the log's, not room for writes. And the log
+        # grows on the disk alone (pages LMDB freed inside its file are no room for it): the
+        # room is at most the disk's beyond that segment. Counted, the reserve refuses
+        # appends before the disk cannot hold a segment; uncounted, a full disk halted the
+        # agent on ENOSPC for good, a restart needed (review40).
+        disk_room = max(0, disk_free - self.log.segment_bytes)
+        ceiling = min(map_bytes, file_bytes + disk_room)
+        return Space(map_bytes, used, max(0, min(ceiling - used, disk_room)), disk_free)
 
     def disk_bytes(self) -> int:
         """Bytes of the data file in use (pages up to the last one written)."""
