@@ -24,7 +24,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from superstatic_agent import logs
-from superstatic_agent.config import LOG_FORMATS, LOG_LEVELS, AgentConfig, parse_peers
+from superstatic_agent.config import (
+    CLIENT_FRAME_ENVELOPE_BYTES,
+    GC_COLLECTED_BYTES_MAX,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    LOG_SEGMENT_BYTES_MAX,
+    AgentConfig,
+    parse_peers,
+)
 
 from superstatic.protocol.errors import LimitExceeded
 
@@ -341,19 +349,38 @@ def migrate_parser() -> argparse.ArgumentParser:
         default=_default("map_bytes"),
         help="LMDB map size while converting (the same as the agent's)",
     )
+    p.add_argument(
+        "--log-segment-bytes",
+        type=int,
+        default=_default("log_segment_bytes"),
+        help="size of the Raft log's segment files the move makes (kept with the log; the "
+        "agent's own rule: at least twice the largest entry of the default --body-bytes-max)",
+    )
     p.add_argument("--log-level", choices=LOG_LEVELS, default=_default("log_level"))
     return p
 
 
 def migrate_main(argv: Sequence[str]) -> int:
-    args = migrate_parser().parse_args(argv)
+    parsed = migrate_parser()
+    args = parsed.parse_args(argv)
+    # The agent's own check of the size (AgentConfig), with its default body size: a log made
+    # too small for the entries it must take would fail its first large write (review40).
+    entry_bytes_max = (
+        int(_default("body_bytes_max")) + GC_COLLECTED_BYTES_MAX + CLIENT_FRAME_ENVELOPE_BYTES
+    )
+    if not 2 * entry_bytes_max <= args.log_segment_bytes <= LOG_SEGMENT_BYTES_MAX:
+        parsed.error(
+            f"--log-segment-bytes must be between {2 * entry_bytes_max} and {LOG_SEGMENT_BYTES_MAX}"
+        )
     logs.install("migrate", args.log_level, "text")
     log = logging.getLogger("superstatic.agent")
     from superstatic_agent.migrate import migrate
     from superstatic_agent.storage import EXIT_START_REFUSED, StartRefused
 
     try:
-        done = migrate(args.data_dir, map_bytes=args.map_bytes)
+        done = migrate(
+            args.data_dir, map_bytes=args.map_bytes, log_segment_bytes=args.log_segment_bytes
+        )
     except StartRefused as exc:
         log.critical("%s", exc)
         return EXIT_START_REFUSED
