@@ -65,7 +65,9 @@ def _read_at(cluster: LocalCluster, node_id: str) -> str | None:
         superstatic.close()
 
 
-def test_a_disk_without_room_for_a_segment_refuses_appends_not_halts(small_disk: Path) -> None:
+def test_a_disk_without_room_for_a_segment_refuses_appends_not_halts(
+    small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with LocalCluster(small_disk.parent, size=3) as cluster:
         cluster.agents["c"].extra_args = ["--map-bytes", str(MAP_BYTES)]
         # a and b first, so that one of them leads: a leader whose own store is full
@@ -74,7 +76,10 @@ def test_a_disk_without_room_for_a_segment_refuses_appends_not_halts(small_disk:
         cluster.start_agent("b")
         cluster.leader()
         cluster.start_agent("c")
-        os.environ.update(cluster.client_env())
+        for name, value in cluster.client_env().items():
+            # Undone after the test: the app's key left in os.environ made later tests'
+            # admin requests go out as the app (test_sessions, refused MEMBERS).
+            monkeypatch.setenv(name, value)
         superstatic.connect(cluster.client_endpoints(["a", "b"]))
         try:
             blob = superstatic.root("blob", dict)

@@ -57,7 +57,9 @@ def _same_everywhere(cluster: LocalCluster) -> dict[str, int]:
     return want
 
 
-def test_a_rolling_upgrade_member_by_member(tmp_path: Path) -> None:
+def test_a_rolling_upgrade_member_by_member(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     old_path = previous_release(tmp_path / "previous", LOG_IN_LMDB_RELEASE)
     old = {"PYTHONPATH": str(old_path)}
     args = ["--log-retain-entries", str(LOG_RETAIN_ENTRIES)]
@@ -65,7 +67,10 @@ def test_a_rolling_upgrade_member_by_member(tmp_path: Path) -> None:
     with LocalCluster(tmp_path / "agents", size=3, env=old, agent_args=args) as cluster:
         cluster.start()
         cluster.leader(TIMEOUT_S)
-        os.environ.update(cluster.client_env())
+        for name, value in cluster.client_env().items():
+            # Undone after the test: the app's key left in os.environ made later tests'
+            # admin requests go out as the app (test_sessions, refused MEMBERS).
+            monkeypatch.setenv(name, value)
         _write(cluster, "old", 30)
         for n, node_id in enumerate(sorted(cluster.agents)):
             # Stopped; the others (old and new) take writes meanwhile, past a compaction.
