@@ -10,8 +10,9 @@ current loop turn, with LMDB closed.
 
     superstatic-agent --migrate --data-dir ./data/a [--map-bytes N]
 
-converts a stopped agent's format-2 store (data model 1) to format 3 and exits (agent/migrate.py,
-docs/operations.md "Upgrading to data model 2").
+converts a stopped agent's store of format 2 (data model 1), 3 or 4 (the Raft log in LMDB) to
+format 5 (the log in DATA_DIR/raftlog/) and exits (agent/migrate.py, docs/operations.md
+"Upgrading").
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from superstatic_agent import logs
-from superstatic_agent.config import LOG_FORMATS, LOG_LEVELS, AgentConfig, parse_peers
+from superstatic_agent.config import (
+    CLIENT_FRAME_ENVELOPE_BYTES,
+    GC_COLLECTED_BYTES_MAX,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    LOG_SEGMENT_BYTES_MAX,
+    AgentConfig,
+    parse_peers,
+)
 
 from superstatic.protocol.errors import LimitExceeded
 
@@ -40,8 +49,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="superstatic-agent",
         description="A superstatic agent: one member of a Raft group over ZeroMQ, data in LMDB.",
-        epilog="superstatic-agent --migrate --data-dir D converts a stopped agent's format-2 "
-        "store (data model 1) to format 3 and exits (superstatic-agent --migrate --help).",
+        epilog="superstatic-agent --migrate --data-dir D converts a stopped agent's store of "
+        "format 2, 3 or 4 to format 5 and exits (superstatic-agent --migrate --help).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--id", required=True, help="this agent's id (letters, digits, - _ .)")
@@ -99,6 +108,13 @@ def parser() -> argparse.ArgumentParser:
         default=_default("log_time_skew_ms_max"),
         help="how far a leader's wall clock may move the log time it stamps (at most a tenth "
         "of the session ttl is used)",
+    )
+    p.add_argument(
+        "--log-segment-bytes",
+        type=int,
+        default=_default("log_segment_bytes"),
+        help="size of the Raft log's segment files when this agent makes its log (an existing "
+        "log keeps the size it was made with)",
     )
     p.add_argument(
         "--log-retain-entries",
@@ -288,6 +304,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         record_bytes_max=args.record_bytes_max,
         rules_max=args.rules_max,
         map_bytes=args.map_bytes,
+        log_segment_bytes=args.log_segment_bytes,
         events_cache_bytes_max=args.events_cache_bytes_max,
         node_cache_bytes_max=args.node_cache_bytes_max,
         log_retain_bytes=args.log_retain_bytes,
@@ -319,8 +336,9 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
 def migrate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="superstatic-agent --migrate",
-        description="Convert a stopped agent's store from format 2 (data model 1) to format 3, "
-        "keeping a copy in DATA_DIR/format2-backup/, then exit.",
+        description="Convert a stopped agent's store of format 2 (data model 1; a copy is kept "
+        "in DATA_DIR/format2-backup/), 3 or 4 (the Raft log in LMDB) to format 5 (the log in "
+        "DATA_DIR/raftlog/), then exit.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--migrate", action="store_true", required=True)
@@ -331,29 +349,51 @@ def migrate_parser() -> argparse.ArgumentParser:
         default=_default("map_bytes"),
         help="LMDB map size while converting (the same as the agent's)",
     )
+    p.add_argument(
+        "--log-segment-bytes",
+        type=int,
+        default=_default("log_segment_bytes"),
+        help="size of the Raft log's segment files the move makes (kept with the log; the "
+        "agent's own rule: at least twice the largest entry of the default --body-bytes-max)",
+    )
     p.add_argument("--log-level", choices=LOG_LEVELS, default=_default("log_level"))
     return p
 
 
 def migrate_main(argv: Sequence[str]) -> int:
-    args = migrate_parser().parse_args(argv)
+    parsed = migrate_parser()
+    args = parsed.parse_args(argv)
+    # The agent's own check of the size (AgentConfig), with its default body size: a log made
+    # too small for the entries it must take would fail its first large write (review40).
+    entry_bytes_max = (
+        int(_default("body_bytes_max")) + GC_COLLECTED_BYTES_MAX + CLIENT_FRAME_ENVELOPE_BYTES
+    )
+    if not 2 * entry_bytes_max <= args.log_segment_bytes <= LOG_SEGMENT_BYTES_MAX:
+        parsed.error(
+            f"--log-segment-bytes must be between {2 * entry_bytes_max} and {LOG_SEGMENT_BYTES_MAX}"
+        )
     logs.install("migrate", args.log_level, "text")
     log = logging.getLogger("superstatic.agent")
     from superstatic_agent.migrate import migrate
     from superstatic_agent.storage import EXIT_START_REFUSED, StartRefused
 
     try:
-        done = migrate(args.data_dir, map_bytes=args.map_bytes)
+        done = migrate(
+            args.data_dir, map_bytes=args.map_bytes, log_segment_bytes=args.log_segment_bytes
+        )
     except StartRefused as exc:
         log.critical("%s", exc)
         return EXIT_START_REFUSED
     if done.already:
-        print(f"{args.data_dir}: already format 3, nothing to do")
-    else:
+        print(f"{args.data_dir}: already format 5, nothing to do")
+    elif done.nodes or done.applied:
         print(
             f"{args.data_dir}: migrated {done.nodes} objects ({done.entries} entries) at index "
-            f"{done.applied} to format 3; the format-2 copy is in {done.backup}"
+            f"{done.applied} to format 5 ({done.log_entries} log entries moved to raftlog/); "
+            f"the format-2 copy is in {done.backup}"
         )
+    else:
+        print(f"{args.data_dir}: moved {done.log_entries} log entries to raftlog/: format 5")
     return 0
 
 

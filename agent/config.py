@@ -36,6 +36,12 @@ GC_COLLECTED_BYTES_MAX = 2 << 20
 MAP_BYTES_DEFAULT = 8 << 30
 # The smallest map an agent runs with: room for the databases' own pages and a few writes.
 MAP_BYTES_MIN = 16 << 20
+# The Raft log's segment size (--log-segment-bytes; agent/logsegments.py): each is written with
+# zeros when made, so that an append's fdatasync flushes data alone (docs/data-model-v2.md
+# 8.16). Stored with a new log; an existing one keeps its own. At most LOG_SEGMENT_BYTES_MAX
+# (the record format's offsets are 4 bytes); at least room for the largest entry twice over.
+LOG_SEGMENT_BYTES_DEFAULT = 64 << 20
+LOG_SEGMENT_BYTES_MAX = 1 << 30
 # Free space (of the map, or of the disk under it) kept in reserve: below map_bytes / this an
 # agent refuses new writes (they would fill it), below half of it a follower refuses to append
 # entries (it stops acknowledging); what is left is room to apply entries already logged.
@@ -130,6 +136,8 @@ class AgentConfig:
     # LMDB map size: the ceiling on the data file (--map-bytes). Below STORE_RESERVE_DIVISOR of
     # it free, writes are refused (StoreFull); see docs/agent.md, "A full store".
     map_bytes: int = MAP_BYTES_DEFAULT
+    # The Raft log's segment size when this agent makes its log (LOG_SEGMENT_BYTES_DEFAULT).
+    log_segment_bytes: int = LOG_SEGMENT_BYTES_DEFAULT
     # >0: exit (cleanly) once no app has sent anything for this long. The embedded agent the
     # library starts for one directory uses it, so it does not outlive its apps.
     exit_when_idle_ms: int = 0
@@ -241,6 +249,20 @@ class AgentConfig:
             )
         if self.map_bytes < MAP_BYTES_MIN:
             raise ValueError(f"map_bytes must be >= {MAP_BYTES_MIN}, got {self.map_bytes}")
+        # One entry alone is one log record, which must fit the segment (and its unsynced
+        # window, a segment at most): the largest body with its collected ids, twice over.
+        entry_bytes_max = self.body_bytes_max + GC_COLLECTED_BYTES_MAX + CLIENT_FRAME_ENVELOPE_BYTES
+        if self.log_segment_bytes > LOG_SEGMENT_BYTES_MAX:
+            raise LimitExceeded(
+                "LOG_SEGMENT_BYTES_MAX", LOG_SEGMENT_BYTES_MAX, self.log_segment_bytes,
+                "log_segment_bytes",
+            )  # fmt: skip
+        if self.log_segment_bytes < 2 * entry_bytes_max:
+            raise ValueError(
+                f"log_segment_bytes must be at least twice body_bytes_max + "
+                f"GC_COLLECTED_BYTES_MAX + CLIENT_FRAME_ENVELOPE_BYTES ({2 * entry_bytes_max}), "
+                f"got {self.log_segment_bytes}"
+            )
         if self.log_time_skew_ms_max < 0:
             raise ValueError(f"log_time_skew_ms_max must be >= 0, got {self.log_time_skew_ms_max}")
         if abs(self.clock_offset_ms) > CLOCK_OFFSET_MS_MAX:

@@ -1,7 +1,7 @@
 """A Raft log of its own: append-only, pre-zeroed segment files (docs/data-model-v2.md 8.16).
 
-NOT WIRED INTO THE AGENT. Groundwork on branch `ownlog-segments`, not to be merged until
-agent/storage.py is built on it with its cluster crash tests (8.16, "What building it takes").
+The agent's Raft log since store format 5 (agent/storage.py, docs/data-model-v2.md 8.18):
+`DATA_DIR/raftlog/`. One writer, on the agent loop's thread; every reader on the same thread.
 
 Layout: a folder of segments named `<sequence, 16 hex digits>.seg`, each created at
 `segment_bytes` and written with zeros (then fsynced, and renamed into place so that a crash
@@ -56,10 +56,12 @@ segments go. Segment sequence numbers are consecutive: a gap is damage.
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 import zlib
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,48 @@ class _Place:
     position: int  # of the entry within the record's list
 
 
+class _Index:
+    """index -> (segment, record offset, position in the record), for entries base + 1 ...:
+    three machine-word arrays, not one Python object per entry (8.16 (d): a log of 150,000
+    entries, --log-retain-entries' bound before compaction, held ~15 MB of _Place objects;
+    these arrays hold 20 bytes an entry). Segments are named by their sequence number."""
+
+    __slots__ = ("_offsets", "_positions", "_segments", "_sequences")
+
+    def __init__(self) -> None:
+        self._sequences = array("Q")
+        self._offsets = array("Q")
+        self._positions = array("I")
+        self._segments: dict[int, _Segment] = {}
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __getitem__(self, n: int) -> _Place:
+        segment = self._segments[self._sequences[n]]
+        return _Place(segment, self._offsets[n], self._positions[n])
+
+    def sequence(self, n: int) -> int:
+        return self._sequences[n]
+
+    def extend(self, segment: _Segment, offset: int, count: int) -> None:
+        self._segments[segment.sequence] = segment
+        self._sequences.extend([segment.sequence] * count)
+        self._offsets.extend([offset] * count)
+        self._positions.extend(range(count))
+
+    def truncate(self, length: int) -> None:
+        """Keeps the first `length` places."""
+        del self._sequences[length:], self._offsets[length:], self._positions[length:]
+
+    def drop_front(self, count: int) -> None:
+        del self._sequences[:count], self._offsets[:count], self._positions[:count]
+
+    def forget(self, segment: _Segment) -> None:
+        """A deleted segment: no place may name it any more."""
+        self._segments.pop(segment.sequence, None)
+
+
 class SegmentLog:
     """The log's records in a folder; see the module docstring. One writer; not thread-safe."""
 
@@ -147,7 +191,7 @@ class SegmentLog:
         self.fsync = fsync
         self.segments: list[_Segment] = []
         self.base = 0  # entries start after this index
-        self.places: list[_Place] = []  # places[i] holds entry base + 1 + i
+        self.places = _Index()  # places[i] holds entry base + 1 + i
         self.hard: tuple[int, str | None] | None = None
         self.torn_bytes_cut = 0  # what open() cut as a torn tail
         self._failed = False  # a flush failed: see LogFailed
@@ -173,6 +217,26 @@ class SegmentLog:
             raise LogDamaged(place.segment.path, place.offset, "a record of another index")
         term, kind, data = items[place.position]
         return index, term, kind, data
+
+    def read(self, lo: int, hi: int) -> Iterator[Entry]:
+        """Entries lo <= index < hi (base < lo), in order, each record read and decoded once
+        (entry() per index would decode a record of n entries n times). Lazy: a caller that
+        stops early reads no further. On the caller's thread between writes: nothing here is
+        safe against a compaction that deletes a segment while the iterator is suspended."""
+        assert self.base < lo, (lo, self.base)
+        hi = min(hi, self.last_index + 1)
+        held: tuple[int, int] | None = None  # (sequence, offset) of `items`
+        items: list[Any] = []
+        first = 0
+        for index in range(lo, hi):
+            place = self.places[index - self.base - 1]
+            if held != (place.segment.sequence, place.offset):
+                first, items = self._read(place.segment, place.offset)
+                held = (place.segment.sequence, place.offset)
+            if first + place.position != index or place.position >= len(items):
+                raise LogDamaged(place.segment.path, place.offset, "a record of another index")
+            term, kind, data = items[place.position]
+            yield index, term, kind, data
 
     def _read(self, segment: _Segment, offset: int) -> tuple[int, list[Any]]:
         header = os.pread(segment.fd, HEADER.size, offset)
@@ -200,16 +264,17 @@ class SegmentLog:
         items = [[t, k, d] for _i, t, k, d in entries]
         offset = self._write([first, items, None if now_hard is None else [*now_hard], False])
         self.hard = now_hard
-        del self.places[first - self.base - 1 :]
+        self.places.truncate(first - self.base - 1)
         segment = self.segments[-1]
-        self.places.extend(_Place(segment, offset, n) for n in range(len(entries)))
+        self.places.extend(segment, offset, len(entries))
         if entries:
             segment.last_index = self.last_index
 
     def reset(self, after_index: int) -> None:
-        """Drops every entry; the log starts after `after_index` (a snapshot's). Durable at
-        once: a fresh segment holds the reset, and every older segment is deleted."""
-        assert after_index >= self.base, (after_index, self.base)
+        """Drops every entry; the log starts after `after_index` (a snapshot's; or 0 when a
+        repair empties the store and keeps the term and vote). Durable at once: a fresh
+        segment holds the reset, and every older segment is deleted."""
+        assert after_index >= 0, after_index
         self.sync()
         self._new_segment()
         self._write([after_index + 1, [], None if self.hard is None else [*self.hard], True])
@@ -218,7 +283,7 @@ class SegmentLog:
             self._delete(segment)
         self.segments = self.segments[-1:]
         self.base = after_index
-        self.places = []
+        self.places = _Index()
 
     def compact(self, upto_index: int) -> int:
         """Deletes whole segments whose entries are all at or below `upto_index` (which must be
@@ -241,11 +306,14 @@ class SegmentLog:
         # entry from its first on, so live entries lie in segments in index order). Not "every
         # entry before the first kept segment's": after a cut into an older segment the live
         # entries after it may lie in a later segment, none in the first kept one (review32).
+        gone_sequences = {segment.sequence for segment in gone}
         drop = 0
-        while drop < len(self.places) and any(self.places[drop].segment is g for g in gone):
+        while drop < len(self.places) and self.places.sequence(drop) in gone_sequences:
             drop += 1
         self.base += drop
-        del self.places[:drop]
+        self.places.drop_front(drop)
+        for segment in gone:
+            self.places.forget(segment)
         return len(gone)
 
     def sync(self) -> None:
@@ -309,6 +377,9 @@ class SegmentLog:
             self._sync_folder()
         except BaseException:
             os.close(fd)
+            # Not left behind until the next open: a disk that filled while it was written
+            # would stay full (up to a segment) under a halted agent (review40).
+            scratch.unlink(missing_ok=True)
             raise
         self.segments.append(_Segment(path, sequence, fd, 0, 0))
 
@@ -366,7 +437,13 @@ class SegmentLog:
             raise LogDamaged(path, 0, "segments out of order or one missing")
         if size != self.segment_bytes:
             raise LogDamaged(path, 0, "its size is not the segment size")
-        data = os.pread(fd, size, 0)
+        # Mapped, not read: a 64 MiB segment read whole and its tail copied for each check
+        # took ~256 MiB at peak (8.16 (d)); slices of the map copy only what they take.
+        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as data:
+            self._scan_mapped(segment, data, size, last=last)
+
+    def _scan_mapped(self, segment: _Segment, data: mmap.mmap, size: int, *, last: bool) -> None:
+        path, fd = segment.path, segment.fd
         offset = 0
         torn = False
         while offset + HEADER.size <= size:
@@ -390,20 +467,19 @@ class SegmentLog:
             self._replay(segment, offset, payload)
             offset = -(-(end + 1) // RECORD_ALIGN_BYTES) * RECORD_ALIGN_BYTES
         segment.end = offset
-        rest = data[offset:]
-        if not rest.strip(b"\0"):
+        if _zeros(data, offset, size):
             return  # the zeros after the last record: a clean end
         if not last:
             raise LogDamaged(path, offset, "a record that is not whole before the last segment")
         if not torn:
             raise LogDamaged(path, offset, "a record that is not whole, with no unwritten sector")
         window_end = offset + self.unsynced_bytes_max
-        if data[window_end:].strip(b"\0"):
+        if not _zeros(data, window_end, size):
             raise LogDamaged(path, offset, "a record that is not whole, with data after it")
         if _flushed_past(data, offset, min(window_end, size)):
             raise LogDamaged(path, offset, "a record that is not whole, flushed before a later one")
         # A torn tail: cut, and zeroed again so that the next scan finds the clean end.
-        cut = len(rest.rstrip(b"\0"))
+        cut = _last_nonzero(data, offset, min(window_end, size)) - offset
         os.pwrite(fd, bytes(cut), offset)
         if self.fsync:
             os.fdatasync(fd)
@@ -412,7 +488,7 @@ class SegmentLog:
     def _replay(self, segment: _Segment, offset: int, payload: bytes) -> None:
         first, items, hard, reset = cbor2.loads(payload)
         if reset:
-            self.base, self.places = first - 1, []
+            self.base, self.places = first - 1, _Index()
             self._base_from_reset = True
         elif not self.places and segment is self.segments[0] and not self._base_from_reset:
             # The oldest segment's first record says where compaction left the log: its first
@@ -424,16 +500,36 @@ class SegmentLog:
                 # Entries at or below where the log seemed to start: a conflicting suffix cut
                 # and rewritten after entries that compaction deleted (in the oldest segment or,
                 # after a cut into an older segment, in a later one): the log restarts there.
-                self.base, self.places = first - 1, []
+                self.base, self.places = first - 1, _Index()
             if not self.base < first <= self.last_index + 1:
                 raise LogDamaged(segment.path, offset, "entries that do not follow the log")
-            del self.places[first - self.base - 1 :]
-            self.places.extend(_Place(segment, offset, n) for n in range(len(items)))
+            self.places.truncate(first - self.base - 1)
+            self.places.extend(segment, offset, len(items))
             segment.last_index = self.last_index
         self.hard = None if hard is None else (hard[0], hard[1])
 
 
-def _flushed_past(data: bytes, offset: int, window_end: int) -> bool:
+def _zeros(data: mmap.mmap, start: int, end: int) -> bool:
+    """Whether data[start:end] is all zeros, read ZERO_CHUNK_BYTES at a time."""
+    for at in range(start, end, ZERO_CHUNK_BYTES):
+        if data[at : min(end, at + ZERO_CHUNK_BYTES)].strip(b"\0"):
+            return False
+    return True
+
+
+def _last_nonzero(data: mmap.mmap, start: int, end: int) -> int:
+    """The offset just past the last non-zero byte of data[start:end] (start if none)."""
+    at = end
+    while at > start:
+        lo = max(start, at - ZERO_CHUNK_BYTES)
+        kept = len(data[lo:at].rstrip(b"\0"))
+        if kept:
+            return lo + kept
+        at = lo
+    return start
+
+
+def _flushed_past(data: mmap.mmap, offset: int, window_end: int) -> bool:
     """Whether a whole record after `offset` (below window_end) says the segment was flushed
     past `offset` when it was written. Records written after a crash's last flush say at most
     that flush's end, which is at or before the torn record; so one that says more shows the
@@ -451,7 +547,7 @@ def _flushed_past(data: bytes, offset: int, window_end: int) -> bool:
     return False
 
 
-def _has_zero_sector(data: bytes, start: int, end: int) -> bool:
+def _has_zero_sector(data: mmap.mmap, start: int, end: int) -> bool:
     """Whether some disk sector overlapping data[start:end] is all zeros within that range:
     the mark of a write that did not reach the disk whole."""
     sector = start - start % SECTOR_BYTES

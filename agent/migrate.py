@@ -1,6 +1,9 @@
-"""`superstatic-agent --migrate --data-dir D`: converts a format-2 store (data model 1: one
-`objects` record per node) into format 3 (per-key records, agent/records.py) in place, once,
-with the agent stopped (docs/data-model-v2.md section 7, docs/operations.md "Upgrading").
+"""`superstatic-agent --migrate --data-dir D`: converts a store of format 2 (data model 1: one
+`objects` record per node), 3 or 4 (per-key records, agent/records.py; the Raft log in LMDB)
+into format 5 (the Raft log in D/raftlog/, agent/logsegments.py: docs/data-model-v2.md 8.18)
+in place, once, with the agent stopped (docs/data-model-v2.md section 7, docs/operations.md
+"Upgrading"). Format 2 goes through format 3 first (the steps below), then the log moves
+(`_own_log`, after them).
 
 Steps, each safe to interrupt:
 
@@ -16,6 +19,16 @@ Steps, each safe to interrupt:
    migration cannot be checked key by key, the per-key versions being no older than the node's)
    and `meta/format` = 3, delete `meta/migrating`, sync.
 
+The log move (format 3 or 4 to 5), each step safe to interrupt:
+
+1. Remove `D/raftlog.new/` if an interrupted run left it; write the log there: a reset record
+   at LMDB's snapshot index, then the `log` db's entries with the term and vote of meta `hard`,
+   flushed; rename it to `D/raftlog/` (a `D/raftlog/` found while the store is still format 3
+   or 4 was left by an interrupted run: removed first), and sync D.
+2. One LMDB transaction: drop the `log` db, delete meta `hard`, write meta
+   `log_segment_bytes` and `format` = 5; then sync. Until this commit the store is format 3 or
+   4 and a run starts again at step 1; after it, the log in raftlog/ is the store's.
+
 The log, its outcomes, sessions and the rest of sm_meta are kept as they are: entries applied
 after the migration may still carry model-1 bodies, which the state machine applies by the v1
 rule (it compares header versions, which the migration keeps).
@@ -28,6 +41,7 @@ is restored from the backup at the next run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -40,12 +54,22 @@ import cbor2
 import lmdb
 from superstatic_agent import records as layout
 from superstatic_agent.listtree import ListTree
+from superstatic_agent.logsegments import SEGMENT_BYTES_DEFAULT, SegmentLog
 from superstatic_agent.storage import (
-    FORMATS_READ,
+    FORMAT_OWN_LOG,
+    FORMAT_TABLES,
+    FORMAT_VERSION,
     KEY_APPLIED,
     KEY_FORMAT,
+    KEY_HARD,
+    KEY_LOG_SEGMENT_BYTES,
+    KEY_SNAP,
+    LOG_DIR,
+    LOG_UNSYNCED_BYTES_MAX,
     Corrupt,
     StartRefused,
+    decode_snapshot_meta,
+    record_entry_bytes_max,
     record_get,
     record_put,
     unseal,
@@ -56,7 +80,8 @@ from superstatic.protocol import codec, keynorm
 log = logging.getLogger("superstatic.agent")
 
 FORMAT_FROM = 2
-FORMAT_TO = layout.FORMAT_VERSION
+FORMAT_TO = layout.FORMAT_VERSION  # of the conversion of data model 1 (then the log moves)
+FORMATS_LOG_IN_LMDB = (FORMAT_VERSION, FORMAT_TABLES)
 BACKUP_DIR = "format2-backup"
 KEY_MIGRATING = b"migrating"  # in meta: a migration started; redo it from the backup
 # Bytes written per write transaction: bounds the dirty pages LMDB holds in memory at once.
@@ -78,11 +103,14 @@ class Migrated:
     applied: int
     backup: Path
     already: bool = False
+    log_entries: int = 0  # entries moved into raftlog/
 
 
-def migrate(data_dir: Path, *, map_bytes: int) -> Migrated:
-    """Migrates the store in `data_dir` to format 3 (idempotent: a format-3 store without the
-    marker is left alone). Raises MigrationRefused (a StartRefused) when it cannot."""
+def migrate(
+    data_dir: Path, *, map_bytes: int, log_segment_bytes: int = SEGMENT_BYTES_DEFAULT
+) -> Migrated:
+    """Migrates the store in `data_dir` to format 5 (idempotent: a format-5 store is left
+    alone). Raises MigrationRefused (a StartRefused) when it cannot."""
     data_dir = Path(data_dir)
     backup = data_dir / BACKUP_DIR
     if not (data_dir / DATA_FILE).is_file():
@@ -96,9 +124,15 @@ def migrate(data_dir: Path, *, map_bytes: int) -> Migrated:
     except BaseException:
         env.close()
         raise
-    if fmt in FORMATS_READ and not migrating:  # format 3, or 3 with swapped tables
+    if fmt == FORMAT_OWN_LOG and not migrating:
         env.close()
         return Migrated(0, 0, 0, backup, already=True)
+    if fmt in FORMATS_LOG_IN_LMDB and not migrating:  # format 3, or 3 with swapped tables
+        try:
+            moved = _own_log(env, data_dir, log_segment_bytes)
+        finally:
+            env.close()
+        return Migrated(0, 0, 0, backup, log_entries=moved)
     if migrating:
         env.close()
         if not (backup / DATA_FILE).is_file():
@@ -123,9 +157,82 @@ def migrate(data_dir: Path, *, map_bytes: int) -> Migrated:
             env.close()
             raise
     try:
-        return _convert(env, backup)
+        converted = _convert(env, backup)
+        moved = _own_log(env, data_dir, log_segment_bytes)
     finally:
         env.close()
+    return dataclasses.replace(converted, log_entries=moved)
+
+
+def _own_log(env: lmdb.Environment, data_dir: Path, segment_bytes: int) -> int:
+    """Moves a format-3/4 store's Raft log out of LMDB into raftlog/ (the module docstring's
+    steps); returns the entries moved."""
+    final = data_dir / LOG_DIR
+    scratch = data_dir / (LOG_DIR + ".new")
+    for stale in (scratch, final):
+        # Left by an interrupted run: the store is still format 3 or 4, so not its log.
+        if stale.exists():
+            shutil.rmtree(stale)
+    log_db = env.open_db(b"log")
+    meta = env.open_db(b"meta")
+    moved = 0
+    segments = SegmentLog(
+        scratch,
+        segment_bytes=segment_bytes,
+        unsynced_bytes_max=min(LOG_UNSYNCED_BYTES_MAX, segment_bytes),
+    )
+    try:
+        with env.begin(buffers=False) as txn:
+            try:
+                raw_snap = record_get(txn, meta, "meta", KEY_SNAP)
+                raw_hard = record_get(txn, meta, "meta", KEY_HARD)
+            except Corrupt as exc:
+                raise _damaged(exc) from None
+            base = 0 if raw_snap is None else decode_snapshot_meta(raw_snap).index
+            hard = None if raw_hard is None else cbor2.loads(raw_hard)
+            term_vote = None if hard is None else (int(hard[0]), hard[1])
+            segments.reset(base)
+            if term_vote is not None:
+                segments.append((), term_vote)
+            chunk: list[tuple[int, int, int, bytes]] = []
+            size = 0
+            expected = base + 1
+            for key, raw in txn.cursor(db=log_db):
+                index = int.from_bytes(key, "big")
+                if index <= base:
+                    continue  # compacted away in all but name: never served
+                if index != expected:
+                    raise MigrationRefused(
+                        f"{data_dir}: its log is not contiguous (entry {index} after "
+                        f"{expected - 1}): restore the store from a backup, or remove the "
+                        "directory to rejoin the cluster by snapshot"
+                    )
+                try:
+                    term, kind, data = cbor2.loads(unseal("log", bytes(key), raw))
+                except Corrupt as exc:
+                    raise _damaged(exc) from None
+                if chunk and size + len(data) > record_entry_bytes_max(segments):
+                    segments.append(chunk)
+                    chunk, size = [], 0
+                chunk.append((index, term, kind, data))
+                size += len(data)
+                expected += 1
+                moved += 1
+            if chunk:
+                segments.append(chunk)
+        segments.sync()
+    finally:
+        segments.close()
+    os.rename(scratch, final)
+    _fsync_dir(data_dir)
+    with env.begin(write=True) as txn:
+        txn.drop(log_db, delete=True)
+        txn.delete(KEY_HARD, db=meta)
+        record_put(txn, meta, KEY_LOG_SEGMENT_BYTES, cbor2.dumps(segment_bytes))
+        record_put(txn, meta, KEY_FORMAT, cbor2.dumps(FORMAT_OWN_LOG))
+    env.sync(True)
+    log.info("moved %d log entries after index %d into %s", moved, base, final)
+    return moved
 
 
 def _open(data_dir: Path, map_bytes: int) -> lmdb.Environment:

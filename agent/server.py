@@ -32,6 +32,7 @@ from superstatic_agent import inspector, peer_codec, status_map
 from superstatic_agent.admission import SessionAdmission
 from superstatic_agent.auth import AgentAuth
 from superstatic_agent.config import PEERS_MAX, AgentConfig
+from superstatic_agent.logsegments import LogFailed
 from superstatic_agent.logtime import LeaderStamp
 from superstatic_agent.membership_requests import MembershipRequests
 from superstatic_agent.observe import Observer
@@ -63,7 +64,7 @@ from superstatic_agent.rules_gate import RULES_NEW_WAIT_MS, RulesGate
 from superstatic_agent.shipping import Shipping
 from superstatic_agent.statemachine import Applied, ApplyFailed, StateMachine, only_removes
 from superstatic_agent.storage import (
-    FORMAT_VERSION,
+    FORMAT_OWN_LOG,
     Corrupt,
     Dbs,
     StartRefused,
@@ -269,7 +270,12 @@ class Server:
         self.started = self.clock.monotonic()
         self.tracer: AgentTracer | None = AgentTracer() if config.trace else None
         if storage is None:
-            storage = Storage(config.data_dir, fsync=config.fsync, map_bytes=config.map_bytes)
+            storage = Storage(
+                config.data_dir,
+                fsync=config.fsync,
+                map_bytes=config.map_bytes,
+                log_segment_bytes=config.log_segment_bytes,
+            )
         self.storage = storage
         # Every record's checksum is verified before anything is read from the store; a
         # damaged store is repaired (or the start refused) before the Raft core is built.
@@ -675,6 +681,7 @@ class Server:
             self.tracer.on_ready(ready)
 
         published = False
+        messages_sent = False
 
         def apply(txn: lmdb.Transaction) -> None:
             nonlocal published
@@ -713,9 +720,18 @@ class Server:
             or conf is not None
         ):
             conf0 = self._conf0 if not self._conf0_stored else None
+
+            def durable() -> None:
+                # The log's fdatasync is done (entries, term and vote): the messages may go
+                # (votes and acks included), before the apply's LMDB commit, which Raft does
+                # not wait for (storage.py, "A Ready").
+                nonlocal messages_sent
+                messages_sent = True
+                self._send_messages(messages)
+
             try:
                 write_started = self.clock.monotonic()
-                self._write_ready(ready, apply if committed else None, conf, conf0)
+                self._write_ready(ready, apply if committed else None, conf, conf0, durable)
                 write_s = self.clock.monotonic() - write_started
                 if self.tracer is not None:
                     self.tracer.on_written(ready)
@@ -734,12 +750,18 @@ class Server:
                 # happens the agent stops writing rather than crashing into a restart loop.
                 self._halt_store_full(exc)
                 return
+            except (OSError, LogFailed) as exc:
+                # The Raft log's disk is full (a new segment could not be made) or a flush
+                # failed: never retried in this process (logsegments.LogFailed says why); the
+                # reopen at the next start finds what reached the disk.
+                self._halt_store_full(exc)
+                return
             self._account_write(ready)
             self._stored_conf = base_conf
             self._conf0_stored = self._conf0 is not None
-        # else: messages only (heartbeats and their answers): no write transaction at all.
-        # Durable now: the messages may go (votes and acks included).
-        self._send_messages(messages)
+        # else: messages only (heartbeats and their answers): no write at all.
+        if not messages_sent:
+            self._send_messages(messages)
         if ready.snapshot is not None:
             self._after_snapshot_install(ready.snapshot)
         if results:
@@ -938,26 +960,23 @@ class Server:
         apply: Callable[[lmdb.Transaction], None] | None,
         conf: ConfState | None,
         conf0: ConfState | None,
+        durable: Callable[[], None],
     ) -> None:
-        """storage.write, tried once more when the map is full: the pages the previous write
-        freed become reusable after one more commit (Storage.nudge), which is often all a
-        write just after a compaction lacks. The failed attempt left nothing behind (one
-        aborted transaction; the state machine drops its cache on any exception)."""
-        try:
-            self.storage.write(ready, apply, conf=conf, conf0=conf0)
-        except lmdb.MapFullError:
-            log.warning("the store's map is full: retrying the write once pages freed are reused")
-            self.storage.nudge()
-            self.storage.write(ready, apply, conf=conf, conf0=conf0)
+        """storage.write; each of its LMDB transactions is tried once more there when the map
+        is full (the pages the previous write freed become reusable after one more commit,
+        Storage.nudge; the failed attempt left nothing behind, and the state machine drops
+        its cache on any exception)."""
+        self.storage.write(ready, apply, conf=conf, conf0=conf0, durable=durable)
 
-    def _halt_store_full(self, exc: lmdb.Error) -> None:
+    def _halt_store_full(self, exc: Exception) -> None:
         space = self.storage.space()
         message = (
             f"a write to the store failed ({type(exc).__name__}: {exc}); used "
             f"{space.used_bytes} of --map-bytes {space.map_bytes}, disk free "
-            f"{space.disk_free_bytes}. This agent stopped writing (nothing of the failed write "
-            "was kept) and still answers STATUS and INSPECT (what it applied). Restart it with a "
-            "larger --map-bytes, or after freeing disk space: it then catches up."
+            f"{space.disk_free_bytes}. This agent stopped writing (what the failed write had "
+            "made durable is whole, the rest was not kept) and still answers STATUS and INSPECT "
+            "(what it applied). Restart it with a larger --map-bytes, or after freeing disk "
+            "space: it then catches up."
         )
         log.critical("%s", message)
         self._halt("store_full", message)
@@ -2327,7 +2346,7 @@ class Server:
         except Corrupt as exc:
             self._halt_damaged(exc)
             return
-        except lmdb.Error as exc:
+        except (lmdb.Error, OSError, LogFailed) as exc:
             self._halt_store_full(exc)
             return
         if meta is not None:
@@ -2368,7 +2387,7 @@ class Server:
             halted=self.halted,
             auth=self.auth.status(),
             store={
-                "format": FORMAT_VERSION,
+                "format": FORMAT_OWN_LOG,
                 "record_bytes_max": self.config.record_bytes_max,
                 "repair": self.repair,
                 "map_bytes": self._space.map_bytes,

@@ -5,8 +5,7 @@ Sub-databases (the layout is fixed here; the state machine opens the same handle
 
 | db | key | value |
 |---|---|---|
-| `log` | index, 8-byte big-endian | CBOR `[term, kind, data]` |
-| `meta` | `hard` `snap` `conf` `conf0` `tables` | CBOR: HardState, SnapshotMeta, ConfStates, 0/1 |
+| `meta` | `snap` `conf` `conf0` `tables` `log_segment_bytes` | CBOR: SnapshotMeta, ConfState, 0/1 |
 | `sm_meta` | `b"applied"`, ... | the state machine's own scalars (statemachine.py) |
 | `oids` `nodes` `entries` `order` `chunks` `tombs` | | the nodes, per key (agent/records.py) |
 | `sessions` | client id (utf-8) | CBOR session record |
@@ -27,21 +26,35 @@ with another) is refused at open with a message saying what to do.
 `conf` is the configuration at the start of the log (the core's base); `conf0` the cluster's
 initial configuration, at index 0, kept forever (a new member's core starts from it).
 
-Every change the Raft core asks for in one `Ready` (snapshot install, log truncate + append,
-hard state, base configuration, and applying the committed entries) happens in ONE write
-transaction, so a `kill -9` at any instant leaves either the state before or the state after a
-whole `Ready`.
+The Raft log (entries, term and vote) is NOT in LMDB (format 5, docs/data-model-v2.md 8.18):
+it is a folder of append-only segments, `raftlog/` (agent/logsegments.py), so that a durable
+Ready costs ONE fdatasync (LMDB needs two: its commit's data flush, then the meta page).
+`meta/log_segment_bytes` says the size its segments were made at.
+
+A Ready, in this order (`write`):
+1. a snapshot install and a changed base configuration (rare): one LMDB transaction, committed
+   and synced, THEN the log reset after the snapshot's index. A crash between the two leaves a
+   log that ends at or below LMDB's snapshot, or whose entry at the snapshot's index is of
+   another term: the open resets it then (`_reconcile_log`). The configuration goes first so
+   that no crash leaves entries whose base configuration is not stored.
+2. its entries and a changed term or vote: records appended to the log, then ONE fdatasync.
+3. `durable()`: the Raft messages leave (acks and votes need step 2 durable, nothing more).
+4. the apply (state machine, outcomes, applied index): one LMDB transaction, committed with its
+   data flush (MDB_NOMETASYNC) and no sync. After the log's flush, so that the applied index
+   never passes what the log holds durably; a power loss may undo this commit, and the durable
+   log applies again. A Ready with only entries or a term/vote has no LMDB commit at all.
+A `kill -9` at any instant leaves each of the two stores whole (the log's torn tail is cut at
+open; LMDB's commit is atomic), with LMDB never ahead of the log.
 
 Power loss (docs/data-model.md, "Durability"): with fsync on, the environment is opened in
 LMDB's MDB_NOMETASYNC mode: every commit flushes its data pages before it writes the meta page
 that points to them, so the file is never a meta page ahead of its data (under MDB_NOSYNC the
 kernel may write them in any order, and a power loss can leave a meta page pointing at pages
 that never reached the disk: a corrupt environment). A commit's own meta page is flushed by the
-next commit, or by the explicit `env.sync` a Ready gets when Raft needs it durable before its
-messages leave (entries, a new term or vote, a snapshot). A Ready that only applies (and moves
-the commit index) is not synced further: a power loss may undo that one transaction, and what
-it held is derived again from the durable log. So everything an app was told about is
-derivable from durable data, and every Raft promise is durable before it is sent.
+next commit, or by an explicit `env.sync`: step 1's, and compaction's, which syncs LMDB BEFORE
+the log deletes any segment (the applied state must be durable before the entries that derive
+it go). So everything an app was told about is derivable from durable data, and every Raft
+promise is durable before it is sent.
 """
 
 from __future__ import annotations
@@ -59,6 +72,11 @@ import cbor2
 import lmdb
 from superstatic_agent import records as records_format
 from superstatic_agent.config import MAP_BYTES_DEFAULT
+from superstatic_agent.logsegments import (
+    SEGMENT_BYTES_DEFAULT,
+    LogDamaged,
+    SegmentLog,
+)
 from superstatic_agent.noderead import materialize
 from superstatic_agent.payload import event_fields
 from superstatic_agent.raft.membership import apply_change
@@ -98,6 +116,16 @@ DBS_MAX = 24
 LOG_LOAD_ENTRIES_MAX = 10_000_000
 # Default number of entries per call of entries()/events() when a caller gives no tighter bound.
 READ_ENTRIES_MAX = 100_000
+# The Raft log's folder in the data directory (agent/logsegments.py).
+LOG_DIR = "raftlog"
+# Entry data per log record: a Ready's entries are split into records of at most this much, or a
+# quarter of the log's unsynced window if smaller (one entry bigger than it takes a record of
+# its own). A record must fit that window (8.16 (c)); several records of one Ready still get
+# ONE fdatasync.
+LOG_RECORD_ENTRY_BYTES_MAX = 4 << 20
+# The log's unsynced window: a record is at most this, so one entry of the largest body a
+# client frame can carry (wire.FRAME_BYTES_MAX, 16 MiB) fits with room.
+LOG_UNSYNCED_BYTES_MAX = 32 << 20
 
 # The on-disk format: 3 = nodes stored per key (data model v2, agent/records.py); 2 = whole
 # node records, every value sealed with a checksum; 1 = no checksums, no format record. Other
@@ -110,13 +138,20 @@ FORMAT_MODEL_1 = 2
 # says it is another format and such an agent refuses it. This agent reads both; a fresh store
 # and a migrated one are format 3 until an install swaps their tables.
 FORMAT_TABLES = 4
-FORMATS_READ = (FORMAT_VERSION, FORMAT_TABLES)
+# Format 5: format 3's records, the tables as `tables` says, and the Raft log (entries, term and
+# vote) in raftlog/ instead of LMDB's `log` db and meta `hard` (8.18). The only format this
+# agent reads; 3 and 4 (and 2) are converted by `--migrate` (agent/migrate.py). An older agent
+# refuses it (it reads 3 and 4 only), so none reads an empty log from a migrated store.
+FORMAT_OWN_LOG = 5
+FORMATS_READ = (FORMAT_OWN_LOG,)
+FORMATS_MIGRATED = (FORMAT_MODEL_1, FORMAT_VERSION, FORMAT_TABLES)
 KEY_FORMAT = b"format"
+KEY_LOG_SEGMENT_BYTES = b"log_segment_bytes"
 # Damaged records a scrub lists by name (it counts them all).
 SCRUB_REPORT_MAX = 16
 
 KEY_REPAIR = b"repair"  # in meta: the last index held before a repair emptied the store
-KEY_HARD = b"hard"
+KEY_HARD = b"hard"  # formats 3 and 4 only: the term, vote and commit (format 5: in the log)
 KEY_SNAP = b"snap"
 KEY_CONF = b"conf"
 # The cluster's initial configuration (at index 0): what a new member's core starts from. Every
@@ -136,7 +171,6 @@ STAGING_DONE = b"done"  # present once the part marked last was staged
 # exactly what they did before (an agent older than rules 3 refuses an unknown db's records).
 SNAPSHOT_DB_NAMES = (b"sm_meta", b"sessions", *records_format.NODE_DB_NAMES, b"oid_marks")
 DB_NAMES = (
-    b"log",
     b"meta",
     *SNAPSHOT_DB_NAMES,
     b"outcomes",
@@ -230,7 +264,6 @@ class Dbs:
     snapshot install (`swapped`, KEY_TABLES). Immutable: a reader that took one with its read
     transaction keeps the tables of its snapshot across an install."""
 
-    log: Any
     meta: Any
     sm_meta: Any
     sessions: Any
@@ -267,10 +300,9 @@ class Dbs:
 
 
 def store_format(txn: lmdb.Transaction, dbs: Dbs) -> int:
-    """The format this store is in: FORMAT_TABLES once an install has swapped its tables (the
-    KEY_TABLES record exists, whichever way it points), else FORMAT_VERSION. What a rewrite of
-    the format record writes, so it never claims a format an older agent would misread."""
-    return FORMAT_TABLES if txn.get(KEY_TABLES, db=dbs.meta) is not None else FORMAT_VERSION
+    """The format this store is in (what a rewrite of the format record writes): format 5
+    whichever way its tables point (every agent that reads 5 reads `tables`)."""
+    return FORMAT_OWN_LOG
 
 
 def open_dbs(env: lmdb.Environment) -> Dbs:
@@ -288,6 +320,11 @@ def open_dbs(env: lmdb.Environment) -> Dbs:
             "this agent's format"
         )
     return dbs.swapped() if tables else dbs
+
+
+def record_entry_bytes_max(raft_log: SegmentLog) -> int:
+    """Entry data per log record (LOG_RECORD_ENTRY_BYTES_MAX's comment)."""
+    return min(LOG_RECORD_ENTRY_BYTES_MAX, raft_log.unsynced_bytes_max // 4)
 
 
 def index_key(index: int) -> bytes:
@@ -348,12 +385,6 @@ def read_snapshot_meta(txn: lmdb.Transaction, dbs: Dbs) -> SnapshotMeta | None:
     return None if raw is None else decode_snapshot_meta(raw)
 
 
-def read_entry(txn: lmdb.Transaction, dbs: Dbs, index: int) -> Entry | None:
-    key = index_key(index)
-    raw = record_get(txn, dbs.log, "log", key)
-    return None if raw is None else decode_entry(index, raw)
-
-
 # ---------------------------------------------------------------- Storage
 
 
@@ -402,8 +433,15 @@ class Storage:
     """The LMDB environment of one agent; see the module docstring for the layout."""
 
     def __init__(
-        self, path: Path, *, fsync: bool = True, map_bytes: int = MAP_BYTES_DEFAULT
+        self,
+        path: Path,
+        *,
+        fsync: bool = True,
+        map_bytes: int = MAP_BYTES_DEFAULT,
+        log_segment_bytes: int = SEGMENT_BYTES_DEFAULT,
     ) -> None:
+        """`log_segment_bytes`: the segment size of a NEW store's log (an existing one keeps
+        the size stored with it, meta `log_segment_bytes`: 8.16 (e))."""
         assert map_bytes > 0, map_bytes
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -424,14 +462,29 @@ class Storage:
         # Told the new handles when an install swaps the tables (set by the owner of a state
         # machine on this environment, whose own handles must follow within the same write).
         self.on_dbs: Callable[[Dbs], None] | None = None
+        # fsyncs done (each commit's data flush with fsync on, each explicit sync, and each of
+        # the log's fdatasyncs): for status and the tests of the sync rules.
+        self.syncs = 0
         try:
-            self._check_format()
+            segment_bytes = self._check_format(log_segment_bytes)
+            if fsync:
+                # A fresh store's format record durable before the log holds anything: a
+                # power loss must never leave a log beside a store that looks fresh (refused
+                # as "a log without its store").
+                self.env.sync(True)
+            self.log = self._open_log(segment_bytes)
         except StartRefused:
             self.env.close()
             raise
-        # fsyncs done (each commit's data flush with fsync on, and each explicit sync): for
-        # status and the tests of the sync rules.
-        self.syncs = 0
+        # The first index the log and the event stream serve: LMDB's snapshot index + 1. The
+        # log may still hold entries at or below it (compaction deletes whole segments only,
+        # and after LMDB's commit): they are never served.
+        self._first = 1
+        try:
+            self._reconcile_log()
+        except BaseException:
+            self.close()
+            raise
         # Told each explicit fsync's duration in seconds (the metrics' fsync histogram), if set.
         self.sync_observer: Callable[[float], None] | None = None
         # (term, vote) as last made durable. A Ready whose hard state differs from it only in
@@ -439,54 +492,131 @@ class Storage:
         # restart, and applying is replayed from the durable log. Skipping it takes one fsync
         # off every commit's critical path (the leader's apply Ready) and most of the
         # followers'.
-        self._term_vote_synced: tuple[int, str | None] | None = None
+        self._term_vote_synced: tuple[int, str | None] | None = self.log.hard
 
     # ------------------------------------------------------------ format, scrub, repair
 
-    def _check_format(self) -> None:
-        """Writes FORMAT_VERSION into a fresh store; StartRefused for a store of another
-        format (format 1, before checksums, has no format record but does hold data)."""
+    def _check_format(self, log_segment_bytes: int) -> int:
+        """Writes FORMAT_OWN_LOG (and the log's segment size) into a fresh store; StartRefused
+        for a store of another format (format 1, before checksums, has no format record but
+        does hold data). Returns the log's segment size."""
         with self.env.begin(write=True) as txn:
             raw = txn.get(KEY_FORMAT, db=self.dbs.meta)
             if raw is None:
                 held = sum(txn.stat(getattr(self.dbs, n.decode()))["entries"] for n in DB_NAMES)
-                if held:
+                if held or txn.stat()["entries"] > len(DB_NAMES):
                     raise StartRefused(
                         f"{self.path} holds a superstatic store of format 1 (written before "
                         f"stored records carried checksums); this agent reads format "
-                        f"{FORMAT_VERSION} only and does not convert a store in place. Keep "
+                        f"{FORMAT_OWN_LOG} only and does not convert a store in place. Keep "
                         "running the older superstatic on it, or start this agent on an empty "
                         "--data-dir: a member of a cluster whose other agents hold the data is "
                         "sent it (log or snapshot); a single agent starts empty."
                     )
-                record_put(txn, self.dbs.meta, KEY_FORMAT, cbor2.dumps(FORMAT_VERSION))
-                return
+                if (self.path / LOG_DIR).exists() and any((self.path / LOG_DIR).iterdir()):
+                    # A log without its LMDB half (data.mdb removed by hand): its entries
+                    # would be applied on no snapshot, its vote kept for another store.
+                    raise StartRefused(
+                        f"{self.path} holds a Raft log ({LOG_DIR}/) but no store beside it: "
+                        "remove the directory to rejoin the cluster as a new member, or restore "
+                        "it whole from a backup."
+                    )
+                record_put(txn, self.dbs.meta, KEY_FORMAT, cbor2.dumps(FORMAT_OWN_LOG))
+                record_put(
+                    txn, self.dbs.meta, KEY_LOG_SEGMENT_BYTES, cbor2.dumps(log_segment_bytes)
+                )
+                return log_segment_bytes
             try:
                 version = cbor2.loads(unseal("meta", KEY_FORMAT, raw))
             except Corrupt:
-                return  # damaged: the scrub at start reports it with everything else
-            if version == FORMAT_MODEL_1:
+                version = FORMAT_OWN_LOG  # damaged: the scrub at start reports it
+            if version in FORMATS_MIGRATED:
                 raise StartRefused(
-                    f"{self.path} holds a superstatic store of format 2 (data model v1: one "
-                    f"record per container); this agent reads format {FORMAT_VERSION} (data "
-                    "model v2, per-key records) only. Run `superstatic-agent --migrate "
-                    f"--data-dir {self.path}` once (it keeps a copy at "
-                    f"{self.path / 'format2-backup'}), or remove the directory to rejoin "
-                    "the cluster by snapshot."
+                    f"{self.path} holds a superstatic store of format {version} (the Raft log "
+                    f"inside LMDB{'; data model v1' if version == FORMAT_MODEL_1 else ''}); this "
+                    f"agent reads format {FORMAT_OWN_LOG} (the log in {LOG_DIR}/) only. Run "
+                    f"`superstatic-agent --migrate --data-dir {self.path}` once, with the agent "
+                    "stopped"
+                    + (
+                        f" (it keeps a copy at {self.path / 'format2-backup'})"
+                        if version == FORMAT_MODEL_1
+                        else ""
+                    )
+                    + ", or remove the directory to rejoin the cluster by snapshot."
                 )
             if version not in FORMATS_READ:
                 raise StartRefused(
                     f"{self.path} holds a superstatic store of format {version!r:.20}; this "
-                    f"agent reads formats {FORMAT_VERSION} and {FORMAT_TABLES} (FORMATS_READ) "
-                    "only: run the superstatic version that wrote it, or start on an empty "
-                    "--data-dir."
+                    f"agent reads format {FORMAT_OWN_LOG} (FORMATS_READ) only: run the "
+                    "superstatic version that wrote it, or start on an empty --data-dir."
                 )
+            raw_size = record_get(txn, self.dbs.meta, "meta", KEY_LOG_SEGMENT_BYTES)
+            size = None if raw_size is None else cbor2.loads(raw_size)
+            if type(size) is not int or not 0 < size < 1 << 32:
+                raise StartRefused(
+                    f"{self.path}: the store's meta record 'log_segment_bytes' is missing or "
+                    "not a size: this store was not written by this agent's format"
+                )
+            return size
+
+    def _open_log(self, segment_bytes: int) -> SegmentLog:
+        try:
+            return SegmentLog(
+                self.path / LOG_DIR,
+                segment_bytes=segment_bytes,
+                unsynced_bytes_max=min(LOG_UNSYNCED_BYTES_MAX, segment_bytes),
+                fsync=self.fsync,
+            )
+        except LogDamaged as exc:
+            # Not repaired here: the term and vote live in the log, so this copy cannot know
+            # how it voted and must not rejoin as itself (as for a damaged `hard` before).
+            raise StartRefused(
+                f"the Raft log in {self.path / LOG_DIR} is damaged: {exc}. This agent cannot "
+                "know its log or how it voted, so it must not rejoin as itself. Remove it "
+                "(superstatic members remove ID), empty its --data-dir, and add it back as a "
+                "learner (superstatic members add-learner), then promote it."
+            ) from None
+
+    def _reconcile_log(self) -> None:
+        """Makes the log agree with LMDB's snapshot (the crash windows of `write`'s step 1 and
+        of `repair`): entries at or below the snapshot's index are ignored; a log that ends
+        below it, or whose entry there is of another term, is what an install left before its
+        reset (the core had dropped every entry): reset now."""
+        try:
+            with self.env.begin() as txn:
+                snapshot = read_snapshot_meta(txn, self.dbs)
+        except Corrupt:
+            # The scrub at start reports it, and the repair (which resets the log) runs
+            # before anything reads the log; until then nothing is reset on a damaged word.
+            self._first = self.log.base + 1
+            return
+        base = 0 if snapshot is None else snapshot.index
+        self._first = base + 1
+        if self.log.base > base:
+            raise StartRefused(
+                f"the Raft log in {self.path / LOG_DIR} starts after index {self.log.base}, past "
+                f"the store's snapshot at {base}: the two were not written together. Remove "
+                "this agent's --data-dir and add it back as a learner, or restore it whole."
+            )
+        if snapshot is None:
+            return
+        if self.log.last_index < base:
+            self.log.reset(base)
+            log.warning("the log ended below the snapshot at %d (install interrupted): reset", base)
+            return
+        if self.log.base < base:
+            _index, term, _kind, _data = next(self.log.read(base, base + 1))
+            if term != snapshot.term:
+                self.log.reset(base)
+                log.warning("the log's term at %d is not the snapshot's: reset", base)
 
     def scrub(self) -> Scrubbed:
         """Verifies the checksum of every stored record (run at start, before load()). Reads
         the whole store once: about as long as copying the data file."""
         damaged: list[tuple[str, bytes]] = []
         count = checked = 0
+        # The log's records were each checked against their CRC when the log was opened
+        # (`LogDamaged` refuses the start); this scrub is LMDB's.
         try:
             with self.env.begin() as txn:
                 for name in DB_NAMES:
@@ -543,27 +673,33 @@ class Storage:
                     "this agent has no peer to be sent the data again: restore --data-dir "
                     "from a backup."
                 )
+            last = max(self.log.last_index, 0 if snapshot is None else snapshot.index)
             try:
-                hard_raw = record_get(txn, self.dbs.meta, "meta", KEY_HARD)
+                # A repair interrupted after the log's reset (below) recorded what it held.
+                raw = record_get(txn, self.dbs.meta, "meta", KEY_REPAIR)
+                last = max(last, 0 if raw is None else int(cbor2.loads(raw)))
             except Corrupt:
-                raise StartRefused(
-                    f"the store in {self.path} is damaged, its term and vote included: it "
-                    "cannot know how it voted, so it must not rejoin as itself. Remove it "
-                    "(superstatic members remove ID), empty its --data-dir, and add it back "
-                    "as a learner (superstatic members add-learner), then promote it."
-                ) from None
-            term, vote = (0, None) if hard_raw is None else cbor2.loads(hard_raw)[:2]
-            cursor = txn.cursor(db=self.dbs.log)
-            last = key_index(cursor.key()) if cursor.last() else 0
-            last = max(last, 0 if snapshot is None else snapshot.index)
+                pass
+            # The index held, recorded and durable BEFORE the log forgets it: a crash after the
+            # reset must not lower what the vote waits for (it may have acknowledged entries).
+            record_put(txn, self.dbs.meta, KEY_REPAIR, cbor2.dumps(last))
+        self._committed()
+        if self.fsync:
+            self.sync()
+        # The log next (it keeps the term and vote): a crash after it leaves LMDB as it was,
+        # damage and all, and a log ending below LMDB's snapshot, which the open resets to the
+        # snapshot (`_reconcile_log`); the next start repairs again. The other order could
+        # leave LMDB without a snapshot under a compacted log.
+        self.log.reset(0)
+        self._first = 1
+        with self.env.begin(write=True) as txn:
             for name in DB_NAMES:
                 if name != b"meta":
                     txn.drop(getattr(self.dbs, name.decode()), delete=False)
             for key in (KEY_SNAP, KEY_CONF):
                 txn.delete(key, db=self.dbs.meta)
-            record_put(txn, self.dbs.meta, KEY_HARD, cbor2.dumps([term, vote, 0]))
             record_put(txn, self.dbs.meta, KEY_FORMAT, cbor2.dumps(store_format(txn, self.dbs)))
-            record_put(txn, self.dbs.meta, KEY_REPAIR, cbor2.dumps(last))
+        self._committed()
         if self.fsync:
             self.sync()
         return (
@@ -584,41 +720,41 @@ class Storage:
     # ------------------------------------------------------------ reading at start
 
     def load(self) -> Loaded:
-        with self.env.begin(db=self.dbs.log) as txn:
-            hard_raw = record_get(txn, self.dbs.meta, "meta", KEY_HARD)
-            hard_state = None
-            if hard_raw is not None:
-                term, vote, commit = cbor2.loads(hard_raw)
-                hard_state = HardState(term=term, vote=vote, commit=commit)
+        with self.env.begin() as txn:
             snapshot = read_snapshot_meta(txn, self.dbs)
             conf_raw = record_get(txn, self.dbs.meta, "meta", KEY_CONF)
             conf = None if conf_raw is None else decode_conf(cbor2.loads(conf_raw))
             conf0_raw = record_get(txn, self.dbs.meta, "meta", KEY_CONF0)
             conf0 = None if conf0_raw is None else decode_conf(cbor2.loads(conf0_raw))
-            if conf0 is None and snapshot is None:
-                conf0 = conf  # stored before conf0 was: the log still starts at index 1
-            if snapshot is not None:
-                conf = snapshot.conf
-            base = 0 if snapshot is None else snapshot.index
-            entries: list[Entry] = []
-            cursor = txn.cursor(db=self.dbs.log)
-            if cursor.set_range(index_key(base + 1)):
-                for key, value in cursor:
-                    if len(entries) >= LOG_LOAD_ENTRIES_MAX:
-                        raise LimitExceeded(
-                            "LOG_LOAD_ENTRIES_MAX",
-                            LOG_LOAD_ENTRIES_MAX,
-                            len(entries) + 1,
-                            "stored log entries",
-                        )
-                    entry = decode_entry(key_index(key), unseal("log", key, value))
-                    expected = base + 1 + len(entries)
-                    assert entry.index == expected, ("log not contiguous", entry.index, expected)
-                    entries.append(entry)
             applied, _term, log_time_ms = read_applied(txn, self.dbs)
+        if conf0 is None and snapshot is None:
+            conf0 = conf  # stored before conf0 was: the log still starts at index 1
+        if snapshot is not None:
+            conf = snapshot.conf
+        base = self._first - 1
+        last = self.log.last_index
+        if last - base > LOG_LOAD_ENTRIES_MAX:
+            raise LimitExceeded(
+                "LOG_LOAD_ENTRIES_MAX", LOG_LOAD_ENTRIES_MAX, last - base, "stored log entries"
+            )
         assert applied >= base, ("applied below the snapshot", applied, base)
-        if hard_state is not None:
-            assert applied <= max(hard_state.commit, base), ("applied past commit", applied)
+        if applied > max(base, last):
+            # LMDB applied entries the log no longer holds: the log's flush comes before the
+            # apply's commit (`write`), so only a store not written by this agent (or copied
+            # in halves) looks like this.
+            raise StartRefused(
+                f"the store in {self.path} applied up to index {applied} but its Raft log ends "
+                f"at {last}: the two were not written together. Remove this agent's --data-dir "
+                "and add it back as a learner, or restore it whole."
+            )
+        entries = [
+            Entry(index=i, term=t, kind=EntryKind(k), data=d)
+            for i, t, k, d in self.log.read(base + 1, last + 1)
+        ]
+        hard = self.log.hard
+        # The commit index is not stored (Raft recomputes it: 8.16, "What building it takes"
+        # 1); what this store applied was committed.
+        hard_state = None if hard is None else HardState(term=hard[0], vote=hard[1], commit=applied)
         return Loaded(hard_state, conf, conf0, snapshot, entries, applied, log_time_ms)
 
     # ------------------------------------------------------------ the one write per Ready
@@ -630,51 +766,76 @@ class Storage:
         *,
         conf: ConfState | None = None,
         conf0: ConfState | None = None,
+        durable: Callable[[], None] | None = None,
     ) -> None:
-        """Persists one Ready in ONE write transaction, then syncs once if it held anything
-        Raft needs durable (entries, hard state, snapshot).
+        """Persists one Ready in the order of the module docstring: (1) a snapshot install and
+        `conf` (pass `node.base_conf`: the configuration at the start of the log, only when it
+        changed) and `conf0` (the initial configuration, once) in one LMDB transaction, synced,
+        then the log's reset; (2) the entries (truncating the log at the first one's index)
+        and a changed term/vote appended to the log, ONE fdatasync; (3) `durable()`, where the
+        caller sends the Raft messages; (4) `apply_fn(txn)` (the state machine applying
+        `ready.committed`) in one LMDB transaction, not synced.
 
-        Order inside the transaction: install the staged snapshot and drop the whole log (if
-        `ready.snapshot`), truncate the log at `ready.entries[0].index` and append, store the
-        hard state, store `conf` (pass `node.base_conf`: the configuration at the start of the
-        log, stored only when it changed) and `conf0` (the initial configuration, once), then
-        `apply_fn(txn)` (the state machine applying
-        `ready.committed`). An exception anywhere aborts the whole transaction.
+        An exception aborts the step it happens in and every later one; earlier steps stay
+        done (each leaves the store whole). A step whose LMDB map is full is tried once more
+        after `nudge` (the pages the last write freed become reusable after one more commit).
         """
         hs_new = ready.hard_state
         term_vote = None if hs_new is None else (hs_new.term, hs_new.vote)
-        durable = (
-            bool(ready.entries)
-            or ready.snapshot is not None
-            or (term_vote is not None and term_vote != self._term_vote_synced)
-        )
+        hard_changed = term_vote is not None and term_vote != self._term_vote_synced
+        if ready.snapshot is not None or conf is not None or conf0 is not None:
+            self._write_base(ready.snapshot, conf, conf0)
+        if ready.entries or hard_changed:
+            self._append(ready.entries, term_vote if hard_changed else None)
+            self._sync_log()
+            if term_vote is not None:
+                # Durable now (flushed, or fsync off by choice). Not reset by a Ready without a
+                # hard state: the core's term and vote are what they were.
+                self._term_vote_synced = term_vote
+        if durable is not None:
+            durable()
+        if apply_fn is not None:
+            self._commit(apply_fn)
+
+    def _write_base(
+        self, snapshot: SnapshotMeta | None, conf: ConfState | None, conf0: ConfState | None
+    ) -> None:
         dbs_before = self.dbs
+
+        def base(txn: lmdb.Transaction) -> None:
+            if snapshot is not None:
+                self._install_snapshot(txn, snapshot)
+            if conf is not None:
+                self.store_conf(txn, conf)
+            if conf0 is not None:
+                self.store_conf0(txn, conf0)
+
         try:
-            with self.env.begin(write=True) as txn:
-                if ready.snapshot is not None:
-                    self._install_snapshot(txn, ready.snapshot)
-                if ready.entries:
-                    self._append(txn, ready.entries)
-                if ready.hard_state is not None:
-                    hs = ready.hard_state
-                    hard = cbor2.dumps([hs.term, hs.vote, hs.commit])
-                    record_put(txn, self.dbs.meta, KEY_HARD, hard)
-                if conf is not None:
-                    self.store_conf(txn, conf)
-                if conf0 is not None:
-                    self.store_conf0(txn, conf0)
-                if apply_fn is not None:
-                    apply_fn(txn)
+            self._commit(base)
         except BaseException:
             if self.dbs is not dbs_before:
                 self._set_dbs(dbs_before)  # the install aborted with the transaction
             raise
+        if self.fsync:
+            self.sync()  # before the log moves past it: see the module docstring, step 1
+        if snapshot is not None:
+            # The core reset its log to start after the snapshot: every stored entry is
+            # obsolete (durable at once: a fresh segment, the older ones deleted).
+            self.log.reset(snapshot.index)
+            self._first = snapshot.index + 1
+
+    def _commit(self, body: Callable[[lmdb.Transaction], None]) -> None:
+        """One LMDB write transaction running `body`, tried once more after `nudge` if the map
+        is full (the failed attempt left nothing: an aborted transaction)."""
+        try:
+            with self.env.begin(write=True) as txn:
+                body(txn)
+        except lmdb.MapFullError:
+            log.warning("the store's map is full: retrying the write once pages freed are reused")
+            self.nudge()
+            with self.env.begin(write=True) as txn:
+                body(txn)
         self._committed()
-        if durable and self.fsync:
-            self.sync()
-        if term_vote is not None:
-            # Durable now (synced, or fsync off by choice); a later sync covers it anyway.
-            self._term_vote_synced = term_vote
 
     @property
     def term_vote_durable(self) -> tuple[int, str | None] | None:
@@ -706,12 +867,22 @@ class Storage:
             self.sync()
 
     def sync(self) -> None:
-        """Makes every committed transaction durable (with MDB_NOMETASYNC: flushes the last
-        commit's meta page)."""
+        """Makes every committed LMDB transaction durable (with MDB_NOMETASYNC: flushes the
+        last commit's meta page)."""
         started = time.monotonic()
         self.env.sync(True)
         self.syncs += 1
         if self.sync_observer is not None:
+            self.sync_observer(time.monotonic() - started)
+
+    def _sync_log(self) -> None:
+        """The log's ONE fdatasync for what this Ready appended (none with fsync off)."""
+        started = time.monotonic()
+        before = self.log.syncs
+        self.log.sync()
+        flushed = self.log.syncs - before  # 0 with fsync off: only real flushes count
+        self.syncs += flushed
+        if flushed and self.sync_observer is not None:
             self.sync_observer(time.monotonic() - started)
 
     def _committed(self) -> None:
@@ -722,9 +893,8 @@ class Storage:
 
     def _install_snapshot(self, txn: lmdb.Transaction, meta: SnapshotMeta) -> None:
         self._set_dbs(install_staged(txn, self.dbs, meta))
-        # The core reset its log to start after meta.index: every stored entry is obsolete, and
-        # the stream of outcomes restarts after the snapshot too.
-        txn.drop(self.dbs.log, delete=False)
+        # The stream of outcomes restarts after the snapshot (the log is reset after this
+        # transaction is durable: `_write_base`).
         txn.drop(self.dbs.outcomes, delete=False)
         record_put(txn, self.dbs.meta, KEY_SNAP, encode_snapshot_meta(meta))
         applied, _term, _time_ms = read_applied(txn, self.dbs)
@@ -735,88 +905,73 @@ class Storage:
         if self.on_dbs is not None:
             self.on_dbs(dbs)
 
-    def _append(self, txn: lmdb.Transaction, entries: tuple[Entry, ...]) -> None:
-        first = entries[0].index
-        cursor = txn.cursor(db=self.dbs.log)
-        if cursor.last():
-            last = key_index(cursor.key())
-        else:
-            snapshot = read_snapshot_meta(txn, self.dbs)
-            last = 0 if snapshot is None else snapshot.index
-        assert first <= last + 1, ("gap in the log", first, last)
-        if first <= last:
+    def _append(self, entries: tuple[Entry, ...], term_vote: tuple[int, str | None] | None) -> None:
+        """Appends `entries` (cutting the log's suffix from the first one's index) and/or a new
+        term and vote as log records, split so each holds at most LOG_RECORD_ENTRY_BYTES_MAX
+        of entry data (one bigger entry alone); not flushed here."""
+        if entries and entries[0].index <= self.log.last_index:
             # Raft never truncates committed (hence applied or compacted) entries. Checked only
-            # when truncating: an append past the last entry cannot touch them (what is
-            # applied or compacted is at or below it), and every append paid the two sealed
-            # reads, ~0.6 of the ~8 us of CPU a one-entry write takes (data-model-v2.md 8.7).
-            snapshot = read_snapshot_meta(txn, self.dbs)
-            base = 0 if snapshot is None else snapshot.index
-            applied, _term, _time_ms = read_applied(txn, self.dbs)
-            assert first > max(base, applied), (
-                "truncating committed entries",
-                first,
-                base,
-                applied,
-            )
-            # Truncate: delete every entry at or after `first` (at most last - first + 1).
-            cursor.set_key(index_key(first))
-            for _ in range(last - first + 1):
-                assert cursor.delete(), "log entry vanished during truncation"
-        expected = first
+            # when truncating: an append past the last entry cannot touch them.
+            with self.env.begin() as txn:
+                applied, _term, _time_ms = read_applied(txn, self.dbs)
+            first = entries[0].index
+            assert first > max(self._first - 1, applied), ("truncating committed", first, applied)
+        if not entries:
+            assert term_vote is not None
+            self.log.append((), term_vote)
+            return
+        chunk: list[tuple[int, int, int, bytes]] = []
+        size = 0
+        hard = term_vote
+        record_bytes_max = record_entry_bytes_max(self.log)
         for entry in entries:
-            assert entry.index == expected, ("entries not contiguous", entry.index, expected)
-            record_put(txn, self.dbs.log, index_key(entry.index), encode_entry(entry), append=True)
-            expected += 1
+            if chunk and size + len(entry.data) > record_bytes_max:
+                self.log.append(chunk, hard)
+                chunk, size, hard = [], 0, None  # the next records carry it anyway
+            chunk.append((entry.index, entry.term, int(entry.kind), entry.data))
+            size += len(entry.data)
+        self.log.append(chunk, hard)
 
     # ------------------------------------------------------------ reading the log
 
     def entries(self, lo: int, hi: int, bytes_max: int) -> list[Entry]:
         """Stored entries with lo <= index < hi, stopping before `bytes_max` bytes of data (but
         always at least one entry if any is stored at `lo`). Raises Trimmed below the first
-        stored entry."""
+        stored entry. On the loop's thread, like every write (the log is not thread-safe, and
+        compaction deletes segments: 8.16 (b))."""
         assert 1 <= lo <= hi, (lo, hi)
         assert bytes_max >= 1, bytes_max
+        if lo < self._first:
+            raise Trimmed(lo, self._first)
         out: list[Entry] = []
         size = 0
-        with self.env.begin() as txn:
-            snapshot = read_snapshot_meta(txn, self.dbs)
-            base = 0 if snapshot is None else snapshot.index
-            if lo <= base:
-                raise Trimmed(lo, base + 1)
-            cursor = txn.cursor(db=self.dbs.log)
-            if not cursor.set_key(index_key(lo)):
-                return out
-            for key, value in cursor:
-                index = key_index(key)
-                if index >= hi or len(out) >= READ_ENTRIES_MAX:
-                    break
-                entry = decode_entry(index, unseal("log", key, value))
-                size += len(entry.data)
-                if out and size > bytes_max:
-                    break
-                out.append(entry)
+        for index, term, kind, data in self.log.read(lo, min(hi, lo + READ_ENTRIES_MAX)):
+            size += len(data)
+            if out and size > bytes_max:
+                break
+            out.append(Entry(index=index, term=term, kind=EntryKind(kind), data=data))
         return out
 
     def events(self, from_index: int, count_max: int, bytes_max: int) -> list[Event]:
         """Applied entries from `from_index` (inclusive) as stream events, at most `count_max`
         of them and about `bytes_max` bytes of bodies (always at least one if one is applied).
         Empty if from_index > applied. Raises Trimmed if from_index was compacted (or is 0):
-        the subscriber needs a snapshot."""
+        the subscriber needs a snapshot. Entries at or below the applied index never change
+        in the log (Raft never truncates them), so reading them beside LMDB's read
+        transaction is consistent."""
         assert count_max >= 1 and bytes_max >= 1, (count_max, bytes_max)
         out: list[Event] = []
         size = 0
+        if from_index < self._first:
+            raise Trimmed(from_index, self._first)
         with self.env.begin() as txn:
-            snapshot = read_snapshot_meta(txn, self.dbs)
-            first = 1 if snapshot is None else snapshot.index + 1
-            if from_index < first:
-                raise Trimmed(from_index, first)
             applied, _term, _time_ms = read_applied(txn, self.dbs)
             last = min(applied, from_index + count_max - 1)
-            for index in range(from_index, last + 1):
+            assert last <= self.log.last_index, ("applied entries not in the log", last)
+            for index, term, kind, data in self.log.read(from_index, last + 1):
                 key = index_key(index)
-                raw_entry = record_get(txn, self.dbs.log, "log", key)
                 raw_outcome = record_get(txn, self.dbs.outcomes, "outcomes", key)
-                assert raw_entry is not None and raw_outcome is not None, ("applied lost", index)
+                assert raw_outcome is not None, ("applied lost", index)
                 # [outcome, collected, log_time_ms, heads]; records written before log time
                 # was kept have two fields: 0 (replicas take the max, so it never goes back);
                 # before heads, three: none (the entry referenced no node an app lacks a head
@@ -824,7 +979,8 @@ class Storage:
                 outcome, collected, *rest = cbor2.loads(raw_outcome)
                 log_time_ms = rest[0] if rest else 0
                 heads = tuple((h[0], h[1], h[2]) for h in rest[1]) if len(rest) > 1 else ()
-                client, seq, body = event_fields(decode_entry(index, raw_entry), outcome)
+                entry = Entry(index=index, term=term, kind=EntryKind(kind), data=data)
+                client, seq, body = event_fields(entry, outcome)
                 size += 32 + (0 if body is None else len(body)) + 24 * len(collected)
                 if out and size > bytes_max:
                     break
@@ -838,12 +994,17 @@ class Storage:
     def compact(self, upto_index: int) -> SnapshotMeta | None:
         """Drops log entries and outcomes at or below `upto_index` (which must be applied) and
         records the snapshot meta there: (index, term of that entry, configuration in force).
-        Returns the meta to give the core's compact(), or None if nothing was to do."""
+        Returns the meta to give the core's compact(), or None if nothing was to do.
+
+        LMDB first, synced; only then does the log delete segments (whole ones, below the
+        index): with MDB_NOMETASYNC a power loss can undo LMDB's last commits, and the entries
+        they applied must still be in the log (8.16 (a))."""
+        base = self._first - 1
+        if upto_index <= base:
+            return None
         with self.env.begin(write=True) as txn:
             snapshot = read_snapshot_meta(txn, self.dbs)
-            base = 0 if snapshot is None else snapshot.index
-            if upto_index <= base:
-                return None
+            assert (0 if snapshot is None else snapshot.index) == base, (snapshot, base)
             applied, _term, _time_ms = read_applied(txn, self.dbs)
             assert upto_index <= applied, ("compacting beyond applied", upto_index, applied)
             if snapshot is not None:
@@ -853,17 +1014,15 @@ class Storage:
                 assert conf_raw is not None, "compacting before the base configuration is stored"
                 conf = decode_conf(cbor2.loads(conf_raw))
             term = 0
-            cursor = txn.cursor(db=self.dbs.log)
-            assert cursor.set_key(index_key(base + 1)), ("log does not start after", base)
-            # Walk (and delete) base+1..upto: the conf in force at upto replays the CONF entries.
-            for index in range(base + 1, upto_index + 1):
-                key = cursor.key()
-                assert key_index(key) == index, ("log not contiguous", key_index(key), index)
-                entry = decode_entry(index, unseal("log", key, cursor.value()))
-                if entry.kind == EntryKind.CONF:
-                    conf = apply_change(conf, ConfChange.decode(entry.data))
-                term = entry.term
-                cursor.delete()
+            # Walk base+1..upto: the conf in force at upto replays the CONF entries.
+            expected = base + 1
+            for index, entry_term, kind, data in self.log.read(base + 1, upto_index + 1):
+                assert index == expected, ("log not contiguous", index, expected)
+                if kind == EntryKind.CONF:
+                    conf = apply_change(conf, ConfChange.decode(data))
+                term = entry_term
+                expected += 1
+            assert expected == upto_index + 1, ("log does not hold", upto_index, expected)
             outcomes = txn.cursor(db=self.dbs.outcomes)
             if outcomes.first():
                 for _ in range(upto_index - base):
@@ -873,9 +1032,11 @@ class Storage:
             meta = SnapshotMeta(index=upto_index, term=term, conf=conf)
             record_put(txn, self.dbs.meta, KEY_SNAP, encode_snapshot_meta(meta))
         self._committed()
-        self.nudge()  # the deleted entries' pages become reusable by the very next write
+        self.nudge()  # the deleted outcomes' pages become reusable by the very next write
         if self.fsync:
             self.sync()
+        self._first = upto_index + 1
+        self.log.compact(upto_index)
         return meta
 
     def object_snapshot(self) -> tuple[int, Iterator[tuple[str, bytes]]]:
@@ -906,9 +1067,12 @@ class Storage:
 
     def first_index(self) -> int:
         """The first index the log (and the event stream) can serve."""
-        with self.env.begin() as txn:
-            snapshot = read_snapshot_meta(txn, self.dbs)
-        return 1 if snapshot is None else snapshot.index + 1
+        return self._first
+
+    @property
+    def last_index(self) -> int:
+        """The log's last entry (its snapshot's index if it holds none)."""
+        return max(self.log.last_index, self._first - 1)
 
     def nudge(self) -> None:
         """Commits an (almost) empty write transaction. LMDB reuses pages freed by a write only
@@ -936,8 +1100,15 @@ class Storage:
         file_bytes = os.path.getsize(data_file) if data_file.exists() else 0
         vfs = os.statvfs(self.path)
         disk_free = vfs.f_bavail * vfs.f_frsize
-        ceiling = min(map_bytes, file_bytes + disk_free)
-        return Space(map_bytes, used, max(0, ceiling - used), disk_free)
+        # The Raft log makes its next segment whole (segment_bytes written at once) on this
+        # disk: that much of the free space is the log's, not room for writes. And the log
+        # grows on the disk alone (pages LMDB freed inside its file are no room for it): the
+        # room is at most the disk's beyond that segment. Counted, the reserve refuses
+        # appends before the disk cannot hold a segment; uncounted, a full disk halted the
+        # agent on ENOSPC for good, a restart needed (review40).
+        disk_room = max(0, disk_free - self.log.segment_bytes)
+        ceiling = min(map_bytes, file_bytes + disk_room)
+        return Space(map_bytes, used, max(0, min(ceiling - used, disk_room)), disk_free)
 
     def disk_bytes(self) -> int:
         """Bytes of the data file in use (pages up to the last one written)."""
@@ -948,6 +1119,7 @@ class Storage:
 
     def close(self) -> None:
         self.env.close()
+        self.log.close()
 
 
 # ---------------------------------------------------------------- snapshot staging: the layout
@@ -980,9 +1152,10 @@ def install_staged(txn: lmdb.Transaction, dbs: Dbs, meta: SnapshotMeta) -> Dbs:
     raw = record_get(txn, dbs.meta, "meta", KEY_TABLES)
     tables = 0 if raw is None else cbor2.loads(raw)
     record_put(txn, dbs.meta, KEY_TABLES, cbor2.dumps(1 - tables))
-    # In the same transaction as the flip: from here on an agent that reads format 3 only
-    # refuses the store instead of reading the tables it no longer uses (FORMAT_TABLES).
-    record_put(txn, dbs.meta, KEY_FORMAT, cbor2.dumps(FORMAT_TABLES))
+    # Format 5 whichever way the tables point (every agent that reads 5 reads `tables`); in
+    # formats 3 and 4 the flip wrote FORMAT_TABLES here, so that an agent that read format 3
+    # only refused the store instead of reading the tables it no longer used.
+    record_put(txn, dbs.meta, KEY_FORMAT, cbor2.dumps(FORMAT_OWN_LOG))
     installed = dbs.swapped()
     drop_staged(txn, installed)  # the state before the snapshot, and the staging state
     return installed

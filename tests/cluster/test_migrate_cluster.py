@@ -26,6 +26,9 @@ pytestmark = pytest.mark.cluster
 
 # The last commit whose agents write format-2 stores (branch glue before data model 2).
 PREVIOUS_RELEASE = "a57a408d1db303d4e37a6d9ad5535404e3ce191a"
+# The last commit whose agents write format-3/4 stores (the Raft log inside LMDB): `main`
+# before the log moved to raftlog/ (docs/data-model-v2.md 8.18).
+LOG_IN_LMDB_RELEASE = "794281083ad278632aab33c7c080a05b28bfaaa9"
 TESTS_DIR = Path(__file__).resolve().parents[1]
 REPO_DIR = TESTS_DIR.parent
 TIMEOUT_S_PROCESS = 300
@@ -37,20 +40,20 @@ PACKAGES = {
 }
 
 
-def previous_release(into: Path) -> Path:
-    """A PYTHONPATH folder holding the previous release's packages."""
+def previous_release(into: Path, release: str = PREVIOUS_RELEASE) -> Path:
+    """A PYTHONPATH folder holding the packages of `release` (a commit)."""
     found = subprocess.run(
-        ["git", "-C", str(REPO_DIR), "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"],
+        ["git", "-C", str(REPO_DIR), "cat-file", "-e", f"{release}^{{commit}}"],
         capture_output=True,
         check=False,
     )
     if found.returncode != 0:
-        pytest.skip(f"needs the repository's history (commit {PREVIOUS_RELEASE[:12]})")
+        pytest.skip(f"needs the repository's history (commit {release[:12]})")
     source, path = into / "src", into / "path"
     source.mkdir(parents=True)
     path.mkdir()
     archive = subprocess.run(
-        ["git", "-C", str(REPO_DIR), "archive", PREVIOUS_RELEASE, *PACKAGES.values()],
+        ["git", "-C", str(REPO_DIR), "archive", release, *PACKAGES.values()],
         capture_output=True,
         check=True,
         timeout=TIMEOUT_S_PROCESS,
@@ -75,17 +78,20 @@ def run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]
     return done
 
 
+@pytest.mark.parametrize(
+    ("release", "old_format"), [(PREVIOUS_RELEASE, "2"), (LOG_IN_LMDB_RELEASE, "3")]
+)
 def test_a_cluster_of_the_previous_release_is_migrated_and_serves_everything(
-    tmp_path: Path,
+    tmp_path: Path, release: str, old_format: str
 ) -> None:
-    old_path = previous_release(tmp_path / "previous")
+    old_path = previous_release(tmp_path / "previous", release)
     old_env = {**os.environ, "PYTHONPATH": str(old_path)}
     with LocalCluster(tmp_path / "agents", size=3, env={"PYTHONPATH": str(old_path)}) as cluster:
         cluster.start()
         cluster.leader()
         probe = run([sys.executable, "-c", "import superstatic_agent.storage as s; "
                      "print(s.FORMAT_VERSION)"], old_env)  # fmt: skip
-        assert probe.stdout.strip() == "2", "the agents run the previous release"
+        assert probe.stdout.strip() == old_format, "the agents run the previous release"
         run(
             [sys.executable, "-m", "support.migrate_app", "write"],
             {**old_env, **cluster.client_env("admin")},
@@ -106,14 +112,16 @@ def test_a_cluster_of_the_previous_release_is_migrated_and_serves_everything(
                  str(spec.data_dir)],
                 new_env,
             )  # fmt: skip
-            assert "to format 3" in done.stdout, (node, done.stdout)
-            assert (spec.data_dir / "format2-backup" / "data.mdb").is_file()
+            assert "format 5" in done.stdout, (node, done.stdout)
+            assert (spec.data_dir / "raftlog").is_dir()
+            if old_format == "2":
+                assert (spec.data_dir / "format2-backup" / "data.mdb").is_file()
             again = run(
                 [sys.executable, "-m", "superstatic_agent", "--migrate", "--data-dir",
                  str(spec.data_dir)],
                 new_env,
             )  # fmt: skip
-            assert "already format 3" in again.stdout
+            assert "already format 5" in again.stdout
 
         cluster.env = None  # this release from here on
         cluster.start()

@@ -37,8 +37,8 @@ import zmq
 from superstatic_agent.auth import AgentAuth
 from superstatic_agent.peer_codec import PeerKind, peek_kind
 from superstatic_agent.ports import AgentIo
-from superstatic_agent.raft.types import ConfState, Ready
-from superstatic_agent.storage import Storage
+from superstatic_agent.raft.types import ConfState, Ready, SnapshotMeta
+from superstatic_agent.storage import LOG_DIR, Scrubbed, Storage
 from superstatic_agent.transport import (
     CLIENT_FRAMES_PER_TURN_MAX,
     PEER_FRAMES_PER_TURN_MAX,
@@ -49,6 +49,8 @@ from superstatic_agent.transport import (
 EPOCH_MS = 1_800_000_000_000
 # LMDB map of one simulated agent: the data stays small; the map only bounds it.
 SIM_MAP_BYTES = 64 << 20
+# The Raft log's segments in the simulation: small, since every flush of the log images it.
+SIM_LOG_SEGMENT_BYTES = 256 << 10
 # Frames one link carries at once; a link this full loses frames (a bounded zmq queue).
 LINK_FRAMES_MAX = 10_000
 
@@ -239,6 +241,8 @@ class SimDisk:
 
     path: Path
     durable_image: bytes | None = None  # data.mdb at the last durable point (None: empty)
+    # raftlog/'s segments (name -> bytes) at the log's last durable point.
+    durable_log: dict[str, bytes] = field(default_factory=dict)
     # "sync" | "send" | "commit": raise SimCrash at the next one
     crash_armed: str | None = None
     images_taken: int = 0
@@ -255,18 +259,35 @@ class SimDisk:
         self.durable_image = data_file.read_bytes() if data_file.exists() else None
         self.images_taken += 1
 
+    def record_log_durable(self) -> None:
+        """The log's segments as they are now: called after each of its flushes, and after a
+        reset or compaction (whose deletions are durable at once: the folder is synced)."""
+        folder = self.path / LOG_DIR
+        self.durable_log = (
+            {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix == ".seg"}
+            if folder.exists()
+            else {}
+        )
+
     def power_loss(self) -> None:
-        """Everything since the last durable point is gone (the Server is already closed)."""
+        """Everything since the last durable point is gone (the Server is already closed):
+        LMDB's and the log's, each at its own last flush."""
         data_file = self.path / "data.mdb"
         for name in ("data.mdb", "lock.mdb"):
             (self.path / name).unlink(missing_ok=True)
         if self.durable_image is not None:
             data_file.write_bytes(self.durable_image)
+        folder = self.path / LOG_DIR
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        for name, data in self.durable_log.items():
+            (folder / name).write_bytes(data)
 
     def wipe(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
         self.path.mkdir(parents=True)
         self.durable_image = None
+        self.durable_log = {}
 
 
 class SimStorage(Storage):
@@ -274,9 +295,13 @@ class SimStorage(Storage):
 
     def __init__(self, disk: SimDisk) -> None:
         self.disk = disk
-        super().__init__(disk.path, fsync=True, map_bytes=SIM_MAP_BYTES)
-        # Opening created the named databases: that much is on disk either way.
+        super().__init__(
+            disk.path, fsync=True, map_bytes=SIM_MAP_BYTES, log_segment_bytes=SIM_LOG_SEGMENT_BYTES
+        )
+        # Opening created the named databases (and flushed what the log's scan found): that
+        # much is on disk either way.
         disk.record_durable()
+        disk.record_log_durable()
 
     def write(
         self,
@@ -285,15 +310,41 @@ class SimStorage(Storage):
         *,
         conf: ConfState | None = None,
         conf0: ConfState | None = None,
+        durable: Callable[[], None] | None = None,
     ) -> None:
-        # A crash at "commit": inside the write transaction, after the apply (and the events it
-        # sent before the commit), before the commit: nothing of the Ready was kept.
+        # A crash at "commit": inside the apply's write transaction, after the apply (and the
+        # events it sent before the commit), before the commit: the Ready's log records were
+        # kept, its apply was not.
         def apply_then_maybe_crash(txn: lmdb.Transaction) -> None:
-            if apply_fn is not None:
-                apply_fn(txn)
+            assert apply_fn is not None
+            apply_fn(txn)
             self.disk.maybe_crash("commit")
 
-        super().write(ready, apply_then_maybe_crash, conf=conf, conf0=conf0)
+        apply = None if apply_fn is None else apply_then_maybe_crash
+        super().write(ready, apply, conf=conf, conf0=conf0, durable=durable)
+
+    def _sync_log(self) -> None:
+        # A crash here: the Ready's records are written (a process crash keeps them, a power
+        # loss may not), their flush never happened, and nothing after it was done.
+        self.disk.maybe_crash("sync")
+        super()._sync_log()
+        self.disk.record_log_durable()
+
+    def _write_base(
+        self, snapshot: SnapshotMeta | None, conf: ConfState | None, conf0: ConfState | None
+    ) -> None:
+        super()._write_base(snapshot, conf, conf0)
+        self.disk.record_log_durable()  # a reset is durable at once
+
+    def compact(self, upto_index: int) -> SnapshotMeta | None:
+        meta = super().compact(upto_index)
+        self.disk.record_log_durable()  # deleted segments are gone for good
+        return meta
+
+    def repair(self, scrubbed: Scrubbed, *, peers_exist: bool) -> str:
+        done = super().repair(scrubbed, peers_exist=peers_exist)
+        self.disk.record_log_durable()
+        return done
 
     def sync(self) -> None:
         # A crash here: the transaction committed (a process crash keeps it, a power loss may

@@ -199,7 +199,8 @@ def test_damaged_state_is_rebuilt_from_the_log(tmp_path: Path) -> None:
         assert a.storage.scrub().damaged_count == 0
         loaded = a.storage.load()
         assert (loaded.applied, [e.index for e in loaded.entries]) == (0, [1, 2])
-        assert loaded.hard_state == HardState(1, "a", 2)
+        # The commit index is not stored (format 5): what was applied, here nothing.
+        assert loaded.hard_state == HardState(1, "a", 0)
         # The core would now hand the log to apply again: the same state comes back. (The
         # client's "open" entry would come first in a real log; its session stands for it.)
         place_session(a.storage.env, "cl")
@@ -211,25 +212,36 @@ def test_damaged_state_is_rebuilt_from_the_log(tmp_path: Path) -> None:
         a.close()
 
 
-def test_a_damaged_log_empties_the_store_but_term_and_vote(tmp_path: Path) -> None:
-    fill(tmp_path / "a").close()
-    damage(tmp_path / "a", "log", index_key(2))
+def test_a_damaged_snapshot_meta_empties_the_store_but_term_and_vote(tmp_path: Path) -> None:
+    """Format 5: the term and vote are in the log, which the repair keeps (reset to start at
+    index 1); LMDB is emptied, and the next open finds the two halves agreeing."""
+    a = fill(tmp_path / "a")
+    a.write([entry(3, [["extend", "c.1", ["x"]]])])
+    assert a.storage.compact(2) is not None
+    a.close()
+    damage(tmp_path / "a", "meta", b"snap")
     a = Agent(tmp_path / "a")
     try:
         scrubbed = a.storage.scrub()
-        assert scrubbed.damaged == (("log", index_key(2)),)
+        assert scrubbed.damaged == (("meta", b"snap"),)
         with pytest.raises(StartRefused, match="no peer"):
             a.storage.repair(scrubbed, peers_exist=False)
         action = a.storage.repair(scrubbed, peers_exist=True)
-        assert "no vote until index 2" in action
+        assert "no vote until index 3" in action
         loaded = a.storage.load()
         assert loaded.hard_state == HardState(1, "a", 0)  # the vote is remembered
         assert (loaded.applied, loaded.entries, loaded.snapshot, loaded.conf) == (0, [], None, None)
-        assert a.storage.repair_until() == 2
+        assert a.storage.repair_until() == 3
         a.storage.repair_done()
         assert a.storage.repair_until() == 0
     finally:
         a.close()
+    again = Agent(tmp_path / "a")
+    try:
+        assert again.storage.load().hard_state == HardState(1, "a", 0)
+        assert again.storage.first_index() == 1 and again.storage.scrub().damaged_count == 0
+    finally:
+        again.close()
 
 
 def test_a_compacted_store_with_damaged_objects_is_emptied_too(tmp_path: Path) -> None:
@@ -246,16 +258,19 @@ def test_a_compacted_store_with_damaged_objects_is_emptied_too(tmp_path: Path) -
         b.close()
 
 
-def test_damaged_hard_state_refuses_to_start_as_itself(tmp_path: Path) -> None:
-    fill(tmp_path / "a").close()
-    damage(tmp_path / "a", "meta", b"hard")
-    damage(tmp_path / "a", "log", index_key(1))
-    a = Agent(tmp_path / "a")
-    try:
-        with pytest.raises(StartRefused, match="term and vote"):
-            a.storage.repair(a.storage.scrub(), peers_exist=True)
-    finally:
-        a.close()
+def test_a_damaged_log_refuses_to_start_as_itself(tmp_path: Path) -> None:
+    """The log holds the term and vote (format 5): a record damaged where no crash tears one
+    leaves this copy unable to know how it voted; it must not rejoin as itself."""
+    a = fill(tmp_path / "a")
+    place = a.storage.log.places[0]
+    a.close()
+    with place.segment.path.open("r+b") as file:
+        file.seek(place.offset + 24)
+        byte = file.read(1)[0]
+        file.seek(place.offset + 24)
+        file.write(bytes([byte ^ 0x04]))
+    with pytest.raises(StartRefused, match="must not rejoin as itself"):
+        Agent(tmp_path / "a")
 
 
 def test_only_a_damaged_staged_snapshot_is_dropped(tmp_path: Path) -> None:
@@ -272,3 +287,50 @@ def test_only_a_damaged_staged_snapshot_is_dropped(tmp_path: Path) -> None:
         assert b.storage.scrub().damaged_count == 0 and b.storage.load().applied == 2
     finally:
         b.close()
+
+
+class _Crash(BaseException):
+    """The process dies here."""
+
+
+def test_a_crash_inside_a_repair_is_repaired_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repair resets the log (keeping the term and vote) BEFORE LMDB's emptying commits: a
+    crash between the two leaves LMDB as it was (damaged, snapshot at 2) and a log that ends
+    below that snapshot, which the open resets to it; the next scrub finds the damage again
+    and the repair completes, still withholding the vote up to the last index held before the
+    crash (recorded, synced, before the log's reset). (LMDB first could leave no snapshot
+    under a compacted log.)"""
+    a = fill(tmp_path / "a")
+    a.write([entry(3, [["extend", "c.1", ["x"]]])])
+    assert a.storage.compact(2) is not None
+    a.close()
+    damage(tmp_path / "a", "nodes", header_key(tmp_path / "a", "c.1"))
+    b = Agent(tmp_path / "a")
+    real_reset = b.storage.log.reset
+
+    def reset_then_crash(after_index: int) -> None:
+        real_reset(after_index)
+        raise _Crash
+
+    monkeypatch.setattr(b.storage.log, "reset", reset_then_crash)
+    with pytest.raises(_Crash):
+        b.storage.repair(b.storage.scrub(), peers_exist=True)
+    monkeypatch.undo()
+    b.close()
+    c = Agent(tmp_path / "a")
+    try:
+        scrubbed = c.storage.scrub()
+        assert scrubbed.damaged_count == 1
+        # The index it held before the crash (3), not what the reset log says (2): it may
+        # have acknowledged entry 3, so it must apply it again before it votes.
+        assert "no vote until index 3" in c.storage.repair(scrubbed, peers_exist=True)
+        assert c.storage.repair_until() == 3
+        loaded = c.storage.load()
+        assert loaded.hard_state == HardState(1, "a", 0)
+        assert (loaded.applied, loaded.entries, loaded.snapshot) == (0, [], None)
+    finally:
+        c.close()
+    d = Agent(tmp_path / "a")
+    d.close()

@@ -14,7 +14,7 @@ import pytest
 from superstatic_agent import cli, migrate
 from superstatic_agent import records as layout
 from superstatic_agent.statemachine import SM_META_KEYS
-from superstatic_agent.storage import KEY_FORMAT, StartRefused, record_get, records
+from superstatic_agent.storage import KEY_FORMAT, StartRefused, Storage, record_get, records
 from support.v1store import write_v1_store
 
 from superstatic.protocol import codec
@@ -168,12 +168,18 @@ def test_a_v1_store_becomes_per_key_records(tmp_path: Path) -> None:
     assert meta_value(store, b"sm_meta", layout.KEY_TOMB_HORIZON) == 50
     # Only sm_meta keys the state machine knows: a migrated leader's snapshot is accepted.
     assert {k for k, _ in dump(store)[b"sm_meta"]} <= set(SM_META_KEYS)
-    assert meta_value(store, b"meta", KEY_FORMAT) == 3
+    assert meta_value(store, b"meta", KEY_FORMAT) == 5  # then the log moved (8.18)
     assert meta_value(store, b"meta", migrate.KEY_MIGRATING) is None
     after = dump(store)
     assert b"objects" not in after and b"staging_objects" not in after
-    for kept in (b"log", b"sessions", b"outcomes"):
+    for kept in (b"sessions", b"outcomes"):
         assert after[kept] == before[kept], kept
+    assert b"log" not in after and done.log_entries == 1
+    storage = Storage(store, map_bytes=MAP_BYTES)
+    try:
+        assert [(e.index, e.term) for e in storage.load().entries] == [(50, 3)]
+    finally:
+        storage.close()
     # The backup is the untouched format-2 store.
     backup = dump(store / migrate.BACKUP_DIR)
     assert backup[b"objects"] == before[b"objects"]
@@ -277,9 +283,9 @@ def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     store = tmp_path / "a"
     write_v1_store(store, v1_nodes(), applied=12)
     assert cli.main(["--migrate", "--data-dir", str(store)]) == 0
-    assert "migrated 6 objects (1018 entries) at index 12 to format 3" in capsys.readouterr().out
+    assert "migrated 6 objects (1018 entries) at index 12 to format 5" in capsys.readouterr().out
     assert cli.main(["--migrate", "--data-dir", str(store)]) == 0
-    assert "already format 3" in capsys.readouterr().out
+    assert "already format 5" in capsys.readouterr().out
     write_v1_store(tmp_path / "nan", {"d": (1, "dict", [[float("nan"), 1]])})
     assert cli.main(["--migrate", "--data-dir", str(tmp_path / "nan")]) == 3
 

@@ -16,6 +16,7 @@ from superstatic_agent import storage as storage_module
 from superstatic_agent.raft.types import ConfState, SnapshotMeta
 from superstatic_agent.storage import (
     DBS_MAX,
+    FORMAT_OWN_LOG,
     FORMAT_TABLES,
     FORMAT_VERSION,
     KEY_APPLIED,
@@ -113,18 +114,19 @@ def test_a_second_install_swaps_the_tables_back(stores: Any) -> None:
         assert txn.stat(entries)["entries"] > 0 and txn.stat(staged)["entries"] == 0
 
 
-def test_a_store_whose_tables_swapped_says_so_and_an_older_agent_refuses_it(
+def test_a_store_whose_tables_swapped_stays_format_5_and_an_older_agent_refuses_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The flip changes what the store means: an agent that reads format 3 only would read the
-    tables the store no longer uses. The install marks the store FORMAT_TABLES in its own
-    transaction, a rewrite of the format record (nudge) keeps it, this agent opens it, and
-    one that reads format 3 only (FORMATS_READ as it was) refuses it."""
+    tables the store no longer uses. In format 5 every agent that reads the store reads
+    `tables`: the install keeps FORMAT_OWN_LOG in its own transaction, a rewrite of the format
+    record (nudge) keeps it, this agent opens it, and one that reads formats 3 and 4 only
+    (FORMATS_READ as it was before the log moved) refuses it."""
     source_env, source = open_store(tmp_path / "source")
     storage = Storage(tmp_path / "target", fsync=False, map_bytes=64 << 20)
     try:
         with storage.env.begin() as txn:
-            assert cbor2.loads(record_get(txn, storage.dbs.meta, "meta", KEY_FORMAT)) == 3
+            assert cbor2.loads(record_get(txn, storage.dbs.meta, "meta", KEY_FORMAT)) == 5
         with source_env.begin(write=True) as txn:
             fill(txn, source)
         for chunk in ship(source_env, source, 700):
@@ -137,13 +139,14 @@ def test_a_store_whose_tables_swapped_says_so_and_an_older_agent_refuses_it(
         storage.nudge()  # rewrites the format record
         with storage.env.begin() as txn:
             stored = cbor2.loads(record_get(txn, storage.dbs.meta, "meta", KEY_FORMAT))
-        assert stored == FORMAT_TABLES != FORMAT_VERSION
+        assert stored == FORMAT_OWN_LOG not in (FORMAT_TABLES, FORMAT_VERSION)
     finally:
         storage.close()
         source_env.close()
     Storage(tmp_path / "target", fsync=False, map_bytes=64 << 20).close()  # this agent reads it
-    monkeypatch.setattr(storage_module, "FORMATS_READ", (FORMAT_VERSION,))
-    with pytest.raises(StartRefused, match="format 4"):
+    monkeypatch.setattr(storage_module, "FORMATS_READ", (FORMAT_VERSION, FORMAT_TABLES))
+    monkeypatch.setattr(storage_module, "FORMATS_MIGRATED", ())
+    with pytest.raises(StartRefused, match="format 5"):
         Storage(tmp_path / "target", fsync=False, map_bytes=64 << 20)
 
 

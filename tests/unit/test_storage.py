@@ -187,23 +187,43 @@ def test_truncate_then_append(agent: Agent) -> None:
 
 
 def test_syncs_per_write(tmp_path: Path) -> None:
-    """MDB_NOMETASYNC: every commit flushes its data pages (1); a write Raft needs durable
-    before its messages leave also flushes the meta page (2). Issue 9, bug 5: the environment
-    is never a meta page ahead of its data after a power loss."""
+    """Format 5 (docs/data-model-v2.md 8.18): a Ready's entries and a new term or vote cost the
+    log ONE fdatasync; the apply's LMDB commit flushes its data pages (MDB_NOMETASYNC: 1) and
+    is not synced; a Ready with only entries or a term/vote has no LMDB commit; a changed base
+    configuration (rare) is an LMDB commit and its sync before the log moves."""
     a = Agent(tmp_path / "on")
     try:
-        a.persist_and_apply(noops(1, 3), commit=0)
-        assert a.storage.syncs == 2
+        a.persist_and_apply(noops(1, 3), commit=0, conf=None)
+        assert a.storage.syncs == 2  # the log's flush, then the (empty) apply's commit
+        a.storage.write(ready(entries=tuple(noops(4, 5))), None)
+        assert a.storage.syncs == 3  # entries alone: one fdatasync, no LMDB commit
         # Applying only: the commit's data flush; a power loss may undo it, the durable log
         # replays it.
         a.storage.write(ready(), lambda txn: a.sm.apply(txn, noops(1, 1)[0]))
-        assert a.storage.syncs == 3
+        assert a.storage.syncs == 4
         a.storage.write(ready(hard_state=HardState(2, None, 1)), None)
         assert a.storage.syncs == 5  # a new term must be durable before anything is sent
         a.storage.write(ready(hard_state=HardState(2, None, 3)), None)
-        assert a.storage.syncs == 6  # only the commit index moved: recomputed after a crash
+        assert a.storage.syncs == 5  # only the commit index moved: recomputed after a crash
         a.storage.write(ready(hard_state=HardState(2, "b", 3)), None)
-        assert a.storage.syncs == 8  # a vote must be durable before it is sent
+        assert a.storage.syncs == 6  # a vote must be durable before it is sent
+        a.storage.write(ready(), None, conf=CONF)
+        assert a.storage.syncs == 8  # the base configuration: LMDB's commit and its sync
+        sent: list[int] = []
+        a.storage.write(
+            ready(entries=tuple(noops(6, 6))),
+            lambda txn: sent.append(a.storage.syncs),
+            durable=lambda: sent.append(a.storage.syncs),
+        )
+        # The messages go after the log's flush and before the apply's commit.
+        assert sent == [9, 9] and a.storage.syncs == 10
+        # An entries-only Ready (no hard state: the core's term and vote did not change) leaves
+        # the durable term and vote known: a later commit-only Ready needs no flush (it cost
+        # one extra fdatasync per write on the branch's first version).
+        a.storage.write(ready(entries=tuple(noops(7, 7))), None)
+        assert a.storage.syncs == 11
+        a.storage.write(ready(hard_state=HardState(2, "b", 5)), None)
+        assert a.storage.syncs == 11 and a.storage.term_vote_durable == (2, "b")
     finally:
         a.close()
     off = Agent(tmp_path / "off", fsync=False)
@@ -214,7 +234,10 @@ def test_syncs_per_write(tmp_path: Path) -> None:
         off.close()
 
 
-def test_a_failing_apply_aborts_the_whole_write(agent: Agent) -> None:
+def test_a_failing_apply_keeps_the_durable_log_and_applies_nothing(agent: Agent) -> None:
+    """The apply is a step of its own, after the log's flush (8.18): an apply that raises
+    aborts its transaction only; the entries and the term/vote were durable (their acks may
+    have left) and stay."""
     agent.persist_and_apply(noops(1, 2), commit=1)
 
     def broken(txn: Any) -> None:
@@ -226,8 +249,8 @@ def test_a_failing_apply_aborts_the_whole_write(agent: Agent) -> None:
             ready(hard_state=HardState(5, "b", 2), entries=tuple(noops(3, 4))), broken
         )
     loaded = agent.storage.load()
-    assert loaded.hard_state == HardState(1, "a", 1)
-    assert loaded.entries == noops(1, 2) and loaded.applied == 1
+    assert loaded.hard_state == HardState(5, "b", 1)
+    assert loaded.entries == noops(1, 4) and loaded.applied == 1
 
 
 def test_entries_range_and_byte_bound(agent: Agent) -> None:
@@ -440,11 +463,12 @@ def test_snapshot_install_through_write(tmp_path: Path) -> None:
 
 
 def test_an_install_whose_write_aborts_leaves_tables_and_handles_as_they_were(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The table flip, the log's drop and the state machine's handles go with the Ready's one
-    write: an apply that raises in it (as a full map does) leaves the old tables live, the
-    handles put back (the state machine's too), and a reopened store reads the state before."""
+    """The table flip and the state machine's handles go with the install's one transaction
+    (with the base configuration): a failure in it (as a full map's) leaves the old tables
+    live, the handles put back (the state machine's too), the log as it was, and a reopened
+    store reads the state before."""
     source = Agent(tmp_path / "source")
     target = Agent(tmp_path / "target")
     try:
@@ -463,14 +487,20 @@ def test_an_install_whose_write_aborts_leaves_tables_and_handles_as_they_were(
         def sm_applied(txn: Any) -> int:
             return read_applied(txn, target.sm.dbs)[0]
 
-        def failing(txn: Any) -> None:
+        def failing(txn: Any, conf: ConfState) -> None:
             assert sm_applied(txn) == 10  # the state machine reads the swapped tables
             raise RuntimeError("apply failed")
 
         meta = SnapshotMeta(10, 1, CONF)
-        with pytest.raises(RuntimeError, match="apply failed"):
-            target.storage.write(ready(hard_state=HardState(1, "a", 10), snapshot=meta), failing)
+        with monkeypatch.context() as patch:
+            patch.setattr(target.storage, "store_conf", failing)
+            with pytest.raises(RuntimeError, match="apply failed"):
+                target.storage.write(
+                    ready(hard_state=HardState(1, "a", 10), snapshot=meta), None, conf=CONF
+                )
         assert target.storage.dbs is dbs
+        assert target.storage.load().entries == target.storage.entries(1, 3, 1 << 20)
+        assert len(target.storage.load().entries) == 2
         with target.storage.env.begin() as txn:
             assert sm_applied(txn) == 2
         assert dict(target.storage.object_snapshot()[1]) == before
@@ -562,7 +592,9 @@ def _check_reopened(path: Path) -> int:
         assert [e.index for e in loaded.entries] == list(
             range(base + 1, base + 1 + len(loaded.entries))
         )
-        assert loaded.entries[-1].index in (loaded.applied, loaded.applied + 1)
+        # The log's flush comes before the apply's commit: a kill between them leaves the log
+        # a Ready ahead of what was applied (the committed entry and the tail after it).
+        assert loaded.entries[-1].index in range(loaded.applied, loaded.applied + 3)
         _applied, nodes = storage.object_snapshot()
         objects = {oid: codec.decode_record(data) for oid, data in nodes}
         version, _kind, contents = objects["c.1"]
