@@ -113,3 +113,25 @@ def test_a_stopped_followers_whole_data_directory_restores(tmp_path: Path) -> No
         assert loaded.hard_state is not None and loaded.hard_state.vote == "a"
     finally:
         restored.close()
+
+
+def test_a_log_compacted_past_the_stores_snapshot_is_refused(tmp_path: Path) -> None:
+    """docs/data-model-v2.md 8.18 "Open": a log that starts after LMDB's snapshot is refused
+    (no test covered it: with the check removed every test passed). Here data.mdb comes back
+    from before a compaction that deleted segments (copied in by hand), beside the newer log."""
+    from test_storage_log import SmallAgent, padded, segments
+
+    path = tmp_path / "a"
+    a = SmallAgent(path)
+    try:
+        a.persist_and_apply(padded(1, 5), commit=5)
+        old = (path / "data.mdb").read_bytes()  # snapshot none, applied 5
+        a.persist_and_apply(padded(6, 200), commit=200, conf=None)
+        before = segments(path)
+        a.storage.compact(180)
+        assert segments(path) != before and a.storage.log.base > 0
+    finally:
+        a.close()
+    (path / "data.mdb").write_bytes(old)
+    with pytest.raises(StartRefused, match="starts after index"):
+        SmallAgent(path)
