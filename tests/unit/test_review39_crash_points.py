@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from superstatic_agent.logsegments import SegmentLog
 from superstatic_agent.raft.types import Entry, EntryKind, HardState, SnapshotMeta
 from superstatic_agent.storage import LOG_DIR, Storage
 from test_storage import CONF, Agent, ready
@@ -75,13 +76,27 @@ class Faults:
         self.calls = 0
         self.disk = disk
         self.armed = False
+        self.depth = 0  # > 0: inside a compaction, an install's base write or a log reset
+        self.rare: set[int] = set()  # the calls made there (each one is crashed at)
 
     def point(self) -> None:
         if not self.armed:
             return
         self.calls += 1
+        if self.depth:
+            self.rare.add(self.calls)
         if self.calls == self.at:
             raise Crash
+
+    def around(self, fn: Any) -> Any:
+        def counted(*args: Any, **kw: Any) -> Any:
+            self.depth += 1
+            try:
+                return fn(*args, **kw)
+            finally:
+                self.depth -= 1
+
+        return counted
 
 
 def install_faults(monkeypatch: pytest.MonkeyPatch, faults: Faults) -> None:
@@ -131,6 +146,9 @@ def install_faults(monkeypatch: pytest.MonkeyPatch, faults: Faults) -> None:
 
     monkeypatch.setattr(Storage, "sync", sync)
     monkeypatch.setattr(Storage, "_committed", committed)
+    monkeypatch.setattr(Storage, "compact", faults.around(Storage.compact))
+    monkeypatch.setattr(Storage, "_write_base", faults.around(Storage._write_base))
+    monkeypatch.setattr(SegmentLog, "reset", faults.around(SegmentLog.reset))
 
 
 class SmallAgent(Agent):
@@ -303,8 +321,9 @@ def check(loaded: Any, first: int, state: dict[str, Any], *, power: bool) -> Non
     assert snap >= min(done.compacted, acked.compacted), ("compaction undone", snap)
 
 
-def crash_run(tmp: Path, seed: int, at: int, *, power: bool, monkeypatch: Any) -> bool:
-    """Runs the workload of `seed` with a crash at call `at`; False if it finished first."""
+def crash_run(tmp: Path, seed: int, at: int, *, power: bool, monkeypatch: Any) -> Faults | None:
+    """Runs the workload of `seed` with a crash at call `at`; None if it finished first (its
+    Faults otherwise, or with at=0: a dry run that counts the calls)."""
     path = tmp / f"s{seed}-{at}-{int(power)}"
     disk = Disk(path)
     faults = Faults(at, disk)
@@ -329,7 +348,7 @@ def crash_run(tmp: Path, seed: int, at: int, *, power: bool, monkeypatch: Any) -
                 os.close(segment.fd)
         agent.storage.env.close()
     if not crashed:
-        return False
+        return faults if at == 0 else None
     if power:
         disk.power_loss()
     again = SmallAgent(path)
@@ -350,7 +369,7 @@ def crash_run(tmp: Path, seed: int, at: int, *, power: bool, monkeypatch: Any) -
         assert (reloaded.hard_state.term, reloaded.hard_state.vote) == (term, "b")
     finally:
         final.close()
-    return True
+    return faults
 
 
 @pytest.mark.parametrize(
@@ -359,12 +378,12 @@ def crash_run(tmp: Path, seed: int, at: int, *, power: bool, monkeypatch: Any) -
 def test_every_crash_point_keeps_what_was_acknowledged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, power: bool
 ) -> None:
-    at = 1
-    runs = 0
-    step = 1
-    while crash_run(tmp_path, seed, at, power=power, monkeypatch=monkeypatch):
-        runs += 1
-        at += step
-        step = 1 + (at // 20)  # every point early (the first Readies, segment rolls), then sampled
-    print(f"seed {seed} power {power}: {runs} crash points")
-    assert runs > 20, runs
+    dry = crash_run(tmp_path, seed, 0, power=power, monkeypatch=monkeypatch)
+    assert dry is not None
+    # Every call early (the first Readies, segment rolls) and every call inside a compaction,
+    # an install or a reset (the rare windows); the rest sampled.
+    points = sorted({*range(1, 40), *range(40, dry.calls + 1, 9), *dry.rare})
+    for at in points:
+        assert crash_run(tmp_path, seed, at, power=power, monkeypatch=monkeypatch) is not None
+    print(f"seed {seed} power {power}: {len(points)} of {dry.calls} crash points")
+    assert len(dry.rare) > 10, len(dry.rare)
