@@ -382,7 +382,7 @@ def test_every_crash_point_keeps_what_was_acknowledged(
     assert dry is not None
     # Every call early (the first Readies, segment rolls) and every call inside a compaction,
     # an install or a reset (the rare windows); the rest sampled.
-    points = sorted({*range(1, 40), *range(40, dry.calls + 1, 9), *dry.rare})
+    points = sorted({*range(1, 30), *range(30, dry.calls + 1, 15), *dry.rare})
     for at in points:
         assert crash_run(tmp_path, seed, at, power=power, monkeypatch=monkeypatch) is not None
     print(f"seed {seed} power {power}: {len(points)} of {dry.calls} crash points")
