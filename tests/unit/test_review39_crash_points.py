@@ -77,14 +77,16 @@ class Faults:
         self.disk = disk
         self.armed = False
         self.depth = 0  # > 0: inside a compaction, an install's base write or a log reset
-        self.rare: set[int] = set()  # the calls made there (each one is crashed at)
+        self.rare: set[int] = set()  # the calls made there and the one after (each crashed at)
+        self.after = False  # the next call is the first after such a window
 
     def point(self) -> None:
         if not self.armed:
             return
         self.calls += 1
-        if self.depth:
+        if self.depth or self.after:
             self.rare.add(self.calls)
+            self.after = False
         if self.calls == self.at:
             raise Crash
 
@@ -95,6 +97,7 @@ class Faults:
                 return fn(*args, **kw)
             finally:
                 self.depth -= 1
+                self.after = True  # a crash right after the window: all of it done
 
         return counted
 
