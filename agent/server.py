@@ -654,8 +654,10 @@ class Server:
             ready = self.node.ready()
             self._handle_ready(ready)
             if self.halted is not None:
-                # Nothing of this Ready was persisted: the core must not learn it was. It stays
-                # frozen from here on (restarting the agent rebuilds it from the store).
+                # The Ready's write stopped at a step (Storage.write): the steps before it are
+                # durable (its log records, and the messages sent after them, when the apply
+                # failed), the rest is not. The core must not learn it was all persisted: it
+                # stays frozen from here on (restarting the agent rebuilds it from the store).
                 break
             self.node.advance(ready)
             readies += 1
@@ -973,10 +975,10 @@ class Server:
         message = (
             f"a write to the store failed ({type(exc).__name__}: {exc}); used "
             f"{space.used_bytes} of --map-bytes {space.map_bytes}, disk free "
-            f"{space.disk_free_bytes}. This agent stopped writing (what the failed write had "
-            "made durable is whole, the rest was not kept) and still answers STATUS and INSPECT "
-            "(what it applied). Restart it with a larger --map-bytes, or after freeing disk "
-            "space: it then catches up."
+            f"{space.disk_free_bytes}. This agent stopped writing (the failed step kept nothing; "
+            "a Ready's log records flushed before it are kept) and still answers STATUS and "
+            "INSPECT (what it applied). Restart it with a "
+            "larger --map-bytes, or after freeing disk space: it then catches up."
         )
         log.critical("%s", message)
         self._halt("store_full", message)

@@ -322,6 +322,16 @@ def open_dbs(env: lmdb.Environment) -> Dbs:
     return dbs.swapped() if tables else dbs
 
 
+def _fsync_dir(path: Path) -> None:
+    """Makes the names in directory `path` durable (a power loss keeps an entry only once its
+    directory was fsynced)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def record_entry_bytes_max(raft_log: SegmentLog) -> int:
     """Entry data per log record (LOG_RECORD_ENTRY_BYTES_MAX's comment)."""
     return min(LOG_RECORD_ENTRY_BYTES_MAX, raft_log.unsynced_bytes_max // 4)
@@ -473,6 +483,11 @@ class Storage:
                 # as "a log without its store").
                 self.env.sync(True)
             self.log = self._open_log(segment_bytes)
+            if fsync:
+                # raftlog/'s own name (and data.mdb's) lives in the data directory, which
+                # nothing else fsyncs: without this a power loss may keep data.mdb and lose
+                # raftlog/, and with it every term, vote and acknowledged entry (review39).
+                _fsync_dir(self.path)
         except StartRefused:
             self.env.close()
             raise
