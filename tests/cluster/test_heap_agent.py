@@ -171,8 +171,8 @@ def test_a_stale_stub_of_a_collected_node_is_answered_absent_though_its_oid_is_r
     """Section 7, item 4: a hollow node that is collected is never told (the filter sends its
     collection to no subscriber that does not hold it), and "a later fault answers absent".
     Before rules 3 another client could create the collected oid again, and the app's stale
-    stub then loaded that client's object. Under rules 3 (a new cluster runs it) nobody can:
-    not another client (the oid is not its own), not its creator (its mark remembers it)."""
+    stub then loaded that client's object. Under rules 3 (a new cluster runs it) another
+    client cannot (the oid is not its own)."""
     held = ("--subscriber-held-max", str(HELD_MAX))
     with LocalCluster(tmp_path / "agents", size=3, keyed=False, agent_args=held) as cluster:
         cluster.start()
@@ -215,10 +215,10 @@ def test_a_stale_stub_of_a_collected_node_is_answered_absent_though_its_oid_is_r
                 again = [["new", x, "dict", [["n", "the hostile client's"]]]]
                 reply = hostile.propose(ops.encode_txn({}, again))
                 assert reply["outcome"] == "error" and "rules 3" in reply["error"], reply
-                # Its creator cannot either (a counter at or below its mark, in the window).
-                reply = writer.propose(ops.encode_txn({}, again))
-                assert reply["outcome"] in ("error", "conflict"), reply
-                assert "never created twice" in reply["error"], reply
+                # Its creator is not asked: x is now far below its prefix's highest (the
+                # garbage above), where the owner's own counter is not remembered (review 38:
+                # refusing it starved busy connections); the library never takes a counter
+                # twice (agent/oidmarks.py, tests/unit/test_oid_marks.py).
             finally:
                 hostile.close()
             answer = app.loaded(app.load([x]))
