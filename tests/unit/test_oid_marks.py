@@ -16,10 +16,8 @@ when their bodies run, committed in any order) are not refused.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import itertools
 import random
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -43,6 +41,7 @@ from test_apply_batches import CLIENTS, _Log, _log, _Replica, small_limits
 from test_rules_versions import _late_log, _late_step, apply_in_cuts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support import old_agent
 from support.inproc import InprocCluster
 
 from superstatic.objects.node import node_of
@@ -55,7 +54,6 @@ __all__ = ["small_limits"]  # the fixture, shared with test_apply_batches
 # The commit before rules 3: its state machine is the reference for rules 1 and 2.
 OLD_COMMIT = "7942810"
 OLD_PACKAGE = "superstatic_agent_r3old"
-REPO = Path(__file__).resolve().parents[2]
 
 A = "a0a0a0a0a0a0a0a0" + "1" * 16  # client ids as the library makes them (32 hex chars)
 B = "b0b0b0b0b0b0b0b0" + "2" * 16
@@ -438,44 +436,11 @@ def test_the_rules_3_log_meets_every_answer(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- rules 1 and 2: unchanged
 
 
-def _old_package(root: Path) -> dict[str, ModuleType]:
-    """The agent package of OLD_COMMIT under OLD_PACKAGE: its modules by short name."""
-    files = subprocess.run(
-        ["git", "-C", str(REPO), "ls-tree", "-r", "--name-only", OLD_COMMIT, "agent/"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for name in files:
-        if not name.endswith(".py"):
-            continue
-        text = subprocess.run(
-            ["git", "-C", str(REPO), "show", f"{OLD_COMMIT}:{name}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        target = root / OLD_PACKAGE / name.removeprefix("agent/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text.replace("superstatic_agent", OLD_PACKAGE))
-    sys.path.insert(0, str(root))
-    names = ("statemachine", "storage", "sessions", "gc")
-    return {n: importlib.import_module(f"{OLD_PACKAGE}.{n}") for n in names}
-
-
 @pytest.fixture(scope="module")
 def old(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ModuleType]]:
-    root = tmp_path_factory.mktemp("r3old")
-    try:
-        modules = _old_package(root)
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip(f"commit {OLD_COMMIT} is not in this checkout's history")
-    try:
-        yield modules
-    finally:
-        sys.path.remove(str(root))
-        for name in [n for n in sys.modules if n.startswith(OLD_PACKAGE)]:
-            del sys.modules[name]
+    yield from old_agent.loaded(
+        tmp_path_factory, OLD_COMMIT, OLD_PACKAGE, ("statemachine", "storage", "sessions", "gc")
+    )
 
 
 @settings(

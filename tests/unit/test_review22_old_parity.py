@@ -25,12 +25,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import importlib
 import inspect
 import itertools
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -45,6 +42,7 @@ from superstatic_agent import sessions as sessions_module
 from superstatic_agent import statemachine as sm_module
 from superstatic_agent.raft.types import Entry
 from superstatic_agent.storage import DB_NAMES, DBS_MAX
+from support import old_agent
 from test_apply_batches import CLIENTS, _Log
 
 from superstatic.protocol import ops
@@ -52,7 +50,6 @@ from superstatic.protocol.codec import Ref
 
 OLD_COMMIT = "fad6a99"
 OLD_PACKAGE = "superstatic_agent_r22old"
-REPO = Path(__file__).resolve().parents[2]
 MAP_BYTES = 64 << 20
 TTL_MS = 1_000
 RECORD_BYTES_MAX = 400  # low: big values and grown buckets and chunks meet it
@@ -68,44 +65,14 @@ LONG_KEY = "h" * 500
 _counter = itertools.count()
 
 
-def _old_package(root: Path) -> dict[str, ModuleType]:
-    """The agent package of OLD_COMMIT under OLD_PACKAGE: its modules by short name."""
-    files = subprocess.run(
-        ["git", "-C", str(REPO), "ls-tree", "-r", "--name-only", OLD_COMMIT, "agent/"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for name in files:
-        if not name.endswith(".py"):
-            continue
-        text = subprocess.run(
-            ["git", "-C", str(REPO), "show", f"{OLD_COMMIT}:{name}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        target = root / OLD_PACKAGE / name.removeprefix("agent/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text.replace("superstatic_agent", OLD_PACKAGE))
-    sys.path.insert(0, str(root))
-    names = ("statemachine", "nodestore", "gc", "sessions", "listtree")
-    return {n: importlib.import_module(f"{OLD_PACKAGE}.{n}") for n in names}
-
-
 @pytest.fixture(scope="module")
 def old(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ModuleType]]:
-    root = tmp_path_factory.mktemp("r22old")
-    try:
-        modules = _old_package(root)
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip(f"commit {OLD_COMMIT} is not in this checkout's history")
-    try:
-        yield modules
-    finally:
-        sys.path.remove(str(root))
-        for name in [n for n in sys.modules if n.startswith(OLD_PACKAGE)]:
-            del sys.modules[name]
+    yield from old_agent.loaded(
+        tmp_path_factory,
+        OLD_COMMIT,
+        OLD_PACKAGE,
+        ("statemachine", "nodestore", "gc", "sessions", "listtree"),
+    )
 
 
 @pytest.fixture
