@@ -12,11 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from superstatic_bench.procs import ProcessGroup, Worker
+from superstatic_bench.procs import ProcessGroup, Worker, WorkerFailed
 from superstatic_bench.settings import Settings
 from superstatic_bench.systems import TIMEOUT_S_LEADER, SuperstaticCluster
 
 TIMEOUT_S_APP = 120.0
+# The most drop counters an agent's view names in a failure (the largest first).
+VIEW_DROPS_MAX = 6
 TIMEOUT_S_LOAD = 3600.0
 APP_ARGS = ("-m", "superstatic_bench.client", "--system", "none")
 
@@ -28,6 +30,48 @@ def start_cluster(base_dir: Path, name: str, settings: Settings, metrics: bool =
     cluster.start()
     cluster.local.leader(TIMEOUT_S_LEADER)
     return cluster
+
+
+def agents_view(local: Any) -> str:
+    """One line per agent of what it thinks: role, leader, term, commit, applied, the leader's
+    view of each follower (state, match) and the largest drop counters. What a failure in CI
+    needs to say which agent or which link was stuck (its logs are printed beside it)."""
+    parts = []
+    for node in local.voter_ids:
+        try:
+            status = local.status(node)
+        except Exception as exc:  # a dead or silent agent is part of the answer
+            parts.append(f"{node}: no status ({type(exc).__name__})")
+            continue
+        counts = [(n, c) for n, c in (status.get("dropped") or {}).items() if c]
+        counts.sort(key=lambda item: -item[1])
+        progress = [
+            f"{m.get('id')}:{m.get('state')}@{m.get('match')}"
+            for m in status.get("members", [])
+            if "state" in m
+        ]
+        parts.append(
+            f"{node}: {status.get('role')} leader={status.get('leader')} "
+            f"term={status.get('term')} commit={status.get('commit')} "
+            f"applied={status.get('applied')} progress={progress} "
+            f"dropped={dict(counts[:VIEW_DROPS_MAX])}"
+        )
+    return "; ".join(parts)
+
+
+@contextlib.contextmanager
+def serving(cluster: Any) -> Iterator[None]:
+    """The cluster for the block, closed (its agents stopped by PID) at the end. A failure
+    inside is raised as WorkerFailed naming every agent's view first (the suite keeps an
+    error's first characters), and the agents' log tails are printed."""
+    try:
+        yield
+    except Exception as exc:
+        view = agents_view(cluster.local)
+        print(f"agents at the failure: {view}\n{cluster.local.logs()}", flush=True)
+        raise WorkerFailed(f"agents at the failure: {view}; {type(exc).__name__}: {exc}") from exc
+    finally:
+        cluster.close()
 
 
 def connect_command(cluster: Any, endpoints: list[str], replicate: str) -> dict[str, Any]:

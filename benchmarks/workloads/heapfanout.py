@@ -203,7 +203,7 @@ def run(
     rows: list[dict[str, Any]] = []
     with progress.step("heapfanout: start a fresh cluster (agents serve /metrics)"):
         cluster = heap_cluster.start_cluster(base_dir, "heapfanout", settings, metrics=True)
-    try:
+    with heap_cluster.serving(cluster):
         local = cluster.local
         leader = local.leader(TIMEOUT_S_LEADER)
         follower = next(i for i in local.voter_ids if i != leader)
@@ -266,8 +266,6 @@ def run(
                             f"{row['bytes_per_write']:,.0f} B, "
                             f"{row['events_per_write']:.2f} events per write"
                         )
-    finally:
-        cluster.close()
     return {"rows": rows, **summarize(rows)}
 
 

@@ -76,7 +76,7 @@ def run(
     rows: list[dict[str, Any]] = []
     with progress.step("heapmem: start a fresh cluster"):
         cluster = heap_cluster.start_cluster(base_dir, "heapmem", settings)
-    try:
+    with heap_cluster.serving(cluster):
 
         def measure(mode: str, n: int, k: int, name: str) -> dict[str, Any]:
             command = {
@@ -113,8 +113,6 @@ def run(
             s["result"] = ", ".join(
                 f"{r['replicate']} +{r['above_empty_anon_mb']:.1f} MB" for r in rows
             )
-    finally:
-        cluster.close()
     partial = next((r for r in rows if r["replicate"] == "partial"), None)
     return {
         "objects": objects,

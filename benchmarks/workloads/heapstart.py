@@ -88,43 +88,41 @@ def run(
     loads: list[dict[str, Any]] = []
     with progress.step("heapstart: start a fresh cluster"):
         cluster = heap_cluster.start_cluster(base_dir, "heapstart", settings)
-    try:
-        with heap_cluster.loader(group, cluster, settings, "heapstart") as loader:
-            loader.counter()
-            for objects in sorted(settings.heapstart_sizes):
-                if objects:
-                    with progress.step(f"heapstart: grow the cluster to {objects:,} objects") as s:
-                        loaded = loader.grow_to(objects)
-                        if loaded is not None:
-                            loads.append({**loaded, "load_average": machine.load_average()})
-                            s["result"] = f"{loaded['objects_per_s']:,.0f} objects/s"
-                modes = modes_at(objects, settings)
-                label = f"heapstart: {objects:,} objects, {' and '.join(modes)}"
-                with progress.step(label) as s:
-                    before = machine.load_average()
-                    samples: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
-                    for i in range(settings.heapstart_samples):
-                        for mode in modes:
-                            command = {
-                                **heap_cluster.connect_command(cluster, cluster.endpoints(0), mode),
-                                "phase": "start",
-                            }
-                            samples[mode].append(
-                                heap_cluster.one_shot(
-                                    group, f"heapstart-{objects}-{mode}-{i}", command
-                                )
-                            )
-                    after = machine.load_average()
+    with (
+        heap_cluster.serving(cluster),
+        heap_cluster.loader(group, cluster, settings, "heapstart") as loader,
+    ):
+        loader.counter()
+        for objects in sorted(settings.heapstart_sizes):
+            if objects:
+                with progress.step(f"heapstart: grow the cluster to {objects:,} objects") as s:
+                    loaded = loader.grow_to(objects)
+                    if loaded is not None:
+                        loads.append({**loaded, "load_average": machine.load_average()})
+                        s["result"] = f"{loaded['objects_per_s']:,.0f} objects/s"
+            modes = modes_at(objects, settings)
+            label = f"heapstart: {objects:,} objects, {' and '.join(modes)}"
+            with progress.step(label) as s:
+                before = machine.load_average()
+                samples: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+                for i in range(settings.heapstart_samples):
                     for mode in modes:
-                        row = summarize_row(objects, mode, samples[mode])
-                        row["load_average"] = [before, after]
-                        rows.append(row)
-                    s["result"] = ", ".join(
-                        f"{r['replicate']} median {r['total_median_ms']:.1f} ms"
-                        for r in rows[-len(modes) :]
-                    )
-    finally:
-        cluster.close()
+                        command = {
+                            **heap_cluster.connect_command(cluster, cluster.endpoints(0), mode),
+                            "phase": "start",
+                        }
+                        samples[mode].append(
+                            heap_cluster.one_shot(group, f"heapstart-{objects}-{mode}-{i}", command)
+                        )
+                after = machine.load_average()
+                for mode in modes:
+                    row = summarize_row(objects, mode, samples[mode])
+                    row["load_average"] = [before, after]
+                    rows.append(row)
+                s["result"] = ", ".join(
+                    f"{r['replicate']} median {r['total_median_ms']:.1f} ms"
+                    for r in rows[-len(modes) :]
+                )
     return {"rows": rows, "loads": loads, **summarize(rows)}
 
 

@@ -259,3 +259,60 @@ def test_small_heap_workloads_run_end_to_end(tmp_path: Path) -> None:
     judged = [t for t in results["targets"] if t["target"].startswith("heap")]
     assert len(judged) == 5 and all(t["met"] is not None for t in judged)
     assert not (tmp_path / "work").exists()
+
+
+class _Local:
+    """What `serving` reads of a LocalCluster: voter ids, STATUS, log tails."""
+
+    voter_ids = ["a", "b", "c"]
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def status(self, node: str) -> dict[str, Any]:
+        if node == "c":
+            raise TimeoutError("no answer")
+        return {
+            "role": "leader" if node == "a" else "follower",
+            "leader": "a" if node == "a" else None,
+            "term": 2,
+            "commit": 40,
+            "applied": 40 if node == "a" else 12,
+            "members": [{"id": "b", "state": "probe", "match": 12}] if node == "a" else [],
+            "dropped": {"peer_send_full": 0, "peer_refused_our_key": 3},
+        }
+
+    def logs(self) -> str:
+        return "--- agent b ---\nlost the leader"
+
+
+class _Cluster:
+    def __init__(self) -> None:
+        self.local = _Local()
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_a_failure_inside_a_heap_cluster_names_each_agents_view_and_closes_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """CI met a follower that confirmed no read index for 30 s, with nothing said about the
+    agents: the error now leads with every agent's view, the log tails are printed, and the
+    cluster is closed whatever happened."""
+    cluster = _Cluster()
+    with pytest.raises(WorkerFailed) as caught, heap_cluster.serving(cluster):
+        raise TimeoutError("no agent confirmed a read index")
+    text = str(caught.value)
+    assert text.startswith("agents at the failure: a: leader leader=a term=2 commit=40")
+    assert "progress=['b:probe@12']" in text
+    assert "b: follower leader=None" in text and "applied=12" in text
+    assert "c: no status (TimeoutError)" in text
+    assert "dropped={'peer_refused_our_key': 3}" in text  # zero counters are left out
+    assert text.endswith("TimeoutError: no agent confirmed a read index")
+    assert "lost the leader" in capsys.readouterr().out
+    assert cluster.closed == 1
+    with heap_cluster.serving(cluster):
+        pass
+    assert cluster.closed == 2
