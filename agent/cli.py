@@ -38,6 +38,8 @@ from superstatic.protocol.errors import LimitExceeded
 
 # Exit status when --keys cannot be used (a key file missing, malformed or readable by others).
 EXIT_KEYS_REFUSED = 4
+# --metrics, --client or the peer endpoint cannot be bound (taken, or not of this host).
+EXIT_LISTEN_REFUSED = 2
 DEFAULTS = AgentConfig.__dataclass_fields__  # the single source of every default
 
 
@@ -422,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from superstatic_agent.http_status import MetricsBindError
     from superstatic_agent.server import Server
     from superstatic_agent.storage import EXIT_START_REFUSED, StartRefused
+    from superstatic_agent.transport import ListenError
 
     from superstatic.protocol.keyfiles import KeyFileError
 
@@ -430,9 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartRefused as exc:
         log.critical("%s", exc)
         return EXIT_START_REFUSED
-    except MetricsBindError as exc:  # bound before anything else is opened
+    except (MetricsBindError, ListenError) as exc:  # a port taken or not of this host
         log.critical("%s", exc.strerror)
-        return 2
+        return EXIT_LISTEN_REFUSED
     except KeyFileError as exc:
         # A missing or too open key file: refusing to start beats serving unauthenticated.
         log.critical("cannot start with --keys %s: %s", config.keys_dir, exc)

@@ -78,7 +78,7 @@ from superstatic_agent.storage import (
 from superstatic_agent.streams import Streams
 from superstatic_agent.trace import AgentTracer
 from superstatic_agent.trace import asked as trace_asked
-from superstatic_agent.transport import ClientTransport, DropCounter, PeerTransport
+from superstatic_agent.transport import ClientTransport, DropCounter, ListenError, PeerTransport
 
 from superstatic.protocol import codec, ops, wire
 from superstatic.protocol.errors import LimitExceeded, ProtocolError
@@ -195,26 +195,35 @@ def zmq_io(config: AgentConfig, drops: DropCounter) -> AgentIo:
     except Exception:
         ctx.term()
         raise
-    peers = PeerTransport(
-        ctx,
-        config.node_id,
-        config.peer_endpoint,
-        drops,
-        recv_queue_frames_max=config.peer_recv_queue_frames_max,
-        send_queue_frames_max=config.peer_send_queue_frames_max,
-        frame_bytes_max=config.peer_frame_bytes_max,
-        recv_bytes_per_turn_max=config.recv_bytes_per_turn_max,
-        auth=auth,
-    )
-    clients = ClientTransport(
-        ctx,
-        config.client_endpoint,
-        drops,
-        recv_queue_frames_max=config.client_recv_queue_frames_max,
-        send_queue_frames_max=config.client_send_queue_frames_max,
-        recv_bytes_per_turn_max=config.recv_bytes_per_turn_max,
-        auth=auth,
-    )
+    peers: PeerTransport | None = None
+    try:
+        peers = PeerTransport(
+            ctx,
+            config.node_id,
+            config.peer_endpoint,
+            drops,
+            recv_queue_frames_max=config.peer_recv_queue_frames_max,
+            send_queue_frames_max=config.peer_send_queue_frames_max,
+            frame_bytes_max=config.peer_frame_bytes_max,
+            recv_bytes_per_turn_max=config.recv_bytes_per_turn_max,
+            auth=auth,
+        )
+        clients = ClientTransport(
+            ctx,
+            config.client_endpoint,
+            drops,
+            recv_queue_frames_max=config.client_recv_queue_frames_max,
+            send_queue_frames_max=config.client_send_queue_frames_max,
+            recv_bytes_per_turn_max=config.recv_bytes_per_turn_max,
+            auth=auth,
+        )
+    except ListenError:
+        # A taken port: what is open closes first (the context terminates only then).
+        if peers is not None:
+            peers.close()
+        auth.close()
+        ctx.term()
+        raise
     poller = zmq.Poller()
     poller.register(peers.router, zmq.POLLIN)
     poller.register(clients.router, zmq.POLLIN)
@@ -264,7 +273,11 @@ class Server:
         self.observer = Observer(config)
         self.drops = drops if drops is not None else DropCounter()
         if io is None:
-            io = zmq_io(config, self.drops)
+            try:
+                io = zmq_io(config, self.drops)
+            except ListenError:
+                self.observer.close()  # its --metrics port, bound first
+                raise
         self.io = io
         self.clock = io.clock
         self.started = self.clock.monotonic()

@@ -127,6 +127,21 @@ class DropCounter:
         return dict(sorted(self.counts.items()))
 
 
+class ListenError(OSError):
+    """An endpoint this agent listens on cannot be bound (taken by another process, or not an
+    address of this host): the start is refused with this message, never a traceback."""
+
+
+def bind_router(router: zmq.Socket[Any], endpoint: str, what: str) -> None:
+    """Binds `router` on `endpoint` (the operator's own flag, `what`), or closes it and raises
+    ListenError naming both and the system's reason."""
+    try:
+        router.bind(endpoint)
+    except zmq.ZMQError as exc:
+        router.close(linger=0)
+        raise ListenError(exc.errno, f"cannot listen on {what} {endpoint}: {exc.strerror}") from exc
+
+
 class PeerTransport:
     """The agent's side of the Raft network."""
 
@@ -162,7 +177,8 @@ class PeerTransport:
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if self._auth is not None:
             self._auth.configure_peer_router(self.router)  # CURVE options precede bind
-        self.router.bind(bind_endpoint)
+        # The peer endpoint: --listen, else this agent's own entry in --peers.
+        bind_router(self.router, bind_endpoint, "the peer endpoint")
         self._dealers: dict[str, tuple[str, zmq.Socket[Any]]] = {}
         # The server key each DEALER checks (b"" without keys): a reload that changes it
         # reconnects that peer.
@@ -362,7 +378,7 @@ class ClientTransport:
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if self._auth is not None:
             self._auth.configure_client_router(self.router)  # CURVE options precede bind
-        self.router.bind(bind_endpoint)
+        bind_router(self.router, bind_endpoint, "--client")
         self.sent_frames = 0
 
     def send(self, identity: bytes, data: bytes) -> str:

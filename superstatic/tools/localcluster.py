@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -38,16 +39,45 @@ TIMEOUT_S_LEADER_DEFAULT = 30.0
 TIMEOUT_S_STOP = 10.0
 POLL_S = 0.05
 PORTS_TRIES_MAX = 100
+# Ports for agents are chosen in [PORT_LOW, the ephemeral range's low end): above the usual
+# services' ports, below the ports the kernel gives outgoing connections (see free_port).
+PORT_LOW = 20_000
+EPHEMERAL_RANGE_PATH = "/proc/sys/net/ipv4/ip_local_port_range"
+EPHEMERAL_RANGE_DEFAULT = (32_768, 60_999)  # Linux's default, when /proc does not say
 # App keys every keyed local cluster has, by name = role.
 CLIENT_KEYS = (("admin", "admin"), ("app", "app"), ("read", "read"))
 # A keys directory every LocalCluster without its own `keys_dir` uses (see the docstring).
 shared_keys_dir: Path | None = None
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (inclusive)."""
+    try:
+        low, high = Path(EPHEMERAL_RANGE_PATH).read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return EPHEMERAL_RANGE_DEFAULT
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing is bound to right now, chosen below the kernel's
+    ephemeral range when there is room: a port from that range can be taken, between this
+    check and the agent's bind, as the local port of any process's outgoing connection (CI met
+    it: an agent of a bench cluster died on EADDRINUSE). Random, so concurrent test processes
+    rarely try the same one; each is checked by binding it."""
+    low, _high = ephemeral_ports()
+    rng = random.SystemRandom()
+    if low - PORT_LOW > PORTS_TRIES_MAX:
+        for _ in range(PORTS_TRIES_MAX):
+            port = rng.randrange(PORT_LOW, low)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", 0))  # the kernel's pick, from the ephemeral range
         return int(sock.getsockname()[1])
 
 

@@ -1,0 +1,86 @@
+"""An agent whose --client or peer port is taken refuses to start with one line naming the flag,
+the endpoint and the reason, and a distinct exit status, never a Python traceback (CI met a
+bench cluster whose agent had lost its port to another process's outgoing connection: it died
+with a ZMQError traceback and the bench waited 30 s on it)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from superstatic_agent.cli import EXIT_LISTEN_REFUSED
+from superstatic_agent.config import AgentConfig
+from superstatic_agent.server import Server
+from superstatic_agent.transport import ListenError
+
+from superstatic.tools.localcluster import free_ports
+
+pytestmark = pytest.mark.cluster
+
+TIMEOUT_S_EXIT = 60.0
+
+
+@pytest.fixture
+def taken() -> Iterator[int]:
+    """A port something listens on for the test's length."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("which", ["client", "peer"])
+def test_a_taken_port_refuses_the_agent_process_in_one_line(
+    tmp_path: Path, taken: int, which: str
+) -> None:
+    (free,) = free_ports(1)
+    peer, client = (free, taken) if which == "client" else (taken, free)
+    command = [
+        sys.executable,
+        "-m",
+        "superstatic_agent",
+        "--id",
+        "a",
+        "--data-dir",
+        str(tmp_path / "a"),
+        "--peers",
+        f"a=tcp://127.0.0.1:{peer}",
+        "--client",
+        f"tcp://127.0.0.1:{client}",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out, _ = process.communicate(timeout=TIMEOUT_S_EXIT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = out.decode(errors="replace")
+    assert process.returncode == EXIT_LISTEN_REFUSED, text
+    assert "Traceback" not in text, text
+    what = "--client" if which == "client" else "the peer endpoint"
+    assert f"cannot listen on {what} tcp://127.0.0.1:{taken}: Address already in use" in text
+
+
+def test_a_refused_listen_releases_what_the_server_had_bound(tmp_path: Path, taken: int) -> None:
+    """In process: ListenError, and the --metrics and peer ports bound before it are free again
+    (a server built after it in the same process can bind them)."""
+    peer, metrics = free_ports(2)
+    config = AgentConfig(
+        node_id="a",
+        data_dir=tmp_path / "a",
+        peers={"a": f"tcp://127.0.0.1:{peer}"},
+        client_endpoint=f"tcp://127.0.0.1:{taken}",
+        metrics_endpoint=f"127.0.0.1:{metrics}",
+    )
+    with pytest.raises(ListenError, match=f"cannot listen on --client tcp://127.0.0.1:{taken}"):
+        Server(config)
+    assert not (tmp_path / "a").exists()  # refused before the store was opened
+    for port in (peer, metrics):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))  # raises if still held
