@@ -138,6 +138,11 @@ SPACE_PER_ENTRY_BYTES_FACTOR = 4
 # room left is within SPACE_EXACT_RESERVES times the reserve.
 SPACE_ESTIMATE_BYTES_MAX = 1 << 20
 SPACE_EXACT_RESERVES = 4
+# A leader whose store refuses writes hands leadership to a caught-up voter at most this often
+# (docs/agent.md, "A full store"): each try costs an election's pause, and when the target is
+# full too it hands off in turn; with every store full the cluster refuses writes as before,
+# without elections in a loop.
+HANDOFF_FULL_INTERVAL_MS = 10_000
 
 # Error codes for a proposal the core refused, by the reason it gave. Every reason propose()
 # gives means "not appended, not forwarded": not_leader and busy tell the app exactly that.
@@ -489,6 +494,9 @@ class Server:
             "append_entries_sent": 0,
             "appends_received": 0,
             "acks_sent": 0,
+            # Leadership handed to another voter because this leader's store was full
+            # (docs/agent.md, "A full store").
+            "leadership_handed_off_full": 0,
         }
         # A turn longer than half the minimum election timeout risks needless elections.
         self._slow_turn_ms = config.tick_ms * config.election_ticks / 2
@@ -504,6 +512,8 @@ class Server:
         self._space = self.storage.space()
         self._space_taken = 0
         self._appends_refused = False
+        # When a leader whose store is full may next hand leadership off (monotonic s).
+        self._handoff_full_next = 0.0
         # New writes refused for want of space (StoreFull) since start: a counter, because the
         # state `full` can end moments later (the log compacted when space ran low).
         self._store_refused = 0
@@ -1027,6 +1037,47 @@ class Server:
     def _store_full(self) -> bool:
         """True while this agent refuses new writes: less than the reserve is free."""
         return self._space.free_bytes - self._space_taken < self.config.store_reserve_bytes
+
+    def _hand_off_if_full(self, now: float) -> None:
+        """A leader whose store refuses writes hands leadership to the voter furthest along
+        among those it replicates to: another member may have room (another disk, a larger
+        --map-bytes), and while a full agent leads, the whole cluster refuses writes. At most
+        once per HANDOFF_FULL_INTERVAL_MS. The core's transfer brings the target up to date
+        first and is dropped if it has not happened within an election timeout."""
+        node = self.node
+        if (
+            self.halted is not None
+            or node.role is not Role.LEADER
+            or now < self._handoff_full_next
+            or not self._store_full()
+        ):
+            return
+        progress = node.progress()
+        targets = [
+            member
+            for member in node.conf.voters
+            if member != self.id
+            and member in progress
+            and progress[member][2] == ProgressState.REPLICATE.value
+        ]
+        if not targets:
+            return  # nobody answering in step: an election would only pause the cluster
+        target = max(targets, key=lambda member: (progress[member][0], member))
+        self._handoff_full_next = now + HANDOFF_FULL_INTERVAL_MS / 1000
+        try:
+            node.transfer_leadership(target)
+        except Dropped as exc:
+            log.info("store full: leadership not handed to %s (%s)", target, exc.reason)
+            return
+        self.counters["leadership_handed_off_full"] += 1
+        log.warning(
+            "store full (%d bytes free of --map-bytes %d, disk free %d): handing leadership "
+            "to %s, which may have room",
+            self._space.free_bytes,
+            self._space.map_bytes,
+            self._space.disk_free_bytes,
+            target,
+        )
 
     def _halt_damaged(self, exc: Corrupt) -> None:
         """A checksum mismatch while running: this copy must not be served or built upon.
@@ -2271,6 +2322,7 @@ class Server:
 
     def _housekeeping(self, now: float) -> None:
         self._refresh_space()
+        self._hand_off_if_full(now)
         self.observer.housekeeping(now)
         idle_ms = self.config.exit_when_idle_ms
         if idle_ms and (now - self._last_client_frame) * 1000 > idle_ms:
