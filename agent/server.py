@@ -514,6 +514,8 @@ class Server:
         self._appends_refused = False
         # When a leader whose store is full may next hand leadership off (monotonic s).
         self._handoff_full_next = 0.0
+        # The voter this agent last tried to hand leadership to while full (None: none yet).
+        self._handoff_full_last: str | None = None
         # New writes refused for want of space (StoreFull) since start: a counter, because the
         # state `full` can end moments later (the log compacted when space ran low).
         self._store_refused = 0
@@ -1062,7 +1064,17 @@ class Server:
         ]
         if not targets:
             return  # nobody answering in step: an election would only pause the cluster
-        target = max(targets, key=lambda member: (progress[member][0], member))
+        # The first try goes to the voter furthest along. With the leader full nothing new is
+        # appended, so every caught-up voter ties; a full one ignores the transfer (see
+        # _on_peer_message), so each later try goes to the next voter by name after the last
+        # one tried: every member is tried in turn, and the one with room is found.
+        last = self._handoff_full_last
+        if last is None:
+            target = max(targets, key=lambda member: (progress[member][0], member))
+        else:
+            after = sorted(member for member in targets if member > last)
+            target = after[0] if after else min(targets)
+        self._handoff_full_last = target
         self._handoff_full_next = now + HANDOFF_FULL_INTERVAL_MS / 1000
         try:
             node.transfer_leadership(target)
@@ -1479,6 +1491,14 @@ class Server:
             # Nearly full: we must not acknowledge entries we may fail to keep. The leader
             # retries; the rest of the cluster carries on without us meanwhile.
             self.drops.counts["store_full_append"] += 1
+            return
+        if m.type is MsgType.TIMEOUT_NOW and self._store_full():
+            # A leadership transfer to us, while our store refuses writes: as leader we would
+            # refuse every write in the cluster. Ignored, the transfer lapses after an election
+            # timeout and the leader stays; a full leader then tries another member (review41:
+            # two full members handed leadership to each other every 10 s, and the one with
+            # room never led; docs/agent.md, "A full store").
+            self.drops.counts["store_full_transfer"] += 1
             return
         if m.type is MsgType.PROPOSE and self._store_full():
             # Forwarded writes are refused too, but for those that only delete (they make
