@@ -5,6 +5,7 @@ with a ZMQError traceback and the bench waited 30 s on it)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -84,3 +85,43 @@ def test_a_refused_listen_releases_what_the_server_had_bound(tmp_path: Path, tak
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))  # raises if still held
+
+
+def restart_prevented_statuses() -> set[int]:
+    """The exit statuses docs/operations.md's systemd unit tells systemd not to restart on."""
+    text = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    match = re.search(r"^RestartPreventExitStatus=([0-9 ]+)$", text, re.MULTILINE)
+    assert match is not None, "docs/operations.md shows no RestartPreventExitStatus"
+    return {int(status) for status in match.group(1).split()}
+
+
+def test_a_taken_port_exits_with_a_status_systemd_restarts_on(tmp_path: Path, taken: int) -> None:
+    """Review41: a port taken for a while (another process's outgoing connection, the address
+    not up yet at boot) is transient; the documented unit must restart the agent, as it did
+    while a taken port ended in a traceback (exit 1). Exit 2 is in RestartPreventExitStatus
+    (bad arguments), so the agent stayed down for good."""
+    (free,) = free_ports(1)
+    command = [
+        sys.executable,
+        "-m",
+        "superstatic_agent",
+        "--id",
+        "a",
+        "--data-dir",
+        str(tmp_path / "a"),
+        "--peers",
+        f"a=tcp://127.0.0.1:{free}",
+        "--client",
+        f"tcp://127.0.0.1:{taken}",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out, _ = process.communicate(timeout=TIMEOUT_S_EXIT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = out.decode(errors="replace")
+    assert "cannot listen on --client" in text, text
+    assert process.returncode != 0, text
+    assert process.returncode not in restart_prevented_statuses(), text
