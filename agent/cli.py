@@ -38,8 +38,10 @@ from superstatic.protocol.errors import LimitExceeded
 
 # Exit status when --keys cannot be used (a key file missing, malformed or readable by others).
 EXIT_KEYS_REFUSED = 4
-# --metrics, --client or the peer endpoint cannot be bound (taken, or not of this host).
-EXIT_LISTEN_REFUSED = 2
+# --metrics, --client or the peer endpoint cannot be bound (taken, or not of this host). Not
+# 2 (bad arguments): a clash can pass, and docs/operations.md's unit restarts on this status
+# while it does not on 2 (review41).
+EXIT_LISTEN_REFUSED = 5
 DEFAULTS = AgentConfig.__dataclass_fields__  # the single source of every default
 
 
