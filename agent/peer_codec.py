@@ -782,10 +782,22 @@ def _entries_fast(
             return None
         for _ in range(count):
             head, term_head, kind, e_index, e_term, data_head = get(unpack(blob, pos))
-            if head != head_c or term_head != term_head_c or kind:
-                layout = _layout_at(blob, pos)
-                if layout is None:
+            if (
+                head != head_c
+                or term_head != term_head_c
+                or kind
+                or e_index != expected
+                or e_index > index_max
+                or not least_term <= e_term <= top
+            ):
+                # The entry's own layout, once: its index or term is wider, or the bytes of a
+                # wider one fit this layout's shape (a term from under 24 to 65,536 reads its
+                # 4-byte header 0x1a and the zero byte after it as a term of 26 and a NORMAL
+                # kind) and only the values tell (the full path answered the same, slower).
+                relaid = _layout_at(blob, pos)
+                if relaid is None or relaid is layout:
                     return None
+                layout = relaid
                 (unpack, get, head_c, term_head_c, header_bytes, index_min, index_max,
                  term_min, term_max) = layout  # fmt: skip
                 head, term_head, kind, e_index, e_term, data_head = get(unpack(blob, pos))
@@ -793,8 +805,8 @@ def _entries_fast(
                     return None  # (a kind but NORMAL fails every layout)
                 least_term = max(least_term, term_min)
                 top = min(top_term, term_max)
-            if e_index != expected or e_index > index_max or not least_term <= e_term <= top:
-                return None
+                if e_index != expected or e_index > index_max or not least_term <= e_term <= top:
+                    return None
             least_term = e_term  # terms never go down
             expected += step
             pos += header_bytes

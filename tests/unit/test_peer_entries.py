@@ -75,6 +75,17 @@ def test_valid_appends_take_the_one_pass_with_the_full_paths_entries(
     assert check(blob, MsgType.APPEND, term, prev)
 
 
+@pytest.mark.parametrize("wide", [65_536, 70_000, 1 << 32, 1 << 40])
+def test_a_term_widening_from_under_24_to_4_or_8_bytes_takes_the_one_pass(wide: int) -> None:
+    """Hypothesis found it (term 1 then 65,536): the 4-byte header 0x1a and the zero byte after
+    it fit the 1-byte layout's shape, read as a term of 26 and a NORMAL kind, so the fast path
+    gave up on a valid APPEND instead of taking the entry's own layout."""
+    entries = tuple(
+        Entry(1 + i, t, EntryKind.NORMAL, b"ab") for i, t in enumerate((1, 5, wide, wide))
+    )
+    assert check(pc.encode_entries(entries), MsgType.APPEND, wide, 0)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(datas, min_size=1, max_size=30))
 def test_forwarded_proposals_take_the_one_pass(datas_: list[bytes]) -> None:
