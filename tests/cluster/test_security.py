@@ -517,15 +517,21 @@ def test_a_connection_whose_key_is_revoked_stops_with_auth_error_unasked(
         client_keys.revoke(keys_dir, ["idle"])
         # Every agent refuses it from now on (the connection's fail-overs included).
         cluster.wait_until(lambda: app_keys_everywhere(1), "the key revoked", TIMEOUT_S_WAIT)
-        # An index the connection never asked for: only its stream could bring it.
+        # A frame of the connection it already had (a PING: it sends nothing else now) was
+        # refused, so that agent dropped its stream. (Until then the agent streams on: a
+        # revoked key is refused at its next frame.)
+        cluster.wait_until(
+            lambda: any(refused(cluster, n).get("client.revoked", 0) for n in cluster.agents),
+            "a frame of the open connection refused",
+            TIMEOUT_S_WAIT,
+        )
+        # An index the connection never asked for: only a stream could bring it.
         cid = os.urandom(16).hex()
         index = commit(cluster, txn_create_roots({"later": "list"}, cid), client_id=cid)["index"]
         with pytest.raises(AuthError, match="revoked"):
             connection.wait_applied(index, TIMEOUT_S_WAIT)
     finally:
         connection.close()
-    # Refused frame by frame on the connection it already had, not only at new handshakes.
-    assert any(refused(cluster, n).get("client.revoked", 0) for n in cluster.agents)
 
 
 def writes(endpoints: list[str], keys: client_keys.ClientKeys | None) -> bool:
