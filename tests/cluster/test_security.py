@@ -505,6 +505,8 @@ def test_a_connection_whose_key_is_revoked_stops_with_auth_error_unasked(
     def app_keys_everywhere(count: int) -> bool:
         return all(status(cluster, n)["auth"]["app_keys"]["app"] == count for n in cluster.agents)
 
+    cid = os.urandom(16).hex()
+    commit(cluster, txn_create_roots({"later": "list"}, cid), client_id=cid)
     client_keys.add_keys(keys_dir, [], [("idle", "app")])
     cluster.wait_until(lambda: app_keys_everywhere(2), "the new key listed", TIMEOUT_S_WAIT)
     connection = Connection(
@@ -518,18 +520,21 @@ def test_a_connection_whose_key_is_revoked_stops_with_auth_error_unasked(
         # Every agent refuses it from now on (the connection's fail-overs included).
         cluster.wait_until(lambda: app_keys_everywhere(1), "the key revoked", TIMEOUT_S_WAIT)
         # A frame of the connection it already had (a PING: it sends nothing else now) was
-        # refused, so that agent dropped its stream. (Until then the agent streams on: a
-        # revoked key is refused at its next frame.)
+        # refused, so that agent dropped its stream.
         cluster.wait_until(
             lambda: any(refused(cluster, n).get("client.revoked", 0) for n in cluster.agents),
             "a frame of the open connection refused",
             TIMEOUT_S_WAIT,
         )
-        # An index the connection never asked for: only a stream could bring it.
-        cid = os.urandom(16).hex()
-        index = commit(cluster, txn_create_roots({"later": "list"}, cid), client_id=cid)["index"]
+        # Indexes the connection never asked for: only a stream brings them. An agent streams
+        # to a revoked key until its next frame (a PING, within ping_interval_ms), and the
+        # connection may have moved on to an agent that had not reloaded yet: so writes go on
+        # until the connection stops (each applied one proves its stream was still served).
+        deadline = time.monotonic() + TIMEOUT_S_WAIT
         with pytest.raises(AuthError, match="revoked"):
-            connection.wait_applied(index, TIMEOUT_S_WAIT)
+            while time.monotonic() < deadline:
+                index = commit(cluster, txn_extend("later", ["x"]))["index"]
+                connection.wait_applied(index, TIMEOUT_S_WAIT)
     finally:
         connection.close()
 
