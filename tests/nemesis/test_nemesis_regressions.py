@@ -96,12 +96,15 @@ SETUP_ATTEMPTS_MAX = 5
 
 
 def leading(cluster: Any) -> tuple[str, int]:
-    """The slot that leads, followed by every member that answers, and its term."""
-    slot = cluster.wait_leader()
-    assert slot is not None, "no leader"
-    status = cluster.status(slot)
-    assert status is not None and status.get("role") == "leader", status
-    return slot, int(status["term"])
+    """The slot that leads, followed by every member that answers, and its term (asked again
+    if an election comes between the two questions)."""
+    for _ in range(SETUP_ATTEMPTS_MAX):
+        slot = cluster.wait_leader()
+        assert slot is not None, "no leader"
+        status = cluster.status(slot)
+        if status is not None and status.get("role") == "leader":
+            return slot, int(status["term"])
+    raise AssertionError(f"the leader changed each of {SETUP_ATTEMPTS_MAX} times it was asked")
 
 
 def still_leading(cluster: Any, slot: str, term: int) -> bool:
