@@ -147,6 +147,11 @@ TIMEOUT_MS_STREAM_STALL = 5_000
 # unanswered items again as PROPOSEs. Older ones are forgotten (their items are resent by the
 # resend timer if they are never answered).
 MANY_FRAMES_TRACKED_MAX = 256
+# PINGs of the current socket whose answer is still recognised as a PING's (an ERROR forbidden
+# to one says the agent no longer trusts our key). An agent silent for timeout_ms_agent_silence
+# is left, so at most silence / ping_interval_ms (8 by default) are ever unanswered; the rest
+# is margin for a configuration with a shorter interval.
+PINGS_TRACKED_MAX = 64
 # Bytes of bodies one PROPOSE_MANY frame carries at most: the frame stays under
 # wire.FRAME_BYTES_MAX with room for the items' other fields.
 MANY_BODY_BYTES_MAX = wire.FRAME_BYTES_MAX - (1 << 20)
@@ -897,6 +902,7 @@ class _IoState:
         self.link: LeaderLink | None = None
         self.link_failed: dict[str, float] = {}  # endpoint -> not tried again before
         self.ping_req = 0
+        self.ping_reqs: deque[int] = deque(maxlen=PINGS_TRACKED_MAX)  # this socket's PINGs
         self.held: list[_Request] = []  # requests whose `answer` waits for our replica
 
     # -- main loop -------------------------------------------------------------------------
@@ -1126,6 +1132,7 @@ class _IoState:
         self.sock = None
         self.monitor = None
         self.connected = False
+        self.ping_reqs.clear()  # req ids are the connection's: another socket's never match
 
     def note_halt(self, body: Any) -> None:
         """Remembers the halt reason a refusal names (a word of wire.HALT_REASONS, else
@@ -1348,6 +1355,20 @@ class _IoState:
             return
         if req_id == self.hello_req and req_id:
             self.on_hello(frame)
+            return
+        if (
+            ftype is wire.FrameType.ERROR
+            and frame.body.get("code") == wire.ErrorCode.FORBIDDEN
+            and req_id
+            and (req_id == self.sub_req or req_id in self.ping_reqs)
+        ):
+            # PING and SUBSCRIBE are every role's frames (keyfiles.ROLE_FRAMES): refused, they
+            # say this agent no longer trusts our key (revoked since we connected; it dropped
+            # our stream too). Taken as a refused HELLO is: the other agents are tried, and
+            # AuthError goes to every caller once all refused. Ignored, an idle replica went
+            # stale with nothing said, and a write answered by the leader waited for its event
+            # on the dropped stream until timeout_ms_agent_silence.
+            self.key_refused(str(frame.body.get("message")))
             return
         if req_id == self.sub_req and ftype is wire.FrameType.ERROR:
             code = frame.body.get("code")
@@ -1747,6 +1768,7 @@ class _IoState:
         req_id = self.send(wire.FrameType.PING, body)
         if req_id is not None:
             self.ping_req = req_id
+            self.ping_reqs.append(req_id)
             self.last_ping = time.monotonic()
             self.stream_bytes_acked = self.stream_bytes
 

@@ -422,7 +422,13 @@ def test_keys_are_added_revoked_and_reloaded_while_running(keyed: LocalCluster) 
     late = client_keys.load(keys_dir / "clients" / "late.key_secret")
     cluster.wait_until(lambda: writes(endpoints, late), "the new key accepted", TIMEOUT_S_WAIT)
 
-    # Revoked while its connection is open: the next request is refused with AuthError.
+    # Revoked while its connection is open: the next request is refused with AuthError. Its
+    # text is the agent's "no longer trusts your key" when a write of ours is what the agent
+    # refuses; when the connection learned it first (its PINGs refused), it tried the other
+    # agents, and the last of them may have refused the handshake ("never added, or
+    # revoked"): both name the revocation (this test asserted the first text only and failed
+    # when a write it had sent before the leader reloaded held the connection; see
+    # test_a_connection_whose_key_is_revoked_stops_with_auth_error_unasked).
     connection = Connection(endpoints, Replica(), keys=late)
     try:
         connection.submit(txn_extend("w", ["late"]))
@@ -432,12 +438,15 @@ def test_keys_are_added_revoked_and_reloaded_while_running(keyed: LocalCluster) 
             try:
                 connection.submit(txn_extend("w", ["still"]))
             except AuthError as exc:
-                assert "no longer trusts your key" in str(exc), exc
+                assert "revoked" in str(exc), exc
                 break
             assert time.monotonic() < deadline, "the revoked key was never refused"
             time.sleep(0.1)
     finally:
         connection.close()
+    # Refused frame by frame on the connection opened before the revocation (a connection
+    # made after it never gets past its handshake, counted as client.unknown_key).
+    assert any(refused(cluster, n).get("client.revoked", 0) for n in cluster.agents)
 
     # A role change: the app key becomes read-only.
     client_keys.set_role(keys_dir, "app", "read")
@@ -476,6 +485,58 @@ def test_keys_are_added_revoked_and_reloaded_while_running(keyed: LocalCluster) 
         "its frames dropped",
         TIMEOUT_S_WAIT,
     )
+
+
+def test_a_connection_whose_key_is_revoked_stops_with_auth_error_unasked(
+    keyed: LocalCluster,
+) -> None:
+    """A connection with nothing in flight whose key is revoked: its agent answers its PINGs
+    ERROR forbidden ("no longer trusts your key") and drops its stream. The connection must
+    take that as the refusal it is (as it does a refused HELLO): try the other agents, and
+    once every one refused, stop with AuthError for every caller (docs/security.md: "an app
+    learns a refusal at once, not after its timeout"). It ignored those answers: an idle
+    reader's replica went stale with nothing said, a wait for an index ended in Unavailable
+    at its timeout, and a write held for its stream event waited out
+    timeout_ms_agent_silence (the intermittent failure of the test above, at load 15-20)."""
+    cluster = keyed
+    assert cluster.keys_dir is not None
+    keys_dir = cluster.keys_dir
+
+    def app_keys_everywhere(count: int) -> bool:
+        return all(status(cluster, n)["auth"]["app_keys"]["app"] == count for n in cluster.agents)
+
+    cid = os.urandom(16).hex()
+    commit(cluster, txn_create_roots({"later": "list"}, cid), client_id=cid)
+    client_keys.add_keys(keys_dir, [], [("idle", "app")])
+    cluster.wait_until(lambda: app_keys_everywhere(2), "the new key listed", TIMEOUT_S_WAIT)
+    connection = Connection(
+        cluster.client_endpoints(),
+        Replica(),
+        keys=client_keys.load(keys_dir / "clients" / "idle.key_secret"),
+    )
+    try:
+        connection.wait_applied(connection.read_index(), TIMEOUT_S_WAIT)  # connected, streaming
+        client_keys.revoke(keys_dir, ["idle"])
+        # Every agent refuses it from now on (the connection's fail-overs included).
+        cluster.wait_until(lambda: app_keys_everywhere(1), "the key revoked", TIMEOUT_S_WAIT)
+        # A frame of the connection it already had (a PING: it sends nothing else now) was
+        # refused, so that agent dropped its stream.
+        cluster.wait_until(
+            lambda: any(refused(cluster, n).get("client.revoked", 0) for n in cluster.agents),
+            "a frame of the open connection refused",
+            TIMEOUT_S_WAIT,
+        )
+        # Indexes the connection never asked for: only a stream brings them. An agent streams
+        # to a revoked key until its next frame (a PING, within ping_interval_ms), and the
+        # connection may have moved on to an agent that had not reloaded yet: so writes go on
+        # until the connection stops (each applied one proves its stream was still served).
+        deadline = time.monotonic() + TIMEOUT_S_WAIT
+        with pytest.raises(AuthError, match="revoked"):
+            while time.monotonic() < deadline:
+                index = commit(cluster, txn_extend("later", ["x"]))["index"]
+                connection.wait_applied(index, TIMEOUT_S_WAIT)
+    finally:
+        connection.close()
 
 
 def writes(endpoints: list[str], keys: client_keys.ClientKeys | None) -> bool:

@@ -329,7 +329,11 @@ def test_watch_calls_back_on_a_library_thread(app: list[str], workers: list[Work
 
 
 def test_results_are_collected_elsewhere_and_expire(app: list[str], workers: list[Worker]) -> None:
-    results = superstatic.Results("t.results", ttl_s=2.0)
+    # Collected by other processes: the default ttl (300 s). With a 2 s one this raced the
+    # reader's start: its own session's first entry, committed once the new process had
+    # connected (seconds at load 15-20), moved log time past the expiry, and the reader found
+    # nothing (1 failure in a loop of tests/cluster at load ~18).
+    results = superstatic.Results("t.results")
     results.put("req-1", {"total": 42})
     reader = start(workers, app, "result", "t.results", "req-1", "30")
     assert reader.line() == {"value": {"total": 42}}
@@ -338,14 +342,16 @@ def test_results_are_collected_elsewhere_and_expire(app: list[str], workers: lis
     results.put("req-2", "later")
     assert waiting.line() == {"value": "later"}
     # Nobody collects these: expired by log time (ticks move it on an idle cluster).
+    expiring = superstatic.Results("t.expiring", ttl_s=2.0)
+    expiring.put("req-1", {"total": 42})
     deadline = time.monotonic() + TIMEOUT_S
-    while "req-1" in results:
+    while "req-1" in expiring:
         assert time.monotonic() < deadline, "result never expired"
         superstatic.Queue("t.tick").put("tick")  # any entry moves log time on
         time.sleep(0.2)
-    assert results.get("req-1", timeout=0, default="gone") == "gone"
-    results.put("req-3", 3)  # cleans the expired ones of its shard
-    assert results.get("req-3", timeout=0) == 3
+    assert expiring.get("req-1", timeout=0, default="gone") == "gone"
+    expiring.put("req-3", 3)  # cleans the expired ones of its shard
+    assert expiring.get("req-3", timeout=0) == 3
 
 
 # ---------------------------------------------------------------------------------- events
