@@ -104,8 +104,13 @@ class Run:
             model.hard = hard or model.hard
             self.since_sync.append(model.copy())
         elif choice < 0.62:
-            model.hard = (self.term, rnd.choice("xyz"))
-            log.append([], hard=model.hard)
+            # The model changes after the append: an append that syncs first (the first
+            # record, a full window, a roll) snapshots the model as synced, and a hard state
+            # set before it was taken as synced though not written (seeds 135, 139, 198 and
+            # 299 of 300 failed on that, not on the log).
+            hard = (self.term, rnd.choice("xyz"))
+            log.append([], hard=hard)
+            model.hard = hard
             self.since_sync.append(model.copy())
         elif choice < 0.75:
             log.sync()
