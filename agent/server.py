@@ -2400,6 +2400,10 @@ class Server:
                 "full": self._store_full(),
                 "writes_refused": self._store_refused,
                 "appends_refused": self._appends_refused,
+                # Rolls to a new Raft log segment with no spare ready (its making waited for
+                # or done on the loop), and spares whose making failed: agent/logsegments.py.
+                "log_spare_misses": self.storage.log.spare_misses,
+                "log_spare_failures": self.storage.log.spare_failures,
             },
         )
         status["rules"] = self.rules.status()
