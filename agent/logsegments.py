@@ -49,20 +49,21 @@ may succeed with the first one's pages lost.
 
 The next segment is made ahead of need, off the loop (docs/data-model-v2.md 8.18, "The spare
 segment"): a thread of the log's own writes a spare, `spare-<16 random hex digits>.new`, at
-`segment_bytes` with zeros and flushes it; when the last segment fills, the loop renames the
-spare to the next segment's name and flushes the folder (the zero-fill and its fsync, 0.5-1.2 s
-of stall at load 12, no longer run on the loop). At most one spare exists (being made or
-ready); the thread touches its own file and a lock-protected slot only, never the segments or
-the index. The spare's name ends in `.new`, like a segment being made on the loop: open deletes
-every `*.new` before it scans, so a crash while making the spare, after making it, or between
-its rename and the folder's flush leaves a log that opens (a renamed spare is a segment of
-zeros, as a segment made on the loop is after a crash before its first record). A roll with no
-spare ready waits for the one being made (counted in `spare_misses`), or makes the segment on
-the loop as before (no spare: the disk had no room for one beside the segment the store's
-space check keeps free, or the thread failed: logged, counted in `spare_failures`, the spare
-discarded; the loop's own attempt then fails as it did before the spare if the trouble stays).
-`close` stops the thread (checked between 1 MiB writes) and joins it, at most
-SPARE_JOIN_TIMEOUT_S.
+`segment_bytes` with zeros, flushed every SPARE_FLUSH_BYTES (so that the loop's own flushes
+never queue behind a whole segment's writeback) and at its end; when the last segment fills,
+the loop renames the spare to the next segment's name and flushes the folder (the zero-fill
+and its fsync, 0.5-1.2 s of stall at load 12, no longer run on the loop). At most one spare
+exists (being made or ready); the thread touches its own file and a lock-protected slot only,
+never the segments or the index. The spare's name ends in `.new`, like a segment being made
+on the loop: open deletes every `*.new` before it scans, so a crash while making the spare,
+after making it, or between its rename and the folder's flush leaves a log that opens (a
+renamed spare is a segment of zeros, as a segment made on the loop is after a crash before its
+first record). A roll with no spare ready waits for the one being made (counted in
+`spare_misses`), or makes the segment on the loop as before (no spare: the disk had no room
+for one beside the segment the store's space check keeps free, or the thread failed: logged,
+counted in `spare_failures`, the spare discarded; the loop's own attempt then fails as it did
+before the spare if the trouble stays). `close` stops the thread (checked between 1 MiB
+writes) and joins it, at most SPARE_JOIN_TIMEOUT_S.
 
 Compaction deletes whole segments whose entries are all at or below the index given; the
 segments left must say on their own where the log starts: the oldest one's first record gives it
@@ -123,6 +124,10 @@ SPARE_JOIN_TIMEOUT_S = 30.0
 # space check (agent/storage.py Storage.space, review40) keeps one segment free for the log,
 # which a spare must not take (the loop's own attempt after a failed spare needs it).
 SPARE_ROOM_SEGMENTS_MIN = 2
+# The spare thread flushes its zeros every this many bytes: the loop's own fdatasync of the
+# last segment queues behind whatever the disk is writing back, and 64 MiB of a spare's dirty
+# pages flushed at once delayed it by hundreds of ms (the loop stall moved, not gone).
+SPARE_FLUSH_BYTES = 4 << 20
 
 log = logging.getLogger("superstatic.agent")
 
@@ -426,9 +431,21 @@ class SegmentLog:
             self._spare_make(spare)
             return
         self._spare_worker = threading.Thread(
-            target=self._spare_make, args=(spare,), name="log-spare", daemon=True
+            target=self._spare_thread_main, args=(spare,), name="log-spare", daemon=True
         )
         self._spare_worker.start()
+
+    def _spare_thread_main(self, spare: _Spare) -> None:
+        try:
+            self._spare_make(spare)
+        except BaseException:
+            # A bug, not the disk's error: no spare (the roll makes the segment on the loop),
+            # its file removed; the traceback goes to threading's excepthook.
+            with contextlib.suppress(OSError):
+                spare.path.unlink(missing_ok=True)
+            with self._spare_lock:
+                spare.done = True
+            raise
 
     def _spare_make(self, spare: _Spare) -> None:
         """The spare thread: writes the spare and hands it over through `spare` (under the
@@ -441,7 +458,8 @@ class SegmentLog:
             if vfs.f_bavail * vfs.f_frsize >= SPARE_ROOM_SEGMENTS_MIN * self.segment_bytes:
                 fd = os.open(spare.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
                 stop, lock = self._spare_stop, self._spare_lock
-                if not _zero_fill(fd, self.segment_bytes, spare, lock, stop):
+                paced = SPARE_FLUSH_BYTES if self.fsync else None
+                if not _zero_fill(fd, self.segment_bytes, spare, lock, stop, paced):
                     _discard(fd, spare.path)  # stopped by close()
                     fd = None
                 elif self.fsync:
@@ -692,16 +710,21 @@ def _zero_fill(
     spare: _Spare | None = None,
     lock: threading.Lock | None = None,
     stop: threading.Event | None = None,
+    flush_every: int | None = None,
 ) -> bool:
     """Writes `size` bytes of zeros from the file's start, ZERO_CHUNK_BYTES at a time; for a
-    spare, its progress recorded under `lock` and `stop` checked between writes. Whether it
-    wrote them all (False: stopped)."""
+    spare, its progress recorded under `lock`, `stop` checked between writes, and a flush each
+    `flush_every` bytes (the last part is left to the caller's fsync). Whether it wrote them
+    all (False: stopped)."""
     zeros = bytes(ZERO_CHUNK_BYTES)
-    written = 0
+    written = flushed = 0
     while written < size:
         if stop is not None and stop.is_set():
             return False
         written += os.write(fd, zeros[: size - written])
+        if flush_every is not None and written - flushed >= flush_every and written < size:
+            os.fdatasync(fd)
+            flushed = written
         if spare is not None and lock is not None:
             with lock:
                 spare.written = written

@@ -182,7 +182,7 @@ def test_close_stops_a_spare_being_made_and_joins_its_thread(
     def blocked(fd: int, size: int, *rest: Any) -> bool:
         if threading.current_thread() is not threading.main_thread():
             started.set()
-            _spare, _lock, stop = rest
+            stop = rest[2]
             assert stop.wait(60), "close never stopped the spare"
         return real(fd, size, *rest)
 
@@ -273,5 +273,26 @@ def test_fsync_off_makes_the_spare_without_a_flush(
         fill_until(log, 2, lambda: log.spare_wait())
         assert log.spare_misses == 0
         assert not flushed
+    finally:
+        log.close()
+
+
+def test_the_spare_is_flushed_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The loop's own fdatasync queues behind the disk's writeback: a spare's zeros flushed all
+    # at once put a whole segment ahead of it. Flushed every SPARE_FLUSH_BYTES instead.
+    monkeypatch.setattr(logsegments, "SPARE_FLUSH_BYTES", 1 << 20)
+    flushes: list[int] = []
+    real = os.fdatasync
+
+    def counting(fd: int) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            flushes.append(os.fstat(fd).st_size)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting)
+    log = SegmentLog(tmp_path, segment_bytes=4 << 20, unsynced_bytes_max=WINDOW_BYTES)
+    try:
+        assert log.spare_wait()
+        assert flushes == [1 << 20, 2 << 20, 3 << 20]  # then the whole file's fsync
     finally:
         log.close()
