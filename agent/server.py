@@ -281,6 +281,7 @@ class Server:
         # damaged store is repaired (or the start refused) before the Raft core is built.
         self.repair: dict[str, Any] | None = None
         try:
+            _check_log_segments(self.storage, config)
             self._scrub_and_repair()
         except StartRefused:
             self.storage.close()
@@ -2416,6 +2417,25 @@ _RULES_FIX = (
     "--rules-max), then start the agent again; it carries on from where it stopped. Until "
     "then it answers STATUS and INSPECT (what it applied), and refuses writes and streams."
 )
+
+
+def _check_log_segments(storage: Storage, config: AgentConfig) -> None:
+    """StartRefused if the store's log segments (their size stored with the store, made by
+    an earlier start's --log-segment-bytes) are smaller than twice this agent's largest entry
+    (AgentConfig's rule for a new log): otherwise the first such entry raises LimitExceeded
+    out of Storage.write, which the loop does not catch, and the agent crash-loops."""
+    segment_bytes = storage.log.segment_bytes
+    if segment_bytes >= 2 * config.entry_bytes_max:
+        return
+    raise StartRefused(
+        f"{storage.path}: this agent's body_bytes_max {config.body_bytes_max} allows Raft "
+        f"entries of up to {config.entry_bytes_max} bytes (with GC_COLLECTED_BYTES_MAX and "
+        f"the frame envelope), which need log segments of at least "
+        f"{2 * config.entry_bytes_max} bytes; this store's log was made with "
+        f"log_segment_bytes {segment_bytes} (kept with the store: --log-segment-bytes does "
+        "not change it). Start with the body limit the store was made for, or move the "
+        "member to a new --data-dir (remove it from the cluster, add it back as a learner)."
+    )
 
 
 def reply_of(applied: Applied) -> dict[str, Any]:
