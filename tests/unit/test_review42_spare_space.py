@@ -56,3 +56,52 @@ def test_the_room_excludes_the_zeros_a_spare_being_made_has_still_to_write(
     finally:
         release.set()
         store.close()
+
+
+def test_a_roll_while_the_spare_is_being_made_waits_for_it_and_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # segspare's own tests waited for the spare (spare_wait) before every roll: a roll that
+    # took the slot without waiting for the thread left every test green, and made the segment
+    # on the loop while the thread went on writing a second file nobody would take (64 MiB
+    # and a descriptor until the next open). The thread is held until the roll joins it.
+    release = threading.Event()
+    real_fill = logsegments._zero_fill
+    loop_writes: list[int] = []
+    real_write = os.write
+
+    def held(fd: int, size: int, *rest: Any) -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            assert release.wait(WAIT_S)
+        return real_fill(fd, size, *rest)
+
+    def write(fd: int, data: Any) -> int:
+        if threading.current_thread() is threading.main_thread():
+            loop_writes.append(len(data))  # the zero-fill's writes (records go with pwrite)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(logsegments, "_zero_fill", held)
+    monkeypatch.setattr(os, "write", write)
+    log = logsegments.SegmentLog(
+        tmp_path, segment_bytes=SEGMENT_BYTES, unsynced_bytes_max=SEGMENT_BYTES // 4
+    )
+    try:
+        worker = log._spare_worker
+        assert worker is not None and worker.is_alive()
+        real_join = worker.join
+
+        def join(timeout: float | None = None) -> None:
+            release.set()  # the roll waits for the thread: now let it finish
+            real_join(timeout)
+
+        worker.join = join  # type: ignore[method-assign]
+        log.append([(1, 1, 0, b"x")])  # the first segment: a roll with the spare not ready
+        log.sync()
+        assert log.spare_misses == 1
+        assert not loop_writes, "the segment was zero-filled on the loop"
+        assert log.spare_wait(WAIT_S)
+        assert len(list(tmp_path.glob("spare-*"))) == 1, "more than one spare"
+    finally:
+        release.set()
+        log.close()
+    assert not list(tmp_path.glob("spare-*"))
