@@ -105,3 +105,37 @@ def test_a_roll_while_the_spare_is_being_made_waits_for_it_and_uses_it(
         release.set()
         log.close()
     assert not list(tmp_path.glob("spare-*"))
+
+
+def spare_descriptors() -> list[str]:
+    """This process's open descriptors on a spare's file (removed or not)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed since the listing
+        if "/spare-" in target:
+            held.append(target)
+    return held
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_bug_in_the_spare_thread_leaves_no_descriptor_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An exception other than OSError in the thread (a bug) removed the spare's file but kept
+    # its descriptor open for the process's life: one more at every roll while the bug stays.
+    def broken(fd: int, size: int, *rest: Any) -> bool:
+        raise RuntimeError("a bug in the zero-fill")
+
+    monkeypatch.setattr(logsegments, "_zero_fill", broken)
+    log = logsegments.SegmentLog(
+        tmp_path, segment_bytes=SEGMENT_BYTES, unsynced_bytes_max=SEGMENT_BYTES // 4
+    )
+    try:
+        assert not log.spare_wait(WAIT_S)
+        assert not list(tmp_path.glob("spare-*"))
+        assert not spare_descriptors(), "the failed spare's descriptor is still open"
+    finally:
+        log.close()
