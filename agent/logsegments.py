@@ -477,6 +477,13 @@ class SegmentLog:
                 "be made on the loop",
                 errno.errorcode.get(exc.errno or 0, "no errno"),
             )
+        except BaseException:
+            # A bug, not the disk's error: the file and its descriptor go here, where the
+            # descriptor is known (the caller only removes the file; review42 found the
+            # descriptor kept open for the process's life, one more at every roll).
+            if fd is not None:
+                _discard(fd, spare.path)
+            raise
         with self._spare_lock:
             if self._spare_stop.is_set() and fd is not None:
                 _discard(fd, spare.path)  # closed while it was flushed: nobody will take it
