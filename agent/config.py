@@ -251,7 +251,8 @@ class AgentConfig:
             raise ValueError(f"map_bytes must be >= {MAP_BYTES_MIN}, got {self.map_bytes}")
         # One entry alone is one log record, which must fit the segment (and its unsynced
         # window, a segment at most): the largest body with its collected ids, twice over.
-        entry_bytes_max = self.body_bytes_max + GC_COLLECTED_BYTES_MAX + CLIENT_FRAME_ENVELOPE_BYTES
+        # An existing store keeps the size it was made at: Server checks it at start.
+        entry_bytes_max = self.entry_bytes_max
         if self.log_segment_bytes > LOG_SEGMENT_BYTES_MAX:
             raise LimitExceeded(
                 "LOG_SEGMENT_BYTES_MAX", LOG_SEGMENT_BYTES_MAX, self.log_segment_bytes,
@@ -346,6 +347,11 @@ class AgentConfig:
     @property
     def is_initial_voter(self) -> bool:
         return self.node_id in self.peers
+
+    @property
+    def entry_bytes_max(self) -> int:
+        """The largest Raft entry this agent's limits allow: a body with its collected ids."""
+        return self.body_bytes_max + GC_COLLECTED_BYTES_MAX + CLIENT_FRAME_ENVELOPE_BYTES
 
     @property
     def store_reserve_bytes(self) -> int:

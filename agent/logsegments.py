@@ -47,6 +47,24 @@ the page cache alone after a kill -9, and must not be reported held before it is
 A flush that fails fails the log (`LogFailed`): it is never retried, since a second fdatasync
 may succeed with the first one's pages lost.
 
+The next segment is made ahead of need, off the loop (docs/data-model-v2.md 8.18, "The spare
+segment"): a thread of the log's own writes a spare, `spare-<16 random hex digits>.new`, at
+`segment_bytes` with zeros, flushed every SPARE_FLUSH_BYTES (so that the loop's own flushes
+never queue behind a whole segment's writeback) and at its end; when the last segment fills,
+the loop renames the spare to the next segment's name and flushes the folder (the zero-fill
+and its fsync, 0.5-1.2 s of stall at load 12, no longer run on the loop). At most one spare
+exists (being made or ready); the thread touches its own file and a lock-protected slot only,
+never the segments or the index. The spare's name ends in `.new`, like a segment being made
+on the loop: open deletes every `*.new` before it scans, so a crash while making the spare,
+after making it, or between its rename and the folder's flush leaves a log that opens (a
+renamed spare is a segment of zeros, as a segment made on the loop is after a crash before its
+first record). A roll with no spare ready waits for the one being made (counted in
+`spare_misses`), or makes the segment on the loop as before (no spare: the disk had no room
+for one beside the segment the store's space check keeps free, or the thread failed: logged,
+counted in `spare_failures`, the spare discarded; the loop's own attempt then fails as it did
+before the spare if the trouble stays). `close` stops the thread (checked between 1 MiB
+writes) and joins it, at most SPARE_JOIN_TIMEOUT_S.
+
 Compaction deletes whole segments whose entries are all at or below the index given; the
 segments left must say on their own where the log starts: the oldest one's first record gives it
 (a record without entries carries the index the next entry would have), a record cutting below
@@ -56,9 +74,14 @@ segments go. Segment sequence numbers are consecutive: a gap is damage.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import mmap
 import os
+import secrets
 import struct
+import threading
 import zlib
 from array import array
 from collections.abc import Iterator, Sequence
@@ -89,6 +112,24 @@ TRAILER = 0xA5  # the last byte of every record: a write cut short lacks it
 ZERO_CHUNK_BYTES = 1 << 20
 SEGMENT_SUFFIX = ".seg"
 SEGMENTS_MAX = 1 << 20  # segments a folder may hold; past it the folder is not one we wrote
+# A file being made: a segment made on the loop before its rename, or a spare. Never a segment
+# (open reads `.seg` files only) and deleted by every open before it scans.
+SCRATCH_SUFFIX = ".new"
+SPARE_PREFIX = "spare-"
+# close() waits this long for the spare thread: it checks the stop flag between 1 MiB writes,
+# but an fsync in progress (~1 s for 64 MiB at load 12) cannot be cut short. Past it the thread
+# is left (a daemon): its file, if any, is deleted by the next open.
+SPARE_JOIN_TIMEOUT_S = 30.0
+# The spare is made only when the disk keeps this many segments' room beside it: the store's
+# space check (agent/storage.py Storage.space, review40) keeps one segment free for the log,
+# which a spare must not take (the loop's own attempt after a failed spare needs it).
+SPARE_ROOM_SEGMENTS_MIN = 2
+# The spare thread flushes its zeros every this many bytes: the loop's own fdatasync of the
+# last segment queues behind whatever the disk is writing back, and 64 MiB of a spare's dirty
+# pages flushed at once delayed it by hundreds of ms (the loop stall moved, not gone).
+SPARE_FLUSH_BYTES = 4 << 20
+
+log = logging.getLogger("superstatic.agent")
 
 Entry = tuple[int, int, int, bytes]  # index, term, kind, data
 
@@ -121,6 +162,18 @@ class _Segment:
     fd: int
     end: int  # bytes in use: the next record goes here
     last_index: int  # the highest index a record in it wrote (0: none)
+
+
+@dataclass(slots=True)
+class _Spare:
+    """The next segment's file, made by the spare thread. Every field but `path` is written by
+    the thread and read by the loop under SegmentLog._spare_lock."""
+
+    path: Path
+    written: int = 0  # bytes of zeros written so far (the space check counts the rest)
+    done: bool = False  # the thread is finished with it: `fd`, `error`, or neither (no room)
+    fd: int | None = None  # whole and flushed: the loop's to rename
+    error: OSError | None = None  # its making failed (the file was removed)
 
 
 @dataclass(slots=True)
@@ -182,7 +235,10 @@ class SegmentLog:
         segment_bytes: int = SEGMENT_BYTES_DEFAULT,
         unsynced_bytes_max: int = UNSYNCED_BYTES_MAX_DEFAULT,
         fsync: bool = True,
+        spare_thread: bool = True,
     ) -> None:
+        """`spare_thread` False makes the spare on the caller's thread where the thread would be
+        started (at open, after each roll): the crash tests need every write in one order."""
         assert 0 < unsynced_bytes_max <= segment_bytes < SEGMENT_BYTES_MAX, segment_bytes
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -198,7 +254,15 @@ class SegmentLog:
         self._base_from_reset = False  # open: the base was written by a reset, not inferred
         self.syncs = 0
         self._unsynced = 0
+        self.spare_thread = spare_thread
+        self.spare_misses = 0  # rolls with no spare ready: waited for, or made on the loop
+        self.spare_failures = 0  # spares whose making failed (seen at a roll)
+        self._spare: _Spare | None = None  # being made or ready (at most one)
+        self._spare_worker: threading.Thread | None = None
+        self._spare_lock = threading.Lock()
+        self._spare_stop = threading.Event()
         self._open()
+        self._spare_request()
 
     # ------------------------------------------------------------ reading
 
@@ -333,9 +397,139 @@ class SegmentLog:
         self._unsynced = 0
 
     def close(self) -> None:
+        self._spare_close()
         for segment in self.segments:
             os.close(segment.fd)
         self.segments = []
+
+    # ------------------------------------------------------------ the spare segment
+
+    def spare_wait(self, timeout_s: float | None = None) -> bool:
+        """Waits for the spare being made, if any (tests and benchmarks: a roll that must find
+        it ready). Whether a spare is ready."""
+        worker = self._spare_worker
+        if worker is not None:
+            worker.join(timeout_s)
+        with self._spare_lock:
+            return self._spare is not None and self._spare.fd is not None
+
+    def spare_outstanding_bytes(self) -> int:
+        """Bytes the spare being made has still to take on the disk (0: none being made)."""
+        with self._spare_lock:
+            spare = self._spare
+            if spare is None or spare.done:
+                return 0
+            return self.segment_bytes - spare.written
+
+    def _spare_request(self) -> None:
+        """Starts making a spare if none is made or being made."""
+        if self._spare is not None or self._spare_stop.is_set():
+            return
+        spare = _Spare(self.folder / f"{SPARE_PREFIX}{secrets.token_hex(8)}{SCRATCH_SUFFIX}")
+        self._spare = spare
+        if not self.spare_thread:
+            self._spare_make(spare)
+            return
+        self._spare_worker = threading.Thread(
+            target=self._spare_thread_main, args=(spare,), name="log-spare", daemon=True
+        )
+        self._spare_worker.start()
+
+    def _spare_thread_main(self, spare: _Spare) -> None:
+        try:
+            self._spare_make(spare)
+        except BaseException:
+            # A bug, not the disk's error: no spare (the roll makes the segment on the loop),
+            # its file removed; the traceback goes to threading's excepthook.
+            with contextlib.suppress(OSError):
+                spare.path.unlink(missing_ok=True)
+            with self._spare_lock:
+                spare.done = True
+            raise
+
+    def _spare_make(self, spare: _Spare) -> None:
+        """The spare thread: writes the spare and hands it over through `spare` (under the
+        lock). Touches nothing else of the log: the loop owns the segments and the index."""
+        fd: int | None = None
+        error: OSError | None = None
+        try:
+            vfs = os.statvfs(self.folder)
+            # No room beside the reserve: no spare, the roll makes the segment as before.
+            if vfs.f_bavail * vfs.f_frsize >= SPARE_ROOM_SEGMENTS_MIN * self.segment_bytes:
+                fd = os.open(spare.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                stop, lock = self._spare_stop, self._spare_lock
+                paced = SPARE_FLUSH_BYTES if self.fsync else None
+                if not _zero_fill(fd, self.segment_bytes, spare, lock, stop, paced):
+                    _discard(fd, spare.path)  # stopped by close()
+                    fd = None
+                elif self.fsync:
+                    os.fsync(fd)
+        except OSError as exc:
+            # Disk full, EIO: the file goes at once (a full disk must not stay full of it), the
+            # error is logged here and counted at the roll, which then makes the segment on
+            # the loop: if the trouble stays, that attempt fails as it did before the spare.
+            if fd is not None:
+                _discard(fd, spare.path)
+                fd = None
+            error = exc
+            log.warning(
+                "the Raft log's spare segment could not be made (%s): the next segment will "
+                "be made on the loop",
+                errno.errorcode.get(exc.errno or 0, "no errno"),
+            )
+        except BaseException:
+            # A bug, not the disk's error: the file and its descriptor go here, where the
+            # descriptor is known (the caller only removes the file; review42 found the
+            # descriptor kept open for the process's life, one more at every roll).
+            if fd is not None:
+                _discard(fd, spare.path)
+            raise
+        with self._spare_lock:
+            if self._spare_stop.is_set() and fd is not None:
+                _discard(fd, spare.path)  # closed while it was flushed: nobody will take it
+                fd = None
+            spare.fd, spare.error, spare.done = fd, error, True
+
+    def _spare_take(self) -> tuple[int, Path] | None:
+        """On the loop, at a roll: the spare's descriptor and name (whole and flushed), or None
+        (the segment is to be made on the loop). Waits for a spare being made: the rest of its
+        making costs no more than making the segment here, and a second file would double the
+        writes."""
+        spare, worker = self._spare, self._spare_worker
+        self._spare, self._spare_worker = None, None
+        if spare is None:
+            self.spare_misses += 1
+            return None
+        with self._spare_lock:
+            ready = spare.done and spare.fd is not None
+        if not ready:
+            self.spare_misses += 1
+        if worker is not None:
+            worker.join()  # being made: waited for; finished: returns at once
+        with self._spare_lock:
+            fd, error = spare.fd, spare.error
+        if error is not None:
+            self.spare_failures += 1
+        return None if fd is None else (fd, spare.path)
+
+    def _spare_close(self) -> None:
+        self._spare_stop.set()
+        worker, spare = self._spare_worker, self._spare
+        self._spare, self._spare_worker = None, None
+        if worker is not None:
+            worker.join(SPARE_JOIN_TIMEOUT_S)
+            if worker.is_alive():
+                log.warning(
+                    "the Raft log's spare thread did not stop within %d s: its file is "
+                    "removed at the next open",
+                    SPARE_JOIN_TIMEOUT_S,
+                )
+                return
+        if spare is not None:
+            with self._spare_lock:
+                fd, spare.fd = spare.fd, None
+            if fd is not None:
+                _discard(fd, spare.path)  # a stopped log keeps no spare on the disk
 
     def _write(self, record: list[Any]) -> int:
         """Writes one record; returns its offset in the last segment."""
@@ -364,15 +558,19 @@ class SegmentLog:
     def _new_segment(self) -> None:
         sequence = self.segments[-1].sequence + 1 if self.segments else 1
         path = self.folder / f"{sequence:016x}{SEGMENT_SUFFIX}"
-        scratch = path.with_suffix(".new")
-        fd = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        spare = self._spare_take()
+        if spare is not None:
+            fd, scratch = spare
+        else:
+            # No spare: made here, as before the spare (the loop stalls while it is written).
+            scratch = path.with_suffix(SCRATCH_SUFFIX)
+            fd = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            zeros = bytes(ZERO_CHUNK_BYTES)
-            written = 0
-            while written < self.segment_bytes:
-                written += os.write(fd, zeros[: self.segment_bytes - written])
-            if self.fsync:
-                os.fsync(fd)
+            if spare is None:
+                _zero_fill(fd, self.segment_bytes)  # no stop flag: always whole
+                if self.fsync:
+                    os.fsync(fd)
+            # The spare was flushed by its thread: only its new name needs the folder's flush.
             os.rename(scratch, path)
             self._sync_folder()
         except BaseException:
@@ -382,6 +580,7 @@ class SegmentLog:
             scratch.unlink(missing_ok=True)
             raise
         self.segments.append(_Segment(path, sequence, fd, 0, 0))
+        self._spare_request()  # the next one, made while this one fills
 
     def _delete(self, segment: _Segment) -> None:
         os.close(segment.fd)
@@ -403,8 +602,11 @@ class SegmentLog:
     # ------------------------------------------------------------ open: scan, verify, cut
 
     def _open(self) -> None:
-        for stale in self.folder.glob("*.new"):
-            stale.unlink()  # a segment whose making was interrupted: never used
+        for stale in self.folder.glob(f"*{SCRATCH_SUFFIX}"):
+            # A segment whose making on the loop was interrupted, or a spare (half-made,
+            # whole, or of another size: never checked, always deleted; the next is made
+            # off the loop once open returns): never a segment.
+            stale.unlink()
         names = sorted(p for p in self.folder.iterdir() if p.suffix == SEGMENT_SUFFIX)
         if len(names) > SEGMENTS_MAX:
             raise LimitExceeded("SEGMENTS_MAX", SEGMENTS_MAX, len(names), "log segments")
@@ -507,6 +709,42 @@ class SegmentLog:
             self.places.extend(segment, offset, len(items))
             segment.last_index = self.last_index
         self.hard = None if hard is None else (hard[0], hard[1])
+
+
+def _zero_fill(
+    fd: int,
+    size: int,
+    spare: _Spare | None = None,
+    lock: threading.Lock | None = None,
+    stop: threading.Event | None = None,
+    flush_every: int | None = None,
+) -> bool:
+    """Writes `size` bytes of zeros from the file's start, ZERO_CHUNK_BYTES at a time; for a
+    spare, its progress recorded under `lock`, `stop` checked between writes, and a flush each
+    `flush_every` bytes (the last part is left to the caller's fsync). Whether it wrote them
+    all (False: stopped)."""
+    zeros = bytes(ZERO_CHUNK_BYTES)
+    written = flushed = 0
+    while written < size:
+        if stop is not None and stop.is_set():
+            return False
+        written += os.write(fd, zeros[: size - written])
+        if flush_every is not None and written - flushed >= flush_every and written < size:
+            os.fdatasync(fd)
+            flushed = written
+        if spare is not None and lock is not None:
+            with lock:
+                spare.written = written
+    return True
+
+
+def _discard(fd: int, path: Path) -> None:
+    """Closes and removes a spare no one will use. An error here changes nothing for the log
+    (a leftover spare is deleted by the next open), so none is raised."""
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def _zeros(data: mmap.mmap, start: int, end: int) -> bool:

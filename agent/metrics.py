@@ -612,6 +612,16 @@ class StateCollector:
             "store_full", "1 while writes are refused for want of space.", bool(store.get("full"))
         )
         yield gauge("disk_bytes", "Bytes of the data file in use.", s.get("disk_bytes", 0))
+        yield counter(
+            "log_spare_misses",
+            "Raft log segment rolls with no spare segment ready (made or waited for on the loop).",
+            store.get("log_spare_misses", 0),
+        )
+        yield counter(
+            "log_spare_failures",
+            "Spare Raft log segments whose making failed (disk full, I/O error).",
+            store.get("log_spare_failures", 0),
+        )
         halted = GaugeMetricFamily(
             PREFIX + "halted", "1 if this agent stopped applying, by reason.", labels=["reason"]
         )

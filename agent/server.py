@@ -287,6 +287,10 @@ class Server:
         self.clock = io.clock
         self.started = self.clock.monotonic()
         self.tracer: AgentTracer | None = AgentTracer() if config.trace else None
+        # The log's segment size is checked against this agent's entry limit only on a store
+        # opened here (a real start): a Storage handed in (the glue simulation's, on small
+        # segments with the default limits and small bodies) is its maker's business.
+        opened_here = storage is None
         if storage is None:
             storage = Storage(
                 config.data_dir,
@@ -299,6 +303,8 @@ class Server:
         # damaged store is repaired (or the start refused) before the Raft core is built.
         self.repair: dict[str, Any] | None = None
         try:
+            if opened_here:
+                _check_log_segments(self.storage, config)
             self._scrub_and_repair()
         except StartRefused:
             self.storage.close()
@@ -2485,6 +2491,10 @@ class Server:
                 "full": self._store_full(),
                 "writes_refused": self._store_refused,
                 "appends_refused": self._appends_refused,
+                # Rolls to a new Raft log segment with no spare ready (its making waited for
+                # or done on the loop), and spares whose making failed: agent/logsegments.py.
+                "log_spare_misses": self.storage.log.spare_misses,
+                "log_spare_failures": self.storage.log.spare_failures,
             },
         )
         status["rules"] = self.rules.status()
@@ -2497,6 +2507,25 @@ _RULES_FIX = (
     "--rules-max), then start the agent again; it carries on from where it stopped. Until "
     "then it answers STATUS and INSPECT (what it applied), and refuses writes and streams."
 )
+
+
+def _check_log_segments(storage: Storage, config: AgentConfig) -> None:
+    """StartRefused if the store's log segments (their size stored with the store, made by
+    an earlier start's --log-segment-bytes) are smaller than twice this agent's largest entry
+    (AgentConfig's rule for a new log): otherwise the first such entry raises LimitExceeded
+    out of Storage.write, which the loop does not catch, and the agent crash-loops."""
+    segment_bytes = storage.log.segment_bytes
+    if segment_bytes >= 2 * config.entry_bytes_max:
+        return
+    raise StartRefused(
+        f"{storage.path}: this agent's body_bytes_max {config.body_bytes_max} allows Raft "
+        f"entries of up to {config.entry_bytes_max} bytes (with GC_COLLECTED_BYTES_MAX and "
+        f"the frame envelope), which need log segments of at least "
+        f"{2 * config.entry_bytes_max} bytes; this store's log was made with "
+        f"log_segment_bytes {segment_bytes} (kept with the store: --log-segment-bytes does "
+        "not change it). Start with the body limit the store was made for, or move the "
+        "member to a new --data-dir (remove it from the cluster, add it back as a learner)."
+    )
 
 
 def reply_of(applied: Applied) -> dict[str, Any]:

@@ -18,7 +18,9 @@ Fields (all present on every agent; leader-only facts are empty elsewhere):
 
 `store`: `format` (on-disk format version), `record_bytes_max`, `repair` (None, or what the
 checksum scrub at start found and did: `found`, `action`, `until` (no vote before this index
-applies again, 0: none), `done`), and the space figures (docs/agent.md).
+applies again, 0: none), `done`), the space figures (docs/agent.md), and `log_spare_misses` /
+`log_spare_failures` (Raft log rolls with no spare segment ready; spares whose making failed:
+agent/logsegments.py).
 
 `auth` (agent/auth.py, docs/security.md): `mode` ("curve", "loopback-only" or "insecure"),
 `warning` (set when insecure), `keys_dir`, `agents_trusted`, `app_keys` (count per role),

@@ -449,13 +449,16 @@ class Storage:
         fsync: bool = True,
         map_bytes: int = MAP_BYTES_DEFAULT,
         log_segment_bytes: int = SEGMENT_BYTES_DEFAULT,
+        log_spare_thread: bool = True,
     ) -> None:
         """`log_segment_bytes`: the segment size of a NEW store's log (an existing one keeps
-        the size stored with it, meta `log_segment_bytes`: 8.16 (e))."""
+        the size stored with it, meta `log_segment_bytes`: 8.16 (e)). `log_spare_thread`
+        False: the log's spare segment is made on the caller's thread (the crash tests)."""
         assert map_bytes > 0, map_bytes
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
+        self.log_spare_thread = log_spare_thread
         # fsync on: MDB_NOMETASYNC (sync=True, metasync=False), the weakest LMDB mode that
         # keeps the environment whole across a power loss (see the module docstring); write()
         # adds an explicit sync where Raft needs the commit itself durable. fsync off (a
@@ -581,6 +584,7 @@ class Storage:
                 segment_bytes=segment_bytes,
                 unsynced_bytes_max=min(LOG_UNSYNCED_BYTES_MAX, segment_bytes),
                 fsync=self.fsync,
+                spare_thread=self.log_spare_thread,
             )
         except LogDamaged as exc:
             # Not repaired here: the term and vote live in the log, so this copy cannot know
@@ -1113,6 +1117,9 @@ class Storage:
         map_bytes = int(self.env.info()["map_size"])
         data_file = self.path / "data.mdb"
         file_bytes = os.path.getsize(data_file) if data_file.exists() else 0
+        # Read before the disk's free space: zeros the spare writes in between only lower
+        # the free space seen, never the part counted here (the room errs low, not high).
+        spare_outstanding = self.log.spare_outstanding_bytes()
         vfs = os.statvfs(self.path)
         disk_free = vfs.f_bavail * vfs.f_frsize
         # The Raft log makes its next segment whole (segment_bytes written at once) on this
@@ -1120,8 +1127,13 @@ class Storage:
         # grows on the disk alone (pages LMDB freed inside its file are no room for it): the
         # room is at most the disk's beyond that segment. Counted, the reserve refuses
         # appends before the disk cannot hold a segment; uncounted, a full disk halted the
-        # agent on ENOSPC for good, a restart needed (review40).
-        disk_room = max(0, disk_free - self.log.segment_bytes)
+        # agent on ENOSPC for good, a restart needed (review40). A spare segment made ahead
+        # (agent/logsegments.py) is already out of the free space and does NOT count as that
+        # segment: the one after it is made right after the roll takes it, from this room
+        # (counted as the spare, an LMDB that filled the disk would leave no room for it and
+        # the roll after would halt the agent). A spare being made still has its outstanding
+        # zeros to write: counted too.
+        disk_room = max(0, disk_free - self.log.segment_bytes - spare_outstanding)
         ceiling = min(map_bytes, file_bytes + disk_room)
         return Space(map_bytes, used, max(0, min(ceiling - used, disk_room)), disk_free)
 

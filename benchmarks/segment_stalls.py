@@ -1,6 +1,7 @@
 """The agent's loop stalls while its Raft log makes a segment (review40; docs/data-model-v2.md
 8.18, "Review 40"): three real agents, WRITES writes of ~1 MB through the public API; per
-agent, the slow loop turns it logged (at least SLOW_TURN_MS_MIN) and the leader changes.
+agent, the slow loop turns it logged (at least SLOW_TURN_MS_MIN) and the leader changes; and
+(segspare) each agent's rolls that found no spare segment ready.
 
     python -m superstatic_bench.segment_stalls --segment-bytes 67108864 --dir /tmp/stalls
 """
@@ -45,9 +46,12 @@ def main() -> None:
         finally:
             superstatic.close()
         terms_after = {n: cluster.status(n)["term"] for n in cluster.agents}
+        # segspare: rolls that found no spare segment ready (None: an agent without spares).
+        misses = {n: cluster.status(n)["store"].get("log_spare_misses") for n in cluster.agents}
     load = os.getloadavg()[0]
     print(f"segment {args.segment_bytes} B, load {load:.1f}, {WRITES} writes in {wall_s:.1f} s")
     print(f"terms {terms} -> {terms_after}")
+    print(f"spare misses {misses}")
     for node_id in sorted(terms):
         text = (args.dir / "agents" / f"{node_id}.log").read_text()
         turns = [int(ms) for ms in re.findall(r"slow loop turn: (\d+) ms", text)]

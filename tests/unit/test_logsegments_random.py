@@ -3,7 +3,9 @@ hard states, syncs, compactions and resets, checked against a model after every 
 every reopen and after simulated crashes. A crash keeps the bytes synced last and a random
 subset of the 512-byte sectors written since (out of order, as a disk may): the reopened log
 must equal the model as of the last sync or of some record after it, never lose a synced
-entry or hard state, and never refuse a log a crash could leave as damaged."""
+entry or hard state, and never refuse a log a crash could leave as damaged. A crash also
+leaves the log's spare segment (segspare) whole, cut, of another size or garbage: the open
+deletes it."""
 
 from __future__ import annotations
 
@@ -52,9 +54,19 @@ def adopt(log: SegmentLog, model: Model) -> None:
 class Run:
     """One random run: the log, its model, and for crashes the bytes of the last sync."""
 
-    def __init__(self, folder: Path, seed: int, segment_bytes: int, window_bytes: int) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        seed: int,
+        segment_bytes: int,
+        window_bytes: int,
+        *,
+        spare_thread: bool = True,
+    ) -> None:
         self.folder = folder
+        self.spare_thread = spare_thread
         self.rnd = random.Random(seed)
+        self.spare_rnd = random.Random(-seed - 1)  # apart: each seed's steps as before spares
         self.segment_bytes = segment_bytes
         self.window_bytes = window_bytes
         self.model = Model()
@@ -66,7 +78,10 @@ class Run:
 
     def open(self) -> SegmentLog:
         log = SegmentLog(
-            self.folder, segment_bytes=self.segment_bytes, unsynced_bytes_max=self.window_bytes
+            self.folder,
+            segment_bytes=self.segment_bytes,
+            unsynced_bytes_max=self.window_bytes,
+            spare_thread=self.spare_thread,
         )
         real_sync = log.sync
 
@@ -104,8 +119,13 @@ class Run:
             model.hard = hard or model.hard
             self.since_sync.append(model.copy())
         elif choice < 0.62:
-            model.hard = (self.term, rnd.choice("xyz"))
-            log.append([], hard=model.hard)
+            # The model changes after the append: an append that syncs first (the first
+            # record, a full window, a roll) snapshots the model as synced, and a hard state
+            # set before it was taken as synced though not written (seeds 135, 139, 198 and
+            # 299 of 300 failed on that, not on the log).
+            hard = (self.term, rnd.choice("xyz"))
+            log.append([], hard=hard)
+            model.hard = hard
             self.since_sync.append(model.copy())
         elif choice < 0.75:
             log.sync()
@@ -135,7 +155,20 @@ class Run:
 
     def crash(self) -> None:
         now = {p.name: p.read_bytes() for p in self.folder.glob("*.seg")}
-        self.log.close()
+        spares = {p.name: p.read_bytes() for p in self.folder.glob("spare-*")}
+        self.log.close()  # removes the spare: put back below as a crash may leave it
+        for name, data in spares.items():
+            # Whole, cut anywhere (its zeros half-written), of another size, or garbage: the
+            # open must delete it whatever it holds and never read it as a segment.
+            shape = self.spare_rnd.choice(["whole", "cut", "longer", "garbage", "gone"])
+            if shape == "cut":
+                data = data[: self.spare_rnd.randrange(len(data) + 1)]
+            elif shape == "longer":
+                data += bytes(SECTOR_BYTES)
+            elif shape == "garbage":
+                data = bytes([self.spare_rnd.randint(1, 255)]) * SECTOR_BYTES + data[SECTOR_BYTES:]
+            if shape != "gone":
+                (self.folder / name).write_bytes(data)
         for name, data in now.items():
             kept = bytearray(self.synced.get(name, bytes(self.segment_bytes)))
             for start in range(0, self.segment_bytes, SECTOR_BYTES):
@@ -144,6 +177,7 @@ class Run:
                     kept[start : start + SECTOR_BYTES] = sector
             (self.folder / name).write_bytes(bytes(kept))
         self.log = self.open()
+        assert not set(spares) & {p.name for p in self.folder.iterdir()}, "a spare kept"
         matches = [m for m in self.since_sync if agrees(self.log, m)]
         assert matches, "after a crash the log is none of the states since the last sync"
         self.model = matches[0].copy()
@@ -165,7 +199,9 @@ def test_random_operations_and_reopens_agree_with_the_model(tmp_path: Path, seed
 def test_random_crashes_lose_no_synced_record(tmp_path: Path, seed: int) -> None:
     # Records up to the window's size span sectors, so sectors reaching the disk out of order
     # tear records in the middle; mutating the torn test to "trailer missing" alone fails it.
-    run = Run(tmp_path, seed, segment_bytes=8192, window_bytes=4096)
+    # The spare made on this thread (spare_thread=False): the crash then finds it in one
+    # state for a seed, not whichever the thread had reached.
+    run = Run(tmp_path, seed, segment_bytes=8192, window_bytes=4096, spare_thread=False)
     for _ in range(run.rnd.randint(10, 80)):
         run.step(crashes=True)
     run.log.close()

@@ -135,3 +135,43 @@ def test_a_log_compacted_past_the_stores_snapshot_is_refused(tmp_path: Path) -> 
     (path / "data.mdb").write_bytes(old)
     with pytest.raises(StartRefused, match="starts after index"):
         SmallAgent(path)
+
+
+def test_a_fresh_stores_format_is_synced_before_its_log_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a4a50c5 (review39 found it without a test): a fresh store's format record must be
+    durable before the log can hold anything, or a power loss can leave a log beside a store
+    that looks fresh, refused at the next start as "a log without its store". The
+    environment's syncs and the log's opening are recorded in order."""
+    import lmdb
+    from superstatic_agent import storage as storage_module
+    from superstatic_agent.storage import Storage
+
+    events: list[str] = []
+    real_open = lmdb.open
+
+    class SyncSpy:
+        """The LMDB environment, with its syncs recorded (its type's methods are read-only)."""
+
+        def __init__(self, env: lmdb.Environment) -> None:
+            self._env = env
+
+        def sync(self, force: bool = False) -> None:
+            events.append("env.sync")
+            self._env.sync(force)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._env, name)
+
+    real_log = storage_module.SegmentLog
+
+    def log_opened(*args: object, **kw: object) -> object:
+        events.append("log")
+        return real_log(*args, **kw)
+
+    monkeypatch.setattr(lmdb, "open", lambda *a, **kw: SyncSpy(real_open(*a, **kw)))
+    monkeypatch.setattr(storage_module, "SegmentLog", log_opened)
+    Storage(tmp_path / "a", fsync=True).close()
+    assert "log" in events
+    assert "env.sync" in events[: events.index("log")], events
