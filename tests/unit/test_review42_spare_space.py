@@ -107,15 +107,16 @@ def test_a_roll_while_the_spare_is_being_made_waits_for_it_and_uses_it(
     assert not list(tmp_path.glob("spare-*"))
 
 
-def spare_descriptors() -> list[str]:
-    """This process's open descriptors on a spare's file (removed or not)."""
+def spare_descriptors(folder: Path) -> list[str]:
+    """This process's open descriptors on a spare's file in `folder` (removed or not): only
+    this test's, whatever other tests of the process left open."""
     held = []
     for fd in os.listdir("/proc/self/fd"):
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             continue  # closed since the listing
-        if "/spare-" in target:
+        if target.startswith(f"{folder}/spare-"):
             held.append(target)
     return held
 
@@ -136,6 +137,6 @@ def test_a_bug_in_the_spare_thread_leaves_no_descriptor_open(
     try:
         assert not log.spare_wait(WAIT_S)
         assert not list(tmp_path.glob("spare-*"))
-        assert not spare_descriptors(), "the failed spare's descriptor is still open"
+        assert not spare_descriptors(tmp_path), "the failed spare's descriptor is still open"
     finally:
         log.close()
