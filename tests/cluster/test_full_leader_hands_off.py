@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from support.leading import make_leader
 
 import superstatic
-from superstatic.client import oneshot
-from superstatic.protocol import wire
 from superstatic.tools.localcluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
@@ -33,14 +32,7 @@ def test_a_full_leader_hands_leadership_to_a_member_with_room(
     with LocalCluster(tmp_path, size=3) as cluster:
         cluster.agents["c"].extra_args = ["--map-bytes", str(MAP_BYTES)]
         cluster.start()
-        leader = cluster.leader()
-        if leader != "c":
-            oneshot.request(
-                cluster.agents[leader].client_endpoint,
-                wire.FrameType.MEMBERS,
-                {"op": "transfer", "node": "c"},
-            )
-            cluster.wait_until(lambda: cluster.leader() == "c", "c leads", TIMEOUT_S)
+        make_leader(cluster, "c", TIMEOUT_S)
         for name, value in cluster.client_env().items():
             monkeypatch.setenv(name, value)
         superstatic.connect(cluster.client_endpoints())

@@ -34,12 +34,9 @@ def taken() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-@pytest.mark.parametrize("which", ["client", "peer"])
-def test_a_taken_port_refuses_the_agent_process_in_one_line(
-    tmp_path: Path, taken: int, which: str
-) -> None:
-    (free,) = free_ports(1)
-    peer, client = (free, taken) if which == "client" else (taken, free)
+def run_agent(tmp_path: Path, peer: int, client: int) -> tuple[int, str]:
+    """One agent process on these ports, run until it exits (stopped by PID if it does not):
+    its exit status and everything it printed."""
     command = [
         sys.executable,
         "-m",
@@ -60,8 +57,17 @@ def test_a_taken_port_refuses_the_agent_process_in_one_line(
         if process.poll() is None:
             process.kill()
             process.wait()
-    text = out.decode(errors="replace")
-    assert process.returncode == EXIT_LISTEN_REFUSED, text
+    return process.returncode, out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("which", ["client", "peer"])
+def test_a_taken_port_refuses_the_agent_process_in_one_line(
+    tmp_path: Path, taken: int, which: str
+) -> None:
+    (free,) = free_ports(1)
+    peer, client = (free, taken) if which == "client" else (taken, free)
+    status, text = run_agent(tmp_path, peer, client)
+    assert status == EXIT_LISTEN_REFUSED, text
     assert "Traceback" not in text, text
     what = "--client" if which == "client" else "the peer endpoint"
     assert f"cannot listen on {what} tcp://127.0.0.1:{taken}: Address already in use" in text
@@ -101,27 +107,7 @@ def test_a_taken_port_exits_with_a_status_systemd_restarts_on(tmp_path: Path, ta
     while a taken port ended in a traceback (exit 1). Exit 2 is in RestartPreventExitStatus
     (bad arguments), so the agent stayed down for good."""
     (free,) = free_ports(1)
-    command = [
-        sys.executable,
-        "-m",
-        "superstatic_agent",
-        "--id",
-        "a",
-        "--data-dir",
-        str(tmp_path / "a"),
-        "--peers",
-        f"a=tcp://127.0.0.1:{free}",
-        "--client",
-        f"tcp://127.0.0.1:{taken}",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        out, _ = process.communicate(timeout=TIMEOUT_S_EXIT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    text = out.decode(errors="replace")
+    status, text = run_agent(tmp_path, free, taken)
     assert "cannot listen on --client" in text, text
-    assert process.returncode != 0, text
-    assert process.returncode not in restart_prevented_statuses(), text
+    assert status != 0, text
+    assert status not in restart_prevented_statuses(), text
